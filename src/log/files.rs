@@ -1,0 +1,155 @@
+//! Small durable files of a partition directory: the recovery checkpoint, the
+//! clean-shutdown marker, and the write-then-rename used to replace a file atomically.
+//!
+//! Recovery checkpoint (`recovery-checkpoint`, 48 bytes, little-endian):
+//! ```text
+//!  0  8  magic "STRMCKPT"
+//!  8  4  version (1)
+//! 12  4  CRC-32 of bytes [16, 48)
+//! 16  8  base offset of the segment the checkpoint points into
+//! 24  8  position in that segment: every byte below it is on disk, indexes included
+//! 32  8  next offset at that position
+//! 40  8  largest record timestamp below that position (i64::MIN when none)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use super::naming::{temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE};
+use crate::error::{IoContext, Result};
+
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"STRMCKPT";
+pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_LEN: usize = 48;
+
+/// How far a log is known to be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub segment_base: u64,
+    pub position: u64,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
+        let mut buf = [0u8; CHECKPOINT_LEN];
+        buf[0..8].copy_from_slice(CHECKPOINT_MAGIC);
+        buf[8..12].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.segment_base.to_le_bytes());
+        buf[24..32].copy_from_slice(&self.position.to_le_bytes());
+        buf[32..40].copy_from_slice(&self.next_offset.to_le_bytes());
+        buf[40..48].copy_from_slice(&self.max_timestamp.to_le_bytes());
+        let crc = crc32fast::hash(&buf[16..]);
+        buf[12..16].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Option<Checkpoint> {
+        let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        if buf.len() != CHECKPOINT_LEN
+            || &buf[0..8] != CHECKPOINT_MAGIC
+            || buf[8..12] != CHECKPOINT_VERSION.to_le_bytes()
+            || buf[12..16] != crc32fast::hash(&buf[16..]).to_le_bytes()
+        {
+            return None;
+        }
+        Some(Checkpoint {
+            segment_base: u64_at(16),
+            position: u64_at(24),
+            next_offset: u64_at(32),
+            max_timestamp: u64_at(40) as i64,
+        })
+    }
+}
+
+/// Reads the checkpoint; `Ok(None)` when it is missing or damaged (then the whole log
+/// is scanned, so a damaged checkpoint costs time, never data).
+pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Checkpoint::decode(&bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).at(&path),
+    }
+}
+
+pub fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    write_atomically(&dir.join(CHECKPOINT_FILE), &checkpoint.encode())
+}
+
+/// Writes `bytes` to `path.tmp`, syncs it, renames it over `path` and syncs the
+/// directory: afterwards `path` holds either the old or the new bytes, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let mut file = File::create(&tmp).at(&tmp)?;
+    file.write_all(bytes).at(&tmp)?;
+    file.sync_all().at(&tmp)?;
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(path.parent().expect("files live in a directory"))
+}
+
+/// Makes creations, renames and deletions in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+pub fn clean_marker_exists(dir: &Path) -> bool {
+    dir.join(CLEAN_SHUTDOWN_FILE).exists()
+}
+
+pub fn write_clean_marker(dir: &Path) -> Result<()> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .at(&path)?;
+    sync_dir(dir)
+}
+
+/// Removed durably at open, before the first append: a crash from then on must not be
+/// mistaken for a clean shutdown.
+pub fn remove_clean_marker(dir: &Path) -> Result<()> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).at(&path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trips_and_rejects_damage() {
+        let cp = Checkpoint {
+            segment_base: 7,
+            position: 4096,
+            next_offset: 99,
+            max_timestamp: -5,
+        };
+        let bytes = cp.encode();
+        assert_eq!(Checkpoint::decode(&bytes), Some(cp));
+        for i in 0..CHECKPOINT_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert_eq!(Checkpoint::decode(&bad), None, "flipped byte {i}");
+        }
+        assert_eq!(Checkpoint::decode(&bytes[..40]), None);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomically(&path, b"one").unwrap();
+        write_atomically(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,30 @@
+//! One partition's log, as a library over a directory: segments of record batches with
+//! sparse offset and time indexes, crash recovery, retention and truncation. It knows
+//! nothing of topics, gRPC or tasks.
+//!
+//! - `format`: the batch header layout; `record`: records and the batch builder.
+//! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
+//! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
+//! - `segment`: one `.log` and its indexes; `log`: the `Log` of many segments.
+//! - `recovery`: opening and closing; `trim`: retention and truncation.
+
+pub mod config;
+pub mod files;
+pub mod format;
+pub mod index;
+#[allow(clippy::module_inception)]
+mod log;
+mod mmap;
+pub mod naming;
+pub mod record;
+mod recovery;
+mod segment;
+mod trim;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
+pub use log::{AppendInfo, FlushJob, Log, ReadBatches};
+pub use record::{records, BatchBuilder, Header, PendingBatch, Record, RecordView};
+pub use recovery::OpenReport;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! Records inside a batch, and the builder that makes a batch from records.
+//!
+//! A batch's records section is stored in the exact protobuf wire encoding of a
+//! `repeated Record records = 1` field of the message below, so a Fetch response is a
+//! concatenation of stored bytes and nothing is decoded or re-encoded on the way out:
+//!
+//! ```text
+//! message Record {
+//!   fixed64  offset       = 1;  // absolute offset, written by the log on append
+//!   sfixed64 timestamp_ms = 2;
+//!   optional bytes key    = 3;  // present only when the record has a key
+//!   bytes    value        = 4;  // always present, possibly empty
+//!   repeated Header headers = 5;  // Header { string name = 1; bytes value = 2; }
+//! }
+//! ```
+//! Each record is `0x0A <varint body length> <body>`. The body always begins with the
+//! offset (tag `0x09`, 8 bytes) and the timestamp (tag `0x11`, 8 bytes), fixed-width so the
+//! log can write offsets into an encoded batch in place. Fields then follow in field
+//! order; the parser accepts only this canonical layout.
+
+use bytes::Bytes;
+
+use super::format::{seal_crc, BatchHeader, ProducerInfo, FORMAT_VERSION, HEADER_LEN, NO_PRODUCER};
+use crate::error::{Error, Result};
+
+/// Tag of a record entry in the records section: field 1, wire type 2 (length-delimited).
+pub const RECORD_TAG: u8 = 0x0A;
+/// Tag of `Record.offset`: field 1, wire type 1 (64-bit).
+pub const OFFSET_TAG: u8 = 0x09;
+/// Tag of `Record.timestamp_ms`: field 2, wire type 1.
+pub const TIMESTAMP_TAG: u8 = 0x11;
+/// Tag of `Record.key`: field 3, wire type 2.
+pub const KEY_TAG: u8 = 0x1A;
+/// Tag of `Record.value`: field 4, wire type 2.
+pub const VALUE_TAG: u8 = 0x22;
+/// Tag of one `Record.headers` entry: field 5, wire type 2.
+pub const HEADER_TAG: u8 = 0x2A;
+/// Tags inside a `Header`: name (field 1) and value (field 2), both length-delimited.
+pub const HEADER_NAME_TAG: u8 = 0x0A;
+pub const HEADER_VALUE_TAG: u8 = 0x12;
+/// Bytes from a record body's start to the end of its timestamp.
+pub const FIXED_BODY_LEN: usize = 18;
+
+/// A header of a record: a name and bytes. Names may repeat; order is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Bytes,
+}
+
+/// A record as a producer hands it to the log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch; never negative.
+    pub timestamp_ms: i64,
+}
+
+fn delimited_len(len: usize) -> usize {
+    1 + prost::length_delimiter_len(len) + len
+}
+
+fn put_delimited(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    buf.push(tag);
+    prost::encode_length_delimiter(bytes.len(), buf).expect("Vec grows as needed");
+    buf.extend_from_slice(bytes);
+}
+
+/// Builds one batch: header space, then records appended in their stored encoding.
+/// The log fills in offsets and the CRC when it appends the batch.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: ProducerInfo,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        let mut buf = Vec::with_capacity(HEADER_LEN + bytes);
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+            producer: NO_PRODUCER,
+        }
+    }
+
+    /// Marks the batch as coming from an idempotent producer.
+    pub fn producer(mut self, producer: ProducerInfo) -> BatchBuilder {
+        self.producer = producer;
+        self
+    }
+
+    /// Appends a record. A negative timestamp is refused before anything is written.
+    pub fn push(&mut self, record: &Record) -> Result<()> {
+        self.push_parts(
+            record.key.as_deref(),
+            &record.value,
+            record
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), &h.value[..])),
+            record.timestamp_ms,
+        )
+    }
+
+    /// Appends a record from borrowed parts (no `Bytes` needed).
+    pub fn push_parts<'a>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        if timestamp_ms < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "record timestamp {timestamp_ms} is negative; timestamps are milliseconds since the Unix epoch"
+            )));
+        }
+        if self.count == u32::MAX {
+            return Err(Error::InvalidArgument(
+                "a batch holds at most 2^32-1 records".into(),
+            ));
+        }
+        let header_len =
+            |name: &str, value: &[u8]| delimited_len(name.len()) + delimited_len(value.len());
+        let body_len = FIXED_BODY_LEN
+            + key.map_or(0, |k| delimited_len(k.len()))
+            + delimited_len(value.len())
+            + headers
+                .clone()
+                .map(|(n, v)| delimited_len(header_len(n, v)))
+                .sum::<usize>();
+        let buf = &mut self.buf;
+        buf.reserve(delimited_len(body_len));
+        buf.push(RECORD_TAG);
+        prost::encode_length_delimiter(body_len, buf).expect("Vec grows as needed");
+        buf.push(OFFSET_TAG);
+        buf.extend_from_slice(&0u64.to_le_bytes()); // the log writes the offset
+        buf.push(TIMESTAMP_TAG);
+        buf.extend_from_slice(&timestamp_ms.to_le_bytes());
+        if let Some(key) = key {
+            put_delimited(buf, KEY_TAG, key);
+        }
+        put_delimited(buf, VALUE_TAG, value);
+        for (name, value) in headers {
+            buf.push(HEADER_TAG);
+            prost::encode_length_delimiter(header_len(name, value), buf).expect("Vec grows");
+            put_delimited(buf, HEADER_NAME_TAG, name.as_bytes());
+            put_delimited(buf, HEADER_VALUE_TAG, value);
+        }
+        if self.count == 0 {
+            self.first_timestamp = timestamp_ms;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size of the batch so far, header included.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Finishes the batch. An empty batch is refused.
+    pub fn build(self) -> Result<PendingBatch> {
+        if self.count == 0 {
+            return Err(Error::InvalidArgument(
+                "a batch needs at least one record".into(),
+            ));
+        }
+        let header = BatchHeader {
+            base_offset: 0,
+            length: u32::try_from(self.buf.len()).map_err(|_| Error::TooLarge {
+                what: "batch",
+                size: self.buf.len() as u64,
+                limit: u64::from(u32::MAX),
+            })?,
+            crc: 0,
+            version: FORMAT_VERSION,
+            attributes: 0,
+            record_count: self.count,
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer: self.producer,
+        };
+        let mut buf = self.buf;
+        header.write(&mut buf);
+        Ok(PendingBatch { buf, header })
+    }
+}
+
+/// An encoded batch waiting for its offsets. Only the log turns it into stored bytes.
+#[derive(Debug, Clone)]
+pub struct PendingBatch {
+    buf: Vec<u8>,
+    header: BatchHeader,
+}
+
+impl PendingBatch {
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes `base_offset` into the header and each record, then the CRC; returns the
+    /// bytes as they go to disk with their header.
+    pub(crate) fn assign(&mut self, base_offset: u64) -> (&[u8], BatchHeader) {
+        self.header.base_offset = base_offset;
+        self.buf[..8].copy_from_slice(&base_offset.to_le_bytes());
+        let mut pos = HEADER_LEN;
+        let mut offset = base_offset;
+        while pos < self.buf.len() {
+            let mut rest = &self.buf[pos + 1..];
+            let before = rest.len();
+            let body_len =
+                prost::decode_length_delimiter(&mut rest).expect("built by BatchBuilder");
+            let body = pos + 1 + (before - rest.len());
+            self.buf[body + 1..body + 9].copy_from_slice(&offset.to_le_bytes());
+            offset += 1;
+            pos = body + body_len;
+        }
+        seal_crc(&mut self.buf);
+        self.header.crc = BatchHeader::parse(&self.buf).crc;
+        (&self.buf, self.header)
+    }
+}
+
+/// A record read back from a batch, borrowing the batch's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's headers in order, as `(name, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        let mut rest = self.headers;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut entry = take_delimited(&mut rest, HEADER_TAG).ok()?;
+            let name = take_delimited(&mut entry, HEADER_NAME_TAG).ok()?;
+            let value = take_delimited(&mut entry, HEADER_VALUE_TAG).ok()?;
+            Some((std::str::from_utf8(name).ok()?, value))
+        })
+    }
+}
+
+fn take_delimited<'a>(buf: &mut &'a [u8], tag: u8) -> std::result::Result<&'a [u8], String> {
+    if buf.first() != Some(&tag) {
+        return Err(format!("expected tag {tag:#04x}, found {:?}", buf.first()));
+    }
+    let mut rest = &buf[1..];
+    let len = prost::decode_length_delimiter(&mut rest).map_err(|e| e.to_string())?;
+    if len > rest.len() {
+        return Err(format!("field of {len} bytes runs past its record"));
+    }
+    let (field, after) = rest.split_at(len);
+    *buf = after;
+    Ok(field)
+}
+
+fn take_fixed64(buf: &mut &[u8], tag: u8) -> std::result::Result<[u8; 8], String> {
+    if buf.len() < 9 || buf[0] != tag {
+        return Err(format!("expected 64-bit field with tag {tag:#04x}"));
+    }
+    let value = buf[1..9].try_into().expect("8 bytes");
+    *buf = &buf[9..];
+    Ok(value)
+}
+
+/// Parses the next record from a records section, advancing `buf` past it.
+pub fn parse_record<'a>(buf: &mut &'a [u8]) -> std::result::Result<RecordView<'a>, String> {
+    let mut body = take_delimited(buf, RECORD_TAG)?;
+    let offset = u64::from_le_bytes(take_fixed64(&mut body, OFFSET_TAG)?);
+    let timestamp_ms = i64::from_le_bytes(take_fixed64(&mut body, TIMESTAMP_TAG)?);
+    let key = if body.first() == Some(&KEY_TAG) {
+        Some(take_delimited(&mut body, KEY_TAG)?)
+    } else {
+        None
+    };
+    let value = take_delimited(&mut body, VALUE_TAG)?;
+    let mut headers_check = body;
+    while !headers_check.is_empty() {
+        let mut entry = take_delimited(&mut headers_check, HEADER_TAG)?;
+        let name = take_delimited(&mut entry, HEADER_NAME_TAG)?;
+        std::str::from_utf8(name).map_err(|_| "header name is not UTF-8".to_string())?;
+        take_delimited(&mut entry, HEADER_VALUE_TAG)?;
+        if !entry.is_empty() {
+            return Err("trailing bytes in a header".into());
+        }
+    }
+    Ok(RecordView {
+        offset,
+        timestamp_ms,
+        key,
+        value,
+        headers: body,
+    })
+}
+
+/// The records of one stored batch (header included in `batch`), checked as they are
+/// read: offsets must run from the header's base offset, and there must be exactly as
+/// many records as the header says.
+pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String> {
+    let header = BatchHeader::parse(batch);
+    let mut rest = &batch[HEADER_LEN..header.length as usize];
+    let mut out = Vec::with_capacity(header.record_count as usize);
+    while !rest.is_empty() {
+        let record = parse_record(&mut rest)?;
+        let expected = header.base_offset + out.len() as u64;
+        if record.offset != expected {
+            return Err(format!(
+                "record offset {} where {expected} was expected",
+                record.offset
+            ));
+        }
+        out.push(record);
+    }
+    if out.len() != header.record_count as usize {
+        return Err(format!(
+            "batch header says {} records, found {}",
+            header.record_count,
+            out.len()
+        ));
+    }
+    Ok(out)
+}

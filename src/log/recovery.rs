@@ -1,0 +1,293 @@
+//! Opening a log: fast after a clean shutdown, a bounded scan after a crash.
+//!
+//! The rules (also in `storage-format.md`):
+//! - With the clean-shutdown marker present and the checkpoint pointing at the exact end
+//!   of the last segment, nothing is scanned: sealed segments open on first use and the
+//!   active one takes its end from the checkpoint.
+//! - Otherwise the log is scanned from the recovery checkpoint (or from the first segment
+//!   if there is none). Each batch's header, CRC and records are checked; the first bad
+//!   one ends the log: its file is cut there, later segments are deleted, and a warning
+//!   names the file, byte position and offset. Indexes are rebuilt past the checkpoint.
+//! - Segments below the checkpoint were synced before it was written, so they are trusted,
+//!   but their indexes are still checked when first used and rebuilt if damaged.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::config::LogConfig;
+use super::files::{self, Checkpoint};
+use super::log::Log;
+use super::naming::{parse_file_name, segment_path, ParsedName, SegmentFile};
+use super::segment::{Segment, SegmentLimits};
+use crate::error::{Error, IoContext, Result};
+
+/// What opening a log had to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The previous run closed the log cleanly; nothing was scanned.
+    pub clean: bool,
+    /// Bytes of `.log` read to recover from a crash.
+    pub scanned_bytes: u64,
+    /// Files cut short or deleted, with the position and reason.
+    pub truncated: Vec<(PathBuf, u64, String)>,
+}
+
+/// Opens the log in `dir`, creating it if needed.
+pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
+    config.validate()?;
+    fs::create_dir_all(dir).at(dir)?;
+    let bases = list_segments(dir)?;
+    let clean = files::clean_marker_exists(dir);
+    let checkpoint = files::read_checkpoint(dir)?;
+    files::remove_clean_marker(dir)?;
+    let active_limits = Log::limits(&config, true);
+    let mut report = OpenReport::default();
+    let mut segments: BTreeMap<u64, OnceLock<Segment>> =
+        bases.iter().map(|&b| (b, OnceLock::new())).collect();
+
+    let last = bases.last().copied();
+    let clean_end = match (clean, checkpoint, last) {
+        (true, Some(cp), Some(last)) if cp.segment_base == last => {
+            let (mut segment, ok) = Segment::open(dir, last, active_limits)?;
+            (ok && segment.size() == cp.position
+                && segment.trust(cp.position, cp.next_offset, cp.max_timestamp))
+            .then_some((segment, cp))
+        }
+        _ => None,
+    };
+    let checkpoint = if let Some((segment, cp)) = clean_end {
+        report.clean = true;
+        segments.insert(segment.base(), OnceLock::from(segment));
+        cp
+    } else {
+        if clean {
+            warn!(dir = %dir.display(), "clean-shutdown marker does not match the log; recovering");
+        }
+        recover(dir, &config, checkpoint, &mut segments, &mut report)?
+    };
+
+    let now = Instant::now();
+    let log = Log {
+        dir: dir.to_path_buf(),
+        config,
+        segments,
+        checkpoint,
+        flushed: checkpoint,
+        last_flush: now,
+        last_checkpoint: now,
+        generation: 0,
+        dir_changes: 0,
+        dir_synced: 0,
+    };
+    Ok((log, report))
+}
+
+/// Segment base offsets in `dir`, after removing leftovers of interrupted operations.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        match parse_file_name(name) {
+            ParsedName::Segment(base, SegmentFile::Log) => logs.push(base),
+            ParsedName::Segment(base, kind) => indexes.push((base, kind)),
+            ParsedName::Temp => {
+                let path = entry.path();
+                fs::remove_file(&path).at(&path)?;
+            }
+            ParsedName::Other => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, kind) in indexes {
+        if logs.binary_search(&base).is_err() {
+            let path = segment_path(dir, base, kind);
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+/// Scans from the checkpoint to the end, cutting the first bad batch and everything
+/// after it; returns the new checkpoint (the end of the log, synced).
+fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    checkpoint: Option<Checkpoint>,
+    segments: &mut BTreeMap<u64, OnceLock<Segment>>,
+    report: &mut OpenReport,
+) -> Result<Checkpoint> {
+    let limits = Log::limits(config, true);
+    if segments.is_empty() {
+        let base = checkpoint.map_or(0, |cp| cp.next_offset);
+        segments.insert(base, OnceLock::from(Segment::create(dir, base, limits)?));
+    }
+    // Where to start: the checkpoint's position if its segment is still there and long
+    // enough, else the start of the first segment at or after it.
+    let first = *segments.keys().next().expect("not empty");
+    let (mut base, mut position, mut offset, mut max_ts) = match checkpoint {
+        Some(cp) if segments.contains_key(&cp.segment_base) => (
+            cp.segment_base,
+            cp.position,
+            cp.next_offset,
+            cp.max_timestamp,
+        ),
+        Some(cp) => {
+            let base = segments
+                .range(cp.segment_base..)
+                .next()
+                .map_or(first, |(&b, _)| b);
+            (base, 0, base, i64::MIN)
+        }
+        None => (first, 0, first, i64::MIN),
+    };
+    let started = Instant::now();
+    let bases: Vec<u64> = segments.range(base..).map(|(&b, _)| b).collect();
+    let mut cut = false;
+    for (i, &b) in bases.iter().enumerate() {
+        if cut {
+            delete_segment(dir, b, "it follows a truncated segment", report)?;
+            segments.remove(&b);
+            continue;
+        }
+        let (mut segment, _) = Segment::open(dir, b, limits)?;
+        if b != base {
+            (position, offset, max_ts) = (0, b, i64::MIN);
+        } else if position > segment.size() {
+            warn!(path = %segment.log_path().display(), position, "checkpoint points past the end of the file; scanning it whole");
+            (position, offset, max_ts) = (0, b, i64::MIN);
+        }
+        if offset != b && position == 0 {
+            return Err(Error::Corruption {
+                path: segment.log_path().to_path_buf(),
+                position: 0,
+                reason: format!("segment named {b} but the log continues at {offset}"),
+            });
+        }
+        report.scanned_bytes += segment.size() - position;
+        let end = segment.scan(position, offset, max_ts)?;
+        let next_base = bases.get(i + 1).copied();
+        let problem = match (end.problem, next_base) {
+            (Some(reason), _) => Some(reason),
+            (None, Some(next)) if next != segment.next_offset() => Some(format!(
+                "the log ends at offset {} but the next segment starts at {next}",
+                segment.next_offset()
+            )),
+            (None, _) => None,
+        };
+        if let Some(reason) = problem {
+            warn!(
+                path = %segment.log_path().display(),
+                position = end.valid_bytes,
+                offset = segment.next_offset(),
+                %reason,
+                "cutting the log at the first invalid batch"
+            );
+            report
+                .truncated
+                .push((segment.log_path().to_path_buf(), end.valid_bytes, reason));
+            segment.cut_to_committed()?;
+            cut = true;
+        }
+        let is_last = cut || next_base.is_none();
+        if !is_last {
+            segment.seal()?;
+        } else {
+            segment.persist_indexes()?;
+        }
+        segment.log_file().sync_data().at(segment.log_path())?;
+        segment.sync_indexes()?;
+        base = b;
+        segments.insert(b, OnceLock::from(segment));
+    }
+    files::sync_dir(dir)?;
+    let active = segments
+        .get(&base)
+        .and_then(OnceLock::get)
+        .expect("scanned above");
+    let checkpoint = Checkpoint {
+        segment_base: active.base(),
+        position: active.size(),
+        next_offset: active.next_offset(),
+        max_timestamp: active.max_timestamp(),
+    };
+    files::write_checkpoint(dir, &checkpoint)?;
+    info!(dir = %dir.display(), scanned_bytes = report.scanned_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "recovered log after unclean shutdown");
+    Ok(checkpoint)
+}
+
+/// Opens a sealed segment on first use. Its end is its successor's base offset. Damaged
+/// indexes are rebuilt from the `.log`; a damaged `.log` is left as it is (it was synced
+/// before the checkpoint, so damage there is real data loss to report, not a torn tail),
+/// and a read that meets the damage gets a corruption error.
+pub(super) fn open_sealed(
+    dir: &Path,
+    base: u64,
+    end: u64,
+    limits: SegmentLimits,
+) -> Result<Segment> {
+    let (mut segment, ok) = Segment::open(dir, base, limits)?;
+    let size = segment.size();
+    if ok && segment.trust(size, end, i64::MIN) {
+        return Ok(segment);
+    }
+    warn!(path = %segment.log_path().display(), "index of sealed segment is missing or damaged; rebuilding it");
+    let scanned = segment.scan(0, base, i64::MIN)?;
+    if let Some(reason) = scanned.problem {
+        warn!(path = %segment.log_path().display(), position = scanned.valid_bytes, offset = segment.next_offset(), %reason, "sealed segment is corrupt past this point");
+    }
+    segment.seal()?;
+    Ok(segment)
+}
+
+/// Deletes a segment's files: the `.log` first, so an interrupted deletion leaves
+/// orphaned indexes (removed at the next open) rather than a log without its start.
+pub(super) fn delete_segment(
+    dir: &Path,
+    base: u64,
+    why: &str,
+    report: &mut OpenReport,
+) -> Result<()> {
+    let path = segment_path(dir, base, SegmentFile::Log);
+    warn!(path = %path.display(), %why, "deleting segment");
+    report.truncated.push((path, 0, why.to_string()));
+    remove_segment_files(dir, base)
+}
+
+pub(super) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
+    for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+        let path = segment_path(dir, base, kind);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(&path),
+        }
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens the log in `dir` (see the module comment for what that involves).
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport)> {
+        open(dir.as_ref(), config)
+    }
+
+    /// Syncs everything, writes a checkpoint at the exact end and the clean-shutdown
+    /// marker, so the next open scans nothing. Dropping a `Log` without `close` is a
+    /// crash as far as the next open is concerned.
+    pub fn close(mut self) -> Result<()> {
+        self.active_mut().persist_indexes()?;
+        let job = self.begin_flush();
+        job.run()?;
+        self.finish_flush(job)?;
+        self.write_checkpoint()?;
+        files::write_clean_marker(&self.dir)
+    }
+}

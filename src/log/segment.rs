@@ -1,0 +1,447 @@
+//! One segment: a `.log` file of record batches and its two sparse indexes.
+//!
+//! Appends go through positioned writes (`pwrite`), never through the map, so a full disk
+//! is an `ENOSPC` error returned to the caller rather than a SIGBUS inside a page fault.
+//! Reads go through a read-only map and hand out `Bytes` that keep the map alive.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use super::format::{check_crc, check_header, BatchHeader, HEADER_LEN};
+use super::index::{Index, OffsetEntry, TimeEntry, OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE};
+use super::mmap::map_read_only;
+use super::naming::{segment_path, SegmentFile};
+use super::record::records;
+use crate::error::{Error, IoContext, Result};
+
+/// Shapes of a segment that come from the log's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentLimits {
+    /// Bytes the active segment's map covers; appends past it remap.
+    pub map_bytes: u64,
+    pub index_interval_bytes: u64,
+    pub index_max_bytes: u64,
+}
+
+impl SegmentLimits {
+    fn max_offset_entries(&self) -> usize {
+        (self.index_max_bytes as usize / OFFSET_ENTRY_SIZE).max(1)
+    }
+    fn max_time_entries(&self) -> usize {
+        (self.index_max_bytes as usize / TIME_ENTRY_SIZE).max(1)
+    }
+}
+
+/// A `Bytes` owner: a range of a segment's map, kept alive while any slice of it lives.
+struct MapRange {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// What a scan of a segment's batches found.
+#[derive(Debug)]
+pub struct ScanEnd {
+    /// Bytes of valid batches, from the start of the file.
+    pub valid_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    base: u64,
+    log_path: PathBuf,
+    log: Arc<File>,
+    map: Arc<Mmap>,
+    /// Committed bytes: every batch below this position is complete and readable.
+    size: u64,
+    next_offset: u64,
+    /// Largest timestamp of any record; `i64::MIN` while empty.
+    max_timestamp: i64,
+    /// Wall-clock time of the first append (the file's creation time after a restart):
+    /// a segment's age for rolling is measured from it. Not the records' timestamps,
+    /// which producers set and which may be old (a replay would roll on every append).
+    first_append_ms: Option<i64>,
+    index: Index<OffsetEntry>,
+    time_index: Index<TimeEntry>,
+    bytes_since_index: u64,
+    limits: SegmentLimits,
+}
+
+impl Segment {
+    /// Opens (or creates) the files of the segment at `base`. The caller must then either
+    /// `trust` the state it knows from a checkpoint or `scan` the log to establish it.
+    pub fn open(dir: &Path, base: u64, limits: SegmentLimits) -> Result<(Segment, bool)> {
+        let log_path = segment_path(dir, base, SegmentFile::Log);
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .at(&log_path)?;
+        let meta = log.metadata().at(&log_path)?;
+        let file_len = meta.len();
+        let first_append_ms = (file_len > 0).then(|| {
+            let born = meta
+                .created()
+                .or_else(|_| meta.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            born.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        let map = map_read_only(&log, file_len.max(limits.map_bytes) as usize, &log_path)?;
+        let (index, index_ok) = Index::open(
+            segment_path(dir, base, SegmentFile::Index),
+            limits.max_offset_entries(),
+        )?;
+        let (time_index, time_ok) = Index::open(
+            segment_path(dir, base, SegmentFile::TimeIndex),
+            limits.max_time_entries(),
+        )?;
+        let segment = Segment {
+            base,
+            log_path,
+            log: Arc::new(log),
+            map: Arc::new(map),
+            size: file_len,
+            next_offset: base,
+            max_timestamp: i64::MIN,
+            first_append_ms,
+            index,
+            time_index,
+            bytes_since_index: u64::MAX,
+            limits,
+        };
+        Ok((segment, index_ok && time_ok))
+    }
+
+    /// Creates an empty segment at `base`, replacing any files left at that name.
+    pub fn create(dir: &Path, base: u64, limits: SegmentLimits) -> Result<Segment> {
+        super::recovery::remove_segment_files(dir, base)?;
+        let (segment, _) = Segment::open(dir, base, limits)?;
+        Ok(Segment {
+            next_offset: base,
+            size: 0,
+            first_append_ms: None,
+            ..segment
+        })
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
+    }
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+    pub fn log_file(&self) -> &Arc<File> {
+        &self.log
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    pub fn indexes_full(&self) -> bool {
+        self.index.is_full() || self.time_index.is_full()
+    }
+
+    /// Bytes of the file as it is on disk, which may exceed the committed size.
+    fn bytes(&self) -> &[u8] {
+        &self.map[..self.size as usize]
+    }
+
+    /// Takes the end state from a trusted source (a clean shutdown, or a sealed segment
+    /// whose end is its successor's base offset) without reading the log. The indexes must
+    /// cover the segment; returns false (nothing changed) if they visibly do not.
+    pub fn trust(&mut self, size: u64, next_offset: u64, max_timestamp: i64) -> bool {
+        let (Some(last_index), Some(last_time)) = (self.index.last(), self.time_index.last())
+        else {
+            return size == 0 && next_offset == self.base;
+        };
+        let rel_end = next_offset - self.base;
+        if u64::from(last_index.position) + HEADER_LEN as u64 > size
+            || u64::from(last_index.rel_offset) >= rel_end
+            || u64::from(last_time.rel_offset) >= rel_end
+            || size > self.size
+        {
+            return false;
+        }
+        self.size = size;
+        self.next_offset = next_offset;
+        self.max_timestamp = last_time.timestamp.max(max_timestamp);
+        self.bytes_since_index = size - u64::from(last_index.position);
+        true
+    }
+
+    /// Scans batches from `position`, where a batch with base offset `offset` must start,
+    /// validating each (header, CRC, records) and adding index entries past what the
+    /// indexes hold. Stops at the end of the file or the first invalid batch. Index
+    /// entries at or past `position` are dropped first: they may describe lost bytes.
+    pub fn scan(&mut self, position: u64, offset: u64, max_timestamp: i64) -> Result<ScanEnd> {
+        let file_len = self.log.metadata().at(&self.log_path)?.len();
+        if file_len > self.map.len() as u64 {
+            self.map = Arc::new(map_read_only(&self.log, file_len as usize, &self.log_path)?);
+        }
+        let keep = self
+            .index
+            .partition_point(|e| u64::from(e.position) < position);
+        self.index.truncate(keep)?;
+        let rel = offset - self.base;
+        let keep = self
+            .time_index
+            .partition_point(|e| u64::from(e.rel_offset) < rel && e.timestamp <= max_timestamp);
+        self.time_index.truncate(keep)?;
+        self.size = position;
+        self.next_offset = offset;
+        self.max_timestamp = self
+            .time_index
+            .last()
+            .map_or(max_timestamp, |e| e.timestamp.max(max_timestamp));
+        self.bytes_since_index = self
+            .index
+            .last()
+            .map_or(u64::MAX, |e| position - u64::from(e.position));
+        let mut problem = None;
+        while self.size < file_len {
+            let at = self.size as usize;
+            let rest = &self.map[at..file_len as usize];
+            let header = match check_header(rest, Some(self.next_offset), rest.len()) {
+                Ok(header) => header,
+                Err(reason) => {
+                    problem = Some(reason);
+                    break;
+                }
+            };
+            if let Err(err) = check_crc(rest, &header, &self.log_path, self.size) {
+                problem = Some(err.to_string());
+                break;
+            }
+            if let Err(reason) = records(&rest[..header.length as usize]) {
+                problem = Some(format!("batch at offset {}: {reason}", header.base_offset));
+                break;
+            }
+            self.record_batch(&header);
+        }
+        Ok(ScanEnd {
+            valid_bytes: self.size,
+            problem,
+        })
+    }
+
+    /// Cuts the file back to the committed size (after a failed append or a torn tail).
+    pub fn cut_to_committed(&mut self) -> Result<()> {
+        self.log.set_len(self.size).at(&self.log_path)
+    }
+
+    /// Appends a stored batch (offsets and CRC already written) at the committed end. On
+    /// failure the segment is as it was: the committed size is unchanged and any bytes a
+    /// partial write left behind are cut off (or overwritten by the next append).
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<()> {
+        debug_assert_eq!(header.base_offset, self.next_offset);
+        if let Err(err) = self.log.write_all_at(batch, self.size).at(&self.log_path) {
+            // Best effort: if this fails too, the next append overwrites the same bytes
+            // and recovery cuts them, because they lie past the committed size.
+            let _ = self.cut_to_committed();
+            return Err(err);
+        }
+        let end = self.size + batch.len() as u64;
+        if end > self.map.len() as u64 {
+            // A batch larger than the segment limit went into an empty segment.
+            self.map = Arc::new(map_read_only(&self.log, end as usize, &self.log_path)?);
+        }
+        self.first_append_ms.get_or_insert(now_ms);
+        self.record_batch(header);
+        Ok(())
+    }
+
+    /// Advances the committed end past a batch just written or scanned at `size`.
+    fn record_batch(&mut self, header: &BatchHeader) {
+        let rel = (header.base_offset - self.base) as u32;
+        let max_ts = self.max_timestamp.max(header.max_timestamp);
+        if self.bytes_since_index >= self.limits.index_interval_bytes {
+            self.index.push(OffsetEntry {
+                rel_offset: rel,
+                position: self.size as u32,
+            });
+            if self.time_index.last().is_none_or(|e| max_ts > e.timestamp) {
+                self.time_index.push(TimeEntry {
+                    timestamp: max_ts,
+                    rel_offset: rel,
+                });
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += u64::from(header.length);
+        self.size += u64::from(header.length);
+        self.next_offset = header.next_offset();
+        self.max_timestamp = max_ts;
+    }
+
+    /// Makes the time index's last entry carry the segment's largest timestamp, so a sealed
+    /// segment's maximum is known from its index alone, then writes both indexes out.
+    pub fn seal(&mut self) -> Result<()> {
+        if !self.is_empty()
+            && self
+                .time_index
+                .last()
+                .is_none_or(|e| self.max_timestamp > e.timestamp)
+        {
+            let rel = (self.next_offset - 1 - self.base) as u32;
+            self.time_index.push(TimeEntry {
+                timestamp: self.max_timestamp,
+                rel_offset: rel,
+            });
+        }
+        self.persist_indexes()
+    }
+
+    pub fn persist_indexes(&mut self) -> Result<()> {
+        self.index.persist()?;
+        self.time_index.persist()
+    }
+
+    pub fn sync_indexes(&self) -> Result<()> {
+        self.index.sync()?;
+        self.time_index.sync()
+    }
+
+    /// Position of the batch that holds `offset` (which must be in this segment).
+    pub fn position_of(&self, offset: u64) -> Result<u64> {
+        let rel = (offset - self.base) as u32;
+        let i = self.index.partition_point(|e| e.rel_offset <= rel);
+        let (mut pos, mut expected) = match i.checked_sub(1).map(|i| self.index.get(i)) {
+            Some(e) => (u64::from(e.position), self.base + u64::from(e.rel_offset)),
+            None => (0, self.base),
+        };
+        loop {
+            let header = self.header_at(pos, Some(expected))?;
+            if header.next_offset() > offset {
+                return Ok(pos);
+            }
+            pos += u64::from(header.length);
+            expected = header.next_offset();
+        }
+    }
+
+    /// The header of the batch at `pos`, checked (and its base offset if `expected`).
+    pub fn header_at(&self, pos: u64, expected: Option<u64>) -> Result<BatchHeader> {
+        let rest = &self.bytes()[pos as usize..];
+        check_header(rest, expected, rest.len()).map_err(|reason| Error::Corruption {
+            path: self.log_path.clone(),
+            position: pos,
+            reason,
+        })
+    }
+
+    /// Whole batches from the one holding `offset`, as one slice of the map, while they
+    /// fit in `max_bytes`; with `at_least_one`, the first batch is returned even if it
+    /// alone is larger. Each batch's header and CRC are verified. Returns the slice and
+    /// the offset after it, or `None` if not even the first batch fits.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let start = self.position_of(offset)?;
+        let (mut end, mut next) = (start, offset);
+        while end < self.size {
+            let expected = (end != start).then_some(next);
+            let header = self.header_at(end, expected)?;
+            let fits = (end - start + u64::from(header.length)) as usize <= max_bytes;
+            let must_take = at_least_one && end == start;
+            if !fits && !must_take {
+                break;
+            }
+            check_crc(&self.bytes()[end as usize..], &header, &self.log_path, end)?;
+            end += u64::from(header.length);
+            next = header.next_offset();
+        }
+        if end == start {
+            return Ok(None);
+        }
+        let map = Arc::clone(&self.map);
+        let slice = Bytes::from_owner(MapRange {
+            map,
+            start: start as usize,
+            end: end as usize,
+        });
+        Ok(Some((slice, next)))
+    }
+
+    /// The first offset in this segment whose record timestamp is at least `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        if self.max_timestamp < ts {
+            return Ok(None);
+        }
+        let i = self.time_index.partition_point(|e| e.timestamp < ts);
+        let from = match i.checked_sub(1) {
+            Some(i) => self.base + u64::from(self.time_index.get(i).rel_offset),
+            None => self.base,
+        };
+        let mut pos = self.position_of(from)?;
+        while pos < self.size {
+            let header = self.header_at(pos, None)?;
+            let rest = &self.bytes()[pos as usize..];
+            if header.max_timestamp >= ts {
+                check_crc(rest, &header, &self.log_path, pos)?;
+                let batch = &rest[..header.length as usize];
+                let found = records(batch).map_err(|reason| Error::Corruption {
+                    path: self.log_path.clone(),
+                    position: pos,
+                    reason,
+                })?;
+                if let Some(record) = found.iter().find(|r| r.timestamp_ms >= ts) {
+                    return Ok(Some(record.offset));
+                }
+            }
+            pos += u64::from(header.length);
+        }
+        Ok(None)
+    }
+
+    /// Replaces this segment's files with its first `position` bytes (a batch boundary)
+    /// and rebuilt indexes. The prefix goes to a `.tmp` file that is synced and renamed
+    /// over the `.log`, so readers holding slices of the old inode keep valid memory (see
+    /// mmap.rs); the indexes are rebuilt by a scan, as truncation is rare.
+    pub fn rewrite_prefix(self, dir: &Path, position: u64) -> Result<Segment> {
+        let path = segment_path(dir, self.base, SegmentFile::Log);
+        super::files::write_atomically(&path, &self.map[..position as usize])?;
+        for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+            super::files::write_atomically(&segment_path(dir, self.base, kind), &[])?;
+        }
+        let (mut segment, _) = Segment::open(dir, self.base, self.limits)?;
+        let end = segment.scan(0, self.base, i64::MIN)?;
+        if let Some(reason) = end.problem {
+            return Err(Error::Corruption {
+                path,
+                position: end.valid_bytes,
+                reason,
+            });
+        }
+        Ok(segment)
+    }
+}

@@ -1,0 +1,501 @@
+//! Behaviour of a whole `Log`: appends, reads, rolls, reopen, recovery, trimming.
+//! Byte layouts are tested next to their modules; crash and model tests are in `tests/`.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::format::HEADER_LEN;
+use super::naming::{segment_path, SegmentFile};
+use super::*;
+use crate::error::Error;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 1024,
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `n` records whose values name their batch and index, timestamped `ts`.
+fn batch(tag: u64, n: usize, ts: i64) -> PendingBatch {
+    let mut builder = BatchBuilder::default();
+    for i in 0..n {
+        let value = format!("batch {tag} record {i} {}", "x".repeat(100));
+        let record = Record {
+            key: (i % 2 == 0).then(|| Bytes::from(format!("k{i}"))),
+            value: Bytes::from(value),
+            headers: vec![Header {
+                name: "h".into(),
+                value: Bytes::from_static(b"v"),
+            }],
+            timestamp_ms: ts,
+        };
+        builder.push(&record).unwrap();
+    }
+    builder.build().unwrap()
+}
+
+/// All records from `from` to the end, as (offset, value).
+fn read_all(log: &Log, from: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < log.next_offset() {
+        let read = log.read(at, 10_000).unwrap();
+        for chunk in &read.chunks {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let header = BatchHeader::parse(rest);
+                let (batch, after) = rest.split_at(header.length as usize);
+                for r in records(batch).unwrap() {
+                    if r.offset >= at {
+                        out.push((r.offset, String::from_utf8(r.value.to_vec()).unwrap()));
+                    }
+                }
+                rest = after;
+            }
+        }
+        at = read.next_offset;
+    }
+    out
+}
+
+fn append_batches(log: &mut Log, batches: u64, per_batch: usize) {
+    for b in 0..batches {
+        log.append(&mut batch(b, per_batch, 1000 + b as i64))
+            .unwrap();
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn appends_get_contiguous_offsets_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(!report.clean);
+    assert_eq!((log.log_start_offset(), log.next_offset()), (0, 0));
+    let first = log.append(&mut batch(0, 3, 5)).unwrap();
+    let second = log.append(&mut batch(1, 2, 7)).unwrap();
+    assert_eq!((first.base_offset, first.last_offset), (0, 2));
+    assert_eq!((second.base_offset, second.last_offset), (3, 4));
+    let all = read_all(&log, 0);
+    assert_eq!(
+        all.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert!(all[4].1.starts_with("batch 1 record 1 "));
+
+    let read = log.read(3, 1 << 20).unwrap();
+    let chunk = &read.chunks[0];
+    let recs = records(&chunk[..]).unwrap();
+    assert_eq!(recs[0].key, Some(&b"k0"[..]));
+    assert_eq!(recs[1].key, None);
+    assert_eq!(
+        recs[0].headers().collect::<Vec<_>>(),
+        vec![("h", &b"v"[..])]
+    );
+    assert_eq!(recs[0].timestamp_ms, 7);
+    assert_eq!(read.next_offset, 5);
+}
+
+#[test]
+fn reads_respect_the_byte_limit_but_return_at_least_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 10, 5);
+    let one = log.read(0, 1).unwrap();
+    assert_eq!(one.chunks.len(), 1);
+    assert_eq!(one.next_offset, 5);
+    let batch_len = one.size_bytes();
+    let three = log.read(7, 3 * batch_len + batch_len / 2).unwrap();
+    assert_eq!(three.size_bytes(), 3 * batch_len);
+    assert_eq!(
+        three.next_offset, 20,
+        "starts at the batch holding offset 7"
+    );
+    assert!(log.read(50, 100).unwrap().chunks.is_empty());
+    match log.read(51, 100) {
+        Err(Error::OffsetOutOfRange {
+            offset: 51,
+            start: 0,
+            end: 50,
+        }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+}
+
+#[test]
+fn segments_roll_at_the_size_limit_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 200, 5); // ~130 KiB into 64 KiB segments
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+    for file in log_files(dir.path()) {
+        assert!(
+            file_len(&file) <= 64 << 10,
+            "{} over the limit",
+            file.display()
+        );
+    }
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 1000);
+    assert!(all.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    let read = log.read(0, 1 << 20).unwrap();
+    assert!(read.chunks.len() >= 2, "one chunk per segment");
+}
+
+#[test]
+fn a_full_index_rolls_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        index_max_bytes: 64,
+        index_interval_bytes: 1,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    append_batches(&mut log, 12, 1); // 64-byte index: 8 offset entries, 5 time entries
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(read_all(&log, 0).len(), 12);
+}
+
+#[test]
+fn an_old_segment_rolls_on_the_next_append_or_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_age: Duration::from_millis(50),
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    log.append(&mut batch(0, 1, 1)).unwrap(); // record timestamps do not count: 1 ms
+    log.append(&mut batch(1, 1, 1)).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    std::thread::sleep(Duration::from_millis(60));
+    log.append(&mut batch(2, 1, 1)).unwrap();
+    assert_eq!(log.segment_count(), 2, "first segment was over 50 ms old");
+    let now = super::log::now_ms();
+    assert!(!log.roll_if_aged(now).unwrap());
+    assert!(log.roll_if_aged(now + 1000).unwrap());
+    assert_eq!(log.segment_count(), 3);
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_offset_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 1,
+            ..config()
+        },
+    )
+    .unwrap();
+    // Timestamps are not monotonic: 10, 30, 20, 40 (two records each), across segments.
+    for (i, ts) in [10, 30, 20, 40].into_iter().enumerate() {
+        log.append(&mut batch(i as u64, 2, ts)).unwrap();
+        log.roll().unwrap();
+    }
+    let at = |ts| log.offset_for_timestamp(ts).unwrap();
+    assert_eq!(at(0), Some(0));
+    assert_eq!(at(10), Some(0));
+    assert_eq!(at(11), Some(2));
+    assert_eq!(
+        at(25),
+        Some(2),
+        "first offset in log order with ts >= 25 is 2 (ts 30)"
+    );
+    assert_eq!(at(31), Some(6));
+    assert_eq!(at(41), None);
+}
+
+#[test]
+fn clean_close_reopens_without_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 100, 5);
+    let before = read_all(&log, 0);
+    let segments = log.segment_count();
+    log.close().unwrap();
+    let (mut log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(report.clean);
+    assert_eq!(report.scanned_bytes, 0);
+    assert_eq!(log.segment_count(), segments);
+    assert_eq!(read_all(&log, 0), before);
+    assert_eq!(log.offset_for_timestamp(1050).unwrap(), Some(250));
+    log.append(&mut batch(100, 5, 2000)).unwrap();
+    assert_eq!(log.next_offset(), 505);
+    drop(log); // a crash: the marker was removed at open, so this open must recover
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(!report.clean);
+    assert_eq!(log.next_offset(), 505);
+}
+
+#[test]
+fn crash_recovery_scans_only_past_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg.clone()).unwrap();
+    append_batches(&mut log, 300, 5);
+    log.flush().unwrap(); // sealed segments since the last checkpoint: writes one
+    let tail_start = fs::read(dir.path().join(naming::CHECKPOINT_FILE)).unwrap();
+    let checkpoint = files::Checkpoint::decode(&tail_start).unwrap();
+    append_batches(&mut log, 10, 5); // not checkpointed
+    let expected = read_all(&log, 0);
+    let active_len = file_len(&segment_path(
+        dir.path(),
+        checkpoint.segment_base,
+        SegmentFile::Log,
+    ));
+    drop(log);
+    let (log, report) = Log::open(dir.path(), cfg).unwrap();
+    assert!(!report.clean);
+    assert_eq!(report.scanned_bytes, active_len - checkpoint.position);
+    assert!(report.truncated.is_empty());
+    assert_eq!(read_all(&log, 0), expected);
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 3, 5);
+    let batch_len = log.read(0, 1).unwrap().size_bytes() as u64;
+    let active = log_files(dir.path()).pop().unwrap();
+    drop(log);
+    let torn = 3 * batch_len - 17;
+    OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(torn)
+        .unwrap();
+    let (mut log, report) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(report.truncated.len(), 1);
+    assert_eq!(report.truncated[0].1, 2 * batch_len);
+    assert_eq!(log.next_offset(), 10);
+    assert_eq!(file_len(&active), 2 * batch_len);
+    log.append(&mut batch(9, 5, 1)).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 15);
+}
+
+#[test]
+fn a_flipped_byte_in_the_tail_ends_the_log_there_and_drops_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5); // several segments, none checkpointed (no flush)
+    let first = log_files(dir.path())[0].clone();
+    drop(log);
+    fs::remove_file(dir.path().join(naming::CHECKPOINT_FILE)).unwrap();
+    let mut bytes = fs::read(&first).unwrap();
+    let batch_len = BatchHeader::parse(&bytes).length as usize;
+    bytes[4 * batch_len + HEADER_LEN + 20] ^= 0xFF; // inside batch 4's records
+    fs::write(&first, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.next_offset(), 20);
+    assert_eq!(log.segment_count(), 1);
+    assert!(
+        report.truncated[0].2.contains("checksum"),
+        "{:?}",
+        report.truncated
+    );
+    assert_eq!(read_all(&log, 0).len(), 20);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_an_error_on_the_read_that_meets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5);
+    let first = log_files(dir.path())[0].clone();
+    log.close().unwrap();
+    let mut bytes = fs::read(&first).unwrap();
+    let batch_len = BatchHeader::parse(&bytes).length as usize;
+    bytes[2 * batch_len + HEADER_LEN + 30] ^= 0x01;
+    fs::write(&first, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(report.clean);
+    let before = log.read(0, batch_len * 2).unwrap();
+    assert_eq!(
+        before.next_offset, 10,
+        "batches before the damage read fine"
+    );
+    match log.read(10, 1) {
+        Err(Error::ChecksumMismatch { path, position, .. }) => {
+            assert_eq!(path, first);
+            assert_eq!(position, 2 * batch_len as u64);
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    let later = log.segment_count();
+    assert!(later > 1);
+    let second_segment_start = *log.segments.keys().nth(1).unwrap();
+    assert!(
+        !read_all(&log, second_segment_start).is_empty(),
+        "later segments stay readable"
+    );
+}
+
+#[test]
+fn missing_or_damaged_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5);
+    let expected = read_all(&log, 0);
+    let by_time = log.offset_for_timestamp(1100).unwrap();
+    log.close().unwrap();
+    let bases: Vec<u64> = log_files(dir.path())
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    fs::remove_file(segment_path(dir.path(), bases[0], SegmentFile::Index)).unwrap();
+    fs::write(
+        segment_path(dir.path(), bases[1], SegmentFile::TimeIndex),
+        [0xAB; 30],
+    )
+    .unwrap();
+    let last = *bases.last().unwrap();
+    fs::write(segment_path(dir.path(), last, SegmentFile::Index), b"").unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(log.offset_for_timestamp(1100).unwrap(), by_time);
+    assert!(
+        file_len(&segment_path(dir.path(), bases[0], SegmentFile::Index)) > 0,
+        "rebuilt on disk"
+    );
+}
+
+#[test]
+fn deleting_segments_below_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5);
+    let bases: Vec<u64> = log.segments.keys().copied().collect();
+    let held = log.read(0, 1 << 20).unwrap(); // a reader still holding the first segment
+    assert_eq!(log.delete_segments_below(bases[1] + 1).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), bases[1]);
+    assert!(!segment_path(dir.path(), bases[0], SegmentFile::Log).exists());
+    assert!(matches!(
+        log.read(0, 10),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert!(
+        records(&held.chunks[0]).is_ok(),
+        "a slice outlives its deleted file"
+    );
+    assert_eq!(log.delete_segments_below(750).unwrap(), bases.len() - 1);
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.next_offset(),
+            log.segment_count()
+        ),
+        (750, 750, 1)
+    );
+    log.append(&mut batch(1, 1, 1)).unwrap();
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (750, 751));
+}
+
+#[test]
+fn truncation_keeps_whole_batches_and_outstanding_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5);
+    let expected = read_all(&log, 0);
+    let held = log.read(740, 1 << 20).unwrap();
+    match log.truncate(742) {
+        Err(Error::InvalidArgument(msg)) => {
+            assert!(msg.contains("740") && msg.contains("745"), "{msg}")
+        }
+        other => panic!("expected invalid argument, got {other:?}"),
+    }
+    log.truncate(500).unwrap();
+    assert_eq!(log.next_offset(), 500);
+    assert_eq!(read_all(&log, 0), expected[..500]);
+    assert_eq!(
+        records(&held.chunks[0]).unwrap()[0].offset,
+        740,
+        "slice of a rewritten file is intact"
+    );
+    let second_base = *log.segments.keys().nth(1).unwrap();
+    log.truncate(second_base).unwrap();
+    assert_eq!(log.next_offset(), second_base);
+    log.append(&mut batch(7, 5, 1)).unwrap();
+    drop(log); // crash right after: truncation must have been made durable
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.next_offset(), second_base + 5);
+    assert_eq!(
+        read_all(&log, 0)[..second_base as usize],
+        expected[..second_base as usize]
+    );
+}
+
+#[test]
+fn bad_batches_are_refused_before_a_byte_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        max_batch_bytes: 4096,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    log.append(&mut batch(0, 1, 1)).unwrap();
+    let active = log_files(dir.path()).pop().unwrap();
+    let size = file_len(&active);
+    assert!(matches!(
+        BatchBuilder::default().build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let negative = Record {
+        timestamp_ms: -1,
+        ..Record::default()
+    };
+    assert!(matches!(
+        BatchBuilder::default().push(&negative),
+        Err(Error::InvalidArgument(_))
+    ));
+    match log.append(&mut batch(1, 100, 1)) {
+        Err(Error::TooLarge { limit: 4096, .. }) => {}
+        other => panic!("expected too large, got {other:?}"),
+    }
+    assert_eq!((log.next_offset(), file_len(&active)), (1, size));
+}
+
+#[test]
+fn group_commit_syncs_outside_the_lock_and_ignores_stale_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 3, 5);
+    assert!(!log.is_flushed());
+    let job = log.begin_flush();
+    assert_eq!(job.covers_below(), 15);
+    append_batches(&mut log, 1, 5); // appended while the job would be syncing
+    job.run().unwrap();
+    log.finish_flush(job).unwrap();
+    assert!(!log.is_flushed(), "the job did not cover the last batch");
+    let stale = log.begin_flush();
+    log.truncate(5).unwrap();
+    stale.run().unwrap();
+    log.finish_flush(stale).unwrap();
+    assert!(log.is_flushed());
+    assert_eq!(log.next_offset(), 5);
+}
