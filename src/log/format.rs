@@ -25,7 +25,7 @@ pub const HEADER_LEN: usize = 56;
 
 /// `(name, byte offset, size)` of every header field, in order. The single source for the
 /// accessors below and for the test against `storage-format.md`.
-pub const HEADER_FIELDS: [(&str, usize, usize); 12] = [
+pub const HEADER_FIELDS: [(&str, usize, usize); 13] = [
     ("base_offset", BASE_OFFSET_AT, 8),
     ("length", LENGTH_AT, 4),
     ("crc", CRC_AT, 4),
@@ -37,6 +37,7 @@ pub const HEADER_FIELDS: [(&str, usize, usize); 12] = [
     ("max_timestamp", MAX_TIMESTAMP_AT, 8),
     ("producer_id", PRODUCER_ID_AT, 8),
     ("producer_epoch", PRODUCER_EPOCH_AT, 2),
+    ("reserved", 50, 2),
     ("base_sequence", BASE_SEQUENCE_AT, 4),
 ];
 pub const BASE_OFFSET_AT: usize = 0;
@@ -50,7 +51,6 @@ pub const MAX_TIMESTAMP_AT: usize = 32;
 pub const PRODUCER_ID_AT: usize = 40;
 pub const PRODUCER_EPOCH_AT: usize = 48;
 pub const BASE_SEQUENCE_AT: usize = 52;
-// Bytes 50..52 are reserved and written as zero.
 
 /// Producer id, epoch and sequence of the first record, for idempotent producers.
 /// A batch from a producer that does not use idempotence carries `NO_PRODUCER`.

@@ -83,7 +83,9 @@ impl Entry for TimeEntry {
 #[derive(Debug)]
 pub struct Index<E: Entry> {
     path: PathBuf,
-    file: File,
+    /// Open while the index can still grow; a sealed segment's index keeps only its map
+    /// and memory, so that thousands of sealed segments hold no file descriptors.
+    file: Option<File>,
     /// Entries that were in the file at open, read through the map.
     map: Option<Mmap>,
     mapped: usize,
@@ -108,7 +110,7 @@ impl<E: Entry> Index<E> {
         let len = file.metadata().at(&path)?.len() as usize;
         let mut index = Index {
             path,
-            file,
+            file: Some(file),
             map: None,
             mapped: 0,
             tail: Vec::new(),
@@ -117,7 +119,7 @@ impl<E: Entry> Index<E> {
         };
         let whole = len - len % E::SIZE;
         if whole > 0 {
-            index.map = Some(map_read_only(&index.file, whole, &index.path)?);
+            index.map = Some(map_read_only(index.file()?, whole, &index.path)?);
             index.mapped = whole / E::SIZE;
         }
         let valid = index.valid_prefix();
@@ -141,6 +143,18 @@ impl<E: Entry> Index<E> {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn file(&self) -> Result<&File> {
+        self.file.as_ref().ok_or_else(|| crate::error::Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("index of a sealed segment is read-only"),
+        })
+    }
+
+    /// Closes the file: the index is complete and synced, and from now on only read.
+    pub fn close_file(&mut self) {
+        self.file = None;
     }
 
     pub fn len(&self) -> usize {
@@ -198,13 +212,17 @@ impl<E: Entry> Index<E> {
             entry.encode(&mut bytes);
         }
         let at = ((self.mapped + self.persisted) * E::SIZE) as u64;
-        self.file.write_all_at(&bytes, at).at(&self.path)?;
+        self.file()?.write_all_at(&bytes, at).at(&self.path)?;
         self.persisted = self.tail.len();
         Ok(())
     }
 
+    /// Syncs the file; a closed index was synced before it was closed.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().at(&self.path)
+        match &self.file {
+            Some(file) => file.sync_data().at(&self.path),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the first `keep` entries, in memory and in the file.
@@ -217,17 +235,21 @@ impl<E: Entry> Index<E> {
             self.map = None;
             self.tail.clear();
             self.persisted = 0;
-            self.file.set_len((keep * E::SIZE) as u64).at(&self.path)?;
+            self.file()?
+                .set_len((keep * E::SIZE) as u64)
+                .at(&self.path)?;
             self.mapped = keep;
             if keep > 0 {
-                self.map = Some(map_read_only(&self.file, keep * E::SIZE, &self.path)?);
+                self.map = Some(map_read_only(self.file()?, keep * E::SIZE, &self.path)?);
             }
         } else {
             let tail_keep = keep - self.mapped;
             self.tail.truncate(tail_keep);
             if self.persisted > tail_keep {
                 self.persisted = tail_keep;
-                self.file.set_len((keep * E::SIZE) as u64).at(&self.path)?;
+                self.file()?
+                    .set_len((keep * E::SIZE) as u64)
+                    .at(&self.path)?;
             }
         }
         Ok(())

@@ -149,6 +149,11 @@ impl Log {
         Ok(total)
     }
 
+    /// Offset below which every record is on disk (synced by a flush).
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed.next_offset
+    }
+
     /// Everything appended is on disk.
     pub fn is_flushed(&self) -> bool {
         self.flushed.next_offset == self.next_offset()
@@ -332,7 +337,7 @@ impl Log {
             .segments
             .range(from..)
             .filter_map(|(_, slot)| slot.get())
-            .map(|s| (Arc::clone(s.log_file()), s.log_path().to_path_buf()))
+            .filter_map(|s| Some((Arc::clone(s.log_file()?), s.log_path().to_path_buf())))
             .collect();
         let active = self.active();
         FlushJob {
@@ -351,8 +356,22 @@ impl Log {
 
     /// Records a finished flush job; writes a recovery checkpoint when one is due.
     pub fn finish_flush(&mut self, job: FlushJob) -> Result<()> {
-        if job.generation != self.generation || job.upto.next_offset <= self.flushed.next_offset {
+        // A roll moves the end to a new, empty segment without adding offsets, so the
+        // segment counts as progress too.
+        let point = |c: &Checkpoint| (c.next_offset, c.segment_base);
+        if job.generation != self.generation || point(&job.upto) <= point(&self.flushed) {
             return Ok(());
+        }
+        // Sealed segments this flush completed no longer need their file descriptors.
+        let done: Vec<u64> = self
+            .segments
+            .range(self.flushed.segment_base..job.upto.segment_base)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in done {
+            if let Some(segment) = self.segments.get_mut(&base).and_then(OnceLock::get_mut) {
+                segment.close_files();
+            }
         }
         self.flushed = job.upto;
         self.dir_synced = self.dir_synced.max(job.dir_changes);

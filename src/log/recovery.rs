@@ -197,13 +197,14 @@ fn recover(
             cut = true;
         }
         let is_last = cut || next_base.is_none();
-        if !is_last {
-            segment.seal()?;
-        } else {
+        segment.sync_log()?;
+        if is_last {
             segment.persist_indexes()?;
+            segment.sync_indexes()?;
+        } else {
+            segment.seal()?;
+            segment.close_files();
         }
-        segment.log_file().sync_data().at(segment.log_path())?;
-        segment.sync_indexes()?;
         base = b;
         segments.insert(b, OnceLock::from(segment));
     }
@@ -236,6 +237,7 @@ pub(super) fn open_sealed(
     let (mut segment, ok) = Segment::open(dir, base, limits)?;
     let size = segment.size();
     if ok && segment.trust(size, end, i64::MIN) {
+        segment.close_files();
         return Ok(segment);
     }
     warn!(path = %segment.log_path().display(), "index of sealed segment is missing or damaged; rebuilding it");
@@ -244,6 +246,7 @@ pub(super) fn open_sealed(
         warn!(path = %segment.log_path().display(), position = scanned.valid_bytes, offset = segment.next_offset(), %reason, "sealed segment is corrupt past this point");
     }
     segment.seal()?;
+    segment.close_files();
     Ok(segment)
 }
 

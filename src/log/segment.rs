@@ -63,7 +63,9 @@ pub struct ScanEnd {
 pub struct Segment {
     base: u64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// Open while appends or an unsynced flush may still need it; closed once the segment
+    /// is sealed and synced, so that sealed segments hold no file descriptors.
+    log: Option<Arc<File>>,
     map: Arc<Mmap>,
     /// Committed bytes: every batch below this position is complete and readable.
     size: u64,
@@ -114,7 +116,7 @@ impl Segment {
         let segment = Segment {
             base,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             map: Arc::new(map),
             size: file_len,
             next_offset: base,
@@ -158,8 +160,31 @@ impl Segment {
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
-    pub fn log_file(&self) -> &Arc<File> {
-        &self.log
+    /// The `.log` file, while the segment still holds it open.
+    pub fn log_file(&self) -> Option<&Arc<File>> {
+        self.log.as_ref()
+    }
+
+    fn file(&self) -> Result<&Arc<File>> {
+        self.log.as_ref().ok_or_else(|| Error::Io {
+            path: self.log_path.clone(),
+            source: std::io::Error::other("sealed segment is read-only"),
+        })
+    }
+
+    /// Syncs the `.log` (a closed one was synced before it was closed).
+    pub fn sync_log(&self) -> Result<()> {
+        match &self.log {
+            Some(file) => file.sync_data().at(&self.log_path),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the file descriptors of a sealed, synced segment; reads use the maps.
+    pub fn close_files(&mut self) {
+        self.log = None;
+        self.index.close_file();
+        self.time_index.close_file();
     }
     pub fn is_empty(&self) -> bool {
         self.size == 0
@@ -201,9 +226,13 @@ impl Segment {
     /// indexes hold. Stops at the end of the file or the first invalid batch. Index
     /// entries at or past `position` are dropped first: they may describe lost bytes.
     pub fn scan(&mut self, position: u64, offset: u64, max_timestamp: i64) -> Result<ScanEnd> {
-        let file_len = self.log.metadata().at(&self.log_path)?.len();
+        let file_len = self.file()?.metadata().at(&self.log_path)?.len();
         if file_len > self.map.len() as u64 {
-            self.map = Arc::new(map_read_only(&self.log, file_len as usize, &self.log_path)?);
+            self.map = Arc::new(map_read_only(
+                self.file()?,
+                file_len as usize,
+                &self.log_path,
+            )?);
         }
         let keep = self
             .index
@@ -253,7 +282,7 @@ impl Segment {
 
     /// Cuts the file back to the committed size (after a failed append or a torn tail).
     pub fn cut_to_committed(&mut self) -> Result<()> {
-        self.log.set_len(self.size).at(&self.log_path)
+        self.file()?.set_len(self.size).at(&self.log_path)
     }
 
     /// Appends a stored batch (offsets and CRC already written) at the committed end. On
@@ -261,7 +290,11 @@ impl Segment {
     /// partial write left behind are cut off (or overwritten by the next append).
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<()> {
         debug_assert_eq!(header.base_offset, self.next_offset);
-        if let Err(err) = self.log.write_all_at(batch, self.size).at(&self.log_path) {
+        if let Err(err) = self
+            .file()?
+            .write_all_at(batch, self.size)
+            .at(&self.log_path)
+        {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
             let _ = self.cut_to_committed();
@@ -270,7 +303,7 @@ impl Segment {
         let end = self.size + batch.len() as u64;
         if end > self.map.len() as u64 {
             // A batch larger than the segment limit went into an empty segment.
-            self.map = Arc::new(map_read_only(&self.log, end as usize, &self.log_path)?);
+            self.map = Arc::new(map_read_only(self.file()?, end as usize, &self.log_path)?);
         }
         self.first_append_ms.get_or_insert(now_ms);
         self.record_batch(header);

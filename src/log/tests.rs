@@ -499,3 +499,38 @@ fn group_commit_syncs_outside_the_lock_and_ignores_stale_jobs() {
     assert!(log.is_flushed());
     assert_eq!(log.next_offset(), 5);
 }
+
+#[test]
+fn sealed_segments_hold_no_file_descriptors_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 300, 5);
+    let sealed = || log.segments.values().rev().skip(1).filter_map(|s| s.get());
+    assert!(
+        sealed().all(|s| s.log_file().is_some()),
+        "not yet synced: still needed by a flush"
+    );
+    log.flush().unwrap();
+    let sealed: Vec<_> = log
+        .segments
+        .values()
+        .rev()
+        .skip(1)
+        .filter_map(|s| s.get())
+        .collect();
+    assert!(sealed.len() >= 2);
+    assert!(sealed.iter().all(|s| s.log_file().is_none()));
+    assert!(log.active().log_file().is_some());
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 1500);
+    assert!(
+        log.segments
+            .values()
+            .rev()
+            .skip(1)
+            .filter_map(|s| s.get())
+            .all(|s| s.log_file().is_none()),
+        "lazily opened ones too"
+    );
+}

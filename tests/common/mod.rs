@@ -1,0 +1,87 @@
+//! Helpers shared by the log's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use bytes::Bytes;
+use strom::log::{records, BatchBuilder, BatchHeader, Log, PendingBatch, Record};
+
+/// splitmix64: a tiny deterministic generator, so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The value stored at `offset`: derived from the offset alone, so any record can be
+/// checked without knowing how the log was written.
+pub fn value_for(offset: u64) -> Vec<u8> {
+    let len = (Rng(offset).next() % 1500) as usize;
+    let tag = format!("{offset};");
+    tag.bytes().cycle().take(len.max(tag.len())).collect()
+}
+
+/// A batch of `n` records for offsets starting at `first`.
+pub fn batch_at(first: u64, n: u64) -> PendingBatch {
+    let mut builder = BatchBuilder::default();
+    for offset in first..first + n {
+        let record = Record {
+            value: Bytes::from(value_for(offset)),
+            timestamp_ms: offset as i64,
+            ..Record::default()
+        };
+        builder.push(&record).unwrap();
+    }
+    builder.build().unwrap()
+}
+
+/// Reads the whole log and checks every record: contiguous offsets from the log start,
+/// each with its derived value. Returns the number of records.
+pub fn verify_log(log: &Log) -> u64 {
+    let mut expected = log.log_start_offset();
+    while expected < log.next_offset() {
+        let read = log
+            .read(expected, 1 << 20)
+            .unwrap_or_else(|e| panic!("offset {expected} unreadable: {e}"));
+        for chunk in &read.chunks {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let (batch, after) = rest.split_at(BatchHeader::parse(rest).length as usize);
+                for r in records(batch).unwrap() {
+                    if r.offset < expected {
+                        continue;
+                    }
+                    assert_eq!(r.offset, expected, "gap or reordering");
+                    assert_eq!(
+                        r.value,
+                        &value_for(r.offset)[..],
+                        "wrong value at {}",
+                        r.offset
+                    );
+                    expected += 1;
+                }
+                rest = after;
+            }
+        }
+    }
+    expected - log.log_start_offset()
+}
+
+pub fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}

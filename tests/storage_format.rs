@@ -1,0 +1,176 @@
+//! `storage-format.md` and the code describe the same bytes: this test parses the
+//! document's tables and compares them with the constants and encoders in `src/log/`.
+
+use strom::log::files::{Checkpoint, CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_VERSION};
+use strom::log::format::{FORMAT_VERSION, HEADER_FIELDS, HEADER_LEN};
+use strom::log::index::{Entry, OffsetEntry, TimeEntry, OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE};
+use strom::log::naming::{CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, OFFSET_DIGITS};
+use strom::log::record::*;
+
+fn doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/storage-format.md")).unwrap()
+}
+
+/// Rows of the first table after the heading `## {section}`, as cells.
+fn table(doc: &str, section: &str) -> Vec<Vec<String>> {
+    let start = doc
+        .find(&format!("## {section}\n"))
+        .unwrap_or_else(|| panic!("no section {section}"));
+    doc[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // heading and separator
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// `(offset, size, field)` rows of a layout table.
+fn layout(doc: &str, section: &str) -> Vec<(usize, usize, String)> {
+    table(doc, section)
+        .into_iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].clone()))
+        .collect()
+}
+
+#[test]
+fn batch_header_table_matches_the_code() {
+    let doc = doc();
+    let rows = layout(&doc, "Record batch");
+    let code: Vec<_> = HEADER_FIELDS
+        .iter()
+        .map(|&(name, at, size)| (at, size, name.to_string()))
+        .collect();
+    assert_eq!(rows, code);
+    let (last_at, last_size, _) = rows.last().unwrap();
+    assert_eq!(last_at + last_size, HEADER_LEN);
+    assert!(doc.contains(&format!("{HEADER_LEN}-byte header (`HEADER_LEN`)")));
+    assert!(doc.contains(&format!("format version, `{FORMAT_VERSION}`")));
+    // Fields are contiguous: each starts where the one before ends.
+    for pair in rows.windows(2) {
+        assert_eq!(pair[0].0 + pair[0].1, pair[1].0, "{pair:?}");
+    }
+}
+
+#[test]
+fn index_tables_match_the_encoders() {
+    let doc = doc();
+    let entry = OffsetEntry {
+        rel_offset: 0x0403_0201,
+        position: 0x0807_0605,
+    };
+    let mut bytes = Vec::new();
+    entry.encode(&mut bytes);
+    assert_eq!(bytes.len(), OFFSET_ENTRY_SIZE);
+    assert_eq!(
+        layout(&doc, "Offset index (`.index`)"),
+        vec![(0, 4, "rel_offset".into()), (4, 4, "position".into())]
+    );
+    assert_eq!(&bytes[0..4], &entry.rel_offset.to_le_bytes());
+    assert_eq!(&bytes[4..8], &entry.position.to_le_bytes());
+    assert!(doc.contains(&format!(
+        "{OFFSET_ENTRY_SIZE}-byte entries (`OFFSET_ENTRY_SIZE`)"
+    )));
+
+    let entry = TimeEntry {
+        timestamp: 0x0102_0304_0506_0708,
+        rel_offset: 9,
+    };
+    let mut bytes = Vec::new();
+    entry.encode(&mut bytes);
+    assert_eq!(bytes.len(), TIME_ENTRY_SIZE);
+    assert_eq!(
+        layout(&doc, "Time index (`.timeindex`)"),
+        vec![(0, 8, "timestamp".into()), (8, 4, "rel_offset".into())]
+    );
+    assert_eq!(&bytes[0..8], &entry.timestamp.to_le_bytes());
+    assert_eq!(&bytes[8..12], &9u32.to_le_bytes());
+    assert!(doc.contains(&format!(
+        "{TIME_ENTRY_SIZE}-byte entries (`TIME_ENTRY_SIZE`)"
+    )));
+}
+
+#[test]
+fn checkpoint_table_matches_the_encoder() {
+    let doc = doc();
+    let rows = layout(&doc, "Recovery checkpoint (`recovery-checkpoint`)");
+    let names: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "magic",
+            "version",
+            "crc",
+            "segment_base",
+            "position",
+            "next_offset",
+            "max_timestamp"
+        ]
+    );
+    assert_eq!(rows.last().map(|r| r.0 + r.1), Some(CHECKPOINT_LEN));
+    let cp = Checkpoint {
+        segment_base: 11,
+        position: 22,
+        next_offset: 33,
+        max_timestamp: -44,
+    };
+    let bytes = cp.encode();
+    let field = |name: &str| {
+        let (at, size, _) = rows.iter().find(|r| r.2 == name).unwrap();
+        &bytes[*at..at + size]
+    };
+    assert_eq!(field("magic"), CHECKPOINT_MAGIC);
+    assert!(doc.contains(&format!(
+        "ASCII `{}`",
+        std::str::from_utf8(CHECKPOINT_MAGIC).unwrap()
+    )));
+    assert_eq!(field("version"), CHECKPOINT_VERSION.to_le_bytes());
+    assert_eq!(field("crc"), crc32fast::hash(&bytes[16..]).to_le_bytes());
+    assert_eq!(field("segment_base"), 11u64.to_le_bytes());
+    assert_eq!(field("position"), 22u64.to_le_bytes());
+    assert_eq!(field("next_offset"), 33u64.to_le_bytes());
+    assert_eq!(field("max_timestamp"), (-44i64).to_le_bytes());
+}
+
+#[test]
+fn record_tags_match_the_code() {
+    let doc = doc();
+    let rows = table(&doc, "Record");
+    let tags: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| !r[1].is_empty())
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let code = [
+        (RECORD_TAG, "RECORD_TAG"),
+        (OFFSET_TAG, "OFFSET_TAG"),
+        (TIMESTAMP_TAG, "TIMESTAMP_TAG"),
+        (KEY_TAG, "KEY_TAG"),
+        (VALUE_TAG, "VALUE_TAG"),
+        (HEADER_TAG, "HEADER_TAG"),
+    ];
+    let expected: Vec<(String, String)> = code
+        .iter()
+        .map(|(t, n)| (format!("`{t:#04X}`").replace("0X", "0x"), format!("`{n}`")))
+        .collect();
+    assert_eq!(tags, expected);
+    assert!(doc.contains(
+        &format!("then `{HEADER_NAME_TAG:#04X}` name and `{HEADER_VALUE_TAG:#04X}` value")
+            .replace("0X", "0x")
+    ));
+    assert!(doc.contains(&format!("The first {FIXED_BODY_LEN} bytes of a body")));
+}
+
+#[test]
+fn file_names_match_the_code() {
+    let doc = doc();
+    assert!(doc.contains(&format!("zero-padded to {OFFSET_DIGITS} digits")));
+    assert!(doc.contains(&format!("| `{CHECKPOINT_FILE}` |")));
+    assert!(doc.contains(&format!("| `{CLEAN_SHUTDOWN_FILE}` |")));
+    assert!(doc.contains(&format!("\n`{:0width$}.log`", 1000, width = OFFSET_DIGITS)));
+}
