@@ -5,7 +5,8 @@
 //! - `format`: the batch header layout; `record`: records and the batch builder.
 //! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
 //! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
-//! - `segment`: one `.log` and its indexes; `log`: the `Log` of many segments.
+//! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`);
+//!   `log`: the `Log` of many segments.
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
 
 pub mod config;
