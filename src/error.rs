@@ -44,6 +44,35 @@ pub enum Error {
         reason: String,
     },
 
+    /// No topic of that name.
+    #[error("topic {topic:?} does not exist; create it first (strom topic create)")]
+    TopicNotFound { topic: String },
+
+    /// A partition number past the topic's partition count.
+    #[error("topic {topic:?} has partitions 0..{count}; partition {partition} does not exist")]
+    PartitionNotFound {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+
+    /// CreateTopic of a name already taken.
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+
+    /// The server is stopping and takes no new work.
+    #[error("the server is shutting down; retry against a running server")]
+    ShuttingDown,
+
+    /// An error from one partition's log, with the topic and partition it concerns.
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    InPartition {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A batch whose stored CRC does not match its bytes.
     #[error(
         "checksum mismatch in {} at byte {position}: stored {expected:#010x}, computed {actual:#010x}",
@@ -62,6 +91,7 @@ impl Error {
     /// retry once space is back.
     pub fn is_storage_full(&self) -> bool {
         match self {
+            Error::InPartition { source, .. } => source.is_storage_full(),
             Error::Io { source, .. } => {
                 source.kind() == io::ErrorKind::StorageFull
                     || source.kind() == io::ErrorKind::FileTooLarge

@@ -44,8 +44,14 @@
 //! `log/mmap.rs`.
 #![deny(unsafe_code)]
 
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod log;
+pub mod server;
 
 pub use error::{Error, Result};
 

@@ -116,6 +116,14 @@ impl Log {
         &self.config
     }
 
+    /// Changes the configuration of an open log; size and age limits apply from the next
+    /// append on.
+    pub fn reconfigure(&mut self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> u64 {
         *self

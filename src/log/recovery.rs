@@ -29,6 +29,8 @@ use crate::error::{Error, IoContext, Result};
 /// What opening a log had to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
+    /// The directory held no log: a new, empty one was created.
+    pub created: bool,
     /// The previous run closed the log cleanly; nothing was scanned.
     pub clean: bool,
     /// Bytes of `.log` read to recover from a crash.
@@ -46,7 +48,10 @@ pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
     let checkpoint = files::read_checkpoint(dir)?;
     files::remove_clean_marker(dir)?;
     let active_limits = Log::limits(&config, true);
-    let mut report = OpenReport::default();
+    let mut report = OpenReport {
+        created: bases.is_empty() && checkpoint.is_none(),
+        ..OpenReport::default()
+    };
     let mut segments: BTreeMap<u64, OnceLock<Segment>> =
         bases.iter().map(|&b| (b, OnceLock::new())).collect();
 
@@ -220,7 +225,9 @@ fn recover(
         max_timestamp: active.max_timestamp(),
     };
     files::write_checkpoint(dir, &checkpoint)?;
-    info!(dir = %dir.display(), scanned_bytes = report.scanned_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "recovered log after unclean shutdown");
+    if !report.created {
+        info!(dir = %dir.display(), scanned_bytes = report.scanned_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "recovered log after unclean shutdown");
+    }
     Ok(checkpoint)
 }
 

@@ -1,5 +1,7 @@
-//! Helpers shared by the log's integration tests.
+//! Helpers shared by the integration tests.
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::path::Path;
 

@@ -1,0 +1,32 @@
+//! Compiles `proto/` into Rust with protox (a pure-Rust protobuf compiler, so building
+//! strom needs no system `protoc`) and tonic-prost-build, and saves the descriptor set
+//! that the server's reflection service publishes.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(["strom/v1/strom.proto"], ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("strom_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        // `bytes` fields become `Bytes`: decoding slices the request buffer, no copy.
+        .bytes(".")
+        // Fetch and Subscribe responses are encoded by strom itself from stored batches
+        // (see src/grpc/records.rs); everything else is generated.
+        .extern_path(
+            ".strom.v1.FetchResponse",
+            "crate::grpc::records::FetchResponse",
+        )
+        .extern_path(
+            ".strom.v1.SubscribeResponse",
+            "crate::grpc::records::SubscribeResponse",
+        )
+        .compile_fds(descriptors)?;
+    Ok(())
+}

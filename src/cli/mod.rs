@@ -1,0 +1,99 @@
+//! `strom`: the server and the tools to talk to it, in the spirit of kcat and Kafka's
+//! scripts. Output meant for pipes goes to stdout; progress and summaries to stderr.
+
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+use crate::config::DEFAULT_LISTEN;
+
+#[derive(Parser)]
+#[command(
+    name = "strom",
+    version,
+    about = "A partitioned commit-log server over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands find the server.
+#[derive(clap::Args, Clone)]
+pub struct Connect {
+    /// Address of the server.
+    #[arg(long, short = 's', env = "STROM_SERVER", default_value = DEFAULT_LISTEN, global = true)]
+    pub server: String,
+}
+
+impl Connect {
+    pub async fn client(&self) -> Result<Client, String> {
+        Client::connect(&self.server).await.map_err(|e| {
+            format!(
+                "cannot connect to {}: {e}; is `strom serve` running?",
+                self.server
+            )
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(topic::TopicArgs),
+    /// Produce records read from stdin (or a file), one per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(consume::ConsumeArgs),
+    /// Print each partition's first and next offset.
+    Offsets(consume::OffsetsArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic(args) => topic::run(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::Offsets(args) => consume::offsets(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("strom: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A gRPC error as one line a person can act on.
+pub fn describe(status: tonic::Status) -> String {
+    format!("{} ({:?})", status.message(), status.code())
+}
+
+/// `key=value` pairs of repeated flags.
+pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("{p:?} is not key=value"))
+        })
+        .collect()
+}

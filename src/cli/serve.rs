@@ -1,0 +1,78 @@
+//! `strom serve`.
+
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::config::{LogFormat, ServerConfig};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "STROM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7400].
+    #[arg(long, env = "STROM_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory for topics and their data [default: ./strom-data].
+    #[arg(long, env = "STROM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log lines as human-readable text or JSON [default: text].
+    #[arg(long, env = "STROM_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `strom=debug` [default: info].
+    #[arg(long, env = "STROM_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.log_format {
+        config.log_format = v;
+    }
+    if let Some(v) = args.log_level {
+        config.log_level = v;
+    }
+    init_tracing(&config)?;
+    let broker = Broker::open(&config.data_dir, config.limits()).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "strom is ready");
+    crate::server::serve(listener, broker, config.serve_options(), shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn init_tracing(config: &ServerConfig) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|e| format!("log level {:?}: {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

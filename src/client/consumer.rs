@@ -1,0 +1,126 @@
+//! A consumer of one partition: long-polling Fetch calls from a starting point.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::Client;
+use crate::grpc::pb::{self, list_offsets_request::Spec, log_client::LogClient};
+use crate::grpc::records::RecordSet;
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first record at or after this time (ms since the Unix epoch).
+    Timestamp(i64),
+}
+
+/// A record as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+pub struct Consumer {
+    log: LogClient<Channel>,
+    topic: String,
+    partition: u32,
+    next: u64,
+    high_watermark: u64,
+    pub max_bytes: u32,
+}
+
+impl Consumer {
+    /// A consumer of `topic`/`partition` positioned at `start`.
+    pub async fn new(
+        client: &Client,
+        topic: &str,
+        partition: u32,
+        start: Start,
+    ) -> Result<Consumer, Status> {
+        let mut log = client.log();
+        let spec = match start {
+            Start::Offset(offset) => Err(offset), // no lookup needed
+            Start::Earliest => Ok(Spec::Earliest(true)),
+            Start::Latest => Ok(Spec::Latest(true)),
+            Start::Timestamp(ts) => Ok(Spec::TimestampMs(ts)),
+        };
+        let next = match spec {
+            Err(offset) => offset,
+            Ok(spec) => {
+                let request = pb::ListOffsetsRequest {
+                    topic: topic.into(),
+                    partition,
+                    spec: Some(spec),
+                };
+                log.list_offsets(request).await?.into_inner().offset
+            }
+        };
+        Ok(Consumer {
+            log,
+            topic: topic.into(),
+            partition,
+            next,
+            high_watermark: 0,
+            max_bytes: 1 << 20,
+        })
+    }
+
+    /// The offset the next poll reads from.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The partition's end as of the last poll.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// The next records, waiting up to `max_wait` if there are none yet.
+    pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedRecord>, Status> {
+        let request = pb::FetchRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.next,
+            max_bytes: self.max_bytes,
+            max_wait_ms: max_wait.as_millis() as u32,
+            min_bytes: 1,
+        };
+        let response = self.log.fetch(request).await?.into_inner();
+        self.high_watermark = response.high_watermark;
+        let records = to_owned(self.partition, &response.records)?;
+        self.next = response.next_offset.max(self.next);
+        Ok(records)
+    }
+}
+
+/// Copies records out of a received set.
+pub(crate) fn to_owned(partition: u32, set: &RecordSet) -> Result<Vec<ConsumedRecord>, Status> {
+    set.iter()
+        .map(|r| {
+            let r =
+                r.map_err(|e| Status::data_loss(format!("malformed record from the server: {e}")))?;
+            Ok(ConsumedRecord {
+                partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.map(Bytes::copy_from_slice),
+                value: Bytes::copy_from_slice(r.value),
+                headers: r
+                    .headers()
+                    .map(|(n, v)| (n.to_string(), Bytes::copy_from_slice(v)))
+                    .collect(),
+            })
+        })
+        .collect()
+}

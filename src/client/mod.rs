@@ -1,0 +1,121 @@
+//! The Rust client: `Admin` for topics, `Producer` (batching, keyed partitioning,
+//! retries, pipelining over `ProduceStream`) and a partition `Consumer`.
+
+mod consumer;
+mod producer;
+
+pub use consumer::{ConsumedRecord, Consumer, Start};
+pub use producer::{Ack, Producer, ProducerConfig};
+
+use std::collections::BTreeMap;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::grpc::pb::{self, admin_client::AdminClient, log_client::LogClient};
+
+/// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to `address` (`host:port` or `http://host:port`).
+    pub async fn connect(address: &str) -> Result<Client, tonic::transport::Error> {
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let channel = Endpoint::from_shared(uri)?
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Ok(Client { channel })
+    }
+
+    pub fn log(&self) -> LogClient<Channel> {
+        LogClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin {
+            inner: AdminClient::new(self.channel.clone()),
+        }
+    }
+}
+
+/// Topic administration.
+#[derive(Clone)]
+pub struct Admin {
+    inner: AdminClient<Channel>,
+}
+
+impl Admin {
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    ) -> Result<pb::TopicDescription, Status> {
+        let request = pb::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            config: config.into_iter().collect(),
+        };
+        Ok(self
+            .inner
+            .create_topic(request)
+            .await?
+            .into_inner()
+            .topic
+            .unwrap_or_default())
+    }
+
+    pub async fn delete_topic(&mut self, name: &str) -> Result<(), Status> {
+        self.inner
+            .delete_topic(pb::DeleteTopicRequest { name: name.into() })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_topics(&mut self) -> Result<Vec<String>, Status> {
+        Ok(self
+            .inner
+            .list_topics(pb::ListTopicsRequest {})
+            .await?
+            .into_inner()
+            .names)
+    }
+
+    pub async fn describe_topic(&mut self, name: &str) -> Result<pb::TopicDescription, Status> {
+        let response = self
+            .inner
+            .describe_topic(pb::DescribeTopicRequest { name: name.into() })
+            .await?;
+        Ok(response.into_inner().topic.unwrap_or_default())
+    }
+
+    pub async fn alter_topic_config(
+        &mut self,
+        name: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<pb::TopicDescription, Status> {
+        let request = pb::AlterTopicConfigRequest {
+            name: name.into(),
+            config: config.into_iter().collect(),
+        };
+        Ok(self
+            .inner
+            .alter_topic_config(request)
+            .await?
+            .into_inner()
+            .topic
+            .unwrap_or_default())
+    }
+}

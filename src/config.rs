@@ -1,0 +1,101 @@
+//! The server's configuration: defaults, then a TOML file, then environment variables,
+//! then flags; each later source overrides the earlier ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::Limits;
+use crate::error::{Error, IoContext, Result};
+use crate::server::ServeOptions;
+
+/// Where `strom serve` listens when told nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Where it keeps data when told nothing (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "strom-data";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of `strom serve`; the TOML file uses these names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `strom=debug,info`.
+    pub log_level: String,
+    pub max_partitions: u32,
+    pub max_request_bytes: usize,
+    pub max_fetch_bytes: usize,
+    pub max_wait_ms: u64,
+    pub upkeep_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let options = ServeOptions::default();
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_partitions: limits.max_partitions,
+            max_request_bytes: options.max_request_bytes,
+            max_fetch_bytes: limits.max_fetch_bytes,
+            max_wait_ms: limits.max_wait.as_millis() as u64,
+            upkeep_interval_ms: options.upkeep_interval.as_millis() as u64,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; settings it does not name keep their defaults.
+    pub fn from_file(path: &Path) -> Result<ServerConfig> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        toml::from_str(&text)
+            .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", path.display())))
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_partitions: self.max_partitions,
+            max_fetch_bytes: self.max_fetch_bytes,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+        }
+    }
+
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            max_request_bytes: self.max_request_bytes,
+            upkeep_interval: Duration::from_millis(self.upkeep_interval_ms.max(10)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_only_what_it_names_and_rejects_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strom.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\nlog_format = \"json\"\n").unwrap();
+        let config = ServerConfig::from_file(&path).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        std::fs::write(&path, "listn = \"0.0.0.0:9000\"\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+}

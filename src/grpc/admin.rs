@@ -1,0 +1,106 @@
+//! `strom.v1.Admin`: topic administration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, admin_server::Admin};
+use super::status;
+use crate::broker::{Broker, TopicInfo};
+
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    pub fn new(broker: Arc<Broker>) -> AdminService {
+        AdminService { broker }
+    }
+}
+
+fn description(info: TopicInfo) -> pb::TopicDescription {
+    pb::TopicDescription {
+        name: info.name,
+        config: info.config.into_iter().collect(),
+        partitions: info
+            .partitions
+            .into_iter()
+            .map(|p| pb::PartitionDescription {
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+                segment_count: p.segment_count,
+            })
+            .collect(),
+    }
+}
+
+fn sorted(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let r = request.into_inner();
+        let info = self
+            .broker
+            .create_topic(&r.name, r.partitions, &sorted(r.config))
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(description(info)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.broker
+            .delete_topic(&request.into_inner().name)
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        Ok(Response::new(pb::ListTopicsResponse {
+            names: self.broker.list_topics(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let topic = self
+            .broker
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
+        let info = topic.describe().map_err(status)?;
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(description(info)),
+        }))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        let r = request.into_inner();
+        let info = self
+            .broker
+            .alter_topic_config(&r.name, &sorted(r.config))
+            .map_err(status)?;
+        Ok(Response::new(pb::AlterTopicConfigResponse {
+            topic: Some(description(info)),
+        }))
+    }
+}

@@ -1,0 +1,54 @@
+//! A real strom server on 127.0.0.1:0 with a temporary data directory, stopped through
+//! the shutdown future of `serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use strom::broker::{Broker, Limits};
+use strom::client::Client;
+use strom::server::{serve, ServeOptions};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<strom::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(dir, Limits::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, limits: Limits) -> TestServer {
+        let broker = Broker::open(dir, limits).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            broker,
+            ServeOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            dir: dir.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr.to_string()).await.unwrap()
+    }
+
+    /// Graceful stop (as on SIGTERM); returns what `serve` returned.
+    pub async fn stop(mut self) -> strom::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+}
