@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
-# The test command from the README: every unit, model, crash and corruption test.
+# The test command from the README: every unit, model, crash, server and Python test.
+# Installs the Python gRPC client the cross-language test needs (grpcio from PyPI)
+# into target/pyenv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! target/pyenv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+  mkdir -p target
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install --quiet --disable-pip-version-check "grpcio>=1.60" "grpcio-tools>=1.60"
+fi
+export STROM_PYTHON="$PWD/target/pyenv/bin/python"
 cargo test "$@"

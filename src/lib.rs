@@ -2,43 +2,54 @@
 //!
 //! # Layers
 //!
-//! The design (see `README.md`) stacks `cli` on `client` on `grpc` on `broker` and
-//! `groups`, all standing on `log`. Today the crate holds the bottom layer:
+//! Each layer uses only the ones below it.
 //!
-//! - [`log`]: one partition's append-only log, as a library over one directory. It knows
-//!   nothing of topics, gRPC or tasks. A log is a run of *segments*, each a `.log` file of
-//!   record batches with two sparse indexes (`.index`: offset -> position, `.timeindex`:
-//!   timestamp -> offset). Every byte layout is in `storage-format.md`.
+//! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, bench).
+//! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`.
+//! - [`server`] and [`config`]: running the gRPC server; its settings.
+//! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
+//!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
+//! - [`broker`]: topics of partitions, topic metadata, the per-partition writer, group
+//!   commit of fsyncs, long-poll wakeups, upkeep. Knows nothing of gRPC.
+//! - [`log`]: one partition's append-only log as a library over one directory: segments
+//!   of record batches with sparse offset and time indexes, crash recovery, retention
+//!   and truncation. Knows nothing of topics, gRPC or tasks. Byte layouts are in
+//!   `storage-format.md`.
 //! - [`error`]: the one error enum, whose variants carry path, offset and range.
 //!
-//! # One append, from the caller to the disk
+//! # One Produce, from the wire to the disk
 //!
-//! 1. The caller encodes records into a [`log::BatchBuilder`]. Records are stored in the
-//!    protobuf encoding a Fetch response will use (`log/record.rs`), so they are encoded
-//!    once, here, and never again.
-//! 2. [`log::Log::append`] checks the batch's size, rolls to a new segment if the active
-//!    one is full or old, writes the next offsets into the batch in place and seals it
-//!    with a CRC-32 (`PendingBatch::assign`).
-//! 3. The active segment writes it with one positioned write at its committed end
-//!    (`log/segment.rs`); a failure (a full disk) cuts the file back and leaves the log
-//!    as it was. Index entries go into memory, to be written at the next checkpoint.
-//! 4. Under the `EveryAppend` policy the log fsyncs before returning. Callers that group
-//!    many durable appends into one fsync take a [`log::FlushJob`] under their lock and
-//!    run it outside (`Log::begin_flush`, `FlushJob::run`, `Log::finish_flush`).
+//! 1. `grpc::LogService::produce` turns the protobuf request into a
+//!    `broker::ProduceRequest` (the record bytes are moved, not copied) and spawns the
+//!    work, so a client that hangs up cannot cancel an append halfway.
+//! 2. `Broker::append` checks the topic, the partition and each record's size, picks the
+//!    partition (explicit, else Kafka's murmur2 of the key, else round robin), and encodes
+//!    the records into a [`log::BatchBuilder`], in the protobuf encoding a Fetch response
+//!    will use. This is the only time a record is encoded.
+//! 3. `Partition::append` takes the partition's write lock in `spawn_blocking` and calls
+//!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
+//!    the batch in place, and writes it with one `pwrite` at the segment's end (a full disk
+//!    leaves the log unchanged). It then publishes the new high watermark, which wakes
+//!    long-polling fetchers and subscribers.
+//! 4. For an fsync produce, `Partition::sync_below` waits its turn on the partition's flush
+//!    lock; whoever holds it syncs everything appended so far, so concurrent produces share
+//!    one fsync (group commit). The response is sent only after its batch is on disk.
 //!
-//! # One read, from the disk to the caller
+//! # One Fetch, from the disk to the wire
 //!
-//! 1. [`log::Log::read`] finds the segment holding the offset (an ordered map by base
-//!    offset; a sealed segment is opened and mapped on first use).
-//! 2. The segment binary-searches its offset index for the last entry at or below the
-//!    offset, then walks batch headers from that position to the batch holding it.
-//! 3. It checks each batch's header and CRC and returns whole batches as `Bytes` slices
-//!    of the read-only map: no record is decoded and nothing is copied. The slices keep
-//!    the map alive, so they stay valid even if retention deletes the segment.
+//! 1. `Broker::fetch` reads under the partition's read lock: the ordered map of segments
+//!    finds the segment, its offset index the nearest batch position, and a walk over batch
+//!    headers the batch holding the offset. Whole batches come back as `Bytes` slices of
+//!    the segment's read-only map, CRCs checked. If there is nothing yet and the client
+//!    asked to wait, it sleeps on the high-watermark watch, not in a polling loop.
+//! 2. `grpc::records::RecordSet` strips the batch headers (the records sections are
+//!    already protobuf `repeated Record`) and skips records below the requested offset.
+//! 3. The hand-written `FetchResponse` message writes those slices after each other into
+//!    tonic's buffer: the one copy out of the map. Nothing is decoded or re-encoded.
 //!
 //! # Crashes
 //!
-//! The `.log` is the truth and indexes are caches. After a clean close, open scans
+//! The `.log` is the truth and indexes are caches. After a clean shutdown, open scans
 //! nothing; after a crash, only what follows the recovery checkpoint is scanned, and a
 //! torn tail is cut (`log/recovery.rs`). All `unsafe` code is the one `mmap` call in
 //! `log/mmap.rs`.

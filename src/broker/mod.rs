@@ -22,7 +22,7 @@ pub use topic::{Durability, TopicConfig};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
-use crate::log::{BatchBuilder, ProducerInfo, ReadBatches, Record, NO_PRODUCER};
+use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, ReadBatches, Record, NO_PRODUCER};
 use topic::{validate_name, TopicMetadata};
 
 /// Limits that protect the server from requests it should not try to serve.
@@ -110,6 +110,31 @@ pub struct Produced {
     pub base_offset: u64,
     pub last_offset: u64,
     pub log_append_time_ms: i64,
+}
+
+/// A checked, encoded batch and the partition it goes to.
+pub struct Prepared {
+    partition: Arc<Partition>,
+    batch: PendingBatch,
+    fsync: bool,
+    time_ms: i64,
+}
+
+impl Prepared {
+    /// Appends the batch (to the page cache).
+    pub async fn append(self) -> Result<Appended> {
+        let info = self.partition.append(self.batch).await?;
+        let produced = Produced {
+            partition: self.partition.id,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: self.time_ms,
+        };
+        Ok(Appended {
+            produced,
+            sync: self.fsync.then_some(self.partition),
+        })
+    }
 }
 
 /// A batch in the log, perhaps not yet on disk.
@@ -313,6 +338,12 @@ impl Broker {
     /// returns; `Appended::durable` waits for the fsync if one was asked for. A stream of
     /// requests appends in order and waits for durability concurrently.
     pub async fn append(&self, request: ProduceRequest) -> Result<Appended> {
+        self.prepare(request)?.append().await
+    }
+
+    /// Checks a request and encodes its batch, without touching the log: CPU work that a
+    /// stream does for the next request while the previous one is being appended.
+    pub fn prepare(&self, request: ProduceRequest) -> Result<Prepared> {
         self.check_running()?;
         let topic = self.topic(&request.topic)?;
         let config = topic.config();
@@ -376,16 +407,11 @@ impl Broker {
         }
         let fsync = request.durability.unwrap_or(config.durability) == Durability::Fsync;
         let target = Arc::clone(&topic.partitions[partition as usize]);
-        let info = target.append(builder.build()?).await?;
-        let produced = Produced {
-            partition,
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            log_append_time_ms: now,
-        };
-        Ok(Appended {
-            produced,
-            sync: fsync.then_some(target),
+        Ok(Prepared {
+            partition: target,
+            batch: builder.build()?,
+            fsync,
+            time_ms: now,
         })
     }
 
@@ -466,14 +492,18 @@ impl Broker {
         self.begin_shutdown();
         let topics = self.topics.into_inner().unwrap_or_else(|e| e.into_inner());
         for topic in topics.into_values() {
-            let topic = Arc::try_unwrap(topic).map_err(|t| {
-                Error::InvalidArgument(format!("topic {} still in use at close", t.name))
-            })?;
-            for partition in topic.partitions {
+            // Requests still holding a partition (none, once the server has stopped) get
+            // their data synced, but that partition is not marked clean.
+            let partitions = match Arc::try_unwrap(topic) {
+                Ok(topic) => topic.partitions,
+                Err(topic) => topic.partitions.clone(),
+            };
+            for partition in partitions {
                 match Arc::try_unwrap(partition) {
                     Ok(partition) => partition.close()?,
                     Err(partition) => {
-                        tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; not marked clean")
+                        tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; synced, not marked clean");
+                        partition.sync_now()?;
                     }
                 }
             }

@@ -155,6 +155,11 @@ impl Partition {
             .map_err(|e| self.context(e))
     }
 
+    /// Syncs everything appended, holding the lock (for shutdown only).
+    pub fn sync_now(&self) -> Result<()> {
+        self.write_log().flush().map_err(|e| self.context(e))
+    }
+
     /// Syncs and closes the log so the next open scans nothing.
     pub fn close(self) -> Result<()> {
         let log = self.log.into_inner().unwrap_or_else(|e| e.into_inner());

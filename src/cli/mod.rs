@@ -1,6 +1,7 @@
 //! `strom`: the server and the tools to talk to it, in the spirit of kcat and Kafka's
 //! scripts. Output meant for pipes goes to stdout; progress and summaries to stderr.
 
+mod bench;
 mod consume;
 mod produce;
 mod serve;
@@ -55,6 +56,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Print each partition's first and next offset.
     Offsets(consume::OffsetsArgs),
+    /// Measure a running server: produce or consume throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -63,20 +66,31 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // Spawned, so the command runs on the worker threads rather than on the main thread
+    // that `block_on` uses.
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Topic(args) => topic::run(args).await,
-            Command::Produce(args) => produce::run(args).await,
-            Command::Consume(args) => consume::run(args).await,
-            Command::Offsets(args) => consume::offsets(args).await,
-        }
+        tokio::spawn(async move { run(cli.command).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("command failed: {e}")))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("strom: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    {
+        match command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic(args) => topic::run(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::Offsets(args) => consume::offsets(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     }
 }

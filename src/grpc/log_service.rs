@@ -141,25 +141,42 @@ impl Log for LogService {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
+        // Two stages, so that two cores work on one stream: this task decodes and checks
+        // each request and encodes its batch; the appender appends them one after another
+        // in the order sent; the waits for fsync run concurrently, so a pipeline of
+        // durable requests shares fsyncs.
+        let (prepared_tx, mut prepared_rx) =
+            mpsc::channel::<(u64, Result<broker::Prepared, Error>)>(4);
         let broker = Arc::clone(&self.broker);
         tokio::spawn(async move {
-            // Appends happen one after another, in the order the client sent them; the
-            // waits for fsync run concurrently so a pipeline shares fsyncs.
             while let Ok(Some(message)) = inbound.message().await {
-                let id = message.correlation_id;
-                let Some(request) = message.request else {
-                    let err =
-                        Error::InvalidArgument("ProduceStreamRequest.request is missing".into());
-                    let _ = tx.send(Ok(stream_reply(id, Err(err)))).await;
-                    continue;
+                let prepared = match message.request.map(produce_request) {
+                    Some(Ok(request)) => broker.prepare(request),
+                    Some(Err(s)) => Err(Error::InvalidArgument(s.message().to_string())),
+                    None => Err(Error::InvalidArgument(
+                        "ProduceStreamRequest.request is missing".into(),
+                    )),
                 };
-                let appended = match produce_request(request) {
-                    Ok(request) => broker.append(request).await,
-                    Err(s) => Err(Error::InvalidArgument(s.message().to_string())),
+                if prepared_tx
+                    .send((message.correlation_id, prepared))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // The client closed its side or went away: requests already read are still
+            // appended and answered if the client is listening.
+        });
+        tokio::spawn(async move {
+            while let Some((id, prepared)) = prepared_rx.recv().await {
+                let appended = match prepared {
+                    Ok(prepared) => prepared.append().await,
+                    Err(err) => Err(err),
                 };
+                let tx = tx.clone();
                 match appended {
                     Ok(appended) => {
-                        let tx = tx.clone();
                         tokio::spawn(async move {
                             let _ = tx
                                 .send(Ok(stream_reply(id, appended.durable().await)))
@@ -171,8 +188,6 @@ impl Log for LogService {
                     }
                 }
             }
-            // The client closed its side or went away; appends made are kept, and acks
-            // still in flight are sent if the client is listening.
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

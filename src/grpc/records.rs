@@ -8,17 +8,20 @@
 //! the one into tonic's send buffer. Decoding (in the Rust client) keeps the records as
 //! encoded bytes too, to be read with `log::record::parse_record`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::DecodeError;
 
-use crate::log::record::{parse_record, RECORD_TAG};
+use crate::log::record::{parse_record, parse_record_body, RECORD_TAG};
 use crate::log::{BatchHeader, ReadBatches, RecordView, HEADER_LEN};
 
-/// Encoded `Record` entries (each `0x0A <len> <body>`), in offset order.
+/// Records in their encoded form, in offset order: on the server, runs of whole
+/// entries (`0x0A <len> <body>`) sliced from stored batches; in a client, the bodies
+/// of received entries, which prost hands over as slices of the receive buffer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecordSet {
     chunks: Vec<Bytes>,
+    bodies: Vec<Bytes>,
 }
 
 impl RecordSet {
@@ -49,33 +52,47 @@ impl RecordSet {
                 pos = end;
             }
         }
-        RecordSet { chunks }
+        RecordSet {
+            chunks,
+            bodies: Vec::new(),
+        }
     }
 
     pub fn encoded_len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        let bodies: usize = self
+            .bodies
+            .iter()
+            .map(|b| 1 + encoding::encoded_len_varint(b.len() as u64) + b.len())
+            .sum();
+        self.chunks.iter().map(Bytes::len).sum::<usize>() + bodies
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.bodies.is_empty()
     }
 
     /// The records, decoded on demand.
     pub fn iter(&self) -> impl Iterator<Item = Result<RecordView<'_>, String>> {
-        self.chunks.iter().flat_map(|chunk| {
+        let entries = self.chunks.iter().flat_map(|chunk| {
             let mut rest = &chunk[..];
             std::iter::from_fn(move || (!rest.is_empty()).then(|| parse_record(&mut rest)))
-        })
+        });
+        entries.chain(self.bodies.iter().map(|body| parse_record_body(body)))
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
         for chunk in &self.chunks {
             buf.put_slice(chunk);
         }
+        for body in &self.bodies {
+            buf.put_u8(RECORD_TAG);
+            encoding::encode_varint(body.len() as u64, buf);
+            buf.put_slice(body);
+        }
     }
 
-    /// Keeps one received `Record` entry as encoded bytes (tag and length restored);
-    /// its fields are checked when `iter` reads it.
+    /// Keeps a received record's body as the slice of the receive buffer prost hands
+    /// over (no copy); its fields are checked when `iter` reads it.
     fn merge(
         &mut self,
         wire_type: WireType,
@@ -84,11 +101,7 @@ impl RecordSet {
     ) -> Result<(), DecodeError> {
         let mut body = Bytes::new();
         encoding::bytes::merge(wire_type, &mut body, buf, ctx)?;
-        let mut entry = BytesMut::with_capacity(body.len() + 11);
-        entry.put_u8(RECORD_TAG);
-        encoding::encode_varint(body.len() as u64, &mut entry);
-        entry.put(body);
-        self.chunks.push(entry.freeze());
+        self.bodies.push(body);
         Ok(())
     }
 }

@@ -301,7 +301,11 @@ fn take_fixed64(buf: &mut &[u8], tag: u8) -> std::result::Result<[u8; 8], String
 
 /// Parses the next record from a records section, advancing `buf` past it.
 pub fn parse_record<'a>(buf: &mut &'a [u8]) -> std::result::Result<RecordView<'a>, String> {
-    let mut body = take_delimited(buf, RECORD_TAG)?;
+    parse_record_body(take_delimited(buf, RECORD_TAG)?)
+}
+
+/// Parses a record's body: the bytes after its tag and length.
+pub fn parse_record_body(mut body: &[u8]) -> std::result::Result<RecordView<'_>, String> {
     let offset = u64::from_le_bytes(take_fixed64(&mut body, OFFSET_TAG)?);
     let timestamp_ms = i64::from_le_bytes(take_fixed64(&mut body, TIMESTAMP_TAG)?);
     let key = if body.first() == Some(&KEY_TAG) {

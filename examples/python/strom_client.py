@@ -1,0 +1,77 @@
+"""Produce to and consume from strom with nothing but grpcio and the .proto files.
+
+    pip install grpcio grpcio-tools
+    python examples/python/strom_client.py --server 127.0.0.1:7400
+
+Stubs are generated from proto/ at start-up into a temporary directory, so this file
+is all a Python service needs besides the protos.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+
+import grpc
+from grpc_tools import protoc
+
+PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+
+
+def load_stubs():
+    """Compiles strom/v1/strom.proto and imports the generated modules."""
+    out = tempfile.mkdtemp(prefix="strom-stubs-")
+    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    status = protoc.main([
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        os.path.join(PROTO_ROOT, "strom", "v1", "strom.proto"),
+    ])
+    if status != 0:
+        sys.exit(f"protoc failed with status {status}")
+    sys.path.insert(0, out)
+    return importlib.import_module("strom.v1.strom_pb2"), importlib.import_module("strom.v1.strom_pb2_grpc")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", default="127.0.0.1:7400")
+    parser.add_argument("--topic", default="python-demo")
+    args = parser.parse_args()
+    pb, rpc = load_stubs()
+
+    with grpc.insecure_channel(args.server) as channel:
+        admin, log = rpc.AdminStub(channel), rpc.LogStub(channel)
+        try:
+            admin.CreateTopic(pb.CreateTopicRequest(name=args.topic, partitions=1))
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+
+        records = [
+            pb.Record(key=b"user-1", value=b"signed up", headers=[pb.Header(name="source", value=b"web")]),
+            pb.Record(value=b"no key, server timestamp"),
+        ]
+        ack = log.Produce(pb.ProduceRequest(topic=args.topic, partition=0, records=records,
+                                            durability=pb.DURABILITY_FSYNC))
+        print(f"produced offsets {ack.base_offset}..{ack.last_offset} to partition {ack.partition}")
+
+        fetched = log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=ack.base_offset))
+        for record in fetched.records:
+            key = record.key if record.HasField("key") else None
+            headers = [(h.name, h.value) for h in record.headers]
+            print(f"offset={record.offset} ts={record.timestamp_ms} key={key} value={record.value} headers={headers}")
+        print(f"high_watermark={fetched.high_watermark}")
+
+        try:
+            log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=fetched.high_watermark + 100))
+        except grpc.RpcError as err:
+            print(f"fetch past the end: {err.code().name}: {err.details()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+//! A client in another language needs nothing but the protos: Python's grpcio, with
+//! stubs generated from `proto/` at test time, runs `examples/python/strom_client.py`
+//! against the real server. `scripts/test.sh` installs grpcio into `target/pyenv` and
+//! points STROM_PYTHON at it.
+
+mod common;
+
+use std::process::Command;
+
+use common::server::TestServer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_grpcio_client_produces_and_fetches() {
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/strom_client.py"
+    );
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .args([script, "--server", &addr])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| {
+        panic!("cannot run python ({e}); run ./scripts/test.sh, which installs grpcio")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python client failed (./scripts/test.sh installs grpcio):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("produced offsets 0..1 to partition 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("offset=0")
+            && stdout.contains("key=b'user-1'")
+            && stdout.contains("[('source', b'web')]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("offset=1") && stdout.contains("key=None"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fetch past the end: OUT_OF_RANGE") && stdout.contains("[0, 2)"),
+        "{stdout}"
+    );
+    server.stop().await.unwrap();
+}
