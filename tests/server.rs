@@ -264,7 +264,25 @@ async fn bad_requests_get_their_status_and_change_nothing() {
         .await
         .unwrap();
 
+    let keyed = |key: &str| pb::Record {
+        key: Some(Bytes::from(key.to_string())),
+        ..record("keyed")
+    };
+    let home = partition_for_key(b"k0", 2);
+    let stranger = (1..)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), 2) != home)
+        .unwrap();
     let cases = [
+        (
+            produce(
+                "t",
+                None,
+                vec![keyed("k0"), record("free"), keyed(&stranger)],
+            ),
+            Code::InvalidArgument,
+            "separate requests",
+        ),
         (
             produce("nope", None, vec![record("x")]),
             Code::NotFound,
@@ -345,6 +363,13 @@ async fn bad_requests_get_their_status_and_change_nothing() {
         "nothing partial was written"
     );
     assert!(fetch_all(&client, "t", 1).await.is_empty());
+    // Records without a key travel with the keyed one, wherever it stands in the request.
+    let landed = log
+        .produce(produce("t", None, vec![record("free"), keyed("k0")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(landed.partition, home);
     server.stop().await.unwrap();
 }
 

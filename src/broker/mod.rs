@@ -145,12 +145,39 @@ pub struct Appended {
 }
 
 impl Appended {
+    /// True when the producer is still owed an fsync before the acknowledgement.
+    pub fn needs_sync(&self) -> bool {
+        self.sync.is_some()
+    }
+
     /// Waits for the fsync that covers this batch, if the producer asked for one.
     pub async fn durable(self) -> Result<Produced> {
         if let Some(partition) = self.sync {
             partition.sync_below(self.produced.last_offset + 1).await?;
         }
         Ok(self.produced)
+    }
+}
+
+/// The partition Kafka's default partitioner gives the request's keyed records, if it
+/// has any. A request is one batch in one partition, so keys of different partitions are
+/// refused rather than stored where a Kafka client would not look for them.
+fn keyed_partition(records: &[Record], count: u32) -> Result<Option<u32>> {
+    let mut keyed = records.iter().enumerate().filter_map(|(i, r)| {
+        r.key
+            .as_ref()
+            .map(|key| (i, partitioner::partition_for_key(key, count)))
+    });
+    let Some((first, partition)) = keyed.next() else {
+        return Ok(None);
+    };
+    match keyed.find(|&(_, p)| p != partition) {
+        None => Ok(Some(partition)),
+        Some((i, other)) => Err(Error::InvalidArgument(format!(
+            "record {first}'s key belongs in partition {partition} and record {i}'s in \
+             partition {other}; a request appends to one partition, so send them in separate \
+             requests or set the partition"
+        ))),
     }
 }
 
@@ -348,17 +375,15 @@ impl Broker {
         let topic = self.topic(&request.topic)?;
         let config = topic.config();
         let count = topic.partitions.len() as u32;
-        let partition = match (request.partition, request.records.first()) {
-            (_, None) => {
-                return Err(Error::InvalidArgument(
-                    "a produce request needs at least one record".into(),
-                ))
-            }
-            (Some(p), _) => topic.partition(p)?.id,
-            (None, Some(Record { key: Some(key), .. })) => {
-                partitioner::partition_for_key(key, count)
-            }
-            (None, Some(_)) => topic.round_robin.fetch_add(1, Ordering::Relaxed) % count,
+        if request.records.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a produce request needs at least one record".into(),
+            ));
+        }
+        let partition = match request.partition {
+            Some(p) => topic.partition(p)?.id,
+            None => keyed_partition(&request.records, count)?
+                .unwrap_or_else(|| topic.round_robin.fetch_add(1, Ordering::Relaxed) % count),
         };
         let now = now_ms();
         let size: usize = request

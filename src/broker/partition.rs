@@ -15,6 +15,9 @@ use tokio::sync::{watch, Mutex};
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, Log, LogConfig, PendingBatch, ReadBatches};
 
+/// Batches up to this size are appended on the calling task (see `Partition::append`).
+const INLINE_APPEND_BYTES: usize = 64 << 10;
+
 pub struct Partition {
     pub topic: String,
     pub id: u32,
@@ -72,16 +75,27 @@ impl Partition {
     }
 
     /// Appends a batch to the page cache; `sync_below` makes it durable.
+    ///
+    /// A small batch is appended right here: its `pwrite` takes microseconds, less than
+    /// handing it to a blocking thread and back (which, at 10,000 one-record requests a
+    /// second on two cores, queued requests for tens of milliseconds). A large one goes
+    /// to a blocking thread, so a slow copy into the page cache does not stall the
+    /// other requests this worker serves. Either way the append is one uninterruptible
+    /// call: a caller that goes away cannot leave half a batch.
     pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<AppendInfo> {
+        if batch.len_bytes() <= INLINE_APPEND_BYTES {
+            return self.append_now(&mut batch);
+        }
         let me = Arc::clone(self);
-        let info = tokio::task::spawn_blocking(move || {
-            let mut log = me.write_log();
-            let info = log.append(&mut batch).map_err(|e| me.context(e))?;
-            me.high_watermark.send_replace(log.next_offset());
-            Ok::<_, Error>(info)
-        })
-        .await
-        .expect("append task does not panic")?;
+        tokio::task::spawn_blocking(move || me.append_now(&mut batch))
+            .await
+            .expect("append task does not panic")
+    }
+
+    fn append_now(&self, batch: &mut PendingBatch) -> Result<AppendInfo> {
+        let mut log = self.write_log();
+        let info = log.append(batch).map_err(|e| self.context(e))?;
+        self.high_watermark.send_replace(log.next_offset());
         Ok(info)
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{describe, Connect};
+use super::{describe, parse_duration_ms, Connect};
 use crate::broker::now_ms;
 use crate::client::{ConsumedRecord, Consumer, Start};
 
@@ -53,22 +53,6 @@ pub struct OffsetsArgs {
     /// Topic to show.
     #[arg(long, short = 't')]
     topic: String,
-}
-
-/// Parses `-10m`, `-30s`, `-2h`, `-1d`, `-500ms` as milliseconds.
-fn parse_duration_ms(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().ok()?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms)
 }
 
 /// `earliest`, `latest`, `OFFSET`, `@TIMESTAMP_MS` or `-DURATION`.

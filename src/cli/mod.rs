@@ -100,6 +100,22 @@ pub fn describe(status: tonic::Status) -> String {
     format!("{} ({:?})", status.message(), status.code())
 }
 
+/// Parses a duration such as `500ms`, `30s`, `10m`, `2h` or `1d` as milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
+}
+
 /// `key=value` pairs of repeated flags.
 pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
     pairs

@@ -1,5 +1,6 @@
 //! `strom serve`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use tokio::net::TcpListener;
@@ -48,7 +49,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "strom is ready");
+    // The bound address, not the configured one: with port 0 the system picks the port.
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address of {}: {e}", config.listen))?;
+    tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), "strom is ready");
     crate::server::serve(listener, broker, config.serve_options(), shutdown_signal())
         .await
         .map_err(|e| e.to_string())
@@ -59,7 +64,9 @@ fn init_tracing(config: &ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("log level {:?}: {e}", config.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

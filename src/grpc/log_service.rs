@@ -174,14 +174,21 @@ impl Log for LogService {
                     Ok(prepared) => prepared.append().await,
                     Err(err) => Err(err),
                 };
-                let tx = tx.clone();
                 match appended {
-                    Ok(appended) => {
+                    // Waits for fsync run concurrently, so that later requests are
+                    // appended meanwhile and share the next fsync.
+                    Ok(appended) if appended.needs_sync() => {
+                        let tx = tx.clone();
                         tokio::spawn(async move {
                             let _ = tx
                                 .send(Ok(stream_reply(id, appended.durable().await)))
                                 .await;
                         });
+                    }
+                    Ok(appended) => {
+                        let _ = tx
+                            .send(Ok(stream_reply(id, appended.durable().await)))
+                            .await;
                     }
                     Err(err) => {
                         let _ = tx.send(Ok(stream_reply(id, Err(err)))).await;

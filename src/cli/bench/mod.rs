@@ -1,0 +1,304 @@
+//! `strom bench produce|consume|e2e`: load against a running server from a separate
+//! process, in the spirit of kafka-producer-perf-test and iggy-bench.
+//!
+//! - `produce.rs`: producers (streamed or unary requests, paced or flat out); `produce`
+//!   reports their throughput and acknowledgement latency.
+//! - `consume.rs`: consumers read a topic from its start to its end over `Subscribe`.
+//! - `e2e.rs`: producers at a fixed rate, consumers following the topic; the latency is
+//!   from the moment a record was due to be produced to its receipt by a consumer.
+//!
+//! Latencies go into HDR histograms (microsecond resolution); results print as a table
+//! or, with `--json`, one JSON object per run (what `scripts/bench.sh` reads).
+//! Throughput counts record payload (key + value bytes), not protocol overhead.
+
+mod consume;
+mod e2e;
+mod produce;
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::{describe, parse_duration_ms, Connect};
+use crate::client::Client;
+use crate::grpc::pb;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    connect: Connect,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// Produce records as fast as the server takes them (or at --rate).
+    Produce(produce::ProduceArgs),
+    /// Read a topic from its start to its current end.
+    Consume(consume::ConsumeArgs),
+    /// Produce at a fixed rate while consumers follow; measure produce-to-receipt latency.
+    E2e(e2e::E2eArgs),
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    match args.mode {
+        Mode::Produce(bench) => produce::run(&args.connect, bench).await,
+        Mode::Consume(bench) => consume::run(&args.connect, bench).await,
+        Mode::E2e(bench) => e2e::run(&args.connect, bench).await,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Durability {
+    /// Acknowledged once in the page cache.
+    #[value(name = "page_cache")]
+    PageCache,
+    /// Acknowledged once fsynced.
+    Fsync,
+}
+
+impl Durability {
+    fn proto(self) -> pb::Durability {
+        match self {
+            Durability::PageCache => pb::Durability::PageCache,
+            Durability::Fsync => pb::Durability::Fsync,
+        }
+    }
+}
+
+/// How records are keyed. Each request's records share one key drawn from the
+/// distribution, and the server routes the request by it (murmur2, as Kafka), so the
+/// share of records per key follows the distribution.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Keys {
+    /// No keys; requests go to the partitions in turn.
+    None,
+    /// Uniform over 10,000 keys.
+    Uniform,
+    /// Ten hot keys: at most ten partitions receive data.
+    Hot,
+}
+
+/// What producers send, shared by `produce` and `e2e`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Load {
+    #[arg(long, short = 't', default_value = "bench")]
+    pub topic: String,
+    /// Partitions of the topic, if the bench creates it (it does when it is missing).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Concurrent producers, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Records to produce in all (ignored with --duration).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Produce for this long instead of a number of records (e.g. 30s, 5m).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Target records per second over all producers (0: as fast as the server takes them).
+    /// Latency is measured from when each request was due, so a server that falls behind
+    /// the schedule shows it in the latencies rather than hiding it.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    #[arg(long, value_enum, default_value_t = Durability::PageCache)]
+    pub durability: Durability,
+    #[arg(long, value_enum, default_value_t = Keys::None)]
+    pub keys: Keys,
+    /// Requests each producer keeps in flight (pipelined on its ProduceStream, or as
+    /// concurrent unary calls with --unary).
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+    /// Use unary Produce calls instead of a ProduceStream.
+    #[arg(long)]
+    pub unary: bool,
+}
+
+impl Load {
+    fn duration(&self) -> Result<Option<Duration>, String> {
+        self.duration
+            .as_deref()
+            .map(|text| {
+                parse_duration_ms(text)
+                    .filter(|&ms| ms > 0)
+                    .map(|ms| Duration::from_millis(ms as u64))
+                    .ok_or_else(|| format!("--duration {text:?}: use a duration like 30s or 5m"))
+            })
+            .transpose()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} B x {} per request, {} producer(s), {} partition(s), {}, {}{}",
+            self.record_size,
+            self.batch,
+            self.producers,
+            self.partitions,
+            match self.durability {
+                Durability::PageCache => "page_cache",
+                Durability::Fsync => "fsync",
+            },
+            if self.unary { "unary" } else { "stream" },
+            if self.rate > 0 {
+                format!(", {} records/s", self.rate)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Creates the topic if it does not exist yet.
+async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Result<u32, String> {
+    let mut admin = client.admin();
+    match admin.describe_topic(topic).await {
+        Ok(info) => Ok(info.partitions.len() as u32),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            let info = admin
+                .create_topic(topic, partitions, Default::default())
+                .await
+                .map_err(describe)?;
+            Ok(info.partitions.len() as u32)
+        }
+        Err(status) => Err(describe(status)),
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+/// Records a duration in microseconds, clamped into the histogram's range.
+pub fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
+    histogram.saturating_record(latency.as_micros().max(1) as u64);
+}
+
+/// Counters the progress line reads.
+#[derive(Default)]
+pub struct Progress {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    pub fn add(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// On a terminal, prints a line a second (elapsed, records, rate over the last
+    /// second) to stderr until the returned guard is dropped.
+    pub fn show(self: &Arc<Self>, verb: &'static str) -> ProgressLine {
+        if !std::io::stderr().is_terminal() {
+            return ProgressLine(None);
+        }
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let (mut last_records, mut last_bytes) = (0, 0);
+            loop {
+                tick.tick().await;
+                let records = me.records.load(Ordering::Relaxed);
+                let bytes = me.bytes.load(Ordering::Relaxed);
+                eprint!(
+                    "\r\x1b[K{:>6.1} s  {records:>12} records {verb}  {:>10.0} records/s  {:>8.1} MB/s",
+                    started.elapsed().as_secs_f64(),
+                    (records - last_records) as f64,
+                    (bytes - last_bytes) as f64 / 1e6,
+                );
+                (last_records, last_bytes) = (records, bytes);
+            }
+        });
+        ProgressLine(Some(task))
+    }
+}
+
+/// Stops the progress line and clears it when dropped.
+pub struct ProgressLine(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// One run's results.
+pub struct Report {
+    pub bench: &'static str,
+    pub what: String,
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub elapsed: Duration,
+    /// Named latency distributions, the headline one first.
+    pub latencies: Vec<(&'static str, Histogram<u64>)>,
+}
+
+fn quantiles_ms(h: &Histogram<u64>) -> [(&'static str, f64); 6] {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    [
+        ("p50", q(0.5)),
+        ("p90", q(0.9)),
+        ("p99", q(0.99)),
+        ("p999", q(0.999)),
+        ("max", h.max() as f64 / 1000.0),
+        ("count", h.len() as f64),
+    ]
+}
+
+impl Report {
+    pub fn print(&self, json: bool) {
+        let secs = self.elapsed.as_secs_f64();
+        let rps = self.records as f64 / secs;
+        let mbps = self.payload_bytes as f64 / secs / 1e6;
+        if json {
+            let mut out = serde_json::json!({
+                "bench": self.bench,
+                "what": self.what,
+                "records": self.records,
+                "bytes": self.payload_bytes,
+                "seconds": secs,
+                "records_per_sec": rps,
+                "mb_per_sec": mbps,
+            });
+            for (name, h) in &self.latencies {
+                let fields: serde_json::Map<String, serde_json::Value> = quantiles_ms(h)
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect();
+                out[format!("{name}_latency_ms")] = fields.into();
+            }
+            println!("{out}");
+            return;
+        }
+        println!(
+            "{} {}: {} records, {:.1} MB in {secs:.2} s",
+            self.bench,
+            self.what,
+            self.records,
+            self.payload_bytes as f64 / 1e6
+        );
+        println!("  {rps:>12.0} records/s  {mbps:>9.1} MB/s");
+        for (name, h) in &self.latencies {
+            let q = quantiles_ms(h);
+            println!(
+                "  {name:<8} latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+                q[0].1, q[1].1, q[2].1, q[3].1, q[4].1, h.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Producers for `strom bench produce` and `e2e`.
+//!
+//! Each producer has its own connection. A sender paces requests (when a rate is set)
+//! and keeps up to `in_flight` of them outstanding, on one `ProduceStream` or as
+//! concurrent unary calls; acknowledgements are timed from when each request was due,
+//! not from when it could finally be sent, so a slow server cannot hide its queueing
+//! (no coordinated omission).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::StreamExt;
+
+use super::{describe, ensure_topic, histogram, record_latency, Keys, Load, Progress, Report};
+use crate::cli::Connect;
+use crate::client::Client;
+use crate::grpc::pb;
+
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), String> {
+    let client = connect.client().await?;
+    ensure_topic(&client, &args.load.topic, args.load.partitions).await?;
+    let progress = Arc::new(Progress::default());
+    let line = progress.show("produced");
+    let outcome = run_load(connect, &args.load, Instant::now(), false, &progress).await?;
+    drop(line);
+    Report {
+        bench: "produce",
+        what: args.load.describe(),
+        records: outcome.records,
+        payload_bytes: outcome.bytes,
+        elapsed: outcome.elapsed,
+        latencies: vec![("ack", outcome.latency)],
+    }
+    .print(args.json);
+    Ok(())
+}
+
+/// What the producers did.
+pub struct Outcome {
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Acknowledgement latency of each request, from when it was due.
+    pub latency: Histogram<u64>,
+}
+
+/// The schedule all producers share.
+struct Plan {
+    /// Request tickets handed out so far, over all producers.
+    next: AtomicU64,
+    requests: u64,
+    deadline: Option<Instant>,
+    /// Time between two requests of one producer, when paced.
+    interval: Option<Duration>,
+    /// Stamp each record's value with the nanoseconds from `base` to its due time.
+    stamp: Option<Instant>,
+}
+
+/// State of one producer that its sender and its acknowledgement handling share.
+struct Shared {
+    latency: Mutex<Histogram<u64>>,
+    permits: Semaphore,
+    failure: Mutex<Option<String>>,
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Shared {
+    fn acked(&self, due: Instant, records: u64, bytes: u64, progress: &Progress) {
+        record_latency(
+            &mut self.latency.lock().expect("not poisoned"),
+            due.elapsed(),
+        );
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        progress.add(records, bytes);
+        self.permits.add_permits(1);
+    }
+
+    fn fail(&self, message: String) {
+        self.failure
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(message);
+        self.permits.close(); // stops the sender
+    }
+}
+
+/// Runs `load` to the end. With `stamp`, every record's value begins with the due time
+/// of its request as nanoseconds since `base` (for `e2e`).
+pub async fn run_load(
+    connect: &Connect,
+    load: &Load,
+    base: Instant,
+    stamp: bool,
+    progress: &Arc<Progress>,
+) -> Result<Outcome, String> {
+    if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
+        return Err("--batch, --producers and --partitions must be at least 1".into());
+    }
+    if stamp && load.record_size < 8 {
+        return Err("--record-size must be at least 8 to carry the send time".into());
+    }
+    let duration = load.duration()?;
+    let interval = (load.rate > 0).then(|| {
+        Duration::from_secs_f64(load.batch as f64 * f64::from(load.producers) / load.rate as f64)
+    });
+    let started = Instant::now();
+    let plan = Arc::new(Plan {
+        next: AtomicU64::new(0),
+        requests: match duration {
+            Some(_) => u64::MAX,
+            None => load.records.div_ceil(load.batch as u64),
+        },
+        deadline: duration.map(|d| started + d),
+        interval,
+        stamp: stamp.then_some(base),
+    });
+    let mut tasks = Vec::new();
+    for id in 0..load.producers {
+        let client = connect.client().await?;
+        let (load, plan, progress) = (load.clone(), Arc::clone(&plan), Arc::clone(progress));
+        tasks.push(tokio::spawn(async move {
+            producer(client, load, id, plan, progress).await
+        }));
+    }
+    let mut outcome = Outcome {
+        records: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    for task in tasks {
+        let (h, records, bytes) = task.await.map_err(|e| e.to_string())??;
+        outcome.latency.add(h).expect("same bounds");
+        outcome.records += records;
+        outcome.bytes += bytes;
+    }
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+/// Builds the records of one request: one key drawn from the distribution for all of
+/// them, values of `record_size` bytes (stamped with the due time when asked).
+struct Requests {
+    load: Load,
+    template: Bytes,
+    seed: u64,
+}
+
+impl Requests {
+    fn next(&mut self, n: u64, due: Instant, stamp: Option<Instant>) -> pb::ProduceRequest {
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let draw = (self.seed >> 33) as usize;
+        let key = match self.load.keys {
+            Keys::None => None,
+            Keys::Uniform => Some(Bytes::from(format!("key-{}", draw % 10_000))),
+            Keys::Hot => Some(Bytes::from(format!("hot-{}", draw % 10))),
+        };
+        let value = match stamp {
+            None => self.template.clone(),
+            Some(base) => {
+                let mut value = BytesMut::with_capacity(self.load.record_size);
+                value.put_u64_le(due.duration_since(base).as_nanos() as u64);
+                value.put_slice(&self.template[8..]);
+                value.freeze()
+            }
+        };
+        let record = pb::Record {
+            key: key.clone(),
+            value,
+            ..Default::default()
+        };
+        pb::ProduceRequest {
+            topic: self.load.topic.clone(),
+            partition: key
+                .is_none()
+                .then(|| (n % u64::from(self.load.partitions)) as u32),
+            records: vec![record; self.load.batch],
+            durability: self.load.durability.proto() as i32,
+            ..Default::default()
+        }
+    }
+
+    fn payload_bytes(&self, request: &pb::ProduceRequest) -> u64 {
+        request
+            .records
+            .iter()
+            .map(|r| (r.value.len() + r.key.as_ref().map_or(0, Bytes::len)) as u64)
+            .sum()
+    }
+}
+
+/// One producer: sends until the plan runs out, then waits for every acknowledgement.
+async fn producer(
+    client: Client,
+    load: Load,
+    id: u32,
+    plan: Arc<Plan>,
+    progress: Arc<Progress>,
+) -> Result<(Histogram<u64>, u64, u64), String> {
+    let in_flight = load.in_flight.max(1);
+    let shared = Arc::new(Shared {
+        latency: Mutex::new(histogram()),
+        permits: Semaphore::new(in_flight),
+        failure: Mutex::new(None),
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    let mut requests = Requests {
+        template: Bytes::from(vec![b'x'; load.record_size]),
+        seed: u64::from(id) + 1,
+        load: load.clone(),
+    };
+    let mut log = client.log();
+    // Stream mode: requests go into `tx`; a task reads the acknowledgements.
+    let due_at = Arc::new(Mutex::new(HashMap::<u64, (Instant, u64)>::new()));
+    let (tx, acks) = if load.unary {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel(in_flight);
+        let mut replies = log
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(describe)?
+            .into_inner();
+        let (shared, due_at, progress) = (
+            Arc::clone(&shared),
+            Arc::clone(&due_at),
+            Arc::clone(&progress),
+        );
+        let batch = load.batch as u64;
+        let acks = tokio::spawn(async move {
+            while let Some(reply) = replies.next().await {
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(status) => return shared.fail(describe(status)),
+                };
+                if let Some(pb::produce_stream_response::Result::Error(e)) = reply.result {
+                    return shared.fail(format!("produce failed: {}", e.message));
+                }
+                let Some((due, bytes)) = due_at
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&reply.correlation_id)
+                else {
+                    return shared.fail("reply with an unknown correlation id".into());
+                };
+                shared.acked(due, batch, bytes, &progress);
+            }
+            // Only we end the stream, after the last acknowledgement; an end before that
+            // is the server's.
+            shared.fail("the server ended the produce stream early".into());
+        });
+        (Some(tx), Some(acks))
+    };
+    let started = Instant::now();
+    let mut woke = started;
+    for k in 0u64.. {
+        if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let n = plan.next.fetch_add(1, Ordering::Relaxed);
+        if n >= plan.requests {
+            break;
+        }
+        // The clock starts when the request is due, but not before the timer last woke
+        // us: tokio's timer has millisecond resolution, so at 10,000 requests a second
+        // it wakes us once for ten of them, and that lateness is this client's, not the
+        // server's. Time the server costs us after that (waiting for an in-flight slot,
+        // here or for an earlier request) counts from the schedule.
+        let due = match plan.interval {
+            Some(interval) => {
+                let scheduled = started + interval.mul_f64(k as f64);
+                if scheduled > Instant::now() {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    woke = Instant::now();
+                }
+                scheduled.max(woke)
+            }
+            None => Instant::now(),
+        };
+        let Ok(permit) = shared.permits.acquire().await else {
+            break; // a failure closed the semaphore
+        };
+        permit.forget(); // given back when the request is acknowledged
+        let request = requests.next(n, due, plan.stamp);
+        let bytes = requests.payload_bytes(&request);
+        match &tx {
+            Some(tx) => {
+                due_at.lock().expect("not poisoned").insert(n, (due, bytes));
+                let message = pb::ProduceStreamRequest {
+                    correlation_id: n,
+                    request: Some(request),
+                };
+                if tx.send(message).await.is_err() {
+                    shared.fail("the server closed the produce stream".into());
+                    break;
+                }
+            }
+            None => {
+                let (mut log, shared, progress) =
+                    (log.clone(), Arc::clone(&shared), Arc::clone(&progress));
+                let records = request.records.len() as u64;
+                tokio::spawn(async move {
+                    match log.produce(request).await {
+                        Ok(_) => shared.acked(due, records, bytes, &progress),
+                        Err(status) => shared.fail(describe(status)),
+                    }
+                });
+            }
+        }
+    }
+    // Every permit back means every request was answered (or a failure closed them).
+    let _ = shared.permits.acquire_many(in_flight as u32).await;
+    let failure = shared.failure.lock().expect("not poisoned").take();
+    drop(tx);
+    if let Some(acks) = acks {
+        acks.abort();
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let latency = std::mem::replace(
+        &mut *shared.latency.lock().expect("not poisoned"),
+        histogram(),
+    );
+    Ok((
+        latency,
+        shared.records.load(Ordering::Relaxed),
+        shared.bytes.load(Ordering::Relaxed),
+    ))
+}

@@ -1,0 +1,126 @@
+//! `strom bench` as `scripts/bench.sh` runs it: the real binary, a separate process,
+//! against a real server, with `--json`. Small loads: this checks that the benches
+//! run and that their counts add up, not how fast anything is.
+
+mod common;
+
+use std::process::Command;
+
+use common::server::TestServer;
+use serde_json::Value;
+
+async fn bench(addr: &str, args: &[&str]) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
+    command.args(["bench", "-s", addr]).args(args).arg("--json");
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strom bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_consume_and_e2e_benches_count_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+
+    let produced = bench(
+        &addr,
+        &[
+            "produce",
+            "-t",
+            "b",
+            "--partitions",
+            "3",
+            "--records",
+            "2000",
+            "--batch",
+            "100",
+            "--record-size",
+            "64",
+        ],
+    )
+    .await;
+    assert_eq!(produced["records"], 2000);
+    assert_eq!(produced["bytes"], 2000 * 64);
+    assert_eq!(
+        produced["ack_latency_ms"]["count"], 20.0,
+        "one sample a request"
+    );
+
+    let consumed = bench(&addr, &["consume", "-t", "b", "--consumers", "2"]).await;
+    assert_eq!(consumed["records"], 2000);
+    assert_eq!(consumed["bytes"], 2000 * 64);
+
+    // Keyed, unary, paced: every record still arrives, and the e2e latency has a
+    // sample for each.
+    let e2e = bench(
+        &addr,
+        &[
+            "e2e",
+            "-t",
+            "e",
+            "--partitions",
+            "4",
+            "--rate",
+            "2000",
+            "--duration",
+            "1s",
+            "--batch",
+            "1",
+            "--record-size",
+            "32",
+            "--keys",
+            "uniform",
+            "--unary",
+            "--in-flight",
+            "16",
+        ],
+    )
+    .await;
+    let records = e2e["records"].as_u64().unwrap();
+    assert!(records > 100, "{e2e}");
+    assert_eq!(
+        e2e["e2e_latency_ms"]["count"].as_f64(),
+        Some(records as f64)
+    );
+
+    let client = server.client().await;
+    let topic = client.admin().describe_topic("e").await.unwrap();
+    let stored: u64 = topic.partitions.iter().map(|p| p.high_watermark).sum();
+    assert_eq!(stored, records);
+    assert!(
+        topic
+            .partitions
+            .iter()
+            .filter(|p| p.high_watermark > 0)
+            .count()
+            > 1,
+        "uniform keys spread over the partitions"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2e_refuses_to_run_without_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_strom"))
+            .args(["bench", "-s", &addr, "e2e", "--duration", "1s"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+    server.stop().await.unwrap();
+}
