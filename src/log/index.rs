@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -85,7 +86,7 @@ pub struct Index<E: Entry> {
     path: PathBuf,
     /// Open while the index can still grow; a sealed segment's index keeps only its map
     /// and memory, so that thousands of sealed segments hold no file descriptors.
-    file: Option<File>,
+    file: Option<Arc<File>>,
     /// Entries that were in the file at open, read through the map.
     map: Option<Mmap>,
     mapped: usize,
@@ -110,7 +111,7 @@ impl<E: Entry> Index<E> {
         let len = file.metadata().at(&path)?.len() as usize;
         let mut index = Index {
             path,
-            file: Some(file),
+            file: Some(Arc::new(file)),
             map: None,
             mapped: 0,
             tail: Vec::new(),
@@ -146,7 +147,7 @@ impl<E: Entry> Index<E> {
     }
 
     fn file(&self) -> Result<&File> {
-        self.file.as_ref().ok_or_else(|| crate::error::Error::Io {
+        self.file.as_deref().ok_or_else(|| crate::error::Error::Io {
             path: self.path.clone(),
             source: std::io::Error::other("index of a sealed segment is read-only"),
         })
@@ -215,6 +216,14 @@ impl<E: Entry> Index<E> {
         self.file()?.write_all_at(&bytes, at).at(&self.path)?;
         self.persisted = self.tail.len();
         Ok(())
+    }
+
+    /// The open file, to sync without holding the index (a closed index was synced
+    /// before it was closed).
+    pub fn file_to_sync(&self) -> Option<(Arc<File>, PathBuf)> {
+        self.file
+            .as_ref()
+            .map(|file| (Arc::clone(file), self.path.clone()))
     }
 
     /// Syncs the file; a closed index was synced before it was closed.

@@ -9,15 +9,14 @@
 //! the lock) returns a `FlushJob`, `FlushJob::run` syncs, `finish_flush` records it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::config::{FlushPolicy, LogConfig};
-use super::files::{sync_dir, write_checkpoint, Checkpoint};
+use super::files::Checkpoint;
 use super::naming::{segment_path, SegmentFile};
 use super::record::PendingBatch;
 use super::segment::{Segment, SegmentLimits};
@@ -46,44 +45,19 @@ impl ReadBatches {
     }
 }
 
-/// A set of files to fsync, taken under the lock and synced without it.
-#[derive(Debug)]
-#[must_use = "a flush job does nothing until it is run and finished"]
-pub struct FlushJob {
-    files: Vec<(Arc<File>, PathBuf)>,
-    dir: Option<PathBuf>,
-    upto: Checkpoint,
-    generation: u64,
-    dir_changes: u64,
-}
-
-impl FlushJob {
-    /// The fsyncs. Safe to run concurrently with appends and reads.
-    pub fn run(&self) -> Result<()> {
-        for (file, path) in &self.files {
-            file.sync_data().at(path)?;
-        }
-        if let Some(dir) = &self.dir {
-            sync_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    /// Offset below which this job makes every record durable.
-    pub fn covers_below(&self) -> u64 {
-        self.upto.next_offset
-    }
-}
-
 pub struct Log {
     pub(super) dir: PathBuf,
     pub(super) config: LogConfig,
     /// Every segment by base offset. The last is the active one and is always open;
     /// sealed ones open on first use (that is what makes opening a large log fast).
     pub(super) segments: BTreeMap<u64, OnceLock<Segment>>,
-    /// Last recovery checkpoint written, and the point the last flush made durable.
+    /// Last recovery checkpoint installed, the last one handed to a `CheckpointJob`,
+    /// and the point the last flush made durable.
     pub(super) checkpoint: Checkpoint,
+    pub(super) checkpoint_issued: Checkpoint,
     pub(super) flushed: Checkpoint,
+    /// Checkpoint jobs handed out so far; names each job's temporary file.
+    pub(super) checkpoint_jobs: u64,
     pub(super) last_flush: Instant,
     pub(super) last_checkpoint: Instant,
     /// Bumped by `truncate`, so a flush job begun before it is not trusted after it.
@@ -336,87 +310,5 @@ impl Log {
             }
         }
         Ok(None)
-    }
-
-    /// Takes the files a flush must sync (no I/O).
-    pub fn begin_flush(&mut self) -> FlushJob {
-        let from = self.flushed.segment_base;
-        let files = self
-            .segments
-            .range(from..)
-            .filter_map(|(_, slot)| slot.get())
-            .filter_map(|s| Some((Arc::clone(s.log_file()?), s.log_path().to_path_buf())))
-            .collect();
-        let active = self.active();
-        FlushJob {
-            files,
-            dir: (self.dir_changes > self.dir_synced).then(|| self.dir.clone()),
-            upto: Checkpoint {
-                segment_base: active.base(),
-                position: active.size(),
-                next_offset: active.next_offset(),
-                max_timestamp: active.max_timestamp(),
-            },
-            generation: self.generation,
-            dir_changes: self.dir_changes,
-        }
-    }
-
-    /// Records a finished flush job; writes a recovery checkpoint when one is due.
-    pub fn finish_flush(&mut self, job: FlushJob) -> Result<()> {
-        // A roll moves the end to a new, empty segment without adding offsets, so the
-        // segment counts as progress too.
-        let point = |c: &Checkpoint| (c.next_offset, c.segment_base);
-        if job.generation != self.generation || point(&job.upto) <= point(&self.flushed) {
-            return Ok(());
-        }
-        // Sealed segments this flush completed no longer need their file descriptors.
-        let done: Vec<u64> = self
-            .segments
-            .range(self.flushed.segment_base..job.upto.segment_base)
-            .map(|(&b, _)| b)
-            .collect();
-        for base in done {
-            if let Some(segment) = self.segments.get_mut(&base).and_then(OnceLock::get_mut) {
-                segment.close_files();
-            }
-        }
-        self.flushed = job.upto;
-        self.dir_synced = self.dir_synced.max(job.dir_changes);
-        self.last_flush = Instant::now();
-        let sealed_since = self.flushed.segment_base != self.checkpoint.segment_base;
-        if sealed_since || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-            self.write_checkpoint()?;
-        }
-        Ok(())
-    }
-
-    /// Syncs everything appended so far.
-    pub fn flush(&mut self) -> Result<()> {
-        let job = self.begin_flush();
-        job.run()?;
-        self.finish_flush(job)
-    }
-
-    /// Writes the flushed point as the recovery checkpoint, after making the indexes up to
-    /// it durable (recovery trusts index entries below the checkpoint).
-    pub(super) fn write_checkpoint(&mut self) -> Result<()> {
-        let (from, to) = (self.checkpoint.segment_base, self.flushed.segment_base);
-        for base in self
-            .segments
-            .range(from.min(to)..=to)
-            .map(|(&b, _)| b)
-            .collect::<Vec<_>>()
-        {
-            let slot = self.segments.get_mut(&base).expect("listed above");
-            if let Some(segment) = slot.get_mut() {
-                segment.persist_indexes()?;
-                segment.sync_indexes()?;
-            }
-        }
-        write_checkpoint(&self.dir, &self.flushed)?;
-        self.checkpoint = self.flushed;
-        self.last_checkpoint = Instant::now();
-        Ok(())
     }
 }

@@ -6,11 +6,13 @@
 //! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
 //! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
 //! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`);
-//!   `log`: the `Log` of many segments.
+//!   `log`: the `Log` of many segments; `flush`: making appends durable, and recovery
+//!   checkpoints, in steps that keep fsyncs out of the caller's lock.
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
 
 pub mod config;
 pub mod files;
+mod flush;
 pub mod format;
 pub mod index;
 #[allow(clippy::module_inception)]
@@ -23,8 +25,9 @@ mod segment;
 mod trim;
 
 pub use config::{FlushPolicy, LogConfig};
+pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
-pub use log::{AppendInfo, FlushJob, Log, ReadBatches};
+pub use log::{AppendInfo, Log, ReadBatches};
 pub use record::{records, BatchBuilder, Header, PendingBatch, Record, RecordView};
 pub use recovery::OpenReport;
 #[cfg(test)]

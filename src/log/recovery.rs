@@ -82,7 +82,9 @@ pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
         config,
         segments,
         checkpoint,
+        checkpoint_issued: checkpoint,
         flushed: checkpoint,
+        checkpoint_jobs: 0,
         last_flush: now,
         last_checkpoint: now,
         generation: 0,
@@ -296,7 +298,8 @@ impl Log {
         self.active_mut().persist_indexes()?;
         let job = self.begin_flush();
         job.run()?;
-        self.finish_flush(job)?;
+        // The checkpoint at the exact end is written right below, so a due one is moot.
+        drop(self.finish_flush(job)?);
         self.write_checkpoint()?;
         files::write_clean_marker(&self.dir)
     }

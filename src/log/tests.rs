@@ -490,14 +490,71 @@ fn group_commit_syncs_outside_the_lock_and_ignores_stale_jobs() {
     assert_eq!(job.covers_below(), 15);
     append_batches(&mut log, 1, 5); // appended while the job would be syncing
     job.run().unwrap();
-    log.finish_flush(job).unwrap();
+    let _checkpoint = log.finish_flush(job).unwrap();
     assert!(!log.is_flushed(), "the job did not cover the last batch");
     let stale = log.begin_flush();
     log.truncate(5).unwrap();
     stale.run().unwrap();
-    log.finish_flush(stale).unwrap();
+    assert!(log.finish_flush(stale).unwrap().is_none());
     assert!(log.is_flushed());
     assert_eq!(log.next_offset(), 5);
+}
+
+#[test]
+fn checkpoints_are_written_outside_the_lock_and_stale_ones_are_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        checkpoint_interval: Duration::ZERO,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg.clone()).unwrap();
+    let installed = || {
+        files::read_checkpoint(dir.path())
+            .unwrap()
+            .map(|c| c.next_offset)
+    };
+    let temp_files = || {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("tmp".as_ref()))
+            .count()
+    };
+    let flushed_with_checkpoint = |log: &mut Log| {
+        let job = log.begin_flush();
+        job.run().unwrap();
+        log.finish_flush(job).unwrap().expect("a checkpoint is due")
+    };
+
+    append_batches(&mut log, 3, 5);
+    let checkpoint = flushed_with_checkpoint(&mut log);
+    append_batches(&mut log, 1, 5); // appends go on while the checkpoint is written
+    checkpoint.run().unwrap();
+    assert_ne!(installed(), Some(15), "installed only by finish_checkpoint");
+    log.finish_checkpoint(checkpoint).unwrap();
+    assert_eq!(installed(), Some(15));
+
+    // A job dropped without running does not stop the next one.
+    drop(flushed_with_checkpoint(&mut log));
+    append_batches(&mut log, 1, 5);
+    log.flush().unwrap();
+    assert_eq!(installed(), Some(25));
+
+    // One made stale by a truncation is not installed and leaves no file behind.
+    append_batches(&mut log, 2, 5);
+    let stale = flushed_with_checkpoint(&mut log);
+    log.truncate(20).unwrap();
+    stale.run().unwrap();
+    log.finish_checkpoint(stale).unwrap();
+    assert_eq!(installed(), Some(20));
+    assert_eq!(temp_files(), 0);
+
+    // After a crash, recovery starts from the installed checkpoint.
+    append_batches(&mut log, 1, 5);
+    let expected = read_all(&log, 0);
+    drop(log);
+    let (log, report) = Log::open(dir.path(), cfg).unwrap();
+    assert!(!report.clean && report.truncated.is_empty());
+    assert_eq!(read_all(&log, 0), expected);
 }
 
 #[test]

@@ -350,6 +350,14 @@ impl Segment {
         self.time_index.sync()
     }
 
+    /// The index files still open, to sync without holding the segment.
+    pub fn index_files(&self) -> impl Iterator<Item = (Arc<File>, PathBuf)> {
+        self.index
+            .file_to_sync()
+            .into_iter()
+            .chain(self.time_index.file_to_sync())
+    }
+
     /// Replaces this segment's files with its first `position` bytes (a batch boundary)
     /// and rebuilt indexes. The prefix goes to a `.tmp` file that is synced and renamed
     /// over the `.log`, so readers holding slices of the old inode keep valid memory (see
