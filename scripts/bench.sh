@@ -104,4 +104,5 @@ if [ "$SOAK" != 0 ]; then
 fi
 
 python3 scripts/bench_report.py "$RESULTS" BENCHMARKS.md "$RUNS" "$SOAK"
-echo "BENCHMARKS.md updated" >&2
+mkdir -p target && cp "$RESULTS" target/bench-results.jsonl
+echo "BENCHMARKS.md updated; every run's JSON is in target/bench-results.jsonl" >&2

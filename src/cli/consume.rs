@@ -1,6 +1,7 @@
 //! `strom consume` and `strom offsets`.
 
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -77,17 +78,15 @@ fn json_string(bytes: &[u8]) -> String {
     serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("strings serialize")
 }
 
-fn print(record: &ConsumedRecord, format: Format, print_key: bool) {
-    match format {
+/// Appends one record's line to `out`.
+fn print(out: &mut Vec<u8>, record: &ConsumedRecord, format: Format, print_key: bool) {
+    let value = String::from_utf8_lossy(&record.value);
+    let written = match format {
         Format::Text if print_key => {
-            let key = record
-                .key
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            println!("{key}\t{}", String::from_utf8_lossy(&record.value));
+            let key = record.key.as_deref().map(String::from_utf8_lossy);
+            writeln!(out, "{}\t{value}", key.unwrap_or_default())
         }
-        Format::Text => println!("{}", String::from_utf8_lossy(&record.value)),
+        Format::Text => writeln!(out, "{value}"),
         Format::Json => {
             let key = record
                 .key
@@ -98,16 +97,18 @@ fn print(record: &ConsumedRecord, format: Format, print_key: bool) {
                 .iter()
                 .map(|(n, v)| format!("[{},{}]", json_string(n.as_bytes()), json_string(v)))
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "{{\"partition\":{},\"offset\":{},\"timestamp_ms\":{},\"key\":{key},\"value\":{},\"headers\":[{}]}}",
                 record.partition,
                 record.offset,
                 record.timestamp_ms,
                 json_string(&record.value),
                 headers.join(",")
-            );
+            )
         }
-    }
+    };
+    written.expect("writing to a Vec cannot fail");
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<(), String> {
@@ -177,15 +178,45 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
         });
     }
     drop(tx);
+    // Progress on the terminal only when the records go elsewhere (a file, a pipe).
+    let progress = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last_report = started;
     let mut printed = 0u64;
+    let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
+        let mut done = false;
         for record in batch? {
-            print(&record, args.format, args.print_key);
+            print(&mut out, &record, args.format, args.print_key);
             printed += 1;
-            if args.max_records.is_some_and(|max| printed >= max) {
-                return Ok(());
+            done = args.max_records.is_some_and(|max| printed >= max);
+            if done {
+                break;
             }
         }
+        // One write per batch: a line-buffered stdout would make a syscall per record.
+        let mut stdout = std::io::stdout().lock();
+        match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            // The reader went away (`strom consume | head`): a normal end, not an error.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(err) => return Err(format!("writing records: {err}")),
+        }
+        out.clear();
+        if progress && last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            eprint!(
+                "\r\x1b[K{printed} records in {secs:.0} s ({:.0} records/s)",
+                printed as f64 / secs
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[K");
     }
     Ok(())
 }

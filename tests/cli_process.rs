@@ -1,0 +1,239 @@
+//! The `strom` binary as a person uses it, following the README: `strom serve` as its
+//! own process, lines piped into `strom produce`, `strom consume --format json` read
+//! back, SIGTERM, and a restart that opens cleanly and still has everything.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const STROM: &str = env!("CARGO_BIN_EXE_strom");
+
+/// A `strom serve` child on a free loopback port.
+struct Server {
+    child: Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(STROM)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Every log line goes to a channel; the ready line tells the bound address.
+        let (tx, log) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Owned by a `Server` from here on, so a panic below still kills and reaps it.
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.addr.is_empty() {
+            let line = server
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("strom serve printed its ready line in time");
+            if let Some(rest) = line.split("strom is ready listen=").nth(1) {
+                server.addr = rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        server
+    }
+
+    /// Sends SIGTERM; returns the exit status and the log lines printed meanwhile.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY (test code): signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strom serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, self.log.try_iter().collect())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `strom ARGS` against `server`, with `stdin` piped in; panics unless it succeeds.
+fn strom(server: &Server, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(STROM)
+        .args(args)
+        .args(["--server", &server.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "strom {args:?} did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "strom {args:?}: {err}");
+    out
+}
+
+/// Every record of `logs`, in (partition, offset) order: `consume` interleaves the
+/// partitions as their records arrive.
+fn consume_json(server: &Server) -> Vec<Value> {
+    let mut records: Vec<Value> = strom(server, &["consume", "-t", "logs", "--format", "json"], "")
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    records.sort_by_key(|r| (r["partition"].as_u64(), r["offset"].as_u64()));
+    records
+}
+
+#[test]
+fn serve_produce_consume_sigterm_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    strom(
+        &server,
+        &["topic", "create", "logs", "--partitions", "3"],
+        "",
+    );
+    let lines: String = (0..200)
+        .map(|i| format!("user-{}:event {i}\n", i % 7))
+        .collect();
+    strom(
+        &server,
+        &[
+            "produce",
+            "-t",
+            "logs",
+            "--key-separator",
+            ":",
+            "--header",
+            "app=test",
+        ],
+        &lines,
+    );
+    let records = consume_json(&server);
+    assert_eq!(records.len(), 200);
+    for record in &records {
+        let key = record["key"].as_str().unwrap();
+        let partition = record["partition"].as_u64().unwrap() as u32;
+        assert_eq!(
+            partition,
+            strom::broker::partitioner::partition_for_key(key.as_bytes(), 3),
+            "{record}"
+        );
+        assert_eq!(record["headers"][0], serde_json::json!(["app", "test"]));
+    }
+    let mut values: Vec<&str> = records
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
+    values.sort_by_key(|v| v[6..].parse::<u32>().unwrap());
+    assert_eq!(values[0], "event 0");
+    assert_eq!(values[199], "event 199");
+
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status}; log: {log:?}");
+    assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{log:?}");
+    for partition in 0..3 {
+        let marker = dir
+            .path()
+            .join(format!("topics/logs/{partition}/.clean-shutdown"));
+        assert!(marker.exists(), "{} is missing", marker.display());
+    }
+
+    let server = Server::start(dir.path());
+    let again = consume_json(&server);
+    assert!(
+        again == records,
+        "not the same records, offsets and partitions after a restart"
+    );
+    let offsets = strom(&server, &["offsets", "-t", "logs"], "");
+    assert_eq!(
+        offsets.lines().count(),
+        4,
+        "a header and three partitions: {offsets}"
+    );
+
+    // `strom consume | head -1`: a reader that goes away is a normal end, not a panic.
+    strom(&server, &["topic", "create", "big"], "");
+    let lines: String = (0..20_000).map(|i| format!("line {i:>40}\n")).collect();
+    strom(&server, &["produce", "-t", "big"], &lines);
+    let mut consume = Command::new(STROM)
+        .args(["consume", "-t", "big", "--server", &server.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(consume.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim_end(), format!("line {:>40}", 0));
+    // The read end is closed here, with most of the 900 KB still to come.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = consume.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "strom consume did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    consume
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success() && err.is_empty(), "{status}: {err}");
+    let (status, log) = server.terminate();
+    assert!(status.success());
+    assert!(
+        !log.iter().any(|l| l.contains("partition recovered")),
+        "a clean shutdown needs no recovery: {log:?}"
+    );
+}
