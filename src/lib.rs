@@ -25,12 +25,15 @@
 //! 2. `Broker::append` checks the topic, the partition and each record's size, picks the
 //!    partition (explicit, else Kafka's murmur2 of the key, else round robin), and encodes
 //!    the records into a [`log::BatchBuilder`], in the protobuf encoding a Fetch response
-//!    will use. This is the only time a record is encoded.
-//! 3. `Partition::append` takes the partition's write lock in `spawn_blocking` and calls
+//!    will use. This is the only time a record is encoded; keys and values of 256 bytes
+//!    or more are referenced in the request's buffer, not copied.
+//! 3. `Partition::append` takes the partition's write lock (on the calling task for a
+//!    batch up to 64 KiB, in `spawn_blocking` for a larger one) and calls
 //!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
-//!    the batch in place, and writes it with one `pwrite` at the segment's end (a full disk
-//!    leaves the log unchanged). It then publishes the new high watermark, which wakes
-//!    long-polling fetchers and subscribers.
+//!    the batch in place, and writes it with one vectored `pwritev` at the segment's end,
+//!    so a value goes from the socket's buffer to the page cache in the kernel's one copy
+//!    (a full disk leaves the log unchanged). It then publishes the new high watermark,
+//!    which wakes long-polling fetchers and subscribers.
 //! 4. For an fsync produce, `Partition::sync_below` waits its turn on the partition's flush
 //!    lock; whoever holds it syncs everything appended so far, so concurrent produces share
 //!    one fsync (group commit). The response is sent only after its batch is on disk.

@@ -386,12 +386,7 @@ impl Broker {
                 .unwrap_or_else(|| topic.round_robin.fetch_add(1, Ordering::Relaxed) % count),
         };
         let now = now_ms();
-        let size: usize = request
-            .records
-            .iter()
-            .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
-            .sum();
-        let mut builder = BatchBuilder::with_capacity(size + request.records.len() * 32)
+        let mut builder = BatchBuilder::for_records(&request.records)
             .producer(request.producer.unwrap_or(NO_PRODUCER));
         for (i, record) in request.records.iter().enumerate() {
             let record_bytes = record.key.as_ref().map_or(0, |k| k.len())
@@ -413,16 +408,10 @@ impl Broker {
             } else {
                 record.timestamp_ms
             };
+            // Large keys and values are referenced, not copied: they go from the request's
+            // receive buffer to the page cache in the kernel's one copy.
             builder
-                .push_parts(
-                    record.key.as_deref(),
-                    &record.value,
-                    record
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.as_str(), &h.value[..])),
-                    timestamp,
-                )
+                .push_with_timestamp(record, timestamp)
                 .map_err(|e| match e {
                     Error::InvalidArgument(msg) => {
                         Error::InvalidArgument(format!("record {i}: {msg}"))

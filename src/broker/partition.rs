@@ -2,7 +2,7 @@
 //! high-watermark notification that long-polling fetchers and subscribers wait on.
 //!
 //! The log sits behind a `std::sync::RwLock`, not tokio's: every critical section is
-//! short and never awaits (an append is one `pwrite`; a read builds slices of a map).
+//! short and never awaits (an append is one `pwritev`; a read builds slices of a map).
 //! Blocking work runs in `spawn_blocking`, which also makes appends cancellation-safe:
 //! if the client hangs up, the spawned append still finishes, so a dropped RPC never
 //! leaves half a batch.
@@ -76,7 +76,7 @@ impl Partition {
 
     /// Appends a batch to the page cache; `sync_below` makes it durable.
     ///
-    /// A small batch is appended right here: its `pwrite` takes microseconds, less than
+    /// A small batch is appended right here: its `pwritev` takes microseconds, less than
     /// handing it to a blocking thread and back (which, at 10,000 one-record requests a
     /// second on two cores, queued requests for tens of milliseconds). A large one goes
     /// to a blocking thread, so a slow copy into the page cache does not stall the

@@ -15,10 +15,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::batch::PendingBatch;
 use super::config::{FlushPolicy, LogConfig};
 use super::files::Checkpoint;
 use super::naming::{segment_path, SegmentFile};
-use super::record::PendingBatch;
 use super::segment::{Segment, SegmentLimits};
 use crate::error::{Error, IoContext, Result};
 
@@ -203,8 +203,8 @@ impl Log {
         let now = now_ms();
         self.maybe_roll(len, batch.header().record_count, now)?;
         let base_offset = self.next_offset();
-        let (bytes, header) = batch.assign(base_offset);
-        self.active_mut().append(bytes, &header, now)?;
+        let (mut pieces, header) = batch.assign(base_offset);
+        self.active_mut().append(&mut pieces, &header, now)?;
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),

@@ -2,7 +2,8 @@
 //! sparse offset and time indexes, crash recovery, retention and truncation. It knows
 //! nothing of topics, gRPC or tasks.
 //!
-//! - `format`: the batch header layout; `record`: records and the batch builder.
+//! - `format`: the batch header layout; `record`: records and reading them back;
+//!   `batch`: building a batch, whose large values are written without a copy.
 //! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
 //! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
 //! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`);
@@ -10,6 +11,7 @@
 //!   checkpoints, in steps that keep fsyncs out of the caller's lock.
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
 
+pub mod batch;
 pub mod config;
 pub mod files;
 mod flush;
@@ -24,11 +26,12 @@ mod recovery;
 mod segment;
 mod trim;
 
+pub use batch::{BatchBuilder, PendingBatch};
 pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
 pub use log::{AppendInfo, Log, ReadBatches};
-pub use record::{records, BatchBuilder, Header, PendingBatch, Record, RecordView};
+pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! Records inside a batch, and the builder that makes a batch from records.
+//! Records inside a batch: their stored encoding, and reading them back. Building a
+//! batch from records is in `batch.rs`.
 //!
 //! A batch's records section is stored in the exact protobuf wire encoding of a
 //! `repeated Record records = 1` field of the message below, so a Fetch response is a
@@ -20,8 +21,7 @@
 
 use bytes::Bytes;
 
-use super::format::{seal_crc, BatchHeader, ProducerInfo, FORMAT_VERSION, HEADER_LEN, NO_PRODUCER};
-use crate::error::{Error, Result};
+use super::format::{BatchHeader, HEADER_LEN};
 
 /// Tag of a record entry in the records section: field 1, wire type 2 (length-delimited).
 pub const RECORD_TAG: u8 = 0x0A;
@@ -56,198 +56,6 @@ pub struct Record {
     pub headers: Vec<Header>,
     /// Milliseconds since the Unix epoch; never negative.
     pub timestamp_ms: i64,
-}
-
-fn delimited_len(len: usize) -> usize {
-    1 + prost::length_delimiter_len(len) + len
-}
-
-fn put_delimited(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    buf.push(tag);
-    prost::encode_length_delimiter(bytes.len(), buf).expect("Vec grows as needed");
-    buf.extend_from_slice(bytes);
-}
-
-/// Builds one batch: header space, then records appended in their stored encoding.
-/// The log fills in offsets and the CRC when it appends the batch.
-#[derive(Debug)]
-pub struct BatchBuilder {
-    buf: Vec<u8>,
-    count: u32,
-    first_timestamp: i64,
-    max_timestamp: i64,
-    producer: ProducerInfo,
-}
-
-impl Default for BatchBuilder {
-    fn default() -> Self {
-        Self::with_capacity(0)
-    }
-}
-
-impl BatchBuilder {
-    pub fn with_capacity(bytes: usize) -> BatchBuilder {
-        let mut buf = Vec::with_capacity(HEADER_LEN + bytes);
-        buf.resize(HEADER_LEN, 0);
-        BatchBuilder {
-            buf,
-            count: 0,
-            first_timestamp: 0,
-            max_timestamp: i64::MIN,
-            producer: NO_PRODUCER,
-        }
-    }
-
-    /// Marks the batch as coming from an idempotent producer.
-    pub fn producer(mut self, producer: ProducerInfo) -> BatchBuilder {
-        self.producer = producer;
-        self
-    }
-
-    /// Appends a record. A negative timestamp is refused before anything is written.
-    pub fn push(&mut self, record: &Record) -> Result<()> {
-        self.push_parts(
-            record.key.as_deref(),
-            &record.value,
-            record
-                .headers
-                .iter()
-                .map(|h| (h.name.as_str(), &h.value[..])),
-            record.timestamp_ms,
-        )
-    }
-
-    /// Appends a record from borrowed parts (no `Bytes` needed).
-    pub fn push_parts<'a>(
-        &mut self,
-        key: Option<&[u8]>,
-        value: &[u8],
-        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
-        timestamp_ms: i64,
-    ) -> Result<()> {
-        if timestamp_ms < 0 {
-            return Err(Error::InvalidArgument(format!(
-                "record timestamp {timestamp_ms} is negative; timestamps are milliseconds since the Unix epoch"
-            )));
-        }
-        if self.count == u32::MAX {
-            return Err(Error::InvalidArgument(
-                "a batch holds at most 2^32-1 records".into(),
-            ));
-        }
-        let header_len =
-            |name: &str, value: &[u8]| delimited_len(name.len()) + delimited_len(value.len());
-        let body_len = FIXED_BODY_LEN
-            + key.map_or(0, |k| delimited_len(k.len()))
-            + delimited_len(value.len())
-            + headers
-                .clone()
-                .map(|(n, v)| delimited_len(header_len(n, v)))
-                .sum::<usize>();
-        let buf = &mut self.buf;
-        buf.reserve(delimited_len(body_len));
-        buf.push(RECORD_TAG);
-        prost::encode_length_delimiter(body_len, buf).expect("Vec grows as needed");
-        buf.push(OFFSET_TAG);
-        buf.extend_from_slice(&0u64.to_le_bytes()); // the log writes the offset
-        buf.push(TIMESTAMP_TAG);
-        buf.extend_from_slice(&timestamp_ms.to_le_bytes());
-        if let Some(key) = key {
-            put_delimited(buf, KEY_TAG, key);
-        }
-        put_delimited(buf, VALUE_TAG, value);
-        for (name, value) in headers {
-            buf.push(HEADER_TAG);
-            prost::encode_length_delimiter(header_len(name, value), buf).expect("Vec grows");
-            put_delimited(buf, HEADER_NAME_TAG, name.as_bytes());
-            put_delimited(buf, HEADER_VALUE_TAG, value);
-        }
-        if self.count == 0 {
-            self.first_timestamp = timestamp_ms;
-        }
-        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
-        self.count += 1;
-        Ok(())
-    }
-
-    pub fn len(&self) -> u32 {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Encoded size of the batch so far, header included.
-    pub fn size_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Finishes the batch. An empty batch is refused.
-    pub fn build(self) -> Result<PendingBatch> {
-        if self.count == 0 {
-            return Err(Error::InvalidArgument(
-                "a batch needs at least one record".into(),
-            ));
-        }
-        let header = BatchHeader {
-            base_offset: 0,
-            length: u32::try_from(self.buf.len()).map_err(|_| Error::TooLarge {
-                what: "batch",
-                size: self.buf.len() as u64,
-                limit: u64::from(u32::MAX),
-            })?,
-            crc: 0,
-            version: FORMAT_VERSION,
-            attributes: 0,
-            record_count: self.count,
-            first_timestamp: self.first_timestamp,
-            max_timestamp: self.max_timestamp,
-            producer: self.producer,
-        };
-        let mut buf = self.buf;
-        header.write(&mut buf);
-        Ok(PendingBatch { buf, header })
-    }
-}
-
-/// An encoded batch waiting for its offsets. Only the log turns it into stored bytes.
-#[derive(Debug, Clone)]
-pub struct PendingBatch {
-    buf: Vec<u8>,
-    header: BatchHeader,
-}
-
-impl PendingBatch {
-    pub fn header(&self) -> &BatchHeader {
-        &self.header
-    }
-
-    pub fn len_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Writes `base_offset` into the header and each record, then the CRC; returns the
-    /// bytes as they go to disk with their header.
-    pub(crate) fn assign(&mut self, base_offset: u64) -> (&[u8], BatchHeader) {
-        self.header.base_offset = base_offset;
-        self.buf[..8].copy_from_slice(&base_offset.to_le_bytes());
-        let mut pos = HEADER_LEN;
-        let mut offset = base_offset;
-        while pos < self.buf.len() {
-            let mut rest = &self.buf[pos + 1..];
-            let before = rest.len();
-            let body_len =
-                prost::decode_length_delimiter(&mut rest).expect("built by BatchBuilder");
-            let body = pos + 1 + (before - rest.len());
-            self.buf[body + 1..body + 9].copy_from_slice(&offset.to_le_bytes());
-            offset += 1;
-            pos = body + body_len;
-        }
-        seal_crc(&mut self.buf);
-        self.header.crc = BatchHeader::parse(&self.buf).crc;
-        (&self.buf, self.header)
-    }
 }
 
 /// A record read back from a batch, borrowing the batch's bytes.
@@ -364,6 +172,7 @@ pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::BatchBuilder;
     use prost::Message;
 
     /// The Fetch-response shape, decoded by prost itself: proves the stored records
@@ -432,7 +241,8 @@ mod tests {
             builder.push(r).unwrap();
         }
         let mut batch = builder.build().unwrap();
-        batch.assign(base).0.to_vec()
+        let _ = batch.assign(base);
+        batch.to_vec()
     }
 
     #[test]

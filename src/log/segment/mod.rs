@@ -1,6 +1,6 @@
 //! One segment: a `.log` file of record batches and its two sparse indexes.
 //!
-//! Appends go through positioned writes (`pwrite`), never through the map, so a full disk
+//! Appends go through positioned writes (`pwritev`), never through the map, so a full disk
 //! is an `ENOSPC` error returned to the caller rather than a SIGBUS inside a page fault.
 //! Reads go through a read-only map and hand out `Bytes` that keep the map alive
 //! (`read.rs`).
@@ -8,7 +8,7 @@
 mod read;
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -274,22 +274,25 @@ impl Segment {
         self.file()?.set_len(self.size).at(&self.log_path)
     }
 
-    /// Appends a stored batch (offsets and CRC already written) at the committed end. On
-    /// failure the segment is as it was: the committed size is unchanged and any bytes a
-    /// partial write left behind are cut off (or overwritten by the next append).
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<()> {
+    /// Appends a stored batch (offsets and CRC already written), given as pieces in
+    /// order, at the committed end. On failure the segment is as it was: the committed
+    /// size is unchanged and any bytes a partial write left behind are cut off (or
+    /// overwritten by the next append).
+    pub fn append(
+        &mut self,
+        pieces: &mut [IoSlice<'_>],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<()> {
         debug_assert_eq!(header.base_offset, self.next_offset);
-        if let Err(err) = self
-            .file()?
-            .write_all_at(batch, self.size)
-            .at(&self.log_path)
+        if let Err(err) = write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
         {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
             let _ = self.cut_to_committed();
             return Err(err);
         }
-        let end = self.size + batch.len() as u64;
+        let end = self.size + u64::from(header.length);
         if end > self.map.len() as u64 {
             // A batch larger than the segment limit went into an empty segment.
             self.map = Arc::new(map_read_only(self.file()?, end as usize, &self.log_path)?);
@@ -379,4 +382,31 @@ impl Segment {
         }
         Ok(segment)
     }
+}
+
+/// Most pieces one `pwritev` takes (Linux's `IOV_MAX`; rustix clamps to it as well, and
+/// either way the loop below writes what one call left).
+const MAX_PIECES: usize = 1024;
+
+/// Writes every byte of `pieces` at `position`, in order: one `pwritev` per 1,024 pieces
+/// unless the kernel takes fewer bytes (a disk filling part-way, a signal), then the rest.
+fn write_all_vectored_at(
+    file: &File,
+    mut pieces: &mut [IoSlice<'_>],
+    mut position: u64,
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut pieces, 0); // skips empty pieces
+    while !pieces.is_empty() {
+        let take = pieces.len().min(MAX_PIECES);
+        match rustix::io::pwritev(file, &pieces[..take], position) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                position += written as u64;
+                IoSlice::advance_slices(&mut pieces, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
 }
