@@ -5,17 +5,20 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
+use common::process::run_within;
 use common::server::TestServer;
 use serde_json::Value;
 
 async fn bench(addr: &str, args: &[&str]) -> Value {
     let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
     command.args(["bench", "-s", addr]).args(args).arg("--json");
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run_within(&mut command, b"", Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
     assert!(
         out.status.success(),
         "strom bench {args:?} failed: {}",
@@ -113,12 +116,11 @@ async fn e2e_refuses_to_run_without_a_rate() {
     let server = TestServer::start(dir.path()).await;
     let addr = server.addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_strom"))
-            .args(["bench", "-s", &addr, "e2e", "--duration", "1s"])
-            .output()
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
+        command.args(["bench", "-s", &addr, "e2e", "--duration", "1s"]);
+        run_within(&mut command, b"", Duration::from_secs(60))
     })
     .await
-    .unwrap()
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));

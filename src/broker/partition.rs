@@ -8,7 +8,7 @@
 //! leaves half a batch.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use tokio::sync::{watch, Mutex};
 
@@ -81,19 +81,27 @@ impl Partition {
     /// second on two cores, queued requests for tens of milliseconds). A large one goes
     /// to a blocking thread, so a slow copy into the page cache does not stall the
     /// other requests this worker serves. Either way the append is one uninterruptible
-    /// call: a caller that goes away cannot leave half a batch.
+    /// call: a caller that goes away cannot leave half a batch. The inline path takes the
+    /// lock only if it is free at once: a reader may hold it for long (opening a sealed
+    /// segment whose index must be rebuilt), and a worker thread must not wait for that.
     pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<AppendInfo> {
         if batch.len_bytes() <= INLINE_APPEND_BYTES {
-            return self.append_now(&mut batch);
+            let free = match self.log.try_write() {
+                Ok(log) => Some(log),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut log) = free {
+                return self.append_locked(&mut log, &mut batch);
+            }
         }
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.append_now(&mut batch))
+        tokio::task::spawn_blocking(move || me.append_locked(&mut me.write_log(), &mut batch))
             .await
             .expect("append task does not panic")
     }
 
-    fn append_now(&self, batch: &mut PendingBatch) -> Result<AppendInfo> {
-        let mut log = self.write_log();
+    fn append_locked(&self, log: &mut Log, batch: &mut PendingBatch) -> Result<AppendInfo> {
         let info = log.append(batch).map_err(|e| self.context(e))?;
         self.high_watermark.send_replace(log.next_offset());
         Ok(info)
@@ -118,7 +126,9 @@ impl Partition {
         };
         // Our batch is durable. A due recovery checkpoint is written after the flush lock
         // is released and without the log's lock, so neither appends nor the next
-        // group commit wait for its fsyncs.
+        // group commit wait for its fsyncs. This caller does (at most once per
+        // checkpoint_interval): a detached task would still hold the partition when the
+        // server closes it, and it would not be marked cleanly closed.
         // A checkpoint that fails costs a longer scan after a crash, not data: it does not
         // fail the produce whose batch is already on disk, and the next one is tried
         // after `checkpoint_interval`.

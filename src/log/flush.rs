@@ -53,6 +53,12 @@ impl FlushJob {
     pub fn covers_below(&self) -> u64 {
         self.upto.next_offset
     }
+
+    /// The files this job syncs.
+    #[cfg(test)]
+    pub(super) fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|(_, path)| path.clone()).collect()
+    }
 }
 
 /// A recovery checkpoint to write: the index files to sync first, and the checkpoint.
@@ -86,15 +92,22 @@ impl CheckpointJob {
 }
 
 impl Log {
-    /// Takes the files a flush must sync (no I/O).
+    /// Takes the files a flush must sync (no I/O): the `.log` files written since the
+    /// last flush, and the indexes of segments sealed since (written at the seal), which
+    /// `finish_flush` then closes.
     pub fn begin_flush(&mut self) -> FlushJob {
         let from = self.flushed.segment_base;
-        let files = self
-            .segments
-            .range(from..)
-            .filter_map(|(_, slot)| slot.get())
-            .filter_map(|s| Some((Arc::clone(s.log_file()?), s.log_path().to_path_buf())))
-            .collect();
+        let active = self.active().base();
+        let mut files = Vec::new();
+        for (&base, slot) in self.segments.range(from..) {
+            let Some(segment) = slot.get() else { continue };
+            if let Some(log) = segment.log_file() {
+                files.push((Arc::clone(log), segment.log_path().to_path_buf()));
+            }
+            if base < active {
+                files.extend(segment.index_files());
+            }
+        }
         let active = self.active();
         FlushJob {
             files,
@@ -111,7 +124,8 @@ impl Log {
     }
 
     /// Records a finished flush job. When a recovery checkpoint is due, writes the index
-    /// entries it will vouch for and returns the job that completes it.
+    /// entries it will vouch for and returns the job that completes it. Fails only if
+    /// the flush cannot be recorded; a checkpoint that cannot be prepared is logged.
     pub fn finish_flush(&mut self, job: FlushJob) -> Result<Option<CheckpointJob>> {
         // A roll moves the end to a new, empty segment without adding offsets, so the
         // segment counts as progress too.
@@ -137,7 +151,15 @@ impl Log {
         if !sealed_since && self.last_checkpoint.elapsed() < self.config.checkpoint_interval {
             return Ok(None);
         }
-        let indexes = self.persist_indexes_to_flushed()?;
+        // The flush itself succeeded: a checkpoint that cannot be prepared costs a longer
+        // scan after a crash, not the caller's durable append. The next flush retries.
+        let indexes = match self.persist_indexes_to_flushed() {
+            Ok(indexes) => indexes,
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), %err, "recovery checkpoint not prepared");
+                return Ok(None);
+            }
+        };
         self.checkpoint_issued = self.flushed;
         self.last_checkpoint = Instant::now();
         self.checkpoint_jobs += 1;
@@ -165,7 +187,10 @@ impl Log {
             return Ok(());
         }
         let path = self.dir.join(super::naming::CHECKPOINT_FILE);
-        std::fs::rename(&job.temp, &path).at(&path)?;
+        if let Err(err) = std::fs::rename(&job.temp, &path) {
+            let _ = std::fs::remove_file(&job.temp); // open deletes it anyway
+            return Err(err).at(&path);
+        }
         self.checkpoint = job.upto;
         Ok(())
     }

@@ -219,7 +219,7 @@ impl<E: Entry> Index<E> {
     }
 
     /// The open file, to sync without holding the index (a closed index was synced
-    /// before it was closed).
+    /// before it was closed: by the flush job that covered its seal, or by recovery).
     pub fn file_to_sync(&self) -> Option<(Arc<File>, PathBuf)> {
         self.file
             .as_ref()

@@ -210,6 +210,7 @@ fn recover(
             segment.sync_indexes()?;
         } else {
             segment.seal()?;
+            segment.sync_indexes()?; // closed files are never synced again
             segment.close_files();
         }
         base = b;
@@ -255,6 +256,7 @@ pub(super) fn open_sealed(
         warn!(path = %segment.log_path().display(), position = scanned.valid_bytes, offset = segment.next_offset(), %reason, "sealed segment is corrupt past this point");
     }
     segment.seal()?;
+    segment.sync_indexes()?; // closed files are never synced again
     segment.close_files();
     Ok(segment)
 }

@@ -591,3 +591,28 @@ fn sealed_segments_hold_no_file_descriptors_once_synced() {
         "lazily opened ones too"
     );
 }
+
+#[test]
+fn a_flush_syncs_the_indexes_of_segments_sealed_since_the_last_one() {
+    // Their index entries were written at the seal, and the flush closes their files:
+    // nothing would sync them later.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 3, 5);
+    log.roll().unwrap();
+    append_batches(&mut log, 1, 5);
+    let job = log.begin_flush();
+    let paths = job.paths();
+    for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+        let sealed = segment_path(dir.path(), 0, kind);
+        assert!(
+            paths.contains(&sealed),
+            "{} is not synced",
+            sealed.display()
+        );
+    }
+    let active = segment_path(dir.path(), 15, SegmentFile::Log);
+    assert!(paths.contains(&active));
+    job.run().unwrap();
+    let _checkpoint = log.finish_flush(job).unwrap();
+}

@@ -70,6 +70,11 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), String> {
     }
     let progress = Arc::new(Progress::default());
     let line = progress.show("produced");
+    // An existing topic keeps its partition count; requests follow the real one.
+    let load = &Load {
+        partitions,
+        ..load.clone()
+    };
     let produced = run_load(connect, load, base, true, &progress).await?;
     drop(line);
     let drain_until = Instant::now() + DRAIN;

@@ -32,14 +32,18 @@ pub struct ProduceArgs {
 
 pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), String> {
     let client = connect.client().await?;
-    ensure_topic(&client, &args.load.topic, args.load.partitions).await?;
+    // An existing topic keeps its partition count; requests follow the real one.
+    let load = Load {
+        partitions: ensure_topic(&client, &args.load.topic, args.load.partitions).await?,
+        ..args.load
+    };
     let progress = Arc::new(Progress::default());
     let line = progress.show("produced");
-    let outcome = run_load(connect, &args.load, Instant::now(), false, &progress).await?;
+    let outcome = run_load(connect, &load, Instant::now(), false, &progress).await?;
     drop(line);
     Report {
         bench: "produce",
-        what: args.load.describe(),
+        what: load.describe(),
         records: outcome.records,
         payload_bytes: outcome.bytes,
         elapsed: outcome.elapsed,
@@ -48,6 +52,13 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), String> {
     .print(args.json);
     Ok(())
 }
+
+/// How long the producers wait for the last acknowledgements before giving up.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// Timer lateness a paced producer does not charge to the server (tokio's timer wheel
+/// has millisecond slots).
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// What the producers did.
 pub struct Outcome {
@@ -281,26 +292,29 @@ async fn producer(
         if n >= plan.requests {
             break;
         }
-        // The clock starts when the request is due, but not before the timer last woke
-        // us: tokio's timer has millisecond resolution, so at 10,000 requests a second
-        // it wakes us once for ten of them, and that lateness is this client's, not the
-        // server's. Time the server costs us after that (waiting for an in-flight slot,
-        // here or for an earlier request) counts from the schedule.
-        let due = match plan.interval {
+        // Paced, the clock starts when the request is due, but not before the timer last
+        // woke us: tokio's timer has millisecond resolution, so at 10,000 requests a
+        // second it wakes us once for ten of them, and that lateness is this client's,
+        // not the server's. At most TIMER_RESOLUTION of it is excused: a later wake-up
+        // may be the server's doing on a shared machine. Time the server costs us after
+        // that (waiting for an in-flight slot, here or for an earlier request) counts
+        // from the schedule. Unpaced, the clock starts when the request is sent.
+        let paced = match plan.interval {
             Some(interval) => {
                 let scheduled = started + interval.mul_f64(k as f64);
                 if scheduled > Instant::now() {
                     tokio::time::sleep_until(scheduled.into()).await;
-                    woke = Instant::now();
+                    woke = Instant::now().min(scheduled + TIMER_RESOLUTION);
                 }
-                scheduled.max(woke)
+                Some(scheduled.max(woke))
             }
-            None => Instant::now(),
+            None => None,
         };
         let Ok(permit) = shared.permits.acquire().await else {
             break; // a failure closed the semaphore
         };
         permit.forget(); // given back when the request is acknowledged
+        let due = paced.unwrap_or_else(Instant::now);
         let request = requests.next(n, due, plan.stamp);
         let bytes = requests.payload_bytes(&request);
         match &tx {
@@ -329,7 +343,14 @@ async fn producer(
         }
     }
     // Every permit back means every request was answered (or a failure closed them).
-    let _ = shared.permits.acquire_many(in_flight as u32).await;
+    let drained = tokio::time::timeout(DRAIN, shared.permits.acquire_many(in_flight as u32)).await;
+    if drained.is_err() {
+        shared.fail(format!(
+            "{} requests still unanswered {} s after the last was sent",
+            in_flight - shared.permits.available_permits(),
+            DRAIN.as_secs()
+        ));
+    }
     let failure = shared.failure.lock().expect("not poisoned").take();
     drop(tx);
     if let Some(acks) = acks {
