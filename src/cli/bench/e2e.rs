@@ -103,7 +103,11 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), String> {
         records: produced.records,
         payload_bytes: produced.bytes,
         elapsed: produced.elapsed,
-        latencies: vec![("e2e", e2e), ("ack", produced.latency)],
+        latencies: vec![
+            ("e2e", e2e),
+            ("ack", produced.latency),
+            ("timer", produced.timer_lateness),
+        ],
     }
     .print(args.json);
     Ok(())
