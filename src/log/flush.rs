@@ -30,19 +30,27 @@ use crate::error::{IoContext, Result};
 #[derive(Debug)]
 #[must_use = "a flush job does nothing until it is run and finished"]
 pub struct FlushJob {
-    files: Vec<(Arc<File>, PathBuf)>,
+    files: FilesToSync,
     dir: Option<PathBuf>,
     upto: Checkpoint,
     generation: u64,
     dir_changes: u64,
 }
 
+/// Files taken under the lock to be synced without it, each with its path for errors.
+type FilesToSync = Vec<(Arc<File>, PathBuf)>;
+
+fn sync_files(files: &FilesToSync) -> Result<()> {
+    for (file, path) in files {
+        file.sync_data().at(path)?;
+    }
+    Ok(())
+}
+
 impl FlushJob {
     /// The fsyncs. Safe to run concurrently with appends and reads.
     pub fn run(&self) -> Result<()> {
-        for (file, path) in &self.files {
-            file.sync_data().at(path)?;
-        }
+        sync_files(&self.files)?;
         if let Some(dir) = &self.dir {
             sync_dir(dir)?;
         }
@@ -67,7 +75,7 @@ impl FlushJob {
 #[derive(Debug)]
 #[must_use = "a checkpoint job does nothing until it is run and finished"]
 pub struct CheckpointJob {
-    indexes: Vec<(Arc<File>, PathBuf)>,
+    indexes: FilesToSync,
     /// This job's own temporary file, so two jobs never write the same file.
     temp: PathBuf,
     upto: Checkpoint,
@@ -78,9 +86,7 @@ impl CheckpointJob {
     /// Syncs the indexes, then writes and syncs the checkpoint's temporary file. Safe to
     /// run concurrently with appends, reads and other jobs.
     pub fn run(&self) -> Result<()> {
-        for (file, path) in &self.indexes {
-            file.sync_data().at(path)?;
-        }
+        sync_files(&self.indexes)?;
         let written = std::fs::write(&self.temp, self.upto.encode())
             .and_then(|()| File::open(&self.temp)?.sync_all())
             .at(&self.temp);
@@ -208,7 +214,7 @@ impl Log {
 
     /// Writes the index entries below the flushed point to their files and returns the
     /// files to sync: recovery trusts index entries below the checkpoint.
-    fn persist_indexes_to_flushed(&mut self) -> Result<Vec<(Arc<File>, PathBuf)>> {
+    fn persist_indexes_to_flushed(&mut self) -> Result<FilesToSync> {
         let (from, to) = (self.checkpoint.segment_base, self.flushed.segment_base);
         let mut files = Vec::new();
         for base in self
@@ -229,9 +235,7 @@ impl Log {
     /// Writes the flushed point as the recovery checkpoint now, indexes synced first
     /// (truncation and close, which hold the log exclusively anyway).
     pub(super) fn write_checkpoint(&mut self) -> Result<()> {
-        for (file, path) in self.persist_indexes_to_flushed()? {
-            file.sync_data().at(&path)?;
-        }
+        sync_files(&self.persist_indexes_to_flushed()?)?;
         files::write_checkpoint(&self.dir, &self.flushed)?;
         self.checkpoint = self.flushed;
         self.checkpoint_issued = self.flushed;

@@ -107,8 +107,9 @@ pub struct Load {
     #[arg(long)]
     pub duration: Option<String>,
     /// Target records per second over all producers (0: as fast as the server takes them).
-    /// Latency is measured from when each request was due, so a server that falls behind
-    /// the schedule shows it in the latencies rather than hiding it.
+    /// Latency is measured from the produce call, and from the schedule once the server
+    /// has made a producer fall behind, so a slow server cannot hide it; how late the
+    /// client's own timer woke is reported apart (`timer`).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     #[arg(long, value_enum, default_value_t = Durability::PageCache)]
