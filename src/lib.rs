@@ -28,7 +28,7 @@
 //!    will use. This is the only time a record is encoded; keys and values of 256 bytes
 //!    or more are referenced in the request's buffer, not copied.
 //! 3. `Partition::append` takes the partition's write lock (on the calling task for a
-//!    batch up to 64 KiB, in `spawn_blocking` for a larger one) and calls
+//!    batch up to 64 KiB if the lock is free, else in `spawn_blocking`) and calls
 //!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
 //!    the batch in place, and writes it with one vectored `pwritev` at the segment's end,
 //!    so a value goes from the socket's buffer to the page cache in the kernel's one copy

@@ -1,10 +1,12 @@
 //! `strom consume` and `strom offsets`.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::progress::Progress;
 use super::{describe, parse_duration_ms, Connect};
 use crate::broker::now_ms;
 use crate::client::{ConsumedRecord, Consumer, Start};
@@ -178,14 +180,15 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
         });
     }
     drop(tx);
-    // Progress on the terminal only when the records go elsewhere (a file, a pipe).
-    let progress = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
-    let started = Instant::now();
-    let mut last_report = started;
+    // A progress line only when the records go elsewhere (a file, a pipe); `show` adds
+    // the condition that stderr is a terminal.
+    let progress = Arc::new(Progress::default());
+    let _line = (!std::io::stdout().is_terminal()).then(|| progress.show("printed"));
     let mut printed = 0u64;
     let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
         let mut done = false;
+        let batch_records = printed;
         for record in batch? {
             print(&mut out, &record, args.format, args.print_key);
             printed += 1;
@@ -194,6 +197,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
                 break;
             }
         }
+        let batch_records = printed - batch_records;
         // One write per batch: a line-buffered stdout would make a syscall per record.
         let mut stdout = std::io::stdout().lock();
         match stdout.write_all(&out).and_then(|()| stdout.flush()) {
@@ -202,21 +206,11 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
             Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             Err(err) => return Err(format!("writing records: {err}")),
         }
+        progress.add(batch_records, out.len() as u64);
         out.clear();
-        if progress && last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            let secs = started.elapsed().as_secs_f64();
-            eprint!(
-                "\r\x1b[K{printed} records in {secs:.0} s ({:.0} records/s)",
-                printed as f64 / secs
-            );
-        }
         if done {
             break;
         }
-    }
-    if progress {
-        eprint!("\r\x1b[K");
     }
     Ok(())
 }

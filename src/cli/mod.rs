@@ -4,6 +4,7 @@
 mod bench;
 mod consume;
 mod produce;
+mod progress;
 mod serve;
 mod topic;
 

@@ -83,11 +83,17 @@ pub fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
 /// directory: afterwards `path` holds either the old or the new bytes, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    let mut file = File::create(&tmp).at(&tmp)?;
-    file.write_all(bytes).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
+    write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).at(path)?;
     sync_dir(path.parent().expect("files live in a directory"))
+}
+
+/// Creates (or truncates) `path`, writes `bytes` and syncs them: the first half of an
+/// atomic replacement, whose caller renames the file into place.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).at(path)?;
+    file.write_all(bytes).at(path)?;
+    file.sync_all().at(path)
 }
 
 /// Makes creations, renames and deletions in `dir` durable.

@@ -87,9 +87,7 @@ impl CheckpointJob {
     /// run concurrently with appends, reads and other jobs.
     pub fn run(&self) -> Result<()> {
         sync_files(&self.indexes)?;
-        let written = std::fs::write(&self.temp, self.upto.encode())
-            .and_then(|()| File::open(&self.temp)?.sync_all())
-            .at(&self.temp);
+        let written = files::write_synced(&self.temp, &self.upto.encode());
         if written.is_err() {
             let _ = std::fs::remove_file(&self.temp); // open deletes it anyway
         }

@@ -65,7 +65,8 @@ pub struct Outcome {
     pub records: u64,
     pub bytes: u64,
     pub elapsed: Duration,
-    /// Acknowledgement latency of each request, from when it was due.
+    /// Acknowledgement latency of each request, from its produce call (see `producer`
+    /// for when a paced request's clock starts).
     pub latency: Histogram<u64>,
     /// Paced runs: how late this client's timer woke for a request that was due, which
     /// is not charged to the server (reported so that nothing is hidden).
