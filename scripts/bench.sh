@@ -11,7 +11,9 @@
 #
 # Page-cache produce runs are bound by how fast this VM hands the kernel memory for new
 # page-cache pages, which varies with the machine's state, so after each such run the
-# script measures the same write with dd into a fresh file and reports both.
+# script measures the same write with dd into a fresh file and reports both. Latency
+# tails are bound by how long this VM's threads wait to run, so before the e2e runs it
+# measures that with `strom bench jitter` on the otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -48,7 +50,11 @@ run() {
 import json, sys
 r = json.loads(sys.stdin.read()); r["case"], r["run"] = sys.argv[1], int(sys.argv[2]); r["args"] = sys.argv[3]
 print(json.dumps(r))' "$case" "$n" "$*" >>"$RESULTS"
-  tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("   %.1f MB/s, %.0f records/s" % (r["mb_per_sec"], r["records_per_sec"]), file=sys.stderr)'
+  tail -1 "$RESULTS" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+if "mb_per_sec" in r: print("   %.1f MB/s, %.0f records/s" % (r["mb_per_sec"], r["records_per_sec"]), file=sys.stderr)
+else: print("   late p99.9 %.2f ms, max %.2f ms" % (r["late_ms"]["p999"], r["late_ms"]["max"]), file=sys.stderr)'
 }
 
 # The same bytes written with dd into a fresh file, in the state the run left behind.
@@ -81,6 +87,8 @@ for n in $(seq "$RUNS"); do
   settle p16-$n
   run produce-rtt "$n" produce -t rtt-$n --records 20000 --record-size 100 --batch 1 --unary --in-flight 1
   settle rtt-$n
+  # The machine's own stalls, with the server idle: the floor under the e2e tails.
+  run jitter "$n" jitter --duration 20s
   run e2e "$n" e2e -t e2e-$n --rate 10000 --duration 20s --record-size 1024 --batch 1 --in-flight 64
   settle e2e-$n
   run e2e-fsync "$n" e2e -t e2ef-$n --rate 10000 --duration 20s --record-size 1024 --batch 1 --in-flight 64 --durability fsync

@@ -86,6 +86,16 @@ for case, what, metric, target in CASES:
         what += f" (dd, same bytes, right after: {c:,.0f} MB/s)"
     out.append(f"| {what} | {med} | {rng} | {latency} | {target} | `{rs[0]['args']}` |")
 
+jitter = runs_of("jitter")
+if jitter:
+    late = lambda p: statistics.median(r["late_ms"][p] for r in jitter)
+    per_min = lambda ms: statistics.median(r[f"late_over_{ms}ms_per_minute"] for r in jitter)
+    med, rng = spread([r["late_ms"]["p999"] for r in jitter], lambda v: f"late p99.9 {v:.2f} ms")
+    med += (f", max {late('max'):.2f} ms; later than 2 ms {per_min(2):.0f} times a minute,"
+            f" later than 4 ms {per_min(4):.0f}")
+    out.append(f"| the machine's floor: a thread sleeping 1 ms, server idle, 20 s (`jitter`, no strom traffic) | {med} | {rng} | "
+               f"{late('p50'):.2f} / {late('p99'):.2f} / {late('p999'):.2f} (lateness) | none: context for the e2e tails | `{jitter[0]['args']}` |")
+
 soak_runs = runs_of("soak")
 if soak_runs:
     s = soak_runs[0]

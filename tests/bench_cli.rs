@@ -126,3 +126,23 @@ async fn e2e_refuses_to_run_without_a_rate() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jitter_counts_wakeups_that_slept_at_least_as_asked() {
+    // No server: the address is never dialled.
+    let out = bench(
+        "127.0.0.1:9",
+        &["jitter", "--duration", "1s", "--sleep-us", "2000"],
+    )
+    .await;
+    let wakeups = out["wakeups"].as_u64().unwrap();
+    // A 2 ms sleep never ends early, so one second holds at most 500 of them; a loop
+    // that did not sleep would count far more.
+    assert!((100..=500).contains(&wakeups), "{out}");
+    assert_eq!(out["late_ms"]["count"].as_f64(), Some(wakeups as f64));
+    assert!(out["late_ms"]["p50"].as_f64().unwrap() >= 0.0);
+    assert!(
+        out["late_over_1ms_per_minute"].as_f64() >= out["late_over_4ms_per_minute"].as_f64(),
+        "{out}"
+    );
+}

@@ -6,6 +6,8 @@
 //! - `consume.rs`: consumers read a topic from its start to its end over `Subscribe`.
 //! - `e2e.rs`: producers at a fixed rate, consumers following the topic; the latency is
 //!   from the moment a record was due to be produced to its receipt by a consumer.
+//! - `jitter.rs`: no server; how late a sleeping thread wakes on this machine, the
+//!   floor under the tail latencies above.
 //!
 //! Latencies go into HDR histograms (microsecond resolution); results print as a table
 //! or, with `--json`, one JSON object per run (what `scripts/bench.sh` reads).
@@ -13,6 +15,7 @@
 
 mod consume;
 mod e2e;
+mod jitter;
 mod produce;
 
 use std::time::Duration;
@@ -40,6 +43,8 @@ enum Mode {
     Consume(consume::ConsumeArgs),
     /// Produce at a fixed rate while consumers follow; measure produce-to-receipt latency.
     E2e(e2e::E2eArgs),
+    /// Measure this machine's scheduling stalls (no server): the floor under tail latency.
+    Jitter(jitter::JitterArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
@@ -47,6 +52,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Produce(bench) => produce::run(&args.connect, bench).await,
         Mode::Consume(bench) => consume::run(&args.connect, bench).await,
         Mode::E2e(bench) => e2e::run(&args.connect, bench).await,
+        Mode::Jitter(bench) => jitter::run(bench),
     }
 }
 

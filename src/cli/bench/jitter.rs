@@ -1,0 +1,97 @@
+//! `strom bench jitter`: how late a thread that asks to sleep a short while wakes up on
+//! this machine, with no server involved (in the spirit of jHiccup). It is the floor
+//! under every tail latency the other benches report: a request that arrives while its
+//! thread cannot run waits as long as the thread does, whatever the server does. On a
+//! shared VM the usual cause is the host running something else on our vCPU.
+
+use std::time::{Duration, Instant};
+
+use super::{histogram, quantiles_ms, record_latency};
+use crate::cli::parse_duration_ms;
+
+#[derive(clap::Args)]
+pub struct JitterArgs {
+    /// How long to measure (e.g. 20s, 5m).
+    #[arg(long, default_value = "20s")]
+    duration: String,
+    /// How long the thread asks to sleep each time, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    sleep_us: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Lateness thresholds counted separately, in milliseconds: stalls long enough to show
+/// in a p99.9 of a few milliseconds.
+const STALLS_OVER_MS: [u64; 3] = [1, 2, 4];
+
+pub fn run(args: JitterArgs) -> Result<(), String> {
+    let length = parse_duration_ms(&args.duration)
+        .filter(|&ms| ms > 0)
+        .ok_or_else(|| {
+            format!(
+                "--duration {:?}: use a duration like 20s or 5m",
+                args.duration
+            )
+        })?;
+    let length = Duration::from_millis(length as u64);
+    let nap = Duration::from_micros(args.sleep_us.max(1));
+    // A plain OS thread: tokio's timer rounds to milliseconds and would hide what we
+    // measure.
+    let measure = std::thread::spawn(move || {
+        let mut late = histogram();
+        let mut stalls = [0u64; STALLS_OVER_MS.len()];
+        let started = Instant::now();
+        while started.elapsed() < length {
+            let asleep = Instant::now();
+            std::thread::sleep(nap);
+            let lateness = asleep.elapsed().saturating_sub(nap);
+            record_latency(&mut late, lateness);
+            for (count, ms) in stalls.iter_mut().zip(STALLS_OVER_MS) {
+                *count += u64::from(lateness > Duration::from_millis(ms));
+            }
+        }
+        (late, stalls, started.elapsed())
+    });
+    let (late, stalls, elapsed) = measure
+        .join()
+        .map_err(|_| "the measuring thread panicked")?;
+    let per_minute = |count: u64| count as f64 * 60.0 / elapsed.as_secs_f64();
+    let q = quantiles_ms(&late);
+    if args.json {
+        let mut out = serde_json::json!({
+            "bench": "jitter",
+            "sleep_us": args.sleep_us,
+            "seconds": elapsed.as_secs_f64(),
+            "wakeups": late.len(),
+        });
+        out["late_ms"] = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
+            out[format!("late_over_{ms}ms_per_minute")] = per_minute(*count).into();
+        }
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "jitter: a thread sleeping {} us woke {} times in {:.2} s",
+        args.sleep_us,
+        late.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  late     ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        q[0].1, q[1].1, q[2].1, q[3].1, q[4].1
+    );
+    for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
+        println!(
+            "  later than {ms} ms: {count} times ({:.1} a minute)",
+            per_minute(*count)
+        );
+    }
+    Ok(())
+}
