@@ -616,3 +616,48 @@ fn a_flush_syncs_the_indexes_of_segments_sealed_since_the_last_one() {
     job.run().unwrap();
     let _checkpoint = log.finish_flush(job).unwrap();
 }
+
+/// Bytes of disk the file occupies (its blocks), as opposed to its length.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn the_active_segment_reserves_blocks_ahead_and_a_sealed_one_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg.clone()).unwrap();
+    append_batches(&mut log, 3, 5);
+    let active = segment_path(dir.path(), 0, SegmentFile::Log);
+    let len = file_len(&active);
+    assert!(len > 0 && len < 4096, "{len} bytes written");
+    // Reserved up to the chunk (here the whole 1 MiB segment), without changing the
+    // length that marks where the batches end.
+    assert!(
+        allocated(&active) >= 1 << 20,
+        "{} bytes allocated",
+        allocated(&active)
+    );
+    let expected = read_all(&log, 0);
+
+    // A crash leaves the reservation past the end; recovery goes by the length.
+    drop(log);
+    let (mut log, report) = Log::open(dir.path(), cfg).unwrap();
+    assert!(report.truncated.is_empty(), "{report:?}");
+    assert_eq!(read_all(&log, 0), expected);
+    append_batches(&mut log, 1, 5);
+    assert_eq!(log.next_offset(), 20);
+
+    log.roll().unwrap();
+    let sealed_len = file_len(&active);
+    assert!(
+        allocated(&active) < sealed_len + 4096,
+        "a sealed segment keeps {} bytes for its {sealed_len}",
+        allocated(&active)
+    );
+    assert_eq!(read_all(&log, 0).len(), 20);
+}

@@ -2,10 +2,13 @@
 //!
 //! Appends go through positioned writes (`pwritev`), never through the map, so a full disk
 //! is an `ENOSPC` error returned to the caller rather than a SIGBUS inside a page fault.
+//! The active segment reserves disk blocks ahead of its end (`preallocate`) so that an
+//! append does not allocate while writeback of earlier bytes holds the file's lock.
 //! Reads go through a read-only map and hand out `Bytes` that keep the map alive
 //! (`read.rs`).
 
 mod read;
+mod write;
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
@@ -69,6 +72,9 @@ pub struct Segment {
     time_index: Index<TimeEntry>,
     bytes_since_index: u64,
     limits: SegmentLimits,
+    /// File position up to which disk blocks are reserved (`u64::MAX` once the file
+    /// system has said it cannot reserve them).
+    reserved: u64,
 }
 
 impl Segment {
@@ -115,6 +121,7 @@ impl Segment {
             time_index,
             bytes_since_index: u64::MAX,
             limits,
+            reserved: file_len,
         };
         Ok((segment, index_ok && time_ok))
     }
@@ -269,9 +276,24 @@ impl Segment {
         })
     }
 
-    /// Cuts the file back to the committed size (after a failed append or a torn tail).
+    /// Cuts the file back to the committed size (after a failed append or a torn tail),
+    /// releasing any blocks reserved past it.
     pub fn cut_to_committed(&mut self) -> Result<()> {
-        self.file()?.set_len(self.size).at(&self.log_path)
+        self.file()?.set_len(self.size).at(&self.log_path)?;
+        if self.reserved != u64::MAX {
+            self.reserved = self.size;
+        }
+        Ok(())
+    }
+
+    /// Reserves disk blocks up to at least `end` (see `write::reserve`).
+    fn preallocate(&mut self, end: u64) -> Result<()> {
+        if end > self.reserved {
+            let chunk = write::PREALLOCATE_BYTES.min(self.limits.map_bytes.max(1));
+            let upto = end.max(self.size + chunk);
+            self.reserved = write::reserve(self.file()?, self.size, upto, &self.log_path);
+        }
+        Ok(())
     }
 
     /// Appends a stored batch (offsets and CRC already written), given as pieces in
@@ -285,7 +307,9 @@ impl Segment {
         now_ms: i64,
     ) -> Result<()> {
         debug_assert_eq!(header.base_offset, self.next_offset);
-        if let Err(err) = write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
+        self.preallocate(self.size + u64::from(header.length))?;
+        if let Err(err) =
+            write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
         {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
@@ -340,6 +364,10 @@ impl Segment {
                 rel_offset: rel,
             });
         }
+        if self.reserved != u64::MAX && self.reserved > self.size {
+            // Truncating to the same length frees the blocks reserved past it.
+            self.cut_to_committed()?;
+        }
         self.persist_indexes()
     }
 
@@ -382,31 +410,4 @@ impl Segment {
         }
         Ok(segment)
     }
-}
-
-/// Most pieces one `pwritev` takes (Linux's `IOV_MAX`; rustix clamps to it as well, and
-/// either way the loop below writes what one call left).
-const MAX_PIECES: usize = 1024;
-
-/// Writes every byte of `pieces` at `position`, in order: one `pwritev` per 1,024 pieces
-/// unless the kernel takes fewer bytes (a disk filling part-way, a signal), then the rest.
-fn write_all_vectored_at(
-    file: &File,
-    mut pieces: &mut [IoSlice<'_>],
-    mut position: u64,
-) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut pieces, 0); // skips empty pieces
-    while !pieces.is_empty() {
-        let take = pieces.len().min(MAX_PIECES);
-        match rustix::io::pwritev(file, &pieces[..take], position) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
-                position += written as u64;
-                IoSlice::advance_slices(&mut pieces, written);
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
-    }
-    Ok(())
 }
