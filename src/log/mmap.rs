@@ -9,7 +9,8 @@
 //!   the old name, so maps of the old inode stay valid; deleting a segment unlinks it,
 //!   and the inode lives until its last map is dropped. The one in-place shrink is the
 //!   rollback of a failed append, which removes only bytes past the committed size that
-//!   no reader was ever told about.
+//!   no reader was ever told about. (Sealing a segment truncates it to its committed
+//!   size too, to free disk blocks reserved past the end: nothing below that size moves.)
 //! - index files are mapped by their segment and read only through `&self` methods of the
 //!   `Log`; they are shrunk only through `&mut self`, so no lookup runs concurrently.
 #![allow(unsafe_code)]
