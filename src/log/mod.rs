@@ -6,7 +6,8 @@
 //!   `batch`: building a batch, whose large values are written without a copy.
 //! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
 //! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
-//! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`);
+//! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`, its
+//!   vectored appends and disk reservations in `segment/write.rs`);
 //!   `log`: the `Log` of many segments; `flush`: making appends durable, and recovery
 //!   checkpoints, in steps that keep fsyncs out of the caller's lock.
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
