@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{histogram, quantiles_ms, record_latency};
-use crate::cli::parse_duration_ms;
+use super::{histogram, parse_run_length, quantiles_ms, record_latency};
 
 #[derive(clap::Args)]
 pub struct JitterArgs {
@@ -27,15 +26,7 @@ pub struct JitterArgs {
 const STALLS_OVER_MS: [u64; 3] = [1, 2, 4];
 
 pub fn run(args: JitterArgs) -> Result<(), String> {
-    let length = parse_duration_ms(&args.duration)
-        .filter(|&ms| ms > 0)
-        .ok_or_else(|| {
-            format!(
-                "--duration {:?}: use a duration like 20s or 5m",
-                args.duration
-            )
-        })?;
-    let length = Duration::from_millis(length as u64);
+    let length = parse_run_length(&args.duration)?;
     let nap = Duration::from_micros(args.sleep_us.max(1));
     // A plain OS thread: tokio's timer rounds to milliseconds and would hide what we
     // measure.

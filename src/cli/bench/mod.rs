@@ -131,15 +131,7 @@ pub struct Load {
 
 impl Load {
     fn duration(&self) -> Result<Option<Duration>, String> {
-        self.duration
-            .as_deref()
-            .map(|text| {
-                parse_duration_ms(text)
-                    .filter(|&ms| ms > 0)
-                    .map(|ms| Duration::from_millis(ms as u64))
-                    .ok_or_else(|| format!("--duration {text:?}: use a duration like 30s or 5m"))
-            })
-            .transpose()
+        self.duration.as_deref().map(parse_run_length).transpose()
     }
 
     fn describe(&self) -> String {
@@ -161,6 +153,14 @@ impl Load {
             }
         )
     }
+}
+
+/// A `--duration` value: how long a bench runs.
+fn parse_run_length(text: &str) -> Result<Duration, String> {
+    parse_duration_ms(text)
+        .filter(|&ms| ms > 0)
+        .map(|ms| Duration::from_millis(ms as u64))
+        .ok_or_else(|| format!("--duration {text:?}: use a duration like 30s or 5m"))
 }
 
 /// Creates the topic if it does not exist yet.

@@ -364,8 +364,9 @@ impl Segment {
                 rel_offset: rel,
             });
         }
-        if self.reserved != u64::MAX && self.reserved > self.size {
-            // Truncating to the same length frees the blocks reserved past it.
+        if self.reserved != u64::MAX {
+            // Truncating to the same length frees the blocks reserved past it, including
+            // any a crash left behind before this process reopened the segment.
             self.cut_to_committed()?;
         }
         self.persist_indexes()
