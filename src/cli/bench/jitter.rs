@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{histogram, parse_run_length, quantiles_ms, record_latency};
+use super::{histogram, parse_run_length, quantiles_json, quantiles_ms, record_latency};
 
 #[derive(clap::Args)]
 pub struct JitterArgs {
@@ -57,11 +57,7 @@ pub fn run(args: JitterArgs) -> Result<(), String> {
             "seconds": elapsed.as_secs_f64(),
             "wakeups": late.len(),
         });
-        out["late_ms"] = q
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        out["late_ms"] = quantiles_json(&late);
         for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
             out[format!("late_over_{ms}ms_per_minute")] = per_minute(*count).into();
         }

@@ -211,6 +211,15 @@ fn quantiles_ms(h: &Histogram<u64>) -> [(&'static str, f64); 6] {
     ]
 }
 
+/// The quantiles of `quantiles_ms` as one JSON object (what `--json` prints).
+fn quantiles_json(h: &Histogram<u64>) -> serde_json::Value {
+    quantiles_ms(h)
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 impl Report {
     pub fn print(&self, json: bool) {
         let secs = self.elapsed.as_secs_f64();
@@ -227,11 +236,7 @@ impl Report {
                 "mb_per_sec": mbps,
             });
             for (name, h) in &self.latencies {
-                let fields: serde_json::Map<String, serde_json::Value> = quantiles_ms(h)
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                    .collect();
-                out[format!("{name}_latency_ms")] = fields.into();
+                out[format!("{name}_latency_ms")] = quantiles_json(h);
             }
             println!("{out}");
             return;
