@@ -34,7 +34,7 @@ start_server() {
   "$B" serve --listen 127.0.0.1:0 --data-dir "$WORK/$1" --log-level info >"$WORK/$1.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    ADDR=$(sed -n 's/.*strom is ready listen=\([0-9.:]*\).*/\1/p' "$WORK/$1.log" | head -1)
+    ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$WORK/$1.log" | head -1)
     [ -n "$ADDR" ] && return 0
     sleep 0.1
   done

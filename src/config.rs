@@ -37,6 +37,7 @@ pub struct ServerConfig {
     pub max_fetch_bytes: usize,
     pub max_wait_ms: u64,
     pub upkeep_interval_ms: u64,
+    pub max_open_segments: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +54,7 @@ impl Default for ServerConfig {
             max_fetch_bytes: limits.max_fetch_bytes,
             max_wait_ms: limits.max_wait.as_millis() as u64,
             upkeep_interval_ms: options.upkeep_interval.as_millis() as u64,
+            max_open_segments: limits.max_open_segments,
         }
     }
 }
@@ -70,6 +72,7 @@ impl ServerConfig {
             max_partitions: self.max_partitions,
             max_fetch_bytes: self.max_fetch_bytes,
             max_wait: Duration::from_millis(self.max_wait_ms),
+            max_open_segments: self.max_open_segments,
         }
     }
 

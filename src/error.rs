@@ -45,11 +45,17 @@ pub enum Error {
     },
 
     /// No topic of that name.
-    #[error("topic {topic:?} does not exist; create it first (strom topic create)")]
+    #[error(
+        "topic {} does not exist; create it first (strom topic create)",
+        quote(topic)
+    )]
     TopicNotFound { topic: String },
 
     /// A partition number past the topic's partition count.
-    #[error("topic {topic:?} has partitions 0..{count}; partition {partition} does not exist")]
+    #[error(
+        "topic {} has partitions 0..{count}; partition {partition} does not exist",
+        quote(topic)
+    )]
     PartitionNotFound {
         topic: String,
         partition: u32,
@@ -57,7 +63,7 @@ pub enum Error {
     },
 
     /// CreateTopic of a name already taken.
-    #[error("topic {topic:?} already exists")]
+    #[error("topic {} already exists", quote(topic))]
     TopicExists { topic: String },
 
     /// The server is stopping and takes no new work.
@@ -65,13 +71,39 @@ pub enum Error {
     ShuttingDown,
 
     /// An error from one partition's log, with the topic and partition it concerns.
-    #[error("topic {topic:?} partition {partition}: {source}")]
+    #[error("topic {} partition {partition}: {source}", quote(topic))]
     InPartition {
         topic: String,
         partition: u32,
         #[source]
         source: Box<Error>,
     },
+
+    /// A range of a sealed segment that cannot be read; reading resumes at `resume_at`.
+    #[error(
+        "records from offset {from} to {resume_at} are unreadable ({source}); fetch from {resume_at} to skip them"
+    )]
+    DamagedRange {
+        from: u64,
+        resume_at: u64,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// An fsync of a log's files failed earlier, so what is on disk is unknown.
+    #[error(
+        "an fsync in {} failed ({reason}): records since the last successful fsync may not be on disk, so the partition refuses writes until it has been reopened and recovered from disk, which the server retries at its next upkeep",
+        dir.display()
+    )]
+    SyncFailed { dir: PathBuf, reason: String },
+
+    /// Another process serves this data directory.
+    #[error("data directory {} is in use by {holder}; stop that server or choose another --data-dir", path.display())]
+    DataDirInUse { path: PathBuf, holder: String },
+
+    /// A topic or partition whose files could not be opened; the rest of the server runs.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable { what: String, reason: String },
 
     /// A batch whose stored CRC does not match its bytes.
     #[error(
@@ -99,6 +131,22 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// Longest part of a name an error message quotes: a message travels in an HTTP/2
+/// header, and a 100,000-character name would push it past the client's limit.
+pub const MAX_QUOTED: usize = 200;
+
+/// `name` in double quotes, cut to `MAX_QUOTED` characters (saying how long it was).
+pub fn quote(name: &str) -> String {
+    match name.char_indices().nth(MAX_QUOTED) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &name[..cut],
+            name.chars().count()
+        ),
     }
 }
 

@@ -9,8 +9,9 @@
 //! - [`server`] and [`config`]: running the gRPC server; its settings.
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
-//! - [`broker`]: topics of partitions, topic metadata, the per-partition writer, group
-//!   commit of fsyncs, long-poll wakeups, upkeep. Knows nothing of gRPC.
+//! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
+//!   topic metadata, the per-partition writer, group commit of fsyncs, long-poll
+//!   wakeups, upkeep. Knows nothing of gRPC.
 //! - [`log`]: one partition's append-only log as a library over one directory: segments
 //!   of record batches with sparse offset and time indexes, crash recovery, retention
 //!   and truncation. Knows nothing of topics, gRPC or tasks. Byte layouts are in
@@ -40,11 +41,15 @@
 //!
 //! # One Fetch, from the disk to the wire
 //!
-//! 1. `Broker::fetch` reads under the partition's read lock: the ordered map of segments
-//!    finds the segment, its offset index the nearest batch position, and a walk over batch
-//!    headers the batch holding the offset. Whole batches come back as `Bytes` slices of
-//!    the segment's read-only map, CRCs checked. If there is nothing yet and the client
-//!    asked to wait, it sleeps on the high-watermark watch, not in a polling loop.
+//! 1. `Broker::fetch` asks the partition for a read plan under its read lock (no I/O: the
+//!    segments to read, and for the active one its map and the position its in-memory
+//!    index gives), then runs the plan without the lock, on a blocking thread if it
+//!    touches a sealed (likely cold) segment. Sealed segments open read-only, once,
+//!    through a cache bounded over the whole server (`log/cache.rs`); a walk over batch
+//!    headers finds the batch holding the offset. Whole batches come back as `Bytes`
+//!    slices of the segments' read-only maps, CRCs checked. If there is nothing yet and
+//!    the client asked to wait, it sleeps on the high-watermark watch, not in a polling
+//!    loop (and ends at once if the topic is deleted).
 //! 2. `grpc::records::RecordSet` strips the batch headers (the records sections are
 //!    already protobuf `repeated Record`) and skips records below the requested offset.
 //! 3. The hand-written `FetchResponse` message writes those slices after each other into
@@ -54,8 +59,9 @@
 //!
 //! The `.log` is the truth and indexes are caches. After a clean shutdown, open scans
 //! nothing; after a crash, only what follows the recovery checkpoint is scanned, and a
-//! torn tail is cut (`log/recovery.rs`). All `unsafe` code is the one `mmap` call in
-//! `log/mmap.rs`.
+//! torn tail is cut (`log/recovery.rs`). A failed fsync is never forgotten: the log
+//! refuses writes until the server has reopened it from disk. All `unsafe` code is the
+//! one `mmap` call in `log/mmap.rs`.
 #![deny(unsafe_code)]
 
 pub mod broker;

@@ -52,8 +52,8 @@ impl Server {
                 .log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("strom serve printed its ready line in time");
-            if let Some(rest) = line.split("strom is ready listen=").nth(1) {
-                server.addr = rest.split_whitespace().next().unwrap().to_string();
+            if let Some(rest) = line.split("serving gRPC on ").nth(1) {
+                server.addr = rest.split(',').next().unwrap().to_string();
             }
             server.startup.push(line);
         }
@@ -161,9 +161,8 @@ fn serve_produce_consume_sigterm_and_restart() {
     assert!(status.success(), "exit status {status}; log: {log:?}");
     assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{log:?}");
     for partition in 0..3 {
-        let marker = dir
-            .path()
-            .join(format!("topics/logs/{partition}/.clean-shutdown"));
+        let marker =
+            common::topic_dir(dir.path(), "logs").join(format!("{partition}/.clean-shutdown"));
         assert!(marker.exists(), "{} is missing", marker.display());
     }
 

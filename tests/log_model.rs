@@ -176,11 +176,15 @@ fn run(ops: Vec<Op>, policy: FlushPolicy) {
                 assert_eq!(read.next_offset, first + got.len() as u64);
             }
             Op::ReadByTime(ts) => {
-                let expected = model.records.iter().find(|r| r.ts >= ts).map(|r| r.offset);
+                let expected = model
+                    .records
+                    .iter()
+                    .find(|r| r.ts >= ts)
+                    .map(|r| (r.offset, r.ts));
                 assert_eq!(
                     log.offset_for_timestamp(ts).unwrap(),
                     expected,
-                    "first offset with ts >= {ts}"
+                    "first record with ts >= {ts}: its offset and timestamp"
                 );
             }
             Op::Roll => log.roll().unwrap(),

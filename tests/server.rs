@@ -118,14 +118,18 @@ async fn topic_administration_and_its_errors() {
         Code::InvalidArgument
     );
 
+    let orders = common::topic_dir(dir.path(), "orders");
     admin.delete_topic("orders").await.unwrap();
     assert_eq!(admin.list_topics().await.unwrap(), ["audit"]);
+    assert!(!orders.exists(), "its files are gone");
+    let topics: Vec<_> = std::fs::read_dir(dir.path().join("topics"))
+        .unwrap()
+        .collect();
+    assert_eq!(topics.len(), 1, "nothing else: {topics:?}");
     assert!(
-        !dir.path().join("topics/orders").exists(),
-        "its files are gone"
-    );
-    assert!(
-        dir.path().join("topics/audit/topic.json").exists(),
+        common::topic_dir(dir.path(), "audit")
+            .join("topic.json")
+            .exists(),
         "and nothing else"
     );
     assert_eq!(
@@ -634,8 +638,8 @@ async fn topics_and_records_survive_a_restart() {
     server.stop().await.unwrap();
     for p in 0..2 {
         assert!(
-            dir.path()
-                .join(format!("topics/kept/{p}/.clean-shutdown"))
+            common::topic_dir(dir.path(), "kept")
+                .join(format!("{p}/.clean-shutdown"))
                 .exists(),
             "closed cleanly"
         );

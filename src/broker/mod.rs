@@ -2,27 +2,38 @@
 //! commit and long-poll wakeups. It knows nothing of gRPC: the `grpc` layer turns
 //! requests into calls here and results into responses.
 //!
-//! On disk: `<data_dir>/topics/<topic>/topic.json` and `<data_dir>/topics/<topic>/<n>/`,
-//! one log directory per partition.
+//! - `data_dir`: the directory's lock, layout version and paths.
+//! - `topic`: names, configuration, `topic.json`; `partition`: one partition's log and
+//!   its waits; `produce`: checking and encoding a produce request; `partitioner`:
+//!   Kafka's key hashing.
+//!
+//! File work (creating a topic's partitions, deleting them) runs on blocking threads and
+//! outside the lock of the topics map, so a large create never holds up produces to
+//! other topics.
 
+pub mod data_dir;
 pub mod partition;
 pub mod partitioner;
+mod produce;
 pub mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use data_dir::DataDir;
 pub use partition::{Offsets, Partition, PartitionInfo};
+pub use produce::{Appended, Prepared, ProduceRequest, Produced};
 pub use topic::{Durability, TopicConfig};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
-use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, ReadBatches, Record, NO_PRODUCER};
+use crate::log::{ReadBatches, SegmentCache};
+use data_dir::{new_topic_id, parse_topic_dir, TopicDirName};
 use topic::{validate_name, TopicMetadata};
 
 /// Limits that protect the server from requests it should not try to serve.
@@ -33,6 +44,8 @@ pub struct Limits {
     pub max_fetch_bytes: usize,
     /// Longest a Fetch may wait for data.
     pub max_wait: Duration,
+    /// Sealed segments kept open (mapped) at once, over all partitions.
+    pub max_open_segments: usize,
 }
 
 impl Default for Limits {
@@ -41,12 +54,16 @@ impl Default for Limits {
             max_partitions: 1024,
             max_fetch_bytes: 16 << 20,
             max_wait: Duration::from_secs(30),
+            max_open_segments: crate::log::cache::DEFAULT_OPEN_SEGMENTS,
         }
     }
 }
 
 pub struct Topic {
     pub name: String,
+    /// Unique over the life of the data directory: a topic re-created under the same
+    /// name has a new one.
+    pub id: String,
     dir: PathBuf,
     pub partitions: Vec<Arc<Partition>>,
     config: RwLock<TopicConfig>,
@@ -80,6 +97,7 @@ impl Topic {
             .collect::<Result<_>>()?;
         Ok(TopicInfo {
             name: self.name.clone(),
+            id: self.id.clone(),
             config: self.config().to_map(),
             partitions,
         })
@@ -89,102 +107,53 @@ impl Topic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     pub name: String,
+    pub id: String,
     pub config: BTreeMap<String, String>,
     pub partitions: Vec<PartitionInfo>,
 }
 
-/// A produce request in domain terms.
-#[derive(Debug, Clone)]
-pub struct ProduceRequest {
-    pub topic: String,
-    pub partition: Option<u32>,
-    pub records: Vec<Record>,
-    /// `None`: the topic's default.
-    pub durability: Option<Durability>,
-    pub producer: Option<ProducerInfo>,
+/// A topic whose directory is there but could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnavailableTopic {
+    pub name: String,
+    pub dir: PathBuf,
+    pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Produced {
-    pub partition: u32,
-    pub base_offset: u64,
-    pub last_offset: u64,
-    pub log_append_time_ms: i64,
+#[derive(Default)]
+struct Topics {
+    live: BTreeMap<String, Arc<Topic>>,
+    unavailable: BTreeMap<String, UnavailableTopic>,
+    /// Names being created: taken, but not yet served.
+    creating: BTreeSet<String>,
 }
 
-/// A checked, encoded batch and the partition it goes to.
-pub struct Prepared {
-    partition: Arc<Partition>,
-    batch: PendingBatch,
-    fsync: bool,
-    time_ms: i64,
-}
-
-impl Prepared {
-    /// Appends the batch (to the page cache).
-    pub async fn append(self) -> Result<Appended> {
-        let info = self.partition.append(self.batch).await?;
-        let produced = Produced {
-            partition: self.partition.id,
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            log_append_time_ms: self.time_ms,
-        };
-        Ok(Appended {
-            produced,
-            sync: self.fsync.then_some(self.partition),
-        })
-    }
-}
-
-/// A batch in the log, perhaps not yet on disk.
-#[must_use = "the produce is not acknowledged until `durable` returns"]
-pub struct Appended {
-    produced: Produced,
-    sync: Option<Arc<Partition>>,
-}
-
-impl Appended {
-    /// True when the producer is still owed an fsync before the acknowledgement.
-    pub fn needs_sync(&self) -> bool {
-        self.sync.is_some()
-    }
-
-    /// Waits for the fsync that covers this batch, if the producer asked for one.
-    pub async fn durable(self) -> Result<Produced> {
-        if let Some(partition) = self.sync {
-            partition.sync_below(self.produced.last_offset + 1).await?;
+impl Topics {
+    fn check_free(&self, name: &str) -> Result<()> {
+        if let Some(broken) = self.unavailable.get(name) {
+            return Err(Error::Unavailable {
+                what: format!("topic {}", crate::error::quote(name)),
+                reason: format!(
+                    "{} ({}); delete it before creating it again",
+                    broken.reason,
+                    broken.dir.display()
+                ),
+            });
         }
-        Ok(self.produced)
-    }
-}
-
-/// The partition Kafka's default partitioner gives the request's keyed records, if it
-/// has any. A request is one batch in one partition, so keys of different partitions are
-/// refused rather than stored where a Kafka client would not look for them.
-fn keyed_partition(records: &[Record], count: u32) -> Result<Option<u32>> {
-    let mut keyed = records.iter().enumerate().filter_map(|(i, r)| {
-        r.key
-            .as_ref()
-            .map(|key| (i, partitioner::partition_for_key(key, count)))
-    });
-    let Some((first, partition)) = keyed.next() else {
-        return Ok(None);
-    };
-    match keyed.find(|&(_, p)| p != partition) {
-        None => Ok(Some(partition)),
-        Some((i, other)) => Err(Error::InvalidArgument(format!(
-            "record {first}'s key belongs in partition {partition} and record {i}'s in \
-             partition {other}; a request appends to one partition, so send them in separate \
-             requests or set the partition"
-        ))),
+        if self.live.contains_key(name) || self.creating.contains(name) {
+            return Err(Error::TopicExists {
+                topic: name.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
 pub struct Broker {
-    topics_dir: PathBuf,
+    data_dir: DataDir,
     limits: Limits,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    cache: Arc<SegmentCache>,
+    topics: RwLock<Topics>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -195,77 +164,135 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Opens every topic under `data_dir`, recovering partitions that were not closed.
+    /// Takes the data directory (refused if another server holds it) and opens every
+    /// topic in it, recovering partitions that were not closed. A topic or partition
+    /// that cannot be opened is logged and reported unavailable; the rest serve.
     pub fn open(data_dir: &Path, limits: Limits) -> Result<Broker> {
-        let topics_dir = data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
-        let mut topics = BTreeMap::new();
+        let data_dir = DataDir::open(data_dir)?;
+        data_dir.remove_deleted_leftovers();
+        let cache = SegmentCache::new(limits.max_open_segments);
+        let topics_dir = data_dir.topics();
+        let mut topics = Topics::default();
         for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {
             let dir = entry.at(&topics_dir)?.path();
-            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            let file_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let TopicDirName::Live { name, .. } = parse_topic_dir(&file_name) else {
                 continue;
             };
             if !dir.join(topic::METADATA_FILE).exists() {
-                // A create or delete that a crash interrupted: the metadata file is
-                // written last on create and removed first on delete.
+                // A create that a crash interrupted: the metadata file is written last.
                 tracing::warn!(dir = %dir.display(), "removing topic directory without topic.json");
-                std::fs::remove_dir_all(&dir).at(&dir)?;
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), %err, "could not remove it");
+                }
                 continue;
             }
-            let meta = TopicMetadata::read(&dir)?;
-            topics.insert(name.clone(), Arc::new(Self::open_topic(&name, &dir, meta)?));
+            match Self::open_topic(&dir, &cache) {
+                Ok(topic) => {
+                    topics.live.insert(topic.name.clone(), Arc::new(topic));
+                }
+                Err(err) => {
+                    tracing::error!(dir = %dir.display(), %err, "topic unavailable: it cannot be opened");
+                    let reason = err.to_string();
+                    topics
+                        .unavailable
+                        .insert(name.clone(), UnavailableTopic { name, dir, reason });
+                }
+            }
         }
-        tracing::info!(topics = topics.len(), dir = %data_dir.display(), "broker opened");
+        tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
         let (shutdown, _) = watch::channel(false);
         Ok(Broker {
-            topics_dir,
+            data_dir,
             limits,
+            cache,
             topics: RwLock::new(topics),
             shutdown,
         })
     }
 
-    fn open_topic(name: &str, dir: &Path, meta: TopicMetadata) -> Result<Topic> {
+    /// Opens the topic in `dir` from its `topic.json`, giving it an id if it was made
+    /// before topics had ids.
+    fn open_topic(dir: &Path, cache: &Arc<SegmentCache>) -> Result<Topic> {
+        let mut meta = TopicMetadata::read(dir)?;
+        if meta.id.is_empty() {
+            meta.id = new_topic_id();
+            meta.write(dir)?;
+        }
+        Ok(Self::topic_from(dir, meta, cache))
+    }
+
+    fn topic_from(dir: &Path, meta: TopicMetadata, cache: &Arc<SegmentCache>) -> Topic {
         let partitions = (0..meta.partitions)
             .map(|id| {
-                Partition::open(
-                    name,
+                let log_dir = dir.join(id.to_string());
+                Arc::new(Partition::open(
+                    &meta.name,
                     id,
-                    &dir.join(id.to_string()),
+                    &log_dir,
                     meta.config.log_config(),
-                )
-                .map(Arc::new)
+                    cache,
+                ))
             })
-            .collect::<Result<_>>()?;
-        Ok(Topic {
-            name: name.to_string(),
+            .collect();
+        Topic {
+            name: meta.name,
+            id: meta.id,
             dir: dir.to_path_buf(),
             partitions,
             config: RwLock::new(meta.config),
             round_robin: AtomicU32::new(0),
-        })
+        }
+    }
+
+    fn read_topics(&self) -> RwLockReadGuard<'_, Topics> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_topics(&self) -> RwLockWriteGuard<'_, Topics> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// The cache of open sealed segments, shared by every partition.
+    pub fn segment_cache(&self) -> &Arc<SegmentCache> {
+        &self.cache
+    }
+
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TopicNotFound {
+        let topics = self.read_topics();
+        if let Some(topic) = topics.live.get(name) {
+            return Ok(Arc::clone(topic));
+        }
+        match topics.unavailable.get(name) {
+            Some(broken) => Err(Error::Unavailable {
+                what: format!("topic {}", crate::error::quote(name)),
+                reason: format!(
+                    "{} ({}); fix or delete it",
+                    broken.reason,
+                    broken.dir.display()
+                ),
+            }),
+            None => Err(Error::TopicNotFound {
                 topic: name.to_string(),
-            })
+            }),
+        }
     }
 
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         self.topic(topic)?.partition(partition).cloned()
     }
 
-    pub fn create_topic(
-        &self,
+    /// Creates a topic. The files are made on a blocking thread while only the name is
+    /// reserved in the topics map, so produces and fetches of other topics go on.
+    pub async fn create_topic(
+        self: &Arc<Self>,
         name: &str,
         partitions: u32,
         config: &BTreeMap<String, String>,
@@ -281,78 +308,126 @@ impl Broker {
         }
         let mut topic_config = TopicConfig::default();
         topic_config.apply(config)?;
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        if topics.contains_key(name) {
-            return Err(Error::TopicExists {
-                topic: name.to_string(),
-            });
+        {
+            let mut topics = self.write_topics();
+            topics.check_free(name)?;
+            topics.creating.insert(name.to_string());
         }
-        let dir = self.topics_dir.join(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).at(&dir)?; // left by an interrupted create
-        }
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        let me = Arc::clone(self);
         let meta = TopicMetadata {
+            name: name.to_string(),
+            id: new_topic_id(),
             partitions,
             config: topic_config,
         };
-        let topic = Self::open_topic(name, &dir, meta.clone())?;
-        meta.write(&dir)?; // last: its presence is what makes the topic exist
-        sync_dir(&self.topics_dir)?;
+        let created = tokio::task::spawn_blocking(move || me.create_files(meta))
+            .await
+            .expect("create task does not panic");
+        let mut topics = self.write_topics();
+        topics.creating.remove(name);
+        let topic = created?;
         let info = topic.describe()?;
-        topics.insert(name.to_string(), Arc::new(topic));
-        tracing::info!(topic = name, partitions, "topic created");
+        topics.live.insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, id = %info.id, partitions, "topic created");
         Ok(info)
     }
 
-    /// Removes the topic and its files. Readers still holding data keep it (the files are
-    /// unlinked, not shrunk); new requests get NOT_FOUND at once.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
+    fn create_files(&self, meta: TopicMetadata) -> Result<Topic> {
+        let dir = self.data_dir.topic_dir(&meta.name, &meta.id);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let topic = Self::topic_from(&dir, meta.clone(), &self.cache);
+        let opened = topic
+            .partitions
+            .iter()
+            .try_for_each(|p| p.offsets().map(drop));
+        let written = opened
+            .and_then(|()| meta.write(&dir)) // last: its presence is what makes the topic exist
+            .and_then(|()| sync_dir(&self.data_dir.topics()));
+        if let Err(err) = written {
+            drop(topic);
+            let _ = std::fs::remove_dir_all(&dir); // and the next start removes what is left
+            return Err(err);
+        }
+        Ok(topic)
+    }
+
+    /// Deletes a topic. New requests get NOT_FOUND at once; so do requests waiting on it
+    /// (long polls, subscriptions) and produces not yet appended; its files are closed
+    /// and removed. Readers still holding bytes of it keep them (files are unlinked, not
+    /// shrunk).
+    pub async fn delete_topic(self: &Arc<Self>, name: &str) -> Result<()> {
         self.check_running()?;
-        let topic = {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            topics.remove(name).ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })?
+        let (topic, broken) = {
+            let mut topics = self.write_topics();
+            match topics.live.remove(name) {
+                Some(topic) => (Some(topic), None),
+                None => match topics.unavailable.remove(name) {
+                    Some(broken) => (None, Some(broken)),
+                    None => {
+                        return Err(Error::TopicNotFound {
+                            topic: name.to_string(),
+                        })
+                    }
+                },
+            }
         };
-        let meta = topic.dir.join(topic::METADATA_FILE);
-        std::fs::remove_file(&meta).at(&meta)?; // first: a crash from here on completes the delete
-        sync_dir(&topic.dir)?;
-        std::fs::remove_dir_all(&topic.dir).at(&topic.dir)?;
-        sync_dir(&self.topics_dir)?;
+        let dir = match (&topic, &broken) {
+            (Some(topic), _) => topic.dir.clone(),
+            (None, Some(broken)) => broken.dir.clone(),
+            (None, None) => unreachable!("one of them was removed"),
+        };
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            for partition in topic.iter().flat_map(|t| &t.partitions) {
+                partition.mark_deleted();
+            }
+            me.data_dir.remove_topic_dir(&dir)
+        })
+        .await
+        .expect("delete task does not panic")?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
 
-    pub fn list_topics(&self) -> Vec<String> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+    /// Names of the topics being served, and the topics that could not be opened.
+    pub fn list_topics(&self) -> (Vec<String>, Vec<UnavailableTopic>) {
+        let topics = self.read_topics();
+        (
+            topics.live.keys().cloned().collect(),
+            topics.unavailable.values().cloned().collect(),
+        )
     }
 
-    pub fn alter_topic_config(
-        &self,
+    pub async fn alter_topic_config(
+        self: &Arc<Self>,
         name: &str,
-        changes: &BTreeMap<String, String>,
+        changes: BTreeMap<String, String>,
     ) -> Result<TopicInfo> {
         let topic = self.topic(name)?;
-        let mut config = topic.config.write().unwrap_or_else(|e| e.into_inner());
-        let mut updated = config.clone();
-        updated.apply(changes)?;
-        TopicMetadata {
-            partitions: topic.partitions.len() as u32,
-            config: updated.clone(),
-        }
-        .write(&topic.dir)?;
-        for partition in &topic.partitions {
-            partition.reconfigure(updated.log_config())?;
-        }
-        *config = updated;
-        drop(config);
-        topic.describe()
+        tokio::task::spawn_blocking(move || {
+            let mut config = topic.config.write().unwrap_or_else(|e| e.into_inner());
+            let mut updated = config.clone();
+            updated.apply(&changes)?;
+            TopicMetadata {
+                name: topic.name.clone(),
+                id: topic.id.clone(),
+                partitions: topic.partitions.len() as u32,
+                config: updated.clone(),
+            }
+            .write(&topic.dir)?;
+            for partition in &topic.partitions {
+                match partition.reconfigure(updated.log_config()) {
+                    Err(Error::InPartition { source, .. })
+                        if matches!(*source, Error::Unavailable { .. }) => {}
+                    other => other?,
+                }
+            }
+            *config = updated;
+            drop(config);
+            topic.describe()
+        })
+        .await
+        .expect("alter task does not panic")
     }
 
     /// Validates the records, picks the partition, appends them as one batch and returns
@@ -368,69 +443,9 @@ impl Broker {
         self.prepare(request)?.append().await
     }
 
-    /// Checks a request and encodes its batch, without touching the log: CPU work that a
-    /// stream does for the next request while the previous one is being appended.
-    pub fn prepare(&self, request: ProduceRequest) -> Result<Prepared> {
-        self.check_running()?;
-        let topic = self.topic(&request.topic)?;
-        let config = topic.config();
-        let count = topic.partitions.len() as u32;
-        if request.records.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a produce request needs at least one record".into(),
-            ));
-        }
-        let partition = match request.partition {
-            Some(p) => topic.partition(p)?.id,
-            None => keyed_partition(&request.records, count)?
-                .unwrap_or_else(|| topic.round_robin.fetch_add(1, Ordering::Relaxed) % count),
-        };
-        let now = now_ms();
-        let mut builder = BatchBuilder::for_records(&request.records)
-            .producer(request.producer.unwrap_or(NO_PRODUCER));
-        for (i, record) in request.records.iter().enumerate() {
-            let record_bytes = record.key.as_ref().map_or(0, |k| k.len())
-                + record.value.len()
-                + record
-                    .headers
-                    .iter()
-                    .map(|h| h.name.len() + h.value.len())
-                    .sum::<usize>();
-            if record_bytes as u64 > config.max_message_bytes {
-                return Err(Error::TooLarge {
-                    what: "record",
-                    size: record_bytes as u64,
-                    limit: config.max_message_bytes,
-                });
-            }
-            let timestamp = if record.timestamp_ms == 0 {
-                now
-            } else {
-                record.timestamp_ms
-            };
-            // Large keys and values are referenced, not copied: they go from the request's
-            // receive buffer to the page cache in the kernel's one copy.
-            builder
-                .push_with_timestamp(record, timestamp)
-                .map_err(|e| match e {
-                    Error::InvalidArgument(msg) => {
-                        Error::InvalidArgument(format!("record {i}: {msg}"))
-                    }
-                    other => other,
-                })?;
-        }
-        let fsync = request.durability.unwrap_or(config.durability) == Durability::Fsync;
-        let target = Arc::clone(&topic.partitions[partition as usize]);
-        Ok(Prepared {
-            partition: target,
-            batch: builder.build()?,
-            fsync,
-            time_ms: now,
-        })
-    }
-
     /// Reads from `offset`; if fewer than `min_bytes` are there, waits up to `max_wait`
-    /// for the high watermark to move (woken by appends, not by polling).
+    /// for the high watermark to move (woken by appends, not by polling). A topic deleted
+    /// meanwhile ends the wait with NOT_FOUND.
     pub async fn fetch(
         &self,
         topic: &str,
@@ -444,14 +459,17 @@ impl Broker {
         let max_bytes = max_bytes.clamp(1, self.limits.max_fetch_bytes);
         let deadline = tokio::time::Instant::now() + max_wait.min(self.limits.max_wait);
         let mut moved = partition.watch(); // subscribed before reading: no lost wakeup
+        let deleted = partition.deleted();
+        tokio::pin!(deleted);
         let mut stopping = self.shutdown.subscribe();
         loop {
-            let (read, offsets) = partition.read(offset, max_bytes)?;
+            let (read, offsets) = partition.read(offset, max_bytes).await?;
             if read.size_bytes() >= min_bytes.max(1) || *stopping.borrow() {
                 return Ok((read, offsets));
             }
             tokio::select! {
                 changed = moved.changed() => if changed.is_err() { return Ok((read, offsets)) },
+                () = &mut deleted => return Err(Error::TopicNotFound { topic: topic.to_string() }),
                 _ = stopping.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok((read, offsets)),
             }
@@ -471,21 +489,28 @@ impl Broker {
     }
 
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics
+        self.read_topics()
+            .live
             .values()
             .flat_map(|t| t.partitions.iter().cloned())
             .collect()
     }
 
     /// Periodic upkeep of every partition: sync page-cache appends (bounding crash
-    /// recovery) and roll idle old segments. Runs until shutdown.
+    /// recovery), roll idle old segments, reopen logs whose fsync failed. Runs until
+    /// shutdown.
     pub async fn run_upkeep(self: Arc<Self>, every: Duration) {
+        // Waits for the value, not for a change: a shutdown begun before this task first
+        // ran would otherwise never be seen, and the server would wait for it forever.
         let mut stopping = self.shutting_down();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = stopping.changed() => return,
+                () = &mut stopped => return,
             }
             for partition in self.all_partitions() {
                 if let Err(err) = partition.maintain(now_ms()).await {
@@ -505,7 +530,7 @@ impl Broker {
     pub fn close(self) -> Result<()> {
         self.begin_shutdown();
         let topics = self.topics.into_inner().unwrap_or_else(|e| e.into_inner());
-        for topic in topics.into_values() {
+        for topic in topics.live.into_values() {
             // Requests still holding a partition (none, once the server has stopped) get
             // their data synced, but that partition is not marked clean.
             let partitions = match Arc::try_unwrap(topic) {
@@ -517,7 +542,9 @@ impl Broker {
                     Ok(partition) => partition.close()?,
                     Err(partition) => {
                         tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; synced, not marked clean");
-                        partition.sync_now()?;
+                        if let Err(err) = partition.sync_now() {
+                            tracing::error!(%err, "partition not synced at close");
+                        }
                     }
                 }
             }

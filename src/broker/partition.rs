@@ -2,76 +2,155 @@
 //! high-watermark notification that long-polling fetchers and subscribers wait on.
 //!
 //! The log sits behind a `std::sync::RwLock`, not tokio's: every critical section is
-//! short and never awaits (an append is one `pwritev`; a read builds slices of a map).
-//! Blocking work runs in `spawn_blocking`, which also makes appends cancellation-safe:
-//! if the client hangs up, the spawned append still finishes, so a dropped RPC never
-//! leaves half a batch.
+//! short and never awaits (an append is one `pwritev`; a read takes a plan of what to
+//! read, and reads the files after the lock is released). Blocking work runs in
+//! `spawn_blocking`, which also makes appends cancellation-safe: if the client hangs up,
+//! the spawned append still finishes, so a dropped RPC never leaves half a batch.
+//!
+//! A partition is in one of three states (`Slot`): open; unavailable (its files could not
+//! be opened, or reopening them after a failed fsync failed), which is reported to every
+//! request while the rest of the server serves; or deleted with its topic, which ends
+//! every waiting request at once with NOT_FOUND.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{Error, Result};
-use crate::log::{AppendInfo, Log, LogConfig, PendingBatch, ReadBatches};
+use crate::log::{AppendInfo, Log, LogConfig, PendingBatch, ReadBatches, SegmentCache};
 
 /// Batches up to this size are appended on the calling task (see `Partition::append`).
 const INLINE_APPEND_BYTES: usize = 64 << 10;
+/// Reads of the active segment up to this size run on the calling task; larger ones, and
+/// any that open or read a sealed (likely cold) segment, run on a blocking thread, so
+/// that page faults and CRC checks of megabytes never stall an async worker.
+const INLINE_READ_BYTES: usize = 1 << 20;
+
+// One per partition, and nearly always `Open`: boxing the log would add a pointer chase
+// to every append for no saving.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Open(Log),
+    /// Why the log is not open.
+    Unavailable(String),
+    /// The topic was deleted: the files are gone or going.
+    Deleted,
+}
 
 pub struct Partition {
     pub topic: String,
     pub id: u32,
-    log: RwLock<Log>,
+    dir: PathBuf,
+    log: RwLock<Slot>,
     /// The log's next offset, published after every append (and truncation).
     high_watermark: watch::Sender<u64>,
+    /// Turns true when the topic is deleted: waiting requests end at once.
+    deleted: watch::Sender<bool>,
     /// Held by the one task running an fsync; the others wait, then usually find their
     /// batch covered by it. This is the group commit.
     flush_lock: Mutex<()>,
+    /// A sync of segments sealed by a roll is scheduled and has not started yet.
+    roll_sync_pending: AtomicBool,
 }
 
 impl Partition {
-    pub fn open(topic: &str, id: u32, dir: &Path, config: LogConfig) -> Result<Partition> {
-        let (log, report) = Log::open(dir, config).map_err(|e| Self::wrap(topic, id, e))?;
-        if !report.clean && !report.created {
-            tracing::info!(
-                topic,
-                partition = id,
-                scanned_bytes = report.scanned_bytes,
-                truncated = report.truncated.len(),
-                "partition recovered"
-            );
-        }
-        let (high_watermark, _) = watch::channel(log.next_offset());
-        Ok(Partition {
+    /// Opens the partition's log. A log that cannot be opened leaves the partition
+    /// unavailable (logged with its path and why), not the server down.
+    pub fn open(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        config: LogConfig,
+        cache: &Arc<SegmentCache>,
+    ) -> Partition {
+        let (slot, next) = match Log::open_in(dir, config, cache) {
+            Ok((log, report)) => {
+                if !report.clean && !report.created {
+                    tracing::info!(
+                        topic,
+                        partition = id,
+                        scanned_bytes = report.scanned_bytes,
+                        truncated = report.truncated.len(),
+                        "partition recovered"
+                    );
+                }
+                let next = log.next_offset();
+                (Slot::Open(log), next)
+            }
+            Err(err) => {
+                tracing::error!(topic, partition = id, dir = %dir.display(), %err, "partition unavailable: its log cannot be opened");
+                (Slot::Unavailable(err.to_string()), 0)
+            }
+        };
+        Partition {
             topic: topic.to_string(),
             id,
-            log: RwLock::new(log),
-            high_watermark,
+            dir: dir.to_path_buf(),
+            log: RwLock::new(slot),
+            high_watermark: watch::channel(next).0,
+            deleted: watch::channel(false).0,
             flush_lock: Mutex::new(()),
-        })
-    }
-
-    fn wrap(topic: &str, partition: u32, source: Error) -> Error {
-        Error::InPartition {
-            topic: topic.to_string(),
-            partition,
-            source: Box::new(source),
+            roll_sync_pending: AtomicBool::new(false),
         }
     }
 
     fn context(&self, source: Error) -> Error {
-        Self::wrap(&self.topic, self.id, source)
+        Error::InPartition {
+            topic: self.topic.clone(),
+            partition: self.id,
+            source: Box::new(source),
+        }
+    }
+
+    /// The error for a request that finds no open log.
+    fn not_open(&self, slot: &Slot) -> Error {
+        match slot {
+            Slot::Deleted => Error::TopicNotFound {
+                topic: self.topic.clone(),
+            },
+            Slot::Unavailable(reason) => Error::Unavailable {
+                what: format!(
+                    "topic {} partition {} ({})",
+                    crate::error::quote(&self.topic),
+                    self.id,
+                    self.dir.display()
+                ),
+                reason: reason.clone(),
+            },
+            Slot::Open(_) => unreachable!("only called for a log that is not open"),
+        }
     }
 
     // A panic while holding the lock cannot leave the log half-updated in a way later
     // calls would trust (every mutation validates before it changes state), so a
     // poisoned lock is used as is rather than failing every later request.
-    pub fn read_log(&self) -> RwLockReadGuard<'_, Log> {
+    fn read_slot(&self) -> RwLockReadGuard<'_, Slot> {
         self.log.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_log(&self) -> RwLockWriteGuard<'_, Log> {
+    fn write_slot(&self) -> RwLockWriteGuard<'_, Slot> {
         self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the open log, under the read lock.
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
+        match &*self.read_slot() {
+            Slot::Open(log) => f(log).map_err(|e| self.context(e)),
+            other => Err(self.not_open(other)),
+        }
+    }
+
+    fn with_log_mut<T>(&self, f: impl FnOnce(&mut Log) -> Result<T>) -> Result<T> {
+        Self::on_slot(self, &mut self.write_slot(), f)
+    }
+
+    fn on_slot<T>(&self, slot: &mut Slot, f: impl FnOnce(&mut Log) -> Result<T>) -> Result<T> {
+        match slot {
+            Slot::Open(log) => f(log).map_err(|e| self.context(e)),
+            other => Err(self.not_open(other)),
+        }
     }
 
     /// Appends a batch to the page cache; `sync_below` makes it durable.
@@ -82,44 +161,85 @@ impl Partition {
     /// to a blocking thread, so a slow copy into the page cache does not stall the
     /// other requests this worker serves. Either way the append is one uninterruptible
     /// call: a caller that goes away cannot leave half a batch. The inline path takes the
-    /// lock only if it is free at once: a reader may hold it for long (opening a sealed
-    /// segment whose index must be rebuilt), and a worker thread must not wait for that.
+    /// lock only if it is free at once, so a worker thread never waits for it.
     pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<AppendInfo> {
+        let mut appended = None;
         if batch.len_bytes() <= INLINE_APPEND_BYTES {
             let free = match self.log.try_write() {
-                Ok(log) => Some(log),
+                Ok(slot) => Some(slot),
                 Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
                 Err(TryLockError::WouldBlock) => None,
             };
-            if let Some(mut log) = free {
-                return self.append_locked(&mut log, &mut batch);
+            if let Some(mut slot) = free {
+                appended = Some(self.append_locked(&mut slot, &mut batch));
             }
         }
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.append_locked(&mut me.write_log(), &mut batch))
-            .await
-            .expect("append task does not panic")
-    }
-
-    fn append_locked(&self, log: &mut Log, batch: &mut PendingBatch) -> Result<AppendInfo> {
-        let info = log.append(batch).map_err(|e| self.context(e))?;
-        self.high_watermark.send_replace(log.next_offset());
+        let info = match appended {
+            Some(result) => result?,
+            None => {
+                let me = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    me.append_locked(&mut me.write_slot(), &mut batch)
+                })
+                .await
+                .expect("append task does not panic")?
+            }
+        };
+        if info.rolled {
+            self.sync_sealed_soon();
+        }
         Ok(info)
     }
 
+    fn append_locked(&self, slot: &mut Slot, batch: &mut PendingBatch) -> Result<AppendInfo> {
+        self.on_slot(slot, |log| {
+            let info = log.append(batch)?;
+            self.high_watermark.send_replace(log.next_offset());
+            Ok(info)
+        })
+    }
+
+    /// A roll leaves the sealed segment's files open until a flush syncs them. Syncing
+    /// them soon, in the background, keeps the descriptors held by sealed segments to a
+    /// few however fast small segments roll (page-cache produces would otherwise keep
+    /// every one open until the next upkeep: thousands). One such sync at a time: it
+    /// covers every roll before it starts.
+    fn sync_sealed_soon(self: &Arc<Self>) {
+        if self.roll_sync_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let upto = *me.high_watermark.borrow();
+            me.roll_sync_pending.store(false, Ordering::Release);
+            if let Err(err) = me.sync_below(upto).await {
+                tracing::warn!(topic = %me.topic, partition = me.id, %err, "sync of sealed segments failed");
+            }
+        });
+    }
+
     /// Returns once every offset below `offset` is on disk, sharing the fsync with every
-    /// other append waiting for the same.
+    /// other append waiting for the same. After a failed fsync no later one is trusted:
+    /// every waiter gets the error, not the next fsync's success.
     pub async fn sync_below(self: &Arc<Self>, offset: u64) -> Result<()> {
         let checkpoint = {
             let _turn = self.flush_lock.lock().await;
-            if self.read_log().flushed_offset() >= offset {
+            let job = self.with_log_mut(|log| {
+                if let Some(reason) = log.sync_failure() {
+                    return Err(Error::SyncFailed {
+                        dir: log.dir().to_path_buf(),
+                        reason: reason.to_string(),
+                    });
+                }
+                Ok((log.flushed_offset() < offset).then(|| log.begin_flush()))
+            })?;
+            let Some(job) = job else {
                 return Ok(()); // the flush of whoever held the lock before covered us
-            }
-            let job = self.write_log().begin_flush();
+            };
             let me = Arc::clone(self);
             tokio::task::spawn_blocking(move || {
                 job.run().map_err(|e| me.context(e))?;
-                me.write_log().finish_flush(job).map_err(|e| me.context(e))
+                me.with_log_mut(|log| log.finish_flush(job))
             })
             .await
             .expect("flush task does not panic")?
@@ -136,7 +256,7 @@ impl Partition {
             let me = Arc::clone(self);
             let written = tokio::task::spawn_blocking(move || {
                 job.run()?;
-                me.write_log().finish_checkpoint(job)
+                me.with_log_mut(|log| log.finish_checkpoint(job))
             })
             .await
             .expect("checkpoint task does not panic");
@@ -147,17 +267,27 @@ impl Partition {
         Ok(())
     }
 
-    /// Whole batches from `offset`, up to about `max_bytes`.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<(ReadBatches, Offsets)> {
-        let log = self.read_log();
-        let read = log.read(offset, max_bytes).map_err(|e| self.context(e))?;
-        Ok((
-            read,
-            Offsets {
-                log_start: log.log_start_offset(),
-                high_watermark: log.next_offset(),
-            },
-        ))
+    /// Whole batches from `offset`, up to about `max_bytes`, and the partition's bounds.
+    /// The files are read after the lock is released, on a blocking thread when the read
+    /// may wait for the disk.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<(ReadBatches, Offsets)> {
+        let (plan, offsets) =
+            self.with_log(|log| Ok((log.read_plan(offset, max_bytes)?, Self::bounds(log))))?;
+        let read = if plan.touches_sealed() || max_bytes > INLINE_READ_BYTES {
+            tokio::task::spawn_blocking(move || plan.run())
+                .await
+                .expect("read task does not panic")
+        } else {
+            plan.run()
+        };
+        Ok((read.map_err(|e| self.context(e))?, offsets))
+    }
+
+    fn bounds(log: &Log) -> Offsets {
+        Offsets {
+            log_start: log.log_start_offset(),
+            high_watermark: log.next_offset(),
+        }
     }
 
     /// A receiver that wakes when the high watermark moves.
@@ -165,61 +295,129 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
-    pub fn offsets(&self) -> Offsets {
-        let log = self.read_log();
-        Offsets {
-            log_start: log.log_start_offset(),
-            high_watermark: log.next_offset(),
+    /// Resolves when the topic is deleted (at once if it already is).
+    pub fn deleted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut deleted = self.deleted.subscribe();
+        async move {
+            let _ = deleted.wait_for(|d| *d).await;
         }
     }
 
-    /// The first offset with a timestamp at or after `ts`, if any.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
-        self.read_log()
-            .offset_for_timestamp(ts)
-            .map_err(|e| self.context(e))
+    pub fn offsets(&self) -> Result<Offsets> {
+        self.with_log(|log| Ok(Self::bounds(log)))
+    }
+
+    /// The first record with a timestamp at or after `ts`: its offset and timestamp.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        let plan = self.with_log(|log| log.timestamp_plan(ts))?;
+        let found = if plan.touches_sealed() {
+            tokio::task::spawn_blocking(move || plan.run())
+                .await
+                .expect("lookup task does not panic")
+        } else {
+            plan.run()
+        };
+        found.map_err(|e| self.context(e))
     }
 
     /// Background upkeep: sync what page-cache appends left unsynced (which also bounds
-    /// crash recovery) and roll a segment that has grown old without appends.
+    /// crash recovery) and roll a segment that has grown old without appends. A log
+    /// whose fsync failed is reopened from disk here.
     pub async fn maintain(self: &Arc<Self>, now_ms: i64) -> Result<()> {
-        let next = {
-            let mut log = self.write_log();
-            log.roll_if_aged(now_ms).map_err(|e| self.context(e))?;
-            (!log.is_flushed()).then(|| log.next_offset())
+        let failed = match &*self.read_slot() {
+            Slot::Open(log) => log.sync_failure().is_some(),
+            _ => return Ok(()),
         };
+        if failed {
+            return self.reopen().await;
+        }
+        // A segment sealed here has its files synced below with the rest.
+        let next = self.with_log_mut(|log| {
+            log.roll_if_aged(now_ms)?;
+            Ok((!log.is_flushed()).then(|| log.next_offset()))
+        })?;
         if let Some(next) = next {
             self.sync_below(next).await?;
         }
         Ok(())
     }
 
+    /// Drops the log as a crash would and opens it again from disk (after a failed
+    /// fsync: see `Log::reopen`). Holds the flush lock throughout, so no group commit
+    /// runs on the old log meanwhile.
+    async fn reopen(self: &Arc<Self>) -> Result<()> {
+        let _turn = self.flush_lock.lock().await;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut slot = me.write_slot();
+            let Slot::Open(_) = &*slot else {
+                return Ok(());
+            };
+            let Slot::Open(log) = std::mem::replace(&mut *slot, Slot::Deleted) else {
+                unreachable!("checked above")
+            };
+            match log.reopen() {
+                Ok((log, report)) => {
+                    tracing::warn!(topic = %me.topic, partition = me.id, scanned_bytes = report.scanned_bytes, truncated = report.truncated.len(), "partition reopened and recovered from disk after a failed fsync");
+                    me.high_watermark.send_replace(log.next_offset());
+                    *slot = Slot::Open(log);
+                    Ok(())
+                }
+                Err(err) => {
+                    tracing::error!(topic = %me.topic, partition = me.id, %err, "partition could not be reopened after a failed fsync");
+                    *slot = Slot::Unavailable(format!("reopening after a failed fsync: {err}"));
+                    Err(me.context(err))
+                }
+            }
+        })
+        .await
+        .expect("reopen task does not panic")
+    }
+
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
-        self.write_log()
-            .reconfigure(config)
-            .map_err(|e| self.context(e))
+        self.with_log_mut(|log| log.reconfigure(config))
+    }
+
+    /// Fences the partition of a deleted topic: every later request and every waiting
+    /// one gets NOT_FOUND, and the log's files and maps are released at once (readers
+    /// that hold bytes of them keep those).
+    pub fn mark_deleted(&self) {
+        *self.write_slot() = Slot::Deleted;
+        self.deleted.send_replace(true);
     }
 
     /// Syncs everything appended, holding the lock (for shutdown only).
     pub fn sync_now(&self) -> Result<()> {
-        self.write_log().flush().map_err(|e| self.context(e))
+        self.with_log_mut(|log| log.flush())
     }
 
     /// Syncs and closes the log so the next open scans nothing.
     pub fn close(self) -> Result<()> {
-        let log = self.log.into_inner().unwrap_or_else(|e| e.into_inner());
-        log.close().map_err(|e| Self::wrap(&self.topic, self.id, e))
+        match self.log.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Open(log) => log.close().map_err(|e| Error::InPartition {
+                topic: self.topic.clone(),
+                partition: self.id,
+                source: Box::new(e),
+            }),
+            Slot::Unavailable(_) | Slot::Deleted => Ok(()),
+        }
     }
 
     pub fn describe(&self) -> Result<PartitionInfo> {
-        let log = self.read_log();
-        Ok(PartitionInfo {
-            partition: self.id,
-            log_start_offset: log.log_start_offset(),
-            high_watermark: log.next_offset(),
-            size_bytes: log.size_bytes().map_err(|e| self.context(e))?,
-            segment_count: log.segment_count() as u32,
+        self.with_log(|log| {
+            Ok(PartitionInfo {
+                partition: self.id,
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.next_offset(),
+                size_bytes: log.size_bytes()?,
+                segment_count: log.segment_count() as u32,
+            })
         })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -237,4 +435,66 @@ pub struct PartitionInfo {
     pub high_watermark: u64,
     pub size_bytes: u64,
     pub segment_count: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::TopicConfig;
+    use crate::log::files::failpoint;
+    use crate::log::{BatchBuilder, Record};
+
+    fn batch(value: &str) -> PendingBatch {
+        let mut builder = BatchBuilder::default();
+        let record = Record {
+            value: Bytes::from(value.to_string()),
+            timestamp_ms: 1,
+            ..Record::default()
+        };
+        builder.push(&record).unwrap();
+        builder.build().unwrap()
+    }
+
+    fn is_sync_failure(result: &Result<()>) -> bool {
+        matches!(result, Err(Error::InPartition { source, .. }) if matches!(**source, Error::SyncFailed { .. }))
+            || matches!(result, Err(Error::Io { .. }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_is_never_followed_by_an_acknowledgement_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SegmentCache::new(8);
+        let config = TopicConfig::default().log_config();
+        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+        let first = p.append(batch("synced")).await.unwrap();
+        p.sync_below(first.last_offset + 1).await.unwrap();
+
+        failpoint::fail_next_sync_under(dir.path());
+        let a = p.append(batch("a")).await.unwrap();
+        let b = p.append(batch("b")).await.unwrap();
+        // Both wait for an fsync; the first one fails. The second waiter must not start
+        // a new fsync, which Linux may report as a success for pages it dropped.
+        let (ra, rb) = tokio::join!(
+            p.sync_below(a.last_offset + 1),
+            p.sync_below(b.last_offset + 1)
+        );
+        assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+        assert!(is_sync_failure(&rb), "{rb:?}");
+        let refused = p.append(batch("c")).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("fsync") && refused.contains("refuses writes"),
+            "{refused}"
+        );
+        assert!(p.sync_below(b.last_offset + 1).await.is_err());
+
+        // The upkeep reopens it from disk; writes then work again.
+        p.maintain(0).await.unwrap();
+        let c = p.append(batch("c")).await.unwrap();
+        p.sync_below(c.last_offset + 1).await.unwrap();
+        assert_eq!(p.offsets().unwrap().high_watermark, c.last_offset + 1);
+        let (read, _) = p.read(0, 1 << 20).await.unwrap();
+        assert_eq!(read.next_offset, c.last_offset + 1, "nothing lost here");
+    }
 }

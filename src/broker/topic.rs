@@ -41,21 +41,29 @@ pub enum Durability {
 
 /// Per-topic settings. Keys in the API and in `topic.json` are as in `KEYS`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TopicConfig {
     pub durability: Durability,
     pub segment_bytes: u64,
     pub segment_ms: u64,
-    /// Largest record accepted: key + value + header names and values.
+    /// Largest record accepted: key + value + headers (names, values and their framing).
     pub max_message_bytes: u64,
+    /// How far past the server's clock a record's timestamp may be.
+    pub message_timestamp_after_max_ms: u64,
 }
 
 /// Configuration keys, as the API and `strom topic` name them.
-pub const KEYS: [&str; 4] = [
+pub const KEYS: [&str; 5] = [
     "durability",
     "segment.bytes",
     "segment.ms",
     "max.message.bytes",
+    "message.timestamp.after.max.ms",
 ];
+
+/// Smallest `segment.bytes`, as Kafka 4.0: every segment costs descriptors and maps
+/// while it is written and read, and tiny segments multiply them.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -65,52 +73,59 @@ impl Default for TopicConfig {
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_age.as_millis() as u64,
             max_message_bytes: 1 << 20,
+            // An hour, as Kafka 3.6+: a producer clock far in the future would otherwise
+            // make a segment look young, and keep it from expiring, for as long.
+            message_timestamp_after_max_ms: 3_600_000,
         }
     }
 }
 
 impl TopicConfig {
-    /// Applies `key = value` pairs, refusing unknown keys and bad values.
+    /// Applies `key = value` pairs, refusing unknown keys and bad values. Nothing
+    /// changes unless every pair is good.
     pub fn apply(&mut self, changes: &BTreeMap<String, String>) -> Result<()> {
+        let mut next = self.clone();
         for (key, value) in changes {
-            let number = || {
-                value.parse::<u64>().map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "config {key} = {value:?} is not a whole number"
-                    ))
-                })
+            let bad = |accepted: String| {
+                Error::InvalidArgument(format!(
+                    "config {key} = {:?}: {accepted}",
+                    crate::error::quote(value)
+                ))
             };
+            let number = |min: u64, max: u64| {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| bad(format!("use a whole number from {min} to {max}")))
+            };
+            let max_segment = crate::log::config::MAX_SEGMENT_BYTES;
             match key.as_str() {
                 "durability" => {
-                    self.durability = match value.as_str() {
+                    next.durability = match value.as_str() {
                         "fsync" => Durability::Fsync,
                         "page_cache" => Durability::PageCache,
-                        _ => {
-                            return Err(Error::InvalidArgument(format!(
-                                "config durability = {value:?}: use \"fsync\" or \"page_cache\""
-                            )))
-                        }
+                        _ => return Err(bad("use \"fsync\" or \"page_cache\"".into())),
                     }
                 }
-                "segment.bytes" => self.segment_bytes = number()?,
-                "segment.ms" => self.segment_ms = number()?,
-                "max.message.bytes" => self.max_message_bytes = number()?,
+                "segment.bytes" => next.segment_bytes = number(MIN_SEGMENT_BYTES, max_segment)?,
+                "segment.ms" => next.segment_ms = number(1, i64::MAX as u64)?,
+                "max.message.bytes" => {
+                    next.max_message_bytes = number(1, LogConfig::default().max_batch_bytes - 1024)?
+                }
+                "message.timestamp.after.max.ms" => {
+                    next.message_timestamp_after_max_ms = number(0, i64::MAX as u64)?
+                }
                 _ => {
                     return Err(Error::InvalidArgument(format!(
-                        "unknown config key {key:?}; known keys: {}",
+                        "unknown config key {}; known keys: {}",
+                        crate::error::quote(key),
                         KEYS.join(", ")
                     )))
                 }
             }
         }
-        self.log_config().validate()?;
-        if self.max_message_bytes == 0 || self.max_message_bytes > self.log_config().max_batch_bytes
-        {
-            return Err(Error::InvalidArgument(format!(
-                "max.message.bytes must be between 1 and {}",
-                self.log_config().max_batch_bytes
-            )));
-        }
+        *self = next;
         Ok(())
     }
 
@@ -125,6 +140,10 @@ impl TopicConfig {
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", self.segment_ms.to_string()),
             ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.after.max.ms",
+                self.message_timestamp_after_max_ms.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -146,19 +165,43 @@ impl TopicConfig {
 /// What `topic.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicMetadata {
+    /// Empty in files written before topics had names and ids in them.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub id: String,
     pub partitions: u32,
     pub config: TopicConfig,
 }
 
 impl TopicMetadata {
+    /// Reads and checks `topic.json`: a name that is not a valid topic name, a partition
+    /// count of zero, or config values out of range are corruption, not a topic.
     pub fn read(dir: &Path) -> Result<TopicMetadata> {
         let path = dir.join(METADATA_FILE);
         let bytes = std::fs::read(&path).at(&path)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Corruption {
-            path,
-            position: e.column() as u64,
-            reason: e.to_string(),
-        })
+        let corrupt = |reason: String| Error::Corruption {
+            path: path.clone(),
+            position: 0,
+            reason,
+        };
+        let mut meta: TopicMetadata =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if meta.name.is_empty() {
+            // Written before topic.json named its topic: the directory did.
+            meta.name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        validate_name(&meta.name).map_err(|e| corrupt(e.to_string()))?;
+        if meta.partitions == 0 {
+            return Err(corrupt("a topic has at least one partition".into()));
+        }
+        TopicConfig::default()
+            .apply(&meta.config.to_map())
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(meta)
     }
 
     /// Replaces the file atomically (write, sync, rename).
@@ -204,8 +247,22 @@ mod tests {
         let mut again = TopicConfig::default();
         again.apply(&config.to_map()).unwrap();
         assert_eq!(again, config);
+        let before = TopicConfig::default();
+        let mut partly = before.clone();
+        let half_bad: BTreeMap<String, String> =
+            [("durability", "page_cache"), ("segment.bytes", "ten")]
+                .map(|(k, v)| (k.into(), v.into()))
+                .into();
+        let err = partly.apply(&half_bad).unwrap_err().to_string();
+        assert!(
+            err.contains("segment.bytes"),
+            "names the key users type: {err}"
+        );
+        assert_eq!(partly, before, "nothing half-applied");
         for (k, v) in [
             ("segment.bytes", "12"),
+            ("segment.bytes", "1048575"),
+            ("message.timestamp.after.max.ms", "-5"),
             ("durability", "maybe"),
             ("nope", "1"),
             ("segment.ms", "-1"),

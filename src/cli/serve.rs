@@ -46,7 +46,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     init_tracing(&config)?;
     raise_open_file_limit();
-    let broker = Broker::open(&config.data_dir, config.limits()).map_err(|e| e.to_string())?;
+    // The port first: a port in use is found before the data directory is touched (and
+    // before its recovery, which may take a while, is run for nothing).
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -54,7 +55,17 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the address of {}: {e}", config.listen))?;
-    tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), "strom is ready");
+    let data_dir = config.data_dir.clone();
+    let limits = config.limits();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
+        .await
+        .map_err(|e| format!("opening the data directory failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    // Plainly, in the message itself: what a person (or a script) looks for.
+    tracing::info!(
+        "strom is ready: serving gRPC on {bound}, data in {}",
+        config.data_dir.display()
+    );
     crate::server::serve(listener, broker, config.serve_options(), shutdown_signal())
         .await
         .map_err(|e| e.to_string())

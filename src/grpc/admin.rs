@@ -22,6 +22,7 @@ impl AdminService {
 fn description(info: TopicInfo) -> pb::TopicDescription {
     pb::TopicDescription {
         name: info.name,
+        id: info.id,
         config: info.config.into_iter().collect(),
         partitions: info
             .partitions
@@ -51,6 +52,7 @@ impl Admin for AdminService {
         let info = self
             .broker
             .create_topic(&r.name, r.partitions, &sorted(r.config))
+            .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateTopicResponse {
             topic: Some(description(info)),
@@ -63,6 +65,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         self.broker
             .delete_topic(&request.into_inner().name)
+            .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
@@ -71,8 +74,16 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let (names, unavailable) = self.broker.list_topics();
         Ok(Response::new(pb::ListTopicsResponse {
-            names: self.broker.list_topics(),
+            names,
+            unavailable: unavailable
+                .into_iter()
+                .map(|t| pb::UnavailableTopic {
+                    name: t.name,
+                    reason: format!("{} ({})", t.reason, t.dir.display()),
+                })
+                .collect(),
         }))
     }
 
@@ -97,7 +108,8 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let info = self
             .broker
-            .alter_topic_config(&r.name, &sorted(r.config))
+            .alter_topic_config(&r.name, sorted(r.config))
+            .await
             .map_err(status)?;
         Ok(Response::new(pb::AlterTopicConfigResponse {
             topic: Some(description(info)),

@@ -235,20 +235,21 @@ impl Log for LogService {
             .broker
             .partition(&r.topic, r.partition)
             .map_err(status)?;
-        let offsets = partition.offsets();
+        let offsets = partition.offsets().map_err(status)?;
         let mut next = match r.start {
             Some(pb::subscribe_request::Start::Offset(o)) => o,
             Some(pb::subscribe_request::Start::Earliest(_)) => offsets.log_start,
             Some(pb::subscribe_request::Start::Latest(_)) => offsets.high_watermark,
             Some(pb::subscribe_request::Start::TimestampMs(ts)) => partition
                 .offset_for_timestamp(ts)
+                .await
                 .map_err(status)?
-                .unwrap_or(offsets.high_watermark),
+                .map_or(offsets.high_watermark, |(offset, _)| offset),
             None => return Err(invalid(
                 "SubscribeRequest.start is missing: set offset, earliest, latest or timestamp_ms",
             )),
         };
-        partition.read(next, 1).map_err(status)?; // an offset outside the log fails now
+        partition.read(next, 1).await.map_err(status)?; // an offset outside the log fails now
         let limit = max_bytes(r.max_bytes).min(self.broker.limits().max_fetch_bytes);
         // A small channel is the flow control: the task reads the next chunk only when
         // the client has taken the previous ones.
@@ -256,8 +257,10 @@ impl Log for LogService {
         let mut stopping = self.broker.shutting_down();
         tokio::spawn(async move {
             let mut moved = partition.watch();
+            let deleted = partition.deleted();
+            tokio::pin!(deleted);
             loop {
-                let sent = match partition.read(next, limit) {
+                let sent = match partition.read(next, limit).await {
                     Ok((read, offsets)) if !read.chunks.is_empty() => {
                         let message = SubscribeResponse {
                             records: RecordSet::from_batches(&read, next),
@@ -270,6 +273,11 @@ impl Log for LogService {
                     Ok(_) => {
                         tokio::select! {
                             changed = moved.changed() => if changed.is_err() { return },
+                            () = &mut deleted => {
+                                let gone = Error::TopicNotFound { topic: partition.topic.clone() };
+                                let _ = tx.send(Err(status(gone))).await;
+                                return;
+                            }
                             _ = stopping.changed() => {
                                 let _ = tx.send(Err(Status::unavailable("server shutting down; resubscribe from next_offset"))).await;
                                 return;
@@ -302,13 +310,14 @@ impl Log for LogService {
             .broker
             .partition(&r.topic, r.partition)
             .map_err(status)?;
-        let offsets = partition.offsets();
+        let offsets = partition.offsets().map_err(status)?;
         let (offset, timestamp_ms) = match r.spec {
             Some(pb::list_offsets_request::Spec::Earliest(_)) => (offsets.log_start, 0),
             Some(pb::list_offsets_request::Spec::Latest(_)) => (offsets.high_watermark, 0),
             Some(pb::list_offsets_request::Spec::TimestampMs(ts)) => {
-                match partition.offset_for_timestamp(ts).map_err(status)? {
-                    Some(offset) => (offset, ts),
+                // The found record's own timestamp, which may be later than the query.
+                match partition.offset_for_timestamp(ts).await.map_err(status)? {
+                    Some(found) => found,
                     None => (offsets.high_watermark, 0),
                 }
             }

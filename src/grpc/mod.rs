@@ -33,6 +33,9 @@ pub fn code(err: &Error) -> Code {
         Error::Io { .. } if err.is_storage_full() => Code::ResourceExhausted,
         Error::Io { .. } => Code::Internal,
         Error::Corruption { .. } | Error::ChecksumMismatch { .. } => Code::DataLoss,
+        Error::DamagedRange { .. } => Code::DataLoss,
+        Error::SyncFailed { .. } | Error::Unavailable { .. } => Code::Unavailable,
+        Error::DataDirInUse { .. } => Code::FailedPrecondition,
         Error::ShuttingDown => Code::Unavailable,
     }
 }

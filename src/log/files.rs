@@ -93,12 +93,54 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = File::create(path).at(path)?;
     file.write_all(bytes).at(path)?;
-    file.sync_all().at(path)
+    sync_all(&file, path)
 }
 
 /// Makes creations, renames and deletions in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    sync_all(&File::open(dir).at(dir)?, dir)
+}
+
+/// `fdatasync`: every fsync of a log's data goes through here or `sync_all`, the seam
+/// where tests inject failures.
+pub fn sync_data(file: &File, path: &Path) -> Result<()> {
+    #[cfg(test)]
+    failpoint::check(path)?;
+    file.sync_data().at(path)
+}
+
+/// `fsync`, for files whose size or name must be durable too.
+pub fn sync_all(file: &File, path: &Path) -> Result<()> {
+    #[cfg(test)]
+    failpoint::check(path)?;
+    file.sync_all().at(path)
+}
+
+/// Fault injection for tests (in the manner of raft-engine's fail points, but keyed by
+/// directory, so tests running in parallel on their own directories never meet each
+/// other's faults). Compiled only into the crate's own tests.
+#[cfg(test)]
+pub mod failpoint {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use crate::error::{IoContext, Result};
+
+    static FAIL_SYNCS_UNDER: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next sync of a file under `dir` fails with EIO (once).
+    pub fn fail_next_sync_under(dir: &Path) {
+        FAIL_SYNCS_UNDER.lock().unwrap().push(dir.to_path_buf());
+    }
+
+    pub(super) fn check(path: &Path) -> Result<()> {
+        let mut armed = FAIL_SYNCS_UNDER.lock().unwrap();
+        if let Some(i) = armed.iter().position(|dir| path.starts_with(dir)) {
+            armed.remove(i);
+            return Err(std::io::Error::from_raw_os_error(5)).at(path);
+        }
+        Ok(())
+    }
 }
 
 pub fn clean_marker_exists(dir: &Path) -> bool {

@@ -20,6 +20,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+
 use std::time::Instant;
 
 use super::files::{self, sync_dir, Checkpoint};
@@ -35,6 +36,9 @@ pub struct FlushJob {
     upto: Checkpoint,
     generation: u64,
     dir_changes: u64,
+    /// Base offset of the last sealed segment whose files this job syncs.
+    sealed_upto: Option<u64>,
+    failed: Arc<OnceLock<String>>,
 }
 
 /// Files taken under the lock to be synced without it, each with its path for errors.
@@ -42,19 +46,29 @@ type FilesToSync = Vec<(Arc<File>, PathBuf)>;
 
 fn sync_files(files: &FilesToSync) -> Result<()> {
     for (file, path) in files {
-        file.sync_data().at(path)?;
+        files::sync_data(file, path)?;
     }
     Ok(())
 }
 
+/// Records the first failed fsync in the log's `sync_failed`, so that no later fsync,
+/// which may report success for pages the kernel dropped, is trusted.
+fn remember_failure(result: Result<()>, failed: &OnceLock<String>) -> Result<()> {
+    if let Err(err) = &result {
+        let _ = failed.set(err.to_string());
+    }
+    result
+}
+
 impl FlushJob {
-    /// The fsyncs. Safe to run concurrently with appends and reads.
+    /// The fsyncs. Safe to run concurrently with appends and reads. A failure marks the
+    /// log as failed (see `Log::sync_failure`) before it is returned.
     pub fn run(&self) -> Result<()> {
-        sync_files(&self.files)?;
-        if let Some(dir) = &self.dir {
-            sync_dir(dir)?;
-        }
-        Ok(())
+        let synced = sync_files(&self.files).and_then(|()| match &self.dir {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        });
+        remember_failure(synced, &self.failed)
     }
 
     /// Offset below which this job makes every record durable.
@@ -76,6 +90,7 @@ impl FlushJob {
 #[must_use = "a checkpoint job does nothing until it is run and finished"]
 pub struct CheckpointJob {
     indexes: FilesToSync,
+    failed: Arc<OnceLock<String>>,
     /// This job's own temporary file, so two jobs never write the same file.
     temp: PathBuf,
     upto: Checkpoint,
@@ -86,7 +101,7 @@ impl CheckpointJob {
     /// Syncs the indexes, then writes and syncs the checkpoint's temporary file. Safe to
     /// run concurrently with appends, reads and other jobs.
     pub fn run(&self) -> Result<()> {
-        sync_files(&self.indexes)?;
+        remember_failure(sync_files(&self.indexes), &self.failed)?;
         let written = files::write_synced(&self.temp, &self.upto.encode());
         if written.is_err() {
             let _ = std::fs::remove_file(&self.temp); // open deletes it anyway
@@ -96,21 +111,18 @@ impl CheckpointJob {
 }
 
 impl Log {
-    /// Takes the files a flush must sync (no I/O): the `.log` files written since the
-    /// last flush, and the indexes of segments sealed since (written at the seal), which
-    /// `finish_flush` then closes.
+    /// Takes the files a flush must sync (no I/O): the active segment's `.log`, and the
+    /// files of segments sealed since the last flush (their `.log` and the indexes
+    /// written at the seal), which `finish_flush` then closes.
     pub fn begin_flush(&mut self) -> FlushJob {
-        let from = self.flushed.segment_base;
-        let active = self.active().base();
-        let mut files = Vec::new();
-        for (&base, slot) in self.segments.range(from..) {
-            let Some(segment) = slot.get() else { continue };
-            if let Some(log) = segment.log_file() {
-                files.push((Arc::clone(log), segment.log_path().to_path_buf()));
-            }
-            if base < active {
-                files.extend(segment.index_files());
-            }
+        let mut files: FilesToSync = self
+            .unsynced
+            .iter()
+            .map(|(_, file, path)| (Arc::clone(file), path.clone()))
+            .collect();
+        let sealed_upto = self.unsynced.last().map(|(base, _, _)| *base);
+        if let Some(log) = self.active.log_file() {
+            files.push((Arc::clone(log), self.active.log_path().to_path_buf()));
         }
         let active = self.active();
         FlushJob {
@@ -124,6 +136,8 @@ impl Log {
             },
             generation: self.generation,
             dir_changes: self.dir_changes,
+            sealed_upto,
+            failed: Arc::clone(&self.sync_failed),
         }
     }
 
@@ -137,16 +151,9 @@ impl Log {
         if job.generation != self.generation || point(&job.upto) <= point(&self.flushed) {
             return Ok(None);
         }
-        // Sealed segments this flush completed no longer need their file descriptors.
-        let done: Vec<u64> = self
-            .segments
-            .range(self.flushed.segment_base..job.upto.segment_base)
-            .map(|(&b, _)| b)
-            .collect();
-        for base in done {
-            if let Some(segment) = self.segments.get_mut(&base).and_then(OnceLock::get_mut) {
-                segment.close_files();
-            }
+        // Sealed segments this flush synced no longer need their file descriptors.
+        if let Some(upto) = job.sealed_upto {
+            self.unsynced.retain(|(base, _, _)| *base > upto);
         }
         self.flushed = job.upto;
         self.dir_synced = self.dir_synced.max(job.dir_changes);
@@ -174,6 +181,7 @@ impl Log {
         ));
         Ok(Some(CheckpointJob {
             indexes,
+            failed: Arc::clone(&self.sync_failed),
             temp: super::naming::temp_path(&temp),
             upto: self.flushed,
             generation: self.generation,
@@ -201,6 +209,7 @@ impl Log {
 
     /// Syncs everything appended so far, and writes a checkpoint if one is due.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_writable()?;
         let job = self.begin_flush();
         job.run()?;
         if let Some(checkpoint) = self.finish_flush(job)? {
@@ -211,21 +220,20 @@ impl Log {
     }
 
     /// Writes the index entries below the flushed point to their files and returns the
-    /// files to sync: recovery trusts index entries below the checkpoint.
+    /// files to sync: recovery trusts index entries below the checkpoint. The active
+    /// segment's are written now; a segment sealed since the flush began had its
+    /// indexes written at the seal, and they may not be synced yet.
     fn persist_indexes_to_flushed(&mut self) -> Result<FilesToSync> {
-        let (from, to) = (self.checkpoint.segment_base, self.flushed.segment_base);
-        let mut files = Vec::new();
-        for base in self
-            .segments
-            .range(from.min(to)..=to)
-            .map(|(&b, _)| b)
-            .collect::<Vec<_>>()
-        {
-            let slot = self.segments.get_mut(&base).expect("listed above");
-            if let Some(segment) = slot.get_mut() {
-                segment.persist_indexes()?;
-                files.extend(segment.index_files());
-            }
+        let upto = self.flushed.segment_base;
+        let mut files: FilesToSync = self
+            .unsynced
+            .iter()
+            .filter(|(base, _, _)| *base <= upto)
+            .map(|(_, file, path)| (Arc::clone(file), path.clone()))
+            .collect();
+        if upto == self.active.base() {
+            self.active.persist_indexes()?;
+            files.extend(self.active.index_files());
         }
         Ok(files)
     }
@@ -233,7 +241,8 @@ impl Log {
     /// Writes the flushed point as the recovery checkpoint now, indexes synced first
     /// (truncation and close, which hold the log exclusively anyway).
     pub(super) fn write_checkpoint(&mut self) -> Result<()> {
-        sync_files(&self.persist_indexes_to_flushed()?)?;
+        let indexes = self.persist_indexes_to_flushed()?;
+        remember_failure(sync_files(&indexes), &self.sync_failed)?;
         files::write_checkpoint(&self.dir, &self.flushed)?;
         self.checkpoint = self.flushed;
         self.checkpoint_issued = self.flushed;

@@ -131,6 +131,51 @@ impl<E: Entry> Index<E> {
         Ok((index, well_formed))
     }
 
+    /// Opens the index of a sealed segment without changing it: a missing file is an
+    /// empty index, and of a damaged one only the well-formed prefix is used. Returns
+    /// whether the file was whole and well formed.
+    pub fn open_read_only(path: PathBuf, max_entries: usize) -> Result<(Index<E>, bool)> {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Index::in_memory(max_entries), false));
+            }
+            Err(err) => return Err(err).at(&path),
+        };
+        let len = file.metadata().at(&path)?.len() as usize;
+        let whole = len - len % E::SIZE;
+        let mut index = Index {
+            path,
+            file: None,
+            map: None,
+            mapped: whole / E::SIZE,
+            tail: Vec::new(),
+            persisted: 0,
+            max_entries,
+        };
+        if whole > 0 {
+            index.map = Some(map_read_only(&file, whole, &index.path)?);
+        }
+        let valid = index.valid_prefix();
+        let well_formed = valid == index.mapped && whole == len;
+        index.mapped = valid;
+        Ok((index, well_formed))
+    }
+
+    /// An empty index kept in memory only (rebuilt for a sealed segment whose file is
+    /// damaged; never written).
+    pub fn in_memory(max_entries: usize) -> Index<E> {
+        Index {
+            path: PathBuf::new(),
+            file: None,
+            map: None,
+            mapped: 0,
+            tail: Vec::new(),
+            persisted: 0,
+            max_entries,
+        }
+    }
+
     fn valid_prefix(&self) -> usize {
         let mut n = 0;
         while n < self.mapped {
@@ -229,7 +274,7 @@ impl<E: Entry> Index<E> {
     /// Syncs the file; a closed index was synced before it was closed.
     pub fn sync(&self) -> Result<()> {
         match &self.file {
-            Some(file) => file.sync_data().at(&self.path),
+            Some(file) => super::files::sync_data(file, &self.path),
             None => Ok(()),
         }
     }

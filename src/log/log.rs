@@ -8,18 +8,20 @@
 //! slow part of a durable append, the fsync, runs without the lock: `begin_flush` (under
 //! the lock) returns a `FlushJob`, `FlushJob::run` syncs, `finish_flush` records it.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::batch::PendingBatch;
+use super::cache::SegmentCache;
 use super::config::{FlushPolicy, LogConfig};
 use super::files::Checkpoint;
 use super::naming::{segment_path, SegmentFile};
-use super::segment::{Segment, SegmentLimits};
+use super::segment::{Segment, SegmentLimits, SegmentView};
 use crate::error::{Error, IoContext, Result};
 
 /// Where an append landed.
@@ -28,6 +30,8 @@ pub struct AppendInfo {
     pub base_offset: u64,
     pub last_offset: u64,
     pub max_timestamp: i64,
+    /// The append sealed the active segment first (its files await a flush).
+    pub rolled: bool,
 }
 
 /// Whole batches read from the log, each a slice of a segment's map.
@@ -48,9 +52,18 @@ impl ReadBatches {
 pub struct Log {
     pub(super) dir: PathBuf,
     pub(super) config: LogConfig,
-    /// Every segment by base offset. The last is the active one and is always open;
-    /// sealed ones open on first use (that is what makes opening a large log fast).
-    pub(super) segments: BTreeMap<u64, OnceLock<Segment>>,
+    /// Where this log's sealed segments are opened, shared with other logs; `id` is this
+    /// log's key there.
+    pub(super) cache: Arc<SegmentCache>,
+    pub(super) id: u64,
+    /// Base offsets of the sealed segments. Each ends where the next one (or the active
+    /// one) begins; none is held open here: readers open them through `cache`.
+    pub(super) sealed: BTreeSet<u64>,
+    /// The segment appends go to, always open.
+    pub(super) active: Segment,
+    /// Files of segments sealed since the last flush, which the next one must sync,
+    /// with the segment's base offset. Closed once synced.
+    pub(super) unsynced: Vec<(u64, Arc<File>, PathBuf)>,
     /// Last recovery checkpoint installed, the last one handed to a `CheckpointJob`,
     /// and the point the last flush made durable.
     pub(super) checkpoint: Checkpoint,
@@ -65,6 +78,107 @@ pub struct Log {
     /// Directory entries created or removed, and how many of those a flush has synced.
     pub(super) dir_changes: u64,
     pub(super) dir_synced: u64,
+    /// Set, with what failed, by the first fsync of this log's files that fails. After a
+    /// failed fsync Linux may have dropped the dirty pages and report the next fsync as a
+    /// success ("fsyncgate"), so the log can no longer tell what is on disk: it refuses
+    /// appends and flushes until it is reopened (see `recovery.rs`).
+    pub(super) sync_failed: Arc<OnceLock<String>>,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.cache.forget_log(self.id);
+    }
+}
+
+/// Most segments one read spans: a read returns what these hold, and the reader goes
+/// on from there.
+const MAX_SEGMENTS_PER_READ: usize = 64;
+
+/// What a read needs, taken from the log under its caller's lock without any I/O;
+/// `run` reads without the lock, so that opening a cold segment or checking CRCs
+/// never holds up appends.
+#[must_use = "a read plan reads nothing until it is run"]
+pub struct ReadPlan {
+    offset: u64,
+    max_bytes: usize,
+    /// Sealed segments from the one holding `offset`, with their end offsets.
+    sealed: Vec<(u64, u64)>,
+    /// The active segment's bytes, and where in them the read starts, if it gets there.
+    active: Option<(SegmentView, u64)>,
+    opener: SealedOpener,
+}
+
+/// Opens this log's sealed segments through the shared cache.
+#[derive(Clone)]
+pub(super) struct SealedOpener {
+    dir: PathBuf,
+    limits: SegmentLimits,
+    cache: Arc<SegmentCache>,
+    id: u64,
+}
+
+impl SealedOpener {
+    pub(super) fn open(&self, base: u64, end: u64) -> Result<Arc<Segment>> {
+        self.cache.get_or_open(self.id, base, || {
+            Segment::open_sealed(&self.dir, base, end, self.limits)
+        })
+    }
+}
+
+impl ReadPlan {
+    /// True when the read opens or reads a sealed segment: file work that may wait for
+    /// the disk, which a caller keeps off threads that must not block.
+    pub fn touches_sealed(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    /// Reads the planned batches (see `Log::read`).
+    pub fn run(self) -> Result<ReadBatches> {
+        let mut out = ReadBatches {
+            chunks: Vec::new(),
+            next_offset: self.offset,
+        };
+        let mut budget = self.max_bytes;
+        for &(base, end) in &self.sealed {
+            let segment = self.opener.open(base, end)?;
+            let at = out.next_offset;
+            let read = segment
+                .read(at, budget, out.chunks.is_empty())
+                .map_err(|source| damaged(&segment, at, source))?;
+            let Some((chunk, next)) = read else {
+                return Ok(out);
+            };
+            budget = budget.saturating_sub(chunk.len());
+            out.chunks.push(chunk);
+            out.next_offset = next;
+            if budget == 0 || next < end {
+                return Ok(out);
+            }
+        }
+        if let Some((view, start)) = self.active {
+            if let Some((chunk, next)) =
+                view.read(start, out.next_offset, budget, out.chunks.is_empty())?
+            {
+                out.chunks.push(chunk);
+                out.next_offset = next;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A failed read of a sealed segment: damage there was synced to disk long ago, so it is
+/// lost data to report with the range a reader must skip, never a tail to cut.
+fn damaged(segment: &Segment, offset: u64, source: Error) -> Error {
+    match source {
+        Error::Corruption { .. } | Error::ChecksumMismatch { .. } => Error::DamagedRange {
+            from: offset,
+            resume_at: segment.next_readable_after(offset),
+            source: Box::new(source),
+        },
+        other => other,
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -100,33 +214,31 @@ impl Log {
 
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> u64 {
-        *self
-            .segments
-            .keys()
-            .next()
-            .expect("a log always has a segment")
+        self.sealed.first().copied().unwrap_or(self.active.base())
     }
 
     /// The offset the next appended record will get (the high watermark).
     pub fn next_offset(&self) -> u64 {
-        self.active().next_offset()
+        self.active.next_offset()
     }
 
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.sealed.len() + 1
+    }
+
+    /// Base offsets of every segment, the active one last.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        let mut bases: Vec<u64> = self.sealed.iter().copied().collect();
+        bases.push(self.active.base());
+        bases
     }
 
     /// Bytes of all segments' `.log` files.
     pub fn size_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for (&base, slot) in &self.segments {
-            total += match slot.get() {
-                Some(segment) => segment.size(),
-                None => {
-                    let path = segment_path(&self.dir, base, SegmentFile::Log);
-                    std::fs::metadata(&path).at(&path)?.len()
-                }
-            };
+        let mut total = self.active.size();
+        for &base in &self.sealed {
+            let path = segment_path(&self.dir, base, SegmentFile::Log);
+            total += std::fs::metadata(&path).at(&path)?.len();
         }
         Ok(total)
     }
@@ -141,44 +253,45 @@ impl Log {
         self.flushed.next_offset == self.next_offset()
     }
 
+    /// Why this log refuses writes, if an fsync of its files has failed.
+    pub fn sync_failure(&self) -> Option<&str> {
+        self.sync_failed.get().map(String::as_str)
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        match self.sync_failure() {
+            Some(reason) => Err(Error::SyncFailed {
+                dir: self.dir.clone(),
+                reason: reason.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn active(&self) -> &Segment {
-        let (_, slot) = self
-            .segments
-            .last_key_value()
-            .expect("a log always has a segment");
-        slot.get().expect("the active segment is always open")
+        &self.active
     }
 
     pub(super) fn active_mut(&mut self) -> &mut Segment {
-        let last = self
-            .segments
-            .last_entry()
-            .expect("a log always has a segment");
-        last.into_mut()
-            .get_mut()
-            .expect("the active segment is always open")
+        &mut self.active
     }
 
-    /// The segment holding `offset` (which must be in `[log start, next offset)`),
-    /// opening it if this is its first use.
-    pub(super) fn segment_for(&self, offset: u64) -> Result<&Segment> {
-        let (&base, slot) = self
-            .segments
-            .range(..=offset)
-            .next_back()
-            .expect("offset >= log start");
-        if let Some(segment) = slot.get() {
-            return Ok(segment);
-        }
-        let end = self
-            .segments
+    /// Where the sealed segment `base` ends: the next segment's base.
+    pub(super) fn sealed_end(&self, base: u64) -> u64 {
+        self.sealed
             .range(base + 1..)
             .next()
-            .map(|(&b, _)| b)
-            .expect("sealed has a successor");
-        let segment =
-            super::recovery::open_sealed(&self.dir, base, end, Self::limits(&self.config, false))?;
-        Ok(slot.get_or_init(|| segment))
+            .copied()
+            .unwrap_or(self.active.base())
+    }
+
+    pub(super) fn opener(&self) -> SealedOpener {
+        SealedOpener {
+            dir: self.dir.clone(),
+            limits: Self::limits(&self.config, false),
+            cache: Arc::clone(&self.cache),
+            id: self.id,
+        }
     }
 
     fn check_range(&self, offset: u64) -> Result<()> {
@@ -190,8 +303,10 @@ impl Log {
     }
 
     /// Appends a batch, assigning it the next offsets. Fails with nothing written when
-    /// the batch is over the size limit or the disk refuses the bytes.
+    /// the batch is over the size limit, the disk refuses the bytes, or an earlier fsync
+    /// failed (see `sync_failed`).
     pub fn append(&mut self, batch: &mut PendingBatch) -> Result<AppendInfo> {
+        self.check_writable()?;
         let len = batch.len_bytes() as u64;
         if len > self.config.max_batch_bytes {
             return Err(Error::TooLarge {
@@ -201,7 +316,7 @@ impl Log {
             });
         }
         let now = now_ms();
-        self.maybe_roll(len, batch.header().record_count, now)?;
+        let rolled = self.maybe_roll(len, batch.header().record_count, now)?;
         let base_offset = self.next_offset();
         let (mut pieces, header) = batch.assign(base_offset);
         self.active_mut().append(&mut pieces, &header, now)?;
@@ -209,6 +324,7 @@ impl Log {
             base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
+            rolled,
         };
         match self.config.flush {
             FlushPolicy::EveryAppend => self.flush()?,
@@ -218,18 +334,19 @@ impl Log {
         Ok(info)
     }
 
-    fn maybe_roll(&mut self, len: u64, records: u32, now_ms: i64) -> Result<()> {
+    fn maybe_roll(&mut self, len: u64, records: u32, now_ms: i64) -> Result<bool> {
         let active = self.active();
         if active.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let too_big = active.size() + len > self.config.segment_bytes;
         let offsets_overflow =
             active.next_offset() - active.base() + u64::from(records) > u64::from(u32::MAX);
         if too_big || offsets_overflow || active.indexes_full() || self.is_aged(now_ms) {
             self.roll()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn is_aged(&self, now_ms: i64) -> bool {
@@ -250,65 +367,114 @@ impl Log {
     }
 
     /// Seals the active segment and starts a new one at the next offset (no-op if the
-    /// active segment is empty).
+    /// active segment is empty). The sealed segment's files stay open only until the
+    /// next flush has synced them; its maps and in-memory index go at once, and readers
+    /// reopen it from disk through the cache.
     pub fn roll(&mut self) -> Result<()> {
+        self.check_writable()?;
         if self.active().is_empty() {
             return Ok(());
         }
         self.active_mut().seal()?;
         let next = self.next_offset();
         let segment = Segment::create(&self.dir, next, Self::limits(&self.config, true))?;
-        self.segments.insert(next, OnceLock::from(segment));
+        let old = std::mem::replace(&mut self.active, segment);
+        let base = old.base();
+        if let Some(log) = old.log_file() {
+            self.unsynced
+                .push((base, Arc::clone(log), old.log_path().to_path_buf()));
+        }
+        for (file, path) in old.index_files() {
+            self.unsynced.push((base, file, path));
+        }
+        self.sealed.insert(base);
         self.dir_changes += 1;
         Ok(())
     }
 
-    /// Whole batches from the one holding `offset`: at least one batch if there is data
-    /// at `offset`, then more while they fit in `max_bytes`, across segments.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches> {
+    /// What `read(offset, max_bytes)` needs, without I/O (see `ReadPlan`).
+    pub fn read_plan(&self, offset: u64, max_bytes: usize) -> Result<ReadPlan> {
         self.check_range(offset)?;
-        let end = self.next_offset();
-        let mut out = ReadBatches {
-            chunks: Vec::new(),
-            next_offset: offset,
+        let active_base = self.active.base();
+        let (sealed, active_start) = if offset >= active_base {
+            let start = (offset < self.next_offset())
+                .then(|| self.active.position_of(offset))
+                .transpose()?;
+            (Vec::new(), Some(start.unwrap_or(self.active.size())))
+        } else {
+            let holder = *self
+                .sealed
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start");
+            let sealed: Vec<(u64, u64)> = self
+                .sealed
+                .range(holder..)
+                .take(MAX_SEGMENTS_PER_READ)
+                .map(|&b| (b, self.sealed_end(b)))
+                .collect();
+            let reaches_active = sealed.last().is_some_and(|&(_, end)| end == active_base);
+            (sealed, reaches_active.then_some(0)) // from the active segment's start
         };
-        let mut budget = max_bytes;
-        while out.next_offset < end {
-            let segment = self.segment_for(out.next_offset)?;
-            if out.next_offset >= segment.next_offset() {
-                // Only a sealed segment cut short by corruption ends before its successor.
-                return Err(Error::Corruption {
-                    path: segment.log_path().to_path_buf(),
-                    position: segment.size(),
-                    reason: format!(
-                        "offsets from {} to the next segment are unreadable (see the warning logged when it was opened)",
-                        segment.next_offset()
-                    ),
-                });
-            }
-            let Some((chunk, next)) =
-                segment.read(out.next_offset, budget, out.chunks.is_empty())?
-            else {
-                break;
-            };
-            budget = budget.saturating_sub(chunk.len());
-            out.chunks.push(chunk);
-            out.next_offset = next;
-            if budget == 0 {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(ReadPlan {
+            offset,
+            max_bytes,
+            sealed,
+            active: active_start.map(|start| (self.active.view(), start)),
+            opener: self.opener(),
+        })
     }
 
-    /// The first offset whose record timestamp is `>= ts`, or `None` if every record is
-    /// older (a consumer then starts at the end).
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
-        for &base in self.segments.keys() {
-            if let Some(offset) = self.segment_for(base)?.offset_for_timestamp(ts)? {
-                return Ok(Some(offset));
+    /// Whole batches from the one holding `offset`: at least one batch if there is data
+    /// at `offset`, then more while they fit in `max_bytes`, across segments. Damage in
+    /// a sealed segment is a `DamagedRange` error that says where reading can resume.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches> {
+        self.read_plan(offset, max_bytes)?.run()
+    }
+
+    /// What `offset_for_timestamp(ts)` needs, without I/O: the answer from the active
+    /// segment (in memory) and the sealed segments to look in first.
+    pub fn timestamp_plan(&self, ts: i64) -> Result<TimestampPlan> {
+        Ok(TimestampPlan {
+            ts,
+            sealed: self
+                .sealed
+                .iter()
+                .map(|&b| (b, self.sealed_end(b)))
+                .collect(),
+            in_active: self.active.offset_for_timestamp(ts)?,
+            opener: self.opener(),
+        })
+    }
+
+    /// The first record whose timestamp is `>= ts` (its offset and timestamp), or `None`
+    /// if every record is older (a consumer then starts at the end).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        self.timestamp_plan(ts)?.run()
+    }
+}
+
+/// A timestamp lookup, planned under the lock and run without it (see `ReadPlan`).
+#[must_use = "a plan finds nothing until it is run"]
+pub struct TimestampPlan {
+    ts: i64,
+    sealed: Vec<(u64, u64)>,
+    in_active: Option<(u64, i64)>,
+    opener: SealedOpener,
+}
+
+impl TimestampPlan {
+    pub fn touches_sealed(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    pub fn run(self) -> Result<Option<(u64, i64)>> {
+        for &(base, end) in &self.sealed {
+            let segment = self.opener.open(base, end)?;
+            if let Some(found) = segment.offset_for_timestamp(self.ts)? {
+                return Ok(Some(found));
             }
         }
-        Ok(None)
+        Ok(self.in_active)
     }
 }

@@ -13,6 +13,7 @@
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
 
 pub mod batch;
+pub mod cache;
 pub mod config;
 pub mod files;
 mod flush;
@@ -28,10 +29,11 @@ mod segment;
 mod trim;
 
 pub use batch::{BatchBuilder, PendingBatch};
+pub use cache::SegmentCache;
 pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
-pub use log::{AppendInfo, Log, ReadBatches};
+pub use log::{AppendInfo, Log, ReadBatches, ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
 #[cfg(test)]

@@ -9,21 +9,23 @@
 //!   one ends the log: its file is cut there, later segments are deleted, and a warning
 //!   names the file, byte position and offset. Indexes are rebuilt past the checkpoint.
 //! - Segments below the checkpoint were synced before it was written, so they are trusted,
-//!   but their indexes are still checked when first used and rebuilt if damaged.
+//!   but their indexes are still checked when first used, and rebuilt in memory if
+//!   damaged (`Segment::open_sealed`: reading never writes).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::cache::SegmentCache;
 use super::config::LogConfig;
 use super::files::{self, Checkpoint};
 use super::log::Log;
 use super::naming::{parse_file_name, segment_path, ParsedName, SegmentFile};
-use super::segment::{Segment, SegmentLimits};
+use super::segment::Segment;
 use crate::error::{Error, IoContext, Result};
 
 /// What opening a log had to do.
@@ -39,12 +41,18 @@ pub struct OpenReport {
     pub truncated: Vec<(PathBuf, u64, String)>,
 }
 
-/// Opens the log in `dir`, creating it if needed.
-pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
+/// Opens the log in `dir`, creating it if needed. With `redirty`, the bytes recovery
+/// scans are written again before they are synced (see `Log::reopen`).
+fn open(
+    dir: &Path,
+    config: LogConfig,
+    cache: &Arc<SegmentCache>,
+    redirty: bool,
+) -> Result<(Log, OpenReport)> {
     config.validate()?;
     fs::create_dir_all(dir).at(dir)?;
     let bases = list_segments(dir)?;
-    let clean = files::clean_marker_exists(dir);
+    let clean = files::clean_marker_exists(dir) && !redirty;
     let checkpoint = files::read_checkpoint(dir)?;
     files::remove_clean_marker(dir)?;
     let active_limits = Log::limits(&config, true);
@@ -52,8 +60,6 @@ pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
         created: bases.is_empty() && checkpoint.is_none(),
         ..OpenReport::default()
     };
-    let mut segments: BTreeMap<u64, OnceLock<Segment>> =
-        bases.iter().map(|&b| (b, OnceLock::new())).collect();
 
     let last = bases.last().copied();
     let clean_end = match (clean, checkpoint, last) {
@@ -65,22 +71,26 @@ pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
         }
         _ => None,
     };
-    let checkpoint = if let Some((segment, cp)) = clean_end {
+    let (sealed, active, checkpoint) = if let Some((segment, cp)) = clean_end {
         report.clean = true;
-        segments.insert(segment.base(), OnceLock::from(segment));
-        cp
+        let sealed = bases[..bases.len() - 1].iter().copied().collect();
+        (sealed, segment, cp)
     } else {
         if clean {
             warn!(dir = %dir.display(), "clean-shutdown marker does not match the log; recovering");
         }
-        recover(dir, &config, checkpoint, &mut segments, &mut report)?
+        recover(dir, &config, checkpoint, bases, redirty, &mut report)?
     };
 
     let now = Instant::now();
     let log = Log {
         dir: dir.to_path_buf(),
         config,
-        segments,
+        cache: Arc::clone(cache),
+        id: cache.register(),
+        sealed,
+        active,
+        unsynced: Vec::new(),
         checkpoint,
         checkpoint_issued: checkpoint,
         flushed: checkpoint,
@@ -90,6 +100,7 @@ pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, OpenReport)> {
         generation: 0,
         dir_changes: 0,
         dir_synced: 0,
+        sync_failed: Arc::default(),
     };
     Ok((log, report))
 }
@@ -123,48 +134,54 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Scans from the checkpoint to the end, cutting the first bad batch and everything
-/// after it; returns the new checkpoint (the end of the log, synced).
+/// after it; returns the sealed segments, the active one, and the new checkpoint (the
+/// end of the log, synced).
 fn recover(
     dir: &Path,
     config: &LogConfig,
     checkpoint: Option<Checkpoint>,
-    segments: &mut BTreeMap<u64, OnceLock<Segment>>,
+    bases: Vec<u64>,
+    redirty: bool,
     report: &mut OpenReport,
-) -> Result<Checkpoint> {
+) -> Result<(BTreeSet<u64>, Segment, Checkpoint)> {
     let limits = Log::limits(config, true);
-    if segments.is_empty() {
+    let mut sealed: BTreeSet<u64> = bases.into_iter().collect();
+    let mut created = None;
+    if sealed.is_empty() {
         let base = checkpoint.map_or(0, |cp| cp.next_offset);
-        segments.insert(base, OnceLock::from(Segment::create(dir, base, limits)?));
+        created = Some(Segment::create(dir, base, limits)?);
+        sealed.insert(base);
     }
     // Where to start: the checkpoint's position if its segment is still there and long
     // enough, else the start of the first segment at or after it.
-    let first = *segments.keys().next().expect("not empty");
-    let (mut base, mut position, mut offset, mut max_ts) = match checkpoint {
-        Some(cp) if segments.contains_key(&cp.segment_base) => (
+    let first = *sealed.first().expect("not empty");
+    let (base, mut position, mut offset, mut max_ts) = match checkpoint {
+        Some(cp) if sealed.contains(&cp.segment_base) => (
             cp.segment_base,
             cp.position,
             cp.next_offset,
             cp.max_timestamp,
         ),
         Some(cp) => {
-            let base = segments
-                .range(cp.segment_base..)
-                .next()
-                .map_or(first, |(&b, _)| b);
+            let base = sealed.range(cp.segment_base..).next().map_or(first, |&b| b);
             (base, 0, base, i64::MIN)
         }
         None => (first, 0, first, i64::MIN),
     };
     let started = Instant::now();
-    let bases: Vec<u64> = segments.range(base..).map(|(&b, _)| b).collect();
+    let bases: Vec<u64> = sealed.range(base..).copied().collect();
     let mut cut = false;
+    let mut active = None;
     for (i, &b) in bases.iter().enumerate() {
         if cut {
             delete_segment(dir, b, "it follows a truncated segment", report)?;
-            segments.remove(&b);
+            sealed.remove(&b);
             continue;
         }
-        let (mut segment, _) = Segment::open(dir, b, limits)?;
+        let mut segment = match created.take() {
+            Some(segment) => segment,
+            None => Segment::open(dir, b, limits)?.0,
+        };
         if b != base {
             (position, offset, max_ts) = (0, b, i64::MIN);
         } else if position > segment.size() {
@@ -203,24 +220,23 @@ fn recover(
             segment.cut_to_committed()?;
             cut = true;
         }
+        if redirty {
+            segment.rewrite_range(position, end.valid_bytes)?;
+        }
         let is_last = cut || next_base.is_none();
         segment.sync_log()?;
         if is_last {
             segment.persist_indexes()?;
             segment.sync_indexes()?;
+            sealed.remove(&b);
+            active = Some(segment);
         } else {
             segment.seal()?;
-            segment.sync_indexes()?; // closed files are never synced again
-            segment.close_files();
+            segment.sync_indexes()?;
         }
-        base = b;
-        segments.insert(b, OnceLock::from(segment));
     }
     files::sync_dir(dir)?;
-    let active = segments
-        .get(&base)
-        .and_then(OnceLock::get)
-        .expect("scanned above");
+    let active = active.expect("the last scanned segment is the active one");
     let checkpoint = Checkpoint {
         segment_base: active.base(),
         position: active.size(),
@@ -231,34 +247,7 @@ fn recover(
     if !report.created {
         info!(dir = %dir.display(), scanned_bytes = report.scanned_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "recovered log after unclean shutdown");
     }
-    Ok(checkpoint)
-}
-
-/// Opens a sealed segment on first use. Its end is its successor's base offset. Damaged
-/// indexes are rebuilt from the `.log`; a damaged `.log` is left as it is (it was synced
-/// before the checkpoint, so damage there is real data loss to report, not a torn tail),
-/// and a read that meets the damage gets a corruption error.
-pub(super) fn open_sealed(
-    dir: &Path,
-    base: u64,
-    end: u64,
-    limits: SegmentLimits,
-) -> Result<Segment> {
-    let (mut segment, ok) = Segment::open(dir, base, limits)?;
-    let size = segment.size();
-    if ok && segment.trust(size, end, i64::MIN) {
-        segment.close_files();
-        return Ok(segment);
-    }
-    warn!(path = %segment.log_path().display(), "index of sealed segment is missing or damaged; rebuilding it");
-    let scanned = segment.scan(0, base, i64::MIN)?;
-    if let Some(reason) = scanned.problem {
-        warn!(path = %segment.log_path().display(), position = scanned.valid_bytes, offset = segment.next_offset(), %reason, "sealed segment is corrupt past this point");
-    }
-    segment.seal()?;
-    segment.sync_indexes()?; // closed files are never synced again
-    segment.close_files();
-    Ok(segment)
+    Ok((sealed, active, checkpoint))
 }
 
 /// Deletes a segment's files: the `.log` first, so an interrupted deletion leaves
@@ -288,15 +277,43 @@ pub(super) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
 }
 
 impl Log {
-    /// Opens the log in `dir` (see the module comment for what that involves).
+    /// Opens the log in `dir` (see the module comment for what that involves), with a
+    /// cache of its own for its sealed segments.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport)> {
-        open(dir.as_ref(), config)
+        let cache = SegmentCache::new(super::cache::DEFAULT_OPEN_SEGMENTS);
+        open(dir.as_ref(), config, &cache, false)
+    }
+
+    /// Opens the log in `dir`, keeping its open sealed segments in `cache` (which bounds
+    /// them for every log that shares it).
+    pub fn open_in(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        cache: &Arc<SegmentCache>,
+    ) -> Result<(Log, OpenReport)> {
+        open(dir.as_ref(), config, cache, false)
+    }
+
+    /// Closes this log as if the process had crashed and opens it again from what is on
+    /// disk: the way back after a failed fsync. The bytes past the last checkpoint are
+    /// scanned as after a crash, and written again before they are synced: after a
+    /// failed fsync the page cache may hold pages the kernel marked clean without
+    /// writing them, which a plain fsync would never write.
+    pub fn reopen(self) -> Result<(Log, OpenReport)> {
+        let (dir, config, cache) = (
+            self.dir.clone(),
+            self.config.clone(),
+            Arc::clone(&self.cache),
+        );
+        drop(self);
+        open(&dir, config, &cache, true)
     }
 
     /// Syncs everything, writes a checkpoint at the exact end and the clean-shutdown
     /// marker, so the next open scans nothing. Dropping a `Log` without `close` is a
     /// crash as far as the next open is concerned.
     pub fn close(mut self) -> Result<()> {
+        self.check_writable()?;
         self.active_mut().persist_indexes()?;
         let job = self.begin_flush();
         job.run()?;

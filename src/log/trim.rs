@@ -4,8 +4,6 @@
 //! Both are safe while readers hold slices: files are unlinked or replaced by rename,
 //! never shrunk in place (see mmap.rs), so a slice handed out before keeps its bytes.
 
-use std::sync::OnceLock;
-
 use super::files::sync_dir;
 use super::log::Log;
 use super::recovery::remove_segment_files;
@@ -21,17 +19,15 @@ impl Log {
         if offset == self.next_offset() {
             self.roll()?;
         }
-        let doomed: Vec<u64> = {
-            let bases: Vec<u64> = self.segments.keys().copied().collect();
-            bases
-                .windows(2)
-                .take_while(|w| w[1] <= offset)
-                .map(|w| w[0])
-                .collect()
-        };
+        let doomed: Vec<u64> = self
+            .sealed
+            .iter()
+            .copied()
+            .filter(|&b| self.sealed_end(b) <= offset)
+            .collect();
         for &base in &doomed {
+            self.forget_sealed(base);
             remove_segment_files(&self.dir, base)?;
-            self.segments.remove(&base);
             self.dir_changes += 1;
         }
         if !doomed.is_empty() {
@@ -41,10 +37,18 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// Drops a sealed segment from the log: readers that hold it keep their maps.
+    fn forget_sealed(&mut self, base: u64) {
+        self.sealed.remove(&base);
+        self.cache.forget(self.id, base);
+        self.unsynced.retain(|(b, _, _)| *b != base);
+    }
+
     /// Removes every record at `offset` and above. `offset` must be a batch boundary
     /// within `[log start, next offset]`; the new end is synced and checkpointed before
     /// this returns.
     pub fn truncate(&mut self, offset: u64) -> Result<()> {
+        self.check_writable()?;
         let (start, end) = (self.log_start_offset(), self.next_offset());
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange { offset, start, end });
@@ -52,13 +56,34 @@ impl Log {
         if offset == end {
             return Ok(());
         }
-        let holder = self.segment_for(offset)?;
-        let base = holder.base();
+        let limits = Self::limits(&self.config, true);
+        let base = if offset >= self.active.base() {
+            self.active.base()
+        } else {
+            *self
+                .sealed
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start")
+        };
+        // The segment holding `offset`, opened on its own (not through the cache: it is
+        // about to be replaced).
+        let holder = if base == self.active.base() {
+            None
+        } else {
+            Some(Segment::open_sealed(
+                &self.dir,
+                base,
+                self.sealed_end(base),
+                limits,
+            )?)
+        };
         let position = if offset == base {
             None
         } else {
-            let position = holder.position_of(offset)?;
-            let header = holder.header_at(position, None)?;
+            let segment = holder.as_ref().unwrap_or(&self.active);
+            let position = segment.position_of(offset)?;
+            let header = segment.header_at(position, None)?;
             if header.base_offset != offset {
                 let (first, next) = (header.base_offset, header.next_offset());
                 return Err(Error::InvalidArgument(format!(
@@ -70,30 +95,31 @@ impl Log {
         // Everything above the segment holding `offset` goes, and that segment too if
         // `offset` is its first record.
         let doomed: Vec<u64> = self
-            .segments
+            .sealed
             .range(base..)
-            .map(|(&b, _)| b)
+            .copied()
             .filter(|&b| b > base || position.is_none())
             .collect();
-        let kept = match position {
-            Some(_) => Some(
-                self.segments
-                    .remove(&base)
-                    .expect("holder")
-                    .into_inner()
-                    .expect("opened by segment_for"),
-            ),
-            None => None,
-        };
         for &b in &doomed {
-            self.segments.remove(&b);
+            self.forget_sealed(b);
             remove_segment_files(&self.dir, b)?;
         }
-        let active = match (kept, position) {
-            (Some(segment), Some(position)) => segment.rewrite_prefix(&self.dir, position)?,
-            _ => Segment::create(&self.dir, offset, Self::limits(&self.config, true))?,
+        let old_active = self.active.base();
+        let new_active = match position {
+            Some(position) => {
+                self.forget_sealed(base);
+                holder
+                    .as_ref()
+                    .unwrap_or(&self.active)
+                    .rewrite_prefix(&self.dir, position)?
+            }
+            None => Segment::create(&self.dir, offset, limits)?,
         };
-        self.segments.insert(active.base(), OnceLock::from(active));
+        if old_active != new_active.base() {
+            remove_segment_files(&self.dir, old_active)?;
+        }
+        self.active = new_active;
+        self.unsynced.clear();
         sync_dir(&self.dir)?;
         self.generation += 1;
         let job = self.begin_flush();

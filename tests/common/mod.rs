@@ -88,3 +88,19 @@ pub fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
     logs.sort();
     logs
 }
+
+/// The directory of topic `name` under a data directory: `topics/<name>.<id>`.
+pub fn topic_dir(data_dir: &Path, name: &str) -> std::path::PathBuf {
+    let topics = data_dir.join("topics");
+    let found: Vec<_> = std::fs::read_dir(&topics)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            file.rsplit_once('.')
+                .is_some_and(|(n, id)| n == name && id.len() == 32)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one directory for topic {name}: {found:?}");
+    found.into_iter().next().unwrap()
+}

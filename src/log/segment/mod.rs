@@ -8,6 +8,7 @@
 //! (`read.rs`).
 
 mod read;
+pub use read::SegmentView;
 mod write;
 
 use std::fs::{File, OpenOptions};
@@ -138,6 +139,86 @@ impl Segment {
         })
     }
 
+    /// Opens a sealed segment for reading only: nothing is created, cut or rewritten,
+    /// so two readers, or a reader and a writer, never see a file change under them.
+    /// `end` is its successor's base offset. An index that is missing, damaged or does
+    /// not cover the `.log` is rebuilt in memory from the batch headers (and a warning
+    /// names the file); the file itself is left as it is. Damage in the `.log` is not
+    /// cut either: a read that meets it fails with a corruption error.
+    pub fn open_sealed(dir: &Path, base: u64, end: u64, limits: SegmentLimits) -> Result<Segment> {
+        let log_path = segment_path(dir, base, SegmentFile::Log);
+        let log = File::open(&log_path).at(&log_path)?;
+        let size = log.metadata().at(&log_path)?.len();
+        let map = map_read_only(&log, size as usize, &log_path)?;
+        let index = Index::open_read_only(
+            segment_path(dir, base, SegmentFile::Index),
+            limits.max_offset_entries(),
+        )?;
+        let time_index = Index::open_read_only(
+            segment_path(dir, base, SegmentFile::TimeIndex),
+            limits.max_time_entries(),
+        )?;
+        let mut segment = Segment {
+            base,
+            log_path,
+            log: None,
+            map: Arc::new(map),
+            size,
+            next_offset: base,
+            max_timestamp: i64::MIN,
+            first_append_ms: None,
+            index: index.0,
+            time_index: time_index.0,
+            bytes_since_index: u64::MAX,
+            limits,
+            reserved: u64::MAX,
+        };
+        if !(index.1 && time_index.1 && segment.trust(size, end, i64::MIN)) {
+            tracing::warn!(path = %segment.log_path.display(), "index of sealed segment is missing or damaged; using one rebuilt in memory");
+            segment.rebuild_index_in_memory(end);
+        }
+        Ok(segment)
+    }
+
+    /// Indexes a read-only segment from its batch headers, in memory, up to the first
+    /// header that does not check; reads past it fail with a corruption error.
+    fn rebuild_index_in_memory(&mut self, end: u64) {
+        self.index = Index::in_memory(self.limits.max_offset_entries());
+        self.time_index = Index::in_memory(self.limits.max_time_entries());
+        let file_len = self.size;
+        (self.size, self.next_offset, self.max_timestamp) = (0, self.base, i64::MIN);
+        self.bytes_since_index = u64::MAX;
+        while self.size < file_len && !self.indexes_full() {
+            let rest = &self.map[self.size as usize..file_len as usize];
+            match check_header(rest, Some(self.next_offset), rest.len()) {
+                Ok(header) if header.next_offset() <= end => self.record_batch(&header),
+                _ => break,
+            }
+        }
+        (self.size, self.next_offset) = (file_len, end);
+    }
+
+    /// The first offset after `offset` from which this sealed segment reads again: the
+    /// next indexed batch whose header checks, else the segment's end. Where a consumer
+    /// can resume after a damaged range.
+    pub fn next_readable_after(&self, offset: u64) -> u64 {
+        let rel = offset.saturating_sub(self.base);
+        let from = self
+            .index
+            .partition_point(|e| u64::from(e.rel_offset) <= rel);
+        for i in from..self.index.len() {
+            let entry = self.index.get(i);
+            let expected = self.base + u64::from(entry.rel_offset);
+            if self
+                .header_at(u64::from(entry.position), Some(expected))
+                .is_ok()
+            {
+                return expected;
+            }
+        }
+        self.next_offset
+    }
+
     pub fn base(&self) -> u64 {
         self.base
     }
@@ -171,17 +252,11 @@ impl Segment {
     /// Syncs the `.log` (a closed one was synced before it was closed).
     pub fn sync_log(&self) -> Result<()> {
         match &self.log {
-            Some(file) => file.sync_data().at(&self.log_path),
+            Some(file) => crate::log::files::sync_data(file, &self.log_path),
             None => Ok(()),
         }
     }
 
-    /// Drops the file descriptors of a sealed, synced segment; reads use the maps.
-    pub fn close_files(&mut self) {
-        self.log = None;
-        self.index.close_file();
-        self.time_index.close_file();
-    }
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
@@ -282,6 +357,18 @@ impl Segment {
         self.file()?.set_len(self.size).at(&self.log_path)?;
         if self.reserved != u64::MAX {
             self.reserved = self.size;
+        }
+        Ok(())
+    }
+
+    /// Writes the committed bytes in `[from, to)` again, from the map onto themselves, so
+    /// that the next sync writes them to disk even if the page cache had marked them
+    /// clean after a failed writeback.
+    pub fn rewrite_range(&self, from: u64, to: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if from < to {
+            let bytes = self.map[from as usize..to as usize].to_vec();
+            self.file()?.write_all_at(&bytes, from).at(&self.log_path)?;
         }
         Ok(())
     }
@@ -394,7 +481,7 @@ impl Segment {
     /// and rebuilt indexes. The prefix goes to a `.tmp` file that is synced and renamed
     /// over the `.log`, so readers holding slices of the old inode keep valid memory (see
     /// mmap.rs); the indexes are rebuilt by a scan, as truncation is rare.
-    pub fn rewrite_prefix(self, dir: &Path, position: u64) -> Result<Segment> {
+    pub fn rewrite_prefix(&self, dir: &Path, position: u64) -> Result<Segment> {
         let path = segment_path(dir, self.base, SegmentFile::Log);
         super::files::write_atomically(&path, &self.map[..position as usize])?;
         for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {

@@ -1,6 +1,7 @@
 //! The read side of a segment: finding a batch by offset or timestamp, and handing out
 //! whole batches as slices of the map.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,15 +25,83 @@ impl AsRef<[u8]> for MapRange {
     }
 }
 
+/// A segment's map and committed end, taken under the log's lock and read without it:
+/// bytes below the committed end never change (see mmap.rs).
+#[derive(Debug, Clone)]
+pub struct SegmentView {
+    map: Arc<Mmap>,
+    size: u64,
+    path: PathBuf,
+}
+
+impl SegmentView {
+    /// Whole batches from the batch at `start` (which holds `offset`), as one slice of
+    /// the map, while they fit in `max_bytes`; with `at_least_one`, the first batch is
+    /// returned even if it alone is larger. Each batch's header and CRC are verified.
+    /// Returns the slice and the offset after it, or `None` if not even the first batch
+    /// fits.
+    pub fn read(
+        &self,
+        start: u64,
+        offset: u64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let bytes = &self.map[..self.size as usize];
+        let (mut end, mut next) = (start, offset);
+        while end < self.size {
+            let rest = &bytes[end as usize..];
+            let expected = (end != start).then_some(next);
+            let header =
+                check_header(rest, expected, rest.len()).map_err(|reason| Error::Corruption {
+                    path: self.path.clone(),
+                    position: end,
+                    reason,
+                })?;
+            let fits = (end - start + u64::from(header.length)) as usize <= max_bytes;
+            let must_take = at_least_one && end == start;
+            if !fits && !must_take {
+                break;
+            }
+            check_crc(rest, &header, &self.path, end)?;
+            end += u64::from(header.length);
+            next = header.next_offset();
+        }
+        if end == start {
+            return Ok(None);
+        }
+        let slice = Bytes::from_owner(MapRange {
+            map: Arc::clone(&self.map),
+            start: start as usize,
+            end: end as usize,
+        });
+        Ok(Some((slice, next)))
+    }
+}
+
 impl Segment {
     /// Position of the batch that holds `offset` (which must be in this segment).
     pub fn position_of(&self, offset: u64) -> Result<u64> {
         let rel = (offset - self.base) as u32;
         let i = self.index.partition_point(|e| e.rel_offset <= rel);
-        let (mut pos, mut expected) = match i.checked_sub(1).map(|i| self.index.get(i)) {
-            Some(e) => (u64::from(e.position), self.base + u64::from(e.rel_offset)),
-            None => (0, self.base),
-        };
+        let hint = i.checked_sub(1).map(|i| self.index.get(i));
+        match hint {
+            Some(e) => self
+                .walk_to(
+                    offset,
+                    u64::from(e.position),
+                    self.base + u64::from(e.rel_offset),
+                )
+                // An index entry that does not point at its batch is a damaged cache, not
+                // damaged data: find the batch from the segment's start instead.
+                .or_else(|_| self.walk_to(offset, 0, self.base)),
+            None => self.walk_to(offset, 0, self.base),
+        }
+    }
+
+    /// Walks batch headers from the batch at `pos` (base offset `expected`) to the one
+    /// holding `offset`.
+    fn walk_to(&self, offset: u64, mut pos: u64, mut expected: u64) -> Result<u64> {
         loop {
             let header = self.header_at(pos, Some(expected))?;
             if header.next_offset() > offset {
@@ -45,7 +114,7 @@ impl Segment {
 
     /// The header of the batch at `pos`, checked (and its base offset if `expected`).
     pub fn header_at(&self, pos: u64, expected: Option<u64>) -> Result<BatchHeader> {
-        let rest = &self.bytes()[pos as usize..];
+        let rest = self.bytes().get(pos as usize..).unwrap_or_default();
         check_header(rest, expected, rest.len()).map_err(|reason| Error::Corruption {
             path: self.log_path.clone(),
             position: pos,
@@ -53,10 +122,17 @@ impl Segment {
         })
     }
 
-    /// Whole batches from the one holding `offset`, as one slice of the map, while they
-    /// fit in `max_bytes`; with `at_least_one`, the first batch is returned even if it
-    /// alone is larger. Each batch's header and CRC are verified. Returns the slice and
-    /// the offset after it, or `None` if not even the first batch fits.
+    /// What a reader needs to read this segment's batches up to its committed end
+    /// without holding the segment: its map and that end.
+    pub fn view(&self) -> SegmentView {
+        SegmentView {
+            map: Arc::clone(&self.map),
+            size: self.size,
+            path: self.log_path.clone(),
+        }
+    }
+
+    /// Whole batches from the one holding `offset` (see `SegmentView::read`).
     pub fn read(
         &self,
         offset: u64,
@@ -64,33 +140,12 @@ impl Segment {
         at_least_one: bool,
     ) -> Result<Option<(Bytes, u64)>> {
         let start = self.position_of(offset)?;
-        let (mut end, mut next) = (start, offset);
-        while end < self.size {
-            let expected = (end != start).then_some(next);
-            let header = self.header_at(end, expected)?;
-            let fits = (end - start + u64::from(header.length)) as usize <= max_bytes;
-            let must_take = at_least_one && end == start;
-            if !fits && !must_take {
-                break;
-            }
-            check_crc(&self.bytes()[end as usize..], &header, &self.log_path, end)?;
-            end += u64::from(header.length);
-            next = header.next_offset();
-        }
-        if end == start {
-            return Ok(None);
-        }
-        let map = Arc::clone(&self.map);
-        let slice = Bytes::from_owner(MapRange {
-            map,
-            start: start as usize,
-            end: end as usize,
-        });
-        Ok(Some((slice, next)))
+        self.view().read(start, offset, max_bytes, at_least_one)
     }
 
-    /// The first offset in this segment whose record timestamp is at least `ts`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+    /// The first record in this segment whose timestamp is at least `ts`: its offset
+    /// and timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
         if self.max_timestamp < ts {
             return Ok(None);
         }
@@ -112,7 +167,7 @@ impl Segment {
                     reason,
                 })?;
                 if let Some(record) = found.iter().find(|r| r.timestamp_ms >= ts) {
-                    return Ok(Some(record.offset));
+                    return Ok(Some((record.offset, record.timestamp_ms)));
                 }
             }
             pos += u64::from(header.length);

@@ -1,0 +1,262 @@
+//! What the hardening issue asked for, tried on the real server: one server per data
+//! directory, topic deletion that fences everything waiting on the topic, a damaged topic
+//! that leaves the rest serving. Every test is bounded in time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::server::TestServer;
+use strom::broker::{Broker, Limits};
+use strom::grpc::pb::{self, admin_client::AdminClient, subscribe_request::Start as SubStart};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn produce(topic: &str, values: &[&str], timestamp_ms: i64) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(0),
+        records: values
+            .iter()
+            .map(|v| pb::Record {
+                value: Bytes::from(v.to_string()),
+                timestamp_ms,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Descriptors of this process open on anything whose path contains `part`.
+fn fds_on(part: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|target| target.to_string_lossy().contains(part))
+        .count()
+}
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in time"))
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let err = Broker::open(dir.path(), Limits::default())
+        .err()
+        .expect("a second broker on the same directory is refused")
+        .to_string();
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // Stopped before its serving task first ran: the upkeep must still see the shutdown.
+    server.stop().await.unwrap();
+    // Released with the first server.
+    let again = TestServer::start(dir.path()).await;
+    again.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_ends_its_waits_releases_its_files_and_a_new_one_shares_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    let mut admin = client.admin();
+    let old = admin
+        .create_topic("doomed", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut log = client.log();
+    log.produce(produce("doomed", &["a", "b", "c"], 0))
+        .await
+        .unwrap();
+    let old_dir = common::topic_dir(dir.path(), "doomed");
+    let old_dir_name = old_dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(fds_on(&old_dir_name) > 0);
+
+    // A subscription and a long poll, both waiting past the end.
+    let mut stream = log
+        .subscribe(pb::SubscribeRequest {
+            topic: "doomed".into(),
+            partition: 0,
+            start: Some(SubStart::Offset(3)),
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut poller = client.log();
+    let long_poll = tokio::spawn(async move {
+        poller
+            .fetch(pb::FetchRequest {
+                topic: "doomed".into(),
+                partition: 0,
+                offset: 3,
+                max_wait_ms: 25_000,
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // both are waiting now
+    admin.delete_topic("doomed").await.unwrap();
+
+    let polled = within("the long poll", long_poll).await.unwrap();
+    assert_eq!(polled.unwrap_err().code(), Code::NotFound);
+    let ended = within("the subscription", stream.next()).await;
+    assert_eq!(ended.unwrap().unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        log.produce(produce("doomed", &["late"], 0))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert!(!old_dir.exists());
+    assert_eq!(
+        fds_on(&old_dir_name),
+        0,
+        "the deleted topic's files are closed"
+    );
+
+    let new = admin
+        .create_topic("doomed", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.id.len(), 32);
+    assert_eq!(new.partitions[0].high_watermark, 0, "no old records");
+    assert_ne!(common::topic_dir(dir.path(), "doomed"), old_dir);
+    server.stop().await.unwrap();
+}
+
+/// Replaces a topic's `topic.json` with `bytes`.
+fn damage_metadata(data_dir: &Path, topic: &str, bytes: &[u8]) {
+    std::fs::write(common::topic_dir(data_dir, topic).join("topic.json"), bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_topic_is_reported_unavailable_and_the_others_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut admin = server.client().await.admin();
+    for name in ["good", "bad"] {
+        admin.create_topic(name, 1, BTreeMap::new()).await.unwrap();
+    }
+    server.stop().await.unwrap();
+    damage_metadata(dir.path(), "bad", b"{\"partitions\": ");
+
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    let mut log = client.log();
+    log.produce(produce("good", &["fine"], 0)).await.unwrap();
+    let mut raw = AdminClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let listed = raw
+        .list_topics(pb::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.names, ["good"]);
+    assert_eq!(listed.unavailable.len(), 1);
+    assert_eq!(listed.unavailable[0].name, "bad");
+    assert!(
+        listed.unavailable[0].reason.contains("topic.json"),
+        "{:?}",
+        listed.unavailable[0]
+    );
+    let mut admin = client.admin();
+    let err = admin.describe_topic("bad").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = log.produce(produce("bad", &["x"], 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(admin.create_topic("bad", 1, BTreeMap::new()).await.is_err());
+    // The way out: delete it, then it can be created afresh.
+    admin.delete_topic("bad").await.unwrap();
+    admin.create_topic("bad", 1, BTreeMap::new()).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_offsets_by_time_returns_the_found_records_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut log = client.log();
+    log.produce(produce("t", &["early"], 1_000)).await.unwrap();
+    log.produce(produce("t", &["late"], 5_000)).await.unwrap();
+    let found = log
+        .list_offsets(pb::ListOffsetsRequest {
+            topic: "t".into(),
+            partition: 0,
+            spec: Some(pb::list_offsets_request::Spec::TimestampMs(2_000)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((found.offset, found.timestamp_ms), (1, 5_000));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn timestamps_far_in_the_future_are_refused_with_the_key_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut log = client.log();
+    let now = strom::broker::now_ms();
+    log.produce(produce("t", &["soon"], now + 60_000))
+        .await
+        .unwrap();
+    let err = log
+        .produce(produce("t", &["years ahead"], now + 3 * 3_600_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("message.timestamp.after.max.ms"),
+        "{}",
+        err.message()
+    );
+    let altered = client
+        .admin()
+        .alter_topic_config(
+            "t",
+            [(
+                "message.timestamp.after.max.ms".to_string(),
+                "86400000".to_string(),
+            )]
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(altered.config["message.timestamp.after.max.ms"], "86400000");
+    log.produce(produce("t", &["years ahead"], now + 3 * 3_600_000))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
