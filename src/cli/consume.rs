@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::output::{outln, write_out};
 use super::progress::Progress;
-use super::{describe, parse_duration_ms, Connect};
+use super::{describe, parse_duration_ms, Connect, Stop};
 use crate::broker::now_ms;
 use crate::client::{ConsumedRecord, Consumer, Start};
 
@@ -113,7 +114,7 @@ fn print(out: &mut Vec<u8>, record: &ConsumedRecord, format: Format, print_key: 
     written.expect("writing to a Vec cannot fail");
 }
 
-pub async fn run(args: ConsumeArgs) -> Result<(), String> {
+pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
     let client = args.connect.client().await?;
     let from = parse_position(&args.from)?;
     let until = args.until.as_deref().map(parse_position).transpose()?;
@@ -199,13 +200,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
         }
         let batch_records = printed - batch_records;
         // One write per batch: a line-buffered stdout would make a syscall per record.
-        let mut stdout = std::io::stdout().lock();
-        match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            // The reader went away (`strom consume | head`): a normal end, not an error.
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(err) => return Err(format!("writing records: {err}")),
-        }
+        write_out(&out)?;
         progress.add(batch_records, out.len() as u64);
         out.clear();
         if done {
@@ -215,7 +210,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn offsets(args: OffsetsArgs) -> Result<(), String> {
+pub async fn offsets(args: OffsetsArgs) -> Result<(), Stop> {
     let topic = args
         .connect
         .client()
@@ -224,12 +219,14 @@ pub async fn offsets(args: OffsetsArgs) -> Result<(), String> {
         .describe_topic(&args.topic)
         .await
         .map_err(describe)?;
-    println!("{:>9} {:>14} {:>14}", "partition", "start", "end");
+    outln!("{:>9} {:>14} {:>14}", "partition", "start", "end")?;
     for p in topic.partitions {
-        println!(
+        outln!(
             "{:>9} {:>14} {:>14}",
-            p.partition, p.log_start_offset, p.high_watermark
-        );
+            p.partition,
+            p.log_start_offset,
+            p.high_watermark
+        )?;
     }
     Ok(())
 }

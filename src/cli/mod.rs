@@ -3,6 +3,7 @@
 
 mod bench;
 mod consume;
+mod output;
 mod produce;
 mod progress;
 mod serve;
@@ -12,8 +13,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use output::Stop;
+
 use crate::client::Client;
 use crate::config::DEFAULT_LISTEN;
+use output::noteln;
 
 #[derive(Parser)]
 #[command(
@@ -63,36 +67,40 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            noteln!("strom: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Spawned, so the command runs on the worker threads rather than on the main thread
     // that `block_on` uses.
     let result = runtime.block_on(async move {
         tokio::spawn(async move { run(cli.command).await })
             .await
-            .unwrap_or_else(|e| Err(format!("command failed: {e}")))
+            .unwrap_or_else(|e| Err(Stop::Failed(format!("command failed: {e}"))))
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("strom: {message}");
+        Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
+        Err(Stop::Failed(message)) => {
+            noteln!("strom: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
-    {
-        match command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Topic(args) => topic::run(args).await,
-            Command::Produce(args) => produce::run(args).await,
-            Command::Consume(args) => consume::run(args).await,
-            Command::Offsets(args) => consume::offsets(args).await,
-            Command::Bench(args) => bench::run(args).await,
-        }
+async fn run(command: Command) -> Result<(), Stop> {
+    match command {
+        Command::Serve(args) => Ok(serve::run(args).await?),
+        Command::Topic(args) => topic::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+        Command::Offsets(args) => consume::offsets(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

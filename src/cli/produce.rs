@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::{describe, parse_pairs, Connect};
+use super::output::{note, noteln};
+use super::{describe, parse_pairs, Connect, Stop};
 use crate::client::{Producer, ProducerConfig};
 use crate::grpc::pb;
 
@@ -43,12 +44,14 @@ pub struct ProduceArgs {
 /// Acks awaited at most at once, so memory stays bounded on endless input.
 const MAX_PENDING_ACKS: usize = 100_000;
 
-pub async fn run(args: ProduceArgs) -> Result<(), String> {
+pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     let durability = match args.durability.as_deref() {
         None => pb::Durability::Unspecified,
         Some("fsync") => pb::Durability::Fsync,
         Some("page_cache") => pb::Durability::PageCache,
-        Some(other) => return Err(format!("--durability {other:?}: use fsync or page_cache")),
+        Some(other) => {
+            return Err(format!("--durability {other:?}: use fsync or page_cache").into())
+        }
     };
     let headers: Vec<pb::Header> = parse_pairs(&args.headers)?
         .into_iter()
@@ -123,11 +126,9 @@ pub async fn run(args: ProduceArgs) -> Result<(), String> {
         started,
         if progress { "\r" } else { "" },
     );
-    eprintln!();
+    noteln!();
     match first_error {
-        Some(err) => Err(format!(
-            "{failed} of {sent} records failed; first error: {err}"
-        )),
+        Some(err) => Err(format!("{failed} of {sent} records failed; first error: {err}").into()),
         None => Ok(()),
     }
 }
@@ -148,7 +149,7 @@ fn count(
 
 fn report(records: u64, bytes: u64, started: Instant, prefix: &str) {
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    eprint!(
+    note!(
         "{prefix}produced {records} records, {:.1} MB, {:.0} records/s, {:.1} MB/s",
         bytes as f64 / 1e6,
         records as f64 / secs,

@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 
-use super::{describe, parse_pairs, Connect};
+use super::output::{noteln, outln};
+use super::{describe, parse_pairs, Connect, Stop};
 use crate::grpc::pb;
 
 #[derive(clap::Args)]
@@ -39,26 +40,35 @@ enum Action {
     Delete { name: String },
 }
 
-fn print(topic: &pb::TopicDescription) {
+fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
     let mut config: Vec<_> = topic.config.iter().collect();
     config.sort();
-    println!("topic {}", topic.name);
+    outln!("topic {}", topic.name)?;
     for (k, v) in config {
-        println!("  {k} = {v}");
+        outln!("  {k} = {v}")?;
     }
-    println!(
+    outln!(
         "  {:>9} {:>14} {:>14} {:>14} {:>8}",
-        "partition", "start", "end", "bytes", "segments"
-    );
+        "partition",
+        "start",
+        "end",
+        "bytes",
+        "segments"
+    )?;
     for p in &topic.partitions {
-        println!(
+        outln!(
             "  {:>9} {:>14} {:>14} {:>14} {:>8}",
-            p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segment_count
-        );
+            p.partition,
+            p.log_start_offset,
+            p.high_watermark,
+            p.size_bytes,
+            p.segment_count
+        )?;
     }
+    Ok(())
 }
 
-pub async fn run(args: TopicArgs) -> Result<(), String> {
+pub async fn run(args: TopicArgs) -> Result<(), Stop> {
     let mut admin = args.connect.client().await?.admin();
     match args.action {
         Action::Create {
@@ -70,23 +80,23 @@ pub async fn run(args: TopicArgs) -> Result<(), String> {
                 .create_topic(&name, partitions, parse_pairs(&config)?)
                 .await
                 .map_err(describe)?;
-            print(&topic);
+            print(&topic)?;
         }
         Action::List => {
             for name in admin.list_topics().await.map_err(describe)? {
-                println!("{name}");
+                outln!("{name}")?;
             }
         }
-        Action::Describe { name } => print(&admin.describe_topic(&name).await.map_err(describe)?),
+        Action::Describe { name } => print(&admin.describe_topic(&name).await.map_err(describe)?)?,
         Action::Alter { name, config } => print(
             &admin
                 .alter_topic_config(&name, parse_pairs(&config)?)
                 .await
                 .map_err(describe)?,
-        ),
+        )?,
         Action::Delete { name } => {
             admin.delete_topic(&name).await.map_err(describe)?;
-            eprintln!("deleted topic {name}");
+            noteln!("deleted topic {name}");
         }
     }
     Ok(())

@@ -1,0 +1,101 @@
+//! The `strom` command's handling of its surroundings: a reader that goes away
+//! (`strom topic list | head -1`).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::cli::{ready_address, wait_within, Serve, STROM};
+
+/// Runs `strom ARGS` with stdout (or stderr) a pipe whose reader is already gone;
+/// returns its exit status and what it said on stderr.
+fn with_closed(
+    addr: &str,
+    args: &[&str],
+    close_stderr: bool,
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(STROM)
+        .args(args)
+        .env("STROM_SERVER", addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command has written anything: its first write meets EPIPE.
+    let mut err = String::new();
+    if close_stderr {
+        drop(child.stderr.take());
+    } else {
+        drop(child.stdout.take());
+    }
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    (status, err)
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_end_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "--partitions", "2"], b"");
+    let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    server.ok(&["produce", "-t", "t"], lines.as_bytes());
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "describe", "t"],
+        &["topic", "create", "u"],
+        &["topic", "alter", "t", "--config", "segment.ms=60000"],
+        &["offsets", "-t", "t"],
+        &["consume", "-t", "t"],
+        &["consume", "-t", "t", "--format", "json"],
+        &[
+            "bench",
+            "produce",
+            "-t",
+            "b",
+            "--records",
+            "100",
+            "--batch",
+            "10",
+        ],
+        &["bench", "consume", "-t", "b", "--json"],
+        &["bench", "jitter", "--duration", "1s"],
+    ] {
+        let (status, err) = with_closed(&server.addr, args, false);
+        assert!(
+            status.success() && err.is_empty(),
+            "strom {args:?} with a closed stdout: {status}: {err}"
+        );
+    }
+    // Messages to a closed stderr are lost, not fatal.
+    let (status, _) = with_closed(&server.addr, &["topic", "delete", "u"], true);
+    assert!(
+        status.success(),
+        "topic delete with a closed stderr: {status}"
+    );
+}
+
+#[test]
+fn ready_lines_of_either_form_give_the_address() {
+    assert_eq!(
+        ready_address("2026-01-01T00:00:00Z  INFO strom::cli::serve: strom is ready listen=127.0.0.1:4567 data_dir=/tmp/x"),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address("INFO strom::server: serving gRPC on 127.0.0.1:4567"),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address(r#"{"fields":{"message":"serving gRPC on 127.0.0.1:4567"}}"#),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address("INFO strom::server: serving address=Some(127.0.0.1:1)"),
+        None
+    );
+}
