@@ -1,5 +1,5 @@
 //! The `strom` command's handling of its surroundings: a reader that goes away
-//! (`strom topic list | head -1`).
+//! (`strom topic list | head -1`), and where `--server` may be written.
 
 mod common;
 
@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::cli::{ready_address, wait_within, Serve, STROM};
+use common::process::run_within;
 
 /// Runs `strom ARGS` with stdout (or stderr) a pipe whose reader is already gone;
 /// returns its exit status and what it said on stderr.
@@ -77,6 +78,49 @@ fn a_closed_stdout_is_a_quiet_end_for_every_command() {
     assert!(
         status.success(),
         "topic delete with a closed stderr: {status}"
+    );
+}
+
+#[test]
+fn server_flag_before_or_after_the_subcommand_or_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "here"], b"");
+    let nobody = "127.0.0.1:9"; // discard port: nothing listens there
+    let list = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(STROM);
+        command.args(args).env_remove("STROM_SERVER");
+        if let Some(env) = env {
+            command.env("STROM_SERVER", env);
+        }
+        let out = run_within(&mut command, b"", Duration::from_secs(60));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let addr = server.addr.as_str();
+    for (args, env) in [
+        (&["-s", addr, "topic", "list"][..], None),
+        (&["--server", addr, "topic", "list"], Some(nobody)),
+        (&["topic", "list", "-s", addr], None),
+        (&["topic", "-s", addr, "list"], None),
+        (&["topic", "list"], Some(addr)),
+        // The later flag wins.
+        (&["-s", nobody, "topic", "list", "-s", addr], Some(nobody)),
+        (&["-s", addr, "offsets", "-t", "here"], None),
+    ] {
+        let (ok, out, err) = list(args, env);
+        assert!(
+            ok && (out.contains("here") || out.contains("partition")),
+            "{args:?} {env:?}: {err}"
+        );
+    }
+    let (ok, _, err) = list(&["-s", nobody, "topic", "list"], Some(addr));
+    assert!(
+        !ok && err.contains(nobody),
+        "a flag beats the environment: {err}"
     );
 }
 

@@ -23,7 +23,7 @@ enum Format {
 #[derive(clap::Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     /// Topic to read.
     #[arg(long, short = 't')]
     topic: String,
@@ -53,7 +53,7 @@ pub struct ConsumeArgs {
 #[derive(clap::Args)]
 pub struct OffsetsArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     /// Topic to show.
     #[arg(long, short = 't')]
     topic: String,

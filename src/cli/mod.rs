@@ -26,25 +26,43 @@ use output::noteln;
     about = "A partitioned commit-log server over gRPC"
 )]
 struct Cli {
+    /// Address of the server, for the client commands [default: 127.0.0.1:7400].
+    #[arg(long, short = 's', env = "STROM_SERVER", value_name = "HOST:PORT")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
-/// How client commands find the server.
+/// How client commands find the server. `--server` is taken before the subcommand
+/// (`strom -s HOST:PORT topic list`) and after it (`strom topic list -s HOST:PORT`);
+/// given in both places, the later one wins.
 #[derive(clap::Args, Clone)]
 pub struct Connect {
-    /// Address of the server.
-    #[arg(long, short = 's', env = "STROM_SERVER", default_value = DEFAULT_LISTEN, global = true)]
-    pub server: String,
+    /// Address of the server (may also come before the subcommand, or from
+    /// STROM_SERVER) [default: 127.0.0.1:7400].
+    #[arg(long, short = 's', value_name = "HOST:PORT", global = true)]
+    server: Option<String>,
 }
 
 impl Connect {
+    /// Fills in the address given before the subcommand (or by STROM_SERVER), unless
+    /// one came after it. clap already shares the values of a global argument with an
+    /// argument of the same name in the parent command this way; the rule is spelled
+    /// out here so as not to hang on that detail.
+    fn inherit(&mut self, before: &Option<String>) {
+        if self.server.is_none() {
+            self.server.clone_from(before);
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
     pub async fn client(&self) -> Result<Client, String> {
-        Client::connect(&self.server).await.map_err(|e| {
-            format!(
-                "cannot connect to {}: {e}; is `strom serve` running?",
-                self.server
-            )
+        let address = self.address();
+        Client::connect(address).await.map_err(|e| {
+            format!("cannot connect to {address}: {e}; is `strom serve` running there?")
         })
     }
 }
@@ -80,7 +98,7 @@ pub fn main() -> ExitCode {
     // Spawned, so the command runs on the worker threads rather than on the main thread
     // that `block_on` uses.
     let result = runtime.block_on(async move {
-        tokio::spawn(async move { run(cli.command).await })
+        tokio::spawn(async move { run(cli).await })
             .await
             .unwrap_or_else(|e| Err(Stop::Failed(format!("command failed: {e}"))))
     });
@@ -93,14 +111,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Stop> {
-    match command {
+async fn run(cli: Cli) -> Result<(), Stop> {
+    let before = &cli.server;
+    match cli.command {
         Command::Serve(args) => Ok(serve::run(args).await?),
-        Command::Topic(args) => topic::run(args).await,
-        Command::Produce(args) => produce::run(args).await,
-        Command::Consume(args) => consume::run(args).await,
-        Command::Offsets(args) => consume::offsets(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Topic(mut args) => {
+            args.connect.inherit(before);
+            topic::run(args).await
+        }
+        Command::Produce(mut args) => {
+            args.connect.inherit(before);
+            produce::run(args).await
+        }
+        Command::Consume(mut args) => {
+            args.connect.inherit(before);
+            consume::run(args).await
+        }
+        Command::Offsets(mut args) => {
+            args.connect.inherit(before);
+            consume::offsets(args).await
+        }
+        Command::Bench(mut args) => {
+            args.connect.inherit(before);
+            bench::run(args).await
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::grpc::pb;
 #[derive(clap::Args)]
 pub struct ProduceArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     /// Topic to produce to.
     #[arg(long, short = 't')]
     topic: String,

@@ -9,7 +9,7 @@ use crate::grpc::pb;
 #[derive(clap::Args)]
 pub struct TopicArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     #[command(subcommand)]
     action: Action,
 }
