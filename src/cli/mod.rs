@@ -85,6 +85,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,6 +103,12 @@ pub fn main() -> ExitCode {
             .await
             .unwrap_or_else(|e| Err(Stop::Failed(format!("command failed: {e}"))))
     });
+    if !serving {
+        // A client command may end while a thread of the runtime is still blocked
+        // reading stdin (`tail -F app.log | strom produce` after a fatal error), which
+        // dropping the runtime would wait for, forever.
+        runtime.shutdown_background();
+    }
     match result {
         Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
         Err(Stop::Failed(message)) => {
@@ -169,4 +176,13 @@ pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String
                 .ok_or_else(|| format!("{p:?} is not key=value"))
         })
         .collect()
+}
+
+/// One `key=value` argument; `usage` tells how to write it, for the message when it
+/// is not one.
+pub fn parse_pair(pair: &str, usage: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{pair:?} is not {usage}")),
+    }
 }
