@@ -1,5 +1,6 @@
 //! The `strom` command's handling of its surroundings: a reader that goes away
-//! (`strom topic list | head -1`), and where `--server` may be written.
+//! (`strom topic list | head -1`), where `--server` may be written, and `topic alter`
+//! as its help shows it.
 
 mod common;
 
@@ -122,6 +123,58 @@ fn server_flag_before_or_after_the_subcommand_or_from_the_environment() {
         !ok && err.contains(nobody),
         "a flag beats the environment: {err}"
     );
+}
+
+#[test]
+fn topic_alter_takes_key_value_pairs_as_its_help_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "logs"], b"");
+    let out = server.ok(
+        &[
+            "topic",
+            "alter",
+            "logs",
+            "segment.bytes=268435456",
+            "--config",
+            "segment.ms=60000",
+        ],
+        b"",
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("segment.bytes = 268435456"), "{out}");
+    assert!(out.contains("segment.ms = 60000"), "{out}");
+
+    // Nothing to change, a pair without '=', and a key as in Rust code rather than as
+    // users type it: each says what to write instead.
+    for (args, expected) in [
+        (
+            &["topic", "alter", "logs"][..],
+            "strom topic alter logs segment.bytes=",
+        ),
+        (
+            &["topic", "alter", "segment.ms=1"],
+            "strom topic alter NAME key=value",
+        ),
+        (
+            &["topic", "alter", "logs", "segment.bytes"],
+            "is not key=value",
+        ),
+        (
+            &["topic", "alter", "logs", "segment_bytes=268435456"],
+            "did you mean segment.bytes",
+        ),
+        (
+            &["topic", "create", "x", "-c", "Segment.MS=1000"],
+            "did you mean segment.ms",
+        ),
+    ] {
+        let out = server.run(args, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
 }
 
 #[test]

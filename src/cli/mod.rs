@@ -166,18 +166,6 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     n.checked_mul(unit_ms)
 }
 
-/// `key=value` pairs of repeated flags.
-pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
-    pairs
-        .iter()
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("{p:?} is not key=value"))
-        })
-        .collect()
-}
-
 /// One `key=value` argument; `usage` tells how to write it, for the message when it
 /// is not one.
 pub fn parse_pair(pair: &str, usage: &str) -> Result<(String, String), String> {
