@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::output::{outln, write_out};
+use super::output::{noteln, outln, write_out};
+use super::position::parse_position;
 use super::progress::Progress;
-use super::{describe, parse_duration_ms, Connect, Stop};
-use crate::broker::now_ms;
-use crate::client::{ConsumedRecord, Consumer, Start};
+use super::{describe, Connect, Stop};
+use crate::client::{Client, ConsumedRecord, Consumer, Start};
+use crate::grpc::pb;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
@@ -30,10 +31,13 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long, short = 'p')]
     partition: Option<u32>,
-    /// Where to start: earliest, latest, an OFFSET, @TIMESTAMP_MS, or -DURATION (e.g. -10m).
+    /// Where to start: earliest, latest, an OFFSET, @TIMESTAMP_MS, -DURATION (e.g. -10m)
+    /// or an RFC 3339 time (e.g. 2026-12-01T10:00:00Z). An offset past the end prints
+    /// nothing; one before the log start starts there.
     #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     from: String,
-    /// Where to stop (exclusive): an OFFSET, @TIMESTAMP_MS or -DURATION.
+    /// Where to stop (exclusive), in the same forms; `latest` is the end as it was when
+    /// consuming began.
     #[arg(long, allow_hyphen_values = true)]
     until: Option<String>,
     /// Keep waiting for new records instead of stopping at the end.
@@ -57,24 +61,6 @@ pub struct OffsetsArgs {
     /// Topic to show.
     #[arg(long, short = 't')]
     topic: String,
-}
-
-/// `earliest`, `latest`, `OFFSET`, `@TIMESTAMP_MS` or `-DURATION`.
-fn parse_position(text: &str) -> Result<Start, String> {
-    let bad = || {
-        format!(
-            "{text:?} is not earliest, latest, an offset, @TIMESTAMP_MS or -DURATION (like -10m)"
-        )
-    };
-    Ok(match text {
-        "earliest" => Start::Earliest,
-        "latest" => Start::Latest,
-        t if t.starts_with('@') => Start::Timestamp(t[1..].parse().map_err(|_| bad())?),
-        t if t.starts_with('-') => {
-            Start::Timestamp(now_ms() - parse_duration_ms(&t[1..]).ok_or_else(bad)?)
-        }
-        t => Start::Offset(t.parse().map_err(|_| bad())?),
-    })
 }
 
 fn json_string(bytes: &[u8]) -> String {
@@ -114,71 +100,167 @@ fn print(out: &mut Vec<u8>, record: &ConsumedRecord, format: Format, print_key: 
     written.expect("writing to a Vec cannot fail");
 }
 
-pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
-    let client = args.connect.client().await?;
-    let from = parse_position(&args.from)?;
-    let until = args.until.as_deref().map(parse_position).transpose()?;
-    if matches!(until, Some(Start::Earliest | Start::Latest)) {
-        return Err("--until takes an OFFSET, @TIMESTAMP_MS or -DURATION".into());
-    }
-    let partitions: Vec<u32> = match args.partition {
-        Some(p) => vec![p],
-        None => (0..client
-            .admin()
-            .describe_topic(&args.topic)
-            .await
-            .map_err(describe)?
-            .partitions
-            .len() as u32)
-            .collect(),
+/// What to read of one partition.
+struct Plan {
+    partition: u32,
+    /// Where the consumer starts.
+    start: Start,
+    /// Records below this offset are skipped (`--from` past the end, with `--follow`).
+    skip_below: u64,
+    /// Stop before this offset.
+    stop_offset: Option<u64>,
+    /// Stop before the first record at or after this time (ms).
+    stop_time: Option<i64>,
+}
+
+/// Works out where to start and stop in one partition, or `None` when there is
+/// nothing to read; tells on stderr when the range asked for is not all there.
+fn plan(
+    p: &pb::PartitionDescription,
+    from: Start,
+    until: Option<Start>,
+    follow: bool,
+) -> Option<Plan> {
+    let (first, end) = (p.log_start_offset, p.high_watermark);
+    let mut skip_below = 0;
+    let start = match from {
+        Start::Earliest => Start::Offset(first),
+        Start::Latest => Start::Offset(end),
+        Start::Offset(offset) if offset < first => {
+            noteln!(
+                "strom: partition {} starts at offset {first} (older records are gone); reading from there",
+                p.partition
+            );
+            Start::Offset(first)
+        }
+        Start::Offset(offset) if offset > end && !follow => {
+            noteln!(
+                "strom: partition {} ends before offset {offset} (its next offset is {end}); nothing to print",
+                p.partition
+            );
+            return None;
+        }
+        Start::Offset(offset) if offset > end => {
+            // A fetch past the end is refused: wait at the end for the offset to come.
+            skip_below = offset;
+            Start::Offset(end)
+        }
+        other => other,
     };
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<ConsumedRecord>, String>>(16);
-    for partition in partitions {
-        let mut consumer = Consumer::new(&client, &args.topic, partition, from)
-            .await
-            .map_err(describe)?;
-        let (tx, follow) = (tx.clone(), args.follow);
-        tokio::spawn(async move {
-            // Without --follow, stop at the end as it was when reading began.
-            let mut end = None;
-            loop {
-                let wait = if follow {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
-                };
-                let mut records = match consumer.poll(wait).await {
-                    Ok(records) => records,
-                    Err(status) => {
-                        let _ = tx.send(Err(describe(status))).await;
-                        return;
-                    }
-                };
-                let end = *end.get_or_insert(consumer.high_watermark());
-                let done = match until {
-                    Some(Start::Offset(stop)) => {
-                        records.retain(|r| r.offset < stop);
-                        consumer.position() >= stop
-                    }
-                    Some(Start::Timestamp(stop)) => {
-                        match records.iter().position(|r| r.timestamp_ms >= stop) {
-                            Some(cut) => {
-                                records.truncate(cut);
-                                true
-                            }
-                            None => false,
-                        }
-                    }
-                    _ => false,
-                } || (!follow && consumer.position() >= end);
-                if !records.is_empty() && tx.send(Ok(records)).await.is_err() {
-                    return;
-                }
-                if done {
-                    return;
-                }
+    let until_offset = match until {
+        Some(Start::Earliest) => Some(first),
+        Some(Start::Latest) => Some(end),
+        Some(Start::Offset(offset)) => Some(offset),
+        _ => None,
+    };
+    // Without --follow, stop at the end as it was when reading began.
+    let stop_offset = match (until_offset, follow) {
+        (Some(stop), true) => Some(stop),
+        (Some(stop), false) => Some(stop.min(end)),
+        (None, true) => None,
+        (None, false) => Some(end),
+    };
+    if let (Start::Offset(start), Some(stop)) = (start, stop_offset) {
+        if start.max(skip_below) >= stop {
+            return None;
+        }
+    }
+    Some(Plan {
+        partition: p.partition,
+        start,
+        skip_below,
+        stop_offset,
+        stop_time: match until {
+            Some(Start::Timestamp(ts)) => Some(ts),
+            _ => None,
+        },
+    })
+}
+
+type Batches = mpsc::Sender<Result<Vec<ConsumedRecord>, String>>;
+
+/// Reads one partition as planned, sending its records in batches.
+async fn read(client: Client, topic: String, plan: Plan, follow: bool, tx: Batches) {
+    let mut consumer = match Consumer::new(&client, &topic, plan.partition, plan.start).await {
+        Ok(consumer) => consumer,
+        Err(status) => {
+            let _ = tx.send(Err(describe(status))).await;
+            return;
+        }
+    };
+    // Without --follow the records up to the stop are already there: the wait only
+    // matters if the log was cut meanwhile.
+    let wait = Duration::from_secs(if follow { 5 } else { 1 });
+    loop {
+        if plan
+            .stop_offset
+            .is_some_and(|stop| consumer.position() >= stop)
+        {
+            return;
+        }
+        let mut records = match consumer.poll(wait).await {
+            Ok(records) => records,
+            Err(status) => {
+                let _ = tx.send(Err(describe(status))).await;
+                return;
             }
-        });
+        };
+        let cut_short =
+            !follow && records.is_empty() && consumer.high_watermark() <= consumer.position();
+        records.retain(|r| r.offset >= plan.skip_below);
+        if let Some(stop) = plan.stop_offset {
+            records.retain(|r| r.offset < stop);
+        }
+        let mut done = cut_short;
+        if let Some(stop) = plan.stop_time {
+            if let Some(cut) = records.iter().position(|r| r.timestamp_ms >= stop) {
+                records.truncate(cut);
+                done = true;
+            }
+        }
+        if !records.is_empty() && tx.send(Ok(records)).await.is_err() {
+            return;
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
+    let from = parse_position(&args.from).map_err(|e| format!("--from {e}"))?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_position)
+        .transpose()
+        .map_err(|e| format!("--until {e}"))?;
+    let client = args.connect.client().await?;
+    let topic = client
+        .admin()
+        .describe_topic(&args.topic)
+        .await
+        .map_err(describe)?;
+    let partitions: Vec<&pb::PartitionDescription> = match args.partition {
+        None => topic.partitions.iter().collect(),
+        Some(p) => vec![topic
+            .partitions
+            .iter()
+            .find(|d| d.partition == p)
+            .ok_or_else(|| {
+                format!(
+                    "topic {:?} has partitions 0 to {}; --partition {p} does not exist",
+                    args.topic,
+                    topic.partitions.len().saturating_sub(1)
+                )
+            })?],
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    for p in partitions {
+        if let Some(plan) = plan(p, from, until, args.follow) {
+            let (client, topic) = (client.clone(), args.topic.clone());
+            tokio::spawn(read(client, topic, plan, args.follow, tx.clone()));
+        }
     }
     drop(tx);
     // A progress line only when the records go elsewhere (a file, a pipe); `show` adds
@@ -189,7 +271,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
     let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
         let mut done = false;
-        let batch_records = printed;
+        let before = printed;
         for record in batch? {
             print(&mut out, &record, args.format, args.print_key);
             printed += 1;
@@ -198,10 +280,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
                 break;
             }
         }
-        let batch_records = printed - batch_records;
         // One write per batch: a line-buffered stdout would make a syscall per record.
         write_out(&out)?;
-        progress.add(batch_records, out.len() as u64);
+        progress.add(printed - before, out.len() as u64);
         out.clear();
         if done {
             break;
@@ -235,20 +316,53 @@ pub async fn offsets(args: OffsetsArgs) -> Result<(), Stop> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn positions_parse() {
-        assert_eq!(parse_position("earliest"), Ok(Start::Earliest));
-        assert_eq!(parse_position("42"), Ok(Start::Offset(42)));
-        assert_eq!(
-            parse_position("@1700000000000"),
-            Ok(Start::Timestamp(1_700_000_000_000))
-        );
-        let Ok(Start::Timestamp(ts)) = parse_position("-10m") else {
-            panic!()
-        };
-        assert!((now_ms() - 600_000 - ts).abs() < 5_000);
-        for bad in ["", "-10", "-10y", "@x", "soon"] {
-            assert!(parse_position(bad).is_err(), "{bad}");
+    fn partition(start: u64, end: u64) -> pb::PartitionDescription {
+        pb::PartitionDescription {
+            partition: 1,
+            log_start_offset: start,
+            high_watermark: end,
+            ..Default::default()
         }
+    }
+
+    fn range(plan: Option<Plan>) -> Option<(Start, u64, Option<u64>)> {
+        plan.map(|p| (p.start, p.skip_below, p.stop_offset))
+    }
+
+    #[test]
+    fn plans_clamp_to_the_log() {
+        let p = partition(10, 50);
+        let off = Start::Offset;
+        assert_eq!(
+            range(plan(&p, Start::Earliest, None, false)),
+            Some((off(10), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(5), None, false)),
+            Some((off(10), 0, Some(50)))
+        );
+        assert_eq!(range(plan(&p, off(100), Some(off(200)), false)), None);
+        assert_eq!(
+            range(plan(&p, off(20), Some(off(30)), false)),
+            Some((off(20), 0, Some(30)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), Some(off(300)), false)),
+            Some((off(20), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), Some(Start::Latest), true)),
+            Some((off(20), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), None, true)),
+            Some((off(20), 0, None))
+        );
+        assert_eq!(
+            range(plan(&p, off(100), None, true)),
+            Some((off(50), 100, None))
+        );
+        assert_eq!(range(plan(&p, Start::Latest, None, false)), None);
+        assert_eq!(range(plan(&p, off(20), Some(Start::Earliest), false)), None);
     }
 }

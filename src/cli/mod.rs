@@ -4,6 +4,7 @@
 mod bench;
 mod consume;
 mod output;
+mod position;
 mod produce;
 mod progress;
 mod serve;
