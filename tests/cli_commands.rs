@@ -55,6 +55,7 @@ fn a_closed_stdout_is_a_quiet_end_for_every_command() {
         &["offsets", "-t", "t"],
         &["consume", "-t", "t"],
         &["consume", "-t", "t", "--format", "json"],
+        &["consume", "-t", "t", "--format", "%o %s\\n", "-p", "1"],
         &[
             "bench",
             "produce",

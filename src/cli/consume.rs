@@ -1,25 +1,18 @@
 //! `strom consume` and `strom offsets`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::format::{Format, NULL_KEY, TOKENS};
 use super::output::{noteln, outln, write_out};
 use super::position::parse_position;
 use super::progress::Progress;
 use super::{describe, Connect, Stop};
 use crate::client::{Client, ConsumedRecord, Consumer, Start};
 use crate::grpc::pb;
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    /// The value of each record (with `--print-key`, the key, a tab, the value).
-    Text,
-    /// One JSON object per record: partition, offset, timestamp_ms, key, value, headers.
-    Json,
-}
 
 #[derive(clap::Args)]
 pub struct ConsumeArgs {
@@ -43,15 +36,29 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, short = 'F')]
     follow: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-    /// With text output, print the key and a tab before the value.
+    /// text (values, one per line), json (one object per line) or a TEMPLATE like '%k=%s\n'.
+    #[arg(long, default_value = "text", value_name = "text|json|TEMPLATE", long_help = format_help())]
+    format: String,
+    /// With --format text, print the key and a tab before the value (NULL when absent).
     #[arg(long)]
     print_key: bool,
     /// Stop after this many records.
     #[arg(long, short = 'n')]
     max_records: Option<u64>,
+}
+
+fn format_help() -> String {
+    format!(
+        "How to print each record:\n\
+         text: the value, one per line (with --print-key, the key, a tab, the value).\n\
+         json: one object per line: topic, partition, offset, timestamp_ms, key (null when \
+         absent), value, headers as [name, value] pairs; bytes that are not UTF-8 are base64, \
+         marked by \"key_encoding\"/\"value_encoding\":\"base64\" (a third element \"base64\" \
+         in a header).\n\
+         TEMPLATE: printed for each record as written (add \\n to end lines), with {TOKENS}.\n\
+         Text and templates print bytes as they are; an absent key prints as {}.",
+        String::from_utf8_lossy(NULL_KEY)
+    )
 }
 
 #[derive(clap::Args)]
@@ -61,43 +68,6 @@ pub struct OffsetsArgs {
     /// Topic to show.
     #[arg(long, short = 't')]
     topic: String,
-}
-
-fn json_string(bytes: &[u8]) -> String {
-    serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("strings serialize")
-}
-
-/// Appends one record's line to `out`.
-fn print(out: &mut Vec<u8>, record: &ConsumedRecord, format: Format, print_key: bool) {
-    let value = String::from_utf8_lossy(&record.value);
-    let written = match format {
-        Format::Text if print_key => {
-            let key = record.key.as_deref().map(String::from_utf8_lossy);
-            writeln!(out, "{}\t{value}", key.unwrap_or_default())
-        }
-        Format::Text => writeln!(out, "{value}"),
-        Format::Json => {
-            let key = record
-                .key
-                .as_deref()
-                .map_or("null".to_string(), json_string);
-            let headers: Vec<String> = record
-                .headers
-                .iter()
-                .map(|(n, v)| format!("[{},{}]", json_string(n.as_bytes()), json_string(v)))
-                .collect();
-            writeln!(
-                out,
-                "{{\"partition\":{},\"offset\":{},\"timestamp_ms\":{},\"key\":{key},\"value\":{},\"headers\":[{}]}}",
-                record.partition,
-                record.offset,
-                record.timestamp_ms,
-                json_string(&record.value),
-                headers.join(",")
-            )
-        }
-    };
-    written.expect("writing to a Vec cannot fail");
 }
 
 /// What to read of one partition.
@@ -228,6 +198,7 @@ async fn read(client: Client, topic: String, plan: Plan, follow: bool, tx: Batch
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
+    let format = Format::parse(&args.format, args.print_key)?;
     let from = parse_position(&args.from).map_err(|e| format!("--from {e}"))?;
     let until = args
         .until
@@ -273,7 +244,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
         let mut done = false;
         let before = printed;
         for record in batch? {
-            print(&mut out, &record, args.format, args.print_key);
+            format.write(&mut out, &args.topic, &record);
             printed += 1;
             done = args.max_records.is_some_and(|max| printed >= max);
             if done {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod consume;
+mod format;
 mod output;
 mod position;
 mod produce;
