@@ -1,47 +1,45 @@
 //! `strom consume` and `strom offsets`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::format::{Format, NULL_KEY, TOKENS};
+use super::output::{noteln, outln, write_out};
+use super::position::parse_position;
 use super::progress::Progress;
-use super::{describe, parse_duration_ms, Connect};
-use crate::broker::now_ms;
-use crate::client::{ConsumedRecord, Consumer, Start};
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    /// The value of each record (with `--print-key`, the key, a tab, the value).
-    Text,
-    /// One JSON object per record: partition, offset, timestamp_ms, key, value, headers.
-    Json,
-}
+use super::{describe, Connect, Stop};
+use crate::client::{Client, ConsumedRecord, Consumer, Start};
+use crate::grpc::pb;
 
 #[derive(clap::Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     /// Topic to read.
     #[arg(long, short = 't')]
     topic: String,
     /// Read only this partition (default: all).
     #[arg(long, short = 'p')]
     partition: Option<u32>,
-    /// Where to start: earliest, latest, an OFFSET, @TIMESTAMP_MS, or -DURATION (e.g. -10m).
+    /// Where to start: earliest, latest, an OFFSET, @TIMESTAMP_MS, -DURATION (e.g. -10m)
+    /// or an RFC 3339 time (e.g. 2026-12-01T10:00:00Z). An offset past the end prints
+    /// nothing; one before the log start starts there.
     #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     from: String,
-    /// Where to stop (exclusive): an OFFSET, @TIMESTAMP_MS or -DURATION.
+    /// Where to stop (exclusive), in the same forms; `latest` is the end as it was when
+    /// consuming began.
     #[arg(long, allow_hyphen_values = true)]
     until: Option<String>,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, short = 'F')]
     follow: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-    /// With text output, print the key and a tab before the value.
+    /// text (values, one per line), json (one object per line) or a TEMPLATE like '%k=%s\n'.
+    #[arg(long, default_value = "text", value_name = "text|json|TEMPLATE", long_help = format_help())]
+    format: String,
+    /// With --format text, print the key and a tab before the value (NULL when absent).
     #[arg(long)]
     print_key: bool,
     /// Stop after this many records.
@@ -49,135 +47,191 @@ pub struct ConsumeArgs {
     max_records: Option<u64>,
 }
 
+fn format_help() -> String {
+    format!(
+        "How to print each record:\n\
+         text: the value, one per line (with --print-key, the key, a tab, the value).\n\
+         json: one object per line: topic, partition, offset, timestamp_ms, key (null when \
+         absent), value, headers as [name, value] pairs; bytes that are not UTF-8 are base64, \
+         marked by \"key_encoding\"/\"value_encoding\":\"base64\" (a third element \"base64\" \
+         in a header).\n\
+         TEMPLATE: printed for each record as written (add \\n to end lines), with {TOKENS}.\n\
+         Text and templates print bytes as they are; an absent key prints as {}.",
+        String::from_utf8_lossy(NULL_KEY)
+    )
+}
+
 #[derive(clap::Args)]
 pub struct OffsetsArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     /// Topic to show.
     #[arg(long, short = 't')]
     topic: String,
 }
 
-/// `earliest`, `latest`, `OFFSET`, `@TIMESTAMP_MS` or `-DURATION`.
-fn parse_position(text: &str) -> Result<Start, String> {
-    let bad = || {
-        format!(
-            "{text:?} is not earliest, latest, an offset, @TIMESTAMP_MS or -DURATION (like -10m)"
-        )
-    };
-    Ok(match text {
-        "earliest" => Start::Earliest,
-        "latest" => Start::Latest,
-        t if t.starts_with('@') => Start::Timestamp(t[1..].parse().map_err(|_| bad())?),
-        t if t.starts_with('-') => {
-            Start::Timestamp(now_ms() - parse_duration_ms(&t[1..]).ok_or_else(bad)?)
+/// What to read of one partition.
+struct Plan {
+    partition: u32,
+    /// Where the consumer starts.
+    start: Start,
+    /// Records below this offset are skipped (`--from` past the end, with `--follow`).
+    skip_below: u64,
+    /// Stop before this offset.
+    stop_offset: Option<u64>,
+    /// Stop before the first record at or after this time (ms).
+    stop_time: Option<i64>,
+}
+
+/// Works out where to start and stop in one partition, or `None` when there is
+/// nothing to read; tells on stderr when the range asked for is not all there.
+fn plan(
+    p: &pb::PartitionDescription,
+    from: Start,
+    until: Option<Start>,
+    follow: bool,
+) -> Option<Plan> {
+    let (first, end) = (p.log_start_offset, p.high_watermark);
+    let mut skip_below = 0;
+    let start = match from {
+        Start::Earliest => Start::Offset(first),
+        Start::Latest => Start::Offset(end),
+        Start::Offset(offset) if offset < first => {
+            noteln!(
+                "strom: partition {} starts at offset {first} (older records are gone); reading from there",
+                p.partition
+            );
+            Start::Offset(first)
         }
-        t => Start::Offset(t.parse().map_err(|_| bad())?),
+        Start::Offset(offset) if offset > end && !follow => {
+            noteln!(
+                "strom: partition {} ends before offset {offset} (its next offset is {end}); nothing to print",
+                p.partition
+            );
+            return None;
+        }
+        Start::Offset(offset) if offset > end => {
+            // A fetch past the end is refused: wait at the end for the offset to come.
+            skip_below = offset;
+            Start::Offset(end)
+        }
+        other => other,
+    };
+    let until_offset = match until {
+        Some(Start::Earliest) => Some(first),
+        Some(Start::Latest) => Some(end),
+        Some(Start::Offset(offset)) => Some(offset),
+        _ => None,
+    };
+    // Without --follow, stop at the end as it was when reading began.
+    let stop_offset = match (until_offset, follow) {
+        (Some(stop), true) => Some(stop),
+        (Some(stop), false) => Some(stop.min(end)),
+        (None, true) => None,
+        (None, false) => Some(end),
+    };
+    if let (Start::Offset(start), Some(stop)) = (start, stop_offset) {
+        if start.max(skip_below) >= stop {
+            return None;
+        }
+    }
+    Some(Plan {
+        partition: p.partition,
+        start,
+        skip_below,
+        stop_offset,
+        stop_time: match until {
+            Some(Start::Timestamp(ts)) => Some(ts),
+            _ => None,
+        },
     })
 }
 
-fn json_string(bytes: &[u8]) -> String {
-    serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("strings serialize")
-}
+type Batches = mpsc::Sender<Result<Vec<ConsumedRecord>, String>>;
 
-/// Appends one record's line to `out`.
-fn print(out: &mut Vec<u8>, record: &ConsumedRecord, format: Format, print_key: bool) {
-    let value = String::from_utf8_lossy(&record.value);
-    let written = match format {
-        Format::Text if print_key => {
-            let key = record.key.as_deref().map(String::from_utf8_lossy);
-            writeln!(out, "{}\t{value}", key.unwrap_or_default())
-        }
-        Format::Text => writeln!(out, "{value}"),
-        Format::Json => {
-            let key = record
-                .key
-                .as_deref()
-                .map_or("null".to_string(), json_string);
-            let headers: Vec<String> = record
-                .headers
-                .iter()
-                .map(|(n, v)| format!("[{},{}]", json_string(n.as_bytes()), json_string(v)))
-                .collect();
-            writeln!(
-                out,
-                "{{\"partition\":{},\"offset\":{},\"timestamp_ms\":{},\"key\":{key},\"value\":{},\"headers\":[{}]}}",
-                record.partition,
-                record.offset,
-                record.timestamp_ms,
-                json_string(&record.value),
-                headers.join(",")
-            )
+/// Reads one partition as planned, sending its records in batches.
+async fn read(client: Client, topic: String, plan: Plan, follow: bool, tx: Batches) {
+    let mut consumer = match Consumer::new(&client, &topic, plan.partition, plan.start).await {
+        Ok(consumer) => consumer,
+        Err(status) => {
+            let _ = tx.send(Err(describe(status))).await;
+            return;
         }
     };
-    written.expect("writing to a Vec cannot fail");
-}
-
-pub async fn run(args: ConsumeArgs) -> Result<(), String> {
-    let client = args.connect.client().await?;
-    let from = parse_position(&args.from)?;
-    let until = args.until.as_deref().map(parse_position).transpose()?;
-    if matches!(until, Some(Start::Earliest | Start::Latest)) {
-        return Err("--until takes an OFFSET, @TIMESTAMP_MS or -DURATION".into());
-    }
-    let partitions: Vec<u32> = match args.partition {
-        Some(p) => vec![p],
-        None => (0..client
-            .admin()
-            .describe_topic(&args.topic)
-            .await
-            .map_err(describe)?
-            .partitions
-            .len() as u32)
-            .collect(),
-    };
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<ConsumedRecord>, String>>(16);
-    for partition in partitions {
-        let mut consumer = Consumer::new(&client, &args.topic, partition, from)
-            .await
-            .map_err(describe)?;
-        let (tx, follow) = (tx.clone(), args.follow);
-        tokio::spawn(async move {
-            // Without --follow, stop at the end as it was when reading began.
-            let mut end = None;
-            loop {
-                let wait = if follow {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
-                };
-                let mut records = match consumer.poll(wait).await {
-                    Ok(records) => records,
-                    Err(status) => {
-                        let _ = tx.send(Err(describe(status))).await;
-                        return;
-                    }
-                };
-                let end = *end.get_or_insert(consumer.high_watermark());
-                let done = match until {
-                    Some(Start::Offset(stop)) => {
-                        records.retain(|r| r.offset < stop);
-                        consumer.position() >= stop
-                    }
-                    Some(Start::Timestamp(stop)) => {
-                        match records.iter().position(|r| r.timestamp_ms >= stop) {
-                            Some(cut) => {
-                                records.truncate(cut);
-                                true
-                            }
-                            None => false,
-                        }
-                    }
-                    _ => false,
-                } || (!follow && consumer.position() >= end);
-                if !records.is_empty() && tx.send(Ok(records)).await.is_err() {
-                    return;
-                }
-                if done {
-                    return;
-                }
+    // Without --follow the records up to the stop are already there: the wait only
+    // matters if the log was cut meanwhile.
+    let wait = Duration::from_secs(if follow { 5 } else { 1 });
+    loop {
+        if plan
+            .stop_offset
+            .is_some_and(|stop| consumer.position() >= stop)
+        {
+            return;
+        }
+        let mut records = match consumer.poll(wait).await {
+            Ok(records) => records,
+            Err(status) => {
+                let _ = tx.send(Err(describe(status))).await;
+                return;
             }
-        });
+        };
+        let cut_short =
+            !follow && records.is_empty() && consumer.high_watermark() <= consumer.position();
+        records.retain(|r| r.offset >= plan.skip_below);
+        if let Some(stop) = plan.stop_offset {
+            records.retain(|r| r.offset < stop);
+        }
+        let mut done = cut_short;
+        if let Some(stop) = plan.stop_time {
+            if let Some(cut) = records.iter().position(|r| r.timestamp_ms >= stop) {
+                records.truncate(cut);
+                done = true;
+            }
+        }
+        if !records.is_empty() && tx.send(Ok(records)).await.is_err() {
+            return;
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
+    let format = Format::parse(&args.format, args.print_key)?;
+    let from = parse_position(&args.from).map_err(|e| format!("--from {e}"))?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_position)
+        .transpose()
+        .map_err(|e| format!("--until {e}"))?;
+    let client = args.connect.client().await?;
+    let topic = client
+        .admin()
+        .describe_topic(&args.topic)
+        .await
+        .map_err(describe)?;
+    let partitions: Vec<&pb::PartitionDescription> = match args.partition {
+        None => topic.partitions.iter().collect(),
+        Some(p) => vec![topic
+            .partitions
+            .iter()
+            .find(|d| d.partition == p)
+            .ok_or_else(|| {
+                format!(
+                    "topic {:?} has partitions 0 to {}; --partition {p} does not exist",
+                    args.topic,
+                    topic.partitions.len().saturating_sub(1)
+                )
+            })?],
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    for p in partitions {
+        if let Some(plan) = plan(p, from, until, args.follow) {
+            let (client, topic) = (client.clone(), args.topic.clone());
+            tokio::spawn(read(client, topic, plan, args.follow, tx.clone()));
+        }
     }
     drop(tx);
     // A progress line only when the records go elsewhere (a file, a pipe); `show` adds
@@ -188,25 +242,18 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
     let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
         let mut done = false;
-        let batch_records = printed;
+        let before = printed;
         for record in batch? {
-            print(&mut out, &record, args.format, args.print_key);
+            format.write(&mut out, &args.topic, &record);
             printed += 1;
             done = args.max_records.is_some_and(|max| printed >= max);
             if done {
                 break;
             }
         }
-        let batch_records = printed - batch_records;
         // One write per batch: a line-buffered stdout would make a syscall per record.
-        let mut stdout = std::io::stdout().lock();
-        match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            // The reader went away (`strom consume | head`): a normal end, not an error.
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(err) => return Err(format!("writing records: {err}")),
-        }
-        progress.add(batch_records, out.len() as u64);
+        write_out(&out)?;
+        progress.add(printed - before, out.len() as u64);
         out.clear();
         if done {
             break;
@@ -215,7 +262,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn offsets(args: OffsetsArgs) -> Result<(), String> {
+pub async fn offsets(args: OffsetsArgs) -> Result<(), Stop> {
     let topic = args
         .connect
         .client()
@@ -224,12 +271,14 @@ pub async fn offsets(args: OffsetsArgs) -> Result<(), String> {
         .describe_topic(&args.topic)
         .await
         .map_err(describe)?;
-    println!("{:>9} {:>14} {:>14}", "partition", "start", "end");
+    outln!("{:>9} {:>14} {:>14}", "partition", "start", "end")?;
     for p in topic.partitions {
-        println!(
+        outln!(
             "{:>9} {:>14} {:>14}",
-            p.partition, p.log_start_offset, p.high_watermark
-        );
+            p.partition,
+            p.log_start_offset,
+            p.high_watermark
+        )?;
     }
     Ok(())
 }
@@ -238,20 +287,53 @@ pub async fn offsets(args: OffsetsArgs) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn positions_parse() {
-        assert_eq!(parse_position("earliest"), Ok(Start::Earliest));
-        assert_eq!(parse_position("42"), Ok(Start::Offset(42)));
-        assert_eq!(
-            parse_position("@1700000000000"),
-            Ok(Start::Timestamp(1_700_000_000_000))
-        );
-        let Ok(Start::Timestamp(ts)) = parse_position("-10m") else {
-            panic!()
-        };
-        assert!((now_ms() - 600_000 - ts).abs() < 5_000);
-        for bad in ["", "-10", "-10y", "@x", "soon"] {
-            assert!(parse_position(bad).is_err(), "{bad}");
+    fn partition(start: u64, end: u64) -> pb::PartitionDescription {
+        pb::PartitionDescription {
+            partition: 1,
+            log_start_offset: start,
+            high_watermark: end,
+            ..Default::default()
         }
+    }
+
+    fn range(plan: Option<Plan>) -> Option<(Start, u64, Option<u64>)> {
+        plan.map(|p| (p.start, p.skip_below, p.stop_offset))
+    }
+
+    #[test]
+    fn plans_clamp_to_the_log() {
+        let p = partition(10, 50);
+        let off = Start::Offset;
+        assert_eq!(
+            range(plan(&p, Start::Earliest, None, false)),
+            Some((off(10), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(5), None, false)),
+            Some((off(10), 0, Some(50)))
+        );
+        assert_eq!(range(plan(&p, off(100), Some(off(200)), false)), None);
+        assert_eq!(
+            range(plan(&p, off(20), Some(off(30)), false)),
+            Some((off(20), 0, Some(30)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), Some(off(300)), false)),
+            Some((off(20), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), Some(Start::Latest), true)),
+            Some((off(20), 0, Some(50)))
+        );
+        assert_eq!(
+            range(plan(&p, off(20), None, true)),
+            Some((off(20), 0, None))
+        );
+        assert_eq!(
+            range(plan(&p, off(100), None, true)),
+            Some((off(50), 100, None))
+        );
+        assert_eq!(range(plan(&p, Start::Latest, None, false)), None);
+        assert_eq!(range(plan(&p, off(20), Some(Start::Earliest), false)), None);
     }
 }

@@ -3,6 +3,9 @@
 
 mod bench;
 mod consume;
+mod format;
+mod output;
+mod position;
 mod produce;
 mod progress;
 mod serve;
@@ -12,8 +15,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use output::Stop;
+
 use crate::client::Client;
 use crate::config::DEFAULT_LISTEN;
+use output::noteln;
 
 #[derive(Parser)]
 #[command(
@@ -22,25 +28,43 @@ use crate::config::DEFAULT_LISTEN;
     about = "A partitioned commit-log server over gRPC"
 )]
 struct Cli {
+    /// Address of the server, for the client commands [default: 127.0.0.1:7400].
+    #[arg(long, short = 's', env = "STROM_SERVER", value_name = "HOST:PORT")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
-/// How client commands find the server.
+/// How client commands find the server. `--server` is taken before the subcommand
+/// (`strom -s HOST:PORT topic list`) and after it (`strom topic list -s HOST:PORT`);
+/// given in both places, the later one wins.
 #[derive(clap::Args, Clone)]
 pub struct Connect {
-    /// Address of the server.
-    #[arg(long, short = 's', env = "STROM_SERVER", default_value = DEFAULT_LISTEN, global = true)]
-    pub server: String,
+    /// Address of the server (may also come before the subcommand, or from
+    /// STROM_SERVER) [default: 127.0.0.1:7400].
+    #[arg(long, short = 's', value_name = "HOST:PORT", global = true)]
+    server: Option<String>,
 }
 
 impl Connect {
+    /// Fills in the address given before the subcommand (or by STROM_SERVER), unless
+    /// one came after it. clap already shares the values of a global argument with an
+    /// argument of the same name in the parent command this way; the rule is spelled
+    /// out here so as not to hang on that detail.
+    fn inherit(&mut self, before: &Option<String>) {
+        if self.server.is_none() {
+            self.server.clone_from(before);
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
     pub async fn client(&self) -> Result<Client, String> {
-        Client::connect(&self.server).await.map_err(|e| {
-            format!(
-                "cannot connect to {}: {e}; is `strom serve` running?",
-                self.server
-            )
+        let address = self.address();
+        Client::connect(address).await.map_err(|e| {
+            format!("cannot connect to {address}: {e}; is `strom serve` running there?")
         })
     }
 }
@@ -63,35 +87,62 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let serving = matches!(cli.command, Command::Serve(_));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            noteln!("strom: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Spawned, so the command runs on the worker threads rather than on the main thread
     // that `block_on` uses.
     let result = runtime.block_on(async move {
-        tokio::spawn(async move { run(cli.command).await })
+        tokio::spawn(async move { run(cli).await })
             .await
-            .unwrap_or_else(|e| Err(format!("command failed: {e}")))
+            .unwrap_or_else(|e| Err(Stop::Failed(format!("command failed: {e}"))))
     });
+    if !serving {
+        // A client command may end while a thread of the runtime is still blocked
+        // reading stdin (`tail -F app.log | strom produce` after a fatal error), which
+        // dropping the runtime would wait for, forever.
+        runtime.shutdown_background();
+    }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("strom: {message}");
+        Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
+        Err(Stop::Failed(message)) => {
+            noteln!("strom: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
-    {
-        match command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Topic(args) => topic::run(args).await,
-            Command::Produce(args) => produce::run(args).await,
-            Command::Consume(args) => consume::run(args).await,
-            Command::Offsets(args) => consume::offsets(args).await,
-            Command::Bench(args) => bench::run(args).await,
+async fn run(cli: Cli) -> Result<(), Stop> {
+    let before = &cli.server;
+    match cli.command {
+        Command::Serve(args) => Ok(serve::run(args).await?),
+        Command::Topic(mut args) => {
+            args.connect.inherit(before);
+            topic::run(args).await
+        }
+        Command::Produce(mut args) => {
+            args.connect.inherit(before);
+            produce::run(args).await
+        }
+        Command::Consume(mut args) => {
+            args.connect.inherit(before);
+            consume::run(args).await
+        }
+        Command::Offsets(mut args) => {
+            args.connect.inherit(before);
+            consume::offsets(args).await
+        }
+        Command::Bench(mut args) => {
+            args.connect.inherit(before);
+            bench::run(args).await
         }
     }
 }
@@ -117,14 +168,11 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     n.checked_mul(unit_ms)
 }
 
-/// `key=value` pairs of repeated flags.
-pub fn parse_pairs(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
-    pairs
-        .iter()
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("{p:?} is not key=value"))
-        })
-        .collect()
+/// One `key=value` argument; `usage` tells how to write it, for the message when it
+/// is not one.
+pub fn parse_pair(pair: &str, usage: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{pair:?} is not {usage}")),
+    }
 }

@@ -1,5 +1,11 @@
 //! `strom produce`: one record per input line, the way a log-shipping pipeline gets
 //! lines in. Keys, headers and the partition are optional.
+//!
+//! Input may never end (`tail -F app.log | strom produce`), so nothing waits for its
+//! end: acknowledgements are settled as they arrive, and the first refusal that no
+//! retry can cure (unknown topic, a record over the size limit) ends the command at
+//! once with status 1. Failures the producer retries (the server is unavailable) are
+//! counted, the first one told at once, and the command goes on.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -8,26 +14,29 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Code, Status};
 
-use super::{describe, parse_pairs, Connect};
-use crate::client::{Producer, ProducerConfig};
+use super::output::{note, noteln};
+use super::{describe, parse_pair, Connect, Stop};
+use crate::client::{Ack, Producer, ProducerConfig};
 use crate::grpc::pb;
 
 #[derive(clap::Args)]
 pub struct ProduceArgs {
     #[command(flatten)]
-    connect: Connect,
-    /// Topic to produce to.
+    pub connect: Connect,
+    /// Topic to produce to (it must exist).
     #[arg(long, short = 't')]
     topic: String,
     /// Send every record to this partition (default: by key, or spread evenly).
     #[arg(long, short = 'p')]
     partition: Option<u32>,
     /// Split each line at the first SEP into key and value (lines without SEP have no key).
-    #[arg(long, short = 'K')]
+    #[arg(long, short = 'K', value_name = "SEP")]
     key_separator: Option<String>,
-    /// Header `name=value` added to every record (repeatable).
-    #[arg(long = "header", short = 'H')]
+    /// Header `name=value` added to every record (repeatable, kept in order).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     headers: Vec<String>,
     /// Read lines from this file instead of stdin.
     #[arg(long, short = 'f')]
@@ -40,30 +49,61 @@ pub struct ProduceArgs {
     linger_ms: u64,
 }
 
-/// Acks awaited at most at once, so memory stays bounded on endless input.
+/// Acks awaited at most at once, so memory stays bounded when the server falls behind.
 const MAX_PENDING_ACKS: usize = 100_000;
 
-pub async fn run(args: ProduceArgs) -> Result<(), String> {
+/// Lines read ahead of the producer.
+const LINES_AHEAD: usize = 1024;
+
+type AckResult = Result<Result<Ack, Status>, oneshot::error::RecvError>;
+
+pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     let durability = match args.durability.as_deref() {
         None => pb::Durability::Unspecified,
         Some("fsync") => pb::Durability::Fsync,
         Some("page_cache") => pb::Durability::PageCache,
-        Some(other) => return Err(format!("--durability {other:?}: use fsync or page_cache")),
+        Some(other) => {
+            return Err(format!("--durability {other:?}: use fsync or page_cache").into())
+        }
     };
-    let headers: Vec<pb::Header> = parse_pairs(&args.headers)?
-        .into_iter()
-        .map(|(name, value)| pb::Header {
-            name,
-            value: Bytes::from(value),
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| {
+            let (name, value) = parse_pair(h, "name=value, e.g. --header app=web")?;
+            Ok(pb::Header {
+                name,
+                value: Bytes::from(value),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
+    // What a record's size counts besides its key and value, as the server does.
+    let headers_bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
     let client = args.connect.client().await?;
-    let config = ProducerConfig {
-        linger: Duration::from_millis(args.linger_ms),
-        durability,
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(client, config);
+    // Before reading any input: with `tail -F`, a mistyped topic would otherwise show
+    // only when the next line comes, which may be hours away.
+    let topic = client
+        .admin()
+        .describe_topic(&args.topic)
+        .await
+        .map_err(describe)?;
+    // Checked here too, so that the message names the line: the server refuses the
+    // whole batch, which holds other lines as well.
+    let max_record_bytes = topic
+        .config
+        .get("max.message.bytes")
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(p) = args.partition {
+        let count = topic.partitions.len();
+        if p as usize >= count {
+            return Err(format!(
+                "topic {:?} has partitions 0 to {}; --partition {p} does not exist",
+                args.topic,
+                count.saturating_sub(1)
+            )
+            .into());
+        }
+    }
     let input: Box<dyn AsyncRead + Unpin + Send> = match &args.file {
         Some(path) => Box::new(
             tokio::fs::File::open(path)
@@ -72,86 +112,219 @@ pub async fn run(args: ProduceArgs) -> Result<(), String> {
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    let mut lines = BufReader::new(input).lines();
-    let mut pending = VecDeque::new();
-    let (mut sent, mut bytes, mut failed) = (0u64, 0u64, 0u64);
-    let mut first_error = None;
+    let (tx, mut lines) = mpsc::channel(LINES_AHEAD);
+    tokio::spawn(read_lines(input, tx));
+    let config = ProducerConfig {
+        linger: Duration::from_millis(args.linger_ms),
+        durability,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, config);
+    let separator = args.key_separator.as_deref().map(str::as_bytes);
+    // Each record's line number with its acknowledgement, in the order sent.
+    let mut pending: VecDeque<(u64, oneshot::Receiver<Result<Ack, Status>>)> = VecDeque::new();
+    let mut tally = Tally::default();
     let progress = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let mut last_report = started;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| format!("reading input: {e}"))?
-    {
-        let (key, value) = match &args.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
-                None => (None, Bytes::from(line)),
+    let mut last_report = tally.started;
+    let mut input_open = true;
+    while input_open || !pending.is_empty() {
+        tokio::select! {
+            ack = next_ack(&mut pending) => {
+                if let Some((line, _)) = pending.pop_front() {
+                    tally.settle(line, ack)?;
+                }
+            }
+            line = lines.recv(), if input_open && pending.len() < MAX_PENDING_ACKS => match line {
+                Some(Ok(line)) => {
+                    let (key, value) = split(line, separator);
+                    tally.sent += 1;
+                    let size = key.as_ref().map_or(0, |k| k.len()) + value.len() + headers_bytes;
+                    if let Some(max) = max_record_bytes.filter(|&max| size > max) {
+                        return Err(format!(
+                            "line {}: a record of {size} bytes is over the topic's max.message.bytes ({max}); \
+                             raise it with `strom topic alter {} max.message.bytes={size}`",
+                            tally.sent, args.topic
+                        )
+                        .into());
+                    }
+                    tally.bytes += value.len() as u64;
+                    let record = pb::Record {
+                        key,
+                        value,
+                        headers: headers.clone(),
+                        ..Default::default()
+                    };
+                    let ack = producer.send(&args.topic, args.partition, record).await;
+                    pending.push_back((tally.sent, ack));
+                }
+                Some(Err(err)) => return Err(err.into()),
+                None => input_open = false,
             },
-            None => (None, Bytes::from(line)),
-        };
-        bytes += value.len() as u64;
-        let record = pb::Record {
-            key,
-            value,
-            headers: headers.clone(),
-            ..Default::default()
-        };
-        pending.push_back(producer.send(&args.topic, args.partition, record).await);
-        sent += 1;
-        while pending.len() > MAX_PENDING_ACKS {
-            count(
-                pending.pop_front().expect("not empty").await,
-                &mut failed,
-                &mut first_error,
-            );
         }
         if progress && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
-            report(sent, bytes, started, "\r");
+            tally.report("\r");
         }
     }
-    producer.flush().await;
-    for ack in pending {
-        count(ack.await, &mut failed, &mut first_error);
-    }
     producer.close().await;
-    report(
-        sent - failed,
-        bytes,
-        started,
-        if progress { "\r" } else { "" },
-    );
-    eprintln!();
-    match first_error {
-        Some(err) => Err(format!(
-            "{failed} of {sent} records failed; first error: {err}"
-        )),
+    tally.report(if progress { "\r" } else { "" });
+    noteln!();
+    match tally.first_failure {
+        Some(first) => Err(format!(
+            "{} of {} records were not produced; first: {first}",
+            tally.failed, tally.sent
+        )
+        .into()),
         None => Ok(()),
     }
 }
 
-fn count(
-    ack: Result<Result<crate::client::Ack, tonic::Status>, tokio::sync::oneshot::error::RecvError>,
-    failed: &mut u64,
-    first: &mut Option<String>,
+/// Reads `input` line by line into `lines`, in a task of its own so that
+/// acknowledgements are settled while it waits for more input. Lines are bytes: a
+/// record need not be UTF-8.
+async fn read_lines(
+    input: Box<dyn AsyncRead + Unpin + Send>,
+    lines: mpsc::Sender<Result<Vec<u8>, String>>,
 ) {
-    let err = match ack {
-        Ok(Ok(_)) => return,
-        Ok(Err(status)) => describe(status),
-        Err(_) => "producer stopped".to_string(),
-    };
-    *failed += 1;
-    first.get_or_insert(err);
+    let mut input = BufReader::new(input);
+    loop {
+        let mut line = Vec::new();
+        let sent = match input.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.ends_with(b"\n") {
+                    line.pop();
+                    if line.ends_with(b"\r") {
+                        line.pop();
+                    }
+                }
+                lines.send(Ok(line)).await
+            }
+            Err(err) => lines.send(Err(format!("reading input: {err}"))).await,
+        };
+        if sent.is_err() {
+            return; // the command ended
+        }
+    }
 }
 
-fn report(records: u64, bytes: u64, started: Instant, prefix: &str) {
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    eprint!(
-        "{prefix}produced {records} records, {:.1} MB, {:.0} records/s, {:.1} MB/s",
-        bytes as f64 / 1e6,
-        records as f64 / secs,
-        bytes as f64 / 1e6 / secs
-    );
+/// Splits a line at the first `separator` into key and value.
+fn split(line: Vec<u8>, separator: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
+    let at = separator
+        .filter(|sep| !sep.is_empty())
+        .and_then(|sep| Some((line.windows(sep.len()).position(|w| w == sep)?, sep.len())));
+    match at {
+        Some((at, len)) => {
+            let line = Bytes::from(line);
+            (Some(line.slice(..at)), line.slice(at + len..))
+        }
+        None => (None, Bytes::from(line)),
+    }
+}
+
+/// The acknowledgement of the oldest record still pending; never ready when none is.
+async fn next_ack(
+    pending: &mut VecDeque<(u64, oneshot::Receiver<Result<Ack, Status>>)>,
+) -> AckResult {
+    match pending.front_mut() {
+        Some((_, ack)) => ack.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Refusals that the same record will meet again however often it is sent. Others
+/// (UNAVAILABLE while the server restarts, a dropped connection) the producer has
+/// already retried.
+fn fatal(status: &Status) -> bool {
+    !matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+    )
+}
+
+struct Tally {
+    started: Instant,
+    sent: u64,
+    acked: u64,
+    bytes: u64,
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            started: Instant::now(),
+            sent: 0,
+            acked: 0,
+            bytes: 0,
+            failed: 0,
+            first_failure: None,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts the answer for input line `line`; a fatal refusal ends the command.
+    fn settle(&mut self, line: u64, ack: AckResult) -> Result<(), String> {
+        let status = match ack {
+            Ok(Ok(_)) => {
+                self.acked += 1;
+                return Ok(());
+            }
+            Ok(Err(status)) => status,
+            Err(_) => return Err("the producer stopped unexpectedly".into()),
+        };
+        let what = format!("line {line}: {}", describe(status.clone()));
+        if fatal(&status) {
+            return Err(format!(
+                "{what}; stopped there, after {} records were acknowledged",
+                self.acked
+            ));
+        }
+        self.failed += 1;
+        if self.first_failure.is_none() {
+            noteln!("strom: {what}; not produced after retries, going on");
+            self.first_failure = Some(what);
+        }
+        Ok(())
+    }
+
+    fn report(&self, prefix: &str) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let records = self.sent - self.failed;
+        note!(
+            "{prefix}produced {records} records, {:.1} MB, {:.0} records/s, {:.1} MB/s",
+            self.bytes as f64 / 1e6,
+            records as f64 / secs,
+            self.bytes as f64 / 1e6 / secs
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_at_the_first_separator() {
+        let key = |k: &str| Some(Bytes::from(k.to_string()));
+        assert_eq!(
+            split(b"user-1::paid".to_vec(), Some(b"::")),
+            (key("user-1"), Bytes::from("paid"))
+        );
+        assert_eq!(
+            split(b":a:b".to_vec(), Some(b":")),
+            (key(""), Bytes::from("a:b"))
+        );
+        assert_eq!(
+            split(b"no key".to_vec(), Some(b":")),
+            (None, Bytes::from("no key"))
+        );
+        assert_eq!(split(b"a:b".to_vec(), None), (None, Bytes::from("a:b")));
+    }
 }

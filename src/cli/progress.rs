@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::output::note;
+
 /// Counters the progress line reads.
 #[derive(Default)]
 pub struct Progress {
@@ -35,7 +37,7 @@ impl Progress {
                 tick.tick().await;
                 let records = me.records.load(Ordering::Relaxed);
                 let bytes = me.bytes.load(Ordering::Relaxed);
-                eprint!(
+                note!(
                     "\r\x1b[K{:>6.1} s  {records:>12} records {verb}  {:>10.0} records/s  {:>8.1} MB/s",
                     started.elapsed().as_secs_f64(),
                     (records - last_records) as f64,
@@ -55,7 +57,7 @@ impl Drop for ProgressLine {
     fn drop(&mut self) {
         if let Some(task) = self.0.take() {
             task.abort();
-            eprint!("\r\x1b[K");
+            note!("\r\x1b[K");
         }
     }
 }

@@ -1,14 +1,18 @@
 //! `strom topic create|list|describe|alter|delete`.
 
+use std::collections::BTreeMap;
+
 use clap::Subcommand;
 
-use super::{describe, parse_pairs, Connect};
+use super::output::{noteln, outln};
+use super::{describe, parse_pair, Connect, Stop};
+use crate::broker::topic::KEYS;
 use crate::grpc::pb;
 
 #[derive(clap::Args)]
 pub struct TopicArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     #[command(subcommand)]
     action: Action,
 }
@@ -22,71 +26,134 @@ enum Action {
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: u32,
         /// Configuration, `key=value` (repeatable): durability, segment.bytes, segment.ms, max.message.bytes.
-        #[arg(long = "config", short = 'c')]
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
     /// List topic names.
     List,
     /// Show a topic's configuration and partitions.
     Describe { name: String },
-    /// Change configuration keys, `key=value` (repeatable).
+    /// Change configuration keys: `strom topic alter NAME key=value...`.
     Alter {
         name: String,
-        #[arg(long = "config", short = 'c', required = true)]
+        /// Keys to change: durability, segment.bytes, segment.ms, max.message.bytes.
+        #[arg(value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// The same as a flag (repeatable).
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
     /// Delete a topic and its data.
     Delete { name: String },
 }
 
-fn print(topic: &pb::TopicDescription) {
+fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
     let mut config: Vec<_> = topic.config.iter().collect();
     config.sort();
-    println!("topic {}", topic.name);
+    outln!("topic {}", topic.name)?;
     for (k, v) in config {
-        println!("  {k} = {v}");
+        outln!("  {k} = {v}")?;
     }
-    println!(
+    outln!(
         "  {:>9} {:>14} {:>14} {:>14} {:>8}",
-        "partition", "start", "end", "bytes", "segments"
-    );
+        "partition",
+        "start",
+        "end",
+        "bytes",
+        "segments"
+    )?;
     for p in &topic.partitions {
-        println!(
+        outln!(
             "  {:>9} {:>14} {:>14} {:>14} {:>8}",
-            p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segment_count
-        );
+            p.partition,
+            p.log_start_offset,
+            p.high_watermark,
+            p.size_bytes,
+            p.segment_count
+        )?;
+    }
+    Ok(())
+}
+
+/// Configuration pairs as typed, checked for the `key=value` shape only: which keys
+/// and values are valid is the server's to say.
+fn config(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .map(|p| parse_pair(p, "key=value, e.g. segment.bytes=268435456"))
+        .collect()
+}
+
+/// The server's refusal of a configuration, with a hint when a key as typed is a
+/// near miss of a known one (`segment_bytes`, `Segment.Bytes`).
+fn config_error(status: tonic::Status, config: &BTreeMap<String, String>) -> String {
+    let message = describe(status);
+    let hints: Vec<String> = config
+        .keys()
+        .filter(|key| !KEYS.contains(&key.as_str()))
+        .filter_map(|key| {
+            let folded = key.to_ascii_lowercase().replace(['_', '-'], ".");
+            KEYS.iter()
+                .find(|known| **known == folded)
+                .map(|known| format!("{known} (not {key})"))
+        })
+        .collect();
+    if hints.is_empty() {
+        message
+    } else {
+        format!("{message}; did you mean {}?", hints.join(", "))
     }
 }
 
-pub async fn run(args: TopicArgs) -> Result<(), String> {
+pub async fn run(args: TopicArgs) -> Result<(), Stop> {
     let mut admin = args.connect.client().await?.admin();
     match args.action {
         Action::Create {
             name,
             partitions,
-            config,
+            config: pairs,
         } => {
+            let config = config(&pairs)?;
             let topic = admin
-                .create_topic(&name, partitions, parse_pairs(&config)?)
+                .create_topic(&name, partitions, config.clone())
                 .await
-                .map_err(describe)?;
-            print(&topic);
+                .map_err(|status| config_error(status, &config))?;
+            print(&topic)?;
         }
         Action::List => {
             for name in admin.list_topics().await.map_err(describe)? {
-                println!("{name}");
+                outln!("{name}")?;
             }
         }
-        Action::Describe { name } => print(&admin.describe_topic(&name).await.map_err(describe)?),
-        Action::Alter { name, config } => print(
-            &admin
-                .alter_topic_config(&name, parse_pairs(&config)?)
+        Action::Describe { name } => print(&admin.describe_topic(&name).await.map_err(describe)?)?,
+        Action::Alter {
+            name,
+            mut pairs,
+            config: flags,
+        } => {
+            pairs.extend(flags);
+            if name.contains('=') {
+                return Err(format!(
+                    "{name:?} is not a topic name: write `strom topic alter NAME key=value`"
+                )
+                .into());
+            }
+            if pairs.is_empty() {
+                return Err(format!(
+                    "nothing to change: name keys to set, e.g. `strom topic alter {name} segment.bytes=268435456`"
+                )
+                .into());
+            }
+            let config = config(&pairs)?;
+            let topic = admin
+                .alter_topic_config(&name, config.clone())
                 .await
-                .map_err(describe)?,
-        ),
+                .map_err(|status| config_error(status, &config))?;
+            print(&topic)?;
+        }
         Action::Delete { name } => {
             admin.delete_topic(&name).await.map_err(describe)?;
-            eprintln!("deleted topic {name}");
+            noteln!("deleted topic {name}");
         }
     }
     Ok(())

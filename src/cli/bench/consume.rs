@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use tokio_stream::StreamExt;
 
 use super::{describe, histogram, record_latency, Progress, Report};
-use crate::cli::Connect;
+use crate::cli::{Connect, Stop};
 use crate::grpc::pb;
 
 #[derive(clap::Args, Clone)]
@@ -36,7 +36,7 @@ struct Range {
     end: u64,
 }
 
-pub async fn run(connect: &Connect, args: ConsumeArgs) -> Result<(), String> {
+pub async fn run(connect: &Connect, args: ConsumeArgs) -> Result<(), Stop> {
     let client = connect.client().await?;
     let topic = client
         .admin()
@@ -88,8 +88,7 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> Result<(), String> {
         elapsed,
         latencies: vec![("message", latency)],
     }
-    .print(args.json);
-    Ok(())
+    .print(args.json)
 }
 
 /// Reads one partition's range; the latency is the wait for each message.

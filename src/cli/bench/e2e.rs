@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 
 use super::produce::run_load;
 use super::{describe, ensure_topic, histogram, record_latency, Load, Progress, Report};
-use crate::cli::Connect;
+use crate::cli::{Connect, Stop};
 use crate::grpc::pb;
 
 #[derive(clap::Args)]
@@ -33,7 +33,7 @@ pub struct E2eArgs {
 /// How long consumers may take, after the last acknowledgement, to receive the rest.
 const DRAIN: Duration = Duration::from_secs(30);
 
-pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), String> {
+pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
     let load = &args.load;
     if load.rate == 0 {
         return Err(
@@ -95,7 +95,8 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), String> {
         return Err(format!(
             "consumers received {got} of the {} records produced",
             produced.records
-        ));
+        )
+        .into());
     }
     Report {
         bench: "e2e",
@@ -109,8 +110,7 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), String> {
             ("timer", produced.timer_lateness),
         ],
     }
-    .print(args.json);
-    Ok(())
+    .print(args.json)
 }
 
 /// Follows one subscription until told to stop; returns the latencies it saw.

@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::{histogram, parse_run_length, quantiles_json, quantiles_ms, record_latency};
+use crate::cli::output::write_out;
+use crate::cli::Stop;
 
 #[derive(clap::Args)]
 pub struct JitterArgs {
@@ -25,7 +27,7 @@ pub struct JitterArgs {
 /// in a p99.9 of a few milliseconds.
 const STALLS_OVER_MS: [u64; 3] = [1, 2, 4];
 
-pub fn run(args: JitterArgs) -> Result<(), String> {
+pub fn run(args: JitterArgs) -> Result<(), Stop> {
     let length = parse_run_length(&args.duration)?;
     let nap = Duration::from_micros(args.sleep_us.max(1));
     // A plain OS thread: tokio's timer rounds to milliseconds and would hide what we
@@ -61,24 +63,23 @@ pub fn run(args: JitterArgs) -> Result<(), String> {
         for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
             out[format!("late_over_{ms}ms_per_minute")] = per_minute(*count).into();
         }
-        println!("{out}");
-        return Ok(());
+        return write_out(format!("{out}\n").as_bytes());
     }
-    println!(
-        "jitter: a thread sleeping {} us woke {} times in {:.2} s",
+    let mut text = format!(
+        "jitter: a thread sleeping {} us woke {} times in {:.2} s\n",
         args.sleep_us,
         late.len(),
         elapsed.as_secs_f64()
     );
-    println!(
-        "  late     ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+    text += &format!(
+        "  late     ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
         q[0].1, q[1].1, q[2].1, q[3].1, q[4].1
     );
     for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
-        println!(
-            "  later than {ms} ms: {count} times ({:.1} a minute)",
+        text += &format!(
+            "  later than {ms} ms: {count} times ({:.1} a minute)\n",
             per_minute(*count)
         );
     }
-    Ok(())
+    write_out(text.as_bytes())
 }

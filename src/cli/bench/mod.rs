@@ -22,15 +22,16 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::output::write_out;
 use super::progress::Progress;
-use super::{describe, parse_duration_ms, Connect};
+use super::{describe, parse_duration_ms, Connect, Stop};
 use crate::client::Client;
 use crate::grpc::pb;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -47,7 +48,7 @@ enum Mode {
     Jitter(jitter::JitterArgs),
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), String> {
+pub async fn run(args: BenchArgs) -> Result<(), Stop> {
     match args.mode {
         Mode::Produce(bench) => produce::run(&args.connect, bench).await,
         Mode::Consume(bench) => consume::run(&args.connect, bench).await,
@@ -221,7 +222,7 @@ fn quantiles_json(h: &Histogram<u64>) -> serde_json::Value {
 }
 
 impl Report {
-    pub fn print(&self, json: bool) {
+    pub fn print(&self, json: bool) -> Result<(), Stop> {
         let secs = self.elapsed.as_secs_f64();
         let rps = self.records as f64 / secs;
         let mbps = self.payload_bytes as f64 / secs / 1e6;
@@ -238,23 +239,23 @@ impl Report {
             for (name, h) in &self.latencies {
                 out[format!("{name}_latency_ms")] = quantiles_json(h);
             }
-            println!("{out}");
-            return;
+            return write_out(format!("{out}\n").as_bytes());
         }
-        println!(
-            "{} {}: {} records, {:.1} MB in {secs:.2} s",
+        let mut text = format!(
+            "{} {}: {} records, {:.1} MB in {secs:.2} s\n",
             self.bench,
             self.what,
             self.records,
             self.payload_bytes as f64 / 1e6
         );
-        println!("  {rps:>12.0} records/s  {mbps:>9.1} MB/s");
+        text += &format!("  {rps:>12.0} records/s  {mbps:>9.1} MB/s\n");
         for (name, h) in &self.latencies {
             let q = quantiles_ms(h);
-            println!(
-                "  {name:<8} latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+            text += &format!(
+                "  {name:<8} latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)\n",
                 q[0].1, q[1].1, q[2].1, q[3].1, q[4].1, h.len()
             );
         }
+        write_out(text.as_bytes())
     }
 }

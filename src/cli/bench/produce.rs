@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::StreamExt;
 
 use super::{describe, ensure_topic, histogram, record_latency, Keys, Load, Progress, Report};
-use crate::cli::Connect;
+use crate::cli::{Connect, Stop};
 use crate::client::Client;
 use crate::grpc::pb;
 
@@ -30,7 +30,7 @@ pub struct ProduceArgs {
     json: bool,
 }
 
-pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), String> {
+pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
     let client = connect.client().await?;
     // An existing topic keeps its partition count; requests follow the real one.
     let load = Load {
@@ -53,8 +53,7 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), String> {
         elapsed: outcome.elapsed,
         latencies,
     }
-    .print(args.json);
-    Ok(())
+    .print(args.json)
 }
 
 /// How long the producers wait for the last acknowledgements before giving up.

@@ -1,0 +1,199 @@
+//! The `strom` command's handling of its surroundings: a reader that goes away
+//! (`strom topic list | head -1`), where `--server` may be written, and `topic alter`
+//! as its help shows it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::cli::{ready_address, wait_within, Serve, STROM};
+use common::process::run_within;
+
+/// Runs `strom ARGS` with stdout (or stderr) a pipe whose reader is already gone;
+/// returns its exit status and what it said on stderr.
+fn with_closed(
+    addr: &str,
+    args: &[&str],
+    close_stderr: bool,
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(STROM)
+        .args(args)
+        .env("STROM_SERVER", addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command has written anything: its first write meets EPIPE.
+    let mut err = String::new();
+    if close_stderr {
+        drop(child.stderr.take());
+    } else {
+        drop(child.stdout.take());
+    }
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    (status, err)
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_end_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "--partitions", "2"], b"");
+    let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    server.ok(&["produce", "-t", "t"], lines.as_bytes());
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "describe", "t"],
+        &["topic", "create", "u"],
+        &["topic", "alter", "t", "--config", "segment.ms=60000"],
+        &["offsets", "-t", "t"],
+        &["consume", "-t", "t"],
+        &["consume", "-t", "t", "--format", "json"],
+        &["consume", "-t", "t", "--format", "%o %s\\n", "-p", "1"],
+        &[
+            "bench",
+            "produce",
+            "-t",
+            "b",
+            "--records",
+            "100",
+            "--batch",
+            "10",
+        ],
+        &["bench", "consume", "-t", "b", "--json"],
+        &["bench", "jitter", "--duration", "1s"],
+    ] {
+        let (status, err) = with_closed(&server.addr, args, false);
+        assert!(
+            status.success() && err.is_empty(),
+            "strom {args:?} with a closed stdout: {status}: {err}"
+        );
+    }
+    // Messages to a closed stderr are lost, not fatal.
+    let (status, _) = with_closed(&server.addr, &["topic", "delete", "u"], true);
+    assert!(
+        status.success(),
+        "topic delete with a closed stderr: {status}"
+    );
+}
+
+#[test]
+fn server_flag_before_or_after_the_subcommand_or_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "here"], b"");
+    let nobody = "127.0.0.1:9"; // discard port: nothing listens there
+    let list = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(STROM);
+        command.args(args).env_remove("STROM_SERVER");
+        if let Some(env) = env {
+            command.env("STROM_SERVER", env);
+        }
+        let out = run_within(&mut command, b"", Duration::from_secs(60));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let addr = server.addr.as_str();
+    for (args, env) in [
+        (&["-s", addr, "topic", "list"][..], None),
+        (&["--server", addr, "topic", "list"], Some(nobody)),
+        (&["topic", "list", "-s", addr], None),
+        (&["topic", "-s", addr, "list"], None),
+        (&["topic", "list"], Some(addr)),
+        // The later flag wins.
+        (&["-s", nobody, "topic", "list", "-s", addr], Some(nobody)),
+        (&["-s", addr, "offsets", "-t", "here"], None),
+    ] {
+        let (ok, out, err) = list(args, env);
+        assert!(
+            ok && (out.contains("here") || out.contains("partition")),
+            "{args:?} {env:?}: {err}"
+        );
+    }
+    let (ok, _, err) = list(&["-s", nobody, "topic", "list"], Some(addr));
+    assert!(
+        !ok && err.contains(nobody),
+        "a flag beats the environment: {err}"
+    );
+}
+
+#[test]
+fn topic_alter_takes_key_value_pairs_as_its_help_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "logs"], b"");
+    let out = server.ok(
+        &[
+            "topic",
+            "alter",
+            "logs",
+            "segment.bytes=268435456",
+            "--config",
+            "segment.ms=60000",
+        ],
+        b"",
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("segment.bytes = 268435456"), "{out}");
+    assert!(out.contains("segment.ms = 60000"), "{out}");
+
+    // Nothing to change, a pair without '=', and a key as in Rust code rather than as
+    // users type it: each says what to write instead.
+    for (args, expected) in [
+        (
+            &["topic", "alter", "logs"][..],
+            "strom topic alter logs segment.bytes=",
+        ),
+        (
+            &["topic", "alter", "segment.ms=1"],
+            "strom topic alter NAME key=value",
+        ),
+        (
+            &["topic", "alter", "logs", "segment.bytes"],
+            "is not key=value",
+        ),
+        (
+            &["topic", "alter", "logs", "segment_bytes=268435456"],
+            "did you mean segment.bytes",
+        ),
+        (
+            &["topic", "create", "x", "-c", "Segment.MS=1000"],
+            "did you mean segment.ms",
+        ),
+    ] {
+        let out = server.run(args, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn ready_lines_of_either_form_give_the_address() {
+    assert_eq!(
+        ready_address("2026-01-01T00:00:00Z  INFO strom::cli::serve: strom is ready listen=127.0.0.1:4567 data_dir=/tmp/x"),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address("INFO strom::server: serving gRPC on 127.0.0.1:4567"),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address(r#"{"fields":{"message":"serving gRPC on 127.0.0.1:4567"}}"#),
+        Some("127.0.0.1:4567".into())
+    );
+    assert_eq!(
+        ready_address("INFO strom::server: serving address=Some(127.0.0.1:1)"),
+        None
+    );
+}

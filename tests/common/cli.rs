@@ -1,0 +1,110 @@
+//! The `strom` binary as a person runs it: `strom serve` as a child process on a free
+//! loopback port, and client commands run against it with a time limit.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::run_within;
+
+pub const STROM: &str = env!("CARGO_BIN_EXE_strom");
+
+/// A `strom serve` child, killed when dropped.
+pub struct Serve {
+    pub child: Child,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+/// The address in `strom serve`'s ready line: `strom is ready listen=ADDR` (older)
+/// or `serving gRPC on ADDR`.
+pub fn ready_address(line: &str) -> Option<String> {
+    ["strom is ready listen=", "serving gRPC on "]
+        .iter()
+        .find_map(|marker| line.split(marker).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|addr| addr.trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == ']')))
+        .map(|addr| addr.trim_start_matches('"').to_string())
+        .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
+}
+
+impl Serve {
+    pub fn start(dir: &Path) -> Serve {
+        let mut child = Command::new(STROM)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env_remove("STROM_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strom serve starts");
+        let stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps reading after the ready line, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut serve = Serve {
+            child,
+            addr: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while serve.addr.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                panic!("strom serve printed no ready line in 20 s: {seen:?}");
+            };
+            if let Some(addr) = ready_address(&line) {
+                serve.addr = addr;
+            }
+            seen.push(line);
+        }
+        serve
+    }
+
+    /// Runs `strom ARGS --server ADDR` with `stdin`; returns its output, whatever its
+    /// exit status.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut command = Command::new(STROM);
+        command.args(args).args(["--server", &self.addr]);
+        run_within(&mut command, stdin, Duration::from_secs(60))
+    }
+
+    /// Like `run`, and panics unless the command succeeds; returns its stdout.
+    pub fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "strom {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it and panics if it has not.
+pub fn wait_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("waitable") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
