@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // `bytes` fields become `Bytes`: decoding slices the request buffer, no copy.
         .bytes(".")
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::StromCodec")
         // Fetch and Subscribe responses are encoded by strom itself from stored batches
         // (see src/grpc/records.rs); everything else is generated.
         .extern_path(
@@ -26,6 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".strom.v1.SubscribeResponse",
             "crate::grpc::records::SubscribeResponse",
+        )
+        // Produce requests are decoded by strom too: each record stays as the bytes it
+        // came in, parsed only when its batch is built (see src/grpc/produce.rs).
+        .extern_path(
+            ".strom.v1.ProduceRequest",
+            "crate::grpc::produce::ProduceRequest",
         )
         .compile_fds(descriptors)?;
     Ok(())

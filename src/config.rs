@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub max_wait_ms: u64,
     pub upkeep_interval_ms: u64,
     pub max_open_segments: usize,
+    pub max_records_per_request: usize,
+    pub max_headers_per_record: usize,
+    pub produce_budget_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,9 @@ impl Default for ServerConfig {
             max_wait_ms: limits.max_wait.as_millis() as u64,
             upkeep_interval_ms: options.upkeep_interval.as_millis() as u64,
             max_open_segments: limits.max_open_segments,
+            max_records_per_request: limits.max_records_per_request,
+            max_headers_per_record: limits.max_headers_per_record,
+            produce_budget_bytes: options.produce_budget_bytes,
         }
     }
 }
@@ -73,6 +79,8 @@ impl ServerConfig {
             max_fetch_bytes: self.max_fetch_bytes,
             max_wait: Duration::from_millis(self.max_wait_ms),
             max_open_segments: self.max_open_segments,
+            max_records_per_request: self.max_records_per_request,
+            max_headers_per_record: self.max_headers_per_record,
         }
     }
 
@@ -80,6 +88,7 @@ impl ServerConfig {
         ServeOptions {
             max_request_bytes: self.max_request_bytes,
             upkeep_interval: Duration::from_millis(self.upkeep_interval_ms.max(10)),
+            produce_budget_bytes: self.produce_budget_bytes,
         }
     }
 }

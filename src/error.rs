@@ -134,6 +134,29 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What to raise when the process ran out of a limit the operator sets: descriptors
+    /// (EMFILE, ENFILE) or map space (ENOMEM from mmap, which is what
+    /// `vm.max_map_count` gives). `None` for anything else.
+    pub fn limit_hint(&self) -> Option<&'static str> {
+        match self {
+            Error::InPartition { source, .. } | Error::DamagedRange { source, .. } => {
+                source.limit_hint()
+            }
+            Error::Io { source, .. } => match source.raw_os_error() {
+                Some(24) | Some(23) => Some(
+                    "the server is out of file descriptors: raise its open-file limit (ulimit -n, LimitNOFILE=), or lower max_open_segments",
+                ),
+                Some(12) => Some(
+                    "the server is out of memory maps: raise vm.max_map_count (sysctl), or lower max_open_segments",
+                ),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// Longest part of a name an error message quotes: a message travels in an HTTP/2
 /// header, and a 100,000-character name would push it past the client's limit.
 pub const MAX_QUOTED: usize = 200;

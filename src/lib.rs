@@ -20,14 +20,18 @@
 //!
 //! # One Produce, from the wire to the disk
 //!
-//! 1. `grpc::LogService::produce` turns the protobuf request into a
-//!    `broker::ProduceRequest` (the record bytes are moved, not copied) and spawns the
-//!    work, so a client that hangs up cannot cancel an append halfway.
-//! 2. `Broker::append` checks the topic, the partition and each record's size, picks the
-//!    partition (explicit, else Kafka's murmur2 of the key, else round robin), and encodes
-//!    the records into a [`log::BatchBuilder`], in the protobuf encoding a Fetch response
-//!    will use. This is the only time a record is encoded; keys and values of 256 bytes
-//!    or more are referenced in the request's buffer, not copied.
+//! 1. Before tonic decodes a Produce, `grpc::budget` charges it against the server's
+//!    produce budget, read from the gRPC length prefix: when the budget is spent the body
+//!    is not read and HTTP/2 flow control stops the client. `grpc::produce` decodes the
+//!    request by hand, keeping each record as the bytes it arrived in (no struct per
+//!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
+//!    cannot cancel an append halfway.
+//! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits;
+//!    each record is parsed once, checked (size, headers, timestamp) and pushed by the
+//!    `BatchWriter` into a [`log::BatchBuilder`], in the protobuf encoding a Fetch
+//!    response will use; `finish` picks the partition (explicit, else Kafka's murmur2 of
+//!    the key, else round robin). This is the only time a record is encoded; keys and
+//!    values of 256 bytes or more are referenced in the request's buffer, not copied.
 //! 3. `Partition::append` takes the partition's write lock (on the calling task for a
 //!    batch up to 64 KiB if the lock is free, else in `spawn_blocking`) and calls
 //!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
@@ -51,7 +55,8 @@
 //!    the client asked to wait, it sleeps on the high-watermark watch, not in a polling
 //!    loop (and ends at once if the topic is deleted).
 //! 2. `grpc::records::RecordSet` strips the batch headers (the records sections are
-//!    already protobuf `repeated Record`) and skips records below the requested offset.
+//!    already protobuf `repeated Record`), skips records below the requested offset, and
+//!    cuts at a record boundary where `max_bytes` ends.
 //! 3. The hand-written `FetchResponse` message writes those slices after each other into
 //!    tonic's buffer: the one copy out of the map. Nothing is decoded or re-encoded.
 //!

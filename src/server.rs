@@ -11,6 +11,7 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::grpc::budget::ProduceBudgetLayer;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::{AdminService, LogService, FILE_DESCRIPTOR_SET};
@@ -22,6 +23,9 @@ pub struct ServeOptions {
     pub max_request_bytes: usize,
     /// How often partitions are synced and idle segments rolled.
     pub upkeep_interval: Duration,
+    /// Produce bytes in flight, over all requests (see `grpc::budget`): past it, the
+    /// server stops reading produce requests until earlier ones are answered.
+    pub produce_budget_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -29,6 +33,7 @@ impl Default for ServeOptions {
         ServeOptions {
             max_request_bytes: 64 << 20,
             upkeep_interval: Duration::from_secs(5),
+            produce_budget_bytes: 256 << 20,
         }
     }
 }
@@ -73,6 +78,7 @@ pub async fn serve(
     };
     tracing::info!(address = ?local, "serving");
     let served = Server::builder()
+        .layer(ProduceBudgetLayer::new(options.produce_budget_bytes))
         // Larger HTTP/2 windows than the defaults: on this class of machine they double
         // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md).
         .initial_stream_window_size(Some(4 << 20))

@@ -260,3 +260,188 @@ async fn timestamps_far_in_the_future_are_refused_with_the_key_to_change() {
         .unwrap();
     server.stop().await.unwrap();
 }
+
+/// Sends `body` as the raw protobuf of a unary call to `path`.
+async fn raw_call(addr: &str, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    #[derive(Clone, Default)]
+    struct Raw;
+    struct RawEncoder;
+    struct RawDecoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            use bytes::BufMut;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<Vec<u8>>, tonic::Status> {
+            use bytes::Buf;
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+    impl tonic::codec::Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(path),
+        Raw,
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn malformed_protobuf_and_huge_names_get_invalid_argument_and_short_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let garbage = raw_call(&addr, "/strom.v1.Admin/CreateTopic", vec![0xFF, 0xFF, 0xFF]).await;
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    // Field 1 (name, a string) holding bytes that are not UTF-8.
+    let not_utf8 = raw_call(
+        &addr,
+        "/strom.v1.Admin/CreateTopic",
+        vec![0x0A, 0x02, 0xC3, 0x28],
+    )
+    .await;
+    assert_eq!(not_utf8.code(), Code::InvalidArgument, "{not_utf8:?}");
+    let mut admin = server.client().await.admin();
+    admin.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+    // Topic "t", then a record whose value claims 9 bytes and has 1.
+    let record = vec![0x0A, 0x01, b't', 0x1A, 0x03, 0x22, 0x09, 0x00];
+    let bad_produce = raw_call(&addr, "/strom.v1.Log/Produce", record).await;
+    assert_eq!(bad_produce.code(), Code::InvalidArgument, "{bad_produce:?}");
+
+    let err = admin
+        .describe_topic(&"x".repeat(100_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().len() < 400, "{} bytes", err.message().len());
+    let err = admin
+        .create_topic(&"x".repeat(100_000), 1, BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().len() < 600, "{} bytes", err.message().len());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_grpc_default_limits_reads_a_batch_of_large_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("big", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    // Sixteen records of a megabyte, in one batch of 16 MB.
+    let records = (0..16u8)
+        .map(|i| pb::Record {
+            value: Bytes::from(vec![i; 1_000_000]),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .log()
+        .produce(pb::ProduceRequest {
+            topic: "big".into(),
+            partition: Some(0),
+            records,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // gRPC's default receive limit: 4 MiB.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut plain = pb::log_client::LogClient::new(channel);
+    for max_bytes in [0, 1024, 3 << 20] {
+        let mut offset = 0;
+        let mut seen = 0;
+        while offset < 16 {
+            let response = plain
+                .fetch(pb::FetchRequest {
+                    topic: "big".into(),
+                    partition: 0,
+                    offset,
+                    max_bytes,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("max_bytes {max_bytes}, offset {offset}: {e}"))
+                .into_inner();
+            let got = response.records.iter().count() as u64;
+            assert!(got >= 1);
+            let allowed =
+                (max_bytes as u64)
+                    .max(1_000_100)
+                    .max(if max_bytes == 0 { 1 << 20 } else { 0 });
+            assert!(
+                got * 1_000_000 <= allowed,
+                "{got} records for max_bytes {max_bytes}"
+            );
+            for (i, record) in response.records.iter().enumerate() {
+                let record = record.unwrap();
+                assert_eq!(record.offset, offset + i as u64);
+                assert_eq!(record.value[0], record.offset as u8);
+            }
+            seen += got;
+            offset = response.next_offset;
+        }
+        assert_eq!(seen, 16);
+    }
+    let mut stream = plain
+        .subscribe(pb::SubscribeRequest {
+            topic: "big".into(),
+            partition: 0,
+            start: Some(SubStart::Earliest(true)),
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    while seen < 16 {
+        let message = within("a subscription message", stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        seen += message.records.iter().count();
+    }
+    server.stop().await.unwrap();
+}

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 pub use data_dir::DataDir;
 pub use partition::{Offsets, Partition, PartitionInfo};
-pub use produce::{Appended, Prepared, ProduceRequest, Produced};
+pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced};
 pub use topic::{Durability, TopicConfig};
 
 use crate::error::{Error, IoContext, Result};
@@ -46,6 +46,10 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Sealed segments kept open (mapped) at once, over all partitions.
     pub max_open_segments: usize,
+    /// Records one produce request may carry.
+    pub max_records_per_request: usize,
+    /// Headers one record may carry.
+    pub max_headers_per_record: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +59,10 @@ impl Default for Limits {
             max_fetch_bytes: 16 << 20,
             max_wait: Duration::from_secs(30),
             max_open_segments: crate::log::cache::DEFAULT_OPEN_SEGMENTS,
+            // Enough for 10 MB of 100-byte records; a request of millions of empty
+            // records would otherwise cost tens of bytes of bookkeeping per record.
+            max_records_per_request: 100_000,
+            max_headers_per_record: 1_000,
         }
     }
 }
@@ -428,19 +436,6 @@ impl Broker {
         })
         .await
         .expect("alter task does not panic")
-    }
-
-    /// Validates the records, picks the partition, appends them as one batch and returns
-    /// once they are as durable as asked.
-    pub async fn produce(&self, request: ProduceRequest) -> Result<Produced> {
-        self.append(request).await?.durable().await
-    }
-
-    /// The first half of `produce`: the batch is in the log (in the page cache) when this
-    /// returns; `Appended::durable` waits for the fsync if one was asked for. A stream of
-    /// requests appends in order and waits for durability concurrently.
-    pub async fn append(&self, request: ProduceRequest) -> Result<Appended> {
-        self.prepare(request)?.append().await
     }
 
     /// Reads from `offset`; if fewer than `min_bytes` are there, waits up to `max_wait`

@@ -1,20 +1,26 @@
-//! A produce request: checked, its partition picked, its records encoded into one batch
-//! (`Broker::prepare`), then appended (`Prepared::append`) and made durable if asked
-//! (`Appended::durable`).
+//! A produce request: checked, its partition picked and its records encoded into one
+//! batch by a `BatchWriter` (`Broker::begin_produce`), then appended
+//! (`Prepared::append`) and made durable if asked (`Appended::durable`).
+//!
+//! The writer takes records one by one from whatever decoded them, so a request's
+//! records never exist twice in memory: they go from the request's receive buffer into
+//! the batch (large keys and values by reference), checked as they go.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{now_ms, partitioner, Broker, Durability, Partition};
-use crate::error::{Error, Result};
-use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, Record, NO_PRODUCER};
+use bytes::Bytes;
 
-/// A produce request in domain terms.
+use super::{now_ms, partitioner, Broker, Durability, Partition, Topic, TopicConfig};
+use crate::error::{Error, Result};
+use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, NO_PRODUCER};
+
+/// Where a produce goes and how it is acknowledged.
 #[derive(Debug, Clone)]
-pub struct ProduceRequest {
+pub struct ProduceTarget {
     pub topic: String,
+    /// `None`: by key (Kafka's partitioner), else round robin.
     pub partition: Option<u32>,
-    pub records: Vec<Record>,
     /// `None`: the topic's default.
     pub durability: Option<Durability>,
     pub producer: Option<ProducerInfo>,
@@ -26,6 +32,156 @@ pub struct Produced {
     pub base_offset: u64,
     pub last_offset: u64,
     pub log_append_time_ms: i64,
+}
+
+/// Bytes a record's headers take in its stored encoding: names, values and framing.
+/// This is what `max.message.bytes` counts for headers, so that two million empty
+/// headers weigh what they cost.
+fn headers_len<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> (usize, usize) {
+    let delimited = |len: usize| 1 + prost::length_delimiter_len(len) + len;
+    headers.fold((0, 0), |(count, bytes), (name, value)| {
+        let entry = delimited(name.len()) + delimited(value.len());
+        (count + 1, bytes + delimited(entry))
+    })
+}
+
+/// Builds the batch of one produce request, record by record.
+pub struct BatchWriter {
+    topic: Arc<Topic>,
+    config: TopicConfig,
+    target: ProduceTarget,
+    /// The first keyed record's index and partition: the rest must agree.
+    keyed: Option<(usize, u32)>,
+    builder: BatchBuilder,
+    pushed: usize,
+    now: i64,
+    max_headers: usize,
+}
+
+impl Broker {
+    /// Starts the batch of a produce request of `records` records that will copy about
+    /// `copied` bytes: checks the topic and partition, and the request's size limits.
+    pub fn begin_produce(
+        &self,
+        target: ProduceTarget,
+        records: usize,
+        copied: usize,
+    ) -> Result<BatchWriter> {
+        self.check_running()?;
+        let topic = self.topic(&target.topic)?;
+        if let Some(p) = target.partition {
+            topic.partition(p)?;
+        }
+        if records == 0 {
+            return Err(Error::InvalidArgument(
+                "a produce request needs at least one record".into(),
+            ));
+        }
+        let max = self.limits.max_records_per_request;
+        if records > max {
+            return Err(Error::InvalidArgument(format!(
+                "{records} records in one request; this server takes at most {max} (max_records_per_request): send them in several requests"
+            )));
+        }
+        let builder = BatchBuilder::for_count(records, copied)
+            .producer(target.producer.unwrap_or(NO_PRODUCER));
+        Ok(BatchWriter {
+            config: topic.config(),
+            topic,
+            target,
+            keyed: None,
+            builder,
+            pushed: 0,
+            now: now_ms(),
+            max_headers: self.limits.max_headers_per_record,
+        })
+    }
+}
+
+impl BatchWriter {
+    /// Checks a record and adds it to the batch. `timestamp_ms` 0 means the server's
+    /// time. Large keys and values are referenced, not copied: they go from the
+    /// request's receive buffer to the page cache in the kernel's one copy.
+    pub fn push<'a>(
+        &mut self,
+        key: Option<&Bytes>,
+        value: &Bytes,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let i = self.pushed;
+        let in_record = |msg: String| Error::InvalidArgument(format!("record {i}: {msg}"));
+        let (header_count, header_bytes) = headers_len(headers.clone());
+        if header_count > self.max_headers {
+            return Err(in_record(format!(
+                "{header_count} headers; a record may have at most {} (max_headers_per_record)",
+                self.max_headers
+            )));
+        }
+        let size = key.map_or(0, Bytes::len) + value.len() + header_bytes;
+        if size as u64 > self.config.max_message_bytes {
+            return Err(Error::TooLarge {
+                what: "record (key + value + headers)",
+                size: size as u64,
+                limit: self.config.max_message_bytes,
+            });
+        }
+        let timestamp = if timestamp_ms == 0 {
+            self.now
+        } else {
+            timestamp_ms
+        };
+        let after_max = self.config.message_timestamp_after_max_ms;
+        if timestamp > self.now.saturating_add(after_max as i64) {
+            return Err(in_record(format!(
+                "timestamp {timestamp} is {} ms past the server's clock; this topic accepts at most message.timestamp.after.max.ms = {after_max} (send 0 for the server's time, or fix the producer's clock)",
+                timestamp - self.now
+            )));
+        }
+        if let (Some(key), None) = (key, self.target.partition) {
+            let count = self.topic.partitions.len() as u32;
+            let partition = partitioner::partition_for_key(key, count);
+            match self.keyed {
+                None => self.keyed = Some((i, partition)),
+                Some((first, p)) if p != partition => {
+                    return Err(Error::InvalidArgument(format!(
+                        "record {first}'s key belongs in partition {p} and record {i}'s in \
+                         partition {partition}; a request appends to one partition, so send \
+                         them in separate requests or set the partition"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.builder
+            .push_shared(key, value, headers, timestamp)
+            .map_err(|e| match e {
+                Error::InvalidArgument(msg) => in_record(msg),
+                other => other,
+            })?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// The finished batch and the partition it goes to: the one asked for, else the
+    /// keyed records', else the next in turn.
+    pub fn finish(self) -> Result<Prepared> {
+        let topic = &self.topic;
+        let partition = match (self.target.partition, self.keyed) {
+            (Some(p), _) => p,
+            (None, Some((_, p))) => p,
+            (None, None) => {
+                topic.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions.len() as u32
+            }
+        };
+        let durability = self.target.durability.unwrap_or(self.config.durability);
+        Ok(Prepared {
+            partition: Arc::clone(&topic.partitions[partition as usize]),
+            batch: self.builder.build()?,
+            fsync: durability == Durability::Fsync,
+            time_ms: self.now,
+        })
+    }
 }
 
 /// A checked, encoded batch and the partition it goes to.
@@ -72,98 +228,5 @@ impl Appended {
             partition.sync_below(self.produced.last_offset + 1).await?;
         }
         Ok(self.produced)
-    }
-}
-
-/// The partition Kafka's default partitioner gives the request's keyed records, if it
-/// has any. A request is one batch in one partition, so keys of different partitions are
-/// refused rather than stored where a Kafka client would not look for them.
-fn keyed_partition(records: &[Record], count: u32) -> Result<Option<u32>> {
-    let mut keyed = records.iter().enumerate().filter_map(|(i, r)| {
-        r.key
-            .as_ref()
-            .map(|key| (i, partitioner::partition_for_key(key, count)))
-    });
-    let Some((first, partition)) = keyed.next() else {
-        return Ok(None);
-    };
-    match keyed.find(|&(_, p)| p != partition) {
-        None => Ok(Some(partition)),
-        Some((i, other)) => Err(Error::InvalidArgument(format!(
-            "record {first}'s key belongs in partition {partition} and record {i}'s in \
-             partition {other}; a request appends to one partition, so send them in separate \
-             requests or set the partition"
-        ))),
-    }
-}
-
-impl Broker {
-    /// Checks a request and encodes its batch, without touching the log: CPU work that a
-    /// stream does for the next request while the previous one is being appended.
-    pub fn prepare(&self, request: ProduceRequest) -> Result<Prepared> {
-        self.check_running()?;
-        let topic = self.topic(&request.topic)?;
-        let config = topic.config();
-        let count = topic.partitions.len() as u32;
-        if request.records.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a produce request needs at least one record".into(),
-            ));
-        }
-        let partition = match request.partition {
-            Some(p) => topic.partition(p)?.id,
-            None => keyed_partition(&request.records, count)?
-                .unwrap_or_else(|| topic.round_robin.fetch_add(1, Ordering::Relaxed) % count),
-        };
-        let now = now_ms();
-        let mut builder = BatchBuilder::for_records(&request.records)
-            .producer(request.producer.unwrap_or(NO_PRODUCER));
-        for (i, record) in request.records.iter().enumerate() {
-            let record_bytes = record.key.as_ref().map_or(0, |k| k.len())
-                + record.value.len()
-                + record
-                    .headers
-                    .iter()
-                    .map(|h| h.name.len() + h.value.len())
-                    .sum::<usize>();
-            if record_bytes as u64 > config.max_message_bytes {
-                return Err(Error::TooLarge {
-                    what: "record",
-                    size: record_bytes as u64,
-                    limit: config.max_message_bytes,
-                });
-            }
-            let timestamp = if record.timestamp_ms == 0 {
-                now
-            } else {
-                record.timestamp_ms
-            };
-            let latest = now.saturating_add(config.message_timestamp_after_max_ms as i64);
-            if timestamp > latest {
-                return Err(Error::InvalidArgument(format!(
-                    "record {i}: timestamp {timestamp} is {} ms past the server's clock; a topic accepts at most message.timestamp.after.max.ms = {} (set timestamp_ms to 0 for the server's time, or fix the producer's clock)",
-                    timestamp - now,
-                    config.message_timestamp_after_max_ms
-                )));
-            }
-            // Large keys and values are referenced, not copied: they go from the request's
-            // receive buffer to the page cache in the kernel's one copy.
-            builder
-                .push_with_timestamp(record, timestamp)
-                .map_err(|e| match e {
-                    Error::InvalidArgument(msg) => {
-                        Error::InvalidArgument(format!("record {i}: {msg}"))
-                    }
-                    other => other,
-                })?;
-        }
-        let fsync = request.durability.unwrap_or(config.durability) == Durability::Fsync;
-        let target = Arc::clone(&topic.partitions[partition as usize]);
-        Ok(Prepared {
-            partition: target,
-            batch: builder.build()?,
-            fsync,
-            time_ms: now,
-        })
     }
 }

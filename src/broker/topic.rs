@@ -23,7 +23,8 @@ pub fn validate_name(name: &str) -> Result<()> {
         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || name == "." || name == ".." {
         return Err(Error::InvalidArgument(format!(
-            "topic name {name:?} is invalid: use 1 to {MAX_NAME_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not \".\" or \"..\""
+            "topic name {} is invalid: use 1 to {MAX_NAME_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not \".\" or \"..\"",
+            crate::error::quote(name)
         )));
     }
     Ok(())

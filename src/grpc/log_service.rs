@@ -4,20 +4,28 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::budget::Charge;
 use super::pb::{self, log_server::Log};
+use super::produce::write_records;
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
 use super::{code, status};
 use crate::broker::{self, Broker, Durability};
 use crate::error::Error;
-use crate::log::{Header, ProducerInfo, Record};
+use crate::log::ProducerInfo;
 
 /// Fetch and Subscribe answer with this many bytes when the client does not say.
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// Requests of one ProduceStream read and not yet answered to the client, at most.
+pub const MAX_UNANSWERED: usize = 256;
+
+/// What a ProduceStream request holds until its response is taken: its turn among the
+/// stream's unanswered requests, and its share of the server's produce budget.
+type Held = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
 
 pub struct LogService {
     broker: Arc<Broker>,
@@ -33,14 +41,16 @@ fn invalid(msg: &str) -> Status {
     Status::invalid_argument(msg)
 }
 
-/// A protobuf produce request in domain terms (moves the record bytes, copies nothing).
-fn produce_request(r: pb::ProduceRequest) -> Result<broker::ProduceRequest, Status> {
+/// Checks a produce request and builds its batch: its records go from the receive
+/// buffer into the batch in one pass (see `produce.rs`).
+fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepared, Error> {
+    let bad = |msg: String| Error::InvalidArgument(msg);
     let durability = match pb::Durability::try_from(r.durability) {
         Ok(pb::Durability::Unspecified) => None,
         Ok(pb::Durability::PageCache) => Some(Durability::PageCache),
         Ok(pb::Durability::Fsync) => Some(Durability::Fsync),
         Err(_) => {
-            return Err(invalid(&format!(
+            return Err(bad(format!(
                 "durability {} is not a Durability value",
                 r.durability
             )))
@@ -51,34 +61,21 @@ fn produce_request(r: pb::ProduceRequest) -> Result<broker::ProduceRequest, Stat
         Some(id) => Some(ProducerInfo {
             id,
             epoch: i16::try_from(r.producer_epoch.unwrap_or(0))
-                .map_err(|_| invalid("producer_epoch must fit in 16 bits"))?,
+                .map_err(|_| bad("producer_epoch must fit in 16 bits".into()))?,
             base_sequence: r.base_sequence.unwrap_or(0),
         }),
     };
-    let records = r
-        .records
-        .into_iter()
-        .map(|rec| Record {
-            key: rec.key,
-            value: rec.value,
-            headers: rec
-                .headers
-                .into_iter()
-                .map(|h| Header {
-                    name: h.name,
-                    value: h.value,
-                })
-                .collect(),
-            timestamp_ms: rec.timestamp_ms,
-        })
-        .collect();
-    Ok(broker::ProduceRequest {
+    let target = broker::ProduceTarget {
         topic: r.topic,
         partition: r.partition,
-        records,
         durability,
         producer,
-    })
+    };
+    // What the batch will copy: small records whole, and tags and lengths of the rest.
+    let copied = r.received.bytes().min(r.received.len() * 300) + 32 * r.received.len();
+    let mut writer = broker.begin_produce(target, r.received.len(), copied)?;
+    write_records(r.received, &mut writer)?;
+    writer.finish()
 }
 
 fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
@@ -107,6 +104,12 @@ fn stream_reply(
     }
 }
 
+/// Bytes of records a response of at most `max_bytes` may carry: the rest is for its
+/// other fields (three varints of at most 11 bytes each, with their tags).
+fn records_budget(max_bytes: usize) -> usize {
+    max_bytes.saturating_sub(36).max(1)
+}
+
 fn max_bytes(requested: u32) -> usize {
     if requested == 0 {
         DEFAULT_MAX_BYTES
@@ -117,19 +120,111 @@ fn max_bytes(requested: u32) -> usize {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Answers a ProduceStream: its requests in, its responses out (see `Log::produce_stream`).
+fn produce_stream<S>(
+    broker: Arc<Broker>,
+    mut inbound: S,
+    charge: Charge,
+) -> BoxStream<pb::ProduceStreamResponse>
+where
+    S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Send + Unpin + 'static,
+{
+    // Push back: a request is read only while fewer than MAX_UNANSWERED of this
+    // stream's requests are unanswered (being appended, waiting for an fsync, or
+    // answered but not yet taken by the client). A client that stops reading its
+    // responses stops the server reading its requests, instead of making it hold
+    // every request it sends.
+    let unanswered = Arc::new(Semaphore::new(MAX_UNANSWERED));
+    let (tx, rx) = mpsc::channel::<(pb::ProduceStreamResponse, Held)>(MAX_UNANSWERED);
+    // Two stages, so that two cores work on one stream: this task decodes and checks
+    // each request and encodes its batch; the appender appends them one after another
+    // in the order sent; the waits for fsync run concurrently, so a pipeline of
+    // durable requests shares fsyncs.
+    let (prepared_tx, mut prepared_rx) =
+        mpsc::channel::<(u64, Result<broker::Prepared, Error>, Held)>(4);
+    tokio::spawn(async move {
+        loop {
+            let Ok(turn) = Arc::clone(&unanswered).acquire_owned().await else {
+                break;
+            };
+            let Some(Ok(message)) = inbound.next().await else {
+                break;
+            };
+            let held = (turn, charge.take_next());
+            let prepared = match message.request {
+                Some(request) => prepare(&broker, request),
+                None => Err(Error::InvalidArgument(
+                    "ProduceStreamRequest.request is missing".into(),
+                )),
+            };
+            if prepared_tx
+                .send((message.correlation_id, prepared, held))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // The client closed its side or went away: requests already read are still
+        // appended and answered if the client is listening.
+    });
+    tokio::spawn(async move {
+        while let Some((id, prepared, held)) = prepared_rx.recv().await {
+            let appended = match prepared {
+                Ok(prepared) => prepared.append().await,
+                Err(err) => Err(err),
+            };
+            match appended {
+                // Waits for fsync run concurrently (at most MAX_UNANSWERED of them),
+                // so that later requests are appended meanwhile and share the next
+                // fsync.
+                Ok(appended) if appended.needs_sync() => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let reply = stream_reply(id, appended.durable().await);
+                        let _ = tx.send((reply, held)).await;
+                    });
+                }
+                Ok(appended) => {
+                    let reply = stream_reply(id, appended.durable().await);
+                    let _ = tx.send((reply, held)).await;
+                }
+                Err(err) => {
+                    let _ = tx.send((stream_reply(id, Err(err)), held)).await;
+                }
+            }
+        }
+    });
+    // A response's turn and budget are given back when tonic takes it to send.
+    let replies = ReceiverStream::new(rx).map(|(reply, held)| {
+        drop(held);
+        Ok(reply)
+    });
+    Box::pin(replies)
+}
+
 #[tonic::async_trait]
 impl Log for LogService {
     async fn produce(
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let request = produce_request(request.into_inner())?;
+        // The request's share of the produce budget, held until it is answered.
+        let charge = request
+            .extensions()
+            .get::<Charge>()
+            .and_then(Charge::take_next);
+        let request = request.into_inner();
         // Spawned so that a client hanging up cannot cancel the append halfway.
         let broker = Arc::clone(&self.broker);
-        let produced = tokio::spawn(async move { broker.produce(request).await })
-            .await
-            .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
-            .map_err(status)?;
+        let produced = tokio::spawn(async move {
+            let produced = prepare(&broker, request)?.append().await?.durable().await;
+            drop(charge);
+            produced
+        })
+        .await
+        .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
+        .map_err(status)?;
         Ok(Response::new(produce_response(produced)))
     }
 
@@ -139,64 +234,13 @@ impl Log for LogService {
         &self,
         request: Request<Streaming<pb::ProduceStreamRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(256);
-        // Two stages, so that two cores work on one stream: this task decodes and checks
-        // each request and encodes its batch; the appender appends them one after another
-        // in the order sent; the waits for fsync run concurrently, so a pipeline of
-        // durable requests shares fsyncs.
-        let (prepared_tx, mut prepared_rx) =
-            mpsc::channel::<(u64, Result<broker::Prepared, Error>)>(4);
-        let broker = Arc::clone(&self.broker);
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
-                let prepared = match message.request.map(produce_request) {
-                    Some(Ok(request)) => broker.prepare(request),
-                    Some(Err(s)) => Err(Error::InvalidArgument(s.message().to_string())),
-                    None => Err(Error::InvalidArgument(
-                        "ProduceStreamRequest.request is missing".into(),
-                    )),
-                };
-                if prepared_tx
-                    .send((message.correlation_id, prepared))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            // The client closed its side or went away: requests already read are still
-            // appended and answered if the client is listening.
-        });
-        tokio::spawn(async move {
-            while let Some((id, prepared)) = prepared_rx.recv().await {
-                let appended = match prepared {
-                    Ok(prepared) => prepared.append().await,
-                    Err(err) => Err(err),
-                };
-                match appended {
-                    // Waits for fsync run concurrently, so that later requests are
-                    // appended meanwhile and share the next fsync.
-                    Ok(appended) if appended.needs_sync() => {
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            let _ = tx
-                                .send(Ok(stream_reply(id, appended.durable().await)))
-                                .await;
-                        });
-                    }
-                    Ok(appended) => {
-                        let _ = tx
-                            .send(Ok(stream_reply(id, appended.durable().await)))
-                            .await;
-                    }
-                    Err(err) => {
-                        let _ = tx.send(Ok(stream_reply(id, Err(err)))).await;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let charge = request
+            .extensions()
+            .get::<Charge>()
+            .cloned()
+            .unwrap_or_default();
+        let replies = produce_stream(Arc::clone(&self.broker), request.into_inner(), charge);
+        Ok(Response::new(replies))
     }
 
     async fn fetch(
@@ -204,23 +248,26 @@ impl Log for LogService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let r = request.into_inner();
+        let limit = max_bytes(r.max_bytes).min(self.broker.limits().max_fetch_bytes);
         let (read, offsets) = self
             .broker
             .fetch(
                 &r.topic,
                 r.partition,
                 r.offset,
-                max_bytes(r.max_bytes),
+                limit,
                 Duration::from_millis(r.max_wait_ms.into()),
                 r.min_bytes as usize,
             )
             .await
             .map_err(status)?;
+        let (records, next_offset) =
+            RecordSet::from_batches(&read, r.offset, records_budget(limit));
         Ok(Response::new(FetchResponse {
-            records: RecordSet::from_batches(&read, r.offset),
+            records,
             high_watermark: offsets.high_watermark,
             log_start_offset: offsets.log_start,
-            next_offset: read.next_offset,
+            next_offset,
         }))
     }
 
@@ -262,12 +309,14 @@ impl Log for LogService {
             loop {
                 let sent = match partition.read(next, limit).await {
                     Ok((read, offsets)) if !read.chunks.is_empty() => {
+                        let (records, after) =
+                            RecordSet::from_batches(&read, next, records_budget(limit));
                         let message = SubscribeResponse {
-                            records: RecordSet::from_batches(&read, next),
+                            records,
                             high_watermark: offsets.high_watermark,
-                            next_offset: read.next_offset,
+                            next_offset: after,
                         };
-                        next = read.next_offset;
+                        next = after;
                         tx.send(Ok(message)).await
                     }
                     Ok(_) => {
@@ -333,5 +382,49 @@ impl Log for LogService {
             log_start_offset: offsets.log_start,
             high_watermark: offsets.high_watermark,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::Limits;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let config = [("durability".to_string(), "fsync".to_string())].into();
+        broker.create_topic("t", 1, &config).await.unwrap();
+        // An endless client, counting the requests the server has pulled.
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&pulled);
+        let requests = tokio_stream::iter(0u64..).map(move |id| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(pb::ProduceStreamRequest {
+                correlation_id: id,
+                request: Some(pb::ProduceRequest::decode_from(
+                    "t",
+                    &pb::Record {
+                        value: Bytes::from_static(b"x"),
+                        ..Default::default()
+                    },
+                )),
+            })
+        });
+        // The replies are never taken.
+        let replies = produce_stream(broker, Box::pin(requests), Charge::default());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let taken = pulled.load(Ordering::Relaxed);
+        assert!(
+            taken <= MAX_UNANSWERED as u64 + 2,
+            "{taken} requests pulled while no reply was taken"
+        );
+        drop(replies);
     }
 }

@@ -2,11 +2,14 @@
 //! `Error` to `tonic::Status`. Handlers decode, call one broker method, encode.
 
 mod admin;
+pub mod budget;
+pub mod codec;
 mod log_service;
+pub mod produce;
 pub mod records;
 
 pub use admin::AdminService;
-pub use log_service::LogService;
+pub use log_service::{LogService, MAX_UNANSWERED};
 
 use tonic::{Code, Status};
 
@@ -16,6 +19,8 @@ use crate::error::Error;
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("strom.v1");
+    /// Hand-written (see `grpc/produce.rs`), under the name the generated code would use.
+    pub use super::produce::ProduceRequest;
 }
 
 /// The encoded descriptor set of the protos, served by gRPC reflection.
@@ -30,7 +35,9 @@ pub fn code(err: &Error) -> Code {
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::TooLarge { .. } => Code::ResourceExhausted,
-        Error::Io { .. } if err.is_storage_full() => Code::ResourceExhausted,
+        Error::Io { .. } if err.is_storage_full() || err.limit_hint().is_some() => {
+            Code::ResourceExhausted
+        }
         Error::Io { .. } => Code::Internal,
         Error::Corruption { .. } | Error::ChecksumMismatch { .. } => Code::DataLoss,
         Error::DamagedRange { .. } => Code::DataLoss,
@@ -42,8 +49,62 @@ pub fn code(err: &Error) -> Code {
 
 /// The status for an error: its code and its message, which names what went wrong.
 pub fn status(err: Error) -> Status {
-    if matches!(code(&err), Code::Internal | Code::DataLoss) {
+    if matches!(
+        code(&err),
+        Code::Internal | Code::DataLoss | Code::ResourceExhausted
+    ) {
         tracing::error!(%err, "request failed");
     }
-    Status::new(code(&err), err.to_string())
+    let mut message = err.to_string();
+    if let Some(hint) = err.limit_hint() {
+        message = format!("{message}; {hint}");
+    }
+    Status::new(code(&err), clamp(message))
+}
+
+/// A status message travels in an HTTP/2 header: past a few kilobytes a client refuses
+/// the whole response. Names in messages are already cut (`error::quote`); this is the
+/// backstop.
+fn clamp(mut message: String) -> String {
+    const MAX: usize = 2048;
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_maps_says_what_to_raise() {
+        for (errno, raise) in [(24, "ulimit -n"), (12, "vm.max_map_count")] {
+            let err = Error::InPartition {
+                topic: "t".into(),
+                partition: 0,
+                source: Box::new(Error::Io {
+                    path: "/data/t/0/00000000000000000000.log".into(),
+                    source: std::io::Error::from_raw_os_error(errno),
+                }),
+            };
+            let status = status(err);
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            assert!(status.message().contains(raise), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn messages_quote_at_most_a_few_hundred_characters_of_a_name() {
+        let name = "n".repeat(100_000);
+        let status = status(Error::TopicNotFound { topic: name });
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < 400, "{}", status.message().len());
+        assert!(status.message().contains("100000 characters"));
+    }
 }

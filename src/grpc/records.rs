@@ -25,37 +25,61 @@ pub struct RecordSet {
 }
 
 impl RecordSet {
-    /// The records at or after `from` in `read`: the records sections of its batches,
-    /// with the first batch's records below `from` skipped.
-    pub fn from_batches(read: &ReadBatches, from: u64) -> RecordSet {
+    /// The records at or after `from` in `read`, as many whole records as fit in
+    /// `max_bytes` (at least one): the records sections of its batches, with records below
+    /// `from` skipped and a batch cut at a record boundary where the budget ends. Returns
+    /// them and the offset after the last one. A response built from them is at most
+    /// `max_bytes` plus its few other fields, unless its first record alone is larger:
+    /// batches are stored whole, but records are self-delimited, so a client with a small
+    /// receive limit still gets every record that fits it.
+    pub fn from_batches(read: &ReadBatches, from: u64, max_bytes: usize) -> (RecordSet, u64) {
         let mut chunks = Vec::with_capacity(read.chunks.len());
-        for chunk in &read.chunks {
+        let mut budget = max_bytes;
+        let mut next = from;
+        'batches: for chunk in &read.chunks {
             let mut pos = 0;
             while pos < chunk.len() {
                 let header = BatchHeader::parse(&chunk[pos..]);
                 let end = pos + header.length as usize;
                 let mut start = pos + HEADER_LEN;
-                if header.base_offset < from {
-                    // Only the first batch can start below `from`: walk its records.
-                    let mut rest = &chunk[start..end];
-                    for _ in header.base_offset..from.min(header.next_offset()) {
-                        let before = rest.len();
-                        if parse_record(&mut rest).is_err() {
-                            break; // checked by the read's CRC; cannot happen
-                        }
-                        start += before - rest.len();
-                    }
-                }
-                if start < end {
-                    chunks.push(chunk.slice(start..end));
-                }
                 pos = end;
+                if header.next_offset() <= from {
+                    continue;
+                }
+                let mut offset = header.base_offset;
+                let mut rest = &chunk[start..end];
+                // Skip records below `from`, then take whole records while they fit.
+                let mut taken = 0;
+                while !rest.is_empty() {
+                    let before = rest.len();
+                    if parse_record(&mut rest).is_err() {
+                        break; // checked by the read's CRC; cannot happen
+                    }
+                    let len = before - rest.len();
+                    if offset < from {
+                        start += len;
+                    } else if taken + len <= budget || (chunks.is_empty() && taken == 0) {
+                        taken += len;
+                    } else {
+                        break;
+                    }
+                    offset += 1;
+                }
+                if taken > 0 {
+                    chunks.push(chunk.slice(start..start + taken));
+                    budget = budget.saturating_sub(taken);
+                    next = offset;
+                }
+                if offset < header.next_offset() || budget == 0 {
+                    break 'batches; // the budget ended inside this batch
+                }
             }
         }
-        RecordSet {
+        let set = RecordSet {
             chunks,
             bodies: Vec::new(),
-        }
+        };
+        (set, next.max(from))
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -191,11 +215,13 @@ mod tests {
             log.append(&mut builder.build().unwrap()).unwrap();
         }
         let read = log.read(2, 1 << 20).unwrap();
+        let (records, next_offset) = RecordSet::from_batches(&read, 2, 1 << 20);
+        assert_eq!(next_offset, read.next_offset);
         let response = FetchResponse {
-            records: RecordSet::from_batches(&read, 2),
+            records,
             high_watermark: 12,
             log_start_offset: 0,
-            next_offset: read.next_offset,
+            next_offset,
         };
         let bytes = response.encode_to_vec();
         let decoded = GeneratedFetchResponse::decode(&bytes[..]).unwrap();

@@ -138,6 +138,30 @@ impl BatchBuilder {
         )
     }
 
+    /// Appends a record from shared parts: a large key or value is referenced, not
+    /// copied; headers are copied.
+    pub fn push_shared<'a>(
+        &mut self,
+        key: Option<&Bytes>,
+        value: &Bytes,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        self.push_fields(
+            key.map(Field::Shared),
+            Field::Shared(value),
+            headers,
+            timestamp_ms,
+        )
+    }
+
+    /// A builder for `records` records that will copy about `copied` bytes.
+    pub fn for_count(records: usize, copied: usize) -> BatchBuilder {
+        let mut builder = BatchBuilder::with_capacity(copied);
+        builder.offset_at.reserve(records);
+        builder
+    }
+
     /// Appends a record from borrowed parts, which are copied.
     pub fn push_parts<'a>(
         &mut self,

@@ -22,18 +22,21 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: &Path, limits: Limits) -> TestServer {
+        Self::start_with_options(dir, limits, ServeOptions::default()).await
+    }
+
+    pub async fn start_with_options(
+        dir: &Path,
+        limits: Limits,
+        options: ServeOptions,
+    ) -> TestServer {
         let broker = Broker::open(dir, limits).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            listener,
-            broker,
-            ServeOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(serve(listener, broker, options, async move {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             dir: dir.to_path_buf(),

@@ -1,0 +1,59 @@
+//! The protobuf codec of every service: prost's, except that a request that does not
+//! decode (malformed protobuf, a `string` that is not UTF-8) is INVALID_ARGUMENT, the
+//! client's mistake, rather than the INTERNAL that tonic-prost gives every decode error.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::{Code, Status};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+/// Named by `build.rs` as the generated services' codec.
+pub struct StromCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for StromCodec<T, U> {
+    fn default() -> Self {
+        StromCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for StromCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = StromDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StromDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+pub struct StromDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default> Decoder for StromDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|status| match status.code() {
+            Code::Internal => Status::invalid_argument(format!(
+                "the message is not valid protobuf for this method: {}",
+                status.message()
+            )),
+            _ => status,
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}

@@ -1,0 +1,494 @@
+//! `ProduceRequest`, decoded by hand.
+//!
+//! prost's generated decoder would turn every record into a struct of its own (about a
+//! hundred bytes for a record that is two bytes on the wire), and a 10 MB request of
+//! five million empty records into more than a gigabyte. Here each record stays as it
+//! arrived: a record of 256 bytes or more is kept as a slice of the receive buffer (no
+//! copy), a smaller one is copied into one buffer shared by the request, and either way
+//! the request keeps four bytes of bookkeeping per record. Records are parsed only when
+//! their batch is built, straight into the batch.
+//!
+//! The same type encodes requests for the Rust client from `records`, as prost's would.
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::DecodeError;
+
+use super::pb;
+use crate::broker::BatchWriter;
+use crate::error::{Error, Result};
+
+/// Records at least this long are kept as slices of the receive buffer.
+const SHARE_AT_LEAST: usize = 256;
+/// Marks an entry of `Received::entries` that indexes `large` rather than `small`.
+const LARGE: u32 = 1 << 31;
+
+/// Records as received, in order: each one's encoded `Record` message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Received {
+    /// Small records, back to back.
+    small: Vec<u8>,
+    /// Large records, each a slice of the receive buffer.
+    large: Vec<Bytes>,
+    /// Per record: the end of its bytes in `small`, or `LARGE | index` into `large`.
+    entries: Vec<u32>,
+    /// More records came than this type counts (never with the server's request-size
+    /// limit): the request is refused.
+    overflowed: bool,
+}
+
+/// Records a `Received` holds at most.
+const MAX_ENTRIES: usize = (LARGE - 1) as usize;
+
+impl Received {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes the records take, as received.
+    pub fn bytes(&self) -> usize {
+        self.small.len() + self.large.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    fn merge(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // A slice of the receive buffer (tonic's buffer hands out slices, not copies).
+        let mut record = Bytes::new();
+        encoding::bytes::merge(wire_type, &mut record, buf, ctx)?;
+        if self.entries.len() >= MAX_ENTRIES || self.small.len() + record.len() >= LARGE as usize {
+            self.overflowed = true; // refused when the batch is built
+        } else if record.len() >= SHARE_AT_LEAST {
+            self.entries.push(LARGE | self.large.len() as u32);
+            self.large.push(record);
+        } else {
+            self.small.extend_from_slice(&record);
+            self.entries.push(self.small.len() as u32);
+        }
+        Ok(())
+    }
+
+    /// Each record's encoded message, in order (for re-encoding a decoded request, which
+    /// only tests do: it copies the small records' buffer).
+    fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let small = Bytes::from(self.small.clone());
+        let mut start = 0usize;
+        self.entries.iter().map(move |&entry| {
+            if entry & LARGE != 0 {
+                self.large[(entry & !LARGE) as usize].clone()
+            } else {
+                let end = entry as usize;
+                let record = small.slice(start..end);
+                start = end;
+                record
+            }
+        })
+    }
+
+    /// Its parts, the small records' buffer frozen without a copy.
+    fn into_parts(self) -> (Bytes, Vec<Bytes>, Vec<u32>) {
+        (Bytes::from(self.small), self.large, self.entries)
+    }
+}
+
+/// `strom.v1.ProduceRequest`. The fields are those of the generated type, plus
+/// `received`, which a decoded request fills instead of `records`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub partition: Option<u32>,
+    /// Records to send: what a client fills in.
+    pub records: Vec<pb::Record>,
+    pub durability: i32,
+    pub producer_id: Option<i64>,
+    pub producer_epoch: Option<i32>,
+    pub base_sequence: Option<i32>,
+    /// Records as a server received them.
+    pub received: Received,
+}
+
+impl ProduceRequest {
+    /// A request of one record to `topic` as the server receives it (for tests).
+    #[cfg(test)]
+    pub fn decode_from(topic: &str, record: &pb::Record) -> ProduceRequest {
+        use prost::Message;
+        let sent = ProduceRequest {
+            topic: topic.into(),
+            records: vec![record.clone()],
+            ..Default::default()
+        };
+        ProduceRequest::decode(Bytes::from(sent.encode_to_vec())).expect("our own encoding")
+    }
+
+    /// The `durability` field as its enum (unknown values are refused by the server).
+    pub fn durability(&self) -> pb::Durability {
+        pb::Durability::try_from(self.durability).unwrap_or_default()
+    }
+}
+
+impl prost::Message for ProduceRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.topic.is_empty() {
+            encoding::string::encode(1, &self.topic, buf);
+        }
+        if let Some(p) = self.partition {
+            encoding::uint32::encode(2, &p, buf);
+        }
+        for record in &self.records {
+            encoding::message::encode(3, record, buf);
+        }
+        for record in self.received.iter() {
+            encoding::bytes::encode(3, &record, buf);
+        }
+        if self.durability != 0 {
+            encoding::int32::encode(4, &self.durability, buf);
+        }
+        if let Some(id) = self.producer_id {
+            encoding::int64::encode(5, &id, buf);
+        }
+        if let Some(epoch) = self.producer_epoch {
+            encoding::int32::encode(6, &epoch, buf);
+        }
+        if let Some(sequence) = self.base_sequence {
+            encoding::int32::encode(7, &sequence, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire_type, &mut self.topic, buf, ctx),
+            2 => encoding::uint32::merge(wire_type, self.partition.get_or_insert(0), buf, ctx),
+            3 => self.received.merge(wire_type, buf, ctx),
+            4 => encoding::int32::merge(wire_type, &mut self.durability, buf, ctx),
+            5 => encoding::int64::merge(wire_type, self.producer_id.get_or_insert(0), buf, ctx),
+            6 => encoding::int32::merge(wire_type, self.producer_epoch.get_or_insert(0), buf, ctx),
+            7 => encoding::int32::merge(wire_type, self.base_sequence.get_or_insert(0), buf, ctx),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let received: usize = self
+            .received
+            .iter()
+            .map(|r| encoding::bytes::encoded_len(3, &r))
+            .sum();
+        (if self.topic.is_empty() {
+            0
+        } else {
+            encoding::string::encoded_len(1, &self.topic)
+        }) + self
+            .partition
+            .map_or(0, |p| encoding::uint32::encoded_len(2, &p))
+            + encoding::message::encoded_len_repeated(3, &self.records)
+            + received
+            + if self.durability != 0 {
+                encoding::int32::encoded_len(4, &self.durability)
+            } else {
+                0
+            }
+            + self
+                .producer_id
+                .map_or(0, |v| encoding::int64::encoded_len(5, &v))
+            + self
+                .producer_epoch
+                .map_or(0, |v| encoding::int32::encoded_len(6, &v))
+            + self
+                .base_sequence
+                .map_or(0, |v| encoding::int32::encoded_len(7, &v))
+    }
+
+    fn clear(&mut self) {
+        *self = ProduceRequest::default();
+    }
+}
+
+/// One received record's fields, as ranges of its bytes.
+struct Fields {
+    timestamp_ms: i64,
+    key: Option<(usize, usize)>,
+    value: (usize, usize),
+}
+
+/// Reads a varint-delimited field's bounds at `rest`, advancing past it.
+fn delimited(rest: &mut &[u8], whole: usize) -> std::result::Result<(usize, usize), String> {
+    let len = encoding::decode_varint(rest).map_err(|e| e.to_string())? as usize;
+    if len > rest.len() {
+        return Err("a field runs past the end of its record".into());
+    }
+    let start = whole - rest.len();
+    rest.advance(len);
+    Ok((start, start + len))
+}
+
+/// Parses a `Record` as any protobuf encoder may have written it: fields in any order,
+/// repeated ones (the last wins, as in protobuf), unknown ones skipped. The offset is
+/// ignored (the log assigns it). Header names must be UTF-8, as for any `string`.
+fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String> {
+    let whole = record.len();
+    let mut rest = record;
+    let mut fields = Fields {
+        timestamp_ms: 0,
+        key: None,
+        value: (0, 0),
+    };
+    while !rest.is_empty() {
+        let (tag, wire_type) = encoding::decode_key(&mut rest).map_err(|e| e.to_string())?;
+        let expect = |wanted: WireType| {
+            if wire_type == wanted {
+                Ok(())
+            } else {
+                Err(format!(
+                    "field {tag} has wire type {wire_type:?}, not {wanted:?}"
+                ))
+            }
+        };
+        match tag {
+            2 => {
+                expect(WireType::SixtyFourBit)?;
+                if rest.len() < 8 {
+                    return Err("timestamp_ms runs past the end of its record".into());
+                }
+                fields.timestamp_ms = rest.get_i64_le();
+            }
+            3 => {
+                expect(WireType::LengthDelimited)?;
+                fields.key = Some(delimited(&mut rest, whole)?);
+            }
+            4 => {
+                expect(WireType::LengthDelimited)?;
+                fields.value = delimited(&mut rest, whole)?;
+            }
+            5 => {
+                expect(WireType::LengthDelimited)?;
+                let (start, end) = delimited(&mut rest, whole)?;
+                parse_header(&record[start..end])?;
+            }
+            _ => encoding::skip_field(wire_type, tag, &mut rest, DecodeContext::default())
+                .map_err(|e| e.to_string())?,
+        }
+    }
+    Ok(fields)
+}
+
+/// A `Header` message's name and value (fields in any order, unknown ones skipped).
+fn parse_header(header: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
+    let whole = header.len();
+    let mut rest = header;
+    let (mut name, mut value) = ((0, 0), (0, 0));
+    while !rest.is_empty() {
+        let (tag, wire_type) = encoding::decode_key(&mut rest).map_err(|e| e.to_string())?;
+        match (tag, wire_type) {
+            (1, WireType::LengthDelimited) => name = delimited(&mut rest, whole)?,
+            (2, WireType::LengthDelimited) => value = delimited(&mut rest, whole)?,
+            (1 | 2, other) => return Err(format!("header field {tag} has wire type {other:?}")),
+            _ => encoding::skip_field(wire_type, tag, &mut rest, DecodeContext::default())
+                .map_err(|e| e.to_string())?,
+        }
+    }
+    let name = std::str::from_utf8(&header[name.0..name.1])
+        .map_err(|_| "a header name is not UTF-8".to_string())?;
+    Ok((name, &header[value.0..value.1]))
+}
+
+/// A record's headers, in order, from its checked bytes.
+#[derive(Clone)]
+struct Headers<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a str, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let whole = self.rest.len();
+            let all = self.rest;
+            let (tag, wire_type) = encoding::decode_key(&mut self.rest).ok()?;
+            if tag == 5 {
+                let (start, end) = delimited(&mut self.rest, whole).ok()?;
+                return parse_header(&all[start..end]).ok();
+            }
+            encoding::skip_field(wire_type, tag, &mut self.rest, DecodeContext::default()).ok()?;
+        }
+        None
+    }
+}
+
+/// Parses each received record and adds it to `writer`: the only pass over the records,
+/// straight from the receive buffer into the batch.
+pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()> {
+    if received.overflowed {
+        return Err(Error::InvalidArgument(
+            "too many records in one request".into(),
+        ));
+    }
+    let (small, large, entries) = received.into_parts();
+    let mut start = 0usize;
+    for (i, &entry) in entries.iter().enumerate() {
+        let record = if entry & LARGE != 0 {
+            large[(entry & !LARGE) as usize].clone()
+        } else {
+            let end = entry as usize;
+            let record = small.slice(start..end);
+            start = end;
+            record
+        };
+        let fields = parse_fields(&record)
+            .map_err(|e| Error::InvalidArgument(format!("record {i} is malformed: {e}")))?;
+        let key = fields.key.map(|(s, e)| record.slice(s..e));
+        let value = record.slice(fields.value.0..fields.value.1);
+        let headers = Headers { rest: &record };
+        writer.push(key.as_ref(), &value, headers, fields.timestamp_ms)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// prost's generated encoding of the same message, for comparison.
+    #[derive(Clone, PartialEq, Message)]
+    struct Generated {
+        #[prost(string, tag = "1")]
+        topic: String,
+        #[prost(uint32, optional, tag = "2")]
+        partition: Option<u32>,
+        #[prost(message, repeated, tag = "3")]
+        records: Vec<pb::Record>,
+        #[prost(int32, tag = "4")]
+        durability: i32,
+    }
+
+    fn record(key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> pb::Record {
+        pb::Record {
+            offset: 99,
+            timestamp_ms: 1234,
+            key: key.map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(value),
+            headers: headers
+                .iter()
+                .map(|(n, v)| pb::Header {
+                    name: n.to_string(),
+                    value: Bytes::copy_from_slice(v),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn encodes_as_prost_does_and_decodes_records_as_sent() {
+        let records = vec![
+            record(Some(b"k"), b"small", &[("h", b"v"), ("h", b"w")]),
+            record(None, &[7u8; 300], &[]),
+            record(Some(b""), b"", &[]),
+        ];
+        let ours = ProduceRequest {
+            topic: "t".into(),
+            partition: Some(2),
+            records: records.clone(),
+            durability: 2,
+            ..Default::default()
+        };
+        let generated = Generated {
+            topic: "t".into(),
+            partition: Some(2),
+            records: records.clone(),
+            durability: 2,
+        };
+        let bytes = ours.encode_to_vec();
+        assert_eq!(bytes, generated.encode_to_vec());
+        assert_eq!(ours.encoded_len(), bytes.len());
+
+        let decoded = ProduceRequest::decode(Bytes::from(bytes.clone())).unwrap();
+        assert_eq!((decoded.topic.as_str(), decoded.partition), ("t", Some(2)));
+        assert_eq!(decoded.received.len(), 3);
+        assert_eq!(decoded.encode_to_vec(), bytes, "re-encodes the same");
+        let got: Vec<_> = decoded
+            .received
+            .iter()
+            .map(|r| {
+                let f = parse_fields(&r).unwrap();
+                let headers: Vec<(String, Vec<u8>)> = Headers { rest: &r }
+                    .map(|(n, v)| (n.to_string(), v.to_vec()))
+                    .collect();
+                (
+                    f.timestamp_ms,
+                    f.key.map(|(s, e)| r[s..e].to_vec()),
+                    r[f.value.0..f.value.1].to_vec(),
+                    headers,
+                )
+            })
+            .collect();
+        assert_eq!(got[0].0, 1234);
+        assert_eq!(got[0].1.as_deref(), Some(&b"k"[..]));
+        assert_eq!(got[0].2, b"small");
+        assert_eq!(
+            got[0].3,
+            [
+                ("h".to_string(), b"v".to_vec()),
+                ("h".to_string(), b"w".to_vec())
+            ]
+        );
+        assert_eq!((got[1].1.clone(), got[1].2.len()), (None, 300));
+        assert_eq!(
+            (got[2].1.as_deref(), got[2].2.len()),
+            (Some(&b""[..]), 0),
+            "an empty key is a key"
+        );
+    }
+
+    #[test]
+    fn fields_in_any_order_repeated_and_unknown_are_read_as_protobuf_does() {
+        let mut r = Vec::new();
+        encoding::bytes::encode(4, &Bytes::from_static(b"first"), &mut r);
+        encoding::uint64::encode(15, &7, &mut r); // unknown
+        encoding::bytes::encode(3, &Bytes::from_static(b"key"), &mut r);
+        encoding::bytes::encode(4, &Bytes::from_static(b"last"), &mut r);
+        let f = parse_fields(&r).unwrap();
+        assert_eq!(&r[f.value.0..f.value.1], b"last");
+        assert_eq!(f.key.map(|(s, e)| &r[s..e]), Some(&b"key"[..]));
+        for bad in [
+            vec![0x22, 0x05, b'a'],             // value runs past the end
+            vec![0x20, 0x01],                   // value with a varint wire type
+            vec![0x2A, 0x03, 0x0A, 0x01, 0xFF], // header name not UTF-8
+            vec![0x11, 0x01],                   // truncated timestamp
+        ] {
+            assert!(parse_fields(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_of_empty_records_costs_bytes_per_record_not_structs() {
+        // Five hundred thousand empty records: two bytes each on the wire.
+        let mut wire = Vec::new();
+        encoding::string::encode(1, &"t".to_string(), &mut wire);
+        for _ in 0..500_000 {
+            wire.extend_from_slice(&[0x1A, 0x00]);
+        }
+        let decoded = ProduceRequest::decode(Bytes::from(wire.clone())).unwrap();
+        assert_eq!(decoded.received.len(), 500_000);
+        let held = decoded.received.small.capacity()
+            + decoded.received.entries.capacity() * 4
+            + decoded.received.large.capacity() * 32;
+        assert!(
+            held <= 3 * wire.len(),
+            "{held} bytes held for {} on the wire",
+            wire.len()
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Hostile produce requests against the real server process: its memory stays a small
+//! multiple of what arrives. (A ProduceStream whose client stops reading is tested in
+//! `grpc/log_service.rs`, below HTTP/2, whose own windows and flood guards would
+//! otherwise decide what the test sees.)
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use common::cli::Serve;
+use prost::Message;
+use strom::client::Client;
+use strom::grpc::pb;
+use tonic::Code;
+
+/// A produce request as it would arrive on the wire: `records` copies of `record`,
+/// decoded the way the server decodes it (so the client holds the encoded bytes only).
+fn raw_request(topic: &str, record: &[u8], records: usize) -> pb::ProduceRequest {
+    let mut wire = Vec::with_capacity(records * (record.len() + 4) + 64);
+    prost::encoding::string::encode(1, &topic.to_string(), &mut wire);
+    for _ in 0..records {
+        prost::encoding::bytes::encode(3, &record.to_vec(), &mut wire);
+    }
+    pb::ProduceRequest::decode(Bytes::from(wire)).unwrap()
+}
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_produce_requests_cost_a_few_times_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    let client = Client::connect(&server.addr).await.unwrap();
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let before = peak_rss(server.child.id());
+
+    // Five million empty records: 10 MB on the wire; four at once.
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut log = client.log();
+        let request = raw_request("t", &[], 5_000_000);
+        calls.push(tokio::spawn(async move { log.produce(request).await }));
+    }
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("max_records_per_request"),
+            "{}",
+            err.message()
+        );
+    }
+    // Two million empty headers in one record: refused as well.
+    let mut headers = Vec::new();
+    for _ in 0..2_000_000 {
+        headers.extend_from_slice(&[0x2A, 0x00]);
+    }
+    let err = client
+        .log()
+        .produce(raw_request("t", &headers, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("headers"), "{}", err.message());
+    // Within the limits: 100,000 empty records, accepted, four at once.
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut log = client.log();
+        let request = raw_request("t", &[], 100_000);
+        calls.push(tokio::spawn(async move { log.produce(request).await }));
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let grown = peak_rss(server.child.id()).saturating_sub(before);
+    // 58 MB arrived in all; the server used to reach 2.7 GB on the first four alone.
+    assert!(grown < 200 << 20, "the server grew by {} MiB", grown >> 20);
+    eprintln!("peak RSS grew by {} MiB", grown >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_past_the_server_budget_wait_their_turn_and_all_complete() {
+    use common::server::TestServer;
+    use strom::server::ServeOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        produce_budget_bytes: 1 << 20, // a few requests' worth
+        ..ServeOptions::default()
+    };
+    let server =
+        TestServer::start_with_options(dir.path(), strom::broker::Limits::default(), options).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let mut log = client.log();
+        // 300 KB each, charged three times that; the last one alone is over the budget.
+        let size = if i == 15 { 900_000 } else { 300_000 };
+        let record = pb::Record {
+            value: Bytes::from(vec![b'v'; size]),
+            ..Default::default()
+        };
+        let request = raw_request("t", &record.encode_to_vec(), 1);
+        calls.push(tokio::spawn(async move { log.produce(request).await }));
+    }
+    for call in calls {
+        let done = tokio::time::timeout(std::time::Duration::from_secs(30), call)
+            .await
+            .expect("no produce waits for ever");
+        done.unwrap().unwrap();
+    }
+    server.stop().await.unwrap();
+}
