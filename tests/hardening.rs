@@ -445,3 +445,61 @@ async fn a_client_with_grpc_default_limits_reads_a_batch_of_large_records() {
     }
     server.stop().await.unwrap();
 }
+
+/// Makes `topics/<legacy>/` as the release before topic ids did: one partition with
+/// data, and a topic.json without name and id, with `config_json` as its config.
+async fn legacy_topic(root: &Path, legacy: &str, config_json: &str) -> std::path::PathBuf {
+    {
+        let broker = std::sync::Arc::new(Broker::open(root, Limits::default()).unwrap());
+        broker
+            .create_topic("tmp", 1, &BTreeMap::new())
+            .await
+            .unwrap();
+        let broker = std::sync::Arc::try_unwrap(broker).ok().unwrap();
+        broker.close().unwrap();
+    }
+    let topics = root.join("topics");
+    let made = std::fs::read_dir(&topics)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let dir = topics.join(legacy);
+    std::fs::rename(&made, &dir).unwrap();
+    std::fs::write(
+        dir.join("topic.json"),
+        format!("{{\"partitions\": 1, \"config\": {config_json}}}"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Found in review: topics made before ids, named like a deleted topic's leftovers or
+/// with settings the new ranges refuse, were deleted or made unavailable on upgrade.
+#[tokio::test]
+async fn topics_from_before_ids_survive_the_upgrade() {
+    let root = tempfile::tempdir().unwrap();
+    let named_like_leftover = legacy_topic(
+        root.path(),
+        "orders.deleted",
+        r#"{"durability":"fsync","segment_bytes":1073741824,"segment_ms":604800000,"max_message_bytes":1048576}"#,
+    )
+    .await;
+    // segment.bytes of 64 KiB was valid then (the minimum was 1 KiB).
+    legacy_topic(
+        root.path(),
+        "small",
+        r#"{"durability":"fsync","segment_bytes":65536,"segment_ms":604800000,"max_message_bytes":1048576}"#,
+    )
+    .await;
+    let broker = Broker::open(root.path(), Limits::default()).unwrap();
+    let (live, unavailable) = broker.list_topics();
+    assert!(named_like_leftover.exists(), "its data was deleted");
+    assert_eq!(
+        live,
+        ["orders.deleted", "small"],
+        "unavailable: {unavailable:?}"
+    );
+    assert_eq!(broker.topic("small").unwrap().id.len(), 32, "given an id");
+}

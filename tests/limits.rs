@@ -133,3 +133,57 @@ async fn produces_past_the_server_budget_wait_their_turn_and_all_complete() {
     }
     server.stop().await.unwrap();
 }
+
+/// Found in review: with the budget taken per frame, a frame carrying the end of one
+/// granted message and the start of the next was held until the next was granted, which
+/// needed the first to be answered: two small messages hung a stream for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stream_messages_over_the_budget_are_both_answered() {
+    use common::server::TestServer;
+    use strom::server::ServeOptions;
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        produce_budget_bytes: 64 << 10,
+        ..ServeOptions::default()
+    };
+    let server =
+        TestServer::start_with_options(dir.path(), strom::broker::Limits::default(), options).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    // About 20 KB each, charged about 60 KB: each fits the 64 KiB budget, both do not.
+    let request = |id| pb::ProduceStreamRequest {
+        correlation_id: id,
+        request: Some(pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from(vec![b'x'; 20_000]),
+                ..Default::default()
+            }],
+            durability: pb::Durability::PageCache as i32,
+            ..Default::default()
+        }),
+    };
+    let requests = tokio_stream::iter(vec![request(1), request(2)]);
+    let mut log = client.log();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async move {
+        let mut replies = log.produce_stream(requests).await.unwrap().into_inner();
+        let mut n = 0;
+        while let Some(reply) = replies.next().await {
+            reply.unwrap();
+            n += 1;
+            if n == 2 {
+                break;
+            }
+        }
+        n
+    })
+    .await;
+    assert_eq!(answered, Ok(2), "the stream hung");
+    server.stop().await.unwrap();
+}

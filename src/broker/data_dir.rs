@@ -56,8 +56,12 @@ pub fn new_topic_id() -> String {
 }
 
 pub fn parse_topic_dir(file_name: &str) -> TopicDirName {
-    if file_name.ends_with(DELETED_SUFFIX) {
-        return TopicDirName::Deleted;
+    // Only `<name>.<id>.deleted`: a topic of the layout before ids may itself be named
+    // `x.deleted`, and its directory is data, not a leftover.
+    if let Some(live) = file_name.strip_suffix(DELETED_SUFFIX) {
+        if let TopicDirName::Live { id: Some(_), .. } = parse_topic_dir(live) {
+            return TopicDirName::Deleted;
+        }
     }
     match file_name.rsplit_once('.') {
         Some((name, id))
@@ -254,6 +258,14 @@ mod tests {
         assert_eq!(
             parse_topic_dir(&format!("{dir}.deleted")),
             TopicDirName::Deleted
+        );
+        // A legacy topic named like a leftover is a topic.
+        assert_eq!(
+            parse_topic_dir("orders.deleted"),
+            TopicDirName::Live {
+                name: "orders.deleted".into(),
+                id: None
+            }
         );
     }
 }

@@ -451,7 +451,7 @@ impl Broker {
         min_bytes: usize,
     ) -> Result<(ReadBatches, Offsets)> {
         let partition = self.partition(topic, partition)?;
-        let max_bytes = max_bytes.clamp(1, self.limits.max_fetch_bytes);
+        let max_bytes = max_bytes.clamp(1, self.limits.max_fetch_bytes.max(1));
         let deadline = tokio::time::Instant::now() + max_wait.min(self.limits.max_wait);
         let mut moved = partition.watch(); // subscribed before reading: no lost wakeup
         let deleted = partition.deleted();

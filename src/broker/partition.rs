@@ -13,7 +13,7 @@
 //! every waiting request at once with NOT_FOUND.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use tokio::sync::{watch, Mutex};
@@ -53,6 +53,10 @@ pub struct Partition {
     flush_lock: Mutex<()>,
     /// A sync of segments sealed by a roll is scheduled and has not started yet.
     roll_sync_pending: AtomicBool,
+    /// Counts the logs this partition has had: bumped when the log is reopened after a
+    /// failed fsync. A batch appended to an earlier one may have been cut by recovery,
+    /// so its wait for an fsync must fail rather than succeed on the new log.
+    epoch: AtomicU64,
 }
 
 impl Partition {
@@ -93,6 +97,7 @@ impl Partition {
             deleted: watch::channel(false).0,
             flush_lock: Mutex::new(()),
             roll_sync_pending: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -153,7 +158,8 @@ impl Partition {
         }
     }
 
-    /// Appends a batch to the page cache; `sync_below` makes it durable.
+    /// Appends a batch to the page cache; `sync_below` makes it durable. Returns where it
+    /// went and the epoch of the log it went to (see `epoch`).
     ///
     /// A small batch is appended right here: its `pwritev` takes microseconds, less than
     /// handing it to a blocking thread and back (which, at 10,000 one-record requests a
@@ -162,7 +168,7 @@ impl Partition {
     /// other requests this worker serves. Either way the append is one uninterruptible
     /// call: a caller that goes away cannot leave half a batch. The inline path takes the
     /// lock only if it is free at once, so a worker thread never waits for it.
-    pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<AppendInfo> {
+    pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<(AppendInfo, u64)> {
         let mut appended = None;
         if batch.len_bytes() <= INLINE_APPEND_BYTES {
             let free = match self.log.try_write() {
@@ -174,7 +180,7 @@ impl Partition {
                 appended = Some(self.append_locked(&mut slot, &mut batch));
             }
         }
-        let info = match appended {
+        let (info, epoch) = match appended {
             Some(result) => result?,
             None => {
                 let me = Arc::clone(self);
@@ -188,15 +194,26 @@ impl Partition {
         if info.rolled {
             self.sync_sealed_soon();
         }
-        Ok(info)
+        Ok((info, epoch))
     }
 
-    fn append_locked(&self, slot: &mut Slot, batch: &mut PendingBatch) -> Result<AppendInfo> {
+    fn append_locked(
+        &self,
+        slot: &mut Slot,
+        batch: &mut PendingBatch,
+    ) -> Result<(AppendInfo, u64)> {
+        // Read under the lock that a reopen holds while it bumps the epoch.
+        let epoch = self.epoch.load(Ordering::Acquire);
         self.on_slot(slot, |log| {
             let info = log.append(batch)?;
             self.high_watermark.send_replace(log.next_offset());
-            Ok(info)
+            Ok((info, epoch))
         })
+    }
+
+    /// The current log's epoch, for syncs not tied to one append.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// A roll leaves the sealed segment's files open until a flush syncs them. Syncing
@@ -212,18 +229,25 @@ impl Partition {
         tokio::spawn(async move {
             let upto = *me.high_watermark.borrow();
             me.roll_sync_pending.store(false, Ordering::Release);
-            if let Err(err) = me.sync_below(upto).await {
+            if let Err(err) = me.sync_below(upto, me.epoch()).await {
                 tracing::warn!(topic = %me.topic, partition = me.id, %err, "sync of sealed segments failed");
             }
         });
     }
 
-    /// Returns once every offset below `offset` is on disk, sharing the fsync with every
-    /// other append waiting for the same. After a failed fsync no later one is trusted:
-    /// every waiter gets the error, not the next fsync's success.
-    pub async fn sync_below(self: &Arc<Self>, offset: u64) -> Result<()> {
+    /// Returns once every offset below `offset` of the log of `epoch` is on disk,
+    /// sharing the fsync with every other append waiting for the same. After a failed
+    /// fsync no later one is trusted: every waiter gets the error, not the next fsync's
+    /// success, and so does one whose log has since been reopened.
+    pub async fn sync_below(self: &Arc<Self>, offset: u64, epoch: u64) -> Result<()> {
         let checkpoint = {
             let _turn = self.flush_lock.lock().await;
+            if self.epoch() != epoch {
+                return Err(self.context(Error::SyncFailed {
+                    dir: self.dir.clone(),
+                    reason: "the log was recovered from disk after a failed fsync before this batch was known to be on disk; it may be lost: produce it again".into(),
+                }));
+            }
             let job = self.with_log_mut(|log| {
                 if let Some(reason) = log.sync_failure() {
                     return Err(Error::SyncFailed {
@@ -231,7 +255,8 @@ impl Partition {
                         reason: reason.to_string(),
                     });
                 }
-                Ok((log.flushed_offset() < offset).then(|| log.begin_flush()))
+                let covered = log.flushed_offset() >= offset && log.is_flushed_files();
+                Ok((!covered).then(|| log.begin_flush()))
             })?;
             let Some(job) = job else {
                 return Ok(()); // the flush of whoever held the lock before covered us
@@ -337,7 +362,7 @@ impl Partition {
             Ok((!log.is_flushed()).then(|| log.next_offset()))
         })?;
         if let Some(next) = next {
-            self.sync_below(next).await?;
+            self.sync_below(next, self.epoch()).await?;
         }
         Ok(())
     }
@@ -347,31 +372,43 @@ impl Partition {
     /// runs on the old log meanwhile.
     async fn reopen(self: &Arc<Self>) -> Result<()> {
         let _turn = self.flush_lock.lock().await;
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut slot = me.write_slot();
+        // Taken out under the lock, recovered without it: requests meanwhile get
+        // UNAVAILABLE at once instead of blocking a worker on the lock for the length
+        // of a recovery on a failing disk.
+        let log = {
+            let mut slot = self.write_slot();
             let Slot::Open(_) = &*slot else {
                 return Ok(());
             };
-            let Slot::Open(log) = std::mem::replace(&mut *slot, Slot::Deleted) else {
+            let recovering = Slot::Unavailable(
+                "it is being recovered from disk after a failed fsync; retry shortly".into(),
+            );
+            let Slot::Open(log) = std::mem::replace(&mut *slot, recovering) else {
                 unreachable!("checked above")
             };
-            match log.reopen() {
-                Ok((log, report)) => {
-                    tracing::warn!(topic = %me.topic, partition = me.id, scanned_bytes = report.scanned_bytes, truncated = report.truncated.len(), "partition reopened and recovered from disk after a failed fsync");
-                    me.high_watermark.send_replace(log.next_offset());
-                    *slot = Slot::Open(log);
-                    Ok(())
-                }
-                Err(err) => {
-                    tracing::error!(topic = %me.topic, partition = me.id, %err, "partition could not be reopened after a failed fsync");
-                    *slot = Slot::Unavailable(format!("reopening after a failed fsync: {err}"));
-                    Err(me.context(err))
-                }
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            log
+        };
+        let reopened = tokio::task::spawn_blocking(move || log.reopen())
+            .await
+            .expect("reopen task does not panic");
+        let mut slot = self.write_slot();
+        if matches!(*slot, Slot::Deleted) {
+            return Ok(()); // deleted meanwhile: the new log goes too
+        }
+        match reopened {
+            Ok((log, report)) => {
+                tracing::warn!(topic = %self.topic, partition = self.id, scanned_bytes = report.scanned_bytes, truncated = report.truncated.len(), "partition reopened and recovered from disk after a failed fsync");
+                self.high_watermark.send_replace(log.next_offset());
+                *slot = Slot::Open(log);
+                Ok(())
             }
-        })
-        .await
-        .expect("reopen task does not panic")
+            Err(err) => {
+                tracing::error!(topic = %self.topic, partition = self.id, %err, "partition could not be reopened after a failed fsync");
+                *slot = Slot::Unavailable(format!("reopening after a failed fsync failed: {err}"));
+                Err(self.context(err))
+            }
+        }
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
@@ -468,17 +505,17 @@ mod tests {
         let cache = SegmentCache::new(8);
         let config = TopicConfig::default().log_config();
         let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-        let first = p.append(batch("synced")).await.unwrap();
-        p.sync_below(first.last_offset + 1).await.unwrap();
+        let (first, epoch) = p.append(batch("synced")).await.unwrap();
+        p.sync_below(first.last_offset + 1, epoch).await.unwrap();
 
         failpoint::fail_next_sync_under(dir.path());
-        let a = p.append(batch("a")).await.unwrap();
-        let b = p.append(batch("b")).await.unwrap();
+        let (a, _) = p.append(batch("a")).await.unwrap();
+        let (b, _) = p.append(batch("b")).await.unwrap();
         // Both wait for an fsync; the first one fails. The second waiter must not start
         // a new fsync, which Linux may report as a success for pages it dropped.
         let (ra, rb) = tokio::join!(
-            p.sync_below(a.last_offset + 1),
-            p.sync_below(b.last_offset + 1)
+            p.sync_below(a.last_offset + 1, epoch),
+            p.sync_below(b.last_offset + 1, epoch)
         );
         assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
         assert!(is_sync_failure(&rb), "{rb:?}");
@@ -487,14 +524,101 @@ mod tests {
             refused.contains("fsync") && refused.contains("refuses writes"),
             "{refused}"
         );
-        assert!(p.sync_below(b.last_offset + 1).await.is_err());
+        assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
 
         // The upkeep reopens it from disk; writes then work again.
         p.maintain(0).await.unwrap();
-        let c = p.append(batch("c")).await.unwrap();
-        p.sync_below(c.last_offset + 1).await.unwrap();
+        let (c, epoch) = p.append(batch("c")).await.unwrap();
+        p.sync_below(c.last_offset + 1, epoch).await.unwrap();
         assert_eq!(p.offsets().unwrap().high_watermark, c.last_offset + 1);
         let (read, _) = p.read(0, 1 << 20).await.unwrap();
         assert_eq!(read.next_offset, c.last_offset + 1, "nothing lost here");
+    }
+
+    /// Found in review: a producer whose batch was appended before a failed fsync, and
+    /// who waits for its fsync only after the upkeep reopened the log, was acknowledged
+    /// although recovery had cut its batch (the kernel dropped the dirty pages).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_waiter_is_not_acknowledged_for_a_batch_that_recovery_cut() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SegmentCache::new(8);
+        let config = TopicConfig::default().log_config();
+        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+        let (a, epoch) = p.append(batch("a")).await.unwrap();
+        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+        let file = dir.path().join("00000000000000000000.log");
+        let b_at = std::fs::metadata(&file).unwrap().len();
+        let (b, b_epoch) = p.append(batch("b")).await.unwrap(); // not waited for yet
+        let (c, _) = p.append(batch("c")).await.unwrap();
+        failpoint::fail_next_sync_under(dir.path());
+        assert!(p.sync_below(c.last_offset + 1, epoch).await.is_err());
+        // The kernel dropped b's and c's dirty pages: what is on disk there is zeros.
+        let raw = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        raw.write_at(&[0u8; 64], b_at).unwrap();
+        p.maintain(0).await.unwrap(); // the upkeep reopens; recovery cuts at b
+        assert_eq!(
+            p.offsets().unwrap().high_watermark,
+            b.base_offset,
+            "b is gone"
+        );
+        let (d, _) = p.append(batch("d")).await.unwrap();
+        assert_eq!(d.base_offset, b.base_offset, "and its offset is reused");
+        let acked = p.sync_below(b.last_offset + 1, b_epoch).await;
+        assert!(
+            acked.is_err(),
+            "b acknowledged as durable; that offset holds d"
+        );
+    }
+
+    /// Found in review: the reopen cut the torn tail of the .log in place while a
+    /// response still held bytes of its map: SIGBUS. Recovery now works on copies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_held_by_a_reader_survive_a_reopen_that_cuts_the_tail() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SegmentCache::new(8);
+        let config = TopicConfig::default().log_config();
+        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+        let (a, epoch) = p.append(batch("a")).await.unwrap();
+        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+        let file = dir.path().join("00000000000000000000.log");
+        let b_at = std::fs::metadata(&file).unwrap().len();
+        let (b, _) = p.append(batch(&"x".repeat(60_000))).await.unwrap();
+        let (held, _) = p.read(b.base_offset, 1 << 20).await.unwrap();
+        failpoint::fail_next_sync_under(dir.path());
+        assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
+        let raw = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        raw.write_at(&[0u8; 64], b_at).unwrap();
+        p.maintain(0).await.unwrap(); // recovery cuts the log at b_at
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), b_at);
+        let sum: u64 = held.chunks[0].iter().map(|&x| u64::from(x)).sum();
+        assert!(sum > 0, "the held bytes are still readable");
+    }
+
+    /// Found in review: an idle partition whose segment rolled by age in the upkeep kept
+    /// the sealed segment's descriptors (a roll adds no offset, so it looked flushed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_age_roll_of_an_idle_partition_closes_the_sealed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SegmentCache::new(8);
+        let config = TopicConfig::default().log_config();
+        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+        let (a, epoch) = p.append(batch("a")).await.unwrap();
+        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+        let later = crate::broker::now_ms() + 30 * 24 * 3600 * 1000;
+        p.maintain(later).await.unwrap(); // rolls: segment 0 is sealed, and synced
+        let sealed = dir
+            .path()
+            .join("00000000000000000000")
+            .display()
+            .to_string();
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|t| t.display().to_string().starts_with(&sealed))
+            .count();
+        assert_eq!(p.with_log(|log| Ok(log.segment_count())).unwrap(), 2);
+        assert_eq!(open, 0, "the sealed segment still holds {open} descriptors");
     }
 }

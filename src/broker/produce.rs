@@ -195,7 +195,7 @@ pub struct Prepared {
 impl Prepared {
     /// Appends the batch (to the page cache).
     pub async fn append(self) -> Result<Appended> {
-        let info = self.partition.append(self.batch).await?;
+        let (info, epoch) = self.partition.append(self.batch).await?;
         let produced = Produced {
             partition: self.partition.id,
             base_offset: info.base_offset,
@@ -204,7 +204,7 @@ impl Prepared {
         };
         Ok(Appended {
             produced,
-            sync: self.fsync.then_some(self.partition),
+            sync: self.fsync.then_some((self.partition, epoch)),
         })
     }
 }
@@ -213,7 +213,8 @@ impl Prepared {
 #[must_use = "the produce is not acknowledged until `durable` returns"]
 pub struct Appended {
     produced: Produced,
-    sync: Option<Arc<Partition>>,
+    /// The partition and the epoch of the log the batch went to, if an fsync is owed.
+    sync: Option<(Arc<Partition>, u64)>,
 }
 
 impl Appended {
@@ -224,8 +225,10 @@ impl Appended {
 
     /// Waits for the fsync that covers this batch, if the producer asked for one.
     pub async fn durable(self) -> Result<Produced> {
-        if let Some(partition) = self.sync {
-            partition.sync_below(self.produced.last_offset + 1).await?;
+        if let Some((partition, epoch)) = self.sync {
+            partition
+                .sync_below(self.produced.last_offset + 1, epoch)
+                .await?;
         }
         Ok(self.produced)
     }

@@ -89,7 +89,7 @@ impl TopicConfig {
         for (key, value) in changes {
             let bad = |accepted: String| {
                 Error::InvalidArgument(format!(
-                    "config {key} = {:?}: {accepted}",
+                    "config {key} = {}: {accepted}",
                     crate::error::quote(value)
                 ))
             };
@@ -199,9 +199,16 @@ impl TopicMetadata {
         if meta.partitions == 0 {
             return Err(corrupt("a topic has at least one partition".into()));
         }
-        TopicConfig::default()
-            .apply(&meta.config.to_map())
+        // Only what the log needs to open: the ranges `apply` enforces have tightened
+        // over time (segment.bytes was at least 1 KiB before 1 MiB), and a topic made
+        // under the old ones must still open.
+        meta.config
+            .log_config()
+            .validate()
             .map_err(|e| corrupt(e.to_string()))?;
+        if meta.config.max_message_bytes == 0 {
+            return Err(corrupt("max_message_bytes is 0".into()));
+        }
         Ok(meta)
     }
 

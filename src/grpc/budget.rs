@@ -13,13 +13,16 @@
 //! request's `Charge`, which the handler holds until the message is answered.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 
@@ -99,25 +102,20 @@ where
             let charge = Charge::default();
             request.extensions_mut().insert(charge.clone());
             let budget = self.budget.clone();
-            request = request.map(|body| {
-                Body::new(BudgetBody {
-                    inner: body,
-                    semaphore: PollSemaphore::new(budget.semaphore),
-                    total: budget.total,
-                    charge,
-                    prefix: Vec::with_capacity(5),
-                    in_message: 0,
-                    held: None,
-                    owed: Vec::new(),
-                })
-            });
+            request = request.map(|body| Body::new(BudgetBody::new(body, &budget, charge)));
         }
         self.inner.call(request)
     }
 }
 
-/// A request body that holds back each frame starting a message until that message's
-/// charge is granted.
+/// How long the rest of a message may take to arrive once its charge is granted: a
+/// client that announces a large message and then sends nothing holds the budget for
+/// no longer than this.
+pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A request body that passes the bytes of each message on only once that message's
+/// charge is granted. Bytes of messages already granted are never held back, so one
+/// message waiting for the budget cannot keep an earlier one from being answered.
 struct BudgetBody {
     inner: Body,
     semaphore: PollSemaphore,
@@ -127,39 +125,60 @@ struct BudgetBody {
     prefix: Vec<u8>,
     /// Bytes of the current message still to come.
     in_message: usize,
-    /// A frame waiting for its charge, and the charges of the messages starting in it.
-    held: Option<Frame<Bytes>>,
-    owed: Vec<usize>,
+    /// Bytes read from the client and not yet passed on.
+    pending: Option<Bytes>,
+    /// The charge the message whose prefix was just passed on waits for.
+    waiting: Option<usize>,
+    /// When the message being received must be complete, and how long it may take.
+    deadline: Option<Pin<Box<Sleep>>>,
+    allowed: Duration,
 }
 
 impl BudgetBody {
-    /// Follows the message framing through `data`, noting in `owed` the charge of every
-    /// message whose prefix completes in it.
-    fn charge_for(&mut self, data: &Bytes) {
-        let mut rest = &data[..];
-        while !rest.is_empty() {
+    fn new(inner: Body, budget: &ProduceBudgetLayer, charge: Charge) -> BudgetBody {
+        BudgetBody {
+            inner,
+            semaphore: PollSemaphore::new(Arc::clone(&budget.semaphore)),
+            total: budget.total,
+            charge,
+            prefix: Vec::with_capacity(5),
+            in_message: 0,
+            pending: None,
+            waiting: None,
+            deadline: None,
+            allowed: MESSAGE_DEADLINE,
+        }
+    }
+
+    /// Follows the message framing through `data`: returns how many of its bytes may be
+    /// passed on now, and the charge of the message whose prefix ends there, if one
+    /// does (the bytes after it wait for that charge).
+    fn scan(&mut self, data: &[u8]) -> (usize, Option<usize>) {
+        let mut at = 0;
+        while at < data.len() {
             if self.in_message > 0 {
-                let skip = self.in_message.min(rest.len());
+                let skip = self.in_message.min(data.len() - at);
                 self.in_message -= skip;
-                rest = &rest[skip..];
+                at += skip;
+                if self.in_message == 0 {
+                    self.deadline = None; // the message is complete
+                }
                 continue;
             }
-            let need = 5 - self.prefix.len();
-            let take = need.min(rest.len());
-            self.prefix.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
+            let take = (5 - self.prefix.len()).min(data.len() - at);
+            self.prefix.extend_from_slice(&data[at..at + take]);
+            at += take;
             if self.prefix.len() == 5 {
                 let len = (&self.prefix[1..5]).get_u32() as usize;
                 self.prefix.clear();
                 self.in_message = len;
-                // Each at least one permit, so that every message has a charge to take;
-                // all together at most the whole budget, so that they can be granted.
-                let granted: usize = self.owed.iter().sum();
-                let cost = len.saturating_mul(COST_FACTOR).max(1);
-                self.owed
-                    .push(cost.min(self.total.saturating_sub(granted)).max(1));
+                // At least one permit, so that every message has a charge to take; at
+                // most the whole budget, so that it can be granted.
+                let cost = len.saturating_mul(COST_FACTOR).clamp(1, self.total);
+                return (at, Some(cost));
             }
         }
+        (at, None)
     }
 }
 
@@ -172,63 +191,74 @@ impl HttpBody for BudgetBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let me = &mut *self;
-        if me.held.is_none() {
-            let frame = match ready!(Pin::new(&mut me.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                other => return Poll::Ready(other),
-            };
-            if let Some(data) = frame.data_ref() {
-                let data = data.clone();
-                me.charge_for(&data);
-            }
-            if me.owed.is_empty() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            me.held = Some(frame);
-        }
-        let sum: usize = me.owed.iter().sum::<usize>().min(me.total);
-        let permits = u32::try_from(sum).unwrap_or(u32::MAX);
-        let Some(mut permit) = ready!(me.semaphore.poll_acquire_many(cx, permits)) else {
-            return Poll::Ready(Some(Err(tonic::Status::unavailable("shutting down"))));
-        };
-        // One permit per message, in order, so each is released when its message is
-        // answered.
-        let last = me.owed.len() - 1;
-        for (i, cost) in std::mem::take(&mut me.owed).into_iter().enumerate() {
-            if i == last {
+        loop {
+            if let Some(cost) = me.waiting {
+                let permits = u32::try_from(cost).unwrap_or(u32::MAX);
+                let Some(permit) = ready!(me.semaphore.poll_acquire_many(cx, permits)) else {
+                    return Poll::Ready(Some(Err(tonic::Status::unavailable("shutting down"))));
+                };
                 me.charge.push(permit);
-                break;
+                me.waiting = None;
+                me.deadline = Some(Box::pin(tokio::time::sleep(me.allowed)));
             }
-            if let Some(part) = permit.split(cost) {
-                me.charge.push(part);
+            if let Some(mut data) = me.pending.take() {
+                let (passable, cost) = me.scan(&data);
+                me.waiting = cost;
+                let pass = data.split_to(passable);
+                if !data.is_empty() {
+                    me.pending = Some(data);
+                }
+                if !pass.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(pass))));
+                }
+                continue;
+            }
+            match Pin::new(&mut me.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => me.pending = Some(data),
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                Poll::Ready(other) => return Poll::Ready(other),
+                Poll::Pending => {
+                    if let Some(deadline) = me.deadline.as_mut() {
+                        ready!(deadline.as_mut().poll(cx));
+                        return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
+                            "a produce message was announced but not sent within {:?}; it held the server's produce budget",
+                            me.allowed
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
-        Poll::Ready(me.held.take().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.inner.is_end_stream()
+        self.pending.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        SizeHint::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
-    fn body(total: usize) -> BudgetBody {
-        BudgetBody {
-            inner: Body::empty(),
-            semaphore: PollSemaphore::new(Arc::new(Semaphore::new(total))),
-            total,
-            charge: Charge::default(),
-            prefix: Vec::new(),
-            in_message: 0,
-            held: None,
-            owed: Vec::new(),
+    /// A request body that yields the given DATA frames.
+    struct Frames(VecDeque<Bytes>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
         }
     }
 
@@ -239,29 +269,117 @@ mod tests {
         m
     }
 
-    #[test]
-    fn each_message_is_charged_once_wherever_the_frames_split_it() {
+    fn body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>, Charge) {
+        let budget = ProduceBudgetLayer::new(total);
+        let charge = Charge::default();
+        let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
+        let semaphore = Arc::clone(&budget.semaphore);
+        (
+            BudgetBody::new(inner, &budget, charge.clone()),
+            semaphore,
+            charge,
+        )
+    }
+
+    /// Polls until the body is pending or done; returns the bytes passed on.
+    fn drain(body: &mut BudgetBody) -> (Vec<u8>, bool) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => out.extend_from_slice(&frame.into_data().unwrap()),
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                Poll::Ready(None) => return (out, true),
+                Poll::Pending => return (out, false),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_message_is_charged_once_wherever_the_frames_split_it() {
         let mut wire = message(10);
         wire.extend(message(0));
         wire.extend(message(1000));
-        let mut b = body(1 << 20);
-        // Frames of 3 bytes: prefixes and bodies split everywhere.
-        let mut charged = Vec::new();
-        for frame in wire.chunks(3) {
-            b.charge_for(&Bytes::copy_from_slice(frame));
-            charged.append(&mut b.owed);
-        }
-        assert_eq!(charged, [30, 1, 3000]);
-        // All in one frame: the same charges.
-        let mut b = body(1 << 20);
-        b.charge_for(&Bytes::from(wire));
-        assert_eq!(b.owed, [30, 1, 3000]);
+        let frames = wire.chunks(3).map(<[u8]>::to_vec).collect();
+        let (mut b, semaphore, charge) = body(1 << 20, frames);
+        let (passed, done) = drain(&mut b);
+        assert!(done);
+        assert_eq!(passed, wire, "every byte passed on, in order");
+        assert_eq!(semaphore.available_permits(), (1 << 20) - 3031);
+        let charges: Vec<usize> = std::iter::from_fn(|| charge.take_next())
+            .map(|p| p.num_permits())
+            .collect();
+        assert_eq!(charges, [30, 1, 3000]);
     }
 
-    #[test]
-    fn a_message_larger_than_the_budget_is_charged_the_whole_budget() {
-        let mut b = body(100);
-        b.charge_for(&Bytes::from(message(1000)));
-        assert_eq!(b.owed, [100], "so it can still run, alone");
+    #[tokio::test]
+    async fn the_tail_of_a_granted_message_is_never_held_behind_the_next_prefix() {
+        // A (30 bytes, charged 90) is granted; the frame with A's tail also starts B
+        // (charged 30), which does not fit until A is answered. A's tail must pass.
+        let a = message(30);
+        let b = message(10);
+        let first = a[..25].to_vec();
+        let mut second = a[25..].to_vec();
+        second.extend(&b);
+        let (mut body, semaphore, charge) = body(100, vec![first, second]);
+        let (passed, done) = drain(&mut body);
+        assert!(!done, "B waits for the budget");
+        assert_eq!(
+            passed,
+            [&a[..], &b[..5]].concat(),
+            "all of A, and B's prefix"
+        );
+        drop(charge.take_next()); // A answered: its 90 go to B, which was waiting
+        assert_eq!(semaphore.available_permits(), 70);
+        let (rest, done) = drain(&mut body);
+        assert!(done);
+        assert_eq!(rest, b[5..]);
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_budget_is_charged_the_whole_budget() {
+        let (mut b, semaphore, _charge) = body(100, vec![message(1000)]);
+        let (passed, done) = drain(&mut b);
+        assert!(done && passed.len() == 1005, "so it can still run, alone");
+        assert_eq!(semaphore.available_permits(), 0);
+    }
+
+    /// A body that sends one frame, then nothing, for ever.
+    struct Stalled(Option<Bytes>);
+
+    impl HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_announced_and_not_sent_gives_the_budget_back() {
+        let budget = ProduceBudgetLayer::new(1000);
+        let charge = Charge::default();
+        // A prefix announcing 300 bytes, then nothing.
+        let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
+        let mut body = BudgetBody::new(inner, &budget, charge.clone());
+        body.allowed = Duration::from_millis(50);
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(polled.unwrap().is_ok(), "the prefix passes");
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert_eq!(
+            budget.semaphore.available_permits(),
+            100,
+            "charged, then stalled"
+        );
+        let err = polled.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        drop((body, charge)); // the request fails and its charge goes
+        assert_eq!(budget.semaphore.available_permits(), 1000);
     }
 }

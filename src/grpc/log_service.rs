@@ -135,20 +135,28 @@ where
     // responses stops the server reading its requests, instead of making it hold
     // every request it sends.
     let unanswered = Arc::new(Semaphore::new(MAX_UNANSWERED));
-    let (tx, rx) = mpsc::channel::<(pb::ProduceStreamResponse, Held)>(MAX_UNANSWERED);
+    let (tx, rx) =
+        mpsc::channel::<Result<(pb::ProduceStreamResponse, Held), Status>>(MAX_UNANSWERED);
     // Two stages, so that two cores work on one stream: this task decodes and checks
     // each request and encodes its batch; the appender appends them one after another
     // in the order sent; the waits for fsync run concurrently, so a pipeline of
     // durable requests shares fsyncs.
     let (prepared_tx, mut prepared_rx) =
-        mpsc::channel::<(u64, Result<broker::Prepared, Error>, Held)>(4);
+        mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
     tokio::spawn(async move {
         loop {
             let Ok(turn) = Arc::clone(&unanswered).acquire_owned().await else {
                 break;
             };
-            let Some(Ok(message)) = inbound.next().await else {
-                break;
+            let message = match inbound.next().await {
+                Some(Ok(message)) => message,
+                // A message that does not decode ends the stream with its status
+                // (INVALID_ARGUMENT), rather than with a silent OK.
+                Some(Err(status)) => {
+                    let _ = prepared_tx.send(Err(status)).await;
+                    break;
+                }
+                None => break,
             };
             let held = (turn, charge.take_next());
             let prepared = match message.request {
@@ -158,7 +166,7 @@ where
                 )),
             };
             if prepared_tx
-                .send((message.correlation_id, prepared, held))
+                .send(Ok((message.correlation_id, prepared, held)))
                 .await
                 .is_err()
             {
@@ -169,7 +177,14 @@ where
         // appended and answered if the client is listening.
     });
     tokio::spawn(async move {
-        while let Some((id, prepared, held)) = prepared_rx.recv().await {
+        while let Some(item) = prepared_rx.recv().await {
+            let (id, prepared, held) = match item {
+                Ok(item) => item,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            };
             let appended = match prepared {
                 Ok(prepared) => prepared.append().await,
                 Err(err) => Err(err),
@@ -182,24 +197,21 @@ where
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let reply = stream_reply(id, appended.durable().await);
-                        let _ = tx.send((reply, held)).await;
+                        let _ = tx.send(Ok((reply, held))).await;
                     });
                 }
                 Ok(appended) => {
                     let reply = stream_reply(id, appended.durable().await);
-                    let _ = tx.send((reply, held)).await;
+                    let _ = tx.send(Ok((reply, held))).await;
                 }
                 Err(err) => {
-                    let _ = tx.send((stream_reply(id, Err(err)), held)).await;
+                    let _ = tx.send(Ok((stream_reply(id, Err(err)), held))).await;
                 }
             }
         }
     });
     // A response's turn and budget are given back when tonic takes it to send.
-    let replies = ReceiverStream::new(rx).map(|(reply, held)| {
-        drop(held);
-        Ok(reply)
-    });
+    let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _held)| reply));
     Box::pin(replies)
 }
 
@@ -303,6 +315,12 @@ impl Log for LogService {
         let (tx, rx) = mpsc::channel(2);
         let mut stopping = self.broker.shutting_down();
         tokio::spawn(async move {
+            // The value, not a change: a subscription begun after shutdown began would
+            // otherwise never see it, and hold the server's graceful stop.
+            let stopped = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            tokio::pin!(stopped);
             let mut moved = partition.watch();
             let deleted = partition.deleted();
             tokio::pin!(deleted);
@@ -327,7 +345,7 @@ impl Log for LogService {
                                 let _ = tx.send(Err(status(gone))).await;
                                 return;
                             }
-                            _ = stopping.changed() => {
+                            () = &mut stopped => {
                                 let _ = tx.send(Err(Status::unavailable("server shutting down; resubscribe from next_offset"))).await;
                                 return;
                             }
@@ -426,5 +444,15 @@ mod tests {
             "{taken} requests pulled while no reply was taken"
         );
         drop(replies);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let requests = tokio_stream::iter(vec![Err(Status::invalid_argument("not protobuf"))]);
+        let mut replies = produce_stream(broker, Box::pin(requests), Charge::default());
+        let ended = replies.next().await.expect("a final item");
+        assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

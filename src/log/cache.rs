@@ -32,6 +32,10 @@ type Slot = Arc<Mutex<Option<Arc<Segment>>>>;
 pub struct SegmentCache {
     /// Keyed by (log id, segment base offset).
     slots: Mutex<LruCache<(u64, u64), Slot>>,
+    /// Logs that went away: a read planned before that runs after it opens its segment
+    /// without caching it, so nothing is kept open for a log that no longer exists
+    /// (for a deleted topic, that would pin its unlinked files).
+    retired: Mutex<std::collections::HashSet<u64>>,
     next_log: AtomicU64,
 }
 
@@ -49,6 +53,7 @@ impl SegmentCache {
         let capacity = NonZeroUsize::new(capacity.max(1)).expect("at least one");
         Arc::new(SegmentCache {
             slots: Mutex::new(LruCache::new(capacity)),
+            retired: Mutex::default(),
             next_log: AtomicU64::new(0),
         })
     }
@@ -73,7 +78,7 @@ impl SegmentCache {
     }
 
     /// The open segment `base` of log `log`, opened with `open` if it is not cached.
-    /// A failed open caches nothing: the next reader tries again.
+    /// A failed open leaves an empty slot: the next reader tries again.
     pub(super) fn get_or_open(
         &self,
         log: u64,
@@ -82,6 +87,10 @@ impl SegmentCache {
     ) -> Result<Arc<Segment>> {
         let slot = {
             let mut slots = self.slots();
+            if self.retired().contains(&log) {
+                drop(slots);
+                return open().map(Arc::new);
+            }
             match slots.get(&(log, base)) {
                 Some(slot) => Arc::clone(slot),
                 None => {
@@ -105,9 +114,14 @@ impl SegmentCache {
         self.slots().pop(&(log, base));
     }
 
-    /// Closes every segment of a log that is going away.
+    fn retired(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.retired.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes every segment of a log that is going away, for good.
     pub(super) fn forget_log(&self, log: u64) {
         let mut slots = self.slots();
+        self.retired().insert(log);
         let keys: Vec<_> = slots
             .iter()
             .map(|(k, _)| *k)

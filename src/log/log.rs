@@ -91,6 +91,9 @@ impl Drop for Log {
     }
 }
 
+/// Sealed segments whose files wait for a flush, at most; past it a roll flushes.
+const MAX_UNSYNCED_SEGMENTS: usize = 32;
+
 /// Most segments one read spans: a read returns what these hold, and the reader goes
 /// on from there.
 const MAX_SEGMENTS_PER_READ: usize = 64;
@@ -143,9 +146,13 @@ impl ReadPlan {
         for &(base, end) in &self.sealed {
             let segment = self.opener.open(base, end)?;
             let at = out.next_offset;
-            let read = segment
-                .read(at, budget, out.chunks.is_empty())
-                .map_err(|source| damaged(&segment, at, source))?;
+            let read = match segment.read(at, budget, out.chunks.is_empty()) {
+                Ok(read) => read,
+                // What was read is good: return it, and meet the damage on the next read,
+                // which then starts at it.
+                Err(_) if !out.chunks.is_empty() => return Ok(out),
+                Err(source) => return Err(damaged(&segment, at, source)),
+            };
             let Some((chunk, next)) = read else {
                 return Ok(out);
             };
@@ -248,9 +255,15 @@ impl Log {
         self.flushed.next_offset
     }
 
-    /// Everything appended is on disk.
+    /// Everything appended is on disk, and so is every sealed segment's file and the
+    /// directory (a roll adds no offset, but files to sync).
     pub fn is_flushed(&self) -> bool {
-        self.flushed.next_offset == self.next_offset()
+        self.flushed.next_offset == self.next_offset() && self.is_flushed_files()
+    }
+
+    /// No sealed segment's file and no directory change waits for a flush.
+    pub fn is_flushed_files(&self) -> bool {
+        self.unsynced.is_empty() && self.dir_changes == self.dir_synced
     }
 
     /// Why this log refuses writes, if an fsync of its files has failed.
@@ -389,6 +402,12 @@ impl Log {
         }
         self.sealed.insert(base);
         self.dir_changes += 1;
+        // Sealed segments keep their descriptors until a flush syncs them. A server
+        // flushes right after a roll; a caller that never flushes (FlushPolicy::Os, no
+        // timer) would otherwise collect three descriptors per segment until EMFILE.
+        if self.unsynced.len() >= 3 * MAX_UNSYNCED_SEGMENTS {
+            self.flush()?;
+        }
         Ok(())
     }
 

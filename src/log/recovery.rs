@@ -41,19 +41,26 @@ pub struct OpenReport {
     pub truncated: Vec<(PathBuf, u64, String)>,
 }
 
-/// Opens the log in `dir`, creating it if needed. With `redirty`, the bytes recovery
-/// scans are written again before they are synced (see `Log::reopen`).
+/// Opens the log in `dir`, creating it if needed. With `fork`, the files recovery will
+/// scan are first copied to new ones (see `Log::reopen`).
 fn open(
     dir: &Path,
     config: LogConfig,
     cache: &Arc<SegmentCache>,
-    redirty: bool,
+    fork: bool,
 ) -> Result<(Log, OpenReport)> {
     config.validate()?;
     fs::create_dir_all(dir).at(dir)?;
     let bases = list_segments(dir)?;
-    let clean = files::clean_marker_exists(dir) && !redirty;
+    let clean = files::clean_marker_exists(dir) && !fork;
     let checkpoint = files::read_checkpoint(dir)?;
+    if fork {
+        let from = checkpoint
+            .map(|cp| cp.segment_base)
+            .filter(|b| bases.contains(b))
+            .unwrap_or(0);
+        fork_segments(dir, bases.iter().copied().filter(|&b| b >= from))?;
+    }
     files::remove_clean_marker(dir)?;
     let active_limits = Log::limits(&config, true);
     let mut report = OpenReport {
@@ -79,7 +86,7 @@ fn open(
         if clean {
             warn!(dir = %dir.display(), "clean-shutdown marker does not match the log; recovering");
         }
-        recover(dir, &config, checkpoint, bases, redirty, &mut report)?
+        recover(dir, &config, checkpoint, bases, &mut report)?
     };
 
     let now = Instant::now();
@@ -141,7 +148,6 @@ fn recover(
     config: &LogConfig,
     checkpoint: Option<Checkpoint>,
     bases: Vec<u64>,
-    redirty: bool,
     report: &mut OpenReport,
 ) -> Result<(BTreeSet<u64>, Segment, Checkpoint)> {
     let limits = Log::limits(config, true);
@@ -220,9 +226,6 @@ fn recover(
             segment.cut_to_committed()?;
             cut = true;
         }
-        if redirty {
-            segment.rewrite_range(position, end.valid_bytes)?;
-        }
         let is_last = cut || next_base.is_none();
         segment.sync_log()?;
         if is_last {
@@ -248,6 +251,26 @@ fn recover(
         info!(dir = %dir.display(), scanned_bytes = report.scanned_bytes, elapsed_ms = started.elapsed().as_millis() as u64, "recovered log after unclean shutdown");
     }
     Ok((sealed, active, checkpoint))
+}
+
+/// Replaces each file of these segments with a copy of itself: a new inode, whose pages
+/// are written (dirty) from what the old file reads as. Recovery may then cut the copies
+/// in place while readers still map the old inodes, and its syncs write every byte it
+/// keeps, including pages the kernel marked clean after a failed writeback without
+/// writing them.
+fn fork_segments(dir: &Path, bases: impl Iterator<Item = u64>) -> Result<()> {
+    for base in bases {
+        for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+            let path = segment_path(dir, base, kind);
+            let copy = super::naming::temp_path(&path);
+            match fs::copy(&path, &copy) {
+                Ok(_) => fs::rename(&copy, &path).at(&path)?,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(&path),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a segment's files: the `.log` first, so an interrupted deletion leaves
@@ -295,10 +318,11 @@ impl Log {
     }
 
     /// Closes this log as if the process had crashed and opens it again from what is on
-    /// disk: the way back after a failed fsync. The bytes past the last checkpoint are
-    /// scanned as after a crash, and written again before they are synced: after a
-    /// failed fsync the page cache may hold pages the kernel marked clean without
-    /// writing them, which a plain fsync would never write.
+    /// disk: the way back after a failed fsync. The segments past the last checkpoint are
+    /// copied to new files first and recovered from the copies, as after a crash: readers
+    /// still holding maps of the old files keep valid memory (nothing they map is cut),
+    /// and the copies' pages are all written by recovery's syncs (after a failed fsync
+    /// the page cache may hold pages the kernel marked clean without writing them).
     pub fn reopen(self) -> Result<(Log, OpenReport)> {
         let (dir, config, cache) = (
             self.dir.clone(),

@@ -758,3 +758,49 @@ fn the_active_segment_reserves_blocks_ahead_and_a_sealed_one_gives_them_back() {
     assert_eq!(log.next_offset(), 20);
     assert_eq!(read_all(&log, 0).len(), 20);
 }
+
+#[test]
+fn a_log_that_is_never_flushed_still_holds_few_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = LogConfig {
+        segment_bytes: 1024,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), small).unwrap();
+    append_batches(&mut log, 1000, 1); // about 250 segments, no flush asked for
+    assert!(log.segment_count() > 100, "{}", log.segment_count());
+    assert!(
+        fds_under(dir.path()) <= 3 + 3 * 32,
+        "{} descriptors",
+        fds_under(dir.path())
+    );
+}
+
+/// Found in review: a read that met damage after reading good batches failed as a whole,
+/// and named the damaged segment's start as `from`: a consumer that followed
+/// `resume_at` skipped good records it was never given.
+#[test]
+fn damage_in_the_next_segment_does_not_hide_the_good_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 250, 5); // three segments: the second is sealed
+    let second = log_files(dir.path())[1].clone();
+    let second_base = log.segment_bases()[1];
+    log.close().unwrap();
+    let mut bytes = fs::read(&second).unwrap();
+    bytes[HEADER_LEN + 30] ^= 0x01; // inside the second segment's first batch
+    fs::write(&second, &bytes).unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    let from = second_base - 5; // the last batch of the first segment: undamaged
+    let read = log.read(from, 1 << 20).unwrap();
+    assert_eq!(read.next_offset, second_base, "the good records come back");
+    match log.read(second_base, 1 << 20) {
+        Err(Error::DamagedRange {
+            from, resume_at, ..
+        }) => {
+            assert_eq!(from, second_base);
+            assert!(resume_at > second_base);
+        }
+        other => panic!("expected a damaged range, got {other:?}"),
+    }
+}

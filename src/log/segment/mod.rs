@@ -361,18 +361,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes the committed bytes in `[from, to)` again, from the map onto themselves, so
-    /// that the next sync writes them to disk even if the page cache had marked them
-    /// clean after a failed writeback.
-    pub fn rewrite_range(&self, from: u64, to: u64) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        if from < to {
-            let bytes = self.map[from as usize..to as usize].to_vec();
-            self.file()?.write_all_at(&bytes, from).at(&self.log_path)?;
-        }
-        Ok(())
-    }
-
     /// Reserves disk blocks up to at least `end` (see `write::reserve`).
     fn preallocate(&mut self, end: u64) -> Result<()> {
         if end > self.reserved {
