@@ -11,12 +11,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::budget::Charge;
 use super::pb::{self, log_server::Log};
-use super::produce::write_records;
+use super::produce::prepare;
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
 use super::{code, status};
-use crate::broker::{self, Broker, Durability};
+use crate::broker::{self, Broker};
 use crate::error::Error;
-use crate::log::ProducerInfo;
 
 /// Fetch and Subscribe answer with this many bytes when the client does not say.
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
@@ -39,43 +38,6 @@ impl LogService {
 
 fn invalid(msg: &str) -> Status {
     Status::invalid_argument(msg)
-}
-
-/// Checks a produce request and builds its batch: its records go from the receive
-/// buffer into the batch in one pass (see `produce.rs`).
-fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepared, Error> {
-    let bad = |msg: String| Error::InvalidArgument(msg);
-    let durability = match pb::Durability::try_from(r.durability) {
-        Ok(pb::Durability::Unspecified) => None,
-        Ok(pb::Durability::PageCache) => Some(Durability::PageCache),
-        Ok(pb::Durability::Fsync) => Some(Durability::Fsync),
-        Err(_) => {
-            return Err(bad(format!(
-                "durability {} is not a Durability value",
-                r.durability
-            )))
-        }
-    };
-    let producer = match r.producer_id {
-        None => None,
-        Some(id) => Some(ProducerInfo {
-            id,
-            epoch: i16::try_from(r.producer_epoch.unwrap_or(0))
-                .map_err(|_| bad("producer_epoch must fit in 16 bits".into()))?,
-            base_sequence: r.base_sequence.unwrap_or(0),
-        }),
-    };
-    let target = broker::ProduceTarget {
-        topic: r.topic,
-        partition: r.partition,
-        durability,
-        producer,
-    };
-    // What the batch will copy: small records whole, and tags and lengths of the rest.
-    let copied = r.received.bytes().min(r.received.len() * 300) + 32 * r.received.len();
-    let mut writer = broker.begin_produce(target, r.received.len(), copied)?;
-    write_records(r.received, &mut writer)?;
-    writer.finish()
 }
 
 fn produce_response(p: broker::Produced) -> pb::ProduceResponse {

@@ -15,8 +15,9 @@ use prost::encoding::{self, DecodeContext, WireType};
 use prost::DecodeError;
 
 use super::pb;
-use crate::broker::BatchWriter;
+use crate::broker::{self, BatchWriter, Broker, Durability};
 use crate::error::{Error, Result};
+use crate::log::ProducerInfo;
 
 /// Records at least this long are kept as slices of the receive buffer.
 const SHARE_AT_LEAST: usize = 256;
@@ -354,6 +355,43 @@ pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()>
         writer.push(key.as_ref(), &value, headers, fields.timestamp_ms)?;
     }
     Ok(())
+}
+
+/// Checks a produce request and builds its batch: its records go from the receive
+/// buffer into the batch in one pass (see `produce.rs`).
+pub fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepared, Error> {
+    let bad = |msg: String| Error::InvalidArgument(msg);
+    let durability = match pb::Durability::try_from(r.durability) {
+        Ok(pb::Durability::Unspecified) => None,
+        Ok(pb::Durability::PageCache) => Some(Durability::PageCache),
+        Ok(pb::Durability::Fsync) => Some(Durability::Fsync),
+        Err(_) => {
+            return Err(bad(format!(
+                "durability {} is not a Durability value",
+                r.durability
+            )))
+        }
+    };
+    let producer = match r.producer_id {
+        None => None,
+        Some(id) => Some(ProducerInfo {
+            id,
+            epoch: i16::try_from(r.producer_epoch.unwrap_or(0))
+                .map_err(|_| bad("producer_epoch must fit in 16 bits".into()))?,
+            base_sequence: r.base_sequence.unwrap_or(0),
+        }),
+    };
+    let target = broker::ProduceTarget {
+        topic: r.topic,
+        partition: r.partition,
+        durability,
+        producer,
+    };
+    // What the batch will copy: small records whole, and tags and lengths of the rest.
+    let copied = r.received.bytes().min(r.received.len() * 300) + 32 * r.received.len();
+    let mut writer = broker.begin_produce(target, r.received.len(), copied)?;
+    write_records(r.received, &mut writer)?;
+    writer.finish()
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
 //! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`, its
 //!   vectored appends and disk reservations in `segment/write.rs`);
-//!   `log`: the `Log` of many segments; `flush`: making appends durable, and recovery
-//!   checkpoints, in steps that keep fsyncs out of the caller's lock.
+//!   `log`: the `Log` of many segments; `read`: reads planned under a lock and run
+//!   without it; `cache`: the bounded set of open sealed segments; `flush`: making
+//!   appends durable, and recovery checkpoints, in steps that keep fsyncs out of the
+//!   caller's lock.
 //! - `recovery`: opening and closing; `trim`: retention and truncation.
 
 pub mod batch;
@@ -23,6 +25,7 @@ pub mod index;
 mod log;
 mod mmap;
 pub mod naming;
+mod read;
 pub mod record;
 mod recovery;
 mod segment;
@@ -33,7 +36,8 @@ pub use cache::SegmentCache;
 pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
-pub use log::{AppendInfo, Log, ReadBatches, ReadPlan, TimestampPlan};
+pub use log::{AppendInfo, Log, ReadBatches};
+pub use read::{ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
 #[cfg(test)]

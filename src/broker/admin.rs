@@ -1,0 +1,155 @@
+//! Topic administration: create, delete, list, alter. File work runs on blocking threads
+//! while the topics map is locked only to reserve or publish a name, so a create of a
+//! thousand partitions never holds up produces to other topics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::data_dir::new_topic_id;
+use super::topic::{validate_name, TopicMetadata};
+use super::{Broker, Topic, TopicConfig, TopicInfo, UnavailableTopic};
+use crate::error::{Error, IoContext, Result};
+use crate::log::files::sync_dir;
+
+impl Broker {
+    /// Creates a topic. The files are made on a blocking thread while only the name is
+    /// reserved in the topics map, so produces and fetches of other topics go on.
+    pub async fn create_topic(
+        self: &Arc<Self>,
+        name: &str,
+        partitions: u32,
+        config: &BTreeMap<String, String>,
+    ) -> Result<TopicInfo> {
+        self.check_running()?;
+        validate_name(name)?;
+        let partitions = partitions.max(1);
+        if partitions > self.limits.max_partitions {
+            return Err(Error::InvalidArgument(format!(
+                "{partitions} partitions asked; this server allows at most {} per topic",
+                self.limits.max_partitions
+            )));
+        }
+        let mut topic_config = TopicConfig::default();
+        topic_config.apply(config)?;
+        {
+            let mut topics = self.write_topics();
+            topics.check_free(name)?;
+            topics.creating.insert(name.to_string());
+        }
+        let me = Arc::clone(self);
+        let meta = TopicMetadata {
+            name: name.to_string(),
+            id: new_topic_id(),
+            partitions,
+            config: topic_config,
+        };
+        let created = tokio::task::spawn_blocking(move || me.create_files(meta))
+            .await
+            .expect("create task does not panic");
+        let mut topics = self.write_topics();
+        topics.creating.remove(name);
+        let topic = created?;
+        let info = topic.describe()?;
+        topics.live.insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, id = %info.id, partitions, "topic created");
+        Ok(info)
+    }
+
+    fn create_files(&self, meta: TopicMetadata) -> Result<Topic> {
+        let dir = self.data_dir.topic_dir(&meta.name, &meta.id);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let topic = Self::topic_from(&dir, meta.clone(), &self.cache);
+        let opened = topic
+            .partitions
+            .iter()
+            .try_for_each(|p| p.offsets().map(drop));
+        let written = opened
+            .and_then(|()| meta.write(&dir)) // last: its presence is what makes the topic exist
+            .and_then(|()| sync_dir(&self.data_dir.topics()));
+        if let Err(err) = written {
+            drop(topic);
+            let _ = std::fs::remove_dir_all(&dir); // and the next start removes what is left
+            return Err(err);
+        }
+        Ok(topic)
+    }
+
+    /// Deletes a topic. New requests get NOT_FOUND at once; so do requests waiting on it
+    /// (long polls, subscriptions) and produces not yet appended; its files are closed
+    /// and removed. Readers still holding bytes of it keep them (files are unlinked, not
+    /// shrunk).
+    pub async fn delete_topic(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.check_running()?;
+        let (topic, broken) = {
+            let mut topics = self.write_topics();
+            match topics.live.remove(name) {
+                Some(topic) => (Some(topic), None),
+                None => match topics.unavailable.remove(name) {
+                    Some(broken) => (None, Some(broken)),
+                    None => {
+                        return Err(Error::TopicNotFound {
+                            topic: name.to_string(),
+                        })
+                    }
+                },
+            }
+        };
+        let dir = match (&topic, &broken) {
+            (Some(topic), _) => topic.dir.clone(),
+            (None, Some(broken)) => broken.dir.clone(),
+            (None, None) => unreachable!("one of them was removed"),
+        };
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            for partition in topic.iter().flat_map(|t| &t.partitions) {
+                partition.mark_deleted();
+            }
+            me.data_dir.remove_topic_dir(&dir)
+        })
+        .await
+        .expect("delete task does not panic")?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Names of the topics being served, and the topics that could not be opened.
+    pub fn list_topics(&self) -> (Vec<String>, Vec<UnavailableTopic>) {
+        let topics = self.read_topics();
+        (
+            topics.live.keys().cloned().collect(),
+            topics.unavailable.values().cloned().collect(),
+        )
+    }
+
+    pub async fn alter_topic_config(
+        self: &Arc<Self>,
+        name: &str,
+        changes: BTreeMap<String, String>,
+    ) -> Result<TopicInfo> {
+        let topic = self.topic(name)?;
+        tokio::task::spawn_blocking(move || {
+            let mut config = topic.config.write().unwrap_or_else(|e| e.into_inner());
+            let mut updated = config.clone();
+            updated.apply(&changes)?;
+            TopicMetadata {
+                name: topic.name.clone(),
+                id: topic.id.clone(),
+                partitions: topic.partitions.len() as u32,
+                config: updated.clone(),
+            }
+            .write(&topic.dir)?;
+            for partition in &topic.partitions {
+                match partition.reconfigure(updated.log_config()) {
+                    Err(Error::InPartition { source, .. })
+                        if matches!(*source, Error::Unavailable { .. }) => {}
+                    other => other?,
+                }
+            }
+            *config = updated;
+            drop(config);
+            topic.describe()
+        })
+        .await
+        .expect("alter task does not panic")
+    }
+}
