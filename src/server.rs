@@ -80,9 +80,13 @@ pub async fn serve(
     let served = Server::builder()
         .layer(ProduceBudgetLayer::new(options.produce_budget_bytes))
         // Larger HTTP/2 windows than the defaults: on this class of machine they double
-        // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md).
+        // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
+        // connection's window is sixteen streams' worth: a stream the produce budget holds
+        // back keeps its window's bytes unread, and with a connection window of four
+        // streams, four held streams starved an admitted one on the same connection
+        // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
         .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(16 << 20))
+        .initial_connection_window_size(Some(64 << 20))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

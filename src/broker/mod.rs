@@ -383,6 +383,8 @@ impl Broker {
     /// the server has stopped, when no request holds a partition any more.
     pub fn close(self) -> Result<()> {
         self.begin_shutdown();
+        // Every partition is closed even if one fails: the first error is returned.
+        let mut first_error = None;
         let topics = self.topics.into_inner().unwrap_or_else(|e| e.into_inner());
         for topic in topics.live.into_values() {
             // Requests still holding a partition (none, once the server has stopped) get
@@ -393,7 +395,12 @@ impl Broker {
             };
             for partition in partitions {
                 match Arc::try_unwrap(partition) {
-                    Ok(partition) => partition.close()?,
+                    Ok(partition) => {
+                        if let Err(err) = partition.close() {
+                            tracing::error!(%err, "partition not closed cleanly");
+                            first_error.get_or_insert(err);
+                        }
+                    }
                     Err(partition) => {
                         tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; synced, not marked clean");
                         if let Err(err) = partition.sync_now() {
@@ -403,6 +410,6 @@ impl Broker {
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
