@@ -503,3 +503,35 @@ async fn topics_from_before_ids_survive_the_upgrade() {
     );
     assert_eq!(broker.topic("small").unwrap().id.len(), 32, "given an id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strom_topic_list_names_an_unavailable_topic_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut admin = server.client().await.admin();
+    for name in ["good", "bad"] {
+        admin.create_topic(name, 1, BTreeMap::new()).await.unwrap();
+    }
+    server.stop().await.unwrap();
+    damage_metadata(dir.path(), "bad", b"not json");
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        common::process::run_within(
+            std::process::Command::new(env!("CARGO_BIN_EXE_strom"))
+                .args(["-s", &addr, "topic", "list"]),
+            b"",
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "good\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    server.stop().await.unwrap();
+}

@@ -121,8 +121,17 @@ pub async fn run(args: TopicArgs) -> Result<(), Stop> {
             print(&topic)?;
         }
         Action::List => {
-            for name in admin.list_topics().await.map_err(describe)? {
+            let listed = admin.list_all_topics().await.map_err(describe)?;
+            for name in listed.names {
                 outln!("{name}")?;
+            }
+            // On stderr: a pipeline reading names gets only topics it can use.
+            for broken in listed.unavailable {
+                noteln!(
+                    "strom: topic {} is unavailable: {} (strom topic delete removes it)",
+                    broken.name,
+                    broken.reason
+                );
             }
         }
         Action::Describe { name } => print(&admin.describe_topic(&name).await.map_err(describe)?)?,

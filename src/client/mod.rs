@@ -85,12 +85,16 @@ impl Admin {
     }
 
     pub async fn list_topics(&mut self) -> Result<Vec<String>, Status> {
+        Ok(self.list_all_topics().await?.names)
+    }
+
+    /// The topics being served, and those whose files could not be opened, with why.
+    pub async fn list_all_topics(&mut self) -> Result<pb::ListTopicsResponse, Status> {
         Ok(self
             .inner
             .list_topics(pb::ListTopicsRequest {})
             .await?
-            .into_inner()
-            .names)
+            .into_inner())
     }
 
     pub async fn describe_topic(&mut self, name: &str) -> Result<pb::TopicDescription, Status> {
