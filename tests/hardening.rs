@@ -459,12 +459,7 @@ async fn legacy_topic(root: &Path, legacy: &str, config_json: &str) -> std::path
         broker.close().unwrap();
     }
     let topics = root.join("topics");
-    let made = std::fs::read_dir(&topics)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let made = common::topic_dir(root, "tmp");
     let dir = topics.join(legacy);
     std::fs::rename(&made, &dir).unwrap();
     std::fs::write(
@@ -495,7 +490,14 @@ async fn topics_from_before_ids_survive_the_upgrade() {
     .await;
     let broker = Broker::open(root.path(), Limits::default()).unwrap();
     let (live, unavailable) = broker.list_topics();
-    assert!(named_like_leftover.exists(), "its data was deleted");
+    let listing: Vec<_> = std::fs::read_dir(root.path().join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        named_like_leftover.exists(),
+        "its data was deleted: {listing:?}"
+    );
     assert_eq!(
         live,
         ["orders.deleted", "small"],

@@ -318,7 +318,8 @@ impl Broker {
         let mut stopping = self.shutdown.subscribe();
         loop {
             let (read, offsets) = partition.read(offset, max_bytes).await?;
-            if read.size_bytes() >= min_bytes.max(1) || *stopping.borrow() {
+            // More than max_bytes can never come back: wait for what can.
+            if read.size_bytes() >= min_bytes.clamp(1, max_bytes) || *stopping.borrow() {
                 return Ok((read, offsets));
             }
             tokio::select! {

@@ -270,7 +270,14 @@ impl Log for LogService {
                 "SubscribeRequest.start is missing: set offset, earliest, latest or timestamp_ms",
             )),
         };
-        partition.read(next, 1).await.map_err(status)?; // an offset outside the log fails now
+        // An offset outside the log fails now, without reading (or checking) a batch.
+        if next < offsets.log_start || next > offsets.high_watermark {
+            return Err(status(Error::OffsetOutOfRange {
+                offset: next,
+                start: offsets.log_start,
+                end: offsets.high_watermark,
+            }));
+        }
         let limit = max_bytes(r.max_bytes).min(self.broker.limits().max_fetch_bytes);
         // A small channel is the flow control: the task reads the next chunk only when
         // the client has taken the previous ones.

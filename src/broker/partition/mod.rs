@@ -231,7 +231,14 @@ impl Partition {
         } else {
             plan.run()
         };
-        Ok((read.map_err(|e| self.context(e))?, offsets))
+        match read {
+            Ok(read) => Ok((read, offsets)),
+            // Files deleted under a read planned before the topic was deleted.
+            Err(_) if matches!(*self.read_slot(), Slot::Deleted) => Err(Error::TopicNotFound {
+                topic: self.topic.clone(),
+            }),
+            Err(err) => Err(self.context(err)),
+        }
     }
 
     fn bounds(log: &Log) -> Offsets {
