@@ -55,6 +55,14 @@ fn run(target: &str, scratch: &Path, data: &[u8]) {
     }
 }
 
+/// Runs one input of `tests/fuzz_cases/<target>/` through its target's harness.
+fn run_case(target: &str, file: &str) {
+    let path = repo_path("tests/fuzz_cases").join(target).join(file);
+    let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let scratch = tempfile::tempdir().unwrap();
+    run(target, scratch.path(), &data);
+}
+
 #[test]
 fn checked_in_seeds_are_the_generated_ones() {
     let scratch = tempfile::tempdir().unwrap();
@@ -99,4 +107,35 @@ fn every_seed_and_case_passes_its_harness() {
             }
         }
     }
+}
+
+// `log::records` trusted the header's framing: it sliced the batch by the header's
+// `length` and reserved room for `record_count` records before looking at any of them.
+
+/// Found by `records`: fewer bytes than a header panicked (slice index out of range).
+#[test]
+fn records_of_a_batch_shorter_than_its_header() {
+    run_case("records", "empty");
+}
+
+/// Found by `records`: a `length` past the end of the bytes panicked.
+#[test]
+fn records_of_a_batch_whose_length_runs_past_its_bytes() {
+    run_case("records", "length-past-end");
+}
+
+/// Found by `records`: a header claiming 839 million records in an empty records
+/// section made `records` allocate 50 GiB up front, and the allocation failure aborted
+/// the process.
+#[test]
+fn records_of_a_batch_claiming_more_records_than_fit() {
+    run_case("records", "huge-record-count");
+}
+
+/// The same header on disk, with a CRC that matches (written by hand from the case
+/// above): recovery checks the CRC and then decodes the records, so before the fix
+/// opening this partition aborted the whole server, not just this log.
+#[test]
+fn recovery_of_a_batch_claiming_more_records_than_fit() {
+    run_case("recovery", "huge-record-count-on-disk");
 }
