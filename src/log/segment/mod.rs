@@ -305,11 +305,13 @@ impl Segment {
                 &self.log_path,
             )?);
         }
+        let rel = offset - self.base;
+        // An entry below `position` must also be below its offset: the file has no CRC,
+        // and a damaged entry kept here would make the next one pushed go backwards.
         let keep = self
             .index
-            .partition_point(|e| u64::from(e.position) < position);
+            .partition_point(|e| u64::from(e.position) < position && u64::from(e.rel_offset) < rel);
         self.index.truncate(keep)?;
-        let rel = offset - self.base;
         let keep = self
             .time_index
             .partition_point(|e| u64::from(e.rel_offset) < rel && e.timestamp <= max_timestamp);
