@@ -151,3 +151,16 @@ fn recovery_drops_index_entries_past_the_checkpoint_offset() {
     run_case("recovery", "index-entry-past-checkpoint");
     run_case("recovery", "index-entry-past-checkpoint-as-found");
 }
+
+/// Found by `recovery`: a checkpoint with a valid CRC whose next offset lies below the
+/// base offset of its segment (no log writes one; a damaged or foreign file can hold
+/// one) made recovery subtract with overflow (a panic in debug builds, a wrapped
+/// relative offset and garbage index entries in release builds). The `-clean` case
+/// (written by hand) is the same checkpoint on the clean-shutdown path, which failed the
+/// same way in `Segment::trust`; `-as-found` is the fuzzer's input.
+#[test]
+fn recovery_ignores_a_checkpoint_below_its_segment() {
+    run_case("recovery", "checkpoint-offset-below-segment");
+    run_case("recovery", "checkpoint-offset-below-segment-clean");
+    run_case("recovery", "checkpoint-offset-below-segment-as-found");
+}
