@@ -164,3 +164,13 @@ fn recovery_ignores_a_checkpoint_below_its_segment() {
     run_case("recovery", "checkpoint-offset-below-segment-clean");
     run_case("recovery", "checkpoint-offset-below-segment-as-found");
 }
+
+/// Found by `recovery` (22 bytes, already minimal): after a clean shutdown whose active
+/// segment is empty, `Segment::trust` accepted the segment when either index was empty,
+/// so a stale entry left in the other one (a damaged `.index` of an empty `.log`) was
+/// kept, and the first append pushed an entry that went backwards (a debug assertion;
+/// an out-of-order index in release builds).
+#[test]
+fn clean_open_of_an_empty_segment_with_a_stale_index_entry() {
+    run_case("recovery", "clean-empty-segment-with-index-entry");
+}

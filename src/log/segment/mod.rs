@@ -275,7 +275,11 @@ impl Segment {
     pub fn trust(&mut self, size: u64, next_offset: u64, max_timestamp: i64) -> bool {
         let (Some(last_index), Some(last_time)) = (self.index.last(), self.time_index.last())
         else {
-            return size == 0 && next_offset == self.base;
+            // Only an empty segment has no index entries, and then it has none in either.
+            return size == 0
+                && next_offset == self.base
+                && self.index.is_empty()
+                && self.time_index.is_empty();
         };
         let rel_end = next_offset - self.base;
         if u64::from(last_index.position) + HEADER_LEN as u64 > size
