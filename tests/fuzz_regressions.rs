@@ -174,3 +174,14 @@ fn recovery_ignores_a_checkpoint_below_its_segment() {
 fn clean_open_of_an_empty_segment_with_a_stale_index_entry() {
     run_case("recovery", "clean-empty-segment-with-index-entry");
 }
+
+/// Found by `recovery`: a checkpoint with a valid CRC that puts bytes below its position
+/// but says no offsets are (next offset == segment base, position > 0; no log writes
+/// one) left a non-empty active segment whose next offset was its base, and the next
+/// roll computed its last offset as `base - 1` (overflow). The hand-minimized case is a
+/// valid full segment with such a checkpoint; `-as-found` is the fuzzer's input.
+#[test]
+fn recovery_ignores_a_checkpoint_with_bytes_but_no_offsets() {
+    run_case("recovery", "checkpoint-position-without-offsets");
+    run_case("recovery", "checkpoint-position-without-offsets-as-found");
+}
