@@ -10,9 +10,11 @@
 #   CARGO_TARGET_DIR  where to build (default fuzz/target)
 #
 # The targets are listed in one place, TARGETS below, as `name:max_len` (the largest
-# input worth trying for that format). Adding a target is one line there, plus its
-# [[bin]] in fuzz/Cargo.toml and its file in fuzz/fuzz_targets/ (harness code goes in
-# tests/fuzz_harness/, so the regression tests can run it too).
+# input worth trying for that format): adding a target to this script is one line
+# there. The target itself is a [[bin]] in fuzz/Cargo.toml and a file in
+# fuzz/fuzz_targets/; put its harness code in tests/fuzz_harness/ and name it in
+# TARGETS and `run` of tests/fuzz_regressions.rs, so its seeds and crash cases are
+# replayed on stable.
 #
 # Seeds are in fuzz/corpus/<target>/ (generated: see tests/fuzz_regressions.rs); what a
 # run discovers goes to fuzz/work/<target>/corpus/ (not checked in) and is reused by the
@@ -20,7 +22,10 @@
 # the script prints its path and exits 1 once every target has run. To keep it fixed:
 #   cargo +nightly fuzz tmin -s none <target> <artifact>
 # copy the minimized input to tests/fuzz_cases/<target>/ and add a test for it to
-# tests/fuzz_regressions.rs.
+# tests/fuzz_regressions.rs. (tmin shrinks the file-based targets' inputs poorly, as
+# they hold length-prefixed files: a case written by hand with the few bytes that
+# matter makes a clearer test; keep the fuzzer's input beside it. Set
+# STROM_FUZZ_SCRATCH=/dev/shm for tmin too, or every run waits on real fsyncs.)
 set -euo pipefail
 
 TARGETS=(
@@ -61,16 +66,18 @@ for entry in "${TARGETS[@]}"; do
   before=$(ls "$artifacts")
   echo "== $target: ${seconds}s, inputs up to $max_len bytes (log: $work/fuzz-0.log)"
   # Without a sanitizer: the code is safe Rust (its one unsafe call is the mmap), so
-  # AddressSanitizer would find nothing that a panic does not, at a third of the speed.
-  # Debug assertions and overflow checks stay on (cargo-fuzz's default). One job, one
-  # worker: the machine is shared. libFuzzer writes the job's output to fuzz-0.log in
-  # the current directory, hence the cd.
+  # AddressSanitizer would find little that a panic does not, and slows every run.
+  # Debug assertions and overflow checks stay on (cargo-fuzz's default). A run takes
+  # milliseconds, so one that takes 10 s is a hang. One job, one worker: the machine is
+  # shared. libFuzzer writes the job's output to fuzz-0.log in the current directory,
+  # hence the cd.
   status=0
   (cd "$work" && cargo +nightly fuzz run --fuzz-dir "$root/fuzz" -s none "$target" \
     "$work/corpus" "$root/fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 \
     -jobs=1 -workers=1 -print_final_stats=1) || status=$?
-  grep -E '^(stat::|Done|#[0-9]+[[:space:]]+DONE)' "$work/fuzz-0.log" || true
+  # libFuzzer prints its final stats twice; show them once.
+  grep -E '^(stat::|Done|#[0-9]+[[:space:]]+DONE)' "$work/fuzz-0.log" | awk '!seen[$0]++' || true
   new=$(comm -13 <(echo "$before") <(ls "$artifacts"))
   if ((status != 0)) || [[ -n $new ]]; then
     echo "!! $target failed (exit status $status); see $work/fuzz-0.log"
