@@ -52,6 +52,11 @@ impl Checkpoint {
             || &buf[0..8] != CHECKPOINT_MAGIC
             || buf[8..12] != CHECKPOINT_VERSION.to_le_bytes()
             || buf[12..16] != crc32fast::hash(&buf[16..]).to_le_bytes()
+            // A segment's offsets start at its base, and the bytes below a position hold
+            // offsets exactly when it is not 0: a checkpoint saying otherwise is damaged
+            // however good its CRC, and open would compute offsets below the base.
+            || u64_at(32) < u64_at(16)
+            || (u64_at(24) == 0) != (u64_at(32) == u64_at(16))
         {
             return None;
         }

@@ -142,12 +142,26 @@ pub fn parse_record_body(mut body: &[u8]) -> std::result::Result<RecordView<'_>,
 }
 
 /// The records of one stored batch (header included in `batch`), checked as they are
-/// read: offsets must run from the header's base offset, and there must be exactly as
-/// many records as the header says.
+/// read: the header's length must fit in `batch`, offsets must run from the header's
+/// base offset, and there must be exactly as many records as the header says.
 pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String> {
+    if batch.len() < HEADER_LEN {
+        return Err(format!("{} bytes, too few for a batch header", batch.len()));
+    }
     let header = BatchHeader::parse(batch);
-    let mut rest = &batch[HEADER_LEN..header.length as usize];
-    let mut out = Vec::with_capacity(header.record_count as usize);
+    let mut rest = batch
+        .get(HEADER_LEN..header.length as usize)
+        .ok_or_else(|| {
+            format!(
+                "batch length {} does not fit in {} bytes",
+                header.length,
+                batch.len()
+            )
+        })?;
+    // The header's count is not trusted with an allocation: every record holds at least
+    // its fixed-width fields, so no more than this many fit in the section.
+    let fit = rest.len() / FIXED_BODY_LEN;
+    let mut out = Vec::with_capacity((header.record_count as usize).min(fit));
     while !rest.is_empty() {
         let record = parse_record(&mut rest)?;
         let expected = header.base_offset + out.len() as u64;

@@ -196,7 +196,11 @@ impl Segment {
     pub fn trust(&mut self, size: u64, next_offset: u64, max_timestamp: i64) -> bool {
         let (Some(last_index), Some(last_time)) = (self.index.last(), self.time_index.last())
         else {
-            return size == 0 && next_offset == self.base;
+            // Only an empty segment has no index entries, and then it has none in either.
+            return size == 0
+                && next_offset == self.base
+                && self.index.is_empty()
+                && self.time_index.is_empty();
         };
         let rel_end = next_offset - self.base;
         if u64::from(last_index.position) + HEADER_LEN as u64 > size
@@ -226,11 +230,13 @@ impl Segment {
                 &self.log_path,
             )?);
         }
+        let rel = offset - self.base;
+        // An entry below `position` must also be below its offset: the file has no CRC,
+        // and a damaged entry kept here would make the next one pushed go backwards.
         let keep = self
             .index
-            .partition_point(|e| u64::from(e.position) < position);
+            .partition_point(|e| u64::from(e.position) < position && u64::from(e.rel_offset) < rel);
         self.index.truncate(keep)?;
-        let rel = offset - self.base;
         let keep = self
             .time_index
             .partition_point(|e| u64::from(e.rel_offset) < rel && e.timestamp <= max_timestamp);
