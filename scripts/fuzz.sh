@@ -34,6 +34,7 @@ TARGETS=(
   recovery:8192
   sealed_segment:8192
   topic_json:2048
+  produce:8192
 )
 
 cd "$(dirname "$0")/.."

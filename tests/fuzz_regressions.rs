@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use fuzz_harness::SealedTemplate;
 
 /// Every target, as named in `fuzz/Cargo.toml` and `scripts/fuzz.sh`.
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "records",
     "checkpoint",
     "recovery",
     "sealed_segment",
     "topic_json",
+    "produce",
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -51,6 +52,7 @@ fn run(target: &str, scratch: &Path, data: &[u8]) {
         "recovery" => fuzz_harness::recovery(scratch, data),
         "sealed_segment" => SealedTemplate::create(scratch).run(scratch, data),
         "topic_json" => fuzz_harness::topic_json(scratch, data),
+        "produce" => fuzz_harness::produce(scratch, data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

@@ -170,6 +170,42 @@ pub fn topic_json(scratch: &Path, data: &[u8]) {
     }
 }
 
+/// A broker with topic `t` of three partitions, opened once per process under
+/// `scratch` (a produce is only prepared, never appended, so it stays empty).
+fn produce_broker(scratch: &Path) -> &'static strom::broker::Broker {
+    static BROKER: std::sync::OnceLock<std::sync::Arc<strom::broker::Broker>> =
+        std::sync::OnceLock::new();
+    BROKER.get_or_init(|| {
+        let dir = scratch.join("produce-broker");
+        reset_dir(&dir);
+        let broker = std::sync::Arc::new(
+            strom::broker::Broker::open(&dir, strom::broker::Limits::default())
+                .expect("open a broker"),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let config = [("durability".to_string(), "page_cache".to_string())].into();
+        runtime
+            .block_on(broker.create_topic("t", 3, &config))
+            .expect("create topic t");
+        broker
+    })
+}
+
+/// Target `produce`: `data` as the protobuf bytes of a `ProduceRequest`, decoded as the
+/// server decodes it and checked and encoded into a batch as the server does (not
+/// appended). The topic is always `t`, so the records are reached.
+pub fn produce(scratch: &Path, data: &[u8]) {
+    use prost::Message;
+    let broker = produce_broker(scratch);
+    let Ok(mut request) = strom::grpc::pb::ProduceRequest::decode(data) else {
+        return;
+    };
+    request.topic = "t".into();
+    let _ = strom::grpc::produce::prepare(broker, request);
+}
+
 /// Reads `log` from its start to its end the way a consumer does: following
 /// `next_offset`, and skipping a damaged range to where the error says reading resumes.
 /// Stops at any other error.
@@ -691,5 +727,31 @@ pub fn seeds(scratch: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
         "legacy-no-name",
         br#"{"partitions":1,"config":{"durability":"page_cache"}}"#.to_vec(),
     );
+
+    // produce: a request of keyed records with headers, as the Rust client encodes it.
+    {
+        use prost::Message;
+        use strom::grpc::pb;
+        let records = (0..3u8)
+            .map(|i| pb::Record {
+                key: (i != 1).then(|| Bytes::from(vec![b'k', i])),
+                value: Bytes::from(vec![i; 40 * usize::from(i)]),
+                headers: vec![pb::Header {
+                    name: "h".into(),
+                    value: Bytes::from_static(b"v"),
+                }],
+                timestamp_ms: 1_700_000_000_000,
+                ..Default::default()
+            })
+            .collect();
+        let request = pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(1),
+            records,
+            durability: 1,
+            ..Default::default()
+        };
+        add("produce", "three-records", request.encode_to_vec());
+    }
     seeds
 }
