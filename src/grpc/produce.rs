@@ -3,10 +3,11 @@
 //! prost's generated decoder would turn every record into a struct of its own (about a
 //! hundred bytes for a record that is two bytes on the wire), and a 10 MB request of
 //! five million empty records into more than a gigabyte. Here each record stays as it
-//! arrived: a record of 256 bytes or more is kept as a slice of the receive buffer (no
-//! copy), a smaller one is copied into one buffer shared by the request, and either way
-//! the request keeps four bytes of bookkeeping per record. Records are parsed only when
-//! their batch is built, straight into the batch.
+//! arrived: a record of 32 bytes or more is kept as a slice of the receive buffer (no
+//! copy; the slice's handle is 32 bytes), a smaller one is copied into one buffer shared
+//! by the request (cheaper than a handle), and either way the request keeps four bytes
+//! of bookkeeping per record. Records are parsed only when their batch is built,
+//! straight into the batch.
 //!
 //! The same type encodes requests for the Rust client from `records`, as prost's would.
 
@@ -19,8 +20,9 @@ use crate::broker::{self, BatchWriter, Broker, Durability};
 use crate::error::{Error, Result};
 use crate::log::ProducerInfo;
 
-/// Records at least this long are kept as slices of the receive buffer.
-const SHARE_AT_LEAST: usize = 256;
+/// Records at least this long are kept as slices of the receive buffer: a `Bytes`
+/// handle is 32 bytes, so a shorter record costs less copied.
+const SHARE_AT_LEAST: usize = 32;
 /// Marks an entry of `Received::entries` that indexes `large` rather than `small`.
 const LARGE: u32 = 1 << 31;
 
@@ -222,6 +224,8 @@ struct Fields {
     timestamp_ms: i64,
     key: Option<(usize, usize)>,
     value: (usize, usize),
+    /// How many headers: none is the common case, and spares a second walk.
+    headers: usize,
 }
 
 /// Reads a varint-delimited field's bounds at `rest`, advancing past it.
@@ -245,6 +249,7 @@ fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String> {
         timestamp_ms: 0,
         key: None,
         value: (0, 0),
+        headers: 0,
     };
     while !rest.is_empty() {
         let (tag, wire_type) = encoding::decode_key(&mut rest).map_err(|e| e.to_string())?;
@@ -277,6 +282,7 @@ fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String> {
                 expect(WireType::LengthDelimited)?;
                 let (start, end) = delimited(&mut rest, whole)?;
                 parse_header(&record[start..end])?;
+                fields.headers += 1;
             }
             _ => encoding::skip_field(wire_type, tag, &mut rest, DecodeContext::default())
                 .map_err(|e| e.to_string())?,
@@ -351,7 +357,9 @@ pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()>
             .map_err(|e| Error::InvalidArgument(format!("record {i} is malformed: {e}")))?;
         let key = fields.key.map(|(s, e)| record.slice(s..e));
         let value = record.slice(fields.value.0..fields.value.1);
-        let headers = Headers { rest: &record };
+        let headers = Headers {
+            rest: if fields.headers == 0 { &[] } else { &record },
+        };
         writer.push(key.as_ref(), &value, headers, fields.timestamp_ms)?;
     }
     Ok(())
