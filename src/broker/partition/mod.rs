@@ -402,27 +402,38 @@ mod tests {
         assert_eq!(read.next_offset, c.last_offset + 1, "nothing lost here");
     }
 
+    /// A partition in `dir` holding one batch that is on disk, with its epoch, its
+    /// active `.log` and that file's length: where the next batch will start.
+    async fn with_a_synced_batch(dir: &std::path::Path) -> (Arc<Partition>, u64, PathBuf, u64) {
+        let cache = SegmentCache::new(8);
+        let config = TopicConfig::default().log_config();
+        let p = Arc::new(Partition::open("t", 0, dir, config, &cache));
+        let (a, epoch) = p.append(batch("a")).await.unwrap();
+        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+        let file = dir.join("00000000000000000000.log");
+        let len = std::fs::metadata(&file).unwrap().len();
+        (p, epoch, file, len)
+    }
+
+    /// What the disk holds after the kernel dropped dirty pages: zeros from `at`.
+    fn lose_pages_from(file: &std::path::Path, at: u64) {
+        use std::os::unix::fs::FileExt;
+        let raw = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        raw.write_at(&[0u8; 64], at).unwrap();
+    }
+
     /// Found in review: a producer whose batch was appended before a failed fsync, and
     /// who waits for its fsync only after the upkeep reopened the log, was acknowledged
     /// although recovery had cut its batch (the kernel dropped the dirty pages).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_late_waiter_is_not_acknowledged_for_a_batch_that_recovery_cut() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
-        let cache = SegmentCache::new(8);
-        let config = TopicConfig::default().log_config();
-        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-        let (a, epoch) = p.append(batch("a")).await.unwrap();
-        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
-        let file = dir.path().join("00000000000000000000.log");
-        let b_at = std::fs::metadata(&file).unwrap().len();
+        let (p, epoch, file, b_at) = with_a_synced_batch(dir.path()).await;
         let (b, b_epoch) = p.append(batch("b")).await.unwrap(); // not waited for yet
         let (c, _) = p.append(batch("c")).await.unwrap();
         failpoint::fail_next_sync_under(dir.path());
         assert!(p.sync_below(c.last_offset + 1, epoch).await.is_err());
-        // The kernel dropped b's and c's dirty pages: what is on disk there is zeros.
-        let raw = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        raw.write_at(&[0u8; 64], b_at).unwrap();
+        lose_pages_from(&file, b_at); // b's and c's
         p.maintain(0).await.unwrap(); // the upkeep reopens; recovery cuts at b
         assert_eq!(
             p.offsets().unwrap().high_watermark,
@@ -442,21 +453,13 @@ mod tests {
     /// response still held bytes of its map: SIGBUS. Recovery now works on copies.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bytes_held_by_a_reader_survive_a_reopen_that_cuts_the_tail() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
-        let cache = SegmentCache::new(8);
-        let config = TopicConfig::default().log_config();
-        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-        let (a, epoch) = p.append(batch("a")).await.unwrap();
-        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
-        let file = dir.path().join("00000000000000000000.log");
-        let b_at = std::fs::metadata(&file).unwrap().len();
+        let (p, epoch, file, b_at) = with_a_synced_batch(dir.path()).await;
         let (b, _) = p.append(batch(&"x".repeat(60_000))).await.unwrap();
         let (held, _) = p.read(b.base_offset, 1 << 20).await.unwrap();
         failpoint::fail_next_sync_under(dir.path());
         assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
-        let raw = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        raw.write_at(&[0u8; 64], b_at).unwrap();
+        lose_pages_from(&file, b_at);
         p.maintain(0).await.unwrap(); // recovery cuts the log at b_at
         assert_eq!(std::fs::metadata(&file).unwrap().len(), b_at);
         let sum: u64 = held.chunks[0].iter().map(|&x| u64::from(x)).sum();
@@ -468,11 +471,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_age_roll_of_an_idle_partition_closes_the_sealed_files() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = SegmentCache::new(8);
-        let config = TopicConfig::default().log_config();
-        let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-        let (a, epoch) = p.append(batch("a")).await.unwrap();
-        p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+        let (p, _, _, _) = with_a_synced_batch(dir.path()).await;
         let later = crate::broker::now_ms() + 30 * 24 * 3600 * 1000;
         p.maintain(later).await.unwrap(); // rolls: segment 0 is sealed, and synced
         let sealed = dir
