@@ -187,3 +187,29 @@ async fn two_stream_messages_over_the_budget_are_both_answered() {
     assert_eq!(answered, Ok(2), "the stream hung");
     server.stop().await.unwrap();
 }
+
+/// Out of descriptors is RESOURCE_EXHAUSTED saying what to raise, and a create that ran
+/// out leaves nothing behind: the real server, with an open-file limit of 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_says_what_to_raise() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start_with_nofile(dir.path(), 100);
+    let client = Client::connect(&server.addr).await.unwrap();
+    let mut admin = client.admin();
+    // Three descriptors a partition: 40 partitions need 120.
+    let err = admin
+        .create_topic("wide", 40, BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("ulimit -n"), "{}", err.message());
+    assert!(
+        admin.list_topics().await.unwrap().is_empty(),
+        "nothing half-made"
+    );
+    // The server goes on: a topic that fits is made.
+    admin
+        .create_topic("narrow", 2, BTreeMap::new())
+        .await
+        .unwrap();
+}

@@ -58,20 +58,15 @@ impl Broker {
     fn create_files(&self, meta: TopicMetadata) -> Result<Topic> {
         let dir = self.data_dir.topic_dir(&meta.name, &meta.id);
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let topic = Self::topic_from(&dir, meta.clone(), &self.cache);
-        let opened = topic
-            .partitions
-            .iter()
-            .try_for_each(|p| p.offsets().map(drop));
-        let written = opened
-            .and_then(|()| meta.write(&dir)) // last: its presence is what makes the topic exist
-            .and_then(|()| sync_dir(&self.data_dir.topics()));
-        if let Err(err) = written {
-            drop(topic);
+        let written = Self::topic_from(&dir, meta.clone(), &self.cache, true).and_then(|topic| {
+            meta.write(&dir)?; // last: its presence is what makes the topic exist
+            sync_dir(&self.data_dir.topics())?;
+            Ok(topic)
+        });
+        if written.is_err() {
             let _ = std::fs::remove_dir_all(&dir); // and the next start removes what is left
-            return Err(err);
         }
-        Ok(topic)
+        written
     }
 
     /// Deletes a topic. New requests get NOT_FOUND at once; so do requests waiting on it

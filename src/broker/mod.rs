@@ -230,30 +230,37 @@ impl Broker {
             meta.id = new_topic_id();
             meta.write(dir)?;
         }
-        Ok(Self::topic_from(dir, meta, cache))
+        Self::topic_from(dir, meta, cache, false)
     }
 
-    fn topic_from(dir: &Path, meta: TopicMetadata, cache: &Arc<SegmentCache>) -> Topic {
+    /// The topic of `meta` in `dir`. With `strict` (a create), a partition that cannot be
+    /// opened fails the whole; without (a start), it is left unavailable.
+    fn topic_from(
+        dir: &Path,
+        meta: TopicMetadata,
+        cache: &Arc<SegmentCache>,
+        strict: bool,
+    ) -> Result<Topic> {
         let partitions = (0..meta.partitions)
             .map(|id| {
                 let log_dir = dir.join(id.to_string());
-                Arc::new(Partition::open(
-                    &meta.name,
-                    id,
-                    &log_dir,
-                    meta.config.log_config(),
-                    cache,
-                ))
+                let config = meta.config.log_config();
+                let partition = if strict {
+                    Partition::open_or_fail(&meta.name, id, &log_dir, config, cache)?
+                } else {
+                    Partition::open(&meta.name, id, &log_dir, config, cache)
+                };
+                Ok(Arc::new(partition))
             })
-            .collect();
-        Topic {
+            .collect::<Result<_>>()?;
+        Ok(Topic {
             name: meta.name,
             id: meta.id,
             dir: dir.to_path_buf(),
             partitions,
             config: RwLock::new(meta.config),
             round_robin: AtomicU32::new(0),
-        }
+        })
     }
 
     fn read_topics(&self) -> RwLockReadGuard<'_, Topics> {

@@ -31,9 +31,28 @@ pub fn ready_address(line: &str) -> Option<String> {
 
 impl Serve {
     pub fn start(dir: &Path) -> Serve {
-        let mut child = Command::new(STROM)
+        let mut command = Command::new(STROM);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+            .arg(dir);
+        Self::spawn(command)
+    }
+
+    /// `strom serve` with its open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(dir: &Path, nofile: u32) -> Serve {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {nofile} && exec \"$0\" serve --listen 127.0.0.1:0 --data-dir \"$1\""
+            ))
+            .arg(STROM)
+            .arg(dir);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Serve {
+        let mut child = command
             .env_remove("STROM_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

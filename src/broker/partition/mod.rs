@@ -71,25 +71,39 @@ impl Partition {
         config: LogConfig,
         cache: &Arc<SegmentCache>,
     ) -> Partition {
-        let (slot, next) = match Log::open_in(dir, config, cache) {
-            Ok((log, report)) => {
-                if !report.clean && !report.created {
-                    tracing::info!(
-                        topic,
-                        partition = id,
-                        scanned_bytes = report.scanned_bytes,
-                        truncated = report.truncated.len(),
-                        "partition recovered"
-                    );
-                }
-                let next = log.next_offset();
-                (Slot::Open(log), next)
-            }
+        match Self::open_or_fail(topic, id, dir, config, cache) {
+            Ok(partition) => partition,
             Err(err) => {
                 tracing::error!(topic, partition = id, dir = %dir.display(), %err, "partition unavailable: its log cannot be opened");
-                (Slot::Unavailable(err.to_string()), 0)
+                Self::with_slot(topic, id, dir, Slot::Unavailable(err.to_string()), 0)
             }
-        };
+        }
+    }
+
+    /// Opens the partition's log, or fails with why (for a topic being created, whose
+    /// creation then fails as a whole with that error).
+    pub fn open_or_fail(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        config: LogConfig,
+        cache: &Arc<SegmentCache>,
+    ) -> Result<Partition> {
+        let (log, report) = Log::open_in(dir, config, cache)?;
+        if !report.clean && !report.created {
+            tracing::info!(
+                topic,
+                partition = id,
+                scanned_bytes = report.scanned_bytes,
+                truncated = report.truncated.len(),
+                "partition recovered"
+            );
+        }
+        let next = log.next_offset();
+        Ok(Self::with_slot(topic, id, dir, Slot::Open(log), next))
+    }
+
+    fn with_slot(topic: &str, id: u32, dir: &Path, slot: Slot, next: u64) -> Partition {
         Partition {
             topic: topic.to_string(),
             id,
