@@ -195,12 +195,7 @@ async fn a_damaged_topic_is_reported_unavailable_and_the_others_serve() {
 async fn list_offsets_by_time_returns_the_found_records_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let client = server.client_with_topic("t", 1).await;
     let mut log = client.log();
     log.produce(produce("t", &["early"], 1_000)).await.unwrap();
     log.produce(produce("t", &["late"], 5_000)).await.unwrap();
@@ -221,12 +216,7 @@ async fn list_offsets_by_time_returns_the_found_records_timestamp() {
 async fn timestamps_far_in_the_future_are_refused_with_the_key_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let client = server.client_with_topic("t", 1).await;
     let mut log = client.log();
     let now = strom::broker::now_ms();
     log.produce(produce("t", &["soon"], now + 60_000))
@@ -360,12 +350,7 @@ async fn malformed_protobuf_and_huge_names_get_invalid_argument_and_short_messag
 async fn a_client_with_grpc_default_limits_reads_a_batch_of_large_records() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("big", 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let client = server.client_with_topic("big", 1).await;
     // Sixteen records of a megabyte, in one batch of 16 MB.
     let records = (0..16u8)
         .map(|i| pb::Record {

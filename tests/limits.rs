@@ -107,12 +107,7 @@ async fn produces_past_the_server_budget_wait_their_turn_and_all_complete() {
     };
     let server =
         TestServer::start_with_options(dir.path(), strom::broker::Limits::default(), options).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let client = server.client_with_topic("t", 1).await;
     let mut calls = Vec::new();
     for i in 0..16 {
         let mut log = client.log();
@@ -149,12 +144,7 @@ async fn two_stream_messages_over_the_budget_are_both_answered() {
     };
     let server =
         TestServer::start_with_options(dir.path(), strom::broker::Limits::default(), options).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let client = server.client_with_topic("t", 1).await;
     // About 20 KB each, charged about 60 KB: each fits the 64 KiB budget, both do not.
     let request = |id| pb::ProduceStreamRequest {
         correlation_id: id,

@@ -275,11 +275,6 @@ impl Broker {
         &self.limits
     }
 
-    /// The cache of open sealed segments, shared by every partition.
-    pub fn segment_cache(&self) -> &Arc<SegmentCache> {
-        &self.cache
-    }
-
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         let topics = self.read_topics();
         if let Some(topic) = topics.live.get(name) {

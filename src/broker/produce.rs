@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::{now_ms, partitioner, Broker, Durability, Partition, Topic, TopicConfig};
 use crate::error::{Error, Result};
+use crate::log::batch::stored_header_len;
 use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, NO_PRODUCER};
 
 /// Where a produce goes and how it is acknowledged.
@@ -38,10 +39,8 @@ pub struct Produced {
 /// This is what `max.message.bytes` counts for headers, so that two million empty
 /// headers weigh what they cost.
 fn headers_len<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> (usize, usize) {
-    let delimited = |len: usize| 1 + prost::length_delimiter_len(len) + len;
     headers.fold((0, 0), |(count, bytes), (name, value)| {
-        let entry = delimited(name.len()) + delimited(value.len());
-        (count + 1, bytes + delimited(entry))
+        (count + 1, bytes + stored_header_len(name, value))
     })
 }
 

@@ -78,27 +78,35 @@ impl Received {
         Ok(())
     }
 
-    /// Each record's encoded message, in order (for re-encoding a decoded request, which
-    /// only tests do: it copies the small records' buffer).
-    fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
-        let small = Bytes::from(self.small.clone());
-        let mut start = 0usize;
-        self.entries.iter().map(move |&entry| {
-            if entry & LARGE != 0 {
-                self.large[(entry & !LARGE) as usize].clone()
-            } else {
-                let end = entry as usize;
-                let record = small.slice(start..end);
-                start = end;
-                record
-            }
+    /// Each record's encoded message, in order, borrowed.
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        spans(&self.entries).map(|span| match span {
+            Span::Small(range) => &self.small[range],
+            Span::Large(i) => &self.large[i][..],
         })
     }
+}
 
-    /// Its parts, the small records' buffer frozen without a copy.
-    fn into_parts(self) -> (Bytes, Vec<Bytes>, Vec<u32>) {
-        (Bytes::from(self.small), self.large, self.entries)
-    }
+/// Where one received record is: a range of `Received::small`, or an index into
+/// `Received::large`.
+enum Span {
+    Small(std::ops::Range<usize>),
+    Large(usize),
+}
+
+/// The records' places, in order, from `Received::entries`.
+fn spans(entries: &[u32]) -> impl Iterator<Item = Span> + '_ {
+    let mut start = 0usize;
+    entries.iter().map(move |&entry| {
+        if entry & LARGE != 0 {
+            Span::Large((entry & !LARGE) as usize)
+        } else {
+            let end = entry as usize;
+            let span = Span::Small(start..end);
+            start = end;
+            span
+        }
+    })
 }
 
 /// `strom.v1.ProduceRequest`. The fields are those of the generated type, plus
@@ -148,7 +156,9 @@ impl prost::Message for ProduceRequest {
             encoding::message::encode(3, record, buf);
         }
         for record in self.received.iter() {
-            encoding::bytes::encode(3, &record, buf);
+            encoding::encode_key(3, WireType::LengthDelimited, buf);
+            encoding::encode_varint(record.len() as u64, buf);
+            buf.put_slice(record);
         }
         if self.durability != 0 {
             encoding::int32::encode(4, &self.durability, buf);
@@ -187,7 +197,7 @@ impl prost::Message for ProduceRequest {
         let received: usize = self
             .received
             .iter()
-            .map(|r| encoding::bytes::encoded_len(3, &r))
+            .map(|r| encoding::key_len(3) + encoding::encoded_len_varint(r.len() as u64) + r.len())
             .sum();
         (if self.topic.is_empty() {
             0
@@ -342,16 +352,12 @@ pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()>
             "too many records in one request".into(),
         ));
     }
-    let (small, large, entries) = received.into_parts();
-    let mut start = 0usize;
-    for (i, &entry) in entries.iter().enumerate() {
-        let record = if entry & LARGE != 0 {
-            large[(entry & !LARGE) as usize].clone()
-        } else {
-            let end = entry as usize;
-            let record = small.slice(start..end);
-            start = end;
-            record
+    let small = Bytes::from(received.small); // frozen, not copied
+    for (i, span) in spans(&received.entries).enumerate() {
+        // Slices of the request's buffers: no copy.
+        let record = match span {
+            Span::Small(range) => small.slice(range),
+            Span::Large(at) => received.large[at].clone(),
         };
         let fields = parse_fields(&record)
             .map_err(|e| Error::InvalidArgument(format!("record {i} is malformed: {e}")))?;
@@ -468,8 +474,8 @@ mod tests {
             .received
             .iter()
             .map(|r| {
-                let f = parse_fields(&r).unwrap();
-                let headers: Vec<(String, Vec<u8>)> = Headers { rest: &r }
+                let f = parse_fields(r).unwrap();
+                let headers: Vec<(String, Vec<u8>)> = Headers { rest: r }
                     .map(|(n, v)| (n.to_string(), v.to_vec()))
                     .collect();
                 (

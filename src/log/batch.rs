@@ -34,6 +34,17 @@ impl Field<'_> {
     }
 }
 
+/// Bytes of one header's entry body: the name and the value, each with its tag and length.
+fn header_body_len(name: &str, value: &[u8]) -> usize {
+    delimited_len(name.len()) + delimited_len(value.len())
+}
+
+/// Bytes one header takes in a record's stored encoding: its entry's tag, length and
+/// body.
+pub fn stored_header_len(name: &str, value: &[u8]) -> usize {
+    delimited_len(header_body_len(name, value))
+}
+
 fn delimited_len(len: usize) -> usize {
     1 + prost::length_delimiter_len(len) + len
 }
@@ -195,14 +206,12 @@ impl BatchBuilder {
                 "a batch holds at most 2^32-1 records".into(),
             ));
         }
-        let header_len =
-            |name: &str, value: &[u8]| delimited_len(name.len()) + delimited_len(value.len());
         let body_len = FIXED_BODY_LEN
             + key.as_ref().map_or(0, |k| delimited_len(k.len()))
             + delimited_len(value.len())
             + headers
                 .clone()
-                .map(|(n, v)| delimited_len(header_len(n, v)))
+                .map(|(n, v)| stored_header_len(n, v))
                 .sum::<usize>();
         self.meta.push(RECORD_TAG);
         put_len(&mut self.meta, body_len);
@@ -217,7 +226,7 @@ impl BatchBuilder {
         self.put_field(VALUE_TAG, value);
         for (name, value) in headers {
             self.meta.push(HEADER_TAG);
-            put_len(&mut self.meta, header_len(name, value));
+            put_len(&mut self.meta, header_body_len(name, value));
             self.put_field(HEADER_NAME_TAG, Field::Slice(name.as_bytes()));
             self.put_field(HEADER_VALUE_TAG, Field::Slice(value));
         }

@@ -198,11 +198,6 @@ impl<E: Entry> Index<E> {
         })
     }
 
-    /// Closes the file: the index is complete and synced, and from now on only read.
-    pub fn close_file(&mut self) {
-        self.file = None;
-    }
-
     pub fn len(&self) -> usize {
         self.mapped + self.tail.len()
     }

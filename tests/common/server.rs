@@ -49,6 +49,17 @@ impl TestServer {
         Client::connect(&self.addr.to_string()).await.unwrap()
     }
 
+    /// A client, after creating topic `name` of `partitions` partitions with defaults.
+    pub async fn client_with_topic(&self, name: &str, partitions: u32) -> Client {
+        let client = self.client().await;
+        client
+            .admin()
+            .create_topic(name, partitions, Default::default())
+            .await
+            .unwrap();
+        client
+    }
+
     /// Graceful stop (as on SIGTERM); returns what `serve` returned.
     pub async fn stop(mut self) -> strom::Result<()> {
         let _ = self.stop.take().unwrap().send(());
