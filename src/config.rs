@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::broker::Limits;
 use crate::error::{Error, IoContext, Result};
+use crate::groups::GroupsConfig;
 use crate::server::ServeOptions;
 
 /// Where `strom serve` listens when told nothing.
@@ -41,6 +42,11 @@ pub struct ServerConfig {
     pub max_records_per_request: usize,
     pub max_headers_per_record: usize,
     pub produce_budget_bytes: usize,
+    /// The longest interval between a group member's heartbeats.
+    pub group_heartbeat_interval_ms: u64,
+    /// A consumer group with no members and no commits for this long is deleted, with
+    /// its committed offsets.
+    pub group_offsets_retention_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +67,8 @@ impl Default for ServerConfig {
             max_records_per_request: limits.max_records_per_request,
             max_headers_per_record: limits.max_headers_per_record,
             produce_budget_bytes: options.produce_budget_bytes,
+            group_heartbeat_interval_ms: options.groups.heartbeat_interval.as_millis() as u64,
+            group_offsets_retention_ms: options.groups.offsets_retention.as_millis() as u64,
         }
     }
 }
@@ -89,6 +97,10 @@ impl ServerConfig {
             max_request_bytes: self.max_request_bytes,
             upkeep_interval: Duration::from_millis(self.upkeep_interval_ms.max(10)),
             produce_budget_bytes: self.produce_budget_bytes,
+            groups: GroupsConfig::new(
+                Duration::from_millis(self.group_heartbeat_interval_ms.max(10)),
+                Duration::from_millis(self.group_offsets_retention_ms),
+            ),
         }
     }
 }

@@ -105,6 +105,32 @@ pub enum Error {
     #[error("{what} is unavailable: {reason}")]
     Unavailable { what: String, reason: String },
 
+    /// No consumer group of that name.
+    #[error(
+        "group {} does not exist; a group is created by its first Heartbeat, CommitOffsets or ResetOffsets (strom group list shows the groups)",
+        quote(group)
+    )]
+    GroupNotFound { group: String },
+
+    /// The request is well formed, but the state of what it concerns does not allow it
+    /// (a fenced group member, a reset of a group that has members); the message says
+    /// what to do.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// A committed offset outside what its partition holds.
+    #[error(
+        "offset {offset} cannot be committed for topic {} partition {partition}: commit an offset from {start} (the log start) to {end} (the high watermark)",
+        quote(topic)
+    )]
+    CommitOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        start: u64,
+        end: u64,
+    },
+
     /// A batch whose stored CRC does not match its bytes.
     #[error(
         "checksum mismatch in {} at byte {position}: stored {expected:#010x}, computed {actual:#010x}",

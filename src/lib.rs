@@ -74,6 +74,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod grpc;
 pub mod log;
 pub mod server;

@@ -11,10 +11,12 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::ProduceBudgetLayer;
 use crate::grpc::pb::admin_server::AdminServer;
+use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
-use crate::grpc::{AdminService, LogService, FILE_DESCRIPTOR_SET};
+use crate::grpc::{AdminService, GroupsService, LogService, FILE_DESCRIPTOR_SET};
 
 /// Transport settings of the server.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct ServeOptions {
     /// Produce bytes in flight, over all requests (see `grpc::budget`): past it, the
     /// server stops reading produce requests until earlier ones are answered.
     pub produce_budget_bytes: usize,
+    /// Consumer groups' heartbeat interval and offset retention.
+    pub groups: GroupsConfig,
 }
 
 impl Default for ServeOptions {
@@ -34,6 +38,7 @@ impl Default for ServeOptions {
             max_request_bytes: 64 << 20,
             upkeep_interval: Duration::from_secs(5),
             produce_budget_bytes: 256 << 20,
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -52,6 +57,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LogServer<LogService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<GroupsServer<GroupsService>>().await;
+    let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
+    let expiry = tokio::spawn(Arc::clone(&groups).run());
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -94,6 +102,10 @@ pub async fn serve(
             AdminServer::new(AdminService::new(Arc::clone(&broker))).max_decoding_message_size(max),
         )
         .add_service(
+            GroupsServer::new(GroupsService::new(Arc::clone(&groups)))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
             LogServer::new(LogService::new(Arc::clone(&broker)))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max_response),
@@ -108,6 +120,8 @@ pub async fn serve(
         .await;
     broker.begin_shutdown();
     let _ = upkeep.await;
+    let _ = expiry.await;
+    drop(groups); // it holds the broker
     if let Err(err) = served {
         tracing::error!(%err, "server stopped with an error");
     }

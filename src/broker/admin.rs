@@ -51,6 +51,7 @@ impl Broker {
         let topic = created?;
         let info = topic.describe()?;
         topics.live.insert(name.to_string(), Arc::new(topic));
+        topics.version += 1;
         tracing::info!(topic = name, id = %info.id, partitions, "topic created");
         Ok(info)
     }
@@ -78,7 +79,10 @@ impl Broker {
         let (topic, broken) = {
             let mut topics = self.write_topics();
             match topics.live.remove(name) {
-                Some(topic) => (Some(topic), None),
+                Some(topic) => {
+                    topics.version += 1;
+                    (Some(topic), None)
+                }
                 None => match topics.unavailable.remove(name) {
                     Some(broken) => (None, Some(broken)),
                     None => {

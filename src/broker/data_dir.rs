@@ -7,13 +7,14 @@
 //!   .lock                 flock'ed by the server using the directory; holds its pid
 //!   version               the layout version, "1"
 //!   topics/<name>.<id>/   one directory per topic (topic.json, one directory per partition)
-//!   groups/               consumer groups' state (reserved)
+//!   groups/<name>.<id>/   one directory per consumer group (committed offsets)
 //!   producers/            idempotent producers' state (reserved)
 //! ```
 //! A topic's directory carries its id, so a topic re-created under a deleted one's name
 //! shares no path with whatever the old one left behind. A deleted topic's directory is
 //! first renamed to `<name>.<id>.deleted`, then removed; a crash in between leaves the
-//! renamed directory, which the next start removes.
+//! renamed directory, which the next start removes. Groups are named and deleted the
+//! same way, so a group deleted and created again starts with no offsets.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -27,6 +28,7 @@ pub const LAYOUT_VERSION: u32 = 1;
 const LOCK_FILE: &str = ".lock";
 const VERSION_FILE: &str = "version";
 const TOPICS_DIR: &str = "topics";
+const GROUPS_DIR: &str = "groups";
 const DELETED_SUFFIX: &str = ".deleted";
 
 /// A data directory this process holds exclusively until it is dropped.
@@ -120,6 +122,7 @@ impl DataDir {
         };
         dir.check_version()?;
         fs::create_dir_all(dir.topics()).at(&dir.topics())?;
+        fs::create_dir_all(dir.groups()).at(&dir.groups())?;
         Ok(dir)
     }
 
@@ -154,9 +157,14 @@ impl DataDir {
         self.root.join(TOPICS_DIR)
     }
 
-    /// Where consumer groups will keep their state.
+    /// Where consumer groups keep their state.
     pub fn groups(&self) -> PathBuf {
-        self.root.join("groups")
+        self.root.join(GROUPS_DIR)
+    }
+
+    /// The directory of group `name` with id `id` (named as topics' are).
+    pub fn group_dir(&self, name: &str, id: &str) -> PathBuf {
+        self.groups().join(format!("{name}.{id}"))
     }
 
     /// Where idempotent producers will keep their state.
@@ -173,20 +181,38 @@ impl DataDir {
     /// then removes it. Whatever fails in the removal is logged and retried at the next
     /// start; the topic is gone either way.
     pub fn remove_topic_dir(&self, dir: &Path) -> Result<()> {
+        Self::remove_dir(dir)
+    }
+
+    /// As `remove_topic_dir`, for a group's directory.
+    pub fn remove_group_dir(&self, dir: &Path) -> Result<()> {
+        Self::remove_dir(dir)
+    }
+
+    fn remove_dir(dir: &Path) -> Result<()> {
         let mut doomed = dir.as_os_str().to_owned();
         doomed.push(DELETED_SUFFIX);
         let doomed = PathBuf::from(doomed);
         fs::rename(dir, &doomed).at(dir)?;
-        sync_dir(&self.topics())?;
+        sync_dir(
+            dir.parent()
+                .expect("a topic or group directory has a parent"),
+        )?;
         if let Err(err) = fs::remove_dir_all(&doomed) {
-            tracing::warn!(dir = %doomed.display(), %err, "could not remove a deleted topic's files; the next start retries");
+            tracing::warn!(dir = %doomed.display(), %err, "could not remove deleted files; the next start retries");
         }
         Ok(())
     }
 
     /// Removes what deletions interrupted by a crash left behind.
     pub fn remove_deleted_leftovers(&self) {
-        let Ok(entries) = fs::read_dir(self.topics()) else {
+        for parent in [self.topics(), self.groups()] {
+            Self::remove_deleted_in(&parent);
+        }
+    }
+
+    fn remove_deleted_in(parent: &Path) {
+        let Ok(entries) = fs::read_dir(parent) else {
             return;
         };
         for entry in entries.flatten() {
@@ -195,10 +221,10 @@ impl DataDir {
                 let path = entry.path();
                 match fs::remove_dir_all(&path) {
                     Ok(()) => {
-                        tracing::info!(dir = %path.display(), "removed a deleted topic's leftovers")
+                        tracing::info!(dir = %path.display(), "removed a deleted topic's or group's leftovers")
                     }
                     Err(err) => {
-                        tracing::warn!(dir = %path.display(), %err, "could not remove a deleted topic's leftovers")
+                        tracing::warn!(dir = %path.display(), %err, "could not remove a deleted topic's or group's leftovers")
                     }
                 }
             }

@@ -120,6 +120,14 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// What consumer groups need to know of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: String,
+    pub partitions: u32,
+}
+
 /// A topic whose directory is there but could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnavailableTopic {
@@ -134,6 +142,9 @@ struct Topics {
     unavailable: BTreeMap<String, UnavailableTopic>,
     /// Names being created: taken, but not yet served.
     creating: BTreeSet<String>,
+    /// Bumped whenever a topic is created or deleted, so consumer groups know when to
+    /// re-evaluate their subscriptions.
+    version: u64,
 }
 
 impl Topics {
@@ -297,6 +308,31 @@ impl Broker {
 
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         self.topic(topic)?.partition(partition).cloned()
+    }
+
+    /// Changes whenever a topic is created or deleted.
+    pub fn topics_version(&self) -> u64 {
+        self.read_topics().version
+    }
+
+    /// The live topics (name, id, partition count) and the version they are of.
+    pub fn topic_metas(&self) -> (u64, Vec<TopicMeta>) {
+        let topics = self.read_topics();
+        let metas = topics
+            .live
+            .values()
+            .map(|t| TopicMeta {
+                name: t.name.clone(),
+                id: t.id.clone(),
+                partitions: t.partitions.len() as u32,
+            })
+            .collect();
+        (topics.version, metas)
+    }
+
+    /// The data directory, whose layout other layers (consumer groups) build on.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
     }
 
     /// Reads from `offset`; if fewer than `min_bytes` are there, waits up to `max_wait`

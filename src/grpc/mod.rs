@@ -4,11 +4,13 @@
 mod admin;
 pub mod budget;
 pub mod codec;
+mod groups;
 mod log_service;
 pub mod produce;
 pub mod records;
 
 pub use admin::AdminService;
+pub use groups::GroupsService;
 pub use log_service::{LogService, MAX_UNANSWERED};
 
 use tonic::{Code, Status};
@@ -31,6 +33,9 @@ pub fn code(err: &Error) -> Code {
     match err {
         Error::InPartition { source, .. } => code(source),
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
+        Error::GroupNotFound { .. } => Code::NotFound,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,

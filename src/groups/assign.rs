@@ -1,0 +1,165 @@
+//! The target assignment: which member should own each partition of the topics its group
+//! subscribes to. Pure: the coordinator calls it whenever the group epoch moves.
+//!
+//! Per topic, the partitions are split evenly between the members subscribed to it (each
+//! gets `count / n` or one more). A partition stays with its previous owner while that
+//! owner is within its share, so a member joining or leaving moves only the partitions
+//! that must move. The members that get the extra partition of an uneven split are those
+//! that already hold the most of the topic, then the least loaded over all topics, so
+//! single-partition topics spread over the group instead of piling on one member.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::Tp;
+
+/// `subscriptions`: each member's subscribed topic ids (existing topics only);
+/// `partitions`: each topic's partition count; `previous`: the last target.
+pub fn assign(
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+    partitions: &BTreeMap<String, u32>,
+    previous: &BTreeMap<String, BTreeSet<Tp>>,
+) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut target: BTreeMap<String, BTreeSet<Tp>> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    let previous_owner: HashMap<&Tp, &String> = previous
+        .iter()
+        .flat_map(|(member, tps)| tps.iter().map(move |tp| (tp, member)))
+        .collect();
+    let mut load: HashMap<&String, usize> = HashMap::new();
+    for (topic, &count) in partitions {
+        let subscribers: Vec<&String> = subscriptions
+            .iter()
+            .filter(|(_, topics)| topics.contains(topic))
+            .map(|(member, _)| member)
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        let held_before = |member: &String| {
+            previous
+                .get(member)
+                .map_or(0, |tps| tps.iter().filter(|tp| &tp.0 == topic).count())
+        };
+        let n = subscribers.len();
+        let base = count as usize / n;
+        let extra = count as usize % n;
+        let mut ranked = subscribers.clone();
+        ranked.sort_by_key(|m| {
+            (
+                std::cmp::Reverse(held_before(m).min(base + 1)),
+                load.get(m).copied().unwrap_or(0),
+                *m,
+            )
+        });
+        let quota: HashMap<&String, usize> = ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, m)| (*m, base + usize::from(rank < extra)))
+            .collect();
+        let mut taken: HashMap<&String, usize> = HashMap::new();
+        let mut unplaced = Vec::new();
+        for partition in 0..count {
+            let tp = (topic.clone(), partition);
+            match previous_owner.get(&tp) {
+                Some(owner)
+                    if taken.get(*owner).copied().unwrap_or(0)
+                        < *quota.get(*owner).unwrap_or(&0) =>
+                {
+                    *taken.entry(*owner).or_default() += 1;
+                    target
+                        .get_mut(*owner)
+                        .expect("subscribers are members")
+                        .insert(tp);
+                }
+                _ => unplaced.push(tp),
+            }
+        }
+        for tp in unplaced {
+            let member = *ranked
+                .iter()
+                .filter(|m| taken.get(**m).copied().unwrap_or(0) < quota[**m])
+                .min_by_key(|m| (taken.get(**m).copied().unwrap_or(0), **m))
+                .expect("the quotas add up to the partition count");
+            *taken.entry(member).or_default() += 1;
+            target
+                .get_mut(member)
+                .expect("subscribers are members")
+                .insert(tp);
+        }
+        for (member, n) in taken {
+            *load.entry(member).or_default() += n;
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs(members: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+        members
+            .iter()
+            .map(|(m, ts)| (m.to_string(), ts.iter().map(|t| t.to_string()).collect()))
+            .collect()
+    }
+
+    fn counts(target: &BTreeMap<String, BTreeSet<Tp>>) -> Vec<usize> {
+        target.values().map(|s| s.len()).collect()
+    }
+
+    #[test]
+    fn six_partitions_over_three_members_are_two_each() {
+        let parts = BTreeMap::from([("t".to_string(), 6)]);
+        let target = assign(
+            &subs(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]),
+            &parts,
+            &BTreeMap::new(),
+        );
+        assert_eq!(counts(&target), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn a_joining_member_moves_only_its_share() {
+        let parts = BTreeMap::from([("t".to_string(), 6)]);
+        let before = assign(
+            &subs(&[("a", &["t"]), ("b", &["t"])]),
+            &parts,
+            &BTreeMap::new(),
+        );
+        let after = assign(
+            &subs(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]),
+            &parts,
+            &before,
+        );
+        assert_eq!(counts(&after), vec![2, 2, 2]);
+        for m in ["a", "b"] {
+            assert!(
+                after[m].is_subset(&before[m]),
+                "{m} kept its partitions: {before:?} -> {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn single_partition_topics_spread_over_the_group() {
+        let parts: BTreeMap<String, u32> = (0..4).map(|i| (format!("t{i}"), 1)).collect();
+        let all = ["t0", "t1", "t2", "t3"];
+        let target = assign(&subs(&[("a", &all), ("b", &all)]), &parts, &BTreeMap::new());
+        assert_eq!(counts(&target), vec![2, 2]);
+    }
+
+    #[test]
+    fn members_get_only_topics_they_subscribe_to() {
+        let parts = BTreeMap::from([("x".to_string(), 2), ("y".to_string(), 2)]);
+        let target = assign(
+            &subs(&[("a", &["x"]), ("b", &["x", "y"])]),
+            &parts,
+            &BTreeMap::new(),
+        );
+        assert!(target["a"].iter().all(|tp| tp.0 == "x"));
+        assert_eq!(target["b"].iter().filter(|tp| tp.0 == "y").count(), 2);
+    }
+}

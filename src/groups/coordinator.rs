@@ -1,0 +1,455 @@
+//! One group's membership as a state machine without I/O: it reads no clock and touches
+//! no file. The driver (`groups/mod.rs`) feeds it heartbeats, leaves and the time, and
+//! sends its answers; `groups/tests.rs` drives it through random histories.
+//!
+//! Epochs, as in KIP-848. The group epoch moves whenever members, subscriptions or the
+//! subscribed topics change, and a new target assignment is computed (`assign`). A
+//! member's epoch catches up with the group epoch once it has given back every partition
+//! the new target takes from it; only then does it receive partitions, and only those no
+//! other member still holds. So a partition never has two owners, and members whose
+//! partitions stay put never stop.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::assign::assign;
+use super::{TopicsView, Tp};
+use crate::error::{Error, Result};
+
+/// Session timeouts a member may ask for, and the default.
+pub const MIN_SESSION_TIMEOUT_MS: u64 = 1_000;
+pub const MAX_SESSION_TIMEOUT_MS: u64 = 1_800_000;
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
+
+/// What a member subscribes to.
+#[derive(Debug, Clone)]
+pub enum Subscription {
+    Topics(BTreeSet<String>),
+    /// The pattern as given, and compiled to match whole names.
+    Pattern(String, regex::Regex),
+}
+
+impl PartialEq for Subscription {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Subscription::Topics(a), Subscription::Topics(b)) => a == b,
+            (Subscription::Pattern(a, _), Subscription::Pattern(b, _)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Subscription {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Subscription::Topics(names) => names.contains(name),
+            Subscription::Pattern(_, regex) => regex.is_match(name),
+        }
+    }
+}
+
+/// A heartbeat, validated.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Empty to join.
+    pub member_id: String,
+    pub member_epoch: i64,
+    pub subscription: Subscription,
+    pub instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    /// Partitions the member owns, by topic name.
+    pub owned: Vec<(String, u32)>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub member_id: String,
+    pub member_epoch: i64,
+    pub heartbeat_interval_ms: u64,
+    /// Every partition the member owns from now on.
+    pub assignment: BTreeSet<Tp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub epoch: i64,
+    /// The epoch before the last: a heartbeat whose answer was lost still counts.
+    previous_epoch: i64,
+    pub subscription: Subscription,
+    pub session_timeout_ms: u64,
+    deadline_ms: u64,
+    /// A static member that left: its partitions wait for it until its deadline.
+    departed: bool,
+    /// Partitions it owns and keeps.
+    pub assigned: BTreeSet<Tp>,
+    /// Partitions it was told to give back and has not yet stopped listing.
+    pub revoking: BTreeSet<Tp>,
+}
+
+/// The state of a group, as DescribeGroup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    Reconciling,
+    Stable,
+}
+
+impl GroupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Empty => "empty",
+            GroupState::Reconciling => "reconciling",
+            GroupState::Stable => "stable",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Membership {
+    group: String,
+    epoch: i64,
+    members: BTreeMap<String, Member>,
+    /// Who holds each held partition (assigned or revoking): at most one member.
+    holder: HashMap<Tp, String>,
+    target: BTreeMap<String, BTreeSet<Tp>>,
+    view: Arc<TopicsView>,
+    heartbeat_interval_ms: u64,
+}
+
+fn fenced(group: &str, why: String) -> Error {
+    Error::FailedPrecondition(format!(
+        "group {}: {why}; stop consuming, drop your partitions without committing and join again with an empty member_id",
+        crate::error::quote(group)
+    ))
+}
+
+impl Membership {
+    pub fn new(group: &str, heartbeat_interval_ms: u64, view: Arc<TopicsView>) -> Membership {
+        Membership {
+            group: group.to_string(),
+            epoch: 0,
+            members: BTreeMap::new(),
+            holder: HashMap::new(),
+            target: BTreeMap::new(),
+            view,
+            heartbeat_interval_ms,
+        }
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn view(&self) -> &Arc<TopicsView> {
+        &self.view
+    }
+
+    /// The member holding `tp`, if any.
+    pub fn holder(&self, tp: &Tp) -> Option<&str> {
+        self.holder.get(tp).map(String::as_str)
+    }
+
+    pub fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            GroupState::Empty
+        } else if self.members.values().all(|m| {
+            m.epoch == self.epoch
+                && m.revoking.is_empty()
+                && self.target.get(&m.id).is_none_or(|t| *t == m.assigned)
+        }) {
+            GroupState::Stable
+        } else {
+            GroupState::Reconciling
+        }
+    }
+
+    /// When the earliest session ends, for the driver's timer.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.members.values().map(|m| m.deadline_ms).min()
+    }
+
+    /// Handles one heartbeat at `now_ms` (the driver's monotonic clock), with `view` the
+    /// topics as they are now. `new_member_id` names a joining member.
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        view: &Arc<TopicsView>,
+        now_ms: u64,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<Answer> {
+        let mut changed = self.refresh_view(view);
+        let id = if hb.member_id.is_empty() {
+            if hb.member_epoch != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "a member joins with member_epoch 0, not {}",
+                    hb.member_epoch
+                )));
+            }
+            let id = new_member_id();
+            changed |= self.join(&hb, now_ms, id.clone());
+            id
+        } else {
+            let member = self.members.get_mut(&hb.member_id).ok_or_else(|| {
+                fenced(&self.group, format!("member {} is not in the group (its session expired, it left, or another process took its instance_id)", crate::error::quote(&hb.member_id)))
+            })?;
+            if hb.member_epoch != member.epoch && hb.member_epoch != member.previous_epoch {
+                return Err(fenced(
+                    &self.group,
+                    format!(
+                        "member_epoch {} is stale (the member is at epoch {})",
+                        hb.member_epoch, member.epoch
+                    ),
+                ));
+            }
+            member.departed = false;
+            if member.subscription != hb.subscription {
+                member.subscription = hb.subscription.clone();
+                changed = true;
+            }
+            hb.member_id.clone()
+        };
+        let member = self.members.get_mut(&id).expect("joined or found above");
+        member.session_timeout_ms = hb.session_timeout_ms;
+        member.deadline_ms = now_ms.saturating_add(hb.session_timeout_ms);
+        if changed {
+            self.bump();
+        }
+        self.release_unlisted(&id, &hb.owned);
+        self.reconcile(&id);
+        let member = &self.members[&id];
+        Ok(Answer {
+            member_id: id,
+            member_epoch: member.epoch,
+            heartbeat_interval_ms: self
+                .heartbeat_interval_ms
+                .min(member.session_timeout_ms / 3)
+                .max(1),
+            assignment: member.assigned.clone(),
+        })
+    }
+
+    /// Adds a joining member, or lets it take the place of the member with its
+    /// instance_id. True when the group's epoch must move.
+    fn join(&mut self, hb: &Heartbeat, now_ms: u64, id: String) -> bool {
+        let replaced = hb.instance_id.as_ref().and_then(|instance| {
+            self.members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(instance))
+                .map(|m| m.id.clone())
+        });
+        let mut member = Member {
+            id: id.clone(),
+            instance_id: hb.instance_id.clone(),
+            epoch: 0,
+            previous_epoch: 0,
+            subscription: hb.subscription.clone(),
+            session_timeout_ms: hb.session_timeout_ms,
+            deadline_ms: now_ms.saturating_add(hb.session_timeout_ms),
+            departed: false,
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+        };
+        let changed = match replaced.and_then(|old| self.members.remove(&old)) {
+            Some(old) => {
+                // A restarted static member: it takes over what its predecessor held.
+                for tp in old.assigned.iter().chain(&old.revoking) {
+                    self.holder.insert(tp.clone(), id.clone());
+                }
+                if let Some(target) = self.target.remove(&old.id) {
+                    self.target.insert(id.clone(), target);
+                }
+                member.epoch = old.epoch;
+                member.previous_epoch = old.epoch;
+                member.assigned = old.assigned;
+                member.revoking = old.revoking;
+                old.subscription != member.subscription
+            }
+            None => true,
+        };
+        self.members.insert(id, member);
+        changed
+    }
+
+    /// Partitions a member was giving back and no longer lists are free.
+    fn release_unlisted(&mut self, id: &str, owned: &[(String, u32)]) {
+        let owned: BTreeSet<Tp> = owned
+            .iter()
+            .filter_map(|(name, p)| self.view.id_of(name).map(|topic| (topic.to_string(), *p)))
+            .collect();
+        let member = self.members.get_mut(id).expect("caller found it");
+        let released: Vec<Tp> = member.revoking.difference(&owned).cloned().collect();
+        for tp in released {
+            member.revoking.remove(&tp);
+            self.holder.remove(&tp);
+        }
+    }
+
+    /// Moves a member towards its target: first revoke, then (once nothing is being
+    /// revoked) take the free partitions of the target and the group's epoch.
+    fn reconcile(&mut self, id: &str) {
+        let target = self.target.get(id).cloned().unwrap_or_default();
+        let member = self.members.get_mut(id).expect("caller found it");
+        let revoke: Vec<Tp> = member.assigned.difference(&target).cloned().collect();
+        for tp in revoke {
+            member.assigned.remove(&tp);
+            member.revoking.insert(tp);
+        }
+        if !member.revoking.is_empty() {
+            return;
+        }
+        for tp in target.difference(&member.assigned.clone()) {
+            if !self.holder.contains_key(tp) {
+                self.holder.insert(tp.clone(), id.to_string());
+                member.assigned.insert(tp.clone());
+            }
+        }
+        if member.epoch != self.epoch {
+            member.previous_epoch = member.epoch;
+            member.epoch = self.epoch;
+        }
+    }
+
+    /// True if the topics the group subscribes to changed with the new view.
+    fn refresh_view(&mut self, view: &Arc<TopicsView>) -> bool {
+        if view.version == self.view.version {
+            return false;
+        }
+        let before = self.subscribed_topics();
+        self.view = Arc::clone(view);
+        before != self.subscribed_topics()
+    }
+
+    /// Every subscribed topic that exists, with its partition count.
+    fn subscribed_topics(&self) -> BTreeMap<String, u32> {
+        self.view
+            .topics()
+            .filter(|(name, _, _)| self.members.values().any(|m| m.subscription.matches(name)))
+            .map(|(_, id, partitions)| (id.to_string(), partitions))
+            .collect()
+    }
+
+    /// A new group epoch and target.
+    fn bump(&mut self) {
+        self.epoch += 1;
+        let subscriptions: BTreeMap<String, BTreeSet<String>> = self
+            .members
+            .values()
+            .map(|m| {
+                let topics = self
+                    .view
+                    .topics()
+                    .filter(|(name, _, _)| m.subscription.matches(name))
+                    .map(|(_, id, _)| id.to_string())
+                    .collect();
+                (m.id.clone(), topics)
+            })
+            .collect();
+        self.target = assign(&subscriptions, &self.subscribed_topics(), &self.target);
+    }
+
+    /// A member leaves. A static member keeps its partitions until its session would
+    /// end, for a restart to take them back; any other's go to the rest at once.
+    pub fn leave(&mut self, member_id: &str, view: &Arc<TopicsView>) {
+        self.refresh_view(view);
+        let Some(member) = self.members.get_mut(member_id) else {
+            return;
+        };
+        if member.instance_id.is_some() {
+            member.departed = true;
+        } else {
+            self.remove(member_id);
+            self.bump();
+        }
+    }
+
+    /// Removes every member whose session ended by `now_ms`; returns their ids.
+    pub fn expire(&mut self, now_ms: u64, view: &Arc<TopicsView>) -> Vec<String> {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.deadline_ms <= now_ms)
+            .map(|m| m.id.clone())
+            .collect();
+        let changed = self.refresh_view(view);
+        for id in &expired {
+            self.remove(id);
+        }
+        if changed || !expired.is_empty() {
+            self.bump();
+        }
+        expired
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(member) = self.members.remove(id) {
+            for tp in member.assigned.iter().chain(&member.revoking) {
+                self.holder.remove(tp);
+            }
+        }
+        self.target.remove(id);
+    }
+
+    /// Whether a commit of `partitions` by this member at this epoch is allowed: a member
+    /// of the group, at its current or previous epoch, holding every partition. Without a
+    /// member id, only while the group has no members.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        member_epoch: i64,
+        partitions: &[Tp],
+    ) -> Result<()> {
+        if member_id.is_empty() {
+            if self.members.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "group {} has {} members: commit with a member_id and member_epoch, or wait until they have left",
+                crate::error::quote(&self.group),
+                self.members.len()
+            )));
+        }
+        let Some(member) = self.members.get(member_id).filter(|m| !m.departed) else {
+            return Err(fenced(
+                &self.group,
+                format!(
+                    "member {} is not in the group",
+                    crate::error::quote(member_id)
+                ),
+            ));
+        };
+        if member_epoch != member.epoch && member_epoch != member.previous_epoch {
+            return Err(fenced(
+                &self.group,
+                format!(
+                    "member_epoch {member_epoch} is stale (the member is at epoch {})",
+                    member.epoch
+                ),
+            ));
+        }
+        if let Some(tp) = partitions
+            .iter()
+            .find(|tp| self.holder.get(*tp) != Some(&member.id))
+        {
+            let name = self.view.name_of(&tp.0).unwrap_or("(deleted topic)");
+            return Err(Error::FailedPrecondition(format!(
+                "group {}: member {} does not own topic {} partition {}; commit only partitions of your assignment",
+                crate::error::quote(&self.group),
+                crate::error::quote(member_id),
+                crate::error::quote(name),
+                tp.1
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,312 @@
+//! Committed offsets in memory, and their byte layouts on disk (tables in
+//! `storage-format.md`). Pure: `store.rs` does the file work.
+//!
+//! A group's offsets are a snapshot plus a journal. A journal record is one commit (or
+//! reset), all of its offsets or none:
+//!
+//! ```text
+//! length u32 | crc32 u32 | seq u64 | kind u8 | count u32 | entry * count
+//! entry: topic id [16] | partition u32 | offset u64 | commit time i64 | metadata length u16 | metadata
+//! ```
+//! `length` counts the bytes after `seq`; the CRC covers `seq` and those bytes. `seq` is
+//! the record's position in the group's whole history of journal bytes, so a record left
+//! over from before the journal was last rewritten from its start is never mistaken for
+//! a new one. The snapshot is `magic | version u32 | seq u64 | count u32 | entries | crc32`,
+//! where `seq` is where the journal continues.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Tp;
+use crate::error::{Error, Result};
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"STROMGRP";
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// length, crc, seq.
+pub const RECORD_HEADER_LEN: usize = 16;
+/// Kind of a journal record that sets offsets.
+pub const KIND_OFFSETS: u8 = 1;
+/// Largest metadata string stored with an offset (Kafka's default too).
+pub const MAX_METADATA_BYTES: usize = 4096;
+const ENTRY_FIXED_LEN: usize = 16 + 4 + 8 + 8 + 2;
+
+/// An offset as committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: u64,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+/// A group's committed offsets, by topic id and partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Offsets {
+    map: HashMap<Tp, Committed>,
+}
+
+impl Offsets {
+    pub fn apply(&mut self, entries: impl IntoIterator<Item = (Tp, Committed)>) {
+        self.map.extend(entries);
+    }
+
+    pub fn get(&self, tp: &Tp) -> Option<&Committed> {
+        self.map.get(tp)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Tp, &Committed)> {
+        self.map.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops the offsets of topics `keep` says are gone.
+    pub fn retain_topics(&mut self, keep: impl Fn(&str) -> bool) {
+        self.map.retain(|tp, _| keep(&tp.0));
+    }
+}
+
+fn id_bytes(id: &str) -> [u8; 16] {
+    // Topic ids are 32 hex digits (data_dir::new_topic_id); anything else is a bug.
+    u128::from_str_radix(id, 16)
+        .expect("topic ids are 32 hex digits")
+        .to_be_bytes()
+}
+
+fn encode_entries(out: &mut Vec<u8>, entries: &[(Tp, Committed)]) {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for ((topic, partition), c) in entries {
+        out.extend_from_slice(&id_bytes(topic));
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&c.offset.to_le_bytes());
+        out.extend_from_slice(&c.commit_ms.to_le_bytes());
+        out.extend_from_slice(&(c.metadata.len() as u16).to_le_bytes());
+        out.extend_from_slice(c.metadata.as_bytes());
+    }
+}
+
+/// A reader over bytes that says `None` when they run out.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn decode_entries(cursor: &mut Cursor<'_>) -> Option<Vec<(Tp, Committed)>> {
+    let count = cursor.u32()? as usize;
+    // Every entry takes at least ENTRY_FIXED_LEN bytes: a count the bytes cannot hold is
+    // damage, not a reason to allocate.
+    if count > cursor.0.len() / ENTRY_FIXED_LEN {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = u128::from_be_bytes(cursor.take(16)?.try_into().ok()?);
+        let partition = cursor.u32()?;
+        let offset = cursor.u64()?;
+        let commit_ms = cursor.u64()? as i64;
+        let len = cursor.u16()? as usize;
+        let metadata = String::from_utf8(cursor.take(len)?.to_vec()).ok()?;
+        entries.push((
+            (format!("{id:032x}"), partition),
+            Committed {
+                offset,
+                metadata,
+                commit_ms,
+            },
+        ));
+    }
+    Some(entries)
+}
+
+/// One journal record at history position `seq`.
+pub fn encode_record(seq: u64, entries: &[(Tp, Committed)]) -> Vec<u8> {
+    let mut out = vec![0u8; RECORD_HEADER_LEN];
+    out[8..16].copy_from_slice(&seq.to_le_bytes());
+    out.push(KIND_OFFSETS);
+    encode_entries(&mut out, entries);
+    let len = (out.len() - RECORD_HEADER_LEN) as u32;
+    out[0..4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// What a journal holds from history position `seq` on.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub records: Vec<Vec<(Tp, Committed)>>,
+    /// Bytes of the journal that are valid records.
+    pub valid_len: usize,
+    /// History position after the last valid record.
+    pub next_seq: u64,
+}
+
+/// Reads journal records from the start of `bytes`, the first expected at history
+/// position `seq`, and stops at the first that is torn, damaged or from an older pass
+/// over the file: what follows it was never acknowledged.
+pub fn replay(bytes: &[u8], seq: u64) -> Replayed {
+    let mut out = Replayed {
+        next_seq: seq,
+        ..Replayed::default()
+    };
+    let mut at = 0usize;
+    loop {
+        let mut header = Cursor(&bytes[at..]);
+        let (Some(len), Some(crc), Some(record_seq)) = (header.u32(), header.u32(), header.u64())
+        else {
+            break;
+        };
+        let len = len as usize;
+        if record_seq != out.next_seq || len > bytes.len() - at - RECORD_HEADER_LEN {
+            break;
+        }
+        let body = &bytes[at + 8..at + RECORD_HEADER_LEN + len];
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let mut cursor = Cursor(&body[8..]);
+        let entries = match cursor.take(1) {
+            Some([KIND_OFFSETS]) => decode_entries(&mut cursor),
+            _ => None,
+        };
+        let Some(entries) = entries.filter(|_| cursor.0.is_empty()) else {
+            break;
+        };
+        out.records.push(entries);
+        at += RECORD_HEADER_LEN + len;
+        out.valid_len = at;
+        out.next_seq += (RECORD_HEADER_LEN + len) as u64;
+    }
+    out
+}
+
+pub fn encode_snapshot(seq: u64, offsets: &Offsets) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + offsets.len() * 48);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    let entries: Vec<(Tp, Committed)> = offsets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    encode_entries(&mut out, &entries);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The journal position and offsets of a snapshot file's bytes.
+pub fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Offsets)> {
+    let corrupt = |reason: &str| Error::Corruption {
+        path: path.to_path_buf(),
+        position: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 8 + 4 + 8 + 4 + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(
+            "not a strom group snapshot (bad magic or too short)",
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut cursor = Cursor(&body[8..]);
+    let version = cursor.u32().expect("length checked");
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(&format!(
+            "snapshot version {version}, this strom reads {SNAPSHOT_VERSION}"
+        )));
+    }
+    let seq = cursor.u64().expect("length checked");
+    let entries = decode_entries(&mut cursor)
+        .filter(|_| cursor.0.is_empty())
+        .ok_or_else(|| corrupt("entries do not parse"))?;
+    let mut offsets = Offsets::default();
+    offsets.apply(entries);
+    Ok((seq, offsets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(topic: u128, partition: u32, offset: u64, metadata: &str) -> (Tp, Committed) {
+        (
+            (format!("{topic:032x}"), partition),
+            Committed {
+                offset,
+                metadata: metadata.into(),
+                commit_ms: 1_700_000_000_000,
+            },
+        )
+    }
+
+    #[test]
+    fn records_replay_in_order_and_stop_at_a_torn_tail() {
+        let a = encode_record(0, &[entry(1, 0, 5, "x")]);
+        let b = encode_record(a.len() as u64, &[entry(1, 0, 9, ""), entry(2, 3, 1, "é")]);
+        let mut journal = [a.clone(), b.clone()].concat();
+        let replayed = replay(&journal, 0);
+        assert_eq!(replayed.records.len(), 2);
+        assert_eq!(replayed.records[1][1], entry(2, 3, 1, "é"));
+        assert_eq!(replayed.next_seq, journal.len() as u64);
+        journal.truncate(journal.len() - 1);
+        let torn = replay(&journal, 0);
+        assert_eq!((torn.records.len(), torn.valid_len), (1, a.len()));
+    }
+
+    #[test]
+    fn records_of_an_older_pass_over_the_file_are_not_replayed() {
+        // The journal was rewritten from its start at history position 1000; an old
+        // record (position 0) follows the new one in the file.
+        let new = encode_record(1000, &[entry(1, 0, 50, "")]);
+        let stale = encode_record(0, &[entry(1, 0, 7, "")]);
+        let journal = [new.clone(), stale].concat();
+        let replayed = replay(&journal, 1000);
+        assert_eq!(replayed.records, vec![vec![entry(1, 0, 50, "")]]);
+        assert_eq!(replayed.valid_len, new.len());
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_replay() {
+        let mut journal = encode_record(0, &[entry(1, 0, 5, "")]);
+        journal[20] ^= 1;
+        assert!(replay(&journal, 0).records.is_empty());
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_refuse_damage() {
+        let mut offsets = Offsets::default();
+        offsets.apply([entry(1, 0, 5, "a"), entry(7, 2, 9, "")]);
+        let path = Path::new("offsets.snap");
+        let bytes = encode_snapshot(77, &offsets);
+        assert_eq!(decode_snapshot(&bytes, path).unwrap(), (77, offsets));
+        let mut damaged = bytes.clone();
+        damaged[30] ^= 1;
+        assert!(decode_snapshot(&damaged, path).is_err());
+        assert!(decode_snapshot(&bytes[..10], path).is_err());
+    }
+}

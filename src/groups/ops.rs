@@ -1,0 +1,371 @@
+//! What groups do with offsets: commit, fetch, reset, and describe with lag. These need
+//! the broker (topic ids, log bounds, timestamp lookups), which is asked before a group
+//! is locked, so a slow lookup never holds up the group's heartbeats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::offsets::{Committed, MAX_METADATA_BYTES};
+use super::store::Durability;
+use super::{loaded, Groups, Loaded, Slot, Subscription, Tp};
+use crate::broker::now_ms;
+use crate::error::{quote, Error, Result};
+use crate::log::files::write_atomically;
+
+/// Offsets one CommitOffsets may carry.
+pub const MAX_OFFSETS_PER_COMMIT: usize = 100_000;
+
+/// Where ResetOffsets moves offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(u64),
+    Timestamp(i64),
+    /// This many ms before now.
+    Duration(u64),
+    ShiftBy(i64),
+}
+
+/// What a reset set (or would set): per partition, the offset before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetPlan {
+    pub topic: String,
+    pub partitions: Vec<(u32, Option<u64>, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub epoch: i64,
+    pub topics: Vec<String>,
+    pub pattern: String,
+    pub assignment: BTreeMap<String, Vec<u32>>,
+    pub revoking: BTreeMap<String, Vec<u32>>,
+    pub session_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub high_watermark: u64,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedGroup {
+    pub name: String,
+    pub state: &'static str,
+    pub epoch: i64,
+    pub members: Vec<DescribedMember>,
+    pub offsets: Vec<PartitionLag>,
+}
+
+impl Groups {
+    /// Stores offsets, all or none, and answers once they are on disk. Each is checked
+    /// against its partition (between log start and high watermark) and the committer
+    /// against the group (a member at its epoch, owning the partition).
+    pub async fn commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i64,
+        offsets: Vec<(String, u32, u64, String)>,
+    ) -> Result<()> {
+        if offsets.len() > MAX_OFFSETS_PER_COMMIT {
+            return Err(Error::InvalidArgument(format!(
+                "{} offsets in one commit; at most {MAX_OFFSETS_PER_COMMIT}",
+                offsets.len()
+            )));
+        }
+        let now = now_ms();
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (topic, partition, offset, metadata) in offsets {
+            if metadata.len() > MAX_METADATA_BYTES {
+                return Err(Error::InvalidArgument(format!(
+                    "metadata of topic {} partition {partition} is {} bytes; at most {MAX_METADATA_BYTES}",
+                    quote(&topic),
+                    metadata.len()
+                )));
+            }
+            let t = self.broker.topic(&topic)?;
+            let bounds = t.partition(partition)?.offsets()?;
+            if offset < bounds.log_start || offset > bounds.high_watermark {
+                return Err(Error::CommitOutOfRange {
+                    topic,
+                    partition,
+                    offset,
+                    start: bounds.log_start,
+                    end: bounds.high_watermark,
+                });
+            }
+            let committed = Committed {
+                offset,
+                metadata,
+                commit_ms: now,
+            };
+            entries.push(((t.id.clone(), partition), committed));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (slot, mut guard) = self.lock(group, true).await?;
+        let loaded = loaded(&mut guard);
+        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| tp.clone()).collect();
+        loaded
+            .membership
+            .check_commit(member_id, member_epoch, &tps)?;
+        let (durability, end) = self.append(&slot, loaded, entries).await?;
+        drop(guard);
+        durability.wait(end).await
+    }
+
+    /// Appends entries to a locked group's journal and applies them; returns what to
+    /// wait on for their fsync, which the caller does after unlocking the group so that
+    /// concurrent commits share fsyncs.
+    async fn append(
+        &self,
+        slot: &Slot,
+        loaded: &mut Loaded,
+        entries: Vec<(Tp, Committed)>,
+    ) -> Result<(Arc<Durability>, u64)> {
+        let end = loaded.files.append(&entries)?;
+        loaded.offsets.apply(entries);
+        slot.last_active_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let durability = loaded.files.durability();
+        if loaded.files.needs_snapshot() {
+            self.snapshot(loaded).await?;
+        }
+        Ok((durability, end))
+    }
+
+    /// Folds a group's journal into a new snapshot, dropping the offsets of deleted
+    /// topics (unless some topic is unavailable, and might be one of them).
+    async fn snapshot(&self, loaded: &mut Loaded) -> Result<()> {
+        let view = self.view();
+        if self.broker.list_topics().1.is_empty() {
+            loaded
+                .offsets
+                .retain_topics(|id| view.name_of(id).is_some());
+        }
+        let (path, bytes) = loaded.files.snapshot(&loaded.offsets);
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .expect("snapshot task does not panic")?;
+        loaded.files.snapshot_written();
+        Ok(())
+    }
+
+    /// A group's committed offsets for `topics` (all topics if empty), by topic name and
+    /// partition. Offsets of deleted topics are not returned.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Vec<(String, u32, Committed)>> {
+        let (_slot, mut guard) = self.lock(group, false).await?;
+        let view = self.view();
+        let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
+        let mut out: Vec<(String, u32, Committed)> = loaded(&mut guard)
+            .offsets
+            .iter()
+            .filter_map(|((id, partition), c)| {
+                let name = view.name_of(id)?;
+                (wanted.is_empty() || wanted.contains(name))
+                    .then(|| (name.to_string(), *partition, c.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(out)
+    }
+
+    /// Moves a group's offsets for `topic` (`partitions`, or all). Only while the group
+    /// has no members; with `dry_run`, only says what it would do. A group that does
+    /// not exist is created (not by a dry run).
+    pub async fn reset(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[u32],
+        to: ResetTo,
+        dry_run: bool,
+    ) -> Result<ResetPlan> {
+        super::validate_group_name(group)?;
+        let t = self.broker.topic(topic)?;
+        let partitions: BTreeSet<u32> = if partitions.is_empty() {
+            (0..t.partitions.len() as u32).collect()
+        } else {
+            partitions.iter().copied().collect()
+        };
+        // Look everything up before locking the group.
+        let mut targets = Vec::with_capacity(partitions.len());
+        for &p in &partitions {
+            let partition = t.partition(p)?;
+            let bounds = partition.offsets()?;
+            let lookup = |ts: i64| {
+                let partition = Arc::clone(partition);
+                async move { Ok::<_, Error>(partition.offset_for_timestamp(ts).await?.map(|(o, _)| o)) }
+            };
+            let target = match to {
+                ResetTo::Earliest | ResetTo::ShiftBy(_) => bounds.log_start,
+                ResetTo::Latest => bounds.high_watermark,
+                ResetTo::Offset(offset) => {
+                    if offset < bounds.log_start || offset > bounds.high_watermark {
+                        return Err(Error::CommitOutOfRange {
+                            topic: topic.to_string(),
+                            partition: p,
+                            offset,
+                            start: bounds.log_start,
+                            end: bounds.high_watermark,
+                        });
+                    }
+                    offset
+                }
+                ResetTo::Timestamp(ts) => lookup(ts).await?.unwrap_or(bounds.high_watermark),
+                ResetTo::Duration(ms) => {
+                    lookup(now_ms().saturating_sub(ms.min(i64::MAX as u64) as i64))
+                        .await?
+                        .unwrap_or(bounds.high_watermark)
+                }
+            };
+            targets.push((p, target, bounds));
+        }
+        let locked = match (dry_run, self.find(group)) {
+            (true, Err(Error::GroupNotFound { .. })) => None,
+            _ => Some(self.lock(group, !dry_run).await?),
+        };
+        let mut plan = ResetPlan {
+            topic: topic.to_string(),
+            partitions: Vec::with_capacity(targets.len()),
+        };
+        let now = now_ms();
+        let mut entries = Vec::new();
+        let mut locked = locked;
+        let slot = locked.as_ref().map(|(slot, _)| Arc::clone(slot));
+        let loaded = locked.as_mut().map(|(_, guard)| loaded(guard));
+        if let Some(loaded) = &loaded {
+            let members = loaded.membership.members().count();
+            if members > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "group {} has {members} active members; offsets can be reset only while a group has none: stop its consumers first",
+                    quote(group)
+                )));
+            }
+        }
+        for (p, target, bounds) in targets {
+            let tp = (t.id.clone(), p);
+            let previous = loaded
+                .as_ref()
+                .and_then(|l| l.offsets.get(&tp))
+                .map(|c| c.offset);
+            let offset = match to {
+                ResetTo::ShiftBy(n) => {
+                    let from = previous.unwrap_or(bounds.log_start) as i128;
+                    (from + n as i128)
+                        .clamp(bounds.log_start as i128, bounds.high_watermark as i128)
+                        as u64
+                }
+                _ => target,
+            };
+            plan.partitions.push((p, previous, offset));
+            let metadata = String::new();
+            entries.push((
+                tp,
+                Committed {
+                    offset,
+                    metadata,
+                    commit_ms: now,
+                },
+            ));
+        }
+        if let (false, Some(loaded), Some(slot)) = (dry_run, loaded, slot) {
+            let (durability, end) = self.append(&slot, loaded, entries).await?;
+            drop(locked);
+            durability.wait(end).await?;
+            tracing::info!(group, topic, ?to, "offsets reset");
+        }
+        Ok(plan)
+    }
+
+    /// A group's state, members, and per partition its committed offset and lag.
+    pub async fn describe(&self, group: &str) -> Result<DescribedGroup> {
+        let (_slot, mut guard) = self.lock(group, false).await?;
+        let view = self.view();
+        let loaded = loaded(&mut guard);
+        let names = |tps: &BTreeSet<Tp>| {
+            let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for (id, p) in tps {
+                let name = view.name_of(id).unwrap_or("(deleted topic)");
+                out.entry(name.to_string()).or_default().push(*p);
+            }
+            out
+        };
+        let members = loaded
+            .membership
+            .members()
+            .map(|m| {
+                let (topics, pattern) = match &m.subscription {
+                    Subscription::Topics(t) => (t.iter().cloned().collect(), String::new()),
+                    Subscription::Pattern(pattern, _) => (Vec::new(), pattern.clone()),
+                };
+                DescribedMember {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    epoch: m.epoch,
+                    topics,
+                    pattern,
+                    assignment: names(&m.assigned),
+                    revoking: names(&m.revoking),
+                    session_timeout_ms: m.session_timeout_ms,
+                }
+            })
+            .collect();
+        // Every partition of every subscribed topic, and of every topic with offsets.
+        let mut topics: BTreeSet<&str> = view
+            .topics()
+            .filter(|(name, _, _)| {
+                loaded
+                    .membership
+                    .members()
+                    .any(|m| m.subscription.matches(name))
+            })
+            .map(|(name, _, _)| name)
+            .collect();
+        topics.extend(
+            loaded
+                .offsets
+                .iter()
+                .filter_map(|((id, _), _)| view.name_of(id)),
+        );
+        let mut offsets = Vec::new();
+        for name in topics {
+            let Ok(topic) = self.broker.topic(name) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                let tp = (topic.id.clone(), partition.id);
+                let Ok(bounds) = partition.offsets() else {
+                    continue;
+                };
+                offsets.push(PartitionLag {
+                    topic: name.to_string(),
+                    partition: partition.id,
+                    committed: loaded.offsets.get(&tp).map(|c| c.offset),
+                    high_watermark: bounds.high_watermark,
+                    owner: loaded.membership.holder(&tp).map(str::to_string),
+                });
+            }
+        }
+        Ok(DescribedGroup {
+            name: group.to_string(),
+            state: loaded.membership.state().as_str(),
+            epoch: loaded.membership.epoch(),
+            members,
+            offsets,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! A group's files: `offsets.snap` (all offsets as of a journal position) and
+//! `offsets.journal` (the commits since), in the group's directory.
+//!
+//! A commit appends one record to the journal and waits for an fsync that covers it;
+//! concurrent commits share fsyncs (group commit), as produces do. Past
+//! `COMPACT_AFTER_BYTES` of journal the whole state goes into a new snapshot (written
+//! aside, synced, renamed) and the journal is rewritten from its start, over its old
+//! bytes: overwriting written blocks makes fdatasync cheaper than growing a file, and
+//! records' history positions keep the old bytes from being replayed. So a group's disk
+//! use and start-up work are bounded by its number of partitions, not of commits.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::offsets::{decode_snapshot, encode_record, encode_snapshot, replay, Committed, Offsets};
+use super::Tp;
+use crate::error::{Error, IoContext, Result};
+use crate::log::files::{sync_data, sync_dir, write_atomically};
+
+pub const SNAPSHOT_FILE: &str = "offsets.snap";
+pub const JOURNAL_FILE: &str = "offsets.journal";
+/// Journal bytes after which the state is snapshotted and the journal restarted.
+pub const COMPACT_AFTER_BYTES: u64 = 1 << 20;
+
+/// The journal's fsync state, shared by commits waiting for it.
+pub struct Durability {
+    file: File,
+    path: PathBuf,
+    /// History position after the last record written.
+    written: AtomicU64,
+    /// History position up to which everything is on disk.
+    synced: AtomicU64,
+    /// Whoever holds it syncs for everyone waiting.
+    flush: tokio::sync::Mutex<()>,
+    /// Set by the first failed fsync: nothing written since is known to be on disk.
+    failed: OnceLock<String>,
+}
+
+impl Durability {
+    /// Waits until the journal is on disk up to history position `end`.
+    pub async fn wait(self: &Arc<Self>, end: u64) -> Result<()> {
+        loop {
+            if let Some(reason) = self.failed.get() {
+                return Err(Error::SyncFailed {
+                    dir: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+                    reason: reason.clone(),
+                });
+            }
+            if self.synced.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            let _turn = self.flush.lock().await;
+            if self.synced.load(Ordering::Acquire) >= end || self.failed.get().is_some() {
+                continue;
+            }
+            let upto = self.written.load(Ordering::Acquire);
+            let me = Arc::clone(self);
+            let synced = tokio::task::spawn_blocking(move || sync_data(&me.file, &me.path))
+                .await
+                .expect("fsync task does not panic");
+            match synced {
+                Ok(()) => {
+                    self.synced.fetch_max(upto, Ordering::AcqRel);
+                }
+                Err(err) => {
+                    tracing::error!(%err, "fsync of a group's journal failed");
+                    let _ = self.failed.set(err.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+}
+
+pub struct GroupFiles {
+    dir: PathBuf,
+    durability: Arc<Durability>,
+    /// Where the next record goes in the journal file.
+    position: u64,
+    /// History position of the next record.
+    seq: u64,
+}
+
+impl GroupFiles {
+    /// Opens the group in `dir`, creating it if it is not there, and returns its offsets.
+    /// A journal with records is folded into a fresh snapshot at once, so what is served
+    /// from now on is what a synced file holds. Blocking.
+    pub fn open(dir: &Path) -> Result<(GroupFiles, Offsets)> {
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let journal_path = dir.join(JOURNAL_FILE);
+        let (seq, mut offsets) = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => decode_snapshot(&bytes, &snapshot_path)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).at(dir)?;
+                write_atomically(&snapshot_path, &encode_snapshot(0, &Offsets::default()))?;
+                sync_dir(dir.parent().expect("groups live in a directory"))?;
+                (0, Offsets::default())
+            }
+            Err(err) => return Err(err).at(&snapshot_path),
+        };
+        let journal = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&journal_path)
+            .at(&journal_path)?;
+        let bytes = std::fs::read(&journal_path).at(&journal_path)?;
+        let replayed = replay(&bytes, seq);
+        let had_records = !replayed.records.is_empty();
+        for record in replayed.records {
+            offsets.apply(record);
+        }
+        let durability = Arc::new(Durability {
+            file: journal,
+            path: journal_path,
+            written: AtomicU64::new(replayed.next_seq),
+            synced: AtomicU64::new(replayed.next_seq),
+            flush: tokio::sync::Mutex::new(()),
+            failed: OnceLock::new(),
+        });
+        let mut files = GroupFiles {
+            dir: dir.to_path_buf(),
+            durability,
+            position: replayed.valid_len as u64,
+            seq: replayed.next_seq,
+        };
+        if had_records {
+            files.write_snapshot(&offsets)?;
+        }
+        Ok((files, offsets))
+    }
+
+    /// Appends one commit to the journal (into the page cache) and returns the history
+    /// position that must be synced before it is acknowledged.
+    pub fn append(&mut self, entries: &[(Tp, Committed)]) -> Result<u64> {
+        let record = encode_record(self.seq, entries);
+        let d = &self.durability;
+        d.file.write_all_at(&record, self.position).at(&d.path)?;
+        self.position += record.len() as u64;
+        self.seq += record.len() as u64;
+        d.written.store(self.seq, Ordering::Release);
+        Ok(self.seq)
+    }
+
+    /// True once an fsync of the journal failed: what is on disk is unknown, so the
+    /// group must be read again from its files (and re-synced) before it is used.
+    pub fn has_failed(&self) -> bool {
+        self.durability.has_failed()
+    }
+
+    pub fn durability(&self) -> Arc<Durability> {
+        Arc::clone(&self.durability)
+    }
+
+    pub fn needs_snapshot(&self) -> bool {
+        self.position >= COMPACT_AFTER_BYTES
+    }
+
+    /// Writes every offset into a new snapshot (synced and renamed into place) and
+    /// restarts the journal at its first byte; commits waiting for an fsync are then
+    /// durable through the snapshot. Blocking.
+    pub fn write_snapshot(&mut self, offsets: &Offsets) -> Result<()> {
+        let (path, bytes) = self.snapshot(offsets);
+        write_atomically(&path, &bytes)?;
+        self.snapshot_written();
+        Ok(())
+    }
+
+    /// The snapshot file and its bytes, for a caller that writes them on a blocking
+    /// thread and then calls `snapshot_written`, with no append in between.
+    pub fn snapshot(&self, offsets: &Offsets) -> (PathBuf, Vec<u8>) {
+        (
+            self.dir.join(SNAPSHOT_FILE),
+            encode_snapshot(self.seq, offsets),
+        )
+    }
+
+    pub fn snapshot_written(&mut self) {
+        self.position = 0;
+        self.durability.synced.fetch_max(self.seq, Ordering::AcqRel);
+    }
+
+    /// Marks the group as active now (the file's time), for offset expiry across
+    /// restarts.
+    pub fn touch(&self) {
+        let _ = self
+            .durability
+            .file
+            .set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// When a group last changed, from its files' times: for expiry of groups not loaded.
+pub fn last_modified_ms(dir: &Path) -> Option<i64> {
+    [SNAPSHOT_FILE, JOURNAL_FILE]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok()?.modified().ok())
+        .max()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+}

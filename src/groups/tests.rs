@@ -1,0 +1,326 @@
+//! The coordinator driven through random histories of joins, heartbeats, leaves, lost
+//! answers, static restarts, topic changes and time, against a simple model: which
+//! members are alive, and what each client believes it owns.
+//!
+//! Properties: no partition is ever owned by two live clients at once (the server never
+//! hands out a partition before its old owner stopped listing it); the server's members
+//! are exactly the model's live ones; and once every client has heartbeated a few times
+//! with nothing changing, every subscribed partition has exactly one owner, the split is
+//! even, and the group is stable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::coordinator::{Heartbeat, Membership, Subscription};
+use super::{GroupState, TopicsView, Tp};
+use crate::broker::TopicMeta;
+
+const SESSION_MS: u64 = 3_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join {
+        instance: Option<u8>,
+    },
+    Heartbeat {
+        client: usize,
+        lose_answer: bool,
+        slow_release: bool,
+    },
+    Leave {
+        client: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    CreateTopic {
+        partitions: u32,
+    },
+    DeleteTopic {
+        index: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => proptest::option::weighted(0.3, 0u8..3).prop_map(|instance| Op::Join { instance }),
+        8 => (0usize..8, proptest::bool::weighted(0.1), proptest::bool::weighted(0.3))
+            .prop_map(|(client, lose_answer, slow_release)| Op::Heartbeat { client, lose_answer, slow_release }),
+        1 => (0usize..8).prop_map(|client| Op::Leave { client }),
+        2 => (0u64..2_000).prop_map(|ms| Op::Advance { ms }),
+        1 => (1u32..5).prop_map(|partitions| Op::CreateTopic { partitions }),
+        1 => (0usize..4).prop_map(|index| Op::DeleteTopic { index }),
+    ]
+}
+
+/// A well-behaved client: it owns what it was told, gives back what it loses (at once,
+/// or one heartbeat later when slow), and heartbeats with what it owns.
+#[derive(Debug, Clone)]
+struct Client {
+    member_id: String,
+    epoch: i64,
+    instance: Option<String>,
+    owned: BTreeSet<Tp>,
+    /// Revoked partitions a slow client still holds until its next heartbeat.
+    releasing: BTreeSet<Tp>,
+    /// In the model: not left, not expired, not replaced.
+    alive: bool,
+    deadline: u64,
+}
+
+struct World {
+    group: Membership,
+    view: Arc<TopicsView>,
+    topics: Vec<TopicMeta>,
+    version: u64,
+    next_topic: u32,
+    clients: Vec<Client>,
+    now: u64,
+    next_id: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let topics = vec![TopicMeta {
+            name: "t0".into(),
+            id: format!("{:032x}", 0),
+            partitions: 6,
+        }];
+        let view = Arc::new(TopicsView::new(0, topics.clone()));
+        World {
+            group: Membership::new("g", 1_000, Arc::clone(&view)),
+            view,
+            topics,
+            version: 0,
+            next_topic: 1,
+            clients: Vec::new(),
+            now: 0,
+            next_id: 0,
+        }
+    }
+
+    fn subscription() -> Subscription {
+        Subscription::Pattern("t.*".into(), regex::Regex::new("^(?:t.*)$").unwrap())
+    }
+
+    fn owned_names(&self, client: &Client) -> Vec<(String, u32)> {
+        client
+            .owned
+            .iter()
+            .chain(&client.releasing)
+            .filter_map(|(id, p)| self.view.name_of(id).map(|n| (n.to_string(), *p)))
+            .collect()
+    }
+
+    fn heartbeat(&mut self, i: usize, lose_answer: bool, slow_release: bool) {
+        let client = self.clients[i].clone();
+        if !client.alive {
+            return;
+        }
+        let hb = Heartbeat {
+            member_id: client.member_id.clone(),
+            member_epoch: client.epoch,
+            subscription: Self::subscription(),
+            instance_id: client.instance.clone(),
+            session_timeout_ms: SESSION_MS,
+            owned: self.owned_names(&client),
+        };
+        let answer = self
+            .group
+            .heartbeat(hb, &self.view, self.now, || unreachable!())
+            .expect("a live member's heartbeat is accepted");
+        let c = &mut self.clients[i];
+        c.deadline = self.now + SESSION_MS;
+        // What it listed is released now on the server's side, whether or not the answer
+        // arrives: a slow client released its leftovers by not listing them next time.
+        c.releasing.clear();
+        if lose_answer {
+            return;
+        }
+        c.epoch = answer.member_epoch;
+        let revoked: BTreeSet<Tp> = c.owned.difference(&answer.assignment).cloned().collect();
+        if slow_release {
+            c.releasing = revoked;
+        }
+        c.owned = answer.assignment;
+    }
+
+    fn join(&mut self, instance: Option<u8>) {
+        let instance = instance.map(|i| format!("instance-{i}"));
+        self.next_id += 1;
+        let id = format!("m{}", self.next_id);
+        let hb = Heartbeat {
+            member_id: String::new(),
+            member_epoch: 0,
+            subscription: Self::subscription(),
+            instance_id: instance.clone(),
+            session_timeout_ms: SESSION_MS,
+            owned: Vec::new(),
+        };
+        let answer = self
+            .group
+            .heartbeat(hb, &self.view, self.now, || id.clone())
+            .unwrap();
+        // A static member replaces the live one with its instance id; that process is
+        // gone (it restarted), so it owns nothing any more.
+        if let Some(instance) = &instance {
+            for c in self
+                .clients
+                .iter_mut()
+                .filter(|c| c.alive && c.instance.as_ref() == Some(instance))
+            {
+                c.alive = false;
+                c.owned.clear();
+                c.releasing.clear();
+            }
+        }
+        self.clients.push(Client {
+            member_id: answer.member_id,
+            epoch: answer.member_epoch,
+            instance,
+            owned: answer.assignment,
+            releasing: BTreeSet::new(),
+            alive: true,
+            deadline: self.now + SESSION_MS,
+        });
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Join { instance } => self.join(instance),
+            Op::Heartbeat {
+                client,
+                lose_answer,
+                slow_release,
+            } => {
+                if client < self.clients.len() {
+                    self.heartbeat(client, lose_answer, slow_release)
+                }
+            }
+            Op::Leave { client } => {
+                if let Some(c) = self.clients.get_mut(client).filter(|c| c.alive) {
+                    self.group.leave(&c.member_id, &self.view);
+                    // A static member's partitions wait for its restart; its process has
+                    // stopped consuming either way.
+                    if c.instance.is_none() {
+                        c.alive = false;
+                    } else {
+                        // It stays a member until its session ends, owning nothing.
+                    }
+                    c.owned.clear();
+                    c.releasing.clear();
+                    if c.instance.is_some() {
+                        c.alive = false;
+                        c.deadline = c.deadline.min(self.now + SESSION_MS);
+                    }
+                }
+            }
+            Op::Advance { ms } => {
+                self.now += ms;
+                let expired = self.group.expire(self.now, &self.view);
+                for c in &mut self.clients {
+                    if expired.contains(&c.member_id) {
+                        // The process may still run, a zombie: it believes it owns its
+                        // partitions, but any request it makes is refused.
+                        c.alive = false;
+                        c.owned.clear();
+                        c.releasing.clear();
+                    }
+                }
+            }
+            Op::CreateTopic { partitions } => {
+                let n = self.next_topic;
+                self.next_topic += 1;
+                self.topics.push(TopicMeta {
+                    name: format!("t{n}"),
+                    id: format!("{n:032x}"),
+                    partitions,
+                });
+                self.bump_view();
+            }
+            Op::DeleteTopic { index } => {
+                if index < self.topics.len() {
+                    self.topics.remove(index);
+                    self.bump_view();
+                }
+            }
+        }
+    }
+
+    fn bump_view(&mut self) {
+        self.version += 1;
+        self.view = Arc::new(TopicsView::new(self.version, self.topics.clone()));
+    }
+
+    /// No partition is owned by two live clients; the server's members are the model's.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let mut seen: BTreeMap<&Tp, &str> = BTreeMap::new();
+        for c in self.clients.iter().filter(|c| c.alive) {
+            for tp in c.owned.iter().chain(&c.releasing) {
+                if let Some(other) = seen.insert(tp, &c.member_id) {
+                    return Err(TestCaseError::fail(format!(
+                        "{tp:?} owned by {other} and {}",
+                        c.member_id
+                    )));
+                }
+            }
+        }
+        let server: BTreeSet<&str> = self.group.members().map(|m| m.id.as_str()).collect();
+        for c in self.clients.iter().filter(|c| c.alive) {
+            prop_assert!(
+                server.contains(c.member_id.as_str()),
+                "live client {} unknown to the server",
+                c.member_id
+            );
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn partitions_never_have_two_owners_and_always_converge(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut world = World::new();
+        for op in ops {
+            world.apply(op);
+            world.check()?;
+        }
+        // Let static members that left run out their sessions, then settle.
+        world.now += SESSION_MS + 1;
+        let expired = world.group.expire(world.now, &world.view);
+        for c in &mut world.clients {
+            if expired.contains(&c.member_id) {
+                c.alive = false;
+                c.owned.clear();
+            }
+        }
+        for i in 0..world.clients.len() {
+            if world.clients[i].alive { world.clients[i].deadline = world.now + SESSION_MS; }
+        }
+        for _ in 0..4 {
+            for i in 0..world.clients.len() {
+                world.heartbeat(i, false, false);
+                world.check()?;
+            }
+        }
+        let live: Vec<&Client> = world.clients.iter().filter(|c| c.alive).collect();
+        let all: BTreeSet<Tp> = world.topics.iter().flat_map(|t| (0..t.partitions).map(|p| (t.id.clone(), p))).collect();
+        if live.is_empty() {
+            prop_assert_eq!(world.group.state(), GroupState::Empty);
+            return Ok(());
+        }
+        let owned: BTreeSet<Tp> = live.iter().flat_map(|c| c.owned.iter().cloned()).collect();
+        prop_assert_eq!(&owned, &all, "every partition is owned once the group settles");
+        let counts: Vec<usize> = live.iter().map(|c| c.owned.len()).collect();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        // Per topic the split is even, so over topics a member can be ahead by one per topic.
+        prop_assert!(max - min <= world.topics.len(), "uneven split {:?}", counts);
+        prop_assert_eq!(world.group.state(), GroupState::Stable);
+        let epochs: BTreeSet<i64> = live.iter().map(|c| c.epoch).collect();
+        prop_assert_eq!(epochs, BTreeSet::from([world.group.epoch()]));
+    }
+}

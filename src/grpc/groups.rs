@@ -1,0 +1,243 @@
+//! `strom.v1.Groups`: consumer groups. Each handler converts, calls `groups::Groups`, and
+//! converts back.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, groups_server};
+use super::status;
+use crate::groups::{self, Groups, Heartbeat, NamedPartitions, ResetTo};
+
+pub struct GroupsService {
+    groups: Arc<Groups>,
+}
+
+impl GroupsService {
+    pub fn new(groups: Arc<Groups>) -> GroupsService {
+        GroupsService { groups }
+    }
+}
+
+/// Owned partitions a heartbeat may list (a bound on the work one request can ask for).
+const MAX_OWNED: usize = 1_000_000;
+
+fn topic_partitions(named: Vec<NamedPartitions>) -> Vec<pb::TopicPartitions> {
+    named
+        .into_iter()
+        .map(|n| pb::TopicPartitions {
+            topic: n.topic,
+            partitions: n.partitions,
+            topic_id: n.topic_id,
+        })
+        .collect()
+}
+
+fn by_topic(map: std::collections::BTreeMap<String, Vec<u32>>) -> Vec<pb::TopicPartitions> {
+    map.into_iter()
+        .map(|(topic, partitions)| pb::TopicPartitions {
+            topic,
+            partitions,
+            topic_id: String::new(),
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl groups_server::Groups for GroupsService {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let owned_count: usize = r.owned.iter().map(|t| t.partitions.len()).sum();
+        if owned_count > MAX_OWNED {
+            return Err(status(crate::Error::InvalidArgument(format!(
+                "{owned_count} owned partitions listed; at most {MAX_OWNED}"
+            ))));
+        }
+        let heartbeat = Heartbeat {
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            subscription: groups::subscription(r.topics, &r.topic_pattern).map_err(status)?,
+            instance_id: Some(r.instance_id).filter(|i| !i.is_empty()),
+            session_timeout_ms: groups::session_timeout(r.session_timeout_ms).map_err(status)?,
+            owned: r
+                .owned
+                .into_iter()
+                .flat_map(|t| {
+                    let topic = t.topic;
+                    t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .collect(),
+        };
+        let (answer, assignment) = self
+            .groups
+            .heartbeat(&r.group, heartbeat)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            member_id: answer.member_id,
+            member_epoch: answer.member_epoch,
+            heartbeat_interval_ms: answer.heartbeat_interval_ms.min(u32::MAX as u64) as u32,
+            assignment: topic_partitions(assignment),
+        }))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        let r = request.into_inner();
+        self.groups
+            .leave(&r.group, &r.member_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LeaveGroupResponse {}))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let offsets = r
+            .offsets
+            .into_iter()
+            .map(|o| (o.topic, o.partition, o.offset, o.metadata))
+            .collect();
+        self.groups
+            .commit(&r.group, &r.member_id, r.member_epoch, offsets)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let offsets = self
+            .groups
+            .fetch_offsets(&r.group, &r.topics)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|(topic, partition, c)| pb::CommittedOffset {
+                topic,
+                partition,
+                offset: c.offset,
+                metadata: c.metadata,
+                commit_timestamp_ms: c.commit_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::FetchOffsetsResponse { offsets }))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        use pb::reset_offsets_request::To;
+        let r = request.into_inner();
+        let to = match r.to {
+            Some(To::Earliest(_)) => ResetTo::Earliest,
+            Some(To::Latest(_)) => ResetTo::Latest,
+            Some(To::Offset(o)) => ResetTo::Offset(o),
+            Some(To::TimestampMs(ts)) => ResetTo::Timestamp(ts),
+            Some(To::DurationMs(ms)) => ResetTo::Duration(ms),
+            Some(To::ShiftBy(n)) => ResetTo::ShiftBy(n),
+            None => {
+                return Err(status(crate::Error::InvalidArgument(
+                    "say where to reset to: earliest, latest, offset, timestamp_ms, duration_ms or shift_by".into(),
+                )))
+            }
+        };
+        let plan = self
+            .groups
+            .reset(&r.group, &r.topic, &r.partitions, to, r.dry_run)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ResetOffsetsResponse {
+            topic: plan.topic,
+            offsets: plan
+                .partitions
+                .into_iter()
+                .map(|(partition, previous, offset)| pb::OffsetReset {
+                    partition,
+                    previous: previous.map_or(-1, |p| p as i64),
+                    offset,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let r = request.into_inner();
+        let g = self.groups.describe(&r.group).await.map_err(status)?;
+        Ok(Response::new(pb::DescribeGroupResponse {
+            group: g.name,
+            state: g.state.to_string(),
+            group_epoch: g.epoch,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.id,
+                    instance_id: m.instance_id.unwrap_or_default(),
+                    member_epoch: m.epoch,
+                    topics: m.topics,
+                    topic_pattern: m.pattern,
+                    assignment: by_topic(m.assignment),
+                    revoking: by_topic(m.revoking),
+                    session_timeout_ms: m.session_timeout_ms as u32,
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .into_iter()
+                .map(|o| pb::PartitionLag {
+                    topic: o.topic,
+                    partition: o.partition,
+                    committed: o.committed.map_or(-1, |c| c as i64),
+                    high_watermark: o.high_watermark,
+                    lag: o
+                        .committed
+                        .map_or(-1, |c| o.high_watermark.saturating_sub(c) as i64),
+                    member_id: o.owner.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let groups = self
+            .groups
+            .list()
+            .await
+            .into_iter()
+            .map(|(group, state, members)| pb::GroupListing {
+                group,
+                state: state.as_str().to_string(),
+                members: members as u32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let r = request.into_inner();
+        self.groups.delete(&r.group).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+}
