@@ -1,10 +1,13 @@
 //! The Rust client: `Admin` for topics, `Producer` (batching, keyed partitioning,
-//! retries, pipelining over `ProduceStream`) and a partition `Consumer`.
+//! retries, pipelining over `ProduceStream`), a partition `Consumer`, and a consumer
+//! group member, `GroupConsumer`.
 
 mod consumer;
+mod group;
 mod producer;
 
 pub use consumer::{ConsumedRecord, Consumer, Start};
+pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{Ack, Producer, ProducerConfig};
 
 use std::collections::BTreeMap;
@@ -12,7 +15,9 @@ use std::collections::BTreeMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::grpc::pb::{self, admin_client::AdminClient, log_client::LogClient};
+use crate::grpc::pb::{
+    self, admin_client::AdminClient, groups_client::GroupsClient, log_client::LogClient,
+};
 
 /// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
 #[derive(Clone)]
@@ -39,6 +44,13 @@ impl Client {
 
     pub fn log(&self) -> LogClient<Channel> {
         LogClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// The generated client of the Groups service (offsets, describe, reset, ...).
+    pub fn groups(&self) -> GroupsClient<Channel> {
+        GroupsClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
     }

@@ -1,0 +1,558 @@
+//! A consumer-group member: joins, heartbeats in the background, consumes the partitions
+//! the server assigns, commits (on an interval or when asked), and hands back revoked
+//! partitions promptly, after committing what it returned of them.
+//!
+//! Delivery is at least once: a record counts as processed once the next `poll` is
+//! called (or `commit` after it), so a crash replays what was returned since the last
+//! commit, never skips it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use super::consumer::to_owned;
+use super::{Client, ConsumedRecord, Start};
+use crate::grpc::pb::{self, groups_client::GroupsClient, list_offsets_request::Spec};
+
+/// How a group consumer behaves.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub group: String,
+    /// Topics to consume; or else `topic_pattern`.
+    pub topics: Vec<String>,
+    /// A regular expression matching whole topic names.
+    pub topic_pattern: Option<String>,
+    /// Static membership: the same name across restarts takes the partitions back.
+    pub instance_id: Option<String>,
+    pub session_timeout: Duration,
+    /// Commit what `poll` returned this often; `None` to commit only with `commit`.
+    pub auto_commit: Option<Duration>,
+    /// Where to start in partitions the group never committed: `Earliest` or `Latest`.
+    pub start: Start,
+    /// Largest fetch, per partition.
+    pub max_bytes: u32,
+}
+
+impl GroupConfig {
+    pub fn new(group: &str, topics: &[&str]) -> GroupConfig {
+        GroupConfig {
+            group: group.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            topic_pattern: None,
+            instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            auto_commit: Some(Duration::from_secs(5)),
+            start: Start::Earliest,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Records of one partition, as one `poll` returns them.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub topic: String,
+    pub records: Vec<ConsumedRecord>,
+}
+
+type Key = (String, u32);
+
+/// What the heartbeat task and the consumer share.
+#[derive(Default)]
+struct Shared {
+    member_id: String,
+    epoch: i64,
+    /// The last answer's assignment; `None` before the first.
+    assignment: Option<BTreeSet<Key>>,
+    /// What the consumer owns, listed in heartbeats.
+    owned: BTreeSet<Key>,
+    /// The server refused the member: drop everything without committing.
+    fenced: bool,
+    /// A heartbeat failed for good (bad subscription, say).
+    failed: Option<Status>,
+}
+
+struct Owned {
+    /// The next offset `poll` returns (and a commit stores).
+    position: u64,
+    committed: Option<u64>,
+    fetcher: JoinHandle<()>,
+    /// Tells this ownership's fetched batches from an earlier one's.
+    generation: u64,
+}
+
+struct Fetched {
+    key: Key,
+    generation: u64,
+    result: Result<(Vec<ConsumedRecord>, u64), Status>,
+}
+
+pub struct GroupConsumer {
+    client: Client,
+    groups: GroupsClient<Channel>,
+    config: GroupConfig,
+    shared: Arc<Mutex<Shared>>,
+    /// Heartbeat now (after giving partitions back).
+    wake_heartbeat: Arc<Notify>,
+    /// The assignment (or fencing) changed.
+    changed: Arc<Notify>,
+    heartbeats: JoinHandle<()>,
+    owned: BTreeMap<Key, Owned>,
+    tx: mpsc::Sender<Fetched>,
+    rx: mpsc::Receiver<Fetched>,
+    generation: u64,
+    last_commit: Instant,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GroupConsumer {
+    /// Joins the group; partitions arrive with the first answers, during `poll`.
+    pub async fn join(client: &Client, config: GroupConfig) -> Result<GroupConsumer, Status> {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let wake_heartbeat = Arc::new(Notify::new());
+        let changed = Arc::new(Notify::new());
+        let heartbeats = tokio::spawn(heartbeat_loop(
+            client.groups(),
+            config.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&wake_heartbeat),
+            Arc::clone(&changed),
+        ));
+        let (tx, rx) = mpsc::channel(8);
+        Ok(GroupConsumer {
+            client: client.clone(),
+            groups: client.groups(),
+            config,
+            shared,
+            wake_heartbeat,
+            changed,
+            heartbeats,
+            owned: BTreeMap::new(),
+            tx,
+            rx,
+            generation: 0,
+            last_commit: Instant::now(),
+        })
+    }
+
+    /// The partitions this member consumes now.
+    pub fn assignment(&self) -> Vec<Key> {
+        self.owned.keys().cloned().collect()
+    }
+
+    /// The member id, once joined.
+    pub fn member_id(&self) -> String {
+        lock(&self.shared).member_id.clone()
+    }
+
+    /// The next records of one partition, waiting up to `max_wait`. Calling it again
+    /// means the records it returned are processed.
+    pub async fn poll(&mut self, max_wait: Duration) -> Result<Option<Batch>, Status> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            self.reconcile().await?;
+            if let Some(every) = self.config.auto_commit {
+                if self.last_commit.elapsed() >= every {
+                    if let Err(status) = self.commit().await {
+                        tracing::warn!(%status, "auto-commit failed");
+                    }
+                }
+            }
+            tokio::select! {
+                Some(fetched) = self.rx.recv() => {
+                    if let Some(batch) = self.accept(fetched).await? {
+                        return Ok(Some(batch));
+                    }
+                }
+                () = self.changed.notified() => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
+    }
+
+    /// Records of a fetch, if they are still wanted (the partition is still ours, and
+    /// they continue from its position).
+    async fn accept(&mut self, fetched: Fetched) -> Result<Option<Batch>, Status> {
+        let Some(owned) = self
+            .owned
+            .get_mut(&fetched.key)
+            .filter(|o| o.generation == fetched.generation)
+        else {
+            return Ok(None);
+        };
+        match fetched.result {
+            Ok((records, next)) => {
+                let position = owned.position;
+                owned.position = next.max(position);
+                let records: Vec<ConsumedRecord> = records
+                    .into_iter()
+                    .filter(|r| r.offset >= position)
+                    .collect();
+                Ok((!records.is_empty()).then(|| Batch {
+                    topic: fetched.key.0,
+                    records,
+                }))
+            }
+            // Retention removed what we were about to read: start again where the
+            // configured start says.
+            Err(status) if status.code() == Code::OutOfRange => {
+                let key = fetched.key.clone();
+                let start = self.start_offset(&key).await?;
+                self.start_fetcher(key, start, None);
+                Ok(None)
+            }
+            Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Applies what the heartbeats learnt: fencing, revoked partitions, new partitions.
+    async fn reconcile(&mut self) -> Result<(), Status> {
+        let (fenced, assignment, failed) = {
+            let mut shared = lock(&self.shared);
+            (
+                std::mem::take(&mut shared.fenced),
+                shared.assignment.clone(),
+                shared.failed.clone(),
+            )
+        };
+        if let Some(status) = failed {
+            return Err(status);
+        }
+        if fenced {
+            for (_, owned) in std::mem::take(&mut self.owned) {
+                owned.fetcher.abort();
+            }
+            lock(&self.shared).owned.clear();
+        }
+        let Some(assignment) = assignment else {
+            return Ok(());
+        };
+        let revoked: Vec<Key> = self
+            .owned
+            .keys()
+            .filter(|k| !assignment.contains(*k))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            if self.config.auto_commit.is_some() {
+                if let Err(status) = self.commit_keys(&revoked).await {
+                    tracing::warn!(%status, "commit of revoked partitions failed");
+                }
+            }
+            for key in &revoked {
+                if let Some(owned) = self.owned.remove(key) {
+                    owned.fetcher.abort();
+                }
+            }
+            lock(&self.shared).owned = self.owned.keys().cloned().collect();
+            self.wake_heartbeat.notify_one();
+        }
+        let added: Vec<Key> = assignment
+            .iter()
+            .filter(|k| !self.owned.contains_key(*k))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let committed = self.committed_offsets(&added).await?;
+            for key in added {
+                let (start, committed) = match committed.get(&key) {
+                    Some(&offset) => (offset, Some(offset)),
+                    None => (self.start_offset(&key).await?, None),
+                };
+                self.start_fetcher(key, start, committed);
+            }
+            lock(&self.shared).owned = self.owned.keys().cloned().collect();
+        }
+        Ok(())
+    }
+
+    async fn committed_offsets(&mut self, keys: &[Key]) -> Result<HashMap<Key, u64>, Status> {
+        let topics: BTreeSet<String> = keys.iter().map(|(t, _)| t.clone()).collect();
+        let request = pb::FetchOffsetsRequest {
+            group: self.config.group.clone(),
+            topics: topics.into_iter().collect(),
+        };
+        match self.groups.fetch_offsets(request).await {
+            Ok(response) => Ok(response
+                .into_inner()
+                .offsets
+                .into_iter()
+                .map(|o| ((o.topic, o.partition), o.offset))
+                .collect()),
+            Err(status) if status.code() == Code::NotFound => Ok(HashMap::new()),
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
+        let spec = match self.config.start {
+            Start::Latest => Spec::Latest(true),
+            Start::Timestamp(ts) => Spec::TimestampMs(ts),
+            Start::Earliest | Start::Offset(_) => Spec::Earliest(true),
+        };
+        let request = pb::ListOffsetsRequest {
+            topic: topic.clone(),
+            partition: *partition,
+            spec: Some(spec),
+        };
+        Ok(self
+            .client
+            .log()
+            .list_offsets(request)
+            .await?
+            .into_inner()
+            .offset)
+    }
+
+    fn start_fetcher(&mut self, key: Key, position: u64, committed: Option<u64>) {
+        self.generation += 1;
+        let fetcher = tokio::spawn(fetch_loop(
+            self.client.clone(),
+            key.clone(),
+            position,
+            self.config.max_bytes,
+            self.generation,
+            self.tx.clone(),
+        ));
+        let owned = Owned {
+            position,
+            committed,
+            fetcher,
+            generation: self.generation,
+        };
+        if let Some(old) = self.owned.insert(key, owned) {
+            old.fetcher.abort();
+        }
+    }
+
+    /// Commits the position of every owned partition (what `poll` returned).
+    pub async fn commit(&mut self) -> Result<(), Status> {
+        let keys: Vec<Key> = self.owned.keys().cloned().collect();
+        self.last_commit = Instant::now();
+        self.commit_keys(&keys).await
+    }
+
+    async fn commit_keys(&mut self, keys: &[Key]) -> Result<(), Status> {
+        let offsets: Vec<pb::OffsetCommit> = keys
+            .iter()
+            .filter_map(|key| {
+                let owned = self.owned.get(key)?;
+                (owned.committed != Some(owned.position)).then(|| pb::OffsetCommit {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    offset: owned.position,
+                    metadata: String::new(),
+                })
+            })
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let (member_id, member_epoch) = {
+            let shared = lock(&self.shared);
+            (shared.member_id.clone(), shared.epoch)
+        };
+        let request = pb::CommitOffsetsRequest {
+            group: self.config.group.clone(),
+            member_id,
+            member_epoch,
+            offsets: offsets.clone(),
+        };
+        self.groups.commit_offsets(request).await?;
+        for o in offsets {
+            if let Some(owned) = self.owned.get_mut(&(o.topic, o.partition)) {
+                owned.committed = Some(o.offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (with auto-commit on), gives the partitions back and leaves the group.
+    pub async fn close(mut self) -> Result<(), Status> {
+        let committed = match self.config.auto_commit {
+            Some(_) => self.commit().await,
+            None => Ok(()),
+        };
+        for (_, owned) in std::mem::take(&mut self.owned) {
+            owned.fetcher.abort();
+        }
+        self.heartbeats.abort();
+        let member_id = lock(&self.shared).member_id.clone();
+        if !member_id.is_empty() {
+            let request = pb::LeaveGroupRequest {
+                group: self.config.group.clone(),
+                member_id,
+            };
+            self.groups.leave_group(request).await?;
+        }
+        committed
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+        for owned in self.owned.values() {
+            owned.fetcher.abort();
+        }
+    }
+}
+
+/// Fetches one partition from `next` on, long-polling, until aborted.
+async fn fetch_loop(
+    client: Client,
+    key: Key,
+    mut next: u64,
+    max_bytes: u32,
+    generation: u64,
+    tx: mpsc::Sender<Fetched>,
+) {
+    let mut log = client.log();
+    loop {
+        let request = pb::FetchRequest {
+            topic: key.0.clone(),
+            partition: key.1,
+            offset: next,
+            max_bytes,
+            max_wait_ms: 500,
+            min_bytes: 1,
+        };
+        let result = match log.fetch(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                match to_owned(key.1, &response.records) {
+                    Ok(records) if records.is_empty() => continue,
+                    Ok(records) => {
+                        next = response.next_offset.max(next);
+                        Ok((records, next))
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(status) => Err(status),
+        };
+        let stop = result.is_err();
+        if tx
+            .send(Fetched {
+                key: key.clone(),
+                generation,
+                result,
+            })
+            .await
+            .is_err()
+            || stop
+        {
+            return;
+        }
+    }
+}
+
+/// Heartbeats until aborted: joins, reports what the consumer owns, and passes the
+/// answers on.
+async fn heartbeat_loop(
+    mut groups: GroupsClient<Channel>,
+    config: GroupConfig,
+    shared: Arc<Mutex<Shared>>,
+    wake: Arc<Notify>,
+    changed: Arc<Notify>,
+) {
+    loop {
+        let interval;
+        let request = {
+            let shared = lock(&shared);
+            let mut owned: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for (topic, partition) in &shared.owned {
+                owned.entry(topic).or_default().push(*partition);
+            }
+            pb::HeartbeatRequest {
+                group: config.group.clone(),
+                member_id: shared.member_id.clone(),
+                member_epoch: shared.epoch,
+                topics: if config.topic_pattern.is_some() {
+                    Vec::new()
+                } else {
+                    config.topics.clone()
+                },
+                topic_pattern: config.topic_pattern.clone().unwrap_or_default(),
+                instance_id: config.instance_id.clone().unwrap_or_default(),
+                session_timeout_ms: config.session_timeout.as_millis() as u32,
+                owned: owned
+                    .into_iter()
+                    .map(|(topic, partitions)| pb::TopicPartitions {
+                        topic: topic.to_string(),
+                        partitions,
+                        topic_id: String::new(),
+                    })
+                    .collect(),
+            }
+        };
+        match groups.heartbeat(request).await {
+            Ok(response) => {
+                let r = response.into_inner();
+                interval = Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(1)));
+                let assignment = r
+                    .assignment
+                    .into_iter()
+                    .flat_map(|t| {
+                        let topic = t.topic;
+                        t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                    })
+                    .collect();
+                let mut shared = lock(&shared);
+                shared.member_id = r.member_id;
+                shared.epoch = r.member_epoch;
+                if shared.assignment.as_ref() != Some(&assignment) {
+                    shared.assignment = Some(assignment);
+                    changed.notify_one();
+                }
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tracing::warn!(%status, "fenced by the group; joining again");
+                let mut shared = lock(&shared);
+                shared.member_id.clear();
+                shared.epoch = 0;
+                shared.assignment = None;
+                shared.fenced = true;
+                changed.notify_one();
+                continue;
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::NotFound | Code::Unimplemented
+                ) =>
+            {
+                lock(&shared).failed = Some(status);
+                changed.notify_one();
+                return;
+            }
+            Err(status) => {
+                tracing::warn!(%status, "heartbeat failed; retrying");
+                interval = Duration::from_millis(200);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => {}
+        }
+    }
+}

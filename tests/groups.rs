@@ -1,0 +1,732 @@
+//! Consumer groups against a real server: sharing partitions, rebalancing when members
+//! come and go, fencing, durable offsets (restart and SIGKILL), resets, lag, topic
+//! re-creation, and bad input.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cli::Serve;
+use common::server::TestServer;
+use strom::broker::Limits;
+use strom::client::{Client, GroupConfig, GroupConsumer};
+use strom::grpc::pb::{self, reset_offsets_request::To};
+use strom::server::ServeOptions;
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn produce(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    values: &[String],
+    timestamp_ms: i64,
+) {
+    let records = values
+        .iter()
+        .map(|v| pb::Record {
+            value: Bytes::from(v.clone()),
+            timestamp_ms,
+            ..Default::default()
+        })
+        .collect();
+    let request = pb::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(partition),
+        records,
+        ..Default::default()
+    };
+    client.log().produce(request).await.unwrap();
+}
+
+/// `per_partition` records in each of `partitions`, valued "p<partition>-<i>".
+async fn fill(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+    per_partition: usize,
+) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for p in 0..partitions {
+        let values: Vec<String> = (0..per_partition).map(|i| format!("p{p}-{i}")).collect();
+        produce(client, topic, p, &values, 0).await;
+        all.extend(values);
+    }
+    all
+}
+
+fn config(group: &str, topic: &str) -> GroupConfig {
+    let mut config = GroupConfig::new(group, &[topic]);
+    config.session_timeout = Duration::from_millis(3_000);
+    config.auto_commit = Some(Duration::from_millis(200));
+    config
+}
+
+async fn heartbeat(
+    client: &Client,
+    group: &str,
+    member_id: &str,
+    epoch: i64,
+    topics: &[&str],
+) -> Result<pb::HeartbeatResponse, tonic::Status> {
+    let request = pb::HeartbeatRequest {
+        group: group.into(),
+        member_id: member_id.into(),
+        member_epoch: epoch,
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        session_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    client
+        .groups()
+        .heartbeat(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn commit(
+    client: &Client,
+    group: &str,
+    member: (&str, i64),
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<(), tonic::Status> {
+    commit_with(client, group, member, topic, partition, offset, "m").await
+}
+
+async fn commit_with(
+    client: &Client,
+    group: &str,
+    member: (&str, i64),
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    metadata: &str,
+) -> Result<(), tonic::Status> {
+    let request = pb::CommitOffsetsRequest {
+        group: group.into(),
+        member_id: member.0.into(),
+        member_epoch: member.1,
+        offsets: vec![pb::OffsetCommit {
+            topic: topic.into(),
+            partition,
+            offset,
+            metadata: metadata.into(),
+        }],
+    };
+    client.groups().commit_offsets(request).await.map(|_| ())
+}
+
+async fn fetch_offsets(client: &Client, group: &str) -> BTreeMap<(String, u32), u64> {
+    let request = pb::FetchOffsetsRequest {
+        group: group.into(),
+        topics: vec![],
+    };
+    let response = client
+        .groups()
+        .fetch_offsets(request)
+        .await
+        .unwrap()
+        .into_inner();
+    response
+        .offsets
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect()
+}
+
+/// Polls every consumer in turn until `want` records have come back (or the limit).
+async fn consume_all(members: &mut [GroupConsumer], want: usize) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); members.len()];
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while got.iter().map(Vec::len).sum::<usize>() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumed {:?} of {want}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        for (i, member) in members.iter_mut().enumerate() {
+            if let Some(batch) = member.poll(Duration::from_millis(20)).await.unwrap() {
+                got[i].extend(
+                    batch
+                        .records
+                        .iter()
+                        .map(|r| String::from_utf8(r.value.to_vec()).unwrap()),
+                );
+            }
+        }
+    }
+    got
+}
+
+/// Polls (consuming nothing more) until every member owns `counts` partitions.
+async fn settle(members: &mut [GroupConsumer], counts: &[usize]) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let now: Vec<usize> = members.iter().map(|m| m.assignment().len()).collect();
+        if now == counts {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "assignment sizes {now:?}, want {counts:?}"
+        );
+        for member in members.iter_mut() {
+            assert!(
+                member
+                    .poll(Duration::from_millis(20))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "no records expected while settling"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_share_six_partitions_and_each_record_is_consumed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("orders", 6).await;
+    let produced = fill(&client, "orders", 6, 50).await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(
+            GroupConsumer::join(&client, config("billing", "orders"))
+                .await
+                .unwrap(),
+        );
+    }
+    let got = consume_all(&mut members, produced.len()).await;
+    let all: Vec<&String> = got.iter().flatten().collect();
+    let unique: BTreeSet<String> = all.iter().map(|s| s.to_string()).collect();
+    assert_eq!(all.len(), unique.len(), "a record was consumed twice");
+    assert_eq!(unique, produced);
+    settle(&mut members, &[2, 2, 2]).await;
+    let owned: BTreeSet<(String, u32)> = members.iter().flat_map(|m| m.assignment()).collect();
+    assert_eq!(owned.len(), 6, "every partition has one owner");
+    for member in members {
+        member.close().await.unwrap();
+    }
+    let offsets = fetch_offsets(&client, "billing").await;
+    assert_eq!(offsets.len(), 6);
+    assert!(offsets.values().all(|&o| o == 50), "{offsets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_heartbeating_loses_its_partitions_and_nothing_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("events", 4).await;
+    let first = fill(&client, "events", 4, 20).await;
+    let mut members = vec![
+        GroupConsumer::join(&client, config("g", "events"))
+            .await
+            .unwrap(),
+        GroupConsumer::join(&client, config("g", "events"))
+            .await
+            .unwrap(),
+    ];
+    let got = consume_all(&mut members, first.len()).await;
+    settle(&mut members, &[2, 2]).await;
+    let seen: BTreeSet<String> = got.into_iter().flatten().collect();
+    assert_eq!(seen, first);
+    // The second member vanishes without leaving (a crash): its partitions move only
+    // once its session (3 s) has ended.
+    let gone = members.pop().unwrap();
+    let gone_partitions = gone.assignment();
+    drop(gone);
+    let mut more = BTreeSet::new();
+    for p in 0..4 {
+        let values: Vec<String> = (0..10).map(|i| format!("late-p{p}-{i}")).collect();
+        produce(&client, "events", p, &values, 0).await;
+        more.extend(values);
+    }
+    let started = std::time::Instant::now();
+    let got = consume_all(&mut members, more.len()).await;
+    let seen: BTreeSet<String> = got.into_iter().flatten().collect();
+    // Records of the vanished member's partitions it had returned but not committed
+    // may come again (at least once); none may be missing.
+    assert!(
+        seen.is_superset(&more),
+        "missing: {:?}",
+        more.difference(&seen).collect::<Vec<_>>()
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(10), "took over {elapsed:?}");
+    settle(&mut members, &[4]).await;
+    let owned: BTreeSet<(String, u32)> = members[0].assignment().into_iter().collect();
+    assert!(gone_partitions.iter().all(|p| owned.contains(p)));
+}
+
+#[tokio::test]
+async fn fenced_and_stale_members_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    fill(&client, "t", 1, 5).await;
+    let joined = heartbeat(&client, "g", "", 0, &["t"]).await.unwrap();
+    let me = (joined.member_id.as_str(), joined.member_epoch);
+    assert_eq!(joined.assignment.len(), 1);
+    commit(&client, "g", me, "t", 0, 3).await.unwrap();
+    // A stale epoch is refused.
+    let stale = commit(&client, "g", (me.0, me.1 - 5), "t", 0, 4)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    assert!(stale.message().contains("stale"), "{}", stale.message());
+    // Without a member id while the group has a member: refused.
+    let anonymous = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::FailedPrecondition);
+    // The session (1 s) ends: the member is removed, and its commit is refused.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let zombie = commit(&client, "g", me, "t", 0, 5).await.unwrap_err();
+    assert_eq!(zombie.code(), Code::FailedPrecondition, "{zombie:?}");
+    assert!(
+        zombie.message().contains("join again"),
+        "{}",
+        zombie.message()
+    );
+    let again = heartbeat(&client, "g", me.0, me.1, &["t"])
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(fetch_offsets(&client, "g").await[&("t".to_string(), 0)], 3);
+    // An empty group takes commits without a member (self-assigned consumers).
+    commit(&client, "g", ("", 0), "t", 0, 5).await.unwrap();
+    assert_eq!(fetch_offsets(&client, "g").await[&("t".to_string(), 0)], 5);
+}
+
+#[tokio::test]
+async fn offsets_survive_a_clean_restart_and_many_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 2).await;
+    fill(&client, "t", 2, 3000).await;
+    // Enough commits (of 3 KB of metadata each) to pass the journal's snapshot
+    // threshold (1 MiB) several times.
+    let metadata = "x".repeat(3000);
+    for i in 0..1_200u64 {
+        commit_with(&client, "g", ("", 0), "t", (i % 2) as u32, i + 1, &metadata)
+            .await
+            .unwrap();
+    }
+    let before = fetch_offsets(&client, "g").await;
+    assert_eq!(before[&("t".to_string(), 1)], 1200);
+    server.stop().await.unwrap();
+    let journal_bytes: u64 = walk(dir.path())
+        .iter()
+        .filter(|p| p.ends_with("offsets.journal"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        journal_bytes <= 2 << 20,
+        "the journal is bounded: {journal_bytes} bytes"
+    );
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    assert_eq!(fetch_offsets(&client, "g").await, before);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commits_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    client
+        .admin()
+        .create_topic("t", 4, BTreeMap::new())
+        .await
+        .unwrap();
+    fill(&client, "t", 4, 1000).await;
+    // Concurrent committers; every acknowledged commit is remembered.
+    let mut tasks = Vec::new();
+    for p in 0..4u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0;
+            for offset in 1..=1000 {
+                match commit(&client, "g", ("", 0), "t", p, offset).await {
+                    Ok(()) => last = offset,
+                    Err(_) => break,
+                }
+            }
+            last
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    serve.child.kill().unwrap(); // SIGKILL
+    let _ = serve.child.wait();
+    let mut acked = HashMap::new();
+    for (p, task) in tasks.into_iter().enumerate() {
+        acked.insert(p as u32, task.await.unwrap());
+    }
+    assert!(
+        acked.values().all(|&last| last > 0),
+        "some commits were acknowledged: {acked:?}"
+    );
+    let serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    let offsets = fetch_offsets(&client, "g").await;
+    for (p, last) in acked {
+        let stored = offsets.get(&("t".to_string(), p)).copied().unwrap_or(0);
+        assert!(
+            stored >= last,
+            "partition {p}: acknowledged {last}, stored {stored}"
+        );
+    }
+}
+
+async fn reset(
+    client: &Client,
+    group: &str,
+    to: To,
+    dry_run: bool,
+) -> Result<pb::ResetOffsetsResponse, tonic::Status> {
+    let request = pb::ResetOffsetsRequest {
+        group: group.into(),
+        topic: "t".into(),
+        partitions: vec![],
+        to: Some(to),
+        dry_run,
+    };
+    client
+        .groups()
+        .reset_offsets(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn resets_replay_from_a_time_and_describe_shows_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let now = strom::broker::now_ms();
+    for (i, ts) in [
+        now - 50_000,
+        now - 40_000,
+        now - 30_000,
+        now - 20_000,
+        now - 10_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        produce(&client, "t", 0, &[format!("r{i}")], ts).await;
+    }
+    commit(&client, "g", ("", 0), "t", 0, 5).await.unwrap();
+    let plan = reset(&client, "g", To::TimestampMs(now - 35_000), true)
+        .await
+        .unwrap();
+    assert_eq!((plan.offsets[0].previous, plan.offsets[0].offset), (5, 2));
+    assert_eq!(
+        fetch_offsets(&client, "g").await[&("t".to_string(), 0)],
+        5,
+        "a dry run changes nothing"
+    );
+    reset(&client, "g", To::TimestampMs(now - 35_000), false)
+        .await
+        .unwrap();
+    assert_eq!(fetch_offsets(&client, "g").await[&("t".to_string(), 0)], 2);
+    // A group member resumes from there: the first record at or after the time.
+    let mut member = GroupConsumer::join(&client, config("g", "t"))
+        .await
+        .unwrap();
+    let batch = loop {
+        if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+            break batch;
+        }
+    };
+    assert_eq!(batch.records[0].offset, 2);
+    assert_eq!(&batch.records[0].value[..], b"r2");
+    // Not while it has members.
+    let busy = reset(&client, "g", To::Earliest(true), false)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
+    member.close().await.unwrap();
+    for (to, want) in [
+        (To::DurationMs(25_000), 3),
+        (To::ShiftBy(-10), 0),
+        (To::ShiftBy(2), 2),
+        (To::Latest(true), 5),
+        (To::Offset(1), 1),
+    ] {
+        let plan = reset(&client, "g", to, false).await.unwrap();
+        assert_eq!(plan.offsets[0].offset, want, "{to:?}");
+    }
+    let out_of_range = reset(&client, "g", To::Offset(9), false).await.unwrap_err();
+    assert_eq!(out_of_range.code(), Code::OutOfRange);
+    let described = client
+        .groups()
+        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.state, "empty");
+    let lag = &described.offsets[0];
+    assert_eq!((lag.committed, lag.high_watermark, lag.lag), (1, 5, 4));
+}
+
+#[tokio::test]
+async fn a_re_created_topic_starts_with_no_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    fill(&client, "t", 1, 3).await;
+    commit(&client, "g", ("", 0), "t", 0, 3).await.unwrap();
+    let mut admin = client.admin();
+    admin.delete_topic("t").await.unwrap();
+    admin.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+    assert!(fetch_offsets(&client, "g").await.is_empty());
+    let described = client
+        .groups()
+        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described.offsets.is_empty(), "{:?}", described.offsets);
+}
+
+#[tokio::test]
+async fn patterns_follow_topics_as_they_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("logs.a", 1).await;
+    let mut config = GroupConfig::new("g", &[]);
+    config.topic_pattern = Some("logs\\..*".into());
+    config.session_timeout = Duration::from_millis(3_000);
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    client
+        .admin()
+        .create_topic("logs.b", 2, BTreeMap::new())
+        .await
+        .unwrap();
+    client
+        .admin()
+        .create_topic("metrics", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    settle(std::slice::from_mut(&mut member), &[3]).await;
+    let topics: BTreeSet<String> = member.assignment().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from(["logs.a".to_string(), "logs.b".to_string()])
+    );
+    client.admin().delete_topic("logs.b").await.unwrap();
+    settle(std::slice::from_mut(&mut member), &[1]).await;
+}
+
+#[tokio::test]
+async fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 4).await;
+    let static_config = || {
+        let mut c = config("g", "t");
+        c.instance_id = Some("worker-1".into());
+        c
+    };
+    let mut members = vec![
+        GroupConsumer::join(&client, static_config()).await.unwrap(),
+        GroupConsumer::join(&client, config("g", "t"))
+            .await
+            .unwrap(),
+    ];
+    settle(&mut members, &[2, 2]).await;
+    let describe = |client: Client| async move {
+        client
+            .groups()
+            .describe_group(pb::DescribeGroupRequest { group: "g".into() })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let before = describe(client.clone()).await.group_epoch;
+    let first = members.remove(0);
+    let partitions = first.assignment();
+    first.close().await.unwrap();
+    members.insert(
+        0,
+        GroupConsumer::join(&client, static_config()).await.unwrap(),
+    );
+    settle(&mut members, &[2, 2]).await;
+    assert_eq!(members[0].assignment(), partitions);
+    assert_eq!(
+        describe(client.clone()).await.group_epoch,
+        before,
+        "no rebalance"
+    );
+}
+
+#[tokio::test]
+async fn idle_groups_expire_after_the_offset_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        groups: strom::groups::GroupsConfig::new(
+            Duration::from_secs(3),
+            Duration::from_millis(500),
+        ),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client_with_topic("t", 1).await;
+    fill(&client, "t", 1, 3).await;
+    commit(&client, "g", ("", 0), "t", 0, 1).await.unwrap();
+    let list = || async {
+        client
+            .groups()
+            .list_groups(pb::ListGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .groups
+    };
+    assert_eq!(list().await.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !list().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = client
+        .groups()
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group: "g".into(),
+            topics: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    fill(&client, "t", 1, 3).await;
+    let mut groups = client.groups();
+    let unknown = groups
+        .describe_group(pb::DescribeGroupRequest {
+            group: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains("does not exist"),
+        "{}",
+        unknown.message()
+    );
+    let beyond = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
+    assert_eq!(beyond.code(), Code::OutOfRange);
+    assert!(
+        beyond.message().contains("from 0 (the log start) to 3"),
+        "{}",
+        beyond.message()
+    );
+    let no_topic = commit(&client, "g", ("", 0), "nope", 0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(no_topic.code(), Code::NotFound);
+    let bad = |pattern: &str, timeout: u32, group: &str| pb::HeartbeatRequest {
+        group: group.into(),
+        topic_pattern: pattern.into(),
+        session_timeout_ms: timeout,
+        ..Default::default()
+    };
+    for (request, what) in [
+        (bad("(unclosed", 0, "g"), "regular expression"),
+        (bad("t", 5, "g"), "session_timeout_ms"),
+        (bad("t", 0, "a/b"), "group name"),
+        (bad("", 0, "g"), "exactly one"),
+    ] {
+        let err = groups.heartbeat(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(what), "{}", err.message());
+    }
+    // Two offsets, one bad: neither is stored.
+    let request = pb::CommitOffsetsRequest {
+        group: "g2".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        offsets: vec![
+            pb::OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+                metadata: String::new(),
+            },
+            pb::OffsetCommit {
+                topic: "t".into(),
+                partition: 7,
+                offset: 1,
+                metadata: String::new(),
+            },
+        ],
+    };
+    assert_eq!(
+        groups.commit_offsets(request).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let missing = groups
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group: "g2".into(),
+            topics: vec![],
+        })
+        .await;
+    assert!(missing
+        .map(|r| r.into_inner().offsets.is_empty())
+        .unwrap_or(true));
+    let delete = groups
+        .delete_group(pb::DeleteGroupRequest {
+            group: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), Code::NotFound);
+    // Deleting a group with a member is refused; without, it goes.
+    let joined = heartbeat(&client, "busy", "", 0, &["t"]).await.unwrap();
+    let refused = groups
+        .delete_group(pb::DeleteGroupRequest {
+            group: "busy".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    groups
+        .leave_group(pb::LeaveGroupRequest {
+            group: "busy".into(),
+            member_id: joined.member_id,
+        })
+        .await
+        .unwrap();
+    groups
+        .delete_group(pb::DeleteGroupRequest {
+            group: "busy".into(),
+        })
+        .await
+        .unwrap();
+}
