@@ -19,11 +19,20 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     pub connect: Connect,
     /// Topic to read.
-    #[arg(long, short = 't')]
-    topic: String,
+    #[arg(long, short = 't', required_unless_present = "topic_pattern")]
+    topic: Option<String>,
     /// Read only this partition (default: all).
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Option<u32>,
+    /// Consume as a member of this consumer group: the group's members share the
+    /// partitions, and the group's committed offsets say where to resume. Without
+    /// --follow it stops after two seconds without records.
+    #[arg(long, short = 'g')]
+    group: Option<String>,
+    /// With --group: every topic whose whole name matches this regular expression,
+    /// including topics created later.
+    #[arg(long, requires = "group", conflicts_with = "topic")]
+    topic_pattern: Option<String>,
     /// Where to start: earliest, latest, an OFFSET, @TIMESTAMP_MS, -DURATION (e.g. -10m)
     /// or an RFC 3339 time (e.g. 2026-12-01T10:00:00Z). An offset past the end prints
     /// nothing; one before the log start starts there.
@@ -31,7 +40,7 @@ pub struct ConsumeArgs {
     from: String,
     /// Where to stop (exclusive), in the same forms; `latest` is the end as it was when
     /// consuming began.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "group")]
     until: Option<String>,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long, short = 'F')]
@@ -207,9 +216,24 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
         .transpose()
         .map_err(|e| format!("--until {e}"))?;
     let client = args.connect.client().await?;
+    if let Some(group) = args.group {
+        let consume = super::group::GroupConsume {
+            group,
+            topic: args.topic,
+            topic_pattern: args.topic_pattern,
+            from,
+            follow: args.follow,
+            max_records: args.max_records,
+            format,
+        };
+        return super::group::consume(client, consume).await;
+    }
+    let name = args
+        .topic
+        .expect("clap requires --topic without --topic-pattern");
     let topic = client
         .admin()
-        .describe_topic(&args.topic)
+        .describe_topic(&name)
         .await
         .map_err(describe)?;
     let partitions: Vec<&pb::PartitionDescription> = match args.partition {
@@ -221,7 +245,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
             .ok_or_else(|| {
                 format!(
                     "topic {:?} has partitions 0 to {}; --partition {p} does not exist",
-                    args.topic,
+                    name,
                     topic.partitions.len().saturating_sub(1)
                 )
             })?],
@@ -229,7 +253,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
     let (tx, mut rx) = mpsc::channel(16);
     for p in partitions {
         if let Some(plan) = plan(p, from, until, args.follow) {
-            let (client, topic) = (client.clone(), args.topic.clone());
+            let (client, topic) = (client.clone(), name.clone());
             tokio::spawn(read(client, topic, plan, args.follow, tx.clone()));
         }
     }
@@ -244,7 +268,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
         let mut done = false;
         let before = printed;
         for record in batch? {
-            format.write(&mut out, &args.topic, &record);
+            format.write(&mut out, &name, &record);
             printed += 1;
             done = args.max_records.is_some_and(|max| printed >= max);
             if done {

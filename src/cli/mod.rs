@@ -4,6 +4,7 @@
 mod bench;
 mod consume;
 mod format;
+mod group;
 mod output;
 mod position;
 mod produce;
@@ -81,6 +82,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Print each partition's first and next offset.
     Offsets(consume::OffsetsArgs),
+    /// List, describe, reset and delete consumer groups.
+    Group(group::GroupArgs),
     /// Measure a running server: produce or consume throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -139,6 +142,10 @@ async fn run(cli: Cli) -> Result<(), Stop> {
         Command::Offsets(mut args) => {
             args.connect.inherit(before);
             consume::offsets(args).await
+        }
+        Command::Group(mut args) => {
+            args.connect.inherit(before);
+            group::run(args).await
         }
         Command::Bench(mut args) => {
             args.connect.inherit(before);

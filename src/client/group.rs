@@ -335,6 +335,17 @@ impl GroupConsumer {
         }
     }
 
+    /// Moves an owned partition's position: the next `poll` of it starts at `offset`,
+    /// and a commit stores it. Returns false if the partition is not owned.
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> bool {
+        let key = (topic.to_string(), partition);
+        let Some(committed) = self.owned.get(&key).map(|o| o.committed) else {
+            return false;
+        };
+        self.start_fetcher(key, offset, committed);
+        true
+    }
+
     /// Commits the position of every owned partition (what `poll` returned).
     pub async fn commit(&mut self) -> Result<(), Status> {
         let keys: Vec<Key> = self.owned.keys().cloned().collect();

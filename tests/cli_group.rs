@@ -1,0 +1,79 @@
+//! `strom consume --group` and `strom group ...` as a person runs them.
+
+mod common;
+
+use common::cli::Serve;
+
+fn lines(out: Vec<u8>) -> Vec<String> {
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_group_resumes_where_it_stopped_and_a_reset_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    let input: String = (1..=10).map(|i| format!("r{i}\n")).collect();
+    server.ok(&["produce", "-t", "orders"], input.as_bytes());
+    // -n 4 stops in the middle of a fetched batch: only what was printed is committed.
+    let first = lines(server.ok(
+        &["consume", "-t", "orders", "--group", "billing", "-n", "4"],
+        b"",
+    ));
+    assert_eq!(first, ["r1", "r2", "r3", "r4"]);
+    let rest = lines(server.ok(&["consume", "-t", "orders", "--group", "billing"], b""));
+    assert_eq!(rest, (5..=10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    let described = String::from_utf8(server.ok(&["group", "describe", "billing"], b"")).unwrap();
+    assert!(described.contains("state empty"), "{described}");
+    let row: Vec<&str> = described
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["orders", "0", "10", "10", "0", "-"], "{described}");
+    // Without --execute the plan is printed and nothing moves.
+    let plan = server.run(
+        &[
+            "group", "reset", "billing", "-t", "orders", "--to", "earliest",
+        ],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&plan.stderr).contains("dry run"));
+    let row: Vec<String> = lines(plan.stdout)
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(row, ["orders", "0", "10", "0"]);
+    assert!(lines(server.ok(&["consume", "-t", "orders", "--group", "billing"], b"")).is_empty());
+    server.ok(
+        &[
+            "group",
+            "reset",
+            "billing",
+            "-t",
+            "orders",
+            "--shift-by",
+            "-2",
+            "--execute",
+        ],
+        b"",
+    );
+    let replayed = lines(server.ok(
+        &["consume", "--topic-pattern", "ord.*", "--group", "billing"],
+        b"",
+    ));
+    assert_eq!(replayed, ["r9", "r10"]);
+    let listed = String::from_utf8(server.ok(&["group", "list"], b"")).unwrap();
+    assert!(listed.contains("billing"), "{listed}");
+    server.ok(&["group", "delete", "billing"], b"");
+    let gone = server.run(&["group", "describe", "billing"], b"");
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}
