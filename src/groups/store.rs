@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::offsets::{decode_snapshot, encode_record, encode_snapshot, replay, Committed, Offsets};
@@ -26,22 +26,40 @@ pub const JOURNAL_FILE: &str = "offsets.journal";
 pub const COMPACT_AFTER_BYTES: u64 = 1 << 20;
 
 /// The journal's fsync state, shared by commits waiting for it.
+///
+/// One sync runs at a time, on a spawned task (so a waiter that goes away cannot leave
+/// it half done); it covers everything written when it starts, and its end wakes every
+/// waiter at once through a watch channel. Waiters that find a sync already running wait
+/// for the next one to cover them. Waking waiters one by one (each taking a lock in
+/// turn) halved the commit rate.
 pub struct Durability {
     file: File,
     path: PathBuf,
     /// History position after the last record written.
     written: AtomicU64,
     /// History position up to which everything is on disk.
-    synced: AtomicU64,
-    /// Whoever holds it syncs for everyone waiting.
-    flush: tokio::sync::Mutex<()>,
+    synced: tokio::sync::watch::Sender<u64>,
+    /// True while a sync task runs.
+    syncing: AtomicBool,
     /// Set by the first failed fsync: nothing written since is known to be on disk.
     failed: OnceLock<String>,
 }
 
 impl Durability {
+    fn new(file: File, path: PathBuf, position: u64) -> Durability {
+        Durability {
+            file,
+            path,
+            written: AtomicU64::new(position),
+            synced: tokio::sync::watch::Sender::new(position),
+            syncing: AtomicBool::new(false),
+            failed: OnceLock::new(),
+        }
+    }
+
     /// Waits until the journal is on disk up to history position `end`.
     pub async fn wait(self: &Arc<Self>, end: u64) -> Result<()> {
+        let mut synced = self.synced.subscribe();
         loop {
             if let Some(reason) = self.failed.get() {
                 return Err(Error::SyncFailed {
@@ -49,28 +67,41 @@ impl Durability {
                     reason: reason.clone(),
                 });
             }
-            if self.synced.load(Ordering::Acquire) >= end {
+            if *synced.borrow_and_update() >= end {
                 return Ok(());
             }
-            let _turn = self.flush.lock().await;
-            if self.synced.load(Ordering::Acquire) >= end || self.failed.get().is_some() {
-                continue;
+            if !self.syncing.swap(true, Ordering::AcqRel) {
+                tokio::spawn(Arc::clone(self).sync());
             }
-            let upto = self.written.load(Ordering::Acquire);
-            let me = Arc::clone(self);
-            let synced = tokio::task::spawn_blocking(move || sync_data(&me.file, &me.path))
-                .await
-                .expect("fsync task does not panic");
-            match synced {
-                Ok(()) => {
-                    self.synced.fetch_max(upto, Ordering::AcqRel);
-                }
-                Err(err) => {
-                    tracing::error!(%err, "fsync of a group's journal failed");
-                    let _ = self.failed.set(err.to_string());
-                }
+            // Woken by the end of the running sync (or of the one just started).
+            if synced.changed().await.is_err() {
+                return Err(Error::ShuttingDown);
             }
         }
+    }
+
+    async fn sync(self: Arc<Self>) {
+        let upto = self.written.load(Ordering::Acquire);
+        let me = Arc::clone(&self);
+        let result = tokio::task::spawn_blocking(move || sync_data(&me.file, &me.path))
+            .await
+            .expect("fsync task does not panic");
+        if let Err(err) = result {
+            tracing::error!(%err, "fsync of a group's journal failed");
+            let _ = self.failed.set(err.to_string());
+        }
+        self.syncing.store(false, Ordering::Release);
+        // After clearing the flag: a waiter woken here that is not yet covered starts
+        // the next sync itself.
+        self.synced.send_modify(|synced| {
+            if self.failed.get().is_none() {
+                *synced = (*synced).max(upto);
+            }
+        });
+    }
+
+    fn covered(&self, upto: u64) {
+        self.synced.send_modify(|synced| *synced = (*synced).max(upto));
     }
 
     pub fn has_failed(&self) -> bool {
@@ -117,14 +148,7 @@ impl GroupFiles {
         for record in replayed.records {
             offsets.apply(record);
         }
-        let durability = Arc::new(Durability {
-            file: journal,
-            path: journal_path,
-            written: AtomicU64::new(replayed.next_seq),
-            synced: AtomicU64::new(replayed.next_seq),
-            flush: tokio::sync::Mutex::new(()),
-            failed: OnceLock::new(),
-        });
+        let durability = Arc::new(Durability::new(journal, journal_path, replayed.next_seq));
         let mut files = GroupFiles {
             dir: dir.to_path_buf(),
             durability,
@@ -184,7 +208,7 @@ impl GroupFiles {
 
     pub fn snapshot_written(&mut self) {
         self.position = 0;
-        self.durability.synced.fetch_max(self.seq, Ordering::AcqRel);
+        self.durability.covered(self.seq);
     }
 
     /// Marks the group as active now (the file's time), for offset expiry across

@@ -6,6 +6,8 @@
 //! - `consume.rs`: consumers read a topic from its start to its end over `Subscribe`.
 //! - `e2e.rs`: producers at a fixed rate, consumers following the topic; the latency is
 //!   from the moment a record was due to be produced to its receipt by a consumer.
+//! - `groups.rs`: consumer groups: durable commits per second, rebalance time, a group
+//!   member's read throughput beside a plain consumer's, and many groups for start-up.
 //! - `jitter.rs`: no server; how late a sleeping thread wakes on this machine, the
 //!   floor under the tail latencies above.
 //!
@@ -15,6 +17,7 @@
 
 mod consume;
 mod e2e;
+mod groups;
 mod jitter;
 mod produce;
 
@@ -46,6 +49,14 @@ enum Mode {
     E2e(e2e::E2eArgs),
     /// Measure this machine's scheduling stalls (no server): the floor under tail latency.
     Jitter(jitter::JitterArgs),
+    /// Durable offset commits per second on one consumer group.
+    Commit(groups::CommitArgs),
+    /// How long partitions take to move when a group member leaves and when one joins.
+    Rebalance(groups::RebalanceArgs),
+    /// A group member's read throughput beside a plain partition consumer's, alternated.
+    GroupConsume(groups::GroupConsumeArgs),
+    /// Create many groups with an offset for every partition of a topic (for start-up).
+    FillGroups(groups::FillGroupsArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), Stop> {
@@ -54,6 +65,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Stop> {
         Mode::Consume(bench) => consume::run(&args.connect, bench).await,
         Mode::E2e(bench) => e2e::run(&args.connect, bench).await,
         Mode::Jitter(bench) => jitter::run(bench),
+        Mode::Commit(bench) => groups::commit(&args.connect, bench).await,
+        Mode::Rebalance(bench) => groups::rebalance(&args.connect, bench).await,
+        Mode::GroupConsume(bench) => groups::group_consume(&args.connect, bench).await,
+        Mode::FillGroups(bench) => groups::fill_groups(&args.connect, bench).await,
     }
 }
 
