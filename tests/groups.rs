@@ -280,6 +280,23 @@ async fn fenced_and_stale_members_cannot_commit() {
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     assert!(stale.message().contains("stale"), "{}", stale.message());
+    // A commit of nothing is checked all the same.
+    let nothing = pb::CommitOffsetsRequest {
+        group: "g".into(),
+        member_id: "bogus".into(),
+        member_epoch: 1,
+        offsets: vec![],
+    };
+    let bogus = client.groups().commit_offsets(nothing).await.unwrap_err();
+    assert_eq!(bogus.code(), Code::FailedPrecondition);
+    let future = commit(&client, "g", (me.0, me.1 + 5), "t", 0, 4)
+        .await
+        .unwrap_err();
+    assert!(
+        future.message().contains("never given"),
+        "{}",
+        future.message()
+    );
     // Without a member id while the group has a member: refused.
     let anonymous = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::FailedPrecondition);
@@ -612,13 +629,11 @@ async fn idle_groups_expire_after_the_offset_retention() {
     }
     let gone = client
         .groups()
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group: "g".into(),
-            topics: vec![],
-        })
+        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
+    assert!(fetch_offsets(&client, "g").await.is_empty());
 }
 
 #[tokio::test]
@@ -691,15 +706,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         groups.commit_offsets(request).await.unwrap_err().code(),
         Code::NotFound
     );
-    let missing = groups
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group: "g2".into(),
-            topics: vec![],
-        })
-        .await;
-    assert!(missing
-        .map(|r| r.into_inner().offsets.is_empty())
-        .unwrap_or(true));
+    assert!(fetch_offsets(&client, "g2").await.is_empty());
     let delete = groups
         .delete_group(pb::DeleteGroupRequest {
             group: "nope".into(),

@@ -393,8 +393,12 @@ impl Groups {
         Ok((answer, named))
     }
 
+    /// A member leaves; leaving a group (or as a member) that is gone is not an error.
     pub async fn leave(&self, group: &str, member_id: &str) -> Result<()> {
-        let (slot, mut guard) = self.lock(group, false).await?;
+        let (slot, mut guard) = match self.lock(group, false).await {
+            Err(Error::GroupNotFound { .. }) => return Ok(()),
+            locked => locked?,
+        };
         let view = self.view();
         let loaded = loaded(&mut guard);
         loaded.membership.leave(member_id, &view);

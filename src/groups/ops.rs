@@ -109,9 +109,6 @@ impl Groups {
             };
             entries.push(((t.id.clone(), partition), committed));
         }
-        if entries.is_empty() {
-            return Ok(());
-        }
         let (slot, mut guard) = self.lock(group, true).await?;
         let loaded = loaded(&mut guard);
         let tps: Vec<Tp> = entries.iter().map(|(tp, _)| tp.clone()).collect();
@@ -161,13 +158,17 @@ impl Groups {
     }
 
     /// A group's committed offsets for `topics` (all topics if empty), by topic name and
-    /// partition. Offsets of deleted topics are not returned.
+    /// partition. Offsets of deleted topics are not returned; a group that does not
+    /// exist has none (as in Kafka: a new consumer asks before anything is committed).
     pub async fn fetch_offsets(
         &self,
         group: &str,
         topics: &[String],
     ) -> Result<Vec<(String, u32, Committed)>> {
-        let (_slot, mut guard) = self.lock(group, false).await?;
+        let (_slot, mut guard) = match self.lock(group, false).await {
+            Err(Error::GroupNotFound { .. }) => return Ok(Vec::new()),
+            locked => locked?,
+        };
         let view = self.view();
         let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
         let mut out: Vec<(String, u32, Committed)> = loaded(&mut guard)

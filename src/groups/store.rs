@@ -101,7 +101,8 @@ impl Durability {
     }
 
     fn covered(&self, upto: u64) {
-        self.synced.send_modify(|synced| *synced = (*synced).max(upto));
+        self.synced
+            .send_modify(|synced| *synced = (*synced).max(upto));
     }
 
     pub fn has_failed(&self) -> bool {

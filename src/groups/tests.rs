@@ -65,8 +65,10 @@ struct Client {
     owned: BTreeSet<Tp>,
     /// Revoked partitions a slow client still holds until its next heartbeat.
     releasing: BTreeSet<Tp>,
-    /// In the model: not left, not expired, not replaced.
+    /// In the model: not left, not expired, not replaced, not fenced.
     alive: bool,
+    /// Answers lost since the last one received.
+    lost: u32,
     deadline: u64,
 }
 
@@ -127,18 +129,35 @@ impl World {
             session_timeout_ms: SESSION_MS,
             owned: self.owned_names(&client),
         };
-        let answer = self
+        let answer = match self
             .group
             .heartbeat(hb, &self.view, self.now, || unreachable!())
-            .expect("a live member's heartbeat is accepted");
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                // Only a client that missed answers (so sends an epoch two behind) may
+                // be fenced; it drops its partitions, and the server let them go.
+                let c = &mut self.clients[i];
+                assert!(
+                    c.lost > 0,
+                    "a client that got every answer was fenced: {err}"
+                );
+                c.alive = false;
+                c.owned.clear();
+                c.releasing.clear();
+                return;
+            }
+        };
         let c = &mut self.clients[i];
         c.deadline = self.now + SESSION_MS;
         // What it listed is released now on the server's side, whether or not the answer
         // arrives: a slow client released its leftovers by not listing them next time.
         c.releasing.clear();
         if lose_answer {
+            c.lost += 1;
             return;
         }
+        c.lost = 0;
         c.epoch = answer.member_epoch;
         let revoked: BTreeSet<Tp> = c.owned.difference(&answer.assignment).cloned().collect();
         if slow_release {
@@ -183,6 +202,7 @@ impl World {
             owned: answer.assignment,
             releasing: BTreeSet::new(),
             alive: true,
+            lost: 0,
             deadline: self.now + SESSION_MS,
         });
     }

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{describe, ensure_topic, histogram, parse_run_length, record_latency, Progress, Report};
+use super::{
+    describe, ensure_topic, histogram, parse_run_length, record_latency, Progress, Report,
+};
 use crate::cli::output::write_out;
 use crate::cli::{Connect, Stop};
 use crate::client::{Client, Consumer, GroupConfig, GroupConsumer, Start};
@@ -121,7 +123,10 @@ pub struct RebalanceArgs {
 }
 
 /// Polls every member until `done` holds of their assignments; returns how long it took.
-async fn until(members: &mut [GroupConsumer], done: impl Fn(&[Vec<(String, u32)>]) -> bool) -> Result<Duration, String> {
+async fn until(
+    members: &mut [GroupConsumer],
+    done: impl Fn(&[Vec<(String, u32)>]) -> bool,
+) -> Result<Duration, String> {
     let started = Instant::now();
     loop {
         let owned: Vec<Vec<(String, u32)>> = members.iter().map(|m| m.assignment()).collect();
@@ -129,7 +134,10 @@ async fn until(members: &mut [GroupConsumer], done: impl Fn(&[Vec<(String, u32)>
             return Ok(started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(120) {
-            return Err(format!("no settled assignment after 120 s: {:?}", owned.iter().map(Vec::len).collect::<Vec<_>>()));
+            return Err(format!(
+                "no settled assignment after 120 s: {:?}",
+                owned.iter().map(Vec::len).collect::<Vec<_>>()
+            ));
         }
         for m in members.iter_mut() {
             m.poll(Duration::from_millis(1)).await.map_err(describe)?;
@@ -141,7 +149,10 @@ async fn until(members: &mut [GroupConsumer], done: impl Fn(&[Vec<(String, u32)>
 fn settled(owned: &[Vec<(String, u32)>], partitions: u32) -> bool {
     let all: BTreeSet<&(String, u32)> = owned.iter().flatten().collect();
     let total: usize = owned.iter().map(Vec::len).sum();
-    let (min, max) = (owned.iter().map(Vec::len).min().unwrap_or(0), owned.iter().map(Vec::len).max().unwrap_or(0));
+    let (min, max) = (
+        owned.iter().map(Vec::len).min().unwrap_or(0),
+        owned.iter().map(Vec::len).max().unwrap_or(0),
+    );
     all.len() == partitions as usize && total == all.len() && max - min <= 1
 }
 
@@ -158,18 +169,31 @@ pub async fn rebalance(connect: &Connect, args: RebalanceArgs) -> Result<(), Sto
     };
     let mut members = Vec::new();
     for _ in 0..args.members {
-        members.push(GroupConsumer::join(&client, config()).await.map_err(describe)?);
+        members.push(
+            GroupConsumer::join(&client, config())
+                .await
+                .map_err(describe)?,
+        );
     }
     let p = args.partitions;
     until(&mut members, |o| settled(o, p)).await?;
     let interval = heartbeat_interval(&client, &group).await?;
-    let mut text = format!("rebalance: {} members, {} partitions, heartbeat interval {} ms\n", args.members, p, interval.as_millis());
+    let mut text = format!(
+        "rebalance: {} members, {} partitions, heartbeat interval {} ms\n",
+        args.members,
+        p,
+        interval.as_millis()
+    );
     for round in 0..args.rounds {
         let leaving = members.remove(round as usize % members.len());
         let started = Instant::now();
         leaving.close().await.map_err(describe)?;
         let left = started.elapsed() + until(&mut members, |o| settled(o, p)).await?;
-        members.push(GroupConsumer::join(&client, config()).await.map_err(describe)?);
+        members.push(
+            GroupConsumer::join(&client, config())
+                .await
+                .map_err(describe)?,
+        );
         let joined = until(&mut members, |o| settled(o, p)).await?;
         let intervals = |d: Duration| d.as_secs_f64() / interval.as_secs_f64();
         text += &format!(
@@ -183,31 +207,52 @@ pub async fn rebalance(connect: &Connect, args: RebalanceArgs) -> Result<(), Sto
     for m in members {
         m.close().await.map_err(describe)?;
     }
-    let _ = client.groups().delete_group(pb::DeleteGroupRequest { group }).await;
+    let _ = client
+        .groups()
+        .delete_group(pb::DeleteGroupRequest { group })
+        .await;
     write_out(text.as_bytes())
 }
 
 async fn heartbeat_interval(client: &Client, group: &str) -> Result<Duration, String> {
     let described = client
         .groups()
-        .describe_group(pb::DescribeGroupRequest { group: group.into() })
+        .describe_group(pb::DescribeGroupRequest {
+            group: group.into(),
+        })
         .await
         .map_err(describe)?
         .into_inner();
     // The server answers min(its interval, a third of the session); ask it directly.
-    let member = described.members.first().ok_or("the group has no members")?;
+    let member = described
+        .members
+        .first()
+        .ok_or("the group has no members")?;
     let probe = pb::HeartbeatRequest {
         group: format!("{group}-probe"),
         topics: vec!["-probe-".into()],
         session_timeout_ms: member.session_timeout_ms,
         ..Default::default()
     };
-    let answer = client.groups().heartbeat(probe).await.map_err(describe)?.into_inner();
+    let answer = client
+        .groups()
+        .heartbeat(probe)
+        .await
+        .map_err(describe)?
+        .into_inner();
     let _ = client
         .groups()
-        .leave_group(pb::LeaveGroupRequest { group: format!("{group}-probe"), member_id: answer.member_id })
+        .leave_group(pb::LeaveGroupRequest {
+            group: format!("{group}-probe"),
+            member_id: answer.member_id,
+        })
         .await;
-    let _ = client.groups().delete_group(pb::DeleteGroupRequest { group: format!("{group}-probe") }).await;
+    let _ = client
+        .groups()
+        .delete_group(pb::DeleteGroupRequest {
+            group: format!("{group}-probe"),
+        })
+        .await;
     Ok(Duration::from_millis(answer.heartbeat_interval_ms.into()))
 }
 
@@ -225,8 +270,16 @@ pub struct GroupConsumeArgs {
 /// in turn (ABAB), and prints each run's throughput.
 pub async fn group_consume(connect: &Connect, args: GroupConsumeArgs) -> Result<(), Stop> {
     let client = connect.client().await?;
-    let topic = client.admin().describe_topic(&args.topic).await.map_err(describe)?;
-    let end = topic.partitions.first().ok_or("the topic has no partitions")?.high_watermark;
+    let topic = client
+        .admin()
+        .describe_topic(&args.topic)
+        .await
+        .map_err(describe)?;
+    let end = topic
+        .partitions
+        .first()
+        .ok_or("the topic has no partitions")?
+        .high_watermark;
     let mut text = String::new();
     for round in 0..args.rounds {
         for reader in ["plain", "group"] {
@@ -236,17 +289,32 @@ pub async fn group_consume(connect: &Connect, args: GroupConsumeArgs) -> Result<
                 _ => read_group(&client, &args.topic, end, round).await?,
             };
             let secs = started.elapsed().as_secs_f64();
-            text += &format!("  round {round} {reader:<5}: {end} records, {:.1} MB/s\n", bytes as f64 / secs / 1e6);
+            text += &format!(
+                "  round {round} {reader:<5}: {end} records, {:.1} MB/s\n",
+                bytes as f64 / secs / 1e6
+            );
         }
     }
-    write_out(format!("group-consume {} (partition 0, 1 MiB fetches):\n{text}", args.topic).as_bytes())
+    write_out(
+        format!(
+            "group-consume {} (partition 0, 1 MiB fetches):\n{text}",
+            args.topic
+        )
+        .as_bytes(),
+    )
 }
 
 async fn read_plain(client: &Client, topic: &str, end: u64) -> Result<u64, String> {
-    let mut consumer = Consumer::new(client, topic, 0, Start::Earliest).await.map_err(describe)?;
+    let mut consumer = Consumer::new(client, topic, 0, Start::Earliest)
+        .await
+        .map_err(describe)?;
     let mut bytes = 0;
     while consumer.position() < end {
-        for r in consumer.poll(Duration::from_millis(500)).await.map_err(describe)? {
+        for r in consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .map_err(describe)?
+        {
             bytes += r.value.len() as u64;
         }
     }
@@ -254,13 +322,22 @@ async fn read_plain(client: &Client, topic: &str, end: u64) -> Result<u64, Strin
 }
 
 async fn read_group(client: &Client, topic: &str, end: u64, round: u32) -> Result<u64, String> {
-    let mut config = GroupConfig::new(&format!("bench-group-consume-{}-{round}", std::process::id()), &[topic]);
+    let mut config = GroupConfig::new(
+        &format!("bench-group-consume-{}-{round}", std::process::id()),
+        &[topic],
+    );
     config.auto_commit = Some(Duration::from_secs(1));
     let group = config.group.clone();
-    let mut member = GroupConsumer::join(client, config).await.map_err(describe)?;
+    let mut member = GroupConsumer::join(client, config)
+        .await
+        .map_err(describe)?;
     let (mut bytes, mut at) = (0, 0);
     while at < end {
-        if let Some(batch) = member.poll(Duration::from_millis(500)).await.map_err(describe)? {
+        if let Some(batch) = member
+            .poll(Duration::from_millis(500))
+            .await
+            .map_err(describe)?
+        {
             for r in &batch.records {
                 bytes += r.value.len() as u64;
                 at = r.offset + 1;
@@ -268,7 +345,10 @@ async fn read_group(client: &Client, topic: &str, end: u64, round: u32) -> Resul
         }
     }
     member.close().await.map_err(describe)?;
-    let _ = client.groups().delete_group(pb::DeleteGroupRequest { group }).await;
+    let _ = client
+        .groups()
+        .delete_group(pb::DeleteGroupRequest { group })
+        .await;
     Ok(bytes)
 }
 
@@ -296,7 +376,12 @@ pub async fn fill_groups(connect: &Connect, args: FillGroupsArgs) -> Result<(), 
     let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (mut groups, args, next, progress) = (client.groups(), args.clone(), Arc::clone(&next), Arc::clone(&progress));
+        let (mut groups, args, next, progress) = (
+            client.groups(),
+            args.clone(),
+            Arc::clone(&next),
+            Arc::clone(&progress),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -304,9 +389,19 @@ pub async fn fill_groups(connect: &Connect, args: FillGroupsArgs) -> Result<(), 
                     return Ok::<_, String>(());
                 }
                 let offsets = (0..partitions)
-                    .map(|p| pb::OffsetCommit { topic: args.topic.clone(), partition: p, offset: 0, metadata: String::new() })
+                    .map(|p| pb::OffsetCommit {
+                        topic: args.topic.clone(),
+                        partition: p,
+                        offset: 0,
+                        metadata: String::new(),
+                    })
                     .collect();
-                let request = pb::CommitOffsetsRequest { group: format!("fill-{g:05}"), member_id: String::new(), member_epoch: 0, offsets };
+                let request = pb::CommitOffsetsRequest {
+                    group: format!("fill-{g:05}"),
+                    member_id: String::new(),
+                    member_epoch: 0,
+                    offsets,
+                };
                 groups.commit_offsets(request).await.map_err(describe)?;
                 progress.add(1, 0);
             }
