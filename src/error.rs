@@ -118,6 +118,10 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// A count the server bounds (members of a group, groups) is at its limit.
+    #[error("{0}")]
+    LimitReached(String),
+
     /// A committed offset outside what its partition holds.
     #[error(
         "offset {offset} cannot be committed for topic {} partition {partition}: commit an offset from {start} (the log start) to {end} (the high watermark)",

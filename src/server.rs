@@ -60,6 +60,13 @@ pub async fn serve(
     health.set_serving::<GroupsServer<GroupsService>>().await;
     let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
     let expiry = tokio::spawn(Arc::clone(&groups).run());
+    if let Some(bound) = local {
+        // Plainly, in the message itself: what a person (or a script) looks for.
+        tracing::info!(
+            "strom is ready: serving gRPC on {bound}, data in {}",
+            broker.data_dir().root().display()
+        );
+    }
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -102,8 +109,10 @@ pub async fn serve(
             AdminServer::new(AdminService::new(Arc::clone(&broker))).max_decoding_message_size(max),
         )
         .add_service(
+            // Group requests are small: 16 MiB holds a commit of 100,000 offsets with
+            // room to spare, and bounds what one heartbeat can make the server read.
             GroupsServer::new(GroupsService::new(Arc::clone(&groups)))
-                .max_decoding_message_size(max),
+                .max_decoding_message_size(max.min(16 << 20)),
         )
         .add_service(
             LogServer::new(LogService::new(Arc::clone(&broker)))

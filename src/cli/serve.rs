@@ -51,21 +51,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    // The bound address, not the configured one: with port 0 the system picks the port.
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the address of {}: {e}", config.listen))?;
     let data_dir = config.data_dir.clone();
     let limits = config.limits();
     let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
         .await
         .map_err(|e| format!("opening the data directory failed: {e}"))?
         .map_err(|e| e.to_string())?;
-    // Plainly, in the message itself: what a person (or a script) looks for.
-    tracing::info!(
-        "strom is ready: serving gRPC on {bound}, data in {}",
-        config.data_dir.display()
-    );
+    // `serve` says when it is ready, with the bound address (port 0 picks one), once
+    // the consumer groups are listed too.
     crate::server::serve(listener, broker, config.serve_options(), shutdown_signal())
         .await
         .map_err(|e| e.to_string())

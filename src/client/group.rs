@@ -4,7 +4,9 @@
 //!
 //! Delivery is at least once: a record counts as processed once the next `poll` is
 //! called (or `commit` after it), so a crash replays what was returned since the last
-//! commit, never skips it.
+//! commit, never skips it. With auto-commit on, revoked partitions are committed before
+//! they are given back; with it off, only `commit` commits, and the next owner of a
+//! revoked partition starts from the last commit (records may come twice, never not).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -68,8 +70,9 @@ type Key = (String, u32);
 struct Shared {
     member_id: String,
     epoch: i64,
-    /// The last answer's assignment; `None` before the first.
-    assignment: Option<BTreeSet<Key>>,
+    /// The last answer's assignment, each partition with its topic's id; `None` before
+    /// the first.
+    assignment: Option<BTreeMap<Key, String>>,
     /// What the consumer owns, listed in heartbeats.
     owned: BTreeSet<Key>,
     /// The server refused the member: drop everything without committing.
@@ -79,6 +82,9 @@ struct Shared {
 }
 
 struct Owned {
+    /// The topic's id: a topic deleted and created again under its name between two
+    /// polls is another topic, whose partitions start afresh.
+    topic_id: String,
     /// The next offset `poll` returns (and a commit stores).
     position: u64,
     committed: Option<u64>,
@@ -206,8 +212,9 @@ impl GroupConsumer {
             // configured start says.
             Err(status) if status.code() == Code::OutOfRange => {
                 let key = fetched.key.clone();
+                let topic_id = owned.topic_id.clone();
                 let start = self.start_offset(&key).await?;
-                self.start_fetcher(key, start, None);
+                self.start_fetcher(key, topic_id, start, None);
                 Ok(None)
             }
             Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
@@ -237,10 +244,23 @@ impl GroupConsumer {
         let Some(assignment) = assignment else {
             return Ok(());
         };
+        // Partitions of a topic that was deleted (and maybe created again): nothing to
+        // commit, the old topic is gone.
+        let replaced: Vec<Key> = self
+            .owned
+            .iter()
+            .filter(|(k, o)| assignment.get(*k).is_some_and(|id| *id != o.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &replaced {
+            if let Some(owned) = self.owned.remove(key) {
+                owned.fetcher.abort();
+            }
+        }
         let revoked: Vec<Key> = self
             .owned
             .keys()
-            .filter(|k| !assignment.contains(*k))
+            .filter(|k| !assignment.contains_key(*k))
             .cloned()
             .collect();
         if !revoked.is_empty() {
@@ -257,19 +277,20 @@ impl GroupConsumer {
             lock(&self.shared).owned = self.owned.keys().cloned().collect();
             self.wake_heartbeat.notify_one();
         }
-        let added: Vec<Key> = assignment
+        let added: Vec<(Key, String)> = assignment
             .iter()
-            .filter(|k| !self.owned.contains_key(*k))
-            .cloned()
+            .filter(|(k, _)| !self.owned.contains_key(*k))
+            .map(|(k, id)| (k.clone(), id.clone()))
             .collect();
         if !added.is_empty() {
-            let committed = self.committed_offsets(&added).await?;
-            for key in added {
+            let keys: Vec<Key> = added.iter().map(|(k, _)| k.clone()).collect();
+            let committed = self.committed_offsets(&keys).await?;
+            for (key, topic_id) in added {
                 let (start, committed) = match committed.get(&key) {
                     Some(&offset) => (offset, Some(offset)),
                     None => (self.start_offset(&key).await?, None),
                 };
-                self.start_fetcher(key, start, committed);
+                self.start_fetcher(key, topic_id, start, committed);
             }
             lock(&self.shared).owned = self.owned.keys().cloned().collect();
         }
@@ -314,7 +335,7 @@ impl GroupConsumer {
             .offset)
     }
 
-    fn start_fetcher(&mut self, key: Key, position: u64, committed: Option<u64>) {
+    fn start_fetcher(&mut self, key: Key, topic_id: String, position: u64, committed: Option<u64>) {
         self.generation += 1;
         let fetcher = tokio::spawn(fetch_loop(
             self.client.clone(),
@@ -325,6 +346,7 @@ impl GroupConsumer {
             self.tx.clone(),
         ));
         let owned = Owned {
+            topic_id,
             position,
             committed,
             fetcher,
@@ -339,10 +361,14 @@ impl GroupConsumer {
     /// and a commit stores it. Returns false if the partition is not owned.
     pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> bool {
         let key = (topic.to_string(), partition);
-        let Some(committed) = self.owned.get(&key).map(|o| o.committed) else {
+        let Some((topic_id, committed)) = self
+            .owned
+            .get(&key)
+            .map(|o| (o.topic_id.clone(), o.committed))
+        else {
             return false;
         };
-        self.start_fetcher(key, offset, committed);
+        self.start_fetcher(key, topic_id, offset, committed);
         true
     }
 
@@ -488,8 +514,10 @@ async fn heartbeat_loop(
 ) {
     loop {
         let interval;
+        let joining;
         let request = {
             let shared = lock(&shared);
+            joining = shared.member_id.is_empty();
             let mut owned: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
             for (topic, partition) in &shared.owned {
                 owned.entry(topic).or_default().push(*partition);
@@ -524,8 +552,10 @@ async fn heartbeat_loop(
                     .assignment
                     .into_iter()
                     .flat_map(|t| {
-                        let topic = t.topic;
-                        t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                        let (topic, id) = (t.topic, t.topic_id);
+                        t.partitions
+                            .into_iter()
+                            .map(move |p| ((topic.clone(), p), id.clone()))
                     })
                     .collect();
                 let mut shared = lock(&shared);
@@ -535,6 +565,12 @@ async fn heartbeat_loop(
                     shared.assignment = Some(assignment);
                     changed.notify_one();
                 }
+            }
+            Err(status) if status.code() == Code::FailedPrecondition && joining => {
+                // Refused a place (its instance_id still belongs to a live member):
+                // try again later, not in a tight loop.
+                tracing::warn!(%status, "cannot join the group yet");
+                interval = Duration::from_secs(1);
             }
             Err(status) if status.code() == Code::FailedPrecondition => {
                 tracing::warn!(%status, "fenced by the group; joining again");

@@ -10,13 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::Tp;
+use super::{TopicId, Tp};
 
 /// `subscriptions`: each member's subscribed topic ids (existing topics only);
 /// `partitions`: each topic's partition count; `previous`: the last target.
 pub fn assign(
-    subscriptions: &BTreeMap<String, BTreeSet<String>>,
-    partitions: &BTreeMap<String, u32>,
+    subscriptions: &BTreeMap<String, BTreeSet<TopicId>>,
+    partitions: &BTreeMap<TopicId, u32>,
     previous: &BTreeMap<String, BTreeSet<Tp>>,
 ) -> BTreeMap<String, BTreeSet<Tp>> {
     let mut target: BTreeMap<String, BTreeSet<Tp>> = subscriptions
@@ -40,7 +40,7 @@ pub fn assign(
         let held_before = |member: &String| {
             previous
                 .get(member)
-                .map_or(0, |tps| tps.iter().filter(|tp| &tp.0 == topic).count())
+                .map_or(0, |tps| tps.iter().filter(|tp| tp.0 == *topic).count())
         };
         let n = subscribers.len();
         let base = count as usize / n;
@@ -61,7 +61,7 @@ pub fn assign(
         let mut taken: HashMap<&String, usize> = HashMap::new();
         let mut unplaced = Vec::new();
         for partition in 0..count {
-            let tp = (topic.clone(), partition);
+            let tp = (*topic, partition);
             match previous_owner.get(&tp) {
                 Some(owner)
                     if taken.get(*owner).copied().unwrap_or(0)
@@ -99,10 +99,15 @@ pub fn assign(
 mod tests {
     use super::*;
 
-    fn subs(members: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+    /// A topic id standing for a name.
+    fn id(name: &str) -> TopicId {
+        name.bytes().fold(0, |id, b| id << 8 | u128::from(b))
+    }
+
+    fn subs(members: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<TopicId>> {
         members
             .iter()
-            .map(|(m, ts)| (m.to_string(), ts.iter().map(|t| t.to_string()).collect()))
+            .map(|(m, ts)| (m.to_string(), ts.iter().map(|t| id(t)).collect()))
             .collect()
     }
 
@@ -112,7 +117,7 @@ mod tests {
 
     #[test]
     fn six_partitions_over_three_members_are_two_each() {
-        let parts = BTreeMap::from([("t".to_string(), 6)]);
+        let parts = BTreeMap::from([(id("t"), 6)]);
         let target = assign(
             &subs(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]),
             &parts,
@@ -123,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_joining_member_moves_only_its_share() {
-        let parts = BTreeMap::from([("t".to_string(), 6)]);
+        let parts = BTreeMap::from([(id("t"), 6)]);
         let before = assign(
             &subs(&[("a", &["t"]), ("b", &["t"])]),
             &parts,
@@ -145,7 +150,7 @@ mod tests {
 
     #[test]
     fn single_partition_topics_spread_over_the_group() {
-        let parts: BTreeMap<String, u32> = (0..4).map(|i| (format!("t{i}"), 1)).collect();
+        let parts: BTreeMap<TopicId, u32> = (0..4).map(|i| (id(&format!("t{i}")), 1)).collect();
         let all = ["t0", "t1", "t2", "t3"];
         let target = assign(&subs(&[("a", &all), ("b", &all)]), &parts, &BTreeMap::new());
         assert_eq!(counts(&target), vec![2, 2]);
@@ -153,13 +158,13 @@ mod tests {
 
     #[test]
     fn members_get_only_topics_they_subscribe_to() {
-        let parts = BTreeMap::from([("x".to_string(), 2), ("y".to_string(), 2)]);
+        let parts = BTreeMap::from([(id("x"), 2), (id("y"), 2)]);
         let target = assign(
             &subs(&[("a", &["x"]), ("b", &["x", "y"])]),
             &parts,
             &BTreeMap::new(),
         );
-        assert!(target["a"].iter().all(|tp| tp.0 == "x"));
-        assert_eq!(target["b"].iter().filter(|tp| tp.0 == "y").count(), 2);
+        assert!(target["a"].iter().all(|tp| tp.0 == id("x")));
+        assert_eq!(target["b"].iter().filter(|tp| tp.0 == id("y")).count(), 2);
     }
 }

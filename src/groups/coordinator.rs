@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::assign::assign;
-use super::{TopicsView, Tp};
+use super::{TopicId, TopicsView, Tp};
 use crate::error::{Error, Result};
 
 /// Session timeouts a member may ask for, and the default.
@@ -23,6 +23,8 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
 /// A member still moving towards its target assignment is told to heartbeat this many
 /// times as often, so partitions freed by others reach it quickly.
 pub const RECONCILING_SPEEDUP: u64 = 5;
+/// Most members one group may have: each join recomputes the assignment over all of them.
+pub const MAX_MEMBERS: usize = 10_000;
 
 /// What a member subscribes to.
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ pub struct Heartbeat {
     pub instance_id: Option<String>,
     pub session_timeout_ms: u64,
     /// Partitions the member owns, by topic name.
-    pub owned: Vec<(String, u32)>,
+    pub owned: Vec<(String, Vec<u32>)>,
 }
 
 /// The answer to a heartbeat.
@@ -90,6 +92,19 @@ pub struct Member {
     pub assigned: BTreeSet<Tp>,
     /// Partitions it was told to give back and has not yet stopped listing.
     pub revoking: BTreeSet<Tp>,
+    /// Since when it has been giving partitions back: a member that holds on to them
+    /// past its session timeout (stuck outside its poll loop) is removed, or the members
+    /// waiting for them would wait forever.
+    revoking_since: Option<u64>,
+}
+
+impl Member {
+    fn next_deadline(&self) -> u64 {
+        let revoke_by = self.revoking_since.map_or(u64::MAX, |since| {
+            since.saturating_add(self.session_timeout_ms)
+        });
+        self.deadline_ms.min(revoke_by)
+    }
 }
 
 /// The state of a group, as DescribeGroup names it.
@@ -187,7 +202,7 @@ impl Membership {
 
     /// When the earliest session ends, for the driver's timer.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.members.values().map(|m| m.deadline_ms).min()
+        self.members.values().map(Member::next_deadline).min()
     }
 
     /// Handles one heartbeat at `now_ms` (the driver's monotonic clock), with `view` the
@@ -199,7 +214,7 @@ impl Membership {
         now_ms: u64,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<Answer> {
-        let mut changed = self.refresh_view(view);
+        self.refresh_view(view);
         let id = if hb.member_id.is_empty() {
             if hb.member_epoch != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -207,34 +222,31 @@ impl Membership {
                     hb.member_epoch
                 )));
             }
-            let id = new_member_id();
-            changed |= self.join(&hb, now_ms, id.clone());
-            id
+            self.join(&hb, now_ms, new_member_id)?
         } else {
-            let member = self.members.get_mut(&hb.member_id).ok_or_else(|| {
-                fenced(&self.group, format!("member {} is not in the group (its session expired, it left, or another process took its instance_id)", crate::error::quote(&hb.member_id)))
-            })?;
+            let Some(member) = self.members.get_mut(&hb.member_id) else {
+                return Err(fenced(&self.group, format!("member {} is not in the group (its session expired, it left, or it was fenced)", crate::error::quote(&hb.member_id))));
+            };
             if hb.member_epoch != member.epoch && hb.member_epoch != member.previous_epoch {
-                return Err(fenced(
-                    &self.group,
-                    epoch_mismatch(hb.member_epoch, member.epoch),
-                ));
+                // Told to drop its partitions and join again, it is no longer a member:
+                // its partitions go to the others now rather than after its session.
+                let why = epoch_mismatch(hb.member_epoch, member.epoch);
+                self.remove(&hb.member_id);
+                self.bump();
+                return Err(fenced(&self.group, why));
             }
             member.departed = false;
             if member.subscription != hb.subscription {
                 member.subscription = hb.subscription.clone();
-                changed = true;
+                self.bump();
             }
             hb.member_id.clone()
         };
         let member = self.members.get_mut(&id).expect("joined or found above");
         member.session_timeout_ms = hb.session_timeout_ms;
         member.deadline_ms = now_ms.saturating_add(hb.session_timeout_ms);
-        if changed {
-            self.bump();
-        }
         self.release_unlisted(&id, &hb.owned);
-        self.reconcile(&id);
+        self.reconcile(&id, now_ms);
         let member = &self.members[&id];
         let mut interval = self
             .heartbeat_interval_ms
@@ -254,15 +266,37 @@ impl Membership {
         })
     }
 
-    /// Adds a joining member, or lets it take the place of the member with its
-    /// instance_id. True when the group's epoch must move.
-    fn join(&mut self, hb: &Heartbeat, now_ms: u64, id: String) -> bool {
-        let replaced = hb.instance_id.as_ref().and_then(|instance| {
+    /// Adds a joining member, or lets it take the place of a static member with its
+    /// instance_id that left. Returns its id.
+    fn join(
+        &mut self,
+        hb: &Heartbeat,
+        now_ms: u64,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<String> {
+        let previous = hb.instance_id.as_ref().and_then(|instance| {
             self.members
                 .values()
                 .find(|m| m.instance_id.as_ref() == Some(instance))
-                .map(|m| m.id.clone())
         });
+        if let Some(old) = previous.filter(|old| !old.departed) {
+            // Two live processes with one instance_id would both consume its partitions.
+            return Err(Error::FailedPrecondition(format!(
+                "group {}: instance_id {} belongs to member {}, which has not left; if that process is gone, join again once its session ({} ms) has ended, or stop it with LeaveGroup first",
+                crate::error::quote(&self.group),
+                crate::error::quote(old.instance_id.as_deref().unwrap_or_default()),
+                crate::error::quote(&old.id),
+                old.session_timeout_ms
+            )));
+        }
+        let previous = previous.map(|old| old.id.clone());
+        if previous.is_none() && self.members.len() >= MAX_MEMBERS {
+            return Err(Error::LimitReached(format!(
+                "group {} has {MAX_MEMBERS} members, the most a group may have",
+                crate::error::quote(&self.group)
+            )));
+        }
+        let id = new_member_id();
         let mut member = Member {
             id: id.clone(),
             instance_id: hb.instance_id.clone(),
@@ -274,12 +308,13 @@ impl Membership {
             departed: false,
             assigned: BTreeSet::new(),
             revoking: BTreeSet::new(),
+            revoking_since: None,
         };
-        let changed = match replaced.and_then(|old| self.members.remove(&old)) {
+        let changed = match previous.and_then(|old| self.members.remove(&old)) {
             Some(old) => {
                 // A restarted static member: it takes over what its predecessor held.
                 for tp in old.assigned.iter().chain(&old.revoking) {
-                    self.holder.insert(tp.clone(), id.clone());
+                    self.holder.insert(*tp, id.clone());
                 }
                 if let Some(target) = self.target.remove(&old.id) {
                     self.target.insert(id.clone(), target);
@@ -288,45 +323,65 @@ impl Membership {
                 member.previous_epoch = old.epoch;
                 member.assigned = old.assigned;
                 member.revoking = old.revoking;
+                member.revoking_since = old.revoking_since;
                 old.subscription != member.subscription
             }
             None => true,
         };
-        self.members.insert(id, member);
-        changed
+        self.members.insert(id.clone(), member);
+        if changed {
+            self.bump();
+        }
+        Ok(id)
     }
 
     /// Partitions a member was giving back and no longer lists are free.
-    fn release_unlisted(&mut self, id: &str, owned: &[(String, u32)]) {
-        let owned: BTreeSet<Tp> = owned
-            .iter()
-            .filter_map(|(name, p)| self.view.id_of(name).map(|topic| (topic.to_string(), *p)))
-            .collect();
+    fn release_unlisted(&mut self, id: &str, owned: &[(String, Vec<u32>)]) {
         let member = self.members.get_mut(id).expect("caller found it");
-        let released: Vec<Tp> = member.revoking.difference(&owned).cloned().collect();
+        if member.revoking.is_empty() {
+            return;
+        }
+        // Only what is being revoked is looked up: the work is bounded by the request.
+        let mut still = BTreeSet::new();
+        for (name, partitions) in owned {
+            let Some(topic) = self.view.id_of(name) else {
+                continue;
+            };
+            still.extend(
+                partitions
+                    .iter()
+                    .map(|p| (topic, *p))
+                    .filter(|tp| member.revoking.contains(tp)),
+            );
+        }
+        let released: Vec<Tp> = member.revoking.difference(&still).copied().collect();
         for tp in released {
             member.revoking.remove(&tp);
             self.holder.remove(&tp);
+        }
+        if member.revoking.is_empty() {
+            member.revoking_since = None;
         }
     }
 
     /// Moves a member towards its target: first revoke, then (once nothing is being
     /// revoked) take the free partitions of the target and the group's epoch.
-    fn reconcile(&mut self, id: &str) {
+    fn reconcile(&mut self, id: &str, now_ms: u64) {
         let target = self.target.get(id).cloned().unwrap_or_default();
         let member = self.members.get_mut(id).expect("caller found it");
-        let revoke: Vec<Tp> = member.assigned.difference(&target).cloned().collect();
+        let revoke: Vec<Tp> = member.assigned.difference(&target).copied().collect();
         for tp in revoke {
             member.assigned.remove(&tp);
             member.revoking.insert(tp);
         }
         if !member.revoking.is_empty() {
+            member.revoking_since.get_or_insert(now_ms);
             return;
         }
         for tp in target.difference(&member.assigned.clone()) {
             if !self.holder.contains_key(tp) {
-                self.holder.insert(tp.clone(), id.to_string());
-                member.assigned.insert(tp.clone());
+                self.holder.insert(*tp, id.to_string());
+                member.assigned.insert(*tp);
             }
         }
         if member.epoch != self.epoch {
@@ -340,29 +395,31 @@ impl Membership {
         }
     }
 
-    /// True if the topics the group subscribes to changed with the new view.
-    fn refresh_view(&mut self, view: &Arc<TopicsView>) -> bool {
+    /// Takes the topics as they are now; a new epoch if the subscribed ones changed.
+    fn refresh_view(&mut self, view: &Arc<TopicsView>) {
         if view.version == self.view.version {
-            return false;
+            return;
         }
         let before = self.subscribed_topics();
         self.view = Arc::clone(view);
-        before != self.subscribed_topics()
+        if before != self.subscribed_topics() {
+            self.bump();
+        }
     }
 
     /// Every subscribed topic that exists, with its partition count.
-    fn subscribed_topics(&self) -> BTreeMap<String, u32> {
+    fn subscribed_topics(&self) -> BTreeMap<TopicId, u32> {
         self.view
             .topics()
             .filter(|(name, _, _)| self.members.values().any(|m| m.subscription.matches(name)))
-            .map(|(_, id, partitions)| (id.to_string(), partitions))
+            .map(|(_, id, partitions)| (id, partitions))
             .collect()
     }
 
     /// A new group epoch and target.
     fn bump(&mut self) {
         self.epoch += 1;
-        let subscriptions: BTreeMap<String, BTreeSet<String>> = self
+        let subscriptions: BTreeMap<String, BTreeSet<TopicId>> = self
             .members
             .values()
             .map(|m| {
@@ -370,7 +427,7 @@ impl Membership {
                     .view
                     .topics()
                     .filter(|(name, _, _)| m.subscription.matches(name))
-                    .map(|(_, id, _)| id.to_string())
+                    .map(|(_, id, _)| id)
                     .collect();
                 (m.id.clone(), topics)
             })
@@ -393,19 +450,20 @@ impl Membership {
         }
     }
 
-    /// Removes every member whose session ended by `now_ms`; returns their ids.
+    /// Removes every member whose session ended by `now_ms`, or that has held on to
+    /// revoked partitions for longer than its session; returns their ids.
     pub fn expire(&mut self, now_ms: u64, view: &Arc<TopicsView>) -> Vec<String> {
+        self.refresh_view(view);
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.deadline_ms <= now_ms)
+            .filter(|m| m.next_deadline() <= now_ms)
             .map(|m| m.id.clone())
             .collect();
-        let changed = self.refresh_view(view);
         for id in &expired {
             self.remove(id);
         }
-        if changed || !expired.is_empty() {
+        if !expired.is_empty() {
             self.bump();
         }
         expired
@@ -458,7 +516,7 @@ impl Membership {
             .iter()
             .find(|tp| self.holder.get(*tp) != Some(&member.id))
         {
-            let name = self.view.name_of(&tp.0).unwrap_or("(deleted topic)");
+            let name = self.view.name_of(tp.0).unwrap_or("(deleted topic)");
             return Err(Error::FailedPrecondition(format!(
                 "group {}: member {} does not own topic {} partition {}; commit only partitions of your assignment",
                 crate::error::quote(&self.group),

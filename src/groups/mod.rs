@@ -43,27 +43,48 @@ use crate::error::{quote, Error, IoContext, Result};
 use offsets::Offsets;
 use store::GroupFiles;
 
+/// A topic's id as a number: ids are 32 hex digits (`data_dir::new_topic_id`), and 16
+/// bytes that copy freely beat a string per offset when a server holds millions.
+pub type TopicId = u128;
+
 /// A partition, by topic id (not name: a re-created topic's partitions are new ones).
-pub type Tp = (String, u32);
+pub type Tp = (TopicId, u32);
+
+/// A topic id from its text form.
+pub fn topic_id(id: &str) -> Result<TopicId> {
+    u128::from_str_radix(id, 16)
+        .ok()
+        .filter(|_| id.len() == crate::broker::data_dir::TOPIC_ID_LEN)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("topic id {} is not 32 hex digits", quote(id)))
+        })
+}
 
 /// The topics as groups see them: names, ids and partition counts, at one version of
 /// the broker's topic set.
 #[derive(Debug, Default)]
 pub struct TopicsView {
     pub version: u64,
-    by_name: BTreeMap<String, (String, u32)>,
-    names: HashMap<String, String>,
+    by_name: BTreeMap<String, (TopicId, u32)>,
+    names: HashMap<TopicId, String>,
 }
 
 impl TopicsView {
     pub fn new(version: u64, metas: Vec<TopicMeta>) -> TopicsView {
-        let names = metas
-            .iter()
-            .map(|m| (m.id.clone(), m.name.clone()))
+        let metas: Vec<(TopicMeta, TopicId)> = metas
+            .into_iter()
+            .filter_map(|m| match topic_id(&m.id) {
+                Ok(id) => Some((m, id)),
+                Err(err) => {
+                    tracing::warn!(topic = %m.name, %err, "topic left out of consumer groups");
+                    None
+                }
+            })
             .collect();
+        let names = metas.iter().map(|(m, id)| (*id, m.name.clone())).collect();
         let by_name = metas
             .into_iter()
-            .map(|m| (m.name, (m.id, m.partitions)))
+            .map(|(m, id)| (m.name, (id, m.partitions)))
             .collect();
         TopicsView {
             version,
@@ -72,19 +93,19 @@ impl TopicsView {
         }
     }
 
-    pub fn id_of(&self, name: &str) -> Option<&str> {
-        self.by_name.get(name).map(|(id, _)| id.as_str())
+    pub fn id_of(&self, name: &str) -> Option<TopicId> {
+        self.by_name.get(name).map(|(id, _)| *id)
     }
 
-    pub fn name_of(&self, id: &str) -> Option<&str> {
-        self.names.get(id).map(String::as_str)
+    pub fn name_of(&self, id: TopicId) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
     }
 
     /// (name, id, partitions) of every topic, by name.
-    pub fn topics(&self) -> impl Iterator<Item = (&str, &str, u32)> {
+    pub fn topics(&self) -> impl Iterator<Item = (&str, TopicId, u32)> {
         self.by_name
             .iter()
-            .map(|(name, (id, n))| (name.as_str(), id.as_str(), *n))
+            .map(|(name, (id, n))| (name.as_str(), *id, *n))
     }
 }
 
@@ -100,13 +121,13 @@ pub struct NamedPartitions {
 pub fn named(view: &TopicsView, tps: &std::collections::BTreeSet<Tp>) -> Vec<NamedPartitions> {
     let mut out: BTreeMap<&str, NamedPartitions> = BTreeMap::new();
     for (id, p) in tps {
-        let Some(name) = view.name_of(id) else {
+        let Some(name) = view.name_of(*id) else {
             continue;
         };
         out.entry(name)
             .or_insert_with(|| NamedPartitions {
                 topic: name.to_string(),
-                topic_id: id.clone(),
+                topic_id: format!("{id:032x}"),
                 partitions: Vec::new(),
             })
             .partitions
@@ -177,7 +198,7 @@ pub fn subscription(topics: Vec<String>, pattern: &str) -> Result<Subscription> 
             }
             // Anchored: the pattern must match the whole name, as in Kafka.
             regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-                .size_limit(1 << 20)
+                .size_limit(256 << 10)
                 .build()
                 .map(|regex| Subscription::Pattern(pattern.to_string(), regex))
                 .map_err(|err| {
@@ -200,6 +221,10 @@ pub fn session_timeout(ms: u32) -> Result<u64> {
         ))),
     }
 }
+
+/// A group with no members and no commits for this long is dropped from memory (its
+/// files stay), so memory follows the groups in use rather than every group there is.
+const UNLOAD_IDLE_MS: i64 = 60_000;
 
 /// One group in the registry. Its state is loaded from disk on first use.
 struct Slot {
@@ -464,6 +489,41 @@ impl Groups {
         Ok(())
     }
 
+    /// Marks the files of groups that have members as active now: a group that
+    /// consumes for weeks without committing must not look idle to the next start.
+    async fn touch_active(&self) {
+        let active: Vec<Arc<Slot>> = self
+            .slots()
+            .values()
+            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
+            .cloned()
+            .collect();
+        for slot in active {
+            if let SlotState::Loaded(loaded) = &*slot.state.lock().await {
+                loaded.files.touch();
+            }
+            slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Drops idle groups' state from memory; they load again on their next use.
+    fn unload_idle(&self, now: i64) {
+        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
+        for slot in slots {
+            if slot.members.load(Ordering::Relaxed) > 0
+                || now - slot.last_active_ms.load(Ordering::Relaxed) < UNLOAD_IDLE_MS
+            {
+                continue;
+            }
+            // A group in use is skipped, not waited for.
+            if let Ok(mut state) = slot.state.try_lock() {
+                if matches!(&*state, SlotState::Loaded(l) if l.membership.is_empty()) {
+                    *state = SlotState::Unloaded;
+                }
+            }
+        }
+    }
+
     /// Ends sessions that timed out, now and then deletes groups past their offset
     /// retention; runs until the broker shuts down.
     pub async fn run(self: Arc<Self>) {
@@ -507,6 +567,8 @@ impl Groups {
     async fn expire_offsets(&self) {
         let retention = self.config.offsets_retention.as_millis() as i64;
         let now = now_ms();
+        self.unload_idle(now);
+        self.touch_active().await;
         let idle: Vec<Arc<Slot>> = self
             .slots()
             .values()

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::Tp;
+use super::{TopicId, Tp};
 use crate::error::{Error, Result};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"STROMGRP";
@@ -38,50 +38,101 @@ pub struct Committed {
     pub commit_ms: i64,
 }
 
-/// A group's committed offsets, by topic id and partition.
+/// A group's committed offsets, by topic id and partition: per topic, a vector indexed
+/// by partition (partitions are numbered densely from 0). Ten thousand groups of a
+/// thousand offsets each take about 32 bytes per offset this way; a hash map of
+/// (topic, partition) keys took over 200 (its power-of-two tables and padding).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Offsets {
-    map: HashMap<Tp, Committed>,
+    topics: HashMap<TopicId, Vec<Stored>>,
 }
+
+/// One partition's slot; `commit_ms == NONE` when nothing is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    offset: u64,
+    commit_ms: i64,
+    metadata: Option<Box<str>>,
+}
+
+const NONE: i64 = i64::MIN;
+
+/// Highest partition number kept: commits are checked against their topic's partitions
+/// (at most the server's max_partitions), so only damage could name a larger one, and it
+/// must not make a vector of billions of slots.
+const MAX_PARTITION: u32 = 1 << 20;
 
 impl Offsets {
     pub fn apply(&mut self, entries: impl IntoIterator<Item = (Tp, Committed)>) {
-        self.map.extend(entries);
+        for ((topic, partition), c) in entries {
+            if partition > MAX_PARTITION {
+                tracing::warn!(partition, "ignoring an offset of an impossible partition");
+                continue;
+            }
+            let slots = self.topics.entry(topic).or_default();
+            let index = partition as usize;
+            if slots.len() <= index {
+                slots.resize(
+                    index + 1,
+                    Stored {
+                        offset: 0,
+                        commit_ms: NONE,
+                        metadata: None,
+                    },
+                );
+            }
+            slots[index] = Stored {
+                offset: c.offset,
+                commit_ms: c.commit_ms.max(NONE + 1),
+                metadata: (!c.metadata.is_empty()).then(|| c.metadata.into_boxed_str()),
+            };
+        }
     }
 
-    pub fn get(&self, tp: &Tp) -> Option<&Committed> {
-        self.map.get(tp)
+    pub fn get(&self, (topic, partition): &Tp) -> Option<Committed> {
+        let stored = self.topics.get(topic)?.get(*partition as usize)?;
+        (stored.commit_ms != NONE).then(|| Committed {
+            offset: stored.offset,
+            metadata: stored.metadata.as_deref().unwrap_or_default().to_string(),
+            commit_ms: stored.commit_ms,
+        })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Tp, &Committed)> {
-        self.map.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (Tp, Committed)> + '_ {
+        self.topics.iter().flat_map(|(topic, slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.commit_ms != NONE)
+                .map(|(p, s)| {
+                    let committed = Committed {
+                        offset: s.offset,
+                        metadata: s.metadata.as_deref().unwrap_or_default().to_string(),
+                        commit_ms: s.commit_ms,
+                    };
+                    ((*topic, p as u32), committed)
+                })
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Drops the offsets of topics `keep` says are gone.
-    pub fn retain_topics(&mut self, keep: impl Fn(&str) -> bool) {
-        self.map.retain(|tp, _| keep(&tp.0));
+    pub fn retain_topics(&mut self, keep: impl Fn(TopicId) -> bool) {
+        self.topics.retain(|topic, _| keep(*topic));
     }
-}
-
-fn id_bytes(id: &str) -> [u8; 16] {
-    // Topic ids are 32 hex digits (data_dir::new_topic_id); anything else is a bug.
-    u128::from_str_radix(id, 16)
-        .expect("topic ids are 32 hex digits")
-        .to_be_bytes()
 }
 
 fn encode_entries(out: &mut Vec<u8>, entries: &[(Tp, Committed)]) {
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for ((topic, partition), c) in entries {
-        out.extend_from_slice(&id_bytes(topic));
+        out.extend_from_slice(&topic.to_be_bytes());
         out.extend_from_slice(&partition.to_le_bytes());
         out.extend_from_slice(&c.offset.to_le_bytes());
         out.extend_from_slice(&c.commit_ms.to_le_bytes());
@@ -129,7 +180,7 @@ fn decode_entries(cursor: &mut Cursor<'_>) -> Option<Vec<(Tp, Committed)>> {
         let len = cursor.u16()? as usize;
         let metadata = String::from_utf8(cursor.take(len)?.to_vec()).ok()?;
         entries.push((
-            (format!("{id:032x}"), partition),
+            (id, partition),
             Committed {
                 offset,
                 metadata,
@@ -207,10 +258,7 @@ pub fn encode_snapshot(seq: u64, offsets: &Offsets) -> Vec<u8> {
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    let entries: Vec<(Tp, Committed)> = offsets
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let entries: Vec<(Tp, Committed)> = offsets.iter().collect();
     encode_entries(&mut out, &entries);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -255,7 +303,7 @@ mod tests {
 
     fn entry(topic: u128, partition: u32, offset: u64, metadata: &str) -> (Tp, Committed) {
         (
-            (format!("{topic:032x}"), partition),
+            (topic, partition),
             Committed {
                 offset,
                 metadata: metadata.into(),

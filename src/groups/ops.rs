@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::offsets::{Committed, MAX_METADATA_BYTES};
 use super::store::Durability;
-use super::{loaded, Groups, Loaded, Slot, Subscription, Tp};
+use super::{loaded, topic_id, Groups, Loaded, Slot, Subscription, Tp};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically;
@@ -107,11 +107,11 @@ impl Groups {
                 metadata,
                 commit_ms: now,
             };
-            entries.push(((t.id.clone(), partition), committed));
+            entries.push(((topic_id(&t.id)?, partition), committed));
         }
         let (slot, mut guard) = self.lock(group, true).await?;
         let loaded = loaded(&mut guard);
-        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| tp.clone()).collect();
+        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
         loaded
             .membership
             .check_commit(member_id, member_epoch, &tps)?;
@@ -177,7 +177,7 @@ impl Groups {
             .filter_map(|((id, partition), c)| {
                 let name = view.name_of(id)?;
                 (wanted.is_empty() || wanted.contains(name))
-                    .then(|| (name.to_string(), *partition, c.clone()))
+                    .then(|| (name.to_string(), partition, c))
             })
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -258,7 +258,7 @@ impl Groups {
             }
         }
         for (p, target, bounds) in targets {
-            let tp = (t.id.clone(), p);
+            let tp = (topic_id(&t.id)?, p);
             let previous = loaded
                 .as_ref()
                 .and_then(|l| l.offsets.get(&tp))
@@ -300,7 +300,7 @@ impl Groups {
         let names = |tps: &BTreeSet<Tp>| {
             let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
             for (id, p) in tps {
-                let name = view.name_of(id).unwrap_or("(deleted topic)");
+                let name = view.name_of(*id).unwrap_or("(deleted topic)");
                 out.entry(name.to_string()).or_default().push(*p);
             }
             out
@@ -348,7 +348,7 @@ impl Groups {
                 continue;
             };
             for partition in &topic.partitions {
-                let tp = (topic.id.clone(), partition.id);
+                let tp = (topic_id(&topic.id)?, partition.id);
                 let Ok(bounds) = partition.offsets() else {
                     continue;
                 };

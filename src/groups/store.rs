@@ -1,5 +1,5 @@
-//! A group's files: `offsets.snap` (all offsets as of a journal position) and
-//! `offsets.journal` (the commits since), in the group's directory.
+//! A group's files: `offsets.<position>.snap` (all offsets as of a journal position)
+//! and `offsets.journal` (the commits since), in the group's directory.
 //!
 //! A commit appends one record to the journal and waits for an fsync that covers it;
 //! concurrent commits share fsyncs (group commit), as produces do. Past
@@ -20,8 +20,35 @@ use super::Tp;
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::{sync_data, sync_dir, write_atomically};
 
-pub const SNAPSHOT_FILE: &str = "offsets.snap";
 pub const JOURNAL_FILE: &str = "offsets.journal";
+
+/// Snapshots are named by the journal position they continue from, and the newest one
+/// counts: a snapshot write that a cancelled request left running cannot replace a newer
+/// snapshot by landing late.
+fn snapshot_name(seq: u64) -> String {
+    format!("offsets.{seq:020}.snap")
+}
+
+/// The snapshots in `dir`, oldest first.
+fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let seq = name
+            .strip_prefix("offsets.")
+            .and_then(|rest| rest.strip_suffix(".snap"))
+            .and_then(|digits| digits.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
 /// Journal bytes after which the state is snapshotted and the journal restarted.
 pub const COMPACT_AFTER_BYTES: u64 = 1 << 20;
 
@@ -117,6 +144,8 @@ pub struct GroupFiles {
     position: u64,
     /// History position of the next record.
     seq: u64,
+    /// The position the current snapshot continues from (its name).
+    snapshot_seq: u64,
 }
 
 impl GroupFiles {
@@ -124,18 +153,25 @@ impl GroupFiles {
     /// A journal with records is folded into a fresh snapshot at once, so what is served
     /// from now on is what a synced file holds. Blocking.
     pub fn open(dir: &Path) -> Result<(GroupFiles, Offsets)> {
-        let snapshot_path = dir.join(SNAPSHOT_FILE);
         let journal_path = dir.join(JOURNAL_FILE);
-        let (seq, mut offsets) = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => decode_snapshot(&bytes, &snapshot_path)?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).at(dir)?;
-                write_atomically(&snapshot_path, &encode_snapshot(0, &Offsets::default()))?;
-                sync_dir(dir.parent().expect("groups live in a directory"))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).at(dir)?;
+            sync_dir(dir.parent().expect("groups live in a directory"))?;
+        }
+        let mut found = snapshots(dir)?;
+        let newest = found.pop();
+        let (seq, mut offsets) = match &newest {
+            Some((_, path)) => decode_snapshot(&std::fs::read(path).at(path)?, path)?,
+            None => {
+                let path = dir.join(snapshot_name(0));
+                write_atomically(&path, &encode_snapshot(0, &Offsets::default()))?;
                 (0, Offsets::default())
             }
-            Err(err) => return Err(err).at(&snapshot_path),
         };
+        for (_, stale) in found {
+            let _ = std::fs::remove_file(stale);
+        }
+        let created = !journal_path.exists();
         let journal = OpenOptions::new()
             .read(true)
             .write(true)
@@ -143,6 +179,9 @@ impl GroupFiles {
             .truncate(false)
             .open(&journal_path)
             .at(&journal_path)?;
+        if created {
+            sync_dir(dir)?;
+        }
         let bytes = std::fs::read(&journal_path).at(&journal_path)?;
         let replayed = replay(&bytes, seq);
         let had_records = !replayed.records.is_empty();
@@ -155,6 +194,7 @@ impl GroupFiles {
             durability,
             position: replayed.valid_len as u64,
             seq: replayed.next_seq,
+            snapshot_seq: seq,
         };
         if had_records {
             files.write_snapshot(&offsets)?;
@@ -202,7 +242,7 @@ impl GroupFiles {
     /// thread and then calls `snapshot_written`, with no append in between.
     pub fn snapshot(&self, offsets: &Offsets) -> (PathBuf, Vec<u8>) {
         (
-            self.dir.join(SNAPSHOT_FILE),
+            self.dir.join(snapshot_name(self.seq)),
             encode_snapshot(self.seq, offsets),
         )
     }
@@ -210,6 +250,11 @@ impl GroupFiles {
     pub fn snapshot_written(&mut self) {
         self.position = 0;
         self.durability.covered(self.seq);
+        if self.snapshot_seq != self.seq {
+            // Superseded; a failure here leaves a file the next open removes.
+            let _ = std::fs::remove_file(self.dir.join(snapshot_name(self.snapshot_seq)));
+            self.snapshot_seq = self.seq;
+        }
     }
 
     /// Marks the group as active now (the file's time), for offset expiry across
@@ -224,9 +269,9 @@ impl GroupFiles {
 
 /// When a group last changed, from its files' times: for expiry of groups not loaded.
 pub fn last_modified_ms(dir: &Path) -> Option<i64> {
-    [SNAPSHOT_FILE, JOURNAL_FILE]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok()?.modified().ok())
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())
         .max()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)

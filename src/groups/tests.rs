@@ -107,13 +107,14 @@ impl World {
         Subscription::Pattern("t.*".into(), regex::Regex::new("^(?:t.*)$").unwrap())
     }
 
-    fn owned_names(&self, client: &Client) -> Vec<(String, u32)> {
-        client
-            .owned
-            .iter()
-            .chain(&client.releasing)
-            .filter_map(|(id, p)| self.view.name_of(id).map(|n| (n.to_string(), *p)))
-            .collect()
+    fn owned_names(&self, client: &Client) -> Vec<(String, Vec<u32>)> {
+        let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (id, p) in client.owned.iter().chain(&client.releasing) {
+            if let Some(name) = self.view.name_of(*id) {
+                by_topic.entry(name.to_string()).or_default().push(*p);
+            }
+        }
+        by_topic.into_iter().collect()
     }
 
     fn heartbeat(&mut self, i: usize, lose_answer: bool, slow_release: bool) {
@@ -178,23 +179,26 @@ impl World {
             session_timeout_ms: SESSION_MS,
             owned: Vec::new(),
         };
-        let answer = self
+        let live_twin = instance.as_ref().is_some_and(|i| {
+            self.clients
+                .iter()
+                .any(|c| c.alive && c.instance.as_ref() == Some(i))
+        });
+        let answer = match self
             .group
             .heartbeat(hb, &self.view, self.now, || id.clone())
-            .unwrap();
-        // A static member replaces the live one with its instance id; that process is
-        // gone (it restarted), so it owns nothing any more.
-        if let Some(instance) = &instance {
-            for c in self
-                .clients
-                .iter_mut()
-                .filter(|c| c.alive && c.instance.as_ref() == Some(instance))
-            {
-                c.alive = false;
-                c.owned.clear();
-                c.releasing.clear();
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                // Refused only while a live process holds the instance id.
+                assert!(live_twin, "join refused: {err}");
+                return;
             }
-        }
+        };
+        assert!(
+            !live_twin,
+            "a second live process took instance {instance:?}"
+        );
         self.clients.push(Client {
             member_id: answer.member_id,
             epoch: answer.member_epoch,
@@ -328,7 +332,7 @@ proptest! {
             }
         }
         let live: Vec<&Client> = world.clients.iter().filter(|c| c.alive).collect();
-        let all: BTreeSet<Tp> = world.topics.iter().flat_map(|t| (0..t.partitions).map(|p| (t.id.clone(), p))).collect();
+        let all: BTreeSet<Tp> = world.topics.iter().flat_map(|t| (0..t.partitions).map(|p| (super::topic_id(&t.id).unwrap(), p))).collect();
         if live.is_empty() {
             prop_assert_eq!(world.group.state(), GroupState::Empty);
             return Ok(());
@@ -343,4 +347,238 @@ proptest! {
         let epochs: BTreeSet<i64> = live.iter().map(|c| c.epoch).collect();
         prop_assert_eq!(epochs, BTreeSet::from([world.group.epoch()]));
     }
+}
+
+// Regressions found in review, each a scenario the random histories had missed.
+
+fn view_of(version: u64, topics: &[(&str, u128, u32)]) -> Arc<TopicsView> {
+    let metas = topics
+        .iter()
+        .map(|(name, id, partitions)| TopicMeta {
+            name: name.to_string(),
+            id: format!("{id:032x}"),
+            partitions: *partitions,
+        })
+        .collect();
+    Arc::new(TopicsView::new(version, metas))
+}
+
+fn hb(
+    id: &str,
+    epoch: i64,
+    instance: Option<&str>,
+    owned: &BTreeSet<Tp>,
+    view: &TopicsView,
+) -> Heartbeat {
+    let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (t, p) in owned {
+        by_topic
+            .entry(view.name_of(*t).unwrap().to_string())
+            .or_default()
+            .push(*p);
+    }
+    Heartbeat {
+        member_id: id.into(),
+        member_epoch: epoch,
+        subscription: World::subscription(),
+        instance_id: instance.map(String::from),
+        session_timeout_ms: SESSION_MS,
+        owned: by_topic.into_iter().collect(),
+    }
+}
+
+#[test]
+fn a_topic_seen_first_by_a_stray_leave_is_still_assigned() {
+    let v0 = view_of(0, &[("t0", 0, 2)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v0));
+    let none = BTreeSet::new();
+    let mut a = g
+        .heartbeat(hb("", 0, None, &none, &v0), &v0, 0, || "a".into())
+        .unwrap();
+    let v1 = view_of(1, &[("t0", 0, 2), ("t1", 1, 2)]);
+    g.leave("gone-already", &v1);
+    for i in 1..4 {
+        a = g
+            .heartbeat(
+                hb("a", a.member_epoch, None, &a.assignment, &v1),
+                &v1,
+                i * 100,
+                || unreachable!(),
+            )
+            .unwrap();
+    }
+    assert_eq!(a.assignment.len(), 4, "{:?}", a.assignment);
+}
+
+#[test]
+fn a_topic_created_during_a_static_restart_is_still_assigned() {
+    let v0 = view_of(0, &[("t0", 0, 2)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v0));
+    let none = BTreeSet::new();
+    let a = g
+        .heartbeat(hb("", 0, Some("i"), &none, &v0), &v0, 0, || "a".into())
+        .unwrap();
+    let v1 = view_of(1, &[("t0", 0, 2), ("t1", 1, 2)]);
+    g.leave("a", &v1);
+    let mut b = g
+        .heartbeat(hb("", 0, Some("i"), &none, &v1), &v1, 100, || "b".into())
+        .unwrap();
+    assert!(
+        b.assignment.is_superset(&a.assignment),
+        "the restarted member takes its partitions back"
+    );
+    for i in 2..5 {
+        b = g
+            .heartbeat(
+                hb("b", b.member_epoch, Some("i"), &b.assignment, &v1),
+                &v1,
+                i * 100,
+                || unreachable!(),
+            )
+            .unwrap();
+    }
+    assert_eq!(b.assignment.len(), 4, "{:?}", b.assignment);
+}
+
+#[test]
+fn a_member_fenced_for_its_epoch_lets_its_partitions_go_at_once() {
+    let v0 = view_of(0, &[("t0", 0, 2)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v0));
+    let none = BTreeSet::new();
+    let a = g
+        .heartbeat(hb("", 0, None, &none, &v0), &v0, 0, || "a".into())
+        .unwrap();
+    assert!(g
+        .heartbeat(
+            hb("a", a.member_epoch + 7, None, &a.assignment, &v0),
+            &v0,
+            10,
+            || unreachable!()
+        )
+        .is_err());
+    let mut b = g
+        .heartbeat(hb("", 0, None, &none, &v0), &v0, 20, || "b".into())
+        .unwrap();
+    for i in 3..6 {
+        b = g
+            .heartbeat(
+                hb("b", b.member_epoch, None, &b.assignment, &v0),
+                &v0,
+                i * 10,
+                || unreachable!(),
+            )
+            .unwrap();
+    }
+    assert_eq!(b.assignment.len(), 2);
+    assert_eq!(g.members().count(), 1);
+}
+
+#[test]
+fn a_live_static_member_is_not_replaced_by_a_second_process() {
+    let v0 = view_of(0, &[("t0", 0, 2)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v0));
+    let none = BTreeSet::new();
+    g.heartbeat(hb("", 0, Some("i"), &none, &v0), &v0, 0, || "a".into())
+        .unwrap();
+    let twin = g
+        .heartbeat(hb("", 0, Some("i"), &none, &v0), &v0, 10, || "b".into())
+        .unwrap_err();
+    assert!(twin.to_string().contains("has not left"), "{twin}");
+    // Once its session has ended, the instance id is free again.
+    g.expire(SESSION_MS + 1, &v0);
+    g.heartbeat(
+        hb("", 0, Some("i"), &none, &v0),
+        &v0,
+        SESSION_MS + 2,
+        || "b".into(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_member_that_never_gives_back_its_partitions_is_removed_after_its_session() {
+    let v0 = view_of(0, &[("t0", 0, 4)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v0));
+    let none = BTreeSet::new();
+    let a = g
+        .heartbeat(hb("", 0, None, &none, &v0), &v0, 0, || "a".into())
+        .unwrap();
+    let mut b = g
+        .heartbeat(hb("", 0, None, &none, &v0), &v0, 10, || "b".into())
+        .unwrap();
+    // `a` heartbeats on but keeps listing everything (stuck outside its poll loop).
+    let mut now = 20;
+    let mut a_epoch = a.member_epoch;
+    while now < 2 * SESSION_MS {
+        match g.heartbeat(
+            hb("a", a_epoch, None, &a.assignment, &v0),
+            &v0,
+            now,
+            || unreachable!(),
+        ) {
+            Ok(answer) => a_epoch = answer.member_epoch,
+            Err(_) => break,
+        }
+        b = g
+            .heartbeat(
+                hb("b", b.member_epoch, None, &b.assignment, &v0),
+                &v0,
+                now,
+                || unreachable!(),
+            )
+            .unwrap();
+        g.expire(now, &v0);
+        now += 500;
+    }
+    assert!(
+        now <= SESSION_MS + 1_000,
+        "removed about a session after the revocation began ({now} ms)"
+    );
+    b = g
+        .heartbeat(
+            hb("b", b.member_epoch, None, &b.assignment, &v0),
+            &v0,
+            now,
+            || unreachable!(),
+        )
+        .unwrap();
+    assert_eq!(b.assignment.len(), 4);
+}
+
+#[test]
+fn a_snapshot_write_that_lands_late_does_not_replace_a_newer_one() {
+    use super::offsets::Committed;
+    use super::store::GroupFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let gdir = dir.path().join(format!("g.{:032x}", 9));
+    let (mut files, mut offsets) = GroupFiles::open(&gdir).unwrap();
+    let tp: Tp = (1, 0);
+    let entry = |o: u64| {
+        vec![(
+            tp,
+            Committed {
+                offset: o,
+                metadata: "x".repeat(1000),
+                commit_ms: 0,
+            },
+        )]
+    };
+    let mut o = 0;
+    while !files.needs_snapshot() {
+        o += 1;
+        files.append(&entry(o)).unwrap();
+        offsets.apply(entry(o));
+    }
+    // A commit's snapshot is handed to a blocking thread, and the commit is cancelled.
+    let (path, orphan) = files.snapshot(&offsets);
+    // The next commit appends, snapshots and is acknowledged.
+    files.append(&entry(o + 1)).unwrap();
+    offsets.apply(entry(o + 1));
+    files.write_snapshot(&offsets).unwrap();
+    // The orphaned write lands last; then one more commit.
+    crate::log::files::write_atomically(&path, &orphan).unwrap();
+    files.append(&entry(o + 2)).unwrap();
+    drop(files);
+    let (_, reopened) = GroupFiles::open(&gdir).unwrap();
+    assert_eq!(reopened.get(&tp).unwrap().offset, o + 2);
 }

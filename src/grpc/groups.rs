@@ -65,10 +65,7 @@ impl groups_server::Groups for GroupsService {
             owned: r
                 .owned
                 .into_iter()
-                .flat_map(|t| {
-                    let topic = t.topic;
-                    t.partitions.into_iter().map(move |p| (topic.clone(), p))
-                })
+                .map(|t| (t.topic, t.partitions))
                 .collect(),
         };
         let (answer, assignment) = self

@@ -36,6 +36,7 @@ pub fn code(err: &Error) -> Code {
         Error::GroupNotFound { .. } => Code::NotFound,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
+        Error::LimitReached(_) => Code::ResourceExhausted,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
