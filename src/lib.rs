@@ -4,11 +4,16 @@
 //!
 //! Each layer uses only the ones below it.
 //!
-//! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, bench).
-//! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`.
+//! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, group, bench).
+//! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`,
+//!   a consumer-group member `GroupConsumer`.
 //! - [`server`] and [`config`]: running the gRPC server; its settings.
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
+//! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
+//!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
+//!   snapshot plus a group-committed journal per group, keyed by topic id. Uses the
+//!   broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
 //!   topic metadata, the per-partition writer, group commit of fsyncs, long-poll
 //!   wakeups, upkeep. Knows nothing of gRPC.
@@ -59,6 +64,19 @@
 //!    cuts at a record boundary where `max_bytes` ends.
 //! 3. The hand-written `FetchResponse` message writes those slices after each other into
 //!    tonic's buffer: the one copy out of the map. Nothing is decoded or re-encoded.
+//!
+//! # One offset commit
+//!
+//! 1. `grpc::GroupsService::commit_offsets` hands the offsets to `Groups::commit`
+//!    (`groups/ops.rs`), which checks each against its partition (between log start and
+//!    high watermark) and turns topic names into topic ids, before touching the group.
+//! 2. It locks the group (loading it from its snapshot and journal on first use), asks
+//!    the coordinator whether this member, at this epoch, owns these partitions, and
+//!    appends one journal record holding all the offsets (`groups/store.rs`).
+//! 3. With the group unlocked, it waits for an fsync covering the record: one sync task
+//!    runs at a time and wakes every waiter when it ends, so concurrent commits share
+//!    fsyncs. Past 1 MiB of journal, the offsets go into a new snapshot and the journal
+//!    starts again from its first byte.
 //!
 //! # Crashes
 //!

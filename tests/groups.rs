@@ -737,3 +737,55 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn after_a_restart_groups_expire_by_the_time_of_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ServeOptions {
+        groups: strom::groups::GroupsConfig::new(Duration::from_secs(3), Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
+    let client = server.client_with_topic("t", 1).await;
+    fill(&client, "t", 1, 3).await;
+    commit(&client, "old", ("", 0), "t", 0, 1).await.unwrap();
+    commit(&client, "recent", ("", 0), "t", 0, 2).await.unwrap();
+    server.stop().await.unwrap();
+    // "old" was last active an hour ago, as far as its files say.
+    let groups = dir.path().join("groups");
+    for entry in std::fs::read_dir(&groups).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("old.") {
+            let journal = std::fs::File::options()
+                .write(true)
+                .open(entry.path().join("offsets.journal"))
+                .unwrap();
+            journal
+                .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+                .unwrap();
+        }
+    }
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
+    let client = server.client().await;
+    let names = || async {
+        let list = client
+            .groups()
+            .list_groups(pb::ListGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        list.groups.into_iter().map(|g| g.group).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while names().await.contains(&"old".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle group did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(names().await, ["recent"], "a recently active group stays");
+    assert_eq!(
+        fetch_offsets(&client, "recent").await[&("t".to_string(), 0)],
+        2
+    );
+}

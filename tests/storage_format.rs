@@ -174,3 +174,93 @@ fn file_names_match_the_code() {
     assert!(doc.contains(&format!("| `{CLEAN_SHUTDOWN_FILE}` |")));
     assert!(doc.contains(&format!("\n`{:0width$}.log`", 1000, width = OFFSET_DIGITS)));
 }
+
+#[test]
+fn group_journal_and_snapshot_tables_match_the_code() {
+    use strom::groups::offsets::{
+        encode_record, encode_snapshot, Committed, Offsets, ENTRY_FIXED_LEN, KIND_OFFSETS,
+        RECORD_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+    };
+    let doc = doc();
+    let field = |rows: &[(usize, usize, String)], name: &str| {
+        let (at, size, _) = rows
+            .iter()
+            .find(|r| r.2 == name)
+            .unwrap_or_else(|| panic!("no field {name}"));
+        (*at, *size)
+    };
+    let read = |bytes: &[u8], (at, size): (usize, usize)| {
+        let mut buf = [0u8; 16];
+        buf[..size].copy_from_slice(&bytes[at..at + size]);
+        u128::from_le_bytes(buf)
+    };
+    let topic: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    let entry = (
+        (topic, 7u32),
+        Committed {
+            offset: 1_000_000_007,
+            metadata: "hi".into(),
+            commit_ms: 1_700_000_000_123,
+        },
+    );
+    // A journal record of one entry.
+    let record_rows = layout(&doc, "Group journal record");
+    let entry_rows = layout(&doc, "Group offset entry");
+    let bytes = encode_record(4242, std::slice::from_ref(&entry));
+    assert_eq!(field(&record_rows, "seq").0 + 8, RECORD_HEADER_LEN);
+    assert_eq!(
+        read(&bytes, field(&record_rows, "length")) as usize,
+        bytes.len() - RECORD_HEADER_LEN
+    );
+    assert_eq!(read(&bytes, field(&record_rows, "seq")), 4242);
+    assert_eq!(
+        read(&bytes, field(&record_rows, "kind")),
+        u128::from(KIND_OFFSETS)
+    );
+    assert_eq!(read(&bytes, field(&record_rows, "count")), 1);
+    let crc = crc32fast::hash(&bytes[8..]);
+    assert_eq!(read(&bytes, field(&record_rows, "crc")), u128::from(crc));
+    let (last_at, last_size, _) = record_rows.last().unwrap();
+    let e = &bytes[last_at + last_size..];
+    assert_eq!(
+        &e[field(&entry_rows, "topic id").0..][..16],
+        &topic.to_be_bytes()
+    );
+    assert_eq!(read(e, field(&entry_rows, "partition")), 7);
+    assert_eq!(read(e, field(&entry_rows, "offset")), 1_000_000_007);
+    assert_eq!(
+        read(e, field(&entry_rows, "commit time")),
+        1_700_000_000_123
+    );
+    assert_eq!(read(e, field(&entry_rows, "metadata length")), 2);
+    let (at, size, _) = entry_rows.last().unwrap();
+    assert_eq!(at + size, ENTRY_FIXED_LEN);
+    assert_eq!(&e[ENTRY_FIXED_LEN..], b"hi");
+    // A snapshot of the same entry.
+    let snap_rows = layout(&doc, "Group snapshot");
+    let mut offsets = Offsets::default();
+    offsets.apply([entry]);
+    let snap = encode_snapshot(99, &offsets);
+    assert_eq!(&snap[..8], SNAPSHOT_MAGIC);
+    assert!(doc.contains(&format!(
+        "`{}` (`SNAPSHOT_MAGIC`)",
+        std::str::from_utf8(SNAPSHOT_MAGIC).unwrap()
+    )));
+    assert_eq!(
+        read(&snap, field(&snap_rows, "version")),
+        u128::from(SNAPSHOT_VERSION)
+    );
+    assert_eq!(read(&snap, field(&snap_rows, "seq")), 99);
+    assert_eq!(read(&snap, field(&snap_rows, "count")), 1);
+    let (at, size, _) = snap_rows.last().unwrap();
+    assert_eq!(
+        snap.len(),
+        at + size + ENTRY_FIXED_LEN + 2 + 4,
+        "entries, then a CRC"
+    );
+    let body = snap.len() - 4;
+    assert_eq!(
+        u32::from_le_bytes(snap[body..].try_into().unwrap()),
+        crc32fast::hash(&snap[..body])
+    );
+}

@@ -222,6 +222,9 @@ pub fn session_timeout(ms: u32) -> Result<u64> {
     }
 }
 
+/// `Slot::last_active_ms` of a group listed at start-up whose files were not looked at.
+const UNKNOWN: i64 = i64::MIN;
+
 /// A group with no members and no commits for this long is dropped from memory (its
 /// files stay), so memory follows the groups in use rather than every group there is.
 const UNLOAD_IDLE_MS: i64 = 60_000;
@@ -235,6 +238,16 @@ struct Slot {
     last_active_ms: AtomicI64,
     /// Members now, readable without the lock (listings, the expiry task).
     members: AtomicUsize,
+}
+
+impl Slot {
+    /// How long the group has been inactive; 0 while that is not known yet.
+    fn idle_ms(&self, now: i64) -> i64 {
+        match self.last_active_ms.load(Ordering::Relaxed) {
+            UNKNOWN => 0,
+            at => now.saturating_sub(at),
+        }
+    }
 }
 
 enum SlotState {
@@ -283,12 +296,13 @@ impl Groups {
             let TopicDirName::Live { name, id: Some(_) } = parse_topic_dir(&file_name) else {
                 continue; // deleted leftovers are removed by the broker at start
             };
-            let last_active_ms = store::last_modified_ms(&dir).unwrap_or_else(now_ms);
             let slot = Arc::new(Slot {
                 name: name.clone(),
                 dir,
                 state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
-                last_active_ms: AtomicI64::new(last_active_ms),
+                // Read from the files by the first expiry sweep, not here: a stat per
+                // group made a cold start of 10,000 groups take most of a second.
+                last_active_ms: AtomicI64::new(UNKNOWN),
                 members: AtomicUsize::new(0),
             });
             if let Some(other) = slots.insert(name, slot) {
@@ -489,6 +503,32 @@ impl Groups {
         Ok(())
     }
 
+    /// Fills in, from the files, when the groups listed at start-up were last active.
+    async fn read_activity_times(&self) {
+        let unknown: Vec<Arc<Slot>> = self
+            .slots()
+            .values()
+            .filter(|s| s.last_active_ms.load(Ordering::Relaxed) == UNKNOWN)
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for slot in unknown {
+                let at = store::last_modified_ms(&slot.dir).unwrap_or_else(now_ms);
+                // Only if nothing happened meanwhile (which set a real time).
+                let _ = slot.last_active_ms.compare_exchange(
+                    UNKNOWN,
+                    at,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        })
+        .await;
+    }
+
     /// Marks the files of groups that have members as active now: a group that
     /// consumes for weeks without committing must not look idle to the next start.
     async fn touch_active(&self) {
@@ -510,9 +550,7 @@ impl Groups {
     fn unload_idle(&self, now: i64) {
         let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
         for slot in slots {
-            if slot.members.load(Ordering::Relaxed) > 0
-                || now - slot.last_active_ms.load(Ordering::Relaxed) < UNLOAD_IDLE_MS
-            {
+            if slot.members.load(Ordering::Relaxed) > 0 || slot.idle_ms(now) < UNLOAD_IDLE_MS {
                 continue;
             }
             // A group in use is skipped, not waited for.
@@ -565,6 +603,7 @@ impl Groups {
     }
 
     async fn expire_offsets(&self) {
+        self.read_activity_times().await;
         let retention = self.config.offsets_retention.as_millis() as i64;
         let now = now_ms();
         self.unload_idle(now);
@@ -572,10 +611,7 @@ impl Groups {
         let idle: Vec<Arc<Slot>> = self
             .slots()
             .values()
-            .filter(|s| {
-                s.members.load(Ordering::Relaxed) == 0
-                    && now - s.last_active_ms.load(Ordering::Relaxed) > retention
-            })
+            .filter(|s| s.members.load(Ordering::Relaxed) == 0 && s.idle_ms(now) > retention)
             .cloned()
             .collect();
         for slot in idle {
@@ -585,7 +621,7 @@ impl Groups {
                 SlotState::Unloaded => true,
                 SlotState::Deleted => false,
             };
-            if empty && now - slot.last_active_ms.load(Ordering::Relaxed) > retention {
+            if empty && slot.idle_ms(now) > retention {
                 tracing::info!(group = %slot.name, "deleting a group idle past its offset retention");
                 if let Err(err) = self.remove(&slot, guard).await {
                     tracing::warn!(group = %slot.name, %err, "could not delete an expired group");

@@ -28,7 +28,8 @@ pub const RECORD_HEADER_LEN: usize = 16;
 pub const KIND_OFFSETS: u8 = 1;
 /// Largest metadata string stored with an offset (Kafka's default too).
 pub const MAX_METADATA_BYTES: usize = 4096;
-const ENTRY_FIXED_LEN: usize = 16 + 4 + 8 + 8 + 2;
+/// Bytes of an offset entry before its metadata.
+pub const ENTRY_FIXED_LEN: usize = 16 + 4 + 8 + 8 + 2;
 
 /// An offset as committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
