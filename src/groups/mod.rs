@@ -8,8 +8,10 @@
 //!   and journal files, and the group commit of their fsyncs.
 //! - `ops`: commit, fetch, reset and describe, which need the broker (topic ids, high
 //!   watermarks, timestamp lookups).
-//! - this module: the registry of groups, loading them from disk on first use, and the
-//!   task that ends expired sessions and deletes groups past their offset retention.
+//! - `topics`: the topics as groups see them; `request`: checks of what requests carry.
+//! - this module: the registry of groups, loading them from disk on first use;
+//!   `expiry`: the task that ends expired sessions and deletes groups past their offset
+//!   retention.
 //!
 //! Offsets are kept by topic id, so a topic deleted and created again under its name
 //! starts with no committed offsets. Membership lives in memory only: after a restart
@@ -17,13 +19,17 @@
 
 mod assign;
 pub mod coordinator;
+mod expiry;
+mod member;
 pub mod offsets;
 mod ops;
+mod request;
 mod store;
 #[cfg(test)]
 mod tests;
+mod topics;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,105 +42,14 @@ pub use coordinator::{
     MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 pub use ops::{DescribedGroup, PartitionLag, ResetPlan, ResetTo};
+pub use request::{session_timeout, subscription, validate_group_name};
+pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};
-use crate::broker::{now_ms, Broker, TopicMeta};
+use crate::broker::{now_ms, Broker};
 use crate::error::{quote, Error, IoContext, Result};
 use offsets::Offsets;
 use store::GroupFiles;
-
-/// A topic's id as a number: ids are 32 hex digits (`data_dir::new_topic_id`), and 16
-/// bytes that copy freely beat a string per offset when a server holds millions.
-pub type TopicId = u128;
-
-/// A partition, by topic id (not name: a re-created topic's partitions are new ones).
-pub type Tp = (TopicId, u32);
-
-/// A topic id from its text form.
-pub fn topic_id(id: &str) -> Result<TopicId> {
-    u128::from_str_radix(id, 16)
-        .ok()
-        .filter(|_| id.len() == crate::broker::data_dir::TOPIC_ID_LEN)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!("topic id {} is not 32 hex digits", quote(id)))
-        })
-}
-
-/// The topics as groups see them: names, ids and partition counts, at one version of
-/// the broker's topic set.
-#[derive(Debug, Default)]
-pub struct TopicsView {
-    pub version: u64,
-    by_name: BTreeMap<String, (TopicId, u32)>,
-    names: HashMap<TopicId, String>,
-}
-
-impl TopicsView {
-    pub fn new(version: u64, metas: Vec<TopicMeta>) -> TopicsView {
-        let metas: Vec<(TopicMeta, TopicId)> = metas
-            .into_iter()
-            .filter_map(|m| match topic_id(&m.id) {
-                Ok(id) => Some((m, id)),
-                Err(err) => {
-                    tracing::warn!(topic = %m.name, %err, "topic left out of consumer groups");
-                    None
-                }
-            })
-            .collect();
-        let names = metas.iter().map(|(m, id)| (*id, m.name.clone())).collect();
-        let by_name = metas
-            .into_iter()
-            .map(|(m, id)| (m.name, (id, m.partitions)))
-            .collect();
-        TopicsView {
-            version,
-            by_name,
-            names,
-        }
-    }
-
-    pub fn id_of(&self, name: &str) -> Option<TopicId> {
-        self.by_name.get(name).map(|(id, _)| *id)
-    }
-
-    pub fn name_of(&self, id: TopicId) -> Option<&str> {
-        self.names.get(&id).map(String::as_str)
-    }
-
-    /// (name, id, partitions) of every topic, by name.
-    pub fn topics(&self) -> impl Iterator<Item = (&str, TopicId, u32)> {
-        self.by_name
-            .iter()
-            .map(|(name, (id, n))| (name.as_str(), *id, *n))
-    }
-}
-
-/// Partitions of one topic, by name and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedPartitions {
-    pub topic: String,
-    pub topic_id: String,
-    pub partitions: Vec<u32>,
-}
-
-/// Partitions grouped by topic name (partitions of topics deleted meanwhile are left out).
-pub fn named(view: &TopicsView, tps: &std::collections::BTreeSet<Tp>) -> Vec<NamedPartitions> {
-    let mut out: BTreeMap<&str, NamedPartitions> = BTreeMap::new();
-    for (id, p) in tps {
-        let Some(name) = view.name_of(*id) else {
-            continue;
-        };
-        out.entry(name)
-            .or_insert_with(|| NamedPartitions {
-                topic: name.to_string(),
-                topic_id: format!("{id:032x}"),
-                partitions: Vec::new(),
-            })
-            .partitions
-            .push(*p);
-    }
-    out.into_values().collect()
-}
 
 /// Settings of the groups service.
 #[derive(Debug, Clone)]
@@ -163,62 +78,6 @@ impl GroupsConfig {
 impl Default for GroupsConfig {
     fn default() -> Self {
         GroupsConfig::new(Duration::from_secs(3), Duration::from_secs(7 * 24 * 3600))
-    }
-}
-
-/// Checks a group name: the rules of topic names, as it names a directory too.
-pub fn validate_group_name(name: &str) -> Result<()> {
-    crate::broker::topic::validate_name(name)
-        .map_err(|_| Error::InvalidArgument(format!(
-            "group name {} is invalid: use 1 to {} characters of a-z, A-Z, 0-9, '.', '_' and '-', not \".\" or \"..\"",
-            quote(name),
-            crate::broker::topic::MAX_NAME_LEN
-        )))
-}
-
-/// A subscription from a heartbeat's `topics` and `topic_pattern`.
-pub fn subscription(topics: Vec<String>, pattern: &str) -> Result<Subscription> {
-    const MAX_PATTERN: usize = 1024;
-    match (topics.is_empty(), pattern.is_empty()) {
-        (true, true) | (false, false) => Err(Error::InvalidArgument(
-            "a heartbeat subscribes with topics or with topic_pattern: give exactly one".into(),
-        )),
-        (false, true) => {
-            for topic in &topics {
-                crate::broker::topic::validate_name(topic)?;
-            }
-            Ok(Subscription::Topics(topics.into_iter().collect()))
-        }
-        (true, false) => {
-            if pattern.len() > MAX_PATTERN {
-                return Err(Error::InvalidArgument(format!(
-                    "topic_pattern is {} bytes; at most {MAX_PATTERN}",
-                    pattern.len()
-                )));
-            }
-            // Anchored: the pattern must match the whole name, as in Kafka.
-            regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-                .size_limit(256 << 10)
-                .build()
-                .map(|regex| Subscription::Pattern(pattern.to_string(), regex))
-                .map_err(|err| {
-                    Error::InvalidArgument(format!(
-                        "topic_pattern {} is not a valid regular expression: {err}",
-                        quote(pattern)
-                    ))
-                })
-        }
-    }
-}
-
-/// A session timeout from a heartbeat: 0 for the default, else within bounds.
-pub fn session_timeout(ms: u32) -> Result<u64> {
-    match u64::from(ms) {
-        0 => Ok(DEFAULT_SESSION_TIMEOUT_MS),
-        ms if (MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&ms) => Ok(ms),
-        ms => Err(Error::InvalidArgument(format!(
-            "session_timeout_ms {ms} is out of bounds: use {MIN_SESSION_TIMEOUT_MS} to {MAX_SESSION_TIMEOUT_MS}, or 0 for {DEFAULT_SESSION_TIMEOUT_MS}"
-        ))),
     }
 }
 
@@ -501,132 +360,5 @@ impl Groups {
         .expect("group delete does not panic")?;
         tracing::info!(group = %slot.name, "group deleted");
         Ok(())
-    }
-
-    /// Fills in, from the files, when the groups listed at start-up were last active.
-    async fn read_activity_times(&self) {
-        let unknown: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.last_active_ms.load(Ordering::Relaxed) == UNKNOWN)
-            .cloned()
-            .collect();
-        if unknown.is_empty() {
-            return;
-        }
-        let _ = tokio::task::spawn_blocking(move || {
-            for slot in unknown {
-                let at = store::last_modified_ms(&slot.dir).unwrap_or_else(now_ms);
-                // Only if nothing happened meanwhile (which set a real time).
-                let _ = slot.last_active_ms.compare_exchange(
-                    UNKNOWN,
-                    at,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-        })
-        .await;
-    }
-
-    /// Marks the files of groups that have members as active now: a group that
-    /// consumes for weeks without committing must not look idle to the next start.
-    async fn touch_active(&self) {
-        let active: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
-            .cloned()
-            .collect();
-        for slot in active {
-            if let SlotState::Loaded(loaded) = &*slot.state.lock().await {
-                loaded.files.touch();
-            }
-            slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
-        }
-    }
-
-    /// Drops idle groups' state from memory; they load again on their next use.
-    fn unload_idle(&self, now: i64) {
-        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
-        for slot in slots {
-            if slot.members.load(Ordering::Relaxed) > 0 || slot.idle_ms(now) < UNLOAD_IDLE_MS {
-                continue;
-            }
-            // A group in use is skipped, not waited for.
-            if let Ok(mut state) = slot.state.try_lock() {
-                if matches!(&*state, SlotState::Loaded(l) if l.membership.is_empty()) {
-                    *state = SlotState::Unloaded;
-                }
-            }
-        }
-    }
-
-    /// Ends sessions that timed out, now and then deletes groups past their offset
-    /// retention; runs until the broker shuts down.
-    pub async fn run(self: Arc<Self>) {
-        let mut stopping = self.broker.shutting_down();
-        let tick = Duration::from_millis(100);
-        let mut last_sweep = Instant::now();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            self.expire_sessions().await;
-            if last_sweep.elapsed() >= self.config.sweep_interval {
-                last_sweep = Instant::now();
-                self.expire_offsets().await;
-            }
-        }
-    }
-
-    async fn expire_sessions(&self) {
-        let active: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
-            .cloned()
-            .collect();
-        let now = self.now();
-        for slot in active {
-            let mut guard = Arc::clone(&slot.state).lock_owned().await;
-            if let SlotState::Loaded(loaded) = &mut *guard {
-                if loaded.membership.next_deadline().is_some_and(|d| d <= now) {
-                    let view = self.view();
-                    let expired = loaded.membership.expire(now, &view);
-                    tracing::info!(group = %slot.name, members = ?expired, "sessions expired");
-                    Self::members_changed(&slot, loaded);
-                }
-            }
-        }
-    }
-
-    async fn expire_offsets(&self) {
-        self.read_activity_times().await;
-        let retention = self.config.offsets_retention.as_millis() as i64;
-        let now = now_ms();
-        self.unload_idle(now);
-        self.touch_active().await;
-        let idle: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.members.load(Ordering::Relaxed) == 0 && s.idle_ms(now) > retention)
-            .cloned()
-            .collect();
-        for slot in idle {
-            let guard = Arc::clone(&slot.state).lock_owned().await;
-            let empty = match &*guard {
-                SlotState::Loaded(loaded) => loaded.membership.is_empty(),
-                SlotState::Unloaded => true,
-                SlotState::Deleted => false,
-            };
-            if empty && slot.idle_ms(now) > retention {
-                tracing::info!(group = %slot.name, "deleting a group idle past its offset retention");
-                if let Err(err) = self.remove(&slot, guard).await {
-                    tracing::warn!(group = %slot.name, %err, "could not delete an expired group");
-                }
-            }
-        }
     }
 }

@@ -6,7 +6,9 @@
 //! called (or `commit` after it), so a crash replays what was returned since the last
 //! commit, never skips it. With auto-commit on, revoked partitions are committed before
 //! they are given back; with it off, only `commit` commits, and the next owner of a
-//! revoked partition starts from the last commit (records may come twice, never not).
+//! revoked partition starts from the last commit (a record may come twice; none is skipped).
+
+mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,9 +20,9 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::consumer::to_owned;
 use super::{Client, ConsumedRecord, Start};
 use crate::grpc::pb::{self, groups_client::GroupsClient, list_offsets_request::Spec};
+use tasks::{fetch_loop, heartbeat_loop};
 
 /// How a group consumer behaves.
 #[derive(Debug, Clone)]
@@ -441,165 +443,6 @@ impl Drop for GroupConsumer {
         self.heartbeats.abort();
         for owned in self.owned.values() {
             owned.fetcher.abort();
-        }
-    }
-}
-
-/// Fetches one partition from `next` on, long-polling, until aborted.
-async fn fetch_loop(
-    client: Client,
-    key: Key,
-    mut next: u64,
-    max_bytes: u32,
-    generation: u64,
-    tx: mpsc::Sender<Fetched>,
-) {
-    let mut log = client.log();
-    loop {
-        let request = pb::FetchRequest {
-            topic: key.0.clone(),
-            partition: key.1,
-            offset: next,
-            max_bytes,
-            max_wait_ms: 500,
-            min_bytes: 1,
-        };
-        let result = match log.fetch(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                match to_owned(key.1, &response.records) {
-                    Ok(records) if records.is_empty() => continue,
-                    Ok(records) => {
-                        next = response.next_offset.max(next);
-                        Ok((records, next))
-                    }
-                    Err(status) => Err(status),
-                }
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded
-                ) =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Err(status) => Err(status),
-        };
-        let stop = result.is_err();
-        if tx
-            .send(Fetched {
-                key: key.clone(),
-                generation,
-                result,
-            })
-            .await
-            .is_err()
-            || stop
-        {
-            return;
-        }
-    }
-}
-
-/// Heartbeats until aborted: joins, reports what the consumer owns, and passes the
-/// answers on.
-async fn heartbeat_loop(
-    mut groups: GroupsClient<Channel>,
-    config: GroupConfig,
-    shared: Arc<Mutex<Shared>>,
-    wake: Arc<Notify>,
-    changed: Arc<Notify>,
-) {
-    loop {
-        let interval;
-        let joining;
-        let request = {
-            let shared = lock(&shared);
-            joining = shared.member_id.is_empty();
-            let mut owned: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-            for (topic, partition) in &shared.owned {
-                owned.entry(topic).or_default().push(*partition);
-            }
-            pb::HeartbeatRequest {
-                group: config.group.clone(),
-                member_id: shared.member_id.clone(),
-                member_epoch: shared.epoch,
-                topics: if config.topic_pattern.is_some() {
-                    Vec::new()
-                } else {
-                    config.topics.clone()
-                },
-                topic_pattern: config.topic_pattern.clone().unwrap_or_default(),
-                instance_id: config.instance_id.clone().unwrap_or_default(),
-                session_timeout_ms: config.session_timeout.as_millis() as u32,
-                owned: owned
-                    .into_iter()
-                    .map(|(topic, partitions)| pb::TopicPartitions {
-                        topic: topic.to_string(),
-                        partitions,
-                        topic_id: String::new(),
-                    })
-                    .collect(),
-            }
-        };
-        match groups.heartbeat(request).await {
-            Ok(response) => {
-                let r = response.into_inner();
-                interval = Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(1)));
-                let assignment = r
-                    .assignment
-                    .into_iter()
-                    .flat_map(|t| {
-                        let (topic, id) = (t.topic, t.topic_id);
-                        t.partitions
-                            .into_iter()
-                            .map(move |p| ((topic.clone(), p), id.clone()))
-                    })
-                    .collect();
-                let mut shared = lock(&shared);
-                shared.member_id = r.member_id;
-                shared.epoch = r.member_epoch;
-                if shared.assignment.as_ref() != Some(&assignment) {
-                    shared.assignment = Some(assignment);
-                    changed.notify_one();
-                }
-            }
-            Err(status) if status.code() == Code::FailedPrecondition && joining => {
-                // Refused a place (its instance_id still belongs to a live member):
-                // try again later, not in a tight loop.
-                tracing::warn!(%status, "cannot join the group yet");
-                interval = Duration::from_secs(1);
-            }
-            Err(status) if status.code() == Code::FailedPrecondition => {
-                tracing::warn!(%status, "fenced by the group; joining again");
-                let mut shared = lock(&shared);
-                shared.member_id.clear();
-                shared.epoch = 0;
-                shared.assignment = None;
-                shared.fenced = true;
-                changed.notify_one();
-                continue;
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::NotFound | Code::Unimplemented
-                ) =>
-            {
-                lock(&shared).failed = Some(status);
-                changed.notify_one();
-                return;
-            }
-            Err(status) => {
-                tracing::warn!(%status, "heartbeat failed; retrying");
-                interval = Duration::from_millis(200);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = wake.notified() => {}
         }
     }
 }
