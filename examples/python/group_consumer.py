@@ -8,40 +8,17 @@ moves partitions as members come and go. Each record is printed as one line,
 `partition offset value`, and committed after its batch, so a member that takes over a
 partition (or a restart of the group) goes on where the last owner stopped.
 
-Stubs are generated from proto/ at start-up, as in strom_client.py.
+Stubs are generated from proto/ at start-up (strom_stubs.py).
 """
 
 import argparse
-import importlib
-import os
 import sys
-import tempfile
 import time
 
 import grpc
-from grpc_tools import protoc
+from strom_stubs import load_stubs
 
-PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
 FETCH_WAIT_MS = 50  # how long one Fetch waits for records on an idle partition
-
-
-def load_stubs():
-    """Compiles strom/v1/strom.proto and imports the generated modules."""
-    out = tempfile.mkdtemp(prefix="strom-stubs-")
-    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    status = protoc.main([
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{include}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(PROTO_ROOT, "strom", "v1", "strom.proto"),
-    ])
-    if status != 0:
-        sys.exit(f"protoc failed with status {status}")
-    sys.path.insert(0, out)
-    return importlib.import_module("strom.v1.strom_pb2"), importlib.import_module("strom.v1.strom_pb2_grpc")
-
 
 pb, rpc = load_stubs()
 

@@ -9,6 +9,14 @@ use super::{store, Groups, Slot, SlotState, UNKNOWN, UNLOAD_IDLE_MS};
 use crate::broker::now_ms;
 
 impl Groups {
+    fn slots_with_members(&self) -> Vec<Arc<Slot>> {
+        self.slots()
+            .values()
+            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
+            .cloned()
+            .collect()
+    }
+
     /// Fills in, from the files, when the groups listed at start-up were last active.
     async fn read_activity_times(&self) {
         let unknown: Vec<Arc<Slot>> = self
@@ -38,12 +46,7 @@ impl Groups {
     /// Marks the files of groups that have members as active now: a group that
     /// consumes for weeks without committing must not look idle to the next start.
     async fn touch_active(&self) {
-        let active: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
-            .cloned()
-            .collect();
+        let active = self.slots_with_members();
         for slot in active {
             if let SlotState::Loaded(loaded) = &*slot.state.lock().await {
                 loaded.files.touch();
@@ -88,12 +91,7 @@ impl Groups {
     }
 
     async fn expire_sessions(&self) {
-        let active: Vec<Arc<Slot>> = self
-            .slots()
-            .values()
-            .filter(|s| s.members.load(Ordering::Relaxed) > 0)
-            .cloned()
-            .collect();
+        let active = self.slots_with_members();
         let now = self.now();
         for slot in active {
             let mut guard = Arc::clone(&slot.state).lock_owned().await;
