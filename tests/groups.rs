@@ -789,3 +789,81 @@ async fn after_a_restart_groups_expire_by_the_time_of_their_files() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_bounded_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 2).await;
+    let mut groups = client.groups();
+    let group_dirs = || {
+        std::fs::read_dir(dir.path().join("groups"))
+            .unwrap()
+            .count()
+    };
+    // A refused heartbeat leaves no group and no directory.
+    let ghost = heartbeat(&client, "ghost", "nope", 3, &["t"])
+        .await
+        .unwrap_err();
+    assert_eq!(ghost.code(), Code::FailedPrecondition);
+    let listed = groups
+        .list_groups(pb::ListGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.groups.is_empty(), "{:?}", listed.groups);
+    // A group that only heartbeats holds no files (no descriptor, no directory).
+    heartbeat(&client, "members-only", "", 0, &["t"])
+        .await
+        .unwrap();
+    assert_eq!(group_dirs(), 0);
+    // Sizes a member may send.
+    let join = |instance_id: String, topics: Vec<String>| pb::HeartbeatRequest {
+        group: "g".into(),
+        topics,
+        instance_id,
+        ..Default::default()
+    };
+    for (request, what) in [
+        (join("i".repeat(256), vec!["t".into()]), "instance_id"),
+        (
+            join(String::new(), (0..1001).map(|i| format!("t{i}")).collect()),
+            "topics named",
+        ),
+    ] {
+        let err = groups.heartbeat(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(what), "{}", err.message());
+    }
+    let reset_false = pb::ResetOffsetsRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        partitions: vec![],
+        to: Some(To::Earliest(false)),
+        dry_run: true,
+    };
+    assert_eq!(
+        groups.reset_offsets(reset_false).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // At most 1,000 members in one group.
+    let crowd = || pb::HeartbeatRequest {
+        group: "crowd".into(),
+        topics: vec!["t".into()],
+        session_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let mut joins = Vec::new();
+    for _ in 0..1_000 {
+        let mut groups = client.groups();
+        joins.push(tokio::spawn(async move {
+            groups.heartbeat(crowd()).await.map(|_| ())
+        }));
+    }
+    for join in joins {
+        join.await.unwrap().unwrap();
+    }
+    let full = groups.heartbeat(crowd()).await.unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    assert_eq!(group_dirs(), 0);
+}

@@ -26,7 +26,7 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
 /// times as often, so partitions freed by others reach it quickly.
 pub const RECONCILING_SPEEDUP: u64 = 5;
 /// Most members one group may have: each join recomputes the assignment over all of them.
-pub const MAX_MEMBERS: usize = 10_000;
+pub const MAX_MEMBERS: usize = 1_000;
 
 #[derive(Debug)]
 pub struct Membership {

@@ -49,7 +49,9 @@ impl Groups {
         let active = self.slots_with_members();
         for slot in active {
             if let SlotState::Loaded(loaded) = &*slot.state.lock().await {
-                loaded.files.touch();
+                if let Some(store) = &loaded.store {
+                    store.files.touch();
+                }
             }
             slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
         }
@@ -59,13 +61,25 @@ impl Groups {
     fn unload_idle(&self, now: i64) {
         let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
         for slot in slots {
-            if slot.members.load(Ordering::Relaxed) > 0 || slot.idle_ms(now) < UNLOAD_IDLE_MS {
-                continue;
-            }
             // A group in use is skipped, not waited for.
-            if let Ok(mut state) = slot.state.try_lock() {
-                if matches!(&*state, SlotState::Loaded(l) if l.membership.is_empty()) {
+            let Ok(mut state) = Arc::clone(&slot.state).try_lock_owned() else {
+                continue;
+            };
+            let SlotState::Loaded(loaded) = &mut *state else {
+                continue;
+            };
+            // Files unused for a minute are closed, members or not: a descriptor per
+            // group that only heartbeats would run the server out of them.
+            if loaded.store.is_some() && now.saturating_sub(loaded.store_used_ms) >= UNLOAD_IDLE_MS
+            {
+                loaded.store = None;
+            }
+            if loaded.membership.is_empty() && slot.idle_ms(now) >= UNLOAD_IDLE_MS {
+                if slot.has_files.load(Ordering::Relaxed) {
                     *state = SlotState::Unloaded;
+                } else {
+                    // Nothing on disk and nobody in it: the group is gone.
+                    self.forget_if_empty(&slot, &mut state);
                 }
             }
         }

@@ -10,7 +10,7 @@ use super::Tp;
 pub enum Subscription {
     Topics(BTreeSet<String>),
     /// The pattern as given, and compiled to match whole names.
-    Pattern(String, regex::Regex),
+    Pattern(String, regex::bytes::Regex),
 }
 
 impl PartialEq for Subscription {
@@ -27,7 +27,7 @@ impl Subscription {
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Subscription::Topics(names) => names.contains(name),
-            Subscription::Pattern(_, regex) => regex.is_match(name),
+            Subscription::Pattern(_, regex) => regex.is_match(name.as_bytes()),
         }
     }
 }

@@ -31,7 +31,7 @@ mod topics;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ pub use coordinator::{
     MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 pub use ops::{DescribedGroup, PartitionLag, ResetPlan, ResetTo};
-pub use request::{session_timeout, subscription, validate_group_name};
+pub use request::{instance_id, session_timeout, subscription, validate_group_name};
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};
@@ -81,6 +81,10 @@ impl Default for GroupsConfig {
     }
 }
 
+/// Most groups a server keeps (each costs a little memory, and a directory once it has
+/// committed offsets).
+pub const MAX_GROUPS: usize = 100_000;
+
 /// `Slot::last_active_ms` of a group listed at start-up whose files were not looked at.
 const UNKNOWN: i64 = i64::MIN;
 
@@ -97,6 +101,8 @@ struct Slot {
     last_active_ms: AtomicI64,
     /// Members now, readable without the lock (listings, the expiry task).
     members: AtomicUsize,
+    /// Whether the group has a directory (committed offsets) on disk.
+    has_files: AtomicBool,
 }
 
 impl Slot {
@@ -117,6 +123,14 @@ enum SlotState {
 
 struct Loaded {
     membership: Membership,
+    /// Committed offsets and their files, opened on first need (`Groups::store`): a
+    /// group that only heartbeats holds no file, and an idle one lets its go.
+    store: Option<Store>,
+    /// Wall-clock ms of the store's last use.
+    store_used_ms: i64,
+}
+
+struct Store {
     offsets: Offsets,
     /// Reopened before the next use if an fsync of them failed.
     files: GroupFiles,
@@ -163,6 +177,7 @@ impl Groups {
                 // group made a cold start of 10,000 groups take most of a second.
                 last_active_ms: AtomicI64::new(UNKNOWN),
                 members: AtomicUsize::new(0),
+                has_files: AtomicBool::new(true),
             });
             if let Some(other) = slots.insert(name, slot) {
                 tracing::warn!(dir = %other.dir.display(), "two directories for one group; using one of them");
@@ -210,6 +225,11 @@ impl Groups {
     fn find_or_create(&self, name: &str) -> Result<Arc<Slot>> {
         validate_group_name(name)?;
         let mut slots = self.slots();
+        if slots.len() >= MAX_GROUPS && !slots.contains_key(name) {
+            return Err(Error::LimitReached(format!(
+                "the server has {MAX_GROUPS} consumer groups, the most it keeps; delete unused ones (strom group delete)"
+            )));
+        }
         let slot = slots.entry(name.to_string()).or_insert_with(|| {
             Arc::new(Slot {
                 name: name.to_string(),
@@ -220,12 +240,14 @@ impl Groups {
                 state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
                 last_active_ms: AtomicI64::new(now_ms()),
                 members: AtomicUsize::new(0),
+                has_files: AtomicBool::new(false),
             })
         });
         Ok(Arc::clone(slot))
     }
 
-    /// Locks a group, loading (or creating, with `create`) its files first.
+    /// Locks a group (registering it first, with `create`); its files are opened by
+    /// `store`, only when offsets are needed.
     async fn lock(&self, name: &str, create: bool) -> Result<(Arc<Slot>, Guard)> {
         loop {
             let slot = if create {
@@ -234,32 +256,50 @@ impl Groups {
                 self.find(name)?
             };
             let mut guard = Arc::clone(&slot.state).lock_owned().await;
-            let reopen = match &*guard {
+            match &*guard {
                 SlotState::Deleted => continue, // deleted meanwhile: look again
-                SlotState::Unloaded => true,
-                SlotState::Loaded(loaded) => loaded.files.has_failed(),
-            };
-            if reopen {
-                let dir = slot.dir.clone();
-                let (files, offsets) = tokio::task::spawn_blocking(move || GroupFiles::open(&dir))
-                    .await
-                    .expect("group load does not panic")?;
-                let membership = match std::mem::replace(&mut *guard, SlotState::Unloaded) {
-                    SlotState::Loaded(old) => old.membership,
-                    _ => Membership::new(
+                SlotState::Loaded(_) => {}
+                SlotState::Unloaded => {
+                    let membership = Membership::new(
                         name,
                         self.config.heartbeat_interval.as_millis() as u64,
                         self.view(),
-                    ),
-                };
-                *guard = SlotState::Loaded(Box::new(Loaded {
-                    membership,
-                    offsets,
-                    files,
-                }));
+                    );
+                    *guard = SlotState::Loaded(Box::new(Loaded {
+                        membership,
+                        store: None,
+                        store_used_ms: now_ms(),
+                    }));
+                }
             }
             return Ok((slot, guard));
         }
+    }
+
+    /// A locked group's offsets and files, opened (or with `create`, created) on first
+    /// need and again after a failed fsync. `None`: the group has never stored offsets.
+    async fn store<'a>(
+        &self,
+        slot: &Slot,
+        loaded: &'a mut Loaded,
+        create: bool,
+    ) -> Result<Option<&'a mut Store>> {
+        loaded.store_used_ms = now_ms();
+        if loaded.store.as_ref().is_some_and(|s| !s.files.has_failed()) {
+            return Ok(loaded.store.as_mut());
+        }
+        let dir = slot.dir.clone();
+        let opened = tokio::task::spawn_blocking(move || match create || dir.exists() {
+            true => GroupFiles::open(&dir).map(Some),
+            false => Ok(None),
+        })
+        .await
+        .expect("group load does not panic")?;
+        loaded.store = opened.map(|(files, offsets)| Store { files, offsets });
+        if loaded.store.is_some() {
+            slot.has_files.store(true, Ordering::Relaxed);
+        }
+        Ok(loaded.store.as_mut())
     }
 
     /// Records the member count after a change, and when a group empties, the time (in
@@ -269,7 +309,25 @@ impl Groups {
         let before = slot.members.swap(now, Ordering::Relaxed);
         slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
         if now == 0 && before > 0 {
-            loaded.files.touch();
+            if let Some(store) = &loaded.store {
+                store.files.touch();
+            }
+        }
+    }
+
+    /// Takes a group that has nothing (no members, no files) out of the registry: a
+    /// refused request must not leave one behind.
+    fn forget_if_empty(&self, slot: &Arc<Slot>, guard: &mut Guard) {
+        let empty = match &**guard {
+            SlotState::Loaded(l) => l.membership.is_empty() && l.store.is_none(),
+            _ => false,
+        };
+        if empty && !slot.has_files.load(Ordering::Relaxed) {
+            **guard = SlotState::Deleted;
+            let mut slots = self.slots();
+            if slots.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                slots.remove(&slot.name);
+            }
         }
     }
 
@@ -285,7 +343,15 @@ impl Groups {
         let loaded = loaded(&mut guard);
         let answer = loaded.membership.heartbeat(heartbeat, &view, now, || {
             uuid::Uuid::new_v4().simple().to_string()
-        })?;
+        });
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(err) => {
+                Self::members_changed(&slot, loaded);
+                self.forget_if_empty(&slot, &mut guard);
+                return Err(err);
+            }
+        };
         Self::members_changed(&slot, loaded);
         let named = named(&view, &answer.assignment);
         Ok((answer, named))

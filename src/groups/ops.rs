@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::offsets::Offsets;
 use super::offsets::{Committed, MAX_METADATA_BYTES};
 use super::store::Durability;
-use super::{loaded, topic_id, Groups, Loaded, Slot, Subscription, Tp};
+use super::{loaded, topic_id, Groups, Slot, Store, Subscription, Tp};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically;
@@ -112,10 +113,18 @@ impl Groups {
         let (slot, mut guard) = self.lock(group, true).await?;
         let loaded = loaded(&mut guard);
         let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
-        loaded
+        if let Err(err) = loaded
             .membership
-            .check_commit(member_id, member_epoch, &tps)?;
-        let (durability, end) = self.append(&slot, loaded, entries).await?;
+            .check_commit(member_id, member_epoch, &tps)
+        {
+            self.forget_if_empty(&slot, &mut guard);
+            return Err(err);
+        }
+        let store = self
+            .store(&slot, loaded, true)
+            .await?
+            .expect("created if missing");
+        let (durability, end) = self.append(&slot, store, entries).await?;
         drop(guard);
         durability.wait(end).await
     }
@@ -126,34 +135,32 @@ impl Groups {
     async fn append(
         &self,
         slot: &Slot,
-        loaded: &mut Loaded,
+        store: &mut Store,
         entries: Vec<(Tp, Committed)>,
     ) -> Result<(Arc<Durability>, u64)> {
-        let end = loaded.files.append(&entries)?;
-        loaded.offsets.apply(entries);
+        let end = store.files.append(&entries)?;
+        store.offsets.apply(entries);
         slot.last_active_ms
             .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let durability = loaded.files.durability();
-        if loaded.files.needs_snapshot() {
-            self.snapshot(loaded).await?;
+        let durability = store.files.durability();
+        if store.files.needs_snapshot() {
+            self.snapshot(store).await?;
         }
         Ok((durability, end))
     }
 
     /// Folds a group's journal into a new snapshot, dropping the offsets of deleted
     /// topics (unless some topic is unavailable, and might be one of them).
-    async fn snapshot(&self, loaded: &mut Loaded) -> Result<()> {
+    async fn snapshot(&self, store: &mut Store) -> Result<()> {
         let view = self.view();
         if self.broker.list_topics().1.is_empty() {
-            loaded
-                .offsets
-                .retain_topics(|id| view.name_of(id).is_some());
+            store.offsets.retain_topics(|id| view.name_of(id).is_some());
         }
-        let (path, bytes) = loaded.files.snapshot(&loaded.offsets);
+        let (path, bytes) = store.files.snapshot(&store.offsets);
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .expect("snapshot task does not panic")?;
-        loaded.files.snapshot_written();
+        store.files.snapshot_written();
         Ok(())
     }
 
@@ -165,13 +172,16 @@ impl Groups {
         group: &str,
         topics: &[String],
     ) -> Result<Vec<(String, u32, Committed)>> {
-        let (_slot, mut guard) = match self.lock(group, false).await {
+        let (slot, mut guard) = match self.lock(group, false).await {
             Err(Error::GroupNotFound { .. }) => return Ok(Vec::new()),
             locked => locked?,
         };
         let view = self.view();
         let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
-        let mut out: Vec<(String, u32, Committed)> = loaded(&mut guard)
+        let Some(store) = self.store(&slot, loaded(&mut guard), false).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(String, u32, Committed)> = store
             .offsets
             .iter()
             .filter_map(|((id, partition), c)| {
@@ -235,20 +245,14 @@ impl Groups {
             };
             targets.push((p, target, bounds));
         }
-        let locked = match (dry_run, self.find(group)) {
+        let mut locked = match (dry_run, self.find(group)) {
             (true, Err(Error::GroupNotFound { .. })) => None,
             _ => Some(self.lock(group, !dry_run).await?),
         };
-        let mut plan = ResetPlan {
-            topic: topic.to_string(),
-            partitions: Vec::with_capacity(targets.len()),
-        };
-        let now = now_ms();
-        let mut entries = Vec::new();
-        let mut locked = locked;
-        let slot = locked.as_ref().map(|(slot, _)| Arc::clone(slot));
-        let loaded = locked.as_mut().map(|(_, guard)| loaded(guard));
-        if let Some(loaded) = &loaded {
+        let mut store = None;
+        let mut slot = None;
+        if let Some((locked_slot, guard)) = &mut locked {
+            let loaded = loaded(guard);
             let members = loaded.membership.members().count();
             if members > 0 {
                 return Err(Error::FailedPrecondition(format!(
@@ -256,12 +260,20 @@ impl Groups {
                     quote(group)
                 )));
             }
+            store = self.store(locked_slot, loaded, !dry_run).await?;
+            slot = Some(Arc::clone(locked_slot));
         }
+        let mut plan = ResetPlan {
+            topic: topic.to_string(),
+            partitions: Vec::with_capacity(targets.len()),
+        };
+        let now = now_ms();
+        let mut entries = Vec::new();
         for (p, target, bounds) in targets {
             let tp = (topic_id(&t.id)?, p);
-            let previous = loaded
+            let previous = store
                 .as_ref()
-                .and_then(|l| l.offsets.get(&tp))
+                .and_then(|s| s.offsets.get(&tp))
                 .map(|c| c.offset);
             let offset = match to {
                 ResetTo::ShiftBy(n) => {
@@ -283,8 +295,8 @@ impl Groups {
                 },
             ));
         }
-        if let (false, Some(loaded), Some(slot)) = (dry_run, loaded, slot) {
-            let (durability, end) = self.append(&slot, loaded, entries).await?;
+        if let (false, Some(store), Some(slot)) = (dry_run, store, slot) {
+            let (durability, end) = self.append(&slot, store, entries).await?;
             drop(locked);
             durability.wait(end).await?;
             tracing::info!(group, topic, ?to, "offsets reset");
@@ -294,9 +306,13 @@ impl Groups {
 
     /// A group's state, members, and per partition its committed offset and lag.
     pub async fn describe(&self, group: &str) -> Result<DescribedGroup> {
-        let (_slot, mut guard) = self.lock(group, false).await?;
+        let (slot, mut guard) = self.lock(group, false).await?;
         let view = self.view();
         let loaded = loaded(&mut guard);
+        let offsets_of_group = match self.store(&slot, loaded, false).await? {
+            Some(store) => store.offsets.clone(),
+            None => Offsets::default(),
+        };
         let names = |tps: &BTreeSet<Tp>| {
             let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
             for (id, p) in tps {
@@ -337,8 +353,7 @@ impl Groups {
             .map(|(name, _, _)| name)
             .collect();
         topics.extend(
-            loaded
-                .offsets
+            offsets_of_group
                 .iter()
                 .filter_map(|((id, _), _)| view.name_of(id)),
         );
@@ -355,7 +370,7 @@ impl Groups {
                 offsets.push(PartitionLag {
                     topic: name.to_string(),
                     partition: partition.id,
-                    committed: loaded.offsets.get(&tp).map(|c| c.offset),
+                    committed: offsets_of_group.get(&tp).map(|c| c.offset),
                     high_watermark: bounds.high_watermark,
                     owner: loaded.membership.holder(&tp).map(str::to_string),
                 });

@@ -3,6 +3,9 @@
 use super::coordinator::{
     Subscription, DEFAULT_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use crate::error::{quote, Error, Result};
 
 /// Checks a group name: the rules of topic names, as it names a directory too.
@@ -15,14 +18,69 @@ pub fn validate_group_name(name: &str) -> Result<()> {
         )))
 }
 
+/// Topics one subscription may name (a pattern covers any number).
+pub const MAX_SUBSCRIBED_TOPICS: usize = 1_000;
+/// Longest topic pattern, and the most its compiled form and its matching cache may take.
+const MAX_PATTERN: usize = 1024;
+const MAX_PATTERN_MEMORY: usize = 64 << 10;
+/// Longest instance_id.
+pub const MAX_INSTANCE_ID: usize = 255;
+
+/// Compiled patterns by their text, shared by every member that subscribes with one:
+/// a thousand members of one pattern hold one compiled regex, not a thousand.
+static PATTERNS: Mutex<BTreeMap<String, regex::bytes::Regex>> = Mutex::new(BTreeMap::new());
+/// Patterns kept compiled; past it the cache starts again (members keep theirs).
+const MAX_CACHED_PATTERNS: usize = 1024;
+
+fn compile(pattern: &str) -> Result<regex::bytes::Regex> {
+    let mut cache = PATTERNS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(regex) = cache.get(pattern) {
+        return Ok(regex.clone());
+    }
+    // Topic names are ASCII, so Unicode classes are not needed: without them `\w` takes
+    // kilobytes instead of hundreds. Anchored: the whole name must match, as in Kafka.
+    let regex = regex::bytes::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .unicode(false)
+        .size_limit(MAX_PATTERN_MEMORY)
+        .dfa_size_limit(MAX_PATTERN_MEMORY)
+        .build()
+        .map_err(|err| {
+            Error::InvalidArgument(format!(
+                "topic_pattern {} is not a valid regular expression (or is too complex): {err}",
+                quote(pattern)
+            ))
+        })?;
+    if cache.len() >= MAX_CACHED_PATTERNS {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), regex.clone());
+    Ok(regex)
+}
+
+/// An instance_id from a heartbeat: empty for none.
+pub fn instance_id(id: String) -> Result<Option<String>> {
+    if id.len() > MAX_INSTANCE_ID {
+        return Err(Error::InvalidArgument(format!(
+            "instance_id is {} bytes; at most {MAX_INSTANCE_ID}",
+            id.len()
+        )));
+    }
+    Ok(Some(id).filter(|id| !id.is_empty()))
+}
+
 /// A subscription from a heartbeat's `topics` and `topic_pattern`.
 pub fn subscription(topics: Vec<String>, pattern: &str) -> Result<Subscription> {
-    const MAX_PATTERN: usize = 1024;
     match (topics.is_empty(), pattern.is_empty()) {
         (true, true) | (false, false) => Err(Error::InvalidArgument(
             "a heartbeat subscribes with topics or with topic_pattern: give exactly one".into(),
         )),
         (false, true) => {
+            if topics.len() > MAX_SUBSCRIBED_TOPICS {
+                return Err(Error::InvalidArgument(format!(
+                    "{} topics named; at most {MAX_SUBSCRIBED_TOPICS} (subscribe with topic_pattern for more)",
+                    topics.len()
+                )));
+            }
             for topic in &topics {
                 crate::broker::topic::validate_name(topic)?;
             }
@@ -35,17 +93,10 @@ pub fn subscription(topics: Vec<String>, pattern: &str) -> Result<Subscription> 
                     pattern.len()
                 )));
             }
-            // Anchored: the pattern must match the whole name, as in Kafka.
-            regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-                .size_limit(256 << 10)
-                .build()
-                .map(|regex| Subscription::Pattern(pattern.to_string(), regex))
-                .map_err(|err| {
-                    Error::InvalidArgument(format!(
-                        "topic_pattern {} is not a valid regular expression: {err}",
-                        quote(pattern)
-                    ))
-                })
+            Ok(Subscription::Pattern(
+                pattern.to_string(),
+                compile(pattern)?,
+            ))
         }
     }
 }

@@ -104,7 +104,7 @@ impl World {
     }
 
     fn subscription() -> Subscription {
-        Subscription::Pattern("t.*".into(), regex::Regex::new("^(?:t.*)$").unwrap())
+        super::subscription(Vec::new(), "t.*").unwrap()
     }
 
     fn owned_names(&self, client: &Client) -> Vec<(String, Vec<u32>)> {

@@ -60,7 +60,7 @@ impl groups_server::Groups for GroupsService {
             member_id: r.member_id,
             member_epoch: r.member_epoch,
             subscription: groups::subscription(r.topics, &r.topic_pattern).map_err(status)?,
-            instance_id: Some(r.instance_id).filter(|i| !i.is_empty()),
+            instance_id: groups::instance_id(r.instance_id).map_err(status)?,
             session_timeout_ms: groups::session_timeout(r.session_timeout_ms).map_err(status)?,
             owned: r
                 .owned
@@ -139,8 +139,13 @@ impl groups_server::Groups for GroupsService {
         use pb::reset_offsets_request::To;
         let r = request.into_inner();
         let to = match r.to {
-            Some(To::Earliest(_)) => ResetTo::Earliest,
-            Some(To::Latest(_)) => ResetTo::Latest,
+            Some(To::Earliest(true)) => ResetTo::Earliest,
+            Some(To::Latest(true)) => ResetTo::Latest,
+            Some(To::Earliest(false) | To::Latest(false)) => {
+                return Err(status(crate::Error::InvalidArgument(
+                    "earliest and latest are flags: set the one you mean to true".into(),
+                )))
+            }
             Some(To::Offset(o)) => ResetTo::Offset(o),
             Some(To::TimestampMs(ts)) => ResetTo::Timestamp(ts),
             Some(To::DurationMs(ms)) => ResetTo::Duration(ms),
