@@ -47,13 +47,22 @@ impl Groups {
     /// consumes for weeks without committing must not look idle to the next start.
     async fn touch_active(&self) {
         let active = self.slots_with_members();
+        let mut closed = Vec::new();
         for slot in active {
             if let SlotState::Loaded(loaded) = &*slot.state.lock().await {
-                if let Some(store) = &loaded.store {
-                    store.files.touch();
+                match &loaded.store {
+                    Some(store) => store.files.touch(),
+                    // Files closed after an idle minute are touched by path.
+                    None if slot.has_files.load(Ordering::Relaxed) => closed.push(slot.dir.clone()),
+                    None => {}
                 }
             }
             slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if !closed.is_empty() {
+            let _ =
+                tokio::task::spawn_blocking(move || closed.iter().for_each(|d| store::touch(d)))
+                    .await;
         }
     }
 
@@ -146,5 +155,116 @@ impl Groups {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::super::{store, Groups, GroupsConfig, Heartbeat, SlotState};
+    use crate::broker::{now_ms, Broker, Limits};
+
+    async fn setup(dir: &std::path::Path, retention: Duration) -> (Arc<Broker>, Groups) {
+        let broker = Arc::new(Broker::open(dir, Limits::default()).unwrap());
+        if broker.topic("t").is_err() {
+            broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+        }
+        let groups = Groups::open(
+            Arc::clone(&broker),
+            GroupsConfig::new(Duration::from_secs(3), retention),
+        )
+        .unwrap();
+        (broker, groups)
+    }
+
+    fn group_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("groups"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Files closed after an idle minute are still touched while the group has members
+    /// and when it empties, so a restart does not take it for idle and expire it.
+    #[tokio::test]
+    async fn a_group_with_members_but_no_open_files_still_looks_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let (broker, groups) = setup(dir.path(), week).await;
+        groups
+            .commit("g", "", 0, vec![("t".into(), 0, 0, String::new())])
+            .await
+            .unwrap();
+        let (answer, _) = groups
+            .heartbeat(
+                "g",
+                Heartbeat {
+                    member_id: String::new(),
+                    member_epoch: 0,
+                    subscription: super::super::subscription(vec!["t".into()], "").unwrap(),
+                    instance_id: None,
+                    session_timeout_ms: 45_000,
+                    owned: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        let gdir = group_dirs(dir.path()).pop().unwrap();
+        // The last commit was ten days ago; the member has consumed since.
+        let ten_days_ago = SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(gdir.join(store::JOURNAL_FILE))
+            .unwrap()
+            .set_modified(ten_days_ago)
+            .unwrap();
+        // A sweep a minute after the last offset use closes the files...
+        groups.unload_idle(now_ms() + 61_000);
+        let slot = groups.find("g").unwrap();
+        assert!(matches!(&*slot.state.lock().await, SlotState::Loaded(l) if l.store.is_none()));
+        // ...and the next sweeps mark active groups' files.
+        groups.touch_active().await;
+        groups.leave("g", &answer.member_id).await.unwrap();
+        let age_ms = now_ms() - store::last_modified_ms(&gdir).unwrap();
+        drop(groups);
+        let _ = Arc::try_unwrap(broker).ok().expect("only owner").close();
+        let (_broker2, groups) = setup(dir.path(), week).await;
+        groups.expire_offsets().await;
+        let fetched = groups.fetch_offsets("g", &[]).await.unwrap();
+        assert!(age_ms < 60_000, "journal still looks {age_ms} ms idle");
+        assert_eq!(
+            fetched.len(),
+            1,
+            "committed offsets deleted after a restart"
+        );
+    }
+
+    /// A first commit cancelled while its files are being created must not leave a
+    /// directory its group does not know of, or the next commit makes a second one.
+    #[tokio::test]
+    async fn a_cancelled_first_commit_does_not_leave_a_second_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_broker, groups) = setup(dir.path(), Duration::from_secs(3600)).await;
+        // Polled once: it stops at the blocking open in `store`; then the client goes away.
+        let mut first =
+            Box::pin(groups.commit("g", "", 0, vec![("t".into(), 0, 0, String::new())]));
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx))
+        })
+        .await;
+        assert!(polled.is_pending());
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await; // the blocking open finishes
+        groups.unload_idle(now_ms() + 61_000);
+        groups
+            .commit("g", "", 0, vec![("t".into(), 0, 0, String::new())])
+            .await
+            .unwrap();
+        let dirs = group_dirs(dir.path());
+        assert_eq!(dirs.len(), 1, "two directories for group g");
     }
 }

@@ -288,6 +288,12 @@ impl Groups {
         if loaded.store.as_ref().is_some_and(|s| !s.files.has_failed()) {
             return Ok(loaded.store.as_mut());
         }
+        if create {
+            // Before the directory is made: a request cancelled while it is being made
+            // must not leave a directory its group does not know of (the group would be
+            // forgotten, and made again under a second directory).
+            slot.has_files.store(true, Ordering::Relaxed);
+        }
         let dir = slot.dir.clone();
         let opened = tokio::task::spawn_blocking(move || match create || dir.exists() {
             true => GroupFiles::open(&dir).map(Some),
@@ -309,8 +315,10 @@ impl Groups {
         let before = slot.members.swap(now, Ordering::Relaxed);
         slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
         if now == 0 && before > 0 {
-            if let Some(store) = &loaded.store {
-                store.files.touch();
+            match &loaded.store {
+                Some(store) => store.files.touch(),
+                None if slot.has_files.load(Ordering::Relaxed) => store::touch(&slot.dir),
+                None => {}
             }
         }
     }

@@ -245,9 +245,10 @@ impl Groups {
             };
             targets.push((p, target, bounds));
         }
-        let mut locked = match (dry_run, self.find(group)) {
-            (true, Err(Error::GroupNotFound { .. })) => None,
-            _ => Some(self.lock(group, !dry_run).await?),
+        let mut locked = match self.lock(group, !dry_run).await {
+            // A dry run of a group that does not exist: nothing committed yet.
+            Err(Error::GroupNotFound { .. }) if dry_run => None,
+            locked => Some(locked?),
         };
         let mut store = None;
         let mut slot = None;

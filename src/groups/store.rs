@@ -267,6 +267,14 @@ impl GroupFiles {
     }
 }
 
+/// Marks the group in `dir` as active now, through its journal's time, when its files
+/// are not open. Blocking.
+pub fn touch(dir: &Path) {
+    if let Ok(journal) = OpenOptions::new().write(true).open(dir.join(JOURNAL_FILE)) {
+        let _ = journal.set_modified(std::time::SystemTime::now());
+    }
+}
+
 /// When a group last changed, from its files' times: for expiry of groups not loaded.
 /// The journal is written by every commit and touched while the group has members, so
 /// its time alone says; one `stat` per group keeps start-up quick with many groups.
