@@ -139,6 +139,24 @@ async fn fetch_offsets(client: &Client, group: &str) -> BTreeMap<(String, u32), 
         .collect()
 }
 
+/// Asserts a refusal's code and that its message says `says`.
+fn assert_refused(status: &tonic::Status, code: Code, says: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(says), "{}", status.message());
+}
+
+async fn describe(client: &Client, group: &str) -> pb::DescribeGroupResponse {
+    let request = pb::DescribeGroupRequest {
+        group: group.into(),
+    };
+    client
+        .groups()
+        .describe_group(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Polls every consumer in turn until `want` records have come back (or the limit).
 async fn consume_all(members: &mut [GroupConsumer], want: usize) -> Vec<Vec<String>> {
     let mut got = vec![Vec::new(); members.len()];
@@ -303,12 +321,7 @@ async fn fenced_and_stale_members_cannot_commit() {
     // The session (1 s) ends: the member is removed, and its commit is refused.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let zombie = commit(&client, "g", me, "t", 0, 5).await.unwrap_err();
-    assert_eq!(zombie.code(), Code::FailedPrecondition, "{zombie:?}");
-    assert!(
-        zombie.message().contains("join again"),
-        "{}",
-        zombie.message()
-    );
+    assert_refused(&zombie, Code::FailedPrecondition, "join again");
     let again = heartbeat(&client, "g", me.0, me.1, &["t"])
         .await
         .unwrap_err();
@@ -493,12 +506,7 @@ async fn resets_replay_from_a_time_and_describe_shows_lag() {
     }
     let out_of_range = reset(&client, "g", To::Offset(9), false).await.unwrap_err();
     assert_eq!(out_of_range.code(), Code::OutOfRange);
-    let described = client
-        .groups()
-        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let described = describe(&client, "g").await;
     assert_eq!(described.state, "empty");
     let lag = &described.offsets[0];
     assert_eq!((lag.committed, lag.high_watermark, lag.lag), (1, 5, 4));
@@ -515,12 +523,7 @@ async fn a_re_created_topic_starts_with_no_committed_offsets() {
     admin.delete_topic("t").await.unwrap();
     admin.create_topic("t", 1, BTreeMap::new()).await.unwrap();
     assert!(fetch_offsets(&client, "g").await.is_empty());
-    let described = client
-        .groups()
-        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let described = describe(&client, "g").await;
     assert!(described.offsets.is_empty(), "{:?}", described.offsets);
 }
 
@@ -570,15 +573,7 @@ async fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance
             .unwrap(),
     ];
     settle(&mut members, &[2, 2]).await;
-    let describe = |client: Client| async move {
-        client
-            .groups()
-            .describe_group(pb::DescribeGroupRequest { group: "g".into() })
-            .await
-            .unwrap()
-            .into_inner()
-    };
-    let before = describe(client.clone()).await.group_epoch;
+    let before = describe(&client, "g").await.group_epoch;
     let first = members.remove(0);
     let partitions = first.assignment();
     first.close().await.unwrap();
@@ -589,7 +584,7 @@ async fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance
     settle(&mut members, &[2, 2]).await;
     assert_eq!(members[0].assignment(), partitions);
     assert_eq!(
-        describe(client.clone()).await.group_epoch,
+        describe(&client, "g").await.group_epoch,
         before,
         "no rebalance"
     );
@@ -649,19 +644,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         })
         .await
         .unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound);
-    assert!(
-        unknown.message().contains("does not exist"),
-        "{}",
-        unknown.message()
-    );
+    assert_refused(&unknown, Code::NotFound, "does not exist");
     let beyond = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
-    assert_eq!(beyond.code(), Code::OutOfRange);
-    assert!(
-        beyond.message().contains("from 0 (the log start) to 3"),
-        "{}",
-        beyond.message()
-    );
+    assert_refused(&beyond, Code::OutOfRange, "from 0 (the log start) to 3");
     let no_topic = commit(&client, "g", ("", 0), "nope", 0, 0)
         .await
         .unwrap_err();
