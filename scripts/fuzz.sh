@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every decoder of untrusted bytes:
 # record batches, the recovery checkpoint, whole partition directories (crash and clean
-# opens), sealed segments read through the read-only path, and topic.json. Not run by
+# opens), sealed segments read through the read-only path, topic.json, produce requests
+# and a consumer group's snapshot and journal. Not run by
 # CI: fuzzing takes minutes per target and finds new inputs, not regressions; the
 # inputs it has crashed on are replayed by `cargo test --test fuzz_regressions`.
 #
@@ -35,6 +36,7 @@ TARGETS=(
   sealed_segment:8192
   topic_json:2048
   produce:8192
+  group_files:8192
 )
 
 cd "$(dirname "$0")/.."

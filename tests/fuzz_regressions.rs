@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use fuzz_harness::SealedTemplate;
 
 /// Every target, as named in `fuzz/Cargo.toml` and `scripts/fuzz.sh`.
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "records",
     "checkpoint",
     "recovery",
     "sealed_segment",
     "topic_json",
     "produce",
+    "group_files",
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -53,6 +54,7 @@ fn run(target: &str, scratch: &Path, data: &[u8]) {
         "sealed_segment" => SealedTemplate::create(scratch).run(scratch, data),
         "topic_json" => fuzz_harness::topic_json(scratch, data),
         "produce" => fuzz_harness::produce(scratch, data),
+        "group_files" => fuzz_harness::group_files(scratch, data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

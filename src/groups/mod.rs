@@ -24,7 +24,7 @@ mod member;
 pub mod offsets;
 mod ops;
 mod request;
-mod store;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod topics;

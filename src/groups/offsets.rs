@@ -246,10 +246,14 @@ pub fn replay(bytes: &[u8], seq: u64) -> Replayed {
         let Some(entries) = entries.filter(|_| cursor.0.is_empty()) else {
             break;
         };
+        // A position that would pass u64::MAX is damage (a history of 16 EiB is not).
+        let Some(next_seq) = out.next_seq.checked_add((RECORD_HEADER_LEN + len) as u64) else {
+            break;
+        };
         out.records.push(entries);
         at += RECORD_HEADER_LEN + len;
         out.valid_len = at;
-        out.next_seq += (RECORD_HEADER_LEN + len) as u64;
+        out.next_seq = next_seq;
     }
     out
 }
@@ -337,6 +341,15 @@ mod tests {
         let replayed = replay(&journal, 1000);
         assert_eq!(replayed.records, vec![vec![entry(1, 0, 50, "")]]);
         assert_eq!(replayed.valid_len, new.len());
+    }
+
+    #[test]
+    fn a_position_past_the_end_of_u64_ends_the_replay() {
+        let seq = u64::MAX - 10;
+        let journal = encode_record(seq, &[entry(1, 0, 5, "")]);
+        let replayed = replay(&journal, seq);
+        assert!(replayed.records.is_empty());
+        assert_eq!(replayed.next_seq, seq);
     }
 
     #[test]

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use strom::broker::topic::{TopicConfig, TopicMetadata};
+use strom::groups::offsets::{encode_record, encode_snapshot, Committed, Offsets};
+use strom::groups::store::{GroupFiles, JOURNAL_FILE};
 use strom::log::files::Checkpoint;
 use strom::log::format::{self, check_header};
 use strom::log::naming::{segment_path, SegmentFile, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE};
@@ -153,6 +155,41 @@ pub fn checkpoint(data: &[u8]) {
             "decode accepted foreign bytes"
         );
     }
+}
+
+/// Target `group_files`: a consumer group's directory, `data` being a 4-byte length, that
+/// many bytes of snapshot (`offsets.00000000000000000000.snap`), and the rest journal.
+/// Opening it must not panic; what opens once must open again to the same offsets (an
+/// open folds the journal into a new snapshot).
+pub fn group_files(scratch: &Path, data: &[u8]) {
+    let dir = scratch.join(format!("g.{:032x}", 1));
+    reset_dir(&dir);
+    let (len, rest) = data.split_at(data.len().min(4));
+    let mut len_bytes = [0u8; 4];
+    len_bytes[..len.len()].copy_from_slice(len);
+    let snap_len = (u32::from_le_bytes(len_bytes) as usize).min(rest.len());
+    let (snapshot, journal) = rest.split_at(snap_len);
+    fs::write(dir.join(format!("offsets.{:020}.snap", 0)), snapshot).expect("write snapshot");
+    fs::write(dir.join(JOURNAL_FILE), journal).expect("write journal");
+    if let Ok((files, offsets)) = GroupFiles::open(&dir) {
+        drop(files);
+        let (_, again) = GroupFiles::open(&dir).expect("a group that opened once opens again");
+        assert_eq!(again, offsets, "reopening changed the offsets");
+    }
+}
+
+/// A `group_files` input: a snapshot of `offsets` at journal position 0, then `records`.
+pub fn group_files_input(offsets: &Offsets, records: &[Vec<((u128, u32), Committed)>]) -> Vec<u8> {
+    let snapshot = encode_snapshot(0, offsets);
+    let mut out = (snapshot.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&snapshot);
+    let mut seq = 0u64;
+    for entries in records {
+        let record = encode_record(seq, entries);
+        seq += record.len() as u64;
+        out.extend_from_slice(&record);
+    }
+    out
 }
 
 /// Target `topic_json`: `data` as `topic.json` in a topic directory under `scratch`.
@@ -637,6 +674,29 @@ pub fn seeds(scratch: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
         seeds.push((target, name.to_string(), bytes));
     };
+
+    // group_files: an empty group; offsets in the snapshot and two commits after it.
+    let committed = |offset: u64, metadata: &str| Committed {
+        offset,
+        metadata: metadata.to_string(),
+        commit_ms: 1_700_000_000_000,
+    };
+    add(
+        "group_files",
+        "empty",
+        group_files_input(&Offsets::default(), &[]),
+    );
+    let mut offsets = Offsets::default();
+    offsets.apply([((7, 0), committed(5, "")), ((7, 1), committed(9, "m"))]);
+    let records = vec![
+        vec![((7, 0), committed(6, ""))],
+        vec![((7, 1), committed(10, "x")), ((9, 3), committed(1, ""))],
+    ];
+    add(
+        "group_files",
+        "snapshot-and-journal",
+        group_files_input(&offsets, &records),
+    );
 
     let template = SealedTemplate::create(scratch);
     let dir = scratch.join("template");
