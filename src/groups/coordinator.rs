@@ -80,10 +80,6 @@ impl Membership {
         self.members.is_empty()
     }
 
-    pub fn view(&self) -> &Arc<TopicsView> {
-        &self.view
-    }
-
     /// The member holding `tp`, if any.
     pub fn holder(&self, tp: &Tp) -> Option<&str> {
         self.holder.get(tp).map(String::as_str)

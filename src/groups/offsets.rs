@@ -116,8 +116,13 @@ impl Offsets {
         })
     }
 
+    /// Offsets committed (counted, not built: `iter` copies each one's metadata).
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.topics
+            .values()
+            .flatten()
+            .filter(|s| s.commit_ms != NONE)
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
