@@ -89,7 +89,7 @@ fn append(c: &mut Criterion) {
 fn fill(dir: &Path, config: LogConfig, bytes: u64) -> Log {
     let (mut log, _) = Log::open(dir, config).unwrap();
     let mut batch = encode(&records(1000));
-    while log.size_bytes().unwrap() < bytes {
+    while log.size_bytes() < bytes {
         log.append(&mut batch).unwrap();
     }
     log
@@ -98,7 +98,7 @@ fn fill(dir: &Path, config: LogConfig, bytes: u64) -> Log {
 fn read(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let log = fill(dir.path(), page_cache(), 512 << 20);
-    let total = log.size_bytes().unwrap();
+    let total = log.size_bytes();
     let mut group = c.benchmark_group("read");
     group.sample_size(20).throughput(Throughput::Bytes(total));
     group.bench_function("sequential 1 MiB reads, slices", |b| {

@@ -1,13 +1,14 @@
 //! The server's configuration: defaults, then a TOML file, then environment variables,
 //! then flags; each later source overrides the earlier ones.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::broker::Limits;
+use crate::broker::{DiskFloor, Limits, TopicConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::GroupsConfig;
 use crate::server::ServeOptions;
@@ -47,6 +48,23 @@ pub struct ServerConfig {
     /// A consumer group with no members and no commits for this long is deleted, with
     /// its committed offsets.
     pub group_offsets_retention_ms: u64,
+    /// How often the cleaner looks for expired segments.
+    pub retention_check_interval_ms: u64,
+    /// Produce is refused while the data directory's file system has less free space
+    /// than this: bytes (`1073741824`, `"1GiB"`, `"500MB"`), a share of the file system
+    /// (`"5%"`), or 0 for no floor. The default is 1 GiB or 5%, whichever is smaller.
+    pub min_free_disk: Option<DiskSize>,
+    /// Configuration of topics for the keys a topic does not set, with the keys of
+    /// CreateTopic: `[topic_defaults]` then `"retention.ms" = 86400000`.
+    pub topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+/// `min_free_disk` as the file gives it: a number of bytes or a string.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DiskSize {
+    Bytes(u64),
+    Text(String),
 }
 
 impl Default for ServerConfig {
@@ -69,6 +87,9 @@ impl Default for ServerConfig {
             produce_budget_bytes: options.produce_budget_bytes,
             group_heartbeat_interval_ms: options.groups.heartbeat_interval.as_millis() as u64,
             group_offsets_retention_ms: options.groups.offsets_retention.as_millis() as u64,
+            retention_check_interval_ms: options.retention_check_interval.as_millis() as u64,
+            min_free_disk: None,
+            topic_defaults: BTreeMap::new(),
         }
     }
 }
@@ -81,21 +102,49 @@ impl ServerConfig {
             .map_err(|e| Error::InvalidArgument(format!("config file {}: {e}", path.display())))
     }
 
-    pub fn limits(&self) -> Limits {
-        Limits {
+    /// The broker's settings; fails, naming the setting, on a bad topic default or
+    /// `min_free_disk`.
+    pub fn limits(&self) -> Result<Limits> {
+        let mut topic_defaults = TopicConfig::default();
+        let as_text: BTreeMap<String, String> = self
+            .topic_defaults
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect();
+        topic_defaults
+            .apply(&as_text)
+            .map_err(|e| Error::InvalidArgument(format!("topic_defaults: {e}")))?;
+        let min_free_disk = match &self.min_free_disk {
+            None => DiskFloor::default(),
+            Some(DiskSize::Bytes(n)) => DiskFloor::bytes(*n),
+            Some(DiskSize::Text(text)) => DiskFloor::parse(text)
+                .map_err(|e| Error::InvalidArgument(format!("min_free_disk: {e}")))?,
+        };
+        Ok(Limits {
             max_partitions: self.max_partitions,
             max_fetch_bytes: self.max_fetch_bytes,
             max_wait: Duration::from_millis(self.max_wait_ms),
             max_open_segments: self.max_open_segments,
             max_records_per_request: self.max_records_per_request,
             max_headers_per_record: self.max_headers_per_record,
-        }
+            topic_defaults,
+            min_free_disk,
+        })
     }
 
     pub fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             max_request_bytes: self.max_request_bytes,
             upkeep_interval: Duration::from_millis(self.upkeep_interval_ms.max(10)),
+            retention_check_interval: Duration::from_millis(
+                self.retention_check_interval_ms.max(10),
+            ),
             produce_budget_bytes: self.produce_budget_bytes,
             groups: GroupsConfig::new(
                 Duration::from_millis(self.group_heartbeat_interval_ms.max(10)),
@@ -121,5 +170,32 @@ mod tests {
         std::fs::write(&path, "listn = \"0.0.0.0:9000\"\n").unwrap();
         let err = ServerConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn topic_defaults_and_the_disk_floor_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strom.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            ServerConfig::from_file(&path).and_then(|c| c.limits())
+        };
+        let limits = load("min_free_disk = \"2GiB\"\n[topic_defaults]\n\"retention.ms\" = 60000\n\"cleanup.policy\" = \"delete\"\n").unwrap();
+        assert_eq!(limits.topic_defaults.retention_ms, 60_000);
+        assert_eq!(limits.min_free_disk, DiskFloor::bytes(2 << 30));
+        let limits = load("min_free_disk = 0\n").unwrap();
+        assert_eq!(limits.min_free_disk.floor(1 << 40), 0);
+        for (text, names) in [
+            ("[topic_defaults]\n\"retention.ms\" = -3\n", "retention.ms"),
+            (
+                "[topic_defaults]\n\"retention.days\" = 3\n",
+                "retention.days",
+            ),
+            ("min_free_disk = \"lots\"\n", "min_free_disk"),
+            ("min_free_disk = \"150%\"\n", "min_free_disk"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(names), "{text}: {err}");
+        }
     }
 }

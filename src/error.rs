@@ -118,6 +118,17 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// The data directory's file system is below its free-space floor.
+    #[error(
+        "the disk of {} has {} bytes free, below the server's min_free_disk floor of {floor} bytes: produce is refused until space is freed (delete topics or records, lower retention.ms or retention.bytes, or lower min_free_disk); reads, commits and deletes still work",
+        path.display(), free
+    )]
+    DiskFull {
+        path: PathBuf,
+        free: u64,
+        floor: u64,
+    },
+
     /// A count the server bounds (members of a group, groups) is at its limit.
     #[error("{0}")]
     LimitReached(String),

@@ -15,8 +15,9 @@
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Uses the
 //!   broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
-//!   topic metadata, the per-partition writer, group commit of fsyncs, long-poll
-//!   wakeups, upkeep. Knows nothing of gRPC.
+//!   topic metadata and configuration, the per-partition writer, group commit of
+//!   fsyncs, long-poll wakeups, upkeep, the retention cleaner and the free-disk floor.
+//!   Knows nothing of gRPC.
 //! - [`log`]: one partition's append-only log as a library over one directory: segments
 //!   of record batches with sparse offset and time indexes, crash recovery, retention
 //!   and truncation. Knows nothing of topics, gRPC or tasks. Byte layouts are in
@@ -77,6 +78,14 @@
 //!    runs at a time and wakes every waiter when it ends, so concurrent commits share
 //!    fsyncs. Past 1 MiB of journal, the offsets go into a new snapshot and the journal
 //!    starts again from its first byte.
+//!
+//! # Old data
+//!
+//! `broker/cleaner.rs` runs a retention pass every `retention_check_interval_ms`, and at
+//! once when free space falls below `min_free_disk` (which also refuses produces). Each
+//! partition decides from a summary of its sealed segments kept in memory (size, newest
+//! timestamp: `log/retention.rs`), writes its new log start offset, renames the expired
+//! segments' files under its lock, and unlinks them after it on a blocking thread.
 //!
 //! # Crashes
 //!

@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub max_request_bytes: usize,
     /// How often partitions are synced and idle segments rolled.
     pub upkeep_interval: Duration,
+    /// How often the cleaner deletes expired segments.
+    pub retention_check_interval: Duration,
     /// Produce bytes in flight, over all requests (see `grpc::budget`): past it, the
     /// server stops reading produce requests until earlier ones are answered.
     pub produce_budget_bytes: usize,
@@ -37,6 +39,7 @@ impl Default for ServeOptions {
         ServeOptions {
             max_request_bytes: 64 << 20,
             upkeep_interval: Duration::from_secs(5),
+            retention_check_interval: Duration::from_secs(300),
             produce_budget_bytes: 256 << 20,
             groups: GroupsConfig::default(),
         }
@@ -83,6 +86,7 @@ pub async fn serve(
     // Fetch responses are bounded by the broker's max_fetch_bytes; leave headroom.
     let max_response = broker.limits().max_fetch_bytes + (1 << 20);
     let upkeep = tokio::spawn(Arc::clone(&broker).run_upkeep(options.upkeep_interval));
+    let cleaner = tokio::spawn(Arc::clone(&broker).run_cleaner(options.retention_check_interval));
     let stopping = {
         let broker = Arc::clone(&broker);
         async move {
@@ -129,6 +133,7 @@ pub async fn serve(
         .await;
     broker.begin_shutdown();
     let _ = upkeep.await;
+    let _ = cleaner.await;
     let _ = expiry.await;
     drop(groups); // it holds the broker
     if let Err(err) = served {

@@ -197,3 +197,68 @@ fn ready_lines_of_either_form_give_the_address() {
         None
     );
 }
+
+#[test]
+fn delete_records_moves_the_start_that_describe_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "r"], b"");
+    let lines: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    server.ok(&["produce", "-t", "r", "-p", "0"], lines.as_bytes());
+    let said = server.ok(
+        &["topic", "delete-records", "r", "-p", "0", "--before", "40"],
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8(said).unwrap(),
+        "topic r partition 0 now starts at offset 40\n"
+    );
+    let described = String::from_utf8(server.ok(&["topic", "describe", "r"], b"")).unwrap();
+    assert!(described.contains("oldest record"), "{described}");
+    let row = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .unwrap_or_else(|| panic!("a row for partition 0: {described}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["0", "40", "100"], "{row}");
+    assert!(
+        cells[5].ends_with('Z'),
+        "the oldest record's time, RFC 3339: {row}"
+    );
+    let refused = server.run(
+        &[
+            "topic",
+            "delete-records",
+            "r",
+            "-p",
+            "0",
+            "--before",
+            "soon",
+        ],
+        b"",
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("latest"), "{err}");
+    let past = server.run(
+        &["topic", "delete-records", "r", "-p", "0", "--before", "101"],
+        b"",
+    );
+    assert!(!past.status.success());
+    let err = String::from_utf8_lossy(&past.stderr);
+    assert!(err.contains("[40, 100)"), "{err}");
+    server.ok(
+        &[
+            "topic",
+            "delete-records",
+            "r",
+            "-p",
+            "0",
+            "--before",
+            "latest",
+        ],
+        b"",
+    );
+    let described = String::from_utf8(server.ok(&["topic", "describe", "r"], b"")).unwrap();
+    assert!(described.contains("  100            100"), "{described}");
+}

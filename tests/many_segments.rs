@@ -68,6 +68,7 @@ fn write_history(data: &Path, segments: u64) {
         id,
         partitions: 1,
         config: TopicConfig::default(),
+        overrides: None,
     }
     .write(&topic_dir)
     .unwrap();

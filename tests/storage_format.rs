@@ -4,7 +4,9 @@
 use strom::log::files::{Checkpoint, CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_VERSION};
 use strom::log::format::{FORMAT_VERSION, HEADER_FIELDS, HEADER_LEN};
 use strom::log::index::{Entry, OffsetEntry, TimeEntry, OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE};
-use strom::log::naming::{CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, OFFSET_DIGITS};
+use strom::log::naming::{
+    CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, DELETED_SUFFIX, LOG_START_FILE, OFFSET_DIGITS,
+};
 use strom::log::record::*;
 
 fn doc() -> String {
@@ -138,6 +140,32 @@ fn checkpoint_table_matches_the_encoder() {
 }
 
 #[test]
+fn log_start_table_matches_the_encoder() {
+    use strom::log::files::{encode_log_start, LOG_START_LEN, LOG_START_MAGIC};
+    let doc = doc();
+    let rows = layout(&doc, "Log start offset (`log-start-offset`)");
+    let names: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(names, ["magic", "version", "crc", "log_start_offset"]);
+    assert_eq!(rows.last().map(|r| r.0 + r.1), Some(LOG_START_LEN));
+    let bytes = encode_log_start(0x0102_0304_0506_0708);
+    let field = |name: &str| {
+        let (at, size, _) = rows.iter().find(|r| r.2 == name).unwrap();
+        &bytes[*at..at + size]
+    };
+    assert_eq!(field("magic"), LOG_START_MAGIC);
+    assert_eq!(field("version"), 1u32.to_le_bytes());
+    assert_eq!(field("crc"), crc32fast::hash(&bytes[16..]).to_le_bytes());
+    assert_eq!(
+        field("log_start_offset"),
+        0x0102_0304_0506_0708u64.to_le_bytes()
+    );
+    assert!(doc.contains(&format!(
+        "ASCII `{}`",
+        std::str::from_utf8(LOG_START_MAGIC).unwrap()
+    )));
+}
+
+#[test]
 fn record_tags_match_the_code() {
     let doc = doc();
     let rows = table(&doc, "Record");
@@ -172,6 +200,8 @@ fn file_names_match_the_code() {
     assert!(doc.contains(&format!("zero-padded to {OFFSET_DIGITS} digits")));
     assert!(doc.contains(&format!("| `{CHECKPOINT_FILE}` |")));
     assert!(doc.contains(&format!("| `{CLEAN_SHUTDOWN_FILE}` |")));
+    assert!(doc.contains(&format!("| `{LOG_START_FILE}` |")));
+    assert!(doc.contains(&format!("| `*.{DELETED_SUFFIX}` |")));
     assert!(doc.contains(&format!("\n`{:0width$}.log`", 1000, width = OFFSET_DIGITS)));
 }
 

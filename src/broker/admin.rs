@@ -2,11 +2,11 @@
 //! while the topics map is locked only to reserve or publish a name, so a create of a
 //! thousand partitions never holds up produces to other topics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::data_dir::new_topic_id;
-use super::topic::{validate_name, TopicMetadata};
+use super::topic::{update_overrides, validate_name, TopicMetadata};
 use super::{Broker, Topic, TopicConfig, TopicInfo, UnavailableTopic};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
@@ -29,8 +29,10 @@ impl Broker {
                 self.limits.max_partitions
             )));
         }
-        let mut topic_config = TopicConfig::default();
-        topic_config.apply(config)?;
+        let mut overrides = BTreeSet::new();
+        let set = update_overrides(&mut overrides, config);
+        let mut topic_config = self.limits.topic_defaults.clone();
+        topic_config.apply(&set)?;
         {
             let mut topics = self.write_topics();
             topics.check_free(name)?;
@@ -42,6 +44,7 @@ impl Broker {
             id: new_topic_id(),
             partitions,
             config: topic_config,
+            overrides: Some(overrides),
         };
         let created = tokio::task::spawn_blocking(move || me.create_files(meta))
             .await
@@ -126,15 +129,21 @@ impl Broker {
         changes: BTreeMap<String, String>,
     ) -> Result<TopicInfo> {
         let topic = self.topic(name)?;
+        let defaults = self.limits.topic_defaults.clone();
         tokio::task::spawn_blocking(move || {
-            let mut config = topic.config.write().unwrap_or_else(|e| e.into_inner());
-            let mut updated = config.clone();
-            updated.apply(&changes)?;
+            let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
+            let mut overrides = settings.overrides.clone();
+            let set = update_overrides(&mut overrides, &changes);
+            let mut updated = settings.config.clone();
+            updated.apply(&set)?;
+            // A key given back to the default takes the default's value.
+            let updated = TopicConfig::merged(&defaults, &updated, &overrides);
             TopicMetadata {
                 name: topic.name.clone(),
                 id: topic.id.clone(),
                 partitions: topic.partitions.len() as u32,
                 config: updated.clone(),
+                overrides: Some(overrides.clone()),
             }
             .write(&topic.dir)?;
             for partition in &topic.partitions {
@@ -144,8 +153,11 @@ impl Broker {
                     other => other?,
                 }
             }
-            *config = updated;
-            drop(config);
+            *settings = super::TopicSettings {
+                config: updated,
+                overrides,
+            };
+            drop(settings);
             topic.describe()
         })
         .await

@@ -12,11 +12,14 @@
 //! other topics.
 
 mod admin;
+mod cleaner;
 pub mod data_dir;
+pub mod disk;
 pub mod partition;
 pub mod partitioner;
 mod produce;
 pub mod topic;
+mod topic_config;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,9 +30,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use data_dir::DataDir;
+pub use disk::DiskFloor;
 pub use partition::{Offsets, Partition, PartitionInfo};
 pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced};
-pub use topic::{Durability, TopicConfig};
+use topic::TopicSettings;
+pub use topic::{CleanupPolicy, Durability, Topic, TopicConfig, TopicInfo};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::{ReadBatches, SegmentCache};
@@ -50,6 +55,10 @@ pub struct Limits {
     pub max_records_per_request: usize,
     /// Headers one record may carry.
     pub max_headers_per_record: usize,
+    /// The configuration of topics, for keys a topic does not set itself.
+    pub topic_defaults: TopicConfig,
+    /// Produce is refused while the data directory's disk has less free space.
+    pub min_free_disk: DiskFloor,
 }
 
 impl Default for Limits {
@@ -63,61 +72,10 @@ impl Default for Limits {
             // records would otherwise cost tens of bytes of bookkeeping per record.
             max_records_per_request: 100_000,
             max_headers_per_record: 1_000,
+            topic_defaults: TopicConfig::default(),
+            min_free_disk: DiskFloor::default(),
         }
     }
-}
-
-pub struct Topic {
-    pub name: String,
-    /// Unique over the life of the data directory: a topic re-created under the same
-    /// name has a new one.
-    pub id: String,
-    dir: PathBuf,
-    pub partitions: Vec<Arc<Partition>>,
-    config: RwLock<TopicConfig>,
-    /// Next partition for records with neither key nor partition.
-    round_robin: AtomicU32,
-}
-
-impl Topic {
-    pub fn config(&self) -> TopicConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
-        self.partitions
-            .get(id as usize)
-            .ok_or_else(|| Error::PartitionNotFound {
-                topic: self.name.clone(),
-                partition: id,
-                count: self.partitions.len() as u32,
-            })
-    }
-
-    pub fn describe(&self) -> Result<TopicInfo> {
-        let partitions = self
-            .partitions
-            .iter()
-            .map(|p| p.describe())
-            .collect::<Result<_>>()?;
-        Ok(TopicInfo {
-            name: self.name.clone(),
-            id: self.id.clone(),
-            config: self.config().to_map(),
-            partitions,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicInfo {
-    pub name: String,
-    pub id: String,
-    pub config: BTreeMap<String, String>,
-    pub partitions: Vec<PartitionInfo>,
 }
 
 /// What consumer groups need to know of a topic.
@@ -170,6 +128,8 @@ impl Topics {
 
 pub struct Broker {
     data_dir: DataDir,
+    /// Free space against `min_free_disk` (see `disk.rs`).
+    disk: Arc<disk::DiskGuard>,
     limits: Limits,
     cache: Arc<SegmentCache>,
     topics: RwLock<Topics>,
@@ -209,7 +169,7 @@ impl Broker {
                 }
                 continue;
             }
-            match Self::open_topic(&dir, &cache) {
+            match Self::open_topic(&dir, &cache, &limits.topic_defaults) {
                 Ok(topic) => {
                     topics.live.insert(topic.name.clone(), Arc::new(topic));
                 }
@@ -225,6 +185,7 @@ impl Broker {
         tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
         let (shutdown, _) = watch::channel(false);
         Ok(Broker {
+            disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),
             data_dir,
             limits,
             cache,
@@ -234,13 +195,15 @@ impl Broker {
     }
 
     /// Opens the topic in `dir` from its `topic.json`, giving it an id if it was made
-    /// before topics had ids.
-    fn open_topic(dir: &Path, cache: &Arc<SegmentCache>) -> Result<Topic> {
+    /// before topics had ids. Keys the topic does not set take the server's defaults.
+    fn open_topic(dir: &Path, cache: &Arc<SegmentCache>, defaults: &TopicConfig) -> Result<Topic> {
         let mut meta = TopicMetadata::read(dir)?;
         if meta.id.is_empty() {
             meta.id = new_topic_id();
             meta.write(dir)?;
         }
+        let overrides = meta.overrides.clone().unwrap_or_default();
+        meta.config = TopicConfig::merged(defaults, &meta.config, &overrides);
         Self::topic_from(dir, meta, cache, false)
     }
 
@@ -269,7 +232,10 @@ impl Broker {
             id: meta.id,
             dir: dir.to_path_buf(),
             partitions,
-            config: RwLock::new(meta.config),
+            settings: RwLock::new(TopicSettings {
+                config: meta.config,
+                overrides: meta.overrides.unwrap_or_default(),
+            }),
             round_robin: AtomicU32::new(0),
         })
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::disk::DiskGuard;
 use super::{now_ms, partitioner, Broker, Durability, Partition, Topic, TopicConfig};
 use crate::error::{Error, Result};
 use crate::log::batch::stored_header_len;
@@ -55,6 +56,7 @@ pub struct BatchWriter {
     pushed: usize,
     now: i64,
     max_headers: usize,
+    disk: Arc<DiskGuard>,
 }
 
 impl Broker {
@@ -68,6 +70,7 @@ impl Broker {
     ) -> Result<BatchWriter> {
         self.check_running()?;
         let topic = self.topic(&target.topic)?;
+        self.disk.admit()?;
         if let Some(p) = target.partition {
             topic.partition(p)?;
         }
@@ -93,6 +96,7 @@ impl Broker {
             pushed: 0,
             now: now_ms(),
             max_headers: self.limits.max_headers_per_record,
+            disk: Arc::clone(&self.disk),
         })
     }
 }
@@ -179,6 +183,7 @@ impl BatchWriter {
             batch: self.builder.build()?,
             fsync: durability == Durability::Fsync,
             time_ms: self.now,
+            disk: self.disk,
         })
     }
 }
@@ -189,11 +194,13 @@ pub struct Prepared {
     batch: PendingBatch,
     fsync: bool,
     time_ms: i64,
+    disk: Arc<DiskGuard>,
 }
 
 impl Prepared {
     /// Appends the batch (to the page cache).
     pub async fn append(self) -> Result<Appended> {
+        self.disk.wrote(self.batch.len_bytes() as u64);
         let (info, epoch) = self.partition.append(self.batch).await?;
         let produced = Produced {
             partition: self.partition.id,

@@ -1,14 +1,17 @@
-//! A topic's name rules, configuration and `topic.json` metadata file.
+//! A topic: its name rules, its `topic.json` metadata file, and the served `Topic` with
+//! its partitions (its configuration keys are in `topic_config.rs`).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::topic_config::*;
+use super::{now_ms, Partition, PartitionInfo};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::write_atomically;
-use crate::log::LogConfig;
 
 /// Longest topic name accepted.
 pub const MAX_NAME_LEN: usize = 200;
@@ -30,139 +33,6 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// When a Produce that does not say is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// After the records are in the page cache.
-    PageCache,
-    /// After they are fsynced (shared with concurrent produces).
-    Fsync,
-}
-
-/// Per-topic settings. Keys in the API and in `topic.json` are as in `KEYS`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopicConfig {
-    pub durability: Durability,
-    pub segment_bytes: u64,
-    pub segment_ms: u64,
-    /// Largest record accepted: key + value + headers (names, values and their framing).
-    pub max_message_bytes: u64,
-    /// How far past the server's clock a record's timestamp may be.
-    pub message_timestamp_after_max_ms: u64,
-}
-
-/// Configuration keys, as the API and `strom topic` name them.
-pub const KEYS: [&str; 5] = [
-    "durability",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "message.timestamp.after.max.ms",
-];
-
-/// Smallest `segment.bytes`, as Kafka 4.0: every segment costs descriptors and maps
-/// while it is written and read, and tiny segments multiply them.
-pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
-
-impl Default for TopicConfig {
-    fn default() -> Self {
-        let log = LogConfig::default();
-        TopicConfig {
-            durability: Durability::Fsync,
-            segment_bytes: log.segment_bytes,
-            segment_ms: log.segment_age.as_millis() as u64,
-            max_message_bytes: 1 << 20,
-            // An hour, as Kafka 3.6+: a producer clock far in the future would otherwise
-            // make a segment look young, and keep it from expiring, for as long.
-            message_timestamp_after_max_ms: 3_600_000,
-        }
-    }
-}
-
-impl TopicConfig {
-    /// Applies `key = value` pairs, refusing unknown keys and bad values. Nothing
-    /// changes unless every pair is good.
-    pub fn apply(&mut self, changes: &BTreeMap<String, String>) -> Result<()> {
-        let mut next = self.clone();
-        for (key, value) in changes {
-            let bad = |accepted: String| {
-                Error::InvalidArgument(format!(
-                    "config {key} = {}: {accepted}",
-                    crate::error::quote(value)
-                ))
-            };
-            let number = |min: u64, max: u64| {
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| bad(format!("use a whole number from {min} to {max}")))
-            };
-            let max_segment = crate::log::config::MAX_SEGMENT_BYTES;
-            match key.as_str() {
-                "durability" => {
-                    next.durability = match value.as_str() {
-                        "fsync" => Durability::Fsync,
-                        "page_cache" => Durability::PageCache,
-                        _ => return Err(bad("use \"fsync\" or \"page_cache\"".into())),
-                    }
-                }
-                "segment.bytes" => next.segment_bytes = number(MIN_SEGMENT_BYTES, max_segment)?,
-                "segment.ms" => next.segment_ms = number(1, i64::MAX as u64)?,
-                "max.message.bytes" => {
-                    next.max_message_bytes = number(1, LogConfig::default().max_batch_bytes - 1024)?
-                }
-                "message.timestamp.after.max.ms" => {
-                    next.message_timestamp_after_max_ms = number(0, i64::MAX as u64)?
-                }
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "unknown config key {}; known keys: {}",
-                        crate::error::quote(key),
-                        KEYS.join(", ")
-                    )))
-                }
-            }
-        }
-        *self = next;
-        Ok(())
-    }
-
-    /// Every key with its value, for DescribeTopic.
-    pub fn to_map(&self) -> BTreeMap<String, String> {
-        let durability = match self.durability {
-            Durability::Fsync => "fsync",
-            Durability::PageCache => "page_cache",
-        };
-        [
-            ("durability", durability.to_string()),
-            ("segment.bytes", self.segment_bytes.to_string()),
-            ("segment.ms", self.segment_ms.to_string()),
-            ("max.message.bytes", self.max_message_bytes.to_string()),
-            (
-                "message.timestamp.after.max.ms",
-                self.message_timestamp_after_max_ms.to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-
-    /// The log settings of this topic's partitions. The broker decides when to fsync
-    /// (per request, shared between requests), so the log itself never does on append.
-    pub fn log_config(&self) -> LogConfig {
-        LogConfig {
-            segment_bytes: self.segment_bytes,
-            segment_age: Duration::from_millis(self.segment_ms.max(1)),
-            flush: crate::log::FlushPolicy::Os,
-            ..LogConfig::default()
-        }
-    }
-}
-
 /// What `topic.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicMetadata {
@@ -172,7 +42,12 @@ pub struct TopicMetadata {
     #[serde(default)]
     pub id: String,
     pub partitions: u32,
+    /// Every key's value when the file was written.
     pub config: TopicConfig,
+    /// The keys set for this topic; the others follow the server's defaults. Missing in
+    /// files written before it was recorded (see `legacy_overrides`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<BTreeSet<String>>,
 }
 
 impl TopicMetadata {
@@ -209,6 +84,9 @@ impl TopicMetadata {
         if meta.config.max_message_bytes == 0 {
             return Err(corrupt("max_message_bytes is 0".into()));
         }
+        if meta.overrides.is_none() {
+            meta.overrides = Some(legacy_overrides());
+        }
         Ok(meta)
     }
 
@@ -217,6 +95,71 @@ impl TopicMetadata {
         let json = serde_json::to_vec_pretty(self).expect("plain data serializes");
         write_atomically(&dir.join(METADATA_FILE), &json)
     }
+}
+
+pub struct Topic {
+    pub name: String,
+    /// Unique over the life of the data directory: a topic re-created under the same
+    /// name has a new one.
+    pub id: String,
+    pub(super) dir: PathBuf,
+    pub partitions: Vec<Arc<Partition>>,
+    pub(super) settings: RwLock<TopicSettings>,
+    /// Next partition for records with neither key nor partition.
+    pub(super) round_robin: AtomicU32,
+}
+
+/// A topic's effective configuration, and the keys set for it (the others follow the
+/// server's defaults).
+pub(super) struct TopicSettings {
+    pub(super) config: TopicConfig,
+    pub(super) overrides: BTreeSet<String>,
+}
+
+impl Topic {
+    pub fn config(&self) -> TopicConfig {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
+    }
+
+    pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
+        self.partitions
+            .get(id as usize)
+            .ok_or_else(|| Error::PartitionNotFound {
+                topic: self.name.clone(),
+                partition: id,
+                count: self.partitions.len() as u32,
+            })
+    }
+
+    /// The topic and its partitions' state. May read each partition's first record
+    /// from disk: call off async workers.
+    pub fn describe(&self) -> Result<TopicInfo> {
+        let config = self.config();
+        let (policy, now) = (config.retention(), now_ms());
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|p| p.describe(&policy, now))
+            .collect::<Result<_>>()?;
+        Ok(TopicInfo {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            config: config.to_map(),
+            partitions,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: String,
+    pub config: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionInfo>,
 }
 
 #[cfg(test)]
@@ -240,43 +183,6 @@ mod tests {
         }
         for good in ["orders", "a.b_c-D9", "..x", &"x".repeat(200)] {
             validate_name(good).unwrap();
-        }
-    }
-
-    #[test]
-    fn config_round_trips_and_rejects_bad_values() {
-        let mut config = TopicConfig::default();
-        let changes: BTreeMap<String, String> =
-            [("durability", "page_cache"), ("segment.bytes", "1048576")]
-                .map(|(k, v)| (k.into(), v.into()))
-                .into();
-        config.apply(&changes).unwrap();
-        assert_eq!(config.durability, Durability::PageCache);
-        let mut again = TopicConfig::default();
-        again.apply(&config.to_map()).unwrap();
-        assert_eq!(again, config);
-        let before = TopicConfig::default();
-        let mut partly = before.clone();
-        let half_bad: BTreeMap<String, String> =
-            [("durability", "page_cache"), ("segment.bytes", "ten")]
-                .map(|(k, v)| (k.into(), v.into()))
-                .into();
-        let err = partly.apply(&half_bad).unwrap_err().to_string();
-        assert!(
-            err.contains("segment.bytes"),
-            "names the key users type: {err}"
-        );
-        assert_eq!(partly, before, "nothing half-applied");
-        for (k, v) in [
-            ("segment.bytes", "12"),
-            ("segment.bytes", "1048575"),
-            ("message.timestamp.after.max.ms", "-5"),
-            ("durability", "maybe"),
-            ("nope", "1"),
-            ("segment.ms", "-1"),
-        ] {
-            let bad: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
-            assert!(TopicConfig::default().apply(&bad).is_err(), "{k}={v}");
         }
     }
 }

@@ -25,6 +25,13 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `strom=debug` [default: info].
     #[arg(long, env = "STROM_LOG_LEVEL")]
     log_level: Option<String>,
+    /// How often the cleaner deletes expired segments, in ms [default: 300000].
+    #[arg(long, env = "STROM_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// Refuse produce below this much free disk: bytes, a size (1GiB, 500MB), a share
+    /// of the disk (5%), or 0 for none [default: 1GiB or 5%, whichever is smaller].
+    #[arg(long, env = "STROM_MIN_FREE_DISK")]
+    min_free_disk: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -44,6 +51,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.log_level {
         config.log_level = v;
     }
+    if let Some(v) = args.retention_check_interval_ms {
+        config.retention_check_interval_ms = v;
+    }
+    if let Some(v) = args.min_free_disk {
+        config.min_free_disk = Some(crate::config::DiskSize::Text(v));
+    }
     init_tracing(&config)?;
     raise_open_file_limit();
     // The port first: a port in use is found before the data directory is touched (and
@@ -52,7 +65,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let data_dir = config.data_dir.clone();
-    let limits = config.limits();
+    let limits = config.limits().map_err(|e| e.to_string())?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
         .await
         .map_err(|e| format!("opening the data directory failed: {e}"))?

@@ -1,4 +1,4 @@
-//! `strom topic create|list|describe|alter|delete`.
+//! `strom topic create|list|describe|alter|delete|delete-records`.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +25,8 @@ enum Action {
         /// Number of partitions.
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: u32,
-        /// Configuration, `key=value` (repeatable): durability, segment.bytes, segment.ms, max.message.bytes.
+        /// Configuration, `key=value` (repeatable): retention.ms, retention.bytes, durability,
+        /// segment.bytes, segment.ms, ... (`strom topic describe` lists every key).
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
     },
@@ -36,7 +37,8 @@ enum Action {
     /// Change configuration keys: `strom topic alter NAME key=value...`.
     Alter {
         name: String,
-        /// Keys to change: durability, segment.bytes, segment.ms, max.message.bytes.
+        /// Keys to change: retention.ms, retention.bytes, durability, segment.bytes, ...;
+        /// `key=` (empty) returns a key to the server's default.
         #[arg(value_name = "KEY=VALUE")]
         pairs: Vec<String>,
         /// The same as a flag (repeatable).
@@ -45,6 +47,15 @@ enum Action {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Delete a partition's records below an offset (the log start moves there).
+    DeleteRecords {
+        name: String,
+        #[arg(long, short = 'p')]
+        partition: u32,
+        /// Records below this offset go; `latest` deletes up to the high watermark.
+        #[arg(long, value_name = "OFFSET|latest")]
+        before: String,
+    },
 }
 
 fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
@@ -55,24 +66,34 @@ fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
         outln!("  {k} = {v}")?;
     }
     outln!(
-        "  {:>9} {:>14} {:>14} {:>14} {:>8}",
+        "  {:>9} {:>14} {:>14} {:>14} {:>8}  {:<24} {}",
         "partition",
         "start",
         "end",
         "bytes",
-        "segments"
+        "segments",
+        "oldest record",
+        "next deletion"
     )?;
     for p in &topic.partitions {
         outln!(
-            "  {:>9} {:>14} {:>14} {:>14} {:>8}",
+            "  {:>9} {:>14} {:>14} {:>14} {:>8}  {:<24} {}",
             p.partition,
             p.log_start_offset,
             p.high_watermark,
             p.size_bytes,
-            p.segment_count
+            p.segment_count,
+            time(p.oldest_timestamp_ms),
+            time(p.next_deletion_ms)
         )?;
     }
     Ok(())
+}
+
+/// A time as RFC 3339 in UTC, to the millisecond; `-` when there is none.
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or("-".into(), |t| format!("{t:.3}"))
 }
 
 /// Configuration pairs as typed, checked for the `key=value` shape only: which keys
@@ -163,6 +184,23 @@ pub async fn run(args: TopicArgs) -> Result<(), Stop> {
         Action::Delete { name } => {
             admin.delete_topic(&name).await.map_err(describe)?;
             noteln!("deleted topic {name}");
+        }
+        Action::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let before = match before.as_str() {
+                "latest" => None,
+                text => Some(text.parse::<u64>().map_err(|_| {
+                    format!("--before {text:?}: give an offset (a whole number) or `latest`")
+                })?),
+            };
+            let start = admin
+                .delete_records(&name, partition, before)
+                .await
+                .map_err(describe)?;
+            outln!("topic {name} partition {partition} now starts at offset {start}")?;
         }
     }
     Ok(())

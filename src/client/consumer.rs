@@ -20,6 +20,20 @@ pub enum Start {
     Timestamp(i64),
 }
 
+/// What a consumer does when its position is no longer in the partition (retention or
+/// DeleteRecords removed the records it was about to read): Kafka's `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// Go on from the first record still there (the default: as few records lost as
+    /// retention forces).
+    #[default]
+    Earliest,
+    /// Go on from the end: only records produced from now on.
+    Latest,
+    /// Return the OUT_OF_RANGE error from `poll`.
+    Error,
+}
+
 /// A record as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
@@ -38,6 +52,8 @@ pub struct Consumer {
     next: u64,
     high_watermark: u64,
     pub max_bytes: u32,
+    /// What `poll` does when its position has been deleted (logged when it resets).
+    pub on_out_of_range: OffsetReset,
 }
 
 impl Consumer {
@@ -73,6 +89,7 @@ impl Consumer {
             next,
             high_watermark: 0,
             max_bytes: 1 << 20,
+            on_out_of_range: OffsetReset::default(),
         })
     }
 
@@ -96,12 +113,71 @@ impl Consumer {
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
         };
-        let response = self.log.fetch(request).await?.into_inner();
+        let response = match self.log.fetch(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                let bounds = self.bounds().await?;
+                self.next = reset_position(
+                    &self.topic,
+                    self.partition,
+                    self.next,
+                    bounds,
+                    self.on_out_of_range,
+                )
+                .ok_or(status)?;
+                return Ok(Vec::new());
+            }
+            Err(status) => return Err(status),
+        };
         self.high_watermark = response.high_watermark;
         let records = to_owned(self.partition, &response.records)?;
         self.next = response.next_offset.max(self.next);
         Ok(records)
     }
+}
+
+impl Consumer {
+    /// The partition's log start offset and high watermark.
+    async fn bounds(&mut self) -> Result<(u64, u64), Status> {
+        let request = pb::ListOffsetsRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            spec: Some(Spec::Earliest(true)),
+        };
+        let r = self.log.list_offsets(request).await?.into_inner();
+        Ok((r.log_start_offset, r.high_watermark))
+    }
+}
+
+/// Where a consumer at `position` goes on under `policy`, given the partition's
+/// `(log start, high watermark)`; logs the reset. `None`: return the error (the policy
+/// says so).
+pub(crate) fn reset_position(
+    topic: &str,
+    partition: u32,
+    position: u64,
+    (start, end): (u64, u64),
+    policy: OffsetReset,
+) -> Option<u64> {
+    if (start..=end).contains(&position) {
+        return Some(position); // moved back in range meanwhile: try again
+    }
+    let to = match policy {
+        OffsetReset::Earliest => start,
+        OffsetReset::Latest => end,
+        OffsetReset::Error => return None,
+    };
+    tracing::warn!(
+        topic,
+        partition,
+        from = position,
+        to,
+        log_start = start,
+        high_watermark = end,
+        ?policy,
+        "offset out of range (records deleted by retention or DeleteRecords): resetting"
+    );
+    Some(to)
 }
 
 /// Copies records out of a received set.

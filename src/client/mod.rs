@@ -6,7 +6,7 @@ mod consumer;
 mod group;
 mod producer;
 
-pub use consumer::{ConsumedRecord, Consumer, Start};
+pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{Ack, Producer, ProducerConfig};
 
@@ -115,6 +115,32 @@ impl Admin {
             .describe_topic(pb::DescribeTopicRequest { name: name.into() })
             .await?;
         Ok(response.into_inner().topic.unwrap_or_default())
+    }
+
+    /// Deletes the records of a partition below `before` (the high watermark if None);
+    /// returns the new log start offset.
+    pub async fn delete_records(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        before: Option<u64>,
+    ) -> Result<u64, Status> {
+        let before_offset = match before {
+            None => -1,
+            Some(offset) => i64::try_from(offset)
+                .map_err(|_| Status::invalid_argument(format!("offset {offset} is past i64")))?,
+        };
+        let request = pb::DeleteRecordsRequest {
+            topic: topic.into(),
+            partition,
+            before_offset,
+        };
+        Ok(self
+            .inner
+            .delete_records(request)
+            .await?
+            .into_inner()
+            .log_start_offset)
     }
 
     pub async fn alter_topic_config(

@@ -33,6 +33,8 @@ fn description(info: TopicInfo) -> pb::TopicDescription {
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
                 segment_count: p.segment_count,
+                oldest_timestamp_ms: p.oldest_timestamp_ms,
+                next_deletion_ms: p.next_deletion_ms,
             })
             .collect(),
     }
@@ -95,7 +97,11 @@ impl Admin for AdminService {
             .broker
             .topic(&request.into_inner().name)
             .map_err(status)?;
-        let info = topic.describe().map_err(status)?;
+        // Reads each partition's first record, perhaps from disk.
+        let info = tokio::task::spawn_blocking(move || topic.describe())
+            .await
+            .expect("describe does not panic")
+            .map_err(status)?;
         Ok(Response::new(pb::DescribeTopicResponse {
             topic: Some(description(info)),
         }))
@@ -113,6 +119,34 @@ impl Admin for AdminService {
             .map_err(status)?;
         Ok(Response::new(pb::AlterTopicConfigResponse {
             topic: Some(description(info)),
+        }))
+    }
+
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let r = request.into_inner();
+        let before = match r.before_offset {
+            -1 => None,
+            n if n >= 0 => Some(n as u64),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "before_offset {n}: use an offset from 0, or -1 for the high watermark"
+                )))
+            }
+        };
+        let partition = self
+            .broker
+            .partition(&r.topic, r.partition)
+            .map_err(status)?;
+        // Spawned: a client that hangs up must not stop it between its steps.
+        let log_start_offset = tokio::spawn(async move { partition.delete_records(before).await })
+            .await
+            .expect("delete_records does not panic")
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteRecordsResponse {
+            log_start_offset,
         }))
     }
 }

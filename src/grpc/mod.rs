@@ -37,6 +37,7 @@ pub fn code(err: &Error) -> Code {
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::LimitReached(_) => Code::ResourceExhausted,
+        Error::DiskFull { .. } => Code::ResourceExhausted,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
@@ -55,10 +56,14 @@ pub fn code(err: &Error) -> Code {
 
 /// The status for an error: its code and its message, which names what went wrong.
 pub fn status(err: Error) -> Status {
-    if matches!(
-        code(&err),
-        Code::Internal | Code::DataLoss | Code::ResourceExhausted
-    ) {
+    // A refusal below the disk floor is logged once, when space runs low, not per request.
+    let expected = matches!(err, Error::DiskFull { .. });
+    if !expected
+        && matches!(
+            code(&err),
+            Code::Internal | Code::DataLoss | Code::ResourceExhausted
+        )
+    {
         tracing::error!(%err, "request failed");
     }
     let mut message = err.to_string();

@@ -1,5 +1,6 @@
-//! Small durable files of a partition directory: the recovery checkpoint, the
-//! clean-shutdown marker, and the write-then-rename used to replace a file atomically.
+//! Small durable files of a partition directory: the recovery checkpoint, the log start
+//! offset, the clean-shutdown marker, and the write-then-rename used to replace a file
+//! atomically.
 //!
 //! Recovery checkpoint (`recovery-checkpoint`, 48 bytes, little-endian):
 //! ```text
@@ -11,12 +12,21 @@
 //! 32  8  next offset at that position
 //! 40  8  largest record timestamp below that position (i64::MIN when none)
 //! ```
+//!
+//! Log start offset (`log-start-offset`, 24 bytes, little-endian), written by retention
+//! and DeleteRecords before they delete anything:
+//! ```text
+//!  0  8  magic "STRMSTRT"
+//!  8  4  version (1)
+//! 12  4  CRC-32 of bytes [16, 24)
+//! 16  8  the first offset readers may see
+//! ```
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use super::naming::{temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE};
+use super::naming::{temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
 use crate::error::{IoContext, Result};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"STRMCKPT";
@@ -82,6 +92,43 @@ pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
 
 pub fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
     write_atomically(&dir.join(CHECKPOINT_FILE), &checkpoint.encode())
+}
+
+pub const LOG_START_MAGIC: &[u8; 8] = b"STRMSTRT";
+pub const LOG_START_LEN: usize = 24;
+
+pub fn encode_log_start(offset: u64) -> [u8; LOG_START_LEN] {
+    let mut buf = [0u8; LOG_START_LEN];
+    buf[0..8].copy_from_slice(LOG_START_MAGIC);
+    buf[8..12].copy_from_slice(&1u32.to_le_bytes());
+    buf[16..24].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&buf[16..]);
+    buf[12..16].copy_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+pub fn decode_log_start(buf: &[u8]) -> Option<u64> {
+    (buf.len() == LOG_START_LEN
+        && &buf[0..8] == LOG_START_MAGIC
+        && buf[8..12] == 1u32.to_le_bytes()
+        && buf[12..16] == crc32fast::hash(&buf[16..]).to_le_bytes())
+    .then(|| u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")))
+}
+
+/// The persisted log start offset: 0 when the file is missing (nothing was ever
+/// deleted by offset), and also when it is damaged, which the caller is told of, since
+/// records below the lost start may then be read again.
+pub fn read_log_start(dir: &Path) -> Result<(u64, bool)> {
+    let path = dir.join(LOG_START_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(decode_log_start(&bytes).map_or((0, false), |o| (o, true))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok((0, true)),
+        Err(err) => Err(err).at(&path),
+    }
+}
+
+pub fn write_log_start(dir: &Path, offset: u64) -> Result<()> {
+    write_atomically(&dir.join(LOG_START_FILE), &encode_log_start(offset))
 }
 
 /// Writes `bytes` to `path.tmp`, syncs it, renames it over `path` and syncs the
@@ -194,6 +241,23 @@ mod tests {
             assert_eq!(Checkpoint::decode(&bad), None, "flipped byte {i}");
         }
         assert_eq!(Checkpoint::decode(&bytes[..40]), None);
+    }
+
+    #[test]
+    fn log_start_round_trips_and_rejects_damage() {
+        let bytes = encode_log_start(1234);
+        assert_eq!(decode_log_start(&bytes), Some(1234));
+        for i in 0..LOG_START_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x01;
+            assert_eq!(decode_log_start(&bad), None, "flipped byte {i}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_log_start(dir.path()).unwrap(), (0, true));
+        write_log_start(dir.path(), 77).unwrap();
+        assert_eq!(read_log_start(dir.path()).unwrap(), (77, true));
+        fs::write(dir.path().join(LOG_START_FILE), b"garbage").unwrap();
+        assert_eq!(read_log_start(dir.path()).unwrap(), (0, false));
     }
 
     #[test]

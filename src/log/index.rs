@@ -81,6 +81,27 @@ impl Entry for TimeEntry {
     }
 }
 
+/// The last entry of a sealed segment's time index (its newest timestamp), read with
+/// one positioned read, not a map. None when the file is missing, empty, not a whole
+/// number of entries, or its last two entries are out of order.
+pub fn last_time_entry(path: &Path) -> Option<TimeEntry> {
+    let file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let size = TIME_ENTRY_SIZE as u64;
+    if len == 0 || len % size != 0 {
+        return None;
+    }
+    let mut buf = [0u8; 2 * TIME_ENTRY_SIZE];
+    let from = len.saturating_sub(2 * size);
+    let got = &mut buf[..(len - from) as usize];
+    file.read_exact_at(got, from).ok()?;
+    let last = TimeEntry::decode(&got[got.len() - TIME_ENTRY_SIZE..]);
+    if got.len() == 2 * TIME_ENTRY_SIZE && !TimeEntry::decode(got).precedes(&last) {
+        return None;
+    }
+    Some(last)
+}
+
 #[derive(Debug)]
 pub struct Index<E: Entry> {
     path: PathBuf,

@@ -8,7 +8,7 @@
 //! slow part of a durable append, the fsync, runs without the lock: `begin_flush` (under
 //! the lock) returns a `FlushJob`, `FlushJob::run` syncs, `finish_flush` records it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -20,9 +20,9 @@ use super::batch::PendingBatch;
 use super::cache::SegmentCache;
 use super::config::{FlushPolicy, LogConfig};
 use super::files::Checkpoint;
-use super::naming::{segment_path, SegmentFile};
+use super::retention::SegmentSummary;
 use super::segment::{Segment, SegmentLimits};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +56,13 @@ pub struct Log {
     /// log's key there.
     pub(super) cache: Arc<SegmentCache>,
     pub(super) id: u64,
-    /// Base offsets of the sealed segments. Each ends where the next one (or the active
-    /// one) begins; none is held open here: readers open them through `cache`.
-    pub(super) sealed: BTreeSet<u64>,
+    /// The sealed segments by base offset, with what retention needs to know of them.
+    /// Each ends where the next one (or the active one) begins; none is held open here:
+    /// readers open them through `cache`.
+    pub(super) sealed: BTreeMap<u64, SegmentSummary>,
+    /// The log start offset as retention or `delete_records` last set it (persisted in
+    /// `log-start-offset`); the start is the larger of this and the first segment's base.
+    pub(super) start_offset: u64,
     /// The segment appends go to, always open.
     pub(super) active: Segment,
     /// Files of segments sealed since the last flush, which the next one must sync,
@@ -127,7 +131,11 @@ impl Log {
 
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> u64 {
-        self.sealed.first().copied().unwrap_or(self.active.base())
+        let first = self
+            .sealed
+            .first_key_value()
+            .map_or(self.active.base(), |(&b, _)| b);
+        first.max(self.start_offset)
     }
 
     /// The offset the next appended record will get (the high watermark).
@@ -141,19 +149,14 @@ impl Log {
 
     /// Base offsets of every segment, the active one last.
     pub fn segment_bases(&self) -> Vec<u64> {
-        let mut bases: Vec<u64> = self.sealed.iter().copied().collect();
+        let mut bases: Vec<u64> = self.sealed.keys().copied().collect();
         bases.push(self.active.base());
         bases
     }
 
     /// Bytes of all segments' `.log` files.
-    pub fn size_bytes(&self) -> Result<u64> {
-        let mut total = self.active.size();
-        for &base in &self.sealed {
-            let path = segment_path(&self.dir, base, SegmentFile::Log);
-            total += std::fs::metadata(&path).at(&path)?.len();
-        }
-        Ok(total)
+    pub fn size_bytes(&self) -> u64 {
+        self.active.size() + self.sealed.values().map(|s| s.size).sum::<u64>()
     }
 
     /// Offset below which every record is on disk (synced by a flush).
@@ -200,8 +203,7 @@ impl Log {
         self.sealed
             .range(base + 1..)
             .next()
-            .copied()
-            .unwrap_or(self.active.base())
+            .map_or(self.active.base(), |(&b, _)| b)
     }
 
     pub(super) fn check_range(&self, offset: u64) -> Result<()> {
@@ -286,6 +288,7 @@ impl Log {
             return Ok(());
         }
         self.active_mut().seal()?;
+        let summary = self.active_summary(now_ms());
         let next = self.next_offset();
         let segment = Segment::create(&self.dir, next, Self::limits(&self.config, true))?;
         let old = std::mem::replace(&mut self.active, segment);
@@ -297,7 +300,7 @@ impl Log {
         for (file, path) in old.index_files() {
             self.unsynced.push((base, file, path));
         }
-        self.sealed.insert(base);
+        self.sealed.insert(base, summary);
         self.dir_changes += 1;
         // Sealed segments keep their descriptors until a flush syncs them. A server
         // flushes right after a roll; a caller that never flushes (FlushPolicy::Os, no

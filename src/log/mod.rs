@@ -12,7 +12,9 @@
 //!   without it; `cache`: the bounded set of open sealed segments; `flush`: making
 //!   appends durable, and recovery checkpoints, in steps that keep fsyncs out of the
 //!   caller's lock.
-//! - `recovery`: opening and closing; `trim`: retention and truncation.
+//! - `recovery`: opening and closing; `retention`: which segments have expired, the log
+//!   start offset, and deleting in steps that keep file work out of the caller's lock;
+//!   `trim`: truncation.
 
 pub mod batch;
 pub mod cache;
@@ -28,6 +30,7 @@ pub mod naming;
 mod read;
 pub mod record;
 mod recovery;
+mod retention;
 mod segment;
 mod trim;
 
@@ -37,8 +40,11 @@ pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
 pub use log::{AppendInfo, Log, ReadBatches};
-pub use read::{ReadPlan, TimestampPlan};
+pub use read::{first_timestamp_at, ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
+pub use retention::{DeleteJob, Expiry, RetentionPlan, RetentionPolicy, SegmentSummary};
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,15 @@ pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Suffix of a file being rewritten (truncation, checkpoint); left over only by a crash.
 pub const TEMP_SUFFIX: &str = "tmp";
+/// Suffix a segment's files take when retention deletes them: renamed under the log's
+/// lock, unlinked after it (see `retention.rs`); left over only by a crash.
+pub const DELETED_SUFFIX: &str = "deleted";
 /// Present only between a clean `close` and the next `open`.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 /// The recovery checkpoint: how far the log is known to be on disk.
 pub const CHECKPOINT_FILE: &str = "recovery-checkpoint";
+/// The log start offset, once retention or DeleteRecords has moved it (see `files.rs`).
+pub const LOG_START_FILE: &str = "log-start-offset";
 
 /// Which of a segment's three files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +52,18 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf 
 
 /// The same path with `.tmp` appended: written in full, synced, then renamed over.
 pub fn temp_path(path: &Path) -> PathBuf {
+    with_suffix(path, TEMP_SUFFIX)
+}
+
+/// The same path with `.deleted` appended: a segment file on its way out.
+pub fn deleted_path(path: &Path) -> PathBuf {
+    with_suffix(path, DELETED_SUFFIX)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".");
-    name.push(TEMP_SUFFIX);
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -57,13 +71,14 @@ pub fn temp_path(path: &Path) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParsedName {
     Segment(u64, SegmentFile),
-    Temp,
+    /// A `.tmp` or `.deleted` file: what an interrupted operation left, removed at open.
+    Leftover,
     Other,
 }
 
 pub fn parse_file_name(name: &str) -> ParsedName {
-    if name.ends_with(&format!(".{TEMP_SUFFIX}")) {
-        return ParsedName::Temp;
+    if name.ends_with(&format!(".{TEMP_SUFFIX}")) || name.ends_with(&format!(".{DELETED_SUFFIX}")) {
+        return ParsedName::Leftover;
     }
     let Some((stem, suffix)) = name.split_once('.') else {
         return ParsedName::Other;
@@ -112,12 +127,15 @@ mod tests {
             "99999999999999999999.log", // over u64::MAX
             CHECKPOINT_FILE,
             CLEAN_SHUTDOWN_FILE,
+            LOG_START_FILE,
         ] {
             assert_eq!(parse_file_name(name), ParsedName::Other, "{name}");
         }
-        assert_eq!(
-            parse_file_name("00000000000000000042.log.tmp"),
-            ParsedName::Temp
-        );
+        for leftover in [
+            "00000000000000000042.log.tmp",
+            "00000000000000000042.timeindex.deleted",
+        ] {
+            assert_eq!(parse_file_name(leftover), ParsedName::Leftover);
+        }
     }
 }

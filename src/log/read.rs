@@ -91,6 +91,29 @@ impl ReadPlan {
     }
 }
 
+/// The timestamp of the first record at or after `offset` in what a read returned.
+pub fn first_timestamp_at(read: &ReadBatches, offset: u64) -> Option<i64> {
+    for chunk in &read.chunks {
+        let mut rest = &chunk[..];
+        while rest.len() >= super::format::HEADER_LEN {
+            let header = super::format::BatchHeader::parse(rest);
+            let (batch, after) = rest.split_at((header.length as usize).min(rest.len()));
+            if header.next_offset() > offset {
+                let found = super::record::records(batch)
+                    .ok()?
+                    .into_iter()
+                    .find(|r| r.offset >= offset)
+                    .map(|r| r.timestamp_ms);
+                if found.is_some() {
+                    return found;
+                }
+            }
+            rest = after;
+        }
+    }
+    None
+}
+
 /// A failed read of a sealed segment: damage there was synced to disk long ago, so it is
 /// lost data to report with the range a reader must skip, never a tail to cut.
 fn damaged(segment: &Segment, offset: u64, source: Error) -> Error {
@@ -128,12 +151,13 @@ impl Log {
                 .sealed
                 .range(..=offset)
                 .next_back()
-                .expect("offset >= log start");
+                .expect("offset >= log start")
+                .0;
             let sealed: Vec<(u64, u64)> = self
                 .sealed
                 .range(holder..)
                 .take(MAX_SEGMENTS_PER_READ)
-                .map(|&b| (b, self.sealed_end(b)))
+                .map(|(&b, _)| (b, self.sealed_end(b)))
                 .collect();
             let reaches_active = sealed.last().is_some_and(|&(_, end)| end == active_base);
             (sealed, reaches_active.then_some(0)) // from the active segment's start
@@ -155,14 +179,18 @@ impl Log {
     }
 
     /// What `offset_for_timestamp(ts)` needs, without I/O: the answer from the active
-    /// segment (in memory) and the sealed segments to look in first.
+    /// segment (in memory) and the sealed segments to look in first: those after the log
+    /// start whose newest record (known from their summaries) is at or after `ts`.
     pub fn timestamp_plan(&self, ts: i64) -> Result<TimestampPlan> {
+        let start = self.log_start_offset();
         Ok(TimestampPlan {
             ts,
+            start,
             sealed: self
                 .sealed
                 .iter()
-                .map(|&b| (b, self.sealed_end(b)))
+                .filter(|(&b, summary)| self.sealed_end(b) > start && summary.max_timestamp >= ts)
+                .map(|(&b, _)| (b, self.sealed_end(b)))
                 .collect(),
             in_active: self.active.offset_for_timestamp(ts)?,
             opener: self.opener(),
@@ -180,6 +208,9 @@ impl Log {
 #[must_use = "a plan finds nothing until it is run"]
 pub struct TimestampPlan {
     ts: i64,
+    /// The log start offset: a record found below it is no longer readable, and the
+    /// answer is the start instead (as Kafka's ListOffsets).
+    start: u64,
     sealed: Vec<(u64, u64)>,
     in_active: Option<(u64, i64)>,
     opener: SealedOpener,
@@ -191,12 +222,14 @@ impl TimestampPlan {
     }
 
     pub fn run(self) -> Result<Option<(u64, i64)>> {
+        let mut found = self.in_active;
         for &(base, end) in &self.sealed {
             let segment = self.opener.open(base, end)?;
-            if let Some(found) = segment.offset_for_timestamp(self.ts)? {
-                return Ok(Some(found));
+            if let Some(hit) = segment.offset_for_timestamp(self.ts)? {
+                found = Some(hit);
+                break;
             }
         }
-        Ok(self.in_active)
+        Ok(found.map(|(offset, ts)| (offset.max(self.start), ts)))
     }
 }

@@ -12,7 +12,7 @@
 //!   but their indexes are still checked when first used, and rebuilt in memory if
 //!   damaged (`Segment::open_sealed`: reading never writes).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use super::config::LogConfig;
 use super::files::{self, Checkpoint};
 use super::log::Log;
 use super::naming::{parse_file_name, segment_path, ParsedName, SegmentFile};
+use super::retention::SegmentSummary;
 use super::segment::Segment;
 use crate::error::{Error, IoContext, Result};
 
@@ -89,6 +90,15 @@ fn open(
         recover(dir, &config, checkpoint, bases, &mut report)?
     };
 
+    let sealed = summarize(dir, &sealed, active.base(), Log::limits(&config, false))?;
+    let (mut start_offset, intact) = files::read_log_start(dir)?;
+    if !intact {
+        warn!(dir = %dir.display(), "log-start-offset is damaged; the log starts at its first segment, and records deleted by offset within it may be read again");
+    }
+    if start_offset > active.next_offset() {
+        warn!(dir = %dir.display(), start_offset, next_offset = active.next_offset(), "the log start offset is past the end of the log; the log starts at its end");
+        start_offset = active.next_offset();
+    }
     let now = Instant::now();
     let log = Log {
         dir: dir.to_path_buf(),
@@ -96,6 +106,7 @@ fn open(
         cache: Arc::clone(cache),
         id: cache.register(),
         sealed,
+        start_offset,
         active,
         unsynced: Vec::new(),
         checkpoint,
@@ -112,6 +123,23 @@ fn open(
     Ok((log, report))
 }
 
+/// What retention keeps in memory of each sealed segment (see `SegmentSummary::read`).
+fn summarize(
+    dir: &Path,
+    sealed: &BTreeSet<u64>,
+    active_base: u64,
+    limits: super::segment::SegmentLimits,
+) -> Result<BTreeMap<u64, SegmentSummary>> {
+    let mut out = BTreeMap::new();
+    for (&base, end) in sealed
+        .iter()
+        .zip(sealed.iter().skip(1).copied().chain([active_base]))
+    {
+        out.insert(base, SegmentSummary::read(dir, base, end, limits)?);
+    }
+    Ok(out)
+}
+
 /// Segment base offsets in `dir`, after removing leftovers of interrupted operations.
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut logs = Vec::new();
@@ -123,7 +151,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         match parse_file_name(name) {
             ParsedName::Segment(base, SegmentFile::Log) => logs.push(base),
             ParsedName::Segment(base, kind) => indexes.push((base, kind)),
-            ParsedName::Temp => {
+            ParsedName::Leftover => {
                 let path = entry.path();
                 fs::remove_file(&path).at(&path)?;
             }

@@ -12,7 +12,7 @@ use super::naming::{segment_path, SegmentFile};
 use super::*;
 use crate::error::Error;
 
-fn config() -> LogConfig {
+pub(super) fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 << 10,
         index_interval_bytes: 1024,
@@ -22,7 +22,7 @@ fn config() -> LogConfig {
 }
 
 /// A batch of `n` records whose values name their batch and index, timestamped `ts`.
-fn batch(tag: u64, n: usize, ts: i64) -> PendingBatch {
+pub(super) fn batch(tag: u64, n: usize, ts: i64) -> PendingBatch {
     let mut builder = BatchBuilder::default();
     for i in 0..n {
         let value = format!("batch {tag} record {i} {}", "x".repeat(100));
@@ -41,7 +41,7 @@ fn batch(tag: u64, n: usize, ts: i64) -> PendingBatch {
 }
 
 /// All records from `from` to the end, as (offset, value).
-fn read_all(log: &Log, from: u64) -> Vec<(u64, String)> {
+pub(super) fn read_all(log: &Log, from: u64) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let mut at = from;
     while at < log.next_offset() {

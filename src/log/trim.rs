@@ -1,5 +1,5 @@
-//! Removing data: whole segments below an offset (retention) and everything from an
-//! offset on (truncation, for a replica that must match its leader).
+//! Removing everything from an offset on (truncation, for a replica that must match its
+//! leader). Retention, which removes whole segments from the start, is in `retention.rs`.
 //!
 //! Both are safe while readers hold slices: files are unlinked or replaced by rename,
 //! never shrunk in place (see mmap.rs), so a slice handed out before keeps its bytes.
@@ -11,34 +11,8 @@ use super::segment::Segment;
 use crate::error::{Error, Result};
 
 impl Log {
-    /// Deletes every segment whose records all lie below `offset`, and returns how many.
-    /// With `offset` at the end of the log, the active segment is rolled first so that it
-    /// can go too; the log then holds one empty segment and keeps its next offset.
-    pub fn delete_segments_below(&mut self, offset: u64) -> Result<usize> {
-        let offset = offset.min(self.next_offset());
-        if offset == self.next_offset() {
-            self.roll()?;
-        }
-        let doomed: Vec<u64> = self
-            .sealed
-            .iter()
-            .copied()
-            .filter(|&b| self.sealed_end(b) <= offset)
-            .collect();
-        for &base in &doomed {
-            self.forget_sealed(base);
-            remove_segment_files(&self.dir, base)?;
-            self.dir_changes += 1;
-        }
-        if !doomed.is_empty() {
-            sync_dir(&self.dir)?;
-            self.dir_synced = self.dir_changes;
-        }
-        Ok(doomed.len())
-    }
-
     /// Drops a sealed segment from the log: readers that hold it keep their maps.
-    fn forget_sealed(&mut self, base: u64) {
+    pub(super) fn forget_sealed(&mut self, base: u64) {
         self.sealed.remove(&base);
         self.cache.forget(self.id, base);
         self.unsynced.retain(|(b, _, _)| *b != base);
@@ -65,6 +39,7 @@ impl Log {
                 .range(..=offset)
                 .next_back()
                 .expect("offset >= log start")
+                .0
         };
         // The segment holding `offset`, opened on its own (not through the cache: it is
         // about to be replaced).
@@ -97,7 +72,7 @@ impl Log {
         let doomed: Vec<u64> = self
             .sealed
             .range(base..)
-            .copied()
+            .map(|(&b, _)| b)
             .filter(|&b| b > base || position.is_none())
             .collect();
         for &b in &doomed {

@@ -773,6 +773,7 @@ pub fn seeds(scratch: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
         id: "0123456789abcdef0123456789abcdef".into(),
         partitions: 3,
         config: TopicConfig::default(),
+        overrides: Some(["retention.ms".to_string()].into()),
     };
     let topic_dir = scratch.join("orders");
     reset_dir(&topic_dir);

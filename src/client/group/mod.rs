@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::{Client, ConsumedRecord, Start};
+use super::consumer::reset_position;
+use super::{Client, ConsumedRecord, OffsetReset, Start};
 use crate::grpc::pb::{self, groups_client::GroupsClient, list_offsets_request::Spec};
 use tasks::{fetch_loop, heartbeat_loop};
 
@@ -39,6 +40,9 @@ pub struct GroupConfig {
     pub auto_commit: Option<Duration>,
     /// Where to start in partitions the group never committed: `Earliest` or `Latest`.
     pub start: Start,
+    /// Where to go on when a position (committed or reached) has been deleted by
+    /// retention or DeleteRecords; logged when it resets.
+    pub on_out_of_range: OffsetReset,
     /// Largest fetch, per partition.
     pub max_bytes: u32,
 }
@@ -53,6 +57,7 @@ impl GroupConfig {
             session_timeout: Duration::from_secs(10),
             auto_commit: Some(Duration::from_secs(5)),
             start: Start::Earliest,
+            on_out_of_range: OffsetReset::Earliest,
             max_bytes: 1 << 20,
         }
     }
@@ -210,13 +215,15 @@ impl GroupConsumer {
                     records,
                 }))
             }
-            // Retention removed what we were about to read: start again where the
-            // configured start says.
+            // Retention removed what we were about to read: go on where the reset
+            // policy says (or fail, if it says so).
             Err(status) if status.code() == Code::OutOfRange => {
                 let key = fetched.key.clone();
-                let topic_id = owned.topic_id.clone();
-                let start = self.start_offset(&key).await?;
-                self.start_fetcher(key, topic_id, start, None);
+                let (topic_id, position) = (owned.topic_id.clone(), owned.position);
+                let bounds = self.bounds(&key).await?;
+                let policy = self.config.on_out_of_range;
+                let to = reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)?;
+                self.start_fetcher(key, topic_id, to, None);
                 Ok(None)
             }
             Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
@@ -315,6 +322,17 @@ impl GroupConsumer {
             Err(status) if status.code() == Code::NotFound => Ok(HashMap::new()),
             Err(status) => Err(status),
         }
+    }
+
+    /// A partition's log start offset and high watermark.
+    async fn bounds(&mut self, (topic, partition): &Key) -> Result<(u64, u64), Status> {
+        let request = pb::ListOffsetsRequest {
+            topic: topic.clone(),
+            partition: *partition,
+            spec: Some(Spec::Earliest(true)),
+        };
+        let r = self.client.log().list_offsets(request).await?.into_inner();
+        Ok((r.log_start_offset, r.high_watermark))
     }
 
     async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {

@@ -1,0 +1,146 @@
+//! Partition behaviour that needs a real log under it: failed fsyncs, reopens, rolls.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::broker::TopicConfig;
+use crate::log::files::failpoint;
+use crate::log::{BatchBuilder, Record};
+
+fn batch(value: &str) -> PendingBatch {
+    let mut builder = BatchBuilder::default();
+    let record = Record {
+        value: Bytes::from(value.to_string()),
+        timestamp_ms: 1,
+        ..Record::default()
+    };
+    builder.push(&record).unwrap();
+    builder.build().unwrap()
+}
+
+fn is_sync_failure(result: &Result<()>) -> bool {
+    matches!(result, Err(Error::InPartition { source, .. }) if matches!(**source, Error::SyncFailed { .. }))
+        || matches!(result, Err(Error::Io { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_is_never_followed_by_an_acknowledgement_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SegmentCache::new(8);
+    let config = TopicConfig::default().log_config();
+    let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+    let (first, epoch) = p.append(batch("synced")).await.unwrap();
+    p.sync_below(first.last_offset + 1, epoch).await.unwrap();
+
+    failpoint::fail_next_sync_under(dir.path());
+    let (a, _) = p.append(batch("a")).await.unwrap();
+    let (b, _) = p.append(batch("b")).await.unwrap();
+    // Both wait for an fsync; the first one fails. The second waiter must not start
+    // a new fsync, which Linux may report as a success for pages it dropped.
+    let (ra, rb) = tokio::join!(
+        p.sync_below(a.last_offset + 1, epoch),
+        p.sync_below(b.last_offset + 1, epoch)
+    );
+    assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+    assert!(is_sync_failure(&rb), "{rb:?}");
+    let refused = p.append(batch("c")).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("fsync") && refused.contains("refuses writes"),
+        "{refused}"
+    );
+    assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
+
+    // The upkeep reopens it from disk; writes then work again.
+    p.maintain(0).await.unwrap();
+    let (c, epoch) = p.append(batch("c")).await.unwrap();
+    p.sync_below(c.last_offset + 1, epoch).await.unwrap();
+    assert_eq!(p.offsets().unwrap().high_watermark, c.last_offset + 1);
+    let (read, _) = p.read(0, 1 << 20).await.unwrap();
+    assert_eq!(read.next_offset, c.last_offset + 1, "nothing lost here");
+}
+
+/// A partition in `dir` holding one batch that is on disk, with its epoch, its
+/// active `.log` and that file's length: where the next batch will start.
+async fn with_a_synced_batch(dir: &std::path::Path) -> (Arc<Partition>, u64, PathBuf, u64) {
+    let cache = SegmentCache::new(8);
+    let config = TopicConfig::default().log_config();
+    let p = Arc::new(Partition::open("t", 0, dir, config, &cache));
+    let (a, epoch) = p.append(batch("a")).await.unwrap();
+    p.sync_below(a.last_offset + 1, epoch).await.unwrap();
+    let file = dir.join("00000000000000000000.log");
+    let len = std::fs::metadata(&file).unwrap().len();
+    (p, epoch, file, len)
+}
+
+/// What the disk holds after the kernel dropped dirty pages: zeros from `at`.
+fn lose_pages_from(file: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let raw = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    raw.write_at(&[0u8; 64], at).unwrap();
+}
+
+/// Found in review: a producer whose batch was appended before a failed fsync, and
+/// who waits for its fsync only after the upkeep reopened the log, was acknowledged
+/// although recovery had cut its batch (the kernel dropped the dirty pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_waiter_is_not_acknowledged_for_a_batch_that_recovery_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, epoch, file, b_at) = with_a_synced_batch(dir.path()).await;
+    let (b, b_epoch) = p.append(batch("b")).await.unwrap(); // not waited for yet
+    let (c, _) = p.append(batch("c")).await.unwrap();
+    failpoint::fail_next_sync_under(dir.path());
+    assert!(p.sync_below(c.last_offset + 1, epoch).await.is_err());
+    lose_pages_from(&file, b_at); // b's and c's
+    p.maintain(0).await.unwrap(); // the upkeep reopens; recovery cuts at b
+    assert_eq!(
+        p.offsets().unwrap().high_watermark,
+        b.base_offset,
+        "b is gone"
+    );
+    let (d, _) = p.append(batch("d")).await.unwrap();
+    assert_eq!(d.base_offset, b.base_offset, "and its offset is reused");
+    let acked = p.sync_below(b.last_offset + 1, b_epoch).await;
+    assert!(
+        acked.is_err(),
+        "b acknowledged as durable; that offset holds d"
+    );
+}
+
+/// Found in review: the reopen cut the torn tail of the .log in place while a
+/// response still held bytes of its map: SIGBUS. Recovery now works on copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_held_by_a_reader_survive_a_reopen_that_cuts_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, epoch, file, b_at) = with_a_synced_batch(dir.path()).await;
+    let (b, _) = p.append(batch(&"x".repeat(60_000))).await.unwrap();
+    let (held, _) = p.read(b.base_offset, 1 << 20).await.unwrap();
+    failpoint::fail_next_sync_under(dir.path());
+    assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
+    lose_pages_from(&file, b_at);
+    p.maintain(0).await.unwrap(); // recovery cuts the log at b_at
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), b_at);
+    let sum: u64 = held.chunks[0].iter().map(|&x| u64::from(x)).sum();
+    assert!(sum > 0, "the held bytes are still readable");
+}
+
+/// Found in review: an idle partition whose segment rolled by age in the upkeep kept
+/// the sealed segment's descriptors (a roll adds no offset, so it looked flushed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_age_roll_of_an_idle_partition_closes_the_sealed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, _, _) = with_a_synced_batch(dir.path()).await;
+    let later = crate::broker::now_ms() + 30 * 24 * 3600 * 1000;
+    p.maintain(later).await.unwrap(); // rolls: segment 0 is sealed, and synced
+    let sealed = dir
+        .path()
+        .join("00000000000000000000")
+        .display()
+        .to_string();
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|t| t.display().to_string().starts_with(&sealed))
+        .count();
+    assert_eq!(p.with_log(|log| Ok(log.segment_count())).unwrap(), 2);
+    assert_eq!(open, 0, "the sealed segment still holds {open} descriptors");
+}

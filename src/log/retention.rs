@@ -1,0 +1,340 @@
+//! Retention: which sealed segments have expired, decided from a summary each sealed
+//! segment keeps in memory (no file is opened or mapped to decide), and the log start
+//! offset that retention and `delete_records` move forward.
+//!
+//! Deleting takes three steps, so that no fsync or unlink runs under the caller's lock:
+//! 1. `plan_retention` (read lock, no I/O) says up to which segment to delete and where
+//!    the log will then start;
+//! 2. `RetentionPlan::persist` (no lock) writes that start to `log-start-offset`, so a
+//!    crash or power loss after this point never brings the records back;
+//! 3. `apply_retention` (write lock) renames the doomed segments' files to `.deleted` and
+//!    moves the start in memory; the `DeleteJob` it returns unlinks them and syncs the
+//!    directory without the lock. Readers that hold slices of a deleted segment keep
+//!    valid bytes: the files are unlinked, never shrunk (see mmap.rs). A crash between
+//!    the rename and the unlink leaves `.deleted` files, which open removes.
+
+use std::path::{Path, PathBuf};
+
+use super::files::{sync_dir, write_log_start};
+use super::log::Log;
+use super::naming::{deleted_path, segment_path, SegmentFile};
+use super::segment::Segment;
+use crate::error::{Error, IoContext, Result};
+
+/// What the log keeps in memory about each sealed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Bytes of its `.log`.
+    pub size: u64,
+    /// Its newest record timestamp (the last entry of its time index).
+    pub max_timestamp: i64,
+    /// Wall-clock ms when it was sealed (after a restart: its `.log`'s modification time,
+    /// which is when its last batch was written).
+    pub sealed_ms: i64,
+}
+
+impl SegmentSummary {
+    /// Reads a sealed segment's summary at open: the `.log`'s size and modification time
+    /// from its metadata, the newest timestamp from the last 12 bytes of its time index.
+    /// Only if that entry is missing or does not fit the segment is the segment itself
+    /// read (its batch headers), and a warning says so.
+    pub(super) fn read(
+        dir: &Path,
+        base: u64,
+        end: u64,
+        limits: super::segment::SegmentLimits,
+    ) -> Result<SegmentSummary> {
+        let log_path = segment_path(dir, base, SegmentFile::Log);
+        let meta = std::fs::metadata(&log_path).at(&log_path)?;
+        let sealed_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        let index_path = segment_path(dir, base, SegmentFile::TimeIndex);
+        let max_timestamp = match super::index::last_time_entry(&index_path) {
+            Some(entry) if base + u64::from(entry.rel_offset) < end => entry.timestamp,
+            _ => {
+                tracing::warn!(path = %index_path.display(), "time index of a sealed segment is missing or damaged; reading the segment for its newest timestamp");
+                match Segment::open_sealed(dir, base, end, limits) {
+                    Ok(segment) => segment.max_timestamp(),
+                    // Unreadable: its age is taken from when it was last written.
+                    Err(_) => sealed_ms,
+                }
+            }
+        };
+        Ok(SegmentSummary {
+            size: meta.len(),
+            max_timestamp,
+            sealed_ms,
+        })
+    }
+
+    /// The newest timestamp retention believes: a record timestamped later than
+    /// `after_max_ms` past the segment's sealing came from a clock in the future, and
+    /// must not keep the segment forever.
+    fn newest(&self, after_max_ms: u64) -> i64 {
+        let limit = self
+            .sealed_ms
+            .saturating_add(i64::try_from(after_max_ms).unwrap_or(i64::MAX));
+        self.max_timestamp.min(limit)
+    }
+}
+
+/// A topic's retention settings, as the log applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Delete a sealed segment whose newest record is older than this (None: never).
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log stays at least this big without
+    /// them (None: no size limit).
+    pub retention_bytes: Option<u64>,
+    /// See `SegmentSummary::newest`.
+    pub timestamp_after_max_ms: u64,
+}
+
+/// Why a segment goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// All its records lie below the log start offset (moved by `delete_records`).
+    BelowLogStart,
+    /// Its newest record is older than `retention.ms`.
+    Age,
+    /// The partition is over `retention.bytes` with it.
+    Size,
+}
+
+impl Expiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::BelowLogStart => "below the log start offset",
+            Expiry::Age => "older than retention.ms",
+            Expiry::Size => "over retention.bytes",
+        }
+    }
+}
+
+/// What `plan_retention` decided: delete every sealed segment below `upto`.
+#[derive(Debug, Clone)]
+#[must_use = "a retention plan deletes nothing until it is applied"]
+pub struct RetentionPlan {
+    dir: PathBuf,
+    /// Base of the first segment kept; the log's start becomes at least this.
+    pub upto: u64,
+    /// The log start offset after the deletion.
+    pub new_start: u64,
+    pub segments: usize,
+    pub bytes: u64,
+    /// Why the last (newest) segment deleted goes.
+    pub reason: Expiry,
+    generation: u64,
+}
+
+impl RetentionPlan {
+    /// Makes the new log start durable before anything is deleted.
+    pub fn persist(&self) -> Result<()> {
+        write_log_start(&self.dir, self.new_start)
+    }
+}
+
+/// Files renamed to `.deleted`, to unlink without the log's lock.
+#[derive(Debug, Default)]
+#[must_use = "renamed files stay on disk until the job runs"]
+pub struct DeleteJob {
+    dir: Option<PathBuf>,
+    paths: Vec<PathBuf>,
+}
+
+impl DeleteJob {
+    /// Unlinks the files and syncs the directory.
+    pub fn run(self) -> Result<()> {
+        let Some(dir) = self.dir else { return Ok(()) };
+        for path in &self.paths {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(path),
+            }
+        }
+        sync_dir(&dir)
+    }
+}
+
+impl Log {
+    /// The sealed segments' summaries, oldest first.
+    pub fn sealed_summaries(&self) -> impl Iterator<Item = (u64, &SegmentSummary)> {
+        self.sealed.iter().map(|(&base, summary)| (base, summary))
+    }
+
+    /// The active segment's summary so far (its sealing time is now).
+    pub fn active_summary(&self, now_ms: i64) -> SegmentSummary {
+        SegmentSummary {
+            size: self.active.size(),
+            max_timestamp: self.active.max_timestamp(),
+            sealed_ms: now_ms,
+        }
+    }
+
+    /// Which sealed segments have expired under `policy` at `now_ms`, oldest first and
+    /// stopping at the first that has not (a log only ever loses a prefix). No I/O.
+    pub fn plan_retention(&self, policy: &RetentionPolicy, now_ms: i64) -> Option<RetentionPlan> {
+        let start = self.log_start_offset();
+        let mut total: u64 = self.sealed.values().map(|s| s.size).sum::<u64>() + self.active.size();
+        let oldest_kept = policy
+            .retention_ms
+            .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+        let mut plan: Option<RetentionPlan> = None;
+        for (&base, summary) in &self.sealed {
+            let end = self.sealed_end(base);
+            let reason = if end <= start {
+                Expiry::BelowLogStart
+            } else if oldest_kept.is_some_and(|t| summary.newest(policy.timestamp_after_max_ms) < t)
+            {
+                Expiry::Age
+            } else if policy
+                .retention_bytes
+                .is_some_and(|limit| total - summary.size >= limit)
+            {
+                Expiry::Size
+            } else {
+                break;
+            };
+            total -= summary.size;
+            let plan = plan.get_or_insert_with(|| RetentionPlan {
+                dir: self.dir.clone(),
+                upto: base,
+                new_start: start,
+                segments: 0,
+                bytes: 0,
+                reason,
+                generation: self.generation,
+            });
+            plan.upto = end;
+            plan.new_start = start.max(end);
+            plan.segments += 1;
+            plan.bytes += summary.size;
+            plan.reason = reason;
+        }
+        plan
+    }
+
+    /// When the oldest segment becomes due for deletion under `policy` (the cleaner
+    /// deletes it at its first pass after): `now_ms` if it is due already, None if
+    /// nothing is ever due (no limits, or nothing stored).
+    pub fn next_deletion_ms(&self, policy: &RetentionPolicy, now_ms: i64) -> Option<i64> {
+        if self.plan_retention(policy, now_ms).is_some() {
+            return Some(now_ms);
+        }
+        let oldest = match self.sealed.first_key_value() {
+            Some((_, summary)) => *summary,
+            None if !self.active.is_empty() => self.active_summary(now_ms),
+            None => return None,
+        };
+        let ms = i64::try_from(policy.retention_ms?).unwrap_or(i64::MAX);
+        Some(
+            oldest
+                .newest(policy.timestamp_after_max_ms)
+                .saturating_add(ms)
+                .saturating_add(1)
+                .max(now_ms),
+        )
+    }
+
+    /// True when the active segment holds records and every one of them has expired by
+    /// age: rolling it lets the next retention pass delete it (a partition that stopped
+    /// receiving records must still empty out).
+    pub fn active_expired(&self, policy: &RetentionPolicy, now_ms: i64) -> bool {
+        let Some(ms) = policy.retention_ms else {
+            return false;
+        };
+        let oldest_kept = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+        !self.active.is_empty()
+            && self
+                .active_summary(now_ms)
+                .newest(policy.timestamp_after_max_ms)
+                < oldest_kept
+    }
+
+    /// Renames the planned segments' files to `.deleted` and moves the log start; the
+    /// returned job unlinks them. The plan must have been persisted. A plan made before a
+    /// truncation is refused (nothing is deleted).
+    pub fn apply_retention(&mut self, plan: &RetentionPlan) -> Result<DeleteJob> {
+        if plan.generation != self.generation {
+            return Err(Error::InvalidArgument(
+                "the log was truncated after this retention plan was made".into(),
+            ));
+        }
+        let doomed: Vec<u64> = self.sealed.range(..plan.upto).map(|(&b, _)| b).collect();
+        let mut job = DeleteJob {
+            dir: Some(self.dir.clone()),
+            paths: Vec::with_capacity(doomed.len() * 3),
+        };
+        for base in doomed {
+            self.forget_sealed(base);
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                let path = segment_path(&self.dir, base, kind);
+                let to = deleted_path(&path);
+                match std::fs::rename(&path, &to) {
+                    Ok(()) => job.paths.push(to),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err).at(&path),
+                }
+            }
+        }
+        self.start_offset = self.start_offset.max(plan.new_start);
+        Ok(job)
+    }
+
+    /// Moves the log start offset to `offset` (Kafka's DeleteRecords): records below it
+    /// are no longer readable, and segments wholly below it go at the next retention
+    /// pass. `offset` must not be past the high watermark; one below the current start
+    /// changes nothing. The caller makes the records below `offset` durable first (so a
+    /// crash cannot leave the start past the end of the log) and persists the start with
+    /// `persist_log_start`. Returns the new start.
+    pub fn delete_records(&mut self, offset: u64) -> Result<u64> {
+        let (start, end) = (self.log_start_offset(), self.next_offset());
+        if offset > end {
+            return Err(Error::OffsetOutOfRange { offset, start, end });
+        }
+        self.start_offset = self.start_offset.max(offset);
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes every sealed segment whose records all lie below `offset` right away (for
+    /// callers without a lock to keep short: tests and tools), and returns how many.
+    /// With `offset` at the end of the log, the active segment is rolled first so that
+    /// it can go too; the log then holds one empty segment and keeps its next offset.
+    pub fn delete_segments_below(&mut self, offset: u64) -> Result<usize> {
+        let offset = offset.min(self.next_offset());
+        if offset == self.next_offset() {
+            self.roll()?;
+        }
+        let Some(upto) = self
+            .sealed
+            .keys()
+            .rev()
+            .map(|&b| self.sealed_end(b))
+            .find(|&end| end <= offset)
+        else {
+            return Ok(0);
+        };
+        let count = self.sealed.range(..upto).count();
+        let plan = RetentionPlan {
+            dir: self.dir.clone(),
+            upto,
+            new_start: self.log_start_offset().max(upto),
+            segments: count,
+            bytes: 0,
+            reason: Expiry::BelowLogStart,
+            generation: self.generation,
+        };
+        plan.persist()?;
+        self.apply_retention(&plan)?.run()?;
+        Ok(count)
+    }
+
+    /// Writes the log start offset to disk (after `delete_records`).
+    pub fn persist_log_start(dir: &Path, offset: u64) -> Result<()> {
+        write_log_start(dir, offset)
+    }
+}
