@@ -57,6 +57,8 @@ pub struct ServerConfig {
     /// Configuration of topics for the keys a topic does not set, with the keys of
     /// CreateTopic: `[topic_defaults]` then `"retention.ms" = 86400000`.
     pub topic_defaults: BTreeMap<String, toml::Value>,
+    /// Memory one compaction pass may use for its map of keys (32 bytes a key).
+    pub compaction_map_bytes: usize,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             retention_check_interval_ms: options.retention_check_interval.as_millis() as u64,
             min_free_disk: None,
             topic_defaults: BTreeMap::new(),
+            compaction_map_bytes: limits.compaction_map_bytes,
         }
     }
 }
@@ -109,14 +112,17 @@ impl ServerConfig {
         let as_text: BTreeMap<String, String> = self
             .topic_defaults
             .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => Ok((k.clone(), s.clone())),
+                // `retention.ms = 1` unquoted is TOML for a table `retention` with a
+                // key `ms`.
+                toml::Value::Table(t) => Err(Error::InvalidArgument(format!(
+                    "topic_defaults: quote keys with dots, as \"{k}.{}\" = ...",
+                    t.keys().next().map_or("", String::as_str)
+                ))),
+                other => Ok((k.clone(), other.to_string())),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         topic_defaults
             .apply(&as_text)
             .map_err(|e| Error::InvalidArgument(format!("topic_defaults: {e}")))?;
@@ -135,6 +141,7 @@ impl ServerConfig {
             max_headers_per_record: self.max_headers_per_record,
             topic_defaults,
             min_free_disk,
+            compaction_map_bytes: self.compaction_map_bytes.max(1 << 20),
         })
     }
 
@@ -191,6 +198,7 @@ mod tests {
                 "[topic_defaults]\n\"retention.days\" = 3\n",
                 "retention.days",
             ),
+            ("[topic_defaults]\nretention.ms = 3\n", "\"retention.ms\""),
             ("min_free_disk = \"lots\"\n", "min_free_disk"),
             ("min_free_disk = \"150%\"\n", "min_free_disk"),
         ] {

@@ -133,9 +133,9 @@ pub enum Error {
     #[error("{0}")]
     LimitReached(String),
 
-    /// A committed offset outside what its partition holds.
+    /// A committed offset past the end of its partition (or a reset outside it).
     #[error(
-        "offset {offset} cannot be committed for topic {} partition {partition}: commit an offset from {start} (the log start) to {end} (the high watermark)",
+        "offset {offset} cannot be committed for topic {} partition {partition}: it is past the high watermark {end} (the partition holds offsets [{start}, {end}))",
         quote(topic)
     )]
     CommitOutOfRange {

@@ -646,7 +646,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .unwrap_err();
     assert_refused(&unknown, Code::NotFound, "does not exist");
     let beyond = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
-    assert_refused(&beyond, Code::OutOfRange, "from 0 (the log start) to 3");
+    assert_refused(&beyond, Code::OutOfRange, "past the high watermark 3");
     let no_topic = commit(&client, "g", ("", 0), "nope", 0, 0)
         .await
         .unwrap_err();

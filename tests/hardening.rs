@@ -489,6 +489,15 @@ async fn topics_from_before_ids_survive_the_upgrade() {
         "unavailable: {unavailable:?}"
     );
     assert_eq!(broker.topic("small").unwrap().id.len(), 32, "given an id");
+    // Topics kept everything before retention existed, and go on doing so.
+    assert_eq!(broker.topic("small").unwrap().config().retention_ms, -1);
+    drop(broker);
+    let broker = Broker::open(root.path(), Limits::default()).unwrap();
+    assert_eq!(
+        broker.topic("small").unwrap().config().retention_ms,
+        -1,
+        "also once rewritten"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

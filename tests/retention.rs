@@ -265,6 +265,18 @@ async fn delete_records_moves_the_start_and_consumers_reset_as_told() {
     };
     groups.commit_offsets(commit).await.unwrap();
     assert_eq!(admin.delete_records("d", 0, Some(7)).await.unwrap(), 7);
+    // A commit below the new start (a member that retention overtook) is stored.
+    let behind = pb::CommitOffsetsRequest {
+        group: "behind".into(),
+        offsets: vec![pb::OffsetCommit {
+            topic: "d".into(),
+            partition: 0,
+            offset: 2,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    groups.commit_offsets(behind).await.unwrap();
     let mut member = GroupConsumer::join(&client, GroupConfig::new("g", &["d"]))
         .await
         .unwrap();

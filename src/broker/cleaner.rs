@@ -1,6 +1,7 @@
 //! The cleaner: every `retention_check_interval_ms` (and at once when free space falls
-//! below `min_free_disk`) it applies each topic's retention to each of its partitions
-//! (`partition/retention.rs`), and measures free space twice a second between passes.
+//! below `min_free_disk`) it compacts the partitions of compacted topics and applies
+//! each topic's retention to each of its partitions (`partition/retention.rs`), and
+//! measures free space twice a second between passes.
 //! Deciding uses only what the logs keep in memory; the file work runs on blocking
 //! threads, off the partitions' write locks.
 
@@ -18,6 +19,19 @@ const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub struct CleanerPass {
     pub segments: usize,
     pub bytes: u64,
+    /// Segments rewritten by compaction.
+    pub compacted_segments: usize,
+}
+
+/// The most keys a compaction pass maps within `budget` bytes. The map is a hash table
+/// of 25-byte buckets (24 bytes of entry and a control byte), a power of two of them,
+/// at most 7/8 full; it doubles as it fills, and while it doubles the old table (half
+/// the size) is still there. So the largest table must fit in two thirds of the budget:
+/// 458,752 keys for 32 MiB.
+pub fn max_map_keys(budget: usize) -> usize {
+    let buckets = (budget * 2 / 3 / 25).max(16);
+    let pow2 = 1usize << (usize::BITS - 1 - buckets.leading_zeros());
+    pow2 / 8 * 7
 }
 
 impl Broker {
@@ -51,8 +65,12 @@ impl Broker {
         let topics: Vec<_> = self.read_topics().live.values().cloned().collect();
         let mut pass = CleanerPass::default();
         for topic in topics {
-            let policy = topic.config().retention();
+            let config = topic.config();
+            let policy = config.retention();
+            let compaction = config.compaction(max_map_keys(self.limits.compaction_map_bytes));
             for partition in &topic.partitions {
+                // Retention first: on a disk below the floor it frees space, which
+                // compaction (writing new segments before deleting old ones) needs.
                 match partition.enforce_retention(policy, now_ms()).await {
                     Ok(Some(cleaned)) => {
                         tracing::info!(
@@ -72,8 +90,48 @@ impl Broker {
                     Err(Error::TopicNotFound { .. } | Error::Unavailable { .. }) => {}
                     Err(err) => tracing::error!(%err, "retention pass failed"),
                 }
+                if let Some(compaction) = compaction {
+                    match partition.compact(compaction, now_ms()).await {
+                        Ok(Some(stats)) => {
+                            tracing::info!(
+                                topic = %topic.name,
+                                partition = partition.id,
+                                segments_in = stats.segments_in,
+                                segments_out = stats.segments_out,
+                                bytes_read = stats.bytes_read,
+                                bytes_written = stats.bytes_written,
+                                records_kept = stats.records_kept,
+                                records_read = stats.records_read,
+                                tombstones_removed = stats.tombstones_removed,
+                                keys = stats.keys,
+                                "compacted"
+                            );
+                            pass.compacted_segments += stats.segments_in;
+                        }
+                        Ok(None) => {}
+                        Err(Error::TopicNotFound { .. } | Error::Unavailable { .. }) => {}
+                        Err(err) => tracing::error!(%err, "compaction pass failed"),
+                    }
+                }
             }
         }
         pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_key_map_budget_holds_while_the_table_doubles() {
+        for budget in [1 << 20, 32 << 20, 100 << 20] {
+            let keys = super::max_map_keys(budget);
+            let buckets = (keys / 7 * 8).next_power_of_two();
+            assert!(buckets * 25 * 3 / 2 <= budget, "{budget}: {keys} keys");
+            assert!(
+                buckets * 2 * 25 * 3 / 2 > budget,
+                "{budget}: the next size would not fit"
+            );
+        }
+        assert_eq!(super::max_map_keys(32 << 20), 458_752);
     }
 }

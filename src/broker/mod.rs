@@ -59,6 +59,8 @@ pub struct Limits {
     pub topic_defaults: TopicConfig,
     /// Produce is refused while the data directory's disk has less free space.
     pub min_free_disk: DiskFloor,
+    /// Memory a compaction pass may give its key map (see `cleaner::max_map_keys`).
+    pub compaction_map_bytes: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +76,7 @@ impl Default for Limits {
             max_headers_per_record: 1_000,
             topic_defaults: TopicConfig::default(),
             min_free_disk: DiskFloor::default(),
+            compaction_map_bytes: 32 << 20,
         }
     }
 }

@@ -121,6 +121,12 @@ impl BatchWriter {
                 self.max_headers
             )));
         }
+        if key.is_none() && self.config.cleanup_policy.compacts() {
+            return Err(in_record(format!(
+                "topic {} is compacted (cleanup.policy = compact): every record needs a key",
+                crate::error::quote(&self.topic.name)
+            )));
+        }
         let size = key.map_or(0, Bytes::len) + value.len() + header_bytes;
         if size as u64 > self.config.max_message_bytes {
             return Err(Error::TooLarge {

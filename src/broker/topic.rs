@@ -85,6 +85,9 @@ impl TopicMetadata {
             return Err(corrupt("max_message_bytes is 0".into()));
         }
         if meta.overrides.is_none() {
+            // Written before retention existed, when topics kept everything: they go on
+            // doing so (retention.ms = -1, as set for the topic) until altered.
+            meta.config.retention_ms = -1;
             meta.overrides = Some(legacy_overrides());
         }
         Ok(meta)

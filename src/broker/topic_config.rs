@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::log::{LogConfig, RetentionPolicy};
+use crate::log::{CompactionPolicy, LogConfig, RetentionPolicy};
 
 /// When a Produce that does not say is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,19 @@ pub enum Durability {
 pub enum CleanupPolicy {
     /// Delete whole old segments (`retention.ms`, `retention.bytes`).
     Delete,
+    /// Keep the newest record of each key (log compaction).
+    Compact,
+    /// Both.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
 }
 
 /// Per-topic settings. Keys in the API and in `topic.json` are as in `KEYS`.
@@ -48,10 +61,14 @@ pub struct TopicConfig {
     /// The oldest sealed segments are deleted while a partition is over this; -1: no limit.
     pub retention_bytes: i64,
     pub cleanup_policy: CleanupPolicy,
+    /// Compaction keeps a tombstone (a keyed record with an empty value) this long.
+    pub delete_retention_ms: u64,
+    /// Compaction leaves records alone until their segment's newest is this old.
+    pub min_compaction_lag_ms: u64,
 }
 
 /// Configuration keys, as the API and `strom topic` name them.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 10] = [
     "durability",
     "segment.bytes",
     "segment.ms",
@@ -60,16 +77,20 @@ pub const KEYS: [&str; 8] = [
     "retention.ms",
     "retention.bytes",
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
 ];
 
 /// The keys a topic had before topics recorded which keys were set for them: a
-/// `topic.json` without that record had every one of these set.
-const KEYS_BEFORE_OVERRIDES: [&str; 5] = [
+/// `topic.json` without that record had every one of these set, and `retention.ms`
+/// counts as set to -1 (such topics kept everything, and keep doing so).
+const KEYS_BEFORE_OVERRIDES: [&str; 6] = [
     "durability",
     "segment.bytes",
     "segment.ms",
     "max.message.bytes",
     "message.timestamp.after.max.ms",
+    "retention.ms",
 ];
 
 /// Smallest `segment.bytes`, as Kafka 4.0: every segment costs descriptors and maps
@@ -90,6 +111,8 @@ impl Default for TopicConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -147,14 +170,17 @@ impl TopicConfig {
                 "cleanup.policy" => {
                     next.cleanup_policy = match value.as_str() {
                         "delete" => CleanupPolicy::Delete,
-                        "compact" | "compact,delete" | "delete,compact" => {
+                        "compact" => CleanupPolicy::Compact,
+                        "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
+                        _ => {
                             return Err(bad(
-                                "log compaction is not available yet; use \"delete\"".into()
+                                "use \"delete\", \"compact\" or \"compact,delete\"".into()
                             ))
                         }
-                        _ => return Err(bad("use \"delete\"".into())),
                     }
                 }
+                "delete.retention.ms" => next.delete_retention_ms = number(0, i64::MAX as u64)?,
+                "min.compaction.lag.ms" => next.min_compaction_lag_ms = number(0, i64::MAX as u64)?,
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown config key {}; known keys: {}",
@@ -190,7 +216,11 @@ impl TopicConfig {
             "retention.bytes" => self.retention_bytes.to_string(),
             "cleanup.policy" => match self.cleanup_policy {
                 CleanupPolicy::Delete => "delete".into(),
+                CleanupPolicy::Compact => "compact".into(),
+                CleanupPolicy::CompactDelete => "compact,delete".into(),
             },
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             _ => unreachable!("every key in KEYS has a value"),
         }
     }
@@ -209,6 +239,8 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms = from.retention_ms,
             "retention.bytes" => self.retention_bytes = from.retention_bytes,
             "cleanup.policy" => self.cleanup_policy = from.cleanup_policy,
+            "delete.retention.ms" => self.delete_retention_ms = from.delete_retention_ms,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = from.min_compaction_lag_ms,
             _ => {}
         }
     }
@@ -237,8 +269,28 @@ impl TopicConfig {
         }
     }
 
-    /// What the cleaner applies to this topic's partitions.
+    /// How the cleaner compacts this topic's partitions, if it does; the key map holds
+    /// at most `max_keys` keys a pass.
+    pub fn compaction(&self, max_keys: usize) -> Option<CompactionPolicy> {
+        self.cleanup_policy.compacts().then_some(CompactionPolicy {
+            min_lag_ms: self.min_compaction_lag_ms,
+            delete_retention_ms: self.delete_retention_ms,
+            timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+            max_keys,
+            segment_bytes: self.segment_bytes,
+        })
+    }
+
+    /// What the cleaner applies to this topic's partitions (nothing is deleted by age
+    /// or size unless the policy includes `delete`).
     pub fn retention(&self) -> RetentionPolicy {
+        if !self.cleanup_policy.deletes() {
+            return RetentionPolicy {
+                retention_ms: None,
+                retention_bytes: None,
+                timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+            };
+        }
         let limit = |v: i64| u64::try_from(v).ok();
         RetentionPolicy {
             retention_ms: limit(self.retention_ms),
@@ -257,7 +309,7 @@ pub fn update_overrides(
 ) -> BTreeMap<String, String> {
     let mut set = BTreeMap::new();
     for (key, value) in changes {
-        if value.is_empty() {
+        if value.is_empty() && KEYS.contains(&key.as_str()) {
             overrides.remove(key);
         } else {
             overrides.insert(key.clone());
@@ -330,6 +382,8 @@ mod tests {
             ("retention.bytes", "-7"),
             ("retention.bytes", "99999999999999999999"),
             ("cleanup.policy", "remove"),
+            ("delete.retention.ms", "-1"),
+            ("min.compaction.lag.ms", "soon"),
         ] {
             let err = TopicConfig::default()
                 .apply(&map(&[(k, v)]))
@@ -337,11 +391,25 @@ mod tests {
                 .to_string();
             assert!(err.contains(k), "{k}={v}: {err}");
         }
-        let err = TopicConfig::default()
-            .apply(&map(&[("cleanup.policy", "compact")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not available yet"), "{err}");
+        let mut compacted = TopicConfig::default();
+        compacted
+            .apply(&map(&[
+                ("cleanup.policy", "compact"),
+                ("retention.ms", "1000"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            compacted.retention().retention_ms,
+            None,
+            "compact alone deletes nothing by age"
+        );
+        assert!(compacted.compaction(10).is_some());
+        compacted
+            .apply(&map(&[("cleanup.policy", "delete,compact")]))
+            .unwrap();
+        assert_eq!(compacted.to_map()["cleanup.policy"], "compact,delete");
+        assert_eq!(compacted.retention().retention_ms, Some(1000));
+        assert!(TopicConfig::default().compaction(10).is_none());
     }
 
     #[test]
@@ -377,6 +445,9 @@ mod tests {
             ("message.timestamp.after.max.ms", "3"),
             ("retention.ms", "11"),
             ("retention.bytes", "13"),
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "17"),
+            ("min.compaction.lag.ms", "19"),
         ]))
         .unwrap();
         let all: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();

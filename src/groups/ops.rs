@@ -94,7 +94,10 @@ impl Groups {
             }
             let t = self.broker.topic(&topic)?;
             let bounds = t.partition(partition)?.offsets()?;
-            if offset < bounds.log_start || offset > bounds.high_watermark {
+            // Below the log start is accepted (as Kafka does): retention may overtake a
+            // slow member between its fetch and its commit, and refusing would fail the
+            // whole commit; the member resumes with its reset policy.
+            if offset > bounds.high_watermark {
                 return Err(Error::CommitOutOfRange {
                     topic,
                     partition,

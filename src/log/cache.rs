@@ -30,8 +30,11 @@ pub const DEFAULT_OPEN_SEGMENTS: usize = 1024;
 type Slot = Arc<Mutex<Option<Arc<Segment>>>>;
 
 pub struct SegmentCache {
-    /// Keyed by (log id, segment base offset).
-    slots: Mutex<LruCache<(u64, u64), Slot>>,
+    /// Keyed by (log id, segment base offset, segment end). The end is in the key
+    /// because compaction replaces a segment by one that may end later: a read planned
+    /// before the swap opens the new file bounded by the old end, and that must not be
+    /// what later reads find.
+    slots: Mutex<LruCache<(u64, u64, u64), Slot>>,
     /// Logs that went away: a read planned before that runs after it opens its segment
     /// without caching it, so nothing is kept open for a log that no longer exists
     /// (for a deleted topic, that would pin its unlinked files).
@@ -58,7 +61,7 @@ impl SegmentCache {
         })
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<(u64, u64), Slot>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<(u64, u64, u64), Slot>> {
         // The map is consistent between calls (no code below panics while holding it).
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -83,6 +86,7 @@ impl SegmentCache {
         &self,
         log: u64,
         base: u64,
+        end: u64,
         open: impl FnOnce() -> Result<Segment>,
     ) -> Result<Arc<Segment>> {
         let slot = {
@@ -91,11 +95,11 @@ impl SegmentCache {
                 drop(slots);
                 return open().map(Arc::new);
             }
-            match slots.get(&(log, base)) {
+            match slots.get(&(log, base, end)) {
                 Some(slot) => Arc::clone(slot),
                 None => {
                     let slot = Slot::default();
-                    slots.push((log, base), Arc::clone(&slot));
+                    slots.push((log, base, end), Arc::clone(&slot));
                     slot
                 }
             }
@@ -109,9 +113,17 @@ impl SegmentCache {
         Ok(opened)
     }
 
-    /// Closes a segment that is being deleted or rewritten.
+    /// Closes a segment that is being deleted or rewritten (under any end).
     pub(super) fn forget(&self, log: u64, base: u64) {
-        self.slots().pop(&(log, base));
+        let mut slots = self.slots();
+        let keys: Vec<_> = slots
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| k.0 == log && k.1 == base)
+            .collect();
+        for key in keys {
+            slots.pop(&key);
+        }
     }
 
     fn retired(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {

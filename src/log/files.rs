@@ -95,11 +95,14 @@ pub fn write_checkpoint(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
 }
 
 pub const LOG_START_MAGIC: &[u8; 8] = b"STRMSTRT";
+pub const CLEANER_OFFSET_MAGIC: &[u8; 8] = b"STRMCLNR";
+/// Length of `log-start-offset` and `cleaner-offset`: one offset, framed alike.
 pub const LOG_START_LEN: usize = 24;
 
-pub fn encode_log_start(offset: u64) -> [u8; LOG_START_LEN] {
+/// A one-offset file: magic, version 1, CRC-32 of the offset, the offset.
+pub fn encode_offset_file(magic: &[u8; 8], offset: u64) -> [u8; LOG_START_LEN] {
     let mut buf = [0u8; LOG_START_LEN];
-    buf[0..8].copy_from_slice(LOG_START_MAGIC);
+    buf[0..8].copy_from_slice(magic);
     buf[8..12].copy_from_slice(&1u32.to_le_bytes());
     buf[16..24].copy_from_slice(&offset.to_le_bytes());
     let crc = crc32fast::hash(&buf[16..]);
@@ -107,12 +110,20 @@ pub fn encode_log_start(offset: u64) -> [u8; LOG_START_LEN] {
     buf
 }
 
-pub fn decode_log_start(buf: &[u8]) -> Option<u64> {
+pub fn decode_offset_file(magic: &[u8; 8], buf: &[u8]) -> Option<u64> {
     (buf.len() == LOG_START_LEN
-        && &buf[0..8] == LOG_START_MAGIC
+        && &buf[0..8] == magic
         && buf[8..12] == 1u32.to_le_bytes()
         && buf[12..16] == crc32fast::hash(&buf[16..]).to_le_bytes())
     .then(|| u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")))
+}
+
+pub fn encode_log_start(offset: u64) -> [u8; LOG_START_LEN] {
+    encode_offset_file(LOG_START_MAGIC, offset)
+}
+
+pub fn decode_log_start(buf: &[u8]) -> Option<u64> {
+    decode_offset_file(LOG_START_MAGIC, buf)
 }
 
 /// The persisted log start offset: 0 when the file is missing (nothing was ever
@@ -127,8 +138,23 @@ pub fn read_log_start(dir: &Path) -> Result<(u64, bool)> {
     }
 }
 
+/// Writes the log start offset. Once the file exists it is overwritten in place (24
+/// bytes, within one sector, then fdatasync), which needs no new disk block: retention
+/// must be able to free space on a full disk. A write torn all the same fails the CRC
+/// and counts as a damaged file (the log then starts at its first segment).
 pub fn write_log_start(dir: &Path, offset: u64) -> Result<()> {
-    write_atomically(&dir.join(LOG_START_FILE), &encode_log_start(offset))
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(LOG_START_FILE);
+    let bytes = encode_log_start(offset);
+    match OpenOptions::new().write(true).open(&path) {
+        Ok(file) if file.metadata().at(&path)?.len() == LOG_START_LEN as u64 => {
+            file.write_all_at(&bytes, 0).at(&path)?;
+            sync_data(&file, &path)
+        }
+        Ok(_) => write_atomically(&path, &bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => write_atomically(&path, &bytes),
+        Err(err) => Err(err).at(&path),
+    }
 }
 
 /// Writes `bytes` to `path.tmp`, syncs it, renames it over `path` and syncs the

@@ -63,6 +63,12 @@ pub struct Log {
     /// The log start offset as retention or `delete_records` last set it (persisted in
     /// `log-start-offset`); the start is the larger of this and the first segment's base.
     pub(super) start_offset: u64,
+    /// Segments below this offset have been compacted (persisted in `cleaner-offset`):
+    /// their batches and ends may have gaps.
+    pub(super) cleaned_upto: u64,
+    /// Bumped whenever sealed segments are deleted or replaced, so a read planned
+    /// before can tell that its plan may name files that are gone.
+    pub(super) segments_changed: u64,
     /// The segment appends go to, always open.
     pub(super) active: Segment,
     /// Files of segments sealed since the last flush, which the next one must sync,
@@ -77,7 +83,9 @@ pub struct Log {
     pub(super) checkpoint_jobs: u64,
     pub(super) last_flush: Instant,
     pub(super) last_checkpoint: Instant,
-    /// Bumped by `truncate`, so a flush job begun before it is not trusted after it.
+    /// Changed by `truncate` (and different for every log a process opens), so a flush
+    /// job, retention plan or compaction begun before is not trusted after it, nor on a
+    /// log reopened meanwhile.
     pub(super) generation: u64,
     /// Directory entries created or removed, and how many of those a flush has synced.
     pub(super) dir_changes: u64,
@@ -97,6 +105,13 @@ impl Drop for Log {
 
 /// Sealed segments whose files wait for a flush, at most; past it a roll flushes.
 const MAX_UNSYNCED_SEGMENTS: usize = 32;
+
+/// Generations are drawn from one counter for the whole process (see `Log::generation`).
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub(super) fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
@@ -157,6 +172,12 @@ impl Log {
     /// Bytes of all segments' `.log` files.
     pub fn size_bytes(&self) -> u64 {
         self.active.size() + self.sealed.values().map(|s| s.size).sum::<u64>()
+    }
+
+    /// Counts the changes to the sealed segments (retention, compaction): a read whose
+    /// plan fails after it changed is planned again.
+    pub fn segments_changed(&self) -> u64 {
+        self.segments_changed
     }
 
     /// Offset below which every record is on disk (synced by a flush).

@@ -14,10 +14,12 @@
 //!   caller's lock.
 //! - `recovery`: opening and closing; `retention`: which segments have expired, the log
 //!   start offset, and deleting in steps that keep file work out of the caller's lock;
-//!   `trim`: truncation.
+//!   `trim`: truncation; `compaction`: keeping the newest record of each key, and
+//!   `swap`: replacing compacted segments so that a crash leaves old or new, never a mix.
 
 pub mod batch;
 pub mod cache;
+mod compaction;
 pub mod config;
 pub mod files;
 mod flush;
@@ -32,10 +34,12 @@ pub mod record;
 mod recovery;
 mod retention;
 mod segment;
+mod swap;
 mod trim;
 
 pub use batch::{BatchBuilder, PendingBatch};
 pub use cache::SegmentCache;
+pub use compaction::{Compacted, CompactionPlan, CompactionPolicy, CompactionStats};
 pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
@@ -44,6 +48,9 @@ pub use read::{first_timestamp_at, ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
 pub use retention::{DeleteJob, Expiry, RetentionPlan, RetentionPolicy, SegmentSummary};
+pub use swap::SwapJob;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub(super) struct SealedOpener {
 
 impl SealedOpener {
     pub(super) fn open(&self, base: u64, end: u64) -> Result<Arc<Segment>> {
-        self.cache.get_or_open(self.id, base, || {
+        self.cache.get_or_open(self.id, base, end, || {
             Segment::open_sealed(&self.dir, base, end, self.limits)
         })
     }
@@ -70,6 +70,12 @@ impl ReadPlan {
                 Err(source) => return Err(damaged(&segment, at, source)),
             };
             let Some((chunk, next)) = read else {
+                if out.chunks.is_empty() {
+                    // Nothing at or after `at` in this segment: compaction removed its
+                    // last records. Go on with the next segment.
+                    out.next_offset = end;
+                    continue;
+                }
                 return Ok(out);
             };
             budget = budget.saturating_sub(chunk.len());
@@ -192,7 +198,7 @@ impl Log {
                 .filter(|(&b, summary)| self.sealed_end(b) > start && summary.max_timestamp >= ts)
                 .map(|(&b, _)| (b, self.sealed_end(b)))
                 .collect(),
-            in_active: self.active.offset_for_timestamp(ts)?,
+            in_active: self.active.offset_for_timestamp(ts, start)?,
             opener: self.opener(),
         })
     }
@@ -208,8 +214,8 @@ impl Log {
 #[must_use = "a plan finds nothing until it is run"]
 pub struct TimestampPlan {
     ts: i64,
-    /// The log start offset: a record found below it is no longer readable, and the
-    /// answer is the start instead (as Kafka's ListOffsets).
+    /// The log start offset: records below it are no longer readable, so the search
+    /// begins there.
     start: u64,
     sealed: Vec<(u64, u64)>,
     in_active: Option<(u64, i64)>,
@@ -222,14 +228,12 @@ impl TimestampPlan {
     }
 
     pub fn run(self) -> Result<Option<(u64, i64)>> {
-        let mut found = self.in_active;
         for &(base, end) in &self.sealed {
             let segment = self.opener.open(base, end)?;
-            if let Some(hit) = segment.offset_for_timestamp(self.ts)? {
-                found = Some(hit);
-                break;
+            if let Some(hit) = segment.offset_for_timestamp(self.ts, self.start)? {
+                return Ok(Some(hit));
             }
         }
-        Ok(found.map(|(offset, ts)| (offset.max(self.start), ts)))
+        Ok(self.in_active)
     }
 }

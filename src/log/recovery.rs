@@ -52,13 +52,16 @@ fn open(
 ) -> Result<(Log, OpenReport)> {
     config.validate()?;
     fs::create_dir_all(dir).at(dir)?;
+    super::swap::finish_interrupted(dir)?;
+    let cleaned_upto = super::swap::read_cleaner_offset(dir)?;
     let bases = list_segments(dir)?;
     let clean = files::clean_marker_exists(dir) && !fork;
     let checkpoint = files::read_checkpoint(dir)?;
     if fork {
+        // Recovery scans from the checkpoint's segment, or the first one after it if it
+        // is gone (see `recover`): only those need copies.
         let from = checkpoint
-            .map(|cp| cp.segment_base)
-            .filter(|b| bases.contains(b))
+            .and_then(|cp| bases.iter().copied().find(|&b| b >= cp.segment_base))
             .unwrap_or(0);
         fork_segments(dir, bases.iter().copied().filter(|&b| b >= from))?;
     }
@@ -87,7 +90,7 @@ fn open(
         if clean {
             warn!(dir = %dir.display(), "clean-shutdown marker does not match the log; recovering");
         }
-        recover(dir, &config, checkpoint, bases, &mut report)?
+        recover(dir, &config, checkpoint, bases, cleaned_upto, &mut report)?
     };
 
     let sealed = summarize(dir, &sealed, active.base(), Log::limits(&config, false))?;
@@ -98,6 +101,9 @@ fn open(
     if start_offset > active.next_offset() {
         warn!(dir = %dir.display(), start_offset, next_offset = active.next_offset(), "the log start offset is past the end of the log; the log starts at its end");
         start_offset = active.next_offset();
+        // Written back before anything is appended: the records appended next get
+        // offsets below the old value, which would hide them at the next start.
+        files::write_log_start(dir, start_offset)?;
     }
     let now = Instant::now();
     let log = Log {
@@ -107,6 +113,8 @@ fn open(
         id: cache.register(),
         sealed,
         start_offset,
+        cleaned_upto,
+        segments_changed: 0,
         active,
         unsynced: Vec::new(),
         checkpoint,
@@ -115,7 +123,7 @@ fn open(
         checkpoint_jobs: 0,
         last_flush: now,
         last_checkpoint: now,
-        generation: 0,
+        generation: super::log::next_generation(),
         dir_changes: 0,
         dir_synced: 0,
         sync_failed: Arc::default(),
@@ -176,6 +184,7 @@ fn recover(
     config: &LogConfig,
     checkpoint: Option<Checkpoint>,
     bases: Vec<u64>,
+    cleaned_upto: u64,
     report: &mut OpenReport,
 ) -> Result<(BTreeSet<u64>, Segment, Checkpoint)> {
     let limits = Log::limits(config, true);
@@ -232,8 +241,12 @@ fn recover(
         report.scanned_bytes += segment.size() - position;
         let end = segment.scan(position, offset, max_ts)?;
         let next_base = bases.get(i + 1).copied();
+        // A compacted segment (wholly below `cleaned_upto`) may end before the next
+        // one begins: its last records were removed. Any other gap is lost data.
+        let compacted = next_base.is_some_and(|next| next <= cleaned_upto);
         let problem = match (end.problem, next_base) {
             (Some(reason), _) => Some(reason),
+            (None, Some(next)) if next > segment.next_offset() && compacted => None,
             (None, Some(next)) if next != segment.next_offset() => Some(format!(
                 "the log ends at offset {} but the next segment starts at {next}",
                 segment.next_offset()

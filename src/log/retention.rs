@@ -46,11 +46,15 @@ impl SegmentSummary {
     ) -> Result<SegmentSummary> {
         let log_path = segment_path(dir, base, SegmentFile::Log);
         let meta = std::fs::metadata(&log_path).at(&log_path)?;
+        // Without a usable modification time, the segment counts as sealed now: the cap
+        // on future timestamps then holds it a little longer, never shorter.
         let sealed_ms = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+            .map(|d| d.as_millis() as i64)
+            .filter(|&ms| ms > 0)
+            .unwrap_or_else(super::log::now_ms);
         let index_path = segment_path(dir, base, SegmentFile::TimeIndex);
         let max_timestamp = match super::index::last_time_entry(&index_path) {
             Some(entry) if base + u64::from(entry.rel_offset) < end => entry.timestamp,
@@ -73,7 +77,7 @@ impl SegmentSummary {
     /// The newest timestamp retention believes: a record timestamped later than
     /// `after_max_ms` past the segment's sealing came from a clock in the future, and
     /// must not keep the segment forever.
-    fn newest(&self, after_max_ms: u64) -> i64 {
+    pub(super) fn newest(&self, after_max_ms: u64) -> i64 {
         let limit = self
             .sealed_ms
             .saturating_add(i64::try_from(after_max_ms).unwrap_or(i64::MAX));
@@ -131,9 +135,18 @@ pub struct RetentionPlan {
 }
 
 impl RetentionPlan {
-    /// Makes the new log start durable before anything is deleted.
+    /// Makes the new log start durable before anything is deleted. On a disk too full
+    /// to create the file, a deletion of whole segments goes on without it: the first
+    /// segment left then says where the log starts (a power loss before the directory
+    /// is synced could bring the deleted segments back, never other data).
     pub fn persist(&self) -> Result<()> {
-        write_log_start(&self.dir, self.new_start)
+        match write_log_start(&self.dir, self.new_start) {
+            Err(err) if err.is_storage_full() && self.new_start == self.upto => {
+                tracing::warn!(dir = %self.dir.display(), %err, "the disk is full: deleting segments without writing log-start-offset");
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
@@ -176,7 +189,9 @@ impl Log {
     }
 
     /// Which sealed segments have expired under `policy` at `now_ms`, oldest first and
-    /// stopping at the first that has not (a log only ever loses a prefix). No I/O.
+    /// stopping at the first that has not (a log only ever loses a prefix), or that ends
+    /// past what a flush has made durable: the start written for a deletion must never
+    /// lie past the end a crash could recover to. No I/O.
     pub fn plan_retention(&self, policy: &RetentionPolicy, now_ms: i64) -> Option<RetentionPlan> {
         let start = self.log_start_offset();
         let mut total: u64 = self.sealed.values().map(|s| s.size).sum::<u64>() + self.active.size();
@@ -186,6 +201,9 @@ impl Log {
         let mut plan: Option<RetentionPlan> = None;
         for (&base, summary) in &self.sealed {
             let end = self.sealed_end(base);
+            if end > self.flushed_offset() {
+                break;
+            }
             let reason = if end <= start {
                 Expiry::BelowLogStart
             } else if oldest_kept.is_some_and(|t| summary.newest(policy.timestamp_after_max_ms) < t)
@@ -270,7 +288,6 @@ impl Log {
             paths: Vec::with_capacity(doomed.len() * 3),
         };
         for base in doomed {
-            self.forget_sealed(base);
             for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
                 let path = segment_path(&self.dir, base, kind);
                 let to = deleted_path(&path);
@@ -280,8 +297,13 @@ impl Log {
                     Err(err) => return Err(err).at(&path),
                 }
             }
+            // After the rename: a read planned before cannot open (and cache) it again.
+            self.forget_sealed(base);
         }
-        self.start_offset = self.start_offset.max(plan.new_start);
+        self.start_offset = self
+            .start_offset
+            .max(plan.new_start.min(self.next_offset()));
+        self.segments_changed += 1;
         Ok(job)
     }
 
@@ -309,6 +331,7 @@ impl Log {
         if offset == self.next_offset() {
             self.roll()?;
         }
+        self.flush()?;
         let Some(upto) = self
             .sealed
             .keys()

@@ -23,6 +23,7 @@ fn log_with_segments(dir: &Path, segments: usize, stamp: impl Fn(usize) -> i64) 
             log.roll().unwrap();
         }
     }
+    log.flush().unwrap();
     log
 }
 
@@ -36,6 +37,7 @@ fn policy(retention_ms: Option<u64>, retention_bytes: Option<u64>) -> RetentionP
 
 /// Runs all three steps of a retention pass, as the broker does.
 fn enforce(log: &mut Log, policy: &RetentionPolicy, now: i64) -> Option<RetentionPlan> {
+    log.flush().unwrap(); // as the broker does: only durable segments are deleted
     let plan = log.plan_retention(policy, now)?;
     plan.persist().unwrap();
     log.apply_retention(&plan).unwrap().run().unwrap();
@@ -197,7 +199,7 @@ fn records_deleted_by_offset_stay_deleted_after_a_reopen() {
     // The whole first segment lies below the start: the next pass deletes it.
     let plan = enforce(&mut log, &policy(None, None), 0).unwrap();
     assert_eq!((plan.reason, plan.segments), (Expiry::BelowLogStart, 1));
-    // A lookup by time of a record below the start answers the start.
+    // A lookup by time starts at the log start.
     assert_eq!(log.offset_for_timestamp(0).unwrap().map(|f| f.0), Some(cut));
     log.close().unwrap();
     let (log, _) = Log::open(dir.path(), config()).unwrap();
@@ -282,4 +284,50 @@ fn summaries_read_at_open_match_those_kept_while_running() {
         .set_len(len - 5)
         .unwrap();
     assert_eq!(reopened(dir.path()), running);
+}
+
+#[test]
+fn a_lookup_by_time_finds_the_first_matching_record_at_or_after_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    log.append(&mut batch(0, 10, 1000)).unwrap(); // 0..10
+    log.append(&mut batch(1, 10, 500)).unwrap(); // 10..20, older records after newer
+    log.append(&mut batch(2, 10, 2000)).unwrap(); // 20..30
+    log.flush().unwrap();
+    Log::persist_log_start(dir.path(), 10).unwrap();
+    log.delete_records(10).unwrap();
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((20, 2000)));
+    assert_eq!(log.offset_for_timestamp(400).unwrap(), Some((10, 500)));
+    log.roll().unwrap();
+    assert_eq!(
+        log.offset_for_timestamp(1000).unwrap(),
+        Some((20, 2000)),
+        "sealed too"
+    );
+}
+
+#[test]
+fn only_durable_segments_are_deleted_and_a_clamped_start_is_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    log.append(&mut batch(0, 5, 1000)).unwrap();
+    log.roll().unwrap();
+    log.append(&mut batch(1, 5, 1000)).unwrap();
+    let retention = policy(Some(1), None);
+    assert!(
+        log.plan_retention(&retention, 10_000).is_none(),
+        "not synced yet"
+    );
+    log.flush().unwrap();
+    assert!(log.plan_retention(&retention, 10_000).is_some());
+    drop(log);
+    // A start past the end (written, say, before a power loss cut the tail) is taken as
+    // the end, and written back so records appended next stay visible after a restart.
+    Log::persist_log_start(dir.path(), 50).unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.log_start_offset(), 10);
+    log.append(&mut batch(2, 5, 1000)).unwrap();
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (10, 15));
 }

@@ -96,7 +96,7 @@ impl Log {
         self.active = new_active;
         self.unsynced.clear();
         sync_dir(&self.dir)?;
-        self.generation += 1;
+        self.generation = super::log::next_generation();
         let job = self.begin_flush();
         job.run()?;
         self.flushed = super::files::Checkpoint {

@@ -38,6 +38,16 @@ impl Serve {
         Self::spawn(command)
     }
 
+    /// `strom serve` with more flags.
+    pub fn start_with_args(dir: &Path, args: &[&str]) -> Serve {
+        let mut command = Command::new(STROM);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args);
+        Self::spawn(command)
+    }
+
     /// `strom serve` with its open-file limit (soft and hard) set to `nofile`.
     pub fn start_with_nofile(dir: &Path, nofile: u32) -> Serve {
         let mut command = Command::new("sh");

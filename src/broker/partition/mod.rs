@@ -60,8 +60,12 @@ pub struct Partition {
     flush_lock: Mutex<()>,
     /// A sync of segments sealed by a roll is scheduled and has not started yet.
     roll_sync_pending: AtomicBool,
-    /// Held by the one retention pass or DeleteRecords running (see `retention.rs`).
+    /// Held by the one retention or compaction pass or DeleteRecords running (see
+    /// `retention.rs`).
     trim_lock: Mutex<()>,
+    /// When the last compaction pass said a tombstone falls due (None inside: none
+    /// kept); None before the first pass of this process.
+    tombstone_due: std::sync::Mutex<Option<Option<i64>>>,
     /// Counts the logs this partition has had: bumped when the log is reopened after a
     /// failed fsync. A batch appended to an earlier one may have been cut by recovery,
     /// so its wait for an fsync must fail rather than succeed on the new log.
@@ -121,6 +125,7 @@ impl Partition {
             flush_lock: Mutex::new(()),
             roll_sync_pending: AtomicBool::new(false),
             trim_lock: Mutex::new(()),
+            tombstone_due: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
         }
     }
@@ -244,31 +249,37 @@ impl Partition {
     /// The files are read after the lock is released, on a blocking thread when the read
     /// may wait for the disk.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<(ReadBatches, Offsets)> {
-        let (plan, offsets) =
-            self.with_log(|log| Ok((log.read_plan(offset, max_bytes)?, Self::bounds(log))))?;
-        let read = if plan.touches_sealed() || max_bytes > INLINE_READ_BYTES {
-            tokio::task::spawn_blocking(move || plan.run())
-                .await
-                .expect("read task does not panic")
-        } else {
-            plan.run()
-        };
-        match read {
-            Ok(read) => Ok((read, offsets)),
-            // Files deleted under a read planned before the topic was deleted.
-            Err(_) if matches!(*self.read_slot(), Slot::Deleted) => Err(Error::TopicNotFound {
-                topic: self.topic.clone(),
-            }),
-            // A segment retention deleted after the read was planned.
-            Err(_) if self.offsets().is_ok_and(|now| offset < now.log_start) => {
-                let now = self.offsets()?;
-                Err(self.context(Error::OffsetOutOfRange {
-                    offset,
-                    start: now.log_start,
-                    end: now.high_watermark,
-                }))
+        let mut replanned = false;
+        loop {
+            let (plan, offsets, version) = self.with_log(|log| {
+                let plan = log.read_plan(offset, max_bytes)?;
+                Ok((plan, Self::bounds(log), log.segments_changed()))
+            })?;
+            let read = if plan.touches_sealed() || max_bytes > INLINE_READ_BYTES {
+                tokio::task::spawn_blocking(move || plan.run())
+                    .await
+                    .expect("read task does not panic")
+            } else {
+                plan.run()
+            };
+            match read {
+                Ok(read) => return Ok((read, offsets)),
+                // Files deleted under a read planned before the topic was deleted.
+                Err(_) if matches!(*self.read_slot(), Slot::Deleted) => {
+                    return Err(Error::TopicNotFound {
+                        topic: self.topic.clone(),
+                    })
+                }
+                // Segments deleted or replaced (retention, compaction) after the read
+                // was planned: plan it again, once; it may now be out of range.
+                Err(_)
+                    if !replanned
+                        && self.with_log(|log| Ok(log.segments_changed() != version))? =>
+                {
+                    replanned = true;
+                }
+                Err(err) => return Err(self.context(err)),
             }
-            Err(err) => Err(self.context(err)),
         }
     }
 
@@ -352,12 +363,13 @@ impl Partition {
                 next_deletion_ms: log.next_deletion_ms(policy, now_ms),
             };
             let first = (info.log_start_offset < info.high_watermark)
-                .then(|| log.read_plan(info.log_start_offset, 1))
-                .transpose()?;
+                .then(|| log.read_plan(info.log_start_offset, 1).ok())
+                .flatten();
             Ok((info, first))
         })?;
-        if let Some(plan) = first {
-            let read = plan.run().map_err(|e| self.context(e))?;
+        // Best effort: damage at the log start, or a segment deleted meanwhile, leaves
+        // the time out rather than failing the whole description.
+        if let Some(Ok(read)) = first.map(|plan| plan.run()) {
             info.oldest_timestamp_ms = crate::log::first_timestamp_at(&read, info.log_start_offset);
         }
         Ok(info)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Partition;
 use crate::error::{Error, Result};
-use crate::log::{Expiry, Log, RetentionPlan, RetentionPolicy};
+use crate::log::{CompactionPolicy, CompactionStats, Expiry, Log, RetentionPlan, RetentionPolicy};
 
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,11 @@ impl Partition {
             }
             Ok(false)
         })?;
+        // Only durable segments are deleted (see `Log::plan_retention`): sync first.
+        let unflushed = self.with_log(|log| Ok((!log.is_flushed()).then(|| log.next_offset())))?;
+        if let Some(next) = unflushed {
+            self.sync_below(next, self.epoch()).await?;
+        }
         let plan = self.with_log(|log| Ok(log.plan_retention(&policy, now_ms)))?;
         let Some(plan) = plan else {
             if rolled {
@@ -118,6 +123,34 @@ impl Partition {
         }
         tracing::info!(topic = %self.topic, partition = self.id, log_start = start, "records deleted by offset");
         Ok(start)
+    }
+}
+
+impl Partition {
+    /// One compaction pass (see `log/compaction.rs`), if anything is due: the key map
+    /// and the new segments are built on a blocking thread without the log's lock, which
+    /// is taken only to rename the new segments into place.
+    pub async fn compact(
+        self: &Arc<Self>,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        let _one = self.trim_lock.lock().await;
+        let due = *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = self.with_log(|log| Ok(log.plan_compaction(&policy, now_ms, due)))?;
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let compacted = blocking(move || plan.run(&policy, now_ms))
+            .await
+            .map_err(|e| self.context(e))?;
+        let (stats, next_due) = (compacted.stats, compacted.next_tombstone_due);
+        let job = self.with_log_mut(|log| log.apply_compaction(compacted))?;
+        blocking(move || job.run())
+            .await
+            .map_err(|e| self.context(e))?;
+        *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner()) = Some(next_due);
+        Ok((stats.segments_out > 0 || stats.segments_in > 0).then_some(stats))
     }
 }
 

@@ -80,7 +80,9 @@ impl SegmentView {
 }
 
 impl Segment {
-    /// Position of the batch that holds `offset` (which must be in this segment).
+    /// Position of the batch that holds `offset` (which must be in this segment), or of
+    /// the first batch after it if compaction removed it; the segment's size if no
+    /// batch of the segment holds `offset` or anything after it.
     pub fn position_of(&self, offset: u64) -> Result<u64> {
         let rel = (offset - self.base) as u32;
         let i = self.index.partition_point(|e| e.rel_offset <= rel);
@@ -103,6 +105,9 @@ impl Segment {
     /// holding `offset`.
     fn walk_to(&self, offset: u64, mut pos: u64, mut expected: u64) -> Result<u64> {
         loop {
+            if pos >= self.size {
+                return Ok(self.size);
+            }
             let header = self.header_at(pos, Some(expected))?;
             if header.next_offset() > offset {
                 return Ok(pos);
@@ -143,18 +148,18 @@ impl Segment {
         self.view().read(start, offset, max_bytes, at_least_one)
     }
 
-    /// The first record in this segment whose timestamp is at least `ts`: its offset
-    /// and timestamp.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
-        if self.max_timestamp < ts {
+    /// The first record in this segment at or after offset `from` whose timestamp is at
+    /// least `ts`: its offset and timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64, from: u64) -> Result<Option<(u64, i64)>> {
+        if self.max_timestamp < ts || from >= self.next_offset {
             return Ok(None);
         }
         let i = self.time_index.partition_point(|e| e.timestamp < ts);
-        let from = match i.checked_sub(1) {
+        let hint = match i.checked_sub(1) {
             Some(i) => self.base + u64::from(self.time_index.get(i).rel_offset),
             None => self.base,
         };
-        let mut pos = self.position_of(from)?;
+        let mut pos = self.position_of(hint.max(from))?;
         while pos < self.size {
             let header = self.header_at(pos, None)?;
             let rest = &self.bytes()[pos as usize..];
@@ -166,7 +171,10 @@ impl Segment {
                     position: pos,
                     reason,
                 })?;
-                if let Some(record) = found.iter().find(|r| r.timestamp_ms >= ts) {
+                if let Some(record) = found
+                    .iter()
+                    .find(|r| r.offset >= from && r.timestamp_ms >= ts)
+                {
                     return Ok(Some((record.offset, record.timestamp_ms)));
                 }
             }

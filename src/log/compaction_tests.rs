@@ -1,0 +1,317 @@
+//! Compaction of a whole `Log`: what stays, reads across the gaps it leaves, reopening
+//! (cleanly and by a full scan), and a crash at each step of the swap.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use bytes::Bytes;
+
+use super::swap::{CLEANING_DIR, MANIFEST_FILE};
+use super::*;
+
+const NOW: i64 = 1_000_000_000;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 512,
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    }
+}
+
+fn policy() -> CompactionPolicy {
+    CompactionPolicy {
+        min_lag_ms: 0,
+        delete_retention_ms: 1000,
+        timestamp_after_max_ms: 3_600_000,
+        max_keys: 1 << 20,
+        segment_bytes: 64 << 10,
+    }
+}
+
+/// One batch of `(key, value)` records, timestamped `ts`.
+fn batch(records: &[(&str, &str)], ts: i64) -> PendingBatch {
+    let mut builder = BatchBuilder::default();
+    for (key, value) in records {
+        builder
+            .push(&Record {
+                key: Some(Bytes::from(key.to_string())),
+                value: Bytes::from(value.to_string()),
+                timestamp_ms: ts,
+                ..Record::default()
+            })
+            .unwrap();
+    }
+    builder.build().unwrap()
+}
+
+/// Every record from `from` on: (offset, key, value).
+fn read_all(log: &Log, from: u64) -> Vec<(u64, String, String)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < log.next_offset() {
+        let read = log.read(at, 1 << 20).unwrap();
+        assert!(read.next_offset > at, "a read moves forward (at {at})");
+        for chunk in &read.chunks {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let header = format::BatchHeader::parse(rest);
+                let (b, after) = rest.split_at(header.length as usize);
+                for r in records(b).unwrap() {
+                    if r.offset >= at {
+                        let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                        out.push((r.offset, key, String::from_utf8(r.value.to_vec()).unwrap()));
+                    }
+                }
+                rest = after;
+            }
+        }
+        at = read.next_offset;
+    }
+    out
+}
+
+/// Ten keys written ten times each, one round of ten per batch, a segment every two
+/// batches; values say key and round. Returns the newest (offset, value) of each key.
+fn write_rounds(log: &mut Log, rounds: usize) -> BTreeMap<String, (u64, String)> {
+    let mut newest = BTreeMap::new();
+    for round in 0..rounds {
+        let values: Vec<(String, String)> = (0..10)
+            .map(|k| {
+                (
+                    format!("k{k}"),
+                    format!("k{k} round {round} {}", "x".repeat(50)),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let info = log.append(&mut batch(&pairs, NOW - 10_000)).unwrap();
+        for (i, (k, v)) in values.into_iter().enumerate() {
+            newest.insert(k, (info.base_offset + i as u64, v));
+        }
+        if round % 2 == 1 {
+            log.roll().unwrap();
+        }
+    }
+    newest
+}
+
+fn compact(log: &mut Log, policy: &CompactionPolicy, now: i64) -> Option<CompactionStats> {
+    log.flush().unwrap(); // moves the recovery checkpoint past the sealed segments
+    let plan = log.plan_compaction(policy, now, None)?;
+    let compacted = plan.run(policy, now).unwrap();
+    let stats = compacted.stats;
+    log.apply_compaction(compacted).unwrap().run().unwrap();
+    Some(stats)
+}
+
+fn as_map(records: &[(u64, String, String)]) -> BTreeMap<String, (u64, String)> {
+    records
+        .iter()
+        .map(|(o, k, v)| (k.clone(), (*o, v.clone())))
+        .collect()
+}
+
+#[test]
+fn the_newest_record_of_each_key_stays_at_its_offset_and_reads_skip_the_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let newest = write_rounds(&mut log, 9); // the ninth round stays in the active segment
+    let end = log.next_offset();
+    let stats = compact(&mut log, &policy(), NOW).unwrap();
+    assert!(stats.segments_in >= 4, "{stats:?}");
+    assert_eq!(stats.keys, 10);
+    assert!(stats.map_bytes > 0 && stats.map_bytes < 4096, "{stats:?}");
+    let after = read_all(&log, 0);
+    // Rounds 0..8 were sealed: only round 7's records stay of them; round 8 is active.
+    assert_eq!(after.len(), 20, "{after:?}");
+    assert_eq!(as_map(&after), newest);
+    assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(after
+        .iter()
+        .all(|(o, _, v)| v.contains(&format!("round {}", o / 10))));
+    assert_eq!((log.log_start_offset(), log.next_offset()), (0, end));
+    // A read from inside a gap starts at the next record kept.
+    assert_eq!(read_all(&log, 3).first().map(|r| r.0), Some(70));
+    assert_eq!(log.offset_for_timestamp(0).unwrap().map(|f| f.0), Some(70));
+    // A second pass with nothing new changes nothing.
+    let again = log.plan_compaction(&policy(), NOW, Some(None));
+    assert!(again.is_none(), "nothing dirty, no tombstone due");
+    // The same after a clean reopen, and after a reopen that scans every segment.
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0), after);
+    drop(log);
+    fs::remove_file(dir.path().join(naming::CHECKPOINT_FILE)).unwrap();
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(
+        report.truncated.is_empty(),
+        "gaps are not damage: {report:?}"
+    );
+    assert_eq!(read_all(&log, 0), after);
+}
+
+#[test]
+fn tombstones_hide_older_values_and_go_after_delete_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    log.append(&mut batch(&[("a", "1"), ("b", "1")], NOW - 5000))
+        .unwrap();
+    log.append(&mut batch(&[("a", "")], NOW - 5000)).unwrap(); // a's tombstone
+    log.roll().unwrap();
+    log.append(&mut batch(&[("c", "1")], NOW)).unwrap();
+    let keep_long = CompactionPolicy {
+        delete_retention_ms: 60_000,
+        ..policy()
+    };
+    compact(&mut log, &keep_long, NOW).unwrap();
+    let kept = read_all(&log, 0);
+    assert_eq!(
+        kept,
+        [
+            (1, "b".into(), "1".into()),
+            (2, "a".into(), "".into()),
+            (3, "c".into(), "1".into())
+        ]
+    );
+    // Due once it is delete.retention.ms old; then only the tombstone goes.
+    let due = NOW - 5000 + 60_000 + 1;
+    assert!(log
+        .plan_compaction(&keep_long, NOW, Some(Some(due)))
+        .is_none());
+    compact(&mut log, &keep_long, due).unwrap();
+    let kept: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.0).collect();
+    assert_eq!(kept, [1, 3]);
+    // The compacted segment now ends at offset 2, before the next one begins at 3: a
+    // reopen that scans every segment takes that for compaction, not for lost data.
+    drop(log);
+    fs::remove_file(dir.path().join(naming::CHECKPOINT_FILE)).unwrap();
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(report.truncated.is_empty(), "{report:?}");
+    let kept: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.0).collect();
+    assert_eq!(kept, [1, 3]);
+}
+
+#[test]
+fn young_segments_and_the_active_segment_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    log.append(&mut batch(&[("a", "old")], NOW - 100_000))
+        .unwrap();
+    log.roll().unwrap();
+    log.append(&mut batch(&[("a", "young")], NOW - 10)).unwrap();
+    log.roll().unwrap();
+    log.append(&mut batch(&[("a", "active")], NOW)).unwrap();
+    assert!(
+        log.plan_compaction(&policy(), NOW, None).is_none(),
+        "nothing lies before the recovery checkpoint's segment until a flush moves it"
+    );
+    let lagging = CompactionPolicy {
+        min_lag_ms: 1000,
+        ..policy()
+    };
+    // Only the first segment is old enough, and a map of it alone removes nothing.
+    let stats = compact(&mut log, &lagging, NOW).unwrap();
+    assert_eq!(stats.segments_out, 0, "{stats:?}");
+    assert_eq!(read_all(&log, 0).len(), 3);
+    // With no lag, both sealed segments are compacted; the active one never is.
+    compact(&mut log, &policy(), NOW).unwrap();
+    let kept: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.2).collect();
+    assert_eq!(kept, ["young", "active"]);
+}
+
+#[test]
+fn a_full_key_map_compacts_less_but_never_loses_a_newest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let newest = write_rounds(&mut log, 9);
+    let tiny = CompactionPolicy {
+        max_keys: 3,
+        ..policy()
+    };
+    compact(&mut log, &tiny, NOW).unwrap();
+    let after = read_all(&log, 0);
+    assert_eq!(as_map(&after), newest);
+    assert!(after.len() < 90, "something was compacted");
+}
+
+/// A log compacted up to the point where `stop` says a crash happened, then reopened.
+fn crash_during_compaction(stop: &str) -> (tempfile::TempDir, Vec<(u64, String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 9);
+    let before = read_all(&log, 0);
+    log.flush().unwrap();
+    let plan = log.plan_compaction(&policy(), NOW, None).unwrap();
+    let compacted = plan.run(&policy(), NOW).unwrap();
+    match stop {
+        "before the manifest" => fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap(),
+        "after the manifest" => {}
+        "after the renames" => drop(log.apply_compaction(compacted).unwrap()),
+        _ => unreachable!(),
+    }
+    drop(log); // the crash: no close, no job
+    (dir, before)
+}
+
+#[test]
+fn a_crash_at_any_step_leaves_the_old_segments_or_the_new_ones() {
+    let (dir, before) = crash_during_compaction("before the manifest");
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0), before, "old set");
+    assert!(!dir.path().join(CLEANING_DIR).exists());
+    drop(log);
+    for stop in ["after the manifest", "after the renames"] {
+        let (dir, before) = crash_during_compaction(stop);
+        let (log, _) = Log::open(dir.path(), config()).unwrap();
+        let after = read_all(&log, 0);
+        assert_eq!(after.len(), 20, "{stop}: new set");
+        assert_eq!(as_map(&after), as_map(&before), "{stop}");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.ends_with(".deleted") && n != MANIFEST_FILE && n != CLEANING_DIR),
+            "{stop}: {names:?}"
+        );
+        // Reopened again: still the same (the swap is not done twice).
+        drop(log);
+        let (log, _) = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(read_all(&log, 0), after);
+    }
+}
+
+#[test]
+fn compacted_batches_are_marked_and_a_gap_elsewhere_is_still_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 9);
+    compact(&mut log, &policy(), NOW).unwrap();
+    let read = log.read(0, 1 << 20).unwrap();
+    let header = format::BatchHeader::parse(&read.chunks[0]);
+    assert_eq!(
+        header.attributes & format::ATTR_COMPACTED,
+        format::ATTR_COMPACTED
+    );
+    assert_eq!(header.base_offset, 70);
+    // An uncompacted batch where an offset is missing is refused as before.
+    let mut bytes = read.chunks[0][..header.length as usize].to_vec();
+    bytes[format::ATTRIBUTES_AT] = 0;
+    bytes[..8].copy_from_slice(&5u64.to_le_bytes());
+    format::seal_crc(&mut bytes);
+    assert!(format::check_header(&bytes, Some(4), bytes.len()).is_err());
+    bytes[format::ATTRIBUTES_AT] = format::ATTR_COMPACTED;
+    format::seal_crc(&mut bytes);
+    assert!(format::check_header(&bytes, Some(4), bytes.len()).is_ok());
+    assert!(
+        format::check_header(&bytes, Some(6), bytes.len()).is_err(),
+        "never backwards"
+    );
+}
