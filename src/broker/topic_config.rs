@@ -429,6 +429,10 @@ mod tests {
         let merged = TopicConfig::merged(&later, &stored, &overrides);
         assert_eq!(merged.retention_ms, 120_000);
         assert_eq!(merged.segment_ms, 9000);
+        // An empty value for a key that does not exist is still an unknown key.
+        let mut unknown = overrides.clone();
+        let set = update_overrides(&mut unknown, &map(&[("retention.days", "")]));
+        assert!(TopicConfig::default().apply(&set).is_err());
         // An empty value gives the key back to the default.
         update_overrides(&mut overrides, &map(&[("segment.ms", "")]));
         assert_eq!(

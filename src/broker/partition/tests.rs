@@ -144,3 +144,29 @@ async fn an_age_roll_of_an_idle_partition_closes_the_sealed_files() {
     assert_eq!(p.with_log(|log| Ok(log.segment_count())).unwrap(), 2);
     assert_eq!(open, 0, "the sealed segment still holds {open} descriptors");
 }
+
+/// Found in review: one damaged batch at a partition's log start failed the whole
+/// DescribeTopic (which the client and the CLI call before producing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_leaves_out_the_oldest_time_when_the_log_start_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SegmentCache::new(16);
+    let config = TopicConfig::default().log_config();
+    let partition = Arc::new(Partition::open("t", 0, dir.path(), config.clone(), &cache));
+    for value in ["first", "second"] {
+        partition.append(batch(value)).await.unwrap();
+    }
+    partition.sync_below(2, partition.epoch()).await.unwrap();
+    let policy = TopicConfig::default().retention();
+    let before = partition.describe(&policy, 0).unwrap();
+    assert_eq!(before.oldest_timestamp_ms, Some(1));
+    // Flip a byte of the first record's value, in the file.
+    let log_file = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&log_file).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"first").unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&log_file, &bytes).unwrap();
+    let after = partition.describe(&policy, 0).unwrap();
+    assert_eq!(after.oldest_timestamp_ms, None);
+    assert_eq!((after.log_start_offset, after.high_watermark), (0, 2));
+}
