@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use cleaner::max_map_keys;
 pub use data_dir::DataDir;
 pub use disk::DiskFloor;
 pub use partition::{Offsets, Partition, PartitionInfo};
