@@ -86,7 +86,7 @@
 //! partition decides from a summary of its sealed segments kept in memory (size, newest
 //! timestamp: `log/retention.rs`), writes its new log start offset, renames the expired
 //! segments' files under its lock, and unlinks them after it on a blocking thread. A
-//! compacted topic's partitions are rewritten by `log/compaction.rs` (newest record of
+//! compacted topic's partitions are rewritten by `log/compaction/` (newest record of
 //! each key) into new segments that `log/swap.rs` swaps in behind a manifest.
 //!
 //! # Crashes

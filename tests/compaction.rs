@@ -55,8 +55,14 @@ async fn produce(
         .base_offset)
 }
 
-/// Every record of partition 0 from `from`, through the Rust consumer: (offset, key, value).
+/// Every record of partition 0, through the Rust consumer: (offset, key, value).
 async fn consume_all(client: &Client, topic: &str) -> Vec<(u64, String, String)> {
+    tokio::time::timeout(LIMIT, consume_all_unbounded(client, topic))
+        .await
+        .expect("the consumer reaches the end of the partition")
+}
+
+async fn consume_all_unbounded(client: &Client, topic: &str) -> Vec<(u64, String, String)> {
     let mut consumer = Consumer::new(client, topic, 0, Start::Earliest)
         .await
         .unwrap();
@@ -371,4 +377,49 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Found in review: when compaction removed everything from a consumer's position to the
+/// end of the log, Fetch answered with the same offset again, and consumers (and
+/// `strom consume`) waited there forever.
+#[tokio::test]
+async fn a_gap_that_reaches_the_end_of_the_log_does_not_stall_a_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        retention_check_interval: Duration::from_millis(50),
+        upkeep_interval: Duration::from_millis(50),
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client().await;
+    let topic_config = config(&[
+        ("cleanup.policy", "compact"),
+        ("segment.ms", "1"),
+        ("delete.retention.ms", "0"),
+    ]);
+    client
+        .admin()
+        .create_topic("g", 1, topic_config)
+        .await
+        .unwrap();
+    produce(&client, "g", &[("a".into(), "1".into())])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    produce(&client, "g", &[("b".into(), String::new())])
+        .await
+        .unwrap(); // tombstone
+                   // Wait for the tombstone to go: offset 1 is then a gap up to the high watermark, 2.
+    let deadline = Instant::now() + LIMIT;
+    while consume_all(&client, "g").await.len() != 1 {
+        assert!(Instant::now() < deadline, "the tombstone was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut consumer = Consumer::new(&client, "g", 0, Start::Offset(1))
+        .await
+        .unwrap();
+    let records = consumer.poll(Duration::from_millis(10)).await.unwrap();
+    assert!(records.is_empty());
+    assert_eq!((consumer.position(), consumer.high_watermark()), (2, 2));
+    server.stop().await.unwrap();
 }

@@ -75,6 +75,12 @@ impl RecordSet {
                 }
             }
         }
+        // Nothing at or after `from` in what was read (compaction left a gap there, up to
+        // the end of the log): go on where the read ended, or a consumer would ask for
+        // the same offset forever.
+        if chunks.is_empty() {
+            next = read.next_offset;
+        }
         let set = RecordSet {
             chunks,
             bodies: Vec::new(),

@@ -194,6 +194,14 @@ fn tombstones_hide_older_values_and_go_after_delete_retention() {
     assert!(report.truncated.is_empty(), "{report:?}");
     let kept: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.0).collect();
     assert_eq!(kept, [1, 3]);
+    // Also with `cleaner-offset` lost: the segment's last batch says it was compacted.
+    drop(log);
+    fs::remove_file(dir.path().join(naming::CHECKPOINT_FILE)).unwrap();
+    fs::write(dir.path().join(super::swap::CLEANER_OFFSET_FILE), b"junk").unwrap();
+    let (log, report) = Log::open(dir.path(), config()).unwrap();
+    assert!(report.truncated.is_empty(), "{report:?}");
+    let kept: Vec<_> = read_all(&log, 0).into_iter().map(|r| r.0).collect();
+    assert_eq!(kept, [1, 3]);
 }
 
 #[test]
@@ -314,4 +322,137 @@ fn compacted_batches_are_marked_and_a_gap_elsewhere_is_still_damage() {
         format::check_header(&bytes, Some(6), bytes.len()).is_err(),
         "never backwards"
     );
+}
+
+/// Offsets of every record from `from`.
+fn offsets_from(log: &Log, from: u64) -> Vec<u64> {
+    read_all(log, from).into_iter().map(|r| r.0).collect()
+}
+
+/// Found in review: inputs were merged by size alone, so an output could span more than
+/// 2^32 offsets; its index's 32-bit relative offsets wrapped and reads skipped records.
+#[test]
+fn an_output_never_spans_more_offsets_than_its_index_can_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let keys: Vec<(String, String)> = (0..41).map(|i| (format!("a{i}"), "v".into())).collect();
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    log.append(&mut batch(&pairs, NOW - 10_000)).unwrap();
+    log.roll().unwrap();
+    log.close().unwrap();
+    // Move the empty active segment (base 41) far ahead: the next records get offsets
+    // past 2^32, in a segment after a gap (as compaction leaves, below cleaner-offset).
+    let far = (1u64 << 32) + 10;
+    for kind in [
+        naming::SegmentFile::Log,
+        naming::SegmentFile::Index,
+        naming::SegmentFile::TimeIndex,
+    ] {
+        fs::rename(
+            naming::segment_path(dir.path(), 41, kind),
+            naming::segment_path(dir.path(), far, kind),
+        )
+        .unwrap();
+    }
+    super::swap::write_cleaner_offset(dir.path(), far).unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.next_offset(), far);
+    let keys: Vec<(String, String)> = (0..60).map(|i| (format!("b{i}"), "v".into())).collect();
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    log.append(&mut batch(&pairs, NOW - 10_000)).unwrap();
+    log.roll().unwrap();
+    let before = offsets_from(&log, 11);
+    assert_eq!(before.len(), 30 + 60);
+    compact(&mut log, &policy(), NOW);
+    assert_eq!(offsets_from(&log, 11), before);
+}
+
+/// Found in review: once the key map filled, every pass mapped the same first segments
+/// again, and the segments after them were never compacted.
+#[test]
+fn passes_go_on_past_a_full_key_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    for prefix in ["a", "b"] {
+        let keys: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("{prefix}{i}"), "v".into()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        log.append(&mut batch(&pairs, NOW - 10_000)).unwrap();
+        log.roll().unwrap();
+    }
+    for round in 0..3 {
+        let value = format!("hot {round}");
+        let pairs: Vec<(&str, &str)> = (0..10).map(|_| ("hot", value.as_str())).collect();
+        log.append(&mut batch(&pairs, NOW - 10_000)).unwrap();
+        log.roll().unwrap();
+    }
+    log.flush().unwrap();
+    let tiny = CompactionPolicy {
+        max_keys: 10,
+        ..policy()
+    };
+    let mut due = None; // unknown before the first pass
+    for _ in 0..4 {
+        let Some(plan) = log.plan_compaction(&tiny, NOW, due) else {
+            break;
+        };
+        let compacted = plan.run(&tiny, NOW).unwrap();
+        due = Some(compacted.next_tombstone_due);
+        log.apply_compaction(compacted).unwrap().run().unwrap();
+    }
+    let hot: Vec<_> = read_all(&log, 0)
+        .into_iter()
+        .filter(|r| r.1 == "hot")
+        .collect();
+    assert_eq!(hot.len(), 1, "{hot:?}");
+    assert_eq!(hot[0].2, "hot 2");
+    assert!(
+        log.plan_compaction(&tiny, NOW, due).is_none(),
+        "nothing left to do"
+    );
+}
+
+/// Found in review: a pass whose last step failed left its manifest, and the next pass
+/// wrote new files under the same names in `cleaning/`; a crash then, and the next open
+/// installed the half-written files.
+#[test]
+fn a_manifest_left_by_a_failed_step_is_finished_before_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 5);
+    log.flush().unwrap();
+    let plan = log.plan_compaction(&policy(), NOW, None).unwrap();
+    let job = log
+        .apply_compaction(plan.run(&policy(), NOW).unwrap())
+        .unwrap();
+    super::files::failpoint::fail_next_sync_under(dir.path());
+    assert!(job.run().is_err(), "writing cleaner-offset failed");
+    assert!(dir.path().join(MANIFEST_FILE).exists());
+    let expected = read_all(&log, 0);
+    // Another round, another pass, which fails before its manifest; then a crash with a
+    // half-written file in `cleaning/`.
+    write_rounds(&mut log, 3);
+    log.flush().unwrap();
+    let plan = log.plan_compaction(&policy(), NOW, Some(None)).unwrap();
+    super::files::failpoint::fail_next_sync_under(&dir.path().join(CLEANING_DIR));
+    assert!(plan.run(&policy(), NOW).is_err());
+    let staged = dir
+        .path()
+        .join(CLEANING_DIR)
+        .join("00000000000000000000.log");
+    if staged.exists() {
+        let len = fs::metadata(&staged).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    }
+    let all = read_all(&log, 0);
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0), all, "the first pass's segments, whole");
+    assert!(all.starts_with(&expected));
 }

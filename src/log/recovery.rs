@@ -241,9 +241,11 @@ fn recover(
         report.scanned_bytes += segment.size() - position;
         let end = segment.scan(position, offset, max_ts)?;
         let next_base = bases.get(i + 1).copied();
-        // A compacted segment (wholly below `cleaned_upto`) may end before the next
-        // one begins: its last records were removed. Any other gap is lost data.
-        let compacted = next_base.is_some_and(|next| next <= cleaned_upto);
+        // A compacted segment (wholly below `cleaned_upto`, or ending with a batch that
+        // compaction wrote, should `cleaner-offset` be lost) may end before the next one
+        // begins: its last records were removed. Any other gap is lost data.
+        let compacted =
+            next_base.is_some_and(|next| next <= cleaned_upto) || segment.ends_compacted();
         let problem = match (end.problem, next_base) {
             (Some(reason), _) => Some(reason),
             (None, Some(next)) if next > segment.next_offset() && compacted => None,

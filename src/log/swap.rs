@@ -124,7 +124,10 @@ impl Manifest {
                 }
             }
         }
-        write_cleaner_offset(dir, self.cleaned_upto)?;
+        // Never backwards (a pass may stop earlier than the one before: a longer lag, a
+        // smaller map).
+        let cleaned = read_cleaner_offset(dir)?.max(self.cleaned_upto);
+        write_cleaner_offset(dir, cleaned)?;
         let path = dir.join(MANIFEST_FILE);
         std::fs::remove_file(&path).at(&path)?;
         remove_staging(dir)?;
@@ -196,7 +199,10 @@ impl SwapJob {
     pub fn run(self) -> Result<()> {
         match self.manifest {
             Some(manifest) => manifest.finish(&self.dir),
-            None => write_cleaner_offset(&self.dir, self.cleaned_upto),
+            None => {
+                let cleaned = read_cleaner_offset(&self.dir)?.max(self.cleaned_upto);
+                write_cleaner_offset(&self.dir, cleaned)
+            }
         }
     }
 }
@@ -207,8 +213,16 @@ impl Log {
     /// since the pass was planned.
     pub fn apply_compaction(&mut self, compacted: Compacted) -> Result<SwapJob> {
         if compacted.generation != self.generation {
+            // Nothing is installed yet: the pass is dropped, manifest and all, so that no
+            // later open installs it over a log that has moved on.
+            if compacted.manifest.is_some() {
+                let path = self.dir.join(MANIFEST_FILE);
+                std::fs::remove_file(&path).at(&path)?;
+                remove_staging(&self.dir)?;
+                sync_dir(&self.dir)?;
+            }
             return Err(Error::InvalidArgument(
-                "the log was truncated after this compaction was planned".into(),
+                "the log was truncated or reopened after this compaction was planned".into(),
             ));
         }
         let cleaned_upto = compacted.cleaned_upto;
@@ -220,7 +234,15 @@ impl Log {
                 cleaned_upto,
             });
         };
-        manifest.install(&self.dir)?;
+        if let Err(err) = manifest.install(&self.dir) {
+            // Half installed: what is on disk no longer matches this log. Like a failed
+            // fsync, the log refuses writes until it is reopened, and opening completes
+            // the swap from the manifest.
+            let _ = self
+                .sync_failed
+                .set(format!("a compaction swap failed halfway: {err}"));
+            return Err(err);
+        }
         for &base in &manifest.inputs {
             self.forget_sealed(base);
         }

@@ -97,6 +97,10 @@ impl Log {
         self.unsynced.clear();
         sync_dir(&self.dir)?;
         self.generation = super::log::next_generation();
+        if self.cleaned_upto > offset {
+            self.cleaned_upto = offset;
+            super::swap::write_cleaner_offset(&self.dir, offset)?;
+        }
         let job = self.begin_flush();
         job.run()?;
         self.flushed = super::files::Checkpoint {

@@ -309,15 +309,29 @@ impl Partition {
 
     /// The first record with a timestamp at or after `ts`: its offset and timestamp.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
-        let plan = self.with_log(|log| log.timestamp_plan(ts))?;
-        let found = if plan.touches_sealed() {
-            tokio::task::spawn_blocking(move || plan.run())
-                .await
-                .expect("lookup task does not panic")
-        } else {
-            plan.run()
-        };
-        found.map_err(|e| self.context(e))
+        let mut replanned = false;
+        loop {
+            let (plan, version) =
+                self.with_log(|log| Ok((log.timestamp_plan(ts)?, log.segments_changed())))?;
+            let found = if plan.touches_sealed() {
+                tokio::task::spawn_blocking(move || plan.run())
+                    .await
+                    .expect("lookup task does not panic")
+            } else {
+                plan.run()
+            };
+            match found {
+                Ok(found) => return Ok(found),
+                // Segments deleted or replaced since the plan: plan again, once.
+                Err(_)
+                    if !replanned
+                        && self.with_log(|log| Ok(log.segments_changed() != version))? =>
+                {
+                    replanned = true;
+                }
+                Err(err) => return Err(self.context(err)),
+            }
+        }
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {

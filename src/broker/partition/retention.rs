@@ -127,7 +127,7 @@ impl Partition {
 }
 
 impl Partition {
-    /// One compaction pass (see `log/compaction.rs`), if anything is due: the key map
+    /// One compaction pass (see `log/compaction/`), if anything is due: the key map
     /// and the new segments are built on a blocking thread without the log's lock, which
     /// is taken only to rename the new segments into place.
     pub async fn compact(

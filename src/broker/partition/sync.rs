@@ -110,6 +110,9 @@ impl Partition {
     /// fsync: see `Log::reopen`). Holds the flush lock throughout, so no group commit
     /// runs on the old log meanwhile.
     async fn reopen(self: &Arc<Self>) -> Result<()> {
+        // No retention or compaction pass runs while the log is reopened: opening
+        // finishes or drops an interrupted compaction's files, which a running pass owns.
+        let _trim = self.trim_lock.lock().await;
         let _turn = self.flush_lock.lock().await;
         // Taken out under the lock, recovered without it: requests meanwhile get
         // UNAVAILABLE at once instead of blocking a worker on the lock for the length

@@ -73,6 +73,8 @@ pub struct Segment {
     index: Index<OffsetEntry>,
     time_index: Index<TimeEntry>,
     bytes_since_index: u64,
+    /// Attributes of the last batch recorded (compacted or not).
+    last_attributes: u8,
     limits: SegmentLimits,
     /// File position up to which disk blocks are reserved (`u64::MAX` once the file
     /// system has said it cannot reserve them).
@@ -122,6 +124,7 @@ impl Segment {
             index,
             time_index,
             bytes_since_index: u64::MAX,
+            last_attributes: 0,
             limits,
             reserved: file_len,
         };
@@ -310,6 +313,14 @@ impl Segment {
     ) -> Result<()> {
         // Equal, but for a compacted batch, which may follow a gap.
         debug_assert!(header.base_offset >= self.next_offset);
+        // Index entries hold offsets relative to the base in 32 bits.
+        if header.last_offset() - self.base > u64::from(u32::MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "offset {} is too far past segment base {} for its index",
+                header.last_offset(),
+                self.base
+            )));
+        }
         self.preallocate(self.size + u64::from(header.length))?;
         if let Err(err) =
             write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
@@ -350,6 +361,13 @@ impl Segment {
         self.size += u64::from(header.length);
         self.next_offset = header.next_offset();
         self.max_timestamp = max_ts;
+        self.last_attributes = header.attributes;
+    }
+
+    /// The last batch scanned or appended was written by compaction: the segment may
+    /// legitimately end before the next one begins.
+    pub fn ends_compacted(&self) -> bool {
+        self.last_attributes & super::format::ATTR_COMPACTED != 0
     }
 
     /// Makes the time index's last entry carry the segment's largest timestamp, so a sealed

@@ -43,6 +43,7 @@ impl Segment {
             index: index.0,
             time_index: time_index.0,
             bytes_since_index: u64::MAX,
+            last_attributes: 0,
             limits,
             reserved: u64::MAX,
         };

@@ -21,19 +21,19 @@
 //! A crash before the manifest leaves the old segments (open removes `cleaning/`); one
 //! after it leaves the new ones (open completes the renames). Never a mix.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::io::IoSlice;
+mod batches;
+mod keymap;
+
 use std::path::{Path, PathBuf};
 
-use super::format::{seal_crc, BatchHeader, ATTR_COMPACTED, FORMAT_VERSION, HEADER_LEN};
 use super::log::Log;
 use super::read::SealedOpener;
-use super::record::parse_record;
 use super::retention::SegmentSummary;
 use super::segment::{Segment, SegmentLimits};
 use super::swap::{Manifest, CLEANING_DIR};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
+use batches::{for_each_batch, write_run, RecordSpan};
+use keymap::KeyMap;
 
 /// A topic's compaction settings, as the log applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct CompactionPlan {
     limits: SegmentLimits,
     /// Cleanable sealed segments from the log start, with their ends and summaries.
     inputs: Vec<(u64, u64, SegmentSummary)>,
+    /// The first input the key map covers (the first not compacted yet).
+    map_from: usize,
     start: u64,
     generation: u64,
 }
@@ -126,124 +128,27 @@ impl Log {
         if inputs.is_empty() || !(dirty || due) {
             return None;
         }
+        // The map covers what was not compacted yet, so every pass makes progress however
+        // many keys the log holds; a pass for a due tombstone maps from the start, since
+        // a tombstone is removed only when the map knows it is its key's newest record.
+        let map_from = if due {
+            0
+        } else {
+            inputs
+                .iter()
+                .position(|&(_, end, _)| end > self.cleaned_upto)
+                .unwrap_or(0)
+        };
         Some(CompactionPlan {
             dir: self.dir.clone(),
             opener: self.opener(),
             limits: Self::limits(&self.config, true),
             inputs,
+            map_from,
             start,
             generation: self.generation,
         })
     }
-}
-
-/// The newest offset of each key, keyed by a 128-bit hash of the key (two SipHash-1-3
-/// hashes with keys random per pass): 16 bytes of hash and 8 of offset per key, as
-/// Kafka's 24. Two keys share a hash with a chance of about n²/2¹²⁹, so that a record
-/// would be removed for another key's newer one: for a billion keys, 10⁻²¹.
-struct KeyMap {
-    map: HashMap<u128, u64, BuildHasherDefault<LowBits>>,
-    hashers: (RandomState, RandomState),
-    max_keys: usize,
-    peak_bytes: usize,
-}
-
-impl KeyMap {
-    fn new(max_keys: usize) -> KeyMap {
-        KeyMap {
-            map: HashMap::default(),
-            hashers: (RandomState::new(), RandomState::new()),
-            max_keys,
-            peak_bytes: 0,
-        }
-    }
-
-    fn hash(&self, key: &[u8]) -> u128 {
-        let (a, b) = (self.hashers.0.hash_one(key), self.hashers.1.hash_one(key));
-        (u128::from(a) << 64) | u128::from(b)
-    }
-
-    /// Records `offset` as the newest of `key`; false when the key is new and the map
-    /// is full.
-    fn insert(&mut self, key: &[u8], offset: u64) -> bool {
-        let hash = self.hash(key);
-        if self.map.len() >= self.max_keys && !self.map.contains_key(&hash) {
-            return false;
-        }
-        self.map.insert(hash, offset);
-        // Buckets of 24 bytes and a control byte each.
-        self.peak_bytes = self.peak_bytes.max(self.map.capacity() * 8 / 7 * 25);
-        true
-    }
-
-    fn newest(&self, key: &[u8]) -> Option<u64> {
-        self.map.get(&self.hash(key)).copied()
-    }
-}
-
-/// The map's keys are already uniform hashes: use their low bits as they are.
-#[derive(Default)]
-struct LowBits(u64);
-
-impl Hasher for LowBits {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-/// One record of a stored batch: its offset, key, whether it is a tombstone, its
-/// timestamp, and its bytes (tag, length and body) within the batch.
-struct RecordSpan<'a> {
-    offset: u64,
-    key: Option<&'a [u8]>,
-    tombstone: bool,
-    timestamp_ms: i64,
-    bytes: &'a [u8],
-}
-
-/// The batches of a sealed segment, each with its records' spans.
-fn for_each_batch<'a>(
-    segment: &'a Segment,
-    mut f: impl FnMut(&BatchHeader, &[RecordSpan<'a>]) -> Result<()>,
-) -> Result<()> {
-    let bytes = segment.bytes();
-    let mut pos = 0usize;
-    let mut spans = Vec::new();
-    while pos < bytes.len() {
-        let header = segment.header_at(pos as u64, None)?;
-        let batch = &bytes[pos..pos + header.length as usize];
-        super::format::check_crc(batch, &header, segment.log_path(), pos as u64)?;
-        spans.clear();
-        let mut rest = &batch[HEADER_LEN..];
-        while !rest.is_empty() {
-            let before = rest;
-            let record = parse_record(&mut rest).map_err(|reason| Error::Corruption {
-                path: segment.log_path().to_path_buf(),
-                position: pos as u64,
-                reason,
-            })?;
-            spans.push(RecordSpan {
-                offset: record.offset,
-                key: record.key,
-                tombstone: record.key.is_some() && record.value.is_empty(),
-                timestamp_ms: record.timestamp_ms,
-                bytes: &before[..before.len() - rest.len()],
-            });
-        }
-        f(&header, &spans)?;
-        pos += header.length as usize;
-    }
-    Ok(())
 }
 
 /// A segment being written in `cleaning/`.
@@ -255,32 +160,42 @@ struct Output {
 
 impl CompactionPlan {
     /// Maps the keys, writes the kept records into new segments, syncs them and commits
-    /// the swap with a manifest (none when the pass would change nothing).
+    /// the swap with a manifest (none when the pass would change nothing). Segments are
+    /// opened through the shared cache, one at a time, so a pass over thousands of them
+    /// holds no more maps than the cache allows.
     pub fn run(self, policy: &CompactionPolicy, now_ms: i64) -> Result<Compacted> {
+        // A manifest left by an earlier pass whose last step failed names files in
+        // `cleaning/`: finish it before this pass writes there.
+        super::swap::finish_interrupted(&self.dir)?;
         let mut stats = CompactionStats::default();
         let mut map = KeyMap::new(policy.max_keys.max(1));
-        let mut opened = Vec::new();
-        // 1. The newest offset of every key, up to the segment where the map fills.
-        'map: for &(base, end, summary) in &self.inputs {
+        // 1. The newest offset of every key from `map_from`, up to the segment where the
+        //    map fills (that one is compacted with what was mapped of it).
+        let mut mapped_end = self.inputs[self.map_from].0;
+        for &(base, end, _) in &self.inputs[self.map_from..] {
             let segment = self.opener.open(base, end)?;
             let mut full = false;
             for_each_batch(&segment, |_, records| {
                 for r in records {
                     if let Some(key) = r.key {
-                        if !map.insert(key, r.offset) {
-                            full = true;
-                        }
+                        full |= !map.insert(key, r.offset);
                     }
                 }
                 Ok(())
             })?;
-            opened.push((segment, summary));
+            mapped_end = end;
             if full {
-                break 'map; // this segment is compacted with what was mapped of it
+                break;
             }
         }
-        stats.keys = map.map.len();
+        stats.keys = map.len();
         stats.map_bytes = map.peak_bytes;
+        let inputs: Vec<(u64, u64, SegmentSummary)> = self
+            .inputs
+            .iter()
+            .copied()
+            .take_while(|&(_, end, _)| end <= mapped_end)
+            .collect();
         // 2. The records to keep, into segments merged up to segment.bytes.
         let staging = self.dir.join(CLEANING_DIR);
         match std::fs::remove_dir_all(&staging) {
@@ -296,26 +211,37 @@ impl CompactionPlan {
         let mut dropped_inputs: Vec<u64> = Vec::new(); // leading inputs with nothing kept
         let mut next_tombstone_due: Option<i64> = None;
         let mut changed = false;
-        for (segment, summary) in &opened {
+        for &(base, end, summary) in &inputs {
+            let segment = self.opener.open(base, end)?;
             stats.segments_in += 1;
             stats.bytes_read += segment.size();
+            // A new output when this input would take the current one past segment.bytes,
+            // past offsets relative to its base that fit in 32 bits (index entries), or
+            // past its index's room.
             let start_new = match outputs.last() {
                 None => true,
                 Some(out) => {
-                    !out.segment.is_empty()
-                        && out.segment.size() + summary.size > policy.segment_bytes
+                    let out_base = out.segment.base();
+                    out.segment.size() + summary.size > policy.segment_bytes
+                        || end - out_base > u64::from(u32::MAX)
+                        || out.segment.indexes_full()
                 }
             };
             if start_new {
-                let created = Segment::create(&staging, segment.base(), self.limits)?;
+                // An output still empty takes no new one after it: it joins the one
+                // before, or (at the start) its inputs go without a replacement.
+                if outputs.last().is_some_and(|o| o.segment.is_empty()) {
+                    close_empty(&mut outputs, &mut dropped_inputs, &staging)?;
+                }
+                let created = Segment::create(&staging, base, self.limits)?;
                 outputs.push(Output {
                     segment: created,
                     inputs: Vec::new(),
                 });
             }
             let out = outputs.last_mut().expect("pushed above");
-            out.inputs.push(segment.base());
-            for_each_batch(segment, |header, records| {
+            out.inputs.push(base);
+            for_each_batch(&segment, |header, records| {
                 let mut run: Vec<&RecordSpan<'_>> = Vec::new();
                 for r in records {
                     stats.records_read += 1;
@@ -354,26 +280,10 @@ impl CompactionPlan {
                 Ok(())
             })?;
         }
-        // An output holds nothing only if no input after it held anything either (an
-        // empty output takes the next input in): it joins the output before it, or if
-        // there is none, its inputs go without a replacement (the log then starts at
-        // the next segment: there was nothing left to read before it).
         if outputs.last().is_some_and(|o| o.segment.is_empty()) {
-            let empty = outputs.pop().expect("checked");
-            let base = empty.segment.base();
-            drop(empty.segment);
-            remove_staged(&staging, base)?;
-            match outputs.last_mut() {
-                Some(previous) => previous.inputs.extend(empty.inputs),
-                None => dropped_inputs.extend(empty.inputs),
-            }
+            close_empty(&mut outputs, &mut dropped_inputs, &staging)?;
         }
-        let cleaned_upto = opened.last().map_or(self.start, |(s, _)| {
-            self.inputs
-                .iter()
-                .find(|i| i.0 == s.base())
-                .map_or(s.base(), |i| i.1)
-        });
+        let cleaned_upto = inputs.last().map_or(self.start, |i| i.1);
         let merged = outputs.iter().any(|o| o.inputs.len() > 1) || !dropped_inputs.is_empty();
         if !changed && !merged {
             drop(outputs);
@@ -406,7 +316,7 @@ impl CompactionPlan {
         super::files::sync_dir(&staging)?;
         stats.segments_out = new.len();
         let manifest = Manifest {
-            inputs: opened.iter().map(|(s, _)| s.base()).collect(),
+            inputs: inputs.iter().map(|i| i.0).collect(),
             outputs: new.iter().map(|(b, _)| *b).collect(),
             cleaned_upto,
         };
@@ -422,50 +332,19 @@ impl CompactionPlan {
     }
 }
 
-/// Appends consecutive records of one input batch as one compacted batch.
-fn write_run(
-    out: &mut Segment,
-    from: &BatchHeader,
-    run: &[&RecordSpan<'_>],
-    now_ms: i64,
-) -> Result<()> {
-    let first = run[0];
-    let records_len: usize = run.iter().map(|r| r.bytes.len()).sum();
-    let header = BatchHeader {
-        base_offset: first.offset,
-        length: (HEADER_LEN + records_len) as u32,
-        crc: 0,
-        version: FORMAT_VERSION,
-        attributes: from.attributes | ATTR_COMPACTED,
-        record_count: run.len() as u32,
-        first_timestamp: first.timestamp_ms,
-        max_timestamp: run
-            .iter()
-            .map(|r| r.timestamp_ms)
-            .max()
-            .unwrap_or(first.timestamp_ms),
-        producer: super::format::ProducerInfo {
-            base_sequence: if from.producer.base_sequence < 0 {
-                from.producer.base_sequence
-            } else {
-                from.producer
-                    .base_sequence
-                    .wrapping_add((first.offset - from.base_offset) as i32)
-            },
-            ..from.producer
-        },
-    };
-    // The CRC covers the records too: build the batch once, in one buffer.
-    let mut batch = vec![0u8; HEADER_LEN + records_len];
-    header.write(&mut batch);
-    let mut at = HEADER_LEN;
-    for r in run {
-        batch[at..at + r.bytes.len()].copy_from_slice(r.bytes);
-        at += r.bytes.len();
+/// Resolves an output that ended up empty: its inputs join the output before it, or go
+/// without a replacement if there is none (the log then starts later; there was nothing
+/// left to read before).
+fn close_empty(outputs: &mut Vec<Output>, dropped: &mut Vec<u64>, staging: &Path) -> Result<()> {
+    let empty = outputs.pop().expect("an output to close");
+    let base = empty.segment.base();
+    drop(empty.segment);
+    remove_staged(staging, base)?;
+    match outputs.last_mut() {
+        Some(previous) => previous.inputs.extend(empty.inputs),
+        None => dropped.extend(empty.inputs),
     }
-    seal_crc(&mut batch);
-    let header = BatchHeader::parse(&batch);
-    out.append(&mut [IoSlice::new(&batch)], &header, now_ms)
+    Ok(())
 }
 
 /// Removes a staged segment's files (an output that ended up empty).
