@@ -86,15 +86,15 @@ fn newest_by_key(records: &[(u64, String, String)]) -> BTreeMap<String, (u64, St
         .collect()
 }
 
-#[tokio::test]
-async fn the_newest_value_of_each_key_stays_and_readers_skip_the_gaps() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server whose cleaner runs every 50 ms, with a compacted topic `topic` whose every
+/// produce starts a segment (segment.ms 1) and whose tombstones go at once.
+async fn compacting_server(dir: &std::path::Path, topic: &str) -> (TestServer, Client) {
     let options = ServeOptions {
-        retention_check_interval: Duration::from_millis(100),
-        upkeep_interval: Duration::from_millis(100),
+        retention_check_interval: Duration::from_millis(50),
+        upkeep_interval: Duration::from_millis(50),
         ..ServeOptions::default()
     };
-    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let server = TestServer::start_with_options(dir, Limits::default(), options).await;
     let client = server.client().await;
     let topic_config = config(&[
         ("cleanup.policy", "compact"),
@@ -103,9 +103,16 @@ async fn the_newest_value_of_each_key_stays_and_readers_skip_the_gaps() {
     ]);
     client
         .admin()
-        .create_topic("c", 1, topic_config)
+        .create_topic(topic, 1, topic_config)
         .await
         .unwrap();
+    (server, client)
+}
+
+#[tokio::test]
+async fn the_newest_value_of_each_key_stays_and_readers_skip_the_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = compacting_server(dir.path(), "c").await;
     let keyless = pb::ProduceRequest {
         topic: "c".into(),
         records: vec![pb::Record {
@@ -385,23 +392,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn a_gap_that_reaches_the_end_of_the_log_does_not_stall_a_consumer() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ServeOptions {
-        retention_check_interval: Duration::from_millis(50),
-        upkeep_interval: Duration::from_millis(50),
-        ..ServeOptions::default()
-    };
-    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
-    let client = server.client().await;
-    let topic_config = config(&[
-        ("cleanup.policy", "compact"),
-        ("segment.ms", "1"),
-        ("delete.retention.ms", "0"),
-    ]);
-    client
-        .admin()
-        .create_topic("g", 1, topic_config)
-        .await
-        .unwrap();
+    let (server, client) = compacting_server(dir.path(), "g").await;
     produce(&client, "g", &[("a".into(), "1".into())])
         .await
         .unwrap();

@@ -249,29 +249,43 @@ impl Partition {
     /// The files are read after the lock is released, on a blocking thread when the read
     /// may wait for the disk.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<(ReadBatches, Offsets)> {
+        self.planned(
+            |log| Ok((log.read_plan(offset, max_bytes)?, Self::bounds(log))),
+            |(plan, _)| plan.touches_sealed() || max_bytes > INLINE_READ_BYTES,
+            |(plan, offsets)| Ok((plan.run()?, offsets)),
+        )
+        .await
+    }
+
+    /// Plans under the read lock, and runs the plan without it (on a blocking thread
+    /// when `blocking` says it may wait for the disk). A plan whose run fails after the
+    /// sealed segments changed (retention or compaction removed a file it names) is
+    /// made again, once: it may now be out of range, or read the new files.
+    async fn planned<P: Send + 'static, T: Send + 'static>(
+        &self,
+        plan: impl Fn(&Log) -> Result<P>,
+        blocking: impl Fn(&P) -> bool,
+        run: fn(P) -> Result<T>,
+    ) -> Result<T> {
         let mut replanned = false;
         loop {
-            let (plan, offsets, version) = self.with_log(|log| {
-                let plan = log.read_plan(offset, max_bytes)?;
-                Ok((plan, Self::bounds(log), log.segments_changed()))
-            })?;
-            let read = if plan.touches_sealed() || max_bytes > INLINE_READ_BYTES {
-                tokio::task::spawn_blocking(move || plan.run())
+            let (planned, version) =
+                self.with_log(|log| Ok((plan(log)?, log.segments_changed())))?;
+            let result = if blocking(&planned) {
+                tokio::task::spawn_blocking(move || run(planned))
                     .await
                     .expect("read task does not panic")
             } else {
-                plan.run()
+                run(planned)
             };
-            match read {
-                Ok(read) => return Ok((read, offsets)),
+            match result {
+                Ok(done) => return Ok(done),
                 // Files deleted under a read planned before the topic was deleted.
                 Err(_) if matches!(*self.read_slot(), Slot::Deleted) => {
                     return Err(Error::TopicNotFound {
                         topic: self.topic.clone(),
                     })
                 }
-                // Segments deleted or replaced (retention, compaction) after the read
-                // was planned: plan it again, once; it may now be out of range.
                 Err(_)
                     if !replanned
                         && self.with_log(|log| Ok(log.segments_changed() != version))? =>
@@ -309,29 +323,12 @@ impl Partition {
 
     /// The first record with a timestamp at or after `ts`: its offset and timestamp.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
-        let mut replanned = false;
-        loop {
-            let (plan, version) =
-                self.with_log(|log| Ok((log.timestamp_plan(ts)?, log.segments_changed())))?;
-            let found = if plan.touches_sealed() {
-                tokio::task::spawn_blocking(move || plan.run())
-                    .await
-                    .expect("lookup task does not panic")
-            } else {
-                plan.run()
-            };
-            match found {
-                Ok(found) => return Ok(found),
-                // Segments deleted or replaced since the plan: plan again, once.
-                Err(_)
-                    if !replanned
-                        && self.with_log(|log| Ok(log.segments_changed() != version))? =>
-                {
-                    replanned = true;
-                }
-                Err(err) => return Err(self.context(err)),
-            }
-        }
+        self.planned(
+            |log| log.timestamp_plan(ts),
+            |plan| plan.touches_sealed(),
+            |plan| plan.run(),
+        )
+        .await
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
