@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# strom against Apache Iggy (../shared/peers/iggy), alternately: blocks of strom, Iggy,
+# Iggy, strom (BLOCKS of them, default 2), every shape on a fresh server and an empty
+# data directory, a 2 GB dd into a fresh file (deleted after) before each run. Shapes,
+# 1000-byte messages, 2,000,000 of them unless said:
+#   pc8     produce to the page cache, 1000 a request, 8 in flight (Iggy: 1, its only way)
+#   pc1     the same, 1 in flight (strom only; compared with Iggy's pc8 run)
+#   fsync8  produce acknowledged once on disk, 8 in flight (Iggy: --enforce-fsync, which
+#           acknowledges every other batch before it is on disk)
+#   fsync1  the same, 1 in flight (strom only; compared with Iggy's fsync8 run)
+#   consume read back what pc8 wrote (same server)
+#   single  1 message a request, 1 in flight, 20,000 requests: latency
+#   p16     16 partitions, 4 producers
+# Prints each run, then medians, strom/Iggy ratios, and CPU seconds per GB of payload of
+# each server and each bench client (from /proc/<pid>/stat and /usr/bin/time).
+#   scripts/bench-peer.sh            # about 15 minutes
+#   BLOCKS=1 scripts/bench-peer.sh   # a quick look
+#   ONLY="pc8 consume" scripts/bench-peer.sh   # some shapes (pc8 and consume go together)
+set -u
+cd "$(dirname "$0")/.."
+BLOCKS=${BLOCKS:-2}
+ONLY=${ONLY:-pc8 consume pc1 fsync8 fsync1 single p16}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+STROM=${STROM:-$PWD/target/release/strom}
+IGGY_DIR=${IGGY_DIR:-$PWD/../shared/peers/iggy}
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-peer.XXXXXX")
+RESULTS=$W/results.jsonl
+PID=
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+[ -x "$STROM" ] || cargo build --release --quiet
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+dd_rate() {
+  local r
+  r=$(dd if=/dev/zero of="$W/dd" bs=1M count=2000 2>&1 | sed -n 's/.* \([0-9.]* [GM]B\/s\).*/\1/p')
+  rm -f "$W/dd"
+  echo "$r"
+}
+
+start_strom() {
+  rm -rf "$W/data"
+  "$STROM" serve --listen 127.0.0.1:0 --data-dir "$W/data" --log-level warn,strom=info >"$W/server.log" 2>&1 &
+  PID=$!
+  ADDR=
+  for _ in $(seq 100); do
+    ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/server.log" | head -1)
+    [ -n "$ADDR" ] && return
+    sleep 0.1
+  done
+  echo "strom did not start" >&2
+  exit 1
+}
+
+start_iggy() {
+  rm -rf "$W/data"
+  "$IGGY_DIR/run-server.sh" "$W/data" >"$W/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    (echo >/dev/tcp/127.0.0.1/8090) 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "iggy did not start" >&2
+  exit 1
+}
+
+stop() {
+  kill "$PID" 2>/dev/null
+  wait "$PID" 2>/dev/null
+  PID=
+}
+
+# record SERVER SHAPE MB_S P50 P99 BYTES SERVER_TICKS CLIENT_CPU_S DD
+record() {
+  python3 - "$@" >>"$RESULTS" <<'EOF'
+import json, sys
+s, shape, mb, p50, p99, nbytes, ticks, client, dd = sys.argv[1:10]
+print(json.dumps({"server": s, "shape": shape, "mb_s": float(mb), "p50": float(p50),
+                  "p99": float(p99), "bytes": int(nbytes), "server_cpu_s": int(ticks) / 100,
+                  "client_cpu_s": float(client), "dd": dd}))
+EOF
+  tail -1 "$RESULTS"
+}
+
+# strom_run SHAPE DD ARGS...: one `strom bench` run against the running server.
+strom_run() {
+  local shape=$1 dd=$2
+  shift 2
+  local t0
+  t0=$(ticks "$PID")
+  /usr/bin/time -f '%U %S' -o "$W/time" "$STROM" bench -s "$ADDR" "$@" --json >"$W/out.json"
+  local t1 client
+  t1=$(ticks "$PID")
+  client=$(awk '{print $1 + $2}' "$W/time")
+  read -r mb p50 p99 nbytes < <(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+lat = d.get("ack_latency_ms") or d.get("fetch_latency_ms") or {"p50": 0, "p99": 0}
+print(d["mb_per_sec"], lat.get("p50", 0), lat.get("p99", 0), d["bytes"])' "$W/out.json")
+  record strom "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd"
+}
+
+# iggy_run SHAPE DD ARGS...: one iggy-bench run against the running server.
+iggy_run() {
+  local shape=$1 dd=$2
+  shift 2
+  rm -rf "$W/iggy-out"
+  local t0
+  t0=$(ticks "$PID")
+  /usr/bin/time -f '%U %S' -o "$W/time" "$IGGY_DIR/iggy-bench" "$@" output -o "$W/iggy-out" >"$W/iggy.log" 2>&1
+  local t1 client
+  t1=$(ticks "$PID")
+  client=$(awk '{print $1 + $2}' "$W/time")
+  local report
+  report=$(find "$W/iggy-out" -name report.json | head -1)
+  read -r mb p50 p99 nbytes < <(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["group_metrics"][0]["summary"]
+# Messages the server holds after the run (each server is fresh), in payload bytes.
+n = d["server_stats"]["messages_count"] * d["params"]["message_size"]
+print(s["total_throughput_megabytes_per_second"], s["average_p50_latency_ms"], s["average_p99_latency_ms"], n)' "$report")
+  record iggy "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd"
+}
+
+strom_block() {
+  local dd
+  if want pc8; then
+    dd=$(dd_rate); start_strom
+    strom_run pc8 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 8 --durability page_cache
+    if want consume; then
+      dd=$(dd_rate)
+      strom_run consume "$dd" consume -t t
+    fi
+    stop
+  fi
+  if want pc1; then
+    dd=$(dd_rate); start_strom
+    strom_run pc1 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability page_cache
+    stop
+  fi
+  if want fsync8; then
+    dd=$(dd_rate); start_strom
+    strom_run fsync8 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 8 --durability fsync
+    stop
+  fi
+  if want fsync1; then
+    dd=$(dd_rate); start_strom
+    strom_run fsync1 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability fsync
+    stop
+  fi
+  if want single; then
+    dd=$(dd_rate); start_strom
+    strom_run single "$dd" produce -t t --records 20000 --record-size 1000 --batch 1 --in-flight 1 --durability page_cache
+    stop
+  fi
+  if want p16; then
+    dd=$(dd_rate); start_strom
+    strom_run p16 "$dd" produce -t t --partitions 16 --producers 4 --records 2000000 --record-size 1000 --batch 1000 --durability page_cache
+    stop
+  fi
+}
+
+iggy_block() {
+  local dd T=(tcp --server-address 127.0.0.1:8090)
+  if want pc8 || want pc1; then
+    dd=$(dd_rate); start_iggy
+    iggy_run pc8 "$dd" -m 1000 -P 1000 -b 2000 pinned-producer -s 1 -p 1 "${T[@]}"
+    if want consume; then
+      dd=$(dd_rate)
+      iggy_run consume "$dd" -m 1000 -P 1000 -b 2000 pinned-consumer -s 1 -c 1 "${T[@]}"
+    fi
+    stop
+  fi
+  if want fsync8 || want fsync1; then
+    dd=$(dd_rate); start_iggy
+    iggy_run fsync8 "$dd" -m 1000 -P 1000 -b 2000 --enforce-fsync pinned-producer -s 1 -p 1 "${T[@]}"
+    stop
+  fi
+  if want single; then
+    dd=$(dd_rate); start_iggy
+    iggy_run single "$dd" -m 1000 -P 1 -b 20000 pinned-producer -s 1 -p 1 "${T[@]}"
+    stop
+  fi
+  if want p16; then
+    # -b counts batches per producer: 4 x 500 x 1000 = 2,000,000 messages.
+    dd=$(dd_rate); start_iggy
+    iggy_run p16 "$dd" -m 1000 -P 1000 -b 500 balanced-producer -s 1 -a 16 -p 4 "${T[@]}"
+    stop
+  fi
+}
+
+for _ in $(seq "$BLOCKS"); do
+  strom_block
+  iggy_block
+  iggy_block
+  strom_block
+done
+
+python3 - "$RESULTS" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+def med(server, shape, key):
+    xs = [r[key] for r in runs if r["server"] == server and r["shape"] == shape]
+    return statistics.median(xs) if xs else None
+def spread(server, shape, key):
+    xs = [r[key] for r in runs if r["server"] == server and r["shape"] == shape]
+    return "[%s]" % ", ".join("%.4g" % x for x in xs)
+# strom shape -> the Iggy run it is compared with
+peer = {"pc8": "pc8", "pc1": "pc8", "fsync8": "fsync8", "fsync1": "fsync8",
+        "consume": "consume", "single": "single", "p16": "p16"}
+print("\n| shape | strom MB/s | Iggy MB/s | strom/Iggy | strom p50/p99 ms | Iggy p50/p99 ms | server CPU s/GB strom / Iggy | client CPU s/GB strom / Iggy |")
+print("|---|---|---|---|---|---|---|---|")
+for shape, ishape in peer.items():
+    sm, im = med("strom", shape, "mb_s"), med("iggy", ishape, "mb_s")
+    if sm is None or im is None:
+        continue
+    def per_gb(server, sh, key):
+        xs = [r[key] / (r["bytes"] / 1e9) for r in runs if r["server"] == server and r["shape"] == sh and r["bytes"]]
+        return statistics.median(xs) if xs else float("nan")
+    print("| %s | %.0f %s | %.0f %s | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |" % (
+        shape, sm, spread("strom", shape, "mb_s"), im, spread("iggy", ishape, "mb_s"), sm / im,
+        med("strom", shape, "p50"), med("strom", shape, "p99"),
+        med("iggy", ishape, "p50"), med("iggy", ishape, "p99"),
+        per_gb("strom", shape, "server_cpu_s"), per_gb("iggy", ishape, "server_cpu_s"),
+        per_gb("strom", shape, "client_cpu_s"), per_gb("iggy", ishape, "client_cpu_s")))
+print("\ndd before the runs: " + ", ".join(sorted({r["dd"] for r in runs})))
+EOF
