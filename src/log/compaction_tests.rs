@@ -456,3 +456,47 @@ fn a_manifest_left_by_a_failed_step_is_finished_before_the_next_pass() {
     assert_eq!(read_all(&log, 0), all, "the first pass's segments, whole");
     assert!(all.starts_with(&expected));
 }
+
+/// A swap refused before anything was installed (the log was truncated after the pass
+/// was planned) leaves no manifest behind for a later open to install.
+#[test]
+fn a_refused_swap_removes_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 6);
+    log.flush().unwrap();
+    let plan = log.plan_compaction(&policy(), NOW, None).unwrap();
+    let compacted = plan.run(&policy(), NOW).unwrap();
+    assert!(dir.path().join(MANIFEST_FILE).exists());
+    log.truncate(50).unwrap();
+    assert!(log.apply_compaction(compacted).is_err());
+    assert!(!dir.path().join(MANIFEST_FILE).exists());
+    assert!(!dir.path().join(CLEANING_DIR).exists());
+    let before = read_all(&log, 0);
+    assert_eq!(before.len(), 50, "nothing compacted, nothing lost");
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 0), before);
+}
+
+/// `cleaner-offset` never goes back when a later pass stops earlier, and truncation
+/// below it lowers it.
+#[test]
+fn the_cleaner_offset_only_moves_forward_but_follows_a_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 8);
+    compact(&mut log, &policy(), NOW).unwrap();
+    let cleaned = super::swap::read_cleaner_offset(dir.path()).unwrap();
+    assert_eq!(cleaned, 80);
+    // A pass that covers less (a long lag leaves only the first segment cleanable).
+    super::swap::write_cleaner_offset(dir.path(), cleaned).unwrap();
+    let job = super::swap::SwapJob::for_test(dir.path(), 20);
+    job.run().unwrap();
+    assert_eq!(
+        super::swap::read_cleaner_offset(dir.path()).unwrap(),
+        cleaned
+    );
+    log.truncate(70).unwrap(); // the first record kept
+    assert_eq!(super::swap::read_cleaner_offset(dir.path()).unwrap(), 70);
+}

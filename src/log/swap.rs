@@ -196,6 +196,16 @@ pub struct SwapJob {
 }
 
 impl SwapJob {
+    /// The job of a pass that changed nothing but compacted up to `cleaned_upto`.
+    #[cfg(test)]
+    pub(super) fn for_test(dir: &Path, cleaned_upto: u64) -> SwapJob {
+        SwapJob {
+            dir: dir.to_path_buf(),
+            manifest: None,
+            cleaned_upto,
+        }
+    }
+
     pub fn run(self) -> Result<()> {
         match self.manifest {
             Some(manifest) => manifest.finish(&self.dir),
