@@ -14,15 +14,6 @@ use crate::error::Error;
 /// How often free space is measured between retention passes.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// What one pass deleted, over all partitions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CleanerPass {
-    pub segments: usize,
-    pub bytes: u64,
-    /// Segments rewritten by compaction.
-    pub compacted_segments: usize,
-}
-
 /// The most keys a compaction pass maps within `budget` bytes. The map is a hash table
 /// of 25-byte buckets (24 bytes of entry and a control byte), a power of two of them,
 /// at most 7/8 full; it doubles as it fills, and while it doubles the old table (half
@@ -61,9 +52,8 @@ impl Broker {
     }
 
     /// One retention pass over every partition of every topic.
-    pub async fn clean_once(&self) -> CleanerPass {
+    pub async fn clean_once(&self) {
         let topics: Vec<_> = self.read_topics().live.values().cloned().collect();
-        let mut pass = CleanerPass::default();
         for topic in topics {
             let config = topic.config();
             let policy = config.retention();
@@ -82,8 +72,6 @@ impl Broker {
                             reason = cleaned.reason.as_str(),
                             "deleted old segments"
                         );
-                        pass.segments += cleaned.segments;
-                        pass.bytes += cleaned.bytes;
                     }
                     Ok(None) => {}
                     // Deleted meanwhile, or not open: nothing to clean.
@@ -106,7 +94,6 @@ impl Broker {
                                 keys = stats.keys,
                                 "compacted"
                             );
-                            pass.compacted_segments += stats.segments_in;
                         }
                         Ok(None) => {}
                         Err(Error::TopicNotFound { .. } | Error::Unavailable { .. }) => {}
@@ -115,7 +102,6 @@ impl Broker {
                 }
             }
         }
-        pass
     }
 }
 

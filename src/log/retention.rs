@@ -151,17 +151,16 @@ impl RetentionPlan {
 }
 
 /// Files renamed to `.deleted`, to unlink without the log's lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "renamed files stay on disk until the job runs"]
 pub struct DeleteJob {
-    dir: Option<PathBuf>,
+    dir: PathBuf,
     paths: Vec<PathBuf>,
 }
 
 impl DeleteJob {
     /// Unlinks the files and syncs the directory.
     pub fn run(self) -> Result<()> {
-        let Some(dir) = self.dir else { return Ok(()) };
         for path in &self.paths {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
@@ -169,7 +168,7 @@ impl DeleteJob {
                 Err(err) => return Err(err).at(path),
             }
         }
-        sync_dir(&dir)
+        sync_dir(&self.dir)
     }
 }
 
@@ -284,7 +283,7 @@ impl Log {
         }
         let doomed: Vec<u64> = self.sealed.range(..plan.upto).map(|(&b, _)| b).collect();
         let mut job = DeleteJob {
-            dir: Some(self.dir.clone()),
+            dir: self.dir.clone(),
             paths: Vec::with_capacity(doomed.len() * 3),
         };
         for base in doomed {
