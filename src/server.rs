@@ -106,6 +106,8 @@ pub async fn serve(
         // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(64 << 20))
+        // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
+        .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -37,6 +37,8 @@ impl Client {
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
             .tcp_nodelay(true)
+            // Responses in frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
+            .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
             .connect()
             .await?;
         Ok(Client { channel })
