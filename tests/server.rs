@@ -717,3 +717,73 @@ async fn health_and_reflection_answer() {
     );
     server.stop().await.unwrap();
 }
+
+/// The `.log` files of partition 0 of `topic`, with their lengths.
+fn log_lengths(dir: &std::path::Path, topic: &str) -> Vec<u64> {
+    let mut files: Vec<_> = std::fs::read_dir(common::topic_dir(dir, topic).join("0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect()
+}
+
+#[tokio::test]
+async fn with_direct_io_durable_produces_read_back_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = strom::broker::Limits {
+        direct_io: true,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(dir.path(), limits.clone()).await;
+    let client = server.client_with_topic("d", 1).await; // durability fsync by default
+    let mut log = client.log();
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        // 300 records of about 1 KB (direct), then 3 small ones (through the page cache).
+        for n in [300, 3] {
+            let records: Vec<_> = (0..n)
+                .map(|j| record(&format!("{i}-{j}-{}", "v".repeat(1000))))
+                .collect();
+            expected.extend(
+                records
+                    .iter()
+                    .map(|r| String::from_utf8(r.value.to_vec()).unwrap()),
+            );
+            log.produce(produce("d", Some(0), records)).await.unwrap();
+        }
+    }
+    let records: Vec<_> = (0..300)
+        .map(|j| record(&format!("last-{j}-{}", "v".repeat(1000))))
+        .collect();
+    expected.extend(
+        records
+            .iter()
+            .map(|r| String::from_utf8(r.value.to_vec()).unwrap()),
+    );
+    log.produce(produce("d", Some(0), records)).await.unwrap();
+    let last = *log_lengths(dir.path(), "d").last().unwrap();
+    assert_eq!(
+        last % 4096,
+        0,
+        "the last batch was written directly, padded ({last} bytes)"
+    );
+    let read = |got: Vec<(u64, String)>| got.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
+    assert_eq!(read(fetch_all(&client, "d", 0).await), expected);
+    drop((client, log));
+    server.stop().await.unwrap();
+    let committed = *log_lengths(dir.path(), "d").last().unwrap();
+    assert!(
+        committed < last,
+        "a clean stop cuts the padding ({committed} bytes)"
+    );
+
+    let server = TestServer::start_with(dir.path(), limits).await;
+    let client = server.client().await;
+    assert_eq!(read(fetch_all(&client, "d", 0).await), expected);
+    server.stop().await.unwrap();
+}

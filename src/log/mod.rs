@@ -52,6 +52,8 @@ pub use swap::SwapJob;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
+mod direct_tests;
+#[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
 mod tests;
