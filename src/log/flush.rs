@@ -95,6 +95,23 @@ pub struct CheckpointJob {
     temp: PathBuf,
     upto: Checkpoint,
     generation: u64,
+    /// The checkpoint file this job's replaced, held open so that the rename under the
+    /// log's lock does not free its blocks: the last close frees them, when the job is
+    /// dropped after the lock is released. Freeing blocks can wait for the disk (a
+    /// discard, a journal commit) behind other writes for hundreds of milliseconds,
+    /// and under the lock every append waited with it (BENCHMARKS.md, "The
+    /// end-to-end tail").
+    replaced: Option<File>,
+    /// Renamed into place; otherwise dropping the job removes its temporary file.
+    installed: bool,
+}
+
+impl Drop for CheckpointJob {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.temp); // open deletes it anyway
+        }
+    }
 }
 
 impl CheckpointJob {
@@ -102,11 +119,7 @@ impl CheckpointJob {
     /// run concurrently with appends, reads and other jobs.
     pub fn run(&self) -> Result<()> {
         remember_failure(sync_files(&self.indexes), &self.failed)?;
-        let written = files::write_synced(&self.temp, &self.upto.encode());
-        if written.is_err() {
-            let _ = std::fs::remove_file(&self.temp); // open deletes it anyway
-        }
-        written
+        files::write_synced(&self.temp, &self.upto.encode())
     }
 }
 
@@ -185,6 +198,8 @@ impl Log {
             temp: super::naming::temp_path(&temp),
             upto: self.flushed,
             generation: self.generation,
+            replaced: None,
+            installed: false,
         }))
     }
 
@@ -192,17 +207,16 @@ impl Log {
     /// synced: if a crash loses the rename, the previous checkpoint is still valid
     /// (everything below it was synced before it was written) and recovery scans a
     /// little more.
-    pub fn finish_checkpoint(&mut self, job: CheckpointJob) -> Result<()> {
+    pub fn finish_checkpoint(&mut self, job: &mut CheckpointJob) -> Result<()> {
         let point = |c: &Checkpoint| (c.next_offset, c.segment_base);
         if job.generation != self.generation || point(&job.upto) <= point(&self.checkpoint) {
-            let _ = std::fs::remove_file(&job.temp); // superseded; open deletes it anyway
-            return Ok(());
+            return Ok(()); // superseded: dropping the job removes its file
         }
         let path = self.dir.join(super::naming::CHECKPOINT_FILE);
-        if let Err(err) = std::fs::rename(&job.temp, &path) {
-            let _ = std::fs::remove_file(&job.temp); // open deletes it anyway
-            return Err(err).at(&path);
-        }
+        // Opening a file just written is a lookup in memory, not a wait for the disk.
+        job.replaced = File::open(&path).ok();
+        std::fs::rename(&job.temp, &path).at(&path)?;
+        job.installed = true;
         self.checkpoint = job.upto;
         Ok(())
     }
@@ -212,9 +226,9 @@ impl Log {
         self.check_writable()?;
         let job = self.begin_flush();
         job.run()?;
-        if let Some(checkpoint) = self.finish_flush(job)? {
+        if let Some(mut checkpoint) = self.finish_flush(job)? {
             checkpoint.run()?;
-            self.finish_checkpoint(checkpoint)?;
+            self.finish_checkpoint(&mut checkpoint)?;
         }
         Ok(())
     }

@@ -639,12 +639,31 @@ fn checkpoints_are_written_outside_the_lock_and_stale_ones_are_not_installed() {
     };
 
     append_batches(&mut log, 3, 5);
-    let checkpoint = flushed_with_checkpoint(&mut log);
+    let mut checkpoint = flushed_with_checkpoint(&mut log);
     append_batches(&mut log, 1, 5); // appends go on while the checkpoint is written
     checkpoint.run().unwrap();
     assert_ne!(installed(), Some(15), "installed only by finish_checkpoint");
-    log.finish_checkpoint(checkpoint).unwrap();
+    let replaced_open = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+            .filter(|target| {
+                target.starts_with(dir.path()) && target.to_string_lossy().ends_with(" (deleted)")
+            })
+            .count()
+    };
+    let before = replaced_open();
+    log.finish_checkpoint(&mut checkpoint).unwrap();
     assert_eq!(installed(), Some(15));
+    // The replaced checkpoint file is closed (and its blocks freed) only when the job
+    // is dropped, which callers do after releasing the log's lock.
+    assert_eq!(
+        replaced_open(),
+        before + 1,
+        "the job holds the replaced file"
+    );
+    drop(checkpoint);
+    assert_eq!(replaced_open(), before);
 
     // A job dropped without running does not stop the next one.
     drop(flushed_with_checkpoint(&mut log));
@@ -654,11 +673,12 @@ fn checkpoints_are_written_outside_the_lock_and_stale_ones_are_not_installed() {
 
     // One made stale by a truncation is not installed and leaves no file behind.
     append_batches(&mut log, 2, 5);
-    let stale = flushed_with_checkpoint(&mut log);
+    let mut stale = flushed_with_checkpoint(&mut log);
     log.truncate(20).unwrap();
     stale.run().unwrap();
-    log.finish_checkpoint(stale).unwrap();
+    log.finish_checkpoint(&mut stale).unwrap();
     assert_eq!(installed(), Some(20));
+    drop(stale); // its file goes with it, outside the caller's lock
     assert_eq!(temp_files(), 0);
 
     // After a crash, recovery starts from the installed checkpoint.

@@ -73,7 +73,9 @@ impl Partition {
             let me = Arc::clone(self);
             let written = tokio::task::spawn_blocking(move || {
                 job.run()?;
-                me.with_log_mut(|log| log.finish_checkpoint(job))
+                let mut job = job;
+                // The job, and the old checkpoint file it holds, go after the lock.
+                me.with_log_mut(|log| log.finish_checkpoint(&mut job))
             })
             .await
             .expect("checkpoint task does not panic");
