@@ -270,11 +270,6 @@ fn recover(
             cut = true;
         }
         let is_last = cut || next_base.is_none();
-        if !is_last {
-            // Before the sync, so that the cut of any padding past its end is durable
-            // too: a sealed segment's length is trusted as its end.
-            segment.seal()?;
-        }
         segment.sync_log()?;
         if is_last {
             segment.persist_indexes()?;
@@ -282,6 +277,7 @@ fn recover(
             sealed.remove(&b);
             active = Some(segment);
         } else {
+            segment.seal()?;
             segment.sync_indexes()?;
         }
     }

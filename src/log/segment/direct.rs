@@ -14,9 +14,6 @@
 //! the range back in the background (`POSIX_FADV_WILLNEED`), which recovers most of it,
 //! but consumers of such batches are still slower than of page-cache ones; hence the
 //! option is off by default.
-//! A direct write also holds the partition's lock for as long as the disk takes (about
-//! 0.7 ms for 1 MiB here, where a copy into the page cache takes 0.2-2 ms depending on the
-//! memory's state), and readers wait for the lock meanwhile.
 //!
 //! `O_DIRECT` needs the file position, the length and the memory to be aligned to the
 //! device's block size; `ALIGN` (4 KiB) covers every common device. A batch rarely
@@ -51,13 +48,8 @@ const KEEP_BYTES: usize = 8 << 20;
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Opens `path` for direct writes; `None` where the file system does not support them
-/// (tmpfs before Linux 6.6, some network file systems), so that the caller writes
-/// through the page cache.
+/// (tmpfs, some network file systems), so that the caller writes through the page cache.
 pub fn open(path: &Path) -> std::io::Result<Option<File>> {
-    #[cfg(test)]
-    if failpoint::refused(path, failpoint::Refuse::Open) {
-        return Ok(None);
-    }
     match OpenOptions::new()
         .write(true)
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
@@ -117,11 +109,7 @@ pub fn write(file: &File, start: u64, head: &[u8], pieces: &[IoSlice<'_>]) -> st
 
 fn take(len: usize) -> Vec<u8> {
     let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    // The smallest that fits, so that small buffers do not crowd out a large one.
-    let best = (0..pool.len())
-        .filter(|&i| pool[i].len() >= len)
-        .min_by_key(|&i| pool[i].len());
-    match best {
+    match pool.iter().position(|b| b.len() >= len) {
         Some(i) => pool.swap_remove(i),
         None => {
             drop(pool);
@@ -169,81 +157,52 @@ impl Segment {
         Ok(())
     }
 
-    /// True if batches can be written directly: the file is opened for it at the first
-    /// one. A file system that refuses (`EINVAL`), or any other failure to open, leaves
-    /// the segment writing through the page cache.
-    pub(super) fn direct_ready(&mut self) -> bool {
+    /// The file opened for direct writes, opened at the first; `None` if the file system
+    /// does not take them.
+    pub(super) fn direct_file(&mut self) -> Result<Option<&File>> {
         if let Direct::Unopened = self.direct {
-            self.direct = match open(&self.log_path) {
-                Ok(Some(file)) => Direct::Open {
+            self.direct = match open(&self.log_path).at(&self.log_path)? {
+                Some(file) => Direct::Open {
                     file,
                     tail: Vec::new(),
                     at: u64::MAX,
                 },
-                Ok(None) => {
+                None => {
                     tracing::info!(path = %self.log_path.display(), "the file system does not take direct writes; durable appends go through the page cache");
-                    Direct::Unsupported
-                }
-                Err(err) => {
-                    tracing::warn!(path = %self.log_path.display(), %err, "cannot open the segment for direct writes; durable appends go through the page cache");
                     Direct::Unsupported
                 }
             };
         }
-        matches!(self.direct, Direct::Open { .. })
+        Ok(match &self.direct {
+            Direct::Open { file, .. } => Some(file),
+            _ => None,
+        })
     }
 
-    /// Writes a batch of `len` bytes at the committed end with a direct write. Returns
-    /// the bytes of the block the batch ends in, up to its end, for `keep_tail` once the
-    /// batch is committed; `None` if the kernel refused the write (`EINVAL`: a device
-    /// with larger blocks), after which the segment writes through the page cache and
-    /// the caller writes this batch that way (whatever the refused call wrote lies past
-    /// the committed end, or repeats the bytes there).
-    pub(super) fn write_direct(
-        &mut self,
-        pieces: &[IoSlice<'_>],
-        len: u64,
-    ) -> Result<Option<Vec<u8>>> {
+    /// Writes a batch of `len` bytes at the committed end with a direct write (see
+    /// `direct.rs`); the committed end is the caller's to advance.
+    pub(super) fn write_direct(&mut self, pieces: &[IoSlice<'_>], len: u64) -> Result<()> {
         let (start, end) = span(self.size, len);
         self.preallocate(end)?;
         let Direct::Open { file, tail, at } = &mut self.direct else {
-            unreachable!("checked by direct_ready")
+            unreachable!("checked by the caller")
         };
-        // The tail kept from the last direct write, if nothing was appended since; taken
-        // out, so that a failure from here on leaves none (it is set again only once
-        // the batch is committed).
-        let kept = (*at == self.size).then(|| std::mem::take(tail));
-        *at = u64::MAX;
-        let head = match &kept {
-            Some(tail) => &tail[..],
-            None => &self.map[start as usize..self.size as usize],
-        };
-        #[cfg(test)]
-        let written = if failpoint::refused(&self.log_path, failpoint::Refuse::Write) {
-            Err(rustix::io::Errno::INVAL.into())
+        let head = if *at == self.size {
+            &tail[..]
         } else {
-            write(file, start, head, pieces)
+            &self.map[start as usize..self.size as usize]
         };
-        #[cfg(not(test))]
-        let written = write(file, start, head, pieces);
-        match written {
-            Ok(()) => {}
-            Err(err) if err.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                tracing::warn!(path = %self.log_path.display(), %err, "direct write refused; durable appends go through the page cache");
-                self.direct = Direct::Unsupported;
-                return Ok(None);
-            }
-            Err(err) => return Err(err).at(&self.log_path),
-        }
+        write(file, start, head, pieces).at(&self.log_path)?;
         // The write dropped these pages from the page cache: have the kernel read them
         // back in the background, so that consumers of the batch mostly find them there
         // (a hint: if it fails, they read from the disk).
         let span = std::num::NonZeroU64::new(end - start);
-        let _ = rustix::fs::fadvise(&*file, start, span, rustix::fs::Advice::WillNeed);
+        let _ = rustix::fs::fadvise(file, start, span, rustix::fs::Advice::WillNeed);
         self.padded = true;
-        // The new last block's bytes up to the batch's end: the last `keep` bytes of the
-        // head and the pieces.
-        let keep = ((self.size + len) % ALIGN) as usize;
+        // Keep the new last block's committed bytes for the next direct write: the last
+        // `keep` bytes of the head and the pieces.
+        let new_end = self.size + len;
+        let keep = (new_end % ALIGN) as usize;
         let mut last = vec![0u8; keep];
         let mut need = keep;
         for piece in pieces.iter().map(|p| &p[..]).rev().chain([head]) {
@@ -254,46 +213,9 @@ impl Segment {
                 break;
             }
         }
-        Ok(Some(last))
-    }
-
-    /// Keeps `tail`, the bytes from the last block boundary to the committed end, for
-    /// the next direct write: called once the batch a direct write returned it for is
-    /// committed.
-    pub(super) fn keep_tail(&mut self, bytes: Vec<u8>) {
-        if let Direct::Open { tail, at, .. } = &mut self.direct {
-            *tail = bytes;
-            *at = self.size;
-        }
-    }
-}
-
-/// Test switches: make direct writes refused, as by a file system or device that does
-/// not take them, for the segments under a directory.
-#[cfg(test)]
-pub mod failpoint {
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Refuse {
-        /// Opening with `O_DIRECT` fails with `EINVAL`.
-        Open,
-        /// Opening works; every direct write fails with `EINVAL`.
-        Write,
-    }
-
-    static REFUSED: Mutex<Vec<(PathBuf, Refuse)>> = Mutex::new(Vec::new());
-
-    pub fn refuse_under(dir: &Path, how: Refuse) {
-        REFUSED.lock().unwrap().push((dir.to_path_buf(), how));
-    }
-
-    pub(super) fn refused(path: &Path, how: Refuse) -> bool {
-        let refused = REFUSED.lock().unwrap();
-        refused
-            .iter()
-            .any(|(dir, h)| *h == how && path.starts_with(dir))
+        *tail = last;
+        *at = new_end;
+        Ok(())
     }
 }
 

@@ -8,8 +8,6 @@
 //! (`read.rs`).
 
 mod direct;
-#[cfg(test)]
-pub use direct::failpoint;
 use direct::Direct;
 mod read;
 mod sealed;
@@ -343,37 +341,25 @@ impl Segment {
                 self.base
             )));
         }
-        let len = u64::from(header.length);
-        let mut tail = None;
-        let mut written = Ok(());
-        if direct && self.direct_ready() {
-            match self.write_direct(pieces, len) {
-                Ok(Some(bytes)) => tail = Some(bytes),
-                Ok(None) => {} // refused: written through the page cache below
-                Err(err) => written = Err(err),
-            }
-        }
-        if tail.is_none() && written.is_ok() {
-            self.preallocate(self.size + len)?;
-            written =
-                write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path);
-        }
+        let written = if direct && self.direct_file()?.is_some() {
+            self.write_direct(pieces, u64::from(header.length))
+        } else {
+            self.preallocate(self.size + u64::from(header.length))?;
+            write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
+        };
         if let Err(err) = written {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
             let _ = self.cut_to_committed();
             return Err(err);
         }
-        let end = self.size + len;
+        let end = self.size + u64::from(header.length);
         if end > self.map.len() as u64 {
             // A batch larger than the segment limit went into an empty segment.
             self.map = Arc::new(map_read_only(self.file()?, end as usize, &self.log_path)?);
         }
         self.first_append_ms.get_or_insert(now_ms);
         self.record_batch(header);
-        if let Some(bytes) = tail {
-            self.keep_tail(bytes);
-        }
         Ok(())
     }
 
