@@ -59,9 +59,6 @@ pub struct ServerConfig {
     pub topic_defaults: BTreeMap<String, toml::Value>,
     /// Memory one compaction pass may use for its map of keys (32 bytes a key).
     pub compaction_map_bytes: usize,
-    /// Write large batches that are acknowledged only once on disk (`fsync` durability)
-    /// with direct I/O, bypassing the page cache (see `log/segment/direct.rs`).
-    pub direct_io: bool,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -96,7 +93,6 @@ impl Default for ServerConfig {
             min_free_disk: None,
             topic_defaults: BTreeMap::new(),
             compaction_map_bytes: limits.compaction_map_bytes,
-            direct_io: limits.direct_io,
         }
     }
 }
@@ -146,7 +142,6 @@ impl ServerConfig {
             topic_defaults,
             min_free_disk,
             compaction_map_bytes: self.compaction_map_bytes.max(1 << 20),
-            direct_io: self.direct_io,
         })
     }
 

@@ -43,9 +43,7 @@
 //!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
 //!    the batch in place, and writes it with one vectored `pwritev` at the segment's end,
 //!    so a value goes from the socket's buffer to the page cache in the kernel's one copy
-//!    (a full disk leaves the log unchanged); with `direct_io` on, a durable batch of
-//!    256 KiB or more is instead copied once into an aligned buffer and written with
-//!    `O_DIRECT` (`log/segment/direct.rs`). It then publishes the new high watermark,
+//!    (a full disk leaves the log unchanged). It then publishes the new high watermark,
 //!    which wakes long-polling fetchers and subscribers.
 //! 4. For an fsync produce, `Partition::sync_below` waits its turn on the partition's flush
 //!    lock; whoever holds it syncs everything appended so far, so concurrent produces share

@@ -1,8 +1,7 @@
 //! Crash test: a child process appends with fsync on every append and reports each
 //! acknowledged batch; the parent kills it with SIGKILL at a random moment, reopens the
 //! log and checks that every acknowledged record is there, in order, with no gap and
-//! nothing unreadable after it. Half the batches are written with direct I/O, as the
-//! server writes durable ones. The child is this test binary, re-run in child mode.
+//! nothing unreadable after it. The child is this test binary, re-run in child mode.
 
 mod common;
 
@@ -38,10 +37,7 @@ fn crash_child_appender() {
     loop {
         let most = if rng.below(4) == 0 { 400 } else { 20 }; // some batches of ~300 KiB
         let n = 1 + rng.below(most);
-        let mut batch = batch_at(log.next_offset(), n);
-        // Half of them written straight to the disk, as durable produces are.
-        batch.set_direct(rng.below(2) == 0);
-        let info = log.append(&mut batch).unwrap();
+        let info = log.append(&mut batch_at(log.next_offset(), n)).unwrap();
         println!("acked {}", info.last_offset + 1);
     }
 }

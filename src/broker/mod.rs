@@ -62,10 +62,6 @@ pub struct Limits {
     pub min_free_disk: DiskFloor,
     /// Memory a compaction pass may give its key map (see `cleaner::max_map_keys`).
     pub compaction_map_bytes: usize,
-    /// Large batches acknowledged only once on disk are written with direct I/O (see
-    /// `log/segment/direct.rs` and `produce::DIRECT_MIN_BYTES`). Off by default: it
-    /// makes such produces faster but consumers of them slower.
-    pub direct_io: bool,
 }
 
 impl Default for Limits {
@@ -82,7 +78,6 @@ impl Default for Limits {
             topic_defaults: TopicConfig::default(),
             min_free_disk: DiskFloor::default(),
             compaction_map_bytes: 32 << 20,
-            direct_io: false,
         }
     }
 }

@@ -17,16 +17,6 @@ use crate::error::{Error, Result};
 use crate::log::batch::stored_header_len;
 use crate::log::{BatchBuilder, PendingBatch, ProducerInfo, NO_PRODUCER};
 
-/// A batch synced before its acknowledgement and at least this large goes straight to
-/// the disk (see log/segment/direct.rs): its sync then has no dirty pages to write
-/// back, and 1 MB durable produces, one in flight, are 20% faster. A smaller one goes
-/// through the page cache: a direct write waits for the disk under the partition's
-/// lock, so many small ones in flight would queue for it one by one (one-record
-/// durable produces, 64 in flight, fell from 51 to 7 MB/s), where through the page
-/// cache one group-commit sync covers them all (BENCHMARKS.md, "Durable appends
-/// written directly").
-pub const DIRECT_MIN_BYTES: usize = 256 << 10;
-
 /// Where a produce goes and how it is acknowledged.
 #[derive(Debug, Clone)]
 pub struct ProduceTarget {
@@ -67,7 +57,6 @@ pub struct BatchWriter {
     now: i64,
     max_headers: usize,
     disk: Arc<DiskGuard>,
-    direct_io: bool,
 }
 
 impl Broker {
@@ -108,7 +97,6 @@ impl Broker {
             now: now_ms(),
             max_headers: self.limits.max_headers_per_record,
             disk: Arc::clone(&self.disk),
-            direct_io: self.limits.direct_io,
         })
     }
 }
@@ -196,13 +184,10 @@ impl BatchWriter {
             }
         };
         let durability = self.target.durability.unwrap_or(self.config.durability);
-        let fsync = durability == Durability::Fsync;
-        let mut batch = self.builder.build()?;
-        batch.set_direct(fsync && self.direct_io && batch.len_bytes() >= DIRECT_MIN_BYTES);
         Ok(Prepared {
             partition: Arc::clone(&topic.partitions[partition as usize]),
-            batch,
-            fsync,
+            batch: self.builder.build()?,
+            fsync: durability == Durability::Fsync,
             time_ms: self.now,
             disk: self.disk,
         })

@@ -32,10 +32,6 @@ pub struct ServeArgs {
     /// of the disk (5%), or 0 for none [default: 1GiB or 5%, whichever is smaller].
     #[arg(long, env = "STROM_MIN_FREE_DISK")]
     min_free_disk: Option<String>,
-    /// Write large batches acknowledged on disk (fsync durability) with direct I/O,
-    /// bypassing the page cache [default: false].
-    #[arg(long, env = "STROM_DIRECT_IO")]
-    direct_io: Option<bool>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -60,9 +56,6 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(v) = args.min_free_disk {
         config.min_free_disk = Some(crate::config::DiskSize::Text(v));
-    }
-    if let Some(v) = args.direct_io {
-        config.direct_io = v;
     }
     init_tracing(&config)?;
     raise_open_file_limit();

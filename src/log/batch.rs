@@ -293,7 +293,6 @@ impl BatchBuilder {
             shared: self.shared,
             offset_at: self.offset_at,
             header,
-            direct: false,
         })
     }
 }
@@ -305,22 +304,9 @@ pub struct PendingBatch {
     shared: Vec<(usize, Bytes)>,
     offset_at: Vec<usize>,
     header: BatchHeader,
-    /// Written straight to the disk, for a batch about to be synced (see
-    /// `segment/direct.rs`).
-    direct: bool,
 }
 
 impl PendingBatch {
-    /// Asks for the batch to be written straight to the disk rather than through the
-    /// page cache: for a batch that is synced before it is acknowledged.
-    pub fn set_direct(&mut self, direct: bool) {
-        self.direct = direct;
-    }
-
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }

@@ -163,12 +163,6 @@ impl Log {
     }
 
     /// Base offsets of every segment, the active one last.
-    /// Committed bytes of the active segment.
-    #[cfg(test)]
-    pub(super) fn active_size(&self) -> u64 {
-        self.active().size()
-    }
-
     pub fn segment_bases(&self) -> Vec<u64> {
         let mut bases: Vec<u64> = self.sealed.keys().copied().collect();
         bases.push(self.active.base());
@@ -257,10 +251,8 @@ impl Log {
         let now = now_ms();
         let rolled = self.maybe_roll(len, batch.header().record_count, now)?;
         let base_offset = self.next_offset();
-        let direct = batch.is_direct();
         let (mut pieces, header) = batch.assign(base_offset);
-        self.active_mut()
-            .append(&mut pieces, &header, now, direct)?;
+        self.active_mut().append(&mut pieces, &header, now)?;
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),

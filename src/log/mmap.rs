@@ -11,9 +11,6 @@
 //!   rollback of a failed append, which removes only bytes past the committed size that
 //!   no reader was ever told about. (Sealing a segment truncates it to its committed
 //!   size too, to free disk blocks reserved past the end: nothing below that size moves.)
-//!   A direct write (`segment/direct.rs`) rewrites the committed bytes of the block the
-//!   segment ends in, with the same bytes: the kernel drops those pages from the page
-//!   cache, and a reader's next touch reads them back from the disk, unchanged.
 //! - index files are mapped by their segment and read only through `&self` methods of the
 //!   `Log`; they are shrunk only through `&mut self`, so no lookup runs concurrently.
 #![allow(unsafe_code)]

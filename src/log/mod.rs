@@ -52,8 +52,6 @@ pub use swap::SwapJob;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
-mod direct_tests;
-#[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
 mod tests;

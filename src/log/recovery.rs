@@ -382,7 +382,6 @@ impl Log {
     pub fn close(mut self) -> Result<()> {
         self.check_writable()?;
         self.active_mut().persist_indexes()?;
-        self.active_mut().cut_padding()?;
         let job = self.begin_flush();
         job.run()?;
         // The checkpoint at the exact end is written right below, so a due one is moot.

@@ -199,8 +199,7 @@ impl Partition {
     /// lock only if it is free at once, so a worker thread never waits for it.
     pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<(AppendInfo, u64)> {
         let mut appended = None;
-        // A direct write waits for the disk: never on a worker thread.
-        if batch.len_bytes() <= INLINE_APPEND_BYTES && !batch.is_direct() {
+        if batch.len_bytes() <= INLINE_APPEND_BYTES {
             let free = match self.log.try_write() {
                 Ok(slot) => Some(slot),
                 Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),

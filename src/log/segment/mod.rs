@@ -7,8 +7,6 @@
 //! Reads go through a read-only map and hand out `Bytes` that keep the map alive
 //! (`read.rs`).
 
-mod direct;
-use direct::Direct;
 mod read;
 mod sealed;
 pub use read::SegmentView;
@@ -81,10 +79,6 @@ pub struct Segment {
     /// File position up to which disk blocks are reserved (`u64::MAX` once the file
     /// system has said it cannot reserve them).
     reserved: u64,
-    /// Direct writes of durable batches (see `direct.rs`).
-    direct: Direct,
-    /// A direct write left zeros past the committed end, which sealing and closing cut.
-    padded: bool,
 }
 
 impl Segment {
@@ -133,8 +127,6 @@ impl Segment {
             last_attributes: 0,
             limits,
             reserved: file_len,
-            direct: Direct::Unopened,
-            padded: false,
         };
         Ok((segment, index_ok && time_ok))
     }
@@ -283,13 +275,6 @@ impl Segment {
             }
             self.record_batch(&header);
         }
-        if problem.is_some()
-            && direct::is_padding(&self.map[self.size as usize..file_len as usize], file_len)
-        {
-            // What a direct write leaves past its batch, not damage: cut when sealed.
-            problem = None;
-            self.padded = true;
-        }
         Ok(ScanEnd {
             valid_bytes: self.size,
             problem,
@@ -320,16 +305,11 @@ impl Segment {
     /// order, at the committed end. On failure the segment is as it was: the committed
     /// size is unchanged and any bytes a partial write left behind are cut off (or
     /// overwritten by the next append).
-    ///
-    /// `direct`: written straight to the disk rather than through the page cache (see
-    /// `direct.rs`), for a batch that is to be synced; where the file system does not
-    /// take direct writes it goes through the page cache.
     pub fn append(
         &mut self,
         pieces: &mut [IoSlice<'_>],
         header: &BatchHeader,
         now_ms: i64,
-        direct: bool,
     ) -> Result<()> {
         // Equal, but for a compacted batch, which may follow a gap.
         debug_assert!(header.base_offset >= self.next_offset);
@@ -341,13 +321,10 @@ impl Segment {
                 self.base
             )));
         }
-        let written = if direct && self.direct_file()?.is_some() {
-            self.write_direct(pieces, u64::from(header.length))
-        } else {
-            self.preallocate(self.size + u64::from(header.length))?;
+        self.preallocate(self.size + u64::from(header.length))?;
+        if let Err(err) =
             write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
-        };
-        if let Err(err) = written {
+        {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
             let _ = self.cut_to_committed();
@@ -408,10 +385,9 @@ impl Segment {
                 rel_offset: rel,
             });
         }
-        if self.reserved != u64::MAX || self.padded {
+        if self.reserved != u64::MAX {
             // Truncating to the same length frees the blocks reserved past it, including
-            // any a crash left behind before this process reopened the segment, and the
-            // zeros a direct write left past the end.
+            // any a crash left behind before this process reopened the segment.
             self.cut_to_committed()?;
         }
         self.persist_indexes()

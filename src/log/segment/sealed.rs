@@ -46,8 +46,6 @@ impl Segment {
             last_attributes: 0,
             limits,
             reserved: u64::MAX,
-            direct: super::Direct::Unsupported, // read-only
-            padded: false,
         };
         if !(index.1 && time_index.1 && segment.trust(size, end, i64::MIN)) {
             tracing::warn!(path = %segment.log_path.display(), "index of sealed segment is missing or damaged; using one rebuilt in memory");
