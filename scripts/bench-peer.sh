@@ -126,6 +126,17 @@ print(s["total_throughput_megabytes_per_second"], s["average_p50_latency_ms"], s
   record iggy "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd"
 }
 
+# strom_alone SHAPE ARGS...: if SHAPE is wanted, one `strom bench ARGS` run on a fresh
+# server after a dd.
+strom_alone() {
+  local shape=$1 dd
+  shift
+  want "$shape" || return 0
+  dd=$(dd_rate); start_strom
+  strom_run "$shape" "$dd" "$@"
+  stop
+}
+
 strom_block() {
   local dd
   if want pc8; then
@@ -137,31 +148,11 @@ strom_block() {
     fi
     stop
   fi
-  if want pc1; then
-    dd=$(dd_rate); start_strom
-    strom_run pc1 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability page_cache
-    stop
-  fi
-  if want fsync8; then
-    dd=$(dd_rate); start_strom
-    strom_run fsync8 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 8 --durability fsync
-    stop
-  fi
-  if want fsync1; then
-    dd=$(dd_rate); start_strom
-    strom_run fsync1 "$dd" produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability fsync
-    stop
-  fi
-  if want single; then
-    dd=$(dd_rate); start_strom
-    strom_run single "$dd" produce -t t --records 20000 --record-size 1000 --batch 1 --in-flight 1 --durability page_cache
-    stop
-  fi
-  if want p16; then
-    dd=$(dd_rate); start_strom
-    strom_run p16 "$dd" produce -t t --partitions 16 --producers 4 --records 2000000 --record-size 1000 --batch 1000 --durability page_cache
-    stop
-  fi
+  strom_alone pc1 produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability page_cache
+  strom_alone fsync8 produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 8 --durability fsync
+  strom_alone fsync1 produce -t t --records 2000000 --record-size 1000 --batch 1000 --in-flight 1 --durability fsync
+  strom_alone single produce -t t --records 20000 --record-size 1000 --batch 1 --in-flight 1 --durability page_cache
+  strom_alone p16 produce -t t --partitions 16 --producers 4 --records 2000000 --record-size 1000 --batch 1000 --durability page_cache
 }
 
 iggy_block() {
