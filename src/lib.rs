@@ -16,10 +16,11 @@
 //!   broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
 //!   topic metadata and configuration, the per-partition writer, group commit of
-//!   fsyncs, long-poll wakeups, upkeep, the retention cleaner and the free-disk floor.
-//!   Knows nothing of gRPC.
+//!   fsyncs, long-poll wakeups, upkeep, the retention cleaner, the free-disk floor and
+//!   producer ids. Knows nothing of gRPC.
 //! - [`log`]: one partition's append-only log as a library over one directory: segments
-//!   of record batches with sparse offset and time indexes, crash recovery, retention
+//!   of record batches with sparse offset and time indexes, idempotent producers'
+//!   sequences (`log/producers`, a state machine without I/O), crash recovery, retention
 //!   and truncation. Knows nothing of topics, gRPC or tasks. Byte layouts are in
 //!   `storage-format.md`.
 //! - [`error`]: the one error enum, whose variants carry path, offset and range.
@@ -32,7 +33,9 @@
 //!    request by hand, keeping each record as the bytes it arrived in (no struct per
 //!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
 //!    cannot cancel an append halfway.
-//! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits;
+//! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
+//!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
+//!    InitProducer, not fenced);
 //!    each record is parsed once, checked (size, headers, timestamp) and pushed by the
 //!    `BatchWriter` into a [`log::BatchBuilder`], in the protobuf encoding a Fetch
 //!    response will use; `finish` picks the partition (explicit, else Kafka's murmur2 of
@@ -40,7 +43,10 @@
 //!    values of 256 bytes or more are referenced in the request's buffer, not copied.
 //! 3. `Partition::append` takes the partition's write lock (on the calling task for a
 //!    batch up to 64 KiB if the lock is free, else in `spawn_blocking`) and calls
-//!    [`log::Log::append`]: it rolls the segment if needed, writes the offsets and CRC into
+//!    [`log::Log::append`]: for an idempotent producer it first asks the partition's
+//!    producer state (`log/producers`) whether the batch is new, a retry of one of the
+//!    producer's last five (answered with that batch's offsets, nothing written) or out
+//!    of sequence (refused); it rolls the segment if needed, writes the offsets and CRC into
 //!    the batch in place, and writes it with one vectored `pwritev` at the segment's end,
 //!    so a value goes from the socket's buffer to the page cache in the kernel's one copy
 //!    (a full disk leaves the log unchanged). It then publishes the new high watermark,

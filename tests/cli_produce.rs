@@ -114,7 +114,7 @@ fn records_the_server_cannot_take_for_now_are_retried_counted_and_passed_over() 
     drop(server); // killed: from now on UNAVAILABLE
     writeln!(stdin, "lost").unwrap();
     drop(stdin);
-    // The producer retries for about three seconds before it gives a record up.
+    // The producer retries for its delivery timeout (5 s) before it gives a record up.
     let (ok, err) = ends_within(child, Duration::from_secs(30));
     assert!(!ok, "{err}");
     assert!(

@@ -294,3 +294,54 @@ fn group_journal_and_snapshot_tables_match_the_code() {
         crc32fast::hash(&snap[..body])
     );
 }
+
+#[test]
+fn producer_snapshot_tables_match_the_encoder() {
+    use strom::log::producers::snapshot::{encode, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+    use strom::log::producers::ProducerStates;
+    use strom::log::ProducerInfo;
+    let doc = doc();
+    let header = layout(&doc, "Producer snapshot");
+    assert_eq!(header.iter().map(|r| r.1).sum::<usize>(), 28);
+    assert!(doc.contains(&format!(
+        "ASCII `{}`",
+        std::str::from_utf8(SNAPSHOT_MAGIC).unwrap()
+    )));
+    assert!(doc.contains(&format!("`{SNAPSHOT_VERSION}` (`SNAPSHOT_VERSION`)")));
+    // One producer with two batches: the tables' sizes add up to the encoder's bytes,
+    // and each field is where the tables put it.
+    let mut states = ProducerStates::default();
+    let p = ProducerInfo {
+        id: 0x0102_0304_0506_0708,
+        epoch: 9,
+        base_sequence: 100,
+    };
+    states.record(&p, 3, 40, 0x1111);
+    states.record(
+        &ProducerInfo {
+            base_sequence: 103,
+            ..p
+        },
+        2,
+        43,
+        0x2222,
+    );
+    let bytes = encode(50, &states);
+    let producer_len: usize = [8, 2, 1, 1, 8].iter().sum();
+    assert_eq!(bytes.len(), 28 + producer_len + 2 * 24);
+    assert_eq!(u64::from_le_bytes(bytes[16..24].try_into().unwrap()), 50);
+    assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), 1);
+    let entry = &bytes[28..];
+    assert_eq!(i64::from_le_bytes(entry[0..8].try_into().unwrap()), p.id);
+    assert_eq!(i16::from_le_bytes(entry[8..10].try_into().unwrap()), 9);
+    assert_eq!(entry[10], 2);
+    assert_eq!(
+        i64::from_le_bytes(entry[12..20].try_into().unwrap()),
+        0x2222
+    );
+    let second = &entry[20 + 24..];
+    assert_eq!(i32::from_le_bytes(second[0..4].try_into().unwrap()), 103);
+    assert_eq!(i32::from_le_bytes(second[4..8].try_into().unwrap()), 104);
+    assert_eq!(u64::from_le_bytes(second[8..16].try_into().unwrap()), 43);
+    assert_eq!(u64::from_le_bytes(second[16..24].try_into().unwrap()), 44);
+}

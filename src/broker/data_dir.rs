@@ -8,7 +8,7 @@
 //!   version               the layout version, "1"
 //!   topics/<name>.<id>/   one directory per topic (topic.json, one directory per partition)
 //!   groups/<name>.<id>/   one directory per consumer group (committed offsets)
-//!   producers/            idempotent producers' state (reserved)
+//!   producers/            producer ids handed out, and named producers (producer_ids.rs)
 //! ```
 //! A topic's directory carries its id, so a topic re-created under a deleted one's name
 //! shares no path with whatever the old one left behind. A deleted topic's directory is
@@ -167,7 +167,7 @@ impl DataDir {
         self.groups().join(format!("{name}.{id}"))
     }
 
-    /// Where idempotent producers will keep their state.
+    /// Where producer ids and the names of named producers are kept.
     pub fn producers(&self) -> PathBuf {
         self.root.join("producers")
     }

@@ -18,6 +18,7 @@ pub mod disk;
 pub mod partition;
 pub mod partitioner;
 mod produce;
+pub mod producer_ids;
 pub mod topic;
 mod topic_config;
 
@@ -138,6 +139,8 @@ pub struct Broker {
     cache: Arc<SegmentCache>,
     topics: RwLock<Topics>,
     shutdown: watch::Sender<bool>,
+    /// Producer ids handed out and named producers' epochs (see `producer_ids.rs`).
+    producer_ids: Arc<producer_ids::ProducerIds>,
 }
 
 pub fn now_ms() -> i64 {
@@ -188,8 +191,10 @@ impl Broker {
         }
         tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
         let (shutdown, _) = watch::channel(false);
+        let producer_ids = Arc::new(producer_ids::ProducerIds::open(&data_dir.producers())?);
         Ok(Broker {
             disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),
+            producer_ids,
             data_dir,
             limits,
             cache,
@@ -342,6 +347,15 @@ impl Broker {
     /// A receiver that turns true when the broker starts shutting down.
     pub fn shutting_down(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// A producer id and epoch for an idempotent producer (see `producer_ids.rs`).
+    pub async fn init_producer(&self, name: Option<String>) -> Result<(i64, i16)> {
+        self.check_running()?;
+        let ids = Arc::clone(&self.producer_ids);
+        tokio::task::spawn_blocking(move || ids.init(name.as_deref()))
+            .await
+            .expect("producer id task does not panic")
     }
 
     fn check_running(&self) -> Result<()> {

@@ -74,6 +74,14 @@ impl Broker {
         if let Some(p) = target.partition {
             topic.partition(p)?;
         }
+        if let Some(producer) = &target.producer {
+            if target.partition.is_none() {
+                return Err(Error::InvalidArgument(
+                    "a produce with a producer_id must set partition: sequences are numbered per partition".into(),
+                ));
+            }
+            self.producer_ids.check(producer.id, producer.epoch)?;
+        }
         if records == 0 {
             return Err(Error::InvalidArgument(
                 "a produce request needs at least one record".into(),

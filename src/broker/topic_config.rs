@@ -65,10 +65,12 @@ pub struct TopicConfig {
     pub delete_retention_ms: u64,
     /// Compaction leaves records alone until their segment's newest is this old.
     pub min_compaction_lag_ms: u64,
+    /// A partition forgets an idempotent producer this long after its last write.
+    pub producer_id_expiration_ms: u64,
 }
 
 /// Configuration keys, as the API and `strom topic` name them.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "durability",
     "segment.bytes",
     "segment.ms",
@@ -79,6 +81,7 @@ pub const KEYS: [&str; 10] = [
     "cleanup.policy",
     "delete.retention.ms",
     "min.compaction.lag.ms",
+    "producer.id.expiration.ms",
 ];
 
 /// The keys a topic had before topics recorded which keys were set for them: a
@@ -113,6 +116,7 @@ impl Default for TopicConfig {
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
+            producer_id_expiration_ms: log.producer_expiration.as_millis() as u64,
         }
     }
 }
@@ -181,6 +185,9 @@ impl TopicConfig {
                 }
                 "delete.retention.ms" => next.delete_retention_ms = number(0, i64::MAX as u64)?,
                 "min.compaction.lag.ms" => next.min_compaction_lag_ms = number(0, i64::MAX as u64)?,
+                "producer.id.expiration.ms" => {
+                    next.producer_id_expiration_ms = number(1, i64::MAX as u64)?
+                }
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown config key {}; known keys: {}",
@@ -221,6 +228,7 @@ impl TopicConfig {
             },
             "delete.retention.ms" => self.delete_retention_ms.to_string(),
             "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
             _ => unreachable!("every key in KEYS has a value"),
         }
     }
@@ -241,6 +249,9 @@ impl TopicConfig {
             "cleanup.policy" => self.cleanup_policy = from.cleanup_policy,
             "delete.retention.ms" => self.delete_retention_ms = from.delete_retention_ms,
             "min.compaction.lag.ms" => self.min_compaction_lag_ms = from.min_compaction_lag_ms,
+            "producer.id.expiration.ms" => {
+                self.producer_id_expiration_ms = from.producer_id_expiration_ms
+            }
             _ => {}
         }
     }
@@ -264,6 +275,7 @@ impl TopicConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_age: Duration::from_millis(self.segment_ms.max(1)),
+            producer_expiration: Duration::from_millis(self.producer_id_expiration_ms.max(1)),
             flush: crate::log::FlushPolicy::Os,
             ..LogConfig::default()
         }

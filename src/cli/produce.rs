@@ -47,6 +47,10 @@ pub struct ProduceArgs {
     /// How long a batch waits for more lines.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// How long a line is retried (the server restarting, say) before it is reported
+    /// as not produced. Lines are produced exactly once: a retry never stores one twice.
+    #[arg(long, default_value_t = 5000)]
+    delivery_timeout_ms: u64,
 }
 
 /// Acks awaited at most at once, so memory stays bounded when the server falls behind.
@@ -117,6 +121,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     let config = ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
         durability,
+        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(client, config);

@@ -202,6 +202,22 @@ impl Log for LogService {
         Ok(Response::new(produce_response(produced)))
     }
 
+    async fn init_producer(
+        &self,
+        request: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let name = request.into_inner().producer_name;
+        let (producer_id, epoch) = self
+            .broker
+            .init_producer((!name.is_empty()).then_some(name))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::InitProducerResponse {
+            producer_id,
+            producer_epoch: epoch.into(),
+        }))
+    }
+
     type ProduceStreamStream = BoxStream<pb::ProduceStreamResponse>;
 
     async fn produce_stream(

@@ -386,14 +386,41 @@ pub fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepare
             )))
         }
     };
-    let producer = match r.producer_id {
-        None => None,
-        Some(id) => Some(ProducerInfo {
-            id,
-            epoch: i16::try_from(r.producer_epoch.unwrap_or(0))
-                .map_err(|_| bad("producer_epoch must fit in 16 bits".into()))?,
-            base_sequence: r.base_sequence.unwrap_or(0),
-        }),
+    let producer = match (r.producer_id, r.producer_epoch, r.base_sequence) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(bad(
+                "producer_epoch and base_sequence go with a producer_id (from InitProducer)".into(),
+            ))
+        }
+        (Some(id), _, _) if id < 0 => {
+            return Err(bad(format!(
+                "producer_id {id} is negative; leave it unset, or use one InitProducer gave"
+            )))
+        }
+        (Some(_), _, None) => {
+            return Err(bad(
+                "a produce with a producer_id needs base_sequence: the sequence of its first record in this partition, from 0".into(),
+            ))
+        }
+        (Some(id), epoch, Some(sequence)) => {
+            let epoch = epoch.unwrap_or(0);
+            if !(0..=i32::from(i16::MAX)).contains(&epoch) {
+                return Err(bad(format!(
+                    "producer_epoch {epoch} is outside 0..=32767; use the epoch InitProducer gave"
+                )));
+            }
+            if sequence < 0 {
+                return Err(bad(format!(
+                    "base_sequence {sequence} is negative; sequences run from 0 to 2147483647 and then wrap to 0"
+                )));
+            }
+            Some(ProducerInfo {
+                id,
+                epoch: epoch as i16,
+                base_sequence: sequence,
+            })
+        }
     };
     let target = broker::ProduceTarget {
         topic: r.topic,

@@ -33,7 +33,16 @@ pub struct LogConfig {
     /// Least time between two recovery checkpoints (each costs a few fsyncs). After a
     /// crash, recovery scans what was appended since the last one.
     pub checkpoint_interval: Duration,
+    /// An idempotent producer that has not appended for this long is forgotten (Kafka's
+    /// `producer.id.expiration.ms`): its next batch is taken with any sequence.
+    pub producer_expiration: Duration,
+    /// Idempotent producers one partition remembers at most; a new one past this is
+    /// refused until others expire. Bounds the state's memory (about 200 bytes each).
+    pub max_producers: usize,
 }
+
+/// Default of `LogConfig::max_producers`: 20,000 producers, about 4 MB a partition.
+pub const DEFAULT_MAX_PRODUCERS: usize = 20_000;
 
 /// Positions in an index entry are 32-bit, so a segment must stay below 4 GiB; 2 GiB
 /// leaves room for one maximal batch past the limit.
@@ -49,6 +58,8 @@ impl Default for LogConfig {
             max_batch_bytes: 16 << 20,
             flush: FlushPolicy::EveryAppend,
             checkpoint_interval: Duration::from_secs(1),
+            producer_expiration: Duration::from_secs(24 * 3600),
+            max_producers: DEFAULT_MAX_PRODUCERS,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct FlushJob {
     /// Base offset of the last sealed segment whose files this job syncs.
     sealed_upto: Option<u64>,
     failed: Arc<OnceLock<String>>,
+    /// The producer snapshot a roll owes (offset, bytes) and the log start then, and
+    /// the log's directory it goes in.
+    snapshot: Option<(u64, Vec<u8>, u64)>,
+    snapshot_dir: PathBuf,
 }
 
 /// Files taken under the lock to be synced without it, each with its path for errors.
@@ -68,7 +72,17 @@ impl FlushJob {
             Some(dir) => sync_dir(dir),
             None => Ok(()),
         });
-        remember_failure(synced, &self.failed)
+        remember_failure(synced, &self.failed)?;
+        if let Some((offset, bytes, log_start)) = &self.snapshot {
+            // After the syncs, so the snapshot never vouches for batches not on disk. A
+            // snapshot that cannot be written costs a longer walk at the next open.
+            if let Err(err) =
+                super::producers::snapshot::write(&self.snapshot_dir, *offset, bytes, *log_start)
+            {
+                tracing::warn!(%err, "producer snapshot not written");
+            }
+        }
+        Ok(())
     }
 
     /// Offset below which this job makes every record durable.
@@ -151,6 +165,11 @@ impl Log {
             dir_changes: self.dir_changes,
             sealed_upto,
             failed: Arc::clone(&self.sync_failed),
+            snapshot: self
+                .pending_snapshot
+                .take()
+                .map(|(offset, bytes)| (offset, bytes, self.log_start_offset())),
+            snapshot_dir: self.dir.clone(),
         }
     }
 

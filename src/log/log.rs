@@ -20,6 +20,7 @@ use super::batch::PendingBatch;
 use super::cache::SegmentCache;
 use super::config::{FlushPolicy, LogConfig};
 use super::files::Checkpoint;
+use super::producers::{ProducerStates, Verdict};
 use super::retention::SegmentSummary;
 use super::segment::{Segment, SegmentLimits};
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     /// The append sealed the active segment first (its files await a flush).
     pub rolled: bool,
+    /// The batch was a retry of one an idempotent producer had already appended: nothing
+    /// was written, and the offsets are the first attempt's.
+    pub duplicate: bool,
 }
 
 /// Whole batches read from the log, each a slice of a segment's map.
@@ -95,6 +99,10 @@ pub struct Log {
     /// success ("fsyncgate"), so the log can no longer tell what is on disk: it refuses
     /// appends and flushes until it is reopened (see `recovery.rs`).
     pub(super) sync_failed: Arc<OnceLock<String>>,
+    /// The idempotent producers that wrote here (`producers/`), and the snapshot of
+    /// them that the last roll owes, written by the next flush.
+    pub(super) producers: ProducerStates,
+    pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
 }
 
 impl Drop for Log {
@@ -236,10 +244,25 @@ impl Log {
     }
 
     /// Appends a batch, assigning it the next offsets. Fails with nothing written when
-    /// the batch is over the size limit, the disk refuses the bytes, or an earlier fsync
-    /// failed (see `sync_failed`).
+    /// the batch is over the size limit, the disk refuses the bytes, an earlier fsync
+    /// failed (see `sync_failed`), or its idempotent producer is fenced or out of
+    /// sequence; a retry of a batch already appended writes nothing and answers with
+    /// the first attempt's offsets (`AppendInfo::duplicate`).
     pub fn append(&mut self, batch: &mut PendingBatch) -> Result<AppendInfo> {
         self.check_writable()?;
+        let (producer, records) = (batch.header().producer, batch.header().record_count);
+        if let Verdict::Duplicate(first) =
+            self.producers
+                .check(&producer, records, self.config.max_producers)?
+        {
+            return Ok(AppendInfo {
+                base_offset: first.first_offset,
+                last_offset: first.last_offset,
+                max_timestamp: batch.header().max_timestamp,
+                rolled: false,
+                duplicate: true,
+            });
+        }
         let len = batch.len_bytes() as u64;
         if len > self.config.max_batch_bytes {
             return Err(Error::TooLarge {
@@ -253,11 +276,13 @@ impl Log {
         let base_offset = self.next_offset();
         let (mut pieces, header) = batch.assign(base_offset);
         self.active_mut().append(&mut pieces, &header, now)?;
+        self.producers.record(&producer, records, base_offset, now);
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
             rolled,
+            duplicate: false,
         };
         match self.config.flush {
             FlushPolicy::EveryAppend => self.flush()?,
@@ -323,6 +348,7 @@ impl Log {
         }
         self.sealed.insert(base, summary);
         self.dir_changes += 1;
+        self.snapshot_at_roll();
         // Sealed segments keep their descriptors until a flush syncs them. A server
         // flushes right after a roll; a caller that never flushes (FlushPolicy::Os, no
         // timer) would otherwise collect three descriptors per segment until EMFILE.

@@ -12,6 +12,8 @@
 //!   without it; `cache`: the bounded set of open sealed segments; `flush`: making
 //!   appends durable, and recovery checkpoints, in steps that keep fsyncs out of the
 //!   caller's lock.
+//! - `producers`: what each idempotent producer last wrote, to answer retries and refuse
+//!   gaps, with its snapshots and its rebuild from batch headers at open.
 //! - `recovery`: opening and closing; `retention`: which segments have expired, the log
 //!   start offset, and deleting in steps that keep file work out of the caller's lock;
 //!   `trim`: truncation; `compaction`: keeping the newest record of each key, and
@@ -29,6 +31,7 @@ pub mod index;
 mod log;
 mod mmap;
 pub mod naming;
+pub mod producers;
 mod read;
 pub mod record;
 mod recovery;
@@ -44,6 +47,8 @@ pub use config::{FlushPolicy, LogConfig};
 pub use flush::{CheckpointJob, FlushJob};
 pub use format::{BatchHeader, ProducerInfo, HEADER_LEN, NO_PRODUCER};
 pub use log::{AppendInfo, Log, ReadBatches};
+pub use producers::rebuild::ProducerLoad;
+pub use producers::{ProducerStates, Verdict};
 pub use read::{first_timestamp_at, ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
@@ -51,6 +56,8 @@ pub use retention::{DeleteJob, Expiry, RetentionPlan, RetentionPolicy, SegmentSu
 pub use swap::SwapJob;
 #[cfg(test)]
 mod compaction_tests;
+#[cfg(test)]
+mod producer_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]

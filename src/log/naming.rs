@@ -22,6 +22,7 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub const CHECKPOINT_FILE: &str = "recovery-checkpoint";
 /// The log start offset, once retention or DeleteRecords has moved it (see `files.rs`).
 pub const LOG_START_FILE: &str = "log-start-offset";
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
 
 /// Which of a segment's three files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,14 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf 
 }
 
 /// The same path with `.tmp` appended: written in full, synced, then renamed over.
+/// The producer-state snapshot of the batches below `offset` (`log/producers/snapshot.rs`).
+pub fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!(
+        "{offset:0width$}.{SNAPSHOT_SUFFIX}",
+        width = OFFSET_DIGITS
+    ))
+}
+
 pub fn temp_path(path: &Path) -> PathBuf {
     with_suffix(path, TEMP_SUFFIX)
 }
@@ -71,6 +80,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParsedName {
     Segment(u64, SegmentFile),
+    /// A producer-state snapshot, by the offset it covers up to.
+    Snapshot(u64),
     /// A `.tmp` or `.deleted` file: what an interrupted operation left, removed at open.
     Leftover,
     Other,
@@ -87,15 +98,19 @@ pub fn parse_file_name(name: &str) -> ParsedName {
         LOG_SUFFIX => SegmentFile::Log,
         INDEX_SUFFIX => SegmentFile::Index,
         TIME_INDEX_SUFFIX => SegmentFile::TimeIndex,
+        SNAPSHOT_SUFFIX => {
+            return parse_offset(stem).map_or(ParsedName::Other, ParsedName::Snapshot)
+        }
         _ => return ParsedName::Other,
     };
+    parse_offset(stem).map_or(ParsedName::Other, |base| ParsedName::Segment(base, kind))
+}
+
+fn parse_offset(stem: &str) -> Option<u64> {
     if stem.len() != OFFSET_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return ParsedName::Other;
+        return None;
     }
-    match stem.parse::<u64>() {
-        Ok(base) => ParsedName::Segment(base, kind),
-        Err(_) => ParsedName::Other,
-    }
+    stem.parse::<u64>().ok()
 }
 
 #[cfg(test)]
@@ -116,6 +131,11 @@ mod tests {
             segment_path(Path::new("d"), 42, SegmentFile::Log),
             Path::new("d/00000000000000000042.log")
         );
+        let snapshot = snapshot_path(Path::new("d"), 42);
+        assert_eq!(snapshot, Path::new("d/00000000000000000042.snapshot"));
+        let name = snapshot.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_file_name(name), ParsedName::Snapshot(42));
+        assert_eq!(parse_file_name("42.snapshot"), ParsedName::Other);
     }
 
     #[test]

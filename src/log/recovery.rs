@@ -40,6 +40,8 @@ pub struct OpenReport {
     pub scanned_bytes: u64,
     /// Files cut short or deleted, with the position and reason.
     pub truncated: Vec<(PathBuf, u64, String)>,
+    /// How the idempotent producers' state was loaded.
+    pub producers: super::ProducerLoad,
 }
 
 /// Opens the log in `dir`, creating it if needed. With `fork`, the files recovery will
@@ -106,7 +108,7 @@ fn open(
         files::write_log_start(dir, start_offset)?;
     }
     let now = Instant::now();
-    let log = Log {
+    let mut log = Log {
         dir: dir.to_path_buf(),
         config,
         cache: Arc::clone(cache),
@@ -127,7 +129,15 @@ fn open(
         dir_changes: 0,
         dir_synced: 0,
         sync_failed: Arc::default(),
+        producers: Default::default(),
+        pending_snapshot: None,
     };
+    report.producers = log.load_producers()?;
+    if report.producers.sealed_segments > 0 {
+        // Reading sealed segments' headers is the slow way; a snapshot now spares the
+        // next open (after another crash, say) from doing it again.
+        log.write_snapshot_now()?;
+    }
     Ok((log, report))
 }
 
@@ -163,7 +173,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
                 let path = entry.path();
                 fs::remove_file(&path).at(&path)?;
             }
-            ParsedName::Other => {}
+            ParsedName::Snapshot(_) | ParsedName::Other => {}
         }
     }
     logs.sort_unstable();
@@ -387,6 +397,7 @@ impl Log {
         // The checkpoint at the exact end is written right below, so a due one is moot.
         drop(self.finish_flush(job)?);
         self.write_checkpoint()?;
+        self.write_snapshot_now()?;
         files::write_clean_marker(&self.dir)
     }
 }

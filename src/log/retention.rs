@@ -303,6 +303,7 @@ impl Log {
             .start_offset
             .max(plan.new_start.min(self.next_offset()));
         self.segments_changed += 1;
+        self.producers.trim_below(self.log_start_offset());
         Ok(job)
     }
 
@@ -318,6 +319,7 @@ impl Log {
             return Err(Error::OffsetOutOfRange { offset, start, end });
         }
         self.start_offset = self.start_offset.max(offset);
+        self.producers.trim_below(self.log_start_offset());
         Ok(self.log_start_offset())
     }
 

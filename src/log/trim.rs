@@ -109,6 +109,11 @@ impl Log {
             next_offset: self.next_offset(),
             max_timestamp: self.active().max_timestamp(),
         };
-        self.write_checkpoint()
+        self.write_checkpoint()?;
+        // The producers' batches above `offset` are gone: their state is read again from
+        // a snapshot at or below it (those above are deleted) and the headers after it.
+        self.pending_snapshot = None;
+        self.load_producers()?;
+        Ok(())
     }
 }

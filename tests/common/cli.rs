@@ -38,6 +38,15 @@ impl Serve {
         Self::spawn(command)
     }
 
+    /// `strom serve` on `addr` (to restart a server where its clients expect it).
+    pub fn start_at(dir: &Path, addr: &str) -> Serve {
+        let mut command = Command::new(STROM);
+        command
+            .args(["serve", "--listen", addr, "--data-dir"])
+            .arg(dir);
+        Self::spawn(command)
+    }
+
     /// `strom serve` with more flags.
     pub fn start_with_args(dir: &Path, args: &[&str]) -> Serve {
         let mut command = Command::new(STROM);

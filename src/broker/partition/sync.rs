@@ -87,8 +87,9 @@ impl Partition {
     }
 
     /// Background upkeep: sync what page-cache appends left unsynced (which also bounds
-    /// crash recovery) and roll a segment that has grown old without appends. A log
-    /// whose fsync failed is reopened from disk here.
+    /// crash recovery), roll a segment that has grown old without appends, and forget
+    /// idempotent producers idle past `producer.id.expiration.ms`. A log whose fsync
+    /// failed is reopened from disk here.
     pub async fn maintain(self: &Arc<Self>, now_ms: i64) -> Result<()> {
         let failed = match &*self.read_slot() {
             Slot::Open(log) => log.sync_failure().is_some(),
@@ -100,6 +101,7 @@ impl Partition {
         // A segment sealed here has its files synced below with the rest.
         let next = self.with_log_mut(|log| {
             log.roll_if_aged(now_ms)?;
+            log.expire_producers(now_ms);
             Ok((!log.is_flushed()).then(|| log.next_offset()))
         })?;
         if let Some(next) = next {

@@ -1,0 +1,394 @@
+//! Producer ids for idempotent producers (`InitProducer`): never handed out twice, even
+//! across crashes; a named producer gets the same id each time with the next epoch,
+//! which fences every older epoch of that name.
+//!
+//! Files in `<data_dir>/producers/`:
+//! - `next-id`: the one-offset file of `log/files.rs` (magic `STRMPIDS`). No id at or
+//!   above it was handed out. Ids are reserved in blocks of `ID_BLOCK`: the file is
+//!   rewritten (synced) before the first id of a block goes out, so a crash skips the
+//!   rest of a block and never reuses an id.
+//! - `names`: a journal of `(name, id, epoch)` records, each synced before InitProducer
+//!   answers; the last record of a name wins. A record is `length u32` (of what follows
+//!   the CRC), `CRC-32 u32` (of what follows it), `id i64`, `epoch i16`, then the name's
+//!   UTF-8 bytes, little-endian. A torn last record (a crash during an InitProducer that
+//!   was never answered) is cut at open; the journal is rewritten without superseded
+//!   records when it has grown to four times what it holds.
+//!
+//! Every produce with a producer id is checked here first (`check`): an id never handed
+//! out, an epoch older than its name's newest (fenced) or newer (never handed out). The
+//! partition checks sequences under its lock (`log/producers`).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use crate::error::{quote, Error, IoContext, Result};
+use crate::log::files::{decode_offset_file, encode_offset_file, sync_all, write_atomically};
+
+const NEXT_ID_FILE: &str = "next-id";
+const NAMES_FILE: &str = "names";
+const NEXT_ID_MAGIC: &[u8; 8] = b"STRMPIDS";
+/// Ids reserved by one write of `next-id`.
+const ID_BLOCK: i64 = 1_000;
+/// Longest producer name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Named producers one server remembers at most.
+pub const MAX_NAMED_PRODUCERS: usize = 100_000;
+const RECORD_HEADER: usize = 8;
+
+/// Epoch of an id whose name has moved on to a new id (its epochs ran out): every
+/// produce with it is fenced.
+const RETIRED: i32 = i32::MAX;
+
+pub struct ProducerIds {
+    dir: PathBuf,
+    /// Ids below this may have been handed out.
+    next: AtomicI64,
+    /// Named ids and their newest epoch (or `RETIRED`); read by every idempotent produce.
+    epochs: RwLock<HashMap<i64, i32>>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    reserved_to: i64,
+    names: HashMap<String, (i64, i16)>,
+    journal: File,
+    journal_bytes: u64,
+    /// The journal was damaged at open: names whose records may be lost get new ids
+    /// rather than an epoch that may already have been handed out.
+    trusted: bool,
+}
+
+fn encode_record(name: &str, id: i64, epoch: i16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(10 + name.len());
+    body.extend_from_slice(&id.to_le_bytes());
+    body.extend_from_slice(&epoch.to_le_bytes());
+    body.extend_from_slice(name.as_bytes());
+    let mut out = Vec::with_capacity(RECORD_HEADER + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The records of a names journal, and where the valid ones end (with why, if early).
+fn decode_records(buf: &[u8]) -> (Vec<(String, i64, i16)>, usize, Option<String>) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let bad = |why: String| Some(format!("byte {at}: {why}"));
+        let Some(head) = buf.get(at..at + RECORD_HEADER) else {
+            return (out, at, bad("a record header cut short".into()));
+        };
+        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let Some(body) = buf.get(at + RECORD_HEADER..at + RECORD_HEADER + len) else {
+            return (out, at, bad(format!("a record of {len} bytes cut short")));
+        };
+        if !(11..=10 + MAX_NAME_BYTES).contains(&len) || crc32fast::hash(body) != crc {
+            return (out, at, bad("a record fails its checksum".into()));
+        }
+        let id = i64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+        let epoch = i16::from_le_bytes(body[8..10].try_into().expect("2 bytes"));
+        let Ok(name) = std::str::from_utf8(&body[10..]) else {
+            return (out, at, bad("a name that is not UTF-8".into()));
+        };
+        out.push((name.to_string(), id, epoch));
+        at += RECORD_HEADER + len;
+    }
+    (out, at, None)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "producer name {} must be at most {MAX_NAME_BYTES} bytes without control characters",
+            quote(name)
+        )));
+    }
+    Ok(())
+}
+
+impl ProducerIds {
+    pub fn open(dir: &Path) -> Result<ProducerIds> {
+        fs::create_dir_all(dir).at(dir)?;
+        let next_path = dir.join(NEXT_ID_FILE);
+        let reserved_to = match fs::read(&next_path) {
+            Ok(bytes) => match decode_offset_file(NEXT_ID_MAGIC, &bytes) {
+                Some(next) => next as i64,
+                None => {
+                    // Ids are handed out in order from 0, and no server hands out a
+                    // thousand a millisecond for long: the clock in microseconds is past
+                    // every id handed out before (and past the floor a previous damage set).
+                    let floor = crate::broker::now_ms().max(0) * 1000;
+                    tracing::error!(path = %next_path.display(), floor, "the next producer id is unreadable; handing out ids from the clock in microseconds on, which is past any handed out before");
+                    floor
+                }
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(err).at(&next_path),
+        };
+        let names_path = dir.join(NAMES_FILE);
+        let bytes = match fs::read(&names_path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(err).at(&names_path),
+        };
+        let (records, valid, damage) = decode_records(&bytes);
+        let mut trusted = true;
+        if let Some(why) = &damage {
+            // A torn record at the very end is an InitProducer that never answered.
+            let torn_tail = bytes.len() - valid < RECORD_HEADER + 10 + MAX_NAME_BYTES
+                && decode_records(&bytes[valid..]).0.is_empty();
+            trusted = torn_tail;
+            if torn_tail {
+                tracing::warn!(path = %names_path.display(), %why, "cutting a torn last record of the producer names");
+            } else {
+                tracing::error!(path = %names_path.display(), %why, "producer names are damaged; the records after the damage are lost, so every named producer gets a new id at its next InitProducer (zombies of those names are no longer fenced)");
+            }
+        }
+        let mut names = HashMap::new();
+        let mut epochs = HashMap::new();
+        let mut next = reserved_to;
+        for (name, id, epoch) in records {
+            next = next.max(id + 1);
+            if let Some((old, _)) = names.insert(name, (id, epoch)) {
+                if old != id {
+                    epochs.insert(old, RETIRED);
+                }
+            }
+            epochs.insert(id, i32::from(epoch));
+        }
+        // Rewritten at once: without superseded and damaged records, and synced.
+        let live: Vec<u8> = names
+            .iter()
+            .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
+            .collect();
+        if damage.is_some() || bytes.len() > 4 * live.len() + 4096 {
+            write_atomically(&names_path, &live)?;
+        }
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&names_path)
+            .at(&names_path)?;
+        let journal_bytes = journal.metadata().at(&names_path)?.len();
+        Ok(ProducerIds {
+            dir: dir.to_path_buf(),
+            next: AtomicI64::new(next),
+            epochs: RwLock::new(epochs),
+            inner: Mutex::new(Inner {
+                reserved_to: reserved_to.max(next),
+                names,
+                journal,
+                journal_bytes,
+                trusted,
+            }),
+        })
+    }
+
+    /// A producer id and epoch (blocking: syncs files). Without a name: a new id, epoch
+    /// 0. With one: its id and the next epoch, fencing the older ones; a new id once
+    /// 32,767 epochs are used up.
+    pub fn init(&self, name: Option<&str>) -> Result<(i64, i16)> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok((self.allocate(&mut inner)?, 0));
+        };
+        check_name(name)?;
+        let known = inner.names.get(name).copied().filter(|_| inner.trusted);
+        if known.is_none()
+            && inner.names.len() >= MAX_NAMED_PRODUCERS
+            && !inner.names.contains_key(name)
+        {
+            return Err(Error::LimitReached(format!(
+                "this server already knows {MAX_NAMED_PRODUCERS} producer names; use fewer names (one per \
+                 logical producer, not per process start), or call InitProducer without a name"
+            )));
+        }
+        let (id, epoch, retired) = match known {
+            Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1, None),
+            Some((old, _)) => (self.allocate(&mut inner)?, 0, Some(old)),
+            None => (
+                self.allocate(&mut inner)?,
+                0,
+                inner.names.get(name).map(|&(id, _)| id),
+            ),
+        };
+        let record = encode_record(name, id, epoch);
+        let path = self.dir.join(NAMES_FILE);
+        inner.journal.write_all(&record).at(&path)?;
+        sync_all(&inner.journal, &path)?;
+        inner.journal_bytes += record.len() as u64;
+        inner.names.insert(name.to_string(), (id, epoch));
+        {
+            let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
+            epochs.insert(id, i32::from(epoch));
+            if let Some(old) = retired.filter(|&old| old != id) {
+                epochs.insert(old, RETIRED);
+            }
+        }
+        self.compact_if_large(&mut inner)?;
+        Ok((id, epoch))
+    }
+
+    fn allocate(&self, inner: &mut Inner) -> Result<i64> {
+        let id = self.next.load(Ordering::Acquire);
+        if id >= inner.reserved_to {
+            let to = id + ID_BLOCK;
+            write_atomically(
+                &self.dir.join(NEXT_ID_FILE),
+                &encode_offset_file(NEXT_ID_MAGIC, to as u64),
+            )?;
+            inner.reserved_to = to;
+        }
+        self.next.store(id + 1, Ordering::Release);
+        Ok(id)
+    }
+
+    fn compact_if_large(&self, inner: &mut Inner) -> Result<()> {
+        let live: u64 = inner
+            .names
+            .keys()
+            .map(|n| (RECORD_HEADER + 10 + n.len()) as u64)
+            .sum();
+        if inner.journal_bytes < (1 << 20) || inner.journal_bytes < 4 * live {
+            return Ok(());
+        }
+        let path = self.dir.join(NAMES_FILE);
+        let bytes: Vec<u8> = inner
+            .names
+            .iter()
+            .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
+            .collect();
+        write_atomically(&path, &bytes)?;
+        inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
+        inner.journal_bytes = bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Whether a produce may use this id and epoch (sequences are the partition's).
+    pub fn check(&self, id: i64, epoch: i16) -> Result<()> {
+        if id >= self.next.load(Ordering::Acquire) {
+            return Err(Error::FailedPrecondition(format!(
+                "producer id {id} was never handed out by this server: call InitProducer for one"
+            )));
+        }
+        let current = self
+            .epochs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        match current {
+            Some(RETIRED) => Err(Error::FailedPrecondition(format!(
+                "producer {id} is fenced: its name has a new producer id since; this instance must stop"
+            ))),
+            Some(current) if i32::from(epoch) < current => Err(Error::FailedPrecondition(format!(
+                "producer {id} epoch {epoch} is fenced: InitProducer gave epoch {current} of its name to a newer \
+                 instance; this instance must stop"
+            ))),
+            Some(current) if i32::from(epoch) > current => Err(Error::FailedPrecondition(format!(
+                "producer {id} has no epoch {epoch} yet (the newest is {current}): use the epoch InitProducer answered"
+            ))),
+            Some(_) => Ok(()),
+            None if epoch != 0 => Err(Error::FailedPrecondition(format!(
+                "producer {id} was handed out without a name, so its only epoch is 0, not {epoch}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_never_reused_across_restarts_and_names_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (a, _) = ids.init(None).unwrap();
+        let (b, _) = ids.init(None).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(ids.init(Some("billing")).unwrap().1, 0);
+        let (named, epoch) = ids.init(Some("billing")).unwrap();
+        assert_eq!(epoch, 1);
+        drop(ids); // a crash: nothing is closed
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (c, _) = ids.init(None).unwrap();
+        assert!(c > named && c > b, "{c} after {a}, {b}, {named}");
+        assert_eq!(ids.init(Some("billing")).unwrap(), (named, 2));
+        // Epoch 1 is fenced now; epoch 3 was never handed out; an unnamed id has epoch 0.
+        assert!(ids
+            .check(named, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("fenced"));
+        assert!(ids
+            .check(named, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("no epoch 3"));
+        ids.check(named, 2).unwrap();
+        ids.check(c, 0).unwrap();
+        assert!(ids.check(c, 1).is_err());
+        assert!(ids
+            .check(c + 5_000, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("never handed out"));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_damage_gives_new_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (id, _) = ids.init(Some("a")).unwrap();
+        ids.init(Some("b")).unwrap();
+        drop(ids);
+        let path = dir.path().join(NAMES_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&encode_record("c", 77, 0)[..9]);
+        fs::write(&path, &bytes).unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(
+            ids.init(Some("a")).unwrap(),
+            (id, 1),
+            "a torn tail loses nothing"
+        );
+        drop(ids);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[5] ^= 1; // the first record's CRC
+        fs::write(&path, &bytes).unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (new, epoch) = ids.init(Some("a")).unwrap();
+        assert!(
+            new != id && epoch == 0,
+            "damage: a new id, never a reused epoch"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_and_an_unreadable_next_id_skips_far_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        assert!(ids.init(Some(&"x".repeat(300))).is_err());
+        assert!(ids.init(Some("a\nb")).is_err());
+        let (first, _) = ids.init(None).unwrap();
+        drop(ids);
+        fs::write(dir.path().join(NEXT_ID_FILE), b"junk").unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (after, _) = ids.init(None).unwrap();
+        assert!(after > first + 1_000_000_000, "{after}");
+        drop(ids);
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        assert!(
+            ids.init(None).unwrap().0 > after,
+            "the new floor was written"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! A producer: records are grouped per partition into batches (sent when a batch reaches
+//! `batch_bytes` or has waited `linger`), sent pipelined over one `ProduceStream`, and
+//! retried with backoff until `delivery_timeout`. One background task owns all state;
+//! `send` hands it a record and returns a receiver for the acknowledgement.
+//!
+//! Partitioning is Kafka's: an explicit partition wins; a keyed record goes to
+//! murmur2(key) mod the partition count; records without a key stick to one partition
+//! per batch and move on to the next partition when that batch is sent.
+//!
+//! Delivery is exactly once per partition by default (`idempotent`): the producer takes
+//! an id from InitProducer, numbers each partition's records, keeps at most five
+//! batches of a partition unanswered, and resends failed batches in their order
+//! (`queue.rs`); the server writes a resent batch it already has only once and refuses
+//! one that would overtake another, so neither a retry nor a reconnect duplicates or
+//! reorders records. A batch that fails for good (not retriable, or past
+//! `delivery_timeout`) fails its records and every batch queued behind it for that
+//! partition, and the producer takes a new identity, since the server may or may not
+//! have that batch. Without `idempotent`, delivery is at least once: a batch resent
+//! after a broken stream may be stored twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use super::Client;
+use crate::grpc::pb;
+
+mod queue;
+mod replies;
+mod worker;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a batch may wait for more records before it is sent.
+    pub linger: Duration,
+    /// Send a batch once its records reach this many bytes.
+    pub batch_bytes: usize,
+    /// `Unspecified` uses the topic's default.
+    pub durability: pb::Durability,
+    /// Exactly once per partition (see the module comment); off: at least once.
+    pub idempotent: bool,
+    /// With `idempotent`: the name given to InitProducer, so that this producer keeps
+    /// its id across restarts and a new instance fences the old one. None: a new id.
+    pub name: Option<String>,
+    /// A batch not acknowledged this long after it was ready fails.
+    pub delivery_timeout: Duration,
+    /// Wait before the first retry; doubles each time, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Batches waiting for an answer, over all partitions, at most (at most five of
+    /// one partition are unanswered at once when idempotent).
+    pub max_in_flight: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            batch_bytes: 1 << 20,
+            durability: pb::Durability::Unspecified,
+            idempotent: true,
+            name: None,
+            delivery_timeout: Duration::from_secs(120),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_in_flight: 32,
+        }
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+type AckSender = oneshot::Sender<Result<Ack, Status>>;
+
+enum Command {
+    Send {
+        topic: String,
+        partition: Option<u32>,
+        record: pb::Record,
+        ack: AckSender,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Producer {
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let (commands, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(worker::Worker::new(client, config).run(rx));
+        Producer { commands, task }
+    }
+
+    /// Queues a record; the receiver resolves when the server acknowledges it.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        record: pb::Record,
+    ) -> oneshot::Receiver<Result<Ack, Status>> {
+        let (ack, rx) = oneshot::channel();
+        let command = Command::Send {
+            topic: topic.to_string(),
+            partition,
+            record,
+            ack,
+        };
+        if let Err(mpsc::error::SendError(Command::Send { ack, .. })) =
+            self.commands.send(command).await
+        {
+            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+        }
+        rx
+    }
+
+    /// Sends every queued record now and waits until all have been answered.
+    pub async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes, then stops the background task.
+    pub async fn close(self) {
+        self.flush().await;
+        drop(self.commands);
+        let _ = self.task.await;
+    }
+}
+
+/// A batch being filled, or waiting for its answer.
+struct Batch {
+    topic: String,
+    partition: u32,
+    records: Vec<pb::Record>,
+    acks: Vec<AckSender>,
+    bytes: usize,
+    deadline: Instant,
+}
+
+impl Batch {
+    fn fail(self, status: &Status) {
+        for ack in self.acks {
+            let _ = ack.send(Err(status.clone()));
+        }
+    }
+}
+
+fn record_bytes(r: &pb::Record) -> usize {
+    r.value.len()
+        + r.key.as_ref().map_or(0, |k| k.len())
+        + r.headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+        + 24
+}
+
+/// Failures that may pass: the server restarting or shutting down, a broken
+/// connection, a partition reopening after a failed fsync. (A full disk is
+/// RESOURCE_EXHAUSTED, as is a record over the size limit: not retried, so the caller
+/// decides.)
+fn retriable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+    )
+}
+
+type Partitions = HashMap<String, u32>;

@@ -1,0 +1,146 @@
+//! The producer's answers: acknowledgements, failures worth a retry (back to waiting,
+//! in order), failures for good, the delivery timeout, and a broken stream.
+
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use super::queue::Queued;
+use super::retriable;
+use super::worker::{Key, Worker};
+use super::Ack;
+use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
+
+impl Worker {
+    /// Fails batches waiting past the delivery timeout.
+    pub(super) fn expire(&mut self) {
+        let now = Instant::now();
+        let timeout = self.config.delivery_timeout;
+        let expired: Vec<Key> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                q.batches
+                    .front()
+                    .is_some_and(|b| b.sent.is_none() && b.enqueued + timeout <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let last = self.queues[&key].batches[0].last_error.clone();
+            let status = match last {
+                // The last failure says more than the timeout does.
+                Some(last) => Status::new(
+                    last.code(),
+                    format!(
+                        "{} (retried for the delivery timeout of {timeout:?})",
+                        last.message()
+                    ),
+                ),
+                None => Status::deadline_exceeded(format!(
+                    "not sent within the producer's delivery timeout of {timeout:?}"
+                )),
+            };
+            self.fail_partition(&key, 0, &status);
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, reply: Option<Result<pb::ProduceStreamResponse, Status>>) {
+        let reply = match reply {
+            Some(Ok(reply)) => reply,
+            Some(Err(status)) => return self.stream_broken(status),
+            None => {
+                return self
+                    .stream_broken(Status::unavailable("produce stream closed by the server"))
+            }
+        };
+        let Some(key) = self.in_flight.remove(&reply.correlation_id) else {
+            return;
+        };
+        let Some(i) = self
+            .queues
+            .get(&key)
+            .and_then(|q| q.position(reply.correlation_id))
+        else {
+            return;
+        };
+        match reply.result {
+            Some(Reply::Response(ok)) => {
+                let queue = self.queues.get_mut(&key).expect("found above");
+                let acks = std::mem::take(&mut queue.batches[i].batch.acks);
+                queue.acknowledged(i);
+                for (n, ack) in acks.into_iter().enumerate() {
+                    let _ = ack.send(Ok(Ack {
+                        partition: ok.partition,
+                        offset: ok.base_offset + n as u64,
+                    }));
+                }
+            }
+            Some(Reply::Error(err)) => {
+                self.failed(&key, i, Status::new(Code::from(err.code), err.message))
+            }
+            None => self.failed(&key, i, Status::internal("empty produce reply")),
+        }
+    }
+
+    /// The stream is gone: every unanswered batch waits to be sent again on a new one.
+    pub(super) fn stream_broken(&mut self, status: Status) {
+        self.requests = None;
+        self.replies = None;
+        for (id, key) in std::mem::take(&mut self.in_flight) {
+            if let Some(i) = self.queues.get(&key).and_then(|q| q.position(id)) {
+                self.failed(&key, i, status.clone());
+            }
+        }
+    }
+
+    pub(super) fn failed(&mut self, key: &Key, i: usize, status: Status) {
+        let config = &self.config;
+        let queue = self.queues.get_mut(key).expect("failed batches are queued");
+        // Refused as out of order behind a batch that is being retried: the echo of
+        // that batch's failure. Sent again after it, without counting an attempt.
+        let echo =
+            config.idempotent && status.code() == Code::FailedPrecondition && queue.has_earlier(i);
+        if echo {
+            queue.requeue(i);
+            return;
+        }
+        if retriable(&status) {
+            let batch = &mut queue.batches[i];
+            batch.attempts += 1;
+            let wait = config
+                .backoff
+                .saturating_mul(2u32.saturating_pow(batch.attempts - 1))
+                .min(config.max_backoff);
+            tracing::debug!(%status, attempt = batch.attempts, "retrying produce");
+            batch.last_error = Some(status);
+            queue.requeue(i);
+            queue.paused_until = Some(Instant::now() + wait);
+            return;
+        }
+        self.fail_partition(key, i, &status);
+    }
+
+    /// Batch `i` of `key` failed for good: it and every batch behind it in that
+    /// partition fail with `status`. An idempotent producer then takes a new identity:
+    /// the server may or may not hold the failed batch, so its sequences cannot go on.
+    pub(super) fn fail_partition(&mut self, key: &Key, i: usize, status: &Status) {
+        let queue = self.queues.get_mut(key).expect("failed batches are queued");
+        // Without idempotence the batches behind it are independent.
+        let end = if self.config.idempotent {
+            queue.batches.len()
+        } else {
+            i + 1
+        };
+        let gone: Vec<Queued> = queue.batches.drain(i..end).collect();
+        let stale = gone.iter().any(|q| q.numbered.is_some());
+        for q in gone {
+            if let Some(id) = q.sent {
+                self.in_flight.remove(&id);
+            }
+            q.batch.fail(status);
+        }
+        if self.config.idempotent && stale {
+            self.identity_stale = true;
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The producer's background task: fills batches, sends them in each partition's order
+//! (`queue.rs`), reads the answers and retries.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::queue::{Identity, PartitionQueue, Queued};
+use super::{record_bytes, AckSender, Batch, Command, Partitions, ProducerConfig};
+use crate::broker::partitioner::partition_for_key;
+use crate::client::Client;
+use crate::grpc::pb;
+
+/// Unanswered batches of one partition at most, when idempotent: the server remembers
+/// the last five of a producer, so a retry of any unanswered batch is recognised.
+const PER_PARTITION: usize = 5;
+
+pub(super) type Key = (String, u32);
+
+pub(super) struct Worker {
+    pub(super) client: Client,
+    pub(super) config: ProducerConfig,
+    pub(super) partition_counts: Partitions,
+    /// Partition that keyless records of a topic currently stick to.
+    pub(super) sticky: HashMap<String, u32>,
+    pub(super) filling: BTreeMap<Key, Batch>,
+    pub(super) queues: BTreeMap<Key, PartitionQueue>,
+    /// Batches sent and not answered, by correlation id.
+    pub(super) in_flight: HashMap<u64, Key>,
+    pub(super) identity: Option<Identity>,
+    /// The identity must be replaced before anything more is numbered.
+    pub(super) identity_stale: bool,
+    pub(super) generations: u64,
+    pub(super) next_id: u64,
+    pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    pub(super) requests: Option<mpsc::Sender<pb::ProduceStreamRequest>>,
+    pub(super) replies: Option<tonic::Streaming<pb::ProduceStreamResponse>>,
+}
+
+impl Worker {
+    pub(super) fn new(client: Client, config: ProducerConfig) -> Worker {
+        Worker {
+            client,
+            config,
+            partition_counts: HashMap::new(),
+            sticky: HashMap::new(),
+            filling: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            identity: None,
+            identity_stale: false,
+            generations: 0,
+            next_id: 0,
+            flush_waiters: Vec::new(),
+            requests: None,
+            replies: None,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut open = true;
+        loop {
+            let next_deadline = self
+                .filling
+                .values()
+                .map(|b| b.deadline)
+                .chain(self.queues.values().filter_map(|q| q.paused_until))
+                .chain(
+                    self.queues
+                        .values()
+                        .flat_map(|q| q.batches.front())
+                        .map(|q| q.enqueued + self.config.delivery_timeout),
+                )
+                .min();
+            let room = self.queued() < self.config.max_in_flight;
+            tokio::select! {
+                command = commands.recv(), if open && room => match command {
+                    Some(Command::Send { topic, partition, record, ack }) => self.add(topic, partition, record, ack).await,
+                    Some(Command::Flush(done)) => {
+                        self.flush_waiters.push(done);
+                        self.seal_due(true);
+                    }
+                    None => {
+                        open = false;
+                        self.seal_due(true);
+                    }
+                },
+                reply = next_reply(&mut self.replies) => self.on_reply(reply),
+                _ = sleep_until(next_deadline) => self.seal_due(false),
+            }
+            self.expire();
+            self.pump().await;
+            if self.filling.is_empty() && self.queued() == 0 {
+                for done in self.flush_waiters.drain(..) {
+                    let _ = done.send(());
+                }
+                if !open {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Batches in the queues: waiting, unanswered, or answered and holding a place.
+    fn queued(&self) -> usize {
+        self.queues.values().map(|q| q.batches.len()).sum()
+    }
+
+    async fn partitions_of(&mut self, topic: &str) -> Result<u32, Status> {
+        if let Some(&n) = self.partition_counts.get(topic) {
+            return Ok(n);
+        }
+        let n = self
+            .client
+            .admin()
+            .describe_topic(topic)
+            .await?
+            .partitions
+            .len() as u32;
+        self.partition_counts.insert(topic.to_string(), n.max(1));
+        Ok(n.max(1))
+    }
+
+    async fn add(
+        &mut self,
+        topic: String,
+        partition: Option<u32>,
+        record: pb::Record,
+        ack: AckSender,
+    ) {
+        let partition = match (partition, &record.key) {
+            (Some(p), _) => p,
+            (None, key) => match self.partitions_of(&topic).await {
+                Ok(n) => match key {
+                    Some(key) => partition_for_key(key, n),
+                    None => *self.sticky.entry(topic.clone()).or_insert(0) % n,
+                },
+                Err(status) => {
+                    let _ = ack.send(Err(status));
+                    return;
+                }
+            },
+        };
+        let linger = self.config.linger;
+        let batch = self
+            .filling
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| Batch {
+                topic,
+                partition,
+                records: Vec::new(),
+                acks: Vec::new(),
+                bytes: 0,
+                deadline: Instant::now() + linger,
+            });
+        batch.bytes += record_bytes(&record);
+        batch.records.push(record);
+        batch.acks.push(ack);
+        if batch.bytes >= self.config.batch_bytes {
+            let key = (batch.topic.clone(), partition);
+            let batch = self.filling.remove(&key).expect("just filled");
+            self.enqueue(key, batch);
+        }
+    }
+
+    /// Moves batches whose linger has passed (all of them with `all`) to their queues.
+    fn seal_due(&mut self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .filling
+            .iter()
+            .filter(|(_, b)| all || b.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let batch = self.filling.remove(&key).expect("listed above");
+            self.enqueue(key, batch);
+        }
+    }
+
+    fn enqueue(&mut self, key: Key, batch: Batch) {
+        if batch.records.first().is_some_and(|r| r.key.is_none()) {
+            // The sticky partition moves on once its batch is sent.
+            if let Some(p) = self.sticky.get_mut(&batch.topic) {
+                *p = p.wrapping_add(1);
+            }
+        }
+        self.queues
+            .entry(key)
+            .or_default()
+            .batches
+            .push_back(Queued {
+                batch,
+                numbered: None,
+                sent: None,
+                acked: false,
+                attempts: 0,
+                enqueued: Instant::now(),
+                last_error: None,
+            });
+    }
+
+    /// Sends what each partition's queue allows.
+    async fn pump(&mut self) {
+        let now = Instant::now();
+        let limit = if self.config.idempotent {
+            PER_PARTITION
+        } else {
+            self.config.max_in_flight
+        };
+        let keys: Vec<Key> = self.queues.keys().cloned().collect();
+        for key in keys {
+            loop {
+                if self.in_flight.len() >= self.config.max_in_flight {
+                    return;
+                }
+                let Some(queue) = self.queues.get(&key) else {
+                    break;
+                };
+                // The generation a batch numbered now gets: the next one if the current
+                // identity was given up.
+                let generation =
+                    self.generations + u64::from(self.identity_stale || self.identity.is_none());
+                let Some(i) = queue.next_to_send(now, limit, generation) else {
+                    break;
+                };
+                if self.config.idempotent
+                    && queue.batches[i].numbered.is_none()
+                    && !self.ensure_identity().await
+                {
+                    let backoff = self.config.backoff;
+                    if let Some(q) = self.queues.get_mut(&key) {
+                        q.paused_until = Some(now + backoff);
+                    }
+                    break;
+                }
+                if !self.send(&key, i).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes an identity from InitProducer if there is none (or it was given up).
+    async fn ensure_identity(&mut self) -> bool {
+        if self.identity.is_some() && !self.identity_stale {
+            return true;
+        }
+        let request = pb::InitProducerRequest {
+            producer_name: self.config.name.clone().unwrap_or_default(),
+        };
+        match self.client.log().init_producer(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                self.generations += 1;
+                self.identity = Some(Identity {
+                    id: answer.producer_id,
+                    epoch: answer.producer_epoch as i16,
+                    generation: self.generations,
+                });
+                self.identity_stale = false;
+                true
+            }
+            Err(status) => {
+                tracing::debug!(%status, "InitProducer failed; retrying");
+                false
+            }
+        }
+    }
+
+    /// Sends batch `i` of `key`'s queue; false if the stream is down (its batches are
+    /// then back to waiting).
+    async fn send(&mut self, key: &Key, i: usize) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
+        let identity = self
+            .identity
+            .filter(|_| self.config.idempotent && !self.identity_stale);
+        let queue = self.queues.get_mut(key).expect("queue of a listed key");
+        let numbered = queue.send(i, id, identity);
+        let batch = &queue.batches[i].batch;
+        let request = pb::ProduceStreamRequest {
+            correlation_id: id,
+            request: Some(pb::ProduceRequest {
+                topic: batch.topic.clone(),
+                partition: Some(batch.partition),
+                records: batch.records.clone(),
+                durability: self.config.durability as i32,
+                producer_id: numbered.map(|(who, _)| who.id),
+                producer_epoch: numbered.map(|(who, _)| i32::from(who.epoch)),
+                base_sequence: numbered.map(|(_, seq)| seq),
+                ..Default::default()
+            }),
+        };
+        self.in_flight.insert(id, key.clone());
+        if self.requests.is_none() {
+            self.connect().await;
+        }
+        let sent = match &self.requests {
+            Some(requests) => requests.send(request).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.stream_broken(Status::unavailable("produce stream is down"));
+        }
+        sent
+    }
+
+    async fn connect(&mut self) {
+        let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) * 2);
+        match self
+            .client
+            .log()
+            .produce_stream(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(response) => {
+                self.requests = Some(tx);
+                self.replies = Some(response.into_inner());
+            }
+            Err(status) => {
+                self.requests = None;
+                self.replies = None;
+                tracing::warn!(%status, "cannot open produce stream");
+            }
+        }
+    }
+}
+
+async fn next_reply(
+    replies: &mut Option<tonic::Streaming<pb::ProduceStreamResponse>>,
+) -> Option<Result<pb::ProduceStreamResponse, Status>> {
+    match replies {
+        Some(stream) => stream.message().await.transpose(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,194 @@
+//! Idempotent producers over a whole `Log`: retries answered across a clean close, a
+//! crash, truncation and retention, and what open does with damaged snapshots.
+
+use std::fs;
+use std::path::Path;
+
+use super::naming::snapshot_path;
+use super::producers::snapshot;
+use super::tests::config;
+use super::*;
+use crate::error::Error;
+
+fn from(id: i64, epoch: i16, seq: i32, n: usize) -> PendingBatch {
+    let mut builder = BatchBuilder::default().producer(ProducerInfo {
+        id,
+        epoch,
+        base_sequence: seq,
+    });
+    for i in 0..n {
+        let record = Record {
+            key: None,
+            value: bytes::Bytes::from(format!(
+                "producer {id} sequence {} {}",
+                seq + i as i32,
+                "x".repeat(200)
+            )),
+            headers: Vec::new(),
+            timestamp_ms: 1_000,
+        };
+        builder.push(&record).unwrap();
+    }
+    builder.build().unwrap()
+}
+
+/// Appends `batches` batches of 3 records from producer `id`, rolling after every
+/// second one; returns each batch's first offset.
+fn write(log: &mut Log, id: i64, batches: i32) -> Vec<u64> {
+    let mut firsts = Vec::new();
+    for i in 0..batches {
+        let info = log.append(&mut from(id, 0, i * 3, 3)).unwrap();
+        assert!(!info.duplicate);
+        firsts.push(info.base_offset);
+        if i % 2 == 1 {
+            log.roll().unwrap();
+            log.flush().unwrap(); // as the server does after a roll; writes the snapshot
+        }
+    }
+    firsts
+}
+
+/// Every one of the last five batches of `id` is answered as a duplicate with its
+/// offsets; the next sequence is taken and one past it refused.
+fn check_remembers(log: &mut Log, id: i64, firsts: &[u64]) {
+    let end = log.next_offset();
+    let n = firsts.len() as i32;
+    for i in (n - 5).max(0)..n {
+        let info = log.append(&mut from(id, 0, i * 3, 3)).unwrap();
+        assert!(info.duplicate, "batch {i} of producer {id}");
+        assert_eq!(info.base_offset, firsts[i as usize]);
+        assert_eq!(info.last_offset, firsts[i as usize] + 2);
+    }
+    assert_eq!(log.next_offset(), end, "duplicates wrote nothing");
+    let err = log.append(&mut from(id, 0, n * 3 + 1, 1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("expected sequence {}", n * 3)),
+        "{err}"
+    );
+}
+
+fn open(dir: &Path) -> (Log, OpenReport) {
+    Log::open(dir, config()).unwrap()
+}
+
+#[test]
+fn a_clean_close_keeps_the_state_in_a_snapshot_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    let firsts = write(&mut log, 7, 9);
+    let end = log.next_offset();
+    log.close().unwrap();
+    let (mut log, report) = open(dir.path());
+    assert!(report.clean);
+    assert_eq!(report.producers.snapshot, Some(end));
+    assert_eq!(
+        report.producers.batches, 0,
+        "nothing to read after a clean close"
+    );
+    check_remembers(&mut log, 7, &firsts);
+}
+
+#[test]
+fn after_a_crash_the_state_is_rebuilt_from_the_last_snapshot_and_the_headers_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    let a = write(&mut log, 1, 9);
+    let b = write(&mut log, 2, 3);
+    // Appended after the last roll, so only in the headers.
+    let last = log.append(&mut from(1, 0, 27, 3)).unwrap().base_offset;
+    drop(log); // a crash
+    let (mut log, report) = open(dir.path());
+    assert!(!report.clean);
+    let snap = report.producers.snapshot.expect("the last roll's snapshot");
+    assert!(
+        snap < log.next_offset() && report.producers.batches >= 1,
+        "{report:?}"
+    );
+    check_remembers(&mut log, 1, &[a, vec![last]].concat());
+    check_remembers(&mut log, 2, &b);
+}
+
+#[test]
+fn damaged_or_missing_snapshots_cost_a_walk_not_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    let firsts = write(&mut log, 5, 8);
+    drop(log);
+    let snaps = snapshot::list(dir.path()).unwrap();
+    assert_eq!(
+        snaps.len(),
+        snapshot::KEPT_SNAPSHOTS,
+        "older ones are pruned"
+    );
+    let newest = *snaps.last().unwrap();
+    fs::write(snapshot_path(dir.path(), newest), b"garbage").unwrap();
+    let (mut log, report) = open(dir.path());
+    assert_eq!(
+        report.producers.snapshot,
+        Some(snaps[0]),
+        "the older one is used"
+    );
+    check_remembers(&mut log, 5, &firsts);
+    drop(log);
+    for o in snapshot::list(dir.path()).unwrap() {
+        fs::remove_file(snapshot_path(dir.path(), o)).unwrap();
+    }
+    let (mut log, report) = open(dir.path());
+    assert_eq!(report.producers.snapshot, None);
+    assert!(report.producers.sealed_segments > 0, "{report:?}");
+    check_remembers(&mut log, 5, &firsts);
+    // That open wrote a snapshot at the end, so the next one reads nothing sealed.
+    drop(log);
+    let (_, report) = open(dir.path());
+    assert_eq!(report.producers.sealed_segments, 0, "{report:?}");
+}
+
+#[test]
+fn truncation_forgets_the_batches_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    let firsts = write(&mut log, 3, 8);
+    // Cut batches 5, 6 and 7 (and the snapshots above the cut).
+    log.truncate(firsts[5]).unwrap();
+    let info = log.append(&mut from(3, 0, 15, 3)).unwrap();
+    assert!(
+        !info.duplicate,
+        "batch 5 is gone, so its retry is written again"
+    );
+    assert_eq!(info.base_offset, firsts[5]);
+    let info = log.append(&mut from(3, 0, 12, 3)).unwrap();
+    assert!(info.duplicate && info.base_offset == firsts[4]);
+    drop(log);
+    let (mut log, _) = open(dir.path());
+    check_remembers(&mut log, 3, &[&firsts[..6]].concat());
+}
+
+#[test]
+fn retention_forgets_producers_whose_batches_it_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    write(&mut log, 1, 2);
+    let later = write(&mut log, 2, 4);
+    log.delete_segments_below(later[0]).unwrap();
+    assert!(log.producers().get(1).is_none());
+    assert!(log.producers().get(2).is_some());
+    // Producer 1 is unknown now, so it may go on from any sequence.
+    log.append(&mut from(1, 0, 40, 1)).unwrap();
+    drop(log);
+    let (log, _) = open(dir.path());
+    assert_eq!(log.producers().get(1).unwrap().batches.len(), 1);
+}
+
+#[test]
+fn fenced_and_out_of_order_batches_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    log.append(&mut from(4, 2, 0, 2)).unwrap();
+    let end = log.next_offset();
+    let err = log.append(&mut from(4, 1, 2, 2)).unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+    let err = log.append(&mut from(4, 2, 5, 2)).unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+    assert_eq!(log.next_offset(), end);
+}

@@ -1,0 +1,222 @@
+//! Idempotent producers: what one partition remembers of each producer that writes to it,
+//! so that a retried batch is written once and a producer's batches stay in order.
+//!
+//! `ProducerStates` is a state machine without I/O or clock (`now_ms` is an argument):
+//! `check` says whether a batch is new, a retry of one of the producer's last
+//! `KEPT_BATCHES` batches (answered with that batch's offsets, nothing written), or
+//! refused (an older epoch, a sequence gap); `record` remembers a batch once it is
+//! appended. The rules are Kafka's (KIP-98, with KIP-360's acceptance of any sequence
+//! from a producer the partition has no state for, so a producer forgotten by expiry
+//! or retention can go on). The state is saved in snapshots at each roll and at a clean
+//! close (`snapshot.rs`) and rebuilt from the batch headers after the newest snapshot
+//! (`rebuild.rs`).
+
+use std::collections::{HashMap, VecDeque};
+
+use super::format::ProducerInfo;
+use crate::error::{Error, Result};
+
+pub mod rebuild;
+pub mod snapshot;
+#[cfg(test)]
+mod tests;
+
+/// Batches of each producer a partition can answer a retry of: a producer has at most
+/// this many requests in flight per partition.
+pub const KEPT_BATCHES: usize = 5;
+
+/// Sequences run from 0 to `i32::MAX` and then wrap to 0, as Kafka's: at a million
+/// records a second, one partition of one producer wraps after about 36 minutes.
+const SEQUENCE_SPAN: i64 = 1 << 31;
+
+/// The last sequence of a batch of `records` records starting at `first`.
+pub fn last_sequence(first: i32, records: u32) -> i32 {
+    ((i64::from(first) + i64::from(records) - 1) % SEQUENCE_SPAN) as i32
+}
+
+fn next_sequence(last: i32) -> i32 {
+    ((i64::from(last) + 1) % SEQUENCE_SPAN) as i32
+}
+
+/// Where one batch of a producer went: its sequences and offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSeq {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+/// What a partition keeps of one producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    /// The last batches, oldest first; at most `KEPT_BATCHES`.
+    pub batches: VecDeque<BatchSeq>,
+    /// When the producer last appended (server time, ms): expiry counts from it.
+    pub last_seen_ms: i64,
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Append it (and `record` it).
+    New,
+    /// A retry of this batch, already in the log: answer with its offsets.
+    Duplicate(BatchSeq),
+}
+
+/// The producers of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStates {
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn get(&self, id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&id)
+    }
+
+    /// Every producer, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&id, e)| (id, e))
+    }
+
+    pub(super) fn insert(&mut self, id: i64, entry: ProducerEntry) {
+        self.producers.insert(id, entry);
+    }
+
+    /// Whether a batch of `records` records from `p` is to be appended, is a retry of
+    /// one already appended, or is refused. A partition already tracking `max_producers`
+    /// producers refuses new ones.
+    pub fn check(&self, p: &ProducerInfo, records: u32, max_producers: usize) -> Result<Verdict> {
+        if p.id < 0 {
+            return Ok(Verdict::New);
+        }
+        if p.epoch < 0 || p.base_sequence < 0 || records == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "producer {} sent epoch {} and sequence {}: both must be 0 or more",
+                p.id, p.epoch, p.base_sequence
+            )));
+        }
+        let Some(entry) = self.producers.get(&p.id) else {
+            if self.producers.len() >= max_producers {
+                return Err(Error::LimitReached(format!(
+                    "this partition already tracks {max_producers} idempotent producers (max_producers_per_partition); \
+                     one is forgotten producer_id_expiration_ms after its last write: reuse producer ids (InitProducer \
+                     with a name) rather than asking for a new one per request"
+                )));
+            }
+            return Ok(Verdict::New);
+        };
+        if p.epoch < entry.epoch {
+            return Err(Error::FailedPrecondition(format!(
+                "producer {} epoch {} is fenced: epoch {} of the same producer has written here since \
+                 (another instance called InitProducer with its name); this instance must stop",
+                p.id, p.epoch, entry.epoch
+            )));
+        }
+        let last = last_sequence(p.base_sequence, records);
+        if p.epoch > entry.epoch {
+            if p.base_sequence != 0 {
+                return Err(out_of_order(p, 0, "a new epoch starts at sequence 0"));
+            }
+            return Ok(Verdict::New);
+        }
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == p.base_sequence)
+        {
+            if b.last_seq == last {
+                return Ok(Verdict::Duplicate(*b));
+            }
+            return Err(Error::InvalidArgument(format!(
+                "producer {} resent sequence {} with {records} records, but the batch written with that \
+                 sequence had {}: a retry must resend exactly the records of the first attempt",
+                p.id,
+                p.base_sequence,
+                i64::from(b.last_seq) - i64::from(b.first_seq) + 1 + if b.last_seq < b.first_seq { SEQUENCE_SPAN } else { 0 }
+            )));
+        }
+        let Some(newest) = entry.batches.back() else {
+            return Ok(Verdict::New);
+        };
+        let expected = next_sequence(newest.last_seq);
+        if p.base_sequence == expected {
+            return Ok(Verdict::New);
+        }
+        let behind = (i64::from(expected) - i64::from(p.base_sequence)).rem_euclid(SEQUENCE_SPAN);
+        if behind <= SEQUENCE_SPAN / 2 {
+            return Err(out_of_order(
+                p,
+                expected,
+                "that sequence is older than the last five batches this partition remembers: \
+                 it was most likely written already, so do not send it again",
+            ));
+        }
+        Err(out_of_order(
+            p,
+            expected,
+            "records are missing before it: resend the batches from the expected sequence on, in order",
+        ))
+    }
+
+    /// Remembers a batch appended at `base_offset` (or read back from the log).
+    pub fn record(&mut self, p: &ProducerInfo, records: u32, base_offset: u64, now_ms: i64) {
+        if p.id < 0 || records == 0 {
+            return;
+        }
+        let entry = self.producers.entry(p.id).or_insert_with(|| ProducerEntry {
+            epoch: p.epoch,
+            batches: VecDeque::with_capacity(KEPT_BATCHES),
+            last_seen_ms: now_ms,
+        });
+        if p.epoch != entry.epoch {
+            entry.epoch = p.epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == KEPT_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchSeq {
+            first_seq: p.base_sequence,
+            last_seq: last_sequence(p.base_sequence, records),
+            first_offset: base_offset,
+            last_offset: base_offset + u64::from(records) - 1,
+        });
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+    }
+
+    /// Forgets producers that have not appended for `after_ms`; returns how many.
+    pub fn expire(&mut self, now_ms: i64, after_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) < after_ms);
+        before - self.producers.len()
+    }
+
+    /// Forgets the batches below `start` (deleted by retention or DeleteRecords), and the
+    /// producers left with none, as Kafka does.
+    pub fn trim_below(&mut self, start: u64) {
+        self.producers.retain(|_, e| {
+            e.batches.retain(|b| b.last_offset >= start);
+            !e.batches.is_empty()
+        });
+    }
+}
+
+fn out_of_order(p: &ProducerInfo, expected: i32, why: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "out of order sequence from producer {} epoch {}: expected sequence {expected}, got {}; {why}",
+        p.id, p.epoch, p.base_sequence
+    ))
+}

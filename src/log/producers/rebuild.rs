@@ -1,0 +1,154 @@
+//! Loading a partition's producer state at open, and keeping its snapshots in step with
+//! rolls, truncation and retention.
+//!
+//! At open: the newest snapshot at or below the log's end that decodes (one above the
+//! end is stale, from before a crash cut the tail, and is deleted), then the header of
+//! every batch after it, in order. With no usable snapshot the walk starts at the log
+//! start. A damaged snapshot or sealed segment is logged with its path and skipped: the
+//! state of the producers it held is lost, and a lost producer's next batch is taken
+//! with any sequence (`ProducerStates::check`), so damage costs deduplication of a
+//! retry, never a refused producer.
+
+use std::fs;
+
+use tracing::warn;
+
+use super::{snapshot, ProducerStates};
+use crate::error::Result;
+use crate::log::format::{BatchHeader, ATTR_COMPACTED};
+use crate::log::log::{now_ms, Log};
+use crate::log::naming::snapshot_path;
+use crate::log::segment::Segment;
+
+/// What loading the producer state read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerLoad {
+    /// Offset of the snapshot it started from, if any.
+    pub snapshot: Option<u64>,
+    /// Batch headers read after it.
+    pub batches: u64,
+    /// Sealed segments whose headers were read.
+    pub sealed_segments: usize,
+}
+
+/// Walks the headers of `segment`'s batches from the one holding `from`.
+fn walk(segment: &Segment, from: u64, f: &mut impl FnMut(&BatchHeader)) -> Result<u64> {
+    let mut pos = if from > segment.base() {
+        segment.position_of(from)?
+    } else {
+        0
+    };
+    let mut walked = 0;
+    while pos < segment.size() {
+        let header = segment.header_at(pos, None)?;
+        f(&header);
+        walked += 1;
+        pos += u64::from(header.length);
+    }
+    Ok(walked)
+}
+
+impl Log {
+    /// The idempotent producers this partition remembers.
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    /// Replaces the producer state with what the snapshots and the log hold (see the
+    /// module comment).
+    pub(in crate::log) fn load_producers(&mut self) -> Result<ProducerLoad> {
+        let (start, end) = (self.log_start_offset(), self.next_offset());
+        let mut load = ProducerLoad::default();
+        self.producers = ProducerStates::default();
+        for offset in snapshot::list(&self.dir)?.into_iter().rev() {
+            let path = snapshot_path(&self.dir, offset);
+            if offset > end || offset < start {
+                if offset > end {
+                    warn!(path = %path.display(), end, "producer snapshot is past the end of the log; deleting it");
+                }
+                snapshot::remove(&self.dir, offset)?;
+                continue;
+            }
+            if load.snapshot.is_some() {
+                continue;
+            }
+            let decoded = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| snapshot::decode(&bytes));
+            match decoded {
+                Ok((at, states)) if at == offset => {
+                    self.producers = states;
+                    load.snapshot = Some(offset);
+                }
+                Ok((at, _)) => {
+                    warn!(path = %path.display(), at, "producer snapshot names another offset inside; ignoring it")
+                }
+                Err(reason) => {
+                    warn!(path = %path.display(), %reason, "producer snapshot is damaged; ignoring it and reading batch headers instead")
+                }
+            }
+        }
+        let from = load.snapshot.unwrap_or(start);
+        let now = now_ms();
+        let mut producers = std::mem::take(&mut self.producers);
+        // Batches that compaction rewrote carry the producer of their first record only:
+        // they say nothing reliable of sequences.
+        let apply = &mut |h: &BatchHeader| {
+            if h.attributes & ATTR_COMPACTED == 0 {
+                producers.record(&h.producer, h.record_count, h.base_offset, now);
+            }
+        };
+        let opener = self.opener();
+        let holder = self.sealed.range(..=from).next_back().map(|(&b, _)| b);
+        let sealed: Vec<(u64, u64)> = if from >= self.active.base() {
+            Vec::new()
+        } else {
+            self.sealed
+                .range(holder.unwrap_or(from)..)
+                .map(|(&b, _)| (b, self.sealed_end(b)))
+                .collect()
+        };
+        load.sealed_segments = sealed.len();
+        for (base, end) in sealed {
+            let walked = opener
+                .open(base, end)
+                .and_then(|segment| walk(&segment, from, apply));
+            match walked {
+                Ok(n) => load.batches += n,
+                Err(err) => {
+                    warn!(dir = %self.dir.display(), base, %err, "cannot read the batch headers of a sealed segment; producers that wrote only there are forgotten")
+                }
+            }
+        }
+        load.batches += walk(&self.active, from, apply)?;
+        // A snapshot from before retention or DeleteRecords moved the start still holds
+        // the producers they forgot.
+        producers.trim_below(start);
+        self.producers = producers;
+        Ok(load)
+    }
+
+    /// Forgets producers idle longer than `producer_expiration`; returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64) -> usize {
+        let after = self.config.producer_expiration.as_millis() as i64;
+        self.producers.expire(now_ms, after)
+    }
+
+    /// The snapshot a roll owes, encoded under the lock and written by the next flush.
+    pub(in crate::log) fn snapshot_at_roll(&mut self) {
+        let offset = self.next_offset();
+        self.pending_snapshot = Some((offset, snapshot::encode(offset, &self.producers)));
+    }
+
+    /// Writes a snapshot of the current state at the end of the log (at a clean close,
+    /// and after an open that had to read sealed segments' headers).
+    pub(in crate::log) fn write_snapshot_now(&self) -> Result<()> {
+        let offset = self.next_offset();
+        snapshot::write(
+            &self.dir,
+            offset,
+            &snapshot::encode(offset, &self.producers),
+            self.log_start_offset(),
+        )
+    }
+}
