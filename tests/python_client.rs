@@ -53,5 +53,14 @@ async fn python_grpcio_client_produces_and_fetches() {
         stdout.contains("fetch past the end: OUT_OF_RANGE") && stdout.contains("[0, 2)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("idempotent produce at 2, its retry answered with 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sequence gap: FAILED_PRECONDITION")
+            && stdout.contains("expected sequence 1, got 5"),
+        "{stdout}"
+    );
     server.stop().await.unwrap();
 }

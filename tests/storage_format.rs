@@ -316,7 +316,7 @@ fn producer_snapshot_tables_match_the_encoder() {
         epoch: 9,
         base_sequence: 100,
     };
-    states.record(&p, 3, 40, 0x1111);
+    states.record(&p, 3, 40, 0x1111, 10);
     states.record(
         &ProducerInfo {
             base_sequence: 103,
@@ -325,6 +325,7 @@ fn producer_snapshot_tables_match_the_encoder() {
         2,
         43,
         0x2222,
+        10,
     );
     let bytes = encode(50, &states);
     let producer_len: usize = [8, 2, 1, 1, 8].iter().sum();

@@ -48,6 +48,21 @@ def main():
         except grpc.RpcError as err:
             print(f"fetch past the end: {err.code().name}: {err.details()}")
 
+        # Exactly once: with an id from InitProducer and a sequence per partition, a
+        # request sent again (after a timeout, say) is answered with the offsets it got
+        # the first time and stored once.
+        producer = log.InitProducer(pb.InitProducerRequest(producer_name="python-demo"))
+        request = pb.ProduceRequest(topic=args.topic, partition=0, records=[pb.Record(value=b"once")],
+                                    producer_id=producer.producer_id, producer_epoch=producer.producer_epoch,
+                                    base_sequence=0)
+        first, retry = log.Produce(request), log.Produce(request)
+        print(f"idempotent produce at {first.base_offset}, its retry answered with {retry.base_offset}")
+        request.base_sequence = 5
+        try:
+            log.Produce(request)
+        except grpc.RpcError as err:
+            print(f"sequence gap: {err.code().name}: {err.details()}")
+
 
 if __name__ == "__main__":
     main()

@@ -116,19 +116,26 @@ impl ProducerIds {
     pub fn open(dir: &Path) -> Result<ProducerIds> {
         fs::create_dir_all(dir).at(dir)?;
         let next_path = dir.join(NEXT_ID_FILE);
+        // Without a readable `next-id`, ids start at the clock in microseconds: no server
+        // hands out a thousand ids a millisecond for long, so that is past every id handed
+        // out before (and past the floor a previous start without the file set). A new
+        // data directory starts there too, so its ids never meet a producer id that a
+        // client wrote into batches before the server checked them.
+        let floor = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64)
+        };
         let reserved_to = match fs::read(&next_path) {
             Ok(bytes) => match decode_offset_file(NEXT_ID_MAGIC, &bytes) {
                 Some(next) => next as i64,
                 None => {
-                    // Ids are handed out in order from 0, and no server hands out a
-                    // thousand a millisecond for long: the clock in microseconds is past
-                    // every id handed out before (and past the floor a previous damage set).
-                    let floor = crate::broker::now_ms().max(0) * 1000;
+                    let floor = floor();
                     tracing::error!(path = %next_path.display(), floor, "the next producer id is unreadable; handing out ids from the clock in microseconds on, which is past any handed out before");
                     floor
                 }
             },
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => floor(),
             Err(err) => return Err(err).at(&next_path),
         };
         let names_path = dir.join(NAMES_FILE);
@@ -140,9 +147,13 @@ impl ProducerIds {
         let (records, valid, damage) = decode_records(&bytes);
         let mut trusted = true;
         if let Some(why) = &damage {
-            // A torn record at the very end is an InitProducer that never answered.
-            let torn_tail = bytes.len() - valid < RECORD_HEADER + 10 + MAX_NAME_BYTES
-                && decode_records(&bytes[valid..]).0.is_empty();
+            // A record that runs past the end of the file is a write a crash cut short:
+            // an InitProducer that never answered. Anything else is damage.
+            let rest = &bytes[valid..];
+            let torn_tail = rest.len() < RECORD_HEADER
+                || RECORD_HEADER
+                    + u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize
+                    > rest.len();
             trusted = torn_tail;
             if torn_tail {
                 tracing::warn!(path = %names_path.display(), %why, "cutting a torn last record of the producer names");
@@ -220,8 +231,20 @@ impl ProducerIds {
         };
         let record = encode_record(name, id, epoch);
         let path = self.dir.join(NAMES_FILE);
-        inner.journal.write_all(&record).at(&path)?;
-        sync_all(&inner.journal, &path)?;
+        let written = inner
+            .journal
+            .write_all(&record)
+            .at(&path)
+            .and_then(|()| sync_all(&inner.journal, &path));
+        if let Err(err) = written {
+            // Cut what part of the record got written (a full disk), so the next record
+            // does not follow torn bytes; if even that fails, trust no epoch of the
+            // journal until the next open sorts it out.
+            if inner.journal.set_len(inner.journal_bytes).is_err() {
+                inner.trusted = false;
+            }
+            return Err(err);
+        }
         inner.journal_bytes += record.len() as u64;
         inner.names.insert(name.to_string(), (id, epoch));
         {
@@ -352,7 +375,7 @@ mod tests {
         drop(ids);
         let path = dir.path().join(NAMES_FILE);
         let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(&encode_record("c", 77, 0)[..9]);
+        bytes.extend_from_slice(&encode_record("c", 77, 0)[..12]);
         fs::write(&path, &bytes).unwrap();
         let ids = ProducerIds::open(dir.path()).unwrap();
         assert_eq!(
@@ -362,7 +385,8 @@ mod tests {
         );
         drop(ids);
         let mut bytes = fs::read(&path).unwrap();
-        bytes[5] ^= 1; // the first record's CRC
+        let len = bytes.len();
+        bytes[len - 1] ^= 1; // the last record's name: damage, not a torn write
         fs::write(&path, &bytes).unwrap();
         let ids = ProducerIds::open(dir.path()).unwrap();
         let (new, epoch) = ids.init(Some("a")).unwrap();
@@ -383,7 +407,7 @@ mod tests {
         fs::write(dir.path().join(NEXT_ID_FILE), b"junk").unwrap();
         let ids = ProducerIds::open(dir.path()).unwrap();
         let (after, _) = ids.init(None).unwrap();
-        assert!(after > first + 1_000_000_000, "{after}");
+        assert!(after > first, "{after} after {first}");
         drop(ids);
         let ids = ProducerIds::open(dir.path()).unwrap();
         assert!(

@@ -47,8 +47,8 @@ pub struct ProduceArgs {
     /// How long a batch waits for more lines.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
-    /// How long a line is retried (the server restarting, say) before it is reported
-    /// as not produced. Lines are produced exactly once: a retry never stores one twice.
+    /// How long a line is retried (the server restarting, say) before it is reported as
+    /// failed (it may or may not be stored then). A retry never stores a line twice.
     #[arg(long, default_value_t = 5000)]
     delivery_timeout_ms: u64,
 }

@@ -11,7 +11,9 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
-use super::format::{BatchHeader, ProducerInfo, CRC_AT, FORMAT_VERSION, HEADER_LEN, NO_PRODUCER};
+use super::format::{
+    BatchHeader, ProducerInfo, ATTR_IDEMPOTENT, CRC_AT, FORMAT_VERSION, HEADER_LEN, NO_PRODUCER,
+};
 use super::record::*;
 use crate::error::{Error, Result};
 
@@ -280,7 +282,11 @@ impl BatchBuilder {
             })?,
             crc: 0,
             version: FORMAT_VERSION,
-            attributes: 0,
+            attributes: if self.producer.id >= 0 {
+                ATTR_IDEMPOTENT
+            } else {
+                0
+            },
             record_count: self.len(),
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,

@@ -25,6 +25,11 @@ pub const HEADER_LEN: usize = 56;
 /// Attribute bit of a batch written by compaction: offsets between the batch before it
 /// (or its segment's base) and its base offset may have been removed.
 pub const ATTR_COMPACTED: u8 = 0x01;
+/// Attribute bit of a batch whose producer id, epoch and sequence were checked by an
+/// idempotent append (`log/producers`). Only such batches rebuild the producers' state
+/// at open: a batch written before the server checked those fields carries whatever a
+/// client put there.
+pub const ATTR_IDEMPOTENT: u8 = 0x02;
 
 /// `(name, byte offset, size)` of every header field, in order. The single source for the
 /// accessors below and for the test against `storage-format.md`.

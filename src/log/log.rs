@@ -251,10 +251,7 @@ impl Log {
     pub fn append(&mut self, batch: &mut PendingBatch) -> Result<AppendInfo> {
         self.check_writable()?;
         let (producer, records) = (batch.header().producer, batch.header().record_count);
-        if let Verdict::Duplicate(first) =
-            self.producers
-                .check(&producer, records, self.config.max_producers)?
-        {
+        if let Verdict::Duplicate(first) = self.producers.check(&producer, records)? {
             return Ok(AppendInfo {
                 base_offset: first.first_offset,
                 last_offset: first.last_offset,
@@ -276,7 +273,13 @@ impl Log {
         let base_offset = self.next_offset();
         let (mut pieces, header) = batch.assign(base_offset);
         self.active_mut().append(&mut pieces, &header, now)?;
-        self.producers.record(&producer, records, base_offset, now);
+        self.producers.record(
+            &producer,
+            records,
+            base_offset,
+            now,
+            self.config.max_producers,
+        );
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use super::format::{self, BatchHeader};
 use super::naming::snapshot_path;
 use super::producers::snapshot;
 use super::tests::config;
@@ -191,4 +192,39 @@ fn fenced_and_out_of_order_batches_write_nothing() {
     let err = log.append(&mut from(4, 2, 5, 2)).unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
     assert_eq!(log.next_offset(), end);
+}
+
+#[test]
+fn batches_whose_producer_fields_were_never_checked_do_not_make_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path());
+    write(&mut log, 9, 3);
+    drop(log);
+    // As a log written before the server checked producer fields: the same headers
+    // without the idempotent flag (and their CRCs recomputed), and no snapshots.
+    for o in snapshot::list(dir.path()).unwrap() {
+        fs::remove_file(snapshot_path(dir.path(), o)).unwrap();
+    }
+    let logs = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"));
+    for path in logs {
+        let mut bytes = fs::read(&path).unwrap();
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = BatchHeader::parse(&bytes[at..]);
+            let end = at + header.length as usize;
+            bytes[at + format::ATTRIBUTES_AT] &= !format::ATTR_IDEMPOTENT;
+            let crc = format::batch_crc(&bytes[at..end]);
+            bytes[at + format::CRC_AT..][..4].copy_from_slice(&crc.to_le_bytes());
+            at = end;
+        }
+        fs::write(&path, bytes).unwrap();
+    }
+    let (mut log, report) = open(dir.path());
+    assert!(report.truncated.is_empty(), "{report:?}");
+    assert!(log.producers().is_empty(), "{:?}", log.producers());
+    // So producer 9 is unknown, and its next batch is taken at any sequence.
+    assert!(!log.append(&mut from(9, 0, 100, 1)).unwrap().duplicate);
 }

@@ -136,7 +136,7 @@ fn open(
     if report.producers.sealed_segments > 0 {
         // Reading sealed segments' headers is the slow way; a snapshot now spares the
         // next open (after another crash, say) from doing it again.
-        log.write_snapshot_now()?;
+        log.write_snapshot_now();
     }
     Ok((log, report))
 }
@@ -397,7 +397,7 @@ impl Log {
         // The checkpoint at the exact end is written right below, so a due one is moot.
         drop(self.finish_flush(job)?);
         self.write_checkpoint()?;
-        self.write_snapshot_now()?;
+        self.write_snapshot_now();
         files::write_clean_marker(&self.dir)
     }
 }

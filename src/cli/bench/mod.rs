@@ -143,6 +143,12 @@ pub struct Load {
     /// Use unary Produce calls instead of a ProduceStream.
     #[arg(long)]
     pub unary: bool,
+    /// Idempotent produce: each producer takes an id from InitProducer and numbers its
+    /// requests per partition (what the Rust Producer does by default), so the server
+    /// checks every request's sequence. Needs the ProduceStream (not --unary) unless
+    /// --in-flight is 1, and at most 5 in flight to be what a retrying client may send.
+    #[arg(long)]
+    pub idempotent: bool,
 }
 
 impl Load {
@@ -152,7 +158,7 @@ impl Load {
 
     fn describe(&self) -> String {
         format!(
-            "{} B x {} per request, {} producer(s), {} partition(s), {}, {}{}",
+            "{} B x {} per request, {} producer(s), {} partition(s), {}, {}{}{}",
             self.record_size,
             self.batch,
             self.producers,
@@ -162,6 +168,7 @@ impl Load {
                 Durability::Fsync => "fsync",
             },
             if self.unary { "unary" } else { "stream" },
+            if self.idempotent { ", idempotent" } else { "" },
             if self.rate > 0 {
                 format!(", {} records/s", self.rate)
             } else {

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::StreamExt;
 
 use super::{describe, ensure_topic, histogram, record_latency, Keys, Load, Progress, Report};
+use crate::broker::partitioner::partition_for_key;
 use crate::cli::{Connect, Stop};
 use crate::client::Client;
 use crate::grpc::pb;
@@ -126,6 +127,9 @@ pub async fn run_load(
     if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
         return Err("--batch, --producers and --partitions must be at least 1".into());
     }
+    if load.idempotent && load.unary && load.in_flight > 1 {
+        return Err("--idempotent with --unary needs --in-flight 1: concurrent unary calls can arrive out of order, which an idempotent producer's sequences refuse".into());
+    }
     if stamp && load.record_size < 8 {
         return Err("--record-size must be at least 8 to carry the send time".into());
     }
@@ -176,6 +180,9 @@ struct Requests {
     load: Load,
     template: Bytes,
     seed: u64,
+    /// With --idempotent: the producer's id and epoch, and each partition's next sequence.
+    producer: Option<(i64, i32)>,
+    sequences: HashMap<u32, i32>,
 }
 
 impl Requests {
@@ -204,7 +211,7 @@ impl Requests {
             value,
             ..Default::default()
         };
-        pb::ProduceRequest {
+        let mut request = pb::ProduceRequest {
             topic: self.load.topic.clone(),
             partition: key
                 .is_none()
@@ -212,7 +219,22 @@ impl Requests {
             records: vec![record; self.load.batch],
             durability: self.load.durability.proto() as i32,
             ..Default::default()
+        };
+        if let Some((id, epoch)) = self.producer {
+            // Sequences are per partition, so the partition is named, as the Rust
+            // Producer does.
+            let partition = match &key {
+                Some(key) => partition_for_key(key, self.load.partitions),
+                None => (n % u64::from(self.load.partitions)) as u32,
+            };
+            let sequence = self.sequences.entry(partition).or_insert(0);
+            request.partition = Some(partition);
+            request.producer_id = Some(id);
+            request.producer_epoch = Some(epoch);
+            request.base_sequence = Some(*sequence);
+            *sequence = ((i64::from(*sequence) + self.load.batch as i64) % (1i64 << 31)) as i32;
         }
+        request
     }
 
     fn payload_bytes(&self, request: &pb::ProduceRequest) -> u64 {
@@ -240,12 +262,24 @@ async fn producer(
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
+    let mut log = client.log();
+    let producer = if load.idempotent {
+        let answer = log
+            .init_producer(pb::InitProducerRequest::default())
+            .await
+            .map_err(describe)?
+            .into_inner();
+        Some((answer.producer_id, answer.producer_epoch))
+    } else {
+        None
+    };
     let mut requests = Requests {
         template: Bytes::from(vec![b'x'; load.record_size]),
         seed: u64::from(id) + 1,
         load: load.clone(),
+        producer,
+        sequences: HashMap::new(),
     };
-    let mut log = client.log();
     // Stream mode: requests go into `tx`; a task reads the acknowledgements.
     let due_at = Arc::new(Mutex::new(HashMap::<u64, (Instant, u64)>::new()));
     let (tx, acks) = if load.unary {

@@ -52,6 +52,9 @@ pub struct PartitionQueue {
     pub numbering: Option<(Identity, i32)>,
     /// No batch is sent before this (a retry's backoff).
     pub paused_until: Option<Instant>,
+    /// The generation of the identity under which a batch of this partition was last
+    /// acknowledged: the server knows the producer here.
+    pub confirmed: Option<u64>,
 }
 
 /// Sequences wrap after `i32::MAX`, as the server's.
@@ -62,6 +65,9 @@ fn advance(seq: i32, records: usize) -> i32 {
 impl PartitionQueue {
     /// Batch `i` was acknowledged: it stays as a placeholder until those before it are.
     pub fn acknowledged(&mut self, i: usize) {
+        if let Some((who, _)) = self.batches[i].numbered {
+            self.confirmed = Some(who.generation);
+        }
         self.batches[i].acked = true;
         self.batches[i].sent = None;
         while self.batches.front().is_some_and(|q| q.acked) {
@@ -129,10 +135,14 @@ impl PartitionQueue {
         self.batches[i].sent = None;
     }
 
-    /// True when a batch before `i` is still unacknowledged: a refusal of batch `i` as
-    /// out of order is then the expected echo of that batch's failure, not an error.
+    /// True when a batch before `i` failed and waits to be sent again: a refusal of
+    /// batch `i` as out of order is then the expected echo of that failure, not an
+    /// error of its own.
     pub fn has_earlier(&self, i: usize) -> bool {
-        self.batches.iter().take(i).any(|q| !q.acked)
+        self.batches
+            .iter()
+            .take(i)
+            .any(|q| !q.acked && (q.sent.is_none() || q.attempts > 0))
     }
 }
 

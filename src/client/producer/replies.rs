@@ -11,7 +11,8 @@ use super::Ack;
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
 
 impl Worker {
-    /// Fails batches waiting past the delivery timeout.
+    /// Fails batches unacknowledged past the delivery timeout: waiting, or sent and never
+    /// answered (a server that hangs must not hang `flush`).
     pub(super) fn expire(&mut self) {
         let now = Instant::now();
         let timeout = self.config.delivery_timeout;
@@ -21,7 +22,7 @@ impl Worker {
             .filter(|(_, q)| {
                 q.batches
                     .front()
-                    .is_some_and(|b| b.sent.is_none() && b.enqueued + timeout <= now)
+                    .is_some_and(|b| b.enqueued + timeout <= now)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -83,9 +84,17 @@ impl Worker {
     }
 
     /// The stream is gone: every unanswered batch waits to be sent again on a new one.
+    /// Whatever status ended it (one bad message ends the whole stream, and the server
+    /// still appends the requests it had read), the batches on it are retried: failing
+    /// them would report records as lost that the server may hold.
     pub(super) fn stream_broken(&mut self, status: Status) {
         self.requests = None;
         self.replies = None;
+        let status = Status::unavailable(format!(
+            "the produce stream broke ({:?}: {})",
+            status.code(),
+            status.message()
+        ));
         for (id, key) in std::mem::take(&mut self.in_flight) {
             if let Some(i) = self.queues.get(&key).and_then(|q| q.position(id)) {
                 self.failed(&key, i, status.clone());
@@ -102,6 +111,8 @@ impl Worker {
             config.idempotent && status.code() == Code::FailedPrecondition && queue.has_earlier(i);
         if echo {
             queue.requeue(i);
+            let pause = Instant::now() + config.backoff;
+            queue.paused_until = Some(queue.paused_until.map_or(pause, |t| t.max(pause)));
             return;
         }
         if retriable(&status) {

@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::queue::{Identity, PartitionQueue, Queued};
-use super::{record_bytes, AckSender, Batch, Command, Partitions, ProducerConfig};
+use super::{record_bytes, retriable, AckSender, Batch, Command, Partitions, ProducerConfig};
 use crate::broker::partitioner::partition_for_key;
 use crate::client::Client;
 use crate::grpc::pb;
@@ -63,11 +63,19 @@ impl Worker {
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut open = true;
         loop {
+            // Wake-ups: a batch's linger, a pause ending, a delivery timeout. (A pause
+            // already over is no wake-up: it would wake this loop at once, forever.)
+            let now = Instant::now();
             let next_deadline = self
                 .filling
                 .values()
                 .map(|b| b.deadline)
-                .chain(self.queues.values().filter_map(|q| q.paused_until))
+                .chain(
+                    self.queues
+                        .values()
+                        .filter_map(|q| q.paused_until)
+                        .filter(|&t| t > now),
+                )
                 .chain(
                     self.queues
                         .values()
@@ -206,36 +214,45 @@ impl Worker {
     /// Sends what each partition's queue allows.
     async fn pump(&mut self) {
         let now = Instant::now();
-        let limit = if self.config.idempotent {
-            PER_PARTITION
-        } else {
-            self.config.max_in_flight
-        };
         let keys: Vec<Key> = self.queues.keys().cloned().collect();
         for key in keys {
             loop {
                 if self.in_flight.len() >= self.config.max_in_flight {
                     return;
                 }
-                let Some(queue) = self.queues.get(&key) else {
+                let Some(queue) = self.queues.get_mut(&key) else {
                     break;
                 };
+                if queue.paused_until.is_some_and(|t| t <= now) {
+                    queue.paused_until = None;
+                }
                 // The generation a batch numbered now gets: the next one if the current
                 // identity was given up.
                 let generation =
                     self.generations + u64::from(self.identity_stale || self.identity.is_none());
+                // One batch at a time until the partition has acknowledged one under this
+                // identity: the server takes a producer it does not know (new, or
+                // forgotten) at any sequence, so a second batch could otherwise be
+                // appended before a first one that failed and is retried.
+                let limit = match self.config.idempotent {
+                    true if queue.confirmed == Some(generation) => PER_PARTITION,
+                    true => 1,
+                    false => self.config.max_in_flight,
+                };
                 let Some(i) = queue.next_to_send(now, limit, generation) else {
                     break;
                 };
-                if self.config.idempotent
-                    && queue.batches[i].numbered.is_none()
-                    && !self.ensure_identity().await
-                {
-                    let backoff = self.config.backoff;
-                    if let Some(q) = self.queues.get_mut(&key) {
-                        q.paused_until = Some(now + backoff);
+                if self.config.idempotent && queue.batches[i].numbered.is_none() {
+                    if let Err(status) = self.ensure_identity().await {
+                        if retriable(&status) {
+                            let q = self.queues.get_mut(&key).expect("listed");
+                            q.paused_until = Some(now + self.config.backoff);
+                            q.batches[i].last_error = Some(status);
+                        } else {
+                            self.fail_partition(&key, i, &status);
+                        }
+                        break;
                     }
-                    break;
                 }
                 if !self.send(&key, i).await {
                     return;
@@ -245,9 +262,21 @@ impl Worker {
     }
 
     /// Takes an identity from InitProducer if there is none (or it was given up).
-    async fn ensure_identity(&mut self) -> bool {
+    async fn ensure_identity(&mut self) -> Result<(), Status> {
         if self.identity.is_some() && !self.identity_stale {
-            return true;
+            return Ok(());
+        }
+        // A named producer's next identity is its next epoch, which fences the old one:
+        // batches of the old one still being retried in other partitions would fail.
+        // They finish first.
+        let old_batches = self
+            .queues
+            .values()
+            .any(|q| q.batches.iter().any(|b| b.numbered.is_some()));
+        if self.config.name.is_some() && old_batches {
+            return Err(Status::unavailable(
+                "waiting for the previous producer epoch's batches to finish before taking the next",
+            ));
         }
         let request = pb::InitProducerRequest {
             producer_name: self.config.name.clone().unwrap_or_default(),
@@ -262,11 +291,11 @@ impl Worker {
                     generation: self.generations,
                 });
                 self.identity_stale = false;
-                true
+                Ok(())
             }
             Err(status) => {
-                tracing::debug!(%status, "InitProducer failed; retrying");
-                false
+                tracing::debug!(%status, "InitProducer failed");
+                Err(status)
             }
         }
     }

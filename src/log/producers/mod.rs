@@ -95,26 +95,23 @@ impl ProducerStates {
     }
 
     /// Whether a batch of `records` records from `p` is to be appended, is a retry of
-    /// one already appended, or is refused. A partition already tracking `max_producers`
-    /// producers refuses new ones.
-    pub fn check(&self, p: &ProducerInfo, records: u32, max_producers: usize) -> Result<Verdict> {
+    /// one already appended, or is refused.
+    pub fn check(&self, p: &ProducerInfo, records: u32) -> Result<Verdict> {
         if p.id < 0 {
             return Ok(Verdict::New);
         }
-        if p.epoch < 0 || p.base_sequence < 0 || records == 0 {
+        if records == 0 {
+            return Err(Error::InvalidArgument(
+                "a batch needs at least one record".into(),
+            ));
+        }
+        if p.epoch < 0 || p.base_sequence < 0 {
             return Err(Error::InvalidArgument(format!(
                 "producer {} sent epoch {} and sequence {}: both must be 0 or more",
                 p.id, p.epoch, p.base_sequence
             )));
         }
         let Some(entry) = self.producers.get(&p.id) else {
-            if self.producers.len() >= max_producers {
-                return Err(Error::LimitReached(format!(
-                    "this partition already tracks {max_producers} idempotent producers (max_producers_per_partition); \
-                     one is forgotten producer_id_expiration_ms after its last write: reuse producer ids (InitProducer \
-                     with a name) rather than asking for a new one per request"
-                )));
-            }
             return Ok(Verdict::New);
         };
         if p.epoch < entry.epoch {
@@ -170,10 +167,31 @@ impl ProducerStates {
         ))
     }
 
-    /// Remembers a batch appended at `base_offset` (or read back from the log).
-    pub fn record(&mut self, p: &ProducerInfo, records: u32, base_offset: u64, now_ms: i64) {
+    /// Remembers a batch appended at `base_offset` (or read back from the log). A
+    /// partition remembers at most `max_producers`: a new one past that makes it forget
+    /// the producer that appended least recently, whose next batch is then taken at any
+    /// sequence. (Refusing new producers instead would let one client that asks for ids
+    /// in a loop lock every other idempotent producer out of the partition for a day.)
+    pub fn record(
+        &mut self,
+        p: &ProducerInfo,
+        records: u32,
+        base_offset: u64,
+        now_ms: i64,
+        max_producers: usize,
+    ) {
         if p.id < 0 || records == 0 {
             return;
+        }
+        if !self.producers.contains_key(&p.id) && self.producers.len() >= max_producers.max(1) {
+            let idlest = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen_ms)
+                .map(|(&id, _)| id);
+            if let Some(id) = idlest {
+                self.producers.remove(&id);
+            }
         }
         let entry = self.producers.entry(p.id).or_insert_with(|| ProducerEntry {
             epoch: p.epoch,

@@ -3,11 +3,15 @@
 //!
 //! At open: the newest snapshot at or below the log's end that decodes (one above the
 //! end is stale, from before a crash cut the tail, and is deleted), then the header of
-//! every batch after it, in order. With no usable snapshot the walk starts at the log
-//! start. A damaged snapshot or sealed segment is logged with its path and skipped: the
-//! state of the producers it held is lost, and a lost producer's next batch is taken
-//! with any sequence (`ProducerStates::check`), so damage costs deduplication of a
-//! retry, never a refused producer.
+//! every batch after it, in order; only batches an idempotent append checked
+//! (`ATTR_IDEMPOTENT`) count. With no usable snapshot the walk starts at the log start,
+//! but skips sealed segments sealed longer than `producer_expiration` ago: their
+//! producers would be expired anyway (the first open after an upgrade reads only the
+//! recent segments). A damaged snapshot or sealed segment is logged with its path and
+//! skipped: the state of the producers it held is lost, and a lost producer's next
+//! batch is taken with any sequence (`ProducerStates::check`), so damage costs
+//! deduplication of a retry, never a refused producer. Snapshots are a cache: failing to
+//! list, delete or write one is logged, never fatal.
 
 use std::fs;
 
@@ -15,7 +19,7 @@ use tracing::warn;
 
 use super::{snapshot, ProducerStates};
 use crate::error::Result;
-use crate::log::format::{BatchHeader, ATTR_COMPACTED};
+use crate::log::format::{BatchHeader, ATTR_COMPACTED, ATTR_IDEMPOTENT};
 use crate::log::log::{now_ms, Log};
 use crate::log::naming::snapshot_path;
 use crate::log::segment::Segment;
@@ -31,19 +35,21 @@ pub struct ProducerLoad {
     pub sealed_segments: usize,
 }
 
-/// Walks the headers of `segment`'s batches from the one holding `from`.
+/// Walks the headers of `segment`'s batches from the one holding `from`, each checked
+/// to begin where the one before ended (so a damaged header cannot pass for a batch).
 fn walk(segment: &Segment, from: u64, f: &mut impl FnMut(&BatchHeader)) -> Result<u64> {
-    let mut pos = if from > segment.base() {
-        segment.position_of(from)?
+    let (mut pos, mut expected) = if from > segment.base() {
+        (segment.position_of(from)?, None)
     } else {
-        0
+        (0, Some(segment.base()))
     };
     let mut walked = 0;
     while pos < segment.size() {
-        let header = segment.header_at(pos, None)?;
+        let header = segment.header_at(pos, expected)?;
         f(&header);
         walked += 1;
         pos += u64::from(header.length);
+        expected = Some(header.next_offset());
     }
     Ok(walked)
 }
@@ -60,13 +66,19 @@ impl Log {
         let (start, end) = (self.log_start_offset(), self.next_offset());
         let mut load = ProducerLoad::default();
         self.producers = ProducerStates::default();
-        for offset in snapshot::list(&self.dir)?.into_iter().rev() {
+        let listed = snapshot::list(&self.dir).unwrap_or_else(|err| {
+            warn!(dir = %self.dir.display(), %err, "cannot list producer snapshots; reading batch headers instead");
+            Vec::new()
+        });
+        for offset in listed.into_iter().rev() {
             let path = snapshot_path(&self.dir, offset);
             if offset > end || offset < start {
                 if offset > end {
                     warn!(path = %path.display(), end, "producer snapshot is past the end of the log; deleting it");
                 }
-                snapshot::remove(&self.dir, offset)?;
+                if let Err(err) = snapshot::remove(&self.dir, offset) {
+                    warn!(%err, "cannot delete a stale producer snapshot");
+                }
                 continue;
             }
             if load.snapshot.is_some() {
@@ -90,21 +102,27 @@ impl Log {
         }
         let from = load.snapshot.unwrap_or(start);
         let now = now_ms();
+        let max = self.config.max_producers;
         let mut producers = std::mem::take(&mut self.producers);
         // Batches that compaction rewrote carry the producer of their first record only:
         // they say nothing reliable of sequences.
         let apply = &mut |h: &BatchHeader| {
-            if h.attributes & ATTR_COMPACTED == 0 {
-                producers.record(&h.producer, h.record_count, h.base_offset, now);
+            if h.attributes & (ATTR_COMPACTED | ATTR_IDEMPOTENT) == ATTR_IDEMPOTENT {
+                producers.record(&h.producer, h.record_count, h.base_offset, now, max);
             }
         };
         let opener = self.opener();
         let holder = self.sealed.range(..=from).next_back().map(|(&b, _)| b);
+        let expired_before = now.saturating_sub(self.config.producer_expiration.as_millis() as i64);
         let sealed: Vec<(u64, u64)> = if from >= self.active.base() {
             Vec::new()
         } else {
             self.sealed
                 .range(holder.unwrap_or(from)..)
+                // Without a snapshot, segments sealed before the expiry horizon hold
+                // only producers that have expired (or wrote again later, and newer
+                // segments hold their last batches).
+                .filter(|(_, s)| load.snapshot.is_some() || s.sealed_ms >= expired_before)
                 .map(|(&b, _)| (b, self.sealed_end(b)))
                 .collect()
         };
@@ -141,14 +159,18 @@ impl Log {
     }
 
     /// Writes a snapshot of the current state at the end of the log (at a clean close,
-    /// and after an open that had to read sealed segments' headers).
-    pub(in crate::log) fn write_snapshot_now(&self) -> Result<()> {
+    /// and after an open that had to read sealed segments' headers). A failure is
+    /// logged: the next open reads more headers, nothing else.
+    pub(in crate::log) fn write_snapshot_now(&self) {
         let offset = self.next_offset();
-        snapshot::write(
+        let written = snapshot::write(
             &self.dir,
             offset,
             &snapshot::encode(offset, &self.producers),
             self.log_start_offset(),
-        )
+        );
+        if let Err(err) = written {
+            warn!(%err, "producer snapshot not written");
+        }
     }
 }

@@ -13,9 +13,9 @@ fn p(id: i64, epoch: i16, seq: i32) -> ProducerInfo {
 
 /// Checks and, if new, records a batch of `n` records at `*next` (the log's end).
 fn send(s: &mut ProducerStates, info: ProducerInfo, n: u32, next: &mut u64) -> Result<(u64, bool)> {
-    match s.check(&info, n, MAX)? {
+    match s.check(&info, n)? {
         Verdict::New => {
-            s.record(&info, n, *next, 0);
+            s.record(&info, n, *next, 0, MAX);
             *next += u64::from(n);
             Ok((*next - u64::from(n), false))
         }
@@ -117,30 +117,34 @@ fn sequences_wrap_after_i32_max() {
 fn bad_input_is_refused_with_what_to_do() {
     let s = ProducerStates::default();
     for bad in [p(1, -1, 0), p(1, 0, -5)] {
-        let err = s.check(&bad, 1, MAX).unwrap_err();
+        let err = s.check(&bad, 1).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
-    let (mut s, mut next) = (ProducerStates::default(), 0);
-    for id in 0..3 {
-        send(&mut s, p(id, 0, 0), 1, &mut next).unwrap();
-    }
-    let err = s.check(&p(99, 0, 0), 1, 3).unwrap_err();
-    assert!(matches!(err, Error::LimitReached(_)), "{err}");
-    // Known producers still write at the limit.
-    assert_eq!(s.check(&p(1, 0, 1), 1, 3).unwrap(), Verdict::New);
     // No producer id: nothing is checked or kept.
-    assert_eq!(
-        s.check(&crate::log::NO_PRODUCER, 1, 3).unwrap(),
-        Verdict::New
-    );
+    assert_eq!(s.check(&crate::log::NO_PRODUCER, 1).unwrap(), Verdict::New);
+}
+
+#[test]
+fn past_the_limit_the_producer_idle_longest_is_forgotten() {
+    let mut s = ProducerStates::default();
+    for id in 0..3 {
+        s.record(&p(id, 0, 0), 1, id as u64, 100 - id, 3);
+    }
+    // Producer 2 appended least recently (at 98): it makes room for producer 9.
+    s.record(&p(9, 0, 0), 1, 3, 200, 3);
+    assert_eq!(s.len(), 3);
+    assert!(s.get(2).is_none() && s.get(9).is_some() && s.get(0).is_some());
+    // Known producers are never the ones evicted for themselves.
+    s.record(&p(0, 0, 1), 1, 4, 300, 3);
+    assert_eq!(s.len(), 3);
 }
 
 #[test]
 fn expiry_and_retention_forget_producers() {
     let mut s = ProducerStates::default();
-    s.record(&p(1, 0, 0), 10, 0, 1_000);
-    s.record(&p(2, 0, 0), 10, 10, 5_000);
-    s.record(&p(3, 0, 0), 10, 20, 9_000);
+    s.record(&p(1, 0, 0), 10, 0, 1_000, MAX);
+    s.record(&p(2, 0, 0), 10, 10, 5_000, MAX);
+    s.record(&p(3, 0, 0), 10, 20, 9_000, MAX);
     assert_eq!(s.expire(10_000, 6_000), 1);
     assert!(s.get(1).is_none());
     s.trim_below(20);
@@ -153,7 +157,7 @@ fn snapshots_round_trip_and_reject_damage() {
     let mut next = 0;
     for id in 0..4 {
         for i in 0..(id + 2) as i32 {
-            s.record(&p(id, id as i16, i * 2), 2, next, 77 + id);
+            s.record(&p(id, id as i16, i * 2), 2, next, 77 + id, MAX);
             next += 2;
         }
     }
