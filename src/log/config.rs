@@ -36,8 +36,9 @@ pub struct LogConfig {
     /// An idempotent producer that has not appended for this long is forgotten (Kafka's
     /// `producer.id.expiration.ms`): its next batch is taken with any sequence.
     pub producer_expiration: Duration,
-    /// Idempotent producers one partition remembers at most; a new one past this is
-    /// refused until others expire. Bounds the state's memory (about 200 bytes each).
+    /// Idempotent producers one partition remembers at most; a new one past this makes
+    /// it forget the one that appended least recently. Bounds the state's memory (about
+    /// 200 bytes each).
     pub max_producers: usize,
 }
 
