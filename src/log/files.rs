@@ -84,7 +84,13 @@ impl Checkpoint {
 pub fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let path = dir.join(CHECKPOINT_FILE);
     match fs::read(&path) {
-        Ok(bytes) => Ok(Checkpoint::decode(&bytes)),
+        Ok(bytes) => {
+            let checkpoint = Checkpoint::decode(&bytes);
+            if checkpoint.is_none() {
+                tracing::warn!(path = %path.display(), len = bytes.len(), "recovery checkpoint is damaged; scanning the log from its first segment");
+            }
+            Ok(checkpoint)
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).at(&path),
     }

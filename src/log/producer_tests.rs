@@ -228,3 +228,23 @@ fn batches_whose_producer_fields_were_never_checked_do_not_make_state() {
     // So producer 9 is unknown, and its next batch is taken at any sequence.
     assert!(!log.append(&mut from(9, 0, 100, 1)).unwrap().duplicate);
 }
+
+#[test]
+fn producers_idle_past_the_expiry_are_forgotten_and_stay_forgotten_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        producer_expiration: std::time::Duration::from_secs(60),
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), config.clone()).unwrap();
+    log.append(&mut from(1, 0, 0, 2)).unwrap();
+    let now = super::log::now_ms();
+    assert_eq!(log.expire_producers(now + 59_000), 0);
+    assert_eq!(log.expire_producers(now + 61_000), 1);
+    assert!(log.producers().is_empty());
+    // Forgotten: its next batch is taken at any sequence, and a clean close keeps that.
+    log.append(&mut from(1, 0, 7, 1)).unwrap();
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.producers().get(1).unwrap().batches.len(), 1);
+}

@@ -15,6 +15,8 @@ pub struct Serve {
     pub child: Child,
     /// The address it listens on.
     pub addr: String,
+    /// Every line it has written to stderr so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The address in `strom serve`'s ready line: `strom is ready listen=ADDR` (older)
@@ -79,15 +81,19 @@ impl Serve {
             .expect("strom serve starts");
         let stderr = BufReader::new(child.stderr.take().expect("piped"));
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&lines);
         // Keeps reading after the ready line, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
         });
         let mut serve = Serve {
             child,
             addr: String::new(),
+            stderr: lines,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();

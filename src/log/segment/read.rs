@@ -37,9 +37,11 @@ pub struct SegmentView {
 impl SegmentView {
     /// Whole batches from the batch at `start` (which holds `offset`), as one slice of
     /// the map, while they fit in `max_bytes`; with `at_least_one`, the first batch is
-    /// returned even if it alone is larger. Each batch's header and CRC are verified.
-    /// Returns the slice and the offset after it, or `None` if not even the first batch
-    /// fits.
+    /// returned even if it alone is larger. Each batch's header and CRC are verified:
+    /// a damaged first batch is an error, and a damaged later one ends the slice before
+    /// it (the next read starts there and gets the error), so good records are never
+    /// reported as lost with a damaged neighbour. Returns the slice and the offset after
+    /// it, or `None` if not even the first batch fits.
     pub fn read(
         &self,
         start: u64,
@@ -52,18 +54,27 @@ impl SegmentView {
         while end < self.size {
             let rest = &bytes[end as usize..];
             let expected = (end != start).then_some(next);
-            let header =
-                check_header(rest, expected, rest.len()).map_err(|reason| Error::Corruption {
-                    path: self.path.clone(),
-                    position: end,
-                    reason,
-                })?;
+            let header = match check_header(rest, expected, rest.len()) {
+                Ok(header) => header,
+                Err(_) if end != start => break,
+                Err(reason) => {
+                    return Err(Error::Corruption {
+                        path: self.path.clone(),
+                        position: end,
+                        reason,
+                    })
+                }
+            };
             let fits = (end - start + u64::from(header.length)) as usize <= max_bytes;
             let must_take = at_least_one && end == start;
             if !fits && !must_take {
                 break;
             }
-            check_crc(rest, &header, &self.path, end)?;
+            match check_crc(rest, &header, &self.path, end) {
+                Ok(()) => {}
+                Err(_) if end != start => break,
+                Err(err) => return Err(err),
+            }
             end += u64::from(header.length);
             next = header.next_offset();
         }
