@@ -18,6 +18,8 @@ use strom::grpc::pb;
 use tonic::Code;
 
 const PER_PARTITION: u64 = 3_000;
+/// Records written to partition 3 after its idempotent batch: more than a segment.
+const AFTER: u64 = 1_200;
 
 fn value(partition: u32, n: u64) -> String {
     format!("p{partition}-n{n}-{}", "x".repeat(1000))
@@ -161,6 +163,24 @@ fn damaged_files_are_reported_served_around_and_never_answered_with_wrong_record
             ..Default::default()
         };
         client.log().produce(once.clone()).await.unwrap();
+        // More after it, so that its batch is in a sealed segment: only the damaged
+        // snapshots and the sealed segment's headers know of it.
+        for chunk in 0..AFTER / 100 {
+            let first = PER_PARTITION + 1 + chunk * 100;
+            let records = (first..first + 100)
+                .map(|n| pb::Record {
+                    value: Bytes::from(value(3, n)),
+                    ..Default::default()
+                })
+                .collect();
+            let r = pb::ProduceRequest {
+                topic: "a".into(),
+                partition: Some(3),
+                records,
+                ..Default::default()
+            };
+            client.log().produce(r).await.unwrap();
+        }
         for group in ["g", "h"] {
             let commit = pb::CommitOffsetsRequest {
                 group: group.into(),
@@ -252,7 +272,7 @@ fn damaged_files_are_reported_served_around_and_never_answered_with_wrong_record
         check_values(2, &records);
         // 3: scanned whole; the idempotent producer's retry is still recognised.
         let (records, _) = read(&client, "a", 3).await;
-        assert_eq!(records.len() as u64, PER_PARTITION + 1);
+        assert_eq!(records.len() as u64, PER_PARTITION + 1 + AFTER);
         check_values(3, &records);
         let retry = client
             .log()

@@ -147,24 +147,34 @@ impl ProducerIds {
         let (records, valid, damage) = decode_records(&bytes);
         let mut trusted = true;
         if let Some(why) = &damage {
-            // A record that runs past the end of the file is a write a crash cut short:
-            // an InitProducer that never answered. Anything else is damage.
+            // A write a crash cut short (an InitProducer that never answered) is the last
+            // record: shorter than the largest one, and either zeros (blocks allocated,
+            // never written) or a plausible length that runs past the end of the file.
+            // Anything else, a bad length or checksum in the middle included, is damage.
             let rest = &bytes[valid..];
-            let torn_tail = rest.len() < RECORD_HEADER
-                || RECORD_HEADER
-                    + u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize
-                    > rest.len();
+            let longest = RECORD_HEADER + 10 + MAX_NAME_BYTES;
+            let runs_past = |rest: &[u8]| {
+                let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                (11..=10 + MAX_NAME_BYTES).contains(&len) && RECORD_HEADER + len > rest.len()
+            };
+            let torn_tail = rest.len() < longest
+                && (rest.len() < RECORD_HEADER || rest.iter().all(|&b| b == 0) || runs_past(rest));
             trusted = torn_tail;
             if torn_tail {
                 tracing::warn!(path = %names_path.display(), %why, "cutting a torn last record of the producer names");
             } else {
-                tracing::error!(path = %names_path.display(), %why, "producer names are damaged; the records after the damage are lost, so every named producer gets a new id at its next InitProducer (zombies of those names are no longer fenced)");
+                tracing::error!(path = %names_path.display(), %why, "producer names are damaged; the records after the damage are lost, so every named producer is fenced and gets a new id at its next InitProducer");
             }
         }
         let mut names = HashMap::new();
         let mut epochs = HashMap::new();
         let mut next = reserved_to;
         for (name, id, epoch) in records {
+            // After damage, later epochs of any name may have been handed out and lost:
+            // each name is written back at the last epoch, so its next InitProducer gets
+            // a new id, and every instance of its old id is fenced meanwhile. That
+            // survives the rewrite below, and so the next start.
+            let epoch = if trusted { epoch } else { i16::MAX };
             next = next.max(id + 1);
             if let Some((old, _)) = names.insert(name, (id, epoch)) {
                 if old != id {
@@ -371,7 +381,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = ProducerIds::open(dir.path()).unwrap();
         let (id, _) = ids.init(Some("a")).unwrap();
-        ids.init(Some("b")).unwrap();
+        let (b_old, _) = ids.init(Some("b")).unwrap();
         drop(ids);
         let path = dir.path().join(NAMES_FILE);
         let mut bytes = fs::read(&path).unwrap();
@@ -393,6 +403,19 @@ mod tests {
         assert!(
             new != id && epoch == 0,
             "damage: a new id, never a reused epoch"
+        );
+        assert!(
+            ids.check(id, 1).unwrap_err().to_string().contains("fenced"),
+            "the old id is fenced"
+        );
+        drop(ids);
+        // What the damage decided survives the next start.
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(ids.init(Some("a")).unwrap(), (new, 1));
+        let (b, _) = ids.init(Some("b")).unwrap();
+        assert!(
+            b != b_old && b != new,
+            "b's record was before the damage, and b gets a new id too"
         );
     }
 

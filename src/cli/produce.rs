@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::output::{note, noteln};
 use super::{describe, parse_pair, Connect, Stop};
@@ -241,14 +241,7 @@ async fn next_ack(
 /// (UNAVAILABLE while the server restarts, a dropped connection) the producer has
 /// already retried.
 fn fatal(status: &Status) -> bool {
-    !matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted
-    )
+    !crate::client::retriable(status)
 }
 
 struct Tally {

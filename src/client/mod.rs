@@ -8,7 +8,7 @@ mod producer;
 
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use group::{Batch, GroupConfig, GroupConsumer};
-pub use producer::{Ack, Producer, ProducerConfig};
+pub use producer::{retriable, Ack, Producer, ProducerConfig};
 
 use std::collections::BTreeMap;
 

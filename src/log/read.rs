@@ -86,11 +86,15 @@ impl ReadPlan {
             }
         }
         if let Some((view, start)) = self.active {
-            if let Some((chunk, next)) =
-                view.read(start, out.next_offset, budget, out.chunks.is_empty())?
-            {
-                out.chunks.push(chunk);
-                out.next_offset = next;
+            match view.read(start, out.next_offset, budget, out.chunks.is_empty()) {
+                Ok(Some((chunk, next))) => {
+                    out.chunks.push(chunk);
+                    out.next_offset = next;
+                }
+                Ok(None) => {}
+                // As for sealed segments: the good batches first, the damage next time.
+                Err(_) if !out.chunks.is_empty() => {}
+                Err(err) => return Err(err),
             }
         }
         Ok(out)

@@ -172,7 +172,7 @@ fn record_bytes(r: &pb::Record) -> usize {
 /// connection, a partition reopening after a failed fsync. (A full disk is
 /// RESOURCE_EXHAUSTED, as is a record over the size limit: not retried, so the caller
 /// decides.)
-fn retriable(status: &Status) -> bool {
+pub fn retriable(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable

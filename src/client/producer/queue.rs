@@ -73,6 +73,11 @@ impl PartitionQueue {
         while self.batches.front().is_some_and(|q| q.acked) {
             self.batches.pop_front();
         }
+        // Idle, the partition may forget the producer (expiry, a full table): the next
+        // batch goes alone again until it is acknowledged.
+        if self.batches.is_empty() {
+            self.confirmed = None;
+        }
     }
 
     /// The index of the next batch to send, if one may go now: the first waiting batch,

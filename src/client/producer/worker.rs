@@ -121,10 +121,8 @@ impl Worker {
         if let Some(&n) = self.partition_counts.get(topic) {
             return Ok(n);
         }
-        let n = self
-            .client
-            .admin()
-            .describe_topic(topic)
+        let mut admin = self.client.admin();
+        let n = bounded("DescribeTopic", admin.describe_topic(topic))
             .await?
             .partitions
             .len() as u32;
@@ -246,7 +244,9 @@ impl Worker {
                     if let Err(status) = self.ensure_identity().await {
                         if retriable(&status) {
                             let q = self.queues.get_mut(&key).expect("listed");
-                            q.paused_until = Some(now + self.config.backoff);
+                            // From now, not from the start of this pump: the call may
+                            // have taken longer than the backoff.
+                            q.paused_until = Some(Instant::now() + self.config.backoff);
                             q.batches[i].last_error = Some(status);
                         } else {
                             self.fail_partition(&key, i, &status);
@@ -281,9 +281,13 @@ impl Worker {
         let request = pb::InitProducerRequest {
             producer_name: self.config.name.clone().unwrap_or_default(),
         };
-        match self.client.log().init_producer(request).await {
+        let mut log = self.client.log();
+        match bounded("InitProducer", async {
+            log.init_producer(request).await.map(|r| r.into_inner())
+        })
+        .await
+        {
             Ok(answer) => {
-                let answer = answer.into_inner();
                 self.generations += 1;
                 self.identity = Some(Identity {
                     id: answer.producer_id,
@@ -340,12 +344,11 @@ impl Worker {
 
     async fn connect(&mut self) {
         let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) * 2);
-        match self
-            .client
-            .log()
-            .produce_stream(ReceiverStream::new(rx))
-            .await
-        {
+        let mut log = self.client.log();
+        let opened = bounded("ProduceStream", async {
+            log.produce_stream(ReceiverStream::new(rx)).await
+        });
+        match opened.await {
             Ok(response) => {
                 self.requests = Some(tx);
                 self.replies = Some(response.into_inner());
@@ -357,6 +360,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// How long the task waits for one call of its own (opening the stream, InitProducer,
+/// DescribeTopic): it runs the replies and timeouts of every batch, so a server that
+/// accepts a connection and never answers must not stop it.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn bounded<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::unavailable(format!(
+                "{what} got no answer in {CALL_TIMEOUT:?}"
+            )))
+        })
 }
 
 async fn next_reply(
