@@ -141,6 +141,13 @@ pub async fn serve(
     if let Err(err) = served {
         tracing::error!(%err, "server stopped with an error");
     }
+    // Tasks a handler spawned (a produce stream's reader and appender, an append the
+    // client stopped waiting for) can outlive their connection by a moment, each holding
+    // the broker: wait for them, bounded, before closing every log.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Arc::strong_count(&broker) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let broker = Arc::try_unwrap(broker).map_err(|_| {
         Error::InvalidArgument("broker still in use after the server stopped".into())
     })?;

@@ -203,3 +203,33 @@ async fn running_out_of_descriptors_says_what_to_raise() {
         .await
         .unwrap();
 }
+
+/// A produce the client gave up on still finishes its append on a task of its own
+/// (so a hang-up never leaves half a batch); a stop at that moment waits for it rather
+/// than failing with the broker still in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_right_after_a_client_gives_up_on_a_produce_waits_for_its_append() {
+    use common::server::TestServer;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let request = pb::ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: (0..64)
+            .map(|_| pb::Record {
+                value: Bytes::from(vec![b'x'; 256 << 10]),
+                ..Default::default()
+            })
+            .collect(),
+        durability: pb::Durability::Fsync as i32,
+        ..Default::default()
+    };
+    let mut log = client.log();
+    // Given up on once the request is on its way: the server's append (16 MiB, then an
+    // fsync) goes on without it.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(30), log.produce(request)).await;
+    drop(log);
+    drop(client);
+    server.stop().await.unwrap();
+}
