@@ -198,5 +198,34 @@ fn open_and_recover(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read, open_and_recover);
+/// What a roll costs under the partition's lock with many idempotent producers: the
+/// producer snapshot is encoded there (and written by the flush after it, outside).
+fn producer_snapshot(c: &mut Criterion) {
+    use strom::log::producers::{snapshot, ProducerStates};
+    use strom::log::ProducerInfo;
+    let mut group = c.benchmark_group("producer_snapshot_encode");
+    for producers in [100i64, 20_000] {
+        let mut states = ProducerStates::default();
+        let mut offset = 0;
+        for id in 0..producers {
+            for seq in 0..5 {
+                let p = ProducerInfo {
+                    id,
+                    epoch: 0,
+                    base_sequence: seq * 10,
+                };
+                states.record(&p, 10, offset, 1, usize::MAX);
+                offset += 10;
+            }
+        }
+        group.bench_with_input(
+            BenchmarkId::from_parameter(producers),
+            &states,
+            |b, states| b.iter(|| snapshot::encode(offset, states)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, read, open_and_recover, producer_snapshot);
 criterion_main!(benches);
