@@ -227,7 +227,10 @@ fn run(durability: &str) {
         }
         out
     });
-    let committed = runtime.block_on(committer).unwrap();
+    let committed = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), committer).await })
+        .expect("the committer stops")
+        .unwrap();
 
     let (records, high_watermarks, group) = runtime.block_on(async {
         let client = Client::connect(&addr).await.unwrap();
