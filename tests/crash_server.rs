@@ -149,31 +149,14 @@ async fn commit(addr: String, stop: Arc<AtomicBool>) -> Vec<(u32, u64)> {
 
 /// Every record of a partition, as (offset, producer, n).
 async fn read_partition(client: &Client, partition: u32) -> Vec<(u64, u64, u64)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let r = client
-            .log()
-            .fetch(pb::FetchRequest {
-                topic: TOPIC.into(),
-                partition,
-                offset,
-                max_bytes: 4 << 20,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for record in r.records.iter() {
-            let record = record.unwrap();
-            let (producer, n) = parse(record.value);
-            out.push((record.offset, producer, n));
-        }
-        if r.next_offset >= r.high_watermark {
-            return out;
-        }
-        offset = r.next_offset;
-    }
+    common::fetch_all(client, TOPIC, partition)
+        .await
+        .into_iter()
+        .map(|(offset, value)| {
+            let (producer, n) = parse(value.as_bytes());
+            (offset, producer, n)
+        })
+        .collect()
 }
 
 fn run(durability: &str) {

@@ -57,34 +57,14 @@ fn request(topic: &str, n: u64) -> pb::ProduceRequest {
 
 /// Every record of partition 0 of `topic`, checked against what `request` sent.
 async fn check_all(client: &Client, topic: &str, batches: u64) {
-    let mut offset = 0;
-    let mut seen = 0;
-    loop {
-        let r = client
-            .log()
-            .fetch(pb::FetchRequest {
-                topic: topic.into(),
-                partition: 0,
-                offset,
-                max_bytes: 1 << 20,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for record in r.records.iter() {
-            let record = record.unwrap();
-            let expected = format!("{}:{}:{}", seen / 16, seen % 16, "v".repeat(4000));
-            assert_eq!(record.value, expected.as_bytes(), "record {seen}");
-            seen += 1;
-        }
-        if r.next_offset >= r.high_watermark {
-            break;
-        }
-        offset = r.next_offset;
+    let records = common::fetch_all(client, topic, 0).await;
+    for (seen, (_, value)) in records.iter().enumerate() {
+        let seen = seen as u64;
+        let expected = format!("{}:{}:{}", seen / 16, seen % 16, "v".repeat(4000));
+        assert_eq!(value, &expected, "record {seen}");
     }
     assert_eq!(
-        seen,
+        records.len() as u64,
         batches * 16,
         "every acknowledged record, and nothing else"
     );

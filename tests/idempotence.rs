@@ -51,21 +51,10 @@ async fn produce(client: &Client, r: pb::ProduceRequest) -> Result<(u64, u64), t
 }
 
 async fn values(client: &Client, partition: u32) -> Vec<String> {
-    let r = client
-        .log()
-        .fetch(pb::FetchRequest {
-            topic: "t".into(),
-            partition,
-            offset: 0,
-            max_bytes: 1 << 20,
-            ..Default::default()
-        })
+    common::fetch_all(client, "t", partition)
         .await
-        .unwrap()
-        .into_inner();
-    r.records
-        .iter()
-        .map(|r| String::from_utf8(r.unwrap().value.to_vec()).unwrap())
+        .into_iter()
+        .map(|(_, value)| value)
         .collect()
 }
 

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::fetch_all;
 use common::server::TestServer;
 use strom::broker::partitioner::partition_for_key;
-use strom::client::{Consumer, Producer, ProducerConfig, Start};
+use strom::client::{Producer, ProducerConfig};
 use strom::grpc::pb::{self, list_offsets_request::Spec, subscribe_request::Start as SubStart};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -35,28 +36,6 @@ fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-async fn fetch_all(
-    client: &strom::client::Client,
-    topic: &str,
-    partition: u32,
-) -> Vec<(u64, String)> {
-    let mut consumer = Consumer::new(client, topic, partition, Start::Earliest)
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let records = consumer.poll(Duration::ZERO).await.unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        out.extend(
-            records
-                .into_iter()
-                .map(|r| (r.offset, String::from_utf8(r.value.to_vec()).unwrap())),
-        );
-    }
 }
 
 #[tokio::test]

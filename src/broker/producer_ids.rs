@@ -74,6 +74,14 @@ fn encode_record(name: &str, id: i64, epoch: i16) -> Vec<u8> {
     out
 }
 
+/// A journal holding one record per name, its newest: what a rewrite keeps.
+fn encode_names(names: &HashMap<String, (i64, i16)>) -> Vec<u8> {
+    names
+        .iter()
+        .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
+        .collect()
+}
+
 /// The records of a names journal, and where the valid ones end (with why, if early).
 fn decode_records(buf: &[u8]) -> (Vec<(String, i64, i16)>, usize, Option<String>) {
     let mut out = Vec::new();
@@ -184,10 +192,7 @@ impl ProducerIds {
             epochs.insert(id, i32::from(epoch));
         }
         // Rewritten at once: without superseded and damaged records, and synced.
-        let live: Vec<u8> = names
-            .iter()
-            .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
-            .collect();
+        let live = encode_names(&names);
         if damage.is_some() || bytes.len() > 4 * live.len() + 4096 {
             write_atomically(&names_path, &live)?;
         }
@@ -292,11 +297,7 @@ impl ProducerIds {
             return Ok(());
         }
         let path = self.dir.join(NAMES_FILE);
-        let bytes: Vec<u8> = inner
-            .names
-            .iter()
-            .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
-            .collect();
+        let bytes = encode_names(&inner.names);
         write_atomically(&path, &bytes)?;
         inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
         inner.journal_bytes = bytes.len() as u64;

@@ -105,3 +105,28 @@ pub fn topic_dir(data_dir: &Path, name: &str) -> std::path::PathBuf {
     assert_eq!(found.len(), 1, "one directory for topic {name}: {found:?}");
     found.into_iter().next().unwrap()
 }
+
+/// Every record of a partition from its start to its end, as (offset, value as text),
+/// read with the client's `Consumer`.
+pub async fn fetch_all(
+    client: &strom::client::Client,
+    topic: &str,
+    partition: u32,
+) -> Vec<(u64, String)> {
+    let mut consumer =
+        strom::client::Consumer::new(client, topic, partition, strom::client::Start::Earliest)
+            .await
+            .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let records = consumer.poll(std::time::Duration::ZERO).await.unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        out.extend(
+            records
+                .into_iter()
+                .map(|r| (r.offset, String::from_utf8(r.value.to_vec()).unwrap())),
+        );
+    }
+}

@@ -21,6 +21,7 @@ use crate::broker::partitioner::partition_for_key;
 use crate::cli::{Connect, Stop};
 use crate::client::Client;
 use crate::grpc::pb;
+use crate::log::producers::sequence_after;
 
 #[derive(clap::Args)]
 pub struct ProduceArgs {
@@ -232,7 +233,7 @@ impl Requests {
             request.producer_id = Some(id);
             request.producer_epoch = Some(epoch);
             request.base_sequence = Some(*sequence);
-            *sequence = ((i64::from(*sequence) + self.load.batch as i64) % (1i64 << 31)) as i32;
+            *sequence = sequence_after(*sequence, self.load.batch as u64);
         }
         request
     }

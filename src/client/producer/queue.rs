@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 
 use super::Batch;
+use crate::log::producers::sequence_after;
 
 /// A producer identity from InitProducer, and which of the producer's identities it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,21 @@ pub struct Identity {
 }
 
 /// A batch in the queue: waiting (sent = None) or sent under a correlation id.
+impl Queued {
+    /// A batch waiting to be sent for the first time.
+    pub fn new(batch: Batch) -> Queued {
+        Queued {
+            batch,
+            numbered: None,
+            sent: None,
+            acked: false,
+            attempts: 0,
+            enqueued: Instant::now(),
+            last_error: None,
+        }
+    }
+}
+
 pub struct Queued {
     pub batch: Batch,
     /// Identity and sequence, fixed at the first send (None: not idempotent).
@@ -55,11 +71,6 @@ pub struct PartitionQueue {
     /// The generation of the identity under which a batch of this partition was last
     /// acknowledged: the server knows the producer here.
     pub confirmed: Option<u64>,
-}
-
-/// Sequences wrap after `i32::MAX`, as the server's.
-fn advance(seq: i32, records: usize) -> i32 {
-    ((i64::from(seq) + records as i64) % (1i64 << 31)) as i32
 }
 
 impl PartitionQueue {
@@ -121,7 +132,7 @@ impl PartitionQueue {
                     _ => 0,
                 };
                 let records = self.batches[i].batch.records.len();
-                self.numbering = Some((identity, advance(seq, records)));
+                self.numbering = Some((identity, sequence_after(seq, records as u64)));
                 self.batches[i].numbered = Some((identity, seq));
             }
         }
@@ -157,22 +168,14 @@ mod tests {
     use crate::grpc::pb;
 
     fn batch(records: usize) -> Queued {
-        Queued {
-            batch: Batch {
-                topic: "t".into(),
-                partition: 0,
-                records: vec![pb::Record::default(); records],
-                acks: Vec::new(),
-                bytes: 0,
-                deadline: Instant::now(),
-            },
-            numbered: None,
-            sent: None,
-            acked: false,
-            attempts: 0,
-            enqueued: Instant::now(),
-            last_error: None,
-        }
+        Queued::new(Batch {
+            topic: "t".into(),
+            partition: 0,
+            records: vec![pb::Record::default(); records],
+            acks: Vec::new(),
+            bytes: 0,
+            deadline: Instant::now(),
+        })
     }
 
     fn who(generation: u64) -> Option<Identity> {

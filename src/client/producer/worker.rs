@@ -198,15 +198,7 @@ impl Worker {
             .entry(key)
             .or_default()
             .batches
-            .push_back(Queued {
-                batch,
-                numbered: None,
-                sent: None,
-                acked: false,
-                attempts: 0,
-                enqueued: Instant::now(),
-                last_error: None,
-            });
+            .push_back(Queued::new(batch));
     }
 
     /// Sends what each partition's queue allows.

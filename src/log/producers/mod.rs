@@ -29,13 +29,19 @@ pub const KEPT_BATCHES: usize = 5;
 /// records a second, one partition of one producer wraps after about 36 minutes.
 const SEQUENCE_SPAN: i64 = 1 << 31;
 
+/// The sequence `records` records after `first`: the next batch's first sequence.
+/// Producers number their batches with it, so client and server wrap alike.
+pub fn sequence_after(first: i32, records: u64) -> i32 {
+    ((i64::from(first) + (records % SEQUENCE_SPAN as u64) as i64) % SEQUENCE_SPAN) as i32
+}
+
 /// The last sequence of a batch of `records` records starting at `first`.
 pub fn last_sequence(first: i32, records: u32) -> i32 {
-    ((i64::from(first) + i64::from(records) - 1) % SEQUENCE_SPAN) as i32
+    sequence_after(first, u64::from(records).saturating_sub(1))
 }
 
 fn next_sequence(last: i32) -> i32 {
-    ((i64::from(last) + 1) % SEQUENCE_SPAN) as i32
+    sequence_after(last, 1)
 }
 
 /// Where one batch of a producer went: its sequences and offsets.
