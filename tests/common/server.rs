@@ -30,7 +30,18 @@ impl TestServer {
         limits: Limits,
         options: ServeOptions,
     ) -> TestServer {
-        let broker = Broker::open(dir, limits).unwrap();
+        // A test in the same binary that spawns a process forks this one, and the child
+        // holds a copy of every descriptor, the data directory's lock included, until it
+        // execs: a restart right after a stop can find the lock still held for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let broker = loop {
+            match Broker::open(dir, limits.clone()) {
+                Err(strom::Error::DataDirInUse { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                opened => break opened.unwrap(),
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
