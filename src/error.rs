@@ -112,6 +112,13 @@ pub enum Error {
     )]
     GroupNotFound { group: String },
 
+    /// No share group of that name.
+    #[error(
+        "share group {} does not exist; a share group is created by its first ShareFetch or AlterShareGroupConfig (strom queue list shows them)",
+        quote(group)
+    )]
+    ShareGroupNotFound { group: String },
+
     /// The request is well formed, but the state of what it concerns does not allow it
     /// (a fenced group member, a reset of a group that has members); the message says
     /// what to do.

@@ -11,12 +11,14 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::ProduceBudgetLayer;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
-use crate::grpc::{AdminService, GroupsService, LogService, FILE_DESCRIPTOR_SET};
+use crate::grpc::pb::queues_server::QueuesServer;
+use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
 
 /// Transport settings of the server.
 #[derive(Debug, Clone)]
@@ -63,6 +65,9 @@ pub async fn serve(
     health.set_serving::<GroupsServer<GroupsService>>().await;
     let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
     let expiry = tokio::spawn(Arc::clone(&groups).run());
+    health.set_serving::<QueuesServer<QueuesService>>().await;
+    let queues = Arc::new(ShareGroups::open(Arc::clone(&broker))?);
+    let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());
     if let Some(bound) = local {
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
@@ -121,6 +126,11 @@ pub async fn serve(
                 .max_decoding_message_size(max.min(16 << 20)),
         )
         .add_service(
+            QueuesServer::new(QueuesService::new(Arc::clone(&queues)))
+                .max_decoding_message_size(max.min(16 << 20))
+                .max_encoding_message_size(max_response),
+        )
+        .add_service(
             LogServer::new(LogService::new(Arc::clone(&broker)))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max_response),
@@ -137,7 +147,9 @@ pub async fn serve(
     let _ = upkeep.await;
     let _ = cleaner.await;
     let _ = expiry.await;
+    let _ = sweeper.await;
     drop(groups); // it holds the broker
+    drop(queues);
     if let Err(err) = served {
         tracing::error!(%err, "server stopped with an error");
     }

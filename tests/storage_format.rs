@@ -346,3 +346,97 @@ fn producer_snapshot_tables_match_the_encoder() {
     assert_eq!(u64::from_le_bytes(second[8..16].try_into().unwrap()), 43);
     assert_eq!(u64::from_le_bytes(second[16..24].try_into().unwrap()), 44);
 }
+
+#[test]
+fn share_group_tables_match_the_code() {
+    use strom::groups::share::state::{ShareState, KIND_SHARE, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+    use strom::groups::share::window::{Change, State, Totals};
+    use strom::groups::store::Journaled;
+    let doc = doc();
+    let read = |bytes: &[u8], at: usize, size: usize| {
+        let mut buf = [0u8; 16];
+        buf[..size].copy_from_slice(&bytes[at..at + size]);
+        u128::from_le_bytes(buf)
+    };
+    let field = |section: &str, name: &str| {
+        let rows = layout(&doc, section);
+        let (at, size, _) = rows
+            .iter()
+            .find(|r| r.2 == name)
+            .unwrap_or_else(|| panic!("no field {name} in {section}"))
+            .clone();
+        (at, size)
+    };
+    // The state table's values are the code's.
+    for row in table(&doc, "Share groups")
+        .iter()
+        .skip_while(|r| r.len() != 3)
+    {
+        let value: u8 = row[0].parse().unwrap();
+        let state = State::from_u8(value).unwrap();
+        assert_eq!(
+            format!("{state:?}").to_lowercase(),
+            row[1].replace(' ', ""),
+            "state {value}"
+        );
+    }
+    let topic: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    let slot = Change::Slot {
+        offset: 1_007,
+        state: State::Exhausted,
+        count: 4,
+        until: 1_700_000_000_123,
+    };
+    let start = Change::Start {
+        offset: 77,
+        totals: Totals {
+            accepted: 5,
+            dead_lettered: 6,
+            lost: 7,
+        },
+    };
+    let bytes = ShareState::encode_record(4242, &[((topic, 3), slot), ((topic, 3), start)]);
+    let (kind_at, _) = field("Share journal record", "kind");
+    assert_eq!(bytes[kind_at], KIND_SHARE);
+    assert_eq!(read(&bytes, 17, 4), 2);
+    let (head_at, head_size, _) = layout(&doc, "Share journal record").last().unwrap().clone();
+    let e = &bytes[head_at + head_size..];
+    assert_eq!(&e[..16], &topic.to_be_bytes());
+    let (p_at, p_size) = field("Share entry head", "partition");
+    assert_eq!(read(e, p_at, p_size), 3);
+    let (tag_at, _) = field("Share entry head", "tag");
+    assert_eq!(e[tag_at], 0);
+    let body = &e[tag_at + 1..];
+    let f = |name| field("Share slot change", name);
+    assert_eq!(read(body, f("offset").0, 8), 1_007);
+    assert_eq!(body[f("state").0], State::Exhausted as u8);
+    assert_eq!(read(body, f("delivery count").0, 2), 4);
+    assert_eq!(read(body, f("until").0, 8), 1_700_000_000_123);
+    let slot_len = layout(&doc, "Share slot change")
+        .last()
+        .map(|r| r.0 + r.1)
+        .unwrap();
+    let e2 = &body[slot_len..];
+    assert_eq!(e2[tag_at], 1);
+    let b2 = &e2[tag_at + 1..];
+    let g = |name| field("Share start change", name);
+    assert_eq!(read(b2, g("start offset").0, 8), 77);
+    assert_eq!(read(b2, g("accepted").0, 8), 5);
+    assert_eq!(read(b2, g("dead-lettered").0, 8), 6);
+    assert_eq!(read(b2, g("lost").0, 8), 7);
+    // A snapshot.
+    let mut state = ShareState::default();
+    state.apply(vec![((topic, 3), start), ((topic, 3), slot)]);
+    let snap = state.encode_snapshot(99);
+    assert_eq!(&snap[..8], SNAPSHOT_MAGIC);
+    assert!(doc.contains(&format!(
+        "`{}` (`SNAPSHOT_MAGIC`",
+        std::str::from_utf8(SNAPSHOT_MAGIC).unwrap()
+    )));
+    assert_eq!(
+        read(&snap, field("Share snapshot", "version").0, 4),
+        u128::from(SNAPSHOT_VERSION)
+    );
+    assert_eq!(read(&snap, field("Share snapshot", "seq").0, 8), 99);
+    assert!(doc.contains(&format!("`kind` is `{KIND_SHARE}` (`KIND_SHARE`)")));
+}

@@ -29,6 +29,7 @@ const LOCK_FILE: &str = ".lock";
 const VERSION_FILE: &str = "version";
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
+const SHARE_GROUPS_DIR: &str = "share-groups";
 const DELETED_SUFFIX: &str = ".deleted";
 
 /// A data directory this process holds exclusively until it is dropped.
@@ -123,6 +124,7 @@ impl DataDir {
         dir.check_version()?;
         fs::create_dir_all(dir.topics()).at(&dir.topics())?;
         fs::create_dir_all(dir.groups()).at(&dir.groups())?;
+        fs::create_dir_all(dir.share_groups()).at(&dir.share_groups())?;
         Ok(dir)
     }
 
@@ -160,6 +162,11 @@ impl DataDir {
     /// Where consumer groups keep their state.
     pub fn groups(&self) -> PathBuf {
         self.root.join(GROUPS_DIR)
+    }
+
+    /// Where share groups (queues) keep their state.
+    pub fn share_groups(&self) -> PathBuf {
+        self.root.join(SHARE_GROUPS_DIR)
     }
 
     /// The directory of group `name` with id `id` (named as topics' are).
@@ -206,7 +213,7 @@ impl DataDir {
 
     /// Removes what deletions interrupted by a crash left behind.
     pub fn remove_deleted_leftovers(&self) {
-        for parent in [self.topics(), self.groups()] {
+        for parent in [self.topics(), self.groups(), self.share_groups()] {
             Self::remove_deleted_in(&parent);
         }
     }

@@ -9,8 +9,10 @@ mod output;
 mod position;
 mod produce;
 mod progress;
+mod queue;
 mod serve;
 mod topic;
+mod work;
 
 use std::process::ExitCode;
 
@@ -84,6 +86,12 @@ enum Command {
     Offsets(consume::OffsetsArgs),
     /// List, describe, reset and delete consumer groups.
     Group(group::GroupArgs),
+    /// List, describe, configure, reset and delete share groups (queues).
+    Queue(queue::QueueArgs),
+    /// Run a command for each record a share group hands this worker (a job queue
+    /// runner): value on stdin, key and headers in the environment; exit 0 accepts, 3
+    /// rejects, anything else releases the record for another try.
+    Work(work::WorkArgs),
     /// Measure a running server: produce or consume throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -146,6 +154,14 @@ async fn run(cli: Cli) -> Result<(), Stop> {
         Command::Group(mut args) => {
             args.connect.inherit(before);
             group::run(args).await
+        }
+        Command::Queue(mut args) => {
+            args.connect.inherit(before);
+            queue::run(args).await
+        }
+        Command::Work(mut args) => {
+            args.connect.inherit(before);
+            work::run(args).await
         }
         Command::Bench(mut args) => {
             args.connect.inherit(before);

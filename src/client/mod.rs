@@ -1,14 +1,16 @@
 //! The Rust client: `Admin` for topics, `Producer` (batching, keyed partitioning,
-//! retries, pipelining over `ProduceStream`), a partition `Consumer`, and a consumer
-//! group member, `GroupConsumer`.
+//! retries, pipelining over `ProduceStream`), a partition `Consumer`, a consumer-group
+//! member (`GroupConsumer`) and a share-group (queue) member (`Worker`).
 
 mod consumer;
 mod group;
 mod producer;
+mod worker;
 
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{retriable, Ack, Producer, ProducerConfig};
+pub use worker::{Job, Worker, WorkerConfig};
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,7 @@ use tonic::Status;
 
 use crate::grpc::pb::{
     self, admin_client::AdminClient, groups_client::GroupsClient, log_client::LogClient,
+    queues_client::QueuesClient,
 };
 
 /// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
@@ -53,6 +56,13 @@ impl Client {
     /// The generated client of the Groups service (offsets, describe, reset, ...).
     pub fn groups(&self) -> GroupsClient<Channel> {
         GroupsClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// The generated client of the Queues service (share groups).
+    pub fn queues(&self) -> QueuesClient<Channel> {
+        QueuesClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
     }

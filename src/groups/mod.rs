@@ -20,10 +20,12 @@
 mod assign;
 pub mod coordinator;
 mod expiry;
+mod journal;
 mod member;
 pub mod offsets;
 mod ops;
 mod request;
+pub mod share;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -133,7 +135,7 @@ struct Loaded {
 struct Store {
     offsets: Offsets,
     /// Reopened before the next use if an fsync of them failed.
-    files: GroupFiles,
+    files: GroupFiles<Offsets>,
 }
 
 type Guard = OwnedMutexGuard<SlotState>;

@@ -8,22 +8,19 @@
 //! length u32 | crc32 u32 | seq u64 | kind u8 | count u32 | entry * count
 //! entry: topic id [16] | partition u32 | offset u64 | commit time i64 | metadata length u16 | metadata
 //! ```
-//! `length` counts the bytes after `seq`; the CRC covers `seq` and those bytes. `seq` is
-//! the record's position in the group's whole history of journal bytes, so a record left
-//! over from before the journal was last rewritten from its start is never mistaken for
-//! a new one. The snapshot is `magic | version u32 | seq u64 | count u32 | entries | crc32`,
+//! (framed as every group journal record is: `journal.rs`). The snapshot is `magic | version u32 | seq u64 | count u32 | entries | crc32`,
 //! where `seq` is where the journal continues.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::journal::{self, Cursor};
 use super::{TopicId, Tp};
 use crate::error::{Error, Result};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"STROMGRP";
 pub const SNAPSHOT_VERSION: u32 = 1;
-/// length, crc, seq.
-pub const RECORD_HEADER_LEN: usize = 16;
+pub use super::journal::RECORD_HEADER_LEN;
 /// Kind of a journal record that sets offsets.
 pub const KIND_OFFSETS: u8 = 1;
 /// Largest metadata string stored with an offset (Kafka's default too).
@@ -147,39 +144,16 @@ fn encode_entries(out: &mut Vec<u8>, entries: &[(Tp, Committed)]) {
     }
 }
 
-/// A reader over bytes that says `None` when they run out.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-}
-
 fn decode_entries(cursor: &mut Cursor<'_>) -> Option<Vec<(Tp, Committed)>> {
     let count = cursor.u32()? as usize;
     // Every entry takes at least ENTRY_FIXED_LEN bytes: a count the bytes cannot hold is
     // damage, not a reason to allocate.
-    if count > cursor.0.len() / ENTRY_FIXED_LEN {
+    if count > cursor.remaining() / ENTRY_FIXED_LEN {
         return None;
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
-        let id = u128::from_be_bytes(cursor.take(16)?.try_into().ok()?);
+        let id = cursor.u128_be()?;
         let partition = cursor.u32()?;
         let offset = cursor.u64()?;
         let commit_ms = cursor.u64()? as i64;
@@ -199,15 +173,7 @@ fn decode_entries(cursor: &mut Cursor<'_>) -> Option<Vec<(Tp, Committed)>> {
 
 /// One journal record at history position `seq`.
 pub fn encode_record(seq: u64, entries: &[(Tp, Committed)]) -> Vec<u8> {
-    let mut out = vec![0u8; RECORD_HEADER_LEN];
-    out[8..16].copy_from_slice(&seq.to_le_bytes());
-    out.push(KIND_OFFSETS);
-    encode_entries(&mut out, entries);
-    let len = (out.len() - RECORD_HEADER_LEN) as u32;
-    out[0..4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32fast::hash(&out[8..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+    journal::frame(seq, KIND_OFFSETS, |out| encode_entries(out, entries))
 }
 
 /// What a journal holds from history position `seq` on.
@@ -224,43 +190,14 @@ pub struct Replayed {
 /// position `seq`, and stops at the first that is torn, damaged or from an older pass
 /// over the file: what follows it was never acknowledged.
 pub fn replay(bytes: &[u8], seq: u64) -> Replayed {
-    let mut out = Replayed {
-        next_seq: seq,
-        ..Replayed::default()
-    };
-    let mut at = 0usize;
-    loop {
-        let mut header = Cursor(&bytes[at..]);
-        let (Some(len), Some(crc), Some(record_seq)) = (header.u32(), header.u32(), header.u64())
-        else {
-            break;
-        };
-        let len = len as usize;
-        if record_seq != out.next_seq || len > bytes.len() - at - RECORD_HEADER_LEN {
-            break;
-        }
-        let body = &bytes[at + 8..at + RECORD_HEADER_LEN + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let mut cursor = Cursor(&body[8..]);
-        let entries = match cursor.take(1) {
-            Some([KIND_OFFSETS]) => decode_entries(&mut cursor),
-            _ => None,
-        };
-        let Some(entries) = entries.filter(|_| cursor.0.is_empty()) else {
-            break;
-        };
-        // A position that would pass u64::MAX is damage (a history of 16 EiB is not).
-        let Some(next_seq) = out.next_seq.checked_add((RECORD_HEADER_LEN + len) as u64) else {
-            break;
-        };
-        out.records.push(entries);
-        at += RECORD_HEADER_LEN + len;
-        out.valid_len = at;
-        out.next_seq = next_seq;
+    let (records, valid_len, next_seq) = journal::replay(bytes, seq, |kind, cursor| {
+        (kind == KIND_OFFSETS).then(|| decode_entries(cursor))?
+    });
+    Replayed {
+        records,
+        valid_len,
+        next_seq,
     }
-    out
 }
 
 pub fn encode_snapshot(seq: u64, offsets: &Offsets) -> Vec<u8> {
@@ -300,7 +237,7 @@ pub fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Offsets)> {
     }
     let seq = cursor.u64().expect("length checked");
     let entries = decode_entries(&mut cursor)
-        .filter(|_| cursor.0.is_empty())
+        .filter(|_| cursor.is_empty())
         .ok_or_else(|| corrupt("entries do not parse"))?;
     let mut offsets = Offsets::default();
     offsets.apply(entries);

@@ -1,5 +1,8 @@
-//! A group's files: `offsets.<position>.snap` (all offsets as of a journal position)
-//! and `offsets.journal` (the commits since), in the group's directory.
+//! A group's files: `<prefix>.<position>.snap` (the whole state as of a journal
+//! position) and `<prefix>.journal` (the changes since), in the group's directory. A
+//! consumer group's prefix is `offsets` (its committed offsets); a share group's is
+//! `share` (its partitions' windows). What the state is, and its bytes, is the
+//! `Journaled` type's.
 //!
 //! A commit appends one record to the journal and waits for an fsync that covers it;
 //! concurrent commits share fsyncs (group commit), as produces do. Past
@@ -15,9 +18,48 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::offsets::{decode_snapshot, encode_record, encode_snapshot, replay, Committed, Offsets};
+use super::offsets::{self, Committed, Offsets};
 use super::Tp;
 use crate::error::{Error, IoContext, Result};
+
+/// A state kept as a snapshot plus a journal of changes.
+pub trait Journaled: Sized {
+    /// The files' name prefix.
+    const PREFIX: &'static str;
+    /// One change; a journal record holds a list of them, all applied or none.
+    type Entry;
+    fn empty() -> Self;
+    fn encode_record(seq: u64, entries: &[Self::Entry]) -> Vec<u8>;
+    /// The records of a journal (see `journal::replay`).
+    fn replay(bytes: &[u8], seq: u64) -> (Vec<Vec<Self::Entry>>, usize, u64);
+    fn apply(&mut self, entries: Vec<Self::Entry>);
+    fn encode_snapshot(&self, seq: u64) -> Vec<u8>;
+    fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Self)>;
+}
+
+impl Journaled for Offsets {
+    const PREFIX: &'static str = "offsets";
+    type Entry = (Tp, Committed);
+    fn empty() -> Self {
+        Offsets::default()
+    }
+    fn encode_record(seq: u64, entries: &[Self::Entry]) -> Vec<u8> {
+        offsets::encode_record(seq, entries)
+    }
+    fn replay(bytes: &[u8], seq: u64) -> (Vec<Vec<Self::Entry>>, usize, u64) {
+        let r = offsets::replay(bytes, seq);
+        (r.records, r.valid_len, r.next_seq)
+    }
+    fn apply(&mut self, entries: Vec<Self::Entry>) {
+        Offsets::apply(self, entries)
+    }
+    fn encode_snapshot(&self, seq: u64) -> Vec<u8> {
+        offsets::encode_snapshot(seq, self)
+    }
+    fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Self)> {
+        offsets::decode_snapshot(bytes, path)
+    }
+}
 use crate::log::files::{sync_data, sync_dir, write_atomically};
 
 pub const JOURNAL_FILE: &str = "offsets.journal";
@@ -25,12 +67,12 @@ pub const JOURNAL_FILE: &str = "offsets.journal";
 /// Snapshots are named by the journal position they continue from, and the newest one
 /// counts: a snapshot write that a cancelled request left running cannot replace a newer
 /// snapshot by landing late.
-fn snapshot_name(seq: u64) -> String {
-    format!("offsets.{seq:020}.snap")
+fn snapshot_name(prefix: &str, seq: u64) -> String {
+    format!("{prefix}.{seq:020}.snap")
 }
 
 /// The snapshots in `dir`, oldest first.
-fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+fn snapshots(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).at(dir)? {
         let path = entry.at(dir)?.path();
@@ -39,7 +81,8 @@ fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let seq = name
-            .strip_prefix("offsets.")
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
             .and_then(|rest| rest.strip_suffix(".snap"))
             .and_then(|digits| digits.parse::<u64>().ok());
         if let Some(seq) = seq {
@@ -135,9 +178,14 @@ impl Durability {
     pub fn has_failed(&self) -> bool {
         self.failed.get().is_some()
     }
+
+    /// History position after the last record written.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
 }
 
-pub struct GroupFiles {
+pub struct GroupFiles<S> {
     dir: PathBuf,
     durability: Arc<Durability>,
     /// Where the next record goes in the journal file.
@@ -146,26 +194,27 @@ pub struct GroupFiles {
     seq: u64,
     /// The position the current snapshot continues from (its name).
     snapshot_seq: u64,
+    state: std::marker::PhantomData<fn() -> S>,
 }
 
-impl GroupFiles {
-    /// Opens the group in `dir`, creating it if it is not there, and returns its offsets.
+impl<S: Journaled> GroupFiles<S> {
+    /// Opens the group in `dir`, creating it if it is not there, and returns its state.
     /// A journal with records is folded into a fresh snapshot at once, so what is served
     /// from now on is what a synced file holds. Blocking.
-    pub fn open(dir: &Path) -> Result<(GroupFiles, Offsets)> {
-        let journal_path = dir.join(JOURNAL_FILE);
+    pub fn open(dir: &Path) -> Result<(GroupFiles<S>, S)> {
+        let journal_path = dir.join(format!("{}.journal", S::PREFIX));
         if !dir.exists() {
             std::fs::create_dir_all(dir).at(dir)?;
             sync_dir(dir.parent().expect("groups live in a directory"))?;
         }
-        let mut found = snapshots(dir)?;
+        let mut found = snapshots(dir, S::PREFIX)?;
         let newest = found.pop();
-        let (seq, mut offsets) = match &newest {
-            Some((_, path)) => decode_snapshot(&std::fs::read(path).at(path)?, path)?,
+        let (seq, mut state) = match &newest {
+            Some((_, path)) => S::decode_snapshot(&std::fs::read(path).at(path)?, path)?,
             None => {
-                let path = dir.join(snapshot_name(0));
-                write_atomically(&path, &encode_snapshot(0, &Offsets::default()))?;
-                (0, Offsets::default())
+                let path = dir.join(snapshot_name(S::PREFIX, 0));
+                write_atomically(&path, &S::empty().encode_snapshot(0))?;
+                (0, S::empty())
             }
         };
         for (_, stale) in found {
@@ -183,29 +232,30 @@ impl GroupFiles {
             sync_dir(dir)?;
         }
         let bytes = std::fs::read(&journal_path).at(&journal_path)?;
-        let replayed = replay(&bytes, seq);
-        let had_records = !replayed.records.is_empty();
-        for record in replayed.records {
-            offsets.apply(record);
+        let (records, valid_len, next_seq) = S::replay(&bytes, seq);
+        let had_records = !records.is_empty();
+        for record in records {
+            state.apply(record);
         }
-        let durability = Arc::new(Durability::new(journal, journal_path, replayed.next_seq));
+        let durability = Arc::new(Durability::new(journal, journal_path, next_seq));
         let mut files = GroupFiles {
             dir: dir.to_path_buf(),
             durability,
-            position: replayed.valid_len as u64,
-            seq: replayed.next_seq,
+            position: valid_len as u64,
+            seq: next_seq,
             snapshot_seq: seq,
+            state: std::marker::PhantomData,
         };
         if had_records {
-            files.write_snapshot(&offsets)?;
+            files.write_snapshot(&state)?;
         }
-        Ok((files, offsets))
+        Ok((files, state))
     }
 
     /// Appends one commit to the journal (into the page cache) and returns the history
     /// position that must be synced before it is acknowledged.
-    pub fn append(&mut self, entries: &[(Tp, Committed)]) -> Result<u64> {
-        let record = encode_record(self.seq, entries);
+    pub fn append(&mut self, entries: &[S::Entry]) -> Result<u64> {
+        let record = S::encode_record(self.seq, entries);
         let d = &self.durability;
         d.file.write_all_at(&record, self.position).at(&d.path)?;
         self.position += record.len() as u64;
@@ -228,11 +278,11 @@ impl GroupFiles {
         self.position >= COMPACT_AFTER_BYTES
     }
 
-    /// Writes every offset into a new snapshot (synced and renamed into place) and
+    /// Writes the whole state into a new snapshot (synced and renamed into place) and
     /// restarts the journal at its first byte; commits waiting for an fsync are then
     /// durable through the snapshot. Blocking.
-    pub fn write_snapshot(&mut self, offsets: &Offsets) -> Result<()> {
-        let (path, bytes) = self.snapshot(offsets);
+    pub fn write_snapshot(&mut self, state: &S) -> Result<()> {
+        let (path, bytes) = self.snapshot(state);
         write_atomically(&path, &bytes)?;
         self.snapshot_written();
         Ok(())
@@ -240,10 +290,10 @@ impl GroupFiles {
 
     /// The snapshot file and its bytes, for a caller that writes them on a blocking
     /// thread and then calls `snapshot_written`, with no append in between.
-    pub fn snapshot(&self, offsets: &Offsets) -> (PathBuf, Vec<u8>) {
+    pub fn snapshot(&self, state: &S) -> (PathBuf, Vec<u8>) {
         (
-            self.dir.join(snapshot_name(self.seq)),
-            encode_snapshot(self.seq, offsets),
+            self.dir.join(snapshot_name(S::PREFIX, self.seq)),
+            state.encode_snapshot(self.seq),
         )
     }
 
@@ -252,7 +302,8 @@ impl GroupFiles {
         self.durability.covered(self.seq);
         if self.snapshot_seq != self.seq {
             // Superseded; a failure here leaves a file the next open removes.
-            let _ = std::fs::remove_file(self.dir.join(snapshot_name(self.snapshot_seq)));
+            let _ =
+                std::fs::remove_file(self.dir.join(snapshot_name(S::PREFIX, self.snapshot_seq)));
             self.snapshot_seq = self.seq;
         }
     }

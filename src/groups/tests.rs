@@ -551,7 +551,7 @@ fn a_snapshot_write_that_lands_late_does_not_replace_a_newer_one() {
     use super::store::GroupFiles;
     let dir = tempfile::tempdir().unwrap();
     let gdir = dir.path().join(format!("g.{:032x}", 9));
-    let (mut files, mut offsets) = GroupFiles::open(&gdir).unwrap();
+    let (mut files, mut offsets) = GroupFiles::<super::offsets::Offsets>::open(&gdir).unwrap();
     let tp: Tp = (1, 0);
     let entry = |o: u64| {
         vec![(
@@ -579,6 +579,6 @@ fn a_snapshot_write_that_lands_late_does_not_replace_a_newer_one() {
     crate::log::files::write_atomically(&path, &orphan).unwrap();
     files.append(&entry(o + 2)).unwrap();
     drop(files);
-    let (_, reopened) = GroupFiles::open(&gdir).unwrap();
+    let (_, reopened) = GroupFiles::<super::offsets::Offsets>::open(&gdir).unwrap();
     assert_eq!(reopened.get(&tp).unwrap().offset, o + 2);
 }

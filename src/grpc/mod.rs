@@ -7,11 +7,14 @@ pub mod codec;
 mod groups;
 mod log_service;
 pub mod produce;
+mod queues;
 pub mod records;
+mod share_stream;
 
 pub use admin::AdminService;
 pub use groups::GroupsService;
 pub use log_service::{LogService, MAX_UNANSWERED};
+pub use queues::QueuesService;
 
 use tonic::{Code, Status};
 
@@ -41,7 +44,7 @@ pub fn code(err: &Error) -> Code {
     match err {
         Error::InPartition { source, .. } => code(source),
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
-        Error::GroupNotFound { .. } => Code::NotFound,
+        Error::GroupNotFound { .. } | Error::ShareGroupNotFound { .. } => Code::NotFound,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::LimitReached(_) => Code::ResourceExhausted,

@@ -171,9 +171,10 @@ pub fn group_files(scratch: &Path, data: &[u8]) {
     let (snapshot, journal) = rest.split_at(snap_len);
     fs::write(dir.join(format!("offsets.{:020}.snap", 0)), snapshot).expect("write snapshot");
     fs::write(dir.join(JOURNAL_FILE), journal).expect("write journal");
-    if let Ok((files, offsets)) = GroupFiles::open(&dir) {
+    if let Ok((files, offsets)) = GroupFiles::<Offsets>::open(&dir) {
         drop(files);
-        let (_, again) = GroupFiles::open(&dir).expect("a group that opened once opens again");
+        let (_, again) =
+            GroupFiles::<Offsets>::open(&dir).expect("a group that opened once opens again");
         assert_eq!(again, offsets, "reopening changed the offsets");
     }
 }

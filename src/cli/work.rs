@@ -1,0 +1,146 @@
+//! `strom work -t T --group G -- COMMAND...`: a job-queue runner. Each record of the
+//! topic that the share group hands this worker runs COMMAND once, with the record's
+//! value on stdin and the rest in the environment:
+//!
+//! - `STROM_TOPIC`, `STROM_PARTITION`, `STROM_OFFSET`, `STROM_DELIVERY_COUNT`;
+//! - `STROM_KEY` (the key's bytes, when it has no NUL byte) and `STROM_KEY_BASE64`;
+//! - `STROM_HEADER_<NAME>` per header, the name upper-cased with every character
+//!   outside [A-Z0-9] made `_`.
+//!
+//! Exit 0 accepts the record; exit 3 rejects it (dead-lettered, never retried); any
+//! other end (another status, a signal, a command that cannot start) releases it for
+//! another try, up to the group's max.deliveries.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::output::noteln;
+use super::{describe, Connect, Stop};
+use crate::client::{Job, Worker, WorkerConfig};
+
+/// The exit status that rejects a record.
+pub const REJECT_STATUS: i32 = 3;
+
+#[derive(clap::Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Topic to take jobs from.
+    #[arg(long, short = 't')]
+    topic: String,
+    /// The share group the workers share.
+    #[arg(long, short = 'g')]
+    group: String,
+    /// Jobs the server may send ahead (locked to this worker while they wait).
+    #[arg(long, default_value_t = 1)]
+    prefetch: u32,
+    /// Stop after this many jobs.
+    #[arg(long)]
+    max_jobs: Option<u64>,
+    /// Stop when no job has come for this long (default: never).
+    #[arg(long, value_name = "MS")]
+    idle_exit_ms: Option<u64>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn env_name(header: &str) -> String {
+    let upper: String = header
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            c @ ('A'..='Z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect();
+    format!("STROM_HEADER_{upper}")
+}
+
+/// Runs the command for one job; its exit status, or `None` if it did not exit.
+fn run_job(command: &[String], topic: &str, job: &Job) -> Option<i32> {
+    let mut c = Command::new(&command[0]);
+    c.args(&command[1..])
+        .stdin(Stdio::piped())
+        .env("STROM_TOPIC", topic)
+        .env("STROM_PARTITION", job.partition.to_string())
+        .env("STROM_OFFSET", job.offset.to_string())
+        .env("STROM_DELIVERY_COUNT", job.delivery_count.to_string());
+    if let Some(key) = &job.key {
+        if !key.contains(&0) {
+            c.env("STROM_KEY", OsStr::from_bytes(key));
+        }
+        c.env(
+            "STROM_KEY_BASE64",
+            base64::engine::general_purpose::STANDARD.encode(key),
+        );
+    }
+    for (name, value) in &job.headers {
+        if !value.contains(&0) {
+            c.env(env_name(name), OsStr::from_bytes(value));
+        }
+    }
+    let mut child = match c.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            noteln!("strom work: cannot run {:?}: {err}", command[0]);
+            return None;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin closes it: not a failure.
+        let _ = stdin.write_all(&job.value);
+    }
+    child.wait().ok().and_then(|status| status.code())
+}
+
+pub async fn run(args: WorkArgs) -> Result<(), Stop> {
+    let client = args.connect.client().await?;
+    let mut config = WorkerConfig::new(&args.group, &args.topic);
+    config.prefetch = args.prefetch.max(1);
+    let mut worker = Worker::connect(&client, config).await.map_err(describe)?;
+    noteln!(
+        "strom work: member {} of share group {}, taking jobs from {}",
+        worker.member_id(),
+        args.group,
+        args.topic
+    );
+    let wait = Duration::from_millis(args.idle_exit_ms.unwrap_or(u64::MAX / 4));
+    let (mut done, mut failed, mut rejected) = (0u64, 0u64, 0u64);
+    while args
+        .max_jobs
+        .is_none_or(|max| done + failed + rejected < max)
+    {
+        let Some(job) = worker.next(wait).await.map_err(describe)? else {
+            break; // idle for --idle-exit-ms
+        };
+        let command = args.command.clone();
+        let topic = args.topic.clone();
+        let ran = job.clone();
+        let status = tokio::task::spawn_blocking(move || run_job(&command, &topic, &ran))
+            .await
+            .map_err(|e| format!("job runner failed: {e}"))?;
+        let acked = match status {
+            Some(0) => {
+                done += 1;
+                worker.accept(&job).await
+            }
+            Some(REJECT_STATUS) => {
+                rejected += 1;
+                worker.reject(&job).await
+            }
+            _ => {
+                failed += 1;
+                worker.release(&job).await
+            }
+        };
+        acked.map_err(describe)?;
+    }
+    worker.close().await;
+    noteln!("strom work: {done} accepted, {rejected} rejected, {failed} released");
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The framing of a group's journal records, shared by consumer groups' offsets and
+//! share groups' state (byte tables in `storage-format.md`):
+//!
+//! ```text
+//! length u32 | crc32 u32 | seq u64 | kind u8 | body
+//! ```
+//! `length` counts the bytes after `seq`; the CRC covers `seq` and those bytes. `seq` is
+//! the record's position in the group's whole history of journal bytes, so a record left
+//! over from before the journal was last rewritten from its start is never mistaken for
+//! a new one. Pure: the files are `store.rs`'s.
+
+/// length, crc, seq.
+pub const RECORD_HEADER_LEN: usize = 16;
+
+/// A reader over bytes that says `None` when they run out.
+pub struct Cursor<'a>(pub &'a [u8]);
+
+impl<'a> Cursor<'a> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    pub fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    pub fn u128_be(&mut self) -> Option<u128> {
+        Some(u128::from_be_bytes(self.take(16)?.try_into().ok()?))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn remaining(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One journal record at history position `seq`: `body` writes the bytes after `kind`.
+pub fn frame(seq: u64, kind: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = vec![0u8; RECORD_HEADER_LEN];
+    out[8..16].copy_from_slice(&seq.to_le_bytes());
+    out.push(kind);
+    body(&mut out);
+    let len = (out.len() - RECORD_HEADER_LEN) as u32;
+    out[0..4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Journal records from the start of `bytes`, the first expected at history position
+/// `seq`: each one's kind and body, until the first that is torn, damaged, from an
+/// older pass over the file, or refused by `decode` (what follows it was never
+/// acknowledged). Returns the decoded records, the valid length and the next position.
+pub fn replay<T>(
+    bytes: &[u8],
+    seq: u64,
+    mut decode: impl FnMut(u8, &mut Cursor<'_>) -> Option<T>,
+) -> (Vec<T>, usize, u64) {
+    let mut records = Vec::new();
+    let (mut at, mut next_seq) = (0usize, seq);
+    loop {
+        let mut header = Cursor(&bytes[at..]);
+        let (Some(len), Some(crc), Some(record_seq)) = (header.u32(), header.u32(), header.u64())
+        else {
+            break;
+        };
+        let len = len as usize;
+        if record_seq != next_seq || len > bytes.len() - at - RECORD_HEADER_LEN {
+            break;
+        }
+        let body = &bytes[at + 8..at + RECORD_HEADER_LEN + len];
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let mut cursor = Cursor(&body[8..]);
+        let decoded = match cursor.u8() {
+            Some(kind) => decode(kind, &mut cursor),
+            None => None,
+        };
+        let Some(decoded) = decoded.filter(|_| cursor.is_empty()) else {
+            break;
+        };
+        // A position that would pass u64::MAX is damage (a history of 16 EiB is not).
+        let Some(next) = next_seq.checked_add((RECORD_HEADER_LEN + len) as u64) else {
+            break;
+        };
+        records.push(decoded);
+        at += RECORD_HEADER_LEN + len;
+        next_seq = next;
+    }
+    (records, at, next_seq)
+}

@@ -1,0 +1,97 @@
+//! ShareAcknowledge: accept, release, reject or renew records a member holds. Answered
+//! once the changes are on disk; records the member does not hold are refused one by
+//! one, and the rest still apply.
+
+use std::sync::atomic::Ordering;
+
+use super::window::{Ack, Refusal};
+use super::{group, ShareGroups};
+use crate::broker::now_ms;
+use crate::error::{Error, Result};
+use crate::groups::topic_id;
+
+/// Most offsets one ShareAcknowledge may carry.
+pub const MAX_ACK_OFFSETS: usize = 10_000;
+
+/// Acknowledgements of one kind for offsets of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckBatch {
+    pub partition: u32,
+    pub offsets: Vec<u64>,
+    pub ack: Ack,
+}
+
+/// An acknowledgement that was not applied, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub partition: u32,
+    pub offset: u64,
+    pub reason: Refusal,
+}
+
+impl ShareGroups {
+    /// Applies `acks` by `member_id` to records of `topic`; returns those refused.
+    pub async fn acknowledge(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        acks: &[AckBatch],
+    ) -> Result<Vec<Refused>> {
+        let total: usize = acks.iter().map(|a| a.offsets.len()).sum();
+        if total > MAX_ACK_OFFSETS {
+            return Err(Error::InvalidArgument(format!(
+                "{total} offsets in one acknowledgement; at most {MAX_ACK_OFFSETS}: send several"
+            )));
+        }
+        let topic = self.broker.topic(topic)?;
+        for a in acks {
+            topic.partition(a.partition)?;
+        }
+        let tid = topic_id(&topic.id)?;
+        let (slot, mut guard) = self.lock(group_name, false).await?;
+        let g = group(&mut guard);
+        let now = now_ms();
+        let idx = g.members.touch(member_id, group_name, now)?;
+        // Locks that ended are ended first, so a late acknowledgement is refused.
+        let mut freed = g.expire_locks(now);
+        let mut refused = Vec::new();
+        for a in acks {
+            let tp = (tid, a.partition);
+            let mut changes = Vec::new();
+            match g.state.partitions.get_mut(&tp) {
+                None => refused.extend(a.offsets.iter().map(|&offset| Refused {
+                    partition: a.partition,
+                    offset,
+                    reason: Refusal::NotDelivered,
+                })),
+                Some(p) => {
+                    for &offset in &a.offsets {
+                        match p.acknowledge(idx, offset, a.ack, now, &g.config, &mut changes) {
+                            Ok(()) => freed |= a.ack == Ack::Release,
+                            Err(reason) => refused.push(Refused {
+                                partition: a.partition,
+                                offset,
+                                reason,
+                            }),
+                        }
+                    }
+                }
+            }
+            g.record(tp, changes);
+        }
+        // The rejections are journaled before they are dead-lettered, so an append to
+        // the dead-letter topic that fails (or a crash) leaves them owed, not lost.
+        let seq = g.journal().await?;
+        let durability = g.files.durability();
+        freed |= self.flush_dead_letters(g).await;
+        g.journal().await?;
+        slot.members.store(g.members.len(), Ordering::Relaxed);
+        drop(guard);
+        if freed {
+            slot.available.notify_waiters();
+        }
+        durability.wait(seq).await?;
+        Ok(refused)
+    }
+}

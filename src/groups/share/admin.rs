@@ -1,0 +1,169 @@
+//! DescribeShareGroup, AlterShareGroupConfig and ResetShareGroup.
+
+use std::collections::BTreeMap;
+
+use super::config::ShareConfig;
+use super::window::Counts;
+use super::{group, Group, ShareGroups};
+use crate::broker::now_ms;
+use crate::error::{quote, Error, Result};
+use crate::groups::{topic_id, ResetTo};
+
+/// One partition of a share group as DescribeShareGroup shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePartitionInfo {
+    pub topic: String,
+    pub partition: u32,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareMemberInfo {
+    pub member_id: String,
+    pub last_seen_ms: i64,
+    pub records_held: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedShareGroup {
+    pub config: BTreeMap<String, String>,
+    pub partitions: Vec<SharePartitionInfo>,
+    pub members: Vec<ShareMemberInfo>,
+}
+
+impl ShareGroups {
+    pub async fn describe(&self, name: &str) -> Result<DescribedShareGroup> {
+        let (_, mut guard) = self.lock(name, false).await?;
+        let g = group(&mut guard);
+        let now = now_ms();
+        let (_, metas) = self.broker.topic_metas();
+        let mut partitions = Vec::new();
+        for (&(tid, partition), p) in &g.state.partitions {
+            let Some(meta) = metas.iter().find(|m| topic_id(&m.id).ok() == Some(tid)) else {
+                continue; // a deleted topic
+            };
+            let hw = self
+                .broker
+                .partition(&meta.name, partition)
+                .and_then(|p| p.offsets())
+                .map(|o| o.high_watermark)
+                .unwrap_or(p.end());
+            partitions.push(SharePartitionInfo {
+                topic: meta.name.clone(),
+                partition,
+                counts: p.counts(now, hw),
+            });
+        }
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let mut members: Vec<ShareMemberInfo> = g
+            .members
+            .iter()
+            .map(|(id, m)| ShareMemberInfo {
+                member_id: id.clone(),
+                last_seen_ms: m.last_seen_ms,
+                records_held: g.state.partitions.values().map(|p| p.held_by(m.idx)).sum(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        Ok(DescribedShareGroup {
+            config: g.config.to_map(),
+            partitions,
+            members,
+        })
+    }
+
+    /// Changes a group's settings (creating the group if it does not exist); all or
+    /// nothing. Returns every key's value after the change.
+    pub async fn alter_config(
+        &self,
+        name: &str,
+        changes: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let (slot, mut guard) = self.lock(name, true).await?;
+        let g = group(&mut guard);
+        let next: ShareConfig = g.config.apply(changes)?;
+        if let Some(dlq) = &next.dead_letter_topic {
+            let (_, metas) = self.broker.topic_metas();
+            let sources = g.state.partitions.keys().map(|(tid, _)| *tid);
+            for tid in sources {
+                if metas
+                    .iter()
+                    .any(|m| &m.name == dlq && topic_id(&m.id).ok() == Some(tid))
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "dead.letter.topic {} is a topic share group {} reads; choose another topic",
+                        quote(dlq),
+                        quote(name)
+                    )));
+                }
+            }
+        }
+        let dir = slot.dir.clone();
+        let written = next.clone();
+        tokio::task::spawn_blocking(move || Group::write_config(&dir, &written))
+            .await
+            .expect("config write does not panic")?;
+        g.config = next;
+        // A longer lock or a shorter backoff may free records at once.
+        slot.available.notify_waiters();
+        Ok(g.config.to_map())
+    }
+
+    /// Moves the group's start offset in every partition of `topic` to `to`, forgetting
+    /// the state of the records in between; refused while the group has members.
+    /// Returns the partitions' offsets before and after.
+    pub async fn reset(
+        &self,
+        name: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<(u32, u64, u64)>> {
+        let topic = self.broker.topic(topic)?;
+        let tid = topic_id(&topic.id)?;
+        let (slot, mut guard) = self.lock(name, false).await?;
+        let g = group(&mut guard);
+        if !g.members.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "share group {} has {} members; stop its workers (or wait for their sessions to end) before resetting it",
+                quote(name),
+                g.members.len()
+            )));
+        }
+        let mut moved = Vec::new();
+        for partition in &topic.partitions {
+            let bounds = partition.offsets()?;
+            let offset = match to {
+                ResetTo::Earliest => bounds.log_start,
+                ResetTo::Latest => bounds.high_watermark,
+                ResetTo::Offset(o) => o.clamp(bounds.log_start, bounds.high_watermark),
+                ResetTo::Timestamp(ts) => partition
+                    .offset_for_timestamp(ts)
+                    .await?
+                    .map_or(bounds.high_watermark, |(o, _)| o),
+                ResetTo::Duration(_) | ResetTo::ShiftBy(_) => {
+                    return Err(Error::InvalidArgument(
+                        "a share group resets to earliest, latest, an offset or a timestamp".into(),
+                    ))
+                }
+            };
+            let tp = (tid, partition.id);
+            let p = g
+                .state
+                .partitions
+                .entry(tp)
+                .or_insert_with(|| super::window::SharePartition::new(offset));
+            let before = p.start();
+            let mut changes = Vec::new();
+            p.reset(offset, &mut changes);
+            g.restored.insert(tp);
+            g.record(tp, changes);
+            moved.push((partition.id, before, offset));
+        }
+        let seq = g.journal().await?;
+        let durability = g.files.durability();
+        drop(guard);
+        slot.available.notify_waiters();
+        durability.wait(seq).await?;
+        Ok(moved)
+    }
+}

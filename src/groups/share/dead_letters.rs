@@ -1,0 +1,134 @@
+//! Dead letters: records rejected, or out of deliveries, are appended to the group's
+//! `dead.letter.topic` (created with one partition if it is missing) with headers naming
+//! where they came from and why, and only then marked finished. Without a dead-letter
+//! topic they are only marked (archived, as Kafka does).
+//!
+//! The append comes before the journal record that finishes the record: a crash in
+//! between appends it again after the restart (at least once, never lost). An append
+//! that fails leaves the records owed; the sweeper retries them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::window::{Change, Dying};
+use super::{Group, ShareGroups};
+use crate::broker::ProduceTarget;
+use crate::error::{Error, Result};
+use crate::groups::{topic_id, Tp};
+use crate::log::record::records;
+
+/// Headers a dead letter carries besides its own.
+pub const DLQ_TOPIC: &str = "strom-dlq-topic";
+pub const DLQ_PARTITION: &str = "strom-dlq-partition";
+pub const DLQ_OFFSET: &str = "strom-dlq-offset";
+pub const DLQ_DELIVERY_COUNT: &str = "strom-dlq-delivery-count";
+pub const DLQ_REASON: &str = "strom-dlq-reason";
+
+impl ShareGroups {
+    /// Dead-letters every record owed; true if any was finished. Failures are logged,
+    /// and the records stay owed.
+    pub(super) async fn flush_dead_letters(&self, g: &mut Group) -> bool {
+        let owed: Vec<(Tp, Vec<Dying>)> = g
+            .state
+            .partitions
+            .iter()
+            .map(|(tp, p)| (*tp, p.dying()))
+            .filter(|(_, dying)| !dying.is_empty())
+            .collect();
+        let mut any = false;
+        for (tp, dying) in owed {
+            let appended = match &g.config.dead_letter_topic {
+                None => Ok(()),
+                Some(dlq) => self.append_dead_letters(dlq, tp, &dying).await,
+            };
+            if let Err(err) = appended {
+                tracing::warn!(group = %g.name, %err, "dead letters not appended yet; retrying");
+                continue;
+            }
+            let mut changes: Vec<Change> = Vec::new();
+            if let Some(p) = g.state.partitions.get_mut(&tp) {
+                for d in &dying {
+                    p.dead_lettered(d.offset, &mut changes);
+                }
+            }
+            g.record(tp, changes);
+            any = true;
+        }
+        any
+    }
+
+    async fn append_dead_letters(
+        &self,
+        dlq: &str,
+        (tid, partition): Tp,
+        dying: &[Dying],
+    ) -> Result<()> {
+        let (_, metas) = self.broker.topic_metas();
+        let Some(source) = metas
+            .into_iter()
+            .find(|m| topic_id(&m.id).ok() == Some(tid))
+        else {
+            return Ok(()); // the source topic is gone, and its records with it
+        };
+        if let Err(Error::TopicNotFound { .. }) = self.broker.topic(dlq) {
+            match self.broker.create_topic(dlq, 1, &BTreeMap::new()).await {
+                Ok(_) | Err(Error::TopicExists { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let from = self.broker.partition(&source.name, partition)?;
+        for &Dying {
+            offset,
+            count,
+            rejected,
+        } in dying
+        {
+            let (read, _) = from.read(offset, 1).await?;
+            let Some(chunk) = read.chunks.first() else {
+                continue; // deleted by retention meanwhile
+            };
+            let views = records(chunk).map_err(|reason| Error::Corruption {
+                path: "dead letter read".into(),
+                position: offset,
+                reason,
+            })?;
+            let Some(v) = views.into_iter().find(|v| v.offset == offset) else {
+                continue;
+            };
+            let (partition_s, offset_s, count_s) =
+                (partition.to_string(), offset.to_string(), count.to_string());
+            let reason = if rejected {
+                "rejected"
+            } else {
+                "max.deliveries"
+            };
+            let ours = [
+                (DLQ_TOPIC, source.name.as_bytes()),
+                (DLQ_PARTITION, partition_s.as_bytes()),
+                (DLQ_OFFSET, offset_s.as_bytes()),
+                (DLQ_DELIVERY_COUNT, count_s.as_bytes()),
+                (DLQ_REASON, reason.as_bytes()),
+            ];
+            let mut headers: Vec<(&str, &[u8])> = v.headers().collect();
+            headers.extend(ours);
+            let key = v.key.map(|k| chunk.slice_ref(k));
+            let value: Bytes = chunk.slice_ref(v.value);
+            let target = ProduceTarget {
+                topic: dlq.to_string(),
+                partition: None,
+                durability: None,
+                producer: None,
+            };
+            let mut writer = self.broker.begin_produce(target, 1, 0)?;
+            writer.push(
+                key.as_ref(),
+                &value,
+                headers.iter().copied(),
+                v.timestamp_ms,
+            )?;
+            writer.finish()?.append().await?.durable().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! ShareFetch: join (or touch) the member, lock available records of a topic to it,
+//! and if there are none, wait for the log to grow or for records to come back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::config::Start;
+use super::window::{key_hash, Candidate, Change, MemberIdx, SharePartition, Totals};
+use super::{group, Group, ShareGroups};
+use crate::broker::{now_ms, Partition};
+use crate::error::{quote, Error, Result};
+use crate::groups::{topic_id, Tp};
+use crate::log::record::records;
+use crate::log::ReadBatches;
+
+/// Most records one ShareFetch hands out.
+pub const MAX_FETCH_RECORDS: usize = 10_000;
+/// Records handed out when a fetch does not say.
+pub const DEFAULT_FETCH_RECORDS: usize = 500;
+/// The header that holds a record's delivery time (ms since the epoch, ASCII digits).
+pub const DELIVER_AT_HEADER: &str = "strom-deliver-at";
+
+/// A record handed to a member, with its partition and delivery count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: u32,
+    pub delivery_count: u16,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub member_id: String,
+    pub records: Vec<Delivered>,
+}
+
+/// Which partition a fetch looks at first, turning, so no partition starves.
+static TURN: AtomicUsize = AtomicUsize::new(0);
+
+/// `strom-deliver-at` of a record, if it has a valid one.
+fn deliver_at<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> i64 {
+    headers
+        .find(|(name, _)| *name == DELIVER_AT_HEADER)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+}
+
+/// The records of `read` at or after `from`: as candidates, and each one's bytes
+/// (sliced from the read, not copied) should it be handed out.
+fn parse(read: &ReadBatches, from: u64) -> Result<(Vec<Candidate>, Vec<Delivered>)> {
+    let (mut candidates, mut delivered) = (Vec::new(), Vec::new());
+    for chunk in &read.chunks {
+        let views = records(chunk).map_err(|reason| Error::Corruption {
+            path: "share fetch read".into(),
+            position: 0,
+            reason,
+        })?;
+        for v in views.into_iter().filter(|v| v.offset >= from) {
+            candidates.push(Candidate {
+                offset: v.offset,
+                key: key_hash(v.key),
+                deliver_at: deliver_at(v.headers()),
+            });
+            delivered.push(Delivered {
+                partition: 0,
+                delivery_count: 0,
+                offset: v.offset,
+                timestamp_ms: v.timestamp_ms,
+                key: v.key.map(|k| chunk.slice_ref(k)),
+                value: chunk.slice_ref(v.value),
+                headers: v
+                    .headers()
+                    .map(|(n, val)| (n.to_string(), chunk.slice_ref(val)))
+                    .collect(),
+            });
+        }
+    }
+    Ok((candidates, delivered))
+}
+
+impl ShareGroups {
+    /// Locks up to `max_records` available records of `topic` to the member (joining it
+    /// if `member_id` is empty or unknown); waits up to `max_wait` for some.
+    pub async fn fetch(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        max_records: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        let max_records = match max_records as usize {
+            0 => DEFAULT_FETCH_RECORDS,
+            n => n.min(MAX_FETCH_RECORDS),
+        };
+        let deadline = tokio::time::Instant::now() + max_wait.min(self.broker.limits().max_wait);
+        let mut stopping = self.broker.shutting_down();
+        let mut member_id = member_id.to_string();
+        loop {
+            // Looked up each time round: a topic deleted meanwhile ends the wait.
+            let topic = self.broker.topic(topic)?;
+            let tid = topic_id(&topic.id)?;
+            let (slot, mut guard) = self.lock(group_name, true).await?;
+            let g = group(&mut guard);
+            if g.config.dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
+                return Err(Error::FailedPrecondition(format!(
+                    "topic {} is share group {}'s dead-letter topic; it cannot also be its source (set another dead.letter.topic)",
+                    quote(&topic.name),
+                    quote(group_name)
+                )));
+            }
+            let now = now_ms();
+            let (id, idx) = g.members.join(&member_id, now)?;
+            member_id = id;
+            slot.members.store(g.members.len(), Ordering::Relaxed);
+            let mut freed = g.expire_locks(now);
+            let mut out = Vec::new();
+            let mut wake: Option<i64> = None;
+            let mut watches = Vec::with_capacity(topic.partitions.len());
+            let n = topic.partitions.len();
+            let first = TURN.fetch_add(1, Ordering::Relaxed);
+            for k in 0..n {
+                let partition = &topic.partitions[(first + k) % n];
+                watches.push(partition.watch());
+                let tp = (tid, partition.id);
+                if out.len() < max_records {
+                    g.fill(tp, partition, idx, max_records - out.len(), now, &mut out)
+                        .await?;
+                }
+                if let Some(at) = g.state.partitions.get(&tp).and_then(|p| p.next_wake(now)) {
+                    wake = Some(wake.map_or(at, |w: i64| w.min(at)));
+                }
+            }
+            freed |= self.flush_dead_letters(g).await;
+            g.journal().await?;
+            if freed {
+                slot.available.notify_waiters();
+            }
+            let now_i = tokio::time::Instant::now();
+            if !out.is_empty() || now_i >= deadline || *stopping.borrow() {
+                return Ok(Fetched {
+                    member_id,
+                    records: out,
+                });
+            }
+            // Nothing yet: wait for the log to grow, for records to come back (woken
+            // by whoever frees them, or at the next lock end or delivery time), for
+            // the deadline. Registered before the lock is let go: no lost wakeup.
+            let notified = slot.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            drop(guard);
+            let until = match wake {
+                Some(at) => {
+                    let in_ms = at.saturating_sub(now_ms()).max(0) as u64;
+                    deadline.min(now_i + Duration::from_millis(in_ms))
+                }
+                None => deadline,
+            };
+            let grown = futures_util::future::select_all(
+                watches
+                    .iter_mut()
+                    .map(|w| Box::pin(async move { w.changed().await.is_ok() })),
+            );
+            tokio::select! {
+                _ = grown => {}
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(until) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+}
+
+impl Group {
+    /// Locks up to `want` records of one partition to member `idx`, into `out`.
+    async fn fill(
+        &mut self,
+        tp: Tp,
+        partition: &Arc<Partition>,
+        idx: MemberIdx,
+        want: usize,
+        now: i64,
+        out: &mut Vec<crate::groups::share::Delivered>,
+    ) -> Result<()> {
+        let bounds = partition.offsets()?;
+        let mut changes = Vec::new();
+        if !self.state.partitions.contains_key(&tp) {
+            let offset = match self.config.start {
+                Start::Earliest => bounds.log_start,
+                Start::Latest => bounds.high_watermark,
+            };
+            // Journaled, so that "latest" means the same after a restart.
+            self.state
+                .partitions
+                .insert(tp, SharePartition::new(offset));
+            self.restored.insert(tp);
+            changes.push(Change::Reset {
+                offset,
+                totals: Totals::default(),
+            });
+        }
+        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        sp.lose_below(bounds.log_start, &mut changes);
+        // Recorded before the reads below: a fetch cancelled at one of them must not
+        // drop changes already made in memory.
+        self.record(tp, std::mem::take(&mut changes));
+        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        if !self.restored.contains(&tp) {
+            // After a load: keys and delivery times of the window, read back.
+            let (start, end) = (sp.start(), sp.end());
+            let mut candidates = Vec::new();
+            let mut at = start;
+            while at < end {
+                let (read, _) = partition.read(at, 1 << 20).await?;
+                if read.chunks.is_empty() {
+                    break;
+                }
+                let (c, _) = parse(&read, at)?;
+                candidates.extend(c.into_iter().filter(|c| c.offset < end));
+                at = read.next_offset.max(at + 1);
+            }
+            sp.restore_records(&candidates);
+            self.restored.insert(tp);
+        }
+        if let Some(from) = sp.next_candidate(now, &self.config, bounds.high_watermark) {
+            let budget = (want * 1024).clamp(64 << 10, 1 << 20);
+            let (read, _) = partition.read(from, budget).await?;
+            let (candidates, mut records) = parse(&read, from)?;
+            let got = sp.acquire(idx, &candidates, want, now, &self.config, &mut changes);
+            let mut records = records.drain(..).peekable();
+            for (offset, count) in got {
+                while records.peek().is_some_and(|r| r.offset < offset) {
+                    records.next();
+                }
+                if let Some(mut r) = records.next() {
+                    r.partition = tp.1;
+                    r.delivery_count = count;
+                    out.push(r);
+                }
+            }
+        }
+        self.record(tp, changes);
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! A share group's members: ids the clients send (or the server gives on joining), and
+//! when each was last heard from. In memory only: after a restart every lock is gone,
+//! so a member that comes back simply starts again.
+
+use std::collections::HashMap;
+
+use super::window::MemberIdx;
+use crate::error::{quote, Error, Result};
+
+/// Most members one share group keeps.
+pub const MAX_MEMBERS: usize = 10_000;
+/// Longest member id a client may choose.
+pub const MAX_MEMBER_ID_LEN: usize = 255;
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub idx: MemberIdx,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Members {
+    by_id: HashMap<String, Member>,
+    next: MemberIdx,
+}
+
+impl Members {
+    /// The member `id` (joining it if the group does not know it; an empty id gets a new
+    /// one), marked as heard from now.
+    pub fn join(&mut self, id: &str, now_ms: i64) -> Result<(String, MemberIdx)> {
+        if id.len() > MAX_MEMBER_ID_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "member_id is {} bytes; at most {MAX_MEMBER_ID_LEN} (send an empty one to be given one)",
+                id.len()
+            )));
+        }
+        let id = match id {
+            "" => uuid::Uuid::new_v4().simple().to_string(),
+            id => id.to_string(),
+        };
+        if let Some(member) = self.by_id.get_mut(&id) {
+            member.last_seen_ms = now_ms;
+            return Ok((id, member.idx));
+        }
+        if self.by_id.len() >= MAX_MEMBERS {
+            return Err(Error::LimitReached(format!(
+                "the share group has {MAX_MEMBERS} members, the most it keeps; stop some workers or use another group"
+            )));
+        }
+        self.next += 1;
+        let idx = self.next;
+        self.by_id.insert(
+            id.clone(),
+            Member {
+                idx,
+                last_seen_ms: now_ms,
+            },
+        );
+        Ok((id, idx))
+    }
+
+    /// A known member, marked as heard from now.
+    pub fn touch(&mut self, id: &str, group: &str, now_ms: i64) -> Result<MemberIdx> {
+        match self.by_id.get_mut(id) {
+            Some(member) => {
+                member.last_seen_ms = now_ms;
+                Ok(member.idx)
+            }
+            None => Err(Error::FailedPrecondition(format!(
+                "member {} is not in share group {} (its session ended, or the server restarted) and holds no records; fetch again to rejoin",
+                quote(id),
+                quote(group)
+            ))),
+        }
+    }
+
+    /// Removes the members not heard from within `timeout_ms`; returns them.
+    pub fn expire(&mut self, now_ms: i64, timeout_ms: u64) -> Vec<(String, MemberIdx)> {
+        let gone: Vec<(String, MemberIdx)> = self
+            .by_id
+            .iter()
+            .filter(|(_, m)| now_ms.saturating_sub(m.last_seen_ms) > timeout_ms as i64)
+            .map(|(id, m)| (id.clone(), m.idx))
+            .collect();
+        for (id, _) in &gone {
+            self.by_id.remove(id);
+        }
+        gone
+    }
+
+    pub fn leave(&mut self, id: &str) -> Option<MemberIdx> {
+        self.by_id.remove(id).map(|m| m.idx)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.by_id.iter()
+    }
+}

@@ -1,0 +1,374 @@
+//! The share-partition state machine: scenarios, and a model test over random fetches,
+//! acknowledgements, time, departures and restarts (replayed from the journal bytes).
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::config::ShareConfig;
+use super::state::ShareState;
+use super::window::{key_hash, Ack, Candidate, Change, Refusal, SharePartition};
+use crate::groups::store::Journaled;
+
+fn cfg() -> ShareConfig {
+    ShareConfig {
+        lock_ms: 1000,
+        max_deliveries: 3,
+        max_in_flight: 100,
+        ..ShareConfig::default()
+    }
+}
+
+fn plain(offsets: std::ops::Range<u64>) -> Vec<Candidate> {
+    offsets
+        .map(|offset| Candidate {
+            offset,
+            key: 0,
+            deliver_at: 0,
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_goes_to_one_member_until_its_lock_ends_then_to_another_with_its_count_up() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    assert_eq!(
+        p.acquire(1, &plain(0..3), 10, 0, &c, &mut ch),
+        [(0, 1), (1, 1), (2, 1)]
+    );
+    assert!(p.acquire(2, &plain(0..3), 10, 500, &c, &mut ch).is_empty());
+    assert_eq!(p.next_wake(500), Some(1000));
+    assert!(p.expire(1000, &c, &mut ch));
+    assert_eq!(
+        p.acquire(2, &plain(0..3), 2, 1000, &c, &mut ch),
+        [(0, 2), (1, 2)]
+    );
+    // The first member's lock is gone: its acknowledgement is refused.
+    assert_eq!(
+        p.acknowledge(1, 0, Ack::Accept, 1001, &c, &mut ch),
+        Err(Refusal::NotHeld)
+    );
+    p.acknowledge(2, 0, Ack::Accept, 1001, &c, &mut ch).unwrap();
+    assert_eq!(p.start(), 1);
+    assert_eq!(
+        p.acknowledge(2, 0, Ack::Accept, 1001, &c, &mut ch),
+        Err(Refusal::Finished)
+    );
+    assert_eq!(
+        p.acknowledge(2, 50, Ack::Accept, 1001, &c, &mut ch),
+        Err(Refusal::NotDelivered)
+    );
+}
+
+fn dying(p: &SharePartition) -> Vec<(u64, u16, bool)> {
+    p.dying()
+        .iter()
+        .map(|d| (d.offset, d.count, d.rejected))
+        .collect()
+}
+
+#[test]
+fn release_reject_and_the_delivery_limit() {
+    let c = ShareConfig {
+        backoff_ms: 100,
+        ..cfg()
+    };
+    let mut ch = Vec::new();
+    let mut p = SharePartition::new(0);
+    assert_eq!(
+        p.acquire(1, &plain(0..2), 10, 0, &c, &mut ch),
+        [(0, 1), (1, 1)]
+    );
+    p.acknowledge(1, 1, Ack::Reject, 1, &c, &mut ch).unwrap();
+    assert_eq!(dying(&p), [(1, 1, true)]);
+    p.acknowledge(1, 0, Ack::Release, 1, &c, &mut ch).unwrap();
+    // The backoff doubles per delivery: 100 ms, then 200.
+    assert!(p.acquire(1, &plain(0..2), 10, 100, &c, &mut ch).is_empty());
+    assert_eq!(p.acquire(1, &plain(0..2), 10, 101, &c, &mut ch), [(0, 2)]);
+    p.acknowledge(1, 0, Ack::Release, 101, &c, &mut ch).unwrap();
+    assert!(p.acquire(1, &plain(0..2), 10, 300, &c, &mut ch).is_empty());
+    assert_eq!(p.acquire(1, &plain(0..2), 10, 301, &c, &mut ch), [(0, 3)]);
+    p.acknowledge(1, 0, Ack::Release, 301, &c, &mut ch).unwrap();
+    // Third delivery released: out of deliveries, dead-lettered, not handed out.
+    assert_eq!(dying(&p), [(0, 3, false), (1, 1, true)]);
+    assert!(p
+        .acquire(1, &plain(0..2), 10, 99_999, &c, &mut ch)
+        .is_empty());
+    p.dead_lettered(0, &mut ch);
+    p.dead_lettered(1, &mut ch);
+    assert_eq!(p.start(), 2);
+    assert_eq!(p.counts(0, 2).dead_lettered, 2);
+}
+
+#[test]
+fn renew_extends_a_lock() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    p.acquire(1, &plain(0..1), 10, 0, &c, &mut ch);
+    p.acknowledge(1, 0, Ack::Renew, 900, &c, &mut ch).unwrap();
+    p.expire(1500, &c, &mut ch);
+    p.acknowledge(1, 0, Ack::Accept, 1800, &c, &mut ch).unwrap();
+}
+
+#[test]
+fn the_window_bounds_what_is_handed_out_past_an_unfinished_record() {
+    let c = ShareConfig {
+        max_in_flight: 3,
+        ..cfg()
+    };
+    let mut ch = Vec::new();
+    let mut p = SharePartition::new(10);
+    assert_eq!(p.acquire(1, &plain(10..20), 10, 0, &c, &mut ch).len(), 3);
+    assert_eq!(p.next_candidate(0, &c, 20), None);
+    p.acknowledge(1, 11, Ack::Accept, 1, &c, &mut ch).unwrap();
+    assert_eq!(
+        p.next_candidate(1, &c, 20),
+        None,
+        "10 still holds the window"
+    );
+    p.acknowledge(1, 10, Ack::Accept, 1, &c, &mut ch).unwrap();
+    assert_eq!(p.start(), 12);
+    assert_eq!(p.next_candidate(1, &c, 20), Some(13));
+}
+
+#[test]
+fn key_order_holds_back_later_records_of_a_key() {
+    let c = ShareConfig {
+        key_ordered: true,
+        ..cfg()
+    };
+    let (a, b) = (key_hash(Some(b"a")), key_hash(Some(b"b")));
+    let records: Vec<Candidate> = [a, a, b, a, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &key)| Candidate {
+            offset: i as u64,
+            key,
+            deliver_at: 0,
+        })
+        .collect();
+    let mut ch = Vec::new();
+    let mut p = SharePartition::new(0);
+    let got: Vec<u64> = p
+        .acquire(1, &records, 10, 0, &c, &mut ch)
+        .iter()
+        .map(|g| g.0)
+        .collect();
+    assert_eq!(got, [0, 2, 4]);
+    assert!(p.acquire(2, &records, 10, 0, &c, &mut ch).is_empty());
+    p.acknowledge(1, 0, Ack::Accept, 1, &c, &mut ch).unwrap();
+    assert_eq!(p.acquire(2, &records, 10, 1, &c, &mut ch), [(1, 1)]);
+}
+
+#[test]
+fn delayed_records_wait_for_their_time() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    let records = [
+        Candidate {
+            offset: 0,
+            key: 0,
+            deliver_at: 5000,
+        },
+        Candidate {
+            offset: 1,
+            key: 0,
+            deliver_at: 0,
+        },
+    ];
+    assert_eq!(p.acquire(1, &records, 10, 0, &c, &mut ch), [(1, 1)]);
+    assert_eq!(p.next_wake(0), Some(1000));
+    assert_eq!(p.acquire(1, &records, 10, 4999, &c, &mut ch), []);
+    assert_eq!(p.acquire(1, &records, 10, 5000, &c, &mut ch), [(0, 1)]);
+}
+
+#[test]
+fn retention_past_the_start_counts_what_was_lost() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    p.acquire(1, &plain(0..4), 10, 0, &c, &mut ch);
+    p.acknowledge(1, 1, Ack::Accept, 0, &c, &mut ch).unwrap();
+    p.lose_below(6, &mut ch);
+    // 0, 2, 3 were locked and 4, 5 never handed out: 5 lost; 1 was accepted.
+    let counts = p.counts(0, 6);
+    assert_eq!((counts.start, counts.lost, counts.accepted), (6, 5, 1));
+    assert_eq!(p.in_flight(), 0);
+}
+
+/// The journal of `changes`, replayed into a fresh state, as a restart does.
+fn replayed(changes: &[Change]) -> SharePartition {
+    let tp = (7u128, 0u32);
+    let entries: Vec<_> = changes.iter().map(|c| (tp, *c)).collect();
+    let bytes = ShareState::encode_record(0, &entries);
+    let (records, _, _) = ShareState::replay(&bytes, 0);
+    let mut state = ShareState::default();
+    for r in records {
+        state.apply(r);
+    }
+    state.partitions.remove(&tp).unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Fetch { member: u32, max: usize },
+    Ack { member: u32, pick: usize, ack: u8 },
+    Tick(i64),
+    Leave(u32),
+    Restart { snapshot: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u32..4, 1usize..5).prop_map(|(member, max)| Op::Fetch { member, max }),
+        5 => (1u32..4, 0usize..64, 0u8..4).prop_map(|(member, pick, ack)| Op::Ack { member, pick, ack }),
+        3 => (1i64..1500).prop_map(Op::Tick),
+        1 => (1u32..4).prop_map(Op::Leave),
+        1 => any::<bool>().prop_map(|snapshot| Op::Restart { snapshot }),
+    ]
+}
+
+/// What the model knows of each record.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    holder: Option<(u32, i64)>,
+    count: u16,
+    accepted: bool,
+    dead: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #[test]
+    fn model(
+        keys in proptest::collection::vec(0u64..4, 24),
+        delays in proptest::collection::vec(prop_oneof![4 => Just(0i64), 1 => 1i64..3000], 24),
+        key_ordered in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let c = ShareConfig { key_ordered, backoff_ms: 50, max_in_flight: 10, ..cfg() };
+        let records: Vec<Candidate> = keys.iter().zip(&delays).enumerate().map(|(i, (&k, &d))| Candidate {
+            offset: i as u64,
+            key: if k == 0 { 0 } else { key_hash(Some(&[k as u8])) },
+            deliver_at: d,
+        }).collect();
+        let hw = records.len() as u64;
+        let mut p = SharePartition::new(0);
+        // As the server does, the partition's first journaled change is its start.
+        let mut journal: Vec<Change> = vec![Change::Reset { offset: 0, totals: Default::default() }];
+        let mut known: HashMap<u64, Known> = HashMap::new();
+        let mut now = 0i64;
+        // Members get a new number after a restart, as the server's do.
+        let mut epoch = 0u32;
+        let idx = |m: u32, epoch: u32| epoch * 10 + m;
+        for op in ops {
+            let mut ch = Vec::new();
+            // The driver ends expired locks before every operation.
+            p.expire(now, &c, &mut ch);
+            for k in known.values_mut() {
+                if k.holder.is_some_and(|(_, until)| until <= now) {
+                    k.holder = None;
+                    k.dead |= k.count >= c.max_deliveries;
+                }
+            }
+            match op {
+                Op::Fetch { member, max } => {
+                    let Some(from) = p.next_candidate(now, &c, hw) else { continue };
+                    let offered: Vec<Candidate> = records[from as usize..].to_vec();
+                    for (offset, count) in p.acquire(idx(member, epoch), &offered, max, now, &c, &mut ch) {
+                        let k = known.get(&offset).cloned().unwrap_or_default();
+                        prop_assert!(k.holder.is_none(), "{offset} handed out while locked");
+                        prop_assert!(!k.accepted && !k.dead, "{offset} handed out after it finished");
+                        prop_assert_eq!(count, k.count + 1);
+                        prop_assert!(count <= c.max_deliveries);
+                        let r = records[offset as usize];
+                        prop_assert!(k.count > 0 || now >= r.deliver_at, "{offset} before its time");
+                        if key_ordered && r.key != 0 {
+                            for earlier in &records[..offset as usize] {
+                                if earlier.key == r.key {
+                                    let e = known.get(&earlier.offset).cloned().unwrap_or_default();
+                                    prop_assert!(e.accepted || e.dead, "{offset} before {} of its key", earlier.offset);
+                                }
+                            }
+                        }
+                        let k = known.entry(offset).or_default();
+                        k.count = count;
+                        k.holder = Some((idx(member, epoch), now + c.lock_ms as i64));
+                    }
+                }
+                Op::Ack { member, pick, ack } => {
+                    let offset = (pick % records.len()) as u64;
+                    let ack = [Ack::Accept, Ack::Release, Ack::Reject, Ack::Renew][ack as usize];
+                    let me = idx(member, epoch);
+                    let result = p.acknowledge(me, offset, ack, now, &c, &mut ch);
+                    let k = known.entry(offset).or_default();
+                    let holds = k.holder.is_some_and(|(m, until)| m == me && until > now);
+                    prop_assert_eq!(result.is_ok(), holds, "ack {:?} of {} by {}: {:?}", ack, offset, me, result);
+                    if holds {
+                        match ack {
+                            Ack::Accept => { k.accepted = true; k.holder = None; }
+                            Ack::Reject => { k.dead = true; k.holder = None; }
+                            Ack::Release => { k.holder = None; k.dead = k.count >= c.max_deliveries; }
+                            Ack::Renew => k.holder = Some((me, now + c.lock_ms as i64)),
+                        }
+                    }
+                }
+                Op::Tick(ms) => now += ms,
+                Op::Leave(member) => {
+                    let me = idx(member, epoch);
+                    p.release_member(me, now, &c, &mut ch);
+                    for k in known.values_mut() {
+                        if k.holder.is_some_and(|(m, _)| m == me) {
+                            k.holder = None;
+                            k.dead |= k.count >= c.max_deliveries;
+                        }
+                    }
+                }
+                Op::Restart { snapshot } => {
+                    journal.append(&mut ch);
+                    if snapshot {
+                        journal.clear();
+                        p.snapshot(&mut journal);
+                    }
+                    p = replayed(&journal);
+                    let start = p.start();
+                    let window: Vec<Candidate> = records[start as usize..p.end() as usize].to_vec();
+                    p.restore_records(&window);
+                    epoch += 1;
+                    for k in known.values_mut() {
+                        // A record locked on its last delivery is out of deliveries.
+                        k.dead |= k.holder.is_some() && k.count >= c.max_deliveries;
+                        k.holder = None;
+                    }
+                }
+            }
+            // Owed dead letters are delivered at once (no dead-letter topic).
+            for d in p.dying() {
+                p.dead_lettered(d.offset, &mut ch);
+            }
+            journal.append(&mut ch);
+            for (offset, k) in &known {
+                if *offset < p.start() {
+                    prop_assert!(k.accepted || k.dead || k.count == 0, "{offset} below the start unfinished: {k:?}");
+                }
+            }
+            prop_assert!(p.end() - p.start() <= c.max_in_flight as u64);
+        }
+    }
+}
+
+#[test]
+fn a_damaged_journal_cannot_make_a_window_of_billions_of_slots() {
+    let far = Change::Slot {
+        offset: u64::MAX - 5,
+        state: super::window::State::Accepted,
+        count: 1,
+        until: 0,
+    };
+    let reset = Change::Reset {
+        offset: 10,
+        totals: Default::default(),
+    };
+    let p = replayed(&[reset, far]);
+    assert_eq!((p.start(), p.end()), (10, 10));
+}

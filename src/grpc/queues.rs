@@ -1,0 +1,268 @@
+//! `strom.v1.Queues`: share groups. Each unary handler converts, calls
+//! `groups::share::ShareGroups`, and converts back; `ShareStream` is a loop of the same
+//! calls (see `share_stream`).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::pb::{self, queues_server, share_stream_request::Body};
+use super::status;
+use crate::error::Error;
+use crate::groups::share::{Ack, AckBatch, Delivered, Refused, ShareGroups};
+use crate::groups::ResetTo;
+
+pub struct QueuesService {
+    queues: Arc<ShareGroups>,
+}
+
+impl QueuesService {
+    pub fn new(queues: Arc<ShareGroups>) -> QueuesService {
+        QueuesService { queues }
+    }
+}
+
+pub(super) fn shared(d: Delivered) -> pb::SharedRecord {
+    pb::SharedRecord {
+        partition: d.partition,
+        delivery_count: d.delivery_count as u32,
+        record: Some(pb::Record {
+            offset: d.offset,
+            timestamp_ms: d.timestamp_ms,
+            key: d.key,
+            value: d.value,
+            headers: d
+                .headers
+                .into_iter()
+                .map(|(name, value)| pb::Header { name, value })
+                .collect(),
+        }),
+    }
+}
+
+pub(super) fn acks(acks: Vec<pb::Acknowledgement>) -> Result<Vec<AckBatch>, Status> {
+    acks.into_iter()
+        .map(|a| {
+            let ack = match pb::AckType::try_from(a.r#type) {
+                Ok(pb::AckType::Accept) => Ack::Accept,
+                Ok(pb::AckType::Release) => Ack::Release,
+                Ok(pb::AckType::Reject) => Ack::Reject,
+                Ok(pb::AckType::Renew) => Ack::Renew,
+                _ => {
+                    return Err(status(Error::InvalidArgument(format!(
+                        "acknowledgement type {} is not one of ACCEPT (1), RELEASE (2), REJECT (3), RENEW (4)",
+                        a.r#type
+                    ))))
+                }
+            };
+            Ok(AckBatch {
+                partition: a.partition,
+                offsets: a.offsets,
+                ack,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn refused(refused: Vec<Refused>) -> Vec<pb::RefusedAck> {
+    refused
+        .into_iter()
+        .map(|r| pb::RefusedAck {
+            partition: r.partition,
+            offset: r.offset,
+            code: Code::FailedPrecondition as i32,
+            message: r.reason.message().to_string(),
+        })
+        .collect()
+}
+
+type ShareStreamOut = Pin<Box<dyn Stream<Item = Result<pb::ShareStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl queues_server::Queues for QueuesService {
+    async fn share_fetch(
+        &self,
+        request: Request<pb::ShareFetchRequest>,
+    ) -> Result<Response<pb::ShareFetchResponse>, Status> {
+        let r = request.into_inner();
+        let fetched = self
+            .queues
+            .fetch(
+                &r.group,
+                &r.member_id,
+                &r.topic,
+                r.max_records,
+                Duration::from_millis(r.max_wait_ms as u64),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ShareFetchResponse {
+            member_id: fetched.member_id,
+            records: fetched.records.into_iter().map(shared).collect(),
+        }))
+    }
+
+    async fn share_acknowledge(
+        &self,
+        request: Request<pb::ShareAcknowledgeRequest>,
+    ) -> Result<Response<pb::ShareAcknowledgeResponse>, Status> {
+        let r = request.into_inner();
+        let batches = acks(r.acks)?;
+        let queues = Arc::clone(&self.queues);
+        // Spawned: a client that hangs up cannot stop an acknowledgement halfway.
+        let done = tokio::spawn(async move {
+            queues
+                .acknowledge(&r.group, &r.member_id, &r.topic, &batches)
+                .await
+        });
+        let out = done
+            .await
+            .map_err(|_| Status::internal("acknowledge task failed"))?;
+        Ok(Response::new(pb::ShareAcknowledgeResponse {
+            refused: refused(out.map_err(status)?),
+        }))
+    }
+
+    type ShareStreamStream = ShareStreamOut;
+
+    async fn share_stream(
+        &self,
+        request: Request<Streaming<pb::ShareStreamRequest>>,
+    ) -> Result<Response<ShareStreamOut>, Status> {
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::ShareStreamRequest {
+                body: Some(Body::Open(open)),
+            }) => open,
+            _ => {
+                return Err(status(Error::InvalidArgument(
+                    "a ShareStream starts with an open message (group, member_id, topic)".into(),
+                )))
+            }
+        };
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(super::share_stream::run(
+            Arc::clone(&self.queues),
+            open,
+            inbound,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn alter_share_group_config(
+        &self,
+        request: Request<pb::AlterShareGroupConfigRequest>,
+    ) -> Result<Response<pb::AlterShareGroupConfigResponse>, Status> {
+        let r = request.into_inner();
+        let changes: BTreeMap<String, String> = r.config.into_iter().collect();
+        let config = self
+            .queues
+            .alter_config(&r.group, &changes)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AlterShareGroupConfigResponse {
+            config: config.into_iter().collect(),
+        }))
+    }
+
+    async fn describe_share_group(
+        &self,
+        request: Request<pb::DescribeShareGroupRequest>,
+    ) -> Result<Response<pb::DescribeShareGroupResponse>, Status> {
+        let r = request.into_inner();
+        let d = self.queues.describe(&r.group).await.map_err(status)?;
+        Ok(Response::new(pb::DescribeShareGroupResponse {
+            config: d.config.into_iter().collect(),
+            partitions: d
+                .partitions
+                .into_iter()
+                .map(|p| pb::SharePartitionState {
+                    topic: p.topic,
+                    partition: p.partition,
+                    start_offset: p.counts.start,
+                    available: p.counts.available,
+                    in_flight: p.counts.in_flight,
+                    accepted: p.counts.accepted,
+                    dead_lettered: p.counts.dead_lettered,
+                    lost: p.counts.lost,
+                })
+                .collect(),
+            members: d
+                .members
+                .into_iter()
+                .map(|m| pb::ShareMember {
+                    member_id: m.member_id,
+                    last_seen_ms: m.last_seen_ms,
+                    records_held: m.records_held,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_share_groups(
+        &self,
+        _request: Request<pb::ListShareGroupsRequest>,
+    ) -> Result<Response<pb::ListShareGroupsResponse>, Status> {
+        Ok(Response::new(pb::ListShareGroupsResponse {
+            groups: self
+                .queues
+                .list()
+                .into_iter()
+                .map(|(group, members)| pb::ShareGroupListing {
+                    group,
+                    members: members as u32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_share_group(
+        &self,
+        request: Request<pb::DeleteShareGroupRequest>,
+    ) -> Result<Response<pb::DeleteShareGroupResponse>, Status> {
+        let r = request.into_inner();
+        self.queues.delete(&r.group).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteShareGroupResponse {}))
+    }
+
+    async fn reset_share_group(
+        &self,
+        request: Request<pb::ResetShareGroupRequest>,
+    ) -> Result<Response<pb::ResetShareGroupResponse>, Status> {
+        use pb::reset_share_group_request::To;
+        let r = request.into_inner();
+        let to = match r.to {
+            Some(To::Earliest(true)) => ResetTo::Earliest,
+            Some(To::Latest(true)) => ResetTo::Latest,
+            Some(To::Offset(o)) => ResetTo::Offset(o),
+            Some(To::TimestampMs(ts)) => ResetTo::Timestamp(ts),
+            _ => {
+                return Err(status(Error::InvalidArgument(
+                    "say where to reset to: earliest, latest, offset or timestamp_ms".into(),
+                )))
+            }
+        };
+        let moved = self
+            .queues
+            .reset(&r.group, &r.topic, to)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ResetShareGroupResponse {
+            partitions: moved
+                .into_iter()
+                .map(|(partition, before, after)| pb::PartitionReset {
+                    partition,
+                    before,
+                    after,
+                })
+                .collect(),
+        }))
+    }
+}

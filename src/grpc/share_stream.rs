@@ -1,0 +1,181 @@
+//! `ShareStream`: a worker's one stream. Credits and acknowledgements come up, records
+//! go down, never more than the credits given.
+//!
+//! Three parts run at once, so that no one waits for another: the reader takes the
+//! client's messages; fetches run one at a time on a spawned task (never cancelled
+//! halfway: a fetch dropped after locking records would leave them locked to a member
+//! that never saw them; one still waiting when the stream ends is stopped, and the
+//! leave returns what it locked); acknowledgements go to an applier that applies everything
+//! that arrived while the previous batch waited for its fsync, so a worker that accepts
+//! records one by one shares fsyncs and the group's lock across many of them. When the
+//! client goes away the member leaves, and its records return to the queue at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::{Status, Streaming};
+
+use super::pb::{self, share_stream_request::Body};
+use super::queues::{acks, refused, shared};
+use super::status;
+use crate::error::{Error, Result};
+use crate::groups::share::{AckBatch, Fetched, ShareGroups, MAX_ACK_OFFSETS};
+
+/// How long one fetch of the stream waits before it is made again (with the credits
+/// given since).
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+type Out = mpsc::Sender<Result<pb::ShareStreamResponse, Status>>;
+
+pub(super) async fn run(
+    queues: Arc<ShareGroups>,
+    open: pb::ShareStreamOpen,
+    mut inbound: Streaming<pb::ShareStreamRequest>,
+    out: Out,
+) {
+    let (group, topic) = (open.group, open.topic);
+    // Join first, so the member has an id before any ack can come.
+    let member = match queues.join(&group, &open.member_id).await {
+        Ok(member_id) => {
+            let first = pb::ShareStreamResponse {
+                member_id: member_id.clone(),
+                records: Vec::new(),
+                refused: Vec::new(),
+            };
+            if out.send(Ok(first)).await.is_err() {
+                let _ = queues.leave(&group, &member_id).await;
+                return;
+            }
+            member_id
+        }
+        Err(err) => {
+            let _ = out.send(Err(status(err))).await;
+            return;
+        }
+    };
+    let (ack_tx, ack_rx) = mpsc::channel::<Vec<AckBatch>>(64);
+    let applier = tokio::spawn(apply_acks(
+        Arc::clone(&queues),
+        group.clone(),
+        member.clone(),
+        topic.clone(),
+        ack_rx,
+        out.clone(),
+    ));
+    let mut credits: u64 = 0;
+    let mut fetching: Option<JoinHandle<Result<Fetched>>> = None;
+    loop {
+        if fetching.is_none() && credits > 0 {
+            let (q, g, m, t) = (
+                Arc::clone(&queues),
+                group.clone(),
+                member.clone(),
+                topic.clone(),
+            );
+            let want = credits.min(u32::MAX as u64) as u32;
+            fetching = Some(tokio::spawn(async move {
+                q.fetch(&g, &m, &t, want, FETCH_WAIT).await
+            }));
+        }
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(pb::ShareStreamRequest { body: Some(Body::Credits(n)) })) => {
+                    credits = credits.saturating_add(n as u64);
+                }
+                Ok(Some(pb::ShareStreamRequest { body: Some(Body::Acks(a)) })) => {
+                    match acks(a.acks) {
+                        Ok(batch) => if ack_tx.send(batch).await.is_err() { break },
+                        Err(s) => { let _ = out.send(Err(s)).await; break; }
+                    }
+                }
+                Ok(Some(_)) => {
+                    let err = Error::InvalidArgument(
+                        "after its open message a ShareStream carries credits or acks".into(),
+                    );
+                    let _ = out.send(Err(status(err))).await;
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            },
+            done = async { fetching.as_mut().expect("guarded").await }, if fetching.is_some() => {
+                fetching = None;
+                match done.expect("fetch task does not panic") {
+                    Ok(fetched) if fetched.records.is_empty() => {}
+                    Ok(fetched) => {
+                        credits = credits.saturating_sub(fetched.records.len() as u64);
+                        let message = pb::ShareStreamResponse {
+                            member_id: String::new(),
+                            records: fetched.records.into_iter().map(shared).collect(),
+                            refused: Vec::new(),
+                        };
+                        if out.send(Ok(message)).await.is_err() { break }
+                    }
+                    Err(err) => { let _ = out.send(Err(status(err))).await; break; }
+                }
+            }
+        }
+    }
+    // Acknowledgements already read are applied before the member leaves.
+    drop(ack_tx);
+    let _ = applier.await;
+    // A fetch still waiting is stopped: whatever it locked meanwhile is recorded in the
+    // group (changes are recorded as they are made) and returned by the leave below.
+    if let Some(fetch) = fetching {
+        fetch.abort();
+        let _ = fetch.await;
+    }
+    if let Err(err) = queues.leave(&group, &member).await {
+        tracing::debug!(%err, "share stream member leave");
+    }
+}
+
+/// Applies acknowledgements in the order sent, each time all that arrived meanwhile.
+async fn apply_acks(
+    queues: Arc<ShareGroups>,
+    group: String,
+    member: String,
+    topic: String,
+    mut rx: mpsc::Receiver<Vec<AckBatch>>,
+    out: Out,
+) {
+    let mut next: Option<Vec<AckBatch>> = None;
+    loop {
+        let mut batch = match next.take() {
+            Some(batch) => batch,
+            None => match rx.recv().await {
+                Some(batch) => batch,
+                None => return,
+            },
+        };
+        let offsets = |b: &[AckBatch]| b.iter().map(|a| a.offsets.len()).sum::<usize>();
+        let mut count = offsets(&batch);
+        while let Ok(more) = rx.try_recv() {
+            let n = offsets(&more);
+            if count + n > MAX_ACK_OFFSETS {
+                next = Some(more);
+                break;
+            }
+            count += n;
+            batch.extend(more);
+        }
+        match queues.acknowledge(&group, &member, &topic, &batch).await {
+            Ok(r) if r.is_empty() => {}
+            Ok(r) => {
+                let message = pb::ShareStreamResponse {
+                    member_id: String::new(),
+                    records: Vec::new(),
+                    refused: refused(r),
+                };
+                if out.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                let _ = out.send(Err(status(err))).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `strom queue` and `strom work` as a person runs them, against `strom serve`.
+
+mod common;
+
+use common::cli::Serve;
+
+#[test]
+fn work_runs_a_command_per_job_accepting_rejecting_and_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    serve.ok(&["topic", "create", "jobs", "-p", "2"], b"");
+    serve.ok(
+        &[
+            "queue",
+            "config",
+            "q",
+            "--set",
+            "start=earliest",
+            "--set",
+            "dead.letter.topic=jobs-dead",
+        ],
+        b"",
+    );
+    serve.ok(
+        &["produce", "-t", "jobs", "-K", ":"],
+        b"a:ok-1\nb:ok-2\nc:bad-1\nd:flaky-1\n",
+    );
+    // ok-* succeed, bad-* are rejected (exit 3), flaky-* fail on their first delivery.
+    let script = format!(
+        r#"v=$(cat); echo "$v $STROM_KEY $STROM_DELIVERY_COUNT $STROM_PARTITION" >> {}/log
+case "$v" in
+  ok-*) exit 0;;
+  bad-*) exit 3;;
+  *) [ "$STROM_DELIVERY_COUNT" -ge 2 ] && exit 0; exit 1;;
+esac"#,
+        out.path().display()
+    );
+    // `run` adds --server at the end, after `--`, where the command takes it as its
+    // arguments (sh's $0 and $1): so it is given before `--` as well.
+    let output = serve.run(
+        &[
+            "work",
+            "-t",
+            "jobs",
+            "-g",
+            "q",
+            "--idle-exit-ms",
+            "1500",
+            "-s",
+            &serve.addr,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 accepted, 1 rejected, 1 released"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(out.path().join("log")).unwrap();
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 5, "{log}");
+    assert!(lines[0].starts_with("bad-1 c 1 "), "{log}");
+    assert!(lines[1].starts_with("flaky-1 d 1 "), "{log}");
+    assert!(lines[2].starts_with("flaky-1 d 2 "), "{log}");
+    assert!(lines[3].starts_with("ok-1 a 1 "), "{log}");
+    // The rejected job went to the dead-letter topic.
+    let dead = serve.ok(
+        &[
+            "consume",
+            "-t",
+            "jobs-dead",
+            "-p",
+            "0",
+            "--from",
+            "earliest",
+        ],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&dead).trim(), "bad-1");
+    let described = String::from_utf8(serve.ok(&["queue", "describe", "q"], b"")).unwrap();
+    assert!(
+        described.contains("dead.letter.topic=jobs-dead"),
+        "{described}"
+    );
+    let listed = String::from_utf8(serve.ok(&["queue", "list"], b"")).unwrap();
+    assert!(listed.contains("q "), "{listed}");
+    serve.ok(
+        &["queue", "reset", "q", "-t", "jobs", "--to", "earliest"],
+        b"",
+    );
+    serve.ok(&["queue", "delete", "q"], b"");
+    let gone = serve.run(&["queue", "describe", "q"], b"");
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}
