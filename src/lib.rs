@@ -12,8 +12,10 @@
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
-//!   snapshot plus a group-committed journal per group, keyed by topic id. Uses the
-//!   broker for topics and their bounds.
+//!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups
+//!   (`groups::share`, queues): each partition's locks, delivery counts and dead letters
+//!   are a state machine without I/O or clock (`share/window.rs`, model-tested), kept in
+//!   the same snapshot-and-journal files. Uses the broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
 //!   topic metadata and configuration, the per-partition writer, group commit of
 //!   fsyncs, long-poll wakeups, upkeep, the retention cleaner, the free-disk floor and
@@ -91,7 +93,9 @@
 //! once when free space falls below `min_free_disk` (which also refuses produces). Each
 //! partition decides from a summary of its sealed segments kept in memory (size, newest
 //! timestamp: `log/retention.rs`), writes its new log start offset, renames the expired
-//! segments' files under its lock, and unlinks them after it on a blocking thread. A
+//! segments' files under its lock, and unlinks them after it on a blocking thread.
+//! Deletion by age stops at what a share group has not finished: the broker asks
+//! through its `RetentionFloor` trait, which `groups::share` implements. A
 //! compacted topic's partitions are rewritten by `log/compaction/` (newest record of
 //! each key) into new segments that `log/swap.rs` swaps in behind a manifest.
 //!

@@ -67,6 +67,8 @@ pub async fn serve(
     let expiry = tokio::spawn(Arc::clone(&groups).run());
     health.set_serving::<QueuesServer<QueuesService>>().await;
     let queues = Arc::new(ShareGroups::open(Arc::clone(&broker))?);
+    let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
+    broker.set_retention_floor(floor);
     let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());
     if let Some(bound) = local {
         // Plainly, in the message itself: what a person (or a script) looks for.

@@ -1,7 +1,8 @@
 //! The cleaner: every `retention_check_interval_ms` (and at once when free space falls
 //! below `min_free_disk`) it compacts the partitions of compacted topics and applies
 //! each topic's retention to each of its partitions (`partition/retention.rs`), and
-//! measures free space twice a second between passes.
+//! measures free space twice a second between passes. Retention by age stops at the
+//! partition's retention floor (`RetentionFloor`: what share groups have not finished).
 //! Deciding uses only what the logs keep in memory; the file work runs on blocking
 //! threads, off the partitions' write locks.
 
@@ -61,6 +62,10 @@ impl Broker {
             for partition in &topic.partitions {
                 // Retention first: on a disk below the floor it frees space, which
                 // compaction (writing new segments before deleting old ones) needs.
+                let policy = crate::log::RetentionPolicy {
+                    keep_from: self.retention_floor(&topic.id, partition.id),
+                    ..policy
+                };
                 match partition.enforce_retention(policy, now_ms()).await {
                     Ok(Some(cleaned)) => {
                         tracing::info!(

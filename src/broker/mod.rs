@@ -141,6 +141,17 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Producer ids handed out and named producers' epochs (see `producer_ids.rs`).
     producer_ids: Arc<producer_ids::ProducerIds>,
+    /// Who may hold retention back (share groups), set by a layer above.
+    floor: RwLock<Option<std::sync::Weak<dyn RetentionFloor>>>,
+}
+
+/// A reader that needs records kept: retention by age does not delete past its floor
+/// (retention by size still does). Implemented above the broker (share groups), so
+/// the broker asks without importing upward.
+pub trait RetentionFloor: Send + Sync {
+    /// The lowest offset of the partition still needed, if any; `topic_id` as in
+    /// `topic.json`.
+    fn floor(&self, topic_id: &str, partition: u32) -> Option<u64>;
 }
 
 pub fn now_ms() -> i64 {
@@ -200,7 +211,24 @@ impl Broker {
             cache,
             topics: RwLock::new(topics),
             shutdown,
+            floor: RwLock::new(None),
         })
+    }
+
+    /// Makes retention ask `floor` before deleting by age. Held weakly: the one who
+    /// asks holds the broker.
+    pub fn set_retention_floor(&self, floor: std::sync::Weak<dyn RetentionFloor>) {
+        *self.floor.write().unwrap_or_else(|e| e.into_inner()) = Some(floor);
+    }
+
+    /// The retention floor of a partition, if anything holds one.
+    fn retention_floor(&self, topic_id: &str, partition: u32) -> Option<u64> {
+        let floor = self
+            .floor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        floor.upgrade()?.floor(topic_id, partition)
     }
 
     /// Opens the topic in `dir` from its `topic.json`, giving it an id if it was made

@@ -301,6 +301,7 @@ impl TopicConfig {
                 retention_ms: None,
                 retention_bytes: None,
                 timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+                keep_from: None,
             };
         }
         let limit = |v: i64| u64::try_from(v).ok();
@@ -308,6 +309,7 @@ impl TopicConfig {
             retention_ms: limit(self.retention_ms),
             retention_bytes: limit(self.retention_bytes),
             timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+            keep_from: None,
         }
     }
 }

@@ -95,6 +95,10 @@ pub struct RetentionPolicy {
     pub retention_bytes: Option<u64>,
     /// See `SegmentSummary::newest`.
     pub timestamp_after_max_ms: u64,
+    /// Offsets from here on are still needed by a reader (a share group's unfinished
+    /// records): a segment ending past it is not deleted for its age. Size still
+    /// deletes it.
+    pub keep_from: Option<u64>,
 }
 
 /// Why a segment goes.
@@ -206,6 +210,7 @@ impl Log {
             let reason = if end <= start {
                 Expiry::BelowLogStart
             } else if oldest_kept.is_some_and(|t| summary.newest(policy.timestamp_after_max_ms) < t)
+                && policy.keep_from.is_none_or(|keep| end <= keep)
             {
                 Expiry::Age
             } else if policy

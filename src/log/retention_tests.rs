@@ -32,6 +32,7 @@ fn policy(retention_ms: Option<u64>, retention_bytes: Option<u64>) -> RetentionP
         retention_ms,
         retention_bytes,
         timestamp_after_max_ms: HOUR as u64,
+        keep_from: None,
     }
 }
 

@@ -25,6 +25,7 @@ const BELOW_START_ONLY: RetentionPolicy = RetentionPolicy {
     retention_ms: None,
     retention_bytes: None,
     timestamp_after_max_ms: 0,
+    keep_from: None,
 };
 
 impl Partition {

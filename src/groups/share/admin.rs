@@ -38,22 +38,35 @@ impl ShareGroups {
         let now = now_ms();
         let (_, metas) = self.broker.topic_metas();
         let mut partitions = Vec::new();
-        for (&(tid, partition), p) in &g.state.partitions {
+        let tps: Vec<_> = g.state.partitions.keys().copied().collect();
+        for (tid, partition) in tps {
             let Some(meta) = metas.iter().find(|m| topic_id(&m.id).ok() == Some(tid)) else {
                 continue; // a deleted topic
             };
-            let hw = self
+            let bounds = self
                 .broker
                 .partition(&meta.name, partition)
-                .and_then(|p| p.offsets())
-                .map(|o| o.high_watermark)
-                .unwrap_or(p.end());
+                .and_then(|p| p.offsets());
+            let p = g
+                .state
+                .partitions
+                .get_mut(&(tid, partition))
+                .expect("listed");
+            let mut changes = Vec::new();
+            // What retention deleted before the group finished it counts as lost now,
+            // not only at the next fetch.
+            if let Ok(bounds) = &bounds {
+                p.lose_below(bounds.log_start, &mut changes);
+            }
+            let hw = bounds.map(|o| o.high_watermark).unwrap_or(p.end());
             partitions.push(SharePartitionInfo {
                 topic: meta.name.clone(),
                 partition,
                 counts: p.counts(now, hw),
             });
+            g.record((tid, partition), changes);
         }
+        g.journal().await?;
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let mut members: Vec<ShareMemberInfo> = g
             .members

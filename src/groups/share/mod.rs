@@ -28,7 +28,7 @@ pub mod state;
 mod tests;
 pub mod window;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,9 @@ struct Slot {
     /// lock ended, their member left.
     available: Notify,
     members: AtomicUsize,
+    /// Each partition's start offset, for retention (`RetentionFloor`), readable
+    /// without the group's lock.
+    floors: Arc<Mutex<HashMap<Tp, u64>>>,
 }
 
 enum SlotState {
@@ -88,6 +91,8 @@ pub(super) struct Group {
     restored: HashSet<Tp>,
     /// Changes not journaled yet.
     pending: Vec<(Tp, Change)>,
+    /// The slot's `floors`, refreshed whenever changes are journaled.
+    floors: Arc<Mutex<HashMap<Tp, u64>>>,
 }
 
 type Guard = OwnedMutexGuard<SlotState>;
@@ -107,6 +112,7 @@ impl Group {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             self.files.append(&pending)?;
+            self.refresh_floors();
         }
         let seq = self.files.durability().written();
         if self.files.needs_snapshot() {
@@ -143,9 +149,22 @@ impl ShareGroups {
             let TopicDirName::Live { name, id: Some(_) } = parse_topic_dir(&file_name) else {
                 continue;
             };
-            slots.insert(name.clone(), Arc::new(Slot::new(name, dir)));
+            // Loaded now, not on first use: retention must know from the start which
+            // records each group still needs.
+            let slot = Slot::new(name.clone(), dir.clone());
+            match Group::load(name.clone(), dir, Arc::clone(&slot.floors)) {
+                Ok(group) => {
+                    group.refresh_floors();
+                    *slot.state.try_lock().expect("a new slot is not locked") =
+                        SlotState::Loaded(Box::new(group));
+                }
+                Err(err) => {
+                    tracing::error!(group = %name, %err, "share group could not be loaded; retrying at its first use")
+                }
+            }
+            slots.insert(name, Arc::new(slot));
         }
-        tracing::info!(share_groups = slots.len(), "share groups listed");
+        tracing::info!(share_groups = slots.len(), "share groups loaded");
         Ok(ShareGroups {
             broker,
             slots: Mutex::new(slots),
@@ -195,9 +214,11 @@ impl ShareGroups {
                 SlotState::Unloaded => {
                     let dir = slot.dir.clone();
                     let owned = name.to_string();
-                    let loaded = tokio::task::spawn_blocking(move || Group::load(owned, dir))
-                        .await
-                        .expect("share group load does not panic");
+                    let floors = Arc::clone(&slot.floors);
+                    let loaded =
+                        tokio::task::spawn_blocking(move || Group::load(owned, dir, floors))
+                            .await
+                            .expect("share group load does not panic");
                     match loaded {
                         Ok(group) => *guard = SlotState::Loaded(Box::new(group)),
                         Err(err) => {
@@ -321,6 +342,22 @@ impl ShareGroups {
     }
 }
 
+/// Retention by age keeps every record a share group has not finished: a partition's
+/// floor is the lowest start offset of the groups that read it.
+impl crate::broker::RetentionFloor for ShareGroups {
+    fn floor(&self, topic_id: &str, partition: u32) -> Option<u64> {
+        let tp = (super::topic_id(topic_id).ok()?, partition);
+        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|s| {
+                let floors = s.floors.lock().unwrap_or_else(|e| e.into_inner());
+                floors.get(&tp).copied()
+            })
+            .min()
+    }
+}
+
 impl Slot {
     fn new(name: String, dir: PathBuf) -> Slot {
         Slot {
@@ -329,6 +366,7 @@ impl Slot {
             state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
             available: Notify::new(),
             members: AtomicUsize::new(0),
+            floors: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -336,7 +374,7 @@ impl Slot {
 impl Group {
     /// Reads a group's settings and state from `dir`, creating it if it is not there.
     /// Blocking.
-    fn load(name: String, dir: PathBuf) -> Result<Group> {
+    fn load(name: String, dir: PathBuf, floors: Arc<Mutex<HashMap<Tp, u64>>>) -> Result<Group> {
         let (files, state) = GroupFiles::<ShareState>::open(&dir)?;
         let path = dir.join(CONFIG_FILE);
         let config = match std::fs::read(&path) {
@@ -360,7 +398,14 @@ impl Group {
             files,
             restored: HashSet::new(),
             pending: Vec::new(),
+            floors,
         })
+    }
+
+    fn refresh_floors(&self) {
+        let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+        floors.clear();
+        floors.extend(self.state.partitions.iter().map(|(tp, p)| (*tp, p.start())));
     }
 
     fn write_config(dir: &std::path::Path, config: &ShareConfig) -> Result<()> {
