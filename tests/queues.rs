@@ -588,3 +588,128 @@ async fn bad_input_gets_a_status_and_changes_nothing() {
     assert!(refused.is_empty());
     server.stop().await.unwrap();
 }
+
+/// Records produced one per request are one batch each, and a read returns many
+/// batches back to back: a fetch takes them all, and a restart reads the whole window
+/// back.
+#[tokio::test]
+async fn records_of_many_batches_all_arrive_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    client
+        .admin()
+        .create_topic("t", 1, Default::default())
+        .await
+        .unwrap();
+    config(&client, "g", &[("start", "earliest")])
+        .await
+        .unwrap();
+    for i in 0..40 {
+        produce(&client, "t", 0, values(&format!("r{i}"), 1)).await;
+    }
+    let first = fetch(&client, "g", "m", "t", 100, 0).await;
+    assert_eq!(
+        ids(&first.records),
+        (0..40).map(|o| (0, o)).collect::<Vec<_>>()
+    );
+    ack(
+        &client,
+        "g",
+        "m",
+        "t",
+        &ids(&first.records)[..10],
+        AckType::Accept,
+    )
+    .await
+    .unwrap();
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    drop(serve);
+    let serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    let again = fetch(&client, "g", "n", "t", 100, 0).await;
+    assert_eq!(
+        ids(&again.records),
+        (10..40).map(|o| (0, o)).collect::<Vec<_>>()
+    );
+    assert!(again.records.iter().all(|r| r.delivery_count == 2));
+}
+
+/// With room for one record at a time, a worker waiting for the next is woken by the
+/// acceptance of the one before, not by the end of its wait.
+#[tokio::test]
+async fn an_acceptance_wakes_a_waiting_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    config(
+        &client,
+        "g",
+        &[("start", "earliest"), ("max.in.flight", "1")],
+    )
+    .await
+    .unwrap();
+    produce(&client, "t", 0, values("v", 2)).await;
+    let a = fetch(&client, "g", "a", "t", 10, 0).await;
+    assert_eq!(ids(&a.records), [(0, 0)]);
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let b = fetch(&client, "g", "b", "t", 10, 20_000).await;
+            (ids(&b.records), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ack(&client, "g", "a", "t", &[(0, 0)], AckType::Accept)
+        .await
+        .unwrap();
+    let (got, waited) = waiting.await.unwrap();
+    assert_eq!(got, [(0, 1)]);
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken only by its deadline: {waited:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A dead-letter topic that can never take a record (compacted, and the record has no
+/// key) does not stall the queue: the record is archived, and the ones after it flow.
+#[tokio::test]
+async fn a_dead_letter_the_topic_refuses_is_archived_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let compacted = [("cleanup.policy".to_string(), "compact".to_string())].into();
+    client
+        .admin()
+        .create_topic("dead", 1, compacted)
+        .await
+        .unwrap();
+    config(
+        &client,
+        "g",
+        &[
+            ("start", "earliest"),
+            ("dead.letter.topic", "dead"),
+            ("max.in.flight", "2"),
+        ],
+    )
+    .await
+    .unwrap();
+    produce(&client, "t", 0, values("v", 4)).await;
+    let r = fetch(&client, "g", "m", "t", 10, 0).await;
+    assert_eq!(ids(&r.records), [(0, 0), (0, 1)]);
+    ack(&client, "g", "m", "t", &[(0, 0)], AckType::Reject)
+        .await
+        .unwrap();
+    ack(&client, "g", "m", "t", &[(0, 1)], AckType::Accept)
+        .await
+        .unwrap();
+    let r = fetch(&client, "g", "m", "t", 10, 5000).await;
+    assert_eq!(ids(&r.records), [(0, 2), (0, 3)]);
+    let d = describe(&client, "g").await;
+    assert_eq!(d.partitions[0].dead_lettered, 1);
+    server.stop().await.unwrap();
+}

@@ -37,18 +37,18 @@ pub(super) async fn run(
 ) {
     let (group, topic) = (open.group, open.topic);
     // Join first, so the member has an id before any ack can come.
-    let member = match queues.join(&group, &open.member_id).await {
-        Ok(member_id) => {
+    let (member, idx) = match queues.join(&group, &open.member_id).await {
+        Ok((member_id, idx)) => {
             let first = pb::ShareStreamResponse {
                 member_id: member_id.clone(),
                 records: Vec::new(),
                 refused: Vec::new(),
             };
             if out.send(Ok(first)).await.is_err() {
-                let _ = queues.leave(&group, &member_id).await;
+                let _ = queues.leave(&group, &member_id, idx).await;
                 return;
             }
-            member_id
+            (member_id, idx)
         }
         Err(err) => {
             let _ = out.send(Err(status(err))).await;
@@ -126,7 +126,7 @@ pub(super) async fn run(
         fetch.abort();
         let _ = fetch.await;
     }
-    if let Err(err) = queues.leave(&group, &member).await {
+    if let Err(err) = queues.leave(&group, &member, idx).await {
         tracing::debug!(%err, "share stream member leave");
     }
 }

@@ -141,6 +141,28 @@ pub fn parse_record_body(mut body: &[u8]) -> std::result::Result<RecordView<'_>,
     })
 }
 
+/// The records of every batch in `chunk` (stored batches back to back, as a read
+/// returns them), each batch checked as `records` checks it.
+pub fn chunk_records(mut chunk: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String> {
+    let mut out = Vec::new();
+    while !chunk.is_empty() {
+        if chunk.len() < HEADER_LEN {
+            return Err(format!("{} bytes, too few for a batch header", chunk.len()));
+        }
+        let length = BatchHeader::parse(chunk).length as usize;
+        if length < HEADER_LEN || length > chunk.len() {
+            return Err(format!(
+                "batch length {length} does not fit in {} bytes",
+                chunk.len()
+            ));
+        }
+        let (batch, rest) = chunk.split_at(length);
+        out.extend(records(batch)?);
+        chunk = rest;
+    }
+    Ok(out)
+}
+
 /// The records of one stored batch (header included in `batch`), checked as they are
 /// read: the header's length must fit in `batch`, offsets must run from the header's
 /// base offset, and there must be exactly as many records as the header says.

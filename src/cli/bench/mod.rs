@@ -8,6 +8,8 @@
 //!   from the moment a record was due to be produced to its receipt by a consumer.
 //! - `groups.rs`: consumer groups: durable commits per second, rebalance time, a group
 //!   member's read throughput beside a plain consumer's, and many groups for start-up.
+//! - `queue.rs`: share groups: workers accepting records, and how soon an ended lock
+//!   hands its record to a waiting worker.
 //! - `jitter.rs`: no server; how late a sleeping thread wakes on this machine, the
 //!   floor under the tail latencies above.
 //!
@@ -20,6 +22,7 @@ mod e2e;
 mod groups;
 mod jitter;
 mod produce;
+mod queue;
 
 use std::time::Duration;
 
@@ -57,6 +60,10 @@ enum Mode {
     GroupConsume(groups::GroupConsumeArgs),
     /// Create many groups with an offset for every partition of a topic (for start-up).
     FillGroups(groups::FillGroupsArgs),
+    /// Workers of a share group taking and accepting every record of a filled topic.
+    Queue(queue::QueueArgs),
+    /// How soon after its lock ends a record reaches another, waiting worker.
+    QueueExpiry(queue::ExpiryArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), Stop> {
@@ -69,6 +76,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Stop> {
         Mode::Rebalance(bench) => groups::rebalance(&args.connect, bench).await,
         Mode::GroupConsume(bench) => groups::group_consume(&args.connect, bench).await,
         Mode::FillGroups(bench) => groups::fill_groups(&args.connect, bench).await,
+        Mode::Queue(bench) => queue::queue(&args.connect, bench).await,
+        Mode::QueueExpiry(bench) => queue::expiry(&args.connect, bench).await,
     }
 }
 

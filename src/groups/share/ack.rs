@@ -38,7 +38,8 @@ impl ShareGroups {
         topic: &str,
         acks: &[AckBatch],
     ) -> Result<Vec<Refused>> {
-        let total: usize = acks.iter().map(|a| a.offsets.len()).sum();
+        // Entries count too: a million empty ones are no less work.
+        let total: usize = acks.iter().map(|a| a.offsets.len().max(1)).sum();
         if total > MAX_ACK_OFFSETS {
             return Err(Error::InvalidArgument(format!(
                 "{total} offsets in one acknowledgement; at most {MAX_ACK_OFFSETS}: send several"
@@ -68,7 +69,10 @@ impl ShareGroups {
                 Some(p) => {
                     for &offset in &a.offsets {
                         match p.acknowledge(idx, offset, a.ack, now, &g.config, &mut changes) {
-                            Ok(()) => freed |= a.ack == Ack::Release,
+                            // Any end of a lock may let a waiting fetch go on: a
+                            // release, or a finished record that moves the window or
+                            // unblocks the next of its key.
+                            Ok(()) => freed |= a.ack != Ack::Renew,
                             Err(reason) => refused.push(Refused {
                                 partition: a.partition,
                                 offset,

@@ -68,13 +68,17 @@ impl ShareGroups {
         }
         g.journal().await?;
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let mut held = std::collections::HashMap::new();
+        for p in g.state.partitions.values() {
+            p.count_held(&mut held);
+        }
         let mut members: Vec<ShareMemberInfo> = g
             .members
             .iter()
             .map(|(id, m)| ShareMemberInfo {
                 member_id: id.clone(),
                 last_seen_ms: m.last_seen_ms,
-                records_held: g.state.partitions.values().map(|p| p.held_by(m.idx)).sum(),
+                records_held: held.get(&m.idx).copied().unwrap_or(0),
             })
             .collect();
         members.sort_by(|a, b| a.member_id.cmp(&b.member_id));

@@ -3,9 +3,12 @@
 //! where they came from and why, and only then marked finished. Without a dead-letter
 //! topic they are only marked (archived, as Kafka does).
 //!
-//! The append comes before the journal record that finishes the record: a crash in
-//! between appends it again after the restart (at least once, never lost). An append
-//! that fails leaves the records owed; the sweeper retries them.
+//! Each append is fsynced, whatever the topic's durability, before the journal record
+//! that finishes the record: a crash in between appends it again after the restart (at
+//! least once, never lost). An append that fails for a while (a full disk) leaves the
+//! record owed, and the sweeper retries it; one the dead-letter topic can never take (a
+//! keyless record for a compacted topic, one over its max.message.bytes, too many
+//! headers) is logged as an error and archived without it, rather than block the queue.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +16,10 @@ use bytes::Bytes;
 
 use super::window::{Change, Dying};
 use super::{Group, ShareGroups};
-use crate::broker::ProduceTarget;
+use crate::broker::{Durability, ProduceTarget};
 use crate::error::{Error, Result};
 use crate::groups::{topic_id, Tp};
-use crate::log::record::records;
+use crate::log::record::chunk_records;
 
 /// Headers a dead letter carries besides its own.
 pub const DLQ_TOPIC: &str = "strom-dlq-topic";
@@ -38,32 +41,33 @@ impl ShareGroups {
             .collect();
         let mut any = false;
         for (tp, dying) in owed {
-            let appended = match &g.config.dead_letter_topic {
-                None => Ok(()),
-                Some(dlq) => self.append_dead_letters(dlq, tp, &dying).await,
-            };
-            if let Err(err) = appended {
-                tracing::warn!(group = %g.name, %err, "dead letters not appended yet; retrying");
-                continue;
-            }
-            let mut changes: Vec<Change> = Vec::new();
-            if let Some(p) = g.state.partitions.get_mut(&tp) {
-                for d in &dying {
+            for d in dying {
+                let appended = match &g.config.dead_letter_topic {
+                    None => Ok(()),
+                    Some(dlq) => self.append_dead_letter(dlq, tp, d).await,
+                };
+                match appended {
+                    Ok(()) => {}
+                    Err(err @ (Error::InvalidArgument(_) | Error::TooLarge { .. })) => {
+                        tracing::error!(group = %g.name, partition = tp.1, offset = d.offset, %err, "the dead-letter topic refuses this record; archived without it");
+                    }
+                    Err(err) => {
+                        tracing::warn!(group = %g.name, %err, "dead letter not appended yet; retrying");
+                        break; // in order: the next ones wait for this one
+                    }
+                }
+                let mut changes: Vec<Change> = Vec::new();
+                if let Some(p) = g.state.partitions.get_mut(&tp) {
                     p.dead_lettered(d.offset, &mut changes);
                 }
+                g.record(tp, changes);
+                any = true;
             }
-            g.record(tp, changes);
-            any = true;
         }
         any
     }
 
-    async fn append_dead_letters(
-        &self,
-        dlq: &str,
-        (tid, partition): Tp,
-        dying: &[Dying],
-    ) -> Result<()> {
+    async fn append_dead_letter(&self, dlq: &str, (tid, partition): Tp, d: Dying) -> Result<()> {
         let (_, metas) = self.broker.topic_metas();
         let Some(source) = metas
             .into_iter()
@@ -78,57 +82,64 @@ impl ShareGroups {
             }
         }
         let from = self.broker.partition(&source.name, partition)?;
-        for &Dying {
-            offset,
-            count,
-            rejected,
-        } in dying
-        {
-            let (read, _) = from.read(offset, 1).await?;
-            let Some(chunk) = read.chunks.first() else {
-                continue; // deleted by retention meanwhile
-            };
-            let views = records(chunk).map_err(|reason| Error::Corruption {
-                path: "dead letter read".into(),
-                position: offset,
-                reason,
-            })?;
-            let Some(v) = views.into_iter().find(|v| v.offset == offset) else {
-                continue;
-            };
-            let (partition_s, offset_s, count_s) =
-                (partition.to_string(), offset.to_string(), count.to_string());
-            let reason = if rejected {
-                "rejected"
-            } else {
-                "max.deliveries"
-            };
-            let ours = [
-                (DLQ_TOPIC, source.name.as_bytes()),
-                (DLQ_PARTITION, partition_s.as_bytes()),
-                (DLQ_OFFSET, offset_s.as_bytes()),
-                (DLQ_DELIVERY_COUNT, count_s.as_bytes()),
-                (DLQ_REASON, reason.as_bytes()),
-            ];
-            let mut headers: Vec<(&str, &[u8])> = v.headers().collect();
-            headers.extend(ours);
-            let key = v.key.map(|k| chunk.slice_ref(k));
-            let value: Bytes = chunk.slice_ref(v.value);
-            let target = ProduceTarget {
-                topic: dlq.to_string(),
-                partition: None,
-                durability: None,
-                producer: None,
-            };
-            let mut writer = self.broker.begin_produce(target, 1, 0)?;
-            writer.push(
-                key.as_ref(),
-                &value,
-                headers.iter().copied(),
-                v.timestamp_ms,
-            )?;
-            writer.finish()?.append().await?.durable().await?;
-        }
+        let read = match from.read(d.offset, 1).await {
+            Ok((read, _)) => read,
+            // Deleted by retention meanwhile: nothing left to append.
+            Err(Error::OffsetOutOfRange { .. }) => return Ok(()),
+            Err(Error::InPartition { source, .. })
+                if matches!(*source, Error::OffsetOutOfRange { .. }) =>
+            {
+                return Ok(())
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(chunk) = read.chunks.first() else {
+            return Ok(());
+        };
+        let views = chunk_records(chunk).map_err(|reason| Error::Corruption {
+            path: "dead letter read".into(),
+            position: d.offset,
+            reason,
+        })?;
+        let Some(v) = views.into_iter().find(|v| v.offset == d.offset) else {
+            return Ok(()); // compacted away
+        };
+        let (partition_s, offset_s, count_s) = (
+            partition.to_string(),
+            d.offset.to_string(),
+            d.count.to_string(),
+        );
+        let reason = if d.rejected {
+            "rejected"
+        } else {
+            "max.deliveries"
+        };
+        let ours = [
+            (DLQ_TOPIC, source.name.as_bytes()),
+            (DLQ_PARTITION, partition_s.as_bytes()),
+            (DLQ_OFFSET, offset_s.as_bytes()),
+            (DLQ_DELIVERY_COUNT, count_s.as_bytes()),
+            (DLQ_REASON, reason.as_bytes()),
+        ];
+        let mut headers: Vec<(&str, &[u8])> = v.headers().collect();
+        headers.extend(ours);
+        let key = v.key.map(|k| chunk.slice_ref(k));
+        let value: Bytes = chunk.slice_ref(v.value);
+        let target = ProduceTarget {
+            topic: dlq.to_string(),
+            partition: None,
+            // Synced whatever the topic says: the record is finished once this returns.
+            durability: Some(Durability::Fsync),
+            producer: None,
+        };
+        let mut writer = self.broker.begin_produce(target, 1, 0)?;
+        writer.push(
+            key.as_ref(),
+            &value,
+            headers.iter().copied(),
+            v.timestamp_ms,
+        )?;
+        writer.finish()?.append().await?.durable().await?;
         Ok(())
     }
 }

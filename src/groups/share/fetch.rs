@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::Start;
-use super::window::{key_hash, Candidate, Change, MemberIdx, SharePartition, Totals};
+use super::window::{key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals};
 use super::{group, Group, ShareGroups};
 use crate::broker::{now_ms, Partition};
 use crate::error::{quote, Error, Result};
 use crate::groups::{topic_id, Tp};
-use crate::log::record::records;
+use crate::log::record::chunk_records;
 use crate::log::ReadBatches;
 
 /// Most records one ShareFetch hands out.
@@ -22,6 +22,8 @@ pub const MAX_FETCH_RECORDS: usize = 10_000;
 pub const DEFAULT_FETCH_RECORDS: usize = 500;
 /// The header that holds a record's delivery time (ms since the epoch, ASCII digits).
 pub const DELIVER_AT_HEADER: &str = "strom-deliver-at";
+/// The furthest ahead a record's delivery time counts (a day).
+pub const MAX_DELIVERY_DELAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A record handed to a member, with its partition and delivery count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,29 +46,42 @@ pub struct Fetched {
 /// Which partition a fetch looks at first, turning, so no partition starves.
 static TURN: AtomicUsize = AtomicUsize::new(0);
 
-/// `strom-deliver-at` of a record, if it has a valid one.
-fn deliver_at<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> i64 {
+/// `strom-deliver-at` of a record, if it has a valid one, at most
+/// `MAX_DELIVERY_DELAY_MS` from `now`: a delayed record holds a place in its partition's
+/// window, and a time in the far future must not hold it for ever.
+fn deliver_at<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>, now: i64) -> i64 {
     headers
         .find(|(name, _)| *name == DELIVER_AT_HEADER)
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok())
-        .unwrap_or(0)
+        .map_or(0, |at| at.min(now.saturating_add(MAX_DELIVERY_DELAY_MS)))
 }
 
 /// The records of `read` at or after `from`: as candidates, and each one's bytes
 /// (sliced from the read, not copied) should it be handed out.
-fn parse(read: &ReadBatches, from: u64) -> Result<(Vec<Candidate>, Vec<Delivered>)> {
+fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec<Delivered>)> {
     let (mut candidates, mut delivered) = (Vec::new(), Vec::new());
     for chunk in &read.chunks {
-        let views = records(chunk).map_err(|reason| Error::Corruption {
+        let views = chunk_records(chunk).map_err(|reason| Error::Corruption {
             path: "share fetch read".into(),
-            position: 0,
+            position: from,
             reason,
         })?;
         for v in views.into_iter().filter(|v| v.offset >= from) {
+            let headers: Vec<(String, Bytes)> = v
+                .headers()
+                .map(|(n, val)| (n.to_string(), chunk.slice_ref(val)))
+                .collect();
+            let size = v.key.map_or(0, <[u8]>::len)
+                + v.value.len()
+                + headers
+                    .iter()
+                    .map(|(n, val)| n.len() + val.len())
+                    .sum::<usize>();
             candidates.push(Candidate {
                 offset: v.offset,
                 key: key_hash(v.key),
-                deliver_at: deliver_at(v.headers()),
+                deliver_at: deliver_at(v.headers(), now),
+                size: size.min(u32::MAX as usize) as u32,
             });
             delivered.push(Delivered {
                 partition: 0,
@@ -75,10 +90,7 @@ fn parse(read: &ReadBatches, from: u64) -> Result<(Vec<Candidate>, Vec<Delivered
                 timestamp_ms: v.timestamp_ms,
                 key: v.key.map(|k| chunk.slice_ref(k)),
                 value: chunk.slice_ref(v.value),
-                headers: v
-                    .headers()
-                    .map(|(n, val)| (n.to_string(), chunk.slice_ref(val)))
-                    .collect(),
+                headers,
             });
         }
     }
@@ -126,13 +138,24 @@ impl ShareGroups {
             let mut watches = Vec::with_capacity(topic.partitions.len());
             let n = topic.partitions.len();
             let first = TURN.fetch_add(1, Ordering::Relaxed);
+            // The answer stays within what the server may send in one message.
+            let mut budget = self.broker.limits().max_fetch_bytes;
+            let mut failed = None;
             for k in 0..n {
                 let partition = &topic.partitions[(first + k) % n];
                 watches.push(partition.watch());
                 let tp = (tid, partition.id);
-                if out.len() < max_records {
-                    g.fill(tp, partition, idx, max_records - out.len(), now, &mut out)
-                        .await?;
+                if out.len() < max_records && budget > 0 {
+                    // One partition that cannot be read (damaged, being trimmed) does
+                    // not keep the others' records, already locked, from the member.
+                    let before = out.len();
+                    let want = (max_records - out.len(), budget);
+                    if let Err(err) = g.fill(tp, partition, idx, want, now, &mut out).await {
+                        tracing::warn!(group = %group_name, topic = %topic.name, partition = partition.id, %err, "share fetch skipped a partition");
+                        failed = Some(err);
+                    }
+                    let taken: usize = out[before..].iter().map(Delivered::size).sum();
+                    budget = budget.saturating_sub(taken);
                 }
                 if let Some(at) = g.state.partitions.get(&tp).and_then(|p| p.next_wake(now)) {
                     wake = Some(wake.map_or(at, |w: i64| w.min(at)));
@@ -142,6 +165,9 @@ impl ShareGroups {
             g.journal().await?;
             if freed {
                 slot.available.notify_waiters();
+            }
+            if let (Some(err), true) = (failed, out.is_empty()) {
+                return Err(err); // nothing to hand out, and a reason why
             }
             let now_i = tokio::time::Instant::now();
             if !out.is_empty() || now_i >= deadline || *stopping.borrow() {
@@ -180,15 +206,15 @@ impl ShareGroups {
 }
 
 impl Group {
-    /// Locks up to `want` records of one partition to member `idx`, into `out`.
+    /// Locks up to `want` (records, bytes) of one partition to member `idx`, into `out`.
     async fn fill(
         &mut self,
         tp: Tp,
         partition: &Arc<Partition>,
         idx: MemberIdx,
-        want: usize,
+        (max_records, max_bytes): (usize, usize),
         now: i64,
-        out: &mut Vec<crate::groups::share::Delivered>,
+        out: &mut Vec<Delivered>,
     ) -> Result<()> {
         let bounds = partition.offsets()?;
         let mut changes = Vec::new();
@@ -208,14 +234,17 @@ impl Group {
             });
         }
         let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        sp.fit_to_log(bounds.high_watermark, &mut changes);
         sp.lose_below(bounds.log_start, &mut changes);
         // Recorded before the reads below: a fetch cancelled at one of them must not
         // drop changes already made in memory.
         self.record(tp, std::mem::take(&mut changes));
-        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
         if !self.restored.contains(&tp) {
             // After a load: keys and delivery times of the window, read back.
-            let (start, end) = (sp.start(), sp.end());
+            let (start, end) = {
+                let sp = &self.state.partitions[&tp];
+                (sp.start(), sp.end())
+            };
             let mut candidates = Vec::new();
             let mut at = start;
             while at < end {
@@ -223,31 +252,63 @@ impl Group {
                 if read.chunks.is_empty() {
                     break;
                 }
-                let (c, _) = parse(&read, at)?;
+                let (c, _) = parse(&read, at, now)?;
                 candidates.extend(c.into_iter().filter(|c| c.offset < end));
                 at = read.next_offset.max(at + 1);
             }
-            sp.restore_records(&candidates);
+            let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+            sp.restore_records(&candidates, &mut changes);
+            self.record(tp, std::mem::take(&mut changes));
             self.restored.insert(tp);
         }
-        if let Some(from) = sp.next_candidate(now, &self.config, bounds.high_watermark) {
-            let budget = (want * 1024).clamp(64 << 10, 1 << 20);
-            let (read, _) = partition.read(from, budget).await?;
-            let (candidates, mut records) = parse(&read, from)?;
-            let got = sp.acquire(idx, &candidates, want, now, &self.config, &mut changes);
-            let mut records = records.drain(..).peekable();
-            for (offset, count) in got {
-                while records.peek().is_some_and(|r| r.offset < offset) {
-                    records.next();
-                }
-                if let Some(mut r) = records.next() {
-                    r.partition = tp.1;
-                    r.delivery_count = count;
-                    out.push(r);
-                }
+        let sp = &self.state.partitions[&tp];
+        let Some(from) = sp.next_candidate(now, &self.config, bounds.high_watermark) else {
+            return Ok(());
+        };
+        let (read, _) = partition
+            .read(from, max_bytes.clamp(64 << 10, 1 << 20))
+            .await?;
+        let (candidates, records) = parse(&read, from, now)?;
+        let offered = Offered {
+            from,
+            end: read.next_offset,
+            records: &candidates,
+        };
+        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        let got = sp.acquire(
+            idx,
+            offered,
+            max_records,
+            max_bytes,
+            now,
+            &self.config,
+            &mut changes,
+        );
+        self.record(tp, changes);
+        let mut records = records.into_iter().peekable();
+        for (offset, count) in got {
+            while records.peek().is_some_and(|r| r.offset < offset) {
+                records.next();
+            }
+            if let Some(mut r) = records.next() {
+                r.partition = tp.1;
+                r.delivery_count = count;
+                out.push(r);
             }
         }
-        self.record(tp, changes);
         Ok(())
+    }
+}
+
+impl Delivered {
+    /// Bytes it takes in an answer, about: key, value and headers.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
     }
 }

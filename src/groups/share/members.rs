@@ -59,6 +59,30 @@ impl Members {
         Ok((id, idx))
     }
 
+    /// As `join`, but a member already known under `id` is replaced by a new one (a
+    /// worker whose stream broke and who connected again): returns the old number too,
+    /// whose records the caller gives back, and whose stream's end then removes nothing.
+    pub fn rejoin(
+        &mut self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(String, MemberIdx, Option<MemberIdx>)> {
+        let old = self.by_id.remove(id).map(|m| m.idx);
+        match self.join(id, now_ms) {
+            Ok((id, idx)) => Ok((id, idx, old)),
+            Err(err) => {
+                if let Some(idx) = old {
+                    let member = Member {
+                        idx,
+                        last_seen_ms: now_ms,
+                    };
+                    self.by_id.insert(id.to_string(), member);
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// A known member, marked as heard from now.
     pub fn touch(&mut self, id: &str, group: &str, now_ms: i64) -> Result<MemberIdx> {
         match self.by_id.get_mut(id) {
@@ -88,8 +112,12 @@ impl Members {
         gone
     }
 
-    pub fn leave(&mut self, id: &str) -> Option<MemberIdx> {
-        self.by_id.remove(id).map(|m| m.idx)
+    /// Member `id` leaves, if it is still the member numbered `idx`.
+    pub fn leave(&mut self, id: &str, idx: MemberIdx) -> Option<MemberIdx> {
+        match self.by_id.get(id) {
+            Some(m) if m.idx == idx => self.by_id.remove(id).map(|m| m.idx),
+            _ => None,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -22,8 +22,10 @@ mod admin;
 pub mod config;
 mod dead_letters;
 mod fetch;
+mod group;
 pub mod members;
 pub mod state;
+mod sweep;
 #[cfg(test)]
 mod tests;
 pub mod window;
@@ -40,18 +42,15 @@ pub use ack::{AckBatch, Refused, MAX_ACK_OFFSETS};
 pub use admin::{DescribedShareGroup, ShareMemberInfo, SharePartitionInfo};
 pub use config::ShareConfig;
 pub use fetch::{Delivered, Fetched};
-pub use window::{Ack, Refusal};
+pub use window::{Ack, MemberIdx, Refusal};
 
 use super::request::validate_group_name;
-use super::store::GroupFiles;
 use super::Tp;
 use crate::broker::data_dir::{new_topic_id, parse_topic_dir, TopicDirName};
 use crate::broker::{now_ms, Broker};
 use crate::error::{quote, Error};
 use crate::error::{IoContext, Result};
-use crate::log::files::write_atomically;
-use state::ShareState;
-use window::Change;
+use group::Group;
 
 /// Most share groups a server keeps.
 pub const MAX_SHARE_GROUPS: usize = 100_000;
@@ -59,6 +58,9 @@ const CONFIG_FILE: &str = "config.json";
 /// How often locks and sessions are checked by the background task (fetches check
 /// them too, so a waiting fetcher sees an ended lock at its deadline).
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// A group with no members and nothing owed is unloaded (its journal closed) after this
+/// long without requests, so idle groups hold no file descriptor.
+const UNLOAD_IDLE_MS: i64 = 60_000;
 
 struct Slot {
     name: String,
@@ -79,54 +81,12 @@ enum SlotState {
     Deleted,
 }
 
-/// A loaded share group.
-pub(super) struct Group {
-    name: String,
-    config: ShareConfig,
-    members: members::Members,
-    state: ShareState,
-    files: GroupFiles<ShareState>,
-    /// Partitions whose window's keys and delivery times were read back from the log
-    /// since the group was loaded.
-    restored: HashSet<Tp>,
-    /// Changes not journaled yet.
-    pending: Vec<(Tp, Change)>,
-    /// The slot's `floors`, refreshed whenever changes are journaled.
-    floors: Arc<Mutex<HashMap<Tp, u64>>>,
-}
-
 type Guard = OwnedMutexGuard<SlotState>;
 
 fn group(guard: &mut Guard) -> &mut Group {
     match &mut **guard {
         SlotState::Loaded(group) => group,
         _ => unreachable!("ShareGroups::lock returns loaded groups only"),
-    }
-}
-
-impl Group {
-    /// Journals the pending changes (into the page cache) and returns the position an
-    /// fsync must reach to make them durable; snapshots the state when the journal is
-    /// long. The state is bounded by the windows, so the snapshot is small.
-    async fn journal(&mut self) -> Result<u64> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            self.files.append(&pending)?;
-            self.refresh_floors();
-        }
-        let seq = self.files.durability().written();
-        if self.files.needs_snapshot() {
-            let (path, bytes) = self.files.snapshot(&self.state);
-            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-                .await
-                .expect("snapshot write does not panic")?;
-            self.files.snapshot_written();
-        }
-        Ok(seq)
-    }
-
-    fn record(&mut self, tp: Tp, changes: Vec<Change>) {
-        self.pending.extend(changes.into_iter().map(|c| (tp, c)));
     }
 }
 
@@ -208,9 +168,17 @@ impl ShareGroups {
                 }
             };
             let mut guard = Arc::clone(&slot.state).lock_owned().await;
-            match &*guard {
+            if let SlotState::Loaded(g) = &*guard {
+                if g.files.has_failed() {
+                    // An fsync failed: what is on disk is unknown, so the group is read
+                    // again from its files (its members join again).
+                    tracing::warn!(group = %name, "reloading a share group after a failed fsync");
+                    *guard = SlotState::Unloaded;
+                }
+            }
+            match &mut *guard {
                 SlotState::Deleted => continue,
-                SlotState::Loaded(_) => {}
+                SlotState::Loaded(g) => g.used_ms = now_ms(),
                 SlotState::Unloaded => {
                     let dir = slot.dir.clone();
                     let owned = name.to_string();
@@ -240,28 +208,39 @@ impl ShareGroups {
             .collect()
     }
 
-    /// Joins member `member_id` (a new id if empty) without fetching; returns its id.
-    pub async fn join(&self, name: &str, member_id: &str) -> Result<String> {
+    /// Joins member `member_id` (a new id if empty) for a stream, without fetching;
+    /// returns its id and number. A member already there under that id is a worker
+    /// whose stream broke: its records go back to the queue, and the new stream is a
+    /// new member (the old stream's end removes nothing).
+    pub async fn join(&self, name: &str, member_id: &str) -> Result<(String, MemberIdx)> {
         let (slot, mut guard) = self.lock(name, true).await?;
         let g = group(&mut guard);
-        let (id, _) = g.members.join(member_id, now_ms())?;
+        let (id, idx, old) = g.members.rejoin(member_id, now_ms())?;
         slot.members.store(g.members.len(), Ordering::Relaxed);
-        Ok(id)
+        if let Some(old) = old {
+            if g.release_members(&HashSet::from([old]), now_ms()) {
+                g.journal().await?;
+                slot.available.notify_waiters();
+            }
+        }
+        Ok((id, idx))
     }
 
     /// A member leaves: its records return to the queue at once. Leaving a group (or
     /// as a member) that is gone is not an error.
-    pub async fn leave(&self, name: &str, member_id: &str) -> Result<()> {
+    /// `idx` is the member's number from `join`: a member that joined again under the
+    /// same id (a reconnected worker) is not the one leaving.
+    pub async fn leave(&self, name: &str, member_id: &str, idx: MemberIdx) -> Result<()> {
         let (slot, mut guard) = match self.lock(name, false).await {
             Err(Error::ShareGroupNotFound { .. }) => return Ok(()),
             locked => locked?,
         };
         let g = group(&mut guard);
-        let Some(idx) = g.members.leave(member_id) else {
+        let Some(idx) = g.members.leave(member_id, idx) else {
             return Ok(());
         };
         slot.members.store(g.members.len(), Ordering::Relaxed);
-        let freed = g.release_member(idx, now_ms());
+        let freed = g.release_members(&HashSet::from([idx]), now_ms());
         self.flush_dead_letters(g).await;
         g.journal().await?;
         drop(guard);
@@ -296,66 +275,6 @@ impl ShareGroups {
         tracing::info!(group = %name, "share group deleted");
         Ok(())
     }
-
-    /// Ends expired locks and sessions in every loaded group, every `SWEEP_EVERY`, and
-    /// retries dead letters that could not be appended; until the broker stops.
-    pub async fn run_sweeper(self: Arc<Self>) {
-        let mut stopping = self.broker.shutting_down();
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // Checked, not only awaited: a shutdown begun before this task first ran
-            // sends no change.
-            if *stopping.borrow_and_update() {
-                return;
-            }
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stopping.changed() => return,
-            }
-            let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
-            for slot in slots {
-                let mut guard = Arc::clone(&slot.state).lock_owned().await;
-                if let SlotState::Loaded(group) = &mut *guard {
-                    if let Err(err) = self.sweep(&slot, group).await {
-                        tracing::warn!(group = %slot.name, %err, "share group upkeep failed; retrying");
-                    }
-                }
-            }
-        }
-    }
-
-    async fn sweep(&self, slot: &Slot, group: &mut Group) -> Result<()> {
-        let now = now_ms();
-        let mut freed = false;
-        for (_, idx) in group.members.expire(now, group.config.session_timeout_ms) {
-            freed |= group.release_member(idx, now);
-        }
-        freed |= group.expire_locks(now);
-        slot.members.store(group.members.len(), Ordering::Relaxed);
-        freed |= self.flush_dead_letters(group).await;
-        group.journal().await?;
-        if freed {
-            slot.available.notify_waiters();
-        }
-        Ok(())
-    }
-}
-
-/// Retention by age keeps every record a share group has not finished: a partition's
-/// floor is the lowest start offset of the groups that read it.
-impl crate::broker::RetentionFloor for ShareGroups {
-    fn floor(&self, topic_id: &str, partition: u32) -> Option<u64> {
-        let tp = (super::topic_id(topic_id).ok()?, partition);
-        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
-        slots
-            .iter()
-            .filter_map(|s| {
-                let floors = s.floors.lock().unwrap_or_else(|e| e.into_inner());
-                floors.get(&tp).copied()
-            })
-            .min()
-    }
 }
 
 impl Slot {
@@ -368,74 +287,5 @@ impl Slot {
             members: AtomicUsize::new(0),
             floors: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-}
-
-impl Group {
-    /// Reads a group's settings and state from `dir`, creating it if it is not there.
-    /// Blocking.
-    fn load(name: String, dir: PathBuf, floors: Arc<Mutex<HashMap<Tp, u64>>>) -> Result<Group> {
-        let (files, state) = GroupFiles::<ShareState>::open(&dir)?;
-        let path = dir.join(CONFIG_FILE);
-        let config = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let map: BTreeMap<String, String> =
-                    serde_json::from_slice(&bytes).map_err(|err| Error::Corruption {
-                        path: path.clone(),
-                        position: 0,
-                        reason: err.to_string(),
-                    })?;
-                ShareConfig::from_map(&map)?
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => ShareConfig::default(),
-            Err(err) => return Err(err).at(&path),
-        };
-        Ok(Group {
-            name,
-            config,
-            members: members::Members::default(),
-            state,
-            files,
-            restored: HashSet::new(),
-            pending: Vec::new(),
-            floors,
-        })
-    }
-
-    fn refresh_floors(&self) {
-        let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-        floors.clear();
-        floors.extend(self.state.partitions.iter().map(|(tp, p)| (*tp, p.start())));
-    }
-
-    fn write_config(dir: &std::path::Path, config: &ShareConfig) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(&config.to_map()).expect("a map of strings");
-        write_atomically(&dir.join(CONFIG_FILE), &bytes)
-    }
-
-    /// Returns what member `idx` holds, in every partition. True if anything came back.
-    fn release_member(&mut self, idx: window::MemberIdx, now: i64) -> bool {
-        let mut freed = false;
-        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
-        for tp in tps {
-            let mut changes = Vec::new();
-            let p = self.state.partitions.get_mut(&tp).expect("listed");
-            freed |= p.release_member(idx, now, &self.config, &mut changes);
-            self.record(tp, changes);
-        }
-        freed
-    }
-
-    /// Returns every record whose lock ended. True if anything came back.
-    fn expire_locks(&mut self, now: i64) -> bool {
-        let mut freed = false;
-        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
-        for tp in tps {
-            let mut changes = Vec::new();
-            let p = self.state.partitions.get_mut(&tp).expect("listed");
-            freed |= p.expire(now, &self.config, &mut changes);
-            self.record(tp, changes);
-        }
-        freed
     }
 }

@@ -7,7 +7,9 @@ use proptest::prelude::*;
 
 use super::config::ShareConfig;
 use super::state::ShareState;
-use super::window::{key_hash, Ack, Candidate, Change, Refusal, SharePartition};
+use super::window::{
+    key_hash, Ack, Candidate, Change, MemberIdx, Offered, Refusal, SharePartition,
+};
 use crate::groups::store::Journaled;
 
 fn cfg() -> ShareConfig {
@@ -25,8 +27,27 @@ fn plain(offsets: std::ops::Range<u64>) -> Vec<Candidate> {
             offset,
             key: 0,
             deliver_at: 0,
+            size: 10,
         })
         .collect()
+}
+
+/// `acquire` of `records` as a read of exactly their offsets, with no byte limit.
+fn acq(
+    p: &mut SharePartition,
+    member: MemberIdx,
+    records: &[Candidate],
+    max: usize,
+    now: i64,
+    c: &ShareConfig,
+    ch: &mut Vec<Change>,
+) -> Vec<(u64, u16)> {
+    let offered = Offered {
+        from: records.first().map_or(0, |r| r.offset),
+        end: records.last().map_or(0, |r| r.offset + 1),
+        records,
+    };
+    p.acquire(member, offered, max, usize::MAX, now, c, ch)
 }
 
 #[test]
@@ -34,14 +55,14 @@ fn a_record_goes_to_one_member_until_its_lock_ends_then_to_another_with_its_coun
     let (c, mut ch) = (cfg(), Vec::new());
     let mut p = SharePartition::new(0);
     assert_eq!(
-        p.acquire(1, &plain(0..3), 10, 0, &c, &mut ch),
+        acq(&mut p, 1, &plain(0..3), 10, 0, &c, &mut ch),
         [(0, 1), (1, 1), (2, 1)]
     );
-    assert!(p.acquire(2, &plain(0..3), 10, 500, &c, &mut ch).is_empty());
+    assert!(acq(&mut p, 2, &plain(0..3), 10, 500, &c, &mut ch).is_empty());
     assert_eq!(p.next_wake(500), Some(1000));
     assert!(p.expire(1000, &c, &mut ch));
     assert_eq!(
-        p.acquire(2, &plain(0..3), 2, 1000, &c, &mut ch),
+        acq(&mut p, 2, &plain(0..3), 2, 1000, &c, &mut ch),
         [(0, 2), (1, 2)]
     );
     // The first member's lock is gone: its acknowledgement is refused.
@@ -77,24 +98,22 @@ fn release_reject_and_the_delivery_limit() {
     let mut ch = Vec::new();
     let mut p = SharePartition::new(0);
     assert_eq!(
-        p.acquire(1, &plain(0..2), 10, 0, &c, &mut ch),
+        acq(&mut p, 1, &plain(0..2), 10, 0, &c, &mut ch),
         [(0, 1), (1, 1)]
     );
     p.acknowledge(1, 1, Ack::Reject, 1, &c, &mut ch).unwrap();
     assert_eq!(dying(&p), [(1, 1, true)]);
     p.acknowledge(1, 0, Ack::Release, 1, &c, &mut ch).unwrap();
     // The backoff doubles per delivery: 100 ms, then 200.
-    assert!(p.acquire(1, &plain(0..2), 10, 100, &c, &mut ch).is_empty());
-    assert_eq!(p.acquire(1, &plain(0..2), 10, 101, &c, &mut ch), [(0, 2)]);
+    assert!(acq(&mut p, 1, &plain(0..2), 10, 100, &c, &mut ch).is_empty());
+    assert_eq!(acq(&mut p, 1, &plain(0..2), 10, 101, &c, &mut ch), [(0, 2)]);
     p.acknowledge(1, 0, Ack::Release, 101, &c, &mut ch).unwrap();
-    assert!(p.acquire(1, &plain(0..2), 10, 300, &c, &mut ch).is_empty());
-    assert_eq!(p.acquire(1, &plain(0..2), 10, 301, &c, &mut ch), [(0, 3)]);
+    assert!(acq(&mut p, 1, &plain(0..2), 10, 300, &c, &mut ch).is_empty());
+    assert_eq!(acq(&mut p, 1, &plain(0..2), 10, 301, &c, &mut ch), [(0, 3)]);
     p.acknowledge(1, 0, Ack::Release, 301, &c, &mut ch).unwrap();
     // Third delivery released: out of deliveries, dead-lettered, not handed out.
     assert_eq!(dying(&p), [(0, 3, false), (1, 1, true)]);
-    assert!(p
-        .acquire(1, &plain(0..2), 10, 99_999, &c, &mut ch)
-        .is_empty());
+    assert!(acq(&mut p, 1, &plain(0..2), 10, 99_999, &c, &mut ch).is_empty());
     p.dead_lettered(0, &mut ch);
     p.dead_lettered(1, &mut ch);
     assert_eq!(p.start(), 2);
@@ -105,7 +124,7 @@ fn release_reject_and_the_delivery_limit() {
 fn renew_extends_a_lock() {
     let (c, mut ch) = (cfg(), Vec::new());
     let mut p = SharePartition::new(0);
-    p.acquire(1, &plain(0..1), 10, 0, &c, &mut ch);
+    acq(&mut p, 1, &plain(0..1), 10, 0, &c, &mut ch);
     p.acknowledge(1, 0, Ack::Renew, 900, &c, &mut ch).unwrap();
     p.expire(1500, &c, &mut ch);
     p.acknowledge(1, 0, Ack::Accept, 1800, &c, &mut ch).unwrap();
@@ -119,7 +138,7 @@ fn the_window_bounds_what_is_handed_out_past_an_unfinished_record() {
     };
     let mut ch = Vec::new();
     let mut p = SharePartition::new(10);
-    assert_eq!(p.acquire(1, &plain(10..20), 10, 0, &c, &mut ch).len(), 3);
+    assert_eq!(acq(&mut p, 1, &plain(10..20), 10, 0, &c, &mut ch).len(), 3);
     assert_eq!(p.next_candidate(0, &c, 20), None);
     p.acknowledge(1, 11, Ack::Accept, 1, &c, &mut ch).unwrap();
     assert_eq!(
@@ -146,19 +165,19 @@ fn key_order_holds_back_later_records_of_a_key() {
             offset: i as u64,
             key,
             deliver_at: 0,
+            size: 10,
         })
         .collect();
     let mut ch = Vec::new();
     let mut p = SharePartition::new(0);
-    let got: Vec<u64> = p
-        .acquire(1, &records, 10, 0, &c, &mut ch)
+    let got: Vec<u64> = acq(&mut p, 1, &records, 10, 0, &c, &mut ch)
         .iter()
         .map(|g| g.0)
         .collect();
     assert_eq!(got, [0, 2, 4]);
-    assert!(p.acquire(2, &records, 10, 0, &c, &mut ch).is_empty());
+    assert!(acq(&mut p, 2, &records, 10, 0, &c, &mut ch).is_empty());
     p.acknowledge(1, 0, Ack::Accept, 1, &c, &mut ch).unwrap();
-    assert_eq!(p.acquire(2, &records, 10, 1, &c, &mut ch), [(1, 1)]);
+    assert_eq!(acq(&mut p, 2, &records, 10, 1, &c, &mut ch), [(1, 1)]);
 }
 
 #[test]
@@ -170,24 +189,26 @@ fn delayed_records_wait_for_their_time() {
             offset: 0,
             key: 0,
             deliver_at: 5000,
+            size: 10,
         },
         Candidate {
             offset: 1,
             key: 0,
             deliver_at: 0,
+            size: 10,
         },
     ];
-    assert_eq!(p.acquire(1, &records, 10, 0, &c, &mut ch), [(1, 1)]);
+    assert_eq!(acq(&mut p, 1, &records, 10, 0, &c, &mut ch), [(1, 1)]);
     assert_eq!(p.next_wake(0), Some(1000));
-    assert_eq!(p.acquire(1, &records, 10, 4999, &c, &mut ch), []);
-    assert_eq!(p.acquire(1, &records, 10, 5000, &c, &mut ch), [(0, 1)]);
+    assert_eq!(acq(&mut p, 1, &records, 10, 4999, &c, &mut ch), []);
+    assert_eq!(acq(&mut p, 1, &records, 10, 5000, &c, &mut ch), [(0, 1)]);
 }
 
 #[test]
 fn retention_past_the_start_counts_what_was_lost() {
     let (c, mut ch) = (cfg(), Vec::new());
     let mut p = SharePartition::new(0);
-    p.acquire(1, &plain(0..4), 10, 0, &c, &mut ch);
+    acq(&mut p, 1, &plain(0..4), 10, 0, &c, &mut ch);
     p.acknowledge(1, 1, Ack::Accept, 0, &c, &mut ch).unwrap();
     p.lose_below(6, &mut ch);
     // 0, 2, 3 were locked and 4, 5 never handed out: 5 lost; 1 was accepted.
@@ -251,6 +272,7 @@ proptest! {
             offset: i as u64,
             key: if k == 0 { 0 } else { key_hash(Some(&[k as u8])) },
             deliver_at: d,
+            size: 10,
         }).collect();
         let hw = records.len() as u64;
         let mut p = SharePartition::new(0);
@@ -274,8 +296,8 @@ proptest! {
             match op {
                 Op::Fetch { member, max } => {
                     let Some(from) = p.next_candidate(now, &c, hw) else { continue };
-                    let offered: Vec<Candidate> = records[from as usize..].to_vec();
-                    for (offset, count) in p.acquire(idx(member, epoch), &offered, max, now, &c, &mut ch) {
+                    let offered = Offered { from, end: hw, records: &records[from as usize..] };
+                    for (offset, count) in p.acquire(idx(member, epoch), offered, max, usize::MAX, now, &c, &mut ch) {
                         let k = known.get(&offset).cloned().unwrap_or_default();
                         prop_assert!(k.holder.is_none(), "{offset} handed out while locked");
                         prop_assert!(!k.accepted && !k.dead, "{offset} handed out after it finished");
@@ -316,7 +338,7 @@ proptest! {
                 Op::Tick(ms) => now += ms,
                 Op::Leave(member) => {
                     let me = idx(member, epoch);
-                    p.release_member(me, now, &c, &mut ch);
+                    p.release_members(&std::collections::HashSet::from([me]), now, &c, &mut ch);
                     for k in known.values_mut() {
                         if k.holder.is_some_and(|(m, _)| m == me) {
                             k.holder = None;
@@ -333,7 +355,7 @@ proptest! {
                     p = replayed(&journal);
                     let start = p.start();
                     let window: Vec<Candidate> = records[start as usize..p.end() as usize].to_vec();
-                    p.restore_records(&window);
+                    p.restore_records(&window, &mut journal);
                     epoch += 1;
                     for k in known.values_mut() {
                         // A record locked on its last delivery is out of deliveries.
@@ -371,4 +393,106 @@ fn a_damaged_journal_cannot_make_a_window_of_billions_of_slots() {
     };
     let p = replayed(&[reset, far]);
     assert_eq!((p.start(), p.end()), (10, 10));
+}
+
+#[test]
+fn slots_whose_records_were_compacted_away_are_finished_when_read_past() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    assert_eq!(acq(&mut p, 1, &plain(0..3), 10, 0, &c, &mut ch).len(), 3);
+    p.acknowledge(1, 1, Ack::Release, 0, &c, &mut ch).unwrap();
+    p.acknowledge(1, 0, Ack::Accept, 0, &c, &mut ch).unwrap();
+    // Compaction removed offset 1 since: a read of 1..5 has only 2, 3 and 4.
+    let read = [plain(3..5)].concat();
+    let offered = Offered {
+        from: 1,
+        end: 5,
+        records: &read,
+    };
+    let got = p.acquire(2, offered, 10, usize::MAX, 1, &c, &mut ch);
+    assert_eq!(got, [(3, 1), (4, 1)]);
+    assert_eq!(p.start(), 2, "1 is finished, 2 is still locked");
+}
+
+#[test]
+fn a_byte_budget_bounds_what_one_fetch_takes_but_never_below_one_record() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    let records = plain(0..10); // 10 bytes each
+    let offered = Offered {
+        from: 0,
+        end: 10,
+        records: &records,
+    };
+    assert_eq!(p.acquire(1, offered, 100, 35, 0, &c, &mut ch).len(), 3);
+    let rest = &records[3..];
+    let offered = Offered {
+        from: 3,
+        end: 10,
+        records: rest,
+    };
+    assert_eq!(p.acquire(1, offered, 100, 1, 0, &c, &mut ch).len(), 1);
+}
+
+#[test]
+fn a_log_shorter_than_the_window_cuts_it_back() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    acq(&mut p, 1, &plain(0..6), 10, 0, &c, &mut ch);
+    p.acknowledge(1, 0, Ack::Accept, 0, &c, &mut ch).unwrap();
+    // A power cut took back offsets 4 and 5 (never fsynced).
+    p.fit_to_log(4, &mut ch);
+    assert_eq!((p.start(), p.end(), p.in_flight()), (1, 4, 3));
+    assert_eq!(p.counts(0, 4).lost, 2);
+    // Replay agrees.
+    let mut journal = vec![Change::Reset {
+        offset: 0,
+        totals: Default::default(),
+    }];
+    journal.extend(ch);
+    let again = replayed(&journal);
+    assert_eq!((again.start(), again.end()), (1, 4));
+    // All of it gone: the window starts again at the log's end.
+    p.fit_to_log(0, &mut Vec::new());
+    assert_eq!((p.start(), p.end(), p.in_flight()), (0, 0, 0));
+}
+
+#[test]
+fn a_key_blocked_record_does_not_hide_the_records_after_it() {
+    let c = ShareConfig {
+        key_ordered: true,
+        ..cfg()
+    };
+    let a = key_hash(Some(b"a"));
+    let records: Vec<Candidate> = [a, a, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &key)| Candidate {
+            offset: i as u64,
+            key,
+            deliver_at: 0,
+            size: 10,
+        })
+        .collect();
+    let mut ch = Vec::new();
+    let mut p = SharePartition::new(0);
+    assert_eq!(acq(&mut p, 1, &records[..2], 10, 0, &c, &mut ch), [(0, 1)]);
+    // 1 waits for 0; the next read starts past it, at 2.
+    assert_eq!(p.next_candidate(0, &c, 3), Some(2));
+}
+
+#[test]
+fn a_member_that_joined_again_is_not_removed_by_its_old_stream() {
+    let mut m = super::members::Members::default();
+    let (_, old) = m.join("w", 0).unwrap();
+    // The worker's stream broke; it connects again before the old stream is cleaned up.
+    let (_, new, replaced) = m.rejoin("w", 1).unwrap();
+    assert_eq!(replaced, Some(old));
+    assert_ne!(new, old);
+    assert_eq!(
+        m.leave("w", old),
+        None,
+        "the old stream's end removes nothing"
+    );
+    assert_eq!(m.leave("w", new), Some(new));
 }

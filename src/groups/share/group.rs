@@ -1,0 +1,146 @@
+//! A loaded share group: its settings, members and partitions, and the pending changes
+//! it journals.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::config::ShareConfig;
+use super::members;
+use super::state::ShareState;
+use super::window::{Change, MemberIdx};
+use super::CONFIG_FILE;
+use crate::broker::now_ms;
+use crate::error::{Error, IoContext, Result};
+use crate::groups::store::GroupFiles;
+use crate::groups::Tp;
+use crate::log::files::write_atomically;
+
+/// A loaded share group.
+pub(super) struct Group {
+    pub(super) name: String,
+    pub(super) config: ShareConfig,
+    pub(super) members: members::Members,
+    pub(super) state: ShareState,
+    pub(super) files: GroupFiles<ShareState>,
+    /// Partitions whose window's keys and delivery times were read back from the log
+    /// since the group was loaded.
+    pub(super) restored: HashSet<Tp>,
+    /// Changes not journaled yet.
+    pub(super) pending: Vec<(Tp, Change)>,
+    /// The slot's `floors`, refreshed whenever changes are journaled.
+    pub(super) floors: Arc<Mutex<HashMap<Tp, u64>>>,
+    /// The journal position of the last snapshot begun.
+    pub(super) snapshot_tried: u64,
+    /// Wall-clock ms of the last request: an idle group is unloaded.
+    pub(super) used_ms: i64,
+}
+
+impl Group {
+    /// Journals the pending changes (into the page cache) and returns the position an
+    /// fsync must reach to make them durable; snapshots the state when the journal is
+    /// long. The state is bounded by the windows, so the snapshot is small.
+    pub(super) async fn journal(&mut self) -> Result<u64> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            if let Err(err) = self.files.append(&pending) {
+                // Kept for the next try: the changes are made in memory.
+                self.pending = pending;
+                return Err(err);
+            }
+            self.refresh_floors();
+        }
+        let seq = self.files.durability().written();
+        // Once per journal position: a request cancelled while a snapshot was being
+        // written leaves that write running, and a second one of the same name would
+        // race it; with new changes the next snapshot has a new name.
+        if self.files.needs_snapshot() && self.snapshot_tried != seq {
+            self.snapshot_tried = seq;
+            let (path, bytes) = self.files.snapshot(&self.state);
+            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+                .await
+                .expect("snapshot write does not panic")?;
+            self.files.snapshot_written();
+        }
+        Ok(seq)
+    }
+
+    pub(super) fn record(&mut self, tp: Tp, changes: Vec<Change>) {
+        self.pending.extend(changes.into_iter().map(|c| (tp, c)));
+    }
+}
+
+impl Group {
+    /// Reads a group's settings and state from `dir`, creating it if it is not there.
+    /// Blocking.
+    pub(super) fn load(
+        name: String,
+        dir: PathBuf,
+        floors: Arc<Mutex<HashMap<Tp, u64>>>,
+    ) -> Result<Group> {
+        let (files, state) = GroupFiles::<ShareState>::open(&dir)?;
+        let path = dir.join(CONFIG_FILE);
+        let config = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let map: BTreeMap<String, String> =
+                    serde_json::from_slice(&bytes).map_err(|err| Error::Corruption {
+                        path: path.clone(),
+                        position: 0,
+                        reason: err.to_string(),
+                    })?;
+                ShareConfig::from_map(&map)?
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => ShareConfig::default(),
+            Err(err) => return Err(err).at(&path),
+        };
+        Ok(Group {
+            name,
+            config,
+            members: members::Members::default(),
+            state,
+            files,
+            restored: HashSet::new(),
+            pending: Vec::new(),
+            floors,
+            snapshot_tried: u64::MAX,
+            used_ms: now_ms(),
+        })
+    }
+
+    pub(super) fn refresh_floors(&self) {
+        let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+        floors.clear();
+        floors.extend(self.state.partitions.iter().map(|(tp, p)| (*tp, p.start())));
+    }
+
+    pub(super) fn write_config(dir: &std::path::Path, config: &ShareConfig) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(&config.to_map()).expect("a map of strings");
+        write_atomically(&dir.join(CONFIG_FILE), &bytes)
+    }
+
+    /// Returns what `members` hold, in every partition. True if anything came back.
+    pub(super) fn release_members(&mut self, members: &HashSet<MemberIdx>, now: i64) -> bool {
+        let mut freed = false;
+        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
+        for tp in tps {
+            let mut changes = Vec::new();
+            let p = self.state.partitions.get_mut(&tp).expect("listed");
+            freed |= p.release_members(members, now, &self.config, &mut changes);
+            self.record(tp, changes);
+        }
+        freed
+    }
+
+    /// Returns every record whose lock ended. True if anything came back.
+    pub(super) fn expire_locks(&mut self, now: i64) -> bool {
+        let mut freed = false;
+        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
+        for tp in tps {
+            let mut changes = Vec::new();
+            let p = self.state.partitions.get_mut(&tp).expect("listed");
+            freed |= p.expire(now, &self.config, &mut changes);
+            self.record(tp, changes);
+        }
+        freed
+    }
+}

@@ -1,0 +1,369 @@
+//! One partition of a share group, as a state machine without I/O or clock: which
+//! records are available, locked to which member until when, finished, or waiting to be
+//! dead-lettered. Callers pass `now` (wall-clock ms: deadlines are persisted) and get
+//! back the changes to journal and the records to dead-letter.
+//!
+//! The partition keeps a start offset (every record below it is finished) and a window
+//! of slots, one per offset from the start to `end` (the first offset never handed
+//! out). The window never spans more than `max.in.flight` offsets, so a queue of a
+//! billion records costs what its unfinished window costs; finished slots at the front
+//! are dropped as they finish.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::config::ShareConfig;
+
+mod types;
+mod upkeep;
+
+pub use types::*;
+
+/// A member of the group, by a number the group gives it; never reused while the
+/// server runs, so a slot never names the wrong member.
+pub type MemberIdx = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    state: State,
+    /// Deliveries so far.
+    count: u16,
+    member: MemberIdx,
+    /// Acquired: when the lock ends. Available: when the record may be handed out.
+    until: i64,
+    /// A hash of the record's key (0: no key), for key-ordered groups.
+    key: u64,
+}
+
+const NEW: Slot = Slot {
+    state: State::Available,
+    count: 0,
+    member: 0,
+    until: 0,
+    key: 0,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct SharePartition {
+    start: u64,
+    slots: VecDeque<Slot>,
+    acquired: u32,
+    totals: Totals,
+}
+
+impl SharePartition {
+    pub fn new(start: u64) -> SharePartition {
+        SharePartition {
+            start,
+            ..SharePartition::default()
+        }
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The first offset never handed out.
+    pub fn end(&self) -> u64 {
+        self.start + self.slots.len() as u64
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.acquired
+    }
+
+    fn index(&self, offset: u64) -> Option<usize> {
+        let i = offset.checked_sub(self.start)? as usize;
+        (i < self.slots.len()).then_some(i)
+    }
+
+    fn change(&self, i: usize) -> Change {
+        let s = &self.slots[i];
+        Change::Slot {
+            offset: self.start + i as u64,
+            state: s.state,
+            count: s.count,
+            until: s.until,
+        }
+    }
+
+    /// Where a read for records to hand out should start: the first record that can be
+    /// handed out again (in a key-ordered group, not held back by an earlier record of
+    /// its key), else the first never handed out if the window has room.
+    pub fn next_candidate(&self, now: i64, cfg: &ShareConfig, high_watermark: u64) -> Option<u64> {
+        let first_open = self.first_open(cfg);
+        let again = self.slots.iter().enumerate().position(|(i, s)| {
+            s.state == State::Available
+                && s.until <= now
+                && (s.key == 0
+                    || !cfg.key_ordered
+                    || first_open.get(&s.key) == Some(&(self.start + i as u64)))
+        });
+        match again {
+            Some(i) => Some(self.start + i as u64),
+            None => (self.end() < high_watermark && self.slots.len() < cfg.max_in_flight as usize)
+                .then(|| self.end()),
+        }
+    }
+
+    /// In a key-ordered group, each key's first unfinished record in the window: only it
+    /// may be handed out.
+    fn first_open(&self, cfg: &ShareConfig) -> HashMap<u64, u64> {
+        let mut first_open = HashMap::new();
+        if cfg.key_ordered {
+            for (i, s) in self.slots.iter().enumerate() {
+                if s.key != 0 && !s.state.is_done() && !s.state.is_dying() {
+                    first_open.entry(s.key).or_insert(self.start + i as u64);
+                }
+            }
+        }
+        first_open
+    }
+
+    /// Locks records of `offered` to `member`, up to `max` of them and `max_bytes` (at
+    /// least one): each that is available now, within the window, and (key-ordered) the
+    /// first unfinished record of its key. Window slots in the offered range with no
+    /// record there were compacted away, and are finished. Returns the offsets locked and
+    /// their delivery counts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn acquire(
+        &mut self,
+        member: MemberIdx,
+        offered: Offered<'_>,
+        max: usize,
+        max_bytes: usize,
+        now: i64,
+        cfg: &ShareConfig,
+        changes: &mut Vec<Change>,
+    ) -> Vec<(u64, u16)> {
+        self.mark_gaps(offered, changes);
+        let mut first_open = self.first_open(cfg);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for r in offered.records {
+            if out.len() >= max || (!out.is_empty() && bytes + r.size as usize > max_bytes) {
+                break;
+            }
+            if r.offset < self.start {
+                continue;
+            }
+            if r.offset >= self.end() {
+                if r.offset - self.start >= cfg.max_in_flight as u64 {
+                    break; // the window is full
+                }
+                // Offsets with no record in between (compaction) are finished.
+                while self.end() < r.offset {
+                    self.slots.push_back(Slot {
+                        state: State::Gone,
+                        ..NEW
+                    });
+                    changes.push(self.change(self.slots.len() - 1));
+                }
+                self.slots.push_back(Slot {
+                    until: r.deliver_at,
+                    key: r.key,
+                    ..NEW
+                });
+                if cfg.key_ordered && r.key != 0 {
+                    first_open.entry(r.key).or_insert(r.offset);
+                }
+            }
+            let i = (r.offset - self.start) as usize;
+            let s = self.slots[i];
+            if s.state == State::Available && s.count >= cfg.max_deliveries {
+                // Locked at a crash on its last delivery, or max.deliveries was lowered.
+                self.slots[i].state = State::Exhausted;
+                changes.push(self.change(i));
+                continue;
+            }
+            let blocked =
+                cfg.key_ordered && s.key != 0 && first_open.get(&s.key) != Some(&r.offset);
+            if s.state != State::Available || s.until > now || blocked {
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            slot.state = State::Acquired;
+            slot.count = slot.count.saturating_add(1);
+            slot.member = member;
+            slot.until = now.saturating_add(cfg.lock_ms as i64);
+            self.acquired += 1;
+            bytes += r.size as usize;
+            out.push((r.offset, slot.count));
+            changes.push(self.change(i));
+        }
+        self.advance(changes);
+        out
+    }
+
+    /// Applies one acknowledgement of `offset` by `member`.
+    pub fn acknowledge(
+        &mut self,
+        member: MemberIdx,
+        offset: u64,
+        ack: Ack,
+        now: i64,
+        cfg: &ShareConfig,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), Refusal> {
+        let Some(i) = self.index(offset) else {
+            return Err(if offset < self.start {
+                Refusal::Finished
+            } else {
+                Refusal::NotDelivered
+            });
+        };
+        let s = self.slots[i];
+        match s.state {
+            State::Acquired if s.member == member && s.until > now => {}
+            State::Available if s.count == 0 => return Err(Refusal::NotDelivered),
+            st if st.is_done() || st.is_dying() => return Err(Refusal::Finished),
+            _ => return Err(Refusal::NotHeld),
+        }
+        match ack {
+            Ack::Renew => {
+                // Not journaled: after a restart every lock is gone anyway.
+                self.slots[i].until = now.saturating_add(cfg.lock_ms as i64);
+                return Ok(());
+            }
+            Ack::Accept => self.finish(i, State::Accepted),
+            Ack::Reject => self.finish(i, State::Rejected),
+            Ack::Release => self.give_back(i, now, cfg),
+        }
+        changes.push(self.change(i));
+        self.advance(changes);
+        Ok(())
+    }
+
+    /// Ends the lock of slot `i` in `state`.
+    fn finish(&mut self, i: usize, state: State) {
+        self.slots[i].state = state;
+        self.acquired -= 1;
+    }
+
+    /// Returns slot `i` to the queue after a release or an expired lock, or to the dead
+    /// letters if it is out of deliveries.
+    fn give_back(&mut self, i: usize, now: i64, cfg: &ShareConfig) {
+        let count = self.slots[i].count;
+        if count >= cfg.max_deliveries {
+            self.finish(i, State::Exhausted);
+        } else {
+            self.finish(i, State::Available);
+            self.slots[i].until = now.saturating_add(cfg.backoff(count) as i64);
+        }
+    }
+
+    /// Returns every record whose lock ended by `now`. True if any came back.
+    pub fn expire(&mut self, now: i64, cfg: &ShareConfig, changes: &mut Vec<Change>) -> bool {
+        self.give_back_where(now, cfg, changes, |s| s.until <= now)
+    }
+
+    /// Returns every record `members` hold (they left, or their sessions ended).
+    pub fn release_members(
+        &mut self,
+        members: &std::collections::HashSet<MemberIdx>,
+        now: i64,
+        cfg: &ShareConfig,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        self.give_back_where(now, cfg, changes, |s| members.contains(&s.member))
+    }
+
+    fn give_back_where(
+        &mut self,
+        now: i64,
+        cfg: &ShareConfig,
+        changes: &mut Vec<Change>,
+        pick: impl Fn(&Slot) -> bool,
+    ) -> bool {
+        if self.acquired == 0 {
+            return false;
+        }
+        let mut any = false;
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.state == State::Acquired && pick(s) {
+                self.give_back(i, now, cfg);
+                changes.push(self.change(i));
+                any = true;
+            }
+        }
+        self.advance(changes);
+        any
+    }
+
+    /// Adds the records each member holds to `held`.
+    pub fn count_held(&self, held: &mut HashMap<MemberIdx, u64>) {
+        if self.acquired == 0 {
+            return;
+        }
+        for s in self.slots.iter().filter(|s| s.state == State::Acquired) {
+            *held.entry(s.member).or_default() += 1;
+        }
+    }
+
+    /// Whether any record is owed to the dead-letter topic.
+    pub fn has_dying(&self) -> bool {
+        self.slots.iter().any(|s| s.state.is_dying())
+    }
+
+    /// Records waiting for the dead-letter topic.
+    pub fn dying(&self) -> Vec<Dying> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.is_dying())
+            .map(|(i, s)| Dying {
+                offset: self.start + i as u64,
+                count: s.count,
+                rejected: s.state == State::Rejected,
+            })
+            .collect()
+    }
+
+    /// A dying record has been appended to the dead-letter topic (or there is none).
+    pub fn dead_lettered(&mut self, offset: u64, changes: &mut Vec<Change>) {
+        if let Some(i) = self
+            .index(offset)
+            .filter(|&i| self.slots[i].state.is_dying())
+        {
+            self.slots[i].state = State::Archived;
+            changes.push(self.change(i));
+            self.advance(changes);
+        }
+    }
+
+    /// When something next becomes available by itself: a lock ends, or a backoff or a
+    /// delivery time passes.
+    pub fn next_wake(&self, now: i64) -> Option<i64> {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.state == State::Acquired || (s.state == State::Available && s.until > now)
+            })
+            .map(|s| s.until)
+            .min()
+    }
+
+    fn pass(&mut self, state: State) {
+        match state {
+            State::Accepted => self.totals.accepted += 1,
+            State::Archived => self.totals.dead_lettered += 1,
+            _ => {}
+        }
+    }
+
+    /// Drops finished slots from the front of the window.
+    fn advance(&mut self, changes: &mut Vec<Change>) {
+        let before = self.start;
+        while self.slots.front().is_some_and(|s| s.state.is_done()) {
+            let s = self.slots.pop_front().expect("checked");
+            self.pass(s.state);
+            self.start += 1;
+        }
+        if self.start != before {
+            changes.push(Change::Start {
+                offset: self.start,
+                totals: self.totals,
+            });
+        }
+    }
+}
