@@ -3,7 +3,8 @@
 //! it still holds renewed in the background so a long job keeps its record.
 //!
 //! Prefetch is a credit: the server never sends more unacknowledged records than
-//! `prefetch`, and each acknowledgement gives one credit back. A record comes with its
+//! `prefetch`, and each acknowledgement gives one credit back. Acknowledgements made
+//! within a millisecond of each other go out as one message (see `Outbox`). A record comes with its
 //! delivery count, so work that must not run twice can tell a retry from a first try.
 
 use std::collections::{HashSet, VecDeque};
@@ -63,8 +64,88 @@ pub struct Worker {
     ready: VecDeque<Job>,
     /// Records handed out and not yet acknowledged, for renewal.
     held: Arc<Mutex<HashSet<(u32, u64)>>>,
-    _renewer: Option<JoinHandle<()>>,
+    outbox: Arc<Outbox>,
+    _sender: JoinHandle<()>,
     refused: u64,
+}
+
+/// Acknowledgements not sent yet. The sender task sends what gathered within
+/// `GATHER` of the first one as one message, with one credit each: a worker that
+/// accepts records one by one costs the stream a message per batch, not per record,
+/// and no acknowledgement waits more than about a millisecond.
+#[derive(Default)]
+struct Outbox {
+    acks: Mutex<Vec<(u32, u64, AckType)>>,
+    wake: tokio::sync::Notify,
+}
+
+const GATHER: Duration = Duration::from_millis(1);
+
+/// Sends gathered acknowledgements, and renews the locks of held records every
+/// `renew_every`, until the worker is gone.
+async fn send_loop(
+    tx: mpsc::WeakSender<pb::ShareStreamRequest>,
+    outbox: Arc<Outbox>,
+    held: Arc<Mutex<HashSet<(u32, u64)>>>,
+    renew_every: Option<Duration>,
+) {
+    // Never renewing: a renewal due in a year, pushed back each time.
+    let renew_every = renew_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let mut next_renew = tokio::time::Instant::now() + renew_every;
+    loop {
+        tokio::select! {
+            () = outbox.wake.notified() => {
+                tokio::time::sleep(GATHER).await;
+                let Some(tx) = tx.upgrade() else { return };
+                if flush(&tx, &outbox).await.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(next_renew) => {
+                next_renew += renew_every;
+                let Some(tx) = tx.upgrade() else { return };
+                let now: Vec<(u32, u64)> =
+                    held.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+                for (partition, offset) in now {
+                    let renew = ack_message(partition, vec![offset], AckType::Renew);
+                    if tx.send(renew).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends the acknowledgements in `outbox` as one message, and their credits.
+async fn flush(tx: &mpsc::Sender<pb::ShareStreamRequest>, outbox: &Outbox) -> Result<(), Status> {
+    let unsent = std::mem::take(&mut *outbox.acks.lock().unwrap_or_else(|e| e.into_inner()));
+    if unsent.is_empty() {
+        return Ok(());
+    }
+    let credits = unsent.len() as u32;
+    let mut acks: Vec<pb::Acknowledgement> = Vec::new();
+    for (partition, offset, kind) in unsent {
+        match acks.last_mut() {
+            Some(a) if a.partition == partition && a.r#type == kind as i32 => {
+                a.offsets.push(offset)
+            }
+            _ => acks.push(pb::Acknowledgement {
+                partition,
+                offsets: vec![offset],
+                r#type: kind as i32,
+            }),
+        }
+    }
+    let closed = || Status::unavailable("the share stream closed");
+    let acks = pb::ShareStreamRequest {
+        body: Some(Body::Acks(pb::ShareStreamAcks { acks })),
+    };
+    tx.send(acks).await.map_err(|_| closed())?;
+    let credit = pb::ShareStreamRequest {
+        body: Some(Body::Credits(credits)),
+    };
+    tx.send(credit).await.map_err(|_| closed())
 }
 
 fn ack_message(partition: u32, offsets: Vec<u64>, kind: AckType) -> pb::ShareStreamRequest {
@@ -103,36 +184,23 @@ impl Worker {
             .into_inner();
         let first = inbound.message().await?.ok_or_else(closed)?;
         let held = Arc::new(Mutex::new(HashSet::new()));
-        // The renewer holds the stream's sender weakly: when the worker goes, the
+        let outbox = Arc::new(Outbox::default());
+        // The sender holds the stream's sender weakly: when the worker goes, the
         // stream closes (and the member leaves) without waiting for it.
-        let renewer = config.renew_every.map(|every| {
-            let (weak, held) = (tx.downgrade(), Arc::clone(&held));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let Some(tx) = weak.upgrade() else { return };
-                    let now: Vec<(u32, u64)> = held
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .copied()
-                        .collect();
-                    for (partition, offset) in now {
-                        let renew = ack_message(partition, vec![offset], AckType::Renew);
-                        if tx.send(renew).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            })
-        });
+        let sender = tokio::spawn(send_loop(
+            tx.downgrade(),
+            Arc::clone(&outbox),
+            Arc::clone(&held),
+            config.renew_every,
+        ));
         Ok(Worker {
             member_id: first.member_id,
             tx,
             inbound,
             ready: VecDeque::new(),
             held,
-            _renewer: renewer,
+            outbox,
+            _sender: sender,
             refused: 0,
         })
     }
@@ -195,15 +263,15 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(job.partition, job.offset));
-        let closed = || Status::unavailable("the share stream closed");
-        self.tx
-            .send(ack_message(job.partition, vec![job.offset], kind))
-            .await
-            .map_err(|_| closed())?;
-        let credit = pb::ShareStreamRequest {
-            body: Some(Body::Credits(1)),
-        };
-        self.tx.send(credit).await.map_err(|_| closed())
+        if self.tx.is_closed() {
+            return Err(Status::unavailable("the share stream closed"));
+        }
+        let mut acks = self.outbox.acks.lock().unwrap_or_else(|e| e.into_inner());
+        acks.push((job.partition, job.offset, kind));
+        if acks.len() == 1 {
+            self.outbox.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Done: the record is never delivered again.
@@ -224,6 +292,7 @@ impl Worker {
     /// Leaves the group: acknowledgements sent so far are applied, and records still
     /// held (and any prefetched) go back to the queue at once.
     pub async fn close(self) {
+        let _ = flush(&self.tx, &self.outbox).await;
         let Worker {
             tx, mut inbound, ..
         } = self;
