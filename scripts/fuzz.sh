@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every decoder of untrusted bytes:
 # record batches, the recovery checkpoint, whole partition directories (crash and clean
 # opens), sealed segments read through the read-only path, topic.json, produce requests
-# and a consumer group's snapshot and journal. Not run by
+# and a consumer group's and a share group's snapshot and journal. Not run by
 # CI: fuzzing takes minutes per target and finds new inputs, not regressions; the
 # inputs it has crashed on are replayed by `cargo test --test fuzz_regressions`.
 #
@@ -37,6 +37,7 @@ TARGETS=(
   topic_json:2048
   produce:8192
   group_files:8192
+  share_files:8192
 )
 
 cd "$(dirname "$0")/.."

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use fuzz_harness::SealedTemplate;
 
 /// Every target, as named in `fuzz/Cargo.toml` and `scripts/fuzz.sh`.
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "records",
     "checkpoint",
     "recovery",
@@ -22,6 +22,7 @@ const TARGETS: [&str; 7] = [
     "topic_json",
     "produce",
     "group_files",
+    "share_files",
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -55,6 +56,7 @@ fn run(target: &str, scratch: &Path, data: &[u8]) {
         "topic_json" => fuzz_harness::topic_json(scratch, data),
         "produce" => fuzz_harness::produce(scratch, data),
         "group_files" => fuzz_harness::group_files(scratch, data),
+        "share_files" => fuzz_harness::share_files(scratch, data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

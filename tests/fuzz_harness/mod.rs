@@ -193,6 +193,80 @@ pub fn group_files_input(offsets: &Offsets, records: &[Vec<((u128, u32), Committ
     out
 }
 
+/// Target `share_files`: a share group's directory, `data` as for `group_files` (a
+/// 4-byte length, that many bytes of `share.00000000000000000000.snap`, the rest
+/// `share.journal`). Opening must not panic or allocate past the window bound; what
+/// opens once opens again to the same state; and the state takes a fetch, the
+/// acknowledgement of what it handed out, the end of every lock, and a cut to a short
+/// log without panicking.
+pub fn share_files(scratch: &Path, data: &[u8]) {
+    use strom::groups::share::config::ShareConfig;
+    use strom::groups::share::state::ShareState;
+    use strom::groups::share::window::{Ack, Candidate, Offered};
+    let dir = scratch.join(format!("s.{:032x}", 1));
+    reset_dir(&dir);
+    let (len, rest) = data.split_at(data.len().min(4));
+    let mut len_bytes = [0u8; 4];
+    len_bytes[..len.len()].copy_from_slice(len);
+    let snap_len = (u32::from_le_bytes(len_bytes) as usize).min(rest.len());
+    let (snapshot, journal) = rest.split_at(snap_len);
+    fs::write(dir.join(format!("share.{:020}.snap", 0)), snapshot).expect("write snapshot");
+    fs::write(dir.join("share.journal"), journal).expect("write journal");
+    let Ok((files, state)) = GroupFiles::<ShareState>::open(&dir) else {
+        return;
+    };
+    drop(files);
+    let canonical = |state: &ShareState| {
+        let mut parts: Vec<_> = state
+            .partitions
+            .iter()
+            .map(|(tp, p)| {
+                let mut changes = Vec::new();
+                p.snapshot(&mut changes);
+                (*tp, format!("{changes:?}"))
+            })
+            .collect();
+        parts.sort();
+        parts
+    };
+    let (_, again) =
+        GroupFiles::<ShareState>::open(&dir).expect("a share group that opened once opens again");
+    assert_eq!(
+        canonical(&again),
+        canonical(&state),
+        "reopening changed the state"
+    );
+    let cfg = ShareConfig::default();
+    let mut state = state;
+    for p in state.partitions.values_mut() {
+        let mut changes = Vec::new();
+        let (start, end) = (p.start(), p.end());
+        assert!(end - start <= 100_000, "a window of {} slots", end - start);
+        let records: Vec<Candidate> = (start..end.saturating_add(3))
+            .map(|offset| Candidate {
+                offset,
+                key: offset % 3,
+                deliver_at: 0,
+                size: 1,
+            })
+            .collect();
+        p.restore_records(&records, &mut changes);
+        let offered = Offered {
+            from: p.start(),
+            end: end.saturating_add(3),
+            records: &records,
+        };
+        let got = p.acquire(1, offered, 10, 1 << 20, 0, &cfg, &mut changes);
+        for (offset, _) in got.iter().take(5) {
+            p.acknowledge(1, *offset, Ack::Accept, 1, &cfg, &mut changes)
+                .expect("the member holds what it was just handed");
+        }
+        p.expire(i64::MAX, &cfg, &mut changes);
+        p.fit_to_log(start.saturating_add(1), &mut changes);
+        let _ = p.counts(0, end);
+    }
+}
+
 /// Target `topic_json`: `data` as `topic.json` in a topic directory under `scratch`.
 pub fn topic_json(scratch: &Path, data: &[u8]) {
     // An old topic.json has no name; the directory then names the topic.
@@ -675,6 +749,73 @@ pub fn seeds(scratch: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
         seeds.push((target, name.to_string(), bytes));
     };
+
+    // share_files: an empty group; a snapshot of a window, then journal records.
+    {
+        use strom::groups::share::state::ShareState;
+        use strom::groups::share::window::{Change, State, Totals};
+        use strom::groups::store::Journaled;
+        let share = |state: &ShareState, records: &[Vec<((u128, u32), Change)>]| {
+            let snapshot = state.encode_snapshot(0);
+            let mut out = (snapshot.len() as u32).to_le_bytes().to_vec();
+            out.extend_from_slice(&snapshot);
+            let mut seq = 0u64;
+            for entries in records {
+                let record = ShareState::encode_record(seq, entries);
+                seq += record.len() as u64;
+                out.extend_from_slice(&record);
+            }
+            out
+        };
+        add("share_files", "empty", share(&ShareState::default(), &[]));
+        let slot = |offset, state, count| Change::Slot {
+            offset,
+            state,
+            count,
+            until: 0,
+        };
+        let mut state = ShareState::default();
+        state.apply(vec![
+            (
+                (7, 0),
+                Change::Reset {
+                    offset: 10,
+                    totals: Totals::default(),
+                },
+            ),
+            ((7, 0), slot(10, State::Acquired, 1)),
+            ((7, 0), slot(12, State::Accepted, 1)),
+            (
+                (7, 1),
+                Change::Reset {
+                    offset: 0,
+                    totals: Totals::default(),
+                },
+            ),
+        ]);
+        let records = vec![
+            vec![
+                ((7, 0), slot(10, State::Available, 2)),
+                ((7, 0), slot(11, State::Rejected, 1)),
+            ],
+            vec![(
+                (7, 0),
+                Change::Start {
+                    offset: 11,
+                    totals: Totals {
+                        accepted: 1,
+                        dead_lettered: 0,
+                        lost: 0,
+                    },
+                },
+            )],
+        ];
+        add(
+            "share_files",
+            "snapshot-and-journal",
+            share(&state, &records),
+        );
+    }
 
     // group_files: an empty group; offsets in the snapshot and two commits after it.
     let committed = |offset: u64, metadata: &str| Committed {

@@ -130,7 +130,10 @@ impl Journaled for ShareState {
 
     fn encode_snapshot(&self, seq: u64) -> Vec<u8> {
         let mut entries = Vec::new();
-        for (tp, partition) in &self.partitions {
+        // In partition order: the same state always makes the same bytes.
+        let mut partitions: Vec<_> = self.partitions.iter().collect();
+        partitions.sort_by_key(|(tp, _)| **tp);
+        for (tp, partition) in partitions {
             let mut changes = Vec::new();
             partition.snapshot(&mut changes);
             entries.extend(changes.into_iter().map(|c| (*tp, c)));

@@ -140,9 +140,10 @@ impl SharePartition {
                 if offset < self.start {
                     return;
                 }
-                if offset - self.start >= MAX_IN_FLIGHT as u64 {
-                    // No window is this wide: only damage could say so, and it must
-                    // not make the server allocate a slot per offset up to it.
+                if offset - self.start >= MAX_IN_FLIGHT as u64 || offset > u64::MAX / 2 {
+                    // No window is this wide, and no log this long: only damage could
+                    // say so, and it must not make the server allocate a slot per
+                    // offset up to it (nor overflow the window's end).
                     tracing::warn!(
                         offset,
                         start = self.start,
