@@ -713,3 +713,45 @@ async fn a_dead_letter_the_topic_refuses_is_archived_and_the_queue_goes_on() {
     assert_eq!(d.partitions[0].dead_lettered, 1);
     server.stop().await.unwrap();
 }
+
+/// A released record's redelivery backoff is on disk: a restart does not bring the retry
+/// forward.
+#[tokio::test]
+async fn a_redelivery_backoff_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    client
+        .admin()
+        .create_topic("t", 1, Default::default())
+        .await
+        .unwrap();
+    config(
+        &client,
+        "g",
+        &[("start", "earliest"), ("redelivery.backoff.ms", "3000")],
+    )
+    .await
+    .unwrap();
+    produce(&client, "t", 0, values("v", 1)).await;
+    let r = fetch(&client, "g", "m", "t", 10, 0).await;
+    assert_eq!(ids(&r.records), [(0, 0)]);
+    let released = Instant::now();
+    ack(&client, "g", "m", "t", &[(0, 0)], AckType::Release)
+        .await
+        .unwrap();
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    drop(serve);
+    let serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    let early = fetch(&client, "g", "m", "t", 10, 0).await;
+    assert!(
+        early.records.is_empty(),
+        "handed out again before its backoff ended"
+    );
+    let again = fetch(&client, "g", "m", "t", 10, 10_000).await;
+    assert_eq!(ids(&again.records), [(0, 0)]);
+    assert_eq!(again.records[0].delivery_count, 2);
+    assert!(released.elapsed() >= Duration::from_millis(3000));
+}
