@@ -7,7 +7,12 @@
 //! `length` counts the bytes after `seq`; the CRC covers `seq` and those bytes. `seq` is
 //! the record's position in the group's whole history of journal bytes, so a record left
 //! over from before the journal was last rewritten from its start is never mistaken for
-//! a new one. Pure: the files are `store.rs`'s.
+//! a new one. A snapshot is `magic [8] | version u32 | seq u64 | body | crc32` (the
+//! CRC over everything before it). Pure: the files are `store.rs`'s.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
 
 /// length, crc, seq.
 pub const RECORD_HEADER_LEN: usize = 16;
@@ -102,4 +107,58 @@ pub fn replay<T>(
         next_seq = next;
     }
     (records, at, next_seq)
+}
+
+/// A snapshot's bytes: `magic`, `version`, `seq`, what `body` writes, and the CRC.
+pub fn snapshot(
+    magic: &[u8; 8],
+    version: u32,
+    seq: u64,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    body(&mut out);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks a snapshot's magic, CRC and version, and reads its body with `decode`, which
+/// must take all of it. Returns the journal position it continues from and the body.
+/// `what` names the kind of snapshot in errors.
+pub fn read_snapshot<T>(
+    bytes: &[u8],
+    path: &Path,
+    (magic, version, what): (&[u8; 8], u32, &str),
+    decode: impl FnOnce(&mut Cursor<'_>) -> Option<T>,
+) -> Result<(u64, T)> {
+    let corrupt = |reason: &str| Error::Corruption {
+        path: path.to_path_buf(),
+        position: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 8 + 4 + 8 + 4 || &bytes[..8] != magic {
+        return Err(corrupt(&format!(
+            "not a strom {what} snapshot (bad magic or too short)"
+        )));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut cursor = Cursor(&body[8..]);
+    let found = cursor.u32().expect("length checked");
+    if found != version {
+        return Err(corrupt(&format!(
+            "snapshot version {found}, this strom reads {version}"
+        )));
+    }
+    let seq = cursor.u64().expect("length checked");
+    let decoded = decode(&mut cursor)
+        .filter(|_| cursor.is_empty())
+        .ok_or_else(|| corrupt("entries do not parse"))?;
+    Ok((seq, decoded))
 }

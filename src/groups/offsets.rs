@@ -16,7 +16,7 @@ use std::path::Path;
 
 use super::journal::{self, Cursor};
 use super::{TopicId, Tp};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"STROMGRP";
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -201,44 +201,16 @@ pub fn replay(bytes: &[u8], seq: u64) -> Replayed {
 }
 
 pub fn encode_snapshot(seq: u64, offsets: &Offsets) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + offsets.len() * 48);
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
     let entries: Vec<(Tp, Committed)> = offsets.iter().collect();
-    encode_entries(&mut out, &entries);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    journal::snapshot(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, |out| {
+        encode_entries(out, &entries)
+    })
 }
 
 /// The journal position and offsets of a snapshot file's bytes.
 pub fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Offsets)> {
-    let corrupt = |reason: &str| Error::Corruption {
-        path: path.to_path_buf(),
-        position: 0,
-        reason: reason.to_string(),
-    };
-    if bytes.len() < 8 + 4 + 8 + 4 + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(corrupt(
-            "not a strom group snapshot (bad magic or too short)",
-        ));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(corrupt("checksum mismatch"));
-    }
-    let mut cursor = Cursor(&body[8..]);
-    let version = cursor.u32().expect("length checked");
-    if version != SNAPSHOT_VERSION {
-        return Err(corrupt(&format!(
-            "snapshot version {version}, this strom reads {SNAPSHOT_VERSION}"
-        )));
-    }
-    let seq = cursor.u64().expect("length checked");
-    let entries = decode_entries(&mut cursor)
-        .filter(|_| cursor.is_empty())
-        .ok_or_else(|| corrupt("entries do not parse"))?;
+    let kind = (SNAPSHOT_MAGIC, SNAPSHOT_VERSION, "group");
+    let (seq, entries) = journal::read_snapshot(bytes, path, kind, decode_entries)?;
     let mut offsets = Offsets::default();
     offsets.apply(entries);
     Ok((seq, offsets))

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::window::{Change, SharePartition, State, Totals};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::groups::journal::{self, Cursor};
 use crate::groups::store::Journaled;
 use crate::groups::Tp;
@@ -138,42 +138,14 @@ impl Journaled for ShareState {
             partition.snapshot(&mut changes);
             entries.extend(changes.into_iter().map(|c| (*tp, c)));
         }
-        let mut out = Vec::with_capacity(24 + entries.len() * 48);
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
-        encode_entries(&mut out, &entries);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        journal::snapshot(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, |out| {
+            encode_entries(out, &entries)
+        })
     }
 
     fn decode_snapshot(bytes: &[u8], path: &Path) -> Result<(u64, Self)> {
-        let corrupt = |reason: &str| Error::Corruption {
-            path: path.to_path_buf(),
-            position: 0,
-            reason: reason.to_string(),
-        };
-        if bytes.len() < 8 + 4 + 8 + 4 + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
-            return Err(corrupt(
-                "not a strom share group snapshot (bad magic or too short)",
-            ));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let mut cursor = Cursor(&body[8..]);
-        let version = cursor.u32().expect("length checked");
-        if version != SNAPSHOT_VERSION {
-            return Err(corrupt(&format!(
-                "snapshot version {version}, this strom reads {SNAPSHOT_VERSION}"
-            )));
-        }
-        let seq = cursor.u64().expect("length checked");
-        let entries = decode_entries(&mut cursor)
-            .filter(|_| cursor.is_empty())
-            .ok_or_else(|| corrupt("entries do not parse"))?;
+        let kind = (SNAPSHOT_MAGIC, SNAPSHOT_VERSION, "share group");
+        let (seq, entries) = journal::read_snapshot(bytes, path, kind, decode_entries)?;
         let mut state = ShareState::default();
         state.apply(entries);
         Ok((seq, state))
