@@ -755,3 +755,71 @@ async fn a_redelivery_backoff_survives_a_sigkill() {
     assert_eq!(again.records[0].delivery_count, 2);
     assert!(released.elapsed() >= Duration::from_millis(3000));
 }
+
+/// Requests the server refuses leave no share group behind, and a member waiting in a
+/// long fetch is heard from: its session does not end under the wait.
+#[tokio::test]
+async fn refused_requests_create_no_group_and_a_waiting_member_stays_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let mut q = client.queues();
+    assert!(config(&client, "bad-config", &[("lock.ms", "99")])
+        .await
+        .is_err());
+    let long_member = q
+        .share_fetch(pb::ShareFetchRequest {
+            group: "bad-member".into(),
+            member_id: "m".repeat(300),
+            topic: "t".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(long_member.unwrap_err().code(), Code::InvalidArgument);
+    let no_topic = q
+        .share_fetch(pb::ShareFetchRequest {
+            group: "bad-topic".into(),
+            topic: "absent".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(no_topic.unwrap_err().code(), Code::NotFound);
+    let listed = q
+        .list_share_groups(pb::ListShareGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.groups.is_empty(), "{listed:?}");
+    // A member waits; its session ends (1 s); the group is deleted under the wait.
+    config(&client, "g", &[("session.timeout.ms", "1000")])
+        .await
+        .unwrap();
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .queues()
+                .share_fetch(pb::ShareFetchRequest {
+                    group: "g".into(),
+                    member_id: "m".into(),
+                    topic: "t".into(),
+                    max_records: 1,
+                    max_wait_ms: 5000,
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The waiting member is still heard from: its session does not end mid-wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = describe(&client, "g").await;
+    assert_eq!(d.members.len(), 1, "a waiting member was expired: {d:?}");
+    let refused = q
+        .delete_share_group(pb::DeleteShareGroupRequest { group: "g".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let ended = waiting.await.unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    server.stop().await.unwrap();
+}

@@ -68,7 +68,8 @@ pub fn code(err: &Error) -> Code {
 /// The status for an error: its code and its message, which names what went wrong.
 pub fn status(err: Error) -> Status {
     // A refusal below the disk floor is logged once, when space runs low, not per request.
-    let expected = matches!(err, Error::DiskFull { .. });
+    // A client at a limit the server keeps (members, groups) is the client's business.
+    let expected = matches!(err, Error::DiskFull { .. } | Error::LimitReached(_));
     if !expected
         && matches!(
             code(&err),

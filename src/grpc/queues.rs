@@ -99,6 +99,7 @@ impl queues_server::Queues for QueuesService {
                 &r.topic,
                 r.max_records,
                 Duration::from_millis(r.max_wait_ms as u64),
+                0,
             )
             .await
             .map_err(status)?;
@@ -146,7 +147,9 @@ impl queues_server::Queues for QueuesService {
                 )))
             }
         };
-        let (tx, rx) = mpsc::channel(8);
+        // One message waiting for the client at most (each about STREAM_MESSAGE_BYTES):
+        // a client that stops reading holds little of the server's memory.
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(super::share_stream::run(
             Arc::clone(&self.queues),
             open,

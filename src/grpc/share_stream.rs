@@ -27,6 +27,9 @@ use crate::groups::share::{AckBatch, Fetched, ShareGroups, MAX_ACK_OFFSETS};
 /// given since).
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
+/// About the most record bytes one message of the stream carries.
+pub(super) const STREAM_MESSAGE_BYTES: usize = 1 << 20;
+
 type Out = mpsc::Sender<Result<pb::ShareStreamResponse, Status>>;
 
 pub(super) async fn run(
@@ -37,7 +40,7 @@ pub(super) async fn run(
 ) {
     let (group, topic) = (open.group, open.topic);
     // Join first, so the member has an id before any ack can come.
-    let (member, idx) = match queues.join(&group, &open.member_id).await {
+    let (member, mut idx) = match queues.join(&group, &open.member_id, &topic).await {
         Ok((member_id, idx)) => {
             let first = pb::ShareStreamResponse {
                 member_id: member_id.clone(),
@@ -76,7 +79,8 @@ pub(super) async fn run(
             );
             let want = credits.min(u32::MAX as u64) as u32;
             fetching = Some(tokio::spawn(async move {
-                q.fetch(&g, &m, &t, want, FETCH_WAIT).await
+                q.fetch(&g, &m, &t, want, FETCH_WAIT, STREAM_MESSAGE_BYTES)
+                    .await
             }));
         }
         tokio::select! {
@@ -101,7 +105,13 @@ pub(super) async fn run(
             },
             done = async { fetching.as_mut().expect("guarded").await }, if fetching.is_some() => {
                 fetching = None;
-                match done.expect("fetch task does not panic") {
+                let done = done.expect("fetch task does not panic");
+                if let Ok(fetched) = &done {
+                    // Joined again if its session ended: the leave at the end must
+                    // name the member it is now.
+                    idx = fetched.member_idx;
+                }
+                match done {
                     Ok(fetched) if fetched.records.is_empty() => {}
                     Ok(fetched) => {
                         credits = credits.saturating_sub(fetched.records.len() as u64);
@@ -149,7 +159,8 @@ async fn apply_acks(
                 None => return,
             },
         };
-        let offsets = |b: &[AckBatch]| b.iter().map(|a| a.offsets.len()).sum::<usize>();
+        // Counted as `acknowledge` counts them: an empty entry counts as one.
+        let offsets = |b: &[AckBatch]| b.iter().map(|a| a.offsets.len().max(1)).sum::<usize>();
         let mut count = offsets(&batch);
         while let Ok(more) = rx.try_recv() {
             let n = offsets(&more);

@@ -96,6 +96,8 @@ impl ShareGroups {
         name: &str,
         changes: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>> {
+        // Checked before the group is made: a refused change must not leave one.
+        ShareConfig::default().apply(changes)?;
         let (slot, mut guard) = self.lock(name, true).await?;
         let g = group(&mut guard);
         let next: ShareConfig = g.config.apply(changes)?;

@@ -3,8 +3,9 @@
 //! where they came from and why, and only then marked finished. Without a dead-letter
 //! topic they are only marked (archived, as Kafka does).
 //!
-//! Each append is fsynced, whatever the topic's durability, before the journal record
-//! that finishes the record: a crash in between appends it again after the restart (at
+//! Each append is fsynced, whatever the topic's durability (a partition's owed records
+//! are appended one after another and synced together), before the journal record that
+//! finishes the record: a crash in between appends it again after the restart (at
 //! least once, never lost). An append that fails for a while (a full disk) leaves the
 //! record owed, and the sweeper retries it; one the dead-letter topic can never take (a
 //! keyless record for a compacted topic, one over its max.message.bytes, too many
@@ -16,7 +17,7 @@ use bytes::Bytes;
 
 use super::window::{Change, Dying};
 use super::{Group, ShareGroups};
-use crate::broker::{Durability, ProduceTarget};
+use crate::broker::{Appended, Durability, ProduceTarget};
 use crate::error::{Error, Result};
 use crate::groups::{topic_id, Tp};
 use crate::log::record::chunk_records;
@@ -41,39 +42,65 @@ impl ShareGroups {
             .collect();
         let mut any = false;
         for (tp, dying) in owed {
+            // Appended one after another, synced together: the first sync covers
+            // every append before it (group commit), so a REJECT of ten thousand
+            // records costs about one fsync, not ten thousand.
+            let mut appended = Vec::new();
+            let mut finished = Vec::new();
             for d in dying {
-                let appended = match &g.config.dead_letter_topic {
-                    None => Ok(()),
+                let result = match &g.config.dead_letter_topic {
+                    None => Ok(None),
                     Some(dlq) => self.append_dead_letter(dlq, tp, d).await,
                 };
-                match appended {
-                    Ok(()) => {}
+                match result {
+                    Ok(Some(append)) => appended.push((d.offset, append)),
+                    Ok(None) => finished.push(d.offset),
                     Err(err @ (Error::InvalidArgument(_) | Error::TooLarge { .. })) => {
                         tracing::error!(group = %g.name, partition = tp.1, offset = d.offset, %err, "the dead-letter topic refuses this record; archived without it");
+                        finished.push(d.offset);
                     }
                     Err(err) => {
                         tracing::warn!(group = %g.name, %err, "dead letter not appended yet; retrying");
                         break; // in order: the next ones wait for this one
                     }
                 }
-                let mut changes: Vec<Change> = Vec::new();
-                if let Some(p) = g.state.partitions.get_mut(&tp) {
-                    p.dead_lettered(d.offset, &mut changes);
-                }
-                g.record(tp, changes);
-                any = true;
             }
+            for (offset, append) in appended {
+                match append.durable().await {
+                    Ok(_) => finished.push(offset),
+                    Err(err) => {
+                        // Appended, not known to be on disk: owed still (at least once).
+                        tracing::warn!(group = %g.name, %err, "dead letter not synced; retrying");
+                        break;
+                    }
+                }
+            }
+            let mut changes: Vec<Change> = Vec::new();
+            if let Some(p) = g.state.partitions.get_mut(&tp) {
+                for offset in &finished {
+                    p.dead_lettered(*offset, &mut changes);
+                }
+            }
+            any |= !finished.is_empty();
+            g.record(tp, changes);
         }
         any
     }
 
-    async fn append_dead_letter(&self, dlq: &str, (tid, partition): Tp, d: Dying) -> Result<()> {
+    /// Appends one dead letter (not yet synced); `None` if there is nothing to append
+    /// (its source topic or record is gone).
+    async fn append_dead_letter(
+        &self,
+        dlq: &str,
+        (tid, partition): Tp,
+        d: Dying,
+    ) -> Result<Option<Appended>> {
         let (_, metas) = self.broker.topic_metas();
         let Some(source) = metas
             .into_iter()
             .find(|m| topic_id(&m.id).ok() == Some(tid))
         else {
-            return Ok(()); // the source topic is gone, and its records with it
+            return Ok(None); // the source topic is gone, and its records with it
         };
         if let Err(Error::TopicNotFound { .. }) = self.broker.topic(dlq) {
             match self.broker.create_topic(dlq, 1, &BTreeMap::new()).await {
@@ -85,16 +112,16 @@ impl ShareGroups {
         let read = match from.read(d.offset, 1).await {
             Ok((read, _)) => read,
             // Deleted by retention meanwhile: nothing left to append.
-            Err(Error::OffsetOutOfRange { .. }) => return Ok(()),
+            Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
             Err(Error::InPartition { source, .. })
                 if matches!(*source, Error::OffsetOutOfRange { .. }) =>
             {
-                return Ok(())
+                return Ok(None)
             }
             Err(err) => return Err(err),
         };
         let Some(chunk) = read.chunks.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let views = chunk_records(chunk).map_err(|reason| Error::Corruption {
             path: "dead letter read".into(),
@@ -102,7 +129,7 @@ impl ShareGroups {
             reason,
         })?;
         let Some(v) = views.into_iter().find(|v| v.offset == d.offset) else {
-            return Ok(()); // compacted away
+            return Ok(None); // compacted away
         };
         let (partition_s, offset_s, count_s) = (
             partition.to_string(),
@@ -139,7 +166,6 @@ impl ShareGroups {
             headers.iter().copied(),
             v.timestamp_ms,
         )?;
-        writer.finish()?.append().await?.durable().await?;
-        Ok(())
+        Ok(Some(writer.finish()?.append().await?))
     }
 }

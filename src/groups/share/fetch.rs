@@ -40,6 +40,9 @@ pub struct Delivered {
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub member_id: String,
+    /// The member's number now: a member whose session ended meanwhile joined again
+    /// under its id with a new one.
+    pub member_idx: MemberIdx,
     pub records: Vec<Delivered>,
 }
 
@@ -52,8 +55,10 @@ static TURN: AtomicUsize = AtomicUsize::new(0);
 fn deliver_at<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>, now: i64) -> i64 {
     headers
         .find(|(name, _)| *name == DELIVER_AT_HEADER)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<i64>().ok())
-        .map_or(0, |at| at.min(now.saturating_add(MAX_DELIVERY_DELAY_MS)))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<i128>().ok())
+        .map_or(0, |at| {
+            at.clamp(0, i128::from(now.saturating_add(MAX_DELIVERY_DELAY_MS))) as i64
+        })
 }
 
 /// The records of `read` at or after `from`: as candidates, and each one's bytes
@@ -99,7 +104,8 @@ fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec
 
 impl ShareGroups {
     /// Locks up to `max_records` available records of `topic` to the member (joining it
-    /// if `member_id` is empty or unknown); waits up to `max_wait` for some.
+    /// if `member_id` is empty or unknown), about `max_bytes` at most (0: the server's
+    /// max_fetch_bytes); waits up to `max_wait` for some.
     pub async fn fetch(
         &self,
         group_name: &str,
@@ -107,6 +113,7 @@ impl ShareGroups {
         topic: &str,
         max_records: u32,
         max_wait: Duration,
+        max_bytes: usize,
     ) -> Result<Fetched> {
         let max_records = match max_records as usize {
             0 => DEFAULT_FETCH_RECORDS,
@@ -114,12 +121,19 @@ impl ShareGroups {
         };
         let deadline = tokio::time::Instant::now() + max_wait.min(self.broker.limits().max_wait);
         let mut stopping = self.broker.shutting_down();
+        // Checked before the group is made: a refused fetch must not leave one.
+        self.broker.topic(topic)?;
+        super::members::check_id(member_id)?;
         let mut member_id = member_id.to_string();
+        let mut first = true;
         loop {
             // Looked up each time round: a topic deleted meanwhile ends the wait.
             let topic = self.broker.topic(topic)?;
             let tid = topic_id(&topic.id)?;
-            let (slot, mut guard) = self.lock(group_name, true).await?;
+            // Created by the first round only: a group deleted while this fetch waited
+            // stays deleted (the fetch ends with NOT_FOUND).
+            let (slot, mut guard) = self.lock(group_name, first).await?;
+            first = false;
             let g = group(&mut guard);
             if g.config.dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
                 return Err(Error::FailedPrecondition(format!(
@@ -130,6 +144,7 @@ impl ShareGroups {
             }
             let now = now_ms();
             let (id, idx) = g.members.join(&member_id, now)?;
+            let g_session_ms = g.config.session_timeout_ms;
             member_id = id;
             slot.members.store(g.members.len(), Ordering::Relaxed);
             let mut freed = g.expire_locks(now);
@@ -139,7 +154,12 @@ impl ShareGroups {
             let n = topic.partitions.len();
             let first = TURN.fetch_add(1, Ordering::Relaxed);
             // The answer stays within what the server may send in one message.
-            let mut budget = self.broker.limits().max_fetch_bytes;
+            let limit = self.broker.limits().max_fetch_bytes;
+            let mut budget = if max_bytes == 0 {
+                limit
+            } else {
+                max_bytes.min(limit)
+            };
             let mut failed = None;
             for k in 0..n {
                 let partition = &topic.partitions[(first + k) % n];
@@ -173,6 +193,7 @@ impl ShareGroups {
             if !out.is_empty() || now_i >= deadline || *stopping.borrow() {
                 return Ok(Fetched {
                     member_id,
+                    member_idx: idx,
                     records: out,
                 });
             }
@@ -183,13 +204,17 @@ impl ShareGroups {
             tokio::pin!(notified);
             notified.as_mut().enable();
             drop(guard);
+            // A waiting member is heard from: it comes round (and is marked seen)
+            // at least three times a session.
+            let session = Duration::from_millis(g_session_ms / 3);
             let until = match wake {
                 Some(at) => {
                     let in_ms = at.saturating_sub(now_ms()).max(0) as u64;
                     deadline.min(now_i + Duration::from_millis(in_ms))
                 }
                 None => deadline,
-            };
+            }
+            .min(now_i + session);
             let grown = futures_util::future::select_all(
                 watches
                     .iter_mut()

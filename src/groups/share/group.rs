@@ -107,6 +107,14 @@ impl Group {
         })
     }
 
+    /// No members, nothing pending, nothing owed to the dead-letter topic: the group
+    /// can be unloaded (and loaded again from its files) without losing anything.
+    pub(super) fn is_idle(&self) -> bool {
+        self.members.is_empty()
+            && self.pending.is_empty()
+            && !self.state.partitions.values().any(|p| p.has_dying())
+    }
+
     pub(super) fn refresh_floors(&self) {
         let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
         floors.clear();

@@ -12,6 +12,17 @@ pub const MAX_MEMBERS: usize = 10_000;
 /// Longest member id a client may choose.
 pub const MAX_MEMBER_ID_LEN: usize = 255;
 
+/// Refuses a member id no member may have.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.len() > MAX_MEMBER_ID_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "member_id is {} bytes; at most {MAX_MEMBER_ID_LEN} (send an empty one to be given one)",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct Member {
     pub idx: MemberIdx,
@@ -28,12 +39,7 @@ impl Members {
     /// The member `id` (joining it if the group does not know it; an empty id gets a new
     /// one), marked as heard from now.
     pub fn join(&mut self, id: &str, now_ms: i64) -> Result<(String, MemberIdx)> {
-        if id.len() > MAX_MEMBER_ID_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "member_id is {} bytes; at most {MAX_MEMBER_ID_LEN} (send an empty one to be given one)",
-                id.len()
-            )));
-        }
+        check_id(id)?;
         let id = match id {
             "" => uuid::Uuid::new_v4().simple().to_string(),
             id => id.to_string(),

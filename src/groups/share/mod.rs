@@ -54,6 +54,10 @@ use group::Group;
 
 /// Most share groups a server keeps.
 pub const MAX_SHARE_GROUPS: usize = 100_000;
+/// Most share groups in memory at once, each with its journal open: past it, loading
+/// one unloads idle ones (no members, nothing owed), so groups created by the thousand
+/// cannot take the server's file descriptors.
+const MAX_LOADED: usize = 1_000;
 const CONFIG_FILE: &str = "config.json";
 /// How often locks and sessions are checked by the background task (fetches check
 /// them too, so a waiting fetcher sees an ended lock at its deadline).
@@ -92,6 +96,8 @@ fn group(guard: &mut Guard) -> &mut Group {
 
 pub struct ShareGroups {
     broker: Arc<Broker>,
+    /// Groups in memory now, each holding its journal open (`MAX_LOADED`).
+    loaded: AtomicUsize,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
@@ -112,21 +118,20 @@ impl ShareGroups {
             // Loaded now, not on first use: retention must know from the start which
             // records each group still needs.
             let slot = Slot::new(name.clone(), dir.clone());
+            // Its files are closed again at once (it loads for real on first use): a
+            // thousand groups must not take a thousand descriptors at start-up.
             match Group::load(name.clone(), dir, Arc::clone(&slot.floors)) {
-                Ok(group) => {
-                    group.refresh_floors();
-                    *slot.state.try_lock().expect("a new slot is not locked") =
-                        SlotState::Loaded(Box::new(group));
-                }
+                Ok(group) => group.refresh_floors(),
                 Err(err) => {
                     tracing::error!(group = %name, %err, "share group could not be loaded; retrying at its first use")
                 }
             }
             slots.insert(name, Arc::new(slot));
         }
-        tracing::info!(share_groups = slots.len(), "share groups loaded");
+        tracing::info!(share_groups = slots.len(), "share groups read");
         Ok(ShareGroups {
             broker,
+            loaded: AtomicUsize::new(0),
             slots: Mutex::new(slots),
         })
     }
@@ -174,6 +179,7 @@ impl ShareGroups {
                     // again from its files (its members join again).
                     tracing::warn!(group = %name, "reloading a share group after a failed fsync");
                     *guard = SlotState::Unloaded;
+                    self.loaded.fetch_sub(1, Ordering::Relaxed);
                 }
             }
             match &mut *guard {
@@ -188,7 +194,12 @@ impl ShareGroups {
                             .await
                             .expect("share group load does not panic");
                     match loaded {
-                        Ok(group) => *guard = SlotState::Loaded(Box::new(group)),
+                        Ok(group) => {
+                            *guard = SlotState::Loaded(Box::new(group));
+                            if self.loaded.fetch_add(1, Ordering::Relaxed) >= MAX_LOADED {
+                                self.unload_idle();
+                            }
+                        }
                         Err(err) => {
                             tracing::error!(group = %name, %err, "share group could not be loaded");
                             return Err(err);
@@ -197,6 +208,26 @@ impl ShareGroups {
                 }
             }
             return Ok((slot, guard));
+        }
+    }
+
+    /// Unloads idle groups (no members, nothing pending or owed) until at most
+    /// `MAX_LOADED` are in memory; groups busy with a request are passed over.
+    fn unload_idle(&self) {
+        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
+        for slot in slots {
+            if self.loaded.load(Ordering::Relaxed) <= MAX_LOADED {
+                return;
+            }
+            let Ok(mut guard) = Arc::clone(&slot.state).try_lock_owned() else {
+                continue;
+            };
+            if let SlotState::Loaded(g) = &*guard {
+                if g.is_idle() {
+                    *guard = SlotState::Unloaded;
+                    self.loaded.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -212,7 +243,15 @@ impl ShareGroups {
     /// returns its id and number. A member already there under that id is a worker
     /// whose stream broke: its records go back to the queue, and the new stream is a
     /// new member (the old stream's end removes nothing).
-    pub async fn join(&self, name: &str, member_id: &str) -> Result<(String, MemberIdx)> {
+    pub async fn join(
+        &self,
+        name: &str,
+        member_id: &str,
+        topic: &str,
+    ) -> Result<(String, MemberIdx)> {
+        // Checked before the group is made: a refused join must not leave one.
+        self.broker.topic(topic)?;
+        members::check_id(member_id)?;
         let (slot, mut guard) = self.lock(name, true).await?;
         let g = group(&mut guard);
         let (id, idx, old) = g.members.rejoin(member_id, now_ms())?;
@@ -261,6 +300,7 @@ impl ShareGroups {
             )));
         }
         *guard = SlotState::Deleted;
+        self.loaded.fetch_sub(1, Ordering::Relaxed);
         {
             let mut slots = self.slots();
             if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {

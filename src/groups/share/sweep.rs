@@ -29,12 +29,20 @@ impl ShareGroups {
             }
             let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
             for slot in slots {
-                let mut guard = Arc::clone(&slot.state).lock_owned().await;
+                // A group busy with a request is passed over, not waited for: one
+                // slow group (a large REJECT's appends) must not hold up the others'
+                // sessions and locks.
+                let Ok(mut guard) = Arc::clone(&slot.state).try_lock_owned() else {
+                    continue;
+                };
                 if let SlotState::Loaded(group) = &mut *guard {
                     match self.sweep(&slot, group).await {
                         // Its files are closed; it loads again on its next use, and its
                         // floors stay with the slot.
-                        Ok(true) => *guard = SlotState::Unloaded,
+                        Ok(true) => {
+                            *guard = SlotState::Unloaded;
+                            self.loaded.fetch_sub(1, Ordering::Relaxed);
+                        }
                         Ok(false) => {}
                         Err(err) => {
                             tracing::warn!(group = %slot.name, %err, "share group upkeep failed; retrying")
@@ -63,11 +71,7 @@ impl ShareGroups {
         if freed {
             slot.available.notify_waiters();
         }
-        let owed = group.state.partitions.values().any(|p| p.has_dying());
-        Ok(group.members.is_empty()
-            && group.pending.is_empty()
-            && !owed
-            && now.saturating_sub(group.used_ms) > UNLOAD_IDLE_MS)
+        Ok(group.is_idle() && now.saturating_sub(group.used_ms) > UNLOAD_IDLE_MS)
     }
 }
 

@@ -48,6 +48,9 @@ pub struct SharePartition {
     slots: VecDeque<Slot>,
     acquired: u32,
     totals: Totals,
+    /// No lock ends before this (a lower bound; 0 when unknown): expiry passes that
+    /// cannot find anything skip the scan of the window.
+    next_lock_end: i64,
 }
 
 impl SharePartition {
@@ -185,6 +188,7 @@ impl SharePartition {
             slot.count = slot.count.saturating_add(1);
             slot.member = member;
             slot.until = now.saturating_add(cfg.lock_ms as i64);
+            self.next_lock_end = self.next_lock_end.min(slot.until);
             self.acquired += 1;
             bytes += r.size as usize;
             out.push((r.offset, slot.count));
@@ -253,7 +257,18 @@ impl SharePartition {
 
     /// Returns every record whose lock ended by `now`. True if any came back.
     pub fn expire(&mut self, now: i64, cfg: &ShareConfig, changes: &mut Vec<Change>) -> bool {
-        self.give_back_where(now, cfg, changes, |s| s.until <= now)
+        if self.acquired == 0 || now < self.next_lock_end {
+            return false;
+        }
+        let any = self.give_back_where(now, cfg, changes, |s| s.until <= now);
+        self.next_lock_end = self
+            .slots
+            .iter()
+            .filter(|s| s.state == State::Acquired)
+            .map(|s| s.until)
+            .min()
+            .unwrap_or(i64::MAX);
+        any
     }
 
     /// Returns every record `members` hold (they left, or their sessions ended).
