@@ -186,13 +186,15 @@ async fn size_retention_deletes_the_oldest_segments_past_the_limit() {
         .alter_topic_config("s", config(&[("retention.bytes", &limit.to_string())]))
         .await
         .unwrap();
-    let trimmed = wait_for(&client, "s", |p| p.log_start_offset > 0).await;
+    // The excess may go in more than one pass (seen once in a full test run under load:
+    // a first pass took four of the five segments): wait for the end state, which must
+    // come within the limit, not for the first deletion.
     let per_segment = full.size_bytes / u64::from(full.segment_count);
+    let trimmed = wait_for(&client, "s", |p| {
+        p.log_start_offset > 0 && p.size_bytes < limit + per_segment + 200
+    })
+    .await;
     assert!(trimmed.size_bytes >= limit, "{trimmed:?} limit {limit}");
-    assert!(
-        trimmed.size_bytes < limit + per_segment + 200,
-        "{trimmed:?} limit {limit}"
-    );
     assert_eq!(trimmed.high_watermark, 80);
     server.stop().await.unwrap();
 }
