@@ -20,7 +20,7 @@ start() {
   PID=$!
   until grep -q "serving gRPC" "$LOG"; do sleep 0.002; done
   t1=$(date +%s.%N)
-  # The group is loaded before the ready line (share groups load at start-up, for
+  # The group is read before the ready line (share groups are read at start-up, for
   # retention); describe is the first request that uses it.
   "$STROM" -s "$ADDR" queue describe big >/dev/null 2>&1 || true
   t2=$(date +%s.%N)

@@ -112,6 +112,16 @@ fn ids(records: &[pb::SharedRecord]) -> Vec<(u32, u64)> {
         .collect()
 }
 
+/// SIGKILLs `serve` and starts a server on its data directory again, with a client.
+async fn killed_and_restarted(mut serve: Serve, dir: &std::path::Path) -> (Serve, Client) {
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    drop(serve);
+    let serve = Serve::start(dir);
+    let client = Client::connect(&serve.addr).await.unwrap();
+    (serve, client)
+}
+
 async fn describe(client: &Client, group: &str) -> pb::DescribeShareGroupResponse {
     client
         .queues()
@@ -317,7 +327,7 @@ async fn delayed_records_are_not_handed_out_before_their_time() {
 #[tokio::test]
 async fn after_sigkill_accepted_records_stay_done_and_locked_ones_come_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path());
+    let serve = Serve::start(dir.path());
     let client = Client::connect(&serve.addr).await.unwrap();
     client
         .admin()
@@ -337,11 +347,7 @@ async fn after_sigkill_accepted_records_stay_done_and_locked_ones_come_back() {
     ack(&client, "g", "m", "t", accepted, AckType::Accept)
         .await
         .unwrap();
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
-    drop(serve);
-    let serve = Serve::start(dir.path());
-    let client = Client::connect(&serve.addr).await.unwrap();
+    let (_serve, client) = killed_and_restarted(serve, dir.path()).await;
     let mut seen: HashMap<(u32, u64), u32> = HashMap::new();
     loop {
         let r = fetch(&client, "g", "n", "t", 500, 200).await;
@@ -595,7 +601,7 @@ async fn bad_input_gets_a_status_and_changes_nothing() {
 #[tokio::test]
 async fn records_of_many_batches_all_arrive_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path());
+    let serve = Serve::start(dir.path());
     let client = Client::connect(&serve.addr).await.unwrap();
     client
         .admin()
@@ -623,11 +629,7 @@ async fn records_of_many_batches_all_arrive_and_survive_a_restart() {
     )
     .await
     .unwrap();
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
-    drop(serve);
-    let serve = Serve::start(dir.path());
-    let client = Client::connect(&serve.addr).await.unwrap();
+    let (_serve, client) = killed_and_restarted(serve, dir.path()).await;
     let again = fetch(&client, "g", "n", "t", 100, 0).await;
     assert_eq!(
         ids(&again.records),
@@ -719,7 +721,7 @@ async fn a_dead_letter_the_topic_refuses_is_archived_and_the_queue_goes_on() {
 #[tokio::test]
 async fn a_redelivery_backoff_survives_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path());
+    let serve = Serve::start(dir.path());
     let client = Client::connect(&serve.addr).await.unwrap();
     client
         .admin()
@@ -740,11 +742,7 @@ async fn a_redelivery_backoff_survives_a_sigkill() {
     ack(&client, "g", "m", "t", &[(0, 0)], AckType::Release)
         .await
         .unwrap();
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
-    drop(serve);
-    let serve = Serve::start(dir.path());
-    let client = Client::connect(&serve.addr).await.unwrap();
+    let (_serve, client) = killed_and_restarted(serve, dir.path()).await;
     let early = fetch(&client, "g", "m", "t", 10, 0).await;
     assert!(
         early.records.is_empty(),

@@ -12,12 +12,13 @@
 //! headers) is logged as an error and archived without it, rather than block the queue.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::window::{Change, Dying};
 use super::{Group, ShareGroups};
-use crate::broker::{Appended, Durability, ProduceTarget};
+use crate::broker::{Appended, Durability, Partition, ProduceTarget};
 use crate::error::{Error, Result};
 use crate::groups::{topic_id, Tp};
 use crate::log::record::chunk_records;
@@ -47,10 +48,23 @@ impl ShareGroups {
             // records costs about one fsync, not ten thousand.
             let mut appended = Vec::new();
             let mut finished = Vec::new();
+            // Where they go and come from, looked up once for the partition's records.
+            let target = match &g.config.dead_letter_topic {
+                None => None,
+                Some(dlq) => match self.dead_letter_source(dlq, tp).await {
+                    Ok(source) => Some((dlq, source)),
+                    Err(err) => {
+                        tracing::warn!(group = %g.name, %err, "dead letters not appended yet; retrying");
+                        continue;
+                    }
+                },
+            };
             for d in dying {
-                let result = match &g.config.dead_letter_topic {
-                    None => Ok(None),
-                    Some(dlq) => self.append_dead_letter(dlq, tp, d).await,
+                let result = match &target {
+                    None | Some((_, None)) => Ok(None),
+                    Some((dlq, Some((name, from)))) => {
+                        self.append_dead_letter(dlq, name, from, d).await
+                    }
                 };
                 match result {
                     Ok(Some(append)) => appended.push((d.offset, append)),
@@ -87,20 +101,19 @@ impl ShareGroups {
         any
     }
 
-    /// Appends one dead letter (not yet synced); `None` if there is nothing to append
-    /// (its source topic or record is gone).
-    async fn append_dead_letter(
+    /// The source partition of a share partition's dead letters (`None` if its topic is
+    /// gone, and its records with it), after making sure the dead-letter topic exists.
+    async fn dead_letter_source(
         &self,
         dlq: &str,
         (tid, partition): Tp,
-        d: Dying,
-    ) -> Result<Option<Appended>> {
+    ) -> Result<Option<(String, Arc<Partition>)>> {
         let (_, metas) = self.broker.topic_metas();
         let Some(source) = metas
             .into_iter()
             .find(|m| topic_id(&m.id).ok() == Some(tid))
         else {
-            return Ok(None); // the source topic is gone, and its records with it
+            return Ok(None);
         };
         if let Err(Error::TopicNotFound { .. }) = self.broker.topic(dlq) {
             match self.broker.create_topic(dlq, 1, &BTreeMap::new()).await {
@@ -109,6 +122,19 @@ impl ShareGroups {
             }
         }
         let from = self.broker.partition(&source.name, partition)?;
+        Ok(Some((source.name, from)))
+    }
+
+    /// Appends one dead letter of `from` (a partition of topic `source`), not yet
+    /// synced; `None` if its record is gone.
+    async fn append_dead_letter(
+        &self,
+        dlq: &str,
+        source: &str,
+        from: &Partition,
+        d: Dying,
+    ) -> Result<Option<Appended>> {
+        let partition = from.id;
         let read = match from.read(d.offset, 1).await {
             Ok((read, _)) => read,
             // Deleted by retention meanwhile: nothing left to append.
@@ -142,7 +168,7 @@ impl ShareGroups {
             "max.deliveries"
         };
         let ours = [
-            (DLQ_TOPIC, source.name.as_bytes()),
+            (DLQ_TOPIC, source.as_bytes()),
             (DLQ_PARTITION, partition_s.as_bytes()),
             (DLQ_OFFSET, offset_s.as_bytes()),
             (DLQ_DELIVERY_COUNT, count_s.as_bytes()),

@@ -52,9 +52,10 @@ static TURN: AtomicUsize = AtomicUsize::new(0);
 /// `strom-deliver-at` of a record, if it has a valid one, at most
 /// `MAX_DELIVERY_DELAY_MS` from `now`: a delayed record holds a place in its partition's
 /// window, and a time in the far future must not hold it for ever.
-fn deliver_at<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>, now: i64) -> i64 {
+fn deliver_at(headers: &[(String, Bytes)], now: i64) -> i64 {
     headers
-        .find(|(name, _)| *name == DELIVER_AT_HEADER)
+        .iter()
+        .find(|(name, _)| name == DELIVER_AT_HEADER)
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<i128>().ok())
         .map_or(0, |at| {
             at.clamp(0, i128::from(now.saturating_add(MAX_DELIVERY_DELAY_MS))) as i64
@@ -85,7 +86,7 @@ fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec
             candidates.push(Candidate {
                 offset: v.offset,
                 key: key_hash(v.key),
-                deliver_at: deliver_at(v.headers(), now),
+                deliver_at: deliver_at(&headers, now),
                 size: size.min(u32::MAX as usize) as u32,
             });
             delivered.push(Delivered {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ShareConfig;
 use super::members;
 use super::state::ShareState;
-use super::window::{Change, MemberIdx};
+use super::window::{Change, MemberIdx, SharePartition};
 use super::CONFIG_FILE;
 use crate::broker::now_ms;
 use crate::error::{Error, IoContext, Result};
@@ -48,7 +48,13 @@ impl Group {
                 self.pending = pending;
                 return Err(err);
             }
-            self.refresh_floors();
+            // Only the partitions that changed: this runs on every fetch and ack.
+            let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+            for (tp, _) in &pending {
+                if let Some(p) = self.state.partitions.get(tp) {
+                    floors.insert(*tp, p.start());
+                }
+            }
         }
         let seq = self.files.durability().written();
         // Once per journal position: a request cancelled while a snapshot was being
@@ -128,27 +134,25 @@ impl Group {
 
     /// Returns what `members` hold, in every partition. True if anything came back.
     pub(super) fn release_members(&mut self, members: &HashSet<MemberIdx>, now: i64) -> bool {
-        let mut freed = false;
-        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
-        for tp in tps {
-            let mut changes = Vec::new();
-            let p = self.state.partitions.get_mut(&tp).expect("listed");
-            freed |= p.release_members(members, now, &self.config, &mut changes);
-            self.record(tp, changes);
-        }
-        freed
+        self.each_partition(|p, config, changes| p.release_members(members, now, config, changes))
     }
 
     /// Returns every record whose lock ended. True if anything came back.
     pub(super) fn expire_locks(&mut self, now: i64) -> bool {
-        let mut freed = false;
-        let tps: Vec<Tp> = self.state.partitions.keys().copied().collect();
-        for tp in tps {
+        self.each_partition(|p, config, changes| p.expire(now, config, changes))
+    }
+
+    /// Runs `f` on every partition, recording its changes; true if any call was.
+    fn each_partition(
+        &mut self,
+        mut f: impl FnMut(&mut SharePartition, &ShareConfig, &mut Vec<Change>) -> bool,
+    ) -> bool {
+        let mut any = false;
+        for (tp, p) in self.state.partitions.iter_mut() {
             let mut changes = Vec::new();
-            let p = self.state.partitions.get_mut(&tp).expect("listed");
-            freed |= p.expire(now, &self.config, &mut changes);
-            self.record(tp, changes);
+            any |= f(p, &self.config, &mut changes);
+            self.pending.extend(changes.into_iter().map(|c| (*tp, c)));
         }
-        freed
+        any
     }
 }

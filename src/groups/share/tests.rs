@@ -32,6 +32,19 @@ fn plain(offsets: std::ops::Range<u64>) -> Vec<Candidate> {
         .collect()
 }
 
+/// Records at offsets 0, 1, ... with these key hashes (0: no key).
+fn keyed(keys: &[u64]) -> Vec<Candidate> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, &key)| Candidate {
+            offset: i as u64,
+            key,
+            deliver_at: 0,
+            size: 10,
+        })
+        .collect()
+}
+
 /// `acquire` of `records` as a read of exactly their offsets, with no byte limit.
 fn acq(
     p: &mut SharePartition,
@@ -158,16 +171,7 @@ fn key_order_holds_back_later_records_of_a_key() {
         ..cfg()
     };
     let (a, b) = (key_hash(Some(b"a")), key_hash(Some(b"b")));
-    let records: Vec<Candidate> = [a, a, b, a, 0]
-        .iter()
-        .enumerate()
-        .map(|(i, &key)| Candidate {
-            offset: i as u64,
-            key,
-            deliver_at: 0,
-            size: 10,
-        })
-        .collect();
+    let records = keyed(&[a, a, b, a, 0]);
     let mut ch = Vec::new();
     let mut p = SharePartition::new(0);
     let got: Vec<u64> = acq(&mut p, 1, &records, 10, 0, &c, &mut ch)
@@ -464,16 +468,7 @@ fn a_key_blocked_record_does_not_hide_the_records_after_it() {
         ..cfg()
     };
     let a = key_hash(Some(b"a"));
-    let records: Vec<Candidate> = [a, a, 0]
-        .iter()
-        .enumerate()
-        .map(|(i, &key)| Candidate {
-            offset: i as u64,
-            key,
-            deliver_at: 0,
-            size: 10,
-        })
-        .collect();
+    let records = keyed(&[a, a, 0]);
     let mut ch = Vec::new();
     let mut p = SharePartition::new(0);
     assert_eq!(acq(&mut p, 1, &records[..2], 10, 0, &c, &mut ch), [(0, 1)]);
