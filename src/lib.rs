@@ -44,7 +44,7 @@
 //!    the key, else round robin). This is the only time a record is encoded; keys and
 //!    values of 256 bytes or more are referenced in the request's buffer, not copied.
 //! 3. `Partition::append` takes the partition's write lock (on the calling task for a
-//!    batch up to 64 KiB if the lock is free, else in `spawn_blocking`) and calls
+//!    batch up to 1 MiB if the lock is free, else in `spawn_blocking`) and calls
 //!    [`log::Log::append`]: for an idempotent producer it first asks the partition's
 //!    producer state (`log/producers`) whether the batch is new, a retry of one of the
 //!    producer's last five (answered with that batch's offsets, nothing written) or out

@@ -29,7 +29,11 @@ mod sync;
 pub use retention::Cleaned;
 
 /// Batches up to this size are appended on the calling task (see `Partition::append`).
-const INLINE_APPEND_BYTES: usize = 64 << 10;
+/// The same bound as inline reads: one copy of at most 1 MiB into the page cache holds
+/// up the worker's other tasks for 0.2-1 ms on this class of machine, about what the
+/// hand-off to a blocking thread and back costs a 1 MB request in throughput (measured
+/// in BENCHMARKS.md, "Appends of up to 1 MiB on the calling task").
+const INLINE_APPEND_BYTES: usize = 1 << 20;
 /// Reads of the active segment up to this size run on the calling task; larger ones, and
 /// any that open or read a sealed (likely cold) segment, run on a blocking thread, so
 /// that page faults and CRC checks of megabytes never stall an async worker.
@@ -190,10 +194,11 @@ impl Partition {
     /// Appends a batch to the page cache; `sync_below` makes it durable. Returns where it
     /// went and the epoch of the log it went to (see `epoch`).
     ///
-    /// A small batch is appended right here: its `pwritev` takes microseconds, less than
-    /// handing it to a blocking thread and back (which, at 10,000 one-record requests a
-    /// second on two cores, queued requests for tens of milliseconds). A large one goes
-    /// to a blocking thread, so a slow copy into the page cache does not stall the
+    /// A batch of up to 1 MiB is appended right here: handing it to a blocking thread and
+    /// back costs two context switches, which at 10,000 one-record requests a second on
+    /// two cores queued requests for tens of milliseconds, and cost 1 MB requests 15% of
+    /// their throughput with one request in flight. A larger one goes to a blocking
+    /// thread, so that a copy of many megabytes into the page cache does not stall the
     /// other requests this worker serves. Either way the append is one uninterruptible
     /// call: a caller that goes away cannot leave half a batch. The inline path takes the
     /// lock only if it is free at once, so a worker thread never waits for it.
