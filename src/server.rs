@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::ProduceBudgetLayer;
+use crate::grpc::direct::DirectProduce;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
@@ -132,11 +133,14 @@ pub async fn serve(
                 .max_decoding_message_size(max.min(16 << 20))
                 .max_encoding_message_size(max_response),
         )
-        .add_service(
+        // ProduceStream is read straight from the HTTP/2 frames (`grpc/direct.rs`).
+        .add_service(DirectProduce::new(
             LogServer::new(LogService::new(Arc::clone(&broker)))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max_response),
-        )
+            Arc::clone(&broker),
+            max,
+        ))
         // `Server::tcp_nodelay` applies only to listeners tonic binds itself; accepted
         // sockets of our listener need it set here, or Nagle's algorithm holds small
         // frames back until the peer's delayed ACK (40 ms per 1 MiB produce, measured).

@@ -63,6 +63,25 @@ def main():
         except grpc.RpcError as err:
             print(f"sequence gap: {err.code().name}: {err.details()}")
 
+        # ProduceStream: requests pipelined on one call, each answered by its correlation
+        # id; a failed request is answered with its error and the stream goes on.
+        def requests():
+            yield pb.ProduceStreamRequest(correlation_id=1, request=pb.ProduceRequest(
+                topic=args.topic, partition=0, records=[pb.Record(value=b"streamed")]))
+            yield pb.ProduceStreamRequest(correlation_id=2, request=pb.ProduceRequest(
+                topic="no-such-topic", records=[pb.Record(value=b"lost")]))
+            # 3 MB: more than one HTTP/2 frame.
+            big = [pb.Record(value=bytes([i % 251]) * 1000) for i in range(3000)]
+            yield pb.ProduceStreamRequest(correlation_id=3, request=pb.ProduceRequest(
+                topic=args.topic, partition=0, records=big))
+        for reply in log.ProduceStream(requests()):
+            if reply.HasField("response"):
+                print(f"stream {reply.correlation_id}: offsets {reply.response.base_offset}..{reply.response.last_offset}")
+            else:
+                print(f"stream {reply.correlation_id}: code {reply.error.code}: {reply.error.message}")
+        last = log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=3003, max_bytes=2000))
+        print(f"stream record 3003: {last.records[0].value[:3]!r}, {len(last.records[0].value)} bytes")
+
 
 if __name__ == "__main__":
     main()

@@ -129,6 +129,10 @@ struct BudgetBody {
     pending: Option<Bytes>,
     /// The charge the message whose prefix was just passed on waits for.
     waiting: Option<usize>,
+    /// The last byte of that prefix, passed on once the charge is granted: a reader
+    /// that has not seen the whole prefix cannot take a message (an empty one, say)
+    /// before its charge exists, and so take another message's charge.
+    held: Option<Bytes>,
     /// When the message being received must be complete, and how long it may take.
     deadline: Option<Pin<Box<Sleep>>>,
     allowed: Duration,
@@ -145,6 +149,7 @@ impl BudgetBody {
             in_message: 0,
             pending: None,
             waiting: None,
+            held: None,
             deadline: None,
             allowed: MESSAGE_DEADLINE,
         }
@@ -199,12 +204,22 @@ impl HttpBody for BudgetBody {
                 };
                 me.charge.push(permit);
                 me.waiting = None;
-                me.deadline = Some(Box::pin(tokio::time::sleep(me.allowed)));
+                // An empty message is complete with its prefix: nothing to wait for.
+                if me.in_message > 0 {
+                    me.deadline = Some(Box::pin(tokio::time::sleep(me.allowed)));
+                }
+                if let Some(last) = me.held.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
             }
             if let Some(mut data) = me.pending.take() {
                 let (passable, cost) = me.scan(&data);
                 me.waiting = cost;
-                let pass = data.split_to(passable);
+                let mut pass = data.split_to(passable);
+                if cost.is_some() {
+                    // The prefix ends in `pass`: its last byte waits for the charge.
+                    me.held = Some(pass.split_off(pass.len() - 1));
+                }
                 if !data.is_empty() {
                     me.pending = Some(data);
                 }
@@ -234,7 +249,7 @@ impl HttpBody for BudgetBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.inner.is_end_stream()
+        self.pending.is_none() && self.held.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -326,14 +341,41 @@ mod tests {
         assert!(!done, "B waits for the budget");
         assert_eq!(
             passed,
-            [&a[..], &b[..5]].concat(),
-            "all of A, and B's prefix"
+            [&a[..], &b[..4]].concat(),
+            "all of A, and B's prefix but its last byte"
         );
         drop(charge.take_next()); // A answered: its 90 go to B, which was waiting
         assert_eq!(semaphore.available_permits(), 70);
         let (rest, done) = drain(&mut body);
         assert!(done);
-        assert_eq!(rest, b[5..]);
+        assert_eq!(rest, b[4..]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_message_is_not_seen_before_its_charge() {
+        let mut wire = message(0);
+        wire.extend(message(10));
+        let (mut b, _semaphore, charge) = body(1 << 20, vec![wire.clone()]);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Vec::new();
+        // Whenever the bytes passed on hold a whole message, its charge is there.
+        let mut messages = 0;
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut b).poll_frame(&mut cx) {
+            seen.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            let complete = match seen.len() {
+                n if n >= 20 => 2,
+                n if n >= 5 => 1,
+                _ => 0,
+            };
+            while messages < complete {
+                assert!(
+                    charge.take_next().is_some(),
+                    "message {messages} has its charge"
+                );
+                messages += 1;
+            }
+        }
+        assert_eq!((seen, messages), (wire, 2));
     }
 
     #[tokio::test]
@@ -369,8 +411,13 @@ mod tests {
         let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
         let mut body = BudgetBody::new(inner, &budget, charge.clone());
         body.allowed = Duration::from_millis(50);
-        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        assert!(polled.unwrap().is_ok(), "the prefix passes");
+        for _ in 0..2 {
+            let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            assert!(
+                polled.unwrap().is_ok(),
+                "the prefix passes, its last byte once charged"
+            );
+        }
         let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         assert_eq!(
             budget.semaphore.available_permits(),
@@ -381,5 +428,24 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         drop((body, charge)); // the request fails and its charge goes
         assert_eq!(budget.semaphore.available_permits(), 1000);
+    }
+
+    #[tokio::test]
+    async fn an_empty_message_then_silence_is_not_a_stalled_message() {
+        let budget = ProduceBudgetLayer::new(1000);
+        let inner = Body::new(Stalled(Some(Bytes::from(message(0)))));
+        let mut body = BudgetBody::new(inner, &budget, Charge::default());
+        body.allowed = Duration::from_millis(20);
+        for _ in 0..2 {
+            let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            assert!(polled.unwrap().is_ok());
+        }
+        let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), next)
+                .await
+                .is_err(),
+            "an idle stream after a complete message is left alone"
+        );
     }
 }

@@ -80,10 +80,10 @@ fn max_bytes(requested: u32) -> usize {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Answers a ProduceStream: its requests in, its responses out (see `Log::produce_stream`).
-fn produce_stream<S>(
+pub(super) fn produce_stream<S>(
     broker: Arc<Broker>,
     mut inbound: S,
     charge: Charge,

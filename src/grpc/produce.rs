@@ -52,6 +52,12 @@ impl Received {
         self.entries.is_empty()
     }
 
+    /// The records kept as slices of the buffer they were received in (for tests).
+    #[cfg(test)]
+    pub fn shared(&self) -> &[Bytes] {
+        &self.large
+    }
+
     /// Bytes the records take, as received.
     pub fn bytes(&self) -> usize {
         self.small.len() + self.large.iter().map(Bytes::len).sum::<usize>()
