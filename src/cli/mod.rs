@@ -99,10 +99,14 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(args) = &cli.command {
+        if let Some(threads) = args.threads() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            builder.worker_threads(threads.clamp(1, cores));
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             noteln!("strom: cannot start the async runtime: {err}");

@@ -66,6 +66,20 @@ enum Mode {
     QueueExpiry(queue::ExpiryArgs),
 }
 
+impl BenchArgs {
+    /// Runtime threads for this bench, if it wants a number of its own: `produce` runs
+    /// its producers on one thread each, up to the cores. One producer's requests are a
+    /// pipeline that a second thread only slows: handing each request and reply across
+    /// threads cost 26% of one producer's throughput with one 1 MB request in flight,
+    /// and 0.15-0.2 CPU seconds per GB (BENCHMARKS.md, "One runtime thread per producer").
+    pub fn threads(&self) -> Option<usize> {
+        match &self.mode {
+            Mode::Produce(args) => Some(args.producers()),
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> Result<(), Stop> {
     match args.mode {
         Mode::Produce(bench) => produce::run(&args.connect, bench).await,

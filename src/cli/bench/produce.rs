@@ -32,6 +32,12 @@ pub struct ProduceArgs {
     json: bool,
 }
 
+impl ProduceArgs {
+    pub fn producers(&self) -> usize {
+        self.load.producers.max(1) as usize
+    }
+}
+
 pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
     let client = connect.client().await?;
     // An existing topic keeps its partition count; requests follow the real one.
