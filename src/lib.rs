@@ -34,9 +34,9 @@
 //!    is not read and HTTP/2 flow control stops the client. `grpc::produce` decodes the
 //!    request by hand, keeping each record as the bytes it arrived in (no struct per
 //!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
-//!    cannot cancel an append halfway. A `ProduceStream` bypasses tonic's receive
-//!    buffer (`grpc::direct`): each message is decoded from the HTTP/2 frame it
-//!    arrived in, so its records are slices of that frame.
+//!    cannot cancel an append halfway. Produce calls bypass tonic's receive buffer
+//!    (`grpc::direct`): each message is decoded from the HTTP/2 frame it arrived in,
+//!    so its records are slices of that frame.
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);

@@ -1,4 +1,4 @@
-//! `ProduceStream` served without tonic's receive buffer.
+//! `Produce` and `ProduceStream` served without tonic's receive buffer.
 //!
 //! tonic copies every HTTP/2 DATA frame of a request into one receive buffer and decodes
 //! messages from there; for produce requests that copy was 8-9% of the server's CPU
@@ -11,15 +11,16 @@
 //! would. Records then stay slices of that frame until the kernel copies them into the
 //! page cache.
 //!
-//! Only `ProduceStream` without compression takes this path; every other call, and a
-//! stream that announces a `grpc-encoding`, goes to tonic's generated service. The
+//! Only the two produce calls without compression take this path; every other call, and
+//! a produce that announces a `grpc-encoding`, goes to tonic's generated service. The
 //! produce budget (`budget.rs`) sits in front of both, the answers come from the same
-//! `produce_stream` as tonic's path, and errors are the ones tonic gives for the same
-//! input: a message over the size limit is OUT_OF_RANGE, a compressed flag INTERNAL, a
-//! message that does not decode INVALID_ARGUMENT.
+//! `produce_one` and `produce_stream` as tonic's path, and errors are the ones tonic
+//! gives for the same input: a message over the size limit is OUT_OF_RANGE, a
+//! compressed flag INTERNAL, a message that does not decode INVALID_ARGUMENT.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -27,19 +28,21 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame};
 use prost::Message;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 use super::budget::Charge;
-use super::pb;
+use super::{log_service, pb};
 use crate::broker::Broker;
 
-const PATH: &str = "/strom.v1.Log/ProduceStream";
+const STREAM: &str = "/strom.v1.Log/ProduceStream";
+const UNARY: &str = "/strom.v1.Log/Produce";
 const PREFIX: usize = 5;
 
-/// Wraps the generated `Log` service; takes `ProduceStream` calls off its hands.
+/// Wraps the generated `Log` service; takes `Produce` and `ProduceStream` calls off its
+/// hands.
 #[derive(Clone)]
 pub struct DirectProduce<S> {
     inner: S,
@@ -86,30 +89,59 @@ where
             .headers()
             .get("grpc-encoding")
             .is_none_or(|e| e == "identity");
-        if request.uri().path() != PATH || !identity {
+        let path = request.uri().path();
+        if !identity || (path != STREAM && path != UNARY) {
             return Box::pin(self.inner.call(request));
         }
+        let unary = path == UNARY;
         let charge = request
             .extensions()
             .get::<Charge>()
             .cloned()
             .unwrap_or_default();
-        let inbound = Messages::new(request.into_body(), self.max_message);
-        let replies = super::log_service::produce_stream(Arc::clone(&self.broker), inbound, charge);
-        let response = http::Response::builder()
-            .header("content-type", "application/grpc")
-            .body(Body::new(Replies {
-                replies,
-                done: false,
-            }))
-            .expect("static headers are valid");
-        Box::pin(std::future::ready(Ok(response)))
+        let broker = Arc::clone(&self.broker);
+        let max = self.max_message;
+        if unary {
+            return Box::pin(async move {
+                let mut inbound = Messages::<_, pb::ProduceRequest>::new(request.into_body(), max);
+                let reply = match inbound.next().await {
+                    Some(Ok(message)) => {
+                        log_service::produce_one(broker, message, charge.take_next()).await
+                    }
+                    Some(Err(status)) => Err(status),
+                    None => Err(Status::internal("Missing request message.")),
+                };
+                Ok(match reply {
+                    Ok(reply) => respond(tokio_stream::once(Ok(reply))),
+                    Err(status) => status.into_http(),
+                })
+            });
+        }
+        let inbound = Messages::new(request.into_body(), max);
+        let replies = log_service::produce_stream(broker, inbound, charge);
+        Box::pin(std::future::ready(Ok(respond(replies))))
     }
 }
 
+/// A gRPC response of `replies`, then their status as trailers.
+fn respond<S, M>(replies: S) -> http::Response<Body>
+where
+    S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
+    M: Message + 'static,
+{
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Body::new(Replies {
+            replies,
+            done: false,
+        }))
+        .expect("static headers are valid")
+}
+
 /// The request messages of one stream, decoded from the request body's DATA frames.
-pub struct Messages<B> {
+pub struct Messages<B, M> {
     body: B,
+    message: PhantomData<fn() -> M>,
     max_message: usize,
     /// What is left of the last DATA frame received.
     frame: Bytes,
@@ -122,10 +154,11 @@ pub struct Messages<B> {
     ended: bool,
 }
 
-impl<B> Messages<B> {
-    pub fn new(body: B, max_message: usize) -> Messages<B> {
+impl<B, M> Messages<B, M> {
+    pub fn new(body: B, max_message: usize) -> Messages<B, M> {
         Messages {
             body,
+            message: PhantomData,
             max_message,
             frame: Bytes::new(),
             partial: BytesMut::new(),
@@ -183,12 +216,13 @@ impl<B> Messages<B> {
     }
 }
 
-impl<B> Stream for Messages<B>
+impl<B, M> Stream for Messages<B, M>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    M: Message + Default,
 {
-    type Item = Result<pb::ProduceStreamRequest, Status>;
+    type Item = Result<M, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let me = &mut *self;
@@ -198,7 +232,7 @@ where
             }
             match me.next_message() {
                 Ok(Some(message)) => {
-                    let decoded = pb::ProduceStreamRequest::decode(message).map_err(|e| {
+                    let decoded = M::decode(message).map_err(|e| {
                         Status::invalid_argument(format!(
                             "the message is not valid protobuf for this method: {e}"
                         ))
@@ -252,9 +286,10 @@ struct Replies<S> {
     done: bool,
 }
 
-impl<S> HttpBody for Replies<S>
+impl<S, M> HttpBody for Replies<S>
 where
-    S: Stream<Item = Result<pb::ProduceStreamResponse, Status>> + Unpin,
+    S: Stream<Item = Result<M, Status>> + Unpin,
+    M: Message,
 {
     type Data = Bytes;
     type Error = Status;
@@ -337,7 +372,7 @@ mod tests {
     }
 
     fn decode_all(frames: Vec<Bytes>, max: usize) -> Vec<Result<u64, Code>> {
-        let mut messages = Messages::new(Frames(frames.into()), max);
+        let mut messages = Messages::<_, pb::ProduceStreamRequest>::new(Frames(frames.into()), max);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
         while let Poll::Ready(Some(item)) = Pin::new(&mut messages).poll_next(&mut cx) {
@@ -367,7 +402,7 @@ mod tests {
     fn messages_of_one_byte_frames_are_gathered_into_one_buffer() {
         let wire = wire(&[request(1, 3000), request(2, 0)]);
         let frames = wire.iter().map(|&b| Bytes::from(vec![b])).collect();
-        let mut messages = Messages::new(Frames(frames), 1 << 20);
+        let mut messages = Messages::<_, pb::ProduceStreamRequest>::new(Frames(frames), 1 << 20);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(Some(Ok(m))) = Pin::new(&mut messages).poll_next(&mut cx) else {
             panic!("one message");
@@ -383,7 +418,10 @@ mod tests {
     fn a_message_whole_in_one_frame_is_decoded_from_that_frame_without_a_copy() {
         let wire = Bytes::from(wire(&[request(1, 4096)]));
         let frame_range = wire.as_ptr_range();
-        let mut messages = Messages::new(Frames(vec![wire.clone()].into()), 1 << 20);
+        let mut messages = Messages::<_, pb::ProduceStreamRequest>::new(
+            Frames(vec![wire.clone()].into()),
+            1 << 20,
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(Some(Ok(m))) = Pin::new(&mut messages).poll_next(&mut cx) else {
             panic!("one message");

@@ -80,6 +80,24 @@ fn max_bytes(requested: u32) -> usize {
     }
 }
 
+/// Answers one Produce, holding `charge` (its share of the produce budget) until then.
+pub(super) async fn produce_one(
+    broker: Arc<Broker>,
+    request: pb::ProduceRequest,
+    charge: Option<OwnedSemaphorePermit>,
+) -> Result<pb::ProduceResponse, Status> {
+    // Spawned so that a client hanging up cannot cancel the append halfway.
+    let produced = tokio::spawn(async move {
+        let produced = prepare(&broker, request)?.append().await?.durable().await;
+        drop(charge);
+        produced
+    })
+    .await
+    .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
+    .map_err(status)?;
+    Ok(produce_response(produced))
+}
+
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Answers a ProduceStream: its requests in, its responses out (see `Log::produce_stream`).
@@ -188,18 +206,8 @@ impl Log for LogService {
             .extensions()
             .get::<Charge>()
             .and_then(Charge::take_next);
-        let request = request.into_inner();
-        // Spawned so that a client hanging up cannot cancel the append halfway.
-        let broker = Arc::clone(&self.broker);
-        let produced = tokio::spawn(async move {
-            let produced = prepare(&broker, request)?.append().await?.durable().await;
-            drop(charge);
-            produced
-        })
-        .await
-        .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
-        .map_err(status)?;
-        Ok(Response::new(produce_response(produced)))
+        let reply = produce_one(Arc::clone(&self.broker), request.into_inner(), charge).await?;
+        Ok(Response::new(reply))
     }
 
     async fn init_producer(
