@@ -133,7 +133,8 @@ pub async fn serve(
                 .max_decoding_message_size(max.min(16 << 20))
                 .max_encoding_message_size(max_response),
         )
-        // ProduceStream is read straight from the HTTP/2 frames (`grpc/direct.rs`).
+        // Produce and ProduceStream are read straight from the HTTP/2 frames
+        // (`grpc/direct.rs`); it is given the same message limit as the service.
         .add_service(DirectProduce::new(
             LogServer::new(LogService::new(Arc::clone(&broker)))
                 .max_decoding_message_size(max)

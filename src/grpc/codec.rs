@@ -45,10 +45,7 @@ impl<U: Message + Default> Decoder for StromDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| match status.code() {
-            Code::Internal => Status::invalid_argument(format!(
-                "the message is not valid protobuf for this method: {}",
-                status.message()
-            )),
+            Code::Internal => not_protobuf(status.message()),
             _ => status,
         })
     }
@@ -56,4 +53,11 @@ impl<U: Message + Default> Decoder for StromDecoder<U> {
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// The status of a request message that does not decode: the client's mistake.
+pub fn not_protobuf(detail: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!(
+        "the message is not valid protobuf for this method: {detail}"
+    ))
 }

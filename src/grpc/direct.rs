@@ -232,11 +232,7 @@ where
             }
             match me.next_message() {
                 Ok(Some(message)) => {
-                    let decoded = M::decode(message).map_err(|e| {
-                        Status::invalid_argument(format!(
-                            "the message is not valid protobuf for this method: {e}"
-                        ))
-                    });
+                    let decoded = M::decode(message).map_err(super::codec::not_protobuf);
                     me.ended = decoded.is_err();
                     return Poll::Ready(Some(decoded));
                 }

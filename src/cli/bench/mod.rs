@@ -69,9 +69,9 @@ enum Mode {
 impl BenchArgs {
     /// Runtime threads for this bench, if it wants a number of its own: `produce` runs
     /// its producers on one thread each, up to the cores. One producer's requests are a
-    /// pipeline that a second thread only slows: handing each request and reply across
-    /// threads cost 26% of one producer's throughput with one 1 MB request in flight,
-    /// and 0.15-0.2 CPU seconds per GB (BENCHMARKS.md, "One runtime thread per producer").
+    /// pipeline that a second thread only slows: on one thread, one producer with one
+    /// 1 MB request in flight ran 11-26% faster and used 0.15-0.2 fewer CPU seconds per
+    /// GB (BENCHMARKS.md, "One runtime thread per producer").
     pub fn threads(&self) -> Option<usize> {
         match &self.mode {
             Mode::Produce(args) => Some(args.producers()),
