@@ -138,7 +138,7 @@ async fn jitter_counts_wakeups_that_slept_at_least_as_asked() {
     let wakeups = out["wakeups"].as_u64().unwrap();
     // A 2 ms sleep never ends early, so one second holds at most 500 of them; a loop
     // that did not sleep would count far more.
-    assert!((100..=500).contains(&wakeups), "{out}");
+    assert!((10..=500).contains(&wakeups), "{out}");
     assert_eq!(out["late_ms"]["count"].as_f64(), Some(wakeups as f64));
     assert!(out["late_ms"]["p50"].as_f64().unwrap() >= 0.0);
     assert!(

@@ -5,6 +5,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,12 +74,23 @@ async fn heartbeat(
     epoch: i64,
     topics: &[&str],
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
+    heartbeat_for(client, group, member_id, epoch, topics, 10_000).await
+}
+
+async fn heartbeat_for(
+    client: &Client,
+    group: &str,
+    member_id: &str,
+    epoch: i64,
+    topics: &[&str],
+    session_timeout_ms: u32,
+) -> Result<pb::HeartbeatResponse, tonic::Status> {
     let request = pb::HeartbeatRequest {
         group: group.into(),
         member_id: member_id.into(),
         member_epoch: epoch,
         topics: topics.iter().map(|t| t.to_string()).collect(),
-        session_timeout_ms: 1_000,
+        session_timeout_ms,
         ..Default::default()
     };
     client
@@ -276,7 +289,7 @@ async fn a_member_that_stops_heartbeating_loses_its_partitions_and_nothing_is_sk
         more.difference(&seen).collect::<Vec<_>>()
     );
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(10), "took over {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(30), "took over {elapsed:?}");
     settle(&mut members, &[4]).await;
     let owned: BTreeSet<(String, u32)> = members[0].assignment().into_iter().collect();
     assert!(gone_partitions.iter().all(|p| owned.contains(p)));
@@ -288,10 +301,20 @@ async fn fenced_and_stale_members_cannot_commit() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
     fill(&client, "t", 1, 5).await;
-    let joined = heartbeat(&client, "g", "", 0, &["t"]).await.unwrap();
+    // A 3 s session, renewed before each check that needs the member alive, so a slow
+    // machine cannot end it early.
+    let joined = heartbeat_for(&client, "g", "", 0, &["t"], 3_000)
+        .await
+        .unwrap();
     let me = (joined.member_id.as_str(), joined.member_epoch);
     assert_eq!(joined.assignment.len(), 1);
+    let alive = || async {
+        heartbeat_for(&client, "g", me.0, me.1, &["t"], 3_000)
+            .await
+            .unwrap();
+    };
     commit(&client, "g", me, "t", 0, 3).await.unwrap();
+    alive().await;
     // A stale epoch is refused.
     let stale = commit(&client, "g", (me.0, me.1 - 5), "t", 0, 4)
         .await
@@ -307,6 +330,7 @@ async fn fenced_and_stale_members_cannot_commit() {
     };
     let bogus = client.groups().commit_offsets(nothing).await.unwrap_err();
     assert_eq!(bogus.code(), Code::FailedPrecondition);
+    alive().await;
     let future = commit(&client, "g", (me.0, me.1 + 5), "t", 0, 4)
         .await
         .unwrap_err();
@@ -316,10 +340,11 @@ async fn fenced_and_stale_members_cannot_commit() {
         future.message()
     );
     // Without a member id while the group has a member: refused.
+    alive().await;
     let anonymous = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::FailedPrecondition);
-    // The session (1 s) ends: the member is removed, and its commit is refused.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The session (3 s) ends: the member is removed, and its commit is refused.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     let zombie = commit(&client, "g", me, "t", 0, 5).await.unwrap_err();
     assert_refused(&zombie, Code::FailedPrecondition, "join again");
     let again = heartbeat(&client, "g", me.0, me.1, &["t"])
@@ -389,8 +414,10 @@ async fn acknowledged_commits_survive_sigkill() {
     fill(&client, "t", 4, 1000).await;
     // Concurrent committers; every acknowledged commit is remembered.
     let mut tasks = Vec::new();
+    let progress: Vec<_> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for p in 0..4u32 {
         let client = client.clone();
+        let progress = Arc::clone(&progress[p as usize]);
         tasks.push(tokio::spawn(async move {
             let mut last = 0;
             for offset in 1..=1000 {
@@ -398,11 +425,21 @@ async fn acknowledged_commits_survive_sigkill() {
                     Ok(()) => last = offset,
                     Err(_) => break,
                 }
+                progress.store(last, Ordering::Relaxed);
             }
             last
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill mid-stream, once every committer has had a commit acknowledged (however
+    // slow the machine), not after a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while progress.iter().any(|p| p.load(Ordering::Relaxed) < 3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commits acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     serve.child.kill().unwrap(); // SIGKILL
     let _ = serve.child.wait();
     let mut acked = HashMap::new();
@@ -451,12 +488,13 @@ async fn resets_replay_from_a_time_and_describe_shows_lag() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
     let now = strom::broker::now_ms();
+    // 100 s apart, so the relative reset below means the same for 50 s of test time.
     for (i, ts) in [
-        now - 50_000,
-        now - 40_000,
-        now - 30_000,
-        now - 20_000,
-        now - 10_000,
+        now - 500_000,
+        now - 400_000,
+        now - 300_000,
+        now - 200_000,
+        now - 100_000,
     ]
     .into_iter()
     .enumerate()
@@ -464,7 +502,7 @@ async fn resets_replay_from_a_time_and_describe_shows_lag() {
         produce(&client, "t", 0, &[format!("r{i}")], ts).await;
     }
     commit(&client, "g", ("", 0), "t", 0, 5).await.unwrap();
-    let plan = reset(&client, "g", To::TimestampMs(now - 35_000), true)
+    let plan = reset(&client, "g", To::TimestampMs(now - 350_000), true)
         .await
         .unwrap();
     assert_eq!((plan.offsets[0].previous, plan.offsets[0].offset), (5, 2));
@@ -473,7 +511,7 @@ async fn resets_replay_from_a_time_and_describe_shows_lag() {
         5,
         "a dry run changes nothing"
     );
-    reset(&client, "g", To::TimestampMs(now - 35_000), false)
+    reset(&client, "g", To::TimestampMs(now - 350_000), false)
         .await
         .unwrap();
     assert_eq!(fetch_offsets(&client, "g").await[&("t".to_string(), 0)], 2);
@@ -495,7 +533,7 @@ async fn resets_replay_from_a_time_and_describe_shows_lag() {
     assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
     member.close().await.unwrap();
     for (to, want) in [
-        (To::DurationMs(25_000), 3),
+        (To::DurationMs(250_000), 3),
         (To::ShiftBy(-10), 0),
         (To::ShiftBy(2), 2),
         (To::Latest(true), 5),
@@ -594,10 +632,11 @@ async fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance
 async fn idle_groups_expire_after_the_offset_retention() {
     let dir = tempfile::tempdir().unwrap();
     let options = ServeOptions {
-        groups: strom::groups::GroupsConfig::new(
-            Duration::from_secs(3),
-            Duration::from_millis(500),
-        ),
+        // 3 s, so the group is still there when listed just after its commit.
+        groups: strom::groups::GroupsConfig {
+            sweep_interval: Duration::from_millis(100),
+            ..strom::groups::GroupsConfig::new(Duration::from_secs(3), Duration::from_secs(3))
+        },
         ..Default::default()
     };
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
@@ -614,7 +653,7 @@ async fn idle_groups_expire_after_the_offset_retention() {
             .groups
     };
     assert_eq!(list().await.len(), 1);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !list().await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -726,8 +765,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 #[tokio::test]
 async fn after_a_restart_groups_expire_by_the_time_of_their_files() {
     let dir = tempfile::tempdir().unwrap();
+    // "old" is made an hour old below; "recent" must outlive a slow restart.
     let options = || ServeOptions {
-        groups: strom::groups::GroupsConfig::new(Duration::from_secs(3), Duration::from_secs(5)),
+        groups: strom::groups::GroupsConfig {
+            sweep_interval: Duration::from_millis(100),
+            ..strom::groups::GroupsConfig::new(Duration::from_secs(3), Duration::from_secs(600))
+        },
         ..Default::default()
     };
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
@@ -760,7 +803,7 @@ async fn after_a_restart_groups_expire_by_the_time_of_their_files() {
             .into_inner();
         list.groups.into_iter().map(|g| g.group).collect::<Vec<_>>()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while names().await.contains(&"old".to_string()) {
         assert!(
             std::time::Instant::now() < deadline,

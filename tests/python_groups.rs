@@ -23,8 +23,9 @@ use tonic::transport::Channel;
 const TOPIC: &str = "orders";
 const GROUP: &str = "billing";
 const PARTITIONS: u32 = 4;
-/// A consumer exits after this long without a record; long enough to span a rebalance.
-const IDLE_EXIT_MS: &str = "5000";
+/// A consumer exits once it has its share of records, or after this long without one
+/// (a safety net: long enough to span a rebalance and a Python start on a slow machine).
+const IDLE_EXIT_MS: &str = "30000";
 /// The most any one consumer may run.
 const CONSUMER_LIMIT: Duration = Duration::from_secs(60);
 
@@ -51,7 +52,7 @@ fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 impl PyConsumer {
-    fn start(name: &'static str, addr: &str, idle_exit_ms: &str) -> PyConsumer {
+    fn start(name: &'static str, addr: &str, idle_exit_ms: &str, max_records: &str) -> PyConsumer {
         let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -59,6 +60,7 @@ impl PyConsumer {
         );
         let mut child = Command::new(&python)
             .args([script, addr, GROUP, TOPIC, "--idle-exit-ms", idle_exit_ms])
+            .args(["--max-records", max_records])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -197,7 +199,7 @@ async fn python_group_members_share_partitions_and_consume_each_record_once() {
 
     // The first half, consumed by member A alone: it owns all four partitions.
     let mut produced = produce(&client, &values[..100]).await;
-    let a = PyConsumer::start("A", &addr, IDLE_EXIT_MS);
+    let a = PyConsumer::start("A", &addr, IDLE_EXIT_MS, "150");
     wait_for_group(&mut groups, "A alone, with the first half committed", |d| {
         d.members.len() == 1 && d.state == "stable" && fully_committed(d, 100)
     })
@@ -205,7 +207,7 @@ async fn python_group_members_share_partitions_and_consume_each_record_once() {
 
     // Member B joins: two partitions move from A to B, which must start them at A's
     // committed offsets. The second half then goes to both.
-    let b = PyConsumer::start("B", &addr, IDLE_EXIT_MS);
+    let b = PyConsumer::start("B", &addr, IDLE_EXIT_MS, "50");
     let shared = wait_for_group(&mut groups, "A and B, two partitions each", |d| {
         d.members.len() == 2
             && d.state == "stable"
@@ -282,7 +284,7 @@ async fn python_group_members_share_partitions_and_consume_each_record_once() {
     assert_eq!(high_watermarks.values().sum::<u64>(), 200);
 
     // A third member, alone in the group, resumes from the commits: nothing is left.
-    let c = PyConsumer::start("C", &addr, "1500")
+    let c = PyConsumer::start("C", &addr, "5000", "0")
         .finish(CONSUMER_LIMIT)
         .await;
     assert!(

@@ -55,7 +55,7 @@ async fn two_python_workers_share_a_queue() {
             tokio::task::spawn_blocking(move || {
                 let mut command = Command::new(&python);
                 command
-                    .args([script, &addr, "q", "jobs", "--idle-exit-ms", "2000"])
+                    .args([script, &addr, "q", "jobs", "--idle-exit-ms", "5000"])
                     .stderr(Stdio::piped());
                 run_within(&mut command, b"", Duration::from_secs(60))
             })

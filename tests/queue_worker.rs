@@ -93,9 +93,10 @@ async fn a_long_job_keeps_its_record_by_renewing_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
-    setup(&client, &[("start", "earliest"), ("lock.ms", "300")], 1).await;
+    // A 1 s lock renewed every 200 ms: a slow machine has 800 ms of slack per renewal.
+    setup(&client, &[("start", "earliest"), ("lock.ms", "1000")], 1).await;
     let mut config = WorkerConfig::new("g", "t");
-    config.renew_every = Some(Duration::from_millis(100));
+    config.renew_every = Some(Duration::from_millis(200));
     let mut worker = Worker::connect(&client, config).await.unwrap();
     let job = worker.next(Duration::from_secs(10)).await.unwrap().unwrap();
     // Three lock lengths of work: without renewal the lock ends and the record goes
@@ -104,7 +105,7 @@ async fn a_long_job_keeps_its_record_by_renewing_the_lock() {
         .await
         .unwrap();
     assert!(other
-        .next(Duration::from_millis(900))
+        .next(Duration::from_millis(3000))
         .await
         .unwrap()
         .is_none());

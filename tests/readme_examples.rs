@@ -25,7 +25,7 @@ const LEFT_TO_OTHERS: [&str; 6] = [
 ];
 
 /// How long the whole README may take; the bench examples take most of it.
-const LIMIT: Duration = Duration::from_secs(75);
+const LIMIT: Duration = Duration::from_secs(300);
 
 /// How long a following example must keep running.
 const FOLLOW_FOR: Duration = Duration::from_millis(1500);

@@ -179,19 +179,21 @@ fn a_full_index_rolls_the_segment() {
 fn an_old_segment_rolls_on_the_next_append_or_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
-        segment_age: Duration::from_millis(50),
+        segment_age: Duration::from_millis(300),
         ..config()
     };
     let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
     log.append(&mut batch(0, 1, 1)).unwrap(); // record timestamps do not count: 1 ms
     log.append(&mut batch(1, 1, 1)).unwrap();
     assert_eq!(log.segment_count(), 1);
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(320));
+    // Read the clock before the append: the new segment's first append is no earlier,
+    // so asking at this instant cannot find it aged however slowly the test runs.
+    let before = super::log::now_ms();
     log.append(&mut batch(2, 1, 1)).unwrap();
-    assert_eq!(log.segment_count(), 2, "first segment was over 50 ms old");
-    let now = super::log::now_ms();
-    assert!(!log.roll_if_aged(now).unwrap());
-    assert!(log.roll_if_aged(now + 1000).unwrap());
+    assert_eq!(log.segment_count(), 2, "first segment was over 300 ms old");
+    assert!(!log.roll_if_aged(before).unwrap());
+    assert!(log.roll_if_aged(before + 1000).unwrap());
     assert_eq!(log.segment_count(), 3);
 }
 
