@@ -531,3 +531,74 @@ async fn strom_topic_list_names_an_unavailable_topic_on_stderr() {
     );
     server.stop().await.unwrap();
 }
+
+/// A CreateTopic cancelled while its files are made (a client's deadline, Ctrl-C) ends
+/// with the topic created and usable, not with its name reserved and the topic unknown
+/// until a restart.
+#[tokio::test]
+async fn a_create_cancelled_midway_still_leaves_a_usable_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = std::sync::Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    let config = BTreeMap::new();
+    let mut create = Box::pin(broker.create_topic("t", 8, &config));
+    // Polled once: it stops at the blocking creation of the files; then it is dropped.
+    let _ = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(create.as_mut(), cx))
+    })
+    .await;
+    // Pending in the blocking work almost always; if that work won the race
+    // and the request finished, what follows must hold all the same.
+    drop(create);
+    within("the cancelled create's files", async {
+        while let Err(err) = broker.topic("t") {
+            assert!(matches!(err, strom::Error::TopicNotFound { .. }), "{err}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let again = broker.create_topic("t", 8, &config).await;
+    assert!(
+        matches!(again, Err(strom::Error::TopicExists { .. })),
+        "{again:?}"
+    );
+    broker.delete_topic("t").await.unwrap();
+}
+
+/// A queue reset cancelled while it looks up a timestamp in a sealed segment (on a
+/// blocking thread) resets no partition, rather than those it had reached.
+#[tokio::test]
+async fn a_queue_reset_cancelled_midway_resets_no_partition() {
+    use strom::groups::share::ShareGroups;
+    use strom::groups::ResetTo;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = std::sync::Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    let config = BTreeMap::from([("segment.bytes".to_string(), "1048576".to_string())]);
+    broker.create_topic("t", 2, &config).await.unwrap();
+    // Partition 0: ten records in its active segment. Partition 1: 2,000 (about 1.5 MB)
+    // over two segments, so a timestamp lookup there reads a sealed one.
+    let p0 = broker.partition("t", 0).unwrap();
+    p0.append(common::batch_at(0, 10)).await.unwrap();
+    let p1 = broker.partition("t", 1).unwrap();
+    p1.append(common::batch_at(0, 1000)).await.unwrap();
+    p1.append(common::batch_at(1000, 1000)).await.unwrap();
+    let queues = ShareGroups::open(std::sync::Arc::clone(&broker)).unwrap();
+    queues.alter_config("q", &BTreeMap::new()).await.unwrap();
+    let at_end = queues.reset("q", "t", ResetTo::Latest).await.unwrap();
+    assert_eq!(at_end, [(0, 10, 10), (1, 2000, 2000)]);
+
+    let mut reset = Box::pin(queues.reset("q", "t", ResetTo::Timestamp(0)));
+    let _ = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(reset.as_mut(), cx))
+    })
+    .await;
+    // Pending in the blocking work almost always; if that work won the race
+    // and the request finished, what follows must hold all the same.
+    drop(reset);
+    // All or nothing: cancelled in partition 1's lookup (the usual case), neither
+    // partition moved; had the lookup finished within the one poll, both did.
+    let after = queues.reset("q", "t", ResetTo::Latest).await.unwrap();
+    assert!(
+        after == [(0, 10, 10), (1, 2000, 2000)] || after == [(0, 0, 10), (1, 0, 2000)],
+        "a partial reset: {after:?}"
+    );
+}

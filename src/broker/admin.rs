@@ -46,15 +46,22 @@ impl Broker {
             config: topic_config,
             overrides: Some(overrides),
         };
-        let created = tokio::task::spawn_blocking(move || me.create_files(meta))
-            .await
-            .expect("create task does not panic");
-        let mut topics = self.write_topics();
-        topics.creating.remove(name);
-        let topic = created?;
-        let info = topic.describe()?;
-        topics.live.insert(name.to_string(), Arc::new(topic));
-        topics.version += 1;
+        // The topic is registered by the blocking task itself: a request cancelled while
+        // the files are made must not leave the name reserved and the topic unknown
+        // until a restart.
+        let owned = name.to_string();
+        let info = tokio::task::spawn_blocking(move || {
+            let created = me.create_files(meta);
+            let mut topics = me.write_topics();
+            topics.creating.remove(&owned);
+            let topic = created?;
+            let info = topic.describe()?;
+            topics.live.insert(owned, Arc::new(topic));
+            topics.version += 1;
+            Ok::<_, Error>(info)
+        })
+        .await
+        .expect("create task does not panic")?;
         tracing::info!(topic = name, id = %info.id, partitions, "topic created");
         Ok(info)
     }

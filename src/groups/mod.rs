@@ -128,9 +128,15 @@ struct Loaded {
     /// Committed offsets and their files, opened on first need (`Groups::store`): a
     /// group that only heartbeats holds no file, and an idle one lets its go.
     store: Option<Store>,
+    /// An open of the files that a cancelled request started and did not see finish.
+    /// The next request waits for it rather than open the same files beside it (two
+    /// opens of one directory race on its files).
+    opening: Option<Opening>,
     /// Wall-clock ms of the store's last use.
     store_used_ms: i64,
 }
+
+type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets)>>>;
 
 struct Store {
     offsets: Offsets,
@@ -270,6 +276,7 @@ impl Groups {
                     *guard = SlotState::Loaded(Box::new(Loaded {
                         membership,
                         store: None,
+                        opening: None,
                         store_used_ms: now_ms(),
                     }));
                 }
@@ -296,13 +303,23 @@ impl Groups {
             // forgotten, and made again under a second directory).
             slot.has_files.store(true, Ordering::Relaxed);
         }
-        let dir = slot.dir.clone();
-        let opened = tokio::task::spawn_blocking(move || match create || dir.exists() {
-            true => GroupFiles::open(&dir).map(Some),
-            false => Ok(None),
-        })
-        .await
-        .expect("group load does not panic")?;
+        let opened = loop {
+            let opening = loaded.opening.get_or_insert_with(|| {
+                let dir = slot.dir.clone();
+                tokio::task::spawn_blocking(move || match create || dir.exists() {
+                    true => GroupFiles::open(&dir).map(Some),
+                    false => Ok(None),
+                })
+            });
+            // Cancelled here, the handle stays in `opening` for the next request.
+            let opened = opening.await.expect("group load does not panic");
+            loaded.opening = None;
+            match opened {
+                // A cancelled request's open that did not create: this one may have to.
+                Ok(None) if create => continue,
+                opened => break opened?,
+            }
+        };
         loaded.store = opened.map(|(files, offsets)| Store { files, offsets });
         if loaded.store.is_some() {
             slot.has_files.store(true, Ordering::Relaxed);
@@ -419,6 +436,14 @@ impl Groups {
     }
 
     async fn remove(&self, slot: &Arc<Slot>, mut guard: Guard) -> Result<()> {
+        if let SlotState::Loaded(loaded) = &mut *guard {
+            // Awaited in place (cancelled here, the next request still finds it); its
+            // files go with the directory below.
+            if let Some(opening) = loaded.opening.as_mut() {
+                let _ = opening.await;
+            }
+            loaded.opening = None;
+        }
         *guard = SlotState::Deleted;
         {
             let mut slots = self.slots();

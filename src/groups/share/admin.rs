@@ -117,15 +117,24 @@ impl ShareGroups {
                 }
             }
         }
+        // The write takes the group's lock with it and sets the config it wrote: a
+        // request cancelled meanwhile must not leave the file newer than the group, or
+        // a second write of the same file running beside this one.
         let dir = slot.dir.clone();
-        let written = next.clone();
-        tokio::task::spawn_blocking(move || Group::write_config(&dir, &written))
-            .await
-            .expect("config write does not panic")?;
-        g.config = next;
-        // A longer lock or a shorter backoff may free records at once.
-        slot.available.notify_waiters();
-        Ok(g.config.to_map())
+        let (guard, written) = tokio::task::spawn_blocking(move || {
+            let written = Group::write_config(&dir, &next).map(|()| {
+                let config = next.to_map();
+                group(&mut guard).config = next;
+                // A longer lock or a shorter backoff may free records at once.
+                slot.available.notify_waiters();
+                config
+            });
+            (guard, written)
+        })
+        .await
+        .expect("config write does not panic");
+        drop(guard);
+        written
     }
 
     /// Moves the group's start offset in every partition of `topic` to `to`, forgetting
@@ -139,16 +148,9 @@ impl ShareGroups {
     ) -> Result<Vec<(u32, u64, u64)>> {
         let topic = self.broker.topic(topic)?;
         let tid = topic_id(&topic.id)?;
-        let (slot, mut guard) = self.lock(name, false).await?;
-        let g = group(&mut guard);
-        if !g.members.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "share group {} has {} members; stop its workers (or wait for their sessions to end) before resetting it",
-                quote(name),
-                g.members.len()
-            )));
-        }
-        let mut moved = Vec::new();
+        // Every target first, before the group is touched: a request cancelled (or
+        // failing) while it looks up a timestamp must not leave some partitions reset.
+        let mut targets = Vec::new();
         for partition in &topic.partitions {
             let bounds = partition.offsets()?;
             let offset = match to {
@@ -165,7 +167,20 @@ impl ShareGroups {
                     ))
                 }
             };
-            let tp = (tid, partition.id);
+            targets.push((partition.id, offset));
+        }
+        let (slot, mut guard) = self.lock(name, false).await?;
+        let g = group(&mut guard);
+        if !g.members.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "share group {} has {} members; stop its workers (or wait for their sessions to end) before resetting it",
+                quote(name),
+                g.members.len()
+            )));
+        }
+        let mut moved = Vec::new();
+        for (partition, offset) in targets {
+            let tp = (tid, partition);
             let p = g
                 .state
                 .partitions
@@ -176,7 +191,7 @@ impl ShareGroups {
             p.reset(offset, &mut changes);
             g.restored.insert(tp);
             g.record(tp, changes);
-            moved.push((partition.id, before, offset));
+            moved.push((partition, before, offset));
         }
         let seq = g.journal().await?;
         let durability = g.files.durability();
@@ -184,5 +199,59 @@ impl ShareGroups {
         slot.available.notify_waiters();
         durability.wait(seq).await?;
         Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::broker::{Broker, Limits};
+
+    /// A request cancelled while its group's files load must not leave that load
+    /// running beside the next request's load of the same files (two opens of one
+    /// directory race on its snapshot file, and the second request failed).
+    #[tokio::test]
+    async fn a_request_straight_after_a_cancelled_load_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let queues = super::ShareGroups::open(broker).unwrap();
+        let none = BTreeMap::new();
+        for g in 0..8 {
+            let group = format!("q{g}");
+            // Polled once: it stops at the blocking load; then the client goes away.
+            let mut first = Box::pin(queues.alter_config(&group, &none));
+            let _ = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx))
+            })
+            .await;
+            // Pending in the blocking work almost always; if that work won the race
+            // and the request finished, what follows must hold all the same.
+            drop(first);
+            queues.alter_config(&group, &none).await.unwrap();
+        }
+        assert_eq!(queues.list().len(), 8);
+    }
+
+    /// A settings change cancelled while its file is written is the group's settings
+    /// once written, not only the file's (which the group read at its next load).
+    #[tokio::test]
+    async fn a_config_change_cancelled_midway_is_the_groups_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let queues = super::ShareGroups::open(broker).unwrap();
+        queues.alter_config("q", &BTreeMap::new()).await.unwrap();
+        let change = BTreeMap::from([("lock.ms".to_string(), "5000".to_string())]);
+        let mut first = Box::pin(queues.alter_config("q", &change));
+        let _ = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx))
+        })
+        .await;
+        // Pending in the blocking work almost always; if that work won the race
+        // and the request finished, what follows must hold all the same.
+        drop(first);
+        let described = queues.describe("q").await.unwrap();
+        assert_eq!(described.config["lock.ms"], "5000");
     }
 }

@@ -96,8 +96,9 @@ fn group(guard: &mut Guard) -> &mut Group {
 
 pub struct ShareGroups {
     broker: Arc<Broker>,
-    /// Groups in memory now, each holding its journal open (`MAX_LOADED`).
-    loaded: AtomicUsize,
+    /// Groups in memory now, each holding its journal open (`MAX_LOADED`). Shared with
+    /// the loads, which count themselves in (see `lock`).
+    loaded: Arc<AtomicUsize>,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
@@ -131,7 +132,7 @@ impl ShareGroups {
         tracing::info!(share_groups = slots.len(), "share groups read");
         Ok(ShareGroups {
             broker,
-            loaded: AtomicUsize::new(0),
+            loaded: Arc::new(AtomicUsize::new(0)),
             slots: Mutex::new(slots),
         })
     }
@@ -185,25 +186,32 @@ impl ShareGroups {
             match &mut *guard {
                 SlotState::Deleted => continue,
                 SlotState::Loaded(g) => g.used_ms = now_ms(),
-                SlotState::Unloaded => {
-                    let dir = slot.dir.clone();
-                    let owned = name.to_string();
-                    let floors = Arc::clone(&slot.floors);
-                    let loaded =
-                        tokio::task::spawn_blocking(move || Group::load(owned, dir, floors))
-                            .await
-                            .expect("share group load does not panic");
-                    match loaded {
-                        Ok(group) => {
-                            *guard = SlotState::Loaded(Box::new(group));
-                            if self.loaded.fetch_add(1, Ordering::Relaxed) >= MAX_LOADED {
-                                self.unload_idle();
-                            }
-                        }
-                        Err(err) => {
-                            tracing::error!(group = %name, %err, "share group could not be loaded");
-                            return Err(err);
-                        }
+                SlotState::Unloaded => {}
+            }
+            if matches!(*guard, SlotState::Unloaded) {
+                // The load takes the slot's lock with it and installs what it read, so a
+                // request cancelled meanwhile leaves a loaded group behind, not a load
+                // still running beside the next request's load of the same files.
+                let dir = slot.dir.clone();
+                let owned = name.to_string();
+                let floors = Arc::clone(&slot.floors);
+                let count = Arc::clone(&self.loaded);
+                let (returned, loaded) = tokio::task::spawn_blocking(move || {
+                    let loaded = Group::load(owned, dir, floors).map(|group| {
+                        *guard = SlotState::Loaded(Box::new(group));
+                        count.fetch_add(1, Ordering::Relaxed)
+                    });
+                    (guard, loaded)
+                })
+                .await
+                .expect("share group load does not panic");
+                guard = returned;
+                match loaded {
+                    Ok(before) if before >= MAX_LOADED => self.unload_idle(),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(group = %name, %err, "share group could not be loaded");
+                        return Err(err);
                     }
                 }
             }
