@@ -59,6 +59,11 @@ pub struct ServerConfig {
     pub topic_defaults: BTreeMap<String, toml::Value>,
     /// Memory one compaction pass may use for its map of keys (32 bytes a key).
     pub compaction_map_bytes: usize,
+    /// A connection is closed when one of its responses has waited this long for the
+    /// client to read it.
+    pub stalled_reader_timeout_ms: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -93,6 +98,8 @@ impl Default for ServerConfig {
             min_free_disk: None,
             topic_defaults: BTreeMap::new(),
             compaction_map_bytes: limits.compaction_map_bytes,
+            stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
+            max_connections: options.max_connections,
         }
     }
 }
@@ -157,6 +164,9 @@ impl ServerConfig {
                 Duration::from_millis(self.group_heartbeat_interval_ms.max(10)),
                 Duration::from_millis(self.group_offsets_retention_ms),
             ),
+            stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
+            max_connections: self.max_connections.max(1),
+            ..ServeOptions::default()
         }
     }
 }

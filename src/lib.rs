@@ -35,8 +35,8 @@
 //!    request by hand, keeping each record as the bytes it arrived in (no struct per
 //!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
 //!    cannot cancel an append halfway. Produce calls bypass tonic's receive buffer
-//!    (`grpc::direct`): each message is decoded from the HTTP/2 frame it arrived in,
-//!    so its records are slices of that frame.
+//!    (`grpc::direct`): each message is decoded from the HTTP/2 frames it arrived in,
+//!    so its records are slices of those frames.
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);
@@ -73,8 +73,15 @@
 //! 2. `grpc::records::RecordSet` strips the batch headers (the records sections are
 //!    already protobuf `repeated Record`), skips records below the requested offset, and
 //!    cuts at a record boundary where `max_bytes` ends.
-//! 3. The hand-written `FetchResponse` message writes those slices after each other into
-//!    tonic's buffer: the one copy out of the map. Nothing is decoded or re-encoded.
+//! 3. The hand-written `FetchResponse` hands its message to HTTP/2 in pieces, bypassing
+//!    tonic's send buffer (`grpc::direct`): runs of records of 32 KiB or more go as the
+//!    slices of the map they are, so the kernel's copy into the socket is the only one;
+//!    shorter runs and the other fields are copied together. Nothing is decoded or
+//!    re-encoded. The Rust client reads the response from the frames it arrived in
+//!    (`client::Client::fetch`), so each record it returns is a slice of its frame.
+//!    Slices keep their segment's file on disk even once retention deletes it, so each
+//!    connection has a watchdog (`grpc::connection`): a response its client has not
+//!    read for `stalled_reader_timeout` closes the connection, and frees them.
 //!
 //! # One offset commit
 //!

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::broker::Broker;
@@ -14,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::ProduceBudgetLayer;
-use crate::grpc::direct::DirectProduce;
+use crate::grpc::connection::{Incoming, Timeouts};
+use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
@@ -35,6 +35,17 @@ pub struct ServeOptions {
     pub produce_budget_bytes: usize,
     /// Consumer groups' heartbeat interval and offset retention.
     pub groups: GroupsConfig,
+    /// A connection is closed when one of its responses has waited this long for the
+    /// client to read it (see `grpc::connection`).
+    pub stalled_reader_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// A connection whose client sends nothing this long after connecting is closed.
+    pub silent_client_timeout: Duration,
+    /// How often HTTP/2 pings an open connection; one not answered within
+    /// `keepalive_timeout` closes it (a client that vanished without a FIN).
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +56,11 @@ impl Default for ServeOptions {
             retention_check_interval: Duration::from_secs(300),
             produce_budget_bytes: 256 << 20,
             groups: GroupsConfig::default(),
+            stalled_reader_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            silent_client_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -104,6 +120,11 @@ pub async fn serve(
         }
     };
     tracing::info!(address = ?local, "serving");
+    let timeouts = Timeouts {
+        stall: options.stalled_reader_timeout,
+        silent: options.silent_client_timeout,
+    };
+    let incoming = Incoming::new(listener, timeouts, options.max_connections);
     let served = Server::builder()
         .layer(ProduceBudgetLayer::new(options.produce_budget_bytes))
         // Larger HTTP/2 windows than the defaults: on this class of machine they double
@@ -116,6 +137,10 @@ pub async fn serve(
         .initial_connection_window_size(Some(64 << 20))
         // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
         .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
+        // A client gone without closing its connection (its host lost, a NAT that
+        // forgot it) would otherwise hold its place, and its streams, for ever.
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -133,22 +158,11 @@ pub async fn serve(
                 .max_decoding_message_size(max.min(16 << 20))
                 .max_encoding_message_size(max_response),
         )
-        // Produce and ProduceStream are read straight from the HTTP/2 frames
-        // (`grpc/direct.rs`); it is given the same message limit as the service.
-        .add_service(DirectProduce::new(
-            LogServer::new(LogService::new(Arc::clone(&broker)))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max_response),
-            Arc::clone(&broker),
-            max,
-        ))
-        // `Server::tcp_nodelay` applies only to listeners tonic binds itself; accepted
-        // sockets of our listener need it set here, or Nagle's algorithm holds small
-        // frames back until the peer's delayed ACK (40 ms per 1 MiB produce, measured).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stopping,
-        )
+        // The Log service's hot calls read and write HTTP/2 frames themselves
+        // (`grpc/direct`), with the same limits as tonic's path for the others.
+        .add_service(DirectLog::new(Arc::clone(&broker), max, max_response))
+        // Accepted by `Incoming` (TCP_NODELAY set, connections counted and watched).
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     broker.begin_shutdown();
     let _ = upkeep.await;

@@ -62,7 +62,7 @@ async fn python_grpcio_client_produces_and_fetches() {
             && stdout.contains("expected sequence 1, got 5"),
         "{stdout}"
     );
-    // ProduceStream from grpcio: read from the HTTP/2 frames by `grpc/direct.rs`.
+    // ProduceStream from grpcio: read from the HTTP/2 frames by `grpc/direct`.
     assert!(stdout.contains("stream 1: offsets 3..3"), "{stdout}");
     assert!(
         stdout.contains("stream 2: code 5: ") && stdout.contains("no-such-topic"),

@@ -456,6 +456,93 @@ async fn subscribe_sends_history_then_follows() {
     server.stop().await.unwrap(); // a live subscription must not hold up shutdown
 }
 
+/// The Rust client reads Fetch and Subscribe from the frames (`client/direct.rs`), and
+/// the server sends long runs of records as slices of its maps (`grpc/direct`): both
+/// must give what tonic's generated client reads, and the statuses it would see.
+#[tokio::test]
+async fn fetch_and_subscribe_read_from_frames_match_the_generated_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    let mut admin = client.admin();
+    admin.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+    // A batch of 300 records of 1000 bytes, then a small one: a 300 KB run, sent as a
+    // slice, and a short one, copied.
+    let big: Vec<_> = (0..300)
+        .map(|i| pb::Record {
+            value: Bytes::from(vec![i as u8; 1000]),
+            ..Default::default()
+        })
+        .collect();
+    let mut log = client.log();
+    log.produce(produce("t", None, big)).await.unwrap();
+    log.produce(produce("t", None, vec![record("last")]))
+        .await
+        .unwrap();
+    for offset in [0, 7, 300] {
+        let request = pb::FetchRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            ..Default::default()
+        };
+        let direct = client.fetch(request.clone()).await.unwrap();
+        let generated = log.fetch(request).await.unwrap().into_inner();
+        assert_eq!(direct.records.iter().count(), 301 - offset as usize);
+        assert_eq!(direct.high_watermark, 301);
+        assert_eq!(direct.next_offset, 301);
+        let values = |r: &strom::grpc::records::FetchResponse| -> Vec<(u64, Vec<u8>)> {
+            r.records
+                .iter()
+                .map(|r| r.map(|r| (r.offset, r.value.to_vec())).unwrap())
+                .collect()
+        };
+        assert_eq!(values(&direct), values(&generated));
+    }
+    // A status alone (trailers only), and one after messages (trailers).
+    let missing = pb::FetchRequest {
+        topic: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.fetch(missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // A Fetch request is a name and a few numbers: one of 100 KB is not read whole.
+    let huge = pb::FetchRequest {
+        topic: "t".repeat(100_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.fetch(huge).await.unwrap_err().code(),
+        Code::OutOfRange
+    );
+    let request = pb::SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        start: Some(SubStart::Offset(1)),
+        max_bytes: 0,
+    };
+    let mut stream = client.subscribe(request).await.unwrap();
+    let mut seen = 0;
+    while seen < 300 {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("bounded")
+            .expect("a message")
+            .unwrap();
+        seen += message.records.iter().count();
+    }
+    assert_eq!(seen, 300);
+    admin.delete_topic("t").await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("bounded");
+    assert_eq!(end.unwrap().unwrap_err().code(), Code::NotFound);
+    assert!(stream.next().await.is_none());
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn produce_stream_pipelines_and_survives_bad_requests_and_hangups() {
     let dir = tempfile::tempdir().unwrap();

@@ -72,9 +72,28 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // `serve` says when it is ready, with the bound address (port 0 picks one), once
     // the consumer groups are listed too.
-    crate::server::serve(listener, broker, config.serve_options(), shutdown_signal())
+    let mut options = config.serve_options();
+    options.max_connections = connections_within_open_files(options.max_connections);
+    crate::server::serve(listener, broker, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `max_connections`, lowered to half the open-file limit if it is above it: the cap
+/// is there to leave the log its descriptors, which a cap above the limit cannot do.
+fn connections_within_open_files(max_connections: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit.map(|n| (n / 2).max(1) as usize) {
+        Some(half) if max_connections > half => {
+            tracing::warn!(
+                max_connections,
+                lowered_to = half,
+                "max_connections is above half the open-file limit; lowered (raise the limit, ulimit -n or LimitNOFILE=, to allow more)"
+            );
+            half
+        }
+        _ => max_connections,
+    }
 }
 
 /// Every partition keeps three files open (its active segment's log and two indexes),

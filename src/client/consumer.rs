@@ -46,6 +46,7 @@ pub struct ConsumedRecord {
 }
 
 pub struct Consumer {
+    client: Client,
     log: LogClient<Channel>,
     topic: String,
     partition: u32,
@@ -83,6 +84,7 @@ impl Consumer {
             }
         };
         Ok(Consumer {
+            client: client.clone(),
             log,
             topic: topic.into(),
             partition,
@@ -113,8 +115,8 @@ impl Consumer {
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
         };
-        let response = match self.log.fetch(request).await {
-            Ok(response) => response.into_inner(),
+        let response = match self.client.fetch(request).await {
+            Ok(response) => response,
             Err(status) if status.code() == tonic::Code::OutOfRange => {
                 let bounds = self.bounds().await?;
                 self.next = reset_position(

@@ -3,11 +3,13 @@
 //! member (`GroupConsumer`) and a share-group (queue) member (`Worker`).
 
 mod consumer;
+mod direct;
 mod group;
 mod producer;
 mod worker;
 
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
+pub use direct::Subscription;
 pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{retriable, Ack, Producer, ProducerConfig};
 pub use worker::{Job, Worker, WorkerConfig};
@@ -21,6 +23,9 @@ use crate::grpc::pb::{
     self, admin_client::AdminClient, groups_client::GroupsClient, log_client::LogClient,
     queues_client::QueuesClient,
 };
+
+/// The largest message the client sends or accepts.
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
 #[derive(Clone)]
@@ -49,22 +54,22 @@ impl Client {
 
     pub fn log(&self) -> LogClient<Channel> {
         LogClient::new(self.channel.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The generated client of the Groups service (offsets, describe, reset, ...).
     pub fn groups(&self) -> GroupsClient<Channel> {
         GroupsClient::new(self.channel.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The generated client of the Queues service (share groups).
     pub fn queues(&self) -> QueuesClient<Channel> {
         QueuesClient::new(self.channel.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     pub fn admin(&self) -> Admin {

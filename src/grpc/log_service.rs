@@ -195,6 +195,120 @@ where
     Box::pin(replies)
 }
 
+/// Answers one Fetch.
+pub(super) async fn fetch_one(
+    broker: &Broker,
+    r: pb::FetchRequest,
+) -> Result<FetchResponse, Status> {
+    let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
+    let (read, offsets) = broker
+        .fetch(
+            &r.topic,
+            r.partition,
+            r.offset,
+            limit,
+            Duration::from_millis(r.max_wait_ms.into()),
+            r.min_bytes as usize,
+        )
+        .await
+        .map_err(status)?;
+    let (records, next_offset) = RecordSet::from_batches(&read, r.offset, records_budget(limit));
+    Ok(FetchResponse {
+        records,
+        high_watermark: offsets.high_watermark,
+        log_start_offset: offsets.log_start,
+        next_offset,
+    })
+}
+
+/// Answers a Subscribe: its responses, or the status that refuses it.
+pub(super) async fn subscribe_stream(
+    broker: &Broker,
+    r: pb::SubscribeRequest,
+) -> Result<BoxStream<SubscribeResponse>, Status> {
+    let partition = broker.partition(&r.topic, r.partition).map_err(status)?;
+    let offsets = partition.offsets().map_err(status)?;
+    let mut next =
+        match r.start {
+            Some(pb::subscribe_request::Start::Offset(o)) => o,
+            Some(pb::subscribe_request::Start::Earliest(_)) => offsets.log_start,
+            Some(pb::subscribe_request::Start::Latest(_)) => offsets.high_watermark,
+            Some(pb::subscribe_request::Start::TimestampMs(ts)) => partition
+                .offset_for_timestamp(ts)
+                .await
+                .map_err(status)?
+                .map_or(offsets.high_watermark, |(offset, _)| offset),
+            None => return Err(invalid(
+                "SubscribeRequest.start is missing: set offset, earliest, latest or timestamp_ms",
+            )),
+        };
+    // An offset outside the log fails now, without reading (or checking) a batch.
+    if next < offsets.log_start || next > offsets.high_watermark {
+        return Err(status(Error::OffsetOutOfRange {
+            offset: next,
+            start: offsets.log_start,
+            end: offsets.high_watermark,
+        }));
+    }
+    let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
+    // A small channel is the flow control: the task reads the next chunk only when
+    // the client has taken the previous ones.
+    let (tx, rx) = mpsc::channel(2);
+    let mut stopping = broker.shutting_down();
+    tokio::spawn(async move {
+        // The value, not a change: a subscription begun after shutdown began would
+        // otherwise never see it, and hold the server's graceful stop.
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        let mut moved = partition.watch();
+        let deleted = partition.deleted();
+        tokio::pin!(deleted);
+        loop {
+            let sent = match partition.read(next, limit).await {
+                Ok((read, offsets)) if !read.chunks.is_empty() => {
+                    let (records, after) =
+                        RecordSet::from_batches(&read, next, records_budget(limit));
+                    let message = SubscribeResponse {
+                        records,
+                        high_watermark: offsets.high_watermark,
+                        next_offset: after,
+                    };
+                    next = after;
+                    tx.send(Ok(message)).await
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        changed = moved.changed() => if changed.is_err() { return },
+                        () = &mut deleted => {
+                            let gone = Error::TopicNotFound { topic: partition.topic.clone() };
+                            let _ = tx.send(Err(status(gone))).await;
+                            return;
+                        }
+                        () = &mut stopped => {
+                            let _ = tx.send(Err(Status::unavailable("server shutting down; resubscribe from next_offset"))).await;
+                            return;
+                        }
+                        _ = tx.closed() => return,
+                    }
+                    Ok(())
+                }
+                Err(err) => tx
+                    .send(Err(status(err)))
+                    .await
+                    .and(Err(mpsc::error::SendError(
+                        Ok(SubscribeResponse::default()),
+                    ))),
+            };
+            if sent.is_err() {
+                return; // the subscriber went away, or the stream ended in an error
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
 #[tonic::async_trait]
 impl Log for LogService {
     async fn produce(
@@ -245,28 +359,9 @@ impl Log for LogService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        let r = request.into_inner();
-        let limit = max_bytes(r.max_bytes).min(self.broker.limits().max_fetch_bytes);
-        let (read, offsets) = self
-            .broker
-            .fetch(
-                &r.topic,
-                r.partition,
-                r.offset,
-                limit,
-                Duration::from_millis(r.max_wait_ms.into()),
-                r.min_bytes as usize,
-            )
+        fetch_one(&self.broker, request.into_inner())
             .await
-            .map_err(status)?;
-        let (records, next_offset) =
-            RecordSet::from_batches(&read, r.offset, records_budget(limit));
-        Ok(Response::new(FetchResponse {
-            records,
-            high_watermark: offsets.high_watermark,
-            log_start_offset: offsets.log_start,
-            next_offset,
-        }))
+            .map(Response::new)
     }
 
     type SubscribeStream = BoxStream<SubscribeResponse>;
@@ -275,90 +370,9 @@ impl Log for LogService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let r = request.into_inner();
-        let partition = self
-            .broker
-            .partition(&r.topic, r.partition)
-            .map_err(status)?;
-        let offsets = partition.offsets().map_err(status)?;
-        let mut next = match r.start {
-            Some(pb::subscribe_request::Start::Offset(o)) => o,
-            Some(pb::subscribe_request::Start::Earliest(_)) => offsets.log_start,
-            Some(pb::subscribe_request::Start::Latest(_)) => offsets.high_watermark,
-            Some(pb::subscribe_request::Start::TimestampMs(ts)) => partition
-                .offset_for_timestamp(ts)
-                .await
-                .map_err(status)?
-                .map_or(offsets.high_watermark, |(offset, _)| offset),
-            None => return Err(invalid(
-                "SubscribeRequest.start is missing: set offset, earliest, latest or timestamp_ms",
-            )),
-        };
-        // An offset outside the log fails now, without reading (or checking) a batch.
-        if next < offsets.log_start || next > offsets.high_watermark {
-            return Err(status(Error::OffsetOutOfRange {
-                offset: next,
-                start: offsets.log_start,
-                end: offsets.high_watermark,
-            }));
-        }
-        let limit = max_bytes(r.max_bytes).min(self.broker.limits().max_fetch_bytes);
-        // A small channel is the flow control: the task reads the next chunk only when
-        // the client has taken the previous ones.
-        let (tx, rx) = mpsc::channel(2);
-        let mut stopping = self.broker.shutting_down();
-        tokio::spawn(async move {
-            // The value, not a change: a subscription begun after shutdown began would
-            // otherwise never see it, and hold the server's graceful stop.
-            let stopped = async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            };
-            tokio::pin!(stopped);
-            let mut moved = partition.watch();
-            let deleted = partition.deleted();
-            tokio::pin!(deleted);
-            loop {
-                let sent = match partition.read(next, limit).await {
-                    Ok((read, offsets)) if !read.chunks.is_empty() => {
-                        let (records, after) =
-                            RecordSet::from_batches(&read, next, records_budget(limit));
-                        let message = SubscribeResponse {
-                            records,
-                            high_watermark: offsets.high_watermark,
-                            next_offset: after,
-                        };
-                        next = after;
-                        tx.send(Ok(message)).await
-                    }
-                    Ok(_) => {
-                        tokio::select! {
-                            changed = moved.changed() => if changed.is_err() { return },
-                            () = &mut deleted => {
-                                let gone = Error::TopicNotFound { topic: partition.topic.clone() };
-                                let _ = tx.send(Err(status(gone))).await;
-                                return;
-                            }
-                            () = &mut stopped => {
-                                let _ = tx.send(Err(Status::unavailable("server shutting down; resubscribe from next_offset"))).await;
-                                return;
-                            }
-                            _ = tx.closed() => return,
-                        }
-                        Ok(())
-                    }
-                    Err(err) => tx
-                        .send(Err(status(err)))
-                        .await
-                        .and(Err(mpsc::error::SendError(
-                            Ok(SubscribeResponse::default()),
-                        ))),
-                };
-                if sent.is_err() {
-                    return; // the subscriber went away, or the stream ended in an error
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        subscribe_stream(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_offsets(

@@ -4,6 +4,7 @@
 mod admin;
 pub mod budget;
 pub mod codec;
+pub mod connection;
 pub mod direct;
 mod groups;
 mod log_service;

@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 
 use super::{describe, histogram, record_latency, Progress, Report};
 use crate::cli::{Connect, Stop};
+use crate::client::Client;
 use crate::grpc::pb;
 
 #[derive(clap::Args, Clone)]
@@ -61,7 +62,7 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> Result<(), Stop> {
         for range in share {
             let (client, args, progress) = (client.clone(), args.clone(), Arc::clone(&progress));
             tasks.push(tokio::spawn(async move {
-                read_partition(client.log(), &args, range, &progress).await
+                read_partition(&client, &args, range, &progress).await
             }));
         }
     }
@@ -93,7 +94,7 @@ pub async fn run(connect: &Connect, args: ConsumeArgs) -> Result<(), Stop> {
 
 /// Reads one partition's range; the latency is the wait for each message.
 async fn read_partition(
-    mut log: pb::log_client::LogClient<tonic::transport::Channel>,
+    client: &Client,
     args: &ConsumeArgs,
     range: Range,
     progress: &Progress,
@@ -108,7 +109,7 @@ async fn read_partition(
         start: Some(pb::subscribe_request::Start::Offset(range.start)),
         max_bytes: args.max_bytes,
     };
-    let mut stream = log.subscribe(request).await.map_err(describe)?.into_inner();
+    let mut stream = client.subscribe(request).await.map_err(describe)?;
     let mut at = range.start;
     let mut waited = Instant::now();
     while at < range.end {

@@ -58,12 +58,7 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
             };
             // Awaited here: when Subscribe answers, its start offset is fixed, so every
             // record produced from now on reaches a consumer.
-            let stream = client
-                .log()
-                .subscribe(request)
-                .await
-                .map_err(describe)?
-                .into_inner();
+            let stream = client.subscribe(request).await.map_err(describe)?;
             let (received, stopped) = (Arc::clone(&received), stopped.clone());
             tasks.push(tokio::spawn(follow(stream, base, received, stopped)));
         }
@@ -115,7 +110,7 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
 
 /// Follows one subscription until told to stop; returns the latencies it saw.
 async fn follow(
-    mut stream: tonic::Streaming<crate::grpc::records::SubscribeResponse>,
+    mut stream: crate::client::Subscription,
     base: Instant,
     received: Arc<AtomicU64>,
     mut stopped: watch::Receiver<bool>,

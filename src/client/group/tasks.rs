@@ -23,7 +23,6 @@ pub(super) async fn fetch_loop(
     generation: u64,
     tx: mpsc::Sender<Fetched>,
 ) {
-    let mut log = client.log();
     loop {
         let request = pb::FetchRequest {
             topic: key.0.clone(),
@@ -33,18 +32,15 @@ pub(super) async fn fetch_loop(
             max_wait_ms: 500,
             min_bytes: 1,
         };
-        let result = match log.fetch(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                match to_owned(key.1, &response.records) {
-                    Ok(records) if records.is_empty() => continue,
-                    Ok(records) => {
-                        next = response.next_offset.max(next);
-                        Ok((records, next))
-                    }
-                    Err(status) => Err(status),
+        let result = match client.fetch(request).await {
+            Ok(response) => match to_owned(key.1, &response.records) {
+                Ok(records) if records.is_empty() => continue,
+                Ok(records) => {
+                    next = response.next_offset.max(next);
+                    Ok((records, next))
                 }
-            }
+                Err(status) => Err(status),
+            },
             Err(status)
                 if matches!(
                     status.code(),

@@ -1,0 +1,399 @@
+//! Accepted connections, each watched for a response its client has stopped reading.
+//!
+//! A Fetch or Subscribe response hands HTTP/2 its records as slices of the segment
+//! maps (`direct/replies.rs`). A client that stops reading (its flow-control window
+//! shut, while it still answers pings) leaves those slices queued in the connection,
+//! and a map keeps its segment's file on disk after retention or a topic deletion
+//! removed it: one stalled subscriber could hold gigabytes of deleted segments for as
+//! long as it stays connected. Nothing polls the response body while the window is
+//! shut, so no timer inside it can fire; instead each connection has a watchdog task.
+//! A response that has waited `stall_timeout` for its client to take the next frame,
+//! or a socket whose send buffer has stayed full that long (the client's kernel takes
+//! nothing: a stopped process), closes the whole connection (as Kafka closes one idle
+//! for `connections.max.idle.ms`), and with it every slice it held. Only Fetch and
+//! Subscribe responses are watched: they are the ones that hold maps. A connection
+//! whose client sends nothing at all (not even HTTP/2's preface) within
+//! `silent_timeout` of being accepted is closed as well: it would hold one of the
+//! `max_connections` places for ever (HTTP/2's keepalive pings start only after it).
+//!
+//! The sockets come from [`Incoming`], which also bounds how many are open at once:
+//! every connection takes a file descriptor, and the log needs its own (three per
+//! partition), so a flood of idle connections must not take them all. A connection
+//! over the limit is closed as soon as it is accepted. An accept that fails for want
+//! of descriptors or memory is retried after a pause, not at once: the pending
+//! connection keeps the listener readable, and retrying at once spins a core.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+
+mod greeting;
+use greeting::Greeting;
+
+/// The longest pause between accepts that fail for want of resources.
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a connection may keep the server waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A response not taken, or a socket taking nothing, this long: the client stalled.
+    pub stall: Duration,
+    /// Nothing received this long after the accept: the client never spoke.
+    pub silent: Duration,
+}
+
+/// The server's accepted connections, at most `max_connections` open at once.
+pub struct Incoming {
+    listener: TcpListener,
+    timeouts: Timeouts,
+    max_connections: usize,
+    open: Arc<AtomicUsize>,
+    /// After a failed accept: the pause before the next, doubling while they fail.
+    pause: Option<Pin<Box<Sleep>>>,
+    pause_for: Duration,
+    /// When a refusal was last logged (once a second at most).
+    refusal_logged: Option<Instant>,
+}
+
+/// An accepted socket that the connection's watchdog can close.
+pub struct Watched {
+    io: TcpStream,
+    connection: Arc<Connection>,
+    /// The client's first bytes, until its greeting is whole.
+    greeting: Option<Greeting>,
+    /// The open connections' count, less this one when it is dropped.
+    open: Arc<AtomicUsize>,
+}
+
+/// The connection a request came on: in every request's extensions (tonic puts the
+/// `Connected::ConnectInfo` there), so a response can register with its watchdog.
+#[derive(Clone)]
+pub struct ConnectionInfo(Arc<Connection>);
+
+/// How long a response has waited for its client to take a frame, as its watchdog sees.
+#[derive(Default)]
+pub struct Progress {
+    /// When the body last handed out a data frame that has not been followed by a
+    /// poll: `clock()` in ms, plus one; 0 while the body is not waiting on its client.
+    waiting_since: AtomicU64,
+}
+
+struct Connection {
+    closed: AtomicBool,
+    /// The connection task's waker, woken to read the closing.
+    waker: Mutex<Option<Waker>>,
+    /// Fetch and Subscribe responses (the ones that hold segment maps).
+    responses: Mutex<Vec<Weak<Progress>>>,
+    /// Since when writes to the socket have found its send buffer full (the peer's
+    /// kernel stopped taking data: a stopped process, a zero TCP window): `clock()`
+    /// plus one, or 0 while writes go through. What HTTP/2 flow control cannot see.
+    write_blocked_since: AtomicU64,
+    /// Whether the client's greeting (see `Greeting`) has arrived whole.
+    heard: AtomicBool,
+    /// Notified when the connection ends, so that its watchdog ends with it.
+    ended: Notify,
+}
+
+impl Incoming {
+    pub fn new(listener: TcpListener, timeouts: Timeouts, max_connections: usize) -> Self {
+        Incoming {
+            listener,
+            timeouts,
+            max_connections: max_connections.max(1),
+            open: Arc::new(AtomicUsize::new(0)),
+            pause: None,
+            pause_for: Duration::ZERO,
+            refusal_logged: None,
+        }
+    }
+
+    fn log_refusal(&mut self) {
+        let now = Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|at| now - at >= Duration::from_secs(1))
+        {
+            self.refusal_logged = Some(now);
+            tracing::warn!(
+                max_connections = self.max_connections,
+                "refusing connections: the server has max_connections open"
+            );
+        }
+    }
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<Watched>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(pause) = &mut self.pause {
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            match ready!(self.listener.poll_accept(cx)) {
+                Ok((socket, _)) => {
+                    self.pause_for = Duration::ZERO;
+                    if self.open.load(Ordering::Relaxed) >= self.max_connections {
+                        self.log_refusal();
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    // Small frames (acknowledgements, single records) go out at once, not
+                    // after the peer's delayed ACK (40 ms per 1 MiB produce, measured).
+                    if let Err(err) = socket.set_nodelay(true) {
+                        tracing::debug!(%err, "cannot set TCP_NODELAY");
+                    }
+                    let watched = Watched::new(socket, self.timeouts, &self.open);
+                    return Poll::Ready(Some(Ok(watched)));
+                }
+                // The connection went before it was taken: nothing to wait for.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(err) => {
+                    self.pause_for = (self.pause_for * 2)
+                        .max(Duration::from_millis(5))
+                        .min(MAX_ACCEPT_PAUSE);
+                    tracing::warn!(%err, pause_ms = self.pause_for.as_millis() as u64, "cannot accept a connection; trying again after a pause");
+                    self.pause = Some(Box::pin(tokio::time::sleep(self.pause_for)));
+                }
+            }
+        }
+    }
+}
+
+impl Watched {
+    /// Wraps an accepted socket, counts it in `open` until it is dropped, and starts its
+    /// watchdog, which ends with the connection.
+    fn new(io: TcpStream, timeouts: Timeouts, open: &Arc<AtomicUsize>) -> Watched {
+        let connection = Arc::new(Connection {
+            closed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            responses: Mutex::new(Vec::new()),
+            write_blocked_since: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
+            ended: Notify::new(),
+        });
+        tokio::spawn(watchdog(Arc::clone(&connection), timeouts));
+        open.fetch_add(1, Ordering::Relaxed);
+        Watched {
+            io,
+            connection,
+            greeting: Some(Greeting::default()),
+            open: Arc::clone(open),
+        }
+    }
+
+    /// Registers the connection task's waker, then fails once the watchdog has closed
+    /// the connection (in that order, so that no closing goes unseen).
+    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
+        let mut waker = lock(&self.connection.waker);
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        drop(waker);
+        match self.connection.closed.load(Ordering::Acquire) {
+            true => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed by the server: the client stalled, or never spoke",
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Notes whether a write went through or found the send buffer full.
+    fn wrote(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        let since = &self.connection.write_blocked_since;
+        match &polled {
+            Poll::Pending if since.load(Ordering::Relaxed) == 0 => {
+                since.store(clock() + 1, Ordering::Relaxed)
+            }
+            Poll::Ready(Ok(n)) if *n > 0 => since.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl ConnectionInfo {
+    /// A response's progress, watched until it is dropped.
+    pub fn watch(&self) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        let mut responses = lock(&self.0.responses);
+        // Responses that ended go before the list grows, so it holds about twice the
+        // live ones however many a connection makes between two watchdog rounds.
+        if responses.len() == responses.capacity() {
+            responses.retain(|r| r.strong_count() > 0);
+        }
+        responses.push(Arc::downgrade(&progress));
+        progress
+    }
+}
+
+impl Progress {
+    /// The body was polled: whatever it handed out was taken.
+    pub fn polled(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The body handed out a data frame; it waits until it is polled again.
+    pub fn handed_out(&self) {
+        self.waiting_since.store(clock() + 1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a `clock() + 1` stamp (0: not waiting) is `timeout` ms old at `now`.
+fn waited(since: &AtomicU64, now: u64, timeout: u64) -> bool {
+    let since = since.load(Ordering::Relaxed);
+    since != 0 && now + 1 >= since + timeout
+}
+
+/// Closes a connection whose client sent nothing within `silent`, or in which a
+/// response, or the socket, has waited `stall` for the client (checked a few times per
+/// `stall`). Ends when the connection does.
+async fn watchdog(connection: Arc<Connection>, timeouts: Timeouts) {
+    let accepted = clock();
+    let silent_ms = timeouts.silent.as_millis() as u64;
+    let every = (timeouts.stall / 4).max(Duration::from_millis(10));
+    let timeout_ms = timeouts.stall.as_millis() as u64;
+    loop {
+        // Until the client speaks, often enough to see it silent for `silent`.
+        let next = match connection.heard.load(Ordering::Relaxed) {
+            true => every,
+            false => every.min(timeouts.silent.max(Duration::from_millis(10))),
+        };
+        tokio::select! {
+            () = connection.ended.notified() => return,
+            () = tokio::time::sleep(next) => {}
+        }
+        let now = clock();
+        if !connection.heard.load(Ordering::Relaxed) && now >= accepted + silent_ms {
+            tracing::warn!(silent_ms, "closing a connection whose client sent nothing");
+            connection.close();
+            return;
+        }
+        let mut stalled = waited(&connection.write_blocked_since, now, timeout_ms);
+        let mut responses = lock(&connection.responses);
+        responses.retain(|response| match response.upgrade() {
+            Some(progress) => {
+                stalled |= waited(&progress.waiting_since, now, timeout_ms);
+                true
+            }
+            None => false,
+        });
+        if responses.capacity() > 64 && responses.len() < responses.capacity() / 4 {
+            let keep = responses.len() * 2;
+            responses.shrink_to(keep);
+        }
+        drop(responses);
+        if stalled {
+            tracing::warn!(
+                timeout_ms,
+                "closing a connection: a response waited that long for its client to read it"
+            );
+            connection.close();
+            return;
+        }
+    }
+}
+
+impl Connection {
+    /// Makes the socket fail its next read or write, and wakes the connection's task
+    /// to make one: the connection, its streams and what they hold are dropped.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Milliseconds since the first call: a clock that cannot go back.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.connection.ended.notify_one(); // kept if the watchdog is not waiting yet
+    }
+}
+
+impl Connected for Watched {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo(Arc::clone(&self.connection))
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Some(greeting) = &mut self.greeting {
+            if greeting.take(&buf.filled()[before..]) {
+                self.greeting = None;
+                self.connection.heard.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

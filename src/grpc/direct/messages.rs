@@ -1,0 +1,402 @@
+//! gRPC messages read from the HTTP/2 DATA frames they arrived in: a server's requests,
+//! and the Rust client's Fetch and Subscribe responses.
+//!
+//! A gRPC message is a flag byte and a big-endian length, then the protobuf bytes.
+//! HTTP/2 hands each DATA frame over as a slice of its read buffer, and with 1 MiB
+//! frames (`MAX_FRAME_BYTES`) a message usually arrives whole in one of them: it is
+//! decoded straight from that frame, so `Bytes` fields of the message are slices of it.
+//! A message split over frames is gathered as a rope (`rope.rs`): long frames held as
+//! they are, short ones copied together, and a field cut by a boundary copied when it
+//! is decoded. Errors are the ones tonic gives for the same input: a message over the
+//! size limit is OUT_OF_RANGE, a compressed flag INTERNAL, a message that does not
+//! decode INVALID_ARGUMENT; a response that ends without a status UNKNOWN.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::Body as HttpBody;
+use prost::Message;
+use tokio_stream::Stream;
+use tonic::{Code, Status};
+
+use super::rope::{Gathering, Rope};
+use super::PREFIX;
+
+/// The messages of one request or response body, decoded from its DATA frames.
+pub struct Messages<B, M> {
+    body: B,
+    message: PhantomData<fn() -> M>,
+    max_message: usize,
+    /// What is left of the last DATA frame received.
+    frame: Bytes,
+    /// The part received so far of a prefix or a message that spans frames: long frames
+    /// held, short ones copied as they arrive (at most one message, so about
+    /// `max_message` bytes at most, however small the frames).
+    partial: Gathering,
+    /// The length of the message whose prefix has been read.
+    next_len: Option<usize>,
+    /// Whether the body is a response, which must end with its status as trailers.
+    response: bool,
+    /// A response's status, once its trailers have arrived.
+    status: Option<Status>,
+    ended: bool,
+}
+
+impl<B, M> Messages<B, M> {
+    /// The messages of a request body.
+    pub fn new(body: B, max_message: usize) -> Messages<B, M> {
+        Messages {
+            body,
+            message: PhantomData,
+            max_message,
+            frame: Bytes::new(),
+            partial: Gathering::default(),
+            next_len: None,
+            response: false,
+            status: None,
+            ended: false,
+        }
+    }
+
+    /// The messages of a response body, then an error if its status is not OK.
+    /// `status`: the one its headers carried, if any (an OK status there, as in a
+    /// trailers-only response, ends the messages without trailers).
+    pub fn response(body: B, max_message: usize, status: Option<Status>) -> Messages<B, M> {
+        Messages {
+            response: true,
+            status,
+            ..Messages::new(body, max_message)
+        }
+    }
+
+    /// The next `n` bytes if they have arrived: a slice of the frame when it holds them
+    /// all (no copy), else gathered in `partial`, taking what the frame has.
+    fn take(&mut self, n: usize) -> Option<Rope> {
+        if self.partial.is_empty() && self.frame.len() >= n {
+            return Some(Rope::from(self.frame.split_to(n)));
+        }
+        let k = (n - self.partial.len()).min(self.frame.len());
+        self.partial.push(self.frame.split_to(k));
+        (self.partial.len() == n).then(|| std::mem::take(&mut self.partial).finish())
+    }
+
+    /// The next complete message, if it has arrived.
+    fn next_message(&mut self) -> Result<Option<Rope>, Status> {
+        if self.next_len.is_none() {
+            let Some(mut prefix) = self.take(PREFIX) else {
+                return Ok(None);
+            };
+            match prefix.get_u8() {
+                0 => {}
+                1 => {
+                    return Err(Status::internal(
+                        "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                    ))
+                }
+                flag => {
+                    let side = if self.response {
+                        "receiving response"
+                    } else {
+                        "sending request"
+                    };
+                    return Err(Status::internal(format!(
+                        "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while {side}"
+                    )));
+                }
+            }
+            let len = prefix.get_u32() as usize;
+            if len > self.max_message {
+                return Err(Status::out_of_range(format!(
+                    "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes",
+                    self.max_message
+                )));
+            }
+            self.next_len = Some(len);
+        }
+        let len = self.next_len.expect("set above");
+        let message = self.take(len);
+        if message.is_some() {
+            self.next_len = None;
+        }
+        Ok(message)
+    }
+}
+
+impl<B, M> Stream for Messages<B, M>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    M: Message + Default,
+{
+    type Item = Result<M, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let me = &mut *self;
+        loop {
+            if me.ended {
+                return Poll::Ready(None);
+            }
+            match me.next_message() {
+                Ok(Some(message)) => {
+                    let decoded = M::decode(message).map_err(crate::grpc::codec::not_protobuf);
+                    me.ended = decoded.is_err();
+                    return Poll::Ready(Some(decoded));
+                }
+                Ok(None) => {}
+                Err(status) => {
+                    me.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+            match ready!(Pin::new(&mut me.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // The last frame is used up: `next_message` takes or gathers all it
+                    // can. A request's trailers carry nothing a call needs.
+                    match frame.into_data() {
+                        Ok(data) => me.frame = data,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                me.status = Status::from_header_map(&trailers);
+                            }
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    me.ended = true;
+                    let status = match error.into().downcast::<Status>() {
+                        Ok(status) => *status,
+                        Err(error) => Status::from_error(error),
+                    };
+                    // A client that cancels its stream has ended it, as in tonic.
+                    if status.code() == Code::Cancelled && !me.response {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(status)));
+                }
+                None => {
+                    me.ended = true;
+                    if !me.partial.is_empty() || me.next_len.is_some() {
+                        return Poll::Ready(Some(Err(Status::internal(
+                            "Unexpected EOF decoding stream.",
+                        ))));
+                    }
+                    if !me.response {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(match me.status.take() {
+                        Some(status) if status.code() == Code::Ok => None,
+                        Some(status) => Some(Err(status)),
+                        // As tonic: hyper ends a body reset with NO_ERROR or CANCEL (a
+                        // proxy's timeout, say) as if it were whole.
+                        None => Some(Err(Status::unknown(
+                            "protocol error: the response ended without a grpc-status",
+                        ))),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body::Frame;
+
+    use super::*;
+    use crate::grpc::pb;
+
+    /// A body that yields the given frames, then ends, or if `wait`, waits for more.
+    struct Frames {
+        frames: VecDeque<Frame<Bytes>>,
+        wait: bool,
+    }
+
+    impl Frames {
+        /// A body of these DATA frames.
+        fn data(frames: impl IntoIterator<Item = Bytes>) -> Frames {
+            Frames {
+                frames: frames.into_iter().map(Frame::data).collect(),
+                wait: false,
+            }
+        }
+    }
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = Status;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None if self.wait => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn request(id: u64, value_len: usize) -> pb::ProduceStreamRequest {
+        pb::ProduceStreamRequest {
+            correlation_id: id,
+            request: Some(crate::grpc::produce::ProduceRequest {
+                topic: "t".into(),
+                records: vec![pb::Record {
+                    value: Bytes::from(vec![7u8; value_len]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn wire(messages: &[pb::ProduceStreamRequest]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in messages {
+            out.push(0);
+            out.extend_from_slice(&(m.encoded_len() as u32).to_be_bytes());
+            m.encode(&mut out).unwrap();
+        }
+        out
+    }
+
+    fn decode_all(frames: Vec<Bytes>, max: usize) -> Vec<Result<u64, Code>> {
+        let mut messages = Messages::<_, pb::ProduceStreamRequest>::new(Frames::data(frames), max);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(item)) = Pin::new(&mut messages).poll_next(&mut cx) {
+            out.push(item.map(|m| m.correlation_id).map_err(|s| s.code()));
+        }
+        out
+    }
+
+    #[test]
+    fn messages_decode_wherever_the_frames_split_them() {
+        let messages = [request(1, 300), request(2, 5), request(3, 2000)];
+        let wire = wire(&messages);
+        // Every split point, and every pair of split points, of the three messages.
+        for a in 0..=wire.len() {
+            for b in (a..=wire.len()).step_by(97) {
+                let frames = vec![
+                    Bytes::copy_from_slice(&wire[..a]),
+                    Bytes::copy_from_slice(&wire[a..b]),
+                    Bytes::copy_from_slice(&wire[b..]),
+                ];
+                assert_eq!(decode_all(frames, 1 << 20), vec![Ok(1), Ok(2), Ok(3)]);
+            }
+        }
+    }
+
+    #[test]
+    fn messages_of_one_byte_frames_are_copied_together_not_held() {
+        let wire = wire(&[request(1, 3000), request(2, 0)]);
+        let mut frames: VecDeque<Bytes> = wire.iter().map(|&b| Bytes::from(vec![b])).collect();
+        let rest = frames.split_off(2000);
+        let trickle = Frames {
+            wait: true,
+            ..Frames::data(frames)
+        };
+        let mut messages = Messages::<_, pb::ProduceStreamRequest>::new(trickle, 1 << 20);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Two thousand frames in, the message is gathered in one buffer, no frame held.
+        assert!(Pin::new(&mut messages).poll_next(&mut cx).is_pending());
+        assert_eq!(messages.partial.len(), 2000 - PREFIX);
+        assert_eq!(messages.partial.held(), 0, "one-byte frames were held");
+        messages
+            .body
+            .frames
+            .extend(rest.into_iter().map(Frame::data));
+        let Poll::Ready(Some(Ok(m))) = Pin::new(&mut messages).poll_next(&mut cx) else {
+            panic!("one message");
+        };
+        assert_eq!(m.correlation_id, 1);
+        let next = Pin::new(&mut messages).poll_next(&mut cx);
+        assert!(matches!(next, Poll::Ready(Some(Ok(ref m))) if m.correlation_id == 2));
+    }
+
+    /// A message whole in one frame is decoded from that frame; one that spans frames
+    /// keeps its long frame as it is. Either way, a record is a slice of its frame.
+    #[test]
+    fn a_record_is_a_slice_of_the_frame_it_arrived_in_not_a_copy() {
+        for value_len in [4096, 100_000] {
+            let wire = Bytes::from(wire(&[request(1, value_len)]));
+            let frames = if value_len < 10_000 {
+                vec![wire.clone()]
+            } else {
+                vec![wire.slice(..10), wire.slice(10..)]
+            };
+            let held = frames.last().unwrap().as_ptr_range();
+            let mut messages =
+                Messages::<_, pb::ProduceStreamRequest>::new(Frames::data(frames), 1 << 20);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let Poll::Ready(Some(Ok(m))) = Pin::new(&mut messages).poll_next(&mut cx) else {
+                panic!("one message");
+            };
+            let request = m.request.unwrap();
+            let record = &request.received.shared()[0];
+            assert!(held.contains(&record.as_ptr()), "copied: {value_len}");
+        }
+    }
+
+    #[test]
+    fn a_response_ends_with_the_status_of_its_trailers_or_headers() {
+        let data = || Frame::data(Bytes::from(wire(&[request(7, 10)])));
+        let trailers = |code: &str| {
+            let mut map = http::HeaderMap::new();
+            map.insert("grpc-status", code.parse().unwrap());
+            Frame::trailers(map)
+        };
+        let read = |frames: Vec<Frame<Bytes>>, headers: Option<Status>| {
+            let body = Frames {
+                frames: frames.into(),
+                wait: false,
+            };
+            let mut messages =
+                Messages::<_, pb::ProduceStreamRequest>::response(body, 1 << 20, headers);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut out = Vec::new();
+            while let Poll::Ready(Some(item)) = Pin::new(&mut messages).poll_next(&mut cx) {
+                out.push(item.map(|m| m.correlation_id).map_err(|s| s.code()));
+            }
+            out
+        };
+        assert_eq!(read(vec![data(), trailers("0")], None), vec![Ok(7)]);
+        assert_eq!(
+            read(vec![data(), trailers("5")], None),
+            vec![Ok(7), Err(Code::NotFound)]
+        );
+        // No status at all: as tonic, UNKNOWN.
+        assert_eq!(read(vec![data()], None), vec![Ok(7), Err(Code::Unknown)]);
+        // Trailers only: the status came with the headers.
+        assert_eq!(read(vec![], Some(Status::ok(""))), vec![]);
+    }
+
+    #[test]
+    fn bad_framing_is_the_error_tonic_gives() {
+        let ok = wire(&[request(1, 10)]);
+        let mut compressed = ok.clone();
+        compressed[0] = 1;
+        assert_eq!(
+            decode_all(vec![compressed.into()], 1 << 20),
+            vec![Err(Code::Internal)]
+        );
+        assert_eq!(
+            decode_all(vec![ok.clone().into()], 4),
+            vec![Err(Code::OutOfRange)]
+        );
+        let cut = Bytes::copy_from_slice(&ok[..ok.len() - 1]);
+        assert_eq!(decode_all(vec![cut], 1 << 20), vec![Err(Code::Internal)]);
+        // An empty message, the last bytes of its frame: a request without `request`.
+        let empty = vec![0, 0, 0, 0, 0];
+        assert_eq!(decode_all(vec![empty.into()], 1 << 20), vec![Ok(0)]);
+        let garbage = vec![0, 0, 0, 0, 2, 0xff, 0xff];
+        assert_eq!(
+            decode_all(vec![garbage.into()], 1 << 20),
+            vec![Err(Code::InvalidArgument)]
+        );
+    }
+}

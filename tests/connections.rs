@@ -1,0 +1,246 @@
+//! Connections must not take what the server needs: a client that stops reading a
+//! response has its connection closed after `stalled_reader_timeout` (and with it the
+//! slices of segment maps its queued replies held, which kept deleted segments' files
+//! on disk), and connections past `max_connections` are closed at once. Bounded in
+//! time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::server::TestServer;
+use strom::broker::Limits;
+use strom::grpc::pb::{self, log_client::LogClient, subscribe_request::Start};
+use strom::server::ServeOptions;
+use tokio_stream::StreamExt;
+
+/// This process's mappings of files under `dir` that have been deleted.
+fn deleted_maps(dir: &Path) -> usize {
+    let dir = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(dir) && line.ends_with("(deleted)"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        stalled_reader_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client().await;
+    let small_segments = BTreeMap::from([("segment.bytes".to_string(), "1048576".to_string())]);
+    client
+        .admin()
+        .create_topic("t", 1, small_segments)
+        .await
+        .unwrap();
+    // 8 MB in records of 64 KiB: eight segments, read back as slices of their maps.
+    let record = pb::Record {
+        value: Bytes::from(vec![7u8; 64 << 10]),
+        ..Default::default()
+    };
+    for _ in 0..8 {
+        let request = pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(0),
+            records: vec![record.clone(); 15],
+            ..Default::default()
+        };
+        client.log().produce(request).await.unwrap();
+    }
+
+    // A subscriber on a connection of its own that never reads: its client grants only
+    // HTTP/2's initial 64 KiB window and never more.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let request = pb::SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        start: Some(Start::Earliest(true)),
+        max_bytes: 1 << 20,
+    };
+    let mut stalled = LogClient::new(channel)
+        .subscribe(request)
+        .await
+        .unwrap()
+        .into_inner();
+    // The server reads ahead into the shut window; then the topic goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.admin().delete_topic("t").await.unwrap();
+    assert!(
+        deleted_maps(dir.path()) > 0,
+        "the stalled response holds maps of deleted segments (else this test shows nothing)"
+    );
+
+    // After the timeout the connection is closed, and the maps go with it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deleted_maps(dir.path()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a stalled reader still holds {} maps of deleted segments",
+            deleted_maps(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The subscriber, reading at last, finds its stream ended with an error.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(item) = stalled.next().await {
+            if let Err(status) = item {
+                return Some(status);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(ended.is_some(), "the stalled stream ended without an error");
+    // Other connections are served as before.
+    client
+        .admin()
+        .create_topic("u", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// Whether the server has closed `socket` (end of file, or a reset), waiting 300 ms.
+fn closed_by_server(socket: &mut std::net::TcpStream) -> bool {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // the server's HTTP/2 settings
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        max_connections: 8,
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let addr = server.addr;
+    // Eight idle sockets take every place; the next two are closed at once.
+    let mut sockets: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let closed = tokio::task::spawn_blocking(move || {
+        let closed: Vec<bool> = sockets.iter_mut().map(closed_by_server).collect();
+        (closed, sockets)
+    });
+    let (closed, mut sockets) = closed.await.unwrap();
+    assert_eq!(
+        closed,
+        [false, false, false, false, false, false, false, false, true, true]
+    );
+    // Places come back as connections end: a client gets one and is served.
+    sockets.truncate(4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match strom::client::Client::connect(&addr.to_string()).await {
+            Ok(client) => match client.admin().create_topic("t", 1, BTreeMap::new()).await {
+                Ok(_) => break client,
+                Err(status) => assert!(Instant::now() < deadline, "{status}"),
+            },
+            Err(err) => assert!(Instant::now() < deadline, "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    client.admin().delete_topic("t").await.unwrap();
+    drop(sockets);
+    server.stop().await.unwrap();
+}
+
+/// Reads until the server closes `socket`, up to `within`: whether it did.
+fn closed_within(socket: &mut std::net::TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {} // nothing yet
+        }
+    }
+    false
+}
+
+/// A client that connects and says nothing, or stops halfway through HTTP/2's greeting,
+/// is closed after `silent_client_timeout`: it would hold a place of `max_connections`
+/// for ever. One that goes quiet after greeting is pinged, and closed when it does not
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_vanished_clients_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        silent_client_timeout: Duration::from_millis(500),
+        keepalive_interval: Duration::from_millis(500),
+        keepalive_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let addr = server.addr;
+    let silent = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        closed_within(&mut socket, Duration::from_secs(20))
+    });
+    // HTTP/2's preface and an empty SETTINGS frame, then nothing: no acknowledgement
+    // of the server's SETTINGS or of its pings, as from a client whose host is gone.
+    let vanished = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(
+            &mut socket,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+        )
+        .unwrap();
+        closed_within(&mut socket, Duration::from_secs(20))
+    });
+    // Half of HTTP/2's preface, and no more: the handshake never ends, so no ping
+    // would ever be sent.
+    let halfway = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut socket, b"PRI * HTTP/2.0\r\n").unwrap();
+        closed_within(&mut socket, Duration::from_secs(20))
+    });
+    assert!(silent.await.unwrap(), "a silent client stayed connected");
+    assert!(
+        halfway.await.unwrap(),
+        "a half-greeting client stayed connected"
+    );
+    assert!(vanished.await.unwrap(), "an unanswered ping closed nothing");
+    // Clients that answer are served as before, pings and all.
+    let client = server.client().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .admin()
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
