@@ -111,12 +111,15 @@ impl Broker {
 
 impl BatchWriter {
     /// Checks a record and adds it to the batch. `timestamp_ms` 0 means the server's
-    /// time. Large keys and values are referenced, not copied: they go from the
-    /// request's receive buffer to the page cache in the kernel's one copy.
+    /// time. A large value is referenced, not copied: it goes from the request's receive
+    /// buffer to the page cache in the kernel's one copy. It is handed over rather than
+    /// borrowed, so that keeping it touches no reference count (a clone and a drop of
+    /// each record's handle were 7% of the server's samples at one request in flight);
+    /// the key and headers, small as a rule, are copied.
     pub fn push<'a>(
         &mut self,
-        key: Option<&Bytes>,
-        value: &Bytes,
+        key: Option<&[u8]>,
+        value: Bytes,
         headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
         timestamp_ms: i64,
     ) -> Result<()> {
@@ -135,7 +138,7 @@ impl BatchWriter {
                 crate::error::quote(&self.topic.name)
             )));
         }
-        let size = key.map_or(0, Bytes::len) + value.len() + header_bytes;
+        let size = key.map_or(0, <[u8]>::len) + value.len() + header_bytes;
         if size as u64 > self.config.max_message_bytes {
             return Err(Error::TooLarge {
                 what: "record (key + value + headers)",
@@ -171,7 +174,7 @@ impl BatchWriter {
             }
         }
         self.builder
-            .push_shared(key, value, headers, timestamp)
+            .push_owned(key, value, headers, timestamp)
             .map_err(|e| match e {
                 Error::InvalidArgument(msg) => in_record(msg),
                 other => other,

@@ -21,10 +21,12 @@ use crate::error::{Error, Result};
 /// cheaper than another piece in the vectored write.
 pub const BORROW_AT_LEAST: usize = 256;
 
-/// A key or value: borrowed slices are copied, shared `Bytes` may be referenced.
+/// A key or value: borrowed slices are copied; shared `Bytes` may be referenced (a
+/// clone of the handle), owned ones moved in (no reference count touched).
 enum Field<'a> {
     Slice(&'a [u8]),
     Shared(&'a Bytes),
+    Owned(Bytes),
 }
 
 impl Field<'_> {
@@ -32,6 +34,7 @@ impl Field<'_> {
         match self {
             Field::Slice(s) => s.len(),
             Field::Shared(b) => b.len(),
+            Field::Owned(b) => b.len(),
         }
     }
 }
@@ -172,7 +175,26 @@ impl BatchBuilder {
     pub fn for_count(records: usize, copied: usize) -> BatchBuilder {
         let mut builder = BatchBuilder::with_capacity(copied);
         builder.offset_at.reserve(records);
+        builder.shared.reserve(records);
         builder
+    }
+
+    /// Appends a record whose value is handed over: a large one is kept as it is (a
+    /// slice of the request it arrived in), without the clone and drop of its handle
+    /// that `push_shared` costs; the key and headers are copied.
+    pub fn push_owned<'a>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Bytes,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        self.push_fields(
+            key.map(Field::Slice),
+            Field::Owned(value),
+            headers,
+            timestamp_ms,
+        )
     }
 
     /// Appends a record from borrowed parts, which are copied.
@@ -247,7 +269,12 @@ impl BatchBuilder {
                 self.shared.push((self.meta.len(), bytes.clone()));
                 self.shared_len += bytes.len();
             }
+            Field::Owned(bytes) if bytes.len() >= BORROW_AT_LEAST => {
+                self.shared_len += bytes.len();
+                self.shared.push((self.meta.len(), bytes));
+            }
             Field::Shared(bytes) => self.meta.extend_from_slice(bytes),
+            Field::Owned(bytes) => self.meta.extend_from_slice(&bytes),
             Field::Slice(slice) => self.meta.extend_from_slice(slice),
         }
     }

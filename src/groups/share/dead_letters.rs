@@ -187,8 +187,8 @@ impl ShareGroups {
         };
         let mut writer = self.broker.begin_produce(target, 1, 0)?;
         writer.push(
-            key.as_ref(),
-            &value,
+            key.as_deref(),
+            value,
             headers.iter().copied(),
             v.timestamp_ms,
         )?;
