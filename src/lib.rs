@@ -43,8 +43,9 @@
 //!    each record is parsed once, checked (size, headers, timestamp) and pushed by the
 //!    `BatchWriter` into a [`log::BatchBuilder`], in the protobuf encoding a Fetch
 //!    response will use; `finish` picks the partition (explicit, else Kafka's murmur2 of
-//!    the key, else round robin). This is the only time a record is encoded; keys and
-//!    values of 256 bytes or more are referenced in the request's buffer, not copied.
+//!    the key, else round robin). This is the only time a record is encoded; values of
+//!    256 bytes or more are referenced in the request's buffer, not copied (keys are
+//!    copied).
 //! 3. `Partition::append` takes the partition's write lock (on the calling task for a
 //!    batch up to 1 MiB if the lock is free, else in `spawn_blocking`) and calls
 //!    [`log::Log::append`]: for an idempotent producer it first asks the partition's

@@ -4,7 +4,7 @@
 //!
 //! The writer takes records one by one from whatever decoded them, so a request's
 //! records never exist twice in memory: they go from the request's receive buffer into
-//! the batch (large keys and values by reference), checked as they go.
+//! the batch (large values by reference, keys copied), checked as they go.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

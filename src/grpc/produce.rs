@@ -18,7 +18,7 @@ use prost::DecodeError;
 use super::pb;
 use crate::broker::{self, BatchWriter, Broker, Durability};
 use crate::error::{Error, Result};
-use crate::log::ProducerInfo;
+use crate::log::{ProducerInfo, BORROW_AT_LEAST};
 
 /// Records at least this long are kept as slices of the receive buffer: a `Bytes`
 /// handle is 32 bytes, so a shorter record costs less copied.
@@ -358,21 +358,28 @@ pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()>
             "too many records in one request".into(),
         ));
     }
-    let small = Bytes::from(received.small); // frozen, not copied
-                                             // Large records are taken over, not cloned: each handle's reference count is
-                                             // touched once when the request is decoded and once when the batch is dropped.
-    let mut large = received.large.into_iter();
+    // Frozen, not copied.
+    let small = Bytes::from(received.small);
+    // Large records are taken over, not cloned: a record without headers and with a
+    // short key (the usual one) touches its handle's reference count once when it is
+    // decoded and once when the batch is dropped.
+    let mut large = received.large.into_iter().enumerate();
     let mut key = Vec::new();
     for (i, span) in spans(&received.entries).enumerate() {
         // Slices of the request's buffers: no copy.
         let mut record = match span {
             Span::Small(range) => small.slice(range),
-            Span::Large(_) => large.next().expect("one entry for each large record"),
+            Span::Large(at) => {
+                let (index, record) = large.next().expect("one entry for each large record");
+                debug_assert_eq!(index, at, "entries name large records in order");
+                record
+            }
         };
         let fields = parse_fields(&record)
             .map_err(|e| Error::InvalidArgument(format!("record {i} is malformed: {e}")))?;
         let (start, end) = fields.value;
-        if fields.headers == 0 {
+        let key_len = fields.key.map_or(0, |(s, e)| e - s);
+        if fields.headers == 0 && key_len < BORROW_AT_LEAST {
             // The record becomes its value; the key is copied out of it first.
             key.clear();
             if let Some((s, e)) = fields.key {
@@ -383,7 +390,8 @@ pub fn write_records(received: Received, writer: &mut BatchWriter) -> Result<()>
             let key = fields.key.map(|_| &key[..]);
             writer.push(key, record, std::iter::empty(), fields.timestamp_ms)?;
         } else {
-            // The headers are read from the record as the batch is built.
+            // The headers and a long key are read from the record as the batch is built
+            // (copied once), beside a slice of the value.
             let value = record.slice(start..end);
             let key = fields.key.map(|(s, e)| &record[s..e]);
             let headers = Headers { rest: &record };
@@ -491,11 +499,12 @@ mod tests {
         }
     }
 
-    /// Every shape of record `write_records` handles (a value handed over whole, with or
-    /// without a key to copy out first; a value sliced beside headers; small records)
-    /// is stored exactly as sent.
-    #[tokio::test]
-    async fn records_of_every_shape_are_stored_as_sent() {
+    /// What a record is stored as: timestamp, key, value, headers.
+    type Stored = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    /// Decodes `request` (an encoded ProduceRequest to topic `t`, partition 0, on a new
+    /// broker), appends it and reads back what was stored.
+    async fn store(request: Vec<u8>) -> Vec<Stored> {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(dir.path(), crate::broker::Limits::default()).unwrap();
         let broker = std::sync::Arc::new(broker);
@@ -503,9 +512,42 @@ mod tests {
             .create_topic("t", 1, &Default::default())
             .await
             .unwrap();
+        let decoded = ProduceRequest::decode(Bytes::from(request)).unwrap();
+        let appended = prepare(&broker, decoded).unwrap().append().await.unwrap();
+        appended.durable().await.unwrap();
+        let (read, _) = broker
+            .fetch("t", 0, 0, 1 << 20, std::time::Duration::ZERO, 1)
+            .await
+            .unwrap();
+        read.chunks
+            .iter()
+            .flat_map(|chunk| {
+                crate::log::records(chunk)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| {
+                        let headers = r.headers().map(|(n, v)| (n.into(), v.to_vec())).collect();
+                        (
+                            r.timestamp_ms,
+                            r.key.map(<[u8]>::to_vec),
+                            r.value.to_vec(),
+                            headers,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every shape of record `write_records` handles (a value handed over whole, with or
+    /// without a short key to copy out first; a value sliced beside headers or a long
+    /// key; small records) is stored exactly as sent.
+    #[tokio::test]
+    async fn records_of_every_shape_are_stored_as_sent() {
         let big = vec![7u8; 5000];
         let records = vec![
             record(None, &big, &[]),
+            record(Some(&[1u8; 255]), &big, &[]),
             record(Some(&[1u8; 300]), &big, &[]),
             record(Some(b"k"), &big, &[("h", b"v"), ("h", &[2u8; 400])]),
             record(Some(b"k"), b"tiny", &[]),
@@ -519,37 +561,10 @@ mod tests {
             records: records.clone(),
             ..Default::default()
         };
-        let decoded = ProduceRequest::decode(Bytes::from(request.encode_to_vec())).unwrap();
-        let appended = prepare(&broker, decoded).unwrap().append().await.unwrap();
-        appended.durable().await.unwrap();
-        let (read, _) = broker
-            .fetch("t", 0, 0, 1 << 20, std::time::Duration::ZERO, 1)
-            .await
-            .unwrap();
-        let stored: Vec<_> = read
-            .chunks
-            .iter()
-            .flat_map(|chunk| {
-                crate::log::records(chunk)
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| {
-                        let headers: Vec<(String, Vec<u8>)> =
-                            r.headers().map(|(n, v)| (n.into(), v.to_vec())).collect();
-                        (
-                            r.timestamp_ms,
-                            r.key.map(<[u8]>::to_vec),
-                            r.value.to_vec(),
-                            headers,
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let sent: Vec<_> = records
+        let sent: Vec<Stored> = records
             .iter()
             .map(|r| {
-                let headers: Vec<(String, Vec<u8>)> = r
+                let headers = r
                     .headers
                     .iter()
                     .map(|h| (h.name.clone(), h.value.to_vec()))
@@ -562,7 +577,47 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(stored, sent);
+        assert_eq!(store(request.encode_to_vec()).await, sent);
+    }
+
+    /// Records in orders prost never writes (the value before the key, an unknown field
+    /// after the value, the value twice) are stored as protobuf reads them: the last
+    /// value counts, and nothing after it in the record becomes part of it.
+    #[tokio::test]
+    async fn records_in_any_field_order_are_stored_as_protobuf_reads_them() {
+        let field = |tag: u32, bytes: &[u8], to: &mut Vec<u8>| {
+            encoding::bytes::encode(tag, &Bytes::copy_from_slice(bytes), to)
+        };
+        let raw = |parts: &[(u32, &[u8])]| {
+            let mut r = Vec::new();
+            encoding::sfixed64::encode(2, &1234, &mut r);
+            for (tag, bytes) in parts {
+                field(*tag, bytes, &mut r);
+            }
+            r
+        };
+        let (v5000, v256, v255, k300) =
+            (vec![5u8; 5000], vec![6u8; 256], vec![7u8; 255], [8u8; 300]);
+        let records = [
+            raw(&[(4, &v5000), (3, b"k"), (9, b"unknown")]),
+            raw(&[(4, &v5000), (4, &v256), (9, b"unknown")]),
+            raw(&[(4, &v255), (3, b"key after")]),
+            raw(&[(3, &k300), (4, &v5000), (9, b"unknown")]),
+        ];
+        let mut request = Vec::new();
+        field(1, b"t", &mut request);
+        encoding::uint32::encode(2, &0, &mut request);
+        for r in &records {
+            field(3, r, &mut request);
+        }
+        let stored = store(request).await;
+        let expected: Vec<Stored> = vec![
+            (1234, Some(b"k".to_vec()), v5000.clone(), vec![]),
+            (1234, None, v256, vec![]),
+            (1234, Some(b"key after".to_vec()), v255, vec![]),
+            (1234, Some(k300.to_vec()), v5000, vec![]),
+        ];
+        assert_eq!(stored, expected);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! A batch is kept as a small buffer of everything strom encodes itself (the header,
 //! tags, lengths, offsets, timestamps, small keys and values) plus references to the
-//! `Bytes` of large keys and values, which are never copied: the log hands the pieces to
+//! `Bytes` of large values (and of large keys, from `push`; `push_owned`, the produce
+//! path, copies keys), which are never copied: the log hands the pieces to
 //! one vectored positioned write (`pwritev`), so a produced value goes from the request
 //! buffer to the page cache in the kernel's one copy. The bytes on disk are exactly as if
 //! the batch had been one buffer (see `record.rs` and `storage-format.md`).
@@ -154,23 +155,6 @@ impl BatchBuilder {
         )
     }
 
-    /// Appends a record from shared parts: a large key or value is referenced, not
-    /// copied; headers are copied.
-    pub fn push_shared<'a>(
-        &mut self,
-        key: Option<&Bytes>,
-        value: &Bytes,
-        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
-        timestamp_ms: i64,
-    ) -> Result<()> {
-        self.push_fields(
-            key.map(Field::Shared),
-            Field::Shared(value),
-            headers,
-            timestamp_ms,
-        )
-    }
-
     /// A builder for `records` records that will copy about `copied` bytes.
     pub fn for_count(records: usize, copied: usize) -> BatchBuilder {
         let mut builder = BatchBuilder::with_capacity(copied);
@@ -180,8 +164,8 @@ impl BatchBuilder {
     }
 
     /// Appends a record whose value is handed over: a large one is kept as it is (a
-    /// slice of the request it arrived in), without the clone and drop of its handle
-    /// that `push_shared` costs; the key and headers are copied.
+    /// slice of the request it arrived in) without cloning its handle, which costs a
+    /// reference count each way; the key and headers are copied.
     pub fn push_owned<'a>(
         &mut self,
         key: Option<&[u8]>,

@@ -40,7 +40,7 @@ mod segment;
 mod swap;
 mod trim;
 
-pub use batch::{BatchBuilder, PendingBatch};
+pub use batch::{BatchBuilder, PendingBatch, BORROW_AT_LEAST};
 pub use cache::SegmentCache;
 pub use compaction::{Compacted, CompactionPlan, CompactionPolicy, CompactionStats};
 pub use config::{FlushPolicy, LogConfig};

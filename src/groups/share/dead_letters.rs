@@ -176,7 +176,6 @@ impl ShareGroups {
         ];
         let mut headers: Vec<(&str, &[u8])> = v.headers().collect();
         headers.extend(ours);
-        let key = v.key.map(|k| chunk.slice_ref(k));
         let value: Bytes = chunk.slice_ref(v.value);
         let target = ProduceTarget {
             topic: dlq.to_string(),
@@ -186,12 +185,7 @@ impl ShareGroups {
             producer: None,
         };
         let mut writer = self.broker.begin_produce(target, 1, 0)?;
-        writer.push(
-            key.as_deref(),
-            value,
-            headers.iter().copied(),
-            v.timestamp_ms,
-        )?;
+        writer.push(v.key, value, headers.iter().copied(), v.timestamp_ms)?;
         Ok(Some(writer.finish()?.append().await?))
     }
 }
