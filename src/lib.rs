@@ -59,6 +59,9 @@
 //! 4. For an fsync produce, `Partition::sync_below` waits its turn on the partition's flush
 //!    lock; whoever holds it syncs everything appended so far, so concurrent produces share
 //!    one fsync (group commit). The response is sent only after its batch is on disk.
+//!    A batch of 256 KiB or more that an fsync will follow was written in parts, each
+//!    handed to the disk's writeback as soon as it was in the page cache, so the sync
+//!    finds much of its work under way (`log/segment/write.rs`).
 //!
 //! # One Fetch, from the disk to the wire
 //!

@@ -216,8 +216,11 @@ pub struct Prepared {
 
 impl Prepared {
     /// Appends the batch (to the page cache).
-    pub async fn append(self) -> Result<Appended> {
+    pub async fn append(mut self) -> Result<Appended> {
         self.disk.wrote(self.batch.len_bytes() as u64);
+        if self.fsync {
+            self.batch.owe_sync();
+        }
         let (info, epoch) = self.partition.append(self.batch).await?;
         let produced = Produced {
             partition: self.partition.id,

@@ -310,6 +310,7 @@ impl BatchBuilder {
             shared: self.shared,
             offset_at: self.offset_at,
             header,
+            sync_owed: false,
         })
     }
 }
@@ -321,9 +322,21 @@ pub struct PendingBatch {
     shared: Vec<(usize, Bytes)>,
     offset_at: Vec<usize>,
     header: BatchHeader,
+    /// An fsync will follow the append (the producer asked for one).
+    sync_owed: bool,
 }
 
 impl PendingBatch {
+    /// Tells the log that an fsync will follow this batch's append, so that a large one
+    /// starts its writeback as it is written.
+    pub fn owe_sync(&mut self) {
+        self.sync_owed = true;
+    }
+
+    pub fn sync_owed(&self) -> bool {
+        self.sync_owed
+    }
+
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }

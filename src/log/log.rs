@@ -22,7 +22,7 @@ use super::config::{FlushPolicy, LogConfig};
 use super::files::Checkpoint;
 use super::producers::{ProducerStates, Verdict};
 use super::retention::SegmentSummary;
-use super::segment::{Segment, SegmentLimits};
+use super::segment::{Segment, SegmentLimits, WRITEBACK_CHUNK};
 use crate::error::{Error, Result};
 
 /// Where an append landed.
@@ -271,8 +271,12 @@ impl Log {
         let now = now_ms();
         let rolled = self.maybe_roll(len, batch.header().record_count, now)?;
         let base_offset = self.next_offset();
+        // A large batch that an fsync will follow starts its writeback as it is written.
+        let writeback = len >= WRITEBACK_CHUNK as u64
+            && (batch.sync_owed() || self.config.flush == FlushPolicy::EveryAppend);
         let (mut pieces, header) = batch.assign(base_offset);
-        self.active_mut().append(&mut pieces, &header, now)?;
+        self.active_mut()
+            .append(&mut pieces, &header, now, writeback)?;
         self.producers.record(
             &producer,
             records,

@@ -1,4 +1,6 @@
-//! The only place in strom that maps files into memory, and so the only `unsafe` code.
+//! The only place in strom with `unsafe` code: it maps files into memory, and asks the
+//! kernel to start writing a range of a file back (`start_writeback`: `sync_file_range`,
+//! which neither rustix nor nix wraps).
 //!
 //! A map is sound while nobody shrinks the mapped part of the file underneath a reader:
 //! touching a page past the end of a file raises SIGBUS. strom keeps that invariant by
@@ -31,4 +33,24 @@ pub fn map_read_only(file: &File, len: usize, path: &Path) -> Result<Mmap> {
     // touch bytes below the committed size, which is at most the file's size, so pages
     // past the end of the file (when `len` exceeds it) are never accessed.
     unsafe { MmapOptions::new().len(len.max(1)).map(file) }.at(path)
+}
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to the disk, and
+/// returns without waiting (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Not a sync:
+/// it neither waits nor flushes metadata or the disk's cache, so durability still comes
+/// from `fdatasync`, which then finds that part of its work begun. A failure here is
+/// only a lost head start; a write error it meets stays recorded for the `fdatasync`.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor `file` keeps open for its duration,
+    // with integer arguments; it touches no memory of this process.
+    let done = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if done != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not start writeback");
+    }
 }

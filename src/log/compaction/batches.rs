@@ -96,5 +96,5 @@ pub(super) fn write_run(
     }
     seal_crc(&mut batch);
     let header = BatchHeader::parse(&batch);
-    out.append(&mut [IoSlice::new(&batch)], &header, now_ms)
+    out.append(&mut [IoSlice::new(&batch)], &header, now_ms, false)
 }

@@ -12,6 +12,8 @@ mod sealed;
 pub use read::SegmentView;
 mod write;
 
+pub(crate) use write::WRITEBACK_CHUNK;
+
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
@@ -310,6 +312,7 @@ impl Segment {
         pieces: &mut [IoSlice<'_>],
         header: &BatchHeader,
         now_ms: i64,
+        writeback: bool,
     ) -> Result<()> {
         // Equal, but for a compacted batch, which may follow a gap.
         debug_assert!(header.base_offset >= self.next_offset);
@@ -322,8 +325,8 @@ impl Segment {
             )));
         }
         self.preallocate(self.size + u64::from(header.length))?;
-        if let Err(err) =
-            write::write_all_vectored_at(self.file()?, pieces, self.size).at(&self.log_path)
+        if let Err(err) = write::write_all_vectored_at(self.file()?, pieces, self.size, writeback)
+            .at(&self.log_path)
         {
             // Best effort: if this fails too, the next append overwrites the same bytes
             // and recovery cuts them, because they lie past the committed size.
