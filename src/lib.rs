@@ -117,8 +117,9 @@
 //! The `.log` is the truth and indexes are caches. After a clean shutdown, open scans
 //! nothing; after a crash, only what follows the recovery checkpoint is scanned, and a
 //! torn tail is cut (`log/recovery.rs`). A failed fsync is never forgotten: the log
-//! refuses writes until the server has reopened it from disk. All `unsafe` code is the
-//! one `mmap` call in `log/mmap.rs`.
+//! refuses writes until the server has reopened it from disk. All `unsafe` code is in
+//! `log/mmap.rs`: the one `mmap` call, and the one `sync_file_range` that starts a
+//! durable batch's writeback early.
 #![deny(unsafe_code)]
 
 pub mod broker;
