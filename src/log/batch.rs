@@ -159,7 +159,6 @@ impl BatchBuilder {
     pub fn for_count(records: usize, copied: usize) -> BatchBuilder {
         let mut builder = BatchBuilder::with_capacity(copied);
         builder.offset_at.reserve(records);
-        builder.shared.reserve(records);
         builder
     }
 
