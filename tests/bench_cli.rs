@@ -27,6 +27,11 @@ async fn bench(addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn produce_consume_and_e2e_benches_count_every_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,11 +67,17 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
     assert_eq!(consumed["bytes"], 2000 * 64);
 
     // Keyed, unary, paced: every record still arrives, and the e2e latency has a
-    // sample for each.
+    // sample for each. With a threshold of 0, the slow log has every record too.
+    let slow_log = dir.path().join("slow.log");
+    let started_ns = monotonic_ns();
     let e2e = bench(
         &addr,
         &[
             "e2e",
+            "--slow-log",
+            slow_log.to_str().unwrap(),
+            "--slow-ms",
+            "0",
             "-t",
             "e",
             "--partitions",
@@ -93,6 +104,24 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
         e2e["e2e_latency_ms"]["count"].as_f64(),
         Some(records as f64)
     );
+    let ended_ns = monotonic_ns();
+    let log = std::fs::read_to_string(&slow_log).unwrap();
+    let (mut acks, mut receipts) = (0, 0);
+    for line in log.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [kind, due, at, _id] = fields[..] else {
+            panic!("a line of four fields: {line:?}")
+        };
+        let (due, at): (u64, u64) = (due.parse().unwrap(), at.parse().unwrap());
+        // Both on the clock this process reads, within the run.
+        assert!(started_ns <= due && due <= at && at <= ended_ns, "{line}");
+        match kind {
+            "ack" => acks += 1,
+            "e2e" => receipts += 1,
+            _ => panic!("an unknown kind: {line}"),
+        }
+    }
+    assert_eq!((acks, receipts), (records, records), "one request a record");
 
     let client = server.client().await;
     let topic = client.admin().describe_topic("e").await.unwrap();

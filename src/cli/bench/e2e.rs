@@ -4,6 +4,7 @@
 //! latency is the whole trip: produce call, append, wake-up of the subscription, and
 //! delivery, including any time the request waited because the server fell behind.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 use super::produce::run_load;
+use super::slow::SlowLog;
 use super::{describe, ensure_topic, histogram, record_latency, Load, Progress, Report};
 use crate::cli::{Connect, Stop};
 use crate::grpc::pb;
@@ -28,6 +30,15 @@ pub struct E2eArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write every acknowledgement and receipt slower than --slow-ms to this file, one
+    /// line each: `ack|e2e DUE_NS AT_NS ID`, times on CLOCK_MONOTONIC (the clock of
+    /// `perf record -k CLOCK_MONOTONIC`), to line slow records up with a scheduler
+    /// trace (`scripts/e2e-tail.sh`).
+    #[arg(long)]
+    slow_log: Option<PathBuf>,
+    /// What --slow-log counts as slow, in milliseconds.
+    #[arg(long, default_value_t = 1.0, requires = "slow_log")]
+    slow_ms: f64,
 }
 
 /// How long consumers may take, after the last acknowledgement, to receive the rest.
@@ -40,6 +51,14 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
             "e2e needs --rate (records per second): latency is measured at a fixed load".into(),
         );
     }
+    let slow = match &args.slow_log {
+        Some(path) => {
+            let threshold = Duration::try_from_secs_f64(args.slow_ms / 1e3)
+                .map_err(|_| "--slow-ms must be a number of milliseconds, 0 or more")?;
+            Some(Arc::new(SlowLog::create(path, threshold)?))
+        }
+        None => None,
+    };
     let client = connect.client().await?;
     let partitions = ensure_topic(&client, &load.topic, load.partitions).await?;
     let base = Instant::now();
@@ -59,8 +78,8 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
             // Awaited here: when Subscribe answers, its start offset is fixed, so every
             // record produced from now on reaches a consumer.
             let stream = client.subscribe(request).await.map_err(describe)?;
-            let (received, stopped) = (Arc::clone(&received), stopped.clone());
-            tasks.push(tokio::spawn(follow(stream, base, received, stopped)));
+            let (received, stopped, slow) = (Arc::clone(&received), stopped.clone(), slow.clone());
+            tasks.push(tokio::spawn(follow(stream, base, received, stopped, slow)));
         }
     }
     let progress = Arc::new(Progress::default());
@@ -70,7 +89,7 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
         partitions,
         ..load.clone()
     };
-    let produced = run_load(connect, load, base, true, &progress).await?;
+    let produced = run_load(connect, load, base, true, slow.clone(), &progress).await?;
     drop(line);
     let drain_until = Instant::now() + DRAIN;
     while received.load(Ordering::Relaxed) < produced.records {
@@ -84,6 +103,9 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
     for task in tasks {
         e2e.add(task.await.map_err(|e| e.to_string())??)
             .expect("same bounds");
+    }
+    if let Some(slow) = &slow {
+        slow.finish()?;
     }
     let got = received.load(Ordering::Relaxed);
     if got != produced.records {
@@ -114,6 +136,7 @@ async fn follow(
     base: Instant,
     received: Arc<AtomicU64>,
     mut stopped: watch::Receiver<bool>,
+    slow: Option<Arc<SlowLog>>,
 ) -> Result<Histogram<u64>, String> {
     let mut latency = histogram();
     loop {
@@ -124,7 +147,8 @@ async fn follow(
         let message = message
             .ok_or("the server ended a subscription")?
             .map_err(describe)?;
-        let now = base.elapsed();
+        let arrived = Instant::now();
+        let now = arrived.duration_since(base);
         let mut n = 0;
         for record in message.records.iter() {
             let record = record.map_err(|e| format!("bad record: {e}"))?;
@@ -137,6 +161,9 @@ async fn follow(
                 )?;
             let due = Duration::from_nanos(u64::from_le_bytes(stamp));
             record_latency(&mut latency, now.saturating_sub(due));
+            if let Some(slow) = &slow {
+                slow.note("e2e", base + due, arrived, record.offset);
+            }
             n += 1;
         }
         received.fetch_add(n, Ordering::Relaxed);

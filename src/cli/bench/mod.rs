@@ -10,6 +10,8 @@
 //!   member's read throughput beside a plain consumer's, and many groups for start-up.
 //! - `queue.rs`: share groups: workers accepting records, and how soon an ended lock
 //!   hands its record to a waiting worker.
+//! - `slow.rs`: `e2e --slow-log`, the records slower than a threshold with their times
+//!   on the clock a scheduler trace uses.
 //! - `jitter.rs`: no server; how late a sleeping thread wakes on this machine, the
 //!   floor under the tail latencies above.
 //!
@@ -23,6 +25,7 @@ mod groups;
 mod jitter;
 mod produce;
 mod queue;
+mod slow;
 
 use std::time::Duration;
 

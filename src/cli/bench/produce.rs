@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::StreamExt;
 
+use super::slow::SlowLog;
 use super::{describe, ensure_topic, histogram, record_latency, Keys, Load, Progress, Report};
 use crate::broker::partitioner::partition_for_key;
 use crate::cli::{Connect, Stop};
@@ -47,7 +48,7 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
     };
     let progress = Arc::new(Progress::default());
     let line = progress.show("produced");
-    let outcome = run_load(connect, &load, Instant::now(), false, &progress).await?;
+    let outcome = run_load(connect, &load, Instant::now(), false, None, &progress).await?;
     drop(line);
     let mut latencies = vec![("ack", outcome.latency)];
     if load.rate > 0 {
@@ -90,6 +91,8 @@ struct Plan {
     interval: Option<Duration>,
     /// Stamp each record's value with the nanoseconds from `base` to its due time.
     stamp: Option<Instant>,
+    /// Where acknowledgements slower than its threshold are written (`e2e --slow-log`).
+    slow: Option<Arc<SlowLog>>,
 }
 
 /// State of one producer that its sender and its acknowledgement handling share.
@@ -99,14 +102,20 @@ struct Shared {
     failure: Mutex<Option<String>>,
     records: AtomicU64,
     bytes: AtomicU64,
+    slow: Option<Arc<SlowLog>>,
 }
 
 impl Shared {
-    fn acked(&self, due: Instant, records: u64, bytes: u64, progress: &Progress) {
+    /// Request `id`, due at `due`, is acknowledged.
+    fn acked(&self, due: Instant, id: u64, records: u64, bytes: u64, progress: &Progress) {
+        let now = Instant::now();
         record_latency(
             &mut self.latency.lock().expect("not poisoned"),
-            due.elapsed(),
+            now.saturating_duration_since(due),
         );
+        if let Some(slow) = &self.slow {
+            slow.note("ack", due, now, id);
+        }
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         progress.add(records, bytes);
@@ -123,12 +132,14 @@ impl Shared {
 }
 
 /// Runs `load` to the end. With `stamp`, every record's value begins with the due time
-/// of its request as nanoseconds since `base` (for `e2e`).
+/// of its request as nanoseconds since `base` (for `e2e`); with `slow`, acknowledgements
+/// slower than its threshold are written to it.
 pub async fn run_load(
     connect: &Connect,
     load: &Load,
     base: Instant,
     stamp: bool,
+    slow: Option<Arc<SlowLog>>,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, String> {
     if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
@@ -154,6 +165,7 @@ pub async fn run_load(
         deadline: duration.map(|d| started + d),
         interval,
         stamp: stamp.then_some(base),
+        slow,
     });
     let mut tasks = Vec::new();
     for id in 0..load.producers {
@@ -268,6 +280,7 @@ async fn producer(
         failure: Mutex::new(None),
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        slow: plan.slow.clone(),
     });
     let mut log = client.log();
     let producer = if load.idempotent {
@@ -320,7 +333,7 @@ async fn producer(
                 else {
                     return shared.fail("reply with an unknown correlation id".into());
                 };
-                shared.acked(due, batch, bytes, &progress);
+                shared.acked(due, reply.correlation_id, batch, bytes, &progress);
             }
             // Only we end the stream, after the last acknowledgement; an end before that
             // is the server's.
@@ -384,7 +397,7 @@ async fn producer(
                 let records = request.records.len() as u64;
                 tokio::spawn(async move {
                     match log.produce(request).await {
-                        Ok(_) => shared.acked(due, records, bytes, &progress),
+                        Ok(_) => shared.acked(due, n, records, bytes, &progress),
                         Err(status) => shared.fail(describe(status)),
                     }
                 });
