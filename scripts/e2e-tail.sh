@@ -19,7 +19,9 @@ W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-tail.XXXXXX")
 OUT=${KEEP:-$W}
 mkdir -p "$OUT"
 SERVER=
+PERF=
 cleanup() {
+  [ -n "$PERF" ] && kill "$PERF" 2>/dev/null && wait "$PERF" 2>/dev/null
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
   rm -rf "$W"
 }
@@ -39,7 +41,11 @@ done
 
 # The trace outlasts the bench by a few seconds; the bench's client is found by its
 # pid, which the analysis needs to tell its threads from the server's.
-secs=$(python3 -c "import re,sys; m=re.fullmatch(r'(\d+)(ms|s|m)?', sys.argv[1]); n=int(m[1]); print({'ms': n / 1000, 's': n, 'm': n * 60, None: n}[m[2]] + 4)" "$DURATION")
+secs=$(python3 -c "
+import re, sys
+m = re.fullmatch(r'(\d+)(ms|s|m|h)', sys.argv[1])
+if not m: sys.exit('DURATION: a number with ms, s, m or h, e.g. 15s')
+print(int(m[1]) * {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}[m[2]] + 4)" "$DURATION")
 perf record -q -e sched:sched_switch -e sched:sched_wakeup -a -k CLOCK_MONOTONIC -o "$OUT/perf.data" -- sleep "$secs" 2>"$W/perf.err" &
 PERF=$!
 sleep 1
@@ -48,6 +54,8 @@ sleep 1
 CLIENT=$!
 wait "$CLIENT"
 wait "$PERF" || { cat "$W/perf.err" >&2; exit 1; }
-perf script -i "$OUT/perf.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$OUT/sched.txt" 2>/dev/null
+PERF=
+perf script -i "$OUT/perf.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$OUT/sched.txt" 2>"$W/script.err" ||
+  { cat "$W/script.err" >&2; exit 1; }
 echo
 python3 scripts/e2e_tail.py "$OUT/slow.log" "$OUT/sched.txt" "$SERVER" "$CLIENT" "$SLOW_MS"

@@ -5,12 +5,13 @@ Usage: e2e_tail.py SLOW_LOG PERF_SCRIPT_TEXT SERVER_PID CLIENT_PID [MIN_MS]
 
 SLOW_LOG: lines `ack|e2e DUE_NS AT_NS ID` on CLOCK_MONOTONIC. PERF_SCRIPT_TEXT: the output
 of `perf script -F comm,pid,tid,cpu,time,event,trace --ns` for a `perf record -a -k
-CLOCK_MONOTONIC -e sched:sched_switch`, so both share one clock. For each stretch of
+CLOCK_MONOTONIC -e sched:sched_switch -e sched:sched_wakeup`, so both share one clock. For each stretch of
 time in which records were slower than MIN_MS (default: the slow log's own threshold,
 every line), it sums what each CPU ran, and names the cause of the stretch:
-  - another task (not the server, not the bench client) ran 0.7 ms or more without a
-    break: named after it;
+  - another task (not the server, not the bench client) ran 0.7 ms or more of the
+    stretch without a break: named after it;
   - else a server or client thread did;
+  - else 0.7 ms or more of the stretch is a span whose switches perf did not record;
   - else "none": no single long run; the stretch is made of the two processes' own work
     and hand-offs.
 Standard library only.
@@ -105,7 +106,7 @@ def main():
                     return f"{f.read().strip()}[{owner}]/{comm}"
             except OSError:
                 return f"[{owner}]/{comm}"
-        return re.sub(r"[/:]\d+$", "", comm)  # per-CPU threads by name: ksoftirqd/0 -> ksoftirqd
+        return comm.split("/")[0]  # per-CPU threads by name: kworker/1:2 -> kworker
 
     def window(t0, t1):
         spent, longest = collections.Counter(), {}
@@ -117,8 +118,9 @@ def main():
                 if overlap > 0:
                     name = who(comm, tid)
                     spent[name] += overlap
-                    if name != "idle" and not name.startswith(IDLE_THEN):
-                        longest[name] = max(longest.get(name, 0), e - s)
+                    # Only a run whose length is known, and only its part in the stretch.
+                    if name not in ("idle", UNTRACED) and not name.startswith(IDLE_THEN):
+                        longest[name] = max(longest.get(name, 0), overlap)
                 i += 1
         return spent, longest
 
@@ -146,6 +148,8 @@ def main():
             cause = "another task ran >=0.7 ms: " + ", ".join(others)
         elif own:
             cause = "a thread of the " + " and the ".join(own) + " ran >=0.7 ms"
+        elif spent[UNTRACED] >= LONG_NS:
+            cause = "0.7 ms or more untraced (perf recorded no switch: who ran is unknown)"
         else:
             cause = "none: the two processes' own work and hand-offs"
         causes[cause] += 1

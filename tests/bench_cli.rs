@@ -106,22 +106,27 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
     );
     let ended_ns = monotonic_ns();
     let log = std::fs::read_to_string(&slow_log).unwrap();
-    let (mut acks, mut receipts) = (0, 0);
+    let (mut acks, mut receipts) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
     for line in log.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let [kind, due, at, _id] = fields[..] else {
+        let [kind, due, at, id] = fields[..] else {
             panic!("a line of four fields: {line:?}")
         };
         let (due, at): (u64, u64) = (due.parse().unwrap(), at.parse().unwrap());
         // Both on the clock this process reads, within the run.
         assert!(started_ns <= due && due <= at && at <= ended_ns, "{line}");
         match kind {
-            "ack" => acks += 1,
-            "e2e" => receipts += 1,
+            "ack" => assert!(acks.insert(id.parse::<u64>().unwrap()), "{line}"),
+            "e2e" => assert!(receipts.insert(id.to_string()), "{line}"),
             _ => panic!("an unknown kind: {line}"),
         }
     }
-    assert_eq!((acks, receipts), (records, records), "one request a record");
+    // One request a record: every request number once, every partition:offset once.
+    assert_eq!(acks, (0..records).collect(), "ack ids");
+    assert_eq!(receipts.len() as u64, records, "e2e ids");
 
     let client = server.client().await;
     let topic = client.admin().describe_topic("e").await.unwrap();

@@ -31,7 +31,8 @@ pub struct E2eArgs {
     #[arg(long)]
     json: bool,
     /// Write every acknowledgement and receipt slower than --slow-ms to this file, one
-    /// line each: `ack|e2e DUE_NS AT_NS ID`, times on CLOCK_MONOTONIC (the clock of
+    /// line each: `ack|e2e DUE_NS AT_NS ID` (request number, or PARTITION:OFFSET), times
+    /// on CLOCK_MONOTONIC (the clock of
     /// `perf record -k CLOCK_MONOTONIC`), to line slow records up with a scheduler
     /// trace (`scripts/e2e-tail.sh`).
     #[arg(long)]
@@ -79,7 +80,9 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
             // record produced from now on reaches a consumer.
             let stream = client.subscribe(request).await.map_err(describe)?;
             let (received, stopped, slow) = (Arc::clone(&received), stopped.clone(), slow.clone());
-            tasks.push(tokio::spawn(follow(stream, base, received, stopped, slow)));
+            tasks.push(tokio::spawn(follow(
+                stream, partition, base, received, stopped, slow,
+            )));
         }
     }
     let progress = Arc::new(Progress::default());
@@ -133,6 +136,7 @@ pub async fn run(connect: &Connect, args: E2eArgs) -> Result<(), Stop> {
 /// Follows one subscription until told to stop; returns the latencies it saw.
 async fn follow(
     mut stream: crate::client::Subscription,
+    partition: u32,
     base: Instant,
     received: Arc<AtomicU64>,
     mut stopped: watch::Receiver<bool>,
@@ -162,7 +166,12 @@ async fn follow(
             let due = Duration::from_nanos(u64::from_le_bytes(stamp));
             record_latency(&mut latency, now.saturating_sub(due));
             if let Some(slow) = &slow {
-                slow.note("e2e", base + due, arrived, record.offset);
+                slow.note(
+                    "e2e",
+                    base + due,
+                    arrived,
+                    format_args!("{partition}:{}", record.offset),
+                );
             }
             n += 1;
         }

@@ -113,13 +113,14 @@ impl Shared {
             &mut self.latency.lock().expect("not poisoned"),
             now.saturating_duration_since(due),
         );
-        if let Some(slow) = &self.slow {
-            slow.note("ack", due, now, id);
-        }
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         progress.add(records, bytes);
         self.permits.add_permits(1);
+        // After the permit: the next request is not held up by the log's write.
+        if let Some(slow) = &self.slow {
+            slow.note("ack", due, now, id);
+        }
     }
 
     fn fail(&self, message: String) {

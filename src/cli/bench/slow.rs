@@ -6,8 +6,8 @@
 //! (`scripts/e2e-tail.sh`). A latency histogram says how many records were late; this
 //! says which, and when, which is what finding their cause needs.
 //!
-//! Lines are `ack|e2e DUE_NS AT_NS ID` (ID: the request's number for `ack`, the record's
-//! offset for `e2e`). They are written as they come through a buffer, so a long run's
+//! Lines are `ack|e2e DUE_NS AT_NS ID` (ID: the request's number for `ack`,
+//! `PARTITION:OFFSET` of the record for `e2e`). They are written as they come through a buffer, so a long run's
 //! log costs disk, not memory.
 
 use std::fs::File;
@@ -23,7 +23,13 @@ pub struct SlowLog {
     /// does not say its value in nanoseconds, so others are placed relative to this.
     origin: Instant,
     origin_ns: u64,
-    out: Mutex<BufWriter<File>>,
+    out: Mutex<Out>,
+}
+
+struct Out {
+    file: BufWriter<File>,
+    /// The first write that failed, for `finish` to report.
+    failed: Option<std::io::Error>,
 }
 
 impl SlowLog {
@@ -37,28 +43,36 @@ impl SlowLog {
             threshold,
             origin,
             origin_ns,
-            out: Mutex::new(BufWriter::new(file)),
+            out: Mutex::new(Out {
+                file: BufWriter::new(file),
+                failed: None,
+            }),
         })
     }
 
-    /// Writes the record if `at - due` exceeds the threshold. A write error is kept by
-    /// the buffer and reported by `finish`.
-    pub fn note(&self, kind: &str, due: Instant, at: Instant, id: u64) {
+    /// Writes the record if `at - due` exceeds the threshold. The first write error is
+    /// kept and reported by `finish`; nothing is written after it.
+    pub fn note(&self, kind: &str, due: Instant, at: Instant, id: impl std::fmt::Display) {
         if at.saturating_duration_since(due) <= self.threshold {
             return;
         }
         let (due, at) = (self.monotonic_ns(due), self.monotonic_ns(at));
         let mut out = self.out.lock().expect("not poisoned");
-        let _ = writeln!(out, "{kind} {due} {at} {id}");
+        if out.failed.is_none() {
+            if let Err(err) = writeln!(out.file, "{kind} {due} {at} {id}") {
+                out.failed = Some(err);
+            }
+        }
     }
 
-    /// Flushes what is buffered.
+    /// Flushes what is buffered; fails if any write did.
     pub fn finish(&self) -> Result<(), String> {
-        self.out
-            .lock()
-            .expect("not poisoned")
-            .flush()
-            .map_err(|e| format!("cannot write the slow log: {e}"))
+        let mut out = self.out.lock().expect("not poisoned");
+        let flushed = out.file.flush();
+        match out.failed.take().map_or(flushed, Err) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("cannot write the slow log: {e}")),
+        }
     }
 
     fn monotonic_ns(&self, at: Instant) -> u64 {
@@ -80,7 +94,7 @@ mod tests {
         let log = SlowLog::create(&path, Duration::from_millis(1)).unwrap();
         let due = Instant::now();
         log.note("ack", due, due + Duration::from_micros(999), 1);
-        log.note("e2e", due, due + Duration::from_millis(3), 2);
+        log.note("e2e", due, due + Duration::from_millis(3), "0:2");
         log.finish().unwrap();
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let now_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
@@ -89,7 +103,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let fields: Vec<&str> = lines[0].split(' ').collect();
-        assert_eq!((fields[0], fields[3]), ("e2e", "2"));
+        assert_eq!((fields[0], fields[3]), ("e2e", "0:2"));
         let (due_ns, at_ns): (u64, u64) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
         assert_eq!(at_ns - due_ns, 3_000_000);
         // `due` was read before `now`, on the same clock.
