@@ -64,6 +64,11 @@ pub struct ServerConfig {
     pub stalled_reader_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Leave transparent huge pages on for the server's process. False by default: the
+    /// server turns them off for itself, because a fault on a fresh huge page zeroes
+    /// 2 MiB on the worker that touched it, in the middle of requests (BENCHMARKS.md,
+    /// "Transparent huge pages").
+    pub transparent_huge_pages: bool,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             compaction_map_bytes: limits.compaction_map_bytes,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
+            transparent_huge_pages: false,
         }
     }
 }

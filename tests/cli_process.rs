@@ -25,9 +25,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(STROM)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -225,5 +230,40 @@ fn serve_produce_consume_sigterm_and_restart() {
     assert!(
         !startup.iter().any(|l| l.contains("partition recovered")),
         "a clean shutdown needs no recovery: {startup:?}"
+    );
+}
+
+/// The `THP_enabled` line of a process's status: false once the process turned
+/// transparent huge pages off for itself; None on a kernel without them.
+fn huge_pages_enabled(pid: &str) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    Some(line.split_whitespace().nth(1) == Some("1"))
+}
+
+#[test]
+fn serve_turns_transparent_huge_pages_off_for_itself_unless_configured() {
+    // This test process has them on (it never turns them off); without the line, the
+    // kernel has no transparent huge pages and there is nothing to check.
+    if huge_pages_enabled("self") != Some(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("a"));
+    assert_eq!(
+        huge_pages_enabled(&server.child.id().to_string()),
+        Some(false)
+    );
+    drop(server);
+
+    let config = dir.path().join("strom.toml");
+    std::fs::write(&config, "transparent_huge_pages = true\n").unwrap();
+    let server = Server::start_with(
+        &dir.path().join("b"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(
+        huge_pages_enabled(&server.child.id().to_string()),
+        Some(true)
     );
 }
