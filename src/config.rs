@@ -64,10 +64,10 @@ pub struct ServerConfig {
     pub stalled_reader_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
-    /// Leave transparent huge pages on for the server's process. False by default: the
-    /// server turns them off for itself, because a fault on a fresh huge page zeroes
-    /// 2 MiB on the worker that touched it, in the middle of requests (BENCHMARKS.md,
-    /// "Transparent huge pages").
+    /// True: do not turn transparent huge pages off for the server's process (the
+    /// system's setting then applies). False by default: the server turns them off for
+    /// itself, because a fault on a fresh huge page zeroes 2 MiB on the worker that
+    /// touched it, in the middle of requests (BENCHMARKS.md, "Transparent huge pages").
     pub transparent_huge_pages: bool,
 }
 

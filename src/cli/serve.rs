@@ -127,12 +127,13 @@ fn raise_open_file_limit() {
 /// Turns transparent huge pages off for this process (and only it: the system's
 /// setting stays). With them on, the first touch of memory the allocator takes from the
 /// kernel can fault in a whole 2 MiB page, zeroed on the spot by the worker that
-/// touched it, with requests queued behind it. On the test VM the server took 12-16
-/// such faults in 15 s of 10,000 one-record requests a second; with them off, the
-/// end-to-end p99.9 fell from a median of 8.0 to 5.2 ms over eight runs each, and
-/// produce throughput did not change (BENCHMARKS.md, "Transparent huge pages"). Redis
-/// turns them off for the same reason. Memory then comes in 4 KiB pages, whose faults
-/// are many but short.
+/// touched it, with requests queued behind it. On the test VM, over 15 s of 10,000
+/// one-record requests a second, the system counted 25-31 huge-page faults with the
+/// server's on and 13-17 (the bench client's) with them off; the end-to-end p99.9
+/// median fell from 8.0 to 5.2 ms over eight runs each, and produce throughput did
+/// not change (BENCHMARKS.md, "Transparent huge pages"). Redis turns them off for the
+/// same reason. Memory then comes in 4 KiB pages, whose faults are many but short. It
+/// covers the process's memory from here on, not what start-up already touched.
 fn turn_off_transparent_huge_pages() {
     match rustix::thread::disable_transparent_huge_pages(true) {
         Ok(()) => tracing::debug!("transparent huge pages off for this process"),
