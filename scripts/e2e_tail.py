@@ -18,6 +18,7 @@ Standard library only.
 """
 import bisect
 import collections
+import functools
 import re
 import sys
 
@@ -74,6 +75,16 @@ def load_runs(path):
     return runs, process
 
 
+@functools.lru_cache(maxsize=None)
+def process_name(pid):
+    """A process's name, read from /proc once (while it still runs), or ""."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def main():
     slow_path, perf_path, server, client = sys.argv[1:5]
     server, client = int(server), int(client)
@@ -100,12 +111,8 @@ def main():
             return "client"
         if owner is not None and owner != tid:
             # A thread of another process: named with its process (`tokio-rt-worker`
-            # alone says nothing), read from /proc while it still runs.
-            try:
-                with open(f"/proc/{owner}/comm") as f:
-                    return f"{f.read().strip()}[{owner}]/{comm}"
-            except OSError:
-                return f"[{owner}]/{comm}"
+            # alone says nothing).
+            return f"{process_name(owner)}[{owner}]/{comm}"
         return comm.split("/")[0]  # per-CPU threads by name: kworker/1:2 -> kworker
 
     def window(t0, t1):

@@ -32,9 +32,8 @@ pub struct E2eArgs {
     json: bool,
     /// Write every acknowledgement and receipt slower than --slow-ms to this file, one
     /// line each: `ack|e2e DUE_NS AT_NS ID` (request number, or PARTITION:OFFSET), times
-    /// on CLOCK_MONOTONIC (the clock of
-    /// `perf record -k CLOCK_MONOTONIC`), to line slow records up with a scheduler
-    /// trace (`scripts/e2e-tail.sh`).
+    /// on CLOCK_MONOTONIC (the clock of `perf record -k CLOCK_MONOTONIC`), to line slow
+    /// records up with a scheduler trace (`scripts/e2e-tail.sh`).
     #[arg(long)]
     slow_log: Option<PathBuf>,
     /// What --slow-log counts as slow, in milliseconds.

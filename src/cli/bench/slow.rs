@@ -36,9 +36,8 @@ impl SlowLog {
     pub fn create(path: &Path, threshold: Duration) -> Result<SlowLog, String> {
         let file = File::create(path)
             .map_err(|e| format!("cannot create the slow log {}: {e}", path.display()))?;
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let origin_ns = monotonic_now_ns();
         let origin = Instant::now();
-        let origin_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
         Ok(SlowLog {
             threshold,
             origin,
@@ -83,6 +82,12 @@ impl SlowLog {
     }
 }
 
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds.
+fn monotonic_now_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,8 +101,7 @@ mod tests {
         log.note("ack", due, due + Duration::from_micros(999), 1);
         log.note("e2e", due, due + Duration::from_millis(3), "0:2");
         log.finish().unwrap();
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let now_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let now_ns = monotonic_now_ns();
 
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();

@@ -54,9 +54,10 @@ pub(super) fn write_all_vectored_at(
     mut position: u64,
     writeback: bool,
 ) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut pieces, 0); // skips empty pieces
-                                             // Writeback is asked for whole pages, from the page the batch starts in: a page
-                                             // sent half-written would be written again by the sync.
+    // Skips empty pieces.
+    IoSlice::advance_slices(&mut pieces, 0);
+    // Writeback is asked for whole pages, from the page the batch starts in: a page sent
+    // half-written would be written again by the sync.
     let mut started = position & !(PAGE - 1);
     while !pieces.is_empty() {
         let mut take = pieces.len().min(MAX_PIECES);
