@@ -90,8 +90,9 @@ pub async fn serve(
     if let Some(bound) = local {
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
-            "strom is ready: serving gRPC on {bound}, data in {}",
-            broker.data_dir().root().display()
+            "strom is ready: serving gRPC on {bound}, data in {}, {} worker threads",
+            broker.data_dir().root().display(),
+            tokio::runtime::Handle::current().metrics().num_workers()
         );
     }
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.

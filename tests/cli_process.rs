@@ -29,7 +29,15 @@ impl Server {
     }
 
     fn start_with(dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(STROM)
+        let mut command = Command::new(STROM);
+        // A developer's setting would override the tests' files and flags.
+        command.env_remove("STROM_WORKER_THREADS");
+        Server::spawn(command, dir, args)
+    }
+
+    /// Starts `command` (`strom`, with its environment) as `strom serve` on `dir`.
+    fn spawn(mut command: Command, dir: &Path, args: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
@@ -268,4 +276,82 @@ fn serve_turns_transparent_huge_pages_off_for_itself_unless_configured() {
         huge_pages_enabled(&server.child.id().to_string()),
         Some(true)
     );
+}
+
+/// The worker threads a server's ready line reports.
+fn ready_workers(server: &Server) -> usize {
+    let ready = server.startup.last().unwrap();
+    let count = ready.rsplit(", ").next().unwrap();
+    let count = count.strip_suffix(" worker threads").expect(ready);
+    count.parse().expect(ready)
+}
+
+/// Threads of a process whose name says they belong to the tokio runtime: its workers,
+/// and its blocking pool (a thread for each blocking task running at once).
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
+            comm.is_ok_and(|c| c.starts_with("tokio-"))
+        })
+        .count()
+}
+
+#[test]
+fn serve_sizes_its_runtime_by_worker_threads_and_refuses_absurd_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let three = Server::start_with(&dir.path().join("a"), &["--worker-threads", "3"]);
+    assert_eq!(ready_workers(&three), 3);
+    // The blocking pool adds a thread or two (the data directory was opened on one).
+    let threads = runtime_threads(three.child.id());
+    assert!((3..=5).contains(&threads), "{threads} runtime threads");
+    drop(three);
+
+    // One worker still serves.
+    let config = dir.path().join("strom.toml");
+    std::fs::write(&config, "worker_threads = 1\n").unwrap();
+    let one = Server::start_with(
+        &dir.path().join("b"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(ready_workers(&one), 1);
+    strom(&one, &["topic", "create", "t"], "");
+    strom(&one, &["produce", "-t", "t"], "x\n");
+    drop(one);
+
+    // The environment overrides the file.
+    let mut command = Command::new(STROM);
+    command.env("STROM_WORKER_THREADS", "2");
+    let two = Server::spawn(
+        command,
+        &dir.path().join("c"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(ready_workers(&two), 2);
+    drop(two);
+
+    // The default is one per core.
+    let auto = Server::start(&dir.path().join("e"));
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(ready_workers(&auto), cores);
+    drop(auto);
+
+    let mut command = Command::new(STROM);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-threads",
+            "100000",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"));
+    let out = run_within(&mut command, b"", Duration::from_secs(20));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker_threads 100000"), "{stderr}");
+    // Refused before the server touched anything.
+    assert!(!dir.path().join("d").exists());
 }

@@ -98,7 +98,16 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
+    // The server builds its own runtime, sized by its configuration.
+    if let Command::Serve(args) = cli.command {
+        return match serve::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                noteln!("strom: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(args) = &cli.command {
         if let Some(threads) = args.threads() {
@@ -120,12 +129,10 @@ pub fn main() -> ExitCode {
             .await
             .unwrap_or_else(|e| Err(Stop::Failed(format!("command failed: {e}"))))
     });
-    if !serving {
-        // A client command may end while a thread of the runtime is still blocked
-        // reading stdin (`tail -F app.log | strom produce` after a fatal error), which
-        // dropping the runtime would wait for, forever.
-        runtime.shutdown_background();
-    }
+    // A client command may end while a thread of the runtime is still blocked reading
+    // stdin (`tail -F app.log | strom produce` after a fatal error), which dropping the
+    // runtime would wait for, forever.
+    runtime.shutdown_background();
     match result {
         Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
         Err(Stop::Failed(message)) => {
@@ -138,7 +145,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Stop> {
     let before = &cli.server;
     match cli.command {
-        Command::Serve(args) => Ok(serve::run(args).await?),
+        Command::Serve(_) => unreachable!("`main` runs the server"),
         Command::Topic(mut args) => {
             args.connect.inherit(before);
             topic::run(args).await

@@ -32,9 +32,37 @@ pub struct ServeArgs {
     /// of the disk (5%), or 0 for none [default: 1GiB or 5%, whichever is smaller].
     #[arg(long, env = "STROM_MIN_FREE_DISK")]
     min_free_disk: Option<String>,
+    /// Runtime threads that serve requests (durable writes and file opens run on a
+    /// separate pool); 0 is one per core [default: 0].
+    #[arg(long, env = "STROM_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), String> {
+/// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
+/// runtime exists, because it sizes the runtime (`worker_threads`).
+pub fn main(args: ServeArgs) -> Result<(), String> {
+    let config = configure(args)?;
+    init_tracing(&config)?;
+    raise_open_file_limit();
+    if !config.transparent_huge_pages {
+        turn_off_transparent_huge_pages();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // Spawned, so the server runs on the worker threads rather than on the main thread
+    // that `block_on` uses.
+    runtime.block_on(async move {
+        tokio::spawn(run(config))
+            .await
+            .unwrap_or_else(|e| Err(format!("the server failed: {e}")))
+    })
+}
+
+/// The defaults, then the file, then environment variables and flags.
+fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::from_file(path).map_err(|e| e.to_string())?,
         None => ServerConfig::default(),
@@ -57,11 +85,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.min_free_disk {
         config.min_free_disk = Some(crate::config::DiskSize::Text(v));
     }
-    init_tracing(&config)?;
-    raise_open_file_limit();
-    if !config.transparent_huge_pages {
-        turn_off_transparent_huge_pages();
+    if let Some(v) = args.worker_threads {
+        config.worker_threads = v;
     }
+    config.check_worker_threads().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn run(config: ServerConfig) -> Result<(), String> {
     // The port first: a port in use is found before the data directory is touched (and
     // before its recovery, which may take a while, is run for nothing).
     let listener = TcpListener::bind(config.listen)
@@ -133,7 +164,7 @@ fn raise_open_file_limit() {
 /// median fell from 8.0 to 5.2 ms over eight runs each, and produce throughput did
 /// not change (BENCHMARKS.md, "Transparent huge pages"). Redis turns them off for the
 /// same reason. Memory then comes in 4 KiB pages, whose faults are many but short. It
-/// covers the process's memory from here on, not what start-up already touched.
+/// covers the process's memory from here on, not what was touched before.
 fn turn_off_transparent_huge_pages() {
     match rustix::thread::disable_transparent_huge_pages(true) {
         Ok(()) => tracing::debug!("transparent huge pages off for this process"),

@@ -41,6 +41,14 @@ pub struct E2eArgs {
     slow_ms: f64,
 }
 
+impl E2eArgs {
+    /// One runtime thread per producer or per consumer, whichever are more (see
+    /// `BenchArgs::threads`).
+    pub fn threads(&self) -> usize {
+        self.load.producers.max(self.consumers).max(1) as usize
+    }
+}
+
 /// How long consumers may take, after the last acknowledgement, to receive the rest.
 const DRAIN: Duration = Duration::from_secs(30);
 

@@ -71,13 +71,17 @@ enum Mode {
 
 impl BenchArgs {
     /// Runtime threads for this bench, if it wants a number of its own: `produce` runs
-    /// its producers on one thread each, up to the cores. One producer's requests are a
-    /// pipeline that a second thread only slows: on one thread, one producer with one
-    /// 1 MB request in flight ran 11-26% faster and used 0.15-0.2 fewer CPU seconds per
-    /// GB (BENCHMARKS.md, "One runtime thread per producer").
+    /// its producers on one thread each, up to the cores, and `e2e` its producers or its
+    /// consumers, whichever are more. One producer's requests are a pipeline that a
+    /// second thread only slows: on one thread, one producer with one 1 MB request in
+    /// flight ran 11-26% faster and used 0.15-0.2 fewer CPU seconds per GB; the e2e
+    /// bench used a fifth less CPU at a p99 within the spread (BENCHMARKS.md, "One
+    /// runtime thread per producer", "Server worker threads, and the e2e bench on one
+    /// client thread").
     pub fn threads(&self) -> Option<usize> {
         match &self.mode {
             Mode::Produce(args) => Some(args.producers()),
+            Mode::E2e(args) => Some(args.threads()),
             _ => None,
         }
     }
