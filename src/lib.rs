@@ -36,7 +36,10 @@
 //!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
 //!    cannot cancel an append halfway. Produce calls bypass tonic's receive buffer
 //!    (`grpc::direct`): each message is decoded from the HTTP/2 frames it arrived in,
-//!    so its records are slices of those frames.
+//!    so its records are slices of those frames. A ProduceStream
+//!    (`grpc/produce_stream.rs`) is a pipeline of two spawned tasks: one decodes,
+//!    the other appends in the order sent; a small request that finds the second idle
+//!    is appended by the first, which saves a thread wake-up.
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);

@@ -624,6 +624,76 @@ async fn produce_stream_pipelines_and_survives_bad_requests_and_hangups() {
     server.stop().await.unwrap();
 }
 
+/// Small stream requests that find the appender idle are appended by the task that
+/// read them, the rest by the appender: requests of both sizes, sent back to back, must
+/// still be appended in the order sent.
+#[tokio::test]
+async fn produce_stream_keeps_the_order_sent_across_small_and_large_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    for (topic, durability) in [("pc", "page_cache"), ("fs", "fsync")] {
+        client
+            .admin()
+            .create_topic(topic, 1, config(&[("durability", durability)]))
+            .await
+            .unwrap();
+        // Sizes on both sides of the server's limit for appending in the reading task
+        // (16 KiB), in runs.
+        let values: Vec<String> = (0..60usize)
+            .map(|i| {
+                let size = if i % 7 < 3 { 20 << 10 } else { 10 };
+                format!("{i:03}{}", "v".repeat(size))
+            })
+            .collect();
+        let requests: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| pb::ProduceStreamRequest {
+                correlation_id: i as u64,
+                request: Some(produce(topic, Some(0), vec![record(v)])),
+            })
+            .collect();
+        let mut replies = client
+            .log()
+            .produce_stream(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut offsets = Vec::new();
+        while let Some(reply) = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .expect("bounded")
+        {
+            let reply = reply.unwrap();
+            match reply.result.unwrap() {
+                pb::produce_stream_response::Result::Response(r) => {
+                    offsets.push((reply.correlation_id, r.base_offset));
+                }
+                pb::produce_stream_response::Result::Error(e) => panic!("{topic}: {e:?}"),
+            }
+        }
+        let expected: Vec<(u64, u64)> = (0..60).map(|i| (i, i)).collect();
+        if durability == "page_cache" {
+            // Answered in the order appended, too.
+            assert_eq!(
+                offsets, expected,
+                "{topic}: request i at offset i, in order"
+            );
+        }
+        // Durable requests are answered as their fsyncs end, in any order.
+        offsets.sort();
+        assert_eq!(offsets, expected, "{topic}: request i at offset i");
+        let stored: Vec<String> = fetch_all(&client, topic, 0)
+            .await
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert!(stored == values, "{topic}: the values in the order sent");
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn producer_and_consumer_clients_round_trip() {
     let dir = tempfile::tempdir().unwrap();

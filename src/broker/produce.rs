@@ -215,6 +215,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The encoded batch's size.
+    pub fn len_bytes(&self) -> usize {
+        self.batch.len_bytes()
+    }
+
     /// Appends the batch (to the page cache).
     pub async fn append(mut self) -> Result<Appended> {
         self.disk.wrote(self.batch.len_bytes() as u64);

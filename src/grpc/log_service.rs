@@ -1,31 +1,23 @@
 //! `strom.v1.Log`: produce and consume.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
+use super::produce_stream::produce_stream;
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
-use super::{code, status};
-use crate::broker::{self, Broker};
+use super::{produce_response, status, BoxStream};
+use crate::broker::Broker;
 use crate::error::Error;
 
 /// Fetch and Subscribe answer with this many bytes when the client does not say.
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
-/// Requests of one ProduceStream read and not yet answered to the client, at most.
-pub const MAX_UNANSWERED: usize = 256;
-
-/// What a ProduceStream request holds until its response is taken: its turn among the
-/// stream's unanswered requests, and its share of the server's produce budget.
-type Held = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
-
 pub struct LogService {
     broker: Arc<Broker>,
 }
@@ -38,32 +30,6 @@ impl LogService {
 
 fn invalid(msg: &str) -> Status {
     Status::invalid_argument(msg)
-}
-
-fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
-    pb::ProduceResponse {
-        partition: p.partition,
-        base_offset: p.base_offset,
-        last_offset: p.last_offset,
-        log_append_time_ms: p.log_append_time_ms,
-    }
-}
-
-fn stream_reply(
-    correlation_id: u64,
-    result: Result<broker::Produced, Error>,
-) -> pb::ProduceStreamResponse {
-    let result = match result {
-        Ok(p) => pb::produce_stream_response::Result::Response(produce_response(p)),
-        Err(e) => pb::produce_stream_response::Result::Error(pb::Error {
-            code: code(&e) as i32,
-            message: e.to_string(),
-        }),
-    };
-    pb::ProduceStreamResponse {
-        correlation_id,
-        result: Some(result),
-    }
 }
 
 /// Bytes of records a response of at most `max_bytes` may carry: the rest is for its
@@ -96,103 +62,6 @@ pub(super) async fn produce_one(
     .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
     .map_err(status)?;
     Ok(produce_response(produced))
-}
-
-pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Answers a ProduceStream: its requests in, its responses out (see `Log::produce_stream`).
-pub(super) fn produce_stream<S>(
-    broker: Arc<Broker>,
-    mut inbound: S,
-    charge: Charge,
-) -> BoxStream<pb::ProduceStreamResponse>
-where
-    S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Send + Unpin + 'static,
-{
-    // Push back: a request is read only while fewer than MAX_UNANSWERED of this
-    // stream's requests are unanswered (being appended, waiting for an fsync, or
-    // answered but not yet taken by the client). A client that stops reading its
-    // responses stops the server reading its requests, instead of making it hold
-    // every request it sends.
-    let unanswered = Arc::new(Semaphore::new(MAX_UNANSWERED));
-    let (tx, rx) =
-        mpsc::channel::<Result<(pb::ProduceStreamResponse, Held), Status>>(MAX_UNANSWERED);
-    // Two stages, so that two cores work on one stream: this task decodes and checks
-    // each request and encodes its batch; the appender appends them one after another
-    // in the order sent; the waits for fsync run concurrently, so a pipeline of
-    // durable requests shares fsyncs.
-    let (prepared_tx, mut prepared_rx) =
-        mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
-    tokio::spawn(async move {
-        loop {
-            let Ok(turn) = Arc::clone(&unanswered).acquire_owned().await else {
-                break;
-            };
-            let message = match inbound.next().await {
-                Some(Ok(message)) => message,
-                // A message that does not decode ends the stream with its status
-                // (INVALID_ARGUMENT), rather than with a silent OK.
-                Some(Err(status)) => {
-                    let _ = prepared_tx.send(Err(status)).await;
-                    break;
-                }
-                None => break,
-            };
-            let held = (turn, charge.take_next());
-            let prepared = match message.request {
-                Some(request) => prepare(&broker, request),
-                None => Err(Error::InvalidArgument(
-                    "ProduceStreamRequest.request is missing".into(),
-                )),
-            };
-            if prepared_tx
-                .send(Ok((message.correlation_id, prepared, held)))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        // The client closed its side or went away: requests already read are still
-        // appended and answered if the client is listening.
-    });
-    tokio::spawn(async move {
-        while let Some(item) = prepared_rx.recv().await {
-            let (id, prepared, held) = match item {
-                Ok(item) => item,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-            };
-            let appended = match prepared {
-                Ok(prepared) => prepared.append().await,
-                Err(err) => Err(err),
-            };
-            match appended {
-                // Waits for fsync run concurrently (at most MAX_UNANSWERED of them),
-                // so that later requests are appended meanwhile and share the next
-                // fsync.
-                Ok(appended) if appended.needs_sync() => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let reply = stream_reply(id, appended.durable().await);
-                        let _ = tx.send(Ok((reply, held))).await;
-                    });
-                }
-                Ok(appended) => {
-                    let reply = stream_reply(id, appended.durable().await);
-                    let _ = tx.send(Ok((reply, held))).await;
-                }
-                Err(err) => {
-                    let _ = tx.send(Ok((stream_reply(id, Err(err)), held))).await;
-                }
-            }
-        }
-    });
-    // A response's turn and budget are given back when tonic takes it to send.
-    let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _held)| reply));
-    Box::pin(replies)
 }
 
 /// Answers one Fetch.
@@ -407,59 +276,5 @@ impl Log for LogService {
             log_start_offset: offsets.log_start,
             high_watermark: offsets.high_watermark,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::broker::Limits;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let config = [("durability".to_string(), "fsync".to_string())].into();
-        broker.create_topic("t", 1, &config).await.unwrap();
-        // An endless client, counting the requests the server has pulled.
-        let pulled = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&pulled);
-        let requests = tokio_stream::iter(0u64..).map(move |id| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            Ok(pb::ProduceStreamRequest {
-                correlation_id: id,
-                request: Some(pb::ProduceRequest::decode_from(
-                    "t",
-                    &pb::Record {
-                        value: Bytes::from_static(b"x"),
-                        ..Default::default()
-                    },
-                )),
-            })
-        });
-        // The replies are never taken.
-        let replies = produce_stream(broker, Box::pin(requests), Charge::default());
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let taken = pulled.load(Ordering::Relaxed);
-        assert!(
-            taken <= MAX_UNANSWERED as u64 + 2,
-            "{taken} requests pulled while no reply was taken"
-        );
-        drop(replies);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let requests = tokio_stream::iter(vec![Err(Status::invalid_argument("not protobuf"))]);
-        let mut replies = produce_stream(broker, Box::pin(requests), Charge::default());
-        let ended = replies.next().await.expect("a final item");
-        assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -9,18 +9,37 @@ pub mod direct;
 mod groups;
 mod log_service;
 pub mod produce;
+mod produce_stream;
 mod queues;
 pub mod records;
 mod share_stream;
 
 pub use admin::AdminService;
 pub use groups::GroupsService;
-pub use log_service::{LogService, MAX_UNANSWERED};
+pub use log_service::LogService;
+pub use produce_stream::MAX_UNANSWERED;
 pub use queues::QueuesService;
 
+use std::pin::Pin;
+
+use tokio_stream::Stream;
 use tonic::{Code, Status};
 
+use crate::broker;
 use crate::error::Error;
+
+/// A response stream of a server-streaming call.
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A Produce's answer, unary or in a stream.
+fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
+    pb::ProduceResponse {
+        partition: p.partition,
+        base_offset: p.base_offset,
+        last_offset: p.last_offset,
+        log_append_time_ms: p.log_append_time_ms,
+    }
+}
 
 /// Code generated from `proto/strom/v1/strom.proto`; the only place it is named.
 pub mod pb {

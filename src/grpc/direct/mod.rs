@@ -13,8 +13,8 @@
 //! Produce, ProduceStream, Fetch and Subscribe without compression take this path;
 //! every other call, and a request that announces a `grpc-encoding`, goes to tonic's
 //! generated service. The produce budget (`budget.rs`) sits in front of both, the
-//! answers come from the same functions of `log_service.rs` as tonic's path, and errors
-//! are the ones tonic gives for the same input.
+//! answers come from the same functions of `log_service.rs` and `produce_stream.rs` as
+//! tonic's path, and errors are the ones tonic gives for the same input.
 
 mod messages;
 mod replies;
@@ -38,7 +38,7 @@ use tonic::Status;
 use super::budget::Charge;
 use super::connection::ConnectionInfo;
 use super::pb::log_server::LogServer;
-use super::{log_service, LogService};
+use super::{log_service, produce_stream, LogService};
 use crate::broker::Broker;
 use replies::respond;
 
@@ -109,7 +109,7 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             PRODUCE_STREAM => {
                 let charge = charge(&request);
                 let inbound = Messages::new(request.into_body(), max_request);
-                let replies = log_service::produce_stream(broker, inbound, charge);
+                let replies = produce_stream::produce_stream(broker, inbound, charge);
                 // Produce replies hold no segment maps: not watched.
                 let response = respond(replies, max_response, None);
                 Box::pin(std::future::ready(Ok(response)))
