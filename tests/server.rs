@@ -543,6 +543,35 @@ async fn fetch_and_subscribe_read_from_frames_match_the_generated_client() {
     server.stop().await.unwrap();
 }
 
+/// Sends `requests` on one ProduceStream; its replies in the order they came, each as
+/// (correlation id, base offset or error code).
+async fn produce_stream_replies(
+    client: &strom::client::Client,
+    requests: Vec<pb::ProduceStreamRequest>,
+) -> Vec<(u64, Result<u64, i32>)> {
+    let mut replies = client
+        .log()
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(reply) = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("bounded")
+    {
+        let reply = reply.unwrap();
+        out.push((
+            reply.correlation_id,
+            match reply.result.unwrap() {
+                pb::produce_stream_response::Result::Response(r) => Ok(r.base_offset),
+                pb::produce_stream_response::Result::Error(e) => Err(e.code),
+            },
+        ));
+    }
+    out
+}
+
 #[tokio::test]
 async fn produce_stream_pipelines_and_survives_bad_requests_and_hangups() {
     let dir = tempfile::tempdir().unwrap();
@@ -563,26 +592,14 @@ async fn produce_stream_pipelines_and_survives_bad_requests_and_hangups() {
             }),
         })
         .collect();
-    let mut replies = client
-        .log()
-        .produce_stream(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
     let mut ok = BTreeMap::new();
     let mut errors = Vec::new();
-    while let Some(reply) = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .expect("bounded")
-    {
-        let reply = reply.unwrap();
-        match reply.result.unwrap() {
-            pb::produce_stream_response::Result::Response(r) => {
-                ok.insert(reply.correlation_id, r.base_offset);
+    for (id, result) in produce_stream_replies(&client, requests).await {
+        match result {
+            Ok(offset) => {
+                ok.insert(id, offset);
             }
-            pb::produce_stream_response::Result::Error(e) => {
-                errors.push((reply.correlation_id, e.code))
-            }
+            Err(code) => errors.push((id, code)),
         }
     }
     assert_eq!(errors, [(1010, Code::NotFound as i32)]);
@@ -654,25 +671,11 @@ async fn produce_stream_keeps_the_order_sent_across_small_and_large_requests() {
                 request: Some(produce(topic, Some(0), vec![record(v)])),
             })
             .collect();
-        let mut replies = client
-            .log()
-            .produce_stream(tokio_stream::iter(requests))
+        let mut offsets: Vec<(u64, u64)> = produce_stream_replies(&client, requests)
             .await
-            .unwrap()
-            .into_inner();
-        let mut offsets = Vec::new();
-        while let Some(reply) = tokio::time::timeout(Duration::from_secs(10), replies.next())
-            .await
-            .expect("bounded")
-        {
-            let reply = reply.unwrap();
-            match reply.result.unwrap() {
-                pb::produce_stream_response::Result::Response(r) => {
-                    offsets.push((reply.correlation_id, r.base_offset));
-                }
-                pb::produce_stream_response::Result::Error(e) => panic!("{topic}: {e:?}"),
-            }
-        }
+            .into_iter()
+            .map(|(id, result)| (id, result.expect(topic)))
+            .collect();
         let expected: Vec<(u64, u64)> = (0..60).map(|i| (i, i)).collect();
         if durability == "page_cache" {
             // Answered in the order appended, too.
