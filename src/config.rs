@@ -173,8 +173,8 @@ impl ServerConfig {
     /// 6-14% more throughput on less CPU and the end-to-end bench a p99 median of 0.64
     /// rather than 0.97 ms; it gave four producers on 16 partitions 8% less, one
     /// record a request a p50 of 0.095 rather than 0.065 ms, and consumers 6% less
-    /// (BENCHMARKS.md, "Server worker threads"). A server with remote clients was not
-    /// measured, so the default stays tokio's.
+    /// within overlapping spreads (BENCHMARKS.md, "Server worker threads"). A server
+    /// with remote clients was not measured, so the default stays tokio's.
     pub fn workers(&self) -> usize {
         match self.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
