@@ -456,6 +456,36 @@ async fn subscribe_sends_history_then_follows() {
     server.stop().await.unwrap(); // a live subscription must not hold up shutdown
 }
 
+/// A subscription waiting past the end when the server stops is told to resubscribe
+/// (UNAVAILABLE), and does not hold up the graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_subscription_ends_with_unavailable_when_the_server_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let request = pb::SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        start: Some(SubStart::Latest(true)),
+        max_bytes: 0,
+    };
+    let mut stream = client.log().subscribe(request).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await; // waiting for records now
+    let stopped = tokio::spawn(server.stop());
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the subscription ends within 10 s")
+        .expect("with a status, not silently");
+    let err = ended.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("resubscribe"), "{err:?}");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stops within 10 s")
+        .unwrap()
+        .unwrap();
+}
+
 /// The Rust client reads Fetch and Subscribe from the frames (`client/direct.rs`), and
 /// the server sends long runs of records as slices of its maps (`grpc/direct`): both
 /// must give what tonic's generated client reads, and the statuses it would see.
