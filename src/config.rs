@@ -19,6 +19,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_DATA_DIR: &str = "strom-data";
 /// The most runtime worker threads `worker_threads` may ask for.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// The time slice, in µs, the server's threads ask the kernel for when told nothing:
+/// the shortest Linux accepts. See `time_slice`.
+pub const DEFAULT_TIME_SLICE_US: u64 = 100;
+/// The range Linux clamps a slice to, in µs; a `time_slice_us` outside it, other than
+/// 0, is refused as a likely mistake rather than silently clamped.
+pub const TIME_SLICE_RANGE_US: std::ops::RangeInclusive<u64> = 100..=100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +81,11 @@ pub struct ServerConfig {
     /// file opens run on tokio's separate blocking pool); 0, the default, is one per
     /// core. See `workers`.
     pub worker_threads: usize,
+    /// The CPU time slice, in µs, that the server's threads ask the kernel for (Linux
+    /// 6.12 or later; older kernels ignore it): 100 by default, 0 to leave the slice the
+    /// threads start with, normally the kernel's default (about 0.7-3 ms, growing with
+    /// the number of CPUs). See `time_slice`.
+    pub time_slice_us: u64,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -113,6 +124,7 @@ impl Default for ServerConfig {
             max_connections: options.max_connections,
             transparent_huge_pages: false,
             worker_threads: 0,
+            time_slice_us: DEFAULT_TIME_SLICE_US,
         }
     }
 }
@@ -182,13 +194,32 @@ impl ServerConfig {
         }
     }
 
-    /// Refuses a `worker_threads` past `MAX_WORKER_THREADS`: a typo should be an error,
-    /// not thousands of threads.
-    pub fn check_worker_threads(&self) -> Result<()> {
+    /// The time slice the server's threads ask for, or None to leave the kernel's. A
+    /// thread woken for a request when every CPU is busy waits for the scheduler to
+    /// pick it; Linux's EEVDF scheduler picks the eligible thread with the earliest
+    /// deadline, and a thread's deadline is its slice away. A shorter slice therefore
+    /// lets the server's threads preempt other programs' (a client on the same machine,
+    /// a batch job) sooner, and they themselves run in shorter turns; their share of the
+    /// CPU is unchanged. See BENCHMARKS.md, "Short time slices", for what it measured.
+    pub fn time_slice(&self) -> Option<Duration> {
+        (self.time_slice_us > 0).then(|| Duration::from_micros(self.time_slice_us))
+    }
+
+    /// Refuses a `worker_threads` past `MAX_WORKER_THREADS` (a typo should be an error,
+    /// not thousands of threads) and a `time_slice_us` the kernel would not take as it is.
+    pub fn check_runtime(&self) -> Result<()> {
         if self.worker_threads > MAX_WORKER_THREADS {
             return Err(Error::InvalidArgument(format!(
                 "worker_threads {} is more than {MAX_WORKER_THREADS}; use 0 for one per core",
                 self.worker_threads
+            )));
+        }
+        if self.time_slice_us != 0 && !TIME_SLICE_RANGE_US.contains(&self.time_slice_us) {
+            return Err(Error::InvalidArgument(format!(
+                "time_slice_us {} is outside {}-{} µs, the slices Linux accepts; use 0 for the kernel's default",
+                self.time_slice_us,
+                TIME_SLICE_RANGE_US.start(),
+                TIME_SLICE_RANGE_US.end()
             )));
         }
         Ok(())

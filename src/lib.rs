@@ -26,6 +26,7 @@
 //!   and truncation. Knows nothing of topics, gRPC or tasks. Byte layouts are in
 //!   `storage-format.md`.
 //! - [`error`]: the one error enum, whose variants carry path, offset and range.
+//! - `sys`: the system calls no safe crate wraps, and the only `unsafe` code.
 //!
 //! # One Produce, from the wire to the disk
 //!
@@ -121,8 +122,9 @@
 //! nothing; after a crash, only what follows the recovery checkpoint is scanned, and a
 //! torn tail is cut (`log/recovery.rs`). A failed fsync is never forgotten: the log
 //! refuses writes until the server has reopened it from disk. All `unsafe` code is in
-//! `log/mmap.rs`: the one `mmap` call, and the one `sync_file_range` that starts a
-//! durable batch's writeback early.
+//! `sys.rs`: the one `mmap` call, the one `sync_file_range` that starts a durable
+//! batch's writeback early, and the `sched_setattr` that gives the server's threads
+//! short time slices.
 #![deny(unsafe_code)]
 
 pub mod broker;
@@ -134,6 +136,7 @@ pub mod groups;
 pub mod grpc;
 pub mod log;
 pub mod server;
+mod sys;
 
 pub use error::{Error, Result};
 

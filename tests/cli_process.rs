@@ -32,6 +32,7 @@ impl Server {
         let mut command = Command::new(STROM);
         // A developer's setting would override the tests' files and flags.
         command.env_remove("STROM_WORKER_THREADS");
+        command.env_remove("STROM_TIME_SLICE_US");
         Server::spawn(command, dir, args)
     }
 
@@ -354,4 +355,121 @@ fn serve_sizes_its_runtime_by_worker_threads_and_refuses_absurd_ones() {
     assert!(stderr.contains("worker_threads 100000"), "{stderr}");
     // Refused before the server touched anything.
     assert!(!dir.path().join("d").exists());
+}
+
+/// A thread's time slice as the kernel's scheduler shows it (`se.slice`, ns), from its
+/// `/proc/.../sched` file.
+fn slice_of(sched: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(sched).ok()?;
+    let line = text.lines().find(|l| l.starts_with("se.slice"))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// The time slices of a process's runtime threads (workers and blocking pool); a
+/// thread that ended meanwhile is skipped.
+fn runtime_slices(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            comm.starts_with("tokio-").then_some(())?;
+            slice_of(&task.join("sched"))
+        })
+        .collect()
+}
+
+/// Asserts that the runtime threads of `server`, at least `threads` of them, all have
+/// `slice_ns`. A thread is named before it runs the runtime's start hook, so a thread
+/// just started may show its old slice for a moment: waits up to 5 s for agreement.
+fn assert_slices(server: &Server, threads: usize, slice_ns: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let slices = runtime_slices(server.child.id());
+        if slices.len() >= threads && slices.iter().all(|&s| s == slice_ns) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "want at least {threads} threads of {slice_ns} ns: {slices:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Linux 6.12 or later: the first to take a fair-scheduled thread's slice from
+/// `sched_setattr` (older ones accept the call and ignore it).
+fn kernel_takes_custom_slices() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = numbers.next().unwrap().parse().unwrap();
+    let minor: u32 = numbers.next().unwrap().parse().unwrap();
+    (major, minor) >= (6, 12)
+}
+
+#[test]
+fn serve_asks_for_short_time_slices_and_refuses_ones_the_kernel_would_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel_default = slice_of(Path::new("/proc/thread-self/sched"));
+    if !kernel_takes_custom_slices() || kernel_default.is_none() {
+        eprintln!("skipped: this kernel neither takes nor shows a thread's time slice");
+        return;
+    }
+    let kernel_default = kernel_default.unwrap();
+    assert_ne!(
+        kernel_default, 100_000,
+        "the test needs a default other than 100 µs"
+    );
+
+    // The default: 100 µs on every runtime thread, the blocking pool's too (the data
+    // directory is opened on one, so there is at least one beside the two workers).
+    let server = Server::start_with(&dir.path().join("a"), &["--worker-threads", "2"]);
+    assert_slices(&server, 3, 100_000);
+    drop(server);
+
+    // A flag, a file, and the environment over the file.
+    let server = Server::start_with(&dir.path().join("b"), &["--time-slice-us", "2000"]);
+    assert_slices(&server, 1, 2_000_000);
+    drop(server);
+    let config = dir.path().join("strom.toml");
+    std::fs::write(&config, "time_slice_us = 300\n").unwrap();
+    let server = Server::start_with(
+        &dir.path().join("c"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_slices(&server, 1, 300_000);
+    drop(server);
+    let mut command = Command::new(STROM);
+    command.env("STROM_TIME_SLICE_US", "0");
+    let server = Server::spawn(
+        command,
+        &dir.path().join("d"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // 0 leaves the kernel's own, which this test's thread has too.
+    assert_slices(&server, 1, kernel_default);
+    drop(server);
+
+    // Outside what the kernel takes: refused, before the server touched anything.
+    for refused in ["99", "100001"] {
+        let mut command = Command::new(STROM);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--time-slice-us",
+                refused,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("e"));
+        let out = run_within(&mut command, b"", Duration::from_secs(20));
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("time_slice_us {refused}")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("e").exists());
+    }
 }

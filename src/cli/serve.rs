@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// separate pool); 0 is one per core [default: 0].
     #[arg(long, env = "STROM_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// CPU time slice the server's threads ask the kernel for, in µs (100-100000;
+    /// Linux 6.12 or later); 0 is the kernel's default [default: 100].
+    #[arg(long, env = "STROM_TIME_SLICE_US")]
+    time_slice_us: Option<u64>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
@@ -47,8 +51,15 @@ pub fn main(args: ServeArgs) -> Result<(), String> {
     if !config.transparent_huge_pages {
         turn_off_transparent_huge_pages();
     }
+    let slice = config.time_slice();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers())
+        // Every thread of the runtime, workers and blocking pool alike, as it starts.
+        .on_thread_start(move || {
+            if let Some(slice) = slice {
+                ask_for_time_slice(slice);
+            }
+        })
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
@@ -88,7 +99,10 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
     }
-    config.check_worker_threads().map_err(|e| e.to_string())?;
+    if let Some(v) = args.time_slice_us {
+        config.time_slice_us = v;
+    }
+    config.check_runtime().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -169,6 +183,15 @@ fn turn_off_transparent_huge_pages() {
     match rustix::thread::disable_transparent_huge_pages(true) {
         Ok(()) => tracing::debug!("transparent huge pages off for this process"),
         Err(err) => tracing::warn!(%err, "cannot turn off transparent huge pages"),
+    }
+}
+
+/// Gives the calling thread time slices of `slice` (see `ServerConfig::time_slice`).
+/// A refusal is logged once, not for every thread the blocking pool starts.
+fn ask_for_time_slice(slice: std::time::Duration) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(err) = crate::sys::set_thread_time_slice(slice) {
+        WARNED.call_once(|| tracing::warn!(%err, ?slice, "cannot set the threads' time slice"));
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::mmap::map_read_only;
 use crate::error::{IoContext, Result};
+use crate::sys::map_read_only;
 
 /// A fixed-size index entry with a key that increases along the index.
 pub trait Entry: Copy + std::fmt::Debug + PartialEq {
@@ -301,7 +301,7 @@ impl<E: Entry> Index<E> {
             return Ok(());
         }
         if keep <= self.mapped {
-            // Only `&mut Log` reaches here, so no lookup is reading the map (see mmap.rs).
+            // Only `&mut Log` reaches here, so no lookup is reading the map (see sys.rs).
             self.map = None;
             self.tail.clear();
             self.persisted = 0;

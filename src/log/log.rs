@@ -4,7 +4,7 @@
 //! Concurrency: reads take `&self` and appends `&mut self`, so a caller shares a `Log`
 //! behind a `RwLock` and holds the lock only for the short in-memory part of an append.
 //! Reads hand out `Bytes` that own a reference to the segment's map, so they stay valid
-//! after the lock is released, even across truncation and deletion (see mmap.rs). The
+//! after the lock is released, even across truncation and deletion (see sys.rs). The
 //! slow part of a durable append, the fsync, runs without the lock: `begin_flush` (under
 //! the lock) returns a `FlushJob`, `FlushJob::run` syncs, `finish_flush` records it.
 

@@ -5,7 +5,8 @@
 //! - `format`: the batch header layout; `record`: records and reading them back;
 //!   `batch`: building a batch, whose large values are written without a copy.
 //! - `naming`: file names; `files`: checkpoint, clean-shutdown marker, atomic writes.
-//! - `index`: the `.index` and `.timeindex` files; `mmap`: the only `unsafe` code.
+//! - `index`: the `.index` and `.timeindex` files (mapped through `crate::sys`, which
+//!   states what keeps a map sound).
 //! - `segment`: one `.log` and its indexes (its read side in `segment/read.rs`, its
 //!   vectored appends and disk reservations in `segment/write.rs`);
 //!   `log`: the `Log` of many segments; `read`: reads planned under a lock and run
@@ -29,7 +30,6 @@ pub mod format;
 pub mod index;
 #[allow(clippy::module_inception)]
 mod log;
-mod mmap;
 pub mod naming;
 pub mod producers;
 mod read;

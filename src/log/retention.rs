@@ -10,7 +10,7 @@
 //! 3. `apply_retention` (write lock) renames the doomed segments' files to `.deleted` and
 //!    moves the start in memory; the `DeleteJob` it returns unlinks them and syncs the
 //!    directory without the lock. Readers that hold slices of a deleted segment keep
-//!    valid bytes: the files are unlinked, never shrunk (see mmap.rs). A crash between
+//!    valid bytes: the files are unlinked, never shrunk (see sys.rs). A crash between
 //!    the rename and the unlink leaves `.deleted` files, which open removes.
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! leader). Retention, which removes whole segments from the start, is in `retention.rs`.
 //!
 //! Both are safe while readers hold slices: files are unlinked or replaced by rename,
-//! never shrunk in place (see mmap.rs), so a slice handed out before keeps its bytes.
+//! never shrunk in place (see sys.rs), so a slice handed out before keeps its bytes.
 
 use super::files::sync_dir;
 use super::log::Log;

@@ -23,10 +23,10 @@ use memmap2::Mmap;
 
 use super::format::{check_crc, check_header, BatchHeader, HEADER_LEN};
 use super::index::{Index, OffsetEntry, TimeEntry, OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE};
-use super::mmap::map_read_only;
 use super::naming::{segment_path, SegmentFile};
 use super::record::records;
 use crate::error::{Error, IoContext, Result};
+use crate::sys::map_read_only;
 
 /// Shapes of a segment that come from the log's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -417,7 +417,7 @@ impl Segment {
     /// Replaces this segment's files with its first `position` bytes (a batch boundary)
     /// and rebuilt indexes. The prefix goes to a `.tmp` file that is synced and renamed
     /// over the `.log`, so readers holding slices of the old inode keep valid memory (see
-    /// mmap.rs); the indexes are rebuilt by a scan, as truncation is rare.
+    /// sys.rs); the indexes are rebuilt by a scan, as truncation is rare.
     pub fn rewrite_prefix(&self, dir: &Path, position: u64) -> Result<Segment> {
         let path = segment_path(dir, self.base, SegmentFile::Log);
         super::files::write_atomically(&path, &self.map[..position as usize])?;

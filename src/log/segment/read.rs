@@ -26,7 +26,7 @@ impl AsRef<[u8]> for MapRange {
 }
 
 /// A segment's map and committed end, taken under the log's lock and read without it:
-/// bytes below the committed end never change (see mmap.rs).
+/// bytes below the committed end never change (see sys.rs).
 #[derive(Debug, Clone)]
 pub struct SegmentView {
     map: Arc<Mmap>,

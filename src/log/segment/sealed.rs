@@ -8,8 +8,8 @@ use super::{Segment, SegmentLimits};
 use crate::error::{IoContext, Result};
 use crate::log::format::check_header;
 use crate::log::index::Index;
-use crate::log::mmap::map_read_only;
 use crate::log::naming::{segment_path, SegmentFile};
+use crate::sys::map_read_only;
 
 impl Segment {
     /// Opens a sealed segment for reading only: nothing is created, cut or rewritten,

@@ -92,7 +92,7 @@ pub(super) fn write_all_vectored_at(
                 IoSlice::advance_slices(&mut pieces, written);
                 let upto = position & !(PAGE - 1);
                 if writeback && !pieces.is_empty() && upto > started {
-                    crate::log::mmap::start_writeback(file, started, upto - started);
+                    crate::sys::start_writeback(file, started, upto - started);
                     started = upto;
                 }
             }
