@@ -45,7 +45,7 @@ fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("strom.v1");
-    /// Hand-written (see `grpc/produce.rs`), under the name the generated code would use.
+    /// Hand-written (see `grpc/produce/`), under the name the generated code would use.
     pub use super::produce::ProduceRequest;
 }
 
