@@ -29,11 +29,23 @@ impl Server {
     }
 
     fn start_with(dir: &Path, args: &[&str]) -> Server {
+        Server::spawn(Server::command(), dir, args)
+    }
+
+    /// `strom serve` on `dir` with one environment variable set.
+    fn start_with_env(dir: &Path, (name, value): (&str, &str), args: &[&str]) -> Server {
+        let mut command = Server::command();
+        command.env(name, value);
+        Server::spawn(command, dir, args)
+    }
+
+    /// `strom`, without the settings of the environment that the tests set themselves:
+    /// a developer's would override the tests' files and flags.
+    fn command() -> Command {
         let mut command = Command::new(STROM);
-        // A developer's setting would override the tests' files and flags.
         command.env_remove("STROM_WORKER_THREADS");
         command.env_remove("STROM_TIME_SLICE_US");
-        Server::spawn(command, dir, args)
+        command
     }
 
     /// Starts `command` (`strom`, with its environment) as `strom serve` on `dir`.
@@ -322,11 +334,9 @@ fn serve_sizes_its_runtime_by_worker_threads_and_refuses_absurd_ones() {
     drop(one);
 
     // The environment overrides the file.
-    let mut command = Command::new(STROM);
-    command.env("STROM_WORKER_THREADS", "2");
-    let two = Server::spawn(
-        command,
+    let two = Server::start_with_env(
         &dir.path().join("c"),
+        ("STROM_WORKER_THREADS", "2"),
         &["--config", config.to_str().unwrap()],
     );
     assert_eq!(ready_workers(&two), 2);
@@ -338,23 +348,22 @@ fn serve_sizes_its_runtime_by_worker_threads_and_refuses_absurd_ones() {
     assert_eq!(ready_workers(&auto), cores);
     drop(auto);
 
-    let mut command = Command::new(STROM);
+    let stderr = refused_serve(&dir.path().join("d"), &["--worker-threads", "100000"]);
+    assert!(stderr.contains("worker_threads 100000"), "{stderr}");
+}
+
+/// Runs `strom serve ARGS` on `dir`, which must refuse to start before it touches
+/// `dir`; returns what it printed.
+fn refused_serve(dir: &Path, args: &[&str]) -> String {
+    let mut command = Server::command();
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--worker-threads",
-            "100000",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"));
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args);
     let out = run_within(&mut command, b"", Duration::from_secs(20));
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("worker_threads 100000"), "{stderr}");
-    // Refused before the server touched anything.
-    assert!(!dir.path().join("d").exists());
+    assert!(!dir.exists(), "refused before the server touched anything");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A thread's time slice as the kernel's scheduler shows it (`se.slice`, ns), from its
@@ -439,11 +448,9 @@ fn serve_asks_for_short_time_slices_and_refuses_ones_the_kernel_would_not_take()
     );
     assert_slices(&server, 1, 300_000);
     drop(server);
-    let mut command = Command::new(STROM);
-    command.env("STROM_TIME_SLICE_US", "0");
-    let server = Server::spawn(
-        command,
+    let server = Server::start_with_env(
         &dir.path().join("d"),
+        ("STROM_TIME_SLICE_US", "0"),
         &["--config", config.to_str().unwrap()],
     );
     // 0 leaves the kernel's own, which this test's thread has too.
@@ -452,24 +459,10 @@ fn serve_asks_for_short_time_slices_and_refuses_ones_the_kernel_would_not_take()
 
     // Outside what the kernel takes: refused, before the server touched anything.
     for refused in ["99", "100001"] {
-        let mut command = Command::new(STROM);
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--time-slice-us",
-                refused,
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("e"));
-        let out = run_within(&mut command, b"", Duration::from_secs(20));
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = refused_serve(&dir.path().join("e"), &["--time-slice-us", refused]);
         assert!(
             stderr.contains(&format!("time_slice_us {refused}")),
             "{stderr}"
         );
-        assert!(!dir.path().join("e").exists());
     }
 }
