@@ -20,7 +20,7 @@ pub const DEFAULT_DATA_DIR: &str = "strom-data";
 /// The most runtime worker threads `worker_threads` may ask for.
 pub const MAX_WORKER_THREADS: usize = 1024;
 /// The time slice, in µs, the server's threads ask the kernel for when told nothing:
-/// the shortest Linux accepts. See `time_slice`.
+/// the shortest Linux allows. See `time_slice`.
 pub const DEFAULT_TIME_SLICE_US: u64 = 100;
 /// The range Linux clamps a slice to, in µs; a `time_slice_us` outside it, other than
 /// 0, is refused as a likely mistake rather than silently clamped.
@@ -216,7 +216,7 @@ impl ServerConfig {
         }
         if self.time_slice_us != 0 && !TIME_SLICE_RANGE_US.contains(&self.time_slice_us) {
             return Err(Error::InvalidArgument(format!(
-                "time_slice_us {} is outside {}-{} µs, the slices Linux accepts; use 0 for the kernel's default",
+                "time_slice_us {} is outside {}-{} µs, the range Linux keeps a slice within; use 0 for the kernel's default",
                 self.time_slice_us,
                 TIME_SLICE_RANGE_US.start(),
                 TIME_SLICE_RANGE_US.end()
