@@ -299,16 +299,23 @@ fn ready_workers(server: &Server) -> usize {
     count.parse().expect(ready)
 }
 
-/// Threads of a process whose name says they belong to the tokio runtime: its workers,
-/// and its blocking pool (a thread for each blocking task running at once).
-fn runtime_threads(pid: u32) -> usize {
+/// The `/proc` directories of a process's threads whose name says they belong to the
+/// tokio runtime: its workers, and its blocking pool (a thread for each blocking task
+/// running at once). A thread that ended meanwhile is skipped.
+fn runtime_tasks(pid: u32) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .filter(|task| {
-            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
-            comm.is_ok_and(|c| c.starts_with("tokio-"))
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            comm.starts_with("tokio-").then_some(task)
         })
-        .count()
+        .collect()
+}
+
+/// How many runtime threads a process has (see `runtime_tasks`).
+fn runtime_threads(pid: u32) -> usize {
+    runtime_tasks(pid).len()
 }
 
 #[test]
@@ -377,14 +384,9 @@ fn slice_of(sched: &Path) -> Option<u64> {
 /// The time slices of a process's runtime threads (workers and blocking pool); a
 /// thread that ended meanwhile is skipped.
 fn runtime_slices(pid: u32) -> Vec<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|task| {
-            let task = task.ok()?.path();
-            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
-            comm.starts_with("tokio-").then_some(())?;
-            slice_of(&task.join("sched"))
-        })
+    runtime_tasks(pid)
+        .iter()
+        .filter_map(|task| slice_of(&task.join("sched")))
         .collect()
 }
 
