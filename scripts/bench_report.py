@@ -57,6 +57,12 @@ out.append(f"Suite of {date.today()}, commit `{commit}`{' (with uncommitted chan
            f"{mem_gib:.0f} GiB, Linux {platform.release()}. Medians of {runs} runs, [min, max] beside them. "
            "Client and server are separate processes on this machine, over loopback.")
 out.append("")
+def steal(r):
+    """The share of the machine's CPU time the hypervisor took during a run."""
+    v = r.get("steal_percent")
+    return "steal n/a" if v is None else f"{v:.2f}% steal"
+
+
 out.append("| run | median | [min, max] | latency p50 / p99 / p99.9 ms (medians) | target | `strom bench` arguments |")
 out.append("|---|---|---|---|---|---|")
 for case, what, metric, target in CASES:
@@ -78,6 +84,10 @@ for case, what, metric, target in CASES:
         med += f"; ack p99 {statistics.median(r['ack_latency_ms']['p99'] for r in rs):.2f} ms"
         med += f", p99.9 {statistics.median(r['ack_latency_ms']['p999'] for r in rs):.2f} ms"
         med += f" (client timer woke late by p99 {statistics.median(r['timer_latency_ms']['p99'] for r in rs):.2f} ms, not counted)"
+        # The host's steal decides a run's tail more than anything in it (steal.rs):
+        # each run's p99 beside its steal, so a slow run and a slow host can be told apart.
+        med += "; per run, p99 at steal: " + ", ".join(
+            f"{r['e2e_latency_ms']['p99']:.2f} ms at {steal(r)}" for r in rs)
     else:
         med, rng = spread([r["mb_per_sec"] for r in rs], mbs)
     ceiling = runs_of(case + "-ceiling")
@@ -93,6 +103,7 @@ if jitter:
     med, rng = spread([r["late_ms"]["p999"] for r in jitter], lambda v: f"late p99.9 {v:.2f} ms")
     med += (f", max {late('max'):.2f} ms; later than 2 ms {per_min(2):.0f} times a minute,"
             f" later than 4 ms {per_min(4):.0f}")
+    med += "; steal per run: " + ", ".join(steal(r) for r in jitter)
     out.append(f"| the machine's floor: a thread sleeping 1 ms, server idle, 20 s (`jitter`, no strom traffic) | {med} | {rng} | "
                f"{late('p50'):.2f} / {late('p99'):.2f} / {late('p999'):.2f} (lateness) | none: context for the e2e tails | `{jitter[0]['args']}` |")
 

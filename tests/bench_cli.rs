@@ -27,6 +27,15 @@ async fn bench(addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// Every bench says how much of the machine's CPU time the hypervisor took while it ran
+/// (Linux counts it in /proc/stat), so a slow run can be told from a slow host.
+fn assert_steal_is_a_share(out: &Value) {
+    let steal = out["steal_percent"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no steal_percent on Linux: {out}"));
+    assert!((0.0..=100.0).contains(&steal), "{out}");
+}
+
 fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
@@ -104,6 +113,7 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
         e2e["e2e_latency_ms"]["count"].as_f64(),
         Some(records as f64)
     );
+    assert_steal_is_a_share(&e2e);
     let ended_ns = monotonic_ns();
     let log = std::fs::read_to_string(&slow_log).unwrap();
     let (mut acks, mut receipts) = (
@@ -179,4 +189,5 @@ async fn jitter_counts_wakeups_that_slept_at_least_as_asked() {
         out["late_over_1ms_per_minute"].as_f64() >= out["late_over_4ms_per_minute"].as_f64(),
         "{out}"
     );
+    assert_steal_is_a_share(&out);
 }

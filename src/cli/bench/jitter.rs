@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{histogram, parse_run_length, quantiles_json, quantiles_ms, record_latency};
+use super::{
+    histogram, parse_run_length, quantiles_json, quantiles_ms, record_latency, steal, steal_line,
+};
 use crate::cli::output::write_out;
 use crate::cli::Stop;
 
@@ -63,6 +65,7 @@ pub fn run(args: JitterArgs) -> Result<(), Stop> {
         for (count, ms) in stalls.iter().zip(STALLS_OVER_MS) {
             out[format!("late_over_{ms}ms_per_minute")] = per_minute(*count).into();
         }
+        out["steal_percent"] = steal::since_start().into();
         return write_out(format!("{out}\n").as_bytes());
     }
     let mut text = format!(
@@ -81,5 +84,6 @@ pub fn run(args: JitterArgs) -> Result<(), Stop> {
             per_minute(*count)
         );
     }
+    text += &steal_line();
     write_out(text.as_bytes())
 }

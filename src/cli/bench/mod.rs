@@ -14,6 +14,8 @@
 //!   on the clock a scheduler trace uses.
 //! - `jitter.rs`: no server; how late a sleeping thread wakes on this machine, the
 //!   floor under the tail latencies above.
+//! - `steal.rs`: how much CPU time the hypervisor took from this machine during the run,
+//!   printed beside every bench's figures.
 //!
 //! Latencies go into HDR histograms (microsecond resolution); results print as a table
 //! or, with `--json`, one JSON object per run (what `scripts/bench.sh` reads).
@@ -26,6 +28,7 @@ mod jitter;
 mod produce;
 mod queue;
 mod slow;
+mod steal;
 
 use std::time::Duration;
 
@@ -88,6 +91,7 @@ impl BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), Stop> {
+    steal::mark_start();
     match args.mode {
         Mode::Produce(bench) => produce::run(&args.connect, bench).await,
         Mode::Consume(bench) => consume::run(&args.connect, bench).await,
@@ -252,6 +256,16 @@ pub struct Report {
     pub latencies: Vec<(&'static str, Histogram<u64>)>,
 }
 
+/// The table line on steal time, or nothing where the system does not count it.
+fn steal_line() -> String {
+    match steal::since_start() {
+        Some(percent) => format!(
+            "  steal    {percent:.2}% of this machine's CPU time went to other guests of its host\n"
+        ),
+        None => String::new(),
+    }
+}
+
 fn quantiles_ms(h: &Histogram<u64>) -> [(&'static str, f64); 6] {
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     [
@@ -291,6 +305,7 @@ impl Report {
             for (name, h) in &self.latencies {
                 out[format!("{name}_latency_ms")] = quantiles_json(h);
             }
+            out["steal_percent"] = steal::since_start().into();
             return write_out(format!("{out}\n").as_bytes());
         }
         let mut text = format!(
@@ -308,6 +323,7 @@ impl Report {
                 q[0].1, q[1].1, q[2].1, q[3].1, q[4].1, h.len()
             );
         }
+        text += &steal_line();
         write_out(text.as_bytes())
     }
 }
