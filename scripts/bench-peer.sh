@@ -12,7 +12,9 @@
 #   single  1 message a request, 1 in flight, 20,000 requests: latency
 #   p16     16 partitions, 4 producers
 # Prints each run, then medians, strom/Iggy ratios, and CPU seconds per GB of payload of
-# each server and each bench client (from /proc/<pid>/stat and /usr/bin/time).
+# each server and each bench client (from /proc/<pid>/stat and /usr/bin/time), and the
+# share of the machine's CPU time the hypervisor stole during each server's runs (a run
+# of one to a few seconds counts it in steps of 0.1-0.4%).
 #   scripts/bench-peer.sh            # about 15 minutes
 #   BLOCKS=1 scripts/bench-peer.sh   # a quick look
 #   ONLY="pc8 consume" scripts/bench-peer.sh   # some shapes (pc8 and consume go together)
@@ -34,6 +36,11 @@ trap cleanup EXIT
 [ -x "$STROM" ] || cargo build --release --quiet
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The machine's stolen and total CPU ticks (/proc/stat): steal is time the hypervisor ran
+# another guest on a vCPU that was ready, and it stalls both servers alike (see
+# src/cli/bench/steal.rs), so each run records its share.
+cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
+steal_pct() { echo "$1 $2" | awk '{print ($4 > $2) ? 100 * ($3 - $1) / ($4 - $2) : 0}'; }
 dd_rate() {
   local r
   r=$(dd if=/dev/zero of="$W/dd" bs=1M count=2000 2>&1 | sed -n 's/.* \([0-9.]* [GM]B\/s\).*/\1/p')
@@ -73,14 +80,14 @@ stop() {
   PID=
 }
 
-# record SERVER SHAPE MB_S P50 P99 BYTES SERVER_TICKS CLIENT_CPU_S DD
+# record SERVER SHAPE MB_S P50 P99 BYTES SERVER_TICKS CLIENT_CPU_S DD STEAL_PCT
 record() {
   python3 - "$@" >>"$RESULTS" <<'EOF'
 import json, sys
-s, shape, mb, p50, p99, nbytes, ticks, client, dd = sys.argv[1:10]
+s, shape, mb, p50, p99, nbytes, ticks, client, dd, steal = sys.argv[1:11]
 print(json.dumps({"server": s, "shape": shape, "mb_s": float(mb), "p50": float(p50),
                   "p99": float(p99), "bytes": int(nbytes), "server_cpu_s": int(ticks) / 100,
-                  "client_cpu_s": float(client), "dd": dd}))
+                  "client_cpu_s": float(client), "dd": dd, "steal": float(steal)}))
 EOF
   tail -1 "$RESULTS"
 }
@@ -89,18 +96,20 @@ EOF
 strom_run() {
   local shape=$1 dd=$2
   shift 2
-  local t0
+  local t0 c0
   t0=$(ticks "$PID")
+  c0=$(cpu_ticks)
   /usr/bin/time -f '%U %S' -o "$W/time" "$STROM" bench -s "$ADDR" "$@" --json >"$W/out.json"
-  local t1 client
+  local t1 client steal
   t1=$(ticks "$PID")
+  steal=$(steal_pct "$c0" "$(cpu_ticks)")
   client=$(awk '{print $1 + $2}' "$W/time")
   read -r mb p50 p99 nbytes < <(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 lat = d.get("ack_latency_ms") or d.get("fetch_latency_ms") or {"p50": 0, "p99": 0}
 print(d["mb_per_sec"], lat.get("p50", 0), lat.get("p99", 0), d["bytes"])' "$W/out.json")
-  record strom "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd"
+  record strom "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd" "$steal"
 }
 
 # iggy_run SHAPE DD ARGS...: one iggy-bench run against the running server.
@@ -108,11 +117,13 @@ iggy_run() {
   local shape=$1 dd=$2
   shift 2
   rm -rf "$W/iggy-out"
-  local t0
+  local t0 c0
   t0=$(ticks "$PID")
+  c0=$(cpu_ticks)
   /usr/bin/time -f '%U %S' -o "$W/time" "$IGGY_DIR/iggy-bench" "$@" output -o "$W/iggy-out" >"$W/iggy.log" 2>&1
-  local t1 client
+  local t1 client steal
   t1=$(ticks "$PID")
+  steal=$(steal_pct "$c0" "$(cpu_ticks)")
   client=$(awk '{print $1 + $2}' "$W/time")
   local report
   report=$(find "$W/iggy-out" -name report.json | head -1)
@@ -123,7 +134,7 @@ s = d["group_metrics"][0]["summary"]
 # Messages the server holds after the run (each server is fresh), in payload bytes.
 n = d["server_stats"]["messages_count"] * d["params"]["message_size"]
 print(s["total_throughput_megabytes_per_second"], s["average_p50_latency_ms"], s["average_p99_latency_ms"], n)' "$report")
-  record iggy "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd"
+  record iggy "$shape" "$mb" "$p50" "$p99" "$nbytes" $((t1 - t0)) "$client" "$dd" "$steal"
 }
 
 # strom_alone SHAPE ARGS...: if SHAPE is wanted, one `strom bench ARGS` run on a fresh
@@ -219,4 +230,9 @@ for shape, ishape in peer.items():
         per_gb("strom", shape, "server_cpu_s"), per_gb("iggy", ishape, "server_cpu_s"),
         per_gb("strom", shape, "client_cpu_s"), per_gb("iggy", ishape, "client_cpu_s")))
 print("\ndd before the runs: " + ", ".join(sorted({r["dd"] for r in runs})))
+for server in ("strom", "iggy"):
+    xs = sorted(r.get("steal", 0) for r in runs if r["server"] == server)
+    if xs:
+        print("steal during %s's runs (%% of CPU time): median %.2f, max %.2f, %d of %d runs over 0.15%%"
+              % (server, statistics.median(xs), xs[-1], sum(x > 0.15 for x in xs), len(xs)))
 EOF
