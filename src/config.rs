@@ -180,13 +180,13 @@ impl ServerConfig {
     /// The runtime's worker threads: `worker_threads`, or one per core for 0. Fewer
     /// workers than cores hand less work between them and leave a core to the kernel's
     /// side of each request and to clients on the same machine, which is worth it
-    /// there for some loads and not others. On a 2-vCPU VM with the bench client
-    /// beside the server, one worker rather than two gave one producer's 1 MB requests
-    /// 6-14% more throughput on less CPU and the end-to-end bench a p99 median of 0.64
-    /// rather than 0.97 ms; it gave four producers on 16 partitions 8% less, one
-    /// record a request a p50 of 0.095 rather than 0.065 ms, and consumers 6% less
-    /// within overlapping spreads (BENCHMARKS.md, "Server worker threads"). A server
-    /// with remote clients was not measured, so the default stays tokio's.
+    /// there for most loads. On a 2-vCPU VM with the bench client beside the server
+    /// and 100 µs slices, one worker rather than two was as fast or faster for one
+    /// producer, four producers on 16 partitions and a consumer, on half the server
+    /// CPU at 10,000 one-record requests a second, and slower for one record a request
+    /// (p50 0.137 against 0.100 ms; BENCHMARKS.md, "One worker against two, with the
+    /// short slices"). A server with remote clients was not measured, and there one
+    /// worker would leave cores idle, so the default stays tokio's.
     pub fn workers(&self) -> usize {
         match self.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
