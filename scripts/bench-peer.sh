@@ -13,8 +13,8 @@
 #   p16     16 partitions, 4 producers
 # Prints each run, then medians, strom/Iggy ratios, and CPU seconds per GB of payload of
 # each server and each bench client (from /proc/<pid>/stat and /usr/bin/time), and the
-# share of the machine's CPU time the hypervisor stole during each server's runs (a run
-# of one to a few seconds counts it in steps of 0.1-0.4%).
+# share of the machine's CPU time the hypervisor stole during each server's runs
+# (counted in clock ticks: a run of S seconds on N vCPUs moves in steps of 1/(S*N) %).
 #   scripts/bench-peer.sh            # about 15 minutes
 #   BLOCKS=1 scripts/bench-peer.sh   # a quick look
 #   ONLY="pc8 consume" scripts/bench-peer.sh   # some shapes (pc8 and consume go together)
@@ -39,8 +39,11 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # The machine's stolen and total CPU ticks (/proc/stat): steal is time the hypervisor ran
 # another guest on a vCPU that was ready, and it stalls both servers alike (see
 # src/cli/bench/steal.rs), so each run records its share.
-cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
-steal_pct() { echo "$1 $2" | awk '{print ($4 > $2) ? 100 * ($3 - $1) / ($4 - $2) : 0}'; }
+# printf, not print: awk writes numbers from 2^31 up in short form (3e+09), and the total
+# passes that after months of uptime on 2 vCPUs (days on 64). No figure (empty, saved as
+# null) where /proc/stat has no steal column or no time passed, as in steal.rs.
+cpu_ticks() { awk '/^cpu / && NF >= 9 {t = 0; for (i = 2; i <= 9; i++) t += $i; printf "%.0f %.0f\n", $9, t}' /proc/stat 2>/dev/null; }
+steal_pct() { echo "$1 $2" | awk 'NF == 4 && $4 > $2 {print 100 * ($3 - $1) / ($4 - $2)}'; }
 dd_rate() {
   local r
   r=$(dd if=/dev/zero of="$W/dd" bs=1M count=2000 2>&1 | sed -n 's/.* \([0-9.]* [GM]B\/s\).*/\1/p')
@@ -87,7 +90,7 @@ import json, sys
 s, shape, mb, p50, p99, nbytes, ticks, client, dd, steal = sys.argv[1:11]
 print(json.dumps({"server": s, "shape": shape, "mb_s": float(mb), "p50": float(p50),
                   "p99": float(p99), "bytes": int(nbytes), "server_cpu_s": int(ticks) / 100,
-                  "client_cpu_s": float(client), "dd": dd, "steal": float(steal)}))
+                  "client_cpu_s": float(client), "dd": dd, "steal": float(steal) if steal else None}))
 EOF
   tail -1 "$RESULTS"
 }
@@ -231,7 +234,7 @@ for shape, ishape in peer.items():
         per_gb("strom", shape, "client_cpu_s"), per_gb("iggy", ishape, "client_cpu_s")))
 print("\ndd before the runs: " + ", ".join(sorted({r["dd"] for r in runs})))
 for server in ("strom", "iggy"):
-    xs = sorted(r.get("steal", 0) for r in runs if r["server"] == server)
+    xs = sorted(r["steal"] for r in runs if r["server"] == server and r.get("steal") is not None)
     if xs:
         print("steal during %s's runs (%% of CPU time): median %.2f, max %.2f, %d of %d runs over 0.15%%"
               % (server, statistics.median(xs), xs[-1], sum(x > 0.15 for x in xs), len(xs)))

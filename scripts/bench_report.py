@@ -17,6 +17,12 @@ def runs_of(case):
     return [r for r in rows if r["case"] == case]
 
 
+def steal(r):
+    """The share of the machine's CPU time the hypervisor took during a run."""
+    v = r.get("steal_percent")
+    return "steal n/a" if v is None else f"{v:.2f}% steal"
+
+
 def spread(values, fmt):
     values = sorted(values)
     med = statistics.median(values)
@@ -57,12 +63,6 @@ out.append(f"Suite of {date.today()}, commit `{commit}`{' (with uncommitted chan
            f"{mem_gib:.0f} GiB, Linux {platform.release()}. Medians of {runs} runs, [min, max] beside them. "
            "Client and server are separate processes on this machine, over loopback.")
 out.append("")
-def steal(r):
-    """The share of the machine's CPU time the hypervisor took during a run."""
-    v = r.get("steal_percent")
-    return "steal n/a" if v is None else f"{v:.2f}% steal"
-
-
 out.append("| run | median | [min, max] | latency p50 / p99 / p99.9 ms (medians) | target | `strom bench` arguments |")
 out.append("|---|---|---|---|---|---|")
 for case, what, metric, target in CASES:
@@ -84,8 +84,8 @@ for case, what, metric, target in CASES:
         med += f"; ack p99 {statistics.median(r['ack_latency_ms']['p99'] for r in rs):.2f} ms"
         med += f", p99.9 {statistics.median(r['ack_latency_ms']['p999'] for r in rs):.2f} ms"
         med += f" (client timer woke late by p99 {statistics.median(r['timer_latency_ms']['p99'] for r in rs):.2f} ms, not counted)"
-        # The host's steal decides a run's tail more than anything in it (steal.rs):
-        # each run's p99 beside its steal, so a slow run and a slow host can be told apart.
+        # Steal is the largest cause of slow runs seen so far (steal.rs): each run's p99
+        # beside its steal, so a slow run and a slow host can be told apart.
         med += "; per run, p99 at steal: " + ", ".join(
             f"{r['e2e_latency_ms']['p99']:.2f} ms at {steal(r)}" for r in rs)
     else:

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    describe, ensure_topic, histogram, parse_run_length, record_latency, Progress, Report,
+    describe, ensure_topic, histogram, parse_run_length, record_latency, steal_line, Progress,
+    Report,
 };
 use crate::cli::output::write_out;
 use crate::cli::{Connect, Stop};
@@ -211,6 +212,7 @@ pub async fn rebalance(connect: &Connect, args: RebalanceArgs) -> Result<(), Sto
         .groups()
         .delete_group(pb::DeleteGroupRequest { group })
         .await;
+    text += &steal_line();
     write_out(text.as_bytes())
 }
 
@@ -297,8 +299,9 @@ pub async fn group_consume(connect: &Connect, args: GroupConsumeArgs) -> Result<
     }
     write_out(
         format!(
-            "group-consume {} (partition 0, 1 MiB fetches):\n{text}",
-            args.topic
+            "group-consume {} (partition 0, 1 MiB fetches):\n{text}{}",
+            args.topic,
+            steal_line()
         )
         .as_bytes(),
     )
@@ -412,9 +415,10 @@ pub async fn fill_groups(connect: &Connect, args: FillGroupsArgs) -> Result<(), 
     }
     drop(line);
     let text = format!(
-        "fill-groups: {} groups x {partitions} offsets in {:.1} s\n",
+        "fill-groups: {} groups x {partitions} offsets in {:.1} s\n{}",
         args.groups,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        steal_line()
     );
     write_out(text.as_bytes())
 }

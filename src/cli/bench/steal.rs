@@ -2,9 +2,10 @@
 //! else while a bench ran. A virtual CPU that is runnable but not running stalls every
 //! thread on it, the server's and the client's alike, and a few such stalls of some
 //! milliseconds each decide a p99: on the 2-vCPU VM of BENCHMARKS.md ("What the slow
-//! hours are"), e2e runs with under 0.15% steal had a p99 of 0.6-1.1 ms, runs with 0.34%
-//! or more 1.3-22 ms. So every bench reports it beside its figures, and a reader can tell
-//! a slow run from a slow host.
+//! hours are"), e2e runs with under 0.15% steal had a p99 of 0.6-1.2 ms in 36 runs of 38
+//! (the other two 1.6 and 1.7 ms), runs with 0.34% or more 1.3-22 ms. So every bench
+//! reports it beside its figures, and a reader can tell a slow run from a slow host. The
+//! window opens when the bench starts, before it connects.
 //!
 //! Linux counts it per CPU in `/proc/stat`; elsewhere, or where the file says nothing,
 //! the figure is absent rather than zero.
