@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// file opens run on tokio's separate blocking pool); 0, the default, is one per
     /// core. See `workers`.
     pub worker_threads: usize,
+    /// True: each connection is served whole on one of the `worker_threads`, which
+    /// are dealt connections in turn, rather than by tokio's work-stealing runtime,
+    /// which moves a connection's tasks between threads. See `server/threads.rs`.
+    pub pin_connections: bool,
     /// The CPU time slice, in µs, that the server's threads ask the kernel for (Linux
     /// 6.12 or later; older kernels ignore it): 100 by default, 0 to leave the slice the
     /// threads start with, normally the kernel's default (about 0.7-3 ms, growing with
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             max_connections: options.max_connections,
             transparent_huge_pages: false,
             worker_threads: 0,
+            pin_connections: false,
             time_slice_us: DEFAULT_TIME_SLICE_US,
         }
     }
@@ -239,6 +244,11 @@ impl ServerConfig {
             ),
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
+            connection_threads: match self.pin_connections {
+                true => self.workers(),
+                false => 0,
+            },
+            time_slice: self.time_slice(),
             ..ServeOptions::default()
         }
     }

@@ -7,7 +7,8 @@
 //! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, group, bench).
 //! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`,
 //!   a consumer-group member `GroupConsumer`.
-//! - [`server`] and [`config`]: running the gRPC server; its settings.
+//! - [`server`] and [`config`]: running the gRPC server, on the caller's runtime or each
+//!   connection whole on a thread of its own (`server/threads.rs`); its settings.
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine

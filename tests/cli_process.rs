@@ -45,6 +45,7 @@ impl Server {
         let mut command = Command::new(STROM);
         command.env_remove("STROM_WORKER_THREADS");
         command.env_remove("STROM_TIME_SLICE_US");
+        command.env_remove("STROM_PIN_CONNECTIONS");
         command
     }
 
@@ -357,6 +358,90 @@ fn serve_sizes_its_runtime_by_worker_threads_and_refuses_absurd_ones() {
 
     let stderr = refused_serve(&dir.path().join("d"), &["--worker-threads", "100000"]);
     assert!(stderr.contains("worker_threads 100000"), "{stderr}");
+}
+
+/// The connection threads of a process (`server/threads.rs`): each one's name and the
+/// time it has run, in ns (`schedstat`), by name.
+fn connection_threads(pid: u32) -> Vec<(String, u64)> {
+    let mut threads: Vec<(String, u64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            let ran = std::fs::read_to_string(task.join("schedstat")).ok()?;
+            let ran = ran.split_whitespace().next()?.parse().ok()?;
+            Some((comm.trim().to_string(), ran))
+        })
+        .filter(|(comm, _)| comm.starts_with("strom-conn-"))
+        .collect();
+    threads.sort();
+    threads
+}
+
+fn names(threads: &[(String, u64)]) -> Vec<&str> {
+    threads.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+#[test]
+fn serve_pins_connections_to_threads_of_their_own_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strom.toml");
+    std::fs::write(&config, "pin_connections = true\nworker_threads = 3\n").unwrap();
+    let server = Server::start_with(
+        &dir.path().join("a"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let ready = server.startup.last().unwrap();
+    assert!(ready.ends_with(", 3 connection threads"), "{ready}");
+    let pid = server.child.id();
+    // Each thread starts its server after the ready line: wait until they all sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let idle = loop {
+        let before = connection_threads(pid);
+        std::thread::sleep(Duration::from_millis(200));
+        let after = connection_threads(pid);
+        if before == after || Instant::now() > deadline {
+            break after;
+        }
+    };
+    assert_eq!(
+        names(&idle),
+        ["strom-conn-0", "strom-conn-1", "strom-conn-2"]
+    );
+    // No work-stealing workers: the accepting runtime runs on the main thread.
+    assert!(
+        runtime_tasks(pid).iter().all(|task| {
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            !comm.starts_with("tokio-runtime-w")
+        }),
+        "tokio worker threads beside the connection threads"
+    );
+    strom(&server, &["topic", "create", "logs"], "");
+    strom(&server, &["produce", "-t", "logs"], "one\ntwo\n");
+    let values: Vec<String> = consume_json(&server)
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(values, ["one", "two"]);
+    // Three commands, three connections, dealt in turn: each thread served one (a
+    // thread with no connection sleeps and runs no time at all).
+    let served = connection_threads(pid);
+    assert_eq!(names(&served), names(&idle));
+    for ((name, before), (_, after)) in idle.iter().zip(&served) {
+        assert!(after > before, "{name} served no connection");
+    }
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status:?}: {log:?}");
+    assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{log:?}");
+
+    // The environment turns it off again over the file.
+    let server = Server::start_with_env(
+        &dir.path().join("b"),
+        ("STROM_PIN_CONNECTIONS", "false"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(ready_workers(&server), 3);
+    assert!(connection_threads(server.child.id()).is_empty());
 }
 
 /// Runs `strom serve ARGS` on `dir`, which must refuse to start before it touches

@@ -30,9 +30,22 @@ fn deleted_maps(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segments() {
+    a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segments_with(0).await;
+}
+
+/// The same, each connection on a thread of its own (`pin_connections`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_disconnected_on_connection_threads_too() {
+    a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segments_with(2).await;
+}
+
+async fn a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segments_with(
+    connection_threads: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let options = ServeOptions {
         stalled_reader_timeout: Duration::from_secs(2),
+        connection_threads,
         ..Default::default()
     };
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
@@ -135,19 +148,36 @@ fn closed_by_server(socket: &mut std::net::TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_max_connections_are_closed_and_the_server_serves_on() {
+    connections_past_max_connections_are_closed_and_the_server_serves_on_with(0).await;
+}
+
+/// The same, each connection on a thread of its own (`pin_connections`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_on_connection_threads_too() {
+    connections_past_max_connections_are_closed_and_the_server_serves_on_with(2).await;
+}
+
+async fn connections_past_max_connections_are_closed_and_the_server_serves_on_with(
+    connection_threads: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let options = ServeOptions {
         max_connections: 8,
+        connection_threads,
         ..Default::default()
     };
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
     let addr = server.addr;
-    // Eight idle sockets take every place; the next two are closed at once.
-    let mut sockets: Vec<std::net::TcpStream> = (0..10)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
-        .collect();
+    // Eight idle sockets take every place; the next two are closed at once. They come
+    // after the eight have been served a while (a place is held from the accept to the
+    // connection's end, wherever it is served).
     let closed = tokio::task::spawn_blocking(move || {
-        let closed: Vec<bool> = sockets.iter_mut().map(closed_by_server).collect();
+        let connect = |_| std::net::TcpStream::connect(addr).unwrap();
+        let mut sockets: Vec<std::net::TcpStream> = (0..8).map(connect).collect();
+        let mut closed: Vec<bool> = sockets.iter_mut().map(closed_by_server).collect();
+        let mut more: Vec<std::net::TcpStream> = (8..10).map(connect).collect();
+        closed.extend(more.iter_mut().map(closed_by_server));
+        sockets.extend(more);
         (closed, sockets)
     });
     let (closed, mut sockets) = closed.await.unwrap();
@@ -197,9 +227,20 @@ fn closed_within(socket: &mut std::net::TcpStream, within: Duration) -> bool {
 /// answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_vanished_clients_are_closed() {
+    silent_and_vanished_clients_are_closed_with(0).await;
+}
+
+/// The same, each connection on a thread of its own (`pin_connections`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_vanished_clients_are_closed_on_connection_threads_too() {
+    silent_and_vanished_clients_are_closed_with(2).await;
+}
+
+async fn silent_and_vanished_clients_are_closed_with(connection_threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let options = ServeOptions {
         silent_client_timeout: Duration::from_millis(500),
+        connection_threads,
         keepalive_interval: Duration::from_millis(500),
         keepalive_timeout: Duration::from_millis(500),
         ..Default::default()

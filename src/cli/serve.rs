@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::config::{LogFormat, ServerConfig};
+use crate::server::ask_for_time_slice;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -36,6 +37,10 @@ pub struct ServeArgs {
     /// separate pool); 0 is one per core [default: 0].
     #[arg(long, env = "STROM_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// Serve each connection whole on one thread (true), or let tokio move its tasks
+    /// between threads (false) [default: false].
+    #[arg(long, env = "STROM_PIN_CONNECTIONS")]
+    pin_connections: Option<bool>,
     /// CPU time slice the server's threads ask the kernel for, in µs (100-100000;
     /// Linux 6.12 or later); 0 is the kernel's default [default: 100].
     #[arg(long, env = "STROM_TIME_SLICE_US")]
@@ -52,8 +57,20 @@ pub fn main(args: ServeArgs) -> Result<(), String> {
         turn_off_transparent_huge_pages();
     }
     let slice = config.time_slice();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers())
+    // Pinned connections are served on threads of their own (`server/threads.rs`);
+    // this thread's runtime then only accepts them and runs the upkeep.
+    let mut runtime = match config.pin_connections {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(config.workers());
+            runtime
+        }
+    };
+    if let Some(slice) = slice {
+        ask_for_time_slice(slice);
+    }
+    let runtime = runtime
         // Every thread of the runtime, workers and blocking pool alike, as it starts.
         .on_thread_start(move || {
             if let Some(slice) = slice {
@@ -98,6 +115,9 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
+    }
+    if let Some(v) = args.pin_connections {
+        config.pin_connections = v;
     }
     if let Some(v) = args.time_slice_us {
         config.time_slice_us = v;
@@ -183,15 +203,6 @@ fn turn_off_transparent_huge_pages() {
     match rustix::thread::disable_transparent_huge_pages(true) {
         Ok(()) => tracing::debug!("transparent huge pages off for this process"),
         Err(err) => tracing::warn!(%err, "cannot turn off transparent huge pages"),
-    }
-}
-
-/// Gives the calling thread time slices of `slice` (see `ServerConfig::time_slice`).
-/// A refusal is logged once, not for every thread the blocking pool starts.
-fn ask_for_time_slice(slice: std::time::Duration) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    if let Err(err) = crate::sys::set_thread_time_slice(slice) {
-        WARNED.call_once(|| tracing::warn!(%err, ?slice, "cannot set the threads' time slice"));
     }
 }
 

@@ -16,33 +16,25 @@
 //! `silent_timeout` of being accepted is closed as well: it would hold one of the
 //! `max_connections` places for ever (HTTP/2's keepalive pings start only after it).
 //!
-//! The sockets come from [`Incoming`], which also bounds how many are open at once:
-//! every connection takes a file descriptor, and the log needs its own (three per
-//! partition), so a flood of idle connections must not take them all. A connection
-//! over the limit is closed as soon as it is accepted. An accept that fails for want
-//! of descriptors or memory is retried after a pause, not at once: the pending
-//! connection keeps the listener readable, and retrying at once spins a core.
+//! The sockets come from [`Incoming`] (`incoming.rs`).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Sleep;
-use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
 mod greeting;
-use greeting::Greeting;
+mod incoming;
 
-/// The longest pause between accepts that fail for want of resources.
-const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+use greeting::Greeting;
+pub use incoming::{Handoff, Incoming, Place};
 
 /// How long a connection may keep the server waiting.
 #[derive(Debug, Clone, Copy)]
@@ -53,27 +45,14 @@ pub struct Timeouts {
     pub silent: Duration,
 }
 
-/// The server's accepted connections, at most `max_connections` open at once.
-pub struct Incoming {
-    listener: TcpListener,
-    timeouts: Timeouts,
-    max_connections: usize,
-    open: Arc<AtomicUsize>,
-    /// After a failed accept: the pause before the next, doubling while they fail.
-    pause: Option<Pin<Box<Sleep>>>,
-    pause_for: Duration,
-    /// When a refusal was last logged (once a second at most).
-    refusal_logged: Option<Instant>,
-}
-
 /// An accepted socket that the connection's watchdog can close.
 pub struct Watched {
     io: TcpStream,
     connection: Arc<Connection>,
     /// The client's first bytes, until its greeting is whole.
     greeting: Option<Greeting>,
-    /// The open connections' count, less this one when it is dropped.
-    open: Arc<AtomicUsize>,
+    /// Its place among the open connections, given back when it is dropped.
+    _place: Place,
 }
 
 /// The connection a request came on: in every request's extensions (tonic puts the
@@ -105,76 +84,10 @@ struct Connection {
     ended: Notify,
 }
 
-impl Incoming {
-    pub fn new(listener: TcpListener, timeouts: Timeouts, max_connections: usize) -> Self {
-        Incoming {
-            listener,
-            timeouts,
-            max_connections: max_connections.max(1),
-            open: Arc::new(AtomicUsize::new(0)),
-            pause: None,
-            pause_for: Duration::ZERO,
-            refusal_logged: None,
-        }
-    }
-
-    fn log_refusal(&mut self) {
-        let now = Instant::now();
-        if self
-            .refusal_logged
-            .is_none_or(|at| now - at >= Duration::from_secs(1))
-        {
-            self.refusal_logged = Some(now);
-            tracing::warn!(
-                max_connections = self.max_connections,
-                "refusing connections: the server has max_connections open"
-            );
-        }
-    }
-}
-
-impl Stream for Incoming {
-    type Item = io::Result<Watched>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(pause) = &mut self.pause {
-                ready!(pause.as_mut().poll(cx));
-                self.pause = None;
-            }
-            match ready!(self.listener.poll_accept(cx)) {
-                Ok((socket, _)) => {
-                    self.pause_for = Duration::ZERO;
-                    if self.open.load(Ordering::Relaxed) >= self.max_connections {
-                        self.log_refusal();
-                        continue; // dropped: the client sees the connection closed
-                    }
-                    // Small frames (acknowledgements, single records) go out at once, not
-                    // after the peer's delayed ACK (40 ms per 1 MiB produce, measured).
-                    if let Err(err) = socket.set_nodelay(true) {
-                        tracing::debug!(%err, "cannot set TCP_NODELAY");
-                    }
-                    let watched = Watched::new(socket, self.timeouts, &self.open);
-                    return Poll::Ready(Some(Ok(watched)));
-                }
-                // The connection went before it was taken: nothing to wait for.
-                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(err) => {
-                    self.pause_for = (self.pause_for * 2)
-                        .max(Duration::from_millis(5))
-                        .min(MAX_ACCEPT_PAUSE);
-                    tracing::warn!(%err, pause_ms = self.pause_for.as_millis() as u64, "cannot accept a connection; trying again after a pause");
-                    self.pause = Some(Box::pin(tokio::time::sleep(self.pause_for)));
-                }
-            }
-        }
-    }
-}
-
 impl Watched {
-    /// Wraps an accepted socket, counts it in `open` until it is dropped, and starts its
-    /// watchdog, which ends with the connection.
-    fn new(io: TcpStream, timeouts: Timeouts, open: &Arc<AtomicUsize>) -> Watched {
+    /// Wraps an accepted socket, holding its place among the open connections, and
+    /// starts its watchdog (on the current runtime), which ends with the connection.
+    fn new(io: TcpStream, timeouts: Timeouts, place: Place) -> Watched {
         let connection = Arc::new(Connection {
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -184,12 +97,11 @@ impl Watched {
             ended: Notify::new(),
         });
         tokio::spawn(watchdog(Arc::clone(&connection), timeouts));
-        open.fetch_add(1, Ordering::Relaxed);
         Watched {
             io,
             connection,
             greeting: Some(Greeting::default()),
-            open: Arc::clone(open),
+            _place: place,
         }
     }
 
@@ -329,7 +241,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
         self.connection.ended.notify_one(); // kept if the watchdog is not waiting yet
     }
 }

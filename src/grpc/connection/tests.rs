@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use super::{ConnectionInfo, Timeouts, Watched};
+use super::{ConnectionInfo, Place, Timeouts, Watched};
 use tonic::transport::server::Connected;
 
 /// A connected pair on loopback: the server's end watched, the client's plain.
@@ -19,7 +19,8 @@ async fn pair(stall_timeout: Duration) -> (Watched, std::net::TcpStream, Arc<Ato
         stall: stall_timeout,
         silent: Duration::from_secs(60),
     };
-    (Watched::new(socket, timeouts, &open), client, open)
+    let place = Place::take(&open);
+    (Watched::new(socket, timeouts, place), client, open)
 }
 
 /// A connection making many short responses keeps a list of about the live ones, not

@@ -1,5 +1,11 @@
 //! Running the gRPC server: `serve(listener, broker, shutdown)` in the style of
-//! mini-redis, so tests start it on `127.0.0.1:0` and stop it with a future.
+//! mini-redis, so tests start it on `127.0.0.1:0` and stop it with a future. Requests
+//! are served on the caller's runtime, or with `connection_threads` on threads of their
+//! own, each connection on one of them (`threads.rs`).
+
+mod threads;
+
+pub use threads::ask_for_time_slice;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::pb::queues_server::QueuesServer;
 use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
+use threads::ConnectionThreads;
 
 /// Transport settings of the server.
 #[derive(Debug, Clone)]
@@ -46,6 +53,11 @@ pub struct ServeOptions {
     /// `keepalive_timeout` closes it (a client that vanished without a FIN).
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Threads that serve connections, each a connection whole (`threads.rs`); 0 serves
+    /// them on the caller's runtime, where tokio moves tasks between its workers.
+    pub connection_threads: usize,
+    /// The CPU time slice the connection threads ask for (see `ServerConfig::time_slice`).
+    pub time_slice: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +73,8 @@ impl Default for ServeOptions {
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
+            connection_threads: 0,
+            time_slice: None,
         }
     }
 }
@@ -87,12 +101,27 @@ pub async fn serve(
     let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
     broker.set_retention_floor(floor);
     let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());
+    let threads = match options.connection_threads {
+        0 => None,
+        n => Some(
+            ConnectionThreads::start(n, options.time_slice).map_err(|err| Error::Unavailable {
+                what: "the connection threads".into(),
+                reason: err.to_string(),
+            })?,
+        ),
+    };
     if let Some(bound) = local {
+        let serving = match &threads {
+            Some(threads) => format!("{} connection threads", threads.len()),
+            None => format!(
+                "{} worker threads",
+                tokio::runtime::Handle::current().metrics().num_workers()
+            ),
+        };
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
-            "strom is ready: serving gRPC on {bound}, data in {}, {} worker threads",
+            "strom is ready: serving gRPC on {bound}, data in {}, {serving}",
             broker.data_dir().root().display(),
-            tokio::runtime::Handle::current().metrics().num_workers()
         );
     }
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
@@ -126,45 +155,60 @@ pub async fn serve(
         silent: options.silent_client_timeout,
     };
     let incoming = Incoming::new(listener, timeouts, options.max_connections);
-    let served = Server::builder()
-        .layer(ProduceBudgetLayer::new(options.produce_budget_bytes))
-        // Larger HTTP/2 windows than the defaults: on this class of machine they double
-        // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
-        // connection's window is sixteen streams' worth: a stream the produce budget holds
-        // back keeps its window's bytes unread, and with a connection window of four
-        // streams, four held streams starved an admitted one on the same connection
-        // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(64 << 20))
-        // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
-        .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
-        // A client gone without closing its connection (its host lost, a NAT that
-        // forgot it) would otherwise hold its place, and its streams, for ever.
-        .http2_keepalive_interval(Some(options.keepalive_interval))
-        .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            AdminServer::new(AdminService::new(Arc::clone(&broker))).max_decoding_message_size(max),
-        )
-        .add_service(
-            // Group requests are small: 16 MiB holds a commit of 100,000 offsets with
-            // room to spare, and bounds what one heartbeat can make the server read.
-            GroupsServer::new(GroupsService::new(Arc::clone(&groups)))
-                .max_decoding_message_size(max.min(16 << 20)),
-        )
-        .add_service(
-            QueuesServer::new(QueuesService::new(Arc::clone(&queues)))
-                .max_decoding_message_size(max.min(16 << 20))
-                .max_encoding_message_size(max_response),
-        )
-        // The Log service's hot calls read and write HTTP/2 frames themselves
-        // (`grpc/direct`), with the same limits as tonic's path for the others.
-        .add_service(DirectLog::new(Arc::clone(&broker), max, max_response))
-        // Accepted by `Incoming` (TCP_NODELAY set, connections counted and watched).
-        .serve_with_incoming_shutdown(incoming, stopping)
-        .await;
+    // The budget is one for the whole server, however many servers share it.
+    let budget = ProduceBudgetLayer::new(options.produce_budget_bytes);
+    let router = || {
+        Server::builder()
+            .layer(budget.clone())
+            // Larger HTTP/2 windows than the defaults: on this class of machine they double
+            // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
+            // connection's window is sixteen streams' worth: a stream the produce budget holds
+            // back keeps its window's bytes unread, and with a connection window of four
+            // streams, four held streams starved an admitted one on the same connection
+            // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
+            .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
+            // A client gone without closing its connection (its host lost, a NAT that
+            // forgot it) would otherwise hold its place, and its streams, for ever.
+            .http2_keepalive_interval(Some(options.keepalive_interval))
+            .http2_keepalive_timeout(Some(options.keepalive_timeout))
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(
+                AdminServer::new(AdminService::new(Arc::clone(&broker)))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                // Group requests are small: 16 MiB holds a commit of 100,000 offsets with
+                // room to spare, and bounds what one heartbeat can make the server read.
+                GroupsServer::new(GroupsService::new(Arc::clone(&groups)))
+                    .max_decoding_message_size(max.min(16 << 20)),
+            )
+            .add_service(
+                QueuesServer::new(QueuesService::new(Arc::clone(&queues)))
+                    .max_decoding_message_size(max.min(16 << 20))
+                    .max_encoding_message_size(max_response),
+            )
+            // The Log service's hot calls read and write HTTP/2 frames themselves
+            // (`grpc/direct`), with the same limits as tonic's path for the others.
+            .add_service(DirectLog::new(Arc::clone(&broker), max, max_response))
+    };
+    // Accepted by `Incoming` (TCP_NODELAY set, connections counted and watched).
+    let served = match &threads {
+        None => {
+            router()
+                .serve_with_incoming_shutdown(incoming, stopping)
+                .await
+        }
+        Some(threads) => {
+            let serve_one =
+                |connections, stop| router().serve_with_incoming_shutdown(connections, stop);
+            threads.serve(incoming, serve_one, stopping).await
+        }
+    };
     broker.begin_shutdown();
     let _ = upkeep.await;
     let _ = cleaner.await;
@@ -182,6 +226,8 @@ pub async fn serve(
     while Arc::strong_count(&broker) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // Their runtimes go with them, and any task left on one (and its hold on the broker).
+    drop(threads);
     let broker = Arc::try_unwrap(broker).map_err(|_| {
         Error::InvalidArgument("broker still in use after the server stopped".into())
     })?;

@@ -1,0 +1,160 @@
+//! Accepting connections for the server.
+//!
+//! [`Incoming`] accepts the server's sockets and bounds how many are open at once:
+//! every connection takes a file descriptor, and the log needs its own (three per
+//! partition), so a flood of idle connections must not take them all. A connection
+//! over the limit is closed as soon as it is accepted. An accept that fails for want
+//! of descriptors or memory is retried after a pause, not at once: the pending
+//! connection keeps the listener readable, and retrying at once spins a core.
+//!
+//! A server with connection threads (`server/threads.rs`) takes each socket as a
+//! [`Handoff`]: off the accepting runtime's reactor, to be watched and served on the
+//! thread it is dealt to.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tokio_stream::Stream;
+
+use super::{Timeouts, Watched};
+
+/// The longest pause between accepts that fail for want of resources.
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The server's accepted connections, at most `max_connections` open at once.
+pub struct Incoming {
+    listener: TcpListener,
+    timeouts: Timeouts,
+    max_connections: usize,
+    open: Arc<AtomicUsize>,
+    /// After a failed accept: the pause before the next, doubling while they fail.
+    pause: Option<Pin<Box<Sleep>>>,
+    pause_for: Duration,
+    /// When a refusal was last logged (once a second at most).
+    refusal_logged: Option<Instant>,
+}
+
+/// One of the `max_connections` places: taken at the accept, given back on drop.
+pub struct Place(Arc<AtomicUsize>);
+
+/// A socket accepted, counted and not yet watched, on its way to the thread that will
+/// serve it (`server::threads`). It is taken off the accepting runtime's reactor, so
+/// that its readiness wakes the serving thread directly.
+pub struct Handoff {
+    socket: std::net::TcpStream,
+    place: Place,
+    timeouts: Timeouts,
+}
+
+impl Incoming {
+    pub fn new(listener: TcpListener, timeouts: Timeouts, max_connections: usize) -> Self {
+        Incoming {
+            listener,
+            timeouts,
+            max_connections: max_connections.max(1),
+            open: Arc::new(AtomicUsize::new(0)),
+            pause: None,
+            pause_for: Duration::ZERO,
+            refusal_logged: None,
+        }
+    }
+
+    fn log_refusal(&mut self) {
+        let now = Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|at| now - at >= Duration::from_secs(1))
+        {
+            self.refusal_logged = Some(now);
+            tracing::warn!(
+                max_connections = self.max_connections,
+                "refusing connections: the server has max_connections open"
+            );
+        }
+    }
+}
+
+impl Incoming {
+    /// The next connection to serve, counted in the open ones, its socket set up. Never
+    /// fails: a failed accept is logged and retried after a pause.
+    fn poll_accepted(&mut self, cx: &mut Context<'_>) -> Poll<(TcpStream, Place)> {
+        loop {
+            if let Some(pause) = &mut self.pause {
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            match ready!(self.listener.poll_accept(cx)) {
+                Ok((socket, _)) => {
+                    self.pause_for = Duration::ZERO;
+                    if self.open.load(Ordering::Relaxed) >= self.max_connections {
+                        self.log_refusal();
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    // Small frames (acknowledgements, single records) go out at once, not
+                    // after the peer's delayed ACK (40 ms per 1 MiB produce, measured).
+                    if let Err(err) = socket.set_nodelay(true) {
+                        tracing::debug!(%err, "cannot set TCP_NODELAY");
+                    }
+                    return Poll::Ready((socket, Place::take(&self.open)));
+                }
+                // The connection went before it was taken: nothing to wait for.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(err) => {
+                    self.pause_for = (self.pause_for * 2)
+                        .max(Duration::from_millis(5))
+                        .min(MAX_ACCEPT_PAUSE);
+                    tracing::warn!(%err, pause_ms = self.pause_for.as_millis() as u64, "cannot accept a connection; trying again after a pause");
+                    self.pause = Some(Box::pin(tokio::time::sleep(self.pause_for)));
+                }
+            }
+        }
+    }
+
+    /// The next connection, to be served on another runtime (see `Handoff`).
+    pub async fn next_handoff(&mut self) -> io::Result<Handoff> {
+        let (socket, place) = std::future::poll_fn(|cx| self.poll_accepted(cx)).await;
+        Ok(Handoff {
+            socket: socket.into_std()?,
+            place,
+            timeouts: self.timeouts,
+        })
+    }
+}
+
+/// Connections served on the runtime that accepts them.
+impl Stream for Incoming {
+    type Item = io::Result<Watched>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let (socket, place) = ready!(self.poll_accepted(cx));
+        Poll::Ready(Some(Ok(Watched::new(socket, self.timeouts, place))))
+    }
+}
+
+impl Handoff {
+    /// The connection, watched and registered with the runtime this is called on.
+    pub fn watch(self) -> io::Result<Watched> {
+        let socket = TcpStream::from_std(self.socket)?;
+        Ok(Watched::new(socket, self.timeouts, self.place))
+    }
+}
+
+impl Place {
+    pub(super) fn take(open: &Arc<AtomicUsize>) -> Place {
+        open.fetch_add(1, Ordering::Relaxed);
+        Place(Arc::clone(open))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,191 @@
+//! Connection threads: each connection served whole on one thread.
+//!
+//! tokio's multi-thread runtime lets any worker run any task: a connection's reader,
+//! its requests and the subscriptions they wake hop between workers, and each hop that
+//! finds the other worker parked costs a futex wake-up. With one record a request, a
+//! third of the server's CPU was that hand-over (BENCHMARKS.md, "Where a one-record
+//! request's server CPU goes"), and the end-to-end tail followed it. Here each thread
+//! runs its own current-thread runtime and serves the connections dealt to it in turn:
+//! a connection's tasks, and the tasks its requests spawn, stay on that thread. Work
+//! crosses threads only where two connections meet (a produce waking another
+//! connection's subscriber) and on the blocking pools (fsyncs, large copies).
+//!
+//! The price is balance: a thread cannot take work from a busier one, so one
+//! connection never has more than one core. Servers of many connections (Redpanda's
+//! Seastar, Iggy's shards) make the same trade.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+
+use crate::grpc::connection::{Handoff, Incoming, Watched};
+
+/// Blocking threads over all the connection threads' pools: tokio's default for one
+/// runtime, shared out, so that pinning does not multiply what a burst of fsyncs or
+/// large appends may start.
+const BLOCKING_THREADS: usize = 512;
+
+/// How long a stopping thread waits for its blocking tasks (an fsync, a large append)
+/// before it lets them go.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// The threads, each driving its runtime until the set is dropped.
+pub struct ConnectionThreads {
+    threads: Vec<ConnectionThread>,
+}
+
+struct ConnectionThread {
+    runtime: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConnectionThreads {
+    /// Starts `count` threads (at least one), each asking for `time_slice` if given.
+    pub fn start(count: usize, time_slice: Option<Duration>) -> io::Result<Self> {
+        let count = count.max(1);
+        let blocking = (BLOCKING_THREADS / count).max(16);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let (ready, runtime) = std::sync::mpsc::channel();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let join = std::thread::Builder::new()
+                .name(format!("strom-conn-{i}"))
+                .spawn(move || {
+                    if let Some(slice) = time_slice {
+                        ask_for_time_slice(slice);
+                    }
+                    let built = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .max_blocking_threads(blocking)
+                        // The runtime's blocking pool: this thread is not one of them.
+                        .on_thread_start(move || {
+                            if let Some(slice) = time_slice {
+                                ask_for_time_slice(slice);
+                            }
+                        })
+                        .build();
+                    let built = match built {
+                        Ok(built) => built,
+                        Err(err) => return drop(ready.send(Err(err))),
+                    };
+                    let _ = ready.send(Ok(built.handle().clone()));
+                    built.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    built.shutdown_timeout(STOP_WAIT);
+                })?;
+            let runtime = runtime
+                .recv()
+                .map_err(|_| io::Error::other("a connection thread ended as it started"))??;
+            threads.push(ConnectionThread {
+                runtime,
+                stop: Some(stop),
+                join: Some(join),
+            });
+        }
+        Ok(ConnectionThreads { threads })
+    }
+
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Runs one server on each thread, fed the connections `incoming` accepts in turn,
+    /// until `stopping` resolves; then stops accepting, tells every server to finish
+    /// (each lets its connections' requests end, as tonic's graceful shutdown does) and
+    /// waits for them. `serve` makes one server from its connections and a signal to
+    /// stop. The first error a server ends with is returned.
+    pub async fn serve<S, F, E>(
+        &self,
+        mut incoming: Incoming,
+        mut serve: S,
+        stopping: impl Future<Output = ()>,
+    ) -> Result<(), E>
+    where
+        S: FnMut(Connections, Stop) -> F,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = JoinSet::new();
+        let mut lanes = Vec::with_capacity(self.threads.len());
+        for thread in &self.threads {
+            let (lane, connections) = mpsc::unbounded_channel();
+            lanes.push(lane);
+            let connections = UnboundedReceiverStream::new(connections).map(Handoff::watch);
+            let server = serve(Box::pin(connections), stop_signal(stopped.clone()));
+            servers.spawn_on(server, &thread.runtime);
+        }
+        let mut first_error = None;
+        let dealing = async {
+            for lane in lanes.iter().cycle() {
+                match incoming.next_handoff().await {
+                    // A closed lane: its server has ended (and is reported below).
+                    Ok(connection) => drop(lane.send(connection)),
+                    Err(err) => tracing::debug!(%err, "cannot hand a connection over"),
+                }
+            }
+        };
+        tokio::select! {
+            () = stopping => {}
+            () = dealing => {}
+            Some(ended) = servers.join_next() => {
+                first_error = ended.ok().and_then(Result::err);
+            }
+        }
+        // Accepting stops here: the listener closes with `incoming`.
+        drop(incoming);
+        stop.send_replace(true);
+        while let Some(ended) = servers.join_next().await {
+            if let (None, Ok(Err(err))) = (&first_error, ended) {
+                first_error = Some(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A server's connections, watched on its own thread.
+pub type Connections = std::pin::Pin<Box<dyn Stream<Item = io::Result<Watched>> + Send>>;
+
+/// Resolves when the servers are told to stop.
+pub type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn stop_signal(mut stopped: watch::Receiver<bool>) -> Stop {
+    Box::pin(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    })
+}
+
+impl Drop for ConnectionThreads {
+    /// Stops every thread's runtime (tasks still on it are dropped; blocking tasks get
+    /// `STOP_WAIT`) and waits for the threads.
+    fn drop(&mut self) {
+        for thread in &mut self.threads {
+            if let Some(stop) = thread.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for thread in &mut self.threads {
+            if let Some(join) = thread.join.take() {
+                let _ = join.join();
+            }
+        }
+    }
+}
+
+/// Gives the calling thread time slices of `slice` (see `ServerConfig::time_slice`).
+/// A refusal is logged once, not for every thread the blocking pools start.
+pub fn ask_for_time_slice(slice: Duration) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(err) = crate::sys::set_thread_time_slice(slice) {
+        WARNED.call_once(|| tracing::warn!(%err, ?slice, "cannot set the threads' time slice"));
+    }
+}
