@@ -408,14 +408,30 @@ fn serve_pins_connections_to_threads_of_their_own_when_asked() {
         names(&idle),
         ["strom-conn-0", "strom-conn-1", "strom-conn-2"]
     );
-    // No work-stealing workers: the accepting runtime runs on the main thread.
-    assert!(
-        runtime_tasks(pid).iter().all(|task| {
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            !comm.starts_with("tokio-runtime-w")
-        }),
-        "tokio worker threads beside the connection threads"
+    // No work-stealing workers: the accepting runtime runs on the main thread, and
+    // every runtime's blocking pool is named strom-blocking (the data directory was
+    // opened on one), so no thread has tokio's name.
+    assert_eq!(
+        runtime_threads(pid),
+        0,
+        "tokio's threads beside the connection threads"
     );
+    let blocking = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "strom-blocking")
+        .count();
+    assert!(blocking >= 1, "no blocking thread: did the names change?");
+    // The connection threads ask for the default time slice, as tokio's workers do.
+    if kernel_takes_custom_slices() {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.starts_with("strom-conn-") {
+                assert_eq!(slice_of(&task.join("sched")), Some(100_000), "{comm}");
+            }
+        }
+    }
     strom(&server, &["topic", "create", "logs"], "");
     strom(&server, &["produce", "-t", "logs"], "one\ntwo\n");
     let values: Vec<String> = consume_json(&server)

@@ -60,7 +60,12 @@ pub fn main(args: ServeArgs) -> Result<(), String> {
     // Pinned connections are served on threads of their own (`server/threads.rs`);
     // this thread's runtime then only accepts them and runs the upkeep.
     let mut runtime = match config.pin_connections {
-        true => tokio::runtime::Builder::new_current_thread(),
+        true => {
+            let mut runtime = tokio::runtime::Builder::new_current_thread();
+            // Named as the connection threads' pools are: no thread is a tokio worker.
+            runtime.thread_name("strom-blocking");
+            runtime
+        }
         false => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             runtime.worker_threads(config.workers());
@@ -80,8 +85,8 @@ pub fn main(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    // Spawned, so the server runs on the worker threads rather than on the main thread
-    // that `block_on` uses.
+    // Spawned, so that on tokio's work-stealing runtime the server runs on its workers
+    // rather than on the main thread that `block_on` uses (pinned, there is only this one).
     runtime.block_on(async move {
         tokio::spawn(run(config))
             .await

@@ -88,6 +88,16 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    // The connection threads first: if they cannot start, nothing else has been started.
+    let threads = match options.connection_threads {
+        0 => None,
+        n => Some(
+            ConnectionThreads::start(n, options.time_slice).map_err(|err| Error::Unavailable {
+                what: "the connection threads".into(),
+                reason: err.to_string(),
+            })?,
+        ),
+    };
     let broker = Arc::new(broker);
     let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -101,15 +111,6 @@ pub async fn serve(
     let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
     broker.set_retention_floor(floor);
     let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());
-    let threads = match options.connection_threads {
-        0 => None,
-        n => Some(
-            ConnectionThreads::start(n, options.time_slice).map_err(|err| Error::Unavailable {
-                what: "the connection threads".into(),
-                reason: err.to_string(),
-            })?,
-        ),
-    };
     if let Some(bound) = local {
         let serving = match &threads {
             Some(threads) => format!("{} connection threads", threads.len()),
@@ -206,7 +207,10 @@ pub async fn serve(
         Some(threads) => {
             let serve_one =
                 |connections, stop| router().serve_with_incoming_shutdown(connections, stop);
-            threads.serve(incoming, serve_one, stopping).await
+            let begin_stop = || broker.begin_shutdown();
+            threads
+                .serve(incoming, serve_one, stopping, begin_stop)
+                .await
         }
     };
     broker.begin_shutdown();
@@ -227,7 +231,10 @@ pub async fn serve(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Their runtimes go with them, and any task left on one (and its hold on the broker).
-    drop(threads);
+    // Joining them may wait for a blocking task: not on this runtime's thread.
+    if let Some(threads) = threads {
+        let _ = tokio::task::spawn_blocking(move || drop(threads)).await;
+    }
     let broker = Arc::try_unwrap(broker).map_err(|_| {
         Error::InvalidArgument("broker still in use after the server stopped".into())
     })?;

@@ -20,16 +20,18 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
 use crate::grpc::connection::{Handoff, Incoming, Watched};
 
-/// Blocking threads over all the connection threads' pools: tokio's default for one
-/// runtime, shared out, so that pinning does not multiply what a burst of fsyncs or
-/// large appends may start.
+/// Blocking threads (fsyncs, large appends and reads) the connection threads' pools
+/// share: tokio's default for one runtime, in equal parts of at least
+/// `MIN_BLOCKING_THREADS`. The main thread's runtime keeps a pool of its own for the
+/// upkeep and the cleaner.
 const BLOCKING_THREADS: usize = 512;
+const MIN_BLOCKING_THREADS: usize = 4;
 
 /// How long a stopping thread waits for its blocking tasks (an fsync, a large append)
 /// before it lets them go.
@@ -50,7 +52,7 @@ impl ConnectionThreads {
     /// Starts `count` threads (at least one), each asking for `time_slice` if given.
     pub fn start(count: usize, time_slice: Option<Duration>) -> io::Result<Self> {
         let count = count.max(1);
-        let blocking = (BLOCKING_THREADS / count).max(16);
+        let blocking = (BLOCKING_THREADS / count).max(MIN_BLOCKING_THREADS);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let (ready, runtime) = std::sync::mpsc::channel();
@@ -64,6 +66,7 @@ impl ConnectionThreads {
                     let built = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .max_blocking_threads(blocking)
+                        .thread_name("strom-blocking")
                         // The runtime's blocking pool: this thread is not one of them.
                         .on_thread_start(move || {
                             if let Some(slice) = time_slice {
@@ -98,15 +101,19 @@ impl ConnectionThreads {
     }
 
     /// Runs one server on each thread, fed the connections `incoming` accepts in turn,
-    /// until `stopping` resolves; then stops accepting, tells every server to finish
-    /// (each lets its connections' requests end, as tonic's graceful shutdown does) and
-    /// waits for them. `serve` makes one server from its connections and a signal to
-    /// stop. The first error a server ends with is returned.
+    /// until `stopping` resolves or a server ends early (it can only panic); then stops
+    /// accepting, calls `begin_stop` (which ends long polls and subscriptions, so that
+    /// no connection keeps its server waiting), tells every server to finish (each lets
+    /// its connections' requests end, as tonic's graceful shutdown does) and waits for
+    /// them. `serve` makes one server from its connections and a signal to stop. The
+    /// first error a server ends with is returned, and a server's panic goes on, once
+    /// all have stopped, as it would have on the caller's runtime.
     pub async fn serve<S, F, E>(
         &self,
         mut incoming: Incoming,
         mut serve: S,
         stopping: impl Future<Output = ()>,
+        begin_stop: impl FnOnce(),
     ) -> Result<(), E>
     where
         S: FnMut(Connections, Stop) -> F,
@@ -123,7 +130,7 @@ impl ConnectionThreads {
             let server = serve(Box::pin(connections), stop_signal(stopped.clone()));
             servers.spawn_on(server, &thread.runtime);
         }
-        let mut first_error = None;
+        let mut first = None;
         let dealing = async {
             for lane in lanes.iter().cycle() {
                 match incoming.next_handoff().await {
@@ -136,20 +143,34 @@ impl ConnectionThreads {
         tokio::select! {
             () = stopping => {}
             () = dealing => {}
-            Some(ended) = servers.join_next() => {
-                first_error = ended.ok().and_then(Result::err);
-            }
+            Some(ended) = servers.join_next() => note(&mut first, ended),
         }
         // Accepting stops here: the listener closes with `incoming`.
         drop(incoming);
+        begin_stop();
         stop.send_replace(true);
         while let Some(ended) = servers.join_next().await {
-            if let (None, Ok(Err(err))) = (&first_error, ended) {
-                first_error = Some(err);
-            }
+            note(&mut first, ended);
         }
-        first_error.map_or(Ok(()), Err)
+        match first {
+            None => Ok(()),
+            Some(Ok(err)) => Err(err),
+            Some(Err(panicked)) => std::panic::resume_unwind(panicked.into_panic()),
+        }
     }
+}
+
+/// Keeps the first way a server ended that was not a clean stop: its error, or its panic.
+fn note<E>(first: &mut Option<Result<E, JoinError>>, ended: Result<Result<(), E>, JoinError>) {
+    if first.is_some() {
+        return;
+    }
+    *first = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(Ok(err)),
+        Err(err) if err.is_panic() => Some(Err(err)),
+        Err(_) => None, // cancelled: only when the set is dropped
+    };
 }
 
 /// A server's connections, watched on its own thread.
