@@ -13,6 +13,13 @@
 //! The price is balance: a thread cannot take work from a busier one, so one
 //! connection never has more than one core. Servers of many connections (Redpanda's
 //! Seastar, Iggy's shards) make the same trade.
+//!
+//! Measured on a 2-vCPU VM with the client beside the server (BENCHMARKS.md,
+//! "Connections pinned to threads"): one producer's connection gains 8-20% on less
+//! CPU, several producers and a consumer gain nothing, and the end-to-end tail is
+//! worse, because a record produced on one connection wakes its subscriber on another
+//! thread, where tokio's work-stealing runtime would run the subscriber next on the
+//! producer's. Hence off by default.
 
 use std::future::Future;
 use std::io;
