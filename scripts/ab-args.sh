@@ -8,6 +8,7 @@
 # e.g. scripts/ab-args.sh "" "--idempotent" 3 produce --batch 1 --in-flight 5
 # STROM= picks the binary (default target/release/strom).
 set -u
+. "$(dirname "$0")/lib.sh"
 AA=$1; AB=$2; R=$3; shift 3; ARGS=("$@")
 S=${STROM:-$(cd "$(dirname "$0")/.." && pwd)/target/release/strom}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-abargs.XXXXXX")
@@ -16,8 +17,8 @@ one() {
   rm -rf $W/data
   $S serve --listen 127.0.0.1:0 --data-dir $W/data --log-level warn,strom=info > $W/log 2>&1 &
   local P=$!
-  local A=
-  for i in $(seq 50); do A=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' $W/log|head -1); [ -n "$A" ] && break; sleep 0.1; done
+  local A
+  A=$(strom_address $W/log) || exit 1
   local d=$(dd if=/dev/zero of=$W/dd bs=1M count=2000 2>&1 | sed -n 's/.* \([0-9.]* [GM]B\/s\).*/\1/p'); rm -f $W/dd
   local t0=$(awk '{print $14+$15}' /proc/$P/stat)
   local out=$(/usr/bin/time -f '%U %S' -o $W/time $S bench -s $A "${ARGS[@]}" $extra --json)

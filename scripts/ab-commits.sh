@@ -5,6 +5,7 @@
 # uses its own build for both the server and the bench client.
 #   scripts/ab-commits.sh A_STROM B_STROM
 set -u
+. "$(dirname "$0")/lib.sh"
 A=$1 B=$2
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-ab-commits.XXXXXX")
 trap 'rm -rf "$W"' EXIT
@@ -14,12 +15,8 @@ one() {
   ddr=$(dd if=/dev/zero of="$W/dd" bs=1M count=256 conv=fdatasync 2>&1 | sed -n 's/.* \([0-9.]* [GM]B\/s\).*/\1/p')
   rm -f "$W/dd"
   "$bin" serve --listen 127.0.0.1:0 --data-dir "$W/d$n" --log-level warn,strom=info >"$W/s$n.log" 2>&1 &
-  local pid=$! addr=
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/s$n.log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  local pid=$! addr
+  addr=$(strom_address "$W/s$n.log") || exit 1
   local rate
   rate=$("$bin" bench -s "$addr" commit --committers 128 --duration 8s --json |
     python3 -c 'import json,sys; print(round(json.load(sys.stdin)["records_per_sec"]))')

@@ -6,6 +6,7 @@
 #   scripts/ab.sh OLD_STROM NEW_STROM [ROUNDS]
 # The client (`strom bench`) is NEW_STROM's in every run, so only the server differs.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 A=$1 B=$2 ROUNDS=${3:-2}
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-ab.XXXXXX")
 PID=
@@ -15,12 +16,8 @@ one() {
   local label=$1 bin=$2 n=$3
   "$bin" serve --listen 127.0.0.1:0 --data-dir "$WORK/d$n" --log-level warn,strom=info >"$WORK/s$n.log" 2>&1 &
   PID=$!
-  local addr=
-  for _ in $(seq 100); do
-    addr=$(sed -n -e 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' -e 's/.*strom is ready listen=\([0-9.:]*\).*/\1/p' "$WORK/s$n.log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  local addr
+  addr=$(strom_address "$WORK/s$n.log") || exit 1
   local p c
   p=$("$B" bench -s "$addr" produce -t ab --records 1000000 --record-size 1024 --batch 1000 --json |
     python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["mb_per_sec"])')

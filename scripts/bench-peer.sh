@@ -19,6 +19,7 @@
 #   BLOCKS=1 scripts/bench-peer.sh   # a quick look
 #   ONLY="pc8 consume" scripts/bench-peer.sh   # some shapes (pc8 and consume go together)
 set -u
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 BLOCKS=${BLOCKS:-2}
 ONLY=${ONLY:-pc8 consume pc1 fsync8 fsync1 single p16}
@@ -55,14 +56,7 @@ start_strom() {
   rm -rf "$W/data"
   "$STROM" serve --listen 127.0.0.1:0 --data-dir "$W/data" --log-level warn,strom=info >"$W/server.log" 2>&1 &
   PID=$!
-  ADDR=
-  for _ in $(seq 100); do
-    ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/server.log" | head -1)
-    [ -n "$ADDR" ] && return
-    sleep 0.1
-  done
-  echo "strom did not start" >&2
-  exit 1
+  ADDR=$(strom_address "$W/server.log") || exit 1
 }
 
 start_iggy() {

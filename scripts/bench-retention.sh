@@ -10,6 +10,7 @@
 # each run.
 #   scripts/bench-retention.sh [STROM]
 set -u
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 B=${1:-$PWD/target/release/strom}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-bench-retention.XXXXXX")
@@ -25,12 +26,8 @@ one() {
   "$B" serve --listen 127.0.0.1:0 --data-dir "$W/d$n" --retention-check-interval-ms 1000 \
     --log-level warn,strom=info >"$W/s$n.log" 2>&1 &
   PID=$!
-  local addr=
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/s$n.log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  local addr
+  addr=$(strom_address "$W/s$n.log") || exit 1
   "$B" topic -s "$addr" create churn -c segment.bytes=1048576 -c "retention.bytes=$retention" \
     -c durability=page_cache >/dev/null
   "$B" topic -s "$addr" create keyed -c segment.bytes=1048576 -c "cleanup.policy=$policy" \

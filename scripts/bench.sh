@@ -15,6 +15,7 @@
 # tails are bound by how long this VM's threads wait to run, so before the e2e runs it
 # measures that with `strom bench jitter` on the otherwise idle machine.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SOAK=${SOAK:-300s}
@@ -33,12 +34,7 @@ trap cleanup EXIT
 start_server() {
   "$B" serve --listen 127.0.0.1:0 --data-dir "$WORK/$1" --log-level info >"$WORK/$1.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$WORK/$1.log" | head -1)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.1
-  done
-  echo "server did not start; its log:" >&2; cat "$WORK/$1.log" >&2; exit 1
+  ADDR=$(strom_address "$WORK/$1.log") || exit 1
 }
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; }
 

@@ -10,6 +10,7 @@
 #   RUNS=16 scripts/e2e-runs.sh
 #   SERVER_ENV="STROM_WORKER_THREADS=1" scripts/e2e-runs.sh   # a setting to compare
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-8}
 STROM=${STROM:-$PWD/target/release/strom}
@@ -30,13 +31,7 @@ for n in $(seq "$RUNS"); do
   env ${SERVER_ENV:-} "$STROM" serve --listen 127.0.0.1:0 --data-dir "$W/data" \
     --log-level warn,strom=info >"$W/server.log" 2>&1 &
   PID=$!
-  addr=
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/server.log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "the server did not start:" >&2; cat "$W/server.log" >&2; exit 1; }
+  addr=$(strom_address "$W/server.log") || exit 1
   "$STROM" bench -s "$addr" e2e -t t --rate 10000 --duration 15s --record-size 1024 \
     --batch 1 --in-flight 64 --json >"$W/run.json"
   kill "$PID"; wait "$PID" || true; PID=

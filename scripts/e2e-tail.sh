@@ -10,6 +10,7 @@
 #   SLOW_MS=2 DURATION=30s scripts/e2e-tail.sh
 #   KEEP=/tmp/tail scripts/e2e-tail.sh          # keep the slow log and the trace there
 set -eu
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 STROM=${STROM:-$PWD/target/release/strom}
 DURATION=${DURATION:-15s}
@@ -31,13 +32,7 @@ command -v perf >/dev/null || { echo "needs perf" >&2; exit 1; }
 
 "$STROM" serve --listen 127.0.0.1:0 --data-dir "$W/data" --log-level warn,strom=info >"$W/server.log" 2>&1 &
 SERVER=$!
-ADDR=
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$W/server.log" | head -1)
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { cat "$W/server.log" >&2; exit 1; }
+ADDR=$(strom_address "$W/server.log")
 
 # The trace outlasts the bench by a few seconds; the bench's client is found by its
 # pid, which the analysis needs to tell its threads from the server's.

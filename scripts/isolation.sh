@@ -8,6 +8,7 @@
 #   scripts/isolation.sh            # 2 rounds of each, 10 s runs
 #   ROUNDS=1 SECS=5 scripts/isolation.sh
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-10}
@@ -22,11 +23,7 @@ cleanup() {
 trap cleanup EXIT
 "$B" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn,strom=info >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's/.*serving gRPC on \([0-9.:]*\).*/\1/p' "$WORK/server.log" | head -1)
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
+ADDR=$(strom_address "$WORK/server.log")
 export STROM_SERVER=$ADDR
 "$B" topic create steady --config durability=page_cache >/dev/null
 echo "writing the 2 GB topic to read cold..." >&2
