@@ -77,9 +77,9 @@ pub struct ServerConfig {
     /// itself, because a fault on a fresh huge page zeroes 2 MiB on the worker that
     /// touched it, in the middle of requests (BENCHMARKS.md, "Transparent huge pages").
     pub transparent_huge_pages: bool,
-    /// Threads of the async runtime that serve requests (durable writes, fsyncs and
-    /// file opens run on tokio's separate blocking pool); 0, the default, is one per
-    /// core. See `workers`.
+    /// Threads that serve requests: the async runtime's workers, or with
+    /// `pin_connections` the connection threads (durable writes, fsyncs and file opens
+    /// run on separate blocking pools); 0, the default, is one per core. See `workers`.
     pub worker_threads: usize,
     /// True: each connection is served whole on one of the `worker_threads`, which
     /// are dealt connections in turn, rather than by tokio's work-stealing runtime,
@@ -182,7 +182,8 @@ impl ServerConfig {
         })
     }
 
-    /// The runtime's worker threads: `worker_threads`, or one per core for 0. Fewer
+    /// The threads that serve requests (tokio's workers, or with `pin_connections` the
+    /// connection threads): `worker_threads`, or one per core for 0. Fewer
     /// workers than cores hand less work between them and leave a core to the kernel's
     /// side of each request and to clients on the same machine, which is worth it
     /// there for most loads. On a 2-vCPU VM with the bench client beside the server

@@ -33,8 +33,9 @@ pub struct ServeArgs {
     /// of the disk (5%), or 0 for none [default: 1GiB or 5%, whichever is smaller].
     #[arg(long, env = "STROM_MIN_FREE_DISK")]
     min_free_disk: Option<String>,
-    /// Runtime threads that serve requests (durable writes and file opens run on a
-    /// separate pool); 0 is one per core [default: 0].
+    /// Threads that serve requests, tokio's workers or the connection threads of
+    /// --pin-connections (durable writes and file opens run on a separate pool); 0 is
+    /// one per core [default: 0].
     #[arg(long, env = "STROM_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Serve each connection whole on one thread (true), or let tokio move its tasks
