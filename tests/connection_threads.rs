@@ -129,9 +129,10 @@ async fn connections_on_different_threads_meet_through_the_log_and_stop_cleanly(
     server.stop().await.unwrap();
 }
 
-/// A request a handler spawns work for (a produce stream's reader and appender) runs
-/// on its connection's thread: many concurrent producers on many connections, each
-/// with its own stream, all land, and the topic's partitions hold every record.
+/// Requests whose handlers spawn tasks (a produce stream's reader and appender), from
+/// eight connections on two threads at once: every record lands. (Which thread ran
+/// the tasks is not observed here; `tests/cli_process.rs` checks that connections are
+/// dealt to every thread.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_produce_at_once_on_two_threads() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,16 +73,10 @@ pub fn main(args: ServeArgs) -> Result<(), String> {
             runtime
         }
     };
-    if let Some(slice) = slice {
-        ask_for_time_slice(slice);
-    }
+    ask_for_time_slice(slice);
     let runtime = runtime
         // Every thread of the runtime, workers and blocking pool alike, as it starts.
-        .on_thread_start(move || {
-            if let Some(slice) = slice {
-                ask_for_time_slice(slice);
-            }
-        })
+        .on_thread_start(move || ask_for_time_slice(slice))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;

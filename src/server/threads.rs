@@ -67,19 +67,13 @@ impl ConnectionThreads {
             let join = std::thread::Builder::new()
                 .name(format!("strom-conn-{i}"))
                 .spawn(move || {
-                    if let Some(slice) = time_slice {
-                        ask_for_time_slice(slice);
-                    }
+                    ask_for_time_slice(time_slice);
                     let built = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .max_blocking_threads(blocking)
                         .thread_name("strom-blocking")
                         // The runtime's blocking pool: this thread is not one of them.
-                        .on_thread_start(move || {
-                            if let Some(slice) = time_slice {
-                                ask_for_time_slice(slice);
-                            }
-                        })
+                        .on_thread_start(move || ask_for_time_slice(time_slice))
                         .build();
                     let built = match built {
                         Ok(built) => built,
@@ -209,10 +203,12 @@ impl Drop for ConnectionThreads {
     }
 }
 
-/// Gives the calling thread time slices of `slice` (see `ServerConfig::time_slice`).
-/// A refusal is logged once, not for every thread the blocking pools start.
-pub fn ask_for_time_slice(slice: Duration) {
+/// Gives the calling thread time slices of `slice`, if there is one (see
+/// `ServerConfig::time_slice`). A refusal is logged once, not for every thread the
+/// blocking pools start.
+pub fn ask_for_time_slice(slice: Option<Duration>) {
     static WARNED: std::sync::Once = std::sync::Once::new();
+    let Some(slice) = slice else { return };
     if let Err(err) = crate::sys::set_thread_time_slice(slice) {
         WARNED.call_once(|| tracing::warn!(%err, ?slice, "cannot set the threads' time slice"));
     }
