@@ -34,7 +34,7 @@ pub use cleaner::max_map_keys;
 pub use data_dir::DataDir;
 pub use disk::DiskFloor;
 pub use partition::{Offsets, Partition, PartitionInfo};
-pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced};
+pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced, Unannounced};
 use topic::TopicSettings;
 pub use topic::{CleanupPolicy, Durability, Topic, TopicConfig, TopicInfo};
 

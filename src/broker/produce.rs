@@ -221,12 +221,31 @@ impl Prepared {
     }
 
     /// Appends the batch (to the page cache).
-    pub async fn append(mut self) -> Result<Appended> {
+    pub async fn append(self) -> Result<Appended> {
+        self.append_then(None).await
+    }
+
+    /// Appends the batch without waking the partition's waiting readers: `owed` wakes
+    /// them when announced or dropped. The records are readable at once; a reader
+    /// asleep waiting for them sees them when woken.
+    pub async fn append_unannounced(self, owed: &mut Unannounced) -> Result<Appended> {
+        self.append_then(Some(owed)).await
+    }
+
+    async fn append_then(mut self, owed: Option<&mut Unannounced>) -> Result<Appended> {
         self.disk.wrote(self.batch.len_bytes() as u64);
         if self.fsync {
             self.batch.owe_sync();
         }
-        let (info, epoch) = self.partition.append(self.batch).await?;
+        let (info, epoch) = match owed {
+            // Owed before the append starts: a caller that goes away while a blocking
+            // thread appends still leaves the wake-up to `owed`'s drop.
+            Some(owed) => {
+                owed.owe(&self.partition);
+                self.partition.append_unannounced(self.batch).await?
+            }
+            None => self.partition.append(self.batch).await?,
+        };
         let produced = Produced {
             partition: self.partition.id,
             base_offset: info.base_offset,
@@ -237,6 +256,34 @@ impl Prepared {
             produced,
             sync: self.fsync.then_some((self.partition, epoch)),
         })
+    }
+}
+
+/// Partitions appended to whose waiting readers have not been woken yet
+/// (`Prepared::append_unannounced`). A burst of small appends can so wake each
+/// subscription once, when the burst ends, rather than once for every append. The
+/// wake-ups are made by `announce`, or by the drop: late, never lost.
+#[derive(Default)]
+pub struct Unannounced(Vec<Arc<Partition>>);
+
+impl Unannounced {
+    fn owe(&mut self, partition: &Arc<Partition>) {
+        if !self.0.iter().any(|p| Arc::ptr_eq(p, partition)) {
+            self.0.push(Arc::clone(partition));
+        }
+    }
+
+    /// Wakes the readers of every partition appended to since the last call.
+    pub fn announce(&mut self) {
+        for partition in self.0.drain(..) {
+            partition.wake_readers();
+        }
+    }
+}
+
+impl Drop for Unannounced {
+    fn drop(&mut self) {
+        self.announce();
     }
 }
 

@@ -13,27 +13,20 @@
 //! every waiting request at once with NOT_FOUND.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{Error, Result};
-use crate::log::{
-    AppendInfo, Log, LogConfig, PendingBatch, ReadBatches, RetentionPolicy, SegmentCache,
-};
+use crate::log::{Log, LogConfig, ReadBatches, RetentionPolicy, SegmentCache};
 
+mod append;
 mod retention;
 mod sync;
 
 pub use retention::Cleaned;
 
-/// Batches up to this size are appended on the calling task (see `Partition::append`).
-/// The same bound as inline reads: one copy of at most 1 MiB into the page cache holds
-/// up the worker's other tasks for 0.2-1 ms on this class of machine, about what the
-/// hand-off to a blocking thread and back costs a 1 MB request in throughput (measured
-/// in BENCHMARKS.md, "Appends of up to 1 MiB on the calling task").
-const INLINE_APPEND_BYTES: usize = 1 << 20;
 /// Reads of the active segment up to this size run on the calling task; larger ones, and
 /// any that open or read a sealed (likely cold) segment, run on a blocking thread, so
 /// that page faults and CRC checks of megabytes never stall an async worker.
@@ -189,65 +182,6 @@ impl Partition {
             Slot::Open(log) => f(log).map_err(|e| self.context(e)),
             other => Err(self.not_open(other)),
         }
-    }
-
-    /// Appends a batch to the page cache; `sync_below` makes it durable. Returns where it
-    /// went and the epoch of the log it went to (see `epoch`).
-    ///
-    /// A batch of up to 1 MiB is appended right here: handing it to a blocking thread and
-    /// back costs two context switches, which at 10,000 one-record requests a second on
-    /// two cores queued requests for tens of milliseconds, and cost 1 MB requests 15% of
-    /// their throughput with one request in flight. A larger one goes to a blocking
-    /// thread, so that a copy of many megabytes into the page cache does not stall the
-    /// other requests this worker serves. Either way the append is one uninterruptible
-    /// call: a caller that goes away cannot leave half a batch. The inline path takes the
-    /// lock only if it is free at once, so a worker thread never waits for it.
-    pub async fn append(self: &Arc<Self>, mut batch: PendingBatch) -> Result<(AppendInfo, u64)> {
-        let mut appended = None;
-        if batch.len_bytes() <= INLINE_APPEND_BYTES {
-            let free = match self.log.try_write() {
-                Ok(slot) => Some(slot),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let Some(mut slot) = free {
-                appended = Some(self.append_locked(&mut slot, &mut batch));
-            }
-        }
-        let (info, epoch) = match appended {
-            Some(result) => result?,
-            None => {
-                let me = Arc::clone(self);
-                tokio::task::spawn_blocking(move || {
-                    me.append_locked(&mut me.write_slot(), &mut batch)
-                })
-                .await
-                .expect("append task does not panic")?
-            }
-        };
-        if info.rolled {
-            self.sync_sealed_soon();
-        }
-        Ok((info, epoch))
-    }
-
-    fn append_locked(
-        &self,
-        slot: &mut Slot,
-        batch: &mut PendingBatch,
-    ) -> Result<(AppendInfo, u64)> {
-        // Read under the lock that a reopen holds while it bumps the epoch.
-        let epoch = self.epoch.load(Ordering::Acquire);
-        self.on_slot(slot, |log| {
-            let info = log.append(batch)?;
-            self.high_watermark.send_replace(log.next_offset());
-            Ok((info, epoch))
-        })
-    }
-
-    /// The current log's epoch, for syncs not tied to one append.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
     }
 
     /// Whole batches from `offset`, up to about `max_bytes`, and the partition's bounds.

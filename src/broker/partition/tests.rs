@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::*;
 use crate::broker::TopicConfig;
 use crate::log::files::failpoint;
-use crate::log::{BatchBuilder, Record};
+use crate::log::{BatchBuilder, PendingBatch, Record};
 
 fn batch(value: &str) -> PendingBatch {
     let mut builder = BatchBuilder::default();
