@@ -41,7 +41,9 @@
 //!    so its records are slices of those frames. A ProduceStream
 //!    (`grpc/produce_stream.rs`) is a pipeline of two spawned tasks: one decodes,
 //!    the other appends in the order sent; a small request that finds the second idle
-//!    is appended by the first, which saves a thread wake-up.
+//!    is appended by the first, which saves a thread wake-up. Small requests the first
+//!    finds already received are a burst: their replies, and the wake-up of readers
+//!    waiting for new records, go out when it ends (at most 32 requests or 64 KiB).
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);
@@ -60,7 +62,8 @@
 //!    the batch in place, and writes it with one vectored `pwritev` at the segment's end,
 //!    so a value goes from the socket's buffer to the page cache in the kernel's one copy
 //!    (a full disk leaves the log unchanged). It then publishes the new high watermark,
-//!    which wakes long-polling fetchers and subscribers.
+//!    which wakes long-polling fetchers and subscribers (for a burst's appends, when the
+//!    burst ends: `broker::Unannounced`).
 //! 4. For an fsync produce, `Partition::sync_below` waits its turn on the partition's flush
 //!    lock; whoever holds it syncs everything appended so far, so concurrent produces share
 //!    one fsync (group commit). The response is sent only after its batch is on disk.

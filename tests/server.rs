@@ -8,35 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::fetch_all;
+use common::requests::{config, produce, record};
 use common::server::TestServer;
 use strom::broker::partitioner::partition_for_key;
 use strom::client::{Producer, ProducerConfig};
 use strom::grpc::pb::{self, list_offsets_request::Spec, subscribe_request::Start as SubStart};
 use tokio_stream::StreamExt;
 use tonic::Code;
-
-fn record(value: &str) -> pb::Record {
-    pb::Record {
-        value: Bytes::from(value.to_string()),
-        ..Default::default()
-    }
-}
-
-fn produce(topic: &str, partition: Option<u32>, records: Vec<pb::Record>) -> pb::ProduceRequest {
-    pb::ProduceRequest {
-        topic: topic.into(),
-        partition,
-        records,
-        ..Default::default()
-    }
-}
-
-fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[tokio::test]
 async fn topic_administration_and_its_errors() {
@@ -570,160 +548,6 @@ async fn fetch_and_subscribe_read_from_frames_match_the_generated_client() {
         .expect("bounded");
     assert_eq!(end.unwrap().unwrap_err().code(), Code::NotFound);
     assert!(stream.next().await.is_none());
-    server.stop().await.unwrap();
-}
-
-/// Sends `requests` on one ProduceStream; its replies in the order they came, each as
-/// (correlation id, base offset or error code).
-async fn produce_stream_replies(
-    client: &strom::client::Client,
-    requests: Vec<pb::ProduceStreamRequest>,
-) -> Vec<(u64, Result<u64, i32>)> {
-    let mut replies = client
-        .log()
-        .produce_stream(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(reply) = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .expect("bounded")
-    {
-        let reply = reply.unwrap();
-        out.push((
-            reply.correlation_id,
-            match reply.result.unwrap() {
-                pb::produce_stream_response::Result::Response(r) => Ok(r.base_offset),
-                pb::produce_stream_response::Result::Error(e) => Err(e.code),
-            },
-        ));
-    }
-    out
-}
-
-#[tokio::test]
-async fn produce_stream_pipelines_and_survives_bad_requests_and_hangups() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
-    let client = server.client().await;
-    client
-        .admin()
-        .create_topic("t", 1, config(&[("durability", "fsync")]))
-        .await
-        .unwrap();
-    let requests: Vec<_> = (0..50u64)
-        .map(|i| pb::ProduceStreamRequest {
-            correlation_id: 1000 + i,
-            request: Some(if i == 10 {
-                produce("nope", None, vec![record("x")])
-            } else {
-                produce("t", Some(0), vec![record(&i.to_string())])
-            }),
-        })
-        .collect();
-    let mut ok = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (id, result) in produce_stream_replies(&client, requests).await {
-        match result {
-            Ok(offset) => {
-                ok.insert(id, offset);
-            }
-            Err(code) => errors.push((id, code)),
-        }
-    }
-    assert_eq!(errors, [(1010, Code::NotFound as i32)]);
-    assert_eq!(ok.len(), 49);
-    let offsets: Vec<u64> = ok.values().copied().collect();
-    assert_eq!(
-        offsets,
-        (0..49).collect::<Vec<_>>(),
-        "appended in the order sent"
-    );
-
-    // A client that hangs up mid-stream: what was acknowledged stays, others go on.
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut replies = client
-        .log()
-        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(pb::ProduceStreamRequest {
-        correlation_id: 1,
-        request: Some(produce("t", Some(0), vec![record("acked")])),
-    })
-    .await
-    .unwrap();
-    let acked = replies.next().await.unwrap().unwrap();
-    assert_eq!(acked.correlation_id, 1);
-    drop((tx, replies));
-    client
-        .log()
-        .produce(produce("t", Some(0), vec![record("after")]))
-        .await
-        .unwrap();
-    let all = fetch_all(&client, "t", 0).await;
-    assert_eq!(
-        all[49..].iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
-        ["acked", "after"]
-    );
-    server.stop().await.unwrap();
-}
-
-/// Small stream requests that find the appender idle are appended by the task that
-/// read them, the rest by the appender: requests of both sizes, sent back to back, must
-/// still be appended in the order sent.
-#[tokio::test]
-async fn produce_stream_keeps_the_order_sent_across_small_and_large_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
-    let client = server.client().await;
-    for (topic, durability) in [("pc", "page_cache"), ("fs", "fsync")] {
-        client
-            .admin()
-            .create_topic(topic, 1, config(&[("durability", durability)]))
-            .await
-            .unwrap();
-        // Sizes on both sides of the server's limit for appending in the reading task
-        // (16 KiB), in runs.
-        let values: Vec<String> = (0..60usize)
-            .map(|i| {
-                let size = if i % 7 < 3 { 20 << 10 } else { 10 };
-                format!("{i:03}{}", "v".repeat(size))
-            })
-            .collect();
-        let requests: Vec<_> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| pb::ProduceStreamRequest {
-                correlation_id: i as u64,
-                request: Some(produce(topic, Some(0), vec![record(v)])),
-            })
-            .collect();
-        let mut offsets: Vec<(u64, u64)> = produce_stream_replies(&client, requests)
-            .await
-            .into_iter()
-            .map(|(id, result)| (id, result.expect(topic)))
-            .collect();
-        let expected: Vec<(u64, u64)> = (0..60).map(|i| (i, i)).collect();
-        if durability == "page_cache" {
-            // Answered in the order appended, too.
-            assert_eq!(
-                offsets, expected,
-                "{topic}: request i at offset i, in order"
-            );
-        }
-        // Durable requests are answered as their fsyncs end, in any order.
-        offsets.sort();
-        assert_eq!(offsets, expected, "{topic}: request i at offset i");
-        let stored: Vec<String> = fetch_all(&client, topic, 0)
-            .await
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        assert!(stored == values, "{topic}: the values in the order sent");
-    }
     server.stop().await.unwrap();
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -13,7 +14,7 @@ use super::budget::Charge;
 use super::code;
 use super::produce::prepare;
 use super::{pb, produce_response, BoxStream};
-use crate::broker::{self, Broker};
+use crate::broker::{self, Broker, Unannounced};
 use crate::error::Error;
 
 /// Requests of one ProduceStream read and not yet answered to the client, at most.
@@ -73,15 +74,35 @@ where
     let appender_queued = Arc::clone(&queued);
     let inline_tx = tx.clone();
     tokio::spawn(async move {
+        let mut burst = Burst::default();
         loop {
-            let Ok(turn) = Arc::clone(&unanswered).acquire_owned().await else {
-                break;
+            // Nothing is held while this task waits: a burst ends before any wait.
+            let turn = match Arc::clone(&unanswered).try_acquire_owned() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    burst.end(&inline_tx).await;
+                    match Arc::clone(&unanswered).acquire_owned().await {
+                        Ok(turn) => turn,
+                        Err(_) => break,
+                    }
+                }
             };
-            let message = match inbound.next().await {
+            let next = match inbound.next().now_or_never() {
+                Some(next) if !burst.full() => next,
+                next => {
+                    burst.end(&inline_tx).await;
+                    match next {
+                        Some(next) => next,
+                        None => inbound.next().await,
+                    }
+                }
+            };
+            let message = match next {
                 Some(Ok(message)) => message,
                 // A message that does not decode ends the stream with its status
                 // (INVALID_ARGUMENT), rather than with a silent OK.
                 Some(Err(status)) => {
+                    burst.end(&inline_tx).await;
                     let _ = prepared_tx.send(Err(status)).await;
                     break;
                 }
@@ -98,9 +119,13 @@ where
                 .as_ref()
                 .is_ok_and(|p| p.len_bytes() < APPEND_IN_READER_BYTES);
             if small && queued.load(Ordering::Acquire) == 0 {
-                append_and_reply(message.correlation_id, prepared, held, &inline_tx).await;
+                burst
+                    .append(message.correlation_id, prepared, held, &inline_tx)
+                    .await;
                 continue;
             }
+            // Replies held in the burst go first: they answer earlier requests.
+            burst.end(&inline_tx).await;
             queued.fetch_add(1, Ordering::AcqRel);
             if prepared_tx
                 .send(Ok((message.correlation_id, prepared, held)))
@@ -112,6 +137,7 @@ where
         }
         // The client closed its side or went away: requests already read are still
         // appended and answered if the client is listening.
+        burst.end(&inline_tx).await;
     });
     tokio::spawn(async move {
         while let Some(item) = prepared_rx.recv().await {
@@ -143,6 +169,78 @@ where
 /// thread).
 const APPEND_IN_READER_BYTES: usize = 16 << 10;
 
+/// A burst is the small requests this stream's reading task finds already received,
+/// one after another, and appends itself. Their replies, and the wake-up of the
+/// partitions' subscriptions, wait for the burst's end: the next request not yet
+/// received, a request for the appender, or the limits below. So a subscription is
+/// woken once and reads the burst's records together, and the replies go out
+/// together, instead of two tasks woken (often on the other worker) for every request.
+#[derive(Default)]
+struct Burst {
+    replies: Vec<(pb::ProduceStreamResponse, Held)>,
+    unannounced: Unannounced,
+    bytes: usize,
+}
+
+/// A burst ends after this many requests or bytes, whichever comes first, so that its
+/// first reply waits for at most this much appending.
+const BURST_REQUESTS: usize = 32;
+const BURST_BYTES: usize = 64 << 10;
+
+impl Burst {
+    fn full(&self) -> bool {
+        self.replies.len() >= BURST_REQUESTS || self.bytes >= BURST_BYTES
+    }
+
+    async fn append(
+        &mut self,
+        id: u64,
+        prepared: Result<broker::Prepared, Error>,
+        held: Held,
+        tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+    ) {
+        let appended = match prepared {
+            Ok(prepared) => {
+                self.bytes += prepared.len_bytes();
+                prepared.append_unannounced(&mut self.unannounced).await
+            }
+            Err(err) => Err(err),
+        };
+        match appended {
+            // Its reply comes after the fsync, on a task of its own.
+            Ok(appended) if appended.needs_sync() => reply_when_durable(id, appended, held, tx),
+            Ok(appended) => {
+                let reply = stream_reply(id, appended.durable().await);
+                self.replies.push((reply, held));
+            }
+            Err(err) => self.replies.push((stream_reply(id, Err(err)), held)),
+        }
+    }
+
+    /// Sends the replies held and wakes the subscriptions. A send never waits: the
+    /// channel has room for every unanswered request.
+    async fn end(&mut self, tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>) {
+        for reply in self.replies.drain(..) {
+            let _ = tx.send(Ok(reply)).await;
+        }
+        self.unannounced.announce();
+        self.bytes = 0;
+    }
+}
+
+fn reply_when_durable(
+    id: u64,
+    appended: broker::Appended,
+    held: Held,
+    tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let reply = stream_reply(id, appended.durable().await);
+        let _ = tx.send(Ok((reply, held))).await;
+    });
+}
+
 /// Appends one stream request and queues its reply; a wait for fsync runs on its own
 /// task (at most MAX_UNANSWERED of them), so that later requests are appended meanwhile
 /// and share the next fsync.
@@ -157,13 +255,7 @@ async fn append_and_reply(
         Err(err) => Err(err),
     };
     match appended {
-        Ok(appended) if appended.needs_sync() => {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let reply = stream_reply(id, appended.durable().await);
-                let _ = tx.send(Ok((reply, held))).await;
-            });
-        }
+        Ok(appended) if appended.needs_sync() => reply_when_durable(id, appended, held, tx),
         Ok(appended) => {
             let reply = stream_reply(id, appended.durable().await);
             let _ = tx.send(Ok((reply, held))).await;

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod process;
+pub mod requests;
 pub mod server;
 
 use std::path::Path;
