@@ -43,7 +43,7 @@
 //!    the other appends in the order sent; a small request that finds the second idle
 //!    is appended by the first, which saves a thread wake-up. Small requests the first
 //!    finds already received are a burst: their replies, and the wake-up of readers
-//!    waiting for new records, go out when it ends (at most 32 requests or 64 KiB).
+//!    waiting for new records, go out when it ends (after 32 requests or 64 KiB).
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);

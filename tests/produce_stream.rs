@@ -252,8 +252,15 @@ async fn a_burst_of_stream_requests_wakes_waiting_readers_and_answers_in_order()
             };
             answered.push((reply.correlation_id, offset));
         }
-        // The durable request is answered when its fsync ends; the rest in order.
+        // The durable request is answered when its fsync ends, after every request sent
+        // before it; the rest in order.
         if let Some(durable) = answered.iter().position(|&(id, _)| id == 120) {
+            let earlier = answered[..durable].iter().filter(|&&(id, _)| id < 120);
+            assert_eq!(
+                earlier.count(),
+                120,
+                "request 120 answered before an earlier one"
+            );
             assert_eq!(answered.remove(durable), (120, 120));
         }
         let expected: Vec<(u64, u64)> = (first..first + count)

@@ -238,11 +238,12 @@ impl Prepared {
             self.batch.owe_sync();
         }
         let (info, epoch) = match owed {
-            // Owed before the append starts: a caller that goes away while a blocking
-            // thread appends still leaves the wake-up to `owed`'s drop.
+            // The only await is an append on a blocking thread, which wakes the readers
+            // itself: a caller that goes away during it owes nothing.
             Some(owed) => {
+                let appended = self.partition.append_unannounced(self.batch).await?;
                 owed.owe(&self.partition);
-                self.partition.append_unannounced(self.batch).await?
+                appended
             }
             None => self.partition.append(self.batch).await?,
         };

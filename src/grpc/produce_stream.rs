@@ -179,17 +179,18 @@ const APPEND_IN_READER_BYTES: usize = 16 << 10;
 struct Burst {
     replies: Vec<(pb::ProduceStreamResponse, Held)>,
     unannounced: Unannounced,
+    requests: usize,
     bytes: usize,
 }
 
-/// A burst ends after this many requests or bytes, whichever comes first, so that its
-/// first reply waits for at most this much appending.
+/// A burst ends once it has this many requests or bytes, whichever comes first, so
+/// that its first reply waits for at most about this much appending.
 const BURST_REQUESTS: usize = 32;
 const BURST_BYTES: usize = 64 << 10;
 
 impl Burst {
     fn full(&self) -> bool {
-        self.replies.len() >= BURST_REQUESTS || self.bytes >= BURST_BYTES
+        self.requests >= BURST_REQUESTS || self.bytes >= BURST_BYTES
     }
 
     async fn append(
@@ -199,6 +200,7 @@ impl Burst {
         held: Held,
         tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
     ) {
+        self.requests += 1;
         let appended = match prepared {
             Ok(prepared) => {
                 self.bytes += prepared.len_bytes();
@@ -207,8 +209,12 @@ impl Burst {
             Err(err) => Err(err),
         };
         match appended {
-            // Its reply comes after the fsync, on a task of its own.
-            Ok(appended) if appended.needs_sync() => reply_when_durable(id, appended, held, tx),
+            // Its reply comes after the fsync, on a task of its own, and so after the
+            // replies held for earlier requests: they go first.
+            Ok(appended) if appended.needs_sync() => {
+                self.send_replies(tx).await;
+                reply_when_durable(id, appended, held, tx);
+            }
             Ok(appended) => {
                 let reply = stream_reply(id, appended.durable().await);
                 self.replies.push((reply, held));
@@ -217,14 +223,22 @@ impl Burst {
         }
     }
 
-    /// Sends the replies held and wakes the subscriptions. A send never waits: the
-    /// channel has room for every unanswered request.
+    /// Sends the replies held and wakes the subscriptions.
     async fn end(&mut self, tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>) {
+        self.send_replies(tx).await;
+        self.unannounced.announce();
+        self.requests = 0;
+        self.bytes = 0;
+    }
+
+    /// A send never waits: the channel has room for every unanswered request.
+    async fn send_replies(
+        &mut self,
+        tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+    ) {
         for reply in self.replies.drain(..) {
             let _ = tx.send(Ok(reply)).await;
         }
-        self.unannounced.announce();
-        self.bytes = 0;
     }
 }
 
@@ -312,6 +326,52 @@ mod tests {
             );
             drop(replies);
         }
+    }
+
+    /// A durable request in a burst is answered after the requests sent before it, even
+    /// when its fsync ends while the burst still holds their replies: here the next
+    /// request takes 300 ms to arrive, but is already there when the reading task asks,
+    /// so the burst goes on meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let config = [("durability".to_string(), "page_cache".to_string())].into();
+        broker.create_topic("t", 1, &config).await.unwrap();
+        let requests = tokio_stream::iter(0u64..8).map(|id| {
+            if id == 4 {
+                // Blocks the reading task in its poll, so the burst goes on; the
+                // worker's queue, where the fsync's reply task waits, moves to another
+                // thread meanwhile.
+                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
+            }
+            let mut request = pb::ProduceRequest::decode_from(
+                "t",
+                &pb::Record {
+                    value: Bytes::from(vec![b'x'; 10]),
+                    ..Default::default()
+                },
+            );
+            if id == 3 {
+                request.durability = pb::Durability::Fsync as i32;
+            }
+            Ok(pb::ProduceStreamRequest {
+                correlation_id: id,
+                request: Some(request),
+            })
+        });
+        let replies = produce_stream(broker, Box::pin(requests), Charge::default());
+        let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
+            .await
+            .expect("every request answered");
+        let order: Vec<u64> = replies
+            .into_iter()
+            .map(|reply| reply.unwrap().correlation_id)
+            .collect();
+        let durable = order.iter().position(|&id| id == 3).unwrap();
+        let mut earlier = order[..durable].to_vec();
+        earlier.sort_unstable();
+        assert_eq!(earlier, [0, 1, 2], "replies in the order {order:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,8 +32,10 @@ impl Partition {
 
     /// As `append`, but readers waiting for new records (subscriptions, long polls) are
     /// not woken: the caller owes them `wake_readers`, which `broker::Unannounced`
-    /// keeps for it. The records are readable at once either way.
-    pub async fn append_unannounced(
+    /// keeps for it. The records are readable at once either way. An append that goes
+    /// to a blocking thread wakes them itself: a caller that goes away while it runs
+    /// could not.
+    pub(crate) async fn append_unannounced(
         self: &Arc<Self>,
         batch: PendingBatch,
     ) -> Result<(AppendInfo, u64)> {
@@ -41,7 +43,7 @@ impl Partition {
     }
 
     /// Wakes the readers waiting for new records.
-    pub fn wake_readers(&self) {
+    pub(crate) fn wake_readers(&self) {
         self.high_watermark.send_modify(|_| {});
     }
 
@@ -66,7 +68,7 @@ impl Partition {
             None => {
                 let me = Arc::clone(self);
                 tokio::task::spawn_blocking(move || {
-                    me.append_locked(&mut me.write_slot(), &mut batch, wake)
+                    me.append_locked(&mut me.write_slot(), &mut batch, true)
                 })
                 .await
                 .expect("append task does not panic")?
