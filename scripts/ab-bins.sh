@@ -9,7 +9,9 @@
 # e.g. scripts/ab-bins.sh old/strom new/strom 4 e2e -t t --rate 10000 --duration 15s \
 #        --record-size 1024 --batch 1 --in-flight 64
 # The bench client is CLIENT (default A_STROM) in every run, so only the server differs.
-# SERVER_ENV adds NAME=VALUE words to both servers' environment.
+# SERVER_ENV adds NAME=VALUE words to both servers' environment. KEEP=DIR keeps each
+# run's JSON and server log there (runN-A.json, runN-A.log, ...); with an e2e bench,
+# its --slow-log too.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 A=$1 B=$2 R=$3
@@ -42,10 +44,15 @@ one() {
   local t0 t1 c0 c1
   t0=$(awk '{print $14+$15}' "/proc/$PID/stat")
   c0=$(cpu_line)
-  /usr/bin/time -f '%U %S' -o "$W/time" "$CLIENT" bench -s "$addr" "$@" --json >"$W/out"
+  n=$((n + 1))
+  local keep=()
+  if [ -n "${KEEP:-}" ] && [ "$1" = e2e ]; then keep=(--slow-log "$KEEP/run$n-$label.slow"); fi
+  /usr/bin/time -f '%U %S' -o "$W/time" "$CLIENT" bench -s "$addr" "$@" --json "${keep[@]}" >"$W/out"
+  if [ -n "${KEEP:-}" ]; then cp "$W/out" "$KEEP/run$n-$label.json"; fi
   c1=$(cpu_line)
   t1=$(awk '{print $14+$15}' "/proc/$PID/stat")
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  if [ -n "${KEEP:-}" ]; then cp "$W/log" "$KEEP/run$n-$label.log"; fi
   python3 - "$label" "$dd" "$t0" "$t1" "$(cat "$W/time")" "$c0" "$c1" "$W/out" <<'PY'
 import json, sys
 label, dd, t0, t1, tm, c0, c1, out = sys.argv[1:9]
@@ -54,16 +61,22 @@ server = (int(t1) - int(t0)) / 100
 client = sum(map(float, tm.split()))
 (s0, a0), (s1, a1) = map(int, c0.split()), map(int, c1.split())
 steal = 100 * (s1 - s0) / max(a1 - a0, 1)
-lat = j.get("e2e_latency_ms") or j.get("ack_latency_ms") or {}
 kind = "e2e" if "e2e_latency_ms" in j else "ack"
+lat = j.get(kind + "_latency_ms") or {}
+tail = ""
+if kind == "e2e":  # the acknowledgements' tail too: a stall in produce shows in both
+    ack = j["ack_latency_ms"]
+    tail = f" max {lat.get('max', 0):.1f} ms, ack p99 {ack['p99']:.3f} max {ack.get('max', 0):.1f}"
 gb = j.get("bytes", 0) / 1e9
 cpu = (f"server {server / gb:.2f} client {client / gb:.2f} s/GB" if gb >= 0.5
        else f"server {server:.2f} client {client:.2f} s")
 print(f"{label} {j.get('mb_per_sec', 0):.0f} MB/s {kind} p50 {lat.get('p50', 0):.3f} "
-      f"p99 {lat.get('p99', 0):.3f} p99.9 {lat.get('p999', 0):.3f} ms, steal {steal:.2f}%, "
+      f"p99 {lat.get('p99', 0):.3f} p99.9 {lat.get('p999', 0):.3f}{tail} ms, steal {steal:.2f}%, "
       f"{cpu}, dd {dd}", flush=True)
 PY
 }
+n=0
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; fi
 for _ in $(seq "$R"); do
   one A "$A" "$@"; one B "$B" "$@"; one B "$B" "$@"; one A "$A" "$@"
 done
