@@ -76,6 +76,16 @@ where
     tokio::spawn(async move {
         let mut burst = Burst::default();
         loop {
+            // This loop may find every request already received and every append inline:
+            // nothing in it need return Pending (`now_or_never` even hides the request
+            // stream's own yields). So it spends tokio's cooperative budget itself, and
+            // yields when that is gone, as any task must, or it would keep its worker
+            // from every other task, and the runtime from shutting down, for as long as
+            // a client sends. A burst ends before the yield.
+            if !tokio::task::coop::has_budget_remaining() {
+                burst.end(&inline_tx).await;
+            }
+            tokio::task::coop::consume_budget().await;
             // Nothing is held while this task waits: a burst ends before any wait.
             let turn = match Arc::clone(&unanswered).try_acquire_owned() {
                 Ok(turn) => turn,
@@ -372,6 +382,52 @@ mod tests {
         let mut earlier = order[..durable].to_vec();
         earlier.sort_unstable();
         assert_eq!(earlier, [0, 1, 2], "replies in the order {order:?}");
+    }
+
+    /// A client that sends without pause, to a stream whose replies nobody takes (they
+    /// are dropped, so every turn comes back at once): the reading task must still let
+    /// the other tasks of its thread run. On a one-thread runtime, a sleep of the test
+    /// itself ends only if it does; the test runs on a thread of its own so that a
+    /// task that never yields fails it rather than hanging it.
+    #[test]
+    fn a_stream_that_never_waits_still_yields_its_thread() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+                let config = [("durability".to_string(), "page_cache".to_string())].into();
+                broker.create_topic("t", 1, &config).await.unwrap();
+                let request = pb::ProduceRequest::decode_from(
+                    "t",
+                    &pb::Record {
+                        value: Bytes::from_static(b"endless"),
+                        ..Default::default()
+                    },
+                );
+                let requests = tokio_stream::iter(0u64..).map(move |id| {
+                    Ok(pb::ProduceStreamRequest {
+                        correlation_id: id,
+                        request: Some(request.clone()),
+                    })
+                });
+                drop(produce_stream(
+                    broker,
+                    Box::pin(requests),
+                    Charge::default(),
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+            drop(runtime);
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the test's sleep ended and the runtime shut down");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
