@@ -150,6 +150,8 @@ where
         burst.end(&inline_tx).await;
     });
     tokio::spawn(async move {
+        // The appender's requests are each a burst of one, ended at once.
+        let mut one = Burst::default();
         while let Some(item) = prepared_rx.recv().await {
             let (id, prepared, held) = match item {
                 Ok(item) => item,
@@ -158,7 +160,8 @@ where
                     break;
                 }
             };
-            append_and_reply(id, prepared, held, &tx).await;
+            one.append(id, prepared, held, &tx).await;
+            one.end(&tx).await;
             // Only now, with the reply queued: the reading task may then append and
             // answer a later request itself, after this one in both the log and the
             // replies.
@@ -252,6 +255,9 @@ impl Burst {
     }
 }
 
+/// Queues a durable request's reply once its batch is on disk. The wait runs on a task
+/// of its own (at most MAX_UNANSWERED of them), so that later requests are appended
+/// meanwhile and share the next fsync.
 fn reply_when_durable(
     id: u64,
     appended: broker::Appended,
@@ -263,31 +269,6 @@ fn reply_when_durable(
         let reply = stream_reply(id, appended.durable().await);
         let _ = tx.send(Ok((reply, held))).await;
     });
-}
-
-/// Appends one stream request and queues its reply; a wait for fsync runs on its own
-/// task (at most MAX_UNANSWERED of them), so that later requests are appended meanwhile
-/// and share the next fsync.
-async fn append_and_reply(
-    id: u64,
-    prepared: Result<broker::Prepared, Error>,
-    held: Held,
-    tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
-) {
-    let appended = match prepared {
-        Ok(prepared) => prepared.append().await,
-        Err(err) => Err(err),
-    };
-    match appended {
-        Ok(appended) if appended.needs_sync() => reply_when_durable(id, appended, held, tx),
-        Ok(appended) => {
-            let reply = stream_reply(id, appended.durable().await);
-            let _ = tx.send(Ok((reply, held))).await;
-        }
-        Err(err) => {
-            let _ = tx.send(Ok((stream_reply(id, Err(err)), held))).await;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -339,9 +320,9 @@ mod tests {
     }
 
     /// A durable request in a burst is answered after the requests sent before it, even
-    /// when its fsync ends while the burst still holds their replies: here the next
-    /// request takes 300 ms to arrive, but is already there when the reading task asks,
-    /// so the burst goes on meanwhile.
+    /// when its fsync ends while the burst would still hold their replies: here the
+    /// stream's poll for the next request blocks for 300 ms and then returns it, so the
+    /// reading task never sees Pending and the burst goes on meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
         let dir = tempfile::tempdir().unwrap();
