@@ -3,12 +3,14 @@
 # machine's drift (page-cache state, the host's steal) falls on both. Each run: a 2 GB dd
 # (its speed is the page cache's state), a fresh server on an empty directory, the bench,
 # and one line with MB/s, the acknowledgement (or, for e2e, end-to-end) latency, the
-# share of CPU time the hypervisor stole during the run, and the CPU seconds of the
-# server and of the bench client (per GB for throughput shapes, per run for e2e).
+# share of CPU time the hypervisor stole during the run, the CPU seconds of the server
+# and of the bench client (per GB for throughput shapes, per run for e2e), and the
+# transparent huge pages the whole machine faulted in during the run (`thp_fault_alloc`).
 #   scripts/ab-bins.sh A_STROM B_STROM ROUNDS BENCH-ARGS...
 # e.g. scripts/ab-bins.sh old/strom new/strom 4 e2e -t t --rate 10000 --duration 15s \
 #        --record-size 1024 --batch 1 --in-flight 64
-# The bench client is CLIENT (default A_STROM) in every run, so only the server differs.
+# The bench client is CLIENT (default A_STROM) in every run, so only the server differs;
+# CLIENT=each runs each build's own client against its server (a change to both sides).
 # SERVER_ENV adds NAME=VALUE words to both servers' environment. KEEP=DIR keeps each
 # run's JSON and server log there (runN-A.json, runN-A.log, ...); with an e2e bench,
 # its --slow-log too.
@@ -27,6 +29,8 @@ trap cleanup EXIT
 
 # steal and total jiffies of the whole machine, from /proc/stat's first line
 cpu_line() { awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print $9, s}' /proc/stat; }
+# huge pages faulted in so far, machine-wide
+thp_faults() { awk '/^thp_fault_alloc /{print $2}' /proc/vmstat; }
 
 one() {
   local label=$1 bin=$2
@@ -41,21 +45,24 @@ one() {
   PID=$!
   local addr
   addr=$(strom_address "$W/log") || exit 1
-  local t0 t1 c0 c1
+  local t0 t1 c0 c1 h0 h1 client=$CLIENT
+  if [ "$client" = each ]; then client=$bin; fi
   t0=$(awk '{print $14+$15}' "/proc/$PID/stat")
   c0=$(cpu_line)
+  h0=$(thp_faults)
   n=$((n + 1))
   local keep=()
   if [ -n "${KEEP:-}" ] && [ "$1" = e2e ]; then keep=(--slow-log "$KEEP/run$n-$label.slow"); fi
-  /usr/bin/time -f '%U %S' -o "$W/time" "$CLIENT" bench -s "$addr" "$@" --json "${keep[@]}" >"$W/out"
+  /usr/bin/time -f '%U %S' -o "$W/time" "$client" bench -s "$addr" "$@" --json "${keep[@]}" >"$W/out"
   if [ -n "${KEEP:-}" ]; then cp "$W/out" "$KEEP/run$n-$label.json"; fi
   c1=$(cpu_line)
+  h1=$(thp_faults)
   t1=$(awk '{print $14+$15}' "/proc/$PID/stat")
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   if [ -n "${KEEP:-}" ]; then cp "$W/log" "$KEEP/run$n-$label.log"; fi
-  python3 - "$label" "$dd" "$t0" "$t1" "$(cat "$W/time")" "$c0" "$c1" "$W/out" <<'PY'
+  python3 - "$label" "$dd" "$t0" "$t1" "$(cat "$W/time")" "$c0" "$c1" "$W/out" $((h1 - h0)) <<'PY'
 import json, sys
-label, dd, t0, t1, tm, c0, c1, out = sys.argv[1:9]
+label, dd, t0, t1, tm, c0, c1, out, thp = sys.argv[1:10]
 j = json.load(open(out))
 server = (int(t1) - int(t0)) / 100
 client = sum(map(float, tm.split()))
@@ -72,7 +79,7 @@ cpu = (f"server {server / gb:.2f} client {client / gb:.2f} s/GB" if gb >= 0.5
        else f"server {server:.2f} client {client:.2f} s")
 print(f"{label} {j.get('mb_per_sec', 0):.0f} MB/s {kind} p50 {lat.get('p50', 0):.3f} "
       f"p99 {lat.get('p99', 0):.3f} p99.9 {lat.get('p999', 0):.3f}{tail} ms, steal {steal:.2f}%, "
-      f"{cpu}, dd {dd}", flush=True)
+      f"{cpu}, thp {thp}, dd {dd}", flush=True)
 PY
 }
 n=0
