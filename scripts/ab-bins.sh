@@ -29,8 +29,8 @@ trap cleanup EXIT
 
 # steal and total jiffies of the whole machine, from /proc/stat's first line
 cpu_line() { awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print $9, s}' /proc/stat; }
-# huge pages faulted in so far, machine-wide
-thp_faults() { awk '/^thp_fault_alloc /{print $2}' /proc/vmstat; }
+# huge pages faulted in so far, machine-wide (0 on a kernel without transparent huge pages)
+thp_faults() { awk '/^thp_fault_alloc /{n = $2} END {print n + 0}' /proc/vmstat; }
 
 one() {
   local label=$1 bin=$2
