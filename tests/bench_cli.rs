@@ -78,6 +78,35 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
     assert_eq!(consumed["records"], 2000);
     assert_eq!(consumed["bytes"], 2000 * 64);
 
+    // Through the Rust Producer, keyed, two producers: one latency sample a record, and
+    // every record stored.
+    let through = bench(
+        &addr,
+        &[
+            "produce",
+            "--through-producer",
+            "-t",
+            "p",
+            "--partitions",
+            "3",
+            "--producers",
+            "2",
+            "--keys",
+            "uniform",
+            "--records",
+            "3000",
+            "--batch",
+            "100",
+            "--record-size",
+            "64",
+        ],
+    )
+    .await;
+    assert_eq!(through["records"], 3000);
+    assert_eq!(through["ack_latency_ms"]["count"], 3000.0, "{through}");
+    let consumed = bench(&addr, &["consume", "-t", "p"]).await;
+    assert_eq!(consumed["records"], 3000);
+
     // Keyed, unary, paced: every record still arrives, and the e2e latency has a
     // sample for each. With a threshold of 0, the slow log has every record too.
     let slow_log = dir.path().join("slow.log");

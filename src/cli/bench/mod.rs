@@ -3,6 +3,8 @@
 //!
 //! - `produce.rs`: producers (streamed or unary requests, paced or flat out); `produce`
 //!   reports their throughput and acknowledgement latency.
+//! - `through_producer.rs`: `produce --through-producer`, every record through the Rust
+//!   client's `Producer`, for what the client library costs.
 //! - `consume.rs`: consumers read a topic from its start to its end over `Subscribe`.
 //! - `e2e.rs`: producers at a fixed rate, consumers following the topic; the latency is
 //!   from the moment a record was due to be produced to its receipt by a consumer.
@@ -29,6 +31,7 @@ mod produce;
 mod queue;
 mod slow;
 mod steal;
+mod through_producer;
 
 use std::time::Duration;
 

@@ -31,6 +31,11 @@ pub struct ProduceArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Send every record through the Rust client's `Producer` (one `send` each, batches
+    /// of --batch records' bytes, --in-flight of them unanswered) instead of whole
+    /// requests, to measure what the client library costs.
+    #[arg(long)]
+    through_producer: bool,
 }
 
 impl ProduceArgs {
@@ -48,15 +53,23 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
     };
     let progress = Arc::new(Progress::default());
     let line = progress.show("produced");
-    let outcome = run_load(connect, &load, Instant::now(), false, None, &progress).await?;
+    let outcome = if args.through_producer {
+        super::through_producer::run_load(connect, &load, &progress).await?
+    } else {
+        run_load(connect, &load, Instant::now(), false, None, &progress).await?
+    };
     drop(line);
     let mut latencies = vec![("ack", outcome.latency)];
     if load.rate > 0 {
         latencies.push(("timer", outcome.timer_lateness));
     }
+    let mut what = load.describe();
+    if args.through_producer {
+        what.push_str(", through the Rust Producer");
+    }
     Report {
         bench: "produce",
-        what: load.describe(),
+        what,
         records: outcome.records,
         payload_bytes: outcome.bytes,
         elapsed: outcome.elapsed,

@@ -1,0 +1,154 @@
+//! `strom bench produce --through-producer`: every record goes through the Rust client's
+//! `Producer`, one `send` call and one acknowledgement each, as an application's
+//! records do. The plain bench builds whole requests itself; this one shows what the
+//! client library adds on top of them (its CPU per GB beside the server's).
+//!
+//! Each producer has its own connection and `Producer`, whose batches close at
+//! `--batch` records' bytes (or after its 5 ms linger) with up to `--in-flight` of them
+//! unanswered. A record's latency runs from its `send` call to its acknowledgement, so
+//! it includes the time the record waited in its batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, oneshot};
+
+use super::produce::Outcome;
+use super::{histogram, record_latency, Keys, Load, Progress};
+use crate::cli::Connect;
+use crate::client::{Ack, Producer, ProducerConfig};
+use crate::grpc::pb;
+
+/// Records sent and not yet acknowledged that a producer's acknowledgement task may be
+/// behind by; past it, `send` waits (the Producer itself holds at most `--in-flight`
+/// batches unanswered and queues the rest).
+const UNACKED: usize = 1 << 16;
+
+/// Runs `load` through one `Producer` per producer, to the end.
+pub async fn run_load(
+    connect: &Connect,
+    load: &Load,
+    progress: &Arc<Progress>,
+) -> Result<Outcome, String> {
+    if load.rate > 0 || load.unary {
+        return Err("--through-producer sends as fast as it can, on the Producer's stream: leave out --rate and --unary".into());
+    }
+    if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
+        return Err("--batch, --producers and --partitions must be at least 1".into());
+    }
+    let deadline = load.duration()?.map(|d| Instant::now() + d);
+    let tickets = Arc::new(Tickets {
+        next: AtomicU64::new(0),
+        records: if deadline.is_some() {
+            u64::MAX
+        } else {
+            load.records
+        },
+        deadline,
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for id in 0..load.producers {
+        let client = connect.client().await?;
+        let (load, tickets, progress) = (load.clone(), Arc::clone(&tickets), Arc::clone(progress));
+        tasks.push(tokio::spawn(async move {
+            let config = ProducerConfig {
+                batch_bytes: load.batch * load.record_size,
+                durability: load.durability.proto(),
+                idempotent: load.idempotent,
+                max_in_flight: load.in_flight.max(1),
+                ..ProducerConfig::default()
+            };
+            producer(Producer::new(client, config), load, id, tickets, progress).await
+        }));
+    }
+    let mut outcome = Outcome {
+        records: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+        timer_lateness: histogram(),
+    };
+    for task in tasks {
+        let (latency, records, bytes) = task.await.map_err(|e| e.to_string())??;
+        outcome.latency.add(latency).expect("same bounds");
+        outcome.records += records;
+        outcome.bytes += bytes;
+    }
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+/// Records handed out so far over all producers, and where they stop.
+struct Tickets {
+    next: AtomicU64,
+    records: u64,
+    deadline: Option<Instant>,
+}
+
+impl Tickets {
+    fn take(&self) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() < d)
+            && self.next.fetch_add(1, Ordering::Relaxed) < self.records
+    }
+}
+
+type Pending = (Instant, u64, oneshot::Receiver<Result<Ack, tonic::Status>>);
+
+/// One producer: sends its share of the records, then flushes and closes the Producer;
+/// a second task awaits the acknowledgements in the order sent.
+async fn producer(
+    producer: Producer,
+    load: Load,
+    id: u32,
+    tickets: Arc<Tickets>,
+    progress: Arc<Progress>,
+) -> Result<(Histogram<u64>, u64, u64), String> {
+    let (pending_tx, mut pending) = mpsc::channel::<Pending>(UNACKED);
+    let acks = tokio::spawn(async move {
+        let mut latency = histogram();
+        let (mut records, mut bytes) = (0, 0);
+        while let Some((sent, size, ack)) = pending.recv().await {
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => return Err(super::describe(status)),
+                Err(_) => return Err("the producer dropped a record unanswered".into()),
+            }
+            record_latency(&mut latency, sent.elapsed());
+            records += 1;
+            bytes += size;
+            progress.add(1, size);
+        }
+        Ok((latency, records, bytes))
+    });
+    let value = Bytes::from(vec![b'x'; load.record_size]);
+    let mut seed = u64::from(id) + 1;
+    while tickets.take() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let draw = (seed >> 33) as usize;
+        let key = match load.keys {
+            Keys::None => None,
+            Keys::Uniform => Some(Bytes::from(format!("key-{}", draw % 10_000))),
+            Keys::Hot => Some(Bytes::from(format!("hot-{}", draw % 10))),
+        };
+        let size = (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
+        let record = pb::Record {
+            key,
+            value: value.clone(),
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        let ack = producer.send(&load.topic, None, record).await;
+        if pending_tx.send((sent, size, ack)).await.is_err() {
+            break; // the acknowledgement task stopped at a failure, returned below
+        }
+    }
+    drop(pending_tx);
+    producer.close().await;
+    acks.await.map_err(|e| e.to_string())?
+}
