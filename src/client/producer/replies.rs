@@ -1,16 +1,39 @@
-//! The producer's answers: acknowledgements, failures worth a retry (back to waiting,
-//! in order), failures for good, the delivery timeout, and a broken stream.
+//! The producer's stream and its answers: opening the stream, acknowledgements,
+//! failures worth a retry (back to waiting, in order), failures for good, the delivery
+//! timeout, and a broken stream.
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::queue::Queued;
 use super::retriable;
-use super::worker::{Key, Worker};
+use super::worker::{bounded, Key, Worker};
 use super::Ack;
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
 
 impl Worker {
+    /// Opens the ProduceStream (a failure leaves it down, to be tried again).
+    pub(super) async fn connect(&mut self) {
+        let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) * 2);
+        let mut log = self.client.log();
+        let opened = bounded("ProduceStream", async {
+            log.produce_stream(ReceiverStream::new(rx)).await
+        });
+        match opened.await {
+            Ok(response) => {
+                self.requests = Some(tx);
+                self.replies = Some(response.into_inner());
+            }
+            Err(status) => {
+                self.requests = None;
+                self.replies = None;
+                tracing::warn!(%status, "cannot open produce stream");
+            }
+        }
+    }
+
     /// Fails batches unacknowledged past the delivery timeout: waiting, or sent and never
     /// answered (a server that hangs must not hang `flush`).
     pub(super) fn expire(&mut self) {
@@ -153,5 +176,15 @@ impl Worker {
         if self.config.idempotent && stale {
             self.identity_stale = true;
         }
+    }
+}
+
+/// The stream's next reply; never, while there is no stream.
+pub(super) async fn next_reply(
+    replies: &mut Option<tonic::Streaming<pb::ProduceStreamResponse>>,
+) -> Option<Result<pb::ProduceStreamResponse, Status>> {
+    match replies {
+        Some(stream) => stream.message().await.transpose(),
+        None => std::future::pending().await,
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::queue::{Identity, PartitionQueue, Queued};
+use super::replies::next_reply;
 use super::{record_bytes, retriable, AckSender, Batch, Command, Partitions, ProducerConfig};
 use crate::broker::partitioner::partition_for_key;
 use crate::client::Client;
@@ -372,25 +372,6 @@ impl Worker {
         }
         sent
     }
-
-    async fn connect(&mut self) {
-        let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) * 2);
-        let mut log = self.client.log();
-        let opened = bounded("ProduceStream", async {
-            log.produce_stream(ReceiverStream::new(rx)).await
-        });
-        match opened.await {
-            Ok(response) => {
-                self.requests = Some(tx);
-                self.replies = Some(response.into_inner());
-            }
-            Err(status) => {
-                self.requests = None;
-                self.replies = None;
-                tracing::warn!(%status, "cannot open produce stream");
-            }
-        }
-    }
 }
 
 /// How long the task waits for one call of its own (opening the stream, InitProducer,
@@ -398,7 +379,7 @@ impl Worker {
 /// accepts a connection and never answers must not stop it.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
@@ -409,15 +390,6 @@ async fn bounded<T>(
                 "{what} got no answer in {CALL_TIMEOUT:?}"
             )))
         })
-}
-
-async fn next_reply(
-    replies: &mut Option<tonic::Streaming<pb::ProduceStreamResponse>>,
-) -> Option<Result<pb::ProduceStreamResponse, Status>> {
-    match replies {
-        Some(stream) => stream.message().await.transpose(),
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
