@@ -35,6 +35,7 @@ mod through_producer;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::output::write_out;
@@ -129,7 +130,8 @@ impl Durability {
 
 /// How records are keyed. Each request's records share one key drawn from the
 /// distribution, and the server routes the request by it (murmur2, as Kafka), so the
-/// share of records per key follows the distribution.
+/// share of records per key follows the distribution (`--through-producer` draws one
+/// for each record, and the `Producer` routes each).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Keys {
     /// No keys; requests go to the partitions in turn.
@@ -138,6 +140,22 @@ pub enum Keys {
     Uniform,
     /// Ten hot keys: at most ten partitions receive data.
     Hot,
+}
+
+impl Keys {
+    /// The next key of the distribution, from a producer's own pseudo-random `seed`
+    /// (a linear congruential step: the same sequence every run).
+    pub fn draw(self, seed: &mut u64) -> Option<Bytes> {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let draw = (*seed >> 33) as usize;
+        match self {
+            Keys::None => None,
+            Keys::Uniform => Some(Bytes::from(format!("key-{}", draw % 10_000))),
+            Keys::Hot => Some(Bytes::from(format!("hot-{}", draw % 10))),
+        }
+    }
 }
 
 /// What producers send, shared by `produce` and `e2e`.

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::StreamExt;
 
 use super::slow::SlowLog;
-use super::{describe, ensure_topic, histogram, record_latency, Keys, Load, Progress, Report};
+use super::{describe, ensure_topic, histogram, record_latency, Load, Progress, Report};
 use crate::broker::partitioner::partition_for_key;
 use crate::cli::{Connect, Stop};
 use crate::client::Client;
@@ -92,6 +92,34 @@ pub struct Outcome {
     /// Paced runs: how late this client's timer woke for a request that was due, which
     /// is not charged to the server (reported so that nothing is hidden).
     pub timer_lateness: Histogram<u64>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            records: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+            timer_lateness: histogram(),
+        }
+    }
+}
+
+impl Outcome {
+    /// Adds one producer's figures.
+    pub fn add(
+        &mut self,
+        latency: &Histogram<u64>,
+        late: &Histogram<u64>,
+        records: u64,
+        bytes: u64,
+    ) {
+        self.latency.add(latency).expect("same bounds");
+        self.timer_lateness.add(late).expect("same bounds");
+        self.records += records;
+        self.bytes += bytes;
+    }
 }
 
 /// The schedule all producers share.
@@ -189,19 +217,10 @@ pub async fn run_load(
             producer(client, load, id, plan, progress).await
         }));
     }
-    let mut outcome = Outcome {
-        records: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        timer_lateness: histogram(),
-    };
+    let mut outcome = Outcome::default();
     for task in tasks {
         let (h, late, records, bytes) = task.await.map_err(|e| e.to_string())??;
-        outcome.latency.add(h).expect("same bounds");
-        outcome.timer_lateness.add(late).expect("same bounds");
-        outcome.records += records;
-        outcome.bytes += bytes;
+        outcome.add(&h, &late, records, bytes);
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
@@ -220,16 +239,7 @@ struct Requests {
 
 impl Requests {
     fn next(&mut self, n: u64, due: Instant, stamp: Option<Instant>) -> pb::ProduceRequest {
-        self.seed = self
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let draw = (self.seed >> 33) as usize;
-        let key = match self.load.keys {
-            Keys::None => None,
-            Keys::Uniform => Some(Bytes::from(format!("key-{}", draw % 10_000))),
-            Keys::Hot => Some(Bytes::from(format!("hot-{}", draw % 10))),
-        };
+        let key = self.load.keys.draw(&mut self.seed);
         let value = match stamp {
             None => self.template.clone(),
             Some(base) => {

@@ -10,14 +10,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::produce::Outcome;
-use super::{histogram, record_latency, Keys, Load, Progress};
+use super::{histogram, record_latency, Load, Progress};
 use crate::cli::Connect;
 use crate::client::{Ack, Producer, ProducerConfig};
 use crate::grpc::pb;
@@ -65,18 +65,10 @@ pub async fn run_load(
             producer(Producer::new(client, config), load, id, tickets, progress).await
         }));
     }
-    let mut outcome = Outcome {
-        records: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-        timer_lateness: histogram(),
-    };
+    let mut outcome = Outcome::default();
     for task in tasks {
         let (latency, records, bytes) = task.await.map_err(|e| e.to_string())??;
-        outcome.latency.add(latency).expect("same bounds");
-        outcome.records += records;
-        outcome.bytes += bytes;
+        outcome.add(&latency, &histogram(), records, bytes);
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
@@ -127,15 +119,7 @@ async fn producer(
     let value = Bytes::from(vec![b'x'; load.record_size]);
     let mut seed = u64::from(id) + 1;
     while tickets.take() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let draw = (seed >> 33) as usize;
-        let key = match load.keys {
-            Keys::None => None,
-            Keys::Uniform => Some(Bytes::from(format!("key-{}", draw % 10_000))),
-            Keys::Hot => Some(Bytes::from(format!("hot-{}", draw % 10))),
-        };
+        let key = load.keys.draw(&mut seed);
         let size = (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
         let record = pb::Record {
             key,
