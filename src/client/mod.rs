@@ -11,7 +11,7 @@ mod worker;
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use direct::Subscription;
 pub use group::{Batch, GroupConfig, GroupConsumer};
-pub use producer::{retriable, Ack, Producer, ProducerConfig};
+pub use producer::{retriable, Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 pub use worker::{Job, Worker, WorkerConfig};
 
 use std::collections::BTreeMap;

@@ -45,6 +45,9 @@ impl ProduceArgs {
 }
 
 pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
+    if args.through_producer && (args.load.rate > 0 || args.load.unary) {
+        return Err(Stop::Failed("--through-producer sends as fast as it can, on the Producer's stream: leave out --rate and --unary".into()));
+    }
     let client = connect.client().await?;
     // An existing topic keeps its partition count; requests follow the real one.
     let load = Load {

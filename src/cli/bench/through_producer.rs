@@ -4,7 +4,8 @@
 //! client library adds on top of them (its CPU per GB beside the server's).
 //!
 //! Each producer has its own connection and `Producer`, whose batches close at
-//! `--batch` records' bytes (or after its 5 ms linger) with up to `--in-flight` of them
+//! `--batch` records' bytes as the `Producer` counts them (a key makes a batch close a
+//! record or so sooner), or after its 5 ms linger, with up to `--in-flight` of them
 //! unanswered. A record's latency runs from its `send` call to its acknowledgement, so
 //! it includes the time the record waited in its batch.
 
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::produce::Outcome;
 use super::{histogram, record_latency, Load, Progress};
 use crate::cli::Connect;
-use crate::client::{Ack, Producer, ProducerConfig};
+use crate::client::{Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 use crate::grpc::pb;
 
 /// Records sent and not yet acknowledged that a producer's acknowledgement task may be
@@ -33,9 +34,6 @@ pub async fn run_load(
     load: &Load,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, String> {
-    if load.rate > 0 || load.unary {
-        return Err("--through-producer sends as fast as it can, on the Producer's stream: leave out --rate and --unary".into());
-    }
     if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
         return Err("--batch, --producers and --partitions must be at least 1".into());
     }
@@ -56,7 +54,7 @@ pub async fn run_load(
         let (load, tickets, progress) = (load.clone(), Arc::clone(&tickets), Arc::clone(progress));
         tasks.push(tokio::spawn(async move {
             let config = ProducerConfig {
-                batch_bytes: load.batch * load.record_size,
+                batch_bytes: load.batch * (load.record_size + RECORD_OVERHEAD),
                 durability: load.durability.proto(),
                 idempotent: load.idempotent,
                 max_in_flight: load.in_flight.max(1),
@@ -118,6 +116,7 @@ async fn producer(
     });
     let value = Bytes::from(vec![b'x'; load.record_size]);
     let mut seed = u64::from(id) + 1;
+    let mut failed = false;
     while tickets.take() {
         let key = load.keys.draw(&mut seed);
         let size = (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
@@ -129,10 +128,17 @@ async fn producer(
         let sent = Instant::now();
         let ack = producer.send(&load.topic, None, record).await;
         if pending_tx.send((sent, size, ack)).await.is_err() {
-            break; // the acknowledgement task stopped at a failure, returned below
+            failed = true; // the acknowledgement task stopped at a failure
+            break;
         }
     }
     drop(pending_tx);
-    producer.close().await;
+    if failed {
+        // Its failure is the answer; closing would wait for every record still
+        // queued, up to the delivery timeout against a server that is gone.
+        drop(producer);
+    } else {
+        producer.close().await;
+    }
     acks.await.map_err(|e| e.to_string())?
 }

@@ -158,6 +158,9 @@ impl Batch {
     }
 }
 
+/// Bytes a record counts for in `batch_bytes` beside its key, value and headers.
+pub const RECORD_OVERHEAD: usize = 24;
+
 fn record_bytes(r: &pb::Record) -> usize {
     r.value.len()
         + r.key.as_ref().map_or(0, |k| k.len())
@@ -165,7 +168,7 @@ fn record_bytes(r: &pb::Record) -> usize {
             .iter()
             .map(|h| h.name.len() + h.value.len())
             .sum::<usize>()
-        + 24
+        + RECORD_OVERHEAD
 }
 
 /// Failures that may pass: the server restarting or shutting down, a broken

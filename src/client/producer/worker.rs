@@ -39,6 +39,8 @@ pub(super) struct Worker {
     pub(super) generations: u64,
     pub(super) next_id: u64,
     pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    /// A command of this turn called the server (see `run`).
+    pub(super) asked_server: bool,
     pub(super) requests: Option<mpsc::Sender<pb::ProduceStreamRequest>>,
     pub(super) replies: Option<tonic::Streaming<pb::ProduceStreamResponse>>,
 }
@@ -58,6 +60,7 @@ impl Worker {
             generations: 0,
             next_id: 0,
             flush_waiters: Vec::new(),
+            asked_server: false,
             requests: None,
             replies: None,
         }
@@ -89,17 +92,30 @@ impl Worker {
             let room = self.queued() < self.config.max_in_flight;
             tokio::select! {
                 command = commands.recv(), if open && room => {
+                    self.asked_server = false;
+                    let mut go_on = !matches!(command, Some(Command::Flush(_)));
                     open = self.handle(command).await;
                     // The commands already waiting are taken now, a bounded number, so
                     // that the work of each turn of this loop (deadlines, a timer, the
                     // queues' walk) is paid once for many records, not for each one
-                    // (it was most of the client's CPU at 1,000 records a batch).
+                    // (it was most of the client's CPU at 1,000 records a batch). The
+                    // run ends where that work cannot wait: a flush to answer, the
+                    // batches in flight at their limit, or a command that had to ask
+                    // the server (a DescribeTopic may take CALL_TIMEOUT; a run of them
+                    // would hold up delivery timeouts and replies for as many times).
                     for _ in 0..TAKE_AT_ONCE {
-                        if !open || self.queued() >= self.config.max_in_flight {
+                        if !go_on
+                            || !open
+                            || self.asked_server
+                            || self.queued() >= self.config.max_in_flight
+                        {
                             break;
                         }
                         match commands.try_recv() {
-                            Ok(command) => open = self.handle(Some(command)).await,
+                            Ok(command) => {
+                                go_on = !matches!(command, Command::Flush(_));
+                                open = self.handle(Some(command)).await;
+                            }
                             Err(mpsc::error::TryRecvError::Empty) => break,
                             Err(mpsc::error::TryRecvError::Disconnected) => open = self.handle(None).await,
                         }
@@ -152,6 +168,7 @@ impl Worker {
         if let Some(&n) = self.partition_counts.get(topic) {
             return Ok(n);
         }
+        self.asked_server = true;
         let mut admin = self.client.admin();
         let n = bounded("DescribeTopic", admin.describe_topic(topic))
             .await?
