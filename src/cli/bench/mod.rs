@@ -2,7 +2,8 @@
 //! process, in the spirit of kafka-producer-perf-test and iggy-bench.
 //!
 //! - `produce.rs`: producers (streamed or unary requests, paced or flat out); `produce`
-//!   reports their throughput and acknowledgement latency.
+//!   reports their throughput and acknowledgement latency. `requests.rs` builds their
+//!   requests.
 //! - `through_producer.rs`: `produce --through-producer`, every record through the Rust
 //!   client's `Producer`, for what the client library costs.
 //! - `consume.rs`: consumers read a topic from its start to its end over `Subscribe`.
@@ -29,6 +30,7 @@ mod groups;
 mod jitter;
 mod produce;
 mod queue;
+mod requests;
 mod slow;
 mod steal;
 mod through_producer;

@@ -11,18 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::StreamExt;
 
+use super::requests::Requests;
 use super::slow::SlowLog;
 use super::{describe, ensure_topic, histogram, record_latency, Load, Progress, Report};
-use crate::broker::partitioner::partition_for_key;
 use crate::cli::{Connect, Stop};
 use crate::client::Client;
 use crate::grpc::pb;
-use crate::log::producers::sequence_after;
 
 #[derive(clap::Args)]
 pub struct ProduceArgs {
@@ -229,69 +227,6 @@ pub async fn run_load(
     Ok(outcome)
 }
 
-/// Builds the records of one request: one key drawn from the distribution for all of
-/// them, values of `record_size` bytes (stamped with the due time when asked).
-struct Requests {
-    load: Load,
-    template: Bytes,
-    seed: u64,
-    /// With --idempotent: the producer's id and epoch, and each partition's next sequence.
-    producer: Option<(i64, i32)>,
-    sequences: HashMap<u32, i32>,
-}
-
-impl Requests {
-    fn next(&mut self, n: u64, due: Instant, stamp: Option<Instant>) -> pb::ProduceRequest {
-        let key = self.load.keys.draw(&mut self.seed);
-        let value = match stamp {
-            None => self.template.clone(),
-            Some(base) => {
-                let mut value = BytesMut::with_capacity(self.load.record_size);
-                value.put_u64_le(due.duration_since(base).as_nanos() as u64);
-                value.put_slice(&self.template[8..]);
-                value.freeze()
-            }
-        };
-        let record = pb::Record {
-            key: key.clone(),
-            value,
-            ..Default::default()
-        };
-        let mut request = pb::ProduceRequest {
-            topic: self.load.topic.clone(),
-            partition: key
-                .is_none()
-                .then(|| (n % u64::from(self.load.partitions)) as u32),
-            records: vec![record; self.load.batch],
-            durability: self.load.durability.proto() as i32,
-            ..Default::default()
-        };
-        if let Some((id, epoch)) = self.producer {
-            // Sequences are per partition, so the partition is named, as the Rust
-            // Producer does.
-            let partition = match &key {
-                Some(key) => partition_for_key(key, self.load.partitions),
-                None => (n % u64::from(self.load.partitions)) as u32,
-            };
-            let sequence = self.sequences.entry(partition).or_insert(0);
-            request.partition = Some(partition);
-            request.producer_id = Some(id);
-            request.producer_epoch = Some(epoch);
-            request.base_sequence = Some(*sequence);
-            *sequence = sequence_after(*sequence, self.load.batch as u64);
-        }
-        request
-    }
-
-    fn payload_bytes(&self, request: &pb::ProduceRequest) -> u64 {
-        request
-            .records
-            .iter()
-            .map(|r| (r.value.len() + r.key.as_ref().map_or(0, Bytes::len)) as u64)
-            .sum()
-    }
-}
-
 /// One producer: sends until the plan runs out, then waits for every acknowledgement.
 async fn producer(
     client: Client,
@@ -320,13 +255,7 @@ async fn producer(
     } else {
         None
     };
-    let mut requests = Requests {
-        template: Bytes::from(vec![b'x'; load.record_size]),
-        seed: u64::from(id) + 1,
-        load: load.clone(),
-        producer,
-        sequences: HashMap::new(),
-    };
+    let mut requests = Requests::new(load.clone(), id, producer);
     // Stream mode: requests go into `tx`; a task reads the acknowledgements.
     let due_at = Arc::new(Mutex::new(HashMap::<u64, (Instant, u64)>::new()));
     let (tx, acks) = if load.unary {
