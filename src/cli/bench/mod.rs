@@ -209,6 +209,14 @@ pub struct Load {
 }
 
 impl Load {
+    /// Refuses a load that would send nothing.
+    fn check_counts(&self) -> Result<(), String> {
+        if self.batch == 0 || self.producers == 0 || self.partitions == 0 {
+            return Err("--batch, --producers and --partitions must be at least 1".into());
+        }
+        Ok(())
+    }
+
     fn duration(&self) -> Result<Option<Duration>, String> {
         self.duration.as_deref().map(parse_run_length).transpose()
     }

@@ -185,9 +185,7 @@ pub async fn run_load(
     slow: Option<Arc<SlowLog>>,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, String> {
-    if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
-        return Err("--batch, --producers and --partitions must be at least 1".into());
-    }
+    load.check_counts()?;
     if load.idempotent && load.unary && load.in_flight > 1 {
         return Err("--idempotent with --unary needs --in-flight 1: concurrent unary calls can arrive out of order, which an idempotent producer's sequences refuse".into());
     }

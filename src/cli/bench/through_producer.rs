@@ -34,9 +34,7 @@ pub async fn run_load(
     load: &Load,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, String> {
-    if load.batch == 0 || load.producers == 0 || load.partitions == 0 {
-        return Err("--batch, --producers and --partitions must be at least 1".into());
-    }
+    load.check_counts()?;
     let deadline = load.duration()?.map(|d| Instant::now() + d);
     let tickets = Arc::new(Tickets {
         next: AtomicU64::new(0),
