@@ -107,6 +107,36 @@ async fn produce_consume_and_e2e_benches_count_every_record() {
     let consumed = bench(&addr, &["consume", "-t", "p"]).await;
     assert_eq!(consumed["records"], 3000);
 
+    // The same through send_many, with a last call short of --batch: every record
+    // counted and stored once.
+    let many = bench(
+        &addr,
+        &[
+            "produce",
+            "--through-producer",
+            "--send-many",
+            "-t",
+            "q",
+            "--partitions",
+            "3",
+            "--producers",
+            "2",
+            "--keys",
+            "uniform",
+            "--records",
+            "2950",
+            "--batch",
+            "100",
+            "--record-size",
+            "64",
+        ],
+    )
+    .await;
+    assert_eq!(many["records"], 2950);
+    assert_eq!(many["ack_latency_ms"]["count"], 2950.0, "{many}");
+    let consumed = bench(&addr, &["consume", "-t", "q"]).await;
+    assert_eq!(consumed["records"], 2950);
+
     // Keyed, unary, paced: every record still arrives, and the e2e latency has a
     // sample for each. With a threshold of 0, the slow log has every record too.
     let slow_log = dir.path().join("slow.log");

@@ -5,51 +5,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use common::proxy::proxy;
 use common::requests::record;
 use common::server::TestServer;
 use strom::client::{Client, Producer, ProducerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A proxy to `server`: the client's bytes always pass; the server's stop passing while
-/// `silent` is set (they are held, not dropped).
-async fn proxy(server: SocketAddr, silent: Arc<AtomicBool>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = TcpStream::connect(server).await.unwrap();
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = upstream.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            let silent = Arc::clone(&silent);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    while silent.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    match server_read.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if client_write.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
+use strom::grpc::pb;
 
 /// Records for a topic whose partition count the producer does not know yet each need a
 /// DescribeTopic, which hangs for the client's call timeout (10 s) when the server is
@@ -104,5 +69,69 @@ async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers
     assert!(
         waited < Duration::from_secs(25),
         "failed after {waited:?} ({status:?}): its delivery timeout is 1 s, and one hanging DescribeTopic takes 10 s"
+    );
+}
+
+/// A caller faster than the server is held back: with the server silent, `send` and
+/// `send_many` wait once `buffer_bytes` of records wait for the producer's task,
+/// rather than queueing without bound (4,096 calls of any size, before the bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_once_the_producers_buffer_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server
+        .client()
+        .await
+        .admin()
+        .create_topic("a", 1, Default::default())
+        .await
+        .unwrap();
+    let silent = Arc::new(AtomicBool::new(false));
+    let addr = proxy(server.addr, Arc::clone(&silent)).await;
+    let client = Client::connect(&addr.to_string()).await.unwrap();
+    let producer = Arc::new(Producer::new(
+        client,
+        ProducerConfig {
+            // A call of ten 1,000-byte records is a batch, one of them in flight at
+            // most, and the buffer holds nine calls.
+            batch_bytes: 10_000,
+            max_in_flight: 1,
+            buffer_bytes: 100_000,
+            idempotent: false,
+            ..ProducerConfig::default()
+        },
+    ));
+    let first = producer.send("a", None, record("first")).await;
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("bounded")
+        .unwrap()
+        .expect("acknowledged");
+
+    silent.store(true, Ordering::Relaxed);
+    let returned = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (producer, returned) = (Arc::clone(&producer), Arc::clone(&returned));
+        tokio::spawn(async move {
+            loop {
+                let records = (0..10)
+                    .map(|_| pb::Record {
+                        value: Bytes::from(vec![b'x'; 1000]),
+                        ..Default::default()
+                    })
+                    .collect();
+                drop(producer.send_many("a", Some(0), records).await);
+                returned.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = returned.load(Ordering::Relaxed);
+    caller.abort();
+    // One call in flight (unanswered, so the task takes no more), nine in the buffer,
+    // and one that may have taken its room as the task took the first.
+    assert!(
+        (5..=12).contains(&calls),
+        "{calls} calls of 10,240 bytes returned against a 100,000-byte buffer"
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod process;
+pub mod proxy;
 pub mod requests;
 pub mod server;
 

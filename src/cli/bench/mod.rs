@@ -273,7 +273,12 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Records a duration in microseconds, clamped into the histogram's range.
 pub fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
-    histogram.saturating_record(latency.as_micros().max(1) as u64);
+    record_latencies(histogram, latency, 1);
+}
+
+/// Records `latency` for each of `n` records answered together.
+pub fn record_latencies(histogram: &mut Histogram<u64>, latency: Duration, n: u64) {
+    histogram.saturating_record_n(latency.as_micros().max(1) as u64, n);
 }
 
 /// One run's results.

@@ -34,6 +34,10 @@ pub struct ProduceArgs {
     /// requests, to measure what the client library costs.
     #[arg(long)]
     through_producer: bool,
+    /// With --through-producer: hand the `Producer` --batch records a `send_many` call,
+    /// with one answer for them all, instead of one `send` each.
+    #[arg(long, requires = "through_producer")]
+    send_many: bool,
 }
 
 impl ProduceArgs {
@@ -55,7 +59,7 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
     let progress = Arc::new(Progress::default());
     let line = progress.show("produced");
     let outcome = if args.through_producer {
-        super::through_producer::run_load(connect, &load, &progress).await?
+        super::through_producer::run_load(connect, &load, args.send_many, &progress).await?
     } else {
         run_load(connect, &load, Instant::now(), false, None, &progress).await?
     };
@@ -65,7 +69,9 @@ pub async fn run(connect: &Connect, args: ProduceArgs) -> Result<(), Stop> {
         latencies.push(("timer", outcome.timer_lateness));
     }
     let mut what = load.describe();
-    if args.through_producer {
+    if args.send_many {
+        what.push_str(", through the Rust Producer's send_many");
+    } else if args.through_producer {
         what.push_str(", through the Rust Producer");
     }
     Report {

@@ -1,13 +1,15 @@
 //! `strom bench produce --through-producer`: every record goes through the Rust client's
 //! `Producer`, one `send` call and one acknowledgement each, as an application's
-//! records do. The plain bench builds whole requests itself; this one shows what the
-//! client library adds on top of them (its CPU per GB beside the server's).
+//! records do; with `--send-many`, `--batch` records a `send_many` call and one
+//! answer for them all. The plain bench builds whole requests itself; this one shows
+//! what the client library adds on top of them (its CPU per GB beside the server's).
 //!
 //! Each producer has its own connection and `Producer`, whose batches close at
 //! `--batch` records' bytes as the `Producer` counts them (a key makes a batch close a
 //! record or so sooner), or after its 5 ms linger, with up to `--in-flight` of them
-//! unanswered. A record's latency runs from its `send` call to its acknowledgement, so
-//! it includes the time the record waited in its batch.
+//! unanswered. A record's latency runs from its `send` (or `send_many`) call to its
+//! acknowledgement (the call's answer), so it includes the time the record waited in
+//! its batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::produce::Outcome;
-use super::{histogram, record_latency, Load, Progress};
+use super::{histogram, record_latencies, Load, Progress};
 use crate::cli::Connect;
 use crate::client::{Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 use crate::grpc::pb;
@@ -28,10 +30,12 @@ use crate::grpc::pb;
 /// batches unanswered and queues the rest).
 const UNACKED: usize = 1 << 16;
 
-/// Runs `load` through one `Producer` per producer, to the end.
+/// Runs `load` through one `Producer` per producer, to the end; `many`: `--batch`
+/// records a `send_many` call.
 pub async fn run_load(
     connect: &Connect,
     load: &Load,
+    many: bool,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, String> {
     load.check_counts()?;
@@ -58,7 +62,8 @@ pub async fn run_load(
                 max_in_flight: load.in_flight.max(1),
                 ..ProducerConfig::default()
             };
-            producer(Producer::new(client, config), load, id, tickets, progress).await
+            let producer = Producer::new(client, config);
+            producer_task(producer, load, many, id, tickets, progress).await
         }));
     }
     let mut outcome = Outcome::default();
@@ -78,19 +83,45 @@ struct Tickets {
 }
 
 impl Tickets {
-    fn take(&self) -> bool {
-        self.deadline.is_none_or(|d| Instant::now() < d)
-            && self.next.fetch_add(1, Ordering::Relaxed) < self.records
+    /// Up to `n` more records to send (0: the run is over).
+    fn take(&self, n: u64) -> u64 {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return 0;
+        }
+        let first = self.next.fetch_add(n, Ordering::Relaxed);
+        self.records.saturating_sub(first).min(n)
     }
 }
 
-type Pending = (Instant, u64, oneshot::Receiver<Result<Ack, tonic::Status>>);
+/// What one call is answered on.
+enum Answer {
+    One(oneshot::Receiver<Result<Ack, tonic::Status>>),
+    Many(oneshot::Receiver<Result<Vec<Ack>, tonic::Status>>),
+}
+
+impl Answer {
+    async fn wait(self) -> Result<(), String> {
+        let answer = match self {
+            Answer::One(rx) => rx.await.map(|r| r.map(drop)),
+            Answer::Many(rx) => rx.await.map(|r| r.map(drop)),
+        };
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(super::describe(status)),
+            Err(_) => Err("the producer dropped a record unanswered".into()),
+        }
+    }
+}
+
+/// A call's start, its records and their bytes, and its answer.
+type Pending = (Instant, u64, u64, Answer);
 
 /// One producer: sends its share of the records, then flushes and closes the Producer;
 /// a second task awaits the acknowledgements in the order sent.
-async fn producer(
+async fn producer_task(
     producer: Producer,
     load: Load,
+    many: bool,
     id: u32,
     tickets: Arc<Tickets>,
     progress: Arc<Progress>,
@@ -99,33 +130,43 @@ async fn producer(
     let acks = tokio::spawn(async move {
         let mut latency = histogram();
         let (mut records, mut bytes) = (0, 0);
-        while let Some((sent, size, ack)) = pending.recv().await {
-            match ack.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => return Err(super::describe(status)),
-                Err(_) => return Err("the producer dropped a record unanswered".into()),
-            }
-            record_latency(&mut latency, sent.elapsed());
-            records += 1;
+        while let Some((sent, n, size, answer)) = pending.recv().await {
+            answer.wait().await?;
+            record_latencies(&mut latency, sent.elapsed(), n);
+            records += n;
             bytes += size;
-            progress.add(1, size);
+            progress.add(n, size);
         }
         Ok((latency, records, bytes))
     });
     let value = Bytes::from(vec![b'x'; load.record_size]);
     let mut seed = u64::from(id) + 1;
     let mut failed = false;
-    while tickets.take() {
-        let key = load.keys.draw(&mut seed);
-        let size = (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
-        let record = pb::Record {
-            key,
-            value: value.clone(),
-            ..Default::default()
-        };
+    let per_call = if many { load.batch.max(1) as u64 } else { 1 };
+    loop {
+        let n = tickets.take(per_call);
+        if n == 0 {
+            break;
+        }
+        let (mut records, mut size) = (Vec::with_capacity(n as usize), 0);
+        for _ in 0..n {
+            let key = load.keys.draw(&mut seed);
+            size += (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
+            records.push(pb::Record {
+                key,
+                value: value.clone(),
+                ..Default::default()
+            });
+        }
         let sent = Instant::now();
-        let ack = producer.send(&load.topic, None, record).await;
-        if pending_tx.send((sent, size, ack)).await.is_err() {
+        let answer = match many {
+            true => Answer::Many(producer.send_many(&load.topic, None, records).await),
+            false => {
+                let record = records.pop().expect("one record");
+                Answer::One(producer.send(&load.topic, None, record).await)
+            }
+        };
+        if pending_tx.send((sent, n, size, answer)).await.is_err() {
             failed = true; // the acknowledgement task stopped at a failure
             break;
         }

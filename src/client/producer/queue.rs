@@ -172,7 +172,7 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             records: vec![pb::Record::default(); records],
-            acks: Vec::new(),
+            acks: Default::default(),
             bytes: 0,
             deadline: Instant::now(),
         })

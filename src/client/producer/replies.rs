@@ -10,7 +10,6 @@ use tonic::{Code, Status};
 use super::queue::Queued;
 use super::retriable;
 use super::worker::{bounded, Key, Worker};
-use super::Ack;
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
 
 impl Worker {
@@ -92,12 +91,7 @@ impl Worker {
                 let queue = self.queues.get_mut(&key).expect("found above");
                 let acks = std::mem::take(&mut queue.batches[i].batch.acks);
                 queue.acknowledged(i);
-                for (n, ack) in acks.into_iter().enumerate() {
-                    let _ = ack.send(Ok(Ack {
-                        partition: ok.partition,
-                        offset: ok.base_offset + n as u64,
-                    }));
-                }
+                acks.acknowledge(ok.partition, ok.base_offset);
             }
             Some(Reply::Error(err)) => {
                 self.failed(&key, i, Status::new(Code::from(err.code), err.message))

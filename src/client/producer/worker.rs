@@ -1,5 +1,6 @@
-//! The producer's background task: fills batches, sends them in each partition's order
-//! (`queue.rs`), reads the answers and retries.
+//! The producer's background task: takes commands, has `filling.rs` put their records
+//! into batches, sends the batches in each partition's order (`queue.rs`), reads the
+//! answers and retries.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,10 +8,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::queue::{Identity, PartitionQueue, Queued};
+use super::queue::{Identity, PartitionQueue};
 use super::replies::next_reply;
-use super::{record_bytes, retriable, AckSender, Batch, Command, Partitions, ProducerConfig};
-use crate::broker::partitioner::partition_for_key;
+use super::{retriable, Batch, Command, Partitions, ProducerConfig};
 use crate::client::Client;
 use crate::grpc::pb;
 
@@ -141,12 +141,27 @@ impl Worker {
     /// more will come.
     async fn handle(&mut self, command: Option<Command>) -> bool {
         match command {
+            // `room` is given back once the records are in batches.
             Some(Command::Send {
                 topic,
                 partition,
                 record,
                 ack,
-            }) => self.add(topic, partition, record, ack).await,
+                room,
+            }) => {
+                self.add(topic, partition, record, ack).await;
+                drop(room);
+            }
+            Some(Command::SendMany {
+                topic,
+                partition,
+                records,
+                ack,
+                room,
+            }) => {
+                self.add_many(topic, partition, records, ack).await;
+                drop(room);
+            }
             Some(Command::Flush(done)) => {
                 self.flush_waiters.push(done);
                 self.seal_due(true);
@@ -162,99 +177,6 @@ impl Worker {
     /// Batches in the queues: waiting, unanswered, or answered and holding a place.
     fn queued(&self) -> usize {
         self.queues.values().map(|q| q.batches.len()).sum()
-    }
-
-    async fn partitions_of(&mut self, topic: &str) -> Result<u32, Status> {
-        if let Some(&n) = self.partition_counts.get(topic) {
-            return Ok(n);
-        }
-        self.asked_server = true;
-        let mut admin = self.client.admin();
-        let n = bounded("DescribeTopic", admin.describe_topic(topic))
-            .await?
-            .partitions
-            .len() as u32;
-        self.partition_counts.insert(topic.to_string(), n.max(1));
-        Ok(n.max(1))
-    }
-
-    async fn add(
-        &mut self,
-        topic: String,
-        partition: Option<u32>,
-        record: pb::Record,
-        ack: AckSender,
-    ) {
-        let partition = match (partition, &record.key) {
-            (Some(p), _) => p,
-            (None, key) => match self.partitions_of(&topic).await {
-                Ok(n) => match key {
-                    Some(key) => partition_for_key(key, n),
-                    // Looked up before it is inserted: `entry` would take a copy of
-                    // the topic's name for every record.
-                    None => match self.sticky.get(&topic) {
-                        Some(p) => p % n,
-                        None => {
-                            self.sticky.insert(topic.clone(), 0);
-                            0
-                        }
-                    },
-                },
-                Err(status) => {
-                    let _ = ack.send(Err(status));
-                    return;
-                }
-            },
-        };
-        let linger = self.config.linger;
-        let batch =
-            self.filling
-                .entry((topic, partition))
-                .or_insert_with_key(|(topic, partition)| Batch {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    records: Vec::new(),
-                    acks: Vec::new(),
-                    bytes: 0,
-                    deadline: Instant::now() + linger,
-                });
-        batch.bytes += record_bytes(&record);
-        batch.records.push(record);
-        batch.acks.push(ack);
-        if batch.bytes >= self.config.batch_bytes {
-            let key = (batch.topic.clone(), partition);
-            let batch = self.filling.remove(&key).expect("just filled");
-            self.enqueue(key, batch);
-        }
-    }
-
-    /// Moves batches whose linger has passed (all of them with `all`) to their queues.
-    fn seal_due(&mut self, all: bool) {
-        let now = Instant::now();
-        let due: Vec<_> = self
-            .filling
-            .iter()
-            .filter(|(_, b)| all || b.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let batch = self.filling.remove(&key).expect("listed above");
-            self.enqueue(key, batch);
-        }
-    }
-
-    fn enqueue(&mut self, key: Key, batch: Batch) {
-        if batch.records.first().is_some_and(|r| r.key.is_none()) {
-            // The sticky partition moves on once its batch is sent.
-            if let Some(p) = self.sticky.get_mut(&batch.topic) {
-                *p = p.wrapping_add(1);
-            }
-        }
-        self.queues
-            .entry(key)
-            .or_default()
-            .batches
-            .push_back(Queued::new(batch));
     }
 
     /// Sends what each partition's queue allows.

@@ -1,0 +1,154 @@
+//! Records into batches: the partition each record goes to, the batch it fills, and
+//! the partition's queue that a full batch (or one whose linger ran out) moves to.
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::acks::{self, ManySender, Waiters};
+use super::queue::Queued;
+use super::worker::{bounded, Key, Worker};
+use super::{record_bytes, AckSender, Batch};
+use crate::broker::partitioner::partition_for_key;
+use crate::grpc::pb;
+
+impl Worker {
+    pub(super) async fn partitions_of(&mut self, topic: &str) -> Result<u32, Status> {
+        if let Some(&n) = self.partition_counts.get(topic) {
+            return Ok(n);
+        }
+        self.asked_server = true;
+        let mut admin = self.client.admin();
+        let n = bounded("DescribeTopic", admin.describe_topic(topic))
+            .await?
+            .partitions
+            .len() as u32;
+        self.partition_counts.insert(topic.to_string(), n.max(1));
+        Ok(n.max(1))
+    }
+
+    /// The partition a record goes to: the one asked for, its key's, or the one the
+    /// topic's keyless records stick to.
+    async fn place(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        key: Option<&Bytes>,
+    ) -> Result<u32, Status> {
+        if let Some(p) = partition {
+            return Ok(p);
+        }
+        let n = self.partitions_of(topic).await?;
+        Ok(match key {
+            Some(key) => partition_for_key(key, n),
+            // Looked up before it is inserted: `entry` would take a copy of the
+            // topic's name for every record.
+            None => match self.sticky.get(topic) {
+                Some(p) => p % n,
+                None => {
+                    self.sticky.insert(topic.to_string(), 0);
+                    0
+                }
+            },
+        })
+    }
+
+    pub(super) async fn add(
+        &mut self,
+        mut topic: String,
+        partition: Option<u32>,
+        record: pb::Record,
+        ack: AckSender,
+    ) {
+        match self.place(&topic, partition, record.key.as_ref()).await {
+            Ok(p) => self.push(&mut topic, p, record, |w| w.push_one(ack)),
+            Err(status) => {
+                let _ = ack.send(Err(status));
+            }
+        }
+    }
+
+    pub(super) async fn add_many(
+        &mut self,
+        mut topic: String,
+        partition: Option<u32>,
+        records: Vec<pb::Record>,
+        reply: ManySender,
+    ) {
+        if records.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
+        let call = acks::call(records.len(), reply);
+        for (i, record) in records.into_iter().enumerate() {
+            match self.place(&topic, partition, record.key.as_ref()).await {
+                Ok(p) => self.push(&mut topic, p, record, |w| w.push_of(&call, i)),
+                Err(status) => return acks::fail_call(&call, status),
+            }
+        }
+    }
+
+    /// Adds a record to its partition's filling batch (`wait` adds who waits for it),
+    /// and queues the batch once it is full.
+    fn push(
+        &mut self,
+        topic: &mut String,
+        partition: u32,
+        record: pb::Record,
+        wait: impl FnOnce(&mut Waiters),
+    ) {
+        // The name is moved into the key for the lookup and back: a key of its own
+        // would copy the topic's name for every record.
+        let key = (std::mem::take(topic), partition);
+        if !self.filling.contains_key(&key) {
+            let batch = Batch {
+                topic: key.0.clone(),
+                partition,
+                records: Vec::new(),
+                acks: Waiters::default(),
+                bytes: 0,
+                deadline: Instant::now() + self.config.linger,
+            };
+            self.filling.insert(key.clone(), batch);
+        }
+        let batch = self.filling.get_mut(&key).expect("inserted above");
+        batch.bytes += record_bytes(&record);
+        batch.records.push(record);
+        wait(&mut batch.acks);
+        let full = batch.bytes >= self.config.batch_bytes;
+        if full {
+            let batch = self.filling.remove(&key).expect("just filled");
+            self.enqueue(key.clone(), batch);
+        }
+        *topic = key.0;
+    }
+
+    /// Moves batches whose linger has passed (all of them with `all`) to their queues.
+    pub(super) fn seal_due(&mut self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .filling
+            .iter()
+            .filter(|(_, b)| all || b.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let batch = self.filling.remove(&key).expect("listed above");
+            self.enqueue(key, batch);
+        }
+    }
+
+    fn enqueue(&mut self, key: Key, batch: Batch) {
+        if batch.records.first().is_some_and(|r| r.key.is_none()) {
+            // The sticky partition moves on once its batch is sent.
+            if let Some(p) = self.sticky.get_mut(&batch.topic) {
+                *p = p.wrapping_add(1);
+            }
+        }
+        self.queues
+            .entry(key)
+            .or_default()
+            .batches
+            .push_back(Queued::new(batch));
+    }
+}

@@ -1,0 +1,158 @@
+//! `Producer::send_many` against the real server: a call's acknowledgements come back in
+//! the order of its records and name where each was stored, its records are partitioned
+//! as `send`'s are, and a call whose records cannot be delivered is answered with the
+//! failure instead of hanging. Every wait is bounded.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::fetch_all;
+use common::requests::config;
+use common::server::TestServer;
+use strom::broker::partitioner::partition_for_key;
+use strom::client::{Producer, ProducerConfig};
+use strom::grpc::pb;
+use tonic::Code;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn record(key: Option<String>, value: String) -> pb::Record {
+    pb::Record {
+        key: key.map(Bytes::from),
+        value: Bytes::from(value),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn each_acknowledgement_names_where_its_record_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 3, config(&[("durability", "page_cache")]))
+        .await
+        .unwrap();
+    // Small batches, so that one call's records fill many batches in every partition.
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 2048,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut calls = Vec::new();
+    let mut singles = Vec::new();
+    for call in 0..4 {
+        let records: Vec<_> = (0..1000)
+            .map(|i| {
+                let key = (i % 3 != 0).then(|| format!("k{}", i % 17));
+                (key, format!("c{call}-{i}"))
+            })
+            .collect();
+        let sent = records.iter().cloned().map(|(k, v)| record(k, v)).collect();
+        calls.push((records, producer.send_many("t", None, sent).await));
+        // A single send between calls shares batches with them.
+        let value = format!("single-{call}");
+        let ack = producer.send("t", None, record(None, value.clone())).await;
+        singles.push((value, ack));
+    }
+    let empty = producer.send_many("t", None, Vec::new()).await;
+    let empty = tokio::time::timeout(BOUND, empty).await.unwrap();
+    assert!(empty.unwrap().unwrap().is_empty());
+
+    let mut stored: HashMap<(u32, u64), String> = HashMap::new();
+    for p in 0..3 {
+        for (offset, value) in fetch_all_after_flush(&producer, &client, p).await {
+            stored.insert((p, offset), value);
+        }
+    }
+    for (records, answer) in calls {
+        let acks = tokio::time::timeout(BOUND, answer)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(acks.len(), records.len());
+        for ((key, value), ack) in records.iter().zip(&acks) {
+            if let Some(key) = key {
+                assert_eq!(ack.partition, partition_for_key(key.as_bytes(), 3));
+            }
+            assert_eq!(
+                stored.get(&(ack.partition, ack.offset)),
+                Some(value),
+                "the record acknowledged at {ack:?}"
+            );
+        }
+    }
+    for (value, ack) in singles {
+        let ack = tokio::time::timeout(BOUND, ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.get(&(ack.partition, ack.offset)), Some(&value));
+    }
+    assert_eq!(stored.len(), 4 * 1000 + 4, "every record stored once");
+    producer.close().await;
+    server.stop().await.unwrap();
+}
+
+async fn fetch_all_after_flush(
+    producer: &Producer,
+    client: &strom::client::Client,
+    partition: u32,
+) -> Vec<(u64, String)> {
+    tokio::time::timeout(BOUND, producer.flush()).await.unwrap();
+    fetch_all(client, "t", partition).await
+}
+
+#[tokio::test]
+async fn a_call_that_cannot_be_delivered_is_answered_with_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 2, config(&[]))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let records = || (0..10).map(|i| record(None, i.to_string())).collect();
+
+    // No such topic: the lookup of its partition count fails.
+    let answer = producer.send_many("missing", None, records()).await;
+    let err = tokio::time::timeout(BOUND, answer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // No such partition: the server refuses the batch.
+    let answer = producer.send_many("t", Some(9), records()).await;
+    let err = tokio::time::timeout(BOUND, answer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // The producer goes on: a good call after the bad ones is stored.
+    let answer = producer.send_many("t", Some(1), records()).await;
+    let acks = tokio::time::timeout(BOUND, answer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        acks.iter().map(|a| a.offset).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    producer.close().await;
+    server.stop().await.unwrap();
+}
