@@ -156,3 +156,52 @@ async fn a_call_that_cannot_be_delivered_is_answered_with_the_failure() {
     producer.close().await;
     server.stop().await.unwrap();
 }
+
+/// A flush waits for the records sent before it, not for those another task keeps
+/// sending: with a sender that never pauses, a batch is always filling, and a flush
+/// that waited until none was never returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_returns_while_another_task_keeps_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 2, config(&[("durability", "page_cache")]))
+        .await
+        .unwrap();
+    // Batches close only at their linger, so the sender's next batch is always filling.
+    let config = ProducerConfig {
+        linger: Duration::from_secs(2),
+        batch_bytes: 64 << 20,
+        ..ProducerConfig::default()
+    };
+    let producer = std::sync::Arc::new(Producer::new(client, config));
+    let sender = {
+        let producer = std::sync::Arc::clone(&producer);
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                drop(producer.send("t", None, record(None, i.to_string())).await);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = producer
+        .send("t", None, record(None, "before".into()))
+        .await;
+    tokio::time::timeout(BOUND, producer.flush())
+        .await
+        .expect("the flush returned while the other task was still sending");
+    let mut before = before;
+    let ack = before
+        .try_recv()
+        .expect("answered by the time flush returned");
+    assert!(ack.is_ok(), "{ack:?}");
+    assert!(!sender.is_finished(), "the other task was still sending");
+    sender.abort();
+    let _ = sender.await;
+    // The server's graceful stop waits for the producer's stream to close.
+    let producer = std::sync::Arc::into_inner(producer).expect("the sender's copy is gone");
+    tokio::time::timeout(BOUND, producer.close()).await.unwrap();
+    server.stop().await.unwrap();
+}

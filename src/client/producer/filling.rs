@@ -101,7 +101,9 @@ impl Worker {
         // would copy the topic's name for every record.
         let key = (std::mem::take(topic), partition);
         if !self.filling.contains_key(&key) {
+            self.batches_started += 1;
             let batch = Batch {
+                seq: self.batches_started,
                 topic: key.0.clone(),
                 partition,
                 records: Vec::new(),

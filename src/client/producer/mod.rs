@@ -197,7 +197,8 @@ impl Producer {
         rx
     }
 
-    /// Sends every queued record now and waits until all have been answered.
+    /// Sends every queued record now and waits until all have been answered: the
+    /// records sent before this call, not those other tasks send meanwhile.
     pub async fn flush(&self) {
         let (done, rx) = oneshot::channel();
         if self.commands.send(Command::Flush(done)).await.is_ok() {
@@ -215,6 +216,8 @@ impl Producer {
 
 /// A batch being filled, or waiting for its answer.
 struct Batch {
+    /// The order batches were started in, over all partitions (see `flush`).
+    seq: u64,
     topic: String,
     partition: u32,
     records: Vec<pb::Record>,

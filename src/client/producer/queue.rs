@@ -169,6 +169,7 @@ mod tests {
 
     fn batch(records: usize) -> Queued {
         Queued::new(Batch {
+            seq: 0,
             topic: "t".into(),
             partition: 0,
             records: vec![pb::Record::default(); records],

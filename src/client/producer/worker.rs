@@ -38,7 +38,10 @@ pub(super) struct Worker {
     pub(super) identity_stale: bool,
     pub(super) generations: u64,
     pub(super) next_id: u64,
-    pub(super) flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Flushes waiting, each for the batches started up to a count of `batches_started`.
+    pub(super) flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// Batches started so far (`Batch::seq` of the latest).
+    pub(super) batches_started: u64,
     /// A command of this turn called the server (see `run`).
     pub(super) asked_server: bool,
     pub(super) requests: Option<mpsc::Sender<pb::ProduceStreamRequest>>,
@@ -60,6 +63,7 @@ impl Worker {
             generations: 0,
             next_id: 0,
             flush_waiters: Vec::new(),
+            batches_started: 0,
             asked_server: false,
             requests: None,
             replies: None,
@@ -126,13 +130,9 @@ impl Worker {
             }
             self.expire();
             self.pump().await;
-            if self.filling.is_empty() && self.queued() == 0 {
-                for done in self.flush_waiters.drain(..) {
-                    let _ = done.send(());
-                }
-                if !open {
-                    return;
-                }
+            self.answer_flushes();
+            if !open && self.filling.is_empty() && self.queued() == 0 {
+                return;
             }
         }
     }
@@ -163,8 +163,8 @@ impl Worker {
                 drop(room);
             }
             Some(Command::Flush(done)) => {
-                self.flush_waiters.push(done);
                 self.seal_due(true);
+                self.flush_waiters.push((self.batches_started, done));
             }
             None => {
                 self.seal_due(true);
@@ -172,6 +172,35 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// Answers the flushes whose batches have all left: the oldest batch still filling
+    /// or queued was started after them. Records other tasks send meanwhile go to later
+    /// batches, so they cannot hold a flush up however fast they come.
+    fn answer_flushes(&mut self) {
+        if self.flush_waiters.is_empty() {
+            return;
+        }
+        // Each partition's queue is in the order its batches were started.
+        let oldest = self
+            .filling
+            .values()
+            .map(|b| b.seq)
+            .chain(
+                self.queues
+                    .values()
+                    .filter_map(|q| q.batches.front())
+                    .map(|q| q.batch.seq),
+            )
+            .min()
+            .unwrap_or(u64::MAX);
+        for (upto, done) in std::mem::take(&mut self.flush_waiters) {
+            if upto < oldest {
+                let _ = done.send(());
+            } else {
+                self.flush_waiters.push((upto, done));
+            }
+        }
     }
 
     /// Batches in the queues: waiting, unanswered, or answered and holding a place.
