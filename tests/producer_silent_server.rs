@@ -72,9 +72,11 @@ async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers
     );
 }
 
-/// A caller faster than the server is held back: with the server silent, `send` and
-/// `send_many` wait once `buffer_bytes` of records wait for the producer's task,
-/// rather than queueing without bound (4,096 calls of any size, before the bound).
+/// A caller faster than the server is held back: with the server silent, `send_many`
+/// waits once `buffer_bytes` of records wait for the producer's task, rather than
+/// queueing without bound (4,096 calls of any size, before the bound); `send` takes
+/// its room through the same `Producer::submit`. When the server answers again, the
+/// room comes back and the caller goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_wait_once_the_producers_buffer_is_full() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,11 +129,25 @@ async fn calls_wait_once_the_producers_buffer_is_full() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = returned.load(Ordering::Relaxed);
-    caller.abort();
     // One call in flight (unanswered, so the task takes no more), nine in the buffer,
     // and one that may have taken its room as the task took the first.
     assert!(
         (5..=12).contains(&calls),
         "{calls} calls of 10,240 bytes returned against a 100,000-byte buffer"
     );
+    // The server speaks again: the room the waiting calls held comes back, and the
+    // caller goes on (room never given back would hold it for good).
+    silent.store(false, Ordering::Relaxed);
+    let bound = Instant::now() + Duration::from_secs(20);
+    while returned.load(Ordering::Relaxed) < calls + 100 {
+        assert!(Instant::now() < bound, "the caller did not go on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    caller.abort();
+    let _ = caller.await;
+    let producer = Arc::into_inner(producer).expect("the caller's copy is gone");
+    tokio::time::timeout(Duration::from_secs(20), producer.close())
+        .await
+        .expect("closed");
+    server.stop().await.unwrap();
 }

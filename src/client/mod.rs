@@ -52,6 +52,15 @@ impl Client {
         Ok(Client { channel })
     }
 
+    /// A client that connects on first use, for tests of the client's own state.
+    #[cfg(test)]
+    pub(crate) fn lazy(address: &str) -> Client {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .expect("a valid address")
+            .connect_lazy();
+        Client { channel }
+    }
+
     pub fn log(&self) -> LogClient<Channel> {
         LogClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)

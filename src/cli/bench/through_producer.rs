@@ -25,9 +25,10 @@ use crate::cli::Connect;
 use crate::client::{Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 use crate::grpc::pb;
 
-/// Records sent and not yet acknowledged that a producer's acknowledgement task may be
-/// behind by; past it, `send` waits (the Producer itself holds at most `--in-flight`
-/// batches unanswered and queues the rest).
+/// Calls (`send`s, or `send_many`s of `--batch` records) made and not yet answered that
+/// a producer's acknowledgement task may be behind by; past it, the next call waits.
+/// (The Producer itself holds at most `--in-flight` batches unanswered and
+/// `buffer_bytes` of records waiting for them, and makes calls wait past that.)
 const UNACKED: usize = 1 << 16;
 
 /// Runs `load` through one `Producer` per producer, to the end; `many`: `--batch`
@@ -148,24 +149,37 @@ async fn producer_task(
         if n == 0 {
             break;
         }
-        let (mut records, mut size) = (Vec::with_capacity(n as usize), 0);
-        for _ in 0..n {
+        let mut size = 0;
+        let mut next = || {
             let key = load.keys.draw(&mut seed);
             size += (value.len() + key.as_ref().map_or(0, Bytes::len)) as u64;
-            records.push(pb::Record {
+            pb::Record {
                 key,
                 value: value.clone(),
                 ..Default::default()
-            });
-        }
-        let sent = Instant::now();
-        let answer = match many {
-            true => Answer::Many(producer.send_many(&load.topic, None, records).await),
-            false => {
-                let record = records.pop().expect("one record");
-                Answer::One(producer.send(&load.topic, None, record).await)
             }
         };
+        // One record is sent as it is: a `Vec` for it would be an allocation a record
+        // that an application's `send` does not make.
+        let answer = match many {
+            true => {
+                let records: Vec<_> = (0..n).map(|_| next()).collect();
+                let sent = Instant::now();
+                (
+                    sent,
+                    Answer::Many(producer.send_many(&load.topic, None, records).await),
+                )
+            }
+            false => {
+                let record = next();
+                let sent = Instant::now();
+                (
+                    sent,
+                    Answer::One(producer.send(&load.topic, None, record).await),
+                )
+            }
+        };
+        let (sent, answer) = answer;
         if pending_tx.send((sent, n, size, answer)).await.is_err() {
             failed = true; // the acknowledgement task stopped at a failure
             break;

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -59,10 +59,12 @@ pub struct ProducerConfig {
     /// one partition are unanswered at once when idempotent).
     pub max_in_flight: usize,
     /// Bytes of records handed to `send` and `send_many` that the background task has
-    /// not taken into batches yet, at most (counted as for `batch_bytes`): past it,
-    /// those calls wait, so a caller faster than the server is slowed down rather than
-    /// buffered without bound (Kafka's `buffer.memory`). A call larger than this waits
-    /// until nothing else is waiting.
+    /// not taken into batches yet, at most (counted as for `batch_bytes`; up to 4 GiB):
+    /// past it, those calls wait, so a caller faster than the server is slowed down
+    /// rather than buffered without bound. (Kafka's `buffer.memory` counts records
+    /// until they are acknowledged; here the batches filling and in flight, bounded by
+    /// `batch_bytes` and `max_in_flight`, come on top.) A call larger than this waits
+    /// until the task has taken every call before it, then goes in whole.
     pub buffer_bytes: usize,
 }
 
@@ -92,8 +94,9 @@ pub struct Ack {
 
 type AckSender = oneshot::Sender<Result<Ack, Status>>;
 
-/// Records' share of `buffer_bytes`, given back when the task has taken them.
-type Room = OwnedSemaphorePermit;
+/// Records' share of `buffer_bytes`, in bytes: the caller takes it from `room`, the task
+/// gives it back once it has put the records into batches (see `Worker::give_back`).
+type Room = u32;
 
 enum Command {
     Send {
@@ -113,10 +116,22 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+impl Command {
+    /// Answers a command the task will never see: the producer is closed.
+    fn refuse(self) {
+        let closed = || Status::cancelled("producer is closed");
+        match self {
+            Command::Send { ack, .. } => drop(ack.send(Err(closed()))),
+            Command::SendMany { ack, .. } => drop(ack.send(Err(closed()))),
+            Command::Flush(_) => {}
+        }
+    }
+}
+
 pub struct Producer {
     commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
-    /// `buffer_bytes`, as permits of one byte each.
+    /// `buffer_bytes`, as permits of one byte each; closed when the task ends.
     room: Arc<Semaphore>,
     buffer: u32,
 }
@@ -126,7 +141,8 @@ impl Producer {
         let (commands, rx) = mpsc::channel(4096);
         let buffer = config.buffer_bytes.clamp(1, u32::MAX as usize) as u32;
         let room = Arc::new(Semaphore::new(buffer as usize));
-        let task = tokio::spawn(worker::Worker::new(client, config).run(rx));
+        let worker = worker::Worker::new(client, config, Arc::clone(&room));
+        let task = tokio::spawn(worker.run(rx));
         Producer {
             commands,
             task,
@@ -135,13 +151,21 @@ impl Producer {
         }
     }
 
-    /// Waits for `bytes` of the buffer (all of it, for a call larger than the buffer).
-    async fn room_for(&self, bytes: usize) -> Room {
+    /// `bytes` of the buffer (all of it, for a call larger than the buffer), once free;
+    /// None once the producer is closed. The permit is held until the command is on
+    /// the channel, so that a caller that goes away meanwhile gives the room back, and
+    /// then forgotten: the task gives the room back (`Worker::room_taken`).
+    async fn room_for(&self, bytes: usize) -> Option<SemaphorePermit<'_>> {
         let n = bytes.clamp(1, self.buffer as usize) as u32;
-        Arc::clone(&self.room)
-            .acquire_many_owned(n)
-            .await
-            .expect("the semaphore is never closed")
+        // Taken without waiting when it is free: a wait, even one that ends at once,
+        // charges tokio's cooperative budget, which made a caller sharing a thread with
+        // the task yield to it twice as often (fewer commands a turn, more CPU a
+        // record: BENCHMARKS.md).
+        match self.room.try_acquire_many(n) {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => None,
+            Err(TryAcquireError::NoPermits) => self.room.acquire_many(n).await.ok(),
+        }
     }
 
     /// Queues a record; the receiver resolves when the server acknowledges it.
@@ -152,18 +176,22 @@ impl Producer {
         record: pb::Record,
     ) -> oneshot::Receiver<Result<Ack, Status>> {
         let (ack, rx) = oneshot::channel();
-        let room = self.room_for(record_bytes(&record)).await;
+        // The command is built only once there is room for it: a future that held it
+        // while waiting moved it about, which cost the caller 3% of its CPU.
+        let Some(room) = self.room_for(record_bytes(&record)).await else {
+            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+            return rx;
+        };
         let command = Command::Send {
             topic: topic.to_string(),
             partition,
             record,
             ack,
-            room,
+            room: room.num_permits() as u32,
         };
-        if let Err(mpsc::error::SendError(Command::Send { ack, .. })) =
-            self.commands.send(command).await
-        {
-            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+        match self.commands.send(command).await {
+            Ok(()) => room.forget(),
+            Err(mpsc::error::SendError(command)) => command.refuse(),
         }
         rx
     }
@@ -181,18 +209,20 @@ impl Producer {
         records: Vec<pb::Record>,
     ) -> oneshot::Receiver<Result<Vec<Ack>, Status>> {
         let (ack, rx) = oneshot::channel();
-        let room = self.room_for(records.iter().map(record_bytes).sum()).await;
+        let Some(room) = self.room_for(records.iter().map(record_bytes).sum()).await else {
+            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+            return rx;
+        };
         let command = Command::SendMany {
             topic: topic.to_string(),
             partition,
             records,
             ack,
-            room,
+            room: room.num_permits() as u32,
         };
-        if let Err(mpsc::error::SendError(Command::SendMany { ack, .. })) =
-            self.commands.send(command).await
-        {
-            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+        match self.commands.send(command).await {
+            Ok(()) => room.forget(),
+            Err(mpsc::error::SendError(command)) => command.refuse(),
         }
         rx
     }

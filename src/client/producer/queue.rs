@@ -81,13 +81,18 @@ impl PartitionQueue {
         }
         self.batches[i].acked = true;
         self.batches[i].sent = None;
-        while self.batches.front().is_some_and(|q| q.acked) {
-            self.batches.pop_front();
-        }
+        self.drop_answered_front();
         // Idle, the partition may forget the producer (expiry, a full table): the next
         // batch goes alone again until it is acknowledged.
         if self.batches.is_empty() {
             self.confirmed = None;
+        }
+    }
+
+    /// Acknowledged batches at the front leave: no batch before them is waiting any more.
+    pub fn drop_answered_front(&mut self) {
+        while self.batches.front().is_some_and(|q| q.acked) {
+            self.batches.pop_front();
         }
     }
 

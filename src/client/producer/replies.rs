@@ -160,6 +160,10 @@ impl Worker {
             i + 1
         };
         let gone: Vec<Queued> = queue.batches.drain(i..end).collect();
+        // Without idempotence, batches behind it may have been answered already (durable
+        // requests are answered as their fsyncs end): they held their place behind this
+        // one, and would otherwise hold up flushes until their delivery timeout.
+        queue.drop_answered_front();
         let stale = gone.iter().any(|q| q.numbered.is_some());
         for q in gone {
             if let Some(id) = q.sent {
@@ -180,5 +184,51 @@ pub(super) async fn next_reply(
     match replies {
         Some(stream) => stream.message().await.transpose(),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+    use tonic::Status;
+
+    use super::super::queue::Queued;
+    use super::super::{Batch, ProducerConfig};
+    use super::Worker;
+    use crate::client::Client;
+
+    fn batch() -> Queued {
+        Queued::new(Batch {
+            seq: 0,
+            topic: "t".into(),
+            partition: 0,
+            records: Vec::new(),
+            acks: Default::default(),
+            bytes: 0,
+            deadline: Instant::now(),
+        })
+    }
+
+    /// Without idempotence a batch that fails for good goes alone; one behind it that
+    /// was already answered must leave with it, or it holds flushes (and `close`) until
+    /// its delivery timeout.
+    #[tokio::test]
+    async fn an_answered_batch_behind_a_failed_one_leaves_with_it() {
+        let config = ProducerConfig {
+            idempotent: false,
+            ..ProducerConfig::default()
+        };
+        let room = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
+        let key = ("t".to_string(), 0);
+        let queue = worker.queues.entry(key.clone()).or_default();
+        queue.batches.push_back(batch());
+        queue.batches.push_back(batch());
+        queue.send(0, 1, None);
+        queue.send(1, 2, None);
+        queue.acknowledged(1);
+        assert_eq!(queue.batches.len(), 2, "held behind the unanswered one");
+        worker.fail_partition(&key, 0, &Status::invalid_argument("refused"));
+        assert_eq!(worker.queued(), 0);
     }
 }

@@ -3,8 +3,9 @@
 //! answers and retries.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -44,12 +45,17 @@ pub(super) struct Worker {
     pub(super) batches_started: u64,
     /// A command of this turn called the server (see `run`).
     pub(super) asked_server: bool,
+    /// The producer's `buffer_bytes`, and the bytes of it taken by the commands handled
+    /// this turn: given back once a turn, not once a record (each release of a tokio
+    /// semaphore locks its list of waiters).
+    pub(super) room: Arc<Semaphore>,
+    pub(super) room_taken: usize,
     pub(super) requests: Option<mpsc::Sender<pb::ProduceStreamRequest>>,
     pub(super) replies: Option<tonic::Streaming<pb::ProduceStreamResponse>>,
 }
 
 impl Worker {
-    pub(super) fn new(client: Client, config: ProducerConfig) -> Worker {
+    pub(super) fn new(client: Client, config: ProducerConfig, room: Arc<Semaphore>) -> Worker {
         Worker {
             client,
             config,
@@ -65,12 +71,17 @@ impl Worker {
             flush_waiters: Vec::new(),
             batches_started: 0,
             asked_server: false,
+            room,
+            room_taken: 0,
             requests: None,
             replies: None,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // However the task ends (a panic too), callers waiting for room are told the
+        // producer is closed rather than left waiting for room nobody gives back.
+        let _closing = CloseOnDrop(Arc::clone(&self.room));
         let mut open = true;
         loop {
             // Wake-ups: a batch's linger, a pause ending, a delivery timeout. (A pause
@@ -128,6 +139,9 @@ impl Worker {
                 reply = next_reply(&mut self.replies) => self.on_reply(reply),
                 _ = sleep_until(next_deadline) => self.seal_due(false),
             }
+            if self.room_taken > 0 {
+                self.room.add_permits(std::mem::take(&mut self.room_taken));
+            }
             self.expire();
             self.pump().await;
             self.answer_flushes();
@@ -141,7 +155,6 @@ impl Worker {
     /// more will come.
     async fn handle(&mut self, command: Option<Command>) -> bool {
         match command {
-            // `room` is given back once the records are in batches.
             Some(Command::Send {
                 topic,
                 partition,
@@ -150,7 +163,7 @@ impl Worker {
                 room,
             }) => {
                 self.add(topic, partition, record, ack).await;
-                drop(room);
+                self.room_taken += room as usize;
             }
             Some(Command::SendMany {
                 topic,
@@ -160,7 +173,7 @@ impl Worker {
                 room,
             }) => {
                 self.add_many(topic, partition, records, ack).await;
-                drop(room);
+                self.room_taken += room as usize;
             }
             Some(Command::Flush(done)) => {
                 self.seal_due(true);
@@ -204,7 +217,7 @@ impl Worker {
     }
 
     /// Batches in the queues: waiting, unanswered, or answered and holding a place.
-    fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.queues.values().map(|q| q.batches.len()).sum()
     }
 
@@ -364,5 +377,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
