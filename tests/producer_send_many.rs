@@ -19,6 +19,16 @@ use tonic::Code;
 
 const BOUND: Duration = Duration::from_secs(30);
 
+/// A call's answer, within `BOUND`.
+async fn answer<T>(
+    rx: tokio::sync::oneshot::Receiver<Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(BOUND, rx)
+        .await
+        .expect("answered in time")
+        .expect("answered, not dropped")
+}
+
 fn record(key: Option<String>, value: String) -> pb::Record {
     pb::Record {
         key: key.map(Bytes::from),
@@ -61,9 +71,8 @@ async fn each_acknowledgement_names_where_its_record_was_stored() {
         let ack = producer.send("t", None, record(None, value.clone())).await;
         singles.push((value, ack));
     }
-    let empty = producer.send_many("t", None, Vec::new()).await;
-    let empty = tokio::time::timeout(BOUND, empty).await.unwrap();
-    assert!(empty.unwrap().unwrap().is_empty());
+    let empty = answer(producer.send_many("t", None, Vec::new()).await).await;
+    assert!(empty.unwrap().is_empty());
 
     let mut stored: HashMap<(u32, u64), String> = HashMap::new();
     for p in 0..3 {
@@ -71,12 +80,8 @@ async fn each_acknowledgement_names_where_its_record_was_stored() {
             stored.insert((p, offset), value);
         }
     }
-    for (records, answer) in calls {
-        let acks = tokio::time::timeout(BOUND, answer)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+    for (records, call) in calls {
+        let acks = answer(call).await.unwrap();
         assert_eq!(acks.len(), records.len());
         for ((key, value), ack) in records.iter().zip(&acks) {
             if let Some(key) = key {
@@ -90,11 +95,7 @@ async fn each_acknowledgement_names_where_its_record_was_stored() {
         }
     }
     for (value, ack) in singles {
-        let ack = tokio::time::timeout(BOUND, ack)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let ack = answer(ack).await.unwrap();
         assert_eq!(stored.get(&(ack.partition, ack.offset)), Some(&value));
     }
     assert_eq!(stored.len(), 4 * 1000 + 4, "every record stored once");
@@ -125,29 +126,20 @@ async fn a_call_that_cannot_be_delivered_is_answered_with_the_failure() {
     let records = || (0..10).map(|i| record(None, i.to_string())).collect();
 
     // No such topic: the lookup of its partition count fails.
-    let answer = producer.send_many("missing", None, records()).await;
-    let err = tokio::time::timeout(BOUND, answer)
+    let err = answer(producer.send_many("missing", None, records()).await)
         .await
-        .unwrap()
-        .unwrap()
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // No such partition: the server refuses the batch.
-    let answer = producer.send_many("t", Some(9), records()).await;
-    let err = tokio::time::timeout(BOUND, answer)
+    let err = answer(producer.send_many("t", Some(9), records()).await)
         .await
-        .unwrap()
-        .unwrap()
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // The producer goes on: a good call after the bad ones is stored.
-    let answer = producer.send_many("t", Some(1), records()).await;
-    let acks = tokio::time::timeout(BOUND, answer)
+    let acks = answer(producer.send_many("t", Some(1), records()).await)
         .await
-        .unwrap()
-        .unwrap()
         .unwrap();
     assert_eq!(
         acks.iter().map(|a| a.offset).collect::<Vec<_>>(),

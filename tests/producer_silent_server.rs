@@ -16,15 +16,10 @@ use common::server::TestServer;
 use strom::client::{Client, Producer, ProducerConfig};
 use strom::grpc::pb;
 
-/// Records for a topic whose partition count the producer does not know yet each need a
-/// DescribeTopic, which hangs for the client's call timeout (10 s) when the server is
-/// silent. The producer's task takes waiting commands in runs; a run must end at such
-/// a call, or a record already sent would wait for its delivery timeout behind every
-/// one of them (six here: a minute).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers_own_calls() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+/// A server with topic `a` (one partition), and a client that reaches it through a
+/// proxy that goes silent while the flag is set.
+async fn behind_a_proxy(dir: &std::path::Path) -> (TestServer, Arc<AtomicBool>, Client) {
+    let server = TestServer::start(dir).await;
     server
         .client()
         .await
@@ -35,6 +30,18 @@ async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers
     let silent = Arc::new(AtomicBool::new(false));
     let addr = proxy(server.addr, Arc::clone(&silent)).await;
     let client = Client::connect(&addr.to_string()).await.unwrap();
+    (server, silent, client)
+}
+
+/// Records for a topic whose partition count the producer does not know yet each need a
+/// DescribeTopic, which hangs for the client's call timeout (10 s) when the server is
+/// silent. The producer's task takes waiting commands in runs; a run must end at such
+/// a call, or a record already sent would wait for its delivery timeout behind every
+/// one of them (six here: a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers_own_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, silent, client) = behind_a_proxy(dir.path()).await;
     let producer = Producer::new(
         client,
         ProducerConfig {
@@ -75,22 +82,12 @@ async fn a_silent_server_does_not_hold_up_delivery_timeouts_behind_the_producers
 /// A caller faster than the server is held back: with the server silent, `send_many`
 /// waits once `buffer_bytes` of records wait for the producer's task, rather than
 /// queueing without bound (4,096 calls of any size, before the bound); `send` takes
-/// its room through the same `Producer::submit`. When the server answers again, the
+/// its room the same way (`Producer::room_for`). When the server answers again, the
 /// room comes back and the caller goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_wait_once_the_producers_buffer_is_full() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
-    server
-        .client()
-        .await
-        .admin()
-        .create_topic("a", 1, Default::default())
-        .await
-        .unwrap();
-    let silent = Arc::new(AtomicBool::new(false));
-    let addr = proxy(server.addr, Arc::clone(&silent)).await;
-    let client = Client::connect(&addr.to_string()).await.unwrap();
+    let (server, silent, client) = behind_a_proxy(dir.path()).await;
     let producer = Arc::new(Producer::new(
         client,
         ProducerConfig {
