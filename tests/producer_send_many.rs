@@ -80,12 +80,15 @@ async fn each_acknowledgement_names_where_its_record_was_stored() {
             stored.insert((p, offset), value);
         }
     }
+    // Keyless records stick to a partition for a batch, then move on to the next.
+    let mut keyless_in = [0; 3];
     for (records, call) in calls {
         let acks = answer(call).await.unwrap();
         assert_eq!(acks.len(), records.len());
         for ((key, value), ack) in records.iter().zip(&acks) {
-            if let Some(key) = key {
-                assert_eq!(ack.partition, partition_for_key(key.as_bytes(), 3));
+            match key {
+                Some(key) => assert_eq!(ack.partition, partition_for_key(key.as_bytes(), 3)),
+                None => keyless_in[ack.partition as usize] += 1,
             }
             assert_eq!(
                 stored.get(&(ack.partition, ack.offset)),
@@ -94,6 +97,10 @@ async fn each_acknowledgement_names_where_its_record_was_stored() {
             );
         }
     }
+    assert!(
+        keyless_in.iter().all(|&n| n > 0),
+        "keyless records spread over the partitions: {keyless_in:?}"
+    );
     for (value, ack) in singles {
         let ack = answer(ack).await.unwrap();
         assert_eq!(stored.get(&(ack.partition, ack.offset)), Some(&value));
