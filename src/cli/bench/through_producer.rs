@@ -161,14 +161,12 @@ async fn producer_task(
         };
         // One record is sent as it is: a `Vec` for it would be an allocation a record
         // that an application's `send` does not make.
-        let answer = match many {
+        let (sent, answer) = match many {
             true => {
                 let records: Vec<_> = (0..n).map(|_| next()).collect();
                 let sent = Instant::now();
-                (
-                    sent,
-                    Answer::Many(producer.send_many(&load.topic, None, records).await),
-                )
+                let answer = producer.send_many(&load.topic, None, records).await;
+                (sent, Answer::Many(answer))
             }
             false => {
                 let record = next();
@@ -179,7 +177,6 @@ async fn producer_task(
                 )
             }
         };
-        let (sent, answer) = answer;
         if pending_tx.send((sent, n, size, answer)).await.is_err() {
             failed = true; // the acknowledgement task stopped at a failure
             break;

@@ -95,7 +95,7 @@ pub struct Ack {
 type AckSender = oneshot::Sender<Result<Ack, Status>>;
 
 /// Records' share of `buffer_bytes`, in bytes: the caller takes it from `room`, the task
-/// gives it back once it has put the records into batches (see `Worker::give_back`).
+/// gives it back once it has put the records into batches (`Worker::room_taken`).
 type Room = u32;
 
 enum Command {
@@ -116,10 +116,14 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+/// What a call gets once the producer's task is gone.
+fn closed() -> Status {
+    Status::cancelled("producer is closed")
+}
+
 impl Command {
     /// Answers a command the task will never see: the producer is closed.
     fn refuse(self) {
-        let closed = || Status::cancelled("producer is closed");
         match self {
             Command::Send { ack, .. } => drop(ack.send(Err(closed()))),
             Command::SendMany { ack, .. } => drop(ack.send(Err(closed()))),
@@ -179,7 +183,7 @@ impl Producer {
         // The command is built only once there is room for it: a future that held it
         // while waiting moved it about, which cost the caller 3% of its CPU.
         let Some(room) = self.room_for(record_bytes(&record)).await else {
-            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+            let _ = ack.send(Err(closed()));
             return rx;
         };
         let command = Command::Send {
@@ -210,7 +214,7 @@ impl Producer {
     ) -> oneshot::Receiver<Result<Vec<Ack>, Status>> {
         let (ack, rx) = oneshot::channel();
         let Some(room) = self.room_for(records.iter().map(record_bytes).sum()).await else {
-            let _ = ack.send(Err(Status::cancelled("producer is closed")));
+            let _ = ack.send(Err(closed()));
             return rx;
         };
         let command = Command::SendMany {

@@ -167,22 +167,23 @@ impl PartitionQueue {
     }
 }
 
+/// A queued batch of `records` empty records to partition 0 of topic `t`, for tests.
+#[cfg(test)]
+pub(super) fn batch(records: usize) -> Queued {
+    Queued::new(Batch {
+        seq: 0,
+        topic: "t".into(),
+        partition: 0,
+        records: vec![crate::grpc::pb::Record::default(); records],
+        acks: Default::default(),
+        bytes: 0,
+        deadline: Instant::now(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::pb;
-
-    fn batch(records: usize) -> Queued {
-        Queued::new(Batch {
-            seq: 0,
-            topic: "t".into(),
-            partition: 0,
-            records: vec![pb::Record::default(); records],
-            acks: Default::default(),
-            bytes: 0,
-            deadline: Instant::now(),
-        })
-    }
 
     fn who(generation: u64) -> Option<Identity> {
         Some(Identity {

@@ -189,25 +189,12 @@ pub(super) async fn next_reply(
 
 #[cfg(test)]
 mod tests {
-    use tokio::time::Instant;
     use tonic::Status;
 
-    use super::super::queue::Queued;
-    use super::super::{Batch, ProducerConfig};
+    use super::super::queue::batch;
+    use super::super::ProducerConfig;
     use super::Worker;
     use crate::client::Client;
-
-    fn batch() -> Queued {
-        Queued::new(Batch {
-            seq: 0,
-            topic: "t".into(),
-            partition: 0,
-            records: Vec::new(),
-            acks: Default::default(),
-            bytes: 0,
-            deadline: Instant::now(),
-        })
-    }
 
     /// Without idempotence a batch that fails for good goes alone; one behind it that
     /// was already answered must leave with it, or it holds flushes (and `close`) until
@@ -222,8 +209,8 @@ mod tests {
         let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
         let key = ("t".to_string(), 0);
         let queue = worker.queues.entry(key.clone()).or_default();
-        queue.batches.push_back(batch());
-        queue.batches.push_back(batch());
+        queue.batches.push_back(batch(1));
+        queue.batches.push_back(batch(1));
         queue.send(0, 1, None);
         queue.send(1, 2, None);
         queue.acknowledged(1);
