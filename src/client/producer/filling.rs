@@ -6,8 +6,9 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::acks::{self, ManySender, Waiters};
+use super::batches::Key;
 use super::queue::Queued;
-use super::worker::{bounded, Key, Worker};
+use super::worker::{bounded, Worker};
 use super::{record_bytes, AckSender, Batch};
 use crate::broker::partitioner::partition_for_key;
 use crate::grpc::pb;
@@ -126,7 +127,7 @@ impl Worker {
         // The name is moved into the key for the lookup and back: a key of its own
         // would copy the topic's name for every record.
         let key = (std::mem::take(topic), partition);
-        if !self.filling.contains_key(&key) {
+        if self.filling.get_mut(&key).is_none() {
             self.batches_started += 1;
             let batch = Batch {
                 seq: self.batches_started,
@@ -154,15 +155,7 @@ impl Worker {
 
     /// Moves batches whose linger has passed (all of them with `all`) to their queues.
     pub(super) fn seal_due(&mut self, all: bool) {
-        let now = Instant::now();
-        let due: Vec<_> = self
-            .filling
-            .iter()
-            .filter(|(_, b)| all || b.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let batch = self.filling.remove(&key).expect("listed above");
+        for (key, batch) in self.filling.take_due(Instant::now(), all) {
             self.enqueue(key, batch);
         }
     }
@@ -174,10 +167,6 @@ impl Worker {
                 *p = p.wrapping_add(1);
             }
         }
-        self.queues
-            .entry(key)
-            .or_default()
-            .batches
-            .push_back(Queued::new(batch));
+        self.queues.push(key, Queued::new(batch));
     }
 }

@@ -32,7 +32,9 @@ use super::Client;
 use crate::grpc::pb;
 
 mod acks;
+mod batches;
 mod filling;
+mod identity;
 mod queue;
 mod replies;
 mod worker;

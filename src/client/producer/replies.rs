@@ -7,9 +7,10 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
+use super::batches::Key;
 use super::queue::Queued;
 use super::retriable;
-use super::worker::{bounded, Key, Worker};
+use super::worker::{bounded, Worker};
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
 
 impl Worker {
@@ -40,7 +41,7 @@ impl Worker {
         let timeout = self.config.delivery_timeout;
         let expired: Vec<Key> = self
             .queues
-            .iter()
+            .busy()
             .filter(|(_, q)| {
                 q.batches
                     .front()
@@ -49,7 +50,9 @@ impl Worker {
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
-            let last = self.queues[&key].batches[0].last_error.clone();
+            let last = self.queues.get(&key).expect("listed").batches[0]
+                .last_error
+                .clone();
             let status = match last {
                 // The last failure says more than the timeout does.
                 Some(last) => Status::new(
@@ -208,9 +211,9 @@ mod tests {
         let room = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
         let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
         let key = ("t".to_string(), 0);
-        let queue = worker.queues.entry(key.clone()).or_default();
-        queue.batches.push_back(batch(1));
-        queue.batches.push_back(batch(1));
+        worker.queues.push(key.clone(), batch(1));
+        worker.queues.push(key.clone(), batch(1));
+        let queue = worker.queues.get_mut(&key).unwrap();
         queue.send(0, 1, None);
         queue.send(1, 2, None);
         queue.acknowledged(1);
