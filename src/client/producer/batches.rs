@@ -114,6 +114,15 @@ impl Queues {
             .filter(|(_, queue)| !queue.batches.is_empty())
     }
 
+    /// The queues that hold batches, past `after` in key order (all of them for None).
+    pub fn busy_after(&self, after: Option<&Key>) -> impl Iterator<Item = (&Key, &PartitionQueue)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.all
+            .range::<Key, _>((from, Unbounded))
+            .filter(|(_, queue)| !queue.batches.is_empty())
+    }
+
     /// Batches queued: waiting, unanswered, or answered and holding a place.
     pub fn batches(&self) -> usize {
         self.all.values().map(|queue| queue.batches.len()).sum()

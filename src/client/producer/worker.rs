@@ -229,28 +229,45 @@ impl Worker {
     /// Sends what each partition's queue allows.
     async fn pump(&mut self) {
         let now = Instant::now();
-        let free = self
-            .config
-            .max_in_flight
-            .saturating_sub(self.in_flight.len());
-        // The keys of the partitions with a batch to send now, as many as may go: each
-        // is copied for the sends below, where copying every queue's key each turn was a
-        // tenth of the client's CPU with 1,000 partitions.
-        let generation = self.generation_next();
-        let keys: Vec<Key> = self
-            .queues
-            .busy()
-            .filter(|(_, q)| {
-                q.next_to_send(now, self.window(q, generation), generation)
-                    .is_some()
-            })
-            .map(|(key, _)| key.clone())
-            .take(free)
-            .collect();
+        // The keys of the partitions with a batch to send now are copied for the sends
+        // below, as many at a time as requests are free (copying every queue's key each
+        // turn was a tenth of the client's CPU with 1,000 partitions), and the next
+        // ones after them while requests are left: a partition that could not take an
+        // identity sends nothing, and must not keep those after it waiting.
+        let mut after: Option<Key> = None;
+        loop {
+            let free = self
+                .config
+                .max_in_flight
+                .saturating_sub(self.in_flight.len());
+            let generation = self.generation_next();
+            let keys: Vec<Key> = self
+                .queues
+                .busy_after(after.as_ref())
+                .filter(|(_, q)| {
+                    q.next_to_send(now, self.window(q, generation), generation)
+                        .is_some()
+                })
+                .map(|(key, _)| key.clone())
+                .take(free)
+                .collect();
+            let Some(last) = keys.last().cloned() else {
+                return;
+            };
+            if !self.send_from(keys, now).await {
+                return;
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Sends what the queues of `keys` allow; false once no request is free or the
+    /// stream is down.
+    async fn send_from(&mut self, keys: Vec<Key>, now: Instant) -> bool {
         for key in keys {
             loop {
                 if self.in_flight.len() >= self.config.max_in_flight {
-                    return;
+                    return false;
                 }
                 let generation = self.generation_next();
                 let window = match self.queues.get(&key) {
@@ -279,10 +296,11 @@ impl Worker {
                     }
                 }
                 if !self.send(&key, i).await {
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Sends batch `i` of `key`'s queue; false if the stream is down (its batches are
@@ -354,5 +372,35 @@ struct CloseOnDrop(Arc<Semaphore>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::queue::batch;
+    use super::*;
+
+    /// A partition that cannot take an identity sends nothing: the partitions after it
+    /// must still be tried in the same turn, not only as many as requests are free.
+    #[tokio::test]
+    async fn a_failed_identity_does_not_keep_the_partitions_after_it_waiting() {
+        let config = ProducerConfig {
+            max_in_flight: 2,
+            ..ProducerConfig::default()
+        };
+        let room = Arc::new(Semaphore::new(1));
+        // Nothing listens on port 1: InitProducer fails at once, worth a retry.
+        let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
+        for p in 0..5 {
+            worker.queues.push(("t".to_string(), p), batch(1));
+        }
+        worker.pump().await;
+        let tried: Vec<bool> = worker
+            .queues
+            .busy()
+            .map(|(_, q)| q.paused_until.is_some() && q.batches[0].last_error.is_some())
+            .collect();
+        assert_eq!(tried, [true; 5], "every partition asked for an identity");
+        assert!(worker.in_flight.is_empty());
     }
 }
