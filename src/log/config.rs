@@ -30,9 +30,12 @@ pub struct LogConfig {
     /// Largest batch `append` accepts, header included.
     pub max_batch_bytes: u64,
     pub flush: FlushPolicy,
-    /// Least time between two recovery checkpoints (each costs a few fsyncs). After a
+    /// Least time between two recovery checkpoints (each costs a few fsyncs); one is
+    /// written after it if `checkpoint_bytes` were appended since the last, after 30
+    /// times it in any case, and whenever a segment was sealed (`flush.rs`). After a
     /// crash, recovery scans what was appended since the last one.
     pub checkpoint_interval: Duration,
+    pub checkpoint_bytes: u64,
     /// An idempotent producer that has not appended for this long is forgotten (Kafka's
     /// `producer.id.expiration.ms`): its next batch is taken with any sequence.
     pub producer_expiration: Duration,
@@ -59,6 +62,7 @@ impl Default for LogConfig {
             max_batch_bytes: 16 << 20,
             flush: FlushPolicy::EveryAppend,
             checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: 64 << 20,
             producer_expiration: Duration::from_secs(24 * 3600),
             max_producers: DEFAULT_MAX_PRODUCERS,
         }

@@ -692,6 +692,47 @@ fn checkpoints_are_written_outside_the_lock_and_stale_ones_are_not_installed() {
     assert_eq!(read_all(&log, 0), expected);
 }
 
+/// A checkpoint costs three fsyncs: a partition that takes little gets one only every
+/// 30 intervals, one that takes `checkpoint_bytes` once an interval, and a sealed
+/// segment at once.
+#[test]
+fn checkpoints_wait_for_enough_bytes_thirty_intervals_or_a_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(40);
+    let cfg = LogConfig {
+        checkpoint_interval: interval,
+        checkpoint_bytes: 4000,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    let checkpointed = |log: &mut Log| {
+        let job = log.begin_flush();
+        job.run().unwrap();
+        log.finish_flush(job).unwrap().is_some()
+    };
+    let log_bytes = || file_len(&segment_path(dir.path(), 0, SegmentFile::Log));
+    append_batches(&mut log, 1, 5);
+    assert!(log_bytes() < 4000);
+    std::thread::sleep(interval);
+    assert!(!checkpointed(&mut log), "an interval, but few bytes");
+    append_batches(&mut log, 10, 5);
+    assert!(log_bytes() >= 4000 && log.segment_count() == 1);
+    assert!(checkpointed(&mut log), "an interval and enough bytes");
+    append_batches(&mut log, 10, 5);
+    assert!(
+        !checkpointed(&mut log),
+        "enough bytes, but not an interval since"
+    );
+    std::thread::sleep(interval * 30);
+    append_batches(&mut log, 1, 5);
+    assert!(checkpointed(&mut log), "thirty intervals");
+    append_batches(&mut log, 1, 5);
+    assert!(log
+        .roll_if_aged(super::log::now_ms() + 30 * 24 * 3600 * 1000)
+        .unwrap());
+    assert!(checkpointed(&mut log), "a segment sealed");
+}
+
 #[test]
 fn sealed_segments_hold_no_file_descriptors_once_synced() {
     let dir = tempfile::tempdir().unwrap();
