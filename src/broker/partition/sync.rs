@@ -68,7 +68,7 @@ impl Partition {
         // server closes it, and it would not be marked cleanly closed.
         // A checkpoint that fails costs a longer scan after a crash, not data: it does not
         // fail the produce whose batch is already on disk, and the next one is tried
-        // after `checkpoint_interval`.
+        // when one is next due (`Log::checkpoint_due`).
         if let Some(job) = checkpoint {
             let me = Arc::clone(self);
             let written = tokio::task::spawn_blocking(move || {
