@@ -101,8 +101,8 @@ impl FlushJob {
 }
 
 /// A recovery checkpoint to write: the index files to sync first, and the checkpoint.
-/// Dropping one (or a failed `run`) costs nothing but a longer scan after a crash; the
-/// next flush after `checkpoint_interval` hands out another.
+/// Dropping one (or a failed `run`) costs nothing but a longer scan after a crash; a
+/// flush hands out another when one is next due (`Log::checkpoint_due`).
 #[derive(Debug)]
 #[must_use = "a checkpoint job does nothing until it is run and finished"]
 pub struct CheckpointJob {
@@ -263,15 +263,23 @@ impl Log {
     /// upkeep pass, 1,000 partitions at 50 MB/s in all spent half of the server's CPU
     /// on the upkeep (BENCHMARKS.md).
     fn checkpoint_due(&self) -> bool {
-        let (flushed, issued) = (&self.flushed, &self.checkpoint_issued);
-        if flushed.segment_base != issued.segment_base {
+        let flushed = &self.flushed;
+        if flushed.segment_base != self.checkpoint_issued.segment_base {
             return true;
         }
         let since = self.last_checkpoint.elapsed();
         let interval = self.config.checkpoint_interval;
-        since >= interval.saturating_mul(LAZY_CHECKPOINTS)
-            || (since >= interval
-                && flushed.position.saturating_sub(issued.position) >= self.config.checkpoint_bytes)
+        if since < interval {
+            return false;
+        }
+        // Counted from the checkpoint installed: one handed out that failed or was
+        // dropped does not make the next wait for more bytes.
+        let installed = &self.checkpoint;
+        let behind = match installed.segment_base == flushed.segment_base {
+            true => flushed.position.saturating_sub(installed.position),
+            false => u64::MAX,
+        };
+        behind >= self.config.checkpoint_bytes || since >= interval.saturating_mul(LAZY_CHECKPOINTS)
     }
 
     /// Writes the index entries below the flushed point to their files and returns the

@@ -694,11 +694,11 @@ fn checkpoints_are_written_outside_the_lock_and_stale_ones_are_not_installed() {
 
 /// A checkpoint costs three fsyncs: a partition that takes little gets one only every
 /// 30 intervals, one that takes `checkpoint_bytes` once an interval, and a sealed
-/// segment at once.
+/// segment at once. Time is moved by setting when the last one was handed out.
 #[test]
 fn checkpoints_wait_for_enough_bytes_thirty_intervals_or_a_seal() {
     let dir = tempfile::tempdir().unwrap();
-    let interval = Duration::from_millis(40);
+    let interval = Duration::from_secs(1);
     let cfg = LogConfig {
         checkpoint_interval: interval,
         checkpoint_bytes: 4000,
@@ -708,12 +708,22 @@ fn checkpoints_wait_for_enough_bytes_thirty_intervals_or_a_seal() {
     let checkpointed = |log: &mut Log| {
         let job = log.begin_flush();
         job.run().unwrap();
-        log.finish_flush(job).unwrap().is_some()
+        match log.finish_flush(job).unwrap() {
+            Some(mut checkpoint) => {
+                checkpoint.run().unwrap();
+                log.finish_checkpoint(&mut checkpoint).unwrap();
+                true
+            }
+            None => false,
+        }
+    };
+    let ago = |log: &mut Log, intervals: f64| {
+        log.last_checkpoint = std::time::Instant::now() - interval.mul_f64(intervals);
     };
     let log_bytes = || file_len(&segment_path(dir.path(), 0, SegmentFile::Log));
     append_batches(&mut log, 1, 5);
     assert!(log_bytes() < 4000);
-    std::thread::sleep(interval);
+    ago(&mut log, 1.5);
     assert!(!checkpointed(&mut log), "an interval, but few bytes");
     append_batches(&mut log, 10, 5);
     assert!(log_bytes() >= 4000 && log.segment_count() == 1);
@@ -723,9 +733,15 @@ fn checkpoints_wait_for_enough_bytes_thirty_intervals_or_a_seal() {
         !checkpointed(&mut log),
         "enough bytes, but not an interval since"
     );
-    std::thread::sleep(interval * 30);
     append_batches(&mut log, 1, 5);
-    assert!(checkpointed(&mut log), "thirty intervals");
+    ago(&mut log, 1.5);
+    assert!(checkpointed(&mut log), "now an interval too");
+    append_batches(&mut log, 1, 5);
+    ago(&mut log, 29.0);
+    assert!(!checkpointed(&mut log), "few bytes, 29 intervals");
+    append_batches(&mut log, 1, 5);
+    ago(&mut log, 31.0);
+    assert!(checkpointed(&mut log), "few bytes, thirty intervals");
     append_batches(&mut log, 1, 5);
     assert!(log
         .roll_if_aged(super::log::now_ms() + 30 * 24 * 3600 * 1000)
