@@ -35,6 +35,10 @@ impl Filling {
         self.batches.is_empty()
     }
 
+    pub fn contains(&self, key: &Key) -> bool {
+        self.batches.contains_key(key)
+    }
+
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Batch> {
         self.batches.get_mut(key)
     }
@@ -109,9 +113,7 @@ impl Queues {
     /// The queues that hold batches. A walk of every queue, but one that reads each in
     /// place: what is done for each of them must not look keys up or copy them.
     pub fn busy(&self) -> impl Iterator<Item = (&Key, &PartitionQueue)> {
-        self.all
-            .iter()
-            .filter(|(_, queue)| !queue.batches.is_empty())
+        self.busy_after(None)
     }
 
     /// The queues that hold batches, past `after` in key order (all of them for None).

@@ -127,7 +127,7 @@ impl Worker {
         // The name is moved into the key for the lookup and back: a key of its own
         // would copy the topic's name for every record.
         let key = (std::mem::take(topic), partition);
-        if self.filling.get_mut(&key).is_none() {
+        if !self.filling.contains(&key) {
             self.batches_started += 1;
             let batch = Batch {
                 seq: self.batches_started,
