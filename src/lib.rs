@@ -40,8 +40,9 @@
 //!    (`grpc::direct`): each message is decoded from the HTTP/2 frames it arrived in,
 //!    so its records are slices of those frames. A ProduceStream
 //!    (`grpc/produce_stream.rs`) is a pipeline of two spawned tasks: one decodes,
-//!    the other appends in the order sent; a small request that finds the second idle
-//!    is appended by the first, which saves a thread wake-up. Small requests the first
+//!    the other appends in the order sent; a request that finds the second idle is
+//!    appended by the first if it is small or nothing has arrived after it (as at one
+//!    request in flight), which saves a thread wake-up. Small requests the first
 //!    finds already received are a burst: their replies, and the wake-up of readers
 //!    waiting for new records, go out when it ends (after 32 requests or 64 KiB).
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,

@@ -66,15 +66,19 @@ where
     // concurrently, so a pipeline of durable requests shares fsyncs.
     let (prepared_tx, mut prepared_rx) =
         mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
-    // Requests handed to the appender and not yet through it. A small request that
-    // finds none is appended by the reading task itself: order is kept (nothing sent
-    // before it is still to be appended), and a record saves the hand-off to the
-    // appender's task, a thread wake-up when the appender sleeps on another worker.
+    // Requests handed to the appender and not yet through it. A request that finds
+    // none is appended by the reading task itself if it is small, or if no request has
+    // arrived after it (`alone`): order is kept (nothing sent before it is still to be
+    // appended), and it saves the hand-off to the appender's task, a thread wake-up
+    // when the appender sleeps on another worker, where a large request's bytes would
+    // then be read again from the other core's cache.
     let queued = Arc::new(AtomicUsize::new(0));
     let appender_queued = Arc::clone(&queued);
     let inline_tx = tx.clone();
     tokio::spawn(async move {
         let mut burst = Burst::default();
+        // A request read ahead, with its turn, to learn whether one had arrived (below).
+        let mut ahead = None;
         loop {
             // This loop may find every request already received and every append inline:
             // nothing in it need return Pending (`now_or_never` even hides the request
@@ -86,26 +90,13 @@ where
                 burst.end(&inline_tx).await;
             }
             tokio::task::coop::consume_budget().await;
-            // Nothing is held while this task waits: a burst ends before any wait.
-            let turn = match Arc::clone(&unanswered).try_acquire_owned() {
-                Ok(turn) => turn,
-                Err(_) => {
-                    burst.end(&inline_tx).await;
-                    match Arc::clone(&unanswered).acquire_owned().await {
-                        Ok(turn) => turn,
-                        Err(_) => break,
-                    }
-                }
-            };
-            let next = match inbound.next().now_or_never() {
-                Some(next) if !burst.full() => next,
-                next => {
-                    burst.end(&inline_tx).await;
-                    match next {
-                        Some(next) => next,
-                        None => inbound.next().await,
-                    }
-                }
+            let (turn, next) = match ahead.take() {
+                Some(ahead) => ahead,
+                None => match next_request(&unanswered, &mut inbound, &mut burst, &inline_tx).await
+                {
+                    Some(next) => next,
+                    None => break,
+                },
             };
             let message = match next {
                 Some(Ok(message)) => message,
@@ -128,7 +119,9 @@ where
             let small = prepared
                 .as_ref()
                 .is_ok_and(|p| p.len_bytes() < APPEND_IN_READER_BYTES);
-            if small && queued.load(Ordering::Acquire) == 0 {
+            if queued.load(Ordering::Acquire) == 0
+                && (small || alone(&unanswered, &mut inbound, &mut ahead))
+            {
                 burst
                     .append(message.correlation_id, prepared, held, &inline_tx)
                     .await;
@@ -173,13 +166,75 @@ where
     Box::pin(replies)
 }
 
+/// A message read from a ProduceStream with its turn among the unanswered requests;
+/// `None` for the message: the client ended the stream.
+type Next = (
+    OwnedSemaphorePermit,
+    Option<Result<pb::ProduceStreamRequest, Status>>,
+);
+
+/// Waits for a turn and the next message; None once the stream's turns are closed.
+/// Nothing is held while it waits: the burst ends before any wait.
+async fn next_request<S>(
+    unanswered: &Arc<Semaphore>,
+    inbound: &mut S,
+    burst: &mut Burst,
+    tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+) -> Option<Next>
+where
+    S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Unpin,
+{
+    let turn = match Arc::clone(unanswered).try_acquire_owned() {
+        Ok(turn) => turn,
+        Err(_) => {
+            burst.end(tx).await;
+            Arc::clone(unanswered).acquire_owned().await.ok()?
+        }
+    };
+    let next = match inbound.next().now_or_never() {
+        Some(next) if !burst.full() => next,
+        next => {
+            burst.end(tx).await;
+            match next {
+                Some(next) => next,
+                None => inbound.next().await,
+            }
+        }
+    };
+    Some((turn, next))
+}
+
+/// Whether no request has arrived after the one in hand, so that handing it to the
+/// appender would gain no overlap: nothing is there to decode meanwhile (at one
+/// request in flight, never). A request that has arrived is read, with a turn of its
+/// own, into `ahead`, and is the next one handled. With no turn left, nothing more
+/// would be read before a reply is taken either: true.
+fn alone<S>(unanswered: &Arc<Semaphore>, inbound: &mut S, ahead: &mut Option<Next>) -> bool
+where
+    S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Unpin,
+{
+    let Ok(turn) = Arc::clone(unanswered).try_acquire_owned() else {
+        return true;
+    };
+    match inbound.next().now_or_never() {
+        None => true,
+        Some(next) => {
+            let ended = next.is_none();
+            *ahead = Some((turn, next));
+            ended
+        }
+    }
+}
+
 /// Below this size, a ProduceStream request that finds the appender idle is appended
 /// by the task that read it. Measured (BENCHMARKS.md, "a small ProduceStream request"):
 /// at one to ten records a request this saves 7-18% of the server's CPU; at 50 KB of
 /// 100-byte records, 8 in flight, the stream lost 14% of its throughput, the decoding
-/// of the next request no longer overlapping the append. Not to be confused with the
-/// partition's `INLINE_APPEND_BYTES` (appends on the worker rather than a blocking
-/// thread).
+/// of the next request no longer overlapping the append. A larger request is appended
+/// by the reading task only when no request has arrived after it (`alone`), so that
+/// there is no decoding to overlap (BENCHMARKS.md, "A large request with nothing
+/// after it"). Not to be confused with the partition's `INLINE_APPEND_BYTES` (appends
+/// on the worker rather than a blocking thread).
 const APPEND_IN_READER_BYTES: usize = 16 << 10;
 
 /// A burst is the small requests this stream's reading task finds already received,
@@ -272,152 +327,5 @@ fn reply_when_durable(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::broker::Limits;
-
-    /// Both ways a request is appended (by the reading task, and by the appender for
-    /// larger ones) stop reading once MAX_UNANSWERED replies wait for the client.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
-        for size in [1, APPEND_IN_READER_BYTES + 1] {
-            let dir = tempfile::tempdir().unwrap();
-            let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-            let config = [("durability".to_string(), "fsync".to_string())].into();
-            broker.create_topic("t", 1, &config).await.unwrap();
-            // An endless client, counting the requests the server has pulled.
-            let pulled = Arc::new(AtomicU64::new(0));
-            let counter = Arc::clone(&pulled);
-            let value = Bytes::from(vec![b'x'; size]);
-            let requests = tokio_stream::iter(0u64..).map(move |id| {
-                counter.fetch_add(1, Ordering::Relaxed);
-                Ok(pb::ProduceStreamRequest {
-                    correlation_id: id,
-                    request: Some(pb::ProduceRequest::decode_from(
-                        "t",
-                        &pb::Record {
-                            value: value.clone(),
-                            ..Default::default()
-                        },
-                    )),
-                })
-            });
-            // The replies are never taken.
-            let replies = produce_stream(broker, Box::pin(requests), Charge::default());
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let taken = pulled.load(Ordering::Relaxed);
-            assert!(
-                taken <= MAX_UNANSWERED as u64 + 2,
-                "{size}-byte values: {taken} requests pulled while no reply was taken"
-            );
-            drop(replies);
-        }
-    }
-
-    /// A durable request in a burst is answered after the requests sent before it, even
-    /// when its fsync ends while the burst would still hold their replies: here the
-    /// stream's poll for the next request blocks for 300 ms and then returns it, so the
-    /// reading task never sees Pending and the burst goes on meanwhile.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let config = [("durability".to_string(), "page_cache".to_string())].into();
-        broker.create_topic("t", 1, &config).await.unwrap();
-        let requests = tokio_stream::iter(0u64..8).map(|id| {
-            if id == 4 {
-                // Blocks the reading task in its poll, so the burst goes on; the
-                // worker's queue, where the fsync's reply task waits, moves to another
-                // thread meanwhile.
-                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
-            }
-            let mut request = pb::ProduceRequest::decode_from(
-                "t",
-                &pb::Record {
-                    value: Bytes::from(vec![b'x'; 10]),
-                    ..Default::default()
-                },
-            );
-            if id == 3 {
-                request.durability = pb::Durability::Fsync as i32;
-            }
-            Ok(pb::ProduceStreamRequest {
-                correlation_id: id,
-                request: Some(request),
-            })
-        });
-        let replies = produce_stream(broker, Box::pin(requests), Charge::default());
-        let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
-            .await
-            .expect("every request answered");
-        let order: Vec<u64> = replies
-            .into_iter()
-            .map(|reply| reply.unwrap().correlation_id)
-            .collect();
-        let durable = order.iter().position(|&id| id == 3).unwrap();
-        let mut earlier = order[..durable].to_vec();
-        earlier.sort_unstable();
-        assert_eq!(earlier, [0, 1, 2], "replies in the order {order:?}");
-    }
-
-    /// A client that sends without pause, to a stream whose replies nobody takes (they
-    /// are dropped, so every turn comes back at once): the reading task must still let
-    /// the other tasks of its thread run. On a one-thread runtime, a sleep of the test
-    /// itself ends only if it does; the test runs on a thread of its own so that a
-    /// task that never yields fails it rather than hanging it.
-    #[test]
-    fn a_stream_that_never_waits_still_yields_its_thread() {
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let dir = tempfile::tempdir().unwrap();
-                let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-                let config = [("durability".to_string(), "page_cache".to_string())].into();
-                broker.create_topic("t", 1, &config).await.unwrap();
-                let request = pb::ProduceRequest::decode_from(
-                    "t",
-                    &pb::Record {
-                        value: Bytes::from_static(b"endless"),
-                        ..Default::default()
-                    },
-                );
-                let requests = tokio_stream::iter(0u64..).map(move |id| {
-                    Ok(pb::ProduceStreamRequest {
-                        correlation_id: id,
-                        request: Some(request.clone()),
-                    })
-                });
-                drop(produce_stream(
-                    broker,
-                    Box::pin(requests),
-                    Charge::default(),
-                ));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            });
-            drop(runtime);
-            let _ = done.send(());
-        });
-        finished
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the test's sleep ended and the runtime shut down");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let requests = tokio_stream::iter(vec![Err(Status::invalid_argument("not protobuf"))]);
-        let mut replies = produce_stream(broker, Box::pin(requests), Charge::default());
-        let ended = replies.next().await.expect("a final item");
-        assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
-    }
-}
+#[path = "produce_stream_tests.rs"]
+mod tests;
