@@ -41,10 +41,11 @@
 //!    so its records are slices of those frames. A ProduceStream
 //!    (`grpc/produce_stream.rs`) is a pipeline of two spawned tasks: one decodes,
 //!    the other appends in the order sent; a request that finds the second idle is
-//!    appended by the first if it is small or nothing has arrived after it (as at one
-//!    request in flight), which saves a thread wake-up. Small requests the first
-//!    finds already received are a burst: their replies, and the wake-up of readers
-//!    waiting for new records, go out when it ends (after 32 requests or 64 KiB).
+//!    appended by the first if it is small, or large with nothing arrived after it
+//!    (as at one request in flight), which saves a thread wake-up. What the first
+//!    appends is a burst: their replies, and the wake-up of readers waiting for new
+//!    records, go out when it ends (after 32 requests or 64 KiB, or when nothing more
+//!    has arrived).
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
 //!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
 //!    InitProducer, not fenced);

@@ -67,8 +67,8 @@ where
     let (prepared_tx, mut prepared_rx) =
         mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
     // Requests handed to the appender and not yet through it. A request that finds
-    // none is appended by the reading task itself if it is small, or if no request has
-    // arrived after it (`alone`): order is kept (nothing sent before it is still to be
+    // none is appended by the reading task itself if it is small, or if it is large and
+    // no request has arrived after it (`alone`): order is kept (nothing sent before it is still to be
     // appended), and it saves the hand-off to the appender's task, a thread wake-up
     // when the appender sleeps on another worker, where a large request's bytes would
     // then be read again from the other core's cache.
@@ -116,11 +116,11 @@ where
                     "ProduceStreamRequest.request is missing".into(),
                 )),
             };
-            let small = prepared
-                .as_ref()
-                .is_ok_and(|p| p.len_bytes() < APPEND_IN_READER_BYTES);
+            let len = prepared.as_ref().map_or(0, |p| p.len_bytes());
+            let small = prepared.is_ok() && len < APPEND_IN_READER_BYTES;
+            let large = len >= ALONE_AT_LEAST_BYTES;
             if queued.load(Ordering::Acquire) == 0
-                && (small || alone(&unanswered, &mut inbound, &mut ahead))
+                && (small || (large && alone(&unanswered, &mut inbound, &mut ahead)))
             {
                 burst
                     .append(message.correlation_id, prepared, held, &inline_tx)
@@ -230,15 +230,25 @@ where
 /// by the task that read it. Measured (BENCHMARKS.md, "a small ProduceStream request"):
 /// at one to ten records a request this saves 7-18% of the server's CPU; at 50 KB of
 /// 100-byte records, 8 in flight, the stream lost 14% of its throughput, the decoding
-/// of the next request no longer overlapping the append. A larger request is appended
-/// by the reading task only when no request has arrived after it (`alone`), so that
-/// there is no decoding to overlap (BENCHMARKS.md, "A large request with nothing
-/// after it"). Not to be confused with the partition's `INLINE_APPEND_BYTES` (appends
-/// on the worker rather than a blocking thread).
+/// of the next request no longer overlapping the append. Not to be confused with the
+/// partition's `INLINE_APPEND_BYTES` (appends on the worker rather than a blocking
+/// thread).
 const APPEND_IN_READER_BYTES: usize = 16 << 10;
 
-/// A burst is the small requests this stream's reading task finds already received,
-/// one after another, and appends itself. Their replies, and the wake-up of the
+/// From this size, a request that finds the appender idle is appended by the reading
+/// task when no request has arrived after it (`alone`): there is no decoding to
+/// overlap, and handing it over would have another core read its bytes again.
+/// Measured (BENCHMARKS.md, "A large request with nothing after it"): 1 MB requests
+/// one in flight went a quarter faster; 50 KB requests of 100-byte records, 8 in
+/// flight, lost 7-8% when the rule applied to them, the next request's decoding
+/// (which `alone` does to find it) delaying the hand-off of the one in hand. Sizes
+/// between were not measured.
+const ALONE_AT_LEAST_BYTES: usize = 256 << 10;
+
+/// A burst is the requests this stream's reading task appends itself, one after
+/// another: small ones it finds already received, and a large one with nothing
+/// after it (which fills a burst at once, so its reply goes out before the task waits
+/// for the next request). Their replies, and the wake-up of the
 /// partitions' subscriptions, wait for the burst's end: the next request not yet
 /// received, a request for the appender, or the limits below. So a subscription is
 /// woken once and reads the burst's records together, and the replies go out

@@ -138,22 +138,23 @@ fn a_stream_that_never_waits_still_yields_its_thread() {
         .expect("the test's sleep ended and the runtime shut down");
 }
 
-/// Requests too large for the small-request rule, some sent after a pause (the
-/// reading task finds nothing after the one in hand and appends it itself) and some
-/// at once (it reads the next one ahead and hands the one in hand to the appender),
-/// the last followed by the stream's end: every one is answered, in the order sent,
-/// at the offset of its place in that order.
+/// Large requests (`ALONE_AT_LEAST_BYTES`), most sent after a pause and every third
+/// at once: one sent after a pause finds the appender idle and, when the next is also
+/// paused, nothing after it, so the reading task appends it itself; one followed at
+/// once is read ahead and the one in hand goes to the appender; the last is followed
+/// by the stream's end. Every one is answered, in the order sent, at the offset of its
+/// place in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_requests_alone_or_read_ahead_are_appended_in_the_order_sent() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
     let config = [("durability".to_string(), "page_cache".to_string())].into();
     broker.create_topic("t", 1, &config).await.unwrap();
-    let value = Bytes::from(vec![b'x'; APPEND_IN_READER_BYTES + 1]);
+    let value = Bytes::from(vec![b'x'; ALONE_AT_LEAST_BYTES]);
     let requests = futures_util::StreamExt::then(tokio_stream::iter(0u64..12), move |id| {
         let value = value.clone();
         async move {
-            if id % 3 == 0 {
+            if id % 3 != 1 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let record = pb::Record {
