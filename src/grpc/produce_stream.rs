@@ -68,10 +68,10 @@ where
         mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
     // Requests handed to the appender and not yet through it. A request that finds
     // none is appended by the reading task itself if it is small, or if it is large and
-    // no request has arrived after it (`alone`): order is kept (nothing sent before it is still to be
-    // appended), and it saves the hand-off to the appender's task, a thread wake-up
-    // when the appender sleeps on another worker, where a large request's bytes would
-    // then be read again from the other core's cache.
+    // no request has arrived after it (`alone`): order is kept (nothing sent before it
+    // is still to be appended), and it saves the hand-off to the appender's task, a
+    // thread wake-up when the appender sleeps on another worker, where a large
+    // request's bytes would then be read again from the other core's cache.
     let queued = Arc::new(AtomicUsize::new(0));
     let appender_queued = Arc::clone(&queued);
     let inline_tx = tx.clone();

@@ -8,15 +8,22 @@ use bytes::Bytes;
 use super::*;
 use crate::broker::Limits;
 
+/// A broker in a new directory (kept while the returned guard lives) with topic "t" of
+/// one partition at `durability`.
+async fn broker_with_topic(durability: &str) -> (tempfile::TempDir, Arc<Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    let config = [("durability".to_string(), durability.to_string())].into();
+    broker.create_topic("t", 1, &config).await.unwrap();
+    (dir, broker)
+}
+
 /// Both ways a request is appended (by the reading task, and by the appender for
 /// larger ones) stop reading once MAX_UNANSWERED replies wait for the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
     for size in [1, APPEND_IN_READER_BYTES + 1] {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let config = [("durability".to_string(), "fsync".to_string())].into();
-        broker.create_topic("t", 1, &config).await.unwrap();
+        let (_dir, broker) = broker_with_topic("fsync").await;
         // An endless client, counting the requests the server has pulled.
         let pulled = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&pulled);
@@ -52,10 +59,7 @@ async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
 /// reading task never sees Pending and the burst goes on meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-    let config = [("durability".to_string(), "page_cache".to_string())].into();
-    broker.create_topic("t", 1, &config).await.unwrap();
+    let (_dir, broker) = broker_with_topic("page_cache").await;
     let requests = tokio_stream::iter(0u64..8).map(|id| {
         if id == 4 {
             // Blocks the reading task in its poll, so the burst goes on; the
@@ -106,10 +110,7 @@ fn a_stream_that_never_waits_still_yields_its_thread() {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-            let config = [("durability".to_string(), "page_cache".to_string())].into();
-            broker.create_topic("t", 1, &config).await.unwrap();
+            let (_dir, broker) = broker_with_topic("page_cache").await;
             let request = pb::ProduceRequest::decode_from(
                 "t",
                 &pb::Record {
@@ -146,10 +147,7 @@ fn a_stream_that_never_waits_still_yields_its_thread() {
 /// place in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_requests_alone_or_read_ahead_are_appended_in_the_order_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-    let config = [("durability".to_string(), "page_cache".to_string())].into();
-    broker.create_topic("t", 1, &config).await.unwrap();
+    let (_dir, broker) = broker_with_topic("page_cache").await;
     let value = Bytes::from(vec![b'x'; ALONE_AT_LEAST_BYTES]);
     let requests = futures_util::StreamExt::then(tokio_stream::iter(0u64..12), move |id| {
         let value = value.clone();
