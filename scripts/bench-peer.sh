@@ -11,6 +11,12 @@
 #   consume read back what pc8 wrote (same server)
 #   single  1 message a request, 1 in flight, 20,000 requests: latency
 #   p16     16 partitions, 4 producers
+#   pcw     Iggy only: pc8's run on a topic that writes every batch before acknowledging it
+#           (messages_required_to_save = 1; by default Iggy writes every 1,024 messages or
+#           1 MiB, so half its 1000-message batches are acknowledged from memory): the
+#           acknowledgement strom's page_cache gives. Compared with strom's pc1 and pc8.
+#   fsyncw  Iggy only: fsync8's run on a topic that also syncs every batch before
+#           acknowledging it: strom's fsync. Compared with strom's fsync1 and fsync8.
 # Prints each run, then medians, strom/Iggy ratios, and CPU seconds per GB of payload of
 # each server and each bench client (from /proc/<pid>/stat and /usr/bin/time), and the
 # share of the machine's CPU time the hypervisor stole during each server's runs
@@ -22,7 +28,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 BLOCKS=${BLOCKS:-2}
-ONLY=${ONLY:-pc8 consume pc1 fsync8 fsync1 single p16}
+ONLY=${ONLY:-pc8 consume pc1 fsync8 fsync1 single p16 pcw fsyncw}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 STROM=${STROM:-$PWD/target/release/strom}
 IGGY_DIR=${IGGY_DIR:-$PWD/../shared/peers/iggy}
@@ -69,6 +75,27 @@ start_iggy() {
   done
   echo "iggy did not start" >&2
   exit 1
+}
+
+# iggy_topic OPTIONS_JSON: the stream and topic iggy-bench would create (it is then run
+# with --reuse-streams), made over Iggy's HTTP API with these topic options, which the
+# bench has no flags for.
+iggy_topic() {
+  local token
+  token=$(curl -sf -X POST 127.0.0.1:3000/users/login -H 'content-type: application/json' \
+    -d '{"username": "iggy", "password": "iggy"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"]["token"])') || {
+    echo "could not log in to iggy's HTTP API" >&2
+    exit 1
+  }
+  local h=(-sf -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json')
+  curl "${h[@]}" -X POST 127.0.0.1:3000/streams -d '{"name": "bench-stream-1"}' &&
+    curl "${h[@]}" -X POST 127.0.0.1:3000/streams/bench-stream-1/topics -d '{"name": "topic-1",
+      "partitions_count": 1, "compression_algorithm": "none", "message_expiry": 0,
+      "max_topic_size": 0, "options": '"$1"'}' || {
+    echo "could not create iggy's topic" >&2
+    exit 1
+  }
 }
 
 stop() {
@@ -179,6 +206,18 @@ iggy_block() {
     iggy_run fsync8 "$dd" -m 1000 -P 1000 -b 2000 --enforce-fsync pinned-producer -s 1 -p 1 "${T[@]}"
     stop
   fi
+  if want pcw; then
+    dd=$(dd_rate); start_iggy
+    iggy_topic '{"messages_required_to_save": "1"}'
+    iggy_run pcw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
+    stop
+  fi
+  if want fsyncw; then
+    dd=$(dd_rate); start_iggy
+    iggy_topic '{"messages_required_to_save": "1", "enforce_fsync": "true"}'
+    iggy_run fsyncw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
+    stop
+  fi
   if want single; then
     dd=$(dd_rate); start_iggy
     iggy_run single "$dd" -m 1000 -P 1 -b 20000 pinned-producer -s 1 -p 1 "${T[@]}"
@@ -208,12 +247,17 @@ def med(server, shape, key):
 def spread(server, shape, key):
     xs = [r[key] for r in runs if r["server"] == server and r["shape"] == shape]
     return "[%s]" % ", ".join("%.4g" % x for x in xs)
-# strom shape -> the Iggy run it is compared with
-peer = {"pc8": "pc8", "pc1": "pc8", "fsync8": "fsync8", "fsync1": "fsync8",
-        "consume": "consume", "single": "single", "p16": "p16"}
+# (row, strom shape, the Iggy run it is compared with)
+peer = [("pc8", "pc8", "pc8"), ("pc1", "pc1", "pc8"), ("fsync8", "fsync8", "fsync8"),
+        ("fsync1", "fsync1", "fsync8"), ("consume", "consume", "consume"),
+        ("single", "single", "single"), ("p16", "p16", "p16"),
+        ("pc8 / Iggy writing every batch", "pc8", "pcw"),
+        ("pc1 / Iggy writing every batch", "pc1", "pcw"),
+        ("fsync8 / Iggy syncing every batch", "fsync8", "fsyncw"),
+        ("fsync1 / Iggy syncing every batch", "fsync1", "fsyncw")]
 print("\n| shape | strom MB/s | Iggy MB/s | strom/Iggy | strom p50/p99 ms | Iggy p50/p99 ms | server CPU s/GB strom / Iggy | client CPU s/GB strom / Iggy |")
 print("|---|---|---|---|---|---|---|---|")
-for shape, ishape in peer.items():
+for row, shape, ishape in peer:
     sm, im = med("strom", shape, "mb_s"), med("iggy", ishape, "mb_s")
     if sm is None or im is None:
         continue
@@ -221,7 +265,7 @@ for shape, ishape in peer.items():
         xs = [r[key] / (r["bytes"] / 1e9) for r in runs if r["server"] == server and r["shape"] == sh and r["bytes"]]
         return statistics.median(xs) if xs else float("nan")
     print("| %s | %.0f %s | %.0f %s | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |" % (
-        shape, sm, spread("strom", shape, "mb_s"), im, spread("iggy", ishape, "mb_s"), sm / im,
+        row, sm, spread("strom", shape, "mb_s"), im, spread("iggy", ishape, "mb_s"), sm / im,
         med("strom", shape, "p50"), med("strom", shape, "p99"),
         med("iggy", ishape, "p50"), med("iggy", ishape, "p99"),
         per_gb("strom", shape, "server_cpu_s"), per_gb("iggy", ishape, "server_cpu_s"),
