@@ -4,10 +4,10 @@
 # data directory, a 2 GB dd into a fresh file (deleted after) before each run. Shapes,
 # 1000-byte messages, 2,000,000 of them unless said:
 #   pc8     produce to the page cache, 1000 a request, 8 in flight (Iggy: 1, its only way)
-#   pc1     the same, 1 in flight (strom only; compared with Iggy's pc8 run)
+#   pc1     the same, 1 in flight (strom only; compared with Iggy's pc8 and pcw runs)
 #   fsync8  produce acknowledged once on disk, 8 in flight (Iggy: --enforce-fsync, which
 #           acknowledges every other batch before it is on disk)
-#   fsync1  the same, 1 in flight (strom only; compared with Iggy's fsync8 run)
+#   fsync1  the same, 1 in flight (strom only; compared with Iggy's fsync8 and fsyncw runs)
 #   consume read back what pc8 wrote (same server)
 #   single  1 message a request, 1 in flight, 20,000 requests: latency
 #   p16     16 partitions, 4 producers
@@ -17,11 +17,13 @@
 #           acknowledgement strom's page_cache gives. Compared with strom's pc1 and pc8.
 #   fsyncw  Iggy only: fsync8's run on a topic that also syncs every batch before
 #           acknowledging it: strom's fsync. Compared with strom's fsync1 and fsync8.
+#           (Their rows need those strom shapes in ONLY too.) Each skipped, with a
+#           warning, if Iggy's HTTP API (127.0.0.1:3000) cannot make the topic.
 # Prints each run, then medians, strom/Iggy ratios, and CPU seconds per GB of payload of
 # each server and each bench client (from /proc/<pid>/stat and /usr/bin/time), and the
 # share of the machine's CPU time the hypervisor stole during each server's runs
 # (counted in clock ticks: a run of S seconds on N vCPUs moves in steps of 1/(S*N) %).
-#   scripts/bench-peer.sh            # about 15 minutes
+#   scripts/bench-peer.sh            # about 15-20 minutes
 #   BLOCKS=1 scripts/bench-peer.sh   # a quick look
 #   ONLY="pc8 consume" scripts/bench-peer.sh   # some shapes (pc8 and consume go together)
 set -u
@@ -79,23 +81,24 @@ start_iggy() {
 
 # iggy_topic OPTIONS_JSON: the stream and topic iggy-bench would create (it is then run
 # with --reuse-streams), made over Iggy's HTTP API with these topic options, which the
-# bench has no flags for.
+# bench has no flags for. Iggy opens its HTTP port after its TCP one and may answer 503
+# while it starts, so each call is retried for a while. Fails (with a warning) if the
+# topic could not be made: the caller then skips the run, which would otherwise make
+# its own topic with the defaults and measure the wrong thing.
 iggy_topic() {
+  local c=(curl -sf --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 --max-time 10)
   local token
-  token=$(curl -sf -X POST 127.0.0.1:3000/users/login -H 'content-type: application/json' \
+  token=$("${c[@]}" -X POST 127.0.0.1:3000/users/login -H 'content-type: application/json' \
     -d '{"username": "iggy", "password": "iggy"}' |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"]["token"])') || {
-    echo "could not log in to iggy's HTTP API" >&2
-    exit 1
-  }
-  local h=(-sf -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json')
-  curl "${h[@]}" -X POST 127.0.0.1:3000/streams -d '{"name": "bench-stream-1"}' &&
-    curl "${h[@]}" -X POST 127.0.0.1:3000/streams/bench-stream-1/topics -d '{"name": "topic-1",
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"]["token"])') &&
+    "${c[@]}" -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      -X POST 127.0.0.1:3000/streams -d '{"name": "bench-stream-1"}' &&
+    "${c[@]}" -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      -X POST 127.0.0.1:3000/streams/bench-stream-1/topics -d '{"name": "topic-1",
       "partitions_count": 1, "compression_algorithm": "none", "message_expiry": 0,
-      "max_topic_size": 0, "options": '"$1"'}' || {
-    echo "could not create iggy's topic" >&2
-    exit 1
-  }
+      "max_topic_size": 0, "options": '"$1"'}' && return 0
+  echo "could not make iggy's topic over its HTTP API (127.0.0.1:3000): run skipped" >&2
+  return 1
 }
 
 stop() {
@@ -208,14 +211,14 @@ iggy_block() {
   fi
   if want pcw; then
     dd=$(dd_rate); start_iggy
-    iggy_topic '{"messages_required_to_save": "1"}'
-    iggy_run pcw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
+    iggy_topic '{"messages_required_to_save": "1"}' &&
+      iggy_run pcw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
     stop
   fi
   if want fsyncw; then
     dd=$(dd_rate); start_iggy
-    iggy_topic '{"messages_required_to_save": "1", "enforce_fsync": "true"}'
-    iggy_run fsyncw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
+    iggy_topic '{"messages_required_to_save": "1", "enforce_fsync": "true"}' &&
+      iggy_run fsyncw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
     stop
   fi
   if want single; then
