@@ -86,19 +86,28 @@ start_iggy() {
 # topic could not be made: the caller then skips the run, which would otherwise make
 # its own topic with the defaults and measure the wrong thing.
 iggy_topic() {
-  local c=(curl -sf --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 --max-time 10)
+  local c=(curl -sf --retry 30 --retry-connrefused --retry-delay 1 --retry-max-time 30 --max-time 10
+    -H 'content-type: application/json')
   local token
-  token=$("${c[@]}" -X POST 127.0.0.1:3000/users/login -H 'content-type: application/json' \
-    -d '{"username": "iggy", "password": "iggy"}' |
+  token=$("${c[@]}" -X POST 127.0.0.1:3000/users/login -d '{"username": "iggy", "password": "iggy"}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"]["token"])') &&
-    "${c[@]}" -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
-      -X POST 127.0.0.1:3000/streams -d '{"name": "bench-stream-1"}' &&
-    "${c[@]}" -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
-      -X POST 127.0.0.1:3000/streams/bench-stream-1/topics -d '{"name": "topic-1",
+    c+=(-o /dev/null -H "authorization: Bearer $token") &&
+    "${c[@]}" -X POST 127.0.0.1:3000/streams -d '{"name": "bench-stream-1"}' &&
+    "${c[@]}" -X POST 127.0.0.1:3000/streams/bench-stream-1/topics -d '{"name": "topic-1",
       "partitions_count": 1, "compression_algorithm": "none", "message_expiry": 0,
       "max_topic_size": 0, "options": '"$1"'}' && return 0
   echo "could not make iggy's topic over its HTTP API (127.0.0.1:3000): run skipped" >&2
   return 1
+}
+
+# iggy_on_topic SHAPE OPTIONS_JSON TRANSPORT...: pc8's run on a fresh server whose topic
+# has these options (skipped if it cannot be made).
+iggy_on_topic() {
+  local dd
+  dd=$(dd_rate); start_iggy
+  iggy_topic "$2" &&
+    iggy_run "$1" "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${@:3}"
+  stop
 }
 
 stop() {
@@ -209,18 +218,8 @@ iggy_block() {
     iggy_run fsync8 "$dd" -m 1000 -P 1000 -b 2000 --enforce-fsync pinned-producer -s 1 -p 1 "${T[@]}"
     stop
   fi
-  if want pcw; then
-    dd=$(dd_rate); start_iggy
-    iggy_topic '{"messages_required_to_save": "1"}' &&
-      iggy_run pcw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
-    stop
-  fi
-  if want fsyncw; then
-    dd=$(dd_rate); start_iggy
-    iggy_topic '{"messages_required_to_save": "1", "enforce_fsync": "true"}' &&
-      iggy_run fsyncw "$dd" -m 1000 -P 1000 -b 2000 --reuse-streams pinned-producer -s 1 -p 1 "${T[@]}"
-    stop
-  fi
+  want pcw && iggy_on_topic pcw '{"messages_required_to_save": "1"}' "${T[@]}"
+  want fsyncw && iggy_on_topic fsyncw '{"messages_required_to_save": "1", "enforce_fsync": "true"}' "${T[@]}"
   if want single; then
     dd=$(dd_rate); start_iggy
     iggy_run single "$dd" -m 1000 -P 1 -b 20000 pinned-producer -s 1 -p 1 "${T[@]}"
