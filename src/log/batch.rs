@@ -392,31 +392,6 @@ impl PendingBatch {
         (self.pieces().map(IoSlice::new).collect(), self.header)
     }
 
-    /// Writes the offsets `base_offset, base_offset + 1, ...` into the records, adds the
-    /// records' bytes (the batch without its header) to `crc`, and returns them as
-    /// pieces to write, in order: a part of a staged batch (`log/staging.rs`), whose
-    /// header the log writes once the whole batch is in.
-    pub(crate) fn assign_records(
-        &mut self,
-        base_offset: u64,
-        crc: &mut crc32fast::Hasher,
-    ) -> Vec<IoSlice<'_>> {
-        for (i, &at) in self.offset_at.iter().enumerate() {
-            self.meta[at..at + 8].copy_from_slice(&(base_offset + i as u64).to_le_bytes());
-        }
-        let mut pieces = Vec::with_capacity(2 * self.shared.len() + 1);
-        let mut first = true;
-        for piece in self.pieces() {
-            let piece = if first { &piece[HEADER_LEN..] } else { piece };
-            first = false;
-            if !piece.is_empty() {
-                crc.update(piece);
-                pieces.push(IoSlice::new(piece));
-            }
-        }
-        pieces
-    }
-
     /// The stored bytes after `assign`, as one buffer (for tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         self.pieces().flatten().copied().collect()

@@ -103,8 +103,6 @@ pub struct Log {
     /// them that the last roll owes, written by the next flush.
     pub(super) producers: ProducerStates,
     pub(super) pending_snapshot: Option<(u64, Vec<u8>)>,
-    /// The staging under way, if any, by its number (`staging.rs`).
-    pub(super) staging: Option<u64>,
 }
 
 impl Drop for Log {
@@ -252,7 +250,6 @@ impl Log {
     /// the first attempt's offsets (`AppendInfo::duplicate`).
     pub fn append(&mut self, batch: &mut PendingBatch) -> Result<AppendInfo> {
         self.check_writable()?;
-        self.end_staging();
         let (producer, records) = (batch.header().producer, batch.header().record_count);
         if let Verdict::Duplicate(first) = self.producers.check(&producer, records)? {
             return Ok(AppendInfo {
@@ -302,24 +299,19 @@ impl Log {
         Ok(info)
     }
 
-    pub(super) fn maybe_roll(&mut self, len: u64, records: u32, now_ms: i64) -> Result<bool> {
-        if self.needs_roll(len, records, now_ms) {
-            self.roll()?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Whether a batch of `len` bytes and `records` records must go to a new segment.
-    pub(super) fn needs_roll(&self, len: u64, records: u32, now_ms: i64) -> bool {
+    fn maybe_roll(&mut self, len: u64, records: u32, now_ms: i64) -> Result<bool> {
         let active = self.active();
         if active.is_empty() {
-            return false;
+            return Ok(false);
         }
         let too_big = active.size() + len > self.config.segment_bytes;
         let offsets_overflow =
             active.next_offset() - active.base() + u64::from(records) > u64::from(u32::MAX);
-        too_big || offsets_overflow || active.indexes_full() || self.is_aged(now_ms)
+        if too_big || offsets_overflow || active.indexes_full() || self.is_aged(now_ms) {
+            self.roll()?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn is_aged(&self, now_ms: i64) -> bool {
@@ -345,7 +337,6 @@ impl Log {
     /// reopen it from disk through the cache.
     pub fn roll(&mut self) -> Result<()> {
         self.check_writable()?;
-        self.end_staging();
         if self.active().is_empty() {
             return Ok(());
         }

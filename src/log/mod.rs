@@ -13,7 +13,6 @@
 //!   without it; `cache`: the bounded set of open sealed segments; `flush`: making
 //!   appends durable, and recovery checkpoints, in steps that keep fsyncs out of the
 //!   caller's lock.
-//! - `staging`: a batch written past the end as its records arrive, its header last.
 //! - `producers`: what each idempotent producer last wrote, to answer retries and refuse
 //!   gaps, with its snapshots and its rebuild from batch headers at open.
 //! - `recovery`: opening and closing; `retention`: which segments have expired, the log
@@ -38,7 +37,6 @@ pub mod record;
 mod recovery;
 mod retention;
 mod segment;
-mod staging;
 mod swap;
 mod trim;
 
@@ -55,7 +53,6 @@ pub use read::{first_timestamp_at, ReadPlan, TimestampPlan};
 pub use record::{records, Header, Record, RecordView};
 pub use recovery::OpenReport;
 pub use retention::{DeleteJob, Expiry, RetentionPlan, RetentionPolicy, SegmentSummary};
-pub use staging::Staging;
 pub use swap::SwapJob;
 #[cfg(test)]
 mod compaction_tests;
@@ -63,7 +60,5 @@ mod compaction_tests;
 mod producer_tests;
 #[cfg(test)]
 mod retention_tests;
-#[cfg(test)]
-mod staging_tests;
 #[cfg(test)]
 mod tests;

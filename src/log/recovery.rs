@@ -131,7 +131,6 @@ fn open(
         sync_failed: Arc::default(),
         producers: Default::default(),
         pending_snapshot: None,
-        staging: None,
     };
     report.producers = log.load_producers()?;
     if report.producers.sealed_segments > 0 {
@@ -392,7 +391,6 @@ impl Log {
     /// crash as far as the next open is concerned.
     pub fn close(mut self) -> Result<()> {
         self.check_writable()?;
-        self.end_staging();
         self.active_mut().persist_indexes()?;
         let job = self.begin_flush();
         job.run()?;

@@ -23,7 +23,6 @@ impl Log {
     /// this returns.
     pub fn truncate(&mut self, offset: u64) -> Result<()> {
         self.check_writable()?;
-        self.end_staging();
         let (start, end) = (self.log_start_offset(), self.next_offset());
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange { offset, start, end });

@@ -314,16 +314,9 @@ impl Segment {
         now_ms: i64,
         writeback: bool,
     ) -> Result<()> {
-        self.check_fits(header)?;
-        self.write_past_end(self.size, pieces, writeback)?;
-        self.commit_written(header, now_ms)
-    }
-
-    /// Fails if the batch's offsets are too far past the segment's base for its index,
-    /// which holds them relative to the base in 32 bits.
-    fn check_fits(&self, header: &BatchHeader) -> Result<()> {
         // Equal, but for a compacted batch, which may follow a gap.
         debug_assert!(header.base_offset >= self.next_offset);
+        // Index entries hold offsets relative to the base in 32 bits.
         if header.last_offset() - self.base > u64::from(u32::MAX) {
             return Err(Error::InvalidArgument(format!(
                 "offset {} is too far past segment base {} for its index",
@@ -331,22 +324,8 @@ impl Segment {
                 self.base
             )));
         }
-        Ok(())
-    }
-
-    /// Writes `pieces` at `position`, at or past the committed end, without committing
-    /// them: readers, flushes and checkpoints still end at the committed size. On
-    /// failure the file is cut back to the committed size (best effort).
-    pub fn write_past_end(
-        &mut self,
-        position: u64,
-        pieces: &mut [IoSlice<'_>],
-        writeback: bool,
-    ) -> Result<()> {
-        debug_assert!(position >= self.size);
-        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        self.preallocate(position + len)?;
-        if let Err(err) = write::write_all_vectored_at(self.file()?, pieces, position, writeback)
+        self.preallocate(self.size + u64::from(header.length))?;
+        if let Err(err) = write::write_all_vectored_at(self.file()?, pieces, self.size, writeback)
             .at(&self.log_path)
         {
             // Best effort: if this fails too, the next append overwrites the same bytes
@@ -354,20 +333,6 @@ impl Segment {
             let _ = self.cut_to_committed();
             return Err(err);
         }
-        Ok(())
-    }
-
-    /// Starts writeback of the whole pages in `[from, upto)` (see `write.rs`).
-    pub fn start_writeback(&self, from: u64, upto: u64) {
-        if let (Ok(file), true) = (self.file(), upto > from) {
-            crate::sys::start_writeback(file, from, upto - from);
-        }
-    }
-
-    /// Commits the batch written at the committed end: it becomes readable, and the
-    /// committed size moves past it.
-    pub fn commit_written(&mut self, header: &BatchHeader, now_ms: i64) -> Result<()> {
-        self.check_fits(header)?;
         let end = self.size + u64::from(header.length);
         if end > self.map.len() as u64 {
             // A batch larger than the segment limit went into an empty segment.
