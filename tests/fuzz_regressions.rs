@@ -191,3 +191,23 @@ fn recovery_ignores_a_checkpoint_with_bytes_but_no_offsets() {
     run_case("recovery", "checkpoint-position-without-offsets");
     run_case("recovery", "checkpoint-position-without-offsets-as-found");
 }
+
+/// Found by `records`: a batch whose base offset is so near the top that its records'
+/// offsets pass u64::MAX overflowed computing them (a panic with overflow checks, a
+/// wrapped offset without). Such a batch is now refused, by `records` and by
+/// `check_header` (see `compacted_batches_are_marked_and_a_gap_elsewhere_is_still_damage`).
+#[test]
+fn records_of_a_batch_whose_offsets_pass_the_largest() {
+    run_case("records", "base-offset-near-the-top-as-found");
+}
+
+/// Found by `recovery`: a checkpoint (valid CRC) that put next offset 781 where the
+/// batch ending at its position ends at 3 was trusted, so the log held offsets 3 to 780
+/// without bytes, and a read at 3 returned nothing and next offset 3: a consumer
+/// would spin. Recovery now checks the batch below a checkpoint before trusting it
+/// (`log::tests::a_checkpoint_that_disagrees_with_the_log_is_not_trusted` is the case
+/// made by hand).
+#[test]
+fn recovery_checks_the_batch_below_a_checkpoint() {
+    run_case("recovery", "read-that-does-not-advance-as-found");
+}

@@ -322,6 +322,15 @@ fn compacted_batches_are_marked_and_a_gap_elsewhere_is_still_damage() {
         format::check_header(&bytes, Some(6), bytes.len()).is_err(),
         "never backwards"
     );
+    // Nor so far forwards that the batch's offsets run past the largest one (found by
+    // the `records` fuzzer: the offsets after it overflowed).
+    let past = u64::MAX - u64::from(header.record_count) + 1;
+    bytes[..8].copy_from_slice(&past.to_le_bytes());
+    format::seal_crc(&mut bytes);
+    assert!(format::check_header(&bytes, Some(4), bytes.len()).is_err());
+    bytes[..8].copy_from_slice(&(past - 1).to_le_bytes());
+    format::seal_crc(&mut bytes);
+    assert!(format::check_header(&bytes, Some(4), bytes.len()).is_ok());
 }
 
 /// Offsets of every record from `from`.

@@ -190,6 +190,16 @@ pub fn check_header(
     if header.record_count == 0 {
         return Err("batch holds no records".to_string());
     }
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
+        return Err(format!(
+            "batch of {} records at base offset {} runs past the largest offset",
+            header.record_count, header.base_offset
+        ));
+    }
     if let Some(expected) = expected_offset {
         let after_gap = header.attributes & ATTR_COMPACTED != 0 && header.base_offset > expected;
         if header.base_offset != expected && !after_gap {

@@ -186,7 +186,12 @@ pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String>
     let mut out = Vec::with_capacity((header.record_count as usize).min(fit));
     while !rest.is_empty() {
         let record = parse_record(&mut rest)?;
-        let expected = header.base_offset + out.len() as u64;
+        // A header whose offsets overflow is refused here too: these bytes may not have
+        // been through `check_header`.
+        let expected = header
+            .base_offset
+            .checked_add(out.len() as u64)
+            .ok_or("record offsets run past the largest offset")?;
         if record.offset != expected {
             return Err(format!(
                 "record offset {} where {expected} was expected",

@@ -79,6 +79,7 @@ fn open(
         (true, Some(cp), Some(last)) if cp.segment_base == last => {
             let (mut segment, ok) = Segment::open(dir, last, active_limits)?;
             (ok && segment.size() == cp.position
+                && segment.ends_at(cp.position, cp.next_offset)
                 && segment.trust(cp.position, cp.next_offset, cp.max_timestamp))
             .then_some((segment, cp))
         }
@@ -239,6 +240,9 @@ fn recover(
             (position, offset, max_ts) = (0, b, i64::MIN);
         } else if position > segment.size() {
             warn!(path = %segment.log_path().display(), position, "checkpoint points past the end of the file; scanning it whole");
+            (position, offset, max_ts) = (0, b, i64::MIN);
+        } else if !segment.ends_at(position, offset) {
+            warn!(path = %segment.log_path().display(), position, offset, "the batches below the checkpoint do not end where it says; scanning the file whole");
             (position, offset, max_ts) = (0, b, i64::MIN);
         }
         if offset != b && position == 0 {

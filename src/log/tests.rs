@@ -279,6 +279,33 @@ fn crash_recovery_scans_only_past_the_checkpoint() {
     assert_eq!(read_all(&log, 0), expected);
 }
 
+/// A checkpoint whose next offset disagrees with the batch that ends at its position
+/// (a valid CRC; no log writes one, the `recovery` fuzzer did) is not trusted, with or
+/// without the clean-shutdown marker: trusted, it left offsets without bytes, where a
+/// read returned nothing and no progress, so a consumer spun.
+#[test]
+fn a_checkpoint_that_disagrees_with_the_log_is_not_trusted() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+        append_batches(&mut log, 10, 5);
+        let expected = read_all(&log, 0);
+        log.close().unwrap(); // a checkpoint at the exact end, and the marker
+        let path = dir.path().join(naming::CHECKPOINT_FILE);
+        let mut checkpoint = files::Checkpoint::decode(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(checkpoint.next_offset, 50);
+        checkpoint.next_offset = 780;
+        files::write_checkpoint(dir.path(), &checkpoint).unwrap();
+        if !clean {
+            fs::remove_file(dir.path().join(naming::CLEAN_SHUTDOWN_FILE)).unwrap();
+        }
+        let (log, report) = Log::open(dir.path(), config()).unwrap();
+        assert!(!report.clean, "clean marker: {clean}");
+        assert_eq!(log.next_offset(), 50, "clean marker: {clean}");
+        assert_eq!(read_all(&log, 0), expected);
+    }
+}
+
 #[test]
 fn a_torn_tail_is_cut_at_the_last_whole_batch() {
     let dir = tempfile::tempdir().unwrap();

@@ -128,6 +128,27 @@ impl Segment {
         }
     }
 
+    /// Whether the batches below `position` end exactly there, with `next_offset` the
+    /// offset after them, as a recovery checkpoint says. The last of them is found
+    /// through the index and only headers are read (the bytes below a checkpoint were
+    /// synced before it was written, so their CRCs are not checked again). A checkpoint
+    /// that fails this disagrees with the log, and trusting it would leave offsets
+    /// without bytes.
+    pub fn ends_at(&self, position: u64, next_offset: u64) -> bool {
+        if position == 0 || next_offset <= self.base || position > self.size {
+            return position == 0 && next_offset == self.base;
+        }
+        let Ok(at) = self.position_of(next_offset - 1) else {
+            return false;
+        };
+        if at >= position {
+            return false;
+        }
+        self.header_at(at, None).is_ok_and(|header| {
+            header.next_offset() == next_offset && at + u64::from(header.length) == position
+        })
+    }
+
     /// The header of the batch at `pos`, checked (and its base offset if `expected`).
     pub fn header_at(&self, pos: u64, expected: Option<u64>) -> Result<BatchHeader> {
         let rest = self.bytes().get(pos as usize..).unwrap_or_default();
