@@ -1,11 +1,11 @@
 //! ProduceStream: a pipeline of produce requests on one stream, appended in the order
 //! they were sent.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -75,11 +75,22 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let appender_queued = Arc::clone(&queued);
     let inline_tx = tx.clone();
+    // A stopping server reads no more of the stream: the requests read are answered,
+    // then the stream ends with UNAVAILABLE (`stopped`), so that a client that keeps
+    // its side open does not hold up the stop.
+    let mut stopping = broker.shutting_down();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let reader_stopped = Arc::clone(&stopped);
     tokio::spawn(async move {
         let mut burst = Burst::default();
         // A request read ahead, with its turn, to learn whether one had arrived (below).
         let mut ahead = None;
         loop {
+            if *stopping.borrow() {
+                // A request read ahead goes unanswered: the client sends it again.
+                reader_stopped.store(true, Ordering::Release);
+                break;
+            }
             // This loop may find every request already received and every append inline:
             // nothing in it need return Pending (`now_or_never` even hides the request
             // stream's own yields). So it spends tokio's cooperative budget itself, and
@@ -92,10 +103,20 @@ where
             tokio::task::coop::consume_budget().await;
             let (turn, next) = match ahead.take() {
                 Some(ahead) => ahead,
-                None => match next_request(&unanswered, &mut inbound, &mut burst, &inline_tx).await
+                None => match next_request(
+                    &unanswered,
+                    &mut inbound,
+                    &mut burst,
+                    &inline_tx,
+                    &mut stopping,
+                )
+                .await
                 {
                     Some(next) => next,
-                    None => break,
+                    None => {
+                        reader_stopped.store(true, Ordering::Release);
+                        break;
+                    }
                 },
             };
             let message = match next {
@@ -161,9 +182,20 @@ where
             appender_queued.fetch_sub(1, Ordering::AcqRel);
         }
     });
-    // A response's turn and budget are given back when tonic takes it to send.
+    // A response's turn and budget are given back when tonic takes it to send. The
+    // channel ends once every reply is sent (every sender gone): then the status of a
+    // stop, if the server stopped reading.
     let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _held)| reply));
-    Box::pin(replies)
+    let status = futures_util::stream::once(async move {
+        stopped.load(Ordering::Acquire).then(|| {
+            Err(Status::unavailable(
+                "server shutting down: requests not answered on this stream were not \
+                 appended; send them again after reconnecting",
+            ))
+        })
+    })
+    .filter_map(|status| status);
+    Box::pin(replies.chain(status))
 }
 
 /// A message read from a ProduceStream with its turn among the unanswered requests;
@@ -173,13 +205,15 @@ type Next = (
     Option<Result<pb::ProduceStreamRequest, Status>>,
 );
 
-/// Waits for a turn and the next message; None once the stream's turns are closed.
-/// Nothing is held while it waits: the burst ends before any wait.
+/// Waits for a turn and the next message; None once the server is stopping (or the
+/// stream's turns are closed, which they never are). Nothing is held while it waits:
+/// the burst ends before any wait.
 async fn next_request<S>(
     unanswered: &Arc<Semaphore>,
     inbound: &mut S,
     burst: &mut Burst,
     tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+    stopping: &mut watch::Receiver<bool>,
 ) -> Option<Next>
 where
     S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Unpin,
@@ -188,7 +222,10 @@ where
         Ok(turn) => turn,
         Err(_) => {
             burst.end(tx).await;
-            Arc::clone(unanswered).acquire_owned().await.ok()?
+            tokio::select! {
+                turn = Arc::clone(unanswered).acquire_owned() => turn.ok()?,
+                _ = stopping.wait_for(|stopping| *stopping) => return None,
+            }
         }
     };
     let next = match inbound.next().now_or_never() {
@@ -197,7 +234,10 @@ where
             burst.end(tx).await;
             match next {
                 Some(next) => next,
-                None => inbound.next().await,
+                None => tokio::select! {
+                    next = inbound.next() => next,
+                    _ = stopping.wait_for(|stopping| *stopping) => return None,
+                },
             }
         }
     };

@@ -69,6 +69,11 @@ pub(super) async fn run(
     ));
     let mut credits: u64 = 0;
     let mut fetching: Option<JoinHandle<Result<Fetched>>> = None;
+    // A stopping server ends the stream (UNAVAILABLE, after the acknowledgements read
+    // are applied), or a client that keeps it open would hold up the stop, and each
+    // fetch, ended at once by the stop, would be made again and again meanwhile.
+    let mut stopping = queues.shutting_down();
+    let mut stopped = false;
     loop {
         if fetching.is_none() && credits > 0 {
             let (q, g, m, t) = (
@@ -84,6 +89,11 @@ pub(super) async fn run(
             }));
         }
         tokio::select! {
+            // The guard `wait_for` returns is not `Send`: dropped inside.
+            () = async { let _ = stopping.wait_for(|stopping| *stopping).await; } => {
+                stopped = true;
+                break;
+            }
             message = inbound.message() => match message {
                 Ok(Some(pb::ShareStreamRequest { body: Some(Body::Credits(n)) })) => {
                     credits = credits.saturating_add(n as u64);
@@ -130,6 +140,13 @@ pub(super) async fn run(
     // Acknowledgements already read are applied before the member leaves.
     drop(ack_tx);
     let _ = applier.await;
+    if stopped {
+        let status = Status::unavailable(
+            "server shutting down: records not acknowledged go back to the queue; open the \
+             stream again after reconnecting",
+        );
+        let _ = out.send(Err(status)).await;
+    }
     // A fetch still waiting is stopped: whatever it locked meanwhile is recorded in the
     // group (changes are recorded as they are made) and returned by the leave below.
     if let Some(fetch) = fetching {

@@ -137,6 +137,11 @@ impl ShareGroups {
         })
     }
 
+    /// A receiver that turns true when the server starts shutting down.
+    pub fn shutting_down(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.broker.shutting_down()
+    }
+
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }

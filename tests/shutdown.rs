@@ -1,0 +1,115 @@
+//! A graceful stop (SIGTERM) is not held up by streams a client keeps open: an idle
+//! ProduceStream and an idle ShareStream each end with UNAVAILABLE once their work in
+//! hand is answered, and the server stops. Without this, a `tail -F log | strom
+//! produce` kept a stopping server waiting for as long as it ran, until a service
+//! manager killed it (and the next start scanned the logs). Bounded in time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::requests::{produce, record};
+use common::server::TestServer;
+use strom::grpc::pb::{self, share_stream_request::Body};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = client
+        .log()
+        .produce_stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(pb::ProduceStreamRequest {
+        correlation_id: 7,
+        request: Some(produce("t", Some(0), vec![record("acked")])),
+    })
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(LIMIT, replies.message())
+        .await
+        .expect("answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.correlation_id, 7);
+    // The client keeps its side open (`tx` lives) and sends nothing more.
+    let stopped = tokio::spawn(server.stop());
+    let ended = tokio::time::timeout(LIMIT, replies.message())
+        .await
+        .expect("the stream ends within the limit");
+    let err = ended.expect_err("with a status, not silently");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("again"), "{err:?}");
+    tokio::time::timeout(LIMIT, stopped)
+        .await
+        .expect("the server stops within the limit")
+        .unwrap()
+        .unwrap();
+    drop(tx);
+    // The acknowledged record is there after a restart.
+    let server = TestServer::start(dir.path()).await;
+    let all = common::fetch_all(&server.client().await, "t", 0).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1, "acked");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_share_stream_ends_with_unavailable_and_lets_the_server_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for body in [
+        Body::Open(pb::ShareStreamOpen {
+            group: "g".into(),
+            member_id: String::new(),
+            topic: "t".into(),
+        }),
+        Body::Credits(10),
+    ] {
+        tx.send(pb::ShareStreamRequest { body: Some(body) })
+            .await
+            .unwrap();
+    }
+    let mut inbound = client
+        .queues()
+        .share_stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(LIMIT, inbound.message())
+        .await
+        .expect("joined")
+        .unwrap()
+        .unwrap();
+    assert!(!first.member_id.is_empty());
+    // Waiting for records, with credits, when the server stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::spawn(server.stop());
+    let ended = loop {
+        match tokio::time::timeout(LIMIT, inbound.message())
+            .await
+            .expect("the stream ends within the limit")
+        {
+            Ok(Some(m)) => assert!(m.records.is_empty(), "no records were produced"),
+            other => break other,
+        }
+    };
+    let err = ended.expect_err("with a status, not silently");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    tokio::time::timeout(LIMIT, stopped)
+        .await
+        .expect("the server stops within the limit")
+        .unwrap()
+        .unwrap();
+    drop(tx);
+}
