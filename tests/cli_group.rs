@@ -77,3 +77,50 @@ fn a_group_resumes_where_it_stopped_and_a_reset_replays() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
 }
+
+/// Ctrl-C (or SIGTERM) on a following `strom consume --group` commits what it printed
+/// and leaves the group before it exits (status 130, as a shell reports SIGINT): the
+/// group's partitions are free at once, not after the member's session times out.
+#[test]
+fn an_interrupted_group_consumer_commits_and_leaves_before_it_exits() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    server.ok(&["produce", "-t", "orders"], b"r1\nr2\nr3\n");
+    let mut child = Command::new(common::cli::STROM)
+        .args(["consume", "-t", "orders", "--group", "billing", "--follow"])
+        .args(["--server", &server.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let printed: Vec<String> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(30)).expect("printed"))
+        .collect();
+    assert_eq!(printed, ["r1", "r2", "r3"]);
+    // SAFETY: a plain signal to our own child, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = common::cli::wait_within(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    // Right away (the CLI's session timeout is 10 s): no member, everything committed.
+    let described = String::from_utf8(server.ok(&["group", "describe", "billing"], b"")).unwrap();
+    assert!(described.contains("state empty"), "{described}");
+    let row: Vec<&str> = described
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["orders", "0", "3", "3", "0", "-"], "{described}");
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::format::Format;
+use super::interrupt::Interrupts;
 use super::output::{noteln, outln, write_out};
 use super::position::parse_position;
 use super::{describe, Connect, Stop};
@@ -258,6 +259,11 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
         _ => return Err(Stop::Failed("with --group, --from is earliest or latest: where to start in partitions the group has not committed (use `strom group reset` to move a group)".into())),
     };
     config.auto_commit = Some(Duration::from_secs(1));
+    // Ctrl-C or SIGTERM: commit what was printed and leave, so that the group's other
+    // members (or this one run again) get its partitions at once, not after the
+    // session timeout. Seen between polls, each of which ends within its wait: a poll
+    // stopped halfway could lose records it had taken.
+    let interrupts = Interrupts::watch()?;
     let mut consumer = GroupConsumer::join(&client, config)
         .await
         .map_err(describe)?;
@@ -266,6 +272,9 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
     let mut out = Vec::new();
     let mut last_record = tokio::time::Instant::now();
     let result = loop {
+        if let Some(signal) = interrupts.seen() {
+            break Err(Stop::Interrupted(signal));
+        }
         let batch = match consumer.poll(Duration::from_millis(200)).await {
             Ok(batch) => batch,
             Err(status) => break Err(Stop::Failed(describe(status))),

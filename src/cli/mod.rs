@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod format;
 mod group;
+mod interrupt;
 mod output;
 mod position;
 mod produce;
@@ -135,6 +136,7 @@ pub fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
+        Err(Stop::Interrupted(signal)) => ExitCode::from((128 + signal) as u8),
         Err(Stop::Failed(message)) => {
             noteln!("strom: {message}");
             ExitCode::FAILURE

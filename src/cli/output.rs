@@ -14,6 +14,9 @@ pub enum Stop {
     Failed(String),
     /// Whoever read our stdout went away: a normal end, status 0.
     OutputClosed,
+    /// SIGINT or SIGTERM (the number) ended the command after it cleaned up; the exit
+    /// status is 128 plus the number, as a shell reports a process the signal killed.
+    Interrupted(i32),
 }
 
 impl From<String> for Stop {
