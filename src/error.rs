@@ -53,8 +53,9 @@ pub enum Error {
 
     /// A partition number past the topic's partition count.
     #[error(
-        "topic {} has partitions 0..{count}; partition {partition} does not exist",
-        quote(topic)
+        "topic {} has partitions 0 to {}; partition {partition} does not exist",
+        quote(topic),
+        .count.saturating_sub(1)
     )]
     PartitionNotFound {
         topic: String,

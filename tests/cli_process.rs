@@ -296,7 +296,10 @@ fn serve_turns_transparent_huge_pages_off_for_itself_unless_configured() {
 fn ready_workers(server: &Server) -> usize {
     let ready = server.startup.last().unwrap();
     let count = ready.rsplit(", ").next().unwrap();
-    let count = count.strip_suffix(" worker threads").expect(ready);
+    let count = count
+        .strip_suffix(" worker threads")
+        .or_else(|| count.strip_suffix(" worker thread"))
+        .expect(ready);
     count.parse().expect(ready)
 }
 

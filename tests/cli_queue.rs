@@ -10,6 +10,10 @@ fn work_runs_a_command_per_job_accepting_rejecting_and_retrying() {
     let out = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path());
     serve.ok(&["topic", "create", "jobs", "-p", "2"], b"");
+    // A bare `config` is refused rather than creating the group to show its settings.
+    assert!(!serve.run(&["queue", "config", "q"], b"").status.success());
+    let listed = String::from_utf8(serve.ok(&["queue", "list"], b"")).unwrap();
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
     serve.ok(
         &[
             "queue",

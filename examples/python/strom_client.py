@@ -74,13 +74,16 @@ def main():
             big = [pb.Record(value=bytes([i % 251]) * 1000) for i in range(3000)]
             yield pb.ProduceStreamRequest(correlation_id=3, request=pb.ProduceRequest(
                 topic=args.topic, partition=0, records=big))
+        last_offset = None
         for reply in log.ProduceStream(requests()):
             if reply.HasField("response"):
                 print(f"stream {reply.correlation_id}: offsets {reply.response.base_offset}..{reply.response.last_offset}")
+                last_offset = reply.response.last_offset
             else:
                 print(f"stream {reply.correlation_id}: code {reply.error.code}: {reply.error.message}")
-        last = log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=3003, max_bytes=2000))
-        print(f"stream record 3003: {last.records[0].value[:3]!r}, {len(last.records[0].value)} bytes")
+        # The big request's last record (3003 on a new topic).
+        last = log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=last_offset, max_bytes=2000))
+        print(f"stream record {last_offset}: {last.records[0].value[:3]!r}, {len(last.records[0].value)} bytes")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ enum Action {
     Describe { group: String },
     /// Set config keys (creating the group): lock.ms, max.deliveries, max.in.flight,
     /// redelivery.backoff.ms, redelivery.backoff.max.ms, dead.letter.topic, start,
-    /// key.ordered, session.timeout.ms. An empty value restores a default.
+    /// key.ordered, session.timeout.ms. An empty value restores a default. To see them
+    /// without creating the group: `strom queue describe`.
     Config {
         group: String,
-        /// KEY=VALUE, repeatable.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
+        /// KEY=VALUE, repeatable; at least one (a bare `config` would create the group).
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
         set: Vec<String>,
     },
     /// Move the group's start offset in every partition of a topic (replay, or skip
@@ -41,7 +42,8 @@ enum Action {
         group: String,
         #[arg(long, short = 't')]
         topic: String,
-        /// earliest, latest, an OFFSET, @TIMESTAMP_MS or an RFC 3339 time.
+        /// Where to: earliest, latest, an OFFSET, @TIMESTAMP_MS, -DURATION (e.g. -1h) or
+        /// an RFC 3339 time.
         #[arg(long, allow_hyphen_values = true)]
         to: String,
     },

@@ -114,10 +114,10 @@ pub async fn serve(
     if let Some(bound) = local {
         let serving = match &threads {
             Some(threads) => format!("{} connection threads", threads.len()),
-            None => format!(
-                "{} worker threads",
-                tokio::runtime::Handle::current().metrics().num_workers()
-            ),
+            None => match tokio::runtime::Handle::current().metrics().num_workers() {
+                1 => "1 worker thread".to_string(),
+                n => format!("{n} worker threads"),
+            },
         };
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
