@@ -1,8 +1,8 @@
 //! Every shell example of README.md that runs `strom`, typed in order as a newcomer
 //! would, against a real `strom serve`: each must succeed. Examples that follow
 //! forever (`--follow`, `tail -F`) must still be running, unfailed, after a moment.
-//! `cargo`, `./scripts/`, `grpcurl`, `pip` and `python` lines are left to the tests
-//! that cover them.
+//! `cargo`, `./scripts/`, `grpcurl`, `pip` and `python` lines (a venv's python too)
+//! are left to the tests that cover them.
 
 mod common;
 
@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use common::cli::{Serve, STROM};
 
 /// Lines that other tests cover, or that need what this test does not have.
-const LEFT_TO_OTHERS: [&str; 6] = [
+const LEFT_TO_OTHERS: [&str; 7] = [
     "cargo ",
     "./scripts/",
     "grpcurl ",
     "pip ",
     "python ",
     "python3 ",
+    ".venv/bin/python ",
 ];
 
 /// How long the whole README may take; the bench examples take most of it.
