@@ -38,7 +38,7 @@ const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", "/strom.v1.Log/ProduceStrea
 pub struct Charge(Arc<Mutex<VecDeque<OwnedSemaphorePermit>>>);
 
 impl Charge {
-    fn push(&self, permit: OwnedSemaphorePermit) {
+    pub(super) fn push(&self, permit: OwnedSemaphorePermit) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,9 +20,22 @@ use crate::error::Error;
 /// Requests of one ProduceStream read and not yet answered to the client, at most.
 pub const MAX_UNANSWERED: usize = 256;
 
-/// What a ProduceStream request holds until its response is taken: its turn among the
+/// What a ProduceStream request holds until it is answered: its turn among the
 /// stream's unanswered requests, and its share of the server's produce budget.
 type Held = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+/// What an answered request's reply holds until the client takes it: only its turn.
+/// The budget share goes back as the reply is made (the request's memory is gone by
+/// then), not when the client takes it: a client that never reads its replies would
+/// otherwise hold the server-wide budget, and stop every producer on the server.
+type Turn = OwnedSemaphorePermit;
+
+/// A reply, with the turn it holds until the client takes it.
+type Reply = (pb::ProduceStreamResponse, Turn);
+
+fn answered(reply: pb::ProduceStreamResponse, (turn, _budget): Held) -> Reply {
+    (reply, turn)
+}
 
 fn stream_reply(
     correlation_id: u64,
@@ -58,8 +71,7 @@ where
     let unanswered = Arc::new(Semaphore::new(MAX_UNANSWERED));
     // Room for every unanswered request's reply: a send never waits, so neither the
     // reading task's own appends nor the appender stall on a client slow to read.
-    let (tx, rx) =
-        mpsc::channel::<Result<(pb::ProduceStreamResponse, Held), Status>>(MAX_UNANSWERED);
+    let (tx, rx) = mpsc::channel::<Result<Reply, Status>>(MAX_UNANSWERED);
     // Two stages, so that two cores work on one stream: this task decodes and checks
     // each request and encodes its batch; the appender appends them one after another
     // in the order sent (small requests may skip it: below); the waits for fsync run
@@ -185,7 +197,7 @@ where
     // A response's turn and budget are given back when tonic takes it to send. The
     // channel ends once every reply is sent (every sender gone): then the status of a
     // stop, if the server stopped reading.
-    let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _held)| reply));
+    let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _turn)| reply));
     let status = futures_util::stream::once(async move {
         stopped.load(Ordering::Acquire).then(|| {
             Err(Status::unavailable(
@@ -212,7 +224,7 @@ async fn next_request<S>(
     unanswered: &Arc<Semaphore>,
     inbound: &mut S,
     burst: &mut Burst,
-    tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+    tx: &mpsc::Sender<Result<Reply, Status>>,
     stopping: &mut watch::Receiver<bool>,
 ) -> Option<Next>
 where
@@ -295,7 +307,7 @@ const ALONE_AT_LEAST_BYTES: usize = 256 << 10;
 /// together, instead of two tasks woken (often on the other worker) for every request.
 #[derive(Default)]
 struct Burst {
-    replies: Vec<(pb::ProduceStreamResponse, Held)>,
+    replies: Vec<Reply>,
     unannounced: Unannounced,
     requests: usize,
     bytes: usize,
@@ -316,7 +328,7 @@ impl Burst {
         id: u64,
         prepared: Result<broker::Prepared, Error>,
         held: Held,
-        tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+        tx: &mpsc::Sender<Result<Reply, Status>>,
     ) {
         self.requests += 1;
         let appended = match prepared {
@@ -335,14 +347,16 @@ impl Burst {
             }
             Ok(appended) => {
                 let reply = stream_reply(id, appended.durable().await);
-                self.replies.push((reply, held));
+                self.replies.push(answered(reply, held));
             }
-            Err(err) => self.replies.push((stream_reply(id, Err(err)), held)),
+            Err(err) => self
+                .replies
+                .push(answered(stream_reply(id, Err(err)), held)),
         }
     }
 
     /// Sends the replies held and wakes the subscriptions.
-    async fn end(&mut self, tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>) {
+    async fn end(&mut self, tx: &mpsc::Sender<Result<Reply, Status>>) {
         self.send_replies(tx).await;
         self.unannounced.announce();
         self.requests = 0;
@@ -350,10 +364,7 @@ impl Burst {
     }
 
     /// A send never waits: the channel has room for every unanswered request.
-    async fn send_replies(
-        &mut self,
-        tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
-    ) {
+    async fn send_replies(&mut self, tx: &mpsc::Sender<Result<Reply, Status>>) {
         for reply in self.replies.drain(..) {
             let _ = tx.send(Ok(reply)).await;
         }
@@ -367,12 +378,12 @@ fn reply_when_durable(
     id: u64,
     appended: broker::Appended,
     held: Held,
-    tx: &mpsc::Sender<Result<(pb::ProduceStreamResponse, Held), Status>>,
+    tx: &mpsc::Sender<Result<Reply, Status>>,
 ) {
     let tx = tx.clone();
     tokio::spawn(async move {
         let reply = stream_reply(id, appended.durable().await);
-        let _ = tx.send(Ok((reply, held))).await;
+        let _ = tx.send(Ok(answered(reply, held))).await;
     });
 }
 

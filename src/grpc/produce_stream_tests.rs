@@ -194,3 +194,47 @@ async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status()
     let ended = replies.next().await.expect("a final item");
     assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
+
+/// A request's share of the produce budget goes back once the request is answered,
+/// whether or not the client takes the reply: a client that never reads its replies
+/// (its HTTP/2 window shut) held the server-wide budget, and every producer on the
+/// server waited (found by a hostile client). Only the stream's own turns wait for the
+/// client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_request_gives_its_budget_back_before_its_reply_is_taken() {
+    for durability in ["page_cache", "fsync"] {
+        let (_dir, broker) = broker_with_topic(durability).await;
+        let budget = Arc::new(Semaphore::new(10));
+        let charge = Charge::default();
+        for _ in 0..3 {
+            charge.push(Arc::clone(&budget).try_acquire_many_owned(3).unwrap());
+        }
+        let requests = tokio_stream::iter(0u64..3)
+            .map(|id| {
+                Ok(pb::ProduceStreamRequest {
+                    correlation_id: id,
+                    request: Some(pb::ProduceRequest::decode_from(
+                        "t",
+                        &pb::Record {
+                            value: Bytes::from_static(b"v"),
+                            ..Default::default()
+                        },
+                    )),
+                })
+            })
+            // The client keeps its side open.
+            .chain(tokio_stream::pending());
+        // The replies are never taken.
+        let replies = produce_stream(broker, Box::pin(requests), charge);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while budget.available_permits() < 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{durability}: {} of 10 permits back",
+                budget.available_permits()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(replies);
+    }
+}

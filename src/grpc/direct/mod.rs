@@ -115,10 +115,14 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                 Box::pin(std::future::ready(Ok(response)))
             }
             PRODUCE => {
-                let charge = charge(&request).take_next();
+                let charge = charge(&request);
                 Box::pin(async move {
                     let reply = match single(request, max_request).await {
-                        Ok(request) => log_service::produce_one(broker, request, charge).await,
+                        // The budget layer charged the message as its body arrived:
+                        // taken only now, and held until it is answered.
+                        Ok(request) => {
+                            log_service::produce_one(broker, request, charge.take_next()).await
+                        }
                         Err(status) => Err(status),
                     };
                     Ok(unary(reply, max_response, None))
