@@ -1,0 +1,191 @@
+//! Tests of `budget.rs`: what a body passes on, when, and what it charges.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+/// A request body that yields the given DATA frames.
+struct Frames(VecDeque<Bytes>);
+
+impl HttpBody for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn message(len: usize) -> Vec<u8> {
+    let mut m = vec![0u8];
+    m.extend_from_slice(&(len as u32).to_be_bytes());
+    m.extend(std::iter::repeat_n(7u8, len));
+    m
+}
+
+fn body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>, Charge) {
+    let budget = ProduceBudgetLayer::new(total);
+    let charge = Charge::default();
+    let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
+    let semaphore = Arc::clone(&budget.semaphore);
+    (
+        BudgetBody::new(inner, &budget, charge.clone()),
+        semaphore,
+        charge,
+    )
+}
+
+/// Polls until the body is pending or done; returns the bytes passed on.
+fn drain(body: &mut BudgetBody) -> (Vec<u8>, bool) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    loop {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => out.extend_from_slice(&frame.into_data().unwrap()),
+            Poll::Ready(Some(Err(e))) => panic!("{e}"),
+            Poll::Ready(None) => return (out, true),
+            Poll::Pending => return (out, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_message_is_charged_once_wherever_the_frames_split_it() {
+    let mut wire = message(10);
+    wire.extend(message(0));
+    wire.extend(message(1000));
+    let frames = wire.chunks(3).map(<[u8]>::to_vec).collect();
+    let (mut b, semaphore, charge) = body(1 << 20, frames);
+    let (passed, done) = drain(&mut b);
+    assert!(done);
+    assert_eq!(passed, wire, "every byte passed on, in order");
+    assert_eq!(semaphore.available_permits(), (1 << 20) - 3031);
+    let charges: Vec<usize> = std::iter::from_fn(|| charge.take_next())
+        .map(|p| p.num_permits())
+        .collect();
+    assert_eq!(charges, [30, 1, 3000]);
+}
+
+#[tokio::test]
+async fn the_tail_of_a_granted_message_is_never_held_behind_the_next_prefix() {
+    // A (30 bytes, charged 90) is granted; the frame with A's tail also starts B
+    // (charged 30), which does not fit until A is answered. A's tail must pass.
+    let a = message(30);
+    let b = message(10);
+    let first = a[..25].to_vec();
+    let mut second = a[25..].to_vec();
+    second.extend(&b);
+    let (mut body, semaphore, charge) = body(100, vec![first, second]);
+    let (passed, done) = drain(&mut body);
+    assert!(!done, "B waits for the budget");
+    assert_eq!(
+        passed,
+        [&a[..], &b[..4]].concat(),
+        "all of A, and B's prefix but its last byte"
+    );
+    drop(charge.take_next()); // A answered: its 90 go to B, which was waiting
+    assert_eq!(semaphore.available_permits(), 70);
+    let (rest, done) = drain(&mut body);
+    assert!(done);
+    assert_eq!(rest, b[4..]);
+}
+
+#[tokio::test]
+async fn an_empty_message_is_not_seen_before_its_charge() {
+    let mut wire = message(0);
+    wire.extend(message(10));
+    let (mut b, _semaphore, charge) = body(1 << 20, vec![wire.clone()]);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut seen = Vec::new();
+    // Whenever the bytes passed on hold a whole message, its charge is there.
+    let mut messages = 0;
+    while let Poll::Ready(Some(frame)) = Pin::new(&mut b).poll_frame(&mut cx) {
+        seen.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        let complete = match seen.len() {
+            n if n >= 20 => 2,
+            n if n >= 5 => 1,
+            _ => 0,
+        };
+        while messages < complete {
+            assert!(
+                charge.take_next().is_some(),
+                "message {messages} has its charge"
+            );
+            messages += 1;
+        }
+    }
+    assert_eq!((seen, messages), (wire, 2));
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_budget_is_charged_the_whole_budget() {
+    let (mut b, semaphore, _charge) = body(100, vec![message(1000)]);
+    let (passed, done) = drain(&mut b);
+    assert!(done && passed.len() == 1005, "so it can still run, alone");
+    assert_eq!(semaphore.available_permits(), 0);
+}
+
+/// A body that sends one frame, then nothing, for ever.
+struct Stalled(Option<Bytes>);
+
+impl HttpBody for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_announced_and_not_sent_gives_the_budget_back() {
+    let budget = ProduceBudgetLayer::new(1000);
+    let charge = Charge::default();
+    // A prefix announcing 300 bytes, then nothing.
+    let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
+    let mut body = BudgetBody::new(inner, &budget, charge.clone());
+    body.allowed = Duration::from_millis(50);
+    for _ in 0..2 {
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(
+            polled.unwrap().is_ok(),
+            "the prefix passes, its last byte once charged"
+        );
+    }
+    let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+    assert_eq!(
+        budget.semaphore.available_permits(),
+        100,
+        "charged, then stalled"
+    );
+    let err = polled.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    drop((body, charge)); // the request fails and its charge goes
+    assert_eq!(budget.semaphore.available_permits(), 1000);
+}
+
+#[tokio::test]
+async fn an_empty_message_then_silence_is_not_a_stalled_message() {
+    let budget = ProduceBudgetLayer::new(1000);
+    let inner = Body::new(Stalled(Some(Bytes::from(message(0)))));
+    let mut body = BudgetBody::new(inner, &budget, Charge::default());
+    body.allowed = Duration::from_millis(20);
+    for _ in 0..2 {
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(polled.unwrap().is_ok());
+    }
+    let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), next)
+            .await
+            .is_err(),
+        "an idle stream after a complete message is left alone"
+    );
+}
