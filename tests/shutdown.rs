@@ -62,6 +62,71 @@ async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop()
     server.stop().await.unwrap();
 }
 
+/// A stop with requests in hand: each is answered before the stream's UNAVAILABLE
+/// status, appended if and only if it was answered with offsets, and the rest (not yet
+/// read) are not in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_the_requests_read_and_stores_only_those_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1000);
+    let mut replies = client
+        .log()
+        .produce_stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for id in 0..1000u64 {
+        let mut request = produce("t", Some(0), vec![record(&format!("r{id}"))]);
+        request.durability = pb::Durability::Fsync as i32;
+        tx.send(pb::ProduceStreamRequest {
+            correlation_id: id,
+            request: Some(request),
+        })
+        .await
+        .unwrap();
+    }
+    let mut stored = std::collections::BTreeMap::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut server = Some(server);
+    let mut stopped = None;
+    let ended = loop {
+        // The stop begins once the first answer is in: the rest are in hand or unread.
+        if !answered.is_empty() && stopped.is_none() {
+            stopped = Some(tokio::spawn(server.take().unwrap().stop()));
+        }
+        match tokio::time::timeout(LIMIT, replies.message())
+            .await
+            .expect("the stream ends within the limit")
+        {
+            Ok(Some(reply)) => {
+                assert!(answered.insert(reply.correlation_id), "answered twice");
+                if let Some(pb::produce_stream_response::Result::Response(r)) = reply.result {
+                    stored.insert(r.base_offset, format!("r{}", reply.correlation_id));
+                }
+            }
+            other => break other,
+        }
+    };
+    let err = ended.expect_err("with a status, not silently");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    tokio::time::timeout(LIMIT, stopped.expect("answered before the stop"))
+        .await
+        .expect("the server stops within the limit")
+        .unwrap()
+        .unwrap();
+    drop(tx);
+    let server = TestServer::start(dir.path()).await;
+    let all = common::fetch_all(&server.client().await, "t", 0).await;
+    let all: std::collections::BTreeMap<u64, String> = all.into_iter().collect();
+    assert_eq!(
+        all, stored,
+        "the log holds exactly the requests answered with offsets"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_share_stream_ends_with_unavailable_and_lets_the_server_stop() {
     let dir = tempfile::tempdir().unwrap();

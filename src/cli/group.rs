@@ -261,8 +261,9 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
     config.auto_commit = Some(Duration::from_secs(1));
     // Ctrl-C or SIGTERM: commit what was printed and leave, so that the group's other
     // members (or this one run again) get its partitions at once, not after the
-    // session timeout. Seen between polls, each of which ends within its wait: a poll
-    // stopped halfway could lose records it had taken.
+    // session timeout. Seen between polls (a poll stopped halfway could lose records it
+    // had taken), so it waits for the poll in hand: against a server that does not
+    // answer, that may be long, and a second signal ends the process at once.
     let interrupts = Interrupts::watch()?;
     let mut consumer = GroupConsumer::join(&client, config)
         .await
@@ -311,5 +312,9 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
     if let Err(status) = consumer.close().await {
         noteln!("strom: leaving the group: {}", describe(status));
     }
-    result
+    // A signal that came as the loop ended still sets the exit status.
+    match (result, interrupts.seen()) {
+        (Ok(()), Some(signal)) => Err(Stop::Interrupted(signal)),
+        (result, _) => result,
+    }
 }

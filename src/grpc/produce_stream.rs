@@ -98,8 +98,9 @@ where
         // A request read ahead, with its turn, to learn whether one had arrived (below).
         let mut ahead = None;
         loop {
-            if *stopping.borrow() {
-                // A request read ahead goes unanswered: the client sends it again.
+            // A request read ahead is handled first: every request read is answered
+            // (once the stop has begun, with UNAVAILABLE by `prepare`).
+            if ahead.is_none() && *stopping.borrow() {
                 reader_stopped.store(true, Ordering::Release);
                 break;
             }
@@ -194,9 +195,9 @@ where
             appender_queued.fetch_sub(1, Ordering::AcqRel);
         }
     });
-    // A response's turn and budget are given back when tonic takes it to send. The
-    // channel ends once every reply is sent (every sender gone): then the status of a
-    // stop, if the server stopped reading.
+    // A reply's turn is given back when HTTP/2 takes it to send (its budget share went
+    // back when it was made, `answered`). The channel ends once every reply is sent
+    // (every sender gone): then the status of a stop, if the server stopped reading.
     let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _turn)| reply));
     let status = futures_util::stream::once(async move {
         stopped.load(Ordering::Acquire).then(|| {

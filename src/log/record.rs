@@ -180,14 +180,21 @@ pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String>
                 batch.len()
             )
         })?;
+    // The same rule as `check_header`: these bytes may not have been through it.
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
+        return Err("the batch's offsets run past the largest offset".into());
+    }
     // The header's count is not trusted with an allocation: every record holds at least
     // its fixed-width fields, so no more than this many fit in the section.
     let fit = rest.len() / FIXED_BODY_LEN;
     let mut out = Vec::with_capacity((header.record_count as usize).min(fit));
     while !rest.is_empty() {
         let record = parse_record(&mut rest)?;
-        // A header whose offsets overflow is refused here too: these bytes may not have
-        // been through `check_header`.
+        // Checked as well: the section may hold more records than the header's count.
         let expected = header
             .base_offset
             .checked_add(out.len() as u64)

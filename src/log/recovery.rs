@@ -2,10 +2,12 @@
 //!
 //! The rules (also in `storage-format.md`):
 //! - With the clean-shutdown marker present and the checkpoint pointing at the exact end
-//!   of the last segment, nothing is scanned: sealed segments open on first use and the
+//!   of the last segment (the batch ending there ends with the checkpoint's next offset:
+//!   `Segment::ends_at`), nothing is scanned: sealed segments open on first use and the
 //!   active one takes its end from the checkpoint.
 //! - Otherwise the log is scanned from the recovery checkpoint (or from the first segment
-//!   if there is none). Each batch's header, CRC and records are checked; the first bad
+//!   if there is none, or from the start of the checkpoint's segment if the batch ending
+//!   at its position disagrees with it). Each batch's header, CRC and records are checked; the first bad
 //!   one ends the log: its file is cut there, later segments are deleted, and a warning
 //!   names the file, byte position and offset. Indexes are rebuilt past the checkpoint.
 //! - Segments below the checkpoint were synced before it was written, so they are trusted,
@@ -27,7 +29,7 @@ use super::log::Log;
 use super::naming::{parse_file_name, segment_path, ParsedName, SegmentFile};
 use super::retention::SegmentSummary;
 use super::segment::Segment;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 /// What opening a log had to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -245,13 +247,9 @@ fn recover(
             warn!(path = %segment.log_path().display(), position, offset, "the batches below the checkpoint do not end where it says; scanning the file whole");
             (position, offset, max_ts) = (0, b, i64::MIN);
         }
-        if offset != b && position == 0 {
-            return Err(Error::Corruption {
-                path: segment.log_path().to_path_buf(),
-                position: 0,
-                reason: format!("segment named {b} but the log continues at {offset}"),
-            });
-        }
+        // From here a scan from position 0 starts at the segment's own base: the
+        // checks above reset any checkpoint that says otherwise.
+        debug_assert!(position > 0 || offset == b);
         report.scanned_bytes += segment.size() - position;
         let end = segment.scan(position, offset, max_ts)?;
         let next_base = bases.get(i + 1).copied();
