@@ -12,6 +12,20 @@ fn lines(out: Vec<u8>) -> Vec<String> {
         .collect()
 }
 
+/// `strom group describe GROUP`: checks the group has no member and returns the last
+/// row (its last partition) split into its columns.
+fn empty_group_last_row(server: &Serve, group: &str) -> Vec<String> {
+    let described = String::from_utf8(server.ok(&["group", "describe", group], b"")).unwrap();
+    assert!(described.contains("state empty"), "{described}");
+    described
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn a_group_resumes_where_it_stopped_and_a_reset_replays() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,15 +41,10 @@ fn a_group_resumes_where_it_stopped_and_a_reset_replays() {
     assert_eq!(first, ["r1", "r2", "r3", "r4"]);
     let rest = lines(server.ok(&["consume", "-t", "orders", "--group", "billing"], b""));
     assert_eq!(rest, (5..=10).map(|i| format!("r{i}")).collect::<Vec<_>>());
-    let described = String::from_utf8(server.ok(&["group", "describe", "billing"], b"")).unwrap();
-    assert!(described.contains("state empty"), "{described}");
-    let row: Vec<&str> = described
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(row, ["orders", "0", "10", "10", "0", "-"], "{described}");
+    assert_eq!(
+        empty_group_last_row(&server, "billing"),
+        ["orders", "0", "10", "10", "0", "-"]
+    );
     // Without --execute the plan is printed and nothing moves.
     let plan = server.run(
         &[
@@ -114,13 +123,8 @@ fn an_interrupted_group_consumer_commits_and_leaves_before_it_exits() {
     let status = common::cli::wait_within(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(130), "{status:?}");
     // Right away (the CLI's session timeout is 10 s): no member, everything committed.
-    let described = String::from_utf8(server.ok(&["group", "describe", "billing"], b"")).unwrap();
-    assert!(described.contains("state empty"), "{described}");
-    let row: Vec<&str> = described
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(row, ["orders", "0", "3", "3", "0", "-"], "{described}");
+    assert_eq!(
+        empty_group_last_row(&server, "billing"),
+        ["orders", "0", "3", "3", "0", "-"]
+    );
 }

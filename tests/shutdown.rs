@@ -16,18 +16,38 @@ use tonic::Code;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
-    let client = server.client_with_topic("t", 1).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut replies = client
+type Replies = tonic::Streaming<pb::ProduceStreamResponse>;
+
+/// A ProduceStream on `client` fed by the returned sender: open while it lives.
+async fn open_stream(
+    client: &strom::client::Client,
+    room: usize,
+) -> (tokio::sync::mpsc::Sender<pb::ProduceStreamRequest>, Replies) {
+    let (tx, rx) = tokio::sync::mpsc::channel(room);
+    let replies = client
         .log()
         .produce_stream(ReceiverStream::new(rx))
         .await
         .unwrap()
         .into_inner();
+    (tx, replies)
+}
+
+/// The server's stop, checked to end within the limit.
+async fn stopped_within_limit(stop: tokio::task::JoinHandle<strom::Result<()>>) {
+    tokio::time::timeout(LIMIT, stop)
+        .await
+        .expect("the server stops within the limit")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let (tx, mut replies) = open_stream(&client, 4).await;
     tx.send(pb::ProduceStreamRequest {
         correlation_id: 7,
         request: Some(produce("t", Some(0), vec![record("acked")])),
@@ -48,11 +68,7 @@ async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop()
     let err = ended.expect_err("with a status, not silently");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("again"), "{err:?}");
-    tokio::time::timeout(LIMIT, stopped)
-        .await
-        .expect("the server stops within the limit")
-        .unwrap()
-        .unwrap();
+    stopped_within_limit(stopped).await;
     drop(tx);
     // The acknowledged record is there after a restart.
     let server = TestServer::start(dir.path()).await;
@@ -70,13 +86,7 @@ async fn a_stop_answers_the_requests_read_and_stores_only_those_answered() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(1000);
-    let mut replies = client
-        .log()
-        .produce_stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut replies) = open_stream(&client, 1000).await;
     for id in 0..1000u64 {
         let mut request = produce("t", Some(0), vec![record(&format!("r{id}"))]);
         request.durability = pb::Durability::Fsync as i32;
@@ -111,11 +121,7 @@ async fn a_stop_answers_the_requests_read_and_stores_only_those_answered() {
     };
     let err = ended.expect_err("with a status, not silently");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    tokio::time::timeout(LIMIT, stopped.expect("answered before the stop"))
-        .await
-        .expect("the server stops within the limit")
-        .unwrap()
-        .unwrap();
+    stopped_within_limit(stopped.expect("answered before the stop")).await;
     drop(tx);
     let server = TestServer::start(dir.path()).await;
     let all = common::fetch_all(&server.client().await, "t", 0).await;
@@ -171,10 +177,6 @@ async fn an_idle_share_stream_ends_with_unavailable_and_lets_the_server_stop() {
     };
     let err = ended.expect_err("with a status, not silently");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    tokio::time::timeout(LIMIT, stopped)
-        .await
-        .expect("the server stops within the limit")
-        .unwrap()
-        .unwrap();
+    stopped_within_limit(stopped).await;
     drop(tx);
 }
