@@ -33,6 +33,21 @@ async fn open_stream(
     (tx, replies)
 }
 
+/// How a stream ended: with UNAVAILABLE, not silently; returns the status.
+fn unavailable<T: std::fmt::Debug>(ended: Result<Option<T>, tonic::Status>) -> tonic::Status {
+    let err = ended.expect_err("with a status, not silently");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    err
+}
+
+/// The log of partition 0 of "t" after a restart of a server on `dir`: offset to value.
+async fn log_after_restart(dir: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
+    let server = TestServer::start(dir).await;
+    let all = common::fetch_all(&server.client().await, "t", 0).await;
+    server.stop().await.unwrap();
+    all.into_iter().collect()
+}
+
 /// The server's stop, checked to end within the limit.
 async fn stopped_within_limit(stop: tokio::task::JoinHandle<strom::Result<()>>) {
     tokio::time::timeout(LIMIT, stop)
@@ -65,17 +80,14 @@ async fn an_idle_produce_stream_ends_with_unavailable_and_lets_the_server_stop()
     let ended = tokio::time::timeout(LIMIT, replies.message())
         .await
         .expect("the stream ends within the limit");
-    let err = ended.expect_err("with a status, not silently");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = unavailable(ended);
     assert!(err.message().contains("again"), "{err:?}");
     stopped_within_limit(stopped).await;
     drop(tx);
     // The acknowledged record is there after a restart.
-    let server = TestServer::start(dir.path()).await;
-    let all = common::fetch_all(&server.client().await, "t", 0).await;
+    let all = log_after_restart(dir.path()).await;
     assert_eq!(all.len(), 1);
-    assert_eq!(all[0].1, "acked");
-    server.stop().await.unwrap();
+    assert_eq!(all[&0], "acked");
 }
 
 /// A stop with requests in hand: each is answered before the stream's UNAVAILABLE
@@ -119,18 +131,14 @@ async fn a_stop_answers_the_requests_read_and_stores_only_those_answered() {
             other => break other,
         }
     };
-    let err = ended.expect_err("with a status, not silently");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    unavailable(ended);
     stopped_within_limit(stopped.expect("answered before the stop")).await;
     drop(tx);
-    let server = TestServer::start(dir.path()).await;
-    let all = common::fetch_all(&server.client().await, "t", 0).await;
-    let all: std::collections::BTreeMap<u64, String> = all.into_iter().collect();
     assert_eq!(
-        all, stored,
+        log_after_restart(dir.path()).await,
+        stored,
         "the log holds exactly the requests answered with offsets"
     );
-    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +183,7 @@ async fn an_idle_share_stream_ends_with_unavailable_and_lets_the_server_stop() {
             other => break other,
         }
     };
-    let err = ended.expect_err("with a status, not silently");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    unavailable(ended);
     stopped_within_limit(stopped).await;
     drop(tx);
 }

@@ -138,6 +138,12 @@ impl BatchHeader {
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.record_count)
     }
+
+    /// `next_offset`, or None for a batch whose offsets would pass the largest one
+    /// (damage, which `check_header` refuses).
+    pub fn checked_next_offset(&self) -> Option<u64> {
+        self.base_offset.checked_add(u64::from(self.record_count))
+    }
 }
 
 /// CRC of a whole batch as stored: every byte but the CRC field itself.
@@ -190,11 +196,7 @@ pub fn check_header(
     if header.record_count == 0 {
         return Err("batch holds no records".to_string());
     }
-    if header
-        .base_offset
-        .checked_add(u64::from(header.record_count))
-        .is_none()
-    {
+    if header.checked_next_offset().is_none() {
         return Err(format!(
             "batch of {} records at base offset {} runs past the largest offset",
             header.record_count, header.base_offset

@@ -181,11 +181,7 @@ pub fn records(batch: &[u8]) -> std::result::Result<Vec<RecordView<'_>>, String>
             )
         })?;
     // The same rule as `check_header`: these bytes may not have been through it.
-    if header
-        .base_offset
-        .checked_add(u64::from(header.record_count))
-        .is_none()
-    {
+    if header.checked_next_offset().is_none() {
         return Err("the batch's offsets run past the largest offset".into());
     }
     // The header's count is not trusted with an allocation: every record holds at least

@@ -7,9 +7,10 @@
 //!   active one takes its end from the checkpoint.
 //! - Otherwise the log is scanned from the recovery checkpoint (or from the first segment
 //!   if there is none, or from the start of the checkpoint's segment if the batch ending
-//!   at its position disagrees with it). Each batch's header, CRC and records are checked; the first bad
-//!   one ends the log: its file is cut there, later segments are deleted, and a warning
-//!   names the file, byte position and offset. Indexes are rebuilt past the checkpoint.
+//!   at its position disagrees with it). Each batch's header, CRC and records are
+//!   checked; the first bad one ends the log: its file is cut there, later segments are
+//!   deleted, and a warning names the file, byte position and offset. Indexes are
+//!   rebuilt past the checkpoint.
 //! - Segments below the checkpoint were synced before it was written, so they are trusted,
 //!   but their indexes are still checked when first used, and rebuilt in memory if
 //!   damaged (`Segment::open_sealed`: reading never writes).
