@@ -107,11 +107,28 @@ async fn deleting_a_topic_ends_its_waits_releases_its_files_and_a_new_one_shares
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await; // both are waiting now
+    // And a share group's long poll (a queue worker waiting for work): it waited out a
+    // third of its session (15 s) before it noticed.
+    let mut worker = client.queues();
+    let share_poll = tokio::spawn(async move {
+        worker
+            .share_fetch(pb::ShareFetchRequest {
+                group: "workers".into(),
+                topic: "doomed".into(),
+                max_wait_ms: 25_000,
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // all three are waiting now
     admin.delete_topic("doomed").await.unwrap();
 
     let polled = within("the long poll", long_poll).await.unwrap();
     assert_eq!(polled.unwrap_err().code(), Code::NotFound);
+    let share_polled = within("the share group's long poll", share_poll)
+        .await
+        .unwrap();
+    assert_eq!(share_polled.unwrap_err().code(), Code::NotFound);
     let ended = within("the subscription", stream.next()).await;
     assert_eq!(ended.unwrap().unwrap_err().code(), Code::NotFound);
     assert_eq!(

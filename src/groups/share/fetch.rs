@@ -221,8 +221,12 @@ impl ShareGroups {
                     .iter_mut()
                     .map(|w| Box::pin(async move { w.changed().await.is_ok() })),
             );
+            // A deleted topic ends the wait at once (the next round's lookup says
+            // NOT_FOUND): its partitions' watches never fire again.
+            let deleted = topic.partitions[0].deleted();
             tokio::select! {
                 _ = grown => {}
+                () = deleted => {}
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = stopping.changed() => {}
