@@ -448,6 +448,94 @@ async fn a_client_with_grpc_default_limits_reads_a_batch_of_large_records() {
     server.stop().await.unwrap();
 }
 
+/// A server whose max_fetch_bytes is below a topic's max.message.bytes: a record larger
+/// than the first is still read back, whole, by Fetch, Subscribe and ShareFetch (its
+/// answer failed, so every consumer of the partition was stuck on it for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_max_fetch_bytes_is_still_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_fetch_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(dir.path(), limits).await;
+    let client = server.client().await;
+    let config = BTreeMap::from([("max.message.bytes".to_string(), "8388608".to_string())]);
+    client.admin().create_topic("big", 1, config).await.unwrap();
+    let mut queues = client.queues();
+    let share_fetch = |max_records| pb::ShareFetchRequest {
+        group: "workers".into(),
+        topic: "big".into(),
+        max_records,
+        ..Default::default()
+    };
+    // The share group starts at the end of the log as it is now: before the records.
+    queues.share_fetch(share_fetch(1)).await.unwrap();
+    let values = [vec![1u8], vec![2u8; 4_000_000], vec![3u8]];
+    let mut log = client.log();
+    for value in &values {
+        log.produce(pb::ProduceRequest {
+            topic: "big".into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from(value.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let response = log
+        .fetch(pb::FetchRequest {
+            topic: "big".into(),
+            partition: 0,
+            offset: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let records: Vec<_> = response.records.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 1, "the large record alone");
+    assert_eq!(records[0].value, values[1]);
+    assert_eq!(response.next_offset, 2);
+
+    let mut stream = log
+        .subscribe(pb::SubscribeRequest {
+            topic: "big".into(),
+            partition: 0,
+            start: Some(SubStart::Offset(1)),
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = within("a subscription message", stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        message.records.iter().next().unwrap().unwrap().value,
+        values[1]
+    );
+
+    let mut delivered = Vec::new();
+    while delivered.len() < 3 {
+        let response = within("a share fetch", queues.share_fetch(share_fetch(3)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!response.records.is_empty(), "after {delivered:?}");
+        for shared in response.records {
+            let record = shared.record.unwrap();
+            delivered.push((record.offset, record.value.len()));
+        }
+    }
+    assert_eq!(delivered, [(0, 1), (1, 4_000_000), (2, 1)]);
+    server.stop().await.unwrap();
+}
+
 /// Makes `topics/<legacy>/` as the release before topic ids did: one partition with
 /// data, and a topic.json without name and id, with `config_json` as its config.
 async fn legacy_topic(root: &Path, legacy: &str, config_json: &str) -> std::path::PathBuf {

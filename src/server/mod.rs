@@ -138,8 +138,12 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor sets built by build.rs are valid");
     let max = options.max_request_bytes;
-    // Fetch responses are bounded by the broker's max_fetch_bytes; leave headroom.
-    let max_response = broker.limits().max_fetch_bytes + (1 << 20);
+    // Fetch responses are bounded by the broker's max_fetch_bytes, but one record alone
+    // may be larger (a consumer must always make progress) and can be as large as a
+    // batch the log accepts: with a lowered max_fetch_bytes, a record between the two
+    // could be stored and never read back. Leave headroom for the framing.
+    let largest_record = crate::log::LogConfig::default().max_batch_bytes as usize;
+    let max_response = broker.limits().max_fetch_bytes.max(largest_record) + (1 << 20);
     let upkeep = tokio::spawn(Arc::clone(&broker).run_upkeep(options.upkeep_interval));
     let cleaner = tokio::spawn(Arc::clone(&broker).run_cleaner(options.retention_check_interval));
     let stopping = {
