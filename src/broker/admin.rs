@@ -110,6 +110,11 @@ impl Broker {
         };
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            // Held while the directory goes: an alter that has the settings finishes
+            // writing topic.json first, and one after sees the topic deleted.
+            let _settings = topic
+                .as_ref()
+                .map(|t| t.settings.write().unwrap_or_else(|e| e.into_inner()));
             for partition in topic.iter().flat_map(|t| &t.partitions) {
                 partition.mark_deleted();
             }
@@ -139,6 +144,12 @@ impl Broker {
         let defaults = self.limits.topic_defaults.clone();
         tokio::task::spawn_blocking(move || {
             let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
+            // Deleted since it was looked up: its directory is gone.
+            if topic.partitions.iter().any(|p| p.is_deleted()) {
+                return Err(Error::TopicNotFound {
+                    topic: topic.name.clone(),
+                });
+            }
             let mut overrides = settings.overrides.clone();
             let set = update_overrides(&mut overrides, &changes);
             let mut updated = settings.config.clone();

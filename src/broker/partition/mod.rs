@@ -127,7 +127,15 @@ impl Partition {
         }
     }
 
+    /// `source` in this partition's name; or, if the topic was deleted meanwhile (files
+    /// gone under the request), that: the client is told NOT_FOUND, not an I/O error.
+    /// Reads `deleted`, never the slot: callers may hold the slot's lock.
     fn context(&self, source: Error) -> Error {
+        if self.is_deleted() {
+            return Error::TopicNotFound {
+                topic: self.topic.clone(),
+            };
+        }
         Error::InPartition {
             topic: self.topic.clone(),
             partition: self.id,
@@ -280,6 +288,11 @@ impl Partition {
     pub fn mark_deleted(&self) {
         *self.write_slot() = Slot::Deleted;
         self.deleted.send_replace(true);
+    }
+
+    /// True once the topic is deleted.
+    pub fn is_deleted(&self) -> bool {
+        *self.deleted.borrow()
     }
 
     /// Syncs everything appended, holding the lock (for shutdown only).
