@@ -88,15 +88,7 @@ pub fn code(err: &Error) -> Code {
 
 /// The status for an error: its code and its message, which names what went wrong.
 pub fn status(err: Error) -> Status {
-    // A refusal below the disk floor is logged once, when space runs low, not per request.
-    // A client at a limit the server keeps (members, groups) is the client's business.
-    let expected = matches!(err, Error::DiskFull { .. } | Error::LimitReached(_));
-    if !expected
-        && matches!(
-            code(&err),
-            Code::Internal | Code::DataLoss | Code::ResourceExhausted
-        )
-    {
+    if logged(&err) {
         tracing::error!(%err, "request failed");
     }
     let mut message = err.to_string();
@@ -104,6 +96,23 @@ pub fn status(err: Error) -> Status {
         message = format!("{message}; {hint}");
     }
     Status::new(code(&err), clamp(message))
+}
+
+/// Whether a failed request is the server's to log: its faults and damage are, a
+/// client's own doing is not, or any client could fill the log at will.
+fn logged(err: &Error) -> bool {
+    match err {
+        Error::InPartition { source, .. } => logged(source),
+        // A refusal below the disk floor is logged once, when space runs low.
+        Error::DiskFull { .. } => false,
+        // A client at a limit the server keeps (members, groups), or sending a record
+        // over max.message.bytes, is the client's business.
+        Error::LimitReached(_) | Error::TooLarge { .. } => false,
+        _ => matches!(
+            code(err),
+            Code::Internal | Code::DataLoss | Code::ResourceExhausted
+        ),
+    }
 }
 
 /// A status message travels in an HTTP/2 header: past a few kilobytes a client refuses
@@ -141,6 +150,30 @@ mod tests {
             assert_eq!(status.code(), Code::ResourceExhausted);
             assert!(status.message().contains(raise), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn a_clients_own_doing_is_not_logged_as_the_servers_failure() {
+        let in_partition = |source| Error::InPartition {
+            topic: "t".into(),
+            partition: 0,
+            source: Box::new(source),
+        };
+        let too_large = || Error::TooLarge {
+            what: "record",
+            size: 2,
+            limit: 1,
+        };
+        assert!(!logged(&too_large()));
+        assert!(!logged(&in_partition(too_large())));
+        assert!(!logged(&Error::LimitReached("members".into())));
+        let io = || Error::Io {
+            path: "/data/t/0/00000000000000000000.log".into(),
+            source: std::io::Error::from_raw_os_error(5),
+        };
+        assert!(logged(&io()));
+        assert!(logged(&in_partition(io())));
+        assert!(!logged(&Error::InvalidArgument("bad".into())));
     }
 
     #[test]
