@@ -832,3 +832,36 @@ async fn refused_requests_create_no_group_and_a_waiting_member_stays_a_member() 
     assert!(ended.is_ok(), "{ended:?}");
     server.stop().await.unwrap();
 }
+
+/// A topic deleted and made again: the group forgets the old one's records (its members
+/// were counted as holding them for good, and every incarnation's window stayed in
+/// memory and in the group's files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topics_records_are_forgotten_by_its_share_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let member = fetch(&client, "g", "", "t", 1, 0).await.member_id;
+    produce(&client, "t", 0, values("old", 20)).await;
+    assert_eq!(
+        fetch(&client, "g", &member, "t", 100, 0)
+            .await
+            .records
+            .len(),
+        20
+    );
+    let held = |d: pb::DescribeShareGroupResponse| d.members[0].records_held;
+    assert_eq!(held(describe(&client, "g").await), 20);
+
+    let mut admin = client.admin();
+    admin.delete_topic("t").await.unwrap();
+    admin.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+    fetch(&client, "g", &member, "t", 1, 0).await; // the group starts on the new one
+    produce(&client, "t", 0, values("new", 5)).await;
+    let r = fetch(&client, "g", &member, "t", 100, 0).await;
+    assert_eq!(r.records.len(), 5);
+    let d = describe(&client, "g").await;
+    assert_eq!(d.partitions.len(), 1, "{:?}", d.partitions);
+    assert_eq!(held(d), 5, "the deleted topic's records are not held");
+    server.stop().await.unwrap();
+}

@@ -10,10 +10,10 @@ use super::members;
 use super::state::ShareState;
 use super::window::{Change, MemberIdx, SharePartition};
 use super::CONFIG_FILE;
-use crate::broker::now_ms;
+use crate::broker::{now_ms, Broker};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::store::GroupFiles;
-use crate::groups::Tp;
+use crate::groups::{topic_id, TopicId, Tp};
 use crate::log::files::write_atomically;
 
 /// A loaded share group.
@@ -34,6 +34,9 @@ pub(super) struct Group {
     pub(super) snapshot_tried: u64,
     /// Wall-clock ms of the last request: an idle group is unloaded.
     pub(super) used_ms: i64,
+    /// The broker's topics version when the partitions of deleted topics were last
+    /// dropped (`forget_deleted_topics`).
+    pub(super) topics_version: u64,
 }
 
 impl Group {
@@ -110,6 +113,7 @@ impl Group {
             floors,
             snapshot_tried: u64::MAX,
             used_ms: now_ms(),
+            topics_version: u64::MAX,
         })
     }
 
@@ -130,6 +134,35 @@ impl Group {
     pub(super) fn write_config(dir: &std::path::Path, config: &ShareConfig) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&config.to_map()).expect("a map of strings");
         write_atomically(&dir.join(CONFIG_FILE), &bytes)
+    }
+
+    /// Drops the partitions of topics deleted since the last call: their records can
+    /// never be read again, and a group fed by a topic deleted and made again, time
+    /// after time, would otherwise keep every incarnation's window in memory, count its
+    /// records as held, and write it into every snapshot. Not while some topic cannot
+    /// be opened: it may be one of them. The journal still holds them until the next
+    /// snapshot; a load reads them back and drops them again.
+    pub(super) fn forget_deleted_topics(&mut self, broker: &Broker) {
+        // Runs on every request: the version alone, unless topics changed.
+        if broker.topics_version() == self.topics_version {
+            return;
+        }
+        let (version, metas) = broker.topic_metas();
+        if !broker.list_topics().1.is_empty() {
+            return;
+        }
+        self.topics_version = version;
+        let live: HashSet<TopicId> = metas.iter().filter_map(|m| topic_id(&m.id).ok()).collect();
+        let before = self.state.partitions.len();
+        self.state
+            .partitions
+            .retain(|(tid, _), _| live.contains(tid));
+        if self.state.partitions.len() == before {
+            return;
+        }
+        self.restored.retain(|(tid, _)| live.contains(tid));
+        self.pending.retain(|((tid, _), _)| live.contains(tid));
+        self.refresh_floors();
     }
 
     /// Returns what `members` hold, in every partition. True if anything came back.

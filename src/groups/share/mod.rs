@@ -220,6 +220,7 @@ impl ShareGroups {
                     }
                 }
             }
+            group(&mut guard).forget_deleted_topics(&self.broker);
             return Ok((slot, guard));
         }
     }
