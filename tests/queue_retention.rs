@@ -129,6 +129,9 @@ async fn retention_by_age_waits_for_the_share_group() {
     }
     tokio::time::sleep(Duration::from_millis(600)).await; // several cleaner passes
     assert_eq!(log_start(&client, "old").await, 1);
+    // And DescribeTopic names no deletion time while the group holds it (it said now).
+    let described = client.admin().describe_topic("old").await.unwrap();
+    assert_eq!(described.partitions[0].next_deletion_ms, None);
     // Once the group has finished everything, retention takes it all.
     accept(&client, "q", "old", &[1]).await;
     let rest = share(&client, "q", "old", 10).await;

@@ -55,7 +55,7 @@ impl Broker {
             let mut topics = me.write_topics();
             topics.creating.remove(&owned);
             let topic = created?;
-            let info = topic.describe()?;
+            let info = me.describe(&topic)?;
             topics.live.insert(owned, Arc::new(topic));
             topics.version += 1;
             Ok::<_, Error>(info)
@@ -142,6 +142,7 @@ impl Broker {
     ) -> Result<TopicInfo> {
         let topic = self.topic(name)?;
         let defaults = self.limits.topic_defaults.clone();
+        let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
             // Deleted since it was looked up: its directory is gone.
@@ -176,7 +177,7 @@ impl Broker {
                 overrides,
             };
             drop(settings);
-            topic.describe()
+            me.describe(&topic)
         })
         .await
         .expect("alter task does not panic")

@@ -222,6 +222,12 @@ impl Broker {
     }
 
     /// The retention floor of a partition, if anything holds one.
+    /// `topic` and its partitions' state, retention's next deletion held back by the
+    /// floors as the cleaner's are. May read from disk: call off async workers.
+    pub fn describe(&self, topic: &Topic) -> Result<TopicInfo> {
+        topic.describe(|partition| self.retention_floor(&topic.id, partition))
+    }
+
     fn retention_floor(&self, topic_id: &str, partition: u32) -> Option<u64> {
         let floor = self
             .floor

@@ -138,15 +138,22 @@ impl Topic {
             })
     }
 
-    /// The topic and its partitions' state. May read each partition's first record
-    /// from disk: call off async workers.
-    pub fn describe(&self) -> Result<TopicInfo> {
+    /// The topic and its partitions' state; `floor` gives a partition's retention floor
+    /// (`Broker::describe`). May read each partition's first record from disk: call off
+    /// async workers.
+    pub fn describe(&self, floor: impl Fn(u32) -> Option<u64>) -> Result<TopicInfo> {
         let config = self.config();
         let (policy, now) = (config.retention(), now_ms());
         let partitions = self
             .partitions
             .iter()
-            .map(|p| p.describe(&policy, now))
+            .map(|p| {
+                let policy = crate::log::RetentionPolicy {
+                    keep_from: floor(p.id),
+                    ..policy
+                };
+                p.describe(&policy, now)
+            })
             .collect::<Result<_>>()?;
         Ok(TopicInfo {
             name: self.name.clone(),

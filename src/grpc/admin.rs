@@ -98,7 +98,8 @@ impl Admin for AdminService {
             .topic(&request.into_inner().name)
             .map_err(status)?;
         // Reads each partition's first record, perhaps from disk.
-        let info = tokio::task::spawn_blocking(move || topic.describe())
+        let broker = Arc::clone(&self.broker);
+        let info = tokio::task::spawn_blocking(move || broker.describe(&topic))
             .await
             .expect("describe does not panic")
             .map_err(status)?;

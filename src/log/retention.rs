@@ -242,17 +242,21 @@ impl Log {
 
     /// When the oldest segment becomes due for deletion under `policy` (the cleaner
     /// deletes it at its first pass after): `now_ms` if it is due already, None if
-    /// nothing is ever due (no limits, or nothing stored).
+    /// nothing is due as things stand (no limits, nothing stored, or the oldest segment
+    /// held by `keep_from` from deletion by age).
     pub fn next_deletion_ms(&self, policy: &RetentionPolicy, now_ms: i64) -> Option<i64> {
         if self.plan_retention(policy, now_ms).is_some() {
             return Some(now_ms);
         }
-        let oldest = match self.sealed.first_key_value() {
-            Some((_, summary)) => *summary,
-            None if !self.active.is_empty() => self.active_summary(now_ms),
+        let (oldest, oldest_end) = match self.sealed.first_key_value() {
+            Some((&base, summary)) => (*summary, self.sealed_end(base)),
+            None if !self.active.is_empty() => (self.active_summary(now_ms), self.next_offset()),
             None => return None,
         };
         let ms = i64::try_from(policy.retention_ms?).unwrap_or(i64::MAX);
+        if policy.keep_from.is_some_and(|keep| oldest_end > keep) {
+            return None; // held by the floor until its records are finished: not a time
+        }
         Some(
             oldest
                 .newest(policy.timestamp_after_max_ms)

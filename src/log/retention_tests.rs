@@ -167,8 +167,20 @@ fn an_expired_active_segment_is_rolled_and_a_due_time_is_reported() {
         log.next_deletion_ms(&retention, 10 * HOUR),
         Some(11 * HOUR + 1)
     );
+    // A floor (a share group not finished with offset 2) holds it: no time to say.
+    let held = |keep| RetentionPolicy {
+        keep_from: Some(keep),
+        ..retention
+    };
+    assert_eq!(log.next_deletion_ms(&held(2), 10 * HOUR), None);
+    assert_eq!(
+        log.next_deletion_ms(&held(3), 10 * HOUR),
+        Some(11 * HOUR + 1)
+    );
     assert!(log.active_expired(&retention, 11 * HOUR + 1));
     log.roll().unwrap();
+    assert_eq!(log.next_deletion_ms(&held(2), 12 * HOUR), None, "not now");
+    assert!(log.plan_retention(&held(2), 12 * HOUR).is_none());
     let plan = enforce(&mut log, &retention, 11 * HOUR + 1).unwrap();
     assert_eq!(
         (plan.segments, log.log_start_offset(), log.next_offset()),
