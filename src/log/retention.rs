@@ -61,6 +61,11 @@ impl SegmentSummary {
             _ => {
                 tracing::warn!(path = %index_path.display(), "time index of a sealed segment is missing or damaged; reading the segment for its newest timestamp");
                 match Segment::open_sealed(dir, base, end, limits) {
+                    // Damage to a header ends the reading and may hide the newest
+                    // records (with the first header damaged, none are read at all):
+                    // then never older than when it was last written, or fresh
+                    // records would look expired.
+                    Ok(segment) if segment.damaged() => segment.max_timestamp().max(sealed_ms),
                     Ok(segment) => segment.max_timestamp(),
                     // Unreadable: its age is taken from when it was last written.
                     Err(_) => sealed_ms,

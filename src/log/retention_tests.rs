@@ -299,6 +299,28 @@ fn summaries_read_at_open_match_those_kept_while_running() {
     assert_eq!(reopened(dir.path()), running);
 }
 
+/// A segment whose time index is lost and whose first batch header is damaged: read
+/// for its timestamps, it yields none, and it was deleted at once as older than
+/// retention.ms though its other records were fresh.
+#[test]
+fn a_damaged_segment_without_its_time_index_is_not_taken_for_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = super::log::now_ms();
+    let log = log_with_segments(dir.path(), 3, |_| now);
+    let first = log.sealed_summaries().next().unwrap().0;
+    log.close().unwrap();
+    fs::remove_file(segment_path(dir.path(), first, SegmentFile::TimeIndex)).unwrap();
+    let path = segment_path(dir.path(), first, SegmentFile::Log);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[16] ^= 0xFF; // the first batch's format version
+    fs::write(&path, bytes).unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    let week = 7 * 24 * HOUR as u64;
+    assert!(log
+        .plan_retention(&policy(Some(week), None), now + 1000)
+        .is_none());
+}
+
 #[test]
 fn a_lookup_by_time_finds_the_first_matching_record_at_or_after_the_start() {
     let dir = tempfile::tempdir().unwrap();

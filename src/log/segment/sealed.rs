@@ -46,6 +46,7 @@ impl Segment {
             last_attributes: 0,
             limits,
             reserved: u64::MAX,
+            damaged: false,
         };
         if !(index.1 && time_index.1 && segment.trust(size, end, i64::MIN)) {
             tracing::warn!(path = %segment.log_path.display(), "index of sealed segment is missing or damaged; using one rebuilt in memory");
@@ -66,7 +67,10 @@ impl Segment {
             let rest = &self.map[self.size as usize..file_len as usize];
             match check_header(rest, Some(self.next_offset), rest.len()) {
                 Ok(header) if header.next_offset() <= end => self.record_batch(&header),
-                _ => break,
+                _ => {
+                    self.damaged = true;
+                    break;
+                }
             }
         }
         (self.size, self.next_offset) = (file_len, end);
