@@ -509,3 +509,84 @@ fn the_cleaner_offset_only_moves_forward_but_follows_a_truncation() {
     log.truncate(70).unwrap(); // the first record kept
     assert_eq!(super::swap::read_cleaner_offset(dir.path()).unwrap(), 70);
 }
+
+/// One damaged batch (found by a review: it failed every pass, so the partition was
+/// never compacted again and grew for good): the damaged segment is left as it is, the
+/// segments before and after it are compacted, and no output spans it.
+#[test]
+fn a_damaged_segment_is_left_as_it_is_and_the_others_are_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let newest = write_rounds(&mut log, 9);
+    let bases = log.segment_bases();
+    assert_eq!(bases, [0, 20, 40, 60, 80]);
+    log.close().unwrap();
+    let path = naming::segment_path(dir.path(), 20, naming::SegmentFile::Log);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[format::HEADER_LEN + 40] ^= 0xFF; // inside a record of its first batch
+    fs::write(&path, bytes).unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    for pass in 0..2 {
+        let plan = log.plan_compaction(&policy(), NOW, None);
+        let Some(plan) = plan else { break };
+        let compacted = plan
+            .run(&policy(), NOW)
+            .unwrap_or_else(|e| panic!("pass {pass}: {e}"));
+        log.apply_compaction(compacted).unwrap().run().unwrap();
+    }
+    // Before it: nothing was kept (every key has a newer record), so the log starts at
+    // the damaged segment, which is still there and still damaged; after it, only the
+    // newest record of each key is left.
+    assert_eq!(log.log_start_offset(), 20);
+    assert_eq!(log.segment_bases(), [20, 40, 80]);
+    assert!(log.read(20, 1 << 20).is_err());
+    let after = read_all(&log, 40);
+    assert_eq!(after.len(), 20, "{after:?}");
+    assert_eq!(as_map(&after), newest);
+    // The same after a reopen.
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 40), after);
+}
+
+/// After a damaged segment, an output that ends up empty can neither join the output
+/// before the damage nor go without a replacement: its inputs are left as they are.
+/// With segment.bytes below every segment's size, each input is its own output.
+#[test]
+fn after_a_damaged_segment_inputs_with_nothing_kept_are_left_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let newest = write_rounds(&mut log, 13);
+    assert_eq!(log.segment_bases(), [0, 20, 40, 60, 80, 100, 120]);
+    log.close().unwrap();
+    let path = naming::segment_path(dir.path(), 20, naming::SegmentFile::Log);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[format::HEADER_LEN + 40] ^= 0xFF;
+    fs::write(&path, bytes).unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let one_each = CompactionPolicy {
+        segment_bytes: 1,
+        ..policy()
+    };
+    compact(&mut log, &one_each, NOW).unwrap();
+    assert_eq!(log.log_start_offset(), 20);
+    assert_eq!(log.segment_bases(), [20, 40, 60, 80, 100, 120]);
+    let after = read_all(&log, 40);
+    assert_eq!(
+        as_map(&after),
+        newest,
+        "the newest of each key is what a read ends on"
+    );
+    assert_eq!(
+        after.first().map(|r| r.0),
+        Some(40),
+        "40..100 left as they were"
+    );
+    assert!(
+        !after.iter().any(|r| (100..110).contains(&r.0)),
+        "100 compacted: round 10 gone"
+    );
+    log.close().unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&log, 40), after);
+}

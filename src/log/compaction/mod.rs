@@ -20,10 +20,16 @@
 //!
 //! A crash before the manifest leaves the old segments (open removes `cleaning/`); one
 //! after it leaves the new ones (open completes the renames). Never a mix.
+//!
+//! A damaged input (a batch failing its checksum or header check) is left as it is,
+//! and no output spans it: the segments around it are still compacted, so that one bad
+//! batch cannot stop a partition's compaction for good. Its readable batches' keys
+//! still count; a key whose newest record is past the damage keeps what is readable.
 
 mod batches;
 mod keymap;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::log::Log;
@@ -31,7 +37,7 @@ use super::read::SealedOpener;
 use super::retention::SegmentSummary;
 use super::segment::{Segment, SegmentLimits};
 use super::swap::{Manifest, CLEANING_DIR};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use batches::{for_each_batch, write_run, RecordSpan};
 use keymap::KeyMap;
 
@@ -156,6 +162,9 @@ struct Output {
     segment: Segment,
     /// Base offsets of the input segments it replaces.
     inputs: Vec<u64>,
+    /// A damaged input (or inputs left as they were) lies just before it: it must not
+    /// be joined to the output before them.
+    after_gap: bool,
 }
 
 impl CompactionPlan {
@@ -170,22 +179,36 @@ impl CompactionPlan {
         let mut stats = CompactionStats::default();
         let mut map = KeyMap::new(policy.max_keys.max(1));
         // 1. The newest offset of every key from `map_from`, up to the segment where the
-        //    map fills (that one is compacted with what was mapped of it).
+        //    map fills (that one is compacted with what was mapped of it). The inputs
+        //    before `map_from`, compacted already, are only checked, so that a damaged
+        //    one is known before any of its records is written.
         let mut mapped_end = self.inputs[self.map_from].0;
-        for &(base, end, _) in &self.inputs[self.map_from..] {
+        let mut damaged = HashSet::new();
+        for (i, &(base, end, _)) in self.inputs.iter().enumerate() {
             let segment = self.opener.open(base, end)?;
+            let mapping = i >= self.map_from;
             let mut full = false;
-            for_each_batch(&segment, |_, records| {
-                for r in records {
+            let read = for_each_batch(&segment, |_, records| {
+                for r in records.iter().filter(|_| mapping) {
                     if let Some(key) = r.key {
                         full |= !map.insert(key, r.offset);
                     }
                 }
                 Ok(())
-            })?;
-            mapped_end = end;
-            if full {
-                break;
+            });
+            match read {
+                Ok(()) => {}
+                Err(err @ (Error::Corruption { .. } | Error::ChecksumMismatch { .. })) => {
+                    tracing::warn!(%err, segment = base, "compaction leaves a damaged segment as it is");
+                    damaged.insert(base);
+                }
+                Err(err) => return Err(err),
+            }
+            if mapping {
+                mapped_end = end;
+                if full {
+                    break;
+                }
             }
         }
         stats.keys = map.len();
@@ -209,34 +232,43 @@ impl CompactionPlan {
         let after_max = i64::try_from(policy.timestamp_after_max_ms).unwrap_or(i64::MAX);
         let mut outputs: Vec<Output> = Vec::new();
         let mut dropped_inputs: Vec<u64> = Vec::new(); // leading inputs with nothing kept
+        let mut left: Vec<u64> = Vec::new(); // inputs left as they are
+        let mut gap = false;
         let mut next_tombstone_due: Option<i64> = None;
         let mut changed = false;
         for &(base, end, summary) in &inputs {
+            if damaged.contains(&base) {
+                left.push(base);
+                gap = true;
+                continue;
+            }
             let segment = self.opener.open(base, end)?;
             stats.segments_in += 1;
             stats.bytes_read += segment.size();
             // A new output when this input would take the current one past segment.bytes,
             // past offsets relative to its base that fit in 32 bits (index entries), or
             // past its index's room.
-            let start_new = match outputs.last() {
-                None => true,
-                Some(out) => {
-                    let out_base = out.segment.base();
-                    out.segment.size() + summary.size > policy.segment_bytes
-                        || end - out_base > u64::from(u32::MAX)
-                        || out.segment.indexes_full()
-                }
-            };
+            let start_new = gap
+                || match outputs.last() {
+                    None => true,
+                    Some(out) => {
+                        let out_base = out.segment.base();
+                        out.segment.size() + summary.size > policy.segment_bytes
+                            || end - out_base > u64::from(u32::MAX)
+                            || out.segment.indexes_full()
+                    }
+                };
             if start_new {
                 // An output still empty takes no new one after it: it joins the one
                 // before, or (at the start) its inputs go without a replacement.
                 if outputs.last().is_some_and(|o| o.segment.is_empty()) {
-                    close_empty(&mut outputs, &mut dropped_inputs, &staging)?;
+                    gap |= close_empty(&mut outputs, &mut dropped_inputs, &mut left, &staging)?;
                 }
                 let created = Segment::create(&staging, base, self.limits)?;
                 outputs.push(Output {
                     segment: created,
                     inputs: Vec::new(),
+                    after_gap: std::mem::take(&mut gap),
                 });
             }
             let out = outputs.last_mut().expect("pushed above");
@@ -281,11 +313,16 @@ impl CompactionPlan {
             })?;
         }
         if outputs.last().is_some_and(|o| o.segment.is_empty()) {
-            close_empty(&mut outputs, &mut dropped_inputs, &staging)?;
+            close_empty(&mut outputs, &mut dropped_inputs, &mut left, &staging)?;
         }
         let cleaned_upto = inputs.last().map_or(self.start, |i| i.1);
         let merged = outputs.iter().any(|o| o.inputs.len() > 1) || !dropped_inputs.is_empty();
-        if !changed && !merged {
+        let replaced: Vec<u64> = inputs
+            .iter()
+            .map(|i| i.0)
+            .filter(|base| !left.contains(base))
+            .collect();
+        if (!changed && !merged) || replaced.is_empty() {
             drop(outputs);
             std::fs::remove_dir_all(&staging).at(&staging)?;
             return Ok(Compacted {
@@ -316,7 +353,7 @@ impl CompactionPlan {
         super::files::sync_dir(&staging)?;
         stats.segments_out = new.len();
         let manifest = Manifest {
-            inputs: inputs.iter().map(|i| i.0).collect(),
+            inputs: replaced,
             outputs: new.iter().map(|(b, _)| *b).collect(),
             cleaned_upto,
         };
@@ -334,17 +371,27 @@ impl CompactionPlan {
 
 /// Resolves an output that ended up empty: its inputs join the output before it, or go
 /// without a replacement if there is none (the log then starts later; there was nothing
-/// left to read before).
-fn close_empty(outputs: &mut Vec<Output>, dropped: &mut Vec<u64>, staging: &Path) -> Result<()> {
+/// left to read before). After a damaged input they can do neither (an output would
+/// span it), and are left as they are: returns true then.
+fn close_empty(
+    outputs: &mut Vec<Output>,
+    dropped: &mut Vec<u64>,
+    left: &mut Vec<u64>,
+    staging: &Path,
+) -> Result<bool> {
     let empty = outputs.pop().expect("an output to close");
     let base = empty.segment.base();
     drop(empty.segment);
     remove_staged(staging, base)?;
+    if empty.after_gap {
+        left.extend(empty.inputs);
+        return Ok(true);
+    }
     match outputs.last_mut() {
         Some(previous) => previous.inputs.extend(empty.inputs),
         None => dropped.extend(empty.inputs),
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Removes a staged segment's files (an output that ended up empty).
