@@ -5,33 +5,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::proxy::proxy;
+use common::proxy::behind_a_proxy;
 use common::requests::record;
-use common::server::TestServer;
-use strom::client::{Client, Producer, ProducerConfig};
+use strom::client::{Producer, ProducerConfig};
 use strom::grpc::pb;
-
-/// A server with topic `a` (one partition), and a client that reaches it through a
-/// proxy that goes silent while the flag is set.
-async fn behind_a_proxy(dir: &std::path::Path) -> (TestServer, Arc<AtomicBool>, Client) {
-    let server = TestServer::start(dir).await;
-    server
-        .client()
-        .await
-        .admin()
-        .create_topic("a", 1, Default::default())
-        .await
-        .unwrap();
-    let silent = Arc::new(AtomicBool::new(false));
-    let addr = proxy(server.addr, Arc::clone(&silent)).await;
-    let client = Client::connect(&addr.to_string()).await.unwrap();
-    (server, silent, client)
-}
 
 /// Records for a topic whose partition count the producer does not know yet each need a
 /// DescribeTopic, which hangs for the client's call timeout (10 s) when the server is

@@ -15,6 +15,7 @@ pub use producer::{retriable, Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 pub use worker::{Job, Worker, WorkerConfig};
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -26,6 +27,16 @@ use crate::grpc::pb::{
 
 /// The largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 64 << 20;
+
+/// How often an HTTP/2 PING asks whether the server is still there, and how long its
+/// answer may take: a server that stops answering (stopped, or its machine gone without
+/// a reset) fails every call on the connection with UNAVAILABLE within about their sum,
+/// rather than holding it for good. Long polls and idle streams are not cut short: the
+/// server answers PINGs while they wait.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long making the TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
 #[derive(Clone)]
@@ -45,6 +56,10 @@ impl Client {
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
             .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             // Responses in frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
             .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
             .connect()

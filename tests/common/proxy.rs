@@ -5,8 +5,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use strom::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::server::TestServer;
+
+/// A server with topic `a` (one partition), and a client that reaches it through a
+/// proxy that goes silent while the flag is set.
+pub async fn behind_a_proxy(dir: &std::path::Path) -> (TestServer, Arc<AtomicBool>, Client) {
+    let server = TestServer::start(dir).await;
+    server
+        .client()
+        .await
+        .admin()
+        .create_topic("a", 1, Default::default())
+        .await
+        .unwrap();
+    let silent = Arc::new(AtomicBool::new(false));
+    let addr = proxy(server.addr, Arc::clone(&silent)).await;
+    let client = Client::connect(&addr.to_string()).await.unwrap();
+    (server, silent, client)
+}
 
 /// A proxy to `server`: the client's bytes always pass; the server's stop passing while
 /// `silent` is set (they are held, not dropped).
