@@ -12,8 +12,8 @@ use common::proxy::behind_a_proxy;
 use strom::client::{Consumer, GroupConfig, GroupConsumer, Start};
 use strom::grpc::pb;
 
-/// About the keep-alive's interval and timeout (5 s each), with room to spare.
-const BOUND: Duration = Duration::from_secs(25);
+/// About the keep-alive's interval and timeout (10 s each), with room to spare.
+const BOUND: Duration = Duration::from_secs(40);
 
 async fn produce(client: &strom::client::Client, n: usize) {
     let records = (0..n)

@@ -263,7 +263,7 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
     // members (or this one run again) get its partitions at once, not after the
     // session timeout. Seen between polls (a poll stopped halfway could lose records it
     // had taken), so it waits for the poll in hand: against a server that does not
-    // answer, until the connection's keep-alive gives up (about 10 s; see
+    // answer, until the connection's keep-alive gives up (about 20 s; see
     // `client::KEEPALIVE_INTERVAL`), and a second signal ends the process at once.
     let interrupts = Interrupts::watch()?;
     let mut consumer = GroupConsumer::join(&client, config)

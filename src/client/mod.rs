@@ -32,9 +32,10 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// answer may take: a server that stops answering (stopped, or its machine gone without
 /// a reset) fails every call on the connection with UNAVAILABLE within about their sum,
 /// rather than holding it for good. Long polls and idle streams are not cut short: the
-/// server answers PINGs while they wait.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// server answers PINGs while they wait. Not shorter: a server under heavy load must
+/// not have its connections cut for a late answer (gRPC's own default timeout is 20 s).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long making the TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
