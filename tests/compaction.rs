@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::cli::Serve;
 use common::server::TestServer;
 use strom::broker::{Limits, TopicConfig};
-use strom::client::{Client, Consumer, Start};
+use strom::client::{Client, Consumer, GroupConfig, GroupConsumer, Start};
 use strom::grpc::pb;
 use strom::log::{records, Log};
 use strom::server::ServeOptions;
@@ -412,5 +412,30 @@ async fn a_gap_that_reaches_the_end_of_the_log_does_not_stall_a_consumer() {
     let records = consumer.poll(Duration::from_millis(10)).await.unwrap();
     assert!(records.is_empty());
     assert_eq!((consumer.position(), consumer.high_watermark()), (2, 2));
+    // A group member too (its fetcher dropped the empty answer's next offset, so its
+    // commits stopped at 1, lag 1, until a new record came).
+    let config = GroupConfig {
+        auto_commit: None,
+        ..GroupConfig::new("gg", &["g"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    let committed = |client: Client| async move {
+        let request = pb::FetchOffsetsRequest {
+            group: "gg".into(),
+            topics: vec![],
+        };
+        let response = client.groups().fetch_offsets(request).await.unwrap();
+        response.into_inner().offsets.first().map(|o| o.offset)
+    };
+    let deadline = Instant::now() + LIMIT;
+    while committed(client.clone()).await != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the member's commit never passed the gap"
+        );
+        let _ = member.poll(Duration::from_millis(100)).await.unwrap();
+        member.commit().await.unwrap();
+    }
+    member.close().await.unwrap();
     server.stop().await.unwrap();
 }

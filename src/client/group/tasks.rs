@@ -34,7 +34,9 @@ pub(super) async fn fetch_loop(
         };
         let result = match client.fetch(request).await {
             Ok(response) => match to_owned(key.1, &response.records) {
-                Ok(records) if records.is_empty() => continue,
+                // An empty answer may still move on: past a gap compaction left at the
+                // end of the log. The position must follow, or commits stop before it.
+                Ok(records) if records.is_empty() && response.next_offset <= next => continue,
                 Ok(records) => {
                     next = response.next_offset.max(next);
                     Ok((records, next))
