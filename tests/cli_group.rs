@@ -128,3 +128,106 @@ fn an_interrupted_group_consumer_commits_and_leaves_before_it_exits() {
         ["orders", "0", "3", "3", "0", "-"]
     );
 }
+
+/// Output that cannot be written (a full disk) is not consumed: the group commits
+/// nothing of it, and the command fails (it committed the whole batch). `-n 0` is
+/// refused (it printed one record and committed it).
+#[test]
+fn output_that_cannot_be_written_is_not_committed() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    server.ok(&["produce", "-t", "orders"], b"r1\nr2\nr3\n");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = Command::new(common::cli::STROM)
+        .args(["consume", "-t", "orders", "--group", "billing"])
+        .args(["--server", &server.addr])
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        empty_group_last_row(&server, "billing"),
+        ["orders", "0", "0", "3", "3", "-"]
+    );
+    let refused = server.run(&["consume", "-t", "orders", "-n", "0"], b"");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(refused.stdout.is_empty());
+}
+
+/// A commit that fails at the end (the server gone) fails the command: the records it
+/// printed will be printed again, and a script must be able to tell (it exited 0).
+#[test]
+fn a_failed_final_commit_fails_the_command() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    server.ok(&["produce", "-t", "orders"], b"r1\nr2\nr3\n");
+    let mut child = Command::new(common::cli::STROM)
+        .args(["consume", "-t", "orders", "--group", "billing"])
+        .args(["--server", &server.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for want in ["r1", "r2", "r3"] {
+        assert_eq!(lines.next().unwrap().unwrap(), want);
+    }
+    // Printed; it exits after 2 s with nothing more. The server goes first.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let status = common::cli::wait_within(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("printed again"), "{stderr}");
+}
+
+/// On one core, a reader that stops reading for longer than the member's session (10 s)
+/// blocked the only runtime thread in a write to stdout: the heartbeat stopped, the
+/// member lost its partitions, and when the reader went on, the same process printed
+/// its backlog again. Every record must be printed once.
+#[test]
+fn on_one_core_a_stalled_reader_gets_every_record_once() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    let input: String = (0..30_000).map(|i| format!("record-{i:06}\n")).collect();
+    server.ok(&["produce", "-t", "orders"], input.as_bytes());
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", common::cli::STROM])
+        .args(["consume", "-t", "orders", "--group", "billing"])
+        .args(["--server", &server.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(13)); // the pipe fills, and stays full
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = common::cli::wait_within(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+    let printed: Vec<&str> = out.lines().collect();
+    let unique: std::collections::BTreeSet<&str> = printed.iter().copied().collect();
+    assert_eq!((printed.len(), unique.len()), (30_000, 30_000));
+}

@@ -51,8 +51,8 @@ pub struct ConsumeArgs {
     /// With --format text, print the key and a tab before the value (NULL when absent).
     #[arg(long)]
     print_key: bool,
-    /// Stop after this many records.
-    #[arg(long, short = 'n')]
+    /// Stop after this many records (at least 1).
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
     max_records: Option<u64>,
 }
 

@@ -301,6 +301,14 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
             }
         }
         if let Err(stop) = write_out(&out) {
+            if let Stop::Failed(_) = stop {
+                // Not written (a full disk, say): not consumed. The batch goes back,
+                // whole, as it may be partly written (printed again next time rather
+                // than lost to the group). A closed output is an end the reader chose:
+                // what it was sent counts as consumed.
+                let first = batch.records.first().expect("a batch has records");
+                consumer.seek(&batch.topic, first.partition, first.offset);
+            }
             break Err(stop);
         }
         out.clear();
@@ -308,14 +316,25 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
             break Ok(());
         }
     };
-    // Commits what was printed (all of the last batch is printed, or the output closed)
-    // and gives the partitions back at once.
-    if let Err(status) = consumer.close().await {
-        noteln!("strom: leaving the group: {}", describe(status));
-    }
+    // Commits what was printed and gives the partitions back at once. A commit that
+    // fails fails the command: the records printed will be printed again by the next
+    // run, and a script must be able to tell.
+    let closed = consumer.close().await.map_err(|status| {
+        Stop::Failed(format!(
+            "committing and leaving the group: {}; what was printed will be printed again",
+            describe(status)
+        ))
+    });
     // A signal that came as the loop ended still sets the exit status.
-    match (result, interrupts.seen()) {
-        (Ok(()), Some(signal)) => Err(Stop::Interrupted(signal)),
-        (result, _) => result,
+    match (result, closed, interrupts.seen()) {
+        (Err(stop), closed, _) => {
+            if let Err(Stop::Failed(message)) = closed {
+                noteln!("strom: {message}");
+            }
+            Err(stop)
+        }
+        (Ok(()), Err(stop), _) => Err(stop),
+        (Ok(()), Ok(()), Some(signal)) => Err(Stop::Interrupted(signal)),
+        (Ok(()), Ok(()), None) => Ok(()),
     }
 }

@@ -110,10 +110,18 @@ pub fn main() -> ExitCode {
         };
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Bench(args) = &cli.command {
-        if let Some(threads) = args.threads() {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            builder.worker_threads(threads.clamp(1, cores));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match &cli.command {
+        Command::Bench(args) => {
+            if let Some(threads) = args.threads() {
+                builder.worker_threads(threads.clamp(1, cores));
+            }
+        }
+        // At least two, even on one core: output goes to stdout by blocking writes, and
+        // a reader that stops reading blocks one thread; a group member's heartbeat
+        // must still run on another, or its session ends and its partitions move.
+        _ => {
+            builder.worker_threads(cores.max(2));
         }
     }
     let runtime = match builder.enable_all().build() {
