@@ -119,6 +119,7 @@ impl Consumer {
             Ok(response) => response,
             Err(status) if status.code() == tonic::Code::OutOfRange => {
                 let bounds = self.bounds().await?;
+                self.high_watermark = bounds.1;
                 self.next = reset_position(
                     &self.topic,
                     self.partition,
