@@ -895,3 +895,39 @@ async fn hostile_requests_are_bounded_and_leave_nothing_behind() {
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
     assert_eq!(group_dirs(), 0);
 }
+
+/// A group at its member limit: a GroupConsumer that cannot join says so from `poll`
+/// (it retried every 200 ms for ever, and `strom consume --group` exited 0 having
+/// printed nothing, with no word of why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refused_a_place_in_a_full_group_is_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let mut full = false;
+    for _ in 0..2_000 {
+        match heartbeat_for(&client, "full", "", 0, &["t"], 60_000).await {
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the group took 2,000 members");
+    let mut member = GroupConsumer::join(&client, GroupConfig::new("full", &["t"]))
+        .await
+        .unwrap();
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(err) = member.poll(Duration::from_millis(100)).await {
+                return err;
+            }
+        }
+    })
+    .await
+    .expect("the refusal reaches poll");
+    assert_eq!(polled.code(), Code::ResourceExhausted, "{polled:?}");
+    assert!(polled.message().contains("members"), "{}", polled.message());
+}

@@ -149,11 +149,17 @@ pub(super) async fn heartbeat_loop(
                 changed.notify_one();
                 continue;
             }
+            // Nothing a retry mends: the caller's poll says why. A group at its
+            // member limit refuses a join for as long as its members stay.
             Err(status)
                 if matches!(
                     status.code(),
-                    Code::InvalidArgument | Code::NotFound | Code::Unimplemented
-                ) =>
+                    Code::InvalidArgument
+                        | Code::NotFound
+                        | Code::Unimplemented
+                        | Code::PermissionDenied
+                        | Code::Unauthenticated
+                ) || (joining && status.code() == Code::ResourceExhausted) =>
             {
                 lock(&shared).failed = Some(status);
                 changed.notify_one();
