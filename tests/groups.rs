@@ -931,3 +931,52 @@ async fn a_member_refused_a_place_in_a_full_group_is_told_why() {
     assert_eq!(polled.code(), Code::ResourceExhausted, "{polled:?}");
     assert!(polled.message().contains("members"), "{}", polled.message());
 }
+
+/// A fetch error that `poll` reports leaves the partition with a fetcher: here its
+/// committed offset was deleted and the member is told to fail rather than reset, so
+/// every poll says so until it seeks (its fetcher had stopped, and later polls returned
+/// nothing for good, the partition owned by nobody that read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_fetch_failed_is_still_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    produce(&client, "t", 0, &values, 0).await;
+    commit(&client, "g", ("", 0), "t", 0, 0).await.unwrap();
+    client
+        .admin()
+        .delete_records("t", 0, Some(5))
+        .await
+        .unwrap();
+    let config = GroupConfig {
+        on_out_of_range: strom::client::OffsetReset::Error,
+        auto_commit: None,
+        ..GroupConfig::new("g", &["t"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    for _ in 0..2 {
+        let polls = async {
+            loop {
+                if let Err(err) = member.poll(Duration::from_millis(100)).await {
+                    return err;
+                }
+            }
+        };
+        let err = tokio::time::timeout(Duration::from_secs(10), polls)
+            .await
+            .expect("the error is reported again");
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    }
+    assert!(member.seek("t", 0, 5));
+    let batch = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+                return batch;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(batch.records[0].offset, 5);
+}

@@ -215,19 +215,37 @@ impl GroupConsumer {
                     records,
                 }))
             }
-            // Retention removed what we were about to read: go on where the reset
-            // policy says (or fail, if it says so).
-            Err(status) if status.code() == Code::OutOfRange => {
+            Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
+            // The fetcher stopped at the error. It starts again whatever happens next:
+            // a partition still owned must not be left without one (later polls would
+            // never return it, and the group would never give it to another member).
+            Err(status) => {
                 let key = fetched.key.clone();
                 let (topic_id, position) = (owned.topic_id.clone(), owned.position);
-                let bounds = self.bounds(&key).await?;
+                let committed = owned.committed;
                 let policy = self.config.on_out_of_range;
-                let to = reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)?;
-                self.start_fetcher(key, topic_id, to, None);
-                Ok(None)
+                // Retention removed what we were about to read: go on where the reset
+                // policy says (or fail, if it says so).
+                let reset = match status.code() {
+                    Code::OutOfRange => match self.bounds(&key).await {
+                        Ok(bounds) => {
+                            reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)
+                        }
+                        Err(failed) => Err(failed),
+                    },
+                    _ => Err(status),
+                };
+                match reset {
+                    Ok(to) => {
+                        self.start_fetcher(key, topic_id, to, None);
+                        Ok(None)
+                    }
+                    Err(status) => {
+                        self.start_fetcher(key, topic_id, position, committed);
+                        Err(status)
+                    }
+                }
             }
-            Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
-            Err(status) => Err(status),
         }
     }
 
