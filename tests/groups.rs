@@ -980,3 +980,58 @@ async fn a_partition_whose_fetch_failed_is_still_fetched() {
     .unwrap();
     assert_eq!(batch.records[0].offset, 5);
 }
+
+/// Polls `member` until it has returned `n` records, within 20 s.
+async fn poll_records(member: &mut GroupConsumer, n: u64) {
+    let polls = async {
+        let mut got = 0;
+        while got < n {
+            if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+                got += batch.records.len() as u64;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), polls)
+        .await
+        .expect("records polled in time");
+}
+
+/// A member the group removed (its session ended while the server could not hear it)
+/// must not commit its old positions: another member read on and committed since, and
+/// they would move its commit back (it committed them, under the id it joined again
+/// with, and the group read 15 records twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_member_commits_nothing() {
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, silent, behind) = common::proxy::behind_a_proxy(dir.path()).await;
+    let direct = server.client().await;
+    let values: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    produce(&direct, "a", 0, &values, 0).await;
+    let config = || GroupConfig {
+        auto_commit: None,
+        session_timeout: Duration::from_secs(1),
+        max_bytes: 1, // a record a poll
+        ..GroupConfig::new("g", &["a"])
+    };
+    let mut first = GroupConsumer::join(&behind, config()).await.unwrap();
+    poll_records(&mut first, 5).await;
+    first.commit().await.unwrap();
+    // The server stops hearing from it: its session ends, and a second member takes
+    // the partition, reads on and commits 20.
+    silent.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut second = GroupConsumer::join(&direct, config()).await.unwrap();
+    poll_records(&mut second, 15).await;
+    second.commit().await.unwrap();
+    second.close().await.unwrap();
+    assert_eq!(fetch_offsets(&direct, "g").await[&("a".to_string(), 0)], 20);
+    // It hears again, learns it was removed, joins again; its commit must not store
+    // its old position, 5.
+    silent.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = first.commit().await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(fetch_offsets(&direct, "g").await[&("a".to_string(), 0)], 20);
+}

@@ -251,23 +251,14 @@ impl GroupConsumer {
 
     /// Applies what the heartbeats learnt: fencing, revoked partitions, new partitions.
     async fn reconcile(&mut self) -> Result<(), Status> {
-        let (fenced, assignment, failed) = {
-            let mut shared = lock(&self.shared);
-            (
-                std::mem::take(&mut shared.fenced),
-                shared.assignment.clone(),
-                shared.failed.clone(),
-            )
+        let (assignment, failed) = {
+            let shared = lock(&self.shared);
+            (shared.assignment.clone(), shared.failed.clone())
         };
         if let Some(status) = failed {
             return Err(status);
         }
-        if fenced {
-            for (_, owned) in std::mem::take(&mut self.owned) {
-                owned.fetcher.abort();
-            }
-            lock(&self.shared).owned.clear();
-        }
+        self.drop_if_fenced();
         let Some(assignment) = assignment else {
             return Ok(());
         };
@@ -410,8 +401,31 @@ impl GroupConsumer {
         true
     }
 
-    /// Commits the position of every owned partition (what `poll` returned).
+    /// A member the group fenced (removed, its session over) drops its partitions
+    /// without committing: others may have read on and committed since, and its
+    /// positions would move their commits back. True if it was fenced.
+    fn drop_if_fenced(&mut self) -> bool {
+        let fenced = std::mem::take(&mut lock(&self.shared).fenced);
+        if fenced {
+            for (_, owned) in std::mem::take(&mut self.owned) {
+                owned.fetcher.abort();
+            }
+            lock(&self.shared).owned.clear();
+        }
+        fenced
+    }
+
+    /// Commits the position of every owned partition (what `poll` returned). Fails
+    /// with FAILED_PRECONDITION, committing nothing, if the group fenced the member
+    /// since its last poll.
     pub async fn commit(&mut self) -> Result<(), Status> {
+        if self.drop_if_fenced() {
+            return Err(Status::failed_precondition(
+                "the group removed this member (its session ended) and gave its partitions \
+                 out again: nothing committed; what it polled since its last commit will be \
+                 read again",
+            ));
+        }
         let keys: Vec<Key> = self.owned.keys().cloned().collect();
         self.last_commit = Instant::now();
         self.commit_keys(&keys).await
@@ -463,14 +477,18 @@ impl GroupConsumer {
         }
         self.heartbeats.abort();
         let member_id = lock(&self.shared).member_id.clone();
-        if !member_id.is_empty() {
-            let request = pb::LeaveGroupRequest {
-                group: self.config.group.clone(),
-                member_id,
-            };
-            self.groups.leave_group(request).await?;
-        }
-        committed
+        let left = match member_id.is_empty() {
+            true => Ok(()),
+            false => {
+                let request = pb::LeaveGroupRequest {
+                    group: self.config.group.clone(),
+                    member_id,
+                };
+                self.groups.leave_group(request).await.map(|_| ())
+            }
+        };
+        // The commit's failure first: it is the one that costs records read again.
+        committed.and(left)
     }
 }
 
