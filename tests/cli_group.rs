@@ -231,3 +231,38 @@ fn on_one_core_a_stalled_reader_gets_every_record_once() {
     let unique: std::collections::BTreeSet<&str> = printed.iter().copied().collect();
     assert_eq!((printed.len(), unique.len()), (30_000, 30_000));
 }
+
+/// A new member waits for the partitions another member holds (here one that stopped
+/// heartbeating; its 1 s session must end first): without --follow it exited after 2 s
+/// of nothing, having been given nothing yet, and printed nothing.
+#[test]
+fn a_new_member_waits_for_its_partitions_before_it_counts_as_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "orders", "-p", "1"], b"");
+    server.ok(&["produce", "-t", "orders"], b"r1\nr2\nr3\n");
+    // A member that joins, takes the partition and goes quiet.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = strom::client::Client::connect(&server.addr).await.unwrap();
+        let mut groups = client.groups();
+        let mut request = strom::grpc::pb::HeartbeatRequest {
+            group: "billing".into(),
+            topics: vec!["orders".into()],
+            session_timeout_ms: 1_000,
+            ..Default::default()
+        };
+        let joined = groups
+            .heartbeat(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        request.member_id = joined.member_id;
+        request.member_epoch = joined.member_epoch;
+        let held = groups.heartbeat(request).await.unwrap().into_inner();
+        assert_eq!(held.assignment.len(), 1, "{held:?}");
+    });
+    let started = std::time::Instant::now();
+    let out = lines(server.ok(&["consume", "-t", "orders", "--group", "billing"], b""));
+    assert_eq!(out, ["r1", "r2", "r3"], "after {:?}", started.elapsed());
+}

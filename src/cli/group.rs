@@ -259,6 +259,7 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
         _ => return Err(Stop::Failed("with --group, --from is earliest or latest: where to start in partitions the group has not committed (use `strom group reset` to move a group)".into())),
     };
     config.auto_commit = Some(Duration::from_secs(1));
+    let config_session = config.session_timeout;
     // Ctrl-C or SIGTERM: commit what was printed and leave, so that the group's other
     // members (or this one run again) get its partitions at once, not after the
     // session timeout. Seen between polls (a poll stopped halfway could lose records it
@@ -270,9 +271,16 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
         .await
         .map_err(describe)?;
     let idle = Duration::from_secs(2);
+    // Without --follow, the idle time counts from when the member first has partitions:
+    // a new member may wait a heartbeat or two for others to give some up (it exited
+    // with nothing beside a member busy printing). One that gets none within a session
+    // timeout will not get any.
+    let unassigned_limit = config_session;
+    let started = tokio::time::Instant::now();
+    let mut assigned = false;
     let mut printed = 0u64;
     let mut out = Vec::new();
-    let mut last_record = tokio::time::Instant::now();
+    let mut last_record = started;
     let result = loop {
         if let Some(signal) = interrupts.seen() {
             break Err(Stop::Interrupted(signal));
@@ -281,8 +289,16 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
             Ok(batch) => batch,
             Err(status) => break Err(Stop::Failed(describe(status))),
         };
+        if !assigned && !consumer.assignment().is_empty() {
+            assigned = true;
+            last_record = tokio::time::Instant::now();
+        }
         let Some(batch) = batch else {
-            if !args.follow && last_record.elapsed() >= idle {
+            let idle_over = match assigned {
+                true => last_record.elapsed() >= idle,
+                false => started.elapsed() >= unassigned_limit,
+            };
+            if !args.follow && idle_over {
                 break Ok(());
             }
             continue;
