@@ -510,6 +510,17 @@ fn the_cleaner_offset_only_moves_forward_but_follows_a_truncation() {
     assert_eq!(super::swap::read_cleaner_offset(dir.path()).unwrap(), 70);
 }
 
+/// Closes `log`, flips a byte inside a record of the first batch of the segment at
+/// `base` (its checksum then fails), and opens it again.
+fn with_a_damaged_record(log: Log, dir: &std::path::Path, base: u64) -> Log {
+    log.close().unwrap();
+    let path = naming::segment_path(dir, base, naming::SegmentFile::Log);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[format::HEADER_LEN + 40] ^= 0xFF;
+    fs::write(&path, bytes).unwrap();
+    Log::open(dir, config()).unwrap().0
+}
+
 /// One damaged batch (found by a review: it failed every pass, so the partition was
 /// never compacted again and grew for good): the damaged segment is left as it is, the
 /// segments before and after it are compacted, and no output spans it.
@@ -520,12 +531,7 @@ fn a_damaged_segment_is_left_as_it_is_and_the_others_are_compacted() {
     let newest = write_rounds(&mut log, 9);
     let bases = log.segment_bases();
     assert_eq!(bases, [0, 20, 40, 60, 80]);
-    log.close().unwrap();
-    let path = naming::segment_path(dir.path(), 20, naming::SegmentFile::Log);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[format::HEADER_LEN + 40] ^= 0xFF; // inside a record of its first batch
-    fs::write(&path, bytes).unwrap();
-    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let mut log = with_a_damaged_record(log, dir.path(), 20);
     for pass in 0..2 {
         let plan = log.plan_compaction(&policy(), NOW, None);
         let Some(plan) = plan else { break };
@@ -558,12 +564,7 @@ fn after_a_damaged_segment_inputs_with_nothing_kept_are_left_as_they_are() {
     let (mut log, _) = Log::open(dir.path(), config()).unwrap();
     let newest = write_rounds(&mut log, 13);
     assert_eq!(log.segment_bases(), [0, 20, 40, 60, 80, 100, 120]);
-    log.close().unwrap();
-    let path = naming::segment_path(dir.path(), 20, naming::SegmentFile::Log);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[format::HEADER_LEN + 40] ^= 0xFF;
-    fs::write(&path, bytes).unwrap();
-    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let mut log = with_a_damaged_record(log, dir.path(), 20);
     let one_each = CompactionPolicy {
         segment_bytes: 1,
         ..policy()
