@@ -591,3 +591,29 @@ fn after_a_damaged_segment_inputs_with_nothing_kept_are_left_as_they_are() {
     let (log, _) = Log::open(dir.path(), config()).unwrap();
     assert_eq!(read_all(&log, 40), after);
 }
+
+/// A tombstone behind a damaged segment stays: the damaged segment is left as it is, so
+/// an older value of the key in it is never removed, and dropping the tombstone would
+/// bring that value back.
+#[test]
+fn a_tombstone_behind_a_damaged_segment_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let old = format!("v1 {}", "x".repeat(100));
+    log.append(&mut batch(&[("k", &old)], NOW - 10_000))
+        .unwrap(); // 0, to be damaged
+    log.roll().unwrap();
+    log.append(&mut batch(&[("k", "")], NOW - 10_000)).unwrap(); // 1, its tombstone
+    log.roll().unwrap();
+    log.append(&mut batch(&[("z", "1")], NOW - 10_000)).unwrap(); // 2
+    log.roll().unwrap();
+    log.append(&mut batch(&[("w", "1")], NOW - 10_000)).unwrap(); // 3, active
+    let mut log = with_a_damaged_record(log, dir.path(), 0);
+    compact(&mut log, &policy(), NOW);
+    let after = read_all(&log, 1);
+    assert_eq!(
+        after.first(),
+        Some(&(1, "k".to_string(), String::new())),
+        "{after:?}"
+    );
+}

@@ -25,6 +25,7 @@
 //! and no output spans it: the segments around it are still compacted, so that one bad
 //! batch cannot stop a partition's compaction for good. Its readable batches' keys
 //! still count; a key whose newest record is past the damage keeps what is readable.
+//! Tombstones behind it stay: older values of their keys in it are never removed.
 
 mod batches;
 mod keymap;
@@ -233,6 +234,7 @@ impl CompactionPlan {
         let mut outputs: Vec<Output> = Vec::new();
         let mut dropped_inputs: Vec<u64> = Vec::new(); // leading inputs with nothing kept
         let mut left: Vec<u64> = Vec::new(); // inputs left as they are
+        let first_damaged = damaged.iter().min().copied();
         let mut gap = false;
         let mut next_tombstone_due: Option<i64> = None;
         let mut changed = false;
@@ -288,8 +290,12 @@ impl CompactionPlan {
                     let written = r
                         .timestamp_ms
                         .min(summary.sealed_ms.saturating_add(after_max));
-                    let expired =
-                        r.tombstone && newest == Some(r.offset) && written < tombstone_limit;
+                    // A tombstone behind a damaged segment stays: that segment is left
+                    // as it is, older values of the key in it with it.
+                    let removable = r.tombstone
+                        && newest == Some(r.offset)
+                        && first_damaged.is_none_or(|d| r.offset < d);
+                    let expired = removable && written < tombstone_limit;
                     if superseded || expired {
                         changed = true;
                         stats.tombstones_removed += u64::from(expired);
@@ -299,7 +305,7 @@ impl CompactionPlan {
                         }
                         continue;
                     }
-                    if r.tombstone && newest == Some(r.offset) {
+                    if removable {
                         let due = written.saturating_add(keep_ms).saturating_add(1);
                         next_tombstone_due = Some(next_tombstone_due.map_or(due, |d| d.min(due)));
                     }
