@@ -94,7 +94,10 @@ impl Broker {
                     (Some(topic), None)
                 }
                 None => match topics.unavailable.remove(name) {
-                    Some(broken) => (None, Some(broken)),
+                    Some(broken) => {
+                        topics.version += 1;
+                        (None, Some(broken))
+                    }
                     None => {
                         return Err(Error::TopicNotFound {
                             topic: name.to_string(),

@@ -221,13 +221,13 @@ impl Broker {
         *self.floor.write().unwrap_or_else(|e| e.into_inner()) = Some(floor);
     }
 
-    /// The retention floor of a partition, if anything holds one.
     /// `topic` and its partitions' state, retention's next deletion held back by the
     /// floors as the cleaner's are. May read from disk: call off async workers.
     pub fn describe(&self, topic: &Topic) -> Result<TopicInfo> {
         topic.describe(|partition| self.retention_floor(&topic.id, partition))
     }
 
+    /// The retention floor of a partition, if anything holds one.
     fn retention_floor(&self, topic_id: &str, partition: u32) -> Option<u64> {
         let floor = self
             .floor

@@ -259,7 +259,7 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
         _ => return Err(Stop::Failed("with --group, --from is earliest or latest: where to start in partitions the group has not committed (use `strom group reset` to move a group)".into())),
     };
     config.auto_commit = Some(Duration::from_secs(1));
-    let config_session = config.session_timeout;
+    let unassigned_limit = config.session_timeout;
     // Ctrl-C or SIGTERM: commit what was printed and leave, so that the group's other
     // members (or this one run again) get its partitions at once, not after the
     // session timeout. Seen between polls (a poll stopped halfway could lose records it
@@ -275,7 +275,6 @@ pub async fn consume(client: Client, args: GroupConsume) -> Result<(), Stop> {
     // a new member may wait a heartbeat or two for others to give some up (it exited
     // with nothing beside a member busy printing). One that gets none within a session
     // timeout will not get any.
-    let unassigned_limit = config_session;
     let started = tokio::time::Instant::now();
     let mut assigned = false;
     let mut printed = 0u64;

@@ -227,12 +227,9 @@ impl GroupConsumer {
                 // Retention removed what we were about to read: go on where the reset
                 // policy says (or fail, if it says so).
                 let reset = match status.code() {
-                    Code::OutOfRange => match self.bounds(&key).await {
-                        Ok(bounds) => {
-                            reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)
-                        }
-                        Err(failed) => Err(failed),
-                    },
+                    Code::OutOfRange => self.bounds(&key).await.and_then(|bounds| {
+                        reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)
+                    }),
                     _ => Err(status),
                 };
                 match reset {

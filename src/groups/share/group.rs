@@ -147,11 +147,13 @@ impl Group {
         if broker.topics_version() == self.topics_version {
             return;
         }
+        // Recorded even when a topic cannot be opened, or each request would look again;
+        // its deletion (or a restart) changes the version.
         let (version, metas) = broker.topic_metas();
+        self.topics_version = version;
         if !broker.list_topics().1.is_empty() {
             return;
         }
-        self.topics_version = version;
         let live: HashSet<TopicId> = metas.iter().filter_map(|m| topic_id(&m.id).ok()).collect();
         let before = self.state.partitions.len();
         self.state
