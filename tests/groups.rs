@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::cli::Serve;
 use common::server::TestServer;
 use strom::broker::Limits;
-use strom::client::{Client, GroupConfig, GroupConsumer};
+use strom::client::{Client, GroupConfig, GroupConsumer, OffsetReset};
 use strom::grpc::pb::{self, reset_offsets_request::To};
 use strom::server::ServeOptions;
 use tonic::Code;
@@ -950,7 +950,7 @@ async fn a_partition_whose_fetch_failed_is_still_fetched() {
         .await
         .unwrap();
     let config = GroupConfig {
-        on_out_of_range: strom::client::OffsetReset::Error,
+        on_out_of_range: OffsetReset::Error,
         auto_commit: None,
         ..GroupConfig::new("g", &["t"])
     };
@@ -1034,4 +1034,40 @@ async fn a_fenced_member_commits_nothing() {
     let err = first.commit().await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(fetch_offsets(&direct, "g").await[&("a".to_string(), 0)], 20);
+}
+
+/// `start: Offset(n)` starts partitions the group never committed at `n` (it meant
+/// Earliest); an offset not in a partition is out of range and goes where
+/// `on_out_of_range` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_can_start_at_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    produce(&client, "t", 0, &values, 0).await;
+    let first_polled = |start, on_out_of_range, group: &'static str| {
+        let client = client.clone();
+        async move {
+            let config = GroupConfig {
+                start: strom::client::Start::Offset(start),
+                on_out_of_range,
+                auto_commit: None,
+                ..GroupConfig::new(group, &["t"])
+            };
+            let mut member = GroupConsumer::join(&client, config).await.unwrap();
+            let batch = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+                        return batch;
+                    }
+                }
+            })
+            .await
+            .expect("records polled in time");
+            batch.records[0].offset
+        }
+    };
+    assert_eq!(first_polled(7, OffsetReset::Earliest, "a").await, 7);
+    assert_eq!(first_polled(50, OffsetReset::Earliest, "b").await, 0);
 }

@@ -38,7 +38,9 @@ pub struct GroupConfig {
     pub session_timeout: Duration,
     /// Commit what `poll` returned this often; `None` to commit only with `commit`.
     pub auto_commit: Option<Duration>,
-    /// Where to start in partitions the group never committed: `Earliest` or `Latest`.
+    /// Where to start in partitions the group never committed: `Earliest`, `Latest`,
+    /// the first record at or after a `Timestamp`, or the same `Offset` in each (one
+    /// not in a partition is out of range, and `on_out_of_range` says where to go).
     pub start: Start,
     /// Where to go on when a position (committed or reached) has been deleted by
     /// retention or DeleteRecords; logged when it resets.
@@ -345,7 +347,8 @@ impl GroupConsumer {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
             Start::Timestamp(ts) => Spec::TimestampMs(ts),
-            Start::Earliest | Start::Offset(_) => Spec::Earliest(true),
+            Start::Earliest => Spec::Earliest(true),
+            Start::Offset(offset) => return Ok(offset),
         };
         let request = pb::ListOffsetsRequest {
             topic: topic.clone(),
