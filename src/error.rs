@@ -210,6 +210,16 @@ impl Error {
 /// header, and a 100,000-character name would push it past the client's limit.
 pub const MAX_QUOTED: usize = 200;
 
+/// A configured whole number as written in a config value: digits, with a leading `-`
+/// for a negative one. `str::parse` also takes a leading `+`, which no config key
+/// documents, so `"+5"` is refused as any other stray character would be.
+pub fn parse_number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.starts_with('+') {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// `name` in double quotes, cut to `MAX_QUOTED` characters (saying how long it was).
 pub fn quote(name: &str) -> String {
     match name.char_indices().nth(MAX_QUOTED) {

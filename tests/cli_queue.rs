@@ -12,6 +12,11 @@ fn work_runs_a_command_per_job_accepting_rejecting_and_retrying() {
     serve.ok(&["topic", "create", "jobs", "-p", "2"], b"");
     // A bare `config` is refused rather than creating the group to show its settings.
     assert!(!serve.run(&["queue", "config", "q"], b"").status.success());
+    // A pair with no key is the user's slip, told as such (it was sent, and the server
+    // answered about a key "").
+    let output = serve.run(&["queue", "config", "q", "--set", "=5"], b"");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && err.contains("\"=5\" is not KEY=VALUE"), "{err}");
     let listed = String::from_utf8(serve.ok(&["queue", "list"], b"")).unwrap();
     assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
     serve.ok(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{parse_number, Error, Result};
 use crate::log::{CompactionPolicy, LogConfig, RetentionPolicy};
 
 /// When a Produce that does not say is acknowledged.
@@ -134,16 +134,12 @@ impl TopicConfig {
                 ))
             };
             let number = |min: u64, max: u64| {
-                value
-                    .parse::<u64>()
-                    .ok()
+                parse_number::<u64>(value)
                     .filter(|n| (min..=max).contains(n))
                     .ok_or_else(|| bad(format!("use a whole number from {min} to {max}")))
             };
             let or_unlimited = |what: &str| {
-                value
-                    .parse::<i64>()
-                    .ok()
+                parse_number::<i64>(value)
                     .filter(|&n| n == -1 || n >= 1)
                     .ok_or_else(|| {
                         bad(format!(
@@ -393,6 +389,8 @@ mod tests {
             ("retention.ms", "-2"),
             ("retention.ms", "0"),
             ("retention.ms", "1e9"),
+            ("retention.ms", "+5"),
+            ("segment.bytes", "+1048576"),
             ("retention.bytes", "-7"),
             ("retention.bytes", "99999999999999999999"),
             ("cleanup.policy", "remove"),

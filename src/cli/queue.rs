@@ -109,10 +109,8 @@ pub async fn run(args: QueueArgs) -> Result<(), Stop> {
         Action::Config { group, set } => {
             let mut config = std::collections::HashMap::new();
             for pair in set {
-                let (k, v) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("--set {pair:?} is not KEY=VALUE"))?;
-                config.insert(k.to_string(), v.to_string());
+                let (k, v) = super::parse_pair(&pair, "KEY=VALUE")?;
+                config.insert(k, v);
             }
             let now = queues
                 .alter_share_group_config(pb::AlterShareGroupConfigRequest { group, config })

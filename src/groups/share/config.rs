@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{quote, Error, Result};
+use crate::error::{parse_number, quote, Error, Result};
 
 /// Longest lock a group may set: a lock that outlives a day is a lost record.
 pub const MAX_LOCK_MS: u64 = 24 * 3600 * 1000;
@@ -64,9 +64,7 @@ impl Default for ShareConfig {
 }
 
 fn number(key: &str, value: &str, min: u64, max: u64) -> Result<u64> {
-    value
-        .parse::<u64>()
-        .ok()
+    parse_number::<u64>(value)
         .filter(|v| (min..=max).contains(v))
         .ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -218,6 +216,7 @@ mod tests {
             ("max.deliveries", "0"),
             ("lock.ms", "99999999999"),
             ("lock.ms", "-1"),
+            ("lock.ms", "+5000"),
             ("start", "middle"),
             ("nope", "1"),
             ("dead.letter.topic", "a/b"),
