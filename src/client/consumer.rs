@@ -107,6 +107,7 @@ impl Consumer {
 
     /// The next records, waiting up to `max_wait` if there are none yet.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedRecord>, Status> {
+        let asked = tokio::time::Instant::now();
         let request = pb::FetchRequest {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -134,9 +135,26 @@ impl Consumer {
         };
         self.high_watermark = response.high_watermark;
         let records = to_owned(self.partition, &response.records)?;
+        if records.is_empty() && response.next_offset <= self.next {
+            pause_after_early_empty(asked, max_wait).await;
+        }
         self.next = response.next_offset.max(self.next);
         Ok(records)
     }
+}
+
+/// The longest pause after an answer with nothing new that came back before the wait
+/// asked for. A server caps long polls (`--max-wait-ms`; 0 turns them off): asking
+/// again at once would send a request per round trip for as long as the partition is
+/// quiet, a core's worth between client and server. Ten a second is enough to notice
+/// new records.
+const EARLY_EMPTY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Waits out the rest of a poll sent at `asked` for up to `max_wait`, at most
+/// `EARLY_EMPTY_PAUSE`: nothing when the server waited as long as asked.
+pub(crate) async fn pause_after_early_empty(asked: tokio::time::Instant, max_wait: Duration) {
+    let left = (asked + max_wait).saturating_duration_since(tokio::time::Instant::now());
+    tokio::time::sleep(left.min(EARLY_EMPTY_PAUSE)).await;
 }
 
 impl Consumer {

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{lock, Fetched, GroupConfig, Key, Shared};
-use crate::client::consumer::to_owned;
+use crate::client::consumer::{pause_after_early_empty, to_owned};
 use crate::client::Client;
 use crate::grpc::pb::{self, groups_client::GroupsClient};
 
@@ -23,20 +23,25 @@ pub(super) async fn fetch_loop(
     generation: u64,
     tx: mpsc::Sender<Fetched>,
 ) {
+    const MAX_WAIT: Duration = Duration::from_millis(500);
     loop {
         let request = pb::FetchRequest {
             topic: key.0.clone(),
             partition: key.1,
             offset: next,
             max_bytes,
-            max_wait_ms: 500,
+            max_wait_ms: MAX_WAIT.as_millis() as u32,
             min_bytes: 1,
         };
+        let asked = tokio::time::Instant::now();
         let result = match client.fetch(request).await {
             Ok(response) => match to_owned(key.1, &response.records) {
                 // An empty answer may still move on: past a gap compaction left at the
                 // end of the log. The position must follow, or commits stop before it.
-                Ok(records) if records.is_empty() && response.next_offset <= next => continue,
+                Ok(records) if records.is_empty() && response.next_offset <= next => {
+                    pause_after_early_empty(asked, MAX_WAIT).await;
+                    continue;
+                }
                 Ok(records) => {
                     next = response.next_offset.max(next);
                     Ok((records, next))
