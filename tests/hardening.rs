@@ -574,6 +574,57 @@ async fn a_record_larger_than_max_fetch_bytes_is_still_read_whole() {
     server.stop().await.unwrap();
 }
 
+/// A ShareFetch over several partitions of large records: the answer's first record may
+/// be larger than its byte budget, later ones must fit in what is left. Three 7 MB
+/// records made one 21 MB answer, over what the server can send (17 MiB): it failed
+/// with the records already locked, and they came back only after their lock, one
+/// delivery closer to the dead-letter topic (a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_fetch_across_partitions_stays_within_what_the_server_can_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    let config = BTreeMap::from([("max.message.bytes".to_string(), "8388608".to_string())]);
+    client.admin().create_topic("big", 3, config).await.unwrap();
+    let mut queues = client.queues();
+    let share_fetch = pb::ShareFetchRequest {
+        group: "workers".into(),
+        topic: "big".into(),
+        max_records: 10,
+        ..Default::default()
+    };
+    // The share group starts at the end of the log as it is now: before the records.
+    queues.share_fetch(share_fetch.clone()).await.unwrap();
+    let mut log = client.log();
+    for partition in 0..3 {
+        log.produce(pb::ProduceRequest {
+            topic: "big".into(),
+            partition: Some(partition),
+            records: vec![pb::Record {
+                value: Bytes::from(vec![7u8; 7_000_000]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 3 {
+        let response = within("a share fetch", queues.share_fetch(share_fetch.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!response.records.is_empty(), "after {delivered:?}");
+        for shared in response.records {
+            delivered.push(shared.partition);
+        }
+    }
+    delivered.sort();
+    assert_eq!(delivered, [0, 1, 2]);
+    server.stop().await.unwrap();
+}
+
 /// Makes `topics/<legacy>/` as the release before topic ids did: one partition with
 /// data, and a topic.json without name and id, with `config_json` as its config.
 async fn legacy_topic(root: &Path, legacy: &str, config_json: &str) -> std::path::PathBuf {

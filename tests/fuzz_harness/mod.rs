@@ -202,7 +202,7 @@ pub fn group_files_input(offsets: &Offsets, records: &[Vec<((u128, u32), Committ
 pub fn share_files(scratch: &Path, data: &[u8]) {
     use strom::groups::share::config::ShareConfig;
     use strom::groups::share::state::ShareState;
-    use strom::groups::share::window::{Ack, Candidate, Offered};
+    use strom::groups::share::window::{Ack, Candidate, Offered, Want};
     let dir = scratch.join(format!("s.{:032x}", 1));
     reset_dir(&dir);
     let (len, rest) = data.split_at(data.len().min(4));
@@ -256,7 +256,7 @@ pub fn share_files(scratch: &Path, data: &[u8]) {
             end: end.saturating_add(3),
             records: &records,
         };
-        let got = p.acquire(1, offered, 10, 1 << 20, 0, &cfg, &mut changes);
+        let got = p.acquire(1, offered, Want::records(10), 0, &cfg, &mut changes);
         for (offset, _) in got.iter().take(5) {
             p.acknowledge(1, *offset, Ack::Accept, 1, &cfg, &mut changes)
                 .expect("the member holds what it was just handed");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::Start;
-use super::window::{key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals};
+use super::window::{
+    key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals, Want,
+};
 use super::{group, Group, ShareGroups};
 use crate::broker::{now_ms, Partition};
 use crate::error::{quote, Error, Result};
@@ -77,19 +79,7 @@ fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec
                 .headers()
                 .map(|(n, val)| (n.to_string(), chunk.slice_ref(val)))
                 .collect();
-            let size = v.key.map_or(0, <[u8]>::len)
-                + v.value.len()
-                + headers
-                    .iter()
-                    .map(|(n, val)| n.len() + val.len())
-                    .sum::<usize>();
-            candidates.push(Candidate {
-                offset: v.offset,
-                key: key_hash(v.key),
-                deliver_at: deliver_at(&headers, now),
-                size: size.min(u32::MAX as usize) as u32,
-            });
-            delivered.push(Delivered {
+            let d = Delivered {
                 partition: 0,
                 delivery_count: 0,
                 offset: v.offset,
@@ -97,7 +87,14 @@ fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec
                 key: v.key.map(|k| chunk.slice_ref(k)),
                 value: chunk.slice_ref(v.value),
                 headers,
+            };
+            candidates.push(Candidate {
+                offset: v.offset,
+                key: key_hash(v.key),
+                deliver_at: deliver_at(&d.headers, now),
+                size: d.size().min(u32::MAX as usize) as u32,
             });
+            delivered.push(d);
         }
     }
     Ok((candidates, delivered))
@@ -170,7 +167,11 @@ impl ShareGroups {
                     // One partition that cannot be read (damaged, being trimmed) does
                     // not keep the others' records, already locked, from the member.
                     let before = out.len();
-                    let want = (max_records - out.len(), budget);
+                    let want = Want {
+                        records: max_records - out.len(),
+                        bytes: budget,
+                        first_may_exceed: out.is_empty(),
+                    };
                     if let Err(err) = g.fill(tp, partition, idx, want, now, &mut out).await {
                         tracing::warn!(group = %group_name, topic = %topic.name, partition = partition.id, %err, "share fetch skipped a partition");
                         failed = Some(err);
@@ -236,13 +237,13 @@ impl ShareGroups {
 }
 
 impl Group {
-    /// Locks up to `want` (records, bytes) of one partition to member `idx`, into `out`.
+    /// Locks up to `want` of one partition to member `idx`, into `out`.
     async fn fill(
         &mut self,
         tp: Tp,
         partition: &Arc<Partition>,
         idx: MemberIdx,
-        (max_records, max_bytes): (usize, usize),
+        want: Want,
         now: i64,
         out: &mut Vec<Delivered>,
     ) -> Result<()> {
@@ -296,7 +297,7 @@ impl Group {
             return Ok(());
         };
         let (read, _) = partition
-            .read(from, max_bytes.clamp(64 << 10, 1 << 20))
+            .read(from, want.bytes.clamp(64 << 10, 1 << 20))
             .await?;
         let (candidates, records) = parse(&read, from, now)?;
         let offered = Offered {
@@ -305,15 +306,7 @@ impl Group {
             records: &candidates,
         };
         let sp = self.state.partitions.get_mut(&tp).expect("inserted");
-        let got = sp.acquire(
-            idx,
-            offered,
-            max_records,
-            max_bytes,
-            now,
-            &self.config,
-            &mut changes,
-        );
+        let got = sp.acquire(idx, offered, want, now, &self.config, &mut changes);
         self.record(tp, changes);
         let mut records = records.into_iter().peekable();
         for (offset, count) in got {
@@ -330,15 +323,25 @@ impl Group {
     }
 }
 
+/// Bytes a delivered record's message takes in an answer beside its contents, at most:
+/// the tags, lengths and fixed fields of the `SharedRecord` and `Record` around them.
+pub const RECORD_FRAMING: usize = 64;
+
+/// Likewise for each of its headers: a record of many empty headers is small to count
+/// by contents alone, and 10,000 of them made an answer the server could not send.
+pub const HEADER_FRAMING: usize = 18;
+
 impl Delivered {
-    /// Bytes it takes in an answer, about: key, value and headers.
+    /// Bytes it takes in an answer, at most: key, value and headers, with the framing
+    /// of each (`grpc::queues` checks this against the encoded message).
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len)
+        RECORD_FRAMING
+            + self.key.as_ref().map_or(0, Bytes::len)
             + self.value.len()
             + self
                 .headers
                 .iter()
-                .map(|(n, v)| n.len() + v.len())
+                .map(|(n, v)| HEADER_FRAMING + n.len() + v.len())
                 .sum::<usize>()
     }
 }

@@ -122,18 +122,16 @@ impl SharePartition {
         first_open
     }
 
-    /// Locks records of `offered` to `member`, up to `max` of them and `max_bytes` (at
-    /// least one): each that is available now, within the window, and (key-ordered) the
-    /// first unfinished record of its key. Window slots in the offered range with no
-    /// record there were compacted away, and are finished. Returns the offsets locked and
-    /// their delivery counts.
-    #[allow(clippy::too_many_arguments)]
+    /// Locks records of `offered` to `member`, as many as `want` allows: each that is
+    /// available now, within the window, and (key-ordered) the first unfinished record
+    /// of its key. Window slots in the offered range with no record there were
+    /// compacted away, and are finished. Returns the offsets locked and their delivery
+    /// counts.
     pub fn acquire(
         &mut self,
         member: MemberIdx,
         offered: Offered<'_>,
-        max: usize,
-        max_bytes: usize,
+        want: Want,
         now: i64,
         cfg: &ShareConfig,
         changes: &mut Vec<Change>,
@@ -143,7 +141,8 @@ impl SharePartition {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for r in offered.records {
-            if out.len() >= max || (!out.is_empty() && bytes + r.size as usize > max_bytes) {
+            let first = out.is_empty() && want.first_may_exceed;
+            if out.len() >= want.records || (!first && bytes + r.size as usize > want.bytes) {
                 break;
             }
             if r.offset < self.start {

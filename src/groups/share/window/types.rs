@@ -65,6 +65,30 @@ pub struct Offered<'a> {
     pub records: &'a [Candidate],
 }
 
+/// How much one `acquire` may lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub records: usize,
+    /// Bytes of records (`Candidate::size`).
+    pub bytes: usize,
+    /// Whether the first record may be larger than `bytes`: only while the answer has
+    /// none yet (a member must always get a record it can be given). Later partitions
+    /// of the same answer stay within the bytes left, so that an answer is never
+    /// larger than the byte limit plus one record, and the server can send it.
+    pub first_may_exceed: bool,
+}
+
+impl Want {
+    /// Any number of bytes.
+    pub fn records(records: usize) -> Want {
+        Want {
+            records,
+            bytes: usize::MAX,
+            first_may_exceed: true,
+        }
+    }
+}
+
 /// A hash of a record key that is never 0 (0 means "no key").
 pub fn key_hash(key: Option<&[u8]>) -> u64 {
     match key {
