@@ -16,7 +16,10 @@ fn work_runs_a_command_per_job_accepting_rejecting_and_retrying() {
     // answered about a key "").
     let output = serve.run(&["queue", "config", "q", "--set", "=5"], b"");
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && err.contains("\"=5\" is not KEY=VALUE"), "{err}");
+    assert!(
+        !output.status.success() && err.contains("\"=5\" is not KEY=VALUE"),
+        "{err}"
+    );
     let listed = String::from_utf8(serve.ok(&["queue", "list"], b"")).unwrap();
     assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
     serve.ok(

@@ -41,11 +41,17 @@ async fn quiet_server(dir: &std::path::Path) -> (TestServer, Client, Arc<AtomicU
 async fn a_consumer_polling_a_quiet_partition_does_not_spin() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, client, sent) = quiet_server(dir.path()).await;
-    let mut consumer = Consumer::new(&client, "a", 0, Start::Earliest).await.unwrap();
+    let mut consumer = Consumer::new(&client, "a", 0, Start::Earliest)
+        .await
+        .unwrap();
     let before = sent.load(Ordering::Relaxed);
     let watch = async {
         loop {
-            assert!(consumer.poll(Duration::from_secs(1)).await.unwrap().is_empty());
+            assert!(consumer
+                .poll(Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty());
         }
     };
     let _ = tokio::time::timeout(WATCH, watch).await;
@@ -65,7 +71,11 @@ async fn a_group_member_with_a_quiet_partition_does_not_spin() {
     // Until it owns the partition, and its fetcher has started.
     tokio::time::timeout(Duration::from_secs(20), async {
         while member.assignment().is_empty() {
-            assert!(member.poll(Duration::from_millis(100)).await.unwrap().is_none());
+            assert!(member
+                .poll(Duration::from_millis(100))
+                .await
+                .unwrap()
+                .is_none());
         }
     })
     .await
