@@ -617,3 +617,23 @@ fn a_tombstone_behind_a_damaged_segment_is_kept() {
         "{after:?}"
     );
 }
+
+/// A pass that would change only inputs left as they are (after a damaged segment)
+/// changes nothing: no swap. Their superseded records counted as a change, and every
+/// pass rewrote the outputs byte for byte (a review).
+#[test]
+fn a_pass_that_changes_only_segments_left_as_they_are_swaps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    write_rounds(&mut log, 13);
+    let mut log = with_a_damaged_record(log, dir.path(), 20);
+    let one_each = CompactionPolicy {
+        segment_bytes: 1,
+        ..policy()
+    };
+    compact(&mut log, &one_each, NOW).unwrap();
+    assert_eq!(log.segment_bases(), [20, 40, 60, 80, 100, 120]);
+    let plan = log.plan_compaction(&one_each, NOW, None).unwrap();
+    let again = plan.run(&one_each, NOW).unwrap();
+    assert!(again.manifest.is_none(), "{:?}", again.stats);
+}

@@ -166,6 +166,9 @@ struct Output {
     /// A damaged input (or inputs left as they were) lies just before it: it must not
     /// be joined to the output before them.
     after_gap: bool,
+    /// Some record of its inputs is not in it. Kept per output: records dropped from
+    /// inputs that end up left as they are change nothing.
+    changed: bool,
 }
 
 impl CompactionPlan {
@@ -237,7 +240,6 @@ impl CompactionPlan {
         let first_damaged = damaged.iter().min().copied();
         let mut gap = false;
         let mut next_tombstone_due: Option<i64> = None;
-        let mut changed = false;
         for &(base, end, summary) in &inputs {
             if damaged.contains(&base) {
                 left.push(base);
@@ -271,6 +273,7 @@ impl CompactionPlan {
                     segment: created,
                     inputs: Vec::new(),
                     after_gap: std::mem::take(&mut gap),
+                    changed: false,
                 });
             }
             let out = outputs.last_mut().expect("pushed above");
@@ -280,7 +283,7 @@ impl CompactionPlan {
                 for r in records {
                     stats.records_read += 1;
                     if r.offset < self.start {
-                        changed = true; // below the log start: never readable again
+                        out.changed = true; // below the log start: never readable again
                         continue;
                     }
                     let newest = r.key.and_then(|k| map.newest(k));
@@ -297,7 +300,7 @@ impl CompactionPlan {
                         && first_damaged.is_none_or(|d| r.offset < d);
                     let expired = removable && written < tombstone_limit;
                     if superseded || expired {
-                        changed = true;
+                        out.changed = true;
                         stats.tombstones_removed += u64::from(expired);
                         if !run.is_empty() {
                             write_run(&mut out.segment, header, &run, now_ms)?;
@@ -322,6 +325,7 @@ impl CompactionPlan {
             close_empty(&mut outputs, &mut dropped_inputs, &mut left, &staging)?;
         }
         let cleaned_upto = inputs.last().map_or(self.start, |i| i.1);
+        let changed = outputs.iter().any(|o| o.changed);
         let merged = outputs.iter().any(|o| o.inputs.len() > 1) || !dropped_inputs.is_empty();
         let replaced: Vec<u64> = inputs
             .iter()
