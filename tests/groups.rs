@@ -1071,3 +1071,52 @@ async fn a_group_can_start_at_an_offset() {
     assert_eq!(first_polled(7, OffsetReset::Earliest, "a").await, 7);
     assert_eq!(first_polled(50, OffsetReset::Earliest, "b").await, 0);
 }
+
+/// A poll dropped halfway (a `select!` with a shutdown signal, a timeout) loses nothing:
+/// one dropped while it looked up where to go on after OUT_OF_RANGE left the partition
+/// owned with no fetcher, and later polls never returned its records (a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_dropped_halfway_loses_no_partition() {
+    use futures_util::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    produce(&client, "t", 0, &values, 0).await;
+    let config = GroupConfig {
+        auto_commit: None,
+        ..GroupConfig::new("g", &["t"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    poll_records(&mut member, 10).await;
+    // Sent back to records retention has removed meanwhile: its fetcher meets
+    // OUT_OF_RANGE.
+    client
+        .admin()
+        .delete_records("t", 0, Some(5))
+        .await
+        .unwrap();
+    assert!(member.seek("t", 0, 0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Polled once each: where one waits, it is dropped; one that ends has its batch.
+    let mut first = None;
+    for _ in 0..3 {
+        if let Some(polled) = member.poll(Duration::from_secs(10)).now_or_never() {
+            first = first.or(polled.unwrap());
+        }
+    }
+    let batch = match first {
+        Some(batch) => batch,
+        None => tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+                    return batch;
+                }
+            }
+        })
+        .await
+        .expect("the partition is fetched again"),
+    };
+    assert_eq!(batch.records[0].offset, 5);
+}

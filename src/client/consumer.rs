@@ -158,16 +158,24 @@ pub(crate) async fn pause_after_early_empty(asked: tokio::time::Instant, max_wai
 }
 
 impl Consumer {
-    /// The partition's log start offset and high watermark.
     async fn bounds(&mut self) -> Result<(u64, u64), Status> {
-        let request = pb::ListOffsetsRequest {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            spec: Some(Spec::Earliest(true)),
-        };
-        let r = self.log.list_offsets(request).await?.into_inner();
-        Ok((r.log_start_offset, r.high_watermark))
+        bounds(&mut self.log, &self.topic, self.partition).await
     }
+}
+
+/// A partition's log start offset and high watermark.
+pub(crate) async fn bounds(
+    log: &mut LogClient<Channel>,
+    topic: &str,
+    partition: u32,
+) -> Result<(u64, u64), Status> {
+    let request = pb::ListOffsetsRequest {
+        topic: topic.to_string(),
+        partition,
+        spec: Some(Spec::Earliest(true)),
+    };
+    let r = log.list_offsets(request).await?.into_inner();
+    Ok((r.log_start_offset, r.high_watermark))
 }
 
 /// Where a consumer at `position` goes on under `policy`, given the partition's

@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::consumer::reset_position;
 use super::{Client, ConsumedRecord, OffsetReset, Start};
 use crate::grpc::pb::{self, groups_client::GroupsClient, list_offsets_request::Spec};
 use tasks::{fetch_loop, heartbeat_loop};
@@ -105,7 +104,15 @@ struct Owned {
 struct Fetched {
     key: Key,
     generation: u64,
-    result: Result<(Vec<ConsumedRecord>, u64), Status>,
+    result: Result<Fetch, Status>,
+}
+
+/// What a fetcher passes on besides an error.
+enum Fetch {
+    /// Records, and the position after them.
+    Records(Vec<ConsumedRecord>, u64),
+    /// Retention removed what it was about to read: it goes on from here.
+    Reset(u64),
 }
 
 pub struct GroupConsumer {
@@ -170,7 +177,9 @@ impl GroupConsumer {
     }
 
     /// The next records of one partition, waiting up to `max_wait`. Calling it again
-    /// means the records it returned are processed.
+    /// means the records it returned are processed. Cancel-safe: a poll dropped before
+    /// it returns (in a `select!`, under a timeout) loses no records; the next returns
+    /// them.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Option<Batch>, Status> {
         let deadline = Instant::now() + max_wait;
         loop {
@@ -184,7 +193,7 @@ impl GroupConsumer {
             }
             tokio::select! {
                 Some(fetched) = self.rx.recv() => {
-                    if let Some(batch) = self.accept(fetched).await? {
+                    if let Some(batch) = self.accept(fetched)? {
                         return Ok(Some(batch));
                     }
                 }
@@ -195,8 +204,8 @@ impl GroupConsumer {
     }
 
     /// Records of a fetch, if they are still wanted (the partition is still ours, and
-    /// they continue from its position).
-    async fn accept(&mut self, fetched: Fetched) -> Result<Option<Batch>, Status> {
+    /// they continue from its position). Never awaits: see `poll`.
+    fn accept(&mut self, fetched: Fetched) -> Result<Option<Batch>, Status> {
         let Some(owned) = self
             .owned
             .get_mut(&fetched.key)
@@ -205,7 +214,7 @@ impl GroupConsumer {
             return Ok(None);
         };
         match fetched.result {
-            Ok((records, next)) => {
+            Ok(Fetch::Records(records, next)) => {
                 let position = owned.position;
                 owned.position = next.max(position);
                 let records: Vec<ConsumedRecord> = records
@@ -217,33 +226,19 @@ impl GroupConsumer {
                     records,
                 }))
             }
+            Ok(Fetch::Reset(to)) => {
+                owned.position = to;
+                Ok(None)
+            }
             Err(status) if status.code() == Code::NotFound => Ok(None), // topic deleted
             // The fetcher stopped at the error. It starts again whatever happens next:
             // a partition still owned must not be left without one (later polls would
             // never return it, and the group would never give it to another member).
             Err(status) => {
-                let key = fetched.key.clone();
                 let (topic_id, position) = (owned.topic_id.clone(), owned.position);
                 let committed = owned.committed;
-                let policy = self.config.on_out_of_range;
-                // Retention removed what we were about to read: go on where the reset
-                // policy says (or fail, if it says so).
-                let reset = match status.code() {
-                    Code::OutOfRange => self.bounds(&key).await.and_then(|bounds| {
-                        reset_position(&key.0, key.1, position, bounds, policy).ok_or(status)
-                    }),
-                    _ => Err(status),
-                };
-                match reset {
-                    Ok(to) => {
-                        self.start_fetcher(key, topic_id, to, None);
-                        Ok(None)
-                    }
-                    Err(status) => {
-                        self.start_fetcher(key, topic_id, position, committed);
-                        Err(status)
-                    }
-                }
+                self.start_fetcher(fetched.key, topic_id, position, committed);
+                Err(status)
             }
         }
     }
@@ -332,17 +327,6 @@ impl GroupConsumer {
         }
     }
 
-    /// A partition's log start offset and high watermark.
-    async fn bounds(&mut self, (topic, partition): &Key) -> Result<(u64, u64), Status> {
-        let request = pb::ListOffsetsRequest {
-            topic: topic.clone(),
-            partition: *partition,
-            spec: Some(Spec::Earliest(true)),
-        };
-        let r = self.client.log().list_offsets(request).await?.into_inner();
-        Ok((r.log_start_offset, r.high_watermark))
-    }
-
     async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
@@ -371,6 +355,7 @@ impl GroupConsumer {
             key.clone(),
             position,
             self.config.max_bytes,
+            self.config.on_out_of_range,
             self.generation,
             self.tx.clone(),
         ));

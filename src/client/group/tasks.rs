@@ -9,17 +9,22 @@ use tokio::sync::{mpsc, Notify};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::{lock, Fetched, GroupConfig, Key, Shared};
-use crate::client::consumer::{pause_after_early_empty, to_owned};
+use super::{lock, Fetch, Fetched, GroupConfig, Key, Shared};
+use crate::client::consumer::{bounds, pause_after_early_empty, reset_position, to_owned};
 use crate::client::Client;
+use crate::client::OffsetReset;
 use crate::grpc::pb::{self, groups_client::GroupsClient};
 
-/// Fetches one partition from `next` on, long-polling, until aborted.
+/// Fetches one partition from `next` on, long-polling, until aborted or an error it
+/// passes on. Where retention removed what it was about to read, it goes on where
+/// `on_out_of_range` says, itself: `poll` then never awaits between taking a message
+/// and acting on it, so a poll dropped halfway (in a `select!`) loses nothing.
 pub(super) async fn fetch_loop(
     client: Client,
     key: Key,
     mut next: u64,
     max_bytes: u32,
+    on_out_of_range: OffsetReset,
     generation: u64,
     tx: mpsc::Sender<Fetched>,
 ) {
@@ -44,10 +49,26 @@ pub(super) async fn fetch_loop(
                 }
                 Ok(records) => {
                     next = response.next_offset.max(next);
-                    Ok((records, next))
+                    Ok(Fetch::Records(records, next))
                 }
                 Err(status) => Err(status),
             },
+            Err(status) if status.code() == Code::OutOfRange => {
+                let (topic, partition) = (&key.0, key.1);
+                match bounds(&mut client.log(), topic, partition).await {
+                    Ok(bounds) => {
+                        match reset_position(topic, partition, next, bounds, on_out_of_range) {
+                            Some(to) if to == next => continue, // back in range meanwhile
+                            Some(to) => {
+                                next = to;
+                                Ok(Fetch::Reset(to))
+                            }
+                            None => Err(status),
+                        }
+                    }
+                    Err(failed) => Err(failed),
+                }
+            }
             Err(status)
                 if matches!(
                     status.code(),
