@@ -181,6 +181,10 @@ async fn a_flush_returns_while_another_task_keeps_sending() {
         tokio::spawn(async move {
             for i in 0u64.. {
                 drop(producer.send("t", None, record(None, i.to_string())).await);
+                // Never pausing, but never holding its thread: once the producer is
+                // closed (the test failed), send returns at once, and a task that never
+                // yields kept the runtime from shutting down, hanging the suite.
+                tokio::task::yield_now().await;
             }
         })
     };
@@ -202,5 +206,36 @@ async fn a_flush_returns_while_another_task_keeps_sending() {
     // The server's graceful stop waits for the producer's stream to close.
     let producer = std::sync::Arc::into_inner(producer).expect("the sender's copy is gone");
     tokio::time::timeout(BOUND, producer.close()).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+/// Large batches of small records close at `batch_records`: a server refuses a request
+/// of more than its max_records_per_request (100,000 by default), and every record of
+/// it failed. (A 64 MiB batch of tiny records held 112,661 of them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_holds_more_records_than_the_server_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 1, config(&[("durability", "page_cache")]))
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 64 << 20,
+            linger: Duration::from_secs(1),
+            ..ProducerConfig::default()
+        },
+    );
+    let records: Vec<pb::Record> = (0..150_000).map(|i| record(None, i.to_string())).collect();
+    let acks = answer(producer.send_many("t", Some(0), records).await)
+        .await
+        .unwrap();
+    assert_eq!(acks.len(), 150_000);
+    assert_eq!(acks.last().unwrap().offset, 149_999);
+    producer.close().await;
     server.stop().await.unwrap();
 }

@@ -144,7 +144,8 @@ impl Worker {
         batch.bytes += record_bytes(&record);
         batch.records.push(record);
         wait(&mut batch.acks);
-        let full = batch.bytes >= self.config.batch_bytes;
+        let full = batch.bytes >= self.config.batch_bytes
+            || batch.records.len() >= self.config.batch_records;
         if full {
             let batch = self.filling.remove(&key).expect("just filled");
             self.enqueue(key.clone(), batch);

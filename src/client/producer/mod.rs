@@ -45,6 +45,10 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Send a batch once its records reach this many bytes.
     pub batch_bytes: usize,
+    /// ... or this many records: a server refuses a request of more than its
+    /// `--max-records-per-request` (100,000 unless set), and every record in it with
+    /// the request. Set it to match a server that takes fewer.
+    pub batch_records: usize,
     /// `Unspecified` uses the topic's default.
     pub durability: pb::Durability,
     /// Exactly once per partition (see the module comment); off: at least once.
@@ -75,6 +79,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 1 << 20,
+            batch_records: 100_000,
             durability: pb::Durability::Unspecified,
             idempotent: true,
             name: None,
