@@ -625,6 +625,70 @@ async fn a_share_fetch_across_partitions_stays_within_what_the_server_can_send()
     server.stop().await.unwrap();
 }
 
+/// A server whose max_fetch_bytes is above what the Rust client accepts (64 MiB), and
+/// consumers configured to ask for as much as they can: their answers must still fit.
+/// The client's own OUT_OF_RANGE for an answer too large was taken for the server's
+/// (records deleted), and the consumers asked again for ever, returning nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_asking_for_more_than_the_client_accepts_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_fetch_bytes: 128 << 20,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(dir.path(), limits).await;
+    let client = server.client().await;
+    let config = BTreeMap::from([("max.message.bytes".to_string(), "15728640".to_string())]);
+    client.admin().create_topic("big", 1, config).await.unwrap();
+    let mut log = client.log();
+    for _ in 0..5 {
+        log.produce(pb::ProduceRequest {
+            topic: "big".into(),
+            partition: Some(0),
+            records: vec![pb::Record {
+                value: Bytes::from(vec![7u8; 14_000_000]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut consumer =
+        strom::client::Consumer::new(&client, "big", 0, strom::client::Start::Earliest)
+            .await
+            .unwrap();
+    consumer.max_bytes = u32::MAX;
+    let records = within("a consumer's records", async {
+        loop {
+            let records = consumer.poll(Duration::from_secs(1)).await.unwrap();
+            if !records.is_empty() {
+                return records;
+            }
+        }
+    })
+    .await;
+    assert_eq!(records[0].offset, 0);
+    let config = strom::client::GroupConfig {
+        max_bytes: u32::MAX,
+        auto_commit: None,
+        ..strom::client::GroupConfig::new("g", &["big"])
+    };
+    let mut member = strom::client::GroupConsumer::join(&client, config)
+        .await
+        .unwrap();
+    let batch = within("a group member's records", async {
+        loop {
+            if let Some(batch) = member.poll(Duration::from_secs(1)).await.unwrap() {
+                return batch;
+            }
+        }
+    })
+    .await;
+    assert_eq!(batch.records[0].offset, 0);
+    server.stop().await.unwrap();
+}
+
 /// Makes `topics/<legacy>/` as the release before topic ids did: one partition with
 /// data, and a topic.json without name and id, with `config_json` as its config.
 async fn legacy_topic(root: &Path, legacy: &str, config_json: &str) -> std::path::PathBuf {

@@ -112,7 +112,7 @@ impl Consumer {
             topic: self.topic.clone(),
             partition: self.partition,
             offset: self.next,
-            max_bytes: self.max_bytes,
+            max_bytes: super::fetch_ask(self.max_bytes),
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
         };

@@ -28,6 +28,15 @@ use crate::grpc::pb::{
 /// The largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// The most a consumer's Fetch asks for, whatever it was configured with. An answer
+/// holds at most what was asked or one batch (16 MiB at most), whichever is larger,
+/// and must fit in `MAX_MESSAGE`: a server whose --max-fetch-bytes is above it could
+/// otherwise send more than the client accepts, and the client's OUT_OF_RANGE looked
+/// like the server's (records deleted), so the consumer asked again for ever.
+pub(crate) fn fetch_ask(max_bytes: u32) -> u32 {
+    max_bytes.min((MAX_MESSAGE - (16 << 20)) as u32)
+}
+
 /// How often an HTTP/2 PING asks whether the server is still there, and how long its
 /// answer may take: a server that stops answering (stopped, or its machine gone without
 /// a reset) fails every call on the connection with UNAVAILABLE within about their sum,

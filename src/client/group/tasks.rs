@@ -34,7 +34,7 @@ pub(super) async fn fetch_loop(
             topic: key.0.clone(),
             partition: key.1,
             offset: next,
-            max_bytes,
+            max_bytes: crate::client::fetch_ask(max_bytes),
             max_wait_ms: MAX_WAIT.as_millis() as u32,
             min_bytes: 1,
         };
