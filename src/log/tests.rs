@@ -910,3 +910,37 @@ fn damage_in_the_next_segment_does_not_hide_the_good_records_before_it() {
         other => panic!("expected a damaged range, got {other:?}"),
     }
 }
+
+/// A garbage time index beside a good offset index, and a damaged batch header: the
+/// offset index is kept, so reads resume after the damage within the segment. Both were
+/// rebuilt from the headers, which stop at the damaged one, and every record after it
+/// in the segment was out of reach (a review).
+#[test]
+fn a_bad_time_index_does_not_throw_away_a_good_offset_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    append_batches(&mut log, 150, 5);
+    let first = log_files(dir.path())[0].clone();
+    let second_base = log.segment_bases()[1];
+    log.close().unwrap();
+    let mut bytes = fs::read(&first).unwrap();
+    let batch_len = BatchHeader::parse(&bytes).length as usize;
+    bytes[2 * batch_len + format::VERSION_AT] ^= 0xFF; // the third batch's header
+    fs::write(&first, &bytes).unwrap();
+    fs::write(
+        segment_path(dir.path(), 0, SegmentFile::TimeIndex),
+        [0xAB; 30],
+    )
+    .unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    match log.read(10, 1) {
+        Err(Error::DamagedRange { resume_at, .. }) => {
+            assert!(
+                resume_at < second_base,
+                "resumes within the segment, not at its end ({second_base}): {resume_at}"
+            );
+            assert_eq!(log.read(resume_at, 1).unwrap().next_offset, resume_at + 5);
+        }
+        other => panic!("expected a damaged range, got {other:?}"),
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Segment, SegmentLimits};
 use crate::error::{IoContext, Result};
-use crate::log::format::check_header;
+use crate::log::format::{check_header, HEADER_LEN};
 use crate::log::index::Index;
 use crate::log::naming::{segment_path, SegmentFile};
 use crate::sys::map_read_only;
@@ -50,15 +50,34 @@ impl Segment {
         };
         if !(index.1 && time_index.1 && segment.trust(size, end, i64::MIN)) {
             tracing::warn!(path = %segment.log_path.display(), "index of sealed segment is missing or damaged; using one rebuilt in memory");
-            segment.rebuild_index_in_memory(end);
+            // An offset index that reads whole and lies within the file is kept: one
+            // rebuilt from the headers stops at the first damaged one, and reads could
+            // not resume after it within the segment. (Reads check the header at each
+            // entry, so a wrong entry is an error, never wrong records.)
+            let keep_offsets = index.1 && segment.offsets_fit(size, end);
+            segment.rebuild_index_in_memory(end, keep_offsets);
         }
         Ok(segment)
     }
 
+    /// Whether the offset index's last entry lies within a file of `size` bytes and
+    /// below offset `end` (and an empty index goes with an empty file).
+    fn offsets_fit(&self, size: u64, end: u64) -> bool {
+        match self.index.last() {
+            None => size == 0,
+            Some(last) => {
+                u64::from(last.position) + HEADER_LEN as u64 <= size
+                    && u64::from(last.rel_offset) < end - self.base
+            }
+        }
+    }
+
     /// Indexes a read-only segment from its batch headers, in memory, up to the first
-    /// header that does not check; reads past it fail with a corruption error.
-    fn rebuild_index_in_memory(&mut self, end: u64) {
-        self.index = Index::in_memory(self.limits.max_offset_entries());
+    /// header that does not check; reads past it fail with a corruption error (and
+    /// resume at the next entry of a kept offset index).
+    fn rebuild_index_in_memory(&mut self, end: u64, keep_offsets: bool) {
+        let empty = Index::in_memory(self.limits.max_offset_entries());
+        let kept = std::mem::replace(&mut self.index, empty);
         self.time_index = Index::in_memory(self.limits.max_time_entries());
         let file_len = self.size;
         (self.size, self.next_offset, self.max_timestamp) = (0, self.base, i64::MIN);
@@ -74,6 +93,9 @@ impl Segment {
             }
         }
         (self.size, self.next_offset) = (file_len, end);
+        if keep_offsets {
+            self.index = kept;
+        }
     }
 
     /// The first offset after `offset` from which this sealed segment reads again: the
