@@ -170,6 +170,13 @@ impl ShareGroups {
             targets.push((partition.id, offset));
         }
         let (slot, mut guard) = self.lock(name, false).await?;
+        // Deleted while the targets were looked up (the lock forgot its partitions):
+        // they must not be added back. A topic made again under its name is another.
+        if self.broker.topic(&topic.name)?.id != topic.id {
+            return Err(Error::TopicNotFound {
+                topic: topic.name.clone(),
+            });
+        }
         let g = group(&mut guard);
         if !g.members.is_empty() {
             return Err(Error::FailedPrecondition(format!(

@@ -125,13 +125,16 @@ impl ShareGroups {
         let mut member_id = member_id.to_string();
         let mut first = true;
         loop {
-            // Looked up each time round: a topic deleted meanwhile ends the wait.
-            let topic = self.broker.topic(topic)?;
-            let tid = topic_id(&topic.id)?;
             // Created by the first round only: a group deleted while this fetch waited
             // stays deleted (the fetch ends with NOT_FOUND).
             let (slot, mut guard) = self.lock(group_name, first).await?;
             first = false;
+            // Looked up each time round, so a topic deleted meanwhile ends the wait; and
+            // after the lock, which forgot the topics deleted before it: a topic looked
+            // up before the lock and deleted while this waited for it would have its
+            // partitions added to the group again, after they were forgotten.
+            let topic = self.broker.topic(topic)?;
+            let tid = topic_id(&topic.id)?;
             let g = group(&mut guard);
             if g.config.dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
                 return Err(Error::FailedPrecondition(format!(

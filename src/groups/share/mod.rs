@@ -28,6 +28,8 @@ pub mod state;
 mod sweep;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_races;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,0 +1,97 @@
+//! A topic deleted while a request on a share group waits for the group's lock: the
+//! lock forgets the deleted topic's partitions, so whatever the request looked up
+//! before it must not add them back (they would stay, held and written into every
+//! snapshot, until some other topic was made or deleted).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::{group, ShareGroups};
+use crate::broker::{Broker, Limits};
+use crate::error::Error;
+use crate::groups::{topic_id, ResetTo, TopicId};
+
+/// Polls `f` once: it runs up to its first wait.
+async fn poll_once<F: Future>(f: &mut Pin<Box<F>>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
+}
+
+async fn setup() -> (tempfile::TempDir, Arc<Broker>, ShareGroups, TopicId) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+    let tid = topic_id(&broker.topic("t").unwrap().id).unwrap();
+    let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+    // The group exists, is loaded, and has t's partition.
+    queues
+        .fetch("q", "", "t", 1, Duration::ZERO, 0)
+        .await
+        .unwrap();
+    (dir, broker, queues, tid)
+}
+
+/// The partitions of topic `tid` the group keeps.
+async fn kept(queues: &ShareGroups, tid: TopicId) -> usize {
+    let (_, mut guard) = queues.lock("q", false).await.unwrap();
+    let g = group(&mut guard);
+    g.state.partitions.keys().filter(|(t, _)| *t == tid).count()
+}
+
+#[tokio::test]
+async fn a_reset_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
+    let (_dir, broker, queues, tid) = setup().await;
+    let held = queues.lock("q", false).await.unwrap();
+    // It looks the topic and its targets up, then waits for the group.
+    let mut reset = Box::pin(queues.reset("q", "t", ResetTo::Earliest));
+    assert!(poll_once(&mut reset).await.is_pending());
+    broker.delete_topic("t").await.unwrap();
+    drop(held);
+    let answer = reset.await;
+    assert_eq!(kept(&queues, tid).await, 0, "{answer:?}");
+    assert!(
+        matches!(answer, Err(Error::TopicNotFound { .. })),
+        "{answer:?}"
+    );
+}
+
+/// The window is between the delete taking the topic out of the broker's map (and
+/// changing its version) and marking its partitions deleted, which a blocking task
+/// does: the runtime's one blocking thread is kept busy to hold it open.
+#[test]
+fn a_fetch_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_dir, broker, queues, tid) = setup().await;
+        let held = queues.lock("q", false).await.unwrap();
+        let mut fetch = Box::pin(queues.fetch("q", "", "t", 1, Duration::ZERO, 0));
+        assert!(poll_once(&mut fetch).await.is_pending());
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || wait.recv());
+        let mut delete = Box::pin(broker.delete_topic("t"));
+        assert!(poll_once(&mut delete).await.is_pending());
+        assert!(matches!(
+            broker.topic("t"),
+            Err(Error::TopicNotFound { .. })
+        ));
+        drop(held);
+        let answer = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .expect("the fetch needs no blocking thread");
+        go.send(()).unwrap();
+        delete.await.unwrap();
+        blocker.await.unwrap().unwrap();
+        assert_eq!(kept(&queues, tid).await, 0, "{answer:?}");
+        assert!(
+            matches!(answer, Err(Error::TopicNotFound { .. })),
+            "{answer:?}"
+        );
+    });
+}
