@@ -1120,3 +1120,57 @@ async fn a_poll_dropped_halfway_loses_no_partition() {
     };
     assert_eq!(batch.records[0].offset, 5);
 }
+
+/// A start offset past one partition's end must not stop the group committing the
+/// others: with `on_out_of_range: Error` the short partition's position stays out of
+/// range until the member seeks, and a commit that sent it was refused whole
+/// (OUT_OF_RANGE), so the long partition's progress was never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_offset_past_one_partitions_end_does_not_block_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 2).await;
+    let long: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    let short: Vec<String> = (0..3).map(|i| format!("b{i}")).collect();
+    produce(&client, "t", 0, &long, 0).await;
+    produce(&client, "t", 1, &short, 0).await;
+    let config = GroupConfig {
+        start: strom::client::Start::Offset(5),
+        on_out_of_range: OffsetReset::Error,
+        auto_commit: None,
+        ..GroupConfig::new("g", &["t"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    let batch = tokio::time::timeout(LIMIT, async {
+        loop {
+            match member.poll(Duration::from_millis(100)).await {
+                Ok(Some(batch)) => return batch,
+                Ok(None) => {}
+                Err(status) if status.code() == Code::OutOfRange => {}
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    })
+    .await
+    .expect("records polled in time");
+    let offsets: Vec<u64> = batch.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (5..10).collect::<Vec<u64>>());
+    member
+        .commit()
+        .await
+        .expect("the long partition's progress commits");
+    let committed = fetch_offsets(&client, "g").await;
+    assert_eq!(committed.get(&("t".to_string(), 0)), Some(&10));
+    assert_eq!(committed.get(&("t".to_string(), 1)), None, "{committed:?}");
+    // The short partition still says why it is not read.
+    let err = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Err(status) = member.poll(Duration::from_millis(100)).await {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("the out-of-range partition reported in time");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+}

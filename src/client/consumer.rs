@@ -204,7 +204,7 @@ pub(crate) fn reset_position(
         log_start = start,
         high_watermark = end,
         ?policy,
-        "offset out of range (records deleted by retention or DeleteRecords): resetting"
+        "offset out of range (past the end, or deleted by retention or DeleteRecords): resetting"
     );
     Some(to)
 }

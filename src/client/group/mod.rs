@@ -8,9 +8,11 @@
 //! they are given back; with it off, only `commit` commits, and the next owner of a
 //! revoked partition starts from the last commit (a record may come twice; none is skipped).
 
+mod offsets;
 mod tasks;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::{Client, ConsumedRecord, OffsetReset, Start};
-use crate::grpc::pb::{self, groups_client::GroupsClient, list_offsets_request::Spec};
+use crate::grpc::pb::{self, groups_client::GroupsClient};
 use tasks::{fetch_loop, heartbeat_loop};
 
 /// How a group consumer behaves.
@@ -96,6 +98,10 @@ struct Owned {
     /// The next offset `poll` returns (and a commit stores).
     position: u64,
     committed: Option<u64>,
+    /// The server said `position` is outside the partition and the policy is `Error`:
+    /// it is not committed (the server would refuse the whole commit) until the member
+    /// seeks or the fetcher moves on.
+    out_of_range: bool,
     fetcher: JoinHandle<()>,
     /// Tells this ownership's fetched batches from an earlier one's.
     generation: u64,
@@ -215,6 +221,7 @@ impl GroupConsumer {
         };
         match fetched.result {
             Ok(Fetch::Records(records, next)) => {
+                owned.out_of_range = false;
                 let position = owned.position;
                 owned.position = next.max(position);
                 let records: Vec<ConsumedRecord> = records
@@ -227,6 +234,7 @@ impl GroupConsumer {
                 }))
             }
             Ok(Fetch::Reset(to)) => {
+                owned.out_of_range = false;
                 owned.position = to;
                 Ok(None)
             }
@@ -237,7 +245,9 @@ impl GroupConsumer {
             Err(status) => {
                 let (topic_id, position) = (owned.topic_id.clone(), owned.position);
                 let committed = owned.committed;
-                self.start_fetcher(fetched.key, topic_id, position, committed);
+                let out_of_range = status.code() == Code::OutOfRange;
+                self.start_fetcher(fetched.key, topic_id, position, committed)
+                    .out_of_range = out_of_range;
                 Err(status)
             }
         }
@@ -298,57 +308,30 @@ impl GroupConsumer {
             let keys: Vec<Key> = added.iter().map(|(k, _)| k.clone()).collect();
             let committed = self.committed_offsets(&keys).await?;
             for (key, topic_id) in added {
-                let (start, committed) = match committed.get(&key) {
-                    Some(&offset) => (offset, Some(offset)),
-                    None => (self.start_offset(&key).await?, None),
+                let (start, committed, out_of_range) = match committed.get(&key) {
+                    Some(&offset) => (offset, Some(offset), false),
+                    None => {
+                        let (start, out_of_range) = self.start_offset(&key).await?;
+                        (start, None, out_of_range)
+                    }
                 };
-                self.start_fetcher(key, topic_id, start, committed);
+                self.start_fetcher(key, topic_id, start, committed)
+                    .out_of_range = out_of_range;
             }
             lock(&self.shared).owned = self.owned.keys().cloned().collect();
         }
         Ok(())
     }
 
-    async fn committed_offsets(&mut self, keys: &[Key]) -> Result<HashMap<Key, u64>, Status> {
-        let topics: BTreeSet<String> = keys.iter().map(|(t, _)| t.clone()).collect();
-        let request = pb::FetchOffsetsRequest {
-            group: self.config.group.clone(),
-            topics: topics.into_iter().collect(),
-        };
-        match self.groups.fetch_offsets(request).await {
-            Ok(response) => Ok(response
-                .into_inner()
-                .offsets
-                .into_iter()
-                .map(|o| ((o.topic, o.partition), o.offset))
-                .collect()),
-            Err(status) if status.code() == Code::NotFound => Ok(HashMap::new()),
-            Err(status) => Err(status),
-        }
-    }
-
-    async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
-        let spec = match self.config.start {
-            Start::Latest => Spec::Latest(true),
-            Start::Timestamp(ts) => Spec::TimestampMs(ts),
-            Start::Earliest => Spec::Earliest(true),
-            Start::Offset(offset) => return Ok(offset),
-        };
-        let request = pb::ListOffsetsRequest {
-            topic: topic.clone(),
-            partition: *partition,
-            spec: Some(spec),
-        };
-        Ok(self
-            .client
-            .log()
-            .list_offsets(request)
-            .await?
-            .into_inner()
-            .offset)
-    }
-
-    fn start_fetcher(&mut self, key: Key, topic_id: String, position: u64, committed: Option<u64>) {
+    /// Starts fetching a partition from `position`, replacing any fetcher it had;
+    /// returns its state (in range until told otherwise).
+    fn start_fetcher(
+        &mut self,
+        key: Key,
+        topic_id: String,
+        position: u64,
+        committed: Option<u64>,
+    ) -> &mut Owned {
         self.generation += 1;
         let fetcher = tokio::spawn(fetch_loop(
             self.client.clone(),
@@ -363,11 +346,17 @@ impl GroupConsumer {
             topic_id,
             position,
             committed,
+            out_of_range: false,
             fetcher,
             generation: self.generation,
         };
-        if let Some(old) = self.owned.insert(key, owned) {
-            old.fetcher.abort();
+        match self.owned.entry(key) {
+            Entry::Occupied(mut entry) => {
+                let old = entry.insert(owned);
+                old.fetcher.abort();
+                entry.into_mut()
+            }
+            Entry::Vacant(entry) => entry.insert(owned),
         }
     }
 
@@ -398,57 +387,6 @@ impl GroupConsumer {
             lock(&self.shared).owned.clear();
         }
         fenced
-    }
-
-    /// Commits the position of every owned partition (what `poll` returned). Fails
-    /// with FAILED_PRECONDITION, committing nothing, if the group fenced the member
-    /// since its last poll.
-    pub async fn commit(&mut self) -> Result<(), Status> {
-        if self.drop_if_fenced() {
-            return Err(Status::failed_precondition(
-                "the group removed this member (its session ended) and gave its partitions \
-                 out again: nothing committed; what it polled since its last commit will be \
-                 read again",
-            ));
-        }
-        let keys: Vec<Key> = self.owned.keys().cloned().collect();
-        self.last_commit = Instant::now();
-        self.commit_keys(&keys).await
-    }
-
-    async fn commit_keys(&mut self, keys: &[Key]) -> Result<(), Status> {
-        let offsets: Vec<pb::OffsetCommit> = keys
-            .iter()
-            .filter_map(|key| {
-                let owned = self.owned.get(key)?;
-                (owned.committed != Some(owned.position)).then(|| pb::OffsetCommit {
-                    topic: key.0.clone(),
-                    partition: key.1,
-                    offset: owned.position,
-                    metadata: String::new(),
-                })
-            })
-            .collect();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let (member_id, member_epoch) = {
-            let shared = lock(&self.shared);
-            (shared.member_id.clone(), shared.epoch)
-        };
-        let request = pb::CommitOffsetsRequest {
-            group: self.config.group.clone(),
-            member_id,
-            member_epoch,
-            offsets: offsets.clone(),
-        };
-        self.groups.commit_offsets(request).await?;
-        for o in offsets {
-            if let Some(owned) = self.owned.get_mut(&(o.topic, o.partition)) {
-                owned.committed = Some(o.offset);
-            }
-        }
-        Ok(())
     }
 
     /// Commits (with auto-commit on), gives the partitions back and leaves the group.
