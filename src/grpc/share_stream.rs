@@ -3,9 +3,8 @@
 //!
 //! Three parts run at once, so that no one waits for another: the reader takes the
 //! client's messages; fetches run one at a time on a spawned task (never cancelled
-//! halfway: a fetch dropped after locking records would leave them locked to a member
-//! that never saw them; one still waiting when the stream ends is stopped, and the
-//! leave returns what it locked); acknowledgements go to an applier that applies everything
+//! halfway: the records a fetch locks reach the stream; one still waiting when the
+//! stream ends is stopped, and the leave returns what it locked); acknowledgements go to an applier that applies everything
 //! that arrived while the previous batch waited for its fsync, so a worker that accepts
 //! records one by one shares fsyncs and the group's lock across many of them. When the
 //! client goes away the member leaves, and its records return to the queue at once.

@@ -11,10 +11,10 @@ use super::config::Start;
 use super::window::{
     key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals, Want,
 };
-use super::{group, Group, ShareGroups};
+use super::{group, Group, Guard, ShareGroups, Slot};
 use crate::broker::{now_ms, Partition};
 use crate::error::{quote, Error, Result};
-use crate::groups::{topic_id, Tp};
+use crate::groups::{topic_id, TopicId, Tp};
 use crate::log::record::chunk_records;
 use crate::log::ReadBatches;
 
@@ -127,7 +127,14 @@ impl ShareGroups {
         loop {
             // Created by the first round only: a group deleted while this fetch waited
             // stays deleted (the fetch ends with NOT_FOUND).
-            let (slot, mut guard) = self.lock(group_name, first).await?;
+            let (slot, guard) = self.lock(group_name, first).await?;
+            let mut h = Handing {
+                guard,
+                slot: Arc::clone(&slot),
+                tid: 0,
+                member: 0,
+                out: Vec::new(),
+            };
             first = false;
             // Looked up each time round, so a topic deleted meanwhile ends the wait; and
             // after the lock, which forgot the topics deleted before it: a topic looked
@@ -135,7 +142,7 @@ impl ShareGroups {
             // partitions added to the group again, after they were forgotten.
             let topic = self.broker.topic(topic)?;
             let tid = topic_id(&topic.id)?;
-            let g = group(&mut guard);
+            let g = group(&mut h.guard);
             if g.config.dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
                 return Err(Error::FailedPrecondition(format!(
                     "topic {} is share group {}'s dead-letter topic; it cannot also be its source (set another dead.letter.topic)",
@@ -145,11 +152,12 @@ impl ShareGroups {
             }
             let now = now_ms();
             let (id, idx) = g.members.join(&member_id, now)?;
+            (h.tid, h.member) = (tid, idx);
             let g_session_ms = g.config.session_timeout_ms;
             member_id = id;
             slot.members.store(g.members.len(), Ordering::Relaxed);
             let mut freed = g.expire_locks(now);
-            let mut out = Vec::new();
+            let out = &mut h.out;
             let mut wake: Option<i64> = None;
             let mut watches = Vec::with_capacity(topic.partitions.len());
             let n = topic.partitions.len();
@@ -175,7 +183,7 @@ impl ShareGroups {
                         bytes: budget,
                         first_may_exceed: out.is_empty(),
                     };
-                    if let Err(err) = g.fill(tp, partition, idx, want, now, &mut out).await {
+                    if let Err(err) = g.fill(tp, partition, idx, want, now, out).await {
                         tracing::warn!(group = %group_name, topic = %topic.name, partition = partition.id, %err, "share fetch skipped a partition");
                         failed = Some(err);
                     }
@@ -199,7 +207,7 @@ impl ShareGroups {
                 return Ok(Fetched {
                     member_id,
                     member_idx: idx,
-                    records: out,
+                    records: std::mem::take(out), // answered: the locks stay
                 });
             }
             // Nothing yet: wait for the log to grow, for records to come back (woken
@@ -208,7 +216,7 @@ impl ShareGroups {
             let notified = slot.available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            drop(guard);
+            drop(h);
             // A waiting member is heard from: it comes round (and is marked seen)
             // at least three times a session.
             let session = Duration::from_millis(g_session_ms / 3);
@@ -236,6 +244,38 @@ impl ShareGroups {
                 _ = stopping.changed() => {}
             }
         }
+    }
+}
+
+/// The group's lock while a fetch hands records out, and the records it locked so far.
+/// A fetch dropped before it answers (its client went away while it read the next
+/// partition, dead-lettered or journaled) or one that fails takes those locks back,
+/// uncounted, rather than leave them held for `lock.ms` by a member that never saw the
+/// records. Emptied once the answer is certain.
+struct Handing {
+    guard: Guard,
+    slot: Arc<Slot>,
+    tid: TopicId,
+    member: MemberIdx,
+    out: Vec<Delivered>,
+}
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let g = group(&mut self.guard);
+        for r in self.out.drain(..) {
+            let tp = (self.tid, r.partition);
+            let mut changes = Vec::new();
+            if let Some(p) = g.state.partitions.get_mut(&tp) {
+                p.unacquire(self.member, r.offset, &mut changes);
+            }
+            // Journaled with the group's next change, after the locks it undoes.
+            g.record(tp, changes);
+        }
+        self.slot.available.notify_waiters();
     }
 }
 

@@ -19,6 +19,8 @@
 
 mod ack;
 mod admin;
+#[cfg(test)]
+mod cancelled_fetch;
 pub mod config;
 mod dead_letters;
 mod fetch;

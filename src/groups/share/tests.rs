@@ -134,6 +134,33 @@ fn release_reject_and_the_delivery_limit() {
 }
 
 #[test]
+fn a_lock_taken_back_is_available_at_once_with_its_delivery_uncounted() {
+    let (c, mut ch) = (cfg(), Vec::new());
+    let mut p = SharePartition::new(0);
+    assert_eq!(
+        acq(&mut p, 1, &plain(0..2), 10, 0, &c, &mut ch),
+        [(0, 1), (1, 1)]
+    );
+    assert!(!p.unacquire(2, 0, &mut ch), "not member 2's");
+    assert!(p.unacquire(1, 0, &mut ch));
+    assert!(!p.unacquire(1, 0, &mut ch), "taken back already");
+    assert_eq!(p.in_flight(), 1);
+    assert_eq!(acq(&mut p, 2, &plain(0..2), 10, 1, &c, &mut ch), [(0, 1)]);
+    // The journal keeps the counts: each record was delivered once (locks end at a
+    // restart).
+    let mut journal = vec![Change::Reset {
+        offset: 0,
+        totals: Default::default(),
+    }];
+    journal.append(&mut ch);
+    let mut back = replayed(&journal);
+    assert_eq!(
+        acq(&mut back, 3, &plain(0..2), 10, 2, &c, &mut ch),
+        [(0, 2), (1, 2)]
+    );
+}
+
+#[test]
 fn renew_extends_a_lock() {
     let (c, mut ch) = (cfg(), Vec::new());
     let mut p = SharePartition::new(0);
@@ -236,17 +263,32 @@ fn replayed(changes: &[Change]) -> SharePartition {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Fetch { member: u32, max: usize },
-    Ack { member: u32, pick: usize, ack: u8 },
+    Fetch {
+        member: u32,
+        max: usize,
+    },
+    Ack {
+        member: u32,
+        pick: usize,
+        ack: u8,
+    },
+    /// A fetch that locked records and never answered takes its lock back.
+    Unacquire {
+        member: u32,
+        pick: usize,
+    },
     Tick(i64),
     Leave(u32),
-    Restart { snapshot: bool },
+    Restart {
+        snapshot: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u32..4, 1usize..5).prop_map(|(member, max)| Op::Fetch { member, max }),
         5 => (1u32..4, 0usize..64, 0u8..4).prop_map(|(member, pick, ack)| Op::Ack { member, pick, ack }),
+        1 => (1u32..4, 0usize..64).prop_map(|(member, pick)| Op::Unacquire { member, pick }),
         3 => (1i64..1500).prop_map(Op::Tick),
         1 => (1u32..4).prop_map(Op::Leave),
         1 => any::<bool>().prop_map(|snapshot| Op::Restart { snapshot }),
@@ -337,6 +379,17 @@ proptest! {
                             Ack::Release => { k.holder = None; k.dead = k.count >= c.max_deliveries; }
                             Ack::Renew => k.holder = Some((me, now + c.lock_ms as i64)),
                         }
+                    }
+                }
+                Op::Unacquire { member, pick } => {
+                    let offset = (pick % records.len()) as u64;
+                    let me = idx(member, epoch);
+                    let k = known.entry(offset).or_default();
+                    let holds = k.holder.is_some_and(|(m, _)| m == me);
+                    prop_assert_eq!(p.unacquire(me, offset, &mut ch), holds, "unacquire of {} by {}", offset, me);
+                    if holds {
+                        k.holder = None;
+                        k.count -= 1;
                     }
                 }
                 Op::Tick(ms) => now += ms,

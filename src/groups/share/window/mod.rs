@@ -236,6 +236,25 @@ impl SharePartition {
         Ok(())
     }
 
+    /// Takes back a lock on `offset` that `member` got from a fetch that never
+    /// answered (dropped or failed first): the record is available again at once, its
+    /// delivery uncounted, since it never left the server. False if `member` does not
+    /// hold it.
+    pub fn unacquire(&mut self, member: MemberIdx, offset: u64, changes: &mut Vec<Change>) -> bool {
+        let Some(i) = self.index(offset) else {
+            return false;
+        };
+        let s = &mut self.slots[i];
+        if s.state != State::Acquired || s.member != member {
+            return false;
+        }
+        s.count = s.count.saturating_sub(1);
+        s.until = 0;
+        self.finish(i, State::Available);
+        changes.push(self.change(i));
+        true
+    }
+
     /// Ends the lock of slot `i` in `state`.
     fn finish(&mut self, i: usize, state: State) {
         self.slots[i].state = state;
