@@ -11,7 +11,9 @@
 //!    moves the start in memory; the `DeleteJob` it returns unlinks them and syncs the
 //!    directory without the lock. Readers that hold slices of a deleted segment keep
 //!    valid bytes: the files are unlinked, never shrunk (see sys.rs). A crash between
-//!    the rename and the unlink leaves `.deleted` files, which open removes.
+//!    the rename and the unlink leaves `.deleted` files, which open removes. A `.log`
+//!    that cannot be renamed stops the renames there, keeping what they did: the job
+//!    unlinks those, then reports the error, and the next pass tries the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -159,25 +161,46 @@ impl RetentionPlan {
     }
 }
 
-/// Files renamed to `.deleted`, to unlink without the log's lock.
+/// Files renamed to `.deleted`, to unlink without the log's lock, and the error that
+/// stopped the renames short, if one did.
 #[derive(Debug)]
 #[must_use = "renamed files stay on disk until the job runs"]
 pub struct DeleteJob {
     dir: PathBuf,
     paths: Vec<PathBuf>,
+    stopped: Option<Error>,
 }
 
 impl DeleteJob {
-    /// Unlinks the files and syncs the directory.
+    /// Unlinks the files (each it can: one that fails does not keep the others) and
+    /// syncs the directory; then returns the first error, the renames' before the
+    /// unlinks'.
     pub fn run(self) -> Result<()> {
+        let mut first = self.stopped;
         for path in &self.paths {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err).at(path),
+                Err(source) => {
+                    first.get_or_insert(Error::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                }
             }
         }
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Renames a segment file to `.deleted`; the new path, or `None` if it was not there.
+fn rename_away(path: &Path) -> Result<Option<PathBuf>> {
+    let to = deleted_path(path);
+    match std::fs::rename(path, &to) {
+        Ok(()) => Ok(Some(to)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).at(path),
     }
 }
 
@@ -299,19 +322,30 @@ impl Log {
         let mut job = DeleteJob {
             dir: self.dir.clone(),
             paths: Vec::with_capacity(doomed.len() * 3),
+            stopped: None,
         };
         for base in doomed {
-            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
-                let path = segment_path(&self.dir, base, kind);
-                let to = deleted_path(&path);
-                match std::fs::rename(&path, &to) {
-                    Ok(()) => job.paths.push(to),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(err).at(&path),
+            // The `.log` first: once it is renamed the segment is gone. One that cannot
+            // be renamed stops the pass there; it stays, below the start (persisted
+            // already), and the next pass tries it again.
+            let log = segment_path(&self.dir, base, SegmentFile::Log);
+            match rename_away(&log) {
+                Ok(renamed) => job.paths.extend(renamed),
+                Err(err) => {
+                    job.stopped = Some(err);
+                    break;
                 }
             }
             // After the rename: a read planned before cannot open (and cache) it again.
             self.forget_sealed(base);
+            for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+                let path = segment_path(&self.dir, base, kind);
+                match rename_away(&path) {
+                    Ok(renamed) => job.paths.extend(renamed),
+                    // Of a segment that is gone: unlinked where it is.
+                    Err(_) => job.paths.push(path),
+                }
+            }
         }
         self.start_offset = self
             .start_offset
