@@ -3,14 +3,17 @@
 //! their deliveries uncounted, not held for `lock.ms` by a member that never saw them.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::topic_races::poll_once;
-use super::ShareGroups;
+use super::window::{Change, State};
+use super::{group, ShareGroups};
 use crate::broker::{Broker, Limits, ProduceTarget};
 
 /// 12 records of 100 KB in each partition: in 1 MiB segments, reads from offset 0
@@ -40,6 +43,56 @@ async fn fill(broker: &Broker, partitions: u32) {
     }
 }
 
+/// Whether a future polled with it was woken since.
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Polls `f` once with a waker that sets `woken`.
+fn poll_with<F: Future>(f: &mut Pin<Box<F>>, woken: &Arc<Woken>) -> Poll<F::Output> {
+    let waker = Waker::from(Arc::clone(woken));
+    f.as_mut().poll(&mut Context::from_waker(&waker))
+}
+
+type Blocker = (
+    tokio::task::JoinHandle<Result<(), std::sync::mpsc::RecvError>>,
+    std::sync::mpsc::Sender<()>,
+);
+
+/// A blocking task that holds its thread until sent to; queued behind what is queued.
+fn blocker_queued() -> Blocker {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    (tokio::task::spawn_blocking(move || wait.recv()), release)
+}
+
+/// A blocker that holds the blocking thread when this returns.
+async fn blocker() -> Blocker {
+    let (started, is_started) = std::sync::mpsc::channel::<()>();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let task = tokio::task::spawn_blocking(move || {
+        started.send(()).unwrap();
+        wait.recv()
+    });
+    until(|| is_started.try_recv().is_ok()).await;
+    (task, release)
+}
+
+/// Waits (up to 10 s) until `done` holds.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not in 10 s");
+}
+
 #[test]
 fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,29 +109,51 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
         let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
         let earliest = BTreeMap::from([("start".to_string(), "earliest".to_string())]);
         queues.alter_config("q", &earliest).await.unwrap();
-        // The first partition's read goes to the one blocking thread; a blocker queued
-        // behind it holds the thread, so the fetch, once it has locked the first
-        // partition's records, waits at the second partition's read.
-        let mut fetch = Box::pin(queues.fetch("q", "", "t", 100, Duration::ZERO, 0));
-        if let Poll::Ready(r) = poll_once(&mut fetch).await {
-            panic!(
-                "{:?}",
-                r.map(|f| f
-                    .records
-                    .iter()
-                    .map(|r| (r.partition, r.offset))
-                    .collect::<Vec<_>>())
-            );
-        }
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::task::spawn_blocking(move || wait.recv());
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(poll_once(&mut fetch).await.is_pending());
-        }
+        // The runtime has one blocking thread, and its queue runs in order. A first
+        // blocker holds the thread while the fetch asks for its first read; a second
+        // is queued behind that read. Let go, the first lets the read run, and the
+        // second then holds the thread: the fetch locks the first partition's records
+        // and waits at the second partition's read. (Unconstrained: tokio's budget
+        // must not stop the fetch early.)
+        let (first, release_first) = blocker().await;
+        let mut fetch = Box::pin(tokio::task::unconstrained(queues.fetch(
+            "q",
+            "",
+            "t",
+            100,
+            Duration::ZERO,
+            0,
+        )));
+        let first_read = Arc::new(Woken::default());
+        assert!(poll_with(&mut fetch, &first_read).is_pending());
+        let (second, release_second) = blocker_queued();
+        release_first.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        until(|| first_read.0.load(Ordering::SeqCst)).await;
+        let second_read = Arc::new(Woken::default());
+        assert!(poll_with(&mut fetch, &second_read).is_pending());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !second_read.0.load(Ordering::SeqCst),
+            "the second read waits"
+        );
         drop(fetch); // the client went away
-        go.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        release_second.send(()).unwrap();
+        second.await.unwrap().unwrap();
+        // It had locked records (and took the locks back).
+        {
+            let (_, mut guard) = queues.lock("q", false).await.unwrap();
+            let locked = group(&mut guard).pending.iter().any(|(_, c)| {
+                matches!(
+                    c,
+                    Change::Slot {
+                        state: State::Acquired,
+                        ..
+                    }
+                )
+            });
+            assert!(locked, "the dropped fetch locked records");
+        }
         let other = queues
             .fetch("q", "", "t", 100, Duration::ZERO, 0)
             .await

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::groups::{topic_id, ResetTo, TopicId};
 
 /// Polls `f` once: it runs up to its first wait.
-pub(super) async fn poll_once<F: Future>(f: &mut Pin<Box<F>>) -> Poll<F::Output> {
+async fn poll_once<F: Future>(f: &mut Pin<Box<F>>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
