@@ -944,3 +944,36 @@ fn a_bad_time_index_does_not_throw_away_a_good_offset_index() {
         other => panic!("expected a damaged range, got {other:?}"),
     }
 }
+
+/// A time lookup that meets a damaged batch goes on after it, as a reader told to resume
+/// there would (it failed: a consumer starting at a time, or a group reset to one, could
+/// not start at all while the damage stayed). Payload damage (a bad CRC) and header
+/// damage both.
+#[test]
+fn a_time_lookup_skips_damage_as_a_read_does() {
+    for header in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+        append_batches(&mut log, 150, 5); // batch b: offsets 5b.., timestamp 1000 + b
+        let first = log_files(dir.path())[0].clone();
+        log.close().unwrap();
+        let mut bytes = fs::read(&first).unwrap();
+        let batch_len = BatchHeader::parse(&bytes).length as usize;
+        match header {
+            true => bytes[2 * batch_len + format::VERSION_AT] ^= 0xFF,
+            false => bytes[2 * batch_len + HEADER_LEN + 30] ^= 0x01,
+        }
+        fs::write(&first, &bytes).unwrap();
+        let (log, _) = Log::open(dir.path(), config()).unwrap();
+        let resume_at = match log.read(10, 1) {
+            Err(Error::DamagedRange { resume_at, .. }) => resume_at,
+            other => panic!("expected a damaged range, got {other:?}"),
+        };
+        let found = log.offset_for_timestamp(1002).unwrap();
+        let resumed = 1000 + (resume_at / 5) as i64;
+        assert_eq!(found, Some((resume_at, resumed)), "header damage {header}");
+        // Before the damage, and past it, lookups are as ever.
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((5, 1001)));
+        assert_eq!(log.offset_for_timestamp(1100).unwrap(), Some((500, 1100)));
+    }
+}

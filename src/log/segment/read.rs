@@ -181,7 +181,8 @@ impl Segment {
     }
 
     /// The first record in this segment at or after offset `from` whose timestamp is at
-    /// least `ts`: its offset and timestamp.
+    /// least `ts`: its offset and timestamp. A damaged batch is skipped, as a reader
+    /// told to resume after it would: the lookup goes on at the next batch that reads.
     pub fn offset_for_timestamp(&self, ts: i64, from: u64) -> Result<Option<(u64, i64)>> {
         if self.max_timestamp < ts || from >= self.next_offset {
             return Ok(None);
@@ -191,27 +192,61 @@ impl Segment {
             Some(i) => self.base + u64::from(self.time_index.get(i).rel_offset),
             None => self.base,
         };
-        let mut pos = self.position_of(hint.max(from))?;
+        // An offset of the batch at `pos`: where to skip from if it is damaged.
+        let mut at = hint.max(from);
+        let mut pos = self.position_of(at)?;
         while pos < self.size {
-            let header = self.header_at(pos, None)?;
-            let rest = &self.bytes()[pos as usize..];
-            if header.max_timestamp >= ts {
-                check_crc(rest, &header, &self.log_path, pos)?;
-                let batch = &rest[..header.length as usize];
-                let found = records(batch).map_err(|reason| Error::Corruption {
-                    path: self.log_path.clone(),
-                    position: pos,
-                    reason,
-                })?;
-                if let Some(record) = found
-                    .iter()
-                    .find(|r| r.offset >= from && r.timestamp_ms >= ts)
-                {
-                    return Ok(Some((record.offset, record.timestamp_ms)));
+            match self.timestamp_in_batch(pos, ts, from) {
+                Ok(InBatch::Found(hit)) => return Ok(Some(hit)),
+                Ok(InBatch::Next { pos: next, offset }) => (pos, at) = (next, offset),
+                Err(err) => {
+                    let resume = self.next_readable_after(at);
+                    tracing::warn!(%err, resume, "a time lookup skipped damaged records");
+                    let next_pos = match resume < self.next_offset {
+                        true => self.position_of(resume)?,
+                        false => self.size,
+                    };
+                    if next_pos <= pos {
+                        return Err(err);
+                    }
+                    (pos, at) = (next_pos, resume);
                 }
             }
-            pos += u64::from(header.length);
         }
         Ok(None)
     }
+
+    /// The first record of the batch at `pos` at or after `from` with a timestamp of at
+    /// least `ts`; else the next batch's position and first offset.
+    fn timestamp_in_batch(&self, pos: u64, ts: i64, from: u64) -> Result<InBatch> {
+        let header = self.header_at(pos, None)?;
+        let rest = &self.bytes()[pos as usize..];
+        if header.max_timestamp >= ts {
+            check_crc(rest, &header, &self.log_path, pos)?;
+            let batch = &rest[..header.length as usize];
+            let found = records(batch).map_err(|reason| Error::Corruption {
+                path: self.log_path.clone(),
+                position: pos,
+                reason,
+            })?;
+            if let Some(record) = found
+                .iter()
+                .find(|r| r.offset >= from && r.timestamp_ms >= ts)
+            {
+                return Ok(InBatch::Found((record.offset, record.timestamp_ms)));
+            }
+        }
+        Ok(InBatch::Next {
+            pos: pos + u64::from(header.length),
+            offset: header.next_offset(),
+        })
+    }
+}
+
+/// What a time lookup found in one batch.
+enum InBatch {
+    /// The record's offset and timestamp.
+    Found((u64, i64)),
+    /// Nothing: the next batch's position and first offset.
+    Next { pos: u64, offset: u64 },
 }
