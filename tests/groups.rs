@@ -1174,3 +1174,81 @@ async fn a_start_offset_past_one_partitions_end_does_not_block_commits() {
     .expect("the out-of-range partition reported in time");
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
 }
+
+/// A seek past a partition's end, committed before the fetcher has reset it, leaves
+/// that partition out of the commit and commits the others (review finding, every
+/// policy). The server refuses a commit with an offset past a partition's end whole,
+/// so one sought-past partition stopped the others' commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_past_the_end_does_not_block_the_other_partitions_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 2).await;
+    let records: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
+    produce(&client, "t", 0, &records, 0).await;
+    produce(&client, "t", 1, &records, 0).await;
+    let config = GroupConfig {
+        auto_commit: None,
+        ..GroupConfig::new("g", &["t"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    let mut read = BTreeMap::new();
+    tokio::time::timeout(LIMIT, async {
+        while read.len() < 2 {
+            if let Some(batch) = member.poll(Duration::from_millis(100)).await.unwrap() {
+                let last = batch.records.last().unwrap();
+                read.insert(last.partition, last.offset);
+            }
+        }
+    })
+    .await
+    .expect("both partitions polled in time");
+    // No poll between the seek and the commit: the fetcher's answer is not taken in.
+    assert!(member.seek("t", 1, 1000));
+    member
+        .commit()
+        .await
+        .expect("the other partition's progress commits");
+    let committed = fetch_offsets(&client, "g").await;
+    assert_eq!(committed.get(&("t".to_string(), 0)), Some(&4));
+    assert_eq!(committed.get(&("t".to_string(), 1)), None, "{committed:?}");
+}
+
+/// A position past a partition's end that the log later grows to is committed: it is
+/// a real position then (review finding). Under `Error` it stayed marked out of range
+/// while the fetcher long-polled there, and no commit stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_the_log_grows_to_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let records: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    produce(&client, "t", 0, &records, 0).await;
+    let config = GroupConfig {
+        start: strom::client::Start::Offset(5),
+        on_out_of_range: OffsetReset::Error,
+        auto_commit: None,
+        ..GroupConfig::new("g", &["t"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    let err = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Err(status) = member.poll(Duration::from_millis(100)).await {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("the out-of-range start reported in time");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    produce(&client, "t", 0, &records[..2], 3).await;
+    // Errors the fetcher queued before the log grew may still come.
+    let _ = member.poll(Duration::from_millis(300)).await;
+    member.commit().await.expect("commits");
+    let committed = fetch_offsets(&client, "g").await;
+    assert_eq!(
+        committed.get(&("t".to_string(), 0)),
+        Some(&5),
+        "{committed:?}"
+    );
+}

@@ -11,7 +11,6 @@
 mod offsets;
 mod tasks;
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,8 +42,10 @@ pub struct GroupConfig {
     /// the first record at or after a `Timestamp`, or the same `Offset` in each (one
     /// not in a partition is out of range, and `on_out_of_range` says where to go).
     pub start: Start,
-    /// Where to go on when a position (committed or reached) has been deleted by
-    /// retention or DeleteRecords; logged when it resets.
+    /// Where to go on when a position is outside its partition: deleted by retention
+    /// or DeleteRecords, or past the end (a start offset or seek beyond it); logged
+    /// when it resets. Under `Error`, `poll` returns OUT_OF_RANGE for that partition
+    /// until the member seeks, and commits leave it out.
     pub on_out_of_range: OffsetReset,
     /// Largest fetch, per partition.
     pub max_bytes: u32,
@@ -98,10 +99,6 @@ struct Owned {
     /// The next offset `poll` returns (and a commit stores).
     position: u64,
     committed: Option<u64>,
-    /// The server said `position` is outside the partition and the policy is `Error`:
-    /// it is not committed (the server would refuse the whole commit) until the member
-    /// seeks or the fetcher moves on.
-    out_of_range: bool,
     fetcher: JoinHandle<()>,
     /// Tells this ownership's fetched batches from an earlier one's.
     generation: u64,
@@ -221,7 +218,6 @@ impl GroupConsumer {
         };
         match fetched.result {
             Ok(Fetch::Records(records, next)) => {
-                owned.out_of_range = false;
                 let position = owned.position;
                 owned.position = next.max(position);
                 let records: Vec<ConsumedRecord> = records
@@ -234,7 +230,6 @@ impl GroupConsumer {
                 }))
             }
             Ok(Fetch::Reset(to)) => {
-                owned.out_of_range = false;
                 owned.position = to;
                 Ok(None)
             }
@@ -245,9 +240,7 @@ impl GroupConsumer {
             Err(status) => {
                 let (topic_id, position) = (owned.topic_id.clone(), owned.position);
                 let committed = owned.committed;
-                let out_of_range = status.code() == Code::OutOfRange;
-                self.start_fetcher(fetched.key, topic_id, position, committed)
-                    .out_of_range = out_of_range;
+                self.start_fetcher(fetched.key, topic_id, position, committed);
                 Err(status)
             }
         }
@@ -308,30 +301,19 @@ impl GroupConsumer {
             let keys: Vec<Key> = added.iter().map(|(k, _)| k.clone()).collect();
             let committed = self.committed_offsets(&keys).await?;
             for (key, topic_id) in added {
-                let (start, committed, out_of_range) = match committed.get(&key) {
-                    Some(&offset) => (offset, Some(offset), false),
-                    None => {
-                        let (start, out_of_range) = self.start_offset(&key).await?;
-                        (start, None, out_of_range)
-                    }
+                let (start, committed) = match committed.get(&key) {
+                    Some(&offset) => (offset, Some(offset)),
+                    None => (self.start_offset(&key).await?, None),
                 };
-                self.start_fetcher(key, topic_id, start, committed)
-                    .out_of_range = out_of_range;
+                self.start_fetcher(key, topic_id, start, committed);
             }
             lock(&self.shared).owned = self.owned.keys().cloned().collect();
         }
         Ok(())
     }
 
-    /// Starts fetching a partition from `position`, replacing any fetcher it had;
-    /// returns its state (in range until told otherwise).
-    fn start_fetcher(
-        &mut self,
-        key: Key,
-        topic_id: String,
-        position: u64,
-        committed: Option<u64>,
-    ) -> &mut Owned {
+    /// Starts fetching a partition from `position`, replacing any fetcher it had.
+    fn start_fetcher(&mut self, key: Key, topic_id: String, position: u64, committed: Option<u64>) {
         self.generation += 1;
         let fetcher = tokio::spawn(fetch_loop(
             self.client.clone(),
@@ -346,17 +328,11 @@ impl GroupConsumer {
             topic_id,
             position,
             committed,
-            out_of_range: false,
             fetcher,
             generation: self.generation,
         };
-        match self.owned.entry(key) {
-            Entry::Occupied(mut entry) => {
-                let old = entry.insert(owned);
-                old.fetcher.abort();
-                entry.into_mut()
-            }
-            Entry::Vacant(entry) => entry.insert(owned),
+        if let Some(old) = self.owned.insert(key, owned) {
+            old.fetcher.abort();
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use futures_util::future::join_all;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -10,10 +11,11 @@ use crate::client::consumer::{bounds, reset_position};
 use crate::grpc::pb::{self, list_offsets_request::Spec};
 
 impl GroupConsumer {
-    /// Commits the position of every owned partition (what `poll` returned), but for
-    /// one the server said is out of range under `OffsetReset::Error`. Fails
-    /// with FAILED_PRECONDITION, committing nothing, if the group fenced the member
-    /// since its last poll.
+    /// Commits the position of every owned partition (what `poll` returned). A position
+    /// past its partition's end (a start offset or seek beyond it, not yet reset, or
+    /// kept under `OffsetReset::Error`) is left out, with a warning: the server refuses
+    /// such a commit whole. Fails with FAILED_PRECONDITION, committing nothing, if the
+    /// group fenced the member since its last poll.
     pub async fn commit(&mut self) -> Result<(), Status> {
         if self.drop_if_fenced() {
             return Err(Status::failed_precondition(
@@ -32,16 +34,34 @@ impl GroupConsumer {
             .iter()
             .filter_map(|key| {
                 let owned = self.owned.get(key)?;
-                (!owned.out_of_range && owned.committed != Some(owned.position)).then(|| {
-                    pb::OffsetCommit {
-                        topic: key.0.clone(),
-                        partition: key.1,
-                        offset: owned.position,
-                        metadata: String::new(),
-                    }
+                (owned.committed != Some(owned.position)).then(|| pb::OffsetCommit {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    offset: owned.position,
+                    metadata: String::new(),
                 })
             })
             .collect();
+        let offsets = match self.send_commit(offsets.clone()).await {
+            Err(refused) if refused.code() == Code::OutOfRange => {
+                // Whether a position is past its partition's end is known only now: the
+                // log may have grown to it since the fetcher last looked, or a seek may
+                // have gone past it since. Ask, leave those out, and send the rest once.
+                let in_range = self.within_end(&offsets).await?;
+                self.send_commit(in_range.clone()).await?;
+                in_range
+            }
+            sent => sent.map(|()| offsets)?,
+        };
+        for o in offsets {
+            if let Some(owned) = self.owned.get_mut(&(o.topic, o.partition)) {
+                owned.committed = Some(o.offset);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_commit(&mut self, offsets: Vec<pb::OffsetCommit>) -> Result<(), Status> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -53,15 +73,36 @@ impl GroupConsumer {
             group: self.config.group.clone(),
             member_id,
             member_epoch,
-            offsets: offsets.clone(),
+            offsets,
         };
-        self.groups.commit_offsets(request).await?;
-        for o in offsets {
-            if let Some(owned) = self.owned.get_mut(&(o.topic, o.partition)) {
-                owned.committed = Some(o.offset);
+        self.groups.commit_offsets(request).await.map(|_| ())
+    }
+
+    /// The offsets at or below their partition's high watermark; logs the others.
+    async fn within_end(
+        &self,
+        offsets: &[pb::OffsetCommit],
+    ) -> Result<Vec<pb::OffsetCommit>, Status> {
+        let ends = offsets.iter().map(|o| {
+            let mut log = self.client.log();
+            async move { bounds(&mut log, &o.topic, o.partition).await }
+        });
+        let mut kept = Vec::with_capacity(offsets.len());
+        for (o, b) in offsets.iter().zip(join_all(ends).await) {
+            let (_, high_watermark) = b?;
+            if o.offset <= high_watermark {
+                kept.push(o.clone());
+            } else {
+                tracing::warn!(
+                    topic = o.topic,
+                    partition = o.partition,
+                    position = o.offset,
+                    high_watermark,
+                    "not committing a position past the partition's end"
+                );
             }
         }
-        Ok(())
+        Ok(kept)
     }
 
     pub(super) async fn committed_offsets(
@@ -85,13 +126,10 @@ impl GroupConsumer {
         }
     }
 
-    /// Where a partition the group never committed starts, and whether that is out of
-    /// range. A start offset outside the partition goes where `on_out_of_range` says
-    /// now, before anything could commit it; under `Error` it stays, out of range.
-    pub(super) async fn start_offset(
-        &mut self,
-        (topic, partition): &Key,
-    ) -> Result<(u64, bool), Status> {
+    /// Where a partition the group never committed starts. A start offset outside the
+    /// partition goes where `on_out_of_range` says now, before anything could commit
+    /// it; under `Error` it stays, and the first poll of it returns the error.
+    pub(super) async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
             Start::Timestamp(ts) => Spec::TimestampMs(ts),
@@ -100,10 +138,7 @@ impl GroupConsumer {
                 let bounds = bounds(&mut self.client.log(), topic, *partition).await?;
                 let policy = self.config.on_out_of_range;
                 return Ok(
-                    match reset_position(topic, *partition, offset, bounds, policy) {
-                        Some(to) => (to, false),
-                        None => (offset, true),
-                    },
+                    reset_position(topic, *partition, offset, bounds, policy).unwrap_or(offset)
                 );
             }
         };
@@ -112,14 +147,7 @@ impl GroupConsumer {
             partition: *partition,
             spec: Some(spec),
         };
-        Ok((
-            self.client
-                .log()
-                .list_offsets(request)
-                .await?
-                .into_inner()
-                .offset,
-            false,
-        ))
+        let offsets = self.client.log().list_offsets(request).await?;
+        Ok(offsets.into_inner().offset)
     }
 }
