@@ -69,13 +69,19 @@ pub fn frame(seq: u64, kind: u8, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// `seq`: each one's kind and body, until the first that is torn, damaged, from an
 /// older pass over the file, or refused by `decode` (what follows it was never
 /// acknowledged). Returns the decoded records, the valid length and the next position.
+///
+/// The file may start before `seq`: a snapshot whose writer went away before it
+/// rewrote the journal (a request cancelled while the snapshot was written) still
+/// lands, and what is appended after it continues the old records. Those up to `seq`
+/// are in the snapshot and skipped; the chain of positions must reach `seq` exactly.
 pub fn replay<T>(
     bytes: &[u8],
     seq: u64,
     mut decode: impl FnMut(u8, &mut Cursor<'_>) -> Option<T>,
 ) -> (Vec<T>, usize, u64) {
     let mut records = Vec::new();
-    let (mut at, mut next_seq) = (0usize, seq);
+    let first = Cursor(bytes.get(8..RECORD_HEADER_LEN).unwrap_or_default()).u64();
+    let (mut at, mut next_seq) = (0usize, first.filter(|&f| f < seq).unwrap_or(seq));
     loop {
         let mut header = Cursor(&bytes[at..]);
         let (Some(len), Some(crc), Some(record_seq)) = (header.u32(), header.u32(), header.u64())
@@ -90,21 +96,32 @@ pub fn replay<T>(
         if crc32fast::hash(body) != crc {
             break;
         }
-        let mut cursor = Cursor(&body[8..]);
-        let decoded = match cursor.u8() {
-            Some(kind) => decode(kind, &mut cursor),
-            None => None,
-        };
-        let Some(decoded) = decoded.filter(|_| cursor.is_empty()) else {
-            break;
-        };
         // A position that would pass u64::MAX is damage (a history of 16 EiB is not).
         let Some(next) = next_seq.checked_add((RECORD_HEADER_LEN + len) as u64) else {
             break;
         };
-        records.push(decoded);
+        if record_seq < seq {
+            // In the snapshot: skipped, if it ends at or before the snapshot's position.
+            if next > seq {
+                break;
+            }
+        } else {
+            let mut cursor = Cursor(&body[8..]);
+            let decoded = match cursor.u8() {
+                Some(kind) => decode(kind, &mut cursor),
+                None => None,
+            };
+            let Some(decoded) = decoded.filter(|_| cursor.is_empty()) else {
+                break;
+            };
+            records.push(decoded);
+        }
         at += RECORD_HEADER_LEN + len;
         next_seq = next;
+    }
+    if records.is_empty() {
+        // Nothing after the snapshot: the file is written again from its start.
+        return (records, 0, seq);
     }
     (records, at, next_seq)
 }

@@ -258,6 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn records_after_a_snapshot_the_journal_was_not_rewritten_for_are_replayed() {
+        // A snapshot at position a.len() landed, and its writer went away before it
+        // rewrote the journal: b was appended after a.
+        let a = encode_record(0, &[entry(1, 0, 5, "")]);
+        let b = encode_record(a.len() as u64, &[entry(1, 0, 9, "")]);
+        let journal = [a.clone(), b.clone()].concat();
+        let replayed = replay(&journal, a.len() as u64);
+        assert_eq!(replayed.records, vec![vec![entry(1, 0, 9, "")]]);
+        assert_eq!(replayed.valid_len, journal.len());
+        assert_eq!(replayed.next_seq, journal.len() as u64);
+        // Only if the chain reaches the snapshot's position exactly.
+        let astray = replay(&journal, a.len() as u64 - 1);
+        assert!(astray.records.is_empty());
+        assert_eq!((astray.valid_len, astray.next_seq), (0, a.len() as u64 - 1));
+        // Nothing after the snapshot: written again from the start.
+        let covered = replay(&journal, journal.len() as u64);
+        assert!(covered.records.is_empty());
+        assert_eq!(
+            (covered.valid_len, covered.next_seq),
+            (0, journal.len() as u64)
+        );
+    }
+
+    #[test]
     fn a_position_past_the_end_of_u64_ends_the_replay() {
         let seq = u64::MAX - 10;
         let journal = encode_record(seq, &[entry(1, 0, 5, "")]);

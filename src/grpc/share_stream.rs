@@ -2,9 +2,10 @@
 //! go down, never more than the credits given.
 //!
 //! Three parts run at once, so that no one waits for another: the reader takes the
-//! client's messages; fetches run one at a time on a spawned task (never cancelled
-//! halfway: the records a fetch locks reach the stream; one still waiting when the
-//! stream ends is stopped, and the leave returns what it locked); acknowledgements go to an applier that applies everything
+//! client's messages; fetches run one at a time on a spawned task (not cancelled by a
+//! slow stream: the records a fetch locks reach the stream; one still running when the
+//! stream ends is stopped, and gives back what it had locked, uncounted);
+//! acknowledgements go to an applier that applies everything
 //! that arrived while the previous batch waited for its fsync, so a worker that accepts
 //! records one by one shares fsyncs and the group's lock across many of them. When the
 //! client goes away the member leaves, and its records return to the queue at once.
@@ -146,8 +147,9 @@ pub(super) async fn run(
         );
         let _ = out.send(Err(status)).await;
     }
-    // A fetch still waiting is stopped: whatever it locked meanwhile is recorded in the
-    // group (changes are recorded as they are made) and returned by the leave below.
+    // A fetch still running is stopped: it gives back, uncounted, what it had locked
+    // (ShareFetch's rule for a cancelled call). The leave below returns the records of
+    // the fetches that answered, counted: they were sent, or the client went first.
     if let Some(fetch) = fetching {
         fetch.abort();
         let _ = fetch.await;

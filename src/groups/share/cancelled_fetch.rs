@@ -1,6 +1,8 @@
 //! A ShareFetch dropped after it locked records and before it answered (its client
-//! went away while it read the next partition): the records it locked are given back,
-//! their deliveries uncounted, not held for `lock.ms` by a member that never saw them.
+//! went away while it read the next partition, or wrote the group's snapshot): the
+//! records it locked are given back, their deliveries uncounted, not held for `lock.ms`
+//! by a member that never saw them; and that is journaled at once, so a crash next
+//! does not count them either.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,9 +14,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::window::{Change, State};
 use super::{group, ShareGroups};
 use crate::broker::{Broker, Limits, ProduceTarget};
+
+/// A current-thread runtime with one blocking thread: a test holds that thread to stop
+/// a request where it waits for it.
+pub(super) fn one_blocking_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap()
+}
 
 /// 12 records of 100 KB in each partition: in 1 MiB segments, reads from offset 0
 /// touch a sealed segment, and sealed segments are read on a blocking thread.
@@ -41,6 +52,12 @@ async fn fill(broker: &Broker, partitions: u32) {
                 .unwrap();
         }
     }
+}
+
+/// The end of group q's journal.
+async fn journaled(queues: &ShareGroups) -> u64 {
+    let (_, mut guard) = queues.lock("q", false).await.unwrap();
+    group(&mut guard).files.durability().written()
 }
 
 /// Whether a future polled with it was woken since.
@@ -95,12 +112,7 @@ async fn until(mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    one_blocking_thread().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
         let config = BTreeMap::from([("segment.bytes".to_string(), (1u64 << 20).to_string())]);
@@ -115,6 +127,7 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
         // second then holds the thread: the fetch locks the first partition's records
         // and waits at the second partition's read. (Unconstrained: tokio's budget
         // must not stop the fetch early.)
+        let before = journaled(&queues).await;
         let (first, release_first) = blocker().await;
         let mut fetch = Box::pin(tokio::task::unconstrained(queues.fetch(
             "q",
@@ -140,20 +153,11 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
         drop(fetch); // the client went away
         release_second.send(()).unwrap();
         second.await.unwrap().unwrap();
-        // It had locked records (and took the locks back).
-        {
-            let (_, mut guard) = queues.lock("q", false).await.unwrap();
-            let locked = group(&mut guard).pending.iter().any(|(_, c)| {
-                matches!(
-                    c,
-                    Change::Slot {
-                        state: State::Acquired,
-                        ..
-                    }
-                )
-            });
-            assert!(locked, "the dropped fetch locked records");
-        }
+        // It had locked records: it journaled, as it was dropped, the locks it gave back.
+        assert!(
+            journaled(&queues).await > before,
+            "the dropped fetch locked records"
+        );
         let other = queues
             .fetch("q", "", "t", 100, Duration::ZERO, 0)
             .await
@@ -177,6 +181,102 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
                 .iter()
                 .map(|r| (r.partition, r.offset, r.delivery_count))
                 .collect::<Vec<_>>()
+        );
+    });
+}
+
+/// Dropped while it writes the group's snapshot, a fetch has journaled its locks; the
+/// locks it takes back must be journaled before it lets the group go, or a crash then
+/// restores them (review finding): each record's delivery counted, or held for
+/// `lock.ms`, by a member that never saw it.
+#[test]
+fn a_fetch_dropped_at_the_snapshot_journals_what_it_gave_back() {
+    one_blocking_thread().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+        const BATCH: usize = 10_000;
+        for _ in 0..10 {
+            let target = ProduceTarget {
+                topic: "t".into(),
+                partition: Some(0),
+                durability: None,
+                producer: None,
+            };
+            let mut writer = broker.begin_produce(target, BATCH, 0).unwrap();
+            for _ in 0..BATCH {
+                writer
+                    .push(None, Bytes::from_static(b"x"), std::iter::empty(), 0)
+                    .unwrap();
+            }
+            let _ = writer.finish().unwrap().append().await.unwrap();
+        }
+        let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+        let config = BTreeMap::from([
+            ("start".to_string(), "earliest".to_string()),
+            ("max.in.flight".to_string(), "100000".to_string()),
+        ]);
+        queues.alter_config("q", &config).await.unwrap();
+        // Fetch 10,000 records at a time, each as a new member, while the blocking
+        // thread is held: the records are in the active segment (read on this thread),
+        // so the one fetch that stops is the one whose locks grew the journal past the
+        // snapshot threshold, at the snapshot's write.
+        let mut taken = 0;
+        let mut fetch = loop {
+            let (held, release) = blocker().await;
+            let mut fetch = Box::pin(tokio::task::unconstrained(queues.fetch(
+                "q",
+                "",
+                "t",
+                BATCH as u32,
+                Duration::ZERO,
+                0,
+            )));
+            let poll = poll_with(&mut fetch, &Arc::new(Woken::default()));
+            release.send(()).unwrap();
+            held.await.unwrap().unwrap();
+            let Poll::Ready(fetched) = poll else {
+                break fetch;
+            };
+            assert_eq!(fetched.unwrap().records.len(), BATCH, "ran out of records");
+            taken += BATCH as u64;
+        };
+        let (held, release) = blocker_queued();
+        let waiting = poll_with(&mut fetch, &Arc::new(Woken::default()));
+        assert!(
+            waiting.is_pending(),
+            "the fetch waits for the snapshot's write"
+        );
+        drop(fetch); // the client went away
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        // The snapshot's write ran on (queued before this), then the server crashed:
+        // the group is read again from its files.
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        drop(queues);
+        let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+        // A restart hands out again what was locked: those handed out before once more
+        // (their second delivery), the dropped fetch's for the first time.
+        let mut counts = BTreeMap::new();
+        loop {
+            let fetched = queues
+                .fetch("q", "", "t", BATCH as u32, Duration::ZERO, 0)
+                .await
+                .unwrap();
+            counts.extend(fetched.records.iter().map(|r| (r.offset, r.delivery_count)));
+            if fetched.records.is_empty() || counts.len() as u64 >= taken + BATCH as u64 {
+                break;
+            }
+        }
+        let count = |range: std::ops::Range<u64>| -> std::collections::BTreeSet<Option<u16>> {
+            range.map(|o| counts.get(&o).copied()).collect()
+        };
+        assert_eq!(count(0..taken), [Some(2)].into(), "handed out before");
+        let dropped = taken..taken + BATCH as u64;
+        assert_eq!(
+            count(dropped),
+            [Some(1)].into(),
+            "delivered once, counted once"
         );
     });
 }

@@ -251,7 +251,9 @@ impl ShareGroups {
 /// A fetch dropped before it answers (its client went away while it read the next
 /// partition, dead-lettered or journaled) or one that fails takes those locks back,
 /// uncounted, rather than leave them held for `lock.ms` by a member that never saw the
-/// records. Emptied once the answer is certain.
+/// records; and appends that to the journal before it lets the group go, since the
+/// locks may be there already (a fetch dropped at the snapshot's write): a crash next
+/// must not bring them back. Emptied once the answer is certain.
 struct Handing {
     guard: Guard,
     slot: Arc<Slot>,
@@ -272,8 +274,12 @@ impl Drop for Handing {
             if let Some(p) = g.state.partitions.get_mut(&tp) {
                 p.unacquire(self.member, r.offset, &mut changes);
             }
-            // Journaled with the group's next change, after the locks it undoes.
             g.record(tp, changes);
+        }
+        // Not made durable here (that would wait for an fsync): the journal's next
+        // fsync, by anyone, does.
+        if let Err(err) = g.append_pending() {
+            tracing::warn!(group = %g.name, %err, "journaling the locks a dropped fetch gave back failed; kept for the next change");
         }
         self.slot.available.notify_waiters();
     }

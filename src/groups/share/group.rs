@@ -44,21 +44,7 @@ impl Group {
     /// fsync must reach to make them durable; snapshots the state when the journal is
     /// long. The state is bounded by the windows, so the snapshot is small.
     pub(super) async fn journal(&mut self) -> Result<u64> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            if let Err(err) = self.files.append(&pending) {
-                // Kept for the next try: the changes are made in memory.
-                self.pending = pending;
-                return Err(err);
-            }
-            // Only the partitions that changed: this runs on every fetch and ack.
-            let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-            for (tp, _) in &pending {
-                if let Some(p) = self.state.partitions.get(tp) {
-                    floors.insert(*tp, p.start());
-                }
-            }
-        }
+        self.append_pending()?;
         let seq = self.files.durability().written();
         // Once per journal position: a request cancelled while a snapshot was being
         // written leaves that write running, and a second one of the same name would
@@ -72,6 +58,28 @@ impl Group {
             self.files.snapshot_written();
         }
         Ok(seq)
+    }
+
+    /// Appends the pending changes to the journal (into the page cache); no snapshot.
+    /// For what cannot await: a fetch taking its locks back as it is dropped.
+    pub(super) fn append_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if let Err(err) = self.files.append(&pending) {
+            // Kept for the next try: the changes are made in memory.
+            self.pending = pending;
+            return Err(err);
+        }
+        // Only the partitions that changed: this runs on every fetch and ack.
+        let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+        for (tp, _) in &pending {
+            if let Some(p) = self.state.partitions.get(tp) {
+                floors.insert(*tp, p.start());
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn record(&mut self, tp: Tp, changes: Vec<Change>) {

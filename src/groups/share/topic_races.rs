@@ -63,12 +63,7 @@ async fn a_reset_that_waited_for_the_group_while_its_topic_went_adds_nothing_bac
 /// does: the runtime's one blocking thread is kept busy to hold it open.
 #[test]
 fn a_fetch_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    super::cancelled_fetch::one_blocking_thread().block_on(async {
         let (_dir, broker, queues, tid) = setup().await;
         let held = queues.lock("q", false).await.unwrap();
         let mut fetch = Box::pin(queues.fetch("q", "", "t", 1, Duration::ZERO, 0));
