@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cli::Serve;
-use common::Rng;
+use common::{env_or, free_addr, Rng};
 use strom::client::{Client, Producer, ProducerConfig};
 use strom::grpc::pb;
 
@@ -25,19 +25,6 @@ const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 3;
 const PRODUCERS: u64 = 3;
 const GROUP: &str = "g";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A loopback address nothing listens on now.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 /// What one producer saw: acknowledged (partition, offset, n), and failed n.
 #[derive(Default)]

@@ -15,17 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cli::Serve;
+use common::env_or;
 use strom::client::Client;
 use strom::grpc::pb;
 
 const PARTITIONS: u32 = 8;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// (anonymous resident memory in KiB, open descriptors) of a process. Anonymous: the
 /// heap and stacks. Pages of mapped segment files also count in the resident set as they

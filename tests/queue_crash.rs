@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cli::Serve;
-use common::Rng;
+use common::{env_or, free_addr, Rng};
 use strom::client::Client;
 use strom::grpc::pb::{self, AckType};
 
@@ -32,19 +32,6 @@ const PARTITIONS: u32 = 3;
 const WORKERS: u64 = 3;
 /// Jobs produced but not yet accepted the producer keeps the queue at, about.
 const BACKLOG: usize = 6_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A loopback address nothing listens on now.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 type Id = (u32, u64);
 

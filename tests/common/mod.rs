@@ -12,6 +12,20 @@ use std::path::Path;
 use bytes::Bytes;
 use strom::log::{records, BatchBuilder, BatchHeader, Log, PendingBatch, Record};
 
+/// A number from the environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A loopback address nothing listens on now.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 /// splitmix64: a tiny deterministic generator, so a failing run can be replayed.
 pub struct Rng(pub u64);
 
