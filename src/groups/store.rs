@@ -183,6 +183,11 @@ impl Durability {
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
     }
+
+    /// History position up to which everything is on disk.
+    pub fn synced(&self) -> u64 {
+        *self.synced.borrow()
+    }
 }
 
 pub struct GroupFiles<S> {

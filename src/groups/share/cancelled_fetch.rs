@@ -1,8 +1,8 @@
 //! A ShareFetch dropped after it locked records and before it answered (its client
 //! went away while it read the next partition, or wrote the group's snapshot): the
 //! records it locked are given back, their deliveries uncounted, not held for `lock.ms`
-//! by a member that never saw them; and that is journaled at once, so a crash next
-//! does not count them either.
+//! by a member that never saw them; and that is journaled and fsynced at once, so a
+//! crash or power loss next does not count them either.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,6 +58,16 @@ async fn fill(broker: &Broker, partitions: u32) {
 async fn journaled(queues: &ShareGroups) -> u64 {
     let (_, mut guard) = queues.lock("q", false).await.unwrap();
     group(&mut guard).files.durability().written()
+}
+
+/// Waits (up to 10 s) until group q's journal is on disk to its end, with no request
+/// to make it so: a power loss must not bring back what a dropped fetch gave back.
+async fn synced_unasked(queues: &ShareGroups) {
+    let durability = {
+        let (_, mut guard) = queues.lock("q", false).await.unwrap();
+        group(&mut guard).files.durability()
+    };
+    until(|| durability.synced() >= durability.written()).await;
 }
 
 /// Whether a future polled with it was woken since.
@@ -158,6 +168,7 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
             journaled(&queues).await > before,
             "the dropped fetch locked records"
         );
+        synced_unasked(&queues).await;
         let other = queues
             .fetch("q", "", "t", 100, Duration::ZERO, 0)
             .await
@@ -250,6 +261,7 @@ fn a_fetch_dropped_at_the_snapshot_journals_what_it_gave_back() {
         drop(fetch); // the client went away
         release.send(()).unwrap();
         held.await.unwrap().unwrap();
+        synced_unasked(&queues).await;
         // The snapshot's write ran on (queued before this), then the server crashed:
         // the group is read again from its files.
         tokio::task::spawn_blocking(|| ()).await.unwrap();

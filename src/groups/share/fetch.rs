@@ -276,11 +276,7 @@ impl Drop for Handing {
             }
             g.record(tp, changes);
         }
-        // Not made durable here (that would wait for an fsync): the journal's next
-        // fsync, by anyone, does.
-        if let Err(err) = g.append_pending() {
-            tracing::warn!(group = %g.name, %err, "journaling the locks a dropped fetch gave back failed; kept for the next change");
-        }
+        g.journal_unawaited();
         self.slot.available.notify_waiters();
     }
 }

@@ -60,9 +60,28 @@ impl Group {
         Ok(seq)
     }
 
+    /// Journals the pending changes for what cannot await (a fetch taking its locks
+    /// back as it is dropped): appends them, and leaves a task to fsync them, so that
+    /// they reach the disk even if no other request comes. No snapshot.
+    pub(super) fn journal_unawaited(&mut self) {
+        if let Err(err) = self.append_pending() {
+            tracing::warn!(group = %self.name, %err, "journaling changes failed; kept for the next change");
+            return;
+        }
+        let durability = self.files.durability();
+        let end = durability.written();
+        let name = self.name.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = durability.wait(end).await {
+                    tracing::warn!(group = %name, %err, "syncing the journal failed");
+                }
+            });
+        }
+    }
+
     /// Appends the pending changes to the journal (into the page cache); no snapshot.
-    /// For what cannot await: a fetch taking its locks back as it is dropped.
-    pub(super) fn append_pending(&mut self) -> Result<()> {
+    fn append_pending(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
