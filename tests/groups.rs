@@ -321,6 +321,12 @@ async fn fenced_and_stale_members_cannot_commit() {
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     assert!(stale.message().contains("stale"), "{}", stale.message());
+    // Fenced first, out of range after: a client that drops the positions past the end
+    // on OUT_OF_RANGE and sends the rest would get Ok for a commit of nothing.
+    let stale = commit(&client, "g", (me.0, me.1 - 5), "t", 0, 99)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     // A commit of nothing is checked all the same.
     let nothing = pb::CommitOffsetsRequest {
         group: "g".into(),

@@ -66,9 +66,9 @@ pub struct DescribedGroup {
 }
 
 impl Groups {
-    /// Stores offsets, all or none, and answers once they are on disk. Each is checked
-    /// against its partition (between log start and high watermark) and the committer
-    /// against the group (a member at its epoch, owning the partition).
+    /// Stores offsets, all or none, and answers once they are on disk. The committer is
+    /// checked against the group (a member at its epoch, owning the partitions), then
+    /// each offset against its partition (at most its high watermark).
     pub async fn commit(
         &self,
         group: &str,
@@ -84,6 +84,7 @@ impl Groups {
         }
         let now = now_ms();
         let mut entries = Vec::with_capacity(offsets.len());
+        let mut ranges = Vec::with_capacity(offsets.len());
         for (topic, partition, offset, metadata) in offsets {
             if metadata.len() > MAX_METADATA_BYTES {
                 return Err(Error::InvalidArgument(format!(
@@ -93,19 +94,7 @@ impl Groups {
                 )));
             }
             let t = self.broker.topic(&topic)?;
-            let bounds = t.partition(partition)?.offsets()?;
-            // Below the log start is accepted (as Kafka does): retention may overtake a
-            // slow member between its fetch and its commit, and refusing would fail the
-            // whole commit; the member resumes with its reset policy.
-            if offset > bounds.high_watermark {
-                return Err(Error::CommitOutOfRange {
-                    topic,
-                    partition,
-                    offset,
-                    start: bounds.log_start,
-                    end: bounds.high_watermark,
-                });
-            }
+            ranges.push((Arc::clone(t.partition(partition)?), topic));
             let committed = Committed {
                 offset,
                 metadata,
@@ -116,12 +105,31 @@ impl Groups {
         let (slot, mut guard) = self.lock(group, true).await?;
         let loaded = loaded(&mut guard);
         let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
+        // The committer first: a fenced member must learn it is fenced, whatever its
+        // offsets (a client that drops the ones past the end on OUT_OF_RANGE and sends
+        // the rest would be told Ok for a commit of nothing).
         if let Err(err) = loaded
             .membership
             .check_commit(member_id, member_epoch, &tps)
         {
             self.forget_if_empty(&slot, &mut guard);
             return Err(err);
+        }
+        for ((tp, committed), (partition, topic)) in entries.iter().zip(ranges) {
+            let bounds = partition.offsets()?;
+            // Below the log start is accepted (as Kafka does): retention may overtake a
+            // slow member between its fetch and its commit, and refusing would fail the
+            // whole commit; the member resumes with its reset policy.
+            if committed.offset > bounds.high_watermark {
+                self.forget_if_empty(&slot, &mut guard);
+                return Err(Error::CommitOutOfRange {
+                    topic,
+                    partition: tp.1,
+                    offset: committed.offset,
+                    start: bounds.log_start,
+                    end: bounds.high_watermark,
+                });
+            }
         }
         let store = self
             .store(&slot, loaded, true)
