@@ -28,6 +28,8 @@ mod request;
 pub mod share;
 pub mod store;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 mod topics;
 

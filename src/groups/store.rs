@@ -239,6 +239,13 @@ impl<S: Journaled> GroupFiles<S> {
         let bytes = std::fs::read(&journal_path).at(&journal_path)?;
         let (records, valid_len, next_seq) = S::replay(&bytes, seq);
         let had_records = !records.is_empty();
+        if !had_records && !bytes.is_empty() {
+            // The next pass writes from the file's start at the snapshot's position, as
+            // the crashed one did: records that lie past a damaged one (never
+            // acknowledged) would carry the positions it expects, and be replayed after
+            // its records. (The next fdatasync makes the new length durable.)
+            journal.set_len(0).at(&journal_path)?;
+        }
         for record in records {
             state.apply(record);
         }
