@@ -186,9 +186,10 @@ pub struct Replayed {
     pub next_seq: u64,
 }
 
-/// Reads journal records from the start of `bytes`, the first expected at history
-/// position `seq`, and stops at the first that is torn, damaged or from an older pass
-/// over the file: what follows it was never acknowledged.
+/// Reads the journal records in `bytes` that follow history position `seq` (the
+/// snapshot's), and stops at the first that is torn, damaged or from an older pass over
+/// the file: what follows it was never acknowledged. See `journal::replay` for a file
+/// that starts before `seq`.
 pub fn replay(bytes: &[u8], seq: u64) -> Replayed {
     let (records, valid_len, next_seq) = journal::replay(bytes, seq, |kind, cursor| {
         (kind == KIND_OFFSETS).then(|| decode_entries(cursor))?

@@ -45,7 +45,9 @@ pub struct GroupConfig {
     /// Where to go on when a position is outside its partition: deleted by retention
     /// or DeleteRecords, or past the end (a start offset or seek beyond it); logged
     /// when it resets. Under `Error`, `poll` returns OUT_OF_RANGE for that partition
-    /// until the member seeks, and commits leave it out.
+    /// until the member seeks or the position is back in range (the log grew to it);
+    /// meanwhile a commit stores a position below the log start as it is, and leaves
+    /// one past the end out, with a warning.
     pub on_out_of_range: OffsetReset,
     /// Largest fetch, per partition.
     pub max_bytes: u32,
