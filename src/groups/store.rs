@@ -71,7 +71,8 @@ fn snapshot_name(prefix: &str, seq: u64) -> String {
     format!("{prefix}.{seq:020}.snap")
 }
 
-/// The snapshots in `dir`, oldest first.
+/// The snapshots in `dir`, oldest first. Removes the temporary files of snapshot
+/// writes a crash cut short.
 fn snapshots(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).at(dir)? {
@@ -80,6 +81,10 @@ fn snapshots(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if name.starts_with(prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
         let seq = name
             .strip_prefix(prefix)
             .and_then(|rest| rest.strip_prefix('.'))

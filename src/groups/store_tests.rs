@@ -69,3 +69,16 @@ fn records_after_a_damaged_first_record_are_not_replayed_after_new_ones() {
     let (_, reopened) = GroupFiles::<Offsets>::open(&gdir).unwrap();
     assert_eq!(reopened.get(&TP).unwrap().offset, 3);
 }
+
+/// A snapshot write a crash cut short leaves its temporary file; the next open removes
+/// it (each write has its own, so they would pile up).
+#[test]
+fn open_removes_the_temporary_files_of_cut_short_snapshot_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gdir = dir.path().join(format!("g.{:032x}", 9));
+    drop(GroupFiles::<Offsets>::open(&gdir).unwrap());
+    let leftover = gdir.join("offsets.00000000000000000005.snap.3.tmp");
+    std::fs::write(&leftover, b"half a snap").unwrap();
+    drop(GroupFiles::<Offsets>::open(&gdir).unwrap());
+    assert!(!leftover.exists());
+}

@@ -26,7 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use super::naming::{temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
+use super::naming::{unique_temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
 use crate::error::{IoContext, Result};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"STRMCKPT";
@@ -163,10 +163,12 @@ pub fn write_log_start(dir: &Path, offset: u64) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path.tmp`, syncs it, renames it over `path` and syncs the
-/// directory: afterwards `path` holds either the old or the new bytes, never a mix.
+/// Writes `bytes` to `path.<n>.tmp`, syncs it, renames it over `path` and syncs the
+/// directory: afterwards `path` holds either the old or the new bytes, never a mix. The
+/// temporary file is the call's own: a write a cancelled request left running may
+/// still be at work on the same path (a group's snapshot).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
+    let tmp = unique_temp_path(path);
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).at(path)?;
     sync_dir(path.parent().expect("files live in a directory"))
@@ -300,5 +302,38 @@ mod tests {
         write_atomically(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Two writes of one path at once (a snapshot write a cancelled request left
+    /// running, and the same snapshot written again as its group is reopened) each
+    /// land whole: the file holds one or the other, never a mix, and neither fails.
+    #[test]
+    fn concurrent_atomic_writes_of_one_path_each_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let a: &'static [u8] = &[b'a'; 256 << 10];
+        let b: &'static [u8] = &[b'b'; 128 << 10];
+        for _ in 0..20 {
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                let writer = |bytes: &'static [u8]| {
+                    let (barrier, path) = (&barrier, &path);
+                    move || {
+                        barrier.wait();
+                        write_atomically(path, bytes)
+                    }
+                };
+                let first = s.spawn(writer(a));
+                let second = s.spawn(writer(b));
+                first.join().unwrap().unwrap();
+                second.join().unwrap().unwrap();
+            });
+            let landed = fs::read(&path).unwrap();
+            assert!(
+                landed == a || landed == b,
+                "a mix of {} bytes",
+                landed.len()
+            );
+        }
     }
 }

@@ -207,16 +207,10 @@ impl Log {
         };
         self.checkpoint_issued = self.flushed;
         self.last_checkpoint = Instant::now();
-        self.checkpoint_jobs += 1;
-        let temp = self.dir.join(format!(
-            "{}.{}",
-            super::naming::CHECKPOINT_FILE,
-            self.checkpoint_jobs
-        ));
         Ok(Some(CheckpointJob {
             indexes,
             failed: Arc::clone(&self.sync_failed),
-            temp: super::naming::temp_path(&temp),
+            temp: super::naming::unique_temp_path(&self.dir.join(super::naming::CHECKPOINT_FILE)),
             upto: self.flushed,
             generation: self.generation,
             replaced: None,

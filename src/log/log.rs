@@ -83,8 +83,6 @@ pub struct Log {
     pub(super) checkpoint: Checkpoint,
     pub(super) checkpoint_issued: Checkpoint,
     pub(super) flushed: Checkpoint,
-    /// Checkpoint jobs handed out so far; names each job's temporary file.
-    pub(super) checkpoint_jobs: u64,
     pub(super) last_flush: Instant,
     pub(super) last_checkpoint: Instant,
     /// Changed by `truncate` (and different for every log a process opens), so a flush

@@ -5,6 +5,7 @@
 //! `00000000000000001000.log`, `.index` and `.timeindex`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Digits in a segment file's base-offset stem.
 pub const OFFSET_DIGITS: usize = 20;
@@ -51,7 +52,6 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf 
     ))
 }
 
-/// The same path with `.tmp` appended: written in full, synced, then renamed over.
 /// The producer-state snapshot of the batches below `offset` (`log/producers/snapshot.rs`).
 pub fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
     dir.join(format!(
@@ -60,8 +60,17 @@ pub fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
     ))
 }
 
+/// The same path with `.tmp` appended: written in full, synced, then renamed over.
 pub fn temp_path(path: &Path) -> PathBuf {
     with_suffix(path, TEMP_SUFFIX)
+}
+
+/// The same path with `.<n>.tmp` appended, `n` new on each call: for a file that two
+/// writers may replace at once, each through its own temporary file.
+pub fn unique_temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    with_suffix(path, &format!("{n}.{TEMP_SUFFIX}"))
 }
 
 /// The same path with `.deleted` appended: a segment file on its way out.

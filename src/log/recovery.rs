@@ -126,7 +126,6 @@ fn open(
         checkpoint,
         checkpoint_issued: checkpoint,
         flushed: checkpoint,
-        checkpoint_jobs: 0,
         last_flush: now,
         last_checkpoint: now,
         generation: super::log::next_generation(),
