@@ -1220,6 +1220,43 @@ async fn a_seek_past_the_end_does_not_block_the_other_partitions_commit() {
     assert_eq!(committed.get(&("t".to_string(), 1)), None, "{committed:?}");
 }
 
+/// A topic deleted while the member still owns its partitions (the heartbeat has not
+/// told it yet) does not stop the other topics' positions from being committed: the
+/// server refuses a commit with a deleted topic whole, and the progress was lost (and
+/// read again by the next owner), also at a rebalance's commit of revoked partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_does_not_block_the_other_topics_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("a", 1).await;
+    client
+        .admin()
+        .create_topic("b", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let records: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
+    produce(&client, "a", 0, &records, 0).await;
+    produce(&client, "b", 0, &records, 0).await;
+    let config = GroupConfig {
+        auto_commit: None,
+        ..GroupConfig::new("g", &["a", "b"])
+    };
+    let mut member = GroupConsumer::join(&client, config).await.unwrap();
+    poll_records(&mut member, 8).await;
+    // No poll after the deletion: the member still owns a's partition.
+    client.admin().delete_topic("a").await.unwrap();
+    member
+        .commit()
+        .await
+        .expect("the other topic's progress commits");
+    let committed = fetch_offsets(&client, "g").await;
+    assert_eq!(
+        committed.get(&("b".to_string(), 0)),
+        Some(&4),
+        "{committed:?}"
+    );
+}
+
 /// A position past a partition's end that the log later grows to is committed: it is
 /// a real position then (review finding). Under `Error` it stayed marked out of range
 /// while the fetcher long-polled there, and no commit stored it.

@@ -13,8 +13,8 @@ use crate::grpc::pb::{self, list_offsets_request::Spec};
 impl GroupConsumer {
     /// Commits the position of every owned partition (what `poll` returned). A position
     /// past its partition's end (a start offset or seek beyond it, not yet reset, or
-    /// kept under `OffsetReset::Error`) is left out, with a warning: the server refuses
-    /// such a commit whole. Fails with FAILED_PRECONDITION, committing nothing, if the
+    /// kept under `OffsetReset::Error`), or in a topic deleted since, is left out, with
+    /// a warning: the server refuses such a commit whole. Fails with FAILED_PRECONDITION, committing nothing, if the
     /// group fenced the member since its last poll.
     pub async fn commit(&mut self) -> Result<(), Status> {
         if self.drop_if_fenced() {
@@ -43,13 +43,14 @@ impl GroupConsumer {
             })
             .collect();
         let offsets = match self.send_commit(offsets.clone()).await {
-            Err(refused) if refused.code() == Code::OutOfRange => {
-                // Whether a position is past its partition's end is known only now: the
-                // log may have grown to it since the fetcher last looked, or a seek may
-                // have gone past it since. Ask, leave those out, and send the rest once.
-                let in_range = self.within_end(&offsets).await?;
-                self.send_commit(in_range.clone()).await?;
-                in_range
+            Err(refused) if matches!(refused.code(), Code::OutOfRange | Code::NotFound) => {
+                // Whether a position is past its partition's end, or its topic gone, is
+                // known only now: the log may have grown to it since the fetcher last
+                // looked, a seek may have gone past it since, and the heartbeat may not
+                // have told of the deletion yet. Ask, leave those out, send the rest once.
+                let committable = self.committable(&offsets).await?;
+                self.send_commit(committable.clone()).await?;
+                committable
             }
             sent => sent.map(|()| offsets)?,
         };
@@ -78,8 +79,9 @@ impl GroupConsumer {
         self.groups.commit_offsets(request).await.map(|_| ())
     }
 
-    /// The offsets at or below their partition's high watermark; logs the others.
-    async fn within_end(
+    /// The offsets at or below their partition's high watermark, in topics that still
+    /// exist; logs the others.
+    async fn committable(
         &self,
         offsets: &[pb::OffsetCommit],
     ) -> Result<Vec<pb::OffsetCommit>, Status> {
@@ -89,7 +91,19 @@ impl GroupConsumer {
         });
         let mut kept = Vec::with_capacity(offsets.len());
         for (o, b) in offsets.iter().zip(join_all(ends).await) {
-            let (_, high_watermark) = b?;
+            let high_watermark = match b {
+                Ok((_, high_watermark)) => high_watermark,
+                Err(status) if status.code() == Code::NotFound => {
+                    tracing::warn!(
+                        topic = o.topic,
+                        partition = o.partition,
+                        position = o.offset,
+                        "not committing a position in a deleted topic"
+                    );
+                    continue;
+                }
+                Err(status) => return Err(status),
+            };
             if o.offset <= high_watermark {
                 kept.push(o.clone());
             } else {
