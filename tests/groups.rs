@@ -327,6 +327,10 @@ async fn fenced_and_stale_members_cannot_commit() {
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let stale = commit(&client, "g", (me.0, me.1 - 5), "deleted", 0, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     // A commit of nothing is checked all the same.
     let nothing = pb::CommitOffsetsRequest {
         group: "g".into(),
@@ -846,6 +850,23 @@ async fn hostile_requests_are_bounded_and_leave_nothing_behind() {
         .unwrap()
         .into_inner();
     assert!(listed.groups.is_empty(), "{:?}", listed.groups);
+    // Nor does a refused commit (a topic that does not exist, an offset past the end):
+    // checked under the group's lock, as the group is made.
+    let missing = commit(&client, "ghost", ("", 0), "nope", 0, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let past = commit(&client, "ghost", ("", 0), "t", 0, 99)
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), Code::OutOfRange, "{past:?}");
+    let listed = groups
+        .list_groups(pb::ListGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.groups.is_empty(), "{:?}", listed.groups);
+    assert_eq!(group_dirs(), 0);
     // A group that only heartbeats holds no files (no descriptor, no directory).
     heartbeat(&client, "members-only", "", 0, &["t"])
         .await

@@ -66,9 +66,12 @@ pub struct DescribedGroup {
 }
 
 impl Groups {
-    /// Stores offsets, all or none, and answers once they are on disk. The committer is
-    /// checked against the group (a member at its epoch, owning the partitions), then
-    /// each offset against its partition (at most its high watermark).
+    /// Stores offsets, all or none, and answers once they are on disk. After the
+    /// request's shape, the committer is checked first (a member at its epoch): a fenced
+    /// member must learn it is fenced whatever its offsets, or a client that leaves out
+    /// those refused (past the end, in a deleted topic) and sends the rest would be told
+    /// Ok for a commit of nothing. Then each topic, the member's ownership of each
+    /// partition, and each offset (at most its partition's high watermark).
     pub async fn commit(
         &self,
         group: &str,
@@ -82,55 +85,26 @@ impl Groups {
                 offsets.len()
             )));
         }
-        let now = now_ms();
-        let mut entries = Vec::with_capacity(offsets.len());
-        let mut ranges = Vec::with_capacity(offsets.len());
-        for (topic, partition, offset, metadata) in offsets {
-            if metadata.len() > MAX_METADATA_BYTES {
-                return Err(Error::InvalidArgument(format!(
-                    "metadata of topic {} partition {partition} is {} bytes; at most {MAX_METADATA_BYTES}",
-                    quote(&topic),
-                    metadata.len()
-                )));
-            }
-            let t = self.broker.topic(&topic)?;
-            ranges.push((Arc::clone(t.partition(partition)?), topic));
-            let committed = Committed {
-                offset,
-                metadata,
-                commit_ms: now,
-            };
-            entries.push(((topic_id(&t.id)?, partition), committed));
+        if let Some((topic, partition, _, metadata)) = offsets
+            .iter()
+            .find(|(_, _, _, metadata)| metadata.len() > MAX_METADATA_BYTES)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "metadata of topic {} partition {partition} is {} bytes; at most {MAX_METADATA_BYTES}",
+                quote(topic),
+                metadata.len()
+            )));
         }
         let (slot, mut guard) = self.lock(group, true).await?;
-        let loaded = loaded(&mut guard);
-        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
-        // The committer first: a fenced member must learn it is fenced, whatever its
-        // offsets (a client that drops the ones past the end on OUT_OF_RANGE and sends
-        // the rest would be told Ok for a commit of nothing).
-        if let Err(err) = loaded
-            .membership
-            .check_commit(member_id, member_epoch, &tps)
-        {
-            self.forget_if_empty(&slot, &mut guard);
-            return Err(err);
-        }
-        for ((tp, committed), (partition, topic)) in entries.iter().zip(ranges) {
-            let bounds = partition.offsets()?;
-            // Below the log start is accepted (as Kafka does): retention may overtake a
-            // slow member between its fetch and its commit, and refusing would fail the
-            // whole commit; the member resumes with its reset policy.
-            if committed.offset > bounds.high_watermark {
+        let membership = &loaded(&mut guard).membership;
+        let entries = match self.checked(membership, member_id, member_epoch, offsets) {
+            Ok(entries) => entries,
+            Err(err) => {
                 self.forget_if_empty(&slot, &mut guard);
-                return Err(Error::CommitOutOfRange {
-                    topic,
-                    partition: tp.1,
-                    offset: committed.offset,
-                    start: bounds.log_start,
-                    end: bounds.high_watermark,
-                });
+                return Err(err);
             }
-        }
+        };
+        let loaded = loaded(&mut guard);
         let store = self
             .store(&slot, loaded, true)
             .await?

@@ -1,11 +1,16 @@
-//! What group requests carry, checked: group names, subscriptions, session timeouts.
+//! What group requests carry, checked: group names, subscriptions, session timeouts,
+//! commits.
 
 use super::coordinator::{
-    Subscription, DEFAULT_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
+    Membership, Subscription, DEFAULT_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS,
+    MIN_SESSION_TIMEOUT_MS,
 };
+use super::offsets::Committed;
+use super::{topic_id, Groups, Tp};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 
 /// Checks a group name: the rules of topic names, as it names a directory too.
@@ -109,5 +114,50 @@ pub fn session_timeout(ms: u32) -> Result<u64> {
         ms => Err(Error::InvalidArgument(format!(
             "session_timeout_ms {ms} is out of bounds: use {MIN_SESSION_TIMEOUT_MS} to {MAX_SESSION_TIMEOUT_MS}, or 0 for {DEFAULT_SESSION_TIMEOUT_MS}"
         ))),
+    }
+}
+
+impl Groups {
+    /// A commit's offsets as entries, once its committer, topics, ownership and offsets
+    /// are checked (see `commit`).
+    pub(super) fn checked(
+        &self,
+        membership: &Membership,
+        member_id: &str,
+        member_epoch: i64,
+        offsets: Vec<(String, u32, u64, String)>,
+    ) -> Result<Vec<(Tp, Committed)>> {
+        membership.check_commit(member_id, member_epoch, &[])?;
+        let now = now_ms();
+        let mut entries = Vec::with_capacity(offsets.len());
+        let mut ranges = Vec::with_capacity(offsets.len());
+        for (topic, partition, offset, metadata) in offsets {
+            let t = self.broker.topic(&topic)?;
+            ranges.push((Arc::clone(t.partition(partition)?), topic));
+            let committed = Committed {
+                offset,
+                metadata,
+                commit_ms: now,
+            };
+            entries.push(((topic_id(&t.id)?, partition), committed));
+        }
+        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
+        membership.check_commit(member_id, member_epoch, &tps)?;
+        for ((tp, committed), (partition, topic)) in entries.iter().zip(ranges) {
+            let bounds = partition.offsets()?;
+            // Below the log start is accepted (as Kafka does): retention may overtake a
+            // slow member between its fetch and its commit, and refusing would fail the
+            // whole commit; the member resumes with its reset policy.
+            if committed.offset > bounds.high_watermark {
+                return Err(Error::CommitOutOfRange {
+                    topic,
+                    partition: tp.1,
+                    offset: committed.offset,
+                    start: bounds.log_start,
+                    end: bounds.high_watermark,
+                });
+            }
+        }
+        Ok(entries)
     }
 }
