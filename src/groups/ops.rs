@@ -11,7 +11,7 @@ use super::store::Durability;
 use super::{loaded, topic_id, Groups, Slot, Store, Subscription, Tp};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
-use crate::log::files::write_atomically;
+use crate::log::files::write_atomically_unlocked;
 
 /// Offsets one CommitOffsets may carry.
 pub const MAX_OFFSETS_PER_COMMIT: usize = 100_000;
@@ -142,7 +142,7 @@ impl Groups {
             store.offsets.retain_topics(|id| view.name_of(id).is_some());
         }
         let (path, bytes) = store.files.snapshot(&store.offsets);
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_atomically_unlocked(&path, &bytes))
             .await
             .expect("snapshot task does not panic")?;
         store.files.snapshot_written();

@@ -60,7 +60,7 @@ impl Journaled for Offsets {
         offsets::decode_snapshot(bytes, path)
     }
 }
-use crate::log::files::{sync_data, sync_dir, write_atomically};
+use crate::log::files::{sync_data, sync_dir, write_atomically_unlocked};
 
 pub const JOURNAL_FILE: &str = "offsets.journal";
 
@@ -223,7 +223,7 @@ impl<S: Journaled> GroupFiles<S> {
             Some((_, path)) => S::decode_snapshot(&std::fs::read(path).at(path)?, path)?,
             None => {
                 let path = dir.join(snapshot_name(S::PREFIX, 0));
-                write_atomically(&path, &S::empty().encode_snapshot(0))?;
+                write_atomically_unlocked(&path, &S::empty().encode_snapshot(0))?;
                 (0, S::empty())
             }
         };
@@ -300,7 +300,7 @@ impl<S: Journaled> GroupFiles<S> {
     /// durable through the snapshot. Blocking.
     pub fn write_snapshot(&mut self, state: &S) -> Result<()> {
         let (path, bytes) = self.snapshot(state);
-        write_atomically(&path, &bytes)?;
+        write_atomically_unlocked(&path, &bytes)?;
         self.snapshot_written();
         Ok(())
     }

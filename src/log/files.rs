@@ -26,7 +26,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use super::naming::{unique_temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
+use super::naming::{
+    temp_path, unique_temp_path, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_FILE,
+};
 use crate::error::{IoContext, Result};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"STRMCKPT";
@@ -163,14 +165,24 @@ pub fn write_log_start(dir: &Path, offset: u64) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path.<n>.tmp`, syncs it, renames it over `path` and syncs the
-/// directory: afterwards `path` holds either the old or the new bytes, never a mix. The
-/// temporary file is the call's own: a write a cancelled request left running may
-/// still be at work on the same path (a group's snapshot).
+/// Writes `bytes` to `path.tmp`, syncs it, renames it over `path` and syncs the
+/// directory: afterwards `path` holds either the old or the new bytes, never a mix. For
+/// a writer that holds a lock across the write: two at once would share `path.tmp`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = unique_temp_path(path);
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).at(path)?;
+    replace(path, &temp_path(path), bytes)
+}
+
+/// `write_atomically` through a temporary file of the call's own, `path.<n>.tmp`, for
+/// writers that may run at once: a group's snapshot write that a cancelled request
+/// left running, and the same snapshot written again. The directory's owner removes
+/// what a crash leaves.
+pub fn write_atomically_unlocked(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, &unique_temp_path(path), bytes)
+}
+
+fn replace(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    write_synced(tmp, bytes)?;
+    fs::rename(tmp, path).at(path)?;
     sync_dir(path.parent().expect("files live in a directory"))
 }
 
@@ -304,9 +316,9 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    /// Two writes of one path at once (a snapshot write a cancelled request left
-    /// running, and the same snapshot written again as its group is reopened) each
-    /// land whole: the file holds one or the other, never a mix, and neither fails.
+    /// Two unlocked writes of one path at once (a snapshot write a cancelled request
+    /// left running, and the same snapshot written again as its group is reopened)
+    /// each land whole: the file holds one or the other, never a mix, and neither fails.
     #[test]
     fn concurrent_atomic_writes_of_one_path_each_land_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -320,7 +332,7 @@ mod tests {
                     let (barrier, path) = (&barrier, &path);
                     move || {
                         barrier.wait();
-                        write_atomically(path, bytes)
+                        write_atomically_unlocked(path, bytes)
                     }
                 };
                 let first = s.spawn(writer(a));

@@ -14,7 +14,7 @@ use crate::broker::{now_ms, Broker};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::store::GroupFiles;
 use crate::groups::{topic_id, TopicId, Tp};
-use crate::log::files::write_atomically;
+use crate::log::files::{write_atomically, write_atomically_unlocked};
 
 /// A loaded share group.
 pub(super) struct Group {
@@ -52,7 +52,7 @@ impl Group {
         if self.files.needs_snapshot() && self.snapshot_tried != seq {
             self.snapshot_tried = seq;
             let (path, bytes) = self.files.snapshot(&self.state);
-            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            tokio::task::spawn_blocking(move || write_atomically_unlocked(&path, &bytes))
                 .await
                 .expect("snapshot write does not panic")?;
             self.files.snapshot_written();
