@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
 use super::Client;
+use crate::groups::share::MAX_ACK_OFFSETS;
 use crate::grpc::pb::{self, share_stream_request::Body, AckType};
 
 #[derive(Debug, Clone)]
@@ -117,35 +118,50 @@ async fn send_loop(
     }
 }
 
-/// Sends the acknowledgements in `outbox` as one message, and their credits.
+/// Sends the acknowledgements in `outbox` (as few messages as the server takes), and
+/// their credits.
 async fn flush(tx: &mpsc::Sender<pb::ShareStreamRequest>, outbox: &Outbox) -> Result<(), Status> {
     let unsent = std::mem::take(&mut *outbox.acks.lock().unwrap_or_else(|e| e.into_inner()));
     if unsent.is_empty() {
         return Ok(());
     }
     let credits = unsent.len() as u32;
-    let mut acks: Vec<pb::Acknowledgement> = Vec::new();
-    for (partition, offset, kind) in unsent {
-        match acks.last_mut() {
-            Some(a) if a.partition == partition && a.r#type == kind as i32 => {
-                a.offsets.push(offset)
-            }
-            _ => acks.push(pb::Acknowledgement {
-                partition,
-                offsets: vec![offset],
-                r#type: kind as i32,
-            }),
-        }
-    }
     let closed = || Status::unavailable("the share stream closed");
-    let acks = pb::ShareStreamRequest {
-        body: Some(Body::Acks(pb::ShareStreamAcks { acks })),
-    };
-    tx.send(acks).await.map_err(|_| closed())?;
+    for acks in ack_messages(&unsent) {
+        let acks = pb::ShareStreamRequest {
+            body: Some(Body::Acks(pb::ShareStreamAcks { acks })),
+        };
+        tx.send(acks).await.map_err(|_| closed())?;
+    }
     let credit = pb::ShareStreamRequest {
         body: Some(Body::Credits(credits)),
     };
     tx.send(credit).await.map_err(|_| closed())
+}
+
+/// Acknowledgements, in order, as messages of at most `MAX_ACK_OFFSETS` offsets (the
+/// server ends a stream that sends more in one), runs of one partition and kind
+/// sharing an entry.
+fn ack_messages(unsent: &[(u32, u64, AckType)]) -> Vec<Vec<pb::Acknowledgement>> {
+    unsent
+        .chunks(MAX_ACK_OFFSETS)
+        .map(|chunk| {
+            let mut acks: Vec<pb::Acknowledgement> = Vec::new();
+            for &(partition, offset, kind) in chunk {
+                match acks.last_mut() {
+                    Some(a) if a.partition == partition && a.r#type == kind as i32 => {
+                        a.offsets.push(offset)
+                    }
+                    _ => acks.push(pb::Acknowledgement {
+                        partition,
+                        offsets: vec![offset],
+                        r#type: kind as i32,
+                    }),
+                }
+            }
+            acks
+        })
+        .collect()
 }
 
 fn ack_message(partition: u32, offsets: Vec<u64>, kind: AckType) -> pb::ShareStreamRequest {
@@ -302,5 +318,30 @@ impl Worker {
             while let Ok(Some(_)) = inbound.message().await {}
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_go_in_messages_the_server_takes() {
+        let unsent: Vec<(u32, u64, AckType)> = (0..25_000u64)
+            .map(|o| ((o / 7_000) as u32, o, AckType::Accept))
+            .collect();
+        let messages = ack_messages(&unsent);
+        let counts: Vec<usize> = messages
+            .iter()
+            .map(|m| m.iter().map(|a| a.offsets.len()).sum())
+            .collect();
+        assert_eq!(counts, [10_000, 10_000, 5_000]);
+        let sent: Vec<(u32, u64)> = messages
+            .iter()
+            .flatten()
+            .flat_map(|a| a.offsets.iter().map(move |&o| (a.partition, o)))
+            .collect();
+        let expected: Vec<(u32, u64)> = unsent.iter().map(|&(p, o, _)| (p, o)).collect();
+        assert_eq!(sent, expected, "all of them, in order");
     }
 }

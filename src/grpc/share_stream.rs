@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
@@ -30,7 +30,16 @@ const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// About the most record bytes one message of the stream carries.
 pub(super) const STREAM_MESSAGE_BYTES: usize = 1 << 20;
 
+/// Acknowledgements read and not yet applied, at most (counted as `check_acks` counts
+/// them). Past it the stream reads no further until some are applied: a client that
+/// does not read its answers stalls the applier, and the server would otherwise hold
+/// everything it sends. Twice one message's most, so that one batch is applied while
+/// the next gathers.
+const QUEUED_ACKS: usize = 2 * MAX_ACK_OFFSETS;
+
 type Out = mpsc::Sender<Result<pb::ShareStreamResponse, Status>>;
+/// A message's acknowledgements, holding their places in `QUEUED_ACKS` until applied.
+type Queued = (Vec<AckBatch>, OwnedSemaphorePermit);
 
 pub(super) async fn run(
     queues: Arc<ShareGroups>,
@@ -58,7 +67,11 @@ pub(super) async fn run(
             return;
         }
     };
-    let (ack_tx, ack_rx) = mpsc::channel::<Vec<AckBatch>>(64);
+    // Unbounded in messages, bounded by the places each takes.
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Queued>();
+    let places = Arc::new(Semaphore::new(QUEUED_ACKS));
+    // A refused message ends the stream once those read before it are applied.
+    let mut refusal: Option<Status> = None;
     let applier = tokio::spawn(apply_acks(
         Arc::clone(&queues),
         group.clone(),
@@ -99,9 +112,20 @@ pub(super) async fn run(
                     credits = credits.saturating_add(n as u64);
                 }
                 Ok(Some(pb::ShareStreamRequest { body: Some(Body::Acks(a)) })) => {
-                    match acks(a.acks) {
-                        Ok(batch) => if ack_tx.send(batch).await.is_err() { break },
-                        Err(s) => { let _ = out.send(Err(s)).await; break; }
+                    let checked = acks(a.acks).and_then(|batch| {
+                        let n = queues.check_acks(&topic, &batch).map_err(status)?;
+                        Ok((batch, n))
+                    });
+                    match checked {
+                        Ok((batch, n)) => {
+                            let n = u32::try_from(n).expect("at most MAX_ACK_OFFSETS");
+                            let place = Arc::clone(&places)
+                                .acquire_many_owned(n)
+                                .await
+                                .expect("never closed");
+                            if ack_tx.send((batch, place)).is_err() { break }
+                        }
+                        Err(s) => { refusal = Some(s); break; }
                     }
                 }
                 Ok(Some(_)) => {
@@ -140,7 +164,9 @@ pub(super) async fn run(
     // Acknowledgements already read are applied before the member leaves.
     drop(ack_tx);
     let _ = applier.await;
-    if stopped {
+    if let Some(refusal) = refusal {
+        let _ = out.send(Err(refusal)).await;
+    } else if stopped {
         let status = Status::unavailable(
             "server shutting down: records not acknowledged go back to the queue; open the \
              stream again after reconnecting",
@@ -165,31 +191,34 @@ async fn apply_acks(
     group: String,
     member: String,
     topic: String,
-    mut rx: mpsc::Receiver<Vec<AckBatch>>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     out: Out,
 ) {
-    let mut next: Option<Vec<AckBatch>> = None;
+    let mut next: Option<Queued> = None;
     loop {
-        let mut batch = match next.take() {
-            Some(batch) => batch,
+        let (mut batch, place) = match next.take() {
+            Some(queued) => queued,
             None => match rx.recv().await {
-                Some(batch) => batch,
+                Some(queued) => queued,
                 None => return,
             },
         };
-        // Counted as `acknowledge` counts them: an empty entry counts as one.
-        let offsets = |b: &[AckBatch]| b.iter().map(|a| a.offsets.len().max(1)).sum::<usize>();
-        let mut count = offsets(&batch);
-        while let Ok(more) = rx.try_recv() {
-            let n = offsets(&more);
+        // Each message holds as many places as it counts.
+        let mut count = place.num_permits();
+        let mut places = vec![place];
+        while let Ok((more, place)) = rx.try_recv() {
+            let n = place.num_permits();
             if count + n > MAX_ACK_OFFSETS {
-                next = Some(more);
+                next = Some((more, place));
                 break;
             }
             count += n;
             batch.extend(more);
+            places.push(place);
         }
-        match queues.acknowledge(&group, &member, &topic, &batch).await {
+        let applied = queues.acknowledge(&group, &member, &topic, &batch).await;
+        drop(places);
+        match applied {
             Ok(r) if r.is_empty() => {}
             Ok(r) => {
                 let message = pb::ShareStreamResponse {

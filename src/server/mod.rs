@@ -28,6 +28,9 @@ use crate::grpc::pb::queues_server::QueuesServer;
 use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
 use threads::ConnectionThreads;
 
+/// The largest request message of the Queues service.
+pub const QUEUE_REQUEST_BYTES: usize = 1 << 20;
+
 /// Transport settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -193,8 +196,11 @@ pub async fn serve(
                     .max_decoding_message_size(max.min(16 << 20)),
             )
             .add_service(
+                // Queue requests are small too: 1 MiB holds an acknowledgement of
+                // 10,000 offsets several times over, and bounds what one message can
+                // make the server decode (an empty entry is 2 bytes sent and 32 held).
                 QueuesServer::new(QueuesService::new(Arc::clone(&queues)))
-                    .max_decoding_message_size(max.min(16 << 20))
+                    .max_decoding_message_size(max.min(QUEUE_REQUEST_BYTES))
                     .max_encoding_message_size(max_response),
             )
             // The Log service's hot calls read and write HTTP/2 frames themselves

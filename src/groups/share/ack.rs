@@ -30,15 +30,11 @@ pub struct Refused {
 }
 
 impl ShareGroups {
-    /// Applies `acks` by `member_id` to records of `topic`; returns those refused.
-    pub async fn acknowledge(
-        &self,
-        group_name: &str,
-        member_id: &str,
-        topic: &str,
-        acks: &[AckBatch],
-    ) -> Result<Vec<Refused>> {
-        // Entries count too: a million empty ones are no less work.
+    /// Checks what needs no group: the number of acknowledgements, which it returns
+    /// (entries count too: a million empty ones are no less work), and that each
+    /// partition exists. A stream checks each message so as it reads it, so that a bad
+    /// one fails alone, not with those it would be applied with.
+    pub fn check_acks(&self, topic: &str, acks: &[AckBatch]) -> Result<usize> {
         let total: usize = acks.iter().map(|a| a.offsets.len().max(1)).sum();
         if total > MAX_ACK_OFFSETS {
             return Err(Error::InvalidArgument(format!(
@@ -49,6 +45,19 @@ impl ShareGroups {
         for a in acks {
             topic.partition(a.partition)?;
         }
+        Ok(total)
+    }
+
+    /// Applies `acks` by `member_id` to records of `topic`; returns those refused.
+    pub async fn acknowledge(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        acks: &[AckBatch],
+    ) -> Result<Vec<Refused>> {
+        self.check_acks(topic, acks)?;
+        let topic = self.broker.topic(topic)?;
         let tid = topic_id(&topic.id)?;
         let (slot, mut guard) = self.lock(group_name, false).await?;
         let g = group(&mut guard);
