@@ -833,6 +833,42 @@ async fn refused_requests_create_no_group_and_a_waiting_member_stays_a_member() 
     server.stop().await.unwrap();
 }
 
+/// Records deleted (DeleteRecords) while a member held them are refused as finished,
+/// and the refusal says they may have been deleted: it said "accepted or
+/// dead-lettered", and a worker could take them for done by another (hostile-client
+/// finding).
+#[tokio::test]
+async fn acknowledging_records_deleted_meanwhile_says_they_may_have_been_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    config(&client, "g", &[("start", "earliest")])
+        .await
+        .unwrap();
+    produce(&client, "t", 0, values("v", 50)).await;
+    let held = ids(&fetch(&client, "g", "m", "t", 30, 0).await.records);
+    assert_eq!(held.len(), 30);
+    client
+        .admin()
+        .delete_records("t", 0, Some(50))
+        .await
+        .unwrap();
+    // Another member's fetch moves the group past the deleted records.
+    assert!(fetch(&client, "g", "n", "t", 30, 0)
+        .await
+        .records
+        .is_empty());
+    let refused = ack(&client, "g", "m", "t", &held, AckType::Accept)
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 30);
+    assert!(
+        refused.iter().all(|r| r.message.contains("deleted")),
+        "{:?}",
+        refused[0]
+    );
+}
+
 /// A topic deleted and made again: the group forgets the old one's records (its members
 /// were counted as holding them for good, and every incarnation's window stayed in
 /// memory and in the group's files).
