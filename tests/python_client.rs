@@ -19,9 +19,13 @@ async fn python_grpcio_client_produces_and_fetches() {
         "/examples/python/strom_client.py"
     );
     let addr = server.addr.to_string();
+    // Its own temporary directory, to see that the stubs leave nothing behind.
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .args([script, "--server", &addr])
+            .env("TMPDIR", tmpdir)
             .output()
     })
     .await
@@ -69,6 +73,8 @@ async fn python_grpcio_client_produces_and_fetches() {
         "{stdout}"
     );
     assert!(stdout.contains("stream 3: offsets 4..3003"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the example left {left:?} behind");
     assert!(
         stdout.contains("stream record 3003: b'\\xee\\xee\\xee', 1000 bytes"),
         "{stdout}"

@@ -1,8 +1,10 @@
 """Generates strom's Python stubs from proto/ at start-up (into a temporary directory) and
 imports them, so the examples need nothing but grpcio, grpcio-tools and the .proto files."""
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -14,6 +16,7 @@ PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."
 def load_stubs():
     """Compiles strom/v1/strom.proto and imports the generated modules."""
     out = tempfile.mkdtemp(prefix="strom-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     status = protoc.main([
         "grpc_tools.protoc",
