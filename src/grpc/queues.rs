@@ -15,7 +15,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::pb::{self, queues_server, share_stream_request::Body};
 use super::status;
 use crate::error::Error;
-use crate::groups::share::{Ack, AckBatch, Delivered, Refused, ShareGroups};
+use crate::groups::share::{count_acks, Ack, AckBatch, Delivered, Refused, ShareGroups};
 use crate::groups::ResetTo;
 
 pub struct QueuesService {
@@ -47,6 +47,9 @@ pub(super) fn shared(d: Delivered) -> pb::SharedRecord {
 }
 
 pub(super) fn acks(acks: Vec<pb::Acknowledgement>) -> Result<Vec<AckBatch>, Status> {
+    // Counted before they are converted: a message of a million empty entries is
+    // refused without being copied once more.
+    count_acks(acks.iter().map(|a| a.offsets.len())).map_err(status)?;
     acks.into_iter()
         .map(|a| {
             let ack = match pb::AckType::try_from(a.r#type) {

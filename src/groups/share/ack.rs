@@ -21,6 +21,19 @@ pub struct AckBatch {
     pub ack: Ack,
 }
 
+/// How many acknowledgements entries of these many offsets count for (an entry with
+/// none counts as one: a million empty ones are no less work); refused past
+/// `MAX_ACK_OFFSETS`.
+pub fn count_acks(offsets: impl Iterator<Item = usize>) -> Result<usize> {
+    let total: usize = offsets.map(|n| n.max(1)).sum();
+    if total > MAX_ACK_OFFSETS {
+        return Err(Error::InvalidArgument(format!(
+            "{total} offsets in one acknowledgement; at most {MAX_ACK_OFFSETS}: send several"
+        )));
+    }
+    Ok(total)
+}
+
 /// An acknowledgement that was not applied, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
@@ -31,16 +44,10 @@ pub struct Refused {
 
 impl ShareGroups {
     /// Checks what needs no group: the number of acknowledgements, which it returns
-    /// (entries count too: a million empty ones are no less work), and that each
-    /// partition exists. A stream checks each message so as it reads it, so that a bad
+    /// (`count_acks`), and that each partition exists. A stream checks each message so as it reads it, so that a bad
     /// one fails alone, not with those it would be applied with.
     pub fn check_acks(&self, topic: &str, acks: &[AckBatch]) -> Result<usize> {
-        let total: usize = acks.iter().map(|a| a.offsets.len().max(1)).sum();
-        if total > MAX_ACK_OFFSETS {
-            return Err(Error::InvalidArgument(format!(
-                "{total} offsets in one acknowledgement; at most {MAX_ACK_OFFSETS}: send several"
-            )));
-        }
+        let total = count_acks(acks.iter().map(|a| a.offsets.len()))?;
         let topic = self.broker.topic(topic)?;
         for a in acks {
             topic.partition(a.partition)?;

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedMutexGuard};
 
-pub use ack::{AckBatch, Refused, MAX_ACK_OFFSETS};
+pub use ack::{count_acks, AckBatch, Refused, MAX_ACK_OFFSETS};
 pub use admin::{DescribedShareGroup, ShareMemberInfo, SharePartitionInfo};
 pub use config::ShareConfig;
 pub use fetch::{Delivered, Fetched};
