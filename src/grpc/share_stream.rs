@@ -70,8 +70,9 @@ pub(super) async fn run(
     // Unbounded in messages, bounded by the places each takes.
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Queued>();
     let places = Arc::new(Semaphore::new(QUEUED_ACKS));
-    // A refused message ends the stream once those read before it are applied.
-    let mut refusal: Option<Status> = None;
+    // An error ends the stream once the acknowledgements read before it are applied,
+    // so that their refusals reach the client before it.
+    let mut ending: Option<Status> = None;
     let applier = tokio::spawn(apply_acks(
         Arc::clone(&queues),
         group.clone(),
@@ -118,24 +119,29 @@ pub(super) async fn run(
                     });
                     match checked {
                         Ok((batch, n)) => {
-                            let n = u32::try_from(n).expect("at most MAX_ACK_OFFSETS");
+                            // An empty message takes a place too, or a client could
+                            // queue them without end.
+                            let n = u32::try_from(n.max(1)).expect("at most MAX_ACK_OFFSETS");
                             let place = Arc::clone(&places)
                                 .acquire_many_owned(n)
                                 .await
                                 .expect("never closed");
                             if ack_tx.send((batch, place)).is_err() { break }
                         }
-                        Err(s) => { refusal = Some(s); break; }
+                        Err(s) => { ending = Some(s); break; }
                     }
                 }
                 Ok(Some(_)) => {
                     let err = Error::InvalidArgument(
                         "after its open message a ShareStream carries credits or acks".into(),
                     );
-                    let _ = out.send(Err(status(err))).await;
+                    ending = Some(status(err));
                     break;
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                // A message that does not decode, or is over the size limit, says why (a
+                // client gone does not read it).
+                Err(s) => { ending = Some(s); break; }
             },
             done = async { fetching.as_mut().expect("guarded").await }, if fetching.is_some() => {
                 fetching = None;
@@ -156,7 +162,7 @@ pub(super) async fn run(
                         };
                         if out.send(Ok(message)).await.is_err() { break }
                     }
-                    Err(err) => { let _ = out.send(Err(status(err))).await; break; }
+                    Err(err) => { ending = Some(status(err)); break; }
                 }
             }
         }
@@ -164,8 +170,8 @@ pub(super) async fn run(
     // Acknowledgements already read are applied before the member leaves.
     drop(ack_tx);
     let _ = applier.await;
-    if let Some(refusal) = refusal {
-        let _ = out.send(Err(refusal)).await;
+    if let Some(ending) = ending {
+        let _ = out.send(Err(ending)).await;
     } else if stopped {
         let status = Status::unavailable(
             "server shutting down: records not acknowledged go back to the queue; open the \
@@ -217,7 +223,7 @@ async fn apply_acks(
             places.push(place);
         }
         let applied = queues.acknowledge(&group, &member, &topic, &batch).await;
-        drop(places);
+        drop((batch, places));
         match applied {
             Ok(r) if r.is_empty() => {}
             Ok(r) => {

@@ -143,7 +143,7 @@ impl Refusal {
             Refusal::NotHeld => {
                 "the member does not hold this record: its lock expired, or another member holds it; fetch again"
             }
-            Refusal::Finished => "the record is finished: accepted, dead-lettered, or deleted (retention or DeleteRecords) before it was",
+            Refusal::Finished => "the record is finished (accepted, dead-lettered, deleted, or skipped by a reset)",
         }
     }
 }
