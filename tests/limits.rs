@@ -281,3 +281,30 @@ async fn a_stop_right_after_a_client_gives_up_on_a_produce_waits_for_its_append(
     drop(client);
     server.stop().await.unwrap();
 }
+
+/// Found by a hostile client: an empty list entry is 2 bytes sent and up to 64 held
+/// decoded, and one 16 MB CommitOffsets of them took the server to 920 MB (four at
+/// once, 1.6 GB) before the offsets' count refused it. A request of more than 200,000
+/// entries is now refused before it is decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_millions_of_empty_entries_is_refused_undecoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let client = Client::connect(&serve.addr).await.unwrap();
+    let before = peak_rss(serve.child.id());
+    let request = pb::CommitOffsetsRequest {
+        group: "g".into(),
+        offsets: vec![pb::OffsetCommit::default(); 4_000_000],
+        ..Default::default()
+    };
+    let refused = client.groups().commit_offsets(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("more than 200000 entries"),
+        "{}",
+        refused.message()
+    );
+    let grown = peak_rss(serve.child.id()).saturating_sub(before) >> 20;
+    eprintln!("the server's peak grew by {grown} MB");
+    assert!(grown < 100, "the server's peak grew by {grown} MB");
+}

@@ -3,12 +3,16 @@
 //! - a request that does not decode (malformed protobuf, a `string` that is not UTF-8) is
 //!   INVALID_ARGUMENT, the client's mistake, rather than the INTERNAL that tonic-prost
 //!   gives every decode error;
+//! - a request (not a response) with more than `MAX_ENTRIES` top-level fields (the
+//!   entries of its lists) is refused before it is decoded: an empty entry is 2 bytes sent and up to 64
+//!   decoded, so a 16 MiB CommitOffsets of them held 920 MB;
 //! - a message is encoded into room reserved for its whole length. tonic's send buffer
 //!   starts at 8 KiB and prost does not reserve, so a 1 MB produce request grew it by
 //!   doubling, copying what was already written at every step (BENCHMARKS.md).
 
 use std::marker::PhantomData;
 
+use bytes::Buf;
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
@@ -61,6 +65,46 @@ impl<T: Message> Encoder for StromEncoder<T> {
     }
 }
 
+/// Most top-level fields a request message may have: twice the largest list a request
+/// decoded here may carry (100,000 offsets in a commit). Produce requests are decoded
+/// by `grpc/direct`, and held to `max_records_per_request` there.
+pub const MAX_ENTRIES: usize = 200_000;
+
+/// Counts the top-level fields of an encoded message, stopping past `MAX_ENTRIES`; a
+/// malformed message is left for prost to refuse (the count so far is returned).
+fn top_level_fields(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && count <= MAX_ENTRIES {
+        let Ok(key) = prost::encoding::decode_varint(&mut bytes) else {
+            break;
+        };
+        let skip = match key & 7 {
+            0 => match prost::encoding::decode_varint(&mut bytes) {
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            1 => 8,
+            2 => match prost::encoding::decode_varint(&mut bytes) {
+                Ok(len) => usize::try_from(len).unwrap_or(usize::MAX),
+                Err(_) => break,
+            },
+            5 => 4,
+            _ => break, // groups, or damage: prost decides
+        };
+        if skip > bytes.len() {
+            break;
+        }
+        bytes = &bytes[skip..];
+        count += 1;
+    }
+    count
+}
+
+/// Whether `U` is a request message (every request type's name ends so).
+fn is_request<U>() -> bool {
+    std::any::type_name::<U>().ends_with("Request")
+}
+
 pub struct StromDecoder<U>(ProstDecoder<U>);
 
 impl<U: Message + Default> Decoder for StromDecoder<U> {
@@ -68,6 +112,13 @@ impl<U: Message + Default> Decoder for StromDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        // Requests only: the clients decode responses with this codec too, and an
+        // answer of many small records, partitions or groups is the server's own.
+        if is_request::<U>() && top_level_fields(buf.chunk()) > MAX_ENTRIES {
+            return Err(Status::invalid_argument(format!(
+                "the request has more than {MAX_ENTRIES} entries; send them in several requests"
+            )));
+        }
         self.0.decode(buf).map_err(|status| match status.code() {
             Code::Internal => not_protobuf(status.message()),
             _ => status,
