@@ -63,6 +63,32 @@ async fn serve_with_topic(dir: &std::path::Path) -> (Serve, Client) {
     (serve, client)
 }
 
+/// Opens a stream of group `group` on `client`, fed by the returned sender, and reads
+/// its first answer (the member's id).
+async fn joined_stream(
+    client: &Client,
+    group: &str,
+) -> (
+    mpsc::UnboundedSender<pb::ShareStreamRequest>,
+    tonic::Streaming<pb::ShareStreamResponse>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(open(group)).unwrap();
+    let mut inbound = client
+        .queues()
+        .share_stream(UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(LIMIT, inbound.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!first.member_id.is_empty());
+    (tx, inbound)
+}
+
 /// Opens a stream of group `group` on a connection of its own, and stalls its
 /// acknowledgement applier: `refused` answers of 10,000 refusals (offsets never
 /// delivered, about 1 MB an answer), never read, fill the stream's window.
@@ -75,22 +101,9 @@ async fn stalled_stream(
     tonic::Streaming<pb::ShareStreamResponse>,
     Client,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(open(group)).unwrap();
     // A connection each: unread answers fill the connection's window too.
     let own = Client::connect(addr).await.unwrap();
-    let mut inbound = own
-        .queues()
-        .share_stream(UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = tokio::time::timeout(LIMIT, inbound.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(!first.member_id.is_empty());
+    let (tx, inbound) = joined_stream(&own, group).await;
     for i in 0..refused {
         let never = (0..10_000).map(|o| (1 << 40) + i * 10_000 + o).collect();
         tx.send(acks(vec![accept(0, never)])).unwrap();
@@ -188,18 +201,11 @@ async fn a_bad_acknowledgement_on_a_stream_fails_alone() {
             .alter_share_group_config(config)
             .await
             .unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(open(&group)).unwrap();
+        let (tx, mut inbound) = joined_stream(&client, &group).await;
         tx.send(pb::ShareStreamRequest {
             body: Some(Body::Credits(100)),
         })
         .unwrap();
-        let mut inbound = client
-            .queues()
-            .share_stream(UnboundedReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
         let mut held = Vec::new();
         while held.len() < 100 {
             let m = tokio::time::timeout(LIMIT, inbound.message())
@@ -303,16 +309,7 @@ async fn a_stream_message_over_1_mib_ends_the_stream_with_why() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(open("g")).unwrap();
-    let mut inbound = client
-        .queues()
-        .share_stream(UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = inbound.message().await.unwrap().unwrap();
-    assert!(!first.member_id.is_empty());
+    let (tx, mut inbound) = joined_stream(&client, "g").await;
     tx.send(acks(vec![accept(0, Vec::new()); 600_000])).unwrap();
     let ended = tokio::time::timeout(LIMIT, inbound.message())
         .await

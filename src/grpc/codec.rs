@@ -4,8 +4,8 @@
 //!   INVALID_ARGUMENT, the client's mistake, rather than the INTERNAL that tonic-prost
 //!   gives every decode error;
 //! - a request (not a response) with more than `MAX_ENTRIES` top-level fields (the
-//!   entries of its lists) is refused before it is decoded: an empty entry is 2 bytes sent and up to 64
-//!   decoded, so a 16 MiB CommitOffsets of them held 920 MB;
+//!   entries of its lists) is refused before it is decoded: an empty entry is 2 bytes
+//!   sent and up to 64 decoded, so a 16 MiB CommitOffsets of them held 920 MB;
 //! - a message is encoded into room reserved for its whole length. tonic's send buffer
 //!   starts at 8 KiB and prost does not reserve, so a 1 MB produce request grew it by
 //!   doubling, copying what was already written at every step (BENCHMARKS.md).

@@ -14,8 +14,9 @@ impl GroupConsumer {
     /// Commits the position of every owned partition (what `poll` returned). A position
     /// past its partition's end (a start offset or seek beyond it, not yet reset, or
     /// kept under `OffsetReset::Error`), or in a topic deleted since, is left out, with
-    /// a warning: the server refuses such a commit whole. Fails with FAILED_PRECONDITION, committing nothing, if the
-    /// group fenced the member since its last poll.
+    /// a warning: the server refuses such a commit whole. Fails with
+    /// FAILED_PRECONDITION, committing nothing, if the group fenced the member since
+    /// its last poll.
     pub async fn commit(&mut self) -> Result<(), Status> {
         if self.drop_if_fenced() {
             return Err(Status::failed_precondition(

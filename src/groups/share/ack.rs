@@ -44,8 +44,9 @@ pub struct Refused {
 
 impl ShareGroups {
     /// Checks what needs no group: the number of acknowledgements, which it returns
-    /// (`count_acks`), and that each partition exists. A stream checks each message so as it reads it, so that a bad
-    /// one fails alone, not with those it would be applied with.
+    /// (`count_acks`), and that each partition exists. A stream checks each message as
+    /// it reads it, so that a bad one fails alone, not with those it would be applied
+    /// with.
     pub fn check_acks(&self, topic: &str, acks: &[AckBatch]) -> Result<usize> {
         let total = count_acks(acks.iter().map(|a| a.offsets.len()))?;
         let topic = self.broker.topic(topic)?;
