@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub stalled_reader_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// How long a graceful stop lets requests in flight finish before it closes the
+    /// connections still open.
+    pub shutdown_timeout_ms: u64,
     /// True: do not turn transparent huge pages off for the server's process (the
     /// system's setting then applies). False by default: the server turns them off for
     /// itself, because a fault on a fresh huge page zeroes 2 MiB on the worker that
@@ -126,6 +129,7 @@ impl Default for ServerConfig {
             compaction_map_bytes: limits.compaction_map_bytes,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
+            shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
             transparent_huge_pages: false,
             worker_threads: 0,
             pin_connections: false,
@@ -245,6 +249,7 @@ impl ServerConfig {
             ),
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             connection_threads: match self.pin_connections {
                 true => self.workers(),
                 false => 0,

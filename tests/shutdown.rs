@@ -2,7 +2,9 @@
 //! ProduceStream and an idle ShareStream each end with UNAVAILABLE once their work in
 //! hand is answered, and the server stops. Without this, a `tail -F log | strom
 //! produce` kept a stopping server waiting for as long as it ran, until a service
-//! manager killed it (and the next start scanned the logs). Bounded in time.
+//! manager killed it (and the next start scanned the logs). A client that reads
+//! nothing cannot hold the stop past `shutdown_timeout` either: its connection is
+//! closed then. Bounded in time.
 
 mod common;
 
@@ -10,7 +12,9 @@ use std::time::Duration;
 
 use common::requests::{produce, record};
 use common::server::TestServer;
-use strom::grpc::pb::{self, share_stream_request::Body};
+use strom::broker::Limits;
+use strom::grpc::pb::{self, log_client::LogClient, share_stream_request::Body};
+use strom::server::ServeOptions;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -186,4 +190,114 @@ async fn an_idle_share_stream_ends_with_unavailable_and_lets_the_server_stop() {
     unavailable(ended);
     stopped_within_limit(stopped).await;
     drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_nothing_holds_the_stop_no_longer_than_its_timeout() {
+    a_subscriber_that_reads_nothing_holds_the_stop_no_longer_than_its_timeout_with(0).await;
+}
+
+/// The same, each connection on a thread of its own (`pin_connections`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_nothing_holds_the_stop_no_longer_on_connection_threads() {
+    a_subscriber_that_reads_nothing_holds_the_stop_no_longer_than_its_timeout_with(2).await;
+}
+
+/// Found by review: a response whose client reads nothing cannot end (its data, then
+/// its trailers, wait behind the client's shut window), and a graceful stop waits for
+/// every response to end. The stalled-reader watchdog would close the connection, but
+/// only after `stalled_reader_timeout` (300 s by default), longer than a service
+/// manager waits before it kills the server. `shutdown_timeout` bounds the stop.
+async fn a_subscriber_that_reads_nothing_holds_the_stop_no_longer_than_its_timeout_with(
+    connection_threads: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        shutdown_timeout: Duration::from_secs(1),
+        connection_threads,
+        ..Default::default()
+    };
+    assert!(options.stalled_reader_timeout > LIMIT * 10);
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client_with_topic("t", 1).await;
+    let records = vec![record(&"x".repeat(64 << 10)); 16];
+    client
+        .log()
+        .produce(produce("t", Some(0), records))
+        .await
+        .unwrap();
+    // A subscriber on a connection of its own whose client grants HTTP/2's initial
+    // 64 KiB window and never more: the first 1 MiB message fills it.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let request = pb::SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        start: Some(pb::subscribe_request::Start::Earliest(true)),
+        max_bytes: 1 << 20,
+    };
+    let stalled = LogClient::new(channel)
+        .subscribe(request)
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = tokio::spawn(server.stop());
+    stopped_within_limit(stopped).await;
+    drop(stalled);
+    // Stopped cleanly: every record is there after a restart.
+    assert_eq!(log_after_restart(dir.path()).await.len(), 16);
+}
+
+/// The same for a ShareStream whose answers are not read (review): its applier waits
+/// to send refusals into the shut window, and the stop must not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_stream_whose_answers_are_not_read_holds_the_stop_no_longer_than_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        shutdown_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client_with_topic("t", 1).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let open = pb::ShareStreamOpen {
+        group: "g".into(),
+        member_id: String::new(),
+        topic: "t".into(),
+    };
+    tx.send(pb::ShareStreamRequest {
+        body: Some(Body::Open(open)),
+    })
+    .unwrap();
+    // Each message refused whole: about 1 MB of answer, never read.
+    for i in 0..100u64 {
+        let never = (0..10_000).map(|o| (1 << 40) + i * 10_000 + o).collect();
+        let acks = pb::ShareStreamAcks {
+            acks: vec![pb::Acknowledgement {
+                partition: 0,
+                offsets: never,
+                r#type: pb::AckType::Accept as i32,
+            }],
+        };
+        tx.send(pb::ShareStreamRequest {
+            body: Some(Body::Acks(acks)),
+        })
+        .unwrap();
+    }
+    let stalled = client
+        .queues()
+        .share_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = tokio::spawn(server.stop());
+    stopped_within_limit(stopped).await;
+    drop((stalled, tx));
 }

@@ -50,6 +50,9 @@ pub struct ServeOptions {
     pub stalled_reader_timeout: Duration,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// How long a graceful stop lets connections finish their requests; then those
+    /// still open are closed, and the stop goes on.
+    pub shutdown_timeout: Duration,
     /// A connection whose client sends nothing this long after connecting is closed.
     pub silent_client_timeout: Duration,
     /// How often HTTP/2 pings an open connection; one not answered within
@@ -73,6 +76,7 @@ impl Default for ServeOptions {
             groups: GroupsConfig::default(),
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(20),
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
@@ -83,8 +87,9 @@ impl Default for ServeOptions {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight
-/// finish (long polls and subscriptions are told to end), and closes the broker:
-/// every partition synced and marked clean.
+/// finish (long polls and subscriptions are told to end; connections still open after
+/// `shutdown_timeout` are closed), and closes the broker: every partition synced and
+/// marked clean.
 pub async fn serve(
     listener: TcpListener,
     broker: Broker,
@@ -149,20 +154,25 @@ pub async fn serve(
     let max_response = broker.limits().max_fetch_bytes.max(largest_record) + (1 << 20);
     let upkeep = tokio::spawn(Arc::clone(&broker).run_upkeep(options.upkeep_interval));
     let cleaner = tokio::spawn(Arc::clone(&broker).run_cleaner(options.retention_check_interval));
-    let stopping = {
-        let broker = Arc::clone(&broker);
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests in flight");
-            broker.begin_shutdown();
-        }
-    };
     tracing::info!(address = ?local, "serving");
     let timeouts = Timeouts {
         stall: options.stalled_reader_timeout,
         silent: options.silent_client_timeout,
     };
     let incoming = Incoming::new(listener, timeouts, options.max_connections);
+    // A response whose client reads nothing never ends, and a graceful stop waits for
+    // them all: past `shutdown_timeout`, the connections still open are closed.
+    let hangup = incoming.hangup();
+    let shutdown_timeout = options.shutdown_timeout;
+    let stopping = {
+        let broker = Arc::clone(&broker);
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            broker.begin_shutdown();
+            hangup.after(shutdown_timeout);
+        }
+    };
     // The budget is one for the whole server, however many servers share it.
     let budget = ProduceBudgetLayer::new(options.produce_budget_bytes);
     let router = || {

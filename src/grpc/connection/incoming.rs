@@ -7,6 +7,9 @@
 //! of descriptors or memory is retried after a pause, not at once: the pending
 //! connection keeps the listener readable, and retrying at once spins a core.
 //!
+//! A stopping server closes whatever connections are still open after its deadline
+//! with the [`Hangup`] taken from `Incoming` before it is handed to tonic.
+//!
 //! A server with connection threads (`server/threads.rs`) takes each socket as a
 //! [`Handoff`]: off the accepting runtime's reactor, to be watched and served on the
 //! thread it is dealt to.
@@ -20,6 +23,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 
@@ -34,6 +38,9 @@ pub struct Incoming {
     timeouts: Timeouts,
     max_connections: usize,
     open: Arc<AtomicUsize>,
+    /// Turns true when the server hangs up (each connection's watchdog holds a copy).
+    hangup: watch::Receiver<bool>,
+    hangup_sender: Arc<watch::Sender<bool>>,
     /// After a failed accept: the pause before the next, doubling while they fail.
     pause: Option<Pin<Box<Sleep>>>,
     pause_for: Duration,
@@ -51,18 +58,36 @@ pub struct Handoff {
     socket: std::net::TcpStream,
     place: Place,
     timeouts: Timeouts,
+    hangup: watch::Receiver<bool>,
+}
+
+/// Closes every connection of an [`Incoming`] still open, at once.
+pub struct Hangup {
+    sender: Arc<watch::Sender<bool>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Incoming {
     pub fn new(listener: TcpListener, timeouts: Timeouts, max_connections: usize) -> Self {
+        let (hangup_sender, hangup) = watch::channel(false);
         Incoming {
             listener,
             timeouts,
             max_connections: max_connections.max(1),
             open: Arc::new(AtomicUsize::new(0)),
+            hangup,
+            hangup_sender: Arc::new(hangup_sender),
             pause: None,
             pause_for: Duration::ZERO,
             refusal_logged: None,
+        }
+    }
+
+    /// What closes the connections this accepts, for the server's stop.
+    pub fn hangup(&self) -> Hangup {
+        Hangup {
+            sender: Arc::clone(&self.hangup_sender),
+            open: Arc::clone(&self.open),
         }
     }
 
@@ -124,6 +149,7 @@ impl Incoming {
             socket: socket.into_std()?,
             place,
             timeouts: self.timeouts,
+            hangup: self.hangup.clone(),
         })
     }
 }
@@ -134,7 +160,8 @@ impl Stream for Incoming {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let (socket, place) = ready!(self.poll_accepted(cx));
-        Poll::Ready(Some(Ok(Watched::new(socket, self.timeouts, place))))
+        let hangup = self.hangup.clone();
+        Poll::Ready(Some(Ok(Watched::new(socket, self.timeouts, place, hangup))))
     }
 }
 
@@ -142,7 +169,32 @@ impl Handoff {
     /// The connection, watched and registered with the runtime this is called on.
     pub fn watch(self) -> io::Result<Watched> {
         let socket = TcpStream::from_std(self.socket)?;
-        Ok(Watched::new(socket, self.timeouts, self.place))
+        Ok(Watched::new(socket, self.timeouts, self.place, self.hangup))
+    }
+}
+
+impl Hangup {
+    /// Closes the connections still open `timeout` from now (and any accepted later),
+    /// on a task of the current runtime that ends early once no connection is left.
+    pub fn after(self, timeout: Duration) {
+        tokio::spawn(async move {
+            tokio::select! {
+                // Every watchdog, and the `Incoming`, gone: nothing left to close.
+                () = self.sender.closed() => {}
+                () = tokio::time::sleep(timeout) => {
+                    let open = self.open.load(Ordering::Relaxed);
+                    if open > 0 {
+                        tracing::warn!(
+                            open,
+                            timeout_ms = timeout.as_millis() as u64,
+                            "closing the connections still open: the stop has waited \
+                             shutdown_timeout for their requests to end"
+                        );
+                    }
+                    self.sender.send_replace(true);
+                }
+            }
+        });
     }
 }
 

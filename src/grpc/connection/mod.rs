@@ -15,6 +15,9 @@
 //! whose client sends nothing at all (not even HTTP/2's preface) within
 //! `silent_timeout` of being accepted is closed as well: it would hold one of the
 //! `max_connections` places for ever (HTTP/2's keepalive pings start only after it).
+//! A graceful stop waits for every response to end, and a response whose client reads
+//! nothing never ends: [`Hangup`] closes the connections still open when the stop's
+//! own deadline passes, well before `stall_timeout` would.
 //!
 //! The sockets come from [`Incoming`] (`incoming.rs`).
 
@@ -27,14 +30,14 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tonic::transport::server::Connected;
 
 mod greeting;
 mod incoming;
 
 use greeting::Greeting;
-pub use incoming::{Handoff, Incoming, Place};
+pub use incoming::{Handoff, Hangup, Incoming, Place};
 
 /// How long a connection may keep the server waiting.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +90,12 @@ struct Connection {
 impl Watched {
     /// Wraps an accepted socket, holding its place among the open connections, and
     /// starts its watchdog (on the current runtime), which ends with the connection.
-    fn new(io: TcpStream, timeouts: Timeouts, place: Place) -> Watched {
+    fn new(
+        io: TcpStream,
+        timeouts: Timeouts,
+        place: Place,
+        hangup: watch::Receiver<bool>,
+    ) -> Watched {
         let connection = Arc::new(Connection {
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -96,7 +104,7 @@ impl Watched {
             heard: AtomicBool::new(false),
             ended: Notify::new(),
         });
-        tokio::spawn(watchdog(Arc::clone(&connection), timeouts));
+        tokio::spawn(watchdog(Arc::clone(&connection), timeouts, hangup));
         Watched {
             io,
             connection,
@@ -116,7 +124,7 @@ impl Watched {
         match self.connection.closed.load(Ordering::Acquire) {
             true => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "closed by the server: the client stalled, or never spoke",
+                "closed by the server: the client stalled or never spoke, or the server stopped",
             )),
             false => Ok(()),
         }
@@ -171,8 +179,13 @@ fn waited(since: &AtomicU64, now: u64, timeout: u64) -> bool {
 
 /// Closes a connection whose client sent nothing within `silent`, or in which a
 /// response, or the socket, has waited `stall` for the client (checked a few times per
-/// `stall`). Ends when the connection does.
-async fn watchdog(connection: Arc<Connection>, timeouts: Timeouts) {
+/// `stall`), and every connection when the server hangs up. Ends when the connection
+/// does.
+async fn watchdog(
+    connection: Arc<Connection>,
+    timeouts: Timeouts,
+    mut hangup: watch::Receiver<bool>,
+) {
     let accepted = clock();
     let silent_ms = timeouts.silent.as_millis() as u64;
     let every = (timeouts.stall / 4).max(Duration::from_millis(10));
@@ -186,6 +199,11 @@ async fn watchdog(connection: Arc<Connection>, timeouts: Timeouts) {
         tokio::select! {
             () = connection.ended.notified() => return,
             () = tokio::time::sleep(next) => {}
+            // An error (the server's `Hangup` gone) disables the branch, not the loop.
+            Ok(_) = hangup.wait_for(|hung_up| *hung_up) => {
+                connection.close();
+                return;
+            }
         }
         let now = clock();
         if !connection.heard.load(Ordering::Relaxed) && now >= accepted + silent_ms {

@@ -20,7 +20,9 @@ async fn pair(stall_timeout: Duration) -> (Watched, std::net::TcpStream, Arc<Ato
         silent: Duration::from_secs(60),
     };
     let place = Place::take(&open);
-    (Watched::new(socket, timeouts, place), client, open)
+    // No server to hang up: the sender goes at once, and the watchdog carries on.
+    let (_, hangup) = tokio::sync::watch::channel(false);
+    (Watched::new(socket, timeouts, place, hangup), client, open)
 }
 
 /// A connection making many short responses keeps a list of about the live ones, not
