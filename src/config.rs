@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub max_records_per_request: usize,
     pub max_headers_per_record: usize,
     pub produce_budget_bytes: usize,
+    /// Bytes of other requests' large messages (64 KiB or more) gathered at once.
+    pub request_budget_bytes: usize,
     /// The longest interval between a group member's heartbeats.
     pub group_heartbeat_interval_ms: u64,
     /// A consumer group with no members and no commits for this long is deleted, with
@@ -121,6 +123,7 @@ impl Default for ServerConfig {
             max_records_per_request: limits.max_records_per_request,
             max_headers_per_record: limits.max_headers_per_record,
             produce_budget_bytes: options.produce_budget_bytes,
+            request_budget_bytes: options.request_budget_bytes,
             group_heartbeat_interval_ms: options.groups.heartbeat_interval.as_millis() as u64,
             group_offsets_retention_ms: options.groups.offsets_retention.as_millis() as u64,
             retention_check_interval_ms: options.retention_check_interval.as_millis() as u64,
@@ -243,6 +246,7 @@ impl ServerConfig {
                 self.retention_check_interval_ms.max(10),
             ),
             produce_budget_bytes: self.produce_budget_bytes,
+            request_budget_bytes: self.request_budget_bytes,
             groups: GroupsConfig::new(
                 Duration::from_millis(self.group_heartbeat_interval_ms.max(10)),
                 Duration::from_millis(self.group_offsets_retention_ms),

@@ -308,3 +308,76 @@ async fn a_request_of_millions_of_empty_entries_is_refused_undecoded() {
     eprintln!("the server's peak grew by {grown} MB");
     assert!(grown < 100, "the server's peak grew by {grown} MB");
 }
+
+/// Peak resident memory of a process, in MB, once it has stopped growing.
+async fn settled_peak_mb(pid: u32) -> u64 {
+    let mut last = peak_rss(pid);
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = peak_rss(pid);
+        if now <= last + (2 << 20) {
+            return now >> 20;
+        }
+        last = now;
+    }
+    last >> 20
+}
+
+/// Found by measuring the Groups service: its requests may be 16 MiB, and nothing
+/// bounded how many the server gathered at once. Clients that send all of a large
+/// commit but its last bytes, many at once, had the server hold every one of them for
+/// as long as they kept their connections: 32 such commits on 4 connections grew it
+/// by 541-547 MB. Large messages other than produce are now read only as a budget of
+/// 32 MiB allows, and the rest wait in the HTTP/2 windows (4 MiB a stream): 159-162 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_sent_slowly_are_gathered_within_a_budget() {
+    use http_body_util::StreamBody;
+    use tokio_stream::StreamExt;
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let pid = serve.child.id();
+    let before = peak_rss(pid) >> 20;
+    // A CommitOffsets message announced as 16,000,000 bytes, all but 100,000 of them sent.
+    let announced = 16_000_000u32;
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&announced.to_be_bytes());
+    let chunk = Bytes::from(vec![0u8; 1 << 20]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{}", serve.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            let mut frames = vec![Bytes::from(prefix.clone())];
+            let mut sent = 0;
+            while sent + chunk.len() < announced as usize - 100_000 {
+                frames.push(chunk.clone());
+                sent += chunk.len();
+            }
+            let frames = tokio_stream::iter(frames)
+                .chain(tokio_stream::pending())
+                .map(|data| Ok::<_, tonic::Status>(http_body::Frame::data(data)));
+            let request = http::Request::post(format!(
+                "http://{}/strom.v1.Groups/CommitOffsets",
+                serve.addr
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::new(StreamBody::new(frames)))
+            .unwrap();
+            std::future::poll_fn(|cx| channel.poll_ready(cx))
+                .await
+                .unwrap();
+            held.push(tokio::spawn(channel.call(request)));
+        }
+    }
+    let grown = settled_peak_mb(pid).await.saturating_sub(before);
+    eprintln!("the server's peak grew by {grown} MB");
+    assert!(grown < 300, "the server's peak grew by {grown} MB");
+    for request in held {
+        request.abort();
+    }
+}

@@ -1,16 +1,29 @@
-//! A server-wide budget of produce bytes in flight, taken before a request is decoded.
+//! Server-wide budgets of request bytes in flight, taken before a request is decoded.
 //!
 //! tonic reads and decodes a request body before the handler runs, so a budget taken in
 //! the handler would come after the memory is spent. This layer sits in front: it reads
-//! the 5-byte gRPC prefix of each Produce or ProduceStream message as the body streams
-//! in, and passes the message's bytes on only once the budget has room for it. While
-//! the budget is spent, bodies are not read, HTTP/2 flow control stops the clients, and
-//! the server's memory stays where it is: the server pushes back instead of growing.
+//! the 5-byte gRPC prefix of each message as the body streams in, and passes the
+//! message's bytes on only once the budget has room for it. While the budget is spent,
+//! bodies are not read, HTTP/2 flow control stops the clients, and the server's memory
+//! stays where it is: the server pushes back instead of growing.
 //!
-//! A message is charged its wire size times `COST_FACTOR` (its receive buffer, the
-//! records it copies while decoding, and the batch it becomes), clamped to the whole
-//! budget so that one large request can still run alone. The charge goes into the
-//! request's `Charge`, which the handler holds until the message is answered.
+//! Two budgets, so that one kind of request cannot starve the other:
+//! - Produce and ProduceStream messages are charged to the produce budget, each
+//!   `COST_FACTOR` times its wire size (its receive buffer, the records it copies while
+//!   decoding, and the batch it becomes). The charge goes into the request's `Charge`,
+//!   which the handler holds until the message is answered.
+//! - Every other request message of `FREE_BELOW` or more is charged its wire size to
+//!   the request budget while it arrives, until it is whole (tonic decodes it at once)
+//!   or the request goes. Group commits, admin calls and the like may be megabytes, and
+//!   clients that sent all but the last bytes of many had the server hold them all,
+//!   for as long as they stayed connected (32 commits of 16 MB: 541 MB; now 160 MB,
+//!   the rest waiting in HTTP/2's windows of 4 MiB a stream). Smaller messages (heartbeats,
+//!   acknowledgements) pass uncharged, so that large ones waiting for the budget never
+//!   hold them up, and Fetch and Subscribe on the Log service's own path (`direct`),
+//!   which reads at most 64 KiB of them, are not wrapped at all.
+//!
+//! A charge is clamped to the whole budget, so that one large message can still be
+//! read, alone.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,8 +42,11 @@ use tonic::body::Body;
 /// How many times its wire size a produce message is charged.
 pub const COST_FACTOR: usize = 3;
 
-/// Paths whose messages are charged.
+/// Paths whose messages are charged to the produce budget.
 const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", "/strom.v1.Log/ProduceStream"];
+
+/// Messages of other requests smaller than this are not charged.
+pub const FREE_BELOW: usize = 64 << 10;
 
 /// The budget taken by one request's messages, in the order they arrived. The handler
 /// takes one per message it has decoded and drops it once it has answered that message.
@@ -51,28 +67,54 @@ impl Charge {
     }
 }
 
-/// The layer, holding the server's budget.
+/// The layer, holding the server's two budgets.
 #[derive(Clone)]
-pub struct ProduceBudgetLayer {
-    semaphore: Arc<Semaphore>,
-    total: usize,
+pub struct BudgetLayer {
+    produce: Pool,
+    requests: Pool,
 }
 
-impl ProduceBudgetLayer {
+/// One budget.
+#[derive(Clone)]
+struct Pool {
+    semaphore: Arc<Semaphore>,
+    total: usize,
+    /// Messages smaller than this are passed on uncharged.
+    free_below: usize,
+    /// How many times its wire size a message is charged.
+    factor: usize,
+    /// What its messages are, for the error of one that never arrives.
+    what: &'static str,
+}
+
+impl Pool {
     /// A budget of `bytes` (at most `u32::MAX`, a semaphore's largest single charge).
-    pub fn new(bytes: usize) -> ProduceBudgetLayer {
+    fn new(bytes: usize, free_below: usize, factor: usize, what: &'static str) -> Pool {
         let total = bytes.clamp(1, u32::MAX as usize);
-        ProduceBudgetLayer {
+        Pool {
             semaphore: Arc::new(Semaphore::new(total)),
             total,
+            free_below,
+            factor,
+            what,
         }
     }
 }
 
-impl<S> tower_layer::Layer<S> for ProduceBudgetLayer {
-    type Service = ProduceBudget<S>;
-    fn layer(&self, inner: S) -> ProduceBudget<S> {
-        ProduceBudget {
+impl BudgetLayer {
+    /// A produce budget of `produce_bytes` and a budget of `request_bytes` for the rest.
+    pub fn new(produce_bytes: usize, request_bytes: usize) -> BudgetLayer {
+        BudgetLayer {
+            produce: Pool::new(produce_bytes, 0, COST_FACTOR, "produce"),
+            requests: Pool::new(request_bytes, FREE_BELOW, 1, "request"),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for BudgetLayer {
+    type Service = Budget<S>;
+    fn layer(&self, inner: S) -> Budget<S> {
+        Budget {
             inner,
             budget: self.clone(),
         }
@@ -80,12 +122,12 @@ impl<S> tower_layer::Layer<S> for ProduceBudgetLayer {
 }
 
 #[derive(Clone)]
-pub struct ProduceBudget<S> {
+pub struct Budget<S> {
     inner: S,
-    budget: ProduceBudgetLayer,
+    budget: BudgetLayer,
 }
 
-impl<S> tower_service::Service<http::Request<Body>> for ProduceBudget<S>
+impl<S> tower_service::Service<http::Request<Body>> for Budget<S>
 where
     S: tower_service::Service<http::Request<Body>>,
 {
@@ -101,8 +143,13 @@ where
         if CHARGED.contains(&request.uri().path()) {
             let charge = Charge::default();
             request.extensions_mut().insert(charge.clone());
-            let budget = self.budget.clone();
-            request = request.map(|body| Body::new(BudgetBody::new(body, &budget, charge)));
+            let pool = self.budget.produce.clone();
+            let keep = Keep::Each(charge);
+            request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
+        } else if !super::direct::reads_small_requests(&request) {
+            let pool = self.budget.requests.clone();
+            let keep = Keep::Latest(None);
+            request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
         }
         self.inner.call(request)
     }
@@ -113,6 +160,23 @@ where
 /// no longer than this.
 pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Where a body keeps the charges it was granted.
+enum Keep {
+    /// Each message's, for the handler to take (produce: held until answered).
+    Each(Charge),
+    /// The message being received's, given back once it is whole (or the body goes).
+    Latest(Option<OwnedSemaphorePermit>),
+}
+
+impl Keep {
+    fn granted(&mut self, permit: OwnedSemaphorePermit) {
+        match self {
+            Keep::Each(charge) => charge.push(permit),
+            Keep::Latest(latest) => *latest = Some(permit),
+        }
+    }
+}
+
 /// A request body that passes the bytes of each message on only once that message's
 /// charge is granted. Bytes of messages already granted are never held back, so one
 /// message waiting for the budget cannot keep an earlier one from being answered.
@@ -120,7 +184,10 @@ struct BudgetBody {
     inner: Body,
     semaphore: PollSemaphore,
     total: usize,
-    charge: Charge,
+    free_below: usize,
+    factor: usize,
+    what: &'static str,
+    keep: Keep,
     /// Bytes of the gRPC prefix (flag, then big-endian length) read so far.
     prefix: Vec<u8>,
     /// Bytes of the current message still to come.
@@ -139,12 +206,15 @@ struct BudgetBody {
 }
 
 impl BudgetBody {
-    fn new(inner: Body, budget: &ProduceBudgetLayer, charge: Charge) -> BudgetBody {
+    fn new(inner: Body, pool: Pool, keep: Keep) -> BudgetBody {
         BudgetBody {
             inner,
-            semaphore: PollSemaphore::new(Arc::clone(&budget.semaphore)),
-            total: budget.total,
-            charge,
+            semaphore: PollSemaphore::new(pool.semaphore),
+            total: pool.total,
+            free_below: pool.free_below,
+            factor: pool.factor,
+            what: pool.what,
+            keep,
             prefix: Vec::with_capacity(5),
             in_message: 0,
             pending: None,
@@ -167,6 +237,9 @@ impl BudgetBody {
                 at += skip;
                 if self.in_message == 0 {
                     self.deadline = None; // the message is complete
+                    if let Keep::Latest(latest) = &mut self.keep {
+                        *latest = None; // and gathered: tonic decodes it at once
+                    }
                 }
                 continue;
             }
@@ -177,9 +250,12 @@ impl BudgetBody {
                 let len = (&self.prefix[1..5]).get_u32() as usize;
                 self.prefix.clear();
                 self.in_message = len;
+                if len < self.free_below {
+                    continue; // uncharged
+                }
                 // At least one permit, so that every message has a charge to take; at
                 // most the whole budget, so that it can be granted.
-                let cost = len.saturating_mul(COST_FACTOR).clamp(1, self.total);
+                let cost = len.saturating_mul(self.factor).clamp(1, self.total);
                 return (at, Some(cost));
             }
         }
@@ -202,7 +278,7 @@ impl HttpBody for BudgetBody {
                 let Some(permit) = ready!(me.semaphore.poll_acquire_many(cx, permits)) else {
                     return Poll::Ready(Some(Err(tonic::Status::unavailable("shutting down"))));
                 };
-                me.charge.push(permit);
+                me.keep.granted(permit);
                 me.waiting = None;
                 // An empty message is complete with its prefix: nothing to wait for.
                 if me.in_message > 0 {
@@ -238,8 +314,9 @@ impl HttpBody for BudgetBody {
                     if let Some(deadline) = me.deadline.as_mut() {
                         ready!(deadline.as_mut().poll(cx));
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
-                            "a produce message was announced but not sent within {:?}; it held the server's produce budget",
-                            me.allowed
+                            "a {what} message was announced but not sent within {:?}; it held the server's {what} budget",
+                            me.allowed,
+                            what = me.what,
                         )))));
                     }
                     return Poll::Pending;

@@ -26,12 +26,12 @@ fn message(len: usize) -> Vec<u8> {
 }
 
 fn body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>, Charge) {
-    let budget = ProduceBudgetLayer::new(total);
+    let pool = BudgetLayer::new(total, total).produce;
     let charge = Charge::default();
     let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
-    let semaphore = Arc::clone(&budget.semaphore);
+    let semaphore = Arc::clone(&pool.semaphore);
     (
-        BudgetBody::new(inner, &budget, charge.clone()),
+        BudgetBody::new(inner, pool, Keep::Each(charge.clone())),
         semaphore,
         charge,
     )
@@ -146,11 +146,12 @@ impl HttpBody for Stalled {
 
 #[tokio::test]
 async fn a_message_announced_and_not_sent_gives_the_budget_back() {
-    let budget = ProduceBudgetLayer::new(1000);
+    let budget = BudgetLayer::new(1000, 1000).produce;
     let charge = Charge::default();
     // A prefix announcing 300 bytes, then nothing.
     let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
-    let mut body = BudgetBody::new(inner, &budget, charge.clone());
+    let keep = Keep::Each(charge.clone());
+    let mut body = BudgetBody::new(inner, budget.clone(), keep);
     body.allowed = Duration::from_millis(50);
     for _ in 0..2 {
         let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -173,9 +174,9 @@ async fn a_message_announced_and_not_sent_gives_the_budget_back() {
 
 #[tokio::test]
 async fn an_empty_message_then_silence_is_not_a_stalled_message() {
-    let budget = ProduceBudgetLayer::new(1000);
+    let budget = BudgetLayer::new(1000, 1000).produce;
     let inner = Body::new(Stalled(Some(Bytes::from(message(0)))));
-    let mut body = BudgetBody::new(inner, &budget, Charge::default());
+    let mut body = BudgetBody::new(inner, budget, Keep::Each(Charge::default()));
     body.allowed = Duration::from_millis(20);
     for _ in 0..2 {
         let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -188,4 +189,71 @@ async fn an_empty_message_then_silence_is_not_a_stalled_message() {
             .is_err(),
         "an idle stream after a complete message is left alone"
     );
+}
+
+/// A request body of the request budget: `total` bytes, `FREE_BELOW` uncharged.
+fn request_body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>) {
+    let pool = BudgetLayer::new(total, total).requests;
+    let semaphore = Arc::clone(&pool.semaphore);
+    let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
+    (BudgetBody::new(inner, pool, Keep::Latest(None)), semaphore)
+}
+
+#[tokio::test]
+async fn small_request_messages_pass_uncharged_in_the_frames_they_came_in() {
+    let mut wire = message(100);
+    wire.extend(message(FREE_BELOW - 1));
+    let (mut b, semaphore) = request_body(1000, vec![wire.clone()]);
+    let (passed, done) = drain(&mut b);
+    assert!(done);
+    assert_eq!(passed, wire);
+    assert_eq!(semaphore.available_permits(), 1000, "nothing taken");
+}
+
+/// Polls until exactly `n` more bytes have passed.
+fn pass(body: &mut BudgetBody, n: usize) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut passed = 0;
+    while passed < n {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => passed += frame.into_data().unwrap().len(),
+            _ => panic!("{passed} of {n} bytes passed"),
+        }
+    }
+    assert_eq!(passed, n);
+}
+
+/// A large message holds its charge while it arrives, and gives it back once whole:
+/// a long-lived stream does not keep a charge while it sends nothing.
+#[tokio::test]
+async fn a_large_request_message_is_charged_until_it_is_whole() {
+    let total = 4 * FREE_BELOW;
+    let (first, second) = (message(FREE_BELOW), message(2 * FREE_BELOW));
+    let frames = vec![
+        first[..1000].to_vec(),
+        first[1000..].to_vec(),
+        second[..1000].to_vec(),
+        second[1000..].to_vec(),
+        message(10),
+    ];
+    let (mut b, semaphore) = request_body(total, frames);
+    pass(&mut b, 1000);
+    assert_eq!(semaphore.available_permits(), total - FREE_BELOW);
+    pass(&mut b, first.len() - 1000);
+    assert_eq!(semaphore.available_permits(), total, "whole");
+    pass(&mut b, 1000);
+    assert_eq!(semaphore.available_permits(), total - 2 * FREE_BELOW);
+    pass(&mut b, second.len() - 1000 + 15);
+    assert_eq!(semaphore.available_permits(), total);
+}
+
+#[tokio::test]
+async fn a_request_body_gives_its_charge_back_when_dropped() {
+    let total = 4 * FREE_BELOW;
+    let whole = message(FREE_BELOW);
+    let (mut b, semaphore) = request_body(total, vec![whole[..1000].to_vec()]);
+    pass(&mut b, 1000);
+    assert_eq!(semaphore.available_permits(), total - FREE_BELOW);
+    drop(b);
+    assert_eq!(semaphore.available_permits(), total);
 }

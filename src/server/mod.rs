@@ -18,7 +18,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
-use crate::grpc::budget::ProduceBudgetLayer;
+use crate::grpc::budget::BudgetLayer;
 use crate::grpc::connection::{Incoming, Timeouts};
 use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
@@ -43,6 +43,9 @@ pub struct ServeOptions {
     /// Produce bytes in flight, over all requests (see `grpc::budget`): past it, the
     /// server stops reading produce requests until earlier ones are answered.
     pub produce_budget_bytes: usize,
+    /// Bytes of other requests' messages of 64 KiB or more being gathered at once, over
+    /// all requests (see `grpc::budget`).
+    pub request_budget_bytes: usize,
     /// Consumer groups' heartbeat interval and offset retention.
     pub groups: GroupsConfig,
     /// A connection is closed when one of its responses has waited this long for the
@@ -73,6 +76,7 @@ impl Default for ServeOptions {
             upkeep_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(300),
             produce_budget_bytes: 256 << 20,
+            request_budget_bytes: 32 << 20,
             groups: GroupsConfig::default(),
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
@@ -173,8 +177,8 @@ pub async fn serve(
             hangup.after(shutdown_timeout);
         }
     };
-    // The budget is one for the whole server, however many servers share it.
-    let budget = ProduceBudgetLayer::new(options.produce_budget_bytes);
+    // The budgets are one for the whole server, however many servers share them.
+    let budget = BudgetLayer::new(options.produce_budget_bytes, options.request_budget_bytes);
     let router = || {
         Server::builder()
             .layer(budget.clone())

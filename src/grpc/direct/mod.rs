@@ -93,12 +93,8 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let identity = request
-            .headers()
-            .get("grpc-encoding")
-            .is_none_or(|e| e == "identity");
         let path = request.uri().path();
-        if !identity || ![PRODUCE_STREAM, PRODUCE, FETCH, SUBSCRIBE].contains(&path) {
+        if !identity(&request) || ![PRODUCE_STREAM, PRODUCE, FETCH, SUBSCRIBE].contains(&path) {
             return Box::pin(self.inner.call(request));
         }
         let broker = Arc::clone(&self.broker);
@@ -147,6 +143,20 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             }),
         }
     }
+}
+
+/// Whether the request's messages are not compressed: only those are served here.
+fn identity(request: &http::Request<Body>) -> bool {
+    request
+        .headers()
+        .get("grpc-encoding")
+        .is_none_or(|e| e == "identity")
+}
+
+/// Whether this service reads `request` itself, at most `SMALL_REQUEST` bytes of it (a
+/// Fetch or Subscribe not compressed): the request budget (`budget.rs`) leaves it be.
+pub(super) fn reads_small_requests(request: &http::Request<Body>) -> bool {
+    [FETCH, SUBSCRIBE].contains(&request.uri().path()) && identity(request)
 }
 
 /// The request's share of the produce budget, charged by `budget.rs`.
