@@ -80,7 +80,7 @@ impl Default for ServeOptions {
             groups: GroupsConfig::default(),
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
-            shutdown_timeout: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(15),
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
@@ -165,7 +165,8 @@ pub async fn serve(
     };
     let incoming = Incoming::new(listener, timeouts, options.max_connections);
     // A response whose client reads nothing never ends, and a graceful stop waits for
-    // them all: past `shutdown_timeout`, the connections still open are closed.
+    // them all: past `shutdown_timeout`, the connections still open are closed. Armed
+    // as the stop begins, however it begins.
     let hangup = incoming.hangup();
     let shutdown_timeout = options.shutdown_timeout;
     let stopping = {
@@ -174,7 +175,6 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: finishing requests in flight");
             broker.begin_shutdown();
-            hangup.after(shutdown_timeout);
         }
     };
     // The budgets are one for the whole server, however many servers share them.
@@ -224,6 +224,10 @@ pub async fn serve(
     // Accepted by `Incoming` (TCP_NODELAY set, connections counted and watched).
     let served = match &threads {
         None => {
+            let stopping = async move {
+                stopping.await;
+                hangup.after(shutdown_timeout);
+            };
             router()
                 .serve_with_incoming_shutdown(incoming, stopping)
                 .await
@@ -231,7 +235,11 @@ pub async fn serve(
         Some(threads) => {
             let serve_one =
                 |connections, stop| router().serve_with_incoming_shutdown(connections, stop);
-            let begin_stop = || broker.begin_shutdown();
+            // Also when a thread's server ended first and `stopping` never resolved.
+            let begin_stop = || {
+                broker.begin_shutdown();
+                hangup.after(shutdown_timeout);
+            };
             threads
                 .serve(incoming, serve_one, stopping, begin_stop)
                 .await

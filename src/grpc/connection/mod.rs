@@ -16,8 +16,8 @@
 //! `silent_timeout` of being accepted is closed as well: it would hold one of the
 //! `max_connections` places for ever (HTTP/2's keepalive pings start only after it).
 //! A graceful stop waits for every response to end, and a response whose client reads
-//! nothing never ends: [`Hangup`] closes the connections still open when the stop's
-//! own deadline passes, well before `stall_timeout` would.
+//! nothing never ends (only Fetch and Subscribe responses are watched for stalls):
+//! [`Hangup`] closes the connections still open when the stop's own deadline passes.
 //!
 //! The sockets come from [`Incoming`] (`incoming.rs`).
 
