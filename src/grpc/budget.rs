@@ -12,18 +12,21 @@
 //!   `COST_FACTOR` times its wire size (its receive buffer, the records it copies while
 //!   decoding, and the batch it becomes). The charge goes into the request's `Charge`,
 //!   which the handler holds until the message is answered.
-//! - Every other request message of `FREE_BELOW` or more is charged its wire size to
-//!   the request budget while it arrives, until it is whole (tonic decodes it at once)
-//!   or the request goes. Group commits, admin calls and the like may be megabytes, and
-//!   clients that sent all but the last bytes of many had the server hold them all,
-//!   for as long as they stayed connected (32 commits of 16 MB: 541 MB; now 160 MB,
-//!   the rest waiting in HTTP/2's windows of 4 MiB a stream). Smaller messages (heartbeats,
-//!   acknowledgements) pass uncharged, so that large ones waiting for the budget never
-//!   hold them up, and Fetch and Subscribe on the Log service's own path (`direct`),
-//!   which reads at most 64 KiB of them, are not wrapped at all.
+//! - A unary request of any other call whose message is `FREE_BELOW` or more is charged
+//!   its wire size to the request budget, from its prefix until the request's body
+//!   ends or fails (tonic has gathered and decoded it by then). Group commits, admin
+//!   calls and the like may be megabytes, and clients that sent all but the last bytes
+//!   of many had the server hold them all, for as long as they stayed connected (32
+//!   commits of 16 MB: 541 MB; now 160 MB, the rest waiting in HTTP/2's windows of
+//!   4 MiB a stream). Smaller requests (heartbeats, acknowledgements) pass uncharged,
+//!   so that large ones waiting for the budget never hold them up; so do the streams
+//!   of `STREAMS`, and Fetch and Subscribe on the Log service's own path (`direct`),
+//!   which reads at most 64 KiB of them.
 //!
 //! A charge is clamped to the whole budget, so that one large message can still be
-//! read, alone.
+//! read, alone. A charged message, or a charged unary request's end, must arrive within
+//! `MESSAGE_DEADLINE` of the grant, else the call fails with RESOURCE_EXHAUSTED and
+//! its charge goes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -47,6 +50,18 @@ const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", "/strom.v1.Log/ProduceStrea
 
 /// Messages of other requests smaller than this are not charged.
 pub const FREE_BELOW: usize = 64 << 10;
+
+/// Paths whose requests are streams of messages, besides ProduceStream: not charged.
+/// Each message is bounded by its service's limit (ShareStream's 1 MiB, reflection's
+/// 4 MiB), and a stream holds about one at a time, as HTTP/2 holds up to a stream
+/// window (4 MiB) of any stream; a charge held between a stream's messages would let
+/// idle streams take the budget. `the_uncharged_streams_are_every_client_stream`
+/// checks the list against the services' descriptors.
+const STREAMS: [&str; 3] = [
+    "/strom.v1.Queues/ShareStream",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// The budget taken by one request's messages, in the order they arrived. The handler
 /// takes one per message it has decoded and drops it once it has answered that message.
@@ -146,9 +161,11 @@ where
             let pool = self.budget.produce.clone();
             let keep = Keep::Each(charge);
             request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
-        } else if !super::direct::reads_small_requests(&request) {
+        } else if !STREAMS.contains(&request.uri().path())
+            && !super::direct::reads_small_requests(&request)
+        {
             let pool = self.budget.requests.clone();
-            let keep = Keep::Latest(None);
+            let keep = Keep::UntilEnd(None);
             request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
         }
         self.inner.call(request)
@@ -164,15 +181,24 @@ pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
 enum Keep {
     /// Each message's, for the handler to take (produce: held until answered).
     Each(Charge),
-    /// The message being received's, given back once it is whole (or the body goes).
-    Latest(Option<OwnedSemaphorePermit>),
+    /// The one message's, held until the body ends (or goes): tonic reads the end of a
+    /// unary request after its message, with no deadline of its own, and holds the
+    /// message until then.
+    UntilEnd(Option<OwnedSemaphorePermit>),
 }
 
 impl Keep {
     fn granted(&mut self, permit: OwnedSemaphorePermit) {
         match self {
             Keep::Each(charge) => charge.push(permit),
-            Keep::Latest(latest) => *latest = Some(permit),
+            Keep::UntilEnd(held) => *held = Some(permit),
+        }
+    }
+
+    /// The body has ended, or failed.
+    fn ended(&mut self) {
+        if let Keep::UntilEnd(held) = self {
+            *held = None;
         }
     }
 }
@@ -225,6 +251,12 @@ impl BudgetBody {
         }
     }
 
+    /// The body ended or failed: a unary request's charge goes, and its deadline.
+    fn end(&mut self) {
+        self.keep.ended();
+        self.deadline = None;
+    }
+
     /// Follows the message framing through `data`: returns how many of its bytes may be
     /// passed on now, and the charge of the message whose prefix ends there, if one
     /// does (the bytes after it wait for that charge).
@@ -235,11 +267,8 @@ impl BudgetBody {
                 let skip = self.in_message.min(data.len() - at);
                 self.in_message -= skip;
                 at += skip;
-                if self.in_message == 0 {
+                if self.in_message == 0 && matches!(self.keep, Keep::Each(_)) {
                     self.deadline = None; // the message is complete
-                    if let Keep::Latest(latest) = &mut self.keep {
-                        *latest = None; // and gathered: tonic decodes it at once
-                    }
                 }
                 continue;
             }
@@ -307,12 +336,19 @@ impl HttpBody for BudgetBody {
             match Pin::new(&mut me.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => me.pending = Some(data),
-                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    Err(trailers) => {
+                        me.end();
+                        return Poll::Ready(Some(Ok(trailers)));
+                    }
                 },
-                Poll::Ready(other) => return Poll::Ready(other),
+                Poll::Ready(other) => {
+                    me.end();
+                    return Poll::Ready(other);
+                }
                 Poll::Pending => {
                     if let Some(deadline) = me.deadline.as_mut() {
                         ready!(deadline.as_mut().poll(cx));
+                        me.end();
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
                             "a {what} message was announced but not sent within {:?}; it held the server's {what} budget",
                             me.allowed,

@@ -196,7 +196,10 @@ fn request_body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphor
     let pool = BudgetLayer::new(total, total).requests;
     let semaphore = Arc::clone(&pool.semaphore);
     let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
-    (BudgetBody::new(inner, pool, Keep::Latest(None)), semaphore)
+    (
+        BudgetBody::new(inner, pool, Keep::UntilEnd(None)),
+        semaphore,
+    )
 }
 
 #[tokio::test]
@@ -223,28 +226,83 @@ fn pass(body: &mut BudgetBody, n: usize) {
     assert_eq!(passed, n);
 }
 
-/// A large message holds its charge while it arrives, and gives it back once whole:
-/// a long-lived stream does not keep a charge while it sends nothing.
+/// A unary request's charge is held until its body ends, not only until its message is
+/// whole: tonic waits for the end (with no deadline) holding the message.
 #[tokio::test]
-async fn a_large_request_message_is_charged_until_it_is_whole() {
+async fn a_large_request_is_charged_until_its_body_ends() {
     let total = 4 * FREE_BELOW;
-    let (first, second) = (message(FREE_BELOW), message(2 * FREE_BELOW));
-    let frames = vec![
-        first[..1000].to_vec(),
-        first[1000..].to_vec(),
-        second[..1000].to_vec(),
-        second[1000..].to_vec(),
-        message(10),
-    ];
+    let whole = message(FREE_BELOW);
+    let frames = vec![whole[..1000].to_vec(), whole[1000..].to_vec()];
     let (mut b, semaphore) = request_body(total, frames);
     pass(&mut b, 1000);
     assert_eq!(semaphore.available_permits(), total - FREE_BELOW);
-    pass(&mut b, first.len() - 1000);
-    assert_eq!(semaphore.available_permits(), total, "whole");
-    pass(&mut b, 1000);
-    assert_eq!(semaphore.available_permits(), total - 2 * FREE_BELOW);
-    pass(&mut b, second.len() - 1000 + 15);
+    pass(&mut b, whole.len() - 1000);
+    assert_eq!(
+        semaphore.available_permits(),
+        total - FREE_BELOW,
+        "whole, not ended"
+    );
+    let (rest, done) = drain(&mut b);
+    assert!(rest.is_empty() && done);
+    assert_eq!(semaphore.available_permits(), total, "ended");
+}
+
+/// A client that sends a whole large message and never ends its request gives the
+/// charge back after the deadline, with an error, though the body is not dropped.
+#[tokio::test]
+async fn a_large_request_never_ended_gives_its_charge_back_at_the_deadline() {
+    let total = 4 * FREE_BELOW;
+    let pool = BudgetLayer::new(total, total).requests;
+    let semaphore = Arc::clone(&pool.semaphore);
+    let inner = Body::new(Stalled(Some(Bytes::from(message(FREE_BELOW)))));
+    let mut body = BudgetBody::new(inner, pool, Keep::UntilEnd(None));
+    body.allowed = Duration::from_millis(50);
+    let mut passed = 0;
+    let err = loop {
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match polled.unwrap() {
+            Ok(frame) => passed += frame.into_data().unwrap().len(),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(passed, FREE_BELOW + 5);
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert_eq!(semaphore.available_permits(), total);
+}
+
+/// Every path whose requests are a stream of messages is either charged to the produce
+/// budget or listed as a stream: a new client stream must choose.
+#[test]
+fn the_uncharged_streams_are_every_client_stream() {
+    use prost::Message;
+    let sets = [
+        crate::grpc::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut streams = std::collections::BTreeSet::new();
+    for set in sets {
+        let set = prost_types::FileDescriptorSet::decode(set).unwrap();
+        for file in &set.file {
+            for service in &file.service {
+                for method in service.method.iter().filter(|m| m.client_streaming()) {
+                    streams.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<String> = STREAMS
+        .iter()
+        .chain(&["/strom.v1.Log/ProduceStream"])
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(streams, listed);
 }
 
 #[tokio::test]

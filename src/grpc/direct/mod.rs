@@ -12,7 +12,7 @@
 //!
 //! Produce, ProduceStream, Fetch and Subscribe without compression take this path;
 //! every other call, and a request that announces a `grpc-encoding`, goes to tonic's
-//! generated service. The produce budget (`budget.rs`) sits in front of both, the
+//! generated service. The budgets (`budget.rs`) sit in front of both, the
 //! answers come from the same functions of `log_service.rs` and `produce_stream.rs` as
 //! tonic's path, and errors are the ones tonic gives for the same input.
 
@@ -49,7 +49,7 @@ const SUBSCRIBE: &str = "/strom.v1.Log/Subscribe";
 /// A gRPC message's prefix: the compression flag and the length.
 const PREFIX: usize = 5;
 /// The largest Fetch or Subscribe request read: a topic name and a few numbers. A
-/// request is held until it is whole, and these are not charged to the produce budget.
+/// request is held until it is whole, and these are charged to neither budget.
 const SMALL_REQUEST: usize = 64 << 10;
 
 /// The `Log` service: the generated one, with its hot calls taken off its hands.
