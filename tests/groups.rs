@@ -656,7 +656,7 @@ async fn idle_groups_expire_after_the_offset_retention() {
     let list = || async {
         client
             .groups()
-            .list_groups(pb::ListGroupsRequest {})
+            .list_groups(pb::ListGroupsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -807,7 +807,7 @@ async fn after_a_restart_groups_expire_by_the_time_of_their_files() {
     let names = || async {
         let list = client
             .groups()
-            .list_groups(pb::ListGroupsRequest {})
+            .list_groups(pb::ListGroupsRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -847,7 +847,7 @@ async fn hostile_requests_are_bounded_and_leave_nothing_behind() {
     let no_groups = || async {
         let listed = client
             .groups()
-            .list_groups(pb::ListGroupsRequest {})
+            .list_groups(pb::ListGroupsRequest::default())
             .await
             .unwrap()
             .into_inner();

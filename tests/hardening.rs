@@ -222,7 +222,7 @@ async fn a_damaged_topic_is_reported_unavailable_and_the_others_serve() {
             .unwrap(),
     );
     let listed = raw
-        .list_topics(pb::ListTopicsRequest {})
+        .list_topics(pb::ListTopicsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -480,7 +480,7 @@ async fn list_reset_and_delete() {
     assert!(r.records.is_empty());
     let listed = client
         .queues()
-        .list_share_groups(pb::ListShareGroupsRequest {})
+        .list_share_groups(pb::ListShareGroupsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -794,7 +794,7 @@ async fn refused_requests_create_no_group_and_a_waiting_member_stays_a_member() 
         .await;
     assert_eq!(no_topic.unwrap_err().code(), Code::NotFound);
     let listed = q
-        .list_share_groups(pb::ListShareGroupsRequest {})
+        .list_share_groups(pb::ListShareGroupsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::data_dir::new_topic_id;
+use super::page::{Listed, Page};
 use super::topic::{update_overrides, validate_name, TopicMetadata};
-use super::{Broker, Topic, TopicConfig, TopicInfo, UnavailableTopic};
+use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo, UnavailableTopic};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
 
@@ -136,6 +137,36 @@ impl Broker {
             topics.live.keys().cloned().collect(),
             topics.unavailable.values().cloned().collect(),
         )
+    }
+
+    /// A page of the topics being served and those that could not be opened, both
+    /// taken together in the order of their names.
+    pub fn list_topics_page(&self, page: &Page) -> Listed<ListedTopic> {
+        let topics = self.read_topics();
+        let mut live = page.range(&topics.live).peekable();
+        let mut unavailable = page.range(&topics.unavailable).peekable();
+        let merged = std::iter::from_fn(|| {
+            let unavailable_first = match (live.peek(), unavailable.peek()) {
+                (Some((a, _)), Some((b, _))) => b < a,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            match unavailable_first {
+                true => unavailable
+                    .next()
+                    .map(|(_, t)| ListedTopic::Unavailable(t.clone())),
+                false => live.next().map(|(name, _)| ListedTopic::Live(name.clone())),
+            }
+        });
+        page.take(merged, |listed| match listed {
+            ListedTopic::Live(name) => name,
+            ListedTopic::Unavailable(t) => &t.name,
+        })
+    }
+
+    /// Whether some topic's files could not be opened (it might be any topic).
+    pub fn any_topic_unavailable(&self) -> bool {
+        !self.read_topics().unavailable.is_empty()
     }
 
     pub async fn alter_topic_config(

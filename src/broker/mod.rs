@@ -15,6 +15,7 @@ mod admin;
 mod cleaner;
 pub mod data_dir;
 pub mod disk;
+pub mod page;
 pub mod partition;
 pub mod partitioner;
 mod produce;
@@ -97,6 +98,13 @@ pub struct UnavailableTopic {
     pub name: String,
     pub dir: PathBuf,
     pub reason: String,
+}
+
+/// A topic in a listing: served, or there but not opened.
+#[derive(Debug, Clone)]
+pub enum ListedTopic {
+    Live(String),
+    Unavailable(UnavailableTopic),
 }
 
 #[derive(Default)]

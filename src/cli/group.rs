@@ -61,14 +61,25 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
     let mut groups = client.groups();
     match args.action {
         Action::List => {
-            let list = groups
-                .list_groups(pb::ListGroupsRequest {})
-                .await
-                .map_err(describe)?
-                .into_inner();
             outln!("{:<30} {:<12} {:>7}", "GROUP", "STATE", "MEMBERS")?;
-            for g in list.groups {
-                outln!("{:<30} {:<12} {:>7}", g.group, g.state, g.members)?;
+            let mut page_token = String::new();
+            loop {
+                let page = pb::ListGroupsRequest {
+                    page_size: 0,
+                    page_token,
+                };
+                let list = groups
+                    .list_groups(page)
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                for g in list.groups {
+                    outln!("{:<30} {:<12} {:>7}", g.group, g.state, g.members)?;
+                }
+                match list.next_page_token.is_empty() {
+                    true => break,
+                    false => page_token = list.next_page_token,
+                }
             }
         }
         Action::Describe { group } => {

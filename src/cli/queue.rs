@@ -56,14 +56,25 @@ pub async fn run(args: QueueArgs) -> Result<(), Stop> {
     let mut queues = client.queues();
     match args.action {
         Action::List => {
-            let list = queues
-                .list_share_groups(pb::ListShareGroupsRequest {})
-                .await
-                .map_err(describe)?
-                .into_inner();
             outln!("{:<30} {:>7}", "GROUP", "MEMBERS")?;
-            for g in list.groups {
-                outln!("{:<30} {:>7}", g.group, g.members)?;
+            let mut page_token = String::new();
+            loop {
+                let page = pb::ListShareGroupsRequest {
+                    page_size: 0,
+                    page_token,
+                };
+                let list = queues
+                    .list_share_groups(page)
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                for g in list.groups {
+                    outln!("{:<30} {:>7}", g.group, g.members)?;
+                }
+                match list.next_page_token.is_empty() {
+                    true => break,
+                    false => page_token = list.next_page_token,
+                }
             }
         }
         Action::Describe { group } => {

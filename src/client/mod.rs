@@ -151,13 +151,23 @@ impl Admin {
         Ok(self.list_all_topics().await?.names)
     }
 
-    /// The topics being served, and those whose files could not be opened, with why.
+    /// The topics being served, and those whose files could not be opened, with why:
+    /// every page of the listing.
     pub async fn list_all_topics(&mut self) -> Result<pb::ListTopicsResponse, Status> {
-        Ok(self
-            .inner
-            .list_topics(pb::ListTopicsRequest {})
-            .await?
-            .into_inner())
+        let mut all = pb::ListTopicsResponse::default();
+        loop {
+            let page = pb::ListTopicsRequest {
+                page_size: 0,
+                page_token: std::mem::take(&mut all.next_page_token),
+            };
+            let mut listed = self.inner.list_topics(page).await?.into_inner();
+            all.names.append(&mut listed.names);
+            all.unavailable.append(&mut listed.unavailable);
+            if listed.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            all.next_page_token = listed.next_page_token;
+        }
     }
 
     pub async fn describe_topic(&mut self, name: &str) -> Result<pb::TopicDescription, Status> {

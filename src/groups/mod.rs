@@ -50,6 +50,7 @@ pub use request::{instance_id, session_timeout, subscription, validate_group_nam
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};
+use crate::broker::page::{Listed, Page};
 use crate::broker::{now_ms, Broker};
 use crate::error::{quote, Error, IoContext, Result};
 use offsets::Offsets;
@@ -399,11 +400,14 @@ impl Groups {
         Ok(())
     }
 
-    /// Every group: name, state and member count.
-    pub async fn list(&self) -> Vec<(String, GroupState, usize)> {
-        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
+    /// A page of the groups: name, state and member count.
+    pub async fn list(&self, page: &Page) -> Listed<(String, GroupState, usize)> {
+        let slots = {
+            let slots = self.slots();
+            page.take(page.range(&slots).map(|(_, s)| Arc::clone(s)), |s| &s.name)
+        };
+        let mut out = Vec::with_capacity(slots.entries.len());
+        for slot in slots.entries {
             let state = if slot.members.load(Ordering::Relaxed) == 0 {
                 Some(GroupState::Empty)
             } else {
@@ -421,7 +425,11 @@ impl Groups {
                 ));
             }
         }
-        out
+        // A group deleted meanwhile is left out, and still marks where the next begins.
+        Listed {
+            entries: out,
+            next_after: slots.next_after,
+        }
     }
 
     /// Deletes a group and its offsets; refused while it has members.

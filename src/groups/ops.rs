@@ -138,7 +138,7 @@ impl Groups {
     /// topics (unless some topic is unavailable, and might be one of them).
     async fn snapshot(&self, store: &mut Store) -> Result<()> {
         let view = self.view();
-        if self.broker.list_topics().1.is_empty() {
+        if !self.broker.any_topic_unavailable() {
             store.offsets.retain_topics(|id| view.name_of(id).is_some());
         }
         let (path, bytes) = store.files.snapshot(&store.offsets);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, admin_server::Admin};
-use super::status;
-use crate::broker::{Broker, TopicInfo};
+use super::{page, status};
+use crate::broker::{Broker, ListedTopic, TopicInfo};
 
 pub struct AdminService {
     broker: Arc<Broker>,
@@ -74,19 +74,26 @@ impl Admin for AdminService {
 
     async fn list_topics(
         &self,
-        _: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let (names, unavailable) = self.broker.list_topics();
-        Ok(Response::new(pb::ListTopicsResponse {
-            names,
-            unavailable: unavailable
-                .into_iter()
-                .map(|t| pb::UnavailableTopic {
+        let request = request.into_inner();
+        let listed = self
+            .broker
+            .list_topics_page(&page(request.page_size, request.page_token));
+        let mut response = pb::ListTopicsResponse {
+            next_page_token: listed.next_after.unwrap_or_default(),
+            ..Default::default()
+        };
+        for topic in listed.entries {
+            match topic {
+                ListedTopic::Live(name) => response.names.push(name),
+                ListedTopic::Unavailable(t) => response.unavailable.push(pb::UnavailableTopic {
                     name: t.name,
                     reason: format!("{} ({})", t.reason, t.dir.display()),
-                })
-                .collect(),
-        }))
+                }),
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn describe_topic(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, groups_server};
-use super::status;
+use super::{page, status};
 use crate::groups::{self, Groups, Heartbeat, NamedPartitions, ResetTo};
 
 pub struct GroupsService {
@@ -218,12 +218,15 @@ impl groups_server::Groups for GroupsService {
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let groups = self
+        let request = request.into_inner();
+        let listed = self
             .groups
-            .list()
-            .await
+            .list(&page(request.page_size, request.page_token))
+            .await;
+        let groups = listed
+            .entries
             .into_iter()
             .map(|(group, state, members)| pb::GroupListing {
                 group,
@@ -231,7 +234,10 @@ impl groups_server::Groups for GroupsService {
                 members: members as u32,
             })
             .collect();
-        Ok(Response::new(pb::ListGroupsResponse { groups }))
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups,
+            next_page_token: listed.next_after.unwrap_or_default(),
+        }))
     }
 
     async fn delete_group(

@@ -41,6 +41,22 @@ fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
     }
 }
 
+/// Entries of a listing's page when the request asks for none in particular.
+pub const DEFAULT_PAGE: usize = 1_000;
+/// The most entries of a listing's page: 10,000 of the longest names (200 bytes) fit
+/// well within the 4 MB a default grpcio client accepts.
+pub const MAX_PAGE: usize = 10_000;
+
+/// The page a List request asks for (see `ListTopicsRequest` in the proto).
+fn page(page_size: u32, page_token: String) -> broker::page::Page {
+    let limit = match page_size as usize {
+        0 => DEFAULT_PAGE,
+        asked => asked.min(MAX_PAGE),
+    };
+    let after = (!page_token.is_empty()).then_some(page_token);
+    broker::page::Page { after, limit }
+}
+
 /// Code generated from `proto/strom/v1/strom.proto`; the only place it is named.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]

@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::pb::{self, queues_server, share_stream_request::Body};
-use super::status;
+use super::{page, status};
 use crate::error::Error;
 use crate::groups::share::{count_acks, Ack, AckBatch, Delivered, Refused, ShareGroups};
 use crate::groups::ResetTo;
@@ -214,18 +214,22 @@ impl queues_server::Queues for QueuesService {
 
     async fn list_share_groups(
         &self,
-        _request: Request<pb::ListShareGroupsRequest>,
+        request: Request<pb::ListShareGroupsRequest>,
     ) -> Result<Response<pb::ListShareGroupsResponse>, Status> {
+        let request = request.into_inner();
+        let listed = self
+            .queues
+            .list(&page(request.page_size, request.page_token));
         Ok(Response::new(pb::ListShareGroupsResponse {
-            groups: self
-                .queues
-                .list()
+            groups: listed
+                .entries
                 .into_iter()
                 .map(|(group, members)| pb::ShareGroupListing {
                     group,
                     members: members as u32,
                 })
                 .collect(),
+            next_page_token: listed.next_after.unwrap_or_default(),
         }))
     }
 

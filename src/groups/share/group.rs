@@ -178,7 +178,7 @@ impl Group {
         // its deletion (or a restart) changes the version.
         let (version, metas) = broker.topic_metas();
         self.topics_version = version;
-        if !broker.list_topics().1.is_empty() {
+        if broker.any_topic_unavailable() {
             return;
         }
         let live: HashSet<TopicId> = metas.iter().filter_map(|m| topic_id(&m.id).ok()).collect();

@@ -51,6 +51,7 @@ pub use window::{Ack, MemberIdx, Refusal};
 use super::request::validate_group_name;
 use super::Tp;
 use crate::broker::data_dir::{new_topic_id, parse_topic_dir, TopicDirName};
+use crate::broker::page::{Listed, Page};
 use crate::broker::{now_ms, Broker};
 use crate::error::{quote, Error};
 use crate::error::{IoContext, Result};
@@ -249,12 +250,13 @@ impl ShareGroups {
         }
     }
 
-    /// Every share group: name and member count.
-    pub fn list(&self) -> Vec<(String, usize)> {
-        self.slots()
-            .values()
-            .map(|s| (s.name.clone(), s.members.load(Ordering::Relaxed)))
-            .collect()
+    /// A page of the share groups: name and member count.
+    pub fn list(&self, page: &Page) -> Listed<(String, usize)> {
+        let slots = self.slots();
+        let groups = page
+            .range(&slots)
+            .map(|(_, s)| (s.name.clone(), s.members.load(Ordering::Relaxed)));
+        page.take(groups, |(name, _)| name)
     }
 
     /// Joins member `member_id` (a new id if empty) for a stream, without fetching;
