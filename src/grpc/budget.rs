@@ -53,7 +53,7 @@ pub const FREE_BELOW: usize = 64 << 10;
 
 /// Paths whose requests are streams of messages, besides ProduceStream: not charged.
 /// Each message is bounded by its service's limit (ShareStream's 1 MiB, reflection's
-/// 4 MiB), and a stream holds about one at a time, as HTTP/2 holds up to a stream
+/// 64 KiB), and a stream holds about one at a time, as HTTP/2 holds up to a stream
 /// window (4 MiB) of any stream; a charge held between a stream's messages would let
 /// idle streams take the budget. `the_uncharged_streams_are_every_client_stream`
 /// checks the list against the services' descriptors.
@@ -218,6 +218,8 @@ struct BudgetBody {
     prefix: Vec<u8>,
     /// Bytes of the current message still to come.
     in_message: usize,
+    /// Messages whose prefix has been read.
+    messages: usize,
     /// Bytes read from the client and not yet passed on.
     pending: Option<Bytes>,
     /// The charge the message whose prefix was just passed on waits for.
@@ -243,6 +245,7 @@ impl BudgetBody {
             keep,
             prefix: Vec::with_capacity(5),
             in_message: 0,
+            messages: 0,
             pending: None,
             waiting: None,
             held: None,
@@ -259,8 +262,9 @@ impl BudgetBody {
 
     /// Follows the message framing through `data`: returns how many of its bytes may be
     /// passed on now, and the charge of the message whose prefix ends there, if one
-    /// does (the bytes after it wait for that charge).
-    fn scan(&mut self, data: &[u8]) -> (usize, Option<usize>) {
+    /// does (the bytes after it wait for that charge). A unary request's second message
+    /// is refused: its charge would wait behind the first's, held, for ever.
+    fn scan(&mut self, data: &[u8]) -> Result<(usize, Option<usize>), tonic::Status> {
         let mut at = 0;
         while at < data.len() {
             if self.in_message > 0 {
@@ -279,16 +283,22 @@ impl BudgetBody {
                 let len = (&self.prefix[1..5]).get_u32() as usize;
                 self.prefix.clear();
                 self.in_message = len;
+                self.messages += 1;
+                if self.messages > 1 && matches!(self.keep, Keep::UntilEnd(_)) {
+                    return Err(tonic::Status::invalid_argument(
+                        "a unary call's request carries one message, and this one has more",
+                    ));
+                }
                 if len < self.free_below {
                     continue; // uncharged
                 }
                 // At least one permit, so that every message has a charge to take; at
                 // most the whole budget, so that it can be granted.
                 let cost = len.saturating_mul(self.factor).clamp(1, self.total);
-                return (at, Some(cost));
+                return Ok((at, Some(cost)));
             }
         }
-        (at, None)
+        Ok((at, None))
     }
 }
 
@@ -318,7 +328,13 @@ impl HttpBody for BudgetBody {
                 }
             }
             if let Some(mut data) = me.pending.take() {
-                let (passable, cost) = me.scan(&data);
+                let (passable, cost) = match me.scan(&data) {
+                    Ok(scanned) => scanned,
+                    Err(refused) => {
+                        me.end();
+                        return Poll::Ready(Some(Err(refused)));
+                    }
+                };
                 me.waiting = cost;
                 let mut pass = data.split_to(passable);
                 if cost.is_some() {

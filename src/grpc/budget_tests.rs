@@ -204,12 +204,19 @@ fn request_body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphor
 
 #[tokio::test]
 async fn small_request_messages_pass_uncharged_in_the_frames_they_came_in() {
-    let mut wire = message(100);
-    wire.extend(message(FREE_BELOW - 1));
-    let (mut b, semaphore) = request_body(1000, vec![wire.clone()]);
-    let (passed, done) = drain(&mut b);
+    let wire = message(FREE_BELOW - 1);
+    let frames = vec![wire[..100].to_vec(), wire[100..].to_vec()];
+    let (mut b, semaphore) = request_body(1000, frames);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for frame in [&wire[..100], &wire[100..]] {
+        let passed = Pin::new(&mut b).poll_frame(&mut cx);
+        let Poll::Ready(Some(Ok(passed))) = passed else {
+            panic!("not passed")
+        };
+        assert_eq!(passed.into_data().unwrap(), frame, "whole, not split");
+    }
+    let (_, done) = drain(&mut b);
     assert!(done);
-    assert_eq!(passed, wire);
     assert_eq!(semaphore.available_permits(), 1000, "nothing taken");
 }
 
@@ -267,6 +274,29 @@ async fn a_large_request_never_ended_gives_its_charge_back_at_the_deadline() {
     };
     assert_eq!(passed, FREE_BELOW + 5);
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(semaphore.available_permits(), total);
+}
+
+/// Review: a unary request's second message, announced larger than the whole budget,
+/// waited for a charge it could never get (the first's was held), and took every
+/// permit given back meanwhile. It is refused, and the charge goes.
+#[tokio::test]
+async fn a_second_message_in_a_unary_request_is_refused_and_its_charge_given_back() {
+    let total = 4 * FREE_BELOW;
+    let mut wire = message(FREE_BELOW);
+    wire.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff]);
+    let (mut b, semaphore) = request_body(total, vec![wire]);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut charged = false;
+    let err = loop {
+        match Pin::new(&mut b).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(_))) => charged |= semaphore.available_permits() < total,
+            Poll::Ready(Some(Err(err))) => break err,
+            other => panic!("{:?}", other.map(|f| f.map(|f| f.map(|_| ())))),
+        }
+    };
+    assert!(charged, "the first message was charged");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert_eq!(semaphore.available_permits(), total);
 }
 

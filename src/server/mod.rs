@@ -143,12 +143,18 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    // A reflection request names a symbol or a file: 64 KiB is plenty, and bounds
+    // what a reflection stream (not charged to the request budget) makes the server
+    // hold.
+    let small = crate::grpc::budget::FREE_BELOW;
     let reflection_v1 = reflection()
         .build_v1()
-        .expect("descriptor sets built by build.rs are valid");
+        .expect("descriptor sets built by build.rs are valid")
+        .max_decoding_message_size(small);
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .expect("descriptor sets built by build.rs are valid");
+        .expect("descriptor sets built by build.rs are valid")
+        .max_decoding_message_size(small);
     let max = options.max_request_bytes;
     // Fetch responses are bounded by the broker's max_fetch_bytes, but one record alone
     // may be larger (a consumer must always make progress) and can be as large as a
