@@ -199,3 +199,40 @@ async fn the_cli_lists_every_page() {
     let expected: Vec<String> = (0..count).map(|i| format!("q{i:05}")).collect();
     assert_eq!(listed, expected);
 }
+
+/// Review: a name can be both served and unavailable (a second directory for it, whose
+/// topic.json is damaged). A listing gives the served one only, on any page.
+#[tokio::test]
+async fn a_name_served_and_unavailable_is_listed_once() {
+    use strom::broker::page::Page;
+    use strom::broker::{Broker, Limits, ListedTopic};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = std::sync::Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker
+            .create_topic("b", 1, &Default::default())
+            .await
+            .unwrap();
+        let broker = std::sync::Arc::try_unwrap(broker).ok().unwrap();
+        broker.close().unwrap();
+    }
+    for name in ["a", "b"] {
+        let damaged = dir
+            .path()
+            .join("topics")
+            .join(format!("{name}.{}", "0".repeat(32)));
+        std::fs::create_dir(&damaged).unwrap();
+        std::fs::write(damaged.join("topic.json"), "not json").unwrap();
+    }
+    let broker = Broker::open(dir.path(), Limits::default()).unwrap();
+    let listed = broker.list_topics_page(&Page::all());
+    let names: Vec<(&str, bool)> = listed
+        .entries
+        .iter()
+        .map(|t| match t {
+            ListedTopic::Live(name) => (name.as_str(), true),
+            ListedTopic::Unavailable(t) => (t.name.as_str(), false),
+        })
+        .collect();
+    assert_eq!(names, [("a", false), ("b", true)]);
+}

@@ -147,6 +147,12 @@ impl Broker {
         let mut unavailable = page.range(&topics.unavailable).peekable();
         let merged = std::iter::from_fn(|| {
             let unavailable_first = match (live.peek(), unavailable.peek()) {
+                // One name in both (two directories for it): the live one is what
+                // requests reach, and a page must not end between the two.
+                (Some((a, _)), Some((b, _))) if a == b => {
+                    unavailable.next();
+                    false
+                }
                 (Some((a, _)), Some((b, _))) => b < a,
                 (None, Some(_)) => true,
                 _ => false,

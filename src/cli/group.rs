@@ -9,7 +9,7 @@ use super::interrupt::Interrupts;
 use super::output::{noteln, outln, write_out};
 use super::position::parse_position;
 use super::{describe, Connect, Stop};
-use crate::client::{Client, GroupConfig, GroupConsumer, Start};
+use crate::client::{next_page, Client, GroupConfig, GroupConsumer, Start};
 use crate::grpc::pb::{self, reset_offsets_request::To};
 
 #[derive(clap::Args)]
@@ -64,6 +64,7 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
             outln!("{:<30} {:<12} {:>7}", "GROUP", "STATE", "MEMBERS")?;
             let mut page_token = String::new();
             loop {
+                let previous = page_token.clone();
                 let page = pb::ListGroupsRequest {
                     page_size: 0,
                     page_token,
@@ -76,9 +77,9 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
                 for g in list.groups {
                     outln!("{:<30} {:<12} {:>7}", g.group, g.state, g.members)?;
                 }
-                match list.next_page_token.is_empty() {
-                    true => break,
-                    false => page_token = list.next_page_token,
+                match next_page(&previous, list.next_page_token).map_err(describe)? {
+                    Some(next) => page_token = next,
+                    None => break,
                 }
             }
         }

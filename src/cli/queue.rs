@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::output::{noteln, outln};
 use super::position::parse_position;
 use super::{describe, Connect, Stop};
+use crate::client::next_page;
 use crate::client::Start;
 use crate::grpc::pb::{self, reset_share_group_request::To};
 
@@ -59,6 +60,7 @@ pub async fn run(args: QueueArgs) -> Result<(), Stop> {
             outln!("{:<30} {:>7}", "GROUP", "MEMBERS")?;
             let mut page_token = String::new();
             loop {
+                let previous = page_token.clone();
                 let page = pb::ListShareGroupsRequest {
                     page_size: 0,
                     page_token,
@@ -71,9 +73,9 @@ pub async fn run(args: QueueArgs) -> Result<(), Stop> {
                 for g in list.groups {
                     outln!("{:<30} {:>7}", g.group, g.members)?;
                 }
-                match list.next_page_token.is_empty() {
-                    true => break,
-                    false => page_token = list.next_page_token,
+                match next_page(&previous, list.next_page_token).map_err(describe)? {
+                    Some(next) => page_token = next,
+                    None => break,
                 }
             }
         }

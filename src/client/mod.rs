@@ -113,6 +113,18 @@ impl Client {
     }
 }
 
+/// The token of a listing's next page, or None after its last; refuses a token that
+/// does not go past the previous one (listings are by name), which would loop for ever.
+pub fn next_page(previous: &str, next: String) -> Result<Option<String>, Status> {
+    match next.as_str() {
+        "" => Ok(None),
+        ahead if previous.is_empty() || ahead > previous => Ok(Some(next)),
+        _ => Err(Status::internal(format!(
+            "the server's listing went back: page token {next:?} after {previous:?}"
+        ))),
+    }
+}
+
 /// Topic administration.
 #[derive(Clone)]
 pub struct Admin {
@@ -160,13 +172,14 @@ impl Admin {
                 page_size: 0,
                 page_token: std::mem::take(&mut all.next_page_token),
             };
+            let previous = page.page_token.clone();
             let mut listed = self.inner.list_topics(page).await?.into_inner();
             all.names.append(&mut listed.names);
             all.unavailable.append(&mut listed.unavailable);
-            if listed.next_page_token.is_empty() {
-                return Ok(all);
+            match next_page(&previous, listed.next_page_token)? {
+                Some(token) => all.next_page_token = token,
+                None => return Ok(all),
             }
-            all.next_page_token = listed.next_page_token;
         }
     }
 
@@ -220,5 +233,21 @@ impl Admin {
             .into_inner()
             .topic
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_page;
+
+    /// A listing's pages end at an empty token, and a token that does not go past the
+    /// previous one is refused rather than followed for ever.
+    #[test]
+    fn page_tokens_must_go_forward() {
+        assert_eq!(next_page("", "b".into()).unwrap().as_deref(), Some("b"));
+        assert_eq!(next_page("b", "c".into()).unwrap().as_deref(), Some("c"));
+        assert_eq!(next_page("c", String::new()).unwrap(), None);
+        assert!(next_page("c", "c".into()).is_err());
+        assert!(next_page("c", "a".into()).is_err());
     }
 }

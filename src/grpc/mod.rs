@@ -43,8 +43,9 @@ fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
 
 /// Entries of a listing's page when the request asks for none in particular.
 pub const DEFAULT_PAGE: usize = 1_000;
-/// The most entries of a listing's page: 10,000 of the longest names (200 bytes) fit
-/// well within the 4 MB a default grpcio client accepts.
+/// The most entries of a listing's page: 10,000 groups of the longest names (200
+/// bytes) fit well within the 4 MB a default grpcio client accepts (unavailable
+/// topics, with their reasons and paths, take more, but are few).
 pub const MAX_PAGE: usize = 10_000;
 
 /// The page a List request asks for (see `ListTopicsRequest` in the proto).
