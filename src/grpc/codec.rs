@@ -103,7 +103,8 @@ fn top_level_fields(mut bytes: &[u8]) -> Result<usize, Status> {
     Ok(count)
 }
 
-/// Whether `U` is a request message (every request type's name ends so).
+/// Whether `U` is a request message (every request type's name ends so, and no
+/// response type's: `requests_and_only_requests_are_named_so` checks the proto).
 fn is_request<U>() -> bool {
     std::any::type_name::<U>().ends_with("Request")
 }
@@ -162,5 +163,23 @@ mod tests {
             top_level_fields(&grouped).unwrap_err().code(),
             Code::InvalidArgument
         );
+    }
+
+    /// The entry count is applied by type name: every method's input type must be
+    /// named `...Request`, and no output type may be, else a new request would go
+    /// uncounted (or a client refuse a large answer).
+    #[test]
+    fn requests_and_only_requests_are_named_so() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::grpc::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = 0;
+        for service in set.file.iter().flat_map(|f| &f.service) {
+            for method in &service.method {
+                methods += 1;
+                assert!(method.input_type().ends_with("Request"), "{method:?}");
+                assert!(!method.output_type().ends_with("Request"), "{method:?}");
+            }
+        }
+        assert!(methods > 20, "{methods} methods");
     }
 }
