@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::server::TestServer;
 use strom::broker::Limits;
-use strom::grpc::pb::{self, log_client::LogClient, subscribe_request::Start};
+use strom::grpc::pb;
 use strom::server::ServeOptions;
 use tokio_stream::StreamExt;
 
@@ -71,26 +71,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_and_frees_deleted_segme
         client.log().produce(request).await.unwrap();
     }
 
-    // A subscriber on a connection of its own that never reads: its client grants only
-    // HTTP/2's initial 64 KiB window and never more.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await
-        .unwrap();
-    let request = pb::SubscribeRequest {
-        topic: "t".into(),
-        partition: 0,
-        start: Some(Start::Earliest(true)),
-        max_bytes: 1 << 20,
-    };
-    let mut stalled = LogClient::new(channel)
-        .subscribe(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stalled = server.subscriber_that_reads_nothing("t").await;
     // The server reads ahead into the shut window; then the topic goes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     client.admin().delete_topic("t").await.unwrap();

@@ -28,6 +28,21 @@ where
     }
 }
 
+/// Makes group `group` by committing offset 0 of partition 0 of `topic` for it.
+async fn commit_one(client: &strom::client::Client, group: &str, topic: &str) {
+    let commit = pb::CommitOffsetsRequest {
+        group: group.into(),
+        offsets: vec![pb::OffsetCommit {
+            topic: topic.into(),
+            partition: 0,
+            offset: 0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client.groups().commit_offsets(commit).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_groups_and_share_groups_are_listed_a_page_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,17 +55,7 @@ async fn topics_groups_and_share_groups_are_listed_a_page_at_a_time() {
             .create_topic(name, 1, Default::default())
             .await
             .unwrap();
-        let commit = pb::CommitOffsetsRequest {
-            group: format!("g-{name}"),
-            offsets: vec![pb::OffsetCommit {
-                topic: name.into(),
-                partition: 0,
-                offset: 0,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        client.groups().commit_offsets(commit).await.unwrap();
+        commit_one(&client, &format!("g-{name}"), name).await;
         let config = pb::AlterShareGroupConfigRequest {
             group: format!("q-{name}"),
             config: Default::default(),
@@ -97,17 +102,7 @@ async fn topics_groups_and_share_groups_are_listed_a_page_at_a_time() {
                 };
                 client.groups().delete_group(delete).await.unwrap();
                 for group in ["g-0", "g-z"] {
-                    let commit = pb::CommitOffsetsRequest {
-                        group: group.into(),
-                        offsets: vec![pb::OffsetCommit {
-                            topic: "a".into(),
-                            partition: 0,
-                            offset: 0,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    };
-                    client.groups().commit_offsets(commit).await.unwrap();
+                    commit_one(&client, group, "a").await;
                 }
             }
             let r = groups

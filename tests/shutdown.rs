@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::requests::{produce, record};
 use common::server::TestServer;
 use strom::broker::Limits;
-use strom::grpc::pb::{self, log_client::LogClient, share_stream_request::Body};
+use strom::grpc::pb::{self, share_stream_request::Body};
 use strom::server::ServeOptions;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -236,26 +236,7 @@ async fn a_subscriber_that_reads_nothing_holds_the_stop_no_longer_than_its_timeo
         .produce(produce("t", Some(0), records))
         .await
         .unwrap();
-    // A subscriber on a connection of its own whose client grants HTTP/2's initial
-    // 64 KiB window and never more: the first 1 MiB message fills it.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await
-        .unwrap();
-    let request = pb::SubscribeRequest {
-        topic: "t".into(),
-        partition: 0,
-        start: Some(pb::subscribe_request::Start::Earliest(true)),
-        max_bytes: 1 << 20,
-    };
-    let stalled = LogClient::new(channel)
-        .subscribe(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let stalled = server.subscriber_that_reads_nothing("t").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stopped_by_the_hangup(server).await;
     drop(stalled);

@@ -71,6 +71,35 @@ impl TestServer {
         client
     }
 
+    /// A Subscribe to partition 0 of `topic` from its start, on a connection of its
+    /// own whose client grants only HTTP/2's initial 64 KiB window and never reads: the
+    /// first message of up to 1 MiB fills it, and the response can never end.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn subscriber_that_reads_nothing(
+        &self,
+        topic: &str,
+    ) -> tonic::Streaming<strom::grpc::records::SubscribeResponse> {
+        use strom::grpc::pb::{log_client::LogClient, subscribe_request::Start, SubscribeRequest};
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .initial_stream_window_size(Some(65_535))
+            .initial_connection_window_size(Some(65_535))
+            .connect()
+            .await
+            .unwrap();
+        let request = SubscribeRequest {
+            topic: topic.into(),
+            partition: 0,
+            start: Some(Start::Earliest(true)),
+            max_bytes: 1 << 20,
+        };
+        LogClient::new(channel)
+            .subscribe(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Graceful stop (as on SIGTERM); returns what `serve` returned.
     pub async fn stop(mut self) -> strom::Result<()> {
         let _ = self.stop.take().unwrap().send(());
