@@ -289,3 +289,50 @@ async fn a_share_stream_whose_answers_are_not_read_holds_the_stop_no_longer_than
     stopped_by_the_hangup(server).await;
     drop((stalled, tx));
 }
+
+/// A client watching the server's health (gRPC's client-side health checking, a load
+/// balancer) is told NOT_SERVING when the stop begins, and its stream ends: before, it
+/// stayed open and held the stop until `shutdown_timeout` closed its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_watcher_is_told_the_server_is_stopping_and_does_not_hold_it() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    assert!(
+        ServeOptions::default().shutdown_timeout > LIMIT,
+        "else this shows nothing"
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watching = Vec::new();
+    for service in ["", "strom.v1.Log"] {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        };
+        let mut watch = HealthClient::new(channel.clone())
+            .watch(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        watching.push(watch);
+    }
+    let stopped = tokio::spawn(server.stop());
+    for mut watch in watching {
+        let told = tokio::time::timeout(LIMIT, watch.message())
+            .await
+            .expect("told within the limit")
+            .unwrap()
+            .expect("a status");
+        assert_eq!(told.status, ServingStatus::NotServing as i32);
+        let ended = tokio::time::timeout(LIMIT, watch.message())
+            .await
+            .expect("ended within the limit");
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+    stopped_within_limit(stopped).await;
+}

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -27,6 +29,15 @@ use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::pb::queues_server::QueuesServer;
 use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
 use threads::ConnectionThreads;
+
+/// The services whose health is reported, "" being the server as a whole.
+const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    <LogServer<LogService> as NamedService>::NAME,
+    <AdminServer<AdminService> as NamedService>::NAME,
+    <GroupsServer<GroupsService> as NamedService>::NAME,
+    <QueuesServer<QueuesService> as NamedService>::NAME,
+];
 
 /// The largest request message of the Queues service.
 pub const QUEUE_REQUEST_BYTES: usize = 1 << 20;
@@ -177,10 +188,20 @@ pub async fn serve(
     let shutdown_timeout = options.shutdown_timeout;
     let stopping = {
         let broker = Arc::clone(&broker);
+        let mut health = health.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: finishing requests in flight");
             broker.begin_shutdown();
+            // Clients watching health (gRPC's client-side health checking, load
+            // balancers) are told, and their streams end, as long polls do: a watch
+            // left open would hold the stop until `shutdown_timeout`.
+            for service in HEALTH_SERVICES {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+                health.clear_service_status(service).await;
+            }
         }
     };
     // The budgets are one for the whole server, however many servers share them.
