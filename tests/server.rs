@@ -710,3 +710,85 @@ async fn health_and_reflection_answer() {
     );
     server.stop().await.unwrap();
 }
+
+/// The offsets and values of a fetch's answer.
+fn fetched(response: &strom::grpc::records::FetchResponse) -> Vec<(u64, String)> {
+    response
+        .records
+        .iter()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.offset, String::from_utf8(r.value.to_vec()).unwrap())
+        })
+        .collect()
+}
+
+/// A fetch with `min_bytes` waits until that much is there, and answers with every
+/// record appended meanwhile, each once and in order, and never more than `max_bytes`
+/// (a record that would pass it waits for the next fetch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_waits_for_min_bytes_and_answers_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let value = |i: u64| format!("{i}-{}", "x".repeat(1000));
+    let request = |min_bytes: u32, max_bytes: u32| pb::FetchRequest {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes,
+        max_wait_ms: 20_000,
+        min_bytes,
+    };
+    // About five records' worth; the answer must come after the fifth is appended.
+    let mut log = client.log();
+    let waiting = tokio::spawn(async move { log.fetch(request(5_000, 1 << 20)).await });
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "answered after {i} records");
+        let mut produce = produce("t", Some(0), vec![record(&value(i))]);
+        produce.durability = pb::Durability::PageCache as i32;
+        client.log().produce(produce).await.unwrap();
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered once min_bytes are there")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let expected: Vec<(u64, String)> = (0..5).map(|i| (i, value(i))).collect();
+    assert_eq!(fetched(&answer), expected);
+    assert_eq!(answer.next_offset, 5);
+
+    // max_bytes of two and a half records' worth, min_bytes more: the two that fit,
+    // answered when the third would pass max_bytes.
+    let mut log = client.log();
+    let limit = answer.records.encoded_len() as u32 / 2;
+    let from_five = pb::FetchRequest {
+        offset: 5,
+        ..request(u32::MAX, limit)
+    };
+    let waiting = tokio::spawn(async move { log.fetch(from_five).await });
+    for i in 5..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut produce = produce("t", Some(0), vec![record(&value(i))]);
+        produce.durability = pb::Durability::PageCache as i32;
+        client.log().produce(produce).await.unwrap();
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered once the next record does not fit")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let got = fetched(&answer);
+    assert!(
+        got.len() == 2,
+        "{:?}",
+        got.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    let expected: Vec<(u64, String)> = (5..5 + got.len() as u64).map(|i| (i, value(i))).collect();
+    assert_eq!(got, expected);
+    assert!(answer.records.encoded_len() <= limit as usize);
+    server.stop().await.unwrap();
+}
