@@ -403,3 +403,87 @@ async fn growth_with_large_requests_held(held_back: usize) -> u64 {
     }
     grown
 }
+
+/// A raw unary call to `path` on the server at `addr`, its body the given bytes (gRPC
+/// framing included); returns the call's status.
+async fn raw_call(addr: &str, path: &str, body: Vec<u8>) -> tonic::Status {
+    use tower_service::Service;
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            Bytes::from(body),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let response = channel.call(request).await.unwrap();
+    // The status is in the headers (trailers only) or the trailers.
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    let trailers = body.trailers().cloned().unwrap_or_default();
+    tonic::Status::from_header_map(&trailers).expect("a status")
+}
+
+/// A gRPC message frame around `payload`.
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Found by a hostile client: a request over a service's size limit was refused with
+/// tonic's OUT_OF_RANGE, which strom's API keeps for offsets outside the log (a client
+/// could reset its position on it); a unary request with two messages had the second
+/// dropped (Produce: stored one record, answered OK); a request with none was an
+/// INTERNAL error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_the_status_that_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::server::TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let client = server.client_with_topic("t", 1).await;
+    let over = raw_call(
+        &addr,
+        "/strom.v1.Groups/CommitOffsets",
+        framed(&vec![0; 17 << 20]),
+    )
+    .await;
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("16777216"), "{}", over.message());
+
+    let one = pb::ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: vec![pb::Record {
+            value: Bytes::from_static(b"one"),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let two = [framed(&one.encode_to_vec()), framed(&one.encode_to_vec())].concat();
+    let refused = raw_call(&addr, "/strom.v1.Log/Produce", two).await;
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let none = raw_call(&addr, "/strom.v1.Log/Produce", Vec::new()).await;
+    assert_eq!(none.code(), Code::InvalidArgument, "{none:?}");
+    let none = raw_call(&addr, "/strom.v1.Admin/ListTopics", Vec::new()).await;
+    assert_eq!(none.code(), Code::InvalidArgument, "{none:?}");
+    assert!(
+        common::fetch_all(&client, "t", 0).await.is_empty(),
+        "nothing stored"
+    );
+
+    drop(client);
+    server.stop().await.unwrap();
+}

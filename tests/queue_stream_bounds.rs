@@ -268,7 +268,7 @@ async fn a_queue_request_over_1_mib_is_refused_unread() {
         .share_acknowledge(request)
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
         refused.message().contains("1048576"),
         "{}",
@@ -315,6 +315,6 @@ async fn a_stream_message_over_1_mib_ends_the_stream_with_why() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(ended.code(), Code::OutOfRange, "{ended:?}");
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
     assert!(ended.message().contains("1048576"), "{}", ended.message());
 }

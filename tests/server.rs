@@ -516,15 +516,15 @@ async fn fetch_and_subscribe_read_from_frames_match_the_generated_client() {
         client.fetch(missing).await.unwrap_err().code(),
         Code::NotFound
     );
-    // A Fetch request is a name and a few numbers: one of 100 KB is not read whole.
+    // A Fetch request is a name and a few numbers: one of 100 KB is not read whole, and
+    // is refused as over a limit (not with OUT_OF_RANGE, which means an offset).
     let huge = pb::FetchRequest {
         topic: "t".repeat(100_000),
         ..Default::default()
     };
-    assert_eq!(
-        client.fetch(huge).await.unwrap_err().code(),
-        Code::OutOfRange
-    );
+    let refused = client.fetch(huge).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("65536"), "{}", refused.message());
     let request = pb::SubscribeRequest {
         topic: "t".into(),
         partition: 0,

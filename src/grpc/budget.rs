@@ -42,11 +42,14 @@ use tokio::time::Sleep;
 use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 
+use super::request_limits::{too_large, RequestLimits};
+
 /// How many times its wire size a produce message is charged.
 pub const COST_FACTOR: usize = 3;
 
 /// Paths whose messages are charged to the produce budget.
-const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", "/strom.v1.Log/ProduceStream"];
+const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", PRODUCE_STREAM];
+const PRODUCE_STREAM: &str = "/strom.v1.Log/ProduceStream";
 
 /// Messages of other requests smaller than this are not charged.
 pub const FREE_BELOW: usize = 64 << 10;
@@ -82,11 +85,14 @@ impl Charge {
     }
 }
 
-/// The layer, holding the server's two budgets.
+/// The layer, holding the server's two budgets and its request size limits.
 #[derive(Clone)]
 pub struct BudgetLayer {
     produce: Pool,
     requests: Pool,
+    /// For streams, whose messages are only held to their limit.
+    uncharged: Pool,
+    limits: RequestLimits,
 }
 
 /// One budget.
@@ -117,11 +123,14 @@ impl Pool {
 }
 
 impl BudgetLayer {
-    /// A produce budget of `produce_bytes` and a budget of `request_bytes` for the rest.
-    pub fn new(produce_bytes: usize, request_bytes: usize) -> BudgetLayer {
+    /// A produce budget of `produce_bytes` and a budget of `request_bytes` for the rest;
+    /// messages over `limits` are refused.
+    pub fn new(produce_bytes: usize, request_bytes: usize, limits: RequestLimits) -> BudgetLayer {
         BudgetLayer {
             produce: Pool::new(produce_bytes, 0, COST_FACTOR, "produce"),
             requests: Pool::new(request_bytes, FREE_BELOW, 1, "request"),
+            uncharged: Pool::new(1, usize::MAX, 1, "stream"),
+            limits,
         }
     }
 }
@@ -155,19 +164,27 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        if CHARGED.contains(&request.uri().path()) {
+        let path = request.uri().path().to_string();
+        let rules = Rules {
+            max_message: self.budget.limits.of(&path),
+            // Every call's request is one message but ProduceStream's and STREAMS'.
+            single: path != PRODUCE_STREAM && !STREAMS.contains(&path.as_str()),
+            path,
+        };
+        let path = rules.path.as_str();
+        let (pool, keep) = if CHARGED.contains(&path) {
             let charge = Charge::default();
             request.extensions_mut().insert(charge.clone());
-            let pool = self.budget.produce.clone();
-            let keep = Keep::Each(charge);
-            request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
-        } else if !STREAMS.contains(&request.uri().path())
-            && !super::direct::reads_small_requests(&request)
-        {
-            let pool = self.budget.requests.clone();
-            let keep = Keep::UntilEnd(None);
-            request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep)));
-        }
+            (&self.budget.produce, Keep::Each(charge))
+        } else if STREAMS.contains(&path) {
+            (&self.budget.uncharged, Keep::Each(Charge::default()))
+        } else if super::direct::reads_small_requests(&request) {
+            return self.inner.call(request); // it checks its own limit
+        } else {
+            (&self.budget.requests, Keep::UntilEnd(None))
+        };
+        let pool = pool.clone();
+        request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep, rules)));
         self.inner.call(request)
     }
 }
@@ -176,6 +193,16 @@ where
 /// client that announces a large message and then sends nothing holds the budget for
 /// no longer than this.
 pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What a call's request body may hold.
+struct Rules {
+    /// The largest message passed on; a longer one is refused from its prefix.
+    max_message: usize,
+    /// One message exactly (every call's but the client streams').
+    single: bool,
+    /// The call, for the errors.
+    path: String,
+}
 
 /// Where a body keeps the charges it was granted.
 enum Keep {
@@ -214,6 +241,7 @@ struct BudgetBody {
     factor: usize,
     what: &'static str,
     keep: Keep,
+    rules: Rules,
     /// Bytes of the gRPC prefix (flag, then big-endian length) read so far.
     prefix: Vec<u8>,
     /// Bytes of the current message still to come.
@@ -234,7 +262,7 @@ struct BudgetBody {
 }
 
 impl BudgetBody {
-    fn new(inner: Body, pool: Pool, keep: Keep) -> BudgetBody {
+    fn new(inner: Body, pool: Pool, keep: Keep, rules: Rules) -> BudgetBody {
         BudgetBody {
             inner,
             semaphore: PollSemaphore::new(pool.semaphore),
@@ -243,6 +271,7 @@ impl BudgetBody {
             factor: pool.factor,
             what: pool.what,
             keep,
+            rules,
             prefix: Vec::with_capacity(5),
             in_message: 0,
             messages: 0,
@@ -284,10 +313,14 @@ impl BudgetBody {
                 self.prefix.clear();
                 self.in_message = len;
                 self.messages += 1;
-                if self.messages > 1 && matches!(self.keep, Keep::UntilEnd(_)) {
-                    return Err(tonic::Status::invalid_argument(
-                        "a unary call's request carries one message, and this one has more",
-                    ));
+                if self.messages > 1 && self.rules.single {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "a request to {} carries one message, and this one has more",
+                        self.rules.path
+                    )));
+                }
+                if len > self.rules.max_message {
+                    return Err(too_large(len, self.rules.max_message, &self.rules.path));
                 }
                 if len < self.free_below {
                     continue; // uncharged
@@ -357,6 +390,13 @@ impl HttpBody for BudgetBody {
                         return Poll::Ready(Some(Ok(trailers)));
                     }
                 },
+                Poll::Ready(None) if me.rules.single && me.messages == 0 => {
+                    me.end();
+                    return Poll::Ready(Some(Err(tonic::Status::invalid_argument(format!(
+                        "a request to {} carries one message, and this one has none",
+                        me.rules.path
+                    )))));
+                }
                 Poll::Ready(other) => {
                     me.end();
                     return Poll::Ready(other);
@@ -378,7 +418,9 @@ impl HttpBody for BudgetBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.held.is_none() && self.inner.is_end_stream()
+        // A request that should hold a message and holds none ends with an error.
+        let missing = self.rules.single && self.messages == 0;
+        self.pending.is_none() && self.held.is_none() && self.inner.is_end_stream() && !missing
     }
 
     fn size_hint(&self) -> SizeHint {

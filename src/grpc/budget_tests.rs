@@ -18,6 +18,25 @@ impl HttpBody for Frames {
     }
 }
 
+/// The layer's budgets of `total` bytes each, with no size limits.
+fn layer(total: usize) -> BudgetLayer {
+    let none = RequestLimits {
+        max_request_bytes: usize::MAX,
+        groups: usize::MAX,
+        queues: usize::MAX,
+    };
+    BudgetLayer::new(total, total, none)
+}
+
+/// Rules without a size limit: one message (`single`) or any number.
+fn rules(single: bool) -> Rules {
+    Rules {
+        max_message: usize::MAX,
+        single,
+        path: "/test".into(),
+    }
+}
+
 fn message(len: usize) -> Vec<u8> {
     let mut m = vec![0u8];
     m.extend_from_slice(&(len as u32).to_be_bytes());
@@ -26,12 +45,12 @@ fn message(len: usize) -> Vec<u8> {
 }
 
 fn body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>, Charge) {
-    let pool = BudgetLayer::new(total, total).produce;
+    let pool = layer(total).produce;
     let charge = Charge::default();
     let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
     let semaphore = Arc::clone(&pool.semaphore);
     (
-        BudgetBody::new(inner, pool, Keep::Each(charge.clone())),
+        BudgetBody::new(inner, pool, Keep::Each(charge.clone()), rules(false)),
         semaphore,
         charge,
     )
@@ -146,12 +165,12 @@ impl HttpBody for Stalled {
 
 #[tokio::test]
 async fn a_message_announced_and_not_sent_gives_the_budget_back() {
-    let budget = BudgetLayer::new(1000, 1000).produce;
+    let budget = layer(1000).produce;
     let charge = Charge::default();
     // A prefix announcing 300 bytes, then nothing.
     let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
     let keep = Keep::Each(charge.clone());
-    let mut body = BudgetBody::new(inner, budget.clone(), keep);
+    let mut body = BudgetBody::new(inner, budget.clone(), keep, rules(false));
     body.allowed = Duration::from_millis(50);
     for _ in 0..2 {
         let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -174,9 +193,9 @@ async fn a_message_announced_and_not_sent_gives_the_budget_back() {
 
 #[tokio::test]
 async fn an_empty_message_then_silence_is_not_a_stalled_message() {
-    let budget = BudgetLayer::new(1000, 1000).produce;
+    let budget = layer(1000).produce;
     let inner = Body::new(Stalled(Some(Bytes::from(message(0)))));
-    let mut body = BudgetBody::new(inner, budget, Keep::Each(Charge::default()));
+    let mut body = BudgetBody::new(inner, budget, Keep::Each(Charge::default()), rules(false));
     body.allowed = Duration::from_millis(20);
     for _ in 0..2 {
         let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -193,11 +212,11 @@ async fn an_empty_message_then_silence_is_not_a_stalled_message() {
 
 /// A request body of the request budget: `total` bytes, `FREE_BELOW` uncharged.
 fn request_body(total: usize, frames: Vec<Vec<u8>>) -> (BudgetBody, Arc<Semaphore>) {
-    let pool = BudgetLayer::new(total, total).requests;
+    let pool = layer(total).requests;
     let semaphore = Arc::clone(&pool.semaphore);
     let inner = Body::new(Frames(frames.into_iter().map(Bytes::from).collect()));
     (
-        BudgetBody::new(inner, pool, Keep::UntilEnd(None)),
+        BudgetBody::new(inner, pool, Keep::UntilEnd(None), rules(true)),
         semaphore,
     )
 }
@@ -259,10 +278,10 @@ async fn a_large_request_is_charged_until_its_body_ends() {
 #[tokio::test]
 async fn a_large_request_never_ended_gives_its_charge_back_at_the_deadline() {
     let total = 4 * FREE_BELOW;
-    let pool = BudgetLayer::new(total, total).requests;
+    let pool = layer(total).requests;
     let semaphore = Arc::clone(&pool.semaphore);
     let inner = Body::new(Stalled(Some(Bytes::from(message(FREE_BELOW)))));
-    let mut body = BudgetBody::new(inner, pool, Keep::UntilEnd(None));
+    let mut body = BudgetBody::new(inner, pool, Keep::UntilEnd(None), rules(true));
     body.allowed = Duration::from_millis(50);
     let mut passed = 0;
     let err = loop {

@@ -12,6 +12,7 @@ pub mod produce;
 mod produce_stream;
 mod queues;
 pub mod records;
+pub mod request_limits;
 mod share_stream;
 
 pub use admin::AdminService;

@@ -27,6 +27,7 @@ use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::pb::queues_server::QueuesServer;
+use crate::grpc::request_limits::RequestLimits;
 use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
 use threads::ConnectionThreads;
 
@@ -157,7 +158,7 @@ pub async fn serve(
     // A reflection request names a symbol or a file: 64 KiB is plenty, and bounds
     // what a reflection stream (not charged to the request budget) makes the server
     // hold.
-    let small = crate::grpc::budget::FREE_BELOW;
+    let small = crate::grpc::request_limits::SMALL_SERVICE_BYTES;
     let reflection_v1 = reflection()
         .build_v1()
         .expect("descriptor sets built by build.rs are valid")
@@ -167,6 +168,17 @@ pub async fn serve(
         .expect("descriptor sets built by build.rs are valid")
         .max_decoding_message_size(small);
     let max = options.max_request_bytes;
+    // Group requests are small: 16 MiB holds a commit of 100,000 offsets with room to
+    // spare, and bounds what one heartbeat can make the server read. Queue requests
+    // are small too: 1 MiB holds an acknowledgement of 10,000 offsets several times
+    // over, and bounds what one message can make the server decode (an empty entry is
+    // 2 bytes sent and 32 held). The budget layer refuses a message over its limit
+    // before tonic sees it (`grpc::request_limits`); tonic's limits stay as a backstop.
+    let limits = RequestLimits {
+        max_request_bytes: max,
+        groups: max.min(16 << 20),
+        queues: max.min(QUEUE_REQUEST_BYTES),
+    };
     // Fetch responses are bounded by the broker's max_fetch_bytes, but one record alone
     // may be larger (a consumer must always make progress) and can be as large as a
     // batch the log accepts: with a lowered max_fetch_bytes, a record between the two
@@ -205,7 +217,11 @@ pub async fn serve(
         }
     };
     // The budgets are one for the whole server, however many servers share them.
-    let budget = BudgetLayer::new(options.produce_budget_bytes, options.request_budget_bytes);
+    let budget = BudgetLayer::new(
+        options.produce_budget_bytes,
+        options.request_budget_bytes,
+        limits,
+    );
     let router = || {
         Server::builder()
             .layer(budget.clone())
@@ -231,17 +247,12 @@ pub async fn serve(
                     .max_decoding_message_size(max),
             )
             .add_service(
-                // Group requests are small: 16 MiB holds a commit of 100,000 offsets with
-                // room to spare, and bounds what one heartbeat can make the server read.
                 GroupsServer::new(GroupsService::new(Arc::clone(&groups)))
-                    .max_decoding_message_size(max.min(16 << 20)),
+                    .max_decoding_message_size(limits.groups),
             )
             .add_service(
-                // Queue requests are small too: 1 MiB holds an acknowledgement of
-                // 10,000 offsets several times over, and bounds what one message can
-                // make the server decode (an empty entry is 2 bytes sent and 32 held).
                 QueuesServer::new(QueuesService::new(Arc::clone(&queues)))
-                    .max_decoding_message_size(max.min(QUEUE_REQUEST_BYTES))
+                    .max_decoding_message_size(limits.queues)
                     .max_encoding_message_size(max_response),
             )
             // The Log service's hot calls read and write HTTP/2 frames themselves

@@ -23,6 +23,7 @@ use tonic::{Code, Status};
 
 use super::rope::{Gathering, Rope};
 use super::PREFIX;
+use crate::grpc::request_limits::too_large;
 
 /// The messages of one request or response body, decoded from its DATA frames.
 pub struct Messages<B, M> {
@@ -39,6 +40,8 @@ pub struct Messages<B, M> {
     next_len: Option<usize>,
     /// Whether the body is a response, which must end with its status as trailers.
     response: bool,
+    /// The call a request is for, named in its errors.
+    call: &'static str,
     /// A response's status, once its trailers have arrived.
     status: Option<Status>,
     ended: bool,
@@ -55,8 +58,17 @@ impl<B, M> Messages<B, M> {
             partial: Gathering::default(),
             next_len: None,
             response: false,
+            call: "this call",
             status: None,
             ended: false,
+        }
+    }
+
+    /// The messages of a request body for `call` (its path, named in errors).
+    pub fn request(body: B, max_message: usize, call: &'static str) -> Messages<B, M> {
+        Messages {
+            call,
+            ..Messages::new(body, max_message)
         }
     }
 
@@ -108,10 +120,14 @@ impl<B, M> Messages<B, M> {
             }
             let len = prefix.get_u32() as usize;
             if len > self.max_message {
-                return Err(Status::out_of_range(format!(
-                    "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes",
-                    self.max_message
-                )));
+                // Not tonic's OUT_OF_RANGE, which strom's API keeps for offsets.
+                return Err(match self.response {
+                    true => Status::resource_exhausted(format!(
+                        "the answer's message is {len} bytes, over the {} bytes this client accepts",
+                        self.max_message
+                    )),
+                    false => too_large(len, self.max_message, self.call),
+                });
             }
             self.next_len = Some(len);
         }
@@ -376,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_framing_is_the_error_tonic_gives() {
+    fn bad_framing_is_refused() {
         let ok = wire(&[request(1, 10)]);
         let mut compressed = ok.clone();
         compressed[0] = 1;
@@ -384,9 +400,11 @@ mod tests {
             decode_all(vec![compressed.into()], 1 << 20),
             vec![Err(Code::Internal)]
         );
+        // Over the limit: RESOURCE_EXHAUSTED, not tonic's OUT_OF_RANGE (strom's API
+        // keeps that for offsets, and a consumer would reset its position on it).
         assert_eq!(
             decode_all(vec![ok.clone().into()], 4),
-            vec![Err(Code::OutOfRange)]
+            vec![Err(Code::ResourceExhausted)]
         );
         let cut = Bytes::copy_from_slice(&ok[..ok.len() - 1]);
         assert_eq!(decode_all(vec![cut], 1 << 20), vec![Err(Code::Internal)]);

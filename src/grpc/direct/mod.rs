@@ -14,7 +14,9 @@
 //! every other call, and a request that announces a `grpc-encoding`, goes to tonic's
 //! generated service. The budgets (`budget.rs`) sit in front of both, the
 //! answers come from the same functions of `log_service.rs` and `produce_stream.rs` as
-//! tonic's path, and errors are the ones tonic gives for the same input.
+//! tonic's path, and errors are the ones tonic gives for the same input, except that a
+//! message over the size limit is RESOURCE_EXHAUSTED (`grpc::request_limits`), not
+//! OUT_OF_RANGE, and a request without its message INVALID_ARGUMENT, not INTERNAL.
 
 mod messages;
 mod replies;
@@ -104,7 +106,7 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
         match path {
             PRODUCE_STREAM => {
                 let charge = charge(&request);
-                let inbound = Messages::new(request.into_body(), max_request);
+                let inbound = Messages::request(request.into_body(), max_request, PRODUCE_STREAM);
                 let replies = produce_stream::produce_stream(broker, inbound, charge);
                 // Produce replies hold no segment maps: not watched.
                 let response = respond(replies, max_response, None);
@@ -113,7 +115,7 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             PRODUCE => {
                 let charge = charge(&request);
                 Box::pin(async move {
-                    let reply = match single(request, max_request).await {
+                    let reply = match single(request, max_request, PRODUCE).await {
                         // The budget layer charged the message as its body arrived:
                         // taken only now, and held until it is answered.
                         Ok(request) => {
@@ -125,14 +127,14 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                 })
             }
             FETCH => Box::pin(async move {
-                let reply = match single(request, SMALL_REQUEST).await {
+                let reply = match single(request, SMALL_REQUEST, FETCH).await {
                     Ok(request) => log_service::fetch_one(&broker, request).await,
                     Err(status) => Err(status),
                 };
                 Ok(unary(reply, max_response, connection))
             }),
             _ => Box::pin(async move {
-                let replies = match single(request, SMALL_REQUEST).await {
+                let replies = match single(request, SMALL_REQUEST, SUBSCRIBE).await {
                     Ok(request) => log_service::subscribe_stream(&broker, request).await,
                     Err(status) => Err(status),
                 };
@@ -168,16 +170,20 @@ fn charge(request: &http::Request<Body>) -> Charge {
         .unwrap_or_default()
 }
 
-/// The one message of a unary or server-streaming call.
+/// The one message of a unary or server-streaming call to `call`. (A second message,
+/// when it comes with the first, is refused by the budget layer, which reads the frames
+/// before this does.)
 async fn single<M: Message + Default>(
     request: http::Request<Body>,
     max_request: usize,
+    call: &'static str,
 ) -> Result<M, Status> {
-    let mut inbound = Messages::<_, M>::new(request.into_body(), max_request);
-    inbound
-        .next()
-        .await
-        .unwrap_or_else(|| Err(Status::internal("Missing request message.")))
+    let mut inbound = Messages::<_, M>::request(request.into_body(), max_request, call);
+    inbound.next().await.unwrap_or_else(|| {
+        Err(Status::invalid_argument(format!(
+            "a request to {call} carries one message, and this one has none"
+        )))
+    })
 }
 
 /// The response of a unary call: its reply, or its status alone (trailers only).

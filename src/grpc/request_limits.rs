@@ -1,0 +1,81 @@
+//! The largest request message each service accepts, and the error for one over it.
+//!
+//! tonic refuses an over-long message with OUT_OF_RANGE, which strom's API keeps for
+//! offsets outside the log: a client following the contract could take a request it
+//! made too large for an offset to reset. The budget layer (`budget.rs`), which reads
+//! every message's length before tonic does, refuses it first with RESOURCE_EXHAUSTED
+//! and says which limit and what to do; the Log service's own reader (`direct`) does
+//! the same for the requests it reads.
+
+use tonic::Status;
+
+/// The largest message of a reflection or health request: a symbol or service name.
+pub const SMALL_SERVICE_BYTES: usize = 64 << 10;
+
+/// Request size limits by service.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Log and Admin calls: the server's `max_request_bytes`.
+    pub max_request_bytes: usize,
+    /// Groups calls (a commit of many offsets at most).
+    pub groups: usize,
+    /// Queues calls (an acknowledgement of many offsets at most).
+    pub queues: usize,
+}
+
+impl RequestLimits {
+    /// The limit for a call's path (`/package.Service/Method`).
+    pub fn of(&self, path: &str) -> usize {
+        if path.starts_with("/strom.v1.Groups/") {
+            self.groups
+        } else if path.starts_with("/strom.v1.Queues/") {
+            self.queues
+        } else if path.starts_with("/grpc.") {
+            SMALL_SERVICE_BYTES
+        } else {
+            self.max_request_bytes
+        }
+    }
+}
+
+/// The refusal of a request message of `len` bytes over `limit`, for the call `path`.
+pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
+    let what_to_do = if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
+        "send less in one request, or raise the server's max_request_bytes"
+    } else {
+        "send it in several requests"
+    };
+    Status::resource_exhausted(format!(
+        "the request message is {len} bytes, over the {limit} bytes this server accepts \
+         for {path}: {what_to_do}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_has_its_limit() {
+        let limits = RequestLimits {
+            max_request_bytes: 64 << 20,
+            groups: 16 << 20,
+            queues: 1 << 20,
+        };
+        assert_eq!(limits.of("/strom.v1.Log/Produce"), 64 << 20);
+        assert_eq!(limits.of("/strom.v1.Admin/CreateTopic"), 64 << 20);
+        assert_eq!(limits.of("/strom.v1.Groups/CommitOffsets"), 16 << 20);
+        assert_eq!(limits.of("/strom.v1.Queues/ShareStream"), 1 << 20);
+        assert_eq!(
+            limits.of("/grpc.health.v1.Health/Watch"),
+            SMALL_SERVICE_BYTES
+        );
+        let refused = too_large(5 << 20, 1 << 20, "/strom.v1.Queues/ShareAcknowledge");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("5242880"),
+            "{}",
+            refused.message()
+        );
+    }
+}
