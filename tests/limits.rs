@@ -405,8 +405,9 @@ async fn growth_with_large_requests_held(held_back: usize) -> u64 {
 }
 
 /// A raw unary call to `path` on the server at `addr`, its body the given bytes (gRPC
-/// framing included); returns the call's status.
-async fn raw_call(addr: &str, path: &str, body: Vec<u8>) -> tonic::Status {
+/// framing included) in one DATA frame each; returns the call's status.
+async fn raw_call(addr: &str, path: &str, frames: Vec<Vec<u8>>) -> tonic::Status {
+    use tokio_stream::StreamExt;
     use tower_service::Service;
     let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -416,8 +417,9 @@ async fn raw_call(addr: &str, path: &str, body: Vec<u8>) -> tonic::Status {
     let request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            Bytes::from(body),
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            tokio_stream::iter(frames)
+                .map(|f| Ok::<_, tonic::Status>(http_body::Frame::data(Bytes::from(f)))),
         )))
         .unwrap();
     std::future::poll_fn(|cx| channel.poll_ready(cx))
@@ -454,12 +456,8 @@ async fn malformed_requests_get_the_status_that_says_what_is_wrong() {
     let server = common::server::TestServer::start(dir.path()).await;
     let addr = server.addr.to_string();
     let client = server.client_with_topic("t", 1).await;
-    let over = raw_call(
-        &addr,
-        "/strom.v1.Groups/CommitOffsets",
-        framed(&vec![0; 17 << 20]),
-    )
-    .await;
+    let commit = "/strom.v1.Groups/CommitOffsets";
+    let over = raw_call(&addr, commit, vec![framed(&vec![0; 17 << 20])]).await;
     assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
     assert!(over.message().contains("16777216"), "{}", over.message());
 
@@ -472,10 +470,16 @@ async fn malformed_requests_get_the_status_that_says_what_is_wrong() {
         }],
         ..Default::default()
     };
-    let two = [framed(&one.encode_to_vec()), framed(&one.encode_to_vec())].concat();
-    let refused = raw_call(&addr, "/strom.v1.Log/Produce", two).await;
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    let none = raw_call(&addr, "/strom.v1.Log/Produce", Vec::new()).await;
+    let produce = "/strom.v1.Log/Produce";
+    let message = framed(&one.encode_to_vec());
+    // Two messages in one DATA frame, and in two (review: the second was not seen).
+    let in_one = vec![[message.clone(), message.clone()].concat()];
+    let in_two = vec![message.clone(), message];
+    for two in [in_one, in_two] {
+        let refused = raw_call(&addr, produce, two).await;
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
+    let none = raw_call(&addr, produce, Vec::new()).await;
     assert_eq!(none.code(), Code::InvalidArgument, "{none:?}");
     let none = raw_call(&addr, "/strom.v1.Admin/ListTopics", Vec::new()).await;
     assert_eq!(none.code(), Code::InvalidArgument, "{none:?}");

@@ -389,7 +389,13 @@ impl Broker {
             // cost each waiting fetch a read (and CRC check) of everything it had, and a
             // thousand waiters with a min_bytes not yet reached made each produce cost
             // 37-178 ms of CPU.
-            let (more, now) = partition.read(read.next_offset, max_bytes - size).await?;
+            let (more, now) = match partition.read(read.next_offset, max_bytes - size).await {
+                Ok(read) => read,
+                // What is in hand stays good (damage, retention or a reopen past it is
+                // the next fetch's to report).
+                Err(_) if size > 0 => return Ok((read, offsets)),
+                Err(err) => return Err(err),
+            };
             offsets = now;
             if size > 0 && size + more.size_bytes() > max_bytes {
                 return Ok((read, offsets)); // the next batch does not fit

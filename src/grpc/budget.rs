@@ -164,6 +164,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if super::direct::reads_small_requests(&request) {
+            return self.inner.call(request); // it checks its own limit
+        }
         let path = request.uri().path().to_string();
         let rules = Rules {
             max_message: self.budget.limits.of(&path),
@@ -178,8 +181,6 @@ where
             (&self.budget.produce, Keep::Each(charge))
         } else if STREAMS.contains(&path) {
             (&self.budget.uncharged, Keep::Each(Charge::default()))
-        } else if super::direct::reads_small_requests(&request) {
-            return self.inner.call(request); // it checks its own limit
         } else {
             (&self.budget.requests, Keep::UntilEnd(None))
         };
@@ -300,8 +301,10 @@ impl BudgetBody {
                 let skip = self.in_message.min(data.len() - at);
                 self.in_message -= skip;
                 at += skip;
-                if self.in_message == 0 && matches!(self.keep, Keep::Each(_)) {
-                    self.deadline = None; // the message is complete
+                // A stream's message is complete; a single message's request must
+                // also end (its reader waits for the end, holding the charge).
+                if self.in_message == 0 && !self.rules.single {
+                    self.deadline = None;
                 }
                 continue;
             }

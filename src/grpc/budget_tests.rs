@@ -364,3 +364,25 @@ async fn a_request_body_gives_its_charge_back_when_dropped() {
     drop(b);
     assert_eq!(semaphore.available_permits(), total);
 }
+
+/// A Produce (charged each message, one message) whose request never ends after its
+/// message fails at the deadline, so that its charge goes with it: its reader waits for
+/// the end (review: it held the produce budget for ever).
+#[tokio::test]
+async fn a_single_produce_never_ended_fails_at_the_deadline() {
+    let budget = layer(1000).produce;
+    let inner = Body::new(Stalled(Some(Bytes::from(message(10)))));
+    let keep = Keep::Each(Charge::default());
+    let mut body = BudgetBody::new(inner, budget, keep, rules(true));
+    body.allowed = Duration::from_millis(50);
+    let failed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            if let Err(err) = polled.unwrap() {
+                return err;
+            }
+        }
+    });
+    let err = failed.await.expect("failed at the deadline");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+}

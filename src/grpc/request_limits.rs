@@ -40,8 +40,12 @@ impl RequestLimits {
 
 /// The refusal of a request message of `len` bytes over `limit`, for the call `path`.
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
-    let what_to_do = if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
+    let what_to_do = if path.ends_with("/Fetch") || path.ends_with("/Subscribe") {
+        "a fetch names a topic and a few numbers; check the request"
+    } else if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
         "send less in one request, or raise the server's max_request_bytes"
+    } else if path.starts_with("/grpc.") {
+        "check the request"
     } else {
         "send it in several requests"
     };

@@ -7,9 +7,10 @@
 //! decoded straight from that frame, so `Bytes` fields of the message are slices of it.
 //! A message split over frames is gathered as a rope (`rope.rs`): long frames held as
 //! they are, short ones copied together, and a field cut by a boundary copied when it
-//! is decoded. Errors are the ones tonic gives for the same input: a message over the
-//! size limit is OUT_OF_RANGE, a compressed flag INTERNAL, a message that does not
-//! decode INVALID_ARGUMENT; a response that ends without a status UNKNOWN.
+//! is decoded. Errors are the ones tonic gives for the same input (a compressed flag
+//! INTERNAL, a message that does not decode INVALID_ARGUMENT, a response that ends
+//! without a status UNKNOWN), but for a message over the size limit: RESOURCE_EXHAUSTED,
+//! not tonic's OUT_OF_RANGE, which strom's API keeps for offsets.
 
 use std::marker::PhantomData;
 use std::pin::Pin;

@@ -170,20 +170,27 @@ fn charge(request: &http::Request<Body>) -> Charge {
         .unwrap_or_default()
 }
 
-/// The one message of a unary or server-streaming call to `call`. (A second message,
-/// when it comes with the first, is refused by the budget layer, which reads the frames
-/// before this does.)
+/// The one message of a unary or server-streaming call to `call`, once the request has
+/// ended: a second message is refused, as tonic's path refuses it (a Produce stored the
+/// first and answered OK). Clients end a request with its message; the budget layer
+/// bounds how long a charged one may take.
 async fn single<M: Message + Default>(
     request: http::Request<Body>,
     max_request: usize,
     call: &'static str,
 ) -> Result<M, Status> {
     let mut inbound = Messages::<_, M>::request(request.into_body(), max_request, call);
-    inbound.next().await.unwrap_or_else(|| {
-        Err(Status::invalid_argument(format!(
-            "a request to {call} carries one message, and this one has none"
-        )))
-    })
+    let count = |what| {
+        Status::invalid_argument(format!(
+            "a request to {call} carries one message, and this one has {what}"
+        ))
+    };
+    let message = inbound.next().await.unwrap_or_else(|| Err(count("none")))?;
+    match inbound.next().await {
+        None => Ok(message),
+        Some(Ok(_)) => Err(count("more")),
+        Some(Err(status)) => Err(status),
+    }
 }
 
 /// The response of a unary call: its reply, or its status alone (trailers only).

@@ -142,8 +142,10 @@ where
                     let first = self.next_piece().expect("at least the prefix");
                     return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
-                Status::out_of_range(format!(
-                    "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
+                // Not tonic's OUT_OF_RANGE: a consumer would take it for its offset.
+                Status::resource_exhausted(format!(
+                    "the answer's message is {len} bytes, over the {} bytes this server \
+                     sends: ask for fewer bytes",
                     self.max_message
                 ))
             }
@@ -232,12 +234,12 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_over_the_limit_ends_the_response_out_of_range_as_in_tonic() {
+    fn a_reply_over_the_limit_ends_the_response_resource_exhausted() {
         let replies = tokio_stream::iter([Ok(reply(1)), Ok(reply(u64::MAX))]);
         let (data, trailers) = drain(respond(replies, 3, None).into_body());
         assert_eq!(data.len(), 5 + 2, "only the first reply, of two bytes");
-        assert_eq!(trailers["grpc-status"], "11");
+        assert_eq!(trailers["grpc-status"], "8");
         let message = trailers["grpc-message"].to_str().unwrap();
-        assert!(message.contains("too%20large"), "{message}");
+        assert!(message.contains("fewer%20bytes"), "{message}");
     }
 }
