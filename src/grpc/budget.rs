@@ -355,8 +355,9 @@ impl HttpBody for BudgetBody {
                 };
                 me.keep.granted(permit);
                 me.waiting = None;
-                // An empty message is complete with its prefix: nothing to wait for.
-                if me.in_message > 0 {
+                // An empty message of a stream is complete with its prefix: nothing to
+                // wait for; a single message's request must still end.
+                if me.in_message > 0 || me.rules.single {
                     me.deadline = Some(Box::pin(tokio::time::sleep(me.allowed)));
                 }
                 if let Some(last) = me.held.take() {
@@ -408,8 +409,12 @@ impl HttpBody for BudgetBody {
                     if let Some(deadline) = me.deadline.as_mut() {
                         ready!(deadline.as_mut().poll(cx));
                         me.end();
+                        let late = match me.in_message {
+                            0 => "arrived, but its request did not end",
+                            _ => "was announced but not sent",
+                        };
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
-                            "a {what} message was announced but not sent within {:?}; it held the server's {what} budget",
+                            "a {what} message {late} within {:?}; it held the server's {what} budget",
                             me.allowed,
                             what = me.what,
                         )))));

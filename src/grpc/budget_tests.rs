@@ -371,8 +371,10 @@ async fn a_request_body_gives_its_charge_back_when_dropped() {
 #[tokio::test]
 async fn a_single_produce_never_ended_fails_at_the_deadline() {
     let budget = layer(1000).produce;
+    let semaphore = Arc::clone(&budget.semaphore);
     let inner = Body::new(Stalled(Some(Bytes::from(message(10)))));
-    let keep = Keep::Each(Charge::default());
+    let charge = Charge::default();
+    let keep = Keep::Each(charge.clone());
     let mut body = BudgetBody::new(inner, budget, keep, rules(true));
     body.allowed = Duration::from_millis(50);
     let failed = tokio::time::timeout(Duration::from_secs(5), async {
@@ -385,4 +387,7 @@ async fn a_single_produce_never_ended_fails_at_the_deadline() {
     });
     let err = failed.await.expect("failed at the deadline");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("did not end"), "{}", err.message());
+    drop((body, charge)); // the request fails and its charge goes
+    assert_eq!(semaphore.available_permits(), 1000);
 }

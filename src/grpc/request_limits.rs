@@ -40,7 +40,7 @@ impl RequestLimits {
 
 /// The refusal of a request message of `len` bytes over `limit`, for the call `path`.
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
-    let what_to_do = if path.ends_with("/Fetch") || path.ends_with("/Subscribe") {
+    let what_to_do = if path == "/strom.v1.Log/Fetch" || path == "/strom.v1.Log/Subscribe" {
         "a fetch names a topic and a few numbers; check the request"
     } else if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
         "send less in one request, or raise the server's max_request_bytes"
