@@ -266,3 +266,42 @@ async fn silent_and_vanished_clients_are_closed_with(connection_threads: usize) 
         .unwrap();
     server.stop().await.unwrap();
 }
+
+/// A connection carries at most `max_concurrent_streams` calls at once (a hostile
+/// client opened 100,000 on one, +331 MB): the client waits to open more, here until a
+/// long poll ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_carries_at_most_max_concurrent_streams_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        max_concurrent_streams: 4,
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let client = server.client_with_topic("t", 1).await;
+    let poll = |max_wait_ms| pb::FetchRequest {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms,
+        min_bytes: 1,
+    };
+    let began = Instant::now();
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let mut log = client.log();
+            let request = poll(3_000);
+            tokio::spawn(async move { log.fetch(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fifth call, answered at once by the server, waits for a place.
+    client.log().fetch(poll(0)).await.unwrap();
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(2), "answered after {took:?}");
+    for call in waiting {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await.unwrap();
+}

@@ -65,6 +65,10 @@ pub struct ServeOptions {
     pub stalled_reader_timeout: Duration,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Calls open at once on one connection (HTTP/2's MAX_CONCURRENT_STREAMS); a client
+    /// waits to open more. Above a `GroupConsumer`'s partitions: it polls each on a
+    /// call of its own, all on one connection.
+    pub max_concurrent_streams: u32,
     /// How long a graceful stop lets connections finish their requests; then those
     /// still open are closed, and the stop goes on.
     pub shutdown_timeout: Duration,
@@ -92,6 +96,7 @@ impl Default for ServeOptions {
             groups: GroupsConfig::default(),
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_concurrent_streams: 10_000,
             shutdown_timeout: Duration::from_secs(15),
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
@@ -237,6 +242,8 @@ pub async fn serve(
             .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
             // A client gone without closing its connection (its host lost, a NAT that
             // forgot it) would otherwise hold its place, and its streams, for ever.
+            // Without a cap, one connection opened 100,000 Subscribe streams (+331 MB).
+            .max_concurrent_streams(Some(options.max_concurrent_streams))
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))
             .add_service(health_service.clone())
