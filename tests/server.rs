@@ -740,15 +740,20 @@ async fn a_fetch_waits_for_min_bytes_and_answers_each_record_once() {
         max_wait_ms: 20_000,
         min_bytes,
     };
+    // Record `i`, in the page cache (the fetch waits for it, not for a sync).
+    let append = |i: u64| {
+        let mut request = produce("t", Some(0), vec![record(&value(i))]);
+        request.durability = pb::Durability::PageCache as i32;
+        let mut log = client.log();
+        async move { log.produce(request).await.unwrap() }
+    };
     // About five records' worth; the answer must come after the fifth is appended.
     let mut log = client.log();
     let waiting = tokio::spawn(async move { log.fetch(request(5_000, 1 << 20)).await });
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "answered after {i} records");
-        let mut produce = produce("t", Some(0), vec![record(&value(i))]);
-        produce.durability = pb::Durability::PageCache as i32;
-        client.log().produce(produce).await.unwrap();
+        append(i).await;
     }
     let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
@@ -771,9 +776,7 @@ async fn a_fetch_waits_for_min_bytes_and_answers_each_record_once() {
     let waiting = tokio::spawn(async move { log.fetch(from_five).await });
     for i in 5..10 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut produce = produce("t", Some(0), vec![record(&value(i))]);
-        produce.durability = pb::Durability::PageCache as i32;
-        client.log().produce(produce).await.unwrap();
+        append(i).await;
     }
     let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
