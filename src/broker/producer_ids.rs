@@ -57,6 +57,10 @@ struct Inner {
     names: HashMap<String, (i64, i16)>,
     journal: File,
     journal_bytes: u64,
+    /// What a rewrite of the journal would hold (one record per name), kept as names
+    /// come: summed over every name at each InitProducer, it cost a named call five
+    /// times an unnamed one's CPU with 100,000 names (hostile-client finding).
+    live_bytes: u64,
     /// The journal was damaged at open: names whose records may be lost get new ids
     /// rather than an epoch that may already have been handed out.
     trusted: bool,
@@ -72,6 +76,11 @@ fn encode_record(name: &str, id: i64, epoch: i16) -> Vec<u8> {
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+/// The bytes of a name's record in the journal.
+fn record_len(name: &str) -> u64 {
+    (RECORD_HEADER + 10 + name.len()) as u64
 }
 
 /// A journal holding one record per name, its newest: what a rewrite keeps.
@@ -211,6 +220,7 @@ impl ProducerIds {
                 names,
                 journal,
                 journal_bytes,
+                live_bytes: live.len() as u64,
                 trusted,
             }),
         })
@@ -261,7 +271,9 @@ impl ProducerIds {
             return Err(err);
         }
         inner.journal_bytes += record.len() as u64;
-        inner.names.insert(name.to_string(), (id, epoch));
+        if inner.names.insert(name.to_string(), (id, epoch)).is_none() {
+            inner.live_bytes += record_len(name);
+        }
         {
             let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
             epochs.insert(id, i32::from(epoch));
@@ -288,12 +300,7 @@ impl ProducerIds {
     }
 
     fn compact_if_large(&self, inner: &mut Inner) -> Result<()> {
-        let live: u64 = inner
-            .names
-            .keys()
-            .map(|n| (RECORD_HEADER + 10 + n.len()) as u64)
-            .sum();
-        if inner.journal_bytes < (1 << 20) || inner.journal_bytes < 4 * live {
+        if inner.journal_bytes < (1 << 20) || inner.journal_bytes < 4 * inner.live_bytes {
             return Ok(());
         }
         let path = self.dir.join(NAMES_FILE);
@@ -340,6 +347,29 @@ impl ProducerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live size kept as names come is what a rewrite of the journal would hold,
+    /// at open and after new and repeated names: compaction starts when it should.
+    #[test]
+    fn the_live_size_kept_is_what_a_rewrite_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = |ids: &ProducerIds| {
+            let inner = ids.inner.lock().unwrap();
+            (inner.live_bytes, encode_names(&inner.names).len() as u64)
+        };
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        for name in ["a", "billing", "a", "a-much-longer-name", "billing"] {
+            ids.init(Some(name)).unwrap();
+            ids.init(None).unwrap();
+            let (kept, rewrite) = live(&ids);
+            assert_eq!(kept, rewrite, "after {name}");
+        }
+        drop(ids);
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        let (kept, rewrite) = live(&ids);
+        assert_eq!(kept, rewrite, "after a reopen");
+        assert_eq!(kept, 3 * 18 + 1 + 7 + 18);
+    }
 
     #[test]
     fn ids_are_never_reused_across_restarts_and_names_keep_theirs() {
