@@ -220,7 +220,7 @@ async fn a_name_served_and_unavailable_is_listed_once() {
         std::fs::write(damaged.join("topic.json"), "not json").unwrap();
     }
     let broker = Broker::open(dir.path(), Limits::default()).unwrap();
-    let listed = broker.list_topics_page(&Page::all());
+    let listed = broker.list_topics(&Page::all());
     let names: Vec<(&str, bool)> = listed
         .entries
         .iter()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::data_dir::new_topic_id;
 use super::page::{Listed, Page};
 use super::topic::{update_overrides, validate_name, TopicMetadata};
-use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo, UnavailableTopic};
+use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
 
@@ -130,18 +130,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Names of the topics being served, and the topics that could not be opened.
-    pub fn list_topics(&self) -> (Vec<String>, Vec<UnavailableTopic>) {
-        let topics = self.read_topics();
-        (
-            topics.live.keys().cloned().collect(),
-            topics.unavailable.values().cloned().collect(),
-        )
-    }
-
     /// A page of the topics being served and those that could not be opened, both
     /// taken together in the order of their names.
-    pub fn list_topics_page(&self, page: &Page) -> Listed<ListedTopic> {
+    pub fn list_topics(&self, page: &Page) -> Listed<ListedTopic> {
         let topics = self.read_topics();
         let mut live = page.range(&topics.live).peekable();
         let mut unavailable = page.range(&topics.unavailable).peekable();

@@ -9,7 +9,7 @@ use super::interrupt::Interrupts;
 use super::output::{noteln, outln, write_out};
 use super::position::parse_position;
 use super::{describe, Connect, Stop};
-use crate::client::{next_page, Client, GroupConfig, GroupConsumer, Start};
+use crate::client::{every_page, Client, GroupConfig, GroupConsumer, Start};
 use crate::grpc::pb::{self, reset_offsets_request::To};
 
 #[derive(clap::Args)]
@@ -61,26 +61,22 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
     let mut groups = client.groups();
     match args.action {
         Action::List => {
+            let pages = every_page(|page_token| {
+                let mut groups = groups.clone();
+                async move {
+                    let page = pb::ListGroupsRequest {
+                        page_size: 0,
+                        page_token,
+                    };
+                    let list = groups.list_groups(page).await?.into_inner();
+                    Ok((list.groups, list.next_page_token))
+                }
+            })
+            .await
+            .map_err(describe)?;
             outln!("{:<30} {:<12} {:>7}", "GROUP", "STATE", "MEMBERS")?;
-            let mut page_token = String::new();
-            loop {
-                let previous = page_token.clone();
-                let page = pb::ListGroupsRequest {
-                    page_size: 0,
-                    page_token,
-                };
-                let list = groups
-                    .list_groups(page)
-                    .await
-                    .map_err(describe)?
-                    .into_inner();
-                for g in list.groups {
-                    outln!("{:<30} {:<12} {:>7}", g.group, g.state, g.members)?;
-                }
-                match next_page(&previous, list.next_page_token).map_err(describe)? {
-                    Some(next) => page_token = next,
-                    None => break,
-                }
+            for g in pages.into_iter().flatten() {
+                outln!("{:<30} {:<12} {:>7}", g.group, g.state, g.members)?;
             }
         }
         Action::Describe { group } => {

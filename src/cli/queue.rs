@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::output::{noteln, outln};
 use super::position::parse_position;
 use super::{describe, Connect, Stop};
-use crate::client::next_page;
+use crate::client::every_page;
 use crate::client::Start;
 use crate::grpc::pb::{self, reset_share_group_request::To};
 
@@ -57,26 +57,22 @@ pub async fn run(args: QueueArgs) -> Result<(), Stop> {
     let mut queues = client.queues();
     match args.action {
         Action::List => {
+            let pages = every_page(|page_token| {
+                let mut queues = queues.clone();
+                async move {
+                    let page = pb::ListShareGroupsRequest {
+                        page_size: 0,
+                        page_token,
+                    };
+                    let list = queues.list_share_groups(page).await?.into_inner();
+                    Ok((list.groups, list.next_page_token))
+                }
+            })
+            .await
+            .map_err(describe)?;
             outln!("{:<30} {:>7}", "GROUP", "MEMBERS")?;
-            let mut page_token = String::new();
-            loop {
-                let previous = page_token.clone();
-                let page = pb::ListShareGroupsRequest {
-                    page_size: 0,
-                    page_token,
-                };
-                let list = queues
-                    .list_share_groups(page)
-                    .await
-                    .map_err(describe)?
-                    .into_inner();
-                for g in list.groups {
-                    outln!("{:<30} {:>7}", g.group, g.members)?;
-                }
-                match next_page(&previous, list.next_page_token).map_err(describe)? {
-                    Some(next) => page_token = next,
-                    None => break,
-                }
+            for g in pages.into_iter().flatten() {
+                outln!("{:<30} {:>7}", g.group, g.members)?;
             }
         }
         Action::Describe { group } => {

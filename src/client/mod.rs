@@ -113,9 +113,27 @@ impl Client {
     }
 }
 
+/// Every page of a listing: `list(token)` asks for the page after `token` (empty for
+/// the first) and gives that page and its `next_page_token` (empty after the last).
+pub async fn every_page<T, F, Fut>(mut list: F) -> Result<Vec<T>, Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, String), Status>>,
+{
+    let (mut pages, mut token) = (Vec::new(), String::new());
+    loop {
+        let (page, next) = list(token.clone()).await?;
+        pages.push(page);
+        match next_page(&token, next)? {
+            Some(next) => token = next,
+            None => return Ok(pages),
+        }
+    }
+}
+
 /// The token of a listing's next page, or None after its last; refuses a token that
 /// does not go past the previous one (listings are by name), which would loop for ever.
-pub fn next_page(previous: &str, next: String) -> Result<Option<String>, Status> {
+fn next_page(previous: &str, next: String) -> Result<Option<String>, Status> {
     match next.as_str() {
         "" => Ok(None),
         ahead if previous.is_empty() || ahead > previous => Ok(Some(next)),
@@ -166,21 +184,25 @@ impl Admin {
     /// The topics being served, and those whose files could not be opened, with why:
     /// every page of the listing.
     pub async fn list_all_topics(&mut self) -> Result<pb::ListTopicsResponse, Status> {
-        let mut all = pb::ListTopicsResponse::default();
-        loop {
-            let page = pb::ListTopicsRequest {
-                page_size: 0,
-                page_token: std::mem::take(&mut all.next_page_token),
-            };
-            let previous = page.page_token.clone();
-            let mut listed = self.inner.list_topics(page).await?.into_inner();
-            all.names.append(&mut listed.names);
-            all.unavailable.append(&mut listed.unavailable);
-            match next_page(&previous, listed.next_page_token)? {
-                Some(token) => all.next_page_token = token,
-                None => return Ok(all),
+        let pages = every_page(|page_token| {
+            let mut admin = self.inner.clone();
+            async move {
+                let page = pb::ListTopicsRequest {
+                    page_size: 0,
+                    page_token,
+                };
+                let mut listed = admin.list_topics(page).await?.into_inner();
+                let next = std::mem::take(&mut listed.next_page_token);
+                Ok((listed, next))
             }
+        })
+        .await?;
+        let mut all = pb::ListTopicsResponse::default();
+        for mut page in pages {
+            all.names.append(&mut page.names);
+            all.unavailable.append(&mut page.unavailable);
         }
+        Ok(all)
     }
 
     pub async fn describe_topic(&mut self, name: &str) -> Result<pb::TopicDescription, Status> {

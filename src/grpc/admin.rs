@@ -79,7 +79,7 @@ impl Admin for AdminService {
         let request = request.into_inner();
         let listed = self
             .broker
-            .list_topics_page(&page(request.page_size, request.page_token));
+            .list_topics(&page(request.page_size, request.page_token));
         let mut response = pb::ListTopicsResponse {
             next_page_token: listed.next_after.unwrap_or_default(),
             ..Default::default()

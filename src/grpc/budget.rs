@@ -236,11 +236,9 @@ impl Keep {
 /// message waiting for the budget cannot keep an earlier one from being answered.
 struct BudgetBody {
     inner: Body,
+    /// The budget charged, and its semaphore as the body polls it.
+    pool: Pool,
     semaphore: PollSemaphore,
-    total: usize,
-    free_below: usize,
-    factor: usize,
-    what: &'static str,
     keep: Keep,
     rules: Rules,
     /// Bytes of the gRPC prefix (flag, then big-endian length) read so far.
@@ -266,11 +264,8 @@ impl BudgetBody {
     fn new(inner: Body, pool: Pool, keep: Keep, rules: Rules) -> BudgetBody {
         BudgetBody {
             inner,
-            semaphore: PollSemaphore::new(pool.semaphore),
-            total: pool.total,
-            free_below: pool.free_below,
-            factor: pool.factor,
-            what: pool.what,
+            semaphore: PollSemaphore::new(Arc::clone(&pool.semaphore)),
+            pool,
             keep,
             rules,
             prefix: Vec::with_capacity(5),
@@ -325,12 +320,14 @@ impl BudgetBody {
                 if len > self.rules.max_message {
                     return Err(too_large(len, self.rules.max_message, &self.rules.path));
                 }
-                if len < self.free_below {
+                if len < self.pool.free_below {
                     continue; // uncharged
                 }
                 // At least one permit, so that every message has a charge to take; at
                 // most the whole budget, so that it can be granted.
-                let cost = len.saturating_mul(self.factor).clamp(1, self.total);
+                let cost = len
+                    .saturating_mul(self.pool.factor)
+                    .clamp(1, self.pool.total);
                 return Ok((at, Some(cost)));
             }
         }
@@ -416,7 +413,7 @@ impl HttpBody for BudgetBody {
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
                             "a {what} message {late} within {:?}; it held the server's {what} budget",
                             me.allowed,
-                            what = me.what,
+                            what = me.pool.what,
                         )))));
                     }
                     return Poll::Pending;

@@ -9,8 +9,10 @@
 
 use tonic::Status;
 
-/// The largest message of a reflection or health request: a symbol or service name.
-pub const SMALL_SERVICE_BYTES: usize = 64 << 10;
+/// The largest message of a Fetch, Subscribe, reflection or health request: a name and
+/// a few numbers. (The Log service reads Fetch and Subscribe itself, held until whole,
+/// and charges them to no budget.)
+pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
 
 /// Request size limits by service.
 #[derive(Debug, Clone, Copy)]
@@ -30,17 +32,22 @@ impl RequestLimits {
             self.groups
         } else if path.starts_with("/strom.v1.Queues/") {
             self.queues
-        } else if path.starts_with("/grpc.") {
-            SMALL_SERVICE_BYTES
+        } else if path.starts_with("/grpc.") || is_read(path) {
+            SMALL_REQUEST_BYTES
         } else {
             self.max_request_bytes
         }
     }
 }
 
+/// Whether `path` is a Fetch or a Subscribe.
+fn is_read(path: &str) -> bool {
+    path == "/strom.v1.Log/Fetch" || path == "/strom.v1.Log/Subscribe"
+}
+
 /// The refusal of a request message of `len` bytes over `limit`, for the call `path`.
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
-    let what_to_do = if path == "/strom.v1.Log/Fetch" || path == "/strom.v1.Log/Subscribe" {
+    let what_to_do = if is_read(path) {
         "a fetch names a topic and a few numbers; check the request"
     } else if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
         "send less in one request, or raise the server's max_request_bytes"
@@ -72,8 +79,9 @@ mod tests {
         assert_eq!(limits.of("/strom.v1.Queues/ShareStream"), 1 << 20);
         assert_eq!(
             limits.of("/grpc.health.v1.Health/Watch"),
-            SMALL_SERVICE_BYTES
+            SMALL_REQUEST_BYTES
         );
+        assert_eq!(limits.of("/strom.v1.Log/Fetch"), SMALL_REQUEST_BYTES);
         let refused = too_large(5 << 20, 1 << 20, "/strom.v1.Queues/ShareAcknowledge");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(

@@ -163,7 +163,7 @@ pub async fn serve(
     // A reflection request names a symbol or a file: 64 KiB is plenty, and bounds
     // what a reflection stream (not charged to the request budget) makes the server
     // hold.
-    let small = crate::grpc::request_limits::SMALL_SERVICE_BYTES;
+    let small = crate::grpc::request_limits::SMALL_REQUEST_BYTES;
     let reflection_v1 = reflection()
         .build_v1()
         .expect("descriptor sets built by build.rs are valid")

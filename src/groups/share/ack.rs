@@ -3,10 +3,11 @@
 //! one, and the rest still apply.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::window::{Ack, Refusal};
 use super::{group, ShareGroups};
-use crate::broker::now_ms;
+use crate::broker::{now_ms, Topic};
 use crate::error::{Error, Result};
 use crate::groups::topic_id;
 
@@ -48,12 +49,17 @@ impl ShareGroups {
     /// it reads it, so that a bad one fails alone, not with those it would be applied
     /// with.
     pub fn check_acks(&self, topic: &str, acks: &[AckBatch]) -> Result<usize> {
+        self.checked_topic(topic, acks).map(|(_, total)| total)
+    }
+
+    /// `check_acks`, and the topic it looked up.
+    fn checked_topic(&self, topic: &str, acks: &[AckBatch]) -> Result<(Arc<Topic>, usize)> {
         let total = count_acks(acks.iter().map(|a| a.offsets.len()))?;
         let topic = self.broker.topic(topic)?;
         for a in acks {
             topic.partition(a.partition)?;
         }
-        Ok(total)
+        Ok((topic, total))
     }
 
     /// Applies `acks` by `member_id` to records of `topic`; returns those refused.
@@ -64,8 +70,7 @@ impl ShareGroups {
         topic: &str,
         acks: &[AckBatch],
     ) -> Result<Vec<Refused>> {
-        self.check_acks(topic, acks)?;
-        let topic = self.broker.topic(topic)?;
+        let (topic, _) = self.checked_topic(topic, acks)?;
         let tid = topic_id(&topic.id)?;
         let (slot, mut guard) = self.lock(group_name, false).await?;
         let g = group(&mut guard);

@@ -40,6 +40,7 @@ use tonic::Status;
 use super::budget::Charge;
 use super::connection::ConnectionInfo;
 use super::pb::log_server::LogServer;
+use super::request_limits::SMALL_REQUEST_BYTES;
 use super::{log_service, produce_stream, LogService};
 use crate::broker::Broker;
 use replies::respond;
@@ -50,9 +51,6 @@ const FETCH: &str = "/strom.v1.Log/Fetch";
 const SUBSCRIBE: &str = "/strom.v1.Log/Subscribe";
 /// A gRPC message's prefix: the compression flag and the length.
 const PREFIX: usize = 5;
-/// The largest Fetch or Subscribe request read: a topic name and a few numbers. A
-/// request is held until it is whole, and these are charged to neither budget.
-const SMALL_REQUEST: usize = 64 << 10;
 
 /// The `Log` service: the generated one, with its hot calls taken off its hands.
 #[derive(Clone)]
@@ -127,14 +125,14 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                 })
             }
             FETCH => Box::pin(async move {
-                let reply = match single(request, SMALL_REQUEST, FETCH).await {
+                let reply = match single(request, SMALL_REQUEST_BYTES, FETCH).await {
                     Ok(request) => log_service::fetch_one(&broker, request).await,
                     Err(status) => Err(status),
                 };
                 Ok(unary(reply, max_response, connection))
             }),
             _ => Box::pin(async move {
-                let replies = match single(request, SMALL_REQUEST, SUBSCRIBE).await {
+                let replies = match single(request, SMALL_REQUEST_BYTES, SUBSCRIBE).await {
                     Ok(request) => log_service::subscribe_stream(&broker, request).await,
                     Err(status) => Err(status),
                 };
@@ -155,7 +153,7 @@ fn identity(request: &http::Request<Body>) -> bool {
         .is_none_or(|e| e == "identity")
 }
 
-/// Whether this service reads `request` itself, at most `SMALL_REQUEST` bytes of it (a
+/// Whether this service reads `request` itself, at most `SMALL_REQUEST_BYTES` of it (a
 /// Fetch or Subscribe not compressed): the request budget (`budget.rs`) leaves it be.
 pub(super) fn reads_small_requests(request: &http::Request<Body>) -> bool {
     [FETCH, SUBSCRIBE].contains(&request.uri().path()) && identity(request)
