@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub topic_defaults: BTreeMap<String, toml::Value>,
     /// Memory one compaction pass may use for its map of keys (32 bytes a key).
     pub compaction_map_bytes: usize,
+    /// A producer name with no InitProducer and no produce with its id for this long is
+    /// forgotten: its id is fenced, and the name's next InitProducer gets a new id.
+    pub producer_name_expiry_ms: u64,
     /// A connection is closed when one of its responses has waited this long for the
     /// client to read it.
     pub stalled_reader_timeout_ms: u64,
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             min_free_disk: None,
             topic_defaults: BTreeMap::new(),
             compaction_map_bytes: limits.compaction_map_bytes,
+            producer_name_expiry_ms: limits.producer_names.expiry.as_millis() as u64,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
@@ -186,6 +190,10 @@ impl ServerConfig {
             topic_defaults,
             min_free_disk,
             compaction_map_bytes: self.compaction_map_bytes.max(1 << 20),
+            producer_names: crate::broker::producer_ids::NameLimits {
+                expiry: Duration::from_millis(self.producer_name_expiry_ms.max(1)),
+                ..Default::default()
+            },
         })
     }
 

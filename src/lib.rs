@@ -47,7 +47,7 @@
 //!    records, go out when it ends (after 32 requests or 64 KiB, or when nothing more
 //!    has arrived).
 //! 2. `Broker::begin_produce` checks the topic, the partition and the request's limits,
-//!    and an idempotent producer's id and epoch (`broker/producer_ids.rs`: handed out by
+//!    and an idempotent producer's id and epoch (`broker/producer_ids/`: handed out by
 //!    InitProducer, not fenced);
 //!    each record is parsed once, checked (size, headers, timestamp) and pushed by the
 //!    `BatchWriter` into a [`log::BatchBuilder`], in the protobuf encoding a Fetch

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::cli::Serve;
 use common::server::TestServer;
+use strom::broker::producer_ids::NameLimits;
 use strom::broker::Limits;
 use strom::client::Client;
 use strom::grpc::pb;
@@ -241,6 +242,37 @@ async fn bad_producer_fields_get_a_status_that_says_what_to_do() {
     server.stop().await.unwrap();
 }
 
+/// A name unused for `producer_name_expiry_ms` is forgotten: its instance is refused
+/// and told to call InitProducer, which gives the name a new id.
+#[tokio::test]
+async fn a_name_unused_for_its_expiry_is_forgotten_and_its_id_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        producer_names: NameLimits {
+            expiry: Duration::from_millis(800),
+            ..NameLimits::default()
+        },
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(dir.path(), limits).await;
+    let client = server.client_with_topic("t", 1).await;
+    let old = init(&client, "svc").await;
+    assert_eq!(old.1, 1, "a named producer's first epoch");
+    produce(&client, request(0, old, 0, &["a"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    init(&client, "another").await; // names are looked at for expiry here
+    refused(
+        produce(&client, request(0, old, 1, &["b"])).await,
+        Code::FailedPrecondition,
+        "was forgotten; call InitProducer again",
+    );
+    let new = init(&client, "svc").await;
+    assert!(new.0 > old.0 && new.1 == 1, "{new:?} after {old:?}");
+    produce(&client, request(0, new, 0, &["c"])).await.unwrap();
+    assert_eq!(values(&client, 0).await, ["a", "c"]);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn retries_are_recognised_after_a_graceful_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -265,7 +297,7 @@ async fn retries_are_recognised_after_a_graceful_restart() {
     );
     let q = init(&client, "").await;
     assert!(q.0 > named.0, "ids are not reused: {q:?} after {named:?}");
-    assert_eq!(init(&client, "svc").await, (named.0, 1));
+    assert_eq!(init(&client, "svc").await, (named.0, named.1 + 1));
     server.stop().await.unwrap();
 }
 
@@ -327,7 +359,7 @@ fn retries_are_recognised_and_ids_not_reused_after_sigkill() {
         assert!(q.0 > named.0 && q.0 > p.0, "{q:?}");
         assert_eq!(
             init(&client, "svc").await,
-            (named.0, 1),
+            (named.0, named.1 + 1),
             "the name's epoch was durable"
         );
         refused(

@@ -8,7 +8,7 @@
 //!   version               the layout version, "1"
 //!   topics/<name>.<id>/   one directory per topic (topic.json, one directory per partition)
 //!   groups/<name>.<id>/   one directory per consumer group (committed offsets)
-//!   producers/            producer ids handed out, and named producers (producer_ids.rs)
+//!   producers/            producer ids handed out, and named producers (producer_ids/)
 //! ```
 //! A topic's directory carries its id, so a topic re-created under a deleted one's name
 //! shares no path with whatever the old one left behind. A deleted topic's directory is

@@ -64,6 +64,8 @@ pub struct Limits {
     pub min_free_disk: DiskFloor,
     /// Memory a compaction pass may give its key map (see `cleaner::max_map_keys`).
     pub compaction_map_bytes: usize,
+    /// Named producers kept, and for how long unused (see `producer_ids/`).
+    pub producer_names: producer_ids::NameLimits,
 }
 
 impl Default for Limits {
@@ -80,6 +82,7 @@ impl Default for Limits {
             topic_defaults: TopicConfig::default(),
             min_free_disk: DiskFloor::default(),
             compaction_map_bytes: 32 << 20,
+            producer_names: producer_ids::NameLimits::default(),
         }
     }
 }
@@ -147,7 +150,7 @@ pub struct Broker {
     cache: Arc<SegmentCache>,
     topics: RwLock<Topics>,
     shutdown: watch::Sender<bool>,
-    /// Producer ids handed out and named producers' epochs (see `producer_ids.rs`).
+    /// Producer ids handed out and named producers' epochs (see `producer_ids/`).
     producer_ids: Arc<producer_ids::ProducerIds>,
     /// Who may hold retention back (share groups), set by a layer above.
     floor: RwLock<Option<std::sync::Weak<dyn RetentionFloor>>>,
@@ -210,7 +213,10 @@ impl Broker {
         }
         tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
         let (shutdown, _) = watch::channel(false);
-        let producer_ids = Arc::new(producer_ids::ProducerIds::open(&data_dir.producers())?);
+        let producer_ids = Arc::new(producer_ids::ProducerIds::open(
+            &data_dir.producers(),
+            limits.producer_names,
+        )?);
         Ok(Broker {
             disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),
             producer_ids,
@@ -410,7 +416,7 @@ impl Broker {
         self.shutdown.subscribe()
     }
 
-    /// A producer id and epoch for an idempotent producer (see `producer_ids.rs`).
+    /// A producer id and epoch for an idempotent producer (see `producer_ids/`).
     pub async fn init_producer(&self, name: Option<String>) -> Result<(i64, i16)> {
         self.check_running()?;
         let ids = Arc::clone(&self.producer_ids);

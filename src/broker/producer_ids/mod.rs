@@ -17,16 +17,29 @@
 //! Every produce with a producer id is checked here first (`check`): an id never handed
 //! out, an epoch older than its name's newest (fenced) or newer (never handed out). The
 //! partition checks sequences under its lock (`log/producers`).
+//!
+//! A name neither initialised nor produced with for `NameLimits::expiry` (7 days) is
+//! forgotten, journal included, so names cannot fill the table for good. Fencing
+//! survives that because a named id's epochs start at 1: a forgotten id with its epoch
+//! of 1 or more is refused as an unnamed id is (only epoch 0 is an unnamed id's), and
+//! the name's next InitProducer gets a new id. Names a journal from before that holds at
+//! epoch 0 never expire: forgetting them would let their zombies in as unnamed ids.
+//! When a name was last used is kept in memory only: a restart starts every name's
+//! count again, which can only keep a name longer.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{quote, Error, IoContext, Result};
 use crate::log::files::{decode_offset_file, encode_offset_file, sync_all, write_atomically};
+
+mod journal;
+use journal::{encode_names, encode_record, record_len};
 
 const NEXT_ID_FILE: &str = "next-id";
 const NAMES_FILE: &str = "names";
@@ -37,23 +50,62 @@ const ID_BLOCK: i64 = 1_000;
 pub const MAX_NAME_BYTES: usize = 255;
 /// Named producers one server remembers at most.
 pub const MAX_NAMED_PRODUCERS: usize = 100_000;
-const RECORD_HEADER: usize = 8;
 
 /// Epoch of an id whose name has moved on to a new id (its epochs ran out): every
 /// produce with it is fenced.
 const RETIRED: i32 = i32::MAX;
+/// A named id's first epoch; see the module's comment for why not 0.
+const FIRST_EPOCH: i16 = 1;
+
+/// How many names a server keeps, and for how long unused.
+#[derive(Debug, Clone, Copy)]
+pub struct NameLimits {
+    pub max_names: usize,
+    /// A name with no InitProducer and no produce with its id for this long is forgotten.
+    pub expiry: Duration,
+}
+
+impl Default for NameLimits {
+    fn default() -> Self {
+        NameLimits {
+            max_names: MAX_NAMED_PRODUCERS,
+            expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A named id: its newest epoch (or `RETIRED`), and when this process last saw it used.
+struct Named {
+    epoch: i32,
+    used_ms: AtomicU64,
+}
+
+impl Named {
+    fn new(epoch: i32, now_ms: u64) -> Named {
+        Named {
+            epoch,
+            used_ms: AtomicU64::new(now_ms),
+        }
+    }
+}
 
 pub struct ProducerIds {
     dir: PathBuf,
+    limits: NameLimits,
+    /// The clock of `Named::used_ms`: ms since `started`, plus what tests skip ahead.
+    started: Instant,
+    skipped_ms: AtomicU64,
     /// Ids below this may have been handed out.
     next: AtomicI64,
-    /// Named ids and their newest epoch (or `RETIRED`); read by every idempotent produce.
-    epochs: RwLock<HashMap<i64, i32>>,
+    /// Named ids; read by every idempotent produce.
+    epochs: RwLock<HashMap<i64, Named>>,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
     reserved_to: i64,
+    /// When names were last looked at for expiry.
+    swept_ms: u64,
     names: HashMap<String, (i64, i16)>,
     journal: File,
     journal_bytes: u64,
@@ -64,59 +116,6 @@ struct Inner {
     /// The journal was damaged at open: names whose records may be lost get new ids
     /// rather than an epoch that may already have been handed out.
     trusted: bool,
-}
-
-fn encode_record(name: &str, id: i64, epoch: i16) -> Vec<u8> {
-    let mut body = Vec::with_capacity(10 + name.len());
-    body.extend_from_slice(&id.to_le_bytes());
-    body.extend_from_slice(&epoch.to_le_bytes());
-    body.extend_from_slice(name.as_bytes());
-    let mut out = Vec::with_capacity(RECORD_HEADER + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-/// The bytes of a name's record in the journal.
-fn record_len(name: &str) -> u64 {
-    (RECORD_HEADER + 10 + name.len()) as u64
-}
-
-/// A journal holding one record per name, its newest: what a rewrite keeps.
-fn encode_names(names: &HashMap<String, (i64, i16)>) -> Vec<u8> {
-    names
-        .iter()
-        .flat_map(|(name, &(id, epoch))| encode_record(name, id, epoch))
-        .collect()
-}
-
-/// The records of a names journal, and where the valid ones end (with why, if early).
-fn decode_records(buf: &[u8]) -> (Vec<(String, i64, i16)>, usize, Option<String>) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < buf.len() {
-        let bad = |why: String| Some(format!("byte {at}: {why}"));
-        let Some(head) = buf.get(at..at + RECORD_HEADER) else {
-            return (out, at, bad("a record header cut short".into()));
-        };
-        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        let Some(body) = buf.get(at + RECORD_HEADER..at + RECORD_HEADER + len) else {
-            return (out, at, bad(format!("a record of {len} bytes cut short")));
-        };
-        if !(11..=10 + MAX_NAME_BYTES).contains(&len) || crc32fast::hash(body) != crc {
-            return (out, at, bad("a record fails its checksum".into()));
-        }
-        let id = i64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-        let epoch = i16::from_le_bytes(body[8..10].try_into().expect("2 bytes"));
-        let Ok(name) = std::str::from_utf8(&body[10..]) else {
-            return (out, at, bad("a name that is not UTF-8".into()));
-        };
-        out.push((name.to_string(), id, epoch));
-        at += RECORD_HEADER + len;
-    }
-    (out, at, None)
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -130,7 +129,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl ProducerIds {
-    pub fn open(dir: &Path) -> Result<ProducerIds> {
+    pub fn open(dir: &Path, limits: NameLimits) -> Result<ProducerIds> {
         fs::create_dir_all(dir).at(dir)?;
         let next_path = dir.join(NEXT_ID_FILE);
         // Without a readable `next-id`, ids start at the clock in microseconds: no server
@@ -156,33 +155,12 @@ impl ProducerIds {
             Err(err) => return Err(err).at(&next_path),
         };
         let names_path = dir.join(NAMES_FILE);
-        let bytes = match fs::read(&names_path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(err) => return Err(err).at(&names_path),
-        };
-        let (records, valid, damage) = decode_records(&bytes);
-        let mut trusted = true;
-        if let Some(why) = &damage {
-            // A write a crash cut short (an InitProducer that never answered) is the last
-            // record: shorter than the largest one, and either zeros (blocks allocated,
-            // never written) or a plausible length that runs past the end of the file.
-            // Anything else, a bad length or checksum in the middle included, is damage.
-            let rest = &bytes[valid..];
-            let longest = RECORD_HEADER + 10 + MAX_NAME_BYTES;
-            let runs_past = |rest: &[u8]| {
-                let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-                (11..=10 + MAX_NAME_BYTES).contains(&len) && RECORD_HEADER + len > rest.len()
-            };
-            let torn_tail = rest.len() < longest
-                && (rest.len() < RECORD_HEADER || rest.iter().all(|&b| b == 0) || runs_past(rest));
-            trusted = torn_tail;
-            if torn_tail {
-                tracing::warn!(path = %names_path.display(), %why, "cutting a torn last record of the producer names");
-            } else {
-                tracing::error!(path = %names_path.display(), %why, "producer names are damaged; the records after the damage are lost, so every named producer is fenced and gets a new id at its next InitProducer");
-            }
-        }
+        let journal::Read {
+            records,
+            len,
+            damaged,
+            trusted,
+        } = journal::read(&names_path)?;
         let mut names = HashMap::new();
         let mut epochs = HashMap::new();
         let mut next = reserved_to;
@@ -195,14 +173,14 @@ impl ProducerIds {
             next = next.max(id + 1);
             if let Some((old, _)) = names.insert(name, (id, epoch)) {
                 if old != id {
-                    epochs.insert(old, RETIRED);
+                    epochs.insert(old, Named::new(RETIRED, 0));
                 }
             }
-            epochs.insert(id, i32::from(epoch));
+            epochs.insert(id, Named::new(i32::from(epoch), 0));
         }
         // Rewritten at once: without superseded and damaged records, and synced.
-        let live = encode_names(&names);
-        if damage.is_some() || bytes.len() > 4 * live.len() + 4096 {
+        let live = encode_names(names.iter());
+        if damaged || len > 4 * live.len() + 4096 {
             write_atomically(&names_path, &live)?;
         }
         let journal = OpenOptions::new()
@@ -213,10 +191,14 @@ impl ProducerIds {
         let journal_bytes = journal.metadata().at(&names_path)?.len();
         Ok(ProducerIds {
             dir: dir.to_path_buf(),
+            limits,
+            started: Instant::now(),
+            skipped_ms: AtomicU64::new(0),
             next: AtomicI64::new(next),
             epochs: RwLock::new(epochs),
             inner: Mutex::new(Inner {
                 reserved_to: reserved_to.max(next),
+                swept_ms: 0,
                 names,
                 journal,
                 journal_bytes,
@@ -227,30 +209,30 @@ impl ProducerIds {
     }
 
     /// A producer id and epoch (blocking: syncs files). Without a name: a new id, epoch
-    /// 0. With one: its id and the next epoch, fencing the older ones; a new id once
-    /// 32,767 epochs are used up.
+    /// 0. With one: its id and the next epoch, fencing the older ones; a new id at
+    /// epoch 1 for a name not known (or forgotten), or once 32,767 epochs are used up.
     pub fn init(&self, name: Option<&str>) -> Result<(i64, i16)> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             return Ok((self.allocate(&mut inner)?, 0));
         };
         check_name(name)?;
+        self.forget_unused(&mut inner);
         let known = inner.names.get(name).copied().filter(|_| inner.trusted);
-        if known.is_none()
-            && inner.names.len() >= MAX_NAMED_PRODUCERS
-            && !inner.names.contains_key(name)
-        {
+        let max = self.limits.max_names;
+        if known.is_none() && inner.names.len() >= max && !inner.names.contains_key(name) {
             return Err(Error::LimitReached(format!(
-                "this server already knows {MAX_NAMED_PRODUCERS} producer names; use fewer names (one per \
-                 logical producer, not per process start), or call InitProducer without a name"
+                "this server already knows {max} producer names, each kept until unused for {} ms (producer_name_expiry_ms); use fewer \
+                 names (one per logical producer, not per process start), or call InitProducer without a name",
+                self.limits.expiry.as_millis()
             )));
         }
         let (id, epoch, retired) = match known {
             Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1, None),
-            Some((old, _)) => (self.allocate(&mut inner)?, 0, Some(old)),
+            Some((old, _)) => (self.allocate(&mut inner)?, FIRST_EPOCH, Some(old)),
             None => (
                 self.allocate(&mut inner)?,
-                0,
+                FIRST_EPOCH,
                 inner.names.get(name).map(|&(id, _)| id),
             ),
         };
@@ -275,10 +257,11 @@ impl ProducerIds {
             inner.live_bytes += record_len(name);
         }
         {
+            let now = self.now_ms();
             let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
-            epochs.insert(id, i32::from(epoch));
+            epochs.insert(id, Named::new(i32::from(epoch), now));
             if let Some(old) = retired.filter(|&old| old != id) {
-                epochs.insert(old, RETIRED);
+                epochs.insert(old, Named::new(RETIRED, now));
             }
         }
         self.compact_if_large(&mut inner)?;
@@ -304,11 +287,90 @@ impl ProducerIds {
             return Ok(());
         }
         let path = self.dir.join(NAMES_FILE);
-        let bytes = encode_names(&inner.names);
+        let bytes = encode_names(inner.names.iter());
         write_atomically(&path, &bytes)?;
         inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
         inner.journal_bytes = bytes.len() as u64;
         Ok(())
+    }
+
+    /// Forgets the names (and their ids' epochs) unused for the expiry, journal first:
+    /// a name forgotten in memory but not in the journal would come back at the next
+    /// start. Looks at most every quarter of the expiry (or minute), so that calls at
+    /// a full table do not each walk every name.
+    fn forget_unused(&self, inner: &mut Inner) {
+        let now = self.now_ms();
+        let expiry = self.limits.expiry.as_millis() as u64;
+        if now.saturating_sub(inner.swept_ms) < (expiry / 4).min(60_000) {
+            return;
+        }
+        inner.swept_ms = now;
+        // Decided and taken out of `epochs` under its lock: a produce that uses a name
+        // after the decision finds it gone and is refused, one before it keeps it.
+        let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
+        let unused: Vec<(String, i64, Named)> = inner
+            .names
+            .iter()
+            .filter(|(_, &(id, epoch))| {
+                epoch >= FIRST_EPOCH
+                    && epochs.get(&id).is_some_and(|named| {
+                        now.saturating_sub(named.used_ms.load(Ordering::Relaxed)) >= expiry
+                    })
+            })
+            .map(|(name, &(id, _))| (name.clone(), id))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|(name, id)| epochs.remove(&id).map(|named| (name, id, named)))
+            .collect();
+        drop(epochs);
+        if unused.is_empty() {
+            return;
+        }
+        let forgotten: std::collections::HashSet<&str> =
+            unused.iter().map(|(name, _, _)| name.as_str()).collect();
+        let path = self.dir.join(NAMES_FILE);
+        let bytes = encode_names(
+            inner
+                .names
+                .iter()
+                .filter(|(name, _)| !forgotten.contains(name.as_str())),
+        );
+        let rewritten = write_atomically(&path, &bytes)
+            .and_then(|()| OpenOptions::new().append(true).open(&path).at(&path));
+        match rewritten {
+            Ok(journal) => {
+                inner.journal = journal;
+                inner.journal_bytes = bytes.len() as u64;
+                inner.live_bytes = bytes.len() as u64;
+                for (name, _, _) in &unused {
+                    inner.names.remove(name);
+                }
+                tracing::info!(
+                    names = unused.len(),
+                    "forgot producer names unused for the expiry"
+                );
+            }
+            Err(err) => {
+                // Kept, as the journal still holds them: used again, they stay.
+                tracing::warn!(%err, "could not rewrite the producer names without the unused ones; keeping them");
+                let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
+                for (_, id, named) in unused {
+                    epochs.insert(id, named);
+                }
+            }
+        }
+    }
+
+    /// The clock of `Named::used_ms`, in ms.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + self.skipped_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock of expiry on, as if `by` had passed.
+    #[cfg(test)]
+    fn skip(&self, by: Duration) {
+        self.skipped_ms
+            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether a produce may use this id and epoch (sequences are the partition's).
@@ -323,7 +385,15 @@ impl ProducerIds {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .copied();
+            .map(|named| {
+                // Stored only when it changes: one producer's checks on several cores
+                // would otherwise bounce the cache line at every produce.
+                let now = self.now_ms();
+                if named.used_ms.load(Ordering::Relaxed) != now {
+                    named.used_ms.store(now, Ordering::Relaxed);
+                }
+                named.epoch
+            });
         match current {
             Some(RETIRED) => Err(Error::FailedPrecondition(format!(
                 "producer {id} is fenced: its name has a new producer id since; this instance must stop"
@@ -337,7 +407,9 @@ impl ProducerIds {
             ))),
             Some(_) => Ok(()),
             None if epoch != 0 => Err(Error::FailedPrecondition(format!(
-                "producer {id} was handed out without a name, so its only epoch is 0, not {epoch}"
+                "producer {id} has no epoch {epoch}: either it was handed out without a name, and its only \
+                 epoch is 0, or its name went unused for {} ms and was forgotten; call InitProducer again",
+                self.limits.expiry.as_millis()
             ))),
             None => Ok(()),
         }
@@ -345,128 +417,4 @@ impl ProducerIds {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The live size kept as names come is what a rewrite of the journal would hold,
-    /// at open and after new and repeated names: compaction starts when it should.
-    #[test]
-    fn the_live_size_kept_is_what_a_rewrite_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = |ids: &ProducerIds| {
-            let inner = ids.inner.lock().unwrap();
-            (inner.live_bytes, encode_names(&inner.names).len() as u64)
-        };
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        for name in ["a", "billing", "a", "a-much-longer-name", "billing"] {
-            ids.init(Some(name)).unwrap();
-            ids.init(None).unwrap();
-            let (kept, rewrite) = live(&ids);
-            assert_eq!(kept, rewrite, "after {name}");
-        }
-        drop(ids);
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (kept, rewrite) = live(&ids);
-        assert_eq!(kept, rewrite, "after a reopen");
-        assert_eq!(kept, 3 * 18 + 1 + 7 + 18);
-    }
-
-    #[test]
-    fn ids_are_never_reused_across_restarts_and_names_keep_theirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (a, _) = ids.init(None).unwrap();
-        let (b, _) = ids.init(None).unwrap();
-        assert_ne!(a, b);
-        assert_eq!(ids.init(Some("billing")).unwrap().1, 0);
-        let (named, epoch) = ids.init(Some("billing")).unwrap();
-        assert_eq!(epoch, 1);
-        drop(ids); // a crash: nothing is closed
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (c, _) = ids.init(None).unwrap();
-        assert!(c > named && c > b, "{c} after {a}, {b}, {named}");
-        assert_eq!(ids.init(Some("billing")).unwrap(), (named, 2));
-        // Epoch 1 is fenced now; epoch 3 was never handed out; an unnamed id has epoch 0.
-        assert!(ids
-            .check(named, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("fenced"));
-        assert!(ids
-            .check(named, 3)
-            .unwrap_err()
-            .to_string()
-            .contains("no epoch 3"));
-        ids.check(named, 2).unwrap();
-        ids.check(c, 0).unwrap();
-        assert!(ids.check(c, 1).is_err());
-        assert!(ids
-            .check(c + 5_000, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("never handed out"));
-    }
-
-    #[test]
-    fn a_torn_last_record_is_cut_and_damage_gives_new_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (id, _) = ids.init(Some("a")).unwrap();
-        let (b_old, _) = ids.init(Some("b")).unwrap();
-        drop(ids);
-        let path = dir.path().join(NAMES_FILE);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(&encode_record("c", 77, 0)[..12]);
-        fs::write(&path, &bytes).unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(
-            ids.init(Some("a")).unwrap(),
-            (id, 1),
-            "a torn tail loses nothing"
-        );
-        drop(ids);
-        let mut bytes = fs::read(&path).unwrap();
-        let len = bytes.len();
-        bytes[len - 1] ^= 1; // the last record's name: damage, not a torn write
-        fs::write(&path, &bytes).unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (new, epoch) = ids.init(Some("a")).unwrap();
-        assert!(
-            new != id && epoch == 0,
-            "damage: a new id, never a reused epoch"
-        );
-        assert!(
-            ids.check(id, 1).unwrap_err().to_string().contains("fenced"),
-            "the old id is fenced"
-        );
-        drop(ids);
-        // What the damage decided survives the next start.
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.init(Some("a")).unwrap(), (new, 1));
-        let (b, _) = ids.init(Some("b")).unwrap();
-        assert!(
-            b != b_old && b != new,
-            "b's record was before the damage, and b gets a new id too"
-        );
-    }
-
-    #[test]
-    fn bad_names_are_refused_and_an_unreadable_next_id_skips_far_ahead() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert!(ids.init(Some(&"x".repeat(300))).is_err());
-        assert!(ids.init(Some("a\nb")).is_err());
-        let (first, _) = ids.init(None).unwrap();
-        drop(ids);
-        fs::write(dir.path().join(NEXT_ID_FILE), b"junk").unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        let (after, _) = ids.init(None).unwrap();
-        assert!(after > first, "{after} after {first}");
-        drop(ids);
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert!(
-            ids.init(None).unwrap().0 > after,
-            "the new floor was written"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,185 @@
+//! Tests of `producer_ids`.
+use super::*;
+
+/// The live size kept as names come is what a rewrite of the journal would hold,
+/// at open and after new and repeated names: compaction starts when it should.
+#[test]
+fn the_live_size_kept_is_what_a_rewrite_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = |ids: &ProducerIds| {
+        let inner = ids.inner.lock().unwrap();
+        (
+            inner.live_bytes,
+            encode_names(inner.names.iter()).len() as u64,
+        )
+    };
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    for name in ["a", "billing", "a", "a-much-longer-name", "billing"] {
+        ids.init(Some(name)).unwrap();
+        ids.init(None).unwrap();
+        let (kept, rewrite) = live(&ids);
+        assert_eq!(kept, rewrite, "after {name}");
+    }
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (kept, rewrite) = live(&ids);
+    assert_eq!(kept, rewrite, "after a reopen");
+    assert_eq!(kept, 3 * 18 + 1 + 7 + 18);
+}
+
+#[test]
+fn ids_are_never_reused_across_restarts_and_names_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (a, _) = ids.init(None).unwrap();
+    let (b, _) = ids.init(None).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(
+        ids.init(Some("billing")).unwrap().1,
+        1,
+        "a name starts at 1"
+    );
+    let (named, epoch) = ids.init(Some("billing")).unwrap();
+    assert_eq!(epoch, 2);
+    drop(ids); // a crash: nothing is closed
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (c, _) = ids.init(None).unwrap();
+    assert!(c > named && c > b, "{c} after {a}, {b}, {named}");
+    assert_eq!(ids.init(Some("billing")).unwrap(), (named, 3));
+    // Epoch 2 is fenced now; epoch 4 was never handed out; an unnamed id has epoch 0.
+    assert!(ids
+        .check(named, 2)
+        .unwrap_err()
+        .to_string()
+        .contains("fenced"));
+    assert!(ids
+        .check(named, 4)
+        .unwrap_err()
+        .to_string()
+        .contains("no epoch 4"));
+    ids.check(named, 3).unwrap();
+    ids.check(c, 0).unwrap();
+    assert!(ids.check(c, 1).is_err());
+    assert!(ids
+        .check(c + 5_000, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("never handed out"));
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_damage_gives_new_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (id, _) = ids.init(Some("a")).unwrap();
+    let (b_old, _) = ids.init(Some("b")).unwrap();
+    drop(ids);
+    let path = dir.path().join(NAMES_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&encode_record("c", 77, 0)[..12]);
+    fs::write(&path, &bytes).unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    assert_eq!(
+        ids.init(Some("a")).unwrap(),
+        (id, 2),
+        "a torn tail loses nothing"
+    );
+    drop(ids);
+    let mut bytes = fs::read(&path).unwrap();
+    let len = bytes.len();
+    bytes[len - 1] ^= 1; // the last record's name: damage, not a torn write
+    fs::write(&path, &bytes).unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (new, epoch) = ids.init(Some("a")).unwrap();
+    assert!(
+        new != id && epoch == FIRST_EPOCH,
+        "damage: a new id, never a reused epoch"
+    );
+    assert!(
+        ids.check(id, 1).unwrap_err().to_string().contains("fenced"),
+        "the old id is fenced"
+    );
+    drop(ids);
+    // What the damage decided survives the next start.
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    assert_eq!(ids.init(Some("a")).unwrap(), (new, 2));
+    let (b, _) = ids.init(Some("b")).unwrap();
+    assert!(
+        b != b_old && b != new,
+        "b's record was before the damage, and b gets a new id too"
+    );
+}
+
+#[test]
+fn bad_names_are_refused_and_an_unreadable_next_id_skips_far_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    assert!(ids.init(Some(&"x".repeat(300))).is_err());
+    assert!(ids.init(Some("a\nb")).is_err());
+    let (first, _) = ids.init(None).unwrap();
+    drop(ids);
+    fs::write(dir.path().join(NEXT_ID_FILE), b"junk").unwrap();
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    let (after, _) = ids.init(None).unwrap();
+    assert!(after > first, "{after} after {first}");
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), NameLimits::default()).unwrap();
+    assert!(
+        ids.init(None).unwrap().0 > after,
+        "the new floor was written"
+    );
+}
+
+fn limits(max_names: usize) -> NameLimits {
+    NameLimits {
+        max_names,
+        expiry: Duration::from_secs(1),
+    }
+}
+
+/// A name unused for the expiry is forgotten, in the journal too, so the table has room
+/// again; its id stays fenced; a name whose id produced meanwhile is kept.
+#[test]
+fn unused_names_are_forgotten_and_their_ids_stay_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(2)).unwrap();
+    let a = ids.init(Some("a")).unwrap();
+    let b = ids.init(Some("b")).unwrap();
+    let full = ids.init(Some("c")).unwrap_err().to_string();
+    assert!(full.contains("already knows 2 producer names"), "{full}");
+    ids.skip(Duration::from_millis(600));
+    ids.check(b.0, b.1).unwrap(); // b produces
+    ids.skip(Duration::from_millis(600));
+    let c = ids.init(Some("c")).unwrap();
+    assert_eq!(c.1, FIRST_EPOCH);
+    let fenced = ids.check(a.0, a.1).unwrap_err().to_string();
+    assert!(fenced.contains("forgotten"), "{fenced}");
+    ids.check(b.0, b.1).unwrap();
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), limits(3)).unwrap();
+    assert_eq!(ids.init(Some("b")).unwrap(), (b.0, b.1 + 1), "b was kept");
+    let again = ids.init(Some("a")).unwrap();
+    assert!(
+        again.0 > c.0 && again.1 == FIRST_EPOCH,
+        "a was forgotten in the journal too: a new id, {again:?}"
+    );
+    assert!(ids.check(a.0, a.1).is_err(), "the old id is still fenced");
+}
+
+/// A name a journal from before names started at epoch 1 holds at epoch 0 is never
+/// forgotten: its old instances would get in as an unnamed id.
+#[test]
+fn names_at_epoch_0_are_never_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = ProducerIds::open(dir.path(), limits(10))
+        .unwrap()
+        .init(None)
+        .unwrap()
+        .0;
+    fs::write(dir.path().join(NAMES_FILE), encode_record("old", old, 0)).unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    ids.skip(Duration::from_secs(5));
+    ids.init(Some("new")).unwrap();
+    ids.check(old, 0).unwrap();
+    assert_eq!(ids.init(Some("old")).unwrap(), (old, 1));
+}
