@@ -224,16 +224,31 @@ pub mod failpoint {
 
     use crate::error::{IoContext, Result};
 
-    static FAIL_SYNCS_UNDER: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    /// Directories, each with how many of its syncs still succeed before one fails.
+    static FAIL_SYNCS_UNDER: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
 
     /// The next sync of a file under `dir` fails with EIO (once).
     pub fn fail_next_sync_under(dir: &Path) {
-        FAIL_SYNCS_UNDER.lock().unwrap().push(dir.to_path_buf());
+        fail_sync_under_after(dir, 0);
+    }
+
+    /// After `passing` syncs under `dir` (the directory itself included), the next fails
+    /// with EIO (once): `1` fails the directory sync after an atomic replacement's
+    /// rename, when the rename may have happened.
+    pub fn fail_sync_under_after(dir: &Path, passing: usize) {
+        FAIL_SYNCS_UNDER
+            .lock()
+            .unwrap()
+            .push((dir.to_path_buf(), passing));
     }
 
     pub(super) fn check(path: &Path) -> Result<()> {
         let mut armed = FAIL_SYNCS_UNDER.lock().unwrap();
-        if let Some(i) = armed.iter().position(|dir| path.starts_with(dir)) {
+        if let Some(i) = armed.iter().position(|(dir, _)| path.starts_with(dir)) {
+            if armed[i].1 > 0 {
+                armed[i].1 -= 1;
+                return Ok(());
+            }
             armed.remove(i);
             return Err(std::io::Error::from_raw_os_error(5)).at(path);
         }

@@ -19,13 +19,13 @@
 //! partition checks sequences under its lock (`log/producers`).
 //!
 //! A name neither initialised nor produced with for `NameLimits::expiry` (7 days) is
-//! forgotten, journal included, so names cannot fill the table for good. Fencing
-//! survives that because a named id's epochs start at 1: a forgotten id with its epoch
-//! of 1 or more is refused as an unnamed id is (only epoch 0 is an unnamed id's), and
-//! the name's next InitProducer gets a new id. Names a journal from before that holds at
-//! epoch 0 never expire: forgetting them would let their zombies in as unnamed ids.
-//! When a name was last used is kept in memory only: a restart starts every name's
-//! count again, which can only keep a name longer.
+//! forgotten, journal included (`expiry.rs`), so names cannot fill the table for good.
+//! Fencing survives that because a named id's epochs start at 1: an id the server does
+//! not know as a name's is taken at epoch 0 only (an unnamed id's), so a forgotten id's
+//! instances are refused, and the name's next InitProducer gets a new id. Ids handed out
+//! before names started at 1 (below `expiry-floor`) may have instances at epoch 0, so
+//! they are never forgotten. When a name was last used is kept in memory only: a
+//! restart starts every name's count again, which can only keep a name longer.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -38,12 +38,15 @@ use std::time::{Duration, Instant};
 use crate::error::{quote, Error, IoContext, Result};
 use crate::log::files::{decode_offset_file, encode_offset_file, sync_all, write_atomically};
 
+mod expiry;
 mod journal;
-use journal::{encode_names, encode_record, record_len};
+use journal::{encode_record, record_len};
 
 const NEXT_ID_FILE: &str = "next-id";
 const NAMES_FILE: &str = "names";
+const FLOOR_FILE: &str = "expiry-floor";
 const NEXT_ID_MAGIC: &[u8; 8] = b"STRMPIDS";
+const FLOOR_MAGIC: &[u8; 8] = b"STRMPFLR";
 /// Ids reserved by one write of `next-id`.
 const ID_BLOCK: i64 = 1_000;
 /// Longest producer name, in bytes.
@@ -51,8 +54,9 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Named producers one server remembers at most.
 pub const MAX_NAMED_PRODUCERS: usize = 100_000;
 
-/// Epoch of an id whose name has moved on to a new id (its epochs ran out): every
-/// produce with it is fenced.
+/// Epoch of an id below the floor whose name has moved on to a new id (its epochs ran
+/// out, or the journal was damaged): every produce with it is fenced. One at or above
+/// the floor is simply dropped, as its epochs start at 1.
 const RETIRED: i32 = i32::MAX;
 /// A named id's first epoch; see the module's comment for why not 0.
 const FIRST_EPOCH: i16 = 1;
@@ -113,9 +117,12 @@ struct Inner {
     /// come: summed over every name at each InitProducer, it cost a named call five
     /// times an unnamed one's CPU with 100,000 names (hostile-client finding).
     live_bytes: u64,
-    /// The journal was damaged at open: names whose records may be lost get new ids
-    /// rather than an epoch that may already have been handed out.
+    /// The journal was damaged at open, or an append or rewrite failed: names whose
+    /// records may be lost get new ids rather than an epoch that may already have been
+    /// handed out. A rewrite that succeeds makes it whole again.
     trusted: bool,
+    /// Ids below it may have instances at epoch 0: never forgotten (see the module).
+    floor: i64,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -161,25 +168,31 @@ impl ProducerIds {
             damaged,
             trusted,
         } = journal::read(&names_path)?;
+        let next = records
+            .iter()
+            .map(|&(_, id, _)| id + 1)
+            .fold(reserved_to, i64::max);
+        let floor = expiry::read_floor(dir, len, next)?;
         let mut names = HashMap::new();
         let mut epochs = HashMap::new();
-        let mut next = reserved_to;
         for (name, id, epoch) in records {
             // After damage, later epochs of any name may have been handed out and lost:
             // each name is written back at the last epoch, so its next InitProducer gets
             // a new id, and every instance of its old id is fenced meanwhile. That
             // survives the rewrite below, and so the next start.
             let epoch = if trusted { epoch } else { i16::MAX };
-            next = next.max(id + 1);
             if let Some((old, _)) = names.insert(name, (id, epoch)) {
                 if old != id {
-                    epochs.insert(old, Named::new(RETIRED, 0));
+                    epochs.remove(&old);
+                    if old < floor {
+                        epochs.insert(old, Named::new(RETIRED, 0));
+                    }
                 }
             }
             epochs.insert(id, Named::new(i32::from(epoch), 0));
         }
         // Rewritten at once: without superseded and damaged records, and synced.
-        let live = encode_names(names.iter());
+        let live = journal::encode_names(names.iter());
         if damaged || len > 4 * live.len() + 4096 {
             write_atomically(&names_path, &live)?;
         }
@@ -204,6 +217,7 @@ impl ProducerIds {
                 journal_bytes,
                 live_bytes: live.len() as u64,
                 trusted,
+                floor,
             }),
         })
     }
@@ -261,10 +275,13 @@ impl ProducerIds {
             let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
             epochs.insert(id, Named::new(i32::from(epoch), now));
             if let Some(old) = retired.filter(|&old| old != id) {
-                epochs.insert(old, Named::new(RETIRED, now));
+                epochs.remove(&old);
+                if old < inner.floor {
+                    epochs.insert(old, Named::new(RETIRED, now));
+                }
             }
         }
-        self.compact_if_large(&mut inner)?;
+        self.compact_if_large(&mut inner);
         Ok((id, epoch))
     }
 
@@ -282,95 +299,16 @@ impl ProducerIds {
         Ok(id)
     }
 
-    fn compact_if_large(&self, inner: &mut Inner) -> Result<()> {
+    /// Rewrites the journal once it holds four times what is live. A failure is only
+    /// logged: the InitProducer that triggered it has its record written, and `rewrite`
+    /// keeps the state safe.
+    fn compact_if_large(&self, inner: &mut Inner) {
         if inner.journal_bytes < (1 << 20) || inner.journal_bytes < 4 * inner.live_bytes {
-            return Ok(());
-        }
-        let path = self.dir.join(NAMES_FILE);
-        let bytes = encode_names(inner.names.iter());
-        write_atomically(&path, &bytes)?;
-        inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
-        inner.journal_bytes = bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Forgets the names (and their ids' epochs) unused for the expiry, journal first:
-    /// a name forgotten in memory but not in the journal would come back at the next
-    /// start. Looks at most every quarter of the expiry (or minute), so that calls at
-    /// a full table do not each walk every name.
-    fn forget_unused(&self, inner: &mut Inner) {
-        let now = self.now_ms();
-        let expiry = self.limits.expiry.as_millis() as u64;
-        if now.saturating_sub(inner.swept_ms) < (expiry / 4).min(60_000) {
             return;
         }
-        inner.swept_ms = now;
-        // Decided and taken out of `epochs` under its lock: a produce that uses a name
-        // after the decision finds it gone and is refused, one before it keeps it.
-        let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
-        let unused: Vec<(String, i64, Named)> = inner
-            .names
-            .iter()
-            .filter(|(_, &(id, epoch))| {
-                epoch >= FIRST_EPOCH
-                    && epochs.get(&id).is_some_and(|named| {
-                        now.saturating_sub(named.used_ms.load(Ordering::Relaxed)) >= expiry
-                    })
-            })
-            .map(|(name, &(id, _))| (name.clone(), id))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|(name, id)| epochs.remove(&id).map(|named| (name, id, named)))
-            .collect();
-        drop(epochs);
-        if unused.is_empty() {
-            return;
+        if let Err(err) = self.rewrite(inner, |_| true) {
+            tracing::warn!(%err, "could not rewrite the producer names without superseded records");
         }
-        let forgotten: std::collections::HashSet<&str> =
-            unused.iter().map(|(name, _, _)| name.as_str()).collect();
-        let path = self.dir.join(NAMES_FILE);
-        let bytes = encode_names(
-            inner
-                .names
-                .iter()
-                .filter(|(name, _)| !forgotten.contains(name.as_str())),
-        );
-        let rewritten = write_atomically(&path, &bytes)
-            .and_then(|()| OpenOptions::new().append(true).open(&path).at(&path));
-        match rewritten {
-            Ok(journal) => {
-                inner.journal = journal;
-                inner.journal_bytes = bytes.len() as u64;
-                inner.live_bytes = bytes.len() as u64;
-                for (name, _, _) in &unused {
-                    inner.names.remove(name);
-                }
-                tracing::info!(
-                    names = unused.len(),
-                    "forgot producer names unused for the expiry"
-                );
-            }
-            Err(err) => {
-                // Kept, as the journal still holds them: used again, they stay.
-                tracing::warn!(%err, "could not rewrite the producer names without the unused ones; keeping them");
-                let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
-                for (_, id, named) in unused {
-                    epochs.insert(id, named);
-                }
-            }
-        }
-    }
-
-    /// The clock of `Named::used_ms`, in ms.
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64 + self.skipped_ms.load(Ordering::Relaxed)
-    }
-
-    /// Moves the clock of expiry on, as if `by` had passed.
-    #[cfg(test)]
-    fn skip(&self, by: Duration) {
-        self.skipped_ms
-            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether a produce may use this id and epoch (sequences are the partition's).
@@ -380,38 +318,38 @@ impl ProducerIds {
                 "producer id {id} was never handed out by this server: call InitProducer for one"
             )));
         }
-        let current = self
-            .epochs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|named| {
-                // Stored only when it changes: one producer's checks on several cores
-                // would otherwise bounce the cache line at every produce.
+        let epochs = self.epochs.read().unwrap_or_else(|p| p.into_inner());
+        let Some(named) = epochs.get(&id) else {
+            if epoch == 0 {
+                return Ok(());
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "producer {id} has no epoch {epoch} here: it was handed out without a name (an unnamed \
+                 id's only epoch is 0), or it is fenced, as its name moved to a new id or went unused \
+                 for {} ms and was forgotten; call InitProducer again (an older instance of a name must stop)",
+                self.limits.expiry.as_millis()
+            )));
+        };
+        match named.epoch {
+            RETIRED => Err(Error::FailedPrecondition(format!(
+                "producer {id} is fenced: its name has a new producer id since; this instance must stop"
+            ))),
+            current if i32::from(epoch) < current => Err(Error::FailedPrecondition(format!(
+                "producer {id} epoch {epoch} is fenced: InitProducer gave epoch {current} of its name to a newer \
+                 instance; this instance must stop"
+            ))),
+            current if i32::from(epoch) > current => Err(Error::FailedPrecondition(format!(
+                "producer {id} has no epoch {epoch} yet (the newest is {current}): use the epoch InitProducer answered"
+            ))),
+            _ => {
+                // A use keeps the name from expiring; stored only when the ms changes, so
+                // that one producer's checks on several cores do not bounce the line.
                 let now = self.now_ms();
                 if named.used_ms.load(Ordering::Relaxed) != now {
                     named.used_ms.store(now, Ordering::Relaxed);
                 }
-                named.epoch
-            });
-        match current {
-            Some(RETIRED) => Err(Error::FailedPrecondition(format!(
-                "producer {id} is fenced: its name has a new producer id since; this instance must stop"
-            ))),
-            Some(current) if i32::from(epoch) < current => Err(Error::FailedPrecondition(format!(
-                "producer {id} epoch {epoch} is fenced: InitProducer gave epoch {current} of its name to a newer \
-                 instance; this instance must stop"
-            ))),
-            Some(current) if i32::from(epoch) > current => Err(Error::FailedPrecondition(format!(
-                "producer {id} has no epoch {epoch} yet (the newest is {current}): use the epoch InitProducer answered"
-            ))),
-            Some(_) => Ok(()),
-            None if epoch != 0 => Err(Error::FailedPrecondition(format!(
-                "producer {id} has no epoch {epoch}: either it was handed out without a name, and its only \
-                 epoch is 0, or its name went unused for {} ms and was forgotten; call InitProducer again",
-                self.limits.expiry.as_millis()
-            ))),
-            None => Ok(()),
+                Ok(())
+            }
         }
     }
 }
