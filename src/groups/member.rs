@@ -2,6 +2,7 @@
 //! are answered; and the group states DescribeGroup names.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::Tp;
 
@@ -57,7 +58,8 @@ pub struct Answer {
 
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub id: String,
+    /// Shared with `Holders`, a slot for each partition it holds.
+    pub id: Arc<str>,
     pub instance_id: Option<String>,
     pub epoch: i64,
     /// The epoch before the last: a heartbeat whose answer was lost still counts.

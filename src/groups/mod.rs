@@ -20,6 +20,7 @@
 mod assign;
 pub mod coordinator;
 mod expiry;
+mod holders;
 mod journal;
 mod member;
 pub mod offsets;

@@ -316,7 +316,7 @@ impl Groups {
                     Subscription::Pattern(pattern, _) => (Vec::new(), pattern.clone()),
                 };
                 DescribedMember {
-                    id: m.id.clone(),
+                    id: m.id.to_string(),
                     instance_id: m.instance_id.clone(),
                     epoch: m.epoch,
                     topics,

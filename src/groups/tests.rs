@@ -291,7 +291,7 @@ impl World {
                 }
             }
         }
-        let server: BTreeSet<&str> = self.group.members().map(|m| m.id.as_str()).collect();
+        let server: BTreeSet<&str> = self.group.members().map(|m| &*m.id).collect();
         for c in self.clients.iter().filter(|c| c.alive) {
             prop_assert!(
                 server.contains(c.member_id.as_str()),
