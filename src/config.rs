@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// A producer name with no InitProducer and no produce with its id for this long is
     /// forgotten: its id is fenced, and the name's next InitProducer gets a new id.
     pub producer_name_expiry_ms: u64,
+    /// Idempotent producers remembered over every partition (a partition remembers at
+    /// most 20,000 itself); past it, a partition forgets its idlest producer for a new one.
+    pub max_idempotent_producers: usize,
     /// A connection is closed when one of its responses has waited this long for the
     /// client to read it.
     pub stalled_reader_timeout_ms: u64,
@@ -134,6 +137,7 @@ impl Default for ServerConfig {
             topic_defaults: BTreeMap::new(),
             compaction_map_bytes: limits.compaction_map_bytes,
             producer_name_expiry_ms: limits.producer_names.expiry.as_millis() as u64,
+            max_idempotent_producers: limits.max_idempotent_producers,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
@@ -194,6 +198,7 @@ impl ServerConfig {
                 expiry: Duration::from_millis(self.producer_name_expiry_ms.max(1)),
                 ..Default::default()
             },
+            max_idempotent_producers: self.max_idempotent_producers,
         })
     }
 

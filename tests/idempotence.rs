@@ -274,6 +274,39 @@ async fn a_name_unused_for_its_expiry_is_forgotten_and_its_id_fenced() {
     server.stop().await.unwrap();
 }
 
+/// `max_idempotent_producers` bounds what every partition together remembers: past it,
+/// a partition forgets its idlest producer for a new one, whose retries it then no
+/// longer recognises.
+#[tokio::test]
+async fn past_the_servers_cap_the_idlest_producer_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_idempotent_producers: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(dir.path(), limits).await;
+    let client = server.client_with_topic("t", 1).await;
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let p = init(&client, "").await;
+        first.push((p, produce(&client, request(0, p, 0, &["v"])).await.unwrap()));
+        tokio::time::sleep(Duration::from_millis(5)).await; // the idlest is clear
+    }
+    let [(oldest, _), (kept, kept_at), _] = first[..] else {
+        unreachable!()
+    };
+    let retried = produce(&client, request(0, kept, 0, &["v"])).await.unwrap();
+    assert_eq!(
+        retried, kept_at,
+        "remembered: answered with its first offsets"
+    );
+    let again = produce(&client, request(0, oldest, 0, &["v"]))
+        .await
+        .unwrap();
+    assert_eq!(again, (3, 3), "forgotten: the retry is written again");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn retries_are_recognised_after_a_graceful_restart() {
     let dir = tempfile::tempdir().unwrap();

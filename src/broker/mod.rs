@@ -66,6 +66,9 @@ pub struct Limits {
     pub compaction_map_bytes: usize,
     /// Named producers kept, and for how long unused (see `producer_ids/`).
     pub producer_names: producer_ids::NameLimits,
+    /// Idempotent producers remembered over every partition, about (see
+    /// `log/producers/tally.rs`).
+    pub max_idempotent_producers: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +86,8 @@ impl Default for Limits {
             min_free_disk: DiskFloor::default(),
             compaction_map_bytes: 32 << 20,
             producer_names: producer_ids::NameLimits::default(),
+            // About 200 bytes each: 100 MB.
+            max_idempotent_producers: 500_000,
         }
     }
 }
@@ -178,7 +183,10 @@ impl Broker {
     pub fn open(data_dir: &Path, limits: Limits) -> Result<Broker> {
         let data_dir = DataDir::open(data_dir)?;
         data_dir.remove_deleted_leftovers();
-        let cache = SegmentCache::new(limits.max_open_segments);
+        let cache = SegmentCache::with_producer_cap(
+            limits.max_open_segments,
+            limits.max_idempotent_producers,
+        );
         let topics_dir = data_dir.topics();
         let mut topics = Topics::default();
         for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {

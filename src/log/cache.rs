@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::producers::tally::ProducerTally;
 use super::segment::Segment;
 use crate::error::Result;
 
@@ -40,6 +41,9 @@ pub struct SegmentCache {
     /// (for a deleted topic, that would pin its unlinked files).
     retired: Mutex<std::collections::HashSet<u64>>,
     next_log: AtomicU64,
+    /// The idempotent producers of every log here. Not a segment matter, but the cache
+    /// is what every log of a server shares, by construction.
+    pub(super) producers: ProducerTally,
 }
 
 impl std::fmt::Debug for SegmentCache {
@@ -51,14 +55,27 @@ impl std::fmt::Debug for SegmentCache {
 }
 
 impl SegmentCache {
-    /// A cache that keeps at most `capacity` sealed segments open (at least one).
+    /// A cache that keeps at most `capacity` sealed segments open (at least one), for
+    /// logs with no cap on their producers together.
     pub fn new(capacity: usize) -> Arc<SegmentCache> {
+        SegmentCache::with_producer_cap(capacity, usize::MAX)
+    }
+
+    /// A cache for logs that remember at most about `max_producers` idempotent
+    /// producers together (see `producers/tally.rs`).
+    pub fn with_producer_cap(capacity: usize, max_producers: usize) -> Arc<SegmentCache> {
         let capacity = NonZeroUsize::new(capacity.max(1)).expect("at least one");
         Arc::new(SegmentCache {
             slots: Mutex::new(LruCache::new(capacity)),
             retired: Mutex::default(),
             next_log: AtomicU64::new(0),
+            producers: ProducerTally::new(max_producers),
         })
+    }
+
+    /// Idempotent producers remembered by the logs that share this cache.
+    pub fn producers_held(&self) -> usize {
+        self.producers.held()
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, LruCache<(u64, u64, u64), Slot>> {

@@ -106,6 +106,7 @@ pub struct Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.cache.forget_log(self.id);
+        self.cache.producers.changed(self.producers.len(), 0);
     }
 }
 
@@ -117,6 +118,14 @@ static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 pub(super) fn next_generation() -> u64 {
     GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Log {
+    /// Tells the server's tally that this log's producers went from `before` to what
+    /// they are now; every change to `producers` is followed by it.
+    pub(super) fn producers_changed(&self, before: usize) {
+        self.cache.producers.changed(before, self.producers.len());
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -275,13 +284,17 @@ impl Log {
         let (mut pieces, header) = batch.assign(base_offset);
         self.active_mut()
             .append(&mut pieces, &header, now, writeback)?;
-        self.producers.record(
-            &producer,
-            records,
-            base_offset,
-            now,
-            self.config.max_producers,
-        );
+        // Past the server's cap, a new producer takes the place of this partition's
+        // idlest one, as at the partition's own cap (`producers/tally.rs`).
+        let held = self.producers.len();
+        let max = if self.cache.producers.is_full() {
+            held.min(self.config.max_producers)
+        } else {
+            self.config.max_producers
+        };
+        self.producers
+            .record(&producer, records, base_offset, now, max);
+        self.producers_changed(held);
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),

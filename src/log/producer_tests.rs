@@ -250,3 +250,48 @@ fn producers_idle_past_the_expiry_are_forgotten_and_stay_forgotten_after_a_resta
     let (log, _) = Log::open(dir.path(), config).unwrap();
     assert_eq!(log.producers().get(1).unwrap().batches.len(), 1);
 }
+
+/// The server's cap over every log sharing a cache: past it, a partition makes room for
+/// a new producer by forgetting its own idlest; one with none still takes one. The tally
+/// follows every change: appends, DeleteRecords, expiry, a reopen, a log dropped.
+#[test]
+fn past_the_servers_cap_a_partition_forgets_its_idlest_producer() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = SegmentCache::with_producer_cap(16, 3);
+    let (mut a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    let (mut b, _) = Log::open_in(b_dir.path(), config(), &cache).unwrap();
+    let append = |log: &mut Log, id: i64, seq: i32| {
+        // Apart in time, so that which producer is the idlest is clear.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        log.append(&mut from(id, 0, seq, 1)).unwrap()
+    };
+    for id in 1..=3 {
+        append(&mut a, id, 0);
+    }
+    assert_eq!(cache.producers_held(), 3);
+    append(&mut b, 4, 0); // b has none: it takes one past the cap
+    assert_eq!(cache.producers_held(), 4);
+    append(&mut a, 5, 0); // a forgets its idlest, producer 1
+    assert_eq!((a.producers().len(), cache.producers_held()), (3, 4));
+    assert!(a.producers().get(1).is_none());
+    assert!(
+        !append(&mut a, 1, 0).duplicate,
+        "producer 1's retry is not recognised any more"
+    );
+    assert!(append(&mut a, 5, 0).duplicate, "producer 5's is");
+    b.delete_records(b.next_offset()).unwrap();
+    assert_eq!(
+        cache.producers_held(),
+        3,
+        "b's producer went with its batches"
+    );
+    assert_eq!(a.expire_producers(super::log::now_ms() + 2 * 86_400_000), 3);
+    assert_eq!(cache.producers_held(), 0);
+    append(&mut a, 6, 0);
+    a.close().unwrap();
+    assert_eq!(cache.producers_held(), 0, "a closed log holds none");
+    let (a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    assert_eq!((a.producers().len(), cache.producers_held()), (1, 1));
+    drop(a);
+    assert_eq!(cache.producers_held(), 0);
+}

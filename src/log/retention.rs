@@ -351,7 +351,9 @@ impl Log {
             .start_offset
             .max(plan.new_start.min(self.next_offset()));
         self.segments_changed += 1;
+        let held = self.producers.len();
         self.producers.trim_below(self.log_start_offset());
+        self.producers_changed(held);
         Ok(job)
     }
 
@@ -367,7 +369,9 @@ impl Log {
             return Err(Error::OffsetOutOfRange { offset, start, end });
         }
         self.start_offset = self.start_offset.max(offset);
+        let held = self.producers.len();
         self.producers.trim_below(self.log_start_offset());
+        self.producers_changed(held);
         Ok(self.log_start_offset())
     }
 

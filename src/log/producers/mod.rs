@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 pub mod rebuild;
 pub mod snapshot;
+pub mod tally;
 #[cfg(test)]
 mod tests;
 

@@ -63,6 +63,13 @@ impl Log {
     /// Replaces the producer state with what the snapshots and the log hold (see the
     /// module comment).
     pub(in crate::log) fn load_producers(&mut self) -> Result<ProducerLoad> {
+        let held = self.producers.len();
+        let loaded = self.read_producers();
+        self.producers_changed(held);
+        loaded
+    }
+
+    fn read_producers(&mut self) -> Result<ProducerLoad> {
         let (start, end) = (self.log_start_offset(), self.next_offset());
         let mut load = ProducerLoad::default();
         self.producers = ProducerStates::default();
@@ -149,7 +156,10 @@ impl Log {
     /// Forgets producers idle longer than `producer_expiration`; returns how many.
     pub fn expire_producers(&mut self, now_ms: i64) -> usize {
         let after = self.config.producer_expiration.as_millis() as i64;
-        self.producers.expire(now_ms, after)
+        let held = self.producers.len();
+        let expired = self.producers.expire(now_ms, after);
+        self.producers_changed(held);
+        expired
     }
 
     /// The snapshot a roll owes, encoded under the lock and written by the next flush.
