@@ -119,14 +119,19 @@ impl ProducerIds {
                 inner.journal_bytes = bytes.len() as u64;
                 inner.live_bytes = bytes.len() as u64;
                 inner.trusted = true;
+                inner.stale = false;
                 Ok(())
             }
             Err(err) => {
                 inner.trusted = false;
                 let at_path = OpenOptions::new().append(true).open(&path);
-                if let Ok((journal, meta)) = at_path.and_then(|j| j.metadata().map(|m| (j, m))) {
-                    inner.journal = journal;
-                    inner.journal_bytes = meta.len();
+                match at_path.and_then(|j| j.metadata().map(|m| (j, m))) {
+                    Ok((journal, meta)) => {
+                        inner.journal = journal;
+                        inner.journal_bytes = meta.len();
+                        inner.stale = false;
+                    }
+                    Err(_) => inner.stale = true,
                 }
                 Err(err)
             }

@@ -61,6 +61,17 @@ const RETIRED: i32 = i32::MAX;
 /// A named id's first epoch; see the module's comment for why not 0.
 const FIRST_EPOCH: i16 = 1;
 
+/// The journal's name for a retired id below the floor: a record under it keeps the id
+/// fenced across rewrites (which keep one record per name) and restarts. Clients cannot
+/// send it: names with control characters are refused.
+fn tombstone(id: i64) -> String {
+    format!("\0retired {id}")
+}
+
+fn is_tombstone(name: &str) -> bool {
+    name.starts_with('\0')
+}
+
 /// How many names a server keeps, and for how long unused.
 #[derive(Debug, Clone, Copy)]
 pub struct NameLimits {
@@ -121,8 +132,13 @@ struct Inner {
     /// records may be lost get new ids rather than an epoch that may already have been
     /// handed out. A rewrite that succeeds makes it whole again.
     trusted: bool,
-    /// Ids below it may have instances at epoch 0: never forgotten (see the module).
+    /// Ids below it may have instances at epoch 0: never forgotten (see the module),
+    /// and kept fenced by a tombstone when retired.
     floor: i64,
+    /// `journal` is a file no longer at the path (a rewrite failed after its rename,
+    /// and reopening failed too): named calls are refused until it reopens, as their
+    /// records would be lost at the next start.
+    stale: bool,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -176,6 +192,11 @@ impl ProducerIds {
         let mut names = HashMap::new();
         let mut epochs = HashMap::new();
         for (name, id, epoch) in records {
+            if is_tombstone(&name) {
+                epochs.insert(id, Named::new(RETIRED, 0));
+                names.insert(name, (id, i16::MAX));
+                continue;
+            }
             // After damage, later epochs of any name may have been handed out and lost:
             // each name is written back at the last epoch, so its next InitProducer gets
             // a new id, and every instance of its old id is fenced meanwhile. That
@@ -186,6 +207,7 @@ impl ProducerIds {
                     epochs.remove(&old);
                     if old < floor {
                         epochs.insert(old, Named::new(RETIRED, 0));
+                        names.insert(tombstone(old), (old, i16::MAX));
                     }
                 }
             }
@@ -218,6 +240,7 @@ impl ProducerIds {
                 live_bytes: live.len() as u64,
                 trusted,
                 floor,
+                stale: false,
             }),
         })
     }
@@ -250,8 +273,20 @@ impl ProducerIds {
                 inner.names.get(name).map(|&(id, _)| id),
             ),
         };
-        let record = encode_record(name, id, epoch);
         let path = self.dir.join(NAMES_FILE);
+        if inner.stale {
+            inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
+            inner.journal_bytes = inner.journal.metadata().at(&path)?.len();
+            inner.stale = false;
+        }
+        // A retired id below the floor gets its tombstone, before the record that moves
+        // its name: torn between the two, the name keeps its old id, still fenced.
+        let retired = retired.filter(|&old| old != id);
+        let buried = retired.filter(|&old| old < inner.floor).map(tombstone);
+        let mut record = buried.as_ref().map_or_else(Vec::new, |grave| {
+            encode_record(grave, retired.unwrap_or_default(), i16::MAX)
+        });
+        record.extend_from_slice(&encode_record(name, id, epoch));
         let written = inner
             .journal
             .write_all(&record)
@@ -270,11 +305,17 @@ impl ProducerIds {
         if inner.names.insert(name.to_string(), (id, epoch)).is_none() {
             inner.live_bytes += record_len(name);
         }
+        if let Some(grave) = buried {
+            inner.live_bytes += record_len(&grave);
+            inner
+                .names
+                .insert(grave, (retired.unwrap_or_default(), i16::MAX));
+        }
         {
             let now = self.now_ms();
             let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
             epochs.insert(id, Named::new(i32::from(epoch), now));
-            if let Some(old) = retired.filter(|&old| old != id) {
+            if let Some(old) = retired {
                 epochs.remove(&old);
                 if old < inner.floor {
                     epochs.insert(old, Named::new(RETIRED, now));

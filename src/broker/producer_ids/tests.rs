@@ -235,3 +235,103 @@ fn a_failed_rewrite_loses_no_record_and_repeats_no_epoch() {
         "c's record was kept"
     );
 }
+
+/// An id below the floor whose name moves to a new id stays fenced when the journal is
+/// rewritten (one record per name) and the server restarts: its instances may be at
+/// epoch 0, which an unknown id would be taken at.
+#[test]
+fn a_retired_id_below_the_floor_stays_fenced_across_a_rewrite_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = ProducerIds::open(dir.path(), limits(10))
+        .unwrap()
+        .init(None)
+        .unwrap()
+        .0;
+    // A name at its last epoch, from before the floor: its next call moves it.
+    fs::write(
+        dir.path().join(NAMES_FILE),
+        encode_record("old", old, i16::MAX),
+    )
+    .unwrap();
+    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (moved, epoch) = ids.init(Some("old")).unwrap();
+    assert!(moved != old && epoch == FIRST_EPOCH);
+    assert!(ids
+        .check(old, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("fenced"));
+    ids.rewrite(&mut ids.inner.lock().unwrap(), |_| true)
+        .unwrap();
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let refused = ids.check(old, 0).unwrap_err().to_string();
+    assert!(refused.contains("fenced"), "{refused}");
+    assert_eq!(ids.init(Some("old")).unwrap(), (moved, 2));
+}
+
+/// A rewrite that failed after its rename, with the file at the path unopenable: named
+/// calls are refused (their records would go to a file no longer there) until it opens.
+#[test]
+fn named_calls_wait_for_a_journal_that_can_be_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    ids.init(Some("a")).unwrap();
+    let b = ids.init(Some("b")).unwrap();
+    ids.skip(Duration::from_millis(1_200));
+    ids.check(b.0, b.1).unwrap();
+    let path = dir.path().join(NAMES_FILE);
+    crate::log::files::failpoint::fail_sync_under_after(dir.path(), 1);
+    // The rewrite forgetting a fails at its directory sync, after its rename; then the
+    // file at the path is swapped for a directory, which cannot be opened for appends.
+    let moved = dir.path().join("moved");
+    let mut inner = ids.inner.lock().unwrap();
+    ids.forget_unused(&mut inner);
+    assert!(!inner.trusted);
+    fs::rename(&path, &moved).unwrap();
+    fs::create_dir(&path).unwrap();
+    let _ = ids.rewrite(&mut inner, |_| true);
+    assert!(inner.stale);
+    drop(inner);
+    assert!(
+        ids.init(Some("c")).is_err(),
+        "refused while the journal is away"
+    );
+    ids.init(None).unwrap();
+    fs::remove_dir(&path).unwrap();
+    fs::rename(&moved, &path).unwrap();
+    let c = ids.init(Some("c")).unwrap();
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    assert_eq!(
+        ids.init(Some("c")).unwrap(),
+        (c.0, c.1 + 1),
+        "c's record was kept"
+    );
+}
+
+/// The same for a name an older server moved to a new id: the superseded record, the
+/// only thing fencing the old id, becomes a tombstone at the first start.
+#[test]
+fn an_id_retired_before_the_floor_stays_fenced_across_a_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (old, new) = (ids.init(None).unwrap().0, ids.init(None).unwrap().0);
+    drop(ids);
+    let mut journal = encode_record("svc", old, i16::MAX);
+    journal.extend_from_slice(&encode_record("svc", new, 0));
+    fs::write(dir.path().join(NAMES_FILE), journal).unwrap();
+    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    ids.rewrite(&mut ids.inner.lock().unwrap(), |_| true)
+        .unwrap();
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    assert!(ids
+        .check(old, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("fenced"));
+    ids.check(new, 0).unwrap();
+}
