@@ -86,7 +86,7 @@ impl Default for Limits {
             min_free_disk: DiskFloor::default(),
             compaction_map_bytes: 32 << 20,
             producer_names: producer_ids::NameLimits::default(),
-            // About 200 bytes each: 100 MB.
+            // About 240 bytes each: 120 MB.
             max_idempotent_producers: 500_000,
         }
     }

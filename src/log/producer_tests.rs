@@ -295,3 +295,52 @@ fn past_the_servers_cap_a_partition_forgets_its_idlest_producer() {
     drop(a);
     assert_eq!(cache.producers_held(), 0);
 }
+
+/// After a crash, the producers a partition evicted for the cap since its last snapshot
+/// come back from the snapshot and the batch headers: the log keeps its idlest within
+/// what the cap leaves.
+#[test]
+fn a_log_rebuilt_after_a_crash_keeps_within_the_servers_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SegmentCache::with_producer_cap(16, 3);
+    let (mut log, _) = Log::open_in(dir.path(), config(), &cache).unwrap();
+    for id in 1..=3 {
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        log.append(&mut from(id, 0, 0, 1)).unwrap();
+    }
+    log.roll().unwrap();
+    log.flush().unwrap(); // a snapshot of producers 1 to 3
+    for id in 4..=6 {
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        log.append(&mut from(id, 0, 0, 1)).unwrap(); // each forgets one of 1 to 3
+    }
+    assert_eq!(cache.producers_held(), 3);
+    drop(log); // a crash: no snapshot at close
+    let (log, _) = Log::open_in(dir.path(), config(), &cache).unwrap();
+    assert_eq!(cache.producers_held(), 3, "{:?}", log.producers());
+    let mut kept: Vec<i64> = log.producers().iter().map(|(id, _)| id).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [4, 5, 6], "the idlest went");
+}
+
+/// The same when the snapshot alone holds more than the cap leaves: other logs took the
+/// room while this one was down.
+#[test]
+fn a_snapshot_past_what_the_cap_leaves_keeps_its_newest() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = SegmentCache::with_producer_cap(16, 3);
+    let (mut a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    for id in 1..=3 {
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        a.append(&mut from(id, 0, 0, 1)).unwrap();
+    }
+    a.close().unwrap(); // a snapshot of producers 1 to 3
+    let (mut b, _) = Log::open_in(b_dir.path(), config(), &cache).unwrap();
+    for id in 7..=9 {
+        b.append(&mut from(id, 0, 0, 1)).unwrap();
+    }
+    let (a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    let kept: Vec<i64> = a.producers().iter().map(|(id, _)| id).collect();
+    assert_eq!(kept, [3], "one, the newest, as for a partition with none");
+    assert_eq!(cache.producers_held(), 4);
+}

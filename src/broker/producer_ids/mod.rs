@@ -213,6 +213,22 @@ impl ProducerIds {
             }
             epochs.insert(id, Named::new(i32::from(epoch), 0));
         }
+        // A tombstone whose id a name still holds: the name's move was lost after the
+        // tombstone was written. The id is the name's again (its instances are fenced
+        // by its epoch, as any name's), or a rewrite could order the tombstone after
+        // the name's record and retire a live id at the next start.
+        let held: HashMap<i64, i16> = names
+            .iter()
+            .filter(|(name, _)| !is_tombstone(name))
+            .map(|(_, &(id, epoch))| (id, epoch))
+            .collect();
+        names.retain(|name, (id, _)| {
+            let Some(&epoch) = held.get(id).filter(|_| is_tombstone(name)) else {
+                return true;
+            };
+            epochs.insert(*id, Named::new(i32::from(epoch), 0));
+            false
+        });
         // Rewritten at once: without superseded and damaged records, and synced.
         let live = journal::encode_names(names.iter());
         if damaged || len > 4 * live.len() + 4096 {
@@ -254,6 +270,12 @@ impl ProducerIds {
             return Ok((self.allocate(&mut inner)?, 0));
         };
         check_name(name)?;
+        if inner.stale {
+            let path = self.dir.join(NAMES_FILE);
+            inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
+            inner.journal_bytes = inner.journal.metadata().at(&path)?.len();
+            inner.stale = false;
+        }
         self.forget_unused(&mut inner);
         let known = inner.names.get(name).copied().filter(|_| inner.trusted);
         let max = self.limits.max_names;
@@ -273,43 +295,20 @@ impl ProducerIds {
                 inner.names.get(name).map(|&(id, _)| id),
             ),
         };
-        let path = self.dir.join(NAMES_FILE);
-        if inner.stale {
-            inner.journal = OpenOptions::new().append(true).open(&path).at(&path)?;
-            inner.journal_bytes = inner.journal.metadata().at(&path)?.len();
-            inner.stale = false;
-        }
-        // A retired id below the floor gets its tombstone, before the record that moves
-        // its name: torn between the two, the name keeps its old id, still fenced.
+        // A retired id below the floor gets its tombstone first, in a write of its
+        // own (a torn write is one record): if the name's record is then lost, the name
+        // keeps its old id, and open drops the tombstone.
         let retired = retired.filter(|&old| old != id);
-        let buried = retired.filter(|&old| old < inner.floor).map(tombstone);
-        let mut record = buried.as_ref().map_or_else(Vec::new, |grave| {
-            encode_record(grave, retired.unwrap_or_default(), i16::MAX)
-        });
-        record.extend_from_slice(&encode_record(name, id, epoch));
-        let written = inner
-            .journal
-            .write_all(&record)
-            .at(&path)
-            .and_then(|()| sync_all(&inner.journal, &path));
-        if let Err(err) = written {
-            // Cut what part of the record got written (a full disk), so the next record
-            // does not follow torn bytes; if even that fails, trust no epoch of the
-            // journal until the next open sorts it out.
-            if inner.journal.set_len(inner.journal_bytes).is_err() {
-                inner.trusted = false;
+        if let Some(old) = retired.filter(|&old| old < inner.floor) {
+            let grave = tombstone(old);
+            self.append(&mut inner, &encode_record(&grave, old, i16::MAX))?;
+            if inner.names.insert(grave.clone(), (old, i16::MAX)).is_none() {
+                inner.live_bytes += record_len(&grave);
             }
-            return Err(err);
         }
-        inner.journal_bytes += record.len() as u64;
+        self.append(&mut inner, &encode_record(name, id, epoch))?;
         if inner.names.insert(name.to_string(), (id, epoch)).is_none() {
             inner.live_bytes += record_len(name);
-        }
-        if let Some(grave) = buried {
-            inner.live_bytes += record_len(&grave);
-            inner
-                .names
-                .insert(grave, (retired.unwrap_or_default(), i16::MAX));
         }
         {
             let now = self.now_ms();
@@ -324,6 +323,26 @@ impl ProducerIds {
         }
         self.compact_if_large(&mut inner);
         Ok((id, epoch))
+    }
+
+    /// Appends one record to the journal and syncs it. A failed write is cut back (a
+    /// full disk), so the next record does not follow torn bytes; if even that fails,
+    /// no epoch of the journal is trusted until a rewrite or the next open sorts it out.
+    fn append(&self, inner: &mut Inner, record: &[u8]) -> Result<()> {
+        let path = self.dir.join(NAMES_FILE);
+        let written = inner
+            .journal
+            .write_all(record)
+            .at(&path)
+            .and_then(|()| sync_all(&inner.journal, &path));
+        if let Err(err) = written {
+            if inner.journal.set_len(inner.journal_bytes).is_err() {
+                inner.trusted = false;
+            }
+            return Err(err);
+        }
+        inner.journal_bytes += record.len() as u64;
+        Ok(())
     }
 
     fn allocate(&self, inner: &mut Inner) -> Result<i64> {

@@ -335,3 +335,33 @@ fn an_id_retired_before_the_floor_stays_fenced_across_a_rewrite() {
         .contains("fenced"));
     ids.check(new, 0).unwrap();
 }
+
+/// A tombstone written but the record moving its name lost (a crash between the two
+/// writes): the name keeps its old id, which stays the name's across rewrites and
+/// restarts rather than being retired under a live producer.
+#[test]
+fn a_tombstone_whose_move_was_lost_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = ProducerIds::open(dir.path(), limits(10))
+        .unwrap()
+        .init(None)
+        .unwrap()
+        .0;
+    let mut journal = encode_record("x", old, 5);
+    journal.extend_from_slice(&encode_record(&tombstone(old), old, i16::MAX));
+    fs::write(dir.path().join(NAMES_FILE), journal).unwrap();
+    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    ids.check(old, 5).unwrap();
+    assert_eq!(ids.init(Some("x")).unwrap(), (old, 6));
+    ids.rewrite(&mut ids.inner.lock().unwrap(), |_| true)
+        .unwrap();
+    drop(ids);
+    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    ids.check(old, 6).unwrap();
+    assert!(ids
+        .check(old, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("fenced"));
+}

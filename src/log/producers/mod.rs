@@ -221,6 +221,22 @@ impl ProducerStates {
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
     }
 
+    /// Forgets the idlest producers until at most `max` are left.
+    pub fn keep_at_most(&mut self, max: usize) {
+        let Some(excess) = self.producers.len().checked_sub(max).filter(|&n| n > 0) else {
+            return;
+        };
+        let mut by_age: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| (e.last_seen_ms, id))
+            .collect();
+        by_age.sort_unstable();
+        for (_, id) in &by_age[..excess] {
+            self.producers.remove(id);
+        }
+    }
+
     /// Forgets producers that have not appended for `after_ms`; returns how many.
     pub fn expire(&mut self, now_ms: i64, after_ms: i64) -> usize {
         let before = self.producers.len();

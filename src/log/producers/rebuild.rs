@@ -64,12 +64,15 @@ impl Log {
     /// module comment).
     pub(in crate::log) fn load_producers(&mut self) -> Result<ProducerLoad> {
         let held = self.producers.len();
-        let loaded = self.read_producers();
+        // What the server's cap leaves (this log's own count is being replaced): the
+        // producers a crash brought back, evicted since the last snapshot, stay within it.
+        let room = self.cache.producers.room() + held;
+        let loaded = self.read_producers(room);
         self.producers_changed(held);
         loaded
     }
 
-    fn read_producers(&mut self) -> Result<ProducerLoad> {
+    fn read_producers(&mut self, room: usize) -> Result<ProducerLoad> {
         let (start, end) = (self.log_start_offset(), self.next_offset());
         let mut load = ProducerLoad::default();
         self.producers = ProducerStates::default();
@@ -109,7 +112,7 @@ impl Log {
         }
         let from = load.snapshot.unwrap_or(start);
         let now = now_ms();
-        let max = self.config.max_producers;
+        let max = self.config.max_producers.min(room.max(1));
         let mut producers = std::mem::take(&mut self.producers);
         // Batches that compaction rewrote carry the producer of their first record only:
         // they say nothing reliable of sequences.
@@ -149,6 +152,8 @@ impl Log {
         // A snapshot from before retention or DeleteRecords moved the start still holds
         // the producers they forgot.
         producers.trim_below(start);
+        // The snapshot may hold more than the cap leaves now.
+        producers.keep_at_most(max);
         self.producers = producers;
         Ok(load)
     }

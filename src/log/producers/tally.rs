@@ -5,7 +5,9 @@
 //! 256-310 MB with 1.28 million producer-partitions. Past the cap, a partition makes
 //! room for a new producer by forgetting its own idlest one, as at its own cap; a
 //! partition with none still takes one, so the tally exceeds the cap by at most one a
-//! partition.
+//! partition. A log rebuilt from its snapshot and batch headers (after a crash, where
+//! producers evicted since the snapshot are back) keeps its idlest within what the cap
+//! leaves, at least one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -30,6 +32,11 @@ impl ProducerTally {
 
     pub fn is_full(&self) -> bool {
         self.held() >= self.max
+    }
+
+    /// How many more the cap allows.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.held())
     }
 
     /// A log's producers went from `before` to `after`.
