@@ -39,11 +39,13 @@ impl ProducerTally {
         self.max.saturating_sub(self.held())
     }
 
-    /// A log's producers went from `before` to `after`.
+    /// A log's producers went from `before` to `after`. Nothing is written when they
+    /// did not change, as at nearly every append: every partition's appends would
+    /// otherwise contend for this one cache line.
     pub fn changed(&self, before: usize, after: usize) {
         if after > before {
             self.held.fetch_add(after - before, Ordering::Relaxed);
-        } else {
+        } else if after < before {
             self.held.fetch_sub(before - after, Ordering::Relaxed);
         }
     }
