@@ -80,6 +80,9 @@ pub struct ServerConfig {
     pub stalled_reader_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Calls open at once over the whole server (streams until they close, long polls
+    /// until they answer); past it a call is refused with RESOURCE_EXHAUSTED.
+    pub max_calls: usize,
     /// How long a graceful stop lets requests in flight finish before it closes the
     /// connections still open.
     pub shutdown_timeout_ms: u64,
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             max_idempotent_producers: limits.max_idempotent_producers,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
+            max_calls: options.max_calls,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
             transparent_huge_pages: false,
             worker_threads: 0,
@@ -266,6 +270,7 @@ impl ServerConfig {
             ),
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
+            max_calls: self.max_calls.max(1),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             connection_threads: match self.pin_connections {
                 true => self.workers(),

@@ -305,3 +305,67 @@ async fn a_connection_carries_at_most_max_concurrent_streams_calls() {
     }
     server.stop().await.unwrap();
 }
+
+/// The server carries at most `max_calls` calls at once over all its connections (a
+/// hostile client opened 100,000 Subscribe streams over ten connections, +331 MB): past
+/// it, a call is refused at once with RESOURCE_EXHAUSTED, health checks still answer,
+/// and a closed stream gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_carries_at_most_max_calls_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        max_calls: 3,
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let setup = server.client_with_topic("t", 1).await;
+    drop(setup);
+    let subscribe = pb::SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        start: Some(pb::subscribe_request::Start::Offset(0)),
+        ..Default::default()
+    };
+    // Three streams, each on a connection of its own.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let client = server.client().await;
+        let stream = client.log().subscribe(subscribe.clone()).await.unwrap();
+        streams.push((client, stream));
+    }
+    let other = server.client().await;
+    let refused = other.admin().list_topics().await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_calls"),
+        "{}",
+        refused.message()
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    assert!(health.is_ok(), "{health:?}");
+    drop(streams.pop());
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match other.admin().list_topics().await {
+                Ok(listed) => return listed,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("a place comes back once a stream closes");
+    assert_eq!(listed.len(), 1);
+    drop(streams);
+    server.stop().await.unwrap();
+}

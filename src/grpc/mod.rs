@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod budget;
+pub mod call_limit;
 pub mod codec;
 pub mod connection;
 pub mod direct;

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::BudgetLayer;
+use crate::grpc::call_limit::CallLimitLayer;
 use crate::grpc::connection::{Incoming, Timeouts};
 use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
@@ -69,6 +70,8 @@ pub struct ServeOptions {
     /// waits to open more. Above a `GroupConsumer`'s partitions: it polls each on a
     /// call of its own, all on one connection.
     pub max_concurrent_streams: u32,
+    /// Calls open at once over the whole server (see `grpc/call_limit.rs`).
+    pub max_calls: usize,
     /// How long a graceful stop lets connections finish their requests; then those
     /// still open are closed, and the stop goes on.
     pub shutdown_timeout: Duration,
@@ -97,6 +100,7 @@ impl Default for ServeOptions {
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
             max_concurrent_streams: 10_000,
+            max_calls: 50_000,
             shutdown_timeout: Duration::from_secs(15),
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
@@ -227,8 +231,10 @@ pub async fn serve(
         options.request_budget_bytes,
         limits,
     );
+    let calls = CallLimitLayer::new(options.max_calls);
     let router = || {
         Server::builder()
+            .layer(calls.clone())
             .layer(budget.clone())
             // Larger HTTP/2 windows than the defaults: on this class of machine they double
             // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
