@@ -27,6 +27,12 @@ pub fn check_id(id: &str) -> Result<()> {
 pub struct Member {
     pub idx: MemberIdx,
     pub last_seen_ms: i64,
+    /// Joined by a ShareStream, which it leaves when the stream ends: its session does
+    /// not expire meanwhile. A worker on a long job sends nothing on its stream, and
+    /// its member expired under it, giving its records to others while it held their
+    /// locks, and its next acknowledgement ended the stream (hostile-client finding).
+    /// HTTP/2's keepalive ends the stream of a client that vanished.
+    pub streaming: bool,
 }
 
 #[derive(Debug, Default)]
@@ -60,29 +66,32 @@ impl Members {
             Member {
                 idx,
                 last_seen_ms: now_ms,
+                streaming: false,
             },
         );
         Ok((id, idx))
     }
 
-    /// As `join`, but a member already known under `id` is replaced by a new one (a
-    /// worker whose stream broke and who connected again): returns the old number too,
-    /// whose records the caller gives back, and whose stream's end then removes nothing.
+    /// As `join`, for a stream: a member already known under `id` is replaced by a new
+    /// one (a worker whose stream broke and who connected again), which does not expire
+    /// while its stream is open. Returns the old number too, whose records the caller
+    /// gives back, and whose stream's end then removes nothing.
     pub fn rejoin(
         &mut self,
         id: &str,
         now_ms: i64,
     ) -> Result<(String, MemberIdx, Option<MemberIdx>)> {
-        let old = self.by_id.remove(id).map(|m| m.idx);
+        let old = self.by_id.remove(id);
         match self.join(id, now_ms) {
-            Ok((id, idx)) => Ok((id, idx, old)),
+            Ok((id, idx)) => {
+                if let Some(member) = self.by_id.get_mut(&id) {
+                    member.streaming = true;
+                }
+                Ok((id, idx, old.map(|m| m.idx)))
+            }
             Err(err) => {
-                if let Some(idx) = old {
-                    let member = Member {
-                        idx,
-                        last_seen_ms: now_ms,
-                    };
-                    self.by_id.insert(id.to_string(), member);
+                if let Some(old) = old {
+                    self.by_id.insert(id.to_string(), old);
                 }
                 Err(err)
             }
@@ -104,12 +113,15 @@ impl Members {
         }
     }
 
-    /// Removes the members not heard from within `timeout_ms`; returns them.
+    /// Removes the members not heard from within `timeout_ms`, but those of open
+    /// streams; returns them.
     pub fn expire(&mut self, now_ms: i64, timeout_ms: u64) -> Vec<(String, MemberIdx)> {
         let gone: Vec<(String, MemberIdx)> = self
             .by_id
             .iter()
-            .filter(|(_, m)| now_ms.saturating_sub(m.last_seen_ms) > timeout_ms as i64)
+            .filter(|(_, m)| {
+                !m.streaming && now_ms.saturating_sub(m.last_seen_ms) > timeout_ms as i64
+            })
             .map(|(id, m)| (id.clone(), m.idx))
             .collect();
         for (id, _) in &gone {

@@ -60,9 +60,11 @@ use group::Group;
 /// Most share groups a server keeps.
 pub const MAX_SHARE_GROUPS: usize = 100_000;
 /// Most share groups in memory at once, each with its journal open: past it, loading
-/// one unloads idle ones (no members, nothing owed), so groups created by the thousand
-/// cannot take the server's file descriptors.
-const MAX_LOADED: usize = 1_000;
+/// one unloads idle ones (no members, nothing owed), and with none idle the load is
+/// refused, so groups by the thousand cannot take the server's file descriptors. (A
+/// member keeps its group loaded: 20,000 one-member groups took every descriptor, and
+/// the logs could open no file; hostile-client finding.)
+pub const MAX_LOADED: usize = 1_000;
 const CONFIG_FILE: &str = "config.json";
 /// How often locks and sessions are checked by the background task (fetches check
 /// them too, so a waiting fetcher sees an ended lock at its deadline).
@@ -104,6 +106,8 @@ pub struct ShareGroups {
     /// Groups in memory now, each holding its journal open (`MAX_LOADED`). Shared with
     /// the loads, which count themselves in (see `lock`).
     loaded: Arc<AtomicUsize>,
+    /// `MAX_LOADED`, lowered by tests.
+    max_loaded: usize,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
@@ -138,6 +142,7 @@ impl ShareGroups {
         Ok(ShareGroups {
             broker,
             loaded: Arc::new(AtomicUsize::new(0)),
+            max_loaded: MAX_LOADED,
             slots: Mutex::new(slots),
         })
     }
@@ -157,6 +162,7 @@ impl ShareGroups {
     async fn lock(&self, name: &str, create: bool) -> Result<(Arc<Slot>, Guard)> {
         validate_group_name(name)?;
         loop {
+            let mut made = false;
             let slot = {
                 let mut slots = self.slots();
                 match slots.get(name) {
@@ -179,6 +185,7 @@ impl ShareGroups {
                             .join(format!("{name}.{}", new_topic_id()));
                         let slot = Arc::new(Slot::new(name.to_string(), dir));
                         slots.insert(name.to_string(), Arc::clone(&slot));
+                        made = true;
                         slot
                     }
                 }
@@ -199,6 +206,25 @@ impl ShareGroups {
                 SlotState::Unloaded => {}
             }
             if matches!(*guard, SlotState::Unloaded) {
+                // A place among the loaded groups first, or none: see `MAX_LOADED`.
+                let max = self.max_loaded;
+                if self.loaded.fetch_add(1, Ordering::Relaxed) >= max {
+                    self.unload_idle();
+                    if self.loaded.load(Ordering::Relaxed) > max {
+                        self.loaded.fetch_sub(1, Ordering::Relaxed);
+                        if made {
+                            // Requests waiting for this slot look the name up again.
+                            *guard = SlotState::Deleted;
+                            drop(guard);
+                            self.forget_made(name, &slot);
+                        }
+                        return Err(Error::LimitReached(format!(
+                            "{max} share groups are active on this server (with members, or records \
+                             locked or owed), the most it keeps open at once; try again once some are done, \
+                             or share fewer groups between more workers"
+                        )));
+                    }
+                }
                 // The load takes the slot's lock with it and installs what it read, so a
                 // request cancelled meanwhile leaves a loaded group behind, not a load
                 // still running beside the next request's load of the same files.
@@ -209,24 +235,31 @@ impl ShareGroups {
                 let (returned, loaded) = tokio::task::spawn_blocking(move || {
                     let loaded = Group::load(owned, dir, floors).map(|group| {
                         *guard = SlotState::Loaded(Box::new(group));
-                        count.fetch_add(1, Ordering::Relaxed)
                     });
+                    if loaded.is_err() {
+                        count.fetch_sub(1, Ordering::Relaxed);
+                    }
                     (guard, loaded)
                 })
                 .await
                 .expect("share group load does not panic");
                 guard = returned;
-                match loaded {
-                    Ok(before) if before >= MAX_LOADED => self.unload_idle(),
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::error!(group = %name, %err, "share group could not be loaded");
-                        return Err(err);
-                    }
+                if let Err(err) = loaded {
+                    tracing::error!(group = %name, %err, "share group could not be loaded");
+                    return Err(err);
                 }
             }
             group(&mut guard).forget_deleted_topics(&self.broker);
             return Ok((slot, guard));
+        }
+    }
+
+    /// Forgets a group this request made and could not load: it has no files, and must
+    /// not be listed.
+    fn forget_made(&self, name: &str, slot: &Arc<Slot>) {
+        let mut slots = self.slots();
+        if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(name);
         }
     }
 
@@ -235,7 +268,7 @@ impl ShareGroups {
     fn unload_idle(&self) {
         let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
         for slot in slots {
-            if self.loaded.load(Ordering::Relaxed) <= MAX_LOADED {
+            if self.loaded.load(Ordering::Relaxed) <= self.max_loaded {
                 return;
             }
             let Ok(mut guard) = Arc::clone(&slot.state).try_lock_owned() else {

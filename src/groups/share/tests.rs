@@ -561,3 +561,23 @@ fn a_member_that_joined_again_is_not_removed_by_its_old_stream() {
     );
     assert_eq!(m.leave("w", new), Some(new));
 }
+
+/// A stream's member does not expire while its stream is open, however long it sends
+/// nothing (a worker on a long job); a member of unary fetches does.
+#[test]
+fn a_streams_member_does_not_expire_while_the_stream_is_open() {
+    let mut m = super::members::Members::default();
+    let (_, streamed, _) = m.rejoin("s", 0).unwrap();
+    m.join("u", 0).unwrap();
+    let gone: Vec<String> = m
+        .expire(60_000, 1_000)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(gone, ["u"]);
+    assert_eq!(
+        m.leave("s", streamed),
+        Some(streamed),
+        "its stream's end removes it"
+    );
+}

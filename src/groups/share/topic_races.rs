@@ -1,7 +1,8 @@
-//! A topic deleted while a request on a share group waits for the group's lock: the
-//! lock forgets the deleted topic's partitions, so whatever the request looked up
-//! before it must not add them back (they would stay, held and written into every
-//! snapshot, until some other topic was made or deleted).
+//! Share groups against a real broker. A topic deleted while a request on a share group
+//! waits for the group's lock: the lock forgets the deleted topic's partitions, so
+//! whatever the request looked up before it must not add them back (they would stay,
+//! held and written into every snapshot, until some other topic was made or deleted).
+//! And the cap on groups loaded at once.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -89,4 +90,45 @@ fn a_fetch_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
             "{answer:?}"
         );
     });
+}
+
+/// Past `MAX_LOADED` groups in memory with none idle (each has a member), loading one
+/// more is refused rather than opening its journal: 20,000 one-member groups took every
+/// descriptor the server had (hostile-client finding). A refused new group is not left
+/// listed, and a place comes back when a group goes idle.
+#[tokio::test]
+async fn past_the_loaded_groups_with_none_idle_a_new_group_is_refused() {
+    let (_dir, broker, mut queues, _) = setup().await;
+    drop(broker);
+    queues.max_loaded = 3;
+    for name in ["q2", "q3"] {
+        queues
+            .fetch(name, "m", "t", 1, Duration::ZERO, 0)
+            .await
+            .unwrap();
+    }
+    let refused = queues
+        .fetch("q4", "m", "t", 1, Duration::ZERO, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::LimitReached(why) if why.contains("3 share groups are active")),
+        "{refused:?}"
+    );
+    let page = crate::broker::page::Page {
+        after: None,
+        limit: 100,
+    };
+    assert_eq!(queues.list(&page).entries.len(), 3, "q4 is not listed");
+    assert_eq!(queues.loaded.load(std::sync::atomic::Ordering::Relaxed), 3);
+    // q2's member leaves, and nothing is owed: q2 is idle and makes room.
+    let (_, mut guard) = queues.lock("q2", false).await.unwrap();
+    let members = &mut group(&mut guard).members;
+    let idx = members.touch("m", "q2", 0).unwrap();
+    assert_eq!(members.leave("m", idx), Some(idx));
+    drop(guard);
+    queues
+        .fetch("q4", "m", "t", 1, Duration::ZERO, 0)
+        .await
+        .unwrap();
 }
