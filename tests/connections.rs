@@ -354,6 +354,15 @@ async fn the_server_carries_at_most_max_calls_calls() {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await;
     assert!(health.is_ok(), "{health:?}");
+    let watch = tonic_health::pb::health_client::HealthClient::new(other_channel(&server).await)
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        watch.code(),
+        tonic::Code::ResourceExhausted,
+        "a Watch is a stream like any other"
+    );
     drop(streams.pop());
     let listed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -368,4 +377,12 @@ async fn the_server_carries_at_most_max_calls_calls() {
     assert_eq!(listed.len(), 1);
     drop(streams);
     server.stop().await.unwrap();
+}
+
+async fn other_channel(server: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }

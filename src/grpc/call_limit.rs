@@ -4,8 +4,9 @@
 //! streams on ten connections and grew the server by 331 MB (hostile-client finding),
 //! and the limits allow ten thousand times that. Past the cap a call is answered at once
 //! with RESOURCE_EXHAUSTED, before it is read; a call holds its place until its response
-//! ends (a stream until it closes). Health checks are not counted: a server at its cap
-//! is busy, not dead, and a probe that failed would have it restarted.
+//! ends (a stream until it closes). Health checks (`Check`, not `Watch`) are not
+//! counted: a server at its cap is busy, not dead, and a probe that failed would have
+//! it restarted.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +17,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 
-/// Calls not counted: the health service's.
-const UNCOUNTED_PREFIX: &str = "/grpc.health.v1.Health/";
+/// The one call not counted: a health check (a Watch is a stream like any other).
+const UNCOUNTED: &str = "/grpc.health.v1.Health/Check";
 
 #[derive(Clone)]
 pub struct CallLimitLayer {
@@ -68,7 +69,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path().starts_with(UNCOUNTED_PREFIX) {
+        if request.uri().path() == UNCOUNTED {
             return Box::pin(self.inner.call(request));
         }
         let Ok(place) = Arc::clone(&self.limit.open).try_acquire_owned() else {

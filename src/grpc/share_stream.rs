@@ -98,7 +98,7 @@ pub(super) async fn run(
             );
             let want = credits.min(u32::MAX as u64) as u32;
             fetching = Some(tokio::spawn(async move {
-                q.fetch(&g, &m, &t, want, FETCH_WAIT, STREAM_MESSAGE_BYTES)
+                q.stream_fetch(&g, &m, &t, want, FETCH_WAIT, STREAM_MESSAGE_BYTES)
                     .await
             }));
         }

@@ -299,16 +299,20 @@ impl ProducerIds {
         // own (a torn write is one record): if the name's record is then lost, the name
         // keeps its old id, and open drops the tombstone.
         let retired = retired.filter(|&old| old != id);
-        if let Some(old) = retired.filter(|&old| old < inner.floor) {
-            let grave = tombstone(old);
-            self.append(&mut inner, &encode_record(&grave, old, i16::MAX))?;
-            if inner.names.insert(grave.clone(), (old, i16::MAX)).is_none() {
-                inner.live_bytes += record_len(&grave);
-            }
+        let buried = retired.filter(|&old| old < inner.floor);
+        if let Some(old) = buried {
+            self.append(&mut inner, &encode_record(&tombstone(old), old, i16::MAX))?;
         }
         self.append(&mut inner, &encode_record(name, id, epoch))?;
         if inner.names.insert(name.to_string(), (id, epoch)).is_none() {
             inner.live_bytes += record_len(name);
+        }
+        // Known once both are written: a tombstone alone on disk is dropped at open.
+        if let Some(old) = buried {
+            let grave = tombstone(old);
+            if inner.names.insert(grave.clone(), (old, i16::MAX)).is_none() {
+                inner.live_bytes += record_len(&grave);
+            }
         }
         {
             let now = self.now_ms();

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::window::{Ack, Refusal};
-use super::{group, ShareGroups};
+use super::{group, Admit, ShareGroups};
 use crate::broker::{now_ms, Topic};
 use crate::error::{Error, Result};
 use crate::groups::topic_id;
@@ -72,7 +72,7 @@ impl ShareGroups {
     ) -> Result<Vec<Refused>> {
         let (topic, _) = self.checked_topic(topic, acks)?;
         let tid = topic_id(&topic.id)?;
-        let (slot, mut guard) = self.lock(group_name, false).await?;
+        let (slot, mut guard) = self.lock(group_name, false, Admit::Always).await?;
         let g = group(&mut guard);
         let now = now_ms();
         let idx = g.members.touch(member_id, group_name, now)?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::config::ShareConfig;
 use super::window::Counts;
-use super::{group, Group, ShareGroups};
+use super::{group, Admit, Group, ShareGroups};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 use crate::groups::{topic_id, ResetTo};
@@ -33,7 +33,7 @@ pub struct DescribedShareGroup {
 
 impl ShareGroups {
     pub async fn describe(&self, name: &str) -> Result<DescribedShareGroup> {
-        let (_, mut guard) = self.lock(name, false).await?;
+        let (_, mut guard) = self.lock(name, false, Admit::Always).await?;
         let g = group(&mut guard);
         let now = now_ms();
         let (_, metas) = self.broker.topic_metas();
@@ -98,7 +98,7 @@ impl ShareGroups {
     ) -> Result<BTreeMap<String, String>> {
         // Checked before the group is made: a refused change must not leave one.
         ShareConfig::default().apply(changes)?;
-        let (slot, mut guard) = self.lock(name, true).await?;
+        let (slot, mut guard) = self.lock(name, true, Admit::Always).await?;
         let g = group(&mut guard);
         let next: ShareConfig = g.config.apply(changes)?;
         if let Some(dlq) = &next.dead_letter_topic {
@@ -169,7 +169,7 @@ impl ShareGroups {
             };
             targets.push((partition.id, offset));
         }
-        let (slot, mut guard) = self.lock(name, false).await?;
+        let (slot, mut guard) = self.lock(name, false, Admit::Always).await?;
         // Deleted while the targets were looked up (the lock forgot its partitions):
         // they must not be added back. A topic made again under its name is another.
         if self.broker.topic(&topic.name)?.id != topic.id {

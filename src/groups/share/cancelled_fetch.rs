@@ -56,7 +56,7 @@ async fn fill(broker: &Broker, partitions: u32) {
 
 /// The end of group q's journal.
 async fn journaled(queues: &ShareGroups) -> u64 {
-    let (_, mut guard) = queues.lock("q", false).await.unwrap();
+    let (_, mut guard) = queues.lock("q", false, super::Admit::Always).await.unwrap();
     group(&mut guard).files.durability().written()
 }
 
@@ -64,7 +64,7 @@ async fn journaled(queues: &ShareGroups) -> u64 {
 /// to make it so: a power loss must not bring back what a dropped fetch gave back.
 async fn synced_unasked(queues: &ShareGroups) {
     let durability = {
-        let (_, mut guard) = queues.lock("q", false).await.unwrap();
+        let (_, mut guard) = queues.lock("q", false, super::Admit::Always).await.unwrap();
         group(&mut guard).files.durability()
     };
     until(|| durability.synced() >= durability.written()).await;

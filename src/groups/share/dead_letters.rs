@@ -37,7 +37,7 @@ impl ShareGroups {
         let owed: Vec<(Tp, Vec<Dying>)> = g
             .state
             .partitions
-            .iter()
+            .iter_mut()
             .map(|(tp, p)| (*tp, p.dying()))
             .filter(|(_, dying)| !dying.is_empty())
             .collect();

@@ -11,7 +11,7 @@ use super::config::Start;
 use super::window::{
     key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals, Want,
 };
-use super::{group, Group, Guard, ShareGroups, Slot};
+use super::{group, Admit, Group, Guard, ShareGroups, Slot};
 use crate::broker::{now_ms, Partition};
 use crate::error::{quote, Error, Result};
 use crate::groups::{topic_id, TopicId, Tp};
@@ -113,6 +113,35 @@ impl ShareGroups {
         max_wait: Duration,
         max_bytes: usize,
     ) -> Result<Fetched> {
+        let limits = (max_records, max_wait, max_bytes);
+        self.fetch_as(false, group_name, member_id, topic, limits)
+            .await
+    }
+
+    /// As `fetch`, for a ShareStream's member: if the group lost it (reloaded after a
+    /// failed fsync), it joins again as a stream's member, which does not expire.
+    pub async fn stream_fetch(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        max_records: u32,
+        max_wait: Duration,
+        max_bytes: usize,
+    ) -> Result<Fetched> {
+        let limits = (max_records, max_wait, max_bytes);
+        self.fetch_as(true, group_name, member_id, topic, limits)
+            .await
+    }
+
+    async fn fetch_as(
+        &self,
+        streaming: bool,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        (max_records, max_wait, max_bytes): (u32, Duration, usize),
+    ) -> Result<Fetched> {
         let max_records = match max_records as usize {
             0 => DEFAULT_FETCH_RECORDS,
             n => n.min(MAX_FETCH_RECORDS),
@@ -127,7 +156,7 @@ impl ShareGroups {
         loop {
             // Created by the first round only: a group deleted while this fetch waited
             // stays deleted (the fetch ends with NOT_FOUND).
-            let (slot, guard) = self.lock(group_name, first).await?;
+            let (slot, guard) = self.lock(group_name, first, Admit::Capped).await?;
             let mut h = Handing {
                 guard,
                 slot: Arc::clone(&slot),
@@ -151,7 +180,7 @@ impl ShareGroups {
                 )));
             }
             let now = now_ms();
-            let (id, idx) = g.members.join(&member_id, now)?;
+            let (id, idx) = g.members.join_as(&member_id, now, streaming)?;
             (h.tid, h.member) = (tid, idx);
             let g_session_ms = g.config.session_timeout_ms;
             member_id = id;

@@ -20,6 +20,14 @@ pub fn check_id(id: &str) -> Result<()> {
             id.len()
         )));
     }
+    // Ids are shown by DescribeShareGroup and the CLI, and logged: a newline or an
+    // escape in one would forge lines there.
+    if id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "member_id {} has control characters; use printable ones (a UUID is a good choice), or send an empty one to be given one",
+            quote(id)
+        )));
+    }
     Ok(())
 }
 
@@ -42,6 +50,20 @@ pub struct Members {
 }
 
 impl Members {
+    /// As `join`; `streaming`: for a stream's member (see `Member::streaming`).
+    pub fn join_as(
+        &mut self,
+        id: &str,
+        now_ms: i64,
+        streaming: bool,
+    ) -> Result<(String, MemberIdx)> {
+        let (id, idx) = self.join(id, now_ms)?;
+        if let Some(member) = self.by_id.get_mut(&id) {
+            member.streaming |= streaming;
+        }
+        Ok((id, idx))
+    }
+
     /// The member `id` (joining it if the group does not know it; an empty id gets a new
     /// one), marked as heard from now.
     pub fn join(&mut self, id: &str, now_ms: i64) -> Result<(String, MemberIdx)> {
@@ -82,13 +104,8 @@ impl Members {
         now_ms: i64,
     ) -> Result<(String, MemberIdx, Option<MemberIdx>)> {
         let old = self.by_id.remove(id);
-        match self.join(id, now_ms) {
-            Ok((id, idx)) => {
-                if let Some(member) = self.by_id.get_mut(&id) {
-                    member.streaming = true;
-                }
-                Ok((id, idx, old.map(|m| m.idx)))
-            }
+        match self.join_as(id, now_ms, true) {
+            Ok((id, idx)) => Ok((id, idx, old.map(|m| m.idx))),
             Err(err) => {
                 if let Some(old) = old {
                     self.by_id.insert(id.to_string(), old);

@@ -94,6 +94,15 @@ enum SlotState {
 
 type Guard = OwnedMutexGuard<SlotState>;
 
+/// Whether a request that loads a group counts against `MAX_LOADED`: fetches and
+/// streams, which make it active, do; administration (describe, configure, reset,
+/// delete) and acknowledgements, brief and needed most when the server is full, do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Capped,
+    Always,
+}
+
 fn group(guard: &mut Guard) -> &mut Group {
     match &mut **guard {
         SlotState::Loaded(group) => group,
@@ -159,7 +168,7 @@ impl ShareGroups {
     /// Locks a group, loading it from disk on first use; with `create`, a group that
     /// does not exist is made (its directory at once: its state is durable from the
     /// first fetch).
-    async fn lock(&self, name: &str, create: bool) -> Result<(Arc<Slot>, Guard)> {
+    async fn lock(&self, name: &str, create: bool, admit: Admit) -> Result<(Arc<Slot>, Guard)> {
         validate_group_name(name)?;
         loop {
             let mut made = false;
@@ -210,13 +219,13 @@ impl ShareGroups {
                 let max = self.max_loaded;
                 if self.loaded.fetch_add(1, Ordering::Relaxed) >= max {
                     self.unload_idle();
-                    if self.loaded.load(Ordering::Relaxed) > max {
+                    if admit == Admit::Capped && self.loaded.load(Ordering::Relaxed) > max {
                         self.loaded.fetch_sub(1, Ordering::Relaxed);
                         if made {
-                            // Requests waiting for this slot look the name up again.
-                            *guard = SlotState::Deleted;
-                            drop(guard);
+                            // Requests waiting for this slot look the name up again,
+                            // and find it gone.
                             self.forget_made(name, &slot);
+                            *guard = SlotState::Deleted;
                         }
                         return Err(Error::LimitReached(format!(
                             "{max} share groups are active on this server (with members, or records \
@@ -246,6 +255,10 @@ impl ShareGroups {
                 guard = returned;
                 if let Err(err) = loaded {
                     tracing::error!(group = %name, %err, "share group could not be loaded");
+                    if made && !slot.dir.exists() {
+                        self.forget_made(name, &slot);
+                        *guard = SlotState::Deleted;
+                    }
                     return Err(err);
                 }
             }
@@ -305,13 +318,19 @@ impl ShareGroups {
         // Checked before the group is made: a refused join must not leave one.
         self.broker.topic(topic)?;
         members::check_id(member_id)?;
-        let (slot, mut guard) = self.lock(name, true).await?;
+        let (slot, mut guard) = self.lock(name, true, Admit::Capped).await?;
         let g = group(&mut guard);
         let (id, idx, old) = g.members.rejoin(member_id, now_ms())?;
         slot.members.store(g.members.len(), Ordering::Relaxed);
         if let Some(old) = old {
             if g.release_members(&HashSet::from([old]), now_ms()) {
-                g.journal().await?;
+                if let Err(err) = g.journal().await {
+                    // The stream will not run, so it will not leave: its member, which
+                    // never expires, must not stay.
+                    g.members.leave(&id, idx);
+                    slot.members.store(g.members.len(), Ordering::Relaxed);
+                    return Err(err);
+                }
                 slot.available.notify_waiters();
             }
         }
@@ -323,7 +342,7 @@ impl ShareGroups {
     /// `idx` is the member's number from `join`: a member that joined again under the
     /// same id (a reconnected worker) is not the one leaving.
     pub async fn leave(&self, name: &str, member_id: &str, idx: MemberIdx) -> Result<()> {
-        let (slot, mut guard) = match self.lock(name, false).await {
+        let (slot, mut guard) = match self.lock(name, false, Admit::Always).await {
             Err(Error::ShareGroupNotFound { .. }) => return Ok(()),
             locked => locked?,
         };
@@ -344,7 +363,7 @@ impl ShareGroups {
 
     /// Deletes a group and its state; refused while it has members.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let (slot, mut guard) = self.lock(name, false).await?;
+        let (slot, mut guard) = self.lock(name, false, Admit::Always).await?;
         let members = group(&mut guard).members.len();
         if members > 0 {
             return Err(Error::FailedPrecondition(format!(

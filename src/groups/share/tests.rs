@@ -95,7 +95,7 @@ fn a_record_goes_to_one_member_until_its_lock_ends_then_to_another_with_its_coun
     );
 }
 
-fn dying(p: &SharePartition) -> Vec<(u64, u16, bool)> {
+fn dying(p: &mut SharePartition) -> Vec<(u64, u16, bool)> {
     p.dying()
         .iter()
         .map(|d| (d.offset, d.count, d.rejected))
@@ -115,7 +115,7 @@ fn release_reject_and_the_delivery_limit() {
         [(0, 1), (1, 1)]
     );
     p.acknowledge(1, 1, Ack::Reject, 1, &c, &mut ch).unwrap();
-    assert_eq!(dying(&p), [(1, 1, true)]);
+    assert_eq!(dying(&mut p), [(1, 1, true)]);
     p.acknowledge(1, 0, Ack::Release, 1, &c, &mut ch).unwrap();
     // The backoff doubles per delivery: 100 ms, then 200.
     assert!(acq(&mut p, 1, &plain(0..2), 10, 100, &c, &mut ch).is_empty());
@@ -125,7 +125,7 @@ fn release_reject_and_the_delivery_limit() {
     assert_eq!(acq(&mut p, 1, &plain(0..2), 10, 301, &c, &mut ch), [(0, 3)]);
     p.acknowledge(1, 0, Ack::Release, 301, &c, &mut ch).unwrap();
     // Third delivery released: out of deliveries, dead-lettered, not handed out.
-    assert_eq!(dying(&p), [(0, 3, false), (1, 1, true)]);
+    assert_eq!(dying(&mut p), [(0, 3, false), (1, 1, true)]);
     assert!(acq(&mut p, 1, &plain(0..2), 10, 99_999, &c, &mut ch).is_empty());
     p.dead_lettered(0, &mut ch);
     p.dead_lettered(1, &mut ch);
@@ -580,4 +580,24 @@ fn a_streams_member_does_not_expire_while_the_stream_is_open() {
         Some(streamed),
         "its stream's end removes it"
     );
+}
+
+#[test]
+fn member_ids_with_control_characters_are_refused() {
+    let mut m = super::members::Members::default();
+    for bad in ["a\0b", "line\nforged", "\u{1b}[31m"] {
+        let err = m.join(bad, 0).unwrap_err().to_string();
+        assert!(err.contains("control characters"), "{bad:?}: {err}");
+    }
+    m.join("worker-1 é", 0).unwrap();
+}
+
+/// A stream's member that the group lost (reloaded after a failed fsync) joins again
+/// from the stream's next fetch as a stream's member, which does not expire.
+#[test]
+fn a_stream_member_joining_again_from_its_fetch_is_a_streams_member() {
+    let mut m = super::members::Members::default();
+    m.join_as("s", 0, true).unwrap();
+    m.join("s", 10).unwrap(); // a unary fetch with the same id changes nothing
+    assert!(m.expire(60_000, 1_000).is_empty());
 }

@@ -37,7 +37,7 @@ async fn setup() -> (tempfile::TempDir, Arc<Broker>, ShareGroups, TopicId) {
 
 /// The partitions of topic `tid` the group keeps.
 async fn kept(queues: &ShareGroups, tid: TopicId) -> usize {
-    let (_, mut guard) = queues.lock("q", false).await.unwrap();
+    let (_, mut guard) = queues.lock("q", false, super::Admit::Always).await.unwrap();
     let g = group(&mut guard);
     g.state.partitions.keys().filter(|(t, _)| *t == tid).count()
 }
@@ -45,7 +45,7 @@ async fn kept(queues: &ShareGroups, tid: TopicId) -> usize {
 #[tokio::test]
 async fn a_reset_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
     let (_dir, broker, queues, tid) = setup().await;
-    let held = queues.lock("q", false).await.unwrap();
+    let held = queues.lock("q", false, super::Admit::Always).await.unwrap();
     // It looks the topic and its targets up, then waits for the group.
     let mut reset = Box::pin(queues.reset("q", "t", ResetTo::Earliest));
     assert!(poll_once(&mut reset).await.is_pending());
@@ -66,7 +66,7 @@ async fn a_reset_that_waited_for_the_group_while_its_topic_went_adds_nothing_bac
 fn a_fetch_that_waited_for_the_group_while_its_topic_went_adds_nothing_back() {
     super::cancelled_fetch::one_blocking_thread().block_on(async {
         let (_dir, broker, queues, tid) = setup().await;
-        let held = queues.lock("q", false).await.unwrap();
+        let held = queues.lock("q", false, super::Admit::Always).await.unwrap();
         let mut fetch = Box::pin(queues.fetch("q", "", "t", 1, Duration::ZERO, 0));
         assert!(poll_once(&mut fetch).await.is_pending());
         let (go, wait) = std::sync::mpsc::channel::<()>();
@@ -120,9 +120,17 @@ async fn past_the_loaded_groups_with_none_idle_a_new_group_is_refused() {
         limit: 100,
     };
     assert_eq!(queues.list(&page).entries.len(), 3, "q4 is not listed");
+    // Administration is not refused at the cap: a group made by its configuration.
+    let config = BTreeMap::from([("lock.ms".to_string(), "5000".to_string())]);
+    queues.alter_config("q5", &config).await.unwrap();
+    queues.describe("q5").await.unwrap();
+    queues.unload_idle(); // q5 has no members: it goes
     assert_eq!(queues.loaded.load(std::sync::atomic::Ordering::Relaxed), 3);
     // q2's member leaves, and nothing is owed: q2 is idle and makes room.
-    let (_, mut guard) = queues.lock("q2", false).await.unwrap();
+    let (_, mut guard) = queues
+        .lock("q2", false, super::Admit::Always)
+        .await
+        .unwrap();
     let members = &mut group(&mut guard).members;
     let idx = members.touch("m", "q2", 0).unwrap();
     assert_eq!(members.leave("m", idx), Some(idx));

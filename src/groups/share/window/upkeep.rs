@@ -159,6 +159,7 @@ impl SharePartition {
                     State::Acquired => (State::Available, 0),
                     state => (state, until),
                 };
+                self.may_be_dying |= state.is_dying();
                 self.slots[i] = Slot {
                     state,
                     count,
