@@ -24,6 +24,7 @@ mod holders;
 mod journal;
 mod member;
 pub mod offsets;
+mod open_stores;
 mod ops;
 mod request;
 pub mod share;
@@ -143,6 +144,8 @@ struct Loaded {
 type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets)>>>;
 
 struct Store {
+    /// Its place among the groups with open files (`open_stores.rs`).
+    _open: open_stores::OpenStore,
     offsets: Offsets,
     /// Reopened before the next use if an fsync of them failed.
     files: GroupFiles<Offsets>,
@@ -164,6 +167,9 @@ pub struct Groups {
     view: Mutex<Arc<TopicsView>>,
     /// Origin of the coordinators' monotonic clock.
     origin: Instant,
+    /// Groups with their files open now, and the most (`open_stores.rs`).
+    open_stores: Arc<AtomicUsize>,
+    max_open_stores: usize,
 }
 
 impl Groups {
@@ -203,6 +209,8 @@ impl Groups {
             slots: Mutex::new(slots),
             view: Mutex::new(Arc::new(TopicsView::new(version, metas))),
             origin: Instant::now(),
+            open_stores: Arc::new(AtomicUsize::new(0)),
+            max_open_stores: open_stores::MAX_OPEN_STORES,
         })
     }
 
@@ -301,6 +309,7 @@ impl Groups {
         if loaded.store.as_ref().is_some_and(|s| !s.files.has_failed()) {
             return Ok(loaded.store.as_mut());
         }
+        self.make_room_for_store(slot);
         if create {
             // Before the directory is made: a request cancelled while it is being made
             // must not leave a directory its group does not know of (the group would be
@@ -324,7 +333,11 @@ impl Groups {
                 opened => break opened?,
             }
         };
-        loaded.store = opened.map(|(files, offsets)| Store { files, offsets });
+        loaded.store = opened.map(|(files, offsets)| Store {
+            _open: open_stores::OpenStore::new(&self.open_stores),
+            files,
+            offsets,
+        });
         if loaded.store.is_some() {
             slot.has_files.store(true, Ordering::Relaxed);
         }
