@@ -25,6 +25,7 @@ mod journal;
 mod member;
 pub mod offsets;
 mod open_stores;
+use open_stores::OpenStore;
 mod ops;
 mod request;
 pub mod share;
@@ -141,7 +142,7 @@ struct Loaded {
     store_used_ms: i64,
 }
 
-type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets)>>>;
+type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets, OpenStore)>>>;
 
 struct Store {
     /// Its place among the groups with open files (`open_stores.rs`).
@@ -309,7 +310,11 @@ impl Groups {
         if loaded.store.as_ref().is_some_and(|s| !s.files.has_failed()) {
             return Ok(loaded.store.as_mut());
         }
-        self.make_room_for_store(slot);
+        // A failed store is replaced: it goes first, so as not to count against the cap.
+        loaded.store = None;
+        if create || slot.has_files.load(Ordering::Relaxed) {
+            self.make_room_for_store(slot);
+        }
         if create {
             // Before the directory is made: a request cancelled while it is being made
             // must not leave a directory its group does not know of (the group would be
@@ -319,8 +324,12 @@ impl Groups {
         let opened = loop {
             let opening = loaded.opening.get_or_insert_with(|| {
                 let dir = slot.dir.clone();
+                // Counted from before the open: concurrent opens all count.
+                let place = open_stores::OpenStore::new(&self.open_stores);
                 tokio::task::spawn_blocking(move || match create || dir.exists() {
-                    true => GroupFiles::open(&dir).map(Some),
+                    true => {
+                        GroupFiles::open(&dir).map(|(files, offsets)| Some((files, offsets, place)))
+                    }
                     false => Ok(None),
                 })
             });
@@ -333,8 +342,8 @@ impl Groups {
                 opened => break opened?,
             }
         };
-        loaded.store = opened.map(|(files, offsets)| Store {
-            _open: open_stores::OpenStore::new(&self.open_stores),
+        loaded.store = opened.map(|(files, offsets, place)| Store {
+            _open: place,
             files,
             offsets,
         });
