@@ -31,9 +31,11 @@
 //!
 //! # One Produce, from the wire to the disk
 //!
-//! 1. Before tonic decodes a Produce, `grpc::budget` charges it against the server's
-//!    produce budget, read from the gRPC length prefix: when the budget is spent the body
-//!    is not read and HTTP/2 flow control stops the client. `grpc::produce` decodes the
+//! 1. The call takes a place among the server's calls open at once (`grpc::call_limit`,
+//!    held until its answer is sent). Before tonic decodes a Produce, `grpc::budget`
+//!    charges it against the server's produce budget, read from the gRPC length prefix:
+//!    when the budget is spent the body is not read and HTTP/2 flow control stops the
+//!    client. `grpc::produce` decodes the
 //!    request by hand, keeping each record as the bytes it arrived in (no struct per
 //!    record). `grpc::LogService::produce` spawns the work, so a client that hangs up
 //!    cannot cancel an append halfway. Produce calls bypass tonic's receive buffer

@@ -345,12 +345,7 @@ async fn the_server_carries_at_most_max_calls_calls() {
         "{}",
         refused.message()
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+    let health = tonic_health::pb::health_client::HealthClient::new(other_channel(&server).await)
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await;
     assert!(health.is_ok(), "{health:?}");
