@@ -285,16 +285,19 @@ impl Log {
         self.active_mut()
             .append(&mut pieces, &header, now, writeback)?;
         // Past the server's cap, a new producer takes the place of this partition's
-        // idlest one, as at the partition's own cap (`producers/tally.rs`).
-        let held = self.producers.len();
-        let max = if self.cache.producers.is_full() {
-            held.min(self.config.max_producers)
-        } else {
-            self.config.max_producers
-        };
-        self.producers
-            .record(&producer, records, base_offset, now, max);
-        self.producers_changed(held);
+        // idlest one, as at the partition's own cap (`producers/tally.rs`). Batches
+        // without a producer change nothing: the tally is not read for them.
+        if producer.id >= 0 {
+            let held = self.producers.len();
+            let max = if self.cache.producers.is_full() {
+                held.min(self.config.max_producers)
+            } else {
+                self.config.max_producers
+            };
+            self.producers
+                .record(&producer, records, base_offset, now, max);
+            self.producers_changed(held);
+        }
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),

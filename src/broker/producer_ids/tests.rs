@@ -1,4 +1,6 @@
 //! Tests of `producer_ids`.
+use std::path::Path;
+
 use super::*;
 
 /// The live size kept as names come is what a rewrite of the journal would hold,
@@ -166,20 +168,29 @@ fn unused_names_are_forgotten_and_their_ids_stay_fenced() {
     assert!(ids.check(a.0, a.1).is_err(), "the old id is still fenced");
 }
 
+/// `n` ids handed out, then the server opened again on a names journal that `journal`
+/// makes of them, as one from before `expiry-floor` existed: every id is below the floor.
+fn before_the_floor(
+    dir: &Path,
+    n: usize,
+    journal: impl FnOnce(&[i64]) -> Vec<u8>,
+) -> (ProducerIds, Vec<i64>) {
+    let ids = ProducerIds::open(dir, limits(10)).unwrap();
+    let handed: Vec<i64> = (0..n).map(|_| ids.init(None).unwrap().0).collect();
+    drop(ids);
+    fs::write(dir.join(NAMES_FILE), journal(&handed)).unwrap();
+    fs::remove_file(dir.join(FLOOR_FILE)).unwrap();
+    (ProducerIds::open(dir, limits(10)).unwrap(), handed)
+}
+
 /// Ids named before names started at epoch 1 (a journal without `expiry-floor`) may
 /// have instances at epoch 0, which a forgotten id would let in as an unnamed one: they
 /// are never forgotten, across restarts too. Names after them are.
 #[test]
 fn ids_below_the_floor_are_never_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let old = ProducerIds::open(dir.path(), limits(10))
-        .unwrap()
-        .init(None)
-        .unwrap()
-        .0;
-    fs::write(dir.path().join(NAMES_FILE), encode_record("old", old, 0)).unwrap();
-    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap(); // as before the floor
-    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (ids, handed) = before_the_floor(dir.path(), 1, |ids| encode_record("old", ids[0], 0));
+    let old = handed[0];
     assert_eq!(ids.init(Some("old")).unwrap(), (old, 1));
     let new = ids.init(Some("new")).unwrap();
     ids.skip(Duration::from_secs(5));
@@ -242,19 +253,10 @@ fn a_failed_rewrite_loses_no_record_and_repeats_no_epoch() {
 #[test]
 fn a_retired_id_below_the_floor_stays_fenced_across_a_rewrite_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let old = ProducerIds::open(dir.path(), limits(10))
-        .unwrap()
-        .init(None)
-        .unwrap()
-        .0;
     // A name at its last epoch, from before the floor: its next call moves it.
-    fs::write(
-        dir.path().join(NAMES_FILE),
-        encode_record("old", old, i16::MAX),
-    )
-    .unwrap();
-    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
-    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (ids, handed) =
+        before_the_floor(dir.path(), 1, |ids| encode_record("old", ids[0], i16::MAX));
+    let old = handed[0];
     let (moved, epoch) = ids.init(Some("old")).unwrap();
     assert!(moved != old && epoch == FIRST_EPOCH);
     assert!(ids
@@ -316,14 +318,12 @@ fn named_calls_wait_for_a_journal_that_can_be_reopened() {
 #[test]
 fn an_id_retired_before_the_floor_stays_fenced_across_a_rewrite() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
-    let (old, new) = (ids.init(None).unwrap().0, ids.init(None).unwrap().0);
-    drop(ids);
-    let mut journal = encode_record("svc", old, i16::MAX);
-    journal.extend_from_slice(&encode_record("svc", new, 0));
-    fs::write(dir.path().join(NAMES_FILE), journal).unwrap();
-    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
-    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (ids, handed) = before_the_floor(dir.path(), 2, |ids| {
+        let mut journal = encode_record("svc", ids[0], i16::MAX);
+        journal.extend_from_slice(&encode_record("svc", ids[1], 0));
+        journal
+    });
+    let (old, new) = (handed[0], handed[1]);
     ids.rewrite(&mut ids.inner.lock().unwrap(), |_| true)
         .unwrap();
     drop(ids);
@@ -342,16 +342,12 @@ fn an_id_retired_before_the_floor_stays_fenced_across_a_rewrite() {
 #[test]
 fn a_tombstone_whose_move_was_lost_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let old = ProducerIds::open(dir.path(), limits(10))
-        .unwrap()
-        .init(None)
-        .unwrap()
-        .0;
-    let mut journal = encode_record("x", old, 5);
-    journal.extend_from_slice(&encode_record(&tombstone(old), old, i16::MAX));
-    fs::write(dir.path().join(NAMES_FILE), journal).unwrap();
-    fs::remove_file(dir.path().join(FLOOR_FILE)).unwrap();
-    let ids = ProducerIds::open(dir.path(), limits(10)).unwrap();
+    let (ids, handed) = before_the_floor(dir.path(), 1, |ids| {
+        let mut journal = encode_record("x", ids[0], 5);
+        journal.extend_from_slice(&encode_record(&tombstone(ids[0]), ids[0], i16::MAX));
+        journal
+    });
+    let old = handed[0];
     ids.check(old, 5).unwrap();
     assert_eq!(ids.init(Some("x")).unwrap(), (old, 6));
     ids.rewrite(&mut ids.inner.lock().unwrap(), |_| true)

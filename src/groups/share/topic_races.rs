@@ -140,3 +140,27 @@ async fn past_the_loaded_groups_with_none_idle_a_new_group_is_refused() {
         .await
         .unwrap();
 }
+
+/// A ShareStream's fetch of a member the group does not know (it lost it in a reload)
+/// joins it as a stream's member, which does not expire; a unary fetch's does.
+#[tokio::test]
+async fn a_streams_fetch_joins_a_member_that_does_not_expire() {
+    let (_dir, _broker, queues, _) = setup().await;
+    queues
+        .stream_fetch("q", "s", "t", 1, Duration::ZERO, 0)
+        .await
+        .unwrap();
+    queues
+        .fetch("q", "u", "t", 1, Duration::ZERO, 0)
+        .await
+        .unwrap();
+    let (_, mut guard) = queues.lock("q", false, super::Admit::Always).await.unwrap();
+    let gone: Vec<String> = group(&mut guard)
+        .members
+        .expire(i64::MAX, 1_000)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(gone.iter().any(|id| id == "u"), "{gone:?}");
+    assert!(!gone.iter().any(|id| id == "s"), "{gone:?}");
+}
