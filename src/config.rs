@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Calls open at once over the whole server (streams until they close, long polls
     /// until they answer); past it a call is refused with RESOURCE_EXHAUSTED.
     pub max_calls: usize,
+    /// Records held in share groups' windows over the whole server (24 bytes each);
+    /// past it, fetches hand out no record their window does not hold already.
+    pub max_share_window_records: usize,
     /// How long a graceful stop lets requests in flight finish before it closes the
     /// connections still open.
     pub shutdown_timeout_ms: u64,
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
             max_calls: options.max_calls,
+            max_share_window_records: options.max_share_window_records,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
             transparent_huge_pages: false,
             worker_threads: 0,
@@ -271,6 +275,7 @@ impl ServerConfig {
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
             max_calls: self.max_calls.max(1),
+            max_share_window_records: self.max_share_window_records,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             connection_threads: match self.pin_connections {
                 true => self.workers(),

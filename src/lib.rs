@@ -15,7 +15,7 @@
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups
 //!   (`groups::share`, queues): each partition's locks, delivery counts and dead letters
-//!   are a state machine without I/O or clock (`share/window.rs`, model-tested), kept in
+//!   are a state machine without I/O or clock (`share/window/`, model-tested), kept in
 //!   the same snapshot-and-journal files. Uses the broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
 //!   topic metadata and configuration, the per-partition writer, group commit of

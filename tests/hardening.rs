@@ -844,7 +844,11 @@ async fn a_queue_reset_cancelled_midway_resets_no_partition() {
     let p1 = broker.partition("t", 1).unwrap();
     p1.append(common::batch_at(0, 1000)).await.unwrap();
     p1.append(common::batch_at(1000, 1000)).await.unwrap();
-    let queues = ShareGroups::open(std::sync::Arc::clone(&broker)).unwrap();
+    let queues = ShareGroups::open(
+        std::sync::Arc::clone(&broker),
+        strom::groups::share::MAX_WINDOW_RECORDS,
+    )
+    .unwrap();
     queues.alter_config("q", &BTreeMap::new()).await.unwrap();
     let at_end = queues.reset("q", "t", ResetTo::Latest).await.unwrap();
     assert_eq!(at_end, [(0, 10, 10), (1, 2000, 2000)]);

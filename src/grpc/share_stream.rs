@@ -10,6 +10,7 @@
 //! records one by one shares fsyncs and the group's lock across many of them. When the
 //! client goes away the member leaves, and its records return to the queue at once.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub(super) async fn run(
 ) {
     let (group, topic) = (open.group, open.topic);
     // Join first, so the member has an id before any ack can come.
-    let (member, mut idx) = match queues.join(&group, &open.member_id, &topic).await {
+    let (member, idx) = match queues.join(&group, &open.member_id, &topic).await {
         Ok((member_id, idx)) => {
             let first = pb::ShareStreamResponse {
                 member_id: member_id.clone(),
@@ -81,6 +82,10 @@ pub(super) async fn run(
         ack_rx,
         out.clone(),
     ));
+    // The member's number: a fetch that joins it again (its group lost it, reloaded
+    // after a failed fsync) notes the new one here at once, so that the leave at the
+    // end names the member it is now, even if that fetch is then cut short.
+    let joined = Arc::new(AtomicU32::new(idx));
     let mut credits: u64 = 0;
     let mut fetching: Option<JoinHandle<Result<Fetched>>> = None;
     // A stopping server ends the stream (UNAVAILABLE, after the acknowledgements read
@@ -97,9 +102,10 @@ pub(super) async fn run(
                 topic.clone(),
             );
             let want = credits.min(u32::MAX as u64) as u32;
+            let joined = Arc::clone(&joined);
             fetching = Some(tokio::spawn(async move {
-                q.stream_fetch(&g, &m, &t, want, FETCH_WAIT, STREAM_MESSAGE_BYTES)
-                    .await
+                let limits = (want, FETCH_WAIT, STREAM_MESSAGE_BYTES);
+                q.stream_fetch(&g, &m, &t, limits, &joined).await
             }));
         }
         tokio::select! {
@@ -145,13 +151,7 @@ pub(super) async fn run(
             },
             done = async { fetching.as_mut().expect("guarded").await }, if fetching.is_some() => {
                 fetching = None;
-                let done = done.expect("fetch task does not panic");
-                if let Ok(fetched) = &done {
-                    // Joined again if its session ended: the leave at the end must
-                    // name the member it is now.
-                    idx = fetched.member_idx;
-                }
-                match done {
+                match done.expect("fetch task does not panic") {
                     Ok(fetched) if fetched.records.is_empty() => {}
                     Ok(fetched) => {
                         credits = credits.saturating_sub(fetched.records.len() as u64);
@@ -186,6 +186,7 @@ pub(super) async fn run(
         fetch.abort();
         let _ = fetch.await;
     }
+    let idx = joined.load(Ordering::Relaxed);
     if let Err(err) = queues.leave(&group, &member, idx).await {
         tracing::debug!(%err, "share stream member leave");
     }

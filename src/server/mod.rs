@@ -72,6 +72,9 @@ pub struct ServeOptions {
     pub max_concurrent_streams: u32,
     /// Calls open at once over the whole server (see `grpc/call_limit.rs`).
     pub max_calls: usize,
+    /// Records held in share groups' windows over the server (see
+    /// `groups/share/tally.rs`).
+    pub max_share_window_records: usize,
     /// How long a graceful stop lets connections finish their requests; then those
     /// still open are closed, and the stop goes on.
     pub shutdown_timeout: Duration,
@@ -101,6 +104,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             max_concurrent_streams: 10_000,
             max_calls: 50_000,
+            max_share_window_records: crate::groups::share::MAX_WINDOW_RECORDS,
             shutdown_timeout: Duration::from_secs(15),
             silent_client_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(60),
@@ -140,7 +144,10 @@ pub async fn serve(
     let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
     let expiry = tokio::spawn(Arc::clone(&groups).run());
     health.set_serving::<QueuesServer<QueuesService>>().await;
-    let queues = Arc::new(ShareGroups::open(Arc::clone(&broker))?);
+    let queues = Arc::new(ShareGroups::open(
+        Arc::clone(&broker),
+        options.max_share_window_records,
+    )?);
     let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
     broker.set_retention_floor(floor);
     let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());

@@ -224,7 +224,8 @@ mod tests {
     async fn a_request_straight_after_a_cancelled_load_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let queues = super::ShareGroups::open(broker).unwrap();
+        let queues =
+            super::ShareGroups::open(broker, crate::groups::share::MAX_WINDOW_RECORDS).unwrap();
         let none = BTreeMap::new();
         for g in 0..8 {
             let group = format!("q{g}");
@@ -248,7 +249,8 @@ mod tests {
     async fn a_config_change_cancelled_midway_is_the_groups_once_written() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        let queues = super::ShareGroups::open(broker).unwrap();
+        let queues =
+            super::ShareGroups::open(broker, crate::groups::share::MAX_WINDOW_RECORDS).unwrap();
         queues.alter_config("q", &BTreeMap::new()).await.unwrap();
         let change = BTreeMap::from([("lock.ms".to_string(), "5000".to_string())]);
         let mut first = Box::pin(queues.alter_config("q", &change));

@@ -128,7 +128,7 @@ fn a_fetch_dropped_between_partitions_gives_back_what_it_locked() {
         let config = BTreeMap::from([("segment.bytes".to_string(), (1u64 << 20).to_string())]);
         broker.create_topic("t", 2, &config).await.unwrap();
         fill(&broker, 2).await;
-        let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+        let queues = ShareGroups::open(Arc::clone(&broker), super::MAX_WINDOW_RECORDS).unwrap();
         let earliest = BTreeMap::from([("start".to_string(), "earliest".to_string())]);
         queues.alter_config("q", &earliest).await.unwrap();
         // The runtime has one blocking thread, and its queue runs in order. A first
@@ -222,7 +222,7 @@ fn a_fetch_dropped_at_the_snapshot_journals_what_it_gave_back() {
             }
             let _ = writer.finish().unwrap().append().await.unwrap();
         }
-        let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+        let queues = ShareGroups::open(Arc::clone(&broker), super::MAX_WINDOW_RECORDS).unwrap();
         let config = BTreeMap::from([
             ("start".to_string(), "earliest".to_string()),
             ("max.in.flight".to_string(), "100000".to_string()),
@@ -266,7 +266,7 @@ fn a_fetch_dropped_at_the_snapshot_journals_what_it_gave_back() {
         // the group is read again from its files.
         tokio::task::spawn_blocking(|| ()).await.unwrap();
         drop(queues);
-        let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+        let queues = ShareGroups::open(Arc::clone(&broker), super::MAX_WINDOW_RECORDS).unwrap();
         // A restart hands out again what was locked: those handed out before once more
         // (their second delivery), the dropped fetch's for the first time.
         let mut counts = BTreeMap::new();

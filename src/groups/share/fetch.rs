@@ -1,20 +1,17 @@
 //! ShareFetch: join (or touch) the member, lock available records of a topic to it,
 //! and if there are none, wait for the log to grow or for records to come back.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::config::Start;
-use super::window::{
-    key_hash, Candidate, Change, MemberIdx, Offered, SharePartition, Totals, Want,
-};
-use super::{group, Admit, Group, Guard, ShareGroups, Slot};
-use crate::broker::{now_ms, Partition};
+use super::window::{key_hash, Candidate, MemberIdx, Want};
+use super::{group, Admit, Guard, ShareGroups, Slot};
+use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
-use crate::groups::{topic_id, TopicId, Tp};
+use crate::groups::{topic_id, TopicId};
 use crate::log::record::chunk_records;
 use crate::log::ReadBatches;
 
@@ -66,7 +63,11 @@ fn deliver_at(headers: &[(String, Bytes)], now: i64) -> i64 {
 
 /// The records of `read` at or after `from`: as candidates, and each one's bytes
 /// (sliced from the read, not copied) should it be handed out.
-fn parse(read: &ReadBatches, from: u64, now: i64) -> Result<(Vec<Candidate>, Vec<Delivered>)> {
+pub(super) fn parse(
+    read: &ReadBatches,
+    from: u64,
+    now: i64,
+) -> Result<(Vec<Candidate>, Vec<Delivered>)> {
     let (mut candidates, mut delivered) = (Vec::new(), Vec::new());
     for chunk in &read.chunks {
         let views = chunk_records(chunk).map_err(|reason| Error::Corruption {
@@ -114,29 +115,31 @@ impl ShareGroups {
         max_bytes: usize,
     ) -> Result<Fetched> {
         let limits = (max_records, max_wait, max_bytes);
-        self.fetch_as(false, group_name, member_id, topic, limits)
+        self.fetch_as(None, group_name, member_id, topic, limits)
             .await
     }
 
     /// As `fetch`, for a ShareStream's member: if the group lost it (reloaded after a
-    /// failed fsync), it joins again as a stream's member, which does not expire.
+    /// failed fsync), it joins again as a stream's member, which does not expire, and
+    /// its number goes into `joined` at once, so that the stream's end leaves as the
+    /// member it is now even when this fetch is cut short.
+    /// `limits`: as `fetch`'s `max_records`, `max_wait` and `max_bytes`.
     pub async fn stream_fetch(
         &self,
         group_name: &str,
         member_id: &str,
         topic: &str,
-        max_records: u32,
-        max_wait: Duration,
-        max_bytes: usize,
+        limits: (u32, Duration, usize),
+        joined: &AtomicU32,
     ) -> Result<Fetched> {
-        let limits = (max_records, max_wait, max_bytes);
-        self.fetch_as(true, group_name, member_id, topic, limits)
+        self.fetch_as(Some(joined), group_name, member_id, topic, limits)
             .await
     }
 
+    /// `stream`: a stream's fetch, and where it notes the member's number.
     async fn fetch_as(
         &self,
-        streaming: bool,
+        stream: Option<&AtomicU32>,
         group_name: &str,
         member_id: &str,
         topic: &str,
@@ -180,7 +183,10 @@ impl ShareGroups {
                 )));
             }
             let now = now_ms();
-            let (id, idx) = g.members.join_as(&member_id, now, streaming)?;
+            let (id, idx) = g.members.join_as(&member_id, now, stream.is_some())?;
+            if let Some(joined) = stream {
+                joined.store(idx, Ordering::Relaxed);
+            }
             (h.tid, h.member) = (tid, idx);
             let g_session_ms = g.config.session_timeout_ms;
             member_id = id;
@@ -307,93 +313,6 @@ impl Drop for Handing {
         }
         g.journal_unawaited();
         self.slot.available.notify_waiters();
-    }
-}
-
-impl Group {
-    /// Locks up to `want` of one partition to member `idx`, into `out`.
-    async fn fill(
-        &mut self,
-        tp: Tp,
-        partition: &Arc<Partition>,
-        idx: MemberIdx,
-        want: Want,
-        now: i64,
-        out: &mut Vec<Delivered>,
-    ) -> Result<()> {
-        let bounds = partition.offsets()?;
-        let mut changes = Vec::new();
-        if !self.state.partitions.contains_key(&tp) {
-            let offset = match self.config.start {
-                Start::Earliest => bounds.log_start,
-                Start::Latest => bounds.high_watermark,
-            };
-            // Journaled, so that "latest" means the same after a restart.
-            self.state
-                .partitions
-                .insert(tp, SharePartition::new(offset));
-            self.restored.insert(tp);
-            changes.push(Change::Reset {
-                offset,
-                totals: Totals::default(),
-            });
-        }
-        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
-        sp.fit_to_log(bounds.high_watermark, &mut changes);
-        sp.lose_below(bounds.log_start, &mut changes);
-        // Recorded before the reads below: a fetch cancelled at one of them must not
-        // drop changes already made in memory.
-        self.record(tp, std::mem::take(&mut changes));
-        if !self.restored.contains(&tp) {
-            // After a load: keys and delivery times of the window, read back.
-            let (start, end) = {
-                let sp = &self.state.partitions[&tp];
-                (sp.start(), sp.end())
-            };
-            let mut candidates = Vec::new();
-            let mut at = start;
-            while at < end {
-                let (read, _) = partition.read(at, 1 << 20).await?;
-                if read.chunks.is_empty() {
-                    break;
-                }
-                let (c, _) = parse(&read, at, now)?;
-                candidates.extend(c.into_iter().filter(|c| c.offset < end));
-                at = read.next_offset.max(at + 1);
-            }
-            let sp = self.state.partitions.get_mut(&tp).expect("inserted");
-            sp.restore_records(&candidates, &mut changes);
-            self.record(tp, std::mem::take(&mut changes));
-            self.restored.insert(tp);
-        }
-        let sp = &self.state.partitions[&tp];
-        let Some(from) = sp.next_candidate(now, &self.config, bounds.high_watermark) else {
-            return Ok(());
-        };
-        let (read, _) = partition
-            .read(from, want.bytes.clamp(64 << 10, 1 << 20))
-            .await?;
-        let (candidates, records) = parse(&read, from, now)?;
-        let offered = Offered {
-            from,
-            end: read.next_offset,
-            records: &candidates,
-        };
-        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
-        let got = sp.acquire(idx, offered, want, now, &self.config, &mut changes);
-        self.record(tp, changes);
-        let mut records = records.into_iter().peekable();
-        for (offset, count) in got {
-            while records.peek().is_some_and(|r| r.offset < offset) {
-                records.next();
-            }
-            if let Some(mut r) = records.next() {
-                r.partition = tp.1;
-                r.delivery_count = count;
-                out.push(r);
-            }
-        }
-        Ok(())
     }
 }
 

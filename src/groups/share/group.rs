@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ShareConfig;
 use super::members;
 use super::state::ShareState;
+use super::tally::WindowTally;
 use super::window::{Change, MemberIdx, SharePartition};
 use super::CONFIG_FILE;
 use crate::broker::{now_ms, Broker};
@@ -37,6 +38,15 @@ pub(super) struct Group {
     /// The broker's topics version when the partitions of deleted topics were last
     /// dropped (`forget_deleted_topics`).
     pub(super) topics_version: u64,
+    /// The server's count of window slots, and this group's part of it.
+    pub(super) tally: Arc<WindowTally>,
+    counted: usize,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.tally.changed(self.counted, 0);
+    }
 }
 
 impl Group {
@@ -82,6 +92,8 @@ impl Group {
 
     /// Appends the pending changes to the journal (into the page cache); no snapshot.
     fn append_pending(&mut self) -> Result<()> {
+        // Every change to a window is journaled, so this sees them all.
+        self.settle_tally();
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -104,6 +116,26 @@ impl Group {
     pub(super) fn record(&mut self, tp: Tp, changes: Vec<Change>) {
         self.pending.extend(changes.into_iter().map(|c| (tp, c)));
     }
+
+    /// Brings the server's tally to what this group's windows hold now.
+    pub(super) fn settle_tally(&mut self) {
+        let held = self
+            .state
+            .partitions
+            .values()
+            .map(SharePartition::held)
+            .sum();
+        self.tally.changed(self.counted, held);
+        self.counted = held;
+    }
+
+    /// Counts a change of one window's slots from `before` at once, ahead of the next
+    /// `settle_tally`: a fetch over many partitions must see the room its earlier
+    /// partitions took.
+    pub(super) fn tally_change(&mut self, before: usize, after: usize) {
+        self.tally.changed(before, after);
+        self.counted = (self.counted + after).saturating_sub(before);
+    }
 }
 
 impl Group {
@@ -113,6 +145,7 @@ impl Group {
         name: String,
         dir: PathBuf,
         floors: Arc<Mutex<HashMap<Tp, u64>>>,
+        tally: Arc<WindowTally>,
     ) -> Result<Group> {
         let (files, state) = GroupFiles::<ShareState>::open(&dir)?;
         let path = dir.join(CONFIG_FILE);
@@ -129,7 +162,7 @@ impl Group {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => ShareConfig::default(),
             Err(err) => return Err(err).at(&path),
         };
-        Ok(Group {
+        let mut group = Group {
             name,
             config,
             members: members::Members::default(),
@@ -141,7 +174,11 @@ impl Group {
             snapshot_tried: u64::MAX,
             used_ms: now_ms(),
             topics_version: u64::MAX,
-        })
+            tally,
+            counted: 0,
+        };
+        group.settle_tally();
+        Ok(group)
     }
 
     /// No members, nothing pending, nothing owed to the dead-letter topic: the group
@@ -192,6 +229,7 @@ impl Group {
         self.restored.retain(|(tid, _)| live.contains(tid));
         self.pending.retain(|((tid, _), _)| live.contains(tid));
         self.refresh_floors();
+        self.settle_tally();
     }
 
     /// Returns what `members` hold, in every partition. True if anything came back.

@@ -8,8 +8,9 @@
 //!   `config`: the group's settings; `members`: who is in the group.
 //! - `state`: the partitions' bytes on disk, kept as a snapshot plus a journal by
 //!   `groups/store.rs` (the same files and group commit as consumer groups' offsets).
-//! - `fetch`, `ack`, `admin`: the operations, which need the broker (reads of the log,
-//!   appends to the dead-letter topic); `dead_letters`: those appends.
+//! - `fetch` (with `fill`, one partition's part), `ack`, `admin`: the operations, which
+//!   need the broker (reads of the log, appends to the dead-letter topic);
+//!   `dead_letters`: those appends; `tally`: the server's cap on records in windows.
 //! - this module: the registry of groups, loading each from disk on first use, and
 //!   the task that ends expired locks and sessions.
 //!
@@ -24,15 +25,19 @@ mod cancelled_fetch;
 pub mod config;
 mod dead_letters;
 mod fetch;
+mod fill;
 mod group;
 pub mod members;
 pub mod state;
 mod sweep;
+mod tally;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod topic_races;
 pub mod window;
+#[cfg(test)]
+mod window_cap;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -56,6 +61,7 @@ use crate::broker::{now_ms, Broker};
 use crate::error::{quote, Error};
 use crate::error::{IoContext, Result};
 use group::Group;
+use tally::WindowTally;
 
 /// Most share groups a server keeps.
 pub const MAX_SHARE_GROUPS: usize = 100_000;
@@ -65,6 +71,9 @@ pub const MAX_SHARE_GROUPS: usize = 100_000;
 /// member keeps its group loaded: 20,000 one-member groups took every descriptor, and
 /// the logs could open no file; hostile-client finding.)
 pub const MAX_LOADED: usize = 1_000;
+/// Records held in share groups' windows over the server (`tally.rs`), by default:
+/// 24 bytes each, 240 MB.
+pub const MAX_WINDOW_RECORDS: usize = 10_000_000;
 const CONFIG_FILE: &str = "config.json";
 /// How often locks and sessions are checked by the background task (fetches check
 /// them too, so a waiting fetcher sees an ended lock at its deadline).
@@ -117,12 +126,16 @@ pub struct ShareGroups {
     loaded: Arc<AtomicUsize>,
     /// `MAX_LOADED`, lowered by tests.
     max_loaded: usize,
+    /// Window slots held by the loaded groups, against `max_share_window_records`.
+    tally: Arc<WindowTally>,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
 impl ShareGroups {
-    /// Lists the share groups in the data directory; each loads on first use.
-    pub fn open(broker: Arc<Broker>) -> Result<ShareGroups> {
+    /// Lists the share groups in the data directory; each loads on first use. Their
+    /// windows hold at most about `max_window_records` records together (`tally.rs`).
+    pub fn open(broker: Arc<Broker>, max_window_records: usize) -> Result<ShareGroups> {
+        let tally = Arc::new(WindowTally::new(max_window_records));
         let root = broker.data_dir().share_groups();
         let mut slots = BTreeMap::new();
         for entry in std::fs::read_dir(&root).at(&root)? {
@@ -139,7 +152,8 @@ impl ShareGroups {
             let slot = Slot::new(name.clone(), dir.clone());
             // Its files are closed again at once (it loads for real on first use): a
             // thousand groups must not take a thousand descriptors at start-up.
-            match Group::load(name.clone(), dir, Arc::clone(&slot.floors)) {
+            let floors = Arc::clone(&slot.floors);
+            match Group::load(name.clone(), dir, floors, Arc::clone(&tally)) {
                 Ok(group) => group.refresh_floors(),
                 Err(err) => {
                     tracing::error!(group = %name, %err, "share group could not be loaded; retrying at its first use")
@@ -152,6 +166,7 @@ impl ShareGroups {
             broker,
             loaded: Arc::new(AtomicUsize::new(0)),
             max_loaded: MAX_LOADED,
+            tally,
             slots: Mutex::new(slots),
         })
     }
@@ -241,8 +256,9 @@ impl ShareGroups {
                 let owned = name.to_string();
                 let floors = Arc::clone(&slot.floors);
                 let count = Arc::clone(&self.loaded);
+                let tally = Arc::clone(&self.tally);
                 let (returned, loaded) = tokio::task::spawn_blocking(move || {
-                    let loaded = Group::load(owned, dir, floors).map(|group| {
+                    let loaded = Group::load(owned, dir, floors, tally).map(|group| {
                         *guard = SlotState::Loaded(Box::new(group));
                     });
                     if loaded.is_err() {

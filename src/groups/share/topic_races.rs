@@ -26,7 +26,7 @@ async fn setup() -> (tempfile::TempDir, Arc<Broker>, ShareGroups, TopicId) {
     let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
     broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
     let tid = topic_id(&broker.topic("t").unwrap().id).unwrap();
-    let queues = ShareGroups::open(Arc::clone(&broker)).unwrap();
+    let queues = ShareGroups::open(Arc::clone(&broker), super::MAX_WINDOW_RECORDS).unwrap();
     // The group exists, is loaded, and has t's partition.
     queues
         .fetch("q", "", "t", 1, Duration::ZERO, 0)
@@ -146,8 +146,9 @@ async fn past_the_loaded_groups_with_none_idle_a_new_group_is_refused() {
 #[tokio::test]
 async fn a_streams_fetch_joins_a_member_that_does_not_expire() {
     let (_dir, _broker, queues, _) = setup().await;
+    let joined = std::sync::atomic::AtomicU32::new(0);
     queues
-        .stream_fetch("q", "s", "t", 1, Duration::ZERO, 0)
+        .stream_fetch("q", "s", "t", (1, Duration::ZERO, 0), &joined)
         .await
         .unwrap();
     queues
@@ -163,4 +164,40 @@ async fn a_streams_fetch_joins_a_member_that_does_not_expire() {
         .collect();
     assert!(gone.iter().any(|id| id == "u"), "{gone:?}");
     assert!(!gone.iter().any(|id| id == "s"), "{gone:?}");
+}
+
+/// A stream's fetch that joins its member again (the group lost it in a reload after a
+/// failed fsync) and is then cut short by the stream's end: the stream leaves as the
+/// member it is now. It left under its old number, which removed nothing, and the
+/// member, a stream's that never expires, stayed for the server's life.
+#[tokio::test]
+async fn a_streams_fetch_cut_short_after_joining_again_leaves_as_the_member_it_is_now() {
+    let (_dir, _broker, queues, _) = setup().await;
+    let (_, old) = queues.join("q", "s", "t").await.unwrap();
+    {
+        // The reload: the group is read again from its files, without its members.
+        let (_, mut guard) = queues.lock("q", false, super::Admit::Always).await.unwrap();
+        *guard = super::SlotState::Unloaded;
+        queues
+            .loaded
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let joined = std::sync::atomic::AtomicU32::new(old);
+    let mut fetch =
+        Box::pin(queues.stream_fetch("q", "s", "t", (1, Duration::from_secs(10), 0), &joined));
+    // Up to its wait for records (the log is empty): it has joined by then. The stream
+    // ends: the fetch is dropped, and the member leaves.
+    for _ in 0..100 {
+        if joined.load(std::sync::atomic::Ordering::Relaxed) != old {
+            break;
+        }
+        assert!(poll_once(&mut fetch).await.is_pending());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(fetch);
+    let now = joined.load(std::sync::atomic::Ordering::Relaxed);
+    assert_ne!(now, old, "joined again under a new number");
+    queues.leave("q", "s", now).await.unwrap();
+    let members = queues.describe("q").await.unwrap().members;
+    assert!(!members.iter().any(|m| m.member_id == "s"), "{members:?}");
 }

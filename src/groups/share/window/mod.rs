@@ -79,6 +79,11 @@ impl SharePartition {
         self.acquired
     }
 
+    /// Slots in the window: offsets from the start to the end (see `WindowTally`).
+    pub fn held(&self) -> usize {
+        self.slots.len()
+    }
+
     fn index(&self, offset: u64) -> Option<usize> {
         let i = offset.checked_sub(self.start)? as usize;
         (i < self.slots.len()).then_some(i)
@@ -159,17 +164,19 @@ impl SharePartition {
                 }
                 // Offsets with no record in between (compaction) are finished.
                 while self.end() < r.offset {
-                    self.slots.push_back(Slot {
+                    let gone = Slot {
                         state: State::Gone,
                         ..NEW
-                    });
+                    };
+                    self.push(gone, cfg);
                     changes.push(self.change(self.slots.len() - 1));
                 }
-                self.slots.push_back(Slot {
+                let slot = Slot {
                     until: r.deliver_at,
                     key: r.key,
                     ..NEW
-                });
+                };
+                self.push(slot, cfg);
                 if cfg.key_ordered && r.key != 0 {
                     first_open.entry(r.key).or_insert(r.offset);
                 }
@@ -410,6 +417,29 @@ impl SharePartition {
                 offset: self.start,
                 totals: self.totals,
             });
+            self.trim();
+        }
+    }
+
+    /// Adds a slot at the end, growing the window's memory by doubling as a `VecDeque`
+    /// does, but never past `max.in.flight`: a full window of 100,000 slots takes room
+    /// for 100,000, not 131,072.
+    fn push(&mut self, slot: Slot, cfg: &ShareConfig) {
+        let (len, capacity) = (self.slots.len(), self.slots.capacity());
+        if len == capacity {
+            let max = (cfg.max_in_flight as usize).max(len + 1);
+            self.slots
+                .reserve_exact((capacity * 2).max(8).min(max) - len);
+        }
+        self.slots.push_back(slot);
+    }
+
+    /// Gives back the memory of a window that shrank to under a quarter of what it
+    /// holds room for, so that memory follows the slots the server counts.
+    pub(super) fn trim(&mut self) {
+        let capacity = self.slots.capacity();
+        if capacity > 64 && self.slots.len() < capacity / 4 {
+            self.slots.shrink_to(capacity / 2);
         }
     }
 }

@@ -2,6 +2,8 @@
 //! changing under it (compaction gaps, retention, a log cut short), resets, replay from
 //! the journal, snapshots and counts.
 
+use std::collections::VecDeque;
+
 use super::{Candidate, Change, Counts, Offered, SharePartition, Slot, State, NEW};
 use crate::groups::share::config::MAX_IN_FLIGHT;
 
@@ -51,6 +53,7 @@ impl SharePartition {
         }
         // Journaled as a reset and the slots kept: replay cannot shrink a window.
         self.snapshot(changes);
+        self.trim();
     }
 
     /// Retention deleted the log below `log_start`: records there that were not finished
@@ -76,6 +79,7 @@ impl SharePartition {
         }
         self.start = log_start;
         self.totals.lost += lost;
+        self.trim();
         changes.push(Change::Start {
             offset: self.start,
             totals: self.totals,
@@ -84,7 +88,7 @@ impl SharePartition {
 
     /// Forgets everything and starts again at `offset` (a reset of the group).
     pub fn reset(&mut self, offset: u64, changes: &mut Vec<Change>) {
-        self.slots.clear();
+        self.slots = VecDeque::new();
         self.acquired = 0;
         self.start = offset;
         changes.push(Change::Reset {

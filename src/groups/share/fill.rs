@@ -1,0 +1,116 @@
+//! One partition's part of a ShareFetch: the partition's window made or brought up to
+//! date with the log, then records read from the log and locked to the member, as many
+//! as the request, the window and the server's cap on windows (`tally.rs`) allow.
+
+use std::sync::Arc;
+
+use super::config::Start;
+use super::fetch::{parse, Delivered};
+use super::window::{Change, MemberIdx, Offered, SharePartition, Totals, Want};
+use super::Group;
+use crate::broker::Partition;
+use crate::error::Result;
+use crate::groups::Tp;
+
+impl Group {
+    /// Locks up to `want` of one partition to member `idx`, into `out`.
+    pub(super) async fn fill(
+        &mut self,
+        tp: Tp,
+        partition: &Arc<Partition>,
+        idx: MemberIdx,
+        want: Want,
+        now: i64,
+        out: &mut Vec<Delivered>,
+    ) -> Result<()> {
+        let bounds = partition.offsets()?;
+        let mut changes = Vec::new();
+        if !self.state.partitions.contains_key(&tp) {
+            let offset = match self.config.start {
+                Start::Earliest => bounds.log_start,
+                Start::Latest => bounds.high_watermark,
+            };
+            // Journaled, so that "latest" means the same after a restart.
+            self.state
+                .partitions
+                .insert(tp, SharePartition::new(offset));
+            self.restored.insert(tp);
+            changes.push(Change::Reset {
+                offset,
+                totals: Totals::default(),
+            });
+        }
+        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        sp.fit_to_log(bounds.high_watermark, &mut changes);
+        sp.lose_below(bounds.log_start, &mut changes);
+        // Recorded before the reads below: a fetch cancelled at one of them must not
+        // drop changes already made in memory.
+        self.record(tp, std::mem::take(&mut changes));
+        if !self.restored.contains(&tp) {
+            // After a load: keys and delivery times of the window, read back.
+            let (start, end) = {
+                let sp = &self.state.partitions[&tp];
+                (sp.start(), sp.end())
+            };
+            let mut candidates = Vec::new();
+            let mut at = start;
+            while at < end {
+                let (read, _) = partition.read(at, 1 << 20).await?;
+                if read.chunks.is_empty() {
+                    break;
+                }
+                let (c, _) = parse(&read, at, now)?;
+                candidates.extend(c.into_iter().filter(|c| c.offset < end));
+                at = read.next_offset.max(at + 1);
+            }
+            let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+            sp.restore_records(&candidates, &mut changes);
+            self.record(tp, std::mem::take(&mut changes));
+            self.restored.insert(tp);
+        }
+        let sp = &self.state.partitions[&tp];
+        // The window grows by at most what the server's cap leaves (`tally.rs`).
+        let room = self.tally.room() as u64;
+        let reach = bounds.high_watermark.min(sp.end().saturating_add(room));
+        let Some(from) = sp.next_candidate(now, &self.config, reach) else {
+            if reach < bounds.high_watermark && sp.held() < self.config.max_in_flight as usize {
+                self.tally.held_back(&self.name);
+            }
+            return Ok(());
+        };
+        let (read, _) = partition
+            .read(from, want.bytes.clamp(64 << 10, 1 << 20))
+            .await?;
+        let (mut candidates, records) = parse(&read, from, now)?;
+        // The room once more, after the read's await: from here until the window has
+        // grown nothing awaits, so at most one fetch per worker thread can count on the
+        // same room, and the cap is overshot by at most that.
+        let reach = self.state.partitions[&tp]
+            .end()
+            .saturating_add(self.tally.room() as u64);
+        candidates.retain(|c| c.offset < reach);
+        let offered = Offered {
+            from,
+            end: read.next_offset.min(reach),
+            records: &candidates,
+        };
+        let sp = self.state.partitions.get_mut(&tp).expect("inserted");
+        let before = sp.held();
+        let got = sp.acquire(idx, offered, want, now, &self.config, &mut changes);
+        let after = sp.held();
+        self.tally_change(before, after);
+        self.record(tp, changes);
+        let mut records = records.into_iter().peekable();
+        for (offset, count) in got {
+            while records.peek().is_some_and(|r| r.offset < offset) {
+                records.next();
+            }
+            if let Some(mut r) = records.next() {
+                r.partition = tp.1;
+                r.delivery_count = count;
+                out.push(r);
+            }
+        }
+        Ok(())
+    }
+}
