@@ -275,7 +275,7 @@ impl ServerConfig {
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
             max_calls: self.max_calls.max(1),
-            max_share_window_records: self.max_share_window_records,
+            max_share_window_records: self.max_share_window_records.max(1),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             connection_threads: match self.pin_connections {
                 true => self.workers(),

@@ -183,10 +183,15 @@ impl ShareGroups {
                 )));
             }
             let now = now_ms();
-            let (id, idx) = g.members.join_as(&member_id, now, stream.is_some())?;
-            if let Some(joined) = stream {
-                joined.store(idx, Ordering::Relaxed);
-            }
+            let (id, idx) = match stream {
+                Some(joined) => {
+                    let expected = joined.load(Ordering::Relaxed);
+                    let idx = g.members.stream_member(&member_id, expected, now)?;
+                    joined.store(idx, Ordering::Relaxed);
+                    (member_id.clone(), idx)
+                }
+                None => g.members.join(&member_id, now)?,
+            };
             (h.tid, h.member) = (tid, idx);
             let g_session_ms = g.config.session_timeout_ms;
             member_id = id;
@@ -251,6 +256,10 @@ impl ShareGroups {
             let notified = slot.available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Or for room under the server's cap on windows, freed by another group.
+            let room = self.tally.freed.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
             drop(h);
             // A waiting member is heard from: it comes round (and is marked seen)
             // at least three times a session.
@@ -275,6 +284,7 @@ impl ShareGroups {
                 _ = grown => {}
                 () = deleted => {}
                 () = &mut notified => {}
+                () = &mut room => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = stopping.changed() => {}
             }

@@ -69,11 +69,15 @@ impl Group {
             self.restored.insert(tp);
         }
         let sp = &self.state.partitions[&tp];
-        // The window grows by at most what the server's cap leaves (`tally.rs`).
-        let room = self.tally.room() as u64;
+        // The window grows by at most what the server's cap leaves (`tally.rs`), past
+        // the room it has already.
+        let room = self.room(sp.spare()) as u64;
         let reach = bounds.high_watermark.min(sp.end().saturating_add(room));
         let Some(from) = sp.next_candidate(now, &self.config, reach) else {
-            if reach < bounds.high_watermark && sp.held() < self.config.max_in_flight as usize {
+            if room == 0
+                && sp.end() < bounds.high_watermark
+                && sp.allocated() < self.config.max_in_flight as usize
+            {
                 self.tally.held_back(&self.name);
             }
             return Ok(());
@@ -84,10 +88,15 @@ impl Group {
         let (mut candidates, records) = parse(&read, from, now)?;
         // The room once more, after the read's await: from here until the window has
         // grown nothing awaits, so at most one fetch per worker thread can count on the
-        // same room, and the cap is overshot by at most that.
-        let reach = self.state.partitions[&tp]
-            .end()
-            .saturating_add(self.tally.room() as u64);
+        // same room, and the cap is overshot by at most that (and by a window's doubling).
+        let sp = &self.state.partitions[&tp];
+        // An empty window starts at its next record, past any compaction gap.
+        let base = match sp.is_empty() {
+            true => candidates.iter().map(|c| c.offset).find(|&o| o >= sp.end()),
+            false => None,
+        };
+        let room = self.room(sp.spare());
+        let reach = base.unwrap_or(sp.end()).saturating_add(room as u64);
         candidates.retain(|c| c.offset < reach);
         let offered = Offered {
             from,
@@ -95,9 +104,9 @@ impl Group {
             records: &candidates,
         };
         let sp = self.state.partitions.get_mut(&tp).expect("inserted");
-        let before = sp.held();
+        let before = sp.allocated();
         let got = sp.acquire(idx, offered, want, now, &self.config, &mut changes);
-        let after = sp.held();
+        let after = sp.allocated();
         self.tally_change(before, after);
         self.record(tp, changes);
         let mut records = records.into_iter().peekable();

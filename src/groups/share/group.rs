@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::config::ShareConfig;
@@ -38,15 +39,11 @@ pub(super) struct Group {
     /// The broker's topics version when the partitions of deleted topics were last
     /// dropped (`forget_deleted_topics`).
     pub(super) topics_version: u64,
-    /// The server's count of window slots, and this group's part of it.
+    /// The server's count of window slots, and this group's part of it, which stays
+    /// counted while the group is unloaded (its windows come back with it; see
+    /// `tally.rs`) and goes when it is deleted.
     pub(super) tally: Arc<WindowTally>,
-    counted: usize,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.tally.changed(self.counted, 0);
-    }
+    pub(super) counted: Arc<AtomicUsize>,
 }
 
 impl Group {
@@ -123,18 +120,32 @@ impl Group {
             .state
             .partitions
             .values()
-            .map(SharePartition::held)
+            .map(SharePartition::allocated)
             .sum();
-        self.tally.changed(self.counted, held);
-        self.counted = held;
+        let before = self.counted.swap(held, Ordering::Relaxed);
+        self.tally.changed(before, held);
     }
 
     /// Counts a change of one window's slots from `before` at once, ahead of the next
     /// `settle_tally`: a fetch over many partitions must see the room its earlier
     /// partitions took.
     pub(super) fn tally_change(&mut self, before: usize, after: usize) {
-        self.tally.changed(before, after);
-        self.counted = (self.counted + after).saturating_sub(before);
+        let counted = self.counted.load(Ordering::Relaxed);
+        let now = (counted + after).saturating_sub(before);
+        self.counted.store(now, Ordering::Relaxed);
+        self.tally.changed(counted, now);
+    }
+
+    /// How many slots a fetch may add to a window of this group with `spare` room of
+    /// its own (`WindowTally::room_for`, `may_fill_spare`).
+    pub(super) fn room(&self, spare: usize) -> usize {
+        let counted = self.counted.load(Ordering::Relaxed);
+        let spare = if self.tally.may_fill_spare(counted) {
+            spare
+        } else {
+            0
+        };
+        spare + self.tally.room_for(counted)
     }
 }
 
@@ -145,9 +156,13 @@ impl Group {
         name: String,
         dir: PathBuf,
         floors: Arc<Mutex<HashMap<Tp, u64>>>,
-        tally: Arc<WindowTally>,
+        (tally, counted): (Arc<WindowTally>, Arc<AtomicUsize>),
     ) -> Result<Group> {
-        let (files, state) = GroupFiles::<ShareState>::open(&dir)?;
+        let (files, mut state) = GroupFiles::<ShareState>::open(&dir)?;
+        state
+            .partitions
+            .values_mut()
+            .for_each(SharePartition::shrink_to_fit);
         let path = dir.join(CONFIG_FILE);
         let config = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -175,7 +190,7 @@ impl Group {
             used_ms: now_ms(),
             topics_version: u64::MAX,
             tally,
-            counted: 0,
+            counted,
         };
         group.settle_tally();
         Ok(group)

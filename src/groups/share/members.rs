@@ -115,6 +115,31 @@ impl Members {
         }
     }
 
+    /// For a stream's fetch: the stream's member `id` under the number `expected` it
+    /// joined as, marked as heard from now; joined again (as a stream's member) if the
+    /// group lost it in a reload. Refused if `id` is another member now: the worker
+    /// connected again on a new stream, which replaced this one's member (fetching for
+    /// it would lock records to the new stream's member and send them on the old one,
+    /// and the old stream's end would remove the new member).
+    pub fn stream_member(
+        &mut self,
+        id: &str,
+        expected: MemberIdx,
+        now_ms: i64,
+    ) -> Result<MemberIdx> {
+        match self.by_id.get_mut(id) {
+            Some(member) if member.idx == expected => {
+                member.last_seen_ms = now_ms;
+                Ok(expected)
+            }
+            Some(_) => Err(Error::FailedPrecondition(format!(
+                "member {} joined the share group again on another stream, which replaced this one; this stream ends",
+                quote(id)
+            ))),
+            None => self.join_as(id, now_ms, true).map(|(_, idx)| idx),
+        }
+    }
+
     /// A known member, marked as heard from now.
     pub fn touch(&mut self, id: &str, group: &str, now_ms: i64) -> Result<MemberIdx> {
         match self.by_id.get_mut(id) {

@@ -93,6 +93,8 @@ struct Slot {
     /// Each partition's start offset, for retention (`RetentionFloor`), readable
     /// without the group's lock.
     floors: Arc<Mutex<HashMap<Tp, u64>>>,
+    /// The group's part of the server's `WindowTally`, kept while it is unloaded.
+    counted: Arc<AtomicUsize>,
 }
 
 enum SlotState {
@@ -153,7 +155,8 @@ impl ShareGroups {
             // Its files are closed again at once (it loads for real on first use): a
             // thousand groups must not take a thousand descriptors at start-up.
             let floors = Arc::clone(&slot.floors);
-            match Group::load(name.clone(), dir, floors, Arc::clone(&tally)) {
+            let counted = (Arc::clone(&tally), Arc::clone(&slot.counted));
+            match Group::load(name.clone(), dir, floors, counted) {
                 Ok(group) => group.refresh_floors(),
                 Err(err) => {
                     tracing::error!(group = %name, %err, "share group could not be loaded; retrying at its first use")
@@ -256,9 +259,9 @@ impl ShareGroups {
                 let owned = name.to_string();
                 let floors = Arc::clone(&slot.floors);
                 let count = Arc::clone(&self.loaded);
-                let tally = Arc::clone(&self.tally);
+                let counted = (Arc::clone(&self.tally), Arc::clone(&slot.counted));
                 let (returned, loaded) = tokio::task::spawn_blocking(move || {
-                    let loaded = Group::load(owned, dir, floors, tally).map(|group| {
+                    let loaded = Group::load(owned, dir, floors, counted).map(|group| {
                         *guard = SlotState::Loaded(Box::new(group));
                     });
                     if loaded.is_err() {
@@ -389,6 +392,8 @@ impl ShareGroups {
         }
         *guard = SlotState::Deleted;
         self.loaded.fetch_sub(1, Ordering::Relaxed);
+        self.tally
+            .changed(slot.counted.swap(0, Ordering::Relaxed), 0);
         {
             let mut slots = self.slots();
             if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
@@ -414,6 +419,7 @@ impl Slot {
             available: Notify::new(),
             members: AtomicUsize::new(0),
             floors: Arc::new(Mutex::new(HashMap::new())),
+            counted: Arc::new(AtomicUsize::new(0)),
         }
     }
 }

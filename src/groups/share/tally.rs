@@ -1,24 +1,41 @@
-//! Records held in share groups' windows over the whole server, against a cap
+//! Share groups' windows over the whole server, against a cap
 //! (`max_share_window_records`). A window holds a slot of 24 bytes for every offset
 //! from its partition's first unfinished record to the last handed out, up to the
 //! group's `max.in.flight` (at most 100,000), so each group bounds its own; but 1,000
 //! active groups on topics of 1,024 partitions bounded nothing a server could hold
 //! (hostile-client finding: about 3 MB a group and partition).
 //!
+//! What is counted is the slots the windows have memory for, not only those in use,
+//! so the cap bounds memory. A group's part stays counted while it is unloaded: its
+//! windows come back with it, and a group unloaded and loaded again must not take its
+//! room a second time (review finding: cycling groups through unloads made the cap no
+//! bound at all). It goes when the group is deleted.
+//!
 //! Past the cap, a fetch hands out no record its window does not already hold: records
 //! whose lock ended, released ones, and those waiting for a delivery time still go, and
-//! windows shrink as their first records finish, making room again. Loads of groups
-//! are never refused (their records may be owed acknowledgements), so a server started
-//! with more than the cap holds what it read.
+//! windows shrink as their first records finish, making room again. A group holding
+//! its fair share (the cap over the groups holding windows) may fill only nine tenths
+//! of the cap, so one busy group cannot keep the others out: the last tenth is for the
+//! groups below their share, and fetches held back are woken when windows shrink.
+//! Loads of groups are never refused (their records may be owed acknowledgements), so
+//! a server started with more than the cap holds what it read.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::broker::now_ms;
 
 #[derive(Debug)]
 pub struct WindowTally {
     held: AtomicUsize,
+    /// Groups holding windows (a part above 0): the fair share is the cap over these.
+    groups: AtomicUsize,
     max: usize,
+    /// Woken when windows shrink after a fetch was held back by the cap: fetches of
+    /// other groups wait for it, not only for their own group's records.
+    pub freed: Notify,
+    held_back: AtomicBool,
     /// When a fetch was last held back by the cap and said so, in wall-clock ms: the
     /// warning goes out at most once a minute.
     warned_ms: AtomicI64,
@@ -28,7 +45,10 @@ impl WindowTally {
     pub fn new(max: usize) -> WindowTally {
         WindowTally {
             held: AtomicUsize::new(0),
+            groups: AtomicUsize::new(0),
             max,
+            freed: Notify::new(),
+            held_back: AtomicBool::new(false),
             warned_ms: AtomicI64::new(i64::MIN),
         }
     }
@@ -38,9 +58,29 @@ impl WindowTally {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// How many more slots the windows may take.
-    pub fn room(&self) -> usize {
-        self.max.saturating_sub(self.held())
+    /// How many more slots a group whose windows have `counted` may take: up to the cap
+    /// below its fair share, up to nine tenths of it at or above.
+    pub fn room_for(&self, counted: usize) -> usize {
+        let limit = match self.below_share(counted) {
+            true => self.max,
+            false => self.over_limit(),
+        };
+        limit.saturating_sub(self.held())
+    }
+
+    /// Whether a group whose windows have `counted` may fill the room its windows have
+    /// already: not at or above its fair share past nine tenths of the cap, so that its
+    /// windows shrink as their records finish and give room back to the others.
+    pub fn may_fill_spare(&self, counted: usize) -> bool {
+        self.below_share(counted) || self.held() < self.over_limit()
+    }
+
+    fn below_share(&self, counted: usize) -> bool {
+        counted < self.max / self.groups.load(Ordering::Relaxed).max(1)
+    }
+
+    fn over_limit(&self) -> usize {
+        self.max - self.max / 10
     }
 
     /// A group's windows went from `before` slots to `after`.
@@ -49,12 +89,21 @@ impl WindowTally {
             self.held.fetch_add(after - before, Ordering::Relaxed);
         } else if after < before {
             self.held.fetch_sub(before - after, Ordering::Relaxed);
+            if self.held_back.swap(false, Ordering::Relaxed) {
+                self.freed.notify_waiters();
+            }
+        }
+        if before == 0 && after > 0 {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+        } else if before > 0 && after == 0 {
+            self.groups.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// A fetch of `group` found records past its window and no room for them: said
     /// once a minute, so that an operator learns why workers wait.
     pub fn held_back(&self, group: &str) {
+        self.held_back.store(true, Ordering::Relaxed);
         let now = now_ms();
         let last = self.warned_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 60_000
@@ -67,7 +116,7 @@ impl WindowTally {
                 group = %group,
                 held = self.held(),
                 max = self.max,
-                "share groups' windows hold max_share_window_records records: fetches hand out no new records until the groups' oldest records are acknowledged (raise max_share_window_records, or lower the groups' max.in.flight)"
+                "share groups' windows hold room for max_share_window_records records (or nine tenths of it, and this group its fair share): fetches hand out no new records until windows shrink as their oldest records are acknowledged (raise max_share_window_records, or lower the groups' max.in.flight)"
             );
         }
     }

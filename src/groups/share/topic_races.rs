@@ -201,3 +201,57 @@ async fn a_streams_fetch_cut_short_after_joining_again_leaves_as_the_member_it_i
     let members = queues.describe("q").await.unwrap().members;
     assert!(!members.iter().any(|m| m.member_id == "s"), "{members:?}");
 }
+
+/// A worker that connected again on a new stream, its old stream not yet ended (the
+/// server has not noticed the broken connection): the old stream's next fetch is
+/// refused and locks nothing, and its end does not remove the new stream's member. It
+/// fetched as the new member (the id's member now), sending that member's records on
+/// the dead stream, and left as it, removing the live stream's member.
+#[tokio::test]
+async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
+    let (_dir, broker, queues, _) = setup().await;
+    let target = crate::broker::ProduceTarget {
+        topic: "t".into(),
+        partition: Some(0),
+        durability: None,
+        producer: None,
+    };
+    let mut writer = broker.begin_produce(target, 3, 0).unwrap();
+    for _ in 0..3 {
+        let value = bytes::Bytes::from_static(b"x");
+        writer.push(None, value, std::iter::empty(), 0).unwrap();
+    }
+    let appended = writer.finish().unwrap().append().await.unwrap();
+    appended.durable().await.unwrap();
+    let (_, old) = queues.join("q", "w", "t").await.unwrap();
+    let (_, new) = queues.join("q", "w", "t").await.unwrap();
+    assert_ne!(old, new);
+    let joined = std::sync::atomic::AtomicU32::new(old);
+    let err = queues
+        .stream_fetch("q", "w", "t", (10, Duration::ZERO, 0), &joined)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another stream"), "{err}");
+    assert_eq!(joined.load(std::sync::atomic::Ordering::Relaxed), old);
+    queues.leave("q", "w", old).await.unwrap();
+    let described = queues.describe("q").await.unwrap();
+    let w: Vec<_> = described
+        .members
+        .iter()
+        .filter(|m| m.member_id == "w")
+        .collect();
+    assert_eq!(w.len(), 1, "the new stream's member stays");
+    assert_eq!(w[0].records_held, 0, "the old stream locked nothing");
+    // The new stream's fetch gets the records.
+    let fetched = queues
+        .stream_fetch(
+            "q",
+            "w",
+            "t",
+            (10, Duration::ZERO, 0),
+            &std::sync::atomic::AtomicU32::new(new),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched.records.len(), 3);
+}

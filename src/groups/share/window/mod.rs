@@ -79,9 +79,19 @@ impl SharePartition {
         self.acquired
     }
 
-    /// Slots in the window: offsets from the start to the end (see `WindowTally`).
-    pub fn held(&self) -> usize {
-        self.slots.len()
+    /// Slots the window has memory for: what the server's `WindowTally` counts.
+    pub fn allocated(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Slots the window can take without more memory.
+    pub fn spare(&self) -> usize {
+        self.slots.capacity() - self.slots.len()
+    }
+
+    /// Whether the window holds no slot: every record handed out is finished.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     fn index(&self, offset: u64) -> Option<usize> {
@@ -159,6 +169,17 @@ impl SharePartition {
                 continue;
             }
             if r.offset >= self.end() {
+                if self.slots.is_empty() && r.offset > self.start {
+                    // Nothing unfinished before it, and no record between (compacted
+                    // away): the window starts at it. Slots for the gap would have
+                    // been dropped at once, and a gap of max.in.flight or more made the
+                    // window full for good.
+                    self.start = r.offset;
+                    changes.push(Change::Start {
+                        offset: self.start,
+                        totals: self.totals,
+                    });
+                }
                 if r.offset - self.start >= cfg.max_in_flight as u64 {
                     break; // the window is full
                 }
@@ -168,7 +189,7 @@ impl SharePartition {
                         state: State::Gone,
                         ..NEW
                     };
-                    self.push(gone, cfg);
+                    self.push(gone, cfg.max_in_flight as usize);
                     changes.push(self.change(self.slots.len() - 1));
                 }
                 let slot = Slot {
@@ -176,7 +197,7 @@ impl SharePartition {
                     key: r.key,
                     ..NEW
                 };
-                self.push(slot, cfg);
+                self.push(slot, cfg.max_in_flight as usize);
                 if cfg.key_ordered && r.key != 0 {
                     first_open.entry(r.key).or_insert(r.offset);
                 }
@@ -422,24 +443,33 @@ impl SharePartition {
     }
 
     /// Adds a slot at the end, growing the window's memory by doubling as a `VecDeque`
-    /// does, but never past `max.in.flight`: a full window of 100,000 slots takes room
+    /// does, but never past `max_in_flight`: a full window of 100,000 slots takes room
     /// for 100,000, not 131,072.
-    fn push(&mut self, slot: Slot, cfg: &ShareConfig) {
+    fn push(&mut self, slot: Slot, max_in_flight: usize) {
         let (len, capacity) = (self.slots.len(), self.slots.capacity());
         if len == capacity {
-            let max = (cfg.max_in_flight as usize).max(len + 1);
+            let max = max_in_flight.max(len + 1);
             self.slots
                 .reserve_exact((capacity * 2).max(8).min(max) - len);
         }
         self.slots.push_back(slot);
     }
 
-    /// Gives back the memory of a window that shrank to under a quarter of what it
-    /// holds room for, so that memory follows the slots the server counts.
+    /// Gives back the memory of a window that emptied, and half of it when it shrank to
+    /// under a quarter of it: the server counts the memory (`WindowTally`), and an empty
+    /// window holding some would keep it from the other groups.
     pub(super) fn trim(&mut self) {
         let capacity = self.slots.capacity();
-        if capacity > 64 && self.slots.len() < capacity / 4 {
+        if self.slots.is_empty() {
+            self.slots = VecDeque::new();
+        } else if self.slots.len() < capacity / 4 {
             self.slots.shrink_to(capacity / 2);
         }
+    }
+
+    /// Holds memory for exactly its slots (after a load, whose replay grew the window
+    /// without knowing the group's max.in.flight).
+    pub fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
     }
 }

@@ -156,7 +156,7 @@ impl SharePartition {
                     return;
                 }
                 while self.end() <= offset {
-                    self.slots.push_back(NEW);
+                    self.push(NEW, MAX_IN_FLIGHT as usize);
                 }
                 let i = (offset - self.start) as usize;
                 let (state, until) = match state {
