@@ -126,6 +126,17 @@ impl Log {
     pub(super) fn producers_changed(&self, before: usize) {
         self.cache.producers.changed(before, self.producers.len());
     }
+
+    /// Forgets this partition's idlest producers for those other partitions took past
+    /// the server's cap, if it holds more than its fair share. The caller reports the
+    /// change to the tally.
+    pub(super) fn forget_for_the_cap(&mut self) {
+        let held = self.producers.len();
+        let forget = self.cache.producers.to_forget(held);
+        if forget > 0 {
+            self.producers.keep_at_most(held - forget);
+        }
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -285,17 +296,18 @@ impl Log {
         self.active_mut()
             .append(&mut pieces, &header, now, writeback)?;
         // Past the server's cap, a new producer takes the place of this partition's
-        // idlest one, as at the partition's own cap (`producers/tally.rs`). Batches
+        // idlest one if the partition has its fair share, and a partition over its
+        // share forgets what others took past the cap (`producers/tally.rs`). Batches
         // without a producer change nothing: the tally is not read for them.
         if producer.id >= 0 {
             let held = self.producers.len();
-            let max = if self.cache.producers.is_full() {
-                held.min(self.config.max_producers)
-            } else {
-                self.config.max_producers
-            };
+            let max = self
+                .cache
+                .producers
+                .max_for(held, self.config.max_producers);
             self.producers
                 .record(&producer, records, base_offset, now, max);
+            self.forget_for_the_cap();
             self.producers_changed(held);
         }
         let info = AppendInfo {

@@ -271,8 +271,10 @@ fn past_the_servers_cap_a_partition_forgets_its_idlest_producer() {
     assert_eq!(cache.producers_held(), 3);
     append(&mut b, 4, 0); // b has none: it takes one past the cap
     assert_eq!(cache.producers_held(), 4);
-    append(&mut a, 5, 0); // a forgets its idlest, producer 1
-    assert_eq!((a.producers().len(), cache.producers_held()), (3, 4));
+    // a forgets its idlest, producer 1, for producer 5; and, over its share (3 / 2),
+    // producer 2 for the one b took past the cap.
+    append(&mut a, 5, 0);
+    assert_eq!((a.producers().len(), cache.producers_held()), (2, 3));
     assert!(a.producers().get(1).is_none());
     assert!(
         !append(&mut a, 1, 0).duplicate,
@@ -282,10 +284,10 @@ fn past_the_servers_cap_a_partition_forgets_its_idlest_producer() {
     b.delete_records(b.next_offset()).unwrap();
     assert_eq!(
         cache.producers_held(),
-        3,
+        2,
         "b's producer went with its batches"
     );
-    assert_eq!(a.expire_producers(super::log::now_ms() + 2 * 86_400_000), 3);
+    assert_eq!(a.expire_producers(super::log::now_ms() + 2 * 86_400_000), 2);
     assert_eq!(cache.producers_held(), 0);
     append(&mut a, 6, 0);
     a.close().unwrap();
@@ -294,6 +296,48 @@ fn past_the_servers_cap_a_partition_forgets_its_idlest_producer() {
     assert_eq!((a.producers().len(), cache.producers_held()), (1, 1));
     drop(a);
     assert_eq!(cache.producers_held(), 0);
+}
+
+/// Past the server's cap, a partition below its fair share takes a new producer without
+/// forgetting its active ones (whose retries must still be recognised), and the
+/// partition holding more than its share forgets its idlest to make up for it, at its
+/// next append with a producer or its next upkeep. Up to a tenth past the cap.
+#[test]
+fn past_the_cap_the_partition_over_its_share_forgets_for_the_others() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = SegmentCache::with_producer_cap(16, 20);
+    let (mut a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    let (mut b, _) = Log::open_in(b_dir.path(), config(), &cache).unwrap();
+    let append = |log: &mut Log, id: i64, seq: i32| {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        log.append(&mut from(id, 0, seq, 1)).unwrap()
+    };
+    // A flood of ids fills the cap on a.
+    for id in 1..=20 {
+        append(&mut a, id, 0);
+    }
+    // b's producers: b is below its share (20 / 2), and takes two past the cap.
+    append(&mut b, 100, 0);
+    append(&mut b, 101, 0);
+    assert_eq!(b.producers().len(), 2, "b forgot none");
+    assert!(
+        append(&mut b, 100, 0).duplicate,
+        "100's retry is recognised"
+    );
+    assert_eq!(cache.producers_held(), 22);
+    // A tenth past the cap: b forgets its own idlest now.
+    append(&mut b, 102, 0);
+    assert_eq!((b.producers().len(), cache.producers_held()), (2, 22));
+    // a's next append makes up for what b took: back to the cap.
+    append(&mut a, 21, 0);
+    assert_eq!((a.producers().len(), cache.producers_held()), (18, 20));
+    // And an upkeep does too, for a partition that does not append.
+    append(&mut b, 103, 0);
+    append(&mut b, 104, 0);
+    assert_eq!((b.producers().len(), cache.producers_held()), (4, 22));
+    assert_eq!(a.expire_producers(super::log::now_ms()), 0);
+    assert_eq!((a.producers().len(), cache.producers_held()), (16, 20));
+    assert!(a.producers().get(21).is_some(), "a kept its newest");
 }
 
 /// After a crash, the producers a partition evicted for the cap since its last snapshot

@@ -163,6 +163,9 @@ impl Log {
         let after = self.config.producer_expiration.as_millis() as i64;
         let held = self.producers.len();
         let expired = self.producers.expire(now_ms, after);
+        // The upkeep is also when a partition that no longer appends makes up for
+        // producers others took past the server's cap.
+        self.forget_for_the_cap();
         self.producers_changed(held);
         expired
     }
