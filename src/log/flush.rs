@@ -82,7 +82,10 @@ impl FlushJob {
             if let Err(err) =
                 super::producers::snapshot::write(&self.snapshot_dir, *offset, bytes, *log_start)
             {
-                tracing::warn!(%err, "producer snapshot not written");
+                // A directory gone is a deleted topic's: nothing is lost.
+                if self.snapshot_dir.exists() {
+                    tracing::warn!(%err, "producer snapshot not written");
+                }
             }
         }
         Ok(())

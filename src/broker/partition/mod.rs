@@ -286,8 +286,10 @@ impl Partition {
     /// one gets NOT_FOUND, and the log's files and maps are released at once (readers
     /// that hold bytes of them keep those).
     pub fn mark_deleted(&self) {
-        *self.write_slot() = Slot::Deleted;
+        // The flag first: a background sync that fails on the deleted slot finds the
+        // partition deleted, and says nothing (see `sync.rs`).
         self.deleted.send_replace(true);
+        *self.write_slot() = Slot::Deleted;
     }
 
     /// True once the topic is deleted.

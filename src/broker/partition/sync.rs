@@ -21,8 +21,13 @@ impl Partition {
         tokio::spawn(async move {
             let upto = *me.high_watermark.borrow();
             me.roll_sync_pending.store(false, Ordering::Release);
-            if let Err(err) = me.sync_below(upto, me.epoch()).await {
-                tracing::warn!(topic = %me.topic, partition = me.id, %err, "sync of sealed segments failed");
+            match me.sync_below(upto, me.epoch()).await {
+                // Its topic deleted meanwhile: nothing is lost, nothing to say.
+                Err(_) if me.is_deleted() => {}
+                Err(err) => {
+                    tracing::warn!(topic = %me.topic, partition = me.id, %err, "sync of sealed segments failed")
+                }
+                Ok(()) => {}
             }
         });
     }
@@ -79,8 +84,12 @@ impl Partition {
             })
             .await
             .expect("checkpoint task does not panic");
-            if let Err(err) = written {
-                tracing::warn!(topic = %self.topic, partition = self.id, %err, "recovery checkpoint not written");
+            match written {
+                Err(_) if self.is_deleted() => {}
+                Err(err) => {
+                    tracing::warn!(topic = %self.topic, partition = self.id, %err, "recovery checkpoint not written")
+                }
+                Ok(()) => {}
             }
         }
         Ok(())
