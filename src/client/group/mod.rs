@@ -10,6 +10,8 @@
 
 mod offsets;
 mod tasks;
+#[cfg(test)]
+mod tasks_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -66,15 +66,16 @@ pub(super) async fn fetch_loop(
                             None => Err(status),
                         }
                     }
+                    // As for a fetch: the next round asks again (left from an earlier
+                    // note: a connection broken here reached `poll` as an error).
+                    Err(failed) if transient(&failed) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                     Err(failed) => Err(failed),
                 }
             }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded
-                ) =>
-            {
+            Err(status) if transient(&status) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -94,6 +95,15 @@ pub(super) async fn fetch_loop(
             return;
         }
     }
+}
+
+/// An error a fetcher waits out and asks again after: the server restarting or
+/// unreachable for a moment, a connection broken.
+fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded
+    )
 }
 
 /// Heartbeats until aborted: joins, reports what the consumer owns, and passes the
