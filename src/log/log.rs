@@ -128,13 +128,14 @@ impl Log {
     }
 
     /// Forgets this partition's idlest producers for those other partitions took past
-    /// the server's cap, if it holds more than its fair share. The caller reports the
-    /// change to the tally.
+    /// the server's cap, if it holds more than its fair share; reports it.
     pub(super) fn forget_for_the_cap(&mut self) {
         let held = self.producers.len();
-        let forget = self.cache.producers.to_forget(held);
+        let forget = self.cache.producers.claim_forget(held);
         if forget > 0 {
             self.producers.keep_at_most(held - forget);
+            self.producers_changed(held);
+            self.cache.producers.paid(forget);
         }
     }
 }
@@ -307,8 +308,8 @@ impl Log {
                 .max_for(held, self.config.max_producers);
             self.producers
                 .record(&producer, records, base_offset, now, max);
-            self.forget_for_the_cap();
             self.producers_changed(held);
+            self.forget_for_the_cap();
         }
         let info = AppendInfo {
             base_offset,

@@ -340,6 +340,26 @@ fn past_the_cap_the_partition_over_its_share_forgets_for_the_others() {
     assert!(a.producers().get(21).is_some(), "a kept its newest");
 }
 
+/// A cap of 0 holds every partition to one producer, as the README says: with a share
+/// of none, partitions forgot the producer they had just taken (review finding).
+#[test]
+fn a_cap_of_none_holds_every_partition_to_one_producer() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = SegmentCache::with_producer_cap(16, 0);
+    let (mut a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    let (mut b, _) = Log::open_in(b_dir.path(), config(), &cache).unwrap();
+    a.append(&mut from(1, 0, 0, 1)).unwrap();
+    b.append(&mut from(2, 0, 0, 1)).unwrap();
+    assert_eq!(a.expire_producers(super::log::now_ms()), 0);
+    assert_eq!((a.producers().len(), b.producers().len()), (1, 1));
+    assert!(a.append(&mut from(1, 0, 0, 1)).unwrap().duplicate);
+    assert!(b.append(&mut from(2, 0, 0, 1)).unwrap().duplicate);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    a.append(&mut from(3, 0, 0, 1)).unwrap();
+    let kept: Vec<i64> = a.producers().iter().map(|(id, _)| id).collect();
+    assert_eq!(kept, [3], "the newest");
+}
+
 /// After a crash, the producers a partition evicted for the cap since its last snapshot
 /// come back from the snapshot and the batch headers: the log keeps its idlest within
 /// what the cap leaves.

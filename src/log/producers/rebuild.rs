@@ -165,8 +165,8 @@ impl Log {
         let expired = self.producers.expire(now_ms, after);
         // The upkeep is also when a partition that no longer appends makes up for
         // producers others took past the server's cap.
-        self.forget_for_the_cap();
         self.producers_changed(held);
+        self.forget_for_the_cap();
         expired
     }
 

@@ -24,6 +24,8 @@ pub struct ProducerTally {
     held: AtomicUsize,
     /// Logs holding at least one producer: the fair share is the cap over these.
     logs: AtomicUsize,
+    /// Producers being forgotten to make up for the cap (`claim_forget`).
+    paying: AtomicUsize,
     max: usize,
 }
 
@@ -32,6 +34,7 @@ impl ProducerTally {
         ProducerTally {
             held: AtomicUsize::new(0),
             logs: AtomicUsize::new(0),
+            paying: AtomicUsize::new(0),
             max,
         }
     }
@@ -65,7 +68,9 @@ impl ProducerTally {
     /// The producers a log may hold before it forgets its own for new ones, past the
     /// cap: the cap shared evenly by the logs holding producers.
     fn fair_share(&self) -> usize {
-        self.max / self.logs.load(Ordering::Relaxed).max(1)
+        // At least one: with a cap below the logs holding producers (0, say), a share of
+        // none made every partition forget the producer it had just taken.
+        (self.max / self.logs.load(Ordering::Relaxed).max(1)).max(1)
     }
 
     /// The most producers a log holding `held` may keep as it takes a new one: its own
@@ -83,12 +88,56 @@ impl ProducerTally {
     }
 
     /// How many producers a log holding `held` forgets to bring the server back to its
-    /// cap, if it holds more than its fair share: what others took past the cap.
-    pub fn to_forget(&self, held: usize) -> usize {
-        let over = self.held().saturating_sub(self.max);
-        if over == 0 {
-            return 0;
+    /// cap, if it holds more than its fair share: what others took past the cap, less
+    /// what other logs are forgetting at this moment (claimed here, so that logs paying
+    /// at once do not each pay the whole). Hand them back with `paid` once the log has
+    /// forgotten them and reported it.
+    pub fn claim_forget(&self, held: usize) -> usize {
+        let fair = self.fair_share();
+        let mut paying = self.paying.load(Ordering::Relaxed);
+        loop {
+            let over = self.held().saturating_sub(self.max).saturating_sub(paying);
+            let n = over.min(held.saturating_sub(fair));
+            if n == 0 {
+                return 0;
+            }
+            match self.paying.compare_exchange(
+                paying,
+                paying + n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return n,
+                Err(now) => paying = now,
+            }
         }
-        over.min(held.saturating_sub(self.fair_share()))
+    }
+
+    pub fn paid(&self, n: usize) {
+        self.paying.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProducerTally;
+
+    /// Two logs over their share paying at once pay what is over the cap once between
+    /// them, not each the whole (review finding).
+    #[test]
+    fn logs_paying_at_once_share_what_is_owed() {
+        let tally = ProducerTally::new(10);
+        tally.changed(0, 8);
+        tally.changed(0, 7); // 15 held, share 5 each
+        assert_eq!(tally.claim_forget(8), 3);
+        assert_eq!(tally.claim_forget(7), 2, "the rest");
+        assert_eq!(tally.claim_forget(7), 0);
+        // The first log forgot its three, and said so.
+        tally.changed(8, 5);
+        tally.paid(3);
+        assert_eq!(tally.claim_forget(7), 0, "the second still pays its two");
+        tally.changed(7, 5);
+        tally.paid(2);
+        assert_eq!(tally.held(), 10);
     }
 }
