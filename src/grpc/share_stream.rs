@@ -74,18 +74,18 @@ pub(super) async fn run(
     // An error ends the stream once the acknowledgements read before it are applied,
     // so that their refusals reach the client before it.
     let mut ending: Option<Status> = None;
-    let applier = tokio::spawn(apply_acks(
-        Arc::clone(&queues),
-        group.clone(),
-        member.clone(),
-        topic.clone(),
-        ack_rx,
-        out.clone(),
-    ));
     // The member's number: a fetch that joins it again (its group lost it, reloaded
     // after a failed fsync) notes the new one here at once, so that the leave at the
     // end names the member it is now, even if that fetch is then cut short.
     let joined = Arc::new(AtomicU32::new(idx));
+    let applier = tokio::spawn(apply_acks(
+        Arc::clone(&queues),
+        group.clone(),
+        (member.clone(), Arc::clone(&joined)),
+        topic.clone(),
+        ack_rx,
+        out.clone(),
+    ));
     let mut credits: u64 = 0;
     let mut fetching: Option<JoinHandle<Result<Fetched>>> = None;
     // A stopping server ends the stream (UNAVAILABLE, after the acknowledgements read
@@ -196,7 +196,7 @@ pub(super) async fn run(
 async fn apply_acks(
     queues: Arc<ShareGroups>,
     group: String,
-    member: String,
+    (member, joined): (String, Arc<AtomicU32>),
     topic: String,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     out: Out,
@@ -223,7 +223,10 @@ async fn apply_acks(
             batch.extend(more);
             places.push(place);
         }
-        let applied = queues.acknowledge(&group, &member, &topic, &batch).await;
+        let as_joined = (member.as_str(), joined.load(Ordering::Relaxed));
+        let applied = queues
+            .stream_acknowledge(&group, as_joined, &topic, &batch)
+            .await;
         drop((batch, places));
         match applied {
             Ok(r) if r.is_empty() => {}

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::window::{Ack, Refusal};
+use super::window::{Ack, MemberIdx, Refusal};
 use super::{group, Admit, ShareGroups};
 use crate::broker::{now_ms, Topic};
 use crate::error::{Error, Result};
@@ -70,12 +70,40 @@ impl ShareGroups {
         topic: &str,
         acks: &[AckBatch],
     ) -> Result<Vec<Refused>> {
+        self.acknowledge_as(group_name, (member_id, None), topic, acks)
+            .await
+    }
+
+    /// As `acknowledge`, for a ShareStream's member, which joined as number `joined`:
+    /// refused if its id is another member's now (the worker connected again on a new
+    /// stream), or the old stream's acknowledgements would act as the new member.
+    pub async fn stream_acknowledge(
+        &self,
+        group_name: &str,
+        (member_id, joined): (&str, MemberIdx),
+        topic: &str,
+        acks: &[AckBatch],
+    ) -> Result<Vec<Refused>> {
+        self.acknowledge_as(group_name, (member_id, Some(joined)), topic, acks)
+            .await
+    }
+
+    async fn acknowledge_as(
+        &self,
+        group_name: &str,
+        (member_id, joined): (&str, Option<MemberIdx>),
+        topic: &str,
+        acks: &[AckBatch],
+    ) -> Result<Vec<Refused>> {
         let (topic, _) = self.checked_topic(topic, acks)?;
         let tid = topic_id(&topic.id)?;
         let (slot, mut guard) = self.lock(group_name, false, Admit::Always).await?;
         let g = group(&mut guard);
         let now = now_ms();
         let idx = g.members.touch(member_id, group_name, now)?;
+        if joined.is_some_and(|joined| joined != idx) {
+            return Err(super::members::replaced(member_id));
+        }
         // Locks that ended are ended first, so a late acknowledgement is refused.
         let mut freed = g.expire_locks(now);
         let mut refused = Vec::new();

@@ -157,6 +157,11 @@ impl ShareGroups {
         let mut member_id = member_id.to_string();
         let mut first = true;
         loop {
+            // Room freed under the server's cap on windows, for a round held back by
+            // it: registered before the round looks, so no wakeup is lost.
+            let room = self.tally.freed.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
             // Created by the first round only: a group deleted while this fetch waited
             // stays deleted (the fetch ends with NOT_FOUND).
             let (slot, guard) = self.lock(group_name, first, Admit::Capped).await?;
@@ -256,10 +261,7 @@ impl ShareGroups {
             let notified = slot.available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // Or for room under the server's cap on windows, freed by another group.
-            let room = self.tally.freed.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
+            let held_back = std::mem::take(&mut group(&mut h.guard).held_back);
             drop(h);
             // A waiting member is heard from: it comes round (and is marked seen)
             // at least three times a session.
@@ -284,7 +286,7 @@ impl ShareGroups {
                 _ = grown => {}
                 () = deleted => {}
                 () = &mut notified => {}
-                () = &mut room => {}
+                () = &mut room, if held_back => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = stopping.changed() => {}
             }

@@ -78,6 +78,7 @@ impl Group {
                 && sp.end() < bounds.high_watermark
                 && sp.allocated() < self.config.max_in_flight as usize
             {
+                self.held_back = true;
                 self.tally.held_back(&self.name);
             }
             return Ok(());

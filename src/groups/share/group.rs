@@ -39,11 +39,21 @@ pub(super) struct Group {
     /// The broker's topics version when the partitions of deleted topics were last
     /// dropped (`forget_deleted_topics`).
     pub(super) topics_version: u64,
-    /// The server's count of window slots, and this group's part of it, which stays
-    /// counted while the group is unloaded (its windows come back with it; see
-    /// `tally.rs`) and goes when it is deleted.
+    /// The server's count of window slots, and this group's part of it, given back
+    /// when the group is dropped (unloaded or deleted).
     pub(super) tally: Arc<WindowTally>,
-    pub(super) counted: Arc<AtomicUsize>,
+    counted: usize,
+    /// The part, as the slot remembers it while the group is unloaded: a fetch loads
+    /// the group again only if its windows fit (`ShareGroups::lock`).
+    last_part: Arc<AtomicUsize>,
+    /// A fill of this request found no room for new records under the cap.
+    pub(super) held_back: bool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.tally.changed(self.counted, 0);
+    }
 }
 
 impl Group {
@@ -122,30 +132,30 @@ impl Group {
             .values()
             .map(SharePartition::allocated)
             .sum();
-        let before = self.counted.swap(held, Ordering::Relaxed);
-        self.tally.changed(before, held);
+        self.tally.changed(self.counted, held);
+        self.counted = held;
+        self.last_part.store(held, Ordering::Relaxed);
     }
 
     /// Counts a change of one window's slots from `before` at once, ahead of the next
     /// `settle_tally`: a fetch over many partitions must see the room its earlier
     /// partitions took.
     pub(super) fn tally_change(&mut self, before: usize, after: usize) {
-        let counted = self.counted.load(Ordering::Relaxed);
-        let now = (counted + after).saturating_sub(before);
-        self.counted.store(now, Ordering::Relaxed);
-        self.tally.changed(counted, now);
+        let now = (self.counted + after).saturating_sub(before);
+        self.tally.changed(self.counted, now);
+        self.counted = now;
+        self.last_part.store(now, Ordering::Relaxed);
     }
 
     /// How many slots a fetch may add to a window of this group with `spare` room of
     /// its own (`WindowTally::room_for`, `may_fill_spare`).
     pub(super) fn room(&self, spare: usize) -> usize {
-        let counted = self.counted.load(Ordering::Relaxed);
-        let spare = if self.tally.may_fill_spare(counted) {
+        let spare = if self.tally.may_fill_spare(self.counted) {
             spare
         } else {
             0
         };
-        spare + self.tally.room_for(counted)
+        spare + self.tally.room_for(self.counted)
     }
 }
 
@@ -156,7 +166,7 @@ impl Group {
         name: String,
         dir: PathBuf,
         floors: Arc<Mutex<HashMap<Tp, u64>>>,
-        (tally, counted): (Arc<WindowTally>, Arc<AtomicUsize>),
+        (tally, last_part): (Arc<WindowTally>, Arc<AtomicUsize>),
     ) -> Result<Group> {
         let (files, mut state) = GroupFiles::<ShareState>::open(&dir)?;
         state
@@ -190,7 +200,9 @@ impl Group {
             used_ms: now_ms(),
             topics_version: u64::MAX,
             tally,
-            counted,
+            counted: 0,
+            last_part,
+            held_back: false,
         };
         group.settle_tally();
         Ok(group)

@@ -31,6 +31,14 @@ pub fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The refusal of a stream whose member `id` joined again on another stream.
+pub fn replaced(id: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "member {} joined the share group again on another stream, which replaced this one; this stream ends",
+        quote(id)
+    ))
+}
+
 #[derive(Debug, Clone)]
 pub struct Member {
     pub idx: MemberIdx,
@@ -132,10 +140,7 @@ impl Members {
                 member.last_seen_ms = now_ms;
                 Ok(expected)
             }
-            Some(_) => Err(Error::FailedPrecondition(format!(
-                "member {} joined the share group again on another stream, which replaced this one; this stream ends",
-                quote(id)
-            ))),
+            Some(_) => Err(replaced(id)),
             None => self.join_as(id, now_ms, true).map(|(_, idx)| idx),
         }
     }

@@ -93,8 +93,9 @@ struct Slot {
     /// Each partition's start offset, for retention (`RetentionFloor`), readable
     /// without the group's lock.
     floors: Arc<Mutex<HashMap<Tp, u64>>>,
-    /// The group's part of the server's `WindowTally`, kept while it is unloaded.
-    counted: Arc<AtomicUsize>,
+    /// The group's part of the server's `WindowTally` when it was last loaded (see
+    /// `lock`).
+    last_part: Arc<AtomicUsize>,
 }
 
 enum SlotState {
@@ -137,7 +138,7 @@ impl ShareGroups {
     /// Lists the share groups in the data directory; each loads on first use. Their
     /// windows hold at most about `max_window_records` records together (`tally.rs`).
     pub fn open(broker: Arc<Broker>, max_window_records: usize) -> Result<ShareGroups> {
-        let tally = Arc::new(WindowTally::new(max_window_records));
+        let tally = Arc::new(WindowTally::new(max_window_records.max(1)));
         let root = broker.data_dir().share_groups();
         let mut slots = BTreeMap::new();
         for entry in std::fs::read_dir(&root).at(&root)? {
@@ -155,8 +156,8 @@ impl ShareGroups {
             // Its files are closed again at once (it loads for real on first use): a
             // thousand groups must not take a thousand descriptors at start-up.
             let floors = Arc::clone(&slot.floors);
-            let counted = (Arc::clone(&tally), Arc::clone(&slot.counted));
-            match Group::load(name.clone(), dir, floors, counted) {
+            let part = (Arc::clone(&tally), Arc::clone(&slot.last_part));
+            match Group::load(name.clone(), dir, floors, part) {
                 Ok(group) => group.refresh_floors(),
                 Err(err) => {
                     tracing::error!(group = %name, %err, "share group could not be loaded; retrying at its first use")
@@ -233,6 +234,19 @@ impl ShareGroups {
                 SlotState::Unloaded => {}
             }
             if matches!(*guard, SlotState::Unloaded) {
+                // Its windows must fit under the server's cap (`tally.rs`): a group
+                // unloaded gives its part back, and loads must not take it again past
+                // the cap (review finding: groups cycled through unloads and loads
+                // made the cap no bound).
+                if admit == Admit::Capped
+                    && !self.tally.fits(slot.last_part.load(Ordering::Relaxed))
+                {
+                    return Err(Error::LimitReached(format!(
+                        "share group {}'s windows would take the server past max_share_window_records; \
+                         try again once other groups' records are finished",
+                        quote(name)
+                    )));
+                }
                 // A place among the loaded groups first, or none: see `MAX_LOADED`.
                 let max = self.max_loaded;
                 if self.loaded.fetch_add(1, Ordering::Relaxed) >= max {
@@ -259,9 +273,9 @@ impl ShareGroups {
                 let owned = name.to_string();
                 let floors = Arc::clone(&slot.floors);
                 let count = Arc::clone(&self.loaded);
-                let counted = (Arc::clone(&self.tally), Arc::clone(&slot.counted));
+                let part = (Arc::clone(&self.tally), Arc::clone(&slot.last_part));
                 let (returned, loaded) = tokio::task::spawn_blocking(move || {
-                    let loaded = Group::load(owned, dir, floors, counted).map(|group| {
+                    let loaded = Group::load(owned, dir, floors, part).map(|group| {
                         *guard = SlotState::Loaded(Box::new(group));
                     });
                     if loaded.is_err() {
@@ -392,8 +406,6 @@ impl ShareGroups {
         }
         *guard = SlotState::Deleted;
         self.loaded.fetch_sub(1, Ordering::Relaxed);
-        self.tally
-            .changed(slot.counted.swap(0, Ordering::Relaxed), 0);
         {
             let mut slots = self.slots();
             if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
@@ -419,7 +431,7 @@ impl Slot {
             available: Notify::new(),
             members: AtomicUsize::new(0),
             floors: Arc::new(Mutex::new(HashMap::new())),
-            counted: Arc::new(AtomicUsize::new(0)),
+            last_part: Arc::new(AtomicUsize::new(0)),
         }
     }
 }

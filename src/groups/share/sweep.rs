@@ -27,6 +27,7 @@ impl ShareGroups {
                 _ = tick.tick() => {}
                 _ = stopping.changed() => return,
             }
+            self.tally.wake_held_back();
             let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
             for slot in slots {
                 // A group busy with a request is passed over, not waited for: one

@@ -6,19 +6,19 @@
 //! (hostile-client finding: about 3 MB a group and partition).
 //!
 //! What is counted is the slots the windows have memory for, not only those in use,
-//! so the cap bounds memory. A group's part stays counted while it is unloaded: its
-//! windows come back with it, and a group unloaded and loaded again must not take its
-//! room a second time (review finding: cycling groups through unloads made the cap no
-//! bound at all). It goes when the group is deleted.
+//! so the cap bounds memory. A group unloaded (idle for a minute: no members, nothing
+//! owed) gives its part back, so an abandoned group does not hold the cap; a fetch
+//! loads it again only if its windows fit under the cap (`fits`), so groups cycled
+//! through unloads and loads cannot take the room twice (review findings).
 //!
 //! Past the cap, a fetch hands out no record its window does not already hold: records
 //! whose lock ended, released ones, and those waiting for a delivery time still go, and
 //! windows shrink as their first records finish, making room again. A group holding
 //! its fair share (the cap over the groups holding windows) may fill only nine tenths
-//! of the cap, so one busy group cannot keep the others out: the last tenth is for the
-//! groups below their share, and fetches held back are woken when windows shrink.
-//! Loads of groups are never refused (their records may be owed acknowledgements), so
-//! a server started with more than the cap holds what it read.
+//! of the cap, so one busy group cannot keep the others out for longer than its
+//! records take: the last tenth is for the groups below their share, and fetches held
+//! back are woken when windows shrink. Acknowledgements and administration load groups
+//! whatever they hold, as does the server's start.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
@@ -32,10 +32,14 @@ pub struct WindowTally {
     /// Groups holding windows (a part above 0): the fair share is the cap over these.
     groups: AtomicUsize,
     max: usize,
-    /// Woken when windows shrink after a fetch was held back by the cap: fetches of
-    /// other groups wait for it, not only for their own group's records.
+    /// Woken when windows shrank after a fetch was held back by the cap: fetches held
+    /// back wait for it, not only for their own group's records. By the sweeper, at
+    /// most four times a second: every window that shrinks waking every fetch held
+    /// back, each to lock its group and look again, would cost more than the wait.
     pub freed: Notify,
     held_back: AtomicBool,
+    freed_pending: AtomicBool,
+    woken_ms: AtomicI64,
     /// When a fetch was last held back by the cap and said so, in wall-clock ms: the
     /// warning goes out at most once a minute.
     warned_ms: AtomicI64,
@@ -49,6 +53,8 @@ impl WindowTally {
             max,
             freed: Notify::new(),
             held_back: AtomicBool::new(false),
+            freed_pending: AtomicBool::new(false),
+            woken_ms: AtomicI64::new(i64::MIN),
             warned_ms: AtomicI64::new(i64::MIN),
         }
     }
@@ -75,6 +81,13 @@ impl WindowTally {
         self.below_share(counted) || self.held() < self.over_limit()
     }
 
+    /// Whether a group whose windows hold `part` may be loaded: it fits under the cap,
+    /// or nothing else is held (a group larger than the cap alone still loads).
+    pub fn fits(&self, part: usize) -> bool {
+        let held = self.held();
+        part == 0 || held == 0 || held + part <= self.max
+    }
+
     fn below_share(&self, counted: usize) -> bool {
         counted < self.max / self.groups.load(Ordering::Relaxed).max(1)
     }
@@ -89,14 +102,27 @@ impl WindowTally {
             self.held.fetch_add(after - before, Ordering::Relaxed);
         } else if after < before {
             self.held.fetch_sub(before - after, Ordering::Relaxed);
-            if self.held_back.swap(false, Ordering::Relaxed) {
-                self.freed.notify_waiters();
+            if self.held_back.load(Ordering::Relaxed) {
+                self.freed_pending.store(true, Ordering::Relaxed);
             }
         }
         if before == 0 && after > 0 {
             self.groups.fetch_add(1, Ordering::Relaxed);
         } else if before > 0 && after == 0 {
             self.groups.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wakes the fetches held back if windows shrank since, at most every 250 ms.
+    pub fn wake_held_back(&self) {
+        let now = now_ms();
+        if self.freed_pending.load(Ordering::Relaxed)
+            && now.saturating_sub(self.woken_ms.load(Ordering::Relaxed)) >= 250
+        {
+            self.woken_ms.store(now, Ordering::Relaxed);
+            self.freed_pending.store(false, Ordering::Relaxed);
+            self.held_back.store(false, Ordering::Relaxed);
+            self.freed.notify_waiters();
         }
     }
 

@@ -254,4 +254,27 @@ async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
         .await
         .unwrap();
     assert_eq!(fetched.records.len(), 3);
+    // And the old stream's acknowledgements do not act as the new member.
+    let release = [super::AckBatch {
+        partition: 0,
+        offsets: vec![fetched.records[0].offset],
+        ack: super::Ack::Release,
+    }];
+    let err = queues
+        .stream_acknowledge("q", ("w", old), "t", &release)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another stream"), "{err}");
+    let accept = [super::AckBatch {
+        ack: super::Ack::Accept,
+        ..release[0].clone()
+    }];
+    let refused = queues
+        .stream_acknowledge("q", ("w", new), "t", &accept)
+        .await
+        .unwrap();
+    assert!(
+        refused.is_empty(),
+        "the record was the new member's still: {refused:?}"
+    );
 }
