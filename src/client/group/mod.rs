@@ -282,6 +282,17 @@ impl GroupConsumer {
             .filter(|k| !assignment.contains_key(*k))
             .cloned()
             .collect();
+        let added: Vec<(Key, String)> = assignment
+            .iter()
+            .filter(|(k, _)| !self.owned.contains_key(*k))
+            .map(|(k, id)| (k.clone(), id.clone()))
+            .collect();
+        // The partitions added are ours from now on, and the heartbeats say so before
+        // the waits below (committed offsets, start offsets): the server takes a
+        // partition its member does not list as given back, and gave one to another
+        // member while this one was still looking up where to start it, and then both
+        // consumed it (hostile-client finding).
+        self.report_owned(&added);
         if !revoked.is_empty() {
             if self.config.auto_commit.is_some() {
                 if let Err(status) = self.commit_keys(&revoked).await {
@@ -293,14 +304,9 @@ impl GroupConsumer {
                     owned.fetcher.abort();
                 }
             }
-            lock(&self.shared).owned = self.owned.keys().cloned().collect();
+            self.report_owned(&added);
             self.wake_heartbeat.notify_one();
         }
-        let added: Vec<(Key, String)> = assignment
-            .iter()
-            .filter(|(k, _)| !self.owned.contains_key(*k))
-            .map(|(k, id)| (k.clone(), id.clone()))
-            .collect();
         if !added.is_empty() {
             let keys: Vec<Key> = added.iter().map(|(k, _)| k.clone()).collect();
             let committed = self.committed_offsets(&keys).await?;
@@ -314,6 +320,12 @@ impl GroupConsumer {
             lock(&self.shared).owned = self.owned.keys().cloned().collect();
         }
         Ok(())
+    }
+
+    /// What the heartbeats report as owned: the partitions fetched, and `adding`.
+    fn report_owned(&self, adding: &[(Key, String)]) {
+        let owned = self.owned.keys().chain(adding.iter().map(|(k, _)| k));
+        lock(&self.shared).owned = owned.cloned().collect();
     }
 
     /// Starts fetching a partition from `position`, replacing any fetcher it had.
