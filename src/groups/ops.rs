@@ -128,8 +128,14 @@ impl Groups {
         slot.last_active_ms
             .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         let durability = store.files.durability();
+        // The entries are in the journal and applied: a snapshot that fails now costs a
+        // longer journal, not the commit, which must not be refused once applied
+        // (hostile-client finding: on a full disk every commit was answered
+        // RESOURCE_EXHAUSTED and applied all the same). The next commit tries again.
         if store.files.needs_snapshot() {
-            self.snapshot(store).await?;
+            if let Err(err) = self.snapshot(store).await {
+                super::store::snapshot_failed(&err);
+            }
         }
         Ok((durability, end))
     }

@@ -69,10 +69,17 @@ impl Group {
         if self.files.needs_snapshot() && self.snapshot_tried != seq {
             self.snapshot_tried = seq;
             let (path, bytes) = self.files.snapshot(&self.state);
-            tokio::task::spawn_blocking(move || write_atomically_unlocked(&path, &bytes))
-                .await
-                .expect("snapshot write does not panic")?;
-            self.files.snapshot_written();
+            let written =
+                tokio::task::spawn_blocking(move || write_atomically_unlocked(&path, &bytes))
+                    .await
+                    .expect("snapshot write does not panic");
+            // The changes are journaled: a snapshot that fails costs a longer journal,
+            // not the request, which must not be refused once applied (as for
+            // consumer groups' commits on a full disk). The next change tries again.
+            match written {
+                Ok(()) => self.files.snapshot_written(),
+                Err(err) => crate::groups::store::snapshot_failed(&err),
+            }
         }
         Ok(seq)
     }
