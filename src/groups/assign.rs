@@ -4,9 +4,10 @@
 //! Per topic, the partitions are split evenly between the members subscribed to it (each
 //! gets `count / n` or one more). A partition stays with its previous owner while that
 //! owner is within its share, so a member joining or leaving moves only the partitions
-//! that must move. The members that get the extra partition of an uneven split are those
-//! that already hold the most of the topic, then the least loaded over all topics, so
-//! single-partition topics spread over the group instead of piling on one member.
+//! that must move. The members that get the extra partition of an uneven split are the
+//! least loaded over the topics placed so far, then those that already hold the most of
+//! the topic, so single-partition topics spread over the group instead of piling on one
+//! member, also when they all had one owner before the others joined.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -45,11 +46,16 @@ pub fn assign(
         let n = subscribers.len();
         let base = count as usize / n;
         let extra = count as usize % n;
+        // The extra partitions go to the least loaded over the topics placed so far,
+        // and among those to the ones that held the most of this topic: load first, or
+        // a member that held every single-partition topic before another joined kept
+        // them all (hostile-client finding: 10 topics of one partition over two
+        // members came out 10 and 0).
         let mut ranked = subscribers.clone();
         ranked.sort_by_key(|m| {
             (
-                std::cmp::Reverse(held_before(m).min(base + 1)),
                 load.get(m).copied().unwrap_or(0),
+                std::cmp::Reverse(held_before(m).min(base + 1)),
                 *m,
             )
         });
@@ -166,5 +172,31 @@ mod tests {
         );
         assert!(target["a"].iter().all(|tp| tp.0 == id("x")));
         assert_eq!(target["b"].iter().filter(|tp| tp.0 == id("y")).count(), 2);
+    }
+
+    /// Single-partition topics all held by the first member spread when others join:
+    /// they stayed with it (10 and 0), since the holder ranked first for each.
+    #[test]
+    fn single_partition_topics_held_by_one_member_spread_when_others_join() {
+        let names: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        let parts: BTreeMap<TopicId, u32> = topics.iter().map(|t| (id(t), 1)).collect();
+        let alone = assign(&subs(&[("a", &topics)]), &parts, &BTreeMap::new());
+        assert_eq!(counts(&alone), vec![10]);
+        let two = assign(&subs(&[("a", &topics), ("b", &topics)]), &parts, &alone);
+        assert_eq!(counts(&two), vec![5, 5]);
+        let five = subs(&[
+            ("a", &topics),
+            ("b", &topics),
+            ("c", &topics),
+            ("d", &topics),
+            ("e", &topics),
+        ]);
+        assert_eq!(counts(&assign(&five, &parts, &two)), vec![2, 2, 2, 2, 2]);
+        // Ten topics of three partitions over two members: 15 each.
+        let parts: BTreeMap<TopicId, u32> = topics.iter().map(|t| (id(t), 3)).collect();
+        let alone = assign(&subs(&[("a", &topics)]), &parts, &BTreeMap::new());
+        let two = assign(&subs(&[("a", &topics), ("b", &topics)]), &parts, &alone);
+        assert_eq!(counts(&two), vec![15, 15]);
     }
 }
