@@ -121,17 +121,27 @@ impl Groups {
     }
 
     async fn expire_sessions(&self) {
-        let active = self.slots_with_members();
         let now = self.now();
-        for slot in active {
+        // Only the groups whose next deadline has come (`Slot::next_deadline`).
+        let due: Vec<Arc<Slot>> = self
+            .slots()
+            .values()
+            .filter(|s| {
+                s.members.load(Ordering::Relaxed) > 0
+                    && s.next_deadline.load(Ordering::Relaxed) <= now
+            })
+            .cloned()
+            .collect();
+        for slot in due {
             let mut guard = Arc::clone(&slot.state).lock_owned().await;
             if let SlotState::Loaded(loaded) = &mut *guard {
                 if loaded.membership.next_deadline().is_some_and(|d| d <= now) {
                     let view = self.view();
                     let expired = loaded.membership.expire(now, &view);
                     tracing::info!(group = %slot.name, members = ?expired, "sessions expired");
-                    Self::members_changed(&slot, loaded);
                 }
+                // The deadline as it is now (a heartbeat may have moved it on).
+                Self::members_changed(&slot, loaded);
             }
         }
     }

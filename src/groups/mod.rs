@@ -38,7 +38,7 @@ mod topics;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,13 @@ struct Slot {
     last_active_ms: AtomicI64,
     /// Members now, readable without the lock (listings, the expiry task).
     members: AtomicUsize,
+    /// The members' next deadline (`Membership::next_deadline`, the driver's clock) as
+    /// of the last change, or later: the expiry task looks only at groups whose
+    /// deadline has come, without their lock (it locked every group with members ten
+    /// times a second: 100,000 one-member groups cost a quarter of a core while idle;
+    /// hostile-client finding). Heartbeats only move deadlines later, so a stale value
+    /// is early, never late.
+    next_deadline: AtomicU64,
     /// Whether the group has a directory (committed offsets) on disk.
     has_files: AtomicBool,
 }
@@ -196,6 +203,7 @@ impl Groups {
                 // group made a cold start of 10,000 groups take most of a second.
                 last_active_ms: AtomicI64::new(UNKNOWN),
                 members: AtomicUsize::new(0),
+                next_deadline: AtomicU64::new(u64::MAX),
                 has_files: AtomicBool::new(true),
             });
             if let Some(other) = slots.insert(name, slot) {
@@ -261,6 +269,7 @@ impl Groups {
                 state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
                 last_active_ms: AtomicI64::new(now_ms()),
                 members: AtomicUsize::new(0),
+                next_deadline: AtomicU64::new(u64::MAX),
                 has_files: AtomicBool::new(false),
             })
         });
@@ -356,6 +365,8 @@ impl Groups {
     /// Records the member count after a change, and when a group empties, the time (in
     /// memory and on its files, for expiry after a restart).
     fn members_changed(slot: &Slot, loaded: &Loaded) {
+        let deadline = loaded.membership.next_deadline().unwrap_or(u64::MAX);
+        slot.next_deadline.store(deadline, Ordering::Relaxed);
         let now = loaded.membership.members().count();
         let before = slot.members.swap(now, Ordering::Relaxed);
         slot.last_active_ms.store(now_ms(), Ordering::Relaxed);
