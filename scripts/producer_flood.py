@@ -12,26 +12,12 @@ Usage: target/pyenv/bin/python scripts/producer_flood.py [FLOODED IDS] [-- serve
 cap with a config file: -- --config FILE, holding max_idempotent_producers = N.
 """
 
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 
 import grpc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "python"))
-from strom_stubs import load_stubs  # noqa: E402
-
-pb, pbg = load_stubs()
-STROM = os.environ.get("STROM", "target/release/strom")
-
-
-def anon_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    raise RuntimeError("no RssAnon")
+from memory_probe import anon_kb, arguments, pb, pbg, serve
 
 
 def flood(address, flooded, ids, part):
@@ -53,20 +39,9 @@ def flood(address, flooded, ids, part):
 
 
 def main():
-    args = sys.argv[1:]
-    extra = []
-    if "--" in args:
-        extra = args[args.index("--") + 1:]
-        args = args[: args.index("--")]
-    flooded, ids = (int(a) for a in (args or ["8", "15000"]))
+    (flooded, ids), extra = arguments(["8", "15000"])
     with tempfile.TemporaryDirectory(prefix="strom-flood-") as data:
-        port = 7900 + os.getpid() % 1000
-        address = f"127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [STROM, "serve", "--listen", address, "--data-dir", data, *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(data, "server.log"), "w"),
-        )
+        server, address = serve(data, extra)
         try:
             channel = grpc.insecure_channel(address)
             grpc.channel_ready_future(channel).result(timeout=30)

@@ -10,45 +10,21 @@ Usage: target/pyenv/bin/python scripts/share_windows.py [GROUPS PARTITIONS RECOR
 config file with max_share_window_records = N goes after --: -- --config FILE.
 """
 
-import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import grpc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "python"))
-from strom_stubs import load_stubs  # noqa: E402
-
-pb, pbg = load_stubs()
-STROM = os.environ.get("STROM", "target/release/strom")
-
-
-def anon_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    raise RuntimeError("no RssAnon")
+from memory_probe import anon_kb, arguments, pb, pbg, serve
 
 
 def main():
-    args = sys.argv[1:]
-    extra = []
-    if "--" in args:
-        extra = args[args.index("--") + 1:]
-        args = args[: args.index("--")]
-    groups, partitions, records = (int(a) for a in (args or ["40", "8", "100000"]))
+    (groups, partitions, records), extra = arguments(["40", "8", "100000"])
     with tempfile.TemporaryDirectory(prefix="strom-windows-") as data:
-        port = 7900 + os.getpid() % 1000
-        server = subprocess.Popen(
-            [STROM, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(data, "server.log"), "w"),
-        )
+        server, address = serve(data, extra)
         try:
             channel = grpc.insecure_channel(
-                f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)]
+                address, options=[("grpc.max_receive_message_length", 64 << 20)]
             )
             grpc.channel_ready_future(channel).result(timeout=30)
             admin, log, queues = pbg.AdminStub(channel), pbg.LogStub(channel), pbg.QueuesStub(channel)

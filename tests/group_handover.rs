@@ -14,12 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::requests::{produce, record};
 use common::server::TestServer;
 use strom::broker::Limits;
 use strom::client::{Client, GroupConfig, GroupConsumer};
 use strom::groups::GroupsConfig;
-use strom::grpc::pb;
 use strom::server::ServeOptions;
 use tokio::time::Instant;
 
@@ -100,18 +99,7 @@ async fn a_member_keeps_its_partitions_while_it_looks_up_where_to_start_them() {
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
     let client = server.client_with_topic("t", 2).await;
     for partition in 0..2 {
-        let records = (0..100)
-            .map(|_| pb::Record {
-                value: Bytes::from_static(b"x"),
-                ..Default::default()
-            })
-            .collect();
-        let request = pb::ProduceRequest {
-            topic: "t".into(),
-            partition: Some(partition),
-            records,
-            ..Default::default()
-        };
+        let request = produce("t", Some(partition), vec![record("x"); 100]);
         client.log().produce(request).await.unwrap();
     }
     let (_proxy, address) = delaying_proxy(&server.addr.to_string());

@@ -12,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::requests::{produce, record};
 use common::server::TestServer;
 use strom::grpc::pb;
 
@@ -109,19 +110,7 @@ async fn an_acknowledgement_whose_snapshot_fails_is_answered_as_it_is_applied() 
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
     for _ in 0..4 {
-        let records = vec![
-            pb::Record {
-                value: bytes::Bytes::from_static(b"x"),
-                ..Default::default()
-            };
-            25_000
-        ];
-        let request = pb::ProduceRequest {
-            topic: "t".into(),
-            partition: Some(0),
-            records,
-            ..Default::default()
-        };
+        let request = produce("t", Some(0), vec![record("x"); 25_000]);
         client.log().produce(request).await.unwrap();
     }
     let config = [
