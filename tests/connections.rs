@@ -381,3 +381,72 @@ async fn other_channel(server: &TestServer) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// An HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A client that starts many calls and cancels them at once (a GroupConsumer giving
+/// back hundreds of partitions, each with a long poll just sent) keeps its connection:
+/// HTTP/2 closed it (GOAWAY, ENHANCE_YOUR_CALM) past 20 calls cancelled before the
+/// server took them up, and the consumer failed (hostile-client finding, seen once in
+/// 27 rebalances of a 1,024-partition group). Here 200 such calls in one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_cancelled_before_the_server_takes_them_up_keep_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr;
+    let goaway = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+        // HPACK, literal fields without indexing: POST, http, the path, the authority,
+        // the content type.
+        let mut headers = vec![0x83, 0x86, 0x04, 19];
+        headers.extend_from_slice(b"/strom.v1.Log/Fetch");
+        headers.extend_from_slice(&[0x01, 9]);
+        headers.extend_from_slice(b"localhost");
+        headers.extend_from_slice(&[0x0f, 0x10, 16]);
+        headers.extend_from_slice(b"application/grpc");
+        for n in 0..200u32 {
+            let stream = 2 * n + 1;
+            out.extend(h2_frame(0x1, 0x4, stream, &headers)); // HEADERS, END_HEADERS
+            out.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+        }
+        std::io::Write::write_all(&mut socket, &out).unwrap();
+        // What the server sends for two seconds: a GOAWAY, or not.
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 << 10];
+        while Instant::now() < deadline {
+            match socket.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let mut at = 0;
+        while got.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+            if got[at + 3] == 0x7 && got.len() >= at + 9 + 8 {
+                let code = &got[at + 9 + 4..at + 9 + 8];
+                return Some(u32::from_be_bytes(code.try_into().unwrap()));
+            }
+            at += 9 + len;
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(goaway, None, "the server closed the connection (GOAWAY code)");
+    server.stop().await.unwrap();
+}

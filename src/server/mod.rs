@@ -257,6 +257,12 @@ pub async fn serve(
             // forgot it) would otherwise hold its place, and its streams, for ever.
             // Without a cap, one connection opened 100,000 Subscribe streams (+331 MB).
             .max_concurrent_streams(Some(options.max_concurrent_streams))
+            // Calls a client cancels before the server took them up: HTTP/2 closes the
+            // connection past 20 by default (a defence against floods of resets), and a
+            // GroupConsumer giving back hundreds of partitions, each with a long poll
+            // just sent, cancels that many at once (hostile-client finding: it failed).
+            // As many as a connection may carry at once; the call caps bound the rest.
+            .http2_max_pending_accept_reset_streams(Some(options.max_concurrent_streams as usize))
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))
             .add_service(health_service.clone())
