@@ -406,8 +406,8 @@ async fn many_calls_cancelled_before_the_server_takes_them_up_keep_the_connectio
         let mut socket = std::net::TcpStream::connect(addr).unwrap();
         let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
-        // HPACK, literal fields without indexing: POST, http, the path, the authority,
-        // the content type.
+                                              // HPACK, literal fields without indexing: POST, http, the path, the authority,
+                                              // the content type.
         let mut headers = vec![0x83, 0x86, 0x04, 19];
         headers.extend_from_slice(b"/strom.v1.Log/Fetch");
         headers.extend_from_slice(&[0x01, 9]);
@@ -447,6 +447,9 @@ async fn many_calls_cancelled_before_the_server_takes_them_up_keep_the_connectio
     })
     .await
     .unwrap();
-    assert_eq!(goaway, None, "the server closed the connection (GOAWAY code)");
+    assert_eq!(
+        goaway, None,
+        "the server closed the connection (GOAWAY code)"
+    );
     server.stop().await.unwrap();
 }

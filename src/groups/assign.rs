@@ -4,10 +4,10 @@
 //! Per topic, the partitions are split evenly between the members subscribed to it (each
 //! gets `count / n` or one more). A partition stays with its previous owner while that
 //! owner is within its share, so a member joining or leaving moves only the partitions
-//! that must move. The members that get the extra partition of an uneven split are the
-//! least loaded over the topics placed so far, then those that already hold the most of
-//! the topic, so single-partition topics spread over the group instead of piling on one
-//! member, also when they all had one owner before the others joined.
+//! that must move. The members that get the extra partition of an uneven split are those
+//! that already hold the most of the topic while under their fair load over all topics,
+//! then the least loaded, so single-partition topics spread over the group instead of
+//! piling on one member, also when they all had one owner before the others joined.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -29,6 +29,19 @@ pub fn assign(
         .flat_map(|(member, tps)| tps.iter().map(move |tp| (tp, member)))
         .collect();
     let mut load: HashMap<&String, usize> = HashMap::new();
+    // Each member's fair load over all its topics (its share of each, summed), and the
+    // partitions the topics not placed yet will give it whatever happens (`count / n`).
+    let mut fair: HashMap<&String, f64> = HashMap::new();
+    let mut base_to_come: HashMap<&String, usize> = HashMap::new();
+    for (topic, &count) in partitions {
+        let subscribed = subscriptions.values().filter(|t| t.contains(topic)).count();
+        for (member, topics) in subscriptions {
+            if topics.contains(topic) {
+                *fair.entry(member).or_default() += f64::from(count) / subscribed as f64;
+                *base_to_come.entry(member).or_default() += count as usize / subscribed;
+            }
+        }
+    }
     for (topic, &count) in partitions {
         let subscribers: Vec<&String> = subscriptions
             .iter()
@@ -46,16 +59,27 @@ pub fn assign(
         let n = subscribers.len();
         let base = count as usize / n;
         let extra = count as usize % n;
-        // The extra partitions go to the least loaded over the topics placed so far,
-        // and among those to the ones that held the most of this topic: load first, or
-        // a member that held every single-partition topic before another joined kept
-        // them all (hostile-client finding: 10 topics of one partition over two
-        // members came out 10 and 0).
+        for m in &subscribers {
+            *base_to_come.get_mut(m).expect("counted above") -= base;
+        }
+        // The extra partitions go to the members that held the most of this topic,
+        // while they are under their fair load over all topics, then to the least
+        // loaded: a member that held every single-partition topic before another
+        // joined kept them all without that limit (hostile-client finding: 10 topics
+        // of one partition over two members came out 10 and 0), and without holding
+        // first, partitions moved between members that both stayed (review finding).
+        let sticky = |m: &String| {
+            let with_extra = load.get(m).copied().unwrap_or(0) + base + 1 + base_to_come[m];
+            match with_extra as f64 <= fair.get(m).copied().unwrap_or(0.0).ceil() {
+                true => held_before(m).min(base + 1),
+                false => 0,
+            }
+        };
         let mut ranked = subscribers.clone();
         ranked.sort_by_key(|m| {
             (
+                std::cmp::Reverse(sticky(m)),
                 load.get(m).copied().unwrap_or(0),
-                std::cmp::Reverse(held_before(m).min(base + 1)),
                 *m,
             )
         });
@@ -198,5 +222,24 @@ mod tests {
         let alone = assign(&subs(&[("a", &topics)]), &parts, &BTreeMap::new());
         let two = assign(&subs(&[("a", &topics), ("b", &topics)]), &parts, &alone);
         assert_eq!(counts(&two), vec![15, 15]);
+    }
+
+    /// A member leaving moves only its own partitions between the others (review
+    /// finding: ranking by load alone moved t3 from a to b, both staying).
+    #[test]
+    fn a_leaving_member_moves_only_its_own_single_partition_topics() {
+        let names: Vec<String> = (0..9).map(|i| format!("t{i}")).collect();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        let parts: BTreeMap<TopicId, u32> = topics.iter().map(|t| (id(t), 1)).collect();
+        let three = subs(&[("a", &topics), ("b", &topics), ("c", &topics)]);
+        let before = assign(&three, &parts, &BTreeMap::new());
+        assert_eq!(counts(&before), vec![3, 3, 3]);
+        let after = assign(&subs(&[("a", &topics), ("b", &topics)]), &parts, &before);
+        for m in ["a", "b"] {
+            assert!(
+                before[m].is_subset(&after[m]),
+                "{m} lost a partition: {after:?}"
+            );
+        }
     }
 }
