@@ -57,7 +57,8 @@ fn commit(n: usize) -> pb::CommitOffsetsRequest {
 
 #[tokio::test]
 async fn a_commit_whose_snapshot_fails_is_answered_as_it_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
+    // In the build's directory: /tmp may be a tmpfs, which has no immutable files.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", PARTITIONS).await;
     client.groups().commit_offsets(commit(0)).await.unwrap();
@@ -106,7 +107,8 @@ async fn a_commit_whose_snapshot_fails_is_answered_as_it_is_applied() {
 /// The same for a share group's acknowledgements.
 #[tokio::test]
 async fn an_acknowledgement_whose_snapshot_fails_is_answered_as_it_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
+    // In the build's directory: /tmp may be a tmpfs, which has no immutable files.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 1).await;
     for _ in 0..4 {

@@ -113,8 +113,10 @@ struct Slot {
     /// of the last change, or later: the expiry task looks only at groups whose
     /// deadline has come, without their lock (it locked every group with members ten
     /// times a second: 100,000 one-member groups cost a quarter of a core while idle;
-    /// hostile-client finding). Heartbeats only move deadlines later, so a stale value
-    /// is early, never late.
+    /// hostile-client finding). Everything that changes a group's members or their
+    /// deadlines refreshes it under the lock (`Groups::members_changed`: heartbeats,
+    /// which may also bring a deadline forward with a shorter session timeout, leaves,
+    /// expiries).
     next_deadline: AtomicU64,
     /// Whether the group has a directory (committed offsets) on disk.
     has_files: AtomicBool,

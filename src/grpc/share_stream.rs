@@ -223,7 +223,7 @@ async fn apply_acks(
             batch.extend(more);
             places.push(place);
         }
-        let as_joined = (member.as_str(), joined.load(Ordering::Relaxed));
+        let as_joined = (member.as_str(), &*joined);
         let applied = queues
             .stream_acknowledge(&group, as_joined, &topic, &batch)
             .await;

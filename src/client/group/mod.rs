@@ -252,6 +252,10 @@ impl GroupConsumer {
 
     /// Applies what the heartbeats learnt: fencing, revoked partitions, new partitions.
     async fn reconcile(&mut self) -> Result<(), Status> {
+        // A fence first, then the assignment: read the other way round, a fence between
+        // the two left the assignment from before it, and its partitions were started
+        // again though the server had given them to others (review finding).
+        self.drop_if_fenced();
         let (assignment, failed) = {
             let shared = lock(&self.shared);
             (shared.assignment.clone(), shared.failed.clone())
@@ -259,7 +263,6 @@ impl GroupConsumer {
         if let Some(status) = failed {
             return Err(status);
         }
-        self.drop_if_fenced();
         let Some(assignment) = assignment else {
             return Ok(());
         };

@@ -2,10 +2,10 @@
 //! once the changes are on disk; records the member does not hold are refused one by
 //! one, and the rest still apply.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::window::{Ack, MemberIdx, Refusal};
+use super::window::{Ack, Refusal};
 use super::{group, Admit, ShareGroups};
 use crate::broker::{now_ms, Topic};
 use crate::error::{Error, Result};
@@ -80,7 +80,7 @@ impl ShareGroups {
     pub async fn stream_acknowledge(
         &self,
         group_name: &str,
-        (member_id, joined): (&str, MemberIdx),
+        (member_id, joined): (&str, &AtomicU32),
         topic: &str,
         acks: &[AckBatch],
     ) -> Result<Vec<Refused>> {
@@ -88,10 +88,12 @@ impl ShareGroups {
             .await
     }
 
+    /// `joined`: read under the group's lock, after a fetch that joined the stream's
+    /// member again (a reload) noted its new number there.
     async fn acknowledge_as(
         &self,
         group_name: &str,
-        (member_id, joined): (&str, Option<MemberIdx>),
+        (member_id, joined): (&str, Option<&AtomicU32>),
         topic: &str,
         acks: &[AckBatch],
     ) -> Result<Vec<Refused>> {
@@ -101,7 +103,7 @@ impl ShareGroups {
         let g = group(&mut guard);
         let now = now_ms();
         let idx = g.members.touch(member_id, group_name, now)?;
-        if joined.is_some_and(|joined| joined != idx) {
+        if joined.is_some_and(|joined| joined.load(Ordering::Relaxed) != idx) {
             return Err(super::members::replaced(member_id));
         }
         // Locks that ended are ended first, so a late acknowledgement is refused.

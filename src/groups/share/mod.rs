@@ -219,8 +219,10 @@ impl ShareGroups {
                 }
             };
             let mut guard = Arc::clone(&slot.state).lock_owned().await;
+            let mut reloading = false;
             if let SlotState::Loaded(g) = &*guard {
                 if g.files.has_failed() {
+                    reloading = true;
                     // An fsync failed: what is on disk is unknown, so the group is read
                     // again from its files (its members join again).
                     tracing::warn!(group = %name, "reloading a share group after a failed fsync");
@@ -238,9 +240,9 @@ impl ShareGroups {
                 // unloaded gives its part back, and loads must not take it again past
                 // the cap (review finding: groups cycled through unloads and loads
                 // made the cap no bound).
-                if admit == Admit::Capped
-                    && !self.tally.fits(slot.last_part.load(Ordering::Relaxed))
-                {
+                // A group read again after a failed fsync was loaded a moment ago.
+                let part = slot.last_part.load(Ordering::Relaxed);
+                if admit == Admit::Capped && !reloading && !self.tally.fits(part) {
                     return Err(Error::LimitReached(format!(
                         "share group {}'s windows would take the server past max_share_window_records; \
                          try again once other groups' records are finished",

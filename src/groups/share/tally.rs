@@ -26,6 +26,9 @@ use tokio::sync::Notify;
 
 use crate::broker::now_ms;
 
+/// How long a group refused a load counts for the others' fair share.
+const WAITING_MS: i64 = 10_000;
+
 #[derive(Debug)]
 pub struct WindowTally {
     held: AtomicUsize,
@@ -39,6 +42,8 @@ pub struct WindowTally {
     pub freed: Notify,
     held_back: AtomicBool,
     freed_pending: AtomicBool,
+    /// When a group's load was last refused for want of room (`fits`).
+    refused_ms: AtomicI64,
     woken_ms: AtomicI64,
     /// When a fetch was last held back by the cap and said so, in wall-clock ms: the
     /// warning goes out at most once a minute.
@@ -54,6 +59,7 @@ impl WindowTally {
             freed: Notify::new(),
             held_back: AtomicBool::new(false),
             freed_pending: AtomicBool::new(false),
+            refused_ms: AtomicI64::new(i64::MIN),
             woken_ms: AtomicI64::new(i64::MIN),
             warned_ms: AtomicI64::new(i64::MIN),
         }
@@ -83,13 +89,22 @@ impl WindowTally {
 
     /// Whether a group whose windows hold `part` may be loaded: it fits under the cap,
     /// or nothing else is held (a group larger than the cap alone still loads).
+    /// A group refused is counted among those holding windows for a while (`WAITING_MS`),
+    /// so that the others' fair share makes room for it: a group holding the whole cap
+    /// alone would otherwise keep it out for as long as it stays busy (review finding).
     pub fn fits(&self, part: usize) -> bool {
         let held = self.held();
-        part == 0 || held == 0 || held + part <= self.max
+        let fits = part == 0 || held == 0 || held + part <= self.max;
+        if !fits {
+            self.refused_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        fits
     }
 
     fn below_share(&self, counted: usize) -> bool {
-        counted < self.max / self.groups.load(Ordering::Relaxed).max(1)
+        let waiting = now_ms().saturating_sub(self.refused_ms.load(Ordering::Relaxed)) < WAITING_MS;
+        let groups = self.groups.load(Ordering::Relaxed) + usize::from(waiting);
+        counted < self.max / groups.max(1)
     }
 
     fn over_limit(&self) -> usize {
@@ -130,6 +145,11 @@ impl WindowTally {
     /// once a minute, so that an operator learns why workers wait.
     pub fn held_back(&self, group: &str) {
         self.held_back.store(true, Ordering::Relaxed);
+        // Room freed between the caller's look and the flag would wake nobody: the
+        // sweeper's next pass wakes the held back if there is room now.
+        if self.held() < self.max {
+            self.freed_pending.store(true, Ordering::Relaxed);
+        }
         let now = now_ms();
         let last = self.warned_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 60_000

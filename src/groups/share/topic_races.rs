@@ -261,7 +261,12 @@ async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
         ack: super::Ack::Release,
     }];
     let err = queues
-        .stream_acknowledge("q", ("w", old), "t", &release)
+        .stream_acknowledge(
+            "q",
+            ("w", &std::sync::atomic::AtomicU32::new(old)),
+            "t",
+            &release,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("another stream"), "{err}");
@@ -270,7 +275,12 @@ async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
         ..release[0].clone()
     }];
     let refused = queues
-        .stream_acknowledge("q", ("w", new), "t", &accept)
+        .stream_acknowledge(
+            "q",
+            ("w", &std::sync::atomic::AtomicU32::new(new)),
+            "t",
+            &accept,
+        )
         .await
         .unwrap();
     assert!(

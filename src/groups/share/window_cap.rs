@@ -215,3 +215,35 @@ fn an_empty_window_starts_at_its_next_record_past_a_compaction_gap() {
     }
     assert_eq!((replayed.start(), replayed.end()), (50, 51));
 }
+
+/// A group refused a load for want of room counts among the groups for a while, so the
+/// group holding the cap alone drops to its share and leaves room as its records
+/// finish: it refilled its own room for as long as it stayed busy, and the refused
+/// group waited that long (review finding).
+#[tokio::test]
+async fn a_group_refused_a_load_gets_room_as_the_busy_one_finishes() {
+    let (_dir, queues) = server(60, 20, &[("a", 10), ("b", 18)]).await;
+    let (first, a_w) = fetch_as(&queues, "a", "w").await;
+    assert_eq!(first.len(), 10);
+    queues.leave("a", "w", a_w).await.unwrap();
+    {
+        let (_, mut guard) = queues.lock("a", false, super::Admit::Always).await.unwrap();
+        *guard = super::SlotState::Unloaded;
+        queues
+            .loaded
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    assert_eq!(fetch(&queues, "b", "w").await, range(0..18));
+    assert!(queues
+        .fetch("a", "v", "t", 100, Duration::ZERO, 0)
+        .await
+        .is_err());
+    // b finishes ten: its window has room for them, and b was within its share of the
+    // cap (all of it, alone), but a waits: b is over its share now, and takes none.
+    ack(&queues, "b", "w", range(0..10), Ack::Accept).await;
+    assert_eq!(fetch(&queues, "b", "w").await, Vec::<u64>::new());
+    // b finishes more: its window gives back half its room, and a fits.
+    ack(&queues, "b", "w", range(10..15), Ack::Accept).await;
+    assert_eq!(queues.tally.held(), 9);
+    assert_eq!(fetch(&queues, "a", "v").await.len(), 10);
+}
