@@ -35,6 +35,7 @@ pub mod store;
 mod store_tests;
 #[cfg(test)]
 mod tests;
+mod throttle;
 mod topics;
 
 use std::collections::BTreeMap;

@@ -360,11 +360,8 @@ pub fn last_modified_ms(dir: &Path) -> Option<i64> {
 /// once a minute over the server: on a full disk it fails at every commit. Its journal
 /// grows until one is written; nothing else is lost.
 pub fn snapshot_failed(err: &crate::error::Error) {
-    static WARNED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
-    let now = crate::broker::now_ms();
-    let last = WARNED_MS.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 60_000 {
-        WARNED_MS.store(now, Ordering::Relaxed);
+    static WARNED: super::throttle::Throttle = super::throttle::Throttle::new();
+    if WARNED.due(60_000) {
         tracing::warn!(%err, "a group's snapshot was not written; its journal grows until one is (said at most once a minute)");
     }
 }

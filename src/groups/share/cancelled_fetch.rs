@@ -27,29 +27,31 @@ pub(super) fn one_blocking_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Appends one batch of `n` records of `value` to partition `partition` of topic t, on
+/// disk before it returns.
+pub(super) async fn append_to_t(broker: &Broker, partition: u32, value: Bytes, n: usize) {
+    let target = ProduceTarget {
+        topic: "t".into(),
+        partition: Some(partition),
+        durability: None,
+        producer: None,
+    };
+    let mut writer = broker.begin_produce(target, n, 0).unwrap();
+    for _ in 0..n {
+        writer
+            .push(None, value.clone(), std::iter::empty(), 0)
+            .unwrap();
+    }
+    let appended = writer.finish().unwrap().append().await.unwrap();
+    appended.durable().await.unwrap();
+}
+
 /// 12 records of 100 KB in each partition: in 1 MiB segments, reads from offset 0
 /// touch a sealed segment, and sealed segments are read on a blocking thread.
 async fn fill(broker: &Broker, partitions: u32) {
     for p in 0..partitions {
         for _ in 0..12 {
-            let target = ProduceTarget {
-                topic: "t".into(),
-                partition: Some(p),
-                durability: None,
-                producer: None,
-            };
-            let mut writer = broker.begin_produce(target, 1, 0).unwrap();
-            let value = Bytes::from(vec![b'x'; 100_000]);
-            writer.push(None, value, std::iter::empty(), 0).unwrap();
-            writer
-                .finish()
-                .unwrap()
-                .append()
-                .await
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
+            append_to_t(broker, p, Bytes::from(vec![b'x'; 100_000]), 1).await;
         }
     }
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use crate::broker::now_ms;
+use crate::groups::throttle::Throttle;
 
 /// How long a group refused a load counts for the others' fair share.
 const WAITING_MS: i64 = 10_000;
@@ -44,10 +45,9 @@ pub struct WindowTally {
     freed_pending: AtomicBool,
     /// When a group's load was last refused for want of room (`fits`).
     refused_ms: AtomicI64,
-    woken_ms: AtomicI64,
-    /// When a fetch was last held back by the cap and said so, in wall-clock ms: the
-    /// warning goes out at most once a minute.
-    warned_ms: AtomicI64,
+    woken: Throttle,
+    /// The warning that a fetch was held back by the cap goes out at most once a minute.
+    warned: Throttle,
 }
 
 impl WindowTally {
@@ -60,8 +60,8 @@ impl WindowTally {
             held_back: AtomicBool::new(false),
             freed_pending: AtomicBool::new(false),
             refused_ms: AtomicI64::new(i64::MIN),
-            woken_ms: AtomicI64::new(i64::MIN),
-            warned_ms: AtomicI64::new(i64::MIN),
+            woken: Throttle::new(),
+            warned: Throttle::new(),
         }
     }
 
@@ -130,11 +130,7 @@ impl WindowTally {
 
     /// Wakes the fetches held back if windows shrank since, at most every 250 ms.
     pub fn wake_held_back(&self) {
-        let now = now_ms();
-        if self.freed_pending.load(Ordering::Relaxed)
-            && now.saturating_sub(self.woken_ms.load(Ordering::Relaxed)) >= 250
-        {
-            self.woken_ms.store(now, Ordering::Relaxed);
+        if self.freed_pending.load(Ordering::Relaxed) && self.woken.due(250) {
             self.freed_pending.store(false, Ordering::Relaxed);
             self.held_back.store(false, Ordering::Relaxed);
             self.freed.notify_waiters();
@@ -150,14 +146,7 @@ impl WindowTally {
         if self.held() < self.max {
             self.freed_pending.store(true, Ordering::Relaxed);
         }
-        let now = now_ms();
-        let last = self.warned_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 60_000
-            && self
-                .warned_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warned.due(60_000) {
             tracing::warn!(
                 group = %group,
                 held = self.held(),

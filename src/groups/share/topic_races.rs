@@ -210,19 +210,8 @@ async fn a_streams_fetch_cut_short_after_joining_again_leaves_as_the_member_it_i
 #[tokio::test]
 async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
     let (_dir, broker, queues, _) = setup().await;
-    let target = crate::broker::ProduceTarget {
-        topic: "t".into(),
-        partition: Some(0),
-        durability: None,
-        producer: None,
-    };
-    let mut writer = broker.begin_produce(target, 3, 0).unwrap();
-    for _ in 0..3 {
-        let value = bytes::Bytes::from_static(b"x");
-        writer.push(None, value, std::iter::empty(), 0).unwrap();
-    }
-    let appended = writer.finish().unwrap().append().await.unwrap();
-    appended.durable().await.unwrap();
+    let x = bytes::Bytes::from_static(b"x");
+    super::cancelled_fetch::append_to_t(&broker, 0, x, 3).await;
     let (_, old) = queues.join("q", "w", "t").await.unwrap();
     let (_, new) = queues.join("q", "w", "t").await.unwrap();
     assert_ne!(old, new);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{AckBatch, MemberIdx, ShareGroups};
 use bytes::Bytes;
 
-use crate::broker::{Broker, Limits, ProduceTarget};
+use crate::broker::{Broker, Limits};
 use crate::groups::share::window::Ack;
 
 /// A server with topic t of `records` records in one partition, a cap of `cap`
@@ -24,20 +24,8 @@ async fn server(
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
     broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
-    let target = ProduceTarget {
-        topic: "t".into(),
-        partition: Some(0),
-        durability: None,
-        producer: None,
-    };
-    let mut writer = broker.begin_produce(target, records as usize, 0).unwrap();
-    for _ in 0..records {
-        writer
-            .push(None, Bytes::from_static(b"x"), std::iter::empty(), 0)
-            .unwrap();
-    }
-    let appended = writer.finish().unwrap().append().await.unwrap();
-    appended.durable().await.unwrap();
+    let x = Bytes::from_static(b"x");
+    super::cancelled_fetch::append_to_t(&broker, 0, x, records as usize).await;
     let queues = ShareGroups::open(broker, cap).unwrap();
     for (g, max_in_flight) in groups {
         let config = BTreeMap::from([
