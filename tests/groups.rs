@@ -161,6 +161,7 @@ fn assert_refused(status: &tonic::Status, code: Code, says: &str) {
 async fn describe(client: &Client, group: &str) -> pb::DescribeGroupResponse {
     let request = pb::DescribeGroupRequest {
         group: group.into(),
+        ..Default::default()
     };
     client
         .groups()
@@ -673,7 +674,10 @@ async fn idle_groups_expire_after_the_offset_retention() {
     }
     let gone = client
         .groups()
-        .describe_group(pb::DescribeGroupRequest { group: "g".into() })
+        .describe_group(pb::DescribeGroupRequest {
+            group: "g".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
@@ -690,6 +694,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let unknown = groups
         .describe_group(pb::DescribeGroupRequest {
             group: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

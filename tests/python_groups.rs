@@ -159,6 +159,7 @@ async fn wait_for_group(
         let described = groups
             .describe_group(pb::DescribeGroupRequest {
                 group: GROUP.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner());

@@ -9,13 +9,15 @@
 //! other member still holds. So a partition never has two owners, and members whose
 //! partitions stay put never stop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::assign::assign;
 use super::holders::Holders;
 pub use super::member::Member;
-pub use super::member::{Answer, GroupState, Heartbeat, Subscription};
+pub use super::member::{Answer, GroupState, Heartbeat};
+pub use super::subscriptions::Subscription;
+use super::subscriptions::Subscriptions;
 use super::{TopicId, TopicsView, Tp};
 use crate::error::{Error, Result};
 
@@ -34,6 +36,8 @@ pub struct Membership {
     group: String,
     epoch: i64,
     members: BTreeMap<String, Member>,
+    /// Each distinct subscription once.
+    subscriptions: Subscriptions,
     /// Who holds each held partition (assigned or revoking): at most one member.
     holder: Holders,
     target: BTreeMap<String, BTreeSet<Tp>>,
@@ -69,6 +73,7 @@ impl Membership {
             group: group.to_string(),
             epoch: 0,
             members: BTreeMap::new(),
+            subscriptions: Subscriptions::default(),
             holder: Holders::default(),
             target: BTreeMap::new(),
             view,
@@ -82,6 +87,18 @@ impl Membership {
 
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
+    }
+
+    /// The members from `from` on, by id.
+    pub fn members_from(&self, from: std::ops::Bound<&str>) -> impl Iterator<Item = &Member> {
+        self.members
+            .range::<str, _>((from, std::ops::Bound::Unbounded))
+            .map(|(_, m)| m)
+    }
+
+    /// Whether any member subscribes to the topic `name`.
+    pub fn subscribes(&self, name: &str) -> bool {
+        self.subscriptions.distinct().any(|s| s.matches(name))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -129,7 +146,13 @@ impl Membership {
                     hb.member_epoch
                 )));
             }
-            self.join(&hb, now_ms, new_member_id)?
+            self.join(
+                hb.subscription,
+                &hb.instance_id,
+                hb.session_timeout_ms,
+                now_ms,
+                new_member_id,
+            )?
         } else {
             let Some(member) = self.members.get_mut(&hb.member_id) else {
                 return Err(fenced(&self.group, format!("member {} is not in the group (its session expired, it left, or it was fenced)", crate::error::quote(&hb.member_id))));
@@ -143,8 +166,14 @@ impl Membership {
                 return Err(fenced(&self.group, why));
             }
             member.departed = false;
-            if member.subscription != hb.subscription {
-                member.subscription = hb.subscription.clone();
+            if *member.subscription != hb.subscription {
+                let old = Arc::clone(&member.subscription);
+                let new = self
+                    .subscriptions
+                    .intern(&self.group, hb.subscription, Some(&old))?;
+                let member = self.members.get_mut(&hb.member_id).expect("found above");
+                member.subscription = new;
+                self.subscriptions.release(&old);
                 self.bump();
             }
             hb.member_id.clone()
@@ -177,11 +206,13 @@ impl Membership {
     /// instance_id that left. Returns its id.
     fn join(
         &mut self,
-        hb: &Heartbeat,
+        subscription: Subscription,
+        instance_id: &Option<String>,
+        session_timeout_ms: u64,
         now_ms: u64,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<String> {
-        let previous = hb.instance_id.as_ref().and_then(|instance| {
+        let previous = instance_id.as_ref().and_then(|instance| {
             self.members
                 .values()
                 .find(|m| m.instance_id.as_ref() == Some(instance))
@@ -196,29 +227,35 @@ impl Membership {
                 old.session_timeout_ms
             )));
         }
-        let previous = previous.map(|old| Arc::clone(&old.id));
+        let previous = previous.map(|old| (Arc::clone(&old.id), Arc::clone(&old.subscription)));
         if previous.is_none() && self.members.len() >= MAX_MEMBERS {
             return Err(Error::LimitReached(format!(
                 "group {} has {MAX_MEMBERS} members, the most a group may have",
                 crate::error::quote(&self.group)
             )));
         }
+        let subscription = self.subscriptions.intern(
+            &self.group,
+            subscription,
+            previous.as_ref().map(|(_, sub)| sub),
+        )?;
         let id: Arc<str> = new_member_id().into();
         let mut member = Member {
             id: Arc::clone(&id),
-            instance_id: hb.instance_id.clone(),
+            instance_id: instance_id.clone(),
             epoch: 0,
             previous_epoch: 0,
-            subscription: hb.subscription.clone(),
-            session_timeout_ms: hb.session_timeout_ms,
-            deadline_ms: now_ms.saturating_add(hb.session_timeout_ms),
+            subscription,
+            session_timeout_ms,
+            deadline_ms: now_ms.saturating_add(session_timeout_ms),
             departed: false,
             assigned: BTreeSet::new(),
             revoking: BTreeSet::new(),
             revoking_since: None,
         };
-        let changed = match previous.and_then(|old| self.members.remove(&*old)) {
+        let changed = match previous.and_then(|(old, _)| self.members.remove(&*old)) {
             Some(old) => {
+                self.subscriptions.release(&old.subscription);
                 // A restarted static member: it takes over what its predecessor held.
                 for tp in old.assigned.iter().chain(&old.revoking) {
                     self.holder.insert(*tp, &id);
@@ -231,7 +268,7 @@ impl Membership {
                 member.assigned = old.assigned;
                 member.revoking = old.revoking;
                 member.revoking_since = old.revoking_since;
-                old.subscription != member.subscription
+                !Arc::ptr_eq(&old.subscription, &member.subscription)
             }
             None => true,
         };
@@ -324,28 +361,43 @@ impl Membership {
     fn subscribed_topics(&self) -> BTreeMap<TopicId, u32> {
         self.view
             .topics()
-            .filter(|(name, _, _)| self.members.values().any(|m| m.subscription.matches(name)))
+            .filter(|(name, _, _)| self.subscribes(name))
             .map(|(_, id, partitions)| (id, partitions))
             .collect()
     }
 
-    /// A new group epoch and target.
+    /// A new group epoch and target. Topics are matched once per distinct subscription,
+    /// not once per member.
     fn bump(&mut self) {
         self.epoch += 1;
-        let subscriptions: BTreeMap<String, BTreeSet<TopicId>> = self
-            .members
-            .values()
-            .map(|m| {
-                let topics = self
-                    .view
+        let distinct: Vec<&Arc<Subscription>> = self.subscriptions.distinct().collect();
+        let class: HashMap<*const Subscription, usize> = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, sub)| (Arc::as_ptr(sub), i))
+            .collect();
+        let classes: Vec<BTreeSet<TopicId>> = distinct
+            .iter()
+            .map(|sub| {
+                self.view
                     .topics()
-                    .filter(|(name, _, _)| m.subscription.matches(name))
+                    .filter(|(name, _, _)| sub.matches(name))
                     .map(|(_, id, _)| id)
-                    .collect();
-                (m.id.to_string(), topics)
+                    .collect()
             })
             .collect();
-        self.target = assign(&subscriptions, &self.subscribed_topics(), &self.target);
+        let members: BTreeMap<String, usize> = self
+            .members
+            .values()
+            .map(|m| (m.id.to_string(), class[&Arc::as_ptr(&m.subscription)]))
+            .collect();
+        let partitions: BTreeMap<TopicId, u32> = self
+            .view
+            .topics()
+            .filter(|(_, id, _)| classes.iter().any(|c| c.contains(id)))
+            .map(|(_, id, partitions)| (id, partitions))
+            .collect();
+        self.target = assign(&members, &classes, &partitions, &self.target);
         self.target.values_mut().for_each(compact);
     }
 
@@ -388,6 +440,7 @@ impl Membership {
             for tp in member.assigned.iter().chain(&member.revoking) {
                 self.holder.remove(tp);
             }
+            self.subscriptions.release(&member.subscription);
         }
         self.target.remove(id);
     }

@@ -4,34 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::subscriptions::Subscription;
 use super::Tp;
-
-/// What a member subscribes to.
-#[derive(Debug, Clone)]
-pub enum Subscription {
-    Topics(BTreeSet<String>),
-    /// The pattern as given, and compiled to match whole names.
-    Pattern(String, regex::bytes::Regex),
-}
-
-impl PartialEq for Subscription {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Subscription::Topics(a), Subscription::Topics(b)) => a == b,
-            (Subscription::Pattern(a, _), Subscription::Pattern(b, _)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Subscription {
-    pub fn matches(&self, name: &str) -> bool {
-        match self {
-            Subscription::Topics(names) => names.contains(name),
-            Subscription::Pattern(_, regex) => regex.is_match(name.as_bytes()),
-        }
-    }
-}
 
 /// A heartbeat, validated.
 #[derive(Debug, Clone)]
@@ -64,7 +38,8 @@ pub struct Member {
     pub epoch: i64,
     /// The epoch before the last: a heartbeat whose answer was lost still counts.
     pub(super) previous_epoch: i64,
-    pub subscription: Subscription,
+    /// Shared by every member that subscribes alike (`Membership` keeps one of each).
+    pub subscription: Arc<Subscription>,
     pub session_timeout_ms: u64,
     pub(super) deadline_ms: u64,
     /// A static member that left: its partitions wait for it until its deadline.

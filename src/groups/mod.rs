@@ -19,6 +19,7 @@
 
 mod assign;
 pub mod coordinator;
+mod describe;
 mod expiry;
 mod holders;
 mod journal;
@@ -33,6 +34,7 @@ pub mod share;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -50,7 +52,8 @@ pub use coordinator::{
     Answer, GroupState, Heartbeat, Member, Membership, Subscription, DEFAULT_SESSION_TIMEOUT_MS,
     MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
-pub use ops::{DescribedGroup, PartitionLag, ResetPlan, ResetTo};
+pub use describe::{DescribedGroup, DescribedMember, PartitionLag};
+pub use ops::{ResetPlan, ResetTo};
 pub use request::{instance_id, session_timeout, subscription, validate_group_name};
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 

@@ -96,6 +96,20 @@ impl Offsets {
         })
     }
 
+    /// The committed offset alone (`get` copies the metadata too).
+    pub fn offset(&self, (topic, partition): &Tp) -> Option<u64> {
+        let stored = self.topics.get(topic)?.get(*partition as usize)?;
+        (stored.commit_ms != NONE).then_some(stored.offset)
+    }
+
+    /// The topics with committed offsets, in no particular order.
+    pub fn topics(&self) -> impl Iterator<Item = TopicId> + '_ {
+        self.topics
+            .iter()
+            .filter(|(_, slots)| slots.iter().any(|s| s.commit_ms != NONE))
+            .map(|(topic, _)| *topic)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (Tp, Committed)> + '_ {
         self.topics.iter().flat_map(|(topic, slots)| {
             slots

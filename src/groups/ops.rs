@@ -1,14 +1,13 @@
-//! What groups do with offsets: commit, fetch, reset, and describe with lag. These need
+//! What groups do with offsets: commit, fetch and reset. These need
 //! the broker (topic ids, log bounds, timestamp lookups), which is asked before a group
 //! is locked, so a slow lookup never holds up the group's heartbeats.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::offsets::Offsets;
 use super::offsets::{Committed, MAX_METADATA_BYTES};
 use super::store::Durability;
-use super::{loaded, topic_id, Groups, Slot, Store, Subscription, Tp};
+use super::{loaded, topic_id, Groups, Slot, Store, Tp};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically_unlocked;
@@ -33,36 +32,6 @@ pub enum ResetTo {
 pub struct ResetPlan {
     pub topic: String,
     pub partitions: Vec<(u32, Option<u64>, u64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DescribedMember {
-    pub id: String,
-    pub instance_id: Option<String>,
-    pub epoch: i64,
-    pub topics: Vec<String>,
-    pub pattern: String,
-    pub assignment: BTreeMap<String, Vec<u32>>,
-    pub revoking: BTreeMap<String, Vec<u32>>,
-    pub session_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: u32,
-    pub committed: Option<u64>,
-    pub high_watermark: u64,
-    pub owner: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DescribedGroup {
-    pub name: String,
-    pub state: &'static str,
-    pub epoch: i64,
-    pub members: Vec<DescribedMember>,
-    pub offsets: Vec<PartitionLag>,
 }
 
 impl Groups {
@@ -294,86 +263,5 @@ impl Groups {
             tracing::info!(group, topic, ?to, "offsets reset");
         }
         Ok(plan)
-    }
-
-    /// A group's state, members, and per partition its committed offset and lag.
-    pub async fn describe(&self, group: &str) -> Result<DescribedGroup> {
-        let (slot, mut guard) = self.lock(group, false).await?;
-        let view = self.view();
-        let loaded = loaded(&mut guard);
-        let offsets_of_group = match self.store(&slot, loaded, false).await? {
-            Some(store) => store.offsets.clone(),
-            None => Offsets::default(),
-        };
-        let names = |tps: &BTreeSet<Tp>| {
-            let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-            for (id, p) in tps {
-                let name = view.name_of(*id).unwrap_or("(deleted topic)");
-                out.entry(name.to_string()).or_default().push(*p);
-            }
-            out
-        };
-        let members = loaded
-            .membership
-            .members()
-            .map(|m| {
-                let (topics, pattern) = match &m.subscription {
-                    Subscription::Topics(t) => (t.iter().cloned().collect(), String::new()),
-                    Subscription::Pattern(pattern, _) => (Vec::new(), pattern.clone()),
-                };
-                DescribedMember {
-                    id: m.id.to_string(),
-                    instance_id: m.instance_id.clone(),
-                    epoch: m.epoch,
-                    topics,
-                    pattern,
-                    assignment: names(&m.assigned),
-                    revoking: names(&m.revoking),
-                    session_timeout_ms: m.session_timeout_ms,
-                }
-            })
-            .collect();
-        // Every partition of every subscribed topic, and of every topic with offsets.
-        let mut topics: BTreeSet<&str> = view
-            .topics()
-            .filter(|(name, _, _)| {
-                loaded
-                    .membership
-                    .members()
-                    .any(|m| m.subscription.matches(name))
-            })
-            .map(|(name, _, _)| name)
-            .collect();
-        topics.extend(
-            offsets_of_group
-                .iter()
-                .filter_map(|((id, _), _)| view.name_of(id)),
-        );
-        let mut offsets = Vec::new();
-        for name in topics {
-            let Ok(topic) = self.broker.topic(name) else {
-                continue;
-            };
-            for partition in &topic.partitions {
-                let tp = (topic_id(&topic.id)?, partition.id);
-                let Ok(bounds) = partition.offsets() else {
-                    continue;
-                };
-                offsets.push(PartitionLag {
-                    topic: name.to_string(),
-                    partition: partition.id,
-                    committed: offsets_of_group.get(&tp).map(|c| c.offset),
-                    high_watermark: bounds.high_watermark,
-                    owner: loaded.membership.holder(&tp).map(str::to_string),
-                });
-            }
-        }
-        Ok(DescribedGroup {
-            name: group.to_string(),
-            state: loaded.membership.state().as_str(),
-            epoch: loaded.membership.epoch(),
-            members,
-            offsets,
-        })
     }
 }

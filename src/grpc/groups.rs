@@ -180,7 +180,12 @@ impl groups_server::Groups for GroupsService {
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
         let r = request.into_inner();
-        let g = self.groups.describe(&r.group).await.map_err(status)?;
+        let page = page(r.page_size, r.page_token);
+        let g = self
+            .groups
+            .describe(&r.group, &page)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DescribeGroupResponse {
             group: g.name,
             state: g.state.to_string(),
@@ -213,6 +218,7 @@ impl groups_server::Groups for GroupsService {
                     member_id: o.owner.unwrap_or_default(),
                 })
                 .collect(),
+            next_page_token: g.next_page_token.unwrap_or_default(),
         }))
     }
 

@@ -221,6 +221,8 @@ async fn heartbeat_interval(client: &Client, group: &str) -> Result<Duration, St
         .groups()
         .describe_group(pb::DescribeGroupRequest {
             group: group.into(),
+            page_size: 1,
+            ..Default::default()
         })
         .await
         .map_err(describe)?

@@ -1,0 +1,227 @@
+//! What members subscribe to, and each group's distinct subscriptions kept once: the
+//! members of a group usually subscribe alike, and a thousand members each holding its
+//! own copy of a list of a thousand names took a gigabyte.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Most a group's distinct subscriptions may take together (`Subscription::footprint`).
+/// Members that subscribe alike share one, so this bounds only what members with many
+/// different long lists make a group hold (255 KB each, 1 GB for 4,000 members before
+/// they were shared); one list of 1,000 names of 200 bytes takes 240 KB.
+pub const MAX_SUBSCRIPTION_BYTES: usize = 1 << 20;
+
+/// What a member subscribes to.
+#[derive(Debug, Clone)]
+pub enum Subscription {
+    Topics(BTreeSet<String>),
+    /// The pattern as given, and compiled to match whole names.
+    Pattern(String, regex::bytes::Regex),
+}
+
+impl PartialEq for Subscription {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Subscription::Topics(a), Subscription::Topics(b)) => a == b,
+            (Subscription::Pattern(a, _), Subscription::Pattern(b, _)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Subscription {}
+
+/// By what `eq` compares: the names, or the pattern's text.
+impl std::hash::Hash for Subscription {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Subscription::Topics(names) => names.hash(state),
+            Subscription::Pattern(text, _) => text.hash(state),
+        }
+    }
+}
+
+impl Subscription {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Subscription::Topics(names) => names.contains(name),
+            Subscription::Pattern(_, regex) => regex.is_match(name.as_bytes()),
+        }
+    }
+
+    /// About what it takes in memory: per name, its text plus a B-tree entry and a
+    /// string header; a pattern, its text and its own matching caches (the compiled
+    /// program is shared through `request.rs`'s cache, but each copy of a `Regex` has its
+    /// caches: 9 to 12 KB per pattern measured after matching 1,000 names, and at most
+    /// 64 KiB of lazy DFA by the limit `request.rs` sets).
+    pub fn footprint(&self) -> usize {
+        match self {
+            Subscription::Topics(names) => names.iter().map(|n| n.len() + 40).sum(),
+            Subscription::Pattern(text, _) => text.len() + (16 << 10),
+        }
+    }
+}
+
+/// A group's distinct subscriptions, each with how many members have it.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    users: HashMap<Arc<Subscription>, usize>,
+    /// The footprint of them all.
+    bytes: usize,
+}
+
+impl Subscriptions {
+    /// Each distinct subscription, in no particular order.
+    pub fn distinct(&self) -> impl Iterator<Item = &Arc<Subscription>> {
+        self.users.keys()
+    }
+
+    /// The group's copy of `sub`, for one more member: one copy however many members
+    /// subscribe alike. Refused if new and past `MAX_SUBSCRIPTION_BYTES`; `replacing`,
+    /// the subscription the member gives up for it, counts as gone if only it had it.
+    pub fn intern(
+        &mut self,
+        group: &str,
+        sub: Subscription,
+        replacing: Option<&Arc<Subscription>>,
+    ) -> Result<Arc<Subscription>> {
+        if let Some((kept, _)) = self.users.get_key_value(&sub) {
+            let kept = Arc::clone(kept);
+            *self.users.get_mut(&sub).expect("just found") += 1;
+            return Ok(kept);
+        }
+        let freed = replacing
+            .filter(|old| self.users.get(&***old) == Some(&1))
+            .map_or(0, |old| old.footprint());
+        let size = sub.footprint();
+        if self.bytes - freed + size > MAX_SUBSCRIPTION_BYTES {
+            return Err(Error::LimitReached(format!(
+                "group {}: its members' {} different subscriptions take {} bytes, and this one would take {size} more, past the {MAX_SUBSCRIPTION_BYTES} a group keeps; subscribe to the same topics as the other members, or with a topic_pattern",
+                crate::error::quote(group),
+                self.users.len(),
+                self.bytes,
+            )));
+        }
+        self.bytes += size;
+        let sub = Arc::new(sub);
+        self.users.insert(Arc::clone(&sub), 1);
+        Ok(sub)
+    }
+
+    /// One member fewer has `sub`; the last one gives its room back.
+    pub fn release(&mut self, sub: &Arc<Subscription>) {
+        if let Some(users) = self.users.get_mut(&**sub) {
+            *users -= 1;
+            if *users == 0 {
+                self.users.remove(&**sub);
+                self.bytes -= sub.footprint();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list of 1,000 names of 200 bytes, different for each `seed`.
+    fn long_list(seed: usize) -> Subscription {
+        let names = (0..1_000).map(|i| format!("{seed:04}-{i:04}-{}", "x".repeat(190)));
+        Subscription::Topics(names.collect())
+    }
+
+    #[test]
+    fn members_subscribing_alike_share_one_copy() {
+        let mut subs = Subscriptions::default();
+        let first = subs.intern("g", long_list(0), None).unwrap();
+        for _ in 0..999 {
+            let again = subs.intern("g", long_list(0), None).unwrap();
+            assert!(Arc::ptr_eq(&first, &again));
+        }
+        assert_eq!(subs.bytes, first.footprint());
+        assert_eq!(subs.distinct().count(), 1);
+    }
+
+    #[test]
+    fn different_subscriptions_are_refused_past_the_cap_until_room_is_freed() {
+        let mut subs = Subscriptions::default();
+        let size = long_list(0).footprint();
+        let fit = MAX_SUBSCRIPTION_BYTES / size;
+        let held: Vec<_> = (0..fit)
+            .map(|seed| subs.intern("g", long_list(seed), None).unwrap())
+            .collect();
+        let err = subs.intern("g", long_list(fit), None).unwrap_err();
+        assert!(
+            matches!(&err, Error::LimitReached(m) if m.contains("group \"g\"") && m.contains("topic_pattern")),
+            "{err}"
+        );
+        // A member alone with its list may swap it for another of the same size.
+        let swapped = subs.intern("g", long_list(fit), Some(&held[0])).unwrap();
+        subs.release(&held[0]);
+        // Two members share the next one: one leaving frees nothing.
+        let shared = subs.intern("g", long_list(1), None).unwrap();
+        subs.release(&shared);
+        assert!(subs.intern("g", long_list(fit + 1), None).is_err());
+        // Its last member leaving does.
+        subs.release(&held[1]);
+        subs.intern("g", long_list(fit + 1), None).unwrap();
+        assert_eq!(subs.distinct().count(), fit);
+        drop(swapped);
+    }
+
+    /// Through the coordinator: a join or a change of subscription refused for the cap
+    /// changes nothing, and the member keeps its old subscription.
+    #[test]
+    fn a_refused_join_or_change_leaves_the_group_as_it_was() {
+        use crate::groups::coordinator::{Heartbeat, Membership};
+        use crate::groups::TopicsView;
+        let view = Arc::new(TopicsView::default());
+        let mut group = Membership::new("g", 1_000, Arc::clone(&view));
+        let heartbeat = |id: &str, epoch: i64, sub: Subscription| Heartbeat {
+            member_id: id.into(),
+            member_epoch: epoch,
+            subscription: sub,
+            instance_id: None,
+            session_timeout_ms: 10_000,
+            owned: Vec::new(),
+        };
+        let fit = MAX_SUBSCRIPTION_BYTES / long_list(0).footprint();
+        let mut answers = Vec::new();
+        for seed in 0..fit {
+            let hb = heartbeat("", 0, long_list(seed));
+            answers.push(
+                group
+                    .heartbeat(hb, &view, 0, || format!("m{seed}"))
+                    .unwrap(),
+            );
+        }
+        let epoch = group.epoch();
+        let hb = heartbeat("", 0, long_list(fit));
+        let err = group.heartbeat(hb, &view, 0, || "late".into()).unwrap_err();
+        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        assert_eq!((group.members().count(), group.epoch()), (fit, epoch));
+        // Joining with a list the group has costs nothing: m0's list now has two members.
+        let hb = heartbeat("", 0, long_list(0));
+        group.heartbeat(hb, &view, 0, || "twin".into()).unwrap();
+        let epoch = group.epoch();
+        // So m0 changing to a new list would keep both: refused, and m0 keeps its list.
+        let m0 = &answers[0];
+        let hb = heartbeat(&m0.member_id, m0.member_epoch, long_list(fit));
+        let err = group.heartbeat(hb, &view, 1, String::new).unwrap_err();
+        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        let kept = |group: &Membership, id: &str| {
+            let member = group.members().find(|m| &*m.id == id).unwrap();
+            Subscription::clone(&member.subscription)
+        };
+        assert!(kept(&group, "m0") == long_list(0));
+        assert_eq!(group.epoch(), epoch);
+        // m1 is alone with its list: it may swap it for a new one.
+        let m1 = &answers[1];
+        let hb = heartbeat(&m1.member_id, m1.member_epoch, long_list(fit));
+        group.heartbeat(hb, &view, 1, String::new).unwrap();
+        assert!(kept(&group, "m1") == long_list(fit));
+        assert_eq!(group.epoch(), epoch + 1);
+    }
+}

@@ -1,0 +1,219 @@
+//! DescribeGroup a page at a time, and groups whose members subscribe with long lists:
+//! a whole description could pass what a client accepts (1,000 members naming 1,000
+//! topics of 200 bytes made 203 MB), and each member kept its own copy of its list.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::cli::Serve;
+use common::server::TestServer;
+use prost::Message;
+use strom::client::Client;
+use strom::grpc::pb;
+use tonic::Code;
+
+/// 1,000 topic names of about 200 bytes, `t` among them; different for each `seed`.
+fn long_list(seed: usize) -> Vec<String> {
+    let mut names: Vec<String> = (1..1_000)
+        .map(|i| format!("s{seed:03}-{i:04}-{}", "x".repeat(190)))
+        .collect();
+    names.push("t".into());
+    names
+}
+
+async fn join(client: &Client, group: &str, topics: Vec<String>) -> Result<String, tonic::Status> {
+    let request = pb::HeartbeatRequest {
+        group: group.into(),
+        topics,
+        session_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let answer = client.groups().heartbeat(request).await?.into_inner();
+    Ok(answer.member_id)
+}
+
+/// Every page of the group's description, `page_size` entries at most.
+async fn pages(client: &Client, group: &str, page_size: u32) -> Vec<pb::DescribeGroupResponse> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::DescribeGroupRequest {
+            group: group.into(),
+            page_size,
+            page_token: page_token.clone(),
+        };
+        let page = client
+            .groups()
+            .describe_group(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let next = page.next_page_token.clone();
+        pages.push(page);
+        if next.is_empty() {
+            return pages;
+        }
+        assert!(
+            next > page_token,
+            "the token went back: {next:?} after {page_token:?}"
+        );
+        page_token = next;
+    }
+}
+
+fn entries(pages: &[pb::DescribeGroupResponse]) -> (Vec<String>, Vec<(String, u32)>) {
+    let members = pages
+        .iter()
+        .flat_map(|p| &p.members)
+        .map(|m| m.member_id.clone());
+    let offsets = pages
+        .iter()
+        .flat_map(|p| &p.offsets)
+        .map(|o| (o.topic.clone(), o.partition));
+    (members.collect(), offsets.collect())
+}
+
+/// 25 members naming 1,000 long topic names each: about 5 MB described whole, past the
+/// 4 MiB a client takes. Each page stays near 1 MiB, and the pages hold every member
+/// and partition once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_too_large_for_one_answer_is_described_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 20).await;
+    let mut joined = BTreeSet::new();
+    for _ in 0..25 {
+        joined.insert(join(&client, "g", long_list(0)).await.unwrap());
+    }
+    let pages = pages(&client, "g", 0).await;
+    assert!(pages.len() >= 5, "{} pages", pages.len());
+    for page in &pages {
+        assert!(
+            page.encoded_len() < 1_100_000,
+            "a page of {} bytes",
+            page.encoded_len()
+        );
+        assert_eq!(page.group, "g");
+    }
+    let (members, offsets) = entries(&pages);
+    assert_eq!(members, joined.into_iter().collect::<Vec<_>>());
+    let all: Vec<(String, u32)> = (0..20).map(|p| ("t".to_string(), p)).collect();
+    assert_eq!(offsets, all);
+    assert!(pages
+        .iter()
+        .flat_map(|p| &p.members)
+        .all(|m| m.topics.len() == 1_000));
+    server.stop().await.unwrap();
+}
+
+/// Pages of a few entries list the same as one page of all, and a token DescribeGroup
+/// did not give is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_pages_list_every_entry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 11).await;
+    client
+        .admin()
+        .create_topic("t.b", 3, Default::default())
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        join(&client, "g", vec!["t".into(), "t.b".into()])
+            .await
+            .unwrap();
+    }
+    let whole = pages(&client, "g", 10_000).await;
+    assert_eq!(whole.len(), 1);
+    let (members, offsets) = entries(&whole);
+    assert_eq!((members.len(), offsets.len()), (4, 14));
+    for page_size in [1, 3, 4, 5, 13] {
+        let pages = pages(&client, "g", page_size).await;
+        assert_eq!(
+            entries(&pages),
+            (members.clone(), offsets.clone()),
+            "pages of {page_size}"
+        );
+        assert_eq!(pages.len(), 18_usize.div_ceil(page_size as usize));
+    }
+    for bad in ["x", "p:t", "p:t,x"] {
+        let request = pb::DescribeGroupRequest {
+            group: "g".into(),
+            page_token: bad.into(),
+            ..Default::default()
+        };
+        let status = client.groups().describe_group(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("next_page_token"),
+            "{}",
+            status.message()
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+/// Members naming the same long list share it; a group refuses a new different one
+/// past 1 MiB of them, with a message that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_long_subscriptions_are_capped_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    for _ in 0..50 {
+        join(&client, "alike", long_list(0)).await.unwrap();
+    }
+    let mut refused = None;
+    for seed in 0..10 {
+        if let Err(status) = join(&client, "different", long_list(seed)).await {
+            refused = Some((seed, status));
+            break;
+        }
+    }
+    let (seed, status) = refused.expect("a different list was refused");
+    assert_eq!(seed, 4, "four lists of 240 KB fit in 1 MiB");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("topic_pattern"),
+        "{}",
+        status.message()
+    );
+    // A list the group has still joins.
+    join(&client, "different", long_list(1)).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+/// `strom group describe` follows the pages: every member of a group too large for one.
+#[test]
+fn the_cli_describes_a_group_of_many_pages_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "-p", "2"], b"");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let joined: BTreeSet<String> = runtime.block_on(async {
+        let client = Client::connect(&format!("http://{}", server.addr))
+            .await
+            .unwrap();
+        let mut joined = BTreeSet::new();
+        for _ in 0..12 {
+            joined.insert(join(&client, "g", long_list(0)).await.unwrap());
+        }
+        joined
+    });
+    let out = String::from_utf8(server.ok(&["group", "describe", "g"], b"")).unwrap();
+    let listed: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|word| joined.contains(*word))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, joined, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("t "))
+            .count(),
+        2,
+        "{out}"
+    );
+}
