@@ -165,17 +165,31 @@ impl Membership {
                 self.bump();
                 return Err(fenced(&self.group, why));
             }
-            member.departed = false;
             if *member.subscription != hb.subscription {
                 let old = Arc::clone(&member.subscription);
-                let new = self
+                match self
                     .subscriptions
-                    .intern(&self.group, hb.subscription, Some(&old))?;
-                let member = self.members.get_mut(&hb.member_id).expect("found above");
-                member.subscription = new;
-                self.subscriptions.release(&old);
+                    .intern(&self.group, hb.subscription, Some(&old))
+                {
+                    Ok(new) => {
+                        let member = self.members.get_mut(&hb.member_id).expect("found above");
+                        member.subscription = new;
+                        self.subscriptions.release(&old);
+                    }
+                    Err(err) => {
+                        // Kept on with its old subscription, it would hold its
+                        // partitions without ever hearing its assignment: like a fenced
+                        // member, it leaves, and its join with that subscription is
+                        // refused in turn.
+                        self.remove(&hb.member_id);
+                        self.bump();
+                        return Err(err);
+                    }
+                }
                 self.bump();
             }
+            let member = self.members.get_mut(&hb.member_id).expect("found above");
+            member.departed = false;
             hb.member_id.clone()
         };
         let member = self.members.get_mut(&id).expect("joined or found above");
@@ -367,7 +381,8 @@ impl Membership {
     }
 
     /// A new group epoch and target. Topics are matched once per distinct subscription,
-    /// not once per member.
+    /// not once per member: every member's subscription is the group's copy from
+    /// `Subscriptions::intern`, so its address names its class.
     fn bump(&mut self) {
         self.epoch += 1;
         let distinct: Vec<&Arc<Subscription>> = self.subscriptions.distinct().collect();

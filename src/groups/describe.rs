@@ -179,24 +179,17 @@ impl Groups {
                 members.push(m);
             }
         }
-        // Every partition of every subscribed topic, and of every topic with offsets.
-        let mut topics: BTreeSet<&str> = view
-            .topics()
-            .filter(|(name, _, _)| membership.subscribes(name))
-            .map(|(name, _, _)| name)
-            .collect();
-        topics.extend(
-            committed
-                .into_iter()
-                .flat_map(|c| c.topics())
-                .filter_map(|id| view.name_of(id)),
-        );
+        // Every partition of every subscribed topic, and of every topic with offsets,
+        // walked by name from where the page starts until it is full.
         let (from_topic, from_partition) = match &after {
             After::Partition(topic, p) => (Bound::Included(topic.as_str()), Some((topic, *p))),
             _ => (Bound::Unbounded, None),
         };
         let mut offsets = Vec::new();
-        'topics: for name in topics.range::<&str, _>((from_topic, Bound::Unbounded)) {
+        let topics = view.topics_from(from_topic).filter(|(name, id, _)| {
+            membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id))
+        });
+        'topics: for (name, _, _) in topics {
             if full {
                 break;
             }
@@ -219,7 +212,8 @@ impl Groups {
                     high_watermark: bounds.high_watermark,
                     owner: membership.holder(&tp).map(str::to_string),
                 };
-                let bytes = lag.topic.len() + lag.owner.as_ref().map_or(0, String::len) + 40;
+                // Tags, three numbers of up to ten bytes (-1 takes ten), two strings.
+                let bytes = lag.topic.len() + lag.owner.as_ref().map_or(0, String::len) + 56;
                 if !room.take(bytes) {
                     full = true;
                     break 'topics;

@@ -102,12 +102,11 @@ impl Offsets {
         (stored.commit_ms != NONE).then_some(stored.offset)
     }
 
-    /// The topics with committed offsets, in no particular order.
-    pub fn topics(&self) -> impl Iterator<Item = TopicId> + '_ {
+    /// Whether any partition of `topic` has a committed offset.
+    pub fn has_topic(&self, topic: TopicId) -> bool {
         self.topics
-            .iter()
-            .filter(|(_, slots)| slots.iter().any(|s| s.commit_ms != NONE))
-            .map(|(topic, _)| *topic)
+            .get(&topic)
+            .is_some_and(|slots| slots.iter().any(|s| s.commit_ms != NONE))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Tp, Committed)> + '_ {

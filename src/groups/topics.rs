@@ -64,6 +64,16 @@ impl TopicsView {
         self.names.get(&id).map(String::as_str)
     }
 
+    /// (name, id, partitions) of the topics from `from` on, by name.
+    pub fn topics_from(
+        &self,
+        from: std::ops::Bound<&str>,
+    ) -> impl Iterator<Item = (&str, TopicId, u32)> {
+        self.by_name
+            .range::<str, _>((from, std::ops::Bound::Unbounded))
+            .map(|(name, (id, n))| (name.as_str(), *id, *n))
+    }
+
     /// (name, id, partitions) of every topic, by name.
     pub fn topics(&self) -> impl Iterator<Item = (&str, TopicId, u32)> {
         self.by_name
