@@ -423,6 +423,7 @@ async fn a_gap_that_reaches_the_end_of_the_log_does_not_stall_a_consumer() {
         let request = pb::FetchOffsetsRequest {
             group: "gg".into(),
             topics: vec![],
+            ..Default::default()
         };
         let response = client.groups().fetch_offsets(request).await.unwrap();
         response.into_inner().offsets.first().map(|o| o.offset)

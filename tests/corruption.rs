@@ -288,6 +288,7 @@ fn damaged_files_are_reported_served_around_and_never_answered_with_wrong_record
         let fetch = |group: &str| pb::FetchOffsetsRequest {
             group: group.into(),
             topics: vec![],
+            ..Default::default()
         };
         let err = client.groups().fetch_offsets(fetch("g")).await.unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");

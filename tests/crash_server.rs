@@ -216,6 +216,7 @@ fn run(durability: &str) {
             .fetch_offsets(pb::FetchOffsetsRequest {
                 group: GROUP.into(),
                 topics: vec![TOPIC.into()],
+                ..Default::default()
             })
             .await
             .unwrap()

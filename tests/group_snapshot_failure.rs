@@ -79,6 +79,7 @@ async fn a_commit_whose_snapshot_fails_is_answered_as_it_is_applied() {
         let request = pb::FetchOffsetsRequest {
             group: "g".into(),
             topics: vec![],
+            ..Default::default()
         };
         let stored = client
             .groups()

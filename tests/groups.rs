@@ -138,6 +138,7 @@ async fn fetch_offsets(client: &Client, group: &str) -> BTreeMap<(String, u32), 
     let request = pb::FetchOffsetsRequest {
         group: group.into(),
         topics: vec![],
+        ..Default::default()
     };
     let response = client
         .groups()

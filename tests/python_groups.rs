@@ -264,6 +264,7 @@ async fn python_group_members_share_partitions_and_consume_each_record_once() {
         .fetch_offsets(pb::FetchOffsetsRequest {
             group: GROUP.into(),
             topics: vec![TOPIC.into()],
+            ..Default::default()
         })
         .await
         .unwrap()

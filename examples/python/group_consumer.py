@@ -70,9 +70,14 @@ class GroupMember:
         # group never committed one for the partition.
         new = assigned - set(self.positions)
         if new:
-            committed = {o.partition: o.offset for o in self.groups.FetchOffsets(
-                pb.FetchOffsetsRequest(group=self.group, topics=[self.topic])).offsets
-                if o.topic == self.topic}
+            committed, token = {}, ""
+            while True:  # page by page: a group's offsets can pass what one answer holds
+                page = self.groups.FetchOffsets(pb.FetchOffsetsRequest(
+                    group=self.group, topics=[self.topic], page_size=10_000, page_token=token))
+                committed.update({o.partition: o.offset for o in page.offsets if o.topic == self.topic})
+                token = page.next_page_token
+                if not token:
+                    break
             for p in new:
                 self.positions[p] = committed[p] if p in committed else self.earliest(p)
             print(f"assigned {sorted(new)} from {[self.positions[p] for p in sorted(new)]}",

@@ -63,37 +63,49 @@ impl After {
         let Some(token) = token else {
             return Ok(After::Start);
         };
-        let partition = token
-            .strip_prefix("p:")
-            .and_then(|rest| rest.rsplit_once(','))
-            .and_then(|(topic, p)| Some(After::Partition(topic.into(), p.parse().ok()?)));
+        let partition = partition_from(token).map(|(topic, p)| After::Partition(topic, p));
         let member = token.strip_prefix("m:").map(|id| After::Member(id.into()));
-        partition.or(member).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "page_token {} is not one DescribeGroup gave: pass a next_page_token as it came, or none for the first page",
-                quote(token)
-            ))
-        })
+        partition
+            .or(member)
+            .ok_or_else(|| bad_token("DescribeGroup", token))
     }
 
     fn token(&self) -> String {
         match self {
             After::Start => String::new(),
             After::Member(id) => format!("m:{id}"),
-            After::Partition(topic, p) => format!("p:{topic},{p:010}"),
+            After::Partition(topic, p) => partition_token(topic, *p),
         }
     }
 }
 
+/// The token of a page that goes on after this partition (DescribeGroup, FetchOffsets).
+pub(super) fn partition_token(topic: &str, partition: u32) -> String {
+    format!("p:{topic},{partition:010}")
+}
+
+/// The partition a `partition_token` names.
+pub(super) fn partition_from(token: &str) -> Option<(String, u32)> {
+    let (topic, p) = token.strip_prefix("p:")?.rsplit_once(',')?;
+    Some((topic.into(), p.parse().ok()?))
+}
+
+pub(super) fn bad_token(rpc: &str, token: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "page_token {} is not one {rpc} gave: pass a next_page_token as it came, or none for the first page",
+        quote(token)
+    ))
+}
+
 /// What a page may still take: entries and bytes, and always its first entry.
-struct Room {
-    entries: usize,
-    bytes: usize,
-    taken: usize,
+pub(super) struct Room {
+    pub entries: usize,
+    pub bytes: usize,
+    pub taken: usize,
 }
 
 impl Room {
-    fn take(&mut self, bytes: usize) -> bool {
+    pub fn take(&mut self, bytes: usize) -> bool {
         let fits = self.taken == 0 || (self.entries > 0 && bytes <= self.bytes);
         if fits {
             self.taken += 1;

@@ -53,7 +53,7 @@ pub use coordinator::{
     MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 pub use describe::{DescribedGroup, DescribedMember, PartitionLag};
-pub use ops::{ResetPlan, ResetTo};
+pub use ops::{FetchedOffsets, ResetPlan, ResetTo};
 pub use request::{instance_id, session_timeout, subscription, validate_group_name};
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 

@@ -102,6 +102,28 @@ impl Offsets {
         (stored.commit_ms != NONE).then_some(stored.offset)
     }
 
+    /// The committed offsets of `topic`'s partitions from `from` on, in order.
+    pub fn of_topic(
+        &self,
+        topic: TopicId,
+        from: u32,
+    ) -> impl Iterator<Item = (u32, Committed)> + '_ {
+        let slots = self.topics.get(&topic).map_or(&[][..], Vec::as_slice);
+        slots
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .filter(|(_, s)| s.commit_ms != NONE)
+            .map(|(p, s)| {
+                let committed = Committed {
+                    offset: s.offset,
+                    metadata: s.metadata.as_deref().unwrap_or_default().to_string(),
+                    commit_ms: s.commit_ms,
+                };
+                (p as u32, committed)
+            })
+    }
+
     /// Whether any partition of `topic` has a committed offset.
     pub fn has_topic(&self, topic: TopicId) -> bool {
         self.topics

@@ -3,14 +3,28 @@
 //! is locked, so a slow lookup never holds up the group's heartbeats.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::sync::Arc;
 
+use super::describe::{bad_token, partition_from, partition_token, Room};
 use super::offsets::{Committed, MAX_METADATA_BYTES};
 use super::store::Durability;
 use super::{loaded, topic_id, Groups, Slot, Store, Tp};
 use crate::broker::now_ms;
+use crate::broker::page::Page;
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically_unlocked;
+
+/// About the most one FetchOffsets answer takes (metadata can be 4 KiB an offset).
+pub const OFFSETS_PAGE_BYTES: usize = 1 << 20;
+
+/// A page of committed offsets: (topic, partition, offset), by topic and partition.
+#[derive(Debug, Default)]
+pub struct FetchedOffsets {
+    pub offsets: Vec<(String, u32, Committed)>,
+    /// Where the next page goes on from; `None` on the last.
+    pub next_page_token: Option<String>,
+}
 
 /// Offsets one CommitOffsets may carry.
 pub const MAX_OFFSETS_PER_COMMIT: usize = 100_000;
@@ -127,31 +141,72 @@ impl Groups {
     /// A group's committed offsets for `topics` (all topics if empty), by topic name and
     /// partition. Offsets of deleted topics are not returned; a group that does not
     /// exist has none (as in Kafka: a new consumer asks before anything is committed).
+    /// With a `page`, at most its entries and about `OFFSETS_PAGE_BYTES`, and the token
+    /// of the next page; without one, all of them if they fit in `OFFSETS_PAGE_BYTES`,
+    /// else refused: a client that does not follow pages must not take the first page
+    /// for all its offsets, and start the others over from its reset policy.
     pub async fn fetch_offsets(
         &self,
         group: &str,
         topics: &[String],
-    ) -> Result<Vec<(String, u32, Committed)>> {
+        page: Option<&Page>,
+    ) -> Result<FetchedOffsets> {
+        let after = match page.and_then(|p| p.after.as_deref()) {
+            Some(token) => {
+                Some(partition_from(token).ok_or_else(|| bad_token("FetchOffsets", token))?)
+            }
+            None => None,
+        };
+        let none = FetchedOffsets::default();
         let (slot, mut guard) = match self.lock(group, false).await {
-            Err(Error::GroupNotFound { .. }) => return Ok(Vec::new()),
+            Err(Error::GroupNotFound { .. }) => return Ok(none),
             locked => locked?,
         };
         let view = self.view();
         let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
         let Some(store) = self.store(&slot, loaded(&mut guard), false).await? else {
-            return Ok(Vec::new());
+            return Ok(none);
         };
-        let mut out: Vec<(String, u32, Committed)> = store
-            .offsets
-            .iter()
-            .filter_map(|((id, partition), c)| {
-                let name = view.name_of(id)?;
-                (wanted.is_empty() || wanted.contains(name))
-                    .then(|| (name.to_string(), partition, c))
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        Ok(out)
+        let mut room = Room {
+            entries: page.map_or(usize::MAX, |p| p.limit.max(1)),
+            bytes: OFFSETS_PAGE_BYTES,
+            taken: 0,
+        };
+        let from = after.as_ref().map_or(Bound::Unbounded, |(topic, _)| {
+            Bound::Included(topic.as_str())
+        });
+        let topics = view.topics_from(from).filter(|(name, id, _)| {
+            (wanted.is_empty() || wanted.contains(name)) && store.offsets.has_topic(*id)
+        });
+        let mut fetched = FetchedOffsets::default();
+        'topics: for (name, id, _) in topics {
+            let first = match &after {
+                Some((topic, p)) if topic == name => match p.checked_add(1) {
+                    Some(next) => next,
+                    None => continue,
+                },
+                _ => 0,
+            };
+            for (partition, committed) in store.offsets.of_topic(id, first) {
+                if !room.take(name.len() + committed.metadata.len() + 40) {
+                    if page.is_none() {
+                        return Err(Error::LimitReached(format!(
+                            "group {}'s committed offsets take more than the {OFFSETS_PAGE_BYTES} bytes one answer holds: ask with a page_size and follow next_page_token",
+                            quote(group)
+                        )));
+                    }
+                    fetched.next_page_token = fetched
+                        .offsets
+                        .last()
+                        .map(|(topic, p, _)| partition_token(topic, *p));
+                    break 'topics;
+                }
+                fetched
+                    .offsets
+                    .push((name.to_string(), partition, committed));
+            }
+        }
+        Ok(fetched)
     }
 
     /// Moves a group's offsets for `topic` (`partitions`, or all). Only while the group

@@ -115,11 +115,16 @@ impl groups_server::Groups for GroupsService {
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
         let r = request.into_inner();
-        let offsets = self
+        // Unpaged (all or a refusal) unless the client asks for pages: see the proto.
+        let paged =
+            (r.page_size != 0 || !r.page_token.is_empty()).then(|| page(r.page_size, r.page_token));
+        let fetched = self
             .groups
-            .fetch_offsets(&r.group, &r.topics)
+            .fetch_offsets(&r.group, &r.topics, paged.as_ref())
             .await
-            .map_err(status)?
+            .map_err(status)?;
+        let offsets = fetched
+            .offsets
             .into_iter()
             .map(|(topic, partition, c)| pb::CommittedOffset {
                 topic,
@@ -129,7 +134,10 @@ impl groups_server::Groups for GroupsService {
                 commit_timestamp_ms: c.commit_ms,
             })
             .collect();
-        Ok(Response::new(pb::FetchOffsetsResponse { offsets }))
+        Ok(Response::new(pb::FetchOffsetsResponse {
+            offsets,
+            next_page_token: fetched.next_page_token.unwrap_or_default(),
+        }))
     }
 
     async fn reset_offsets(

@@ -124,16 +124,31 @@ impl GroupConsumer {
         &mut self,
         keys: &[Key],
     ) -> Result<HashMap<Key, u64>, Status> {
-        let topics: BTreeSet<String> = keys.iter().map(|(t, _)| t.clone()).collect();
-        let request = pb::FetchOffsetsRequest {
-            group: self.config.group.clone(),
-            topics: topics.into_iter().collect(),
-        };
-        match self.groups.fetch_offsets(request).await {
-            Ok(response) => Ok(response
-                .into_inner()
-                .offsets
+        let topics: Vec<String> = keys
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Page by page: a group's offsets with their metadata can pass what one answer
+        // holds, and the server refuses those asked for all at once.
+        let pages = crate::client::every_page(|page_token| {
+            let mut groups = self.groups.clone();
+            let request = pb::FetchOffsetsRequest {
+                group: self.config.group.clone(),
+                topics: topics.clone(),
+                page_size: 10_000,
+                page_token,
+            };
+            async move {
+                let page = groups.fetch_offsets(request).await?.into_inner();
+                Ok((page.offsets, page.next_page_token))
+            }
+        });
+        match pages.await {
+            Ok(pages) => Ok(pages
                 .into_iter()
+                .flatten()
                 .map(|o| ((o.topic, o.partition), o.offset))
                 .collect()),
             Err(status) if status.code() == Code::NotFound => Ok(HashMap::new()),

@@ -1,15 +1,19 @@
-//! DescribeGroup a page at a time, and groups whose members subscribe with long lists:
-//! a whole description could pass what a client accepts (1,000 members naming 1,000
-//! topics of 200 bytes made 203 MB), and each member kept its own copy of its list.
+//! DescribeGroup and FetchOffsets a page at a time, and groups whose members subscribe
+//! with long lists: a whole description could pass what a client accepts (1,000 members
+//! naming 1,000 topics of 200 bytes made 203 MB), so could a group's offsets with 4 KiB
+//! of metadata each, and each member kept its own copy of its list.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use common::cli::Serve;
 use common::server::TestServer;
 use prost::Message;
-use strom::client::Client;
+use strom::client::{Client, GroupConfig, GroupConsumer};
 use strom::grpc::pb;
 use tonic::Code;
 
@@ -216,4 +220,100 @@ fn the_cli_describes_a_group_of_many_pages_whole() {
         2,
         "{out}"
     );
+}
+
+/// A group's offsets in pages; asked for all at once past 1 MiB they are refused, not
+/// answered in part; and a GroupConsumer, which follows the pages, starts every
+/// partition at its committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_past_one_answer_come_in_pages() {
+    const PARTITIONS: u32 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", PARTITIONS).await;
+    for partition in 0..PARTITIONS {
+        let records = ["first", "second"]
+            .map(|v| pb::Record {
+                value: Bytes::from(format!("{v}-{partition}")),
+                ..Default::default()
+            })
+            .to_vec();
+        let request = pb::ProduceRequest {
+            topic: "t".into(),
+            partition: Some(partition),
+            records,
+            ..Default::default()
+        };
+        client.log().produce(request).await.unwrap();
+    }
+    let offsets = (0..PARTITIONS)
+        .map(|partition| pb::OffsetCommit {
+            topic: "t".into(),
+            partition,
+            offset: 1,
+            metadata: "m".repeat(4096),
+        })
+        .collect();
+    let commit = pb::CommitOffsetsRequest {
+        group: "g".into(),
+        offsets,
+        ..Default::default()
+    };
+    client.groups().commit_offsets(commit).await.unwrap();
+    let fetch = |page_size: u32, page_token: String| pb::FetchOffsetsRequest {
+        group: "g".into(),
+        page_size,
+        page_token,
+        ..Default::default()
+    };
+    let status = client
+        .groups()
+        .fetch_offsets(fetch(0, String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("page_size"),
+        "{}",
+        status.message()
+    );
+    for page_size in [7, 10_000] {
+        let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let page = client
+                .groups()
+                .fetch_offsets(fetch(page_size, token.clone()))
+                .await;
+            let page = page.unwrap().into_inner();
+            assert!(
+                page.encoded_len() < 1_100_000,
+                "a page of {} bytes",
+                page.encoded_len()
+            );
+            seen.extend(page.offsets.iter().map(|o| (o.partition, o.offset)));
+            pages += 1;
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            assert!(page.next_page_token > token);
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, (0..PARTITIONS).map(|p| (p, 1)).collect::<Vec<_>>());
+        assert!(pages > 1, "{pages} pages of {page_size}");
+    }
+    let mut member = GroupConsumer::join(&client, GroupConfig::new("g", &["t"]))
+        .await
+        .unwrap();
+    let mut values = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while values.len() < PARTITIONS as usize && Instant::now() < deadline {
+        if let Some(batch) = member.poll(Duration::from_millis(500)).await.unwrap() {
+            values.extend(batch.records.into_iter().map(|r| r.value));
+        }
+    }
+    let second: BTreeSet<Bytes> = (0..PARTITIONS)
+        .map(|p| Bytes::from(format!("second-{p}")))
+        .collect();
+    assert_eq!(values, second);
+    server.stop().await.unwrap();
 }
