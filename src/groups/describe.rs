@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::member::Member;
+use super::paging::{bad_token, partition_from, partition_token, Room};
 use super::{loaded, topic_id, Groups, Subscription, TopicsView, Tp};
 use crate::broker::page::Page;
-use crate::error::{quote, Error, Result};
+use crate::error::Result;
 
 /// About the most one page's entries take encoded, whatever `page_size` allows: under
 /// the 4 MB that gRPC clients accept by default, with room for an estimate that is off.
@@ -48,9 +49,7 @@ pub struct DescribedGroup {
 }
 
 /// The entry a page goes on after: members come first, then partitions. As a token it
-/// sorts as the entries do (clients check that tokens only go forward): topic names
-/// use no character below '-', so the ',' after one sorts it before any longer name,
-/// and partitions have ten digits.
+/// sorts as the entries do (clients check that tokens only go forward; see `paging`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum After {
     Start,
@@ -76,43 +75,6 @@ impl After {
             After::Member(id) => format!("m:{id}"),
             After::Partition(topic, p) => partition_token(topic, *p),
         }
-    }
-}
-
-/// The token of a page that goes on after this partition (DescribeGroup, FetchOffsets).
-pub(super) fn partition_token(topic: &str, partition: u32) -> String {
-    format!("p:{topic},{partition:010}")
-}
-
-/// The partition a `partition_token` names.
-pub(super) fn partition_from(token: &str) -> Option<(String, u32)> {
-    let (topic, p) = token.strip_prefix("p:")?.rsplit_once(',')?;
-    Some((topic.into(), p.parse().ok()?))
-}
-
-pub(super) fn bad_token(rpc: &str, token: &str) -> Error {
-    Error::InvalidArgument(format!(
-        "page_token {} is not one {rpc} gave: pass a next_page_token as it came, or none for the first page",
-        quote(token)
-    ))
-}
-
-/// What a page may still take: entries and bytes, and always its first entry.
-pub(super) struct Room {
-    pub entries: usize,
-    pub bytes: usize,
-    pub taken: usize,
-}
-
-impl Room {
-    pub fn take(&mut self, bytes: usize) -> bool {
-        let fits = self.taken == 0 || (self.entries > 0 && bytes <= self.bytes);
-        if fits {
-            self.taken += 1;
-            self.entries = self.entries.saturating_sub(1);
-            self.bytes = self.bytes.saturating_sub(bytes);
-        }
-        fits
     }
 }
 
@@ -224,7 +186,7 @@ impl Groups {
                     high_watermark: bounds.high_watermark,
                     owner: membership.holder(&tp).map(str::to_string),
                 };
-                // Tags, three numbers of up to ten bytes (-1 takes ten), two strings.
+                // Tags, four numbers of up to ten bytes (-1 takes ten), two strings.
                 let bytes = lag.topic.len() + lag.owner.as_ref().map_or(0, String::len) + 56;
                 if !room.take(bytes) {
                     full = true;
@@ -248,6 +210,7 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn tokens_read_back_as_they_were_written() {
@@ -276,23 +239,5 @@ mod tests {
             let err = After::parse(Some(bad)).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn a_page_takes_its_first_entry_whatever_its_size_and_stops_at_either_limit() {
-        let mut room = Room {
-            entries: 3,
-            bytes: 100,
-            taken: 0,
-        };
-        assert!(room.take(1_000));
-        assert!(!room.take(1));
-        let mut room = Room {
-            entries: 2,
-            bytes: 100,
-            taken: 0,
-        };
-        assert!(room.take(10) && room.take(10));
-        assert!(!room.take(10));
     }
 }

@@ -3,11 +3,13 @@
 //! moves them one at a time, never stopping the whole group).
 //!
 //! - `coordinator`: one group's membership, epochs and assignments, as a state machine
-//!   without I/O or clock; `assign`: the target assignment.
+//!   without I/O or clock; `assign`: the target assignment; `subscriptions`: what
+//!   members subscribe to, each distinct subscription kept once per group.
 //! - `offsets`: committed offsets and their bytes on disk; `store`: a group's snapshot
 //!   and journal files, and the group commit of their fsyncs.
-//! - `ops`: commit, fetch, reset and describe, which need the broker (topic ids, high
-//!   watermarks, timestamp lookups); `membership`: heartbeats and leaves.
+//! - `ops`: commit, fetch and reset, and `describe`, which need the broker (topic ids,
+//!   high watermarks, timestamp lookups); `paging`: their answers a page at a time;
+//!   `membership`: heartbeats and leaves.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry.
 //! - this module: the registry of groups, loading them from disk on first use;
 //!   `expiry`: the task that ends expired sessions and deletes groups past their offset
@@ -27,6 +29,7 @@ mod member;
 mod membership;
 pub mod offsets;
 mod open_stores;
+mod paging;
 use open_stores::OpenStore;
 mod ops;
 mod request;

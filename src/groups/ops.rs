@@ -6,17 +6,20 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::describe::{bad_token, partition_from, partition_token, Room};
 use super::offsets::{Committed, MAX_METADATA_BYTES};
+use super::paging::{bad_token, partition_from, partition_token, Room};
 use super::store::Durability;
-use super::{loaded, topic_id, Groups, Slot, Store, Tp};
+use super::{loaded, topic_id, Groups, Slot, Store, TopicId, Tp};
 use crate::broker::now_ms;
 use crate::broker::page::Page;
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically_unlocked;
 
-/// About the most one FetchOffsets answer takes (metadata can be 4 KiB an offset).
+/// About the most one page of FetchOffsets takes (metadata can be 4 KiB an offset).
 pub const OFFSETS_PAGE_BYTES: usize = 1 << 20;
+/// About the most FetchOffsets answers when asked for everything at once, as clients
+/// from before pages ask: under the 4 MB that gRPC clients accept by default.
+pub const UNPAGED_OFFSETS_BYTES: usize = 3 << 20;
 
 /// A page of committed offsets: (topic, partition, offset), by topic and partition.
 #[derive(Debug, Default)]
@@ -169,17 +172,24 @@ impl Groups {
         };
         let mut room = Room {
             entries: page.map_or(usize::MAX, |p| p.limit.max(1)),
-            bytes: OFFSETS_PAGE_BYTES,
+            bytes: page.map_or(UNPAGED_OFFSETS_BYTES, |_| OFFSETS_PAGE_BYTES),
             taken: 0,
         };
         let from = after.as_ref().map_or(Bound::Unbounded, |(topic, _)| {
             Bound::Included(topic.as_str())
         });
-        let topics = view.topics_from(from).filter(|(name, id, _)| {
-            (wanted.is_empty() || wanted.contains(name)) && store.offsets.has_topic(*id)
-        });
+        // The topics asked for, or every topic, by name from where the page starts.
+        let named: Box<dyn Iterator<Item = (&str, TopicId)>> = match wanted.is_empty() {
+            true => Box::new(view.topics_from(from).map(|(name, id, _)| (name, id))),
+            false => Box::new(
+                wanted
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .filter_map(|name| Some((*name, view.id_of(name)?))),
+            ),
+        };
         let mut fetched = FetchedOffsets::default();
-        'topics: for (name, id, _) in topics {
+        let topics = named.filter(|(_, id)| store.offsets.has_topic(*id));
+        'topics: for (name, id) in topics {
             let first = match &after {
                 Some((topic, p)) if topic == name => match p.checked_add(1) {
                     Some(next) => next,
@@ -191,7 +201,7 @@ impl Groups {
                 if !room.take(name.len() + committed.metadata.len() + 40) {
                     if page.is_none() {
                         return Err(Error::LimitReached(format!(
-                            "group {}'s committed offsets take more than the {OFFSETS_PAGE_BYTES} bytes one answer holds: ask with a page_size and follow next_page_token",
+                            "group {}'s committed offsets take more than the {UNPAGED_OFFSETS_BYTES} bytes one answer holds: ask with a page_size and follow next_page_token",
                             quote(group)
                         )));
                     }

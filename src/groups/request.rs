@@ -141,7 +141,11 @@ impl Groups {
             };
             entries.push(((topic_id(&t.id)?, partition), committed));
         }
-        let tps: Vec<Tp> = entries.iter().map(|(tp, _)| *tp).collect();
+        let tps: Vec<(Tp, &str)> = entries
+            .iter()
+            .zip(&ranges)
+            .map(|((tp, _), (_, topic))| (*tp, topic.as_str()))
+            .collect();
         membership.check_commit(member_id, member_epoch, &tps)?;
         for ((tp, committed), (partition, topic)) in entries.iter().zip(ranges) {
             let bounds = partition.offsets()?;

@@ -207,12 +207,15 @@ mod tests {
         let hb = heartbeat("", 0, long_list(0));
         group.heartbeat(hb, &view, 0, || "twin".into()).unwrap();
         let epoch = group.epoch();
-        // So m0 changing to a new list would keep both: refused, and m0 leaves the group
-        // (kept on, it would hold its partitions without hearing its assignment).
+        // So m0 changing to a new list would keep both: refused, and m0 is fenced (kept
+        // on, it would hold its partitions without hearing its assignment).
         let m0 = &answers[0];
         let hb = heartbeat(&m0.member_id, m0.member_epoch, long_list(fit));
         let err = group.heartbeat(hb, &view, 1, String::new).unwrap_err();
-        assert!(matches!(err, Error::LimitReached(_)), "{err}");
+        assert!(
+            matches!(&err, Error::FailedPrecondition(m) if m.contains("removed") && m.contains("topic_pattern")),
+            "{err}"
+        );
         assert!(group.members().all(|m| &*m.id != "m0"));
         assert_eq!(group.epoch(), epoch + 1);
         let epoch = group.epoch();

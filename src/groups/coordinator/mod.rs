@@ -9,16 +9,19 @@
 //! other member still holds. So a partition never has two owners, and members whose
 //! partitions stay put never stop.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod commit;
+mod target;
+use target::compact;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::assign::assign;
 use super::holders::Holders;
 pub use super::member::Member;
 pub use super::member::{Answer, GroupState, Heartbeat};
 pub use super::subscriptions::Subscription;
 use super::subscriptions::Subscriptions;
-use super::{TopicId, TopicsView, Tp};
+use super::{TopicsView, Tp};
 use crate::error::{Error, Result};
 
 /// Session timeouts a member may ask for, and the default.
@@ -58,13 +61,6 @@ fn epoch_mismatch(sent: i64, current: i64) -> String {
     } else {
         format!("member_epoch {sent} was never given to this member: it is at epoch {current}")
     }
-}
-
-/// Rebuilds a set built by inserts with full nodes: a B-tree grown one insert at a time
-/// keeps its nodes about half full, about 60 bytes per partition rather than 35, and a
-/// group holds two such sets of every partition it hands out (target and assignment).
-fn compact(set: &mut BTreeSet<Tp>) {
-    *set = std::mem::take(set).into_iter().collect();
 }
 
 impl Membership {
@@ -178,12 +174,13 @@ impl Membership {
                     }
                     Err(err) => {
                         // Kept on with its old subscription, it would hold its
-                        // partitions without ever hearing its assignment: like a fenced
-                        // member, it leaves, and its join with that subscription is
-                        // refused in turn.
+                        // partitions without ever hearing its assignment: it is fenced,
+                        // and its join with that subscription is refused in turn.
                         self.remove(&hb.member_id);
                         self.bump();
-                        return Err(err);
+                        let why =
+                            format!("it was removed, as its new subscription is refused: {err}");
+                        return Err(fenced(&self.group, why));
                     }
                 }
                 self.bump();
@@ -359,63 +356,6 @@ impl Membership {
         }
     }
 
-    /// Takes the topics as they are now; a new epoch if the subscribed ones changed.
-    fn refresh_view(&mut self, view: &Arc<TopicsView>) {
-        if view.version == self.view.version {
-            return;
-        }
-        let before = self.subscribed_topics();
-        self.view = Arc::clone(view);
-        if before != self.subscribed_topics() {
-            self.bump();
-        }
-    }
-
-    /// Every subscribed topic that exists, with its partition count.
-    fn subscribed_topics(&self) -> BTreeMap<TopicId, u32> {
-        self.view
-            .topics()
-            .filter(|(name, _, _)| self.subscribes(name))
-            .map(|(_, id, partitions)| (id, partitions))
-            .collect()
-    }
-
-    /// A new group epoch and target. Topics are matched once per distinct subscription,
-    /// not once per member: every member's subscription is the group's copy from
-    /// `Subscriptions::intern`, so its address names its class.
-    fn bump(&mut self) {
-        self.epoch += 1;
-        let distinct: Vec<&Arc<Subscription>> = self.subscriptions.distinct().collect();
-        let class: HashMap<*const Subscription, usize> = distinct
-            .iter()
-            .enumerate()
-            .map(|(i, sub)| (Arc::as_ptr(sub), i))
-            .collect();
-        let classes: Vec<BTreeSet<TopicId>> = distinct
-            .iter()
-            .map(|sub| {
-                self.view
-                    .topics()
-                    .filter(|(name, _, _)| sub.matches(name))
-                    .map(|(_, id, _)| id)
-                    .collect()
-            })
-            .collect();
-        let members: BTreeMap<String, usize> = self
-            .members
-            .values()
-            .map(|m| (m.id.to_string(), class[&Arc::as_ptr(&m.subscription)]))
-            .collect();
-        let partitions: BTreeMap<TopicId, u32> = self
-            .view
-            .topics()
-            .filter(|(_, id, _)| classes.iter().any(|c| c.contains(id)))
-            .map(|(_, id, partitions)| (id, partitions))
-            .collect();
-        self.target = assign(&members, &classes, &partitions, &self.target);
-        self.target.values_mut().for_each(compact);
-    }
-
     /// A member leaves. A static member keeps its partitions until its session would
     /// end, for a restart to take them back; any other's go to the rest at once.
     pub fn leave(&mut self, member_id: &str, view: &Arc<TopicsView>) {
@@ -458,55 +398,5 @@ impl Membership {
             self.subscriptions.release(&member.subscription);
         }
         self.target.remove(id);
-    }
-
-    /// Whether a commit of `partitions` by this member at this epoch is allowed: a member
-    /// of the group, at its current or previous epoch, holding every partition. Without a
-    /// member id, only while the group has no members.
-    pub fn check_commit(
-        &self,
-        member_id: &str,
-        member_epoch: i64,
-        partitions: &[Tp],
-    ) -> Result<()> {
-        if member_id.is_empty() {
-            if self.members.is_empty() {
-                return Ok(());
-            }
-            return Err(Error::FailedPrecondition(format!(
-                "group {} has {} members: commit with a member_id and member_epoch, or wait until they have left",
-                crate::error::quote(&self.group),
-                self.members.len()
-            )));
-        }
-        let Some(member) = self.members.get(member_id).filter(|m| !m.departed) else {
-            return Err(fenced(
-                &self.group,
-                format!(
-                    "member {} is not in the group",
-                    crate::error::quote(member_id)
-                ),
-            ));
-        };
-        if member_epoch != member.epoch && member_epoch != member.previous_epoch {
-            return Err(fenced(
-                &self.group,
-                epoch_mismatch(member_epoch, member.epoch),
-            ));
-        }
-        if let Some(tp) = partitions
-            .iter()
-            .find(|tp| self.holder.get(tp) != Some(&member.id))
-        {
-            let name = self.view.name_of(tp.0).unwrap_or("(deleted topic)");
-            return Err(Error::FailedPrecondition(format!(
-                "group {}: member {} does not own topic {} partition {}; commit only partitions of your assignment",
-                crate::error::quote(&self.group),
-                crate::error::quote(member_id),
-                crate::error::quote(name),
-                tp.1
-            )));
-        }
-        Ok(())
     }
 }
