@@ -160,13 +160,12 @@ impl Groups {
             _ => (Bound::Unbounded, None),
         };
         let mut offsets = Vec::new();
-        let topics = view.topics_from(from_topic).filter(|(name, id, _)| {
+        // None when the members filled the page.
+        let walked = (!full).then(|| view.topics_from(from_topic));
+        let topics = walked.into_iter().flatten().filter(|(name, id, _)| {
             membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id))
         });
         'topics: for (name, _, _) in topics {
-            if full {
-                break;
-            }
             let Ok(topic) = self.broker.topic(name) else {
                 continue;
             };

@@ -55,6 +55,17 @@ struct Stored {
 
 const NONE: i64 = i64::MIN;
 
+impl Stored {
+    /// The offset as committed, if one is.
+    fn committed(&self) -> Option<Committed> {
+        (self.commit_ms != NONE).then(|| Committed {
+            offset: self.offset,
+            metadata: self.metadata.as_deref().unwrap_or_default().to_string(),
+            commit_ms: self.commit_ms,
+        })
+    }
+}
+
 /// Highest partition number kept: commits are checked against their topic's partitions
 /// (at most the server's max_partitions), so only damage could name a larger one, and it
 /// must not make a vector of billions of slots.
@@ -88,12 +99,10 @@ impl Offsets {
     }
 
     pub fn get(&self, (topic, partition): &Tp) -> Option<Committed> {
-        let stored = self.topics.get(topic)?.get(*partition as usize)?;
-        (stored.commit_ms != NONE).then(|| Committed {
-            offset: stored.offset,
-            metadata: stored.metadata.as_deref().unwrap_or_default().to_string(),
-            commit_ms: stored.commit_ms,
-        })
+        self.topics
+            .get(topic)?
+            .get(*partition as usize)?
+            .committed()
     }
 
     /// The committed offset alone (`get` copies the metadata too).
@@ -113,15 +122,7 @@ impl Offsets {
             .iter()
             .enumerate()
             .skip(from as usize)
-            .filter(|(_, s)| s.commit_ms != NONE)
-            .map(|(p, s)| {
-                let committed = Committed {
-                    offset: s.offset,
-                    metadata: s.metadata.as_deref().unwrap_or_default().to_string(),
-                    commit_ms: s.commit_ms,
-                };
-                (p as u32, committed)
-            })
+            .filter_map(|(p, s)| Some((p as u32, s.committed()?)))
     }
 
     /// Whether any partition of `topic` has a committed offset.
@@ -136,15 +137,7 @@ impl Offsets {
             slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.commit_ms != NONE)
-                .map(|(p, s)| {
-                    let committed = Committed {
-                        offset: s.offset,
-                        metadata: s.metadata.as_deref().unwrap_or_default().to_string(),
-                        commit_ms: s.commit_ms,
-                    };
-                    ((*topic, p as u32), committed)
-                })
+                .filter_map(|(p, s)| Some(((*topic, p as u32), s.committed()?)))
         })
     }
 
