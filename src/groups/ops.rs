@@ -145,7 +145,7 @@ impl Groups {
     /// partition. Offsets of deleted topics are not returned; a group that does not
     /// exist has none (as in Kafka: a new consumer asks before anything is committed).
     /// With a `page`, at most its entries and about `OFFSETS_PAGE_BYTES`, and the token
-    /// of the next page; without one, all of them if they fit in `OFFSETS_PAGE_BYTES`,
+    /// of the next page; without one, all of them if they fit in `UNPAGED_OFFSETS_BYTES`,
     /// else refused: a client that does not follow pages must not take the first page
     /// for all its offsets, and start the others over from its reset policy.
     pub async fn fetch_offsets(
@@ -179,13 +179,14 @@ impl Groups {
             Bound::Included(topic.as_str())
         });
         // The topics asked for, or every topic, by name from where the page starts.
-        let named: Box<dyn Iterator<Item = (&str, TopicId)>> = match wanted.is_empty() {
-            true => Box::new(view.topics_from(from).map(|(name, id, _)| (name, id))),
-            false => Box::new(
+        let named: Box<dyn Iterator<Item = (&str, TopicId)>> = if wanted.is_empty() {
+            Box::new(view.topics_from(from).map(|(name, id, _)| (name, id)))
+        } else {
+            Box::new(
                 wanted
                     .range::<str, _>((from, Bound::Unbounded))
                     .filter_map(|name| Some((*name, view.id_of(name)?))),
-            ),
+            )
         };
         let mut fetched = FetchedOffsets::default();
         let topics = named.filter(|(_, id)| store.offsets.has_topic(*id));

@@ -173,7 +173,7 @@ mod tests {
     }
 
     /// Through the coordinator: a join refused for the cap changes nothing; a member
-    /// refused a change of subscription leaves the group.
+    /// refused a change of subscription is removed (fenced).
     #[test]
     fn a_refused_join_changes_nothing_and_a_refused_change_removes_the_member() {
         use crate::groups::coordinator::{Heartbeat, Membership};

@@ -47,7 +47,7 @@ impl Membership {
             .find(|(tp, _)| self.holder.get(tp) != Some(&member.id))
         {
             return Err(Error::FailedPrecondition(format!(
-                "group {}: member {} does not own topic {} partition {}; commit only partitions of your assignment",
+                "group {}: member {} does not own topic {} partition {}; commit only partitions of your assignment (a topic just created again brings its new partitions at your next heartbeat)",
                 crate::error::quote(&self.group),
                 crate::error::quote(member_id),
                 crate::error::quote(name),

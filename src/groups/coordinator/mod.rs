@@ -20,7 +20,7 @@ use super::holders::Holders;
 pub use super::member::Member;
 pub use super::member::{Answer, GroupState, Heartbeat};
 pub use super::subscriptions::Subscription;
-use super::subscriptions::Subscriptions;
+use super::subscriptions::{Subscriptions, MAX_SUBSCRIPTION_BYTES};
 use super::{TopicsView, Tp};
 use crate::error::{Error, Result};
 
@@ -172,14 +172,15 @@ impl Membership {
                         member.subscription = new;
                         self.subscriptions.release(&old);
                     }
-                    Err(err) => {
+                    Err(_) => {
                         // Kept on with its old subscription, it would hold its
                         // partitions without ever hearing its assignment: it is fenced,
                         // and its join with that subscription is refused in turn.
                         self.remove(&hb.member_id);
                         self.bump();
-                        let why =
-                            format!("it was removed, as its new subscription is refused: {err}");
+                        let why = format!(
+                            "the member was removed: its new subscription would pass the {MAX_SUBSCRIPTION_BYTES} bytes the group keeps for different subscriptions (subscribe as the other members do, or with a topic_pattern)"
+                        );
                         return Err(fenced(&self.group, why));
                     }
                 }
