@@ -188,6 +188,8 @@ pub struct Groups {
     /// Groups with their files open now, and the most (`open_stores.rs`).
     open_stores: Arc<AtomicUsize>,
     max_open_stores: usize,
+    /// What every group's distinct subscriptions take, capped.
+    subscriptions: Arc<subscriptions::SubscriptionTally>,
 }
 
 impl Groups {
@@ -230,6 +232,9 @@ impl Groups {
             origin: Instant::now(),
             open_stores: Arc::new(AtomicUsize::new(0)),
             max_open_stores: open_stores::MAX_OPEN_STORES,
+            subscriptions: Arc::new(subscriptions::SubscriptionTally::new(
+                subscriptions::MAX_SERVER_SUBSCRIPTION_BYTES,
+            )),
         })
     }
 
@@ -304,7 +309,8 @@ impl Groups {
                         name,
                         self.config.heartbeat_interval.as_millis() as u64,
                         self.view(),
-                    );
+                    )
+                    .counted_in(Arc::clone(&self.subscriptions));
                     *guard = SlotState::Loaded(Box::new(Loaded {
                         membership,
                         store: None,

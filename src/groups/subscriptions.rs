@@ -3,6 +3,7 @@
 //! a list of a thousand names of 200 bytes took 255 KB (4,000 members: a gigabyte).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -12,6 +13,10 @@ use crate::error::{Error, Result};
 /// different long lists make a group hold (255 KB each, 1 GB for 4,000 members before
 /// they were shared); one list of 1,000 names of 200 bytes takes 240 KB.
 pub const MAX_SUBSCRIPTION_BYTES: usize = 1 << 20;
+/// Most the distinct subscriptions of every group on the server may take together:
+/// without it, 100,000 groups of 1 MiB each could take 100 GB. A hundred thousand groups
+/// with a pattern each take about 1.6 GB by `footprint`.
+pub const MAX_SERVER_SUBSCRIPTION_BYTES: usize = 2 << 30;
 
 /// What a member subscribes to.
 #[derive(Debug, Clone)]
@@ -65,15 +70,56 @@ impl Subscription {
     }
 }
 
+/// The footprint of every group's distinct subscriptions, and the most it may be.
+#[derive(Debug)]
+pub struct SubscriptionTally {
+    bytes: AtomicUsize,
+    cap: usize,
+}
+
+impl SubscriptionTally {
+    pub fn new(cap: usize) -> SubscriptionTally {
+        SubscriptionTally {
+            bytes: AtomicUsize::new(0),
+            cap,
+        }
+    }
+}
+
 /// A group's distinct subscriptions, each with how many members have it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Subscriptions {
     users: HashMap<Arc<Subscription>, usize>,
-    /// The footprint of them all.
+    /// The footprint of them all, counted in `server` too.
     bytes: usize,
+    server: Arc<SubscriptionTally>,
+}
+
+/// A group counted alone, with the server's cap (tests and benches).
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions::counted_in(Arc::new(SubscriptionTally::new(
+            MAX_SERVER_SUBSCRIPTION_BYTES,
+        )))
+    }
+}
+
+/// A group dropped (deleted, or its membership let go) gives its part back.
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.server.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Subscriptions {
+    pub fn counted_in(server: Arc<SubscriptionTally>) -> Subscriptions {
+        Subscriptions {
+            users: HashMap::new(),
+            bytes: 0,
+            server,
+        }
+    }
+
     /// Each distinct subscription, in no particular order.
     pub fn distinct(&self) -> impl Iterator<Item = &Arc<Subscription>> {
         self.users.keys()
@@ -105,6 +151,16 @@ impl Subscriptions {
                 self.bytes,
             )));
         }
+        // Reserved first, so that groups taking room at once cannot pass the cap together.
+        let server = self.server.bytes.fetch_add(size, Ordering::Relaxed);
+        if server - freed + size > self.server.cap {
+            self.server.bytes.fetch_sub(size, Ordering::Relaxed);
+            return Err(Error::LimitReached(format!(
+                "the server's consumer groups hold {server} bytes of different subscriptions, and this one would take {size} more, past the {} it keeps: subscribe as the other members of group {} do, or with a topic_pattern, or delete groups no longer used",
+                self.server.cap,
+                crate::error::quote(group),
+            )));
+        }
         self.bytes += size;
         let sub = Arc::new(sub);
         self.users.insert(Arc::clone(&sub), 1);
@@ -118,6 +174,9 @@ impl Subscriptions {
             if *users == 0 {
                 self.users.remove(&**sub);
                 self.bytes -= sub.footprint();
+                self.server
+                    .bytes
+                    .fetch_sub(sub.footprint(), Ordering::Relaxed);
             }
         }
     }
@@ -265,5 +324,34 @@ mod tests {
         assert!(group.heartbeat(late, &view, 1, String::new).is_err());
         let restart = heartbeat("", 0, long_list(0), Some("i"));
         group.heartbeat(restart, &view, 2, || "s2".into()).unwrap();
+    }
+
+    /// Groups share the server's cap: a group is refused once the others hold it, and
+    /// gets room back as they release theirs or are dropped.
+    #[test]
+    fn groups_share_the_servers_cap() {
+        let size = long_list(0).footprint();
+        let server = Arc::new(SubscriptionTally::new(3 * size));
+        let mut a = Subscriptions::counted_in(Arc::clone(&server));
+        let mut b = Subscriptions::counted_in(Arc::clone(&server));
+        let held = a.intern("a", long_list(0), None).unwrap();
+        a.intern("a", long_list(1), None).unwrap();
+        b.intern("b", long_list(2), None).unwrap();
+        let err = b.intern("b", long_list(3), None).unwrap_err();
+        assert!(
+            matches!(&err, Error::LimitReached(m) if m.contains("server")),
+            "{err}"
+        );
+        // A member alone with its list may swap it at the cap.
+        let swapped = a.intern("a", long_list(4), Some(&held)).unwrap();
+        a.release(&held);
+        assert!(b.intern("b", long_list(5), None).is_err());
+        a.release(&swapped);
+        b.intern("b", long_list(5), None).unwrap();
+        assert!(b.intern("b", long_list(6), None).is_err());
+        drop(a);
+        b.intern("b", long_list(6), None).unwrap();
+        drop(b);
+        assert_eq!(server.bytes.load(Ordering::Relaxed), 0);
     }
 }

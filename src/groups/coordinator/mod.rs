@@ -20,7 +20,7 @@ use super::holders::Holders;
 pub use super::member::Member;
 pub use super::member::{Answer, GroupState, Heartbeat};
 pub use super::subscriptions::Subscription;
-use super::subscriptions::{Subscriptions, MAX_SUBSCRIPTION_BYTES};
+use super::subscriptions::{SubscriptionTally, Subscriptions, MAX_SUBSCRIPTION_BYTES};
 use super::{TopicsView, Tp};
 use crate::error::{Error, Result};
 
@@ -75,6 +75,14 @@ impl Membership {
             view,
             heartbeat_interval_ms,
         }
+    }
+
+    /// The group's subscriptions counted in the server's `tally` (a new group counts
+    /// alone).
+    pub fn counted_in(mut self, tally: Arc<SubscriptionTally>) -> Membership {
+        debug_assert!(self.members.is_empty(), "counted from the start");
+        self.subscriptions = Subscriptions::counted_in(tally);
+        self
     }
 
     pub fn epoch(&self) -> i64 {
