@@ -104,7 +104,8 @@ impl Default for Subscriptions {
     }
 }
 
-/// A group dropped (deleted, or its membership let go) gives its part back.
+/// A group dropped gives its part back (groups are dropped only once they have no
+/// members, which have given theirs back already; this is for the rest: tests, a stop).
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         self.server.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -145,19 +146,24 @@ impl Subscriptions {
         let size = sub.footprint();
         if self.bytes - freed + size > MAX_SUBSCRIPTION_BYTES {
             return Err(Error::LimitReached(format!(
-                "group {}: its members' {} different subscriptions take {} bytes, and this one would take {size} more, past the {MAX_SUBSCRIPTION_BYTES} a group keeps; subscribe to the same topics as the other members, or with a topic_pattern",
+                "group {} keeps at most {MAX_SUBSCRIPTION_BYTES} bytes of different subscriptions; its members' {} take {}, and this one would take {size} more: subscribe as the other members do, or with a topic_pattern",
                 crate::error::quote(group),
                 self.users.len(),
                 self.bytes,
             )));
         }
-        // Reserved first, so that groups taking room at once cannot pass the cap together.
-        let server = self.server.bytes.fetch_add(size, Ordering::Relaxed);
-        if server - freed + size > self.server.cap {
-            self.server.bytes.fetch_sub(size, Ordering::Relaxed);
+        // Reserved in one step, so that groups taking room at once cannot pass the cap
+        // together (the tally holds this group's bytes, so at least `freed`).
+        let cap = self.server.cap;
+        let reserved =
+            self.server
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    (held - freed + size <= cap).then_some(held + size)
+                });
+        if let Err(held) = reserved {
             return Err(Error::LimitReached(format!(
-                "the server's consumer groups hold {server} bytes of different subscriptions, and this one would take {size} more, past the {} it keeps: subscribe as the other members of group {} do, or with a topic_pattern, or delete groups no longer used",
-                self.server.cap,
+                "the server keeps at most {cap} bytes of different subscriptions over all consumer groups; they take {held}, and this one would take {size} more: subscribe as the other members of group {} do, or with a topic_pattern (members leaving give room back)",
                 crate::error::quote(group),
             )));
         }
@@ -353,5 +359,41 @@ mod tests {
         b.intern("b", long_list(6), None).unwrap();
         drop(b);
         assert_eq!(server.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// Through the coordinator: a member fenced for the server's cap is told so.
+    #[test]
+    fn a_member_refused_for_the_servers_cap_is_told_which_cap() {
+        use crate::groups::coordinator::{Heartbeat, Membership};
+        use crate::groups::TopicsView;
+        let view = Arc::new(TopicsView::default());
+        let server = Arc::new(SubscriptionTally::new(2 * long_list(0).footprint()));
+        let heartbeat = |id: &str, epoch: i64, sub: Subscription| Heartbeat {
+            member_id: id.into(),
+            member_epoch: epoch,
+            subscription: sub,
+            instance_id: None,
+            session_timeout_ms: 10_000,
+            owned: Vec::new(),
+        };
+        let mut groups: Vec<Membership> = ["a", "b"]
+            .iter()
+            .map(|g| Membership::new(g, 1_000, Arc::clone(&view)).counted_in(Arc::clone(&server)))
+            .collect();
+        let m = groups[0]
+            .heartbeat(heartbeat("", 0, long_list(0)), &view, 0, || "m".into())
+            .unwrap();
+        groups[0]
+            .heartbeat(heartbeat("", 0, long_list(0)), &view, 0, || "twin".into())
+            .unwrap();
+        groups[1]
+            .heartbeat(heartbeat("", 0, long_list(1)), &view, 0, || "n".into())
+            .unwrap();
+        let hb = heartbeat("m", m.member_epoch, long_list(2));
+        let err = groups[0].heartbeat(hb, &view, 1, String::new).unwrap_err();
+        assert!(
+            matches!(&err, Error::FailedPrecondition(m) if m.contains("removed") && m.contains("the server keeps")),
+            "{err}"
+        );
     }
 }

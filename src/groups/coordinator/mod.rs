@@ -20,7 +20,7 @@ use super::holders::Holders;
 pub use super::member::Member;
 pub use super::member::{Answer, GroupState, Heartbeat};
 pub use super::subscriptions::Subscription;
-use super::subscriptions::{SubscriptionTally, Subscriptions, MAX_SUBSCRIPTION_BYTES};
+use super::subscriptions::{SubscriptionTally, Subscriptions};
 use super::{TopicsView, Tp};
 use crate::error::{Error, Result};
 
@@ -180,14 +180,14 @@ impl Membership {
                         member.subscription = new;
                         self.subscriptions.release(&old);
                     }
-                    Err(_) => {
+                    Err(refused) => {
                         // Kept on with its old subscription, it would hold its
                         // partitions without ever hearing its assignment: it is fenced,
                         // and its join with that subscription is refused in turn.
                         self.remove(&hb.member_id);
                         self.bump();
                         let why = format!(
-                            "the member was removed: its new subscription would pass the {MAX_SUBSCRIPTION_BYTES} bytes the group keeps for different subscriptions (subscribe as the other members do, or with a topic_pattern)"
+                            "the member was removed, as its new subscription is refused ({refused})"
                         );
                         return Err(fenced(&self.group, why));
                     }
