@@ -191,11 +191,24 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::groups::coordinator::Heartbeat;
 
     /// A list of 1,000 names of 200 bytes, different for each `seed`.
     fn long_list(seed: usize) -> Subscription {
         let names = (0..1_000).map(|i| format!("{seed:04}-{i:04}-{}", "x".repeat(190)));
         Subscription::Topics(names.collect())
+    }
+
+    /// A heartbeat of `id` (empty to join) at `epoch`, subscribing with `sub`.
+    fn heartbeat(id: &str, epoch: i64, sub: Subscription, instance: Option<&str>) -> Heartbeat {
+        Heartbeat {
+            member_id: id.into(),
+            member_epoch: epoch,
+            subscription: sub,
+            instance_id: instance.map(String::from),
+            session_timeout_ms: 10_000,
+            owned: Vec::new(),
+        }
     }
 
     #[test]
@@ -241,22 +254,14 @@ mod tests {
     /// refused a change of subscription is removed (fenced).
     #[test]
     fn a_refused_join_changes_nothing_and_a_refused_change_removes_the_member() {
-        use crate::groups::coordinator::{Heartbeat, Membership};
+        use crate::groups::coordinator::Membership;
         use crate::groups::TopicsView;
         let view = Arc::new(TopicsView::default());
         let mut group = Membership::new("g", 1_000, Arc::clone(&view));
-        let heartbeat = |id: &str, epoch: i64, sub: Subscription| Heartbeat {
-            member_id: id.into(),
-            member_epoch: epoch,
-            subscription: sub,
-            instance_id: None,
-            session_timeout_ms: 10_000,
-            owned: Vec::new(),
-        };
         let fit = MAX_SUBSCRIPTION_BYTES / long_list(0).footprint();
         let mut answers = Vec::new();
         for seed in 0..fit {
-            let hb = heartbeat("", 0, long_list(seed));
+            let hb = heartbeat("", 0, long_list(seed), None);
             answers.push(
                 group
                     .heartbeat(hb, &view, 0, || format!("m{seed}"))
@@ -264,18 +269,18 @@ mod tests {
             );
         }
         let epoch = group.epoch();
-        let hb = heartbeat("", 0, long_list(fit));
+        let hb = heartbeat("", 0, long_list(fit), None);
         let err = group.heartbeat(hb, &view, 0, || "late".into()).unwrap_err();
         assert!(matches!(err, Error::LimitReached(_)), "{err}");
         assert_eq!((group.members().count(), group.epoch()), (fit, epoch));
         // Joining with a list the group has costs nothing: m0's list now has two members.
-        let hb = heartbeat("", 0, long_list(0));
+        let hb = heartbeat("", 0, long_list(0), None);
         group.heartbeat(hb, &view, 0, || "twin".into()).unwrap();
         let epoch = group.epoch();
         // So m0 changing to a new list would keep both: refused, and m0 is fenced (kept
         // on, it would hold its partitions without hearing its assignment).
         let m0 = &answers[0];
-        let hb = heartbeat(&m0.member_id, m0.member_epoch, long_list(fit));
+        let hb = heartbeat(&m0.member_id, m0.member_epoch, long_list(fit), None);
         let err = group.heartbeat(hb, &view, 1, String::new).unwrap_err();
         assert!(
             matches!(&err, Error::FailedPrecondition(m) if m.contains("removed") && m.contains("topic_pattern")),
@@ -290,7 +295,7 @@ mod tests {
         };
         // m1 is alone with its list: it may swap it for a new one.
         let m1 = &answers[1];
-        let hb = heartbeat(&m1.member_id, m1.member_epoch, long_list(fit));
+        let hb = heartbeat(&m1.member_id, m1.member_epoch, long_list(fit), None);
         group.heartbeat(hb, &view, 1, String::new).unwrap();
         assert!(kept(&group, "m1") == long_list(fit));
         assert_eq!(group.epoch(), epoch + 1);
@@ -301,19 +306,10 @@ mod tests {
     /// it as back, and the restart was told it "has not left").
     #[test]
     fn a_refused_late_heartbeat_does_not_bring_a_static_member_back() {
-        use crate::groups::coordinator::{Heartbeat, Membership};
+        use crate::groups::coordinator::Membership;
         use crate::groups::TopicsView;
         let view = Arc::new(TopicsView::default());
         let mut group = Membership::new("g", 1_000, Arc::clone(&view));
-        let heartbeat =
-            |id: &str, epoch: i64, sub: Subscription, instance: Option<&str>| Heartbeat {
-                member_id: id.into(),
-                member_epoch: epoch,
-                subscription: sub,
-                instance_id: instance.map(String::from),
-                session_timeout_ms: 10_000,
-                owned: Vec::new(),
-            };
         let fit = MAX_SUBSCRIPTION_BYTES / long_list(0).footprint();
         for seed in 1..fit {
             let hb = heartbeat("", 0, long_list(seed), None);
@@ -364,32 +360,30 @@ mod tests {
     /// Through the coordinator: a member fenced for the server's cap is told so.
     #[test]
     fn a_member_refused_for_the_servers_cap_is_told_which_cap() {
-        use crate::groups::coordinator::{Heartbeat, Membership};
+        use crate::groups::coordinator::Membership;
         use crate::groups::TopicsView;
         let view = Arc::new(TopicsView::default());
         let server = Arc::new(SubscriptionTally::new(2 * long_list(0).footprint()));
-        let heartbeat = |id: &str, epoch: i64, sub: Subscription| Heartbeat {
-            member_id: id.into(),
-            member_epoch: epoch,
-            subscription: sub,
-            instance_id: None,
-            session_timeout_ms: 10_000,
-            owned: Vec::new(),
-        };
         let mut groups: Vec<Membership> = ["a", "b"]
             .iter()
             .map(|g| Membership::new(g, 1_000, Arc::clone(&view)).counted_in(Arc::clone(&server)))
             .collect();
         let m = groups[0]
-            .heartbeat(heartbeat("", 0, long_list(0)), &view, 0, || "m".into())
+            .heartbeat(heartbeat("", 0, long_list(0), None), &view, 0, || {
+                "m".into()
+            })
             .unwrap();
         groups[0]
-            .heartbeat(heartbeat("", 0, long_list(0)), &view, 0, || "twin".into())
+            .heartbeat(heartbeat("", 0, long_list(0), None), &view, 0, || {
+                "twin".into()
+            })
             .unwrap();
         groups[1]
-            .heartbeat(heartbeat("", 0, long_list(1)), &view, 0, || "n".into())
+            .heartbeat(heartbeat("", 0, long_list(1), None), &view, 0, || {
+                "n".into()
+            })
             .unwrap();
-        let hb = heartbeat("m", m.member_epoch, long_list(2));
+        let hb = heartbeat("m", m.member_epoch, long_list(2), None);
         let err = groups[0].heartbeat(hb, &view, 1, String::new).unwrap_err();
         assert!(
             matches!(&err, Error::FailedPrecondition(m) if m.contains("removed") && m.contains("the server keeps")),
