@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::cli::Serve;
 use common::server::TestServer;
 use prost::Message;
-use strom::client::{Client, GroupConfig, GroupConsumer};
+use strom::client::{every_page, Client, GroupConfig, GroupConsumer};
 use strom::grpc::pb;
 use tonic::Code;
 
@@ -37,33 +37,45 @@ async fn join(client: &Client, group: &str, topics: Vec<String>) -> Result<Strin
     Ok(answer.member_id)
 }
 
-/// Every page of the group's description, `page_size` entries at most.
+/// Every page of the group's description, `page_size` entries at most (the client's
+/// `every_page` fails if a token goes back).
 async fn pages(client: &Client, group: &str, page_size: u32) -> Vec<pb::DescribeGroupResponse> {
-    let mut pages = Vec::new();
-    let mut page_token = String::new();
-    loop {
+    every_page(|page_token| {
+        let mut groups = client.groups();
         let request = pb::DescribeGroupRequest {
             group: group.into(),
             page_size,
-            page_token: page_token.clone(),
+            page_token,
         };
-        let page = client
-            .groups()
-            .describe_group(request)
-            .await
-            .unwrap()
-            .into_inner();
-        let next = page.next_page_token.clone();
-        pages.push(page);
-        if next.is_empty() {
-            return pages;
+        async move {
+            let page = groups.describe_group(request).await?.into_inner();
+            let next = page.next_page_token.clone();
+            Ok((page, next))
         }
-        assert!(
-            next > page_token,
-            "the token went back: {next:?} after {page_token:?}"
-        );
-        page_token = next;
-    }
+    })
+    .await
+    .unwrap()
+}
+
+/// Every page of FetchOffsets for `request`, whose `page_token` each page sets.
+async fn offset_pages(
+    client: &Client,
+    request: pb::FetchOffsetsRequest,
+) -> Vec<pb::FetchOffsetsResponse> {
+    every_page(|page_token| {
+        let mut groups = client.groups();
+        let request = pb::FetchOffsetsRequest {
+            page_token,
+            ..request.clone()
+        };
+        async move {
+            let page = groups.fetch_offsets(request).await?.into_inner();
+            let next = page.next_page_token.clone();
+            Ok((page, next))
+        }
+    })
+    .await
+    .unwrap()
 }
 
 fn entries(pages: &[pb::DescribeGroupResponse]) -> (Vec<String>, Vec<(String, u32)>) {
@@ -172,27 +184,18 @@ async fn small_pages_list_every_entry_once() {
         (3, vec![]),
         (2, vec!["t.b".to_string(), "t".into()]),
     ] {
-        let (mut seen, mut page_token) = (Vec::new(), String::new());
-        loop {
-            let request = pb::FetchOffsetsRequest {
-                group: "o".into(),
-                topics: wanted.clone(),
-                page_size,
-                page_token: page_token.clone(),
-            };
-            let page = client
-                .groups()
-                .fetch_offsets(request)
-                .await
-                .unwrap()
-                .into_inner();
-            seen.extend(page.offsets.into_iter().map(|o| (o.topic, o.partition)));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            assert!(page.next_page_token > page_token);
-            page_token = page.next_page_token;
-        }
+        let request = pb::FetchOffsetsRequest {
+            group: "o".into(),
+            topics: wanted.clone(),
+            page_size,
+            page_token: String::new(),
+        };
+        let seen: Vec<(String, u32)> = offset_pages(&client, request)
+            .await
+            .into_iter()
+            .flat_map(|page| page.offsets)
+            .map(|o| (o.topic, o.partition))
+            .collect();
         let expected: Vec<_> = all
             .iter()
             .filter(|(t, _)| wanted.is_empty() || wanted.contains(t))
@@ -337,28 +340,18 @@ async fn offsets_past_one_answer_come_in_pages() {
         status.message()
     );
     for page_size in [7, 10_000] {
-        let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
-        loop {
-            let page = client
-                .groups()
-                .fetch_offsets(fetch(page_size, token.clone()))
-                .await;
-            let page = page.unwrap().into_inner();
-            assert!(
-                page.encoded_len() < 1_100_000,
-                "a page of {} bytes",
-                page.encoded_len()
-            );
-            seen.extend(page.offsets.iter().map(|o| (o.partition, o.offset)));
-            pages += 1;
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            assert!(page.next_page_token > token);
-            token = page.next_page_token;
+        let pages = offset_pages(&client, fetch(page_size, String::new())).await;
+        for page in &pages {
+            let bytes = page.encoded_len();
+            assert!(bytes < 1_100_000, "a page of {bytes} bytes");
         }
+        let seen: Vec<(u32, u64)> = pages
+            .iter()
+            .flat_map(|page| &page.offsets)
+            .map(|o| (o.partition, o.offset))
+            .collect();
         assert_eq!(seen, (0..PARTITIONS).map(|p| (p, 1)).collect::<Vec<_>>());
-        assert!(pages > 1, "{pages} pages of {page_size}");
+        assert!(pages.len() > 1, "{} pages of {page_size}", pages.len());
     }
     let mut member = GroupConsumer::join(&client, GroupConfig::new("g", &["t"]))
         .await
