@@ -39,7 +39,7 @@ impl SegmentSummary {
     /// Reads a sealed segment's summary at open: the `.log`'s size and modification time
     /// from its metadata, the newest timestamp from the last 12 bytes of its time index.
     /// Only if that entry is missing or does not fit the segment is the segment itself
-    /// read (its batch headers), and a warning says so.
+    /// read (every batch, CRC checked), and a warning says so.
     pub(super) fn read(
         dir: &Path,
         base: u64,
@@ -62,13 +62,16 @@ impl SegmentSummary {
             Some(entry) if base + u64::from(entry.rel_offset) < end => entry.timestamp,
             _ => {
                 tracing::warn!(path = %index_path.display(), "time index of a sealed segment is missing or damaged; reading the segment for its newest timestamp");
-                match Segment::open_sealed(dir, base, end, limits) {
-                    // Damage to a header ends the reading and may hide the newest
-                    // records (with the first header damaged, none are read at all):
-                    // then never older than when it was last written, or fresh
-                    // records would look expired.
-                    Ok(segment) if segment.damaged() => segment.max_timestamp().max(sealed_ms),
-                    Ok(segment) => segment.max_timestamp(),
+                match Segment::open_sealed(dir, base, end, limits)
+                    .map(|s| s.checked_max_timestamp())
+                {
+                    Ok((newest, true)) => newest,
+                    // A batch that does not check ends the reading and may hide the
+                    // newest records (with the first one damaged, none are read at
+                    // all), or its own timestamp may be the damage: then never older
+                    // than when the segment was last written, or fresh records would
+                    // look expired.
+                    Ok((newest, false)) => newest.max(sealed_ms),
                     // Unreadable: its age is taken from when it was last written.
                     Err(_) => sealed_ms,
                 }

@@ -321,6 +321,42 @@ fn a_damaged_segment_without_its_time_index_is_not_taken_for_old() {
         .is_none());
 }
 
+/// A segment whose time index is lost and whose newest batch has one flipped bit in
+/// its `max_timestamp`: read from the headers alone, its newest record looked a month
+/// old, and it was deleted at once under a week's retention though that record was
+/// fresh. The CRC shows the header is not what was written.
+#[test]
+fn a_flipped_timestamp_in_a_segment_without_its_time_index_is_not_taken_for_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = super::log::now_ms();
+    let month_ago = now - 30 * 24 * HOUR;
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    for n in 0..3 {
+        log.append(&mut batch(n, 5, month_ago)).unwrap();
+    }
+    log.append(&mut batch(3, 5, now)).unwrap();
+    log.roll().unwrap();
+    log.append(&mut batch(4, 5, now)).unwrap();
+    log.flush().unwrap();
+    let first = log.sealed_summaries().next().unwrap().0;
+    log.close().unwrap();
+    fs::remove_file(segment_path(dir.path(), first, SegmentFile::TimeIndex)).unwrap();
+    let path = segment_path(dir.path(), first, SegmentFile::Log);
+    let mut bytes = fs::read(&path).unwrap();
+    let mut newest_at = 0; // the fourth batch, by the batches' lengths
+    for _ in 0..3 {
+        newest_at +=
+            u32::from_le_bytes(bytes[newest_at + 8..newest_at + 12].try_into().unwrap()) as usize;
+    }
+    bytes[newest_at + 32 + 7] ^= 0x80; // max_timestamp's sign bit
+    fs::write(&path, bytes).unwrap();
+    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    let week = 7 * 24 * HOUR as u64;
+    assert!(log
+        .plan_retention(&policy(Some(week), None), now + 1000)
+        .is_none());
+}
+
 #[test]
 fn a_lookup_by_time_finds_the_first_matching_record_at_or_after_the_start() {
     let dir = tempfile::tempdir().unwrap();

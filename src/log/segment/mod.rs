@@ -81,9 +81,6 @@ pub struct Segment {
     /// File position up to which disk blocks are reserved (`u64::MAX` once the file
     /// system has said it cannot reserve them).
     reserved: u64,
-    /// A read-only segment whose indexes were rebuilt from its headers: true if a
-    /// header that did not check ended the rebuild before the end of the file.
-    damaged: bool,
 }
 
 impl Segment {
@@ -132,7 +129,6 @@ impl Segment {
             last_attributes: 0,
             limits,
             reserved: file_len,
-            damaged: false,
         };
         Ok((segment, index_ok && time_ok))
     }
@@ -160,11 +156,6 @@ impl Segment {
     }
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
-    }
-    /// True if a damaged header hid part of this read-only segment from the rebuild of
-    /// its indexes (`max_timestamp` then covers only the batches before it).
-    pub fn damaged(&self) -> bool {
-        self.damaged
     }
     pub fn first_append_ms(&self) -> Option<i64> {
         self.first_append_ms

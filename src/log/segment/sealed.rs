@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Segment, SegmentLimits};
 use crate::error::{IoContext, Result};
-use crate::log::format::{check_header, HEADER_LEN};
+use crate::log::format::{check_crc, check_header, HEADER_LEN};
 use crate::log::index::Index;
 use crate::log::naming::{segment_path, SegmentFile};
 use crate::sys::map_read_only;
@@ -46,7 +46,6 @@ impl Segment {
             last_attributes: 0,
             limits,
             reserved: u64::MAX,
-            damaged: false,
         };
         if !(index.1 && time_index.1 && segment.trust(size, end, i64::MIN)) {
             tracing::warn!(path = %segment.log_path.display(), "index of sealed segment is missing or damaged; using one rebuilt in memory");
@@ -86,16 +85,37 @@ impl Segment {
             let rest = &self.map[self.size as usize..file_len as usize];
             match check_header(rest, Some(self.next_offset), rest.len()) {
                 Ok(header) if header.next_offset() <= end => self.record_batch(&header),
-                _ => {
-                    self.damaged = true;
-                    break;
-                }
+                _ => break,
             }
         }
         (self.size, self.next_offset) = (file_len, end);
         if keep_offsets {
             self.index = kept;
         }
+    }
+
+    /// The newest record timestamp among this segment's batches, each checked whole
+    /// (header and CRC), and whether every batch to the file's end checked. For
+    /// retention when the time index is lost: the headers alone do not prove their
+    /// `max_timestamp`, and one flipped bit there could make fresh records look old
+    /// enough to delete. Reads the whole segment.
+    pub fn checked_max_timestamp(&self) -> (i64, bool) {
+        let bytes = self.bytes();
+        let (mut at, mut expected, mut newest) = (0, self.base, i64::MIN);
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let Ok(header) = check_header(rest, Some(expected), rest.len()) else {
+                return (newest, false);
+            };
+            let past_end = header.next_offset() > self.next_offset;
+            if past_end || check_crc(rest, &header, &self.log_path, at as u64).is_err() {
+                return (newest, false);
+            }
+            newest = newest.max(header.max_timestamp);
+            expected = header.next_offset();
+            at += header.length as usize;
+        }
+        (newest, true)
     }
 
     /// The first offset after `offset` from which this sealed segment reads again: the
