@@ -218,6 +218,12 @@ impl<S: Journaled> GroupFiles<S> {
             sync_dir(dir.parent().expect("groups live in a directory"))?;
         }
         let mut found = snapshots(dir, S::PREFIX)?;
+        // The newest snapshot may have been renamed into place without the directory
+        // sync that makes the rename durable (the sync failed, or the process died before
+        // it). What follows writes relative to it (the journal restarts at its position),
+        // so it must be durable first, or a power loss would bring back the older
+        // snapshot under a journal that no longer continues it.
+        sync_dir(dir)?;
         let newest = found.pop();
         let (seq, mut state) = match &newest {
             Some((_, path)) => S::decode_snapshot(&std::fs::read(path).at(path)?, path)?,

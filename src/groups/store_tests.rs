@@ -82,3 +82,29 @@ fn open_removes_the_temporary_files_of_cut_short_snapshot_writes() {
     drop(GroupFiles::<Offsets>::open(&gdir).unwrap());
     assert!(!leftover.exists());
 }
+
+/// A snapshot renamed into place whose directory sync failed is not yet durable. The
+/// journal restarts at its position on the next open, so that open must make the rename
+/// durable before it trusts the snapshot; if it cannot, it must fail rather than go on
+/// (a power loss would bring back the older snapshot, which the journal no longer
+/// continues, and lose acknowledged commits).
+#[test]
+fn open_makes_the_newest_snapshot_durable_before_trusting_it() {
+    use crate::log::files::failpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let gdir = dir.path().join(format!("g.{:032x}", 9));
+    let (mut files, mut offsets) = GroupFiles::<Offsets>::open(&gdir).unwrap();
+    files.append(&entry(1, 10)).unwrap();
+    offsets.apply(entry(1, 10));
+    // The snapshot's file syncs, its rename happens, the directory's sync fails.
+    failpoint::fail_sync_under_after(&gdir, 1);
+    assert!(files.write_snapshot(&offsets).is_err());
+    drop(files);
+    failpoint::fail_next_sync_under(&gdir);
+    assert!(
+        GroupFiles::<Offsets>::open(&gdir).is_err(),
+        "an open that cannot sync the directory must not go on"
+    );
+    let (_, reopened) = GroupFiles::<Offsets>::open(&gdir).unwrap();
+    assert_eq!(reopened.get(&TP).unwrap().offset, 1);
+}
