@@ -129,6 +129,69 @@ async fn produces_past_the_server_budget_wait_their_turn_and_all_complete() {
     server.stop().await.unwrap();
 }
 
+/// Hostile-client finding: two Produce calls each announcing a 60 MB message (its
+/// gRPC length prefix) and sending nothing more reserved the produce budget, first
+/// come first served, and every other produce waited behind them for the whole 30 s
+/// deadline of each. A message whose bytes stop now gives its charge back after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_produce_messages_that_never_come_hold_the_budget_for_seconds() {
+    use std::time::{Duration, Instant};
+    use tokio_stream::StreamExt;
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::server::TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let client = server.client_with_topic("t", 1).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&60_000_000u32.to_be_bytes());
+        let frames = tokio_stream::iter([Bytes::from(prefix)])
+            .chain(tokio_stream::pending())
+            .map(|data| Ok::<_, tonic::Status>(http_body::Frame::data(data)));
+        let request = http::Request::post(format!("http://{addr}/strom.v1.Log/Produce"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+                frames,
+            )))
+            .unwrap();
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .unwrap();
+        held.push(tokio::spawn(channel.call(request)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // both announced
+    let started = Instant::now();
+    let mut log = client.log();
+    let record = pb::Record {
+        value: Bytes::from_static(b"after them"),
+        ..Default::default()
+    };
+    let produced = log.produce(raw_request("t", &record.encode_to_vec(), 1));
+    tokio::time::timeout(Duration::from_secs(60), produced)
+        .await
+        .expect("the produce is answered")
+        .unwrap();
+    let waited = started.elapsed();
+    eprintln!("a produce behind two announced 60 MB messages waited {waited:?}");
+    // One 5 s pause each (the second is granted when the first gives up), against 30 s
+    // each before.
+    assert!(waited < Duration::from_secs(20), "waited {waited:?}");
+    for call in held {
+        let response = call.await.unwrap().unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("trailers only");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("bytes stopped"), "{status:?}");
+    }
+    server.stop().await.unwrap();
+}
+
 /// Found in review: with the budget taken per frame, a frame carrying the end of one
 /// granted message and the start of the next was held until the next was granted, which
 /// needed the first to be answered: two small messages hung a stream for ever.

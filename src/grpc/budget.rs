@@ -25,8 +25,10 @@
 //!
 //! A charge is clamped to the whole budget, so that one large message can still be
 //! read, alone. A charged message, or a charged unary request's end, must arrive within
-//! `MESSAGE_DEADLINE` of the grant, else the call fails with RESOURCE_EXHAUSTED and
-//! its charge goes.
+//! `MESSAGE_DEADLINE` of the grant, and its bytes must keep coming (no pause of
+//! `MESSAGE_IDLE` or more), else the call fails with RESOURCE_EXHAUSTED and its charge
+//! goes. Charges are granted first come first served from a length prefix, so a client
+//! can hold what it announces without sending it; the idle limit keeps that to seconds.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -190,10 +192,16 @@ where
     }
 }
 
-/// How long the rest of a message may take to arrive once its charge is granted: a
-/// client that announces a large message and then sends nothing holds the budget for
-/// no longer than this.
+/// How long the rest of a message may take to arrive once its charge is granted.
 pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The longest pause in a granted message's bytes: a client that announces a large
+/// message and then sends nothing holds the budget for no longer than this, where it
+/// held it for `MESSAGE_DEADLINE` (two announced 60 MB messages stopped every produce
+/// for 30 s). The server's own pauses in reading (flow control while a handler is busy)
+/// do not count: the clock restarts at every read that brings bytes, and a client whose
+/// window was shut has its bytes waiting when reading resumes.
+pub const MESSAGE_IDLE: Duration = Duration::from_secs(5);
 
 /// What a call's request body may hold.
 struct Rules {
@@ -255,9 +263,13 @@ struct BudgetBody {
     /// that has not seen the whole prefix cannot take a message (an empty one, say)
     /// before its charge exists, and so take another message's charge.
     held: Option<Bytes>,
-    /// When the message being received must be complete, and how long it may take.
+    /// When the message being received fails: `allowed` after its grant, or `idle`
+    /// after the last bytes came, whichever is first.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// When the message being received was granted its charge.
+    granted_at: tokio::time::Instant,
     allowed: Duration,
+    idle: Duration,
 }
 
 impl BudgetBody {
@@ -275,7 +287,20 @@ impl BudgetBody {
             waiting: None,
             held: None,
             deadline: None,
+            granted_at: tokio::time::Instant::now(),
             allowed: MESSAGE_DEADLINE,
+            idle: MESSAGE_IDLE,
+        }
+    }
+
+    /// Bytes came (or the charge was granted): the message's deadline moves to `idle`
+    /// from now, never past `allowed` from its grant.
+    fn progressed(&mut self) {
+        if let Some(deadline) = self.deadline.as_mut() {
+            let now = tokio::time::Instant::now();
+            deadline
+                .as_mut()
+                .reset((now + self.idle).min(self.granted_at + self.allowed));
         }
     }
 
@@ -355,7 +380,8 @@ impl HttpBody for BudgetBody {
                 // An empty message of a stream is complete with its prefix: nothing to
                 // wait for; a single message's request must still end.
                 if me.in_message > 0 || me.rules.single {
-                    me.deadline = Some(Box::pin(tokio::time::sleep(me.allowed)));
+                    me.granted_at = tokio::time::Instant::now();
+                    me.deadline = Some(Box::pin(tokio::time::sleep(me.idle.min(me.allowed))));
                 }
                 if let Some(last) = me.held.take() {
                     return Poll::Ready(Some(Ok(Frame::data(last))));
@@ -385,7 +411,10 @@ impl HttpBody for BudgetBody {
             }
             match Pin::new(&mut me.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => me.pending = Some(data),
+                    Ok(data) => {
+                        me.progressed();
+                        me.pending = Some(data);
+                    }
                     Err(trailers) => {
                         me.end();
                         return Poll::Ready(Some(Ok(trailers)));
@@ -406,14 +435,22 @@ impl HttpBody for BudgetBody {
                     if let Some(deadline) = me.deadline.as_mut() {
                         ready!(deadline.as_mut().poll(cx));
                         me.end();
-                        let late = match me.in_message {
-                            0 => "arrived, but its request did not end",
-                            _ => "was announced but not sent",
+                        let what = me.pool.what;
+                        let (allowed, idle) = (me.allowed, me.idle);
+                        let late = match (me.in_message, me.granted_at.elapsed() < allowed) {
+                            (0, false) => {
+                                format!("arrived, but its request did not end within {allowed:?}")
+                            }
+                            (0, true) => {
+                                format!("arrived, but its request did not end for {idle:?}")
+                            }
+                            (_, false) => format!("was announced but not sent within {allowed:?}"),
+                            (_, true) => {
+                                format!("was announced but its bytes stopped for {idle:?}")
+                            }
                         };
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
-                            "a {what} message {late} within {:?}; it held the server's {what} budget",
-                            me.allowed,
-                            what = me.pool.what,
+                            "a {what} message {late}; it held the server's {what} budget"
                         )))));
                     }
                     return Poll::Pending;

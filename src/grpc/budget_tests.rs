@@ -191,6 +191,76 @@ async fn a_message_announced_and_not_sent_gives_the_budget_back() {
     assert_eq!(budget.semaphore.available_permits(), 1000);
 }
 
+/// Hostile-client finding: two announced 60 MB messages, nothing sent, held the produce
+/// budget for the whole 30 s deadline. A message whose bytes stop now gives its charge
+/// back after the idle limit.
+#[tokio::test]
+async fn a_message_whose_bytes_stop_gives_the_budget_back_after_the_idle_limit() {
+    let budget = layer(1000).produce;
+    let inner = Body::new(Stalled(Some(Bytes::from(message(300)[..5].to_vec()))));
+    let keep = Keep::Each(Charge::default());
+    let mut body = BudgetBody::new(inner, budget.clone(), keep, rules(false));
+    (body.allowed, body.idle) = (Duration::from_secs(600), Duration::from_millis(50));
+    let failed = async {
+        loop {
+            let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            if let Err(err) = polled.unwrap() {
+                break err;
+            }
+        }
+    };
+    let err = tokio::time::timeout(Duration::from_secs(10), failed)
+        .await
+        .expect("failed at the idle limit, long before the deadline");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("bytes stopped"), "{}", err.message());
+    drop(body);
+    assert_eq!(budget.semaphore.available_permits(), 1000);
+}
+
+/// A body that yields its bytes one at a time, one every `every`.
+struct Trickle {
+    bytes: Bytes,
+    tick: tokio::time::Interval,
+}
+
+impl HttpBody for Trickle {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.bytes.is_empty() {
+            return Poll::Ready(None);
+        }
+        ready!(self.tick.poll_tick(cx));
+        let byte = self.bytes.split_to(1);
+        Poll::Ready(Some(Ok(Frame::data(byte))))
+    }
+}
+
+/// A slow client whose bytes keep coming is not cut off by the idle limit: only a
+/// pause is, and the whole message still has the deadline.
+#[tokio::test]
+async fn a_message_trickling_in_is_not_cut_off_by_the_idle_limit() {
+    let budget = layer(1000).produce;
+    let every = Duration::from_millis(10);
+    let inner = Body::new(Trickle {
+        bytes: Bytes::from(message(40)),
+        tick: tokio::time::interval(every),
+    });
+    let keep = Keep::Each(Charge::default());
+    let mut body = BudgetBody::new(inner, budget, keep, rules(false));
+    // 45 bytes at one per 10 ms take ~450 ms, nine times the idle limit.
+    (body.allowed, body.idle) = (Duration::from_secs(600), Duration::from_millis(50));
+    let mut passed = 0;
+    while let Some(polled) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        passed += polled.unwrap().into_data().unwrap().len();
+    }
+    assert_eq!(passed, 45);
+}
+
 #[tokio::test]
 async fn an_empty_message_then_silence_is_not_a_stalled_message() {
     let budget = layer(1000).produce;
