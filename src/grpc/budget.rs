@@ -40,7 +40,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 
@@ -266,8 +266,11 @@ struct BudgetBody {
     /// When the message being received fails: `allowed` after its grant, or `idle`
     /// after the last bytes came, whichever is first.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// When the message being received was granted its charge.
-    granted_at: tokio::time::Instant,
+    /// When the message being received was granted its charge, and when its bytes last
+    /// came: the deadline is moved only when it fires (moving a timer at every frame
+    /// takes the timer driver's lock each time).
+    granted_at: Instant,
+    last_bytes: Instant,
     allowed: Duration,
     idle: Duration,
 }
@@ -287,21 +290,17 @@ impl BudgetBody {
             waiting: None,
             held: None,
             deadline: None,
-            granted_at: tokio::time::Instant::now(),
+            granted_at: Instant::now(),
+            last_bytes: Instant::now(),
             allowed: MESSAGE_DEADLINE,
             idle: MESSAGE_IDLE,
         }
     }
 
-    /// Bytes came (or the charge was granted): the message's deadline moves to `idle`
-    /// from now, never past `allowed` from its grant.
-    fn progressed(&mut self) {
-        if let Some(deadline) = self.deadline.as_mut() {
-            let now = tokio::time::Instant::now();
-            deadline
-                .as_mut()
-                .reset((now + self.idle).min(self.granted_at + self.allowed));
-        }
+    /// When the message being received fails: `idle` after its bytes last came, never
+    /// later than `allowed` after its grant.
+    fn due(&self) -> Instant {
+        (self.last_bytes + self.idle).min(self.granted_at + self.allowed)
     }
 
     /// The body ended or failed: a unary request's charge goes, and its deadline.
@@ -380,8 +379,8 @@ impl HttpBody for BudgetBody {
                 // An empty message of a stream is complete with its prefix: nothing to
                 // wait for; a single message's request must still end.
                 if me.in_message > 0 || me.rules.single {
-                    me.granted_at = tokio::time::Instant::now();
-                    me.deadline = Some(Box::pin(tokio::time::sleep(me.idle.min(me.allowed))));
+                    (me.granted_at, me.last_bytes) = (Instant::now(), Instant::now());
+                    me.deadline = Some(Box::pin(tokio::time::sleep_until(me.due())));
                 }
                 if let Some(last) = me.held.take() {
                     return Poll::Ready(Some(Ok(Frame::data(last))));
@@ -412,7 +411,9 @@ impl HttpBody for BudgetBody {
             match Pin::new(&mut me.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        me.progressed();
+                        if me.deadline.is_some() {
+                            me.last_bytes = Instant::now();
+                        }
                         me.pending = Some(data);
                     }
                     Err(trailers) => {
@@ -432,8 +433,14 @@ impl HttpBody for BudgetBody {
                     return Poll::Ready(other);
                 }
                 Poll::Pending => {
+                    let due = me.due();
                     if let Some(deadline) = me.deadline.as_mut() {
                         ready!(deadline.as_mut().poll(cx));
+                        if due > Instant::now() {
+                            // Bytes came since it was set: wait on.
+                            deadline.as_mut().reset(due);
+                            continue;
+                        }
                         me.end();
                         let what = me.pool.what;
                         let (allowed, idle) = (me.allowed, me.idle);
