@@ -122,9 +122,16 @@ impl DataDir {
             _lock: lock,
         };
         dir.check_version()?;
-        fs::create_dir_all(dir.topics()).at(&dir.topics())?;
-        fs::create_dir_all(dir.groups()).at(&dir.groups())?;
-        fs::create_dir_all(dir.share_groups()).at(&dir.share_groups())?;
+        for sub in [dir.topics(), dir.groups(), dir.share_groups(), dir.producers()] {
+            fs::create_dir_all(&sub).at(&sub)?;
+        }
+        // Their entries durable before anything in them is acknowledged: a topic's
+        // creation syncs `topics/`, not the root that holds it (durability review). The
+        // root's own entry too, for a root made just now.
+        crate::log::files::sync_dir(root)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::log::files::sync_dir(parent)?;
+        }
         Ok(dir)
     }
 

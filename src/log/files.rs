@@ -226,6 +226,13 @@ pub mod failpoint {
 
     /// Directories, each with how many of its syncs still succeed before one fails.
     static FAIL_SYNCS_UNDER: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+    /// Paths whose next sync fails (that file or directory only, not what is under it).
+    static FAIL_SYNC_OF: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next sync of `path` itself fails with EIO (once).
+    pub fn fail_next_sync_of(path: &Path) {
+        FAIL_SYNC_OF.lock().unwrap().push(path.to_path_buf());
+    }
 
     /// The next sync of a file under `dir` fails with EIO (once).
     pub fn fail_next_sync_under(dir: &Path) {
@@ -243,6 +250,12 @@ pub mod failpoint {
     }
 
     pub(super) fn check(path: &Path) -> Result<()> {
+        let mut exact = FAIL_SYNC_OF.lock().unwrap();
+        if let Some(i) = exact.iter().position(|p| p == path) {
+            exact.remove(i);
+            return Err(std::io::Error::from_raw_os_error(5)).at(path);
+        }
+        drop(exact);
         let mut armed = FAIL_SYNCS_UNDER.lock().unwrap();
         if let Some(i) = armed.iter().position(|(dir, _)| path.starts_with(dir)) {
             if armed[i].1 > 0 {

@@ -18,14 +18,14 @@
 //! `Log::flush` does all five in a row, for callers without a lock to spare.
 
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::Instant;
 
 use super::files::{self, sync_dir, Checkpoint};
 use super::log::Log;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// Intervals after which a checkpoint is due however little was appended.
 const LAZY_CHECKPOINTS: u32 = 30;
@@ -41,7 +41,7 @@ pub struct FlushJob {
     dir_changes: u64,
     /// Base offset of the last sealed segment whose files this job syncs.
     sealed_upto: Option<u64>,
-    failed: Arc<OnceLock<String>>,
+    syncs: Arc<SyncState>,
     /// The producer snapshot a roll owes (offset, bytes) and the log start then, and
     /// the log's directory it goes in.
     snapshot: Option<(u64, Vec<u8>, u64)>,
@@ -51,31 +51,70 @@ pub struct FlushJob {
 /// Files taken under the lock to be synced without it, each with its path for errors.
 type FilesToSync = Vec<(Arc<File>, PathBuf)>;
 
-fn sync_files(files: &FilesToSync) -> Result<()> {
-    for (file, path) in files {
-        files::sync_data(file, path)?;
-    }
-    Ok(())
+/// A log's fsync state, shared with the jobs that sync its files outside its lock.
+///
+/// The first failed fsync is kept: after it Linux may have dropped the dirty pages and
+/// report the next fsync as a success ("fsyncgate"), so the log can no longer tell what
+/// is on disk, and it refuses appends and flushes until it is reopened (see
+/// `recovery.rs`). For the same reason its fsyncs take turns, and each first checks
+/// that none before it failed: Linux reports a failed writeback once per open file, to
+/// the first fsync that asks, and the log opens each file once. A flush's fsync of a
+/// segment sealed meanwhile, beside a checkpoint's of the same file (or run after it),
+/// returned success for pages the checkpoint had been told were lost, and its produce
+/// was acknowledged (durability review).
+#[derive(Debug)]
+pub struct SyncState {
+    dir: PathBuf,
+    failed: OnceLock<String>,
+    turn: Mutex<()>,
 }
 
-/// Records the first failed fsync in the log's `sync_failed`, so that no later fsync,
-/// which may report success for pages the kernel dropped, is trusted.
-fn remember_failure(result: Result<()>, failed: &OnceLock<String>) -> Result<()> {
-    if let Err(err) = &result {
-        let _ = failed.set(err.to_string());
+impl SyncState {
+    pub fn new(dir: &Path) -> SyncState {
+        SyncState {
+            dir: dir.to_path_buf(),
+            failed: OnceLock::new(),
+            turn: Mutex::new(()),
+        }
     }
-    result
+
+    /// What the first failed fsync said, if one failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
+
+    /// Marks the log as failed for another reason (a half-done swap): like a failed
+    /// fsync, nothing written since can be trusted until the log is reopened.
+    pub fn fail(&self, reason: String) {
+        let _ = self.failed.set(reason);
+    }
+
+    /// Syncs `files`, then `dir` if given, in this log's turn; fails without syncing if
+    /// an fsync of this log failed before, and records a failure before the turn passes.
+    fn sync(&self, files: &FilesToSync, dir: Option<&Path>) -> Result<()> {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = self.failure() {
+            return Err(Error::SyncFailed {
+                dir: self.dir.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        let synced = files
+            .iter()
+            .try_for_each(|(file, path)| files::sync_data(file, path))
+            .and_then(|()| dir.map_or(Ok(()), sync_dir));
+        if let Err(err) = &synced {
+            self.fail(err.to_string());
+        }
+        synced
+    }
 }
 
 impl FlushJob {
     /// The fsyncs. Safe to run concurrently with appends and reads. A failure marks the
     /// log as failed (see `Log::sync_failure`) before it is returned.
     pub fn run(&self) -> Result<()> {
-        let synced = sync_files(&self.files).and_then(|()| match &self.dir {
-            Some(dir) => sync_dir(dir),
-            None => Ok(()),
-        });
-        remember_failure(synced, &self.failed)?;
+        self.syncs.sync(&self.files, self.dir.as_deref())?;
         if let Some((offset, bytes, log_start)) = &self.snapshot {
             // After the syncs, so the snapshot never vouches for batches not on disk. A
             // snapshot that cannot be written costs a longer walk at the next open.
@@ -110,7 +149,7 @@ impl FlushJob {
 #[must_use = "a checkpoint job does nothing until it is run and finished"]
 pub struct CheckpointJob {
     indexes: FilesToSync,
-    failed: Arc<OnceLock<String>>,
+    syncs: Arc<SyncState>,
     /// This job's own temporary file, so two jobs never write the same file.
     temp: PathBuf,
     upto: Checkpoint,
@@ -138,7 +177,7 @@ impl CheckpointJob {
     /// Syncs the indexes, then writes and syncs the checkpoint's temporary file. Safe to
     /// run concurrently with appends, reads and other jobs.
     pub fn run(&self) -> Result<()> {
-        remember_failure(sync_files(&self.indexes), &self.failed)?;
+        self.syncs.sync(&self.indexes, None)?;
         files::write_synced(&self.temp, &self.upto.encode())
     }
 }
@@ -170,7 +209,7 @@ impl Log {
             generation: self.generation,
             dir_changes: self.dir_changes,
             sealed_upto,
-            failed: Arc::clone(&self.sync_failed),
+            syncs: Arc::clone(&self.syncs),
             snapshot: self
                 .pending_snapshot
                 .take()
@@ -212,7 +251,7 @@ impl Log {
         self.last_checkpoint = Instant::now();
         Ok(Some(CheckpointJob {
             indexes,
-            failed: Arc::clone(&self.sync_failed),
+            syncs: Arc::clone(&self.syncs),
             temp: super::naming::unique_temp_path(&self.dir.join(super::naming::CHECKPOINT_FILE)),
             upto: self.flushed,
             generation: self.generation,
@@ -302,7 +341,7 @@ impl Log {
     /// (truncation and close, which hold the log exclusively anyway).
     pub(super) fn write_checkpoint(&mut self) -> Result<()> {
         let indexes = self.persist_indexes_to_flushed()?;
-        remember_failure(sync_files(&indexes), &self.sync_failed)?;
+        self.syncs.sync(&indexes, None)?;
         files::write_checkpoint(&self.dir, &self.flushed)?;
         self.checkpoint = self.flushed;
         self.checkpoint_issued = self.flushed;

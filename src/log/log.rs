@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -92,11 +92,8 @@ pub struct Log {
     /// Directory entries created or removed, and how many of those a flush has synced.
     pub(super) dir_changes: u64,
     pub(super) dir_synced: u64,
-    /// Set, with what failed, by the first fsync of this log's files that fails. After a
-    /// failed fsync Linux may have dropped the dirty pages and report the next fsync as a
-    /// success ("fsyncgate"), so the log can no longer tell what is on disk: it refuses
-    /// appends and flushes until it is reopened (see `recovery.rs`).
-    pub(super) sync_failed: Arc<OnceLock<String>>,
+    /// Its fsyncs, and the first that failed (see `SyncState`).
+    pub(super) syncs: Arc<super::flush::SyncState>,
     /// The idempotent producers that wrote here (`producers/`), and the snapshot of
     /// them that the last roll owes, written by the next flush.
     pub(super) producers: ProducerStates,
@@ -225,7 +222,7 @@ impl Log {
 
     /// Why this log refuses writes, if an fsync of its files has failed.
     pub fn sync_failure(&self) -> Option<&str> {
-        self.sync_failed.get().map(String::as_str)
+        self.syncs.failure()
     }
 
     pub(super) fn check_writable(&self) -> Result<()> {

@@ -131,7 +131,7 @@ fn open(
         generation: super::log::next_generation(),
         dir_changes: 0,
         dir_synced: 0,
-        sync_failed: Arc::default(),
+        syncs: Arc::new(super::flush::SyncState::new(dir)),
         producers: Default::default(),
         pending_snapshot: None,
     };

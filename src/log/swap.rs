@@ -248,9 +248,8 @@ impl Log {
             // Half installed: what is on disk no longer matches this log. Like a failed
             // fsync, the log refuses writes until it is reopened, and opening completes
             // the swap from the manifest.
-            let _ = self
-                .sync_failed
-                .set(format!("a compaction swap failed halfway: {err}"));
+            self.syncs
+                .fail(format!("a compaction swap failed halfway: {err}"));
             return Err(err);
         }
         for &base in &manifest.inputs {

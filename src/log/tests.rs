@@ -820,6 +820,41 @@ fn a_flush_syncs_the_indexes_of_segments_sealed_since_the_last_one() {
     let _checkpoint = log.finish_flush(job).unwrap();
 }
 
+/// Durability review: Linux reports a failed writeback once per open file, to the first
+/// fsync that asks, and the log opens each file once. A checkpoint's fsync of a segment
+/// sealed during a flush was told of a failure; the next flush's fsync of the same file
+/// then succeeded (as the failpoint does: it fails once), and its appends would have
+/// been acknowledged though their pages may be lost. Every fsync after a failed one
+/// fails. (Run at the same moment, the two fsyncs take turns; that part is not tested.)
+#[test]
+fn a_flush_after_a_checkpoint_whose_fsync_failed_fails_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        checkpoint_interval: Duration::ZERO,
+        checkpoint_bytes: 0,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    append_batches(&mut log, 3, 5);
+    let first = log.begin_flush();
+    first.run().unwrap();
+    log.roll().unwrap(); // sealed while the first flush ran
+    append_batches(&mut log, 1, 5);
+    let checkpoint = log
+        .finish_flush(first)
+        .unwrap()
+        .expect("a checkpoint is due");
+    // Begun before the failure, as by a produce waiting for the flush lock.
+    let second = log.begin_flush();
+    files::failpoint::fail_next_sync_under(dir.path());
+    assert!(checkpoint.run().is_err());
+    assert!(
+        second.run().is_err(),
+        "the second flush must not find its appends durable"
+    );
+    assert!(log.sync_failure().is_some());
+}
+
 /// Bytes of disk the file occupies (its blocks), as opposed to its length.
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
