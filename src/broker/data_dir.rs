@@ -87,6 +87,7 @@ impl DataDir {
     /// on the same directory fails here, naming the process that holds it, before it
     /// has read or written anything else.
     pub fn open(root: &Path) -> Result<DataDir> {
+        let made = !root.exists();
         fs::create_dir_all(root).at(root)?;
         let lock_path = root.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
@@ -122,15 +123,20 @@ impl DataDir {
             _lock: lock,
         };
         dir.check_version()?;
-        for sub in [dir.topics(), dir.groups(), dir.share_groups(), dir.producers()] {
+        for sub in [
+            dir.topics(),
+            dir.groups(),
+            dir.share_groups(),
+            dir.producers(),
+        ] {
             fs::create_dir_all(&sub).at(&sub)?;
         }
         // Their entries durable before anything in them is acknowledged: a topic's
         // creation syncs `topics/`, not the root that holds it (durability review). The
         // root's own entry too, for a root made just now.
-        crate::log::files::sync_dir(root)?;
-        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::log::files::sync_dir(parent)?;
+        sync_dir(root)?;
+        if let Some(parent) = root.parent().filter(|p| made && !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
         }
         Ok(dir)
     }
@@ -262,6 +268,24 @@ mod tests {
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         drop(first);
         DataDir::open(dir.path()).unwrap(); // released with its holder
+    }
+
+    /// Durability review: the subdirectories were made after the root was last synced,
+    /// so a power loss could lose `topics/` and every topic in it, though each topic's
+    /// creation synced `topics/`. An open must sync the root once they are made.
+    #[test]
+    fn open_syncs_the_root_after_making_its_subdirectories() {
+        use crate::log::files::failpoint;
+        let dir = tempfile::tempdir().unwrap();
+        drop(DataDir::open(dir.path()).unwrap());
+        fs::remove_dir(dir.path().join("share-groups")).unwrap(); // as after a crash
+        failpoint::fail_next_sync_of(dir.path());
+        assert!(
+            DataDir::open(dir.path()).is_err(),
+            "the root was not synced"
+        );
+        DataDir::open(dir.path()).unwrap();
+        assert!(dir.path().join("share-groups").is_dir());
     }
 
     #[test]

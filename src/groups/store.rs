@@ -213,11 +213,14 @@ impl<S: Journaled> GroupFiles<S> {
     /// from now on is what a synced file holds. Blocking.
     pub fn open(dir: &Path) -> Result<(GroupFiles<S>, S)> {
         let journal_path = dir.join(format!("{}.journal", S::PREFIX));
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).at(dir)?;
+        std::fs::create_dir_all(dir).at(dir)?;
+        let mut found = snapshots(dir, S::PREFIX)?;
+        if found.is_empty() {
+            // A new group, or one whose making was cut short (a crash, or a failed sync
+            // of the parent, after the directory was made): its entry in the parent
+            // must be durable before anything in it is acknowledged (durability review).
             sync_dir(dir.parent().expect("groups live in a directory"))?;
         }
-        let mut found = snapshots(dir, S::PREFIX)?;
         // The newest snapshot may have been renamed into place without the directory
         // sync that makes the rename durable (the sync failed, or the process died before
         // it). What follows writes relative to it (the journal restarts at its position),

@@ -108,3 +108,22 @@ fn open_makes_the_newest_snapshot_durable_before_trusting_it() {
     let (_, reopened) = GroupFiles::<Offsets>::open(&gdir).unwrap();
     assert_eq!(reopened.get(&TP).unwrap().offset, 1);
 }
+
+/// Durability review: the group's directory entry was synced only when this open made
+/// the directory. One made by an open that then failed to sync the parent, or was
+/// killed before it, was never synced, and a power loss could lose the whole group with
+/// its acknowledged commits.
+#[test]
+fn open_syncs_the_parent_of_a_group_whose_making_was_cut_short() {
+    use crate::log::files::failpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let gdir = dir.path().join(format!("g.{:032x}", 9));
+    std::fs::create_dir(&gdir).unwrap(); // made, and then the process was killed
+    failpoint::fail_next_sync_of(dir.path());
+    assert!(
+        GroupFiles::<Offsets>::open(&gdir).is_err(),
+        "the parent was not synced"
+    );
+    let (mut files, _) = GroupFiles::<Offsets>::open(&gdir).unwrap();
+    files.append(&entry(1, 10)).unwrap();
+}
