@@ -70,6 +70,12 @@ pub struct Log {
     /// Segments below this offset have been compacted (persisted in `cleaner-offset`):
     /// their batches and ends may have gaps.
     pub(super) cleaned_upto: u64,
+    /// The next incremental compaction pass maps keys from this offset (at most
+    /// `cleaned_upto`): where the last pass's key map filled, keys after it in the
+    /// segment it filled in were compacted without being mapped. Kept in memory; a log
+    /// opened starts it at the base of the last segment compacted, where the last pass
+    /// before the restart may have filled.
+    pub(super) mapped_upto: u64,
     /// Bumped whenever sealed segments are deleted or replaced, so a read planned
     /// before can tell that its plan may name files that are gone.
     pub(super) segments_changed: u64,

@@ -120,6 +120,7 @@ fn open(
         sealed,
         start_offset,
         cleaned_upto,
+        mapped_upto: 0, // set below, once the sealed segments are known
         segments_changed: 0,
         active,
         unsynced: Vec::new(),
@@ -135,6 +136,12 @@ fn open(
         producers: Default::default(),
         pending_snapshot: None,
     };
+    log.mapped_upto = log
+        .sealed
+        .range(..cleaned_upto)
+        .next_back()
+        .map_or(0, |(&base, _)| base)
+        .min(cleaned_upto);
     report.producers = log.load_producers()?;
     if report.producers.sealed_segments > 0 {
         // Reading sealed segments' headers is the slow way; a snapshot now spares the

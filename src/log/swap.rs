@@ -236,6 +236,8 @@ impl Log {
             ));
         }
         let cleaned_upto = compacted.cleaned_upto;
+        // A pass from the start that filled early leaves what later passes mapped.
+        self.mapped_upto = self.mapped_upto.max(compacted.mapped_upto);
         let Some(manifest) = compacted.manifest else {
             self.cleaned_upto = self.cleaned_upto.max(cleaned_upto);
             return Ok(SwapJob {

@@ -97,6 +97,7 @@ impl Log {
         self.unsynced.clear();
         sync_dir(&self.dir)?;
         self.generation = super::log::next_generation();
+        self.mapped_upto = self.mapped_upto.min(offset);
         if self.cleaned_upto > offset {
             self.cleaned_upto = offset;
             super::swap::write_cleaner_offset(&self.dir, offset)?;

@@ -29,11 +29,11 @@
 
 mod batches;
 mod keymap;
+mod plan;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::log::Log;
 use super::read::SealedOpener;
 use super::retention::SegmentSummary;
 use super::segment::{Segment, SegmentLimits};
@@ -82,8 +82,10 @@ pub struct CompactionPlan {
     limits: SegmentLimits,
     /// Cleanable sealed segments from the log start, with their ends and summaries.
     inputs: Vec<(u64, u64, SegmentSummary)>,
-    /// The first input the key map covers (the first not compacted yet).
+    /// The first input the key map covers, and the offset in it from which it maps
+    /// (where the last pass's map filled, or the first not compacted yet).
     map_from: usize,
+    map_from_offset: u64,
     start: u64,
     generation: u64,
 }
@@ -96,66 +98,12 @@ pub struct Compacted {
     pub(super) outputs: Vec<(u64, SegmentSummary)>,
     pub(super) generation: u64,
     pub(super) cleaned_upto: u64,
+    /// Where the key map filled (the first record whose key did not fit), else
+    /// `cleaned_upto`: the next incremental pass maps from here.
+    pub(super) mapped_upto: u64,
     /// The earliest time a tombstone kept by this pass is due for removal.
     pub next_tombstone_due: Option<i64>,
     pub stats: CompactionStats,
-}
-
-impl Log {
-    /// Which segments a compaction pass would rewrite now (no I/O); None when nothing
-    /// new is cleanable and no tombstone is due. `tombstone_due` is what the last pass
-    /// reported (None when unknown, as after a restart: then a pass runs).
-    pub fn plan_compaction(
-        &self,
-        policy: &CompactionPolicy,
-        now_ms: i64,
-        tombstone_due: Option<Option<i64>>,
-    ) -> Option<CompactionPlan> {
-        let start = self.log_start_offset();
-        let lag = i64::try_from(policy.min_lag_ms).unwrap_or(i64::MAX);
-        let inputs: Vec<(u64, u64, SegmentSummary)> = self
-            .sealed
-            .iter()
-            .map(|(&base, summary)| (base, self.sealed_end(base), *summary))
-            .filter(|&(_, end, _)| end > start)
-            .take_while(|(_, _, s)| {
-                s.newest(policy.timestamp_after_max_ms) <= now_ms.saturating_sub(lag)
-            })
-            // Only segments wholly before the recovery checkpoint's: a crash recovery
-            // scans from the checkpoint's position in its segment, which must still be
-            // the file it was taken in (and segments before it are synced).
-            .take_while(|&(_, end, _)| end <= self.checkpoint.segment_base)
-            .collect();
-        let dirty = inputs.iter().any(|&(_, end, _)| end > self.cleaned_upto);
-        let due = match tombstone_due {
-            None => true,
-            Some(Some(at)) => at <= now_ms,
-            Some(None) => false,
-        };
-        if inputs.is_empty() || !(dirty || due) {
-            return None;
-        }
-        // The map covers what was not compacted yet, so every pass makes progress however
-        // many keys the log holds; a pass for a due tombstone maps from the start, since
-        // a tombstone is removed only when the map knows it is its key's newest record.
-        let map_from = if due {
-            0
-        } else {
-            inputs
-                .iter()
-                .position(|&(_, end, _)| end > self.cleaned_upto)
-                .unwrap_or(0)
-        };
-        Some(CompactionPlan {
-            dir: self.dir.clone(),
-            opener: self.opener(),
-            limits: Self::limits(&self.config, true),
-            inputs,
-            map_from,
-            start,
-            generation: self.generation,
-        })
-    }
 }
 
 /// A segment being written in `cleaning/`.
@@ -187,15 +135,18 @@ impl CompactionPlan {
         //    before `map_from`, compacted already, are only checked, so that a damaged
         //    one is known before any of its records is written.
         let mut mapped_end = self.inputs[self.map_from].0;
+        let mut filled_at = None;
         let mut damaged = HashSet::new();
         for (i, &(base, end, _)) in self.inputs.iter().enumerate() {
             let segment = self.opener.open(base, end)?;
             let mapping = i >= self.map_from;
-            let mut full = false;
+            let from = self.map_from_offset;
             let read = for_each_batch(&segment, |_, records| {
-                for r in records.iter().filter(|_| mapping) {
+                for r in records.iter().filter(|r| mapping && r.offset >= from) {
                     if let Some(key) = r.key {
-                        full |= !map.insert(key, r.offset);
+                        if !map.insert(key, r.offset) {
+                            filled_at.get_or_insert(r.offset);
+                        }
                     }
                 }
                 Ok(())
@@ -210,7 +161,7 @@ impl CompactionPlan {
             }
             if mapping {
                 mapped_end = end;
-                if full {
+                if filled_at.is_some() {
                     break;
                 }
             }
@@ -325,6 +276,7 @@ impl CompactionPlan {
             close_empty(&mut outputs, &mut dropped_inputs, &mut left, &staging)?;
         }
         let cleaned_upto = inputs.last().map_or(self.start, |i| i.1);
+        let mapped_upto = filled_at.map_or(cleaned_upto, |at| at.min(cleaned_upto));
         let changed = outputs.iter().any(|o| o.changed);
         let merged = outputs.iter().any(|o| o.inputs.len() > 1) || !dropped_inputs.is_empty();
         let replaced: Vec<u64> = inputs
@@ -340,6 +292,7 @@ impl CompactionPlan {
                 outputs: Vec::new(),
                 generation: self.generation,
                 cleaned_upto,
+                mapped_upto,
                 next_tombstone_due,
                 stats,
             });
@@ -373,6 +326,7 @@ impl CompactionPlan {
             outputs: new,
             generation: self.generation,
             cleaned_upto,
+            mapped_upto,
             next_tombstone_due,
             stats,
         })
