@@ -440,3 +440,52 @@ async fn a_gap_that_reaches_the_end_of_the_log_does_not_stall_a_consumer() {
     member.close().await.unwrap();
     server.stop().await.unwrap();
 }
+
+/// Hostile-client finding: a pass caches when the next tombstone is due, reckoned with
+/// delete.retention.ms as it was. Lowering it on a live topic did nothing until that
+/// time (a day by default) or a restart.
+#[tokio::test]
+async fn a_lowered_delete_retention_applies_at_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = compacting_server(dir.path(), "d").await;
+    let mut admin = client.admin();
+    let day = config(&[("delete.retention.ms", "86400000")]);
+    admin.alter_topic_config("d", day).await.unwrap();
+    produce(&client, "d", &[("a".into(), "1".into())])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    produce(&client, "d", &[("a".into(), String::new())])
+        .await
+        .unwrap(); // tombstone
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    produce(&client, "d", &[("b".into(), "1".into())])
+        .await
+        .unwrap();
+    // A pass has run once a's value is gone; its tombstone stays a day.
+    let deadline = Instant::now() + LIMIT;
+    while consume_all(&client, "d")
+        .await
+        .iter()
+        .any(|r| r.2 == "1" && r.1 == "a")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a's value was never compacted away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // more passes, nothing due
+    assert!(consume_all(&client, "d").await.iter().any(|r| r.1 == "a"));
+    let now = config(&[("delete.retention.ms", "1")]);
+    admin.alter_topic_config("d", now).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consume_all(&client, "d").await.iter().any(|r| r.1 == "a") {
+        assert!(
+            Instant::now() < deadline,
+            "the tombstone stayed after delete.retention.ms was lowered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}

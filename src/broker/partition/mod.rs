@@ -60,9 +60,10 @@ pub struct Partition {
     /// Held by the one retention or compaction pass or DeleteRecords running (see
     /// `retention.rs`).
     trim_lock: Mutex<()>,
-    /// When the last compaction pass said a tombstone falls due (None inside: none
-    /// kept); None before the first pass of this process.
-    tombstone_due: std::sync::Mutex<Option<Option<i64>>>,
+    /// How many times the topic's config changed, and when the last compaction pass
+    /// since said a tombstone falls due (None inside: none kept); None before the
+    /// first pass of this process or of the config.
+    tombstone_due: std::sync::Mutex<(u64, Option<Option<i64>>)>,
     /// Counts the logs this partition has had: bumped when the log is reopened after a
     /// failed fsync. A batch appended to an earlier one may have been cut by recovery,
     /// so its wait for an fsync must fail rather than succeed on the new log.
@@ -122,7 +123,7 @@ impl Partition {
             flush_lock: Mutex::new(()),
             roll_sync_pending: AtomicBool::new(false),
             trim_lock: Mutex::new(()),
-            tombstone_due: std::sync::Mutex::new(None),
+            tombstone_due: std::sync::Mutex::new((0, None)),
             epoch: AtomicU64::new(0),
         }
     }
@@ -279,7 +280,14 @@ impl Partition {
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
-        self.with_log_mut(|log| log.reconfigure(config))
+        self.with_log_mut(|log| log.reconfigure(config))?;
+        // The next tombstone's due time was reckoned with the old delete.retention.ms:
+        // unknown now, so the next pass looks (a lowered value was ignored until the old
+        // due time, a day by default; hostile-client finding). A pass running now, with
+        // the old settings, does not set it again.
+        let mut due = self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
+        *due = (due.0 + 1, None);
+        Ok(())
     }
 
     /// Fences the partition of a deleted topic: every later request and every waiting

@@ -137,7 +137,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<Option<CompactionStats>> {
         let _one = self.trim_lock.lock().await;
-        let due = *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
+        let (config, due) = *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
         let plan = self.with_log(|log| Ok(log.plan_compaction(&policy, now_ms, due)))?;
         let Some(plan) = plan else {
             return Ok(None);
@@ -150,7 +150,10 @@ impl Partition {
         blocking(move || job.run())
             .await
             .map_err(|e| self.context(e))?;
-        *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner()) = Some(next_due);
+        let mut cached = self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.0 == config {
+            cached.1 = Some(next_due);
+        }
         Ok((stats.segments_out > 0 || stats.segments_in > 0).then_some(stats))
     }
 }
