@@ -49,7 +49,7 @@ pub struct OpenReport {
 
 /// Opens the log in `dir`, creating it if needed. With `fork`, the files recovery will
 /// scan are first copied to new ones (see `Log::reopen`).
-fn open(
+pub(super) fn open(
     dir: &Path,
     config: LogConfig,
     cache: &Arc<SegmentCache>,
@@ -319,14 +319,20 @@ fn recover(
 /// are written (dirty) from what the old file reads as. Recovery may then cut the copies
 /// in place while readers still map the old inodes, and its syncs write every byte it
 /// keeps, including pages the kernel marked clean after a failed writeback without
-/// writing them.
+/// writing them. Each copy is synced before it is renamed over its original: a file
+/// system that can make a rename durable before the renamed file's data (XFS has no
+/// such ordering) would otherwise let a power loss leave an empty segment in its place
+/// (durability review).
 fn fork_segments(dir: &Path, bases: impl Iterator<Item = u64>) -> Result<()> {
     for base in bases {
         for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
             let path = segment_path(dir, base, kind);
             let copy = super::naming::temp_path(&path);
             match fs::copy(&path, &copy) {
-                Ok(_) => fs::rename(&copy, &path).at(&path)?,
+                Ok(_) => {
+                    files::sync_all(&fs::File::open(&copy).at(&copy)?, &copy)?;
+                    fs::rename(&copy, &path).at(&path)?
+                }
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(err).at(&path),
             }
@@ -359,54 +365,4 @@ pub(super) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
         }
     }
     Ok(())
-}
-
-impl Log {
-    /// Opens the log in `dir` (see the module comment for what that involves), with a
-    /// cache of its own for its sealed segments.
-    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport)> {
-        let cache = SegmentCache::new(super::cache::DEFAULT_OPEN_SEGMENTS);
-        open(dir.as_ref(), config, &cache, false)
-    }
-
-    /// Opens the log in `dir`, keeping its open sealed segments in `cache` (which bounds
-    /// them for every log that shares it).
-    pub fn open_in(
-        dir: impl AsRef<Path>,
-        config: LogConfig,
-        cache: &Arc<SegmentCache>,
-    ) -> Result<(Log, OpenReport)> {
-        open(dir.as_ref(), config, cache, false)
-    }
-
-    /// Closes this log as if the process had crashed and opens it again from what is on
-    /// disk: the way back after a failed fsync. The segments past the last checkpoint are
-    /// copied to new files first and recovered from the copies, as after a crash: readers
-    /// still holding maps of the old files keep valid memory (nothing they map is cut),
-    /// and the copies' pages are all written by recovery's syncs (after a failed fsync
-    /// the page cache may hold pages the kernel marked clean without writing them).
-    pub fn reopen(self) -> Result<(Log, OpenReport)> {
-        let (dir, config, cache) = (
-            self.dir.clone(),
-            self.config.clone(),
-            Arc::clone(&self.cache),
-        );
-        drop(self);
-        open(&dir, config, &cache, true)
-    }
-
-    /// Syncs everything, writes a checkpoint at the exact end and the clean-shutdown
-    /// marker, so the next open scans nothing. Dropping a `Log` without `close` is a
-    /// crash as far as the next open is concerned.
-    pub fn close(mut self) -> Result<()> {
-        self.check_writable()?;
-        self.active_mut().persist_indexes()?;
-        let job = self.begin_flush();
-        job.run()?;
-        // The checkpoint at the exact end is written right below, so a due one is moot.
-        drop(self.finish_flush(job)?);
-        self.write_checkpoint()?;
-        self.write_snapshot_now();
-        files::write_clean_marker(&self.dir)
-    }
 }

@@ -39,6 +39,13 @@ enum Slot {
     Open(Log),
     /// Why the log is not open.
     Unavailable(String),
+    /// Why reopening the log after a failed fsync failed (a full disk while it copied
+    /// segments, say), and what to open it with: the upkeep tries again.
+    Failed {
+        reason: String,
+        config: LogConfig,
+        cache: Arc<SegmentCache>,
+    },
     /// The topic was deleted: the files are gone or going.
     Deleted,
 }
@@ -150,7 +157,7 @@ impl Partition {
             Slot::Deleted => Error::TopicNotFound {
                 topic: self.topic.clone(),
             },
-            Slot::Unavailable(reason) => Error::Unavailable {
+            Slot::Unavailable(reason) | Slot::Failed { reason, .. } => Error::Unavailable {
                 what: format!(
                     "topic {} partition {} ({})",
                     crate::error::quote(&self.topic),
@@ -280,6 +287,10 @@ impl Partition {
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
+        if let Slot::Failed { config: kept, .. } = &mut *self.write_slot() {
+            *kept = config; // for the next try
+            return Ok(());
+        }
         self.with_log_mut(|log| log.reconfigure(config))?;
         // The next tombstone's due time was reckoned with the old delete.retention.ms:
         // unknown now, so the next pass looks (a lowered value was ignored until the old
@@ -318,7 +329,7 @@ impl Partition {
                 partition: self.id,
                 source: Box::new(e),
             }),
-            Slot::Unavailable(_) | Slot::Deleted => Ok(()),
+            Slot::Unavailable(_) | Slot::Failed { .. } | Slot::Deleted => Ok(()),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Partition, Slot};
 use crate::error::{Error, Result};
+use crate::log::Log;
 
 impl Partition {
     /// A roll leaves the sealed segment's files open until a flush syncs them. Syncing
@@ -102,6 +103,7 @@ impl Partition {
     pub async fn maintain(self: &Arc<Self>, now_ms: i64) -> Result<()> {
         let failed = match &*self.read_slot() {
             Slot::Open(log) => log.sync_failure().is_some(),
+            Slot::Failed { .. } => true, // the last reopen failed: try again
             _ => return Ok(()),
         };
         if failed {
@@ -120,8 +122,8 @@ impl Partition {
     }
 
     /// Drops the log as a crash would and opens it again from disk (after a failed
-    /// fsync: see `Log::reopen`). Holds the flush lock throughout, so no group commit
-    /// runs on the old log meanwhile.
+    /// fsync: see `Log::reopen`), or tries again after such a reopen failed. Holds the
+    /// flush lock throughout, so no group commit runs on the old log meanwhile.
     async fn reopen(self: &Arc<Self>) -> Result<()> {
         // No retention or compaction pass runs while the log is reopened: opening
         // finishes or drops an interrupted compaction's files, which a running pass owns.
@@ -130,23 +132,32 @@ impl Partition {
         // Taken out under the lock, recovered without it: requests meanwhile get
         // UNAVAILABLE at once instead of blocking a worker on the lock for the length
         // of a recovery on a failing disk.
-        let log = {
+        let (log, config, cache) = {
             let mut slot = self.write_slot();
-            let Slot::Open(_) = &*slot else {
+            if !matches!(&*slot, Slot::Open(_) | Slot::Failed { .. }) {
                 return Ok(());
-            };
+            }
             let recovering = Slot::Unavailable(
                 "it is being recovered from disk after a failed fsync; retry shortly".into(),
             );
-            let Slot::Open(log) = std::mem::replace(&mut *slot, recovering) else {
-                unreachable!("checked above")
-            };
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            log
+            match std::mem::replace(&mut *slot, recovering) {
+                Slot::Open(log) => {
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    let (config, cache) = (log.config().clone(), Arc::clone(log.cache()));
+                    (Some(log), config, cache)
+                }
+                Slot::Failed { config, cache, .. } => (None, config, cache),
+                _ => unreachable!("checked above"),
+            }
         };
-        let reopened = tokio::task::spawn_blocking(move || log.reopen())
-            .await
-            .expect("reopen task does not panic");
+        let dir = self.dir.clone();
+        let (again, cache_again) = (config.clone(), Arc::clone(&cache));
+        let reopened = tokio::task::spawn_blocking(move || match log {
+            Some(log) => log.reopen(),
+            None => Log::recover_in(&dir, again, &cache_again),
+        })
+        .await
+        .expect("reopen task does not panic");
         let mut slot = self.write_slot();
         if matches!(*slot, Slot::Deleted) {
             return Ok(()); // deleted meanwhile: the new log goes too
@@ -159,8 +170,12 @@ impl Partition {
                 Ok(())
             }
             Err(err) => {
-                tracing::error!(topic = %self.topic, partition = self.id, %err, "partition could not be reopened after a failed fsync");
-                *slot = Slot::Unavailable(format!("reopening after a failed fsync failed: {err}"));
+                tracing::error!(topic = %self.topic, partition = self.id, %err, "partition could not be reopened after a failed fsync; the upkeep tries again");
+                *slot = Slot::Failed {
+                    reason: format!("reopening after a failed fsync failed: {err}"),
+                    config,
+                    cache,
+                };
                 Err(self.context(err))
             }
         }

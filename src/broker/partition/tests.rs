@@ -59,6 +59,31 @@ async fn a_failed_fsync_is_never_followed_by_an_acknowledgement_until_reopened()
     assert_eq!(read.next_offset, c.last_offset + 1, "nothing lost here");
 }
 
+/// Durability review: a reopen after a failed fsync that itself failed (a full disk
+/// while it copied the segments, say) left the partition unavailable until the process
+/// restarted. The upkeep now tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_that_fails_is_tried_again_at_the_next_upkeep() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SegmentCache::new(8);
+    let config = TopicConfig::default().log_config();
+    let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+    let (first, epoch) = p.append(batch("synced")).await.unwrap();
+    p.sync_below(first.last_offset + 1, epoch).await.unwrap();
+    failpoint::fail_next_sync_under(dir.path());
+    let (a, _) = p.append(batch("a")).await.unwrap();
+    assert!(p.sync_below(a.last_offset + 1, epoch).await.is_err());
+    failpoint::fail_next_sync_under(dir.path()); // the reopen's recovery fails too
+    assert!(p.maintain(0).await.is_err());
+    let refused = p.append(batch("b")).await.unwrap_err().to_string();
+    assert!(refused.contains("reopening"), "{refused}");
+    p.maintain(0).await.unwrap(); // tried again
+    let (c, epoch) = p.append(batch("c")).await.unwrap();
+    p.sync_below(c.last_offset + 1, epoch).await.unwrap();
+    let (read, _) = p.read(0, 1 << 20).await.unwrap();
+    assert_eq!(read.next_offset, c.last_offset + 1);
+}
+
 /// A partition in `dir` holding one batch that is on disk, with its epoch, its
 /// active `.log` and that file's length: where the next batch will start.
 async fn with_a_synced_batch(dir: &std::path::Path) -> (Arc<Partition>, u64, PathBuf, u64) {
