@@ -159,17 +159,9 @@ fn assert_refused(status: &tonic::Status, code: Code, says: &str) {
     assert!(status.message().contains(says), "{}", status.message());
 }
 
+/// The whole group, through the client's `describe_group` (every page).
 async fn describe(client: &Client, group: &str) -> pb::DescribeGroupResponse {
-    let request = pb::DescribeGroupRequest {
-        group: group.into(),
-        ..Default::default()
-    };
-    client
-        .groups()
-        .describe_group(request)
-        .await
-        .unwrap()
-        .into_inner()
+    client.describe_group(group).await.unwrap()
 }
 
 /// Polls every consumer in turn until `want` records have come back (or the limit).

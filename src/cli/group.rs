@@ -80,28 +80,7 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
             }
         }
         Action::Describe { group } => {
-            let pages = every_page(|page_token| {
-                let mut groups = groups.clone();
-                let request = pb::DescribeGroupRequest {
-                    group: group.clone(),
-                    page_size: 0,
-                    page_token,
-                };
-                async move {
-                    let page = groups.describe_group(request).await?.into_inner();
-                    let next = page.next_page_token.clone();
-                    Ok((page, next))
-                }
-            })
-            .await
-            .map_err(describe)?;
-            // One group, with the state and epoch the last page saw.
-            let mut g = pb::DescribeGroupResponse::default();
-            for page in pages {
-                g.members.extend(page.members);
-                g.offsets.extend(page.offsets);
-                (g.group, g.state, g.group_epoch) = (page.group, page.state, page.group_epoch);
-            }
+            let g = client.describe_group(&group).await.map_err(describe)?;
             print_group(&g)?;
         }
         Action::Reset {

@@ -99,6 +99,34 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
+    /// A consumer group as DescribeGroup tells it, every page put together: its members
+    /// with their assignments, and its committed offsets with their lag, with the
+    /// state and epoch that the last page saw (a group can change between pages).
+    pub async fn describe_group(&self, group: &str) -> Result<pb::DescribeGroupResponse, Status> {
+        let pages = every_page(|page_token| {
+            let mut groups = self.groups();
+            let request = pb::DescribeGroupRequest {
+                group: group.to_string(),
+                page_size: 0,
+                page_token,
+            };
+            async move {
+                let page = groups.describe_group(request).await?.into_inner();
+                let next = page.next_page_token.clone();
+                Ok((page, next))
+            }
+        })
+        .await?;
+        let mut whole = pb::DescribeGroupResponse::default();
+        for page in pages {
+            whole.members.extend(page.members);
+            whole.offsets.extend(page.offsets);
+            (whole.group, whole.state, whole.group_epoch) =
+                (page.group, page.state, page.group_epoch);
+        }
+        Ok(whole)
+    }
+
     /// The generated client of the Queues service (share groups).
     pub fn queues(&self) -> QueuesClient<Channel> {
         QueuesClient::new(self.channel.clone())
