@@ -166,7 +166,7 @@ async fn announced_produce_messages_that_never_come_hold_the_budget_for_seconds(
             .unwrap();
         held.push(tokio::spawn(channel.call(request)));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // both announced
+    tokio::time::sleep(Duration::from_secs(1)).await; // both announced
     let started = Instant::now();
     let mut log = client.log();
     let record = pb::Record {
@@ -180,8 +180,10 @@ async fn announced_produce_messages_that_never_come_hold_the_budget_for_seconds(
         .unwrap();
     let waited = started.elapsed();
     eprintln!("a produce behind two announced 60 MB messages waited {waited:?}");
-    // One 5 s pause each (the second is granted when the first gives up), against 30 s
-    // each before.
+    // The first message's 5 s pause (the second is granted when the first gives up,
+    // and the produce fits beside it), against its 30 s deadline before. At least a
+    // few seconds, or the announcements were not in place and this shows nothing.
+    assert!(waited > Duration::from_secs(3), "waited {waited:?}");
     assert!(waited < Duration::from_secs(20), "waited {waited:?}");
     for call in held {
         let response = call.await.unwrap().unwrap();

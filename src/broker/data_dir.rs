@@ -87,7 +87,8 @@ impl DataDir {
     /// on the same directory fails here, naming the process that holds it, before it
     /// has read or written anything else.
     pub fn open(root: &Path) -> Result<DataDir> {
-        let made = !root.exists();
+        // The directories this makes: each one's entry in its parent is synced below.
+        let made: Vec<&Path> = root.ancestors().take_while(|d| !d.exists()).collect();
         fs::create_dir_all(root).at(root)?;
         let lock_path = root.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
@@ -132,11 +133,15 @@ impl DataDir {
             fs::create_dir_all(&sub).at(&sub)?;
         }
         // Their entries durable before anything in them is acknowledged: a topic's
-        // creation syncs `topics/`, not the root that holds it (durability review). The
-        // root's own entry too, for a root made just now.
+        // creation syncs `topics/`, not the root that holds it (durability review). So
+        // are the entries of the root and of its parents if this made them.
         sync_dir(root)?;
-        if let Some(parent) = root.parent().filter(|p| made && !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+        for dir in made {
+            match dir.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+                Some(parent) => sync_dir(parent)?,
+                None => {}
+            }
         }
         Ok(dir)
     }

@@ -198,9 +198,12 @@ pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
 /// The longest pause in a granted message's bytes: a client that announces a large
 /// message and then sends nothing holds the budget for no longer than this, where it
 /// held it for `MESSAGE_DEADLINE` (two announced 60 MB messages stopped every produce
-/// for 30 s). The server's own pauses in reading (flow control while a handler is busy)
-/// do not count: the clock restarts at every read that brings bytes, and a client whose
-/// window was shut has its bytes waiting when reading resumes.
+/// for 30 s). A pause of this body's own reading (its handler busy) does not count: the
+/// clock restarts at every read that brings bytes, and the client's bytes wait in the
+/// stream's window meanwhile. A connection's window filled by other calls' unread
+/// messages does: more than 16 produce calls waiting for the budget on one connection
+/// can stop the granted message's bytes, which then fails after this pause (the README
+/// says to spread large produces over connections).
 pub const MESSAGE_IDLE: Duration = Duration::from_secs(5);
 
 /// What a call's request body may hold.

@@ -478,6 +478,41 @@ fn keys_left_unmapped_before_a_restart_are_mapped_after_it() {
     assert!(left.iter().all(|r| r.2 == "new"), "{left:?}");
 }
 
+/// Review: where mapping resumes past the segments still cleanable (a raised
+/// min.compaction.lag.ms takes the younger ones out), there is nothing to map, and no
+/// pass is due; one that ran would read the log again at every cleaner interval.
+#[test]
+fn no_pass_runs_when_what_is_left_to_map_is_too_young() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("key{i:02}")).collect();
+    for (round, age) in [("old", 100_000), ("new", 10_000)] {
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), round)).collect();
+        log.append(&mut batch(&pairs, NOW - age)).unwrap();
+        log.roll().unwrap();
+    }
+    log.flush().unwrap();
+    let tiny = CompactionPolicy {
+        max_keys: 12,
+        segment_bytes: 1, // no merging: each segment stays its own
+        ..policy()
+    };
+    let mut due = None;
+    for _ in 0..3 {
+        let plan = log.plan_compaction(&tiny, NOW, due).expect("a pass");
+        let compacted = plan.run(&tiny, NOW).unwrap();
+        due = Some(compacted.next_tombstone_due);
+        log.apply_compaction(compacted).unwrap().run().unwrap();
+    }
+    // Mapping resumes inside the second segment, which a lag of 50 s leaves out.
+    let lagging = CompactionPolicy {
+        min_lag_ms: 50_000,
+        ..tiny
+    };
+    assert!(log.plan_compaction(&lagging, NOW, due).is_none());
+    assert!(log.plan_compaction(&tiny, NOW, due).is_some(), "and with it, one");
+}
+
 /// Found in review: a pass whose last step failed left its manifest, and the next pass
 /// wrote new files under the same names in `cleaning/`; a crash then, and the next open
 /// installed the half-written files.

@@ -13,7 +13,9 @@
 //!
 //! Steps 4 and 5 used to run under the lock: two index fsyncs and an atomic file write
 //! held up every append for milliseconds, once a second under durable load, and that
-//! was the tail of the produce latency.
+//! was the tail of the produce latency. The fsyncs of steps 2 and 4 take turns
+//! (`SyncState`), so a group commit may wait for a checkpoint's index fsyncs; appends
+//! never do.
 //!
 //! `Log::flush` does all five in a row, for callers without a lock to spare.
 
@@ -56,7 +58,7 @@ type FilesToSync = Vec<(Arc<File>, PathBuf)>;
 /// The first failed fsync is kept: after it Linux may have dropped the dirty pages and
 /// report the next fsync as a success ("fsyncgate"), so the log can no longer tell what
 /// is on disk, and it refuses appends and flushes until it is reopened (see
-/// `recovery.rs`). For the same reason its fsyncs take turns, and each first checks
+/// `lifecycle.rs`). For the same reason its fsyncs take turns, and each first checks
 /// that none before it failed: Linux reports a failed writeback once per open file, to
 /// the first fsync that asks, and the log opens each file once. A flush's fsync of a
 /// segment sealed meanwhile, beside a checkpoint's of the same file (or run after it),

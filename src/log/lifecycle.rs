@@ -12,8 +12,8 @@ use super::recovery::{open, OpenReport};
 use crate::error::Result;
 
 impl Log {
-    /// Opens the log in `dir` (see the module comment for what that involves), with a
-    /// cache of its own for its sealed segments.
+    /// Opens the log in `dir` (see `recovery.rs`'s module comment for what that
+    /// involves), with a cache of its own for its sealed segments.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, OpenReport)> {
         let cache = SegmentCache::new(super::cache::DEFAULT_OPEN_SEGMENTS);
         open(dir.as_ref(), config, &cache, false)

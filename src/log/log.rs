@@ -1,5 +1,6 @@
 //! `Log`: one partition's log over one directory. Appends, reads, flushes, rolls,
-//! retention and truncation; opening and recovery live in `recovery.rs`.
+//! retention and truncation; opening and closing live in `lifecycle.rs`, the scan after
+//! a crash in `recovery.rs`.
 //!
 //! Concurrency: reads take `&self` and appends `&mut self`, so a caller shares a `Log`
 //! behind a `RwLock` and holds the lock only for the short in-memory part of an append.

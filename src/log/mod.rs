@@ -15,10 +15,10 @@
 //!   caller's lock.
 //! - `producers`: what each idempotent producer last wrote, to answer retries and refuse
 //!   gaps, with its snapshots and its rebuild from batch headers at open.
-//! - `recovery`: opening, and the scan after a crash; `lifecycle`: the `Log`'s open,
-//!   reopen after a failed fsync, and close; `retention`: which segments have expired, the log
-//!   start offset, and deleting in steps that keep file work out of the caller's lock;
-//!   `trim`: truncation; `compaction`: keeping the newest record of each key, and
+//! - `recovery`: opening, and the scan after a crash; `lifecycle`: the `Log`'s
+//!   open, reopen after a failed fsync, and close.
+//! - `retention`: which segments have expired, the log start offset, and deleting in
+//!   steps that keep file work out of the caller's lock; `trim`: truncation; `compaction`: keeping the newest record of each key, and
 //!   `swap`: replacing compacted segments so that a crash leaves old or new, never a mix.
 
 pub mod batch;

@@ -235,11 +235,11 @@ impl Log {
                 "the log was truncated or reopened after this compaction was planned".into(),
             ));
         }
-        let cleaned_upto = compacted.cleaned_upto;
-        // A pass from the start that filled early leaves what later passes mapped.
-        self.mapped_upto = self.mapped_upto.max(compacted.mapped_upto);
+        let (cleaned_upto, mapped_upto) = (compacted.cleaned_upto, compacted.mapped_upto);
         let Some(manifest) = compacted.manifest else {
             self.cleaned_upto = self.cleaned_upto.max(cleaned_upto);
+            // A pass from the start that filled early leaves what later passes mapped.
+            self.mapped_upto = self.mapped_upto.max(mapped_upto);
             return Ok(SwapJob {
                 dir: self.dir.clone(),
                 manifest: None,
@@ -261,6 +261,7 @@ impl Log {
             self.sealed.insert(base, summary);
         }
         self.cleaned_upto = self.cleaned_upto.max(cleaned_upto);
+        self.mapped_upto = self.mapped_upto.max(mapped_upto);
         self.segments_changed += 1;
         Ok(SwapJob {
             dir: self.dir.clone(),

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{Error, Result};
-use crate::log::{Log, LogConfig, ReadBatches, RetentionPolicy, SegmentCache};
+use crate::log::{CompactionPolicy, Log, LogConfig, ReadBatches, RetentionPolicy, SegmentCache};
 
 mod append;
 mod retention;
@@ -67,10 +67,12 @@ pub struct Partition {
     /// Held by the one retention or compaction pass or DeleteRecords running (see
     /// `retention.rs`).
     trim_lock: Mutex<()>,
-    /// How many times the topic's config changed, and when the last compaction pass
-    /// since said a tombstone falls due (None inside: none kept); None before the
-    /// first pass of this process or of the config.
-    tombstone_due: std::sync::Mutex<(u64, Option<Option<i64>>)>,
+    /// When the last compaction pass said a tombstone falls due (None inside: none
+    /// kept), and the settings it reckoned with; None before the first pass.
+    tombstone_due: std::sync::Mutex<Option<(CompactionPolicy, Option<i64>)>>,
+    /// A config change that came while the log was being reopened after a failed
+    /// fsync: the reopened log takes it.
+    pending_config: std::sync::Mutex<Option<LogConfig>>,
     /// Counts the logs this partition has had: bumped when the log is reopened after a
     /// failed fsync. A batch appended to an earlier one may have been cut by recovery,
     /// so its wait for an fsync must fail rather than succeed on the new log.
@@ -130,7 +132,8 @@ impl Partition {
             flush_lock: Mutex::new(()),
             roll_sync_pending: AtomicBool::new(false),
             trim_lock: Mutex::new(()),
-            tombstone_due: std::sync::Mutex::new((0, None)),
+            tombstone_due: std::sync::Mutex::new(None),
+            pending_config: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
         }
     }
@@ -287,18 +290,22 @@ impl Partition {
     }
 
     pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
-        if let Slot::Failed { config: kept, .. } = &mut *self.write_slot() {
-            *kept = config; // for the next try
-            return Ok(());
+        let mut slot = self.write_slot();
+        match &mut *slot {
+            Slot::Failed { config: kept, .. } => {
+                *kept = config; // for the next try
+                return Ok(());
+            }
+            // Perhaps being reopened: the reopened log takes it (still unavailable now).
+            Slot::Unavailable(_) => {
+                *self
+                    .pending_config
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(config.clone());
+            }
+            Slot::Open(_) | Slot::Deleted => {}
         }
-        self.with_log_mut(|log| log.reconfigure(config))?;
-        // The next tombstone's due time was reckoned with the old delete.retention.ms:
-        // unknown now, so the next pass looks (a lowered value was ignored until the old
-        // due time, a day by default; hostile-client finding). A pass running now, with
-        // the old settings, does not set it again.
-        let mut due = self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
-        *due = (due.0 + 1, None);
-        Ok(())
+        self.on_slot(&mut slot, |log| log.reconfigure(config))
     }
 
     /// Fences the partition of a deleted topic: every later request and every waiting

@@ -137,7 +137,15 @@ impl Partition {
         now_ms: i64,
     ) -> Result<Option<CompactionStats>> {
         let _one = self.trim_lock.lock().await;
-        let (config, due) = *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
+        // A due time reckoned with other settings is unknown: a lowered
+        // delete.retention.ms was ignored until the old due time, a day by default
+        // (hostile-client finding).
+        let due = self
+            .tombstone_due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .filter(|(reckoned, _)| *reckoned == policy)
+            .map(|(_, due)| due);
         let plan = self.with_log(|log| Ok(log.plan_compaction(&policy, now_ms, due)))?;
         let Some(plan) = plan else {
             return Ok(None);
@@ -150,10 +158,7 @@ impl Partition {
         blocking(move || job.run())
             .await
             .map_err(|e| self.context(e))?;
-        let mut cached = self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.0 == config {
-            cached.1 = Some(next_due);
-        }
+        *self.tombstone_due.lock().unwrap_or_else(|e| e.into_inner()) = Some((policy, next_due));
         Ok((stats.segments_out > 0 || stats.segments_in > 0).then_some(stats))
     }
 }

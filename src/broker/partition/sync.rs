@@ -68,10 +68,12 @@ impl Partition {
             .expect("flush task does not panic")?
         };
         // Our batch is durable. A due recovery checkpoint is written after the flush lock
-        // is released and without the log's lock, so neither appends nor the next
-        // group commit wait for its fsyncs. This caller does (at most once per
-        // checkpoint_interval): a detached task would still hold the partition when the
-        // server closes it, and it would not be marked cleanly closed.
+        // is released and without the log's lock, so appends never wait for its fsyncs,
+        // and the next group commit only for its index fsyncs, which take turns with
+        // it (`SyncState`; no change in the durable e2e p99, BENCHMARKS.md). This
+        // caller does (at most once per checkpoint_interval): a detached task would
+        // still hold the partition when the server closes it, and it would not be marked
+        // cleanly closed.
         // A checkpoint that fails costs a longer scan after a crash, not data: it does not
         // fail the produce whose batch is already on disk, and the next one is tried
         // when one is next due (`Log::checkpoint_due`).
@@ -162,8 +164,18 @@ impl Partition {
         if matches!(*slot, Slot::Deleted) {
             return Ok(()); // deleted meanwhile: the new log goes too
         }
+        let changed = self
+            .pending_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match reopened {
-            Ok((log, report)) => {
+            Ok((mut log, report)) => {
+                if let Some(changed) = changed {
+                    if let Err(err) = log.reconfigure(changed) {
+                        tracing::warn!(topic = %self.topic, partition = self.id, %err, "a config change made during the reopen was not applied");
+                    }
+                }
                 tracing::warn!(topic = %self.topic, partition = self.id, scanned_bytes = report.scanned_bytes, truncated = report.truncated.len(), "partition reopened and recovered from disk after a failed fsync");
                 self.high_watermark.send_replace(log.next_offset());
                 *slot = Slot::Open(log);
@@ -173,7 +185,7 @@ impl Partition {
                 tracing::error!(topic = %self.topic, partition = self.id, %err, "partition could not be reopened after a failed fsync; the upkeep tries again");
                 *slot = Slot::Failed {
                     reason: format!("reopening after a failed fsync failed: {err}"),
-                    config,
+                    config: changed.unwrap_or(config),
                     cache,
                 };
                 Err(self.context(err))

@@ -77,7 +77,15 @@ async fn a_reopen_that_fails_is_tried_again_at_the_next_upkeep() {
     assert!(p.maintain(0).await.is_err());
     let refused = p.append(batch("b")).await.unwrap_err().to_string();
     assert!(refused.contains("reopening"), "{refused}");
+    // A config change meanwhile is what the log opens with.
+    let changed = LogConfig {
+        segment_bytes: 1 << 20,
+        ..TopicConfig::default().log_config()
+    };
+    p.reconfigure(changed).unwrap();
     p.maintain(0).await.unwrap(); // tried again
+    let segment_bytes = p.with_log(|log| Ok(log.config().segment_bytes)).unwrap();
+    assert_eq!(segment_bytes, 1 << 20);
     let (c, epoch) = p.append(batch("c")).await.unwrap();
     p.sync_below(c.last_offset + 1, epoch).await.unwrap();
     let (read, _) = p.read(0, 1 << 20).await.unwrap();

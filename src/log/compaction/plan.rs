@@ -31,9 +31,12 @@ impl Log {
             .take_while(|&(_, end, _)| end <= self.checkpoint.segment_base)
             .collect();
         // New segments to compact, or keys of compacted ones that no pass has mapped
-        // yet (the last pass's map filled before the end of its last segment).
-        let dirty = inputs.iter().any(|&(_, end, _)| end > self.cleaned_upto)
-            || self.mapped_upto < self.cleaned_upto;
+        // yet (the last pass's map filled before the end of its last segment): either
+        // way, an input ending past where mapping resumes (`mapped_upto` is at most
+        // `cleaned_upto`). Not merely `mapped_upto < cleaned_upto`: with the segments
+        // past it no longer cleanable (a raised min.compaction.lag.ms), passes would map
+        // nothing, again and again.
+        let dirty = inputs.iter().any(|&(_, end, _)| end > self.mapped_upto);
         let due = match tombstone_due {
             None => true,
             Some(Some(at)) => at <= now_ms,
