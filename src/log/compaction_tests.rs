@@ -510,7 +510,10 @@ fn no_pass_runs_when_what_is_left_to_map_is_too_young() {
         ..tiny
     };
     assert!(log.plan_compaction(&lagging, NOW, due).is_none());
-    assert!(log.plan_compaction(&tiny, NOW, due).is_some(), "and with it, one");
+    assert!(
+        log.plan_compaction(&tiny, NOW, due).is_some(),
+        "and with it, one"
+    );
 }
 
 /// Found in review: a pass whose last step failed left its manifest, and the next pass

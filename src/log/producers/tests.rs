@@ -176,3 +176,26 @@ fn snapshots_round_trip_and_reject_damage() {
         .unwrap_err()
         .contains("impossible"));
 }
+
+/// At its cap a partition forgets the idlest hundredth of its producers at once (at
+/// least one), so the scan that finds them runs once per that many new producers, not
+/// at each one's append.
+#[test]
+fn a_new_producer_at_the_cap_forgets_the_idlest_hundredth() {
+    let mut states = ProducerStates::default();
+    for id in 0..200 {
+        states.record(&p(id, 0, 0), 1, id as u64, 1000 + id, 200);
+    }
+    states.record(&p(500, 0, 0), 1, 500, 5000, 200);
+    assert_eq!(states.len(), 199, "two forgotten, one taken");
+    assert!(states.get(0).is_none() && states.get(1).is_none());
+    assert!(states.get(2).is_some() && states.get(500).is_some());
+    // Below a hundred, one at a time.
+    let mut small = ProducerStates::default();
+    for id in 0..3 {
+        small.record(&p(id, 0, 0), 1, id as u64, 1000 + id, 3);
+    }
+    small.record(&p(9, 0, 0), 1, 9, 5000, 3);
+    assert_eq!(small.len(), 3);
+    assert!(small.get(0).is_none() && small.get(1).is_some());
+}
