@@ -4,7 +4,8 @@
 //! batch from a producer it does not know makes it forget one to make room. That runs
 //! under the partition's lock at the append, so its cost is what a client inventing
 //! ids can make every append of that partition wait for. Each iteration records one
-//! batch of a new producer on a full partition.
+//! batch of a new producer on a full partition, as an append does (`make_room`, then
+//! `record`).
 
 use std::hint::black_box;
 
@@ -29,6 +30,7 @@ fn full_partition(c: &mut Criterion) {
     let mut next = CAP as i64;
     c.bench_function("record a new producer at the cap of 20,000", |b| {
         b.iter(|| {
+            states.make_room(next, CAP);
             states.record(black_box(&producer(next)), 1, next as u64, next, CAP);
             next += 1;
         })

@@ -310,6 +310,9 @@ impl Log {
                 .cache
                 .producers
                 .max_for(held, self.config.max_producers);
+            if max >= self.config.max_producers {
+                self.producers.make_room(producer.id, max);
+            }
             self.producers
                 .record(&producer, records, base_offset, now, max);
             self.producers_changed(held);

@@ -340,6 +340,30 @@ fn past_the_cap_the_partition_over_its_share_forgets_for_the_others() {
     assert!(a.producers().get(21).is_some(), "a kept its newest");
 }
 
+/// Review: forgetting the idlest hundredth at once is for a partition's own cap. Under
+/// the server's cap the limit is the partition's own count, and each new producer there
+/// made a partition over its share forget a hundredth of its producers, shrinking it
+/// by that much at every one while a flood elsewhere took the room.
+#[test]
+fn under_the_server_cap_a_new_producer_takes_exactly_one_place() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = SegmentCache::with_producer_cap(16, 400);
+    let (mut a, _) = Log::open_in(a_dir.path(), config(), &cache).unwrap();
+    let (mut b, _) = Log::open_in(b_dir.path(), config(), &cache).unwrap();
+    for id in 1..=300 {
+        a.append(&mut from(id, 0, 0, 1)).unwrap();
+    }
+    for id in 1001..=1100 {
+        b.append(&mut from(id, 0, 0, 1)).unwrap();
+    }
+    assert_eq!(cache.producers_held(), 400);
+    for id in 301..=310 {
+        a.append(&mut from(id, 0, 0, 1)).unwrap();
+        assert_eq!(a.producers().len(), 300, "after {id}");
+    }
+    assert_eq!(cache.producers_held(), 400);
+}
+
 /// A cap of 0 holds every partition to one producer, as the README says: with a share
 /// of none, partitions forgot the producer they had just taken (review finding).
 #[test]

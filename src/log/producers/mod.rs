@@ -176,13 +176,10 @@ impl ProducerStates {
 
     /// Remembers a batch appended at `base_offset` (or read back from the log). A
     /// partition remembers at most `max_producers`: a new one past that makes it forget
-    /// the hundredth of them that appended least recently (at least one), whose next
-    /// batches are then taken at any sequence. (Refusing new producers instead would let
-    /// one client that asks for ids in a loop lock every other idempotent producer out
-    /// of the partition for a day.) A hundredth at once, not one: finding the idlest
-    /// scans every producer, under the partition's lock, and one at a time that scan ran
-    /// at every new producer's append (52 us at 20,000 producers, which a client
-    /// inventing ids made every append of the partition wait for).
+    /// the producer that appended least recently, whose next batch is then taken at any
+    /// sequence. (Refusing new producers instead would let one client that asks for ids
+    /// in a loop lock every other idempotent producer out of the partition for a day.)
+    /// At the partition's own cap, `make_room` first forgets more at once.
     pub fn record(
         &mut self,
         p: &ProducerInfo,
@@ -194,9 +191,15 @@ impl ProducerStates {
         if p.id < 0 || records == 0 {
             return;
         }
-        let max = max_producers.max(1);
-        if !self.producers.contains_key(&p.id) && self.producers.len() >= max {
-            self.keep_at_most(max - (max / 100).max(1));
+        if !self.producers.contains_key(&p.id) && self.producers.len() >= max_producers.max(1) {
+            let idlest = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen_ms)
+                .map(|(&id, _)| id);
+            if let Some(id) = idlest {
+                self.producers.remove(&id);
+            }
         }
         let entry = self.producers.entry(p.id).or_insert_with(|| ProducerEntry {
             epoch: p.epoch,
@@ -217,6 +220,21 @@ impl ProducerStates {
             last_offset: base_offset + u64::from(records) - 1,
         });
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+    }
+
+    /// Before a batch of producer `id` is recorded at the partition's own cap `cap`: if
+    /// `id` is new and there is no room, forgets the idlest hundredth at once (at least
+    /// one). Finding the idlest scans every producer, under the partition's lock, and
+    /// one at a time that scan ran at every new producer's append (52 us at 20,000
+    /// producers, which a client inventing ids made every append of the partition wait
+    /// for). Not under the server's cap (`tally.rs`), whose limit is the partition's
+    /// count itself: there a new producer takes exactly one's place, or the partition
+    /// would shrink by a hundredth at each.
+    pub fn make_room(&mut self, id: i64, cap: usize) {
+        let cap = cap.max(1);
+        if self.producers.len() >= cap && !self.producers.contains_key(&id) {
+            self.keep_at_most(cap - (cap / 100).max(1));
+        }
     }
 
     /// Forgets the idlest producers until at most `max` are left.

@@ -6,7 +6,8 @@
 //!
 //! Past the cap, which producer is forgotten for a new one decides whose retries are
 //! written twice. A partition at or above its fair share (the cap over the partitions
-//! holding producers) forgets its own idlest, as at its own cap. One below its share
+//! holding producers) forgets its own idlest, exactly one (at its own cap it forgets a
+//! hundredth at once: `ProducerStates::make_room`). One below its share
 //! takes the new producer and forgets none, up to a tenth past the cap over the server,
 //! and the partitions above their share forget their idlest to make up for it at their
 //! next append with a producer or their next upkeep. So a client flooding a few

@@ -177,25 +177,38 @@ fn snapshots_round_trip_and_reject_damage() {
         .contains("impossible"));
 }
 
-/// At its cap a partition forgets the idlest hundredth of its producers at once (at
-/// least one), so the scan that finds them runs once per that many new producers, not
-/// at each one's append.
+/// At its own cap a partition makes room by forgetting the idlest hundredth of its
+/// producers at once (at least one), so the scan that finds them runs once per that
+/// many new producers, not at each one's append; `record` alone forgets exactly one.
 #[test]
 fn a_new_producer_at_the_cap_forgets_the_idlest_hundredth() {
-    let mut states = ProducerStates::default();
-    for id in 0..200 {
-        states.record(&p(id, 0, 0), 1, id as u64, 1000 + id, 200);
-    }
+    let full = |n: i64| {
+        let mut states = ProducerStates::default();
+        for id in 0..n {
+            states.record(&p(id, 0, 0), 1, id as u64, 1000 + id, n as usize);
+        }
+        states
+    };
+    let mut states = full(200);
+    states.make_room(500, 200);
     states.record(&p(500, 0, 0), 1, 500, 5000, 200);
     assert_eq!(states.len(), 199, "two forgotten, one taken");
     assert!(states.get(0).is_none() && states.get(1).is_none());
     assert!(states.get(2).is_some() && states.get(500).is_some());
-    // Below a hundred, one at a time.
-    let mut small = ProducerStates::default();
-    for id in 0..3 {
-        small.record(&p(id, 0, 0), 1, id as u64, 1000 + id, 3);
-    }
+    states.make_room(501, 200);
+    assert_eq!(states.len(), 199, "room left: nothing forgotten");
+    // A known producer makes no room; below a hundred, one at a time.
+    let mut states = full(200);
+    states.make_room(7, 200);
+    assert_eq!(states.len(), 200);
+    let mut small = full(3);
+    small.make_room(9, 3);
     small.record(&p(9, 0, 0), 1, 9, 5000, 3);
     assert_eq!(small.len(), 3);
     assert!(small.get(0).is_none() && small.get(1).is_some());
+    // Without make_room (under the server's cap), exactly one goes.
+    let mut states = full(200);
+    states.record(&p(500, 0, 0), 1, 500, 5000, 200);
+    assert_eq!(states.len(), 200);
+    assert!(states.get(0).is_none() && states.get(1).is_some());
 }
