@@ -234,6 +234,18 @@ pub mod failpoint {
         FAIL_SYNC_OF.lock().unwrap().push(path.to_path_buf());
     }
 
+    /// Directories whose next sync (of anything under them) first sleeps this long.
+    static DELAY_SYNCS_UNDER: Mutex<Vec<(PathBuf, std::time::Duration)>> = Mutex::new(Vec::new());
+
+    /// The next sync of a file under `dir` takes `delay` longer (once): for a test that
+    /// acts while a sync is under way.
+    pub fn delay_next_sync_under(dir: &Path, delay: std::time::Duration) {
+        DELAY_SYNCS_UNDER
+            .lock()
+            .unwrap()
+            .push((dir.to_path_buf(), delay));
+    }
+
     /// The next sync of a file under `dir` fails with EIO (once).
     pub fn fail_next_sync_under(dir: &Path) {
         fail_sync_under_after(dir, 0);
@@ -250,6 +262,14 @@ pub mod failpoint {
     }
 
     pub(super) fn check(path: &Path) -> Result<()> {
+        let mut delayed = DELAY_SYNCS_UNDER.lock().unwrap();
+        if let Some(i) = delayed.iter().position(|(dir, _)| path.starts_with(dir)) {
+            let (_, delay) = delayed.remove(i);
+            drop(delayed);
+            std::thread::sleep(delay);
+        } else {
+            drop(delayed);
+        }
         let mut exact = FAIL_SYNC_OF.lock().unwrap();
         if let Some(i) = exact.iter().position(|p| p == path) {
             exact.remove(i);

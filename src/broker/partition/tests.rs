@@ -92,6 +92,35 @@ async fn a_reopen_that_fails_is_tried_again_at_the_next_upkeep() {
     assert_eq!(read.next_offset, c.last_offset + 1);
 }
 
+/// Review: a config change that came while the log was being reopened after a failed
+/// fsync found the partition unavailable and was lost: the reopened log kept the
+/// config it had before, until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_during_a_reopen_is_what_the_reopened_log_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SegmentCache::new(8);
+    let config = TopicConfig::default().log_config();
+    let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
+    let (first, epoch) = p.append(batch("synced")).await.unwrap();
+    failpoint::fail_next_sync_under(dir.path());
+    assert!(p.sync_below(first.last_offset + 1, epoch).await.is_err());
+    // The reopen's first sync takes a while: the change comes meanwhile.
+    failpoint::delay_next_sync_under(dir.path(), std::time::Duration::from_millis(500));
+    let reopening = tokio::spawn({
+        let p = Arc::clone(&p);
+        async move { p.maintain(0).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let changed = LogConfig {
+        segment_bytes: 1 << 20,
+        ..TopicConfig::default().log_config()
+    };
+    let during = p.reconfigure(changed);
+    reopening.await.unwrap().unwrap();
+    let segment_bytes = p.with_log(|log| Ok(log.config().segment_bytes)).unwrap();
+    assert_eq!(segment_bytes, 1 << 20, "the change ({during:?})");
+}
+
 /// A partition in `dir` holding one batch that is on disk, with its epoch, its
 /// active `.log` and that file's length: where the next batch will start.
 async fn with_a_synced_batch(dir: &std::path::Path) -> (Arc<Partition>, u64, PathBuf, u64) {
