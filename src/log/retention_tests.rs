@@ -307,18 +307,35 @@ fn a_damaged_segment_without_its_time_index_is_not_taken_for_old() {
     let dir = tempfile::tempdir().unwrap();
     let now = super::log::now_ms();
     let log = log_with_segments(dir.path(), 3, |_| now);
+    let bytes_damaged = |bytes: &mut Vec<u8>| bytes[16] ^= 0xFF; // a format version
+    assert!(!deletes_without_the_time_index(
+        log,
+        dir.path(),
+        now,
+        bytes_damaged
+    ));
+}
+
+/// Closes `log`, removes its first sealed segment's time index, damages that segment's
+/// `.log` with `damage`, opens the log again and says whether a week's retention would
+/// delete anything just after `now`.
+fn deletes_without_the_time_index(
+    log: Log,
+    dir: &Path,
+    now: i64,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> bool {
     let first = log.sealed_summaries().next().unwrap().0;
     log.close().unwrap();
-    fs::remove_file(segment_path(dir.path(), first, SegmentFile::TimeIndex)).unwrap();
-    let path = segment_path(dir.path(), first, SegmentFile::Log);
+    fs::remove_file(segment_path(dir, first, SegmentFile::TimeIndex)).unwrap();
+    let path = segment_path(dir, first, SegmentFile::Log);
     let mut bytes = fs::read(&path).unwrap();
-    bytes[16] ^= 0xFF; // the first batch's format version
+    damage(&mut bytes);
     fs::write(&path, bytes).unwrap();
-    let (log, _) = Log::open(dir.path(), config()).unwrap();
+    let (log, _) = Log::open(dir, config()).unwrap();
     let week = 7 * 24 * HOUR as u64;
-    assert!(log
-        .plan_retention(&policy(Some(week), None), now + 1000)
-        .is_none());
+    log.plan_retention(&policy(Some(week), None), now + 1000)
+        .is_some()
 }
 
 /// A segment whose time index is lost and whose newest batch has one flipped bit in
@@ -338,23 +355,20 @@ fn a_flipped_timestamp_in_a_segment_without_its_time_index_is_not_taken_for_old(
     log.roll().unwrap();
     log.append(&mut batch(4, 5, now)).unwrap();
     log.flush().unwrap();
-    let first = log.sealed_summaries().next().unwrap().0;
-    log.close().unwrap();
-    fs::remove_file(segment_path(dir.path(), first, SegmentFile::TimeIndex)).unwrap();
-    let path = segment_path(dir.path(), first, SegmentFile::Log);
-    let mut bytes = fs::read(&path).unwrap();
-    let mut newest_at = 0; // the fourth batch, by the batches' lengths
-    for _ in 0..3 {
-        newest_at +=
-            u32::from_le_bytes(bytes[newest_at + 8..newest_at + 12].try_into().unwrap()) as usize;
-    }
-    bytes[newest_at + 32 + 7] ^= 0x80; // max_timestamp's sign bit
-    fs::write(&path, bytes).unwrap();
-    let (log, _) = Log::open(dir.path(), config()).unwrap();
-    let week = 7 * 24 * HOUR as u64;
-    assert!(log
-        .plan_retention(&policy(Some(week), None), now + 1000)
-        .is_none());
+    let flipped = |bytes: &mut Vec<u8>| {
+        let mut newest_at = 0; // the fourth batch, by the batches' lengths
+        for _ in 0..3 {
+            let length = &bytes[newest_at + 8..newest_at + 12];
+            newest_at += u32::from_le_bytes(length.try_into().unwrap()) as usize;
+        }
+        bytes[newest_at + 32 + 7] ^= 0x80; // max_timestamp's sign bit
+    };
+    assert!(!deletes_without_the_time_index(
+        log,
+        dir.path(),
+        now,
+        flipped
+    ));
 }
 
 #[test]

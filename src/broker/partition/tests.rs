@@ -65,17 +65,10 @@ async fn a_failed_fsync_is_never_followed_by_an_acknowledgement_until_reopened()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopen_that_fails_is_tried_again_at_the_next_upkeep() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = SegmentCache::new(8);
-    let config = TopicConfig::default().log_config();
-    let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-    let (first, epoch) = p.append(batch("synced")).await.unwrap();
-    p.sync_below(first.last_offset + 1, epoch).await.unwrap();
-    failpoint::fail_next_sync_under(dir.path());
-    let (a, _) = p.append(batch("a")).await.unwrap();
-    assert!(p.sync_below(a.last_offset + 1, epoch).await.is_err());
+    let p = with_a_failed_sync(dir.path()).await;
     failpoint::fail_next_sync_under(dir.path()); // the reopen's recovery fails too
     assert!(p.maintain(0).await.is_err());
-    let refused = p.append(batch("b")).await.unwrap_err().to_string();
+    let refused = p.append(batch("c")).await.unwrap_err().to_string();
     assert!(refused.contains("reopening"), "{refused}");
     // A config change meanwhile is what the log opens with.
     let changed = LogConfig {
@@ -98,12 +91,7 @@ async fn a_reopen_that_fails_is_tried_again_at_the_next_upkeep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_change_during_a_reopen_is_what_the_reopened_log_has() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = SegmentCache::new(8);
-    let config = TopicConfig::default().log_config();
-    let p = Arc::new(Partition::open("t", 0, dir.path(), config, &cache));
-    let (first, epoch) = p.append(batch("synced")).await.unwrap();
-    failpoint::fail_next_sync_under(dir.path());
-    assert!(p.sync_below(first.last_offset + 1, epoch).await.is_err());
+    let p = with_a_failed_sync(dir.path()).await;
     // The reopen's first sync takes a while: the change comes meanwhile.
     failpoint::delay_next_sync_under(dir.path(), std::time::Duration::from_millis(500));
     let reopening = tokio::spawn({
@@ -132,6 +120,15 @@ async fn with_a_synced_batch(dir: &std::path::Path) -> (Arc<Partition>, u64, Pat
     let file = dir.join("00000000000000000000.log");
     let len = std::fs::metadata(&file).unwrap().len();
     (p, epoch, file, len)
+}
+
+/// A partition in `dir` whose last fsync failed, after one batch that is on disk.
+async fn with_a_failed_sync(dir: &std::path::Path) -> Arc<Partition> {
+    let (p, epoch, _, _) = with_a_synced_batch(dir).await;
+    failpoint::fail_next_sync_under(dir);
+    let (b, _) = p.append(batch("b")).await.unwrap();
+    assert!(p.sync_below(b.last_offset + 1, epoch).await.is_err());
+    p
 }
 
 /// What the disk holds after the kernel dropped dirty pages: zeros from `at`.
