@@ -869,6 +869,37 @@ async fn acknowledging_records_deleted_meanwhile_says_they_may_have_been_deleted
     );
 }
 
+/// SIGKILL soak finding: records locked, then deleted by DeleteRecords, then rejected,
+/// had nothing to dead-letter and were counted as dead-lettered, though no dead-letter
+/// topic held them. They are lost, as records deleted before they were finished are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_records_deleted_meanwhile_count_as_lost_not_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    client
+        .admin()
+        .create_topic("dead", 1, Default::default())
+        .await
+        .unwrap();
+    let settings = [("start", "earliest"), ("dead.letter.topic", "dead")];
+    config(&client, "g", &settings).await.unwrap();
+    produce(&client, "t", 0, values("v", 10)).await;
+    let held = ids(&fetch(&client, "g", "m", "t", 10, 0).await.records);
+    assert_eq!(held.len(), 10);
+    client
+        .admin()
+        .delete_records("t", 0, Some(5))
+        .await
+        .unwrap();
+    ack(&client, "g", "m", "t", &held, AckType::Reject)
+        .await
+        .unwrap();
+    let p = &describe(&client, "g").await.partitions[0];
+    assert_eq!((p.dead_lettered, p.lost), (5, 5), "{p:?}");
+    server.stop().await.unwrap();
+}
+
 /// A topic deleted and made again: the group forgets the old one's records (its members
 /// were counted as holding them for good, and every incarnation's window stayed in
 /// memory and in the group's files).

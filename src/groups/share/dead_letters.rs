@@ -48,6 +48,11 @@ impl ShareGroups {
             // records costs about one fsync, not ten thousand.
             let mut appended = Vec::new();
             let mut finished = Vec::new();
+            // The source's log start once a dying record is found below it (deleted by
+            // retention or DeleteRecords while it was locked): such records are lost,
+            // not dead-lettered, as for records deleted before they were handed out
+            // (a SIGKILL soak found them counted as dead letters that no topic held).
+            let mut deleted_below = None;
             // Where they go and come from, looked up once for the partition's records.
             let target = match &g.config.dead_letter_topic {
                 None => None,
@@ -66,9 +71,18 @@ impl ShareGroups {
                         self.append_dead_letter(dlq, name, from, d).await
                     }
                 };
+                let source = match &target {
+                    Some((_, Some((_, from)))) => Some(from),
+                    _ => None,
+                };
                 match result {
                     Ok(Some(append)) => appended.push((d.offset, append)),
-                    Ok(None) => finished.push(d.offset),
+                    Ok(None) => match source.and_then(|from| from.offsets().ok()) {
+                        Some(bounds) if bounds.log_start > d.offset => {
+                            deleted_below = Some(bounds.log_start);
+                        }
+                        _ => finished.push(d.offset),
+                    },
                     Err(err @ (Error::InvalidArgument(_) | Error::TooLarge { .. })) => {
                         tracing::error!(group = %g.name, partition = tp.1, offset = d.offset, %err, "the dead-letter topic refuses this record; archived without it");
                         finished.push(d.offset);
@@ -94,8 +108,11 @@ impl ShareGroups {
                 for offset in &finished {
                     p.dead_lettered(*offset, &mut changes);
                 }
+                if let Some(log_start) = deleted_below {
+                    p.lose_below(log_start, &mut changes);
+                }
             }
-            any |= !finished.is_empty();
+            any |= !finished.is_empty() || deleted_below.is_some();
             g.record(tp, changes);
         }
         any
