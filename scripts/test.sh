@@ -4,10 +4,10 @@
 # into target/pyenv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! target/pyenv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+if ! target/pyenv/bin/python -c "import grpc, grpc_tools, prometheus_client" 2>/dev/null; then
   mkdir -p target
   python3 -m venv target/pyenv
-  target/pyenv/bin/pip install --quiet --disable-pip-version-check "grpcio>=1.60" "grpcio-tools>=1.60"
+  target/pyenv/bin/pip install --quiet --disable-pip-version-check "grpcio>=1.60" "grpcio-tools>=1.60" "prometheus-client>=0.20"
 fi
 export STROM_PYTHON="$PWD/target/pyenv/bin/python"
 cargo test "$@"

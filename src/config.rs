@@ -38,6 +38,8 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where to serve Prometheus metrics (`GET /metrics`, HTTP/1.1); none by default.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `strom=debug,info`.
@@ -123,6 +125,7 @@ impl Default for ServerConfig {
         let options = ServeOptions::default();
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            metrics_listen: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             log_format: LogFormat::Text,
             log_level: "info".into(),

@@ -8,7 +8,10 @@
 //! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`,
 //!   a consumer-group member `GroupConsumer`.
 //! - [`server`] and [`config`]: running the gRPC server, on the caller's runtime or each
-//!   connection whole on a thread of its own (`server/threads.rs`); its settings.
+//!   connection whole on a thread of its own (`server/threads.rs`); its settings; the
+//!   Prometheus endpoint (`server/metrics/`), which reads counters kept where the work
+//!   is (`grpc::call_metrics`, `broker::PartitionStats`) and gathers the rest at a
+//!   scrape.
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7400].
     #[arg(long, env = "STROM_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Address to serve Prometheus metrics on, at /metrics (HTTP), e.g. 127.0.0.1:7401
+    /// [default: none].
+    #[arg(long, env = "STROM_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Directory for topics and their data [default: ./strom-data].
     #[arg(long, env = "STROM_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -98,6 +102,9 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.listen {
         config.listen = v;
     }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
@@ -132,6 +139,14 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let metrics = match config.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {address} (metrics_listen): {e}"))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let limits = config.limits().map_err(|e| e.to_string())?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
@@ -142,7 +157,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // the consumer groups are listed too.
     let mut options = config.serve_options();
     options.max_connections = connections_within_open_files(options.max_connections);
-    crate::server::serve(listener, broker, options, shutdown_signal())
+    crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

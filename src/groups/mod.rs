@@ -10,7 +10,8 @@
 //! - `ops`: commit, fetch and reset, and `describe`, which need the broker (topic ids,
 //!   high watermarks, timestamp lookups); `paging`: their answers a page at a time;
 //!   `membership`: heartbeats and leaves.
-//! - `topics`: the topics as groups see them; `request`: checks of what requests carry.
+//! - `topics`: the topics as groups see them; `request`: checks of what requests carry;
+//!   `gauges`: members and lag for the metrics endpoint.
 //! - this module: the registry of groups, loading them from disk on first use;
 //!   `expiry`: the task that ends expired sessions and deletes groups past their offset
 //!   retention.
@@ -23,6 +24,7 @@ mod assign;
 pub mod coordinator;
 mod describe;
 mod expiry;
+pub mod gauges;
 mod holders;
 mod journal;
 mod member;

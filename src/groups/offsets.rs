@@ -141,6 +141,17 @@ impl Offsets {
         })
     }
 
+    /// The committed offsets alone, without copying their metadata.
+    pub fn offsets(&self) -> impl Iterator<Item = (Tp, u64)> + '_ {
+        self.topics.iter().flat_map(|(topic, slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.commit_ms != NONE)
+                .map(|(p, s)| ((*topic, p as u32), s.offset))
+        })
+    }
+
     /// Offsets committed (counted, not built: `iter` copies each one's metadata).
     pub fn len(&self) -> usize {
         self.topics

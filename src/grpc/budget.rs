@@ -111,6 +111,11 @@ struct Pool {
 }
 
 impl Pool {
+    fn in_use(&self) -> (usize, usize) {
+        let free = self.semaphore.available_permits().min(self.total);
+        (self.total - free, self.total)
+    }
+
     /// A budget of `bytes` (at most `u32::MAX`, a semaphore's largest single charge).
     fn new(bytes: usize, free_below: usize, factor: usize, what: &'static str) -> Pool {
         let total = bytes.clamp(1, u32::MAX as usize);
@@ -125,6 +130,16 @@ impl Pool {
 }
 
 impl BudgetLayer {
+    /// The produce budget's bytes charged now, and its size.
+    pub fn produce_in_use(&self) -> (usize, usize) {
+        self.produce.in_use()
+    }
+
+    /// The request budget's bytes charged now, and its size.
+    pub fn requests_in_use(&self) -> (usize, usize) {
+        self.requests.in_use()
+    }
+
     /// A produce budget of `produce_bytes` and a budget of `request_bytes` for the rest;
     /// messages over `limits` are refused.
     pub fn new(produce_bytes: usize, request_bytes: usize, limits: RequestLimits) -> BudgetLayer {

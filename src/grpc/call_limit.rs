@@ -7,6 +7,9 @@
 //! ends (a stream until it closes). Health checks (`Check`, not `Watch`) are not
 //! counted: a server at its cap is busy, not dead, and a probe that failed would have
 //! it restarted.
+//!
+//! Since it sees every call from its start to its response's end, it also counts them
+//! (`call_metrics`): by method and status, and the time each unary call took.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +20,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 
+use super::call_metrics::{Call, CallMetrics};
+
 /// The one call not counted: a health check (a Watch is a stream like any other).
 const UNCOUNTED: &str = "/grpc.health.v1.Health/Check";
 
@@ -24,15 +29,22 @@ const UNCOUNTED: &str = "/grpc.health.v1.Health/Check";
 pub struct CallLimitLayer {
     open: Arc<Semaphore>,
     max: usize,
+    metrics: Arc<CallMetrics>,
 }
 
 impl CallLimitLayer {
-    pub fn new(max_calls: usize) -> CallLimitLayer {
+    pub fn new(max_calls: usize, metrics: Arc<CallMetrics>) -> CallLimitLayer {
         let max = max_calls.clamp(1, Semaphore::MAX_PERMITS);
         CallLimitLayer {
             open: Arc::new(Semaphore::new(max)),
             max,
+            metrics,
         }
+    }
+
+    /// Calls open now (health checks aside).
+    pub fn open_calls(&self) -> usize {
+        self.max - self.open.available_permits()
     }
 }
 
@@ -69,23 +81,37 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() == UNCOUNTED {
-            return Box::pin(self.inner.call(request));
-        }
-        let Ok(place) = Arc::clone(&self.limit.open).try_acquire_owned() else {
-            let refused = tonic::Status::resource_exhausted(format!(
-                "this server has {} calls open, its max_calls: try again later, or close calls \
-                 (streams, long polls) this client does not need",
-                self.limit.max
-            ));
-            return Box::pin(std::future::ready(Ok(refused.into_http())));
+        let mut call = Call::start(Arc::clone(&self.limit.metrics), request.uri().path());
+        let place = if request.uri().path() == UNCOUNTED {
+            None
+        } else {
+            let Ok(place) = Arc::clone(&self.limit.open).try_acquire_owned() else {
+                let refused = tonic::Status::resource_exhausted(format!(
+                    "this server has {} calls open, its max_calls: try again later, or close \
+                     calls (streams, long polls) this client does not need",
+                    self.limit.max
+                ))
+                .into_http();
+                call.saw(refused.headers());
+                return Box::pin(std::future::ready(Ok(refused)));
+            };
+            Some(place)
         };
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
+            let response = match response.await {
+                Ok(response) => response,
+                Err(err) => {
+                    call.ended(); // no response, so no status: UNKNOWN
+                    return Err(err);
+                }
+            };
+            // A status in the headers: the response is trailers-only (an error).
+            call.saw(response.headers());
             Ok(response.map(|body| {
                 Body::new(Placed {
                     body,
+                    call,
                     _place: place,
                 })
             }))
@@ -93,10 +119,12 @@ where
     }
 }
 
-/// A response body holding its call's place until it ends or goes.
+/// A response body holding its call's place until it ends or goes, and counting the
+/// call when it goes.
 struct Placed {
     body: Body,
-    _place: OwnedSemaphorePermit,
+    call: Call,
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 impl HttpBody for Placed {
@@ -107,7 +135,17 @@ impl HttpBody for Placed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.call.saw(trailers);
+                }
+            }
+            Poll::Ready(Some(Err(_)) | None) => self.call.ended(),
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,6 +4,7 @@
 mod admin;
 pub mod budget;
 pub mod call_limit;
+pub mod call_metrics;
 pub mod codec;
 pub mod connection;
 pub mod direct;

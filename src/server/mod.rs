@@ -1,8 +1,10 @@
 //! Running the gRPC server: `serve(listener, broker, shutdown)` in the style of
 //! mini-redis, so tests start it on `127.0.0.1:0` and stop it with a future. Requests
 //! are served on the caller's runtime, or with `connection_threads` on threads of their
-//! own, each connection on one of them (`threads.rs`).
+//! own, each connection on one of them (`threads.rs`). With a second listener, it serves
+//! Prometheus metrics there (`metrics/`).
 
+pub mod metrics;
 mod threads;
 
 pub use threads::ask_for_time_slice;
@@ -125,6 +127,19 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    serve_with_metrics(listener, None, broker, options, shutdown).await
+}
+
+/// As `serve`, and with `metrics` serves `GET /metrics` on that listener too, until
+/// the stop begins.
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    broker: Broker,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let started = metrics::unix_now();
     // The connection threads first: if they cannot start, nothing else has been started.
     let threads = match options.connection_threads {
         0 => None,
@@ -238,7 +253,28 @@ pub async fn serve(
         options.request_budget_bytes,
         limits,
     );
-    let calls = CallLimitLayer::new(options.max_calls);
+    let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
+    let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
+    let metrics_task = metrics.map(|listener| {
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!("serving metrics on http://{bound}/metrics");
+        }
+        let metrics = Arc::new(metrics::Metrics {
+            calls: call_metrics,
+            call_limit: calls.clone(),
+            connections: incoming.open_count(),
+            budget: budget.clone(),
+            broker: Arc::clone(&broker),
+            groups: Arc::clone(&groups),
+            queues: Arc::clone(&queues),
+            started,
+        });
+        tokio::spawn(metrics::serve_metrics(
+            listener,
+            metrics,
+            broker.shutting_down(),
+        ))
+    });
     let router = || {
         Server::builder()
             .layer(calls.clone())
@@ -310,6 +346,9 @@ pub async fn serve(
         }
     };
     broker.begin_shutdown();
+    if let Some(task) = metrics_task {
+        let _ = task.await; // it ends as the stop begins, and holds the broker
+    }
     let _ = upkeep.await;
     let _ = cleaner.await;
     let _ = expiry.await;

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 use strom::broker::{Broker, Limits};
 use strom::client::Client;
-use strom::server::{serve, ServeOptions};
+use strom::server::{serve_with_metrics, ServeOptions};
 use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`, if it was asked to.
+    #[allow(dead_code)] // not every test binary uses it
+    pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<strom::Result<()>>>,
@@ -30,6 +33,21 @@ impl TestServer {
         limits: Limits,
         options: ServeOptions,
     ) -> TestServer {
+        Self::start_serving(dir, limits, options, false).await
+    }
+
+    /// A server that serves Prometheus metrics too, on a port of its own.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn start_with_metrics(dir: &Path) -> TestServer {
+        Self::start_serving(dir, Limits::default(), ServeOptions::default(), true).await
+    }
+
+    async fn start_serving(
+        dir: &Path,
+        limits: Limits,
+        options: ServeOptions,
+        metrics: bool,
+    ) -> TestServer {
         // A test in the same binary that spawns a process forks this one, and the child
         // holds a copy of every descriptor, the data directory's lock included, until it
         // execs: a restart right after a stop can find the lock still held for a moment.
@@ -44,12 +62,19 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = match metrics {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let metrics = metrics_listener.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, broker, options, async move {
+        let served = serve_with_metrics(listener, metrics_listener, broker, options, async move {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(served);
         TestServer {
             addr,
+            metrics,
             dir: dir.to_path_buf(),
             stop: Some(stop),
             task: Some(task),

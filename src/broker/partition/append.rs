@@ -90,6 +90,12 @@ impl Partition {
         let epoch = self.epoch.load(Ordering::Acquire);
         self.on_slot(slot, |log| {
             let info = log.append(batch)?;
+            if info.duplicate {
+                self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let records = info.last_offset + 1 - info.base_offset;
+                self.stats.appended(records, batch.len_bytes() as u64);
+            }
             let next = log.next_offset();
             self.high_watermark.send_if_modified(|watermark| {
                 *watermark = next;

@@ -13,7 +13,7 @@
 //! every waiting request at once with NOT_FOUND.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{watch, Mutex};
@@ -23,9 +23,11 @@ use crate::log::{CompactionPolicy, Log, LogConfig, ReadBatches, RetentionPolicy,
 
 mod append;
 mod retention;
+mod stats;
 mod sync;
 
 pub use retention::Cleaned;
+pub use stats::{Extent, PartitionStats};
 
 /// Reads of the active segment up to this size run on the calling task; larger ones, and
 /// any that open or read a sealed (likely cold) segment, run on a blocking thread, so
@@ -77,6 +79,8 @@ pub struct Partition {
     /// failed fsync. A batch appended to an earlier one may have been cut by recovery,
     /// so its wait for an fsync must fail rather than succeed on the new log.
     epoch: AtomicU64,
+    /// What it did, for the metrics endpoint.
+    pub stats: PartitionStats,
 }
 
 impl Partition {
@@ -135,6 +139,7 @@ impl Partition {
             tombstone_due: std::sync::Mutex::new(None),
             pending_config: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
+            stats: PartitionStats::default(),
         }
     }
 
@@ -213,6 +218,10 @@ impl Partition {
             |(plan, offsets)| Ok((plan.run()?, offsets)),
         )
         .await
+        .inspect(|(read, _)| {
+            let bytes = read.size_bytes() as u64;
+            self.stats.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+        })
     }
 
     /// Plans under the read lock, and runs the plan without it (on a blocking thread

@@ -61,7 +61,9 @@ impl Partition {
             };
             let me = Arc::clone(self);
             tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 job.run().map_err(|e| me.context(e))?;
+                me.stats.synced(started.elapsed());
                 me.with_log_mut(|log| log.finish_flush(job))
             })
             .await

@@ -13,6 +13,9 @@ use super::retriable;
 use super::worker::{bounded, Worker};
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
 
+/// How long a closing producer waits for the server to end its stream.
+const STREAM_END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Worker {
     /// Opens the ProduceStream (a failure leaves it down, to be tried again).
     pub(super) async fn connect(&mut self) {
@@ -31,6 +34,18 @@ impl Worker {
                 self.replies = None;
                 tracing::warn!(%status, "cannot open produce stream");
             }
+        }
+    }
+
+    /// Ends the stream as a finished call once every batch is answered: the requests
+    /// are closed and the replies read to their status. Dropping both at once would
+    /// hang up on the server, which then counts the call CANCELLED, a failure on its
+    /// dashboards. Bounded: a server that does not end the call is left.
+    pub(super) async fn end_stream(&mut self) {
+        self.requests = None;
+        if let Some(mut replies) = self.replies.take() {
+            let drained = async { while let Ok(Some(_)) = replies.message().await {} };
+            let _ = tokio::time::timeout(STREAM_END_WAIT, drained).await;
         }
     }
 

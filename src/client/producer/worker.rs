@@ -150,6 +150,7 @@ impl Worker {
             self.pump().await;
             self.answer_flushes();
             if !open && self.filling.is_empty() && self.queued() == 0 {
+                self.end_stream().await;
                 return;
             }
         }

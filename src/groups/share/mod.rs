@@ -10,7 +10,8 @@
 //!   `groups/store.rs` (the same files and group commit as consumer groups' offsets).
 //! - `fetch` (with `fill`, one partition's part), `ack`, `admin`: the operations, which
 //!   need the broker (reads of the log, appends to the dead-letter topic);
-//!   `dead_letters`: those appends; `tally`: the server's cap on records in windows.
+//!   `dead_letters`: those appends; `tally`: the server's cap on records in windows;
+//!   `gauges`: what the metrics endpoint shows.
 //! - this module: the registry of groups, loading each from disk on first use, and
 //!   the task that ends expired locks and sessions.
 //!
@@ -26,6 +27,7 @@ pub mod config;
 mod dead_letters;
 mod fetch;
 mod fill;
+pub mod gauges;
 mod group;
 pub mod members;
 pub mod state;

@@ -1,0 +1,82 @@
+//! What the metrics endpoint (`server::metrics`) shows of consumer groups: each group's
+//! members, and how far its committed offsets are behind the high watermarks.
+//!
+//! Only what is in memory is read: a scrape never opens a group's files. A group with
+//! members has its offsets loaded once it has committed or fetched them; a group with
+//! no members is dropped from memory after a minute idle (`UNLOAD_IDLE_MS`) and left
+//! out until it is used again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::{Groups, SlotState, Tp};
+
+/// One group, as a scrape sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupGauges {
+    pub group: String,
+    pub members: usize,
+    /// Per topic with committed offsets, by name: the partitions with one, and the
+    /// records between them and the high watermarks (0 for an offset at or past it).
+    pub topics: Vec<TopicLag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLag {
+    pub topic: String,
+    pub partitions: u32,
+    pub lag: u64,
+}
+
+impl Groups {
+    /// Every group with members or with offsets in memory, by name.
+    pub async fn gauges(&self) -> Vec<GroupGauges> {
+        let slots: Vec<_> = self.slots().values().cloned().collect();
+        let view = self.view();
+        let mut watermarks: HashMap<Tp, Option<u64>> = HashMap::new();
+        let mut out = Vec::new();
+        for slot in slots {
+            let committed: Vec<(Tp, u64)> = match &*slot.state.lock().await {
+                SlotState::Loaded(loaded) => loaded
+                    .store
+                    .as_ref()
+                    .map(|store| store.offsets.offsets().collect())
+                    .unwrap_or_default(),
+                SlotState::Unloaded => Vec::new(),
+                SlotState::Deleted => continue,
+            };
+            let members = slot.members.load(Ordering::Relaxed);
+            if members == 0 && committed.is_empty() {
+                continue;
+            }
+            let mut topics: HashMap<&str, TopicLag> = HashMap::new();
+            for ((id, partition), offset) in committed {
+                let Some(name) = view.name_of(id) else {
+                    continue; // its topic was deleted
+                };
+                let end = *watermarks.entry((id, partition)).or_insert_with(|| {
+                    let partition = self.broker.partition(name, partition).ok()?;
+                    Some(partition.offsets().ok()?.high_watermark)
+                });
+                let Some(end) = end else {
+                    continue; // unavailable: no lag to tell
+                };
+                let lag = topics.entry(name).or_insert_with(|| TopicLag {
+                    topic: name.to_string(),
+                    partitions: 0,
+                    lag: 0,
+                });
+                lag.partitions += 1;
+                lag.lag += end.saturating_sub(offset);
+            }
+            let mut topics: Vec<TopicLag> = topics.into_values().collect();
+            topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+            out.push(GroupGauges {
+                group: slot.name.clone(),
+                members,
+                topics,
+            });
+        }
+        out
+    }
+}

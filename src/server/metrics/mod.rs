@@ -1,0 +1,217 @@
+//! The metrics endpoint: `GET /metrics` on its own port (`metrics_listen`), in the
+//! OpenMetrics text format that Prometheus scrapes.
+//!
+//! Nothing here is counted on a request's path but by relaxed atomic adds where the
+//! state already is: calls in `grpc::call_limit` (`grpc::call_metrics`), appends, reads
+//! and flushes in each partition (`broker::PartitionStats`). A scrape gathers the rest
+//! from memory (`gather`): partitions' extents, groups' lag, share groups' counts,
+//! budgets and free space. It never opens a file, so a scrape of a server with every
+//! group on disk costs what the groups in memory cost. The HTTP side is `http.rs`.
+
+mod http;
+
+pub use http::serve_metrics;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::broker::disk::space_of;
+use crate::broker::partition::{Extent, PartitionStats};
+use crate::broker::Broker;
+use crate::groups::gauges::GroupGauges;
+use crate::groups::share::gauges::ShareGauges;
+use crate::groups::share::ShareGroups;
+use crate::groups::Groups;
+use crate::grpc::budget::BudgetLayer;
+use crate::grpc::call_limit::CallLimitLayer;
+use crate::grpc::call_metrics::CallMetrics;
+
+/// What the endpoint reads from.
+pub struct Metrics {
+    pub calls: Arc<CallMetrics>,
+    pub call_limit: CallLimitLayer,
+    pub connections: Arc<AtomicUsize>,
+    pub budget: BudgetLayer,
+    pub broker: Arc<Broker>,
+    pub groups: Arc<Groups>,
+    pub queues: Arc<ShareGroups>,
+    /// When the server started, in seconds since the Unix epoch.
+    pub started: f64,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One topic at a scrape: its partitions' counters summed, and each one's extent
+/// (None: its log is not open).
+#[derive(Debug)]
+struct TopicRow {
+    name: String,
+    counts: [u64; 6],
+    partitions: Vec<(u32, Option<Extent>)>,
+}
+
+/// Where `topic_counts` puts the flush time, in nanoseconds.
+const FLUSH_NANOS: usize = 5;
+
+/// The per-topic counters, in the order of `topic_counts`: name and help.
+const TOPIC_COUNTERS: [(&str, &str); 6] = [
+    (
+        "strom_topic_appended_records",
+        "Records appended to the topic",
+    ),
+    (
+        "strom_topic_appended_bytes",
+        "Bytes of record batches appended to the topic, as stored",
+    ),
+    (
+        "strom_topic_duplicate_batches",
+        "Batches an idempotent producer sent again, answered without being written",
+    ),
+    (
+        "strom_topic_read_bytes",
+        "Bytes of batches read for Fetch, Subscribe and ShareFetch",
+    ),
+    (
+        "strom_topic_flushes",
+        "Group-commit flushes (fsyncs) that made the topic's produces durable",
+    ),
+    (
+        "strom_topic_flush_seconds",
+        "Time spent in those flushes (divide by the flushes for the mean)",
+    ),
+];
+
+fn topic_counts(stats: &PartitionStats) -> [u64; 6] {
+    let get = PartitionStats::get;
+    [
+        get(&stats.appended_records),
+        get(&stats.appended_bytes),
+        get(&stats.duplicate_batches),
+        get(&stats.read_bytes),
+        get(&stats.fsyncs),
+        get(&stats.fsync_nanos),
+    ]
+}
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+struct Scrape {
+    calls: Arc<CallMetrics>,
+    calls_open: usize,
+    connections_open: usize,
+    /// (name, in use, size) of the produce and request budgets.
+    budgets: [(&'static str, usize, usize); 2],
+    topics: Vec<TopicRow>,
+    /// Free and total bytes of the data directory's file system, and the floor.
+    disk: Option<(u64, u64, u64)>,
+    groups: Vec<GroupGauges>,
+    shares: Vec<ShareGauges>,
+    started: f64,
+}
+
+impl Metrics {
+    /// The metrics now, as OpenMetrics text.
+    pub async fn render(&self) -> String {
+        let scrape = self.gather().await;
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    async fn gather(&self) -> Scrape {
+        let (_, metas) = self.broker.topic_metas();
+        let mut topics = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let Ok(topic) = self.broker.topic(&meta.name) else {
+                continue; // deleted meanwhile
+            };
+            let mut counts = [0u64; 6];
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for p in &topic.partitions {
+                for (sum, n) in counts.iter_mut().zip(topic_counts(&p.stats)) {
+                    *sum += n;
+                }
+                partitions.push((p.id, p.extent().ok()));
+            }
+            topics.push(TopicRow {
+                name: meta.name,
+                counts,
+                partitions,
+            });
+        }
+        let root = self.broker.data_dir().root();
+        let disk = space_of(root).ok().map(|space| {
+            let floor = self.broker.limits().min_free_disk.floor(space.total);
+            (space.free, space.total, floor)
+        });
+        let (produce, produce_size) = self.budget.produce_in_use();
+        let (requests, requests_size) = self.budget.requests_in_use();
+        Scrape {
+            calls: Arc::clone(&self.calls),
+            calls_open: self.call_limit.open_calls(),
+            connections_open: self.connections.load(Ordering::Relaxed),
+            budgets: [
+                ("produce", produce, produce_size),
+                ("request", requests, requests_size),
+            ],
+            topics,
+            disk,
+            groups: self.groups.gauges().await,
+            shares: self.queues.gauges().await,
+            started: self.started,
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one metric family: its descriptor, then a sample per row.
+fn family<V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Labels, V)>,
+) -> Result<(), std::fmt::Error>
+where
+    V: prometheus_client::encoding::EncodeGaugeValue
+        + prometheus_client::encoding::EncodeCounterValue,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        let mut sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => sample.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+            _ => sample.encode_gauge(&value)?,
+        }
+    }
+    Ok(())
+}
+
+fn one(value: f64) -> Vec<(Labels, f64)> {
+    vec![(Vec::new(), value)]
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_server(&mut e)?;
+        self.encode_calls(&mut e)?;
+        self.encode_topics(&mut e)?;
+        self.encode_groups(&mut e)
+    }
+}
+
+mod families;
