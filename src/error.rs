@@ -126,6 +126,13 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// A produce from an instance of a named producer that a newer instance has fenced
+    /// (InitProducer gave the name a newer epoch or a new id). FAILED_PRECONDITION like
+    /// the others, with the reason `PRODUCER_FENCED` (`grpc::reason`), since the client
+    /// must stop rather than take the name back.
+    #[error("{0}")]
+    ProducerFenced(String),
+
     /// The data directory's file system is below its free-space floor.
     #[error(
         "the disk of {} has {} bytes free, below the server's min_free_disk floor of {floor} bytes: produce is refused until space is freed (delete topics or records, lower retention.ms or retention.bytes, or lower min_free_disk); reads, commits and deletes still work",

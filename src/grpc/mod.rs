@@ -86,7 +86,7 @@ pub fn code(err: &Error) -> Code {
         Error::InPartition { source, .. } => code(source),
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
         Error::GroupNotFound { .. } | Error::ShareGroupNotFound { .. } => Code::NotFound,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::FailedPrecondition(_) | Error::ProducerFenced(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::LimitReached(_) => Code::ResourceExhausted,
         Error::DiskFull { .. } => Code::ResourceExhausted,
@@ -106,8 +106,50 @@ pub fn code(err: &Error) -> Code {
     }
 }
 
+/// The metadata key of a status's machine-readable reason (see `reason`).
+pub const REASON_KEY: &str = "strom-reason";
+/// The reason of a produce from a fenced instance of a named producer.
+pub const PRODUCER_FENCED: &str = "PRODUCER_FENCED";
+
+/// Why a request failed, for a client that must act on it rather than on the code
+/// alone: sent as the status's `strom-reason` metadata, and as `Error.reason` inside a
+/// stream. `PRODUCER_FENCED`: a newer instance of the producer's name took over, and
+/// this one must stop (not take the name back with InitProducer, which would fence the
+/// newer one in turn).
+pub fn reason(err: &Error) -> Option<&'static str> {
+    match err {
+        Error::InPartition { source, .. } => reason(source),
+        Error::ProducerFenced(_) => Some(PRODUCER_FENCED),
+        _ => None,
+    }
+}
+
 /// The status for an error: its code and its message, which names what went wrong.
 pub fn status(err: Error) -> Status {
+    let (code, message, reason) = described(err);
+    let mut status = Status::new(code, message);
+    if let Some(reason) = reason {
+        status.metadata_mut().insert(
+            REASON_KEY,
+            tonic::metadata::MetadataValue::from_static(reason),
+        );
+    }
+    status
+}
+
+/// An error inside a stream (ProduceStream's replies): as `status` gives it.
+pub fn stream_error(err: Error) -> pb::Error {
+    let (code, message, reason) = described(err);
+    pb::Error {
+        code: code as i32,
+        message,
+        reason: reason.unwrap_or_default().to_string(),
+    }
+}
+
+/// An error's code, message (with its limit hint) and reason; logged if it is the
+/// server's to log.
+fn described(err: Error) -> (Code, String, Option<&'static str>) {
     if logged(&err) {
         tracing::error!(%err, "request failed");
     }
@@ -115,7 +157,7 @@ pub fn status(err: Error) -> Status {
     if let Some(hint) = err.limit_hint() {
         message = format!("{message}; {hint}");
     }
-    Status::new(code(&err), clamp(message))
+    (code(&err), clamp(message), reason(&err))
 }
 
 /// Whether a failed request is the server's to log: its faults and damage are, a

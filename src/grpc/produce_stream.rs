@@ -11,7 +11,6 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use super::budget::Charge;
-use super::code;
 use super::produce::prepare;
 use super::{pb, produce_response, BoxStream};
 use crate::broker::{self, Broker, Unannounced};
@@ -43,10 +42,7 @@ fn stream_reply(
 ) -> pb::ProduceStreamResponse {
     let result = match result {
         Ok(p) => pb::produce_stream_response::Result::Response(produce_response(p)),
-        Err(e) => pb::produce_stream_response::Result::Error(pb::Error {
-            code: code(&e) as i32,
-            message: e.to_string(),
-        }),
+        Err(e) => pb::produce_stream_response::Result::Error(super::stream_error(e)),
     };
     pb::ProduceStreamResponse {
         correlation_id,
@@ -71,13 +67,13 @@ where
     let unanswered = Arc::new(Semaphore::new(MAX_UNANSWERED));
     // Room for every unanswered request's reply: a send never waits, so neither the
     // reading task's own appends nor the appender stall on a client slow to read.
-    let (tx, rx) = mpsc::channel::<Result<Reply, Status>>(MAX_UNANSWERED);
+    let (tx, rx) = mpsc::channel::<Reply>(MAX_UNANSWERED);
     // Two stages, so that two cores work on one stream: this task decodes and checks
     // each request and encodes its batch; the appender appends them one after another
     // in the order sent (small requests may skip it: below); the waits for fsync run
     // concurrently, so a pipeline of durable requests shares fsyncs.
     let (prepared_tx, mut prepared_rx) =
-        mpsc::channel::<Result<(u64, Result<broker::Prepared, Error>, Held), Status>>(4);
+        mpsc::channel::<(u64, Result<broker::Prepared, Error>, Held)>(4);
     // Requests handed to the appender and not yet through it. A request that finds
     // none is appended by the reading task itself if it is small, or if it is large and
     // no request has arrived after it (`alone`): order is kept (nothing sent before it
@@ -93,6 +89,13 @@ where
     let mut stopping = broker.shutting_down();
     let stopped = Arc::new(AtomicBool::new(false));
     let reader_stopped = Arc::clone(&stopped);
+    // The status a message that did not decode ends the stream with: sent after every
+    // reply, as the stop's is, since requests read before it are still appended (and
+    // a durable one's reply comes when its fsync ends: sent at once, the status ended
+    // the stream before those replies, and a client not idempotent would send their
+    // stored records again).
+    let ending = Arc::new(std::sync::Mutex::new(None::<Status>));
+    let reader_ending = Arc::clone(&ending);
     tokio::spawn(async move {
         let mut burst = Burst::default();
         // A request read ahead, with its turn, to learn whether one had arrived (below).
@@ -137,8 +140,7 @@ where
                 // A message that does not decode ends the stream with its status
                 // (INVALID_ARGUMENT), rather than with a silent OK.
                 Some(Err(status)) => {
-                    burst.end(&inline_tx).await;
-                    let _ = prepared_tx.send(Err(status)).await;
+                    *reader_ending.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
                     break;
                 }
                 None => break,
@@ -165,7 +167,7 @@ where
             burst.end(&inline_tx).await;
             queued.fetch_add(1, Ordering::AcqRel);
             if prepared_tx
-                .send(Ok((message.correlation_id, prepared, held)))
+                .send((message.correlation_id, prepared, held))
                 .await
                 .is_err()
             {
@@ -179,14 +181,7 @@ where
     tokio::spawn(async move {
         // The appender's requests are each a burst of one, ended at once.
         let mut one = Burst::default();
-        while let Some(item) = prepared_rx.recv().await {
-            let (id, prepared, held) = match item {
-                Ok(item) => item,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-            };
+        while let Some((id, prepared, held)) = prepared_rx.recv().await {
             one.append(id, prepared, held, &tx).await;
             one.end(&tx).await;
             // Only now, with the reply queued: the reading task may then append and
@@ -197,15 +192,18 @@ where
     });
     // A reply's turn is given back when HTTP/2 takes it to send (its budget share went
     // back when it was made, `answered`). The channel ends once every reply is sent
-    // (every sender gone): then the status of a stop, if the server stopped reading.
-    let replies = ReceiverStream::new(rx).map(|item| item.map(|(reply, _turn)| reply));
+    // (every sender gone): then the status of a stop, if the server stopped reading, or
+    // of a message that did not decode.
+    let replies = ReceiverStream::new(rx).map(|(reply, _turn)| Ok(reply));
     let status = futures_util::stream::once(async move {
-        stopped.load(Ordering::Acquire).then(|| {
-            Err(Status::unavailable(
+        if stopped.load(Ordering::Acquire) {
+            return Some(Err(Status::unavailable(
                 "server shutting down: requests not answered on this stream were not \
                  appended; send them again after reconnecting",
-            ))
-        })
+            )));
+        }
+        let ending = ending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        ending.map(Err)
     })
     .filter_map(|status| status);
     Box::pin(replies.chain(status))
@@ -225,7 +223,7 @@ async fn next_request<S>(
     unanswered: &Arc<Semaphore>,
     inbound: &mut S,
     burst: &mut Burst,
-    tx: &mpsc::Sender<Result<Reply, Status>>,
+    tx: &mpsc::Sender<Reply>,
     stopping: &mut watch::Receiver<bool>,
 ) -> Option<Next>
 where
@@ -329,7 +327,7 @@ impl Burst {
         id: u64,
         prepared: Result<broker::Prepared, Error>,
         held: Held,
-        tx: &mpsc::Sender<Result<Reply, Status>>,
+        tx: &mpsc::Sender<Reply>,
     ) {
         self.requests += 1;
         let appended = match prepared {
@@ -357,7 +355,7 @@ impl Burst {
     }
 
     /// Sends the replies held and wakes the subscriptions.
-    async fn end(&mut self, tx: &mpsc::Sender<Result<Reply, Status>>) {
+    async fn end(&mut self, tx: &mpsc::Sender<Reply>) {
         self.send_replies(tx).await;
         self.unannounced.announce();
         self.requests = 0;
@@ -365,9 +363,9 @@ impl Burst {
     }
 
     /// A send never waits: the channel has room for every unanswered request.
-    async fn send_replies(&mut self, tx: &mpsc::Sender<Result<Reply, Status>>) {
+    async fn send_replies(&mut self, tx: &mpsc::Sender<Reply>) {
         for reply in self.replies.drain(..) {
-            let _ = tx.send(Ok(reply)).await;
+            let _ = tx.send(reply).await;
         }
     }
 }
@@ -375,16 +373,11 @@ impl Burst {
 /// Queues a durable request's reply once its batch is on disk. The wait runs on a task
 /// of its own (at most MAX_UNANSWERED of them), so that later requests are appended
 /// meanwhile and share the next fsync.
-fn reply_when_durable(
-    id: u64,
-    appended: broker::Appended,
-    held: Held,
-    tx: &mpsc::Sender<Result<Reply, Status>>,
-) {
+fn reply_when_durable(id: u64, appended: broker::Appended, held: Held, tx: &mpsc::Sender<Reply>) {
     let tx = tx.clone();
     tokio::spawn(async move {
         let reply = stream_reply(id, appended.durable().await);
-        let _ = tx.send(Ok(answered(reply, held))).await;
+        let _ = tx.send(answered(reply, held)).await;
     });
 }
 

@@ -395,10 +395,10 @@ impl ProducerIds {
             )));
         };
         match named.epoch {
-            RETIRED => Err(Error::FailedPrecondition(format!(
+            RETIRED => Err(Error::ProducerFenced(format!(
                 "producer {id} is fenced: its name has a new producer id since; this instance must stop"
             ))),
-            current if i32::from(epoch) < current => Err(Error::FailedPrecondition(format!(
+            current if i32::from(epoch) < current => Err(Error::ProducerFenced(format!(
                 "producer {id} epoch {epoch} is fenced: InitProducer gave epoch {current} of its name to a newer \
                  instance; this instance must stop"
             ))),
