@@ -154,20 +154,24 @@ async fn a_named_producer_fences_its_older_epochs_on_every_partition() {
     produce(&client, request(0, old, 0, &["1"])).await.unwrap();
     let new = init(&client, "billing").await;
     assert_eq!((new.0, new.1), (old.0, old.1 + 1), "same id, next epoch");
-    // The old epoch is fenced, also on a partition the new one has not written to.
+    // The old epoch is fenced, also on a partition the new one has not written to,
+    // and the status says so to a program: the instance must stop.
+    let reason = |status: &tonic::Status| {
+        let reason = status.metadata().get(strom::grpc::REASON_KEY);
+        reason.map(|r| r.to_str().unwrap().to_string())
+    };
     for partition in [0, 1] {
-        refused(
-            produce(&client, request(partition, old, 1, &["zombie"])).await,
-            Code::FailedPrecondition,
-            "fenced",
+        let fenced = produce(&client, request(partition, old, 1, &["zombie"])).await;
+        assert_eq!(
+            reason(fenced.as_ref().unwrap_err()).as_deref(),
+            Some("PRODUCER_FENCED")
         );
+        refused(fenced, Code::FailedPrecondition, "fenced");
     }
-    // A new epoch starts at sequence 0.
-    refused(
-        produce(&client, request(0, new, 1, &["2"])).await,
-        Code::FailedPrecondition,
-        "expected sequence 0",
-    );
+    // A new epoch starts at sequence 0; a gap is no fencing.
+    let gap = produce(&client, request(0, new, 1, &["2"])).await;
+    assert_eq!(reason(gap.as_ref().unwrap_err()), None);
+    refused(gap, Code::FailedPrecondition, "expected sequence 0");
     assert_eq!(
         produce(&client, request(0, new, 0, &["2"])).await.unwrap(),
         (1, 1)
@@ -410,4 +414,48 @@ fn retries_are_recognised_and_ids_not_reused_after_sigkill() {
         dir_files.iter().any(|f| f.ends_with(".snapshot")),
         "{dir_files:?}"
     );
+}
+
+/// Two instances of a named Producer: the newer fences the older, and the older stops.
+/// It used to take the name back with InitProducer at its next batch, fencing the newer
+/// one, which did the same: the two took turns, and both kept writing (a review found
+/// it; `ensure_identity` re-initialised after any refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_instance_stops_rather_than_fencing_the_newer_one() {
+    use strom::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let named = || ProducerConfig {
+        name: Some("billing".into()),
+        idempotent: true,
+        delivery_timeout: Duration::from_secs(10),
+        ..ProducerConfig::default()
+    };
+    let send = async |producer: &Producer, value: &str| {
+        let record = pb::Record {
+            value: Bytes::from(value.to_string()),
+            ..Default::default()
+        };
+        let ack = producer.send("t", Some(0), record).await;
+        tokio::time::timeout(Duration::from_secs(30), ack)
+            .await
+            .expect("answered")
+            .unwrap()
+    };
+    let old = Producer::new(client.clone(), named());
+    send(&old, "old-1").await.unwrap();
+    let new = Producer::new(client.clone(), named());
+    send(&new, "new-1").await.unwrap();
+    let fenced = send(&old, "old-2").await.unwrap_err();
+    assert_eq!(fenced.code(), Code::FailedPrecondition, "{fenced}");
+    assert!(fenced.message().contains("fenced"), "{fenced}");
+    // Once fenced, for good: no InitProducer takes the name back.
+    let again = send(&old, "old-3").await.unwrap_err();
+    assert!(again.message().contains("fenced"), "{again}");
+    send(&new, "new-2").await.unwrap();
+    assert_eq!(values(&client, 0).await, ["old-1", "new-1", "new-2"]);
+    old.close().await;
+    new.close().await;
+    server.stop().await.unwrap();
 }

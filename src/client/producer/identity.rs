@@ -28,6 +28,9 @@ impl Worker {
 
     /// Takes an identity from InitProducer if there is none (or it was given up).
     pub(super) async fn ensure_identity(&mut self) -> Result<(), Status> {
+        if let Some(fenced) = &self.fenced {
+            return Err(fenced.clone());
+        }
         if self.identity.is_some() && !self.identity_stale {
             return Ok(());
         }

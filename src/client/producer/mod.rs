@@ -149,6 +149,12 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        // None in flight would take no command at all: every send and flush would wait
+        // for ever.
+        let config = ProducerConfig {
+            max_in_flight: config.max_in_flight.max(1),
+            ..config
+        };
         let (commands, rx) = mpsc::channel(4096);
         let buffer = config.buffer_bytes.clamp(1, u32::MAX as usize) as u32;
         let room = Arc::new(Semaphore::new(buffer as usize));

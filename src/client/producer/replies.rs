@@ -12,6 +12,7 @@ use super::queue::Queued;
 use super::retriable;
 use super::worker::{bounded, Worker};
 use crate::grpc::pb::{self, produce_stream_response::Result as Reply};
+use crate::grpc::PRODUCER_FENCED;
 
 /// How long a closing producer waits for the server to end its stream.
 const STREAM_END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -111,6 +112,12 @@ impl Worker {
                 queue.acknowledged(i);
                 acks.acknowledge(ok.partition, ok.base_offset);
             }
+            Some(Reply::Error(err)) if err.reason == PRODUCER_FENCED => {
+                let status = Status::new(Code::from(err.code), err.message);
+                tracing::error!(%status, "this producer was fenced by a newer instance of its name: it sends nothing more");
+                self.fenced = Some(status.clone());
+                self.fail_partition(&key, i, &status);
+            }
             Some(Reply::Error(err)) => {
                 self.failed(&key, i, Status::new(Code::from(err.code), err.message))
             }
@@ -122,17 +129,33 @@ impl Worker {
     /// Whatever status ended it (one bad message ends the whole stream, and the server
     /// still appends the requests it had read), the batches on it are retried: failing
     /// them would report records as lost that the server may hold.
+    /// A refusal of a message by the server keeps its code: a batch that runs out of
+    /// its delivery timeout this way fails with it (a message over the server's
+    /// max_request_bytes: RESOURCE_EXHAUSTED), not as if the server had been away
+    /// (UNAVAILABLE, which `strom produce` passes over as a passing failure). What a
+    /// broken connection gives (h2's INTERNAL among them) stays UNAVAILABLE.
     pub(super) fn stream_broken(&mut self, status: Status) {
         self.requests = None;
         self.replies = None;
-        let status = Status::unavailable(format!(
-            "the produce stream broke ({:?}: {})",
+        let refused = matches!(
             status.code(),
-            status.message()
-        ));
+            Code::InvalidArgument | Code::ResourceExhausted | Code::FailedPrecondition
+        );
+        let status = Status::new(
+            if refused {
+                status.code()
+            } else {
+                Code::Unavailable
+            },
+            format!(
+                "the produce stream broke ({:?}: {})",
+                status.code(),
+                status.message()
+            ),
+        );
         for (id, key) in std::mem::take(&mut self.in_flight) {
             if let Some(i) = self.queues.get(&key).and_then(|q| q.position(id)) {
-                self.failed(&key, i, status.clone());
+                self.retry(&key, i, status.clone());
             }
         }
     }
@@ -151,19 +174,26 @@ impl Worker {
             return;
         }
         if retriable(&status) {
-            let batch = &mut queue.batches[i];
-            batch.attempts += 1;
-            let wait = config
-                .backoff
-                .saturating_mul(2u32.saturating_pow(batch.attempts - 1))
-                .min(config.max_backoff);
-            tracing::debug!(%status, attempt = batch.attempts, "retrying produce");
-            batch.last_error = Some(status);
-            queue.requeue(i);
-            queue.paused_until = Some(Instant::now() + wait);
-            return;
+            return self.retry(key, i, status);
         }
         self.fail_partition(key, i, &status);
+    }
+
+    /// Batch `i` of `key` waits to be sent again, after a backoff that doubles with
+    /// each attempt; `status` is what it fails with if its delivery timeout runs out.
+    fn retry(&mut self, key: &Key, i: usize, status: Status) {
+        let config = &self.config;
+        let queue = self.queues.get_mut(key).expect("failed batches are queued");
+        let batch = &mut queue.batches[i];
+        batch.attempts += 1;
+        let wait = config
+            .backoff
+            .saturating_mul(2u32.saturating_pow(batch.attempts - 1))
+            .min(config.max_backoff);
+        tracing::debug!(%status, attempt = batch.attempts, "retrying produce");
+        batch.last_error = Some(status);
+        queue.requeue(i);
+        queue.paused_until = Some(Instant::now() + wait);
     }
 
     /// Batch `i` of `key` failed for good: it and every batch behind it in that
@@ -235,5 +265,37 @@ mod tests {
         assert_eq!(queue.batches.len(), 2, "held behind the unanswered one");
         worker.fail_partition(&key, 0, &Status::invalid_argument("refused"));
         assert_eq!(worker.queued(), 0);
+    }
+
+    /// A record that would take a batch past `batch_bytes` starts the next batch: the
+    /// one filling goes first, so a batch passes the limit only by a record alone.
+    #[tokio::test]
+    async fn a_record_that_does_not_fit_the_filling_batch_starts_the_next() {
+        let config = ProducerConfig {
+            batch_bytes: 1000,
+            linger: std::time::Duration::from_secs(60),
+            ..ProducerConfig::default()
+        };
+        let room = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
+        let record = |n: usize| crate::grpc::pb::Record {
+            value: vec![b'x'; n].into(),
+            ..Default::default()
+        };
+        let mut acks = Vec::new();
+        for n in [600, 600, 5000, 10] {
+            let (ack, rx) = tokio::sync::oneshot::channel();
+            worker.add("t".into(), Some(0), record(n), ack).await;
+            acks.push(rx);
+        }
+        let queue = worker.queues.get_mut(&("t".to_string(), 0)).unwrap();
+        let sizes: Vec<usize> = queue
+            .batches
+            .iter()
+            .map(|q| q.batch.records.len())
+            .collect();
+        // 600 | 600 | 5000 alone (over the limit by itself); 10 still filling.
+        assert_eq!(sizes, [1, 1, 1]);
+        assert_eq!(worker.filling.oldest().unwrap().records.len(), 1);
     }
 }

@@ -36,6 +36,10 @@ pub(super) struct Worker {
     pub(super) identity: Option<Identity>,
     /// The identity must be replaced before anything more is numbered.
     pub(super) identity_stale: bool,
+    /// A newer instance of this producer's name fenced this one: every batch from now
+    /// on fails with this status, and no InitProducer takes the name back (which would
+    /// fence the newer instance in turn, and the two would take turns writing).
+    pub(super) fenced: Option<Status>,
     pub(super) generations: u64,
     pub(super) next_id: u64,
     /// Flushes waiting, each for the batches started up to a count of `batches_started`.
@@ -65,6 +69,7 @@ impl Worker {
             in_flight: HashMap::new(),
             identity: None,
             identity_stale: false,
+            fenced: None,
             generations: 0,
             next_id: 0,
             flush_waiters: Vec::new(),
@@ -380,6 +385,22 @@ impl Drop for CloseOnDrop {
 mod tests {
     use super::super::queue::batch;
     use super::*;
+
+    /// A producer asked for no request in flight takes one: with none, its task took no
+    /// command, and every send waited for ever.
+    #[tokio::test]
+    async fn a_producer_with_no_request_in_flight_still_answers() {
+        let config = ProducerConfig {
+            max_in_flight: 0,
+            delivery_timeout: std::time::Duration::from_millis(200),
+            ..ProducerConfig::default()
+        };
+        // Nothing listens on port 1: the record fails after the delivery timeout.
+        let producer = super::super::Producer::new(Client::lazy("127.0.0.1:1"), config);
+        let ack = producer.send("t", Some(0), pb::Record::default()).await;
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(20), ack).await;
+        assert!(answered.expect("answered").unwrap().is_err());
+    }
 
     /// A partition that cannot take an identity sends nothing: the partitions after it
     /// must still be tried in the same turn, not only as many as requests are free.
