@@ -128,3 +128,137 @@ fn records_the_server_cannot_take_for_now_are_retried_counted_and_passed_over() 
     );
     assert!(err.contains("1 of 2 records were not produced"), "{err}");
 }
+
+/// A record the server refuses, among keyed lines spread over partitions: the command
+/// stops reading, settles what it had sent, and ends saying how many lines the server
+/// holds, which is what it holds. It used to end at once, counting only the lines
+/// acknowledged in order before the refused one (2, when 1,483 were stored), so
+/// resending from the refused line wrote the rest twice (a review found it).
+#[test]
+fn a_refusal_ends_with_the_count_of_lines_the_server_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(
+        &[
+            "topic",
+            "create",
+            "comp",
+            "-p",
+            "4",
+            "-c",
+            "cleanup.policy=compact",
+        ],
+        b"",
+    );
+    // A compacted topic refuses a record without a key: line 1500 has none.
+    let mut input = String::new();
+    for i in 1..=2000 {
+        match i {
+            1500 => input.push_str("no key here\n"),
+            _ => input.push_str(&format!("k{}:v{i}\n", i % 97)),
+        }
+    }
+    let file = dir.path().join("lines.txt");
+    std::fs::write(&file, input).unwrap();
+    let out = common::process::run_within(
+        Command::new(STROM).args([
+            "produce",
+            "-t",
+            "comp",
+            "-K",
+            ":",
+            "-f",
+            file.to_str().unwrap(),
+            "--server",
+            &server.addr,
+        ]),
+        b"",
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("compacted"), "{err}");
+    let said: u64 = err
+        .split(" were stored")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of stored lines in {err}"));
+    let held = server.ok(&["consume", "-t", "comp"], b"");
+    let held = held
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    assert_eq!(said, held, "{err}");
+    assert!(held > 0 && held < 2000, "{err}");
+}
+
+/// A line longer than any record the topic takes is refused as it is read: a file with
+/// no newline is not gathered into memory whole first (it was, to be refused after).
+#[test]
+fn a_line_longer_than_any_record_is_refused_as_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(
+        &["topic", "create", "small", "-c", "max.message.bytes=1000"],
+        b"",
+    );
+    let mut input = b"fits\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 20 << 20)); // 20 MB, no newline
+    let out = common::process::run_within(
+        Command::new(STROM).args(["produce", "-t", "small", "--server", &server.addr]),
+        &input,
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("line 2 is over 2024 bytes") && err.contains("not read further"),
+        "{err}"
+    );
+    // The line before it is stored, and said to be.
+    assert!(err.contains("of the 1 lines sent, 1 were stored"), "{err}");
+    assert_eq!(server.ok(&["consume", "-t", "small"], b""), b"fits\n");
+}
+
+/// A message the server refuses whole ends its ProduceStream with RESOURCE_EXHAUSTED.
+/// The producer cannot tell which batch it was, so it sends them again until their
+/// delivery timeout; they then fail with that code, and `strom produce` stops, rather
+/// than being told UNAVAILABLE ("not produced after retries, going on") as if the
+/// server had been away (a review found it).
+#[test]
+fn a_message_over_the_servers_request_limit_stops_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strom.toml");
+    std::fs::write(&config, "max_request_bytes = 1048576\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Serve::start_with_args(&data, &["--config", config.to_str().unwrap()]);
+    server.ok(
+        &["topic", "create", "big", "-c", "max.message.bytes=8000000"],
+        b"",
+    );
+    // One record of 1.1 MB: a request over the server's 1 MiB.
+    let input = format!("{}\n", "x".repeat(1_100_000));
+    let out = common::process::run_within(
+        Command::new(STROM).args([
+            "produce",
+            "-t",
+            "big",
+            "--delivery-timeout-ms",
+            "2000",
+            "--linger-ms",
+            "200",
+            "--server",
+            &server.addr,
+        ]),
+        input.as_bytes(),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ResourceExhausted") && err.contains("stopped there"),
+        "{err}"
+    );
+    assert!(!err.contains("going on"), "{err}");
+}

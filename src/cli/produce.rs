@@ -10,11 +10,12 @@
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use super::output::{note, noteln};
@@ -56,8 +57,14 @@ pub struct ProduceArgs {
 /// Acks awaited at most at once, so memory stays bounded when the server falls behind.
 const MAX_PENDING_ACKS: usize = 100_000;
 
-/// Lines read ahead of the producer.
+/// Lines read ahead of the producer, at most; and their bytes, at most (beyond one
+/// line). Counted in lines alone, 1,024 lines of 1 MB held a gigabyte while the server
+/// was slow (a review found it).
 const LINES_AHEAD: usize = 1024;
+const LINES_AHEAD_BYTES: usize = 32 << 20;
+/// Longest line read when the topic does not say (its max.message.bytes): the
+/// server's largest batch.
+const MAX_LINE_BYTES: usize = 16 << 20;
 
 type AckResult = Result<Result<Ack, Status>, oneshot::error::RecvError>;
 
@@ -117,7 +124,11 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
         None => Box::new(tokio::io::stdin()),
     };
     let (tx, mut lines) = mpsc::channel(LINES_AHEAD);
-    tokio::spawn(read_lines(input, tx));
+    // A line longer than any record the topic takes (with room for a key separator) is
+    // refused as it is read, not gathered whole first: a file without newlines would
+    // otherwise be read into memory entire.
+    let max_line = max_record_bytes.unwrap_or(MAX_LINE_BYTES) + 1024;
+    tokio::spawn(read_lines(input, tx, max_line));
     let config = ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
         durability,
@@ -132,25 +143,31 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     let progress = std::io::stderr().is_terminal();
     let mut last_report = tally.started;
     let mut input_open = true;
-    while input_open || !pending.is_empty() {
+    // A refusal that ends the command: no more lines are read, and the records already
+    // sent are still settled, so that the count it ends with is what the server holds.
+    let mut stop: Option<String> = None;
+    while (input_open && stop.is_none()) || !pending.is_empty() {
         tokio::select! {
             ack = next_ack(&mut pending) => {
                 if let Some((line, _)) = pending.pop_front() {
-                    tally.settle(line, ack)?;
+                    if let Err(what) = tally.settle(line, ack) {
+                        stop.get_or_insert(what);
+                    }
                 }
             }
-            line = lines.recv(), if input_open && pending.len() < MAX_PENDING_ACKS => match line {
-                Some(Ok(line)) => {
+            line = lines.recv(), if input_open && stop.is_none() && pending.len() < MAX_PENDING_ACKS => match line {
+                Some(Ok((line, _room))) => {
                     let (key, value) = split(line, separator);
                     tally.sent += 1;
                     let size = key.as_ref().map_or(0, |k| k.len()) + value.len() + headers_bytes;
                     if let Some(max) = max_record_bytes.filter(|&max| size > max) {
-                        return Err(format!(
+                        tally.sent -= 1;
+                        stop = Some(format!(
                             "line {}: a record of {size} bytes is over the topic's max.message.bytes ({max}); \
                              raise it with `strom topic alter {} max.message.bytes={size}`",
-                            tally.sent, args.topic
-                        )
-                        .into());
+                            tally.sent + 1, args.topic
+                        ));
+                        continue;
                     }
                     tally.bytes += value.len() as u64;
                     let record = pb::Record {
@@ -162,7 +179,9 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
                     let ack = producer.send(&args.topic, args.partition, record).await;
                     pending.push_back((tally.sent, ack));
                 }
-                Some(Err(err)) => return Err(err.into()),
+                Some(Err(err)) => {
+                    stop = Some(err);
+                }
                 None => input_open = false,
             },
         }
@@ -174,6 +193,18 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     producer.close().await;
     tally.report(if progress { "\r" } else { "" });
     noteln!();
+    if let Some(what) = stop {
+        // Lines sent after the refused one, to other partitions or in later batches,
+        // may have been stored: resending from the refused line would write them twice.
+        return Err(format!(
+            "{what}; stopped there: of the {} lines sent, {} were stored (lines after it \
+             among them, in other partitions or batches) and {} were not",
+            tally.sent,
+            tally.acked,
+            tally.sent - tally.acked
+        )
+        .into());
+    }
     match tally.first_failure {
         Some(first) => Err(format!(
             "{} of {} records were not produced; first: {first}",
@@ -186,16 +217,33 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
 
 /// Reads `input` line by line into `lines`, in a task of its own so that
 /// acknowledgements are settled while it waits for more input. Lines are bytes: a
-/// record need not be UTF-8.
+/// record need not be UTF-8. Each line holds its bytes' share of `LINES_AHEAD_BYTES`
+/// until the command has handed it to the producer; a line over `max_line` bytes ends
+/// the reading with an error.
 async fn read_lines(
     input: Box<dyn AsyncRead + Unpin + Send>,
-    lines: mpsc::Sender<Result<Vec<u8>, String>>,
+    lines: mpsc::Sender<Result<(Vec<u8>, OwnedSemaphorePermit), String>>,
+    max_line: usize,
 ) {
     let mut input = BufReader::new(input);
+    let room = Arc::new(Semaphore::new(LINES_AHEAD_BYTES));
+    let mut number = 0u64;
     loop {
         let mut line = Vec::new();
-        let sent = match input.read_until(b'\n', &mut line).await {
+        number += 1;
+        let limit = max_line as u64 + 1;
+        let sent = match (&mut input).take(limit).read_until(b'\n', &mut line).await {
             Ok(0) => return,
+            // Cut at the limit with no newline in sight.
+            Ok(_) if line.len() > max_line && line.last() != Some(&b'\n') => {
+                let _ = lines
+                    .send(Err(format!(
+                        "line {number} is over {max_line} bytes, longer than any record \
+                         the topic takes (its max.message.bytes); not read further"
+                    )))
+                    .await;
+                return;
+            }
             Ok(_) => {
                 if line.ends_with(b"\n") {
                     line.pop();
@@ -203,7 +251,11 @@ async fn read_lines(
                         line.pop();
                     }
                 }
-                lines.send(Ok(line)).await
+                let share = line.len().clamp(1, LINES_AHEAD_BYTES) as u32;
+                let Ok(held) = Arc::clone(&room).acquire_many_owned(share).await else {
+                    return;
+                };
+                lines.send(Ok((line, held))).await
             }
             Err(err) => lines.send(Err(format!("reading input: {err}"))).await,
         };
@@ -277,14 +329,14 @@ impl Tally {
             Ok(Err(status)) => status,
             Err(_) => return Err("the producer stopped unexpectedly".into()),
         };
-        let what = format!("line {line}: {}", describe(status.clone()));
-        if fatal(&status) {
-            return Err(format!(
-                "{what}; stopped there, after {} records were acknowledged",
-                self.acked
-            ));
-        }
+        let what = format!(
+            "line {line} (refused with the batch it went in): {}",
+            describe(status.clone())
+        );
         self.failed += 1;
+        if fatal(&status) {
+            return Err(what);
+        }
         if self.first_failure.is_none() {
             noteln!("strom: {what}; not produced after retries, going on");
             self.first_failure = Some(what);
