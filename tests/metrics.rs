@@ -307,3 +307,24 @@ async fn a_closed_producer_ends_its_stream_ok_not_cancelled() {
     assert_eq!(value(&s, &stream("OK")), 1.0);
     server.stop().await.unwrap();
 }
+
+/// The README's example, as a process: `strom serve --metrics-listen ADDR`, a
+/// produce by the CLI, and the appended records in a scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strom_serve_with_metrics_listen_serves_them() {
+    use common::cli::Serve;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics: SocketAddr = common::free_addr().parse().unwrap();
+    let server = Serve::start_with_args(dir.path(), &["--metrics-listen", &metrics.to_string()]);
+    server.ok(&["topic", "create", "readme"], b"");
+    server.ok(&["produce", "-t", "readme"], b"one\ntwo\n");
+    let (status, _, body) = get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(
+            &samples(&body),
+            r#"strom_topic_appended_records_total{topic="readme"}"#
+        ),
+        2.0
+    );
+}
