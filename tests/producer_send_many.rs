@@ -239,3 +239,54 @@ async fn a_batch_never_holds_more_records_than_the_server_takes() {
     producer.close().await;
     server.stop().await.unwrap();
 }
+
+/// A topic deleted and created again with more partitions: keyed records go where the
+/// new count puts them once the producer's partition count is `metadata_max_age` old.
+/// It was kept for the producer's life, so they were hashed over the old count (a
+/// review found it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_follow_a_topic_created_again_with_more_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    client
+        .admin()
+        .create_topic("t", 2, config(&[]))
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            metadata_max_age: Duration::from_millis(200),
+            ..ProducerConfig::default()
+        },
+    );
+    // A key whose partition differs between 2 and 8 partitions.
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), 8) >= 2)
+        .unwrap();
+    let send = async |value: &str| {
+        let ack = producer
+            .send("t", None, record(Some(key.clone()), value.into()))
+            .await;
+        answer(ack).await.unwrap()
+    };
+    assert_eq!(
+        send("before").await.partition,
+        partition_for_key(key.as_bytes(), 2)
+    );
+    client.admin().delete_topic("t").await.unwrap();
+    client
+        .admin()
+        .create_topic("t", 8, config(&[]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        send("after").await.partition,
+        partition_for_key(key.as_bytes(), 8)
+    );
+    producer.close().await;
+    server.stop().await.unwrap();
+}

@@ -15,8 +15,10 @@ use crate::grpc::pb;
 
 impl Worker {
     pub(super) async fn partitions_of(&mut self, topic: &str) -> Result<u32, Status> {
-        if let Some(&n) = self.partition_counts.get(topic) {
-            return Ok(n);
+        if let Some(&(n, learnt)) = self.partition_counts.get(topic) {
+            if learnt.elapsed() < self.config.metadata_max_age {
+                return Ok(n);
+            }
         }
         self.asked_server = true;
         let mut admin = self.client.admin();
@@ -24,7 +26,8 @@ impl Worker {
             .await?
             .partitions
             .len() as u32;
-        self.partition_counts.insert(topic.to_string(), n.max(1));
+        self.partition_counts
+            .insert(topic.to_string(), (n.max(1), Instant::now()));
         Ok(n.max(1))
     }
 

@@ -72,6 +72,11 @@ pub struct ProducerConfig {
     /// `batch_bytes` and `max_in_flight`, come on top.) A call larger than this waits
     /// until the task has taken every call before it, then goes in whole.
     pub buffer_bytes: usize,
+    /// How long a topic's partition count, which places keyed and keyless records, is
+    /// used before it is asked for again (Kafka's `metadata.max.age.ms`). A topic
+    /// deleted and created again with other partitions is seen after at most this
+    /// long, or at once when a batch is refused with NOT_FOUND.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -88,6 +93,7 @@ impl Default for ProducerConfig {
             max_backoff: Duration::from_secs(1),
             max_in_flight: 32,
             buffer_bytes: 32 << 20,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -307,4 +313,5 @@ pub fn retriable(status: &Status) -> bool {
     )
 }
 
-type Partitions = HashMap<String, u32>;
+/// Each topic's partition count, and when it was learnt.
+type Partitions = HashMap<String, (u32, tokio::time::Instant)>;

@@ -161,6 +161,11 @@ impl Worker {
     }
 
     pub(super) fn failed(&mut self, key: &Key, i: usize, status: Status) {
+        if status.code() == Code::NotFound {
+            // The topic went (perhaps to come back with other partitions): its
+            // partition count is asked for again before the next record is placed.
+            self.partition_counts.remove(&key.0);
+        }
         let config = &self.config;
         let queue = self.queues.get_mut(key).expect("failed batches are queued");
         // Refused as out of order behind a batch that is being retried: the echo of
