@@ -15,6 +15,8 @@ use strom::client::Client;
 use strom::grpc::pb;
 
 const LIMIT: Duration = Duration::from_secs(30);
+/// Past the second for which a render answers every request.
+const FRESH: Duration = Duration::from_millis(1100);
 
 /// GETs `path`: the status, the content type and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -195,8 +197,10 @@ async fn a_scrape_shows_produces_reads_calls_lag_and_queues() {
     assert!(value(&s, r#"strom_budget_size_bytes{budget="produce"}"#) > 0.0);
     assert!(value(&s, "strom_disk_free_bytes") > 0.0);
 
-    // More produce moves the counters on; a second scrape is not a copy of the first.
+    // More produce moves the counters on; a second scrape a second later (a render
+    // answers the requests of the next second) is not a copy of the first.
     produce_n(&client, "m", 0, 7).await;
+    tokio::time::sleep(FRESH).await;
     let again = scrape(&server).await;
     assert_eq!(
         value(&again, r#"strom_topic_appended_records_total{topic="m"}"#),
@@ -222,6 +226,7 @@ async fn a_deleted_topic_leaves_the_scrape() {
     let series = r#"strom_topic_appended_records_total{topic="gone"}"#;
     assert_eq!(value(&scrape(&server).await, series), 3.0);
     client.admin().delete_topic("gone").await.unwrap();
+    tokio::time::sleep(FRESH).await;
     assert!(!scrape(&server).await.contains_key(series));
     server.stop().await.unwrap();
 }

@@ -132,7 +132,8 @@ impl Default for CallMetrics {
 }
 
 /// One call, counted when it is dropped: with the status its response carried, or
-/// CANCELLED if it went before its status was sent (the client hung up).
+/// CANCELLED if it went before its status was sent (the client hung up, or the server
+/// closed the connection: a stalled reader, the end of a stop).
 pub struct Call {
     metrics: std::sync::Arc<CallMetrics>,
     method: usize,

@@ -83,12 +83,12 @@ impl Incoming {
         }
     }
 
-    /// What closes the connections this accepts, for the server's stop.
     /// The count of connections open, kept up to date as they come and go.
     pub fn open_count(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.open)
     }
 
+    /// What closes the connections this accepts, for the server's stop.
     pub fn hangup(&self) -> Hangup {
         Hangup {
             sender: Arc::clone(&self.hangup_sender),

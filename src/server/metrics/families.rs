@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType::{Counter, Gauge, Histogram};
 
-use super::{family, one, Labels, Scrape, FLUSH_NANOS, TOPIC_COUNTERS};
+use super::{one, Labels, Scrape, FLUSH_NANOS, TOPIC_COUNTERS};
 use crate::grpc::call_metrics::CODE_NAMES;
 
 type Result = std::result::Result<(), std::fmt::Error>;
@@ -17,14 +17,14 @@ type ExtentPart = fn(&crate::broker::partition::Extent) -> u64;
 impl Scrape {
     pub(super) fn encode_server(&self, e: &mut DescriptorEncoder) -> Result {
         let version = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
-        family(
+        self.family(
             e,
             "strom_build_info",
             "The server's version",
             Gauge,
             [(version, 1u64)],
         )?;
-        family(
+        self.family(
             e,
             "process_start_time_seconds",
             "When the server started, in seconds since the Unix epoch",
@@ -44,14 +44,14 @@ impl Scrape {
             ),
         ];
         for (name, help, value) in open {
-            family(e, name, help, Gauge, one(value as f64))?;
+            self.family(e, name, help, Gauge, one(value as f64))?;
         }
         let budgets = |pick: fn(&(&str, usize, usize)) -> usize| {
             self.budgets
                 .iter()
                 .map(move |b| (vec![("budget", b.0.to_string())], pick(b) as u64))
         };
-        family(
+        self.family(
             e,
             "strom_budget_in_use_bytes",
             "Bytes charged to a budget now: the produce budget (produce_budget_bytes) or \
@@ -59,7 +59,7 @@ impl Scrape {
             Gauge,
             budgets(|b| b.1),
         )?;
-        family(
+        self.family(
             e,
             "strom_budget_size_bytes",
             "A budget's size",
@@ -85,7 +85,7 @@ impl Scrape {
                 ),
             ];
             for (name, help, value) in disk {
-                family(e, name, help, Gauge, one(value as f64))?;
+                self.family(e, name, help, Gauge, one(value as f64))?;
             }
         }
         Ok(())
@@ -104,17 +104,19 @@ impl Scrape {
                 (n > 0).then_some((labels, n))
             })
         });
-        family(
+        self.family(
             e,
             "strom_grpc_calls",
-            "Calls ended, by method and gRPC status (CANCELLED: the client went first)",
+            "Calls ended, by method and gRPC status (CANCELLED: the call ended before its \
+             status was sent, the client hanging up or the server closing the connection)",
             Counter,
             rows,
         )?;
         let mut metric = e.encode_descriptor(
             "strom_grpc_call_duration_seconds",
             "How long unary calls took, from their arrival to the end of their response \
-             (a long-polling Fetch counts its wait)",
+             or their cancellation, whatever their status (a long-polling Fetch counts its \
+             wait)",
             None,
             Histogram,
         )?;
@@ -139,16 +141,16 @@ impl Scrape {
                 // Kept in nanoseconds, shown in seconds.
                 FLUSH_NANOS => {
                     let seconds = rows.map(|(labels, nanos)| (labels, nanos as f64 / 1e9));
-                    family(e, name, help, Counter, seconds)?
+                    self.family(e, name, help, Counter, seconds)?
                 }
-                _ => family(e, name, help, Counter, rows)?,
+                _ => self.family(e, name, help, Counter, rows)?,
             }
         }
         let unavailable = self.topics.iter().map(|t| {
             let n = t.partitions.iter().filter(|(_, x)| x.is_none()).count();
             (topic(&t.name), n as u64)
         });
-        family(
+        self.family(
             e,
             "strom_topic_partitions_unavailable",
             "Partitions whose log is not open (see the server's log for why)",
@@ -184,7 +186,7 @@ impl Scrape {
                     Some((labels, get(x.as_ref()?)))
                 })
             });
-            family(e, name, help, Gauge, rows)?;
+            self.family(e, name, help, Gauge, rows)?;
         }
         Ok(())
     }
@@ -195,7 +197,7 @@ impl Scrape {
             .groups
             .iter()
             .map(|g| (group(&g.group), g.members as u64));
-        family(
+        self.family(
             e,
             "strom_group_members",
             "Members of a consumer group with members or with offsets in memory",
@@ -210,7 +212,7 @@ impl Scrape {
                 })
             })
         };
-        family(
+        self.family(
             e,
             "strom_group_lag_records",
             "Records between a consumer group's committed offsets and the high watermarks, \
@@ -218,7 +220,7 @@ impl Scrape {
             Gauge,
             per_topic(|t| t.lag),
         )?;
-        family(
+        self.family(
             e,
             "strom_group_committed_partitions",
             "Partitions of the topic with an offset the group committed",
@@ -229,7 +231,7 @@ impl Scrape {
             .shares
             .iter()
             .map(|g| (group(&g.group), g.members as u64));
-        family(
+        self.family(
             e,
             "strom_share_group_members",
             "Members of a share group in memory",
@@ -250,7 +252,7 @@ impl Scrape {
                 })
             })
         };
-        family(
+        self.family(
             e,
             "strom_share_group_records",
             "Records of a share group's topic waiting to be handed out (available) or \
@@ -258,12 +260,13 @@ impl Scrape {
             Gauge,
             share_rows("state", &STATES),
         )?;
-        family(
+        self.family(
             e,
             "strom_share_group_records_finished",
             "Records of a share group's topic finished: accepted, dead-lettered (rejected \
-             or out of deliveries) or lost (deleted by retention or DeleteRecords first)",
-            Counter,
+             or out of deliveries) or lost (deleted by retention or DeleteRecords first); \
+             a gauge, as a reset of the group drops the finished records of its window",
+            Gauge,
             share_rows("outcome", &ENDS),
         )
     }

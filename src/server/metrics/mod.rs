@@ -2,8 +2,9 @@
 //! OpenMetrics text format that Prometheus scrapes.
 //!
 //! Nothing here is counted on a request's path but by relaxed atomic adds where the
-//! state already is: calls in `grpc::call_limit` (`grpc::call_metrics`), appends, reads
-//! and flushes in each partition (`broker::PartitionStats`). A scrape gathers the rest
+//! state already is, and for a unary call one histogram observation under its mutex:
+//! calls in `grpc::call_limit` (`grpc::call_metrics`), appends, reads and flushes in
+//! each partition (`broker::PartitionStats`). A scrape gathers the rest
 //! from memory (`gather`): partitions' extents, groups' lag, share groups' counts,
 //! budgets and free space. It never opens a file, so a scrape of a server with every
 //! group on disk costs what the groups in memory cost. The HTTP side is `http.rs`.
@@ -117,6 +118,8 @@ struct Scrape {
     groups: Vec<GroupGauges>,
     shares: Vec<ShareGauges>,
     started: f64,
+    /// Families cut at `MAX_SERIES`, and how many series each left out.
+    left_out: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl Metrics {
@@ -172,33 +175,49 @@ impl Metrics {
             groups: self.groups.gauges().await,
             shares: self.queues.gauges().await,
             started: self.started,
+            left_out: Default::default(),
         }
     }
 }
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Writes one metric family: its descriptor, then a sample per row.
-fn family<V>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    rows: impl IntoIterator<Item = (Labels, V)>,
-) -> Result<(), std::fmt::Error>
-where
-    V: prometheus_client::encoding::EncodeGaugeValue
-        + prometheus_client::encoding::EncodeCounterValue,
-{
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in rows {
-        let mut sample = metric.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => sample.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
-            _ => sample.encode_gauge(&value)?,
+/// The most series one family shows. Clients choose group names and topics, and a
+/// hostile client made a scrape of 451 MB (1,000 groups × 500 topics of lag); past
+/// this, a family's series are counted in `strom_metrics_series_left_out` instead.
+pub const MAX_SERIES: usize = 10_000;
+
+impl Scrape {
+    /// Writes one metric family: its descriptor, then a sample per row, at most
+    /// `MAX_SERIES`.
+    fn family<V>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        rows: impl IntoIterator<Item = (Labels, V)>,
+    ) -> Result<(), std::fmt::Error>
+    where
+        V: prometheus_client::encoding::EncodeGaugeValue
+            + prometheus_client::encoding::EncodeCounterValue,
+    {
+        let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+        let mut rows = rows.into_iter();
+        for (labels, value) in rows.by_ref().take(MAX_SERIES) {
+            let mut sample = metric.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => sample.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+                _ => sample.encode_gauge(&value)?,
+            }
         }
+        let left = rows.count();
+        if left > 0 {
+            let mut left_out = self.left_out.lock().unwrap_or_else(|e| e.into_inner());
+            left_out.push((name.to_string(), left as u64));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn one(value: f64) -> Vec<(Labels, f64)> {
@@ -210,8 +229,62 @@ impl Collector for Scrape {
         self.encode_server(&mut e)?;
         self.encode_calls(&mut e)?;
         self.encode_topics(&mut e)?;
-        self.encode_groups(&mut e)
+        self.encode_groups(&mut e)?;
+        let left_out =
+            std::mem::take(&mut *self.left_out.lock().unwrap_or_else(|e| e.into_inner()));
+        let rows = left_out
+            .into_iter()
+            .map(|(family, n)| (vec![("family", family)], n));
+        self.family(
+            &mut e,
+            "strom_metrics_series_left_out",
+            "Series a family did not show, over its 10,000",
+            MetricType::Gauge,
+            rows,
+        )
     }
 }
 
 mod families;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A family shows at most `MAX_SERIES` series and says how many it left out:
+    /// clients choose group names and topics, and a scrape of every one they made
+    /// reached 451 MB (hostile-client finding).
+    #[test]
+    fn a_family_past_its_series_cap_is_cut_and_says_so() {
+        let topics = (0..MAX_SERIES + 5)
+            .map(|i| TopicRow {
+                name: format!("t{i}"),
+                counts: [1; 6],
+                partitions: Vec::new(),
+            })
+            .collect();
+        let scrape = Scrape {
+            calls: Arc::new(CallMetrics::new()),
+            calls_open: 0,
+            connections_open: 0,
+            budgets: [("produce", 0, 1), ("request", 0, 1)],
+            topics,
+            disk: None,
+            groups: Vec::new(),
+            shares: Vec::new(),
+            started: 0.0,
+            left_out: Default::default(),
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let shown = text
+            .lines()
+            .filter(|l| l.starts_with("strom_topic_appended_records_total{"))
+            .count();
+        assert_eq!(shown, MAX_SERIES);
+        let left = r#"strom_metrics_series_left_out{family="strom_topic_appended_records"} 5"#;
+        assert!(text.lines().any(|l| l == left), "no {left}");
+    }
+}
