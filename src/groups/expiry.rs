@@ -88,7 +88,7 @@ impl Groups {
             // group that only heartbeats would run the server out of them.
             if loaded.store.is_some() && now.saturating_sub(loaded.store_used_ms) >= UNLOAD_IDLE_MS
             {
-                loaded.store = None;
+                loaded.close_store();
             }
             if loaded.membership.is_empty() && slot.idle_ms(now) >= UNLOAD_IDLE_MS {
                 if slot.has_files.load(Ordering::Relaxed) {

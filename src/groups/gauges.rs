@@ -2,9 +2,10 @@
 //! members, and how far its committed offsets are behind the high watermarks.
 //!
 //! Only what is in memory is read: a scrape never opens a group's files. A group with
-//! members has its offsets loaded once it has committed or fetched them; a group with
-//! no members is dropped from memory after a minute idle (`UNLOAD_IDLE_MS`) and left
-//! out until it is used again.
+//! members has its offsets in memory once it has committed or fetched them (kept when
+//! its files close while idle: `Loaded::close_store`); a group with no members is
+//! dropped from memory after a minute idle (`UNLOAD_IDLE_MS`) and left out until it is
+//! used again.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -40,7 +41,9 @@ impl Groups {
                 SlotState::Loaded(loaded) => loaded
                     .store
                     .as_ref()
-                    .map(|store| store.offsets.offsets().collect())
+                    .map(|store| &store.offsets)
+                    .or(loaded.closed_offsets.as_ref())
+                    .map(|offsets| offsets.offsets().collect())
                     .unwrap_or_default(),
                 SlotState::Unloaded => Vec::new(),
                 SlotState::Deleted => continue,
@@ -78,5 +81,62 @@ impl Groups {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::{Broker, Limits};
+    use crate::groups::member::Heartbeat;
+    use crate::groups::{subscription, GroupsConfig};
+
+    /// A group with a member keeps its lag in a scrape after its files close: it is
+    /// the consumer that heartbeats and stops committing that lag alerts are for. Its
+    /// series went missing once its files closed (a review found it); here another
+    /// group's commit closes them, as the cap on open files does.
+    #[tokio::test]
+    async fn a_member_groups_lag_outlives_its_closed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+        let mut groups = Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap();
+        groups.max_open_stores = 1;
+        let join = Heartbeat {
+            member_id: String::new(),
+            member_epoch: 0,
+            subscription: subscription(vec!["t".into()], "").unwrap(),
+            instance_id: None,
+            session_timeout_ms: 60_000,
+            owned: Vec::new(),
+        };
+        let (answer, _) = groups.heartbeat("live", join).await.unwrap();
+        let offsets = vec![("t".to_string(), 0, 0, String::new())];
+        let member = (answer.member_id.as_str(), answer.member_epoch);
+        groups
+            .commit("live", member.0, member.1, offsets.clone())
+            .await
+            .unwrap();
+        let lag = |gauges: &[GroupGauges]| {
+            gauges
+                .iter()
+                .find(|g| g.group == "live")
+                .map(|g| (g.members, g.topics.clone()))
+        };
+        let before = lag(&groups.gauges().await);
+        let row = TopicLag {
+            topic: "t".into(),
+            partitions: 1,
+            lag: 0,
+        };
+        assert_eq!(before, Some((1, vec![row])));
+        groups.commit("other", "", 0, offsets).await.unwrap();
+        let (_, mut guard) = groups.lock("live", false).await.unwrap();
+        assert!(crate::groups::loaded(&mut guard).store.is_none(), "closed");
+        drop(guard);
+        assert_eq!(lag(&groups.gauges().await), before);
     }
 }

@@ -159,6 +159,23 @@ struct Loaded {
     opening: Option<Opening>,
     /// Wall-clock ms of the store's last use.
     store_used_ms: i64,
+    /// The committed offsets of a group with members whose files were closed while
+    /// idle (`close_store`), for the metrics endpoint's lag (`gauges.rs`): a consumer
+    /// that heartbeats and stops committing is what lag alerts are for, and its lag
+    /// went missing a minute after its last commit. Dropped when the files reopen.
+    closed_offsets: Option<Offsets>,
+}
+
+impl Loaded {
+    /// Closes the group's files (idle, or to make room for another group's), keeping
+    /// their offsets in memory while the group has members.
+    fn close_store(&mut self) {
+        if let Some(store) = self.store.take() {
+            if !self.membership.is_empty() {
+                self.closed_offsets = Some(store.offsets);
+            }
+        }
+    }
 }
 
 type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets, OpenStore)>>>;
@@ -318,6 +335,7 @@ impl Groups {
                         store: None,
                         opening: None,
                         store_used_ms: now_ms(),
+                        closed_offsets: None,
                     }));
                 }
             }
@@ -376,6 +394,7 @@ impl Groups {
         });
         if loaded.store.is_some() {
             slot.has_files.store(true, Ordering::Relaxed);
+            loaded.closed_offsets = None;
         }
         Ok(loaded.store.as_mut())
     }

@@ -63,7 +63,7 @@ impl Groups {
                 break;
             }
             if let SlotState::Loaded(loaded) = &mut *guard {
-                loaded.store = None;
+                loaded.close_store();
             }
         }
     }
