@@ -70,7 +70,18 @@ impl Worker {
         ack: AckSender,
     ) {
         match self.place(&topic, partition, record.key.as_ref()).await {
-            Ok(p) => {
+            Ok(mut p) => {
+                // A keyless record that would overflow its sticky partition's batch
+                // goes, as the batch does, to the next sticky partition: started on
+                // the old one, it would wait there alone for its linger.
+                let bytes = record_bytes(&record);
+                if partition.is_none()
+                    && record.key.is_none()
+                    && self.seal_if_overflowing(&mut topic, p, bytes)
+                {
+                    let n = self.partition_counts.get(&topic).map_or(1, |(n, _)| *n);
+                    p = self.sticky_partition(&topic, n);
+                }
                 self.push(&mut topic, p, record, |w| w.push_one(ack));
             }
             Err(status) => {
@@ -107,10 +118,18 @@ impl Worker {
             let p = match (partition, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, count),
-                (None, None) => match sticky {
-                    Some(p) => p,
-                    None => *sticky.insert(self.sticky_partition(&topic, count)),
-                },
+                (None, None) => {
+                    let p = match sticky {
+                        Some(p) => p,
+                        None => *sticky.insert(self.sticky_partition(&topic, count)),
+                    };
+                    // As in `add`: to the next sticky partition, with the batch.
+                    if self.seal_if_overflowing(&mut topic, p, record_bytes(&record)) {
+                        *sticky.insert(self.sticky_partition(&topic, count))
+                    } else {
+                        p
+                    }
+                }
             };
             if self.push(&mut topic, p, record, |w| w.push_of(&call, i)) {
                 sticky = None; // a batch went to its queue: the sticky partition may move
@@ -134,16 +153,9 @@ impl Worker {
     ) -> bool {
         // The name is moved into the key for the lookup and back: a key of its own
         // would copy the topic's name for every record.
-        let key = (std::mem::take(topic), partition);
         let bytes = record_bytes(&record);
-        let mut queued = false;
-        if let Some(batch) = self.filling.get_mut(&key) {
-            if !batch.records.is_empty() && batch.bytes + bytes > self.config.batch_bytes {
-                let batch = self.filling.remove(&key).expect("found above");
-                self.enqueue(key.clone(), batch);
-                queued = true;
-            }
-        }
+        let queued = self.seal_if_overflowing(topic, partition, bytes);
+        let key = (std::mem::take(topic), partition);
         if !self.filling.contains(&key) {
             self.batches_started += 1;
             let batch = Batch {
@@ -169,6 +181,24 @@ impl Worker {
         }
         *topic = key.0;
         full || queued
+    }
+
+    /// Queues the batch filling in `topic`'s `partition` if a record of `bytes` would
+    /// take it past `batch_bytes` (then true: a keyless batch moves the sticky
+    /// partition on). A batch with no record yet takes any record.
+    fn seal_if_overflowing(&mut self, topic: &mut String, partition: u32, bytes: usize) -> bool {
+        let key = (std::mem::take(topic), partition);
+        let limit = self.config.batch_bytes;
+        let overflows = self
+            .filling
+            .get_mut(&key)
+            .is_some_and(|batch| !batch.records.is_empty() && batch.bytes + bytes > limit);
+        if overflows {
+            let batch = self.filling.remove(&key).expect("found above");
+            self.enqueue(key.clone(), batch);
+        }
+        *topic = key.0;
+        overflows
     }
 
     /// Moves batches whose linger has passed (all of them with `all`) to their queues.

@@ -303,4 +303,43 @@ mod tests {
         assert_eq!(sizes, [1, 1, 1]);
         assert_eq!(worker.filling.oldest().unwrap().records.len(), 1);
     }
+
+    /// A keyless record that does not fit its sticky partition's batch goes with the
+    /// sticky partition to the next one, as the full batch moves it on: started on the
+    /// old partition, it waited there alone for its linger, and each such batch moved
+    /// the sticky partition again when it went (a review found it).
+    #[tokio::test]
+    async fn a_keyless_record_that_does_not_fit_moves_on_with_the_sticky_partition() {
+        let config = ProducerConfig {
+            batch_bytes: 1000,
+            linger: std::time::Duration::from_secs(60),
+            ..ProducerConfig::default()
+        };
+        let room = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let mut worker = Worker::new(Client::lazy("127.0.0.1:1"), config, room);
+        let now = tokio::time::Instant::now();
+        worker.partition_counts.insert("t".into(), (3, now));
+        let record = crate::grpc::pb::Record {
+            value: vec![b'x'; 600].into(),
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            let (ack, _rx) = tokio::sync::oneshot::channel();
+            worker.add("t".into(), None, record.clone(), ack).await;
+        }
+        let (many, _rx) = tokio::sync::oneshot::channel();
+        worker
+            .add_many("t".into(), None, vec![record.clone(), record], many)
+            .await;
+        // One record a batch, each on the next partition: 0, 1 and 2 queued, 0 again
+        // (from `add_many`) queued, 1 filling; none left alone behind its partition.
+        let queued: Vec<(u32, usize)> = worker
+            .queues
+            .busy()
+            .flat_map(|((_, p), q)| q.batches.iter().map(move |b| (*p, b.batch.records.len())))
+            .collect();
+        assert_eq!(queued, [(0, 1), (0, 1), (1, 1), (2, 1)]);
+        let filling = worker.filling.oldest().unwrap();
+        assert_eq!((filling.partition, filling.records.len()), (1, 1));
+    }
 }
