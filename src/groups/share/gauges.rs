@@ -24,8 +24,9 @@ pub struct ShareGauges {
 }
 
 impl ShareGroups {
-    /// Every share group in memory, by name.
-    pub async fn gauges(&self) -> Vec<ShareGauges> {
+    /// Every share group in memory, by name. Waits for each group's lock in turn: call
+    /// on a blocking thread.
+    pub fn gauges(&self) -> Vec<ShareGauges> {
         let slots: Vec<_> = self.slots().values().cloned().collect();
         let (_, metas) = self.broker.topic_metas();
         let names: BTreeMap<u128, &str> = metas
@@ -35,7 +36,7 @@ impl ShareGroups {
         let now = now_ms();
         let mut out = Vec::new();
         for slot in slots {
-            let guard = slot.state.lock().await;
+            let guard = slot.state.blocking_lock();
             let SlotState::Loaded(group) = &*guard else {
                 continue;
             };

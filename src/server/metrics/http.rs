@@ -92,7 +92,7 @@ pub async fn serve_metrics(
 
 async fn answer(
     request: Request<hyper::body::Incoming>,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     renders: &Mutex<Renders>,
 ) -> Response<Scrape> {
     let reply = |status: StatusCode, text: &'static str| {
