@@ -261,4 +261,6 @@ fn a_message_over_the_servers_request_limit_stops_the_command() {
         "{err}"
     );
     assert!(!err.contains("going on"), "{err}");
+    // Neither the record nor its bytes count as produced (they did: 1.1 MB).
+    assert!(err.contains("produced 0 records, 0.0 MB"), "{err}");
 }

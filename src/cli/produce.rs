@@ -68,6 +68,10 @@ const MAX_LINE_BYTES: usize = 16 << 20;
 
 type AckResult = Result<Result<Ack, Status>, oneshot::error::RecvError>;
 
+/// Each record's line number and value bytes with its acknowledgement, in the order
+/// sent.
+type Pending = VecDeque<(u64, u64, oneshot::Receiver<Result<Ack, Status>>)>;
+
 pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     let durability = match args.durability.as_deref() {
         None => pb::Durability::Unspecified,
@@ -137,8 +141,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     };
     let producer = Producer::new(client, config);
     let separator = args.key_separator.as_deref().map(str::as_bytes);
-    // Each record's line number with its acknowledgement, in the order sent.
-    let mut pending: VecDeque<(u64, oneshot::Receiver<Result<Ack, Status>>)> = VecDeque::new();
+    let mut pending: Pending = VecDeque::new();
     let mut tally = Tally::default();
     let progress = std::io::stderr().is_terminal();
     let mut last_report = tally.started;
@@ -149,8 +152,8 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
     while (input_open && stop.is_none()) || !pending.is_empty() {
         tokio::select! {
             ack = next_ack(&mut pending) => {
-                if let Some((line, _)) = pending.pop_front() {
-                    if let Err(what) = tally.settle(line, ack) {
+                if let Some((line, bytes, _)) = pending.pop_front() {
+                    if let Err(what) = tally.settle(line, bytes, ack) {
                         stop.get_or_insert(what);
                     }
                 }
@@ -169,7 +172,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
                         ));
                         continue;
                     }
-                    tally.bytes += value.len() as u64;
+                    let bytes = value.len() as u64;
                     let record = pb::Record {
                         key,
                         value,
@@ -177,7 +180,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
                         ..Default::default()
                     };
                     let ack = producer.send(&args.topic, args.partition, record).await;
-                    pending.push_back((tally.sent, ack));
+                    pending.push_back((tally.sent, bytes, ack));
                 }
                 Some(Err(err)) => {
                     stop = Some(err);
@@ -187,11 +190,11 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
         }
         if progress && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
-            tally.report("\r");
+            tally.report("\r", pending.len());
         }
     }
     producer.close().await;
-    tally.report(if progress { "\r" } else { "" });
+    tally.report(if progress { "\r" } else { "" }, 0);
     noteln!();
     if let Some(what) = stop {
         // Lines sent after the refused one, to other partitions or in later batches,
@@ -280,11 +283,9 @@ fn split(line: Vec<u8>, separator: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
 }
 
 /// The acknowledgement of the oldest record still pending; never ready when none is.
-async fn next_ack(
-    pending: &mut VecDeque<(u64, oneshot::Receiver<Result<Ack, Status>>)>,
-) -> AckResult {
+async fn next_ack(pending: &mut Pending) -> AckResult {
     match pending.front_mut() {
-        Some((_, ack)) => ack.await,
+        Some((_, _, ack)) => ack.await,
         None => std::future::pending().await,
     }
 }
@@ -300,6 +301,7 @@ struct Tally {
     started: Instant,
     sent: u64,
     acked: u64,
+    /// Value bytes of the records acknowledged.
     bytes: u64,
     failed: u64,
     first_failure: Option<String>,
@@ -319,11 +321,13 @@ impl Default for Tally {
 }
 
 impl Tally {
-    /// Counts the answer for input line `line`; a fatal refusal ends the command.
-    fn settle(&mut self, line: u64, ack: AckResult) -> Result<(), String> {
+    /// Counts the answer for input line `line` (`bytes` of value); a fatal refusal
+    /// ends the command.
+    fn settle(&mut self, line: u64, bytes: u64, ack: AckResult) -> Result<(), String> {
         let status = match ack {
             Ok(Ok(_)) => {
                 self.acked += 1;
+                self.bytes += bytes;
                 return Ok(());
             }
             Ok(Err(status)) => status,
@@ -344,11 +348,18 @@ impl Tally {
         Ok(())
     }
 
-    fn report(&self, prefix: &str) {
+    /// What the server has acknowledged so far, and how many records await an answer
+    /// (none at the end, when every record sent has one). Records refused or not
+    /// answered are not counted, nor their bytes.
+    fn report(&self, prefix: &str, waiting: usize) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let records = self.sent - self.failed;
+        let records = self.acked;
+        let waiting = match waiting {
+            0 => String::new(),
+            n => format!(", {n} waiting"),
+        };
         note!(
-            "{prefix}produced {records} records, {:.1} MB, {:.0} records/s, {:.1} MB/s",
+            "{prefix}produced {records} records, {:.1} MB, {:.0} records/s, {:.1} MB/s{waiting}",
             self.bytes as f64 / 1e6,
             records as f64 / secs,
             self.bytes as f64 / 1e6 / secs
