@@ -218,3 +218,81 @@ impl Worker {
         self.queues.push(key, Queued::new(batch));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::ProducerConfig;
+    use super::*;
+    use crate::client::Client;
+
+    /// A producer's task with batches of 1,000 bytes that wait a minute for more, and a
+    /// server that is never asked (nothing listens on port 1).
+    fn small_batches() -> Worker {
+        let config = ProducerConfig {
+            batch_bytes: 1000,
+            linger: std::time::Duration::from_secs(60),
+            ..ProducerConfig::default()
+        };
+        let room = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        Worker::new(Client::lazy("127.0.0.1:1"), config, room)
+    }
+
+    fn record(n: usize) -> pb::Record {
+        pb::Record {
+            value: vec![b'x'; n].into(),
+            ..Default::default()
+        }
+    }
+
+    /// A record that would take a batch past `batch_bytes` starts the next batch: the
+    /// one filling goes first, so a batch passes the limit only by a record alone.
+    #[tokio::test]
+    async fn a_record_that_does_not_fit_the_filling_batch_starts_the_next() {
+        let mut worker = small_batches();
+        let mut acks = Vec::new();
+        for n in [600, 600, 5000, 10] {
+            let (ack, rx) = tokio::sync::oneshot::channel();
+            worker.add("t".into(), Some(0), record(n), ack).await;
+            acks.push(rx);
+        }
+        let queue = worker.queues.get_mut(&("t".to_string(), 0)).unwrap();
+        let sizes: Vec<usize> = queue
+            .batches
+            .iter()
+            .map(|q| q.batch.records.len())
+            .collect();
+        // 600 | 600 | 5000 alone (over the limit by itself); 10 still filling.
+        assert_eq!(sizes, [1, 1, 1]);
+        assert_eq!(worker.filling.oldest().unwrap().records.len(), 1);
+    }
+
+    /// A keyless record that does not fit its sticky partition's batch goes with the
+    /// sticky partition to the next one, as the full batch moves it on: started on the
+    /// old partition, it waited there alone for its linger, and each such batch moved
+    /// the sticky partition again when it went (a review found it).
+    #[tokio::test]
+    async fn a_keyless_record_that_does_not_fit_moves_on_with_the_sticky_partition() {
+        let mut worker = small_batches();
+        let now = tokio::time::Instant::now();
+        worker.partition_counts.insert("t".into(), (3, now));
+        let record = record(600);
+        for _ in 0..3 {
+            let (ack, _rx) = tokio::sync::oneshot::channel();
+            worker.add("t".into(), None, record.clone(), ack).await;
+        }
+        let (many, _rx) = tokio::sync::oneshot::channel();
+        worker
+            .add_many("t".into(), None, vec![record.clone(), record], many)
+            .await;
+        // One record a batch, each on the next partition: 0, 1 and 2 queued, 0 again
+        // (from `add_many`) queued, 1 filling; none left alone behind its partition.
+        let queued: Vec<(u32, usize)> = worker
+            .queues
+            .busy()
+            .flat_map(|((_, p), q)| q.batches.iter().map(move |b| (*p, b.batch.records.len())))
+            .collect();
+        assert_eq!(queued, [(0, 1), (0, 1), (1, 1), (2, 1)]);
+        let filling = worker.filling.oldest().unwrap();
+        assert_eq!((filling.partition, filling.records.len()), (1, 1));
+    }
+}
