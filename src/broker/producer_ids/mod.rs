@@ -398,16 +398,6 @@ impl ProducerIds {
             RETIRED => Err(Error::ProducerFenced(format!(
                 "producer {id} is fenced: its name has a new producer id since; this instance must stop"
             ))),
-            // The name's epochs were used up (a journal found damaged at start leaves
-            // every name there, so that no epoch is handed out twice): no newer
-            // instance took over, and the one asking takes a new id.
-            current if i32::from(epoch) < current && current == i32::from(i16::MAX) => {
-                Err(Error::FailedPrecondition(format!(
-                    "producer {id} epoch {epoch} can go no further: its name's epochs were used \
-                     up, or closed after the producer names' journal was found damaged; call \
-                     InitProducer again for a new id"
-                )))
-            }
             current if i32::from(epoch) < current => Err(Error::ProducerFenced(format!(
                 "producer {id} epoch {epoch} is fenced: InitProducer gave epoch {current} of its name to a newer \
                  instance; this instance must stop"
