@@ -39,13 +39,11 @@ impl Groups {
         let mut out = Vec::new();
         for slot in slots {
             let committed: Vec<(Tp, u64)> = match &*slot.state.blocking_lock() {
-                SlotState::Loaded(loaded) => loaded
-                    .store
-                    .as_ref()
-                    .map(|store| &store.offsets)
-                    .or(loaded.closed_offsets.as_ref())
-                    .map(|offsets| offsets.offsets().collect())
-                    .unwrap_or_default(),
+                SlotState::Loaded(loaded) => match (&loaded.store, &loaded.closed_offsets) {
+                    (Some(store), _) => store.offsets.offsets().collect(),
+                    (None, Some(closed)) => closed.to_vec(),
+                    (None, None) => Vec::new(),
+                },
                 SlotState::Unloaded => Vec::new(),
                 SlotState::Deleted => continue,
             };
