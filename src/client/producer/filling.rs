@@ -14,21 +14,32 @@ use crate::broker::partitioner::partition_for_key;
 use crate::grpc::pb;
 
 impl Worker {
+    /// The topic's partition count: learnt from the server, and asked again once
+    /// `metadata_max_age` old. If asking again fails, the count known is used for
+    /// another `metadata_max_age` (a server away for a moment must not fail records
+    /// that it would have taken once back, nor cost a DescribeTopic each).
     pub(super) async fn partitions_of(&mut self, topic: &str) -> Result<u32, Status> {
-        if let Some(&(n, learnt)) = self.partition_counts.get(topic) {
+        let known = self.partition_counts.get(topic).copied();
+        if let Some((n, learnt)) = known {
             if learnt.elapsed() < self.config.metadata_max_age {
                 return Ok(n);
             }
         }
         self.asked_server = true;
         let mut admin = self.client.admin();
-        let n = bounded("DescribeTopic", admin.describe_topic(topic))
-            .await?
-            .partitions
-            .len() as u32;
+        let n = match bounded("DescribeTopic", admin.describe_topic(topic)).await {
+            Ok(described) => (described.partitions.len() as u32).max(1),
+            Err(status) => match known {
+                Some((n, _)) if status.code() != tonic::Code::NotFound => {
+                    tracing::debug!(%status, topic, "partition count not refreshed");
+                    n
+                }
+                _ => return Err(status),
+            },
+        };
         self.partition_counts
-            .insert(topic.to_string(), (n.max(1), Instant::now()));
-        Ok(n.max(1))
+            .insert(topic.to_string(), (n, Instant::now()));
+        Ok(n)
     }
 
     /// The partition a record goes to: the one asked for, its key's, or the one the
@@ -294,5 +305,23 @@ mod tests {
         assert_eq!(queued, [(0, 1), (0, 1), (1, 1), (2, 1)]);
         let filling = worker.filling.oldest().unwrap();
         assert_eq!((filling.partition, filling.records.len()), (1, 1));
+    }
+
+    /// A partition count past its age that cannot be asked again (the server away) is
+    /// used as it is, for another age: the record is placed, not failed, and the next
+    /// records do not ask again each (a review found both).
+    #[tokio::test]
+    async fn an_old_partition_count_stands_while_the_server_cannot_be_asked() {
+        let mut worker = small_batches();
+        let long_ago = Instant::now() - worker.config.metadata_max_age * 2;
+        worker.partition_counts.insert("t".into(), (3, long_ago));
+        assert_eq!(worker.partitions_of("t").await.unwrap(), 3);
+        let (_, learnt) = worker.partition_counts["t"];
+        assert!(
+            learnt.elapsed() < worker.config.metadata_max_age,
+            "not asked again at once"
+        );
+        // A topic never learnt still fails, as before.
+        assert!(worker.partitions_of("u").await.is_err());
     }
 }
