@@ -82,16 +82,10 @@ impl Worker {
     ) {
         match self.place(&topic, partition, record.key.as_ref()).await {
             Ok(mut p) => {
-                // A keyless record that would overflow its sticky partition's batch
-                // goes, as the batch does, to the next sticky partition: started on
-                // the old one, it would wait there alone for its linger.
-                let bytes = record_bytes(&record);
-                if partition.is_none()
-                    && record.key.is_none()
-                    && self.seal_if_overflowing(&mut topic, p, bytes)
-                {
+                // A keyless record goes where a batch has room for it (`sticky_for`).
+                if partition.is_none() && record.key.is_none() {
                     let n = self.partition_counts.get(&topic).map_or(1, |(n, _)| *n);
-                    p = self.sticky_partition(&topic, n);
+                    p = self.sticky_for(&mut topic, n, record_bytes(&record));
                 }
                 self.push(&mut topic, p, record, |w| w.push_one(ack));
             }
@@ -130,15 +124,10 @@ impl Worker {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, count),
                 (None, None) => {
-                    let p = match sticky {
-                        Some(p) => p,
-                        None => *sticky.insert(self.sticky_partition(&topic, count)),
-                    };
-                    // As in `add`: to the next sticky partition, with the batch.
-                    if self.seal_if_overflowing(&mut topic, p, record_bytes(&record)) {
-                        *sticky.insert(self.sticky_partition(&topic, count))
-                    } else {
-                        p
+                    let bytes = record_bytes(&record);
+                    match sticky {
+                        Some(p) if !self.seal_if_overflowing(&mut topic, p, bytes) => p,
+                        _ => *sticky.insert(self.sticky_for(&mut topic, count, bytes)),
                     }
                 }
             };
@@ -192,6 +181,23 @@ impl Worker {
         }
         *topic = key.0;
         full || queued
+    }
+
+    /// The partition for a keyless record of `bytes` among `n`: the sticky one, after
+    /// each batch the record would overflow there is queued, which moves the sticky
+    /// partition on (each partition tried once at most). Started on a partition whose
+    /// batch was just queued, the record would wait there alone for its linger, and
+    /// that batch would move the sticky partition again when it went (a review found
+    /// both, the second through batches of records sent to an explicit partition).
+    fn sticky_for(&mut self, topic: &mut String, n: u32, bytes: usize) -> u32 {
+        let mut p = self.sticky_partition(topic, n);
+        for _ in 0..n {
+            if !self.seal_if_overflowing(topic, p, bytes) {
+                break;
+            }
+            p = self.sticky_partition(topic, n);
+        }
+        p
     }
 
     /// Queues the batch filling in `topic`'s `partition` if a record of `bytes` would
@@ -323,5 +329,23 @@ mod tests {
         );
         // A topic never learnt still fails, as before.
         assert!(worker.partitions_of("u").await.is_err());
+    }
+
+    /// A keyless record moves past every sticky partition whose batch it would
+    /// overflow, also one filled by records sent to that partition by number: it was
+    /// left alone on the second (a review found it).
+    #[tokio::test]
+    async fn a_keyless_record_passes_every_batch_it_would_overflow() {
+        let mut worker = small_batches();
+        let now = tokio::time::Instant::now();
+        worker.partition_counts.insert("t".into(), (3, now));
+        for partition in [Some(1), None, None] {
+            let (ack, _rx) = tokio::sync::oneshot::channel();
+            worker.add("t".into(), partition, record(600), ack).await;
+        }
+        let queued: Vec<u32> = worker.queues.busy().map(|((_, p), _)| *p).collect();
+        assert_eq!(queued, [0, 1], "both full batches queued");
+        let filling = worker.filling.oldest().unwrap();
+        assert_eq!((filling.partition, filling.records.len()), (2, 1));
     }
 }
