@@ -35,10 +35,6 @@ impl Filling {
         self.batches.is_empty()
     }
 
-    pub fn contains(&self, key: &Key) -> bool {
-        self.batches.contains_key(key)
-    }
-
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Batch> {
         self.batches.get_mut(key)
     }

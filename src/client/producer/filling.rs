@@ -153,31 +153,44 @@ impl Worker {
     ) -> bool {
         // The name is moved into the key for the lookup and back: a key of its own
         // would copy the topic's name for every record.
-        let bytes = record_bytes(&record);
-        let queued = self.seal_if_overflowing(topic, partition, bytes);
         let key = (std::mem::take(topic), partition);
-        if !self.filling.contains(&key) {
-            self.batches_started += 1;
-            let batch = Batch {
-                seq: self.batches_started,
-                topic: key.0.clone(),
-                partition,
-                records: Vec::new(),
-                acks: Waiters::default(),
-                bytes: 0,
-                deadline: Instant::now() + self.config.linger,
-            };
-            self.filling.insert(key.clone(), batch);
+        let bytes = record_bytes(&record);
+        let (limit, most) = (self.config.batch_bytes, self.config.batch_records);
+        let mut queued = false;
+        // One lookup when the batch filling there has room, the common case.
+        if let Some(batch) = self.filling.get_mut(&key) {
+            if batch.records.is_empty() || batch.bytes + bytes <= limit {
+                batch.bytes += bytes;
+                batch.records.push(record);
+                wait(&mut batch.acks);
+                let full = batch.bytes >= limit || batch.records.len() >= most;
+                if full {
+                    let batch = self.filling.remove(&key).expect("found above");
+                    self.enqueue(key.clone(), batch);
+                }
+                *topic = key.0;
+                return full;
+            }
+            let batch = self.filling.remove(&key).expect("found above");
+            self.enqueue(key.clone(), batch);
+            queued = true;
         }
-        let batch = self.filling.get_mut(&key).expect("inserted above");
-        batch.bytes += bytes;
+        self.batches_started += 1;
+        let mut batch = Batch {
+            seq: self.batches_started,
+            topic: key.0.clone(),
+            partition,
+            records: Vec::new(),
+            acks: Waiters::default(),
+            bytes,
+            deadline: Instant::now() + self.config.linger,
+        };
         batch.records.push(record);
         wait(&mut batch.acks);
-        let full = batch.bytes >= self.config.batch_bytes
-            || batch.records.len() >= self.config.batch_records;
-        if full {
-            let batch = self.filling.remove(&key).expect("just filled");
-            self.enqueue(key.clone(), batch);
+        let full = bytes >= limit || most <= 1;
+        match full {
+            true => self.enqueue(key.clone(), batch),
+            false => self.filling.insert(key.clone(), batch),
         }
         *topic = key.0;
         full || queued
