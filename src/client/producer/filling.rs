@@ -81,13 +81,11 @@ impl Worker {
         ack: AckSender,
     ) {
         match self.place(&topic, partition, record.key.as_ref()).await {
-            Ok(mut p) => {
-                // A keyless record goes where a batch has room for it (`sticky_for`).
-                if partition.is_none() && record.key.is_none() {
-                    let n = self.partition_counts.get(&topic).map_or(1, |(n, _)| *n);
-                    p = self.sticky_for(&mut topic, n, record_bytes(&record));
-                }
-                self.push(&mut topic, p, record, |w| w.push_one(ack));
+            Ok(p) => {
+                // A keyless record placed by the sticky partition may move on with it.
+                let sticky = (partition.is_none() && record.key.is_none())
+                    .then(|| self.partition_counts.get(&topic).map_or(1, |(n, _)| *n));
+                self.push(&mut topic, p, sticky, record, |w| w.push_one(ack));
             }
             Err(status) => {
                 let _ = ack.send(Err(status));
@@ -123,15 +121,13 @@ impl Worker {
             let p = match (partition, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, count),
-                (None, None) => {
-                    let bytes = record_bytes(&record);
-                    match sticky {
-                        Some(p) if !self.seal_if_overflowing(&mut topic, p, bytes) => p,
-                        _ => *sticky.insert(self.sticky_for(&mut topic, count, bytes)),
-                    }
-                }
+                (None, None) => match sticky {
+                    Some(p) => p,
+                    None => *sticky.insert(self.sticky_partition(&topic, count)),
+                },
             };
-            if self.push(&mut topic, p, record, |w| w.push_of(&call, i)) {
+            let moves = (partition.is_none() && record.key.is_none()).then_some(count);
+            if self.push(&mut topic, p, moves, record, |w| w.push_of(&call, i)) {
                 sticky = None; // a batch went to its queue: the sticky partition may move
             }
         }
@@ -144,10 +140,13 @@ impl Worker {
     /// checking after made a batch of 900 KB of records and then a 16 MB one, both
     /// within `max.message.bytes`, which the server refused whole as over its 16 MiB
     /// batch limit (a review found it).
+    /// `sticky`: the record was placed by the sticky partition, of that many; if it
+    /// does not fit there, it goes to the partition `sticky_for` finds instead.
     fn push(
         &mut self,
         topic: &mut String,
         partition: u32,
+        sticky: Option<u32>,
         record: pb::Record,
         wait: impl FnOnce(&mut Waiters),
     ) -> bool {
@@ -174,6 +173,13 @@ impl Worker {
             let batch = self.filling.remove(&key).expect("found above");
             self.enqueue(key.clone(), batch);
             queued = true;
+            if let Some(n) = sticky {
+                // Queued, the batch moved the sticky partition on: the record follows.
+                *topic = key.0;
+                let next = self.sticky_for(topic, n, bytes);
+                self.push(topic, next, None, record, wait);
+                return true;
+            }
         }
         self.batches_started += 1;
         let mut batch = Batch {
