@@ -21,3 +21,19 @@ strom_address() {
   cat "$log" >&2
   return 1
 }
+
+# strom_serve_with_metrics STROM NAME: starts STROM serve on a fresh directory under a
+# new temporary one ($W, removed on exit with the server stopped), gRPC on a free port
+# and metrics on another, and waits for it: sets W, PID, ADDR (gRPC) and MPORT.
+strom_serve_with_metrics() {
+  local bin=$1 name=$2
+  W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-$name.XXXXXX")
+  PID=
+  trap 'if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; rm -rf "$W"' EXIT
+  # A free port for the metrics: bound and released by Python, then given to the server.
+  MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$bin" serve --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$MPORT" --data-dir "$W/d" \
+    --log-level warn,strom=info >"$W/log" 2>&1 &
+  PID=$!
+  ADDR=$(strom_address "$W/log")
+}

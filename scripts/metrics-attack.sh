@@ -9,18 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 BIN=${1:-target/release/strom}
 T=${2:-500} G=${3:-1000}
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-metrics-attack.XXXXXX")
-PID=
-cleanup() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" serve --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$MPORT" --data-dir "$W/d" \
-  --log-level warn,strom=info >"$W/log" 2>&1 &
-PID=$!
-ADDR=$(strom_address "$W/log")
+strom_serve_with_metrics "$BIN" metrics-attack
 target/pyenv/bin/python "$(dirname "$0")/metrics_load.py" "$ADDR" "$T" 1 "$G" >/dev/null
 curl -s -o /dev/null -w "one scrape: %{size_download} bytes in %{time_total} s\n" "http://127.0.0.1:$MPORT/metrics"
 ( for _ in $(seq 26); do

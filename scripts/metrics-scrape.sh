@@ -9,19 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 BIN=${1:-target/release/strom}
 T=${2:-1} P=${3:-1000} G=${4:-100}
-W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-scrape.XXXXXX")
-PID=
-cleanup() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-# A free port for the metrics: bound and released by Python, then given to the server.
-MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" serve --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$MPORT" --data-dir "$W/d" \
-  --log-level warn,strom=info >"$W/log" 2>&1 &
-PID=$!
-ADDR=$(strom_address "$W/log")
+strom_serve_with_metrics "$BIN" scrape
 target/pyenv/bin/python "$(dirname "$0")/metrics_load.py" "$ADDR" "$T" "$P" "$G"
 for _ in 1 2 3 4 5; do
   curl -s -o "$W/scrape" -w "scrape %{time_total} s, %{size_download} bytes\n" "http://127.0.0.1:$MPORT/metrics"
