@@ -158,7 +158,7 @@ impl Worker {
         let mut queued = false;
         // One lookup when the batch filling there has room, the common case.
         if let Some(batch) = self.filling.get_mut(&key) {
-            if batch.records.is_empty() || batch.bytes + bytes <= limit {
+            if batch.has_room(bytes, limit) {
                 batch.bytes += bytes;
                 batch.records.push(record);
                 wait(&mut batch.acks);
@@ -228,7 +228,7 @@ impl Worker {
         let overflows = self
             .filling
             .get_mut(&key)
-            .is_some_and(|batch| !batch.records.is_empty() && batch.bytes + bytes > limit);
+            .is_some_and(|batch| !batch.has_room(bytes, limit));
         if overflows {
             let batch = self.filling.remove(&key).expect("found above");
             self.enqueue(key.clone(), batch);

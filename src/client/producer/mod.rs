@@ -280,6 +280,12 @@ struct Batch {
 }
 
 impl Batch {
+    /// Whether a record of `bytes` may join it: a batch passes `limit` only by its one
+    /// record (`Worker::push`).
+    fn has_room(&self, bytes: usize, limit: usize) -> bool {
+        self.records.is_empty() || self.bytes + bytes <= limit
+    }
+
     fn fail(self, status: &Status) {
         self.acks.fail(status);
     }
