@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::broker::{DiskFloor, Limits, TopicConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::GroupsConfig;
+use crate::grpc::connection::ServerTls;
 use crate::server::ServeOptions;
 
 /// Where `strom serve` listens when told nothing.
@@ -109,6 +110,15 @@ pub struct ServerConfig {
     /// threads start with, normally the kernel's default (about 0.7-3 ms, growing with
     /// the number of CPUs). See `time_slice`.
     pub time_slice_us: u64,
+    /// PEM file of the server's certificate chain: with `tls_key`, every connection is
+    /// TLS (HTTP/2 over TLS 1.2 or 1.3) and plaintext clients are refused. None by
+    /// default: plaintext, for a server reached only from trusted hosts.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of `tls_cert`'s private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of CA certificates: with it, a client must show a certificate one of
+    /// them signed (mutual TLS), or its handshake fails. Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -156,6 +166,9 @@ impl Default for ServerConfig {
             worker_threads: 0,
             pin_connections: false,
             time_slice_us: DEFAULT_TIME_SLICE_US,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -260,6 +273,27 @@ impl ServerConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The TLS settings loaded, or None for plaintext. Fails on a setting given
+    /// without the ones it needs, and on a file that cannot be used.
+    pub fn tls(&self) -> Result<Option<ServerTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                ServerTls::load(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            (None, None) => Err(Error::InvalidArgument(
+                "tls_client_ca needs tls_cert and tls_key: clients are verified only over TLS"
+                    .into(),
+            )),
+            (Some(_), None) => Err(Error::InvalidArgument(
+                "tls_cert needs tls_key, the PEM file of its private key".into(),
+            )),
+            (None, Some(_)) => Err(Error::InvalidArgument(
+                "tls_key needs tls_cert, the PEM file of the server's certificate chain".into(),
+            )),
+        }
     }
 
     pub fn serve_options(&self) -> ServeOptions {

@@ -11,20 +11,52 @@ use common::server::TestServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_grpcio_client_produces_and_fetches() {
-    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
+    run_example(server.addr.to_string(), Vec::new()).await;
+    server.stop().await.unwrap();
+}
+
+/// The same over TLS, with a client certificate the server verifies (grpcio's own TLS,
+/// from the same example with `--tls-ca` and its client certificate).
+#[tokio::test(flavor = "multi_thread")]
+async fn python_grpcio_client_over_mutual_tls() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = common::tls::Certs::make(certs_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let options = strom::server::ServeOptions {
+        tls: Some(certs.server(true)),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(dir.path(), strom::broker::Limits::default(), options).await;
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let tls = vec![
+        "--tls-ca".to_string(),
+        path(&certs.ca),
+        "--tls-client-cert".into(),
+        path(&certs.client_cert),
+        "--tls-client-key".into(),
+        path(&certs.client_key),
+    ];
+    run_example(format!("localhost:{}", server.addr.port()), tls).await;
+    server.stop().await.unwrap();
+}
+
+/// Runs `examples/python/strom_client.py` against `addr` and checks all it printed.
+async fn run_example(addr: String, extra: Vec<String>) {
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/python/strom_client.py"
     );
-    let addr = server.addr.to_string();
     // Its own temporary directory, to see that the stubs leave nothing behind.
     let tmp = tempfile::tempdir().unwrap();
     let tmpdir = tmp.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .args([script, "--server", &addr])
+            .args(extra)
             .env("TMPDIR", tmpdir)
             .output()
     })
@@ -79,5 +111,4 @@ async fn python_grpcio_client_produces_and_fetches() {
         stdout.contains("stream record 3003: b'\\xee\\xee\\xee', 1000 bytes"),
         "{stdout}"
     );
-    server.stop().await.unwrap();
 }

@@ -2,6 +2,9 @@
 
     pip install grpcio grpcio-tools
     python examples/python/strom_client.py --server 127.0.0.1:7400
+    # a server with TLS (and, if it verifies clients, this client's certificate):
+    python examples/python/strom_client.py --server HOST:7400 --tls-ca ca.pem \
+        [--tls-client-cert client.pem --tls-client-key client.key]
 
 Stubs are generated from proto/ at start-up into a temporary directory, so this file
 is all a Python service needs besides the protos.
@@ -13,14 +16,32 @@ import grpc
 from strom_stubs import load_stubs
 
 
+def open_channel(args):
+    """A plaintext channel, or a TLS one when a CA is given."""
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.server)
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.tls_ca),
+        private_key=read(args.tls_client_key) if args.tls_client_key else None,
+        certificate_chain=read(args.tls_client_cert) if args.tls_client_cert else None,
+    )
+    return grpc.secure_channel(args.server, credentials)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", default="127.0.0.1:7400")
     parser.add_argument("--topic", default="python-demo")
+    parser.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate")
+    parser.add_argument("--tls-client-cert", help="PEM file of this client's certificate")
+    parser.add_argument("--tls-client-key", help="PEM file of its private key")
     args = parser.parse_args()
     pb, rpc = load_stubs()
 
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args) as channel:
         admin, log = rpc.AdminStub(channel), rpc.LogStub(channel)
         try:
             admin.CreateTopic(pb.CreateTopicRequest(name=args.topic, partitions=1))

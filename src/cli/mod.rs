@@ -15,13 +15,14 @@ mod serve;
 mod topic;
 mod work;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub use output::Stop;
 
-use crate::client::Client;
+use crate::client::{Client, ClientTls};
 use crate::config::DEFAULT_LISTEN;
 use output::noteln;
 
@@ -45,9 +46,25 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Connect {
     /// Address of the server (may also come before the subcommand, or from
-    /// STROM_SERVER) [default: 127.0.0.1:7400].
+    /// STROM_SERVER) [default: 127.0.0.1:7400]; https://HOST:PORT for TLS.
     #[arg(long, short = 's', value_name = "HOST:PORT", global = true)]
     server: Option<String>,
+    /// Connect with TLS, trusting the CA certificates in this PEM file (without it,
+    /// https:// trusts the system's) [default: plaintext].
+    #[arg(long, env = "STROM_TLS_CA", value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, for a server that verifies
+    /// clients; with --tls-client-key.
+    #[arg(
+        long,
+        env = "STROM_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        global = true
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM file of --tls-client-cert's private key.
+    #[arg(long, env = "STROM_TLS_CLIENT_KEY", value_name = "FILE", global = true)]
+    tls_client_key: Option<PathBuf>,
 }
 
 impl Connect {
@@ -65,11 +82,76 @@ impl Connect {
         self.server.as_deref().unwrap_or(DEFAULT_LISTEN)
     }
 
+    /// TLS as the options ask for it: None for plaintext (unless the address says
+    /// https://, which `Client::connect_with` honours with the system's roots).
+    fn tls(&self) -> Result<Option<ClientTls>, String> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
+        let identity = match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(cert), Some(key)) => Some((
+                read("--tls-client-cert", cert)?,
+                read("--tls-client-key", key)?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "--tls-client-cert and --tls-client-key go together: give both, or neither"
+                        .into(),
+                )
+            }
+        };
+        let ca_pem = self
+            .tls_ca
+            .as_ref()
+            .map(|ca| read("--tls-ca", ca))
+            .transpose()?;
+        let https = self.address().starts_with("https://");
+        Ok((https || ca_pem.is_some() || identity.is_some())
+            .then_some(ClientTls { ca_pem, identity }))
+    }
+
     pub async fn client(&self) -> Result<Client, String> {
         let address = self.address();
-        Client::connect(address).await.map_err(|e| {
-            format!("cannot connect to {address}: {e}; is `strom serve` running there?")
-        })
+        let tls = self.tls()?;
+        let secure = tls.is_some();
+        let client = Client::connect_with(address, tls).await.map_err(|e| {
+            // tonic's Display is "transport error"; the cause is what says what to do.
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                cause = format!("{cause}: {inner}");
+                source = inner.source();
+            }
+            match secure {
+                true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, and does its certificate name that host and chain to --tls-ca?"),
+                false => format!("cannot connect to {address}: {cause}; is `strom serve` running there?"),
+            }
+        })?;
+        // A server that refuses the connection after it is made (plaintext to a TLS
+        // port, TLS without the client certificate it requires) would otherwise fail the
+        // command's first call with "transport error" or "operation was canceled".
+        // Bounded: a server that is slow to answer is left to the command's own calls.
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), client.check());
+        match checked.await.unwrap_or(Ok(())) {
+            // The transport's failures come as UNKNOWN, UNAVAILABLE, CANCELLED or (a TLS
+            // alert read as an HTTP/2 frame) INTERNAL; a server without health checks
+            // would answer UNIMPLEMENTED.
+            Err(status)
+                if !matches!(
+                    status.code(),
+                    tonic::Code::Unimplemented | tonic::Code::NotFound
+                ) =>
+            {
+                let why = describe(status);
+                Err(match secure {
+                    false => format!("{address} closed the connection ({why}); if it serves TLS, give --tls-ca FILE or an https:// address"),
+                    true => format!("{address} ended the TLS session ({why}); if it verifies clients, give --tls-client-cert and --tls-client-key"),
+                })
+            }
+            // Served, or a server without health checks: the command will tell.
+            _ => Ok(client),
+        }
     }
 }
 
@@ -193,7 +275,15 @@ async fn run(cli: Cli) -> Result<(), Stop> {
 
 /// A gRPC error as one line a person can act on.
 pub fn describe(status: tonic::Status) -> String {
-    format!("{} ({:?})", status.message(), status.code())
+    let mut text = format!("{} ({:?})", status.message(), status.code());
+    // A call that failed in the transport (a TLS alert, a connection reset) says why
+    // only in its causes: "transport error" alone tells a person nothing.
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// Parses a duration such as `500ms`, `30s`, `10m`, `2h` or `1d` as milliseconds.

@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// Linux 6.12 or later); 0 is the kernel's default [default: 100].
     #[arg(long, env = "STROM_TIME_SLICE_US")]
     time_slice_us: Option<u64>,
+    /// PEM file of the server's certificate chain; with --tls-key, serve TLS only
+    /// [default: none, plaintext].
+    #[arg(long, env = "STROM_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of --tls-cert's private key.
+    #[arg(long, env = "STROM_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM file of CA certificates; clients must show a certificate one of them
+    /// signed (mutual TLS) [default: none].
+    #[arg(long, env = "STROM_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
@@ -129,11 +140,22 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.time_slice_us {
         config.time_slice_us = v;
     }
+    if let Some(v) = args.tls_cert {
+        config.tls_cert = Some(v);
+    }
+    if let Some(v) = args.tls_key {
+        config.tls_key = Some(v);
+    }
+    if let Some(v) = args.tls_client_ca {
+        config.tls_client_ca = Some(v);
+    }
     config.check_runtime().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
 async fn run(config: ServerConfig) -> Result<(), String> {
+    // Before anything is bound or opened: a server asked for TLS never serves without it.
+    let tls = config.tls().map_err(|e| e.to_string())?;
     // The port first: a port in use is found before the data directory is touched (and
     // before its recovery, which may take a while, is run for nothing).
     let listener = TcpListener::bind(config.listen)
@@ -156,6 +178,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // `serve` says when it is ready, with the bound address (port 0 picks one), once
     // the consumer groups are listed too.
     let mut options = config.serve_options();
+    options.tls = tls;
     options.max_connections = connections_within_open_files(options.max_connections);
     crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
         .await

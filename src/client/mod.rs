@@ -54,15 +54,49 @@ pub struct Client {
     channel: Channel,
 }
 
+/// TLS for a client's connection (`Client::connect_with`).
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM of the CA certificates that sign the server's; None trusts the system's
+    /// roots (a server whose certificate a public CA signed).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of this client's certificate chain and of its private key, for a server
+    /// that verifies clients (`tls_client_ca`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl Client {
-    /// Connects to `address` (`host:port` or `http://host:port`).
+    /// Connects to `address` (`host:port`, `http://host:port`, or `https://host:port`
+    /// for TLS trusting the system's roots).
     pub async fn connect(address: &str) -> Result<Client, tonic::transport::Error> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
+        let tls = address.starts_with("https://").then(ClientTls::default);
+        Client::connect_with(address, tls).await
+    }
+
+    /// Connects to `address`, over TLS if `tls` is given. The server's certificate must
+    /// name the host of `address` (a DNS name, or an IP address among its names).
+    pub async fn connect_with(
+        address: &str,
+        tls: Option<ClientTls>,
+    ) -> Result<Client, tonic::transport::Error> {
+        let uri = match (address.split_once("://"), &tls) {
+            (Some(_), _) => address.to_string(),
+            (None, None) => format!("http://{address}"),
+            (None, Some(_)) => format!("https://{address}"),
         };
-        let channel = Endpoint::from_shared(uri)?
+        let mut endpoint = Endpoint::from_shared(uri)?;
+        if let Some(tls) = tls {
+            let mut config = tonic::transport::ClientTlsConfig::new();
+            config = match tls.ca_pem {
+                Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                None => config.with_native_roots(),
+            };
+            if let Some((cert, key)) = tls.identity {
+                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(config)?;
+        }
+        let channel = endpoint
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
             .tcp_nodelay(true)
@@ -75,6 +109,15 @@ impl Client {
             .connect()
             .await?;
         Ok(Client { channel })
+    }
+
+    /// Asks the server whether it is serving (gRPC's health check): a connection the
+    /// server refuses (plaintext to a TLS port, TLS without the client certificate it
+    /// requires) fails only at its first call, and this makes that call.
+    pub async fn check(&self) -> Result<(), Status> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest::default();
+        health.check(request).await.map(drop)
     }
 
     /// A client that connects on first use, for tests of the client's own state.

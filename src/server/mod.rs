@@ -7,6 +7,7 @@
 pub mod metrics;
 mod threads;
 
+pub use crate::grpc::connection::ServerTls;
 pub use threads::ask_for_time_slice;
 
 use std::future::Future;
@@ -24,7 +25,7 @@ use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
 use crate::grpc::budget::BudgetLayer;
 use crate::grpc::call_limit::CallLimitLayer;
-use crate::grpc::connection::{Incoming, Timeouts};
+use crate::grpc::connection::{served, Incoming, Timeouts};
 use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::groups_server::GroupsServer;
@@ -91,6 +92,8 @@ pub struct ServeOptions {
     pub connection_threads: usize,
     /// The CPU time slice the connection threads ask for (see `ServerConfig::time_slice`).
     pub time_slice: Option<Duration>,
+    /// TLS for every connection (`grpc/connection/tls.rs`); None serves plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -113,6 +116,7 @@ impl Default for ServeOptions {
             keepalive_timeout: Duration::from_secs(20),
             connection_threads: 0,
             time_slice: None,
+            tls: None,
         }
     }
 }
@@ -174,9 +178,14 @@ pub async fn serve_with_metrics(
                 n => format!("{n} worker threads"),
             },
         };
+        let security = match &options.tls {
+            None => "",
+            Some(tls) if tls.clients_verified => " (TLS, client certificates required)",
+            Some(_) => " (TLS)",
+        };
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
-            "strom is ready: serving gRPC on {bound}, data in {}, {serving}",
+            "strom is ready: serving gRPC on {bound}{security}, data in {}, {serving}",
             broker.data_dir().root().display(),
         );
     }
@@ -329,7 +338,7 @@ pub async fn serve_with_metrics(
                 hangup.after(shutdown_timeout);
             };
             router()
-                .serve_with_incoming_shutdown(incoming, stopping)
+                .serve_with_incoming_shutdown(served(incoming, options.tls.clone()), stopping)
                 .await
         }
         Some(threads) => {
@@ -341,7 +350,13 @@ pub async fn serve_with_metrics(
                 hangup.after(shutdown_timeout);
             };
             threads
-                .serve(incoming, serve_one, stopping, begin_stop)
+                .serve(
+                    incoming,
+                    options.tls.clone(),
+                    serve_one,
+                    stopping,
+                    begin_stop,
+                )
                 .await
         }
     };

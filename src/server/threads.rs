@@ -29,9 +29,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 
-use crate::grpc::connection::{Handoff, Incoming, Watched};
+use crate::grpc::connection::{served, Handoff, Incoming, ServedStream, ServerTls};
 
 /// Blocking threads (fsyncs, large appends and reads) the connection threads' pools
 /// share: tokio's default for one runtime, in equal parts of at least
@@ -112,6 +112,7 @@ impl ConnectionThreads {
     pub async fn serve<S, F, E>(
         &self,
         mut incoming: Incoming,
+        tls: Option<ServerTls>,
         mut serve: S,
         stopping: impl Future<Output = ()>,
         begin_stop: impl FnOnce(),
@@ -128,7 +129,11 @@ impl ConnectionThreads {
             let (lane, connections) = mpsc::unbounded_channel();
             lanes.push(lane);
             let connections = UnboundedReceiverStream::new(connections).map(Handoff::watch);
-            let server = serve(Box::pin(connections), stop_signal(stopped.clone()));
+            // With TLS, each connection's handshake runs on the thread that serves it.
+            let server = serve(
+                served(connections, tls.clone()),
+                stop_signal(stopped.clone()),
+            );
             servers.spawn_on(server, &thread.runtime);
         }
         let mut first = None;
@@ -175,7 +180,7 @@ fn note<E>(first: &mut Option<Result<E, JoinError>>, ended: Result<Result<(), E>
 }
 
 /// A server's connections, watched on its own thread.
-pub type Connections = std::pin::Pin<Box<dyn Stream<Item = io::Result<Watched>> + Send>>;
+pub type Connections = ServedStream;
 
 /// Resolves when the servers are told to stop.
 pub type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

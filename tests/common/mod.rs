@@ -6,6 +6,7 @@ pub mod process;
 pub mod proxy;
 pub mod requests;
 pub mod server;
+pub mod tls;
 
 use std::path::Path;
 

@@ -19,7 +19,8 @@
 //! nothing never ends (only Fetch and Subscribe responses are watched for stalls):
 //! [`Hangup`] closes the connections still open when the stop's own deadline passes.
 //!
-//! The sockets come from [`Incoming`] (`incoming.rs`).
+//! The sockets come from [`Incoming`] (`incoming.rs`), and are served plain or with TLS
+//! (`tls.rs`).
 
 use std::io;
 use std::pin::Pin;
@@ -35,9 +36,11 @@ use tonic::transport::server::Connected;
 
 mod greeting;
 mod incoming;
+mod tls;
 
 use greeting::Greeting;
 pub use incoming::{Handoff, Hangup, Incoming, Place};
+pub use tls::{served, Served, ServedStream, ServerTls};
 
 /// How long a connection may keep the server waiting.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,292 @@
+//! TLS on the server's connections (`tls_cert`, `tls_key`, and `tls_client_ca` for
+//! clients that must show a certificate).
+//!
+//! The handshake is made here, not by tonic, so that it sits between the two layers of
+//! watching: the socket under it stays [`Watched`] (a stalled client, the server's
+//! hangup), and the client's HTTP/2 greeting, which the silent-client timeout waits for,
+//! is read from the decrypted bytes above it. Read from the encrypted ones it would be
+//! noise: three bytes of a TLS record taken for a SETTINGS frame's length. So the silent
+//! timeout covers the handshake as well: a client that connects and never finishes it
+//! is closed like one that never speaks. Handshakes run on tasks of their own, as many
+//! at once as connections arrive, so a slow one holds up no other.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+
+use super::greeting::Greeting;
+use super::{Connection, ConnectionInfo, Watched};
+use crate::error::{Error, Result};
+
+/// The server's TLS settings, loaded and checked: what each connection is accepted with.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    /// Whether clients must show a certificate signed by `tls_client_ca`.
+    pub clients_verified: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("clients_verified", &self.clients_verified)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// Loads the certificate chain and key (PEM), and the CAs whose certificates clients
+    /// must show, if any. Fails, naming the file and the setting, on anything unusable:
+    /// a server started with TLS asked for must not serve without it.
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |setting: &str, path: &Path, what: String| {
+            Error::InvalidArgument(format!("{setting} {}: {what}", path.display()))
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| {
+                bad(
+                    "tls_cert",
+                    cert,
+                    format!("{e}; give a PEM file of the server's certificate chain"),
+                )
+            })?;
+        if chain.is_empty() {
+            return Err(bad(
+                "tls_cert",
+                cert,
+                "no CERTIFICATE block in it; give a PEM file of the server's certificate chain"
+                    .into(),
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            bad("tls_key", key, format!("{e}; give a PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1)"))
+        })?;
+        // ring, as tonic's `tls-ring` client uses: aws-lc-rs would add a large C build
+        // for the one thing rustls deprecates ring for, post-quantum key exchange.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let certs: Vec<_> = CertificateDer::pem_file_iter(ca)
+                    .and_then(|certs| certs.collect())
+                    .map_err(|e| bad("tls_client_ca", ca, format!("{e}; give a PEM file of the CA certificates that sign clients' certificates")))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(bad(
+                        "tls_client_ca",
+                        ca,
+                        "no usable CA certificate in it".into(),
+                    ));
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad("tls_client_ca", ca, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, private).map_err(|e| {
+            bad(
+                "tls_key",
+                key,
+                format!("{e} (does it belong to the certificate in tls_cert?)"),
+            )
+        })?;
+        // gRPC is HTTP/2, and its clients (grpcio among them) insist on agreeing so.
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ServerTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            clients_verified: client_ca.is_some(),
+        })
+    }
+}
+
+/// A connection as the server serves it: the watched socket, or TLS over it.
+pub enum Served {
+    Plain(Watched),
+    Tls(Box<Secured>),
+}
+
+/// TLS over a watched socket, reading the client's greeting from the decrypted bytes.
+pub struct Secured {
+    io: TlsStream<Watched>,
+    greeting: Option<Greeting>,
+    connection: Arc<Connection>,
+}
+
+/// The server's connections, served as they come: plain, or once their handshake ends.
+pub type ServedStream = Pin<Box<dyn Stream<Item = io::Result<Served>> + Send>>;
+
+/// `accepted` as the server serves them: with `tls`, each after its handshake.
+pub fn served<S>(accepted: S, tls: Option<ServerTls>) -> ServedStream
+where
+    S: Stream<Item = io::Result<Watched>> + Send + 'static,
+{
+    match tls {
+        None => Box::pin(tokio_stream::StreamExt::map(accepted, |watched| {
+            watched.map(Served::Plain)
+        })),
+        Some(tls) => Box::pin(Handshakes {
+            accepted: Box::pin(accepted),
+            accepted_ended: false,
+            acceptor: tls.acceptor,
+            pending: JoinSet::new(),
+        }),
+    }
+}
+
+/// Connections whose handshakes run on tasks of the runtime that polls this.
+struct Handshakes {
+    accepted: Pin<Box<dyn Stream<Item = io::Result<Watched>> + Send>>,
+    accepted_ended: bool,
+    acceptor: TlsAcceptor,
+    pending: JoinSet<io::Result<Secured>>,
+}
+
+impl Stream for Handshakes {
+    type Item = io::Result<Served>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while !this.accepted_ended {
+            match this.accepted.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(mut watched))) => {
+                    // The greeting is read above the TLS layer from here on.
+                    watched.greeting = None;
+                    let connection = Arc::clone(&watched.connection);
+                    let handshake = this.acceptor.accept(watched);
+                    this.pending.spawn(async move {
+                        Ok(Secured {
+                            io: handshake.await?,
+                            greeting: Some(Greeting::default()),
+                            connection,
+                        })
+                    });
+                }
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+                // Accepting has stopped (the server is stopping): so does this, and the
+                // handshakes not yet ended go with it.
+                Poll::Ready(None) => this.accepted_ended = true,
+                Poll::Pending => break,
+            }
+        }
+        if this.accepted_ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.pending.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Ok(secured)))) => {
+                    return Poll::Ready(Some(Ok(Served::Tls(Box::new(secured)))))
+                }
+                // A plaintext client, a port scanner, a certificate refused, or a client
+                // silent past the timeout: that connection only.
+                Poll::Ready(Some(Ok(Err(err)))) => {
+                    tracing::debug!(%err, "TLS handshake failed; connection closed")
+                }
+                Poll::Ready(Some(Err(err))) => tracing::debug!(%err, "TLS handshake task ended"),
+                // None pending: the accept's waker, registered above, wakes this.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Connected for Served {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        match self {
+            Served::Plain(watched) => watched.connect_info(),
+            Served::Tls(secured) => ConnectionInfo(Arc::clone(&secured.connection)),
+        }
+    }
+}
+
+impl AsyncRead for Served {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Served::Plain(watched) => Pin::new(watched).poll_read(cx, buf),
+            Served::Tls(secured) => {
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut secured.io).poll_read(cx, buf);
+                if let Some(greeting) = &mut secured.greeting {
+                    if greeting.take(&buf.filled()[before..]) {
+                        secured.greeting = None;
+                        secured.connection.heard.store(true, Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Served {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Served::Plain(watched) => Pin::new(watched).poll_write(cx, buf),
+            Served::Tls(secured) => Pin::new(&mut secured.io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Served::Plain(watched) => Pin::new(watched).poll_write_vectored(cx, bufs),
+            Served::Tls(secured) => Pin::new(&mut secured.io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Served::Plain(watched) => watched.is_write_vectored(),
+            Served::Tls(secured) => secured.io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Served::Plain(watched) => Pin::new(watched).poll_flush(cx),
+            Served::Tls(secured) => Pin::new(&mut secured.io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Served::Plain(watched) => Pin::new(watched).poll_shutdown(cx),
+            Served::Tls(secured) => Pin::new(&mut secured.io).poll_shutdown(cx),
+        }
+    }
+}
