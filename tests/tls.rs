@@ -342,3 +342,113 @@ fn strom_serve_over_tls_and_the_cli_commands_through_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tls_cert needs tls_key"), "{stderr}");
 }
+
+/// `ServerTls::reload` (SIGHUP to `strom serve`): connections made after it get the
+/// new certificate, one already open keeps its session, and files that cannot be used
+/// leave the certificate in use as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_the_old_on_failure() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path());
+    let (live_cert, live_key) = (
+        certs_dir.path().join("live.pem"),
+        certs_dir.path().join("live.key"),
+    );
+    std::fs::copy(&certs.server_cert, &live_cert).unwrap();
+    std::fs::copy(&certs.server_key, &live_key).unwrap();
+    let tls = strom::server::ServerTls::load(&live_cert, &live_key, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        tls: Some(tls.clone()),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let address = server.addr.to_string();
+    let before = Client::connect_with(&address, Some(certs.client(&certs.ca, None)))
+        .await
+        .unwrap();
+    before.admin().list_topics().await.unwrap();
+    // Renewed by another CA.
+    std::fs::copy(&certs.other_server_cert, &live_cert).unwrap();
+    std::fs::copy(&certs.other_server_key, &live_key).unwrap();
+    tls.reload().unwrap();
+    let old_trust = serves(&address, Some(certs.client(&certs.ca, None))).await;
+    assert!(
+        old_trust.is_err(),
+        "a new connection got the old certificate"
+    );
+    serves(&address, Some(certs.client(&certs.other_ca, None)))
+        .await
+        .unwrap();
+    before
+        .admin()
+        .list_topics()
+        .await
+        .expect("an open connection keeps its session");
+    // A key cut short: refused, and the renewed certificate stays in use.
+    std::fs::write(&live_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n").unwrap();
+    let refused = tls.reload().unwrap_err().to_string();
+    assert!(refused.contains("tls_key"), "{refused}");
+    serves(&address, Some(certs.client(&certs.other_ca, None)))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// SIGHUP to `strom serve` reloads its TLS files and does not end it; a plaintext
+/// server takes SIGHUP and goes on too.
+#[test]
+fn sighup_reloads_the_tls_files_of_strom_serve() {
+    use common::cli::Serve;
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path());
+    let (live_cert, live_key) = (
+        certs_dir.path().join("live.pem"),
+        certs_dir.path().join("live.key"),
+    );
+    std::fs::copy(&certs.server_cert, &live_cert).unwrap();
+    std::fs::copy(&certs.server_key, &live_key).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with_args(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &path(&live_cert),
+            "--tls-key",
+            &path(&live_key),
+        ],
+    );
+    let other_ca = path(&certs.other_ca);
+    let refused = serve.run(&["topic", "list", "--tls-ca", &other_ca], b"");
+    assert!(
+        !refused.status.success(),
+        "served with a certificate not yet loaded"
+    );
+    std::fs::copy(&certs.other_server_cert, &live_cert).unwrap();
+    std::fs::copy(&certs.other_server_key, &live_key).unwrap();
+    let hangup = |serve: &Serve, logged: &str| {
+        let pid = rustix::process::Pid::from_raw(serve.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !serve
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(logged))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no {logged:?} logged after SIGHUP"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    hangup(&serve, "TLS files reloaded");
+    serve.ok(&["topic", "list", "--tls-ca", &other_ca], b"");
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = Serve::start(plain_dir.path());
+    hangup(&plain, "nothing to reload");
+    plain.ok(&["topic", "list"], b"");
+}

@@ -178,6 +178,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // `serve` says when it is ready, with the bound address (port 0 picks one), once
     // the consumer groups are listed too.
     let mut options = config.serve_options();
+    tokio::spawn(reload_on_hangup(tls.clone()));
     options.tls = tls;
     options.max_connections = connections_within_open_files(options.max_connections);
     crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
@@ -257,6 +258,31 @@ fn init_tracing(config: &ServerConfig) -> Result<(), String> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// SIGHUP reads the TLS files again (a renewed certificate), as nginx and HAProxy do,
+/// rather than ending the server as it would by default.
+async fn reload_on_hangup(tls: Option<crate::server::ServerTls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            return tracing::warn!(%err, "cannot handle SIGHUP: TLS files reload only at a restart")
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(tls) = tls.clone() else {
+            tracing::info!("SIGHUP: nothing to reload (no TLS files)");
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: TLS files reloaded; new connections use them"),
+            Ok(Err(err)) => {
+                tracing::error!(%err, "SIGHUP: TLS files not reloaded; the ones in use stay")
+            }
+            Err(err) => tracing::error!(%err, "SIGHUP: the TLS reload failed"),
+        }
+    }
 }
 
 /// SIGINT or SIGTERM.

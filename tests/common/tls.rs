@@ -1,6 +1,7 @@
 //! Certificates for TLS tests, made with rcgen into a directory: a CA, a server
 //! certificate it signs for `localhost` and `127.0.0.1`, a client certificate it signs,
-//! and a second CA with a client certificate of its own (one the server must refuse).
+//! and a second CA with a client certificate of its own (one the server must refuse)
+//! and a server certificate of its own (a renewal).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,9 @@ pub struct Certs {
     pub other_ca: PathBuf,
     pub other_client_cert: PathBuf,
     pub other_client_key: PathBuf,
+    /// A server certificate the other CA signed (a renewal from another CA).
+    pub other_server_cert: PathBuf,
+    pub other_server_key: PathBuf,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -56,6 +60,8 @@ impl Certs {
             leaf(dir, "server", &["localhost", "127.0.0.1"], &authority);
         let (client_cert, client_key) = leaf(dir, "client", &["client"], &authority);
         let (other_client_cert, other_client_key) = leaf(dir, "other-client", &["client"], &other);
+        let (other_server_cert, other_server_key) =
+            leaf(dir, "other-server", &["localhost", "127.0.0.1"], &other);
         Certs {
             ca: ca_path,
             server_cert,
@@ -65,6 +71,8 @@ impl Certs {
             other_ca: other_path,
             other_client_cert,
             other_client_key,
+            other_server_cert,
+            other_server_key,
         }
     }
 

@@ -34,13 +34,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tonic::transport::server::Connected;
 
+mod certificates;
 mod greeting;
 mod incoming;
 mod tls;
 
+pub use certificates::ServerTls;
 use greeting::Greeting;
 pub use incoming::{Handoff, Hangup, Incoming, Place};
-pub use tls::{served, Served, ServedStream, ServerTls};
+pub use tls::{served, Served, ServedStream};
 
 /// How long a connection may keep the server waiting.
 #[derive(Debug, Clone, Copy)]

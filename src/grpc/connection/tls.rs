@@ -1,5 +1,5 @@
 //! TLS on the server's connections (`tls_cert`, `tls_key`, and `tls_client_ca` for
-//! clients that must show a certificate).
+//! clients that must show a certificate; loaded by `certificates.rs`).
 //!
 //! The handshake is made here, not by tonic, so that it sits between the two layers of
 //! watching: the socket under it stays [`Watched`] (a stalled client, the server's
@@ -11,7 +11,6 @@
 //! at once as connections arrive, so a slow one holds up no other.
 
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,108 +18,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
-use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
 use super::greeting::Greeting;
-use super::{Connection, ConnectionInfo, Watched};
-use crate::error::{Error, Result};
-
-/// The server's TLS settings, loaded and checked: what each connection is accepted with.
-#[derive(Clone)]
-pub struct ServerTls {
-    acceptor: TlsAcceptor,
-    /// Whether clients must show a certificate signed by `tls_client_ca`.
-    pub clients_verified: bool,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls")
-            .field("clients_verified", &self.clients_verified)
-            .finish()
-    }
-}
-
-impl ServerTls {
-    /// Loads the certificate chain and key (PEM), and the CAs whose certificates clients
-    /// must show, if any. Fails, naming the file and the setting, on anything unusable:
-    /// a server started with TLS asked for must not serve without it.
-    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |setting: &str, path: &Path, what: String| {
-            Error::InvalidArgument(format!("{setting} {}: {what}", path.display()))
-        };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect())
-            .map_err(|e| {
-                bad(
-                    "tls_cert",
-                    cert,
-                    format!("{e}; give a PEM file of the server's certificate chain"),
-                )
-            })?;
-        if chain.is_empty() {
-            return Err(bad(
-                "tls_cert",
-                cert,
-                "no CERTIFICATE block in it; give a PEM file of the server's certificate chain"
-                    .into(),
-            ));
-        }
-        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-            bad("tls_key", key, format!("{e}; give a PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1)"))
-        })?;
-        // ring, as tonic's `tls-ring` client uses: aws-lc-rs would add a large C build
-        // for the one thing rustls deprecates ring for, post-quantum key exchange.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let certs: Vec<_> = CertificateDer::pem_file_iter(ca)
-                    .and_then(|certs| certs.collect())
-                    .map_err(|e| bad("tls_client_ca", ca, format!("{e}; give a PEM file of the CA certificates that sign clients' certificates")))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(bad(
-                        "tls_client_ca",
-                        ca,
-                        "no usable CA certificate in it".into(),
-                    ));
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                )
-                .build()
-                .map_err(|e| bad("tls_client_ca", ca, e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config = builder.with_single_cert(chain, private).map_err(|e| {
-            bad(
-                "tls_key",
-                key,
-                format!("{e} (does it belong to the certificate in tls_cert?)"),
-            )
-        })?;
-        // gRPC is HTTP/2, and its clients (grpcio among them) insist on agreeing so.
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ServerTls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            clients_verified: client_ca.is_some(),
-        })
-    }
-}
+use super::{Connection, ConnectionInfo, ServerTls, Watched};
 
 /// A connection as the server serves it: the watched socket, or TLS over it.
 pub enum Served {
@@ -150,7 +53,7 @@ where
         Some(tls) => Box::pin(Handshakes {
             accepted: Box::pin(accepted),
             accepted_ended: false,
-            acceptor: tls.acceptor,
+            tls,
             pending: JoinSet::new(),
         }),
     }
@@ -160,7 +63,8 @@ where
 struct Handshakes {
     accepted: Pin<Box<dyn Stream<Item = io::Result<Watched>> + Send>>,
     accepted_ended: bool,
-    acceptor: TlsAcceptor,
+    /// Its certificate as of each accept (a reload serves the connections after it).
+    tls: ServerTls,
     pending: JoinSet<io::Result<Secured>>,
 }
 
@@ -175,7 +79,7 @@ impl Stream for Handshakes {
                     // The greeting is read above the TLS layer from here on.
                     watched.greeting = None;
                     let connection = Arc::clone(&watched.connection);
-                    let handshake = this.acceptor.accept(watched);
+                    let handshake = this.tls.acceptor().accept(watched);
                     this.pending.spawn(async move {
                         Ok(Secured {
                             io: handshake.await?,
