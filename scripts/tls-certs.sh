@@ -13,13 +13,16 @@ san="DNS:localhost,IP:127.0.0.1"
 for name in "$@"; do san="$san,DNS:$name"; done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 10 \
   -subj "/CN=strom test CA" -keyout ca.key -out ca.pem 2>/dev/null
-leaf() { # name, subjectAltName
+# Each certificate says what it is for (extendedKeyUsage): one without it would be
+# accepted as a client's certificate too, the server's included.
+leaf() { # name, subjectAltName, serverAuth or clientAuth
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
     -keyout "$1.key" -out "$1.csr" 2>/dev/null
   openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 10 \
-    -extfile <(printf 'subjectAltName=%s\n' "$2") -out "$1.pem" 2>/dev/null
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3") \
+    -out "$1.pem" 2>/dev/null
   rm "$1.csr"
 }
-leaf server "$san"
-leaf client "DNS:client"
+leaf server "$san" serverAuth
+leaf client "DNS:client" clientAuth
 echo "in $dir: ca.pem, server.pem server.key, client.pem client.key"

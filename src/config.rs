@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::broker::{DiskFloor, Limits, TopicConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::GroupsConfig;
+use crate::grpc::auth::Tokens;
 use crate::grpc::connection::ServerTls;
 use crate::server::ServeOptions;
 
@@ -119,6 +120,10 @@ pub struct ServerConfig {
     /// PEM file of CA certificates: with it, a client must show a certificate one of
     /// them signed (mutual TLS), or its handshake fails. Needs `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
+    /// File of `NAME SHA256` lines: with it, every call but health checks and
+    /// reflection must carry `authorization: Bearer TOKEN` with a token whose SHA-256
+    /// the file lists. None by default: no token asked for.
+    pub auth_tokens: Option<PathBuf>,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -169,6 +174,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            auth_tokens: None,
         }
     }
 }
@@ -294,6 +300,11 @@ impl ServerConfig {
                 "tls_key needs tls_cert, the PEM file of the server's certificate chain".into(),
             )),
         }
+    }
+
+    /// The tokens file read and checked, or None when calls need no token.
+    pub fn tokens(&self) -> Result<Option<Tokens>> {
+        self.auth_tokens.as_deref().map(Tokens::load).transpose()
     }
 
     pub fn serve_options(&self) -> ServeOptions {

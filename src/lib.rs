@@ -15,7 +15,8 @@
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
 //!   `grpc::connection` accepts and watches the sockets, and makes TLS handshakes
-//!   (`connection/tls.rs`) between the watched socket and HTTP/2.
+//!   (`connection/tls.rs`) between the watched socket and HTTP/2; `grpc::auth` refuses
+//!   calls without a token the server lists.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups

@@ -17,15 +17,26 @@ async fn python_grpcio_client_produces_and_fetches() {
     server.stop().await.unwrap();
 }
 
-/// The same over TLS, with a client certificate the server verifies (grpcio's own TLS,
-/// from the same example with `--tls-ca` and its client certificate).
+/// The same over TLS, with a client certificate the server verifies and a token it
+/// checks (grpcio's own TLS and call credentials, from the same example with
+/// `--tls-ca`, its client certificate and `--token-file`).
 #[tokio::test(flavor = "multi_thread")]
-async fn python_grpcio_client_over_mutual_tls() {
+async fn python_grpcio_client_over_mutual_tls_with_a_token() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = common::tls::Certs::make(certs_dir.path());
     let dir = tempfile::tempdir().unwrap();
+    let token_file = certs_dir.path().join("token");
+    std::fs::write(&token_file, "py-secret\n").unwrap();
+    // sha256("py-secret"), as `printf %s py-secret | sha256sum` prints it.
+    let tokens = certs_dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "python 55edef901d87d7a9a609284c79c62a2175458bdf70d19b28f49dae8bd5dbc445\n",
+    )
+    .unwrap();
     let options = strom::server::ServeOptions {
         tls: Some(certs.server(true)),
+        tokens: Some(strom::server::Tokens::load(&tokens).unwrap()),
         ..Default::default()
     };
     let server =
@@ -38,6 +49,8 @@ async fn python_grpcio_client_over_mutual_tls() {
         path(&certs.client_cert),
         "--tls-client-key".into(),
         path(&certs.client_key),
+        "--token-file".into(),
+        path(&token_file),
     ];
     run_example(format!("localhost:{}", server.addr.port()), tls).await;
     server.stop().await.unwrap();

@@ -16,10 +16,14 @@ use std::time::{Duration, Instant};
 use common::cli::{Serve, STROM};
 
 /// Lines that other tests cover, or that need what this test does not have.
-const LEFT_TO_OTHERS: [&str; 10] = [
+const LEFT_TO_OTHERS: [&str; 13] = [
     "strom serve ",
-    // The TLS examples need a server with a certificate: tests/tls.rs runs their flags.
+    // The TLS and token examples need a server with a certificate or a tokens file:
+    // tests/tls.rs and tests/auth.rs run their flags and make the file as shown.
     "strom topic list -s ",
+    "token=",
+    "printf 'orders ",
+    "STROM_TOKEN=",
     "curl ",
     "cargo ",
     "./scripts/",

@@ -11,7 +11,7 @@ use common::requests::{produce, record};
 use common::server::TestServer;
 use common::tls::Certs;
 use strom::broker::Limits;
-use strom::client::{Client, ClientTls};
+use strom::client::{Client, ClientTls, ConnectOptions};
 use strom::grpc::pb;
 use strom::server::ServeOptions;
 
@@ -29,10 +29,14 @@ async fn tls_server(
     TestServer::start_with_options(dir, Limits::default(), options).await
 }
 
+fn over(tls: Option<ClientTls>) -> ConnectOptions {
+    ConnectOptions { tls, token: None }
+}
+
 /// Connects and makes one call: Ok only if the server served it.
 async fn serves(addr: &str, tls: Option<ClientTls>) -> Result<(), String> {
     let attempt = async {
-        let client = Client::connect_with(addr, tls)
+        let client = Client::connect_with(addr, over(tls))
             .await
             .map_err(|e| format!("{e:?}"))?;
         client
@@ -60,7 +64,7 @@ async fn a_tls_server_serves_clients_that_trust_its_ca_and_no_other() {
         let port = server.addr.port();
         for host in ["127.0.0.1", "localhost"] {
             let address = format!("{host}:{port}");
-            let client = Client::connect_with(&address, Some(certs.client(&certs.ca, None)))
+            let client = Client::connect_with(&address, over(Some(certs.client(&certs.ca, None))))
                 .await
                 .unwrap();
             let topic = format!("t-{host}");
@@ -151,9 +155,10 @@ async fn the_silent_timeout_covers_the_handshake_and_spares_clients_that_greeted
                 .unwrap();
             closed_within(&mut socket, Duration::from_secs(20))
         });
-        let client = Client::connect_with(&addr.to_string(), Some(certs.client(&certs.ca, None)))
-            .await
-            .unwrap();
+        let client =
+            Client::connect_with(&addr.to_string(), over(Some(certs.client(&certs.ca, None))))
+                .await
+                .unwrap();
         client
             .admin()
             .create_topic("t", 1, Default::default())
@@ -179,8 +184,69 @@ async fn the_silent_timeout_covers_the_handshake_and_spares_clients_that_greeted
             stalled.await.unwrap(),
             "a client stalled in its handshake stayed connected"
         );
+        // The handshake finished, and then nothing: no HTTP/2 greeting.
+        let mut mute = handshake_only(addr, &certs).await;
+        let closed = tokio::time::timeout(Duration::from_secs(20), async move {
+            let mut buf = [0u8; 1024];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut mute, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // the server's SETTINGS
+                }
+            }
+        });
+        closed
+            .await
+            .expect("a client that finished its handshake and said nothing stayed connected");
         server.stop().await.unwrap();
     }
+}
+
+/// A TLS connection to `addr` trusting the test CA, its handshake made, nothing sent.
+async fn handshake_only(
+    addr: std::net::SocketAddr,
+    certs: &Certs,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&certs.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)] // ring, as the server uses
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, socket).await.unwrap()
+}
+
+/// With TLS asked for, an address that names `http://` is still reached over TLS: a
+/// plaintext server is not served to a client that asked for TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_asked_for_is_never_dropped_for_an_http_scheme() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path());
+    let (tls_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let secure = tls_server(tls_dir.path(), &certs, false, 0).await;
+    let plain = TestServer::start(plain_dir.path()).await;
+    let tls = || Some(certs.client(&certs.ca, None));
+    serves(&format!("http://{}", secure.addr), tls())
+        .await
+        .unwrap();
+    let downgraded = serves(&format!("http://{}", plain.addr), tls()).await;
+    assert!(
+        downgraded.is_err(),
+        "a client that asked for TLS was served in plaintext"
+    );
+    secure.stop().await.unwrap();
+    plain.stop().await.unwrap();
 }
 
 /// Reads until the server closes `socket`, up to `within`: whether it did.
@@ -307,10 +373,13 @@ fn strom_serve_over_tls_and_the_cli_commands_through_it() {
         assert!(!out.status.success(), "strom {args:?} succeeded");
         assert!(stderr.contains(says), "strom {args:?}: {stderr}");
     };
-    refused(&["topic", "list"], "if it serves TLS, give --tls-ca");
+    refused(
+        &["topic", "list"],
+        "it may serve TLS only (give --tls-ca FILE",
+    );
     refused(
         &["topic", "list", "--tls-ca", &ca],
-        "if it verifies clients, give --tls-client-cert",
+        "it may require a client certificate (give --tls-client-cert",
     );
     refused(
         &[
@@ -322,6 +391,23 @@ fn strom_serve_over_tls_and_the_cli_commands_through_it() {
             &client_cert,
         ],
         "go together",
+    );
+    let (other_cert, other_key) = (
+        path(&certs.other_client_cert),
+        path(&certs.other_client_key),
+    );
+    refused(
+        &[
+            "topic",
+            "list",
+            "--tls-ca",
+            &ca,
+            "--tls-client-cert",
+            &other_cert,
+            "--tls-client-key",
+            &other_key,
+        ],
+        "may not accept this client certificate",
     );
     // A server told half of what TLS needs does not start.
     let out = common::process::run_within(
@@ -364,7 +450,7 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_the_ol
     };
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
     let address = server.addr.to_string();
-    let before = Client::connect_with(&address, Some(certs.client(&certs.ca, None)))
+    let before = Client::connect_with(&address, over(Some(certs.client(&certs.ca, None))))
         .await
         .unwrap();
     before.admin().list_topics().await.unwrap();
@@ -451,4 +537,35 @@ fn sighup_reloads_the_tls_files_of_strom_serve() {
     let plain = Serve::start(plain_dir.path());
     hangup(&plain, "nothing to reload");
     plain.ok(&["topic", "list"], b"");
+}
+
+/// A server that accepts and never answers the TLS handshake (stopped, or still
+/// recovering its logs) fails the connect within its deadline: `connect_timeout`
+/// bounds the TCP connect only, and the handshake used to wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_a_server_that_never_answers_its_handshake_fails_in_time() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket); // held open, never read
+        }
+    });
+    let started = Instant::now();
+    let options = over(Some(certs.client(&certs.ca, None)));
+    let connected = tokio::time::timeout(
+        Duration::from_secs(60),
+        Client::connect_with(&addr.to_string(), options),
+    )
+    .await
+    .expect("the connect ended by itself");
+    let err = connected
+        .err()
+        .expect("a server that never answers was connected to");
+    assert!(err.to_string().contains("no connection within"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    held.abort();
 }

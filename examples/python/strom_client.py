@@ -4,7 +4,7 @@
     python examples/python/strom_client.py --server 127.0.0.1:7400
     # a server with TLS (and, if it verifies clients, this client's certificate):
     python examples/python/strom_client.py --server HOST:7400 --tls-ca ca.pem \
-        [--tls-client-cert client.pem --tls-client-key client.key]
+        [--tls-client-cert client.pem --tls-client-key client.key] [--token-file t]
 
 Stubs are generated from proto/ at start-up into a temporary directory, so this file
 is all a Python service needs besides the protos.
@@ -17,17 +17,24 @@ from strom_stubs import load_stubs
 
 
 def open_channel(args):
-    """A plaintext channel, or a TLS one when a CA is given."""
-    if not args.tls_ca:
+    """A plaintext channel, or a TLS one when any TLS option (or a token) is given."""
+    if not (args.tls_ca or args.tls_client_cert or args.tls_client_key or args.token_file):
         return grpc.insecure_channel(args.server)
     def read(path):
         with open(path, "rb") as f:
             return f.read()
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(args.tls_ca),
+        # None: the system's roots (a certificate a public CA signed).
+        root_certificates=read(args.tls_ca) if args.tls_ca else None,
         private_key=read(args.tls_client_key) if args.tls_client_key else None,
         certificate_chain=read(args.tls_client_cert) if args.tls_client_cert else None,
     )
+    if args.token_file:
+        # Sent as `authorization: Bearer TOKEN` with every call; grpcio sends call
+        # credentials only over TLS.
+        token = read(args.token_file).decode().strip()
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token))
     return grpc.secure_channel(args.server, credentials)
 
 
@@ -38,6 +45,7 @@ def main():
     parser.add_argument("--tls-ca", help="PEM file of the CA that signed the server's certificate")
     parser.add_argument("--tls-client-cert", help="PEM file of this client's certificate")
     parser.add_argument("--tls-client-key", help="PEM file of its private key")
+    parser.add_argument("--token-file", help="file holding a token, for a server with auth_tokens (needs TLS)")
     args = parser.parse_args()
     pb, rpc = load_stubs()
 

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 
 pub use output::Stop;
 
-use crate::client::{Client, ClientTls};
+use crate::client::{Client, ClientTls, ConnectOptions};
 use crate::config::DEFAULT_LISTEN;
 use output::noteln;
 
@@ -65,6 +65,13 @@ pub struct Connect {
     /// PEM file of --tls-client-cert's private key.
     #[arg(long, env = "STROM_TLS_CLIENT_KEY", value_name = "FILE", global = true)]
     tls_client_key: Option<PathBuf>,
+    /// Token for a server with auth_tokens (better from STROM_TOKEN or --token-file
+    /// than on a command line others can list).
+    #[arg(long, env = "STROM_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File whose first line is the token.
+    #[arg(long, env = "STROM_TOKEN_FILE", value_name = "FILE", global = true)]
+    token_file: Option<PathBuf>,
 }
 
 impl Connect {
@@ -111,20 +118,50 @@ impl Connect {
             .then_some(ClientTls { ca_pem, identity }))
     }
 
+    /// The token as `--token`, STROM_TOKEN or `--token-file` give it.
+    fn token(&self) -> Result<Option<String>, String> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err("--token (or STROM_TOKEN) and --token-file: give one".into()),
+            (Some(token), None) => Ok(Some(token.trim().to_string())),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+                match text.lines().next().map(str::trim) {
+                    Some(token) if !token.is_empty() => Ok(Some(token.to_string())),
+                    _ => Err(format!(
+                        "--token-file {}: no token on its first line",
+                        file.display()
+                    )),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     pub async fn client(&self) -> Result<Client, String> {
         let address = self.address();
         let tls = self.tls()?;
+        // What to suggest when the server turns the connection away.
+        let hint = match &tls {
+            None => "it may serve TLS only (give --tls-ca FILE, or an https:// address), or be at its max_connections, or stopping",
+            Some(ClientTls { identity: None, .. }) => "it may require a client certificate (give --tls-client-cert and --tls-client-key), or be at its max_connections, or stopping",
+            Some(_) => "it may not accept this client certificate (is it signed by a CA in the server's tls_client_ca?), or be at its max_connections, or stopping",
+        };
         let secure = tls.is_some();
-        let client = Client::connect_with(address, tls).await.map_err(|e| {
+        let options = ConnectOptions {
+            tls,
+            token: self.token()?,
+        };
+        let client = Client::connect_with(address, options).await.map_err(|e| {
             // tonic's Display is "transport error"; the cause is what says what to do.
             let mut cause = e.to_string();
-            let mut source = std::error::Error::source(&e);
+            let mut source = e.source();
             while let Some(inner) = source {
                 cause = format!("{cause}: {inner}");
                 source = inner.source();
             }
             match secure {
-                true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, and does its certificate name that host and chain to --tls-ca?"),
+                true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, does its certificate name that host and chain to --tls-ca, and is it below its max_connections?"),
                 false => format!("cannot connect to {address}: {cause}; is `strom serve` running there?"),
             }
         })?;
@@ -136,18 +173,17 @@ impl Connect {
         match checked.await.unwrap_or(Ok(())) {
             // The transport's failures come as UNKNOWN, UNAVAILABLE, CANCELLED or (a TLS
             // alert read as an HTTP/2 frame) INTERNAL; a server without health checks
-            // would answer UNIMPLEMENTED.
+            // would answer UNIMPLEMENTED, and a stopping one NOT_FOUND.
             Err(status)
                 if !matches!(
                     status.code(),
                     tonic::Code::Unimplemented | tonic::Code::NotFound
                 ) =>
             {
-                let why = describe(status);
-                Err(match secure {
-                    false => format!("{address} closed the connection ({why}); if it serves TLS, give --tls-ca FILE or an https:// address"),
-                    true => format!("{address} ended the TLS session ({why}); if it verifies clients, give --tls-client-cert and --tls-client-key"),
-                })
+                Err(format!(
+                    "{address} closed the connection ({}): {hint}",
+                    describe(status)
+                ))
             }
             // Served, or a server without health checks: the command will tell.
             _ => Ok(client),

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// signed (mutual TLS) [default: none].
     #[arg(long, env = "STROM_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// File of `NAME SHA256` lines, the hex SHA-256 of each token calls may carry
+    /// (`authorization: Bearer TOKEN`) [default: none, no token asked for].
+    #[arg(long, env = "STROM_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
@@ -149,13 +153,23 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.tls_client_ca {
         config.tls_client_ca = Some(v);
     }
+    if let Some(v) = args.auth_tokens {
+        config.auth_tokens = Some(v);
+    }
     config.check_runtime().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
 async fn run(config: ServerConfig) -> Result<(), String> {
+    // SIGHUP's default ends the process: taken over first, so that a certificate
+    // renewal's HUP during a long recovery is kept for later, not fatal.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Before anything is bound or opened: a server asked for TLS never serves without it.
     let tls = config.tls().map_err(|e| e.to_string())?;
+    let tokens = config.tokens().map_err(|e| e.to_string())?;
+    if tokens.is_some() && tls.is_none() {
+        tracing::warn!("auth_tokens without TLS: tokens cross the network in the clear; give tls_cert and tls_key unless every client is on this host");
+    }
     // The port first: a port in use is found before the data directory is touched (and
     // before its recovery, which may take a while, is run for nothing).
     let listener = TcpListener::bind(config.listen)
@@ -178,8 +192,9 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // `serve` says when it is ready, with the bound address (port 0 picks one), once
     // the consumer groups are listed too.
     let mut options = config.serve_options();
-    tokio::spawn(reload_on_hangup(tls.clone()));
+    tokio::spawn(reload_on_hangup(hangups, tls.clone(), tokens.clone()));
     options.tls = tls;
+    options.tokens = tokens;
     options.max_connections = connections_within_open_files(options.max_connections);
     crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
         .await
@@ -260,27 +275,47 @@ fn init_tracing(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP reads the TLS files again (a renewed certificate), as nginx and HAProxy do,
-/// rather than ending the server as it would by default.
-async fn reload_on_hangup(tls: Option<crate::server::ServerTls>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
+/// SIGHUP reads the TLS files and the tokens file again (a renewed certificate, a
+/// revoked token), as nginx and HAProxy do, rather than ending the server as it would
+/// by default. A file that cannot be used leaves what was read before in use.
+async fn reload_on_hangup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    tls: Option<crate::server::ServerTls>,
+    tokens: Option<crate::server::Tokens>,
+) {
+    let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(err) => {
-            return tracing::warn!(%err, "cannot handle SIGHUP: TLS files reload only at a restart")
+            return tracing::warn!(%err, "cannot handle SIGHUP: TLS and token files reload only at a restart")
         }
     };
     while hangups.recv().await.is_some() {
-        let Some(tls) = tls.clone() else {
-            tracing::info!("SIGHUP: nothing to reload (no TLS files)");
+        if tls.is_none() && tokens.is_none() {
+            tracing::info!("SIGHUP: nothing to reload (no TLS or token files)");
+            continue;
+        }
+        let (tls, tokens) = (tls.clone(), tokens.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            (
+                tls.map(|tls| tls.reload()),
+                tokens.map(|tokens| tokens.reload()),
+            )
+        })
+        .await;
+        let Ok((tls, tokens)) = reloaded else {
+            tracing::error!("SIGHUP: the reload failed");
             continue;
         };
-        match tokio::task::spawn_blocking(move || tls.reload()).await {
-            Ok(Ok(())) => tracing::info!("SIGHUP: TLS files reloaded; new connections use them"),
-            Ok(Err(err)) => {
-                tracing::error!(%err, "SIGHUP: TLS files not reloaded; the ones in use stay")
+        for (what, result) in [("TLS files", tls), ("tokens file", tokens)] {
+            match result {
+                None => {}
+                Some(Ok(())) => {
+                    tracing::info!("SIGHUP: {what} reloaded; new connections and calls use it")
+                }
+                Some(Err(err)) => {
+                    tracing::error!(%err, "SIGHUP: {what} not reloaded; what was read before stays in use")
+                }
             }
-            Err(err) => tracing::error!(%err, "SIGHUP: the TLS reload failed"),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::client::Channel;
 use bytes::Bytes;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use super::Client;

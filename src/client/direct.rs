@@ -8,12 +8,12 @@
 
 use std::future::poll_fn;
 
+use crate::client::Channel;
 use bytes::{BufMut, BytesMut};
 use http_body_util::Full;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::body::Body;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower_service::Service;
 

@@ -2,12 +2,14 @@
 //! retries, pipelining over `ProduceStream`), a partition `Consumer`, a consumer-group
 //! member (`GroupConsumer`) and a share-group (queue) member (`Worker`).
 
+mod channel;
 mod consumer;
 mod direct;
 mod group;
 mod producer;
 mod worker;
 
+pub use channel::{Channel, ClientTls, ConnectError, ConnectOptions};
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use direct::Subscription;
 pub use group::{Batch, GroupConfig, GroupConsumer};
@@ -15,9 +17,7 @@ pub use producer::{retriable, Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 pub use worker::{Job, Worker, WorkerConfig};
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::grpc::pb::{
@@ -37,77 +37,30 @@ pub(crate) fn fetch_ask(max_bytes: u32) -> u32 {
     max_bytes.min((MAX_MESSAGE - (16 << 20)) as u32)
 }
 
-/// How often an HTTP/2 PING asks whether the server is still there, and how long its
-/// answer may take: a server that stops answering (stopped, or its machine gone without
-/// a reset) fails every call on the connection with UNAVAILABLE within about their sum,
-/// rather than holding it for good. Long polls and idle streams are not cut short: the
-/// server answers PINGs while they wait. Not shorter: a server under heavy load must
-/// not have its connections cut for a late answer (gRPC's own default timeout is 20 s).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long making the TCP connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A connection to a strom server, cheap to clone (one HTTP/2 connection underneath).
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
 }
 
-/// TLS for a client's connection (`Client::connect_with`).
-#[derive(Clone, Debug, Default)]
-pub struct ClientTls {
-    /// PEM of the CA certificates that sign the server's; None trusts the system's
-    /// roots (a server whose certificate a public CA signed).
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM of this client's certificate chain and of its private key, for a server
-    /// that verifies clients (`tls_client_ca`).
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
 impl Client {
     /// Connects to `address` (`host:port`, `http://host:port`, or `https://host:port`
     /// for TLS trusting the system's roots).
-    pub async fn connect(address: &str) -> Result<Client, tonic::transport::Error> {
+    pub async fn connect(address: &str) -> Result<Client, ConnectError> {
         let tls = address.starts_with("https://").then(ClientTls::default);
-        Client::connect_with(address, tls).await
+        let options = ConnectOptions { tls, token: None };
+        Client::connect_with(address, options).await
     }
 
-    /// Connects to `address`, over TLS if `tls` is given. The server's certificate must
-    /// name the host of `address` (a DNS name, or an IP address among its names).
+    /// Connects to `address`, over TLS if `options.tls` is given (whatever scheme the
+    /// address names), each call carrying `options.token` if there is one. The server's
+    /// certificate must name the host of `address` (a DNS name, or an IP address among
+    /// its names).
     pub async fn connect_with(
         address: &str,
-        tls: Option<ClientTls>,
-    ) -> Result<Client, tonic::transport::Error> {
-        let uri = match (address.split_once("://"), &tls) {
-            (Some(_), _) => address.to_string(),
-            (None, None) => format!("http://{address}"),
-            (None, Some(_)) => format!("https://{address}"),
-        };
-        let mut endpoint = Endpoint::from_shared(uri)?;
-        if let Some(tls) = tls {
-            let mut config = tonic::transport::ClientTlsConfig::new();
-            config = match tls.ca_pem {
-                Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-                None => config.with_native_roots(),
-            };
-            if let Some((cert, key)) = tls.identity {
-                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
-            }
-            endpoint = endpoint.tls_config(config)?;
-        }
-        let channel = endpoint
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            // Responses in frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
-            .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
-            .connect()
-            .await?;
+        options: ConnectOptions,
+    ) -> Result<Client, ConnectError> {
+        let channel = channel::connect(address, options).await?;
         Ok(Client { channel })
     }
 
@@ -123,10 +76,9 @@ impl Client {
     /// A client that connects on first use, for tests of the client's own state.
     #[cfg(test)]
     pub(crate) fn lazy(address: &str) -> Client {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("a valid address")
-            .connect_lazy();
-        Client { channel }
+        Client {
+            channel: channel::lazy(address),
+        }
     }
 
     pub fn log(&self) -> LogClient<Channel> {

@@ -2,6 +2,7 @@
 //! `Error` to `tonic::Status`. Handlers decode, call one broker method, encode.
 
 mod admin;
+pub mod auth;
 pub mod budget;
 pub mod call_limit;
 pub mod call_metrics;

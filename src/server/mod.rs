@@ -7,6 +7,7 @@
 pub mod metrics;
 mod threads;
 
+pub use crate::grpc::auth::Tokens;
 pub use crate::grpc::connection::ServerTls;
 pub use threads::ask_for_time_slice;
 
@@ -23,6 +24,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::{Groups, GroupsConfig};
+use crate::grpc::auth::AuthLayer;
 use crate::grpc::budget::BudgetLayer;
 use crate::grpc::call_limit::CallLimitLayer;
 use crate::grpc::connection::{served, Incoming, Timeouts};
@@ -94,6 +96,8 @@ pub struct ServeOptions {
     pub time_slice: Option<Duration>,
     /// TLS for every connection (`grpc/connection/tls.rs`); None serves plaintext.
     pub tls: Option<ServerTls>,
+    /// Tokens calls must carry (`grpc/auth.rs`); None serves calls without one.
+    pub tokens: Option<Tokens>,
 }
 
 impl Default for ServeOptions {
@@ -117,6 +121,7 @@ impl Default for ServeOptions {
             connection_threads: 0,
             time_slice: None,
             tls: None,
+            tokens: None,
         }
     }
 }
@@ -178,10 +183,20 @@ pub async fn serve_with_metrics(
                 n => format!("{n} worker threads"),
             },
         };
-        let security = match &options.tls {
-            None => "",
-            Some(tls) if tls.clients_verified => " (TLS, client certificates required)",
-            Some(_) => " (TLS)",
+        let mut security: Vec<&str> = Vec::new();
+        match &options.tls {
+            None => {}
+            Some(tls) if tls.clients_verified => {
+                security.extend(["TLS", "client certificates required"])
+            }
+            Some(_) => security.push("TLS"),
+        }
+        if options.tokens.is_some() {
+            security.push("tokens required");
+        }
+        let security = match security.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", security.join(", ")),
         };
         // Plainly, in the message itself: what a person (or a script) looks for.
         tracing::info!(
@@ -262,6 +277,7 @@ pub async fn serve_with_metrics(
         options.request_budget_bytes,
         limits,
     );
+    let auth = AuthLayer::new(options.tokens.clone());
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
     let metrics_task = metrics.map(|listener| {
@@ -287,6 +303,8 @@ pub async fn serve_with_metrics(
     let router = || {
         Server::builder()
             .layer(calls.clone())
+            // Before the budgets: a call without a token is charged nothing.
+            .layer(auth.clone())
             .layer(budget.clone())
             // Larger HTTP/2 windows than the defaults: on this class of machine they double
             // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The

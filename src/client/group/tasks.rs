@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::client::Channel;
 use tokio::sync::{mpsc, Notify};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{lock, Fetch, Fetched, GroupConfig, Key, Shared};

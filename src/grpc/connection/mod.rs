@@ -212,7 +212,10 @@ async fn watchdog(
         }
         let now = clock();
         if !connection.heard.load(Ordering::Relaxed) && now >= accepted + silent_ms {
-            tracing::warn!(silent_ms, "closing a connection whose client sent nothing");
+            tracing::warn!(
+                silent_ms,
+                "closing a connection whose client sent no HTTP/2 greeting (nor, with TLS, finished its handshake)"
+            );
             connection.close();
             return;
         }

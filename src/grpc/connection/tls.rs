@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
@@ -52,9 +53,9 @@ where
         })),
         Some(tls) => Box::pin(Handshakes {
             accepted: Box::pin(accepted),
-            accepted_ended: false,
             tls,
             pending: JoinSet::new(),
+            failures: Failures::default(),
         }),
     }
 }
@@ -62,10 +63,10 @@ where
 /// Connections whose handshakes run on tasks of the runtime that polls this.
 struct Handshakes {
     accepted: Pin<Box<dyn Stream<Item = io::Result<Watched>> + Send>>,
-    accepted_ended: bool,
     /// Its certificate as of each accept (a reload serves the connections after it).
     tls: ServerTls,
     pending: JoinSet<io::Result<Secured>>,
+    failures: Failures,
 }
 
 impl Stream for Handshakes {
@@ -73,7 +74,21 @@ impl Stream for Handshakes {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        while !this.accepted_ended {
+        loop {
+            // Handshakes that ended, before more are started: a flood of accepts must
+            // not keep them waiting. This also registers the waker for those pending:
+            // nothing is added to them between here and a Pending below.
+            while let Poll::Ready(Some(ended)) = this.pending.poll_join_next(cx) {
+                match ended {
+                    Ok(Ok(secured)) => {
+                        return Poll::Ready(Some(Ok(Served::Tls(Box::new(secured)))))
+                    }
+                    // A plaintext client, a port scanner, a certificate refused, or a
+                    // client silent past the timeout: that connection only.
+                    Ok(Err(err)) => this.failures.note(&err),
+                    Err(err) => tracing::debug!(%err, "TLS handshake task ended"),
+                }
+            }
             match this.accepted.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(mut watched))) => {
                     // The greeting is read above the TLS layer from here on.
@@ -89,29 +104,35 @@ impl Stream for Handshakes {
                     });
                 }
                 Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
-                // Accepting has stopped (the server is stopping): so does this, and the
-                // handshakes not yet ended go with it.
-                Poll::Ready(None) => this.accepted_ended = true,
-                Poll::Pending => break,
+                // Accepting has ended: so does this, and the handshakes not yet ended go
+                // with it (tonic drops the stream at a stop in any case).
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
             }
         }
-        if this.accepted_ended {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.pending.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Ok(secured)))) => {
-                    return Poll::Ready(Some(Ok(Served::Tls(Box::new(secured)))))
-                }
-                // A plaintext client, a port scanner, a certificate refused, or a client
-                // silent past the timeout: that connection only.
-                Poll::Ready(Some(Ok(Err(err)))) => {
-                    tracing::debug!(%err, "TLS handshake failed; connection closed")
-                }
-                Poll::Ready(Some(Err(err))) => tracing::debug!(%err, "TLS handshake task ended"),
-                // None pending: the accept's waker, registered above, wakes this.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
+    }
+}
+
+/// Handshakes that failed, logged at most once a second with the count since the last
+/// line: an operator sees that clients are refused (a plaintext client, a missing
+/// certificate), and a flood of them does not flood the log.
+#[derive(Default)]
+struct Failures {
+    logged_at: Option<Instant>,
+    since: u64,
+}
+
+impl Failures {
+    fn note(&mut self, err: &io::Error) {
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now - at >= Duration::from_secs(1))
+        {
+            tracing::info!(%err, failed = self.since, "TLS handshakes failed (the latest's error); those connections are closed");
+            self.logged_at = Some(now);
+            self.since = 0;
         }
     }
 }

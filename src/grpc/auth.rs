@@ -1,0 +1,255 @@
+//! Authentication by token (`auth_tokens`): with a tokens file, every call must carry
+//! `authorization: Bearer TOKEN` with a token the file lists, or it is answered
+//! UNAUTHENTICATED before it is read. Health checks (load balancers, orchestrators
+//! probe without credentials) and reflection (the API's schema, public in `proto/`)
+//! need none.
+//!
+//! The file holds SHA-256 digests of the tokens, not the tokens, one `NAME DIGEST` a
+//! line, so that reading it does not give anyone access. NAME is who the token belongs
+//! to: the call carries it on (`Principal`, in its extensions), and a name may have
+//! several tokens (a new one and the one it replaces). A token is looked up by its
+//! digest; comparing digests leaks nothing useful about the token through timing.
+//! SIGHUP to `strom serve` reads the file again, so a token is revoked without a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Paths whose calls need no token.
+const OPEN_PATHS: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Who a call's token belongs to, in its request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub Arc<str>);
+
+type Digest = [u8; 32];
+
+/// The tokens file, read and checked; `reload` reads it again.
+#[derive(Clone)]
+pub struct Tokens {
+    file: Arc<PathBuf>,
+    by_digest: Arc<RwLock<Arc<HashMap<Digest, Principal>>>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("file", &self.file).finish()
+    }
+}
+
+impl Tokens {
+    pub fn load(file: &Path) -> Result<Tokens> {
+        Ok(Tokens {
+            by_digest: Arc::new(RwLock::new(Arc::new(read(file)?))),
+            file: Arc::new(file.to_path_buf()),
+        })
+    }
+
+    /// Reads the file again: calls from now on are checked against it. On any error
+    /// the tokens in use stay, all of them.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = read(&self.file)?;
+        *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// Whose token `authorization` carries, or why the call is refused.
+    fn check(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+    ) -> std::result::Result<Principal, tonic::Status> {
+        let Some(value) = authorization else {
+            return Err(tonic::Status::unauthenticated(
+                "this server requires a token: send the metadata `authorization: Bearer TOKEN` (the strom CLI: STROM_TOKEN or --token-file)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                tonic::Status::unauthenticated("the authorization metadata is not `Bearer TOKEN`")
+            })?;
+        let digest = digest(token.as_bytes());
+        let known = Arc::clone(&self.by_digest.read().unwrap_or_else(|e| e.into_inner()));
+        known.get(&digest).cloned().ok_or_else(|| {
+            tonic::Status::unauthenticated(
+                "the token is not one this server accepts (unknown, or revoked)",
+            )
+        })
+    }
+}
+
+fn digest(bytes: &[u8]) -> Digest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// `NAME DIGEST` lines (DIGEST: 64 hex digits, SHA-256 of the token), blank lines and
+/// `#` comments aside.
+fn read(file: &Path) -> Result<HashMap<Digest, Principal>> {
+    let text = std::fs::read_to_string(file).at(file)?;
+    let bad = |line: usize, what: &str| {
+        Error::InvalidArgument(format!(
+            "auth_tokens {} line {line}: {what}; each line is `NAME SHA256`, the hex SHA-256 of a token (printf %s \"$TOKEN\" | sha256sum)",
+            file.display()
+        ))
+    };
+    let mut tokens = HashMap::new();
+    for (at, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, hex] = fields[..] else {
+            return Err(bad(at + 1, "not two fields"));
+        };
+        let digest =
+            parse_hex(hex).ok_or_else(|| bad(at + 1, "the digest is not 64 hex digits"))?;
+        if tokens.insert(digest, Principal(name.into())).is_some() {
+            return Err(bad(at + 1, "a digest listed twice"));
+        }
+    }
+    if tokens.is_empty() {
+        return Err(bad(0, "no token in the file, so no call could be served"));
+    }
+    Ok(tokens)
+}
+
+fn parse_hex(hex: &str) -> Option<Digest> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
+/// Refuses calls without a known token, when there is a tokens file.
+#[derive(Clone)]
+pub struct AuthLayer {
+    tokens: Option<Tokens>,
+}
+
+impl AuthLayer {
+    pub fn new(tokens: Option<Tokens>) -> AuthLayer {
+        AuthLayer { tokens }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    tokens: Option<Tokens>,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for Auth<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<std::result::Result<http::Response<Body>, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        use futures_util::future::Either;
+        if let Some(tokens) = &self.tokens {
+            let path = request.uri().path();
+            if !OPEN_PATHS.iter().any(|open| path.starts_with(open)) {
+                match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
+                    Ok(principal) => {
+                        request.extensions_mut().insert(principal);
+                    }
+                    Err(refused) => {
+                        return Either::Left(std::future::ready(Ok(refused.into_http())))
+                    }
+                }
+            }
+        }
+        Either::Right(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_read_strictly_and_tokens_are_checked_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        let hex = |token: &str| {
+            digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        std::fs::write(
+            &file,
+            format!("# ops\norders {}\n\norders {}\n", hex("t1"), hex("t2")),
+        )
+        .unwrap();
+        let tokens = Tokens::load(&file).unwrap();
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        assert_eq!(
+            tokens.check(Some(&header("Bearer t1"))).unwrap(),
+            Principal("orders".into())
+        );
+        assert_eq!(
+            tokens.check(Some(&header("Bearer t2"))).unwrap(),
+            Principal("orders".into())
+        );
+        for refused in ["Bearer t3", "t1", "Bearer ", "Basic t1"] {
+            assert_eq!(
+                tokens.check(Some(&header(refused))).unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{refused}"
+            );
+        }
+        assert!(tokens.check(None).is_err());
+        // A revoked token goes at the reload; a bad file changes nothing.
+        std::fs::write(&file, format!("orders {}\n", hex("t2"))).unwrap();
+        tokens.reload().unwrap();
+        assert!(tokens.check(Some(&header("Bearer t1"))).is_err());
+        for bad in ["orders\n", "orders abc\n", "a b c\n", "", "# none\n"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = tokens.reload().unwrap_err().to_string();
+            assert!(err.contains("auth_tokens"), "{bad:?}: {err}");
+        }
+        std::fs::write(&file, format!("a {0}\nb {0}\n", hex("t"))).unwrap();
+        assert!(tokens.reload().unwrap_err().to_string().contains("twice"));
+        assert!(tokens.check(Some(&header("Bearer t2"))).is_ok());
+    }
+}

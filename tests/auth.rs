@@ -1,0 +1,206 @@
+//! Tokens: with `auth_tokens`, a call without a token the file lists is refused
+//! UNAUTHENTICATED before it is read, on every path (tonic's services and the Log
+//! service's own HTTP/2 path alike); health checks need none; a reload revokes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::requests::{produce, record};
+use common::server::TestServer;
+use strom::broker::Limits;
+use strom::client::{Client, ConnectOptions};
+use strom::grpc::pb;
+use strom::server::{ServeOptions, Tokens};
+use tonic::Code;
+
+/// The hex SHA-256 of `token`, as the tokens file lists it (`sha256sum` computes it).
+fn digest_hex(token: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(token.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn connect(server: &TestServer, token: Option<&str>) -> Client {
+    let options = ConnectOptions {
+        tls: None,
+        token: token.map(str::to_string),
+    };
+    Client::connect_with(&server.addr.to_string(), options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_need_a_token_the_file_lists_and_health_checks_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(
+        &file,
+        format!(
+            "# who\nalice {}\nbob {}\n",
+            digest_hex("alpha secret"),
+            digest_hex("b0b")
+        ),
+    )
+    .unwrap();
+    let tokens = Tokens::load(&file).unwrap();
+    let options = ServeOptions {
+        tokens: Some(tokens.clone()),
+        ..Default::default()
+    };
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_options(&data, Limits::default(), options).await;
+    let alice = connect(&server, Some("alpha secret")).await;
+    alice
+        .admin()
+        .create_topic("t", 1, Default::default())
+        .await
+        .unwrap();
+    alice
+        .log()
+        .produce(produce("t", Some(0), vec![record("a")]))
+        .await
+        .unwrap();
+    let fetch = pb::FetchRequest {
+        topic: "t".into(),
+        ..Default::default()
+    };
+    alice.fetch(fetch.clone()).await.unwrap();
+    for (token, says) in [
+        (None, "requires a token"),
+        (Some("alpha"), "not one this server accepts"),
+    ] {
+        let stranger = connect(&server, token).await;
+        stranger.check().await.expect("health checks need no token");
+        let refused = [
+            stranger.admin().list_topics().await.map(drop).unwrap_err(),
+            // The Log service's own path (`grpc/direct`), unary and streaming.
+            stranger
+                .log()
+                .produce(produce("t", Some(0), vec![record("b")]))
+                .await
+                .map(drop)
+                .unwrap_err(),
+            stranger.fetch(fetch.clone()).await.map(drop).unwrap_err(),
+            stranger
+                .subscribe(pb::SubscribeRequest {
+                    topic: "t".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .unwrap_err(),
+            stranger
+                .groups()
+                .list_groups(pb::ListGroupsRequest::default())
+                .await
+                .map(drop)
+                .unwrap_err(),
+        ];
+        for status in refused {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            assert!(status.message().contains(says), "{status:?}");
+        }
+    }
+    // Nothing refused was stored.
+    assert_eq!(common::fetch_all(&alice, "t", 0).await.len(), 1);
+    // Alice's token revoked: her next call, on the connection she has, is refused.
+    std::fs::write(&file, format!("bob {}\n", digest_hex("b0b"))).unwrap();
+    tokens.reload().unwrap();
+    let revoked = alice.admin().list_topics().await.unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+    let bob = connect(&server, Some("b0b")).await;
+    tokio::time::timeout(Duration::from_secs(10), bob.admin().list_topics())
+        .await
+        .unwrap()
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// `strom serve --auth-tokens` as a process, the CLI with STROM_TOKEN and
+/// --token-file, and SIGHUP revoking a token.
+#[test]
+fn strom_serve_with_tokens_and_the_cli_with_them() {
+    use common::cli::Serve;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(
+        &file,
+        format!("ops {}\nci {}\n", digest_hex("t-ops"), digest_hex("t-ci")),
+    )
+    .unwrap();
+    let token_file = dir.path().join("ci.token");
+    std::fs::write(&token_file, "t-ci\n").unwrap();
+    let serve = Serve::start_with_args(
+        &dir.path().join("data"),
+        &["--auth-tokens", file.to_str().unwrap()],
+    );
+    let logged = serve.stderr.lock().unwrap().join("\n");
+    assert!(logged.contains("(tokens required)"), "{logged}");
+    assert!(
+        logged.contains("tokens cross the network in the clear"),
+        "{logged}"
+    );
+    serve.ok(&["topic", "create", "t", "--token", "t-ops"], b"");
+    serve.ok(
+        &[
+            "produce",
+            "-t",
+            "t",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        b"x\n",
+    );
+    let refused = serve.run(&["topic", "list"], b"");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("requires a token") && stderr.contains("Unauthenticated"),
+        "{stderr}"
+    );
+    // ops revoked by SIGHUP.
+    std::fs::write(&file, format!("ci {}\n", digest_hex("t-ci"))).unwrap();
+    let pid = rustix::process::Pid::from_raw(serve.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !serve
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("tokens file reloaded"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no reload logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let revoked = serve.run(&["topic", "list", "--token", "t-ops"], b"");
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("not one this server accepts"));
+    let out = serve.ok(
+        &[
+            "consume",
+            "-t",
+            "t",
+            "--from",
+            "earliest",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out, b"x\n");
+}
