@@ -93,6 +93,13 @@ pub struct ServerConfig {
     /// How long a graceful stop lets requests in flight finish before it closes the
     /// connections still open.
     pub shutdown_timeout_ms: u64,
+    /// A connection whose client has not sent HTTP/2's greeting (nor, with TLS,
+    /// finished its handshake) this long after it was accepted is closed.
+    pub silent_client_timeout_ms: u64,
+    /// How often HTTP/2 pings a connection, and how long its answer may take before the
+    /// connection is closed (a client gone without closing, or one that never answers).
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
     /// True: do not turn transparent huge pages off for the server's process (the
     /// system's setting then applies). False by default: the server turns them off for
     /// itself, because a fault on a fresh huge page zeroes 2 MiB on the worker that
@@ -167,6 +174,9 @@ impl Default for ServerConfig {
             max_calls: options.max_calls,
             max_share_window_records: options.max_share_window_records,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
+            silent_client_timeout_ms: options.silent_client_timeout.as_millis() as u64,
+            keepalive_interval_ms: options.keepalive_interval.as_millis() as u64,
+            keepalive_timeout_ms: options.keepalive_timeout.as_millis() as u64,
             transparent_huge_pages: false,
             worker_threads: 0,
             pin_connections: false,
@@ -325,6 +335,9 @@ impl ServerConfig {
             max_calls: self.max_calls.max(1),
             max_share_window_records: self.max_share_window_records.max(1),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            silent_client_timeout: Duration::from_millis(self.silent_client_timeout_ms.max(10)),
+            keepalive_interval: Duration::from_millis(self.keepalive_interval_ms.max(10)),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms.max(10)),
             connection_threads: match self.pin_connections {
                 true => self.workers(),
                 false => 0,
@@ -348,6 +361,20 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        std::fs::write(&path, "keepalive_interval_ms = 5000\nkeepalive_timeout_ms = 2000\nsilent_client_timeout_ms = 0\n").unwrap();
+        let options = ServerConfig::from_file(&path).unwrap().serve_options();
+        assert_eq!(options.keepalive_interval, Duration::from_secs(5));
+        assert_eq!(options.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(options.silent_client_timeout, Duration::from_millis(10));
+        let defaults = ServerConfig::default().serve_options();
+        assert_eq!(
+            defaults.keepalive_interval,
+            ServeOptions::default().keepalive_interval
+        );
+        assert_eq!(
+            defaults.silent_client_timeout,
+            ServeOptions::default().silent_client_timeout
+        );
         std::fs::write(&path, "listn = \"0.0.0.0:9000\"\n").unwrap();
         let err = ServerConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
