@@ -5,15 +5,16 @@
 //! Prometheus metrics there (`metrics/`).
 
 pub mod metrics;
+mod options;
 mod threads;
 
 pub use crate::grpc::auth::Tokens;
 pub use crate::grpc::connection::ServerTls;
+pub use options::ServeOptions;
 pub use threads::ask_for_time_slice;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -23,7 +24,7 @@ use tonic_health::ServingStatus;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
-use crate::groups::{Groups, GroupsConfig};
+use crate::groups::Groups;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::budget::BudgetLayer;
 use crate::grpc::call_limit::CallLimitLayer;
@@ -48,83 +49,6 @@ const HEALTH_SERVICES: [&str; 5] = [
 
 /// The largest request message of the Queues service.
 pub const QUEUE_REQUEST_BYTES: usize = 1 << 20;
-
-/// Transport settings of the server.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Largest request accepted (a produce of this many bytes, encoded).
-    pub max_request_bytes: usize,
-    /// How often partitions are synced and idle segments rolled.
-    pub upkeep_interval: Duration,
-    /// How often the cleaner deletes expired segments.
-    pub retention_check_interval: Duration,
-    /// Produce bytes in flight, over all requests (see `grpc::budget`): past it, the
-    /// server stops reading produce requests until earlier ones are answered.
-    pub produce_budget_bytes: usize,
-    /// Bytes of other requests' messages of 64 KiB or more being gathered at once, over
-    /// all requests (see `grpc::budget`).
-    pub request_budget_bytes: usize,
-    /// Consumer groups' heartbeat interval and offset retention.
-    pub groups: GroupsConfig,
-    /// A connection is closed when one of its responses has waited this long for the
-    /// client to read it (see `grpc::connection`).
-    pub stalled_reader_timeout: Duration,
-    /// Connections open at once; more are closed as soon as they are accepted.
-    pub max_connections: usize,
-    /// Calls open at once on one connection (HTTP/2's MAX_CONCURRENT_STREAMS); a client
-    /// waits to open more. Above a `GroupConsumer`'s partitions: it polls each on a
-    /// call of its own, all on one connection.
-    pub max_concurrent_streams: u32,
-    /// Calls open at once over the whole server (see `grpc/call_limit.rs`).
-    pub max_calls: usize,
-    /// Records held in share groups' windows over the server (see
-    /// `groups/share/tally.rs`).
-    pub max_share_window_records: usize,
-    /// How long a graceful stop lets connections finish their requests; then those
-    /// still open are closed, and the stop goes on.
-    pub shutdown_timeout: Duration,
-    /// A connection whose client sends nothing this long after connecting is closed.
-    pub silent_client_timeout: Duration,
-    /// How often HTTP/2 pings an open connection; one not answered within
-    /// `keepalive_timeout` closes it (a client that vanished without a FIN).
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    /// Threads that serve connections, each a connection whole (`threads.rs`); 0 serves
-    /// them on the caller's runtime, where tokio moves tasks between its workers.
-    pub connection_threads: usize,
-    /// The CPU time slice the connection threads ask for (see `ServerConfig::time_slice`).
-    pub time_slice: Option<Duration>,
-    /// TLS for every connection (`grpc/connection/tls.rs`); None serves plaintext.
-    pub tls: Option<ServerTls>,
-    /// Tokens calls must carry (`grpc/auth.rs`); None serves calls without one.
-    pub tokens: Option<Tokens>,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            max_request_bytes: 64 << 20,
-            upkeep_interval: Duration::from_secs(5),
-            retention_check_interval: Duration::from_secs(300),
-            produce_budget_bytes: 256 << 20,
-            request_budget_bytes: 32 << 20,
-            groups: GroupsConfig::default(),
-            stalled_reader_timeout: Duration::from_secs(300),
-            max_connections: 10_000,
-            max_concurrent_streams: 10_000,
-            max_calls: 50_000,
-            max_share_window_records: crate::groups::share::MAX_WINDOW_RECORDS,
-            shutdown_timeout: Duration::from_secs(15),
-            silent_client_timeout: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
-            connection_threads: 0,
-            time_slice: None,
-            tls: None,
-            tokens: None,
-        }
-    }
-}
 
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight
 /// finish (long polls and subscriptions are told to end; connections still open after
