@@ -127,9 +127,9 @@ pub struct ServerConfig {
     /// PEM file of CA certificates: with it, a client must show a certificate one of
     /// them signed (mutual TLS), or its handshake fails. Needs `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
-    /// File of `NAME SHA256` lines: with it, every call but health checks and
-    /// reflection must carry `authorization: Bearer TOKEN` with a token whose SHA-256
-    /// the file lists. None by default: no token asked for.
+    /// File of `NAME SHA256` lines: with it, every call but a health Check must carry
+    /// `authorization: Bearer TOKEN` with a token whose SHA-256 the file lists. None by
+    /// default: no token asked for.
     pub auth_tokens: Option<PathBuf>,
 }
 

@@ -12,6 +12,7 @@ use strom::broker::Limits;
 use strom::client::{Client, ConnectOptions};
 use strom::grpc::pb;
 use strom::server::{ServeOptions, Tokens};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// The hex SHA-256 of `token`, as the tokens file lists it (`sha256sum` computes it).
@@ -86,7 +87,12 @@ async fn calls_need_a_token_the_file_lists_and_health_checks_do_not() {
     ] {
         let stranger = connect(&server, token).await;
         stranger.check().await.expect("health checks need no token");
+        let watch = tonic_health::pb::health_client::HealthClient::new(stranger.channel())
+            .watch(tonic_health::pb::HealthCheckRequest::default())
+            .await;
         let refused = [
+            // A health Watch, unlike a Check, would hold a call's place: it needs one.
+            watch.map(drop).unwrap_err(),
             stranger.admin().list_topics().await.map(drop).unwrap_err(),
             // The Log service's own path (`grpc/direct`), unary and streaming.
             stranger
@@ -116,18 +122,75 @@ async fn calls_need_a_token_the_file_lists_and_health_checks_do_not() {
             assert!(status.message().contains(says), "{status:?}");
         }
     }
+    // A token no metadata can carry is refused by the client, saying why.
+    let options = ConnectOptions {
+        tls: None,
+        token: Some("line\nbreak".into()),
+    };
+    let err = Client::connect_with(&server.addr.to_string(), options)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("metadata cannot carry"), "{err}");
     // Nothing refused was stored.
     assert_eq!(common::fetch_all(&alice, "t", 0).await.len(), 1);
-    // Alice's token revoked: her next call, on the connection she has, is refused.
+    // Streams Alice has open when her token is revoked: a ProduceStream, a Subscribe.
+    let (requests, queued) = tokio::sync::mpsc::channel(4);
+    let mut replies = alice
+        .log()
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await
+        .unwrap()
+        .into_inner();
+    let streamed = |id: u64, value: &str| pb::ProduceStreamRequest {
+        correlation_id: id,
+        request: Some(produce("t", Some(0), vec![record(value)])),
+    };
+    requests.send(streamed(1, "before")).await.unwrap();
+    let first = replies.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.result,
+        Some(pb::produce_stream_response::Result::Response(_))
+    ));
+    let subscribe = pb::SubscribeRequest {
+        topic: "t".into(),
+        start: Some(pb::subscribe_request::Start::Offset(2)),
+        ..Default::default()
+    };
+    let mut subscription = alice.subscribe(subscribe).await.unwrap();
+    // Alice's token revoked.
     std::fs::write(&file, format!("bob {}\n", digest_hex("b0b"))).unwrap();
     tokens.reload().unwrap();
     let revoked = alice.admin().list_topics().await.unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
-    let bob = connect(&server, Some("b0b")).await;
-    tokio::time::timeout(Duration::from_secs(10), bob.admin().list_topics())
+    requests.send(streamed(2, "after")).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), replies.message())
         .await
-        .unwrap()
+        .expect("the stream ended");
+    let status = ended
+        .map(|_| ())
+        .expect_err("a revoked token's stream went on");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let bob = connect(&server, Some("b0b")).await;
+    bob.log()
+        .produce(produce("t", Some(0), vec![record("bob's")]))
+        .await
         .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("the subscription ended");
+    let status = delivered
+        .unwrap()
+        .map(drop)
+        .expect_err("a revoked token's Subscribe went on");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Stored: Alice's "a" and "before", then Bob's; not her "after".
+    let stored: Vec<String> = common::fetch_all(&bob, "t", 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(stored, ["a", "before", "bob's"]);
     server.stop().await.unwrap();
 }
 
@@ -175,21 +238,23 @@ fn strom_serve_with_tokens_and_the_cli_with_them() {
     );
     // ops revoked by SIGHUP.
     std::fs::write(&file, format!("ci {}\n", digest_hex("t-ci"))).unwrap();
-    let pid = rustix::process::Pid::from_raw(serve.child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !serve
-        .stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("tokens file reloaded"))
-    {
-        assert!(std::time::Instant::now() < deadline, "no reload logged");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    serve.hang_up_until_logged("tokens file reloaded");
     let revoked = serve.run(&["topic", "list", "--token", "t-ops"], b"");
     assert!(String::from_utf8_lossy(&revoked.stderr).contains("not one this server accepts"));
+    // A flag wins over the environment; an empty token is refused before it is sent.
+    let mut command = std::process::Command::new(common::cli::STROM);
+    command
+        .args(["topic", "list", "--server", &serve.addr, "--token-file"])
+        .arg(&token_file)
+        .env("STROM_TOKEN", "wrong");
+    let out = common::process::run_within(&mut command, b"", Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = serve.run(&["topic", "list", "--token", " "], b"");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("--token gives an empty token"));
     let out = serve.ok(
         &[
             "consume",

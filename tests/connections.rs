@@ -184,24 +184,6 @@ async fn connections_past_max_connections_are_closed_and_the_server_serves_on_wi
     server.stop().await.unwrap();
 }
 
-/// Reads until the server closes `socket`, up to `within`: whether it did.
-fn closed_within(socket: &mut std::net::TcpStream, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        match socket.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => {} // nothing yet
-        }
-    }
-    false
-}
-
 /// A client that connects and says nothing, or stops halfway through HTTP/2's greeting,
 /// is closed after `silent_client_timeout`: it would hold a place of `max_connections`
 /// for ever. One that goes quiet after greeting is pinged, and closed when it does not
@@ -230,7 +212,7 @@ async fn silent_and_vanished_clients_are_closed_with(connection_threads: usize) 
     let addr = server.addr;
     let silent = tokio::task::spawn_blocking(move || {
         let mut socket = std::net::TcpStream::connect(addr).unwrap();
-        closed_within(&mut socket, Duration::from_secs(20))
+        common::closed_within(&mut socket, Duration::from_secs(20))
     });
     // HTTP/2's preface and an empty SETTINGS frame, then nothing: no acknowledgement
     // of the server's SETTINGS or of its pings, as from a client whose host is gone.
@@ -241,14 +223,14 @@ async fn silent_and_vanished_clients_are_closed_with(connection_threads: usize) 
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
         )
         .unwrap();
-        closed_within(&mut socket, Duration::from_secs(20))
+        common::closed_within(&mut socket, Duration::from_secs(20))
     });
     // Half of HTTP/2's preface, and no more: the handshake never ends, so no ping
     // would ever be sent.
     let halfway = tokio::task::spawn_blocking(move || {
         let mut socket = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut socket, b"PRI * HTTP/2.0\r\n").unwrap();
-        closed_within(&mut socket, Duration::from_secs(20))
+        common::closed_within(&mut socket, Duration::from_secs(20))
     });
     assert!(silent.await.unwrap(), "a silent client stayed connected");
     assert!(

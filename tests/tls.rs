@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::requests::{produce, record};
@@ -153,7 +152,7 @@ async fn the_silent_timeout_covers_the_handshake_and_spares_clients_that_greeted
             let mut socket = std::net::TcpStream::connect(addr).unwrap();
             std::io::Write::write_all(&mut socket, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
                 .unwrap();
-            closed_within(&mut socket, Duration::from_secs(20))
+            common::closed_within(&mut socket, Duration::from_secs(20))
         });
         let client =
             Client::connect_with(&addr.to_string(), over(Some(certs.client(&certs.ca, None))))
@@ -247,24 +246,6 @@ async fn tls_asked_for_is_never_dropped_for_an_http_scheme() {
     );
     secure.stop().await.unwrap();
     plain.stop().await.unwrap();
-}
-
-/// Reads until the server closes `socket`, up to `within`: whether it did.
-fn closed_within(socket: &mut std::net::TcpStream, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    while Instant::now() < deadline {
-        match socket.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => {} // nothing yet
-        }
-    }
-    false
 }
 
 /// Settings that cannot work are refused when the server starts, naming the setting.
@@ -436,12 +417,7 @@ fn strom_serve_over_tls_and_the_cli_commands_through_it() {
 async fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_the_old_on_failure() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(certs_dir.path());
-    let (live_cert, live_key) = (
-        certs_dir.path().join("live.pem"),
-        certs_dir.path().join("live.key"),
-    );
-    std::fs::copy(&certs.server_cert, &live_cert).unwrap();
-    std::fs::copy(&certs.server_key, &live_key).unwrap();
+    let (live_cert, live_key) = certs.live_copy(certs_dir.path());
     let tls = strom::server::ServerTls::load(&live_cert, &live_key, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = ServeOptions {
@@ -455,8 +431,7 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_the_ol
         .unwrap();
     before.admin().list_topics().await.unwrap();
     // Renewed by another CA.
-    std::fs::copy(&certs.other_server_cert, &live_cert).unwrap();
-    std::fs::copy(&certs.other_server_key, &live_key).unwrap();
+    certs.renew(&live_cert, &live_key);
     tls.reload().unwrap();
     let old_trust = serves(&address, Some(certs.client(&certs.ca, None))).await;
     assert!(
@@ -488,12 +463,7 @@ fn sighup_reloads_the_tls_files_of_strom_serve() {
     use common::cli::Serve;
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(certs_dir.path());
-    let (live_cert, live_key) = (
-        certs_dir.path().join("live.pem"),
-        certs_dir.path().join("live.key"),
-    );
-    std::fs::copy(&certs.server_cert, &live_cert).unwrap();
-    std::fs::copy(&certs.server_key, &live_key).unwrap();
+    let (live_cert, live_key) = certs.live_copy(certs_dir.path());
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start_with_args(
@@ -511,31 +481,12 @@ fn sighup_reloads_the_tls_files_of_strom_serve() {
         !refused.status.success(),
         "served with a certificate not yet loaded"
     );
-    std::fs::copy(&certs.other_server_cert, &live_cert).unwrap();
-    std::fs::copy(&certs.other_server_key, &live_key).unwrap();
-    let hangup = |serve: &Serve, logged: &str| {
-        let pid = rustix::process::Pid::from_raw(serve.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !serve
-            .stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|line| line.contains(logged))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no {logged:?} logged after SIGHUP"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    hangup(&serve, "TLS files reloaded");
+    certs.renew(&live_cert, &live_key);
+    serve.hang_up_until_logged("TLS files reloaded");
     serve.ok(&["topic", "list", "--tls-ca", &other_ca], b"");
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = Serve::start(plain_dir.path());
-    hangup(&plain, "nothing to reload");
+    plain.hang_up_until_logged("nothing to reload");
     plain.ok(&["topic", "list"], b"");
 }
 

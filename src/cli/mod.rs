@@ -67,10 +67,10 @@ pub struct Connect {
     tls_client_key: Option<PathBuf>,
     /// Token for a server with auth_tokens (better from STROM_TOKEN or --token-file
     /// than on a command line others can list).
-    #[arg(long, env = "STROM_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, global = true)]
     token: Option<String>,
-    /// File whose first line is the token.
-    #[arg(long, env = "STROM_TOKEN_FILE", value_name = "FILE", global = true)]
+    /// File whose first line is the token (or STROM_TOKEN_FILE).
+    #[arg(long, value_name = "FILE", global = true)]
     token_file: Option<PathBuf>,
 }
 
@@ -118,23 +118,33 @@ impl Connect {
             .then_some(ClientTls { ca_pem, identity }))
     }
 
-    /// The token as `--token`, STROM_TOKEN or `--token-file` give it.
+    /// The token: a flag wins over the environment (`--token`, `--token-file`, then
+    /// STROM_TOKEN, STROM_TOKEN_FILE); both flags at once are refused.
     fn token(&self) -> Result<Option<String>, String> {
-        match (&self.token, &self.token_file) {
-            (Some(_), Some(_)) => Err("--token (or STROM_TOKEN) and --token-file: give one".into()),
-            (Some(token), None) => Ok(Some(token.trim().to_string())),
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("--token-file {}: {e}", file.display()))?;
-                match text.lines().next().map(str::trim) {
-                    Some(token) if !token.is_empty() => Ok(Some(token.to_string())),
-                    _ => Err(format!(
-                        "--token-file {}: no token on its first line",
-                        file.display()
-                    )),
-                }
-            }
-            (None, None) => Ok(None),
+        let from_file = |file: &PathBuf, named: &str| -> Result<String, String> {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("{named} {}: {e}", file.display()))?;
+            Ok(text.lines().next().unwrap_or("").to_string())
+        };
+        let (token, named) = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => return Err("--token and --token-file: give one".into()),
+            (Some(token), None) => (token.clone(), "--token"),
+            (None, Some(file)) => (from_file(file, "--token-file")?, "--token-file"),
+            (None, None) => match (
+                std::env::var("STROM_TOKEN"),
+                std::env::var_os("STROM_TOKEN_FILE"),
+            ) {
+                (Ok(token), _) => (token, "STROM_TOKEN"),
+                (Err(_), Some(file)) => (
+                    from_file(&PathBuf::from(file), "STROM_TOKEN_FILE")?,
+                    "STROM_TOKEN_FILE",
+                ),
+                (Err(_), None) => return Ok(None),
+            },
+        };
+        match token.trim() {
+            "" => Err(format!("{named} gives an empty token")),
+            token => Ok(Some(token.to_string())),
         }
     }
 

@@ -101,16 +101,18 @@ pub(super) async fn connect(
         }
         endpoint = endpoint.tls_config(config)?;
     }
-    // A token that is no valid header value (a newline in it, say) is sent as is and
-    // refused by the server, rather than left out without a word.
-    let authorization = options.token.map(|token| {
-        let value = format!("Bearer {token}");
-        let mut value = http::HeaderValue::from_str(&value).unwrap_or_else(|_| {
-            http::HeaderValue::from_static("Bearer (not a valid header value)")
-        });
-        value.set_sensitive(true);
-        value
-    });
+    let authorization = match options.token {
+        None => None,
+        Some(token) => {
+            let value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()));
+            let mut value = value.map_err(|_| {
+                "the token has characters metadata cannot carry (a line break, say): \
+                 give it as printable ASCII"
+            })?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+    };
     let inner = endpoint
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))
@@ -128,7 +130,7 @@ pub(super) async fn connect(
         .await
         .map_err(|_| {
             format!(
-                "no connection within {} s (the server accepted it and did not answer)",
+                "no connection within {} s (no answer to the TCP or TLS handshake)",
                 (CONNECT_TIMEOUT * 2).as_secs()
             )
         })??;

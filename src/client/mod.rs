@@ -64,6 +64,12 @@ impl Client {
         Ok(Client { channel })
     }
 
+    /// The connection, for generated clients this one has no method for (the health
+    /// service's Watch, reflection): its calls carry the token too.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Asks the server whether it is serving (gRPC's health check): a connection the
     /// server refuses (plaintext to a TLS port, TLS without the client certificate it
     /// requires) fails only at its first call, and this makes that call.

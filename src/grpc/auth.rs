@@ -1,8 +1,14 @@
 //! Authentication by token (`auth_tokens`): with a tokens file, every call must carry
 //! `authorization: Bearer TOKEN` with a token the file lists, or it is answered
-//! UNAUTHENTICATED before it is read. Health checks (load balancers, orchestrators
-//! probe without credentials) and reflection (the API's schema, public in `proto/`)
-//! need none.
+//! UNAUTHENTICATED before it is read. Only a health check (`Health/Check`: load
+//! balancers and orchestrators probe without credentials, and it is not counted in
+//! `max_calls`) needs none; a health Watch or reflection stream would hold a call's
+//! place, so they need a token too.
+//!
+//! A call's token is checked again whenever the file has been read again since the
+//! last check, at each message in either direction: a revoked token ends the streams it
+//! opened (a Producer's ProduceStream, a Subscribe) at their next message, not only the
+//! calls made after the revocation.
 //!
 //! The file holds SHA-256 digests of the tokens, not the tokens, one `NAME DIGEST` a
 //! line, so that reading it does not give anyone access. NAME is who the token belongs
@@ -13,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
@@ -20,12 +27,8 @@ use tonic::body::Body;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Paths whose calls need no token.
-const OPEN_PATHS: [&str; 3] = [
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
+/// The one call that needs no token.
+const OPEN_PATH: &str = "/grpc.health.v1.Health/Check";
 
 /// Who a call's token belongs to, in its request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,11 +36,17 @@ pub struct Principal(pub Arc<str>);
 
 type Digest = [u8; 32];
 
+type BoxFuture<T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
+
 /// The tokens file, read and checked; `reload` reads it again.
 #[derive(Clone)]
 pub struct Tokens {
     file: Arc<PathBuf>,
     by_digest: Arc<RwLock<Arc<HashMap<Digest, Principal>>>>,
+    /// How many times the file has been read again: calls open since an earlier
+    /// reading check their token again.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -51,6 +60,7 @@ impl Tokens {
         Ok(Tokens {
             by_digest: Arc::new(RwLock::new(Arc::new(read(file)?))),
             file: Arc::new(file.to_path_buf()),
+            generation: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -59,14 +69,15 @@ impl Tokens {
     pub fn reload(&self) -> Result<()> {
         let fresh = read(&self.file)?;
         *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
-    /// Whose token `authorization` carries, or why the call is refused.
+    /// Whose token `authorization` carries (and its digest), or why the call is refused.
     fn check(
         &self,
         authorization: Option<&http::HeaderValue>,
-    ) -> std::result::Result<Principal, tonic::Status> {
+    ) -> std::result::Result<(Principal, Digest), tonic::Status> {
         let Some(value) = authorization else {
             return Err(tonic::Status::unauthenticated(
                 "this server requires a token: send the metadata `authorization: Bearer TOKEN` (the strom CLI: STROM_TOKEN or --token-file)",
@@ -82,13 +93,20 @@ impl Tokens {
                 tonic::Status::unauthenticated("the authorization metadata is not `Bearer TOKEN`")
             })?;
         let digest = digest(token.as_bytes());
-        let known = Arc::clone(&self.by_digest.read().unwrap_or_else(|e| e.into_inner()));
-        known.get(&digest).cloned().ok_or_else(|| {
-            tonic::Status::unauthenticated(
-                "the token is not one this server accepts (unknown, or revoked)",
-            )
-        })
+        match self.known(&digest) {
+            Some(principal) => Ok((principal, digest)),
+            None => Err(revoked()),
+        }
     }
+
+    fn known(&self, digest: &Digest) -> Option<Principal> {
+        let known = Arc::clone(&self.by_digest.read().unwrap_or_else(|e| e.into_inner()));
+        known.get(digest).cloned()
+    }
+}
+
+fn revoked() -> tonic::Status {
+    tonic::Status::unauthenticated("the token is not one this server accepts (unknown, or revoked)")
 }
 
 fn digest(bytes: &[u8]) -> Digest {
@@ -129,7 +147,8 @@ fn read(file: &Path) -> Result<HashMap<Digest, Principal>> {
 }
 
 fn parse_hex(hex: &str) -> Option<Digest> {
-    if hex.len() != 64 || !hex.is_ascii() {
+    // Hex digits only: `from_str_radix` would also take a sign.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut digest = [0u8; 32];
@@ -171,34 +190,123 @@ impl<S> tower_service::Service<http::Request<Body>> for Auth<S>
 where
     S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = futures_util::future::Either<
         std::future::Ready<std::result::Result<http::Response<Body>, S::Error>>,
-        S::Future,
+        futures_util::future::Either<S::Future, BoxFuture<http::Response<Body>, S::Error>>,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         use futures_util::future::Either;
-        if let Some(tokens) = &self.tokens {
-            let path = request.uri().path();
-            if !OPEN_PATHS.iter().any(|open| path.starts_with(open)) {
-                match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
-                    Ok(principal) => {
-                        request.extensions_mut().insert(principal);
-                    }
-                    Err(refused) => {
-                        return Either::Left(std::future::ready(Ok(refused.into_http())))
-                    }
+        let Some(tokens) = &self.tokens else {
+            return Either::Right(Either::Left(self.inner.call(request)));
+        };
+        if request.uri().path() == OPEN_PATH {
+            return Either::Right(Either::Left(self.inner.call(request)));
+        }
+        let generation = tokens.generation.load(Ordering::Acquire);
+        let (principal, digest) =
+            match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
+                Ok(checked) => checked,
+                Err(refused) => return Either::Left(std::future::ready(Ok(refused.into_http()))),
+            };
+        let watch = Watch {
+            tokens: tokens.clone(),
+            digest,
+            generation,
+        };
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(principal);
+        let body = Body::new(Revocable {
+            body,
+            watch: watch.clone(),
+            request: true,
+        });
+        let response = self.inner.call(http::Request::from_parts(parts, body));
+        Either::Right(Either::Right(Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| {
+                Body::new(Revocable {
+                    body,
+                    watch,
+                    request: false,
+                })
+            }))
+        })))
+    }
+}
+
+/// What a call's bodies check their token against.
+#[derive(Clone)]
+struct Watch {
+    tokens: Tokens,
+    digest: Digest,
+    /// The file's reading the token was last checked against.
+    generation: u64,
+}
+
+impl Watch {
+    /// Whether the token still stands: looked up again only when the file was read
+    /// again since the last look, so a message costs one atomic load.
+    fn stands(&mut self) -> bool {
+        let now = self.tokens.generation.load(Ordering::Acquire);
+        if now == self.generation {
+            return true;
+        }
+        self.generation = now;
+        self.tokens.known(&self.digest).is_some()
+    }
+}
+
+/// A request or response body that ends its call with UNAUTHENTICATED at the first
+/// message after its token was revoked: as an error for the handler reading a request,
+/// as the status in the trailers of a response.
+struct Revocable {
+    body: Body,
+    watch: Watch,
+    /// A request's body (its reader gets the error) or a response's (its client gets
+    /// the status in the trailers).
+    request: bool,
+}
+
+impl http_body::Body for Revocable {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Ok(data)) = &frame {
+            if data.is_data() && !this.watch.stands() {
+                // The body goes with it: nothing more is read or sent.
+                this.body = Body::empty();
+                if this.request {
+                    return Poll::Ready(Some(Err(revoked())));
                 }
+                let mut trailers = http::HeaderMap::new();
+                let _ = revoked().add_header(&mut trailers);
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
             }
         }
-        Either::Right(self.inner.call(request))
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -224,11 +332,11 @@ mod tests {
         let tokens = Tokens::load(&file).unwrap();
         let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
         assert_eq!(
-            tokens.check(Some(&header("Bearer t1"))).unwrap(),
+            tokens.check(Some(&header("Bearer t1"))).unwrap().0,
             Principal("orders".into())
         );
         assert_eq!(
-            tokens.check(Some(&header("Bearer t2"))).unwrap(),
+            tokens.check(Some(&header("Bearer t2"))).unwrap().0,
             Principal("orders".into())
         );
         for refused in ["Bearer t3", "t1", "Bearer ", "Basic t1"] {
@@ -243,7 +351,15 @@ mod tests {
         std::fs::write(&file, format!("orders {}\n", hex("t2"))).unwrap();
         tokens.reload().unwrap();
         assert!(tokens.check(Some(&header("Bearer t1"))).is_err());
-        for bad in ["orders\n", "orders abc\n", "a b c\n", "", "# none\n"] {
+        let signed = format!("orders +{}\n", &hex("t")[1..]);
+        for bad in [
+            "orders\n",
+            "orders abc\n",
+            "a b c\n",
+            "",
+            "# none\n",
+            &signed,
+        ] {
             std::fs::write(&file, bad).unwrap();
             let err = tokens.reload().unwrap_err().to_string();
             assert!(err.contains("auth_tokens"), "{bad:?}: {err}");

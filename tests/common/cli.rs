@@ -118,6 +118,26 @@ impl Serve {
         run_within(&mut command, stdin, Duration::from_secs(60))
     }
 
+    /// Sends SIGHUP and waits up to 10 s for a log line containing `logged`.
+    pub fn hang_up_until_logged(&self, logged: &str) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(logged))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no {logged:?} logged after SIGHUP"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Like `run`, and panics unless the command succeeds; returns its stdout.
     pub fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         let out = self.run(args, stdin);

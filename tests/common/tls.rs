@@ -76,6 +76,21 @@ impl Certs {
         }
     }
 
+    /// A copy of the server's certificate and key in `dir`, as `live.pem` and
+    /// `live.key`: files a test can renew.
+    pub fn live_copy(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("live.pem"), dir.join("live.key"));
+        std::fs::copy(&self.server_cert, &cert).unwrap();
+        std::fs::copy(&self.server_key, &key).unwrap();
+        (cert, key)
+    }
+
+    /// Replaces the live copy with the certificate the other CA signed.
+    pub fn renew(&self, cert: &Path, key: &Path) {
+        std::fs::copy(&self.other_server_cert, cert).unwrap();
+        std::fs::copy(&self.other_server_key, key).unwrap();
+    }
+
     /// The server's settings, verifying clients against the CA or not.
     pub fn server(&self, verify_clients: bool) -> strom::server::ServerTls {
         let client_ca = verify_clients.then_some(self.ca.as_path());
