@@ -130,17 +130,21 @@ impl Connect {
             (Some(_), Some(_)) => return Err("--token and --token-file: give one".into()),
             (Some(token), None) => (token.clone(), "--token"),
             (None, Some(file)) => (from_file(file, "--token-file")?, "--token-file"),
-            (None, None) => match (
-                std::env::var("STROM_TOKEN"),
-                std::env::var_os("STROM_TOKEN_FILE"),
-            ) {
-                (Ok(token), _) => (token, "STROM_TOKEN"),
-                (Err(_), Some(file)) => (
-                    from_file(&PathBuf::from(file), "STROM_TOKEN_FILE")?,
-                    "STROM_TOKEN_FILE",
-                ),
-                (Err(_), None) => return Ok(None),
-            },
+            // An empty variable counts as unset, as shells leave them.
+            (None, None) => {
+                let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+                match (set("STROM_TOKEN"), set("STROM_TOKEN_FILE")) {
+                    (Some(token), _) => match token.into_string() {
+                        Ok(token) => (token, "STROM_TOKEN"),
+                        Err(_) => return Err("STROM_TOKEN is not UTF-8".into()),
+                    },
+                    (None, Some(file)) => (
+                        from_file(&PathBuf::from(file), "STROM_TOKEN_FILE")?,
+                        "STROM_TOKEN_FILE",
+                    ),
+                    (None, None) => return Ok(None),
+                }
+            }
         };
         match token.trim() {
             "" => Err(format!("{named} gives an empty token")),
@@ -165,7 +169,7 @@ impl Connect {
         let client = Client::connect_with(address, options).await.map_err(|e| {
             // tonic's Display is "transport error"; the cause is what says what to do.
             let mut cause = e.to_string();
-            let mut source = e.source();
+            let mut source = std::error::Error::source(&e);
             while let Some(inner) = source {
                 cause = format!("{cause}: {inner}");
                 source = inner.source();

@@ -310,7 +310,7 @@ async fn reload_on_hangup(
             match result {
                 None => {}
                 Some(Ok(())) => {
-                    tracing::info!("SIGHUP: {what} reloaded; new connections and calls use it")
+                    tracing::info!("SIGHUP: {what} reloaded")
                 }
                 Some(Err(err)) => {
                     tracing::error!(%err, "SIGHUP: {what} not reloaded; what was read before stays in use")

@@ -74,9 +74,34 @@ impl tower_service::Service<http::Request<Body>> for Channel {
     }
 }
 
-/// Why a client could not connect: tonic's transport error, or the connection's
-/// deadline passed.
-pub type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a client could not connect: tonic's transport error (its causes as `source`),
+/// a deadline passed, or options that cannot be used.
+#[derive(Debug)]
+pub struct ConnectError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<tonic::transport::Error> for ConnectError {
+    fn from(err: tonic::transport::Error) -> Self {
+        ConnectError(Box::new(err))
+    }
+}
+
+impl From<String> for ConnectError {
+    fn from(reason: String) -> Self {
+        ConnectError(reason.into())
+    }
+}
 
 pub(super) async fn connect(
     address: &str,
@@ -105,9 +130,14 @@ pub(super) async fn connect(
         None => None,
         Some(token) => {
             let value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()));
-            let mut value = value.map_err(|_| {
-                "the token has characters metadata cannot carry (a line break, say): \
-                 give it as printable ASCII"
+            let printable = token
+                .trim()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ');
+            let mut value = value.ok().filter(|_| printable).ok_or_else(|| {
+                "the token has characters metadata cannot carry (a line break, a letter \
+                 outside ASCII): give it as printable ASCII"
+                    .to_string()
             })?;
             value.set_sensitive(true);
             Some(value)

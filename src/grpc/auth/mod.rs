@@ -6,9 +6,8 @@
 //! place, so they need a token too.
 //!
 //! A call's token is checked again whenever the file has been read again since the
-//! last check, at each message in either direction: a revoked token ends the streams it
-//! opened (a Producer's ProduceStream, a Subscribe) at their next message, not only the
-//! calls made after the revocation.
+//! last check (`revocable.rs`): a revoked token ends the streams it opened, not only
+//! the calls made after the revocation.
 //!
 //! The file holds SHA-256 digests of the tokens, not the tokens, one `NAME DIGEST` a
 //! line, so that reading it does not give anyone access. NAME is who the token belongs
@@ -16,6 +15,8 @@
 //! several tokens (a new one and the one it replaces). A token is looked up by its
 //! digest; comparing digests leaks nothing useful about the token through timing.
 //! SIGHUP to `strom serve` reads the file again, so a token is revoked without a restart.
+
+mod revocable;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,10 @@ use crate::error::{Error, IoContext, Result};
 
 /// The one call that needs no token.
 const OPEN_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// Streams whose responses deliver records: a revoked token also ends them before
+/// their next message, not only at the client's next request message.
+const READ_STREAMS: [&str; 2] = ["/strom.v1.Log/Subscribe", "/strom.v1.Queues/ShareStream"];
 
 /// Who a call's token belongs to, in its request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +109,8 @@ impl Tokens {
         known.get(digest).cloned()
     }
 }
+
+use revocable::{Revocable, Watch};
 
 fn revoked() -> tonic::Status {
     tonic::Status::unauthenticated("the token is not one this server accepts (unknown, or revoked)")
@@ -224,89 +231,17 @@ where
         };
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(principal);
-        let body = Body::new(Revocable {
-            body,
-            watch: watch.clone(),
-            request: true,
-        });
+        // Streams that deliver records also stop delivering them (see `revocable.rs`).
+        let delivers = READ_STREAMS.contains(&parts.uri.path());
+        let body = Revocable::request(body, watch.clone());
         let response = self.inner.call(http::Request::from_parts(parts, body));
         Either::Right(Either::Right(Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|body| {
-                Body::new(Revocable {
-                    body,
-                    watch,
-                    request: false,
-                })
-            }))
+            Ok(match delivers {
+                true => response.map(|body| Revocable::response(body, watch)),
+                false => response,
+            })
         })))
-    }
-}
-
-/// What a call's bodies check their token against.
-#[derive(Clone)]
-struct Watch {
-    tokens: Tokens,
-    digest: Digest,
-    /// The file's reading the token was last checked against.
-    generation: u64,
-}
-
-impl Watch {
-    /// Whether the token still stands: looked up again only when the file was read
-    /// again since the last look, so a message costs one atomic load.
-    fn stands(&mut self) -> bool {
-        let now = self.tokens.generation.load(Ordering::Acquire);
-        if now == self.generation {
-            return true;
-        }
-        self.generation = now;
-        self.tokens.known(&self.digest).is_some()
-    }
-}
-
-/// A request or response body that ends its call with UNAUTHENTICATED at the first
-/// message after its token was revoked: as an error for the handler reading a request,
-/// as the status in the trailers of a response.
-struct Revocable {
-    body: Body,
-    watch: Watch,
-    /// A request's body (its reader gets the error) or a response's (its client gets
-    /// the status in the trailers).
-    request: bool,
-}
-
-impl http_body::Body for Revocable {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
-        let this = &mut *self;
-        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
-        if let Some(Ok(data)) = &frame {
-            if data.is_data() && !this.watch.stands() {
-                // The body goes with it: nothing more is read or sent.
-                this.body = Body::empty();
-                if this.request {
-                    return Poll::Ready(Some(Err(revoked())));
-                }
-                let mut trailers = http::HeaderMap::new();
-                let _ = revoked().add_header(&mut trailers);
-                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

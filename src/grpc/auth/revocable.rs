@@ -1,0 +1,169 @@
+//! A call's bodies, checked against the tokens file at each message after a reload
+//! (one atomic load a message until then): a revoked token ends the streams it opened.
+//!
+//! - A request body (every call's) fails with UNAUTHENTICATED at its next DATA frame,
+//!   so a ProduceStream's next request is not read. Messages already read, or read in
+//!   the same frame before the reload, are still appended and answered: their answers
+//!   are never dropped, so a client never sees a failure for a write that happened.
+//! - The response of a stream that delivers records (Subscribe, ShareStream) ends with
+//!   UNAUTHENTICATED in its trailers in place of its next message, so nothing more is
+//!   delivered; never in the middle of a message. A stream with nothing to deliver
+//!   ends when it next has something (or when its client next sends, for ShareStream).
+//! - Unary calls in flight at the reload finish as they would have.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tonic::body::Body;
+
+use super::{revoked, Digest, Tokens};
+
+/// What a call's bodies check their token against.
+#[derive(Clone)]
+pub(super) struct Watch {
+    pub(super) tokens: Tokens,
+    pub(super) digest: Digest,
+    /// The file's reading the token was last checked against.
+    pub(super) generation: u64,
+}
+
+impl Watch {
+    /// Whether the token still stands: looked up again only when the file was read
+    /// again since the last look.
+    fn stands(&mut self) -> bool {
+        let now = self.tokens.generation.load(Ordering::Acquire);
+        if now == self.generation {
+            return true;
+        }
+        self.generation = now;
+        self.tokens.known(&self.digest).is_some()
+    }
+}
+
+pub(super) struct Revocable {
+    body: Body,
+    watch: Watch,
+    /// None for a request; for a response, where it is in its gRPC framing.
+    framing: Option<Framing>,
+}
+
+impl Revocable {
+    pub(super) fn request(body: Body, watch: Watch) -> Body {
+        Body::new(Revocable {
+            body,
+            watch,
+            framing: None,
+        })
+    }
+
+    pub(super) fn response(body: Body, watch: Watch) -> Body {
+        Body::new(Revocable {
+            body,
+            watch,
+            framing: Some(Framing::default()),
+        })
+    }
+}
+
+impl http_body::Body for Revocable {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) else {
+            return Poll::Ready(frame);
+        };
+        let Some(data) = data else {
+            return Poll::Ready(frame); // trailers
+        };
+        match &mut this.framing {
+            None if !this.watch.stands() => {
+                this.body = Body::empty(); // nothing more is read
+                return Poll::Ready(Some(Err(revoked())));
+            }
+            None => {}
+            // A frame that starts a message, of a response: it is not sent.
+            Some(framing) if framing.at_boundary() && !this.watch.stands() => {
+                this.body = Body::empty();
+                let mut trailers = http::HeaderMap::new();
+                let _ = revoked().add_header(&mut trailers);
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            Some(framing) => framing.advance(data),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Where a response is in gRPC's framing (a flag byte and a 4-byte big-endian length
+/// before each message), so that it is ended between messages, never inside one.
+#[derive(Default)]
+struct Framing {
+    prefix: [u8; 5],
+    prefix_seen: usize,
+    message_left: u64,
+}
+
+impl Framing {
+    fn at_boundary(&self) -> bool {
+        self.prefix_seen == 0 && self.message_left == 0
+    }
+
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let n = (self.message_left as usize).min(data.len());
+                self.message_left -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.prefix_seen).min(data.len());
+            self.prefix[self.prefix_seen..self.prefix_seen + n].copy_from_slice(&data[..n]);
+            self.prefix_seen += n;
+            data = &data[n..];
+            if self.prefix_seen == 5 {
+                let [_, a, b, c, d] = self.prefix;
+                self.message_left = u32::from_be_bytes([a, b, c, d]) as u64;
+                self.prefix_seen = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framing;
+
+    #[test]
+    fn framing_finds_the_ends_of_messages_however_frames_cut_them() {
+        // Messages of 3, 0 and 2 bytes.
+        let stream = [0u8, 0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 7, 8];
+        let ends = [8usize, 13, 20];
+        for cut in 1..stream.len() {
+            let mut framing = Framing::default();
+            let mut at = 0;
+            for piece in stream.chunks(cut) {
+                framing.advance(piece);
+                at += piece.len();
+                let end = ends.contains(&at);
+                assert_eq!(framing.at_boundary(), end || at == 0, "cut {cut}, at {at}");
+            }
+        }
+    }
+}
