@@ -201,13 +201,30 @@ fn strom_serve_with_tokens_and_the_cli_with_them() {
     use common::cli::Serve;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
-    std::fs::write(
-        &file,
-        format!("ops {}\nci {}\n", digest_hex("t-ops"), digest_hex("t-ci")),
-    )
-    .unwrap();
+    // `strom token new` makes each token and appends its line (the file made 0600).
+    let new_token = |name: &str| {
+        let mut command = std::process::Command::new(common::cli::STROM);
+        command.args(["token", "new", name, "--file"]).arg(&file);
+        let out = common::process::run_within(&mut command, b"", Duration::from_secs(20));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (ops, ci) = (new_token("ops"), new_token("ci"));
+    assert_eq!((ops.len(), ci.len()), (64, 64));
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        lines,
+        format!("ops {}\nci {}\n", digest_hex(&ops), digest_hex(&ci))
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     let token_file = dir.path().join("ci.token");
-    std::fs::write(&token_file, "t-ci\n").unwrap();
+    std::fs::write(&token_file, format!("{ci}\n")).unwrap();
     let serve = Serve::start_with_args(
         &dir.path().join("data"),
         &["--auth-tokens", file.to_str().unwrap()],
@@ -218,7 +235,7 @@ fn strom_serve_with_tokens_and_the_cli_with_them() {
         logged.contains("tokens cross the network in the clear"),
         "{logged}"
     );
-    serve.ok(&["topic", "create", "t", "--token", "t-ops"], b"");
+    serve.ok(&["topic", "create", "t", "--token", &ops], b"");
     serve.ok(
         &[
             "produce",
@@ -237,9 +254,9 @@ fn strom_serve_with_tokens_and_the_cli_with_them() {
         "{stderr}"
     );
     // ops revoked by SIGHUP.
-    std::fs::write(&file, format!("ci {}\n", digest_hex("t-ci"))).unwrap();
+    std::fs::write(&file, format!("ci {}\n", digest_hex(&ci))).unwrap();
     serve.hang_up_until_logged("tokens file reloaded");
-    let revoked = serve.run(&["topic", "list", "--token", "t-ops"], b"");
+    let revoked = serve.run(&["topic", "list", "--token", &ops], b"");
     assert!(String::from_utf8_lossy(&revoked.stderr).contains("not one this server accepts"));
     // A flag wins over the environment; an empty token is refused before it is sent.
     let mut command = std::process::Command::new(common::cli::STROM);

@@ -12,6 +12,7 @@ mod produce;
 mod progress;
 mod queue;
 mod serve;
+mod token;
 mod topic;
 mod work;
 
@@ -227,6 +228,8 @@ enum Command {
     Work(work::WorkArgs),
     /// Measure a running server: produce or consume throughput and latency.
     Bench(bench::BenchArgs),
+    /// Make tokens for a server with auth_tokens.
+    Token(token::TokenArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -320,6 +323,7 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             args.connect.inherit(before);
             bench::run(args).await
         }
+        Command::Token(args) => token::run(args),
     }
 }
 

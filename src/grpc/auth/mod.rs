@@ -116,6 +116,30 @@ fn revoked() -> tonic::Status {
     tonic::Status::unauthenticated("the token is not one this server accepts (unknown, or revoked)")
 }
 
+/// A new token: 32 bytes from the system's secure random source, as 64 hex digits.
+pub fn new_token() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::InvalidArgument("the system's random source failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The tokens file's line for `token`, belonging to `name`: `NAME SHA256`.
+pub fn file_line(name: &str, token: &str) -> Result<String> {
+    if name.is_empty() || name.starts_with('#') || name.chars().any(char::is_whitespace) {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} cannot name a token: use letters, digits and punctuation, no spaces, not starting with #"
+        )));
+    }
+    let hex: String = digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("{name} {hex}"))
+}
+
 fn digest(bytes: &[u8]) -> Digest {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
