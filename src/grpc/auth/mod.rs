@@ -52,6 +52,8 @@ pub struct Tokens {
     /// How many times the file has been read again: calls open since an earlier
     /// reading check their token again.
     generation: Arc<AtomicU64>,
+    /// Told each reload, to wake streams that have nothing to send (`revocable.rs`).
+    reloads: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -66,6 +68,7 @@ impl Tokens {
             by_digest: Arc::new(RwLock::new(Arc::new(read(file)?))),
             file: Arc::new(file.to_path_buf()),
             generation: Arc::new(AtomicU64::new(0)),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -74,7 +77,8 @@ impl Tokens {
     pub fn reload(&self) -> Result<()> {
         let fresh = read(&self.file)?;
         *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        self.generation.fetch_add(1, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
+        self.reloads.send_replace(generation);
         Ok(())
     }
 

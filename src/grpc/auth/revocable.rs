@@ -7,8 +7,8 @@
 //!   are never dropped, so a client never sees a failure for a write that happened.
 //! - The response of a stream that delivers records (Subscribe, ShareStream) ends with
 //!   UNAUTHENTICATED in its trailers in place of its next message, so nothing more is
-//!   delivered; never in the middle of a message. A stream with nothing to deliver
-//!   ends when it next has something (or when its client next sends, for ShareStream).
+//!   delivered; never in the middle of a message. One with nothing to send is woken
+//!   by the reload and ends then.
 //! - Unary calls in flight at the reload finish as they would have.
 
 use std::pin::Pin;
@@ -17,6 +17,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::Frame;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::Stream;
 use tonic::body::Body;
 
 use super::{revoked, Digest, Tokens};
@@ -48,6 +50,8 @@ pub(super) struct Revocable {
     watch: Watch,
     /// None for a request; for a response, where it is in its gRPC framing.
     framing: Option<Framing>,
+    /// A response's wake-up at each reload, while it has nothing to send.
+    reloads: Option<WatchStream<u64>>,
 }
 
 impl Revocable {
@@ -56,15 +60,27 @@ impl Revocable {
             body,
             watch,
             framing: None,
+            reloads: None,
         })
     }
 
     pub(super) fn response(body: Body, watch: Watch) -> Body {
+        let reloads = WatchStream::from_changes(watch.tokens.reloads.subscribe());
         Body::new(Revocable {
             body,
             watch,
             framing: Some(Framing::default()),
+            reloads: Some(reloads),
         })
+    }
+
+    /// Ends a response with UNAUTHENTICATED in its trailers.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        self.body = Body::empty();
+        self.reloads = None;
+        let mut trailers = http::HeaderMap::new();
+        let _ = revoked().add_header(&mut trailers);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
 
@@ -77,7 +93,22 @@ impl http_body::Body for Revocable {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            // Nothing to send: a reload wakes it, to end it if its token went.
+            Poll::Pending => {
+                let Some(reloads) = &mut this.reloads else {
+                    return Poll::Pending;
+                };
+                while let Poll::Ready(Some(_)) = Pin::new(&mut *reloads).poll_next(cx) {
+                    let between = this.framing.as_ref().is_some_and(Framing::at_boundary);
+                    if between && !this.watch.stands() {
+                        return this.end();
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
         let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) else {
             return Poll::Ready(frame);
         };
@@ -91,12 +122,7 @@ impl http_body::Body for Revocable {
             }
             None => {}
             // A frame that starts a message, of a response: it is not sent.
-            Some(framing) if framing.at_boundary() && !this.watch.stands() => {
-                this.body = Body::empty();
-                let mut trailers = http::HeaderMap::new();
-                let _ = revoked().add_header(&mut trailers);
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-            }
+            Some(framing) if framing.at_boundary() && !this.watch.stands() => return this.end(),
             Some(framing) => framing.advance(data),
         }
         Poll::Ready(frame)
