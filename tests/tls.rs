@@ -520,3 +520,43 @@ async fn a_connect_to_a_server_that_never_answers_its_handshake_fails_in_time() 
     assert!(started.elapsed() < Duration::from_secs(30));
     held.abort();
 }
+
+/// Failed handshakes are logged at most once a second, and those held back are logged
+/// when their second is up even if no other failure follows.
+#[test]
+fn failed_handshakes_are_logged_and_none_is_held_back_for_ever() {
+    use common::cli::Serve;
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with_args(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &path(&certs.server_cert),
+            "--tls-key",
+            &path(&certs.server_key),
+        ],
+    );
+    // Three plaintext clients at once: the first is logged at once, the other two held.
+    for _ in 0..3 {
+        let mut socket = std::net::TcpStream::connect(&serve.addr).unwrap();
+        std::io::Write::write_all(&mut socket, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(common::closed_within(&mut socket, Duration::from_secs(10)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = |count: &str| {
+        serve.stderr.lock().unwrap().iter().any(|line| {
+            line.contains("TLS handshakes failed") && line.contains(&format!("failed={count}"))
+        })
+    };
+    while !(logged("1") && logged("2")) {
+        assert!(
+            Instant::now() < deadline,
+            "failures not logged: {:?}",
+            serve.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -10,6 +10,7 @@
 //! is closed like one that never speaks. Handshakes run on tasks of their own, as many
 //! at once as connections arrive, so a slow one holds up no other.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -107,7 +108,10 @@ impl Stream for Handshakes {
                 // Accepting has ended: so does this, and the handshakes not yet ended go
                 // with it (tonic drops the stream at a stop in any case).
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    this.failures.poll_due(cx);
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -115,25 +119,50 @@ impl Stream for Handshakes {
 
 /// Handshakes that failed, logged at most once a second with the count since the last
 /// line: an operator sees that clients are refused (a plaintext client, a missing
-/// certificate), and a flood of them does not flood the log.
+/// certificate), and a flood of them does not flood the log. Failures held back are
+/// logged when their second is up, even if no other follows.
 #[derive(Default)]
 struct Failures {
     logged_at: Option<Instant>,
-    since: u64,
+    /// Failures not logged yet, and the latest one's error.
+    held: u64,
+    latest: String,
+    /// When the held failures are due to be logged.
+    due: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+const FAILURES_EVERY: Duration = Duration::from_secs(1);
 
 impl Failures {
     fn note(&mut self, err: &io::Error) {
-        self.since += 1;
+        self.held += 1;
+        self.latest = err.to_string();
         let now = Instant::now();
-        if self
-            .logged_at
-            .is_none_or(|at| now - at >= Duration::from_secs(1))
-        {
-            tracing::info!(%err, failed = self.since, "TLS handshakes failed (the latest's error); those connections are closed");
-            self.logged_at = Some(now);
-            self.since = 0;
+        match self.logged_at {
+            Some(at) if now - at < FAILURES_EVERY => {
+                if self.due.is_none() {
+                    let due = tokio::time::Instant::from_std(at + FAILURES_EVERY);
+                    self.due = Some(Box::pin(tokio::time::sleep_until(due)));
+                }
+            }
+            _ => self.log(now),
         }
+    }
+
+    /// Logs the held failures once they are due (registering `cx` until then).
+    fn poll_due(&mut self, cx: &mut Context<'_>) {
+        if let Some(due) = &mut self.due {
+            if due.as_mut().poll(cx).is_ready() {
+                self.log(Instant::now());
+            }
+        }
+    }
+
+    fn log(&mut self, now: Instant) {
+        tracing::info!(err = %self.latest, failed = self.held, "TLS handshakes failed (the latest's error); those connections are closed");
+        self.logged_at = Some(now);
+        self.held = 0;
+        self.due = None;
     }
 }
 
