@@ -333,3 +333,57 @@ async fn strom_serve_with_metrics_listen_serves_them() {
         2.0
     );
 }
+
+/// With TLS, failed handshakes are counted; a plaintext server has no such family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tls_handshakes_are_counted() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = common::tls::Certs::make(certs_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let options = strom::server::ServeOptions {
+        tls: Some(certs.server(false)),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_options_and_metrics(
+        dir.path(),
+        strom::broker::Limits::default(),
+        options,
+    )
+    .await;
+    assert_eq!(
+        scrape(&server)
+            .await
+            .get("strom_tls_handshake_failures_total"),
+        Some(&0.0)
+    );
+    for _ in 0..2 {
+        let addr = server.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut socket = std::net::TcpStream::connect(addr).unwrap();
+            std::io::Write::write_all(&mut socket, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            assert!(common::closed_within(&mut socket, Duration::from_secs(10)));
+        })
+        .await
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while scrape(&server)
+        .await
+        .get("strom_tls_handshake_failures_total")
+        != Some(&2.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            scrape(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await; // renders are shared for 1 s
+    }
+    server.stop().await.unwrap();
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = TestServer::start_with_metrics(plain_dir.path()).await;
+    assert!(!scrape(&plain)
+        .await
+        .contains_key("strom_tls_handshake_failures_total"));
+    plain.stop().await.unwrap();
+}

@@ -212,6 +212,7 @@ pub async fn serve_with_metrics(
             calls: call_metrics,
             call_limit: calls.clone(),
             connections: incoming.open_count(),
+            tls: options.tls.clone(),
             budget: budget.clone(),
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),

@@ -42,6 +42,16 @@ impl TestServer {
         Self::start_serving(dir, Limits::default(), ServeOptions::default(), true).await
     }
 
+    /// `start_with_options`, serving Prometheus metrics too.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn start_with_options_and_metrics(
+        dir: &Path,
+        limits: Limits,
+        options: ServeOptions,
+    ) -> TestServer {
+        Self::start_serving(dir, limits, options, true).await
+    }
+
     async fn start_serving(
         dir: &Path,
         limits: Limits,

@@ -3,6 +3,7 @@
 //! that a renewed certificate is served without a restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio_rustls::rustls;
@@ -18,6 +19,8 @@ pub struct ServerTls {
     acceptor: Arc<RwLock<TlsAcceptor>>,
     /// Whether clients must show a certificate signed by `tls_client_ca`.
     pub clients_verified: bool,
+    /// Handshakes that failed since the server started (for the metrics).
+    failed: Arc<AtomicU64>,
 }
 
 struct Files {
@@ -42,6 +45,7 @@ impl ServerTls {
         Ok(ServerTls {
             acceptor: Arc::new(RwLock::new(acceptor(cert, key, client_ca)?)),
             clients_verified: client_ca.is_some(),
+            failed: Arc::new(AtomicU64::new(0)),
             files: Arc::new(Files {
                 cert: cert.to_path_buf(),
                 key: key.to_path_buf(),
@@ -58,6 +62,16 @@ impl ServerTls {
         let fresh = acceptor(&files.cert, &files.key, files.client_ca.as_deref())?;
         *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// Handshakes that failed so far: a plaintext client, a certificate refused, a
+    /// client silent past the timeout.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_failure(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// What the next handshake is made with.

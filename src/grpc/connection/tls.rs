@@ -86,7 +86,10 @@ impl Stream for Handshakes {
                     }
                     // A plaintext client, a port scanner, a certificate refused, or a
                     // client silent past the timeout: that connection only.
-                    Ok(Err(err)) => this.failures.note(&err),
+                    Ok(Err(err)) => {
+                        this.tls.count_failure();
+                        this.failures.note(&err)
+                    }
                     Err(err) => tracing::debug!(%err, "TLS handshake task ended"),
                 }
             }

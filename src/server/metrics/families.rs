@@ -46,6 +46,16 @@ impl Scrape {
         for (name, help, value) in open {
             self.family(e, name, help, Gauge, one(value as f64))?;
         }
+        if let Some(failed) = self.tls_failures {
+            self.family(
+                e,
+                "strom_tls_handshake_failures",
+                "TLS handshakes that failed: a plaintext client, a certificate refused, a \
+                 client silent past the timeout",
+                Counter,
+                one(failed as f64),
+            )?;
+        }
         let budgets = |pick: fn(&(&str, usize, usize)) -> usize| {
             self.budgets
                 .iter()

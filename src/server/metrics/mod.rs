@@ -37,6 +37,8 @@ pub struct Metrics {
     pub calls: Arc<CallMetrics>,
     pub call_limit: CallLimitLayer,
     pub connections: Arc<AtomicUsize>,
+    /// The server's TLS, whose failed handshakes are counted; None when plaintext.
+    pub tls: Option<crate::grpc::connection::ServerTls>,
     pub budget: BudgetLayer,
     pub broker: Arc<Broker>,
     pub groups: Arc<Groups>,
@@ -110,6 +112,8 @@ struct Scrape {
     calls: Arc<CallMetrics>,
     calls_open: usize,
     connections_open: usize,
+    /// Failed TLS handshakes, with TLS.
+    tls_failures: Option<u64>,
     /// (name, in use, size) of the produce and request budgets.
     budgets: [(&'static str, usize, usize); 2],
     topics: Vec<TopicRow>,
@@ -177,6 +181,7 @@ impl Metrics {
             calls: Arc::clone(&self.calls),
             calls_open: self.call_limit.open_calls(),
             connections_open: self.connections.load(Ordering::Relaxed),
+            tls_failures: self.tls.as_ref().map(|tls| tls.failed_handshakes()),
             budgets: [
                 ("produce", produce, produce_size),
                 ("request", requests, requests_size),
@@ -278,6 +283,7 @@ mod tests {
             calls: Arc::new(CallMetrics::new()),
             calls_open: 0,
             connections_open: 0,
+            tls_failures: None,
             budgets: [("produce", 0, 1), ("request", 0, 1)],
             topics,
             disk: None,
