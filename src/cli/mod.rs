@@ -169,12 +169,7 @@ impl Connect {
         };
         let client = Client::connect_with(address, options).await.map_err(|e| {
             // tonic's Display is "transport error"; the cause is what says what to do.
-            let mut cause = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(inner) = source {
-                cause = format!("{cause}: {inner}");
-                source = inner.source();
-            }
+            let cause = format!("{e}{}", causes(&e));
             match secure {
                 true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, does its certificate name that host and chain to --tls-ca, and is it below its max_connections?"),
                 false => format!("cannot connect to {address}: {cause}; is `strom serve` running there?"),
@@ -329,12 +324,22 @@ async fn run(cli: Cli) -> Result<(), Stop> {
 
 /// A gRPC error as one line a person can act on.
 pub fn describe(status: tonic::Status) -> String {
-    let mut text = format!("{} ({:?})", status.message(), status.code());
     // A call that failed in the transport (a TLS alert, a connection reset) says why
     // only in its causes: "transport error" alone tells a person nothing.
-    let mut source = std::error::Error::source(&status);
+    format!(
+        "{} ({:?}){}",
+        status.message(),
+        status.code(),
+        causes(&status)
+    )
+}
+
+/// An error's causes, each after ": ".
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = err.source();
     while let Some(cause) = source {
-        text = format!("{text}: {cause}");
+        text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
     text

@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 
 use crate::error::{Error, IoContext, Result};
+use revocable::{Revocable, Watch};
 
 /// The one call that needs no token.
 const OPEN_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -53,7 +54,7 @@ pub struct Tokens {
     /// reading check their token again.
     generation: Arc<AtomicU64>,
     /// Told each reload, to wake streams that have nothing to send (`revocable.rs`).
-    reloads: Arc<tokio::sync::watch::Sender<u64>>,
+    reloads: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -68,7 +69,7 @@ impl Tokens {
             by_digest: Arc::new(RwLock::new(Arc::new(read(file)?))),
             file: Arc::new(file.to_path_buf()),
             generation: Arc::new(AtomicU64::new(0)),
-            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(())),
         })
     }
 
@@ -77,8 +78,8 @@ impl Tokens {
     pub fn reload(&self) -> Result<()> {
         let fresh = read(&self.file)?;
         *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
-        self.reloads.send_replace(generation);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.reloads.send_replace(());
         Ok(())
     }
 
@@ -114,8 +115,6 @@ impl Tokens {
     }
 }
 
-use revocable::{Revocable, Watch};
-
 fn revoked() -> tonic::Status {
     tonic::Status::unauthenticated("the token is not one this server accepts (unknown, or revoked)")
 }
@@ -127,7 +126,7 @@ pub fn new_token() -> Result<String> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| Error::InvalidArgument("the system's random source failed".into()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 /// The tokens file's line for `token`, belonging to `name`: `NAME SHA256`.
@@ -137,11 +136,11 @@ pub fn file_line(name: &str, token: &str) -> Result<String> {
             "{name:?} cannot name a token: use letters, digits and punctuation, no spaces, not starting with #"
         )));
     }
-    let hex: String = digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("{name} {hex}"))
+    Ok(format!("{name} {}", hex(&digest(token.as_bytes()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn digest(bytes: &[u8]) -> Digest {
@@ -263,12 +262,12 @@ where
         let delivers = READ_STREAMS.contains(&parts.uri.path());
         let body = Revocable::request(body, watch.clone());
         let response = self.inner.call(http::Request::from_parts(parts, body));
+        if !delivers {
+            return Either::Right(Either::Left(response));
+        }
         Either::Right(Either::Right(Box::pin(async move {
             let response = response.await?;
-            Ok(match delivers {
-                true => response.map(|body| Revocable::response(body, watch)),
-                false => response,
-            })
+            Ok(response.map(|body| Revocable::response(body, watch)))
         })))
     }
 }
@@ -281,12 +280,7 @@ mod tests {
     fn the_file_is_read_strictly_and_tokens_are_checked_by_digest() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tokens");
-        let hex = |token: &str| {
-            digest(token.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
+        let hex = |token: &str| hex(&digest(token.as_bytes()));
         std::fs::write(
             &file,
             format!("# ops\norders {}\n\norders {}\n", hex("t1"), hex("t2")),

@@ -48,10 +48,16 @@ impl Watch {
 pub(super) struct Revocable {
     body: Body,
     watch: Watch,
-    /// None for a request; for a response, where it is in its gRPC framing.
-    framing: Option<Framing>,
-    /// A response's wake-up at each reload, while it has nothing to send.
-    reloads: Option<WatchStream<u64>>,
+    /// A response's: None for a request.
+    delivery: Option<Delivery>,
+}
+
+/// What a response that delivers records keeps to end it between messages.
+struct Delivery {
+    /// Where it is in its gRPC framing.
+    framing: Framing,
+    /// Its wake-up at each reload, while it has nothing to send.
+    reloads: WatchStream<()>,
 }
 
 impl Revocable {
@@ -59,8 +65,7 @@ impl Revocable {
         Body::new(Revocable {
             body,
             watch,
-            framing: None,
-            reloads: None,
+            delivery: None,
         })
     }
 
@@ -69,15 +74,20 @@ impl Revocable {
         Body::new(Revocable {
             body,
             watch,
-            framing: Some(Framing::default()),
-            reloads: Some(reloads),
+            delivery: Some(Delivery {
+                framing: Framing::default(),
+                reloads,
+            }),
         })
     }
 
-    /// Ends a response with UNAUTHENTICATED in its trailers.
+    /// Ends the body: a request's reader gets UNAUTHENTICATED as an error, a response's
+    /// client in the trailers.
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         self.body = Body::empty();
-        self.reloads = None;
+        if self.delivery.take().is_none() {
+            return Poll::Ready(Some(Err(revoked())));
+        }
         let mut trailers = http::HeaderMap::new();
         let _ = revoked().add_header(&mut trailers);
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
@@ -97,33 +107,28 @@ impl http_body::Body for Revocable {
             Poll::Ready(frame) => frame,
             // Nothing to send: a reload wakes it, to end it if its token went.
             Poll::Pending => {
-                let Some(reloads) = &mut this.reloads else {
+                let Some(delivery) = &mut this.delivery else {
                     return Poll::Pending;
                 };
-                while let Poll::Ready(Some(_)) = Pin::new(&mut *reloads).poll_next(cx) {
-                    let between = this.framing.as_ref().is_some_and(Framing::at_boundary);
-                    if between && !this.watch.stands() {
+                while let Poll::Ready(Some(())) = Pin::new(&mut delivery.reloads).poll_next(cx) {
+                    if delivery.framing.at_boundary() && !this.watch.stands() {
                         return this.end();
                     }
                 }
                 return Poll::Pending;
             }
         };
-        let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) else {
-            return Poll::Ready(frame);
+        let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) else {
+            return Poll::Ready(frame); // trailers, an error, or the end
         };
-        let Some(data) = data else {
-            return Poll::Ready(frame); // trailers
-        };
-        match &mut this.framing {
-            None if !this.watch.stands() => {
-                this.body = Body::empty(); // nothing more is read
-                return Poll::Ready(Some(Err(revoked())));
+        match &mut this.delivery {
+            // A request's next frame, or a frame that starts a response's next message.
+            None if !this.watch.stands() => return this.end(),
+            Some(delivery) if delivery.framing.at_boundary() && !this.watch.stands() => {
+                return this.end()
             }
             None => {}
-            // A frame that starts a message, of a response: it is not sent.
-            Some(framing) if framing.at_boundary() && !this.watch.stands() => return this.end(),
-            Some(framing) => framing.advance(data),
+            Some(delivery) => delivery.framing.advance(data),
         }
         Poll::Ready(frame)
     }

@@ -245,6 +245,15 @@ async fn watchdog(
 }
 
 impl Connection {
+    /// Takes bytes the client sent, while its `greeting` is not whole: once it is, the
+    /// client has been heard (see `Greeting`) and the greeting is dropped.
+    fn listen(&self, greeting: &mut Option<Greeting>, read: &[u8]) {
+        if greeting.as_mut().is_some_and(|g| g.take(read)) {
+            *greeting = None;
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Makes the socket fail its next read or write, and wakes the connection's task
     /// to make one: the connection, its streams and what they hold are dropped.
     fn close(&self) {
@@ -288,12 +297,9 @@ impl AsyncRead for Watched {
         self.check(cx)?;
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Some(greeting) = &mut self.greeting {
-            if greeting.take(&buf.filled()[before..]) {
-                self.greeting = None;
-                self.connection.heard.store(true, Ordering::Relaxed);
-            }
-        }
+        let this = &mut *self;
+        this.connection
+            .listen(&mut this.greeting, &buf.filled()[before..]);
         polled
     }
 }

@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -191,12 +190,9 @@ impl AsyncRead for Served {
             Served::Tls(secured) => {
                 let before = buf.filled().len();
                 let polled = Pin::new(&mut secured.io).poll_read(cx, buf);
-                if let Some(greeting) = &mut secured.greeting {
-                    if greeting.take(&buf.filled()[before..]) {
-                        secured.greeting = None;
-                        secured.connection.heard.store(true, Ordering::Relaxed);
-                    }
-                }
+                secured
+                    .connection
+                    .listen(&mut secured.greeting, &buf.filled()[before..]);
                 polled
             }
         }
