@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::broker::{DiskFloor, Limits, TopicConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::groups::GroupsConfig;
-use crate::grpc::auth::Tokens;
+use crate::grpc::auth::{Acl, Tokens};
 use crate::grpc::connection::ServerTls;
 use crate::server::ServeOptions;
 
@@ -131,6 +131,12 @@ pub struct ServerConfig {
     /// `authorization: Bearer TOKEN` with a token whose SHA-256 the file lists. None by
     /// default: no token asked for.
     pub auth_tokens: Option<PathBuf>,
+    /// The access control list: lines of `PRINCIPAL OPERATIONS RESOURCE...` (see
+    /// `grpc/auth/acl.rs`). With it, a call is refused unless a line grants it. Needs
+    /// a way to tell callers apart: `auth_tokens`, or `tls_client_ca` (the principal is
+    /// then the client certificate's common name). None by default: any caller let in
+    /// may do anything.
+    pub acl: Option<PathBuf>,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -185,6 +191,7 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_client_ca: None,
             auth_tokens: None,
+            acl: None,
         }
     }
 }
@@ -315,6 +322,16 @@ impl ServerConfig {
     /// The tokens file read and checked, or None when calls need no token.
     pub fn tokens(&self) -> Result<Option<Tokens>> {
         self.auth_tokens.as_deref().map(Tokens::load).transpose()
+    }
+
+    /// The access control list read and checked, or None when there is none.
+    pub fn acl(&self) -> Result<Option<Acl>> {
+        if self.acl.is_some() && self.auth_tokens.is_none() && self.tls_client_ca.is_none() {
+            return Err(Error::InvalidArgument(
+                "acl needs auth_tokens or tls_client_ca: without either, every caller is a stranger and the list could grant nothing".into(),
+            ));
+        }
+        self.acl.as_deref().map(Acl::load).transpose()
     }
 
     pub fn serve_options(&self) -> ServeOptions {

@@ -67,6 +67,10 @@ pub enum Error {
     #[error("topic {} already exists", quote(topic))]
     TopicExists { topic: String },
 
+    /// The access control list grants the caller nothing of the kind (`grpc/auth/acl.rs`).
+    #[error("{0}")]
+    PermissionDenied(String),
+
     /// The server is stopping and takes no new work.
     #[error("the server is shutting down; retry against a running server")]
     ShuttingDown,

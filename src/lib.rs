@@ -16,7 +16,9 @@
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
 //!   `grpc::connection` accepts and watches the sockets, and makes TLS handshakes
 //!   (`connection/tls.rs`) between the watched socket and HTTP/2; `grpc::auth` refuses
-//!   calls without a token the server lists.
+//!   calls without a token the server lists, and gives each call its `Access` (what
+//!   the access control list, `auth/acl.rs`, grants its principal), which every
+//!   handler checks before it looks anything up.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups

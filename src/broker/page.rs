@@ -5,14 +5,32 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
+
+/// Whether a listing shows a name.
+pub type Visible = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Which part of a listing sorted by name to give.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Page {
     /// The last name of the previous page, if this is not the first.
     pub after: Option<String>,
     /// At most this many entries (at least one).
     pub limit: usize,
+    /// Only the names this shows (the caller's access, `grpc/auth/access.rs`); None
+    /// shows all. Names hidden are skipped before the limit counts, so a page is as
+    /// full as the names shown allow.
+    pub only: Option<Visible>,
+}
+
+impl std::fmt::Debug for Page {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Page")
+            .field("after", &self.after)
+            .field("limit", &self.limit)
+            .field("only", &self.only.is_some())
+            .finish()
+    }
 }
 
 /// A page's entries, and where the next page starts if there is one.
@@ -29,6 +47,7 @@ impl Page {
         Page {
             after: None,
             limit: usize::MAX,
+            only: None,
         }
     }
 
@@ -51,7 +70,11 @@ impl Page {
         name: impl Fn(&T) -> &str,
     ) -> Listed<T> {
         let limit = self.limit.max(1);
-        let mut entries: Vec<T> = entries.take(limit.saturating_add(1)).collect();
+        let shown = |entry: &T| self.only.as_ref().is_none_or(|only| only(name(entry)));
+        let mut entries: Vec<T> = entries
+            .filter(shown)
+            .take(limit.saturating_add(1))
+            .collect();
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next_after = match more {
@@ -78,7 +101,11 @@ mod tests {
     fn pages_list_every_name_once() {
         let map = names(10);
         for limit in [1, 3, 5, 9, 10, 11] {
-            let mut page = Page { after: None, limit };
+            let mut page = Page {
+                after: None,
+                limit,
+                only: None,
+            };
             let mut seen = Vec::new();
             loop {
                 let listed = page.take(page.range(&map).map(|(k, _)| k), |k| k);
@@ -96,12 +123,41 @@ mod tests {
         }
     }
 
+    /// Hidden names are skipped before the limit counts: pages are full, and paging
+    /// still ends.
+    #[test]
+    fn hidden_names_are_skipped_before_the_limit() {
+        let map = names(10);
+        let mut page = Page {
+            after: None,
+            limit: 2,
+            only: Some(Arc::new(|name: &str| name.ends_with(['1', '4', '5', '9']))),
+        };
+        let mut pages = Vec::new();
+        loop {
+            let listed = page.take(page.range(&map).map(|(k, _)| k), |k| k);
+            pages.push(
+                listed
+                    .entries
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            match listed.next_after {
+                Some(after) => page.after = Some(after),
+                None => break,
+            }
+        }
+        assert_eq!(pages, [vec!["n001", "n004"], vec!["n005", "n009"]]);
+    }
+
     #[test]
     fn a_page_goes_on_after_a_name_deleted_meanwhile() {
         let mut map = names(6);
         let page = Page {
             after: None,
             limit: 3,
+            only: None,
         };
         let first = page.take(page.range(&map).map(|(k, _)| k.clone()), |k| k);
         assert_eq!(first.next_after.as_deref(), Some("n002"));
@@ -110,6 +166,7 @@ mod tests {
         let page = Page {
             after: first.next_after,
             limit: 3,
+            only: None,
         };
         let second = page.take(page.range(&map).map(|(k, _)| k.clone()), |k| k);
         assert_eq!(second.entries, ["n004", "n005"]);
@@ -122,6 +179,7 @@ mod tests {
         let page = Page {
             after: None,
             limit: 0,
+            only: None,
         };
         let listed = page.take(page.range(&map).map(|(k, _)| k), |k| k);
         assert_eq!(listed.entries.len(), 1);

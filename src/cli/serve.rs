@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// (`authorization: Bearer TOKEN`) [default: none, no token asked for].
     #[arg(long, env = "STROM_AUTH_TOKENS", value_name = "FILE")]
     auth_tokens: Option<PathBuf>,
+    /// Access control list: `PRINCIPAL OPERATIONS RESOURCE...` lines; a call no line
+    /// grants is refused. Needs --auth-tokens or --tls-client-ca [default: none, any
+    /// caller may do anything].
+    #[arg(long, env = "STROM_ACL", value_name = "FILE")]
+    acl: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
@@ -156,6 +161,9 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.auth_tokens {
         config.auth_tokens = Some(v);
     }
+    if let Some(v) = args.acl {
+        config.acl = Some(v);
+    }
     config.check_runtime().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -167,6 +175,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // Before anything is bound or opened: a server asked for TLS never serves without it.
     let tls = config.tls().map_err(|e| e.to_string())?;
     let tokens = config.tokens().map_err(|e| e.to_string())?;
+    let acl = config.acl().map_err(|e| e.to_string())?;
     if tokens.is_some() && tls.is_none() {
         tracing::warn!("auth_tokens without TLS: tokens cross the network in the clear; give tls_cert and tls_key unless every client is on this host");
     }
@@ -192,9 +201,20 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     // `serve` says when it is ready, with the bound address (port 0 picks one), once
     // the consumer groups are listed too.
     let mut options = config.serve_options();
-    tokio::spawn(reload_on_hangup(hangups, tls.clone(), tokens.clone()));
+    let mut reloads: Vec<Reload> = Vec::new();
+    if let Some(tls) = tls.clone() {
+        reloads.push(("TLS files", Box::new(move || tls.reload())));
+    }
+    if let Some(tokens) = tokens.clone() {
+        reloads.push(("tokens file", Box::new(move || tokens.reload())));
+    }
+    if let Some(acl) = acl.clone() {
+        reloads.push(("acl", Box::new(move || acl.reload())));
+    }
+    tokio::spawn(reload_on_hangup(hangups, reloads));
     options.tls = tls;
     options.tokens = tokens;
+    options.acl = acl;
     options.max_connections = connections_within_open_files(options.max_connections);
     crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
         .await
@@ -275,44 +295,48 @@ fn init_tracing(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP reads the TLS files and the tokens file again (a renewed certificate, a
-/// revoked token), as nginx and HAProxy do, rather than ending the server as it would
-/// by default. A file that cannot be used leaves what was read before in use.
+/// A file SIGHUP reads again: what to call it, and how.
+type Reload = (
+    &'static str,
+    Box<dyn Fn() -> crate::Result<()> + Send + Sync>,
+);
+
+/// SIGHUP reads the TLS files, the tokens file and the acl again (a renewed
+/// certificate, a revoked token, a grant taken away), as nginx and HAProxy do, rather
+/// than ending the server as it would by default. A file that cannot be used leaves
+/// what was read before in use.
 async fn reload_on_hangup(
     hangups: std::io::Result<tokio::signal::unix::Signal>,
-    tls: Option<crate::server::ServerTls>,
-    tokens: Option<crate::server::Tokens>,
+    reloads: Vec<Reload>,
 ) {
     let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(err) => {
-            return tracing::warn!(%err, "cannot handle SIGHUP: TLS and token files reload only at a restart")
+            return tracing::warn!(%err, "cannot handle SIGHUP: TLS, token and acl files reload only at a restart")
         }
     };
+    let reloads = std::sync::Arc::new(reloads);
     while hangups.recv().await.is_some() {
-        if tls.is_none() && tokens.is_none() {
-            tracing::info!("SIGHUP: nothing to reload (no TLS or token files)");
+        if reloads.is_empty() {
+            tracing::info!("SIGHUP: nothing to reload (no TLS, token or acl files)");
             continue;
         }
-        let (tls, tokens) = (tls.clone(), tokens.clone());
+        let files = std::sync::Arc::clone(&reloads);
         let reloaded = tokio::task::spawn_blocking(move || {
-            (
-                tls.map(|tls| tls.reload()),
-                tokens.map(|tokens| tokens.reload()),
-            )
+            files
+                .iter()
+                .map(|(what, reload)| (*what, reload()))
+                .collect::<Vec<_>>()
         })
         .await;
-        let Ok((tls, tokens)) = reloaded else {
+        let Ok(reloaded) = reloaded else {
             tracing::error!("SIGHUP: the reload failed");
             continue;
         };
-        for (what, result) in [("TLS files", tls), ("tokens file", tokens)] {
+        for (what, result) in reloaded {
             match result {
-                None => {}
-                Some(Ok(())) => {
-                    tracing::info!("SIGHUP: {what} reloaded")
-                }
-                Some(Err(err)) => {
+                Ok(()) => tracing::info!("SIGHUP: {what} reloaded"),
+                Err(err) => {
                     tracing::error!(%err, "SIGHUP: {what} not reloaded; what was read before stays in use")
                 }
             }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::{Kind, Operation};
 use super::pb::{self, admin_server::Admin};
-use super::{page, status};
+use super::{access, page, status};
 use crate::broker::{Broker, ListedTopic, TopicInfo};
 
 pub struct AdminService {
@@ -50,6 +51,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Topic, &request.get_ref().name)
+            .map_err(status)?;
         let r = request.into_inner();
         let info = self
             .broker
@@ -65,6 +69,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Topic, &request.get_ref().name)
+            .map_err(status)?;
         self.broker
             .delete_topic(&request.into_inner().name)
             .await
@@ -76,10 +83,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let visible = access(&request).visible(Kind::Topic);
         let request = request.into_inner();
         let listed = self
             .broker
-            .list_topics(&page(request.page_size, request.page_token));
+            .list_topics(&page(request.page_size, request.page_token, visible));
         let mut response = pb::ListTopicsResponse {
             next_page_token: listed.next_after.unwrap_or_default(),
             ..Default::default()
@@ -100,6 +108,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Topic, &request.get_ref().name)
+            .map_err(status)?;
         let topic = self
             .broker
             .topic(&request.into_inner().name)
@@ -119,6 +130,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AlterTopicConfigRequest>,
     ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Topic, &request.get_ref().name)
+            .map_err(status)?;
         let r = request.into_inner();
         let info = self
             .broker
@@ -134,6 +148,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Topic, &request.get_ref().topic)
+            .map_err(status)?;
         let r = request.into_inner();
         let before = match r.before_offset {
             -1 => None,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::{Kind, Operation};
 use super::pb::{self, groups_server};
-use super::{page, status};
+use super::{access, page, status};
 use crate::groups::{self, Groups, Heartbeat, NamedPartitions, ResetTo};
 
 pub struct GroupsService {
@@ -49,7 +50,16 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let access = access(&request);
         let r = request.into_inner();
+        access
+            .check(Operation::Read, Kind::Group, &r.group)
+            .and_then(|()| {
+                r.topics
+                    .iter()
+                    .try_for_each(|topic| access.check(Operation::Read, Kind::Topic, topic))
+            })
+            .map_err(status)?;
         let owned_count: usize = r.owned.iter().map(|t| t.partitions.len()).sum();
         if owned_count > MAX_OWNED {
             return Err(status(crate::Error::InvalidArgument(format!(
@@ -85,6 +95,9 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
         self.groups
             .leave(&r.group, &r.member_id)
@@ -97,7 +110,16 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let access = access(&request);
         let r = request.into_inner();
+        access
+            .check(Operation::Read, Kind::Group, &r.group)
+            .and_then(|()| {
+                r.offsets
+                    .iter()
+                    .try_for_each(|o| access.check(Operation::Read, Kind::Topic, &o.topic))
+            })
+            .map_err(status)?;
         let offsets = r
             .offsets
             .into_iter()
@@ -114,10 +136,13 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
         // Unpaged (all or a refusal) unless the client asks for pages: see the proto.
-        let paged =
-            (r.page_size != 0 || !r.page_token.is_empty()).then(|| page(r.page_size, r.page_token));
+        let paged = (r.page_size != 0 || !r.page_token.is_empty())
+            .then(|| page(r.page_size, r.page_token, None));
         let fetched = self
             .groups
             .fetch_offsets(&r.group, &r.topics, paged.as_ref())
@@ -145,7 +170,12 @@ impl groups_server::Groups for GroupsService {
         request: Request<pb::ResetOffsetsRequest>,
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
         use pb::reset_offsets_request::To;
+        let access = access(&request);
         let r = request.into_inner();
+        access
+            .check(Operation::Admin, Kind::Group, &r.group)
+            .and_then(|()| access.check(Operation::Read, Kind::Topic, &r.topic))
+            .map_err(status)?;
         let to = match r.to {
             Some(To::Earliest(true)) => ResetTo::Earliest,
             Some(To::Latest(true)) => ResetTo::Latest,
@@ -187,8 +217,11 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
-        let page = page(r.page_size, r.page_token);
+        let page = page(r.page_size, r.page_token, None);
         let g = self
             .groups
             .describe(&r.group, &page)
@@ -234,10 +267,11 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let visible = access(&request).visible(Kind::Group);
         let request = request.into_inner();
         let listed = self
             .groups
-            .list(&page(request.page_size, request.page_token))
+            .list(&page(request.page_size, request.page_token, visible))
             .await;
         let groups = listed
             .entries
@@ -258,6 +292,9 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
         self.groups.delete(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DeleteGroupResponse {}))

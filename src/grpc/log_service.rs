@@ -7,12 +7,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{Access, Kind, Operation};
 use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
 use super::produce_stream::produce_stream;
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
-use super::{produce_response, status, BoxStream};
+use super::{access, produce_response, status, BoxStream};
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -51,7 +52,11 @@ pub(super) async fn produce_one(
     broker: Arc<Broker>,
     request: pb::ProduceRequest,
     charge: Option<OwnedSemaphorePermit>,
+    access: Access,
 ) -> Result<pb::ProduceResponse, Status> {
+    access
+        .check(Operation::Write, Kind::Topic, &request.topic)
+        .map_err(status)?;
     // Spawned so that a client hanging up cannot cancel the append halfway.
     let produced = tokio::spawn(async move {
         let produced = prepare(&broker, request)?.append().await?.durable().await;
@@ -68,7 +73,11 @@ pub(super) async fn produce_one(
 pub(super) async fn fetch_one(
     broker: &Broker,
     r: pb::FetchRequest,
+    access: Access,
 ) -> Result<FetchResponse, Status> {
+    access
+        .check(Operation::Read, Kind::Topic, &r.topic)
+        .map_err(status)?;
     let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
     let (read, offsets) = broker
         .fetch(
@@ -91,10 +100,20 @@ pub(super) async fn fetch_one(
 }
 
 /// Answers a Subscribe: its responses, or the status that refuses it.
+/// `access` is checked again before each read: a grant taken away (a new acl read on
+/// SIGHUP) ends the stream with PERMISSION_DENIED before it sends another record.
 pub(super) async fn subscribe_stream(
     broker: &Broker,
     r: pb::SubscribeRequest,
+    access: Access,
 ) -> Result<BoxStream<SubscribeResponse>, Status> {
+    let topic = r.topic.clone();
+    let may_read = move || {
+        access
+            .check(Operation::Read, Kind::Topic, &topic)
+            .map_err(status)
+    };
+    may_read()?;
     let partition = broker.partition(&r.topic, r.partition).map_err(status)?;
     let offsets = partition.offsets().map_err(status)?;
     let mut next =
@@ -135,6 +154,10 @@ pub(super) async fn subscribe_stream(
         let deleted = partition.deleted();
         tokio::pin!(deleted);
         loop {
+            if let Err(denied) = may_read() {
+                let _ = tx.send(Err(denied)).await;
+                return;
+            }
             let sent = match partition.read(next, limit).await {
                 Ok((read, offsets)) if !read.chunks.is_empty() => {
                     let (records, after) =
@@ -189,7 +212,14 @@ impl Log for LogService {
             .extensions()
             .get::<Charge>()
             .and_then(Charge::take_next);
-        let reply = produce_one(Arc::clone(&self.broker), request.into_inner(), charge).await?;
+        let access = access(&request);
+        let reply = produce_one(
+            Arc::clone(&self.broker),
+            request.into_inner(),
+            charge,
+            access,
+        )
+        .await?;
         Ok(Response::new(reply))
     }
 
@@ -197,7 +227,15 @@ impl Log for LogService {
         &self,
         request: Request<pb::InitProducerRequest>,
     ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let access = access(&request);
         let name = request.into_inner().producer_name;
+        match name.is_empty() {
+            // A producer id is only of use for writing to some topic.
+            true => access.check_some(Operation::Write, Kind::Topic),
+            // A name fences the name's other instances: a grant of its own.
+            false => access.check(Operation::Write, Kind::Producer, &name),
+        }
+        .map_err(status)?;
         let (producer_id, epoch) = self
             .broker
             .init_producer((!name.is_empty()).then_some(name))
@@ -220,7 +258,13 @@ impl Log for LogService {
             .get::<Charge>()
             .cloned()
             .unwrap_or_default();
-        let replies = produce_stream(Arc::clone(&self.broker), request.into_inner(), charge);
+        let access = access(&request);
+        let replies = produce_stream(
+            Arc::clone(&self.broker),
+            request.into_inner(),
+            charge,
+            access,
+        );
         Ok(Response::new(replies))
     }
 
@@ -228,7 +272,8 @@ impl Log for LogService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        fetch_one(&self.broker, request.into_inner())
+        let access = access(&request);
+        fetch_one(&self.broker, request.into_inner(), access)
             .await
             .map(Response::new)
     }
@@ -239,7 +284,8 @@ impl Log for LogService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        subscribe_stream(&self.broker, request.into_inner())
+        let access = access(&request);
+        subscribe_stream(&self.broker, request.into_inner(), access)
             .await
             .map(Response::new)
     }
@@ -248,6 +294,9 @@ impl Log for LogService {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Topic, &request.get_ref().topic)
+            .map_err(status)?;
         let r = request.into_inner();
         let partition = self
             .broker

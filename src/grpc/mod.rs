@@ -45,6 +45,11 @@ fn produce_response(p: broker::Produced) -> pb::ProduceResponse {
     }
 }
 
+/// What the auth layer lets a call do (see `auth::access`).
+fn access<T>(request: &tonic::Request<T>) -> auth::Access {
+    auth::Access::of(request.extensions())
+}
+
 /// Entries of a listing's page when the request asks for none in particular.
 pub const DEFAULT_PAGE: usize = 1_000;
 /// The most entries of a listing's page: 10,000 groups of the longest names (200
@@ -53,13 +58,18 @@ pub const DEFAULT_PAGE: usize = 1_000;
 pub const MAX_PAGE: usize = 10_000;
 
 /// The page a List request asks for (see `ListTopicsRequest` in the proto).
-fn page(page_size: u32, page_token: String) -> broker::page::Page {
+/// `only`: the names the caller may see (None: all).
+fn page(
+    page_size: u32,
+    page_token: String,
+    only: Option<broker::page::Visible>,
+) -> broker::page::Page {
     let limit = match page_size as usize {
         0 => DEFAULT_PAGE,
         asked => asked.min(MAX_PAGE),
     };
     let after = (!page_token.is_empty()).then_some(page_token);
-    broker::page::Page { after, limit }
+    broker::page::Page { after, limit, only }
 }
 
 /// Code generated from `proto/strom/v1/strom.proto`; the only place it is named.
@@ -93,6 +103,7 @@ pub fn code(err: &Error) -> Code {
         Error::DiskFull { .. } => Code::ResourceExhausted,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::TooLarge { .. } => Code::ResourceExhausted,
         Error::Io { .. } if err.is_storage_full() || err.limit_hint().is_some() => {

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
+use super::auth::{Access, Kind, Operation};
 use super::budget::Charge;
 use super::produce::prepare;
 use super::{pb, produce_response, BoxStream};
@@ -51,10 +52,13 @@ fn stream_reply(
 }
 
 /// Answers a ProduceStream: its requests in, its responses out (see `Log::produce_stream`).
+/// Each request is checked against `access` as it is read: a grant taken away (a new
+/// acl read on SIGHUP) refuses the requests read after it, each with PERMISSION_DENIED.
 pub(super) fn produce_stream<S>(
     broker: Arc<Broker>,
     mut inbound: S,
     charge: Charge,
+    access: Access,
 ) -> BoxStream<pb::ProduceStreamResponse>
 where
     S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Send + Unpin + 'static,
@@ -147,7 +151,9 @@ where
             };
             let held = (turn, charge.take_next());
             let prepared = match message.request {
-                Some(request) => prepare(&broker, request),
+                Some(request) => access
+                    .check(Operation::Write, Kind::Topic, &request.topic)
+                    .and_then(|()| prepare(&broker, request)),
                 None => Err(Error::InvalidArgument(
                     "ProduceStreamRequest.request is missing".into(),
                 )),

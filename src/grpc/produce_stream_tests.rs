@@ -42,7 +42,12 @@ async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
             })
         });
         // The replies are never taken.
-        let replies = produce_stream(broker, Box::pin(requests), Charge::default());
+        let replies = produce_stream(
+            broker,
+            Box::pin(requests),
+            Charge::default(),
+            Access::Everything,
+        );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let taken = pulled.load(Ordering::Relaxed);
         assert!(
@@ -82,7 +87,12 @@ async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
             request: Some(request),
         })
     });
-    let replies = produce_stream(broker, Box::pin(requests), Charge::default());
+    let replies = produce_stream(
+        broker,
+        Box::pin(requests),
+        Charge::default(),
+        Access::Everything,
+    );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
         .await
         .expect("every request answered");
@@ -128,6 +138,7 @@ fn a_stream_that_never_waits_still_yields_its_thread() {
                 broker,
                 Box::pin(requests),
                 Charge::default(),
+                Access::Everything,
             ));
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
@@ -165,7 +176,12 @@ async fn large_requests_alone_or_read_ahead_are_appended_in_the_order_sent() {
             })
         }
     });
-    let replies = produce_stream(broker, Box::pin(requests), Charge::default());
+    let replies = produce_stream(
+        broker,
+        Box::pin(requests),
+        Charge::default(),
+        Access::Everything,
+    );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
         .await
         .expect("every request answered");
@@ -190,7 +206,12 @@ async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status()
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
     let requests = tokio_stream::iter(vec![Err(Status::invalid_argument("not protobuf"))]);
-    let mut replies = produce_stream(broker, Box::pin(requests), Charge::default());
+    let mut replies = produce_stream(
+        broker,
+        Box::pin(requests),
+        Charge::default(),
+        Access::Everything,
+    );
     let ended = replies.next().await.expect("a final item");
     assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
@@ -219,6 +240,7 @@ async fn requests_before_a_bad_message_are_answered_before_the_stream_ends() {
         broker,
         Box::pin(tokio_stream::iter(requests)),
         Charge::default(),
+        Access::Everything,
     );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(20), replies.collect())
         .await
@@ -270,7 +292,7 @@ async fn an_answered_request_gives_its_budget_back_before_its_reply_is_taken() {
             // The client keeps its side open.
             .chain(tokio_stream::pending());
         // The replies are never taken.
-        let replies = produce_stream(broker, Box::pin(requests), charge);
+        let replies = produce_stream(broker, Box::pin(requests), charge, Access::Everything);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while budget.available_permits() < 10 {
             assert!(

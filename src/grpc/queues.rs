@@ -12,8 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::auth::{Access, Kind, Operation};
 use super::pb::{self, queues_server, share_stream_request::Body};
-use super::{page, status};
+use super::{access, page, status};
 use crate::error::Error;
 use crate::groups::share::{count_acks, Ack, AckBatch, Delivered, Refused, ShareGroups};
 use crate::groups::ResetTo;
@@ -85,6 +86,13 @@ pub(super) fn refused(refused: Vec<Refused>) -> Vec<pb::RefusedAck> {
         .collect()
 }
 
+/// Consuming a queue reads its topic for its group.
+pub(super) fn may_consume(access: &Access, group: &str, topic: &str) -> crate::Result<()> {
+    access
+        .check(Operation::Read, Kind::Group, group)
+        .and_then(|()| access.check(Operation::Read, Kind::Topic, topic))
+}
+
 type ShareStreamOut = Pin<Box<dyn Stream<Item = Result<pb::ShareStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -93,7 +101,9 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::ShareFetchRequest>,
     ) -> Result<Response<pb::ShareFetchResponse>, Status> {
+        let access = access(&request);
         let r = request.into_inner();
+        may_consume(&access, &r.group, &r.topic).map_err(status)?;
         let fetched = self
             .queues
             .fetch(
@@ -116,7 +126,9 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::ShareAcknowledgeRequest>,
     ) -> Result<Response<pb::ShareAcknowledgeResponse>, Status> {
+        let access = access(&request);
         let r = request.into_inner();
+        may_consume(&access, &r.group, &r.topic).map_err(status)?;
         let batches = acks(r.acks)?;
         let queues = Arc::clone(&self.queues);
         // Spawned: a client that hangs up cannot stop an acknowledgement halfway.
@@ -139,6 +151,7 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<Streaming<pb::ShareStreamRequest>>,
     ) -> Result<Response<ShareStreamOut>, Status> {
+        let access = access(&request);
         let mut inbound = request.into_inner();
         let open = match inbound.message().await? {
             Some(pb::ShareStreamRequest {
@@ -153,11 +166,13 @@ impl queues_server::Queues for QueuesService {
         // One message waiting for the client at most (each about STREAM_MESSAGE_BYTES):
         // a client that stops reading holds little of the server's memory.
         let (tx, rx) = mpsc::channel(1);
+        may_consume(&access, &open.group, &open.topic).map_err(status)?;
         tokio::spawn(super::share_stream::run(
             Arc::clone(&self.queues),
             open,
             inbound,
             tx,
+            access,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -166,8 +181,20 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::AlterShareGroupConfigRequest>,
     ) -> Result<Response<pb::AlterShareGroupConfigResponse>, Status> {
+        let access = access(&request);
         let r = request.into_inner();
         let changes: BTreeMap<String, String> = r.config.into_iter().collect();
+        access
+            .check(Operation::Admin, Kind::Group, &r.group)
+            .and_then(|()| match changes.get("dead.letter.topic") {
+                // The group's refused records go there: the server writes them on the
+                // caller's say-so.
+                Some(topic) if !topic.is_empty() => {
+                    access.check(Operation::Write, Kind::Topic, topic)
+                }
+                _ => Ok(()),
+            })
+            .map_err(status)?;
         let config = self
             .queues
             .alter_config(&r.group, &changes)
@@ -182,6 +209,9 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::DescribeShareGroupRequest>,
     ) -> Result<Response<pb::DescribeShareGroupResponse>, Status> {
+        access(&request)
+            .check_any(Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
         let d = self.queues.describe(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DescribeShareGroupResponse {
@@ -216,10 +246,11 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::ListShareGroupsRequest>,
     ) -> Result<Response<pb::ListShareGroupsResponse>, Status> {
+        let visible = access(&request).visible(Kind::Group);
         let request = request.into_inner();
         let listed = self
             .queues
-            .list(&page(request.page_size, request.page_token));
+            .list(&page(request.page_size, request.page_token, visible));
         Ok(Response::new(pb::ListShareGroupsResponse {
             groups: listed
                 .entries
@@ -237,6 +268,9 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::DeleteShareGroupRequest>,
     ) -> Result<Response<pb::DeleteShareGroupResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Group, &request.get_ref().group)
+            .map_err(status)?;
         let r = request.into_inner();
         self.queues.delete(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DeleteShareGroupResponse {}))
@@ -247,7 +281,12 @@ impl queues_server::Queues for QueuesService {
         request: Request<pb::ResetShareGroupRequest>,
     ) -> Result<Response<pb::ResetShareGroupResponse>, Status> {
         use pb::reset_share_group_request::To;
+        let access = access(&request);
         let r = request.into_inner();
+        access
+            .check(Operation::Admin, Kind::Group, &r.group)
+            .and_then(|()| access.check(Operation::Read, Kind::Topic, &r.topic))
+            .map_err(status)?;
         let to = match r.to {
             Some(To::Earliest(true)) => ResetTo::Earliest,
             Some(To::Latest(true)) => ResetTo::Latest,

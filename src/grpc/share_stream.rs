@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::{Status, Streaming};
 
+use super::auth::Access;
 use super::pb::{self, share_stream_request::Body};
 use super::queues::{acks, refused, shared};
 use super::status;
@@ -47,6 +48,7 @@ pub(super) async fn run(
     open: pb::ShareStreamOpen,
     mut inbound: Streaming<pb::ShareStreamRequest>,
     out: Out,
+    access: Access,
 ) {
     let (group, topic) = (open.group, open.topic);
     // Join first, so the member has an id before any ack can come.
@@ -95,6 +97,12 @@ pub(super) async fn run(
     let mut stopped = false;
     loop {
         if fetching.is_none() && credits > 0 {
+            // Checked again before each fetch: a grant taken away (a new acl read on
+            // SIGHUP) ends the stream before it locks another record to the member.
+            if let Err(denied) = super::queues::may_consume(&access, &group, &topic) {
+                ending = Some(status(denied));
+                break;
+            }
             let (q, g, m, t) = (
                 Arc::clone(&queues),
                 group.clone(),

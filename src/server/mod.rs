@@ -8,7 +8,7 @@ pub mod metrics;
 mod options;
 mod threads;
 
-pub use crate::grpc::auth::Tokens;
+pub use crate::grpc::auth::{Acl, Tokens};
 pub use crate::grpc::connection::ServerTls;
 pub use options::ServeOptions;
 pub use threads::ask_for_time_slice;
@@ -118,6 +118,9 @@ pub async fn serve_with_metrics(
         if options.tokens.is_some() {
             security.push("tokens required");
         }
+        if options.acl.is_some() {
+            security.push("acl enforced");
+        }
         let security = match security.is_empty() {
             true => String::new(),
             false => format!(" ({})", security.join(", ")),
@@ -201,7 +204,7 @@ pub async fn serve_with_metrics(
         options.request_budget_bytes,
         limits,
     );
-    let auth = AuthLayer::new(options.tokens.clone());
+    let auth = AuthLayer::new(options.tokens.clone(), options.acl.clone());
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
     let metrics_task = metrics.map(|listener| {

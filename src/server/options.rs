@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::groups::GroupsConfig;
-use crate::grpc::auth::Tokens;
+use crate::grpc::auth::{Acl, Tokens};
 use crate::grpc::connection::ServerTls;
 
 /// Transport settings of the server.
@@ -56,6 +56,8 @@ pub struct ServeOptions {
     pub tls: Option<ServerTls>,
     /// Tokens calls must carry (`grpc/auth.rs`); None serves calls without one.
     pub tokens: Option<Tokens>,
+    /// Who may do what (`grpc/auth/acl.rs`); None lets every caller do anything.
+    pub acl: Option<Acl>,
 }
 
 impl Default for ServeOptions {
@@ -80,6 +82,7 @@ impl Default for ServeOptions {
             time_slice: None,
             tls: None,
             tokens: None,
+            acl: None,
         }
     }
 }

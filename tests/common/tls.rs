@@ -13,6 +13,9 @@ pub struct Certs {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A second client certificate the CA signed, for the common name "reader".
+    pub reader_cert: PathBuf,
+    pub reader_key: PathBuf,
     /// A CA the server does not know, and a client certificate it signed.
     pub other_ca: PathBuf,
     pub other_client_cert: PathBuf,
@@ -59,6 +62,7 @@ impl Certs {
         let (server_cert, server_key) =
             leaf(dir, "server", &["localhost", "127.0.0.1"], &authority);
         let (client_cert, client_key) = leaf(dir, "client", &["client"], &authority);
+        let (reader_cert, reader_key) = leaf(dir, "reader", &["reader"], &authority);
         let (other_client_cert, other_client_key) = leaf(dir, "other-client", &["client"], &other);
         let (other_server_cert, other_server_key) =
             leaf(dir, "other-server", &["localhost", "127.0.0.1"], &other);
@@ -68,6 +72,8 @@ impl Certs {
             server_key,
             client_cert,
             client_key,
+            reader_cert,
+            reader_key,
             other_ca: other_path,
             other_client_cert,
             other_client_key,

@@ -118,6 +118,7 @@ async fn past_the_loaded_groups_with_none_idle_a_new_group_is_refused() {
     let page = crate::broker::page::Page {
         after: None,
         limit: 100,
+        only: None,
     };
     assert_eq!(queues.list(&page).entries.len(), 3, "q4 is not listed");
     // Administration is not refused at the cap: a group made by its configuration.

@@ -15,8 +15,18 @@
 //! several tokens (a new one and the one it replaces). A token is looked up by its
 //! digest; comparing digests leaks nothing useful about the token through timing.
 //! SIGHUP to `strom serve` reads the file again, so a token is revoked without a restart.
+//!
+//! Every call, with tokens or without, gets its `Access` in its extensions: what the
+//! access control list (`acl.rs`) lets its principal do, or everything when there is no
+//! list. Without tokens, a client certificate the server verified names the principal
+//! (its common name). The handlers check it (`access.rs`).
 
+pub mod access;
+pub mod acl;
 mod revocable;
+
+pub use access::Access;
+pub use acl::{Acl, Kind, Operation};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +36,7 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 
+use super::connection::ConnectionInfo;
 use crate::error::{Error, IoContext, Result};
 use revocable::{Revocable, Watch};
 
@@ -192,15 +203,17 @@ fn parse_hex(hex: &str) -> Option<Digest> {
     Some(digest)
 }
 
-/// Refuses calls without a known token, when there is a tokens file.
+/// Refuses calls without a known token, when there is a tokens file, and gives every
+/// call its `Access` (what the access control list lets its principal do).
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: Option<Tokens>,
+    acl: Option<Acl>,
 }
 
 impl AuthLayer {
-    pub fn new(tokens: Option<Tokens>) -> AuthLayer {
-        AuthLayer { tokens }
+    pub fn new(tokens: Option<Tokens>, acl: Option<Acl>) -> AuthLayer {
+        AuthLayer { tokens, acl }
     }
 }
 
@@ -210,6 +223,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Auth {
             inner,
             tokens: self.tokens.clone(),
+            acl: self.acl.clone(),
         }
     }
 }
@@ -218,6 +232,20 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     tokens: Option<Tokens>,
+    acl: Option<Acl>,
+}
+
+impl<S> Auth<S> {
+    /// The access of a call made by `who`.
+    fn access(&self, who: Option<Principal>) -> Access {
+        match &self.acl {
+            None => Access::Everything,
+            Some(acl) => Access::Listed {
+                who,
+                acl: acl.clone(),
+            },
+        }
+    }
 }
 
 impl<S> tower_service::Service<http::Request<Body>> for Auth<S>
@@ -237,9 +265,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         use futures_util::future::Either;
         let Some(tokens) = &self.tokens else {
+            // Without tokens, a verified client certificate names the caller.
+            let who = request
+                .extensions()
+                .get::<ConnectionInfo>()
+                .and_then(ConnectionInfo::certificate_name)
+                .map(Principal);
+            let access = self.access(who.clone());
+            request.extensions_mut().insert(access);
+            if let Some(who) = who {
+                request.extensions_mut().insert(who);
+            }
             return Either::Right(Either::Left(self.inner.call(request)));
         };
         if request.uri().path() == OPEN_PATH {
@@ -257,6 +296,9 @@ where
             generation,
         };
         let (mut parts, body) = request.into_parts();
+        parts
+            .extensions
+            .insert(self.access(Some(principal.clone())));
         parts.extensions.insert(principal);
         // Streams that deliver records also stop delivering them (see `revocable.rs`).
         let delivers = READ_STREAMS.contains(&parts.uri.path());

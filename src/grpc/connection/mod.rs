@@ -90,6 +90,10 @@ struct Connection {
     heard: AtomicBool,
     /// Notified when the connection ends, so that its watchdog ends with it.
     ended: Notify,
+    /// The common name of the client's certificate, once a TLS handshake that asked
+    /// for one has ended (`tls_client_ca`): the caller's principal when there are no
+    /// tokens (`grpc/auth`).
+    certificate_name: OnceLock<Arc<str>>,
 }
 
 impl Watched {
@@ -108,6 +112,7 @@ impl Watched {
             write_blocked_since: AtomicU64::new(0),
             heard: AtomicBool::new(false),
             ended: Notify::new(),
+            certificate_name: OnceLock::new(),
         });
         tokio::spawn(watchdog(Arc::clone(&connection), timeouts, hangup));
         Watched {
@@ -150,6 +155,11 @@ impl Watched {
 }
 
 impl ConnectionInfo {
+    /// The common name of the certificate the client showed, if it showed one.
+    pub fn certificate_name(&self) -> Option<Arc<str>> {
+        self.0.certificate_name.get().cloned()
+    }
+
     /// A response's progress, watched until it is dropped.
     pub fn watch(&self) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());

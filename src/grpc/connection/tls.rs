@@ -23,6 +23,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
+use super::certificates::common_name;
 use super::greeting::Greeting;
 use super::{Connection, ConnectionInfo, ServerTls, Watched};
 
@@ -99,8 +100,12 @@ impl Stream for Handshakes {
                     let connection = Arc::clone(&watched.connection);
                     let handshake = this.tls.acceptor().accept(watched);
                     this.pending.spawn(async move {
+                        let io = handshake.await?;
+                        if let Some(name) = common_name(io.get_ref().1.peer_certificates()) {
+                            let _ = connection.certificate_name.set(name);
+                        }
                         Ok(Secured {
-                            io: handshake.await?,
+                            io,
                             greeting: Some(Greeting::default()),
                             connection,
                         })

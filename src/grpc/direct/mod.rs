@@ -37,6 +37,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::auth::Access;
 use super::budget::Charge;
 use super::connection::ConnectionInfo;
 use super::pb::log_server::LogServer;
@@ -101,11 +102,12 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
         let (max_request, max_response) = (self.max_request, self.max_response);
         // Present when the server accepted the socket itself (`connection::Watched`).
         let connection = request.extensions().get::<ConnectionInfo>().cloned();
+        let access = Access::of(request.extensions());
         match path {
             PRODUCE_STREAM => {
                 let charge = charge(&request);
                 let inbound = Messages::request(request.into_body(), max_request, PRODUCE_STREAM);
-                let replies = produce_stream::produce_stream(broker, inbound, charge);
+                let replies = produce_stream::produce_stream(broker, inbound, charge, access);
                 // Produce replies hold no segment maps: not watched.
                 let response = respond(replies, max_response, None);
                 Box::pin(std::future::ready(Ok(response)))
@@ -117,7 +119,8 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                         // The budget layer charged the message as its body arrived:
                         // taken only now, and held until it is answered.
                         Ok(request) => {
-                            log_service::produce_one(broker, request, charge.take_next()).await
+                            log_service::produce_one(broker, request, charge.take_next(), access)
+                                .await
                         }
                         Err(status) => Err(status),
                     };
@@ -126,14 +129,14 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             }
             FETCH => Box::pin(async move {
                 let reply = match single(request, SMALL_REQUEST_BYTES, FETCH).await {
-                    Ok(request) => log_service::fetch_one(&broker, request).await,
+                    Ok(request) => log_service::fetch_one(&broker, request, access).await,
                     Err(status) => Err(status),
                 };
                 Ok(unary(reply, max_response, connection))
             }),
             _ => Box::pin(async move {
                 let replies = match single(request, SMALL_REQUEST_BYTES, SUBSCRIBE).await {
-                    Ok(request) => log_service::subscribe_stream(&broker, request).await,
+                    Ok(request) => log_service::subscribe_stream(&broker, request, access).await,
                     Err(status) => Err(status),
                 };
                 Ok(match replies {

@@ -1,0 +1,132 @@
+//! What one call may do: the auth layer puts an `Access` in every call's extensions,
+//! and each handler checks it before it looks anything up, so that a refused caller
+//! learns nothing, not even whether the topic or group exists.
+//!
+//! Which call needs what (Kafka's mapping, with its operations folded into three):
+//!
+//! | call | needs |
+//! |---|---|
+//! | Produce, ProduceStream (each message) | write on the topic |
+//! | Fetch, Subscribe (checked again before each message) | read on the topic |
+//! | ListOffsets, DescribeTopic | any operation on the topic |
+//! | CreateTopic, DeleteTopic, AlterTopicConfig, DeleteRecords | admin on the topic |
+//! | ListTopics, ListGroups, ListShareGroups | lists only what the caller has any operation on |
+//! | InitProducer | with a name: write on `producer:NAME`; without: write on some topic |
+//! | Heartbeat, CommitOffsets | read on the group and on each topic named |
+//! | LeaveGroup, FetchOffsets, DescribeGroup | any operation on the group |
+//! | ResetOffsets | admin on the group, read on the topic |
+//! | DeleteGroup, DeleteShareGroup | admin on the group |
+//! | ShareFetch, ShareAcknowledge, ShareStream (checked again before each fetch) | read on the group and the topic |
+//! | AlterShareGroupConfig | admin on the group, and write on a dead.letter.topic it sets |
+//! | ResetShareGroup | admin on the group, read on the topic |
+//! | DescribeShareGroup | any operation on the group |
+
+use std::sync::Arc;
+
+use super::acl::{Acl, Kind, Operation};
+use super::Principal;
+use crate::broker::page::Visible;
+use crate::error::{Error, Result};
+
+/// What a call may do (in its request's extensions).
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// The server has no access control list.
+    Everything,
+    /// The list decides, for this principal (None: the call came with no identity).
+    Listed { who: Option<Principal>, acl: Acl },
+    /// The call's access was never worked out: it may do nothing. Only a call that
+    /// skipped the auth layer (none should) gets this.
+    Nothing,
+}
+
+impl Access {
+    /// The access the auth layer gave the call.
+    pub fn of(extensions: &http::Extensions) -> Access {
+        extensions
+            .get::<Access>()
+            .cloned()
+            .unwrap_or(Access::Nothing)
+    }
+
+    /// Ok if the caller may do `op` to the resource.
+    pub fn check(&self, op: Operation, kind: Kind, name: &str) -> Result<()> {
+        self.allowed(Some(op), kind, name)
+    }
+
+    /// Ok if the caller may do anything at all to the resource (describe it, list it).
+    pub fn check_any(&self, kind: Kind, name: &str) -> Result<()> {
+        self.allowed(None, kind, name)
+    }
+
+    /// For a listing: None shows every name, Some shows those the caller has any
+    /// operation on.
+    pub fn visible(&self, kind: Kind) -> Option<Visible> {
+        match self.clone() {
+            Access::Everything => None,
+            access => Some(Arc::new(move |name| access.check_any(kind, name).is_ok())),
+        }
+    }
+
+    /// Ok if some line grants the caller `op` on some resource of `kind`.
+    pub fn check_some(&self, op: Operation, kind: Kind) -> Result<()> {
+        let granted = match self {
+            Access::Everything => true,
+            Access::Listed {
+                who: Some(who),
+                acl,
+            } => acl.rules().allows_some(&who.0, op, kind),
+            Access::Listed { who: None, .. } | Access::Nothing => false,
+        };
+        match granted {
+            true => Ok(()),
+            false => Err(Error::PermissionDenied(format!(
+                "{} may not {} any {}: no line of the server's acl grants it",
+                self.who(),
+                op.as_str(),
+                kind.as_str()
+            ))),
+        }
+    }
+
+    fn allowed(&self, op: Option<Operation>, kind: Kind, name: &str) -> Result<()> {
+        let granted = match self {
+            Access::Everything => true,
+            Access::Listed {
+                who: Some(who),
+                acl,
+            } => acl.rules().allows(&who.0, op, kind, name),
+            Access::Listed { who: None, .. } | Access::Nothing => false,
+        };
+        if granted {
+            return Ok(());
+        }
+        let (who, name_of_who, kind) = (self.who(), self.who_name(), kind.as_str());
+        Err(Error::PermissionDenied(match op {
+            Some(op) => format!(
+                "{who} may not {op} {kind} {name:?}: no line of the server's acl grants it (a line `{name_of_who} {op} {kind}:{name}` would)",
+                op = op.as_str(),
+            ),
+            None => format!(
+                "{who} has no access to {kind} {name:?}: no line of the server's acl grants it any operation (a line `{name_of_who} read {kind}:{name}` would, or write, or admin)",
+            ),
+        }))
+    }
+
+    fn who(&self) -> String {
+        match self {
+            Access::Listed { who: Some(who), .. } => format!("{:?}", &*who.0),
+            Access::Listed { who: None, .. } => {
+                "a caller without a token or certificate name".into()
+            }
+            _ => "this call".into(),
+        }
+    }
+
+    fn who_name(&self) -> &str {
+        match self {
+            Access::Listed { who: Some(who), .. } => &who.0,
+            _ => "NAME",
+        }
+    }
+}

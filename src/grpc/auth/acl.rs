@@ -1,0 +1,339 @@
+//! The access control list (`acl`): which principal may do what to which topics,
+//! groups and named producers. Without one, any caller the server lets in may do
+//! anything; with one, a call is refused (PERMISSION_DENIED) unless a line grants it.
+//!
+//! One rule a line, `PRINCIPAL OPERATIONS RESOURCE...`:
+//!
+//! ```text
+//! # who        may               on what
+//! orders-api   write             topic:orders producer:orders-api
+//! billing      read              topic:orders group:billing
+//! ops          all               topic:* group:* producer:*
+//! *            read              topic:public.*
+//! ```
+//!
+//! - PRINCIPAL: a token's name in `auth_tokens` (or, with mutual TLS and no tokens,
+//!   the common name of the client's certificate); `*` is anyone let in, and a name
+//!   ending in `*` is every name that starts with what comes before it.
+//! - OPERATIONS: `read`, `write`, `admin`, comma-separated, or `all`.
+//! - RESOURCE: `topic:NAME`, `group:NAME` (consumer groups and share groups) or
+//!   `producer:NAME` (InitProducer's name), each NAME exact or a prefix ending in `*`.
+//!
+//! Which call needs what is in `access.rs`. Rules only grant: there is no deny line,
+//! so the order of lines does not matter. SIGHUP reads the file again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, IoContext, Result};
+
+/// What a call does to a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Read records (Fetch, Subscribe, a group's or a queue's consumption).
+    Read,
+    /// Append records; name a producer.
+    Write,
+    /// Create, configure, delete, reset.
+    Admin,
+}
+
+impl Operation {
+    const ALL: [Operation; 3] = [Operation::Read, Operation::Write, Operation::Admin];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::Admin => "admin",
+        }
+    }
+}
+
+/// The kinds of resource a rule names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Topic,
+    /// A consumer group or a share group (one namespace for the list).
+    Group,
+    /// A producer name given to InitProducer.
+    Producer,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Topic => "topic",
+            Kind::Group => "group",
+            Kind::Producer => "producer",
+        }
+    }
+}
+
+/// A name, or every name with a prefix (`prefix*`; `*` alone is every name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Option<Pattern> {
+        let pattern = match text.strip_suffix('*') {
+            Some(prefix) => Pattern::Prefix(prefix.to_string()),
+            None => Pattern::Exact(text.to_string()),
+        };
+        let (Pattern::Exact(name) | Pattern::Prefix(name)) = &pattern;
+        // A `*` anywhere else would read as a wildcard and match only itself.
+        (!name.contains('*') && !(text.is_empty())).then_some(pattern)
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Pattern::Exact(exact) => exact == name,
+            Pattern::Prefix(prefix) => name.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    principal: Pattern,
+    /// `Operation::bit`s.
+    operations: u8,
+    resources: Vec<(Kind, Pattern)>,
+}
+
+/// The rules of one reading of the file.
+#[derive(Debug)]
+pub struct Rules(Vec<Rule>);
+
+impl Rules {
+    /// Whether a line grants `who` the operation `op` (any operation, for None) on the
+    /// resource.
+    pub fn allows(&self, who: &str, op: Option<Operation>, kind: Kind, name: &str) -> bool {
+        let wanted = op.map_or(u8::MAX, Operation::bit);
+        self.0.iter().any(|rule| {
+            rule.operations & wanted != 0
+                && rule.principal.matches(who)
+                && rule
+                    .resources
+                    .iter()
+                    .any(|(k, pattern)| *k == kind && pattern.matches(name))
+        })
+    }
+
+    /// Whether a line grants `who` the operation `op` on some resource of `kind`.
+    pub fn allows_some(&self, who: &str, op: Operation, kind: Kind) -> bool {
+        self.0.iter().any(|rule| {
+            rule.operations & op.bit() != 0
+                && rule.principal.matches(who)
+                && rule.resources.iter().any(|(k, _)| *k == kind)
+        })
+    }
+
+    /// Parses the file's text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Rules> {
+        let bad = |line: usize, what: String| {
+            Error::InvalidArgument(format!(
+                "acl {} line {line}: {what}; each line is `PRINCIPAL OPERATIONS RESOURCE...`, \
+                 as `billing read,write topic:orders group:billing`",
+                file.display()
+            ))
+        };
+        let mut rules = Vec::new();
+        for (at, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |what: String| bad(at + 1, what);
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [principal, operations, resources @ ..] = &fields[..] else {
+                return Err(bad("a principal and operations, and no resource".into()));
+            };
+            if resources.is_empty() {
+                return Err(bad("no resource".into()));
+            }
+            let principal = Pattern::parse(principal)
+                .ok_or_else(|| bad(format!("{principal:?} is not a principal")))?;
+            let mut bits = 0;
+            for op in operations.split(',') {
+                bits |= match op {
+                    "all" => Operation::ALL.iter().fold(0, |bits, op| bits | op.bit()),
+                    _ => Operation::ALL
+                        .iter()
+                        .find(|known| known.as_str() == op)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "{op:?} is not an operation (read, write, admin or all)"
+                            ))
+                        })?
+                        .bit(),
+                };
+            }
+            let resources = resources
+                .iter()
+                .map(|resource| {
+                    let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
+                    let kind = [Kind::Topic, Kind::Group, Kind::Producer]
+                        .into_iter()
+                        .find(|k| k.as_str() == kind)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "{resource:?} is not topic:NAME, group:NAME or producer:NAME"
+                            ))
+                        })?;
+                    let pattern = Pattern::parse(name).ok_or_else(|| {
+                        bad(format!(
+                            "{resource:?}: a name, or a prefix ending in * (a * elsewhere is not a wildcard)"
+                        ))
+                    })?;
+                    Ok((kind, pattern))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            rules.push(Rule {
+                principal,
+                operations: bits,
+                resources,
+            });
+        }
+        if rules.is_empty() {
+            return Err(bad(
+                0,
+                "no rule in the file, so no call could be served".into(),
+            ));
+        }
+        Ok(Rules(rules))
+    }
+}
+
+/// The file, read and checked; `reload` reads it again.
+#[derive(Clone)]
+pub struct Acl {
+    file: Arc<PathBuf>,
+    rules: Arc<RwLock<Arc<Rules>>>,
+}
+
+impl std::fmt::Debug for Acl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acl").field("file", &self.file).finish()
+    }
+}
+
+impl Acl {
+    pub fn load(file: &Path) -> Result<Acl> {
+        Ok(Acl {
+            rules: Arc::new(RwLock::new(Arc::new(read(file)?))),
+            file: Arc::new(file.to_path_buf()),
+        })
+    }
+
+    /// Reads the file again: checks from now on use it. On any error the rules in use
+    /// stay, all of them.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = read(&self.file)?;
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The rules now.
+    pub fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn read(file: &Path) -> Result<Rules> {
+    Rules::parse(&std::fs::read_to_string(file).at(file)?, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Kind::*;
+    use Operation::*;
+
+    fn rules(text: &str) -> Rules {
+        Rules::parse(text, Path::new("acl")).unwrap()
+    }
+
+    #[test]
+    fn lines_grant_operations_on_names_and_prefixes_and_nothing_else() {
+        let acl = rules(
+            "# comment\n\
+             orders-api write topic:orders producer:orders-api\n\
+             billing read,admin topic:orders group:billing\n\
+             ops all topic:* group:* producer:*\n\
+             * read topic:public.*\n\
+             team-* read topic:team.\n",
+        );
+        assert!(acl.allows("orders-api", Some(Write), Topic, "orders"));
+        assert!(acl.allows("orders-api", Some(Write), Producer, "orders-api"));
+        assert!(!acl.allows("orders-api", Some(Read), Topic, "orders"));
+        assert!(!acl.allows("orders-api", Some(Write), Topic, "orders2"));
+        // Kinds are not names: a topic grant is no group grant.
+        assert!(!acl.allows("orders-api", Some(Write), Group, "orders"));
+        assert!(acl.allows("billing", Some(Read), Topic, "orders"));
+        assert!(acl.allows("billing", Some(Admin), Group, "billing"));
+        assert!(!acl.allows("billing", Some(Write), Topic, "orders"));
+        assert!(acl.allows("ops", Some(Admin), Topic, "anything"));
+        assert!(acl.allows("ops", Some(Write), Producer, "x"));
+        assert!(acl.allows("anyone", Some(Read), Topic, "public.news"));
+        assert!(!acl.allows("anyone", Some(Read), Topic, "public"));
+        assert!(!acl.allows("anyone", Some(Write), Topic, "public.news"));
+        assert!(acl.allows("team-a", Some(Read), Topic, "team."));
+        assert!(!acl.allows("team", Some(Read), Topic, "team."));
+        // Any operation: what describing and listing need.
+        assert!(acl.allows("orders-api", None, Topic, "orders"));
+        assert!(!acl.allows("orders-api", None, Group, "billing"));
+        assert!(!acl.allows("nobody", None, Topic, "orders"));
+    }
+
+    #[test]
+    fn a_bad_line_is_refused_with_its_number() {
+        for (text, says) in [
+            ("a read\n", "no resource"),
+            ("a\n", "no resource"),
+            ("a read,delete topic:x\n", "\"delete\" is not an operation"),
+            ("a read queue:x\n", "is not topic:NAME"),
+            ("a read orders\n", "is not topic:NAME"),
+            ("a read topic:a*b\n", "a * elsewhere"),
+            ("a read topic:\n", "a * elsewhere"),
+            ("a* b read topic:x\n", "is not an operation"),
+            ("*a read topic:x\n", "is not a principal"),
+            ("# nothing\n\n", "no rule"),
+        ] {
+            let err = Rules::parse(&format!("ok read topic:x\n{text}"), Path::new("f"))
+                .map(|_| ())
+                .err()
+                .or_else(|| Rules::parse(text, Path::new("f")).err())
+                .unwrap_or_else(|| panic!("{text:?} was accepted"))
+                .to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+            assert!(err.contains("acl f line"), "{text:?}: {err}");
+        }
+        let err = Rules::parse("ok read topic:x\nb write\n", Path::new("f"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_swaps_the_rules_and_a_bad_file_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acl");
+        std::fs::write(&file, "a read topic:x\n").unwrap();
+        let acl = Acl::load(&file).unwrap();
+        assert!(acl.rules().allows("a", Some(Read), Topic, "x"));
+        std::fs::write(&file, "a read topic:y\n").unwrap();
+        acl.reload().unwrap();
+        assert!(!acl.rules().allows("a", Some(Read), Topic, "x"));
+        std::fs::write(&file, "a read\n").unwrap();
+        assert!(acl.reload().is_err());
+        assert!(acl.rules().allows("a", Some(Read), Topic, "y"));
+    }
+}
