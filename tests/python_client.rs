@@ -34,9 +34,17 @@ async fn python_grpcio_client_over_mutual_tls_with_a_token() {
         "python 55edef901d87d7a9a609284c79c62a2175458bdf70d19b28f49dae8bd5dbc445\n",
     )
     .unwrap();
+    // An access control list that grants what the example does, and no more.
+    let acl = certs_dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "python all topic:python-demo topic:no-such-topic producer:*\n",
+    )
+    .unwrap();
     let options = strom::server::ServeOptions {
         tls: Some(certs.server(true)),
         tokens: Some(strom::server::Tokens::load(&tokens).unwrap()),
+        acl: Some(strom::server::Acl::load(&acl).unwrap()),
         ..Default::default()
     };
     let server =
@@ -52,7 +60,45 @@ async fn python_grpcio_client_over_mutual_tls_with_a_token() {
         "--token-file".into(),
         path(&token_file),
     ];
-    run_example(format!("localhost:{}", server.addr.port()), tls).await;
+    let address = format!("localhost:{}", server.addr.port());
+    run_example(address.clone(), tls.clone()).await;
+    // What the list does not grant: grpcio sees PERMISSION_DENIED and the line that
+    // would grant it.
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import argparse, grpc
+from strom_client import open_channel
+from strom_stubs import load_stubs
+parser = argparse.ArgumentParser()
+for flag in ["--server", "--tls-ca", "--tls-client-cert", "--tls-client-key", "--token-file"]:
+    parser.add_argument(flag)
+args = parser.parse_args(sys.argv[2:])
+pb, rpc = load_stubs()
+with open_channel(args) as channel:
+    try:
+        rpc.AdminStub(channel).CreateTopic(pb.CreateTopicRequest(name="secret", partitions=1))
+        print("created")
+    except grpc.RpcError as err:
+        print(err.code().name, err.details())
+"#;
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .args(["-c", script, examples, "--server", &address])
+            .args(tls)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PERMISSION_DENIED") && stdout.contains("`python admin topic:secret`"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.stop().await.unwrap();
 }
 
