@@ -293,6 +293,27 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .await,
         r#"may not read topic "secret""#,
     );
+    // A pattern is matched only against topics the member may read: ".*" gives the
+    // reader public.news, and never secret (nor its name).
+    let mut patterned = pb::HeartbeatRequest {
+        group: "billing".into(),
+        topic_pattern: ".*".into(),
+        ..Default::default()
+    };
+    let mut given = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let answer = reader
+            .groups()
+            .heartbeat(patterned.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        patterned.member_id = answer.member_id;
+        patterned.member_epoch = answer.member_epoch;
+        given.extend(answer.assignment.into_iter().map(|t| t.topic));
+    }
+    assert!(given.contains("public.news"), "{given:?}");
+    assert!(!given.contains("secret"), "{given:?}");
     let commit = |topic: &str| pb::CommitOffsetsRequest {
         group: "billing".into(),
         member_id: joined.member_id.clone(),
@@ -357,6 +378,23 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
         .heartbeat(heartbeat("hidden", "secret"))
         .await
         .unwrap();
+    // A group's description shows a caller only the topics it has a grant on.
+    let mut ops_member = heartbeat("billing", "secret");
+    for _ in 0..3 {
+        let answer = ops
+            .groups()
+            .heartbeat(ops_member.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        ops_member.member_id = answer.member_id;
+        ops_member.member_epoch = answer.member_epoch;
+    }
+    let by_ops = format!("{:?}", ops.describe_group("billing").await.unwrap());
+    let by_reader = format!("{:?}", reader.describe_group("billing").await.unwrap());
+    assert!(by_ops.contains("secret"), "{by_ops}");
+    assert!(!by_reader.contains("secret"), "{by_reader}");
+    assert!(by_reader.contains("orders"), "{by_reader}");
     assert_eq!(groups(reader.clone()).await, ["billing"]);
     assert_eq!(groups(ops.clone()).await, ["billing", "hidden"]);
     assert!(groups(writer.clone()).await.is_empty());
@@ -420,6 +458,24 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
     };
     assert_eq!(share_groups(queue_op.clone()).await, ["work"]);
     assert_eq!(share_groups(reader.clone()).await, ["billing"]);
+    ops.queues()
+        .share_fetch(share_fetch("billing", "secret"))
+        .await
+        .unwrap();
+    let share_described = |client: Client| async move {
+        let described = client
+            .queues()
+            .describe_share_group(pb::DescribeShareGroupRequest {
+                group: "billing".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let topics: Vec<String> = described.partitions.into_iter().map(|p| p.topic).collect();
+        topics
+    };
+    assert_eq!(share_described(ops.clone()).await, ["orders", "secret"]);
+    assert_eq!(share_described(reader.clone()).await, ["orders"]);
     denied(
         reader
             .queues()

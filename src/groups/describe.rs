@@ -91,7 +91,7 @@ fn by_name(view: &TopicsView, tps: &BTreeSet<Tp>) -> BTreeMap<String, Vec<u32>> 
 fn described(view: &TopicsView, m: &Member) -> DescribedMember {
     let (topics, pattern) = match &*m.subscription {
         Subscription::Topics(t) => (t.iter().cloned().collect(), String::new()),
-        Subscription::Pattern(pattern, _) => (Vec::new(), pattern.clone()),
+        Subscription::Pattern(pattern, _, _) => (Vec::new(), pattern.clone()),
     };
     DescribedMember {
         id: m.id.to_string(),

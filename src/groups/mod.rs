@@ -60,6 +60,7 @@ pub use coordinator::{
 pub use describe::{DescribedGroup, DescribedMember, PartitionLag};
 pub use ops::{FetchedOffsets, ResetPlan, ResetTo};
 pub use request::{instance_id, session_timeout, subscription, validate_group_name};
+pub use subscriptions::Scope;
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};

@@ -101,6 +101,7 @@ pub fn subscription(topics: Vec<String>, pattern: &str) -> Result<Subscription> 
             Ok(Subscription::Pattern(
                 pattern.to_string(),
                 compile(pattern)?,
+                None,
             ))
         }
     }

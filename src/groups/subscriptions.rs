@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::broker::page::Visible;
 use crate::error::{Error, Result};
 
 /// Most a group's distinct subscriptions may take together (`Subscription::footprint`).
@@ -22,15 +23,35 @@ pub const MAX_SERVER_SUBSCRIPTION_BYTES: usize = 2 << 30;
 #[derive(Debug, Clone)]
 pub enum Subscription {
     Topics(BTreeSet<String>),
-    /// The pattern as given, and compiled to match whole names.
-    Pattern(String, regex::bytes::Regex),
+    /// The pattern as given, and compiled to match whole names; with a scope, it matches
+    /// only the names the scope shows.
+    Pattern(String, regex::bytes::Regex, Option<Scope>),
+}
+
+/// The topics a member may be given beyond what its pattern says: with an access
+/// control list, only those its principal may read (`grpc/auth/access.rs`), so that a
+/// pattern never hands a member a topic it may not read, nor shows it the name.
+#[derive(Clone)]
+pub struct Scope {
+    /// Whose scope: members of different principals never share a subscription.
+    pub who: Arc<str>,
+    pub shows: Visible,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("who", &self.who).finish()
+    }
 }
 
 impl PartialEq for Subscription {
     fn eq(&self, other: &Self) -> bool {
+        let who = |scope: &Option<Scope>| scope.as_ref().map(|s| Arc::clone(&s.who));
         match (self, other) {
             (Subscription::Topics(a), Subscription::Topics(b)) => a == b,
-            (Subscription::Pattern(a, _), Subscription::Pattern(b, _)) => a == b,
+            (Subscription::Pattern(a, _, x), Subscription::Pattern(b, _, y)) => {
+                a == b && who(x) == who(y)
+            }
             _ => false,
         }
     }
@@ -38,12 +59,15 @@ impl PartialEq for Subscription {
 
 impl Eq for Subscription {}
 
-/// By what `eq` compares: the names, or the pattern's text.
+/// By what `eq` compares: the names, or the pattern's text and its scope's principal.
 impl std::hash::Hash for Subscription {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {
             Subscription::Topics(names) => names.hash(state),
-            Subscription::Pattern(text, _) => text.hash(state),
+            Subscription::Pattern(text, _, scope) => {
+                text.hash(state);
+                scope.as_ref().map(|s| &s.who).hash(state);
+            }
         }
     }
 }
@@ -52,7 +76,17 @@ impl Subscription {
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Subscription::Topics(names) => names.contains(name),
-            Subscription::Pattern(_, regex) => regex.is_match(name.as_bytes()),
+            Subscription::Pattern(_, regex, scope) => {
+                regex.is_match(name.as_bytes()) && scope.as_ref().is_none_or(|s| (s.shows)(name))
+            }
+        }
+    }
+
+    /// The subscription, its pattern (if it is one) limited to what `scope` shows.
+    pub fn scoped(self, scope: Option<Scope>) -> Subscription {
+        match self {
+            Subscription::Pattern(text, regex, _) => Subscription::Pattern(text, regex, scope),
+            topics => topics,
         }
     }
 
@@ -65,7 +99,9 @@ impl Subscription {
     pub fn footprint(&self) -> usize {
         match self {
             Subscription::Topics(names) => names.iter().map(|n| n.len() + 40).sum(),
-            Subscription::Pattern(text, _) => text.len() + (16 << 10),
+            Subscription::Pattern(text, _, scope) => {
+                text.len() + (16 << 10) + scope.as_ref().map_or(0, |s| s.who.len())
+            }
         }
     }
 }

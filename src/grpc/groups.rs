@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::{Kind, Operation};
+use super::auth::{Access, Kind, Operation};
 use super::pb::{self, groups_server};
 use super::{access, page, status};
 use crate::groups::{self, Groups, Heartbeat, NamedPartitions, ResetTo};
@@ -34,14 +34,25 @@ fn topic_partitions(named: Vec<NamedPartitions>) -> Vec<pb::TopicPartitions> {
         .collect()
 }
 
-fn by_topic(map: std::collections::BTreeMap<String, Vec<u32>>) -> Vec<pb::TopicPartitions> {
+fn by_topic(
+    map: std::collections::BTreeMap<String, Vec<u32>>,
+    shown: &impl Fn(&str) -> bool,
+) -> Vec<pb::TopicPartitions> {
     map.into_iter()
+        .filter(|(topic, _)| shown(topic))
         .map(|(topic, partitions)| pb::TopicPartitions {
             topic,
             partitions,
             topic_id: String::new(),
         })
         .collect()
+}
+
+/// Whether a group's description shows a topic: a caller with a grant on the group
+/// sees its rows only for the topics it has a grant on (as Kafka's OffsetFetch).
+pub(super) fn shown_topics(access: &Access) -> impl Fn(&str) -> bool {
+    let only = access.visible(Kind::Topic);
+    move |topic| only.as_ref().is_none_or(|shows| shows(topic))
 }
 
 #[tonic::async_trait]
@@ -69,7 +80,17 @@ impl groups_server::Groups for GroupsService {
         let heartbeat = Heartbeat {
             member_id: r.member_id,
             member_epoch: r.member_epoch,
-            subscription: groups::subscription(r.topics, &r.topic_pattern).map_err(status)?,
+            // A pattern matches only topics the member may read.
+            subscription: groups::subscription(r.topics, &r.topic_pattern)
+                .map_err(status)?
+                .scoped(
+                    access
+                        .only(Some(Operation::Read), Kind::Topic)
+                        .map(|shows| groups::Scope {
+                            who: access.principal(),
+                            shows,
+                        }),
+                ),
             instance_id: groups::instance_id(r.instance_id).map_err(status)?,
             session_timeout_ms: groups::session_timeout(r.session_timeout_ms).map_err(status)?,
             owned: r
@@ -136,9 +157,11 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
-        access(&request)
+        let access = access(&request);
+        access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
+        let shown = shown_topics(&access);
         let r = request.into_inner();
         // Unpaged (all or a refusal) unless the client asks for pages: see the proto.
         let paged = (r.page_size != 0 || !r.page_token.is_empty())
@@ -151,6 +174,7 @@ impl groups_server::Groups for GroupsService {
         let offsets = fetched
             .offsets
             .into_iter()
+            .filter(|(topic, _, _)| shown(topic))
             .map(|(topic, partition, c)| pb::CommittedOffset {
                 topic,
                 partition,
@@ -217,9 +241,11 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
-        access(&request)
+        let access = access(&request);
+        access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
+        let shown = shown_topics(&access);
         let r = request.into_inner();
         let page = page(r.page_size, r.page_token, None);
         let g = self
@@ -238,16 +264,17 @@ impl groups_server::Groups for GroupsService {
                     member_id: m.id,
                     instance_id: m.instance_id.unwrap_or_default(),
                     member_epoch: m.epoch,
-                    topics: m.topics,
+                    topics: m.topics.into_iter().filter(|t| shown(t)).collect(),
                     topic_pattern: m.pattern,
-                    assignment: by_topic(m.assignment),
-                    revoking: by_topic(m.revoking),
+                    assignment: by_topic(m.assignment, &shown),
+                    revoking: by_topic(m.revoking, &shown),
                     session_timeout_ms: m.session_timeout_ms as u32,
                 })
                 .collect(),
             offsets: g
                 .offsets
                 .into_iter()
+                .filter(|o| shown(&o.topic))
                 .map(|o| pb::PartitionLag {
                     topic: o.topic,
                     partition: o.partition,

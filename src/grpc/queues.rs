@@ -209,9 +209,11 @@ impl queues_server::Queues for QueuesService {
         &self,
         request: Request<pb::DescribeShareGroupRequest>,
     ) -> Result<Response<pb::DescribeShareGroupResponse>, Status> {
-        access(&request)
+        let access = access(&request);
+        access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
+        let shown = super::groups::shown_topics(&access);
         let r = request.into_inner();
         let d = self.queues.describe(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DescribeShareGroupResponse {
@@ -219,6 +221,7 @@ impl queues_server::Queues for QueuesService {
             partitions: d
                 .partitions
                 .into_iter()
+                .filter(|p| shown(&p.topic))
                 .map(|p| pb::SharePartitionState {
                     topic: p.topic,
                     partition: p.partition,

@@ -62,9 +62,23 @@ impl Access {
     /// For a listing: None shows every name, Some shows those the caller has any
     /// operation on.
     pub fn visible(&self, kind: Kind) -> Option<Visible> {
+        self.only(None, kind)
+    }
+
+    /// None: every name; Some: the names the caller may do `op` to (any operation, for
+    /// None), by the list as it is when asked.
+    pub fn only(&self, op: Option<Operation>, kind: Kind) -> Option<Visible> {
         match self.clone() {
             Access::Everything => None,
-            access => Some(Arc::new(move |name| access.check_any(kind, name).is_ok())),
+            access => Some(Arc::new(move |name| access.allowed(op, kind, name).is_ok())),
+        }
+    }
+
+    /// The principal's name ("" for a call without one).
+    pub fn principal(&self) -> Arc<str> {
+        match self {
+            Access::Listed { who: Some(who), .. } => Arc::clone(&who.0),
+            _ => Arc::from(""),
         }
     }
 
