@@ -570,6 +570,47 @@ async fn a_reload_takes_grants_away_from_open_streams() {
         .unwrap()
         .into_inner();
     shared.message().await.unwrap().expect("the joining answer");
+    // Credits for ten: r1 comes at once, then the stream waits with credits left.
+    acks.send(pb::ShareStreamRequest {
+        body: Some(pb::share_stream_request::Body::Credits(10)),
+    })
+    .await
+    .unwrap();
+    let first = shared.message().await.unwrap().expect("r1");
+    assert_eq!(first.records.len(), 1);
+
+    // Long polls that wait for what the reload will take away: a Fetch past the end,
+    // and a ShareFetch while r1 is locked to the stream.
+    let long_fetch = {
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let request = pb::FetchRequest {
+                topic: "orders".into(),
+                offset: 1,
+                max_wait_ms: 10_000,
+                ..Default::default()
+            };
+            reader
+                .fetch(request)
+                .await
+                .map(|r| r.records.iter().count())
+        })
+    };
+    let long_share_fetch = {
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let request = pb::ShareFetchRequest {
+                group: "billing".into(),
+                topic: "orders".into(),
+                max_records: 10,
+                max_wait_ms: 10_000,
+                ..Default::default()
+            };
+            let answer = reader.queues().share_fetch(request).await;
+            answer.map(|a| a.into_inner().records.len())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Writer and reader lose orders.
     std::fs::write(
@@ -586,24 +627,26 @@ async fn a_reload_takes_grants_away_from_open_streams() {
         }
         other => panic!("a request after the grant was taken away: {other:?}"),
     }
+    // The subscription has nothing to deliver: the reload itself ends it.
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a quiet subscription outlived its grant")
+        .expect("the subscription ended without a status");
+    denied(ended.map(drop), r#""reader" may not read topic "orders""#);
+    // A record the share stream's waiting fetch would lock and deliver: the stream
+    // ended at the reload, and it is not delivered.
     ops.log()
         .produce(produce("orders", Some(0), vec![record("by ops")]))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), subscription.next())
-        .await
-        .expect("the subscription neither delivered nor ended")
-        .expect("the subscription ended without a status");
-    denied(ended.map(drop), r#""reader" may not read topic "orders""#);
-    acks.send(pb::ShareStreamRequest {
-        body: Some(pb::share_stream_request::Body::Credits(10)),
-    })
-    .await
-    .unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), shared.message())
         .await
         .expect("the share stream neither delivered nor ended");
     denied(ended, r#""reader" may not read topic "orders""#);
+    // The long polls woke (by ops's record; by r1, which the share stream's end
+    // released) and answered nothing.
+    denied(long_fetch.await.unwrap(), "may not read");
+    denied(long_share_fetch.await.unwrap(), "may not read");
     // A grant given back serves the next call.
     std::fs::write(dir.path().join("acl"), ACL).unwrap();
     acl.reload().unwrap();

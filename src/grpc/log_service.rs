@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Access, Kind, Operation};
+use super::auth::{Access, Grant, Kind, Operation};
 use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
@@ -90,6 +90,10 @@ pub(super) async fn fetch_one(
         )
         .await
         .map_err(status)?;
+    // Again after a long poll: a grant taken away while it waited delivers nothing.
+    access
+        .check(Operation::Read, Kind::Topic, &r.topic)
+        .map_err(status)?;
     let (records, next_offset) = RecordSet::from_batches(&read, r.offset, records_budget(limit));
     Ok(FetchResponse {
         records,
@@ -100,18 +104,20 @@ pub(super) async fn fetch_one(
 }
 
 /// Answers a Subscribe: its responses, or the status that refuses it.
-/// `access` is checked again before each read: a grant taken away (a new acl read on
-/// SIGHUP) ends the stream with PERMISSION_DENIED before it sends another record.
+/// Answers a Subscribe: its responses and the grant they need, or the status that
+/// refuses it. The grant is checked again before each read, so that a grant taken
+/// away (a new acl read on SIGHUP) stops the reading; the auth layer checks it between
+/// the messages it sends, so that none read before is delivered after.
 pub(super) async fn subscribe_stream(
     broker: &Broker,
     r: pb::SubscribeRequest,
     access: Access,
-) -> Result<BoxStream<SubscribeResponse>, Status> {
+) -> Result<(BoxStream<SubscribeResponse>, Grant), Status> {
     let topic = r.topic.clone();
-    let may_read = move || {
-        access
-            .check(Operation::Read, Kind::Topic, &topic)
-            .map_err(status)
+    let grant = Grant::new(move || access.check(Operation::Read, Kind::Topic, &topic));
+    let may_read = {
+        let grant = grant.clone();
+        move || grant.check().map_err(status)
     };
     may_read()?;
     let partition = broker.partition(&r.topic, r.partition).map_err(status)?;
@@ -198,7 +204,7 @@ pub(super) async fn subscribe_stream(
             }
         }
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    Ok((Box::pin(ReceiverStream::new(rx)), grant))
 }
 
 #[tonic::async_trait]
@@ -285,9 +291,10 @@ impl Log for LogService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let access = access(&request);
-        subscribe_stream(&self.broker, request.into_inner(), access)
-            .await
-            .map(Response::new)
+        let (replies, grant) = subscribe_stream(&self.broker, request.into_inner(), access).await?;
+        let mut response = Response::new(replies);
+        response.extensions_mut().insert(grant);
+        Ok(response)
     }
 
     async fn list_offsets(

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::auth::{Access, Kind, Operation};
+use super::auth::{Access, Grant, Kind, Operation};
 use super::pb::{self, queues_server, share_stream_request::Body};
 use super::{access, page, status};
 use crate::error::Error;
@@ -103,17 +103,17 @@ impl queues_server::Queues for QueuesService {
     ) -> Result<Response<pb::ShareFetchResponse>, Status> {
         let access = access(&request);
         let r = request.into_inner();
-        may_consume(&access, &r.group, &r.topic).map_err(status)?;
+        // Checked again before each round of a long poll locks records.
+        let still = || may_consume(&access, &r.group, &r.topic);
+        still().map_err(status)?;
+        let limits = (
+            r.max_records,
+            Duration::from_millis(r.max_wait_ms as u64),
+            0,
+        );
         let fetched = self
             .queues
-            .fetch(
-                &r.group,
-                &r.member_id,
-                &r.topic,
-                r.max_records,
-                Duration::from_millis(r.max_wait_ms as u64),
-                0,
-            )
+            .fetch_while(&r.group, &r.member_id, &r.topic, limits, &still)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ShareFetchResponse {
@@ -167,6 +167,11 @@ impl queues_server::Queues for QueuesService {
         // a client that stops reading holds little of the server's memory.
         let (tx, rx) = mpsc::channel(1);
         may_consume(&access, &open.group, &open.topic).map_err(status)?;
+        // For the auth layer, to end the stream if the grant goes (`auth/access.rs`).
+        let grant = {
+            let (access, group, topic) = (access.clone(), open.group.clone(), open.topic.clone());
+            Grant::new(move || may_consume(&access, &group, &topic))
+        };
         tokio::spawn(super::share_stream::run(
             Arc::clone(&self.queues),
             open,
@@ -174,7 +179,9 @@ impl queues_server::Queues for QueuesService {
             tx,
             access,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as ShareStreamOut);
+        response.extensions_mut().insert(grant);
+        Ok(response)
     }
 
     async fn alter_share_group_config(

@@ -115,7 +115,22 @@ impl ShareGroups {
         max_bytes: usize,
     ) -> Result<Fetched> {
         let limits = (max_records, max_wait, max_bytes);
-        self.fetch_as(None, group_name, member_id, topic, limits)
+        self.fetch_while(group_name, member_id, topic, limits, &|| Ok(()))
+            .await
+    }
+
+    /// As `fetch`, checking `still` before each round locks records: a fetch that
+    /// waits stops with its error (the caller's grant taken away meanwhile) rather
+    /// than lock records for a caller no longer allowed them.
+    pub async fn fetch_while(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        topic: &str,
+        limits: (u32, Duration, usize),
+        still: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<Fetched> {
+        self.fetch_as(None, group_name, member_id, topic, limits, still)
             .await
     }
 
@@ -132,11 +147,14 @@ impl ShareGroups {
         limits: (u32, Duration, usize),
         joined: &AtomicU32,
     ) -> Result<Fetched> {
-        self.fetch_as(Some(joined), group_name, member_id, topic, limits)
-            .await
+        self.fetch_as(Some(joined), group_name, member_id, topic, limits, &|| {
+            Ok(())
+        })
+        .await
     }
 
-    /// `stream`: a stream's fetch, and where it notes the member's number.
+    /// `stream`: a stream's fetch, and where it notes the member's number; `still`:
+    /// checked before each round.
     async fn fetch_as(
         &self,
         stream: Option<&AtomicU32>,
@@ -144,6 +162,7 @@ impl ShareGroups {
         member_id: &str,
         topic: &str,
         (max_records, max_wait, max_bytes): (u32, Duration, usize),
+        still: &(dyn Fn() -> Result<()> + Sync),
     ) -> Result<Fetched> {
         let max_records = match max_records as usize {
             0 => DEFAULT_FETCH_RECORDS,
@@ -157,6 +176,7 @@ impl ShareGroups {
         let mut member_id = member_id.to_string();
         let mut first = true;
         loop {
+            still()?;
             // Room freed under the server's cap on windows, for a round held back by
             // it: registered before the round looks, so no wakeup is lost.
             let room = self.tally.freed.notified();

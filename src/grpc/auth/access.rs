@@ -7,19 +7,22 @@
 //! | call | needs |
 //! |---|---|
 //! | Produce, ProduceStream (each message) | write on the topic |
-//! | Fetch, Subscribe (checked again before each message) | read on the topic |
+//! | Fetch (checked again after a long poll), Subscribe (before each read) | read on the topic |
 //! | ListOffsets, DescribeTopic | any operation on the topic |
 //! | CreateTopic, DeleteTopic, AlterTopicConfig, DeleteRecords | admin on the topic |
 //! | ListTopics, ListGroups, ListShareGroups | lists only what the caller has any operation on |
 //! | InitProducer | with a name: write on `producer:NAME`; without: write on some topic |
-//! | Heartbeat, CommitOffsets | read on the group and on each topic named |
-//! | LeaveGroup, FetchOffsets, DescribeGroup | any operation on the group |
+//! | Heartbeat, CommitOffsets | read on the group and on each topic named (a `topic_pattern` matches only topics the member may read) |
+//! | LeaveGroup, FetchOffsets, DescribeGroup | any operation on the group (topics shown: those with any grant) |
 //! | ResetOffsets | admin on the group, read on the topic |
 //! | DeleteGroup, DeleteShareGroup | admin on the group |
-//! | ShareFetch, ShareAcknowledge, ShareStream (checked again before each fetch) | read on the group and the topic |
+//! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (before each fetch) | read on the group and the topic |
 //! | AlterShareGroupConfig | admin on the group, and write on a dead.letter.topic it sets |
 //! | ResetShareGroup | admin on the group, read on the topic |
-//! | DescribeShareGroup | any operation on the group |
+//! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
+//!
+//! Subscribe and ShareStream also leave their grant (`Grant`) on their response: the
+//! auth layer checks it between messages after each reload (`revocable.rs`).
 
 use std::sync::Arc;
 
@@ -27,6 +30,24 @@ use super::acl::{Acl, Kind, Operation};
 use super::Principal;
 use crate::broker::page::Visible;
 use crate::error::{Error, Result};
+
+/// What a stream that delivers records must still be granted: its handler leaves it in
+/// the response's extensions, and the auth layer checks it again between messages
+/// whenever the list has been read again (`revocable.rs`), ending the stream with
+/// PERMISSION_DENIED in place of its next message once the grant is gone.
+#[derive(Clone)]
+pub struct Grant(Arc<dyn Fn() -> Result<()> + Send + Sync>);
+
+impl Grant {
+    pub fn new(check: impl Fn() -> Result<()> + Send + Sync + 'static) -> Grant {
+        Grant(Arc::new(check))
+    }
+
+    /// Ok while the grant stands.
+    pub fn check(&self) -> Result<()> {
+        (self.0)()
+    }
+}
 
 /// What a call may do (in its request's extensions).
 #[derive(Clone, Debug)]

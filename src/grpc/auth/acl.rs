@@ -23,6 +23,7 @@
 //! so the order of lines does not matter. SIGHUP reads the file again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, IoContext, Result};
@@ -217,6 +218,11 @@ impl Rules {
 pub struct Acl {
     file: Arc<PathBuf>,
     rules: Arc<RwLock<Arc<Rules>>>,
+    /// How many times the file has been read again: streams that deliver records check
+    /// their grant again when it moves (`revocable.rs`).
+    generation: Arc<AtomicU64>,
+    /// Told each reload, to wake streams that have nothing to send.
+    reloads: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl std::fmt::Debug for Acl {
@@ -230,6 +236,8 @@ impl Acl {
         Ok(Acl {
             rules: Arc::new(RwLock::new(Arc::new(read(file)?))),
             file: Arc::new(file.to_path_buf()),
+            generation: Arc::new(AtomicU64::new(0)),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(())),
         })
     }
 
@@ -238,7 +246,19 @@ impl Acl {
     pub fn reload(&self) -> Result<()> {
         let fresh = read(&self.file)?;
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.reloads.send_replace(());
         Ok(())
+    }
+
+    /// How many times the file has been read again.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A receiver told each reload.
+    pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.reloads.subscribe()
     }
 
     /// The rules now.

@@ -25,7 +25,7 @@ pub mod access;
 pub mod acl;
 mod revocable;
 
-pub use access::Access;
+pub use access::{Access, Grant};
 pub use acl::{Acl, Kind, Operation};
 
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ use tonic::body::Body;
 
 use super::connection::ConnectionInfo;
 use crate::error::{Error, IoContext, Result};
-use revocable::{Revocable, Watch};
+use revocable::{GrantWatch, Revocable, TokenWatch, Watch};
 
 /// The one call that needs no token.
 const OPEN_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -265,50 +265,66 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         use futures_util::future::Either;
-        let Some(tokens) = &self.tokens else {
-            // Without tokens, a verified client certificate names the caller.
-            let who = request
-                .extensions()
-                .get::<ConnectionInfo>()
-                .and_then(ConnectionInfo::certificate_name)
-                .map(Principal);
-            let access = self.access(who.clone());
-            request.extensions_mut().insert(access);
-            if let Some(who) = who {
-                request.extensions_mut().insert(who);
-            }
-            return Either::Right(Either::Left(self.inner.call(request)));
-        };
         if request.uri().path() == OPEN_PATH {
             return Either::Right(Either::Left(self.inner.call(request)));
         }
-        let generation = tokens.generation.load(Ordering::Acquire);
-        let (principal, digest) =
-            match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
-                Ok(checked) => checked,
-                Err(refused) => return Either::Left(std::future::ready(Ok(refused.into_http()))),
-            };
-        let watch = Watch {
-            tokens: tokens.clone(),
-            digest,
-            generation,
+        // Read before the checks: a reload after them is seen by the bodies.
+        let acl_generation = self.acl.as_ref().map(Acl::generation);
+        let (who, token) = match &self.tokens {
+            Some(tokens) => {
+                let generation = tokens.generation.load(Ordering::Acquire);
+                match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
+                    Ok((principal, digest)) => (
+                        Some(principal),
+                        Some(TokenWatch {
+                            tokens: tokens.clone(),
+                            digest,
+                            generation,
+                        }),
+                    ),
+                    Err(refused) => {
+                        return Either::Left(std::future::ready(Ok(refused.into_http())))
+                    }
+                }
+            }
+            // Without tokens, a verified client certificate names the caller.
+            None => (
+                request
+                    .extensions()
+                    .get::<ConnectionInfo>()
+                    .and_then(ConnectionInfo::certificate_name)
+                    .map(Principal),
+                None,
+            ),
         };
+        let access = self.access(who.clone());
         let (mut parts, body) = request.into_parts();
-        parts
-            .extensions
-            .insert(self.access(Some(principal.clone())));
-        parts.extensions.insert(principal);
+        parts.extensions.insert(access);
+        if let Some(who) = who {
+            parts.extensions.insert(who);
+        }
+        let body = match &token {
+            Some(token) => Revocable::request(body, Watch::from(token.clone())),
+            None => body,
+        };
         // Streams that deliver records also stop delivering them (see `revocable.rs`).
-        let delivers = READ_STREAMS.contains(&parts.uri.path());
-        let body = Revocable::request(body, watch.clone());
+        let watched = token.is_some() || self.acl.is_some();
+        let delivers = watched && READ_STREAMS.contains(&parts.uri.path());
         let response = self.inner.call(http::Request::from_parts(parts, body));
         if !delivers {
             return Either::Right(Either::Left(response));
         }
+        let acl = self.acl.clone();
         Either::Right(Either::Right(Box::pin(async move {
             let response = response.await?;
+            let grant = acl.zip(acl_generation).map(|(acl, generation)| GrantWatch {
+                acl,
+                grant: response.extensions().get::<Grant>().cloned(),
+                generation,
+            });
+            let watch = Watch { token, grant };
             Ok(response.map(|body| Revocable::response(body, watch)))
         })))
     }

@@ -1,14 +1,18 @@
-//! A call's bodies, checked against the tokens file at each message after a reload
-//! (one atomic load a message until then): a revoked token ends the streams it opened.
+//! A call's bodies, checked against the tokens file and the access control list at
+//! each message after either is read again (one or two atomic loads a message until
+//! then): a revoked token ends the streams it opened, and a grant taken away ends the
+//! streams that delivered what it granted.
 //!
-//! - A request body (every call's) fails with UNAUTHENTICATED at its next DATA frame,
-//!   so a ProduceStream's next request is not read. Messages already read, or read in
-//!   the same frame before the reload, are still appended and answered: their answers
-//!   are never dropped, so a client never sees a failure for a write that happened.
-//! - The response of a stream that delivers records (Subscribe, ShareStream) ends with
-//!   UNAUTHENTICATED in its trailers in place of its next message, so nothing more is
-//!   delivered; never in the middle of a message. One with nothing to send is woken
-//!   by the reload and ends then.
+//! - A request body (every call's, with tokens) fails with UNAUTHENTICATED at its next
+//!   DATA frame, so a ProduceStream's next request is not read. Messages already read,
+//!   or read in the same frame before the reload, are still appended and answered:
+//!   their answers are never dropped, so a client never sees a failure for a write that
+//!   happened. (A ProduceStream checks each request's grant itself, as it reads it.)
+//! - The response of a stream that delivers records (Subscribe, ShareStream) ends in
+//!   place of its next message, with UNAUTHENTICATED in its trailers if its token went,
+//!   or PERMISSION_DENIED if the grant its handler left on it (`Grant`) went, so
+//!   nothing more is delivered; never in the middle of a message. One with nothing to
+//!   send is woken by the reload and ends then.
 //! - Unary calls in flight at the reload finish as they would have.
 
 use std::pin::Pin;
@@ -16,32 +20,86 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::stream::SelectAll;
 use http_body::Frame;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::Stream;
 use tonic::body::Body;
 
+use super::access::Grant;
+use super::acl::Acl;
 use super::{revoked, Digest, Tokens};
 
-/// What a call's bodies check their token against.
+/// A call's token, to look up again after the tokens file is read again.
 #[derive(Clone)]
-pub(super) struct Watch {
+pub(super) struct TokenWatch {
     pub(super) tokens: Tokens,
     pub(super) digest: Digest,
     /// The file's reading the token was last checked against.
     pub(super) generation: u64,
 }
 
-impl Watch {
-    /// Whether the token still stands: looked up again only when the file was read
-    /// again since the last look.
-    fn stands(&mut self) -> bool {
-        let now = self.tokens.generation.load(Ordering::Acquire);
-        if now == self.generation {
-            return true;
+/// A stream's grant, to check again after the list is read again.
+#[derive(Clone)]
+pub(super) struct GrantWatch {
+    pub(super) acl: Acl,
+    /// None: the handler left none (it refused the call, or delivers nothing).
+    pub(super) grant: Option<Grant>,
+    /// The list's reading the grant was last checked against.
+    pub(super) generation: u64,
+}
+
+/// What a call's bodies check.
+#[derive(Clone)]
+pub(super) struct Watch {
+    pub(super) token: Option<TokenWatch>,
+    pub(super) grant: Option<GrantWatch>,
+}
+
+impl From<TokenWatch> for Watch {
+    fn from(token: TokenWatch) -> Watch {
+        Watch {
+            token: Some(token),
+            grant: None,
         }
-        self.generation = now;
-        self.tokens.known(&self.digest).is_some()
+    }
+}
+
+impl Watch {
+    /// Ok while the token and the grant stand: each looked up again only when its file
+    /// was read again since the last look; else the status the body ends with.
+    fn stands(&mut self) -> Result<(), tonic::Status> {
+        if let Some(token) = &mut self.token {
+            let now = token.tokens.generation.load(Ordering::Acquire);
+            if now != token.generation {
+                token.generation = now;
+                if token.tokens.known(&token.digest).is_none() {
+                    return Err(revoked());
+                }
+            }
+        }
+        if let Some(grant) = &mut self.grant {
+            let now = grant.acl.generation();
+            if now != grant.generation {
+                grant.generation = now;
+                if let Some(held) = &grant.grant {
+                    held.check().map_err(crate::grpc::status)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Its wake-ups: one at each reload of the files it checks.
+    fn reloads(&self) -> SelectAll<WatchStream<()>> {
+        let mut reloads = SelectAll::new();
+        if let Some(token) = &self.token {
+            reloads.push(WatchStream::from_changes(token.tokens.reloads.subscribe()));
+        }
+        if let Some(grant) = &self.grant {
+            reloads.push(WatchStream::from_changes(grant.acl.reloads()));
+        }
+        reloads
     }
 }
 
@@ -57,7 +115,7 @@ struct Delivery {
     /// Where it is in its gRPC framing.
     framing: Framing,
     /// Its wake-up at each reload, while it has nothing to send.
-    reloads: WatchStream<()>,
+    reloads: SelectAll<WatchStream<()>>,
 }
 
 impl Revocable {
@@ -70,7 +128,7 @@ impl Revocable {
     }
 
     pub(super) fn response(body: Body, watch: Watch) -> Body {
-        let reloads = WatchStream::from_changes(watch.tokens.reloads.subscribe());
+        let reloads = watch.reloads();
         Body::new(Revocable {
             body,
             watch,
@@ -81,15 +139,15 @@ impl Revocable {
         })
     }
 
-    /// Ends the body: a request's reader gets UNAUTHENTICATED as an error, a response's
-    /// client in the trailers.
-    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+    /// Ends the body with `status`: a request's reader gets it as an error, a
+    /// response's client in the trailers.
+    fn end(&mut self, status: tonic::Status) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         self.body = Body::empty();
         if self.delivery.take().is_none() {
-            return Poll::Ready(Some(Err(revoked())));
+            return Poll::Ready(Some(Err(status)));
         }
         let mut trailers = http::HeaderMap::new();
-        let _ = revoked().add_header(&mut trailers);
+        let _ = status.add_header(&mut trailers);
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
@@ -111,8 +169,10 @@ impl http_body::Body for Revocable {
                     return Poll::Pending;
                 };
                 while let Poll::Ready(Some(())) = Pin::new(&mut delivery.reloads).poll_next(cx) {
-                    if delivery.framing.at_boundary() && !this.watch.stands() {
-                        return this.end();
+                    if delivery.framing.at_boundary() {
+                        if let Err(status) = this.watch.stands() {
+                            return this.end(status);
+                        }
                     }
                 }
                 return Poll::Pending;
@@ -121,14 +181,18 @@ impl http_body::Body for Revocable {
         let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) else {
             return Poll::Ready(frame); // trailers, an error, or the end
         };
-        match &mut this.delivery {
-            // A request's next frame, or a frame that starts a response's next message.
-            None if !this.watch.stands() => return this.end(),
-            Some(delivery) if delivery.framing.at_boundary() && !this.watch.stands() => {
-                return this.end()
+        // A request's next frame, or a frame that starts a response's next message.
+        let boundary = this
+            .delivery
+            .as_ref()
+            .is_none_or(|d| d.framing.at_boundary());
+        if boundary {
+            if let Err(status) = this.watch.stands() {
+                return this.end(status);
             }
-            None => {}
-            Some(delivery) => delivery.framing.advance(data),
+        }
+        if let Some(delivery) = &mut this.delivery {
+            delivery.framing.advance(data);
         }
         Poll::Ready(frame)
     }

@@ -140,7 +140,12 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                     Err(status) => Err(status),
                 };
                 Ok(match replies {
-                    Ok(replies) => respond(replies, max_response, connection.as_ref()),
+                    Ok((replies, grant)) => {
+                        let mut response = respond(replies, max_response, connection.as_ref());
+                        // For the auth layer, to end the stream if the grant goes.
+                        response.extensions_mut().insert(grant);
+                        response
+                    }
                     Err(status) => status.into_http(),
                 })
             }),
