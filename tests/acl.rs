@@ -441,7 +441,7 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .queues()
             .alter_share_group_config(configure("orders"))
             .await,
-        r#""queue-op" may not write topic "orders""#,
+        r#""queue-op" may not admin topic "orders""#,
     );
     let share_groups = |client: Client| async move {
         let listed = client
@@ -498,6 +498,53 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .await,
         r#"may not read topic "secret""#,
     );
+
+    // A dead-letter topic is written on the members' behalf: one that may not write
+    // it may not consume the group (nor a group's admin route its records there).
+    let dead_letters = |topic: &str| pb::AlterShareGroupConfigRequest {
+        group: "billing".into(),
+        config: HashMap::from([("dead.letter.topic".to_string(), topic.to_string())]),
+    };
+    ops.queues()
+        .alter_share_group_config(dead_letters("billing.dlq"))
+        .await
+        .unwrap();
+    denied(
+        reader
+            .queues()
+            .share_fetch(share_fetch("billing", "orders"))
+            .await,
+        r#""reader" may not write topic "billing.dlq""#,
+    );
+    let (credits, opened) = tokio::sync::mpsc::channel(4);
+    for body in [
+        pb::share_stream_request::Body::Open(pb::ShareStreamOpen {
+            group: "billing".into(),
+            topic: "orders".into(),
+            ..Default::default()
+        }),
+        pb::share_stream_request::Body::Credits(10),
+    ] {
+        credits
+            .send(pb::ShareStreamRequest { body: Some(body) })
+            .await
+            .unwrap();
+    }
+    let mut stream = reader
+        .queues()
+        .share_stream(tokio_stream::wrappers::ReceiverStream::new(opened))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().expect("the joining answer");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream neither delivered nor ended");
+    denied(ended, r#""reader" may not write topic "billing.dlq""#);
+    ops.queues()
+        .alter_share_group_config(dead_letters(""))
+        .await
+        .unwrap();
 
     // Nothing refused was stored: orders holds o1 and the stream's 1 and 3.
     let stored: Vec<String> = common::fetch_all(&ops, "orders", 0)
@@ -579,6 +626,36 @@ async fn a_reload_takes_grants_away_from_open_streams() {
     let first = shared.message().await.unwrap().expect("r1");
     assert_eq!(first.records.len(), 1);
 
+    // A member subscribed by pattern is given what it may read: orders, not other.
+    ops.admin()
+        .create_topic("other", 1, Default::default())
+        .await
+        .unwrap();
+    let mut patterned = pb::HeartbeatRequest {
+        group: "billing".into(),
+        topic_pattern: "orders|other".into(),
+        ..Default::default()
+    };
+    let beat = |client: Client, mut request: pb::HeartbeatRequest| async move {
+        let mut given = Vec::new();
+        for _ in 0..5 {
+            let answer = client
+                .groups()
+                .heartbeat(request.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            request.member_id = answer.member_id;
+            request.member_epoch = answer.member_epoch;
+            request.owned = answer.assignment.clone();
+            given = answer.assignment.into_iter().map(|t| t.topic).collect();
+        }
+        (given, request)
+    };
+    let given;
+    (given, patterned) = beat(reader.clone(), patterned).await;
+    assert_eq!(given, ["orders"]);
+
     // Long polls that wait for what the reload will take away: a Fetch past the end,
     // and a ShareFetch while r1 is locked to the stream.
     let long_fetch = {
@@ -647,6 +724,9 @@ async fn a_reload_takes_grants_away_from_open_streams() {
     // released) and answered nothing.
     denied(long_fetch.await.unwrap(), "may not read");
     denied(long_share_fetch.await.unwrap(), "may not read");
+    // The pattern member loses orders and gains other at its next heartbeats.
+    let (given, _) = beat(reader.clone(), patterned).await;
+    assert_eq!(given, ["other"]);
     // A grant given back serves the next call.
     std::fs::write(dir.path().join("acl"), ACL).unwrap();
     acl.reload().unwrap();
@@ -805,4 +885,98 @@ fn strom_serve_with_an_acl_and_the_cli_through_it() {
         serve.ok(&["topic", "list", "--token", "ci-token"], b""),
         b"t\n"
     );
+}
+
+/// A group's pages (DescribeGroup, FetchOffsets) skip the topics the caller may not
+/// see before they count: no page is spent on them, and no page token names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_pages_never_name_topics_the_caller_may_not_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let lines = [
+        file_line("ops", "opsops").unwrap(),
+        file_line("reader", "readerreader").unwrap(),
+    ];
+    std::fs::write(&tokens, lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("acl"),
+        "ops all topic:* group:*\nreader read topic:a topic:c group:g\n",
+    )
+    .unwrap();
+    let options = ServeOptions {
+        tokens: Some(Tokens::load(&tokens).unwrap()),
+        acl: Some(Acl::load(&dir.path().join("acl")).unwrap()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(&dir.path().join("data"), Limits::default(), options).await;
+    let ops = as_principal(&server, "ops").await;
+    let reader = as_principal(&server, "reader").await;
+    // b, hidden from the reader, sorts between a and c.
+    for topic in ["a", "b", "c"] {
+        ops.admin()
+            .create_topic(topic, 2, Default::default())
+            .await
+            .unwrap();
+        ops.groups()
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group: "g".into(),
+                topic: topic.into(),
+                to: Some(pb::reset_offsets_request::To::Earliest(true)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut groups = reader.groups();
+    let (mut rows, mut tokens, mut page_token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = groups
+            .fetch_offsets(pb::FetchOffsetsRequest {
+                group: "g".into(),
+                page_size: 1,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        rows.extend(
+            page.offsets
+                .iter()
+                .map(|o| format!("{}/{}", o.topic, o.partition)),
+        );
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+        tokens.push(page_token.clone());
+    }
+    assert_eq!(rows, ["a/0", "a/1", "c/0", "c/1"]);
+    assert!(tokens.iter().all(|t| !t.contains("b,")), "{tokens:?}");
+    let (mut rows, mut tokens, mut page_token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = groups
+            .describe_group(pb::DescribeGroupRequest {
+                group: "g".into(),
+                page_size: 1,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        rows.extend(
+            page.offsets
+                .iter()
+                .map(|o| format!("{}/{}", o.topic, o.partition)),
+        );
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+        tokens.push(page_token.clone());
+    }
+    assert_eq!(rows, ["a/0", "a/1", "c/0", "c/1"]);
+    assert!(tokens.iter().all(|t| !t.contains("b,")), "{tokens:?}");
+    server.stop().await.unwrap();
 }

@@ -121,7 +121,8 @@ fn member_bytes(m: &DescribedMember) -> usize {
 
 impl Groups {
     /// One page of a group's state, members, and per partition its committed offset
-    /// and lag; `page.after` is the previous page's `next_page_token`.
+    /// and lag; `page.after` is the previous page's `next_page_token`, and `page.only`
+    /// the topics it may show.
     pub async fn describe(&self, group: &str, page: &Page) -> Result<DescribedGroup> {
         let after = After::parse(page.after.as_deref())?;
         let (slot, mut guard) = self.lock(group, false).await?;
@@ -162,8 +163,12 @@ impl Groups {
         let mut offsets = Vec::new();
         // None when the members filled the page.
         let walked = (!full).then(|| view.topics_from(from_topic));
+        // Topics the page does not show (the caller's access) are skipped here, so
+        // that they take no room and no token names them.
+        let shown = |name: &str| page.only.as_ref().is_none_or(|only| only(name));
         let topics = walked.into_iter().flatten().filter(|(name, id, _)| {
-            membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id))
+            shown(name)
+                && (membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id)))
         });
         'topics: for (name, _, _) in topics {
             let Ok(topic) = self.broker.topic(name) else {

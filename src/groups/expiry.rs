@@ -251,7 +251,11 @@ mod tests {
         let _ = Arc::try_unwrap(broker).ok().expect("only owner").close();
         let (_broker2, groups) = setup(dir.path(), week).await;
         groups.expire_offsets().await;
-        let fetched = groups.fetch_offsets("g", &[], None).await.unwrap().offsets;
+        let fetched = groups
+            .fetch_offsets("g", &[], None, None)
+            .await
+            .unwrap()
+            .offsets;
         assert!(age_ms < 60_000, "journal still looks {age_ms} ms idle");
         assert_eq!(
             fetched.len(),

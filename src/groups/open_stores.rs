@@ -101,12 +101,20 @@ mod tests {
             "g0's closed"
         );
         drop(guard);
-        let committed = groups.fetch_offsets("g0", &[], None).await.unwrap().offsets;
+        let committed = groups
+            .fetch_offsets("g0", &[], None, None)
+            .await
+            .unwrap()
+            .offsets;
         assert_eq!(
             committed[0].2.metadata, "g0",
             "g0's files closed and opened again"
         );
-        let committed = groups.fetch_offsets("g4", &[], None).await.unwrap().offsets;
+        let committed = groups
+            .fetch_offsets("g4", &[], None, None)
+            .await
+            .unwrap()
+            .offsets;
         assert_eq!(committed[0].2.metadata, "g4");
         assert_eq!(groups.open_stores.load(Ordering::Relaxed), 3);
     }

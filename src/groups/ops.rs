@@ -11,7 +11,7 @@ use super::paging::{bad_token, partition_from, partition_token, Room};
 use super::store::Durability;
 use super::{loaded, topic_id, Groups, Slot, Store, TopicId, Tp};
 use crate::broker::now_ms;
-use crate::broker::page::Page;
+use crate::broker::page::{Page, Visible};
 use crate::error::{quote, Error, Result};
 use crate::log::files::write_atomically_unlocked;
 
@@ -153,6 +153,7 @@ impl Groups {
         group: &str,
         topics: &[String],
         page: Option<&Page>,
+        only: Option<&Visible>,
     ) -> Result<FetchedOffsets> {
         let after = match page.and_then(|p| p.after.as_deref()) {
             Some(token) => {
@@ -189,7 +190,10 @@ impl Groups {
             )
         };
         let mut fetched = FetchedOffsets::default();
-        let topics = named.filter(|(_, id)| store.offsets.has_topic(*id));
+        // Topics the caller may not see are skipped here, so that they take no room
+        // and no token names them.
+        let shown = |name: &str| only.is_none_or(|only| only(name));
+        let topics = named.filter(|(name, id)| shown(name) && store.offsets.has_topic(*id));
         'topics: for (name, id) in topics {
             let first = match &after {
                 Some((topic, p)) if topic == name => match p.checked_add(1) {

@@ -3,7 +3,7 @@
 //! a list of a thousand names of 200 bytes took 255 KB (4,000 members: a gigabyte).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::broker::page::Visible;
@@ -36,6 +36,8 @@ pub struct Scope {
     /// Whose scope: members of different principals never share a subscription.
     pub who: Arc<str>,
     pub shows: Visible,
+    /// Moves whenever what `shows` shows may have changed (the list read again).
+    pub era: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -79,6 +81,14 @@ impl Subscription {
             Subscription::Pattern(_, regex, scope) => {
                 regex.is_match(name.as_bytes()) && scope.as_ref().is_none_or(|s| (s.shows)(name))
             }
+        }
+    }
+
+    /// The era of its scope, for a scoped pattern.
+    pub fn era(&self) -> Option<u64> {
+        match self {
+            Subscription::Pattern(_, _, Some(scope)) => Some(scope.era.load(Ordering::Acquire)),
+            _ => None,
         }
     }
 

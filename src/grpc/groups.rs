@@ -86,9 +86,11 @@ impl groups_server::Groups for GroupsService {
                 .scoped(
                     access
                         .only(Some(Operation::Read), Kind::Topic)
-                        .map(|shows| groups::Scope {
+                        .zip(access.era())
+                        .map(|(shows, era)| groups::Scope {
                             who: access.principal(),
                             shows,
+                            era,
                         }),
                 ),
             instance_id: groups::instance_id(r.instance_id).map_err(status)?,
@@ -161,20 +163,20 @@ impl groups_server::Groups for GroupsService {
         access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
-        let shown = shown_topics(&access);
         let r = request.into_inner();
         // Unpaged (all or a refusal) unless the client asks for pages: see the proto.
         let paged = (r.page_size != 0 || !r.page_token.is_empty())
             .then(|| page(r.page_size, r.page_token, None));
+        // Only the topics the caller has a grant on, as Kafka's OffsetFetch.
+        let only = access.visible(Kind::Topic);
         let fetched = self
             .groups
-            .fetch_offsets(&r.group, &r.topics, paged.as_ref())
+            .fetch_offsets(&r.group, &r.topics, paged.as_ref(), only.as_ref())
             .await
             .map_err(status)?;
         let offsets = fetched
             .offsets
             .into_iter()
-            .filter(|(topic, _, _)| shown(topic))
             .map(|(topic, partition, c)| pb::CommittedOffset {
                 topic,
                 partition,
@@ -247,7 +249,8 @@ impl groups_server::Groups for GroupsService {
             .map_err(status)?;
         let shown = shown_topics(&access);
         let r = request.into_inner();
-        let page = page(r.page_size, r.page_token, None);
+        // Its partitions' rows only for topics the caller has a grant on.
+        let page = page(r.page_size, r.page_token, access.visible(Kind::Topic));
         let g = self
             .groups
             .describe(&r.group, &page)
@@ -274,7 +277,6 @@ impl groups_server::Groups for GroupsService {
             offsets: g
                 .offsets
                 .into_iter()
-                .filter(|o| shown(&o.topic))
                 .map(|o| pb::PartitionLag {
                     topic: o.topic,
                     partition: o.partition,

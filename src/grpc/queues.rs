@@ -86,11 +86,23 @@ pub(super) fn refused(refused: Vec<Refused>) -> Vec<pb::RefusedAck> {
         .collect()
 }
 
-/// Consuming a queue reads its topic for its group.
-pub(super) fn may_consume(access: &Access, group: &str, topic: &str) -> crate::Result<()> {
+/// Consuming a queue reads its topic for its group; and with a dead-letter topic
+/// (`dead_letters`, once the group's config is at hand), writes the records the member
+/// fails there, on its behalf: so a group's admin cannot have members' records
+/// written where the members may not write (and the admin may read).
+pub(super) fn may_consume(
+    access: &Access,
+    group: &str,
+    topic: &str,
+    dead_letters: Option<&str>,
+) -> crate::Result<()> {
     access
         .check(Operation::Read, Kind::Group, group)
         .and_then(|()| access.check(Operation::Read, Kind::Topic, topic))
+        .and_then(|()| match dead_letters {
+            Some(dead_letters) => access.check(Operation::Write, Kind::Topic, dead_letters),
+            None => Ok(()),
+        })
 }
 
 type ShareStreamOut = Pin<Box<dyn Stream<Item = Result<pb::ShareStreamResponse, Status>> + Send>>;
@@ -103,9 +115,11 @@ impl queues_server::Queues for QueuesService {
     ) -> Result<Response<pb::ShareFetchResponse>, Status> {
         let access = access(&request);
         let r = request.into_inner();
-        // Checked again before each round of a long poll locks records.
-        let still = || may_consume(&access, &r.group, &r.topic);
-        still().map_err(status)?;
+        // Checked again before each round of a long poll locks records, with the
+        // group's dead-letter topic.
+        let still =
+            |dead_letters: Option<&str>| may_consume(&access, &r.group, &r.topic, dead_letters);
+        still(None).map_err(status)?;
         let limits = (
             r.max_records,
             Duration::from_millis(r.max_wait_ms as u64),
@@ -128,7 +142,7 @@ impl queues_server::Queues for QueuesService {
     ) -> Result<Response<pb::ShareAcknowledgeResponse>, Status> {
         let access = access(&request);
         let r = request.into_inner();
-        may_consume(&access, &r.group, &r.topic).map_err(status)?;
+        may_consume(&access, &r.group, &r.topic, None).map_err(status)?;
         let batches = acks(r.acks)?;
         let queues = Arc::clone(&self.queues);
         // Spawned: a client that hangs up cannot stop an acknowledgement halfway.
@@ -166,11 +180,11 @@ impl queues_server::Queues for QueuesService {
         // One message waiting for the client at most (each about STREAM_MESSAGE_BYTES):
         // a client that stops reading holds little of the server's memory.
         let (tx, rx) = mpsc::channel(1);
-        may_consume(&access, &open.group, &open.topic).map_err(status)?;
+        may_consume(&access, &open.group, &open.topic, None).map_err(status)?;
         // For the auth layer, to end the stream if the grant goes (`auth/access.rs`).
         let grant = {
             let (access, group, topic) = (access.clone(), open.group.clone(), open.topic.clone());
-            Grant::new(move || may_consume(&access, &group, &topic))
+            Grant::new(move || may_consume(&access, &group, &topic, None))
         };
         tokio::spawn(super::share_stream::run(
             Arc::clone(&self.queues),
@@ -194,10 +208,11 @@ impl queues_server::Queues for QueuesService {
         access
             .check(Operation::Admin, Kind::Group, &r.group)
             .and_then(|()| match changes.get("dead.letter.topic") {
-                // The group's refused records go there: the server writes them on the
-                // caller's say-so.
+                // The server creates it if it is missing, and writes the group's
+                // failed records there: a topic of the caller's to manage. (Each
+                // member must also be allowed to write there: `may_consume`.)
                 Some(topic) if !topic.is_empty() => {
-                    access.check(Operation::Write, Kind::Topic, topic)
+                    access.check(Operation::Admin, Kind::Topic, topic)
                 }
                 _ => Ok(()),
             })

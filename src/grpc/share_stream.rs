@@ -20,7 +20,7 @@ use tonic::{Status, Streaming};
 
 use super::auth::Access;
 use super::pb::{self, share_stream_request::Body};
-use super::queues::{acks, refused, shared};
+use super::queues::{acks, may_consume, refused, shared};
 use super::status;
 use crate::error::{Error, Result};
 use crate::groups::share::{AckBatch, Fetched, ShareGroups, MAX_ACK_OFFSETS};
@@ -99,7 +99,7 @@ pub(super) async fn run(
         if fetching.is_none() && credits > 0 {
             // Checked again before each fetch: a grant taken away (a new acl read on
             // SIGHUP) ends the stream before it locks another record to the member.
-            if let Err(denied) = super::queues::may_consume(&access, &group, &topic) {
+            if let Err(denied) = may_consume(&access, &group, &topic, None) {
                 ending = Some(status(denied));
                 break;
             }
@@ -111,9 +111,12 @@ pub(super) async fn run(
             );
             let want = credits.min(u32::MAX as u64) as u32;
             let joined = Arc::clone(&joined);
+            let access = access.clone();
             fetching = Some(tokio::spawn(async move {
                 let limits = (want, FETCH_WAIT, STREAM_MESSAGE_BYTES);
-                q.stream_fetch(&g, &m, &t, limits, &joined).await
+                // Each round checks the grant again, dead-letter topic included.
+                let still = |dead_letters: Option<&str>| may_consume(&access, &g, &t, dead_letters);
+                q.stream_fetch(&g, &m, &t, limits, &joined, &still).await
             }));
         }
         tokio::select! {

@@ -46,6 +46,9 @@ pub struct Membership {
     target: BTreeMap<String, BTreeSet<Tp>>,
     view: Arc<TopicsView>,
     heartbeat_interval_ms: u64,
+    /// The era of the scoped patterns' scopes when the target was last computed
+    /// (`Scope::era`): a new one computes it again, as a change of topics does.
+    scope_era: u64,
 }
 
 fn fenced(group: &str, why: String) -> Error {
@@ -74,6 +77,7 @@ impl Membership {
             target: BTreeMap::new(),
             view,
             heartbeat_interval_ms,
+            scope_era: 0,
         }
     }
 

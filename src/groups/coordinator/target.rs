@@ -16,14 +16,21 @@ pub(super) fn compact(set: &mut BTreeSet<Tp>) {
 }
 
 impl Membership {
-    /// Takes the topics as they are now; a new epoch if the subscribed ones changed.
+    /// Takes the topics as they are now; a new epoch if the subscribed ones changed,
+    /// or if what scoped patterns may match did (the access control list read again:
+    /// a member must lose a topic it may no longer read, and gain one it now may).
     pub(super) fn refresh_view(&mut self, view: &Arc<TopicsView>) {
-        if view.version == self.view.version {
+        let era = self.subscriptions.distinct().filter_map(|s| s.era()).max();
+        let scopes_moved = era.is_some_and(|era| era != self.scope_era);
+        if let Some(era) = era {
+            self.scope_era = era;
+        }
+        if view.version == self.view.version && !scopes_moved {
             return;
         }
         let before = self.subscribed_topics();
         self.view = Arc::clone(view);
-        if before != self.subscribed_topics() {
+        if scopes_moved || before != self.subscribed_topics() {
             self.bump();
         }
     }

@@ -13,6 +13,10 @@ use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
 use crate::groups::{topic_id, TopicId};
 use crate::log::record::chunk_records;
+
+/// What a fetch checks before each round locks records, given the group's dead-letter
+/// topic: Ok while the caller may go on (`fetch_while`).
+pub type Still<'a> = dyn Fn(Option<&str>) -> Result<()> + Sync + 'a;
 use crate::log::ReadBatches;
 
 /// Most records one ShareFetch hands out.
@@ -115,11 +119,12 @@ impl ShareGroups {
         max_bytes: usize,
     ) -> Result<Fetched> {
         let limits = (max_records, max_wait, max_bytes);
-        self.fetch_while(group_name, member_id, topic, limits, &|| Ok(()))
+        self.fetch_while(group_name, member_id, topic, limits, &|_| Ok(()))
             .await
     }
 
-    /// As `fetch`, checking `still` before each round locks records: a fetch that
+    /// As `fetch`, checking `still` (given the group's dead-letter topic, where the
+    /// records the member fails go) before each round locks records: a fetch that
     /// waits stops with its error (the caller's grant taken away meanwhile) rather
     /// than lock records for a caller no longer allowed them.
     pub async fn fetch_while(
@@ -128,7 +133,7 @@ impl ShareGroups {
         member_id: &str,
         topic: &str,
         limits: (u32, Duration, usize),
-        still: &(dyn Fn() -> Result<()> + Sync),
+        still: &Still<'_>,
     ) -> Result<Fetched> {
         self.fetch_as(None, group_name, member_id, topic, limits, still)
             .await
@@ -138,7 +143,8 @@ impl ShareGroups {
     /// failed fsync), it joins again as a stream's member, which does not expire, and
     /// its number goes into `joined` at once, so that the stream's end leaves as the
     /// member it is now even when this fetch is cut short.
-    /// `limits`: as `fetch`'s `max_records`, `max_wait` and `max_bytes`.
+    /// `limits`: as `fetch`'s `max_records`, `max_wait` and `max_bytes`; `still`: as
+    /// `fetch_while`'s.
     pub async fn stream_fetch(
         &self,
         group_name: &str,
@@ -146,11 +152,10 @@ impl ShareGroups {
         topic: &str,
         limits: (u32, Duration, usize),
         joined: &AtomicU32,
+        still: &Still<'_>,
     ) -> Result<Fetched> {
-        self.fetch_as(Some(joined), group_name, member_id, topic, limits, &|| {
-            Ok(())
-        })
-        .await
+        self.fetch_as(Some(joined), group_name, member_id, topic, limits, still)
+            .await
     }
 
     /// `stream`: a stream's fetch, and where it notes the member's number; `still`:
@@ -162,7 +167,7 @@ impl ShareGroups {
         member_id: &str,
         topic: &str,
         (max_records, max_wait, max_bytes): (u32, Duration, usize),
-        still: &(dyn Fn() -> Result<()> + Sync),
+        still: &Still<'_>,
     ) -> Result<Fetched> {
         let max_records = match max_records as usize {
             0 => DEFAULT_FETCH_RECORDS,
@@ -176,7 +181,6 @@ impl ShareGroups {
         let mut member_id = member_id.to_string();
         let mut first = true;
         loop {
-            still()?;
             // Room freed under the server's cap on windows, for a round held back by
             // it: registered before the round looks, so no wakeup is lost.
             let room = self.tally.freed.notified();
@@ -207,6 +211,9 @@ impl ShareGroups {
                     quote(group_name)
                 )));
             }
+            // Before each round locks anything: the caller may still consume (a
+            // grant taken away while it waited), dead letters included.
+            still(g.config.dead_letter_topic.as_deref())?;
             let now = now_ms();
             let (id, idx) = match stream {
                 Some(joined) => {

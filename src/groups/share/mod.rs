@@ -52,7 +52,7 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 pub use ack::{count_acks, AckBatch, Refused, MAX_ACK_OFFSETS};
 pub use admin::{DescribedShareGroup, ShareMemberInfo, SharePartitionInfo};
 pub use config::ShareConfig;
-pub use fetch::{Delivered, Fetched};
+pub use fetch::{Delivered, Fetched, Still};
 pub use window::{Ack, MemberIdx, Refusal};
 
 use super::request::validate_group_name;

@@ -149,7 +149,7 @@ async fn a_streams_fetch_joins_a_member_that_does_not_expire() {
     let (_dir, _broker, queues, _) = setup().await;
     let joined = std::sync::atomic::AtomicU32::new(0);
     queues
-        .stream_fetch("q", "s", "t", (1, Duration::ZERO, 0), &joined)
+        .stream_fetch("q", "s", "t", (1, Duration::ZERO, 0), &joined, &|_| Ok(()))
         .await
         .unwrap();
     queues
@@ -184,8 +184,14 @@ async fn a_streams_fetch_cut_short_after_joining_again_leaves_as_the_member_it_i
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     let joined = std::sync::atomic::AtomicU32::new(old);
-    let mut fetch =
-        Box::pin(queues.stream_fetch("q", "s", "t", (1, Duration::from_secs(10), 0), &joined));
+    let mut fetch = Box::pin(queues.stream_fetch(
+        "q",
+        "s",
+        "t",
+        (1, Duration::from_secs(10), 0),
+        &joined,
+        &|_| Ok(()),
+    ));
     // Up to its wait for records (the log is empty): it has joined by then. The stream
     // ends: the fetch is dropped, and the member leaves.
     for _ in 0..100 {
@@ -218,7 +224,7 @@ async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
     assert_ne!(old, new);
     let joined = std::sync::atomic::AtomicU32::new(old);
     let err = queues
-        .stream_fetch("q", "w", "t", (10, Duration::ZERO, 0), &joined)
+        .stream_fetch("q", "w", "t", (10, Duration::ZERO, 0), &joined, &|_| Ok(()))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("another stream"), "{err}");
@@ -240,6 +246,7 @@ async fn an_old_streams_fetch_after_the_worker_joined_again_is_refused() {
             "t",
             (10, Duration::ZERO, 0),
             &std::sync::atomic::AtomicU32::new(new),
+            &|_| Ok(()),
         )
         .await
         .unwrap();

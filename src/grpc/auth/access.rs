@@ -95,6 +95,14 @@ impl Access {
         }
     }
 
+    /// A counter that moves at each reload of the list (None without a list).
+    pub fn era(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        match self {
+            Access::Listed { acl, .. } => Some(acl.generation_counter()),
+            _ => None,
+        }
+    }
+
     /// The principal's name ("" for a call without one).
     pub fn principal(&self) -> Arc<str> {
         match self {

@@ -256,6 +256,12 @@ impl Acl {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The counter of reloads itself, for what checks it without the list at hand
+    /// (`groups::Scope::era`).
+    pub(super) fn generation_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.generation)
+    }
+
     /// A receiver told each reload.
     pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
         self.reloads.subscribe()
