@@ -436,6 +436,17 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
         .alter_share_group_config(configure(""))
         .await
         .unwrap();
+    // Admin on a group is not membership: leaving needs read, as joining does.
+    denied(
+        queue_op
+            .groups()
+            .leave_group(pb::LeaveGroupRequest {
+                group: "work".into(),
+                member_id: "m".into(),
+            })
+            .await,
+        r#""queue-op" may not read group "work""#,
+    );
     denied(
         queue_op
             .queues()
@@ -784,6 +795,35 @@ async fn a_client_certificates_common_name_is_its_principal() {
             .produce(produce("t", Some(0), vec![record("b")]))
             .await,
         r#""reader" may not write topic "t""#,
+    );
+    server.stop().await.unwrap();
+
+    // With tokens as well, the token names the caller, not the certificate.
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, file_line("robot", "robot-token").unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("acl"),
+        "robot read topic:*\nclient all topic:*\n",
+    )
+    .unwrap();
+    let options = ServeOptions {
+        tls: Some(certs.server(true)),
+        tokens: Some(Tokens::load(&tokens).unwrap()),
+        acl: Some(Acl::load(&dir.path().join("acl")).unwrap()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(&dir.path().join("data"), Limits::default(), options).await;
+    let options = ConnectOptions {
+        tls: Some(certs.client(&certs.ca, Some((&certs.client_cert, &certs.client_key)))),
+        token: Some("robot-token".into()),
+    };
+    let address = format!("https://localhost:{}", server.addr.port());
+    let robot = Client::connect_with(&address, options).await.unwrap();
+    robot.fetch(fetch("t")).await.unwrap();
+    denied(
+        robot.admin().create_topic("u", 1, Default::default()).await,
+        r#""robot" may not admin topic "u""#,
     );
     server.stop().await.unwrap();
 }

@@ -205,11 +205,13 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     if let Some(tls) = tls.clone() {
         reloads.push(("TLS files", Box::new(move || tls.reload())));
     }
-    if let Some(tokens) = tokens.clone() {
-        reloads.push(("tokens file", Box::new(move || tokens.reload())));
-    }
+    // The list before the tokens: a grant taken away with its token goes first, and a
+    // grant given with a new token is there when the token comes.
     if let Some(acl) = acl.clone() {
         reloads.push(("acl", Box::new(move || acl.reload())));
+    }
+    if let Some(tokens) = tokens.clone() {
+        reloads.push(("tokens file", Box::new(move || tokens.reload())));
     }
     tokio::spawn(reload_on_hangup(hangups, reloads));
     options.tls = tls;

@@ -118,8 +118,9 @@ impl groups_server::Groups for GroupsService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        // Read, as to join: leaving hands the member's partitions to the others.
         access(&request)
-            .check_any(Kind::Group, &request.get_ref().group)
+            .check(Operation::Read, Kind::Group, &request.get_ref().group)
             .map_err(status)?;
         let r = request.into_inner();
         self.groups

@@ -13,11 +13,12 @@
 //! | ListTopics, ListGroups, ListShareGroups | lists only what the caller has any operation on |
 //! | InitProducer | with a name: write on `producer:NAME`; without: write on some topic |
 //! | Heartbeat, CommitOffsets | read on the group and on each topic named (a `topic_pattern` matches only topics the member may read) |
-//! | LeaveGroup, FetchOffsets, DescribeGroup | any operation on the group (topics shown: those with any grant) |
+//! | LeaveGroup | read on the group |
+//! | FetchOffsets, DescribeGroup | any operation on the group (topics shown: those with any grant) |
 //! | ResetOffsets | admin on the group, read on the topic |
 //! | DeleteGroup, DeleteShareGroup | admin on the group |
-//! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (before each fetch) | read on the group and the topic |
-//! | AlterShareGroupConfig | admin on the group, and write on a dead.letter.topic it sets |
+//! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (before each fetch) | read on the group and the topic; a fetch, write on the group's dead-letter topic |
+//! | AlterShareGroupConfig | admin on the group, and admin on a dead.letter.topic it sets |
 //! | ResetShareGroup | admin on the group, read on the topic |
 //! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
 //!
@@ -91,7 +92,7 @@ impl Access {
     pub fn only(&self, op: Option<Operation>, kind: Kind) -> Option<Visible> {
         match self.clone() {
             Access::Everything => None,
-            access => Some(Arc::new(move |name| access.allowed(op, kind, name).is_ok())),
+            access => Some(Arc::new(move |name| access.permits(op, kind, name))),
         }
     }
 
@@ -132,16 +133,20 @@ impl Access {
         }
     }
 
-    fn allowed(&self, op: Option<Operation>, kind: Kind, name: &str) -> Result<()> {
-        let granted = match self {
+    /// Whether a line grants it: no message made, for listings that ask of every name.
+    fn permits(&self, op: Option<Operation>, kind: Kind, name: &str) -> bool {
+        match self {
             Access::Everything => true,
             Access::Listed {
                 who: Some(who),
                 acl,
             } => acl.rules().allows(&who.0, op, kind, name),
             Access::Listed { who: None, .. } | Access::Nothing => false,
-        };
-        if granted {
+        }
+    }
+
+    fn allowed(&self, op: Option<Operation>, kind: Kind, name: &str) -> Result<()> {
+        if self.permits(op, kind, name) {
             return Ok(());
         }
         let (who, name_of_who, kind) = (self.who(), self.who_name(), kind.as_str());

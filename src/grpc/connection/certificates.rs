@@ -83,19 +83,24 @@ impl ServerTls {
     }
 }
 
-/// The files read and checked, as rustls takes them.
-/// The common name (CN) of the subject of the first certificate the client showed:
-/// who the client is, when the server verified it (`tls_client_ca`). None without a
-/// certificate, or with one whose subject has no common name that is a string.
+/// The common name (CN) of the subject of the client's own certificate (the first it
+/// showed): who the client is, when the server verified it (`tls_client_ca`). None
+/// without a certificate, or with a subject of no common name, of more than one (which
+/// one names the client is a guess: Go's crypto takes the last, others the first), or
+/// of one that is not a non-empty string.
 pub(super) fn common_name(
     certificates: Option<&[rustls_pki_types::CertificateDer<'_>]>,
 ) -> Option<Arc<str>> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, certificate) = X509Certificate::from_der(certificates?.first()?).ok()?;
-    let name = certificate.subject().iter_common_name().next()?;
+    let mut names = certificate.subject().iter_common_name();
+    let (Some(name), None) = (names.next(), names.next()) else {
+        return None;
+    };
     name.as_str().ok().filter(|n| !n.is_empty()).map(Arc::from)
 }
 
+/// The files read and checked, as rustls takes them.
 fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
