@@ -27,6 +27,7 @@ reader     read         topic:orders group:billing
 auditor    read         topic:*
 ops        all          topic:* group:* producer:*
 queue-op   admin        group:work
+queue-op   admin        topic:work.dlq
 * read topic:public.*
 ";
 
@@ -436,6 +437,23 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
         .alter_share_group_config(configure(""))
         .await
         .unwrap();
+    // A dead-letter topic gets the records the group's members hold: only one who may
+    // read every topic the group consumes may choose it.
+    ops.queues()
+        .share_fetch(share_fetch("work", "orders"))
+        .await
+        .unwrap();
+    denied(
+        queue_op
+            .queues()
+            .alter_share_group_config(configure("work.dlq"))
+            .await,
+        r#""queue-op" may not read topic "orders""#,
+    );
+    ops.queues()
+        .alter_share_group_config(configure("work.dlq"))
+        .await
+        .unwrap();
     // Admin on a group is not membership: leaving needs read, as joining does.
     denied(
         queue_op
@@ -628,9 +646,9 @@ async fn a_reload_takes_grants_away_from_open_streams() {
         .unwrap()
         .into_inner();
     shared.message().await.unwrap().expect("the joining answer");
-    // Credits for ten: r1 comes at once, then the stream waits with credits left.
+    // One credit: r1 comes at once, then the stream is quiet (no fetch of its waits).
     acks.send(pb::ShareStreamRequest {
-        body: Some(pb::share_stream_request::Body::Credits(10)),
+        body: Some(pb::share_stream_request::Body::Credits(1)),
     })
     .await
     .unwrap();
@@ -698,7 +716,27 @@ async fn a_reload_takes_grants_away_from_open_streams() {
             answer.map(|a| a.into_inner().records.len())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The share fetch is waiting once its member has joined (the stream's is the other).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let described = ops
+            .queues()
+            .describe_share_group(pb::DescribeShareGroupRequest {
+                group: "billing".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if described.members.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the share fetch never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Writer and reader lose orders.
     std::fs::write(
@@ -721,16 +759,15 @@ async fn a_reload_takes_grants_away_from_open_streams() {
         .expect("a quiet subscription outlived its grant")
         .expect("the subscription ended without a status");
     denied(ended.map(drop), r#""reader" may not read topic "orders""#);
-    // A record the share stream's waiting fetch would lock and deliver: the stream
-    // ended at the reload, and it is not delivered.
+    // So does the quiet share stream (no fetch of its own to find out).
+    let ended = tokio::time::timeout(Duration::from_secs(10), shared.message())
+        .await
+        .expect("a quiet share stream outlived its grant");
+    denied(ended, r#""reader" may not read topic "orders""#);
     ops.log()
         .produce(produce("orders", Some(0), vec![record("by ops")]))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), shared.message())
-        .await
-        .expect("the share stream neither delivered nor ended");
-    denied(ended, r#""reader" may not read topic "orders""#);
     // The long polls woke (by ops's record; by r1, which the share stream's end
     // released) and answered nothing.
     denied(long_fetch.await.unwrap(), "may not read");
@@ -927,6 +964,24 @@ fn strom_serve_with_an_acl_and_the_cli_through_it() {
     );
 }
 
+/// Every page of a listing: its rows, and the tokens that led past the first page.
+async fn every_page<F, Fut>(mut page: F) -> (Vec<String>, Vec<String>)
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<String>, String)>,
+{
+    let (mut rows, mut tokens, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let (mut got, next) = page(token).await;
+        rows.append(&mut got);
+        if next.is_empty() {
+            return (rows, tokens);
+        }
+        tokens.push(next.clone());
+        token = next;
+    }
+}
+
 /// A group's pages (DescribeGroup, FetchOffsets) skip the topics the caller may not
 /// see before they count: no page is spent on them, and no page token names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,54 +1023,44 @@ async fn group_pages_never_name_topics_the_caller_may_not_see() {
             .await
             .unwrap();
     }
-    let mut groups = reader.groups();
-    let (mut rows, mut tokens, mut page_token) = (Vec::new(), Vec::new(), String::new());
-    loop {
-        let page = groups
-            .fetch_offsets(pb::FetchOffsetsRequest {
+    let groups = reader.groups();
+    let (rows, tokens) = every_page(|page_token| {
+        let mut groups = groups.clone();
+        async move {
+            let request = pb::FetchOffsetsRequest {
                 group: "g".into(),
                 page_size: 1,
                 page_token,
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        rows.extend(
-            page.offsets
+            };
+            let page = groups.fetch_offsets(request).await.unwrap().into_inner();
+            let rows = page
+                .offsets
                 .iter()
-                .map(|o| format!("{}/{}", o.topic, o.partition)),
-        );
-        page_token = page.next_page_token;
-        if page_token.is_empty() {
-            break;
+                .map(|o| format!("{}/{}", o.topic, o.partition));
+            (rows.collect(), page.next_page_token)
         }
-        tokens.push(page_token.clone());
-    }
+    })
+    .await;
     assert_eq!(rows, ["a/0", "a/1", "c/0", "c/1"]);
     assert!(tokens.iter().all(|t| !t.contains("b,")), "{tokens:?}");
-    let (mut rows, mut tokens, mut page_token) = (Vec::new(), Vec::new(), String::new());
-    loop {
-        let page = groups
-            .describe_group(pb::DescribeGroupRequest {
+    let (rows, tokens) = every_page(|page_token| {
+        let mut groups = groups.clone();
+        async move {
+            let request = pb::DescribeGroupRequest {
                 group: "g".into(),
                 page_size: 1,
                 page_token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        rows.extend(
-            page.offsets
+            };
+            let page = groups.describe_group(request).await.unwrap().into_inner();
+            let rows = page
+                .offsets
                 .iter()
-                .map(|o| format!("{}/{}", o.topic, o.partition)),
-        );
-        page_token = page.next_page_token;
-        if page_token.is_empty() {
-            break;
+                .map(|o| format!("{}/{}", o.topic, o.partition));
+            (rows.collect(), page.next_page_token)
         }
-        tokens.push(page_token.clone());
-    }
+    })
+    .await;
     assert_eq!(rows, ["a/0", "a/1", "c/0", "c/1"]);
     assert!(tokens.iter().all(|t| !t.contains("b,")), "{tokens:?}");
     server.stop().await.unwrap();

@@ -167,8 +167,8 @@ impl Groups {
         // that they take no room and no token names them.
         let shown = |name: &str| page.only.as_ref().is_none_or(|only| only(name));
         let topics = walked.into_iter().flatten().filter(|(name, id, _)| {
-            shown(name)
-                && (membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id)))
+            (membership.subscribes(name) || committed.is_some_and(|c| c.has_topic(*id)))
+                && shown(name)
         });
         'topics: for (name, _, _) in topics {
             let Ok(topic) = self.broker.topic(name) else {

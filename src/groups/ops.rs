@@ -193,7 +193,7 @@ impl Groups {
         // Topics the caller may not see are skipped here, so that they take no room
         // and no token names them.
         let shown = |name: &str| only.is_none_or(|only| only(name));
-        let topics = named.filter(|(name, id)| shown(name) && store.offsets.has_topic(*id));
+        let topics = named.filter(|(name, id)| store.offsets.has_topic(*id) && shown(name));
         'topics: for (name, id) in topics {
             let first = match &after {
                 Some((topic, p)) if topic == name => match p.checked_add(1) {

@@ -84,14 +84,6 @@ impl Subscription {
         }
     }
 
-    /// The era of its scope, for a scoped pattern.
-    pub fn era(&self) -> Option<u64> {
-        match self {
-            Subscription::Pattern(_, _, Some(scope)) => Some(scope.era.load(Ordering::Acquire)),
-            _ => None,
-        }
-    }
-
     /// The subscription, its pattern (if it is one) limited to what `scope` shows.
     pub fn scoped(self, scope: Option<Scope>) -> Subscription {
         match self {
@@ -139,6 +131,9 @@ pub struct Subscriptions {
     /// The footprint of them all, counted in `server` too.
     bytes: usize,
     server: Arc<SubscriptionTally>,
+    /// The era counter of the scoped patterns (one list for the server, so one
+    /// counter), kept from the first: a heartbeat reads it without walking them all.
+    era: Option<Arc<AtomicU64>>,
 }
 
 /// A group counted alone, with the server's cap (tests and benches).
@@ -164,7 +159,13 @@ impl Subscriptions {
             users: HashMap::new(),
             bytes: 0,
             server,
+            era: None,
         }
+    }
+
+    /// The era of the scoped patterns' scopes, if one was ever interned.
+    pub fn era(&self) -> Option<u64> {
+        self.era.as_ref().map(|era| era.load(Ordering::Acquire))
     }
 
     /// Each distinct subscription, in no particular order.
@@ -181,6 +182,9 @@ impl Subscriptions {
         sub: Subscription,
         replacing: Option<&Arc<Subscription>>,
     ) -> Result<Arc<Subscription>> {
+        if let Subscription::Pattern(_, _, Some(scope)) = &sub {
+            self.era.get_or_insert_with(|| Arc::clone(&scope.era));
+        }
         if let Some((kept, _)) = self.users.get_key_value(&sub) {
             let kept = Arc::clone(kept);
             *self.users.get_mut(&sub).expect("just found") += 1;
@@ -192,7 +196,7 @@ impl Subscriptions {
         let size = sub.footprint();
         if self.bytes - freed + size > MAX_SUBSCRIPTION_BYTES {
             return Err(Error::LimitReached(format!(
-                "group {} keeps at most {MAX_SUBSCRIPTION_BYTES} bytes of different subscriptions; its members' {} take {}, and this one would take {size} more: subscribe as the other members do, or with a topic_pattern",
+                "group {} keeps at most {MAX_SUBSCRIPTION_BYTES} bytes of different subscriptions; its members' {} take {}, and this one would take {size} more: subscribe as the other members do, or with a topic_pattern (under an acl, one per principal)",
                 crate::error::quote(group),
                 self.users.len(),
                 self.bytes,

@@ -2,7 +2,7 @@
 //! `groups::share::ShareGroups`, and converts back; `ShareStream` is a loop of the same
 //! calls (see `share_stream`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,8 +88,8 @@ pub(super) fn refused(refused: Vec<Refused>) -> Vec<pb::RefusedAck> {
 
 /// Consuming a queue reads its topic for its group; and with a dead-letter topic
 /// (`dead_letters`, once the group's config is at hand), writes the records the member
-/// fails there, on its behalf: so a group's admin cannot have members' records
-/// written where the members may not write (and the admin may read).
+/// fails there, on its behalf: a member's records go only where it may write, or where
+/// one who may read them all sent them (`alter_share_group_config`).
 pub(super) fn may_consume(
     access: &Access,
     group: &str,
@@ -207,16 +207,27 @@ impl queues_server::Queues for QueuesService {
         let changes: BTreeMap<String, String> = r.config.into_iter().collect();
         access
             .check(Operation::Admin, Kind::Group, &r.group)
-            .and_then(|()| match changes.get("dead.letter.topic") {
-                // The server creates it if it is missing, and writes the group's
-                // failed records there: a topic of the caller's to manage. (Each
-                // member must also be allowed to write there: `may_consume`.)
-                Some(topic) if !topic.is_empty() => {
-                    access.check(Operation::Admin, Kind::Topic, topic)
-                }
-                _ => Ok(()),
-            })
             .map_err(status)?;
+        if let Some(dead_letters) = changes.get("dead.letter.topic").filter(|t| !t.is_empty()) {
+            // The server creates it if it is missing: a topic of the caller's to
+            // manage. And the records the group's members hold, or fail later, go
+            // there whatever they were granted when they took them: so the caller must
+            // be one who may read every topic the group consumes. (A member that takes
+            // records afterwards must be allowed to write there: `may_consume`.)
+            access
+                .check(Operation::Admin, Kind::Topic, dead_letters)
+                .map_err(status)?;
+            let consumed = match self.queues.describe(&r.group).await {
+                Ok(described) => described.partitions.into_iter().map(|p| p.topic).collect(),
+                Err(Error::ShareGroupNotFound { .. }) => BTreeSet::new(),
+                Err(err) => return Err(status(err)),
+            };
+            for topic in &consumed {
+                access
+                    .check(Operation::Read, Kind::Topic, topic)
+                    .map_err(status)?;
+            }
+        }
         let config = self
             .queues
             .alter_config(&r.group, &changes)

@@ -20,7 +20,7 @@ impl Membership {
     /// or if what scoped patterns may match did (the access control list read again:
     /// a member must lose a topic it may no longer read, and gain one it now may).
     pub(super) fn refresh_view(&mut self, view: &Arc<TopicsView>) {
-        let era = self.subscriptions.distinct().filter_map(|s| s.era()).max();
+        let era = self.subscriptions.era();
         let scopes_moved = era.is_some_and(|era| era != self.scope_era);
         if let Some(era) = era {
             self.scope_era = era;

@@ -18,7 +18,7 @@
 //! | ResetOffsets | admin on the group, read on the topic |
 //! | DeleteGroup, DeleteShareGroup | admin on the group |
 //! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (before each fetch) | read on the group and the topic; a fetch, write on the group's dead-letter topic |
-//! | AlterShareGroupConfig | admin on the group, and admin on a dead.letter.topic it sets |
+//! | AlterShareGroupConfig | admin on the group; to set a dead.letter.topic, admin on it and read on every topic the group consumes |
 //! | ResetShareGroup | admin on the group, read on the topic |
 //! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
 //!

@@ -23,10 +23,11 @@
 //! Which call needs what is in `access.rs`. Rules only grant: there is no deny line,
 //! so the order of lines does not matter. SIGHUP reads the file again.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
+use super::reloadable::Reloadable;
 use crate::error::{Error, IoContext, Result};
 
 /// What a call does to a resource.
@@ -67,6 +68,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The operations that mean something on this kind (`Operation::bit`s): what
+    /// "any operation" (describing, listing) looks for, so that a line granting one
+    /// that means nothing there (write on a group) grants nothing.
+    fn operations(self) -> u8 {
+        match self {
+            Kind::Topic => Operation::Read.bit() | Operation::Write.bit() | Operation::Admin.bit(),
+            Kind::Group => Operation::Read.bit() | Operation::Admin.bit(),
+            Kind::Producer => Operation::Write.bit(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Topic => "topic",
@@ -102,7 +114,7 @@ impl Pattern {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Rule {
     principal: Pattern,
     /// `Operation::bit`s.
@@ -111,14 +123,14 @@ struct Rule {
 }
 
 /// The rules of one reading of the file.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Rules(Vec<Rule>);
 
 impl Rules {
     /// Whether a line grants `who` the operation `op` (any operation, for None) on the
     /// resource.
     pub fn allows(&self, who: &str, op: Option<Operation>, kind: Kind, name: &str) -> bool {
-        let wanted = op.map_or(u8::MAX, Operation::bit);
+        let wanted = op.map_or(kind.operations(), Operation::bit);
         self.0.iter().any(|rule| {
             rule.operations & wanted != 0
                 && rule.principal.matches(who)
@@ -223,61 +235,46 @@ impl Rules {
 
 /// The file, read and checked; `reload` reads it again.
 #[derive(Clone)]
-pub struct Acl {
-    file: Arc<PathBuf>,
-    rules: Arc<RwLock<Arc<Rules>>>,
-    /// How many times the file has been read again: streams that deliver records check
-    /// their grant again when it moves (`revocable.rs`).
-    generation: Arc<AtomicU64>,
-    /// Told each reload, to wake streams that have nothing to send.
-    reloads: Arc<tokio::sync::watch::Sender<()>>,
-}
+pub struct Acl(Arc<Reloadable<Rules>>);
 
 impl std::fmt::Debug for Acl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acl").field("file", &self.file).finish()
+        f.debug_struct("Acl").field("file", &self.0.file()).finish()
     }
 }
 
 impl Acl {
     pub fn load(file: &Path) -> Result<Acl> {
-        Ok(Acl {
-            rules: Arc::new(RwLock::new(Arc::new(read(file)?))),
-            file: Arc::new(file.to_path_buf()),
-            generation: Arc::new(AtomicU64::new(0)),
-            reloads: Arc::new(tokio::sync::watch::Sender::new(())),
-        })
+        Ok(Acl(Arc::new(Reloadable::load(file, read)?)))
     }
 
     /// Reads the file again: checks from now on use it. On any error the rules in use
-    /// stay, all of them.
+    /// stay, all of them; the same rules again change nothing (no stream checks its
+    /// grant, no group computes its assignment again).
     pub fn reload(&self) -> Result<()> {
-        let fresh = read(&self.file)?;
-        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        self.generation.fetch_add(1, Ordering::Release);
-        self.reloads.send_replace(());
-        Ok(())
-    }
-
-    /// How many times the file has been read again.
-    pub(super) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The counter of reloads itself, for what checks it without the list at hand
-    /// (`groups::Scope::era`).
-    pub(super) fn generation_counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.generation)
-    }
-
-    /// A receiver told each reload.
-    pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
-        self.reloads.subscribe()
+        self.0.reload()
     }
 
     /// The rules now.
     pub fn rules(&self) -> Arc<Rules> {
-        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+        self.0.current()
+    }
+
+    /// How many times the rules changed: streams that deliver records check their
+    /// grant again when it moves (`revocable.rs`).
+    pub(super) fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    /// The counter of changes itself, for what checks it without the list at hand
+    /// (`groups::Scope::era`).
+    pub(super) fn generation_counter(&self) -> Arc<AtomicU64> {
+        self.0.generation_counter()
+    }
+
+    /// A receiver told at each change, to wake streams that have nothing to send.
+    pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.0.changes()
     }
 }
 
@@ -325,6 +322,12 @@ mod tests {
         assert!(acl.allows("orders-api", None, Topic, "orders"));
         assert!(!acl.allows("orders-api", None, Group, "billing"));
         assert!(!acl.allows("nobody", None, Topic, "orders"));
+        // An operation that means nothing on a kind grants nothing there, not even a
+        // sight of it.
+        let odd = rules("a write group:g topic:t\nb read,admin producer:p\n");
+        assert!(!odd.allows("a", None, Group, "g"));
+        assert!(odd.allows("a", None, Topic, "t"));
+        assert!(!odd.allows("b", None, Producer, "p"));
     }
 
     #[test]
@@ -369,5 +372,13 @@ mod tests {
         std::fs::write(&file, "a read\n").unwrap();
         assert!(acl.reload().is_err());
         assert!(acl.rules().allows("a", Some(Read), Topic, "y"));
+        // The generation moves when the rules change, not when the file is read again.
+        let before = acl.generation();
+        std::fs::write(&file, "# the same\na  read   topic:y\n").unwrap();
+        acl.reload().unwrap();
+        assert_eq!(acl.generation(), before);
+        std::fs::write(&file, "a read topic:z\n").unwrap();
+        acl.reload().unwrap();
+        assert_eq!(acl.generation(), before + 1);
     }
 }

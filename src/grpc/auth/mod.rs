@@ -23,21 +23,22 @@
 
 pub mod access;
 pub mod acl;
+mod reloadable;
 mod revocable;
 
 pub use access::{Access, Grant};
 pub use acl::{Acl, Kind, Operation};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
 
 use super::connection::ConnectionInfo;
 use crate::error::{Error, IoContext, Result};
+use reloadable::Reloadable;
 use revocable::{GrantWatch, Revocable, TokenWatch, Watch};
 
 /// The one call that needs no token.
@@ -58,40 +59,25 @@ type BoxFuture<T, E> =
 
 /// The tokens file, read and checked; `reload` reads it again.
 #[derive(Clone)]
-pub struct Tokens {
-    file: Arc<PathBuf>,
-    by_digest: Arc<RwLock<Arc<HashMap<Digest, Principal>>>>,
-    /// How many times the file has been read again: calls open since an earlier
-    /// reading check their token again.
-    generation: Arc<AtomicU64>,
-    /// Told each reload, to wake streams that have nothing to send (`revocable.rs`).
-    reloads: Arc<tokio::sync::watch::Sender<()>>,
-}
+pub struct Tokens(Arc<Reloadable<HashMap<Digest, Principal>>>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens").field("file", &self.file).finish()
+        f.debug_struct("Tokens")
+            .field("file", &self.0.file())
+            .finish()
     }
 }
 
 impl Tokens {
     pub fn load(file: &Path) -> Result<Tokens> {
-        Ok(Tokens {
-            by_digest: Arc::new(RwLock::new(Arc::new(read(file)?))),
-            file: Arc::new(file.to_path_buf()),
-            generation: Arc::new(AtomicU64::new(0)),
-            reloads: Arc::new(tokio::sync::watch::Sender::new(())),
-        })
+        Ok(Tokens(Arc::new(Reloadable::load(file, read)?)))
     }
 
     /// Reads the file again: calls from now on are checked against it. On any error
     /// the tokens in use stay, all of them.
     pub fn reload(&self) -> Result<()> {
-        let fresh = read(&self.file)?;
-        *self.by_digest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        self.generation.fetch_add(1, Ordering::Release);
-        self.reloads.send_replace(());
-        Ok(())
+        self.0.reload()
     }
 
     /// Whose token `authorization` carries (and its digest), or why the call is refused.
@@ -121,8 +107,18 @@ impl Tokens {
     }
 
     fn known(&self, digest: &Digest) -> Option<Principal> {
-        let known = Arc::clone(&self.by_digest.read().unwrap_or_else(|e| e.into_inner()));
-        known.get(digest).cloned()
+        self.0.current().get(digest).cloned()
+    }
+
+    /// How many times the tokens changed: calls open since an earlier reading check
+    /// their token again.
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    /// A receiver told at each change, to wake streams that have nothing to send.
+    fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.0.changes()
     }
 }
 
@@ -274,7 +270,7 @@ where
         let acl_generation = self.acl.as_ref().map(Acl::generation);
         let (who, token) = match &self.tokens {
             Some(tokens) => {
-                let generation = tokens.generation.load(Ordering::Acquire);
+                let generation = tokens.generation();
                 match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
                     Ok((principal, digest)) => (
                         Some(principal),

@@ -16,7 +16,6 @@
 //! - Unary calls in flight at the reload finish as they would have.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -70,7 +69,7 @@ impl Watch {
     /// was read again since the last look; else the status the body ends with.
     fn stands(&mut self) -> Result<(), tonic::Status> {
         if let Some(token) = &mut self.token {
-            let now = token.tokens.generation.load(Ordering::Acquire);
+            let now = token.tokens.generation();
             if now != token.generation {
                 token.generation = now;
                 if token.tokens.known(&token.digest).is_none() {
@@ -94,7 +93,7 @@ impl Watch {
     fn reloads(&self) -> SelectAll<WatchStream<()>> {
         let mut reloads = SelectAll::new();
         if let Some(token) = &self.token {
-            reloads.push(WatchStream::from_changes(token.tokens.reloads.subscribe()));
+            reloads.push(WatchStream::from_changes(token.tokens.reloads()));
         }
         if let Some(grant) = &self.grant {
             reloads.push(WatchStream::from_changes(grant.acl.reloads()));
