@@ -798,9 +798,10 @@ async fn a_client_certificates_common_name_is_its_principal() {
         "client all topic:*\nreader read topic:*\n",
     )
     .unwrap();
+    let acl = Acl::load(&dir.path().join("acl")).unwrap();
     let options = ServeOptions {
         tls: Some(certs.server(true)),
-        acl: Some(Acl::load(&dir.path().join("acl")).unwrap()),
+        acl: Some(acl.clone()),
         ..Default::default()
     };
     let server =
@@ -833,6 +834,16 @@ async fn a_client_certificates_common_name_is_its_principal() {
             .await,
         r#""reader" may not write topic "t""#,
     );
+    // Without tokens too, a reload ends a quiet subscription whose grant went.
+    let mut subscription = reader.subscribe(subscribe("t")).await.unwrap();
+    subscription.next().await.unwrap().unwrap();
+    std::fs::write(dir.path().join("acl"), "client all topic:*\n").unwrap();
+    acl.reload().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a quiet subscription outlived its grant")
+        .expect("the subscription ended without a status");
+    denied(ended.map(drop), r#""reader" may not read topic "t""#);
     server.stop().await.unwrap();
 
     // With tokens as well, the token names the caller, not the certificate.
