@@ -1076,3 +1076,61 @@ async fn group_pages_never_name_topics_the_caller_may_not_see() {
     assert!(tokens.iter().all(|t| !t.contains("b,")), "{tokens:?}");
     server.stop().await.unwrap();
 }
+
+/// A token moved to another name in the tokens file no longer stands for the streams it
+/// opened: their grants were the old name's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_moved_to_another_name_ends_its_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens_file = dir.path().join("tokens");
+    let lines = |victim_named: &str| {
+        format!(
+            "{}\n{}\n",
+            file_line("ops", "opsops").unwrap(),
+            file_line(victim_named, "victim-token").unwrap()
+        )
+    };
+    std::fs::write(&tokens_file, lines("victim")).unwrap();
+    std::fs::write(
+        dir.path().join("acl"),
+        "ops all topic:*\nvictim read topic:t\n",
+    )
+    .unwrap();
+    let tokens = Tokens::load(&tokens_file).unwrap();
+    let options = ServeOptions {
+        tokens: Some(tokens.clone()),
+        acl: Some(Acl::load(&dir.path().join("acl")).unwrap()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(&dir.path().join("data"), Limits::default(), options).await;
+    let ops = as_principal(&server, "ops").await;
+    ops.admin()
+        .create_topic("t", 1, Default::default())
+        .await
+        .unwrap();
+    let victim = Client::connect_with(
+        &server.addr.to_string(),
+        ConnectOptions {
+            tls: None,
+            token: Some("victim-token".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let mut subscription = victim.subscribe(subscribe("t")).await.unwrap();
+    // The same token, now another name's (one with no grant).
+    std::fs::write(&tokens_file, lines("nogrant")).unwrap();
+    tokens.reload().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a quiet subscription outlived its token's name")
+        .expect("the subscription ended without a status");
+    let status = ended.map(drop).unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    denied(
+        victim.fetch(fetch("t")).await,
+        r#""nogrant" may not read topic "t""#,
+    );
+    server.stop().await.unwrap();
+}

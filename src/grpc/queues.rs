@@ -2,7 +2,7 @@
 //! `groups::share::ShareGroups`, and converts back; `ShareStream` is a loop of the same
 //! calls (see `share_stream`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,27 +210,20 @@ impl queues_server::Queues for QueuesService {
             .map_err(status)?;
         if let Some(dead_letters) = changes.get("dead.letter.topic").filter(|t| !t.is_empty()) {
             // The server creates it if it is missing: a topic of the caller's to
-            // manage. And the records the group's members hold, or fail later, go
-            // there whatever they were granted when they took them: so the caller must
-            // be one who may read every topic the group consumes. (A member that takes
-            // records afterwards must be allowed to write there: `may_consume`.)
+            // manage.
             access
                 .check(Operation::Admin, Kind::Topic, dead_letters)
                 .map_err(status)?;
-            let consumed = match self.queues.describe(&r.group).await {
-                Ok(described) => described.partitions.into_iter().map(|p| p.topic).collect(),
-                Err(Error::ShareGroupNotFound { .. }) => BTreeSet::new(),
-                Err(err) => return Err(status(err)),
-            };
-            for topic in &consumed {
-                access
-                    .check(Operation::Read, Kind::Topic, topic)
-                    .map_err(status)?;
-            }
         }
+        // And the records the group's members hold, or fail later, go there whatever
+        // they were granted when they took them: so the caller must be one who may
+        // read every topic the group consumes, asked under the group's lock so that no
+        // fetch takes another topic's records meanwhile. (A member that takes records
+        // afterwards must be allowed to write there: `may_consume`.)
+        let redirect = |topic: &str| access.check(Operation::Read, Kind::Topic, topic);
         let config = self
             .queues
-            .alter_config(&r.group, &changes)
+            .alter_config_checked(&r.group, &changes, &redirect)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AlterShareGroupConfigResponse {

@@ -1,13 +1,13 @@
 //! DescribeShareGroup, AlterShareGroupConfig and ResetShareGroup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::ShareConfig;
 use super::window::Counts;
 use super::{group, Admit, Group, ShareGroups};
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
-use crate::groups::{topic_id, ResetTo};
+use crate::groups::{topic_id, ResetTo, TopicId};
 
 /// One partition of a share group as DescribeShareGroup shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,18 @@ impl ShareGroups {
         name: &str,
         changes: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>> {
+        self.alter_config_checked(name, changes, &|_| Ok(())).await
+    }
+
+    /// As `alter_config`; a change that sets a dead-letter topic first asks `redirect`
+    /// of each topic the group consumes, under the group's lock, so that no fetch
+    /// takes records of a topic in between (its records would go there too).
+    pub async fn alter_config_checked(
+        &self,
+        name: &str,
+        changes: &BTreeMap<String, String>,
+        redirect: &(dyn Fn(&str) -> Result<()> + Sync),
+    ) -> Result<BTreeMap<String, String>> {
         // Checked before the group is made: a refused change must not leave one.
         ShareConfig::default().apply(changes)?;
         let (slot, mut guard) = self.lock(name, true, Admit::Always).await?;
@@ -103,17 +115,24 @@ impl ShareGroups {
         let next: ShareConfig = g.config.apply(changes)?;
         if let Some(dlq) = &next.dead_letter_topic {
             let (_, metas) = self.broker.topic_metas();
-            let sources = g.state.partitions.keys().map(|(tid, _)| *tid);
-            for tid in sources {
-                if metas
-                    .iter()
-                    .any(|m| &m.name == dlq && topic_id(&m.id).ok() == Some(tid))
-                {
+            let sources: BTreeSet<TopicId> =
+                g.state.partitions.keys().map(|(tid, _)| *tid).collect();
+            for meta in &metas {
+                if !topic_id(&meta.id).is_ok_and(|tid| sources.contains(&tid)) {
+                    continue;
+                }
+                if &meta.name == dlq {
                     return Err(Error::InvalidArgument(format!(
                         "dead.letter.topic {} is a topic share group {} reads; choose another topic",
                         quote(dlq),
                         quote(name)
                     )));
+                }
+                if changes
+                    .get("dead.letter.topic")
+                    .is_some_and(|t| !t.is_empty())
+                {
+                    redirect(&meta.name)?;
                 }
             }
         }

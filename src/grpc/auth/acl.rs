@@ -58,7 +58,7 @@ impl Operation {
 }
 
 /// The kinds of resource a rule names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Topic,
     /// A consumer group or a share group (one namespace for the list).
@@ -89,7 +89,7 @@ impl Kind {
 }
 
 /// A name, or every name with a prefix (`prefix*`; `*` alone is every name).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Pattern {
     Exact(String),
     Prefix(String),
@@ -114,7 +114,7 @@ impl Pattern {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Rule {
     principal: Pattern,
     /// `Operation::bit`s.
@@ -223,6 +223,14 @@ impl Rules {
                 resources,
             });
         }
+        // In one order, so that a reload of the same grants in another order is the
+        // same list (and changes nothing: `Reloadable`).
+        for rule in &mut rules {
+            rule.resources.sort();
+            rule.resources.dedup();
+        }
+        rules.sort();
+        rules.dedup();
         if rules.is_empty() {
             return Err(bad(
                 0,
@@ -372,9 +380,16 @@ mod tests {
         std::fs::write(&file, "a read\n").unwrap();
         assert!(acl.reload().is_err());
         assert!(acl.rules().allows("a", Some(Read), Topic, "y"));
-        // The generation moves when the rules change, not when the file is read again.
+        // The generation moves when the rules change, not when the file is read again,
+        // nor when its lines or resources are only in another order.
+        std::fs::write(&file, "a read topic:y group:g\nb read topic:y\n").unwrap();
+        acl.reload().unwrap();
         let before = acl.generation();
-        std::fs::write(&file, "# the same\na  read   topic:y\n").unwrap();
+        std::fs::write(
+            &file,
+            "# the same\nb read topic:y\na  read   group:g topic:y\n",
+        )
+        .unwrap();
         acl.reload().unwrap();
         assert_eq!(acl.generation(), before);
         std::fs::write(&file, "a read topic:z\n").unwrap();

@@ -138,12 +138,20 @@ pub fn new_token() -> Result<String> {
 
 /// The tokens file's line for `token`, belonging to `name`: `NAME SHA256`.
 pub fn file_line(name: &str, token: &str) -> Result<String> {
-    if name.is_empty() || name.starts_with('#') || name.chars().any(char::is_whitespace) {
+    if !usable_name(name) {
         return Err(Error::InvalidArgument(format!(
-            "{name:?} cannot name a token: use letters, digits and punctuation, no spaces, not starting with #"
+            "{name:?} cannot name a token: use letters, digits and punctuation, no spaces or *, not starting with #"
         )));
     }
     Ok(format!("{name} {}", hex(&digest(token.as_bytes()))))
+}
+
+/// Whether `name` can name a token: a `*` would read as a wildcard on an acl line.
+fn usable_name(name: &str) -> bool {
+    !(name.is_empty()
+        || name.starts_with('#')
+        || name.contains('*')
+        || name.chars().any(char::is_whitespace))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -175,6 +183,12 @@ fn read(file: &Path) -> Result<HashMap<Digest, Principal>> {
         let [name, hex] = fields[..] else {
             return Err(bad(at + 1, "not two fields"));
         };
+        if !usable_name(name) {
+            return Err(bad(
+                at + 1,
+                "a NAME with * (an acl would read it as anyone)",
+            ));
+        }
         let digest =
             parse_hex(hex).ok_or_else(|| bad(at + 1, "the digest is not 64 hex digits"))?;
         if tokens.insert(digest, Principal(name.into())).is_some() {
@@ -273,10 +287,11 @@ where
                 let generation = tokens.generation();
                 match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
                     Ok((principal, digest)) => (
-                        Some(principal),
+                        Some(principal.clone()),
                         Some(TokenWatch {
                             tokens: tokens.clone(),
                             digest,
+                            principal,
                             generation,
                         }),
                     ),
@@ -364,6 +379,7 @@ mod tests {
         assert!(tokens.check(Some(&header("Bearer t1"))).is_err());
         let signed = format!("orders +{}\n", &hex("t")[1..]);
         for bad in [
+            &format!("a*b {}\n", hex("t")),
             "orders\n",
             "orders abc\n",
             "a b c\n",

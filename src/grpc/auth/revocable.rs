@@ -27,13 +27,16 @@ use tonic::body::Body;
 
 use super::access::Grant;
 use super::acl::Acl;
-use super::{revoked, Digest, Tokens};
+use super::{revoked, Digest, Principal, Tokens};
 
 /// A call's token, to look up again after the tokens file is read again.
 #[derive(Clone)]
 pub(super) struct TokenWatch {
     pub(super) tokens: Tokens,
     pub(super) digest: Digest,
+    /// Whose it was: a token moved to another name no longer stands for the call,
+    /// whose grants were that name's.
+    pub(super) principal: Principal,
     /// The file's reading the token was last checked against.
     pub(super) generation: u64,
 }
@@ -72,7 +75,7 @@ impl Watch {
             let now = token.tokens.generation();
             if now != token.generation {
                 token.generation = now;
-                if token.tokens.known(&token.digest).is_none() {
+                if token.tokens.known(&token.digest).as_ref() != Some(&token.principal) {
                     return Err(revoked());
                 }
             }

@@ -87,7 +87,7 @@ impl ServerTls {
 /// showed): who the client is, when the server verified it (`tls_client_ca`). None
 /// without a certificate, or with a subject of no common name, of more than one (which
 /// one names the client is a guess: Go's crypto takes the last, others the first), or
-/// of one that is not a non-empty string.
+/// of one that is not a non-empty string without `*`.
 pub(super) fn common_name(
     certificates: Option<&[rustls_pki_types::CertificateDer<'_>]>,
 ) -> Option<Arc<str>> {
@@ -97,7 +97,12 @@ pub(super) fn common_name(
     let (Some(name), None) = (names.next(), names.next()) else {
         return None;
     };
-    name.as_str().ok().filter(|n| !n.is_empty()).map(Arc::from)
+    // A `*` would read as a wildcard on an acl line (`*` is anyone): such a name names
+    // no one.
+    name.as_str()
+        .ok()
+        .filter(|n| !n.is_empty() && !n.contains('*'))
+        .map(Arc::from)
 }
 
 /// The files read and checked, as rustls takes them.
