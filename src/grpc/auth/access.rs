@@ -156,7 +156,7 @@ impl Access {
                 op = op.as_str(),
             ),
             None => format!(
-                "{who} has no access to {kind} {name:?}: no line of the server's acl grants it any operation (a line `{name_of_who} read {kind}:{name}` would, or write, or admin)",
+                "{who} has no access to {kind} {name:?}: no line of the server's acl grants it any operation (a line `{name_of_who} read {kind}:{name}` would)",
             ),
         }))
     }
