@@ -69,6 +69,44 @@ fn denied<T: std::fmt::Debug>(result: Result<T, Status>, says: &str) {
     assert!(status.message().contains(says), "{status:?}");
 }
 
+/// A ShareStream of `client` on `group` and `topic`, past its joining answer, and the
+/// sender of its later messages.
+async fn open_share_stream(
+    client: &Client,
+    group: &str,
+    topic: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ShareStreamRequest>,
+    tonic::Streaming<pb::ShareStreamResponse>,
+) {
+    let (sender, messages) = tokio::sync::mpsc::channel(4);
+    let open = pb::ShareStreamOpen {
+        group: group.into(),
+        topic: topic.into(),
+        ..Default::default()
+    };
+    sender
+        .send(pb::ShareStreamRequest {
+            body: Some(pb::share_stream_request::Body::Open(open)),
+        })
+        .await
+        .unwrap();
+    let mut stream = client
+        .queues()
+        .share_stream(tokio_stream::wrappers::ReceiverStream::new(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().expect("the joining answer");
+    (sender, stream)
+}
+
+fn credit(n: u32) -> pb::ShareStreamRequest {
+    pb::ShareStreamRequest {
+        body: Some(pb::share_stream_request::Body::Credits(n)),
+    }
+}
+
 fn fetch(topic: &str) -> pb::FetchRequest {
     pb::FetchRequest {
         topic: topic.into(),
@@ -545,27 +583,8 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .await,
         r#""reader" may not write topic "billing.dlq""#,
     );
-    let (credits, opened) = tokio::sync::mpsc::channel(4);
-    for body in [
-        pb::share_stream_request::Body::Open(pb::ShareStreamOpen {
-            group: "billing".into(),
-            topic: "orders".into(),
-            ..Default::default()
-        }),
-        pb::share_stream_request::Body::Credits(10),
-    ] {
-        credits
-            .send(pb::ShareStreamRequest { body: Some(body) })
-            .await
-            .unwrap();
-    }
-    let mut stream = reader
-        .queues()
-        .share_stream(tokio_stream::wrappers::ReceiverStream::new(opened))
-        .await
-        .unwrap()
-        .into_inner();
-    stream.message().await.unwrap().expect("the joining answer");
+    let (credits, mut stream) = open_share_stream(&reader, "billing", "orders").await;
+    credits.send(credit(10)).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
         .expect("the stream neither delivered nor ended");
@@ -629,29 +648,9 @@ async fn a_reload_takes_grants_away_from_open_streams() {
         })
         .await
         .unwrap();
-    let (acks, opened) = tokio::sync::mpsc::channel(4);
-    acks.send(pb::ShareStreamRequest {
-        body: Some(pb::share_stream_request::Body::Open(pb::ShareStreamOpen {
-            group: "billing".into(),
-            topic: "orders".into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut shared = reader
-        .queues()
-        .share_stream(tokio_stream::wrappers::ReceiverStream::new(opened))
-        .await
-        .unwrap()
-        .into_inner();
-    shared.message().await.unwrap().expect("the joining answer");
+    let (acks, mut shared) = open_share_stream(&reader, "billing", "orders").await;
     // One credit: r1 comes at once, then the stream is quiet (no fetch of its waits).
-    acks.send(pb::ShareStreamRequest {
-        body: Some(pb::share_stream_request::Body::Credits(1)),
-    })
-    .await
-    .unwrap();
+    acks.send(credit(1)).await.unwrap();
     let first = shared.message().await.unwrap().expect("r1");
     assert_eq!(first.records.len(), 1);
 
