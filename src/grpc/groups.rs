@@ -83,16 +83,7 @@ impl groups_server::Groups for GroupsService {
             // A pattern matches only topics the member may read.
             subscription: groups::subscription(r.topics, &r.topic_pattern)
                 .map_err(status)?
-                .scoped(
-                    access
-                        .only(Some(Operation::Read), Kind::Topic)
-                        .zip(access.era())
-                        .map(|(shows, era)| groups::Scope {
-                            who: access.principal(),
-                            shows,
-                            era,
-                        }),
-                ),
+                .scoped(access.read_scope()),
             instance_id: groups::instance_id(r.instance_id).map_err(status)?,
             session_timeout_ms: groups::session_timeout(r.session_timeout_ms).map_err(status)?,
             owned: r

@@ -105,9 +105,9 @@ pub(super) async fn fetch_one(
 
 /// Answers a Subscribe: its responses, or the status that refuses it.
 /// Answers a Subscribe: its responses and the grant they need, or the status that
-/// refuses it. The grant is checked again before each read, so that a grant taken
-/// away (a new acl read on SIGHUP) stops the reading; the auth layer checks it between
-/// the messages it sends, so that none read before is delivered after.
+/// refuses it. The auth layer checks the grant again between the messages it sends
+/// once the list changes, so that a grant taken away (a new acl read on SIGHUP) ends
+/// the stream before its next message; the reading stops when the stream ends.
 pub(super) async fn subscribe_stream(
     broker: &Broker,
     r: pb::SubscribeRequest,
@@ -115,11 +115,7 @@ pub(super) async fn subscribe_stream(
 ) -> Result<(BoxStream<SubscribeResponse>, Grant), Status> {
     let topic = r.topic.clone();
     let grant = Grant::new(move || access.check(Operation::Read, Kind::Topic, &topic));
-    let may_read = {
-        let grant = grant.clone();
-        move || grant.check().map_err(status)
-    };
-    may_read()?;
+    grant.check().map_err(status)?;
     let partition = broker.partition(&r.topic, r.partition).map_err(status)?;
     let offsets = partition.offsets().map_err(status)?;
     let mut next =
@@ -160,10 +156,6 @@ pub(super) async fn subscribe_stream(
         let deleted = partition.deleted();
         tokio::pin!(deleted);
         loop {
-            if let Err(denied) = may_read() {
-                let _ = tx.send(Err(denied)).await;
-                return;
-            }
             let sent = match partition.read(next, limit).await {
                 Ok((read, offsets)) if !read.chunks.is_empty() => {
                     let (records, after) =

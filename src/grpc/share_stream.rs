@@ -97,12 +97,6 @@ pub(super) async fn run(
     let mut stopped = false;
     loop {
         if fetching.is_none() && credits > 0 {
-            // Checked again before each fetch: a grant taken away (a new acl read on
-            // SIGHUP) ends the stream before it locks another record to the member.
-            if let Err(denied) = may_consume(&access, &group, &topic, None) {
-                ending = Some(status(denied));
-                break;
-            }
             let (q, g, m, t) = (
                 Arc::clone(&queues),
                 group.clone(),
@@ -114,7 +108,9 @@ pub(super) async fn run(
             let access = access.clone();
             fetching = Some(tokio::spawn(async move {
                 let limits = (want, FETCH_WAIT, STREAM_MESSAGE_BYTES);
-                // Each round checks the grant again, dead-letter topic included.
+                // Each round checks the grant again, dead-letter topic included: a
+                // grant taken away (a new acl read on SIGHUP) ends the stream with
+                // the fetch's error before it locks another record to the member.
                 let still = |dead_letters: Option<&str>| may_consume(&access, &g, &t, dead_letters);
                 q.stream_fetch(&g, &m, &t, limits, &joined, &still).await
             }));

@@ -114,6 +114,9 @@ impl ShareGroups {
         let g = group(&mut guard);
         let next: ShareConfig = g.config.apply(changes)?;
         if let Some(dlq) = &next.dead_letter_topic {
+            let set_now = changes
+                .get("dead.letter.topic")
+                .is_some_and(|t| !t.is_empty());
             let (_, metas) = self.broker.topic_metas();
             let sources: BTreeSet<TopicId> =
                 g.state.partitions.keys().map(|(tid, _)| *tid).collect();
@@ -128,10 +131,7 @@ impl ShareGroups {
                         quote(name)
                     )));
                 }
-                if changes
-                    .get("dead.letter.topic")
-                    .is_some_and(|t| !t.is_empty())
-                {
+                if set_now {
                     redirect(&meta.name)?;
                 }
             }

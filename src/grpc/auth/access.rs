@@ -7,7 +7,7 @@
 //! | call | needs |
 //! |---|---|
 //! | Produce, ProduceStream (each message) | write on the topic |
-//! | Fetch (checked again after a long poll), Subscribe (before each read) | read on the topic |
+//! | Fetch (checked again after a long poll), Subscribe | read on the topic |
 //! | ListOffsets, DescribeTopic | any operation on the topic |
 //! | CreateTopic, DeleteTopic, AlterTopicConfig, DeleteRecords | admin on the topic |
 //! | ListTopics, ListGroups, ListShareGroups | lists only what the caller has any operation on |
@@ -17,7 +17,7 @@
 //! | FetchOffsets, DescribeGroup | any operation on the group (topics shown: those with any grant) |
 //! | ResetOffsets | admin on the group, read on the topic |
 //! | DeleteGroup, DeleteShareGroup | admin on the group |
-//! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (before each fetch) | read on the group and the topic; a fetch, write on the group's dead-letter topic |
+//! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (each round of its fetches) | read on the group and the topic; a fetch, write on the group's dead-letter topic |
 //! | AlterShareGroupConfig | admin on the group; to set a dead.letter.topic, admin on it and read on every topic the group consumes |
 //! | ResetShareGroup | admin on the group, read on the topic |
 //! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
@@ -27,10 +27,11 @@
 
 use std::sync::Arc;
 
-use super::acl::{Acl, Kind, Operation};
+use super::acl::{Acl, Kind, Operation, Rules};
 use super::Principal;
 use crate::broker::page::Visible;
 use crate::error::{Error, Result};
+use crate::groups::Scope;
 
 /// What a stream that delivers records must still be granted: its handler leaves it in
 /// the response's extensions, and the auth layer checks it again between messages
@@ -82,65 +83,59 @@ impl Access {
     }
 
     /// For a listing: None shows every name, Some shows those the caller has any
-    /// operation on.
+    /// operation on, by the list as it is when asked.
     pub fn visible(&self, kind: Kind) -> Option<Visible> {
-        self.only(None, kind)
-    }
-
-    /// None: every name; Some: the names the caller may do `op` to (any operation, for
-    /// None), by the list as it is when asked.
-    pub fn only(&self, op: Option<Operation>, kind: Kind) -> Option<Visible> {
         match self.clone() {
             Access::Everything => None,
-            access => Some(Arc::new(move |name| access.permits(op, kind, name))),
+            access => Some(Arc::new(move |name| access.permits(None, kind, name))),
         }
     }
 
-    /// A counter that moves at each reload of the list (None without a list).
-    pub fn era(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
-        match self {
-            Access::Listed { acl, .. } => Some(acl.generation_counter()),
-            _ => None,
-        }
-    }
-
-    /// The principal's name ("" for a call without one).
-    pub fn principal(&self) -> Arc<str> {
-        match self {
-            Access::Listed { who: Some(who), .. } => Arc::clone(&who.0),
-            _ => Arc::from(""),
-        }
+    /// What a pattern subscription of this caller may match: the topics it may read,
+    /// by the list as it is when matched, with the list's counter of changes so that
+    /// the group matches again after one. None without a list (a call without its
+    /// access, `Nothing`, was refused before it subscribed).
+    pub fn read_scope(&self) -> Option<Scope> {
+        let Access::Listed { who, acl } = self else {
+            return None;
+        };
+        let access = self.clone();
+        Some(Scope {
+            who: who
+                .as_ref()
+                .map_or_else(|| Arc::from(""), |who| Arc::clone(&who.0)),
+            shows: Arc::new(move |name| access.permits(Some(Operation::Read), Kind::Topic, name)),
+            era: acl.generation_counter(),
+        })
     }
 
     /// Ok if some line grants the caller `op` on some resource of `kind`.
     pub fn check_some(&self, op: Operation, kind: Kind) -> Result<()> {
-        let granted = match self {
-            Access::Everything => true,
-            Access::Listed {
-                who: Some(who),
-                acl,
-            } => acl.rules().allows_some(&who.0, op, kind),
-            Access::Listed { who: None, .. } | Access::Nothing => false,
-        };
-        match granted {
-            true => Ok(()),
-            false => Err(Error::PermissionDenied(format!(
-                "{} may not {} any {}: no line of the server's acl grants it",
-                self.who(),
-                op.as_str(),
-                kind.as_str()
-            ))),
+        if self.granted(|rules, who| rules.allows_some(who, op, kind)) {
+            return Ok(());
         }
+        Err(Error::PermissionDenied(format!(
+            "{} may not {} any {}: no line of the server's acl grants it",
+            self.who(),
+            op.as_str(),
+            kind.as_str()
+        )))
     }
 
     /// Whether a line grants it: no message made, for listings that ask of every name.
     fn permits(&self, op: Option<Operation>, kind: Kind, name: &str) -> bool {
+        self.granted(|rules, who| rules.allows(who, op, kind, name))
+    }
+
+    /// Everything without a list; with one, what `asks` finds in it for the caller
+    /// (nothing for a caller with no name).
+    fn granted(&self, asks: impl FnOnce(&Rules, &str) -> bool) -> bool {
         match self {
             Access::Everything => true,
             Access::Listed {
                 who: Some(who),
                 acl,
-            } => acl.rules().allows(&who.0, op, kind, name),
+            } => asks(&acl.rules(), &who.0),
             Access::Listed { who: None, .. } | Access::Nothing => false,
         }
     }
