@@ -30,10 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "crate::grpc::records::SubscribeResponse",
         )
         // Produce requests are decoded by strom too: each record stays as the bytes it
-        // came in, parsed only when its batch is built (see src/grpc/produce.rs).
+        // came in, parsed only when its batch is built (see src/grpc/produce/); so are
+        // publishes to an exchange.
         .extern_path(
             ".strom.v1.ProduceRequest",
             "crate::grpc::produce::ProduceRequest",
+        )
+        .extern_path(
+            ".strom.v1.PublishRequest",
+            "crate::grpc::produce::PublishRequest",
         )
         .compile_fds(descriptors)?;
     Ok(())

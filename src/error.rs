@@ -67,6 +67,17 @@ pub enum Error {
     #[error("topic {} already exists", quote(topic))]
     TopicExists { topic: String },
 
+    /// CreateExchange of a name already taken.
+    #[error("exchange {} already exists", quote(exchange))]
+    ExchangeExists { exchange: String },
+
+    /// No exchange of that name.
+    #[error(
+        "exchange {} does not exist; create it with CreateExchange (strom exchange create)",
+        quote(exchange)
+    )]
+    ExchangeNotFound { exchange: String },
+
     /// The access control list grants the caller nothing of the kind (`grpc/auth/acl.rs`).
     #[error("{0}")]
     PermissionDenied(String),
@@ -80,6 +91,16 @@ pub enum Error {
     InPartition {
         topic: String,
         partition: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A publish that failed after some of its topics took its records (named).
+    #[error(
+        "{source}; the publish had been appended to {appended} before it failed (a publish sent again is appended to them again)"
+    )]
+    PublishedPartly {
+        appended: String,
         #[source]
         source: Box<Error>,
     },
@@ -183,7 +204,9 @@ impl Error {
     /// retry once space is back.
     pub fn is_storage_full(&self) -> bool {
         match self {
-            Error::InPartition { source, .. } => source.is_storage_full(),
+            Error::InPartition { source, .. } | Error::PublishedPartly { source, .. } => {
+                source.is_storage_full()
+            }
             Error::Io { source, .. } => {
                 source.kind() == io::ErrorKind::StorageFull
                     || source.kind() == io::ErrorKind::FileTooLarge
@@ -200,7 +223,9 @@ impl Error {
     /// `vm.max_map_count` gives). `None` for anything else.
     pub fn limit_hint(&self) -> Option<&'static str> {
         match self {
-            Error::InPartition { source, .. } | Error::DamagedRange { source, .. } => {
+            Error::InPartition { source, .. }
+            | Error::DamagedRange { source, .. }
+            | Error::PublishedPartly { source, .. } => {
                 source.limit_hint()
             }
             Error::Io { source, .. } => match source.raw_os_error() {

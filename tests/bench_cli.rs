@@ -253,3 +253,43 @@ async fn jitter_counts_wakeups_that_slept_at_least_as_asked() {
     );
     assert_steal_is_a_share(&out);
 }
+
+/// `bench produce --unary --exchange`: each request a Publish, its records counted
+/// once, and every topic bound gets them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_produce_bench_publishes_through_an_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.addr.to_string();
+    let client = server.client().await;
+    let mut exchanges = client.exchanges();
+    exchanges.create("fan", "fanout").await.unwrap();
+    for topic in ["p1", "p2"] {
+        client
+            .admin()
+            .create_topic(topic, 2, Default::default())
+            .await
+            .unwrap();
+        exchanges.bind("fan", topic, "").await.unwrap();
+    }
+    let args = [
+        "produce",
+        "-t",
+        "p1",
+        "--unary",
+        "--exchange",
+        "fan",
+        "--records",
+        "300",
+        "--batch",
+        "10",
+    ];
+    let published = bench(&addr, &args).await;
+    assert_eq!(published["records"], 300, "{published}");
+    for topic in ["p1", "p2"] {
+        let described = client.admin().describe_topic(topic).await.unwrap();
+        let stored: u64 = described.partitions.iter().map(|p| p.high_watermark).sum();
+        assert_eq!(stored, 300, "{topic}");
+    }
+    server.stop().await.unwrap();
+}

@@ -262,3 +262,62 @@ fn delete_records_moves_the_start_that_describe_shows() {
     let described = String::from_utf8(server.ok(&["topic", "describe", "r"], b"")).unwrap();
     assert!(described.contains("  100            100"), "{described}");
 }
+
+/// `strom exchange`: create, bind, publish lines, and read them back from each topic;
+/// an unroutable publish fails the command, unless --drop-unroutable.
+#[test]
+fn exchange_commands_route_published_lines_to_bound_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "eu"], b"");
+    server.ok(&["topic", "create", "audit"], b"");
+    server.ok(&["exchange", "create", "orders", "--type", "topic"], b"");
+    server.ok(&["exchange", "bind", "orders", "eu", "-k", "eu.#"], b"");
+    server.ok(&["exchange", "bind", "orders", "audit", "-k", "#"], b"");
+    let lines: String = (0..2500).map(|i| format!("k{i}:line {i}\n")).collect();
+    let args = [
+        "exchange",
+        "publish",
+        "orders",
+        "-r",
+        "eu.created",
+        "-K",
+        ":",
+    ];
+    let said = server.run(&args, lines.as_bytes());
+    assert!(said.status.success(), "{said:?}");
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(err.contains("published 2500 records"), "{err}");
+    server.ok(&["exchange", "publish", "orders", "-r", "us.x"], b"us\n");
+    for (topic, count) in [("eu", 2500), ("audit", 2501)] {
+        let out = server.ok(
+            &[
+                "consume", "-t", topic, "--from", "earliest", "--until", "latest",
+            ],
+            b"",
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().count(), count, "{topic}");
+        assert!(out.starts_with("line 0\n"), "{topic}: {out:.40}");
+    }
+    let listed = String::from_utf8(server.ok(&["exchange", "list"], b"")).unwrap();
+    assert_eq!(listed, "orders\ttopic\t2\n");
+    let described = String::from_utf8(server.ok(&["exchange", "describe", "orders"], b"")).unwrap();
+    assert_eq!(described, "audit\t#\neu\teu.#\n");
+    server.ok(&["exchange", "unbind", "orders", "audit", "-k", "#"], b"");
+    let refused = server.run(&["exchange", "publish", "orders", "-r", "us.x"], b"us\n");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("drop_unroutable"), "{err}");
+    let args = [
+        "exchange",
+        "publish",
+        "orders",
+        "-r",
+        "us.x",
+        "--drop-unroutable",
+    ];
+    server.ok(&args, b"us\n");
+    server.ok(&["exchange", "delete", "orders"], b"");
+    assert!(server.ok(&["exchange", "list"], b"").is_empty());
+}

@@ -171,3 +171,37 @@ async fn run_example(addr: String, extra: Vec<String>) {
         "{stdout}"
     );
 }
+
+/// `examples/python/exchange_publish.py`: a topic exchange from grpcio, its publishes
+/// routed to the topics bound, an unroutable one refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_grpcio_client_publishes_through_an_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/exchange_publish.py"
+    );
+    let addr = server.addr.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(&python).args([script, &addr]).output())
+            .await
+            .unwrap()
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "published eu.created: all-orders@0, eu-orders@0\n\
+         published us.created: all-orders@1\n\
+         refused: FAILED_PRECONDITION\n\
+         eu-orders ['order 1']\n\
+         all-orders ['order 1', 'order 2']\n"
+    );
+    server.stop().await.unwrap();
+}

@@ -122,7 +122,11 @@ impl Broker {
             for partition in topic.iter().flat_map(|t| &t.partitions) {
                 partition.mark_deleted();
             }
-            me.data_dir.remove_topic_dir(&dir)
+            me.data_dir.remove_topic_dir(&dir)?;
+            if let Some(topic) = &topic {
+                me.forget_bindings(&topic.id);
+            }
+            Ok(())
         })
         .await
         .expect("delete task does not panic")?;

@@ -15,6 +15,7 @@ mod admin;
 mod cleaner;
 pub mod data_dir;
 pub mod disk;
+pub mod exchanges;
 pub mod page;
 pub mod partition;
 pub mod partitioner;
@@ -159,6 +160,8 @@ pub struct Broker {
     producer_ids: Arc<producer_ids::ProducerIds>,
     /// Who may hold retention back (share groups), set by a layer above.
     floor: RwLock<Option<std::sync::Weak<dyn RetentionFloor>>>,
+    /// Exchanges and their bindings to topics (see `exchanges/`).
+    exchanges: exchanges::Exchanges,
 }
 
 /// A reader that needs records kept: retention by age does not delete past its floor
@@ -225,7 +228,12 @@ impl Broker {
             &data_dir.producers(),
             limits.producer_names,
         )?);
+        let exchanges = exchanges::Exchanges::open(data_dir.root(), |name, id| {
+            topics.live.get(name).is_some_and(|t| t.id == id)
+                || topics.unavailable.contains_key(name)
+        })?;
         Ok(Broker {
+            exchanges,
             disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),
             producer_ids,
             data_dir,

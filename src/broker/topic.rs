@@ -21,12 +21,17 @@ pub const METADATA_FILE: &str = "topic.json";
 /// Topic names become directory names, so only a safe alphabet is accepted: no `/`,
 /// no NUL, no `.` or `..`, nothing over `MAX_NAME_LEN`.
 pub fn validate_name(name: &str) -> Result<()> {
+    check_name("topic", name)
+}
+
+/// A name of `what` (a topic, an exchange) in the topic names' alphabet.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || name == "." || name == ".." {
         return Err(Error::InvalidArgument(format!(
-            "topic name {} is invalid: use 1 to {MAX_NAME_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not \".\" or \"..\"",
+            "{what} name {} is invalid: use 1 to {MAX_NAME_LEN} characters of a-z, A-Z, 0-9, '.', '_' and '-', not \".\" or \"..\"",
             crate::error::quote(name)
         )));
     }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod consume;
+mod exchange;
 mod format;
 mod group;
 mod interrupt;
@@ -217,6 +218,8 @@ enum Command {
     Group(group::GroupArgs),
     /// List, describe, configure, reset and delete share groups (queues).
     Queue(queue::QueueArgs),
+    /// Create exchanges, bind topics to them, and publish with a routing key.
+    Exchange(exchange::ExchangeArgs),
     /// Run a command for each record a share group hands this worker (a job queue
     /// runner): value on stdin, key and headers in the environment; exit 0 accepts, 3
     /// rejects, anything else releases the record for another try.
@@ -309,6 +312,10 @@ async fn run(cli: Cli) -> Result<(), Stop> {
         Command::Queue(mut args) => {
             args.connect.inherit(before);
             queue::run(args).await
+        }
+        Command::Exchange(mut args) => {
+            args.connect.inherit(before);
+            exchange::run(args).await
         }
         Command::Work(mut args) => {
             args.connect.inherit(before);

@@ -64,7 +64,7 @@ const LINES_AHEAD: usize = 1024;
 const LINES_AHEAD_BYTES: usize = 32 << 20;
 /// Longest line read when the topic does not say (its max.message.bytes): the
 /// server's largest batch.
-const MAX_LINE_BYTES: usize = 16 << 20;
+pub(super) const MAX_LINE_BYTES: usize = 16 << 20;
 
 type AckResult = Result<Result<Ack, Status>, oneshot::error::RecvError>;
 
@@ -73,25 +73,8 @@ type AckResult = Result<Result<Ack, Status>, oneshot::error::RecvError>;
 type Pending = VecDeque<(u64, u64, oneshot::Receiver<Result<Ack, Status>>)>;
 
 pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
-    let durability = match args.durability.as_deref() {
-        None => pb::Durability::Unspecified,
-        Some("fsync") => pb::Durability::Fsync,
-        Some("page_cache") => pb::Durability::PageCache,
-        Some(other) => {
-            return Err(format!("--durability {other:?}: use fsync or page_cache").into())
-        }
-    };
-    let headers = args
-        .headers
-        .iter()
-        .map(|h| {
-            let (name, value) = parse_pair(h, "name=value, e.g. --header app=web")?;
-            Ok(pb::Header {
-                name,
-                value: Bytes::from(value),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let durability = durability(args.durability.as_deref())?;
+    let headers = headers(&args.headers)?;
     // What a record's size counts besides its key and value, as the server does.
     let headers_bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
     let client = args.connect.client().await?;
@@ -223,7 +206,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), Stop> {
 /// record need not be UTF-8. Each line holds its bytes' share of `LINES_AHEAD_BYTES`
 /// until the command has handed it to the producer; a line over `max_line` bytes ends
 /// the reading with an error.
-async fn read_lines(
+pub(super) async fn read_lines(
     input: Box<dyn AsyncRead + Unpin + Send>,
     lines: mpsc::Sender<Result<(Vec<u8>, OwnedSemaphorePermit), String>>,
     max_line: usize,
@@ -268,8 +251,32 @@ async fn read_lines(
     }
 }
 
+/// The `--durability` flag.
+pub(super) fn durability(flag: Option<&str>) -> Result<pb::Durability, String> {
+    match flag {
+        None => Ok(pb::Durability::Unspecified),
+        Some("fsync") => Ok(pb::Durability::Fsync),
+        Some("page_cache") => Ok(pb::Durability::PageCache),
+        Some(other) => Err(format!("--durability {other:?}: use fsync or page_cache")),
+    }
+}
+
+/// The `--header name=value` flags, in order.
+pub(super) fn headers(flags: &[String]) -> Result<Vec<pb::Header>, String> {
+    flags
+        .iter()
+        .map(|h| {
+            let (name, value) = parse_pair(h, "name=value, e.g. --header app=web")?;
+            Ok(pb::Header {
+                name,
+                value: Bytes::from(value),
+            })
+        })
+        .collect()
+}
+
 /// Splits a line at the first `separator` into key and value.
-fn split(line: Vec<u8>, separator: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
+pub(super) fn split(line: Vec<u8>, separator: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
     let at = separator
         .filter(|sep| !sep.is_empty())
         .and_then(|sep| Some((line.windows(sep.len()).position(|w| w == sep)?, sep.len())));

@@ -1,10 +1,12 @@
 //! The Rust client: `Admin` for topics, `Producer` (batching, keyed partitioning,
 //! retries, pipelining over `ProduceStream`), a partition `Consumer`, a consumer-group
-//! member (`GroupConsumer`) and a share-group (queue) member (`Worker`).
+//! member (`GroupConsumer`), a share-group (queue) member (`Worker`) and `Exchanges`
+//! (routing, and publishing to them).
 
 mod channel;
 mod consumer;
 mod direct;
+mod exchanges;
 mod group;
 mod producer;
 mod worker;
@@ -12,6 +14,7 @@ mod worker;
 pub use channel::{Channel, ClientTls, ConnectError, ConnectOptions};
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use direct::Subscription;
+pub use exchanges::Exchanges;
 pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{retriable, Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 pub use worker::{Job, Worker, WorkerConfig};
@@ -133,6 +136,11 @@ impl Client {
         QueuesClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Exchanges: their bindings, and publishing to them.
+    pub fn exchanges(&self) -> Exchanges {
+        Exchanges::new(self.channel.clone())
     }
 
     pub fn admin(&self) -> Admin {

@@ -8,7 +8,7 @@
 //! stays where it is: the server pushes back instead of growing.
 //!
 //! Two budgets, so that one kind of request cannot starve the other:
-//! - Produce and ProduceStream messages are charged to the produce budget, each
+//! - Produce, ProduceStream and Publish messages are charged to the produce budget, each
 //!   `COST_FACTOR` times its wire size (its receive buffer, the records it copies while
 //!   decoding, and the batch it becomes). The charge goes into the request's `Charge`,
 //!   which the handler holds until the message is answered.
@@ -50,7 +50,11 @@ use super::request_limits::{too_large, RequestLimits};
 pub const COST_FACTOR: usize = 3;
 
 /// Paths whose messages are charged to the produce budget.
-const CHARGED: [&str; 2] = ["/strom.v1.Log/Produce", PRODUCE_STREAM];
+const CHARGED: [&str; 3] = [
+    "/strom.v1.Log/Produce",
+    PRODUCE_STREAM,
+    "/strom.v1.Exchanges/Publish",
+];
 const PRODUCE_STREAM: &str = "/strom.v1.Log/ProduceStream";
 
 /// Messages of other requests smaller than this are not charged.

@@ -9,6 +9,7 @@ pub mod call_metrics;
 pub mod codec;
 pub mod connection;
 pub mod direct;
+mod exchanges;
 mod groups;
 mod log_service;
 pub mod produce;
@@ -19,6 +20,7 @@ pub mod request_limits;
 mod share_stream;
 
 pub use admin::AdminService;
+pub use exchanges::ExchangesService;
 pub use groups::GroupsService;
 pub use log_service::LogService;
 pub use produce_stream::MAX_UNANSWERED;
@@ -77,7 +79,7 @@ pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("strom.v1");
     /// Hand-written (see `grpc/produce/`), under the name the generated code would use.
-    pub use super::produce::ProduceRequest;
+    pub use super::produce::{ProduceRequest, PublishRequest};
 }
 
 /// The largest HTTP/2 frame the server accepts and the Rust client asks for, instead of
@@ -94,9 +96,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("stro
 /// The gRPC code for an error. Exhaustive on purpose: a new variant must choose one.
 pub fn code(err: &Error) -> Code {
     match err {
-        Error::InPartition { source, .. } => code(source),
+        Error::InPartition { source, .. } | Error::PublishedPartly { source, .. } => code(source),
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
         Error::GroupNotFound { .. } | Error::ShareGroupNotFound { .. } => Code::NotFound,
+        Error::ExchangeNotFound { .. } => Code::NotFound,
+        Error::ExchangeExists { .. } => Code::AlreadyExists,
         Error::FailedPrecondition(_) | Error::ProducerFenced(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::LimitReached(_) => Code::ResourceExhausted,
@@ -130,7 +134,7 @@ pub const PRODUCER_FENCED: &str = "PRODUCER_FENCED";
 /// newer one in turn).
 pub fn reason(err: &Error) -> Option<&'static str> {
     match err {
-        Error::InPartition { source, .. } => reason(source),
+        Error::InPartition { source, .. } | Error::PublishedPartly { source, .. } => reason(source),
         Error::ProducerFenced(_) => Some(PRODUCER_FENCED),
         _ => None,
     }
@@ -176,7 +180,7 @@ fn described(err: Error) -> (Code, String, Option<&'static str>) {
 /// client's own doing is not, or any client could fill the log at will.
 fn logged(err: &Error) -> bool {
     match err {
-        Error::InPartition { source, .. } => logged(source),
+        Error::InPartition { source, .. } | Error::PublishedPartly { source, .. } => logged(source),
         // A refusal below the disk floor is logged once, when space runs low.
         Error::DiskFull { .. } => false,
         // A client at a limit the server keeps (members, groups), or sending a record

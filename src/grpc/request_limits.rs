@@ -17,7 +17,7 @@ pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
 /// Request size limits by service.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
-    /// Log and Admin calls: the server's `max_request_bytes`.
+    /// Log, Admin and Exchanges calls: the server's `max_request_bytes`.
     pub max_request_bytes: usize,
     /// Groups calls (a commit of many offsets at most).
     pub groups: usize,
@@ -49,7 +49,10 @@ fn is_read(path: &str) -> bool {
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
     let what_to_do = if is_read(path) {
         "a fetch names a topic and a few numbers; check the request"
-    } else if path.starts_with("/strom.v1.Log/") || path.starts_with("/strom.v1.Admin/") {
+    } else if ["/strom.v1.Log/", "/strom.v1.Admin/", "/strom.v1.Exchanges/"]
+        .iter()
+        .any(|service| path.starts_with(service))
+    {
         "send less in one request, or raise the server's max_request_bytes"
     } else if path.starts_with("/grpc.") {
         "check the request"

@@ -31,20 +31,24 @@ use crate::grpc::call_limit::CallLimitLayer;
 use crate::grpc::connection::{served, Incoming, Timeouts};
 use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
+use crate::grpc::pb::exchanges_server::ExchangesServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::pb::queues_server::QueuesServer;
 use crate::grpc::request_limits::RequestLimits;
-use crate::grpc::{AdminService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET};
+use crate::grpc::{
+    AdminService, ExchangesService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET,
+};
 use threads::ConnectionThreads;
 
 /// The services whose health is reported, "" being the server as a whole.
-const HEALTH_SERVICES: [&str; 5] = [
+const HEALTH_SERVICES: [&str; 6] = [
     "",
     <LogServer<LogService> as NamedService>::NAME,
     <AdminServer<AdminService> as NamedService>::NAME,
     <GroupsServer<GroupsService> as NamedService>::NAME,
     <QueuesServer<QueuesService> as NamedService>::NAME,
+    <ExchangesServer<ExchangesService> as NamedService>::NAME,
 ];
 
 /// The largest request message of the Queues service.
@@ -89,6 +93,9 @@ pub async fn serve_with_metrics(
     health.set_serving::<LogServer<LogService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<GroupsServer<GroupsService>>().await;
+    health
+        .set_serving::<ExchangesServer<ExchangesService>>()
+        .await;
     let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
     let expiry = tokio::spawn(Arc::clone(&groups).run());
     health.set_serving::<QueuesServer<QueuesService>>().await;
@@ -261,6 +268,10 @@ pub async fn serve_with_metrics(
             .add_service(reflection_v1alpha.clone())
             .add_service(
                 AdminServer::new(AdminService::new(Arc::clone(&broker)))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                ExchangesServer::new(ExchangesService::new(Arc::clone(&broker)))
                     .max_decoding_message_size(max),
             )
             .add_service(

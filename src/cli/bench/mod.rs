@@ -206,6 +206,15 @@ pub struct Load {
     /// --in-flight is 1, and at most 5 in flight to be what a retrying client may send.
     #[arg(long)]
     pub idempotent: bool,
+    /// Publish each request to this exchange (with --routing-key) instead of producing
+    /// to the topic: unary Publish calls (needs --unary). The exchange and its bindings
+    /// must exist (`strom exchange`); records are counted once, whatever the number of
+    /// topics they go to.
+    #[arg(long, requires = "unary")]
+    pub exchange: Option<String>,
+    /// The routing key of --exchange's publishes.
+    #[arg(long, default_value = "", requires = "exchange")]
+    pub routing_key: String,
 }
 
 impl Load {
@@ -232,7 +241,11 @@ impl Load {
                 Durability::PageCache => "page_cache",
                 Durability::Fsync => "fsync",
             },
-            if self.unary { "unary" } else { "stream" },
+            match &self.exchange {
+                Some(exchange) => format!("unary Publish to exchange {exchange}"),
+                None if self.unary => "unary".into(),
+                None => "stream".into(),
+            },
             if self.idempotent { ", idempotent" } else { "" },
             if self.rate > 0 {
                 format!(", {} records/s", self.rate)

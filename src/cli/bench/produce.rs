@@ -301,6 +301,11 @@ async fn producer(
         });
         (Some(tx), Some(acks))
     };
+    // With --exchange: where unary calls publish instead.
+    let exchanges = load
+        .exchange
+        .clone()
+        .map(|exchange| (client.exchanges(), exchange, load.routing_key.clone()));
     let started = Instant::now();
     let mut woke = started;
     let mut timer_lateness = histogram();
@@ -354,10 +359,24 @@ async fn producer(
             None => {
                 let (mut log, shared, progress) =
                     (log.clone(), Arc::clone(&shared), Arc::clone(&progress));
+                let publish = exchanges.clone();
                 let records = request.records.len() as u64;
                 tokio::spawn(async move {
-                    match log.produce(request).await {
-                        Ok(_) => shared.acked(due, n, records, bytes, &progress),
+                    let answered = match publish {
+                        None => log.produce(request).await.map(drop),
+                        Some((mut exchanges, exchange, routing_key)) => exchanges
+                            .publish_request(pb::PublishRequest {
+                                exchange,
+                                routing_key,
+                                records: request.records,
+                                durability: request.durability,
+                                ..Default::default()
+                            })
+                            .await
+                            .map(drop),
+                    };
+                    match answered {
+                        Ok(()) => shared.acked(due, n, records, bytes, &progress),
                         Err(status) => shared.fail(describe(status)),
                     }
                 });

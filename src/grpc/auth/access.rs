@@ -21,6 +21,11 @@
 //! | AlterShareGroupConfig | admin on the group; to set a dead.letter.topic, admin on it and read on every topic the group consumes |
 //! | ResetShareGroup | admin on the group, read on the topic |
 //! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
+//! | Publish | write on the exchange (not on the topics it routes to: binding them needed that) |
+//! | CreateExchange, DeleteExchange, Unbind | admin on the exchange |
+//! | Bind | admin on the exchange and write on the topic |
+//! | DescribeExchange | any operation on the exchange |
+//! | ListExchanges | lists only what the caller has any operation on |
 //!
 //! Subscribe and ShareStream also leave their grant (`Grant`) on their response: the
 //! auth layer checks it between messages after each reload (`revocable.rs`).
@@ -144,6 +149,7 @@ impl Access {
         if self.permits(op, kind, name) {
             return Ok(());
         }
+        let least = kind.least().as_str();
         let (who, name_of_who, kind) = (self.who(), self.who_name(), kind.as_str());
         Err(Error::PermissionDenied(match op {
             Some(op) => format!(
@@ -151,7 +157,7 @@ impl Access {
                 op = op.as_str(),
             ),
             None => format!(
-                "{who} has no access to {kind} {name:?}: no line of the server's acl grants it any operation (a line `{name_of_who} read {kind}:{name}` would)",
+                "{who} has no access to {kind} {name:?}: no line of the server's acl grants it any operation (a line `{name_of_who} {least} {kind}:{name}` would)",
             ),
         }))
     }

@@ -17,8 +17,9 @@
 //!   a prefix, as Kafka's principals are not: `ops*` would also grant a certificate a
 //!   CA issued to `ops-intern`.
 //! - OPERATIONS: `read`, `write`, `admin`, comma-separated, or `all`.
-//! - RESOURCE: `topic:NAME`, `group:NAME` (consumer groups and share groups) or
-//!   `producer:NAME` (InitProducer's name), each NAME exact or a prefix ending in `*`.
+//! - RESOURCE: `topic:NAME`, `group:NAME` (consumer groups and share groups),
+//!   `producer:NAME` (InitProducer's name) or `exchange:NAME`, each NAME exact or a
+//!   prefix ending in `*`.
 //!
 //! Which call needs what is in `access.rs`. Rules only grant: there is no deny line,
 //! so the order of lines does not matter. SIGHUP reads the file again.
@@ -65,6 +66,8 @@ pub enum Kind {
     Group,
     /// A producer name given to InitProducer.
     Producer,
+    /// An exchange: write publishes to it, admin creates, binds and deletes it.
+    Exchange,
 }
 
 impl Kind {
@@ -76,6 +79,16 @@ impl Kind {
             Kind::Topic => Operation::Read.bit() | Operation::Write.bit() | Operation::Admin.bit(),
             Kind::Group => Operation::Read.bit() | Operation::Admin.bit(),
             Kind::Producer => Operation::Write.bit(),
+            Kind::Exchange => Operation::Write.bit() | Operation::Admin.bit(),
+        }
+    }
+
+    /// The least operation that means something on this kind: what a message
+    /// suggests granting for "any operation".
+    pub fn least(self) -> Operation {
+        match self {
+            Kind::Topic | Kind::Group => Operation::Read,
+            Kind::Producer | Kind::Exchange => Operation::Write,
         }
     }
 
@@ -84,6 +97,7 @@ impl Kind {
             Kind::Topic => "topic",
             Kind::Group => "group",
             Kind::Producer => "producer",
+            Kind::Exchange => "exchange",
         }
     }
 }
@@ -201,12 +215,12 @@ impl Rules {
                 .iter()
                 .map(|resource| {
                     let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
-                    let kind = [Kind::Topic, Kind::Group, Kind::Producer]
+                    let kind = [Kind::Topic, Kind::Group, Kind::Producer, Kind::Exchange]
                         .into_iter()
                         .find(|k| k.as_str() == kind)
                         .ok_or_else(|| {
                             bad(format!(
-                                "{resource:?} is not topic:NAME, group:NAME or producer:NAME"
+                                "{resource:?} is not topic:NAME, group:NAME, producer:NAME or exchange:NAME"
                             ))
                         })?;
                     let pattern = Pattern::parse(name).ok_or_else(|| {

@@ -13,8 +13,11 @@
 
 //!
 //! - `received.rs`: `Received`, the records as they arrived;
-//! - `record.rs`: parsing each record's fields into the batch (`write_records`).
+//! - `record.rs`: parsing each record's fields into the batch (`write_records`);
+//! - `publish.rs`: `PublishRequest`, records for an exchange, decoded the same way,
+//!   and their appends to the topics it routes them to.
 
+mod publish;
 mod received;
 mod record;
 #[cfg(test)]
@@ -28,6 +31,7 @@ use super::pb;
 use crate::broker::{self, Broker, Durability};
 use crate::error::{Error, Result};
 use crate::log::ProducerInfo;
+pub use publish::{publish, PublishRequest};
 pub use received::Received;
 pub use record::write_records;
 
@@ -155,17 +159,7 @@ impl prost::Message for ProduceRequest {
 /// buffer into the batch in one pass (see `record.rs`).
 pub fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepared, Error> {
     let bad = |msg: String| Error::InvalidArgument(msg);
-    let durability = match pb::Durability::try_from(r.durability) {
-        Ok(pb::Durability::Unspecified) => None,
-        Ok(pb::Durability::PageCache) => Some(Durability::PageCache),
-        Ok(pb::Durability::Fsync) => Some(Durability::Fsync),
-        Err(_) => {
-            return Err(bad(format!(
-                "durability {} is not a Durability value",
-                r.durability
-            )))
-        }
-    };
+    let durability = durability(r.durability)?;
     let producer = match (r.producer_id, r.producer_epoch, r.base_sequence) {
         (None, None, None) => None,
         (None, _, _) => {
@@ -208,9 +202,30 @@ pub fn prepare(broker: &Broker, r: pb::ProduceRequest) -> Result<broker::Prepare
         durability,
         producer,
     };
-    // What the batch will copy: small records whole, and tags and lengths of the rest.
-    let copied = r.received.bytes().min(r.received.len() * 300) + 32 * r.received.len();
-    let mut writer = broker.begin_produce(target, r.received.len(), copied)?;
+    let mut writer = begin(broker, target, &r.received)?;
     write_records(r.received, &mut writer)?;
     writer.finish()
+}
+
+/// The `durability` field: None for the topic's default.
+fn durability(value: i32) -> Result<Option<Durability>> {
+    match pb::Durability::try_from(value) {
+        Ok(pb::Durability::Unspecified) => Ok(None),
+        Ok(pb::Durability::PageCache) => Ok(Some(Durability::PageCache)),
+        Ok(pb::Durability::Fsync) => Ok(Some(Durability::Fsync)),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "durability {value} is not a Durability value"
+        ))),
+    }
+}
+
+/// Starts the batch of `received` for `target`.
+fn begin(
+    broker: &Broker,
+    target: broker::ProduceTarget,
+    received: &Received,
+) -> Result<broker::BatchWriter> {
+    // What the batch will copy: small records whole, and tags and lengths of the rest.
+    let copied = received.bytes().min(received.len() * 300) + 32 * received.len();
+    broker.begin_produce(target, received.len(), copied)
 }

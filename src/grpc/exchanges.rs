@@ -1,0 +1,178 @@
+//! `strom.v1.Exchanges`: routing records to topics by routing key (see
+//! `broker/exchanges/`), and the publishes themselves (`produce/publish.rs`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::auth::{Kind, Operation};
+use super::budget::Charge;
+use super::pb::{self, exchanges_server::Exchanges};
+use super::produce::publish;
+use super::{access, page, status};
+use crate::broker::exchanges::ExchangeType;
+use crate::broker::Broker;
+
+pub struct ExchangesService {
+    broker: Arc<Broker>,
+}
+
+impl ExchangesService {
+    pub fn new(broker: Arc<Broker>) -> ExchangesService {
+        ExchangesService { broker }
+    }
+}
+
+#[tonic::async_trait]
+impl Exchanges for ExchangesService {
+    async fn create_exchange(
+        &self,
+        request: Request<pb::CreateExchangeRequest>,
+    ) -> Result<Response<pb::CreateExchangeResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Exchange, &request.get_ref().name)
+            .map_err(status)?;
+        let r = request.into_inner();
+        let kind: ExchangeType = r.r#type.parse().map_err(status)?;
+        self.broker
+            .create_exchange(&r.name, kind)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateExchangeResponse {}))
+    }
+
+    async fn delete_exchange(
+        &self,
+        request: Request<pb::DeleteExchangeRequest>,
+    ) -> Result<Response<pb::DeleteExchangeResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Exchange, &request.get_ref().name)
+            .map_err(status)?;
+        self.broker
+            .delete_exchange(&request.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteExchangeResponse {}))
+    }
+
+    async fn list_exchanges(
+        &self,
+        request: Request<pb::ListExchangesRequest>,
+    ) -> Result<Response<pb::ListExchangesResponse>, Status> {
+        let visible = access(&request).visible(Kind::Exchange);
+        let r = request.into_inner();
+        let listed = self
+            .broker
+            .list_exchanges(&page(r.page_size, r.page_token, visible));
+        Ok(Response::new(pb::ListExchangesResponse {
+            exchanges: listed
+                .entries
+                .into_iter()
+                .map(|(name, kind, bindings)| pb::ExchangeListing {
+                    name,
+                    r#type: kind.as_str().into(),
+                    bindings: bindings as u32,
+                })
+                .collect(),
+            next_page_token: listed.next_after.unwrap_or_default(),
+        }))
+    }
+
+    async fn describe_exchange(
+        &self,
+        request: Request<pb::DescribeExchangeRequest>,
+    ) -> Result<Response<pb::DescribeExchangeResponse>, Status> {
+        let access = access(&request);
+        access
+            .check_any(Kind::Exchange, &request.get_ref().name)
+            .map_err(status)?;
+        let name = request.into_inner().name;
+        let exchange = self.broker.exchange(&name).map_err(status)?;
+        // Bindings of topics the caller has no grant on are not shown, as a group's
+        // description hides them.
+        let bindings = exchange
+            .bindings
+            .into_iter()
+            .filter(|b| access.check_any(Kind::Topic, &b.topic).is_ok())
+            .map(|b| pb::Binding {
+                topic: b.topic,
+                key: b.key,
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeExchangeResponse {
+            name,
+            r#type: exchange.kind.as_str().into(),
+            bindings,
+        }))
+    }
+
+    async fn bind(
+        &self,
+        request: Request<pb::BindRequest>,
+    ) -> Result<Response<pb::BindResponse>, Status> {
+        let access = access(&request);
+        let r = request.into_inner();
+        // The binder routes others' publishes into the topic: it must be one that
+        // the binder may write itself.
+        access
+            .check(Operation::Admin, Kind::Exchange, &r.exchange)
+            .and_then(|()| access.check(Operation::Write, Kind::Topic, &r.topic))
+            .map_err(status)?;
+        let created = self
+            .broker
+            .bind(&r.exchange, &r.topic, &r.key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::BindResponse { created }))
+    }
+
+    async fn unbind(
+        &self,
+        request: Request<pb::UnbindRequest>,
+    ) -> Result<Response<pb::UnbindResponse>, Status> {
+        access(&request)
+            .check(
+                Operation::Admin,
+                Kind::Exchange,
+                &request.get_ref().exchange,
+            )
+            .map_err(status)?;
+        let r = request.into_inner();
+        let removed = self
+            .broker
+            .unbind(&r.exchange, &r.topic, &r.key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::UnbindResponse { removed }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        // The request's share of the produce budget, held until it is answered.
+        let charge = request
+            .extensions()
+            .get::<Charge>()
+            .and_then(Charge::take_next);
+        access(&request)
+            .check(
+                Operation::Write,
+                Kind::Exchange,
+                &request.get_ref().exchange,
+            )
+            .map_err(status)?;
+        let broker = Arc::clone(&self.broker);
+        let r = request.into_inner();
+        // Spawned so that a client hanging up cannot cancel the appends halfway.
+        let published = tokio::spawn(async move {
+            let published = publish(&broker, r).await;
+            drop(charge);
+            published
+        })
+        .await
+        .map_err(|e| Status::internal(format!("publish task failed: {e}")))?
+        .map_err(status)?;
+        Ok(Response::new(published))
+    }
+}
