@@ -95,12 +95,11 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// A publish that failed after some of its topics took its records (named).
-    #[error(
-        "{source}; the publish had been appended to {appended} before it failed (a publish sent again is appended to them again)"
-    )]
+    /// A publish that failed after some of its topics took its records: `detail` says
+    /// which (by count and name order: a thousand names would not fit a status).
+    #[error("{source}; {detail} (a publish sent again is appended to them again)")]
     PublishedPartly {
-        appended: String,
+        detail: String,
         #[source]
         source: Box<Error>,
     },

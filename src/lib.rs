@@ -4,9 +4,10 @@
 //!
 //! Each layer uses only the ones below it.
 //!
-//! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, group, bench).
+//! - [`cli`]: the `strom` command (serve, topic, produce, consume, offsets, group, queue,
+//!   work, exchange, bench, token).
 //! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`,
-//!   a consumer-group member `GroupConsumer`.
+//!   a consumer-group member `GroupConsumer`, a queue `Worker`, `Exchanges`.
 //! - [`server`] and [`config`]: running the gRPC server, on the caller's runtime or each
 //!   connection whole on a thread of its own (`server/threads.rs`); its settings; the
 //!   Prometheus endpoint (`server/metrics/`), which reads counters kept where the work
@@ -27,8 +28,9 @@
 //!   the same snapshot-and-journal files. Uses the broker for topics and their bounds.
 //! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
 //!   topic metadata and configuration, the per-partition writer, group commit of
-//!   fsyncs, long-poll wakeups, upkeep, the retention cleaner, the free-disk floor and
-//!   producer ids. Knows nothing of gRPC.
+//!   fsyncs, long-poll wakeups, upkeep, the retention cleaner, the free-disk floor,
+//!   producer ids, and exchanges (`broker/exchanges/`: bindings of topics, and which a
+//!   routing key matches). Knows nothing of gRPC.
 //! - [`log`]: one partition's append-only log as a library over one directory: segments
 //!   of record batches with sparse offset and time indexes, idempotent producers'
 //!   sequences (`log/producers`, a state machine without I/O), crash recovery, retention
@@ -82,6 +84,13 @@
 //!    A batch of 256 KiB or more that an fsync will follow was written in parts, each
 //!    handed to the disk's writeback as soon as it was in the page cache, so the sync
 //!    finds much of its work under way (`log/segment/write.rs`).
+//!
+//! A Publish to an exchange (`broker/exchanges/publish.rs`, decoded as a Produce by
+//! `grpc/produce/publish.rs`) is the same path once per topic its bindings take it to:
+//! `Broker::route` names the topics, every topic's batch is built and checked first
+//! (its partition picked and asked whether it takes writes: a refused publish writes
+//! nothing), then each is built again under the same configuration and appended, one
+//! at a time.
 //!
 //! # One Fetch, from the disk to the wire
 //!

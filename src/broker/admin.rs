@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::data_dir::new_topic_id;
 use super::page::{Listed, Page};
 use super::topic::{update_overrides, validate_name, TopicMetadata};
-use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo};
+use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo, UnavailableTopic};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
 
@@ -112,8 +112,12 @@ impl Broker {
             (None, Some(broken)) => broken.dir.clone(),
             (None, None) => unreachable!("one of them was removed"),
         };
+        let id = match (&topic, &broken) {
+            (Some(topic), _) => Some(topic.id.clone()),
+            (None, broken) => broken.as_ref().and_then(UnavailableTopic::id),
+        };
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        let removed = tokio::task::spawn_blocking(move || {
             // Held while the directory goes: an alter that has the settings finishes
             // writing topic.json first, and one after sees the topic deleted.
             let _settings = topic
@@ -122,14 +126,15 @@ impl Broker {
             for partition in topic.iter().flat_map(|t| &t.partitions) {
                 partition.mark_deleted();
             }
-            me.data_dir.remove_topic_dir(&dir)?;
-            if let Some(topic) = &topic {
-                me.forget_bindings(&topic.id);
-            }
-            Ok(())
+            me.data_dir.remove_topic_dir(&dir)
         })
         .await
-        .expect("delete task does not panic")?;
+        .expect("delete task does not panic");
+        // The topic is gone from the map whatever the removal did: so go its bindings.
+        if let Some(id) = id {
+            self.forget_bindings(&id).await;
+        }
+        removed?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }

@@ -109,6 +109,17 @@ pub struct UnavailableTopic {
     pub reason: String,
 }
 
+impl UnavailableTopic {
+    /// Its id, from its directory's name (none for a topic made before topics had ids).
+    pub fn id(&self) -> Option<String> {
+        let name = self.dir.file_name()?.to_string_lossy();
+        match parse_topic_dir(&name) {
+            TopicDirName::Live { id, .. } => id,
+            TopicDirName::Deleted => None,
+        }
+    }
+}
+
 /// A topic in a listing: served, or there but not opened.
 #[derive(Debug, Clone)]
 pub enum ListedTopic {
@@ -161,7 +172,7 @@ pub struct Broker {
     /// Who may hold retention back (share groups), set by a layer above.
     floor: RwLock<Option<std::sync::Weak<dyn RetentionFloor>>>,
     /// Exchanges and their bindings to topics (see `exchanges/`).
-    exchanges: exchanges::Exchanges,
+    exchanges: Arc<exchanges::Exchanges>,
 }
 
 /// A reader that needs records kept: retention by age does not delete past its floor
@@ -228,10 +239,11 @@ impl Broker {
             &data_dir.producers(),
             limits.producer_names,
         )?);
-        let exchanges = exchanges::Exchanges::open(data_dir.root(), |name, id| {
+        let exchanges = Arc::new(exchanges::Exchanges::open(data_dir.root(), |name, id| {
+            let unavailable = topics.unavailable.get(name);
             topics.live.get(name).is_some_and(|t| t.id == id)
-                || topics.unavailable.contains_key(name)
-        })?;
+                || unavailable.is_some_and(|t| t.id().is_none_or(|own| own == id))
+        })?);
         Ok(Broker {
             exchanges,
             disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),

@@ -68,9 +68,49 @@ impl Broker {
         records: usize,
         copied: usize,
     ) -> Result<BatchWriter> {
-        self.check_running()?;
         let topic = self.topic(&target.topic)?;
+        self.begin_produce_to(topic, target, records, copied)
+    }
+
+    /// `begin_produce` to `topic` itself, rather than whatever topic has its name now
+    /// (a publish checks and appends to the topics its exchange routed to).
+    pub fn begin_produce_to(
+        &self,
+        topic: Arc<Topic>,
+        target: ProduceTarget,
+        records: usize,
+        copied: usize,
+    ) -> Result<BatchWriter> {
+        self.check_running()?;
         self.disk.admit()?;
+        let config = topic.config();
+        self.begin_batch(topic, config, target, records, copied)
+    }
+
+    /// The batch of a publish to `topic` that a first pass checked under `config`
+    /// (`BatchWriter::config`): checked again under the same configuration, and not
+    /// held to the free-disk floor a second time, so that nothing that changed in
+    /// between refuses it after other topics took the records.
+    pub fn begin_produce_checked(
+        &self,
+        topic: Arc<Topic>,
+        config: TopicConfig,
+        target: ProduceTarget,
+        records: usize,
+        copied: usize,
+    ) -> Result<BatchWriter> {
+        self.check_running()?;
+        self.begin_batch(topic, config, target, records, copied)
+    }
+
+    fn begin_batch(
+        &self,
+        topic: Arc<Topic>,
+        config: TopicConfig,
+        target: ProduceTarget,
+        records: usize,
+        copied: usize,
+    ) -> Result<BatchWriter> {
         if let Some(p) = target.partition {
             topic.partition(p)?;
         }
@@ -96,7 +136,7 @@ impl Broker {
         let builder = BatchBuilder::for_count(records, copied)
             .producer(target.producer.unwrap_or(NO_PRODUCER));
         Ok(BatchWriter {
-            config: topic.config(),
+            config,
             topic,
             target,
             keyed: None,
@@ -183,17 +223,28 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// The finished batch and the partition it goes to: the one asked for, else the
-    /// keyed records', else the next in turn.
-    pub fn finish(self) -> Result<Prepared> {
+    /// The topic's configuration the records are checked against.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// The partition the batch goes to: the one asked for, else the keyed records',
+    /// else the next in turn (which this call takes: call it once a batch).
+    pub fn pick_partition(&self) -> u32 {
         let topic = &self.topic;
-        let partition = match (self.target.partition, self.keyed) {
+        match (self.target.partition, self.keyed) {
             (Some(p), _) => p,
             (None, Some((_, p))) => p,
             (None, None) => {
                 topic.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions.len() as u32
             }
-        };
+        }
+    }
+
+    /// The finished batch and the partition it goes to (`pick_partition`).
+    pub fn finish(self) -> Result<Prepared> {
+        let topic = &self.topic;
+        let partition = self.pick_partition();
         let durability = self.target.durability.unwrap_or(self.config.durability);
         Ok(Prepared {
             partition: Arc::clone(&topic.partitions[partition as usize]),

@@ -11,7 +11,7 @@ use super::pb::{self, exchanges_server::Exchanges};
 use super::produce::publish;
 use super::{access, page, status};
 use crate::broker::exchanges::ExchangeType;
-use crate::broker::Broker;
+use crate::broker::{now_ms, Broker};
 
 pub struct ExchangesService {
     broker: Arc<Broker>,
@@ -59,11 +59,15 @@ impl Exchanges for ExchangesService {
         &self,
         request: Request<pb::ListExchangesRequest>,
     ) -> Result<Response<pb::ListExchangesResponse>, Status> {
-        let visible = access(&request).visible(Kind::Exchange);
+        let access = access(&request);
+        let visible = access.visible(Kind::Exchange);
         let r = request.into_inner();
+        // Each counts only the bindings DescribeExchange would show the caller.
+        let topics = access.visible(Kind::Topic);
+        let shown = |topic: &str| topics.as_ref().is_none_or(|shown| shown(topic));
         let listed = self
             .broker
-            .list_exchanges(&page(r.page_size, r.page_token, visible));
+            .list_exchanges(&page(r.page_size, r.page_token, visible), shown);
         Ok(Response::new(pb::ListExchangesResponse {
             exchanges: listed
                 .entries
@@ -88,12 +92,13 @@ impl Exchanges for ExchangesService {
             .map_err(status)?;
         let name = request.into_inner().name;
         let exchange = self.broker.exchange(&name).map_err(status)?;
+        let topics = access.visible(Kind::Topic);
         // Bindings of topics the caller has no grant on are not shown, as a group's
         // description hides them.
         let bindings = exchange
             .bindings
             .into_iter()
-            .filter(|b| access.check_any(Kind::Topic, &b.topic).is_ok())
+            .filter(|b| topics.as_ref().is_none_or(|shown| shown(&b.topic)))
             .map(|b| pb::Binding {
                 topic: b.topic,
                 key: b.key,
@@ -130,14 +135,18 @@ impl Exchanges for ExchangesService {
         &self,
         request: Request<pb::UnbindRequest>,
     ) -> Result<Response<pb::UnbindResponse>, Status> {
-        access(&request)
-            .check(
-                Operation::Admin,
-                Kind::Exchange,
-                &request.get_ref().exchange,
-            )
-            .map_err(status)?;
+        let access = access(&request);
         let r = request.into_inner();
+        // The exchange's admin, or the topic's: an owner can stop records coming into
+        // its topic whoever bound it.
+        access
+            .check(Operation::Admin, Kind::Exchange, &r.exchange)
+            .or_else(|refused| {
+                access
+                    .check(Operation::Admin, Kind::Topic, &r.topic)
+                    .map_err(|_| refused)
+            })
+            .map_err(status)?;
         let removed = self
             .broker
             .unbind(&r.exchange, &r.topic, &r.key)
@@ -155,12 +164,10 @@ impl Exchanges for ExchangesService {
             .extensions()
             .get::<Charge>()
             .and_then(Charge::take_next);
-        access(&request)
-            .check(
-                Operation::Write,
-                Kind::Exchange,
-                &request.get_ref().exchange,
-            )
+        let access = access(&request);
+        let exchange = &request.get_ref().exchange;
+        access
+            .check(Operation::Write, Kind::Exchange, exchange)
             .map_err(status)?;
         let broker = Arc::clone(&self.broker);
         let r = request.into_inner();
@@ -173,6 +180,27 @@ impl Exchanges for ExchangesService {
         .await
         .map_err(|e| Status::internal(format!("publish task failed: {e}")))?
         .map_err(status)?;
-        Ok(Response::new(published))
+        let mut response = pb::PublishResponse {
+            log_append_time_ms: published
+                .first()
+                .map_or_else(now_ms, |p| p.produced.log_append_time_ms),
+            ..Default::default()
+        };
+        // Topics the caller has no grant on are counted, not named, as DescribeExchange
+        // hides their bindings.
+        let topics = access.visible(Kind::Topic);
+        for p in published {
+            if topics.as_ref().is_some_and(|shown| !shown(&p.topic)) {
+                response.other_topics += 1;
+                continue;
+            }
+            response.topics.push(pb::Published {
+                topic: p.topic,
+                partition: p.produced.partition,
+                base_offset: p.produced.base_offset,
+                last_offset: p.produced.last_offset,
+            });
+        }
+        Ok(Response::new(response))
     }
 }

@@ -126,16 +126,20 @@ pub fn code(err: &Error) -> Code {
 pub const REASON_KEY: &str = "strom-reason";
 /// The reason of a produce from a fenced instance of a named producer.
 pub const PRODUCER_FENCED: &str = "PRODUCER_FENCED";
+/// The reason of a publish that failed after some of its topics took its records.
+pub const PUBLISHED_PARTLY: &str = "PUBLISHED_PARTLY";
 
 /// Why a request failed, for a client that must act on it rather than on the code
 /// alone: sent as the status's `strom-reason` metadata, and as `Error.reason` inside a
 /// stream. `PRODUCER_FENCED`: a newer instance of the producer's name took over, and
 /// this one must stop (not take the name back with InitProducer, which would fence the
-/// newer one in turn).
+/// newer one in turn). `PUBLISHED_PARTLY`: a publish failed after some of its topics
+/// took its records, so sending it again appends it to them again.
 pub fn reason(err: &Error) -> Option<&'static str> {
     match err {
-        Error::InPartition { source, .. } | Error::PublishedPartly { source, .. } => reason(source),
+        Error::InPartition { source, .. } => reason(source),
         Error::ProducerFenced(_) => Some(PRODUCER_FENCED),
+        Error::PublishedPartly { .. } => Some(PUBLISHED_PARTLY),
         _ => None,
     }
 }
@@ -228,6 +232,27 @@ mod tests {
             assert_eq!(status.code(), Code::ResourceExhausted);
             assert!(status.message().contains(raise), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn a_publish_stored_in_part_says_so_with_its_sources_code() {
+        let err = Error::PublishedPartly {
+            detail: "2 of the 3 topics".into(),
+            source: Box::new(Error::DiskFull {
+                free: 1,
+                floor: 2,
+                path: "/d".into(),
+            }),
+        };
+        assert_eq!(reason(&err), Some(PUBLISHED_PARTLY));
+        let status = status(err);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get(REASON_KEY).unwrap(), PUBLISHED_PARTLY);
+        assert!(
+            status.message().contains("2 of the 3"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

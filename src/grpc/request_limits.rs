@@ -17,7 +17,7 @@ pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
 /// Request size limits by service.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
-    /// Log, Admin and Exchanges calls: the server's `max_request_bytes`.
+    /// Log and Admin calls, and Publish: the server's `max_request_bytes`.
     pub max_request_bytes: usize,
     /// Groups calls (a commit of many offsets at most).
     pub groups: usize,
@@ -34,11 +34,17 @@ impl RequestLimits {
             self.queues
         } else if path.starts_with("/grpc.") || is_read(path) {
             SMALL_REQUEST_BYTES
+        } else if path.starts_with("/strom.v1.Exchanges/") && path != PUBLISH {
+            // Names and a key: a few hundred bytes.
+            SMALL_REQUEST_BYTES
         } else {
             self.max_request_bytes
         }
     }
 }
+
+/// The one call of the Exchanges service that carries records.
+const PUBLISH: &str = "/strom.v1.Exchanges/Publish";
 
 /// Whether `path` is a Fetch or a Subscribe.
 fn is_read(path: &str) -> bool {
@@ -49,6 +55,8 @@ fn is_read(path: &str) -> bool {
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
     let what_to_do = if is_read(path) {
         "a fetch names a topic and a few numbers; check the request"
+    } else if path.starts_with("/strom.v1.Exchanges/") && path != PUBLISH {
+        "it names an exchange, a topic and a key; check the request"
     } else if ["/strom.v1.Log/", "/strom.v1.Admin/", "/strom.v1.Exchanges/"]
         .iter()
         .any(|service| path.starts_with(service))
@@ -85,6 +93,8 @@ mod tests {
             SMALL_REQUEST_BYTES
         );
         assert_eq!(limits.of("/strom.v1.Log/Fetch"), SMALL_REQUEST_BYTES);
+        assert_eq!(limits.of("/strom.v1.Exchanges/Publish"), 64 << 20);
+        assert_eq!(limits.of("/strom.v1.Exchanges/Bind"), SMALL_REQUEST_BYTES);
         let refused = too_large(5 << 20, 1 << 20, "/strom.v1.Queues/ShareAcknowledge");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(

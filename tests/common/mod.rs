@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod exchanges;
 pub mod process;
 pub mod proxy;
 pub mod requests;

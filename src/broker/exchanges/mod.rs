@@ -1,9 +1,13 @@
 //! Exchanges: routing in the spirit of RabbitMQ's. An exchange holds no records; a
 //! publish to it is appended to every topic whose binding matches its routing key
-//! (`routing.rs` decides the match). The exchanges and their bindings are one small
-//! file, `exchanges.json` in the data directory, replaced whole (write, sync, rename)
-//! at each change; a change is made on a copy and swapped in once the file is written,
-//! so a publish reads the bindings without waiting for a change's fsync.
+//! (`routing.rs` decides the match, `publish.rs` appends). The exchanges and their
+//! bindings are one small file, `exchanges.json` in the data directory (`state.rs`),
+//! replaced whole (write, sync, rename) when they change. Changes are group committed:
+//! they queue, and whoever writes next applies every queued change to one copy and
+//! writes the file once for them all, on one blocking thread. The copy is swapped in
+//! once written, so a publish reads the bindings without waiting for a change's fsync,
+//! and a burst of changes costs a few writes, not one each (a hostile client's thousand
+//! concurrent unbinds had a thousand blocking threads each writing the file).
 //!
 //! A binding names its topic and the topic's id: a topic deleted takes its bindings
 //! with it (`forget_topic`, and at start for any a crash left), and a binding made in
@@ -11,94 +15,43 @@
 //! is created again.
 
 mod ops;
+mod publish;
 mod routing;
+mod state;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
+pub use publish::{Publish, Published, MAX_COPIES};
 pub use routing::{check_routing_key, ExchangeType, MAX_KEY_LEN};
+pub use state::{Binding, Capacity, Exchange, ExchangeListing, CAPACITY, FILE};
 
 use super::page::{Listed, Page};
 use super::topic::check_name;
-use crate::error::{quote, Error, IoContext, Result};
-use crate::log::files::write_atomically;
+use crate::error::{Error, IoContext, Result};
+use state::State;
 
-/// Name of the file, in the data directory.
-pub const FILE: &str = "exchanges.json";
+/// A change to the state: true if it changed something; refused, it changes nothing.
+type Change = Box<dyn FnOnce(&mut State) -> Result<bool> + Send>;
 
-/// How many exchanges and bindings a server keeps at most.
-#[derive(Debug, Clone, Copy)]
-pub struct Capacity {
-    pub exchanges: usize,
-    /// Bindings of one exchange.
-    pub per_exchange: usize,
-    /// Bindings over all exchanges.
-    pub bindings: usize,
-}
-
-/// The server's capacity: the file stays a few megabytes, rewritten per change, and
-/// a publish matches at most a thousand topics.
-pub const CAPACITY: Capacity = Capacity {
-    exchanges: 1_000,
-    per_exchange: 1_000,
-    bindings: 10_000,
-};
-
-/// One exchange: its type and its bindings, sorted by topic and key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exchange {
-    #[serde(rename = "type")]
-    pub kind: ExchangeType,
-    pub bindings: Vec<Binding>,
-}
-
-/// A binding: publishes whose routing key matches `key` go to `topic`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Binding {
-    pub topic: String,
-    pub key: String,
-    /// The id of the topic bound (`topic.json`'s).
-    pub topic_id: String,
-}
-
-/// What the file holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct State {
-    version: u32,
-    exchanges: BTreeMap<String, Exchange>,
-}
-
-const VERSION: u32 = 1;
-
-impl State {
-    fn bindings(&self) -> usize {
-        self.exchanges.values().map(|e| e.bindings.len()).sum()
-    }
-
-    fn get_mut(&mut self, name: &str) -> Result<&mut Exchange> {
-        self.exchanges
-            .get_mut(name)
-            .ok_or_else(|| Error::ExchangeNotFound {
-                exchange: name.to_string(),
-            })
-    }
+/// A change waiting for the next write, and where its answer goes.
+struct Queued {
+    change: Change,
+    answer: oneshot::Sender<Result<bool>>,
 }
 
 /// The server's exchanges.
 pub struct Exchanges {
     path: PathBuf,
-    /// What publishes route by; replaced whole by a change.
+    /// What publishes route by; replaced whole by a write.
     state: RwLock<Arc<State>>,
-    /// Held across a change and its file write: one change at a time.
-    changing: Mutex<()>,
+    queued: Mutex<Vec<Queued>>,
+    /// Held by whoever applies the queued changes and writes them.
+    writing: tokio::sync::Mutex<()>,
     capacity: Capacity,
 }
-
-/// A page of the exchange listing: name, type and number of bindings.
-pub type ExchangeListing = (String, ExchangeType, usize);
 
 impl Exchanges {
     /// Reads `exchanges.json` in `dir` (none: no exchanges), dropping the bindings of
@@ -115,46 +68,23 @@ impl Exchanges {
     ) -> Result<Exchanges> {
         let path = dir.join(FILE);
         let mut state = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let state: State =
-                    serde_json::from_slice(&bytes).map_err(|e| Error::Corruption {
-                        path: path.clone(),
-                        position: e.column() as u64,
-                        reason: format!("not the exchanges file: {e}"),
-                    })?;
-                if state.version != VERSION {
-                    return Err(Error::Corruption {
-                        path,
-                        position: 0,
-                        reason: format!(
-                            "version {} of the exchanges file; this server reads version {VERSION}",
-                            state.version
-                        ),
-                    });
-                }
-                state
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                version: VERSION,
-                ..State::default()
-            },
+            Ok(bytes) => State::parse(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(e).at(&path),
         };
-        let before = state.bindings();
-        for exchange in state.exchanges.values_mut() {
-            exchange.bindings.retain(|b| live(&b.topic, &b.topic_id));
-        }
-        if state.bindings() != before {
-            tracing::info!(
-                dropped = before - state.bindings(),
-                "dropping the bindings of topics deleted before a crash"
-            );
-            write(&path, &state)?;
+        if state.retain_live(live) {
+            tracing::info!("dropped the bindings of topics deleted before a crash");
+            // Publishes skip them anyway (their topic ids are gone): a file that
+            // cannot be written now keeps them until a later change.
+            if let Err(err) = state.write(&path) {
+                tracing::warn!(%err, "could not write the exchanges file without them");
+            }
         }
         Ok(Exchanges {
             path,
             state: RwLock::new(Arc::new(state)),
-            changing: Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
             capacity,
         })
     }
@@ -163,163 +93,165 @@ impl Exchanges {
         Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Applies `change` to a copy of the state, writes it, and makes it the state.
-    /// `change` returns false when it changed nothing: nothing is written. Writes a
-    /// file: call on a blocking thread.
-    fn change(&self, change: impl FnOnce(&mut State) -> Result<bool>) -> Result<bool> {
-        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state = State::clone(&self.current());
-        if !change(&mut state)? {
-            return Ok(false);
-        }
-        write(&self.path, &state)?;
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
-        Ok(true)
+    /// Makes `change` and writes it, with whatever other changes are queued: true if
+    /// it changed something. Spawned, so that a caller that goes away cannot leave its
+    /// change queued until some later change happens to write it.
+    async fn change(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut State) -> Result<bool> + Send + 'static,
+    ) -> Result<bool> {
+        let me = Arc::clone(self);
+        let change = Box::new(change);
+        tokio::spawn(async move {
+            let (answer, answered) = oneshot::channel();
+            me.queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Queued { change, answer });
+            let writing = me.writing.lock().await;
+            let batch = std::mem::take(&mut *me.queued.lock().unwrap_or_else(|e| e.into_inner()));
+            // Empty if the writer before took ours with its own.
+            if !batch.is_empty() {
+                let writer = Arc::clone(&me);
+                tokio::task::spawn_blocking(move || writer.apply(batch))
+                    .await
+                    .expect("writing the exchanges does not panic");
+            }
+            drop(writing);
+            answered.await.expect("every queued change is answered")
+        })
+        .await
+        .expect("an exchange change does not panic")
     }
 
-    /// Creates an exchange.
-    pub fn create(&self, name: &str, kind: ExchangeType) -> Result<()> {
+    /// Applies `batch` to a copy of the state in order, writes the copy once, and
+    /// answers each change. A change refused leaves the copy as it was; if the write
+    /// fails, every change it held fails with it.
+    fn apply(&self, batch: Vec<Queued>) {
+        let mut state = State::clone(&self.current());
+        let answers: Vec<_> = batch
+            .into_iter()
+            .map(|q| ((q.change)(&mut state), q.answer))
+            .collect();
+        if !answers.iter().any(|(done, _)| matches!(done, Ok(true))) {
+            answers
+                .into_iter()
+                .for_each(|(done, to)| drop(to.send(done)));
+            return;
+        }
+        let written = state.write(&self.path);
+        let in_use = match &written {
+            Ok(()) => Some(state),
+            // The rename may have happened with only the directory's sync failing:
+            // what is in use follows the file, so that no later change undoes this one
+            // on disk unseen.
+            Err(_) => std::fs::read(&self.path)
+                .ok()
+                .and_then(|bytes| State::parse(&self.path, &bytes).ok()),
+        };
+        if let Some(state) = in_use {
+            *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        }
+        for (done, to) in answers {
+            let done = match (&written, done) {
+                (Err(err), Ok(true)) => Err(again(err)),
+                (_, done) => done,
+            };
+            let _ = to.send(done);
+        }
+    }
+
+    pub async fn create(self: &Arc<Self>, name: &str, kind: ExchangeType) -> Result<()> {
         check_name("exchange", name)?;
-        let most = self.capacity.exchanges;
-        self.change(|state| {
-            if state.exchanges.contains_key(name) {
-                return Err(Error::ExchangeExists {
-                    exchange: name.to_string(),
-                });
-            }
-            if state.exchanges.len() >= most {
-                return Err(Error::LimitReached(format!(
-                    "this server has {most} exchanges, its most; delete one first"
-                )));
-            }
-            let bindings = Vec::new();
-            state
-                .exchanges
-                .insert(name.to_string(), Exchange { kind, bindings });
-            Ok(true)
-        })?;
+        let (name, most) = (name.to_string(), self.capacity.exchanges);
+        self.change(move |state| state.create(&name, kind, most))
+            .await?;
         Ok(())
     }
 
     /// Deletes an exchange and its bindings.
-    pub fn delete(&self, name: &str) -> Result<()> {
-        self.change(|state| {
-            state.get_mut(name)?;
-            state.exchanges.remove(name);
-            Ok(true)
-        })?;
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.change(move |state| state.delete(&name)).await?;
         Ok(())
     }
 
-    /// Binds `topic` (whose id is `topic_id`) with `key`. True if the binding is new;
-    /// binding the same topic with the same key again changes nothing.
-    pub fn bind(&self, name: &str, topic: &str, topic_id: &str, key: &str) -> Result<bool> {
-        let Capacity {
-            per_exchange,
-            bindings,
-            ..
-        } = self.capacity;
-        self.change(|state| {
-            let total = state.bindings();
-            let exchange = state.get_mut(name)?;
-            exchange.kind.check_binding_key(key)?;
-            let binding = Binding {
-                topic: topic.to_string(),
-                key: key.to_string(),
-                topic_id: topic_id.to_string(),
-            };
-            let at = exchange
-                .bindings
-                .partition_point(|b| (&b.topic, &b.key) < (&binding.topic, &binding.key));
-            match exchange.bindings.get_mut(at) {
-                Some(b) if b.topic == topic && b.key == key => {
-                    // The same binding, or one to a topic since deleted and made again.
-                    let stale = b.topic_id != topic_id;
-                    b.topic_id = topic_id.to_string();
-                    return Ok(stale);
-                }
-                _ => {}
+    /// Binds `binding.topic` with `binding.key`. True if the binding is new; binding
+    /// the same topic with the same key again changes nothing. `live` says whether the
+    /// topic is still there, asked in the write that `forget_topic`'s change also
+    /// waits for: a topic deleted as it is bound is either refused here or has its
+    /// binding forgotten after.
+    pub async fn bind(
+        self: &Arc<Self>,
+        name: &str,
+        binding: Binding,
+        live: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<bool> {
+        let (name, capacity) = (name.to_string(), self.capacity);
+        self.change(move |state| {
+            state.get(&name)?;
+            if !live() {
+                return Err(Error::TopicNotFound {
+                    topic: binding.topic,
+                });
             }
-            if exchange.bindings.len() >= per_exchange || total >= bindings {
-                return Err(Error::LimitReached(format!(
-                    "exchange {} has {} bindings and the server {total}: at most {per_exchange} an exchange and {bindings} in all; unbind some first",
-                    quote(name),
-                    exchange.bindings.len()
-                )));
-            }
-            exchange.bindings.insert(at, binding);
-            Ok(true)
+            state.bind(&name, binding, capacity)
         })
+        .await
     }
 
     /// Removes the binding of `topic` with `key`. True if there was one.
-    pub fn unbind(&self, name: &str, topic: &str, key: &str) -> Result<bool> {
-        self.change(|state| {
-            let exchange = state.get_mut(name)?;
-            let before = exchange.bindings.len();
-            exchange
-                .bindings
-                .retain(|b| !(b.topic == topic && b.key == key));
-            Ok(exchange.bindings.len() != before)
-        })
+    pub async fn unbind(self: &Arc<Self>, name: &str, topic: &str, key: &str) -> Result<bool> {
+        let (name, topic, key) = (name.to_string(), topic.to_string(), key.to_string());
+        self.change(move |state| state.unbind(&name, &topic, &key))
+            .await
     }
 
     /// Removes every binding of the topic with id `topic_id` (it was deleted).
-    pub fn forget_topic(&self, topic_id: &str) -> Result<()> {
-        self.change(|state| {
-            let before = state.bindings();
-            for exchange in state.exchanges.values_mut() {
-                exchange.bindings.retain(|b| b.topic_id != topic_id);
-            }
-            Ok(state.bindings() != before)
-        })?;
+    pub async fn forget_topic(self: &Arc<Self>, topic_id: &str) -> Result<()> {
+        let id = topic_id.to_string();
+        self.change(move |state| state.forget_topic(&id)).await?;
         Ok(())
     }
 
     /// The exchange called `name`.
     pub fn get(&self, name: &str) -> Result<Exchange> {
-        self.current()
-            .exchanges
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::ExchangeNotFound {
-                exchange: name.to_string(),
-            })
+        self.current().get(name).cloned()
     }
 
-    /// A page of the exchanges, by name.
-    pub fn list(&self, page: &Page) -> Listed<ExchangeListing> {
-        let state = self.current();
-        let entries = page
-            .range(&state.exchanges)
-            .map(|(name, e)| (name.clone(), e.kind, e.bindings.len()));
-        page.take(entries, |(name, _, _)| name)
+    /// A page of the exchanges, by name, counting the bindings of topics `shown` shows.
+    pub fn list(&self, page: &Page, shown: impl Fn(&str) -> bool) -> Listed<ExchangeListing> {
+        self.current().list(page, shown)
     }
 
-    /// The bindings a publish with `routing_key` matches, one per topic (a topic bound
-    /// twice gets a publish once), in the order of topic names.
+    /// Every binding a publish with `routing_key` matches, in the order of topic names
+    /// (a topic bound with several matching keys comes once per key: which of them are
+    /// live is for the caller to say).
     pub fn route(&self, name: &str, routing_key: &str) -> Result<Vec<Binding>> {
         let state = self.current();
-        let exchange = state
-            .exchanges
-            .get(name)
-            .ok_or_else(|| Error::ExchangeNotFound {
-                exchange: name.to_string(),
-            })?;
-        let mut matched: Vec<Binding> = Vec::new();
-        for binding in &exchange.bindings {
-            let seen = matched.last().is_some_and(|m| m.topic == binding.topic);
-            if !seen && exchange.kind.matches(&binding.key, routing_key) {
-                matched.push(binding.clone());
-            }
-        }
-        Ok(matched)
+        let exchange = state.get(name)?;
+        Ok(exchange
+            .bindings
+            .iter()
+            .filter(|b| exchange.kind.matches(&b.key, routing_key))
+            .cloned()
+            .collect())
     }
 }
 
-fn write(path: &Path, state: &State) -> Result<()> {
-    let json = serde_json::to_vec_pretty(state).expect("plain data serializes");
-    write_atomically(path, &json)
+/// A failed write's error again, for each change it held (errors are not `Clone`): the
+/// same path and kind, so that a full disk still reads as one.
+fn again(err: &Error) -> Error {
+    match err {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Unavailable {
+            what: "the exchanges file".into(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 #[cfg(test)]

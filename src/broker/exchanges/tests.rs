@@ -1,85 +1,112 @@
-use super::*;
+use std::collections::BTreeMap;
 
-fn open(dir: &Path) -> Exchanges {
-    Exchanges::open(dir, |_, _| true).unwrap()
+use super::*;
+use crate::broker::{Broker, Limits};
+
+fn open(dir: &Path) -> Arc<Exchanges> {
+    Arc::new(Exchanges::open(dir, |_, _| true).unwrap())
+}
+
+fn binding(topic: &str, id: &str, key: &str) -> Binding {
+    Binding {
+        topic: topic.into(),
+        key: key.into(),
+        topic_id: id.into(),
+    }
+}
+
+async fn bind(x: &Arc<Exchanges>, name: &str, topic: &str, id: &str, key: &str) -> Result<bool> {
+    x.bind(name, binding(topic, id, key), || true).await
 }
 
 fn topics(bindings: &[Binding]) -> Vec<&str> {
     bindings.iter().map(|b| b.topic.as_str()).collect()
 }
 
-#[test]
-fn bindings_route_and_survive_a_reopen() {
+#[tokio::test]
+async fn bindings_route_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let exchanges = open(dir.path());
-    exchanges.create("orders", ExchangeType::Topic).unwrap();
+    exchanges
+        .create("orders", ExchangeType::Topic)
+        .await
+        .unwrap();
     assert!(matches!(
-        exchanges.create("orders", ExchangeType::Direct),
+        exchanges.create("orders", ExchangeType::Direct).await,
         Err(Error::ExchangeExists { .. })
     ));
-    assert!(exchanges.bind("orders", "eu", "id-eu", "eu.#").unwrap());
-    assert!(exchanges.bind("orders", "all", "id-all", "#").unwrap());
-    assert!(exchanges
-        .bind("orders", "created", "id-c", "*.created")
+    assert!(bind(&exchanges, "orders", "eu", "id-eu", "eu.#")
+        .await
         .unwrap());
-    // The same binding again: nothing new; a second key to one topic: one delivery.
-    assert!(!exchanges.bind("orders", "eu", "id-eu", "eu.#").unwrap());
-    assert!(exchanges
-        .bind("orders", "eu", "id-eu", "*.created")
+    assert!(bind(&exchanges, "orders", "all", "id-all", "#")
+        .await
         .unwrap());
+    assert!(bind(&exchanges, "orders", "created", "id-c", "*.created")
+        .await
+        .unwrap());
+    // The same binding again: nothing new.
+    assert!(!bind(&exchanges, "orders", "eu", "id-eu", "eu.#")
+        .await
+        .unwrap());
+    assert!(bind(&exchanges, "orders", "eu", "id-eu", "*.created")
+        .await
+        .unwrap());
+    // Every matching binding, by topic: the broker keeps one a topic among the live.
     let routed = exchanges.route("orders", "eu.created").unwrap();
-    assert_eq!(topics(&routed), ["all", "created", "eu"]);
-    assert_eq!(
-        topics(&exchanges.route("orders", "us.shipped").unwrap()),
-        ["all"]
-    );
+    assert_eq!(topics(&routed), ["all", "created", "eu", "eu"]);
+    let shipped = exchanges.route("orders", "us.shipped").unwrap();
+    assert_eq!(topics(&shipped), ["all"]);
 
     let reopened = open(dir.path());
     assert_eq!(
         reopened.get("orders").unwrap(),
         exchanges.get("orders").unwrap()
     );
-    assert!(reopened.unbind("orders", "all", "#").unwrap());
-    assert!(!reopened.unbind("orders", "all", "#").unwrap());
+    assert!(reopened.unbind("orders", "all", "#").await.unwrap());
+    assert!(!reopened.unbind("orders", "all", "#").await.unwrap());
     assert!(reopened.route("orders", "us.shipped").unwrap().is_empty());
-    reopened.delete("orders").unwrap();
+    reopened.delete("orders").await.unwrap();
     assert!(matches!(
         reopened.route("orders", "x"),
         Err(Error::ExchangeNotFound { .. })
     ));
-    assert!(open(dir.path()).list(&Page::all()).entries.is_empty());
+    let listed = open(dir.path()).list(&Page::all(), |_| true);
+    assert!(listed.entries.is_empty());
 }
 
-#[test]
-fn a_deleted_topic_takes_its_bindings() {
+#[tokio::test]
+async fn a_deleted_topic_takes_its_bindings() {
     let dir = tempfile::tempdir().unwrap();
     let exchanges = open(dir.path());
-    exchanges.create("fan", ExchangeType::Fanout).unwrap();
-    exchanges.bind("fan", "a", "id-a", "").unwrap();
-    exchanges.bind("fan", "b", "id-b", "").unwrap();
-    exchanges.forget_topic("id-a").unwrap();
+    exchanges.create("fan", ExchangeType::Fanout).await.unwrap();
+    bind(&exchanges, "fan", "a", "id-a", "").await.unwrap();
+    bind(&exchanges, "fan", "b", "id-b", "").await.unwrap();
+    exchanges.forget_topic("id-a").await.unwrap();
     assert_eq!(topics(&exchanges.route("fan", "any").unwrap()), ["b"]);
     // A crash between the topic's deletion and the file's: the next start drops them.
     let reopened = Exchanges::open(dir.path(), |name, id| name == "a" && id == "id-a").unwrap();
     assert!(reopened.route("fan", "any").unwrap().is_empty());
     assert!(open(dir.path()).get("fan").unwrap().bindings.is_empty());
     // A binding of a topic made again under its name follows the new topic.
-    exchanges.bind("fan", "b", "id-b2", "").unwrap();
+    bind(&exchanges, "fan", "b", "id-b2", "").await.unwrap();
     assert_eq!(exchanges.route("fan", "x").unwrap()[0].topic_id, "id-b2");
 }
 
-#[test]
-fn bad_names_keys_and_files_are_refused() {
+#[tokio::test]
+async fn bad_names_keys_and_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let exchanges = open(dir.path());
     for bad in ["", "a/b", "..", &"x".repeat(201)] {
-        let err = exchanges.create(bad, ExchangeType::Direct).unwrap_err();
+        let err = exchanges
+            .create(bad, ExchangeType::Direct)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("exchange name"), "{err}");
     }
-    exchanges.create("f", ExchangeType::Fanout).unwrap();
-    assert!(exchanges.bind("f", "t", "id", "key").is_err());
+    exchanges.create("f", ExchangeType::Fanout).await.unwrap();
+    assert!(bind(&exchanges, "f", "t", "id", "key").await.is_err());
     assert!(matches!(
-        exchanges.bind("missing", "t", "id", ""),
+        bind(&exchanges, "missing", "t", "id", "").await,
         Err(Error::ExchangeNotFound { .. })
     ));
     std::fs::write(dir.path().join(FILE), b"{\"version\": 1, \"exch").unwrap();
@@ -96,44 +123,115 @@ fn bad_names_keys_and_files_are_refused() {
     assert!(err.to_string().contains("version 9"), "{err}");
 }
 
-#[test]
-fn limits_hold() {
+#[tokio::test]
+async fn limits_hold() {
     let dir = tempfile::tempdir().unwrap();
     let capacity = Capacity {
         exchanges: 3,
         per_exchange: 4,
         bindings: 6,
     };
-    let exchanges = Exchanges::open_with(dir.path(), |_, _| true, capacity).unwrap();
+    let exchanges = Arc::new(Exchanges::open_with(dir.path(), |_, _| true, capacity).unwrap());
     for name in ["a", "b", "c"] {
-        exchanges.create(name, ExchangeType::Direct).unwrap();
+        exchanges.create(name, ExchangeType::Direct).await.unwrap();
     }
-    let err = exchanges.create("d", ExchangeType::Direct).unwrap_err();
-    assert!(matches!(err, Error::LimitReached(_)), "{err}");
-    for i in 0..4 {
-        exchanges.bind("a", "t", "id", &i.to_string()).unwrap();
-    }
-    let err = exchanges.bind("a", "t", "id", "one more").unwrap_err();
-    assert!(matches!(err, Error::LimitReached(_)), "{err}");
-    // A binding already there is not one more.
-    assert!(!exchanges.bind("a", "t", "id", "3").unwrap());
-    exchanges.bind("b", "t", "id", "x").unwrap();
-    exchanges.bind("b", "t", "id", "y").unwrap();
     let err = exchanges
-        .bind("c", "t", "id", "over the server's")
+        .create("d", ExchangeType::Direct)
+        .await
         .unwrap_err();
     assert!(matches!(err, Error::LimitReached(_)), "{err}");
-    let listed = exchanges.list(&Page::all()).entries;
+    for i in 0..4 {
+        bind(&exchanges, "a", "t", "id", &i.to_string())
+            .await
+            .unwrap();
+    }
+    let err = bind(&exchanges, "a", "t", "id", "one more")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LimitReached(_)), "{err}");
+    // A binding already there is not one more.
+    assert!(!bind(&exchanges, "a", "t", "id", "3").await.unwrap());
+    bind(&exchanges, "b", "t", "id", "x").await.unwrap();
+    bind(&exchanges, "b", "t", "id", "y").await.unwrap();
+    let err = bind(&exchanges, "c", "t", "id", "over").await.unwrap_err();
+    assert!(matches!(err, Error::LimitReached(_)), "{err}");
+    let listed = exchanges.list(&Page::all(), |_| true).entries;
     assert_eq!(listed[0], ("a".into(), ExchangeType::Direct, 4));
+    let shown = exchanges.list(&Page::all(), |topic| topic != "t").entries;
+    assert_eq!(shown[0], ("a".into(), ExchangeType::Direct, 0));
+}
+
+/// Changes made at once are written together, each answered as if alone: refused
+/// ones refused, the rest kept, and the file holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = open(dir.path());
+    exchanges.create("x", ExchangeType::Direct).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let exchanges = Arc::clone(&exchanges);
+            tokio::spawn(async move {
+                // Every tenth names an exchange that is not there.
+                let name = if i % 10 == 0 { "missing" } else { "x" };
+                bind(&exchanges, name, "t", "id", &i.to_string()).await
+            })
+        })
+        .collect();
+    let mut kept = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(created) => {
+                assert!(created);
+                kept += 1;
+            }
+            Err(err) => assert!(matches!(err, Error::ExchangeNotFound { .. }), "{err}"),
+        }
+    }
+    assert_eq!(kept, 180);
+    assert_eq!(open(dir.path()).get("x").unwrap().bindings.len(), 180);
+}
+
+/// A topic deleted while it is being bound: refused, and nothing written.
+#[tokio::test]
+async fn a_topic_gone_when_the_binding_is_written_is_not_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = open(dir.path());
+    exchanges.create("x", ExchangeType::Direct).await.unwrap();
+    let err = exchanges
+        .bind("x", binding("t", "id", "k"), || false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TopicNotFound { .. }), "{err}");
+    assert!(open(dir.path()).get("x").unwrap().bindings.is_empty());
+}
+
+/// A file whose bindings are out of order or repeated is read sorted and once each.
+#[tokio::test]
+async fn bindings_are_sorted_and_unique_whatever_the_file_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"version": 1, "exchanges": {"x": {"type": "direct", "bindings": [
+        {"topic": "b", "key": "k", "topic_id": "2"},
+        {"topic": "a", "key": "k", "topic_id": "1"},
+        {"topic": "b", "key": "k", "topic_id": "2"}]}}}"#;
+    std::fs::write(dir.path().join(FILE), text).unwrap();
+    let exchanges = open(dir.path());
+    assert_eq!(topics(&exchanges.get("x").unwrap().bindings), ["a", "b"]);
+    assert!(!bind(&exchanges, "x", "b", "2", "k").await.unwrap());
 }
 
 /// The file is what storage-format.md's "Exchanges" shows.
-#[test]
-fn the_file_has_the_documented_shape() {
+#[tokio::test]
+async fn the_file_has_the_documented_shape() {
     let dir = tempfile::tempdir().unwrap();
     let exchanges = open(dir.path());
-    exchanges.create("orders", ExchangeType::Topic).unwrap();
-    exchanges.bind("orders", "eu", "5f0c", "eu.#").unwrap();
+    exchanges
+        .create("orders", ExchangeType::Topic)
+        .await
+        .unwrap();
+    bind(&exchanges, "orders", "eu", "5f0c", "eu.#")
+        .await
+        .unwrap();
     let text = std::fs::read(dir.path().join(FILE)).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
     let expected = serde_json::json!({
@@ -146,4 +244,115 @@ fn the_file_has_the_documented_shape() {
         }
     });
     assert_eq!(json, expected);
+}
+
+/// A binding left behind with a topic's old id (a delete whose forgetting failed)
+/// must not hide a live binding of the topic that matches too.
+#[tokio::test]
+async fn a_stale_binding_does_not_hide_a_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    broker.create_topic("a", 1, &BTreeMap::new()).await.unwrap();
+    broker
+        .create_exchange("x", ExchangeType::Topic)
+        .await
+        .unwrap();
+    // Sorted first: (a, "#") comes before (a, "eu.#").
+    bind(&broker.exchanges, "x", "a", "an-old-id", "#")
+        .await
+        .unwrap();
+    broker.bind("x", "a", "eu.#").await.unwrap();
+    let routed = broker.route("x", "eu.orders").unwrap();
+    assert_eq!(routed.len(), 1, "the live binding of a routes");
+    assert!(broker.route("x", "us.orders").unwrap().is_empty());
+}
+
+/// A publish to two topics whose second fsync fails: an error that says the records
+/// went to every topic and names the one not on disk.
+#[tokio::test]
+async fn a_publish_whose_fsync_fails_says_where_its_records_are() {
+    use crate::broker::{BatchWriter, Durability};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    for topic in ["a", "b"] {
+        broker
+            .create_topic(topic, 1, &BTreeMap::new())
+            .await
+            .unwrap();
+    }
+    broker
+        .create_exchange("x", ExchangeType::Fanout)
+        .await
+        .unwrap();
+    broker.bind("x", "a", "").await.unwrap();
+    broker.bind("x", "b", "").await.unwrap();
+    let b_dir = broker.topic("b").unwrap().dir.clone();
+    crate::log::files::failpoint::fail_next_sync_under(&b_dir);
+    let publish = Publish {
+        exchange: "x".into(),
+        routing_key: String::new(),
+        durability: Some(Durability::Fsync),
+        drop_unroutable: false,
+        records: 1,
+        bytes: 1,
+        copied: 64,
+    };
+    let fill = |w: &mut BatchWriter| {
+        let no_headers = std::iter::empty::<(&str, &[u8])>();
+        w.push(None, bytes::Bytes::from_static(b"v"), no_headers, 0)
+    };
+    let err = broker.publish(publish, fill).await.unwrap_err();
+    let Error::PublishedPartly { detail, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        detail.contains("every topic") && detail.contains("\"b\""),
+        "{err}"
+    );
+}
+
+/// A topic's configuration changed between the two passes (as a hostile client's
+/// AlterTopicConfig did) does not refuse a publish after other topics took it: the
+/// second pass checks under the first pass's configuration.
+#[tokio::test]
+async fn a_configuration_changed_between_the_passes_does_not_split_a_publish() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::broker::BatchWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+    for topic in ["a", "b"] {
+        broker
+            .create_topic(topic, 1, &BTreeMap::new())
+            .await
+            .unwrap();
+    }
+    broker
+        .create_exchange("x", ExchangeType::Fanout)
+        .await
+        .unwrap();
+    broker.bind("x", "a", "").await.unwrap();
+    broker.bind("x", "b", "").await.unwrap();
+    let b = broker.topic("b").unwrap();
+    let calls = AtomicUsize::new(0);
+    let fill = move |w: &mut BatchWriter| {
+        // The third call is the second pass's first: b's limit drops under the record.
+        if calls.fetch_add(1, Ordering::Relaxed) == 2 {
+            let mut settings = b.settings.write().unwrap();
+            settings.config.max_message_bytes = 1;
+        }
+        let no_headers = std::iter::empty::<(&str, &[u8])>();
+        w.push(None, bytes::Bytes::from_static(b"value"), no_headers, 0)
+    };
+    let publish = Publish {
+        exchange: "x".into(),
+        routing_key: String::new(),
+        durability: None,
+        drop_unroutable: false,
+        records: 1,
+        bytes: 5,
+        copied: 64,
+    };
+    let published = broker.publish(publish, fill).await.unwrap();
+    assert_eq!(published.len(), 2);
 }

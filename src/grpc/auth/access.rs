@@ -21,8 +21,9 @@
 //! | AlterShareGroupConfig | admin on the group; to set a dead.letter.topic, admin on it and read on every topic the group consumes |
 //! | ResetShareGroup | admin on the group, read on the topic |
 //! | DescribeShareGroup | any operation on the group (topics shown: those with any grant) |
-//! | Publish | write on the exchange (not on the topics it routes to: binding them needed that) |
-//! | CreateExchange, DeleteExchange, Unbind | admin on the exchange |
+//! | Publish | write on the exchange (not on the topics it routes to: binding them needed that; the answer names only topics with a grant) |
+//! | CreateExchange, DeleteExchange | admin on the exchange |
+//! | Unbind | admin on the exchange or on the topic |
 //! | Bind | admin on the exchange and write on the topic |
 //! | DescribeExchange | any operation on the exchange |
 //! | ListExchanges | lists only what the caller has any operation on |

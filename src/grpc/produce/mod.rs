@@ -10,7 +10,6 @@
 //! straight into the batch.
 //!
 //! The same type encodes requests for the Rust client from `records`, as prost's would.
-
 //!
 //! - `received.rs`: `Received`, the records as they arrived;
 //! - `record.rs`: parsing each record's fields into the batch (`write_records`);
@@ -81,11 +80,7 @@ impl prost::Message for ProduceRequest {
         for record in &self.records {
             encoding::message::encode(3, record, buf);
         }
-        for record in self.received.iter() {
-            encoding::encode_key(3, WireType::LengthDelimited, buf);
-            encoding::encode_varint(record.len() as u64, buf);
-            buf.put_slice(record);
-        }
+        encode_received(&self.received, buf);
         if self.durability != 0 {
             encoding::int32::encode(4, &self.durability, buf);
         }
@@ -120,11 +115,7 @@ impl prost::Message for ProduceRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        let received: usize = self
-            .received
-            .iter()
-            .map(|r| encoding::key_len(3) + encoding::encoded_len_varint(r.len() as u64) + r.len())
-            .sum();
+        let received = received_len(&self.received);
         (if self.topic.is_empty() {
             0
         } else {
@@ -153,6 +144,24 @@ impl prost::Message for ProduceRequest {
     fn clear(&mut self) {
         *self = ProduceRequest::default();
     }
+}
+
+/// Records as received, encoded again as field 3 (`repeated Record records`) of a
+/// ProduceRequest or PublishRequest.
+fn encode_received(received: &Received, buf: &mut impl BufMut) {
+    for record in received.iter() {
+        encoding::encode_key(3, WireType::LengthDelimited, buf);
+        encoding::encode_varint(record.len() as u64, buf);
+        buf.put_slice(record);
+    }
+}
+
+/// The length of what `encode_received` writes.
+fn received_len(received: &Received) -> usize {
+    received
+        .iter()
+        .map(|r| encoding::key_len(3) + encoding::encoded_len_varint(r.len() as u64) + r.len())
+        .sum()
 }
 
 /// Checks a produce request and builds its batch: its records go from the receive
@@ -225,7 +234,11 @@ fn begin(
     target: broker::ProduceTarget,
     received: &Received,
 ) -> Result<broker::BatchWriter> {
-    // What the batch will copy: small records whole, and tags and lengths of the rest.
-    let copied = received.bytes().min(received.len() * 300) + 32 * received.len();
-    broker.begin_produce(target, received.len(), copied)
+    broker.begin_produce(target, received.len(), copied(received))
+}
+
+/// What a batch of `received` will copy: small records whole, and tags and lengths of
+/// the rest.
+fn copied(received: &Received) -> usize {
+    received.bytes().min(received.len() * 300) + 32 * received.len()
 }
