@@ -89,7 +89,7 @@ impl Broker {
         let n = topics.len();
         if publish.records * n > MAX_COPIES || publish.bytes * n > MAX_COPIED_BYTES {
             return Err(Error::LimitReached(format!(
-                "this publish would write {} records of {} bytes to each of {n} topics; a publish writes at most {MAX_COPIES} records and {MAX_COPIED_BYTES} bytes over all its topics: send fewer records a request",
+                "this publish would write its {} records ({} bytes) to each of {n} topics; a publish writes at most {MAX_COPIES} records and {MAX_COPIED_BYTES} bytes over all its topics: send fewer records a request",
                 publish.records, publish.bytes
             )));
         }
