@@ -125,6 +125,8 @@ async fn the_acl_decides_who_publishes_and_who_binds() {
     // A topic's owner can take out a binding into its topic, and only that one.
     let mut owner = connect("owner").await.exchanges();
     assert!(owner.unbind("orders", "secret", "#").await.unwrap());
+    // Nor does it learn which exchanges exist.
+    assert!(!owner.unbind("no-such", "secret", "#").await.unwrap());
     denied(
         owner.unbind("orders", "eu", "eu.#").await.map(drop),
         "admin exchange:orders",

@@ -116,6 +116,14 @@ impl Broker {
             (Some(topic), _) => Some(topic.id.clone()),
             (None, broken) => broken.as_ref().and_then(UnavailableTopic::id),
         };
+        // Its bindings go at once, whatever the removal of its files does, and in a
+        // task of their own: a caller that hangs up meanwhile must not leave them.
+        let me = Arc::clone(self);
+        let forgotten = tokio::spawn(async move {
+            if let Some(id) = id {
+                me.forget_bindings(&id).await;
+            }
+        });
         let me = Arc::clone(self);
         let removed = tokio::task::spawn_blocking(move || {
             // Held while the directory goes: an alter that has the settings finishes
@@ -130,10 +138,7 @@ impl Broker {
         })
         .await
         .expect("delete task does not panic");
-        // The topic is gone from the map whatever the removal did: so go its bindings.
-        if let Some(id) = id {
-            self.forget_bindings(&id).await;
-        }
+        forgotten.await.expect("forgetting bindings does not panic");
         removed?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())

@@ -118,6 +118,12 @@ impl UnavailableTopic {
             TopicDirName::Deleted => None,
         }
     }
+
+    /// Whether it may be the topic with id `id` (one without an id in its directory's
+    /// name may be any).
+    pub fn may_be(&self, id: &str) -> bool {
+        self.id().is_none_or(|own| own == id)
+    }
 }
 
 /// A topic in a listing: served, or there but not opened.
@@ -240,9 +246,8 @@ impl Broker {
             limits.producer_names,
         )?);
         let exchanges = Arc::new(exchanges::Exchanges::open(data_dir.root(), |name, id| {
-            let unavailable = topics.unavailable.get(name);
             topics.live.get(name).is_some_and(|t| t.id == id)
-                || unavailable.is_some_and(|t| t.id().is_none_or(|own| own == id))
+                || topics.unavailable.get(name).is_some_and(|t| t.may_be(id))
         })?);
         Ok(Broker {
             exchanges,

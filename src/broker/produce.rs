@@ -68,6 +68,7 @@ impl Broker {
         records: usize,
         copied: usize,
     ) -> Result<BatchWriter> {
+        self.check_running()?;
         let topic = self.topic(&target.topic)?;
         self.begin_produce_to(topic, target, records, copied)
     }
@@ -229,22 +230,24 @@ impl BatchWriter {
     }
 
     /// The partition the batch goes to: the one asked for, else the keyed records',
-    /// else the next in turn (which this call takes: call it once a batch).
-    pub fn pick_partition(&self) -> u32 {
+    /// else the next in turn. Picked once: the batch keeps it (`finish` uses it).
+    pub fn pick_partition(&mut self) -> u32 {
         let topic = &self.topic;
-        match (self.target.partition, self.keyed) {
+        let partition = match (self.target.partition, self.keyed) {
             (Some(p), _) => p,
             (None, Some((_, p))) => p,
             (None, None) => {
                 topic.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions.len() as u32
             }
-        }
+        };
+        self.target.partition = Some(partition);
+        partition
     }
 
     /// The finished batch and the partition it goes to (`pick_partition`).
-    pub fn finish(self) -> Result<Prepared> {
-        let topic = &self.topic;
+    pub fn finish(mut self) -> Result<Prepared> {
         let partition = self.pick_partition();
+        let topic = &self.topic;
         let durability = self.target.durability.unwrap_or(self.config.durability);
         Ok(Prepared {
             partition: Arc::clone(&topic.partitions[partition as usize]),

@@ -12,6 +12,7 @@ use super::produce::publish;
 use super::{access, page, status};
 use crate::broker::exchanges::ExchangeType;
 use crate::broker::{now_ms, Broker};
+use crate::error::Error;
 
 pub struct ExchangesService {
     broker: Arc<Broker>,
@@ -63,8 +64,7 @@ impl Exchanges for ExchangesService {
         let visible = access.visible(Kind::Exchange);
         let r = request.into_inner();
         // Each counts only the bindings DescribeExchange would show the caller.
-        let topics = access.visible(Kind::Topic);
-        let shown = |topic: &str| topics.as_ref().is_none_or(|shown| shown(topic));
+        let shown = |topic: &str| access.shows(Kind::Topic, topic);
         let listed = self
             .broker
             .list_exchanges(&page(r.page_size, r.page_token, visible), shown);
@@ -92,13 +92,12 @@ impl Exchanges for ExchangesService {
             .map_err(status)?;
         let name = request.into_inner().name;
         let exchange = self.broker.exchange(&name).map_err(status)?;
-        let topics = access.visible(Kind::Topic);
         // Bindings of topics the caller has no grant on are not shown, as a group's
         // description hides them.
         let bindings = exchange
             .bindings
             .into_iter()
-            .filter(|b| topics.as_ref().is_none_or(|shown| shown(&b.topic)))
+            .filter(|b| access.shows(Kind::Topic, &b.topic))
             .map(|b| pb::Binding {
                 topic: b.topic,
                 key: b.key,
@@ -139,19 +138,22 @@ impl Exchanges for ExchangesService {
         let r = request.into_inner();
         // The exchange's admin, or the topic's: an owner can stop records coming into
         // its topic whoever bound it.
-        access
-            .check(Operation::Admin, Kind::Exchange, &r.exchange)
-            .or_else(|refused| {
-                access
-                    .check(Operation::Admin, Kind::Topic, &r.topic)
-                    .map_err(|_| refused)
-            })
-            .map_err(status)?;
-        let removed = self
-            .broker
-            .unbind(&r.exchange, &r.topic, &r.key)
-            .await
-            .map_err(status)?;
+        let exchange_admin = access.check(Operation::Admin, Kind::Exchange, &r.exchange);
+        if let Err(refused) = &exchange_admin {
+            if access
+                .check(Operation::Admin, Kind::Topic, &r.topic)
+                .is_err()
+            {
+                return Err(status(Error::PermissionDenied(refused.to_string())));
+            }
+        }
+        let removed = match self.broker.unbind(&r.exchange, &r.topic, &r.key).await {
+            Ok(removed) => removed,
+            // The topic's admin alone learns nothing of which exchanges exist, as
+            // ListExchanges shows it none.
+            Err(Error::ExchangeNotFound { .. }) if exchange_admin.is_err() => false,
+            Err(err) => return Err(status(err)),
+        };
         Ok(Response::new(pb::UnbindResponse { removed }))
     }
 
@@ -188,9 +190,8 @@ impl Exchanges for ExchangesService {
         };
         // Topics the caller has no grant on are counted, not named, as DescribeExchange
         // hides their bindings.
-        let topics = access.visible(Kind::Topic);
         for p in published {
-            if topics.as_ref().is_some_and(|shown| !shown(&p.topic)) {
+            if !access.shows(Kind::Topic, &p.topic) {
                 response.other_topics += 1;
                 continue;
             }

@@ -32,10 +32,7 @@ impl RequestLimits {
             self.groups
         } else if path.starts_with("/strom.v1.Queues/") {
             self.queues
-        } else if path.starts_with("/grpc.") || is_read(path) {
-            SMALL_REQUEST_BYTES
-        } else if path.starts_with("/strom.v1.Exchanges/") && path != PUBLISH {
-            // Names and a key: a few hundred bytes.
+        } else if path.starts_with("/grpc.") || is_read(path) || names_only(path) {
             SMALL_REQUEST_BYTES
         } else {
             self.max_request_bytes
@@ -43,8 +40,11 @@ impl RequestLimits {
     }
 }
 
-/// The one call of the Exchanges service that carries records.
-const PUBLISH: &str = "/strom.v1.Exchanges/Publish";
+/// Whether `path` is an Exchanges call but Publish: names and a key, a few hundred
+/// bytes.
+fn names_only(path: &str) -> bool {
+    path.starts_with("/strom.v1.Exchanges/") && path != "/strom.v1.Exchanges/Publish"
+}
 
 /// Whether `path` is a Fetch or a Subscribe.
 fn is_read(path: &str) -> bool {
@@ -55,7 +55,7 @@ fn is_read(path: &str) -> bool {
 pub fn too_large(len: usize, limit: usize, path: &str) -> Status {
     let what_to_do = if is_read(path) {
         "a fetch names a topic and a few numbers; check the request"
-    } else if path.starts_with("/strom.v1.Exchanges/") && path != PUBLISH {
+    } else if names_only(path) {
         "it names an exchange, a topic and a key; check the request"
     } else if ["/strom.v1.Log/", "/strom.v1.Admin/", "/strom.v1.Exchanges/"]
         .iter()

@@ -125,37 +125,41 @@ impl Exchanges {
     }
 
     /// Applies `batch` to a copy of the state in order, writes the copy once, and
-    /// answers each change. A change refused leaves the copy as it was; if the write
-    /// fails, every change it held fails with it.
+    /// answers each change. A change refused leaves the copy as it was. If the write
+    /// fails, every change from the first that changed something on fails with it
+    /// (each later one was checked against a state that now never was); and if the
+    /// file turns out to hold the new state after all (the rename happened, only the
+    /// directory's sync failed), that state is used, so that no later change undoes
+    /// it on disk unseen: a failed change may have taken effect.
     fn apply(&self, batch: Vec<Queued>) {
-        let mut state = State::clone(&self.current());
+        let before = self.current();
+        let mut state = State::clone(&before);
         let answers: Vec<_> = batch
             .into_iter()
             .map(|q| ((q.change)(&mut state), q.answer))
             .collect();
-        if !answers.iter().any(|(done, _)| matches!(done, Ok(true))) {
+        let Some(first) = answers
+            .iter()
+            .position(|(done, _)| matches!(done, Ok(true)))
+        else {
             answers
                 .into_iter()
                 .for_each(|(done, to)| drop(to.send(done)));
             return;
-        }
-        let written = state.write(&self.path);
-        let in_use = match &written {
-            Ok(()) => Some(state),
-            // The rename may have happened with only the directory's sync failing:
-            // what is in use follows the file, so that no later change undoes this one
-            // on disk unseen.
-            Err(_) => std::fs::read(&self.path)
-                .ok()
-                .and_then(|bytes| State::parse(&self.path, &bytes).ok()),
         };
-        if let Some(state) = in_use {
+        let written = state.write(&self.path);
+        let renamed = written.is_ok()
+            || std::fs::read(&self.path)
+                .ok()
+                .and_then(|bytes| State::parse(&self.path, &bytes).ok())
+                .is_some_and(|on_disk| on_disk == state);
+        if renamed {
             *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
         }
-        for (done, to) in answers {
-            let done = match (&written, done) {
-                (Err(err), Ok(true)) => Err(again(err)),
-                (_, done) => done,
+        for (i, (done, to)) in answers.into_iter().enumerate() {
+            let done = match &written {
+                Err(err) if i >= first => Err(again(err)),
+                _ => done,
             };
             let _ = to.send(done);
         }
@@ -245,7 +249,11 @@ fn again(err: &Error) -> Error {
     match err {
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            // The OS's code where there is one: what `Error::limit_hint` reads.
+            source: match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
         },
         other => Error::Unavailable {
             what: "the exchanges file".into(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Binding, Exchange, ExchangeListing, ExchangeType};
 use crate::broker::page::{Listed, Page};
 use crate::broker::{Broker, Topic};
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 
 impl Broker {
     pub async fn create_exchange(self: &Arc<Self>, name: &str, kind: ExchangeType) -> Result<()> {
@@ -70,19 +70,17 @@ impl Broker {
             if routed.last().is_some_and(|t| t.name == b.topic) {
                 continue; // bound with another key that matched too
             }
-            match topics.live.get(&b.topic) {
-                Some(topic) if topic.id == b.topic_id => routed.push(Arc::clone(topic)),
-                _ => {
-                    let broken = topics.unavailable.get(&b.topic);
-                    if broken.is_some_and(|t| t.id().is_none_or(|id| id == b.topic_id)) {
-                        drop(topics);
-                        return Err(self.topic(&b.topic).err().unwrap_or_else(|| {
-                            Error::TopicNotFound {
-                                topic: b.topic.clone(),
-                            }
-                        }));
-                    }
+            match (topics.live.get(&b.topic), topics.unavailable.get(&b.topic)) {
+                (Some(topic), _) if topic.id == b.topic_id => routed.push(Arc::clone(topic)),
+                // Not the directory's path or the cause, which the log has: the caller
+                // may have no grant on the topic.
+                (None, Some(broken)) if broken.may_be(&b.topic_id) => {
+                    return Err(Error::Unavailable {
+                        what: format!("topic {}, bound to the exchange,", quote(&b.topic)),
+                        reason: "its files cannot be opened (the server's log says why)".into(),
+                    })
                 }
+                _ => {}
             }
         }
         Ok(routed)

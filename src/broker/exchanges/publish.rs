@@ -87,7 +87,8 @@ impl Broker {
             )));
         }
         let n = topics.len();
-        if publish.records * n > MAX_COPIES || publish.bytes * n > MAX_COPIED_BYTES {
+        let over = |each: usize, most| n > 1 && each.saturating_mul(n) > most;
+        if over(publish.records, MAX_COPIES) || over(publish.bytes, MAX_COPIED_BYTES) {
             return Err(Error::LimitReached(format!(
                 "this publish would write its {} records ({} bytes) to each of {n} topics; a publish writes at most {MAX_COPIES} records and {MAX_COPIED_BYTES} bytes over all its topics: send fewer records a request",
                 publish.records, publish.bytes
@@ -136,7 +137,7 @@ impl Broker {
                             "{i} of the {n} topics the publish goes to took its records before it failed, those before {} in name order",
                             quote(&topic.name)
                         ),
-                        i,
+                        i > 0,
                     ))
                 }
             }
@@ -168,7 +169,7 @@ impl Broker {
                     "every topic the publish goes to took its records, but those of {} (at least) are not on disk",
                     quote(&topic)
                 ),
-                published.len() + 1,
+                n > 1,
             )),
         }
     }
@@ -205,12 +206,12 @@ struct Checked {
     partition: u32,
 }
 
-/// A publish's failure after some topics took its records, or `err` as it is if none
-/// did.
-fn partly(err: Error, detail: String, appended: usize) -> Error {
-    match appended {
-        0 => err,
-        _ => Error::PublishedPartly {
+/// A publish's failure after other topics took its records, or `err` as it is if none
+/// did (as for a produce).
+fn partly(err: Error, detail: String, others_took: bool) -> Error {
+    match others_took {
+        false => err,
+        true => Error::PublishedPartly {
             detail,
             source: Box::new(err),
         },

@@ -267,41 +267,56 @@ async fn a_stale_binding_does_not_hide_a_live_one() {
     assert!(broker.route("x", "us.orders").unwrap().is_empty());
 }
 
-/// A publish to two topics whose second fsync fails: an error that says the records
-/// went to every topic and names the one not on disk.
-#[tokio::test]
-async fn a_publish_whose_fsync_fails_says_where_its_records_are() {
-    use crate::broker::{BatchWriter, Durability};
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-    for topic in ["a", "b"] {
-        broker
-            .create_topic(topic, 1, &BTreeMap::new())
-            .await
-            .unwrap();
-    }
+/// A broker with topics `names` (one partition each) bound to fanout exchange "x".
+async fn fanned(dir: &Path, names: &[&str]) -> Arc<Broker> {
+    let broker = Arc::new(Broker::open(dir, Limits::default()).unwrap());
     broker
         .create_exchange("x", ExchangeType::Fanout)
         .await
         .unwrap();
-    broker.bind("x", "a", "").await.unwrap();
-    broker.bind("x", "b", "").await.unwrap();
-    let b_dir = broker.topic("b").unwrap().dir.clone();
-    crate::log::files::failpoint::fail_next_sync_under(&b_dir);
-    let publish = Publish {
+    for topic in names {
+        broker
+            .create_topic(topic, 1, &BTreeMap::new())
+            .await
+            .unwrap();
+        broker.bind("x", topic, "").await.unwrap();
+    }
+    broker
+}
+
+/// A publish of one record of `bytes` bytes to "x".
+fn one_record(durability: Option<crate::broker::Durability>, bytes: usize) -> Publish {
+    Publish {
         exchange: "x".into(),
         routing_key: String::new(),
-        durability: Some(Durability::Fsync),
+        durability,
         drop_unroutable: false,
         records: 1,
-        bytes: 1,
+        bytes,
         copied: 64,
-    };
-    let fill = |w: &mut BatchWriter| {
-        let no_headers = std::iter::empty::<(&str, &[u8])>();
-        w.push(None, bytes::Bytes::from_static(b"v"), no_headers, 0)
-    };
-    let err = broker.publish(publish, fill).await.unwrap_err();
+    }
+}
+
+/// Pushes one record of `value`, without key or headers.
+fn push(w: &mut crate::broker::BatchWriter, value: &'static [u8]) -> Result<()> {
+    let no_headers = std::iter::empty::<(&str, &[u8])>();
+    w.push(None, bytes::Bytes::from_static(value), no_headers, 0)
+}
+
+/// A publish to two topics whose second fsync fails: an error that says the records
+/// went to every topic and names the one not on disk.
+#[tokio::test]
+async fn a_publish_whose_fsync_fails_says_where_its_records_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = fanned(dir.path(), &["a", "b"]).await;
+    let b_dir = broker.topic("b").unwrap().dir.clone();
+    crate::log::files::failpoint::fail_next_sync_under(&b_dir);
+    let fsync = Some(crate::broker::Durability::Fsync);
+    let fill = |w: &mut _| push(w, b"v");
+    let err = broker
+        .publish(one_record(fsync, 1), fill)
+        .await
+        .unwrap_err();
     let Error::PublishedPartly { detail, .. } = &err else {
         panic!("{err}");
     };
@@ -317,42 +332,83 @@ async fn a_publish_whose_fsync_fails_says_where_its_records_are() {
 #[tokio::test]
 async fn a_configuration_changed_between_the_passes_does_not_split_a_publish() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use crate::broker::BatchWriter;
     let dir = tempfile::tempdir().unwrap();
-    let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-    for topic in ["a", "b"] {
-        broker
-            .create_topic(topic, 1, &BTreeMap::new())
-            .await
-            .unwrap();
-    }
-    broker
-        .create_exchange("x", ExchangeType::Fanout)
-        .await
-        .unwrap();
-    broker.bind("x", "a", "").await.unwrap();
-    broker.bind("x", "b", "").await.unwrap();
+    let broker = fanned(dir.path(), &["a", "b"]).await;
     let b = broker.topic("b").unwrap();
     let calls = AtomicUsize::new(0);
-    let fill = move |w: &mut BatchWriter| {
+    let fill = move |w: &mut _| {
         // The third call is the second pass's first: b's limit drops under the record.
         if calls.fetch_add(1, Ordering::Relaxed) == 2 {
             let mut settings = b.settings.write().unwrap();
             settings.config.max_message_bytes = 1;
         }
-        let no_headers = std::iter::empty::<(&str, &[u8])>();
-        w.push(None, bytes::Bytes::from_static(b"value"), no_headers, 0)
+        push(w, b"value")
     };
-    let publish = Publish {
-        exchange: "x".into(),
-        routing_key: String::new(),
-        durability: None,
-        drop_unroutable: false,
-        records: 1,
-        bytes: 5,
-        copied: 64,
-    };
-    let published = broker.publish(publish, fill).await.unwrap();
+    let published = broker.publish(one_record(None, 5), fill).await.unwrap();
     assert_eq!(published.len(), 2);
+}
+
+/// A write that fails fails every change from the first that changed something on
+/// (a later one was checked against that change), and leaves the state and the file
+/// as they were; the ones before keep their answers.
+#[tokio::test]
+async fn a_failed_write_fails_the_changes_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = open(dir.path());
+    exchanges.create("x", ExchangeType::Direct).await.unwrap();
+    let mut answers = Vec::new();
+    let mut queue = |change: Change| {
+        let (answer, answered) = oneshot::channel();
+        answers.push(answered);
+        Queued { change, answer }
+    };
+    let batch = vec![
+        queue(Box::new(|s: &mut State| s.unbind("x", "t", "k"))),
+        queue(Box::new(|s: &mut State| {
+            s.create("y", ExchangeType::Topic, 10)
+        })),
+        queue(Box::new(|s: &mut State| {
+            s.create("y", ExchangeType::Topic, 10)
+        })),
+    ];
+    let tmp = crate::log::naming::temp_path(&dir.path().join(FILE));
+    crate::log::files::failpoint::fail_next_sync_of(&tmp);
+    exchanges.apply(batch);
+    let mut answers = answers.into_iter();
+    assert!(!answers.next().unwrap().await.unwrap().unwrap());
+    for refused in answers {
+        let err = refused.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "not ALREADY_EXISTS: {err}");
+    }
+    assert!(exchanges.get("y").is_err());
+    assert!(open(dir.path()).get("y").is_err());
+    // The rename done, the directory's sync failed: the change is in the file, so it
+    // is in use too (a later change must not undo it unseen), and its caller was told
+    // it failed.
+    crate::log::files::failpoint::fail_next_sync_of(dir.path());
+    let err = exchanges
+        .create("z", ExchangeType::Topic)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(exchanges.get("z").is_ok());
+    exchanges.create("w", ExchangeType::Topic).await.unwrap();
+    assert!(open(dir.path()).get("z").is_ok());
+}
+
+/// A publish to one topic whose fsync fails fails as a produce does: no topic took
+/// its records besides the one whose error it is.
+#[tokio::test]
+async fn a_publish_to_one_topic_fails_as_a_produce_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = fanned(dir.path(), &["a"]).await;
+    let a_dir = broker.topic("a").unwrap().dir.clone();
+    crate::log::files::failpoint::fail_next_sync_under(&a_dir);
+    let fsync = Some(crate::broker::Durability::Fsync);
+    let fill = |w: &mut _| push(w, b"v");
+    let err = broker
+        .publish(one_record(fsync, 1), fill)
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, Error::PublishedPartly { .. }), "{err}");
 }

@@ -88,6 +88,12 @@ impl Access {
         self.allowed(None, kind, name)
     }
 
+    /// Whether the caller has any operation on the resource: what a description shows
+    /// of it (no refusal message made, for descriptions that ask of many names).
+    pub fn shows(&self, kind: Kind, name: &str) -> bool {
+        self.permits(None, kind, name)
+    }
+
     /// For a listing: None shows every name, Some shows those the caller has any
     /// operation on, by the list as it is when asked.
     pub fn visible(&self, kind: Kind) -> Option<Visible> {
