@@ -103,6 +103,9 @@ async fn a_scrape_shows_produces_reads_calls_lag_and_queues() {
             .len()
     };
     assert_eq!(share_fetch().await, 0);
+    let mut exchanges = client.exchanges();
+    exchanges.create("x", "fanout").await.unwrap();
+    exchanges.bind("x", "m", "").await.unwrap();
     produce_n(&client, "m", 0, 10).await;
     produce_n(&client, "m", 1, 5).await;
     let missing = client
@@ -194,6 +197,8 @@ async fn a_scrape_shows_produces_reads_calls_lag_and_queues() {
     };
     assert_eq!((records("in_flight"), records("available")), (3.0, 12.0));
     assert!(value(&s, "strom_connections_open") >= 1.0);
+    assert_eq!(value(&s, "strom_exchanges"), 1.0);
+    assert_eq!(value(&s, "strom_exchange_bindings"), 1.0);
     assert!(value(&s, r#"strom_budget_size_bytes{budget="produce"}"#) > 0.0);
     assert!(value(&s, "strom_disk_free_bytes") > 0.0);
 

@@ -218,6 +218,12 @@ impl Exchanges {
         Ok(())
     }
 
+    /// How many exchanges there are, and bindings over all of them.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.current();
+        (state.len(), state.bindings())
+    }
+
     /// The exchange called `name`.
     pub fn get(&self, name: &str) -> Result<Exchange> {
         self.current().get(name).cloned()

@@ -44,6 +44,11 @@ impl Broker {
         self.exchanges.unbind(exchange, topic, key).await
     }
 
+    /// How many exchanges there are, and bindings over all of them (for the metrics).
+    pub fn exchange_counts(&self) -> (usize, usize) {
+        self.exchanges.counts()
+    }
+
     pub fn exchange(&self, name: &str) -> Result<Exchange> {
         self.exchanges.get(name)
     }

@@ -106,6 +106,11 @@ impl State {
         write_atomically(path, &json)
     }
 
+    /// How many exchanges.
+    pub fn len(&self) -> usize {
+        self.exchanges.len()
+    }
+
     pub fn bindings(&self) -> usize {
         self.exchanges.values().map(|e| e.bindings.len()).sum()
     }

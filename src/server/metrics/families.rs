@@ -42,6 +42,12 @@ impl Scrape {
                 "Client connections open now",
                 self.connections_open,
             ),
+            ("strom_exchanges", "Exchanges", self.exchanges.0),
+            (
+                "strom_exchange_bindings",
+                "Bindings of topics to exchanges, over all exchanges",
+                self.exchanges.1,
+            ),
         ];
         for (name, help, value) in open {
             self.family(e, name, help, Gauge, one(value as f64))?;

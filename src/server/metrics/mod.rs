@@ -112,6 +112,8 @@ struct Scrape {
     calls: Arc<CallMetrics>,
     calls_open: usize,
     connections_open: usize,
+    /// Exchanges, and bindings over all of them.
+    exchanges: (usize, usize),
     /// Failed TLS handshakes, with TLS.
     tls_failures: Option<u64>,
     /// (name, in use, size) of the produce and request budgets.
@@ -181,6 +183,7 @@ impl Metrics {
             calls: Arc::clone(&self.calls),
             calls_open: self.call_limit.open_calls(),
             connections_open: self.connections.load(Ordering::Relaxed),
+            exchanges: self.broker.exchange_counts(),
             tls_failures: self.tls.as_ref().map(|tls| tls.failed_handshakes()),
             budgets: [
                 ("produce", produce, produce_size),
@@ -283,6 +286,7 @@ mod tests {
             calls: Arc::new(CallMetrics::new()),
             calls_open: 0,
             connections_open: 0,
+            exchanges: (0, 0),
             tls_failures: None,
             budgets: [("produce", 0, 1), ("request", 0, 1)],
             topics,
