@@ -118,12 +118,9 @@ impl Broker {
         };
         // Its bindings go at once, whatever the removal of its files does, and in a
         // task of their own: a caller that hangs up meanwhile must not leave them.
-        let me = Arc::clone(self);
-        let forgotten = tokio::spawn(async move {
-            if let Some(id) = id {
-                me.forget_bindings(&id).await;
-            }
-        });
+        let (me, topic_name) = (Arc::clone(self), name.to_string());
+        let forgotten =
+            tokio::spawn(async move { me.forget_bindings(&topic_name, id.as_deref()).await });
         let me = Arc::clone(self);
         let removed = tokio::task::spawn_blocking(move || {
             // Held while the directory goes: an alter that has the settings finishes

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
@@ -105,6 +106,18 @@ pub fn space_of(path: &Path) -> Result<Space> {
     })
 }
 
+/// Bytes `DiskGuard::admit_bytes` admitted, held against the headroom until dropped.
+pub struct Reservation {
+    disk: Arc<DiskGuard>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.disk.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Watches the data directory's free space against the floor.
 pub struct DiskGuard {
     path: PathBuf,
@@ -116,6 +129,8 @@ pub struct DiskGuard {
     floor_bytes: AtomicU64,
     /// Bytes produced since the last measurement, and how many may be before the next.
     written: AtomicU64,
+    /// Bytes admitted to writes not made yet (`admit_bytes`).
+    reserved: AtomicU64,
     recheck_after: AtomicU64,
     /// Woken when space runs low, so the cleaner runs at once.
     pub low_space: Notify,
@@ -130,6 +145,7 @@ impl DiskGuard {
             free: AtomicU64::new(u64::MAX),
             floor_bytes: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
             recheck_after: AtomicU64::new(0),
             low_space: Notify::new(),
         };
@@ -177,6 +193,37 @@ impl DiskGuard {
         Ok(())
     }
 
+    /// `admit`, and for a write of `bytes` at once (a publish to many topics, checked
+    /// once for them all): refused if they would take free space below the floor, by
+    /// the last measure, what was written since and what other such writes hold,
+    /// measured again before refusing. The bytes are held until the `Reservation`
+    /// goes (a measure does not see what is not written yet).
+    pub fn admit_bytes(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+        self.admit()?;
+        let fits = || {
+            let free = self.free.load(Ordering::Acquire);
+            let used = (self.written.load(Ordering::Acquire))
+                .saturating_add(self.reserved.load(Ordering::Acquire))
+                .saturating_add(bytes);
+            free.saturating_sub(used) >= self.floor_bytes.load(Ordering::Acquire)
+        };
+        if !fits() {
+            self.measure();
+            if !fits() {
+                return Err(Error::DiskFull {
+                    path: self.path.clone(),
+                    free: self.free.load(Ordering::Acquire),
+                    floor: self.floor_bytes.load(Ordering::Acquire),
+                });
+            }
+        }
+        self.reserved.fetch_add(bytes, Ordering::AcqRel);
+        Ok(Reservation {
+            disk: Arc::clone(self),
+            bytes,
+        })
+    }
+
     /// Counts bytes produced; measures again once they reach half the last headroom.
     pub fn wrote(&self, bytes: u64) {
         let total = self.written.fetch_add(bytes, Ordering::AcqRel) + bytes;
@@ -221,5 +268,25 @@ mod tests {
         assert!(err.contains("min_free_disk"), "{err}");
         let below = DiskGuard::new(dir.path(), DiskFloor::bytes(0));
         below.admit().unwrap();
+    }
+
+    /// A write of many bytes at once (a publish to many topics) is admitted only if
+    /// all of it fits above the floor, and those admitted share the headroom.
+    #[test]
+    fn a_large_write_is_admitted_only_if_it_fits_above_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = space_of(dir.path()).unwrap();
+        // About 64 MiB of headroom (free space moves a little as others write).
+        let floor = space.free.saturating_sub(64 << 20);
+        let guard = Arc::new(DiskGuard::new(dir.path(), DiskFloor::bytes(floor)));
+        guard.admit().unwrap();
+        let err = guard.admit_bytes(1 << 30).err().unwrap().to_string();
+        assert!(err.contains("min_free_disk"), "{err}");
+        let first = guard.admit_bytes(20 << 20).unwrap();
+        let _second = guard.admit_bytes(20 << 20).unwrap();
+        let err = guard.admit_bytes(40 << 20).err();
+        assert!(err.is_some(), "the headroom was shared");
+        drop(first);
+        guard.admit_bytes(30 << 20).unwrap();
     }
 }

@@ -211,10 +211,12 @@ impl Exchanges {
             .await
     }
 
-    /// Removes every binding of the topic with id `topic_id` (it was deleted).
-    pub async fn forget_topic(self: &Arc<Self>, topic_id: &str) -> Result<()> {
-        let id = topic_id.to_string();
-        self.change(move |state| state.forget_topic(&id)).await?;
+    /// Removes every binding of the topic with id `topic_id` (it was deleted), or
+    /// with None, of the topic called `topic`.
+    pub async fn forget_topic(self: &Arc<Self>, topic: &str, topic_id: Option<&str>) -> Result<()> {
+        let (topic, id) = (topic.to_string(), topic_id.map(str::to_string));
+        self.change(move |state| state.forget_topic(&topic, id.as_deref()))
+            .await?;
         Ok(())
     }
 

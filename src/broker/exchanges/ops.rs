@@ -91,11 +91,12 @@ impl Broker {
         Ok(routed)
     }
 
-    /// Drops the bindings of a deleted topic. A failure is logged: the bindings route
-    /// nowhere meanwhile (their topic id is gone), and the next start drops them.
-    pub(crate) async fn forget_bindings(&self, topic_id: &str) {
-        if let Err(err) = self.exchanges.forget_topic(topic_id).await {
-            tracing::warn!(%err, topic_id, "could not drop the bindings of a deleted topic");
+    /// Drops the bindings of deleted topic `topic` (by its id if it has one). A
+    /// failure is logged: the bindings route nowhere meanwhile (their topic is gone),
+    /// and the next start drops them.
+    pub(crate) async fn forget_bindings(&self, topic: &str, topic_id: Option<&str>) {
+        if let Err(err) = self.exchanges.forget_topic(topic, topic_id).await {
+            tracing::warn!(%err, topic, "could not drop the bindings of a deleted topic");
         }
     }
 }

@@ -13,16 +13,16 @@
 //! write, a stop) fails the publish after the topics before it took the records:
 //! `Error::PublishedPartly` says how many.
 //!
-//! A publish writes at most `MAX_COPIES` records and `MAX_COPIED_BYTES` bytes over
-//! all its topics: a request of 100,000 empty records to a thousand topics took 2.3 s
-//! of a core.
+//! A publish writes at most `MAX_COPIES` records and headers and `MAX_COPIED_BYTES`
+//! bytes over all its topics (a request of 100,000 empty records to a thousand topics
+//! took 2.3 s of a core), and all its bytes must fit above the free-disk floor.
 
 use std::sync::Arc;
 
 use crate::broker::{BatchWriter, Broker, Durability, ProduceTarget, Produced, Topic, TopicConfig};
 use crate::error::{quote, Error, Result};
 
-/// Records a publish may write, over all the topics it goes to.
+/// Records and headers a publish may write, over all the topics it goes to.
 pub const MAX_COPIES: usize = 1_000_000;
 /// Bytes of records a publish may write, over all the topics it goes to.
 pub const MAX_COPIED_BYTES: usize = 1 << 30;
@@ -36,9 +36,11 @@ pub struct Publish {
     pub durability: Option<Durability>,
     /// Acknowledge a publish no binding takes (stored nowhere) rather than refuse it.
     pub drop_unroutable: bool,
-    /// How many records, their bytes as received, and about how many bytes building
-    /// a batch of them copies (as for `Broker::begin_produce`).
+    /// How many records, with their headers (what building a batch costs, per
+    /// element), their bytes as received, and about how many bytes building a batch of
+    /// them copies (as for `Broker::begin_produce`).
     pub records: usize,
+    pub elements: usize,
     pub bytes: usize,
     pub copied: usize,
 }
@@ -88,12 +90,21 @@ impl Broker {
         }
         let n = topics.len();
         let over = |each: usize, most| n > 1 && each.saturating_mul(n) > most;
-        if over(publish.records, MAX_COPIES) || over(publish.bytes, MAX_COPIED_BYTES) {
+        if over(publish.elements, MAX_COPIES) || over(publish.bytes, MAX_COPIED_BYTES) {
             return Err(Error::LimitReached(format!(
-                "this publish would write its {} records ({} bytes) to each of {n} topics; a publish writes at most {MAX_COPIES} records and {MAX_COPIED_BYTES} bytes over all its topics: send fewer records a request",
-                publish.records, publish.bytes
+                "this publish would write its {} records and headers ({} bytes) to each of {n} topics; a publish writes at most {MAX_COPIES} records and headers and {MAX_COPIED_BYTES} bytes over all its topics: send fewer a request",
+                publish.elements, publish.bytes
             )));
         }
+        // All of it must fit above the free-disk floor, held until the appends are
+        // done: the second pass does not measure the topics against it again.
+        let _room = match n {
+            1 => None,
+            _ => Some(
+                self.disk
+                    .admit_bytes(publish.bytes.saturating_mul(n) as u64)?,
+            ),
+        };
         let fill = Arc::new(fill);
         let checked: Vec<Option<Checked>> = match n {
             // One topic: one pass, as a produce (nothing else to leave half done).
@@ -192,7 +203,21 @@ impl Broker {
                     self.begin_produce_to(Arc::clone(topic), target, records, copied)?;
                 fill(&mut writer)?;
                 let partition = writer.pick_partition();
-                topic.partition(partition)?.with_log(|_| Ok(()))?;
+                // Not the directory's path or the cause, which the log has: the caller
+                // may have no grant on the topic.
+                topic
+                    .partition(partition)?
+                    .with_log(|_| Ok(()))
+                    .map_err(|err| match err {
+                        Error::TopicNotFound { .. } => err,
+                        _ => Error::Unavailable {
+                            what: format!(
+                                "topic {} partition {partition}, bound to the exchange,",
+                                quote(&topic.name)
+                            ),
+                            reason: "its files cannot be opened (the server's log says why)".into(),
+                        },
+                    })?;
                 let config = writer.config().clone();
                 Ok(Some(Checked { config, partition }))
             })

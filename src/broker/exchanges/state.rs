@@ -174,11 +174,17 @@ impl State {
                 return Ok(stale);
             }
         }
-        let (count, most) = (exchange.bindings.len(), capacity.per_exchange);
-        if count >= most || total >= capacity.bindings {
+        // The counts are not told: a caller may not see every binding.
+        let most = capacity.per_exchange;
+        if exchange.bindings.len() >= most {
             return Err(Error::LimitReached(format!(
-                "exchange {} has {count} bindings and the server {total}: at most {most} an exchange and {} in all; unbind some first",
-                quote(name),
+                "exchange {} has {most} bindings, the most an exchange has; unbind some first",
+                quote(name)
+            )));
+        }
+        if total >= capacity.bindings {
+            return Err(Error::LimitReached(format!(
+                "the server has {} bindings, its most over all exchanges; unbind some first",
                 capacity.bindings
             )));
         }
@@ -195,9 +201,13 @@ impl State {
         Ok(exchange.bindings.len() != before)
     }
 
-    /// Drops every binding of the topic with id `topic_id`.
-    pub fn forget_topic(&mut self, topic_id: &str) -> Result<bool> {
-        Ok(self.retain_live(|_, id| id != topic_id))
+    /// Drops every binding of the topic with id `topic_id`, or with None (a topic made
+    /// before topics had ids), of the topic called `topic`.
+    pub fn forget_topic(&mut self, topic: &str, topic_id: Option<&str>) -> Result<bool> {
+        Ok(match topic_id {
+            Some(gone) => self.retain_live(|_, id| id != gone),
+            None => self.retain_live(|name, _| name != topic),
+        })
     }
 
     /// A page of the exchanges, by name, counting the bindings of topics `shown` shows.

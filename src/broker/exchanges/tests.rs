@@ -81,12 +81,16 @@ async fn a_deleted_topic_takes_its_bindings() {
     exchanges.create("fan", ExchangeType::Fanout).await.unwrap();
     bind(&exchanges, "fan", "a", "id-a", "").await.unwrap();
     bind(&exchanges, "fan", "b", "id-b", "").await.unwrap();
-    exchanges.forget_topic("id-a").await.unwrap();
+    exchanges.forget_topic("a", Some("id-a")).await.unwrap();
     assert_eq!(topics(&exchanges.route("fan", "any").unwrap()), ["b"]);
     // A crash between the topic's deletion and the file's: the next start drops them.
     let reopened = Exchanges::open(dir.path(), |name, id| name == "a" && id == "id-a").unwrap();
     assert!(reopened.route("fan", "any").unwrap().is_empty());
     assert!(open(dir.path()).get("fan").unwrap().bindings.is_empty());
+    // A topic made before topics had ids is forgotten by its name.
+    bind(&exchanges, "fan", "legacy", "", "").await.unwrap();
+    exchanges.forget_topic("legacy", None).await.unwrap();
+    assert_eq!(topics(&exchanges.route("fan", "any").unwrap()), ["b"]);
     // A binding of a topic made again under its name follows the new topic.
     bind(&exchanges, "fan", "b", "id-b2", "").await.unwrap();
     assert_eq!(exchanges.route("fan", "x").unwrap()[0].topic_id, "id-b2");
@@ -292,6 +296,7 @@ fn one_record(durability: Option<crate::broker::Durability>, bytes: usize) -> Pu
         durability,
         drop_unroutable: false,
         records: 1,
+        elements: 1,
         bytes,
         copied: 64,
     }
@@ -411,4 +416,46 @@ async fn a_publish_to_one_topic_fails_as_a_produce_does() {
         .await
         .unwrap_err();
     assert!(!matches!(err, Error::PublishedPartly { .. }), "{err}");
+}
+
+/// A publish to many topics must fit above the free-disk floor whole: the topics are
+/// not measured one by one (a hostile client wrote a gigabyte past the floor).
+#[tokio::test]
+async fn a_fan_out_that_would_cross_the_disk_floor_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
+    {
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        let big = BTreeMap::from([("max.message.bytes".to_string(), (15 << 20).to_string())]);
+        broker
+            .create_exchange("x", ExchangeType::Fanout)
+            .await
+            .unwrap();
+        for name in &names {
+            broker.create_topic(name, 1, &big).await.unwrap();
+            broker.bind("x", name, "").await.unwrap();
+        }
+        Arc::into_inner(broker).unwrap().close().unwrap();
+    }
+    // 256 MiB above the floor; the publish needs 64 x 15 MiB.
+    let free = crate::broker::disk::space_of(dir.path()).unwrap().free;
+    let limits = Limits {
+        min_free_disk: crate::broker::DiskFloor::bytes(free.saturating_sub(256 << 20)),
+        ..Limits::default()
+    };
+    let broker = Arc::new(Broker::open(dir.path(), limits).unwrap());
+    let value = bytes::Bytes::from(vec![0u8; 15 << 20]);
+    let fill = move |w: &mut crate::broker::BatchWriter| {
+        let no_headers = std::iter::empty::<(&str, &[u8])>();
+        w.push(None, value.clone(), no_headers, 0)
+    };
+    let err = broker
+        .publish(one_record(None, 15 << 20), fill)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    for name in &names {
+        let end = broker.partition(name, 0).unwrap().offsets().unwrap();
+        assert_eq!(end.high_watermark, 0, "{name}");
+    }
 }

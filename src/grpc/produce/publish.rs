@@ -91,9 +91,18 @@ impl prost::Message for PublishRequest {
 
 /// Appends a publish's records to each topic its exchange routes them to.
 pub async fn publish(broker: &Arc<Broker>, r: PublishRequest) -> Result<Vec<Published>> {
+    // Each header costs a batch's build about what a record does: a publish of 100
+    // records of 1,000 empty headers to 1,000 topics took 8.7 s of a core when only
+    // records were counted.
+    let headers: usize = r
+        .received
+        .iter()
+        .map(|record| super::record::parse_fields(record).map_or(0, |f| f.headers))
+        .sum();
     let publish = Publish {
         durability: durability(r.durability)?,
         records: r.received.len(),
+        elements: r.received.len() + headers,
         bytes: r.received.bytes(),
         copied: super::copied(&r.received),
         exchange: r.exchange,
