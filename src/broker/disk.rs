@@ -5,7 +5,9 @@
 //! Free space is measured with `statvfs` by the cleaner's loop twice a second, and also by
 //! a produce once the bytes written since the last measurement reach half the headroom
 //! that measurement left, so a fast producer cannot run far past the floor between two
-//! measurements, and a produce costs one atomic add, not a system call.
+//! measurements, and a produce costs one atomic add, not a system call. A publish to
+//! many topics, checked against the floor once for all of them, is admitted only if
+//! all its bytes fit above it (`admit_bytes`), and holds them until it has written.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -131,6 +133,8 @@ pub struct DiskGuard {
     written: AtomicU64,
     /// Bytes admitted to writes not made yet (`admit_bytes`).
     reserved: AtomicU64,
+    /// How free space is measured: `space_of`.
+    space: fn(&Path) -> Result<Space>,
     recheck_after: AtomicU64,
     /// Woken when space runs low, so the cleaner runs at once.
     pub low_space: Notify,
@@ -138,7 +142,13 @@ pub struct DiskGuard {
 
 impl DiskGuard {
     pub fn new(path: &Path, floor: DiskFloor) -> DiskGuard {
+        Self::measured_by(path, floor, space_of)
+    }
+
+    /// A guard whose measures come from `space` (a test's file system of its own).
+    fn measured_by(path: &Path, floor: DiskFloor, space: fn(&Path) -> Result<Space>) -> DiskGuard {
         let guard = DiskGuard {
+            space,
             path: path.to_path_buf(),
             floor,
             low: AtomicBool::new(false),
@@ -157,9 +167,13 @@ impl DiskGuard {
     /// that cannot be measured is not taken to be full (ENOSPC still fails appends
     /// cleanly).
     pub fn measure(&self) -> bool {
-        let Ok(space) = space_of(&self.path) else {
+        let Ok(space) = (self.space)(&self.path) else {
             self.low.store(false, Ordering::Release);
             self.recheck_after.store(u64::MAX, Ordering::Release);
+            // Nor is a large write refused on an old measure.
+            self.free.store(u64::MAX, Ordering::Release);
+            self.floor_bytes.store(0, Ordering::Release);
+            self.written.store(0, Ordering::Release);
             return false;
         };
         let floor = self.floor.floor(space.total);
@@ -197,31 +211,34 @@ impl DiskGuard {
     /// once for them all): refused if they would take free space below the floor, by
     /// the last measure, what was written since and what other such writes hold,
     /// measured again before refusing. The bytes are held until the `Reservation`
-    /// goes (a measure does not see what is not written yet).
+    /// goes (a measure does not see what is not written yet); they are held before
+    /// they are checked, so that two writes admitted at once see each other.
     pub fn admit_bytes(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
         self.admit()?;
-        let fits = || {
-            let free = self.free.load(Ordering::Acquire);
-            let used = (self.written.load(Ordering::Acquire))
-                .saturating_add(self.reserved.load(Ordering::Acquire))
-                .saturating_add(bytes);
-            free.saturating_sub(used) >= self.floor_bytes.load(Ordering::Acquire)
-        };
-        if !fits() {
-            self.measure();
-            if !fits() {
-                return Err(Error::DiskFull {
-                    path: self.path.clone(),
-                    free: self.free.load(Ordering::Acquire),
-                    floor: self.floor_bytes.load(Ordering::Acquire),
-                });
-            }
-        }
         self.reserved.fetch_add(bytes, Ordering::AcqRel);
-        Ok(Reservation {
+        let held = Reservation {
             disk: Arc::clone(self),
             bytes,
-        })
+        };
+        let headroom = || {
+            let free = self.free.load(Ordering::Acquire);
+            let floor = self.floor_bytes.load(Ordering::Acquire);
+            let used = (self.written.load(Ordering::Acquire))
+                .saturating_add(self.reserved.load(Ordering::Acquire));
+            (free.saturating_sub(floor), used)
+        };
+        let (room, used) = headroom();
+        if used > room {
+            self.measure();
+            let (room, used) = headroom();
+            if used > room {
+                return Err(Error::LimitReached(format!(
+                    "this publish would write {bytes} bytes over its topics, and the disk has {room} bytes above min_free_disk ({} of them taken by writes under way): send less a request, or free space",
+                    used - bytes
+                )));
+            }
+        }
+        Ok(held)
     }
 
     /// Counts bytes produced; measures again once they reach half the last headroom.
@@ -271,14 +288,18 @@ mod tests {
     }
 
     /// A write of many bytes at once (a publish to many topics) is admitted only if
-    /// all of it fits above the floor, and those admitted share the headroom.
+    /// all of it fits above the floor, and those admitted share the headroom (on a
+    /// file system of the test's own: 1 GiB free, the floor 64 MiB under it).
     #[test]
     fn a_large_write_is_admitted_only_if_it_fits_above_the_floor() {
-        let dir = tempfile::tempdir().unwrap();
-        let space = space_of(dir.path()).unwrap();
-        // About 64 MiB of headroom (free space moves a little as others write).
-        let floor = space.free.saturating_sub(64 << 20);
-        let guard = Arc::new(DiskGuard::new(dir.path(), DiskFloor::bytes(floor)));
+        fn space(_: &Path) -> Result<Space> {
+            Ok(Space {
+                free: 1 << 30,
+                total: 10 << 30,
+            })
+        }
+        let floor = DiskFloor::bytes((1 << 30) - (64 << 20));
+        let guard = Arc::new(DiskGuard::measured_by(Path::new("/d"), floor, space));
         guard.admit().unwrap();
         let err = guard.admit_bytes(1 << 30).err().unwrap().to_string();
         assert!(err.contains("min_free_disk"), "{err}");
@@ -287,6 +308,7 @@ mod tests {
         let err = guard.admit_bytes(40 << 20).err();
         assert!(err.is_some(), "the headroom was shared");
         drop(first);
-        guard.admit_bytes(30 << 20).unwrap();
+        let _third = guard.admit_bytes(30 << 20).unwrap();
+        assert!(guard.admit_bytes(20 << 20).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::oneshot;
 
-pub use publish::{Publish, Published, MAX_COPIES};
+pub use publish::{Publish, Published, MAX_FIELDS};
 pub use routing::{check_routing_key, ExchangeType, MAX_KEY_LEN};
 pub use state::{Binding, Capacity, Exchange, ExchangeListing, CAPACITY, FILE};
 

@@ -296,7 +296,6 @@ fn one_record(durability: Option<crate::broker::Durability>, bytes: usize) -> Pu
         durability,
         drop_unroutable: false,
         records: 1,
-        elements: 1,
         bytes,
         copied: 64,
     }
@@ -319,7 +318,7 @@ async fn a_publish_whose_fsync_fails_says_where_its_records_are() {
     let fsync = Some(crate::broker::Durability::Fsync);
     let fill = |w: &mut _| push(w, b"v");
     let err = broker
-        .publish(one_record(fsync, 1), fill)
+        .publish(one_record(fsync, 1), fill, || 1)
         .await
         .unwrap_err();
     let Error::PublishedPartly { detail, .. } = &err else {
@@ -349,7 +348,10 @@ async fn a_configuration_changed_between_the_passes_does_not_split_a_publish() {
         }
         push(w, b"value")
     };
-    let published = broker.publish(one_record(None, 5), fill).await.unwrap();
+    let published = broker
+        .publish(one_record(None, 5), fill, || 1)
+        .await
+        .unwrap();
     assert_eq!(published.len(), 2);
 }
 
@@ -412,7 +414,7 @@ async fn a_publish_to_one_topic_fails_as_a_produce_does() {
     let fsync = Some(crate::broker::Durability::Fsync);
     let fill = |w: &mut _| push(w, b"v");
     let err = broker
-        .publish(one_record(fsync, 1), fill)
+        .publish(one_record(fsync, 1), fill, || 1)
         .await
         .unwrap_err();
     assert!(!matches!(err, Error::PublishedPartly { .. }), "{err}");
@@ -450,10 +452,11 @@ async fn a_fan_out_that_would_cross_the_disk_floor_is_refused_whole() {
         w.push(None, value.clone(), no_headers, 0)
     };
     let err = broker
-        .publish(one_record(None, 15 << 20), fill)
+        .publish(one_record(None, 15 << 20), fill, || 1)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(matches!(err, Error::LimitReached(_)), "{err}");
+    assert!(err.to_string().contains("min_free_disk"), "{err}");
     for name in &names {
         let end = broker.partition(name, 0).unwrap().offsets().unwrap();
         assert_eq!(end.high_watermark, 0, "{name}");

@@ -15,6 +15,9 @@ pub(super) struct Fields {
     pub(super) value: (usize, usize),
     /// How many headers: none is the common case, and spares a second walk.
     pub(super) headers: usize,
+    /// Fields decoded, the headers' own included: what building the record's batch
+    /// walks (a publish's work over many topics is capped by it).
+    pub(super) tags: usize,
 }
 
 /// Reads a varint-delimited field's bounds at `rest`, advancing past it.
@@ -39,9 +42,11 @@ pub(super) fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String>
         key: None,
         value: (0, 0),
         headers: 0,
+        tags: 0,
     };
     while !rest.is_empty() {
         let (tag, wire_type) = encoding::decode_key(&mut rest).map_err(|e| e.to_string())?;
+        fields.tags += 1;
         let expect = |wanted: WireType| {
             if wire_type == wanted {
                 Ok(())
@@ -70,7 +75,7 @@ pub(super) fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String>
             5 => {
                 expect(WireType::LengthDelimited)?;
                 let (start, end) = delimited(&mut rest, whole)?;
-                parse_header(&record[start..end])?;
+                fields.tags += parse_header(&record[start..end])?.2;
                 fields.headers += 1;
             }
             _ => encoding::skip_field(wire_type, tag, &mut rest, DecodeContext::default())
@@ -80,13 +85,15 @@ pub(super) fn parse_fields(record: &[u8]) -> std::result::Result<Fields, String>
     Ok(fields)
 }
 
-/// A `Header` message's name and value (fields in any order, unknown ones skipped).
-fn parse_header(header: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
+/// A `Header` message's name and value (fields in any order, unknown ones skipped),
+/// and how many fields it has.
+fn parse_header(header: &[u8]) -> std::result::Result<(&str, &[u8], usize), String> {
     let whole = header.len();
     let mut rest = header;
-    let (mut name, mut value) = ((0, 0), (0, 0));
+    let (mut name, mut value, mut tags) = ((0, 0), (0, 0), 0);
     while !rest.is_empty() {
         let (tag, wire_type) = encoding::decode_key(&mut rest).map_err(|e| e.to_string())?;
+        tags += 1;
         match (tag, wire_type) {
             (1, WireType::LengthDelimited) => name = delimited(&mut rest, whole)?,
             (2, WireType::LengthDelimited) => value = delimited(&mut rest, whole)?,
@@ -97,7 +104,7 @@ fn parse_header(header: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
     }
     let name = std::str::from_utf8(&header[name.0..name.1])
         .map_err(|_| "a header name is not UTF-8".to_string())?;
-    Ok((name, &header[value.0..value.1]))
+    Ok((name, &header[value.0..value.1], tags))
 }
 
 /// A record's headers, in order, from its checked bytes.
@@ -115,7 +122,7 @@ impl<'a> Iterator for Headers<'a> {
             let (tag, wire_type) = encoding::decode_key(&mut self.rest).ok()?;
             if tag == 5 {
                 let (start, end) = delimited(&mut self.rest, whole).ok()?;
-                return parse_header(&all[start..end]).ok();
+                return parse_header(&all[start..end]).ok().map(|(n, v, _)| (n, v));
             }
             encoding::skip_field(wire_type, tag, &mut self.rest, DecodeContext::default()).ok()?;
         }
