@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::{Access, Kind, Operation};
+use super::auth::{Kind, Operation};
 use super::pb::{self, groups_server};
 use super::{access, page, status};
 use crate::groups::{self, Groups, Heartbeat, NamedPartitions, ResetTo};
@@ -46,13 +46,6 @@ fn by_topic(
             topic_id: String::new(),
         })
         .collect()
-}
-
-/// Whether a group's description shows a topic: a caller with a grant on the group
-/// sees its rows only for the topics it has a grant on (as Kafka's OffsetFetch).
-pub(super) fn shown_topics(access: &Access) -> impl Fn(&str) -> bool {
-    let only = access.visible(Kind::Topic);
-    move |topic| only.as_ref().is_none_or(|shows| shows(topic))
 }
 
 #[tonic::async_trait]
@@ -239,7 +232,9 @@ impl groups_server::Groups for GroupsService {
         access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
-        let shown = shown_topics(&access);
+        // A caller with a grant on the group sees its rows only for the topics it has
+        // a grant on (as Kafka's OffsetFetch).
+        let shown = |topic: &str| access.shows(Kind::Topic, topic);
         let r = request.into_inner();
         // Its partitions' rows only for topics the caller has a grant on.
         let page = page(r.page_size, r.page_token, access.visible(Kind::Topic));

@@ -239,7 +239,7 @@ impl queues_server::Queues for QueuesService {
         access
             .check_any(Kind::Group, &request.get_ref().group)
             .map_err(status)?;
-        let shown = super::groups::shown_topics(&access);
+        let shown = |topic: &str| access.shows(Kind::Topic, topic);
         let r = request.into_inner();
         let d = self.queues.describe(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DescribeShareGroupResponse {
