@@ -42,6 +42,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where to serve Prometheus metrics (`GET /metrics`, HTTP/1.1); none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to answer Kafka clients (Kafka's wire protocol, `kafka/`); none by default.
+    pub kafka_listen: Option<SocketAddr>,
+    /// The `host:port` Kafka clients are told to connect to (Metadata's broker); by
+    /// default the address each client reached the listener on.
+    pub kafka_advertised_address: Option<String>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `strom=debug,info`.
@@ -154,6 +159,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             metrics_listen: None,
+            kafka_listen: None,
+            kafka_advertised_address: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -332,6 +339,25 @@ impl ServerConfig {
             ));
         }
         self.acl.as_deref().map(Acl::load).transpose()
+    }
+
+    /// `kafka_advertised_address` as a host and a port.
+    pub fn kafka_advertised(&self) -> Result<Option<(String, u16)>> {
+        let Some(address) = &self.kafka_advertised_address else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "kafka_advertised_address {address:?} is not HOST:PORT (e.g. broker.example.com:9092)"
+            ))
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Some((host.to_string(), port)))
     }
 
     pub fn serve_options(&self) -> ServeOptions {

@@ -20,6 +20,12 @@
 //!   calls without a token the server lists, and gives each call its `Access` (what
 //!   the access control list, `auth/acl.rs`, grants its principal), which every
 //!   handler checks before it looks anything up.
+//! - [`kafka`]: Kafka's wire protocol on a listener of its own, an adapter beside
+//!   `grpc`: size-prefixed frames decoded by hand within their bounds (`kafka/wire.rs`),
+//!   each produced Kafka record batch pushed record by record into the broker's
+//!   `BatchWriter` as a gRPC Produce's records are, each stored batch turned into a
+//!   Kafka batch for a Fetch (`kafka/records.rs`), responses encoded by
+//!   `kafka-protocol`, and strom's errors mapped to Kafka's codes (`kafka/errors.rs`).
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups
@@ -159,6 +165,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod grpc;
+pub mod kafka;
 pub mod log;
 pub mod server;
 mod sys;

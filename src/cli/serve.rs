@@ -21,6 +21,14 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "STROM_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Address to answer Kafka clients on (Kafka's wire protocol), e.g. 127.0.0.1:9092
+    /// [default: none].
+    #[arg(long, env = "STROM_KAFKA_LISTEN")]
+    kafka_listen: Option<std::net::SocketAddr>,
+    /// HOST:PORT Kafka clients are told to connect to [default: the address each
+    /// client reached --kafka-listen on].
+    #[arg(long, env = "STROM_KAFKA_ADVERTISED_ADDRESS")]
+    kafka_advertised_address: Option<String>,
     /// Directory for topics and their data [default: ./strom-data].
     #[arg(long, env = "STROM_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -125,6 +133,12 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.metrics_listen {
         config.metrics_listen = Some(v);
     }
+    if let Some(v) = args.kafka_listen {
+        config.kafka_listen = Some(v);
+    }
+    if let Some(v) = args.kafka_advertised_address {
+        config.kafka_advertised_address = Some(v);
+    }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
@@ -192,6 +206,16 @@ async fn run(config: ServerConfig) -> Result<(), String> {
         ),
         None => None,
     };
+    let kafka_advertised = config.kafka_advertised().map_err(|e| e.to_string())?;
+    if config.kafka_listen.is_some() && (tls.is_some() || tokens.is_some() || acl.is_some()) {
+        return Err("kafka_listen cannot be used with tls_cert, auth_tokens or acl: the Kafka listener has no TLS or authentication yet, and would let any client around them".into());
+    }
+    let kafka = match config.kafka_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+            format!("cannot answer Kafka clients on {address} (kafka_listen): {e}")
+        })?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let limits = config.limits().map_err(|e| e.to_string())?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
@@ -218,7 +242,13 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     options.tokens = tokens;
     options.acl = acl;
     options.max_connections = connections_within_open_files(options.max_connections);
-    crate::server::serve_with_metrics(listener, metrics, broker, options, shutdown_signal())
+    options.kafka_advertised = kafka_advertised;
+    let listeners = crate::server::Listeners {
+        grpc: listener,
+        metrics,
+        kafka,
+    };
+    crate::server::serve_listeners(listeners, broker, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

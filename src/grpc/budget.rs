@@ -144,6 +144,20 @@ impl BudgetLayer {
         self.requests.in_use()
     }
 
+    /// Charges a produce request read outside HTTP/2 (the Kafka listener's, `kafka/`)
+    /// to the produce budget, `COST_FACTOR` times its `bytes` and clamped to the whole
+    /// budget, as a Produce message is; waits for room. The charge lasts as long as the
+    /// permit.
+    pub async fn charge_produce(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let cost = bytes
+            .saturating_mul(self.produce.factor)
+            .min(self.produce.total);
+        Arc::clone(&self.produce.semaphore)
+            .acquire_many_owned(cost as u32)
+            .await
+            .expect("the budget's semaphore is never closed")
+    }
+
     /// A produce budget of `produce_bytes` and a budget of `request_bytes` for the rest;
     /// messages over `limits` are refused.
     pub fn new(produce_bytes: usize, request_bytes: usize, limits: RequestLimits) -> BudgetLayer {

@@ -51,6 +51,10 @@ const HEALTH_SERVICES: [&str; 6] = [
     <ExchangesServer<ExchangesService> as NamedService>::NAME,
 ];
 
+/// A Kafka connection without a request this long is closed: Kafka's own
+/// `connections.max.idle.ms`.
+const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The largest request message of the Queues service.
 pub const QUEUE_REQUEST_BYTES: usize = 1 << 20;
 
@@ -76,6 +80,44 @@ pub async fn serve_with_metrics(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let listeners = Listeners {
+        grpc: listener,
+        metrics,
+        kafka: None,
+    };
+    serve_listeners(listeners, broker, options, shutdown).await
+}
+
+/// The sockets a server answers on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// `GET /metrics`, until the stop begins.
+    pub metrics: Option<TcpListener>,
+    /// Kafka's wire protocol (`kafka/`), until the stop begins.
+    pub kafka: Option<TcpListener>,
+}
+
+/// As `serve`, on every listener given.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    broker: Broker,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let Listeners {
+        grpc: listener,
+        metrics,
+        kafka,
+    } = listeners;
+    // The Kafka listener has neither TLS nor authentication: next to a gRPC listener
+    // that asks for them, it would be a way around them.
+    if kafka.is_some()
+        && (options.tls.is_some() || options.tokens.is_some() || options.acl.is_some())
+    {
+        return Err(Error::InvalidArgument(
+            "kafka_listen cannot be used with tls_cert, auth_tokens or acl: the Kafka listener has no TLS or authentication yet, and would let any client around them".into(),
+        ));
+    }
     let started = metrics::unix_now();
     // The connection threads first: if they cannot start, nothing else has been started.
     let threads = match options.connection_threads {
@@ -235,6 +277,25 @@ pub async fn serve_with_metrics(
             broker.shutting_down(),
         ))
     });
+    let kafka_task = kafka.map(|listener| {
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!("serving Kafka's protocol on {bound}");
+        }
+        let kafka = Arc::new(crate::kafka::Kafka {
+            broker: Arc::clone(&broker),
+            budget: budget.clone(),
+            max_request_bytes: max,
+            advertised: options.kafka_advertised.clone(),
+            stalled_reader_timeout: options.stalled_reader_timeout,
+            idle_timeout: KAFKA_IDLE_TIMEOUT,
+        });
+        tokio::spawn(crate::kafka::serve(
+            listener,
+            kafka,
+            options.max_connections,
+            broker.shutting_down(),
+        ))
+    });
     let router = || {
         Server::builder()
             .layer(calls.clone())
@@ -320,6 +381,9 @@ pub async fn serve_with_metrics(
     broker.begin_shutdown();
     if let Some(task) = metrics_task {
         let _ = task.await; // it ends as the stop begins, and holds the broker
+    }
+    if let Some(task) = kafka_task {
+        let _ = task.await; // so does the Kafka listener
     }
     let _ = upkeep.await;
     let _ = cleaner.await;

@@ -58,6 +58,9 @@ pub struct ServeOptions {
     pub tokens: Option<Tokens>,
     /// Who may do what (`grpc/auth/acl.rs`); None lets every caller do anything.
     pub acl: Option<Acl>,
+    /// The host and port the Kafka listener's Metadata names (`kafka/`); None: the
+    /// address each client connected to.
+    pub kafka_advertised: Option<(String, u16)>,
 }
 
 impl Default for ServeOptions {
@@ -83,6 +86,7 @@ impl Default for ServeOptions {
             tls: None,
             tokens: None,
             acl: None,
+            kafka_advertised: None,
         }
     }
 }

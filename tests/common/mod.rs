@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod exchanges;
+pub mod kafka;
 pub mod process;
 pub mod proxy;
 pub mod requests;

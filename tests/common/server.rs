@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use strom::broker::{Broker, Limits};
 use strom::client::Client;
-use strom::server::{serve_with_metrics, ServeOptions};
+use strom::server::{serve_listeners, Listeners, ServeOptions};
 use tokio::sync::oneshot;
 
 pub struct TestServer {
@@ -14,6 +14,9 @@ pub struct TestServer {
     /// Where it serves `/metrics`, if it was asked to.
     #[allow(dead_code)] // not every test binary uses it
     pub metrics: Option<SocketAddr>,
+    /// Where it answers Kafka clients, if it was asked to.
+    #[allow(dead_code)] // not every test binary uses it
+    pub kafka: Option<SocketAddr>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<strom::Result<()>>>,
@@ -33,13 +36,20 @@ impl TestServer {
         limits: Limits,
         options: ServeOptions,
     ) -> TestServer {
-        Self::start_serving(dir, limits, options, false).await
+        Self::start_serving(dir, limits, options, false, false).await
+    }
+
+    /// A server that answers Kafka's protocol too, and serves metrics, on ports of
+    /// their own.
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn start_with_kafka(dir: &Path, limits: Limits, options: ServeOptions) -> TestServer {
+        Self::start_serving(dir, limits, options, true, true).await
     }
 
     /// A server that serves Prometheus metrics too, on a port of its own.
     #[allow(dead_code)] // not every test binary uses it
     pub async fn start_with_metrics(dir: &Path) -> TestServer {
-        Self::start_serving(dir, Limits::default(), ServeOptions::default(), true).await
+        Self::start_serving(dir, Limits::default(), ServeOptions::default(), true, false).await
     }
 
     /// `start_with_options`, serving Prometheus metrics too.
@@ -49,7 +59,7 @@ impl TestServer {
         limits: Limits,
         options: ServeOptions,
     ) -> TestServer {
-        Self::start_serving(dir, limits, options, true).await
+        Self::start_serving(dir, limits, options, true, false).await
     }
 
     async fn start_serving(
@@ -57,6 +67,7 @@ impl TestServer {
         limits: Limits,
         options: ServeOptions,
         metrics: bool,
+        kafka: bool,
     ) -> TestServer {
         // A test in the same binary that spawns a process forks this one, and the child
         // holds a copy of every descriptor, the data directory's lock included, until it
@@ -77,14 +88,25 @@ impl TestServer {
             false => None,
         };
         let metrics = metrics_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let kafka_listener = match kafka {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let kafka = kafka_listener.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = serve_with_metrics(listener, metrics_listener, broker, options, async move {
+        let listeners = Listeners {
+            grpc: listener,
+            metrics: metrics_listener,
+            kafka: kafka_listener,
+        };
+        let served = serve_listeners(listeners, broker, options, async move {
             let _ = stopped.await;
         });
         let task = tokio::spawn(served);
         TestServer {
             addr,
             metrics,
+            kafka,
             dir: dir.to_path_buf(),
             stop: Some(stop),
             task: Some(task),

@@ -1,0 +1,159 @@
+//! Produce: each partition's record batch is checked and appended as a gRPC Produce's
+//! records are (`Broker::begin_produce`), and answered with its own error code, as
+//! Kafka does: one partition's refusal does not refuse the others.
+//!
+//! `acks` picks the durability: `all` (-1) is acknowledged once the records are on
+//! disk, the strongest promise a single node makes (Kafka's own is "on every in-sync
+//! replica", fsynced or not); `1` once they are in the page cache; `0` is not answered.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::{code, Refusal};
+use super::records::parse_batch;
+use super::requests::Produce;
+use crate::broker::{Broker, Durability, ProduceTarget};
+
+/// What one partition's append came to: its base offset, or why not.
+type Outcome = Result<u64, Refusal>;
+
+/// Appends every partition's batch, then waits for the ones an fsync must cover
+/// (concurrent produces share fsyncs). Runs on a task of its own: a client that hangs
+/// up cannot cancel an append halfway.
+pub async fn produce(broker: Arc<Broker>, request: Produce) -> Vec<(String, Vec<(i32, Outcome)>)> {
+    let durability = match request.acks {
+        -1 => Some(Durability::Fsync),
+        0 | 1 => Some(Durability::PageCache),
+        acks => {
+            let refusal = Refusal::new(
+                code::INVALID_REQUIRED_ACKS,
+                format!("acks={acks}: use 0, 1 or all (-1)"),
+            );
+            return refuse_all(request, refusal);
+        }
+    };
+    if request.transactional_id.is_some() {
+        let refusal = Refusal::new(
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "a transactional produce: strom has no Kafka transactions",
+        );
+        return refuse_all(request, refusal);
+    }
+    let mut answers = Vec::with_capacity(request.topics.len());
+    let mut pending = Vec::new();
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let appended = append(&broker, &topic.name, p.index, p.records, durability).await;
+            match appended {
+                Ok(appended) => {
+                    partitions.push((p.index, Ok(0)));
+                    pending.push((answers.len(), partitions.len() - 1, appended));
+                }
+                Err(refusal) => partitions.push((p.index, Err(refusal))),
+            }
+        }
+        answers.push((topic.name, partitions));
+    }
+    let durable = pending.into_iter().map(|(t, p, appended)| async move {
+        let outcome = appended
+            .durable()
+            .await
+            .map(|p| p.base_offset)
+            .map_err(Refusal::from);
+        (t, p, outcome)
+    });
+    for (t, p, outcome) in futures_util::future::join_all(durable).await {
+        answers[t].1[p].1 = outcome;
+    }
+    answers
+}
+
+fn refuse_all(request: Produce, refusal: Refusal) -> Vec<(String, Vec<(i32, Outcome)>)> {
+    let partitions = |t: crate::kafka::requests::ProduceTopic| {
+        let answers = t.partitions.iter().map(|p| (p.index, Err(refusal.clone())));
+        (t.name, answers.collect())
+    };
+    request.topics.into_iter().map(partitions).collect()
+}
+
+async fn append(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    durability: Option<Durability>,
+) -> Result<crate::broker::Appended, Refusal> {
+    let Some(records) = records else {
+        return Err(Refusal::new(code::INVALID_RECORD, "no records (null)"));
+    };
+    let partition = u32::try_from(partition).map_err(|_| {
+        Refusal::new(
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("partition {partition} of topic {topic:?}"),
+        )
+    })?;
+    let batch = parse_batch(records)?;
+    let target = ProduceTarget {
+        topic: topic.to_string(),
+        partition: Some(partition),
+        durability,
+        producer: batch.producer,
+    };
+    // As a gRPC Produce reckons it: small values and keys are copied, large values not.
+    let copied = batch.records_len().min(batch.count * 300) + 32 * batch.count;
+    let mut writer = broker.begin_produce(target, batch.count, copied)?;
+    batch.push_all(&mut writer)?;
+    Ok(writer.finish()?.append().await?)
+}
+
+/// The response, with the fields `version` has.
+pub fn response(
+    broker: &Broker,
+    answers: Vec<(String, Vec<(i32, Outcome)>)>,
+    version: i16,
+) -> ProduceResponse {
+    let mut response = ProduceResponse::default();
+    for (name, partitions) in answers {
+        let mut topic = TopicProduceResponse::default();
+        for (index, outcome) in partitions {
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            match outcome {
+                Ok(base_offset) => {
+                    p.base_offset = base_offset as i64;
+                    if version >= 5 {
+                        p.log_start_offset = u32::try_from(index)
+                            .ok()
+                            .and_then(|i| broker.partition(&name, i).ok())
+                            .and_then(|p| p.offsets().ok())
+                            .map_or(-1, |o| o.log_start as i64);
+                    }
+                }
+                Err(refusal) => {
+                    tracing::debug!(
+                        topic = name,
+                        partition = index,
+                        code = refusal.code,
+                        "{}",
+                        refusal.message
+                    );
+                    p.error_code = refusal.code;
+                    p.base_offset = -1;
+                    if version >= 8 {
+                        p.error_message = Some(StrBytes::from_string(refusal.message));
+                    }
+                }
+            }
+            topic.partition_responses.push(p);
+        }
+        topic.name = StrBytes::from_string(name).into();
+        response.responses.push(topic);
+    }
+    response
+}

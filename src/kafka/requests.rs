@@ -1,0 +1,316 @@
+//! The Kafka requests strom answers, decoded from a frame (`wire::Reader`), and the
+//! versions of each it takes.
+//!
+//! Versions are the ones that name topics by name (Produce up to 12, Fetch up to 12),
+//! from the oldest a Kafka 4 client still sends. Fields strom has no use for (leader
+//! epochs, rack ids, replica ids) are read and dropped.
+
+use bytes::Bytes;
+
+use super::wire::{Decoded, Malformed, Reader};
+
+/// API keys, as Kafka numbers them.
+pub mod key {
+    pub const PRODUCE: i16 = 0;
+    pub const FETCH: i16 = 1;
+    pub const LIST_OFFSETS: i16 = 2;
+    pub const METADATA: i16 = 3;
+    pub const API_VERSIONS: i16 = 18;
+    pub const INIT_PRODUCER_ID: i16 = 22;
+}
+
+/// One API strom answers: its key, the versions it takes, and the first flexible one.
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
+    pub key: i16,
+    pub min: i16,
+    pub max: i16,
+    pub first_flexible: i16,
+}
+
+pub const APIS: [Api; 6] = [
+    Api {
+        key: key::PRODUCE,
+        min: 3,
+        max: 12,
+        first_flexible: 9,
+    },
+    Api {
+        key: key::FETCH,
+        min: 4,
+        max: 12,
+        first_flexible: 12,
+    },
+    Api {
+        key: key::LIST_OFFSETS,
+        min: 1,
+        max: 6,
+        first_flexible: 6,
+    },
+    Api {
+        key: key::METADATA,
+        min: 0,
+        max: 12,
+        first_flexible: 9,
+    },
+    Api {
+        key: key::API_VERSIONS,
+        min: 0,
+        max: 3,
+        first_flexible: 3,
+    },
+    Api {
+        key: key::INIT_PRODUCER_ID,
+        min: 0,
+        max: 4,
+        first_flexible: 2,
+    },
+];
+
+pub fn api(key: i16) -> Option<&'static Api> {
+    APIS.iter().find(|api| api.key == key)
+}
+
+/// A request's header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub api_key: i16,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// Reads the header of a request frame. The key, version and correlation id come
+/// first in every version, so an unknown API or version can still be answered.
+pub fn header(frame: Bytes) -> Decoded<(Header, Reader)> {
+    let mut r = Reader::new(frame, false);
+    let api_key = r.i16()?;
+    let version = r.i16()?;
+    let correlation_id = r.i32()?;
+    let client_id = r.nullable_string("the client id")?;
+    let flexible = api(api_key).is_some_and(|api| version >= api.first_flexible);
+    r.flexible = flexible;
+    r.tags()?;
+    let header = Header {
+        api_key,
+        version,
+        correlation_id,
+        client_id,
+    };
+    Ok((header, r))
+}
+
+#[derive(Debug)]
+pub struct ProducePartition {
+    pub index: i32,
+    pub records: Option<Bytes>,
+}
+
+#[derive(Debug)]
+pub struct ProduceTopic {
+    pub name: String,
+    pub partitions: Vec<ProducePartition>,
+}
+
+#[derive(Debug)]
+pub struct Produce {
+    pub transactional_id: Option<String>,
+    pub acks: i16,
+    pub timeout_ms: i32,
+    pub topics: Vec<ProduceTopic>,
+}
+
+pub fn produce(r: &mut Reader) -> Decoded<Produce> {
+    let transactional_id = r.nullable_string("the transactional id")?;
+    let acks = r.i16()?;
+    let timeout_ms = r.i32()?;
+    let topics = r.array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            let index = r.i32()?;
+            let records = r.nullable_bytes("records")?;
+            r.tags()?;
+            Ok(ProducePartition { index, records })
+        })?;
+        r.tags()?;
+        Ok(ProduceTopic { name, partitions })
+    })?;
+    r.tags()?;
+    Ok(Produce {
+        transactional_id,
+        acks,
+        timeout_ms,
+        topics,
+    })
+}
+
+#[derive(Debug)]
+pub struct FetchPartition {
+    pub partition: i32,
+    pub fetch_offset: i64,
+    pub max_bytes: i32,
+}
+
+#[derive(Debug)]
+pub struct FetchTopic {
+    pub name: String,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug)]
+pub struct Fetch {
+    pub max_wait_ms: i32,
+    pub min_bytes: i32,
+    pub max_bytes: i32,
+    pub isolation_level: i8,
+    pub session_id: i32,
+    pub session_epoch: i32,
+    pub topics: Vec<FetchTopic>,
+}
+
+pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
+    let _replica_id = r.i32()?;
+    let max_wait_ms = r.i32()?;
+    let min_bytes = r.i32()?;
+    let max_bytes = r.i32()?;
+    let isolation_level = r.i8()?;
+    let (session_id, session_epoch) = match version >= 7 {
+        true => (r.i32()?, r.i32()?),
+        false => (0, -1),
+    };
+    let topics = r.array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            let partition = r.i32()?;
+            if version >= 9 {
+                let _current_leader_epoch = r.i32()?;
+            }
+            let fetch_offset = r.i64()?;
+            if version >= 12 {
+                let _last_fetched_epoch = r.i32()?;
+            }
+            if version >= 5 {
+                let _log_start_offset = r.i64()?;
+            }
+            let max_bytes = r.i32()?;
+            r.tags()?;
+            Ok(FetchPartition {
+                partition,
+                fetch_offset,
+                max_bytes,
+            })
+        })?;
+        r.tags()?;
+        Ok(FetchTopic { name, partitions })
+    })?;
+    if version >= 7 {
+        r.array("forgotten topics", |r| {
+            r.string("a topic name")?;
+            r.array("partitions", |r| r.i32())?;
+            r.tags()
+        })?;
+    }
+    if version >= 11 {
+        r.string("the rack id")?;
+    }
+    r.tags()?;
+    Ok(Fetch {
+        max_wait_ms,
+        min_bytes,
+        max_bytes,
+        isolation_level,
+        session_id,
+        session_epoch,
+        topics,
+    })
+}
+
+#[derive(Debug)]
+pub struct ListOffsetsTopic {
+    pub name: String,
+    /// (partition, timestamp): -1 the latest offset, -2 the earliest.
+    pub partitions: Vec<(i32, i64)>,
+}
+
+pub fn list_offsets(r: &mut Reader, version: i16) -> Decoded<Vec<ListOffsetsTopic>> {
+    let _replica_id = r.i32()?;
+    if version >= 2 {
+        let _isolation_level = r.i8()?;
+    }
+    let topics = r.array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            let partition = r.i32()?;
+            if version >= 4 {
+                let _current_leader_epoch = r.i32()?;
+            }
+            let timestamp = r.i64()?;
+            r.tags()?;
+            Ok((partition, timestamp))
+        })?;
+        r.tags()?;
+        Ok(ListOffsetsTopic { name, partitions })
+    })?;
+    r.tags()?;
+    Ok(topics)
+}
+
+/// A Metadata request: `None` asks for every topic.
+pub fn metadata(r: &mut Reader, version: i16) -> Decoded<Option<Vec<Option<String>>>> {
+    let topics = r.nullable_array("topics", |r| {
+        if version >= 10 {
+            let _topic_id = r.uuid()?;
+        }
+        let name = r.nullable_string("a topic name")?;
+        r.tags()?;
+        Ok(name)
+    })?;
+    if version >= 4 {
+        let _allow_auto_topic_creation = r.bool()?;
+    }
+    if version >= 8 {
+        if version <= 10 {
+            let _include_cluster_authorized_operations = r.bool()?;
+        }
+        let _include_topic_authorized_operations = r.bool()?;
+    }
+    r.tags()?;
+    // Version 0 asks for every topic with an empty list; later ones with null.
+    Ok(match (version, topics) {
+        (0, Some(t)) if t.is_empty() => None,
+        (_, topics) => topics,
+    })
+}
+
+/// An InitProducerId request: its transactional id, if any.
+pub fn init_producer_id(r: &mut Reader, version: i16) -> Decoded<Option<String>> {
+    let transactional_id = r.nullable_string("the transactional id")?;
+    let _transaction_timeout_ms = r.i32()?;
+    if version >= 3 {
+        let _producer_id = r.i64()?;
+        let _producer_epoch = r.i16()?;
+    }
+    r.tags()?;
+    Ok(transactional_id)
+}
+
+/// Checks that a request was read to its end: bytes left over mean it was not what its
+/// header said.
+pub fn finished(r: &Reader) -> Decoded<()> {
+    match r.remaining() {
+        0 => Ok(()),
+        n => Err(Malformed(format!(
+            "{n} bytes left over after the request: it does not match its version"
+        ))),
+    }
+}
+
+/// An ApiVersions request (its client's name and version, from version 3, are read and
+/// dropped).
+pub fn api_versions(r: &mut Reader, version: i16) -> Decoded<()> {
+    if version >= 3 {
+        r.string("the client software name")?;
+        r.string("the client software version")?;
+    }
+    r.tags()
+}

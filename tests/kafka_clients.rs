@@ -1,0 +1,49 @@
+//! Kafka's own client libraries against strom: confluent-kafka (librdkafka, the C
+//! client most non-Java Kafka clients wrap) and kafka-python, from PyPI, run
+//! `tests/python/kafka_clients.py` against the real server's Kafka listener; the
+//! records they wrote are then read back through gRPC too. `scripts/test.sh` installs
+//! both into `target/pyenv` and points STROM_PYTHON at it.
+
+mod common;
+
+use std::process::Command;
+
+use common::server::TestServer;
+use strom::broker::Limits;
+use strom::server::ServeOptions;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_client_libraries_produce_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("kafka-clients", 3).await;
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_clients.py");
+    let bootstrap = server.kafka.unwrap().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &bootstrap, "kafka-clients"])
+            .output()
+            .expect("python runs (scripts/test.sh installs its packages)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("ok 1000"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every record, through gRPC: 1,000 over the three partitions.
+    let mut total = 0;
+    for partition in 0..3 {
+        let records = common::fetch_all(&client, "kafka-clients", partition).await;
+        assert!(records
+            .iter()
+            .all(|(_, v)| v.starts_with("librdkafka ") || v.starts_with("kafka-python ")));
+        total += records.len();
+    }
+    assert_eq!(total, 1000);
+    server.stop().await.unwrap();
+}

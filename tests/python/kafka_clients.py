@@ -1,0 +1,93 @@
+"""Kafka client libraries against strom's Kafka listener: confluent-kafka (librdkafka,
+with idempotence and acks=all) and kafka-python each produce 500 records to a topic of
+three partitions, then read back every record either wrote, by assign and seek (strom
+answers no consumer-group calls yet), and check keys, values, headers and offsets.
+
+Usage: kafka_clients.py BOOTSTRAP TOPIC. Prints "ok N" with the records read."""
+
+import sys
+import time
+
+import confluent_kafka
+import kafka
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+N = 500
+DEADLINE = time.time() + 60
+
+
+def produce_librdkafka():
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    acked = {}
+
+    def delivered(err, msg):
+        assert err is None, err
+        acked[msg.key()] = (msg.partition(), msg.offset())
+
+    for i in range(N):
+        producer.produce(topic, key=b"rd-%d" % i, value=b"librdkafka %d" % i,
+                         headers=[("n", str(i).encode())], on_delivery=delivered)
+    assert producer.flush(30) == 0, "every record acknowledged"
+    assert len(acked) == N
+    return acked
+
+
+def produce_kafka_python():
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    futures = {b"kp-%d" % i: producer.send(topic, key=b"kp-%d" % i, value=b"kafka-python %d" % i,
+                                           headers=[("n", str(i).encode())]) for i in range(N)}
+    producer.flush(30)
+    acked = {key: (f.get(10).partition, f.get(10).offset) for key, f in futures.items()}
+    producer.close()
+    return acked
+
+
+def read_librdkafka(expected):
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                                         "enable.auto.commit": False})
+    consumer.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                     for p in range(3)])
+    got = {}
+    while len(got) < expected and time.time() < DEADLINE:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        assert msg.error() is None, msg.error()
+        got[msg.key()] = (msg.partition(), msg.offset(), msg.value(), msg.headers())
+    consumer.close()
+    return got
+
+
+def read_kafka_python(expected):
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                   group_id=None)
+    partitions = [kafka.TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    got = {}
+    while len(got) < expected and time.time() < DEADLINE:
+        for records in consumer.poll(1000).values():
+            for m in records:
+                got[m.key] = (m.partition, m.offset, m.value, m.headers)
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    return got, ends
+
+
+acked = produce_librdkafka()
+acked.update(produce_kafka_python())
+assert len(acked) == 2 * N
+for read in (read_librdkafka(2 * N), read_kafka_python(2 * N)[0]):
+    assert len(read) == 2 * N, len(read)
+    for key, (partition, offset) in acked.items():
+        p, o, value, headers = read[key]
+        assert (p, o) == (partition, offset), (key, p, o, partition, offset)
+        i = int(key.split(b"-")[1])
+        library = b"librdkafka" if key.startswith(b"rd-") else b"kafka-python"
+        assert value == library + b" %d" % i, value
+        assert list(headers) == [("n", str(i).encode())], headers
+_, ends = read_kafka_python(2 * N)
+assert sum(ends.values()) == 2 * N, ends
+print("ok", 2 * N)
