@@ -129,7 +129,14 @@ async fn answer(kafka: &Kafka, frame: Bytes, local: Option<SocketAddr>) -> Decod
             let acks = request.acks;
             // On a task of its own: a connection that goes away cannot cancel an
             // append halfway.
-            let task = tokio::spawn(produce::produce(Arc::clone(&broker), request));
+            let inflated = kafka.inflated.clone();
+            let limit = kafka.max_request_bytes;
+            let task = tokio::spawn(produce::produce(
+                Arc::clone(&broker),
+                inflated,
+                limit,
+                request,
+            ));
             let answers = task
                 .await
                 .map_err(|e| Malformed(format!("produce failed: {e}")))?;

@@ -1,13 +1,14 @@
 //! Kafka's wire protocol, on a listener of its own (`kafka_listen`), so that Kafka
-//! clients (librdkafka, kafka-python, the Java client) produce to and fetch from
+//! clients (librdkafka and what wraps it, kafka-python) produce to and fetch from
 //! strom's topics as they would from a one-node Kafka cluster.
 //!
 //! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets and InitProducerId
 //! (idempotent producers), in the versions `requests::APIS` lists. Not answered yet:
 //! consumer groups' calls (a Kafka consumer reads with `assign`, not `subscribe`),
-//! topic administration (topics are made with `strom topic create`), transactions,
-//! compressed batches. A request for an API strom does not answer closes the
-//! connection, as Kafka does; clients ask ApiVersions first and do not send them.
+//! topic administration (topics are made with `strom topic create`), transactions.
+//! Compressed batches are stored decompressed (`compression.rs`). A request for an
+//! API strom does not answer closes the connection, as Kafka does; clients ask
+//! ApiVersions first and do not send them.
 //!
 //! The layer is an adapter, as `grpc` is: requests are decoded by hand within their
 //! frame's bounds (`wire.rs`, `requests.rs`), records go into the broker's
@@ -16,6 +17,7 @@
 //! (`errors.rs`). No authentication: the server refuses to start a Kafka listener
 //! when it asks gRPC callers for tokens, client certificates or TLS.
 
+mod compression;
 mod connection;
 pub mod errors;
 mod fetch;
@@ -24,6 +26,8 @@ mod produce;
 pub mod records;
 pub mod requests;
 pub mod wire;
+
+pub use compression::Inflated;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,8 @@ pub struct Kafka {
     pub broker: Arc<Broker>,
     /// The server's produce budget, shared with gRPC.
     pub budget: BudgetLayer,
+    /// Bytes of decompressed batches held at once (`compression.rs`).
+    pub inflated: compression::Inflated,
     pub max_request_bytes: usize,
     /// The host and port Metadata names; None: the address each client connected to.
     pub advertised: Option<(String, u16)>,

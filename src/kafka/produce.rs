@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::compression::Inflated;
 use super::errors::{code, Refusal};
 use super::records::parse_batch;
 use super::requests::Produce;
@@ -25,7 +26,12 @@ type Outcome = Result<u64, Refusal>;
 /// Appends every partition's batch, then waits for the ones an fsync must cover
 /// (concurrent produces share fsyncs). Runs on a task of its own: a client that hangs
 /// up cannot cancel an append halfway.
-pub async fn produce(broker: Arc<Broker>, request: Produce) -> Vec<(String, Vec<(i32, Outcome)>)> {
+pub async fn produce(
+    broker: Arc<Broker>,
+    inflated: Inflated,
+    max_batch_bytes: usize,
+    request: Produce,
+) -> Vec<(String, Vec<(i32, Outcome)>)> {
     let durability = match request.acks {
         -1 => Some(Durability::Fsync),
         0 | 1 => Some(Durability::PageCache),
@@ -49,7 +55,8 @@ pub async fn produce(broker: Arc<Broker>, request: Produce) -> Vec<(String, Vec<
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let appended = append(&broker, &topic.name, p.index, p.records, durability).await;
+            let to = (&*broker, &inflated, max_batch_bytes);
+            let appended = append(to, &topic.name, p.index, p.records, durability).await;
             match appended {
                 Ok(appended) => {
                     partitions.push((p.index, Ok(0)));
@@ -83,7 +90,7 @@ fn refuse_all(request: Produce, refusal: Refusal) -> Vec<(String, Vec<(i32, Outc
 }
 
 async fn append(
-    broker: &Broker,
+    (broker, inflated, max_batch_bytes): (&Broker, &Inflated, usize),
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
@@ -99,6 +106,16 @@ async fn append(
         )
     })?;
     let batch = parse_batch(records)?;
+    // A decompressed batch holds its bytes of the pool until it is appended.
+    let (records, _held) = match batch.compression {
+        0 => (batch.records().clone(), None),
+        codec => {
+            let (records, held) = inflated
+                .decompress(codec, batch.records().clone(), max_batch_bytes)
+                .await?;
+            (records, Some(held))
+        }
+    };
     let target = ProduceTarget {
         topic: topic.to_string(),
         partition: Some(partition),
@@ -106,9 +123,9 @@ async fn append(
         producer: batch.producer,
     };
     // As a gRPC Produce reckons it: small values and keys are copied, large values not.
-    let copied = batch.records_len().min(batch.count * 300) + 32 * batch.count;
+    let copied = records.len().min(batch.count * 300) + 32 * batch.count;
     let mut writer = broker.begin_produce(target, batch.count, copied)?;
-    batch.push_all(&mut writer)?;
+    batch.push_all(records, &mut writer)?;
     Ok(writer.finish()?.append().await?)
 }
 

@@ -15,6 +15,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::compression;
 use super::errors::{code, Refusal};
 use crate::broker::BatchWriter;
 use crate::log::record::parse_record;
@@ -40,6 +41,8 @@ fn invalid(msg: impl Into<String>) -> Refusal {
 pub struct Produced {
     pub producer: Option<ProducerInfo>,
     pub count: usize,
+    /// Kafka's codec number; 0 for none.
+    pub compression: i16,
     base_timestamp: i64,
     records: Bytes,
 }
@@ -86,15 +89,21 @@ pub fn parse_batch(mut data: Bytes) -> Result<Produced> {
             "a transactional or control batch: strom has no Kafka transactions (use an idempotent producer without transactional.id)",
         ));
     }
-    if attributes & ATTR_COMPRESSION != 0 {
+    let compression = attributes & ATTR_COMPRESSION;
+    if compression > compression::ZSTD {
         return Err(Refusal::new(
             code::UNSUPPORTED_COMPRESSION_TYPE,
-            "a compressed record batch: strom takes uncompressed batches (set compression.type=none)",
+            format!(
+                "compression codec {compression}: strom takes none, gzip, snappy, lz4 and zstd"
+            ),
         ));
     }
     // Every record takes at least 7 bytes: a count the bytes cannot hold is refused
-    // before anything is sized from it.
-    if count <= 0 || last_offset_delta != count - 1 || count as usize > data.len() / 7 {
+    // before anything is sized from it (checked again once decompressed).
+    if count <= 0
+        || last_offset_delta != count - 1
+        || (compression == 0 && count as usize > data.len() / 7)
+    {
         return Err(invalid(format!(
             "a batch of {count} records whose last offset delta is {last_offset_delta}"
         )));
@@ -107,6 +116,7 @@ pub fn parse_batch(mut data: Bytes) -> Result<Produced> {
     Ok(Produced {
         producer,
         count: count as usize,
+        compression,
         base_timestamp,
         records: data,
     })
@@ -144,16 +154,22 @@ fn field(buf: &mut Bytes, what: &str) -> Result<Option<Bytes>> {
 }
 
 impl Produced {
-    /// Bytes of the records section.
-    pub fn records_len(&self) -> usize {
-        self.records.len()
+    /// The records section, as sent (compressed if `compression` is not 0).
+    pub fn records(&self) -> &Bytes {
+        &self.records
     }
 
-    /// Pushes every record into `writer`. A record whose value is null is stored with an
-    /// empty value (a tombstone on a compacted topic); a header whose value is null,
-    /// with an empty one.
-    pub fn push_all(&self, writer: &mut BatchWriter) -> Result<()> {
-        let mut records = self.records.clone();
+    /// Pushes every record of `records` (the records section, decompressed) into
+    /// `writer`. A record whose value is null is stored with an empty value (a
+    /// tombstone on a compacted topic); a header whose value is null, with an empty one.
+    pub fn push_all(&self, mut records: Bytes, writer: &mut BatchWriter) -> Result<()> {
+        if self.count > records.len() / 7 {
+            return Err(invalid(format!(
+                "a batch of {} records in {} bytes: a record takes at least 7",
+                self.count,
+                records.len()
+            )));
+        }
         let mut headers: Vec<(Bytes, Bytes)> = Vec::new();
         for i in 0..self.count {
             let len = varlong(&mut records)?;

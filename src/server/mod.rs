@@ -284,6 +284,9 @@ pub async fn serve_listeners(
         let kafka = Arc::new(crate::kafka::Kafka {
             broker: Arc::clone(&broker),
             budget: budget.clone(),
+            // As much again as the produce budget, for what compressed batches hold
+            // once decompressed.
+            inflated: crate::kafka::Inflated::new(options.produce_budget_bytes),
             max_request_bytes: max,
             advertised: options.kafka_advertised.clone(),
             stalled_reader_timeout: options.stalled_reader_timeout,

@@ -1,6 +1,6 @@
 """Kafka client libraries against strom's Kafka listener: confluent-kafka (librdkafka,
-with idempotence and acks=all) and kafka-python each produce 500 records to a topic of
-three partitions, then read back every record either wrote, by assign and seek (strom
+with idempotence and acks=all; 100 records in each of its five compression types) and
+kafka-python (gzip) each produce 500 records to a topic of three partitions, then read back every record either wrote, by assign and seek (strom
 answers no consumer-group calls yet), and check keys, values, headers and offsets.
 
 Usage: kafka_clients.py BOOTSTRAP TOPIC. Prints "ok N" with the records read."""
@@ -17,25 +17,29 @@ DEADLINE = time.time() + 60
 
 
 def produce_librdkafka():
-    producer = confluent_kafka.Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
     acked = {}
 
     def delivered(err, msg):
         assert err is None, err
         acked[msg.key()] = (msg.partition(), msg.offset())
 
-    for i in range(N):
-        producer.produce(topic, key=b"rd-%d" % i, value=b"librdkafka %d" % i,
-                         headers=[("n", str(i).encode())], on_delivery=delivered)
-    assert producer.flush(30) == 0, "every record acknowledged"
+    codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
+    for n, codec in enumerate(codecs):
+        producer = confluent_kafka.Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "compression.type": codec,
+        })
+        for i in range(n * N // len(codecs), (n + 1) * N // len(codecs)):
+            producer.produce(topic, key=b"rd-%d" % i, value=b"librdkafka %d" % i,
+                             headers=[("n", str(i).encode())], on_delivery=delivered)
+        assert producer.flush(30) == 0, "every record acknowledged"
     assert len(acked) == N
     return acked
 
 
 def produce_kafka_python():
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                   compression_type="gzip")
     futures = {b"kp-%d" % i: producer.send(topic, key=b"kp-%d" % i, value=b"kafka-python %d" % i,
                                            headers=[("n", str(i).encode())]) for i in range(N)}
     producer.flush(30)
