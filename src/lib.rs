@@ -26,6 +26,9 @@
 //!   `BatchWriter` as a gRPC Produce's records are, each stored batch turned into a
 //!   Kafka batch for a Fetch (`kafka/records.rs`), responses encoded by
 //!   `kafka-protocol`, and strom's errors mapped to Kafka's codes (`kafka/errors.rs`).
+//!   Kafka consumer groups' membership is a state machine without I/O or clock per
+//!   group (`kafka/group/machine.rs`, model-tested); their committed offsets are
+//!   `groups`' own.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups

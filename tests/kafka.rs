@@ -717,3 +717,96 @@ async fn a_kafka_listener_is_refused_beside_authentication() {
         "{err}"
     );
 }
+
+/// What a review of the listener found, each fixed: a name asked twice in Metadata,
+/// a request naming more partitions than a server should look up, a waiting fetch
+/// that reads on across appends, a `min_bytes` past what can come back, a frame that
+/// stops arriving, and a stop while a frame is half sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_cost_more_than_they_weigh_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kafka_server(dir.path()).await;
+    let client = server.client_with_topic("events", 3).await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+
+    // A name asked 1,000 times is answered once.
+    let mut request = MetadataRequest::default();
+    let repeated = (0..1000).map(|_| {
+        let mut topic = MetadataRequestTopic::default();
+        topic.name = Some(name("events"));
+        topic
+    });
+    request.topics = Some(repeated.collect());
+    assert_eq!(conn.call(&request, 1).await.topics.len(), 1);
+
+    // 10,001 partitions in one produce close the connection before any is looked at.
+    let many: Vec<(i32, Option<Bytes>)> = (0..10_001).map(|i| (i, None)).collect();
+    let mut closing = KafkaConn::connect(server.kafka.unwrap()).await;
+    closing.send(&produce("events", &many, -1), 12).await;
+    assert!(closing.closed().await);
+
+    // A fetch waiting for 2,000 bytes gets the records of three appends made while it
+    // waits, each once and in order.
+    let correlation = conn
+        .send(
+            &{
+                let mut f = fetch("events", 0, 0, 15_000);
+                f.min_bytes = 2_000;
+                f
+            },
+            12,
+        )
+        .await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let records = (0..10)
+            .map(|i| common::requests::record(&format!("{round}-{i}-{}", "x".repeat(60))))
+            .collect();
+        client
+            .log()
+            .produce(common::requests::produce("events", Some(0), records))
+            .await
+            .unwrap();
+    }
+    let response = conn.receive::<FetchRequest>(correlation, 12).await;
+    let got = records_of(response.responses[0].partitions[0].records.clone().unwrap());
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..30).collect::<Vec<i64>>());
+
+    // min_bytes past max_bytes: what can come back is there, so no wait.
+    let started = Instant::now();
+    let mut f = fetch("events", 0, 0, 15_000);
+    f.min_bytes = i32::MAX;
+    f.max_bytes = 500;
+    let response = conn.call(&f, 12).await;
+    assert!(!records_of(response.responses[0].partitions[0].records.clone().unwrap()).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A frame whose bytes stop coming is closed after MESSAGE_IDLE (5 s), not held
+    // for the whole 30 s.
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = KafkaConn::connect(server.kafka.unwrap()).await;
+    stalled
+        .stream
+        .write_all(&[0, 0, 0, 100, 0, 3, 0, 1])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(stalled.closed().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A stop while a frame is half sent is a clean stop.
+    let mut half = KafkaConn::connect(server.kafka.unwrap()).await;
+    half.stream.write_all(&[0, 0, 0, 100, 0, 3]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(conn);
+    server.stop().await.unwrap();
+}

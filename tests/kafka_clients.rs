@@ -47,3 +47,48 @@ async fn kafka_client_libraries_produce_and_read_back() {
     assert_eq!(total, 1000);
     server.stop().await.unwrap();
 }
+
+/// Kafka consumer groups with Kafka's clients: two librdkafka consumers share a topic's
+/// partitions, commit, and a kafka-python consumer of the group resumes after them.
+/// The commits are strom's: the group's offsets over gRPC are the partitions' ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_consumer_groups_share_partitions_and_resume_from_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("grouped", 3).await;
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_groups.py");
+    let bootstrap = server.kafka.unwrap().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &bootstrap, "grouped", "billing"])
+            .output()
+            .expect("python runs (scripts/test.sh installs its packages)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("ok 300 30"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let offsets = client
+        .groups()
+        .fetch_offsets(strom::grpc::pb::FetchOffsetsRequest {
+            group: "billing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut committed: Vec<(u32, u64)> = offsets
+        .offsets
+        .iter()
+        .map(|o| (o.partition, o.offset))
+        .collect();
+    committed.sort();
+    assert_eq!(committed, [(0, 110), (1, 110), (2, 110)]);
+    server.stop().await.unwrap();
+}

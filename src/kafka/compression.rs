@@ -11,12 +11,12 @@
 //! holding part of the pool never wait for each other).
 
 use std::io::Read;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::errors::{code, Refusal};
+use super::pool::BytesPool;
 
 /// Kafka's codec numbers, the low three bits of a batch's attributes.
 pub const GZIP: i16 = 1;
@@ -33,28 +33,19 @@ const FIRST_GUESS_MIN: usize = 1 << 20;
 /// snappy batches are framed by it, or are one raw snappy block.
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 
-/// The pool of decompressed bytes held at once, over the server.
+/// Decompresses within the server's pool of held bytes.
 #[derive(Clone)]
 pub struct Inflated {
-    pool: Arc<Semaphore>,
-    size: usize,
+    pool: BytesPool,
 }
 
 impl Inflated {
-    pub fn new(bytes: usize) -> Inflated {
-        let size = bytes.clamp(1, u32::MAX as usize);
-        Inflated {
-            pool: Arc::new(Semaphore::new(size)),
-            size,
-        }
+    pub fn new(pool: BytesPool) -> Inflated {
+        Inflated { pool }
     }
 
     async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
-        let bytes = bytes.clamp(1, self.size) as u32;
-        Arc::clone(&self.pool)
-            .acquire_many_owned(bytes)
-            .await
-            .expect("the pool is never closed")
+        self.pool.take(bytes).await
     }
 
     /// `data` decompressed with `codec`, at most `limit` bytes, and its hold on the
@@ -65,7 +56,7 @@ impl Inflated {
         data: Bytes,
         limit: usize,
     ) -> Result<(Bytes, OwnedSemaphorePermit), Refusal> {
-        let limit = limit.min(self.size);
+        let limit = limit.min(self.pool.size());
         let guess = limit.min(
             data.len()
                 .saturating_mul(FIRST_GUESS_RATIO)
@@ -273,17 +264,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_bomb_is_refused_and_gives_its_hold_back() {
-        let pool = Inflated::new(8 << 20);
+        let bytes = BytesPool::new(8 << 20);
+        let pool = Inflated::new(bytes.clone());
         let bomb = Bytes::from(gzip(&vec![0u8; 20 << 20])); // 20 MiB of zeros, ~20 KiB
         let refused = pool.decompress(GZIP, bomb, 4 << 20).await.unwrap_err();
         assert_eq!(refused.code, code::MESSAGE_TOO_LARGE);
-        assert_eq!(pool.pool.available_permits(), 8 << 20);
+        assert_eq!(bytes.available(), 8 << 20);
         // Output past the first guess takes the whole limit, and holds it.
         let big = Bytes::from(gzip(&vec![7u8; 3 << 20]));
         let (out, held) = pool.decompress(GZIP, big, 4 << 20).await.unwrap();
         assert_eq!(out.len(), 3 << 20);
-        assert_eq!(pool.pool.available_permits(), 4 << 20);
+        assert_eq!(bytes.available(), 4 << 20);
         drop(held);
-        assert_eq!(pool.pool.available_permits(), 8 << 20);
+        assert_eq!(bytes.available(), 8 << 20);
     }
 }

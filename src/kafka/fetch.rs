@@ -1,23 +1,29 @@
 //! Fetch: every partition asked for is read, its stored batches turned into Kafka's
 //! (`records::encode_batches`); if fewer than `min_bytes` came back, the request waits
 //! for any of its partitions' high watermarks to move (woken by appends, not polling)
-//! until `max_wait_ms`, and reads again.
+//! until `max_wait_ms`, and reads on from where each partition's last read ended (not
+//! everything again: a waiting fetch costs each append only what it added).
 //!
-//! strom has no fetch sessions (KIP-227): it answers every fetch in full with session
-//! id 0, which tells a Kafka client to send full fetches, as it does to brokers that
-//! have sessions turned off.
+//! The response is a copy (Kafka's record format is not strom's): its bytes are taken
+//! from the server's pool (`pool.rs`) before they are read, and held until the client
+//! has read them. strom has no fetch sessions (KIP-227): it answers every fetch in
+//! full with session id 0, which tells a Kafka client to send full fetches, as it
+//! does to brokers that have sessions turned off.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::errors::{code, Refusal};
+use super::pool::BytesPool;
 use super::records::encode_batches;
 use super::requests::Fetch;
 use crate::broker::{Broker, Offsets, Partition};
@@ -25,53 +31,76 @@ use crate::broker::{Broker, Offsets, Partition};
 /// Kafka's code for a fetch session the server does not know.
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
-/// One partition of the request, and what reading it gave.
+/// One partition of the request, and what reading it gave so far.
 struct Wanted {
     topic: usize,
     index: i32,
-    offset: i64,
     max_bytes: usize,
+    /// The partition and whether it is compacted; or why not.
     partition: Result<(Arc<Partition>, bool), Refusal>,
-    read: Result<(Bytes, Offsets), Refusal>,
+    /// Where the next read starts.
+    next: u64,
+    records: BytesMut,
+    offsets: Offsets,
 }
 
-pub async fn fetch(broker: Arc<Broker>, request: Fetch, version: i16) -> FetchResponse {
+/// The response, and its hold on the server's pool: keep it until the response is
+/// written.
+pub async fn fetch(
+    broker: Arc<Broker>,
+    pool: &BytesPool,
+    request: Fetch,
+    version: i16,
+) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
     let mut response = FetchResponse::default();
     if request.session_id != 0 {
         response.error_code = FETCH_SESSION_ID_NOT_FOUND;
-        return response;
+        return (response, None);
     }
-    let limit = broker.limits().max_fetch_bytes.max(1);
+    let limit = broker.limits().max_fetch_bytes.max(1).min(pool.size());
     let total = match request.max_bytes {
         n if n > 0 => (n as usize).min(limit),
         _ => limit,
     };
     let mut names = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
+    // A partition named twice is answered once, as Kafka's request maps have it.
+    let mut seen = HashSet::new();
     for topic in request.topics {
         for p in topic.partitions {
-            let partition = open(&broker, &topic.name, p.partition);
+            if !seen.insert((topic.name.clone(), p.partition)) {
+                continue;
+            }
+            let partition = open(&broker, &topic.name, p.partition).and_then(|open| {
+                match u64::try_from(p.fetch_offset) {
+                    Ok(_) => Ok(open),
+                    Err(_) => Err(Refusal::new(
+                        code::OFFSET_OUT_OF_RANGE,
+                        format!("offset {} is negative", p.fetch_offset),
+                    )),
+                }
+            });
             wanted.push(Wanted {
                 topic: names.len(),
                 index: p.partition,
-                offset: p.fetch_offset,
                 max_bytes: p.max_bytes.max(1) as usize,
                 partition,
-                read: Ok((
-                    Bytes::new(),
-                    Offsets {
-                        log_start: 0,
-                        high_watermark: 0,
-                    },
-                )),
+                next: p.fetch_offset.max(0) as u64,
+                records: BytesMut::new(),
+                offsets: Offsets {
+                    log_start: 0,
+                    high_watermark: 0,
+                },
             });
         }
         names.push(topic.name);
     }
+    let held = pool.take(total).await;
     let wait =
         Duration::from_millis(request.max_wait_ms.max(0) as u64).min(broker.limits().max_wait);
     let deadline = tokio::time::Instant::now() + wait;
-    let min_bytes = request.min_bytes.max(0) as usize;
+    // More than `total` never comes back: wait for what can.
+    let min_bytes = (request.min_bytes.max(1) as usize).min(total);
     let mut stopping = broker.shutting_down();
     loop {
         // Subscribed before reading: an append in between still wakes the wait.
@@ -79,8 +108,8 @@ pub async fn fetch(broker: Arc<Broker>, request: Fetch, version: i16) -> FetchRe
             .iter()
             .filter_map(|w| w.partition.as_ref().ok().map(|(p, _)| p.watch()))
             .collect();
-        let (bytes, failed) = read_all(&mut wanted, total).await;
-        let done = bytes >= min_bytes.max(1) || failed || watches.is_empty() || *stopping.borrow();
+        let (bytes, failed) = read_on(&mut wanted, total).await;
+        let done = bytes >= min_bytes || failed || watches.is_empty() || *stopping.borrow();
         if done || tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -100,17 +129,19 @@ pub async fn fetch(broker: Arc<Broker>, request: Fetch, version: i16) -> FetchRe
             topic
         })
         .collect();
+    let mut bytes = 0;
     for w in wanted {
         let mut p = PartitionData::default();
         p.partition_index = w.index;
-        match w.read {
-            Ok((records, offsets)) => {
-                p.high_watermark = offsets.high_watermark as i64;
-                p.last_stable_offset = offsets.high_watermark as i64;
+        match w.partition {
+            Ok(_) => {
+                p.high_watermark = w.offsets.high_watermark as i64;
+                p.last_stable_offset = w.offsets.high_watermark as i64;
                 if version >= 5 {
-                    p.log_start_offset = offsets.log_start as i64;
+                    p.log_start_offset = w.offsets.log_start as i64;
                 }
-                p.records = Some(records);
+                bytes += w.records.len();
+                p.records = Some(w.records.freeze());
             }
             Err(refusal) => {
                 tracing::debug!(
@@ -122,14 +153,25 @@ pub async fn fetch(broker: Arc<Broker>, request: Fetch, version: i16) -> FetchRe
                 p.error_code = refusal.code;
                 p.high_watermark = -1;
                 p.last_stable_offset = -1;
-                p.records = Some(Bytes::new());
+                p.records = Some(Default::default());
             }
         }
         p.aborted_transactions = Some(Vec::new());
         topics[w.topic].partitions.push(p);
     }
     response.responses = topics;
-    response
+    // Held: what the response holds (a first batch may pass `total`: it is let through
+    // with the pool's share it took).
+    let mut held = held;
+    let keep = bytes.clamp(1, u32::MAX as usize) as u32;
+    if let Some(rest) = held
+        .num_permits()
+        .checked_sub(keep as usize)
+        .filter(|n| *n > 0)
+    {
+        drop(held.split(rest));
+    }
+    (response, Some(held))
 }
 
 fn open(broker: &Broker, topic: &str, partition: i32) -> Result<(Arc<Partition>, bool), Refusal> {
@@ -143,42 +185,44 @@ fn open(broker: &Broker, topic: &str, partition: i32) -> Result<(Arc<Partition>,
     Ok((broker.partition(topic, index)?, compacted))
 }
 
-/// Reads every partition from its offset within what is left of `total`; returns the
-/// bytes read and whether a partition failed (which ends the wait: the client is told
-/// at once).
-async fn read_all(wanted: &mut [Wanted], total: usize) -> (usize, bool) {
-    let (mut bytes, mut failed) = (0, false);
+/// Reads every partition on from where its last read ended, within what is left of
+/// `total`; returns the bytes read in all, and whether a partition failed (which ends
+/// the wait: the client is told at once).
+async fn read_on(wanted: &mut [Wanted], total: usize) -> (usize, bool) {
+    let mut bytes: usize = wanted.iter().map(|w| w.records.len()).sum();
+    let mut failed = false;
     for w in wanted.iter_mut() {
-        let (partition, compacted) = match &w.partition {
-            Ok(p) => p.clone(),
-            Err(refusal) => {
-                w.read = Err(refusal.clone());
-                failed = true;
-                continue;
-            }
+        let Ok((partition, compacted)) = &w.partition else {
+            failed = true;
+            continue;
         };
-        // Past the total, a partition still answers its offsets, with no records.
-        let budget = w.max_bytes.min(total.saturating_sub(bytes));
-        let read = match (u64::try_from(w.offset), budget) {
-            (Err(_), _) => Err(Refusal::new(
-                code::OFFSET_OUT_OF_RANGE,
-                format!("offset {} is negative", w.offset),
-            )),
-            (Ok(_), 0) => partition
-                .offsets()
-                .map(|o| (Bytes::new(), o))
-                .map_err(Refusal::from),
-            (Ok(offset), budget) => partition
-                .read(offset, budget)
+        let (partition, compacted) = (Arc::clone(partition), *compacted);
+        // Past its budget or the total, a partition still answers its offsets.
+        let budget = (w.max_bytes.saturating_sub(w.records.len())).min(total.saturating_sub(bytes));
+        let read = match budget {
+            0 => partition.offsets().map(|o| (None, o)),
+            budget => partition
+                .read(w.next, budget)
                 .await
-                .map(|(read, o)| (encode_batches(&read, offset, budget, compacted), o))
-                .map_err(Refusal::from),
+                .map(|(read, o)| (Some(read), o)),
         };
-        match &read {
-            Ok((records, _)) => bytes += records.len(),
-            Err(_) => failed = true,
+        match read {
+            Ok((read, offsets)) => {
+                w.offsets = offsets;
+                if let Some(read) = read {
+                    let before = w.records.len();
+                    w.next = encode_batches(&read, w.next, budget, compacted, &mut w.records);
+                    bytes += w.records.len() - before;
+                }
+            }
+            // Records already in hand stay good (damage, retention or a reopen past
+            // them is the next fetch's to report).
+            Err(_) if !w.records.is_empty() => {}
+            Err(err) => {
+                w.partition = Err(Refusal::from(err));
+                failed = true;
+            }
         }
-        w.read = read;
     }
     (bytes, failed)
 }

@@ -66,12 +66,24 @@ pub fn metadata(
             names.sort();
             names
         }
-        Some(names) => names,
+        // A name asked twice is answered once, as Kafka does: each answer holds every
+        // partition of its topic, and a small request repeating a name could make a
+        // response of gigabytes.
+        Some(names) => {
+            let mut seen = std::collections::HashSet::new();
+            names
+                .into_iter()
+                .filter(|n| seen.insert(n.clone()))
+                .collect()
+        }
     };
     for name in names {
         let mut topic = MetadataResponseTopic::default();
         let Some(name) = name else {
             topic.error_code = code::UNKNOWN_TOPIC_ID; // asked by id: strom answers names
+            if version < 12 {
+                topic.name = Some(StrBytes::from_static_str("").into()); // not nullable
+            }
             response.topics.push(topic);
             continue;
         };

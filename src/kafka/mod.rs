@@ -2,10 +2,11 @@
 //! clients (librdkafka and what wraps it, kafka-python) produce to and fetch from
 //! strom's topics as they would from a one-node Kafka cluster.
 //!
-//! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets and InitProducerId
-//! (idempotent producers), in the versions `requests::APIS` lists. Not answered yet:
-//! consumer groups' calls (a Kafka consumer reads with `assign`, not `subscribe`),
-//! topic administration (topics are made with `strom topic create`), transactions.
+//! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId
+//! (idempotent producers), and the consumer groups' FindCoordinator, JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
+//! `groups.rs`), in the versions `requests::APIS` lists. Not answered yet: topic
+//! administration (topics are made with `strom topic create`), transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
 //! API strom does not answer closes the connection, as Kafka does; clients ask
 //! ApiVersions first and do not send them.
@@ -21,19 +22,24 @@ mod compression;
 mod connection;
 pub mod errors;
 mod fetch;
+pub mod group;
+mod groups;
 mod metadata;
+mod pool;
 mod produce;
 pub mod records;
 pub mod requests;
 pub mod wire;
 
-pub use compression::Inflated;
+pub use pool::BytesPool;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::grpc::budget::BudgetLayer;
@@ -43,8 +49,13 @@ pub struct Kafka {
     pub broker: Arc<Broker>,
     /// The server's produce budget, shared with gRPC.
     pub budget: BudgetLayer,
-    /// Bytes of decompressed batches held at once (`compression.rs`).
-    pub inflated: compression::Inflated,
+    /// Bytes held beyond request frames: decompressed batches, Fetch responses
+    /// (`pool.rs`).
+    pub pool: BytesPool,
+    /// Kafka consumer groups' membership (`group/`).
+    pub coordinator: Arc<group::Coordinator>,
+    /// strom's consumer groups, which keep Kafka groups' committed offsets.
+    pub groups: Arc<crate::groups::Groups>,
     pub max_request_bytes: usize,
     /// The host and port Metadata names; None: the address each client connected to.
     pub advertised: Option<(String, u16)>,
@@ -54,20 +65,23 @@ pub struct Kafka {
     pub idle_timeout: Duration,
 }
 
-/// Accepts Kafka connections until `stopping` turns true, at most `max_connections`
-/// open at once (more are closed as soon as they are accepted). Each connection ends
-/// after the request it is answering.
+/// Accepts Kafka connections until `stopping` turns true. They count in `open`, the
+/// gRPC listener's count of connections, so that the two together keep to
+/// `max_connections` (which leaves the log its file descriptors); more are closed as
+/// soon as they are accepted. Each connection ends after the request it is answering.
 pub async fn serve(
     listener: TcpListener,
     kafka: Arc<Kafka>,
+    open: Arc<AtomicUsize>,
     max_connections: usize,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(Semaphore::new(max_connections.max(1)));
+    let coordinator = Arc::clone(&kafka.coordinator);
+    let ticks = tokio::spawn(async move { coordinator.run().await });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopping.wait_for(|stop| *stop) => return,
+            _ = stopping.wait_for(|stop| *stop) => break,
         };
         let socket = match accepted {
             Ok((socket, _)) => socket,
@@ -78,16 +92,31 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            tracing::warn!(max_connections, "kafka connection refused: too many open");
+        if open.fetch_add(1, Ordering::AcqRel) >= max_connections {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(
+                max_connections,
+                "kafka connection refused: the server has max_connections open"
+            );
             continue;
-        };
+        }
+        let place = Place(Arc::clone(&open));
         let _ = socket.set_nodelay(true);
         let kafka = Arc::clone(&kafka);
         let stopping = stopping.clone();
         tokio::spawn(async move {
             connection::serve_connection(kafka, socket, stopping).await;
-            drop(permit);
+            drop(place);
         });
+    }
+    let _ = ticks.await; // it stops too
+}
+
+/// A connection's place in the count, given back when it closes.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

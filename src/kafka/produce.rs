@@ -142,16 +142,7 @@ pub fn response(
             let mut p = PartitionProduceResponse::default();
             p.index = index;
             match outcome {
-                Ok(base_offset) => {
-                    p.base_offset = base_offset as i64;
-                    if version >= 5 {
-                        p.log_start_offset = u32::try_from(index)
-                            .ok()
-                            .and_then(|i| broker.partition(&name, i).ok())
-                            .and_then(|p| p.offsets().ok())
-                            .map_or(-1, |o| o.log_start as i64);
-                    }
-                }
+                Ok(base_offset) => p.base_offset = base_offset as i64,
                 Err(refusal) => {
                     tracing::debug!(
                         topic = name,
@@ -166,6 +157,15 @@ pub fn response(
                         p.error_message = Some(StrBytes::from_string(refusal.message));
                     }
                 }
+            }
+            // Also with an error: a Java producer told UNKNOWN_PRODUCER_ID without it
+            // retries until its delivery timeout.
+            if version >= 5 {
+                p.log_start_offset = u32::try_from(index)
+                    .ok()
+                    .and_then(|i| broker.partition(&name, i).ok())
+                    .and_then(|p| p.offsets().ok())
+                    .map_or(-1, |o| o.log_start as i64);
             }
             topic.partition_responses.push(p);
         }

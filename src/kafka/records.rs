@@ -242,12 +242,20 @@ fn varlong_len(value: i64) -> usize {
     (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
 }
 
-/// Encodes the records at or after `from` of what the broker read as Kafka v2 batches,
-/// one per stored batch, stopping once `max_bytes` are written (the first batch goes
-/// whole whatever its size, so that a consumer always moves on). `null_empty` returns
-/// an empty value as null (a compacted topic's tombstones).
-pub fn encode_batches(read: &ReadBatches, from: u64, max_bytes: usize, null_empty: bool) -> Bytes {
-    let mut out = BytesMut::new();
+/// Encodes the records at or after `from` of what the broker read as Kafka v2 batches
+/// into `out`, one per stored batch, stopping once `max_bytes` more are written (into
+/// an empty `out`, the first batch goes whole whatever its size, so that a consumer
+/// always moves on). `null_empty` returns an empty value as null (a compacted topic's
+/// tombstones). Returns the offset to read from next.
+pub fn encode_batches(
+    read: &ReadBatches,
+    from: u64,
+    max_bytes: usize,
+    null_empty: bool,
+    out: &mut BytesMut,
+) -> u64 {
+    let written_before = out.len();
+    let mut next = from;
     let mut record = BytesMut::new();
     for chunk in &read.chunks {
         let mut pos = 0;
@@ -259,8 +267,8 @@ pub fn encode_batches(read: &ReadBatches, from: u64, max_bytes: usize, null_empt
             if header.next_offset() <= from {
                 continue;
             }
-            if !out.is_empty() && out.len() >= max_bytes {
-                return out.freeze();
+            if !out.is_empty() && out.len() - written_before >= max_bytes {
+                return next;
             }
             let start = out.len();
             out.put_bytes(0, BATCH_HEADER_LEN);
@@ -278,6 +286,7 @@ pub fn encode_batches(read: &ReadBatches, from: u64, max_bytes: usize, null_empt
                 });
                 max_ts = max_ts.max(r.timestamp_ms);
                 last = r.offset;
+                next = r.offset + 1;
                 count += 1;
                 record.clear();
                 record.put_u8(0); // attributes
@@ -305,7 +314,7 @@ pub fn encode_batches(read: &ReadBatches, from: u64, max_bytes: usize, null_empt
                     record.put_slice(value);
                 }
                 out.reserve(varlong_len(record.len() as i64) + record.len());
-                put_varlong(&mut out, record.len() as i64);
+                put_varlong(out, record.len() as i64);
                 out.put_slice(&record);
             }
             let Some(base) = base else {
@@ -331,7 +340,7 @@ pub fn encode_batches(read: &ReadBatches, from: u64, max_bytes: usize, null_empt
             out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
         }
     }
-    out.freeze()
+    next.max(read.next_offset)
 }
 
 #[cfg(test)]

@@ -284,9 +284,13 @@ pub async fn serve_listeners(
         let kafka = Arc::new(crate::kafka::Kafka {
             broker: Arc::clone(&broker),
             budget: budget.clone(),
-            // As much again as the produce budget, for what compressed batches hold
-            // once decompressed.
-            inflated: crate::kafka::Inflated::new(options.produce_budget_bytes),
+            // As much again as the produce budget, for decompressed batches and Fetch
+            // responses, which Kafka's record format makes copies.
+            pool: crate::kafka::BytesPool::new(options.produce_budget_bytes),
+            coordinator: Arc::new(crate::kafka::group::Coordinator::new(
+                broker.shutting_down(),
+            )),
+            groups: Arc::clone(&groups),
             max_request_bytes: max,
             advertised: options.kafka_advertised.clone(),
             stalled_reader_timeout: options.stalled_reader_timeout,
@@ -295,6 +299,7 @@ pub async fn serve_listeners(
         tokio::spawn(crate::kafka::serve(
             listener,
             kafka,
+            incoming.open_count(),
             options.max_connections,
             broker.shutting_down(),
         ))

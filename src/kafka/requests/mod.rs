@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+pub mod groups;
+
 use super::wire::{Decoded, Malformed, Reader};
 
 /// API keys, as Kafka numbers them.
@@ -15,6 +17,13 @@ pub mod key {
     pub const FETCH: i16 = 1;
     pub const LIST_OFFSETS: i16 = 2;
     pub const METADATA: i16 = 3;
+    pub const OFFSET_COMMIT: i16 = 8;
+    pub const OFFSET_FETCH: i16 = 9;
+    pub const FIND_COORDINATOR: i16 = 10;
+    pub const JOIN_GROUP: i16 = 11;
+    pub const HEARTBEAT: i16 = 12;
+    pub const LEAVE_GROUP: i16 = 13;
+    pub const SYNC_GROUP: i16 = 14;
     pub const API_VERSIONS: i16 = 18;
     pub const INIT_PRODUCER_ID: i16 = 22;
 }
@@ -28,7 +37,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 6] = [
+pub const APIS: [Api; 13] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -65,10 +74,77 @@ pub const APIS: [Api; 6] = [
         max: 4,
         first_flexible: 2,
     },
+    Api {
+        key: key::OFFSET_COMMIT,
+        min: 2,
+        max: 8,
+        first_flexible: 8,
+    },
+    Api {
+        key: key::OFFSET_FETCH,
+        min: 1,
+        max: 7,
+        first_flexible: 6,
+    },
+    Api {
+        key: key::FIND_COORDINATOR,
+        min: 0,
+        max: 3,
+        first_flexible: 3,
+    },
+    Api {
+        key: key::JOIN_GROUP,
+        min: 0,
+        max: 7,
+        first_flexible: 6,
+    },
+    Api {
+        key: key::HEARTBEAT,
+        min: 0,
+        max: 4,
+        first_flexible: 4,
+    },
+    Api {
+        key: key::LEAVE_GROUP,
+        min: 0,
+        max: 4,
+        first_flexible: 4,
+    },
+    Api {
+        key: key::SYNC_GROUP,
+        min: 0,
+        max: 5,
+        first_flexible: 4,
+    },
 ];
 
 pub fn api(key: i16) -> Option<&'static Api> {
     APIS.iter().find(|api| api.key == key)
+}
+
+/// Partitions one Produce, Fetch, ListOffsets, OffsetCommit or OffsetFetch may name,
+/// over all its topics: each costs the server far more than its few bytes on the
+/// wire (a partition's answer, a read, a lookup), so a request of millions is refused
+/// (the connection closed) before any of them is looked at.
+pub const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
+
+/// Counts the partitions a request names as it is decoded.
+pub(crate) struct Partitions(usize);
+
+impl Partitions {
+    pub(crate) fn new() -> Partitions {
+        Partitions(0)
+    }
+
+    pub(crate) fn add(&mut self, n: usize) -> Decoded<()> {
+        self.0 += n;
+        match self.0 <= MAX_PARTITIONS_PER_REQUEST {
+            true => Ok(()),
+            false => Err(Malformed(format!(
+                "a request naming more than {MAX_PARTITIONS_PER_REQUEST} partitions: send several"
+            ))),
+        }
+    }
 }
 
 /// A request's header.
@@ -124,9 +200,11 @@ pub fn produce(r: &mut Reader) -> Decoded<Produce> {
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16()?;
     let timeout_ms = r.i32()?;
+    let mut count = Partitions::new();
     let topics = r.array("topics", |r| {
         let name = r.string("a topic name")?;
         let partitions = r.array("partitions", |r| {
+            count.add(1)?;
             let index = r.i32()?;
             let records = r.nullable_bytes("records")?;
             r.tags()?;
@@ -178,9 +256,11 @@ pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
         true => (r.i32()?, r.i32()?),
         false => (0, -1),
     };
+    let mut count = Partitions::new();
     let topics = r.array("topics", |r| {
         let name = r.string("a topic name")?;
         let partitions = r.array("partitions", |r| {
+            count.add(1)?;
             let partition = r.i32()?;
             if version >= 9 {
                 let _current_leader_epoch = r.i32()?;
@@ -237,9 +317,11 @@ pub fn list_offsets(r: &mut Reader, version: i16) -> Decoded<Vec<ListOffsetsTopi
     if version >= 2 {
         let _isolation_level = r.i8()?;
     }
+    let mut count = Partitions::new();
     let topics = r.array("topics", |r| {
         let name = r.string("a topic name")?;
         let partitions = r.array("partitions", |r| {
+            count.add(1)?;
             let partition = r.i32()?;
             if version >= 4 {
                 let _current_leader_epoch = r.i32()?;
@@ -257,7 +339,9 @@ pub fn list_offsets(r: &mut Reader, version: i16) -> Decoded<Vec<ListOffsetsTopi
 
 /// A Metadata request: `None` asks for every topic.
 pub fn metadata(r: &mut Reader, version: i16) -> Decoded<Option<Vec<Option<String>>>> {
+    let mut count = Partitions::new();
     let topics = r.nullable_array("topics", |r| {
+        count.add(1)?;
         if version >= 10 {
             let _topic_id = r.uuid()?;
         }

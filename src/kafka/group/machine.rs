@@ -1,0 +1,484 @@
+//! One Kafka consumer group's membership, as Kafka's classic group protocol has it: a
+//! state machine without I/O or clock. The caller feeds requests and `now` (ms), and
+//! gets back the answers to send, to the caller and to members whose JoinGroup or
+//! SyncGroup is waiting; `tick` expires sessions and ends rebalances whose time is up.
+//!
+//! The protocol (Kafka's `GroupCoordinator`): members join; a join by a new member,
+//! or by one whose protocols changed, starts a rebalance (`Preparing`), which ends when
+//! every member has joined again or the rebalance timeout passes (members that did not
+//! are dropped). Then the generation goes up, a leader is picked, and every joined
+//! member is answered, the leader with every member's metadata (`Completing`). The
+//! leader computes the assignment on its side and sends it in its SyncGroup, which
+//! answers every member with its part (`Stable`). Heartbeats keep a member's session;
+//! one not heard from for its session timeout is dropped, which starts a rebalance.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+pub use super::answers::{code, Answer, Join, JoinAnswer, Reply, State, SyncAnswer};
+use super::answers::{join_error, sync_error};
+pub use super::answers::{MAX_MEMBERS, MAX_SESSION_MS, MIN_SESSION_MS};
+
+#[derive(Debug, Clone)]
+struct Member {
+    client_id: String,
+    session_ms: u64,
+    rebalance_ms: u64,
+    protocol_type: String,
+    /// (protocol name, metadata), in the member's order of preference.
+    protocols: Vec<(String, Bytes)>,
+    last_heard: u64,
+    /// Its JoinGroup waits for the rebalance to end.
+    joining: bool,
+    /// Its SyncGroup waits for the leader's.
+    syncing: bool,
+    assignment: Bytes,
+    /// The order it joined in: the first joined is the leader when one is picked.
+    joined_at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub state: State,
+    pub generation: i32,
+    protocol: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, and when they lapse if not used.
+    pending: BTreeMap<String, u64>,
+    rebalance_deadline: u64,
+    joins: u64,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol: String::new(),
+            leader: String::new(),
+            members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            rebalance_deadline: 0,
+            joins: 0,
+        }
+    }
+}
+
+impl Group {
+    /// No members, and no id handed out still waiting: the group can be forgotten
+    /// (its committed offsets are kept elsewhere).
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    fn protocol_type(&self) -> &str {
+        self.members
+            .values()
+            .next()
+            .map_or("", |m| m.protocol_type.as_str())
+    }
+
+    pub fn join(&mut self, now: u64, join: Join) -> (Answer<JoinAnswer>, Vec<Reply>) {
+        let refuse = |error| (Answer::Now(join_error(error, &join.member_id)), Vec::new());
+        if !(MIN_SESSION_MS..=MAX_SESSION_MS).contains(&join.session_ms) {
+            return refuse(code::INVALID_SESSION_TIMEOUT);
+        }
+        let known = self.members.contains_key(&join.member_id);
+        // Some protocol of the joiner's that every other member has too, and the same
+        // protocol type: else no assignment could serve them all.
+        let others: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|(id, _)| **id != join.member_id)
+            .map(|(_, m)| m)
+            .collect();
+        let same_type = others.iter().all(|m| m.protocol_type == join.protocol_type);
+        let shared = join.protocols.iter().any(|(p, _)| {
+            others
+                .iter()
+                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+        });
+        if !same_type || !shared {
+            return refuse(code::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let id = match (join.member_id.is_empty(), known) {
+            (false, true) => join.member_id.clone(),
+            (false, false) if self.pending.remove(&join.member_id).is_some() => {
+                join.member_id.clone()
+            }
+            (false, false) => return refuse(code::UNKNOWN_MEMBER_ID),
+            (true, _) => {
+                if self.members.len() + self.pending.len() >= MAX_MEMBERS {
+                    return refuse(code::GROUP_MAX_SIZE_REACHED);
+                }
+                if join.id_required {
+                    self.pending
+                        .insert(join.new_id.clone(), now + join.session_ms);
+                    let answer = join_error(code::MEMBER_ID_REQUIRED, &join.new_id);
+                    return (Answer::Now(answer), Vec::new());
+                }
+                join.new_id.clone()
+            }
+        };
+        if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&id) {
+            return refuse(code::GROUP_MAX_SIZE_REACHED);
+        }
+        let mut replies = Vec::new();
+        let changed = match self.members.get_mut(&id) {
+            Some(member) => {
+                let changed = member.protocols != join.protocols;
+                member.protocols = join.protocols;
+                member.session_ms = join.session_ms;
+                member.rebalance_ms = join.rebalance_ms;
+                member.last_heard = now;
+                changed
+            }
+            None => {
+                self.joins += 1;
+                let member = Member {
+                    client_id: join.client_id,
+                    session_ms: join.session_ms,
+                    rebalance_ms: join.rebalance_ms,
+                    protocol_type: join.protocol_type,
+                    protocols: join.protocols,
+                    last_heard: now,
+                    joining: false,
+                    syncing: false,
+                    assignment: Bytes::new(),
+                    joined_at: self.joins,
+                };
+                self.members.insert(id.clone(), member);
+                true
+            }
+        };
+        // A known member of a stable group, unchanged and not its leader, is told the
+        // generation as it is (it lost its answer, say); anything else rebalances.
+        if self.state == State::Stable && !changed && id != self.leader {
+            let answer = self.join_answer(&id);
+            return (Answer::Now(answer), replies);
+        }
+        if self.state != State::Preparing {
+            self.start_rebalance(now, &mut replies);
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            member.joining = true;
+        }
+        if self.members.values().all(|m| m.joining) {
+            self.complete_join(now, &mut replies);
+        }
+        let mine = replies
+            .iter()
+            .position(|r| matches!(r, Reply::Join(m, _) if *m == id));
+        match mine.map(|i| replies.remove(i)) {
+            Some(Reply::Join(_, answer)) => (Answer::Now(answer), replies),
+            _ => (Answer::Later(id), replies),
+        }
+    }
+
+    fn start_rebalance(&mut self, now: u64, replies: &mut Vec<Reply>) {
+        for (id, member) in &mut self.members {
+            if std::mem::take(&mut member.syncing) {
+                replies.push(Reply::Sync(
+                    id.clone(),
+                    sync_error(code::REBALANCE_IN_PROGRESS),
+                ));
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_ms)
+            .max()
+            .unwrap_or(0);
+        self.rebalance_deadline = now + longest;
+        self.state = State::Preparing;
+    }
+
+    /// Ends the join phase: members that did not join again are dropped, the
+    /// generation goes up, and every joined member is answered.
+    fn complete_join(&mut self, now: u64, replies: &mut Vec<Reply>) {
+        self.members.retain(|_, m| m.joining);
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.leader.clear();
+            self.protocol.clear();
+            return;
+        }
+        if !self.members.contains_key(&self.leader) {
+            self.leader = self
+                .members
+                .iter()
+                .min_by_key(|(_, m)| m.joined_at)
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default();
+        }
+        // The leader's most preferred protocol that every member has (join checked
+        // that one exists).
+        let leader = &self.members[&self.leader];
+        self.protocol = leader
+            .protocols
+            .iter()
+            .map(|(p, _)| p)
+            .find(|p| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(q, _)| q == *p))
+            })
+            .cloned()
+            .unwrap_or_default();
+        self.state = State::Completing;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for member in self.members.values_mut() {
+            member.joining = false;
+            member.last_heard = now;
+            member.assignment = Bytes::new();
+        }
+        for id in ids {
+            let answer = self.join_answer(&id);
+            replies.push(Reply::Join(id, answer));
+        }
+    }
+
+    fn join_answer(&self, id: &str) -> JoinAnswer {
+        let members = match id == self.leader {
+            true => self
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let metadata = m.protocols.iter().find(|(p, _)| *p == self.protocol);
+                    (
+                        id.clone(),
+                        metadata.map(|(_, md)| md.clone()).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        JoinAnswer {
+            error: code::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            member_id: id.to_string(),
+            members,
+        }
+    }
+
+    /// Checks a member and its generation: the error for a call from it, if any.
+    fn check(&self, member_id: &str, generation: i32) -> Option<i16> {
+        if !self.members.contains_key(member_id) {
+            return Some(code::UNKNOWN_MEMBER_ID);
+        }
+        (generation != self.generation).then_some(code::ILLEGAL_GENERATION)
+    }
+
+    pub fn sync(
+        &mut self,
+        now: u64,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> (Answer<SyncAnswer>, Vec<Reply>) {
+        if let Some(error) = self.check(member_id, generation) {
+            return (Answer::Now(sync_error(error)), Vec::new());
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_heard = now;
+        }
+        match self.state {
+            State::Empty | State::Preparing => (
+                Answer::Now(sync_error(code::REBALANCE_IN_PROGRESS)),
+                Vec::new(),
+            ),
+            State::Stable => (Answer::Now(self.sync_answer(member_id)), Vec::new()),
+            State::Completing => {
+                if let Some(member) = self.members.get_mut(member_id) {
+                    member.syncing = true;
+                }
+                if member_id != self.leader {
+                    return (Answer::Later(member_id.to_string()), Vec::new());
+                }
+                for (id, assignment) in assignments {
+                    if let Some(member) = self.members.get_mut(&id) {
+                        member.assignment = assignment;
+                    }
+                }
+                self.state = State::Stable;
+                let mut replies = Vec::new();
+                let mut mine = None;
+                let ids: Vec<String> = self.members.keys().cloned().collect();
+                for id in ids {
+                    let member = self.members.get_mut(&id).expect("listed");
+                    if std::mem::take(&mut member.syncing) {
+                        let answer = self.sync_answer(&id);
+                        match id == member_id {
+                            true => mine = Some(answer),
+                            false => replies.push(Reply::Sync(id, answer)),
+                        }
+                    }
+                }
+                (Answer::Now(mine.expect("the leader was syncing")), replies)
+            }
+        }
+    }
+
+    fn sync_answer(&self, id: &str) -> SyncAnswer {
+        SyncAnswer {
+            error: code::NONE,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone(),
+            assignment: self
+                .members
+                .get(id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn heartbeat(&mut self, now: u64, member_id: &str, generation: i32) -> i16 {
+        if let Some(error) = self.check(member_id, generation) {
+            return error;
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_heard = now;
+        }
+        match self.state {
+            State::Preparing => code::REBALANCE_IN_PROGRESS,
+            _ => code::NONE,
+        }
+    }
+
+    /// Whether `member_id` at `generation` may commit offsets: a member of this
+    /// generation (also while its group prepares a rebalance, so that members commit
+    /// what they processed before they join again), or anyone while the group has no
+    /// members (a consumer that assigns itself partitions: id "", generation -1).
+    pub fn check_commit(&mut self, now: u64, member_id: &str, generation: i32) -> i16 {
+        if member_id.is_empty() && generation < 0 {
+            return match self.members.is_empty() {
+                true => code::NONE,
+                false => code::UNKNOWN_MEMBER_ID,
+            };
+        }
+        if let Some(error) = self.check(member_id, generation) {
+            return error;
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_heard = now;
+        }
+        match self.state {
+            State::Completing => code::REBALANCE_IN_PROGRESS,
+            _ => code::NONE,
+        }
+    }
+
+    pub fn leave(&mut self, now: u64, member_id: &str) -> (i16, Vec<Reply>) {
+        if self.pending.remove(member_id).is_some() {
+            return (code::NONE, Vec::new());
+        }
+        let Some(member) = self.members.remove(member_id) else {
+            return (code::UNKNOWN_MEMBER_ID, Vec::new());
+        };
+        let mut replies = Vec::new();
+        if member.joining {
+            replies.push(Reply::Join(
+                member_id.to_string(),
+                join_error(code::UNKNOWN_MEMBER_ID, member_id),
+            ));
+        }
+        if member.syncing {
+            replies.push(Reply::Sync(
+                member_id.to_string(),
+                sync_error(code::UNKNOWN_MEMBER_ID),
+            ));
+        }
+        self.member_gone(now, &mut replies);
+        (code::NONE, replies)
+    }
+
+    /// After members were dropped: a rebalance for those that remain.
+    fn member_gone(&mut self, now: u64, replies: &mut Vec<Reply>) {
+        match self.state {
+            State::Empty => {}
+            State::Stable | State::Completing => self.start_rebalance(now, replies),
+            State::Preparing => {}
+        }
+        if self.state == State::Preparing && self.members.values().all(|m| m.joining) {
+            self.complete_join(now, replies);
+        }
+    }
+
+    /// Drops members whose session lapsed (a member whose JoinGroup waits is under
+    /// the rebalance's deadline instead), and ends a rebalance whose deadline passed.
+    pub fn tick(&mut self, now: u64) -> Vec<Reply> {
+        self.pending.retain(|_, lapses| *lapses > now);
+        let mut replies = Vec::new();
+        let lapsed: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.joining && m.last_heard + m.session_ms <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &lapsed {
+            if let Some(member) = self.members.remove(id) {
+                if member.syncing {
+                    replies.push(Reply::Sync(id.clone(), sync_error(code::UNKNOWN_MEMBER_ID)));
+                }
+            }
+        }
+        if !lapsed.is_empty() {
+            self.member_gone(now, &mut replies);
+        }
+        if self.state == State::Preparing && now >= self.rebalance_deadline {
+            self.complete_join(now, &mut replies);
+        }
+        replies
+    }
+
+    /// When `tick` next has something to do, if ever.
+    pub fn next_wake(&self) -> Option<u64> {
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| !m.joining)
+            .map(|m| m.last_heard + m.session_ms);
+        let rebalance = (self.state == State::Preparing).then_some(self.rebalance_deadline);
+        sessions
+            .chain(rebalance)
+            .chain(self.pending.values().copied())
+            .min()
+    }
+
+    /// Bytes the group holds of its members' own: ids, protocol metadata and
+    /// assignments (the coordinator bounds their sum over every group).
+    pub fn held_bytes(&self) -> usize {
+        let pending: usize = self.pending.keys().map(String::len).sum();
+        let members: usize = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let protocols: usize = m.protocols.iter().map(|(p, md)| p.len() + md.len()).sum();
+                id.len()
+                    + m.client_id.len()
+                    + m.protocol_type.len()
+                    + protocols
+                    + m.assignment.len()
+            })
+            .sum();
+        pending + members
+    }
+
+    /// (member id, client id, assignment) of each member, for descriptions.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> {
+        self.members
+            .iter()
+            .map(|(id, m)| (id.as_str(), m.client_id.as_str(), &m.assignment))
+    }
+}

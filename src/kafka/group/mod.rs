@@ -1,0 +1,253 @@
+//! Kafka consumer groups (the classic protocol: JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup), so that a Kafka consumer can `subscribe`. Each group's membership is
+//! a state machine without I/O or clock (`machine.rs`, model-tested in `tests.rs`);
+//! this driver holds them, hands each waiting JoinGroup and SyncGroup its answer when
+//! the machine gives one, and ticks the machines whose sessions or rebalances are due.
+//!
+//! Membership lives in memory, as it is the clients' to rebuild: after a restart every
+//! consumer joins again. Committed offsets do not: OffsetCommit stores them in strom's
+//! own consumer groups (`groups::Groups`, fsynced), under the same group name, so that
+//! `strom group describe` and a gRPC consumer of that group see them too.
+
+mod answers;
+pub mod machine;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use machine::{code, Answer, Group, Join, JoinAnswer, Reply, SyncAnswer};
+
+/// Kafka groups held at once; a join to a new group past it is refused.
+pub const MAX_GROUPS: usize = 10_000;
+/// Bytes of members' own (ids, protocol metadata, assignments) held over every
+/// group; a join or sync that would pass it is refused, and the client retries.
+pub const MAX_HELD_BYTES: usize = 256 << 20;
+/// Kafka's code for a coordinator that cannot take the call (the client retries).
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+#[derive(Default)]
+struct Slot {
+    group: Group,
+    /// The members whose JoinGroup or SyncGroup waits, and where its answer goes.
+    waiting: HashMap<String, oneshot::Sender<Reply>>,
+}
+
+impl Slot {
+    fn deliver(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
+            let (Reply::Join(id, _) | Reply::Sync(id, _)) = &reply;
+            if let Some(waiter) = self.waiting.remove(id) {
+                let _ = waiter.send(reply); // a client gone meanwhile: nobody to tell
+            }
+        }
+    }
+}
+
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Slot>>,
+    /// The sum of the groups' `held_bytes`.
+    held: AtomicUsize,
+    started: Instant,
+    /// Woken when a machine's next deadline may have moved earlier.
+    changed: Notify,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Coordinator {
+    pub fn new(stopping: watch::Receiver<bool>) -> Coordinator {
+        Coordinator {
+            groups: Mutex::new(HashMap::new()),
+            held: Default::default(),
+            started: Instant::now(),
+            changed: Notify::new(),
+            stopping,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on group `id`'s machine (made if `create` and there is room), and
+    /// hands out the answers it gave to waiting members. None: no such group.
+    fn with<T>(
+        &self,
+        id: &str,
+        create: bool,
+        adds: usize,
+        f: impl FnOnce(&mut Group, u64) -> (T, Vec<Reply>),
+    ) -> Option<(T, Option<oneshot::Receiver<Reply>>)>
+    where
+        T: Waits,
+    {
+        let now = self.now();
+        let mut groups = self.groups();
+        if adds > 0 && self.held.load(Ordering::Acquire) + adds > MAX_HELD_BYTES {
+            return None;
+        }
+        if !groups.contains_key(id) {
+            if !create || groups.len() >= MAX_GROUPS {
+                return None;
+            }
+            groups.insert(id.to_string(), Slot::default());
+        }
+        let slot = groups.get_mut(id).expect("present");
+        let before = slot.group.held_bytes();
+        let (answer, replies) = f(&mut slot.group, now);
+        let after = slot.group.held_bytes();
+        self.held.fetch_add(after, Ordering::AcqRel);
+        self.held.fetch_sub(before, Ordering::AcqRel);
+        slot.deliver(replies);
+        let waiter = answer.waits_for().map(|member| {
+            let (tx, rx) = oneshot::channel();
+            slot.waiting.insert(member.to_string(), tx);
+            rx
+        });
+        if slot.group.is_idle() && slot.waiting.is_empty() {
+            groups.remove(id);
+        }
+        drop(groups);
+        self.changed.notify_one();
+        Some((answer, waiter))
+    }
+
+    /// Waits for a member's answer, or the server's stop.
+    async fn answer(&self, waiter: Option<oneshot::Receiver<Reply>>) -> Option<Reply> {
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            reply = async { waiter?.await.ok() } => reply,
+            _ = stopping.wait_for(|stop| *stop) => None,
+        }
+    }
+
+    pub async fn join(&self, group: &str, join: Join) -> JoinAnswer {
+        let member_id = join.member_id.clone();
+        let failed = |error| answers::join_error(error, &member_id);
+        let adds: usize = join
+            .protocols
+            .iter()
+            .map(|(p, md)| p.len() + md.len())
+            .sum::<usize>()
+            + join.new_id.len()
+            + join.client_id.len();
+        let Some((answer, waiter)) = self.with(group, true, adds, |g, now| g.join(now, join))
+        else {
+            return failed(COORDINATOR_NOT_AVAILABLE);
+        };
+        match answer {
+            Answer::Now(answer) => answer,
+            Answer::Later(_) => match self.answer(waiter).await {
+                Some(Reply::Join(_, answer)) => answer,
+                _ => failed(code::REBALANCE_IN_PROGRESS),
+            },
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+    ) -> SyncAnswer {
+        let failed = answers::sync_error;
+        let adds = assignments.iter().map(|(id, a)| id.len() + a.len()).sum();
+        let sync = |g: &mut Group, now| g.sync(now, member_id, generation, assignments);
+        let Some((answer, waiter)) = self.with(group, false, adds, sync) else {
+            return failed(code::UNKNOWN_MEMBER_ID);
+        };
+        match answer {
+            Answer::Now(answer) => answer,
+            Answer::Later(_) => match self.answer(waiter).await {
+                Some(Reply::Sync(_, answer)) => answer,
+                _ => failed(code::REBALANCE_IN_PROGRESS),
+            },
+        }
+    }
+
+    pub fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let beat = |g: &mut Group, now| (g.heartbeat(now, member_id, generation), Vec::new());
+        self.with(group, false, 0, beat)
+            .map_or(code::UNKNOWN_MEMBER_ID, |(e, _)| e)
+    }
+
+    pub fn leave(&self, group: &str, member_id: &str) -> i16 {
+        self.with(group, false, 0, |g, now| g.leave(now, member_id))
+            .map_or(code::UNKNOWN_MEMBER_ID, |(e, _)| e)
+    }
+
+    /// Whether a commit by `member_id` at `generation` may go ahead (see
+    /// `Group::check_commit`); a group strom holds no members of takes any commit.
+    pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let check = |g: &mut Group, now| (g.check_commit(now, member_id, generation), Vec::new());
+        match self.with(group, false, 0, check) {
+            Some((error, _)) => error,
+            None if member_id.is_empty() && generation < 0 => code::NONE,
+            None => code::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// Ticks the machines whose deadlines are due, until the server stops.
+    pub async fn run(&self) {
+        let mut stopping = self.stopping.clone();
+        loop {
+            let now = self.now();
+            let mut next = now + 1_000;
+            {
+                let mut groups = self.groups();
+                groups.retain(|_, slot| {
+                    if slot.group.next_wake().is_some_and(|due| due <= now) {
+                        let before = slot.group.held_bytes();
+                        let replies = slot.group.tick(now);
+                        slot.deliver(replies);
+                        let after = slot.group.held_bytes();
+                        self.held.fetch_add(after, Ordering::AcqRel);
+                        self.held.fetch_sub(before, Ordering::AcqRel);
+                    }
+                    if let Some(due) = slot.group.next_wake() {
+                        next = next.min(due);
+                    }
+                    !(slot.group.is_idle() && slot.waiting.is_empty())
+                });
+            }
+            let sleep = Duration::from_millis(next.saturating_sub(now).max(1));
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.changed.notified() => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+/// An answer that may name a member to wait for.
+trait Waits {
+    fn waits_for(&self) -> Option<&str>;
+}
+
+impl<T> Waits for Answer<T> {
+    fn waits_for(&self) -> Option<&str> {
+        match self {
+            Answer::Later(member) => Some(member),
+            Answer::Now(_) => None,
+        }
+    }
+}
+
+impl Waits for i16 {
+    fn waits_for(&self) -> Option<&str> {
+        None
+    }
+}

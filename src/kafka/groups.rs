@@ -1,0 +1,298 @@
+//! The consumer-group calls, from decoded request to response: membership through the
+//! coordinator (`group/`), committed offsets through strom's own consumer groups
+//! (`groups::Groups`), so that a Kafka group's offsets are the same group's offsets
+//! over gRPC and in `strom group describe`.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::{code, Refusal};
+use super::group::machine::{Join, MAX_SESSION_MS};
+use super::requests::groups::{JoinGroup, OffsetCommit, SyncGroup};
+use super::Kafka;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// strom coordinates every group itself.
+pub fn find_coordinator(
+    key_type: i8,
+    address: (&str, u16),
+    version: i16,
+) -> FindCoordinatorResponse {
+    let mut response = FindCoordinatorResponse::default();
+    if key_type != 0 {
+        response.error_code = code::INVALID_REQUEST;
+        if version >= 1 {
+            response.error_message = Some(text(
+                "strom coordinates consumer groups only (no Kafka transactions)",
+            ));
+        }
+        response.node_id = BrokerId(-1);
+        return response;
+    }
+    response.node_id = BrokerId(0);
+    response.host = text(address.0);
+    response.port = i32::from(address.1);
+    response
+}
+
+pub async fn join_group(
+    kafka: &Kafka,
+    request: JoinGroup,
+    client_id: Option<String>,
+    version: i16,
+) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default();
+    let join = Join {
+        member_id: request.member_id,
+        client_id: client_id.unwrap_or_default(),
+        session_ms: u64::try_from(request.session_ms).unwrap_or(0),
+        rebalance_ms: u64::try_from(request.rebalance_ms)
+            .unwrap_or(0)
+            .min(MAX_SESSION_MS),
+        protocol_type: request.protocol_type,
+        protocols: request.protocols,
+        id_required: version >= 4,
+        new_id: format!("strom-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let answer = match check_group_name(&request.group) {
+        Ok(()) => kafka.coordinator.join(&request.group, join).await,
+        Err(refusal) => {
+            response.error_code = refusal.code;
+            return response;
+        }
+    };
+    tracing::debug!(
+        group = request.group,
+        member = answer.member_id,
+        generation = answer.generation,
+        leader = answer.leader,
+        error = answer.error,
+        "kafka JoinGroup answered"
+    );
+    response.error_code = answer.error;
+    response.generation_id = answer.generation;
+    if version >= 7 {
+        response.protocol_type = Some(text(answer.protocol_type));
+    }
+    response.protocol_name = Some(text(answer.protocol));
+    response.leader = text(answer.leader);
+    response.member_id = text(answer.member_id);
+    for (id, metadata) in answer.members {
+        let mut member = JoinGroupResponseMember::default();
+        member.member_id = text(id);
+        member.metadata = metadata;
+        response.members.push(member);
+    }
+    response
+}
+
+pub async fn sync_group(kafka: &Kafka, request: SyncGroup, version: i16) -> SyncGroupResponse {
+    let answer = kafka
+        .coordinator
+        .sync(
+            &request.group,
+            &request.member_id,
+            request.generation,
+            request.assignments,
+        )
+        .await;
+    tracing::debug!(
+        group = request.group,
+        member = request.member_id,
+        generation = request.generation,
+        error = answer.error,
+        assignment = answer.assignment.len(),
+        "kafka SyncGroup answered"
+    );
+    let mut response = SyncGroupResponse::default();
+    response.error_code = answer.error;
+    if version >= 5 {
+        response.protocol_type = Some(text(answer.protocol_type));
+        response.protocol_name = Some(text(answer.protocol));
+    }
+    response.assignment = answer.assignment;
+    response
+}
+
+pub fn heartbeat(
+    kafka: &Kafka,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+) -> HeartbeatResponse {
+    let mut response = HeartbeatResponse::default();
+    response.error_code = kafka.coordinator.heartbeat(group, member_id, generation);
+    if response.error_code != 0 {
+        tracing::debug!(
+            group,
+            member_id,
+            generation,
+            error = response.error_code,
+            "kafka Heartbeat answered"
+        );
+    }
+    response
+}
+
+pub fn leave_group(
+    kafka: &Kafka,
+    group: &str,
+    members: Vec<String>,
+    version: i16,
+) -> LeaveGroupResponse {
+    let mut response = LeaveGroupResponse::default();
+    for id in members {
+        let error = kafka.coordinator.leave(group, &id);
+        if version >= 3 {
+            let mut member = MemberResponse::default();
+            member.member_id = text(id);
+            member.error_code = error;
+            response.members.push(member);
+        } else {
+            response.error_code = error;
+        }
+    }
+    response
+}
+
+/// Stores the offsets if the committer may (`Coordinator::check_commit`): all or
+/// none, on disk before the answer, in strom's group of the same name.
+pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommitResponse {
+    let mut error = match check_group_name(&request.group) {
+        Ok(()) => {
+            kafka
+                .coordinator
+                .check_commit(&request.group, &request.member_id, request.generation)
+        }
+        Err(refusal) => refusal.code,
+    };
+    let mut offsets = Vec::new();
+    for (topic, partitions) in &request.topics {
+        for (partition, offset, metadata) in partitions {
+            match (u32::try_from(*partition), u64::try_from(*offset)) {
+                (Ok(p), Ok(o)) => {
+                    offsets.push((topic.clone(), p, o, metadata.clone().unwrap_or_default()))
+                }
+                _ if error == code::NONE => error = code::INVALID_REQUEST,
+                _ => {}
+            }
+        }
+    }
+    if error == code::NONE && !offsets.is_empty() {
+        if let Err(err) = kafka.groups.commit(&request.group, "", -1, offsets).await {
+            let refusal = Refusal::from(err);
+            tracing::debug!(
+                group = request.group,
+                code = refusal.code,
+                "{}",
+                refusal.message
+            );
+            error = refusal.code;
+        }
+    }
+    let mut response = OffsetCommitResponse::default();
+    for (topic, partitions) in request.topics {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = text(topic).into();
+        for (index, _, _) in partitions {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = index;
+            p.error_code = error;
+            t.partitions.push(p);
+        }
+        response.topics.push(t);
+    }
+    response
+}
+
+/// The group's committed offsets; -1 for a partition with none.
+pub async fn offset_fetch(
+    kafka: &Kafka,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    version: i16,
+) -> OffsetFetchResponse {
+    let mut response = OffsetFetchResponse::default();
+    let names: Vec<String> = topics.iter().flatten().map(|(t, _)| t.clone()).collect();
+    let fetched = match check_group_name(group) {
+        Ok(()) => kafka
+            .groups
+            .fetch_offsets(group, &names, None, None)
+            .await
+            .map_err(Refusal::from),
+        Err(refusal) => Err(refusal),
+    };
+    let fetched = match fetched {
+        Ok(fetched) => fetched.offsets,
+        Err(refusal) => {
+            if version >= 2 {
+                response.error_code = refusal.code;
+            }
+            Vec::new()
+        }
+    };
+    let by_partition: HashMap<(&str, i64), &crate::groups::offsets::Committed> = fetched
+        .iter()
+        .map(|(t, p, c)| ((t.as_str(), i64::from(*p)), c))
+        .collect();
+    let committed =
+        |topic: &str, partition: i32| by_partition.get(&(topic, i64::from(partition))).copied();
+    let asked: Vec<(String, Vec<i32>)> = match topics {
+        Some(topics) => topics,
+        None => {
+            // Every topic with offsets, in the order they came.
+            let mut all: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+            for (topic, partition, _) in &fetched {
+                all.entry(topic.clone())
+                    .or_default()
+                    .push(*partition as i32);
+            }
+            all.into_iter().collect()
+        }
+    };
+    for (topic, partitions) in asked {
+        let mut t = OffsetFetchResponseTopic::default();
+        for index in partitions {
+            let mut p = OffsetFetchResponsePartition::default();
+            p.partition_index = index;
+            match committed(&topic, index) {
+                Some(c) => {
+                    p.committed_offset = c.offset as i64;
+                    p.metadata = Some(text(c.metadata.clone()));
+                }
+                None => {
+                    p.committed_offset = -1;
+                    p.metadata = Some(text(""));
+                }
+            }
+            t.partitions.push(p);
+        }
+        t.name = text(topic).into();
+        response.topics.push(t);
+    }
+    response
+}
+
+/// strom's rules for a group's name (it names a directory of strom's groups).
+fn check_group_name(group: &str) -> Result<(), Refusal> {
+    crate::groups::validate_group_name(group)
+        .map_err(|err| Refusal::new(INVALID_GROUP_ID, err.to_string()))
+}
+
+const INVALID_GROUP_ID: i16 = 24;

@@ -1,0 +1,183 @@
+//! The consumer-group requests: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit and OffsetFetch, decoded within their frame.
+
+use bytes::Bytes;
+
+use super::Partitions;
+use crate::kafka::wire::{Decoded, Reader};
+
+/// FindCoordinator's key (a group id, or a transactional id with key type 1).
+pub fn find_coordinator(r: &mut Reader, version: i16) -> Decoded<(String, i8)> {
+    let key = r.string("the coordinator key")?;
+    let key_type = if version >= 1 { r.i8()? } else { 0 };
+    r.tags()?;
+    Ok((key, key_type))
+}
+
+#[derive(Debug)]
+pub struct JoinGroup {
+    pub group: String,
+    pub session_ms: i32,
+    pub rebalance_ms: i32,
+    pub member_id: String,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+pub fn join_group(r: &mut Reader, version: i16) -> Decoded<JoinGroup> {
+    let group = r.string("the group id")?;
+    let session_ms = r.i32()?;
+    let rebalance_ms = if version >= 1 { r.i32()? } else { session_ms };
+    let member_id = r.string("the member id")?;
+    if version >= 5 {
+        let _group_instance_id = r.nullable_string("the group instance id")?;
+    }
+    let protocol_type = r.string("the protocol type")?;
+    let protocols = r.array("protocols", |r| {
+        let name = r.string("a protocol name")?;
+        let metadata = r.nullable_bytes("protocol metadata")?.unwrap_or_default();
+        r.tags()?;
+        Ok((name, metadata))
+    })?;
+    r.tags()?;
+    Ok(JoinGroup {
+        group,
+        session_ms,
+        rebalance_ms,
+        member_id,
+        protocol_type,
+        protocols,
+    })
+}
+
+#[derive(Debug)]
+pub struct SyncGroup {
+    pub group: String,
+    pub generation: i32,
+    pub member_id: String,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+pub fn sync_group(r: &mut Reader, version: i16) -> Decoded<SyncGroup> {
+    let group = r.string("the group id")?;
+    let generation = r.i32()?;
+    let member_id = r.string("the member id")?;
+    if version >= 3 {
+        let _group_instance_id = r.nullable_string("the group instance id")?;
+    }
+    if version >= 5 {
+        let _protocol_type = r.nullable_string("the protocol type")?;
+        let _protocol_name = r.nullable_string("the protocol name")?;
+    }
+    let assignments = r.array("assignments", |r| {
+        let member = r.string("a member id")?;
+        let assignment = r.nullable_bytes("an assignment")?.unwrap_or_default();
+        r.tags()?;
+        Ok((member, assignment))
+    })?;
+    r.tags()?;
+    Ok(SyncGroup {
+        group,
+        generation,
+        member_id,
+        assignments,
+    })
+}
+
+/// A Heartbeat: group, generation and member id.
+pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, String)> {
+    let group = r.string("the group id")?;
+    let generation = r.i32()?;
+    let member_id = r.string("the member id")?;
+    if version >= 3 {
+        let _group_instance_id = r.nullable_string("the group instance id")?;
+    }
+    r.tags()?;
+    Ok((group, generation, member_id))
+}
+
+/// A LeaveGroup: the group and the members leaving (one before version 3).
+pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<String>)> {
+    let group = r.string("the group id")?;
+    let members = match version {
+        0..=2 => vec![r.string("the member id")?],
+        _ => r.array("members", |r| {
+            let member = r.string("a member id")?;
+            let _group_instance_id = r.nullable_string("a group instance id")?;
+            r.tags()?;
+            Ok(member)
+        })?,
+    };
+    r.tags()?;
+    Ok((group, members))
+}
+
+/// A topic's partitions committed: (partition, offset, metadata).
+pub type Committed = (String, Vec<(i32, i64, Option<String>)>);
+/// A topic's partitions asked for.
+pub type Asked = (String, Vec<i32>);
+
+#[derive(Debug)]
+pub struct OffsetCommit {
+    pub group: String,
+    pub generation: i32,
+    pub member_id: String,
+    /// (topic, [(partition, offset, metadata)]).
+    pub topics: Vec<Committed>,
+}
+
+pub fn offset_commit(r: &mut Reader, version: i16) -> Decoded<OffsetCommit> {
+    let group = r.string("the group id")?;
+    let generation = r.i32()?;
+    let member_id = r.string("the member id")?;
+    if version >= 7 {
+        let _group_instance_id = r.nullable_string("the group instance id")?;
+    }
+    if (2..=4).contains(&version) {
+        let _retention_time_ms = r.i64()?;
+    }
+    let mut count = Partitions::new();
+    let topics = r.array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            count.add(1)?;
+            let index = r.i32()?;
+            let offset = r.i64()?;
+            if version >= 6 {
+                let _leader_epoch = r.i32()?;
+            }
+            let metadata = r.nullable_string("commit metadata")?;
+            r.tags()?;
+            Ok((index, offset, metadata))
+        })?;
+        r.tags()?;
+        Ok((name, partitions))
+    })?;
+    r.tags()?;
+    Ok(OffsetCommit {
+        group,
+        generation,
+        member_id,
+        topics,
+    })
+}
+
+/// An OffsetFetch: the group, and its topics and partitions (None: every topic).
+pub fn offset_fetch(r: &mut Reader, version: i16) -> Decoded<(String, Option<Vec<Asked>>)> {
+    let group = r.string("the group id")?;
+    let mut count = Partitions::new();
+    let topics = r.nullable_array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            count.add(1)?;
+            r.i32()
+        })?;
+        r.tags()?;
+        Ok((name, partitions))
+    })?;
+    if version >= 7 {
+        let _require_stable = r.bool()?;
+    }
+    r.tags()?;
+    Ok((group, topics))
+}

@@ -1,0 +1,277 @@
+//! Kafka's consumer-group calls against the real server, in the oldest and newest
+//! versions strom takes: a member joins, leads, assigns, heartbeats, commits and
+//! leaves; calls from the wrong member or generation get Kafka's codes; committed
+//! offsets are strom's own group's. Kafka's clients run the same in
+//! `kafka_clients.rs`.
+
+mod common;
+
+use bytes::Bytes;
+use common::kafka::KafkaConn;
+use common::server::TestServer;
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
+use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use kafka_protocol::messages::{GroupId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use strom::broker::Limits;
+use strom::server::ServeOptions;
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn group(s: &str) -> GroupId {
+    text(s).into()
+}
+
+fn join(member: &str) -> JoinGroupRequest {
+    let mut request = JoinGroupRequest::default();
+    request.group_id = group("billing");
+    request.session_timeout_ms = 10_000;
+    request.rebalance_timeout_ms = 10_000;
+    request.member_id = text(member);
+    request.protocol_type = text("consumer");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = Bytes::from_static(b"subscription");
+    request.protocols.push(protocol);
+    request
+}
+
+fn commit(member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = group("billing");
+    request.generation_id_or_member_epoch = generation;
+    request.member_id = text(member);
+    let mut partition = OffsetCommitRequestPartition::default();
+    partition.partition_index = 0;
+    partition.committed_offset = offset;
+    partition.committed_metadata = Some(text("from kafka"));
+    let mut topic = OffsetCommitRequestTopic::default();
+    topic.name = TopicName(text("events"));
+    topic.partitions.push(partition);
+    request.topics.push(topic);
+    request
+}
+
+fn offset_fetch() -> OffsetFetchRequest {
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = group("billing");
+    let mut topic = OffsetFetchRequestTopic::default();
+    topic.name = TopicName(text("events"));
+    topic.partition_indexes = vec![0, 1];
+    request.topics = Some(vec![topic]);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joins_leads_commits_and_leaves_in_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("events", 2).await;
+    client
+        .log()
+        .produce(common::requests::produce(
+            "events",
+            Some(0),
+            (0..5)
+                .map(|i| common::requests::record(&i.to_string()))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+
+    for version in [0, 3] {
+        let mut find = FindCoordinatorRequest::default();
+        find.key = text("billing");
+        let found = conn.call(&find, version).await;
+        assert_eq!(
+            (found.error_code, found.port),
+            (0, i32::from(server.kafka.unwrap().port()))
+        );
+    }
+    let mut transactional = FindCoordinatorRequest::default();
+    transactional.key = text("tx");
+    transactional.key_type = 1;
+    assert_ne!(
+        conn.call(&transactional, 1).await.error_code,
+        0,
+        "no transaction coordinator"
+    );
+
+    // (join version, sync version, heartbeat version, commit version, fetch version, leave version)
+    for (jv, sv, hv, cv, fv, lv) in [(0, 0, 0, 2, 1, 0), (7, 5, 4, 8, 7, 4)] {
+        // From version 4 a new member is first given its id.
+        let mut answer = conn.call(&join(""), jv).await;
+        if jv >= 4 {
+            assert_eq!(answer.error_code, 79, "MEMBER_ID_REQUIRED");
+            answer = conn.call(&join(answer.member_id.as_str()), jv).await;
+        }
+        assert_eq!(answer.error_code, 0);
+        let me = answer.member_id.to_string();
+        assert_eq!(answer.leader.as_str(), me, "alone, it leads");
+        assert_eq!(answer.members.len(), 1);
+        assert_eq!(
+            answer.members[0].metadata,
+            Bytes::from_static(b"subscription")
+        );
+        let generation = answer.generation_id;
+
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = group("billing");
+        sync.generation_id = generation;
+        sync.member_id = text(&me);
+        if sv >= 5 {
+            sync.protocol_type = Some(text("consumer"));
+            sync.protocol_name = Some(text("range"));
+        }
+        let mut assignment = SyncGroupRequestAssignment::default();
+        assignment.member_id = text(&me);
+        assignment.assignment = Bytes::from_static(b"events:0,1");
+        sync.assignments.push(assignment);
+        let synced = conn.call(&sync, sv).await;
+        assert_eq!(
+            (synced.error_code, synced.assignment.clone()),
+            (0, Bytes::from_static(b"events:0,1"))
+        );
+
+        let mut beat = HeartbeatRequest::default();
+        beat.group_id = group("billing");
+        beat.generation_id = generation;
+        beat.member_id = text(&me);
+        assert_eq!(conn.call(&beat, hv).await.error_code, 0);
+        beat.generation_id = generation - 1;
+        assert_eq!(
+            conn.call(&beat, hv).await.error_code,
+            22,
+            "ILLEGAL_GENERATION"
+        );
+        beat.member_id = text("stranger");
+        assert_eq!(
+            conn.call(&beat, hv).await.error_code,
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+
+        // Commits: the member at its generation, not another, not an old generation,
+        // and not a standalone commit while the group has a member.
+        let refused = [
+            (me.as_str(), generation - 1, 22),
+            ("stranger", generation, 25),
+            ("", -1, 25),
+        ];
+        for (member, g, code) in refused {
+            let response = conn.call(&commit(member, g, 3), cv).await;
+            assert_eq!(
+                response.topics[0].partitions[0].error_code, code,
+                "{member} {g}"
+            );
+        }
+        let response = conn
+            .call(&commit(&me, generation, 3 + i64::from(jv / 7)), cv)
+            .await;
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        let fetched = conn.call(&offset_fetch(), fv).await;
+        let partitions = &fetched.topics[0].partitions;
+        assert_eq!(
+            (
+                partitions[0].committed_offset,
+                partitions[1].committed_offset
+            ),
+            (3 + i64::from(jv / 7), -1)
+        );
+        assert_eq!(
+            partitions[0].metadata.as_ref().map(|m| m.as_str()),
+            Some("from kafka")
+        );
+
+        let mut leave = LeaveGroupRequest::default();
+        leave.group_id = group("billing");
+        if lv >= 3 {
+            let mut member = MemberIdentity::default();
+            member.member_id = text(&me);
+            leave.members.push(member);
+        } else {
+            leave.member_id = text(&me);
+        }
+        let left = conn.call(&leave, lv).await;
+        assert_eq!(left.error_code, 0);
+    }
+    // With no members, a standalone commit (an assign()ing consumer's) is taken.
+    let response = conn.call(&commit("", -1, 5), 8).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    // The offsets are strom's group's: gRPC sees them.
+    let offsets = client
+        .groups()
+        .fetch_offsets(strom::grpc::pb::FetchOffsetsRequest {
+            group: "billing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(offsets.offsets.len(), 1);
+    assert_eq!(
+        (
+            offsets.offsets[0].offset,
+            offsets.offsets[0].metadata.as_str()
+        ),
+        (5, "from kafka")
+    );
+    // Past the partition's end: refused as strom refuses it, nothing stored.
+    let response = conn.call(&commit("", -1, 99), 8).await;
+    assert_ne!(response.topics[0].partitions[0].error_code, 0);
+    drop(conn);
+    server.stop().await.unwrap();
+}
+
+/// A JoinGroup waits for the rebalance: a second member's join is answered once the
+/// first has joined again, and a stop of the server ends a join still waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_member_waits_for_the_first_and_a_stop_ends_a_waiting_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let _client = server.client_with_topic("events", 2).await;
+    let mut a = KafkaConn::connect(server.kafka.unwrap()).await;
+    let mut b = KafkaConn::connect(server.kafka.unwrap()).await;
+    let first = a.call(&join(""), 3).await;
+    assert_eq!(first.generation_id, 1);
+    let waiting = b.send(&join(""), 3).await;
+    // a learns of the rebalance by its heartbeat and joins again: both are answered.
+    let mut beat = HeartbeatRequest::default();
+    beat.group_id = group("billing");
+    beat.generation_id = 1;
+    beat.member_id = first.member_id.clone();
+    // b's join is on another connection: a sees the rebalance once it is taken.
+    let mut tries = 0;
+    while a.call(&beat, 3).await.error_code != 27 {
+        tries += 1;
+        assert!(tries < 250, "REBALANCE_IN_PROGRESS within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = a.call(&join(first.member_id.as_str()), 3).await;
+    assert_eq!((again.generation_id, again.members.len()), (2, 2));
+    let second = b.receive::<JoinGroupRequest>(waiting, 3).await;
+    assert_eq!((second.error_code, second.generation_id), (0, 2));
+    assert!(
+        second.members.is_empty(),
+        "only the leader gets the members"
+    );
+    // A third join waits for a and b; the stop ends it.
+    let mut c = KafkaConn::connect(server.kafka.unwrap()).await;
+    let _pending = c.send(&join(""), 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    server.stop().await.unwrap();
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(10));
+}

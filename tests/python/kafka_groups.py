@@ -1,0 +1,81 @@
+"""Kafka consumer groups against strom's Kafka listener, with Kafka's own clients:
+two librdkafka consumers (confluent-kafka) subscribe in one group and split the
+topic's partitions between them, each record read once; they commit and close; a
+kafka-python consumer of the same group then resumes after what they committed.
+
+Usage: kafka_groups.py BOOTSTRAP TOPIC GROUP. The topic has 3 partitions and 300
+records. Prints "ok" and the counts."""
+
+import sys
+import threading
+import time
+
+import confluent_kafka
+import kafka
+
+bootstrap, topic, group = sys.argv[1], sys.argv[2], sys.argv[3]
+DEADLINE = time.time() + 90
+
+producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+for i in range(300):
+    producer.produce(topic, key=b"%d" % i, value=b"first %d" % i, partition=i % 3)
+assert producer.flush(30) == 0
+
+read = {}          # value -> consumer name
+assigned = {}      # consumer name -> partitions held at the end
+lock = threading.Lock()
+stop = threading.Event()
+# Both record their assignment before either leaves (a leave rebalances the other).
+recorded = threading.Barrier(2, timeout=30)
+
+
+def consume(name):
+    consumer = confluent_kafka.Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 500,
+    })
+    consumer.subscribe([topic])
+    while not stop.is_set() and time.time() < DEADLINE:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        assert msg.error() is None, msg.error()
+        with lock:
+            assert msg.value() not in read, ("read twice", msg.value(), name, read[msg.value()])
+            read[msg.value()] = name
+        consumer.commit(msg, asynchronous=False)
+    with lock:
+        assigned[name] = sorted(tp.partition for tp in consumer.assignment())
+    recorded.wait()
+    consumer.close()
+
+
+threads = [threading.Thread(target=consume, args=(n,)) for n in ("a", "b")]
+threads[0].start()
+time.sleep(1)  # a takes every partition; b's join makes them share
+threads[1].start()
+while len(read) < 300 and time.time() < DEADLINE:
+    time.sleep(0.2)
+time.sleep(2)  # both settled into the shared assignment
+stop.set()
+for t in threads:
+    t.join()
+assert len(read) == 300, len(read)
+both = assigned["a"] + assigned["b"]
+assert sorted(both) == [0, 1, 2] and assigned["a"] and assigned["b"], assigned
+
+# More records; a kafka-python consumer of the group starts after the commits.
+for i in range(30):
+    producer.produce(topic, value=b"second %d" % i, partition=i % 3)
+assert producer.flush(30) == 0
+consumer = kafka.KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                               enable_auto_commit=False, auto_offset_reset="earliest")
+later = []
+while len(later) < 30 and time.time() < DEADLINE:
+    for records in consumer.poll(1000).values():
+        later += [m.value for m in records]
+consumer.commit()
+consumer.close()
+assert sorted(later) == sorted(b"second %d" % i for i in range(30)), later[:5]
+print("ok", len(read), len(later), assigned)
