@@ -49,6 +49,16 @@ impl Serve {
         Self::spawn(command)
     }
 
+    /// `strom serve` on `addr` with more flags.
+    pub fn start_at_with_args(dir: &Path, addr: &str, args: &[&str]) -> Serve {
+        let mut command = Command::new(STROM);
+        command
+            .args(["serve", "--listen", addr, "--data-dir"])
+            .arg(dir)
+            .args(args);
+        Self::spawn(command)
+    }
+
     /// `strom serve` with more flags.
     pub fn start_with_args(dir: &Path, args: &[&str]) -> Serve {
         let mut command = Command::new(STROM);

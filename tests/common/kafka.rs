@@ -36,6 +36,13 @@ impl KafkaConn {
 
     /// Sends `request` in `version` without waiting for the answer; its correlation id.
     pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> i32 {
+        self.try_send(request, version)
+            .await
+            .expect("the request is sent")
+    }
+
+    /// `send`, or None if the connection is gone.
+    pub async fn try_send<R: Request>(&mut self, request: &R, version: i16) -> Option<i32> {
         self.correlation += 1;
         let mut header = RequestHeader::default();
         header.request_api_key = R::KEY;
@@ -47,8 +54,11 @@ impl KafkaConn {
             .encode(&mut body, R::header_version(version))
             .unwrap();
         request.encode(&mut body, version).unwrap();
-        self.send_frame(&body).await;
-        self.correlation
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.stream.write_all(&frame).await.ok()?;
+        Some(self.correlation)
     }
 
     /// Writes `body` with its size prefix.
