@@ -275,3 +275,50 @@ async fn a_second_member_waits_for_the_first_and_a_stop_ends_a_waiting_join() {
     server.stop().await.unwrap();
     assert!(stopping.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A group name in use by one kind of consumer is refused to the other: a Kafka
+/// member and a gRPC member would each be handed the same partitions (a hostile
+/// sweep read every record twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_and_grpc_consumers_do_not_share_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("events", 2).await;
+    let grpc_join = |group: &str| strom::grpc::pb::HeartbeatRequest {
+        group: group.into(),
+        topics: vec!["events".into()],
+        ..Default::default()
+    };
+    // A gRPC member in "shared": a Kafka join is refused.
+    let joined = client
+        .groups()
+        .heartbeat(grpc_join("shared"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!joined.member_id.is_empty());
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let mut request = join("");
+    request.group_id = group("shared");
+    assert_eq!(
+        conn.call(&request, 3).await.error_code,
+        23,
+        "INCONSISTENT_GROUP_PROTOCOL"
+    );
+    // A Kafka member in "billing": a gRPC join is refused, saying why.
+    assert_eq!(conn.call(&join(""), 3).await.error_code, 0);
+    let refused = client
+        .groups()
+        .heartbeat(grpc_join("billing"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("Kafka consumers"),
+        "{}",
+        refused.message()
+    );
+    drop(conn);
+    server.stop().await.unwrap();
+}

@@ -50,6 +50,12 @@ impl Groups {
         group: &str,
         heartbeat: Heartbeat,
     ) -> Result<(Answer, Vec<NamedPartitions>)> {
+        if heartbeat.member_id.is_empty() && self.foreign_members(group) {
+            return Err(Error::FailedPrecondition(format!(
+                "group {} has Kafka consumers (through kafka_listen): a gRPC consumer cannot join it while they are in it, or both would read the same partitions; use another group name",
+                crate::error::quote(group)
+            )));
+        }
         let (slot, mut guard) = self.lock(group, true).await?;
         let view = self.view();
         let now = self.now();

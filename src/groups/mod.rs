@@ -199,7 +199,16 @@ fn loaded(guard: &mut Guard) -> &mut Loaded {
     }
 }
 
+/// Members that another protocol holds in groups of strom's names (Kafka's consumers,
+/// `kafka::group`), which this coordinator does not know of: a gRPC consumer may not
+/// join a group they are in, or both would be handed the same partitions.
+pub trait ForeignMembers: Send + Sync {
+    fn has_members(&self, group: &str) -> bool;
+}
+
 pub struct Groups {
+    /// Set once by the server, if it has a Kafka listener.
+    foreign: std::sync::OnceLock<std::sync::Weak<dyn ForeignMembers>>,
     broker: Arc<Broker>,
     config: GroupsConfig,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
@@ -253,6 +262,7 @@ impl Groups {
             origin: Instant::now(),
             open_stores: Arc::new(AtomicUsize::new(0)),
             max_open_stores: open_stores::MAX_OPEN_STORES,
+            foreign: std::sync::OnceLock::new(),
             subscriptions: Arc::new(subscriptions::SubscriptionTally::new(
                 subscriptions::MAX_SERVER_SUBSCRIPTION_BYTES,
             )),
@@ -402,6 +412,26 @@ impl Groups {
     }
 
     /// A page of the groups: name, state and member count.
+    /// Tells the coordinator of the members another protocol holds (see
+    /// `ForeignMembers`); once.
+    pub fn set_foreign_members(&self, foreign: std::sync::Weak<dyn ForeignMembers>) {
+        let _ = self.foreign.set(foreign);
+    }
+
+    /// gRPC members of `group` now (0 for a group strom does not have).
+    pub fn member_count(&self, group: &str) -> usize {
+        self.slots()
+            .get(group)
+            .map_or(0, |slot| slot.members.load(Ordering::Relaxed))
+    }
+
+    fn foreign_members(&self, group: &str) -> bool {
+        self.foreign
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|foreign| foreign.has_members(group))
+    }
+
     pub async fn list(&self, page: &Page) -> Listed<(String, GroupState, usize)> {
         let slots = {
             let slots = self.slots();

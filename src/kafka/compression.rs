@@ -62,14 +62,20 @@ impl Inflated {
                 .saturating_mul(FIRST_GUESS_RATIO)
                 .max(FIRST_GUESS_MIN),
         );
-        let held = self.take(guess).await;
+        // The decoder's own buffers are held too: zstd's window, lz4's blocks.
+        let overhead = match codec {
+            ZSTD => zstd_window(&data).unwrap_or(0).min(MAX_ZSTD_WINDOW) as usize,
+            LZ4 => 4 << 20,
+            _ => 64 << 10,
+        };
+        let held = self.take(guess + overhead).await;
         match run(codec, data.clone(), guess).await {
             Err(Outgrew) if guess < limit => {}
             Err(Outgrew) => return Err(too_large(limit)),
             Ok(done) => return done.map(|out| (out, held)),
         }
         drop(held);
-        let held = self.take(limit).await;
+        let held = self.take(limit + overhead).await;
         match run(codec, data, limit).await {
             Err(Outgrew) => Err(too_large(limit)),
             Ok(done) => done.map(|out| (out, held)),
@@ -118,16 +124,31 @@ async fn run(codec: i16, data: Bytes, limit: usize) -> Result<Result<Bytes, Refu
 /// Decompresses `data`; `Err(Outgrew)` past `limit` bytes.
 fn inflate(codec: i16, data: &[u8], limit: usize) -> Result<Result<Bytes, Refusal>, Outgrew> {
     let read = |reader: &mut dyn Read| -> Result<Result<Bytes, Refusal>, Outgrew> {
-        let mut out = Vec::new();
+        // Room for the whole bound at once: a Vec grown by doubling holds up to twice
+        // what it read (a hostile-client sweep measured 2.4 GB from a 256 MiB pool).
+        // Pages are only touched as bytes come.
+        let mut out = Vec::with_capacity(limit + 1);
         match reader.take(limit as u64 + 1).read_to_end(&mut out) {
             Ok(n) if n > limit => Err(Outgrew),
-            Ok(_) => Ok(Ok(Bytes::from(out))),
+            Ok(_) => {
+                if out.len() < out.capacity() / 2 {
+                    out.shrink_to_fit(); // what is kept until appended is what was read
+                }
+                Ok(Ok(Bytes::from(out)))
+            }
             Err(err) => Ok(Err(damaged(codec, err))),
         }
     };
     match codec {
         GZIP => read(&mut flate2::read::MultiGzDecoder::new(data)),
         LZ4 => read(&mut lz4_flex::frame::FrameDecoder::new(data)),
+        ZSTD if zstd_window(data).is_some_and(|w| w > MAX_ZSTD_WINDOW) => Ok(Err(Refusal::new(
+            code::INVALID_RECORD,
+            format!(
+                "a zstd frame with a window of {} bytes: strom takes windows of at most {MAX_ZSTD_WINDOW} (zstd levels up to 19 use at most 8 MiB)",
+                zstd_window(data).unwrap_or_default()
+            ),
+        ))),
         ZSTD => match ruzstd::decoding::StreamingDecoder::new(data) {
             Ok(mut decoder) => read(&mut decoder),
             Err(err) => Ok(Err(damaged(codec, err))),
@@ -142,12 +163,48 @@ fn inflate(codec: i16, data: &[u8], limit: usize) -> Result<Result<Bytes, Refusa
     }
 }
 
+/// The largest zstd window taken: the decoder holds a window's bytes besides its
+/// output, so it is bounded (and charged) too.
+pub const MAX_ZSTD_WINDOW: u64 = 8 << 20;
+
+/// A zstd frame's window size, from its header (RFC 8878, 3.1.1.1): the content size
+/// for a single-segment frame, else the window descriptor's.
+pub fn zstd_window(data: &[u8]) -> Option<u64> {
+    let (magic, rest) = data.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*magic) != 0xFD2F_B528 {
+        return None;
+    }
+    let (&descriptor, rest) = rest.split_first()?;
+    if descriptor & 0x20 != 0 {
+        // Single segment: the window is the content size, after the dictionary id.
+        let dictionary = [0, 1, 2, 4][usize::from(descriptor & 3)];
+        let size_bytes = [1, 2, 4, 8][usize::from(descriptor >> 6)];
+        let field = rest.get(dictionary..dictionary + size_bytes)?;
+        let mut size = [0u8; 8];
+        size[..size_bytes].copy_from_slice(field);
+        let size = u64::from_le_bytes(size);
+        return Some(if size_bytes == 2 { size + 256 } else { size });
+    }
+    let window = *rest.first()?;
+    let base = 1u64 << (10 + (window >> 3));
+    Some(base + base / 8 * u64::from(window & 7))
+}
+
 /// A raw snappy block, or xerial's framing: the magic, two int32 versions, then
 /// blocks each prefixed by its int32 length.
 fn snappy(data: &[u8], limit: usize) -> Result<Result<Bytes, Refusal>, Outgrew> {
     let mut out = Vec::new();
     let block = |block: &[u8], out: &mut Vec<u8>| -> Result<Result<(), Refusal>, Outgrew> {
         let len = match snap::raw::decompress_len(block) {
+            // A snappy element of n bytes makes at most 64 (a 3-byte copy): a block
+            // claiming more than 22 times its size is damaged, and refused before its
+            // claim is allocated and zeroed.
+            Ok(len) if len > block.len().saturating_mul(22) + 64 => {
+                return Ok(Err(damaged(
+                    SNAPPY,
+                    "a block claiming more than snappy can hold",
+                )))
+            }
             Ok(len) => len,
             Err(err) => return Ok(Err(damaged(SNAPPY, err))),
         };
@@ -262,6 +319,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_large_zstd_window_and_a_lying_snappy_length_are_refused_before_decoding() {
+        // A frame header with a 96 MiB window and no content size (hostile sweep).
+        let frame = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x84, 0x01, 0x00, 0x00];
+        assert_eq!(zstd_window(&frame), Some(96 << 20));
+        let refused = inflate(ZSTD, &frame, 64 << 20).ok().unwrap().unwrap_err();
+        assert_eq!(refused.code, code::INVALID_RECORD, "{}", refused.message);
+        let level_3 = ruzstd::encoding::compress_to_vec(
+            &[7u8; 100_000][..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert!(zstd_window(&level_3).unwrap() <= MAX_ZSTD_WINDOW);
+        // A raw snappy block claiming 60 MB in two bytes.
+        let mut lying = Vec::new();
+        let mut n = 60_000_000u32;
+        while n >= 0x80 {
+            lying.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        lying.extend([n as u8, 0x00, b'a']);
+        // Refused as damaged, not taken for a batch that outgrew the bound: its claim
+        // was never allocated.
+        let refused = inflate(SNAPPY, &lying, 16 << 20).ok().unwrap().unwrap_err();
+        assert_eq!(refused.code, code::CORRUPT_MESSAGE, "{}", refused.message);
+    }
+
     #[tokio::test]
     async fn a_bomb_is_refused_and_gives_its_hold_back() {
         let bytes = BytesPool::new(8 << 20);
@@ -274,7 +357,11 @@ mod tests {
         let big = Bytes::from(gzip(&vec![7u8; 3 << 20]));
         let (out, held) = pool.decompress(GZIP, big, 4 << 20).await.unwrap();
         assert_eq!(out.len(), 3 << 20);
-        assert_eq!(bytes.available(), 4 << 20);
+        assert_eq!(
+            bytes.available(),
+            (4 << 20) - (64 << 10),
+            "the limit and gzip's window"
+        );
         drop(held);
         assert_eq!(bytes.available(), 8 << 20);
     }

@@ -164,7 +164,7 @@ async fn answer(kafka: &Kafka, frame: Bytes, local: Option<SocketAddr>) -> Decod
             let acks = request.acks;
             // On a task of its own: a connection that goes away cannot cancel an
             // append halfway.
-            let inflated = Inflated::new(kafka.pool.clone());
+            let inflated = Inflated::new(kafka.inflated.clone());
             let limit = kafka.max_request_bytes;
             let task = tokio::spawn(produce::produce(
                 Arc::clone(&broker),
@@ -200,7 +200,7 @@ async fn answer(kafka: &Kafka, frame: Bytes, local: Option<SocketAddr>) -> Decod
         key::FETCH => {
             let request = requests::fetch(&mut r, version)?;
             requests::finished(&r)?;
-            let (response, held) = fetch::fetch(broker, &kafka.pool, request, version).await;
+            let (response, held) = fetch::fetch(broker, &kafka.responses, request, version).await;
             encode(correlation, &response, version).map(|b| (Some(b), held))
         }
         key::LIST_OFFSETS => {

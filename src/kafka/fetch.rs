@@ -4,9 +4,9 @@
 //! until `max_wait_ms`, and reads on from where each partition's last read ended (not
 //! everything again: a waiting fetch costs each append only what it added).
 //!
-//! The response is a copy (Kafka's record format is not strom's): its bytes are taken
-//! from the server's pool (`pool.rs`) before they are read, and held until the client
-//! has read them. strom has no fetch sessions (KIP-227): it answers every fetch in
+//! The response is a copy (Kafka's record format is not strom's): each read's bytes
+//! are taken from the server's pool (`pool.rs`) before they are encoded, and held
+//! until the client has read them (at most 30 s: see `connection.rs`). strom has no fetch sessions (KIP-227): it answers every fetch in
 //! full with session id 0, which tells a Kafka client to send full fetches, as it
 //! does to brokers that have sessions turned off.
 
@@ -27,6 +27,10 @@ use super::pool::BytesPool;
 use super::records::encode_batches;
 use super::requests::Fetch;
 use crate::broker::{Broker, Offsets, Partition};
+
+/// What a fetch waits for of the pool when it has less than it wants: responses
+/// shrink under pressure rather than queue behind large ones.
+const SMALL_SHARE: usize = 64 << 10;
 
 /// Kafka's code for a fetch session the server does not know.
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -95,7 +99,7 @@ pub async fn fetch(
         }
         names.push(topic.name);
     }
-    let held = pool.take(total).await;
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let wait =
         Duration::from_millis(request.max_wait_ms.max(0) as u64).min(broker.limits().max_wait);
     let deadline = tokio::time::Instant::now() + wait;
@@ -108,7 +112,7 @@ pub async fn fetch(
             .iter()
             .filter_map(|w| w.partition.as_ref().ok().map(|(p, _)| p.watch()))
             .collect();
-        let (bytes, failed) = read_on(&mut wanted, total).await;
+        let (bytes, failed) = read_on(&mut wanted, total, pool, &mut held).await;
         let done = bytes >= min_bytes || failed || watches.is_empty() || *stopping.borrow();
         if done || tokio::time::Instant::now() >= deadline {
             break;
@@ -160,18 +164,18 @@ pub async fn fetch(
         topics[w.topic].partitions.push(p);
     }
     response.responses = topics;
-    // Held: what the response holds (a first batch may pass `total`: it is let through
-    // with the pool's share it took).
-    let mut held = held;
-    let keep = bytes.clamp(1, u32::MAX as usize) as u32;
-    if let Some(rest) = held
-        .num_permits()
-        .checked_sub(keep as usize)
-        .filter(|n| *n > 0)
-    {
-        drop(held.split(rest));
+    // Held: what the response holds, no more (a first batch larger than what was
+    // taken goes whole, with what was taken).
+    if let Some(held) = held.as_mut() {
+        if let Some(rest) = held
+            .num_permits()
+            .checked_sub(bytes.max(1))
+            .filter(|n| *n > 0)
+        {
+            drop(held.split(rest));
+        }
     }
-    (response, Some(held))
+    (response, held)
 }
 
 fn open(broker: &Broker, topic: &str, partition: i32) -> Result<(Arc<Partition>, bool), Refusal> {
@@ -186,9 +190,15 @@ fn open(broker: &Broker, topic: &str, partition: i32) -> Result<(Arc<Partition>,
 }
 
 /// Reads every partition on from where its last read ended, within what is left of
-/// `total`; returns the bytes read in all, and whether a partition failed (which ends
-/// the wait: the client is told at once).
-async fn read_on(wanted: &mut [Wanted], total: usize) -> (usize, bool) {
+/// `total`, each read's bytes taken from `pool` into `held` before it is encoded;
+/// returns the bytes read in all, and whether a partition failed (which ends the
+/// wait: the client is told at once).
+async fn read_on(
+    wanted: &mut [Wanted],
+    total: usize,
+    pool: &BytesPool,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> (usize, bool) {
     let mut bytes: usize = wanted.iter().map(|w| w.records.len()).sum();
     let mut failed = false;
     for w in wanted.iter_mut() {
@@ -210,6 +220,24 @@ async fn read_on(wanted: &mut [Wanted], total: usize) -> (usize, bool) {
             Ok((read, offsets)) => {
                 w.offsets = offsets;
                 if let Some(read) = read {
+                    // Kafka's encoding of a stored batch is about its size: a little
+                    // more is taken, and given back once the response is built. Short
+                    // of it, the pool's rest (a smaller answer, not a wait behind
+                    // others), or a wait for a small share.
+                    let size = read.size_bytes();
+                    let mut budget = budget;
+                    if size > 0 {
+                        let want = size + size / 8 + 1024;
+                        let permit = match pool.try_take_up_to(want, SMALL_SHARE) {
+                            Some(permit) => permit,
+                            None => pool.take(want.min(SMALL_SHARE)).await,
+                        };
+                        budget = budget.min(permit.num_permits() * 8 / 9);
+                        match held.as_mut() {
+                            Some(held) => held.merge(permit),
+                            None => *held = Some(permit),
+                        }
+                    }
                     let before = w.records.len();
                     w.next = encode_batches(&read, w.next, budget, compacted, &mut w.records);
                     bytes += w.records.len() - before;

@@ -70,6 +70,16 @@ pub async fn join_group(
         id_required: version >= 4,
         new_id: format!("strom-{}", uuid::Uuid::new_v4().simple()),
     };
+    // A group strom's gRPC consumers are in is theirs: both would read the same
+    // partitions. Kafka's code for a group of another kind.
+    if kafka.groups.member_count(&request.group) > 0 {
+        tracing::info!(
+            group = request.group,
+            "kafka JoinGroup refused: the group has gRPC members; use another group name"
+        );
+        response.error_code = INCONSISTENT_GROUP_PROTOCOL;
+        return response;
+    }
     let answer = match check_group_name(&request.group) {
         Ok(()) => kafka.coordinator.join(&request.group, join).await,
         Err(refusal) => {
@@ -296,3 +306,4 @@ fn check_group_name(group: &str) -> Result<(), Refusal> {
 }
 
 const INVALID_GROUP_ID: i16 = 24;
+const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;

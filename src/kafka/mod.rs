@@ -49,9 +49,10 @@ pub struct Kafka {
     pub broker: Arc<Broker>,
     /// The server's produce budget, shared with gRPC.
     pub budget: BudgetLayer,
-    /// Bytes held beyond request frames: decompressed batches, Fetch responses
-    /// (`pool.rs`).
-    pub pool: BytesPool,
+    /// Bytes of decompressed batches held until appended (`compression.rs`).
+    pub inflated: BytesPool,
+    /// Bytes of Fetch responses held until written (`fetch.rs`).
+    pub responses: BytesPool,
     /// Kafka consumer groups' membership (`group/`).
     pub coordinator: Arc<group::Coordinator>,
     /// strom's consumer groups, which keep Kafka groups' committed offsets.

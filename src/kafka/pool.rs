@@ -37,6 +37,19 @@ impl BytesPool {
             .expect("the pool is never closed")
     }
 
+    /// Up to `want` bytes, without waiting: what the pool has if that is at least
+    /// `at_least`, else None. A holder that can make do with less (a fetch answers
+    /// with fewer records) so never queues behind one that needs much.
+    pub fn try_take_up_to(&self, want: usize, at_least: usize) -> Option<OwnedSemaphorePermit> {
+        let n = want
+            .min(self.pool.available_permits())
+            .min(u32::MAX as usize);
+        if n < at_least.min(want).max(1) {
+            return None;
+        }
+        Arc::clone(&self.pool).try_acquire_many_owned(n as u32).ok()
+    }
+
     #[cfg(test)]
     pub fn available(&self) -> usize {
         self.pool.available_permits()

@@ -106,6 +106,8 @@ async fn append(
         )
     })?;
     let batch = parse_batch(records)?;
+    // The partition first: a batch for no partition is not decompressed for nothing.
+    broker.partition(topic, partition)?;
     // A decompressed batch holds its bytes of the pool until it is appended.
     let (records, _held) = match batch.compression {
         0 => (batch.records().clone(), None),

@@ -281,19 +281,28 @@ pub async fn serve_listeners(
         if let Ok(bound) = listener.local_addr() {
             tracing::info!("serving Kafka's protocol on {bound}");
         }
+        let coordinator = Arc::new(crate::kafka::group::Coordinator::new(
+            broker.shutting_down(),
+        ));
+        let foreign: std::sync::Weak<dyn crate::groups::ForeignMembers> =
+            Arc::downgrade(&coordinator) as _;
+        groups.set_foreign_members(foreign);
         let kafka = Arc::new(crate::kafka::Kafka {
             broker: Arc::clone(&broker),
             budget: budget.clone(),
-            // As much again as the produce budget, for decompressed batches and Fetch
-            // responses, which Kafka's record format makes copies.
-            pool: crate::kafka::BytesPool::new(options.produce_budget_bytes),
-            coordinator: Arc::new(crate::kafka::group::Coordinator::new(
-                broker.shutting_down(),
-            )),
+            // As much again as the produce budget for decompressed batches, and as
+            // much for Fetch responses, which Kafka's record format makes copies.
+            inflated: crate::kafka::BytesPool::new(options.produce_budget_bytes),
+            responses: crate::kafka::BytesPool::new(options.produce_budget_bytes),
+            coordinator: Arc::clone(&coordinator),
             groups: Arc::clone(&groups),
             max_request_bytes: max,
             advertised: options.kafka_advertised.clone(),
-            stalled_reader_timeout: options.stalled_reader_timeout,
+            // A response holds pool bytes until written; a Kafka client gives up on a
+            // request after its request.timeout.ms (30 s by default) anyway.
+            stalled_reader_timeout: options
+                .stalled_reader_timeout
+                .min(crate::grpc::budget::MESSAGE_DEADLINE),
             idle_timeout: KAFKA_IDLE_TIMEOUT,
         });
         tokio::spawn(crate::kafka::serve(

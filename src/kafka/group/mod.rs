@@ -251,3 +251,11 @@ impl Waits for i16 {
         None
     }
 }
+
+impl crate::groups::ForeignMembers for Coordinator {
+    fn has_members(&self, group: &str) -> bool {
+        self.groups()
+            .get(group)
+            .is_some_and(|slot| slot.group.member_count() > 0)
+    }
+}
