@@ -13,7 +13,9 @@ Measured for each step: wall time, MB/s of payload, and the server's CPU seconds
 GB of payload (from /proc/PID/stat), which is what the protocol costs the server
 whatever the client is. Runs alternate kafka, grpc, grpc, kafka (ABBA), BLOCKS times.
 
-Usage: scripts/kafka_bench.py STROM_BINARY [BLOCKS] [RECORDS] [SIZE]
+Usage: scripts/kafka_bench.py STROM_BINARY [BLOCKS] [RECORDS] [SIZE] [KINDS]
+KINDS is "kafka,grpc" by default; "kafka" runs the Kafka case alone (once a block,
+to alternate two builds from outside: A B B A).
 Needs confluent-kafka (scripts/test.sh installs it into target/pyenv)."""
 
 import json
@@ -32,6 +34,7 @@ STROM = sys.argv[1]
 BLOCKS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 RECORDS = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
 SIZE = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
+KINDS = (sys.argv[5] if len(sys.argv) > 5 else "kafka,grpc").split(",")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -134,9 +137,10 @@ def grpc_run(server):
     return {"produce": timed(server, produce), "consume": timed(server, consume)}
 
 
-results = {"kafka": [], "grpc": []}
+results = {kind: [] for kind in KINDS}
+order = ["kafka", "grpc", "grpc", "kafka"] if len(KINDS) == 2 else KINDS
 for block in range(BLOCKS):
-    for kind in ("kafka", "grpc", "grpc", "kafka"):
+    for kind in order:
         with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as root:
             figure = dd(root)
             server = Server(root)
@@ -149,7 +153,7 @@ for block in range(BLOCKS):
             print(kind, json.dumps(run), flush=True)
 
 print(f"\n{RECORDS} records of {SIZE} bytes, one partition, page cache; medians of "
-      f"{len(results['kafka'])} runs (min-max)")
+      f"{len(results[KINDS[0]])} runs (min-max)")
 for kind, runs in results.items():
     for step in ("produce", "consume"):
         for metric in ("mb_s", "server_s_per_gb"):

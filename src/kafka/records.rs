@@ -256,7 +256,9 @@ pub fn encode_batches(
 ) -> u64 {
     let written_before = out.len();
     let mut next = from;
-    let mut record = BytesMut::new();
+    // Kafka's encoding of a batch is about its stored size: room for all of it at
+    // once, not grown (and copied) as it fills.
+    out.reserve(read.size_bytes().min(max_bytes.saturating_add(1 << 20)));
     for chunk in &read.chunks {
         let mut pos = 0;
         while pos + HEADER_LEN <= chunk.len() {
@@ -288,34 +290,56 @@ pub fn encode_batches(
                 last = r.offset;
                 next = r.offset + 1;
                 count += 1;
-                record.clear();
-                record.put_u8(0); // attributes
-                put_varlong(&mut record, r.timestamp_ms - base_ts);
-                put_varlong(&mut record, (r.offset - base) as i64);
+                // Written straight into `out`, its length first: a value is copied
+                // once here (a record built apart and then copied in was a second
+                // copy, in a profile where memmove took 46% of the server).
+                let ts_delta = r.timestamp_ms - base_ts;
+                let offset_delta = (r.offset - base) as i64;
+                let null_value = r.value.is_empty() && null_empty;
+                let field = |len: Option<usize>| match len {
+                    Some(len) => varlong_len(len as i64) + len,
+                    None => 1,
+                };
+                let (header_count, header_bytes) =
+                    r.headers().fold((0, 0), |(n, b), (name, value)| {
+                        (
+                            n + 1,
+                            b + field(Some(name.len())) + field(Some(value.len())),
+                        )
+                    });
+                let len = 1
+                    + varlong_len(ts_delta)
+                    + varlong_len(offset_delta)
+                    + field(r.key.map(<[u8]>::len))
+                    + field((!null_value).then_some(r.value.len()))
+                    + varlong_len(header_count as i64)
+                    + header_bytes;
+                out.reserve(varlong_len(len as i64) + len);
+                put_varlong(out, len as i64);
+                out.put_u8(0); // attributes
+                put_varlong(out, ts_delta);
+                put_varlong(out, offset_delta);
                 match r.key {
                     Some(key) => {
-                        put_varlong(&mut record, key.len() as i64);
-                        record.put_slice(key);
+                        put_varlong(out, key.len() as i64);
+                        out.put_slice(key);
                     }
-                    None => put_varlong(&mut record, -1),
+                    None => put_varlong(out, -1),
                 }
-                match (r.value.is_empty() && null_empty, r.value) {
-                    (true, _) => put_varlong(&mut record, -1),
-                    (false, value) => {
-                        put_varlong(&mut record, value.len() as i64);
-                        record.put_slice(value);
+                match null_value {
+                    true => put_varlong(out, -1),
+                    false => {
+                        put_varlong(out, r.value.len() as i64);
+                        out.put_slice(r.value);
                     }
                 }
-                put_varlong(&mut record, r.headers().count() as i64);
+                put_varlong(out, header_count as i64);
                 for (name, value) in r.headers() {
-                    put_varlong(&mut record, name.len() as i64);
-                    record.put_slice(name.as_bytes());
-                    put_varlong(&mut record, value.len() as i64);
-                    record.put_slice(value);
+                    put_varlong(out, name.len() as i64);
+                    out.put_slice(name.as_bytes());
+                    put_varlong(out, value.len() as i64);
+                    out.put_slice(value);
                 }
-                out.reserve(varlong_len(record.len() as i64) + record.len());
-                put_varlong(out, record.len() as i64);
-                out.put_slice(&record);
             }
             let Some(base) = base else {
                 out.truncate(start); // every record of it was below `from`
