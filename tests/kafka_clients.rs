@@ -12,29 +12,38 @@ use common::server::TestServer;
 use strom::broker::Limits;
 use strom::server::ServeOptions;
 
+/// Runs `tests/python/SCRIPT ARGS` (with the bootstrap address first); its stdout,
+/// once it has exited 0 and printed a line starting with `ok`.
+async fn run_python(script: &str, args: Vec<String>) -> String {
+    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python runs (scripts/test.sh installs its packages)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.starts_with("ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_client_libraries_produce_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let server =
         TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
     let client = server.client_with_topic("kafka-clients", 3).await;
-    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_clients.py");
     let bootstrap = server.kafka.unwrap().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &bootstrap, "kafka-clients"])
-            .output()
-            .expect("python runs (scripts/test.sh installs its packages)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("ok 1000"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("kafka_clients.py", vec![bootstrap, "kafka-clients".into()]).await;
+    assert!(stdout.contains("ok 1000"), "{stdout}");
     // Every record, through gRPC: 1,000 over the three partitions.
     let mut total = 0;
     for partition in 0..3 {
@@ -57,23 +66,10 @@ async fn kafka_consumer_groups_share_partitions_and_resume_from_commits() {
     let server =
         TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
     let client = server.client_with_topic("grouped", 3).await;
-    let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_groups.py");
     let bootstrap = server.kafka.unwrap().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &bootstrap, "grouped", "billing"])
-            .output()
-            .expect("python runs (scripts/test.sh installs its packages)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.starts_with("ok 300 30"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let args = vec![bootstrap, "grouped".into(), "billing".into()];
+    let stdout = run_python("kafka_groups.py", args).await;
+    assert!(stdout.starts_with("ok 300 30"), "{stdout}");
     let offsets = client
         .groups()
         .fetch_offsets(strom::grpc::pb::FetchOffsetsRequest {

@@ -193,11 +193,12 @@ pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommit
         Err(refusal) => refusal.code,
     };
     let mut offsets = Vec::new();
-    for (topic, partitions) in &request.topics {
-        for (partition, offset, metadata) in partitions {
+    for topic in &request.topics {
+        for (partition, offset, metadata) in &topic.partitions {
             match (u32::try_from(*partition), u64::try_from(*offset)) {
                 (Ok(p), Ok(o)) => {
-                    offsets.push((topic.clone(), p, o, metadata.clone().unwrap_or_default()))
+                    let metadata = metadata.clone().unwrap_or_default();
+                    offsets.push((topic.name.clone(), p, o, metadata))
                 }
                 _ if error == code::NONE => error = code::INVALID_REQUEST,
                 _ => {}
@@ -217,10 +218,10 @@ pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommit
         }
     }
     let mut response = OffsetCommitResponse::default();
-    for (topic, partitions) in request.topics {
+    for topic in request.topics {
         let mut t = OffsetCommitResponseTopic::default();
-        t.name = text(topic).into();
-        for (index, _, _) in partitions {
+        t.name = text(topic.name).into();
+        for (index, _, _) in topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = index;
             p.error_code = error;

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::Partitions;
+use super::{topics, Partitions, Topic};
 use crate::kafka::wire::{Decoded, Reader};
 
 /// FindCoordinator's key (a group id, or a transactional id with key type 1).
@@ -113,7 +113,7 @@ pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<String>
 }
 
 /// A topic's partitions committed: (partition, offset, metadata).
-pub type Committed = (String, Vec<(i32, i64, Option<String>)>);
+pub type Committed = Topic<(i32, i64, Option<String>)>;
 /// A topic's partitions asked for.
 pub type Asked = (String, Vec<i32>);
 
@@ -136,22 +136,13 @@ pub fn offset_commit(r: &mut Reader, version: i16) -> Decoded<OffsetCommit> {
     if (2..=4).contains(&version) {
         let _retention_time_ms = r.i64()?;
     }
-    let mut count = Partitions::new();
-    let topics = r.array("topics", |r| {
-        let name = r.string("a topic name")?;
-        let partitions = r.array("partitions", |r| {
-            count.add(1)?;
-            let index = r.i32()?;
-            let offset = r.i64()?;
-            if version >= 6 {
-                let _leader_epoch = r.i32()?;
-            }
-            let metadata = r.nullable_string("commit metadata")?;
-            r.tags()?;
-            Ok((index, offset, metadata))
-        })?;
-        r.tags()?;
-        Ok((name, partitions))
+    let topics = topics(r, |r| {
+        let index = r.i32()?;
+        let offset = r.i64()?;
+        if version >= 6 {
+            let _leader_epoch = r.i32()?;
+        }
+        Ok((index, offset, r.nullable_string("commit metadata")?))
     })?;
     r.tags()?;
     Ok(OffsetCommit {

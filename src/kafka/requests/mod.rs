@@ -147,6 +147,34 @@ impl Partitions {
     }
 }
 
+/// A topic of a request and its partitions' entries.
+#[derive(Debug)]
+pub struct Topic<T> {
+    pub name: String,
+    pub partitions: Vec<T>,
+}
+
+/// The array of topics most requests carry: each a name and an array of partition
+/// entries, which `entry` reads (tagged fields after each, in flexible versions),
+/// counted against `MAX_PARTITIONS_PER_REQUEST`.
+pub(crate) fn topics<T>(
+    r: &mut Reader,
+    mut entry: impl FnMut(&mut Reader) -> Decoded<T>,
+) -> Decoded<Vec<Topic<T>>> {
+    let mut count = Partitions::new();
+    r.array("topics", |r| {
+        let name = r.string("a topic name")?;
+        let partitions = r.array("partitions", |r| {
+            count.add(1)?;
+            let read = entry(r)?;
+            r.tags()?;
+            Ok(read)
+        })?;
+        r.tags()?;
+        Ok(Topic { name, partitions })
+    })
+}
+
 /// A request's header.
 #[derive(Debug, Clone)]
 pub struct Header {
@@ -182,11 +210,7 @@ pub struct ProducePartition {
     pub records: Option<Bytes>,
 }
 
-#[derive(Debug)]
-pub struct ProduceTopic {
-    pub name: String,
-    pub partitions: Vec<ProducePartition>,
-}
+pub type ProduceTopic = Topic<ProducePartition>;
 
 #[derive(Debug)]
 pub struct Produce {
@@ -200,18 +224,10 @@ pub fn produce(r: &mut Reader) -> Decoded<Produce> {
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16()?;
     let timeout_ms = r.i32()?;
-    let mut count = Partitions::new();
-    let topics = r.array("topics", |r| {
-        let name = r.string("a topic name")?;
-        let partitions = r.array("partitions", |r| {
-            count.add(1)?;
-            let index = r.i32()?;
-            let records = r.nullable_bytes("records")?;
-            r.tags()?;
-            Ok(ProducePartition { index, records })
-        })?;
-        r.tags()?;
-        Ok(ProduceTopic { name, partitions })
+    let topics = topics(r, |r| {
+        let index = r.i32()?;
+        let records = r.nullable_bytes("records")?;
+        Ok(ProducePartition { index, records })
     })?;
     r.tags()?;
     Ok(Produce {
@@ -229,11 +245,7 @@ pub struct FetchPartition {
     pub max_bytes: i32,
 }
 
-#[derive(Debug)]
-pub struct FetchTopic {
-    pub name: String,
-    pub partitions: Vec<FetchPartition>,
-}
+pub type FetchTopic = Topic<FetchPartition>;
 
 #[derive(Debug)]
 pub struct Fetch {
@@ -256,32 +268,24 @@ pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
         true => (r.i32()?, r.i32()?),
         false => (0, -1),
     };
-    let mut count = Partitions::new();
-    let topics = r.array("topics", |r| {
-        let name = r.string("a topic name")?;
-        let partitions = r.array("partitions", |r| {
-            count.add(1)?;
-            let partition = r.i32()?;
-            if version >= 9 {
-                let _current_leader_epoch = r.i32()?;
-            }
-            let fetch_offset = r.i64()?;
-            if version >= 12 {
-                let _last_fetched_epoch = r.i32()?;
-            }
-            if version >= 5 {
-                let _log_start_offset = r.i64()?;
-            }
-            let max_bytes = r.i32()?;
-            r.tags()?;
-            Ok(FetchPartition {
-                partition,
-                fetch_offset,
-                max_bytes,
-            })
-        })?;
-        r.tags()?;
-        Ok(FetchTopic { name, partitions })
+    let topics = topics(r, |r| {
+        let partition = r.i32()?;
+        if version >= 9 {
+            let _current_leader_epoch = r.i32()?;
+        }
+        let fetch_offset = r.i64()?;
+        if version >= 12 {
+            let _last_fetched_epoch = r.i32()?;
+        }
+        if version >= 5 {
+            let _log_start_offset = r.i64()?;
+        }
+        let max_bytes = r.i32()?;
+        Ok(FetchPartition {
+            partition,
+            fetch_offset,
+            max_bytes,
+        })
     })?;
     if version >= 7 {
         r.array("forgotten topics", |r| {
@@ -305,33 +309,20 @@ pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
     })
 }
 
-#[derive(Debug)]
-pub struct ListOffsetsTopic {
-    pub name: String,
-    /// (partition, timestamp): -1 the latest offset, -2 the earliest.
-    pub partitions: Vec<(i32, i64)>,
-}
+/// (partition, timestamp): -1 the latest offset, -2 the earliest.
+pub type ListOffsetsTopic = Topic<(i32, i64)>;
 
 pub fn list_offsets(r: &mut Reader, version: i16) -> Decoded<Vec<ListOffsetsTopic>> {
     let _replica_id = r.i32()?;
     if version >= 2 {
         let _isolation_level = r.i8()?;
     }
-    let mut count = Partitions::new();
-    let topics = r.array("topics", |r| {
-        let name = r.string("a topic name")?;
-        let partitions = r.array("partitions", |r| {
-            count.add(1)?;
-            let partition = r.i32()?;
-            if version >= 4 {
-                let _current_leader_epoch = r.i32()?;
-            }
-            let timestamp = r.i64()?;
-            r.tags()?;
-            Ok((partition, timestamp))
-        })?;
-        r.tags()?;
-        Ok(ListOffsetsTopic { name, partitions })
+    let topics = topics(r, |r| {
+        let partition = r.i32()?;
+        if version >= 4 {
+            let _current_leader_epoch = r.i32()?;
+        }
+        Ok((partition, r.i64()?))
     })?;
     r.tags()?;
     Ok(topics)
