@@ -44,6 +44,12 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// Logs the refusal of one partition at debug level: a client's mistakes are its
+    /// own, and the versions without a message field get only the code.
+    pub fn log(&self, partition: i32) {
+        tracing::debug!(partition, code = self.code, "{}", self.message);
+    }
 }
 
 impl From<Error> for Refusal {

@@ -148,12 +148,7 @@ pub async fn fetch(
                 p.records = Some(w.records.freeze());
             }
             Err(refusal) => {
-                tracing::debug!(
-                    partition = w.index,
-                    code = refusal.code,
-                    "{}",
-                    refusal.message
-                );
+                refusal.log(w.index);
                 p.error_code = refusal.code;
                 p.high_watermark = -1;
                 p.last_stable_offset = -1;

@@ -134,12 +134,7 @@ pub async fn list_offsets(
                     }
                 }
                 Err(refusal) => {
-                    tracing::debug!(
-                        partition = index,
-                        code = refusal.code,
-                        "{}",
-                        refusal.message
-                    );
+                    refusal.log(index);
                     p.error_code = refusal.code;
                     p.offset = -1;
                     p.timestamp = -1;

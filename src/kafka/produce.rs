@@ -146,13 +146,7 @@ pub fn response(
             match outcome {
                 Ok(base_offset) => p.base_offset = base_offset as i64,
                 Err(refusal) => {
-                    tracing::debug!(
-                        topic = name,
-                        partition = index,
-                        code = refusal.code,
-                        "{}",
-                        refusal.message
-                    );
+                    refusal.log(index);
                     p.error_code = refusal.code;
                     p.base_offset = -1;
                     if version >= 8 {
