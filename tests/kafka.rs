@@ -810,3 +810,41 @@ async fn requests_that_cost_more_than_they_weigh_are_bounded() {
     drop(conn);
     server.stop().await.unwrap();
 }
+
+/// A fetch holding some of the response pool never waits for more (a review found a
+/// fetch of two partitions waiting, holding the first's share, for the second's, which
+/// no one could give back): it answers with what it holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_never_waits_for_the_pool_while_holding_some_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        produce_budget_bytes: 128 << 10, // the response pool is as large
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), Limits::default(), options).await;
+    let client = server.client_with_topic("events", 2).await;
+    for partition in 0..2 {
+        let records = (0..10)
+            .map(|_| common::requests::record(&"x".repeat(10_000)))
+            .collect();
+        let request = common::requests::produce("events", Some(partition), records);
+        client.log().produce(request).await.unwrap();
+    }
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let mut both = fetch("events", 0, 0, 0);
+    let mut second = FetchPartition::default();
+    second.partition = 1;
+    second.partition_max_bytes = 1 << 20;
+    both.topics[0].partitions.push(second);
+    both.topics[0].partitions[0].partition_max_bytes = 1 << 20;
+    let response = conn.call(&both, 12).await; // within the helper's 20 s, or it fails
+    let partitions = &response.responses[0].partitions;
+    let first = records_of(partitions[0].records.clone().unwrap());
+    assert_eq!(first.len(), 10, "the first partition, whole");
+    assert_eq!(
+        partitions[1].high_watermark, 10,
+        "the second answers its offsets"
+    );
+    drop(conn);
+    server.stop().await.unwrap();
+}

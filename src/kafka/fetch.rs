@@ -223,9 +223,15 @@ async fn read_on(
                     let mut budget = budget;
                     if size > 0 {
                         let want = size + size / 8 + 1024;
-                        let permit = match pool.try_take_up_to(want, SMALL_SHARE) {
-                            Some(permit) => permit,
-                            None => pool.take(want.min(SMALL_SHARE)).await,
+                        // Waiting is for a fetch that holds nothing yet: one that
+                        // waited while holding could wait for the others, and they
+                        // for it (for ever, a review found). Holding some, it answers
+                        // with what it has.
+                        let permit = match (pool.try_take_up_to(want, SMALL_SHARE), held.is_some())
+                        {
+                            (Some(permit), _) => permit,
+                            (None, true) => continue,
+                            (None, false) => pool.take(want.min(SMALL_SHARE)).await,
                         };
                         budget = budget.min(permit.num_permits() * 8 / 9);
                         match held.as_mut() {

@@ -249,11 +249,16 @@ pub async fn offset_fetch(
             .map_err(Refusal::from),
         Err(refusal) => Err(refusal),
     };
+    let mut failed = code::NONE;
     let fetched = match fetched {
         Ok(fetched) => fetched.offsets,
         Err(refusal) => {
-            if version >= 2 {
-                response.error_code = refusal.code;
+            match version >= 2 {
+                true => response.error_code = refusal.code,
+                // Version 1 has no field for it but each partition's: a lookup that
+                // failed must not read as "nothing committed" (-1), which a consumer
+                // takes for a reason to reset its position.
+                false => failed = refusal.code,
             }
             Vec::new()
         }
@@ -282,6 +287,7 @@ pub async fn offset_fetch(
         for index in partitions {
             let mut p = OffsetFetchResponsePartition::default();
             p.partition_index = index;
+            p.error_code = failed;
             match committed(&topic, index) {
                 Some(c) => {
                     p.committed_offset = c.offset as i64;

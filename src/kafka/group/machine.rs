@@ -157,9 +157,15 @@ impl Group {
                 true
             }
         };
-        // A known member of a stable group, unchanged and not its leader, is told the
-        // generation as it is (it lost its answer, say); anything else rebalances.
-        if self.state == State::Stable && !changed && id != self.leader {
+        // A known member, unchanged, of a group waiting for its assignment, or of a
+        // stable group whose leader it is not, is told the generation as it is (it
+        // lost its answer, say), as Kafka does; anything else rebalances.
+        let as_it_is = match self.state {
+            State::Completing => true,
+            State::Stable => id != self.leader,
+            State::Empty | State::Preparing => false,
+        };
+        if as_it_is && !changed {
             let answer = self.join_answer(&id);
             return (Answer::Now(answer), replies);
         }
@@ -169,7 +175,7 @@ impl Group {
         if let Some(member) = self.members.get_mut(&id) {
             member.joining = true;
         }
-        if self.members.values().all(|m| m.joining) {
+        if self.all_joined() {
             self.complete_join(now, &mut replies);
         }
         let mine = replies
@@ -318,6 +324,7 @@ impl Group {
                 for id in ids {
                     let member = self.members.get_mut(&id).expect("listed");
                     if std::mem::take(&mut member.syncing) {
+                        member.last_heard = now; // its session starts again
                         let answer = self.sync_answer(&id);
                         match id == member_id {
                             true => mine = Some(answer),
@@ -410,20 +417,30 @@ impl Group {
             State::Stable | State::Completing => self.start_rebalance(now, replies),
             State::Preparing => {}
         }
-        if self.state == State::Preparing && self.members.values().all(|m| m.joining) {
+        if self.state == State::Preparing && self.all_joined() {
             self.complete_join(now, replies);
         }
     }
 
-    /// Drops members whose session lapsed (a member whose JoinGroup waits is under
-    /// the rebalance's deadline instead), and ends a rebalance whose deadline passed.
+    /// Every member has joined again, and no member given its id (MEMBER_ID_REQUIRED)
+    /// is still to join with it: Kafka's barrier, so that consumers starting together
+    /// share one generation rather than joining one rebalance after another.
+    fn all_joined(&self) -> bool {
+        self.members.values().all(|m| m.joining) && self.pending.is_empty()
+    }
+
+    /// Drops members whose session lapsed (a member whose JoinGroup or SyncGroup waits
+    /// is not: its connection carries no heartbeat meanwhile, and the rebalance's
+    /// deadline or its leader's session bounds the wait), and ends a rebalance whose
+    /// deadline passed or whose last awaited id lapsed.
     pub fn tick(&mut self, now: u64) -> Vec<Reply> {
+        let pending = self.pending.len();
         self.pending.retain(|_, lapses| *lapses > now);
         let mut replies = Vec::new();
         let lapsed: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| !m.joining && m.last_heard + m.session_ms <= now)
+            .filter(|(_, m)| !m.joining && !m.syncing && m.last_heard + m.session_ms <= now)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &lapsed {
@@ -435,6 +452,11 @@ impl Group {
         }
         if !lapsed.is_empty() {
             self.member_gone(now, &mut replies);
+        } else if self.pending.len() < pending
+            && self.state == State::Preparing
+            && self.all_joined()
+        {
+            self.complete_join(now, &mut replies);
         }
         if self.state == State::Preparing && now >= self.rebalance_deadline {
             self.complete_join(now, &mut replies);
@@ -447,7 +469,7 @@ impl Group {
         let sessions = self
             .members
             .values()
-            .filter(|m| !m.joining)
+            .filter(|m| !m.joining && !m.syncing)
             .map(|m| m.last_heard + m.session_ms);
         let rebalance = (self.state == State::Preparing).then_some(self.rebalance_deadline);
         sessions

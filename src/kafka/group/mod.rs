@@ -81,25 +81,30 @@ impl Coordinator {
     }
 
     /// Runs `f` on group `id`'s machine (made if `create` and there is room), and
-    /// hands out the answers it gave to waiting members. None: no such group.
+    /// hands out the answers it gave to waiting members. Else the code to answer:
+    /// UNKNOWN_MEMBER_ID for no such group, COORDINATOR_NOT_AVAILABLE (the client
+    /// retries) for no room.
     fn with<T>(
         &self,
         id: &str,
         create: bool,
         adds: usize,
         f: impl FnOnce(&mut Group, u64) -> (T, Vec<Reply>),
-    ) -> Option<(T, Option<oneshot::Receiver<Reply>>)>
+    ) -> Result<(T, Option<oneshot::Receiver<Reply>>), i16>
     where
         T: Waits,
     {
         let now = self.now();
         let mut groups = self.groups();
         if adds > 0 && self.held.load(Ordering::Acquire) + adds > MAX_HELD_BYTES {
-            return None;
+            return Err(COORDINATOR_NOT_AVAILABLE);
         }
         if !groups.contains_key(id) {
-            if !create || groups.len() >= MAX_GROUPS {
-                return None;
+            if !create {
+                return Err(code::UNKNOWN_MEMBER_ID);
+            }
+            if groups.len() >= MAX_GROUPS {
+                return Err(COORDINATOR_NOT_AVAILABLE);
             }
             groups.insert(id.to_string(), Slot::default());
         }
@@ -120,7 +125,7 @@ impl Coordinator {
         }
         drop(groups);
         self.changed.notify_one();
-        Some((answer, waiter))
+        Ok((answer, waiter))
     }
 
     /// Waits for a member's answer, or the server's stop.
@@ -142,9 +147,9 @@ impl Coordinator {
             .sum::<usize>()
             + join.new_id.len()
             + join.client_id.len();
-        let Some((answer, waiter)) = self.with(group, true, adds, |g, now| g.join(now, join))
-        else {
-            return failed(COORDINATOR_NOT_AVAILABLE);
+        let (answer, waiter) = match self.with(group, true, adds, |g, now| g.join(now, join)) {
+            Ok(done) => done,
+            Err(error) => return failed(error),
         };
         match answer {
             Answer::Now(answer) => answer,
@@ -165,8 +170,9 @@ impl Coordinator {
         let failed = answers::sync_error;
         let adds = assignments.iter().map(|(id, a)| id.len() + a.len()).sum();
         let sync = |g: &mut Group, now| g.sync(now, member_id, generation, assignments);
-        let Some((answer, waiter)) = self.with(group, false, adds, sync) else {
-            return failed(code::UNKNOWN_MEMBER_ID);
+        let (answer, waiter) = match self.with(group, false, adds, sync) {
+            Ok(done) => done,
+            Err(error) => return failed(error),
         };
         match answer {
             Answer::Now(answer) => answer,
@@ -180,12 +186,12 @@ impl Coordinator {
     pub fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
         let beat = |g: &mut Group, now| (g.heartbeat(now, member_id, generation), Vec::new());
         self.with(group, false, 0, beat)
-            .map_or(code::UNKNOWN_MEMBER_ID, |(e, _)| e)
+            .map_or_else(|e| e, |(e, _)| e)
     }
 
     pub fn leave(&self, group: &str, member_id: &str) -> i16 {
         self.with(group, false, 0, |g, now| g.leave(now, member_id))
-            .map_or(code::UNKNOWN_MEMBER_ID, |(e, _)| e)
+            .map_or_else(|e| e, |(e, _)| e)
     }
 
     /// Whether a commit by `member_id` at `generation` may go ahead (see
@@ -193,9 +199,9 @@ impl Coordinator {
     pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
         let check = |g: &mut Group, now| (g.check_commit(now, member_id, generation), Vec::new());
         match self.with(group, false, 0, check) {
-            Some((error, _)) => error,
-            None if member_id.is_empty() && generation < 0 => code::NONE,
-            None => code::UNKNOWN_MEMBER_ID,
+            Ok((error, _)) => error,
+            Err(code::UNKNOWN_MEMBER_ID) if member_id.is_empty() && generation < 0 => code::NONE,
+            Err(error) => error,
         }
     }
 
