@@ -848,3 +848,45 @@ async fn a_fetch_never_waits_for_the_pool_while_holding_some_of_it() {
     drop(conn);
     server.stop().await.unwrap();
 }
+
+/// Small answers a review found wrong: a refused partition still carries the log
+/// start offset (a Java producer retries until its delivery timeout without it), a
+/// topic asked for by id is refused by code, and Kafka connections count in
+/// `max_connections` with gRPC's.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_limits_that_clients_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        max_connections: 3,
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), Limits::default(), options).await;
+    let _client = server.client_with_topic("events", 1).await; // one gRPC connection
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+
+    let refused = conn.call(&produce("events", &[(0, None)], -1), 12).await;
+    let p = &refused.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.log_start_offset), (87, 0));
+
+    let mut by_id = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = None;
+    by_id.topics = Some(vec![topic]);
+    let answer = conn.call(&by_id, 10).await;
+    assert_eq!(answer.topics[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+
+    // One gRPC and two Kafka connections fill max_connections = 3: a fourth closes.
+    let mut second = KafkaConn::connect(server.kafka.unwrap()).await;
+    assert_eq!(
+        second.call(&list_offsets("events", 0, -1), 6).await.topics[0].partitions[0].error_code,
+        0
+    );
+    let mut third = KafkaConn::connect(server.kafka.unwrap()).await;
+    third.send(&list_offsets("events", 0, -1), 6).await;
+    assert!(
+        third.closed().await,
+        "past max_connections, counting gRPC's"
+    );
+    drop((conn, second));
+    server.stop().await.unwrap();
+}
