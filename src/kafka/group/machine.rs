@@ -225,20 +225,29 @@ impl Group {
                 .map(|(id, _)| id.clone())
                 .unwrap_or_default();
         }
-        // The leader's most preferred protocol that every member has (join checked
-        // that one exists).
+        // Kafka's vote: among the protocols every member has (join checked that one
+        // exists), each member votes for the first in its own order; most votes win,
+        // a tie going to the leader's order.
+        let shared = |p: &str| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+        };
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for member in self.members.values() {
+            if let Some((p, _)) = member.protocols.iter().find(|(p, _)| shared(p)) {
+                *votes.entry(p.as_str()).or_default() += 1;
+            }
+        }
         let leader = &self.members[&self.leader];
-        self.protocol = leader
-            .protocols
-            .iter()
-            .map(|(p, _)| p)
-            .find(|p| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(q, _)| q == *p))
-            })
-            .cloned()
-            .unwrap_or_default();
+        let mut best: Option<(&str, usize)> = None;
+        for (p, _) in &leader.protocols {
+            let count = votes.get(p.as_str()).copied().unwrap_or(0);
+            if count > 0 && best.is_none_or(|(_, most)| count > most) {
+                best = Some((p.as_str(), count));
+            }
+        }
+        self.protocol = best.map(|(p, _)| p.to_string()).unwrap_or_default();
         self.state = State::Completing;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for member in self.members.values_mut() {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -56,8 +56,12 @@ pub struct Coordinator {
     /// The sum of the groups' `held_bytes`.
     held: AtomicUsize,
     started: Instant,
-    /// Woken when a machine's next deadline may have moved earlier.
+    /// Woken when a machine's next deadline moved before `planned`.
     changed: Notify,
+    /// When the tick loop means to wake next (ms on `now`'s clock): a call that leaves
+    /// its group due sooner wakes it; the others do not (every heartbeat woke it to
+    /// scan every group).
+    planned: AtomicU64,
     stopping: watch::Receiver<bool>,
 }
 
@@ -66,6 +70,7 @@ impl Coordinator {
         Coordinator {
             groups: Mutex::new(HashMap::new()),
             held: Default::default(),
+            planned: AtomicU64::new(0),
             started: Instant::now(),
             changed: Notify::new(),
             stopping,
@@ -120,11 +125,14 @@ impl Coordinator {
             slot.waiting.insert(member.to_string(), tx);
             rx
         });
+        let due = slot.group.next_wake();
         if slot.group.is_idle() && slot.waiting.is_empty() {
             groups.remove(id);
         }
         drop(groups);
-        self.changed.notify_one();
+        if due.is_some_and(|due| due < self.planned.load(Ordering::Acquire)) {
+            self.changed.notify_one();
+        }
         Ok((answer, waiter))
     }
 
@@ -227,6 +235,8 @@ impl Coordinator {
                     }
                     !(slot.group.is_idle() && slot.waiting.is_empty())
                 });
+                // Under the lock: a call after it compares with this plan.
+                self.planned.store(next, Ordering::Release);
             }
             let sleep = Duration::from_millis(next.saturating_sub(now).max(1));
             tokio::select! {

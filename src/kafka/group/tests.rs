@@ -443,3 +443,21 @@ fn a_rebalance_answers_the_syncs_that_wait_at_once() {
         })
     );
 }
+
+/// The protocol is Kafka's vote: each member's first shared choice, most votes
+/// winning, not the leader's own first choice.
+#[test]
+fn the_protocol_is_the_members_vote() {
+    let mut g = Group::default();
+    g.join(0, join("", "a", &["range", "roundrobin"]));
+    g.join(0, join("", "b", &["roundrobin", "range"]));
+    g.join(0, join("", "c", &["roundrobin", "range"]));
+    g.join(0, join("a", "", &["range", "roundrobin"]));
+    g.join(0, join("b", "", &["roundrobin", "range"]));
+    let (c, _) = g.join(0, join("c", "", &["roundrobin", "range"]));
+    let c = now_answer(c);
+    assert_eq!(
+        (c.leader.as_str(), c.protocol.as_str()),
+        ("a", "roundrobin")
+    );
+}
