@@ -5,7 +5,7 @@
 //! A small compressed batch can hold a huge one (100 MB of zeros is 100 KB of gzip),
 //! so output is bounded twice: one batch decompresses to at most `limit` bytes (the
 //! server's `max_request_bytes`), and every batch being decompressed or appended
-//! holds its output's bytes in a server-wide pool (`Inflated`), taken before it
+//! holds its output's bytes in a server-wide pool (`pool.rs`), taken before it
 //! decompresses: a first guess from the compressed size, and if the output outgrows
 //! it, the whole `limit`, waited for with nothing held (so that two batches each
 //! holding part of the pool never wait for each other).
@@ -33,53 +33,37 @@ const FIRST_GUESS_MIN: usize = 1 << 20;
 /// snappy batches are framed by it, or are one raw snappy block.
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 
-/// Decompresses within the server's pool of held bytes.
-#[derive(Clone)]
-pub struct Inflated {
-    pool: BytesPool,
-}
-
-impl Inflated {
-    pub fn new(pool: BytesPool) -> Inflated {
-        Inflated { pool }
+/// `data` decompressed with `codec`, at most `limit` bytes, and its hold on `pool`, to
+/// keep until the records are appended. Runs on a blocking thread.
+pub async fn decompress(
+    pool: &BytesPool,
+    codec: i16,
+    data: Bytes,
+    limit: usize,
+) -> Result<(Bytes, OwnedSemaphorePermit), Refusal> {
+    let limit = limit.min(pool.size());
+    let guess = limit.min(
+        data.len()
+            .saturating_mul(FIRST_GUESS_RATIO)
+            .max(FIRST_GUESS_MIN),
+    );
+    // The decoder's own buffers are held too: zstd's window, lz4's blocks.
+    let overhead = match codec {
+        ZSTD => zstd_window(&data).unwrap_or(0).min(MAX_ZSTD_WINDOW) as usize,
+        LZ4 => 4 << 20,
+        _ => 64 << 10,
+    };
+    let held = pool.take(guess + overhead).await;
+    match run(codec, data.clone(), guess).await {
+        Err(Outgrew) if guess < limit => {}
+        Err(Outgrew) => return Err(too_large(limit)),
+        Ok(done) => return done.map(|out| (out, held)),
     }
-
-    async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
-        self.pool.take(bytes).await
-    }
-
-    /// `data` decompressed with `codec`, at most `limit` bytes, and its hold on the
-    /// pool, to keep until the records are appended. Runs on a blocking thread.
-    pub async fn decompress(
-        &self,
-        codec: i16,
-        data: Bytes,
-        limit: usize,
-    ) -> Result<(Bytes, OwnedSemaphorePermit), Refusal> {
-        let limit = limit.min(self.pool.size());
-        let guess = limit.min(
-            data.len()
-                .saturating_mul(FIRST_GUESS_RATIO)
-                .max(FIRST_GUESS_MIN),
-        );
-        // The decoder's own buffers are held too: zstd's window, lz4's blocks.
-        let overhead = match codec {
-            ZSTD => zstd_window(&data).unwrap_or(0).min(MAX_ZSTD_WINDOW) as usize,
-            LZ4 => 4 << 20,
-            _ => 64 << 10,
-        };
-        let held = self.take(guess + overhead).await;
-        match run(codec, data.clone(), guess).await {
-            Err(Outgrew) if guess < limit => {}
-            Err(Outgrew) => return Err(too_large(limit)),
-            Ok(done) => return done.map(|out| (out, held)),
-        }
-        drop(held);
-        let held = self.take(limit + overhead).await;
-        match run(codec, data, limit).await {
-            Err(Outgrew) => Err(too_large(limit)),
-            Ok(done) => done.map(|out| (out, held)),
-        }
+    drop(held);
+    let held = pool.take(limit + overhead).await;
+    match run(codec, data, limit).await {
+        Err(Outgrew) => Err(too_large(limit)),
+        Ok(done) => done.map(|out| (out, held)),
     }
 }
 
@@ -348,14 +332,14 @@ mod tests {
     #[tokio::test]
     async fn a_bomb_is_refused_and_gives_its_hold_back() {
         let bytes = BytesPool::new(8 << 20);
-        let pool = Inflated::new(bytes.clone());
+        let pool = &bytes;
         let bomb = Bytes::from(gzip(&vec![0u8; 20 << 20])); // 20 MiB of zeros, ~20 KiB
-        let refused = pool.decompress(GZIP, bomb, 4 << 20).await.unwrap_err();
+        let refused = decompress(pool, GZIP, bomb, 4 << 20).await.unwrap_err();
         assert_eq!(refused.code, code::MESSAGE_TOO_LARGE);
         assert_eq!(bytes.available(), 8 << 20);
         // Output past the first guess takes the whole limit, and holds it.
         let big = Bytes::from(gzip(&vec![7u8; 3 << 20]));
-        let (out, held) = pool.decompress(GZIP, big, 4 << 20).await.unwrap();
+        let (out, held) = decompress(pool, GZIP, big, 4 << 20).await.unwrap();
         assert_eq!(out.len(), 3 << 20);
         assert_eq!(
             bytes.available(),

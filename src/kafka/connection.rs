@@ -19,7 +19,6 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::compression::Inflated;
 use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::wire::{Decoded, Malformed};
@@ -164,7 +163,7 @@ async fn answer(kafka: &Kafka, frame: Bytes, local: Option<SocketAddr>) -> Decod
             let acks = request.acks;
             // On a task of its own: a connection that goes away cannot cancel an
             // append halfway.
-            let inflated = Inflated::new(kafka.inflated.clone());
+            let inflated = kafka.inflated.clone();
             let limit = kafka.max_request_bytes;
             let task = tokio::spawn(produce::produce(
                 Arc::clone(&broker),

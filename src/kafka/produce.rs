@@ -14,8 +14,9 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::compression::Inflated;
+use super::compression;
 use super::errors::{code, Refusal};
+use super::pool::BytesPool;
 use super::records::parse_batch;
 use super::requests::Produce;
 use crate::broker::{Broker, Durability, ProduceTarget};
@@ -28,7 +29,7 @@ type Outcome = Result<u64, Refusal>;
 /// up cannot cancel an append halfway.
 pub async fn produce(
     broker: Arc<Broker>,
-    inflated: Inflated,
+    inflated: BytesPool,
     max_batch_bytes: usize,
     request: Produce,
 ) -> Vec<(String, Vec<(i32, Outcome)>)> {
@@ -90,7 +91,7 @@ fn refuse_all(request: Produce, refusal: Refusal) -> Vec<(String, Vec<(i32, Outc
 }
 
 async fn append(
-    (broker, inflated, max_batch_bytes): (&Broker, &Inflated, usize),
+    (broker, inflated, max_batch_bytes): (&Broker, &BytesPool, usize),
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
@@ -112,9 +113,9 @@ async fn append(
     let (records, _held) = match batch.compression {
         0 => (batch.records().clone(), None),
         codec => {
-            let (records, held) = inflated
-                .decompress(codec, batch.records().clone(), max_batch_bytes)
-                .await?;
+            let data = batch.records().clone();
+            let (records, held) =
+                compression::decompress(inflated, codec, data, max_batch_bytes).await?;
             (records, Some(held))
         }
     };

@@ -129,12 +129,6 @@ impl Reader {
             .ok_or_else(|| Malformed(format!("{what} is null")))
     }
 
-    /// An array's entry count (null counts as none), at most the bytes left: every
-    /// entry takes at least one.
-    pub fn array_len(&mut self, what: &str) -> Decoded<usize> {
-        Ok(self.length(true, what)?.unwrap_or(0))
-    }
-
     /// An array whose entries `entry` reads; null is `None`.
     pub fn nullable_array<T>(
         &mut self,

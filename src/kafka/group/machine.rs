@@ -506,7 +506,8 @@ impl Group {
         pending + members
     }
 
-    /// (member id, client id, assignment) of each member, for descriptions.
+    /// (member id, client id, assignment) of each member (the model test's view).
+    #[cfg(test)]
     pub fn members(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> {
         self.members
             .iter()

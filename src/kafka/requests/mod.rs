@@ -216,14 +216,13 @@ pub type ProduceTopic = Topic<ProducePartition>;
 pub struct Produce {
     pub transactional_id: Option<String>,
     pub acks: i16,
-    pub timeout_ms: i32,
     pub topics: Vec<ProduceTopic>,
 }
 
 pub fn produce(r: &mut Reader) -> Decoded<Produce> {
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16()?;
-    let timeout_ms = r.i32()?;
+    let _timeout_ms = r.i32()?;
     let topics = topics(r, |r| {
         let index = r.i32()?;
         let records = r.nullable_bytes("records")?;
@@ -233,7 +232,6 @@ pub fn produce(r: &mut Reader) -> Decoded<Produce> {
     Ok(Produce {
         transactional_id,
         acks,
-        timeout_ms,
         topics,
     })
 }
@@ -252,9 +250,7 @@ pub struct Fetch {
     pub max_wait_ms: i32,
     pub min_bytes: i32,
     pub max_bytes: i32,
-    pub isolation_level: i8,
     pub session_id: i32,
-    pub session_epoch: i32,
     pub topics: Vec<FetchTopic>,
 }
 
@@ -263,10 +259,15 @@ pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
     let max_wait_ms = r.i32()?;
     let min_bytes = r.i32()?;
     let max_bytes = r.i32()?;
-    let isolation_level = r.i8()?;
-    let (session_id, session_epoch) = match version >= 7 {
-        true => (r.i32()?, r.i32()?),
-        false => (0, -1),
+    // Every record is committed (no transactions), so isolation levels read alike.
+    let _isolation_level = r.i8()?;
+    let session_id = match version >= 7 {
+        true => {
+            let session_id = r.i32()?;
+            let _session_epoch = r.i32()?;
+            session_id
+        }
+        false => 0,
     };
     let topics = topics(r, |r| {
         let partition = r.i32()?;
@@ -302,9 +303,7 @@ pub fn fetch(r: &mut Reader, version: i16) -> Decoded<Fetch> {
         max_wait_ms,
         min_bytes,
         max_bytes,
-        isolation_level,
         session_id,
-        session_epoch,
         topics,
     })
 }
