@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`, HTTP/1.1); none by default.
     pub metrics_listen: Option<SocketAddr>,
     /// Where to answer Kafka clients (Kafka's wire protocol, `kafka/`); none by default.
+    /// The security settings below hold there too: TLS with `tls_cert`, SASL/PLAIN
+    /// with a token with `auth_tokens`, and `acl` on every request.
     pub kafka_listen: Option<SocketAddr>,
     /// The `host:port` Kafka clients are told to connect to (Metadata's broker); by
     /// default the address each client reached the listener on.

@@ -28,7 +28,8 @@
 //!   `kafka-protocol`, and strom's errors mapped to Kafka's codes (`kafka/errors.rs`).
 //!   Kafka consumer groups' membership is a state machine without I/O or clock per
 //!   group (`kafka/group/machine.rs`, model-tested); their committed offsets are
-//!   `groups`' own.
+//!   `groups`' own. The server's TLS, tokens (over SASL/PLAIN, `kafka/session.rs`)
+//!   and access control list (`kafka/authorize.rs`) hold there as over gRPC.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups

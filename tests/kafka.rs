@@ -8,70 +8,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::kafka::{batch, record, records_of, KafkaConn};
+use common::kafka::{batch, fetch, list_offsets, name, produce, record, records_of, KafkaConn};
 use common::server::TestServer;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use kafka_protocol::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
-use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::messages::produce_request::ProduceRequest;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record};
 use strom::broker::Limits;
 use strom::server::ServeOptions;
-
-fn name(s: &str) -> TopicName {
-    StrBytes::from_string(s.to_string()).into()
-}
-
-fn produce(topic: &str, partitions: &[(i32, Option<Bytes>)], acks: i16) -> ProduceRequest {
-    let mut request = ProduceRequest::default();
-    request.acks = acks;
-    request.timeout_ms = 5000;
-    let mut data = TopicProduceData::default();
-    data.name = name(topic);
-    for (index, records) in partitions {
-        let mut p = PartitionProduceData::default();
-        p.index = *index;
-        p.records = records.clone();
-        data.partition_data.push(p);
-    }
-    request.topic_data.push(data);
-    request
-}
-
-fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    let mut request = FetchRequest::default();
-    request.max_wait_ms = max_wait_ms;
-    request.min_bytes = 1;
-    let mut p = FetchPartition::default();
-    p.partition = partition;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions.push(p);
-    request.topics.push(t);
-    request
-}
-
-fn list_offsets(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
-    let mut request = ListOffsetsRequest::default();
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = timestamp;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name(topic);
-    t.partitions.push(p);
-    request.topics.push(t);
-    request
-}
 
 async fn kafka_server(dir: &std::path::Path) -> TestServer {
     TestServer::start_with_kafka(dir, Limits::default(), ServeOptions::default()).await
@@ -692,30 +640,6 @@ async fn hostile_frames_close_their_connection_and_nothing_else() {
         .unwrap();
     drop(conn);
     server.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_kafka_listener_is_refused_beside_authentication() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("someone {}\n", "ab".repeat(32))).unwrap();
-    let broker = strom::broker::Broker::open(&dir.path().join("data"), Limits::default()).unwrap();
-    let options = ServeOptions {
-        tokens: Some(strom::server::Tokens::load(&tokens).unwrap()),
-        ..ServeOptions::default()
-    };
-    let listeners = strom::server::Listeners {
-        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        metrics: None,
-        kafka: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-    };
-    let err = strom::server::serve_listeners(listeners, broker, options, std::future::pending())
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("kafka_listen cannot be used"),
-        "{err}"
-    );
 }
 
 /// What a review of the listener found, each fixed: a name asked twice in Metadata,

@@ -88,3 +88,69 @@ async fn kafka_consumer_groups_share_partitions_and_resume_from_commits() {
     assert_eq!(committed, [(0, 110), (1, 110), (2, 110)]);
     server.stop().await.unwrap();
 }
+
+/// The same libraries over SASL_SSL: TLS, then SASL/PLAIN with a token; the group's
+/// commits land in strom's group; a wrong token and a principal without a grant are
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_clients_over_sasl_ssl_with_tokens_and_an_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::tls::Certs::make(dir.path());
+    let tokens = dir.path().join("tokens");
+    let lines = [("app", "app-token"), ("stranger", "stranger-token")]
+        .map(|(name, token)| strom::grpc::auth::file_line(name, token).unwrap());
+    std::fs::write(&tokens, lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("acl"),
+        "app all topic:secured group:billing\n",
+    )
+    .unwrap();
+    let options = ServeOptions {
+        tls: Some(certs.server(false)),
+        tokens: Some(strom::server::Tokens::load(&tokens).unwrap()),
+        acl: Some(strom::server::Acl::load(&dir.path().join("acl")).unwrap()),
+        ..ServeOptions::default()
+    };
+    let server =
+        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    let connect = strom::client::ConnectOptions {
+        tls: Some(certs.client(&certs.ca, None)),
+        token: Some("app-token".into()),
+    };
+    let url = format!("https://localhost:{}", server.addr.port());
+    let client = strom::client::Client::connect_with(&url, connect)
+        .await
+        .unwrap();
+    client
+        .admin()
+        .create_topic("secured", 1, Default::default())
+        .await
+        .unwrap();
+    let args = [
+        server.kafka.unwrap().to_string(),
+        "secured".into(),
+        certs.ca.display().to_string(),
+        "app".into(),
+        "app-token".into(),
+        "stranger".into(),
+        "stranger-token".into(),
+    ];
+    let stdout = run_python("kafka_security.py", args.to_vec()).await;
+    assert!(stdout.starts_with("ok 200"), "{stdout}");
+    let offsets = client
+        .groups()
+        .fetch_offsets(strom::grpc::pb::FetchOffsetsRequest {
+            group: "billing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let committed: Vec<(u32, u64)> = offsets
+        .offsets
+        .iter()
+        .map(|o| (o.partition, o.offset))
+        .collect();
+    assert_eq!(committed, [(0, 100)]);
+    server.stop().await.unwrap();
+}

@@ -207,9 +207,6 @@ async fn run(config: ServerConfig) -> Result<(), String> {
         None => None,
     };
     let kafka_advertised = config.kafka_advertised().map_err(|e| e.to_string())?;
-    if config.kafka_listen.is_some() && (tls.is_some() || tokens.is_some() || acl.is_some()) {
-        return Err("kafka_listen cannot be used with tls_cert, auth_tokens or acl: the Kafka listener has no TLS or authentication yet, and would let any client around them".into());
-    }
     let kafka = match config.kafka_listen {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
             format!("cannot answer Kafka clients on {address} (kafka_listen): {e}")

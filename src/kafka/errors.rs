@@ -16,6 +16,8 @@ pub mod code {
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
     pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_REQUEST: i16 = 42;

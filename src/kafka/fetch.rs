@@ -4,6 +4,9 @@
 //! until `max_wait_ms`, and reads on from where each partition's last read ended (not
 //! everything again: a waiting fetch costs each append only what it added).
 //!
+//! A topic the caller may not read (`authorize.rs`) is refused before it is opened,
+//! and checked again after the wait.
+//!
 //! The response is a copy (Kafka's record format is not strom's): each read's bytes
 //! are taken from the server's pool (`pool.rs`) before they are encoded, and held
 //! until the client has read them (at most 30 s: see `connection.rs`). strom has no fetch sessions (KIP-227): it answers every fetch in
@@ -22,11 +25,13 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::authorize;
 use super::errors::{code, Refusal};
 use super::pool::BytesPool;
 use super::records::encode_batches;
 use super::requests::Fetch;
 use crate::broker::{Broker, Offsets, Partition};
+use crate::grpc::auth::{Access, Operation};
 
 /// What a fetch waits for of the pool when it has less than it wants: responses
 /// shrink under pressure rather than queue behind large ones.
@@ -55,6 +60,7 @@ pub async fn fetch(
     pool: &BytesPool,
     request: Fetch,
     version: i16,
+    access: &Access,
 ) -> (FetchResponse, Option<OwnedSemaphorePermit>) {
     let mut response = FetchResponse::default();
     if request.session_id != 0 {
@@ -75,14 +81,14 @@ pub async fn fetch(
             if !seen.insert((topic.name.clone(), p.partition)) {
                 continue;
             }
-            let partition = open(&broker, &topic.name, p.partition).and_then(|open| {
-                match u64::try_from(p.fetch_offset) {
-                    Ok(_) => Ok(open),
-                    Err(_) => Err(Refusal::new(
-                        code::OFFSET_OUT_OF_RANGE,
-                        format!("offset {} is negative", p.fetch_offset),
-                    )),
-                }
+            let partition = authorize::topic(access, Some(Operation::Read), &topic.name);
+            let partition = partition.and_then(|()| open(&broker, &topic.name, p.partition));
+            let partition = partition.and_then(|open| match u64::try_from(p.fetch_offset) {
+                Ok(_) => Ok(open),
+                Err(_) => Err(Refusal::new(
+                    code::OFFSET_OUT_OF_RANGE,
+                    format!("offset {} is negative", p.fetch_offset),
+                )),
             });
             wanted.push(Wanted {
                 topic: names.len(),
@@ -123,6 +129,12 @@ pub async fn fetch(
             _ = moved => {}
             _ = stopping.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    // Checked again: the list may have been read again while the fetch waited.
+    for w in wanted.iter_mut().filter(|w| w.partition.is_ok()) {
+        if let Err(refusal) = authorize::topic(access, Some(Operation::Read), &names[w.topic]) {
+            w.partition = Err(refusal);
         }
     }
     let mut topics: Vec<FetchableTopicResponse> = names

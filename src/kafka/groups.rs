@@ -19,10 +19,12 @@ use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize;
 use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
 use super::requests::groups::{JoinGroup, OffsetCommit, SyncGroup};
 use super::Kafka;
+use crate::grpc::auth::{Access, Operation};
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -30,11 +32,24 @@ fn text(s: impl Into<String>) -> StrBytes {
 
 /// strom coordinates every group itself.
 pub fn find_coordinator(
-    key_type: i8,
+    (group, key_type): (&str, i8),
     address: (&str, u16),
     version: i16,
+    access: &Access,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
+    let allowed = match key_type {
+        0 => authorize::group(access, None, group),
+        _ => Ok(()),
+    };
+    if let Err(refusal) = allowed {
+        response.error_code = refusal.code;
+        if version >= 1 {
+            response.error_message = Some(text(refusal.message));
+        }
+        response.node_id = BrokerId(-1);
+        return response;
+    }
     if key_type != 0 {
         response.error_code = code::INVALID_REQUEST;
         if version >= 1 {
@@ -56,8 +71,13 @@ pub async fn join_group(
     request: JoinGroup,
     client_id: Option<String>,
     version: i16,
+    access: &Access,
 ) -> JoinGroupResponse {
     let mut response = JoinGroupResponse::default();
+    if let Err(refusal) = read_group(access, &request.group) {
+        response.error_code = refusal.code;
+        return response;
+    }
     let join = Join {
         member_id: request.member_id,
         client_id: client_id.unwrap_or_default(),
@@ -112,7 +132,17 @@ pub async fn join_group(
     response
 }
 
-pub async fn sync_group(kafka: &Kafka, request: SyncGroup, version: i16) -> SyncGroupResponse {
+pub async fn sync_group(
+    kafka: &Kafka,
+    request: SyncGroup,
+    version: i16,
+    access: &Access,
+) -> SyncGroupResponse {
+    if let Err(refusal) = read_group(access, &request.group) {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = refusal.code;
+        return response;
+    }
     let answer = kafka
         .coordinator
         .sync(
@@ -145,9 +175,13 @@ pub fn heartbeat(
     group: &str,
     generation: i32,
     member_id: &str,
+    access: &Access,
 ) -> HeartbeatResponse {
     let mut response = HeartbeatResponse::default();
-    response.error_code = kafka.coordinator.heartbeat(group, member_id, generation);
+    response.error_code = match read_group(access, group) {
+        Ok(()) => kafka.coordinator.heartbeat(group, member_id, generation),
+        Err(refusal) => refusal.code,
+    };
     if response.error_code != 0 {
         tracing::debug!(
             group,
@@ -165,8 +199,13 @@ pub fn leave_group(
     group: &str,
     members: Vec<String>,
     version: i16,
+    access: &Access,
 ) -> LeaveGroupResponse {
     let mut response = LeaveGroupResponse::default();
+    if let Err(refusal) = read_group(access, group) {
+        response.error_code = refusal.code;
+        return response;
+    }
     for id in members {
         let error = kafka.coordinator.leave(group, &id);
         if version >= 3 {
@@ -182,9 +221,17 @@ pub fn leave_group(
 }
 
 /// Stores the offsets if the committer may (`Coordinator::check_commit`): all or
-/// none, on disk before the answer, in strom's group of the same name.
-pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommitResponse {
-    let mut error = match check_group_name(&request.group) {
+/// none, on disk before the answer, in strom's group of the same name; the partitions
+/// of a topic the caller may not read are answered TOPIC_AUTHORIZATION_FAILED, and
+/// the others committed.
+pub async fn offset_commit(
+    kafka: &Kafka,
+    request: OffsetCommit,
+    access: &Access,
+) -> OffsetCommitResponse {
+    let checked =
+        read_group(access, &request.group).and_then(|()| check_group_name(&request.group));
+    let mut error = match checked {
         Ok(()) => {
             kafka
                 .coordinator
@@ -192,8 +239,13 @@ pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommit
         }
         Err(refusal) => refusal.code,
     };
+    let refused: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| authorize::topic(access, Some(Operation::Read), &t.name).is_err())
+        .collect();
     let mut offsets = Vec::new();
-    for topic in &request.topics {
+    for (topic, _) in request.topics.iter().zip(&refused).filter(|(_, r)| !**r) {
         for (partition, offset, metadata) in &topic.partitions {
             match (u32::try_from(*partition), u64::try_from(*offset)) {
                 (Ok(p), Ok(o)) => {
@@ -218,13 +270,16 @@ pub async fn offset_commit(kafka: &Kafka, request: OffsetCommit) -> OffsetCommit
         }
     }
     let mut response = OffsetCommitResponse::default();
-    for topic in request.topics {
+    for (topic, refused) in request.topics.into_iter().zip(refused) {
         let mut t = OffsetCommitResponseTopic::default();
         t.name = text(topic.name).into();
         for (index, _, _) in topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = index;
-            p.error_code = error;
+            p.error_code = match refused && error == code::NONE {
+                true => code::TOPIC_AUTHORIZATION_FAILED,
+                false => error,
+            };
             t.partitions.push(p);
         }
         response.topics.push(t);
@@ -238,10 +293,13 @@ pub async fn offset_fetch(
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     version: i16,
+    access: &Access,
 ) -> OffsetFetchResponse {
     let mut response = OffsetFetchResponse::default();
+    let shown = |topic: &str| authorize::topic(access, None, topic).is_ok();
     let names: Vec<String> = topics.iter().flatten().map(|(t, _)| t.clone()).collect();
-    let fetched = match check_group_name(group) {
+    let checked = authorize::group(access, None, group).and_then(|()| check_group_name(group));
+    let fetched = match checked {
         Ok(()) => kafka
             .groups
             .fetch_offsets(group, &names, None, None)
@@ -274,7 +332,7 @@ pub async fn offset_fetch(
         None => {
             // Every topic with offsets, in the order they came.
             let mut all: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-            for (topic, partition, _) in &fetched {
+            for (topic, partition, _) in fetched.iter().filter(|(t, _, _)| shown(t)) {
                 all.entry(topic.clone())
                     .or_default()
                     .push(*partition as i32);
@@ -284,11 +342,15 @@ pub async fn offset_fetch(
     };
     for (topic, partitions) in asked {
         let mut t = OffsetFetchResponseTopic::default();
+        let refused = !shown(&topic);
         for index in partitions {
             let mut p = OffsetFetchResponsePartition::default();
             p.partition_index = index;
-            p.error_code = failed;
-            match committed(&topic, index) {
+            p.error_code = match refused && failed == code::NONE {
+                true => code::TOPIC_AUTHORIZATION_FAILED,
+                false => failed,
+            };
+            match committed(&topic, index).filter(|_| !refused) {
                 Some(c) => {
                     p.committed_offset = c.offset as i64;
                     p.metadata = Some(text(c.metadata.clone()));
@@ -304,6 +366,11 @@ pub async fn offset_fetch(
         response.topics.push(t);
     }
     response
+}
+
+/// What the membership calls and OffsetCommit need of the group.
+fn read_group(access: &Access, group: &str) -> Result<(), Refusal> {
+    authorize::group(access, Some(Operation::Read), group)
 }
 
 /// strom's rules for a group's name (it names a directory of strom's groups).

@@ -17,9 +17,11 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize;
 use super::errors::{code, Refusal};
 use super::requests::{ListOffsetsTopic, APIS};
 use crate::broker::Broker;
+use crate::grpc::auth::{Access, Kind};
 
 /// The node id strom gives itself.
 const NODE: i32 = 0;
@@ -46,6 +48,7 @@ pub fn metadata(
     asked: Option<Vec<Option<String>>>,
     advertised: (&str, u16),
     version: i16,
+    access: &Access,
 ) -> MetadataResponse {
     let mut response = MetadataResponse::default();
     let mut node = MetadataResponseBroker::default();
@@ -62,7 +65,12 @@ pub fn metadata(
     let (_, metas) = broker.topic_metas();
     let names: Vec<Option<String>> = match asked {
         None => {
-            let mut names: Vec<_> = metas.iter().map(|m| Some(m.name.clone())).collect();
+            // Only the topics the caller has some grant on (`authorize.rs`).
+            let mut names: Vec<_> = metas
+                .iter()
+                .filter(|m| access.shows(Kind::Topic, &m.name))
+                .map(|m| Some(m.name.clone()))
+                .collect();
             names.sort();
             names
         }
@@ -87,9 +95,12 @@ pub fn metadata(
             response.topics.push(topic);
             continue;
         };
-        match metas.iter().find(|m| m.name == name) {
-            None => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            Some(meta) => {
+        // Refused whether or not it exists: a refusal tells nothing of the topic.
+        let allowed = authorize::topic(access, None, &name);
+        match (allowed, metas.iter().find(|m| m.name == name)) {
+            (Err(refusal), _) => topic.error_code = refusal.code,
+            (Ok(()), None) => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+            (Ok(()), Some(meta)) => {
                 if version >= 10 {
                     topic.topic_id = uuid::Uuid::parse_str(&meta.id).unwrap_or_default();
                 }
@@ -118,14 +129,20 @@ pub async fn list_offsets(
     broker: Arc<Broker>,
     topics: Vec<ListOffsetsTopic>,
     version: i16,
+    access: &Access,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for asked in topics {
         let mut topic = ListOffsetsTopicResponse::default();
+        let allowed = authorize::topic(access, None, &asked.name);
         for (index, timestamp) in asked.partitions {
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = index;
-            match offset_for(&broker, &asked.name, index, timestamp).await {
+            let found = match &allowed {
+                Ok(()) => offset_for(&broker, &asked.name, index, timestamp).await,
+                Err(refusal) => Err(refusal.clone()),
+            };
+            match found {
                 Ok((offset, timestamp)) => {
                     p.offset = offset;
                     p.timestamp = timestamp;
@@ -180,6 +197,7 @@ async fn offset_for(
 pub async fn init_producer_id(
     broker: Arc<Broker>,
     transactional_id: Option<String>,
+    access: &Access,
 ) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.producer_id = (-1).into();
@@ -187,6 +205,11 @@ pub async fn init_producer_id(
     if transactional_id.is_some() {
         tracing::debug!("InitProducerId with a transactional id refused: no Kafka transactions");
         response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return response;
+    }
+    if let Err(refusal) = authorize::idempotent_write(access) {
+        tracing::debug!("kafka InitProducerId refused: {}", refusal.message);
+        response.error_code = refusal.code;
         return response;
     }
     match broker.init_producer(None).await {

@@ -15,11 +15,16 @@
 //! frame's bounds (`wire.rs`, `requests.rs`), records go into the broker's
 //! `BatchWriter` and come back out of its reads (`records.rs`), and responses are
 //! encoded by `kafka-protocol`. Errors map to Kafka's codes in one place
-//! (`errors.rs`). No authentication: the server refuses to start a Kafka listener
-//! when it asks gRPC callers for tokens, client certificates or TLS.
+//! (`errors.rs`).
+//!
+//! The server's security settings hold here as over gRPC: TLS (and client
+//! certificates) with `tls_cert`, SASL/PLAIN with a token with `auth_tokens`
+//! (`session.rs`), and the access control list on every request (`authorize.rs`).
 
+mod authorize;
 mod compression;
 mod connection;
+mod dispatch;
 pub mod errors;
 mod fetch;
 pub mod group;
@@ -29,20 +34,24 @@ mod pool;
 mod produce;
 pub mod records;
 pub mod requests;
+mod session;
 pub mod wire;
 
 pub use pool::BytesPool;
+pub use session::Security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::net::TcpListener;
-
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::grpc::budget::BudgetLayer;
+use connection::Peer;
+use session::Session;
 
 /// What every Kafka connection shares.
 pub struct Kafka {
@@ -64,6 +73,8 @@ pub struct Kafka {
     /// A connection without a request this long is closed (Kafka's
     /// `connections.max.idle.ms` is 10 minutes).
     pub idle_timeout: Duration,
+    /// TLS, tokens and the access control list (`session.rs`).
+    pub security: Security,
 }
 
 /// Accepts Kafka connections until `stopping` turns true. They count in `open`, the
@@ -106,11 +117,50 @@ pub async fn serve(
         let kafka = Arc::clone(&kafka);
         let stopping = stopping.clone();
         tokio::spawn(async move {
-            connection::serve_connection(kafka, socket, stopping).await;
+            open_connection(kafka, socket, stopping).await;
             drop(place);
         });
     }
     let _ = ticks.await; // it stops too
+}
+
+/// Serves one accepted socket: plain, or after its TLS handshake, which must end
+/// within the authentication deadline (a client that never finishes one holds a
+/// connection's place no longer than one that never speaks).
+async fn open_connection(
+    kafka: Arc<Kafka>,
+    socket: TcpStream,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let at = Peer {
+        peer: socket.peer_addr().ok(),
+        local: socket.local_addr().ok(),
+        authenticate_by: Instant::now() + kafka.security.handshake_timeout,
+    };
+    let Some(tls) = kafka.security.tls.clone() else {
+        let session = Session::new(&kafka.security, None);
+        return connection::serve_connection(kafka, socket, session, at, stopping).await;
+    };
+    let handshake = tokio::time::timeout_at(at.authenticate_by, tls.acceptor().accept(socket));
+    let stream = tokio::select! {
+        handshake = handshake => handshake,
+        _ = stopping.wait_for(|stop| *stop) => return,
+    };
+    let stream = match stream {
+        Ok(Ok(stream)) => stream,
+        failed => {
+            tls.count_failure();
+            let why = match failed {
+                Ok(Err(err)) => err.to_string(),
+                _ => "not finished in time".into(),
+            };
+            tracing::debug!(peer = ?at.peer, "kafka TLS handshake failed: {why}");
+            return;
+        }
+    };
+    let name = crate::grpc::connection::common_name(stream.get_ref().1.peer_certificates());
+    let session = Session::new(&kafka.security, name);
+    connection::serve_connection(kafka, stream, session, at, stopping).await;
 }
 
 /// A connection's place in the count, given back when it closes.

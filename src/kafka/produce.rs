@@ -2,6 +2,9 @@
 //! records are (`Broker::begin_produce`), and answered with its own error code, as
 //! Kafka does: one partition's refusal does not refuse the others.
 //!
+//! A topic the caller may not write (`authorize.rs`) is refused before anything of it
+//! is read.
+//!
 //! `acks` picks the durability: `all` (-1) is acknowledged once the records are on
 //! disk, the strongest promise a single node makes (Kafka's own is "on every in-sync
 //! replica", fsynced or not); `1` once they are in the page cache; `0` is not answered.
@@ -14,12 +17,13 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::compression;
 use super::errors::{code, Refusal};
 use super::pool::BytesPool;
 use super::records::parse_batch;
 use super::requests::Produce;
+use super::{authorize, compression};
 use crate::broker::{Broker, Durability, ProduceTarget};
+use crate::grpc::auth::{Access, Operation};
 
 /// What one partition's append came to: its base offset, or why not.
 type Outcome = Result<u64, Refusal>;
@@ -32,6 +36,7 @@ pub async fn produce(
     inflated: BytesPool,
     max_batch_bytes: usize,
     request: Produce,
+    access: Access,
 ) -> Vec<(String, Vec<(i32, Outcome)>)> {
     let durability = match request.acks {
         -1 => Some(Durability::Fsync),
@@ -55,9 +60,13 @@ pub async fn produce(
     let mut pending = Vec::new();
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let allowed = authorize::topic(&access, Some(Operation::Write), &topic.name);
         for p in topic.partitions {
             let to = (&*broker, &inflated, max_batch_bytes);
-            let appended = append(to, &topic.name, p.index, p.records, durability).await;
+            let appended = match &allowed {
+                Ok(()) => append(to, &topic.name, p.index, p.records, durability).await,
+                Err(refusal) => Err(refusal.clone()),
+            };
             match appended {
                 Ok(appended) => {
                     partitions.push((p.index, Ok(0)));
@@ -144,6 +153,7 @@ pub fn response(
         for (index, outcome) in partitions {
             let mut p = PartitionProduceResponse::default();
             p.index = index;
+            let refused = outcome.as_ref().err().map(|r| r.code);
             match outcome {
                 Ok(base_offset) => p.base_offset = base_offset as i64,
                 Err(refusal) => {
@@ -156,8 +166,8 @@ pub fn response(
                 }
             }
             // Also with an error: a Java producer told UNKNOWN_PRODUCER_ID without it
-            // retries until its delivery timeout.
-            if version >= 5 {
+            // retries until its delivery timeout. Not to a caller refused the topic.
+            if version >= 5 && refused != Some(code::TOPIC_AUTHORIZATION_FAILED) {
                 p.log_start_offset = u32::try_from(index)
                     .ok()
                     .and_then(|i| broker.partition(&name, i).ok())

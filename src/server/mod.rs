@@ -109,15 +109,6 @@ pub async fn serve_listeners(
         metrics,
         kafka,
     } = listeners;
-    // The Kafka listener has neither TLS nor authentication: next to a gRPC listener
-    // that asks for them, it would be a way around them.
-    if kafka.is_some()
-        && (options.tls.is_some() || options.tokens.is_some() || options.acl.is_some())
-    {
-        return Err(Error::InvalidArgument(
-            "kafka_listen cannot be used with tls_cert, auth_tokens or acl: the Kafka listener has no TLS or authentication yet, and would let any client around them".into(),
-        ));
-    }
     let started = metrics::unix_now();
     // The connection threads first: if they cannot start, nothing else has been started.
     let threads = match options.connection_threads {
@@ -304,6 +295,12 @@ pub async fn serve_listeners(
                 .stalled_reader_timeout
                 .min(crate::grpc::budget::MESSAGE_DEADLINE),
             idle_timeout: KAFKA_IDLE_TIMEOUT,
+            security: crate::kafka::Security {
+                tls: options.tls.clone(),
+                tokens: options.tokens.clone(),
+                acl: options.acl.clone(),
+                handshake_timeout: options.silent_client_timeout,
+            },
         });
         tokio::spawn(crate::kafka::serve(
             listener,

@@ -9,19 +9,30 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::{RequestHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Every read a test makes is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A connection's bytes: a TCP socket, or TLS over one.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 pub struct KafkaConn {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Stream>,
     correlation: i32,
 }
 
@@ -29,9 +40,64 @@ impl KafkaConn {
     pub async fn connect(addr: SocketAddr) -> KafkaConn {
         let stream = TcpStream::connect(addr).await.unwrap();
         KafkaConn {
-            stream,
+            stream: Box::new(stream),
             correlation: 0,
         }
+    }
+
+    /// A TLS connection trusting the CA of `ca_pem`, showing `identity` (a certificate
+    /// chain and key, PEM) if given; Err if the handshake fails.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        ca_pem: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> std::io::Result<KafkaConn> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        #[allow(deprecated)] // ring, as the server uses
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .map(Result::unwrap)
+                    .collect();
+                let key = PrivateKeyDer::from_pem_slice(key).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let socket = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = tokio::time::timeout(TIMEOUT, connector.connect(name, socket))
+            .await
+            .expect("the handshake ends in time")?;
+        Ok(KafkaConn {
+            stream: Box::new(stream),
+            correlation: 0,
+        })
+    }
+
+    /// SaslHandshake for PLAIN, then SaslAuthenticate (version 2) with `user` and
+    /// `password`: the authentication's error code.
+    pub async fn authenticate(&mut self, user: &str, password: &str) -> i16 {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = StrBytes::from_static_str("PLAIN");
+        let answer = self.call(&handshake, 1).await;
+        assert_eq!(answer.error_code, 0, "PLAIN is taken");
+        let mut authenticate = SaslAuthenticateRequest::default();
+        authenticate.auth_bytes = Bytes::from(format!("\0{user}\0{password}"));
+        self.call(&authenticate, 2).await.error_code
     }
 
     /// Sends `request` in `version` without waiting for the answer; its correlation id.
@@ -168,4 +234,55 @@ pub fn records_of(mut data: Bytes) -> Vec<Record> {
         .into_iter()
         .flat_map(|set| set.records)
         .collect()
+}
+
+/// A topic's name as kafka-protocol takes it.
+pub fn name(s: &str) -> TopicName {
+    StrBytes::from_string(s.to_string()).into()
+}
+
+/// A Produce of `partitions`' record batches to one topic.
+pub fn produce(topic: &str, partitions: &[(i32, Option<Bytes>)], acks: i16) -> ProduceRequest {
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 5000;
+    let mut data = TopicProduceData::default();
+    data.name = name(topic);
+    for (index, records) in partitions {
+        let mut p = PartitionProduceData::default();
+        p.index = *index;
+        p.records = records.clone();
+        data.partition_data.push(p);
+    }
+    request.topic_data.push(data);
+    request
+}
+
+/// A Fetch of one partition from `offset`, waiting up to `max_wait_ms`.
+pub fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions.push(p);
+    request.topics.push(t);
+    request
+}
+
+/// A ListOffsets of one partition at `timestamp` (-1 latest, -2 earliest).
+pub fn list_offsets(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    let mut request = ListOffsetsRequest::default();
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions.push(p);
+    request.topics.push(t);
+    request
 }

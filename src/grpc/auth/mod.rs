@@ -52,7 +52,9 @@ const READ_STREAMS: [&str; 2] = ["/strom.v1.Log/Subscribe", "/strom.v1.Queues/Sh
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal(pub Arc<str>);
 
-type Digest = [u8; 32];
+/// A token's SHA-256: what the tokens file lists, and what a connection keeps to check
+/// its token again after a reload.
+pub type Digest = [u8; 32];
 
 type BoxFuture<T, E> =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<T, E>> + Send>>;
@@ -106,13 +108,21 @@ impl Tokens {
         }
     }
 
-    fn known(&self, digest: &Digest) -> Option<Principal> {
+    /// Whose `token` it is, and its digest; None for a token the file does not list.
+    /// For protocols that carry the token in their own framing (Kafka's SASL/PLAIN).
+    pub fn principal_of(&self, token: &str) -> Option<(Principal, Digest)> {
+        let digest = digest(token.as_bytes());
+        self.known(&digest).map(|principal| (principal, digest))
+    }
+
+    /// Who the token of this digest belongs to, if the file still lists it.
+    pub fn known(&self, digest: &Digest) -> Option<Principal> {
         self.0.current().get(digest).cloned()
     }
 
     /// How many times the tokens changed: calls open since an earlier reading check
     /// their token again.
-    fn generation(&self) -> u64 {
+    pub fn generation(&self) -> u64 {
         self.0.generation()
     }
 

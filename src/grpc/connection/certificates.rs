@@ -70,12 +70,12 @@ impl ServerTls {
         self.failed.load(Ordering::Relaxed)
     }
 
-    pub(super) fn count_failure(&self) {
+    pub fn count_failure(&self) {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// What the next handshake is made with.
-    pub(super) fn acceptor(&self) -> TlsAcceptor {
+    pub fn acceptor(&self) -> TlsAcceptor {
         self.acceptor
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,7 +88,7 @@ impl ServerTls {
 /// without a certificate, or with a subject of no common name, of more than one (which
 /// one names the client is a guess: Go's crypto takes the last, others the first), or
 /// of one that is not a non-empty string without `*`.
-pub(super) fn common_name(
+pub fn common_name(
     certificates: Option<&[rustls_pki_types::CertificateDer<'_>]>,
 ) -> Option<Arc<str>> {
     use x509_parser::prelude::{FromDer, X509Certificate};

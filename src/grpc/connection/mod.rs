@@ -39,7 +39,7 @@ mod greeting;
 mod incoming;
 mod tls;
 
-pub use certificates::ServerTls;
+pub use certificates::{common_name, ServerTls};
 use greeting::Greeting;
 pub use incoming::{Handoff, Hangup, Incoming, Place};
 pub use tls::{served, Served, ServedStream};

@@ -7,120 +7,13 @@
 
 use bytes::Bytes;
 
+mod apis;
 pub mod groups;
+pub mod sasl;
+
+pub use apis::{api, key, Api, APIS};
 
 use super::wire::{Decoded, Malformed, Reader};
-
-/// API keys, as Kafka numbers them.
-pub mod key {
-    pub const PRODUCE: i16 = 0;
-    pub const FETCH: i16 = 1;
-    pub const LIST_OFFSETS: i16 = 2;
-    pub const METADATA: i16 = 3;
-    pub const OFFSET_COMMIT: i16 = 8;
-    pub const OFFSET_FETCH: i16 = 9;
-    pub const FIND_COORDINATOR: i16 = 10;
-    pub const JOIN_GROUP: i16 = 11;
-    pub const HEARTBEAT: i16 = 12;
-    pub const LEAVE_GROUP: i16 = 13;
-    pub const SYNC_GROUP: i16 = 14;
-    pub const API_VERSIONS: i16 = 18;
-    pub const INIT_PRODUCER_ID: i16 = 22;
-}
-
-/// One API strom answers: its key, the versions it takes, and the first flexible one.
-#[derive(Debug, Clone, Copy)]
-pub struct Api {
-    pub key: i16,
-    pub min: i16,
-    pub max: i16,
-    pub first_flexible: i16,
-}
-
-pub const APIS: [Api; 13] = [
-    Api {
-        key: key::PRODUCE,
-        min: 3,
-        max: 12,
-        first_flexible: 9,
-    },
-    Api {
-        key: key::FETCH,
-        min: 4,
-        max: 12,
-        first_flexible: 12,
-    },
-    Api {
-        key: key::LIST_OFFSETS,
-        min: 1,
-        max: 6,
-        first_flexible: 6,
-    },
-    Api {
-        key: key::METADATA,
-        min: 0,
-        max: 12,
-        first_flexible: 9,
-    },
-    Api {
-        key: key::API_VERSIONS,
-        min: 0,
-        max: 3,
-        first_flexible: 3,
-    },
-    Api {
-        key: key::INIT_PRODUCER_ID,
-        min: 0,
-        max: 4,
-        first_flexible: 2,
-    },
-    Api {
-        key: key::OFFSET_COMMIT,
-        min: 2,
-        max: 8,
-        first_flexible: 8,
-    },
-    Api {
-        key: key::OFFSET_FETCH,
-        min: 1,
-        max: 7,
-        first_flexible: 6,
-    },
-    Api {
-        key: key::FIND_COORDINATOR,
-        min: 0,
-        max: 3,
-        first_flexible: 3,
-    },
-    Api {
-        key: key::JOIN_GROUP,
-        min: 0,
-        max: 7,
-        first_flexible: 6,
-    },
-    Api {
-        key: key::HEARTBEAT,
-        min: 0,
-        max: 4,
-        first_flexible: 4,
-    },
-    Api {
-        key: key::LEAVE_GROUP,
-        min: 0,
-        max: 4,
-        first_flexible: 4,
-    },
-    Api {
-        key: key::SYNC_GROUP,
-        min: 0,
-        max: 5,
-        first_flexible: 4,
-    },
-];
-
-pub fn api(key: i16) -> Option<&'static Api> {
-    APIS.iter().find(|api| api.key == key)
-}
 
 /// Partitions one Produce, Fetch, ListOffsets, OffsetCommit or OffsetFetch may name,
 /// over all its topics: each costs the server far more than its few bytes on the

@@ -1,0 +1,245 @@
+//! One request frame to its response: the header read, the session asked whether the
+//! request may be answered now (`session.rs`), the body decoded (`requests/`) and
+//! handed to its handler with what the caller may do (`authorize.rs`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::requests::groups as groups_requests;
+use super::requests::{self, key};
+use super::session::Session;
+use super::wire::{Decoded, Malformed};
+use super::{fetch, groups, metadata, produce, Kafka};
+
+/// What a request comes to.
+pub struct Answer {
+    /// The response frame; None for a produce with acks=0.
+    pub response: Option<Bytes>,
+    /// What the response holds of the server's pool until it is written.
+    pub held: Option<OwnedSemaphorePermit>,
+    /// Close the connection once the response is written (a failed authentication).
+    pub close: bool,
+}
+
+impl Answer {
+    fn of(response: Bytes) -> Answer {
+        Answer {
+            response: Some(response),
+            held: None,
+            close: false,
+        }
+    }
+}
+
+/// The answer to a request frame. An error closes the connection, as Kafka does with
+/// a request it cannot read (or, here, may not send).
+pub async fn answer(
+    kafka: &Kafka,
+    session: &mut Session,
+    frame: Bytes,
+    local: Option<SocketAddr>,
+) -> Decoded<Answer> {
+    let (header, mut r) = requests::header(frame)?;
+    let (version, correlation) = (header.version, header.correlation_id);
+    let Some(api) = requests::api(header.api_key) else {
+        return Err(Malformed(format!(
+            "API key {} (from client {:?}), which strom does not answer",
+            header.api_key, header.client_id
+        )));
+    };
+    session.admit(&kafka.security, header.api_key)?;
+    if header.api_key == key::API_VERSIONS {
+        if version > api.max {
+            // Answered in version 0, whatever was asked: the client asks again.
+            return encode(correlation, &metadata::api_versions(version), 0).map(Answer::of);
+        }
+        requests::api_versions(&mut r, version)?;
+        requests::finished(&r)?;
+        return encode(correlation, &metadata::api_versions(version), version).map(Answer::of);
+    }
+    if version < api.min || version > api.max {
+        return Err(Malformed(format!(
+            "version {version} of API key {}, which strom takes in versions {} to {}",
+            api.key, api.min, api.max
+        )));
+    }
+    let broker = Arc::clone(&kafka.broker);
+    let access = session.access(&kafka.security);
+    match header.api_key {
+        key::SASL_HANDSHAKE => {
+            let mechanism = requests::sasl::handshake(&mut r)?;
+            requests::finished(&r)?;
+            let response = session.handshake(&kafka.security, &mechanism);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::SASL_AUTHENTICATE => {
+            let bytes = requests::sasl::authenticate(&mut r)?;
+            requests::finished(&r)?;
+            let (response, close) = session.authenticate(&kafka.security, &bytes, version);
+            let response = encode(correlation, &response, version)?;
+            Ok(Answer {
+                close,
+                ..Answer::of(response)
+            })
+        }
+        key::PRODUCE => {
+            let request = requests::produce(&mut r)?;
+            requests::finished(&r)?;
+            let acks = request.acks;
+            // On a task of its own: a connection that goes away cannot cancel an
+            // append halfway.
+            let inflated = kafka.inflated.clone();
+            let limit = kafka.max_request_bytes;
+            let task = tokio::spawn(produce::produce(
+                Arc::clone(&broker),
+                inflated,
+                limit,
+                request,
+                access,
+            ));
+            let answers = task
+                .await
+                .map_err(|e| Malformed(format!("produce failed: {e}")))?;
+            if acks == 0 {
+                // Nothing to answer; a refusal closes the connection, the one way to
+                // tell a client that asked for no answer (Kafka does the same).
+                let refused = answers
+                    .iter()
+                    .flat_map(|(_, p)| p)
+                    .find_map(|(_, o)| o.as_ref().err());
+                return match refused {
+                    Some(refusal) => Err(Malformed(format!(
+                        "an acks=0 produce refused: {}",
+                        refusal.message
+                    ))),
+                    None => Ok(Answer {
+                        response: None,
+                        held: None,
+                        close: false,
+                    }),
+                };
+            }
+            encode(
+                correlation,
+                &produce::response(&broker, answers, version),
+                version,
+            )
+            .map(Answer::of)
+        }
+        key::FETCH => {
+            let request = requests::fetch(&mut r, version)?;
+            requests::finished(&r)?;
+            let (response, held) =
+                fetch::fetch(broker, &kafka.responses, request, version, &access).await;
+            let response = encode(correlation, &response, version)?;
+            Ok(Answer {
+                held,
+                ..Answer::of(response)
+            })
+        }
+        key::LIST_OFFSETS => {
+            let topics = requests::list_offsets(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = metadata::list_offsets(broker, topics, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::METADATA => {
+            let topics = requests::metadata(&mut r, version)?;
+            requests::finished(&r)?;
+            let address = advertised(kafka, local);
+            let response =
+                metadata::metadata(&broker, topics, (&address.0, address.1), version, &access);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::FIND_COORDINATOR => {
+            let (group, key_type) = groups_requests::find_coordinator(&mut r, version)?;
+            requests::finished(&r)?;
+            let address = advertised(kafka, local);
+            let asked = (group.as_str(), key_type);
+            let response =
+                groups::find_coordinator(asked, (&address.0, address.1), version, &access);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::JOIN_GROUP => {
+            let request = groups_requests::join_group(&mut r, version)?;
+            requests::finished(&r)?;
+            let response =
+                groups::join_group(kafka, request, header.client_id, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::SYNC_GROUP => {
+            let request = groups_requests::sync_group(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = groups::sync_group(kafka, request, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::HEARTBEAT => {
+            let (group, generation, member) = groups_requests::heartbeat(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = groups::heartbeat(kafka, &group, generation, &member, &access);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::LEAVE_GROUP => {
+            let (group, members) = groups_requests::leave_group(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = groups::leave_group(kafka, &group, members, version, &access);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::OFFSET_COMMIT => {
+            let request = groups_requests::offset_commit(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = groups::offset_commit(kafka, request, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::OFFSET_FETCH => {
+            let (group, topics) = groups_requests::offset_fetch(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = groups::offset_fetch(kafka, &group, topics, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::INIT_PRODUCER_ID => {
+            let transactional_id = requests::init_producer_id(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = metadata::init_producer_id(broker, transactional_id, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        other => Err(Malformed(format!(
+            "API key {other} listed but not answered"
+        ))),
+    }
+}
+
+/// The host and port clients are told to connect to.
+fn advertised(kafka: &Kafka, local: Option<SocketAddr>) -> (String, u16) {
+    match (&kafka.advertised, local) {
+        (Some((host, port)), _) => (host.clone(), *port),
+        (None, Some(local)) => (local.ip().to_string(), local.port()),
+        (None, None) => ("localhost".to_string(), 9092),
+    }
+}
+
+/// A response frame: size, the response header of the version's kind, the body.
+fn encode<R: Encodable + HeaderVersion>(
+    correlation: i32,
+    response: &R,
+    version: i16,
+) -> Decoded<Bytes> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0); // the size, below
+    buf.put_i32(correlation);
+    if R::header_version(version) >= 1 {
+        buf.put_u8(0); // no tagged fields
+    }
+    response.encode(&mut buf, version).map_err(|e| {
+        Malformed(format!(
+            "the response could not be encoded (a bug in strom): {e}"
+        ))
+    })?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}

@@ -1,0 +1,345 @@
+//! Who is on a Kafka connection, and what they may do: the Kafka listener's side of
+//! the server's security settings, the same ones gRPC calls meet.
+//!
+//! - `tls_cert` (and `tls_client_ca`): the connection is TLS, as Kafka's `SSL` and
+//!   `SASL_SSL` listeners are (the handshake is made in `mod.rs`).
+//! - `auth_tokens`: the client authenticates with SASL/PLAIN before anything but
+//!   ApiVersions is answered: the user name is the token's name in the tokens file,
+//!   the password the token. Kafka clients send it as they would to any Kafka broker
+//!   (`sasl.mechanism=PLAIN`). Before that, frames are kept small (no request of a
+//!   stranger is charged to the produce budget) and the connection must authenticate
+//!   within `silent_client_timeout` of being accepted. After a reload of the tokens
+//!   file (SIGHUP), the connection's token is checked again before its next request,
+//!   and a revoked one closes the connection (the client reconnects and fails).
+//! - Without tokens, a client certificate the server verified names the caller (its
+//!   common name), as over gRPC.
+//! - `acl`: every request is checked against the list for the caller, by
+//!   `authorize.rs`.
+//!
+//! The session is a state machine without I/O: `connection.rs` feeds it the requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateResponse;
+use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
+use kafka_protocol::protocol::StrBytes;
+
+use super::requests::key;
+use super::wire::{Decoded, Malformed};
+use crate::grpc::auth::{Access, Acl, Digest, Principal, Tokens};
+use crate::grpc::connection::ServerTls;
+
+/// The one SASL mechanism strom takes.
+pub const PLAIN: &str = "PLAIN";
+
+/// Before authentication, frames are at most this: ApiVersions and the SASL requests
+/// are far smaller, and a larger frame would be charged to the produce budget.
+pub const UNAUTHENTICATED_MAX_FRAME: usize = 16 << 10;
+
+/// Kafka's codes for the SASL exchange.
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+const ILLEGAL_SASL_STATE: i16 = 34;
+const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// The server's security settings, as the Kafka listener applies them.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub tls: Option<ServerTls>,
+    pub tokens: Option<Tokens>,
+    pub acl: Option<Acl>,
+    /// From the accept to the end of authentication (TLS handshake included).
+    pub handshake_timeout: Duration,
+}
+
+/// Where a connection is in authenticating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No tokens are asked for: every request is answered.
+    Open,
+    /// Tokens are asked for: only ApiVersions and SaslHandshake are answered.
+    Unauthenticated,
+    /// PLAIN was picked: SaslAuthenticate is next.
+    Handshaken,
+    Authenticated,
+}
+
+/// One connection's caller.
+pub struct Session {
+    stage: Stage,
+    who: Option<Principal>,
+    /// The token's digest, and the tokens file's generation it was last checked at.
+    token: Option<(Digest, u64)>,
+}
+
+impl Session {
+    /// A connection's session, with the common name of its verified client
+    /// certificate, if it showed one.
+    pub fn new(security: &Security, certificate_name: Option<Arc<str>>) -> Session {
+        let tokens = security.tokens.is_some();
+        Session {
+            stage: match tokens {
+                true => Stage::Unauthenticated,
+                false => Stage::Open,
+            },
+            // With tokens, the token names the caller, as over gRPC.
+            who: certificate_name.filter(|_| !tokens).map(Principal),
+            token: None,
+        }
+    }
+
+    /// Whether the caller is past authentication (or none is asked for).
+    pub fn authenticated(&self) -> bool {
+        matches!(self.stage, Stage::Open | Stage::Authenticated)
+    }
+
+    /// The largest frame the connection may send now.
+    pub fn max_frame(&self, max_request_bytes: usize) -> usize {
+        match self.authenticated() {
+            true => max_request_bytes,
+            false => max_request_bytes.min(UNAUTHENTICATED_MAX_FRAME),
+        }
+    }
+
+    /// Whether a request of `api_key` may be answered now. An error closes the
+    /// connection: a request before authentication, a SASL request out of turn (as
+    /// Kafka does), or a token revoked since the last request.
+    pub fn admit(&mut self, security: &Security, api_key: i16) -> Decoded<()> {
+        match (self.stage, api_key) {
+            (_, key::API_VERSIONS) => Ok(()),
+            (Stage::Open | Stage::Unauthenticated, key::SASL_HANDSHAKE) => Ok(()),
+            (Stage::Handshaken, key::SASL_AUTHENTICATE) => Ok(()),
+            (Stage::Unauthenticated | Stage::Handshaken, _) => Err(Malformed(format!(
+                "API key {api_key} before SASL authentication: this server requires SASL/PLAIN with a token (sasl.mechanism=PLAIN, the token's name as the user name, the token as the password)"
+            ))),
+            (_, key::SASL_HANDSHAKE | key::SASL_AUTHENTICATE) => Err(Malformed(format!(
+                "API key {api_key} out of turn: the connection has authenticated already"
+            ))),
+            (Stage::Open, _) => Ok(()),
+            (Stage::Authenticated, _) => self.recheck(security),
+        }
+    }
+
+    /// After a reload of the tokens file, the token must still be listed, for the same
+    /// name.
+    fn recheck(&mut self, security: &Security) -> Decoded<()> {
+        let (Some(tokens), Some((digest, checked_at))) = (&security.tokens, &mut self.token) else {
+            return Ok(());
+        };
+        let generation = tokens.generation();
+        if generation == *checked_at {
+            return Ok(());
+        }
+        match tokens.known(digest) {
+            Some(principal) if Some(&principal) == self.who.as_ref() => {
+                *checked_at = generation;
+                Ok(())
+            }
+            _ => Err(Malformed(
+                "the connection's token was revoked (the tokens file no longer lists it)".into(),
+            )),
+        }
+    }
+
+    /// What the caller may do, by the access control list as it is now.
+    pub fn access(&self, security: &Security) -> Access {
+        match &security.acl {
+            None => Access::Everything,
+            Some(acl) => Access::Listed {
+                who: self.who.clone(),
+                acl: acl.clone(),
+            },
+        }
+    }
+
+    /// Answers SaslHandshake: PLAIN is taken when tokens are asked for.
+    pub fn handshake(&mut self, security: &Security, mechanism: &str) -> SaslHandshakeResponse {
+        let mut response = SaslHandshakeResponse::default();
+        if security.tokens.is_none() {
+            tracing::debug!("kafka SaslHandshake on a server that asks for no tokens");
+            response.error_code = ILLEGAL_SASL_STATE;
+            return response;
+        }
+        response.mechanisms = vec![StrBytes::from_static_str(PLAIN)];
+        match mechanism == PLAIN {
+            true => self.stage = Stage::Handshaken,
+            false => {
+                tracing::debug!(
+                    mechanism,
+                    "kafka SaslHandshake for a mechanism other than PLAIN"
+                );
+                response.error_code = UNSUPPORTED_SASL_MECHANISM;
+            }
+        }
+        response
+    }
+
+    /// Answers SaslAuthenticate; true: close the connection once the answer is
+    /// written (a failed authentication, as Kafka does).
+    pub fn authenticate(
+        &mut self,
+        security: &Security,
+        bytes: &Bytes,
+        version: i16,
+    ) -> (SaslAuthenticateResponse, bool) {
+        let mut response = SaslAuthenticateResponse::default();
+        let checked = security
+            .tokens
+            .as_ref()
+            .ok_or("no tokens are asked for")
+            .and_then(|tokens| plain(tokens, bytes));
+        match checked {
+            Ok((principal, digest)) => {
+                let generation = security.tokens.as_ref().map_or(0, Tokens::generation);
+                tracing::debug!(who = &*principal.0, "kafka connection authenticated");
+                self.who = Some(principal);
+                self.token = Some((digest, generation));
+                self.stage = Stage::Authenticated;
+                if version >= 1 {
+                    response.session_lifetime_ms = 0; // no re-authentication asked for
+                }
+                (response, false)
+            }
+            Err(why) => {
+                tracing::info!("kafka SASL authentication failed: {why}");
+                response.error_code = SASL_AUTHENTICATION_FAILED;
+                response.error_message = Some(StrBytes::from_string(format!(
+                    "authentication failed: {why}"
+                )));
+                self.stage = Stage::Unauthenticated;
+                (response, true)
+            }
+        }
+    }
+}
+
+/// Checks SASL/PLAIN's message (RFC 4616): `[authzid] NUL authcid NUL passwd`. The
+/// user name (authcid) must be the token's name; an authorization id, if given, the
+/// same name (strom has no acting for another).
+fn plain(tokens: &Tokens, bytes: &[u8]) -> Result<(Principal, Digest), &'static str> {
+    let mut fields = bytes.split(|b| *b == 0);
+    let (Some(authzid), Some(user), Some(password), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err("not a SASL/PLAIN message (authzid NUL user NUL password)");
+    };
+    let (Ok(authzid), Ok(user), Ok(password)) = (
+        std::str::from_utf8(authzid),
+        std::str::from_utf8(user),
+        std::str::from_utf8(password),
+    ) else {
+        return Err("a SASL/PLAIN field is not UTF-8");
+    };
+    if !authzid.is_empty() && authzid != user {
+        return Err("an authorization id other than the user name");
+    }
+    // One answer for an unknown token and a token of another name: the answer tells a
+    // guesser nothing about which part was wrong.
+    match tokens.principal_of(password) {
+        Some((principal, digest)) if &*principal.0 == user => Ok((principal, digest)),
+        _ => Err("the user name and token are not a pair the tokens file lists (the user name is the token's name; the token may have been revoked)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn security(dir: &std::path::Path, lines: &str) -> Security {
+        let file = dir.join("tokens");
+        std::fs::write(&file, lines).unwrap();
+        Security {
+            tokens: Some(Tokens::load(&file).unwrap()),
+            ..Security::default()
+        }
+    }
+
+    fn line(name: &str, token: &str) -> String {
+        crate::grpc::auth::file_line(name, token).unwrap() + "\n"
+    }
+
+    #[test]
+    fn plain_takes_the_token_of_the_name_given_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = security(dir.path(), &(line("orders", "t1") + &line("ops", "t2")));
+        let tokens = security.tokens.as_ref().unwrap();
+        assert_eq!(&*plain(tokens, b"\0orders\0t1").unwrap().0 .0, "orders");
+        assert_eq!(
+            &*plain(tokens, b"orders\0orders\0t1").unwrap().0 .0,
+            "orders"
+        );
+        for refused in [
+            &b"\0orders\0t2"[..], // another name's token
+            b"\0orders\0t3",
+            b"\0\0t1",
+            b"ops\0orders\0t1", // acting for another
+            b"orders\0t1",
+            b"\0orders\0t1\0",
+            b"\0orders\0\xff",
+            b"",
+        ] {
+            assert!(plain(tokens, refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn only_versions_and_sasl_come_before_authentication_and_a_revoked_token_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = security(dir.path(), &line("orders", "t1"));
+        let mut session = Session::new(&security, Some("cn".into()));
+        assert!(!session.authenticated());
+        assert_eq!(session.max_frame(1 << 20), UNAUTHENTICATED_MAX_FRAME);
+        session.admit(&security, key::API_VERSIONS).unwrap();
+        session.admit(&security, key::PRODUCE).unwrap_err();
+        session
+            .admit(&security, key::SASL_AUTHENTICATE)
+            .unwrap_err();
+        session.admit(&security, key::SASL_HANDSHAKE).unwrap();
+        assert_eq!(
+            session.handshake(&security, "SCRAM-SHA-256").error_code,
+            UNSUPPORTED_SASL_MECHANISM
+        );
+        session
+            .admit(&security, key::SASL_AUTHENTICATE)
+            .unwrap_err();
+        assert_eq!(session.handshake(&security, PLAIN).error_code, 0);
+        session.admit(&security, key::SASL_AUTHENTICATE).unwrap();
+        let (failed, close) = session.authenticate(&security, &Bytes::from("\0orders\0no"), 2);
+        assert_eq!(
+            (failed.error_code, close),
+            (SASL_AUTHENTICATION_FAILED, true)
+        );
+        assert!(!session.authenticated());
+        session.stage = Stage::Handshaken;
+        let (ok, close) = session.authenticate(&security, &Bytes::from("\0orders\0t1"), 2);
+        assert_eq!((ok.error_code, close), (0, false));
+        assert!(session.authenticated());
+        // The token names the caller, not the certificate.
+        assert_eq!(session.who, Some(Principal("orders".into())));
+        session.admit(&security, key::PRODUCE).unwrap();
+        session.admit(&security, key::SASL_HANDSHAKE).unwrap_err();
+        // A reload that keeps the token changes nothing; one that drops it ends it.
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, line("orders", "t1") + &line("ops", "t2")).unwrap();
+        security.tokens.as_ref().unwrap().reload().unwrap();
+        session.admit(&security, key::FETCH).unwrap();
+        std::fs::write(&file, line("ops", "t2")).unwrap();
+        security.tokens.as_ref().unwrap().reload().unwrap();
+        session.admit(&security, key::FETCH).unwrap_err();
+    }
+
+    #[test]
+    fn without_tokens_a_certificate_names_the_caller_and_sasl_is_refused() {
+        let security = Security::default();
+        let mut session = Session::new(&security, Some("reader".into()));
+        assert!(session.authenticated());
+        assert_eq!(session.who, Some(Principal("reader".into())));
+        session.admit(&security, key::PRODUCE).unwrap();
+        assert_eq!(
+            session.handshake(&security, PLAIN).error_code,
+            ILLEGAL_SASL_STATE
+        );
+        assert!(matches!(session.access(&security), Access::Everything));
+    }
+}
