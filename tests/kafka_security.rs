@@ -9,11 +9,17 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Buf;
+use kafka_protocol::protocol::Decodable;
+use tokio::io::AsyncReadExt;
+
 use bytes::Bytes;
 use common::kafka::{batch, fetch, list_offsets, name, produce, record, records_of, KafkaConn};
 use common::server::TestServer;
 use common::tls::Certs;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
@@ -210,6 +216,16 @@ async fn sasl_plain_with_a_token_comes_before_anything_else() {
         again.authenticate("writer", "writerwriter").await,
         SASL_AUTHENTICATION_FAILED
     );
+
+    // A fetch already waiting when its token is revoked does not deliver what it
+    // waited for: the connection closes instead of answering.
+    reader.send(&fetch("orders", 0, 2, 5_000), 12).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_tokens(dir.path(), &["ops"]);
+    tokens.reload().unwrap();
+    let mut ops = kafka_as(&server, "ops").await;
+    assert_eq!(produce_code(&mut ops, "orders").await.0, 0);
+    assert!(reader.closed().await, "a long poll of a revoked token");
     server.stop().await.unwrap();
 }
 
@@ -230,6 +246,15 @@ async fn the_acl_decides_each_kafka_request() {
     assert_eq!(
         produce_code(&mut reader, "orders").await.0,
         TOPIC_AUTHORIZATION_FAILED
+    );
+    // Refused first, whatever else is wrong: an invalid acks tells a caller without a
+    // grant nothing of the topic (no log start offset).
+    let invalid_acks = produce("secret", &[(0, Some(one_record()))], 2);
+    let answer = reader.call(&invalid_acks, 9).await;
+    let p = &answer.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.log_start_offset),
+        (TOPIC_AUTHORIZATION_FAILED, -1)
     );
     let ops = as_principal(&server, "ops").await;
     let secret = ops.admin().describe_topic("secret").await.unwrap();
@@ -369,6 +394,45 @@ async fn the_acl_decides_each_kafka_request() {
     let fetched = nobody.call(&fetch_all, 7).await;
     assert_eq!(fetched.error_code, GROUP_AUTHORIZATION_FAILED);
 
+    // CreateTopics and DeleteTopics: admin on the topic; a topic refused by id is not
+    // named in the answer.
+    let mut create = CreateTopicsRequest::default();
+    let mut new = CreatableTopic::default();
+    new.name = name("made");
+    new.num_partitions = 1;
+    new.replication_factor = -1;
+    create.topics.push(new);
+    let created = writer.call(&create, 7).await;
+    assert_eq!(created.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let created = kafka_ops.call(&create, 7).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let orders_id = ops.admin().describe_topic("orders").await.unwrap().id;
+    let mut delete = DeleteTopicsRequest::default();
+    let mut by_id = DeleteTopicState::default();
+    by_id.name = None;
+    by_id.topic_id = uuid::Uuid::parse_str(&orders_id).unwrap();
+    delete.topics.push(by_id);
+    let mut by_name = DeleteTopicState::default();
+    by_name.name = Some(name("made"));
+    delete.topics.push(by_name);
+    let deleted = writer.call(&delete, 6).await;
+    let answers: Vec<_> = deleted
+        .responses
+        .iter()
+        .map(|r| (r.name.as_ref().map(|n| n.to_string()), r.error_code))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (None, TOPIC_AUTHORIZATION_FAILED),
+            (Some("made".into()), TOPIC_AUTHORIZATION_FAILED)
+        ]
+    );
+    assert_eq!(
+        ops.admin().list_topics().await.unwrap(),
+        ["made", "orders", "secret"]
+    );
+
     // A grant taken away holds from the next request, and from the end of a fetch
     // already waiting: records appended while it waits are not sent.
     std::fs::write(dir.path().join("acl"), "writer write topic:orders\n").unwrap();
@@ -435,6 +499,47 @@ async fn tls_and_client_certificates_on_the_kafka_listener() {
         TOPIC_AUTHORIZATION_FAILED,
         "`reader` has no grant"
     );
+
+    // A large response (12 MB: more than the sockets buffer) over TLS arrives whole to
+    // a client that reads it slowly. (The flush after each response, which TLS needs
+    // when the socket fills within a write's last 64 KiB, is not forced by this: the
+    // test cannot arrange that moment.)
+    let values: Vec<Vec<u8>> = (0..1000)
+        .map(|i| vec![b'a' + (i % 26) as u8; 1000])
+        .collect();
+    let records: Vec<_> = values.iter().map(|v| record(None, Some(v), &[])).collect();
+    for _ in 0..12 {
+        let big = produce(
+            "orders",
+            &[(0, Some(batch(&records, Compression::None)))],
+            1,
+        );
+        let answer = client.call(&big, 9).await;
+        assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
+    }
+    let mut large = fetch("orders", 0, 0, 0);
+    large.max_bytes = 16 << 20;
+    large.topics[0].partitions[0].partition_max_bytes = 16 << 20;
+    client.send(&large, 12).await;
+    let mut size = [0u8; 4];
+    client.stream.read_exact(&mut size).await.unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    let mut filled = 0;
+    let slow = async {
+        while filled < body.len() {
+            let end = (filled + (32 << 10)).min(body.len());
+            filled += client.stream.read(&mut body[filled..end]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), slow)
+        .await
+        .expect("the whole response arrives");
+    let mut body = Bytes::from(body);
+    body.advance(4 + 1); // the correlation id, and the header's tags
+    let fetched = kafka_protocol::messages::FetchResponse::decode(&mut body, 12).unwrap();
+    let records = fetched.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(records_of(records).len(), 12_001);
 
     // Plaintext to a TLS listener: closed without an answer.
     let mut plain = KafkaConn::connect(addr).await;

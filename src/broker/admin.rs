@@ -21,19 +21,7 @@ impl Broker {
         partitions: u32,
         config: &BTreeMap<String, String>,
     ) -> Result<TopicInfo> {
-        self.check_running()?;
-        validate_name(name)?;
-        let partitions = partitions.max(1);
-        if partitions > self.limits.max_partitions {
-            return Err(Error::InvalidArgument(format!(
-                "{partitions} partitions asked; this server allows at most {} per topic",
-                self.limits.max_partitions
-            )));
-        }
-        let mut overrides = BTreeSet::new();
-        let set = update_overrides(&mut overrides, config);
-        let mut topic_config = self.limits.topic_defaults.clone();
-        topic_config.apply(&set)?;
+        let (partitions, overrides, topic_config) = self.new_topic(name, partitions, config)?;
         {
             let mut topics = self.write_topics();
             topics.check_free(name)?;
@@ -65,6 +53,42 @@ impl Broker {
         .expect("create task does not panic")?;
         tracing::info!(topic = name, id = %info.id, partitions, "topic created");
         Ok(info)
+    }
+
+    /// Checks what `create_topic` would check, creating nothing: Ok if it would create
+    /// the topic now (Kafka's CreateTopics with `validate_only`).
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.new_topic(name, partitions, config)?;
+        self.read_topics().check_free(name)
+    }
+
+    /// A new topic's partitions, the keys its config sets, and its config; or why it
+    /// cannot be made.
+    fn new_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(u32, BTreeSet<String>, TopicConfig)> {
+        self.check_running()?;
+        validate_name(name)?;
+        let partitions = partitions.max(1);
+        if partitions > self.limits.max_partitions {
+            return Err(Error::InvalidArgument(format!(
+                "{partitions} partitions asked; this server allows at most {} per topic",
+                self.limits.max_partitions
+            )));
+        }
+        let mut overrides = BTreeSet::new();
+        let set = update_overrides(&mut overrides, config);
+        let mut topic_config = self.limits.topic_defaults.clone();
+        topic_config.apply(&set)?;
+        Ok((partitions, overrides, topic_config))
     }
 
     fn create_files(&self, meta: TopicMetadata) -> Result<Topic> {

@@ -112,20 +112,27 @@ pub async fn serve_connection<S>(
             }
         };
         drop(charge);
+        // No answer (acks=0) never comes with a close: only a failed authentication
+        // closes after its answer.
         let Some(response) = response else { continue };
-        let write = stream.write_all(&response);
+        // Flushed too: TLS keeps the last records of a write in its buffer when the
+        // socket is full, and reading the next request would never send them.
+        let write = async {
+            stream.write_all(&response).await?;
+            stream.flush().await
+        };
+        let written_by = match session.authenticated() {
+            true => Instant::now() + kafka.stalled_reader_timeout,
+            false => at.authenticate_by,
+        };
         let written = tokio::select! {
-            written = tokio::time::timeout(kafka.stalled_reader_timeout, write) => written,
+            written = tokio::time::timeout_at(written_by, write) => written,
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         drop(held); // the response's bytes, from the pool: written now
         match written {
             Ok(Ok(())) if !close => {}
-            Ok(Ok(())) => {
-                let _ = stream.flush().await;
-                return;
-            }
-            Ok(Err(_)) => return,
+            Ok(Ok(())) | Ok(Err(_)) => return,
             Err(_) => {
                 tracing::info!(
                     ?peer,

@@ -12,8 +12,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
-use super::wire::{Decoded, Malformed};
-use super::{fetch, groups, metadata, produce, Kafka};
+use super::wire::{Decoded, Malformed, Reader};
+use super::{admin, fetch, groups, metadata, produce, Kafka};
 
 /// What a request comes to.
 pub struct Answer {
@@ -43,7 +43,22 @@ pub async fn answer(
     frame: Bytes,
     local: Option<SocketAddr>,
 ) -> Decoded<Answer> {
-    let (header, mut r) = requests::header(frame)?;
+    let (header, r) = requests::header(frame)?;
+    let (key, version) = (header.api_key, header.version);
+    // The log line of a refused request says which request it was.
+    let answer = respond(kafka, session, header, r, local).await;
+    // A request may have waited (a long poll, a join) while its token was revoked.
+    let answer = answer.and_then(|answer| session.recheck(&kafka.security).map(|()| answer));
+    answer.map_err(|Malformed(why)| Malformed(format!("{why} (API key {key} version {version})")))
+}
+
+async fn respond(
+    kafka: &Kafka,
+    session: &mut Session,
+    header: requests::Header,
+    mut r: Reader,
+    local: Option<SocketAddr>,
+) -> Decoded<Answer> {
     let (version, correlation) = (header.version, header.correlation_id);
     let Some(api) = requests::api(header.api_key) else {
         return Err(Malformed(format!(
@@ -79,7 +94,7 @@ pub async fn answer(
         key::SASL_AUTHENTICATE => {
             let bytes = requests::sasl::authenticate(&mut r)?;
             requests::finished(&r)?;
-            let (response, close) = session.authenticate(&kafka.security, &bytes, version);
+            let (response, close) = session.authenticate(&kafka.security, &bytes);
             let response = encode(correlation, &response, version)?;
             Ok(Answer {
                 close,
@@ -199,6 +214,18 @@ pub async fn answer(
             let (group, topics) = groups_requests::offset_fetch(&mut r, version)?;
             requests::finished(&r)?;
             let response = groups::offset_fetch(kafka, &group, topics, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::CREATE_TOPICS => {
+            let request = requests::admin::create_topics(&mut r)?;
+            requests::finished(&r)?;
+            let response = admin::create_topics(&broker, request, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::DELETE_TOPICS => {
+            let doomed = requests::admin::delete_topics(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = admin::delete_topics(&broker, doomed, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::INIT_PRODUCER_ID => {

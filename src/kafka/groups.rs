@@ -24,7 +24,7 @@ use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
 use super::requests::groups::{JoinGroup, OffsetCommit, SyncGroup};
 use super::Kafka;
-use crate::grpc::auth::{Access, Operation};
+use crate::grpc::auth::{Access, Kind, Operation};
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -300,11 +300,15 @@ pub async fn offset_fetch(
     let names: Vec<String> = topics.iter().flatten().map(|(t, _)| t.clone()).collect();
     let checked = authorize::group(access, None, group).and_then(|()| check_group_name(group));
     let fetched = match checked {
-        Ok(()) => kafka
-            .groups
-            .fetch_offsets(group, &names, None, None)
-            .await
-            .map_err(Refusal::from),
+        Ok(()) => {
+            // Only topics the caller may see are looked up (and count in the bound).
+            let visible = access.visible(Kind::Topic);
+            kafka
+                .groups
+                .fetch_offsets(group, &names, None, visible.as_ref())
+                .await
+                .map_err(Refusal::from)
+        }
         Err(refusal) => Err(refusal),
     };
     let mut failed = code::NONE;

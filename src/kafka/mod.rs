@@ -3,10 +3,11 @@
 //! strom's topics as they would from a one-node Kafka cluster.
 //!
 //! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId
-//! (idempotent producers), and the consumer groups' FindCoordinator, JoinGroup,
+//! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
-//! `groups.rs`), in the versions `requests::APIS` lists. Not answered yet: topic
-//! administration (topics are made with `strom topic create`), transactions.
+//! `groups.rs`), CreateTopics and DeleteTopics (`admin.rs`), and SaslHandshake and
+//! SaslAuthenticate (`session.rs`), in the versions `requests::APIS` lists. Not
+//! answered: transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
 //! API strom does not answer closes the connection, as Kafka does; clients ask
 //! ApiVersions first and do not send them.
@@ -21,6 +22,7 @@
 //! certificates) with `tls_cert`, SASL/PLAIN with a token with `auth_tokens`
 //! (`session.rs`), and the access control list on every request (`authorize.rs`).
 
+mod admin;
 mod authorize;
 mod compression;
 mod connection;
@@ -75,6 +77,31 @@ pub struct Kafka {
     pub idle_timeout: Duration,
     /// TLS, tokens and the access control list (`session.rs`).
     pub security: Security,
+    pub handshake_failures: HandshakeFailures,
+}
+
+/// Failed TLS handshakes on the Kafka listener, logged at most once a second (with
+/// how many were not), so that an operator sees plaintext clients at a TLS port and a
+/// flood of them does not flood the log.
+#[derive(Default)]
+pub struct HandshakeFailures(std::sync::Mutex<(Option<Instant>, u64)>);
+
+impl HandshakeFailures {
+    fn note(&self, peer: Option<std::net::SocketAddr>, why: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (logged_at, held) = &mut *last;
+        let now = Instant::now();
+        if logged_at.is_some_and(|at| now - at < Duration::from_secs(1)) {
+            *held += 1;
+            return;
+        }
+        tracing::info!(
+            ?peer,
+            also_failed = *held,
+            "kafka TLS handshake failed: {why}"
+        );
+        (*logged_at, *held) = (Some(now), 0);
+    }
 }
 
 /// Accepts Kafka connections until `stopping` turns true. They count in `open`, the
@@ -154,7 +181,7 @@ async fn open_connection(
                 Ok(Err(err)) => err.to_string(),
                 _ => "not finished in time".into(),
             };
-            tracing::debug!(peer = ?at.peer, "kafka TLS handshake failed: {why}");
+            kafka.handshake_failures.note(at.peer, &why);
             return;
         }
     };

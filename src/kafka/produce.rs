@@ -46,7 +46,7 @@ pub async fn produce(
                 code::INVALID_REQUIRED_ACKS,
                 format!("acks={acks}: use 0, 1 or all (-1)"),
             );
-            return refuse_all(request, refusal);
+            return refuse_all(request, refusal, &access);
         }
     };
     if request.transactional_id.is_some() {
@@ -54,7 +54,7 @@ pub async fn produce(
             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             "a transactional produce: strom has no Kafka transactions",
         );
-        return refuse_all(request, refusal);
+        return refuse_all(request, refusal, &access);
     }
     let mut answers = Vec::with_capacity(request.topics.len());
     let mut pending = Vec::new();
@@ -91,8 +91,18 @@ pub async fn produce(
     answers
 }
 
-fn refuse_all(request: Produce, refusal: Refusal) -> Vec<(String, Vec<(i32, Outcome)>)> {
+/// Every partition refused: for `refusal`, or, on a topic the caller may not write,
+/// for that (a refusal must not tell a caller more of a topic than it may know).
+fn refuse_all(
+    request: Produce,
+    refusal: Refusal,
+    access: &Access,
+) -> Vec<(String, Vec<(i32, Outcome)>)> {
     let partitions = |t: crate::kafka::requests::ProduceTopic| {
+        let refusal = match authorize::topic(access, Some(Operation::Write), &t.name) {
+            Ok(()) => refusal.clone(),
+            Err(refused) => refused,
+        };
         let answers = t.partitions.iter().map(|p| (p.index, Err(refusal.clone())));
         (t.name, answers.collect())
     };

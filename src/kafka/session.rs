@@ -26,6 +26,9 @@ use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateRespon
 use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
 use kafka_protocol::protocol::StrBytes;
 
+use super::errors::code::{
+    ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
+};
 use super::requests::key;
 use super::wire::{Decoded, Malformed};
 use crate::grpc::auth::{Access, Acl, Digest, Principal, Tokens};
@@ -37,11 +40,6 @@ pub const PLAIN: &str = "PLAIN";
 /// Before authentication, frames are at most this: ApiVersions and the SASL requests
 /// are far smaller, and a larger frame would be charged to the produce budget.
 pub const UNAUTHENTICATED_MAX_FRAME: usize = 16 << 10;
-
-/// Kafka's codes for the SASL exchange.
-const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-const ILLEGAL_SASL_STATE: i16 = 34;
-const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
 /// The server's security settings, as the Kafka listener applies them.
 #[derive(Clone, Default)]
@@ -113,6 +111,9 @@ impl Session {
             (Stage::Unauthenticated | Stage::Handshaken, _) => Err(Malformed(format!(
                 "API key {api_key} before SASL authentication: this server requires SASL/PLAIN with a token (sasl.mechanism=PLAIN, the token's name as the user name, the token as the password)"
             ))),
+            (Stage::Open, key::SASL_AUTHENTICATE) => Err(Malformed(
+                "SaslAuthenticate on a server that asks for no authentication".into(),
+            )),
             (_, key::SASL_HANDSHAKE | key::SASL_AUTHENTICATE) => Err(Malformed(format!(
                 "API key {api_key} out of turn: the connection has authenticated already"
             ))),
@@ -122,8 +123,9 @@ impl Session {
     }
 
     /// After a reload of the tokens file, the token must still be listed, for the same
-    /// name.
-    fn recheck(&mut self, security: &Security) -> Decoded<()> {
+    /// name: checked before each request, and again before the answer to one that
+    /// waited (a long poll, a join), which must not deliver what a revoked token asked.
+    pub fn recheck(&mut self, security: &Security) -> Decoded<()> {
         let (Some(tokens), Some((digest, checked_at))) = (&security.tokens, &mut self.token) else {
             return Ok(());
         };
@@ -181,24 +183,22 @@ impl Session {
         &mut self,
         security: &Security,
         bytes: &Bytes,
-        version: i16,
     ) -> (SaslAuthenticateResponse, bool) {
         let mut response = SaslAuthenticateResponse::default();
+        // Read before the check: a reload after it is seen at the next request.
+        let generation = security.tokens.as_ref().map_or(0, Tokens::generation);
         let checked = security
             .tokens
             .as_ref()
             .ok_or("no tokens are asked for")
             .and_then(|tokens| plain(tokens, bytes));
         match checked {
+            // Session lifetime 0 (the default): no re-authentication asked for.
             Ok((principal, digest)) => {
-                let generation = security.tokens.as_ref().map_or(0, Tokens::generation);
                 tracing::debug!(who = &*principal.0, "kafka connection authenticated");
                 self.who = Some(principal);
                 self.token = Some((digest, generation));
                 self.stage = Stage::Authenticated;
-                if version >= 1 {
-                    response.session_lifetime_ms = 0; // no re-authentication asked for
-                }
                 (response, false)
             }
             Err(why) => {
@@ -231,6 +231,9 @@ fn plain(tokens: &Tokens, bytes: &[u8]) -> Result<(Principal, Digest), &'static 
     ) else {
         return Err("a SASL/PLAIN field is not UTF-8");
     };
+    // Trimmed, as a gRPC call's bearer token is: a token pasted with its newline works
+    // the same on both.
+    let password = password.trim();
     if !authzid.is_empty() && authzid != user {
         return Err("an authorization id other than the user name");
     }
@@ -305,14 +308,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(session.handshake(&security, PLAIN).error_code, 0);
         session.admit(&security, key::SASL_AUTHENTICATE).unwrap();
-        let (failed, close) = session.authenticate(&security, &Bytes::from("\0orders\0no"), 2);
+        let (failed, close) = session.authenticate(&security, &Bytes::from("\0orders\0no"));
         assert_eq!(
             (failed.error_code, close),
             (SASL_AUTHENTICATION_FAILED, true)
         );
         assert!(!session.authenticated());
         session.stage = Stage::Handshaken;
-        let (ok, close) = session.authenticate(&security, &Bytes::from("\0orders\0t1"), 2);
+        let (ok, close) = session.authenticate(&security, &Bytes::from("\0orders\0t1"));
         assert_eq!((ok.error_code, close), (0, false));
         assert!(session.authenticated());
         // The token names the caller, not the certificate.

@@ -301,6 +301,7 @@ pub async fn serve_listeners(
                 acl: options.acl.clone(),
                 handshake_timeout: options.silent_client_timeout,
             },
+            handshake_failures: Default::default(),
         });
         tokio::spawn(crate::kafka::serve(
             listener,

@@ -1,6 +1,7 @@
 """Kafka client libraries against strom's Kafka listener: confluent-kafka (librdkafka,
 with idempotence and acks=all; 100 records in each of its five compression types) and
-kafka-python (gzip) each produce 500 records to a topic of three partitions, then read back every record either wrote, by assign and seek (strom
+kafka-python (gzip) each produce 500 records (after each library's admin client has
+made and deleted a topic) to a topic of three partitions, then read back every record either wrote, by assign and seek (strom
 answers no consumer-group calls yet), and check keys, values, headers and offsets.
 
 Usage: kafka_clients.py BOOTSTRAP TOPIC. Prints "ok N" with the records read."""
@@ -80,6 +81,31 @@ def read_kafka_python(expected):
     return got, ends
 
 
+def administer():
+    """Topics made and removed with both libraries' admin clients."""
+    import confluent_kafka.admin
+    import kafka.admin
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": bootstrap})
+    made = admin.create_topics([confluent_kafka.admin.NewTopic(
+        "rd-made", num_partitions=2, config={"retention.ms": "60000"})])
+    made["rd-made"].result(30)
+    try:
+        admin.create_topics([confluent_kafka.admin.NewTopic("rd-made", 1)])["rd-made"].result(30)
+        raise AssertionError("a topic made twice")
+    except confluent_kafka.KafkaException as e:
+        assert e.args[0].code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS, e
+    listed = admin.list_topics(timeout=10).topics
+    assert len(listed["rd-made"].partitions) == 2, listed
+    admin.delete_topics(["rd-made"])["rd-made"].result(30)
+    python = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
+    python.create_topics([kafka.admin.NewTopic("kp-made", 3, 1)])
+    assert "kp-made" in python.list_topics()
+    python.delete_topics(["kp-made"])
+    assert "kp-made" not in python.list_topics()
+    python.close()
+
+
+administer()
 acked = produce_librdkafka()
 acked.update(produce_kafka_python())
 assert len(acked) == 2 * N

@@ -15,6 +15,8 @@ pub mod key {
     pub const SYNC_GROUP: i16 = 14;
     pub const SASL_HANDSHAKE: i16 = 17;
     pub const API_VERSIONS: i16 = 18;
+    pub const CREATE_TOPICS: i16 = 19;
+    pub const DELETE_TOPICS: i16 = 20;
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const SASL_AUTHENTICATE: i16 = 36;
 }
@@ -28,7 +30,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 15] = [
+pub const APIS: [Api; 17] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -120,6 +122,18 @@ pub const APIS: [Api; 15] = [
         min: 0,
         max: 2,
         first_flexible: 2,
+    },
+    Api {
+        key: key::CREATE_TOPICS,
+        min: 2,
+        max: 7,
+        first_flexible: 5,
+    },
+    Api {
+        key: key::DELETE_TOPICS,
+        min: 1,
+        max: 6,
+        first_flexible: 4,
     },
 ];
 

@@ -1,0 +1,263 @@
+//! Topic administration: CreateTopics and DeleteTopics, so that Kafka's admin clients
+//! and tools (`kafka-topics.sh`, `AdminClient.create_topics`) make and remove strom's
+//! topics. Both need admin on the topic (`authorize.rs`), as the gRPC calls do.
+//!
+//! strom is one node: a replication factor other than 1 (or -1, the default) is
+//! refused, and so is a replica assignment that names a broker other than 0. Topic
+//! configs are strom's keys (`broker::topic_config::KEYS`, Kafka's names where Kafka
+//! has the setting); another key is refused with INVALID_CONFIG, naming them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::authorize;
+use super::errors::code::{
+    self, INVALID_CONFIG, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR,
+    INVALID_REPLICA_ASSIGNMENT, INVALID_TOPIC_EXCEPTION,
+};
+use super::errors::{kafka_code, Refusal};
+use super::requests::admin::{CreateTopics, Doomed, NewTopic};
+use crate::broker::Broker;
+use crate::error::Error;
+use crate::grpc::auth::{Access, Operation};
+
+/// The one broker id strom answers as (`metadata.rs`).
+const NODE: i32 = 0;
+
+/// Creates each topic (or, with `validate_only`, checks that it could), each answered
+/// with its own code. A name given twice is answered once, INVALID_REQUEST, as Kafka
+/// does.
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopics,
+    version: i16,
+    access: &Access,
+) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let mut names = HashSet::new();
+    let twice: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !names.insert(t.name.clone()))
+        .map(|t| t.name.clone())
+        .collect();
+    let mut answered = HashSet::new();
+    for topic in request.topics {
+        if !answered.insert(topic.name.clone()) {
+            continue;
+        }
+        let mut result = CreatableTopicResult::default();
+        result.name = StrBytes::from_string(topic.name.clone()).into();
+        let created = match twice.contains(&topic.name) {
+            true => Err(Refusal::new(
+                code::INVALID_REQUEST,
+                "the topic is named more than once in the request",
+            )),
+            false => create(broker, &topic, request.validate_only, access).await,
+        };
+        match created {
+            Ok((partitions, config, id)) => {
+                tracing::info!(
+                    topic = topic.name,
+                    partitions,
+                    validate_only = request.validate_only,
+                    "kafka CreateTopics"
+                );
+                if version >= 7 {
+                    result.topic_id = id.unwrap_or_default();
+                }
+                if version >= 5 {
+                    result.num_partitions = partitions as i32;
+                    result.replication_factor = 1;
+                    let set =
+                        |key: &str| topic.configs.iter().any(|(k, v)| k == key && v.is_some());
+                    let configs = config.into_iter().map(|(key, value)| {
+                        let mut entry = CreatableTopicConfigs::default();
+                        // Kafka's config sources: the topic's own, or the default.
+                        entry.config_source = if set(&key) { 1 } else { 5 };
+                        entry.name = StrBytes::from_string(key);
+                        entry.value = Some(StrBytes::from_string(value));
+                        entry
+                    });
+                    result.configs = Some(configs.collect());
+                }
+            }
+            Err(refusal) => {
+                tracing::debug!(
+                    topic = topic.name,
+                    code = refusal.code,
+                    "{}",
+                    refusal.message
+                );
+                result.error_code = refusal.code;
+                result.error_message = Some(StrBytes::from_string(refusal.message));
+                result.num_partitions = -1;
+                result.replication_factor = -1;
+            }
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+/// Checks, then creates: the partitions, the topic's whole config and its id.
+async fn create(
+    broker: &Arc<Broker>,
+    topic: &NewTopic,
+    validate_only: bool,
+    access: &Access,
+) -> Result<(u32, BTreeMap<String, String>, Option<uuid::Uuid>), Refusal> {
+    authorize::topic(access, Some(Operation::Admin), &topic.name)?;
+    let partitions = partitions(broker, topic)?;
+    let mut config = BTreeMap::new();
+    for (key, value) in &topic.configs {
+        // Null is the default: nothing to set.
+        let Some(value) = value else { continue };
+        if config.insert(key.clone(), value.clone()).is_some() {
+            return Err(Refusal::new(
+                INVALID_CONFIG,
+                format!("config {key} is given twice"),
+            ));
+        }
+    }
+    // The name first (and whether it is free), then the config: each its own code.
+    let as_code = |invalid: i16| move |err: Error| refused(err, invalid);
+    broker
+        .check_new_topic(&topic.name, partitions, &BTreeMap::new())
+        .map_err(as_code(INVALID_TOPIC_EXCEPTION))?;
+    broker
+        .check_new_topic(&topic.name, partitions, &config)
+        .map_err(as_code(INVALID_CONFIG))?;
+    if validate_only {
+        return Ok((partitions, config, None));
+    }
+    let info = broker
+        .create_topic(&topic.name, partitions, &config)
+        .await
+        .map_err(as_code(INVALID_CONFIG))?;
+    Ok((
+        partitions,
+        info.config,
+        uuid::Uuid::parse_str(&info.id).ok(),
+    ))
+}
+
+/// The partitions asked for, by count or by assignment; -1 is strom's default, 1.
+fn partitions(broker: &Broker, topic: &NewTopic) -> Result<u32, Refusal> {
+    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        return Err(Refusal::new(
+            INVALID_REPLICATION_FACTOR,
+            format!(
+                "replication factor {}: strom is a single node, so 1 (or -1, the default)",
+                topic.replication_factor
+            ),
+        ));
+    }
+    let asked = match (topic.partitions, topic.assignments.len()) {
+        (-1, 0) => 1,
+        (n, 0) if n > 0 => n as u32,
+        (n, 0) => {
+            return Err(Refusal::new(
+                INVALID_PARTITIONS,
+                format!("{n} partitions: give at least 1 (or -1, the default)"),
+            ))
+        }
+        (-1, n) => {
+            let on_this_node = topic
+                .assignments
+                .iter()
+                .enumerate()
+                .all(|(i, (index, brokers))| *index as usize == i && brokers == &[NODE]);
+            if !on_this_node {
+                return Err(Refusal::new(
+                    INVALID_REPLICA_ASSIGNMENT,
+                    "strom is a single node: assign partitions 0, 1, ... each to broker 0 alone, or give a partition count",
+                ));
+            }
+            n as u32
+        }
+        (_, _) => {
+            return Err(Refusal::new(
+                code::INVALID_REQUEST,
+                "both a partition count and an assignment: give one",
+            ))
+        }
+    };
+    let max = broker.limits().max_partitions;
+    match asked <= max {
+        true => Ok(asked),
+        false => Err(Refusal::new(
+            INVALID_PARTITIONS,
+            format!("{asked} partitions: this server allows at most {max} per topic"),
+        )),
+    }
+}
+
+/// An error of a topic's creation: an invalid argument gets `invalid` (the check that
+/// failed decides), anything else its usual code.
+fn refused(err: Error, invalid: i16) -> Refusal {
+    let code = match &err {
+        Error::InvalidArgument(_) => invalid,
+        other => kafka_code(other),
+    };
+    Refusal::new(code, err.to_string())
+}
+
+/// Deletes each topic, named or (version 6) by id, each answered with its own code.
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    doomed: Vec<Doomed>,
+    version: i16,
+    access: &Access,
+) -> DeleteTopicsResponse {
+    let mut response = DeleteTopicsResponse::default();
+    let mut seen = HashSet::new();
+    for topic in doomed.into_iter().filter(|d| seen.insert(d.clone())) {
+        let mut result = DeletableTopicResult::default();
+        // Null for an id not found or refused (version 6 is the one with ids).
+        result.name = None;
+        let name = match &topic {
+            Doomed::Name(name) => Some(name.clone()),
+            Doomed::Id(id) => {
+                result.topic_id = uuid::Uuid::from_bytes(*id);
+                let id = Some(result.topic_id);
+                let (_, metas) = broker.topic_metas();
+                let mut metas = metas.into_iter();
+                metas
+                    .find(|m| uuid::Uuid::parse_str(&m.id).ok() == id)
+                    .map(|m| m.name)
+            }
+        };
+        let deleted = match &name {
+            None => Err(Refusal::new(code::UNKNOWN_TOPIC_ID, "no topic has this id")),
+            Some(name) => delete(broker, name, access).await,
+        };
+        if let (Some(name), true) = (&name, matches!(topic, Doomed::Name(_)) || deleted.is_ok()) {
+            result.name = Some(StrBytes::from_string(name.clone()).into());
+        }
+        if let Err(refusal) = deleted {
+            tracing::debug!(?name, code = refusal.code, "{}", refusal.message);
+            result.error_code = refusal.code;
+            if version >= 5 {
+                result.error_message = Some(StrBytes::from_string(refusal.message));
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+async fn delete(broker: &Arc<Broker>, name: &str, access: &Access) -> Result<(), Refusal> {
+    authorize::topic(access, Some(Operation::Admin), name)?;
+    broker.delete_topic(name).await?;
+    tracing::info!(topic = name, "kafka DeleteTopics");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The topic administration requests: CreateTopics and DeleteTopics.
+
+use super::Partitions;
+use crate::kafka::wire::{Decoded, Reader};
+
+/// One topic of a CreateTopics request.
+#[derive(Debug)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the server's default.
+    pub partitions: i32,
+    /// -1: the server's default.
+    pub replication_factor: i16,
+    /// Each partition's replicas, by broker id, if the client chose them.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    /// Config keys and values (null: the default).
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug)]
+pub struct CreateTopics {
+    pub topics: Vec<NewTopic>,
+    pub validate_only: bool,
+}
+
+/// A CreateTopics request (versions 2 to 7). Topics, assignments and configs count
+/// against `MAX_PARTITIONS_PER_REQUEST`: each costs far more than its bytes.
+pub fn create_topics(r: &mut Reader) -> Decoded<CreateTopics> {
+    let mut count = Partitions::new();
+    let topics = r.array("topics", |r| {
+        count.add(1)?;
+        let name = r.string("a topic name")?;
+        let partitions = r.i32()?;
+        let replication_factor = r.i16()?;
+        let assignments = r.array("assignments", |r| {
+            count.add(1)?;
+            let index = r.i32()?;
+            let brokers = r.array("broker ids", |r| r.i32())?;
+            r.tags()?;
+            Ok((index, brokers))
+        })?;
+        let configs = r.array("configs", |r| {
+            count.add(1)?;
+            let key = r.string("a config name")?;
+            let value = r.nullable_string("a config value")?;
+            r.tags()?;
+            Ok((key, value))
+        })?;
+        r.tags()?;
+        Ok(NewTopic {
+            name,
+            partitions,
+            replication_factor,
+            assignments,
+            configs,
+        })
+    })?;
+    let _timeout_ms = r.i32()?;
+    let validate_only = r.bool()?;
+    r.tags()?;
+    Ok(CreateTopics {
+        topics,
+        validate_only,
+    })
+}
+
+/// A topic to delete: by name, or (version 6) by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Doomed {
+    Name(String),
+    Id([u8; 16]),
+}
+
+/// A DeleteTopics request (versions 1 to 6).
+pub fn delete_topics(r: &mut Reader, version: i16) -> Decoded<Vec<Doomed>> {
+    let mut count = Partitions::new();
+    let topics = match version >= 6 {
+        true => r.array("topics", |r| {
+            count.add(1)?;
+            let name = r.nullable_string("a topic name")?;
+            let id = r.uuid()?;
+            r.tags()?;
+            Ok(match name {
+                Some(name) => Doomed::Name(name),
+                None => Doomed::Id(id),
+            })
+        })?,
+        false => r.array("topic names", |r| {
+            count.add(1)?;
+            Ok(Doomed::Name(r.string("a topic name")?))
+        })?,
+    };
+    let _timeout_ms = r.i32()?;
+    r.tags()?;
+    Ok(topics)
+}

@@ -1,0 +1,233 @@
+//! Topic administration over Kafka's protocol: CreateTopics and DeleteTopics in their
+//! oldest and newest versions, what each refuses and with which code, and that the
+//! topics are strom's own (seen over gRPC). Kafka's admin clients run against it in
+//! `kafka_clients.rs`; the access control list's part is in `kafka_security.rs`.
+
+mod common;
+
+use common::kafka::{name, KafkaConn};
+use common::server::TestServer;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
+use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::protocol::StrBytes;
+use strom::broker::Limits;
+use strom::server::ServeOptions;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const INVALID_CONFIG: i16 = 40;
+const INVALID_REQUEST: i16 = 42;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// A topic to create: `partitions` (-1 the default), replication factor `replicas`,
+/// `configs`.
+pub fn topic(
+    topic: &str,
+    partitions: i32,
+    replicas: i16,
+    configs: &[(&str, &str)],
+) -> CreatableTopic {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = replicas;
+    for (key, value) in configs {
+        let mut c = CreatableTopicConfig::default();
+        c.name = StrBytes::from_string(key.to_string());
+        c.value = Some(StrBytes::from_string(value.to_string()));
+        t.configs.push(c);
+    }
+    t
+}
+
+fn create(topics: Vec<CreatableTopic>, validate_only: bool) -> CreateTopicsRequest {
+    let mut request = CreateTopicsRequest::default();
+    request.topics = topics;
+    request.timeout_ms = 5_000;
+    request.validate_only = validate_only;
+    request
+}
+
+/// Each topic's (name, code) in a CreateTopics response.
+async fn codes(
+    conn: &mut KafkaConn,
+    request: &CreateTopicsRequest,
+    version: i16,
+) -> Vec<(String, i16)> {
+    let response = conn.call(request, version).await;
+    response
+        .topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.error_code))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_are_created_and_deleted_over_kafka_in_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_partitions: 8,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), limits, ServeOptions::default()).await;
+    let client = server.client().await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+
+    // Version 7: the id, partitions, and the topic's config with its source.
+    let request = create(
+        vec![topic("made", 3, -1, &[("retention.ms", "60000")])],
+        false,
+    );
+    let response = conn.call(&request, 7).await;
+    let made = &response.topics[0];
+    assert_eq!(
+        (
+            made.error_code,
+            made.num_partitions,
+            made.replication_factor
+        ),
+        (0, 3, 1)
+    );
+    let described = client.admin().describe_topic("made").await.unwrap();
+    assert_eq!(made.topic_id.simple().to_string(), described.id);
+    assert_eq!(described.partitions.len(), 3);
+    assert_eq!(described.config["retention.ms"], "60000");
+    let configs = made.configs.as_ref().unwrap();
+    let retention = configs.iter().find(|c| &*c.name == "retention.ms").unwrap();
+    assert_eq!(
+        (retention.value.as_deref(), retention.config_source),
+        (Some("60000"), 1)
+    );
+    let segment = configs
+        .iter()
+        .find(|c| &*c.name == "segment.bytes")
+        .unwrap();
+    assert_eq!(segment.config_source, 5, "a default");
+
+    // Version 2, the oldest; -1 partitions is the default, one; an assignment of each
+    // partition to broker 0 alone gives as many partitions.
+    let mut assigned = topic("assigned", -1, -1, &[]);
+    for index in 0..2 {
+        let mut a = CreatableReplicaAssignment::default();
+        a.partition_index = index;
+        a.broker_ids = vec![BrokerId(0)];
+        assigned.assignments.push(a);
+    }
+    let request = create(vec![topic("default", -1, 1, &[]), assigned.clone()], false);
+    assert_eq!(
+        codes(&mut conn, &request, 2).await,
+        [("default".into(), 0), ("assigned".into(), 0)]
+    );
+    let partitions = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .admin()
+                .describe_topic(name)
+                .await
+                .unwrap()
+                .partitions
+                .len()
+        }
+    };
+    assert_eq!(
+        (partitions("default").await, partitions("assigned").await),
+        (1, 2)
+    );
+
+    // Refusals, each its own code, none creating anything.
+    let mut elsewhere = topic("elsewhere", -1, -1, &[]);
+    let mut a = CreatableReplicaAssignment::default();
+    a.broker_ids = vec![BrokerId(1)];
+    elsewhere.assignments.push(a);
+    let mut both = assigned.clone();
+    both.name = name("both");
+    both.num_partitions = 2;
+    let request = create(
+        vec![
+            topic("made", 1, -1, &[]),
+            topic("a/b", 1, -1, &[]),
+            topic("zero", 0, -1, &[]),
+            topic("many", 9, -1, &[]),
+            topic("replicated", 1, 3, &[]),
+            elsewhere,
+            both,
+            topic("configured", 1, -1, &[("compression.type", "zstd")]),
+            topic("bad-value", 1, -1, &[("retention.ms", "soon")]),
+            topic("twice", 1, -1, &[]),
+            topic("twice", 2, -1, &[]),
+        ],
+        false,
+    );
+    let expected: Vec<(String, i16)> = [
+        ("made", TOPIC_ALREADY_EXISTS),
+        ("a/b", INVALID_TOPIC_EXCEPTION),
+        ("zero", INVALID_PARTITIONS),
+        ("many", INVALID_PARTITIONS),
+        ("replicated", INVALID_REPLICATION_FACTOR),
+        ("elsewhere", INVALID_REPLICA_ASSIGNMENT),
+        ("both", INVALID_REQUEST),
+        ("configured", INVALID_CONFIG),
+        ("bad-value", INVALID_CONFIG),
+        ("twice", INVALID_REQUEST),
+    ]
+    .map(|(n, c)| (n.to_string(), c))
+    .to_vec();
+    assert_eq!(codes(&mut conn, &request, 5).await, expected);
+    let response = conn.call(&request, 5).await;
+    let message = response.topics[7].error_message.as_deref().unwrap();
+    assert!(message.contains("known keys"), "{message}");
+    let listed = client.admin().list_topics().await.unwrap();
+    assert_eq!(listed, ["assigned", "default", "made"], "nothing else made");
+
+    // validate_only checks and makes nothing.
+    let request = create(
+        vec![topic("checked", 2, -1, &[]), topic("made", 1, -1, &[])],
+        true,
+    );
+    assert_eq!(
+        codes(&mut conn, &request, 4).await,
+        [("checked".into(), 0), ("made".into(), TOPIC_ALREADY_EXISTS)]
+    );
+    assert_eq!(client.admin().list_topics().await.unwrap().len(), 3);
+
+    // DeleteTopics by name (version 1) and by id (version 6); unknown ones refused.
+    let mut by_name = DeleteTopicsRequest::default();
+    by_name.topic_names = vec![name("default"), name("missing")];
+    let deleted = conn.call(&by_name, 1).await;
+    let codes: Vec<_> = deleted.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [0, UNKNOWN_TOPIC_OR_PARTITION]);
+    let mut by_id = DeleteTopicsRequest::default();
+    for id in [made.topic_id, uuid::Uuid::new_v4()] {
+        let mut state = DeleteTopicState::default();
+        state.name = None;
+        state.topic_id = id;
+        by_id.topics.push(state);
+    }
+    let mut named = DeleteTopicState::default();
+    named.name = Some(name("assigned"));
+    by_id.topics.push(named);
+    let deleted = conn.call(&by_id, 6).await;
+    let answers: Vec<_> = deleted
+        .responses
+        .iter()
+        .map(|r| (r.name.as_ref().map(|n| n.to_string()), r.error_code))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (Some("made".into()), 0),
+            (None, UNKNOWN_TOPIC_ID),
+            (Some("assigned".into()), 0)
+        ]
+    );
+    assert!(client.admin().list_topics().await.unwrap().is_empty());
+    server.stop().await.unwrap();
+}
