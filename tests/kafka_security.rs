@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use kafka_protocol::protocol::Decodable;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use bytes::Bytes;
 use common::kafka::{batch, fetch, list_offsets, name, produce, record, records_of, KafkaConn};
@@ -198,15 +198,13 @@ async fn sasl_plain_with_a_token_comes_before_anything_else() {
 
     // Revoking the token (the file read again, as SIGHUP does) ends the connections
     // it opened at their next request; the other names' connections go on.
+    // A connection that sends nothing more is closed at the reload itself.
     let mut writer = kafka_as(&server, "writer").await;
     let mut reader = kafka_as(&server, "reader").await;
     assert_eq!(produce_code(&mut writer, "orders").await.0, 0);
     write_tokens(dir.path(), &["reader", "ops"]);
     tokens.reload().unwrap();
-    writer
-        .send(&produce("orders", &[(0, Some(one_record()))], 1), 9)
-        .await;
-    assert!(writer.closed().await, "a revoked token's connection");
+    assert!(writer.closed().await, "a revoked token's idle connection");
     let response = reader.call(&fetch("orders", 0, 0, 0), 12).await;
     let p = &response.responses[0].partitions[0];
     assert_eq!(p.error_code, 0);
@@ -226,6 +224,76 @@ async fn sasl_plain_with_a_token_comes_before_anything_else() {
     let mut ops = kafka_as(&server, "ops").await;
     assert_eq!(produce_code(&mut ops, "orders").await.0, 0);
     assert!(reader.closed().await, "a long poll of a revoked token");
+    server.stop().await.unwrap();
+}
+
+/// Connections that have not authenticated hold at most a quarter of
+/// `max_connections`, and no longer than the authentication deadline, even while the
+/// server waits to write them answers they do not read.
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_hold_a_share_of_the_places_for_a_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::load(&write_tokens(dir.path(), &["ops"])).unwrap();
+    let options = ServeOptions {
+        tokens: Some(tokens),
+        max_connections: 8,
+        silent_client_timeout: Duration::from_secs(3),
+        ..ServeOptions::default()
+    };
+    let server =
+        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    let addr = server.kafka.unwrap();
+
+    // A stranger that sends requests and reads no answer is closed at the deadline,
+    // not after the 30 s a client has to read an answer: its writes fail by then.
+    let mut flood = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut frames = Vec::new();
+    for correlation in 0..10_000i32 {
+        let body = [
+            &18i16.to_be_bytes()[..],
+            &0i16.to_be_bytes(),
+            &correlation.to_be_bytes(),
+            &[0, 0],
+        ]
+        .concat();
+        frames.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&body);
+    }
+    let started = std::time::Instant::now();
+    let flooding = async {
+        loop {
+            if flood.write_all(&frames).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), flooding)
+        .await
+        .expect("the stranger is closed at its deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Two strangers (a quarter of 8) hold their places; a third is closed at once,
+    // and a gRPC client still connects.
+    let _silent: Vec<_> =
+        futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = KafkaConn::connect(addr).await;
+    let started = std::time::Instant::now();
+    assert!(third.closed().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "closed at once"
+    );
+    let ops = as_principal(&server, "ops").await;
+    ops.admin().list_topics().await.unwrap();
+    // Once they are gone (closed at their deadline), strangers are let in again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut again = KafkaConn::connect(addr).await;
+    assert_eq!(again.authenticate("ops", "opsops").await, 0);
     server.stop().await.unwrap();
 }
 

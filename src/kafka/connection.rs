@@ -20,9 +20,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::dispatch::{answer, Answer};
+use super::listener::Place;
 use super::session::Session;
 use super::wire::Malformed;
 use super::Kafka;
+use crate::grpc::auth::Tokens;
 use crate::grpc::budget::{FREE_BELOW, MESSAGE_DEADLINE, MESSAGE_IDLE};
 
 /// The smallest request frame: API key, version, correlation id and client id length.
@@ -41,38 +43,69 @@ pub async fn serve_connection<S>(
     mut stream: S,
     mut session: Session,
     at: Peer,
+    mut stranger: Option<Place>,
     mut stopping: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let peer = at.peer;
+    let closed = |why: String| {
+        if let Some(also) = kafka.logs.closed.allow() {
+            tracing::info!(?peer, also_closed = also, "kafka connection closed: {why}");
+        }
+    };
+    // A reload of the tokens file also ends a connection that sends nothing more, if
+    // its token went.
+    let mut reloads = kafka.security.tokens.as_ref().map(Tokens::reloads);
     loop {
+        if session.authenticated() {
+            drop(stranger.take()); // its place among the strangers is free
+        }
         // A stranger gets until its authentication deadline, not the idle timeout.
         let idle = Instant::now() + kafka.idle_timeout;
         let idle = match session.authenticated() {
             true => idle,
             false => idle.min(at.authenticate_by),
         };
+        // Read by `read`, not `read_exact`, which a reload's wake-up would cancel
+        // halfway.
         let mut prefix = [0u8; 4];
-        tokio::select! {
-            read = stream.read_exact(&mut prefix) => if read.is_err() { return },
-            _ = stopping.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep_until(idle) => {
-                tracing::debug!(?peer, authenticated = session.authenticated(), "kafka connection idle: closed");
-                return;
+        let mut filled = 0;
+        while filled < prefix.len() {
+            let reloaded = async {
+                match reloads.as_mut() {
+                    Some(reloads) => reloads.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = stream.read(&mut prefix[filled..]) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => filled += n,
+                },
+                live = reloaded => match live {
+                    false => reloads = None, // the server is stopping
+                    true => if let Err(Malformed(why)) = session.recheck(&kafka.security) {
+                        return closed(why);
+                    },
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep_until(idle) => {
+                    tracing::debug!(?peer, authenticated = session.authenticated(), "kafka connection idle: closed");
+                    return;
+                }
             }
         }
         let size = i32::from_be_bytes(prefix);
         let max = session.max_frame(kafka.max_request_bytes);
         if size < MIN_FRAME as i32 || size as usize > max {
-            tracing::info!(
-                ?peer,
-                size,
-                max,
-                authenticated = session.authenticated(),
-                "kafka request frame of a size strom does not take (max_request_bytes; smaller before authentication): connection closed"
-            );
-            return;
+            let stranger = match session.authenticated() {
+                true => "",
+                false => " before authentication",
+            };
+            return closed(format!(
+                "a request frame of {size} bytes, where strom takes {MIN_FRAME} to {max}{stranger} (max_request_bytes)"
+            ));
         }
         let size = size as usize;
         // Until the request is answered (not written): its decoded form and what it
@@ -97,8 +130,7 @@ pub async fn serve_connection<S>(
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         if let Err(why) = read {
-            tracing::info!(?peer, size, "kafka request frame {why}: connection closed");
-            return;
+            return closed(format!("a request frame of {size} bytes {why}"));
         }
         let Answer {
             response,
@@ -106,10 +138,7 @@ pub async fn serve_connection<S>(
             close,
         } = match answer(&kafka, &mut session, frame.freeze(), at.local).await {
             Ok(answer) => answer,
-            Err(Malformed(why)) => {
-                tracing::info!(?peer, "kafka request refused, connection closed: {why}");
-                return;
-            }
+            Err(Malformed(why)) => return closed(format!("a request refused: {why}")),
         };
         drop(charge);
         // No answer (acks=0) never comes with a close: only a failed authentication

@@ -95,6 +95,10 @@ async fn respond(
             let bytes = requests::sasl::authenticate(&mut r)?;
             requests::finished(&r)?;
             let (response, close) = session.authenticate(&kafka.security, &bytes);
+            if let (true, Some(also)) = (close, kafka.logs.authentications.allow()) {
+                let why = response.error_message.as_deref().unwrap_or_default();
+                tracing::info!(also_failed = also, "kafka SASL: {why}");
+            }
             let response = encode(correlation, &response, version)?;
             Ok(Answer {
                 close,

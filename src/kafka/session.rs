@@ -8,9 +8,11 @@
 //!   the password the token. Kafka clients send it as they would to any Kafka broker
 //!   (`sasl.mechanism=PLAIN`). Before that, frames are kept small (no request of a
 //!   stranger is charged to the produce budget) and the connection must authenticate
-//!   within `silent_client_timeout` of being accepted. After a reload of the tokens
-//!   file (SIGHUP), the connection's token is checked again before its next request,
-//!   and a revoked one closes the connection (the client reconnects and fails).
+//!   within `silent_client_timeout` of being accepted; at most `max_strangers` such
+//!   connections are open at once (`listener.rs`). After a reload of the tokens file
+//!   (SIGHUP), the connection's token is checked again at once, before its next
+//!   request, and before the answer to a request that waited; a revoked one closes the
+//!   connection (the client reconnects and fails).
 //! - Without tokens, a client certificate the server verified names the caller (its
 //!   common name), as over gRPC.
 //! - `acl`: every request is checked against the list for the caller, by
@@ -202,7 +204,7 @@ impl Session {
                 (response, false)
             }
             Err(why) => {
-                tracing::info!("kafka SASL authentication failed: {why}");
+                tracing::debug!("kafka SASL authentication failed: {why}");
                 response.error_code = SASL_AUTHENTICATION_FAILED;
                 response.error_message = Some(StrBytes::from_string(format!(
                     "authentication failed: {why}"

@@ -301,7 +301,11 @@ pub async fn serve_listeners(
                 acl: options.acl.clone(),
                 handshake_timeout: options.silent_client_timeout,
             },
-            handshake_failures: Default::default(),
+            strangers: Default::default(),
+            // A quarter of the places: clients that connect and never authenticate
+            // cannot keep the rest from those that do.
+            max_strangers: (options.max_connections / 4).max(1),
+            logs: Default::default(),
         });
         tokio::spawn(crate::kafka::serve(
             listener,

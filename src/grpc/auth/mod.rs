@@ -127,7 +127,7 @@ impl Tokens {
     }
 
     /// A receiver told at each change, to wake streams that have nothing to send.
-    fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
         self.0.changes()
     }
 }
