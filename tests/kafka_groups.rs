@@ -322,3 +322,146 @@ async fn kafka_and_grpc_consumers_do_not_share_a_group() {
     drop(conn);
     server.stop().await.unwrap();
 }
+
+/// ListGroups, DescribeGroups and DeleteGroups over Kafka's protocol: a Kafka group
+/// with a member, a gRPC consumer group (protocol type `strom`), a group with only
+/// committed offsets, and one that does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_listed_described_and_deleted() {
+    use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+    use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+    use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("events", 2).await;
+    client
+        .log()
+        .produce(common::requests::produce(
+            "events",
+            Some(0),
+            vec![common::requests::record("r")],
+        ))
+        .await
+        .unwrap();
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    // A Kafka member of "billing", past its sync.
+    let joined = conn.call(&join(""), 3).await;
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = group("billing");
+    sync.generation_id = joined.generation_id;
+    sync.member_id = joined.member_id.clone();
+    let mut assignment = SyncGroupRequestAssignment::default();
+    assignment.member_id = joined.member_id.clone();
+    assignment.assignment = Bytes::from_static(b"events-0");
+    sync.assignments.push(assignment);
+    assert_eq!(conn.call(&sync, 3).await.error_code, 0);
+    // A gRPC member of "grpc-side".
+    client
+        .groups()
+        .heartbeat(strom::grpc::pb::HeartbeatRequest {
+            group: "grpc-side".into(),
+            topics: vec!["events".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Offsets only in "offsets-only" (a commit without membership).
+    let mut offsets_only = commit("", -1, 1);
+    offsets_only.group_id = group("offsets-only");
+    let committed = conn.call(&offsets_only, 8).await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+
+    let list = |states: &[&str]| {
+        let mut request = ListGroupsRequest::default();
+        request.states_filter = states.iter().map(|s| text(s)).collect();
+        request
+    };
+    let listed = conn.call(&list(&[]), 4).await;
+    let groups: Vec<_> = listed
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.to_string(),
+                g.protocol_type.to_string(),
+                g.group_state.to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("billing", "consumer", "Stable"),
+        ("grpc-side", "strom", "Stable"),
+        ("offsets-only", "", "Empty"),
+    ]
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(groups, expected);
+    let empty = conn.call(&list(&["empty"]), 4).await;
+    assert_eq!(empty.groups.len(), 1);
+    assert_eq!(conn.call(&list(&[]), 0).await.groups.len(), 3, "version 0");
+
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = ["billing", "grpc-side", "offsets-only", "nothing"]
+        .map(group)
+        .to_vec();
+    for version in [0, 5] {
+        let described = conn.call(&describe, version).await;
+        let states: Vec<_> = described
+            .groups
+            .iter()
+            .map(|g| (g.error_code, g.group_state.to_string(), g.members.len()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (0, "Stable".into(), 1),
+                (0, "Stable".into(), 0),
+                (0, "Empty".into(), 0),
+                (0, "Dead".into(), 0)
+            ],
+            "v{version}"
+        );
+        let billing = &described.groups[0];
+        assert_eq!(
+            (
+                billing.protocol_type.as_str(),
+                billing.protocol_data.as_str()
+            ),
+            ("consumer", "range")
+        );
+        let member = &billing.members[0];
+        assert_eq!(member.member_id, joined.member_id);
+        assert_eq!(&member.member_metadata[..], b"subscription");
+        assert_eq!(&member.member_assignment[..], b"events-0");
+        assert_eq!(described.groups[1].protocol_type.as_str(), "strom");
+    }
+
+    let mut delete = DeleteGroupsRequest::default();
+    delete.groups_names = ["billing", "grpc-side", "offsets-only", "nothing"]
+        .map(group)
+        .to_vec();
+    let deleted = conn.call(&delete, 2).await;
+    let codes: Vec<_> = deleted.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        [68, 68, 0, 69],
+        "NON_EMPTY_GROUP, none, GROUP_ID_NOT_FOUND"
+    );
+    let listed = conn.call(&list(&[]), 4).await;
+    assert!(listed
+        .groups
+        .iter()
+        .all(|g| g.group_id.as_str() != "offsets-only"));
+    let fetched = client
+        .groups()
+        .fetch_offsets(strom::grpc::pb::FetchOffsetsRequest {
+            group: "offsets-only".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fetched.offsets.is_empty(), "its offsets went with it");
+    server.stop().await.unwrap();
+}

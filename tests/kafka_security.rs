@@ -19,11 +19,14 @@ use common::server::TestServer;
 use common::tls::Certs;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -461,6 +464,45 @@ async fn the_acl_decides_each_kafka_request() {
     assert_eq!(names, ["orders"]);
     let fetched = nobody.call(&fetch_all, 7).await;
     assert_eq!(fetched.error_code, GROUP_AUTHORIZATION_FAILED);
+
+    // The groups' administration: listed, those with a grant; described, any grant;
+    // deleted, admin.
+    let mut other = commit.clone();
+    other.group_id = group("other");
+    assert!(kafka_ops
+        .call(&other, 8)
+        .await
+        .topics
+        .iter()
+        .all(|t| t.partitions[0].error_code == 0));
+    // A Kafka member in "hidden", which the reader has no grant on.
+    let mut hidden = join.clone();
+    hidden.group_id = group("hidden");
+    assert_eq!(kafka_ops.call(&hidden, 3).await.error_code, 0);
+    let listed = reader.call(&ListGroupsRequest::default(), 4).await;
+    let names: Vec<_> = listed
+        .groups
+        .iter()
+        .map(|g| g.group_id.to_string())
+        .collect();
+    assert_eq!(names, ["billing"]);
+    assert_eq!(
+        kafka_ops
+            .call(&ListGroupsRequest::default(), 4)
+            .await
+            .groups
+            .len(),
+        3
+    );
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![group("billing"), group("other")];
+    let described = reader.call(&describe, 5).await;
+    let codes: Vec<_> = described.groups.iter().map(|g| g.error_code).collect();
+    assert_eq!(codes, [0, GROUP_AUTHORIZATION_FAILED]);
+    let mut delete = DeleteGroupsRequest::default();
+    delete.groups_names = vec![group("billing")];
+    let deleted = reader.call(&delete, 2).await;
+    assert_eq!(deleted.results[0].error_code, GROUP_AUTHORIZATION_FAILED);
 
     // CreateTopics and DeleteTopics: admin on the topic; a topic refused by id is not
     // named in the answer.

@@ -16,6 +16,9 @@
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup | read on the group |
 //! | OffsetCommit | read on the group and on each topic |
 //! | OffsetFetch | any operation on the group and on each topic (all topics: those with a grant) |
+//! | ListGroups | lists only groups with a grant |
+//! | DescribeGroups | any operation on the group |
+//! | DeleteGroups | admin on the group |
 //! | ApiVersions, SaslHandshake, SaslAuthenticate | nothing |
 
 use super::errors::{code, Refusal};

@@ -13,7 +13,7 @@ use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
-use super::{admin, fetch, groups, metadata, produce, Kafka};
+use super::{admin, fetch, group_admin, groups, metadata, produce, Kafka};
 
 /// What a request comes to.
 pub struct Answer {
@@ -230,6 +230,24 @@ async fn respond(
             let doomed = requests::admin::delete_topics(&mut r, version)?;
             requests::finished(&r)?;
             let response = admin::delete_topics(&broker, doomed, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::LIST_GROUPS => {
+            let states = groups_requests::list_groups(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = group_admin::list_groups(kafka, states, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::DESCRIBE_GROUPS => {
+            let named = groups_requests::named_groups(&mut r, version, true)?;
+            requests::finished(&r)?;
+            let response = group_admin::describe_groups(kafka, named, version, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::DELETE_GROUPS => {
+            let named = groups_requests::named_groups(&mut r, version, false)?;
+            requests::finished(&r)?;
+            let response = group_admin::delete_groups(kafka, named, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::INIT_PRODUCER_ID => {

@@ -5,7 +5,8 @@
 //! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId
 //! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
-//! `groups.rs`), CreateTopics and DeleteTopics (`admin.rs`), and SaslHandshake and
+//! `groups.rs`) and their ListGroups, DescribeGroups and DeleteGroups
+//! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), and SaslHandshake and
 //! SaslAuthenticate (`session.rs`), in the versions `requests::APIS` lists. Not
 //! answered: transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
@@ -30,6 +31,7 @@ mod dispatch;
 pub mod errors;
 mod fetch;
 pub mod group;
+mod group_admin;
 mod groups;
 mod listener;
 mod metadata;

@@ -1,7 +1,8 @@
 """Kafka consumer groups against strom's Kafka listener, with Kafka's own clients:
 two librdkafka consumers (confluent-kafka) subscribe in one group and split the
 topic's partitions between them, each record read once; they commit and close; a
-kafka-python consumer of the same group then resumes after what they committed.
+kafka-python consumer of the same group then resumes after what they committed;
+both libraries' admin clients then list and describe the group and read its offsets.
 
 Usage: kafka_groups.py BOOTSTRAP TOPIC GROUP. The topic has 3 partitions and 300
 records. Prints "ok" and the counts."""
@@ -78,4 +79,28 @@ while len(later) < 30 and time.time() < DEADLINE:
 consumer.commit()
 consumer.close()
 assert sorted(later) == sorted(b"second %d" % i for i in range(30)), later[:5]
+
+# The group through both libraries' admin clients: listed, described (no members
+# now), its offsets read back; a group of nothing deleted is refused.
+import confluent_kafka.admin
+admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": bootstrap})
+listed = admin.list_consumer_groups().result(30)
+assert group in [g.group_id for g in listed.valid], listed.valid
+described = admin.describe_consumer_groups([group])[group].result(30)
+assert described.group_id == group and not described.members, described
+offsets = admin.list_consumer_group_offsets(
+    [confluent_kafka.ConsumerGroupTopicPartitions(group)])[group].result(30)
+assert sorted(tp.offset for tp in offsets.topic_partitions) == [110, 110, 110], offsets
+missing = admin.delete_consumer_groups(["no-such-group"])["no-such-group"]
+try:
+    missing.result(30)
+    raise AssertionError("a group of nothing deleted")
+except confluent_kafka.KafkaException as e:
+    assert e.args[0].code() == confluent_kafka.KafkaError.GROUP_ID_NOT_FOUND, e
+python_admin = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
+listed = python_admin.list_groups()
+assert any(group in str(g) for g in listed), listed
+described = python_admin.describe_groups([group])[group]
+assert described["error"] is None and described["group_state"] == "Empty", described
+python_admin.close()
 print("ok", len(read), len(later), assigned)

@@ -32,6 +32,35 @@ pub enum State {
     Stable,
 }
 
+impl State {
+    /// Kafka's name for it, as DescribeGroups and ListGroups give it.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::Preparing => "PreparingRebalance",
+            State::Completing => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub state: State,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: String,
+    pub client_id: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// A JoinGroup as the machine needs it.
 #[derive(Debug, Clone)]
 pub struct Join {

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-pub use super::answers::{code, Answer, Join, JoinAnswer, Reply, State, SyncAnswer};
+pub use super::answers::{
+    code, Answer, GroupView, Join, JoinAnswer, MemberView, Reply, State, SyncAnswer,
+};
 use super::answers::{join_error, sync_error};
 pub use super::answers::{MAX_MEMBERS, MAX_SESSION_MS, MIN_SESSION_MS};
 
@@ -75,6 +77,29 @@ impl Group {
 
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// What DescribeGroups shows of the group: each member's metadata is its entry
+    /// for the group's protocol (while none is chosen, its first).
+    pub fn view(&self) -> GroupView {
+        let members = self.members.iter().map(|(id, m)| MemberView {
+            id: id.clone(),
+            client_id: m.client_id.clone(),
+            metadata: m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == self.protocol)
+                .or(m.protocols.first())
+                .map(|(_, metadata)| metadata.clone())
+                .unwrap_or_default(),
+            assignment: m.assignment.clone(),
+        });
+        GroupView {
+            state: self.state,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone(),
+            members: members.collect(),
+        }
     }
 
     fn protocol_type(&self) -> &str {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use machine::{code, Answer, Group, Join, JoinAnswer, Reply, SyncAnswer};
+use machine::{code, Answer, Group, GroupView, Join, JoinAnswer, Reply, State, SyncAnswer};
 
 /// Kafka groups held at once; a join to a new group past it is refused.
 pub const MAX_GROUPS: usize = 10_000;
@@ -265,6 +265,23 @@ impl<T> Waits for Answer<T> {
 impl Waits for i16 {
     fn waits_for(&self) -> Option<&str> {
         None
+    }
+}
+
+impl Coordinator {
+    /// The group's members and state; None for a group without members.
+    pub fn describe(&self, group: &str) -> Option<GroupView> {
+        self.groups().get(group).map(|slot| slot.group.view())
+    }
+
+    /// Every group with members: its name, state and protocol type.
+    pub fn list(&self) -> Vec<(String, State, String)> {
+        let groups = self.groups();
+        let listed = groups.iter().map(|(name, slot)| {
+            let view = slot.group.view();
+            (name.clone(), view.state, view.protocol_type)
+        });
+        listed.collect()
     }
 }
 

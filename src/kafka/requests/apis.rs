@@ -13,12 +13,15 @@ pub mod key {
     pub const HEARTBEAT: i16 = 12;
     pub const LEAVE_GROUP: i16 = 13;
     pub const SYNC_GROUP: i16 = 14;
+    pub const DESCRIBE_GROUPS: i16 = 15;
+    pub const LIST_GROUPS: i16 = 16;
     pub const SASL_HANDSHAKE: i16 = 17;
     pub const API_VERSIONS: i16 = 18;
     pub const CREATE_TOPICS: i16 = 19;
     pub const DELETE_TOPICS: i16 = 20;
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const SASL_AUTHENTICATE: i16 = 36;
+    pub const DELETE_GROUPS: i16 = 42;
 }
 
 /// One API strom answers: its key, the versions it takes, and the first flexible one.
@@ -30,7 +33,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 17] = [
+pub const APIS: [Api; 20] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -134,6 +137,24 @@ pub const APIS: [Api; 17] = [
         min: 1,
         max: 6,
         first_flexible: 4,
+    },
+    Api {
+        key: key::DESCRIBE_GROUPS,
+        min: 0,
+        max: 5,
+        first_flexible: 5,
+    },
+    Api {
+        key: key::LIST_GROUPS,
+        min: 0,
+        max: 4,
+        first_flexible: 3,
+    },
+    Api {
+        key: key::DELETE_GROUPS,
+        min: 0,
+        max: 2,
+        first_flexible: 2,
     },
 ];
 

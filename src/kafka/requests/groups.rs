@@ -1,5 +1,6 @@
 //! The consumer-group requests: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit and OffsetFetch, decoded within their frame.
+//! LeaveGroup, OffsetCommit and OffsetFetch, and the groups' administration
+//! (ListGroups, DescribeGroups, DeleteGroups), decoded within their frame.
 
 use bytes::Bytes;
 
@@ -171,4 +172,33 @@ pub fn offset_fetch(r: &mut Reader, version: i16) -> Decoded<(String, Option<Vec
     }
     r.tags()?;
     Ok((group, topics))
+}
+
+/// A ListGroups request: the states asked for (version 4; none: every state).
+pub fn list_groups(r: &mut Reader, version: i16) -> Decoded<Vec<String>> {
+    let mut count = Partitions::new();
+    let states = match version >= 4 {
+        true => r.array("states", |r| {
+            count.add(1)?;
+            r.string("a state")
+        })?,
+        false => Vec::new(),
+    };
+    r.tags()?;
+    Ok(states)
+}
+
+/// A DescribeGroups or DeleteGroups request: the groups named (DescribeGroups'
+/// `include_authorized_operations`, from version 3, is read and dropped).
+pub fn named_groups(r: &mut Reader, version: i16, describe: bool) -> Decoded<Vec<String>> {
+    let mut count = Partitions::new();
+    let groups = r.array("groups", |r| {
+        count.add(1)?;
+        r.string("a group id")
+    })?;
+    if describe && version >= 3 {
+        let _include_authorized_operations = r.bool()?;
+    }
+    r.tags()?;
+    Ok(groups)
 }
