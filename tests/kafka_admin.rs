@@ -5,12 +5,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::kafka::{name, KafkaConn};
 use common::server::TestServer;
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::describe_configs_request::{
+    DescribeConfigsRequest, DescribeConfigsResource,
+};
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 use strom::broker::Limits;
@@ -230,4 +235,149 @@ async fn topics_are_created_and_deleted_over_kafka_in_every_version() {
     );
     assert!(client.admin().list_topics().await.unwrap().is_empty());
     server.stop().await.unwrap();
+}
+
+/// DescribeConfigs of a topic (and of the broker, empty), IncrementalAlterConfigs
+/// setting and deleting keys, AlterConfigs replacing the set; the configs are the
+/// topic's own, as gRPC describes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_configs_are_described_and_altered_over_kafka() {
+    use kafka_protocol::messages::alter_configs_request::{
+        AlterConfigsRequest, AlterConfigsResource, AlterableConfig as Replacing,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource as IncrementalResource, AlterableConfig,
+        IncrementalAlterConfigsRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client().await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let request = create(
+        vec![topic("conf", 1, -1, &[("retention.ms", "60000")])],
+        false,
+    );
+    assert_eq!(codes(&mut conn, &request, 7).await[0].1, 0);
+
+    for version in [1, 4] {
+        let all = configs(&mut conn, version).await;
+        assert_eq!(
+            all["retention.ms"],
+            ("60000".into(), 1),
+            "set for the topic"
+        );
+        assert_eq!(all["cleanup.policy"], ("delete".into(), 5), "a default");
+        assert_eq!(all.len(), 11, "every key strom has");
+    }
+    let one = conn
+        .call(&describe(2, "conf", Some(&["segment.ms"])), 4)
+        .await;
+    assert_eq!(one.results[0].configs.len(), 1);
+    let missing = conn.call(&describe(2, "missing", None), 4).await;
+    assert_eq!(missing.results[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    let node = conn.call(&describe(4, "0", None), 4).await;
+    assert_eq!(
+        (node.results[0].error_code, node.results[0].configs.len()),
+        (0, 0)
+    );
+
+    // Incremental: SET one key, DELETE (back to the default) another.
+    let incremental = |changes: &[(&str, i8, Option<&str>)], validate_only: bool| {
+        let mut resource = IncrementalResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = StrBytes::from_static_str("conf");
+        for (key, operation, value) in changes {
+            let mut config = AlterableConfig::default();
+            config.name = StrBytes::from_string(key.to_string());
+            config.config_operation = *operation;
+            config.value = value.map(|v| StrBytes::from_string(v.to_string()));
+            resource.configs.push(config);
+        }
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.resources.push(resource);
+        request.validate_only = validate_only;
+        request
+    };
+    let set_and_delete = incremental(
+        &[
+            ("cleanup.policy", 0, Some("compact")),
+            ("retention.ms", 1, None),
+        ],
+        false,
+    );
+    let answer = conn.call(&set_and_delete, 1).await;
+    assert_eq!(answer.responses[0].error_code, 0);
+    let all = configs(&mut conn, 4).await;
+    assert_eq!(all["cleanup.policy"], ("compact".into(), 1));
+    assert_eq!(all["retention.ms"].1, 5, "back to the default");
+    let described = client.admin().describe_topic("conf").await.unwrap();
+    assert_eq!(
+        described.config["cleanup.policy"], "compact",
+        "the topic's own"
+    );
+    // Refused: APPEND, a key strom does not have, a bad value; validate_only changes
+    // nothing.
+    for (changes, code) in [
+        (vec![("cleanup.policy", 2, Some("delete"))], INVALID_CONFIG),
+        (vec![("compression.type", 0, Some("zstd"))], INVALID_CONFIG),
+        (vec![("retention.ms", 0, Some("soon"))], INVALID_CONFIG),
+        (vec![("segment.ms", 0, Some("1000"))], 0),
+    ] {
+        let answer = conn.call(&incremental(&changes, true), 0).await;
+        assert_eq!(answer.responses[0].error_code, code, "{changes:?}");
+    }
+    assert_eq!(
+        configs(&mut conn, 4).await["segment.ms"].1,
+        5,
+        "validated, not set"
+    );
+
+    // AlterConfigs replaces the set: cleanup.policy, not given, goes back.
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str("conf");
+    let mut config = Replacing::default();
+    config.name = StrBytes::from_static_str("retention.ms");
+    config.value = Some(StrBytes::from_static_str("1000"));
+    resource.configs.push(config);
+    let mut replace = AlterConfigsRequest::default();
+    replace.resources.push(resource);
+    let answer = conn.call(&replace, 2).await;
+    assert_eq!(answer.responses[0].error_code, 0);
+    let all = configs(&mut conn, 1).await;
+    assert_eq!(all["retention.ms"], ("1000".into(), 1));
+    assert_eq!(all["cleanup.policy"], ("delete".into(), 5));
+    server.stop().await.unwrap();
+}
+
+/// A DescribeConfigs of one resource (2 a topic, 4 a broker), of `keys` or all.
+fn describe(kind: i8, name: &str, keys: Option<&[&str]>) -> DescribeConfigsRequest {
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = kind;
+    resource.resource_name = StrBytes::from_string(name.to_string());
+    resource.configuration_keys = keys.map(|keys| {
+        keys.iter()
+            .map(|k| StrBytes::from_string(k.to_string()))
+            .collect()
+    });
+    let mut request = DescribeConfigsRequest::default();
+    request.resources.push(resource);
+    request
+}
+
+/// Topic `conf`'s configs as DescribeConfigs gives them: key, (value, source).
+async fn configs(conn: &mut KafkaConn, version: i16) -> BTreeMap<String, (String, i8)> {
+    let response = conn.call(&describe(2, "conf", None), version).await;
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    result
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_deref().unwrap_or_default().to_string();
+            (c.name.to_string(), (value, c.config_source))
+        })
+        .collect()
 }

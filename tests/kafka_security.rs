@@ -21,9 +21,15 @@ use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::describe_configs_request::{
+    DescribeConfigsRequest, DescribeConfigsResource,
+};
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource as IncrementalResource, AlterableConfig, IncrementalAlterConfigsRequest,
+};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
@@ -542,6 +548,34 @@ async fn the_acl_decides_each_kafka_request() {
         ops.admin().list_topics().await.unwrap(),
         ["made", "orders", "secret"]
     );
+
+    // Configs: described with any grant on the topic, altered with admin.
+    let mut describe_configs = DescribeConfigsRequest::default();
+    for topic in ["orders", "secret"] {
+        let mut resource = DescribeConfigsResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = StrBytes::from_static_str(topic);
+        describe_configs.resources.push(resource);
+    }
+    let described = reader.call(&describe_configs, 4).await;
+    let codes: Vec<_> = described
+        .results
+        .iter()
+        .map(|r| (r.error_code, r.configs.is_empty()))
+        .collect();
+    assert_eq!(codes, [(0, false), (TOPIC_AUTHORIZATION_FAILED, true)]);
+    let mut alter = IncrementalAlterConfigsRequest::default();
+    let mut resource = IncrementalResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str("orders");
+    let mut change = AlterableConfig::default();
+    change.name = StrBytes::from_static_str("retention.ms");
+    change.value = Some(StrBytes::from_static_str("1000"));
+    resource.configs.push(change);
+    alter.resources.push(resource);
+    let altered = writer.call(&alter, 1).await;
+    assert_eq!(altered.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(kafka_ops.call(&alter, 1).await.responses[0].error_code, 0);
 
     // A grant taken away holds from the next request, and from the end of a fetch
     // already waiting: records appended while it waits are not sent.

@@ -201,6 +201,16 @@ impl Broker {
         !self.read_topics().unavailable.is_empty()
     }
 
+    /// Checks what `alter_topic_config` would check, changing nothing (Kafka's
+    /// AlterConfigs with `validate_only`).
+    pub fn check_topic_config(&self, name: &str, changes: &BTreeMap<String, String>) -> Result<()> {
+        let topic = self.topic(name)?;
+        let settings = topic.settings.read().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = settings.overrides.clone();
+        let set = update_overrides(&mut overrides, changes);
+        settings.config.clone().apply(&set)
+    }
+
     pub async fn alter_topic_config(
         self: &Arc<Self>,
         name: &str,

@@ -125,6 +125,12 @@ pub(super) struct TopicSettings {
 }
 
 impl Topic {
+    /// The keys set for this topic; the others follow the server's defaults.
+    pub fn overrides(&self) -> BTreeSet<String> {
+        let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
+        settings.overrides.clone()
+    }
+
     pub fn config(&self) -> TopicConfig {
         self.settings
             .read()

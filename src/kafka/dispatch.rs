@@ -13,7 +13,7 @@ use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
-use super::{admin, fetch, group_admin, groups, metadata, produce, Kafka};
+use super::{admin, configs, fetch, group_admin, groups, metadata, produce, Kafka};
 
 /// What a request comes to.
 pub struct Answer {
@@ -231,6 +231,29 @@ async fn respond(
             requests::finished(&r)?;
             let response = admin::delete_topics(&broker, doomed, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
+        }
+        key::DESCRIBE_CONFIGS => {
+            let resources = requests::admin::describe_configs(&mut r, version)?;
+            requests::finished(&r)?;
+            let response = configs::describe_configs(&broker, resources, version, &access);
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::ALTER_CONFIGS | key::INCREMENTAL_ALTER_CONFIGS => {
+            let incremental = header.api_key == key::INCREMENTAL_ALTER_CONFIGS;
+            let (resources, validate_only) = requests::admin::alter_configs(&mut r, incremental)?;
+            requests::finished(&r)?;
+            let answers =
+                configs::alter_configs(&broker, resources, validate_only, incremental, &access)
+                    .await;
+            match incremental {
+                true => encode(
+                    correlation,
+                    &configs::altered_incrementally(answers),
+                    version,
+                ),
+                false => encode(correlation, &configs::altered(answers), version),
+            }
+            .map(Answer::of)
         }
         key::LIST_GROUPS => {
             let states = groups_requests::list_groups(&mut r, version)?;

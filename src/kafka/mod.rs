@@ -6,7 +6,8 @@
 //! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
 //! `groups.rs`) and their ListGroups, DescribeGroups and DeleteGroups
-//! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), and SaslHandshake and
+//! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs (`configs.rs`), and SaslHandshake and
 //! SaslAuthenticate (`session.rs`), in the versions `requests::APIS` lists. Not
 //! answered: transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
@@ -26,6 +27,7 @@
 mod admin;
 mod authorize;
 mod compression;
+mod configs;
 mod connection;
 mod dispatch;
 pub mod errors;

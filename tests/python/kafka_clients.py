@@ -96,10 +96,23 @@ def administer():
         assert e.args[0].code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS, e
     listed = admin.list_topics(timeout=10).topics
     assert len(listed["rd-made"].partitions) == 2, listed
+    resource = confluent_kafka.admin.ConfigResource("topic", "rd-made")
+    configs = admin.describe_configs([resource])[resource].result(30)
+    assert configs["retention.ms"].value == "60000", configs["retention.ms"]
+    change = confluent_kafka.admin.ConfigResource("topic", "rd-made", incremental_configs=[
+        confluent_kafka.admin.ConfigEntry("cleanup.policy", "compact",
+                                          incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([change])[change].result(30)
+    configs = admin.describe_configs([resource])[resource].result(30)
+    assert configs["cleanup.policy"].value == "compact", configs["cleanup.policy"]
     admin.delete_topics(["rd-made"])["rd-made"].result(30)
     python = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
-    python.create_topics([kafka.admin.NewTopic("kp-made", 3, 1)])
+    python.create_topics([kafka.admin.NewTopic("kp-made", 3, 1,
+                                                topic_configs={"retention.ms": "60000"})])
     assert "kp-made" in python.list_topics()
+    described = python.describe_configs([kafka.admin.ConfigResource("TOPIC", "kp-made")])
+    # Those set for the topic (kafka-python shows only configs not at their default).
+    assert list(described["topic"]["kp-made"]) == ["retention.ms"], described
     python.delete_topics(["kp-made"])
     assert "kp-made" not in python.list_topics()
     python.close()

@@ -1,4 +1,5 @@
-//! The topic administration requests: CreateTopics and DeleteTopics.
+//! The topic administration requests: CreateTopics, DeleteTopics, DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs.
 
 use super::Partitions;
 use crate::kafka::wire::{Decoded, Reader};
@@ -93,4 +94,78 @@ pub fn delete_topics(r: &mut Reader, version: i16) -> Decoded<Vec<Doomed>> {
     let _timeout_ms = r.i32()?;
     r.tags()?;
     Ok(topics)
+}
+
+/// A resource a config request names: its type (2 a topic, 4 a broker), its name, and
+/// the config keys and values (and, for IncrementalAlterConfigs, operations) given.
+#[derive(Debug)]
+pub struct ConfigResource<T> {
+    pub kind: i8,
+    pub name: String,
+    pub configs: T,
+}
+
+/// A DescribeConfigs request (versions 1 to 4): each resource with the keys asked
+/// for (None: all).
+pub fn describe_configs(
+    r: &mut Reader,
+    version: i16,
+) -> Decoded<Vec<ConfigResource<Option<Vec<String>>>>> {
+    let mut count = Partitions::new();
+    let resources = r.array("resources", |r| {
+        count.add(1)?;
+        let kind = r.i8()?;
+        let name = r.string("a resource name")?;
+        let configs = r.nullable_array("config keys", |r| {
+            count.add(1)?;
+            r.string("a config key")
+        })?;
+        r.tags()?;
+        Ok(ConfigResource {
+            kind,
+            name,
+            configs,
+        })
+    })?;
+    let _include_synonyms = r.bool()?;
+    if version >= 3 {
+        let _include_documentation = r.bool()?;
+    }
+    r.tags()?;
+    Ok(resources)
+}
+
+/// One config change: its key, Kafka's operation (0 set, 1 delete, 2 append, 3
+/// subtract; AlterConfigs sets), and its value.
+pub type ConfigChange = (String, i8, Option<String>);
+
+/// An AlterConfigs (`incremental` false, versions 0 to 2) or IncrementalAlterConfigs
+/// (versions 0 to 1) request, and its `validate_only`.
+pub fn alter_configs(
+    r: &mut Reader,
+    incremental: bool,
+) -> Decoded<(Vec<ConfigResource<Vec<ConfigChange>>>, bool)> {
+    let mut count = Partitions::new();
+    let resources = r.array("resources", |r| {
+        count.add(1)?;
+        let kind = r.i8()?;
+        let name = r.string("a resource name")?;
+        let configs = r.array("configs", |r| {
+            count.add(1)?;
+            let key = r.string("a config key")?;
+            let operation = if incremental { r.i8()? } else { 0 };
+            let value = r.nullable_string("a config value")?;
+            r.tags()?;
+            Ok((key, operation, value))
+        })?;
+        r.tags()?;
+        Ok(ConfigResource {
+            kind,
+            name,
+            configs,
+        })
+    })?;
+    let validate_only = r.bool()?;
+    r.tags()?;
+    Ok((resources, validate_only))
 }

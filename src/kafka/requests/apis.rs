@@ -20,8 +20,11 @@ pub mod key {
     pub const CREATE_TOPICS: i16 = 19;
     pub const DELETE_TOPICS: i16 = 20;
     pub const INIT_PRODUCER_ID: i16 = 22;
+    pub const DESCRIBE_CONFIGS: i16 = 32;
+    pub const ALTER_CONFIGS: i16 = 33;
     pub const SASL_AUTHENTICATE: i16 = 36;
     pub const DELETE_GROUPS: i16 = 42;
+    pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 }
 
 /// One API strom answers: its key, the versions it takes, and the first flexible one.
@@ -33,7 +36,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 20] = [
+pub const APIS: [Api; 23] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -155,6 +158,25 @@ pub const APIS: [Api; 20] = [
         min: 0,
         max: 2,
         first_flexible: 2,
+    },
+    // Version 0 answers with `is_default` where later ones have a config's source.
+    Api {
+        key: key::DESCRIBE_CONFIGS,
+        min: 1,
+        max: 4,
+        first_flexible: 4,
+    },
+    Api {
+        key: key::ALTER_CONFIGS,
+        min: 0,
+        max: 2,
+        first_flexible: 2,
+    },
+    Api {
+        key: key::INCREMENTAL_ALTER_CONFIGS,
+        min: 0,
+        max: 1,
+        first_flexible: 1,
     },
 ];
 
