@@ -402,7 +402,9 @@ async fn groups_are_listed_described_and_deleted() {
     assert_eq!(conn.call(&list(&[]), 0).await.groups.len(), 3, "version 0");
 
     let mut describe = DescribeGroupsRequest::default();
-    describe.groups = ["billing", "grpc-side", "offsets-only", "nothing"]
+    // A name given twice is described once (each copy of a group's members would be
+    // another copy of their bytes).
+    describe.groups = ["billing", "grpc-side", "offsets-only", "nothing", "billing"]
         .map(group)
         .to_vec();
     for version in [0, 5] {
@@ -437,16 +439,35 @@ async fn groups_are_listed_described_and_deleted() {
         assert_eq!(described.groups[1].protocol_type.as_str(), "strom");
     }
 
+    // A group with a Kafka member is not deleted over gRPC either (its offsets are
+    // strom's group's, which the member commits to).
+    let committed = conn
+        .call(&commit(&joined.member_id, joined.generation_id, 1), 8)
+        .await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let refused = client
+        .groups()
+        .delete_group(strom::grpc::pb::DeleteGroupRequest {
+            group: "billing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
     let mut delete = DeleteGroupsRequest::default();
-    delete.groups_names = ["billing", "grpc-side", "offsets-only", "nothing"]
+    delete.groups_names = ["billing", "grpc-side", "offsets-only", "nothing", ".."]
         .map(group)
         .to_vec();
     let deleted = conn.call(&delete, 2).await;
     let codes: Vec<_> = deleted.results.iter().map(|r| r.error_code).collect();
     assert_eq!(
         codes,
-        [68, 68, 0, 69],
-        "NON_EMPTY_GROUP, none, GROUP_ID_NOT_FOUND"
+        [68, 68, 0, 69, 24],
+        "NON_EMPTY_GROUP, none, GROUP_ID_NOT_FOUND, INVALID_GROUP_ID"
     );
     let listed = conn.call(&list(&[]), 4).await;
     assert!(listed

@@ -51,6 +51,7 @@ use strom::server::{Acl, ServeOptions, Tokens};
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
@@ -544,6 +545,11 @@ async fn the_acl_decides_each_kafka_request() {
             (Some("made".into()), TOPIC_AUTHORIZATION_FAILED)
         ]
     );
+    // A caller without any grant on the topic learns nothing of its id.
+    let mut only_id = delete.clone();
+    only_id.topics.truncate(1);
+    let deleted = nobody.call(&only_id, 6).await;
+    assert_eq!(deleted.responses[0].error_code, UNKNOWN_TOPIC_ID);
     assert_eq!(
         ops.admin().list_topics().await.unwrap(),
         ["made", "orders", "secret"]

@@ -419,6 +419,14 @@ impl Groups {
     }
 
     /// gRPC members of `group` now (0 for a group strom does not have).
+    /// Whether strom has the group (its offsets or members), and its gRPC members.
+    pub fn known(&self, group: &str) -> Option<usize> {
+        let slots = self.slots();
+        slots
+            .get(group)
+            .map(|slot| slot.members.load(Ordering::Relaxed))
+    }
+
     pub fn member_count(&self, group: &str) -> usize {
         self.slots()
             .get(group)
@@ -463,9 +471,18 @@ impl Groups {
         }
     }
 
-    /// Deletes a group and its offsets; refused while it has members.
+    /// Deletes a group and its offsets; refused while it has members, strom's or
+    /// another protocol's (`ForeignMembers`), checked under the group's lock, which a
+    /// commit takes too: a member that joins and commits meanwhile commits after the
+    /// delete, into the group made anew.
     pub async fn delete(&self, group: &str) -> Result<()> {
         let (slot, mut guard) = self.lock(group, false).await?;
+        if self.foreign_members(group) {
+            return Err(Error::FailedPrecondition(format!(
+                "group {} has Kafka members; stop them (or wait for their sessions to end) before deleting it",
+                quote(group)
+            )));
+        }
         let members = loaded(&mut guard).membership.members().count();
         if members > 0 {
             return Err(Error::FailedPrecondition(format!(

@@ -7,7 +7,7 @@
 //! configs are strom's keys (`broker::topic_config::KEYS`, Kafka's names where Kafka
 //! has the setting); another key is refused with INVALID_CONFIG, naming them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_response::{
@@ -23,11 +23,11 @@ use super::errors::code::{
     self, INVALID_CONFIG, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR,
     INVALID_REPLICA_ASSIGNMENT, INVALID_TOPIC_EXCEPTION,
 };
-use super::errors::{kafka_code, Refusal};
+use super::errors::Refusal;
 use super::requests::admin::{CreateTopics, Doomed, NewTopic};
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::grpc::auth::{Access, Operation};
+use crate::grpc::auth::{Access, Kind, Operation};
 
 /// The one broker id strom answers as (`metadata.rs`).
 const NODE: i32 = 0;
@@ -108,7 +108,8 @@ pub async fn create_topics(
     response
 }
 
-/// Checks, then creates: the partitions, the topic's whole config and its id.
+/// Checks, then creates: the partitions, the topic's whole config and its id (with
+/// `validate_only`, the keys given, and no id).
 async fn create(
     broker: &Arc<Broker>,
     topic: &NewTopic,
@@ -204,11 +205,10 @@ fn partitions(broker: &Broker, topic: &NewTopic) -> Result<u32, Refusal> {
 /// An error of a topic's creation: an invalid argument gets `invalid` (the check that
 /// failed decides), anything else its usual code.
 fn refused(err: Error, invalid: i16) -> Refusal {
-    let code = match &err {
-        Error::InvalidArgument(_) => invalid,
-        other => kafka_code(other),
-    };
-    Refusal::new(code, err.to_string())
+    match &err {
+        Error::InvalidArgument(_) => Refusal::new(invalid, err.to_string()),
+        _ => Refusal::from(err), // its usual code, and logged if it is the server's
+    }
 }
 
 /// Deletes each topic, named or (version 6) by id, each answered with its own code.
@@ -220,20 +220,32 @@ pub async fn delete_topics(
 ) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
     let mut seen = HashSet::new();
+    // Topics by id, looked up once for the request (not once an id).
+    let by_id: HashMap<uuid::Uuid, String> = match doomed.iter().any(|d| matches!(d, Doomed::Id(_)))
+    {
+        true => {
+            let (_, metas) = broker.topic_metas();
+            let ids = metas
+                .into_iter()
+                .filter_map(|m| Some((uuid::Uuid::parse_str(&m.id).ok()?, m.name)));
+            ids.collect()
+        }
+        false => HashMap::new(),
+    };
     for topic in doomed.into_iter().filter(|d| seen.insert(d.clone())) {
         let mut result = DeletableTopicResult::default();
         // Null for an id not found or refused (version 6 is the one with ids).
         result.name = None;
         let name = match &topic {
             Doomed::Name(name) => Some(name.clone()),
+            // An id of a topic the caller has no grant on is as unknown as one of
+            // none: a refusal would tell it the topic is there.
             Doomed::Id(id) => {
                 result.topic_id = uuid::Uuid::from_bytes(*id);
-                let id = Some(result.topic_id);
-                let (_, metas) = broker.topic_metas();
-                let mut metas = metas.into_iter();
-                metas
-                    .find(|m| uuid::Uuid::parse_str(&m.id).ok() == id)
-                    .map(|m| m.name)
+                by_id
+                    .get(&result.topic_id)
+                    .filter(|name| access.shows(Kind::Topic, name))
+                    .cloned()
             }
         };
         let deleted = match &name {

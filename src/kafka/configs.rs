@@ -18,12 +18,12 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::IncrementalAlterConfigsResponse;
-use kafka_protocol::protocol::StrBytes;
 
 use super::authorize;
 use super::errors::code::{INVALID_CONFIG, INVALID_REQUEST};
-use super::errors::{kafka_code, Refusal};
+use super::errors::Refusal;
 use super::requests::admin::{ConfigChange, ConfigResource};
+use super::text;
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::grpc::auth::{Access, Operation};
@@ -35,10 +35,6 @@ const BROKER: i8 = 4;
 /// Kafka's config sources: set for the topic, or the default.
 const TOPIC_CONFIG: i8 = 1;
 const DEFAULT_CONFIG: i8 = 5;
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 pub fn describe_configs(
     broker: &Broker,
@@ -177,12 +173,9 @@ async fn alter(
         };
         changes.insert(key.clone(), value);
     }
-    let refused = |err: Error| {
-        let code = match &err {
-            Error::InvalidArgument(_) => INVALID_CONFIG,
-            other => kafka_code(other),
-        };
-        Refusal::new(code, err.to_string())
+    let refused = |err: Error| match &err {
+        Error::InvalidArgument(_) => Refusal::new(INVALID_CONFIG, err.to_string()),
+        _ => Refusal::from(err),
     };
     match validate_only {
         true => broker

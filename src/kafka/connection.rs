@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -84,7 +84,7 @@ pub async fn serve_connection<S>(
                     Ok(n) => filled += n,
                 },
                 live = reloaded => match live {
-                    false => reloads = None, // the server is stopping
+                    false => reloads = None, // no more reloads will come
                     true => if let Err(Malformed(why)) = session.recheck(&kafka.security) {
                         return closed(why);
                     },
@@ -141,13 +141,16 @@ pub async fn serve_connection<S>(
             Err(Malformed(why)) => return closed(format!("a request refused: {why}")),
         };
         drop(charge);
+        if session.authenticated() {
+            drop(stranger.take()); // not while its answer is written
+        }
         // No answer (acks=0) never comes with a close: only a failed authentication
         // closes after its answer.
         let Some(response) = response else { continue };
         // Flushed too: TLS keeps the last records of a write in its buffer when the
         // socket is full, and reading the next request would never send them.
         let write = async {
-            stream.write_all(&response).await?;
+            write_chunks(&mut stream, &response).await?;
             stream.flush().await
         };
         let written_by = match session.authenticated() {
@@ -162,15 +165,37 @@ pub async fn serve_connection<S>(
         match written {
             Ok(Ok(())) if !close => {}
             Ok(Ok(())) | Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::info!(
-                    ?peer,
-                    "kafka client did not read its response in time: connection closed"
-                );
-                return;
-            }
+            Err(_) => return closed("the client did not read its response in time".into()),
         }
     }
+}
+
+/// Writes every chunk, several a call (`write_vectored`): a Fetch response's records
+/// go from the read's buffers to the socket without another copy.
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    let (mut next, mut offset) = (0, 0);
+    while next < chunks.len() {
+        let slices: Vec<std::io::IoSlice> = chunks[next..]
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(i, chunk)| std::io::IoSlice::new(if i == 0 { &chunk[offset..] } else { chunk }))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Past the chunks written whole, into the one written in part.
+        while next < chunks.len() && written >= chunks[next].len() - offset {
+            written -= chunks[next].len() - offset;
+            (next, offset) = (next + 1, 0);
+        }
+        offset += written;
+    }
+    Ok(())
 }
 
 /// Reads a frame's bytes: all by `deadline` (`MESSAGE_DEADLINE` from its start, once
@@ -192,4 +217,36 @@ async fn read_frame<R: AsyncRead + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Through a pipe that takes 5 bytes a write, every chunk arrives whole and in
+    /// order, whatever the partial writes cut.
+    #[tokio::test]
+    async fn chunks_are_written_whole_across_partial_writes() {
+        let chunks: Vec<Bytes> = [
+            &b"size"[..],
+            b"",
+            b"a header",
+            b"r",
+            &[b'x'; 300][..],
+            b"tail",
+        ]
+        .iter()
+        .map(|c| Bytes::copy_from_slice(c))
+        .collect();
+        let (mut writer, mut reader) = tokio::io::duplex(5);
+        let expected = chunks.concat();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        write_chunks(&mut writer, &chunks).await.unwrap();
+        drop(writer);
+        assert_eq!(reading.await.unwrap(), expected);
+    }
 }

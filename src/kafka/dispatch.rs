@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::fetch_frame::fetch_frame;
 use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
@@ -17,8 +18,9 @@ use super::{admin, configs, fetch, group_admin, groups, metadata, produce, Kafka
 
 /// What a request comes to.
 pub struct Answer {
-    /// The response frame; None for a produce with acks=0.
-    pub response: Option<Bytes>,
+    /// The response frame, in chunks (a Fetch's records are chunks of their own:
+    /// `fetch_frame.rs`); None for a produce with acks=0.
+    pub response: Option<Vec<Bytes>>,
     /// What the response holds of the server's pool until it is written.
     pub held: Option<OwnedSemaphorePermit>,
     /// Close the connection once the response is written (a failed authentication).
@@ -28,7 +30,7 @@ pub struct Answer {
 impl Answer {
     fn of(response: Bytes) -> Answer {
         Answer {
-            response: Some(response),
+            response: Some(vec![response]),
             held: None,
             close: false,
         }
@@ -73,7 +75,7 @@ async fn respond(
             return encode(correlation, &metadata::api_versions(version), 0).map(Answer::of);
         }
         requests::api_versions(&mut r, version)?;
-        requests::finished(&r)?;
+        requests::finished(&r);
         return encode(correlation, &metadata::api_versions(version), version).map(Answer::of);
     }
     if version < api.min || version > api.max {
@@ -87,13 +89,13 @@ async fn respond(
     match header.api_key {
         key::SASL_HANDSHAKE => {
             let mechanism = requests::sasl::handshake(&mut r)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = session.handshake(&kafka.security, &mechanism);
             encode(correlation, &response, version).map(Answer::of)
         }
         key::SASL_AUTHENTICATE => {
             let bytes = requests::sasl::authenticate(&mut r)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let (response, close) = session.authenticate(&kafka.security, &bytes);
             if let (true, Some(also)) = (close, kafka.logs.authentications.allow()) {
                 let why = response.error_message.as_deref().unwrap_or_default();
@@ -107,7 +109,7 @@ async fn respond(
         }
         key::PRODUCE => {
             let request = requests::produce(&mut r)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let acks = request.acks;
             // On a task of its own: a connection that goes away cannot cancel an
             // append halfway.
@@ -151,24 +153,24 @@ async fn respond(
         }
         key::FETCH => {
             let request = requests::fetch(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let (response, held) =
                 fetch::fetch(broker, &kafka.responses, request, version, &access).await;
-            let response = encode(correlation, &response, version)?;
             Ok(Answer {
+                response: Some(fetch_frame(correlation, &response, version)),
                 held,
-                ..Answer::of(response)
+                close: false,
             })
         }
         key::LIST_OFFSETS => {
             let topics = requests::list_offsets(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = metadata::list_offsets(broker, topics, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::METADATA => {
             let topics = requests::metadata(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let address = advertised(kafka, local);
             let response =
                 metadata::metadata(&broker, topics, (&address.0, address.1), version, &access);
@@ -176,7 +178,7 @@ async fn respond(
         }
         key::FIND_COORDINATOR => {
             let (group, key_type) = groups_requests::find_coordinator(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let address = advertised(kafka, local);
             let asked = (group.as_str(), key_type);
             let response =
@@ -185,63 +187,63 @@ async fn respond(
         }
         key::JOIN_GROUP => {
             let request = groups_requests::join_group(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response =
                 groups::join_group(kafka, request, header.client_id, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::SYNC_GROUP => {
             let request = groups_requests::sync_group(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = groups::sync_group(kafka, request, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::HEARTBEAT => {
             let (group, generation, member) = groups_requests::heartbeat(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = groups::heartbeat(kafka, &group, generation, &member, &access);
             encode(correlation, &response, version).map(Answer::of)
         }
         key::LEAVE_GROUP => {
             let (group, members) = groups_requests::leave_group(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = groups::leave_group(kafka, &group, members, version, &access);
             encode(correlation, &response, version).map(Answer::of)
         }
         key::OFFSET_COMMIT => {
             let request = groups_requests::offset_commit(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = groups::offset_commit(kafka, request, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::OFFSET_FETCH => {
             let (group, topics) = groups_requests::offset_fetch(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = groups::offset_fetch(kafka, &group, topics, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::CREATE_TOPICS => {
             let request = requests::admin::create_topics(&mut r)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = admin::create_topics(&broker, request, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::DELETE_TOPICS => {
             let doomed = requests::admin::delete_topics(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = admin::delete_topics(&broker, doomed, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::DESCRIBE_CONFIGS => {
             let resources = requests::admin::describe_configs(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = configs::describe_configs(&broker, resources, version, &access);
             encode(correlation, &response, version).map(Answer::of)
         }
         key::ALTER_CONFIGS | key::INCREMENTAL_ALTER_CONFIGS => {
             let incremental = header.api_key == key::INCREMENTAL_ALTER_CONFIGS;
             let (resources, validate_only) = requests::admin::alter_configs(&mut r, incremental)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let answers =
                 configs::alter_configs(&broker, resources, validate_only, incremental, &access)
                     .await;
@@ -257,25 +259,30 @@ async fn respond(
         }
         key::LIST_GROUPS => {
             let states = groups_requests::list_groups(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = group_admin::list_groups(kafka, states, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::DESCRIBE_GROUPS => {
             let named = groups_requests::named_groups(&mut r, version, true)?;
-            requests::finished(&r)?;
-            let response = group_admin::describe_groups(kafka, named, version, &access).await;
-            encode(correlation, &response, version).map(Answer::of)
+            requests::finished(&r);
+            let (response, held) =
+                group_admin::describe_groups(kafka, named, version, &access).await;
+            let response = encode(correlation, &response, version)?;
+            Ok(Answer {
+                held,
+                ..Answer::of(response)
+            })
         }
         key::DELETE_GROUPS => {
             let named = groups_requests::named_groups(&mut r, version, false)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = group_admin::delete_groups(kafka, named, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::INIT_PRODUCER_ID => {
             let transactional_id = requests::init_producer_id(&mut r, version)?;
-            requests::finished(&r)?;
+            requests::finished(&r);
             let response = metadata::init_producer_id(broker, transactional_id, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }

@@ -24,20 +24,18 @@ use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedG
 use kafka_protocol::protocol::StrBytes;
 
 use super::authorize;
-use super::errors::code::{GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP};
-use super::errors::{kafka_code, Refusal};
+use super::errors::code::{GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, NON_EMPTY_GROUP};
+use super::errors::Refusal;
+use super::text;
 use super::Kafka;
 use crate::broker::page::Page;
 use crate::error::Error;
 use crate::groups::ForeignMembers;
 use crate::grpc::auth::{Access, Kind, Operation};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The protocol type strom's own consumer groups are listed with.
 const STROM: &str = "strom";
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// strom's groups (those with offsets or gRPC members) the caller may see, and
 /// whether each has gRPC members.
@@ -94,14 +92,20 @@ pub async fn list_groups(
     response
 }
 
+/// Each group named (once, however often named), and the response's hold on the
+/// server's pool of response bytes: members' metadata and assignments are copies, up
+/// to 256 MiB over the coordinator's groups, and a response holds its share until it
+/// is written, as a Fetch's does.
 pub async fn describe_groups(
     kafka: &Kafka,
     groups: Vec<String>,
     version: i16,
     access: &Access,
-) -> DescribeGroupsResponse {
+) -> (DescribeGroupsResponse, Option<OwnedSemaphorePermit>) {
     let mut response = DescribeGroupsResponse::default();
-    for name in groups {
+    let mut seen = std::collections::HashSet::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    for name in groups.into_iter().filter(|g| seen.insert(g.clone())) {
         let mut group = DescribedGroup::default();
         group.group_id = text(name.clone()).into();
         if let Err(refusal) = authorize::group(access, None, &name) {
@@ -111,6 +115,18 @@ pub async fn describe_groups(
         }
         match kafka.coordinator.describe(&name) {
             Some(view) => {
+                let bytes: usize = view
+                    .members
+                    .iter()
+                    .map(|m| m.metadata.len() + m.assignment.len())
+                    .sum();
+                if bytes > 0 {
+                    let more = kafka.responses.take(bytes).await;
+                    match held.as_mut() {
+                        Some(held) => held.merge(more),
+                        None => held = Some(more),
+                    }
+                }
                 group.group_state = StrBytes::from_static_str(view.state.kafka_name());
                 group.protocol_type = text(view.protocol_type);
                 group.protocol_data = text(view.protocol);
@@ -124,14 +140,12 @@ pub async fn describe_groups(
                 }
             }
             None => {
-                let only = name.clone();
-                let only: crate::broker::page::Visible = std::sync::Arc::new(move |n| n == only);
-                let state = match strom_groups(kafka, Some(only)).await.get(&name) {
-                    Some(true) => {
+                let state = match kafka.groups.known(&name) {
+                    Some(members) if members > 0 => {
                         group.protocol_type = StrBytes::from_static_str(STROM);
                         "Stable"
                     }
-                    Some(false) => "Empty",
+                    Some(_) => "Empty",
                     // Kafka's answer for a group it does not know, in these versions.
                     None => "Dead",
                 };
@@ -143,7 +157,7 @@ pub async fn describe_groups(
         }
         response.groups.push(group);
     }
-    response
+    (response, held)
 }
 
 /// Deletes each group and its committed offsets: refused while it has members,
@@ -169,6 +183,10 @@ pub async fn delete_groups(
 
 async fn delete(kafka: &Kafka, name: &str, access: &Access) -> Result<(), Refusal> {
     authorize::group(access, Some(Operation::Admin), name)?;
+    crate::groups::validate_group_name(name)
+        .map_err(|err| Refusal::new(INVALID_GROUP_ID, err.to_string()))?;
+    // Also checked under the group's lock by `Groups::delete`; here for a Kafka group
+    // that has members but no offsets yet, which strom's groups do not know.
     if kafka.coordinator.has_members(name) {
         return Err(Refusal::new(NON_EMPTY_GROUP, "the group has Kafka members"));
     }
@@ -176,7 +194,7 @@ async fn delete(kafka: &Kafka, name: &str, access: &Access) -> Result<(), Refusa
         let code = match &err {
             Error::GroupNotFound { .. } => GROUP_ID_NOT_FOUND,
             Error::FailedPrecondition(_) => NON_EMPTY_GROUP,
-            other => kafka_code(other),
+            _ => return Refusal::from(err),
         };
         Refusal::new(code, err.to_string())
     })?;

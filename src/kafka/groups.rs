@@ -17,18 +17,14 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::BrokerId;
-use kafka_protocol::protocol::StrBytes;
 
 use super::authorize;
 use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
 use super::requests::groups::{JoinGroup, OffsetCommit, SyncGroup};
+use super::text;
 use super::Kafka;
 use crate::grpc::auth::{Access, Kind, Operation};
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// strom coordinates every group itself.
 pub fn find_coordinator(

@@ -32,6 +32,7 @@ mod connection;
 mod dispatch;
 pub mod errors;
 mod fetch;
+mod fetch_frame;
 pub mod group;
 mod group_admin;
 mod groups;
@@ -85,4 +86,9 @@ pub struct Kafka {
     pub max_strangers: usize,
     /// The log lines a flood of clients could multiply, each at most once a second.
     pub logs: quiet::Logs,
+}
+
+/// A Kafka string of `s`, for responses.
+fn text(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
 }

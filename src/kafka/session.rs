@@ -2,7 +2,7 @@
 //! the server's security settings, the same ones gRPC calls meet.
 //!
 //! - `tls_cert` (and `tls_client_ca`): the connection is TLS, as Kafka's `SSL` and
-//!   `SASL_SSL` listeners are (the handshake is made in `mod.rs`).
+//!   `SASL_SSL` listeners are (the handshake is made in `listener.rs`).
 //! - `auth_tokens`: the client authenticates with SASL/PLAIN before anything but
 //!   ApiVersions is answered: the user name is the token's name in the tokens file,
 //!   the password the token. Kafka clients send it as they would to any Kafka broker

@@ -5,8 +5,9 @@
 //! request declaring fifty million topics would make the server allocate gigabytes and
 //! abort (kafka-protocol-rs pull requests #152 and #200, open). Every length read here
 //! is checked against the bytes left in the frame before anything is allocated, and a
-//! decoded request never holds more than its frame's bytes (strings and records are
-//! slices of the frame). Responses, built by the server from values it trusts, are
+//! decoded request never holds more than about its frame's bytes (strings are copies
+//! of their bytes, byte fields slices of the frame: what outlives the request, a
+//! group's member metadata, is copied where it is kept). Responses, built by the server from values it trusts, are
 //! encoded by `kafka-protocol`.
 
 use bytes::{Buf, Bytes};

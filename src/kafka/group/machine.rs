@@ -102,7 +102,7 @@ impl Group {
         }
     }
 
-    fn protocol_type(&self) -> &str {
+    pub fn protocol_type(&self) -> &str {
         self.members
             .values()
             .next()

@@ -269,17 +269,19 @@ impl Waits for i16 {
 }
 
 impl Coordinator {
-    /// The group's members and state; None for a group without members.
+    /// The group's members and state; None for a group the coordinator does not
+    /// hold (one with neither members nor member ids handed out).
     pub fn describe(&self, group: &str) -> Option<GroupView> {
         self.groups().get(group).map(|slot| slot.group.view())
     }
 
-    /// Every group with members: its name, state and protocol type.
+    /// Every group the coordinator holds: its name, state and protocol type (no
+    /// member's bytes copied, under the lock every group call takes).
     pub fn list(&self) -> Vec<(String, State, String)> {
         let groups = self.groups();
         let listed = groups.iter().map(|(name, slot)| {
-            let view = slot.group.view();
-            (name.clone(), view.state, view.protocol_type)
+            let group = &slot.group;
+            (name.clone(), group.state, group.protocol_type().to_string())
         });
         listed.collect()
     }

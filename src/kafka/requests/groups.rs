@@ -36,7 +36,10 @@ pub fn join_group(r: &mut Reader, version: i16) -> Decoded<JoinGroup> {
     let protocol_type = r.string("the protocol type")?;
     let protocols = r.array("protocols", |r| {
         let name = r.string("a protocol name")?;
+        // Copied: the group keeps it, and a slice would keep the whole frame alive
+        // while the group's byte count (`MAX_HELD_BYTES`) saw only the slice.
         let metadata = r.nullable_bytes("protocol metadata")?.unwrap_or_default();
+        let metadata = Bytes::copy_from_slice(&metadata);
         r.tags()?;
         Ok((name, metadata))
     })?;
@@ -72,7 +75,9 @@ pub fn sync_group(r: &mut Reader, version: i16) -> Decoded<SyncGroup> {
     }
     let assignments = r.array("assignments", |r| {
         let member = r.string("a member id")?;
+        // Copied, as JoinGroup's metadata is.
         let assignment = r.nullable_bytes("an assignment")?.unwrap_or_default();
+        let assignment = Bytes::copy_from_slice(&assignment);
         r.tags()?;
         Ok((member, assignment))
     })?;

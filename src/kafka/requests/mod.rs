@@ -17,9 +17,10 @@ pub use apis::{api, key, Api, APIS};
 use super::wire::{Decoded, Malformed, Reader};
 
 /// Partitions one Produce, Fetch, ListOffsets, OffsetCommit or OffsetFetch may name,
-/// over all its topics: each costs the server far more than its few bytes on the
-/// wire (a partition's answer, a read, a lookup), so a request of millions is refused
-/// (the connection closed) before any of them is looked at.
+/// over all its topics (and the entries of the other requests with arrays: topics to
+/// create or delete, groups, configs): each costs the server far more than its few
+/// bytes on the wire (an answer, a read, a lookup), so a request of millions is
+/// refused (the connection closed) before any of them is looked at.
 pub const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
 
 /// Counts the partitions a request names as it is decoded.
@@ -35,7 +36,7 @@ impl Partitions {
         match self.0 <= MAX_PARTITIONS_PER_REQUEST {
             true => Ok(()),
             false => Err(Malformed(format!(
-                "a request naming more than {MAX_PARTITIONS_PER_REQUEST} partitions: send several"
+                "a request naming more than {MAX_PARTITIONS_PER_REQUEST} partitions (or topics, groups, configs): send several"
             ))),
         }
     }
@@ -267,14 +268,13 @@ pub fn init_producer_id(r: &mut Reader, version: i16) -> Decoded<Option<String>>
 /// leaves the 4-byte placeholder of the topics' count in place of the 1-byte null,
 /// so Kafka reads the fields after it shifted and never looks at the last 3 bytes.
 /// Every field strom reads was checked against the frame as it was read.
-pub fn finished(r: &Reader) -> Decoded<()> {
+pub fn finished(r: &Reader) {
     if r.remaining() > 0 {
         tracing::debug!(
             left = r.remaining(),
             "kafka request bytes after its last field ignored"
         );
     }
-    Ok(())
 }
 
 /// An ApiVersions request (its client's name and version, from version 3, are read and
