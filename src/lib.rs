@@ -25,7 +25,9 @@
 //!   each produced Kafka record batch pushed record by record into the broker's
 //!   `BatchWriter` as a gRPC Produce's records are, each stored batch turned into a
 //!   Kafka batch for a Fetch (`kafka/records.rs`), responses encoded by
-//!   `kafka-protocol`, and strom's errors mapped to Kafka's codes (`kafka/errors.rs`).
+//!   `kafka-protocol` (a Fetch's by hand, its records written as chunks of their own:
+//!   `kafka/fetch_frame.rs`), and strom's errors mapped to Kafka's codes
+//!   (`kafka/errors.rs`).
 //!   Kafka consumer groups' membership is a state machine without I/O or clock per
 //!   group (`kafka/group/machine.rs`, model-tested); their committed offsets are
 //!   `groups`' own. The server's TLS, tokens (over SASL/PLAIN, `kafka/session.rs`)

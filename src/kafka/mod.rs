@@ -17,7 +17,8 @@
 //! The layer is an adapter, as `grpc` is: requests are decoded by hand within their
 //! frame's bounds (`wire.rs`, `requests.rs`), records go into the broker's
 //! `BatchWriter` and come back out of its reads (`records.rs`), and responses are
-//! encoded by `kafka-protocol`. Errors map to Kafka's codes in one place
+//! encoded by `kafka-protocol`, but for Fetch's, whose records are written as chunks
+//! of their own (`fetch_frame.rs`). Errors map to Kafka's codes in one place
 //! (`errors.rs`).
 //!
 //! The server's security settings hold here as over gRPC: TLS (and client
