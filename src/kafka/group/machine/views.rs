@@ -1,0 +1,76 @@
+//! What a group's machine shows of itself without changing: whether it can be
+//! forgotten, its members as DescribeGroups shows them, and the bytes it holds.
+
+#[cfg(test)]
+use bytes::Bytes;
+
+use super::{Group, GroupView, MemberView};
+
+impl Group {
+    /// No members, and no id handed out still waiting: the group can be forgotten
+    /// (its committed offsets are kept elsewhere).
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// What DescribeGroups shows of the group: each member's metadata is its entry
+    /// for the group's protocol (while none is chosen, its first).
+    pub fn view(&self) -> GroupView {
+        let members = self.members.iter().map(|(id, m)| MemberView {
+            id: id.clone(),
+            client_id: m.client_id.clone(),
+            metadata: m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == self.protocol)
+                .or(m.protocols.first())
+                .map(|(_, metadata)| metadata.clone())
+                .unwrap_or_default(),
+            assignment: m.assignment.clone(),
+        });
+        GroupView {
+            state: self.state,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone(),
+            members: members.collect(),
+        }
+    }
+
+    pub fn protocol_type(&self) -> &str {
+        self.members
+            .values()
+            .next()
+            .map_or("", |m| m.protocol_type.as_str())
+    }
+
+    /// Bytes the group holds of its members' own: ids, protocol metadata and
+    /// assignments (the coordinator bounds their sum over every group).
+    pub fn held_bytes(&self) -> usize {
+        let pending: usize = self.pending.keys().map(String::len).sum();
+        let members: usize = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let protocols: usize = m.protocols.iter().map(|(p, md)| p.len() + md.len()).sum();
+                id.len()
+                    + m.client_id.len()
+                    + m.protocol_type.len()
+                    + protocols
+                    + m.assignment.len()
+            })
+            .sum();
+        pending + members
+    }
+
+    /// (member id, client id, assignment) of each member (the model test's view).
+    #[cfg(test)]
+    pub fn members(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> {
+        self.members
+            .iter()
+            .map(|(id, m)| (id.as_str(), m.client_id.as_str(), &m.assignment))
+    }
+}
