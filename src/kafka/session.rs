@@ -148,13 +148,7 @@ impl Session {
 
     /// What the caller may do, by the access control list as it is now.
     pub fn access(&self, security: &Security) -> Access {
-        match &security.acl {
-            None => Access::Everything,
-            Some(acl) => Access::Listed {
-                who: self.who.clone(),
-                acl: acl.clone(),
-            },
-        }
+        Access::of_principal(security.acl.as_ref(), self.who.clone())
     }
 
     /// Answers SaslHandshake: PLAIN is taken when tokens are asked for.

@@ -70,6 +70,18 @@ pub enum Access {
 }
 
 impl Access {
+    /// What `who` may do by `acl`: everything without a list. The one rule, for
+    /// gRPC's calls (the auth layer) and Kafka's connections (`kafka/session.rs`).
+    pub fn of_principal(acl: Option<&Acl>, who: Option<Principal>) -> Access {
+        match acl {
+            None => Access::Everything,
+            Some(acl) => Access::Listed {
+                who,
+                acl: acl.clone(),
+            },
+        }
+    }
+
     /// The access the auth layer gave the call.
     pub fn of(extensions: &http::Extensions) -> Access {
         extensions

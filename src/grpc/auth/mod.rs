@@ -258,13 +258,7 @@ pub struct Auth<S> {
 impl<S> Auth<S> {
     /// The access of a call made by `who`.
     fn access(&self, who: Option<Principal>) -> Access {
-        match &self.acl {
-            None => Access::Everything,
-            Some(acl) => Access::Listed {
-                who,
-                acl: acl.clone(),
-            },
-        }
+        Access::of_principal(self.acl.as_ref(), who)
     }
 }
 
