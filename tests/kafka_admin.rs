@@ -275,6 +275,10 @@ async fn topic_configs_are_described_and_altered_over_kafka() {
         .call(&describe(2, "conf", Some(&["segment.ms"])), 4)
         .await;
     assert_eq!(one.results[0].configs.len(), 1);
+    // A resource named twice is answered once.
+    let mut twice = describe(2, "conf", None);
+    twice.resources.push(twice.resources[0].clone());
+    assert_eq!(conn.call(&twice, 4).await.results.len(), 1);
     let missing = conn.call(&describe(2, "missing", None), 4).await;
     assert_eq!(missing.results[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
     let node = conn.call(&describe(4, "0", None), 4).await;
@@ -317,9 +321,13 @@ async fn topic_configs_are_described_and_altered_over_kafka() {
         described.config["cleanup.policy"], "compact",
         "the topic's own"
     );
-    // Refused: APPEND, a key strom does not have, a bad value; validate_only changes
-    // nothing.
+    // Refused: APPEND, a key strom does not have, a bad value, a key given twice;
+    // validate_only changes nothing.
     for (changes, code) in [
+        (
+            vec![("segment.ms", 0, Some("1000")), ("segment.ms", 1, None)],
+            INVALID_REQUEST,
+        ),
         (vec![("cleanup.policy", 2, Some("delete"))], INVALID_CONFIG),
         (vec![("compression.type", 0, Some("zstd"))], INVALID_CONFIG),
         (vec![("retention.ms", 0, Some("soon"))], INVALID_CONFIG),
@@ -380,4 +388,26 @@ async fn configs(conn: &mut KafkaConn, version: i16) -> BTreeMap<String, (String
             (c.name.to_string(), (value, c.config_source))
         })
         .collect()
+}
+
+/// A topic deleted by id is that topic: one deleted and made again under its name
+/// since its id was looked up (DeleteTopics by id looks ids up before it deletes) is
+/// left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_by_id_leaves_a_topic_made_again_under_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        std::sync::Arc::new(strom::broker::Broker::open(dir.path(), Limits::default()).unwrap());
+    let none = BTreeMap::new();
+    let old = broker.create_topic("x", 1, &none).await.unwrap().id;
+    broker.delete_topic("x").await.unwrap();
+    let new = broker.create_topic("x", 1, &none).await.unwrap().id;
+    let refused = broker.delete_topic_of("x", Some(&old)).await.unwrap_err();
+    assert!(
+        matches!(refused, strom::Error::TopicNotFound { .. }),
+        "{refused}"
+    );
+    assert_eq!(broker.topic("x").unwrap().id, new, "the new topic stays");
+    broker.delete_topic_of("x", Some(&new)).await.unwrap();
+    assert!(broker.topic("x").is_err());
 }

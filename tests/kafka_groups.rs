@@ -486,3 +486,41 @@ async fn groups_are_listed_described_and_deleted() {
     assert!(fetched.offsets.is_empty(), "its offsets went with it");
     server.stop().await.unwrap();
 }
+
+/// DescribeGroups takes the response pool's bytes for all its members at once: one
+/// that held part of the pool while waiting for the rest waited for ever (the pool
+/// never had both parts free), and every Kafka Fetch waited behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn describing_groups_larger_than_the_pool_does_not_wait_for_ever() {
+    use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        produce_budget_bytes: 1 << 20, // and so the pool of response bytes
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), Limits::default(), options).await;
+    let _client = server.client_with_topic("events", 1).await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    for name in ["big-a", "big-b"] {
+        let mut request = join("");
+        request.group_id = group(name);
+        request.protocols[0].metadata = Bytes::from(vec![7u8; 600 << 10]);
+        assert_eq!(conn.call(&request, 3).await.error_code, 0);
+    }
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![group("big-a"), group("big-b")];
+    let described = conn.call(&describe, 5).await;
+    let sizes: Vec<_> = described
+        .groups
+        .iter()
+        .map(|g| g.members[0].member_metadata.len())
+        .collect();
+    assert_eq!(sizes, [600 << 10, 600 << 10]);
+    // And the pool is free again: a fetch is answered.
+    let fetched = conn
+        .call(&common::kafka::fetch("events", 0, 0, 0), 12)
+        .await;
+    assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+    server.stop().await.unwrap();
+}

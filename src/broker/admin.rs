@@ -110,9 +110,28 @@ impl Broker {
     /// and removed. Readers still holding bytes of it keep them (files are unlinked, not
     /// shrunk).
     pub async fn delete_topic(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.delete_topic_of(name, None).await
+    }
+
+    /// `delete_topic`, if the topic named still has id `id` (None: whichever it
+    /// has): a topic deleted and made again under the same name since the caller
+    /// looked its id up is not the one it meant, and is left alone (TopicNotFound).
+    pub async fn delete_topic_of(self: &Arc<Self>, name: &str, id: Option<&str>) -> Result<()> {
         self.check_running()?;
         let (topic, broken) = {
             let mut topics = self.write_topics();
+            if let (Some(id), Some(live)) = (id, topics.live.get(name)) {
+                if live.id != id {
+                    return Err(Error::TopicNotFound {
+                        topic: name.to_string(),
+                    });
+                }
+            }
+            if id.is_some() && !topics.live.contains_key(name) {
+                return Err(Error::TopicNotFound {
+                    topic: name.to_string(),
+                });
+            }
             match topics.live.remove(name) {
                 Some(topic) => {
                     topics.version += 1;
@@ -203,11 +222,17 @@ impl Broker {
 
     /// Checks what `alter_topic_config` would check, changing nothing (Kafka's
     /// AlterConfigs with `validate_only`).
-    pub fn check_topic_config(&self, name: &str, changes: &BTreeMap<String, String>) -> Result<()> {
+    pub fn check_topic_config(
+        &self,
+        name: &str,
+        changes: &BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<()> {
         let topic = self.topic(name)?;
         let settings = topic.settings.read().unwrap_or_else(|e| e.into_inner());
+        let changes = replacing(&settings.overrides, changes.clone(), replace);
         let mut overrides = settings.overrides.clone();
-        let set = update_overrides(&mut overrides, changes);
+        let set = update_overrides(&mut overrides, &changes);
         settings.config.clone().apply(&set)
     }
 
@@ -215,6 +240,26 @@ impl Broker {
         self: &Arc<Self>,
         name: &str,
         changes: BTreeMap<String, String>,
+    ) -> Result<TopicInfo> {
+        self.change_topic_config(name, changes, false).await
+    }
+
+    /// Sets the topic's config to `changes`: keys set for it and not given go back
+    /// to the defaults (Kafka's AlterConfigs), decided under the topic's settings
+    /// lock, so that two replacements at once leave one of them whole.
+    pub async fn replace_topic_config(
+        self: &Arc<Self>,
+        name: &str,
+        changes: BTreeMap<String, String>,
+    ) -> Result<TopicInfo> {
+        self.change_topic_config(name, changes, true).await
+    }
+
+    async fn change_topic_config(
+        self: &Arc<Self>,
+        name: &str,
+        changes: BTreeMap<String, String>,
+        replace: bool,
     ) -> Result<TopicInfo> {
         let topic = self.topic(name)?;
         let defaults = self.limits.topic_defaults.clone();
@@ -227,6 +272,7 @@ impl Broker {
                     topic: topic.name.clone(),
                 });
             }
+            let changes = replacing(&settings.overrides, changes, replace);
             let mut overrides = settings.overrides.clone();
             let set = update_overrides(&mut overrides, &changes);
             let mut updated = settings.config.clone();
@@ -258,4 +304,19 @@ impl Broker {
         .await
         .expect("alter task does not panic")
     }
+}
+
+/// `changes`, and with `replace` every key set for the topic and not in them given
+/// back to the default (an empty value).
+fn replacing(
+    overrides: &BTreeSet<String>,
+    mut changes: BTreeMap<String, String>,
+    replace: bool,
+) -> BTreeMap<String, String> {
+    if replace {
+        for key in overrides {
+            changes.entry(key.clone()).or_default();
+        }
+    }
+    changes
 }

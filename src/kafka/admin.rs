@@ -221,36 +221,47 @@ pub async fn delete_topics(
     let mut response = DeleteTopicsResponse::default();
     let mut seen = HashSet::new();
     // Topics by id, looked up once for the request (not once an id).
-    let by_id: HashMap<uuid::Uuid, String> = match doomed.iter().any(|d| matches!(d, Doomed::Id(_)))
-    {
-        true => {
-            let (_, metas) = broker.topic_metas();
-            let ids = metas
-                .into_iter()
-                .filter_map(|m| Some((uuid::Uuid::parse_str(&m.id).ok()?, m.name)));
-            ids.collect()
-        }
-        false => HashMap::new(),
-    };
+    let by_id: HashMap<uuid::Uuid, (String, String)> =
+        match doomed.iter().any(|d| matches!(d, Doomed::Id(_))) {
+            true => {
+                let (_, metas) = broker.topic_metas();
+                let ids = metas
+                    .into_iter()
+                    .filter_map(|m| Some((uuid::Uuid::parse_str(&m.id).ok()?, (m.name, m.id))));
+                ids.collect()
+            }
+            false => HashMap::new(),
+        };
     for topic in doomed.into_iter().filter(|d| seen.insert(d.clone())) {
         let mut result = DeletableTopicResult::default();
         // Null for an id not found or refused (version 6 is the one with ids).
         result.name = None;
-        let name = match &topic {
-            Doomed::Name(name) => Some(name.clone()),
+        let (name, id) = match &topic {
+            Doomed::Name(name) => (Some(name.clone()), None),
             // An id of a topic the caller has no grant on is as unknown as one of
             // none: a refusal would tell it the topic is there.
             Doomed::Id(id) => {
                 result.topic_id = uuid::Uuid::from_bytes(*id);
-                by_id
-                    .get(&result.topic_id)
-                    .filter(|name| access.shows(Kind::Topic, name))
-                    .cloned()
+                let found = by_id.get(&result.topic_id);
+                match found.filter(|(name, _)| access.shows(Kind::Topic, name)) {
+                    Some((name, id)) => (Some(name.clone()), Some(id.clone())),
+                    None => (None, None),
+                }
             }
         };
+        let unknown_id = || Refusal::new(code::UNKNOWN_TOPIC_ID, "no topic has this id");
         let deleted = match &name {
-            None => Err(Refusal::new(code::UNKNOWN_TOPIC_ID, "no topic has this id")),
-            Some(name) => delete(broker, name, access).await,
+            None => Err(unknown_id()),
+            // By id, only the topic of that id: one deleted and made again under the
+            // name since the lookup is left alone.
+            Some(name) => match delete(broker, name, id.as_deref(), access).await {
+                Err(refusal)
+                    if id.is_some() && refusal.code == code::UNKNOWN_TOPIC_OR_PARTITION =>
+                {
+                    Err(unknown_id())
+                }
+                deleted => deleted,
+            },
         };
         if let (Some(name), true) = (&name, matches!(topic, Doomed::Name(_)) || deleted.is_ok()) {
             result.name = Some(StrBytes::from_string(name.clone()).into());
@@ -267,9 +278,14 @@ pub async fn delete_topics(
     response
 }
 
-async fn delete(broker: &Arc<Broker>, name: &str, access: &Access) -> Result<(), Refusal> {
+async fn delete(
+    broker: &Arc<Broker>,
+    name: &str,
+    id: Option<&str>,
+    access: &Access,
+) -> Result<(), Refusal> {
     authorize::topic(access, Some(Operation::Admin), name)?;
-    broker.delete_topic(name).await?;
+    broker.delete_topic_of(name, id).await?;
     tracing::info!(topic = name, "kafka DeleteTopics");
     Ok(())
 }

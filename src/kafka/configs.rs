@@ -43,6 +43,12 @@ pub fn describe_configs(
     access: &Access,
 ) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
+    // A resource named twice is answered once: each answer is some hundred bytes, and
+    // a small request repeating one name could make one of megabytes.
+    let mut seen = std::collections::HashSet::new();
+    let resources = resources
+        .into_iter()
+        .filter(|r| seen.insert((r.kind, r.name.clone())));
     for resource in resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.kind;
@@ -144,15 +150,17 @@ async fn alter(
         return Err(unsupported(resource.kind));
     }
     authorize::topic(access, Some(Operation::Admin), &resource.name)?;
-    let topic = broker.topic(&resource.name)?;
-    // An empty value gives a key back to the server's default.
+    broker.topic(&resource.name)?;
+    // An empty value gives a key back to the server's default. AlterConfigs gives
+    // back every key it does not set (`replace_topic_config`, under the topic's lock).
     let mut changes = BTreeMap::new();
-    if !incremental {
-        for key in topic.overrides() {
-            changes.insert(key, String::new());
-        }
-    }
     for (key, operation, value) in &resource.configs {
+        if changes.contains_key(key) {
+            return Err(Refusal::new(
+                INVALID_REQUEST,
+                format!("config {key} is given twice"),
+            ));
+        }
         let value = match (operation, value) {
             (0, Some(value)) => value.clone(),
             (0, None) | (1, _) => String::new(),
@@ -179,13 +187,14 @@ async fn alter(
     };
     match validate_only {
         true => broker
-            .check_topic_config(&resource.name, &changes)
+            .check_topic_config(&resource.name, &changes, !incremental)
             .map_err(refused),
         false => {
-            broker
-                .alter_topic_config(&resource.name, changes)
-                .await
-                .map_err(refused)?;
+            let altered = match incremental {
+                true => broker.alter_topic_config(&resource.name, changes).await,
+                false => broker.replace_topic_config(&resource.name, changes).await,
+            };
+            altered.map_err(refused)?;
             tracing::info!(topic = resource.name, incremental, "kafka AlterConfigs");
             Ok(())
         }

@@ -104,7 +104,6 @@ pub async fn describe_groups(
 ) -> (DescribeGroupsResponse, Option<OwnedSemaphorePermit>) {
     let mut response = DescribeGroupsResponse::default();
     let mut seen = std::collections::HashSet::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
     for name in groups.into_iter().filter(|g| seen.insert(g.clone())) {
         let mut group = DescribedGroup::default();
         group.group_id = text(name.clone()).into();
@@ -115,18 +114,6 @@ pub async fn describe_groups(
         }
         match kafka.coordinator.describe(&name) {
             Some(view) => {
-                let bytes: usize = view
-                    .members
-                    .iter()
-                    .map(|m| m.metadata.len() + m.assignment.len())
-                    .sum();
-                if bytes > 0 {
-                    let more = kafka.responses.take(bytes).await;
-                    match held.as_mut() {
-                        Some(held) => held.merge(more),
-                        None => held = Some(more),
-                    }
-                }
                 group.group_state = StrBytes::from_static_str(view.state.kafka_name());
                 group.protocol_type = text(view.protocol_type);
                 group.protocol_data = text(view.protocol);
@@ -157,6 +144,17 @@ pub async fn describe_groups(
         }
         response.groups.push(group);
     }
+    // Taken once, for the whole response (members' bytes are shared with their
+    // groups until encoded): a response that held part of the pool while waiting for
+    // more could wait for ever on another doing the same, and stop every Fetch.
+    let members = response.groups.iter().flat_map(|g| &g.members);
+    let bytes: usize = members
+        .map(|m| m.member_metadata.len() + m.member_assignment.len())
+        .sum();
+    let held = match bytes {
+        0 => None,
+        bytes => Some(kafka.responses.take(bytes).await),
+    };
     (response, held)
 }
 
