@@ -87,7 +87,12 @@ async fn topics_are_created_and_deleted_over_kafka_in_every_version() {
 
     // Version 7: the id, partitions, and the topic's config with its source.
     let request = create(
-        vec![topic("made", 3, -1, &[("retention.ms", "60000")])],
+        vec![topic(
+            "made",
+            3,
+            -1,
+            &[("retention.ms", "60000"), ("segment.bytes", "")],
+        )],
         false,
     );
     let response = conn.call(&request, 7).await;
@@ -114,7 +119,7 @@ async fn topics_are_created_and_deleted_over_kafka_in_every_version() {
         .iter()
         .find(|c| &*c.name == "segment.bytes")
         .unwrap();
-    assert_eq!(segment.config_source, 5, "a default");
+    assert_eq!(segment.config_source, 5, "a default (given empty)");
 
     // Version 2, the oldest; -1 partitions is the default, one; an assignment of each
     // partition to broker 0 alone gives as many partitions.
@@ -219,7 +224,13 @@ async fn topics_are_created_and_deleted_over_kafka_in_every_version() {
     let mut named = DeleteTopicState::default();
     named.name = Some(name("assigned"));
     by_id.topics.push(named);
+    let assigned_id = client.admin().describe_topic("assigned").await.unwrap().id;
     let deleted = conn.call(&by_id, 6).await;
+    assert_eq!(
+        deleted.responses[2].topic_id.simple().to_string(),
+        assigned_id,
+        "by name, answered with its id"
+    );
     let answers: Vec<_> = deleted
         .responses
         .iter()

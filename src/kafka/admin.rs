@@ -77,8 +77,12 @@ pub async fn create_topics(
                 if version >= 5 {
                     result.num_partitions = partitions as i32;
                     result.replication_factor = 1;
-                    let set =
-                        |key: &str| topic.configs.iter().any(|(k, v)| k == key && v.is_some());
+                    let set = |key: &str| {
+                        topic
+                            .configs
+                            .iter()
+                            .any(|(k, v)| k == key && v.as_deref().is_some_and(|v| !v.is_empty()))
+                    };
                     let configs = config.into_iter().map(|(key, value)| {
                         let mut entry = CreatableTopicConfigs::default();
                         // Kafka's config sources: the topic's own, or the default.
@@ -121,7 +125,11 @@ async fn create(
     let mut config = BTreeMap::new();
     for (key, value) in &topic.configs {
         // Null is the default: nothing to set.
-        let Some(value) = value else { continue };
+        // Null (or empty, as strom reads an empty value) is the default: nothing to
+        // set.
+        let Some(value) = value.as_ref().filter(|v| !v.is_empty()) else {
+            continue;
+        };
         if config.insert(key.clone(), value.clone()).is_some() {
             return Err(Refusal::new(
                 INVALID_CONFIG,
@@ -266,6 +274,10 @@ pub async fn delete_topics(
         if let (Some(name), true) = (&name, matches!(topic, Doomed::Name(_)) || deleted.is_ok()) {
             result.name = Some(StrBytes::from_string(name.clone()).into());
         }
+        // Version 6 answers a topic deleted by name with its id too, as Kafka does.
+        if let (Ok(Some(id)), true) = (&deleted, version >= 6) {
+            result.topic_id = uuid::Uuid::parse_str(id).unwrap_or_default();
+        }
         if let Err(refusal) = deleted {
             tracing::debug!(?name, code = refusal.code, "{}", refusal.message);
             result.error_code = refusal.code;
@@ -283,9 +295,11 @@ async fn delete(
     name: &str,
     id: Option<&str>,
     access: &Access,
-) -> Result<(), Refusal> {
+) -> Result<Option<String>, Refusal> {
     authorize::topic(access, Some(Operation::Admin), name)?;
-    broker.delete_topic_of(name, id).await?;
+    // The id it had, for the answer (after the check: a refusal tells nothing).
+    let had = broker.topic(name).ok().map(|t| t.id.clone());
+    broker.delete_topic_of(name, id.or(had.as_deref())).await?;
     tracing::info!(topic = name, "kafka DeleteTopics");
-    Ok(())
+    Ok(had)
 }
