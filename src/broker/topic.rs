@@ -125,10 +125,12 @@ pub(super) struct TopicSettings {
 }
 
 impl Topic {
-    /// The keys set for this topic; the others follow the server's defaults.
-    pub fn overrides(&self) -> BTreeSet<String> {
+    /// The topic's configuration and the keys set for it (the others follow the
+    /// server's defaults), read together: an alter between two reads could pair one
+    /// config with another's keys.
+    pub fn config_and_overrides(&self) -> (TopicConfig, BTreeSet<String>) {
         let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
-        settings.overrides.clone()
+        (settings.config.clone(), settings.overrides.clone())
     }
 
     pub fn config(&self) -> TopicConfig {

@@ -95,12 +95,7 @@ pub async fn create_topics(
                 }
             }
             Err(refusal) => {
-                tracing::debug!(
-                    topic = topic.name,
-                    code = refusal.code,
-                    "{}",
-                    refusal.message
-                );
+                refusal.log_about(&topic.name);
                 result.error_code = refusal.code;
                 result.error_message = Some(StrBytes::from_string(refusal.message));
                 result.num_partitions = -1;
@@ -279,7 +274,7 @@ pub async fn delete_topics(
             result.topic_id = uuid::Uuid::parse_str(id).unwrap_or_default();
         }
         if let Err(refusal) = deleted {
-            tracing::debug!(?name, code = refusal.code, "{}", refusal.message);
+            refusal.log_about(name.as_deref().unwrap_or("(an unknown id)"));
             result.error_code = refusal.code;
             if version >= 5 {
                 result.error_message = Some(StrBytes::from_string(refusal.message));

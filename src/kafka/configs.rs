@@ -56,12 +56,7 @@ pub fn describe_configs(
         match describe(broker, &resource, version, access) {
             Ok(configs) => result.configs = configs,
             Err(refusal) => {
-                tracing::debug!(
-                    resource = resource.name,
-                    code = refusal.code,
-                    "{}",
-                    refusal.message
-                );
+                refusal.log_about(&resource.name);
                 result.error_code = refusal.code;
                 result.error_message = Some(text(refusal.message));
             }
@@ -84,8 +79,8 @@ fn describe(
     }
     authorize::topic(access, None, &resource.name)?;
     let topic = broker.topic(&resource.name)?;
-    let overrides = topic.overrides();
-    let all = topic.config().to_map();
+    let (config, overrides) = topic.config_and_overrides();
+    let all = config.to_map();
     // Null or empty asks for every key, as Kafka reads it (kafka-python sends empty).
     let asked = |key: &str| {
         let keys = resource.configs.as_ref().filter(|keys| !keys.is_empty());
@@ -127,12 +122,7 @@ pub async fn alter_configs(
     for resource in resources {
         let altered = alter(broker, &resource, validate_only, incremental, access).await;
         if let Err(refusal) = &altered {
-            tracing::debug!(
-                resource = resource.name,
-                code = refusal.code,
-                "{}",
-                refusal.message
-            );
+            refusal.log_about(&resource.name);
         }
         answers.push((resource.kind, resource.name, altered));
     }

@@ -63,6 +63,12 @@ impl Refusal {
     pub fn log(&self, partition: i32) {
         tracing::debug!(partition, code = self.code, "{}", self.message);
     }
+
+    /// Logs the refusal of a resource (a topic, group or config resource), as `log`
+    /// does a partition's.
+    pub fn log_about(&self, resource: &str) {
+        tracing::debug!(resource, code = self.code, "{}", self.message);
+    }
 }
 
 impl From<Error> for Refusal {

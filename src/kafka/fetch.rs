@@ -112,6 +112,7 @@ pub async fn fetch(
     // More than `total` never comes back: wait for what can.
     let min_bytes = (request.min_bytes.max(1) as usize).min(total);
     let mut stopping = broker.shutting_down();
+    let mut waited = false;
     loop {
         // Subscribed before reading: an append in between still wakes the wait.
         let mut watches: Vec<_> = wanted
@@ -130,9 +131,11 @@ pub async fn fetch(
             _ = stopping.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
+        waited = true;
     }
-    // Checked again: the list may have been read again while the fetch waited.
-    for w in wanted.iter_mut().filter(|w| w.partition.is_ok()) {
+    // Checked again after a wait: the list may have been read again meanwhile (a
+    // fetch answered at once was checked a moment ago, before it was read).
+    for w in wanted.iter_mut().filter(|w| waited && w.partition.is_ok()) {
         if let Err(refusal) = authorize::topic(access, Some(Operation::Read), &names[w.topic]) {
             w.partition = Err(refusal);
         }

@@ -171,7 +171,7 @@ pub async fn delete_groups(
         let mut result = DeletableGroupResult::default();
         result.group_id = text(name.clone()).into();
         if let Err(refusal) = delete(kafka, &name, access).await {
-            tracing::debug!(group = name, code = refusal.code, "{}", refusal.message);
+            refusal.log_about(&name);
             result.error_code = refusal.code;
         }
         response.results.push(result);

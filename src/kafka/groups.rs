@@ -256,12 +256,7 @@ pub async fn offset_commit(
     if error == code::NONE && !offsets.is_empty() {
         if let Err(err) = kafka.groups.commit(&request.group, "", -1, offsets).await {
             let refusal = Refusal::from(err);
-            tracing::debug!(
-                group = request.group,
-                code = refusal.code,
-                "{}",
-                refusal.message
-            );
+            refusal.log_about(&request.group);
             error = refusal.code;
         }
     }
