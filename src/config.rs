@@ -13,6 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::groups::GroupsConfig;
 use crate::grpc::auth::{Acl, Tokens};
 use crate::grpc::connection::ServerTls;
+use crate::grpc::quota::Quotas;
 use crate::server::ServeOptions;
 
 /// Where `strom serve` listens when told nothing.
@@ -144,6 +145,10 @@ pub struct ServerConfig {
     /// then the client certificate's common name). None by default: any caller let in
     /// may do anything.
     pub acl: Option<PathBuf>,
+    /// Per-client quotas: lines of `PRINCIPAL produce=RATE fetch=RATE` (see
+    /// `grpc/quota/file.rs`), bytes a second each client may produce and fetch. None by
+    /// default: no client is limited.
+    pub quotas: Option<PathBuf>,
 }
 
 /// `min_free_disk` as the file gives it: a number of bytes or a string.
@@ -201,6 +206,7 @@ impl Default for ServerConfig {
             tls_client_ca: None,
             auth_tokens: None,
             acl: None,
+            quotas: None,
         }
     }
 }
@@ -341,6 +347,11 @@ impl ServerConfig {
             ));
         }
         self.acl.as_deref().map(Acl::load).transpose()
+    }
+
+    /// The quotas file read and checked, or None when no client is limited.
+    pub fn quotas(&self) -> Result<Option<Quotas>> {
+        self.quotas.as_deref().map(Quotas::load).transpose()
     }
 
     /// `kafka_advertised_address` as a host and a port.

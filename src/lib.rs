@@ -19,7 +19,9 @@
 //!   (`connection/tls.rs`) between the watched socket and HTTP/2; `grpc::auth` refuses
 //!   calls without a token the server lists, and gives each call its `Access` (what
 //!   the access control list, `auth/acl.rs`, grants its principal), which every
-//!   handler checks before it looks anything up.
+//!   handler checks before it looks anything up. `grpc::quota` keeps each client's
+//!   bytes a second (`quotas`): a produce message past its client's rate waits before
+//!   the produce budget is charged, a fetch before it reads.
 //! - [`kafka`]: Kafka's wire protocol on a listener of its own, an adapter beside
 //!   `grpc`: size-prefixed frames decoded by hand within their bounds (`kafka/wire.rs`),
 //!   each produced Kafka record batch pushed record by record into the broker's

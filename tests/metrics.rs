@@ -242,7 +242,19 @@ async fn a_deleted_topic_leaves_the_scrape() {
 async fn the_official_python_parser_reads_a_scrape() {
     let python = std::env::var("STROM_PYTHON").unwrap_or_else(|_| "python3".into());
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_metrics(dir.path()).await;
+    // With quotas, so that their families are read too.
+    std::fs::write(dir.path().join("quotas"), "* produce=none\n").unwrap();
+    let options = strom::server::ServeOptions {
+        quotas: Some(strom::server::Quotas::load(&dir.path().join("quotas")).unwrap()),
+        ..Default::default()
+    };
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_options_and_metrics(
+        &data,
+        strom::broker::Limits::default(),
+        options,
+    )
+    .await;
     let client = server.client_with_topic("p", 1).await;
     produce_n(&client, "p", 0, 2).await;
     let url = format!("http://{}/metrics", server.metrics.unwrap());
@@ -279,6 +291,13 @@ for family in text_string_to_metric_families(text):
         stdout.contains("histogram strom_grpc_call_duration_seconds_bucket"),
         "{stdout}"
     );
+    for quota in [
+        "counter strom_quota_throttled_total [('kind', 'produce')] 0.0",
+        "counter strom_quota_throttled_seconds_total [('kind', 'fetch')] 0.0",
+        "gauge strom_quota_clients [] 1.0",
+    ] {
+        assert!(stdout.contains(quota), "{quota} in {stdout}");
+    }
     server.stop().await.unwrap();
 }
 

@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// caller may do anything].
     #[arg(long, env = "STROM_ACL", value_name = "FILE")]
     acl: Option<PathBuf>,
+    /// Per-client quotas: `PRINCIPAL produce=RATE fetch=RATE` lines, bytes a second
+    /// (`*`: every other client) [default: none, no client is limited].
+    #[arg(long, env = "STROM_QUOTAS", value_name = "FILE")]
+    quotas: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. Its configuration is read before the
@@ -178,6 +182,9 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.acl {
         config.acl = Some(v);
     }
+    if let Some(v) = args.quotas {
+        config.quotas = Some(v);
+    }
     config.check_runtime().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -190,6 +197,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let tls = config.tls().map_err(|e| e.to_string())?;
     let tokens = config.tokens().map_err(|e| e.to_string())?;
     let acl = config.acl().map_err(|e| e.to_string())?;
+    let quotas = config.quotas().map_err(|e| e.to_string())?;
     if tokens.is_some() && tls.is_none() {
         tracing::warn!("auth_tokens without TLS: tokens cross the network in the clear; give tls_cert and tls_key unless every client is on this host");
     }
@@ -234,10 +242,14 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     if let Some(tokens) = tokens.clone() {
         reloads.push(("tokens file", Box::new(move || tokens.reload())));
     }
+    if let Some(quotas) = quotas.clone() {
+        reloads.push(("quotas", Box::new(move || quotas.reload())));
+    }
     tokio::spawn(reload_on_hangup(hangups, reloads));
     options.tls = tls;
     options.tokens = tokens;
     options.acl = acl;
+    options.quotas = quotas;
     options.max_connections = connections_within_open_files(options.max_connections);
     options.kafka_advertised = kafka_advertised;
     let listeners = crate::server::Listeners {
@@ -330,7 +342,7 @@ type Reload = (
     Box<dyn Fn() -> crate::Result<()> + Send + Sync>,
 );
 
-/// SIGHUP reads the TLS files, the tokens file and the acl again (a renewed
+/// SIGHUP reads the TLS files, the tokens file, the acl and the quotas again (a renewed
 /// certificate, a revoked token, a grant taken away), as nginx and HAProxy do, rather
 /// than ending the server as it would by default. A file that cannot be used leaves
 /// what was read before in use.
@@ -341,13 +353,13 @@ async fn reload_on_hangup(
     let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(err) => {
-            return tracing::warn!(%err, "cannot handle SIGHUP: TLS, token and acl files reload only at a restart")
+            return tracing::warn!(%err, "cannot handle SIGHUP: TLS, token, acl and quotas files reload only at a restart")
         }
     };
     let reloads = std::sync::Arc::new(reloads);
     while hangups.recv().await.is_some() {
         if reloads.is_empty() {
-            tracing::info!("SIGHUP: nothing to reload (no TLS, token or acl files)");
+            tracing::info!("SIGHUP: nothing to reload (no TLS, token, acl or quotas files)");
             continue;
         }
         let files = std::sync::Arc::clone(&reloads);

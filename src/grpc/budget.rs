@@ -23,6 +23,9 @@
 //!   of `STREAMS`, and Fetch and Subscribe on the Log service's own path (`direct`),
 //!   which reads at most 64 KiB of them.
 //!
+//! A produce message whose client is over its quota (`quota/`) waits before it is
+//! charged, so that a throttled client holds none of the budget.
+//!
 //! A charge is clamped to the whole budget, so that one large message can still be
 //! read, alone. A charged message, or a charged unary request's end, must arrive within
 //! `MESSAGE_DEADLINE` of the grant, and its bytes must keep coming (no pause of
@@ -44,6 +47,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 
+use super::quota::{Flow, Quota};
 use super::request_limits::{too_large, RequestLimits};
 
 /// How many times its wire size a produce message is charged.
@@ -210,9 +214,11 @@ where
             path,
         };
         let path = rules.path.as_str();
+        let mut quota = None;
         let (pool, keep) = if CHARGED.contains(&path) {
             let charge = Charge::default();
             request.extensions_mut().insert(charge.clone());
+            quota = super::quota::of(request.extensions());
             (&self.budget.produce, Keep::Each(charge))
         } else if STREAMS.contains(&path) {
             (&self.budget.uncharged, Keep::Each(Charge::default()))
@@ -220,7 +226,11 @@ where
             (&self.budget.requests, Keep::UntilEnd(None))
         };
         let pool = pool.clone();
-        request = request.map(|body| Body::new(BudgetBody::new(body, pool, keep, rules)));
+        request = request.map(|body| {
+            let mut body = BudgetBody::new(body, pool, keep, rules);
+            body.quota = quota;
+            Body::new(body)
+        });
         self.inner.call(request)
     }
 }
@@ -295,6 +305,13 @@ struct BudgetBody {
     pending: Option<Bytes>,
     /// The charge the message whose prefix was just passed on waits for.
     waiting: Option<usize>,
+    /// The client's produce quota (produce messages only), and the wait it set the
+    /// message whose prefix was just read: before the charge, so that a throttled
+    /// client holds none of the budget.
+    quota: Option<Quota>,
+    throttle: Option<Pin<Box<Sleep>>>,
+    /// The length of the message whose prefix was read last.
+    announced: usize,
     /// The last byte of that prefix, passed on once the charge is granted: a reader
     /// that has not seen the whole prefix cannot take a message (an empty one, say)
     /// before its charge exists, and so take another message's charge.
@@ -324,6 +341,9 @@ impl BudgetBody {
             messages: 0,
             pending: None,
             waiting: None,
+            quota: None,
+            throttle: None,
+            announced: 0,
             held: None,
             deadline: None,
             granted_at: Instant::now(),
@@ -383,6 +403,7 @@ impl BudgetBody {
                 if len < self.pool.free_below {
                     continue; // uncharged
                 }
+                self.announced = len;
                 // At least one permit, so that every message has a charge to take; at
                 // most the whole budget, so that it can be granted.
                 let cost = len
@@ -392,6 +413,17 @@ impl BudgetBody {
             }
         }
         Ok((at, None))
+    }
+}
+
+impl Drop for BudgetBody {
+    fn drop(&mut self) {
+        // A message still waiting for its client's turn was never read: its
+        // reservation goes back (a client whose deadline ended the wait would
+        // otherwise find its retry waiting behind it).
+        if let (Some(_), Some(quota)) = (&self.throttle, &self.quota) {
+            quota.refund(Flow::Produce, self.announced);
+        }
     }
 }
 
@@ -406,6 +438,10 @@ impl HttpBody for BudgetBody {
         let me = &mut *self;
         loop {
             if let Some(cost) = me.waiting {
+                if let Some(throttle) = me.throttle.as_mut() {
+                    ready!(throttle.as_mut().poll(cx));
+                    me.throttle = None;
+                }
                 let permits = u32::try_from(cost).unwrap_or(u32::MAX);
                 let Some(permit) = ready!(me.semaphore.poll_acquire_many(cx, permits)) else {
                     return Poll::Ready(Some(Err(tonic::Status::unavailable("shutting down"))));
@@ -431,6 +467,11 @@ impl HttpBody for BudgetBody {
                     }
                 };
                 me.waiting = cost;
+                if let (Some(_), Some(quota)) = (cost, &me.quota) {
+                    if let Some(at) = quota.reserve(Flow::Produce, me.announced) {
+                        me.throttle = Some(Box::pin(tokio::time::sleep_until(at)));
+                    }
+                }
                 let mut pass = data.split_to(passable);
                 if cost.is_some() {
                     // The prefix ends in `pass`: its last byte waits for the charge.

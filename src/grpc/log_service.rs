@@ -12,6 +12,7 @@ use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
 use super::produce_stream::produce_stream;
+use super::quota::{self, Flow, Quota};
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
 use super::{access, produce_response, status, BoxStream};
 use crate::broker::Broker;
@@ -69,16 +70,28 @@ pub(super) async fn produce_one(
     Ok(produce_response(produced))
 }
 
+/// The bytes a read for a client of `quota` may take: `limit`, or less once the client
+/// has waited its turn (at least one record goes, however small the allowance).
+async fn quota_limit(quota: Option<&Quota>, limit: usize) -> usize {
+    let Some(quota) = quota else { return limit };
+    quota.turn(Flow::Fetch).await;
+    quota
+        .available(Flow::Fetch)
+        .map_or(limit, |allowed| limit.min(allowed))
+}
+
 /// Answers one Fetch.
 pub(super) async fn fetch_one(
     broker: &Broker,
     r: pb::FetchRequest,
     access: Access,
+    quota: Option<Quota>,
 ) -> Result<FetchResponse, Status> {
     access
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
+    let limit = quota_limit(quota.as_ref(), limit).await;
     let (read, offsets) = broker
         .fetch(
             &r.topic,
@@ -86,7 +99,8 @@ pub(super) async fn fetch_one(
             r.offset,
             limit,
             Duration::from_millis(r.max_wait_ms.into()),
-            r.min_bytes as usize,
+            // Not more than can come back (a quota may have made the limit smaller).
+            (r.min_bytes as usize).min(limit),
         )
         .await
         .map_err(status)?;
@@ -95,6 +109,9 @@ pub(super) async fn fetch_one(
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let (records, next_offset) = RecordSet::from_batches(&read, r.offset, records_budget(limit));
+    if let Some(quota) = &quota {
+        quota.charge(Flow::Fetch, records.encoded_len());
+    }
     Ok(FetchResponse {
         records,
         high_watermark: offsets.high_watermark,
@@ -112,6 +129,7 @@ pub(super) async fn subscribe_stream(
     broker: &Broker,
     r: pb::SubscribeRequest,
     access: Access,
+    quota: Option<Quota>,
 ) -> Result<(BoxStream<SubscribeResponse>, Grant), Status> {
     let topic = r.topic.clone();
     let grant = Grant::new(move || access.check(Operation::Read, Kind::Topic, &topic));
@@ -156,10 +174,18 @@ pub(super) async fn subscribe_stream(
         let deleted = partition.deleted();
         tokio::pin!(deleted);
         loop {
+            // The client's turn first (a subscriber gone meanwhile ends the wait).
+            let limit = tokio::select! {
+                limit = quota_limit(quota.as_ref(), limit) => limit,
+                _ = tx.closed() => return,
+            };
             let sent = match partition.read(next, limit).await {
                 Ok((read, offsets)) if !read.chunks.is_empty() => {
                     let (records, after) =
                         RecordSet::from_batches(&read, next, records_budget(limit));
+                    if let Some(quota) = &quota {
+                        quota.charge(Flow::Fetch, records.encoded_len());
+                    }
                     let message = SubscribeResponse {
                         records,
                         high_watermark: offsets.high_watermark,
@@ -271,7 +297,8 @@ impl Log for LogService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let access = access(&request);
-        fetch_one(&self.broker, request.into_inner(), access)
+        let quota = quota::of(request.extensions());
+        fetch_one(&self.broker, request.into_inner(), access, quota)
             .await
             .map(Response::new)
     }
@@ -283,7 +310,9 @@ impl Log for LogService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let access = access(&request);
-        let (replies, grant) = subscribe_stream(&self.broker, request.into_inner(), access).await?;
+        let quota = quota::of(request.extensions());
+        let (replies, grant) =
+            subscribe_stream(&self.broker, request.into_inner(), access, quota).await?;
         let mut response = Response::new(replies);
         response.extensions_mut().insert(grant);
         Ok(response)

@@ -15,6 +15,7 @@ mod log_service;
 pub mod produce;
 mod produce_stream;
 mod queues;
+pub mod quota;
 pub mod records;
 pub mod request_limits;
 mod share_stream;

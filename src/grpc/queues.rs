@@ -14,6 +14,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::{Access, Grant, Kind, Operation};
 use super::pb::{self, queues_server, share_stream_request::Body};
+use super::quota::{self, Flow};
 use super::{access, page, status};
 use crate::error::Error;
 use crate::groups::share::{count_acks, Ack, AckBatch, Delivered, Refused, ShareGroups};
@@ -114,12 +115,17 @@ impl queues_server::Queues for QueuesService {
         request: Request<pb::ShareFetchRequest>,
     ) -> Result<Response<pb::ShareFetchResponse>, Status> {
         let access = access(&request);
+        let quota = quota::of(request.extensions());
         let r = request.into_inner();
         // Checked again before each round of a long poll locks records, with the
         // group's dead-letter topic.
         let still =
             |dead_letters: Option<&str>| may_consume(&access, &r.group, &r.topic, dead_letters);
         still(None).map_err(status)?;
+        // Its client's turn, before records are locked to it.
+        if let Some(quota) = &quota {
+            quota.turn(Flow::Fetch).await;
+        }
         let limits = (
             r.max_records,
             Duration::from_millis(r.max_wait_ms as u64),
@@ -130,6 +136,12 @@ impl queues_server::Queues for QueuesService {
             .fetch_while(&r.group, &r.member_id, &r.topic, limits, &still)
             .await
             .map_err(status)?;
+        if let Some(quota) = &quota {
+            quota.charge(
+                Flow::Fetch,
+                fetched.records.iter().map(Delivered::size).sum(),
+            );
+        }
         Ok(Response::new(pb::ShareFetchResponse {
             member_id: fetched.member_id,
             records: fetched.records.into_iter().map(shared).collect(),
@@ -166,6 +178,7 @@ impl queues_server::Queues for QueuesService {
         request: Request<Streaming<pb::ShareStreamRequest>>,
     ) -> Result<Response<ShareStreamOut>, Status> {
         let access = access(&request);
+        let quota = quota::of(request.extensions());
         let mut inbound = request.into_inner();
         let open = match inbound.message().await? {
             Some(pb::ShareStreamRequest {
@@ -191,7 +204,7 @@ impl queues_server::Queues for QueuesService {
             open,
             inbound,
             tx,
-            access,
+            (access, quota),
         ));
         let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as ShareStreamOut);
         response.extensions_mut().insert(grant);

@@ -21,6 +21,7 @@ use tonic::{Status, Streaming};
 use super::auth::Access;
 use super::pb::{self, share_stream_request::Body};
 use super::queues::{acks, may_consume, refused, shared};
+use super::quota::{Flow, Quota};
 use super::status;
 use crate::error::{Error, Result};
 use crate::groups::share::{AckBatch, Fetched, ShareGroups, MAX_ACK_OFFSETS};
@@ -48,7 +49,7 @@ pub(super) async fn run(
     open: pb::ShareStreamOpen,
     mut inbound: Streaming<pb::ShareStreamRequest>,
     out: Out,
-    access: Access,
+    (access, quota): (Access, Option<Quota>),
 ) {
     let (group, topic) = (open.group, open.topic);
     // Join first, so the member has an id before any ack can come.
@@ -106,13 +107,23 @@ pub(super) async fn run(
             let want = credits.min(u32::MAX as u64) as u32;
             let joined = Arc::clone(&joined);
             let access = access.clone();
+            let quota = quota.clone();
             fetching = Some(tokio::spawn(async move {
+                // Its client's turn, before records are locked to it (a stream ended
+                // meanwhile aborts this task).
+                if let Some(quota) = &quota {
+                    quota.turn(Flow::Fetch).await;
+                }
                 let limits = (want, FETCH_WAIT, STREAM_MESSAGE_BYTES);
                 // Each round checks the grant again, dead-letter topic included: a
                 // grant taken away (a new acl read on SIGHUP) ends the stream with
                 // the fetch's error before it locks another record to the member.
                 let still = |dead_letters: Option<&str>| may_consume(&access, &g, &t, dead_letters);
-                q.stream_fetch(&g, &m, &t, limits, &joined, &still).await
+                let fetched = q.stream_fetch(&g, &m, &t, limits, &joined, &still).await;
+                if let (Some(quota), Ok(fetched)) = (&quota, &fetched) {
+                    quota.charge(Flow::Fetch, fetched.records.iter().map(|r| r.size()).sum());
+                }
+                fetched
             }));
         }
         tokio::select! {

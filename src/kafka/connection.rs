@@ -9,10 +9,12 @@
 //! `stalled_reader_timeout` closes the connection; so does `idle_timeout` without a
 //! request. Until the session has authenticated (`session.rs`), frames are at most
 //! `UNAUTHENTICATED_MAX_FRAME` (never charged), and no wait lasts past the
-//! connection's authentication deadline.
+//! connection's authentication deadline. A client over its quota (`grpc/quota/`) is
+//! not read for the `throttle_time_ms` its last response gave (KIP-219's mute).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +28,7 @@ use super::wire::Malformed;
 use super::Kafka;
 use crate::grpc::auth::Tokens;
 use crate::grpc::budget::{FREE_BELOW, MESSAGE_DEADLINE, MESSAGE_IDLE};
+use crate::grpc::quota::Quota;
 
 /// The smallest request frame: API key, version, correlation id and client id length.
 const MIN_FRAME: usize = 10;
@@ -57,9 +60,15 @@ pub async fn serve_connection<S>(
     // A reload of the tokens file also ends a connection that sends nothing more, if
     // its token went.
     let mut reloads = kafka.security.tokens.as_ref().map(Tokens::reloads);
+    // The client's quota, once the session knows who the client is.
+    let mut quota: Option<Quota> = None;
     loop {
         if session.authenticated() {
             drop(stranger.take()); // its place among the strangers is free
+            if quota.is_none() {
+                let address = peer.map(|p| p.ip());
+                quota = kafka.quotas.as_ref().map(|q| q.of(session.who(), address));
+            }
         }
         // A stranger gets until its authentication deadline, not the idle timeout.
         let idle = Instant::now() + kafka.idle_timeout;
@@ -136,7 +145,15 @@ pub async fn serve_connection<S>(
             response,
             held,
             close,
-        } = match answer(&kafka, &mut session, frame.freeze(), at.local).await {
+            mute,
+        } = match answer(
+            &kafka,
+            &mut session,
+            frame.freeze(),
+            (at.local, quota.as_ref()),
+        )
+        .await
+        {
             Ok(answer) => answer,
             Err(Malformed(why)) => return closed(format!("a request refused: {why}")),
         };
@@ -146,7 +163,12 @@ pub async fn serve_connection<S>(
         }
         // No answer (acks=0) never comes with a close: only a failed authentication
         // closes after its answer.
-        let Some(response) = response else { continue };
+        let Some(response) = response else {
+            if !muted(mute, &mut stopping).await {
+                return;
+            }
+            continue;
+        };
         // Flushed too: TLS keeps the last records of a write in its buffer when the
         // socket is full, and reading the next request would never send them.
         let write = async {
@@ -167,6 +189,21 @@ pub async fn serve_connection<S>(
             Ok(Ok(())) | Ok(Err(_)) => return,
             Err(_) => return closed("the client did not read its response in time".into()),
         }
+        if !muted(mute, &mut stopping).await {
+            return;
+        }
+    }
+}
+
+/// Reads nothing from the connection for `mute` (its client is over its quota):
+/// false if the server began to stop meanwhile.
+async fn muted(mute: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
+    if mute.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(mute) => true,
+        _ = stopping.wait_for(|stop| *stop) => false,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
@@ -15,6 +16,7 @@ use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
 use super::{admin, configs, fetch, group_admin, groups, metadata, produce, Kafka};
+use crate::grpc::quota::{Flow, Quota};
 
 /// What a request comes to.
 pub struct Answer {
@@ -25,6 +27,9 @@ pub struct Answer {
     pub held: Option<OwnedSemaphorePermit>,
     /// Close the connection once the response is written (a failed authentication).
     pub close: bool,
+    /// How long the connection is not read after the response: its client is over
+    /// its quota (the response's `throttle_time_ms` says so too).
+    pub mute: Duration,
 }
 
 impl Answer {
@@ -33,8 +38,23 @@ impl Answer {
             response: Some(vec![response]),
             held: None,
             close: false,
+            mute: Duration::ZERO,
         }
     }
+}
+
+/// Charges `bytes` of `flow` to the client's quota, if it has one: how long its
+/// connection must now wait.
+fn throttle(quota: Option<&Quota>, flow: Flow, bytes: usize) -> Duration {
+    quota.map_or(Duration::ZERO, |quota| {
+        quota.charge(flow, bytes);
+        quota.throttle(flow)
+    })
+}
+
+/// A throttle as Kafka's `throttle_time_ms`.
+fn millis(throttle: Duration) -> i32 {
+    i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX)
 }
 
 /// The answer to a request frame. An error closes the connection, as Kafka does with
@@ -43,12 +63,13 @@ pub async fn answer(
     kafka: &Kafka,
     session: &mut Session,
     frame: Bytes,
-    local: Option<SocketAddr>,
+    (local, quota): (Option<SocketAddr>, Option<&Quota>),
 ) -> Decoded<Answer> {
+    let size = frame.len();
     let (header, r) = requests::header(frame)?;
     let (key, version) = (header.api_key, header.version);
     // The log line of a refused request says which request it was.
-    let answer = respond(kafka, session, header, r, local).await;
+    let answer = respond(kafka, session, header, r, (local, quota, size)).await;
     // A request may have waited (a long poll, a join) while its token was revoked.
     let answer = answer.and_then(|answer| session.recheck(&kafka.security).map(|()| answer));
     answer.map_err(|Malformed(why)| Malformed(format!("{why} (API key {key} version {version})")))
@@ -59,7 +80,7 @@ async fn respond(
     session: &mut Session,
     header: requests::Header,
     mut r: Reader,
-    local: Option<SocketAddr>,
+    (local, quota, size): (Option<SocketAddr>, Option<&Quota>, usize),
 ) -> Decoded<Answer> {
     let (version, correlation) = (header.version, header.correlation_id);
     let Some(api) = requests::api(header.api_key) else {
@@ -139,27 +160,46 @@ async fn respond(
                     ))),
                     None => Ok(Answer {
                         response: None,
-                        held: None,
-                        close: false,
+                        mute: throttle(quota, Flow::Produce, size),
+                        ..Answer::of(Bytes::new())
                     }),
                 };
             }
-            encode(
-                correlation,
-                &produce::response(&broker, answers, version),
-                version,
-            )
-            .map(Answer::of)
+            // The request's size, as Kafka counts it.
+            let mute = throttle(quota, Flow::Produce, size);
+            let mut response = produce::response(&broker, answers, version);
+            response.throttle_time_ms = millis(mute);
+            let response = encode(correlation, &response, version)?;
+            Ok(Answer {
+                mute,
+                ..Answer::of(response)
+            })
         }
         key::FETCH => {
-            let request = requests::fetch(&mut r, version)?;
+            let mut request = requests::fetch(&mut r, version)?;
             requests::finished(&r);
-            let (response, held) =
+            // No more than the client may take now (at least a batch comes anyway).
+            if let Some(allowed) = quota.and_then(|q| q.available(Flow::Fetch)) {
+                let allowed = i32::try_from(allowed).unwrap_or(i32::MAX);
+                request.max_bytes = match request.max_bytes {
+                    asked if asked > 0 => asked.min(allowed),
+                    _ => allowed,
+                };
+            }
+            let (mut response, held) =
                 fetch::fetch(broker, &kafka.responses, request, version, &access).await;
+            let records = response.responses.iter().flat_map(|t| &t.partitions);
+            let bytes = records
+                .filter_map(|p| p.records.as_ref())
+                .map(Bytes::len)
+                .sum();
+            let mute = throttle(quota, Flow::Fetch, bytes);
+            response.throttle_time_ms = millis(mute);
             Ok(Answer {
                 response: Some(fetch_frame(correlation, &response, version)),
                 held,
                 close: false,
+                mute,
             })
         }
         key::LIST_OFFSETS => {

@@ -87,6 +87,10 @@ pub struct Kafka {
     pub max_strangers: usize,
     /// The log lines a flood of clients could multiply, each at most once a second.
     pub logs: quiet::Logs,
+    /// Per-client quotas (`grpc/quota/`): a client over its quota gets its response,
+    /// with `throttle_time_ms`, and its connection is read no more until it has waited
+    /// that long (Kafka's KIP-219).
+    pub quotas: Option<crate::grpc::quota::Quotas>,
 }
 
 /// A Kafka string of `s`, for responses.

@@ -10,6 +10,7 @@ mod threads;
 
 pub use crate::grpc::auth::{Acl, Tokens};
 pub use crate::grpc::connection::ServerTls;
+pub use crate::grpc::quota::Quotas;
 pub use options::ServeOptions;
 pub use threads::ask_for_time_slice;
 
@@ -35,6 +36,7 @@ use crate::grpc::pb::exchanges_server::ExchangesServer;
 use crate::grpc::pb::groups_server::GroupsServer;
 use crate::grpc::pb::log_server::LogServer;
 use crate::grpc::pb::queues_server::QueuesServer;
+use crate::grpc::quota::QuotaLayer;
 use crate::grpc::request_limits::RequestLimits;
 use crate::grpc::{
     AdminService, ExchangesService, GroupsService, LogService, QueuesService, FILE_DESCRIPTOR_SET,
@@ -161,6 +163,9 @@ pub async fn serve_listeners(
         if options.acl.is_some() {
             security.push("acl enforced");
         }
+        if options.quotas.is_some() {
+            security.push("quotas enforced");
+        }
         let security = match security.is_empty() {
             true => String::new(),
             false => format!(" ({})", security.join(", ")),
@@ -245,6 +250,7 @@ pub async fn serve_listeners(
         limits,
     );
     let auth = AuthLayer::new(options.tokens.clone(), options.acl.clone());
+    let quotas = QuotaLayer::new(options.quotas.clone());
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
     let metrics_task = metrics.map(|listener| {
@@ -257,6 +263,7 @@ pub async fn serve_listeners(
             connections: incoming.open_count(),
             tls: options.tls.clone(),
             budget: budget.clone(),
+            quotas: options.quotas.clone(),
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),
             queues: Arc::clone(&queues),
@@ -306,6 +313,7 @@ pub async fn serve_listeners(
             // cannot keep the rest from those that do.
             max_strangers: (options.max_connections / 4).max(1),
             logs: Default::default(),
+            quotas: options.quotas.clone(),
         });
         tokio::spawn(crate::kafka::serve(
             listener,
@@ -320,6 +328,9 @@ pub async fn serve_listeners(
             .layer(calls.clone())
             // Before the budgets: a call without a token is charged nothing.
             .layer(auth.clone())
+            // After the auth layer, which names the caller; before the budgets, so
+            // that a throttled produce waits before it is charged.
+            .layer(quotas.clone())
             .layer(budget.clone())
             // Larger HTTP/2 windows than the defaults: on this class of machine they double
             // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The

@@ -58,6 +58,9 @@ pub struct ServeOptions {
     pub tokens: Option<Tokens>,
     /// Who may do what (`grpc/auth/acl.rs`); None lets every caller do anything.
     pub acl: Option<Acl>,
+    /// How many bytes a second each client may produce and fetch (`grpc/quota/`);
+    /// None limits no client.
+    pub quotas: Option<crate::grpc::quota::Quotas>,
     /// The host and port the Kafka listener's Metadata names (`kafka/`); None: the
     /// address each client connected to.
     pub kafka_advertised: Option<(String, u16)>,
@@ -86,6 +89,7 @@ impl Default for ServeOptions {
             tls: None,
             tokens: None,
             acl: None,
+            quotas: None,
             kafka_advertised: None,
         }
     }

@@ -23,7 +23,7 @@
 
 pub mod access;
 pub mod acl;
-mod reloadable;
+pub(crate) mod reloadable;
 mod revocable;
 
 pub use access::{Access, Grant};

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 
-pub(super) struct Reloadable<T> {
+pub(crate) struct Reloadable<T> {
     file: PathBuf,
     read: fn(&Path) -> Result<T>,
     current: RwLock<Arc<T>>,
@@ -23,7 +23,7 @@ pub(super) struct Reloadable<T> {
 
 impl<T: PartialEq> Reloadable<T> {
     /// Reads `file` with `read`, which checks it whole.
-    pub(super) fn load(file: &Path, read: fn(&Path) -> Result<T>) -> Result<Reloadable<T>> {
+    pub(crate) fn load(file: &Path, read: fn(&Path) -> Result<T>) -> Result<Reloadable<T>> {
         Ok(Reloadable {
             current: RwLock::new(Arc::new(read(file)?)),
             file: file.to_path_buf(),
@@ -36,7 +36,7 @@ impl<T: PartialEq> Reloadable<T> {
     /// Reads the file again: from now on it is what is used. On any error what is in
     /// use stays, all of it. The same contents again (a SIGHUP for another file)
     /// change nothing, so nothing checks itself again.
-    pub(super) fn reload(&self) -> Result<()> {
+    pub(crate) fn reload(&self) -> Result<()> {
         let fresh = (self.read)(&self.file)?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if **current == fresh {
@@ -49,26 +49,26 @@ impl<T: PartialEq> Reloadable<T> {
         Ok(())
     }
 
-    pub(super) fn current(&self) -> Arc<T> {
+    pub(crate) fn current(&self) -> Arc<T> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How many times what is in use changed.
-    pub(super) fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// The counter itself, for what checks it without the file at hand.
-    pub(super) fn generation_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn generation_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.generation)
     }
 
     /// A receiver told at each change.
-    pub(super) fn changes(&self) -> watch::Receiver<()> {
+    pub(crate) fn changes(&self) -> watch::Receiver<()> {
         self.changes.subscribe()
     }
 
-    pub(super) fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> &Path {
         &self.file
     }
 }

@@ -94,6 +94,8 @@ struct Connection {
     /// for one has ended (`tls_client_ca`): the caller's principal when there are no
     /// tokens (`grpc/auth`).
     certificate_name: OnceLock<Arc<str>>,
+    /// The client's IP address: who it is for the quotas when it has no principal.
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Watched {
@@ -113,6 +115,7 @@ impl Watched {
             heard: AtomicBool::new(false),
             ended: Notify::new(),
             certificate_name: OnceLock::new(),
+            peer: io.peer_addr().ok().map(|a| a.ip()),
         });
         tokio::spawn(watchdog(Arc::clone(&connection), timeouts, hangup));
         Watched {
@@ -158,6 +161,11 @@ impl ConnectionInfo {
     /// The common name of the certificate the client showed, if it showed one.
     pub fn certificate_name(&self) -> Option<Arc<str>> {
         self.0.certificate_name.get().cloned()
+    }
+
+    /// The client's IP address, if the system told it.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.0.peer
     }
 
     /// A response's progress, watched until it is dropped.

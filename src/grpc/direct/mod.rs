@@ -103,6 +103,7 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
         // Present when the server accepted the socket itself (`connection::Watched`).
         let connection = request.extensions().get::<ConnectionInfo>().cloned();
         let access = Access::of(request.extensions());
+        let quota = super::quota::of(request.extensions());
         match path {
             PRODUCE_STREAM => {
                 let charge = charge(&request);
@@ -129,14 +130,16 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             }
             FETCH => Box::pin(async move {
                 let reply = match single(request, SMALL_REQUEST_BYTES, FETCH).await {
-                    Ok(request) => log_service::fetch_one(&broker, request, access).await,
+                    Ok(request) => log_service::fetch_one(&broker, request, access, quota).await,
                     Err(status) => Err(status),
                 };
                 Ok(unary(reply, max_response, connection))
             }),
             _ => Box::pin(async move {
                 let replies = match single(request, SMALL_REQUEST_BYTES, SUBSCRIBE).await {
-                    Ok(request) => log_service::subscribe_stream(&broker, request, access).await,
+                    Ok(request) => {
+                        log_service::subscribe_stream(&broker, request, access, quota).await
+                    }
                     Err(status) => Err(status),
                 };
                 Ok(match replies {

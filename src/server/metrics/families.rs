@@ -82,6 +82,36 @@ impl Scrape {
             Gauge,
             budgets(|b| b.2),
         )?;
+        if let Some((waits, clients)) = &self.quotas {
+            let kinds = |pick: fn(&(crate::grpc::quota::Flow, u64, f64)) -> f64| {
+                waits
+                    .iter()
+                    .map(move |w| (vec![("kind", w.0.as_str().to_string())], pick(w)))
+            };
+            self.family(
+                e,
+                "strom_quota_throttled",
+                "Requests that waited for their client's quota (quotas): produce messages \
+                 and Kafka produce requests, fetches and Kafka fetch responses",
+                Counter,
+                kinds(|w| w.1 as f64),
+            )?;
+            self.family(
+                e,
+                "strom_quota_throttled_seconds",
+                "How long requests waited for their client's quota, summed",
+                Counter,
+                kinds(|w| w.2),
+            )?;
+            self.family(
+                e,
+                "strom_quota_clients",
+                "Clients whose quota use is kept now (principals, and addresses of clients \
+                 without one)",
+                Gauge,
+                one(*clients as f64),
+            )?;
+        }
         if let Some((free, total, floor)) = self.disk {
             let disk = [
                 (

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// The server's TLS, whose failed handshakes are counted; None when plaintext.
     pub tls: Option<crate::grpc::connection::ServerTls>,
     pub budget: BudgetLayer,
+    /// The per-client quotas, whose waits are counted; None without a quotas file.
+    pub quotas: Option<crate::grpc::quota::Quotas>,
     pub broker: Arc<Broker>,
     pub groups: Arc<Groups>,
     pub queues: Arc<ShareGroups>,
@@ -118,6 +120,8 @@ struct Scrape {
     tls_failures: Option<u64>,
     /// (name, in use, size) of the produce and request budgets.
     budgets: [(&'static str, usize, usize); 2],
+    /// With quotas: per kind, the waits and their seconds; and the clients kept.
+    quotas: Option<(crate::grpc::quota::Waits, usize)>,
     topics: Vec<TopicRow>,
     /// Free and total bytes of the data directory's file system, and the floor.
     disk: Option<(u64, u64, u64)>,
@@ -189,6 +193,7 @@ impl Metrics {
                 ("produce", produce, produce_size),
                 ("request", requests, requests_size),
             ],
+            quotas: self.quotas.as_ref().map(|q| (q.waits(), q.clients())),
             topics,
             disk,
             groups: self.groups.gauges(),
@@ -289,6 +294,7 @@ mod tests {
             exchanges: (0, 0),
             tls_failures: None,
             budgets: [("produce", 0, 1), ("request", 0, 1)],
+            quotas: None,
             topics,
             disk: None,
             groups: Vec::new(),

@@ -1,0 +1,530 @@
+//! Per-client quotas (`quotas`): a client over its produce or fetch quota waits, and
+//! others do not wait for it; a client is its principal, else its address; a reload
+//! changes the rates of calls already open; over Kafka, the response says how long the
+//! client is throttled and the connection is not read for that long.
+//!
+//! Times are asserted only from below: a quota makes a client at least this slow
+//! however fast the machine is. Which requests waited is read from the quotas' own
+//! counters (the `strom_quota_throttled` metric).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::kafka::{batch, fetch, produce as kafka_produce, record as kafka_record, KafkaConn};
+use common::requests::produce;
+use common::server::TestServer;
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::records::Compression;
+use strom::broker::Limits;
+use strom::client::{Client, ConnectOptions};
+use strom::grpc::auth::file_line;
+use strom::grpc::pb;
+use strom::server::{Quotas, ServeOptions, Tokens};
+use tokio_stream::StreamExt;
+
+const KIB: usize = 1024;
+
+/// How many requests of each kind have waited for their client's quota.
+fn waits(quotas: &Quotas) -> (u64, u64) {
+    let [(_, produce, _), (_, fetch, _)] = quotas.waits();
+    (produce, fetch)
+}
+
+/// A record of `size` bytes of value.
+fn big(size: usize) -> pb::Record {
+    pb::Record {
+        value: Bytes::from(vec![7u8; size]),
+        ..Default::default()
+    }
+}
+
+/// A server with a token for each of `names` (each token is its name, twice) and the
+/// quotas in `dir/quotas`.
+async fn server(
+    dir: &Path,
+    names: &[&str],
+    quotas: &str,
+    options: ServeOptions,
+) -> (TestServer, Quotas) {
+    let tokens = dir.join("tokens");
+    let lines: Vec<String> = names
+        .iter()
+        .map(|n| file_line(n, &format!("{n}{n}")).unwrap())
+        .collect();
+    std::fs::write(&tokens, lines.join("\n")).unwrap();
+    std::fs::write(dir.join("quotas"), quotas).unwrap();
+    let quotas = Quotas::load(&dir.join("quotas")).unwrap();
+    let options = ServeOptions {
+        tokens: Some(Tokens::load(&tokens).unwrap()),
+        quotas: Some(quotas.clone()),
+        ..options
+    };
+    let server =
+        TestServer::start_with_options(&dir.join("data"), Limits::default(), options).await;
+    (server, quotas)
+}
+
+async fn as_principal(server: &TestServer, name: &str) -> Client {
+    let options = ConnectOptions {
+        tls: None,
+        token: Some(format!("{name}{name}")),
+    };
+    Client::connect_with(&server.addr.to_string(), options)
+        .await
+        .unwrap()
+}
+
+/// Polls `done` until it holds, for at most 20 s.
+async fn until(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_over_its_quota_waits_without_holding_the_budget_others_need() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 1 MiB: two 128 KiB messages at a time (each charged three times).
+    let options = ServeOptions {
+        produce_budget_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let (server, quotas) = server(
+        dir.path(),
+        &["slow", "fast"],
+        "* produce=none\nslow produce=512KiB\n",
+        options,
+    )
+    .await;
+    let slow = as_principal(&server, "slow").await;
+    let fast = as_principal(&server, "fast").await;
+    slow.admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+
+    // 16 messages of 128 KiB at once, 2 MiB at 512 KiB/s: the first second's worth
+    // (4) and one more go at once, the rest wait their turn, the last 2.75 s.
+    let started = Instant::now();
+    let sends: Vec<_> = (0..16)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move {
+                let mut log = slow.log();
+                log.produce(produce("events", Some(0), vec![big(128 * KIB)]))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    until(|| waits(&quotas).0 == 11, "11 of slow's messages waiting").await;
+
+    // Another client's produces are not held up behind them: the waiting messages
+    // hold none of the produce budget.
+    let mut log = fast.log();
+    for _ in 0..4 {
+        log.produce(produce("events", Some(0), vec![big(128 * KIB)]))
+            .await
+            .unwrap();
+    }
+    // Slow's finish one every 0.25 s from 0.25 s on, after the first 5: had the
+    // waiting ones held the budget, fast's would have queued behind them all.
+    let finished = sends.iter().filter(|s| s.is_finished()).count();
+    assert!(
+        finished <= 9,
+        "fast's produces waited until {finished} of slow's 16 were done"
+    );
+    assert_eq!(
+        waits(&quotas).0,
+        11,
+        "fast has no quota: none of its messages waited"
+    );
+    for send in sends {
+        send.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "2 MiB at 512 KiB/s took {took:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_over_its_quota_reads_less_at_a_time_and_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = server(
+        dir.path(),
+        &["writer", "reader", "watcher", "worker"],
+        "reader fetch=256KiB\nwatcher fetch=256KiB\nworker fetch=256KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let writer = as_principal(&server, "writer").await;
+    writer
+        .admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+    let mut log = writer.log();
+    for _ in 0..8 {
+        log.produce(produce("events", Some(0), vec![big(128 * KIB)]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(waits(&quotas), (0, 0));
+
+    // Fetch: each answer is cut to what the client may take now (one record of
+    // 128 KiB, however much it asks for), and the later ones wait: 1 MiB at 256 KiB/s.
+    let reader = as_principal(&server, "reader").await;
+    let started = Instant::now();
+    let mut next = 0;
+    while next < 8 {
+        let response = reader
+            .fetch(pb::FetchRequest {
+                topic: "events".into(),
+                partition: 0,
+                offset: next,
+                max_bytes: 4 << 20,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let records = response.records.iter().count();
+        assert_eq!(records, 1, "a fetch from {next} was not cut to the quota");
+        next = response.next_offset;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2000),
+        "1 MiB at 256 KiB/s took {took:?}"
+    );
+    assert!(waits(&quotas).1 >= 4, "{:?}", waits(&quotas));
+
+    // Subscribe: the same, between its messages (6 records: at least 1.5 s).
+    let watcher = as_principal(&server, "watcher").await;
+    let started = Instant::now();
+    let mut stream = watcher
+        .subscribe(pb::SubscribeRequest {
+            topic: "events".into(),
+            partition: 0,
+            max_bytes: 4 << 20,
+            start: Some(pb::subscribe_request::Start::Offset(0)),
+        })
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 6 {
+        let message = stream.next().await.unwrap().unwrap();
+        let records = message.records.iter().count();
+        assert_eq!(records, 1, "a message of {records} records");
+        got += records;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200),
+        "768 KiB at 256 KiB/s took {took:?}"
+    );
+
+    // ShareFetch: a queue's worker waits its turn before records are locked to it
+    // (three fetches of 256 KiB: at least 1 s).
+    writer
+        .admin()
+        .create_topic("jobs", 1, Default::default())
+        .await
+        .unwrap();
+    let queues = as_principal(&server, "worker").await.queues();
+    let share_fetch = |member: String| {
+        let mut queues = queues.clone();
+        async move {
+            queues
+                .share_fetch(pb::ShareFetchRequest {
+                    group: "workers".into(),
+                    member_id: member,
+                    topic: "jobs".into(),
+                    max_records: 2,
+                    max_wait_ms: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let member = share_fetch(String::new()).await.member_id;
+    for _ in 0..6 {
+        log.produce(produce("jobs", Some(0), vec![big(128 * KIB)]))
+            .await
+            .unwrap();
+    }
+    let before = waits(&quotas).1;
+    let started = Instant::now();
+    let mut got = 0;
+    while got < 6 {
+        got += share_fetch(member.clone()).await.records.len();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "768 KiB at 256 KiB/s took {took:?}"
+    );
+    assert!(waits(&quotas).1 > before);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_that_gives_up_waiting_does_not_count_against_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = server(
+        dir.path(),
+        &["slow"],
+        "slow produce=64KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let slow = as_principal(&server, "slow").await;
+    slow.admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+    let mut log = slow.log();
+    // 256 KiB at 64 KiB/s: the next produce waits about 3 s.
+    log.produce(produce("events", Some(0), vec![big(256 * KIB)]))
+        .await
+        .unwrap();
+    // Three that give up after 200 ms: each would have added 4 s had it stayed.
+    for _ in 0..3 {
+        let mut request = tonic::Request::new(produce("events", Some(0), vec![big(256 * KIB)]));
+        request.set_timeout(Duration::from_millis(200));
+        let status = log.produce(request).await.unwrap_err();
+        // The client's own timer (Cancelled) or the server's (DeadlineExceeded).
+        let ended = [tonic::Code::Cancelled, tonic::Code::DeadlineExceeded];
+        assert!(ended.contains(&status.code()), "{status:?}");
+    }
+    // So a small one within 8 s goes (it would wait 15 s behind them).
+    let mut request = tonic::Request::new(produce("events", Some(0), vec![big(KIB)]));
+    request.set_timeout(Duration::from_secs(8));
+    let produced = log.produce(request).await.unwrap().into_inner();
+    assert_eq!(
+        produced.base_offset, 1,
+        "only the first and this one stored"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_principal_share_the_quota_of_their_address() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quotas"), "* produce=512KiB\n").unwrap();
+    let quotas = Quotas::load(&dir.path().join("quotas")).unwrap();
+    let options = ServeOptions {
+        quotas: Some(quotas.clone()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(&dir.path().join("data"), Limits::default(), options).await;
+    let one = server.client_with_topic("events", 1).await;
+    let other = server.client().await;
+    // Two connections from 127.0.0.1, 512 KiB each: each alone fits in a second's
+    // burst, both together do not.
+    let started = Instant::now();
+    let sends: Vec<_> = [one, other]
+        .into_iter()
+        .map(|client| {
+            tokio::spawn(async move {
+                let mut log = client.log();
+                for _ in 0..4 {
+                    log.produce(produce("events", Some(0), vec![big(128 * KIB)]))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        waits(&quotas).0 >= 1,
+        "one bucket per connection: nothing waited"
+    );
+    assert!(
+        took >= Duration::from_millis(700),
+        "1 MiB at 512 KiB/s took {took:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_rate_of_a_stream_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = server(
+        dir.path(),
+        &["slow"],
+        "slow produce=64KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let slow = as_principal(&server, "slow").await;
+    slow.admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut replies = slow
+        .log()
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let message = |id: u64| pb::ProduceStreamRequest {
+        correlation_id: id,
+        request: Some(produce("events", Some(0), vec![big(128 * KIB)])),
+    };
+    // The first message takes two seconds' worth; the second waits for it.
+    tx.send(message(1)).await.unwrap();
+    replies.next().await.unwrap().unwrap();
+    tx.send(message(2)).await.unwrap();
+    until(|| waits(&quotas).0 == 1, "the second message waiting").await;
+    replies.next().await.unwrap().unwrap();
+
+    // Without a limit from the reload on, the stream's next messages wait for nothing
+    // (at 64 KiB/s, eight of 128 KiB would wait 15 s).
+    std::fs::write(dir.path().join("quotas"), "slow produce=none\n").unwrap();
+    quotas.reload().unwrap();
+    for id in 3..11 {
+        tx.send(message(id)).await.unwrap();
+        replies.next().await.unwrap().unwrap();
+    }
+    assert_eq!(waits(&quotas).0, 1);
+    // A bad file leaves the rates in use.
+    std::fs::write(dir.path().join("quotas"), "slow produce=fast\n").unwrap();
+    assert!(quotas.reload().unwrap_err().to_string().contains("line 1"));
+    drop(tx);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_client_over_its_quota_is_told_and_muted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quotas"), "* produce=64KiB fetch=64KiB\n").unwrap();
+    let quotas = Quotas::load(&dir.path().join("quotas")).unwrap();
+    let options = ServeOptions {
+        quotas: Some(quotas.clone()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    server
+        .client()
+        .await
+        .admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    // A produce of 128 KiB at 64 KiB/s: two seconds' worth, one of them from the burst.
+    let value = vec![1u8; 128 * KIB];
+    let records = batch(&[kafka_record(None, Some(&value), &[])], Compression::None);
+    let produced = conn
+        .call(&kafka_produce("events", &[(0, Some(records))], 1), 9)
+        .await;
+    let answered = Instant::now();
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let throttle = produced.throttle_time_ms;
+    assert!(
+        (950..=1100).contains(&throttle),
+        "throttle_time_ms {throttle}"
+    );
+    // The connection is not read meanwhile: the next answer comes a second later.
+    conn.call(&ApiVersionsRequest::default(), 0).await;
+    let muted = answered.elapsed();
+    assert!(
+        muted >= Duration::from_millis(900),
+        "answered after {muted:?}"
+    );
+    assert_eq!(waits(&quotas), (1, 0));
+
+    // A fetch of it: the one batch comes whole, and the client is throttled for it.
+    let fetched = conn.call(&fetch("events", 0, 0, 0), 12).await;
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert!(p.records.as_ref().unwrap().len() > 128 * KIB);
+    let throttle = fetched.throttle_time_ms;
+    assert!(
+        (950..=1100).contains(&throttle),
+        "throttle_time_ms {throttle}"
+    );
+    assert_eq!(waits(&quotas), (1, 1));
+    server.stop().await.unwrap();
+}
+
+/// `GET /metrics` from `at`, over HTTP/1.0 (the reply ends with the connection).
+fn scrape(at: &str) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(at).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: strom\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// The README's way: `strom serve --quotas FILE`; a bad file is refused at the start
+/// with its line, SIGHUP reads it again, and the metrics count the waits.
+#[test]
+fn strom_serve_with_quotas() {
+    use common::cli::{Serve, STROM};
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = dir.path().join("quotas");
+    std::fs::write(&quotas, "* produce=10MiB\nbatch fetch=1GiB fetch=2GiB\n").unwrap();
+    let mut command = std::process::Command::new(STROM);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("refused"))
+        .args(["--quotas", quotas.to_str().unwrap()]);
+    let out = common::process::run_within(&mut command, b"", Duration::from_secs(30));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2: fetch given twice"), "{stderr}");
+
+    // 1 KiB/s for everyone: a second produce of 4 KiB waits for the first.
+    std::fs::write(&quotas, "* produce=1KiB\n").unwrap();
+    let metrics = common::free_addr();
+    let serve = Serve::start_with_args(
+        &dir.path().join("data"),
+        &[
+            "--quotas",
+            quotas.to_str().unwrap(),
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    let logged = serve.stderr.lock().unwrap().join("\n");
+    assert!(logged.contains("(quotas enforced)"), "{logged}");
+    serve.ok(&["topic", "create", "t"], b"");
+    let line = format!("{}\n", "x".repeat(4096));
+    serve.ok(&["produce", "-t", "t"], line.as_bytes());
+    let throttled = |text: &str| text.contains("strom_quota_throttled_total{kind=\"produce\"} 1");
+    assert!(!throttled(&scrape(&metrics)));
+    let started = Instant::now();
+    serve.ok(&["produce", "-t", "t"], line.as_bytes());
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let text = scrape(&metrics);
+    assert!(throttled(&text), "{text}");
+    assert!(text.contains("strom_quota_clients 1"), "{text}");
+    // Read again on SIGHUP: no limit from now on.
+    std::fs::write(&quotas, "* produce=none\n").unwrap();
+    serve.hang_up_until_logged("quotas reloaded");
+    serve.ok(&["produce", "-t", "t"], line.as_bytes());
+    assert!(throttled(&scrape(&metrics)), "a wait after the reload");
+}
