@@ -20,8 +20,9 @@ use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::records::Compression;
 use strom::broker::Limits;
 use strom::client::{Client, ConnectOptions};
-use strom::grpc::auth::file_line;
+use strom::grpc::auth::{file_line, Principal};
 use strom::grpc::pb;
+use strom::grpc::quota::Flow;
 use strom::server::{Quotas, ServeOptions, Tokens};
 use tokio_stream::StreamExt;
 
@@ -316,6 +317,137 @@ async fn a_produce_that_gives_up_waiting_does_not_count_against_its_client() {
     server.stop().await.unwrap();
 }
 
+/// A produce charged to its client's quota and then given up while it waited for the
+/// produce budget (held by another client's announced message) is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_given_up_while_waiting_for_the_budget_is_given_back() {
+    use tokio_stream::StreamExt;
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        produce_budget_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let (server, quotas) = server(
+        dir.path(),
+        &["slow", "hog"],
+        "slow produce=64KiB\n",
+        options,
+    )
+    .await;
+    let addr = server.addr;
+    let slow = as_principal(&server, "slow").await;
+    slow.admin()
+        .create_topic("events", 1, Default::default())
+        .await
+        .unwrap();
+    // The hog announces a message as large as the budget and sends nothing: it holds
+    // the budget for 5 s (`MESSAGE_IDLE`).
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    let frames = tokio_stream::iter([Bytes::from(prefix)])
+        .chain(tokio_stream::pending())
+        .map(|data| Ok::<_, tonic::Status>(http_body::Frame::data(data)));
+    let request = http::Request::post(format!("http://{addr}/strom.v1.Log/Produce"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", "Bearer hoghog")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let hog = tokio::spawn(channel.call(request));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 256 KiB at 64 KiB/s: its turn comes at once (the bucket is full), it is charged
+    // three seconds of debt, and waits for the budget until its deadline.
+    let mut log = slow.log();
+    let mut request = tonic::Request::new(produce("events", Some(0), vec![big(256 * KIB)]));
+    request.set_timeout(Duration::from_millis(300));
+    log.produce(request).await.unwrap_err();
+    // Its charge goes back as soon as the server sees the call end (at once, on
+    // loopback): had it stayed, the client would owe for some 2.7 s more.
+    let quota = quotas.of(Some(&Principal("slow".into())), None);
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while !quota.wait(Flow::Produce, 0).is_zero() {
+        assert!(
+            Instant::now() < deadline,
+            "the given-up message was still charged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The next one is let in once the hog's announcement gives up, without waiting
+    // for its turn.
+    let produced = log
+        .produce(produce("events", Some(0), vec![big(KIB)]))
+        .await
+        .unwrap();
+    assert_eq!(produced.into_inner().base_offset, 0);
+    assert_eq!(waits(&quotas).0, 0);
+    drop(hog);
+    server.stop().await.unwrap();
+}
+
+/// Fetches of one client running at once share its allowance: each takes its share
+/// before it reads, rather than each read all a full bucket holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_running_at_once_share_their_clients_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = server(
+        dir.path(),
+        &["writer", "reader"],
+        "reader fetch=256KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let writer = as_principal(&server, "writer").await;
+    writer
+        .admin()
+        .create_topic("events", 4, Default::default())
+        .await
+        .unwrap();
+    let mut log = writer.log();
+    for partition in 0..4 {
+        let records = (0..16).map(|_| big(16 * KIB)).collect();
+        log.produce(produce("events", Some(partition), records))
+            .await
+            .unwrap();
+    }
+    // Four fetches at once, each of a partition of 256 KiB: a second's worth in all.
+    let reader = as_principal(&server, "reader").await;
+    let fetches: Vec<_> = (0..4)
+        .map(|partition| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let request = pb::FetchRequest {
+                    topic: "events".into(),
+                    partition,
+                    offset: 0,
+                    max_bytes: 4 << 20,
+                    ..Default::default()
+                };
+                reader.fetch(request).await.unwrap().records.iter().count()
+            })
+        })
+        .collect();
+    let mut records = 0;
+    for fetch in fetches {
+        records += fetch.await.unwrap();
+    }
+    // One takes the second's worth (16 records), the others wait for a tenth of one
+    // and take a record or two: each taking all the bucket held would be 64.
+    assert!(records <= 28, "four fetches at once read {records} records");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_principal_share_the_quota_of_their_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -366,7 +498,7 @@ async fn a_reload_changes_the_rate_of_a_stream_already_open() {
     let (server, quotas) = server(
         dir.path(),
         &["slow"],
-        "slow produce=64KiB\n",
+        "slow produce=16KiB\n",
         ServeOptions::default(),
     )
     .await;
@@ -386,17 +518,24 @@ async fn a_reload_changes_the_rate_of_a_stream_already_open() {
         correlation_id: id,
         request: Some(produce("events", Some(0), vec![big(128 * KIB)])),
     };
-    // The first message takes two seconds' worth; the second waits for it.
+    // The first message takes eight seconds' worth; the second waits 7 s for it.
     tx.send(message(1)).await.unwrap();
     replies.next().await.unwrap().unwrap();
     tx.send(message(2)).await.unwrap();
     until(|| waits(&quotas).0 == 1, "the second message waiting").await;
-    replies.next().await.unwrap().unwrap();
 
-    // Without a limit from the reload on, the stream's next messages wait for nothing
-    // (at 64 KiB/s, eight of 128 KiB would wait 15 s).
-    std::fs::write(dir.path().join("quotas"), "slow produce=none\n").unwrap();
+    // At 1 GiB/s from the reload on, the debt already there is paid at once: the
+    // waiting message goes within a second (its wait reads the rate again), and the
+    // next ones wait for nothing (at 16 KiB/s, eight of 128 KiB would wait a minute).
+    std::fs::write(dir.path().join("quotas"), "slow produce=1GiB\n").unwrap();
+    let reloaded = Instant::now();
     quotas.reload().unwrap();
+    replies.next().await.unwrap().unwrap();
+    let took = reloaded.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "answered {took:?} after the reload"
+    );
     for id in 3..11 {
         tx.send(message(id)).await.unwrap();
         replies.next().await.unwrap().unwrap();
@@ -441,14 +580,35 @@ async fn a_kafka_client_over_its_quota_is_told_and_muted() {
         (950..=1100).contains(&throttle),
         "throttle_time_ms {throttle}"
     );
-    // The connection is not read meanwhile: the next answer comes a second later.
+    // Another connection of the same client (its address) does not escape: its
+    // produce waits for the client's turn before it is read.
+    let mut other = KafkaConn::connect(server.kafka.unwrap()).await;
+    let small = batch(&[kafka_record(None, Some(b"x"), &[])], Compression::None);
+    let produced = other
+        .call(&kafka_produce("events", &[(0, Some(small))], 1), 9)
+        .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "another connection's produce answered after {waited:?}"
+    );
+    // The first connection is not read meanwhile either: its next answer comes a
+    // second after the throttled one.
     conn.call(&ApiVersionsRequest::default(), 0).await;
     let muted = answered.elapsed();
     assert!(
         muted >= Duration::from_millis(900),
         "answered after {muted:?}"
     );
-    assert_eq!(waits(&quotas), (1, 0));
+    // The first connection's throttle, the second's wait (and, maybe, its own
+    // throttle of a few ms, as it went when the debt was paid).
+    let (produce_waits, fetch_waits) = waits(&quotas);
+    assert!(
+        produce_waits >= 2 && fetch_waits == 0,
+        "{:?}",
+        waits(&quotas)
+    );
 
     // A fetch of it: the one batch comes whole, and the client is throttled for it.
     let fetched = conn.call(&fetch("events", 0, 0, 0), 12).await;
@@ -460,7 +620,7 @@ async fn a_kafka_client_over_its_quota_is_told_and_muted() {
         (950..=1100).contains(&throttle),
         "throttle_time_ms {throttle}"
     );
-    assert_eq!(waits(&quotas), (1, 1));
+    assert_eq!(waits(&quotas), (produce_waits, 1));
     server.stop().await.unwrap();
 }
 

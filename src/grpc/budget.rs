@@ -23,8 +23,8 @@
 //!   of `STREAMS`, and Fetch and Subscribe on the Log service's own path (`direct`),
 //!   which reads at most 64 KiB of them.
 //!
-//! A produce message whose client is over its quota (`quota/`) waits before it is
-//! charged, so that a throttled client holds none of the budget.
+//! A produce message whose client is over its quota (`quota/`) waits for its turn
+//! before it waits for the budget, so that a throttled client holds none of it.
 //!
 //! A charge is clamped to the whole budget, so that one large message can still be
 //! read, alone. A charged message, or a charged unary request's end, must arrive within
@@ -47,7 +47,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSemaphore;
 use tonic::body::Body;
 
-use super::quota::{Flow, Quota};
+use super::quota::{Flow, Quota, SLICE};
 use super::request_limits::{too_large, RequestLimits};
 
 /// How many times its wire size a produce message is charged.
@@ -305,11 +305,13 @@ struct BudgetBody {
     pending: Option<Bytes>,
     /// The charge the message whose prefix was just passed on waits for.
     waiting: Option<usize>,
-    /// The client's produce quota (produce messages only), and the wait it set the
-    /// message whose prefix was just read: before the charge, so that a throttled
-    /// client holds none of the budget.
+    /// The client's produce quota (produce messages only). A message waits for its
+    /// client's turn, and is charged to the quota then (`turned`), before it waits for
+    /// the budget, so that a throttled client holds none of the budget; one given up
+    /// before it is let in is given back.
     quota: Option<Quota>,
     throttle: Option<Pin<Box<Sleep>>>,
+    turned: bool,
     /// The length of the message whose prefix was read last.
     announced: usize,
     /// The last byte of that prefix, passed on once the charge is granted: a reader
@@ -343,6 +345,7 @@ impl BudgetBody {
             waiting: None,
             quota: None,
             throttle: None,
+            turned: false,
             announced: 0,
             held: None,
             deadline: None,
@@ -357,6 +360,30 @@ impl BudgetBody {
     /// later than `allowed` after its grant.
     fn due(&self) -> Instant {
         (self.last_bytes + self.idle).min(self.granted_at + self.allowed)
+    }
+
+    /// Waits until the client of a produce message owes nothing for produce, and
+    /// charges it the message then (`Quota::try_take`; no wait without a quota), in
+    /// sleeps of at most `SLICE`: its rate is read again after each, so that a reload
+    /// applies.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(quota) = &self.quota else {
+            return Poll::Ready(());
+        };
+        loop {
+            if let Some(throttle) = self.throttle.as_mut() {
+                ready!(throttle.as_mut().poll(cx));
+            }
+            let wait = quota.try_take(Flow::Produce, self.announced);
+            if wait.is_zero() {
+                self.throttle = None;
+                return Poll::Ready(());
+            }
+            if self.throttle.is_none() {
+                quota.note_wait(Flow::Produce, wait);
+            }
+            self.throttle = Some(Box::pin(tokio::time::sleep(wait.min(SLICE))));
+        }
     }
 
     /// The body ended or failed: a unary request's charge goes, and its deadline.
@@ -418,10 +445,9 @@ impl BudgetBody {
 
 impl Drop for BudgetBody {
     fn drop(&mut self) {
-        // A message still waiting for its client's turn was never read: its
-        // reservation goes back (a client whose deadline ended the wait would
-        // otherwise find its retry waiting behind it).
-        if let (Some(_), Some(quota)) = (&self.throttle, &self.quota) {
+        // A message charged to its client's quota and never let in (its call cancelled
+        // while it waited for the budget): its bytes never came.
+        if let (true, Some(quota)) = (self.turned, &self.quota) {
             quota.refund(Flow::Produce, self.announced);
         }
     }
@@ -438,9 +464,11 @@ impl HttpBody for BudgetBody {
         let me = &mut *self;
         loop {
             if let Some(cost) = me.waiting {
-                if let Some(throttle) = me.throttle.as_mut() {
-                    ready!(throttle.as_mut().poll(cx));
-                    me.throttle = None;
+                // The client's turn first: once the semaphore is asked, permits freed
+                // are handed to this message even while it would sleep.
+                if !me.turned {
+                    ready!(me.poll_turn(cx));
+                    me.turned = true;
                 }
                 let permits = u32::try_from(cost).unwrap_or(u32::MAX);
                 let Some(permit) = ready!(me.semaphore.poll_acquire_many(cx, permits)) else {
@@ -448,6 +476,7 @@ impl HttpBody for BudgetBody {
                 };
                 me.keep.granted(permit);
                 me.waiting = None;
+                me.turned = false;
                 // An empty message of a stream is complete with its prefix: nothing to
                 // wait for; a single message's request must still end.
                 if me.in_message > 0 || me.rules.single {
@@ -467,11 +496,6 @@ impl HttpBody for BudgetBody {
                     }
                 };
                 me.waiting = cost;
-                if let (Some(_), Some(quota)) = (cost, &me.quota) {
-                    if let Some(at) = quota.reserve(Flow::Produce, me.announced) {
-                        me.throttle = Some(Box::pin(tokio::time::sleep_until(at)));
-                    }
-                }
                 let mut pass = data.split_to(passable);
                 if cost.is_some() {
                     // The prefix ends in `pass`: its last byte waits for the charge.

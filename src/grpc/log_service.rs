@@ -12,7 +12,7 @@ use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
 use super::produce_stream::produce_stream;
-use super::quota::{self, Flow, Quota};
+use super::quota::{self, Flow, Quota, Taken};
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
 use super::{access, produce_response, status, BoxStream};
 use crate::broker::Broker;
@@ -71,13 +71,14 @@ pub(super) async fn produce_one(
 }
 
 /// The bytes a read for a client of `quota` may take: `limit`, or less once the client
-/// has waited its turn (at least one record goes, however small the allowance).
-async fn quota_limit(quota: Option<&Quota>, limit: usize) -> usize {
-    let Some(quota) = quota else { return limit };
-    quota.turn(Flow::Fetch).await;
-    quota
-        .available(Flow::Fetch)
-        .map_or(limit, |allowed| limit.min(allowed))
+/// has waited its turn (at least one record goes, however small the allowance), and
+/// the allowance taken for it, to settle with what the read came to.
+async fn quota_limit(quota: Option<&Quota>, limit: usize) -> (usize, Option<Taken>) {
+    let Some(quota) = quota else {
+        return (limit, None);
+    };
+    let taken = quota.read_turn(Flow::Fetch, limit).await;
+    (taken.as_ref().map_or(limit, Taken::bytes), taken)
 }
 
 /// Answers one Fetch.
@@ -91,7 +92,7 @@ pub(super) async fn fetch_one(
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
-    let limit = quota_limit(quota.as_ref(), limit).await;
+    let (limit, taken) = quota_limit(quota.as_ref(), limit).await;
     let (read, offsets) = broker
         .fetch(
             &r.topic,
@@ -109,8 +110,8 @@ pub(super) async fn fetch_one(
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let (records, next_offset) = RecordSet::from_batches(&read, r.offset, records_budget(limit));
-    if let Some(quota) = &quota {
-        quota.charge(Flow::Fetch, records.encoded_len());
+    if let Some(taken) = taken {
+        taken.settle(records.encoded_len());
     }
     Ok(FetchResponse {
         records,
@@ -175,7 +176,7 @@ pub(super) async fn subscribe_stream(
         tokio::pin!(deleted);
         loop {
             // The client's turn first (a subscriber gone meanwhile ends the wait).
-            let limit = tokio::select! {
+            let (limit, taken) = tokio::select! {
                 limit = quota_limit(quota.as_ref(), limit) => limit,
                 _ = tx.closed() => return,
             };
@@ -183,8 +184,8 @@ pub(super) async fn subscribe_stream(
                 Ok((read, offsets)) if !read.chunks.is_empty() => {
                     let (records, after) =
                         RecordSet::from_batches(&read, next, records_budget(limit));
-                    if let Some(quota) = &quota {
-                        quota.charge(Flow::Fetch, records.encoded_len());
+                    if let Some(taken) = taken {
+                        taken.settle(records.encoded_len());
                     }
                     let message = SubscribeResponse {
                         records,

@@ -23,12 +23,13 @@ use tokio::time::Instant;
 
 use super::dispatch::{answer, Answer};
 use super::listener::Place;
+use super::requests::key;
 use super::session::Session;
 use super::wire::Malformed;
 use super::Kafka;
 use crate::grpc::auth::Tokens;
 use crate::grpc::budget::{FREE_BELOW, MESSAGE_DEADLINE, MESSAGE_IDLE};
-use crate::grpc::quota::Quota;
+use crate::grpc::quota::{Flow, Quota};
 
 /// The smallest request frame: API key, version, correlation id and client id length.
 const MIN_FRAME: usize = 10;
@@ -117,6 +118,37 @@ pub async fn serve_connection<S>(
             ));
         }
         let size = size as usize;
+        let deadline = |session: &Session| match session.authenticated() {
+            true => Instant::now() + MESSAGE_DEADLINE,
+            false => at.authenticate_by,
+        };
+        // The API key first: a produce or fetch of a client over its quota waits for
+        // its turn before its bytes are read or charged to the budget, on whichever
+        // of the client's connections it comes (a produce is charged to the quota
+        // then, by its size on the wire, as Kafka counts it).
+        let mut key = [0u8; 2];
+        let read = tokio::select! {
+            read = read_frame(&mut stream, &mut key, deadline(&session)) => read,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        if let Err(why) = read {
+            return closed(format!("a request frame of {size} bytes {why}"));
+        }
+        if let Some(quota) = &quota {
+            let turn = async {
+                match i16::from_be_bytes(key) {
+                    key::PRODUCE => quota.take_turn(Flow::Produce, size).await,
+                    key::FETCH => quota.ready_to_read(Flow::Fetch, usize::MAX).await,
+                    _ => {}
+                }
+            };
+            tokio::select! {
+                turned = tokio::time::timeout(MAX_MUTE, turn) => if turned.is_err() {
+                    return closed(format!("its client is over its quota for more than {MAX_MUTE:?}"));
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+        }
         // Until the request is answered (not written): its decoded form and what it
         // copies are about three times its frame.
         let charge = async {
@@ -130,12 +162,9 @@ pub async fn serve_connection<S>(
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         let mut frame = BytesMut::zeroed(size);
-        let deadline = match session.authenticated() {
-            true => Instant::now() + MESSAGE_DEADLINE,
-            false => at.authenticate_by,
-        };
+        frame[..2].copy_from_slice(&key);
         let read = tokio::select! {
-            read = read_frame(&mut stream, &mut frame, deadline) => read,
+            read = read_frame(&mut stream, &mut frame[2..], deadline(&session)) => read,
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         if let Err(why) = read {
@@ -195,14 +224,21 @@ pub async fn serve_connection<S>(
     }
 }
 
-/// Reads nothing from the connection for `mute` (its client is over its quota):
-/// false if the server began to stop meanwhile.
+/// The longest a connection is muted, or waits for its client's turn: a client that
+/// has gone meanwhile is not seen until then (nothing is read), so it must not hold
+/// its connection's place for long. A client's debt outlasts it: the next produce or
+/// fetch waits again, and past this the connection is closed. A Kafka client gives up
+/// on a request after `request.timeout.ms`, 30 s by default, anyway.
+const MAX_MUTE: Duration = Duration::from_secs(30);
+
+/// Reads nothing from the connection for `mute` (its client is over its quota), at
+/// most `MAX_MUTE`: false if the server began to stop meanwhile.
 async fn muted(mute: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
     if mute.is_zero() {
         return true;
     }
     tokio::select! {
-        () = tokio::time::sleep(mute) => true,
+        () = tokio::time::sleep(mute.min(MAX_MUTE)) => true,
         _ = stopping.wait_for(|stop| *stop) => false,
     }
 }

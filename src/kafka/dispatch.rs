@@ -43,13 +43,9 @@ impl Answer {
     }
 }
 
-/// Charges `bytes` of `flow` to the client's quota, if it has one: how long its
-/// connection must now wait.
-fn throttle(quota: Option<&Quota>, flow: Flow, bytes: usize) -> Duration {
-    quota.map_or(Duration::ZERO, |quota| {
-        quota.charge(flow, bytes);
-        quota.throttle(flow)
-    })
+/// How long the client's connection must now wait, if it has a quota for `flow`.
+fn throttle(quota: Option<&Quota>, flow: Flow) -> Duration {
+    quota.map_or(Duration::ZERO, |quota| quota.throttle(flow))
 }
 
 /// A throttle as Kafka's `throttle_time_ms`.
@@ -65,11 +61,10 @@ pub async fn answer(
     frame: Bytes,
     (local, quota): (Option<SocketAddr>, Option<&Quota>),
 ) -> Decoded<Answer> {
-    let size = frame.len();
     let (header, r) = requests::header(frame)?;
     let (key, version) = (header.api_key, header.version);
     // The log line of a refused request says which request it was.
-    let answer = respond(kafka, session, header, r, (local, quota, size)).await;
+    let answer = respond(kafka, session, header, r, (local, quota)).await;
     // A request may have waited (a long poll, a join) while its token was revoked.
     let answer = answer.and_then(|answer| session.recheck(&kafka.security).map(|()| answer));
     answer.map_err(|Malformed(why)| Malformed(format!("{why} (API key {key} version {version})")))
@@ -80,7 +75,7 @@ async fn respond(
     session: &mut Session,
     header: requests::Header,
     mut r: Reader,
-    (local, quota, size): (Option<SocketAddr>, Option<&Quota>, usize),
+    (local, quota): (Option<SocketAddr>, Option<&Quota>),
 ) -> Decoded<Answer> {
     let (version, correlation) = (header.version, header.correlation_id);
     let Some(api) = requests::api(header.api_key) else {
@@ -160,13 +155,13 @@ async fn respond(
                     ))),
                     None => Ok(Answer {
                         response: None,
-                        mute: throttle(quota, Flow::Produce, size),
+                        mute: throttle(quota, Flow::Produce),
                         ..Answer::of(Bytes::new())
                     }),
                 };
             }
-            // The request's size, as Kafka counts it.
-            let mute = throttle(quota, Flow::Produce, size);
+            // Charged by its size when the connection read it (`connection.rs`).
+            let mute = throttle(quota, Flow::Produce);
             let mut response = produce::response(&broker, answers, version);
             response.throttle_time_ms = millis(mute);
             let response = encode(correlation, &response, version)?;
@@ -178,13 +173,15 @@ async fn respond(
         key::FETCH => {
             let mut request = requests::fetch(&mut r, version)?;
             requests::finished(&r);
-            // No more than the client may take now (at least a batch comes anyway).
-            if let Some(allowed) = quota.and_then(|q| q.available(Flow::Fetch)) {
-                let allowed = i32::try_from(allowed).unwrap_or(i32::MAX);
-                request.max_bytes = match request.max_bytes {
-                    asked if asked > 0 => asked.min(allowed),
-                    _ => allowed,
-                };
+            // No more than the client's allowance (at least a batch comes anyway),
+            // taken before the read (the connection waited for the client's turn).
+            let asked = match request.max_bytes {
+                asked if asked > 0 => asked as usize,
+                _ => usize::MAX,
+            };
+            let taken = quota.and_then(|q| q.take(Flow::Fetch, asked));
+            if let Some(taken) = &taken {
+                request.max_bytes = i32::try_from(taken.bytes()).unwrap_or(i32::MAX);
             }
             let (mut response, held) =
                 fetch::fetch(broker, &kafka.responses, request, version, &access).await;
@@ -193,7 +190,10 @@ async fn respond(
                 .filter_map(|p| p.records.as_ref())
                 .map(Bytes::len)
                 .sum();
-            let mute = throttle(quota, Flow::Fetch, bytes);
+            if let Some(taken) = taken {
+                taken.settle(bytes);
+            }
+            let mute = throttle(quota, Flow::Fetch);
             response.throttle_time_ms = millis(mute);
             Ok(Answer {
                 response: Some(fetch_frame(correlation, &response, version)),

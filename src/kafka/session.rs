@@ -89,12 +89,12 @@ impl Session {
         }
     }
 
-    /// Whether the caller is past authentication (or none is asked for).
     /// Who the client is, once it said (or its certificate did).
     pub fn who(&self) -> Option<&Principal> {
         self.who.as_ref()
     }
 
+    /// Whether the caller is past authentication (or none is asked for).
     pub fn authenticated(&self) -> bool {
         matches!(self.stage, Stage::Open | Stage::Authenticated)
     }

@@ -1,16 +1,21 @@
-//! One client's allowance of bytes a second for one kind of traffic: a state machine
-//! without I/O or clock (each call is told the time), so that its arithmetic is tested
-//! to the nanosecond.
+//! One client's allowance of bytes a second for one kind of traffic: a token bucket,
+//! as a state machine without I/O or clock (each call is told the time and the rate),
+//! so that its arithmetic is tested exactly.
 //!
-//! It is a token bucket written as the time its debt is paid (`paid_at`, what GCRA
-//! calls the theoretical arrival time). Bytes are charged when they are known: a
-//! produce message's from its length prefix, a fetch's once it has been read. A charge
-//! may take the bucket into debt, however large (one message may be larger than a
-//! second of the rate); what comes after waits until the debt is paid, less the burst.
-//! So a client gets `rate` bytes a second over time, and up to one second's worth at
-//! once after a pause. (The `governor` crate's GCRA checks a cost before it is spent
-//! and refuses one larger than the burst: a fetch's size is known only after the read,
-//! and a message may be larger than a second's worth.)
+//! The bucket holds up to one second's worth (`BURST`) and fills at the rate. Bytes are
+//! charged when they are known: a produce message's once it is let in, a fetch's
+//! allowance before the read (settled after it). A charge may take the bucket below
+//! zero, however far (one message may be larger than a second's worth); what comes
+//! after waits until it is back above zero. So a client gets `rate` bytes a second over
+//! time, and one second's worth at once after a pause.
+//!
+//! The level is kept in bytes, not as a time, and the rate is given at each call: a
+//! rate changed by a reload applies at once to the debt already there. It is counted in
+//! billionths of a byte, so that filling at any rate over any interval loses nothing.
+//! (The `governor` crate's GCRA checks a cost before it is spent, against a rate fixed
+//! when the limiter is made, and refuses a cost larger than the burst: a fetch's size is
+//! known only after the read, a message may be larger than a second's worth, and rates
+//! change on reload.)
 
 use std::time::Duration;
 
@@ -19,70 +24,84 @@ use tokio::time::Instant;
 /// How much a bucket holds when full: this long at its rate.
 pub const BURST: Duration = Duration::from_secs(1);
 
+/// Billionths of a byte in a byte: a byte's share of a rate's nanosecond.
+const UNIT: i128 = 1_000_000_000;
+
+/// The deepest debt a bucket keeps, in seconds at its rate: far past any wait that
+/// matters, and far from overflow.
+const DEEPEST_SECONDS: i128 = 365 * 24 * 3600;
+
 /// A client's allowance for one kind of traffic.
 #[derive(Clone, Debug, Default)]
 pub struct Bucket {
-    /// When everything charged so far is paid for at the rate; None before any charge.
-    paid_at: Option<Instant>,
+    /// Billionths of a byte the client may still take (below zero: owes); at `at`.
+    level: i128,
+    /// When `level` was last brought up to date; None: never used, full.
+    at: Option<Instant>,
 }
 
 impl Bucket {
-    /// When the next request may go: now, unless the debt ends more than `BURST` from now.
-    pub fn allowed_at(&self, now: Instant) -> Instant {
-        match self.paid_at {
-            Some(paid) if paid > now + BURST => paid - BURST,
-            _ => now,
-        }
-    }
-
-    /// Bytes that may go now without debt: the bucket's fill, at most `BURST` of `rate`.
-    pub fn available(&self, now: Instant, rate: u64) -> u64 {
-        let owed = self
-            .paid_at
-            .map_or(Duration::ZERO, |paid| paid.saturating_duration_since(now));
-        bytes_in(BURST.saturating_sub(owed), rate)
-    }
-
-    /// `bytes` went (or will go) at `now`, at `rate` bytes a second (at least 1).
-    pub fn charge(&mut self, now: Instant, bytes: u64, rate: u64) {
-        let from = match self.paid_at {
-            Some(paid) if paid > now => paid,
-            // Unused time is not saved beyond the burst: from now, less what the bucket holds.
-            _ => now,
+    /// Brings the level up to `now` at `rate` bytes a second (at least 1).
+    fn fill(&mut self, now: Instant, rate: u64) {
+        let rate = i128::from(rate.max(1));
+        let full = rate * UNIT;
+        self.level = match self.at {
+            None => full,
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at).as_nanos() as i128;
+                // Elapsed nanoseconds times bytes a second is billionths of a byte.
+                self.level
+                    .saturating_add(elapsed.saturating_mul(rate))
+                    .min(full)
+            }
         };
-        self.paid_at = Some(from + time_of(bytes, rate));
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
     }
 
-    /// Takes back a charge of `bytes` whose request went away before its turn came (a
-    /// client that gave up would otherwise pay for what it never sent, and its retries
-    /// wait behind their own ghosts). Never below `now`: what was not owed is not given.
-    pub fn refund(&mut self, now: Instant, bytes: u64, rate: u64) {
-        if let Some(paid) = self.paid_at {
-            let back = paid.checked_sub(time_of(bytes, rate)).unwrap_or(now);
-            self.paid_at = Some(back.max(now));
+    /// How long until the bucket holds `want` bytes (at most a full bucket's), at
+    /// `rate` bytes a second; zero if it does now.
+    pub fn wait(&mut self, now: Instant, rate: u64, want: u64) -> Duration {
+        self.fill(now, rate);
+        let rate = i128::from(rate.max(1));
+        let want = (i128::from(want) * UNIT).min(rate * UNIT);
+        let short = want - self.level;
+        if short <= 0 {
+            return Duration::ZERO;
         }
+        // Billionths of a byte over bytes a second is nanoseconds; rounded up.
+        let nanos = (short + rate - 1) / rate;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Bytes the client may take now without a debt: at most a second's worth.
+    pub fn available(&mut self, now: Instant, rate: u64) -> u64 {
+        self.fill(now, rate);
+        u64::try_from(self.level.max(0) / UNIT).unwrap_or(u64::MAX)
+    }
+
+    /// `bytes` went (or are about to) at `now`.
+    pub fn charge(&mut self, now: Instant, bytes: u64, rate: u64) {
+        self.fill(now, rate);
+        let deepest = -(i128::from(rate.max(1)) * UNIT * DEEPEST_SECONDS);
+        self.level = (self.level - i128::from(bytes) * UNIT).max(deepest);
+    }
+
+    /// Gives back `bytes` charged and not taken (a fetch that read less than its
+    /// allowance, or none), never beyond a full bucket.
+    pub fn refund(&mut self, now: Instant, bytes: u64, rate: u64) {
+        self.fill(now, rate);
+        let full = i128::from(rate.max(1)) * UNIT;
+        self.level = self
+            .level
+            .saturating_add(i128::from(bytes) * UNIT)
+            .min(full);
     }
 
     /// Whether the bucket is full at `now`: then it is no different from a new one.
-    pub fn full(&self, now: Instant) -> bool {
-        self.paid_at.is_none_or(|paid| paid <= now)
+    pub fn full(&mut self, now: Instant, rate: u64) -> bool {
+        self.fill(now, rate);
+        self.level >= i128::from(rate.max(1)) * UNIT
     }
-}
-
-/// How long `bytes` take at `rate` bytes a second (at least 1), rounded up to the
-/// nanosecond; a debt too long to count is a year (the next request waits that long).
-fn time_of(bytes: u64, rate: u64) -> Duration {
-    let nanos = (u128::from(bytes) * 1_000_000_000).div_ceil(u128::from(rate.max(1)));
-    let year = Duration::from_secs(365 * 24 * 3600);
-    u64::try_from(nanos)
-        .map_or(year, Duration::from_nanos)
-        .min(year)
-}
-
-/// How many bytes `rate` bytes a second allow in `time`, rounded down.
-fn bytes_in(time: Duration, rate: u64) -> u64 {
-    let bytes = time.as_nanos() * u128::from(rate) / 1_000_000_000;
-    u64::try_from(bytes).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -92,37 +111,58 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_new_bucket_holds_one_second_and_lets_anything_go() {
+    fn a_new_bucket_holds_one_second() {
         let now = Instant::now();
-        let bucket = Bucket::default();
-        assert_eq!(bucket.allowed_at(now), now);
+        let mut bucket = Bucket::default();
+        assert_eq!(bucket.wait(now, 1000, 0), Duration::ZERO);
+        assert_eq!(
+            bucket.wait(now, 1000, 5000),
+            Duration::ZERO,
+            "want is at most full"
+        );
         assert_eq!(bucket.available(now, 1000), 1000);
-        assert!(bucket.full(now));
+        assert!(bucket.full(now, 1000));
     }
 
     #[test]
     fn charges_within_the_burst_wait_for_nothing_and_beyond_it_wait_for_the_debt() {
         let t0 = Instant::now();
         let mut bucket = Bucket::default();
-        // 1000 B/s: 600 bytes leave 400 of the burst; 400 more empty it.
+        // 1000 B/s: 600 bytes leave 400; 400 more empty it.
         bucket.charge(t0, 600, 1000);
         assert_eq!(bucket.available(t0, 1000), 400);
-        assert_eq!(bucket.allowed_at(t0), t0);
         bucket.charge(t0, 400, 1000);
         assert_eq!(bucket.available(t0, 1000), 0);
-        assert_eq!(bucket.allowed_at(t0), t0, "empty, not in debt");
-        // 500 more: 0.5 s of debt, which the next request waits out.
-        bucket.charge(t0, 500, 1000);
-        assert_eq!(bucket.allowed_at(t0), t0 + 500 * MS);
-        assert!(!bucket.full(t0 + 1499 * MS));
-        // It refills at the rate once the debt is paid.
-        assert_eq!(bucket.available(t0 + 500 * MS, 1000), 0);
-        assert_eq!(bucket.available(t0 + 750 * MS, 1000), 250);
-        assert!(bucket.full(t0 + 1500 * MS));
         assert_eq!(
-            bucket.available(t0 + 5000 * MS, 1000),
-            1000,
-            "never more than the burst"
+            bucket.wait(t0, 1000, 0),
+            Duration::ZERO,
+            "empty, not in debt"
+        );
+        assert_eq!(bucket.wait(t0, 1000, 100), 100 * MS);
+        // 500 more: half a second of debt, which the next request waits out.
+        bucket.charge(t0, 500, 1000);
+        assert_eq!(bucket.wait(t0, 1000, 0), 500 * MS);
+        assert_eq!(bucket.wait(t0 + 200 * MS, 1000, 0), 300 * MS);
+        // It fills at the rate once the debt is paid, never past a second's worth.
+        assert_eq!(bucket.available(t0 + 750 * MS, 1000), 250);
+        assert!(!bucket.full(t0 + 1499 * MS, 1000));
+        assert!(bucket.full(t0 + 1500 * MS, 1000));
+        assert_eq!(bucket.available(t0 + 5000 * MS, 1000), 1000);
+    }
+
+    #[test]
+    fn filling_loses_nothing_however_often_it_is_asked() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::default();
+        bucket.charge(t0, 2000, 3);
+        // A million looks a microsecond apart: a second at 3 B/s is 3 bytes.
+        for i in 1..=1_000_000u32 {
+            bucket.available(t0 + Duration::from_micros(i.into()), 3);
+        }
+        // 2000 - 3 (the full bucket) - 3 (a second's filling) bytes owed, at 3 B/s.
+        assert_eq!(
+            bucket.wait(t0 + BURST, 3, 0),
+            Duration::from_nanos(664_666_666_667)
         );
     }
 
@@ -131,60 +171,78 @@ mod tests {
         let t0 = Instant::now();
         let mut bucket = Bucket::default();
         bucket.charge(t0, 10_000, 1000);
-        assert_eq!(bucket.allowed_at(t0), t0 + 9000 * MS);
-        assert_eq!(bucket.allowed_at(t0 + 9500 * MS), t0 + 9500 * MS);
-        // Charges queue behind each other: the rate holds however they come.
+        assert_eq!(bucket.wait(t0, 1000, 0), 9000 * MS);
+        // Requests that each wait their turn get the rate, however they come.
         let mut bucket = Bucket::default();
         let mut at = t0;
         for _ in 0..100 {
-            at = bucket.allowed_at(at);
+            at += bucket.wait(at, 1000, 0);
             bucket.charge(at, 100, 1000);
         }
-        // 10,000 bytes at 1000 B/s, the first 1000 of them from the burst.
+        // The first 10 from the full bucket, the 11th at zero, then one every 0.1 s:
+        // the 100th 8.9 s in.
         assert_eq!(at, t0 + 8900 * MS);
     }
 
     #[test]
-    fn a_refund_takes_back_the_wait_a_charge_set_but_never_below_now() {
+    fn a_new_rate_applies_at_once_to_the_debt_already_there() {
         let t0 = Instant::now();
         let mut bucket = Bucket::default();
-        bucket.charge(t0, 3000, 1000);
-        bucket.charge(bucket.allowed_at(t0), 2000, 1000);
-        assert_eq!(bucket.allowed_at(t0), t0 + 4000 * MS);
-        bucket.refund(t0, 2000, 1000);
-        assert_eq!(bucket.allowed_at(t0), t0 + 2000 * MS);
-        bucket.refund(t0 + 2500 * MS, 3000, 1000);
-        assert!(bucket.full(t0 + 2500 * MS));
-        assert_eq!(bucket.available(t0 + 2500 * MS, 1000), 1000);
-        Bucket::default().refund(t0, 5, 1);
+        bucket.charge(t0, 3_601_000, 1000);
+        assert_eq!(bucket.wait(t0, 1000, 0), Duration::from_secs(3600));
+        // Read again at 1 GB/s: the same debt is 3.6 ms.
+        assert_eq!(
+            bucket.wait(t0, 1_000_000_000, 0),
+            Duration::from_micros(3600)
+        );
     }
 
     #[test]
-    fn time_runs_on_while_idle_but_is_not_saved_past_the_burst() {
+    fn a_refund_gives_back_what_was_not_taken_never_past_full() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::default();
+        bucket.charge(t0, 3000, 1000);
+        bucket.refund(t0, 1500, 1000);
+        assert_eq!(bucket.wait(t0, 1000, 0), 500 * MS);
+        bucket.refund(t0, 1_000_000, 1000);
+        assert!(bucket.full(t0, 1000));
+        assert_eq!(bucket.available(t0, 1000), 1000);
+    }
+
+    #[test]
+    fn idle_time_is_not_saved_past_the_burst() {
         let t0 = Instant::now();
         let mut bucket = Bucket::default();
         bucket.charge(t0, 1000, 1000);
-        // Ten idle seconds later the bucket holds one second, not ten.
         let later = t0 + Duration::from_secs(10);
         bucket.charge(later, 3000, 1000);
-        assert_eq!(bucket.allowed_at(later), later + 2000 * MS);
+        assert_eq!(bucket.wait(later, 1000, 0), 2000 * MS);
     }
 
     #[test]
     fn extremes_neither_overflow_nor_divide_by_zero() {
         let t0 = Instant::now();
         let mut bucket = Bucket::default();
-        bucket.charge(t0, u64::MAX, 1);
+        for _ in 0..10 {
+            bucket.charge(t0, u64::MAX, 1);
+        }
         let year = Duration::from_secs(365 * 24 * 3600);
-        assert_eq!(bucket.allowed_at(t0), t0 + year - BURST);
+        assert_eq!(bucket.wait(t0, 1, 0), year, "the debt stops at a year");
         assert_eq!(bucket.available(t0, u64::MAX), 0);
         let mut fast = Bucket::default();
         fast.charge(t0, u64::MAX, u64::MAX);
         assert_eq!(fast.available(t0 + BURST, u64::MAX), u64::MAX);
+        let mut zero = Bucket::default();
+        zero.charge(t0, 5, 0);
         assert_eq!(
-            time_of(5, 0),
-            Duration::from_secs(5),
+            zero.wait(t0, 0, 0),
+            Duration::from_secs(4),
             "a rate of 0 counts as 1"
         );
+        // A clock read before the last one (another thread's) neither panics nor
+        // takes time back.
+        let mut bucket = Bucket::default();
+        bucket.charge(t0 + BURST, 2000, 1000);
+        assert_eq!(bucket.wait(t0, 1000, 0), BURST);
     }
 }

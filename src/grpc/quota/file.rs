@@ -39,6 +39,16 @@ pub struct Table {
     pub anyone: Rates,
 }
 
+impl Rates {
+    /// The rate of `flow`, if it is limited.
+    pub fn of(&self, flow: super::Flow) -> Option<u64> {
+        match flow {
+            super::Flow::Produce => self.produce,
+            super::Flow::Fetch => self.fetch,
+        }
+    }
+}
+
 impl Table {
     /// The rates of `principal`, or of a client without one.
     pub fn rates(&self, principal: Option<&str>) -> Rates {

@@ -2,34 +2,37 @@
 //! fetch, so that one client cannot take the disk's or the network's bandwidth from
 //! the others. The file's format is in `file.rs`; each client's allowance is a bucket
 //! (`bucket.rs`). A client is its principal (a token's name, or a client
-//! certificate's common name), else its IP address.
+//! certificate's common name), else its IP address (an IPv6 address's /64).
 //!
 //! A throttled client is made to wait, never refused, and waits while it holds nothing
-//! of the server's: a produce message waits before its bytes are read (before the
-//! produce budget is charged: HTTP/2 flow control holds the client back, as for the
-//! budget), a fetch before it reads. Kafka connections are muted instead, after the
-//! response, as Kafka's brokers do (`kafka/connection.rs`). Every call gets its
-//! client's `Quota` in its extensions (`QuotaLayer`, after the auth layer).
+//! of the server's: a produce message waits for its turn, and is charged then, before
+//! its bytes are read and before the produce budget is charged (`grpc/budget.rs`:
+//! HTTP/2 flow control holds the client back, as for the budget); a fetch waits, then
+//! takes its allowance before it reads (`Taken`, settled after the read). Kafka
+//! connections are also muted after a throttled response, as Kafka's brokers do, and
+//! wait for their client's turn before they read a Produce or Fetch
+//! (`kafka/connection.rs`). Every call gets its client's `Quota` in its extensions
+//! (`QuotaLayer`, after the auth layer). A rate is read again at each use, and a wait
+//! reads it again at least every `SLICE`: a reload applies at once.
 
 pub mod bucket;
 mod file;
+mod layer;
 
 pub use file::Rates;
+pub use layer::QuotaLayer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::body::Body;
 
 use super::auth::reloadable::Reloadable;
 use super::auth::Principal;
-use super::connection::ConnectionInfo;
 use crate::error::Result;
 use bucket::Bucket;
 use file::Table;
@@ -119,15 +122,26 @@ impl Quotas {
     pub fn of(&self, who: Option<&Principal>, address: Option<IpAddr>) -> Quota {
         let client = match (who, address) {
             (Some(who), _) => Client::Principal(Arc::clone(&who.0)),
-            (None, Some(address)) => Client::Address(address),
+            (None, Some(address)) => Client::Address(network_of(address)),
             (None, None) => Client::Unknown,
         };
         let mut clients = self.0.clients.lock().unwrap_or_else(|e| e.into_inner());
         let buckets = Arc::clone(clients.buckets.entry(client).or_default());
         if clients.buckets.len() > clients.sweep_above {
             let now = Instant::now();
-            clients.buckets.retain(|_, held| {
-                Arc::strong_count(held) > 1 || !lock(held).iter().all(|b| b.full(now))
+            let table = self.0.table.current();
+            clients.buckets.retain(|client, held| {
+                let principal = match client {
+                    Client::Principal(who) => Some(&**who),
+                    _ => None,
+                };
+                let rates = table.rates(principal);
+                let mut buckets = lock(held);
+                let idle = Flow::ALL.iter().all(|&flow| match rates.of(flow) {
+                    Some(rate) => buckets[flow as usize].full(now, rate),
+                    None => true,
+                });
+                Arc::strong_count(held) > 1 || !idle
             });
             clients.sweep_above = (2 * clients.buckets.len()).max(FIRST_SWEEP);
         }
@@ -157,7 +171,7 @@ impl Quotas {
         lock(&self.0.clients).buckets.len()
     }
 
-    fn note_wait(&self, flow: Flow, wait: Duration) {
+    pub(crate) fn note_wait(&self, flow: Flow, wait: Duration) {
         let at = flow as usize;
         self.0.waits[at].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
@@ -165,9 +179,30 @@ impl Quotas {
     }
 }
 
+/// The address a client without a principal is known by: an IPv4 address, or the /64
+/// network of an IPv6 one (a host is commonly given a whole /64, and could otherwise
+/// be as many clients as it has addresses).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A wait re-reads its client's rate at least this often, so that a rate changed by a
+/// reload applies to waits already under way.
+pub const SLICE: Duration = Duration::from_secs(1);
 
 /// One client's quota, as a call holds it.
 #[derive(Clone)]
@@ -186,72 +221,167 @@ impl Quota {
             .table
             .current()
             .rates(self.principal.as_deref());
-        match flow {
-            Flow::Produce => rates.produce,
-            Flow::Fetch => rates.fetch,
-        }
+        rates.of(flow)
     }
 
-    /// Charges `bytes` that are about to come, in turn after everything charged before:
-    /// returns when they may, or None if at once (or without a limit).
-    pub fn reserve(&self, flow: Flow, bytes: usize) -> Option<Instant> {
+    /// Runs `f` on the client's bucket for `flow`, with its rate and the time; None
+    /// without a limit.
+    fn with<T>(&self, flow: Flow, f: impl FnOnce(&mut Bucket, Instant, u64) -> T) -> Option<T> {
         let rate = self.rate(flow)?;
-        let now = Instant::now();
-        let allowed = {
-            let mut buckets = lock(&self.buckets);
-            let bucket = &mut buckets[flow as usize];
-            let allowed = bucket.allowed_at(now);
-            bucket.charge(allowed, bytes as u64, rate);
-            allowed
-        };
-        (allowed > now).then(|| {
-            self.quotas.note_wait(flow, allowed - now);
-            allowed
+        Some(f(
+            &mut lock(&self.buckets)[flow as usize],
+            Instant::now(),
+            rate,
+        ))
+    }
+
+    /// How long until the client holds `want` bytes of `flow` (at most a second's
+    /// worth; 0: until it owes nothing); zero without a limit.
+    pub fn wait(&self, flow: Flow, want: u64) -> Duration {
+        self.with(flow, |bucket, now, rate| bucket.wait(now, rate, want))
+            .unwrap_or_default()
+    }
+
+    /// If the client owes nothing for `flow`, charges it `bytes` and returns zero;
+    /// else how long until it owes nothing. One step, under the bucket's lock: requests
+    /// arriving together cannot all find the bucket in credit and all go.
+    pub fn try_take(&self, flow: Flow, bytes: usize) -> Duration {
+        self.with(flow, |bucket, now, rate| {
+            let wait = bucket.wait(now, rate, 0);
+            if wait.is_zero() {
+                bucket.charge(now, bytes as u64, rate);
+            }
+            wait
         })
+        .unwrap_or_default()
     }
 
-    /// Takes back a `reserve` of `bytes` whose request went away before its turn.
-    pub fn refund(&self, flow: Flow, bytes: usize) {
+    /// Waits until the client owes nothing for `flow`, and charges it `bytes` then
+    /// (`try_take`). Cancel-safe: nothing is charged until it returns.
+    pub async fn take_turn(&self, flow: Flow, bytes: usize) {
+        self.sleep_while(flow, || self.try_take(flow, bytes)).await
+    }
+
+    /// Waits until the client may read: until it holds a tenth of a second's worth of
+    /// `flow` (or `limit`, if less), so that a throttled reader reads that much at a
+    /// time rather than a record a request. Cancel-safe.
+    pub async fn ready_to_read(&self, flow: Flow, limit: usize) {
         if let Some(rate) = self.rate(flow) {
-            lock(&self.buckets)[flow as usize].refund(Instant::now(), bytes as u64, rate);
+            self.turn_until(flow, (rate / 10).min(limit as u64)).await;
         }
     }
 
-    /// Waits until the client may go on (its debt for `flow`, less the burst, paid).
-    /// Cancel-safe: nothing is charged.
-    pub async fn turn(&self, flow: Flow) {
-        let throttle = self.throttle(flow);
-        if !throttle.is_zero() {
-            tokio::time::sleep(throttle).await;
+    /// Waits until the client holds `want` bytes of `flow` (see `wait`).
+    async fn turn_until(&self, flow: Flow, want: u64) {
+        self.sleep_while(flow, || self.wait(flow, want)).await
+    }
+
+    /// Sleeps for as long as `step` says, asking it again after each sleep of at most
+    /// `SLICE` (so that a rate read again applies), until it says zero. Counted as one
+    /// wait if it waits.
+    async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) {
+        let mut counted = false;
+        loop {
+            let wait = step();
+            if wait.is_zero() {
+                return;
+            }
+            if !counted {
+                self.quotas.note_wait(flow, wait);
+                counted = true;
+            }
+            tokio::time::sleep(wait.min(SLICE)).await;
         }
     }
 
-    /// How long the client must wait before its next request of `flow` (zero: none).
-    /// Counted as a wait when it is not zero.
+    /// Counts a wait of about `wait` for `flow` (in the metrics).
+    pub fn note_wait(&self, flow: Flow, wait: Duration) {
+        self.quotas.note_wait(flow, wait);
+    }
+
+    /// How long until the client owes nothing for `flow` (Kafka's `throttle_time_ms`);
+    /// counted as a wait when it is not zero.
     pub fn throttle(&self, flow: Flow) -> Duration {
-        if self.rate(flow).is_none() {
-            return Duration::ZERO;
-        }
-        let now = Instant::now();
-        let wait = lock(&self.buckets)[flow as usize].allowed_at(now) - now;
+        let wait = self.wait(flow, 0);
         if !wait.is_zero() {
             self.quotas.note_wait(flow, wait);
         }
         wait
     }
 
-    /// The bytes the client may take now without a debt, at least 1; None without a
-    /// limit. A fetch reads no more than this, so that its debt stays small.
-    pub fn available(&self, flow: Flow) -> Option<usize> {
-        let rate = self.rate(flow)?;
-        let bytes = lock(&self.buckets)[flow as usize].available(Instant::now(), rate);
-        Some(usize::try_from(bytes).unwrap_or(usize::MAX).max(1))
+    /// Charges `bytes` that went, or are about to.
+    pub fn charge(&self, flow: Flow, bytes: usize) {
+        self.with(flow, |bucket, now, rate| {
+            bucket.charge(now, bytes as u64, rate)
+        });
     }
 
-    /// Charges `bytes` that went.
-    pub fn charge(&self, flow: Flow, bytes: usize) {
-        if let Some(rate) = self.rate(flow) {
-            lock(&self.buckets)[flow as usize].charge(Instant::now(), bytes as u64, rate);
+    /// Gives back `bytes` charged for what never went (a message given up before it
+    /// was read).
+    pub fn refund(&self, flow: Flow, bytes: usize) {
+        self.with(flow, |bucket, now, rate| {
+            bucket.refund(now, bytes as u64, rate)
+        });
+    }
+
+    /// For a read of at most `limit` bytes of `flow`: waits until the client may read
+    /// (`ready_to_read`), then takes its allowance (`take`). None without a limit.
+    /// Cancel-safe.
+    pub async fn read_turn(&self, flow: Flow, limit: usize) -> Option<Taken> {
+        self.ready_to_read(flow, limit).await;
+        self.take(flow, limit)
+    }
+
+    /// Takes, for a read about to be made, up to `limit` bytes of `flow`: what the
+    /// client holds now, at least 1 (a read gives at least one record). Taken before
+    /// the read, so that reads running at once share the allowance rather than each
+    /// take all of it; `Taken::settle` charges what the read came to. None without a
+    /// limit.
+    pub fn take(&self, flow: Flow, limit: usize) -> Option<Taken> {
+        let granted = self.with(flow, |bucket, now, rate| {
+            let held = usize::try_from(bucket.available(now, rate)).unwrap_or(usize::MAX);
+            let granted = limit.min(held).max(1);
+            bucket.charge(now, granted as u64, rate);
+            granted
+        })?;
+        Some(Taken {
+            quota: self.clone(),
+            flow,
+            granted,
+            settled: false,
+        })
+    }
+}
+
+/// An allowance taken for a read: settled with what the read came to, or given back
+/// whole if the read never happened (an error, a client gone).
+pub struct Taken {
+    quota: Quota,
+    flow: Flow,
+    granted: usize,
+    settled: bool,
+}
+
+impl Taken {
+    /// The bytes the read may take.
+    pub fn bytes(&self) -> usize {
+        self.granted
+    }
+
+    /// The read came to `used` bytes: the difference is charged or given back.
+    pub fn settle(mut self, used: usize) {
+        self.settled = true;
+        match used.checked_sub(self.granted) {
+            Some(more) => self.quota.charge(self.flow, more),
+            None => self.quota.refund(self.flow, self.granted - used),
+        }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.quota.refund(self.flow, self.granted);
         }
     }
 }
@@ -259,58 +389,4 @@ impl Quota {
 /// The quota of a call (None without a quotas file).
 pub fn of(extensions: &http::Extensions) -> Option<Quota> {
     extensions.get::<Quota>().cloned()
-}
-
-/// Gives every call its client's `Quota`, when there is a quotas file. After the auth
-/// layer, which names the caller.
-#[derive(Clone)]
-pub struct QuotaLayer {
-    quotas: Option<Quotas>,
-}
-
-impl QuotaLayer {
-    pub fn new(quotas: Option<Quotas>) -> QuotaLayer {
-        QuotaLayer { quotas }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for QuotaLayer {
-    type Service = WithQuota<S>;
-    fn layer(&self, inner: S) -> WithQuota<S> {
-        WithQuota {
-            inner,
-            quotas: self.quotas.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct WithQuota<S> {
-    inner: S,
-    quotas: Option<Quotas>,
-}
-
-impl<S> tower_service::Service<http::Request<Body>> for WithQuota<S>
-where
-    S: tower_service::Service<http::Request<Body>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> S::Future {
-        if let Some(quotas) = &self.quotas {
-            let extensions = request.extensions();
-            let address = extensions
-                .get::<ConnectionInfo>()
-                .and_then(ConnectionInfo::peer_ip);
-            let quota = quotas.of(extensions.get::<Principal>(), address);
-            request.extensions_mut().insert(quota);
-        }
-        self.inner.call(request)
-    }
 }
