@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -72,16 +72,32 @@ pub(super) async fn produce_one(
 
 /// The bytes a read for a client of `quota` may take: `limit`, or less once the client
 /// has waited its turn (at least one record goes, however small the allowance), and
-/// the allowance taken for it, to settle with what the read came to.
-async fn quota_limit(quota: Option<&Quota>, limit: usize) -> (usize, Option<Taken>) {
+/// the allowance taken for it, to settle with what the read came to. A server that
+/// begins to stop ends the wait.
+async fn quota_limit(
+    mut stopping: watch::Receiver<bool>,
+    quota: Option<&Quota>,
+    limit: usize,
+) -> Result<(usize, Option<Taken>), Status> {
     let Some(quota) = quota else {
-        return (limit, None);
+        return Ok((limit, None));
     };
-    let taken = quota.read_turn(Flow::Fetch, limit).await;
-    (taken.as_ref().map_or(limit, Taken::bytes), taken)
+    let taken = tokio::select! {
+        taken = quota.read_turn(Flow::Fetch, limit) => taken,
+        _ = stopping.wait_for(|stopping| *stopping) => return Err(Status::unavailable(
+            "server shutting down; fetch again after reconnecting",
+        )),
+    };
+    Ok((taken.as_ref().map_or(limit, Taken::bytes), taken))
 }
 
 /// Answers one Fetch.
+///
+/// With a fetch quota, the client's allowance is taken for a read that does not wait.
+/// If that finds too little and the client asked to wait, the allowance goes back for
+/// the wait (an idle long poll holds none of it: a consumer polling many quiet
+/// partitions would otherwise keep its allowance from the busy ones), and the read it
+/// wakes to takes at most what the client held when the wait began, charged after.
 pub(super) async fn fetch_one(
     broker: &Broker,
     r: pb::FetchRequest,
@@ -92,26 +108,36 @@ pub(super) async fn fetch_one(
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let limit = max_bytes(r.max_bytes).min(broker.limits().max_fetch_bytes);
-    let (limit, taken) = quota_limit(quota.as_ref(), limit).await;
-    let (read, offsets) = broker
-        .fetch(
-            &r.topic,
-            r.partition,
-            r.offset,
-            limit,
-            Duration::from_millis(r.max_wait_ms.into()),
-            // Not more than can come back (a quota may have made the limit smaller).
-            (r.min_bytes as usize).min(limit),
-        )
-        .await
-        .map_err(status)?;
+    let max_wait = Duration::from_millis(r.max_wait_ms.into());
+    let fetch = |limit: usize, wait: Duration| {
+        // Not more than can come back (a quota may have made the limit smaller).
+        let min_bytes = (r.min_bytes as usize).min(limit);
+        broker.fetch(&r.topic, r.partition, r.offset, limit, wait, min_bytes)
+    };
+    let (mut limit, mut taken) = quota_limit(broker.shutting_down(), quota.as_ref(), limit).await?;
+    let (read, offsets) = match (&quota, &taken) {
+        (Some(quota), Some(_)) if !max_wait.is_zero() => {
+            let (read, offsets) = fetch(limit, Duration::ZERO).await.map_err(status)?;
+            let enough = (r.min_bytes as usize).clamp(1, limit);
+            if read.size_bytes() >= enough {
+                (read, offsets)
+            } else {
+                drop(taken.take());
+                limit = quota.allowance(Flow::Fetch).map_or(limit, |a| a.min(limit));
+                fetch(limit, max_wait).await.map_err(status)?
+            }
+        }
+        _ => fetch(limit, max_wait).await.map_err(status)?,
+    };
     // Again after a long poll: a grant taken away while it waited delivers nothing.
     access
         .check(Operation::Read, Kind::Topic, &r.topic)
         .map_err(status)?;
     let (records, next_offset) = RecordSet::from_batches(&read, r.offset, records_budget(limit));
-    if let Some(taken) = taken {
-        taken.settle(records.encoded_len());
+    match (taken, &quota) {
+        (Some(taken), _) => taken.settle(records.encoded_len()),
+        (None, Some(quota)) => quota.charge(Flow::Fetch, records.encoded_len()),
+        (None, None) => {}
     }
     Ok(FetchResponse {
         records,
@@ -164,6 +190,7 @@ pub(super) async fn subscribe_stream(
     // the client has taken the previous ones.
     let (tx, rx) = mpsc::channel(2);
     let mut stopping = broker.shutting_down();
+    let quota_stopping = stopping.clone();
     tokio::spawn(async move {
         // The value, not a change: a subscription begun after shutdown began would
         // otherwise never see it, and hold the server's graceful stop.
@@ -177,7 +204,18 @@ pub(super) async fn subscribe_stream(
         loop {
             // The client's turn first (a subscriber gone meanwhile ends the wait).
             let (limit, taken) = tokio::select! {
-                limit = quota_limit(quota.as_ref(), limit) => limit,
+                limit = quota_limit(quota_stopping.clone(), quota.as_ref(), limit) => match limit {
+                    Ok(limit) => limit,
+                    Err(stopping) => {
+                        let _ = tx.send(Err(stopping)).await;
+                        return;
+                    }
+                },
+                () = &mut deleted => {
+                    let gone = Error::TopicNotFound { topic: partition.topic.clone() };
+                    let _ = tx.send(Err(status(gone))).await;
+                    return;
+                }
                 _ = tx.closed() => return,
             };
             let sent = match partition.read(next, limit).await {
@@ -196,6 +234,7 @@ pub(super) async fn subscribe_stream(
                     tx.send(Ok(message)).await
                 }
                 Ok(_) => {
+                    drop(taken); // not held while the partition is idle
                     tokio::select! {
                         changed = moved.changed() => if changed.is_err() { return },
                         () = &mut deleted => {

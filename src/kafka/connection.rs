@@ -122,19 +122,22 @@ pub async fn serve_connection<S>(
             true => Instant::now() + MESSAGE_DEADLINE,
             false => at.authenticate_by,
         };
-        // The API key first: a produce or fetch of a client over its quota waits for
-        // its turn before its bytes are read or charged to the budget, on whichever
-        // of the client's connections it comes (a produce is charged to the quota
-        // then, by its size on the wire, as Kafka counts it).
+        // With a quota, the API key first: a produce or fetch of a client over its
+        // quota waits for its turn before its bytes are read or charged to the budget,
+        // on whichever of the client's connections it comes (a produce is charged to
+        // the quota then, by its size on the wire, as Kafka counts it). Without, the
+        // frame is read in one go.
         let mut key = [0u8; 2];
-        let read = tokio::select! {
-            read = read_frame(&mut stream, &mut key, deadline(&session)) => read,
-            _ = stopping.wait_for(|stop| *stop) => return,
-        };
-        if let Err(why) = read {
-            return closed(format!("a request frame of {size} bytes {why}"));
-        }
+        let mut head = 0;
         if let Some(quota) = &quota {
+            let read = tokio::select! {
+                read = read_frame(&mut stream, &mut key, deadline(&session)) => read,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            if let Err(why) = read {
+                return closed(format!("a request frame of {size} bytes {why}"));
+            }
+            head = key.len();
             let turn = async {
                 match i16::from_be_bytes(key) {
                     key::PRODUCE => quota.take_turn(Flow::Produce, size).await,
@@ -162,9 +165,9 @@ pub async fn serve_connection<S>(
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         let mut frame = BytesMut::zeroed(size);
-        frame[..2].copy_from_slice(&key);
+        frame[..head].copy_from_slice(&key[..head]);
         let read = tokio::select! {
-            read = read_frame(&mut stream, &mut frame[2..], deadline(&session)) => read,
+            read = read_frame(&mut stream, &mut frame[head..], deadline(&session)) => read,
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         if let Err(why) = read {
@@ -218,6 +221,14 @@ pub async fn serve_connection<S>(
             Ok(Ok(())) | Ok(Err(_)) => return,
             Err(_) => return closed("the client did not read its response in time".into()),
         }
+        if mute > MAX_MUTE {
+            // A wait the client would not sit through (its requests time out, and it
+            // sends them again on a new connection while this one holds the old):
+            // closed, and its next connection waits for its turn.
+            return closed(format!(
+                "its client is over its quota for {mute:?}, more than {MAX_MUTE:?}"
+            ));
+        }
         if !muted(mute, &mut stopping).await {
             return;
         }
@@ -226,19 +237,21 @@ pub async fn serve_connection<S>(
 
 /// The longest a connection is muted, or waits for its client's turn: a client that
 /// has gone meanwhile is not seen until then (nothing is read), so it must not hold
-/// its connection's place for long. A client's debt outlasts it: the next produce or
-/// fetch waits again, and past this the connection is closed. A Kafka client gives up
-/// on a request after `request.timeout.ms`, 30 s by default, anyway.
-const MAX_MUTE: Duration = Duration::from_secs(30);
+/// its connection's place for long; and a request it sent meanwhile must be read
+/// before the client gives up on it (`request.timeout.ms`, 30 s by default) and sends
+/// it again elsewhere. Past it the connection is closed, after the response that
+/// throttles it; the client's debt outlasts the connection (its next produce or fetch
+/// waits for its turn on any connection).
+const MAX_MUTE: Duration = Duration::from_secs(20);
 
-/// Reads nothing from the connection for `mute` (its client is over its quota), at
-/// most `MAX_MUTE`: false if the server began to stop meanwhile.
+/// Reads nothing from the connection for `mute` (its client is over its quota): false
+/// if the server began to stop meanwhile.
 async fn muted(mute: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
     if mute.is_zero() {
         return true;
     }
     tokio::select! {
-        () = tokio::time::sleep(mute.min(MAX_MUTE)) => true,
+        () = tokio::time::sleep(mute) => true,
         _ = stopping.wait_for(|stop| *stop) => false,
     }
 }

@@ -174,14 +174,14 @@ async fn respond(
             let mut request = requests::fetch(&mut r, version)?;
             requests::finished(&r);
             // No more than the client's allowance (at least a batch comes anyway),
-            // taken before the read (the connection waited for the client's turn).
-            let asked = match request.max_bytes {
-                asked if asked > 0 => asked as usize,
-                _ => usize::MAX,
-            };
-            let taken = quota.and_then(|q| q.take(Flow::Fetch, asked));
-            if let Some(taken) = &taken {
-                request.max_bytes = i32::try_from(taken.bytes()).unwrap_or(i32::MAX);
+            // charged after: not taken before, as a fetch may wait for records and an
+            // idle wait would hold it (the connection waited for the client's turn).
+            if let Some(allowed) = quota.and_then(|q| q.allowance(Flow::Fetch)) {
+                let allowed = i32::try_from(allowed).unwrap_or(i32::MAX);
+                request.max_bytes = match request.max_bytes {
+                    asked if asked > 0 => asked.min(allowed),
+                    _ => allowed,
+                };
             }
             let (mut response, held) =
                 fetch::fetch(broker, &kafka.responses, request, version, &access).await;
@@ -190,8 +190,8 @@ async fn respond(
                 .filter_map(|p| p.records.as_ref())
                 .map(Bytes::len)
                 .sum();
-            if let Some(taken) = taken {
-                taken.settle(bytes);
+            if let Some(quota) = quota {
+                quota.charge(Flow::Fetch, bytes);
             }
             let mute = throttle(quota, Flow::Fetch);
             response.throttle_time_ms = millis(mute);

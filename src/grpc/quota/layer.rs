@@ -8,7 +8,20 @@ use super::Quotas;
 use crate::grpc::auth::Principal;
 use crate::grpc::connection::ConnectionInfo;
 
-/// Gives every call its client's `Quota`, when there is a quotas file. After the auth
+/// The calls a quota limits: the others (heartbeats, admin, health checks) do not
+/// look their client up.
+const LIMITED: [&str; 7] = [
+    "/strom.v1.Log/Produce",
+    "/strom.v1.Log/ProduceStream",
+    "/strom.v1.Exchanges/Publish",
+    "/strom.v1.Log/Fetch",
+    "/strom.v1.Log/Subscribe",
+    "/strom.v1.Queues/ShareFetch",
+    "/strom.v1.Queues/ShareStream",
+];
+
+/// Gives the calls that produce or fetch their client's `Quota`, when there is a
+/// quotas file. After the auth
 /// layer, which names the caller.
 #[derive(Clone)]
 pub struct QuotaLayer {
@@ -50,7 +63,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> S::Future {
-        if let Some(quotas) = &self.quotas {
+        let limited = LIMITED.contains(&request.uri().path());
+        if let (Some(quotas), true) = (&self.quotas, limited) {
             let extensions = request.extensions();
             let address = extensions
                 .get::<ConnectionInfo>()

@@ -11,9 +11,9 @@
 //! takes its allowance before it reads (`Taken`, settled after the read). Kafka
 //! connections are also muted after a throttled response, as Kafka's brokers do, and
 //! wait for their client's turn before they read a Produce or Fetch
-//! (`kafka/connection.rs`). Every call gets its client's `Quota` in its extensions
-//! (`QuotaLayer`, after the auth layer). A rate is read again at each use, and a wait
-//! reads it again at least every `SLICE`: a reload applies at once.
+//! (`kafka/connection.rs`). Every produce and fetch call gets its client's `Quota` in
+//! its extensions (`QuotaLayer`, after the auth layer). A rate is read again at each
+//! use, and a wait reads it again at least every `SLICE`: a reload applies at once.
 
 pub mod bucket;
 mod file;
@@ -332,6 +332,16 @@ impl Quota {
         self.take(flow, limit)
     }
 
+    /// The bytes of `flow` the client may take now, at least 1 (a read gives at least
+    /// one record), without taking them: for a read that waits first, charged after.
+    /// None without a limit.
+    pub fn allowance(&self, flow: Flow) -> Option<usize> {
+        self.with(flow, |bucket, now, rate| {
+            let held = usize::try_from(bucket.available(now, rate)).unwrap_or(usize::MAX);
+            held.max(1)
+        })
+    }
+
     /// Takes, for a read about to be made, up to `limit` bytes of `flow`: what the
     /// client holds now, at least 1 (a read gives at least one record). Taken before
     /// the read, so that reads running at once share the allowance rather than each
@@ -384,6 +394,21 @@ impl Drop for Taken {
             self.quota.refund(self.flow, self.granted);
         }
     }
+}
+
+/// The longest a share fetch waits for its client's turn: it must not wait past its
+/// member's session, which a fetch keeps alive (the member would expire, and the
+/// records it holds go to others). Past it, it fetches within what the client holds
+/// (at least one record).
+pub const SHARE_TURN: Duration = Duration::from_secs(10);
+
+/// A share fetch's turn: waits until the client may read (at most `SHARE_TURN`), and
+/// returns the bytes it may lock to the member, charged once they are known (None
+/// without a fetch limit). Not taken before: a share fetch waits for records, and an
+/// idle wait would hold the allowance.
+pub async fn share_turn(quota: &Quota) -> Option<usize> {
+    let _ = tokio::time::timeout(SHARE_TURN, quota.ready_to_read(Flow::Fetch, usize::MAX)).await;
+    quota.allowance(Flow::Fetch)
 }
 
 /// The quota of a call (None without a quotas file).
