@@ -415,3 +415,6 @@ pub async fn share_turn(quota: &Quota) -> Option<usize> {
 pub fn of(extensions: &http::Extensions) -> Option<Quota> {
     extensions.get::<Quota>().cloned()
 }
+
+#[cfg(test)]
+mod tests;
