@@ -78,6 +78,17 @@ async fn as_principal(server: &TestServer, name: &str) -> Client {
         .unwrap()
 }
 
+/// A client of principal `name` that has made `topic`.
+async fn with_topic(server: &TestServer, name: &str, topic: &str, partitions: u32) -> Client {
+    let client = as_principal(server, name).await;
+    client
+        .admin()
+        .create_topic(topic, partitions, Default::default())
+        .await
+        .unwrap();
+    client
+}
+
 /// Polls `done` until it holds, for at most 20 s.
 async fn until(mut done: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -163,12 +174,7 @@ async fn a_consumer_over_its_quota_reads_less_at_a_time_and_waits() {
         ServeOptions::default(),
     )
     .await;
-    let writer = as_principal(&server, "writer").await;
-    writer
-        .admin()
-        .create_topic("events", 1, Default::default())
-        .await
-        .unwrap();
+    let writer = with_topic(&server, "writer", "events", 1).await;
     let mut log = writer.log();
     for _ in 0..8 {
         log.produce(produce("events", Some(0), vec![big(128 * KIB)]))
@@ -284,11 +290,7 @@ async fn a_produce_that_gives_up_waiting_does_not_count_against_its_client() {
         ServeOptions::default(),
     )
     .await;
-    let slow = as_principal(&server, "slow").await;
-    slow.admin()
-        .create_topic("events", 1, Default::default())
-        .await
-        .unwrap();
+    let slow = with_topic(&server, "slow", "events", 1).await;
     let mut log = slow.log();
     // 256 KiB at 64 KiB/s: the next produce waits about 3 s.
     log.produce(produce("events", Some(0), vec![big(256 * KIB)]))
@@ -333,11 +335,7 @@ async fn a_produce_given_up_while_waiting_for_the_budget_is_given_back() {
     )
     .await;
     let addr = server.addr;
-    let slow = as_principal(&server, "slow").await;
-    slow.admin()
-        .create_topic("events", 1, Default::default())
-        .await
-        .unwrap();
+    let slow = with_topic(&server, "slow", "events", 1).await;
     // The hog announces a message as large as the budget and sends nothing: it holds
     // the budget for 5 s (`MESSAGE_IDLE`).
     let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -405,12 +403,7 @@ async fn fetches_running_at_once_share_their_clients_allowance() {
         ServeOptions::default(),
     )
     .await;
-    let writer = as_principal(&server, "writer").await;
-    writer
-        .admin()
-        .create_topic("events", 4, Default::default())
-        .await
-        .unwrap();
+    let writer = with_topic(&server, "writer", "events", 4).await;
     let mut log = writer.log();
     for partition in 0..4 {
         let records = (0..16).map(|_| big(16 * KIB)).collect();
@@ -457,12 +450,7 @@ async fn an_idle_long_poll_holds_no_allowance_and_a_stop_ends_a_wait() {
         ServeOptions::default(),
     )
     .await;
-    let writer = as_principal(&server, "writer").await;
-    writer
-        .admin()
-        .create_topic("events", 2, Default::default())
-        .await
-        .unwrap();
+    let writer = with_topic(&server, "writer", "events", 2).await;
     let records = (0..16).map(|_| big(16 * KIB)).collect();
     writer
         .log()
@@ -580,11 +568,7 @@ async fn a_reload_changes_the_rate_of_a_stream_already_open() {
         ServeOptions::default(),
     )
     .await;
-    let slow = as_principal(&server, "slow").await;
-    slow.admin()
-        .create_topic("events", 1, Default::default())
-        .await
-        .unwrap();
+    let slow = with_topic(&server, "slow", "events", 1).await;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut replies = slow
         .log()
