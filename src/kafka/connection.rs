@@ -10,7 +10,9 @@
 //! request. Until the session has authenticated (`session.rs`), frames are at most
 //! `UNAUTHENTICATED_MAX_FRAME` (never charged), and no wait lasts past the
 //! connection's authentication deadline. A client over its quota (`grpc/quota/`) is
-//! not read for the `throttle_time_ms` its last response gave (KIP-219's mute).
+//! not read for the `throttle_time_ms` its last response gave (KIP-219's mute; over
+//! `MAX_MUTE`, the connection closes), and its Produce or Fetch waits for its turn
+//! before the frame past its API key is read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,9 +18,11 @@
 pub mod bucket;
 mod file;
 mod layer;
+mod reads;
 
 pub use file::Rates;
 pub use layer::QuotaLayer;
+pub use reads::{share_turn, Taken, SHARE_TURN};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -361,54 +363,6 @@ impl Quota {
             settled: false,
         })
     }
-}
-
-/// An allowance taken for a read: settled with what the read came to, or given back
-/// whole if the read never happened (an error, a client gone).
-pub struct Taken {
-    quota: Quota,
-    flow: Flow,
-    granted: usize,
-    settled: bool,
-}
-
-impl Taken {
-    /// The bytes the read may take.
-    pub fn bytes(&self) -> usize {
-        self.granted
-    }
-
-    /// The read came to `used` bytes: the difference is charged or given back.
-    pub fn settle(mut self, used: usize) {
-        self.settled = true;
-        match used.checked_sub(self.granted) {
-            Some(more) => self.quota.charge(self.flow, more),
-            None => self.quota.refund(self.flow, self.granted - used),
-        }
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.quota.refund(self.flow, self.granted);
-        }
-    }
-}
-
-/// The longest a share fetch waits for its client's turn: it must not wait past its
-/// member's session, which a fetch keeps alive (the member would expire, and the
-/// records it holds go to others). Past it, it fetches within what the client holds
-/// (at least one record).
-pub const SHARE_TURN: Duration = Duration::from_secs(10);
-
-/// A share fetch's turn: waits until the client may read (at most `SHARE_TURN`), and
-/// returns the bytes it may lock to the member, charged once they are known (None
-/// without a fetch limit). Not taken before: a share fetch waits for records, and an
-/// idle wait would hold the allowance.
-pub async fn share_turn(quota: &Quota) -> Option<usize> {
-    let _ = tokio::time::timeout(SHARE_TURN, quota.ready_to_read(Flow::Fetch, usize::MAX)).await;
-    quota.allowance(Flow::Fetch)
 }
 
 /// The quota of a call (None without a quotas file).
