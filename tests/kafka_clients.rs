@@ -154,3 +154,36 @@ async fn kafka_clients_over_sasl_ssl_with_tokens_and_an_acl() {
     assert_eq!(committed, [(0, 100)]);
     server.stop().await.unwrap();
 }
+
+/// Kafka's clients under quotas (`tests/python/kafka_quotas.py`): a librdkafka producer
+/// and a kafka-python consumer, each at 512 KiB/s, take at least as long as the rate
+/// allows, lose nothing and see no error; librdkafka is told its throttle.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_clients_sit_out_their_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quotas"), "* produce=512KiB fetch=512KiB\n").unwrap();
+    let options = ServeOptions {
+        quotas: Some(strom::server::Quotas::load(&dir.path().join("quotas")).unwrap()),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    server.client_with_topic("throttled", 1).await;
+    let bootstrap = server.kafka.unwrap().to_string();
+    let stdout = run_python("kafka_quotas.py", vec![bootstrap, "throttled".into()]).await;
+    eprintln!("{stdout}");
+    let figure = |name: &str| -> f64 {
+        let at = stdout.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        stdout[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // 1.5 MiB and more on the wire, less the first second's 512 KiB: at least 2 s each.
+    assert!(figure("produce") >= 1.8, "{stdout}");
+    assert!(figure("consume") >= 1.8, "{stdout}");
+    assert!(figure("throttle") > 0.0, "{stdout}");
+    server.stop().await.unwrap();
+}
