@@ -134,8 +134,10 @@ async fn a_producer_over_its_quota_waits_without_holding_the_budget_others_need(
             })
         })
         .collect();
-    // (Ten or eleven: one may find the debt paid as it comes.)
-    until(|| waits(&quotas).0 >= 10, "slow's messages waiting").await;
+    // Once slow is in debt, the rest wait (a wait is counted when it ends).
+    let owes = quotas.of(Some(&Principal("slow".into())), None);
+    until(|| !owes.wait(Flow::Produce, 0).is_zero(), "slow in debt").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Another client's produces are not held up behind them: the waiting messages
     // hold none of the produce budget.
@@ -514,6 +516,58 @@ async fn an_idle_long_poll_holds_no_allowance_and_a_stop_ends_a_wait() {
     let _ = idle.await;
 }
 
+/// Long polls of one client woken together by the same records share its allowance:
+/// each waits its turn once woken, rather than read what the client held when it began
+/// to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_woken_together_share_their_clients_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = server(
+        dir.path(),
+        &["writer", "reader"],
+        "reader fetch=256KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let writer = with_topic(&server, "writer", "events", 1).await;
+    let reader = as_principal(&server, "reader").await;
+    let polls: Vec<_> = (0..8)
+        .map(|_| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let request = pb::FetchRequest {
+                    topic: "events".into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 4 << 20,
+                    max_wait_ms: 10_000,
+                    ..Default::default()
+                };
+                reader.fetch(request).await.unwrap().records.encoded_len()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 1 MiB in records of 4 KiB, for all eight at once.
+    let records = (0..256).map(|_| big(4 * KIB)).collect();
+    writer
+        .log()
+        .produce(produce("events", Some(0), records))
+        .await
+        .unwrap();
+    let mut read = 0;
+    for poll in polls {
+        read += poll.await.unwrap();
+    }
+    // About a second's worth and what comes in while they take their turns (7 tenths
+    // of one); each reading the 256 KiB the client held when it began to wait: 2 MiB.
+    assert!(
+        read < 1 << 20,
+        "eight long polls woken together read {read} bytes"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_principal_share_the_quota_of_their_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -584,7 +638,11 @@ async fn a_reload_changes_the_rate_of_a_stream_already_open() {
     tx.send(message(1)).await.unwrap();
     replies.next().await.unwrap().unwrap();
     tx.send(message(2)).await.unwrap();
-    until(|| waits(&quotas).0 == 1, "the second message waiting").await;
+    // (A wait is counted when it ends: the message is seen waiting by its reply.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = tokio::time::timeout(Duration::from_millis(10), replies.next()).await;
+    assert!(early.is_err(), "the second message was answered at once");
+    assert_eq!(waits(&quotas).0, 0);
 
     // At 1 GiB/s from the reload on, the debt already there is paid at once: the
     // waiting message goes within a second (its wait reads the rate again), and the

@@ -311,6 +311,10 @@ struct BudgetBody {
     /// before it is let in is given back.
     quota: Option<Quota>,
     throttle: Option<Pin<Box<Sleep>>>,
+    /// When the message began to wait for its turn, if it had to, and how long it may:
+    /// its bytes wait in the server's HTTP/2 windows meanwhile, so not for ever.
+    turn_began: Option<Instant>,
+    turn_allowed: Duration,
     turned: bool,
     /// The length of the message whose prefix was read last.
     announced: usize,
@@ -345,6 +349,8 @@ impl BudgetBody {
             waiting: None,
             quota: None,
             throttle: None,
+            turn_began: None,
+            turn_allowed: MESSAGE_DEADLINE,
             turned: false,
             announced: 0,
             held: None,
@@ -365,10 +371,10 @@ impl BudgetBody {
     /// Waits until the client of a produce message owes nothing for produce, and
     /// charges it the message then (`Quota::try_take`; no wait without a quota), in
     /// sleeps of at most `SLICE`: its rate is read again after each, so that a reload
-    /// applies.
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// applies. A turn that has not come within `turn_allowed` fails the call.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
         let Some(quota) = &self.quota else {
-            return Poll::Ready(());
+            return Poll::Ready(Ok(()));
         };
         loop {
             if let Some(throttle) = self.throttle.as_mut() {
@@ -377,12 +383,21 @@ impl BudgetBody {
             let wait = quota.try_take(Flow::Produce, self.announced);
             if wait.is_zero() {
                 self.throttle = None;
-                return Poll::Ready(());
+                if let Some(began) = self.turn_began.take() {
+                    quota.note_wait(Flow::Produce, began.elapsed());
+                }
+                return Poll::Ready(Ok(()));
             }
-            if self.throttle.is_none() {
-                quota.note_wait(Flow::Produce, wait);
+            let began = *self.turn_began.get_or_insert_with(Instant::now);
+            let left = self.turn_allowed.saturating_sub(began.elapsed());
+            if left.is_zero() {
+                self.throttle = None;
+                return Poll::Ready(Err(tonic::Status::resource_exhausted(format!(
+                    "this client is over its produce quota (quotas), and its turn did not come within {:?}: send it again later",
+                    self.turn_allowed
+                ))));
             }
-            self.throttle = Some(Box::pin(tokio::time::sleep(wait.min(SLICE))));
+            self.throttle = Some(Box::pin(tokio::time::sleep(wait.min(SLICE).min(left))));
         }
     }
 
@@ -467,7 +482,10 @@ impl HttpBody for BudgetBody {
                 // The client's turn first: once the semaphore is asked, permits freed
                 // are handed to this message even while it would sleep.
                 if !me.turned {
-                    ready!(me.poll_turn(cx));
+                    if let Err(refused) = ready!(me.poll_turn(cx)) {
+                        me.end();
+                        return Poll::Ready(Some(Err(refused)));
+                    }
                     me.turned = true;
                 }
                 let permits = u32::try_from(cost).unwrap_or(u32::MAX);

@@ -461,3 +461,39 @@ async fn a_single_produce_never_ended_fails_at_the_deadline() {
     drop((body, charge)); // the request fails and its charge goes
     assert_eq!(semaphore.available_permits(), 1000);
 }
+
+/// A produce message whose client is over its quota waits for its turn before it is
+/// charged to the budget, and fails if the turn does not come in time (its bytes sit in
+/// the server's HTTP/2 windows meanwhile); nothing is charged to either.
+#[tokio::test]
+async fn a_message_whose_turn_does_not_come_in_time_fails_holding_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quotas"), "* produce=1KiB\n").unwrap();
+    let quotas = crate::grpc::quota::Quotas::load(&dir.path().join("quotas")).unwrap();
+    let quota = quotas.of(None, None);
+    quota.charge(Flow::Produce, 100 << 10); // about 99 s of debt
+    let (mut body, semaphore, charge) = body(1000, vec![message(300)]);
+    body.quota = Some(quota.clone());
+    body.turn_allowed = Duration::from_millis(100);
+    // Only the prefix's first bytes pass: the message waits for its turn.
+    assert_eq!(drain(&mut body).0.len(), 4);
+    assert_eq!(
+        semaphore.available_permits(),
+        1000,
+        "the budget is not charged"
+    );
+    let failed = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+    let err = tokio::time::timeout(Duration::from_secs(10), failed)
+        .await
+        .expect("failed when its time ran out")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("produce quota"), "{}", err.message());
+    assert!(charge.take_next().is_none());
+    drop(body);
+    assert_eq!(semaphore.available_permits(), 1000);
+    // Not charged to the quota either: the debt is what it was.
+    let owed = quota.wait(Flow::Produce, 0);
+    assert!(owed > Duration::from_secs(90), "{owed:?}");
+}

@@ -96,8 +96,9 @@ async fn quota_limit(
 /// With a fetch quota, the client's allowance is taken for a read that does not wait.
 /// If that finds too little and the client asked to wait, the allowance goes back for
 /// the wait (an idle long poll holds none of it: a consumer polling many quiet
-/// partitions would otherwise keep its allowance from the busy ones), and the read it
-/// wakes to takes at most what the client held when the wait began, charged after.
+/// partitions would otherwise keep its allowance from the busy ones); woken by a
+/// record, the fetch waits its turn again and takes its allowance for a read that does
+/// not wait, so that long polls woken together share it too.
 pub(super) async fn fetch_one(
     broker: &Broker,
     r: pb::FetchRequest,
@@ -114,6 +115,7 @@ pub(super) async fn fetch_one(
         let min_bytes = (r.min_bytes as usize).min(limit);
         broker.fetch(&r.topic, r.partition, r.offset, limit, wait, min_bytes)
     };
+    let asked = limit;
     let (mut limit, mut taken) = quota_limit(broker.shutting_down(), quota.as_ref(), limit).await?;
     let (read, offsets) = match (&quota, &taken) {
         (Some(quota), Some(_)) if !max_wait.is_zero() => {
@@ -123,8 +125,15 @@ pub(super) async fn fetch_one(
                 (read, offsets)
             } else {
                 drop(taken.take());
-                limit = quota.allowance(Flow::Fetch).map_or(limit, |a| a.min(limit));
-                fetch(limit, max_wait).await.map_err(status)?
+                // Woken by a record (a read of one batch, dropped), or not.
+                let (woken, offsets) = fetch(1, max_wait).await.map_err(status)?;
+                if woken.chunks.is_empty() {
+                    (woken, offsets)
+                } else {
+                    let stopping = broker.shutting_down();
+                    (limit, taken) = quota_limit(stopping, Some(quota), asked).await?;
+                    fetch(limit, Duration::ZERO).await.map_err(status)?
+                }
             }
         }
         _ => fetch(limit, max_wait).await.map_err(status)?,

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::{Access, Grant, Kind, Operation};
 use super::pb::{self, queues_server, share_stream_request::Body};
-use super::quota::{self, Flow};
+use super::quota::{self, Taken};
 use super::{access, page, status};
 use crate::error::Error;
 use crate::groups::share::{count_acks, Ack, AckBatch, Delivered, Refused, ShareGroups};
@@ -123,26 +123,23 @@ impl queues_server::Queues for QueuesService {
             |dead_letters: Option<&str>| may_consume(&access, &r.group, &r.topic, dead_letters);
         still(None).map_err(status)?;
         // Its client's turn, before records are locked to it, and no more bytes than
-        // its allowance (0: the server's limit), charged after (`quota::share_turn`).
-        let bytes = match &quota {
-            Some(quota) => quota::share_turn(quota).await.unwrap_or(0),
-            None => 0,
+        // its allowance (0: the server's limit; `quota::share_turn`).
+        let taken = match &quota {
+            Some(quota) => quota::share_turn(quota, usize::MAX).await,
+            None => None,
         };
         let limits = (
             r.max_records,
             Duration::from_millis(r.max_wait_ms as u64),
-            bytes,
+            taken.as_ref().map_or(0, Taken::bytes),
         );
         let fetched = self
             .queues
             .fetch_while(&r.group, &r.member_id, &r.topic, limits, &still)
             .await
             .map_err(status)?;
-        if let Some(quota) = &quota {
-            quota.charge(
-                Flow::Fetch,
-                fetched.records.iter().map(Delivered::size).sum(),
-            );
+        if let Some(taken) = taken {
+            taken.settle(fetched.records.iter().map(Delivered::size).sum());
         }
         Ok(Response::new(pb::ShareFetchResponse {
             member_id: fetched.member_id,

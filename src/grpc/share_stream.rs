@@ -21,7 +21,7 @@ use tonic::{Status, Streaming};
 use super::auth::Access;
 use super::pb::{self, share_stream_request::Body};
 use super::queues::{acks, may_consume, refused, shared};
-use super::quota::{self, Flow, Quota};
+use super::quota::{self, Quota, Taken};
 use super::status;
 use crate::error::{Error, Result};
 use crate::groups::share::{AckBatch, Fetched, ShareGroups, MAX_ACK_OFFSETS};
@@ -110,21 +110,21 @@ pub(super) async fn run(
             let quota = quota.clone();
             fetching = Some(tokio::spawn(async move {
                 // Its client's turn, before records are locked to it, and no more bytes
-                // than its allowance, charged after (`quota::share_turn`; a stream
-                // ended meanwhile aborts this task).
-                let allowance = match &quota {
-                    Some(quota) => quota::share_turn(quota).await,
+                // than its allowance (`quota::share_turn`; a stream ended meanwhile
+                // aborts this task, and what it took goes back).
+                let taken = match &quota {
+                    Some(quota) => quota::share_turn(quota, STREAM_MESSAGE_BYTES).await,
                     None => None,
                 };
-                let bytes = allowance.map_or(STREAM_MESSAGE_BYTES, |b| b.min(STREAM_MESSAGE_BYTES));
+                let bytes = taken.as_ref().map_or(STREAM_MESSAGE_BYTES, Taken::bytes);
                 let limits = (want, FETCH_WAIT, bytes);
                 // Each round checks the grant again, dead-letter topic included: a
                 // grant taken away (a new acl read on SIGHUP) ends the stream with
                 // the fetch's error before it locks another record to the member.
                 let still = |dead_letters: Option<&str>| may_consume(&access, &g, &t, dead_letters);
                 let fetched = q.stream_fetch(&g, &m, &t, limits, &joined, &still).await;
-                if let (Some(quota), Ok(fetched)) = (&quota, &fetched) {
-                    quota.charge(Flow::Fetch, fetched.records.iter().map(|r| r.size()).sum());
+                if let (Some(taken), Ok(fetched)) = (taken, &fetched) {
+                    taken.settle(fetched.records.iter().map(|r| r.size()).sum());
                 }
                 fetched
             }));

@@ -244,7 +244,7 @@ pub async fn serve_connection<S>(
 /// it again elsewhere. Past it the connection is closed, after the response that
 /// throttles it; the client's debt outlasts the connection (its next produce or fetch
 /// waits for its turn on any connection).
-const MAX_MUTE: Duration = Duration::from_secs(20);
+pub(super) const MAX_MUTE: Duration = Duration::from_secs(20);
 
 /// Reads nothing from the connection for `mute` (its client is over its quota): false
 /// if the server began to stop meanwhile.

@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::connection::MAX_MUTE;
 use super::fetch_frame::fetch_frame;
 use super::requests::groups as groups_requests;
 use super::requests::{self, key};
@@ -43,9 +44,15 @@ impl Answer {
     }
 }
 
-/// How long the client's connection must now wait, if it has a quota for `flow`.
+/// How long the client's connection must now wait, if it has a quota for `flow`;
+/// counted as a wait of the mute it comes to (`MAX_MUTE` at most: past it the
+/// connection closes).
 fn throttle(quota: Option<&Quota>, flow: Flow) -> Duration {
-    quota.map_or(Duration::ZERO, |quota| quota.throttle(flow))
+    let throttle = quota.map_or(Duration::ZERO, |quota| quota.throttle(flow));
+    if let (Some(quota), false) = (quota, throttle.is_zero()) {
+        quota.note_wait(flow, throttle.min(MAX_MUTE));
+    }
+    throttle
 }
 
 /// A throttle as Kafka's `throttle_time_ms`.

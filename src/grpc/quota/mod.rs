@@ -4,11 +4,13 @@
 //! (`bucket.rs`). A client is its principal (a token's name, or a client
 //! certificate's common name), else its IP address (an IPv6 address's /64).
 //!
-//! A throttled client is made to wait, never refused, and waits while it holds nothing
-//! of the server's: a produce message waits for its turn, and is charged then, before
-//! its bytes are read and before the produce budget is charged (`grpc/budget.rs`:
-//! HTTP/2 flow control holds the client back, as for the budget); a fetch waits, then
-//! takes its allowance before it reads (`Taken`, settled after the read). Kafka
+//! A throttled client is made to wait, and waits while it holds nothing of the
+//! server's but its bytes in HTTP/2's windows: a produce message waits for its turn
+//! (at most 30 s, then it fails), and is charged then, before its bytes are read and
+//! before the produce budget is charged (`grpc/budget.rs`: HTTP/2 flow control holds
+//! the client back, as for the budget); a fetch waits, then takes its allowance before
+//! it reads (`Taken`, settled after the read; a long poll gives it back while it
+//! waits, `grpc/log_service.rs`). Kafka
 //! connections are also muted after a throttled response, as Kafka's brokers do, and
 //! wait for their client's turn before they read a Produce or Fetch
 //! (`kafka/connection.rs`). Every produce and fetch call gets its client's `Quota` in
@@ -280,18 +282,18 @@ impl Quota {
 
     /// Sleeps for as long as `step` says, asking it again after each sleep of at most
     /// `SLICE` (so that a rate read again applies), until it says zero. Counted as one
-    /// wait if it waits.
+    /// wait, of the time it took, if it waited (not if it was given up).
     async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) {
-        let mut counted = false;
+        let mut began = None;
         loop {
             let wait = step();
             if wait.is_zero() {
+                if let Some(began) = began {
+                    self.quotas.note_wait(flow, Instant::now() - began);
+                }
                 return;
             }
-            if !counted {
-                self.quotas.note_wait(flow, wait);
-                counted = true;
-            }
+            began.get_or_insert_with(Instant::now);
             tokio::time::sleep(wait.min(SLICE)).await;
         }
     }
@@ -301,14 +303,9 @@ impl Quota {
         self.quotas.note_wait(flow, wait);
     }
 
-    /// How long until the client owes nothing for `flow` (Kafka's `throttle_time_ms`);
-    /// counted as a wait when it is not zero.
+    /// How long until the client owes nothing for `flow` (Kafka's `throttle_time_ms`).
     pub fn throttle(&self, flow: Flow) -> Duration {
-        let wait = self.wait(flow, 0);
-        if !wait.is_zero() {
-            self.quotas.note_wait(flow, wait);
-        }
-        wait
+        self.wait(flow, 0)
     }
 
     /// Charges `bytes` that went, or are about to.

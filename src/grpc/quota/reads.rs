@@ -44,11 +44,12 @@ impl Drop for Taken {
 /// (at least one record).
 pub const SHARE_TURN: Duration = Duration::from_secs(10);
 
-/// A share fetch's turn: waits until the client may read (at most `SHARE_TURN`), and
-/// returns the bytes it may lock to the member, charged once they are known (None
-/// without a fetch limit). Not taken before: a share fetch waits for records, and an
-/// idle wait would hold the allowance.
-pub async fn share_turn(quota: &Quota) -> Option<usize> {
-    let _ = tokio::time::timeout(SHARE_TURN, quota.ready_to_read(Flow::Fetch, usize::MAX)).await;
-    quota.allowance(Flow::Fetch)
+/// A share fetch's turn: waits until the client may read (at most `SHARE_TURN`), then
+/// takes the client's allowance for the bytes it may lock to the member (None without
+/// a fetch limit), settled with what it locked. Taken before, so that share fetches
+/// running at once share it; a share fetch that waits for records holds it meanwhile,
+/// but it waits only when the whole topic has nothing for the group.
+pub async fn share_turn(quota: &Quota, limit: usize) -> Option<Taken> {
+    let _ = tokio::time::timeout(SHARE_TURN, quota.ready_to_read(Flow::Fetch, limit)).await;
+    quota.take(Flow::Fetch, limit)
 }
