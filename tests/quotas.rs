@@ -568,6 +568,50 @@ async fn long_polls_woken_together_share_their_clients_allowance() {
     server.stop().await.unwrap();
 }
 
+/// A long poll of a client with a quota still waits for its `min_bytes`: less than
+/// that in the log does not answer it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_with_a_quota_waits_for_its_min_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = server(
+        dir.path(),
+        &["writer", "reader"],
+        "reader fetch=1MiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let writer = with_topic(&server, "writer", "events", 1).await;
+    writer
+        .log()
+        .produce(produce("events", Some(0), vec![big(10 * KIB)]))
+        .await
+        .unwrap();
+    let reader = as_principal(&server, "reader").await;
+    let started = Instant::now();
+    let response = reader
+        .fetch(pb::FetchRequest {
+            topic: "events".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 4 << 20,
+            max_wait_ms: 1500,
+            min_bytes: 64 << 10,
+        })
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        response.records.iter().count(),
+        1,
+        "what there was, at the end"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_principal_share_the_quota_of_their_address() {
     let dir = tempfile::tempdir().unwrap();

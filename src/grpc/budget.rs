@@ -392,6 +392,9 @@ impl BudgetBody {
             let left = self.turn_allowed.saturating_sub(began.elapsed());
             if left.is_zero() {
                 self.throttle = None;
+                if let Some(began) = self.turn_began.take() {
+                    quota.note_wait(Flow::Produce, began.elapsed());
+                }
                 return Poll::Ready(Err(tonic::Status::resource_exhausted(format!(
                     "this client is over its produce quota (quotas), and its turn did not come within {:?}: send it again later",
                     self.turn_allowed
@@ -464,6 +467,10 @@ impl Drop for BudgetBody {
         // while it waited for the budget): its bytes never came.
         if let (true, Some(quota)) = (self.turned, &self.quota) {
             quota.refund(Flow::Produce, self.announced);
+        }
+        // A wait for its turn cut off (its call went) is counted too.
+        if let (Some(began), Some(quota)) = (self.turn_began, &self.quota) {
+            quota.note_wait(Flow::Produce, began.elapsed());
         }
     }
 }

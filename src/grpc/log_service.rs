@@ -125,8 +125,10 @@ pub(super) async fn fetch_one(
                 (read, offsets)
             } else {
                 drop(taken.take());
-                // Woken by a record (a read of one batch, dropped), or not.
-                let (woken, offsets) = fetch(1, max_wait).await.map_err(status)?;
+                // Woken once what the client asked for is there (a read of it, dropped,
+                // that charges nothing), or not.
+                let want = (r.min_bytes as usize).clamp(1, asked);
+                let (woken, offsets) = fetch(want, max_wait).await.map_err(status)?;
                 if woken.chunks.is_empty() {
                     (woken, offsets)
                 } else {

@@ -183,6 +183,22 @@ impl Quotas {
     }
 }
 
+/// A wait under way, counted when it ends, however it ends (its turn came, it was cut
+/// off by a deadline, its call went).
+struct Waited<'a> {
+    quotas: &'a Quotas,
+    flow: Flow,
+    began: Option<Instant>,
+}
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        if let Some(began) = self.began {
+            self.quotas.note_wait(self.flow, began.elapsed());
+        }
+    }
+}
+
 /// The address a client without a principal is known by: an IPv4 address, or the /64
 /// network of an IPv6 one (a host is commonly given a whole /64, and could otherwise
 /// be as many clients as it has addresses).
@@ -282,18 +298,19 @@ impl Quota {
 
     /// Sleeps for as long as `step` says, asking it again after each sleep of at most
     /// `SLICE` (so that a rate read again applies), until it says zero. Counted as one
-    /// wait, of the time it took, if it waited (not if it was given up).
+    /// wait, of the time it took, if it waited (`Waited`).
     async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) {
-        let mut began = None;
+        let mut waited = Waited {
+            quotas: &self.quotas,
+            flow,
+            began: None,
+        };
         loop {
             let wait = step();
             if wait.is_zero() {
-                if let Some(began) = began {
-                    self.quotas.note_wait(flow, Instant::now() - began);
-                }
                 return;
             }
-            began.get_or_insert_with(Instant::now);
+            waited.began.get_or_insert_with(Instant::now);
             tokio::time::sleep(wait.min(SLICE)).await;
         }
     }
