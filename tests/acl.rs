@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::principals::{as_principal, write_tokens};
 use common::requests::{produce, record};
 use common::server::TestServer;
 use common::tls::Certs;
@@ -36,11 +37,7 @@ queue-op   admin        topic:work.dlq
 async fn server(dir: &Path) -> (TestServer, Acl) {
     let tokens = dir.join("tokens");
     let names = ["writer", "reader", "auditor", "ops", "queue-op", "nobody"];
-    let lines: Vec<String> = names
-        .iter()
-        .map(|n| file_line(n, &format!("{n}{n}")).unwrap())
-        .collect();
-    std::fs::write(&tokens, lines.join("\n")).unwrap();
+    write_tokens(&tokens, &names);
     std::fs::write(dir.join("acl"), ACL).unwrap();
     let acl = Acl::load(&dir.join("acl")).unwrap();
     let options = ServeOptions {
@@ -51,16 +48,6 @@ async fn server(dir: &Path) -> (TestServer, Acl) {
     let server =
         TestServer::start_with_options(&dir.join("data"), Limits::default(), options).await;
     (server, acl)
-}
-
-async fn as_principal(server: &TestServer, name: &str) -> Client {
-    let options = ConnectOptions {
-        tls: None,
-        token: Some(format!("{name}{name}")),
-    };
-    Client::connect_with(&server.addr.to_string(), options)
-        .await
-        .unwrap()
 }
 
 fn denied<T: std::fmt::Debug>(result: Result<T, Status>, says: &str) {

@@ -4,6 +4,7 @@
 mod common;
 
 use common::exchanges::{publish, records, topic, topics};
+use common::principals::write_tokens;
 use common::requests::record;
 use common::server::TestServer;
 use strom::client::Client;
@@ -16,16 +17,11 @@ use tonic::Code;
 async fn the_acl_decides_who_publishes_and_who_binds() {
     use strom::broker::Limits;
     use strom::client::ConnectOptions;
-    use strom::grpc::auth::file_line;
     use strom::server::{Acl, ServeOptions, Tokens};
 
     let dir = tempfile::tempdir().unwrap();
     let names = ["publisher", "binder", "ops", "owner", "nobody"];
-    let lines: Vec<String> = names
-        .iter()
-        .map(|n| file_line(n, &format!("{n}{n}")).unwrap())
-        .collect();
-    std::fs::write(dir.path().join("tokens"), lines.join("\n")).unwrap();
+    write_tokens(&dir.path().join("tokens"), &names);
     let acl = "publisher write exchange:orders\n\
                binder admin exchange:orders\n\
                binder write topic:eu\n\

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use bytes::Bytes;
 use common::kafka::{batch, fetch, list_offsets, name, produce, record, records_of, KafkaConn};
+use common::principals::as_principal;
 use common::server::TestServer;
 use common::tls::Certs;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
@@ -45,7 +46,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use strom::broker::Limits;
 use strom::client::{Client, ConnectOptions};
-use strom::grpc::auth::file_line;
 use strom::server::{Acl, ServeOptions, Tokens};
 
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -64,11 +64,7 @@ ops     all    topic:* group:*
 /// Tokens for each name (each token is its name, twice), in `dir/tokens`.
 fn write_tokens(dir: &Path, names: &[&str]) -> std::path::PathBuf {
     let file = dir.join("tokens");
-    let lines: Vec<String> = names
-        .iter()
-        .map(|n| file_line(n, &format!("{n}{n}")).unwrap())
-        .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
+    common::principals::write_tokens(&file, names);
     file
 }
 
@@ -94,16 +90,6 @@ async fn server(dir: &Path, silent: Duration) -> (TestServer, Tokens, Acl) {
             .unwrap();
     }
     (server, tokens, acl)
-}
-
-async fn as_principal(server: &TestServer, name: &str) -> Client {
-    let options = ConnectOptions {
-        tls: None,
-        token: Some(format!("{name}{name}")),
-    };
-    Client::connect_with(&server.addr.to_string(), options)
-        .await
-        .unwrap()
 }
 
 /// A Kafka connection authenticated as `who`.

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::kafka::{batch, fetch, produce as kafka_produce, record as kafka_record, KafkaConn};
+use common::principals::{as_principal, write_tokens};
 use common::requests::produce;
 use common::server::TestServer;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::records::Compression;
 use strom::broker::Limits;
-use strom::client::{Client, ConnectOptions};
-use strom::grpc::auth::{file_line, Principal};
+use strom::client::Client;
+use strom::grpc::auth::Principal;
 use strom::grpc::pb;
 use strom::grpc::quota::Flow;
 use strom::server::{Quotas, ServeOptions, Tokens};
@@ -51,11 +52,7 @@ async fn server(
     options: ServeOptions,
 ) -> (TestServer, Quotas) {
     let tokens = dir.join("tokens");
-    let lines: Vec<String> = names
-        .iter()
-        .map(|n| file_line(n, &format!("{n}{n}")).unwrap())
-        .collect();
-    std::fs::write(&tokens, lines.join("\n")).unwrap();
+    write_tokens(&tokens, names);
     std::fs::write(dir.join("quotas"), quotas).unwrap();
     let quotas = Quotas::load(&dir.join("quotas")).unwrap();
     let options = ServeOptions {
@@ -66,16 +63,6 @@ async fn server(
     let server =
         TestServer::start_with_options(&dir.join("data"), Limits::default(), options).await;
     (server, quotas)
-}
-
-async fn as_principal(server: &TestServer, name: &str) -> Client {
-    let options = ConnectOptions {
-        tls: None,
-        token: Some(format!("{name}{name}")),
-    };
-    Client::connect_with(&server.addr.to_string(), options)
-        .await
-        .unwrap()
 }
 
 /// A client of principal `name` that has made `topic`.

@@ -72,16 +72,14 @@ pub(super) async fn produce_one(
 
 /// The bytes a read for a client of `quota` may take: `limit`, or less once the client
 /// has waited its turn (at least one record goes, however small the allowance), and
-/// the allowance taken for it, to settle with what the read came to. A server that
-/// begins to stop ends the wait.
+/// the allowance taken for it (none without a fetch limit), to settle with what the
+/// read came to. A server that begins to stop (`stopping`) ends the wait.
 async fn quota_limit(
-    mut stopping: watch::Receiver<bool>,
-    quota: Option<&Quota>,
+    stopping: &watch::Receiver<bool>,
+    quota: &Quota,
     limit: usize,
 ) -> Result<(usize, Option<Taken>), Status> {
-    let Some(quota) = quota else {
-        return Ok((limit, None));
-    };
+    let mut stopping = stopping.clone();
     let taken = tokio::select! {
         taken = quota.read_turn(Flow::Fetch, limit) => taken,
         _ = stopping.wait_for(|stopping| *stopping) => return Err(Status::unavailable(
@@ -116,7 +114,10 @@ pub(super) async fn fetch_one(
         broker.fetch(&r.topic, r.partition, r.offset, limit, wait, min_bytes)
     };
     let asked = limit;
-    let (mut limit, mut taken) = quota_limit(broker.shutting_down(), quota.as_ref(), limit).await?;
+    let (mut limit, mut taken) = match &quota {
+        Some(quota) => quota_limit(&broker.shutting_down(), quota, limit).await?,
+        None => (limit, None),
+    };
     let (read, offsets) = match (&quota, &taken) {
         (Some(quota), Some(_)) if !max_wait.is_zero() => {
             let (read, offsets) = fetch(limit, Duration::ZERO).await.map_err(status)?;
@@ -132,8 +133,7 @@ pub(super) async fn fetch_one(
                 if woken.chunks.is_empty() {
                     (woken, offsets)
                 } else {
-                    let stopping = broker.shutting_down();
-                    (limit, taken) = quota_limit(stopping, Some(quota), asked).await?;
+                    (limit, taken) = quota_limit(&broker.shutting_down(), quota, asked).await?;
                     fetch(limit, Duration::ZERO).await.map_err(status)?
                 }
             }
@@ -213,21 +213,25 @@ pub(super) async fn subscribe_stream(
         let deleted = partition.deleted();
         tokio::pin!(deleted);
         loop {
-            // The client's turn first (a subscriber gone meanwhile ends the wait).
-            let (limit, taken) = tokio::select! {
-                limit = quota_limit(quota_stopping.clone(), quota.as_ref(), limit) => match limit {
-                    Ok(limit) => limit,
-                    Err(stopping) => {
-                        let _ = tx.send(Err(stopping)).await;
+            // The client's turn first, if it has a quota (a subscriber gone or a topic
+            // deleted meanwhile ends the wait).
+            let (limit, taken) = match &quota {
+                None => (limit, None),
+                Some(quota) => tokio::select! {
+                    limit = quota_limit(&quota_stopping, quota, limit) => match limit {
+                        Ok(limit) => limit,
+                        Err(stopping) => {
+                            let _ = tx.send(Err(stopping)).await;
+                            return;
+                        }
+                    },
+                    () = &mut deleted => {
+                        let gone = Error::TopicNotFound { topic: partition.topic.clone() };
+                        let _ = tx.send(Err(status(gone))).await;
                         return;
                     }
+                    _ = tx.closed() => return,
                 },
-                () = &mut deleted => {
-                    let gone = Error::TopicNotFound { topic: partition.topic.clone() };
-                    let _ = tx.send(Err(status(gone))).await;
-                    return;
-                }
-                _ = tx.closed() => return,
             };
             let sent = match partition.read(next, limit).await {
                 Ok((read, offsets)) if !read.chunks.is_empty() => {

@@ -48,7 +48,7 @@ impl Answer {
 /// counted as a wait of the mute it comes to (`MAX_MUTE` at most: past it the
 /// connection closes).
 fn throttle(quota: Option<&Quota>, flow: Flow) -> Duration {
-    let throttle = quota.map_or(Duration::ZERO, |quota| quota.throttle(flow));
+    let throttle = quota.map_or(Duration::ZERO, |quota| quota.wait(flow, 0));
     if let (Some(quota), false) = (quota, throttle.is_zero()) {
         quota.note_wait(flow, throttle.min(MAX_MUTE));
     }

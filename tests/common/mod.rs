@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod exchanges;
 pub mod kafka;
+pub mod principals;
 pub mod process;
 pub mod proxy;
 pub mod requests;

@@ -320,11 +320,6 @@ impl Quota {
         self.quotas.note_wait(flow, wait);
     }
 
-    /// How long until the client owes nothing for `flow` (Kafka's `throttle_time_ms`).
-    pub fn throttle(&self, flow: Flow) -> Duration {
-        self.wait(flow, 0)
-    }
-
     /// Charges `bytes` that went, or are about to.
     pub fn charge(&self, flow: Flow, bytes: usize) {
         self.with(flow, |bucket, now, rate| {
