@@ -699,17 +699,15 @@ async fn a_reload_changes_the_rate_of_a_stream_already_open() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_client_over_its_quota_is_told_and_muted() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("quotas"), "* produce=64KiB fetch=64KiB\n").unwrap();
-    let quotas = Quotas::load(&dir.path().join("quotas")).unwrap();
+/// A server with a Kafka listener and the quotas in `dir/quotas`, and a topic "events".
+async fn kafka_server(dir: &Path, quotas: &str) -> (TestServer, Quotas) {
+    std::fs::write(dir.join("quotas"), quotas).unwrap();
+    let quotas = Quotas::load(&dir.join("quotas")).unwrap();
     let options = ServeOptions {
         quotas: Some(quotas.clone()),
         ..Default::default()
     };
-    let server =
-        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    let server = TestServer::start_with_kafka(&dir.join("data"), Limits::default(), options).await;
     server
         .client()
         .await
@@ -717,6 +715,13 @@ async fn a_kafka_client_over_its_quota_is_told_and_muted() {
         .create_topic("events", 1, Default::default())
         .await
         .unwrap();
+    (server, quotas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_client_over_its_quota_is_told_and_muted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = kafka_server(dir.path(), "* produce=64KiB fetch=64KiB\n").await;
     let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
     // A produce of 128 KiB at 64 KiB/s: two seconds' worth, one of them from the burst.
     let value = vec![1u8; 128 * KIB];
@@ -784,6 +789,71 @@ async fn a_kafka_client_over_its_quota_is_told_and_muted() {
         .await;
     assert!(produced.throttle_time_ms > 100_000, "{produced:?}");
     assert!(third.closed().await);
+    server.stop().await.unwrap();
+}
+
+/// A produce is charged what it writes: a compressed batch its decompressed size
+/// (the quota guards the disk, and 128 KiB of zeros are a few hundred bytes gzipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_kafka_batch_is_charged_its_decompressed_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = kafka_server(dir.path(), "* produce=64KiB\n").await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let zeros = vec![0u8; 128 * KIB];
+    let records = batch(&[kafka_record(None, Some(&zeros), &[])], Compression::Gzip);
+    assert!(records.len() < 4 * KIB, "{} bytes gzipped", records.len());
+    let produced = conn
+        .call(&kafka_produce("events", &[(0, Some(records))], 1), 9)
+        .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    // 128 KiB written at 64 KiB/s, one second of it from the burst.
+    let throttle = produced.throttle_time_ms;
+    assert!(
+        (500..=1100).contains(&throttle),
+        "throttle_time_ms {throttle}"
+    );
+    assert_eq!(waits(&quotas), (1, 0));
+    server.stop().await.unwrap();
+}
+
+/// A publish is charged its size for every topic it is written to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_is_charged_for_every_topic_it_goes_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = server(
+        dir.path(),
+        &["alice"],
+        "* produce=64KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let client = as_principal(&server, "alice").await;
+    let (mut exchanges, mut admin) = (client.exchanges(), client.admin());
+    exchanges.create("fan", "fanout").await.unwrap();
+    for topic in ["a", "b", "c", "d"] {
+        admin
+            .create_topic(topic, 1, Default::default())
+            .await
+            .unwrap();
+        exchanges.bind("fan", topic, "").await.unwrap();
+    }
+    let durability = pb::Durability::PageCache;
+    // 40 KiB on the wire, within the second of burst; 160 KiB written.
+    let published = exchanges
+        .publish("fan", "", vec![big(40 * KIB)], durability)
+        .await
+        .unwrap();
+    assert_eq!(published.topics.len(), 4);
+    assert_eq!(waits(&quotas), (0, 0));
+    // The next message waits for the debt (96 KiB at 64 KiB/s) to be paid.
+    let began = Instant::now();
+    exchanges
+        .publish("fan", "", vec![big(1)], durability)
+        .await
+        .unwrap();
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_millis(1000), "waited {waited:?}");
+    assert_eq!(waits(&quotas), (1, 0));
     server.stop().await.unwrap();
 }
 

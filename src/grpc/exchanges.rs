@@ -9,6 +9,7 @@ use super::auth::{Kind, Operation};
 use super::budget::Charge;
 use super::pb::{self, exchanges_server::Exchanges};
 use super::produce::publish;
+use super::quota::Flow;
 use super::{access, page, status};
 use crate::broker::exchanges::ExchangeType;
 use crate::broker::{now_ms, Broker};
@@ -171,8 +172,14 @@ impl Exchanges for ExchangesService {
         access
             .check(Operation::Write, Kind::Exchange, exchange)
             .map_err(status)?;
+        let quota = super::quota::of(request.extensions());
         let broker = Arc::clone(&self.broker);
         let r = request.into_inner();
+        // The message was charged to the client's produce quota once, by its size on
+        // the wire (`budget.rs`); every topic past the first writes it again.
+        let size = quota
+            .as_ref()
+            .map_or(0, |_| prost::Message::encoded_len(&r));
         // Spawned so that a client hanging up cannot cancel the appends halfway.
         let published = tokio::spawn(async move {
             let published = publish(&broker, r).await;
@@ -182,6 +189,10 @@ impl Exchanges for ExchangesService {
         .await
         .map_err(|e| Status::internal(format!("publish task failed: {e}")))?
         .map_err(status)?;
+        if let Some(quota) = quota {
+            let again = published.len().saturating_sub(1);
+            quota.charge(Flow::Produce, size.saturating_mul(again));
+        }
         let mut response = pb::PublishResponse {
             log_append_time_ms: published
                 .first()

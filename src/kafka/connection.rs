@@ -127,7 +127,8 @@ pub async fn serve_connection<S>(
         // With a quota, the API key first: a produce or fetch of a client over its
         // quota waits for its turn before its bytes are read or charged to the budget,
         // on whichever of the client's connections it comes (a produce is charged to
-        // the quota then, by its size on the wire, as Kafka counts it). Without, the
+        // the quota then, by its size on the wire, as Kafka counts it, and after its
+        // append by what decompression added, `dispatch.rs`). Without, the
         // frame is read in one go.
         let mut key = [0u8; 2];
         let mut head = 0;

@@ -145,9 +145,18 @@ async fn respond(
                 request,
                 access,
             ));
-            let answers = task
+            let produce::Done {
+                answers,
+                inflated_by,
+            } = task
                 .await
                 .map_err(|e| Malformed(format!("produce failed: {e}")))?;
+            // Charged by its size on the wire when the connection read it
+            // (`connection.rs`), and now by what decompression added: the quota
+            // guards the disk, and a compressed batch writes its decompressed size.
+            if let Some(quota) = quota {
+                quota.charge(Flow::Produce, inflated_by);
+            }
             if acks == 0 {
                 // Nothing to answer; a refusal closes the connection, the one way to
                 // tell a client that asked for no answer (Kafka does the same).
@@ -167,7 +176,6 @@ async fn respond(
                     }),
                 };
             }
-            // Charged by its size when the connection read it (`connection.rs`).
             let mute = throttle(quota, Flow::Produce);
             let mut response = produce::response(&broker, answers, version);
             response.throttle_time_ms = millis(mute);

@@ -28,6 +28,14 @@ use crate::grpc::auth::{Access, Operation};
 /// What one partition's append came to: its base offset, or why not.
 type Outcome = Result<u64, Refusal>;
 
+/// What a produce came to: each topic's partitions' outcomes, and the bytes its
+/// compressed batches grew by when they were decompressed (what was written beyond
+/// what came on the wire, charged to the client's produce quota).
+pub struct Done {
+    pub answers: Vec<(String, Vec<(i32, Outcome)>)>,
+    pub inflated_by: usize,
+}
+
 /// Appends every partition's batch, then waits for the ones an fsync must cover
 /// (concurrent produces share fsyncs). Runs on a task of its own: a client that hangs
 /// up cannot cancel an append halfway.
@@ -37,7 +45,7 @@ pub async fn produce(
     max_batch_bytes: usize,
     request: Produce,
     access: Access,
-) -> Vec<(String, Vec<(i32, Outcome)>)> {
+) -> Done {
     let durability = match request.acks {
         -1 => Some(Durability::Fsync),
         0 | 1 => Some(Durability::PageCache),
@@ -46,7 +54,7 @@ pub async fn produce(
                 code::INVALID_REQUIRED_ACKS,
                 format!("acks={acks}: use 0, 1 or all (-1)"),
             );
-            return refuse_all(request, refusal, &access);
+            return refused(refuse_all(request, refusal, &access));
         }
     };
     if request.transactional_id.is_some() {
@@ -54,8 +62,9 @@ pub async fn produce(
             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             "a transactional produce: strom has no Kafka transactions",
         );
-        return refuse_all(request, refusal, &access);
+        return refused(refuse_all(request, refusal, &access));
     }
+    let mut inflated_by = 0;
     let mut answers = Vec::with_capacity(request.topics.len());
     let mut pending = Vec::new();
     for topic in request.topics {
@@ -68,7 +77,8 @@ pub async fn produce(
                 Err(refusal) => Err(refusal.clone()),
             };
             match appended {
-                Ok(appended) => {
+                Ok((appended, grew)) => {
+                    inflated_by += grew;
                     partitions.push((p.index, Ok(0)));
                     pending.push((answers.len(), partitions.len() - 1, appended));
                 }
@@ -88,7 +98,17 @@ pub async fn produce(
     for (t, p, outcome) in futures_util::future::join_all(durable).await {
         answers[t].1[p].1 = outcome;
     }
-    answers
+    Done {
+        answers,
+        inflated_by,
+    }
+}
+
+fn refused(answers: Vec<(String, Vec<(i32, Outcome)>)>) -> Done {
+    Done {
+        answers,
+        inflated_by: 0,
+    }
 }
 
 /// Every partition refused: for `refusal`, or, on a topic the caller may not write,
@@ -109,13 +129,15 @@ fn refuse_all(
     request.topics.into_iter().map(partitions).collect()
 }
 
+/// Appends one partition's batch: what it came to, and the bytes decompression added
+/// to it (none for an uncompressed batch).
 async fn append(
     (broker, inflated, max_batch_bytes): (&Broker, &BytesPool, usize),
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
     durability: Option<Durability>,
-) -> Result<crate::broker::Appended, Refusal> {
+) -> Result<(crate::broker::Appended, usize), Refusal> {
     let Some(records) = records else {
         return Err(Refusal::new(code::INVALID_RECORD, "no records (null)"));
     };
@@ -126,6 +148,7 @@ async fn append(
         )
     })?;
     let batch = parse_batch(records)?;
+    let sent = batch.records().len();
     // The partition first: a batch for no partition is not decompressed for nothing.
     broker.partition(topic, partition)?;
     // A decompressed batch holds its bytes of the pool until it is appended.
@@ -146,9 +169,10 @@ async fn append(
     };
     // As a gRPC Produce reckons it: small values and keys are copied, large values not.
     let copied = records.len().min(batch.count * 300) + 32 * batch.count;
+    let grew = records.len().saturating_sub(sent);
     let mut writer = broker.begin_produce(target, batch.count, copied)?;
     batch.push_all(records, &mut writer)?;
-    Ok(writer.finish()?.append().await?)
+    Ok((writer.finish()?.append().await?, grew))
 }
 
 /// The response, with the fields `version` has.

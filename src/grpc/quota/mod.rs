@@ -44,7 +44,9 @@ use file::Table;
 /// The kinds of traffic a quota limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
-    /// Bytes of produce messages, as they come on the wire.
+    /// Bytes of produce messages, as they come on the wire, and what a message
+    /// writes beyond that: a compressed Kafka batch its decompressed size, a publish
+    /// its size again for every topic past the first.
     Produce,
     /// Bytes of records read for a client.
     Fetch,
