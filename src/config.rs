@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub stalled_reader_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Connections open at once from one address (an IPv6 /64), gRPC and Kafka
+    /// together; more are closed as soon as they are accepted. 0: no limit.
+    pub max_connections_per_address: usize,
     /// Calls open at once over the whole server (streams until they close, long polls
     /// until they answer); past it a call is refused with RESOURCE_EXHAUSTED.
     pub max_calls: usize,
@@ -191,6 +194,7 @@ impl Default for ServerConfig {
             max_idempotent_producers: limits.max_idempotent_producers,
             stalled_reader_timeout_ms: options.stalled_reader_timeout.as_millis() as u64,
             max_connections: options.max_connections,
+            max_connections_per_address: options.max_connections_per_address,
             max_calls: options.max_calls,
             max_share_window_records: options.max_share_window_records,
             shutdown_timeout_ms: options.shutdown_timeout.as_millis() as u64,
@@ -388,6 +392,7 @@ impl ServerConfig {
             ),
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address,
             max_calls: self.max_calls.max(1),
             max_share_window_records: self.max_share_window_records.max(1),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),

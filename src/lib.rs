@@ -15,8 +15,10 @@
 //!   scrape.
 //! - [`grpc`]: the generated code and thin service adapters: decode, call the broker,
 //!   encode. `grpc::status` is the one mapping from [`Error`] to a gRPC status.
-//!   `grpc::connection` accepts and watches the sockets, and makes TLS handshakes
-//!   (`connection/tls.rs`) between the watched socket and HTTP/2; `grpc::auth` refuses
+//!   `grpc::connection` accepts and watches the sockets, within `max_connections` and
+//!   each address's share (`connection/admission.rs`, counting the Kafka listener's
+//!   too), and makes TLS handshakes (`connection/tls.rs`) between the watched socket
+//!   and HTTP/2; `grpc::auth` refuses
 //!   calls without a token the server lists, and gives each call its `Access` (what
 //!   the access control list, `auth/acl.rs`, grants its principal), which every
 //!   handler checks before it looks anything up. `grpc::quota` keeps each client's

@@ -1,7 +1,8 @@
 //! Connections must not take what the server needs: a client that stops reading a
 //! response has its connection closed after `stalled_reader_timeout` (and with it the
 //! slices of segment maps its queued replies held, which kept deleted segments' files
-//! on disk), and connections past `max_connections` are closed at once. Bounded in
+//! on disk), and connections past `max_connections`, or past
+//! `max_connections_per_address` from one address, are closed at once. Bounded in
 //! time.
 
 mod common;
@@ -147,7 +148,8 @@ async fn connections_past_max_connections_are_closed_and_the_server_serves_on_wi
         connection_threads,
         ..Default::default()
     };
-    let server = TestServer::start_with_options(dir.path(), Limits::default(), options).await;
+    let server =
+        TestServer::start_with_options_and_metrics(dir.path(), Limits::default(), options).await;
     let addr = server.addr;
     // Eight idle sockets take every place; the next two are closed at once. They come
     // after the eight have been served a while (a place is held from the accept to the
@@ -181,6 +183,87 @@ async fn connections_past_max_connections_are_closed_and_the_server_serves_on_wi
     };
     client.admin().delete_topic("t").await.unwrap();
     drop(sockets);
+    // The metric counts the two (a connection of the metrics endpoint's own is not one).
+    let metrics = server.metrics.unwrap().to_string();
+    let text = tokio::task::spawn_blocking(move || common::scrape(&metrics));
+    let text = text.await.unwrap();
+    let refused = "strom_connections_refused_total{reason=\"max_connections\"} ";
+    let count = text
+        .split(refused)
+        .nth(1)
+        .and_then(|rest| rest.lines().next());
+    // At least the two: the client's own attempts while places came back may add more.
+    assert!(
+        count.is_some_and(|n| n.parse::<f64>().unwrap() >= 2.0),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A socket connected to `to` from the loopback address `from` (every 127.0.0.0/8
+/// address is this host's: a second client address without a second host).
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let socket = socket.connect(to).await.unwrap().into_std().unwrap();
+    socket.set_nonblocking(false).unwrap();
+    socket
+}
+
+/// One address holds at most `max_connections_per_address` places, over the gRPC and
+/// Kafka listeners together; another address is not held back by it, and a place comes
+/// back when its connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_an_address_limit_are_closed_and_other_addresses_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        max_connections_per_address: 3,
+        ..Default::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), Limits::default(), options).await;
+    let (grpc, kafka) = (server.addr, server.kafka.unwrap());
+    // Two gRPC connections and a Kafka one take 127.0.0.1's three places; its next,
+    // on either listener, is closed at once; 127.0.0.2's are served.
+    let mut sockets = Vec::new();
+    for (from, to) in [
+        ("127.0.0.1", grpc),
+        ("127.0.0.1", kafka),
+        ("127.0.0.1", grpc),
+        ("127.0.0.1", grpc),
+        ("127.0.0.1", kafka),
+        ("127.0.0.2", grpc),
+        ("127.0.0.2", kafka),
+    ] {
+        sockets.push(connect_from(from, to).await);
+        // Accepted in this order: each is counted before the next comes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed = tokio::task::spawn_blocking(move || {
+        let closed: Vec<bool> = sockets.iter_mut().map(closed_by_server).collect();
+        sockets.remove(0);
+        (closed, sockets)
+    });
+    let (closed, sockets) = closed.await.unwrap();
+    assert_eq!(closed, [false, false, false, true, true, false, false]);
+    // One of 127.0.0.1's connections gone: a client from there gets its place.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let client = strom::client::Client::connect(&grpc.to_string()).await;
+        match client.map(|c| c.admin()) {
+            Ok(mut admin) => match admin.create_topic("t", 1, BTreeMap::new()).await {
+                Ok(_) => break,
+                Err(status) => assert!(Instant::now() < deadline, "{status}"),
+            },
+            Err(err) => assert!(Instant::now() < deadline, "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sockets);
+    let metrics = server.metrics.unwrap().to_string();
+    let text = tokio::task::spawn_blocking(move || common::scrape(&metrics));
+    let refused = "strom_connections_refused_total{reason=\"per_address\"} 2.0\n";
+    let text = text.await.unwrap();
+    assert!(text.contains(refused), "{text}");
     server.stop().await.unwrap();
 }
 

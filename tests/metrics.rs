@@ -295,6 +295,7 @@ for family in text_string_to_metric_families(text):
         "counter strom_quota_throttled_total [('kind', 'produce')] 0.0",
         "counter strom_quota_throttled_seconds_total [('kind', 'fetch')] 0.0",
         "gauge strom_quota_clients [] 1.0",
+        "counter strom_connections_refused_total [('reason', 'per_address')] 0.0",
     ] {
         assert!(stdout.contains(quota), "{quota} in {stdout}");
     }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use common::kafka::{batch, fetch, produce as kafka_produce, record as kafka_record, KafkaConn};
 use common::principals::{as_principal, write_tokens};
 use common::requests::produce;
+use common::scrape;
 use common::server::TestServer;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::records::Compression;
@@ -855,21 +856,6 @@ async fn a_publish_is_charged_for_every_topic_it_goes_to() {
     assert!(waited >= Duration::from_millis(1000), "waited {waited:?}");
     assert_eq!(waits(&quotas), (1, 0));
     server.stop().await.unwrap();
-}
-
-/// `GET /metrics` from `at`, over HTTP/1.0 (the reply ends with the connection).
-fn scrape(at: &str) -> String {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect(at).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: strom\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).unwrap();
-    reply
 }
 
 /// The README's way: `strom serve --quotas FILE`; a bad file is refused at the start

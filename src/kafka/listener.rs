@@ -1,5 +1,5 @@
-//! The Kafka listener: accepts connections within the server's connection limit and
-//! the strangers' share of it, makes the TLS handshake, and hands each connection to
+//! The Kafka listener: accepts connections within the server's connection limit, its
+//! limit per address and the strangers' share of it, makes the TLS handshake, and hands each connection to
 //! `connection.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,19 +13,21 @@ use tokio::time::Instant;
 use super::connection::{self, Peer};
 use super::session::Session;
 use super::Kafka;
+use crate::grpc::connection::{Admission, Refused};
 
 /// Accepts Kafka connections until `stopping` turns true. They count in `open`, the
 /// gRPC listener's count of connections, so that the two together keep to
 /// `max_connections` (which leaves the log its file descriptors); more are closed as
-/// soon as they are accepted. So are connections past `max_strangers` not yet
-/// authenticated: clients that only connect cannot take every place from those that
+/// soon as they are accepted. So are connections past `max_connections_per_address`
+/// from one address (counted with its gRPC connections), and past `max_strangers` not
+/// yet authenticated: clients that only connect cannot take every place from those that
 /// have credentials (gRPC's among them). Each connection ends after the request it is
 /// answering.
 pub async fn serve(
     listener: TcpListener,
     kafka: Arc<Kafka>,
     open: Arc<AtomicUsize>,
-    max_connections: usize,
+    (max_connections, admission): (usize, Arc<Admission>),
     mut stopping: watch::Receiver<bool>,
 ) {
     let coordinator = Arc::clone(&kafka.coordinator);
@@ -35,8 +37,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stopping.wait_for(|stop| *stop) => break,
         };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, say: wait a moment rather than spin.
                 tracing::warn!(%err, "kafka listener could not accept a connection");
@@ -45,6 +47,7 @@ pub async fn serve(
             }
         };
         let Some(place) = Place::take(&open, max_connections) else {
+            admission.refuse(Refused::MaxConnections);
             if let Some(also) = kafka.logs.refused.allow() {
                 tracing::warn!(
                     max_connections,
@@ -54,7 +57,19 @@ pub async fn serve(
             }
             continue;
         };
+        let Some(address) = admission.take(Some(peer.ip())) else {
+            if let Some(also) = kafka.logs.refused.allow() {
+                tracing::warn!(
+                    %peer,
+                    max_connections_per_address = admission.max_per_address(),
+                    also_refused = also,
+                    "kafka connection refused: its address has max_connections_per_address open"
+                );
+            }
+            continue;
+        };
         let Some(stranger) = Place::take(&kafka.strangers, kafka.max_strangers) else {
+            admission.refuse(Refused::Unauthenticated);
             if let Some(also) = kafka.logs.refused.allow() {
                 tracing::warn!(
                     max_strangers = kafka.max_strangers,
@@ -69,7 +84,7 @@ pub async fn serve(
         let stopping = stopping.clone();
         tokio::spawn(async move {
             open_connection(kafka, socket, stranger, stopping).await;
-            drop(place);
+            drop((place, address));
         });
     }
     let _ = ticks.await; // it stops too

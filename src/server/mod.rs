@@ -29,7 +29,7 @@ use crate::groups::Groups;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::budget::BudgetLayer;
 use crate::grpc::call_limit::CallLimitLayer;
-use crate::grpc::connection::{served, Incoming, Timeouts};
+use crate::grpc::connection::{served, Admission, Incoming, Timeouts};
 use crate::grpc::direct::DirectLog;
 use crate::grpc::pb::admin_server::AdminServer;
 use crate::grpc::pb::exchanges_server::ExchangesServer;
@@ -219,7 +219,14 @@ pub async fn serve_listeners(
         stall: options.stalled_reader_timeout,
         silent: options.silent_client_timeout,
     };
-    let incoming = Incoming::new(listener, timeouts, options.max_connections);
+    // Connections per address, counted over the gRPC and Kafka listeners together.
+    let admission = Admission::new(options.max_connections_per_address);
+    let incoming = Incoming::new(
+        listener,
+        timeouts,
+        options.max_connections,
+        Arc::clone(&admission),
+    );
     // A response whose client reads nothing never ends, and a graceful stop waits for
     // them all: past `shutdown_timeout`, the connections still open are closed. Armed
     // as the stop begins, however it begins.
@@ -261,6 +268,7 @@ pub async fn serve_listeners(
             calls: call_metrics,
             call_limit: calls.clone(),
             connections: incoming.open_count(),
+            admission: Arc::clone(&admission),
             tls: options.tls.clone(),
             budget: budget.clone(),
             quotas: options.quotas.clone(),
@@ -319,7 +327,7 @@ pub async fn serve_listeners(
             listener,
             kafka,
             incoming.open_count(),
-            options.max_connections,
+            (options.max_connections, Arc::clone(&admission)),
             broker.shutting_down(),
         ))
     });

@@ -29,6 +29,10 @@ pub struct ServeOptions {
     pub stalled_reader_timeout: Duration,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Connections open at once from one address (an IPv6 /64), over the gRPC and
+    /// Kafka listeners together; more are closed as soon as they are accepted. 0: no
+    /// limit (`grpc/connection/admission.rs`).
+    pub max_connections_per_address: usize,
     /// Calls open at once on one connection (HTTP/2's MAX_CONCURRENT_STREAMS); a client
     /// waits to open more. Above a `GroupConsumer`'s partitions: it polls each on a
     /// call of its own, all on one connection.
@@ -77,6 +81,7 @@ impl Default for ServeOptions {
             groups: GroupsConfig::default(),
             stalled_reader_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             max_concurrent_streams: 10_000,
             max_calls: 50_000,
             max_share_window_records: crate::groups::share::MAX_WINDOW_RECORDS,

@@ -169,3 +169,18 @@ pub async fn fetch_all(
         );
     }
 }
+
+/// `GET /metrics` from `at`, over HTTP/1.0 (the reply ends with the connection).
+pub fn scrape(at: &str) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(at).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: strom\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    reply
+}

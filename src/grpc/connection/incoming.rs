@@ -3,7 +3,8 @@
 //! [`Incoming`] accepts the server's sockets and bounds how many are open at once:
 //! every connection takes a file descriptor, and the log needs its own (three per
 //! partition), so a flood of idle connections must not take them all. A connection
-//! over the limit is closed as soon as it is accepted. An accept that fails for want
+//! over the limit, or over its address's (`admission.rs`), is closed as soon as it is
+//! accepted. An accept that fails for want
 //! of descriptors or memory is retried after a pause, not at once: the pending
 //! connection keeps the listener readable, and retrying at once spins a core.
 //!
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 
-use super::{Timeouts, Watched};
+use super::{AddressPlace, Admission, Refused, Timeouts, Watched};
 
 /// The longest pause between accepts that fail for want of resources.
 const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
@@ -38,6 +39,8 @@ pub struct Incoming {
     timeouts: Timeouts,
     max_connections: usize,
     open: Arc<AtomicUsize>,
+    /// Connections per address, shared with the Kafka listener.
+    admission: Arc<Admission>,
     /// Turns true when the server hangs up (each connection's watchdog holds a copy).
     hangup: watch::Receiver<bool>,
     hangup_sender: Arc<watch::Sender<bool>>,
@@ -48,8 +51,13 @@ pub struct Incoming {
     refusal_logged: Option<Instant>,
 }
 
-/// One of the `max_connections` places: taken at the accept, given back on drop.
-pub struct Place(Arc<AtomicUsize>);
+/// One of the `max_connections` places, and one of its address's: taken at the
+/// accept, given back on drop.
+pub struct Place {
+    open: Arc<AtomicUsize>,
+    /// Held for its drop, which gives the address's place back.
+    _address: AddressPlace,
+}
 
 /// A socket accepted, counted and not yet watched, on its way to the thread that will
 /// serve it (`server::threads`). It is taken off the accepting runtime's reactor, so
@@ -68,13 +76,19 @@ pub struct Hangup {
 }
 
 impl Incoming {
-    pub fn new(listener: TcpListener, timeouts: Timeouts, max_connections: usize) -> Self {
+    pub fn new(
+        listener: TcpListener,
+        timeouts: Timeouts,
+        max_connections: usize,
+        admission: Arc<Admission>,
+    ) -> Self {
         let (hangup_sender, hangup) = watch::channel(false);
         Incoming {
             listener,
             timeouts,
             max_connections: max_connections.max(1),
             open: Arc::new(AtomicUsize::new(0)),
+            admission,
             hangup,
             hangup_sender: Arc::new(hangup_sender),
             pause: None,
@@ -96,17 +110,24 @@ impl Incoming {
         }
     }
 
-    fn log_refusal(&mut self) {
+    fn log_refusal(&mut self, why: Refused, peer: std::net::IpAddr) {
         let now = Instant::now();
         if self
             .refusal_logged
             .is_none_or(|at| now - at >= Duration::from_secs(1))
         {
             self.refusal_logged = Some(now);
-            tracing::warn!(
-                max_connections = self.max_connections,
-                "refusing connections: the server has max_connections open"
-            );
+            match why {
+                Refused::PerAddress => tracing::warn!(
+                    %peer,
+                    max_connections_per_address = self.admission.max_per_address(),
+                    "refusing connections from an address: it has max_connections_per_address open"
+                ),
+                _ => tracing::warn!(
+                    max_connections = self.max_connections,
+                    "refusing connections: the server has max_connections open"
+                ),
+            }
         }
     }
 }
@@ -121,18 +142,24 @@ impl Incoming {
                 self.pause = None;
             }
             match ready!(self.listener.poll_accept(cx)) {
-                Ok((socket, _)) => {
+                Ok((socket, peer)) => {
                     self.pause_for = Duration::ZERO;
+                    // Dropped when refused: the client sees the connection closed.
                     if self.open.load(Ordering::Relaxed) >= self.max_connections {
-                        self.log_refusal();
-                        continue; // dropped: the client sees the connection closed
+                        self.admission.refuse(Refused::MaxConnections);
+                        self.log_refusal(Refused::MaxConnections, peer.ip());
+                        continue;
                     }
+                    let Some(address) = self.admission.take(Some(peer.ip())) else {
+                        self.log_refusal(Refused::PerAddress, peer.ip());
+                        continue;
+                    };
                     // Small frames (acknowledgements, single records) go out at once, not
                     // after the peer's delayed ACK (40 ms per 1 MiB produce, measured).
                     if let Err(err) = socket.set_nodelay(true) {
                         tracing::debug!(%err, "cannot set TCP_NODELAY");
                     }
-                    return Poll::Ready((socket, Place::take(&self.open)));
+                    return Poll::Ready((socket, Place::take(&self.open, address)));
                 }
                 // The connection went before it was taken: nothing to wait for.
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -204,14 +231,17 @@ impl Hangup {
 }
 
 impl Place {
-    pub(super) fn take(open: &Arc<AtomicUsize>) -> Place {
+    pub(super) fn take(open: &Arc<AtomicUsize>, address: AddressPlace) -> Place {
         open.fetch_add(1, Ordering::Relaxed);
-        Place(Arc::clone(open))
+        Place {
+            open: Arc::clone(open),
+            _address: address,
+        }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -34,11 +34,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tonic::transport::server::Connected;
 
+mod admission;
 mod certificates;
 mod greeting;
 mod incoming;
 mod tls;
 
+pub use admission::{network_of, AddressPlace, Admission, Refused};
 pub use certificates::{common_name, ServerTls};
 use greeting::Greeting;
 pub use incoming::{Handoff, Hangup, Incoming, Place};

@@ -19,7 +19,8 @@ async fn pair(stall_timeout: Duration) -> (Watched, std::net::TcpStream, Arc<Ato
         stall: stall_timeout,
         silent: Duration::from_secs(60),
     };
-    let place = Place::take(&open);
+    let uncounted = super::Admission::new(0).take(None).unwrap();
+    let place = Place::take(&open, uncounted);
     // No server to hang up: the sender goes at once, and the watchdog carries on.
     let (_, hangup) = tokio::sync::watch::channel(false);
     (Watched::new(socket, timeouts, place, hangup), client, open)

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use super::auth::reloadable::Reloadable;
 use super::auth::Principal;
+use super::connection::network_of;
 use crate::error::Result;
 use bucket::Bucket;
 use file::Table;
@@ -198,23 +199,6 @@ impl Drop for Waited<'_> {
         if let Some(began) = self.began {
             self.quotas.note_wait(self.flow, began.elapsed());
         }
-    }
-}
-
-/// The address a client without a principal is known by: an IPv4 address, or the /64
-/// network of an IPv6 one (a host is commonly given a whole /64, and could otherwise
-/// be as many clients as it has addresses).
-fn network_of(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-        },
     }
 }
 

@@ -52,6 +52,16 @@ impl Scrape {
         for (name, help, value) in open {
             self.family(e, name, help, Gauge, one(value as f64))?;
         }
+        let refused = self.refused.iter();
+        self.family(
+            e,
+            "strom_connections_refused",
+            "Connections closed as soon as they were accepted: the server had \
+             max_connections open, their address max_connections_per_address, or (Kafka) \
+             a quarter of max_connections had not authenticated yet",
+            Counter,
+            refused.map(|(why, n)| (vec![("reason", why.as_str().to_string())], *n as f64)),
+        )?;
         if let Some(failed) = self.tls_failures {
             self.family(
                 e,

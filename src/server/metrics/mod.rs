@@ -37,6 +37,8 @@ pub struct Metrics {
     pub calls: Arc<CallMetrics>,
     pub call_limit: CallLimitLayer,
     pub connections: Arc<AtomicUsize>,
+    /// Connections per address, and those refused a place.
+    pub admission: Arc<crate::grpc::connection::Admission>,
     /// The server's TLS, whose failed handshakes are counted; None when plaintext.
     pub tls: Option<crate::grpc::connection::ServerTls>,
     pub budget: BudgetLayer,
@@ -114,6 +116,8 @@ struct Scrape {
     calls: Arc<CallMetrics>,
     calls_open: usize,
     connections_open: usize,
+    /// Connections closed as soon as they were accepted, for each reason.
+    refused: [(crate::grpc::connection::Refused, u64); 3],
     /// Exchanges, and bindings over all of them.
     exchanges: (usize, usize),
     /// Failed TLS handshakes, with TLS.
@@ -187,6 +191,7 @@ impl Metrics {
             calls: Arc::clone(&self.calls),
             calls_open: self.call_limit.open_calls(),
             connections_open: self.connections.load(Ordering::Relaxed),
+            refused: self.admission.refused(),
             exchanges: self.broker.exchange_counts(),
             tls_failures: self.tls.as_ref().map(|tls| tls.failed_handshakes()),
             budgets: [
@@ -291,6 +296,7 @@ mod tests {
             calls: Arc::new(CallMetrics::new()),
             calls_open: 0,
             connections_open: 0,
+            refused: crate::grpc::connection::Refused::ALL.map(|why| (why, 0)),
             exchanges: (0, 0),
             tls_failures: None,
             budgets: [("produce", 0, 1), ("request", 0, 1)],
