@@ -148,9 +148,9 @@ pub struct ServerConfig {
     /// then the client certificate's common name). None by default: any caller let in
     /// may do anything.
     pub acl: Option<PathBuf>,
-    /// Per-client quotas: lines of `PRINCIPAL produce=RATE fetch=RATE` (see
-    /// `grpc/quota/file.rs`), bytes a second each client may produce and fetch. None by
-    /// default: no client is limited.
+    /// Per-client quotas: lines of `PRINCIPAL produce=RATE fetch=RATE requests=N` (see
+    /// `grpc/quota/file.rs`), bytes a second each client may produce and fetch, and
+    /// requests a second it may make. None by default: no client is limited.
     pub quotas: Option<PathBuf>,
 }
 

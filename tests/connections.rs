@@ -261,9 +261,17 @@ async fn connections_past_an_address_limit_are_closed_and_other_addresses_are_se
     drop(sockets);
     let metrics = server.metrics.unwrap().to_string();
     let text = tokio::task::spawn_blocking(move || common::scrape(&metrics));
-    let refused = "strom_connections_refused_total{reason=\"per_address\"} 2.0\n";
     let text = text.await.unwrap();
-    assert!(text.contains(refused), "{text}");
+    // At least the two: the client's attempts while the place came back may add more.
+    let refused = "strom_connections_refused_total{reason=\"per_address\"} ";
+    let count = text
+        .split(refused)
+        .nth(1)
+        .and_then(|rest| rest.lines().next());
+    assert!(
+        count.is_some_and(|n| n.parse::<f64>().unwrap() >= 2.0),
+        "{text}"
+    );
     server.stop().await.unwrap();
 }
 

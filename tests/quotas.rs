@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use common::requests::produce;
 use common::scrape;
 use common::server::TestServer;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::records::Compression;
 use strom::broker::Limits;
 use strom::client::Client;
@@ -32,7 +34,7 @@ const KIB: usize = 1024;
 
 /// How many requests of each kind have waited for their client's quota.
 fn waits(quotas: &Quotas) -> (u64, u64) {
-    let [(_, produce, _), (_, fetch, _)] = quotas.waits();
+    let [(_, produce, _), (_, fetch, _), _] = quotas.waits();
     (produce, fetch)
 }
 
@@ -793,6 +795,72 @@ async fn a_kafka_client_over_its_quota_is_told_and_muted() {
     server.stop().await.unwrap();
 }
 
+/// `requests=`: a client's calls past its rate wait for their turn, whatever they do;
+/// a client not limited does not wait, nor do health checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_request_rate_waits_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = "* requests=5\nbob requests=none\n";
+    let (server, quotas) = server(
+        dir.path(),
+        &["alice", "bob"],
+        quotas,
+        ServeOptions::default(),
+    )
+    .await;
+    let requests_waits = |quotas: &Quotas| quotas.waits()[2].1;
+    let alice = as_principal(&server, "alice").await;
+    let began = Instant::now();
+    for _ in 0..15 {
+        alice.admin().list_topics().await.unwrap();
+    }
+    // Six at once (a second's worth, and one into debt), nine at five a second.
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(1600),
+        "15 calls took {took:?}"
+    );
+    let waited = requests_waits(&quotas);
+    assert!(waited >= 5, "{waited} calls waited");
+    let bob = as_principal(&server, "bob").await;
+    for _ in 0..30 {
+        bob.admin().list_topics().await.unwrap();
+    }
+    assert_eq!(requests_waits(&quotas), waited, "bob is not limited");
+    // Health checks carry no token: their client is the address, limited by `*`.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(alice.channel());
+    for _ in 0..20 {
+        let check = tonic_health::pb::HealthCheckRequest::default();
+        health.check(check).await.unwrap();
+    }
+    assert_eq!(
+        requests_waits(&quotas),
+        waited,
+        "health checks are not held"
+    );
+    server.stop().await.unwrap();
+}
+
+/// `requests=` over Kafka: each request waits for its turn before it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_client_over_its_request_rate_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = kafka_server(dir.path(), "* requests=5\n").await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let began = Instant::now();
+    for _ in 0..15 {
+        conn.call(&ApiVersionsRequest::default(), 0).await;
+    }
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(1600),
+        "15 requests took {took:?}"
+    );
+    let [_, _, (_, waited, _)] = quotas.waits();
+    assert!(waited >= 5, "{waited} requests waited");
+    server.stop().await.unwrap();
+}
+
 /// A produce is charged what it writes: a compressed batch its decompressed size
 /// (the quota guards the disk, and 128 KiB of zeros are a few hundred bytes gzipped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,6 +882,53 @@ async fn a_compressed_kafka_batch_is_charged_its_decompressed_size() {
         "throttle_time_ms {throttle}"
     );
     assert_eq!(waits(&quotas), (1, 0));
+    // acks=0, three records of 600 KiB of zeros: no response to carry the throttle,
+    // and a mute of 28 s, more than the 20 s a connection is muted at most: it closes
+    // at once.
+    let zeros = vec![0u8; 600 * KIB];
+    let record = kafka_record(None, Some(&zeros), &[]);
+    let records = batch(&[record.clone(), record.clone(), record], Compression::Gzip);
+    let mut quiet = KafkaConn::connect(server.kafka.unwrap()).await;
+    quiet
+        .send(&kafka_produce("events", &[(0, Some(records))], 0), 9)
+        .await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), quiet.closed()).await;
+    assert_eq!(closed, Ok(true), "an acks=0 produce muted past 20 s closes");
+    // Closed for its mute, not for a refusal: its records were stored.
+    let mut admin = server.client().await.admin();
+    let events = admin.describe_topic("events").await.unwrap();
+    assert_eq!(events.partitions[0].high_watermark, 4);
+    server.stop().await.unwrap();
+}
+
+/// An idempotent producer's batch sent again is not charged what its decompression
+/// adds: the log wrote nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_producers_retry_is_not_charged_what_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = kafka_server(dir.path(), "* produce=64KiB\n").await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    let init = conn.call(&init, 4).await;
+    assert_eq!(init.error_code, 0);
+    let zeros = vec![0u8; 48 * KIB];
+    let record = kafka_protocol::records::Record {
+        producer_id: init.producer_id.0,
+        producer_epoch: init.producer_epoch,
+        sequence: 0,
+        ..kafka_record(None, Some(&zeros), &[])
+    };
+    let records = batch(&[record], Compression::Gzip);
+    // 48 KiB written: within the second of burst. Sent again: nothing written, so
+    // nothing more owed (48 KiB more would be a throttle of half a second).
+    for _ in 0..2 {
+        let produce = kafka_produce("events", &[(0, Some(records.clone()))], -1);
+        let produced = conn.call(&produce, 9).await;
+        let p = &produced.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+        assert_eq!(produced.throttle_time_ms, 0);
+    }
     server.stop().await.unwrap();
 }
 
@@ -846,6 +961,11 @@ async fn a_publish_is_charged_for_every_topic_it_goes_to() {
         .unwrap();
     assert_eq!(published.topics.len(), 4);
     assert_eq!(waits(&quotas), (0, 0));
+    // Owed: 160 KiB written less the 64 KiB of burst, 1.5 s (2.1 s if charged a copy
+    // too many, none if charged only the wire).
+    let owes = owed(&quotas, "alice");
+    let range = Duration::from_millis(1000)..=Duration::from_millis(1500);
+    assert!(range.contains(&owes), "owes {owes:?}");
     // The next message waits for the debt (96 KiB at 64 KiB/s) to be paid.
     let began = Instant::now();
     exchanges
@@ -855,6 +975,85 @@ async fn a_publish_is_charged_for_every_topic_it_goes_to() {
     let waited = began.elapsed();
     assert!(waited >= Duration::from_millis(1000), "waited {waited:?}");
     assert_eq!(waits(&quotas), (1, 0));
+    // A publish refused before it writes anything (one of its topics takes records
+    // of 1 KiB at most) is given back its copies: it owes for its wire bytes only,
+    // 40 KiB (0.6 s), not 200 KiB (3.1 s).
+    let small = BTreeMap::from([("max.message.bytes".to_string(), "1024".to_string())]);
+    admin.create_topic("e", 1, small).await.unwrap();
+    exchanges.bind("fan", "e", "").await.unwrap();
+    let refused = exchanges
+        .publish("fan", "", vec![big(40 * KIB)], durability)
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    let owes = owed(&quotas, "alice");
+    assert!(owes < Duration::from_millis(1200), "owes {owes:?}");
+    server.stop().await.unwrap();
+}
+
+/// What alice owes for produce now, as the time it takes to pay.
+fn owed(quotas: &Quotas, name: &str) -> Duration {
+    let alice = Principal(name.into());
+    quotas.of(Some(&alice), None).wait(Flow::Produce, 0)
+}
+
+/// A publish whose call is cancelled while its appends go on is charged for every
+/// copy it writes: it is charged in the task that writes them, which the call's end
+/// does not stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_publish_is_charged_for_the_copies_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = server(
+        dir.path(),
+        &["alice"],
+        "* produce=1KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let client = as_principal(&server, "alice").await;
+    let (mut exchanges, mut admin) = (client.exchanges(), client.admin());
+    exchanges.create("fan", "fanout").await.unwrap();
+    let topics: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
+    for topic in &topics {
+        admin
+            .create_topic(topic, 1, Default::default())
+            .await
+            .unwrap();
+        exchanges.bind("fan", topic, "").await.unwrap();
+    }
+    let stored = |topic: &str| {
+        let mut admin = client.admin();
+        let topic = topic.to_string();
+        async move {
+            let described = admin.describe_topic(&topic).await.unwrap();
+            described.partitions[0].high_watermark
+        }
+    };
+    // 8 KiB to 100 topics, each fsynced: the call goes once the first topic has it.
+    let mut publisher = client.exchanges();
+    let publishing = tokio::spawn(async move {
+        let durability = pb::Durability::Fsync;
+        publisher
+            .publish("fan", "", vec![big(8 * KIB)], durability)
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored(&topics[0]).await == 0 {
+        assert!(Instant::now() < deadline, "the publish never came");
+    }
+    publishing.abort();
+    assert!(
+        stored(&topics[99]).await == 0,
+        "the publish was done before its call went: this shows nothing"
+    );
+    while stored(&topics[99]).await == 0 {
+        assert!(Instant::now() < deadline, "the last topic never got it");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 100 copies of 8 KiB at 1 KiB/s, less the second of burst: about 800 s owed
+    // (one copy, 8 s, if the cancelled call's copies were not charged).
+    let owed = owed(&quotas, "alice");
+    assert!(owed >= Duration::from_secs(700), "owes {owed:?}");
     server.stop().await.unwrap();
 }
 

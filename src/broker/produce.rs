@@ -310,6 +310,7 @@ impl Prepared {
         Ok(Appended {
             produced,
             sync: self.fsync.then_some((self.partition, epoch)),
+            duplicate: info.duplicate,
         })
     }
 }
@@ -348,9 +349,17 @@ pub struct Appended {
     produced: Produced,
     /// The partition and the epoch of the log the batch went to, if an fsync is owed.
     sync: Option<(Arc<Partition>, u64)>,
+    /// An idempotent producer's batch sent again: nothing was written.
+    duplicate: bool,
 }
 
 impl Appended {
+    /// True when the batch was one its idempotent producer had sent before: the log
+    /// answered with the first one's offsets and wrote nothing.
+    pub fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+
     /// True when the producer is still owed an fsync before the acknowledgement.
     pub fn needs_sync(&self) -> bool {
         self.sync.is_some()

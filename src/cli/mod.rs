@@ -159,9 +159,9 @@ impl Connect {
         let tls = self.tls()?;
         // What to suggest when the server turns the connection away.
         let hint = match &tls {
-            None => "it may serve TLS only (give --tls-ca FILE, or an https:// address), or be at its max_connections, or stopping",
-            Some(ClientTls { identity: None, .. }) => "it may require a client certificate (give --tls-client-cert and --tls-client-key), or be at its max_connections, or stopping",
-            Some(_) => "it may not accept this client certificate (is it signed by a CA in the server's tls_client_ca?), or be at its max_connections, or stopping",
+            None => "it may serve TLS only (give --tls-ca FILE, or an https:// address), or be at its max_connections (or this address at its max_connections_per_address), or stopping",
+            Some(ClientTls { identity: None, .. }) => "it may require a client certificate (give --tls-client-cert and --tls-client-key), or be at its max_connections (or this address at its max_connections_per_address), or stopping",
+            Some(_) => "it may not accept this client certificate (is it signed by a CA in the server's tls_client_ca?), or be at its max_connections (or this address at its max_connections_per_address), or stopping",
         };
         let secure = tls.is_some();
         let options = ConnectOptions {
@@ -172,7 +172,7 @@ impl Connect {
             // tonic's Display is "transport error"; the cause is what says what to do.
             let cause = format!("{e}{}", causes(&e));
             match secure {
-                true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, does its certificate name that host and chain to --tls-ca, and is it below its max_connections?"),
+                true => format!("cannot connect to {address} over TLS: {cause}; is `strom serve` running there with TLS, does its certificate name that host and chain to --tls-ca, and is it below its max_connections and max_connections_per_address?"),
                 false => format!("cannot connect to {address}: {cause}; is `strom serve` running there?"),
             }
         })?;

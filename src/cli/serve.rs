@@ -78,8 +78,9 @@ pub struct ServeArgs {
     /// caller may do anything].
     #[arg(long, env = "STROM_ACL", value_name = "FILE")]
     acl: Option<PathBuf>,
-    /// Per-client quotas: `PRINCIPAL produce=RATE fetch=RATE` lines, bytes a second
-    /// (`*`: every other client) [default: none, no client is limited].
+    /// Per-client quotas: `PRINCIPAL produce=RATE fetch=RATE requests=N` lines, bytes
+    /// and requests a second (`*`: every other client) [default: none, no client is
+    /// limited].
     #[arg(long, env = "STROM_QUOTAS", value_name = "FILE")]
     quotas: Option<PathBuf>,
 }

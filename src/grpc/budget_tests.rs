@@ -490,7 +490,7 @@ async fn a_message_whose_turn_does_not_come_in_time_fails_holding_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("produce quota"), "{}", err.message());
-    let [(_, waits, seconds), _] = quotas.waits();
+    let [(_, waits, seconds), _, _] = quotas.waits();
     assert_eq!(waits, 1, "a wait cut off is counted");
     assert!(seconds >= 0.1, "{seconds}");
     assert!(charge.take_next().is_none());

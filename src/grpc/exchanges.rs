@@ -175,24 +175,22 @@ impl Exchanges for ExchangesService {
         let quota = super::quota::of(request.extensions());
         let broker = Arc::clone(&self.broker);
         let r = request.into_inner();
-        // The message was charged to the client's produce quota once, by its size on
-        // the wire (`budget.rs`); every topic past the first writes it again.
-        let size = quota
-            .as_ref()
-            .map_or(0, |_| prost::Message::encoded_len(&r));
         // Spawned so that a client hanging up cannot cancel the appends halfway.
         let published = tokio::spawn(async move {
+            let again = quota.map(|quota| charge_copies(&broker, quota, &r));
             let published = publish(&broker, r).await;
+            if let (Some((quota, copies)), Err(err)) = (again, &published) {
+                // Nothing written (a publish that failed partway keeps its charge).
+                if !matches!(err, Error::PublishedPartly { .. }) {
+                    quota.refund(Flow::Produce, copies);
+                }
+            }
             drop(charge);
             published
         })
         .await
         .map_err(|e| Status::internal(format!("publish task failed: {e}")))?
         .map_err(status)?;
-        if let Some(quota) = quota {
-            let again = published.len().saturating_sub(1);
-            quota.charge(Flow::Produce, size.saturating_mul(again));
-        }
         let mut response = pb::PublishResponse {
             log_append_time_ms: published
                 .first()
@@ -215,4 +213,22 @@ impl Exchanges for ExchangesService {
         }
         Ok(Response::new(response))
     }
+}
+
+/// Charges a publish's client for the copies it is about to write past the first: it
+/// was charged once, by its size on the wire (`budget.rs`), and every other topic its
+/// exchange routes it to writes it again. Charged before the appends, in the task that
+/// makes them, so that a call cancelled meanwhile is charged too, and a publish that
+/// fails partway is charged as if whole. The quota, and what it was charged.
+fn charge_copies(
+    broker: &Broker,
+    quota: crate::grpc::quota::Quota,
+    r: &pb::PublishRequest,
+) -> (crate::grpc::quota::Quota, usize) {
+    let topics = broker
+        .route(&r.exchange, &r.routing_key)
+        .map_or(0, |t| t.len());
+    let copies = prost::Message::encoded_len(r).saturating_mul(topics.saturating_sub(1));
+    quota.charge(Flow::Produce, copies);
+    (quota, copies)
 }

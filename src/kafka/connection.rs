@@ -11,8 +11,8 @@
 //! `UNAUTHENTICATED_MAX_FRAME` (never charged), and no wait lasts past the
 //! connection's authentication deadline. A client over its quota (`grpc/quota/`) is
 //! not read for the `throttle_time_ms` its last response gave (KIP-219's mute; over
-//! `MAX_MUTE`, the connection closes), and its Produce or Fetch waits for its turn
-//! before the frame past its API key is read.
+//! `MAX_MUTE`, the connection closes), and its Produce or Fetch (any request, with a
+//! request rate) waits for its turn before the frame past its API key is read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,8 +124,9 @@ pub async fn serve_connection<S>(
             true => Instant::now() + MESSAGE_DEADLINE,
             false => at.authenticate_by,
         };
-        // With a quota, the API key first: a produce or fetch of a client over its
-        // quota waits for its turn before its bytes are read or charged to the budget,
+        // With a quota, the API key first: a request of a client over its request
+        // rate, and a produce or fetch of a client over its byte quota, waits for its
+        // turn before its bytes are read or charged to the budget,
         // on whichever of the client's connections it comes (a produce is charged to
         // the quota then, by its size on the wire, as Kafka counts it, and after its
         // append by what decompression added, `dispatch.rs`). Without, the
@@ -142,6 +143,8 @@ pub async fn serve_connection<S>(
             }
             head = key.len();
             let turn = async {
+                // Every request waits for one of its client's request rate, if limited.
+                quota.take_turn(Flow::Requests, 1).await;
                 match i16::from_be_bytes(key) {
                     key::PRODUCE => quota.take_turn(Flow::Produce, size).await,
                     key::FETCH => quota.ready_to_read(Flow::Fetch, usize::MAX).await,
@@ -199,6 +202,11 @@ pub async fn serve_connection<S>(
         // No answer (acks=0) never comes with a close: only a failed authentication
         // closes after its answer.
         let Some(response) = response else {
+            if mute > MAX_MUTE {
+                return closed(format!(
+                    "its client is over its quota for {mute:?}, more than {MAX_MUTE:?}"
+                ));
+            }
             if !muted(mute, &mut stopping).await {
                 return;
             }

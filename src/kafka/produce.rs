@@ -172,7 +172,10 @@ async fn append(
     let grew = records.len().saturating_sub(sent);
     let mut writer = broker.begin_produce(target, batch.count, copied)?;
     batch.push_all(records, &mut writer)?;
-    Ok((writer.finish()?.append().await?, grew))
+    let appended = writer.finish()?.append().await?;
+    // A batch sent again (its producer's retry) wrote nothing more.
+    let grew = if appended.duplicate() { 0 } else { grew };
+    Ok((appended, grew))
 }
 
 /// The response, with the fields `version` has.

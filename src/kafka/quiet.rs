@@ -11,7 +11,8 @@ use std::time::Instant;
 /// The kinds, each limited on its own.
 #[derive(Default)]
 pub struct Logs {
-    /// Connections refused at `max_connections` or at the strangers' share.
+    /// Connections refused at `max_connections`, at `max_connections_per_address` or
+    /// at the strangers' share.
     pub refused: EverySecond,
     pub handshakes: EverySecond,
     pub authentications: EverySecond,

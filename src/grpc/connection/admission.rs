@@ -7,7 +7,9 @@
 //! `max_connections_per_address` open connections from one address, the next is
 //! closed as soon as it is accepted, as one past `max_connections` is. An IPv6 address
 //! counts as its /64 network, as for quotas: a host is commonly given a whole /64.
-//! Clients behind one NAT or proxy share their address's places.
+//! Clients behind one NAT or proxy share their address's places. A client with many
+//! /64s (a /48 from a tunnel broker is 65,536 of them) is as many addresses: this
+//! bounds a host that misbehaves, not an attacker with a network of its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -47,8 +47,9 @@ pub struct Incoming {
     /// After a failed accept: the pause before the next, doubling while they fail.
     pause: Option<Pin<Box<Sleep>>>,
     pause_for: Duration,
-    /// When a refusal was last logged (once a second at most).
-    refusal_logged: Option<Instant>,
+    /// When a refusal was last logged, for each reason (once a second at most each,
+    /// so that refusals of one address do not hide those of a full server).
+    refusal_logged: [Option<Instant>; 2],
 }
 
 /// One of the `max_connections` places, and one of its address's: taken at the
@@ -93,7 +94,7 @@ impl Incoming {
             hangup_sender: Arc::new(hangup_sender),
             pause: None,
             pause_for: Duration::ZERO,
-            refusal_logged: None,
+            refusal_logged: [None; 2],
         }
     }
 
@@ -112,11 +113,9 @@ impl Incoming {
 
     fn log_refusal(&mut self, why: Refused, peer: std::net::IpAddr) {
         let now = Instant::now();
-        if self
-            .refusal_logged
-            .is_none_or(|at| now - at >= Duration::from_secs(1))
-        {
-            self.refusal_logged = Some(now);
+        let logged = &mut self.refusal_logged[usize::from(why == Refused::PerAddress)];
+        if logged.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+            *logged = Some(now);
             match why {
                 Refused::PerAddress => tracing::warn!(
                     %peer,

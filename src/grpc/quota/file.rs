@@ -1,11 +1,11 @@
 //! The quotas file (`quotas`): how many bytes a second each client may produce and
-//! fetch. One line a client, `PRINCIPAL KIND=RATE...`:
+//! fetch, and how many requests it may make. One line a client, `PRINCIPAL KIND=RATE...`:
 //!
 //! ```text
-//! # who        bytes a second
-//! *            produce=10MiB  fetch=50MiB
+//! # who        bytes a second               requests a second
+//! *            produce=10MiB  fetch=50MiB   requests=1000
 //! orders-api   produce=100MiB
-//! ops          produce=none   fetch=none
+//! ops          produce=none   fetch=none    requests=none
 //! ```
 //!
 //! - PRINCIPAL: a token's name in `auth_tokens` (or, with mutual TLS and no tokens,
@@ -13,9 +13,10 @@
 //!   on its own (a client without a principal is its IP address).
 //! - KIND: `produce` (Produce, ProduceStream and Publish messages, Kafka Produce
 //!   requests: their size on the wire) or `fetch` (the records of Fetch, Subscribe,
-//!   ShareFetch and ShareStream responses, Kafka Fetch responses).
-//! - RATE: bytes a second, a number with an optional `KiB`, `MiB` or `GiB`, or `none`
-//!   for no limit. A kind a named line leaves out is the `*` line's.
+//!   ShareFetch and ShareStream responses, Kafka Fetch responses), or `requests`
+//!   (gRPC calls, health checks and reflection aside, and Kafka requests).
+//! - RATE: for bytes, a number with an optional `KiB`, `MiB` or `GiB`; for requests, a
+//!   number; or `none` for no limit. A kind a named line leaves out is the `*` line's.
 //!
 //! Without the file, or without a line or a `*` for a client, nothing is limited.
 
@@ -24,11 +25,12 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Bytes a second for each kind of traffic; None: no limit.
+/// Bytes (requests) a second for each kind of traffic; None: no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rates {
     pub produce: Option<u64>,
     pub fetch: Option<u64>,
+    pub requests: Option<u64>,
 }
 
 /// The file, read and checked: every named principal's rates (with the `*` line's
@@ -37,6 +39,9 @@ pub struct Rates {
 pub struct Table {
     pub named: HashMap<String, Rates>,
     pub anyone: Rates,
+    /// Whether any client's requests are limited: if not, a call that neither
+    /// produces nor fetches does not look its client up.
+    pub requests_limited: bool,
 }
 
 impl Rates {
@@ -45,6 +50,7 @@ impl Rates {
         match flow {
             super::Flow::Produce => self.produce,
             super::Flow::Fetch => self.fetch,
+            super::Flow::Requests => self.requests,
         }
     }
 }
@@ -71,13 +77,13 @@ enum Setting {
 pub fn read(file: &Path) -> Result<Table> {
     parse(&std::fs::read_to_string(file).at(file)?)
         .map_err(|(line, what)| Error::InvalidArgument(format!(
-            "quotas {} line {line}: {what}; each line is `PRINCIPAL produce=RATE fetch=RATE`, RATE bytes a second (e.g. 10MiB) or none",
+            "quotas {} line {line}: {what}; each line is `PRINCIPAL produce=RATE fetch=RATE requests=N`, RATE bytes a second (e.g. 10MiB), N requests a second, or none",
             file.display()
         )))
 }
 
 fn parse(text: &str) -> std::result::Result<Table, (usize, String)> {
-    let mut lines: HashMap<String, [Setting; 2]> = HashMap::new();
+    let mut lines: HashMap<String, [Setting; 3]> = HashMap::new();
     for (at, line) in text.lines().enumerate() {
         let bad = |what: String| (at + 1, what);
         let line = line.trim();
@@ -89,7 +95,7 @@ fn parse(text: &str) -> std::result::Result<Table, (usize, String)> {
         if who != "*" && who.contains('*') {
             return Err(bad(format!("{who:?}: a principal is a name, or * alone")));
         }
-        let mut settings = [Setting::Unset; 2];
+        let mut settings = [Setting::Unset; 3];
         let mut any = false;
         for field in fields {
             let (kind, rate) = field
@@ -98,8 +104,18 @@ fn parse(text: &str) -> std::result::Result<Table, (usize, String)> {
             let slot = match kind {
                 "produce" => &mut settings[0],
                 "fetch" => &mut settings[1],
-                _ => return Err(bad(format!("{kind:?} is not a kind: produce or fetch"))),
+                "requests" => &mut settings[2],
+                _ => {
+                    let kinds = "produce, fetch or requests";
+                    return Err(bad(format!("{kind:?} is not a kind: {kinds}")));
+                }
             };
+            // Requests are counted, not measured in bytes.
+            if kind == "requests" && !rate.bytes().all(|b| b.is_ascii_digit()) && rate != "none" {
+                return Err(bad(format!(
+                    "requests={rate}: a number of requests a second"
+                )));
+            }
             if !matches!(slot, Setting::Unset) {
                 return Err(bad(format!("{kind} given twice")));
             }
@@ -118,21 +134,31 @@ fn parse(text: &str) -> std::result::Result<Table, (usize, String)> {
         Setting::Unlimited => None,
         Setting::Rate(rate) => Some(rate),
     };
-    let anyone = lines.remove("*").map_or(Rates::default(), |[p, f]| Rates {
-        produce: resolve(p, None),
-        fetch: resolve(f, None),
-    });
-    let named = lines
+    let anyone = lines
+        .remove("*")
+        .map_or(Rates::default(), |[p, f, r]| Rates {
+            produce: resolve(p, None),
+            fetch: resolve(f, None),
+            requests: resolve(r, None),
+        });
+    let named: HashMap<String, Rates> = lines
         .into_iter()
-        .map(|(who, [p, f])| {
+        .map(|(who, [p, f, r])| {
             let rates = Rates {
                 produce: resolve(p, anyone.produce),
                 fetch: resolve(f, anyone.fetch),
+                requests: resolve(r, anyone.requests),
             };
             (who, rates)
         })
         .collect();
-    Ok(Table { named, anyone })
+    let requests_limited =
+        anyone.requests.is_some() || named.values().any(|r| r.requests.is_some());
+    Ok(Table {
+        named,
+        anyone,
+        requests_limited,
+    })
 }
 
 /// `none`, or a positive number of bytes with an optional binary unit.
@@ -172,7 +198,8 @@ mod tests {
             rates(None),
             Rates {
                 produce: Some(10 << 20),
-                fetch: Some(50 << 20)
+                fetch: Some(50 << 20),
+                requests: None
             }
         );
         assert_eq!(rates(Some("stranger")), rates(None));
@@ -180,7 +207,8 @@ mod tests {
             rates(Some("orders")),
             Rates {
                 produce: Some(100 << 20),
-                fetch: Some(50 << 20)
+                fetch: Some(50 << 20),
+                requests: None
             }
         );
         assert_eq!(rates(Some("ops")), Rates::default());
@@ -188,13 +216,27 @@ mod tests {
             rates(Some("small")),
             Rates {
                 produce: Some(10 << 20),
-                fetch: Some(2048)
+                fetch: Some(2048),
+                requests: None
             }
         );
         // Without a `*` line, a client no line names is not limited.
         let table = parse("orders produce=1KiB\n").unwrap();
         assert_eq!(table.rates(Some("other")), Rates::default());
         assert_eq!(table.rates(Some("orders")).produce, Some(1024));
+    }
+
+    #[test]
+    fn requests_are_a_count_and_named_lines_inherit_them_too() {
+        let table = parse("* requests=100\nops requests=none\nbulk produce=1MiB\n").unwrap();
+        assert!(table.requests_limited);
+        assert_eq!(table.rates(None).requests, Some(100));
+        assert_eq!(table.rates(Some("ops")).requests, None);
+        assert_eq!(table.rates(Some("bulk")).requests, Some(100));
+        assert!(!parse("* produce=1MiB\n").unwrap().requests_limited);
+        assert!(parse("a requests=7\n").unwrap().requests_limited);
+        let (_, what) = parse("a requests=1KiB\n").unwrap_err();
+        assert!(what.contains("a number of requests"), "{what}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! The tower layer that gives every gRPC call its client's `Quota`.
+//! The tower layer that gives every gRPC call that produces or fetches its client's
+//! `Quota`, and holds back the calls of a client over its request rate.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use futures_util::future::Either;
 use tonic::body::Body;
 
-use super::Quotas;
+use super::{Flow, Quota, Quotas};
 use crate::grpc::auth::Principal;
 use crate::grpc::connection::ConnectionInfo;
 
-/// The calls a quota limits: the others (heartbeats, admin, health checks) do not
-/// look their client up.
+/// The calls a byte quota limits: the others (heartbeats, admin, health checks) do
+/// not look their client up unless requests are limited.
 const LIMITED: [&str; 7] = [
     "/strom.v1.Log/Produce",
     "/strom.v1.Log/ProduceStream",
@@ -20,9 +25,22 @@ const LIMITED: [&str; 7] = [
     "/strom.v1.Queues/ShareStream",
 ];
 
-/// Gives the calls that produce or fetch their client's `Quota`, when there is a
-/// quotas file. After the auth
-/// layer, which names the caller.
+/// Services whose calls are not requests a `requests=` rate counts: a probe held back
+/// would see a live server as dead.
+const NOT_COUNTED: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// How long a call waits for its client's turn before it is refused: as long as a
+/// produce message waits for the produce budget (`grpc/budget.rs`).
+const MAX_TURN: Duration = crate::grpc::budget::MESSAGE_DEADLINE;
+
+/// Gives the calls that produce or fetch their client's `Quota`, and makes a call of a
+/// client over its request rate wait for its turn (at most `MAX_TURN`, then
+/// RESOURCE_EXHAUSTED), when there is a quotas file. After the auth layer, which names
+/// the caller.
 #[derive(Clone)]
 pub struct QuotaLayer {
     quotas: Option<Quotas>,
@@ -50,28 +68,62 @@ pub struct WithQuota<S> {
     quotas: Option<Quotas>,
 }
 
+type Waiting<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
 impl<S> tower_service::Service<http::Request<Body>> for WithQuota<S>
 where
-    S: tower_service::Service<http::Request<Body>>,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Either<S::Future, Waiting<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> S::Future {
-        let limited = LIMITED.contains(&request.uri().path());
-        if let (Some(quotas), true) = (&self.quotas, limited) {
-            let extensions = request.extensions();
-            let address = extensions
-                .get::<ConnectionInfo>()
-                .and_then(ConnectionInfo::peer_ip);
-            let quota = quotas.of(extensions.get::<Principal>(), address);
-            request.extensions_mut().insert(quota);
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let Some(quotas) = &self.quotas else {
+            return Either::Left(self.inner.call(request));
+        };
+        let path = request.uri().path();
+        let limited = LIMITED.contains(&path);
+        let counted = quotas.requests_limited() && !NOT_COUNTED.iter().any(|s| path.starts_with(s));
+        if !limited && !counted {
+            return Either::Left(self.inner.call(request));
         }
-        self.inner.call(request)
+        let extensions = request.extensions();
+        let address = extensions
+            .get::<ConnectionInfo>()
+            .and_then(ConnectionInfo::peer_ip);
+        let quota = quotas.of(extensions.get::<Principal>(), address);
+        if limited {
+            request.extensions_mut().insert(quota.clone());
+        }
+        if !counted || quota.try_take(Flow::Requests, 1).is_zero() {
+            return Either::Left(self.inner.call(request));
+        }
+        // Over its request rate: the call waits for its client's turn. The service
+        // made ready is the one called, later; this one takes a fresh clone's place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            match tokio::time::timeout(MAX_TURN, turn(&quota)).await {
+                Ok(()) => inner.call(request).await,
+                Err(_) => Ok(tonic::Status::resource_exhausted(format!(
+                    "this client is over its request rate (quotas: requests=), and its turn did not come within {MAX_TURN:?}: make fewer calls a second"
+                ))
+                .into_http()),
+            }
+        }))
     }
+}
+
+/// Waits for the client's next request (it owes nothing), and charges it one.
+async fn turn(quota: &Quota) {
+    quota.take_turn(Flow::Requests, 1).await
 }

@@ -1,6 +1,6 @@
 //! Per-client quotas (`quotas`): how many bytes a second each client may produce and
-//! fetch, so that one client cannot take the disk's or the network's bandwidth from
-//! the others. The file's format is in `file.rs`; each client's allowance is a bucket
+//! fetch, and how many requests a second it may make, so that one client cannot take
+//! the disk's or the network's bandwidth, or the server's CPU, from the others. The file's format is in `file.rs`; each client's allowance is a bucket
 //! (`bucket.rs`). A client is its principal (a token's name, or a client
 //! certificate's common name), else its IP address (an IPv6 address's /64).
 //!
@@ -13,8 +13,10 @@
 //! waits, `grpc/log_service.rs`). Kafka
 //! connections are also muted after a throttled response, as Kafka's brokers do, and
 //! wait for their client's turn before they read a Produce or Fetch
-//! (`kafka/connection.rs`). Every produce and fetch call gets its client's `Quota` in
-//! its extensions (`QuotaLayer`, after the auth layer). A rate is read again at each
+//! (`kafka/connection.rs`; any request, with a request rate). Every produce and fetch
+//! call gets its client's `Quota` in its extensions, and a call past its client's
+//! request rate waits for its turn before it is served (`QuotaLayer`, after the auth
+//! layer). A rate is read again at each
 //! use, and a wait reads it again at least every `SLICE`: a reload applies at once.
 
 pub mod bucket;
@@ -51,21 +53,25 @@ pub enum Flow {
     Produce,
     /// Bytes of records read for a client.
     Fetch,
+    /// Requests: gRPC calls (health checks and reflection aside) and Kafka requests,
+    /// one each.
+    Requests,
 }
 
 impl Flow {
-    pub const ALL: [Flow; 2] = [Flow::Produce, Flow::Fetch];
+    pub const ALL: [Flow; 3] = [Flow::Produce, Flow::Fetch, Flow::Requests];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Flow::Produce => "produce",
             Flow::Fetch => "fetch",
+            Flow::Requests => "requests",
         }
     }
 }
 
 /// Per kind of traffic: requests that waited, and the seconds they waited.
-pub type Waits = [(Flow, u64, f64); 2];
+pub type Waits = [(Flow, u64, f64); 3];
 
 /// Who a bucket belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -84,12 +90,12 @@ struct Shared {
     table: Reloadable<Table>,
     clients: Mutex<Clients>,
     /// Per `Flow`: requests that waited, and the nanoseconds they waited.
-    waits: [AtomicU64; 2],
-    waited_nanos: [AtomicU64; 2],
+    waits: [AtomicU64; 3],
+    waited_nanos: [AtomicU64; 3],
 }
 
 struct Clients {
-    buckets: HashMap<Client, Arc<Mutex<[Bucket; 2]>>>,
+    buckets: HashMap<Client, Arc<Mutex<[Bucket; 3]>>>,
     /// Past this many buckets, the full ones no call holds are dropped (a full bucket
     /// is no different from a new one, so nothing is forgotten).
     sweep_above: usize,
@@ -159,6 +165,11 @@ impl Quotas {
         }
     }
 
+    /// Whether any client's requests are limited (`requests=`).
+    pub fn requests_limited(&self) -> bool {
+        self.0.table.current().requests_limited
+    }
+
     /// Per kind of traffic: requests that waited for their client's quota, and the
     /// seconds they waited, since the server started.
     pub fn waits(&self) -> Waits {
@@ -215,7 +226,7 @@ pub const SLICE: Duration = Duration::from_secs(1);
 pub struct Quota {
     quotas: Quotas,
     principal: Option<Arc<str>>,
-    buckets: Arc<Mutex<[Bucket; 2]>>,
+    buckets: Arc<Mutex<[Bucket; 3]>>,
 }
 
 impl Quota {
