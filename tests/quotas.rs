@@ -945,14 +945,7 @@ async fn a_publish_is_charged_for_every_topic_it_goes_to() {
     .await;
     let client = as_principal(&server, "alice").await;
     let (mut exchanges, mut admin) = (client.exchanges(), client.admin());
-    exchanges.create("fan", "fanout").await.unwrap();
-    for topic in ["a", "b", "c", "d"] {
-        admin
-            .create_topic(topic, 1, Default::default())
-            .await
-            .unwrap();
-        exchanges.bind("fan", topic, "").await.unwrap();
-    }
+    fan_out(&client, &["a", "b", "c", "d"]).await;
     let durability = pb::Durability::PageCache;
     // 40 KiB on the wire, within the second of burst; 160 KiB written.
     let published = exchanges
@@ -991,7 +984,18 @@ async fn a_publish_is_charged_for_every_topic_it_goes_to() {
     server.stop().await.unwrap();
 }
 
-/// What alice owes for produce now, as the time it takes to pay.
+/// A fanout exchange "fan" bound to `topics`, made with a partition each.
+async fn fan_out(client: &Client, topics: &[impl AsRef<str>]) {
+    let (mut exchanges, mut admin) = (client.exchanges(), client.admin());
+    exchanges.create("fan", "fanout").await.unwrap();
+    for topic in topics.iter().map(AsRef::as_ref) {
+        let created = admin.create_topic(topic, 1, Default::default()).await;
+        created.unwrap();
+        exchanges.bind("fan", topic, "").await.unwrap();
+    }
+}
+
+/// What a principal owes for produce now, as the time it takes to pay.
 fn owed(quotas: &Quotas, name: &str) -> Duration {
     let alice = Principal(name.into());
     quotas.of(Some(&alice), None).wait(Flow::Produce, 0)
@@ -1011,16 +1015,8 @@ async fn a_cancelled_publish_is_charged_for_the_copies_it_writes() {
     )
     .await;
     let client = as_principal(&server, "alice").await;
-    let (mut exchanges, mut admin) = (client.exchanges(), client.admin());
-    exchanges.create("fan", "fanout").await.unwrap();
     let topics: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
-    for topic in &topics {
-        admin
-            .create_topic(topic, 1, Default::default())
-            .await
-            .unwrap();
-        exchanges.bind("fan", topic, "").await.unwrap();
-    }
+    fan_out(&client, &topics).await;
     let stored = |topic: &str| {
         let mut admin = client.admin();
         let topic = topic.to_string();

@@ -23,6 +23,19 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The value of one series (`name{labels}`, as the endpoint writes it) in a scrape
+    /// of the server's metrics; a series not there fails the test.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let at = self.metrics.expect("a server with metrics").to_string();
+        let text = tokio::task::spawn_blocking(move || super::scrape(&at));
+        let text = text.await.unwrap();
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+        let value = value.unwrap_or_else(|| panic!("no {series} in {text}"));
+        value.parse().unwrap()
+    }
+
     pub async fn start(dir: &Path) -> TestServer {
         Self::start_with(dir, Limits::default()).await
     }
