@@ -506,6 +506,52 @@ async fn an_idle_long_poll_holds_no_allowance_and_a_stop_ends_a_wait() {
     let _ = idle.await;
 }
 
+/// A graceful stop does not wait for throttled clients' turns: a produce message and
+/// calls waiting for theirs end UNAVAILABLE at once, rather than at their 30 s
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_the_produce_and_request_turns_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        shutdown_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let quotas = "slow produce=1KiB\nchatty requests=1\n";
+    let (server, _quotas) = server(dir.path(), &["slow", "chatty"], quotas, options).await;
+    let slow = with_topic(&server, "slow", "events", 1).await;
+    // 64 KiB at 1 KiB/s: the next message waits for its turn.
+    let first = produce("events", Some(0), vec![big(64 * KIB)]);
+    slow.log().produce(first).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let next = produce("events", Some(0), vec![big(1)]);
+        slow.log().produce(next).await
+    });
+    // 40 calls at once at one a second: all but the first two wait for their turn.
+    let chatty = as_principal(&server, "chatty").await;
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let chatty = chatty.clone();
+            tokio::spawn(async move { chatty.admin().list_topics().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished());
+    let stopped = Instant::now();
+    server.stop().await.unwrap();
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    let status = waiting.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let mut ended = 0;
+    for call in calls {
+        if let Err(status) = call.await.unwrap() {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            ended += 1;
+        }
+    }
+    assert!(ended >= 30, "{ended} of 40 calls ended by the stop");
+}
+
 /// Long polls of one client woken together by the same records share its allowance:
 /// each waits its turn once woken, rather than read what the client held when it began
 /// to wait.

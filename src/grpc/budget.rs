@@ -380,6 +380,17 @@ impl BudgetBody {
             if let Some(throttle) = self.throttle.as_mut() {
                 ready!(throttle.as_mut().poll(cx));
             }
+            // A graceful stop does not wait for a throttled client's turn: seen within
+            // a `SLICE`.
+            if quota.stopping() {
+                self.throttle = None;
+                if let Some(began) = self.turn_began.take() {
+                    quota.note_wait(Flow::Produce, began.elapsed());
+                }
+                return Poll::Ready(Err(tonic::Status::unavailable(
+                    "the server is stopping: send the message again, to another server or once it is back",
+                )));
+            }
             let wait = quota.try_take(Flow::Produce, self.announced);
             if wait.is_zero() {
                 self.throttle = None;

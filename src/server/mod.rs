@@ -257,7 +257,7 @@ pub async fn serve_listeners(
         limits,
     );
     let auth = AuthLayer::new(options.tokens.clone(), options.acl.clone());
-    let quotas = QuotaLayer::new(options.quotas.clone());
+    let quotas = QuotaLayer::new(options.quotas.clone(), broker.shutting_down());
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
     let metrics_task = metrics.map(|listener| {

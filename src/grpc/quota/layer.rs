@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
+use tokio::sync::watch;
 use tonic::body::Body;
 
-use super::{Flow, Quota, Quotas};
+use super::{Flow, Quotas};
 use crate::grpc::auth::Principal;
 use crate::grpc::connection::ConnectionInfo;
 
@@ -44,11 +45,13 @@ const MAX_TURN: Duration = crate::grpc::budget::MESSAGE_DEADLINE;
 #[derive(Clone)]
 pub struct QuotaLayer {
     quotas: Option<Quotas>,
+    /// The server's stop, which ends the calls' waits for their turn.
+    stop: watch::Receiver<bool>,
 }
 
 impl QuotaLayer {
-    pub fn new(quotas: Option<Quotas>) -> QuotaLayer {
-        QuotaLayer { quotas }
+    pub fn new(quotas: Option<Quotas>, stop: watch::Receiver<bool>) -> QuotaLayer {
+        QuotaLayer { quotas, stop }
     }
 }
 
@@ -57,7 +60,7 @@ impl<S> tower_layer::Layer<S> for QuotaLayer {
     fn layer(&self, inner: S) -> WithQuota<S> {
         WithQuota {
             inner,
-            quotas: self.quotas.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -65,7 +68,7 @@ impl<S> tower_layer::Layer<S> for QuotaLayer {
 #[derive(Clone)]
 pub struct WithQuota<S> {
     inner: S,
-    quotas: Option<Quotas>,
+    layer: QuotaLayer,
 }
 
 type Waiting<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -87,7 +90,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let Some(quotas) = &self.quotas else {
+        let Some(quotas) = &self.layer.quotas else {
             return Either::Left(self.inner.call(request));
         };
         let path = request.uri().path();
@@ -100,7 +103,9 @@ where
         let address = extensions
             .get::<ConnectionInfo>()
             .and_then(ConnectionInfo::peer_ip);
-        let quota = quotas.of(extensions.get::<Principal>(), address);
+        let quota = quotas
+            .of(extensions.get::<Principal>(), address)
+            .ends_at(self.layer.stop.clone());
         if limited {
             request.extensions_mut().insert(quota.clone());
         }
@@ -112,18 +117,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Box::pin(async move {
-            match tokio::time::timeout(MAX_TURN, turn(&quota)).await {
-                Ok(()) => inner.call(request).await,
-                Err(_) => Ok(tonic::Status::resource_exhausted(format!(
+            let turn = quota.take_turn(Flow::Requests, 1);
+            let refused = match tokio::time::timeout(MAX_TURN, turn).await {
+                Ok(true) => return inner.call(request).await,
+                Ok(false) => tonic::Status::unavailable(
+                    "the server is stopping: make the call again, to another server or once it is back",
+                ),
+                Err(_) => tonic::Status::resource_exhausted(format!(
                     "this client is over its request rate (quotas: requests=), and its turn did not come within {MAX_TURN:?}: make fewer calls a second"
-                ))
-                .into_http()),
-            }
+                )),
+            };
+            Ok(refused.into_http())
         }))
     }
-}
-
-/// Waits for the client's next request (it owes nothing), and charges it one.
-async fn turn(quota: &Quota) {
-    quota.take_turn(Flow::Requests, 1).await
 }

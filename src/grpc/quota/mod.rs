@@ -16,8 +16,9 @@
 //! (`kafka/connection.rs`; any request, with a request rate). Every produce and fetch
 //! call gets its client's `Quota` in its extensions, and a call past its client's
 //! request rate waits for its turn before it is served (`QuotaLayer`, after the auth
-//! layer). A rate is read again at each
-//! use, and a wait reads it again at least every `SLICE`: a reload applies at once.
+//! layer). A rate is read again at each use, and a wait reads it again at least every
+//! `SLICE`: a reload applies at once. A gRPC call's waits end when the server begins to
+//! stop (`Quota::ends_at`), so that a throttled client does not hold a graceful stop.
 
 pub mod bucket;
 mod file;
@@ -162,6 +163,7 @@ impl Quotas {
             quotas: self.clone(),
             principal: who.map(|who| Arc::clone(&who.0)),
             buckets,
+            stop: None,
         }
     }
 
@@ -227,9 +229,25 @@ pub struct Quota {
     quotas: Quotas,
     principal: Option<Arc<str>>,
     buckets: Arc<Mutex<[Bucket; 3]>>,
+    /// The server's stop, which ends waits for a turn (`ends_at`).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Quota {
+    /// The quota, its waits for a turn ended by `stop` turning true: a graceful stop
+    /// does not wait for a throttled client's turn (`shutdown_timeout`).
+    pub fn ends_at(self, stop: tokio::sync::watch::Receiver<bool>) -> Quota {
+        Quota {
+            stop: Some(stop),
+            ..self
+        }
+    }
+
+    /// Whether the server is stopping (never without `ends_at`).
+    pub fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| *stop.borrow())
+    }
+
     /// The client's rate for `flow` now (the file may have been read again), if any.
     fn rate(&self, flow: Flow) -> Option<u64> {
         let rates = self
@@ -274,8 +292,9 @@ impl Quota {
     }
 
     /// Waits until the client owes nothing for `flow`, and charges it `bytes` then
-    /// (`try_take`). Cancel-safe: nothing is charged until it returns.
-    pub async fn take_turn(&self, flow: Flow, bytes: usize) {
+    /// (`try_take`): false if the server stopped first (nothing charged). Cancel-safe:
+    /// nothing is charged until it returns.
+    pub async fn take_turn(&self, flow: Flow, bytes: usize) -> bool {
         self.sleep_while(flow, || self.try_take(flow, bytes)).await
     }
 
@@ -290,25 +309,39 @@ impl Quota {
 
     /// Waits until the client holds `want` bytes of `flow` (see `wait`).
     async fn turn_until(&self, flow: Flow, want: u64) {
-        self.sleep_while(flow, || self.wait(flow, want)).await
+        self.sleep_while(flow, || self.wait(flow, want)).await;
     }
 
     /// Sleeps for as long as `step` says, asking it again after each sleep of at most
-    /// `SLICE` (so that a rate read again applies), until it says zero. Counted as one
-    /// wait, of the time it took, if it waited (`Waited`).
-    async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) {
+    /// `SLICE` (so that a rate read again applies), until it says zero: true then,
+    /// false if the server stops first (`ends_at`). Counted as one wait, of the time it
+    /// took, if it waited (`Waited`).
+    async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) -> bool {
         let mut waited = Waited {
             quotas: &self.quotas,
             flow,
             began: None,
         };
+        let mut stop = self.stop.clone();
         loop {
+            if self.stopping() {
+                return false;
+            }
             let wait = step();
             if wait.is_zero() {
-                return;
+                return true;
             }
             waited.began.get_or_insert_with(Instant::now);
-            tokio::time::sleep(wait.min(SLICE)).await;
+            let stopped = async {
+                match stop.as_mut() {
+                    Some(stop) => drop(stop.wait_for(|stopping| *stopping).await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(SLICE)) => {}
+                () = stopped => return false,
+            }
         }
     }
 
