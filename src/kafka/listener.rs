@@ -1,6 +1,6 @@
 //! The Kafka listener: accepts connections within the server's connection limit, its
-//! limit per address and the strangers' share of it, makes the TLS handshake, and hands each connection to
-//! `connection.rs`.
+//! limit per address and the strangers' share of it, makes the TLS handshake, and
+//! hands each connection to `connection.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,9 +4,9 @@
 //! every connection takes a file descriptor, and the log needs its own (three per
 //! partition), so a flood of idle connections must not take them all. A connection
 //! over the limit, or over its address's (`admission.rs`), is closed as soon as it is
-//! accepted. An accept that fails for want
-//! of descriptors or memory is retried after a pause, not at once: the pending
-//! connection keeps the listener readable, and retrying at once spins a core.
+//! accepted. An accept that fails for want of descriptors or memory is retried after a
+//! pause, not at once: the pending connection keeps the listener readable, and
+//! retrying at once spins a core.
 //!
 //! A stopping server closes whatever connections are still open after its deadline
 //! with the [`Hangup`] taken from `Incoming` before it is handed to tonic.

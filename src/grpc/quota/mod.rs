@@ -1,8 +1,9 @@
 //! Per-client quotas (`quotas`): how many bytes a second each client may produce and
 //! fetch, and how many requests a second it may make, so that one client cannot take
-//! the disk's or the network's bandwidth, or the server's CPU, from the others. The file's format is in `file.rs`; each client's allowance is a bucket
-//! (`bucket.rs`). A client is its principal (a token's name, or a client
-//! certificate's common name), else its IP address (an IPv6 address's /64).
+//! the disk's or the network's bandwidth, or the server's CPU, from the others. The
+//! file's format is in `file.rs`; each client's allowance is a bucket (`bucket.rs`).
+//! A client is its principal (a token's name, or a client certificate's common name),
+//! else its IP address (an IPv6 address's /64).
 //!
 //! A throttled client is made to wait, and waits while it holds nothing of the
 //! server's but its bytes in HTTP/2's windows: a produce message waits for its turn
