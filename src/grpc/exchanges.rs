@@ -216,7 +216,7 @@ impl Exchanges for ExchangesService {
 }
 
 /// Charges a publish's client for the copies it is about to write past the first: it
-/// was charged once, by its size on the wire (`budget.rs`), and every other topic its
+/// was charged once, by its size on the wire (`budget/`), and every other topic its
 /// exchange routes it to writes it again. Charged before the appends, in the task that
 /// makes them, so that a call cancelled meanwhile is charged too, and a publish that
 /// fails partway is charged as if whole. The quota, and what it was charged.

@@ -2,7 +2,7 @@
 //!
 //! tonic refuses an over-long message with OUT_OF_RANGE, which strom's API keeps for
 //! offsets outside the log: a client following the contract could take a request it
-//! made too large for an offset to reset. The budget layer (`budget.rs`), which reads
+//! made too large for an offset to reset. The budget layer (`budget/`), which reads
 //! every message's length before tonic does, refuses it first with RESOURCE_EXHAUSTED
 //! and says which limit and what to do; the Log service's own reader (`direct`) does
 //! the same for the requests it reads.

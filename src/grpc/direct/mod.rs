@@ -12,7 +12,7 @@
 //!
 //! Produce, ProduceStream, Fetch and Subscribe without compression take this path;
 //! every other call, and a request that announces a `grpc-encoding`, goes to tonic's
-//! generated service. The budgets (`budget.rs`) sit in front of both, the
+//! generated service. The budgets (`budget/`) sit in front of both, the
 //! answers come from the same functions of `log_service.rs` and `produce_stream.rs` as
 //! tonic's path, and errors are the ones tonic gives for the same input, except that a
 //! message over the size limit is RESOURCE_EXHAUSTED (`grpc::request_limits`), not
@@ -165,12 +165,12 @@ fn identity(request: &http::Request<Body>) -> bool {
 }
 
 /// Whether this service reads `request` itself, at most `SMALL_REQUEST_BYTES` of it (a
-/// Fetch or Subscribe not compressed): the request budget (`budget.rs`) leaves it be.
+/// Fetch or Subscribe not compressed): the request budget (`budget/`) leaves it be.
 pub(super) fn reads_small_requests(request: &http::Request<Body>) -> bool {
     [FETCH, SUBSCRIBE].contains(&request.uri().path()) && identity(request)
 }
 
-/// The request's share of the produce budget, charged by `budget.rs`.
+/// The request's share of the produce budget, charged by `budget/`.
 fn charge(request: &http::Request<Body>) -> Charge {
     request
         .extensions()

@@ -35,7 +35,7 @@ const NOT_COUNTED: [&str; 3] = [
 ];
 
 /// How long a call waits for its client's turn before it is refused: as long as a
-/// produce message waits for the produce budget (`grpc/budget.rs`).
+/// produce message waits for the produce budget (`grpc/budget/`).
 const MAX_TURN: Duration = crate::grpc::budget::MESSAGE_DEADLINE;
 
 /// Gives the calls that produce or fetch their client's `Quota`, and makes a call of a

@@ -8,7 +8,7 @@
 //! A throttled client is made to wait, and waits while it holds nothing of the
 //! server's but its bytes in HTTP/2's windows: a produce message waits for its turn
 //! (at most 30 s, then it fails), and is charged then, before its bytes are read and
-//! before the produce budget is charged (`grpc/budget.rs`: HTTP/2 flow control holds
+//! before the produce budget is charged (`grpc/budget/`: HTTP/2 flow control holds
 //! the client back, as for the budget); a fetch waits, then takes its allowance before
 //! it reads (`Taken`, settled after the read; a long poll gives it back while it
 //! waits, `grpc/log_service.rs`). Kafka

@@ -1,8 +1,14 @@
-//! Tests of `budget.rs`: what a body passes on, when, and what it charges.
+//! Tests of the budget: what a body passes on, when, and what it charges.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::ready;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
 
 use super::*;
+use crate::grpc::quota::Flow;
 
 /// A request body that yields the given DATA frames.
 struct Frames(VecDeque<Bytes>);
