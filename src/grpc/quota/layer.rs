@@ -1,8 +1,7 @@
 //! The tower layer that gives every gRPC call that produces or fetches its client's
-//! `Quota`, and holds back the calls of a client over its request rate.
+//! `Quota`, and refuses the calls of a client over its request rate.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,14 +33,13 @@ const NOT_COUNTED: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// How long a call waits for its client's turn before it is refused: as long as a
-/// produce message waits for the produce budget (`grpc/budget/`).
-const MAX_TURN: Duration = crate::grpc::budget::MESSAGE_DEADLINE;
+/// The trailer that tells a gRPC client when to retry (gRFC A6's server pushback, in
+/// milliseconds), which clients with a retry policy follow.
+const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-/// Gives the calls that produce or fetch their client's `Quota`, and makes a call of a
-/// client over its request rate wait for its turn (at most `MAX_TURN`, then
-/// RESOURCE_EXHAUSTED), when there is a quotas file. After the auth layer, which names
-/// the caller.
+/// Gives the calls that produce or fetch their client's `Quota`, and refuses a call of
+/// a client over its request rate (RESOURCE_EXHAUSTED, with when to try again), when
+/// there is a quotas file. After the auth layer, which names the caller.
 #[derive(Clone)]
 pub struct QuotaLayer {
     quotas: Option<Quotas>,
@@ -71,19 +69,13 @@ pub struct WithQuota<S> {
     layer: QuotaLayer,
 }
 
-type Waiting<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
 impl<S> tower_service::Service<http::Request<Body>> for WithQuota<S>
 where
-    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, Waiting<S::Response, S::Error>>;
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -106,28 +98,30 @@ where
         let quota = quotas
             .of(extensions.get::<Principal>(), address)
             .ends_at(self.layer.stop.clone());
-        if limited {
-            request.extensions_mut().insert(quota.clone());
-        }
-        if !counted || quota.try_take(Flow::Requests, 1).is_zero() {
+        let wait = match counted {
+            true => quota.try_take(Flow::Requests, 1),
+            false => Duration::ZERO,
+        };
+        if wait.is_zero() {
+            if limited {
+                request.extensions_mut().insert(quota);
+            }
             return Either::Left(self.inner.call(request));
         }
-        // Over its request rate: the call waits for its client's turn. The service
-        // made ready is the one called, later; this one takes a fresh clone's place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(async move {
-            let turn = quota.take_turn(Flow::Requests, 1);
-            let refused = match tokio::time::timeout(MAX_TURN, turn).await {
-                Ok(true) => return inner.call(request).await,
-                Ok(false) => tonic::Status::unavailable(
-                    "the server is stopping: make the call again, to another server or once it is back",
-                ),
-                Err(_) => tonic::Status::resource_exhausted(format!(
-                    "this client is over its request rate (quotas: requests=), and its turn did not come within {MAX_TURN:?}: make fewer calls a second"
-                )),
-            };
-            Ok(refused.into_http())
-        }))
+        // Over its request rate: refused at once, before anything of it is read, with
+        // when to try again. A call made to wait would hold a place of `max_calls`
+        // and its bytes in HTTP/2's windows meanwhile: a client over its rate could
+        // so take every place from the others.
+        quota.note_wait(Flow::Requests, Duration::ZERO);
+        let millis = wait.as_millis().max(1);
+        let mut refused = tonic::Status::resource_exhausted(format!(
+            "this client is over its request rate (quotas: requests=): try again in {millis} ms, or make fewer calls a second"
+        ));
+        let pushback = millis
+            .to_string()
+            .parse()
+            .expect("digits are a header value");
+        refused.metadata_mut().insert(PUSHBACK, pushback);
+        Either::Right(std::future::ready(Ok(refused.into_http())))
     }
 }

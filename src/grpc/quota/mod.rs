@@ -16,10 +16,10 @@
 //! wait for their client's turn before they read a Produce or Fetch
 //! (`kafka/connection.rs`; any request, with a request rate). Every produce and fetch
 //! call gets its client's `Quota` in its extensions, and a call past its client's
-//! request rate waits for its turn before it is served (`QuotaLayer`, after the auth
-//! layer). A rate is read again at each use, and a wait reads it again at least every
-//! `SLICE`: a reload applies at once. A gRPC call's waits end when the server begins to
-//! stop (`Quota::ends_at`), so that a throttled client does not hold a graceful stop.
+//! request rate is refused before it is read (`QuotaLayer`, after the auth layer). A rate is read again at each use, and a wait reads it again at least every
+//! `SLICE`: a reload applies at once. A gRPC produce message's wait ends when the server
+//! begins to stop (`Quota::ends_at`), so that a throttled client does not hold a
+//! graceful stop.
 
 pub mod bucket;
 mod file;

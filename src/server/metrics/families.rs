@@ -102,8 +102,8 @@ impl Scrape {
                 e,
                 "strom_quota_throttled",
                 "Requests that waited for their client's quota (quotas): produce messages \
-                 and Kafka produce requests, fetches and Kafka fetch responses, and calls \
-                 and Kafka requests past a request rate",
+                 and Kafka produce requests, fetches and Kafka fetch responses, Kafka \
+                 requests past a request rate, and gRPC calls refused for it",
                 Counter,
                 kinds(|w| w.1 as f64),
             )?;
