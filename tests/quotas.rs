@@ -934,6 +934,94 @@ async fn a_compressed_kafka_batch_is_charged_its_decompressed_size() {
     server.stop().await.unwrap();
 }
 
+/// Tiny records are charged what they are stored in: some twenty bytes of framing a
+/// record, where an empty one is two bytes on the wire. Produce and ProduceStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_records_are_charged_what_they_are_stored_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, quotas) = server(
+        dir.path(),
+        &["alice", "bob"],
+        "* produce=16KiB\n",
+        ServeOptions::default(),
+    )
+    .await;
+    let alice = with_topic(&server, "alice", "events", 1).await;
+    let empty = vec![pb::Record::default(); 5000];
+    let request = produce("events", Some(0), empty.clone());
+    let wire = prost::Message::encoded_len(&request);
+    alice.log().produce(request).await.unwrap();
+    let stored = {
+        let mut admin = alice.admin();
+        admin.describe_topic("events").await.unwrap().partitions[0].size_bytes
+    };
+    assert!(
+        wire < 16 * KIB && stored > 4 * wire as u64,
+        "{wire} {stored}"
+    );
+    // Owed: what was stored, less the 16 KiB of burst (none if charged the wire).
+    let owes = owed(&quotas, "alice");
+    let expected = (stored as f64 - 16.0 * 1024.0) / (16.0 * 1024.0);
+    assert!(
+        owes.as_secs_f64() >= expected - 0.5,
+        "owes {owes:?}, {expected} s"
+    );
+    // The same over a ProduceStream.
+    let bob = as_principal(&server, "bob").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut replies = bob
+        .log()
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let message = pb::ProduceStreamRequest {
+        correlation_id: 1,
+        request: Some(produce("events", Some(0), empty)),
+    };
+    tx.send(message).await.unwrap();
+    replies.next().await.unwrap().unwrap();
+    let owes = owed(&quotas, "bob");
+    assert!(
+        owes.as_secs_f64() >= expected - 0.5,
+        "owes {owes:?}, {expected} s"
+    );
+    server.stop().await.unwrap();
+}
+
+/// Over Kafka too: tiny records are charged what they are stored in, beyond their
+/// size in Kafka's own framing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_kafka_records_are_charged_what_they_are_stored_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _quotas) = kafka_server(dir.path(), "* produce=4KiB\n").await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let tiny: Vec<_> = (0..1000)
+        .map(|_| kafka_record(None, Some(b"x"), &[]))
+        .collect();
+    let records = batch(&tiny, Compression::None);
+    let wire = records.len();
+    let produced = conn
+        .call(&kafka_produce("events", &[(0, Some(records))], 1), 9)
+        .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let mut admin = server.client().await.admin();
+    let stored = admin.describe_topic("events").await.unwrap().partitions[0].size_bytes;
+    assert!(
+        stored > 2 * wire as u64,
+        "{wire} on the wire, {stored} stored"
+    );
+    // Throttled for what was stored, less the 4 KiB of burst (for the wire alone, about
+    // a third of it).
+    let expected = (stored as f64 - 4096.0) / 4096.0 * 1000.0;
+    let throttle = produced.throttle_time_ms as f64;
+    assert!(
+        throttle >= expected - 300.0,
+        "throttle {throttle} ms, {expected} ms"
+    );
+    server.stop().await.unwrap();
+}
+
 /// An idempotent producer's batch sent again is not charged what its decompression
 /// adds: the log wrote nothing for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

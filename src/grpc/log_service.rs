@@ -49,18 +49,25 @@ fn max_bytes(requested: u32) -> usize {
 }
 
 /// Answers one Produce, holding `charge` (its share of the produce budget) until then.
+/// The client's quota, if any, is charged what the batch takes beyond the request's
+/// size on the wire (`charge_stored`).
 pub(super) async fn produce_one(
     broker: Arc<Broker>,
     request: pb::ProduceRequest,
     charge: Option<OwnedSemaphorePermit>,
-    access: Access,
+    (access, quota): (Access, Option<Quota>),
 ) -> Result<pb::ProduceResponse, Status> {
     access
         .check(Operation::Write, Kind::Topic, &request.topic)
         .map_err(status)?;
+    let wire = quota
+        .as_ref()
+        .map(|_| prost::Message::encoded_len(&request));
     // Spawned so that a client hanging up cannot cancel the append halfway.
     let produced = tokio::spawn(async move {
-        let produced = prepare(&broker, request)?.append().await?.durable().await;
+        let prepared = prepare(&broker, request)?;
+        charge_stored(quota.as_ref().zip(wire), &prepared);
+        let produced = prepared.append().await?.durable().await;
         drop(charge);
         produced
     })
@@ -68,6 +75,17 @@ pub(super) async fn produce_one(
     .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
     .map_err(status)?;
     Ok(produce_response(produced))
+}
+
+/// Charges a produce's client what its batch takes beyond the message's size on the
+/// wire (`wire`), which the message was charged (`budget/`): a tiny record is stored
+/// in some twenty bytes of framing, where it may have come in two, and the produce
+/// quota guards the disk's bandwidth too.
+pub(super) fn charge_stored(quota: Option<(&Quota, usize)>, prepared: &crate::broker::Prepared) {
+    if let Some((quota, wire)) = quota {
+        let more = prepared.len_bytes().saturating_sub(wire);
+        quota.charge(super::quota::Flow::Produce, more);
+    }
 }
 
 /// The bytes a read for a client of `quota` may take: `limit`, or less once the client
@@ -292,11 +310,12 @@ impl Log for LogService {
             .get::<Charge>()
             .and_then(Charge::take_next);
         let access = access(&request);
+        let quota = super::quota::of(request.extensions());
         let reply = produce_one(
             Arc::clone(&self.broker),
             request.into_inner(),
             charge,
-            access,
+            (access, quota),
         )
         .await?;
         Ok(Response::new(reply))
@@ -338,11 +357,12 @@ impl Log for LogService {
             .cloned()
             .unwrap_or_default();
         let access = access(&request);
+        let quota = super::quota::of(request.extensions());
         let replies = produce_stream(
             Arc::clone(&self.broker),
             request.into_inner(),
             charge,
-            access,
+            (access, quota),
         );
         Ok(Response::new(replies))
     }

@@ -13,6 +13,7 @@ use tonic::Status;
 use super::auth::{Access, Kind, Operation};
 use super::budget::Charge;
 use super::produce::prepare;
+use super::quota::Quota;
 use super::{pb, produce_response, BoxStream};
 use crate::broker::{self, Broker, Unannounced};
 use crate::error::Error;
@@ -58,7 +59,7 @@ pub(super) fn produce_stream<S>(
     broker: Arc<Broker>,
     mut inbound: S,
     charge: Charge,
-    access: Access,
+    (access, quota): (Access, Option<Quota>),
 ) -> BoxStream<pb::ProduceStreamResponse>
 where
     S: Stream<Item = Result<pb::ProduceStreamRequest, Status>> + Send + Unpin + 'static,
@@ -150,6 +151,9 @@ where
                 None => break,
             };
             let held = (turn, charge.take_next());
+            let wire = quota
+                .as_ref()
+                .map(|_| prost::Message::encoded_len(&message));
             let prepared = match message.request {
                 Some(request) => access
                     .check(Operation::Write, Kind::Topic, &request.topic)
@@ -158,6 +162,9 @@ where
                     "ProduceStreamRequest.request is missing".into(),
                 )),
             };
+            if let Ok(prepared) = &prepared {
+                super::log_service::charge_stored(quota.as_ref().zip(wire), prepared);
+            }
             let len = prepared.as_ref().map_or(0, |p| p.len_bytes());
             let small = prepared.is_ok() && len < APPEND_IN_READER_BYTES;
             let large = len >= ALONE_AT_LEAST_BYTES;

@@ -46,7 +46,7 @@ async fn a_produce_stream_whose_replies_are_not_taken_stops_reading_requests() {
             broker,
             Box::pin(requests),
             Charge::default(),
-            Access::Everything,
+            (Access::Everything, None),
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let taken = pulled.load(Ordering::Relaxed);
@@ -91,7 +91,7 @@ async fn a_durable_request_in_a_burst_is_answered_after_the_earlier_ones() {
         broker,
         Box::pin(requests),
         Charge::default(),
-        Access::Everything,
+        (Access::Everything, None),
     );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
         .await
@@ -138,7 +138,7 @@ fn a_stream_that_never_waits_still_yields_its_thread() {
                 broker,
                 Box::pin(requests),
                 Charge::default(),
-                Access::Everything,
+                (Access::Everything, None),
             ));
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
@@ -180,7 +180,7 @@ async fn large_requests_alone_or_read_ahead_are_appended_in_the_order_sent() {
         broker,
         Box::pin(requests),
         Charge::default(),
-        Access::Everything,
+        (Access::Everything, None),
     );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(10), replies.collect())
         .await
@@ -210,7 +210,7 @@ async fn a_stream_message_that_does_not_decode_ends_the_stream_with_its_status()
         broker,
         Box::pin(requests),
         Charge::default(),
-        Access::Everything,
+        (Access::Everything, None),
     );
     let ended = replies.next().await.expect("a final item");
     assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
@@ -240,7 +240,7 @@ async fn requests_before_a_bad_message_are_answered_before_the_stream_ends() {
         broker,
         Box::pin(tokio_stream::iter(requests)),
         Charge::default(),
-        Access::Everything,
+        (Access::Everything, None),
     );
     let replies: Vec<_> = tokio::time::timeout(Duration::from_secs(20), replies.collect())
         .await
@@ -292,7 +292,12 @@ async fn an_answered_request_gives_its_budget_back_before_its_reply_is_taken() {
             // The client keeps its side open.
             .chain(tokio_stream::pending());
         // The replies are never taken.
-        let replies = produce_stream(broker, Box::pin(requests), charge, Access::Everything);
+        let replies = produce_stream(
+            broker,
+            Box::pin(requests),
+            charge,
+            (Access::Everything, None),
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while budget.available_permits() < 10 {
             assert!(

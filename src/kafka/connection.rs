@@ -146,9 +146,7 @@ pub async fn serve_connection<S>(
                 // Every request waits for one of its client's request rate, if limited.
                 quota.take_turn(Flow::Requests, 1).await;
                 match i16::from_be_bytes(key) {
-                    key::PRODUCE => {
-                        quota.take_turn(Flow::Produce, size).await;
-                    }
+                    key::PRODUCE => quota.take_turn(Flow::Produce, size).await,
                     key::FETCH => quota.ready_to_read(Flow::Fetch, usize::MAX).await,
                     _ => {}
                 }

@@ -152,8 +152,8 @@ async fn respond(
                 .await
                 .map_err(|e| Malformed(format!("produce failed: {e}")))?;
             // Charged by its size on the wire when the connection read it
-            // (`connection.rs`), and now by what decompression added: the quota
-            // guards the disk, and a compressed batch writes its decompressed size.
+            // (`connection.rs`), and now by what storing it added: the quota guards
+            // the disk, and a compressed batch writes its decompressed size.
             if let Some(quota) = quota {
                 quota.charge(Flow::Produce, inflated_by);
             }

@@ -29,8 +29,9 @@ use crate::grpc::auth::{Access, Operation};
 type Outcome = Result<u64, Refusal>;
 
 /// What a produce came to: each topic's partitions' outcomes, and the bytes its
-/// compressed batches grew by when they were decompressed (what was written beyond
-/// what came on the wire, charged to the client's produce quota).
+/// batches grew by when they were stored (decompressed, and in strom's own framing,
+/// larger than Kafka's for tiny records): what was written beyond what came on the
+/// wire, charged to the client's produce quota.
 pub struct Done {
     pub answers: Vec<(String, Vec<(i32, Outcome)>)>,
     pub inflated_by: usize,
@@ -129,8 +130,8 @@ fn refuse_all(
     request.topics.into_iter().map(partitions).collect()
 }
 
-/// Appends one partition's batch: what it came to, and the bytes decompression added
-/// to it (none for an uncompressed batch).
+/// Appends one partition's batch: what it came to, and the bytes it was stored in
+/// beyond its size on the wire.
 async fn append(
     (broker, inflated, max_batch_bytes): (&Broker, &BytesPool, usize),
     topic: &str,
@@ -147,8 +148,8 @@ async fn append(
             format!("partition {partition} of topic {topic:?}"),
         )
     })?;
+    let sent = records.len();
     let batch = parse_batch(records)?;
-    let sent = batch.records().len();
     // The partition first: a batch for no partition is not decompressed for nothing.
     broker.partition(topic, partition)?;
     // A decompressed batch holds its bytes of the pool until it is appended.
@@ -169,12 +170,16 @@ async fn append(
     };
     // As a gRPC Produce reckons it: small values and keys are copied, large values not.
     let copied = records.len().min(batch.count * 300) + 32 * batch.count;
-    let grew = records.len().saturating_sub(sent);
     let mut writer = broker.begin_produce(target, batch.count, copied)?;
     batch.push_all(records, &mut writer)?;
-    let appended = writer.finish()?.append().await?;
+    let prepared = writer.finish()?;
+    let written = prepared.len_bytes();
+    let appended = prepared.append().await?;
     // A batch sent again (its producer's retry) wrote nothing more.
-    let grew = if appended.duplicate() { 0 } else { grew };
+    let grew = match appended.duplicate() {
+        true => 0,
+        false => written.saturating_sub(sent),
+    };
     Ok((appended, grew))
 }
 

@@ -108,7 +108,8 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             PRODUCE_STREAM => {
                 let charge = charge(&request);
                 let inbound = Messages::request(request.into_body(), max_request, PRODUCE_STREAM);
-                let replies = produce_stream::produce_stream(broker, inbound, charge, access);
+                let replies =
+                    produce_stream::produce_stream(broker, inbound, charge, (access, quota));
                 // Produce replies hold no segment maps: not watched.
                 let response = respond(replies, max_response, None);
                 Box::pin(std::future::ready(Ok(response)))
@@ -120,8 +121,8 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
                         // The budget layer charged the message as its body arrived:
                         // taken only now, and held until it is answered.
                         Ok(request) => {
-                            log_service::produce_one(broker, request, charge.take_next(), access)
-                                .await
+                            let (charge, by) = (charge.take_next(), (access, quota));
+                            log_service::produce_one(broker, request, charge, by).await
                         }
                         Err(status) => Err(status),
                     };

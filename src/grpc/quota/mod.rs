@@ -50,8 +50,8 @@ use file::Table;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     /// Bytes of produce messages, as they come on the wire, and what a message
-    /// writes beyond that: a compressed Kafka batch its decompressed size, a publish
-    /// its size again for every topic past the first.
+    /// writes beyond that: what its batch is stored in (decompressed, in strom's
+    /// framing), and a publish its size again for every topic past the first.
     Produce,
     /// Bytes of records read for a client.
     Fetch,
@@ -230,13 +230,14 @@ pub struct Quota {
     quotas: Quotas,
     principal: Option<Arc<str>>,
     buckets: Arc<Mutex<[Bucket; 3]>>,
-    /// The server's stop, which ends waits for a turn (`ends_at`).
+    /// The server's stop, which a produce message's wait for its turn watches.
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Quota {
-    /// The quota, its waits for a turn ended by `stop` turning true: a graceful stop
-    /// does not wait for a throttled client's turn (`shutdown_timeout`).
+    /// The quota, with the server's stop, which a produce message's wait for its turn
+    /// watches (`grpc/budget/body.rs`): a graceful stop does not wait for a throttled
+    /// client's turn.
     pub fn ends_at(self, stop: tokio::sync::watch::Receiver<bool>) -> Quota {
         Quota {
             stop: Some(stop),
@@ -293,9 +294,8 @@ impl Quota {
     }
 
     /// Waits until the client owes nothing for `flow`, and charges it `bytes` then
-    /// (`try_take`): false if the server stopped first (nothing charged). Cancel-safe:
-    /// nothing is charged until it returns.
-    pub async fn take_turn(&self, flow: Flow, bytes: usize) -> bool {
+    /// (`try_take`). Cancel-safe: nothing is charged until it returns.
+    pub async fn take_turn(&self, flow: Flow, bytes: usize) {
         self.sleep_while(flow, || self.try_take(flow, bytes)).await
     }
 
@@ -310,39 +310,26 @@ impl Quota {
 
     /// Waits until the client holds `want` bytes of `flow` (see `wait`).
     async fn turn_until(&self, flow: Flow, want: u64) {
-        self.sleep_while(flow, || self.wait(flow, want)).await;
+        self.sleep_while(flow, || self.wait(flow, want)).await
     }
 
     /// Sleeps for as long as `step` says, asking it again after each sleep of at most
-    /// `SLICE` (so that a rate read again applies), until it says zero: true then,
-    /// false if the server stops first (`ends_at`). Counted as one wait, of the time it
-    /// took, if it waited (`Waited`).
-    async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) -> bool {
+    /// `SLICE` (so that a rate read again applies), until it says zero. Counted as one
+    /// wait, of the time it took, if it waited (`Waited`). A caller that must not hold
+    /// a stop selects on it (a Kafka connection, `log_service`'s fetches).
+    async fn sleep_while(&self, flow: Flow, mut step: impl FnMut() -> Duration) {
         let mut waited = Waited {
             quotas: &self.quotas,
             flow,
             began: None,
         };
-        let mut stop = self.stop.clone();
         loop {
-            if self.stopping() {
-                return false;
-            }
             let wait = step();
             if wait.is_zero() {
-                return true;
+                return;
             }
             waited.began.get_or_insert_with(Instant::now);
-            let stopped = async {
-                match stop.as_mut() {
-                    Some(stop) => drop(stop.wait_for(|stopping| *stopping).await),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait.min(SLICE)) => {}
-                () = stopped => return false,
-            }
+            tokio::time::sleep(wait.min(SLICE)).await;
         }
     }
 
