@@ -177,13 +177,26 @@ impl Exchanges for ExchangesService {
         let r = request.into_inner();
         // Spawned so that a client hanging up cannot cancel the appends halfway.
         let published = tokio::spawn(async move {
-            let again = quota.map(|quota| charge_copies(&broker, quota, &r));
+            let wire = quota
+                .as_ref()
+                .map_or(0, |_| prost::Message::encoded_len(&r));
+            let again = quota.map(|quota| charge_copies(&broker, quota, &r, wire));
             let published = publish(&broker, r).await;
-            if let (Some((quota, copies)), Err(err)) = (again, &published) {
+            match (again, &published) {
                 // Nothing written (a publish that failed partway keeps its charge).
-                if !matches!(err, Error::PublishedPartly { .. }) {
-                    quota.refund(Flow::Produce, copies);
+                (Some((quota, copies)), Err(err)) => {
+                    if !matches!(err, Error::PublishedPartly { .. }) {
+                        quota.refund(Flow::Produce, copies);
+                    }
                 }
+                // Charged a wire size a copy: what the batches were stored in beyond
+                // it too (a tiny record's framing).
+                (Some((quota, _)), Ok(published)) => {
+                    let stored: usize = published.iter().map(|p| p.stored_bytes).sum();
+                    let charged = wire.saturating_mul(published.len());
+                    quota.charge(Flow::Produce, stored.saturating_sub(charged));
+                }
+                (None, _) => {}
             }
             drop(charge);
             published
@@ -224,11 +237,12 @@ fn charge_copies(
     broker: &Broker,
     quota: crate::grpc::quota::Quota,
     r: &pb::PublishRequest,
+    wire: usize,
 ) -> (crate::grpc::quota::Quota, usize) {
     let topics = broker
         .route(&r.exchange, &r.routing_key)
         .map_or(0, |t| t.len());
-    let copies = prost::Message::encoded_len(r).saturating_mul(topics.saturating_sub(1));
+    let copies = wire.saturating_mul(topics.saturating_sub(1));
     quota.charge(Flow::Produce, copies);
     (quota, copies)
 }

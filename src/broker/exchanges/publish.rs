@@ -53,6 +53,8 @@ pub struct Publish {
 pub struct Published {
     pub topic: String,
     pub produced: Produced,
+    /// The bytes of the batch stored there.
+    pub stored_bytes: usize,
 }
 
 impl Publish {
@@ -151,10 +153,12 @@ impl Broker {
                     }
                 };
                 fill(&mut writer)?;
-                writer.finish()?.append().await
+                let prepared = writer.finish()?;
+                let bytes = prepared.len_bytes();
+                Ok::<_, Error>((prepared.append().await?, bytes))
             };
             match append.await {
-                Ok(done) => appended.push((topic.name.clone(), done)),
+                Ok((done, bytes)) => appended.push((topic.name.clone(), done, bytes)),
                 Err(err) => {
                     return Err(partly(
                         err,
@@ -175,14 +179,18 @@ impl Broker {
         let synced = futures_util::future::join_all(
             appended
                 .into_iter()
-                .map(|(topic, done)| async move { (topic, done.durable().await) }),
+                .map(|(topic, done, bytes)| async move { (topic, done.durable().await, bytes) }),
         )
         .await;
         let mut published = Vec::with_capacity(synced.len());
         let mut failed = None;
-        for (topic, result) in synced {
+        for (topic, result, stored_bytes) in synced {
             match result {
-                Ok(produced) => published.push(Published { topic, produced }),
+                Ok(produced) => published.push(Published {
+                    topic,
+                    produced,
+                    stored_bytes,
+                }),
                 Err(err) => {
                     failed.get_or_insert((topic, err));
                 }

@@ -12,7 +12,7 @@
 //!   the common name of the client's certificate), or `*`: every other client, each
 //!   on its own (a client without a principal is its IP address).
 //! - KIND: `produce` (Produce, ProduceStream and Publish messages, Kafka Produce
-//!   requests: their size on the wire, and what storing them or a fan-out writes
+//!   requests: their size on the wire, and what storing them, or a fan-out, writes
 //!   beyond it), `fetch` (the records of Fetch, Subscribe, ShareFetch and
 //!   ShareStream responses, Kafka Fetch responses), or `requests` (gRPC calls,
 //!   health checks and reflection aside, and Kafka requests).

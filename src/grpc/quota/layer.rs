@@ -43,7 +43,7 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 #[derive(Clone)]
 pub struct QuotaLayer {
     quotas: Option<Quotas>,
-    /// The server's stop, which ends the calls' waits for their turn.
+    /// The server's stop, which a produce message's wait for its turn watches.
     stop: watch::Receiver<bool>,
 }
 
@@ -113,7 +113,8 @@ where
         // and its bytes in HTTP/2's windows meanwhile: a client over its rate could
         // so take every place from the others.
         quota.note_wait(Flow::Requests, Duration::ZERO);
-        let millis = wait.as_millis().max(1);
+        // Rounded up: a client that waits this long finds its turn come.
+        let millis = wait.as_nanos().div_ceil(1_000_000).max(1);
         let mut refused = tonic::Status::resource_exhausted(format!(
             "this client is over its request rate (quotas: requests=): try again in {millis} ms, or make fewer calls a second"
         ));

@@ -5,8 +5,9 @@
 //! A client is its principal (a token's name, or a client certificate's common name),
 //! else its IP address (an IPv6 address's /64).
 //!
-//! A throttled client is made to wait, and waits while it holds nothing of the
-//! server's but its bytes in HTTP/2's windows: a produce message waits for its turn
+//! A client over a byte quota is made to wait (one over its request rate is refused,
+//! `layer.rs`), and waits while it holds nothing of the server's but its bytes in
+//! HTTP/2's windows: a produce message waits for its turn
 //! (at most 30 s, then it fails), and is charged then, before its bytes are read and
 //! before the produce budget is charged (`grpc/budget/`: HTTP/2 flow control holds
 //! the client back, as for the budget); a fetch waits, then takes its allowance before
