@@ -952,8 +952,8 @@ async fn tiny_records_are_charged_what_they_are_stored_in() {
     let dir = tempfile::tempdir().unwrap();
     let (server, quotas) = server(
         dir.path(),
-        &["alice", "bob"],
-        "* produce=16KiB\n",
+        &["alice", "bob", "carol"],
+        "* produce=16KiB\ncarol produce=1MiB\n",
         ServeOptions::default(),
     )
     .await;
@@ -998,6 +998,33 @@ async fn tiny_records_are_charged_what_they_are_stored_in() {
     assert!(
         range.contains(&owes.as_secs_f64()),
         "owes {owes:?}, {expected} s"
+    );
+    // An idempotent producer's batch sent again writes nothing: charged its wire bytes
+    // again, not its framing. Carol's second of burst (1 MiB) holds both: what she was
+    // charged is what she lacks of a full second.
+    let carol = as_principal(&server, "carol").await;
+    let lacks = || {
+        let carol = Principal("carol".into());
+        let full = quotas.of(Some(&carol), None).wait(Flow::Produce, 1 << 20);
+        full.as_secs_f64() * (1 << 20) as f64
+    };
+    let init = pb::InitProducerRequest::default();
+    let producer = carol.log().init_producer(init).await.unwrap().into_inner();
+    let mut idempotent = produce("events", Some(0), vec![pb::Record::default(); 5000]);
+    idempotent.producer_id = Some(producer.producer_id);
+    idempotent.producer_epoch = Some(producer.producer_epoch);
+    idempotent.base_sequence = Some(0);
+    carol.log().produce(idempotent.clone()).await.unwrap();
+    let first = lacks();
+    assert!(
+        first > stored as f64 * 0.9,
+        "charged {first} for {stored} stored"
+    );
+    carol.log().produce(idempotent).await.unwrap();
+    let again = lacks() - first;
+    assert!(
+        again < 2.0 * wire as f64,
+        "charged {again} more for {wire} on the wire"
     );
     server.stop().await.unwrap();
 }

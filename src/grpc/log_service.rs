@@ -50,7 +50,7 @@ fn max_bytes(requested: u32) -> usize {
 
 /// Answers one Produce, holding `charge` (its share of the produce budget) until then.
 /// The client's quota, if any, is charged what the batch takes beyond the request's
-/// size on the wire (`charge_stored`).
+/// size on the wire (`Owed`).
 pub(super) async fn produce_one(
     broker: Arc<Broker>,
     request: pb::ProduceRequest,
@@ -66,8 +66,10 @@ pub(super) async fn produce_one(
     // Spawned so that a client hanging up cannot cancel the append halfway.
     let produced = tokio::spawn(async move {
         let prepared = prepare(&broker, request)?;
-        charge_stored(quota.as_ref().zip(wire), &prepared);
-        let produced = prepared.append().await?.durable().await;
+        let owed = Owed::of(quota.as_ref().zip(wire), &prepared);
+        let appended = prepared.append().await?;
+        owed.pay(&appended);
+        let produced = appended.durable().await;
         drop(charge);
         produced
     })
@@ -81,10 +83,26 @@ pub(super) async fn produce_one(
 /// wire (`wire`), which the message was charged (`budget/`): a tiny record is stored
 /// in some twenty bytes of framing, where it may have come in two, and the produce
 /// quota guards the disk's bandwidth too.
-pub(super) fn charge_stored(quota: Option<(&Quota, usize)>, prepared: &crate::broker::Prepared) {
-    if let Some((quota, wire)) = quota {
-        let more = prepared.len_bytes().saturating_sub(wire);
-        quota.charge(super::quota::Flow::Produce, more);
+/// What is owed is charged once the batch is appended, and not for a batch its
+/// idempotent producer sent before (the log wrote nothing for it).
+#[derive(Default)]
+pub(super) struct Owed(Option<(Quota, usize)>);
+
+impl Owed {
+    /// What a batch of `prepared` owes its client of `quota` whose message was `wire`
+    /// bytes on the wire (nothing without a quota).
+    pub(super) fn of(quota: Option<(&Quota, usize)>, prepared: &crate::broker::Prepared) -> Owed {
+        Owed(quota.map(|(quota, wire)| {
+            let more = prepared.len_bytes().saturating_sub(wire);
+            (quota.clone(), more)
+        }))
+    }
+
+    /// Charges it, for `appended`.
+    pub(super) fn pay(self, appended: &crate::broker::Appended) {
+        if let (Some((quota, more)), false) = (self.0, appended.duplicate()) {
+            quota.charge(super::quota::Flow::Produce, more);
+        }
     }
 }
 

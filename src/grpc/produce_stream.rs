@@ -12,6 +12,7 @@ use tonic::Status;
 
 use super::auth::{Access, Kind, Operation};
 use super::budget::Charge;
+use super::log_service::Owed;
 use super::produce::prepare;
 use super::quota::Quota;
 use super::{pb, produce_response, BoxStream};
@@ -78,7 +79,7 @@ where
     // in the order sent (small requests may skip it: below); the waits for fsync run
     // concurrently, so a pipeline of durable requests shares fsyncs.
     let (prepared_tx, mut prepared_rx) =
-        mpsc::channel::<(u64, Result<broker::Prepared, Error>, Held)>(4);
+        mpsc::channel::<(u64, (Result<broker::Prepared, Error>, Owed), Held)>(4);
     // Requests handed to the appender and not yet through it. A request that finds
     // none is appended by the reading task itself if it is small, or if it is large and
     // no request has arrived after it (`alone`): order is kept (nothing sent before it
@@ -162,15 +163,17 @@ where
                     "ProduceStreamRequest.request is missing".into(),
                 )),
             };
-            if let Ok(prepared) = &prepared {
-                super::log_service::charge_stored(quota.as_ref().zip(wire), prepared);
-            }
+            let owed = match &prepared {
+                Ok(prepared) => Owed::of(quota.as_ref().zip(wire), prepared),
+                Err(_) => Owed::default(),
+            };
             let len = prepared.as_ref().map_or(0, |p| p.len_bytes());
             let small = prepared.is_ok() && len < APPEND_IN_READER_BYTES;
             let large = len >= ALONE_AT_LEAST_BYTES;
             if queued.load(Ordering::Acquire) == 0
                 && (small || (large && alone(&unanswered, &mut inbound, &mut ahead)))
             {
+                let prepared = (prepared, owed);
                 burst
                     .append(message.correlation_id, prepared, held, &inline_tx)
                     .await;
@@ -180,7 +183,7 @@ where
             burst.end(&inline_tx).await;
             queued.fetch_add(1, Ordering::AcqRel);
             if prepared_tx
-                .send((message.correlation_id, prepared, held))
+                .send((message.correlation_id, (prepared, owed), held))
                 .await
                 .is_err()
             {
@@ -338,7 +341,7 @@ impl Burst {
     async fn append(
         &mut self,
         id: u64,
-        prepared: Result<broker::Prepared, Error>,
+        (prepared, owed): (Result<broker::Prepared, Error>, Owed),
         held: Held,
         tx: &mpsc::Sender<Reply>,
     ) {
@@ -350,6 +353,9 @@ impl Burst {
             }
             Err(err) => Err(err),
         };
+        if let Ok(appended) = &appended {
+            owed.pay(appended);
+        }
         match appended {
             // Its reply comes after the fsync, on a task of its own, and so after the
             // replies held for earlier requests: they go first.
