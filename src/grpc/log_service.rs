@@ -79,11 +79,10 @@ pub(super) async fn produce_one(
     Ok(produce_response(produced))
 }
 
-/// Charges a produce's client what its batch takes beyond the message's size on the
-/// wire (`wire`), which the message was charged (`budget/`): a tiny record is stored
-/// in some twenty bytes of framing, where it may have come in two, and the produce
-/// quota guards the disk's bandwidth too.
-/// What is owed is charged once the batch is appended, and not for a batch its
+/// What a produce's client owes for its batch beyond the message's size on the wire,
+/// which the message was charged (`budget/`): a tiny record is stored in some twenty
+/// bytes of framing, where it may have come in two, and the produce quota guards the
+/// disk's bandwidth too. Charged once the batch is appended, and not for a batch its
 /// idempotent producer sent before (the log wrote nothing for it).
 #[derive(Default)]
 pub(super) struct Owed(Option<(Quota, usize)>);
