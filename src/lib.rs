@@ -22,8 +22,10 @@
 //!   calls without a token the server lists, and gives each call its `Access` (what
 //!   the access control list, `auth/acl.rs`, grants its principal), which every
 //!   handler checks before it looks anything up. `grpc::quota` keeps each client's
-//!   bytes a second (`quotas`): a produce message past its client's rate waits before
-//!   the produce budget is charged, a fetch before it reads.
+//!   bytes and requests a second (`quotas`): a produce message past its client's rate
+//!   waits before the produce budget is charged, and is charged what it is stored in
+//!   once appended; a fetch waits before it reads; a call past the request rate is
+//!   refused.
 //! - [`kafka`]: Kafka's wire protocol on a listener of its own, an adapter beside
 //!   `grpc`: size-prefixed frames decoded by hand within their bounds (`kafka/wire.rs`),
 //!   each produced Kafka record batch pushed record by record into the broker's
