@@ -12,7 +12,7 @@ use super::budget::Charge;
 use super::pb::{self, log_server::Log};
 use super::produce::prepare;
 use super::produce_stream::produce_stream;
-use super::quota::{self, Flow, Quota, Taken};
+use super::quota::{self, Flow, Owed, Quota, Taken};
 use super::records::{FetchResponse, RecordSet, SubscribeResponse};
 use super::{access, produce_response, status, BoxStream};
 use crate::broker::Broker;
@@ -50,7 +50,7 @@ fn max_bytes(requested: u32) -> usize {
 
 /// Answers one Produce, holding `charge` (its share of the produce budget) until then.
 /// The client's quota, if any, is charged what the batch takes beyond the request's
-/// size on the wire (`Owed`).
+/// size on the wire (`quota::Owed`).
 pub(super) async fn produce_one(
     broker: Arc<Broker>,
     request: pb::ProduceRequest,
@@ -77,32 +77,6 @@ pub(super) async fn produce_one(
     .map_err(|e| Status::internal(format!("produce task failed: {e}")))?
     .map_err(status)?;
     Ok(produce_response(produced))
-}
-
-/// What a produce's client owes for its batch beyond the message's size on the wire,
-/// which the message was charged (`budget/`): a tiny record is stored in some twenty
-/// bytes of framing, where it may have come in two, and the produce quota guards the
-/// disk's bandwidth too. Charged once the batch is appended, and not for a batch its
-/// idempotent producer sent before (the log wrote nothing for it).
-#[derive(Default)]
-pub(super) struct Owed(Option<(Quota, usize)>);
-
-impl Owed {
-    /// What a batch of `prepared` owes its client of `quota` whose message was `wire`
-    /// bytes on the wire (nothing without a quota).
-    pub(super) fn of(quota: Option<(&Quota, usize)>, prepared: &crate::broker::Prepared) -> Owed {
-        Owed(quota.map(|(quota, wire)| {
-            let more = prepared.len_bytes().saturating_sub(wire);
-            (quota.clone(), more)
-        }))
-    }
-
-    /// Charges it, for `appended`.
-    pub(super) fn pay(self, appended: &crate::broker::Appended) {
-        if let (Some((quota, more)), false) = (self.0, appended.duplicate()) {
-            quota.charge(super::quota::Flow::Produce, more);
-        }
-    }
 }
 
 /// The bytes a read for a client of `quota` may take: `limit`, or less once the client

@@ -12,9 +12,8 @@ use tonic::Status;
 
 use super::auth::{Access, Kind, Operation};
 use super::budget::Charge;
-use super::log_service::Owed;
 use super::produce::prepare;
-use super::quota::Quota;
+use super::quota::{Owed, Quota};
 use super::{pb, produce_response, BoxStream};
 use crate::broker::{self, Broker, Unannounced};
 use crate::error::Error;

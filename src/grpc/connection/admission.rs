@@ -101,7 +101,8 @@ impl Admission {
     }
 
     /// Addresses with connections open now.
-    pub fn addresses(&self) -> usize {
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
         lock(&self.open).len()
     }
 }

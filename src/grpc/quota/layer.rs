@@ -95,15 +95,15 @@ where
         let address = extensions
             .get::<ConnectionInfo>()
             .and_then(ConnectionInfo::peer_ip);
-        let quota = quotas
-            .of(extensions.get::<Principal>(), address)
-            .ends_at(self.layer.stop.clone());
+        let quota = quotas.of(extensions.get::<Principal>(), address);
         let wait = match counted {
             true => quota.try_take(Flow::Requests, 1),
             false => Duration::ZERO,
         };
         if wait.is_zero() {
             if limited {
+                // With the server's stop, which a produce message's turn watches.
+                let quota = quota.ends_at(self.layer.stop.clone());
                 request.extensions_mut().insert(quota);
             }
             return Either::Left(self.inner.call(request));

@@ -25,10 +25,12 @@
 pub mod bucket;
 mod file;
 mod layer;
+mod owed;
 mod reads;
 
 pub use file::Rates;
 pub use layer::QuotaLayer;
+pub use owed::Owed;
 pub use reads::{share_turn, Taken, SHARE_TURN};
 
 use std::collections::HashMap;
