@@ -44,8 +44,10 @@
 //!   (`groups::share`, queues): each partition's locks, delivery counts and dead letters
 //!   are a state machine without I/O or clock (`share/window/`, model-tested), kept in
 //!   the same snapshot-and-journal files. Uses the broker for topics and their bounds.
-//! - [`broker`]: the data directory (one server at a time), topics of partitions by id,
-//!   topic metadata and configuration, the per-partition writer, group commit of
+//! - [`broker`]: the data directory (one server at a time), topics of partitions by id
+//!   (partitions are added, never removed: `broker/add_partitions.rs`; a request takes
+//!   a topic's list as it is and keeps it), topic metadata and configuration, the
+//!   per-partition writer, group commit of
 //!   fsyncs, long-poll wakeups, upkeep, the retention cleaner, the free-disk floor,
 //!   producer ids, and exchanges (`broker/exchanges/`: bindings of topics, and which a
 //!   routing key matches). Knows nothing of gRPC.

@@ -147,6 +147,14 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .await,
         "may not admin",
     );
+    denied(
+        writer.admin().add_partitions("orders", 8, false).await,
+        "may not admin",
+    );
+    denied(
+        reader.admin().add_partitions("orders", 8, true).await,
+        "may not admin",
+    );
 
     // Writing needs write: unary Produce, and each message of a ProduceStream.
     writer

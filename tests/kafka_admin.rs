@@ -1,5 +1,5 @@
-//! Topic administration over Kafka's protocol: CreateTopics and DeleteTopics in their
-//! oldest and newest versions, what each refuses and with which code, and that the
+//! Topic administration over Kafka's protocol: CreateTopics, DeleteTopics and
+//! CreatePartitions in their oldest and newest versions, what each refuses and with which code, and that the
 //! topics are strom's own (seen over gRPC). Kafka's admin clients run against it in
 //! `kafka_clients.rs`; the access control list's part is in `kafka_security.rs`.
 
@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use common::kafka::{name, KafkaConn};
 use common::server::TestServer;
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsRequest, CreatePartitionsTopic,
+};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
@@ -421,4 +424,118 @@ async fn a_delete_by_id_leaves_a_topic_made_again_under_the_name() {
     assert_eq!(broker.topic("x").unwrap().id, new, "the new topic stays");
     broker.delete_topic_of("x", Some(&new)).await.unwrap();
     assert!(broker.topic("x").is_err());
+}
+
+/// Each topic's (name, code) in a CreatePartitions response.
+async fn answer(
+    conn: &mut KafkaConn,
+    request: CreatePartitionsRequest,
+    version: i16,
+) -> Vec<(String, i16)> {
+    let response = conn.call(&request, version).await;
+    let results = response.results.iter();
+    results
+        .map(|r| (r.name.to_string(), r.error_code))
+        .collect()
+}
+
+/// CreatePartitions, version 0 and 3: a topic grows to the count asked (seen over
+/// gRPC and in Metadata); a count not above the topic's, an assignment to another
+/// broker, a topic named twice and an unknown topic are each refused with Kafka's code;
+/// validate_only changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_are_added_over_kafka_and_refused_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_partitions: 8,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with_kafka(dir.path(), limits, ServeOptions::default()).await;
+    let client = server.client_with_topic("t", 2).await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let more = |topic: &str, count: i32, brokers: Option<Vec<i32>>| {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = name(topic);
+        t.count = count;
+        t.assignments = brokers.map(|brokers| {
+            brokers
+                .into_iter()
+                .map(|b| {
+                    let mut a = CreatePartitionsAssignment::default();
+                    a.broker_ids = vec![BrokerId(b)];
+                    a
+                })
+                .collect()
+        });
+        t
+    };
+    let request = |topics: Vec<CreatePartitionsTopic>, validate_only: bool| {
+        let mut r = CreatePartitionsRequest::default();
+        r.topics = topics;
+        r.timeout_ms = 5_000;
+        r.validate_only = validate_only;
+        r
+    };
+    let partitions = || {
+        let client = client.clone();
+        async move {
+            client
+                .admin()
+                .describe_topic("t")
+                .await
+                .unwrap()
+                .partitions
+                .len()
+        }
+    };
+    let conn = &mut conn;
+
+    let checked = answer(conn, request(vec![more("t", 3, None)], true), 3).await;
+    assert_eq!(checked, [("t".into(), 0)]);
+    assert_eq!(partitions().await, 2, "validate_only changes nothing");
+    let grown = answer(conn, request(vec![more("t", 3, None)], false), 0).await;
+    assert_eq!(grown, [("t".into(), 0)]);
+    assert_eq!(partitions().await, 3);
+    // An assignment of each new partition to broker 0 alone; to another, refused.
+    let assigned = answer(
+        conn,
+        request(vec![more("t", 5, Some(vec![0, 0]))], false),
+        3,
+    )
+    .await;
+    assert_eq!(assigned, [("t".into(), 0)]);
+    assert_eq!(partitions().await, 5);
+    let elsewhere = answer(conn, request(vec![more("t", 6, Some(vec![1]))], false), 3).await;
+    assert_eq!(elsewhere, [("t".into(), INVALID_REPLICA_ASSIGNMENT)]);
+    let short = answer(conn, request(vec![more("t", 7, Some(vec![0]))], false), 3).await;
+    assert_eq!(short, [("t".into(), INVALID_REPLICA_ASSIGNMENT)]);
+    for count in [5, 4, 0, -1, 9] {
+        let refused = answer(conn, request(vec![more("t", count, None)], false), 3).await;
+        assert_eq!(refused, [("t".into(), INVALID_PARTITIONS)], "count {count}");
+    }
+    let twice = answer(
+        conn,
+        request(vec![more("t", 6, None), more("t", 7, None)], false),
+        3,
+    )
+    .await;
+    assert_eq!(twice, [("t".into(), INVALID_REQUEST)]);
+    let unknown = answer(conn, request(vec![more("nope", 6, None)], false), 3).await;
+    assert_eq!(unknown, [("nope".into(), UNKNOWN_TOPIC_OR_PARTITION)]);
+    assert_eq!(partitions().await, 5);
+
+    // Metadata shows the new partitions; they take records.
+    let mut metadata = kafka_protocol::messages::MetadataRequest::default();
+    let mut asked = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    asked.name = Some(name("t"));
+    metadata.topics = Some(vec![asked]);
+    let described = conn.call(&metadata, 12).await;
+    assert_eq!(described.topics[0].partitions.len(), 5);
+    let record = common::kafka::record(None, Some(b"four"), &[]);
+    let batch = common::kafka::batch(&[record], kafka_protocol::records::Compression::None);
+    let produced = conn
+        .call(&common::kafka::produce("t", &[(4, Some(batch))], -1), 9)
+        .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    server.stop().await.unwrap();
 }

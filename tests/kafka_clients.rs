@@ -1,7 +1,9 @@
 //! Kafka's own client libraries against strom: confluent-kafka (librdkafka, the C
 //! client most non-Java Kafka clients wrap) and kafka-python, from PyPI, run
 //! `tests/python/kafka_clients.py` against the real server's Kafka listener; the
-//! records they wrote are then read back through gRPC too. `scripts/test.sh` installs
+//! records they wrote are then read back through gRPC too. Consumer groups, partitions
+//! added under a group (`kafka_grow.py`), SASL with an acl and quotas each have a
+//! script of their own. `scripts/test.sh` installs
 //! both into `target/pyenv` and points STROM_PYTHON at it.
 
 mod common;
@@ -185,5 +187,22 @@ async fn kafka_clients_sit_out_their_quota() {
     assert!(figure("produce") >= 1.8, "{stdout}");
     assert!(figure("consume") >= 1.8, "{stdout}");
     assert!(figure("throttle") > 0.0, "{stdout}");
+    server.stop().await.unwrap();
+}
+
+/// Partitions added while librdkafka consumers of a group read the topic: they
+/// rebalance over every partition and read every record of the new ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_consumer_groups_take_up_partitions_added_to_their_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("growing", 2).await;
+    let bootstrap = server.kafka.unwrap().to_string();
+    let args = vec![bootstrap, "growing".into(), "growers".into()];
+    let stdout = run_python("kafka_grow.py", args).await;
+    assert!(stdout.contains("ok 40"), "{stdout}");
+    let described = client.admin().describe_topic("growing").await.unwrap();
+    assert_eq!(described.partitions.len(), 4);
     server.stop().await.unwrap();
 }

@@ -19,6 +19,9 @@ use common::principals::as_principal;
 use common::server::TestServer;
 use common::tls::Certs;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsRequest, CreatePartitionsTopic,
+};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
@@ -542,6 +545,17 @@ async fn the_acl_decides_each_kafka_request() {
         ops.admin().list_topics().await.unwrap(),
         ["made", "orders", "secret"]
     );
+
+    // CreatePartitions: admin on the topic.
+    let mut grow = CreatePartitionsRequest::default();
+    let mut more = CreatePartitionsTopic::default();
+    more.name = name("made");
+    more.count = 2;
+    more.assignments = None;
+    grow.topics.push(more);
+    let grown = writer.call(&grow, 3).await;
+    assert_eq!(grown.results[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(kafka_ops.call(&grow, 3).await.results[0].error_code, 0);
 
     // Configs: described with any grant on the topic, altered with admin.
     let mut describe_configs = DescribeConfigsRequest::default();

@@ -69,6 +69,7 @@ fn write_history(data: &Path, segments: u64) {
         partitions: 1,
         config: TopicConfig::default(),
         overrides: None,
+        created: Vec::new(),
     }
     .write(&topic_dir)
     .unwrap();

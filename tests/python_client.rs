@@ -170,6 +170,11 @@ async fn run_example(addr: String, extra: Vec<String>) {
         stdout.contains("stream record 3003: b'\\xee\\xee\\xee', 1000 bytes"),
         "{stdout}"
     );
+    assert!(stdout.contains("partitions now 3"), "{stdout}");
+    assert!(
+        stdout.contains("fewer partitions: FAILED_PRECONDITION"),
+        "{stdout}"
+    );
 }
 
 /// `examples/python/exchange_publish.py`: a topic exchange from grpcio, its publishes

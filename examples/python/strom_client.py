@@ -114,6 +114,17 @@ def main():
         last = log.Fetch(pb.FetchRequest(topic=args.topic, partition=0, offset=last_offset, max_bytes=2000))
         print(f"stream record {last_offset}: {last.records[0].value[:3]!r}, {len(last.records[0].value)} bytes")
 
+        # More partitions: the count asked is the total. Asking for the count the topic
+        # has already is answered OK, so a retry after a lost answer is safe; fewer is
+        # refused (partitions are never removed).
+        grown = admin.AddPartitions(pb.AddPartitionsRequest(name=args.topic, partitions=3))
+        print(f"partitions now {len(grown.topic.partitions)}, "
+              f"partition 2 made at {grown.topic.partitions[2].created_ms} ms")
+        try:
+            admin.AddPartitions(pb.AddPartitionsRequest(name=args.topic, partitions=2))
+        except grpc.RpcError as err:
+            print(f"fewer partitions: {err.code().name}")
+
 
 if __name__ == "__main__":
     main()

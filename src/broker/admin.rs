@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::data_dir::new_topic_id;
 use super::page::{Listed, Page};
-use super::topic::{update_overrides, validate_name, TopicMetadata};
-use super::{Broker, ListedTopic, Topic, TopicConfig, TopicInfo, UnavailableTopic};
+use super::topic::{update_overrides, validate_name, PartitionsCreated, TopicMetadata};
+use super::{now_ms, Broker, ListedTopic, Topic, TopicConfig, TopicInfo, UnavailableTopic};
 use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
 
@@ -34,6 +34,10 @@ impl Broker {
             partitions,
             config: topic_config,
             overrides: Some(overrides),
+            created: vec![PartitionsCreated {
+                count: partitions,
+                at_ms: now_ms(),
+            }],
         };
         // The topic is registered by the blocking task itself: a request cancelled while
         // the files are made must not leave the name reserved and the topic unknown
@@ -171,7 +175,7 @@ impl Broker {
             let _settings = topic
                 .as_ref()
                 .map(|t| t.settings.write().unwrap_or_else(|e| e.into_inner()));
-            for partition in topic.iter().flat_map(|t| &t.partitions) {
+            for partition in topic.iter().flat_map(|t| t.partitions().to_vec()) {
                 partition.mark_deleted();
             }
             me.data_dir.remove_topic_dir(&dir)
@@ -267,7 +271,7 @@ impl Broker {
         tokio::task::spawn_blocking(move || {
             let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
             // Deleted since it was looked up: its directory is gone.
-            if topic.partitions.iter().any(|p| p.is_deleted()) {
+            if topic.is_deleted() {
                 return Err(Error::TopicNotFound {
                     topic: topic.name.clone(),
                 });
@@ -279,25 +283,22 @@ impl Broker {
             updated.apply(&set)?;
             // A key given back to the default takes the default's value.
             let updated = TopicConfig::merged(&defaults, &updated, &overrides);
-            TopicMetadata {
-                name: topic.name.clone(),
-                id: topic.id.clone(),
-                partitions: topic.partitions.len() as u32,
+            let next = super::TopicSettings {
                 config: updated.clone(),
-                overrides: Some(overrides.clone()),
-            }
-            .write(&topic.dir)?;
-            for partition in &topic.partitions {
+                overrides,
+                created: settings.created.clone(),
+            };
+            topic
+                .metadata(&next, topic.partition_count())
+                .write(&topic.dir)?;
+            for partition in topic.partitions().iter() {
                 match partition.reconfigure(updated.log_config()) {
                     Err(Error::InPartition { source, .. })
                         if matches!(*source, Error::Unavailable { .. }) => {}
                     other => other?,
                 }
             }
-            *settings = super::TopicSettings {
-                config: updated,
-                overrides,
-            };
+            *settings = next;
             drop(settings);
             me.describe(&topic)
         })

@@ -59,7 +59,7 @@ impl Broker {
             let config = topic.config();
             let policy = config.retention();
             let compaction = config.compaction(max_map_keys(self.limits.compaction_map_bytes));
-            for partition in &topic.partitions {
+            for partition in topic.partitions().iter() {
                 // Retention first: on a disk below the floor it frees space, which
                 // compaction (writing new segments before deleting old ones) needs.
                 let policy = crate::log::RetentionPolicy {

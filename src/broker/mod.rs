@@ -5,12 +5,14 @@
 //! - `data_dir`: the directory's lock, layout version and paths.
 //! - `topic`: names, configuration, `topic.json`; `partition`: one partition's log and
 //!   its waits; `produce`: checking and encoding a produce request; `partitioner`:
-//!   Kafka's key hashing.
+//!   Kafka's key hashing; `admin`: creating, deleting and altering topics;
+//!   `add_partitions`: adding partitions to one.
 //!
 //! File work (creating a topic's partitions, deleting them) runs on blocking threads and
 //! outside the lock of the topics map, so a large create never holds up produces to
 //! other topics.
 
+mod add_partitions;
 mod admin;
 mod cleaner;
 pub mod data_dir;
@@ -139,8 +141,8 @@ struct Topics {
     unavailable: BTreeMap<String, UnavailableTopic>,
     /// Names being created: taken, but not yet served.
     creating: BTreeSet<String>,
-    /// Bumped whenever a topic is created or deleted, so consumer groups know when to
-    /// re-evaluate their subscriptions.
+    /// Bumped whenever a topic is created or deleted, or gains partitions, so consumer
+    /// groups know when to re-evaluate their subscriptions and assignments.
     version: u64,
 }
 
@@ -306,28 +308,39 @@ impl Broker {
         strict: bool,
     ) -> Result<Topic> {
         let partitions = (0..meta.partitions)
-            .map(|id| {
-                let log_dir = dir.join(id.to_string());
-                let config = meta.config.log_config();
-                let partition = if strict {
-                    Partition::open_or_fail(&meta.name, id, &log_dir, config, cache)?
-                } else {
-                    Partition::open(&meta.name, id, &log_dir, config, cache)
-                };
-                Ok(Arc::new(partition))
-            })
+            .map(|id| Self::open_partition(dir, &meta, id, cache, strict))
             .collect::<Result<_>>()?;
         Ok(Topic {
             name: meta.name,
             id: meta.id,
             dir: dir.to_path_buf(),
-            partitions,
+            count: watch::channel(meta.partitions).0,
+            partitions: RwLock::new(Arc::new(partitions)),
             settings: RwLock::new(TopicSettings {
                 config: meta.config,
                 overrides: meta.overrides.unwrap_or_default(),
+                created: meta.created,
             }),
             round_robin: AtomicU32::new(0),
         })
+    }
+
+    /// Partition `id` of the topic of `meta` in `dir`, as `topic_from` opens them.
+    fn open_partition(
+        dir: &Path,
+        meta: &TopicMetadata,
+        id: u32,
+        cache: &Arc<SegmentCache>,
+        strict: bool,
+    ) -> Result<Arc<Partition>> {
+        let log_dir = dir.join(id.to_string());
+        let config = meta.config.log_config();
+        let partition = if strict {
+            Partition::open_or_fail(&meta.name, id, &log_dir, config, cache)?
+        } else {
+            Partition::open(&meta.name, id, &log_dir, config, cache)
+        };
+        Ok(Arc::new(partition))
     }
 
     fn read_topics(&self) -> RwLockReadGuard<'_, Topics> {
@@ -363,10 +376,10 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
-        self.topic(topic)?.partition(partition).cloned()
+        self.topic(topic)?.partition(partition)
     }
 
-    /// Changes whenever a topic is created or deleted.
+    /// Changes whenever a topic is created or deleted, or gains partitions.
     pub fn topics_version(&self) -> u64 {
         self.read_topics().version
     }
@@ -380,7 +393,7 @@ impl Broker {
             .map(|t| TopicMeta {
                 name: t.name.clone(),
                 id: t.id.clone(),
-                partitions: t.partitions.len() as u32,
+                partitions: t.partition_count(),
             })
             .collect();
         (topics.version, metas)
@@ -469,7 +482,7 @@ impl Broker {
         self.read_topics()
             .live
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions().to_vec())
             .collect()
     }
 
@@ -513,8 +526,17 @@ impl Broker {
             // Requests still holding a partition (none, once the server has stopped) get
             // their data synced, but that partition is not marked clean.
             let partitions = match Arc::try_unwrap(topic) {
-                Ok(topic) => topic.partitions,
-                Err(topic) => topic.partitions.clone(),
+                Ok(topic) => topic
+                    .partitions
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner()),
+                Err(topic) => topic.partitions(),
+            };
+            // The list's own Arc goes first, so that a partition no request holds is
+            // held once, by the list, and can be taken out of it.
+            let partitions = match Arc::try_unwrap(partitions) {
+                Ok(only) => only,
+                Err(shared) => shared.to_vec(),
             };
             for partition in partitions {
                 match Arc::try_unwrap(partition) {

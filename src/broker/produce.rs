@@ -48,6 +48,9 @@ fn headers_len<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> (usize
 /// Builds the batch of one produce request, record by record.
 pub struct BatchWriter {
     topic: Arc<Topic>,
+    /// The topic's partitions when the batch began: its keys are hashed over this many,
+    /// whatever partitions are added while it is built.
+    partitions: Arc<Vec<Arc<Partition>>>,
     config: TopicConfig,
     target: ProduceTarget,
     /// The first keyed record's index and partition: the rest must agree.
@@ -115,6 +118,8 @@ impl Broker {
         if let Some(p) = target.partition {
             topic.partition(p)?;
         }
+        // After the check: partitions are only ever added, so `p` is in this list.
+        let partitions = topic.partitions();
         if let Some(producer) = &target.producer {
             if target.partition.is_none() {
                 return Err(Error::InvalidArgument(
@@ -139,6 +144,7 @@ impl Broker {
         Ok(BatchWriter {
             config,
             topic,
+            partitions,
             target,
             keyed: None,
             builder,
@@ -200,7 +206,7 @@ impl BatchWriter {
             )));
         }
         if let (Some(key), None) = (key, self.target.partition) {
-            let count = self.topic.partitions.len() as u32;
+            let count = self.partitions.len() as u32;
             let partition = partitioner::partition_for_key(key, count);
             match self.keyed {
                 None => self.keyed = Some((i, partition)),
@@ -237,7 +243,7 @@ impl BatchWriter {
             (Some(p), _) => p,
             (None, Some((_, p))) => p,
             (None, None) => {
-                topic.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions.len() as u32
+                topic.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.len() as u32
             }
         };
         self.target.partition = Some(partition);
@@ -247,10 +253,9 @@ impl BatchWriter {
     /// The finished batch and the partition it goes to (`pick_partition`).
     pub fn finish(mut self) -> Result<Prepared> {
         let partition = self.pick_partition();
-        let topic = &self.topic;
         let durability = self.target.durability.unwrap_or(self.config.durability);
         Ok(Prepared {
-            partition: Arc::clone(&topic.partitions[partition as usize]),
+            partition: Arc::clone(&self.partitions[partition as usize]),
             batch: self.builder.build()?,
             fsync: durability == Durability::Fsync,
             time_ms: self.now,

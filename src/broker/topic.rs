@@ -53,6 +53,30 @@ pub struct TopicMetadata {
     /// files written before it was recorded (see `legacy_overrides`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<BTreeSet<String>>,
+    /// When the partitions were made, in runs: the first `count` at `at_ms`, the next
+    /// run when partitions were added, and so on. Empty in files written before it was
+    /// recorded; partitions it does not cover count as made at 0 (long ago).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created: Vec<PartitionsCreated>,
+}
+
+/// A run of partitions made together (`TopicMetadata::created`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionsCreated {
+    pub count: u32,
+    pub at_ms: i64,
+}
+
+/// When partition `id` was made, from runs of partitions; 0 if the runs do not cover it.
+pub fn created_at(created: &[PartitionsCreated], id: u32) -> i64 {
+    let mut first = 0u64;
+    for run in created {
+        first += u64::from(run.count);
+        if u64::from(id) < first {
+            return run.at_ms;
+        }
+    }
+    0
 }
 
 impl TopicMetadata {
@@ -111,7 +135,11 @@ pub struct Topic {
     /// name has a new one.
     pub id: String,
     pub(super) dir: PathBuf,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Grows when partitions are added (`Broker::add_partitions`), never shrinks:
+    /// readers take the list as it is now and keep it for their request.
+    pub(super) partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
+    /// The partition count, for waits that must see partitions added.
+    pub(super) count: tokio::sync::watch::Sender<u32>,
     pub(super) settings: RwLock<TopicSettings>,
     /// Next partition for records with neither key nor partition.
     pub(super) round_robin: AtomicU32,
@@ -122,6 +150,8 @@ pub struct Topic {
 pub(super) struct TopicSettings {
     pub(super) config: TopicConfig,
     pub(super) overrides: BTreeSet<String>,
+    /// When the partitions were made (`TopicMetadata::created`).
+    pub(super) created: Vec<PartitionsCreated>,
 }
 
 impl Topic {
@@ -141,31 +171,87 @@ impl Topic {
             .clone()
     }
 
-    pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
+    /// The partitions as they are now. Partitions may be added later; none go.
+    pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
+        Arc::clone(&self.partitions.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Changes when partitions are added. Subscribe before taking `partitions`: an
+    /// add in between is then seen.
+    pub fn watch_count(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.count.subscribe()
+    }
+
+    pub fn partition_count(&self) -> u32 {
         self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u32
+    }
+
+    pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
+        let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        partitions
             .get(id as usize)
+            .cloned()
             .ok_or_else(|| Error::PartitionNotFound {
                 topic: self.name.clone(),
                 partition: id,
-                count: self.partitions.len() as u32,
+                count: partitions.len() as u32,
             })
+    }
+
+    /// Whether the topic was deleted (its partitions are marked so, under its
+    /// settings' lock, before its directory goes).
+    pub fn is_deleted(&self) -> bool {
+        self.partitions().iter().any(|p| p.is_deleted())
+    }
+
+    /// When partition `id` was made, in ms since the epoch; 0 if it was made before
+    /// this was recorded (or does not exist).
+    pub fn partition_created_ms(&self, id: u32) -> i64 {
+        let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
+        created_at(&settings.created, id)
+    }
+
+    /// What `topic.json` is to hold: the topic as it is, with `settings` (held by the
+    /// caller, so that what it writes is not raced by another writer).
+    pub(super) fn metadata(&self, settings: &TopicSettings, partitions: u32) -> TopicMetadata {
+        TopicMetadata {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            partitions,
+            config: settings.config.clone(),
+            overrides: Some(settings.overrides.clone()),
+            created: settings.created.clone(),
+        }
     }
 
     /// The topic and its partitions' state; `floor` gives a partition's retention floor
     /// (`Broker::describe`). May read each partition's first record from disk: call off
     /// async workers.
     pub fn describe(&self, floor: impl Fn(u32) -> Option<u64>) -> Result<TopicInfo> {
-        let config = self.config();
+        // Under the settings, which partitions are added under: runs that cover them.
+        let (config, created, partitions) = {
+            let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
+            let partitions = self.partitions();
+            (
+                settings.config.clone(),
+                settings.created.clone(),
+                partitions,
+            )
+        };
         let (policy, now) = (config.retention(), now_ms());
-        let partitions = self
-            .partitions
+        let partitions = partitions
             .iter()
             .map(|p| {
                 let policy = crate::log::RetentionPolicy {
                     keep_from: floor(p.id),
                     ..policy
                 };
-                p.describe(&policy, now)
+                let mut info = p.describe(&policy, now)?;
+                info.created_ms = created_at(&created, p.id);
+                Ok(info)
             })
             .collect::<Result<_>>()?;
         Ok(TopicInfo {

@@ -34,7 +34,8 @@ enum Action {
     List,
     /// Show a topic's configuration and partitions.
     Describe { name: String },
-    /// Change configuration keys: `strom topic alter NAME key=value...`.
+    /// Change configuration keys (`strom topic alter NAME key=value...`), or add
+    /// partitions (`strom topic alter NAME --partitions 8`).
     Alter {
         name: String,
         /// Keys to change: retention.ms, retention.bytes, durability, segment.bytes, ...;
@@ -44,6 +45,10 @@ enum Action {
         /// The same as a flag (repeatable).
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
+        /// The partition count wanted, in all: partitions are added up to it (never
+        /// removed). Keys move: a key's new records may go to another partition.
+        #[arg(long, short = 'p', value_name = "COUNT")]
+        partitions: Option<u32>,
     },
     /// Delete a topic and its data.
     Delete { name: String },
@@ -160,6 +165,7 @@ pub async fn run(args: TopicArgs) -> Result<(), Stop> {
             name,
             mut pairs,
             config: flags,
+            partitions,
         } => {
             pairs.extend(flags);
             if name.contains('=') {
@@ -168,18 +174,40 @@ pub async fn run(args: TopicArgs) -> Result<(), Stop> {
                 )
                 .into());
             }
-            if pairs.is_empty() {
+            if pairs.is_empty() && partitions.is_none() {
                 return Err(format!(
-                    "nothing to change: name keys to set, e.g. `strom topic alter {name} segment.bytes=268435456`"
+                    "nothing to change: name keys to set, e.g. `strom topic alter {name} segment.bytes=268435456`, or a partition count (`--partitions 8`)"
                 )
                 .into());
             }
             let config = config(&pairs)?;
-            let topic = admin
-                .alter_topic_config(&name, config.clone())
-                .await
-                .map_err(|status| config_error(status, &config))?;
-            print(&topic)?;
+            // The count is checked before the config changes and added after it: a
+            // count the server refuses leaves nothing changed, and a key it refuses
+            // leaves the partitions as they were.
+            if let Some(count) = partitions {
+                admin
+                    .add_partitions(&name, count, true)
+                    .await
+                    .map_err(describe)?;
+            }
+            let mut topic = None;
+            if !config.is_empty() {
+                topic = Some(
+                    admin
+                        .alter_topic_config(&name, config.clone())
+                        .await
+                        .map_err(|status| config_error(status, &config))?,
+                );
+            }
+            if let Some(count) = partitions {
+                topic = Some(
+                    admin
+                        .add_partitions(&name, count, false)
+                        .await
+                        .map_err(describe)?,
+                );
+            }
+            print(&topic.expect("one of the two was asked"))?;
         }
         Action::Delete { name } => {
             admin.delete_topic(&name).await.map_err(describe)?;

@@ -293,6 +293,28 @@ impl Admin {
             .topic
             .unwrap_or_default())
     }
+
+    /// Gives the topic `partitions` partitions in all (adding, never removing); with
+    /// `validate_only`, only checks that it could.
+    pub async fn add_partitions(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        validate_only: bool,
+    ) -> Result<pb::TopicDescription, Status> {
+        let request = pb::AddPartitionsRequest {
+            name: name.into(),
+            partitions,
+            validate_only,
+        };
+        Ok(self
+            .inner
+            .add_partitions(request)
+            .await?
+            .into_inner()
+            .topic
+            .unwrap_or_default())
+    }
 }
 
 #[cfg(test)]

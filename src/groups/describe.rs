@@ -175,7 +175,7 @@ impl Groups {
                 continue;
             };
             let id = topic_id(&topic.id)?;
-            for partition in &topic.partitions {
+            for partition in topic.partitions().iter() {
                 if from_partition.is_some_and(|(t, p)| t == name && partition.id <= p) {
                     continue;
                 }

@@ -238,7 +238,7 @@ impl Groups {
         super::validate_group_name(group)?;
         let t = self.broker.topic(topic)?;
         let partitions: BTreeSet<u32> = if partitions.is_empty() {
-            (0..t.partitions.len() as u32).collect()
+            (0..t.partition_count()).collect()
         } else {
             partitions.iter().copied().collect()
         };
@@ -248,7 +248,7 @@ impl Groups {
             let partition = t.partition(p)?;
             let bounds = partition.offsets()?;
             let lookup = |ts: i64| {
-                let partition = Arc::clone(partition);
+                let partition = Arc::clone(&partition);
                 async move { Ok::<_, Error>(partition.offset_for_timestamp(ts).await?.map(|(o, _)| o)) }
             };
             let target = match to {

@@ -8,7 +8,7 @@ use super::coordinator::{
 use super::offsets::Committed;
 use super::{topic_id, Groups, Tp};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::broker::now_ms;
 use crate::error::{quote, Error, Result};
@@ -134,7 +134,7 @@ impl Groups {
         let mut ranges = Vec::with_capacity(offsets.len());
         for (topic, partition, offset, metadata) in offsets {
             let t = self.broker.topic(&topic)?;
-            ranges.push((Arc::clone(t.partition(partition)?), topic));
+            ranges.push((t.partition(partition)?, topic));
             let committed = Committed {
                 offset,
                 metadata,

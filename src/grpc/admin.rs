@@ -36,6 +36,7 @@ fn description(info: TopicInfo) -> pb::TopicDescription {
                 segment_count: p.segment_count,
                 oldest_timestamp_ms: p.oldest_timestamp_ms,
                 next_deletion_ms: p.next_deletion_ms,
+                created_ms: p.created_ms,
             })
             .collect(),
     }
@@ -141,6 +142,31 @@ impl Admin for AdminService {
             .map_err(status)?;
         Ok(Response::new(pb::AlterTopicConfigResponse {
             topic: Some(description(info)),
+        }))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        access(&request)
+            .check(Operation::Admin, Kind::Topic, &request.get_ref().name)
+            .map_err(status)?;
+        let r = request.into_inner();
+        let info = if r.validate_only {
+            let topic = self
+                .broker
+                .check_add_partitions(&r.name, r.partitions)
+                .map_err(status)?;
+            let broker = Arc::clone(&self.broker);
+            tokio::task::spawn_blocking(move || broker.describe(&topic))
+                .await
+                .expect("describe does not panic")
+        } else {
+            self.broker.add_partitions(&r.name, r.partitions).await
+        };
+        Ok(Response::new(pb::AddPartitionsResponse {
+            topic: Some(description(info.map_err(status)?)),
         }))
     }
 

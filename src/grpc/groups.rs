@@ -95,6 +95,7 @@ impl groups_server::Groups for GroupsService {
             member_epoch: answer.member_epoch,
             heartbeat_interval_ms: answer.heartbeat_interval_ms.min(u32::MAX as u64) as u32,
             assignment: topic_partitions(assignment),
+            server_time_ms: crate::broker::now_ms(),
         }))
     }
 

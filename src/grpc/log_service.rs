@@ -392,10 +392,8 @@ impl Log for LogService {
             .check_any(Kind::Topic, &request.get_ref().topic)
             .map_err(status)?;
         let r = request.into_inner();
-        let partition = self
-            .broker
-            .partition(&r.topic, r.partition)
-            .map_err(status)?;
+        let topic = self.broker.topic(&r.topic).map_err(status)?;
+        let partition = topic.partition(r.partition).map_err(status)?;
         let offsets = partition.offsets().map_err(status)?;
         let (offset, timestamp_ms) = match r.spec {
             Some(pb::list_offsets_request::Spec::Earliest(_)) => (offsets.log_start, 0),
@@ -418,6 +416,7 @@ impl Log for LogService {
             timestamp_ms,
             log_start_offset: offsets.log_start,
             high_watermark: offsets.high_watermark,
+            partition_created_ms: topic.partition_created_ms(r.partition),
         }))
     }
 }

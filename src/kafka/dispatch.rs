@@ -289,6 +289,12 @@ async fn respond(
             let response = admin::delete_topics(&broker, doomed, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
+        key::CREATE_PARTITIONS => {
+            let (topics, validate_only) = requests::admin::create_partitions(&mut r)?;
+            requests::finished(&r);
+            let response = admin::create_partitions(&broker, topics, validate_only, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
         key::DESCRIBE_CONFIGS => {
             let resources = requests::admin::describe_configs(&mut r, version)?;
             requests::finished(&r);

@@ -6,7 +6,7 @@
 //! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
 //! `groups.rs`) and their ListGroups, DescribeGroups and DeleteGroups
-//! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), DescribeConfigs,
+//! (`group_admin.rs`), CreateTopics, DeleteTopics and CreatePartitions (`admin.rs`), DescribeConfigs,
 //! AlterConfigs and IncrementalAlterConfigs (`configs.rs`), and SaslHandshake and
 //! SaslAuthenticate (`session.rs`), in the versions `requests::APIS` lists. Not
 //! answered: transactions.

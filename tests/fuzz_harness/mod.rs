@@ -20,7 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use strom::broker::topic::{TopicConfig, TopicMetadata};
+use strom::broker::topic::{PartitionsCreated, TopicConfig, TopicMetadata};
 use strom::groups::offsets::{encode_record, encode_snapshot, Committed, Offsets};
 use strom::groups::store::{GroupFiles, JOURNAL_FILE};
 use strom::log::files::Checkpoint;
@@ -916,6 +916,16 @@ pub fn seeds(scratch: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
         partitions: 3,
         config: TopicConfig::default(),
         overrides: Some(["retention.ms".to_string()].into()),
+        created: vec![
+            PartitionsCreated {
+                count: 2,
+                at_ms: 1_700_000_000_000,
+            },
+            PartitionsCreated {
+                count: 1,
+                at_ms: 1_800_000_000_000,
+            },
+        ],
     };
     let topic_dir = scratch.join("orders");
     reset_dir(&topic_dir);

@@ -105,6 +105,13 @@ def administer():
     admin.incremental_alter_configs([change])[change].result(30)
     configs = admin.describe_configs([resource])[resource].result(30)
     assert configs["cleanup.policy"].value == "compact", configs["cleanup.policy"]
+    admin.create_partitions([confluent_kafka.admin.NewPartitions("rd-made", 4)])["rd-made"].result(30)
+    assert len(admin.list_topics("rd-made", timeout=10).topics["rd-made"].partitions) == 4
+    try:
+        admin.create_partitions([confluent_kafka.admin.NewPartitions("rd-made", 3)])["rd-made"].result(30)
+        raise AssertionError("partitions removed")
+    except confluent_kafka.KafkaException as e:
+        assert e.args[0].code() == confluent_kafka.KafkaError.INVALID_PARTITIONS, e
     admin.delete_topics(["rd-made"])["rd-made"].result(30)
     python = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
     python.create_topics([kafka.admin.NewTopic("kp-made", 3, 1,
@@ -113,6 +120,10 @@ def administer():
     described = python.describe_configs([kafka.admin.ConfigResource("TOPIC", "kp-made")])
     # Those set for the topic (kafka-python shows only configs not at their default).
     assert list(described["topic"]["kp-made"]) == ["retention.ms"], described
+    python.create_partitions({"kp-made": kafka.admin.NewPartitions(5)})
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap)
+    assert consumer.partitions_for_topic("kp-made") == set(range(5)), consumer.partitions_for_topic("kp-made")
+    consumer.close()
     python.delete_topics(["kp-made"])
     assert "kp-made" not in python.list_topics()
     python.close()

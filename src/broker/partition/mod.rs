@@ -361,6 +361,7 @@ impl Partition {
                 segment_count: log.segment_count() as u32,
                 oldest_timestamp_ms: None,
                 next_deletion_ms: log.next_deletion_ms(policy, now_ms),
+                created_ms: 0, // the topic knows (`Topic::describe`)
             };
             let first = (info.log_start_offset < info.high_watermark)
                 .then(|| log.read_plan(info.log_start_offset, 1).ok())
@@ -399,6 +400,8 @@ pub struct PartitionInfo {
     pub oldest_timestamp_ms: Option<i64>,
     /// When the oldest segment is due for deletion (None: never, as things stand).
     pub next_deletion_ms: Option<i64>,
+    /// When the partition was made, in ms since the epoch (0: before this was recorded).
+    pub created_ms: i64,
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ struct Shared {
     fenced: bool,
     /// A heartbeat failed for good (bad subscription, say).
     failed: Option<Status>,
+    /// The server's clock at its first answer: under `Start::Latest`, a partition made
+    /// after it starts at its first offset (`start_offset`). Kept when the member is
+    /// fenced and joins again, as the consumer has been running since.
+    joined_ms: Option<i64>,
 }
 
 struct Owned {

@@ -158,7 +158,11 @@ impl GroupConsumer {
 
     /// Where a partition the group never committed starts. A start offset outside the
     /// partition goes where `on_out_of_range` says now, before anything could commit
-    /// it; under `Error` it stays, and the first poll of it returns the error.
+    /// it; under `Error` it stays, and the first poll of it returns the error. Under
+    /// `Latest`, a partition made after the member joined (added to its topic, or in a
+    /// topic created since) starts at its first offset: everything in it came after
+    /// the consumer started, and records produced to it before the group got round to
+    /// assigning it would otherwise be skipped.
     pub(super) async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
@@ -177,7 +181,13 @@ impl GroupConsumer {
             partition: *partition,
             spec: Some(spec),
         };
-        let offsets = self.client.log().list_offsets(request).await?;
-        Ok(offsets.into_inner().offset)
+        let offsets = self.client.log().list_offsets(request).await?.into_inner();
+        let joined_ms = super::lock(&self.shared).joined_ms;
+        let made_since = matches!(self.config.start, Start::Latest)
+            && joined_ms.is_some_and(|joined| offsets.partition_created_ms >= joined);
+        Ok(match made_since {
+            true => offsets.log_start_offset,
+            false => offsets.offset,
+        })
     }
 }

@@ -162,6 +162,9 @@ pub(super) async fn heartbeat_loop(
                     })
                     .collect();
                 let mut shared = lock(&shared);
+                if r.server_time_ms > 0 {
+                    shared.joined_ms.get_or_insert(r.server_time_ms);
+                }
                 shared.member_id = r.member_id;
                 shared.epoch = r.member_epoch;
                 if shared.assignment.as_ref() != Some(&assignment) {

@@ -170,7 +170,7 @@ impl ShareGroups {
         // Every target first, before the group is touched: a request cancelled (or
         // failing) while it looks up a timestamp must not leave some partitions reset.
         let mut targets = Vec::new();
-        for partition in &topic.partitions {
+        for partition in topic.partitions().iter() {
             let bounds = partition.offsets()?;
             let offset = match to {
                 ResetTo::Earliest => bounds.log_start,

@@ -231,8 +231,12 @@ impl ShareGroups {
             let mut freed = g.expire_locks(now);
             let out = &mut h.out;
             let mut wake: Option<i64> = None;
-            let mut watches = Vec::with_capacity(topic.partitions.len());
-            let n = topic.partitions.len();
+            // This round's partitions: one added meanwhile is in the next round's, and
+            // ends this round's wait.
+            let mut added = topic.watch_count();
+            let partitions = topic.partitions();
+            let mut watches = Vec::with_capacity(partitions.len());
+            let n = partitions.len();
             let first = TURN.fetch_add(1, Ordering::Relaxed);
             // The answer stays within what the server may send in one message.
             let limit = self.broker.limits().max_fetch_bytes;
@@ -243,7 +247,7 @@ impl ShareGroups {
             };
             let mut failed = None;
             for k in 0..n {
-                let partition = &topic.partitions[(first + k) % n];
+                let partition = &partitions[(first + k) % n];
                 watches.push(partition.watch());
                 let tp = (tid, partition.id);
                 if out.len() < max_records && budget > 0 {
@@ -308,9 +312,10 @@ impl ShareGroups {
             );
             // A deleted topic ends the wait at once (the next round's lookup says
             // NOT_FOUND): its partitions' watches never fire again.
-            let deleted = topic.partitions[0].deleted();
+            let deleted = partitions[0].deleted();
             tokio::select! {
                 _ = grown => {}
+                _ = added.changed() => {}
                 () = deleted => {}
                 () = &mut notified => {}
                 () = &mut room, if held_back => {}

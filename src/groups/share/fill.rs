@@ -13,6 +13,21 @@ use crate::error::Result;
 use crate::groups::Tp;
 
 impl Group {
+    /// Starts the group's window of `tp` at `offset`, journaled.
+    fn start_at(&mut self, tp: Tp, offset: u64) {
+        self.state
+            .partitions
+            .insert(tp, SharePartition::new(offset));
+        self.restored.insert(tp);
+        self.record(
+            tp,
+            vec![Change::Reset {
+                offset,
+                totals: Totals::default(),
+            }],
+        );
+    }
+
     /// Locks up to `want` of one partition to member `idx`, into `out`.
     pub(super) async fn fill(
         &mut self,
@@ -28,17 +43,16 @@ impl Group {
         if !self.state.partitions.contains_key(&tp) {
             let offset = match self.config.start {
                 Start::Earliest => bounds.log_start,
+                // The group's first fetch of a topic reaches every partition it has (a
+                // window that starts at the end has nothing to fill the answer with),
+                // and starts each at its end. A partition it has no window for after
+                // that was added to the topic since: everything in it came after the
+                // group started, and records produced to it before a fetch got round
+                // to it must not be skipped.
+                Start::Latest if self.state.partitions.contains_key(&(tp.0, 0)) => bounds.log_start,
                 Start::Latest => bounds.high_watermark,
             };
-            // Journaled, so that "latest" means the same after a restart.
-            self.state
-                .partitions
-                .insert(tp, SharePartition::new(offset));
-            self.restored.insert(tp);
-            changes.push(Change::Reset {
-                offset,
-                totals: Totals::default(),
-            });
+            self.start_at(tp, offset);
         }
         let sp = self.state.partitions.get_mut(&tp).expect("inserted");
         sp.fit_to_log(bounds.high_watermark, &mut changes);

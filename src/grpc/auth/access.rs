@@ -9,7 +9,7 @@
 //! | Produce, ProduceStream (each message) | write on the topic |
 //! | Fetch (checked again after a long poll), Subscribe | read on the topic |
 //! | ListOffsets, DescribeTopic | any operation on the topic |
-//! | CreateTopic, DeleteTopic, AlterTopicConfig, DeleteRecords | admin on the topic |
+//! | CreateTopic, DeleteTopic, AlterTopicConfig, AddPartitions, DeleteRecords | admin on the topic |
 //! | ListTopics, ListGroups, ListShareGroups | lists only what the caller has any operation on |
 //! | InitProducer | with a name: write on `producer:NAME`; without: write on some topic |
 //! | Heartbeat, CommitOffsets | read on the group and on each topic named (a `topic_pattern` matches only topics the member may read) |

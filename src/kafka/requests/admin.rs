@@ -1,5 +1,5 @@
-//! The topic administration requests: CreateTopics, DeleteTopics, DescribeConfigs,
-//! AlterConfigs and IncrementalAlterConfigs.
+//! The topic administration requests: CreateTopics, DeleteTopics, CreatePartitions,
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 
 use super::Partitions;
 use crate::kafka::wire::{Decoded, Reader};
@@ -63,6 +63,43 @@ pub fn create_topics(r: &mut Reader) -> Decoded<CreateTopics> {
         topics,
         validate_only,
     })
+}
+
+/// One topic of a CreatePartitions request.
+#[derive(Debug)]
+pub struct MorePartitions {
+    pub name: String,
+    /// The count wanted, in all.
+    pub count: i32,
+    /// The new partitions' replicas, by broker id, if the client chose them.
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+/// A CreatePartitions request (versions 0 to 3) and its `validate_only`. Topics and
+/// assignments count against `MAX_PARTITIONS_PER_REQUEST`.
+pub fn create_partitions(r: &mut Reader) -> Decoded<(Vec<MorePartitions>, bool)> {
+    let mut count = Partitions::new();
+    let topics = r.array("topics", |r| {
+        count.add(1)?;
+        let name = r.string("a topic name")?;
+        let wanted = r.i32()?;
+        let assignments = r.nullable_array("assignments", |r| {
+            count.add(1)?;
+            let brokers = r.array("broker ids", |r| r.i32())?;
+            r.tags()?;
+            Ok(brokers)
+        })?;
+        r.tags()?;
+        Ok(MorePartitions {
+            name,
+            count: wanted,
+            assignments,
+        })
+    })?;
+    let _timeout_ms = r.i32()?;
+    let validate_only = r.bool()?;
+    r.tags()?;
+    Ok((topics, validate_only))
 }
 
 /// A topic to delete: by name, or (version 6) by id.

@@ -23,6 +23,7 @@ pub mod key {
     pub const DESCRIBE_CONFIGS: i16 = 32;
     pub const ALTER_CONFIGS: i16 = 33;
     pub const SASL_AUTHENTICATE: i16 = 36;
+    pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 }
@@ -36,7 +37,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 23] = [
+pub const APIS: [Api; 24] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -140,6 +141,12 @@ pub const APIS: [Api; 23] = [
         min: 1,
         max: 6,
         first_flexible: 4,
+    },
+    Api {
+        key: key::CREATE_PARTITIONS,
+        min: 0,
+        max: 3,
+        first_flexible: 2,
     },
     Api {
         key: key::DESCRIBE_GROUPS,

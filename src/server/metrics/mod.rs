@@ -167,8 +167,9 @@ impl Metrics {
                 continue; // deleted meanwhile
             };
             let mut counts = [0u64; 6];
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            for p in &topic.partitions {
+            let all = topic.partitions();
+            let mut partitions = Vec::with_capacity(all.len());
+            for p in all.iter() {
                 for (sum, n) in counts.iter_mut().zip(topic_counts(&p.stats)) {
                     *sum += n;
                 }
