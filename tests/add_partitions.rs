@@ -234,7 +234,8 @@ async fn alters_racing_adds_never_write_an_older_count() {
 }
 
 /// A delete racing adds: whichever wins, the topic is gone afterwards with nothing
-/// of it left on disk, and no add answered OK after the delete did.
+/// of it left on disk, and an add that loses is answered NOT_FOUND (not an I/O error
+/// from a directory renamed away under it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delete_racing_adds_leaves_nothing() {
     for round in 0..5 {
@@ -326,10 +327,14 @@ async fn group_members_read_every_record_of_partitions_added_while_they_run() {
 }
 
 async fn share_fetch(client: &Client, max: u32, wait_ms: u32) -> Vec<String> {
+    share_fetch_as(client, "q", max, wait_ms).await
+}
+
+async fn share_fetch_as(client: &Client, group: &str, max: u32, wait_ms: u32) -> Vec<String> {
     let response = client
         .queues()
         .share_fetch(pb::ShareFetchRequest {
-            group: "q".into(),
+            group: group.into(),
             member_id: "w".into(),
             topic: "t".into(),
             max_records: max,
@@ -378,5 +383,39 @@ async fn a_queue_delivers_records_of_partitions_added_since_it_started() {
     let (got, waited) = waiting.await.unwrap();
     assert_eq!(got, ["woke"]);
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    server.stop().await.unwrap();
+}
+
+/// Queues starting at the latest offset on a topic of several partitions with a
+/// history: the first fetch starts every partition at its end, whichever partition the
+/// fetch visits first (it goes round them from a different one each time), and only a
+/// partition added afterwards is read from its first record.
+#[tokio::test(flavor = "multi_thread")]
+async fn queues_at_latest_skip_the_history_of_every_partition_they_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 4).await;
+    for p in 0..4 {
+        for i in 0..3 {
+            produce(&client, "t", Some(p), "k", &format!("old-{p}-{i}")).await;
+        }
+    }
+    let groups: Vec<String> = (0..8).map(|g| format!("q{g}")).collect();
+    for group in &groups {
+        let first = share_fetch_as(&client, group, 100, 0).await;
+        assert!(first.is_empty(), "{group} replayed {first:?}");
+    }
+    client.admin().add_partitions("t", 6, false).await.unwrap();
+    let mut expected = Vec::new();
+    for p in 0..6 {
+        let value = format!("new-{p}");
+        produce(&client, "t", Some(p), "k", &value).await;
+        expected.push(value);
+    }
+    for group in &groups {
+        let mut got = share_fetch_as(&client, group, 100, 0).await;
+        got.sort();
+        assert_eq!(got, expected, "{group}");
+    }
     server.stop().await.unwrap();
 }

@@ -8,16 +8,18 @@
 //! new directories are leftovers no request ever reached; the next add of those ids
 //! removes them before it makes them again.
 //!
-//! Everything runs under the topic's settings lock, which an alter of its config and
-//! its deletion also take: an alter cannot write `topic.json` with the old count after
-//! the add wrote the new one, and a delete either sees the new partitions (and marks
-//! them deleted) or comes first (and the add answers NOT_FOUND).
+//! The new partitions are made outside the topic's settings lock; `topic.json` is
+//! written and the partitions served under it. An alter of the config and a delete
+//! take that lock too: an alter cannot write `topic.json` with the old count after the
+//! add wrote the new one, and a delete either sees the new partitions (and marks them
+//! deleted) or comes first (and the add removes what it made and answers NOT_FOUND).
 
 use std::sync::Arc;
 
 use super::topic::PartitionsCreated;
-use super::{now_ms, Broker, Topic, TopicInfo};
+use super::{now_ms, Broker, Partition, Topic, TopicInfo};
 use crate::error::{Error, IoContext, Result};
+use crate::log::files::sync_dir;
 
 impl Broker {
     /// Gives topic `name` `count` partitions in all, adding `count - current` empty ones.
@@ -57,19 +59,51 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Adds partitions up to `count`, under the topic's settings; how many it added.
+    /// Adds partitions up to `count`; how many it added. One add of a topic at a time
+    /// (`Topic::adding`). The new partitions are made outside the topic's settings
+    /// lock: making a log is several fsyncs, a thousand partitions seconds of them,
+    /// and produces to the topic read its settings meanwhile. The lock is held only to
+    /// write `topic.json` and serve them.
     fn grow(&self, topic: &Topic, count: u32) -> Result<u32> {
-        let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
+        let _adding = topic.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = || Error::TopicNotFound {
+            topic: topic.name.clone(),
+        };
         // Deleted since it was looked up: its directory is gone.
         if topic.is_deleted() {
-            return Err(Error::TopicNotFound {
-                topic: topic.name.clone(),
-            });
+            return Err(gone());
         }
         let current = topic.partition_count();
         fewer(topic, count, current)?;
         if count == current {
             return Ok(0);
+        }
+        let opened_with = {
+            let settings = topic.settings.read().unwrap_or_else(|e| e.into_inner());
+            topic.metadata(&settings, count)
+        };
+        let remove_made = || {
+            for id in current..count {
+                let _ = std::fs::remove_dir_all(topic.dir.join(id.to_string()));
+            }
+        };
+        let made = match self.make_partitions(topic, &opened_with, current..count) {
+            Ok(made) => made,
+            Err(err) => {
+                remove_made();
+                // Its directory renamed away by a delete meanwhile: NOT_FOUND, not the
+                // I/O error that made.
+                return Err(if topic.is_deleted() { gone() } else { err });
+            }
+        };
+        let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
+        if topic.is_deleted() {
+            // Deleted while they were made: what was made under its directory goes,
+            // and the directory too if a partition's making put it back.
+            drop(made);
+            remove_made();
+            let _ = std::fs::remove_dir(&topic.dir);
+            return Err(gone());
         }
         let mut next = super::TopicSettings {
             config: settings.config.clone(),
@@ -88,31 +122,22 @@ impl Broker {
             count: count - current,
             at_ms: now_ms(),
         });
-        let meta = topic.metadata(&next, count);
-        let made = (current..count)
-            .map(|id| {
-                let dir = topic.dir.join(id.to_string());
-                if dir.exists() {
-                    // Left by an add that a crash interrupted before topic.json named it.
-                    tracing::warn!(dir = %dir.display(), "removing a partition directory the topic does not count");
-                    std::fs::remove_dir_all(&dir).at(&dir)?;
+        let written = (|| {
+            if next.config != opened_with.config {
+                // Altered while they were made.
+                for partition in &made {
+                    partition.reconfigure(next.config.log_config())?;
                 }
-                Self::open_partition(&topic.dir, &meta, id, &self.cache, true)
-            })
-            .collect::<Result<Vec<_>>>()
-            .and_then(|made| {
-                meta.write(&topic.dir)?; // last: the count in it is what adds them
-                Ok(made)
-            });
-        let made = match made {
-            Ok(made) => made,
-            Err(err) => {
-                for id in current..count {
-                    let _ = std::fs::remove_dir_all(topic.dir.join(id.to_string()));
-                }
-                return Err(err);
             }
-        };
+            // The new directories' entries durable before the file that names them.
+            sync_dir(&topic.dir)?;
+            topic.metadata(&next, count).write(&topic.dir) // the count in it adds them
+        })();
+        if let Err(err) = written {
+            drop(made);
+            remove_made();
+            return Err(err);
+        }
         *settings = next;
         let mut partitions = topic.partitions.write().unwrap_or_else(|e| e.into_inner());
         let mut grown = Vec::with_capacity(count as usize);
@@ -121,6 +146,35 @@ impl Broker {
         *partitions = Arc::new(grown);
         topic.count.send_replace(count);
         Ok(count - current)
+    }
+
+    /// Makes partitions `ids` of `topic` afresh, as `meta` says.
+    fn make_partitions(
+        &self,
+        topic: &Topic,
+        meta: &super::topic::TopicMetadata,
+        ids: std::ops::Range<u32>,
+    ) -> Result<Vec<Arc<Partition>>> {
+        ids.map(|id| {
+            let dir = topic.dir.join(id.to_string());
+            match std::fs::symlink_metadata(&dir) {
+                // Left by an add that a crash interrupted before topic.json named it.
+                Ok(found) => {
+                    tracing::warn!(dir = %dir.display(), "removing what is in the place of a partition the topic does not count");
+                    match found.is_dir() {
+                        true => std::fs::remove_dir_all(&dir).at(&dir)?,
+                        false => std::fs::remove_file(&dir).at(&dir)?,
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).at(&dir),
+            }
+            // Not create_dir_all: a topic deleted meanwhile (its directory renamed
+            // away) must not have its directory made again here.
+            std::fs::create_dir(&dir).at(&dir)?;
+            Self::open_partition(&topic.dir, meta, id, &self.cache, true)
+        })
+        .collect()
     }
 }
 
@@ -161,21 +215,26 @@ mod tests {
         assert_eq!(topic.partition_count(), 1);
     }
 
-    /// A failed add (a partition that cannot be made) leaves the topic, its file and
-    /// its directory as they were.
+    /// A failed add (here `topic.json` cannot be written) leaves the topic, its file
+    /// and its directory as they were; a file in a new partition's place is replaced.
     #[tokio::test]
     async fn a_failed_add_leaves_the_topic_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
         broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
         let topic = broker.topic("t").unwrap();
-        // A file where partition 2's directory goes: partition 1 is made, 2 is not.
         std::fs::write(topic.dir.join("2"), b"in the way").unwrap();
+        let blocker = topic.dir.join("topic.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
         assert!(broker.grow(&topic, 3).is_err());
         assert_eq!(topic.partition_count(), 1);
         assert!(!topic.dir.join("1").exists(), "partition 1 was left");
         let on_disk = super::super::topic::TopicMetadata::read(&topic.dir).unwrap();
         assert_eq!(on_disk.partitions, 1);
         assert_eq!(on_disk.created.len(), 1);
+        std::fs::remove_dir(&blocker).unwrap();
+        broker.grow(&topic, 3).unwrap();
+        assert!(topic.dir.join("2").is_dir());
+        assert_eq!(topic.partition_count(), 3);
     }
 }

@@ -315,6 +315,7 @@ impl Broker {
             id: meta.id,
             dir: dir.to_path_buf(),
             count: watch::channel(meta.partitions).0,
+            adding: std::sync::Mutex::new(()),
             partitions: RwLock::new(Arc::new(partitions)),
             settings: RwLock::new(TopicSettings {
                 config: meta.config,

@@ -140,6 +140,8 @@ pub struct Topic {
     pub(super) partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
     /// The partition count, for waits that must see partitions added.
     pub(super) count: tokio::sync::watch::Sender<u32>,
+    /// Held by an add of partitions throughout: one at a time.
+    pub(super) adding: std::sync::Mutex<()>,
     pub(super) settings: RwLock<TopicSettings>,
     /// Next partition for records with neither key nor partition.
     pub(super) round_robin: AtomicU32,
@@ -212,6 +214,14 @@ impl Topic {
     pub fn partition_created_ms(&self, id: u32) -> i64 {
         let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
         created_at(&settings.created, id)
+    }
+
+    /// When each of the first `n` partitions was made (`partition_created_ms`).
+    pub fn created_times(&self, n: usize) -> Vec<i64> {
+        let settings = self.settings.read().unwrap_or_else(|e| e.into_inner());
+        (0..n as u32)
+            .map(|id| created_at(&settings.created, id))
+            .collect()
     }
 
     /// What `topic.json` is to hold: the topic as it is, with `settings` (held by the

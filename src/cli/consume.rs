@@ -21,7 +21,8 @@ pub struct ConsumeArgs {
     /// Topic to read.
     #[arg(long, short = 't', required_unless_present = "topic_pattern")]
     topic: Option<String>,
-    /// Read only this partition (default: all).
+    /// Read only this partition (default: all the topic has when consume starts; with
+    /// --group, also those added later).
     #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Option<u32>,
     /// Consume as a member of this consumer group: the group's members share the

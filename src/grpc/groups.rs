@@ -85,6 +85,9 @@ impl groups_server::Groups for GroupsService {
                 .map(|t| (t.topic, t.partitions))
                 .collect(),
         };
+        // Before the group looks at the topics: a partition made after this time may be
+        // in the assignment, and its member then reads it from its first offset.
+        let server_time_ms = crate::broker::now_ms();
         let (answer, assignment) = self
             .groups
             .heartbeat(&r.group, heartbeat)
@@ -95,7 +98,7 @@ impl groups_server::Groups for GroupsService {
             member_epoch: answer.member_epoch,
             heartbeat_interval_ms: answer.heartbeat_interval_ms.min(u32::MAX as u64) as u32,
             assignment: topic_partitions(assignment),
-            server_time_ms: crate::broker::now_ms(),
+            server_time_ms,
         }))
     }
 

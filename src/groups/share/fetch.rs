@@ -233,8 +233,9 @@ impl ShareGroups {
             let mut wake: Option<i64> = None;
             // This round's partitions: one added meanwhile is in the next round's, and
             // ends this round's wait.
-            let mut added = topic.watch_count();
+            let mut more = topic.watch_count();
             let partitions = topic.partitions();
+            let added = g.added_since(tid, &partitions, || topic.created_times(partitions.len()));
             let mut watches = Vec::with_capacity(partitions.len());
             let n = partitions.len();
             let first = TURN.fetch_add(1, Ordering::Relaxed);
@@ -259,7 +260,8 @@ impl ShareGroups {
                         bytes: budget,
                         first_may_exceed: out.is_empty(),
                     };
-                    if let Err(err) = g.fill(tp, partition, idx, want, now, out).await {
+                    let new = added.contains(&partition.id);
+                    if let Err(err) = g.fill(tp, partition, idx, (want, new), now, out).await {
                         tracing::warn!(group = %group_name, topic = %topic.name, partition = partition.id, %err, "share fetch skipped a partition");
                         failed = Some(err);
                     }
@@ -315,7 +317,7 @@ impl ShareGroups {
             let deleted = partitions[0].deleted();
             tokio::select! {
                 _ = grown => {}
-                _ = added.changed() => {}
+                _ = more.changed() => {}
                 () = deleted => {}
                 () = &mut notified => {}
                 () = &mut room, if held_back => {}

@@ -10,7 +10,7 @@ use super::window::{Change, MemberIdx, Offered, SharePartition, Totals, Want};
 use super::Group;
 use crate::broker::Partition;
 use crate::error::Result;
-use crate::groups::Tp;
+use crate::groups::{TopicId, Tp};
 
 impl Group {
     /// Starts the group's window of `tp` at `offset`, journaled.
@@ -28,28 +28,50 @@ impl Group {
         );
     }
 
+    /// The partitions of topic `tid` (of `partitions`, made at `created`) that the
+    /// group has no window for and that were made after every one it has a window for:
+    /// added to the topic since the group began reading it. None on the group's first
+    /// fetch of the topic. A partition the group has no window for otherwise (one that
+    /// could not be read at that first fetch) is not new, and starts where `start` says.
+    pub(super) fn added_since(
+        &self,
+        tid: TopicId,
+        partitions: &[Arc<Partition>],
+        created: impl FnOnce() -> Vec<i64>,
+    ) -> Vec<u32> {
+        let known = |p: &Arc<Partition>| self.state.partitions.contains_key(&(tid, p.id));
+        if partitions.iter().all(known) {
+            return Vec::new();
+        }
+        let created = created();
+        let at = |p: &Arc<Partition>| created.get(p.id as usize).copied().unwrap_or(0);
+        let Some(newest) = partitions.iter().filter(|p| known(p)).map(at).max() else {
+            return Vec::new();
+        };
+        let added = partitions.iter().filter(|p| !known(p) && at(p) > newest);
+        added.map(|p| p.id).collect()
+    }
+
     /// Locks up to `want` of one partition to member `idx`, into `out`.
     pub(super) async fn fill(
         &mut self,
         tp: Tp,
         partition: &Arc<Partition>,
         idx: MemberIdx,
-        want: Want,
+        (want, added): (Want, bool),
         now: i64,
         out: &mut Vec<Delivered>,
     ) -> Result<()> {
         let bounds = partition.offsets()?;
         let mut changes = Vec::new();
         if !self.state.partitions.contains_key(&tp) {
+            // A partition added to the topic since the group began reading it holds
+            // only records from after that: all of them are the group's, whatever its
+            // `start` (records produced to it before a fetch got round to it would
+            // otherwise be skipped).
             let offset = match self.config.start {
+                _ if added => bounds.log_start,
                 Start::Earliest => bounds.log_start,
-                // The group's first fetch of a topic reaches every partition it has (a
-                // window that starts at the end has nothing to fill the answer with),
-                // and starts each at its end. A partition it has no window for after
-                // that was added to the topic since: everything in it came after the
-                // group started, and records produced to it before a fetch got round
-                // to it must not be skipped.
-                Start::Latest if self.state.partitions.contains_key(&(tp.0, 0)) => bounds.log_start,
                 Start::Latest => bounds.high_watermark,
             };
             self.start_at(tp, offset);
