@@ -121,7 +121,17 @@ async fn a_directory_a_crashed_add_left_is_not_served_and_is_made_afresh() {
         std::fs::copy(&file, leftover.join(file.file_name().unwrap())).unwrap();
     }
 
+    // And one as an interrupted add leaves it, empty: gone at the next start.
+    let empty = topic.join("5");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("00000000000000000000.log"), b"").unwrap();
+
     let server = TestServer::start(dir.path()).await;
+    assert!(!empty.exists(), "an empty leftover is removed at start");
+    assert!(
+        leftover.exists(),
+        "one holding records is left for the operator"
+    );
     let client = server.client().await;
     let mut admin = client.admin();
     assert_eq!(admin.describe_topic("t").await.unwrap().partitions.len(), 1);
@@ -417,5 +427,98 @@ async fn queues_at_latest_skip_the_history_of_every_partition_they_started_with(
         got.sort();
         assert_eq!(got, expected, "{group}");
     }
+    server.stop().await.unwrap();
+}
+
+/// A member that joins after partitions were added (a consumer restarted or scaled
+/// out) reads them from their first record when the group had been reading the topic
+/// before: the records produced to them before the group assigned them are not
+/// skipped, although the member itself joined after they were made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joining_after_an_add_reads_the_new_partitions_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 2).await;
+    produce(&client, "t", Some(0), "k", "before the group").await;
+    let mut config = GroupConfig::new("g", &["t"]);
+    config.session_timeout = Duration::from_secs(6);
+    config.start = Start::Latest;
+    let mut first = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let began = Instant::now();
+    while first.assignment().len() < 2 {
+        assert!(began.elapsed() < LIMIT, "never assigned");
+        assert!(first
+            .poll(Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_none());
+    }
+    produce(&client, "t", Some(0), "k", "read by the first").await;
+    let mut read = Vec::new();
+    while read.is_empty() {
+        assert!(began.elapsed() < LIMIT, "never read");
+        if let Some(batch) = first.poll(Duration::from_millis(20)).await.unwrap() {
+            read.extend(batch.records.into_iter().map(|r| r.value));
+        }
+    }
+    first.close().await.unwrap(); // commits, leaves
+
+    client.admin().add_partitions("t", 4, false).await.unwrap();
+    let mut expected = BTreeSet::new();
+    for p in 0..4 {
+        let value = format!("after-{p}");
+        produce(&client, "t", Some(p), "k", &value).await;
+        expected.insert(value);
+    }
+    let mut second = GroupConsumer::join(&client, config).await.unwrap();
+    let mut got = BTreeSet::new();
+    let began = Instant::now();
+    while got.len() < expected.len() {
+        assert!(began.elapsed() < LIMIT, "read {got:?} of {expected:?}");
+        if let Some(batch) = second.poll(Duration::from_millis(20)).await.unwrap() {
+            for record in batch.records {
+                got.insert(String::from_utf8(record.value.to_vec()).unwrap());
+            }
+        }
+    }
+    assert_eq!(got, expected);
+    server.stop().await.unwrap();
+}
+
+/// Adds queued behind a long one wait without a thread each: the server's blocking
+/// threads (which fsyncs run on) stay few.
+#[tokio::test(flavor = "multi_thread")]
+async fn adds_queued_behind_a_long_one_hold_no_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 1).await;
+    let threads = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let before = threads();
+    let adds: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.admin().add_partitions("t", 1024, false).await })
+        })
+        .collect();
+    let mut most = 0;
+    while !adds.iter().all(|a| a.is_finished()) {
+        most = most.max(threads());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for add in adds {
+        assert_eq!(add.await.unwrap().unwrap().partitions.len(), 1024);
+    }
+    assert!(
+        most < before + 40,
+        "{before} threads before, {most} while the adds waited"
+    );
     server.stop().await.unwrap();
 }

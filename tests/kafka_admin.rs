@@ -524,13 +524,22 @@ async fn partitions_are_added_over_kafka_and_refused_as_kafka_does() {
     assert_eq!(unknown, [("nope".into(), UNKNOWN_TOPIC_OR_PARTITION)]);
     assert_eq!(partitions().await, 5);
 
+    // Two adds to the same count at once: one adds, the other is refused, as Kafka.
+    let mut other = KafkaConn::connect(server.kafka.unwrap()).await;
+    let same = request(vec![more("t", 7, None)], false);
+    let (a, b) = tokio::join!(conn.call(&same, 3), other.call(&same, 3));
+    let mut codes = [a.results[0].error_code, b.results[0].error_code];
+    codes.sort();
+    assert_eq!(codes, [0, INVALID_PARTITIONS]);
+    assert_eq!(partitions().await, 7);
+
     // Metadata shows the new partitions; they take records.
     let mut metadata = kafka_protocol::messages::MetadataRequest::default();
     let mut asked = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
     asked.name = Some(name("t"));
     metadata.topics = Some(vec![asked]);
     let described = conn.call(&metadata, 12).await;
-    assert_eq!(described.topics[0].partitions.len(), 5);
+    assert_eq!(described.topics[0].partitions.len(), 7);
     let record = common::kafka::record(None, Some(b"four"), &[]);
     let batch = common::kafka::batch(&[record], kafka_protocol::records::Compression::None);
     let produced = conn

@@ -22,13 +22,23 @@ use crate::error::{Error, IoContext, Result};
 use crate::log::files::sync_dir;
 
 impl Broker {
-    /// Gives topic `name` `count` partitions in all, adding `count - current` empty ones.
-    /// A count equal to the current one changes nothing (so that a retry of an add whose
-    /// answer was lost succeeds); a smaller one is refused.
-    pub async fn add_partitions(self: &Arc<Self>, name: &str, count: u32) -> Result<TopicInfo> {
+    /// Gives topic `name` `count` partitions in all, adding `count - current` empty ones;
+    /// the topic afterwards and how many were added. A count equal to the current one
+    /// adds none (so that a retry of an add whose answer was lost succeeds); a smaller
+    /// one is refused.
+    pub async fn add_partitions(
+        self: &Arc<Self>,
+        name: &str,
+        count: u32,
+    ) -> Result<(TopicInfo, u32)> {
         let topic = self.check_add_partitions(name, count)?;
+        // One add of a topic at a time, waited for here rather than on a blocking
+        // thread: adds queued behind a long one must not take the threads that fsyncs
+        // run on. Held by the blocking task, which a caller that hangs up does not stop.
+        let adding = Arc::clone(&topic.adding).lock_owned().await;
         let me = Arc::clone(self);
         let (info, added) = tokio::task::spawn_blocking(move || {
+            let _adding = adding;
             let added = me.grow(&topic, count)?;
             if added > 0 {
                 // Consumer groups look at the version to see partition counts change.
@@ -41,7 +51,7 @@ impl Broker {
         if added > 0 {
             tracing::info!(topic = name, added, partitions = count, "partitions added");
         }
-        Ok(info)
+        Ok((info, added))
     }
 
     /// Checks what `add_partitions` would check, adding nothing (Kafka's
@@ -59,13 +69,12 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Adds partitions up to `count`; how many it added. One add of a topic at a time
-    /// (`Topic::adding`). The new partitions are made outside the topic's settings
+    /// Adds partitions up to `count`; how many it added. The caller holds
+    /// `Topic::adding`. The new partitions are made outside the topic's settings
     /// lock: making a log is several fsyncs, a thousand partitions seconds of them,
     /// and produces to the topic read its settings meanwhile. The lock is held only to
     /// write `topic.json` and serve them.
     fn grow(&self, topic: &Topic, count: u32) -> Result<u32> {
-        let _adding = topic.adding.lock().unwrap_or_else(|e| e.into_inner());
         let gone = || Error::TopicNotFound {
             topic: topic.name.clone(),
         };
@@ -175,6 +184,46 @@ impl Broker {
             Self::open_partition(&topic.dir, meta, id, &self.cache, true)
         })
         .collect()
+    }
+}
+
+/// Removes what adds that a crash interrupted left in topic directory `dir`, whose
+/// `topic.json` counts `count` partitions: directories numbered from `count` on that
+/// hold no record (every `.log` file empty), as an interrupted add leaves them. One
+/// holding records is not an add's leftover (no request reached those partitions): it
+/// is left for the operator, with a warning.
+pub(super) fn remove_leftovers(dir: &std::path::Path, count: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        if id < count || !path.is_dir() {
+            continue;
+        }
+        let empty = std::fs::read_dir(&path).is_ok_and(|files| {
+            files.flatten().all(|f| {
+                let is_log = f.path().extension().is_some_and(|e| e == "log");
+                !is_log || f.metadata().is_ok_and(|m| m.len() == 0)
+            })
+        });
+        match empty {
+            true => match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(dir = %path.display(), "removed a partition directory an interrupted add left")
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %path.display(), %err, "could not remove a partition directory an interrupted add left")
+                }
+            },
+            false => {
+                tracing::warn!(dir = %path.display(), partitions = count, "a directory past the topic's partitions holds records; it is not served (topic.json counts fewer)")
+            }
+        }
     }
 }
 

@@ -296,6 +296,7 @@ impl Broker {
         }
         let overrides = meta.overrides.clone().unwrap_or_default();
         meta.config = TopicConfig::merged(defaults, &meta.config, &overrides);
+        add_partitions::remove_leftovers(dir, meta.partitions);
         Self::topic_from(dir, meta, cache, false)
     }
 
@@ -315,7 +316,7 @@ impl Broker {
             id: meta.id,
             dir: dir.to_path_buf(),
             count: watch::channel(meta.partitions).0,
-            adding: std::sync::Mutex::new(()),
+            adding: Arc::new(tokio::sync::Mutex::new(())),
             partitions: RwLock::new(Arc::new(partitions)),
             settings: RwLock::new(TopicSettings {
                 config: meta.config,

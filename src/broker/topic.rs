@@ -141,7 +141,7 @@ pub struct Topic {
     /// The partition count, for waits that must see partitions added.
     pub(super) count: tokio::sync::watch::Sender<u32>,
     /// Held by an add of partitions throughout: one at a time.
-    pub(super) adding: std::sync::Mutex<()>,
+    pub(super) adding: Arc<tokio::sync::Mutex<()>>,
     pub(super) settings: RwLock<TopicSettings>,
     /// Next partition for records with neither key nor partition.
     pub(super) round_robin: AtomicU32,

@@ -163,7 +163,8 @@ impl Admin for AdminService {
                 .await
                 .expect("describe does not panic")
         } else {
-            self.broker.add_partitions(&r.name, r.partitions).await
+            let added = self.broker.add_partitions(&r.name, r.partitions).await;
+            added.map(|(info, _)| info)
         };
         Ok(Response::new(pb::AddPartitionsResponse {
             topic: Some(description(info.map_err(status)?)),

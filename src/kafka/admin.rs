@@ -220,8 +220,9 @@ fn refused(err: Error, invalid: i16) -> Refusal {
 
 /// Adds partitions to each topic (or, with `validate_only`, checks that it could),
 /// each answered with its own code. As Kafka: a count not above the topic's is
-/// INVALID_PARTITIONS (the gRPC call takes an equal one as done), and a topic named
-/// twice is answered once, INVALID_REQUEST.
+/// INVALID_PARTITIONS (the gRPC call takes an equal one as done), also for the second
+/// of two adds to the same count at once, and a topic named twice is answered once,
+/// INVALID_REQUEST.
 pub async fn create_partitions(
     broker: &Arc<Broker>,
     topics: Vec<MorePartitions>,
@@ -305,11 +306,20 @@ async fn grow(
         }
         err => Refusal::from(err),
     };
-    match validate_only {
-        true => broker.check_add_partitions(&topic.name, wanted).map(drop),
-        false => broker.add_partitions(&topic.name, wanted).await.map(drop),
+    if validate_only {
+        return broker
+            .check_add_partitions(&topic.name, wanted)
+            .map(drop)
+            .map_err(invalid);
     }
-    .map_err(invalid)
+    match broker.add_partitions(&topic.name, wanted).await {
+        Ok((_, 0)) => Err(Refusal::new(
+            INVALID_PARTITIONS,
+            format!("the topic already has {wanted} partitions"),
+        )),
+        Ok(_) => Ok(()),
+        Err(err) => Err(invalid(err)),
+    }
 }
 
 /// Deletes each topic, named or (version 6) by id, each answered with its own code.

@@ -320,7 +320,7 @@ impl GroupConsumer {
             for (key, topic_id) in added {
                 let (start, committed) = match committed.get(&key) {
                     Some(&offset) => (offset, Some(offset)),
-                    None => (self.start_offset(&key).await?, None),
+                    None => (self.start_offset(&key, &committed).await?, None),
                 };
                 self.start_fetcher(key, topic_id, start, committed);
             }

@@ -158,12 +158,22 @@ impl GroupConsumer {
 
     /// Where a partition the group never committed starts. A start offset outside the
     /// partition goes where `on_out_of_range` says now, before anything could commit
-    /// it; under `Error` it stays, and the first poll of it returns the error. Under
-    /// `Latest`, a partition made after the member joined (added to its topic, or in a
-    /// topic created since) starts at its first offset: everything in it came after
-    /// the consumer started, and records produced to it before the group got round to
-    /// assigning it would otherwise be skipped.
-    pub(super) async fn start_offset(&mut self, (topic, partition): &Key) -> Result<u64, Status> {
+    /// it; under `Error` it stays, and the first poll of it returns the error.
+    ///
+    /// Under `Latest`, a partition added to its topic since the group began reading it
+    /// starts at its first offset: everything in it came after, and records produced
+    /// to it before the group got round to assigning it would otherwise be skipped.
+    /// Added since, by what the member can tell: made after the member joined, or made
+    /// after another partition of the topic for which the group has committed an offset
+    /// (`committed`: the group's offsets of the topic). The second makes a member that
+    /// joins after an add (a consumer restarted or scaled out) read the new partitions
+    /// whole; at worst it reads again records of a partition added before the group
+    /// began, which is a redelivery, never a record skipped.
+    pub(super) async fn start_offset(
+        &mut self,
+        (topic, partition): &Key,
+        committed: &HashMap<Key, u64>,
+    ) -> Result<u64, Status> {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
             Start::Timestamp(ts) => Spec::TimestampMs(ts),
@@ -182,10 +192,25 @@ impl GroupConsumer {
             spec: Some(spec),
         };
         let offsets = self.client.log().list_offsets(request).await?.into_inner();
+        if !matches!(self.config.start, Start::Latest) {
+            return Ok(offsets.offset);
+        }
+        let created = offsets.partition_created_ms;
         let joined_ms = super::lock(&self.shared).joined_ms;
-        let made_since = matches!(self.config.start, Start::Latest)
-            && joined_ms.is_some_and(|joined| offsets.partition_created_ms >= joined);
-        Ok(match made_since {
+        let mut added = joined_ms.is_some_and(|joined| created >= joined);
+        let others: Vec<u32> = committed
+            .keys()
+            .filter(|(t, p)| t == topic && p != partition)
+            .map(|(_, p)| *p)
+            .collect();
+        if !added && created > 0 && !others.is_empty() {
+            let described = self.client.admin().describe_topic(topic).await?;
+            added = described
+                .partitions
+                .iter()
+                .any(|p| others.contains(&p.partition) && p.created_ms < created);
+        }
+        Ok(match added {
             true => offsets.log_start_offset,
             false => offsets.offset,
         })
