@@ -115,11 +115,12 @@ impl Broker {
         records: usize,
         copied: usize,
     ) -> Result<BatchWriter> {
-        if let Some(p) = target.partition {
-            topic.partition(p)?;
-        }
-        // After the check: partitions are only ever added, so `p` is in this list.
+        // One look at the list, kept for the batch: the partition asked for is checked
+        // against the same list the batch is appended through.
         let partitions = topic.partitions();
+        if let Some(p) = target.partition {
+            Topic::partition_in(&topic.name, &partitions, p)?;
+        }
         if let Some(producer) = &target.producer {
             if target.partition.is_none() {
                 return Err(Error::InvalidArgument(

@@ -193,11 +193,19 @@ impl Topic {
 
     pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
         let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        Self::partition_in(&self.name, &partitions, id).cloned()
+    }
+
+    /// Partition `id` of topic `name` in `partitions` (a list `partitions` gave).
+    pub fn partition_in<'a>(
+        name: &str,
+        partitions: &'a [Arc<Partition>],
+        id: u32,
+    ) -> Result<&'a Arc<Partition>> {
         partitions
             .get(id as usize)
-            .cloned()
             .ok_or_else(|| Error::PartitionNotFound {
-                topic: self.name.clone(),
+                topic: name.to_string(),
                 partition: id,
                 count: partitions.len() as u32,
             })
