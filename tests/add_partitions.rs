@@ -83,20 +83,25 @@ async fn partitions_are_added_kept_across_a_restart_and_never_removed() {
     assert!(too_many.message().contains("at most 8"), "{too_many:?}");
     let unknown = admin.add_partitions("nope", 4, false).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    // Two adds in the same millisecond: each run of partitions is made later than the
+    // one before (readers tell added partitions by it).
+    admin.add_partitions("t", 5, false).await.unwrap();
+    let times = created(&admin.add_partitions("t", 6, false).await.unwrap());
+    assert!(times[4] > times[3] && times[5] > times[4], "{times:?}");
 
-    // The new partitions take records, by number and by key over all four.
+    // The new partitions take records, by number and by key over all six.
     assert_eq!(produce(&client, "t", Some(3), "k", "in three").await, 3);
     for i in 0..20 {
         let key = format!("key-{i}");
         let p = produce(&client, "t", None, &key, "keyed").await;
-        assert_eq!(p, partition_for_key(key.as_bytes(), 4), "{key}");
+        assert_eq!(p, partition_for_key(key.as_bytes(), 6), "{key}");
     }
     server.stop().await.unwrap();
 
     let server = TestServer::start_with(dir.path(), limits).await;
     let client = server.client().await;
     let reopened = client.admin().describe_topic("t").await.unwrap();
-    assert_eq!(reopened.partitions.len(), 4);
+    assert_eq!(reopened.partitions.len(), 6);
     assert_eq!(created(&reopened), times);
     let three = common::fetch_all(&client, "t", 3).await;
     assert_eq!(three.first().map(|(_, v)| v.as_str()), Some("in three"));
@@ -520,5 +525,27 @@ async fn adds_queued_behind_a_long_one_hold_no_threads() {
         most < before + 40,
         "{before} threads before, {most} while the adds waited"
     );
+    server.stop().await.unwrap();
+}
+
+/// Partitions added together, each with a record, fetched one record at a time: the
+/// fetch that fills up on one of them still starts the other at its first record, so
+/// the next fetch delivers it rather than taking it for an old partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_fetching_one_record_at_a_time_gets_every_added_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", 4).await;
+    assert!(share_fetch(&client, 1, 0).await.is_empty());
+    client.admin().add_partitions("t", 7, false).await.unwrap();
+    for p in 4..7 {
+        produce(&client, "t", Some(p), "k", &format!("added-{p}")).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(share_fetch(&client, 1, 0).await);
+    }
+    got.sort();
+    assert_eq!(got, ["added-4", "added-5", "added-6"]);
     server.stop().await.unwrap();
 }

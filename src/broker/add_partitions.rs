@@ -36,6 +36,8 @@ impl Broker {
         // thread: adds queued behind a long one must not take the threads that fsyncs
         // run on. Held by the blocking task, which a caller that hangs up does not stop.
         let adding = Arc::clone(&topic.adding).lock_owned().await;
+        // A stop begun while this waited: the add would hold the broker past it.
+        self.check_running()?;
         let me = Arc::clone(self);
         let (info, added) = tokio::task::spawn_blocking(move || {
             let _adding = adding;
@@ -101,8 +103,13 @@ impl Broker {
             Err(err) => {
                 remove_made();
                 // Its directory renamed away by a delete meanwhile: NOT_FOUND, not the
-                // I/O error that made.
-                return Err(if topic.is_deleted() { gone() } else { err });
+                // I/O error that made (and the directory gone, if a partition's making
+                // put it back).
+                if topic.is_deleted() {
+                    let _ = std::fs::remove_dir(&topic.dir);
+                    return Err(gone());
+                }
+                return Err(err);
             }
         };
         let mut settings = topic.settings.write().unwrap_or_else(|e| e.into_inner());
@@ -127,9 +134,13 @@ impl Broker {
                 at_ms: 0,
             });
         }
+        // Later than every partition before them, even within a millisecond or with a
+        // clock stepped back: readers tell added partitions by it (share groups, and
+        // group members starting at the latest offset).
+        let last = next.created.iter().map(|run| run.at_ms).max().unwrap_or(0);
         next.created.push(PartitionsCreated {
             count: count - current,
-            at_ms: now_ms(),
+            at_ms: now_ms().max(last + 1),
         });
         let written = (|| {
             if next.config != opened_with.config {
@@ -165,6 +176,8 @@ impl Broker {
         ids: std::ops::Range<u32>,
     ) -> Result<Vec<Arc<Partition>>> {
         ids.map(|id| {
+            // A stop begun meanwhile ends a long add between partitions.
+            self.check_running()?;
             let dir = topic.dir.join(id.to_string());
             match std::fs::symlink_metadata(&dir) {
                 // Left by an add that a crash interrupted before topic.json named it.
@@ -191,7 +204,7 @@ impl Broker {
 /// `topic.json` counts `count` partitions: directories numbered from `count` on that
 /// hold no record (every `.log` file empty), as an interrupted add leaves them. One
 /// holding records is not an add's leftover (no request reached those partitions): it
-/// is left for the operator, with a warning.
+/// is left for the operator, with a warning that an add of its number replaces it.
 pub(super) fn remove_leftovers(dir: &std::path::Path, count: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -221,7 +234,7 @@ pub(super) fn remove_leftovers(dir: &std::path::Path, count: u32) {
                 }
             },
             false => {
-                tracing::warn!(dir = %path.display(), partitions = count, "a directory past the topic's partitions holds records; it is not served (topic.json counts fewer)")
+                tracing::warn!(dir = %path.display(), partitions = count, "a directory past the topic's partitions holds records; it is not served (topic.json counts fewer), and an add of its partition replaces it: move it away to keep it")
             }
         }
     }
@@ -262,6 +275,20 @@ mod tests {
             topic.dir.display()
         );
         assert_eq!(topic.partition_count(), 1);
+    }
+
+    /// Partitions added while the clock reads earlier than the last add (stepped back,
+    /// or the same millisecond) are still made later than every partition before.
+    #[tokio::test]
+    async fn added_partitions_are_made_later_than_every_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+        let topic = broker.topic("t").unwrap();
+        let ahead = now_ms() + 3_600_000;
+        topic.settings.write().unwrap().created[0].at_ms = ahead;
+        broker.grow(&topic, 2).unwrap();
+        assert!(topic.partition_created_ms(1) > ahead);
     }
 
     /// A failed add (here `topic.json` cannot be written) leaves the topic, its file

@@ -13,7 +13,7 @@ mod tasks;
 #[cfg(test)]
 mod tasks_tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -317,10 +317,14 @@ impl GroupConsumer {
         if !added.is_empty() {
             let keys: Vec<Key> = added.iter().map(|(k, _)| k.clone()).collect();
             let committed = self.committed_offsets(&keys).await?;
+            let mut created = HashMap::new();
             for (key, topic_id) in added {
                 let (start, committed) = match committed.get(&key) {
                     Some(&offset) => (offset, Some(offset)),
-                    None => (self.start_offset(&key, &committed).await?, None),
+                    None => (
+                        self.start_offset(&key, &committed, &mut created).await?,
+                        None,
+                    ),
                 };
                 self.start_fetcher(key, topic_id, start, committed);
             }

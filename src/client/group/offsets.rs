@@ -168,11 +168,14 @@ impl GroupConsumer {
     /// (`committed`: the group's offsets of the topic). The second makes a member that
     /// joins after an add (a consumer restarted or scaled out) read the new partitions
     /// whole; at worst it reads again records of a partition added before the group
-    /// began, which is a redelivery, never a record skipped.
+    /// began, which is a redelivery, never a record skipped. `created` keeps each
+    /// topic's partitions' creation times once described, for the other partitions
+    /// started in the same pass.
     pub(super) async fn start_offset(
         &mut self,
         (topic, partition): &Key,
         committed: &HashMap<Key, u64>,
+        created: &mut HashMap<String, HashMap<u32, i64>>,
     ) -> Result<u64, Status> {
         let spec = match self.config.start {
             Start::Latest => Spec::Latest(true),
@@ -195,20 +198,27 @@ impl GroupConsumer {
         if !matches!(self.config.start, Start::Latest) {
             return Ok(offsets.offset);
         }
-        let created = offsets.partition_created_ms;
+        let made = offsets.partition_created_ms;
         let joined_ms = super::lock(&self.shared).joined_ms;
-        let mut added = joined_ms.is_some_and(|joined| created >= joined);
+        let mut added = joined_ms.is_some_and(|joined| made >= joined);
         let others: Vec<u32> = committed
             .keys()
             .filter(|(t, p)| t == topic && p != partition)
             .map(|(_, p)| *p)
             .collect();
-        if !added && created > 0 && !others.is_empty() {
-            let described = self.client.admin().describe_topic(topic).await?;
-            added = described
-                .partitions
+        if !added && made > 0 && !others.is_empty() {
+            if !created.contains_key(topic) {
+                let described = self.client.admin().describe_topic(topic).await?;
+                let times = described
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.created_ms));
+                created.insert(topic.clone(), times.collect());
+            }
+            let times = &created[topic];
+            added = others
                 .iter()
-                .any(|p| others.contains(&p.partition) && p.created_ms < created);
+                .any(|p| times.get(p).is_some_and(|&at| at < made));
         }
         Ok(match added {
             true => offsets.log_start_offset,

@@ -236,6 +236,7 @@ impl ShareGroups {
             let mut more = topic.watch_count();
             let partitions = topic.partitions();
             let added = g.added_since(tid, &partitions, || topic.created_times(partitions.len()));
+            g.start_added(tid, &partitions, &added);
             let mut watches = Vec::with_capacity(partitions.len());
             let n = partitions.len();
             let first = TURN.fetch_add(1, Ordering::Relaxed);

@@ -52,6 +52,34 @@ impl Group {
         added.map(|p| p.id).collect()
     }
 
+    /// Starts a window at its first offset for each partition of `added`
+    /// (`added_since`), whether or not this fetch's answer has room for its records: a
+    /// fetch that filled up before it got round to one left it without a window, and
+    /// the next fetch, seeing others added at the same moment with windows, would have
+    /// taken it for an old one and started it at its end. A partition that cannot be
+    /// read now is left to `fill`, which is told it is added.
+    pub(super) fn start_added(
+        &mut self,
+        tid: TopicId,
+        partitions: &[Arc<Partition>],
+        added: &[u32],
+    ) {
+        for &id in added {
+            let Some(partition) = partitions.get(id as usize) else {
+                continue;
+            };
+            if self.state.partitions.contains_key(&(tid, id)) {
+                continue;
+            }
+            match partition.offsets() {
+                Ok(bounds) => self.start_at((tid, id), bounds.log_start),
+                Err(err) => {
+                    tracing::warn!(topic = %partition.topic, partition = id, %err, "added partition's window not started yet")
+                }
+            }
+        }
+    }
+
     /// Locks up to `want` of one partition to member `idx`, into `out`.
     pub(super) async fn fill(
         &mut self,
