@@ -3,10 +3,11 @@
 //! that must go on existing.
 //!
 //! The order makes a crash safe at any point: the new partitions' directories are made
-//! first, then `topic.json` is replaced (write, sync, rename) with the new count, then
-//! the partitions are served. Until the rename, the count on disk is the old one and the
-//! new directories are leftovers no request ever reached; the next add of those ids
-//! removes them before it makes them again.
+//! first and the topic's directory synced, then `topic.json` is replaced (write, sync,
+//! rename) with the new count, then the partitions are served. Until the rename, the
+//! count on disk is the old one and the new directories are leftovers no request ever
+//! reached: the next start removes them (`remove_leftovers`), and the next add of
+//! those ids removes whatever is in their place before it makes them again.
 //!
 //! The new partitions are made outside the topic's settings lock; `topic.json` is
 //! written and the partitions served under it. An alter of the config and a delete

@@ -1,7 +1,7 @@
-//! Topic administration: CreateTopics, DeleteTopics and CreatePartitions, so that
-//! Kafka's admin clients and tools (`kafka-topics.sh`, `AdminClient.create_topics`)
-//! make, grow and remove strom's topics. Each needs admin on the topic
-//! (`authorize.rs`), as the gRPC calls do.
+//! Topic administration: CreateTopics and DeleteTopics (CreatePartitions is in
+//! `add_partitions.rs`), so that Kafka's admin clients and tools (`kafka-topics.sh`,
+//! `AdminClient.create_topics`) make and remove strom's topics. Each needs admin on
+//! the topic (`authorize.rs`), as the gRPC calls do.
 //!
 //! strom is one node: a replication factor other than 1 (or -1, the default) is
 //! refused, and so is a replica assignment that names a broker other than 0. Topic
@@ -11,9 +11,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use kafka_protocol::messages::create_partitions_response::{
-    CreatePartitionsResponse, CreatePartitionsTopicResult,
-};
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
 };
@@ -28,13 +25,13 @@ use super::errors::code::{
     INVALID_REPLICA_ASSIGNMENT, INVALID_TOPIC_EXCEPTION,
 };
 use super::errors::Refusal;
-use super::requests::admin::{CreateTopics, Doomed, MorePartitions, NewTopic};
+use super::requests::admin::{CreateTopics, Doomed, NewTopic};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::grpc::auth::{Access, Kind, Operation};
 
 /// The one broker id strom answers as (`metadata.rs`).
-const NODE: i32 = 0;
+pub(super) const NODE: i32 = 0;
 
 /// Creates each topic (or, with `validate_only`, checks that it could), each answered
 /// with its own code. A name given twice is answered once, INVALID_REQUEST, as Kafka
@@ -215,110 +212,6 @@ fn refused(err: Error, invalid: i16) -> Refusal {
     match &err {
         Error::InvalidArgument(_) => Refusal::new(invalid, err.to_string()),
         _ => Refusal::from(err), // its usual code, and logged if it is the server's
-    }
-}
-
-/// Adds partitions to each topic (or, with `validate_only`, checks that it could),
-/// each answered with its own code. As Kafka: a count not above the topic's is
-/// INVALID_PARTITIONS (the gRPC call takes an equal one as done), also for the second
-/// of two adds to the same count at once, and a topic named twice is answered once,
-/// INVALID_REQUEST.
-pub async fn create_partitions(
-    broker: &Arc<Broker>,
-    topics: Vec<MorePartitions>,
-    validate_only: bool,
-    access: &Access,
-) -> CreatePartitionsResponse {
-    let mut names = HashSet::new();
-    let twice: HashSet<String> = topics
-        .iter()
-        .filter(|t| !names.insert(t.name.clone()))
-        .map(|t| t.name.clone())
-        .collect();
-    let mut response = CreatePartitionsResponse::default();
-    let mut answered = HashSet::new();
-    for topic in topics {
-        if !answered.insert(topic.name.clone()) {
-            continue;
-        }
-        let added = match twice.contains(&topic.name) {
-            true => Err(Refusal::new(
-                code::INVALID_REQUEST,
-                "the topic is named more than once in the request",
-            )),
-            false => grow(broker, &topic, validate_only, access).await,
-        };
-        let mut result = CreatePartitionsTopicResult::default();
-        result.name = StrBytes::from_string(topic.name.clone()).into();
-        match added {
-            Ok(()) => tracing::info!(
-                topic = topic.name,
-                partitions = topic.count,
-                validate_only,
-                "kafka CreatePartitions"
-            ),
-            Err(refusal) => {
-                refusal.log_about(&topic.name);
-                result.error_code = refusal.code;
-                result.error_message = Some(StrBytes::from_string(refusal.message));
-            }
-        }
-        response.results.push(result);
-    }
-    response
-}
-
-async fn grow(
-    broker: &Arc<Broker>,
-    topic: &MorePartitions,
-    validate_only: bool,
-    access: &Access,
-) -> Result<(), Refusal> {
-    authorize::topic(access, Some(Operation::Admin), &topic.name)?;
-    let current = broker.topic(&topic.name)?.partition_count();
-    let wanted = u32::try_from(topic.count).unwrap_or(0);
-    if wanted <= current {
-        let message = match wanted == current {
-            true => format!("the topic already has {current} partitions"),
-            false => format!(
-                "the topic has {current} partitions and {} were asked: partitions can be added, never removed",
-                topic.count
-            ),
-        };
-        return Err(Refusal::new(INVALID_PARTITIONS, message));
-    }
-    if let Some(assignments) = &topic.assignments {
-        let on_this_node = assignments.len() as u32 == wanted - current
-            && assignments.iter().all(|brokers| brokers == &[NODE]);
-        if !on_this_node {
-            return Err(Refusal::new(
-                INVALID_REPLICA_ASSIGNMENT,
-                format!(
-                    "strom is a single node: assign each of the {} new partitions to broker 0 alone, or give no assignment",
-                    wanted - current
-                ),
-            ));
-        }
-    }
-    let invalid = |err: Error| match err {
-        Error::InvalidArgument(_) | Error::FailedPrecondition(_) => {
-            Refusal::new(INVALID_PARTITIONS, err.to_string())
-        }
-        err => Refusal::from(err),
-    };
-    if validate_only {
-        return broker
-            .check_add_partitions(&topic.name, wanted)
-            .map(drop)
-            .map_err(invalid);
-    }
-    match broker.add_partitions(&topic.name, wanted).await {
-        Ok((_, 0)) => Err(Refusal::new(
-            INVALID_PARTITIONS,
-            format!("the topic already has {wanted} partitions"),
-        )),
-        Ok(_) => Ok(()),
-        Err(err) => Err(invalid(err)),
     }
 }
 

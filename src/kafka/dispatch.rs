@@ -16,7 +16,7 @@ use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
-use super::{admin, configs, fetch, group_admin, groups, metadata, produce, Kafka};
+use super::{add_partitions, admin, configs, fetch, group_admin, groups, metadata, produce, Kafka};
 use crate::grpc::quota::{Flow, Quota};
 
 /// What a request comes to.
@@ -292,7 +292,8 @@ async fn respond(
         key::CREATE_PARTITIONS => {
             let (topics, validate_only) = requests::admin::create_partitions(&mut r)?;
             requests::finished(&r);
-            let response = admin::create_partitions(&broker, topics, validate_only, &access).await;
+            let response =
+                add_partitions::create_partitions(&broker, topics, validate_only, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::DESCRIBE_CONFIGS => {

@@ -6,10 +6,10 @@
 //! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
 //! `groups.rs`) and their ListGroups, DescribeGroups and DeleteGroups
-//! (`group_admin.rs`), CreateTopics, DeleteTopics and CreatePartitions (`admin.rs`), DescribeConfigs,
-//! AlterConfigs and IncrementalAlterConfigs (`configs.rs`), and SaslHandshake and
-//! SaslAuthenticate (`session.rs`), in the versions `requests::APIS` lists. Not
-//! answered: transactions.
+//! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), CreatePartitions
+//! (`add_partitions.rs`), DescribeConfigs, AlterConfigs and IncrementalAlterConfigs
+//! (`configs.rs`), and SaslHandshake and SaslAuthenticate (`session.rs`), in the
+//! versions `requests::APIS` lists. Not answered: transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
 //! API strom does not answer closes the connection, as Kafka does; clients ask
 //! ApiVersions first and do not send them.
@@ -25,6 +25,7 @@
 //! certificates) with `tls_cert`, SASL/PLAIN with a token with `auth_tokens`
 //! (`session.rs`), and the access control list on every request (`authorize.rs`).
 
+mod add_partitions;
 mod admin;
 mod authorize;
 mod compression;
