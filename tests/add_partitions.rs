@@ -46,6 +46,37 @@ async fn produce(
         .partition
 }
 
+/// Group "g" on topic "t", starting at the latest offset.
+fn at_latest() -> GroupConfig {
+    let mut config = GroupConfig::new("g", &["t"]);
+    config.session_timeout = Duration::from_secs(6);
+    config.start = Start::Latest;
+    config
+}
+
+/// Polls `members` until they have read every value of `expected` (none twice, none
+/// else): what they read.
+async fn read_all(members: &mut [GroupConsumer], expected: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut read = BTreeSet::new();
+    let began = Instant::now();
+    while read.len() < expected.len() {
+        assert!(
+            began.elapsed() < LIMIT,
+            "read {read:?}; missing {:?}",
+            expected.difference(&read).collect::<Vec<_>>()
+        );
+        for m in members.iter_mut() {
+            if let Some(batch) = m.poll(Duration::from_millis(20)).await.unwrap() {
+                for record in batch.records {
+                    let value = String::from_utf8(record.value.to_vec()).unwrap();
+                    assert!(read.insert(value.clone()), "{value} read twice");
+                }
+            }
+        }
+    }
+    read
+}
+
 fn created(topic: &pb::TopicDescription) -> Vec<i64> {
     topic.partitions.iter().map(|p| p.created_ms).collect()
 }
@@ -288,12 +319,9 @@ async fn group_members_read_every_record_of_partitions_added_while_they_run() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 2).await;
     produce(&client, "t", Some(0), "k", "before the group").await;
-    let mut config = GroupConfig::new("g", &["t"]);
-    config.session_timeout = Duration::from_secs(6);
-    config.start = Start::Latest;
     let mut members = vec![
-        GroupConsumer::join(&client, config.clone()).await.unwrap(),
-        GroupConsumer::join(&client, config).await.unwrap(),
+        GroupConsumer::join(&client, at_latest()).await.unwrap(),
+        GroupConsumer::join(&client, at_latest()).await.unwrap(),
     ];
     // Settled: each member owns one of the two partitions.
     let began = Instant::now();
@@ -317,22 +345,7 @@ async fn group_members_read_every_record_of_partitions_added_while_they_run() {
             expected.insert(value);
         }
     }
-    let mut read = BTreeSet::new();
-    let began = Instant::now();
-    while read.len() < expected.len() {
-        assert!(
-            began.elapsed() < LIMIT,
-            "read {read:?}; missing {:?}",
-            expected.difference(&read).collect::<Vec<_>>()
-        );
-        for m in &mut members {
-            if let Some(batch) = m.poll(Duration::from_millis(20)).await.unwrap() {
-                for record in batch.records {
-                    read.insert(String::from_utf8(record.value.to_vec()).unwrap());
-                }
-            }
-        }
-    }
+    let read = read_all(&mut members, &expected).await;
     assert_eq!(
         read, expected,
         "nothing from before the group, nothing twice"
@@ -445,10 +458,7 @@ async fn a_member_joining_after_an_add_reads_the_new_partitions_whole() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client_with_topic("t", 2).await;
     produce(&client, "t", Some(0), "k", "before the group").await;
-    let mut config = GroupConfig::new("g", &["t"]);
-    config.session_timeout = Duration::from_secs(6);
-    config.start = Start::Latest;
-    let mut first = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let mut first = GroupConsumer::join(&client, at_latest()).await.unwrap();
     let began = Instant::now();
     while first.assignment().len() < 2 {
         assert!(began.elapsed() < LIMIT, "never assigned");
@@ -475,17 +485,8 @@ async fn a_member_joining_after_an_add_reads_the_new_partitions_whole() {
         produce(&client, "t", Some(p), "k", &value).await;
         expected.insert(value);
     }
-    let mut second = GroupConsumer::join(&client, config).await.unwrap();
-    let mut got = BTreeSet::new();
-    let began = Instant::now();
-    while got.len() < expected.len() {
-        assert!(began.elapsed() < LIMIT, "read {got:?} of {expected:?}");
-        if let Some(batch) = second.poll(Duration::from_millis(20)).await.unwrap() {
-            for record in batch.records {
-                got.insert(String::from_utf8(record.value.to_vec()).unwrap());
-            }
-        }
-    }
+    let second = GroupConsumer::join(&client, at_latest()).await.unwrap();
+    let got = read_all(&mut [second], &expected).await;
     assert_eq!(got, expected);
     server.stop().await.unwrap();
 }

@@ -11,9 +11,9 @@ use kafka_protocol::messages::create_partitions_response::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::NODE;
+use super::admin::{named_twice, named_twice_refusal, NODE};
 use super::authorize;
-use super::errors::code::{self, INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT};
+use super::errors::code::{INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT};
 use super::errors::Refusal;
 use super::requests::admin::MorePartitions;
 use crate::broker::Broker;
@@ -31,12 +31,7 @@ pub async fn create_partitions(
     validate_only: bool,
     access: &Access,
 ) -> CreatePartitionsResponse {
-    let mut names = HashSet::new();
-    let twice: HashSet<String> = topics
-        .iter()
-        .filter(|t| !names.insert(t.name.clone()))
-        .map(|t| t.name.clone())
-        .collect();
+    let twice = named_twice(topics.iter().map(|t| t.name.as_str()));
     let mut response = CreatePartitionsResponse::default();
     let mut answered = HashSet::new();
     for topic in topics {
@@ -44,10 +39,7 @@ pub async fn create_partitions(
             continue;
         }
         let added = match twice.contains(&topic.name) {
-            true => Err(Refusal::new(
-                code::INVALID_REQUEST,
-                "the topic is named more than once in the request",
-            )),
+            true => Err(named_twice_refusal()),
             false => grow(broker, &topic, validate_only, access).await,
         };
         let mut result = CreatePartitionsTopicResult::default();

@@ -43,13 +43,7 @@ pub async fn create_topics(
     access: &Access,
 ) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
-    let mut names = HashSet::new();
-    let twice: HashSet<String> = request
-        .topics
-        .iter()
-        .filter(|t| !names.insert(t.name.clone()))
-        .map(|t| t.name.clone())
-        .collect();
+    let twice = named_twice(request.topics.iter().map(|t| t.name.as_str()));
     let mut answered = HashSet::new();
     for topic in request.topics {
         if !answered.insert(topic.name.clone()) {
@@ -58,10 +52,7 @@ pub async fn create_topics(
         let mut result = CreatableTopicResult::default();
         result.name = StrBytes::from_string(topic.name.clone()).into();
         let created = match twice.contains(&topic.name) {
-            true => Err(Refusal::new(
-                code::INVALID_REQUEST,
-                "the topic is named more than once in the request",
-            )),
+            true => Err(named_twice_refusal()),
             false => create(broker, &topic, request.validate_only, access).await,
         };
         match created {
@@ -106,6 +97,23 @@ pub async fn create_topics(
         response.topics.push(result);
     }
     response
+}
+
+/// The names given more than once among `names`: Kafka answers each such topic once,
+/// INVALID_REQUEST (`named_twice_refusal`), and does nothing with it.
+pub(super) fn named_twice<'a>(names: impl Iterator<Item = &'a str>) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    names
+        .filter(|n| !seen.insert(*n))
+        .map(str::to_string)
+        .collect()
+}
+
+pub(super) fn named_twice_refusal() -> Refusal {
+    Refusal::new(
+        code::INVALID_REQUEST,
+        "the topic is named more than once in the request",
+    )
 }
 
 /// Checks, then creates: the partitions, the topic's whole config and its id (with
