@@ -1199,6 +1199,23 @@ fn owed(quotas: &Quotas, name: &str) -> Duration {
 /// does not stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_publish_is_charged_for_the_copies_it_writes() {
+    // On a disk whose fsyncs are quick the whole publish may be done before the call
+    // is cancelled, which shows nothing: then again, on a fresh server (what that run
+    // was charged must not count in the next).
+    for _ in 0..5 {
+        if let Some(owed) = cancelled_publish_owes().await {
+            // 100 copies of 8 KiB at 1 KiB/s, less the second of burst: about 800 s
+            // owed (one copy, 8 s, if the cancelled call's copies were not charged).
+            assert!(owed >= Duration::from_secs(700), "owes {owed:?}");
+            return;
+        }
+    }
+    panic!("in five tries the publish was done before its call went: this shows nothing");
+}
+
+/// What alice owes once a publish of hers, cancelled after its first copy, wrote its
+/// last; None if it wrote the last before the call was cancelled.
+async fn cancelled_publish_owes() -> Option<Duration> {
     let dir = tempfile::tempdir().unwrap();
     let (server, quotas) = server(
         dir.path(),
@@ -1231,19 +1248,17 @@ async fn a_cancelled_publish_is_charged_for_the_copies_it_writes() {
         assert!(Instant::now() < deadline, "the publish never came");
     }
     publishing.abort();
-    assert!(
-        stored(&topics[99]).await == 0,
-        "the publish was done before its call went: this shows nothing"
-    );
+    if stored(&topics[99]).await != 0 {
+        server.stop().await.unwrap();
+        return None;
+    }
     while stored(&topics[99]).await == 0 {
         assert!(Instant::now() < deadline, "the last topic never got it");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // 100 copies of 8 KiB at 1 KiB/s, less the second of burst: about 800 s owed
-    // (one copy, 8 s, if the cancelled call's copies were not charged).
     let owed = owed(&quotas, "alice");
-    assert!(owed >= Duration::from_secs(700), "owes {owed:?}");
     server.stop().await.unwrap();
+    Some(owed)
 }
 
 /// The README's way: `strom serve --quotas FILE`; a bad file is refused at the start
