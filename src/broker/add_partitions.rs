@@ -122,11 +122,7 @@ impl Broker {
             let _ = std::fs::remove_dir(&topic.dir);
             return Err(gone());
         }
-        let mut next = super::TopicSettings {
-            config: settings.config.clone(),
-            overrides: settings.overrides.clone(),
-            created: settings.created.clone(),
-        };
+        let mut next = settings.clone();
         // Topics made before creation times were kept: theirs stay unknown (0).
         let covered: u32 = next.created.iter().map(|run| run.count).sum();
         if covered < current {

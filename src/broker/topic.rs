@@ -149,6 +149,7 @@ pub struct Topic {
 
 /// A topic's effective configuration, and the keys set for it (the others follow the
 /// server's defaults).
+#[derive(Clone)]
 pub(super) struct TopicSettings {
     pub(super) config: TopicConfig,
     pub(super) overrides: BTreeSet<String>,

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{Kind, Operation};
 use super::pb::{self, admin_server::Admin};
 use super::{access, page, status};
-use crate::broker::{Broker, ListedTopic, TopicInfo};
+use crate::broker::{Broker, ListedTopic, Topic, TopicInfo};
 
 pub struct AdminService {
     broker: Arc<Broker>,
@@ -17,6 +17,15 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(broker: Arc<Broker>) -> AdminService {
         AdminService { broker }
+    }
+
+    /// `topic` described, on a blocking thread: it reads each partition's first
+    /// record, perhaps from disk.
+    async fn described(&self, topic: Arc<Topic>) -> crate::Result<TopicInfo> {
+        let broker = Arc::clone(&self.broker);
+        tokio::task::spawn_blocking(move || broker.describe(&topic))
+            .await
+            .expect("describe does not panic")
     }
 }
 
@@ -116,12 +125,7 @@ impl Admin for AdminService {
             .broker
             .topic(&request.into_inner().name)
             .map_err(status)?;
-        // Reads each partition's first record, perhaps from disk.
-        let broker = Arc::clone(&self.broker);
-        let info = tokio::task::spawn_blocking(move || broker.describe(&topic))
-            .await
-            .expect("describe does not panic")
-            .map_err(status)?;
+        let info = self.described(topic).await.map_err(status)?;
         Ok(Response::new(pb::DescribeTopicResponse {
             topic: Some(description(info)),
         }))
@@ -158,10 +162,7 @@ impl Admin for AdminService {
                 .broker
                 .check_add_partitions(&r.name, r.partitions)
                 .map_err(status)?;
-            let broker = Arc::clone(&self.broker);
-            tokio::task::spawn_blocking(move || broker.describe(&topic))
-                .await
-                .expect("describe does not panic")
+            self.described(topic).await
         } else {
             let added = self.broker.add_partitions(&r.name, r.partitions).await;
             added.map(|(info, _)| info)
