@@ -2,7 +2,8 @@
 //! client most non-Java Kafka clients wrap) and kafka-python, from PyPI, run
 //! `tests/python/kafka_clients.py` against the real server's Kafka listener; the
 //! records they wrote are then read back through gRPC too. Consumer groups, partitions
-//! added under a group (`kafka_grow.py`), SASL with an acl and quotas each have a
+//! added under a group (`kafka_grow.py`), static members restarted
+//! (`kafka_static.py`), SASL with an acl and quotas each have a
 //! script of their own. `scripts/test.sh` installs
 //! both into `target/pyenv` and points STROM_PYTHON at it.
 
@@ -204,5 +205,21 @@ async fn kafka_consumer_groups_take_up_partitions_added_to_their_topic() {
     assert!(stdout.contains("ok 40"), "{stdout}");
     let described = client.admin().describe_topic("growing").await.unwrap();
     assert_eq!(described.partitions.len(), 4);
+    server.stop().await.unwrap();
+}
+
+/// Static members: a librdkafka consumer with a `group.instance.id`, killed with
+/// SIGKILL and started again, takes back its partition without the group's other
+/// consumer being rebalanced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_static_kafka_consumer_takes_its_place_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    server.client_with_topic("steady", 2).await;
+    let bootstrap = server.kafka.unwrap().to_string();
+    let args = vec![bootstrap, "steady".into(), "statics".into()];
+    let stdout = run_python("kafka_static.py", args).await;
+    println!("{stdout}");
     server.stop().await.unwrap();
 }

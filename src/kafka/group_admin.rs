@@ -120,6 +120,8 @@ pub async fn describe_groups(
                 for m in view.members {
                     let mut member = DescribedGroupMember::default();
                     member.member_id = text(m.id);
+                    // Encoded from version 4, which has the field.
+                    member.group_instance_id = m.instance_id.map(text);
                     member.client_id = text(m.client_id);
                     member.member_metadata = m.metadata;
                     member.member_assignment = m.assignment;

@@ -21,7 +21,7 @@ use kafka_protocol::messages::BrokerId;
 use super::authorize;
 use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
-use super::requests::groups::{JoinGroup, OffsetCommit, SyncGroup};
+use super::requests::groups::{JoinGroup, Member, OffsetCommit, SyncGroup};
 use super::text;
 use super::Kafka;
 use crate::grpc::auth::{Access, Kind, Operation};
@@ -76,6 +76,7 @@ pub async fn join_group(
     }
     let join = Join {
         member_id: request.member_id,
+        instance_id: request.instance_id,
         client_id: client_id.unwrap_or_default(),
         session_ms: u64::try_from(request.session_ms).unwrap_or(0),
         rebalance_ms: u64::try_from(request.rebalance_ms)
@@ -143,7 +144,7 @@ pub async fn sync_group(
         .coordinator
         .sync(
             &request.group,
-            &request.member_id,
+            (&request.member_id, request.instance_id.as_deref()),
             request.generation,
             request.assignments,
         )
@@ -170,12 +171,13 @@ pub fn heartbeat(
     kafka: &Kafka,
     group: &str,
     generation: i32,
-    member_id: &str,
+    (member_id, instance_id): &Member,
     access: &Access,
 ) -> HeartbeatResponse {
     let mut response = HeartbeatResponse::default();
+    let member = (member_id.as_str(), instance_id.as_deref());
     response.error_code = match read_group(access, group) {
-        Ok(()) => kafka.coordinator.heartbeat(group, member_id, generation),
+        Ok(()) => kafka.coordinator.heartbeat(group, member, generation),
         Err(refusal) => refusal.code,
     };
     if response.error_code != 0 {
@@ -190,10 +192,13 @@ pub fn heartbeat(
     response
 }
 
+/// Each member named leaves: by its member id, or a static member by its instance
+/// id (an administrator's removal names no member id). Version 3 and later answer
+/// each with the id of the member that left.
 pub fn leave_group(
     kafka: &Kafka,
     group: &str,
-    members: Vec<String>,
+    members: Vec<Member>,
     version: i16,
     access: &Access,
 ) -> LeaveGroupResponse {
@@ -202,15 +207,18 @@ pub fn leave_group(
         response.error_code = refusal.code;
         return response;
     }
-    for id in members {
-        let error = kafka.coordinator.leave(group, &id);
+    for (id, instance_id) in members {
+        let left = kafka
+            .coordinator
+            .leave(group, (&id, instance_id.as_deref()));
         if version >= 3 {
             let mut member = MemberResponse::default();
-            member.member_id = text(id);
-            member.error_code = error;
+            member.error_code = left.as_ref().err().copied().unwrap_or(code::NONE);
+            member.member_id = text(left.unwrap_or(id));
+            member.group_instance_id = instance_id.map(text);
             response.members.push(member);
         } else {
-            response.error_code = error;
+            response.error_code = left.err().unwrap_or(code::NONE);
         }
     }
     response
@@ -229,9 +237,10 @@ pub async fn offset_commit(
         read_group(access, &request.group).and_then(|()| check_group_name(&request.group));
     let mut error = match checked {
         Ok(()) => {
+            let member = (request.member_id.as_str(), request.instance_id.as_deref());
             kafka
                 .coordinator
-                .check_commit(&request.group, &request.member_id, request.generation)
+                .check_commit(&request.group, member, request.generation)
         }
         Err(refusal) => refusal.code,
     };

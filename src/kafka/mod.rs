@@ -5,7 +5,7 @@
 //! Answered: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId
 //! (idempotent producers), the consumer groups' FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
-//! `groups.rs`) and their ListGroups, DescribeGroups and DeleteGroups
+//! `groups.rs`; static members too) and their ListGroups, DescribeGroups and DeleteGroups
 //! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), CreatePartitions
 //! (`add_partitions.rs`), DescribeConfigs, AlterConfigs and IncrementalAlterConfigs
 //! (`configs.rs`), and SaslHandshake and SaslAuthenticate (`session.rs`), in the

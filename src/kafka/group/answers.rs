@@ -13,6 +13,9 @@ pub mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    /// A static member's call whose member id is no longer its instance's: another
+    /// process took the instance id (the client stops; it is a zombie).
+    pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
 /// Kafka's bounds on a member's session timeout (`group.min.session.timeout.ms` and
@@ -56,16 +59,23 @@ pub struct GroupView {
 #[derive(Debug, Clone)]
 pub struct MemberView {
     pub id: String,
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
 }
+
+/// A member as a call names it: its member id, and a static member's instance id.
+pub type Caller<'a> = (&'a str, Option<&'a str>);
 
 /// A JoinGroup as the machine needs it.
 #[derive(Debug, Clone)]
 pub struct Join {
     /// Empty for a new member.
     pub member_id: String,
+    /// A static member's `group.instance.id` (JoinGroup version 5 and later): a
+    /// process that joins with it takes the place of the member that had it.
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub session_ms: u64,
     pub rebalance_ms: u64,

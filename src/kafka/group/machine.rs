@@ -11,22 +11,34 @@
 //! leader computes the assignment on its side and sends it in its SyncGroup, which
 //! answers every member with its part (`Stable`). Heartbeats keep a member's session;
 //! one not heard from for its session timeout is dropped, which starts a rebalance.
+//!
+//! Static members (KIP-345, `statics.rs`): a member that joins with a
+//! `group.instance.id` keeps its place across restarts. A process that joins with an
+//! instance id the group has takes over that member's place and assignment, without a
+//! rebalance while the group is stable, and the process it replaced is fenced
+//! (FENCED_INSTANCE_ID). So a consumer restarted within its session timeout does not
+//! stop the group's other members, as it does without an instance id (its old member
+//! would hold the rebalance until its session lapsed).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 pub use super::answers::{
-    code, Answer, GroupView, Join, JoinAnswer, MemberView, Reply, State, SyncAnswer,
+    code, Answer, Caller, GroupView, Join, JoinAnswer, MemberView, Reply, State, SyncAnswer,
 };
 use super::answers::{join_error, sync_error};
 pub use super::answers::{MAX_MEMBERS, MAX_SESSION_MS, MIN_SESSION_MS};
 
+mod calls;
+mod statics;
 mod views;
 
 #[derive(Debug, Clone)]
 struct Member {
     client_id: String,
+    /// A static member's instance id.
+    instance: Option<String>,
     session_ms: u64,
     rebalance_ms: u64,
     protocol_type: String,
@@ -49,6 +61,8 @@ pub struct Group {
     protocol: String,
     leader: String,
     members: BTreeMap<String, Member>,
+    /// Static members: instance id -> member id.
+    statics: BTreeMap<String, String>,
     /// Ids handed out with MEMBER_ID_REQUIRED, and when they lapse if not used.
     pending: BTreeMap<String, u64>,
     rebalance_deadline: u64,
@@ -63,6 +77,7 @@ impl Default for Group {
             protocol: String::new(),
             leader: String::new(),
             members: BTreeMap::new(),
+            statics: BTreeMap::new(),
             pending: BTreeMap::new(),
             rebalance_deadline: 0,
             joins: 0,
@@ -77,12 +92,23 @@ impl Group {
             return refuse(code::INVALID_SESSION_TIMEOUT);
         }
         let known = self.members.contains_key(&join.member_id);
+        if let Err(error) = self.check_instance(&join.member_id, join.instance_id.as_deref()) {
+            // A known id must be its instance's; a new one (empty) replaces it below.
+            if !join.member_id.is_empty() {
+                return refuse(error);
+            }
+        }
+        // The static member a new process of its instance replaces.
+        let replaced = match join.member_id.is_empty() {
+            true => self.static_member(join.instance_id.as_deref()),
+            false => None,
+        };
         // Some protocol of the joiner's that every other member has too, and the same
         // protocol type: else no assignment could serve them all.
         let others: Vec<&Member> = self
             .members
             .iter()
-            .filter(|(id, _)| **id != join.member_id)
+            .filter(|(id, _)| **id != join.member_id && Some(*id) != replaced.as_ref())
             .map(|(_, m)| m)
             .collect();
         let same_type = others.iter().all(|m| m.protocol_type == join.protocol_type);
@@ -101,10 +127,14 @@ impl Group {
             }
             (false, false) => return refuse(code::UNKNOWN_MEMBER_ID),
             (true, _) => {
+                if let Some(old) = replaced {
+                    return self.replace_static(now, old, join);
+                }
                 if self.members.len() + self.pending.len() >= MAX_MEMBERS {
                     return refuse(code::GROUP_MAX_SIZE_REACHED);
                 }
-                if join.id_required {
+                // A static member joins at once: its instance id already names it.
+                if join.id_required && join.instance_id.is_none() {
                     self.pending
                         .insert(join.new_id.clone(), now + join.session_ms);
                     let answer = join_error(code::MEMBER_ID_REQUIRED, &join.new_id);
@@ -128,8 +158,12 @@ impl Group {
             }
             None => {
                 self.joins += 1;
+                if let Some(instance) = &join.instance_id {
+                    self.statics.insert(instance.clone(), id.clone());
+                }
                 let member = Member {
                     client_id: join.client_id,
+                    instance: join.instance_id,
                     session_ms: join.session_ms,
                     rebalance_ms: join.rebalance_ms,
                     protocol_type: join.protocol_type,
@@ -159,6 +193,17 @@ impl Group {
         if self.state != State::Preparing {
             self.start_rebalance(now, &mut replies);
         }
+        self.await_join(now, id, replies)
+    }
+
+    /// Member `id` joins the rebalance under way: answered now if it was the last
+    /// awaited, else once it ends.
+    fn await_join(
+        &mut self,
+        now: u64,
+        id: String,
+        mut replies: Vec<Reply>,
+    ) -> (Answer<JoinAnswer>, Vec<Reply>) {
         if let Some(member) = self.members.get_mut(&id) {
             member.joining = true;
         }
@@ -197,6 +242,7 @@ impl Group {
     /// generation goes up, and every joined member is answered.
     fn complete_join(&mut self, now: u64, replies: &mut Vec<Reply>) {
         self.members.retain(|_, m| m.joining);
+        self.forget_lapsed_statics();
         self.generation += 1;
         if self.members.is_empty() {
             self.state = State::Empty;
@@ -212,29 +258,7 @@ impl Group {
                 .map(|(id, _)| id.clone())
                 .unwrap_or_default();
         }
-        // Kafka's vote: among the protocols every member has (join checked that one
-        // exists), each member votes for the first in its own order; most votes win,
-        // a tie going to the leader's order.
-        let shared = |p: &str| {
-            self.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
-        };
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for member in self.members.values() {
-            if let Some((p, _)) = member.protocols.iter().find(|(p, _)| shared(p)) {
-                *votes.entry(p.as_str()).or_default() += 1;
-            }
-        }
-        let leader = &self.members[&self.leader];
-        let mut best: Option<(&str, usize)> = None;
-        for (p, _) in &leader.protocols {
-            let count = votes.get(p.as_str()).copied().unwrap_or(0);
-            if count > 0 && best.is_none_or(|(_, most)| count > most) {
-                best = Some((p.as_str(), count));
-            }
-        }
-        self.protocol = best.map(|(p, _)| p.to_string()).unwrap_or_default();
+        self.protocol = self.vote();
         self.state = State::Completing;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for member in self.members.values_mut() {
@@ -246,6 +270,34 @@ impl Group {
             let answer = self.join_answer(&id);
             replies.push(Reply::Join(id, answer));
         }
+    }
+
+    /// Kafka's vote for the group's protocol: among the protocols every member has
+    /// (join checked that one exists), each member votes for the first in its own
+    /// order; most votes win, a tie going to the leader's order.
+    fn vote(&self) -> String {
+        let shared = |p: &str| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+        };
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for member in self.members.values() {
+            if let Some((p, _)) = member.protocols.iter().find(|(p, _)| shared(p)) {
+                *votes.entry(p.as_str()).or_default() += 1;
+            }
+        }
+        let Some(leader) = self.members.get(&self.leader) else {
+            return String::new();
+        };
+        let mut best: Option<(&str, usize)> = None;
+        for (p, _) in &leader.protocols {
+            let count = votes.get(p.as_str()).copied().unwrap_or(0);
+            if count > 0 && best.is_none_or(|(_, most)| count > most) {
+                best = Some((p.as_str(), count));
+            }
+        }
+        best.map(|(p, _)| p.to_string()).unwrap_or_default()
     }
 
     fn join_answer(&self, id: &str) -> JoinAnswer {
@@ -272,138 +324,6 @@ impl Group {
             member_id: id.to_string(),
             members,
         }
-    }
-
-    /// Checks a member and its generation: the error for a call from it, if any.
-    fn check(&self, member_id: &str, generation: i32) -> Option<i16> {
-        if !self.members.contains_key(member_id) {
-            return Some(code::UNKNOWN_MEMBER_ID);
-        }
-        (generation != self.generation).then_some(code::ILLEGAL_GENERATION)
-    }
-
-    pub fn sync(
-        &mut self,
-        now: u64,
-        member_id: &str,
-        generation: i32,
-        assignments: Vec<(String, Bytes)>,
-    ) -> (Answer<SyncAnswer>, Vec<Reply>) {
-        if let Some(error) = self.check(member_id, generation) {
-            return (Answer::Now(sync_error(error)), Vec::new());
-        }
-        if let Some(member) = self.members.get_mut(member_id) {
-            member.last_heard = now;
-        }
-        match self.state {
-            State::Empty | State::Preparing => (
-                Answer::Now(sync_error(code::REBALANCE_IN_PROGRESS)),
-                Vec::new(),
-            ),
-            State::Stable => (Answer::Now(self.sync_answer(member_id)), Vec::new()),
-            State::Completing => {
-                if let Some(member) = self.members.get_mut(member_id) {
-                    member.syncing = true;
-                }
-                if member_id != self.leader {
-                    return (Answer::Later(member_id.to_string()), Vec::new());
-                }
-                for (id, assignment) in assignments {
-                    if let Some(member) = self.members.get_mut(&id) {
-                        member.assignment = assignment;
-                    }
-                }
-                self.state = State::Stable;
-                let mut replies = Vec::new();
-                let mut mine = None;
-                let ids: Vec<String> = self.members.keys().cloned().collect();
-                for id in ids {
-                    let member = self.members.get_mut(&id).expect("listed");
-                    if std::mem::take(&mut member.syncing) {
-                        member.last_heard = now; // its session starts again
-                        let answer = self.sync_answer(&id);
-                        match id == member_id {
-                            true => mine = Some(answer),
-                            false => replies.push(Reply::Sync(id, answer)),
-                        }
-                    }
-                }
-                (Answer::Now(mine.expect("the leader was syncing")), replies)
-            }
-        }
-    }
-
-    fn sync_answer(&self, id: &str) -> SyncAnswer {
-        SyncAnswer {
-            error: code::NONE,
-            protocol_type: self.protocol_type().to_string(),
-            protocol: self.protocol.clone(),
-            assignment: self
-                .members
-                .get(id)
-                .map(|m| m.assignment.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    pub fn heartbeat(&mut self, now: u64, member_id: &str, generation: i32) -> i16 {
-        if let Some(error) = self.check(member_id, generation) {
-            return error;
-        }
-        if let Some(member) = self.members.get_mut(member_id) {
-            member.last_heard = now;
-        }
-        match self.state {
-            State::Preparing => code::REBALANCE_IN_PROGRESS,
-            _ => code::NONE,
-        }
-    }
-
-    /// Whether `member_id` at `generation` may commit offsets: a member of this
-    /// generation (also while its group prepares a rebalance, so that members commit
-    /// what they processed before they join again), or anyone while the group has no
-    /// members (a consumer that assigns itself partitions: id "", generation -1).
-    pub fn check_commit(&mut self, now: u64, member_id: &str, generation: i32) -> i16 {
-        if member_id.is_empty() && generation < 0 {
-            return match self.members.is_empty() {
-                true => code::NONE,
-                false => code::UNKNOWN_MEMBER_ID,
-            };
-        }
-        if let Some(error) = self.check(member_id, generation) {
-            return error;
-        }
-        if let Some(member) = self.members.get_mut(member_id) {
-            member.last_heard = now;
-        }
-        match self.state {
-            State::Completing => code::REBALANCE_IN_PROGRESS,
-            _ => code::NONE,
-        }
-    }
-
-    pub fn leave(&mut self, now: u64, member_id: &str) -> (i16, Vec<Reply>) {
-        if self.pending.remove(member_id).is_some() {
-            return (code::NONE, Vec::new());
-        }
-        let Some(member) = self.members.remove(member_id) else {
-            return (code::UNKNOWN_MEMBER_ID, Vec::new());
-        };
-        let mut replies = Vec::new();
-        if member.joining {
-            replies.push(Reply::Join(
-                member_id.to_string(),
-                join_error(code::UNKNOWN_MEMBER_ID, member_id),
-            ));
-        }
-        if member.syncing {
-            replies.push(Reply::Sync(
-                member_id.to_string(),
-                sync_error(code::UNKNOWN_MEMBER_ID),
-            ));
-        }
-        self.member_gone(now, &mut replies);
-        (code::NONE, replies)
     }
 
     /// After members were dropped: a rebalance for those that remain.
@@ -440,7 +360,7 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &lapsed {
-            if let Some(member) = self.members.remove(id) {
+            if let Some(member) = self.remove_member(id) {
                 if member.syncing {
                     replies.push(Reply::Sync(id.clone(), sync_error(code::UNKNOWN_MEMBER_ID)));
                 }

@@ -1,6 +1,7 @@
 //! Kafka consumer groups (the classic protocol: JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup), so that a Kafka consumer can `subscribe`. Each group's membership is
-//! a state machine without I/O or clock (`machine.rs`, model-tested in `tests.rs`);
+//! a state machine without I/O or clock (`machine.rs`, static members in
+//! `machine/statics.rs`; model-tested in `tests/`);
 //! this driver holds them, hands each waiting JoinGroup and SyncGroup its answer when
 //! the machine gives one, and ticks the machines whose sessions or rebalances are due.
 //!
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use machine::{code, Answer, Group, GroupView, Join, JoinAnswer, Reply, State, SyncAnswer};
+use machine::{code, Answer, Caller, Group, GroupView, Join, JoinAnswer, Reply, State, SyncAnswer};
 
 /// Kafka groups held at once; a join to a new group past it is refused.
 pub const MAX_GROUPS: usize = 10_000;
@@ -154,7 +155,11 @@ impl Coordinator {
             .map(|(p, md)| p.len() + md.len())
             .sum::<usize>()
             + join.new_id.len()
-            + join.client_id.len();
+            + join.client_id.len()
+            + join
+                .instance_id
+                .as_ref()
+                .map_or(0, |i| 2 * i.len() + join.new_id.len());
         let (answer, waiter) = match self.with(group, true, adds, |g, now| g.join(now, join)) {
             Ok(done) => done,
             Err(error) => return failed(error),
@@ -171,13 +176,13 @@ impl Coordinator {
     pub async fn sync(
         &self,
         group: &str,
-        member_id: &str,
+        member: Caller<'_>,
         generation: i32,
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> SyncAnswer {
         let failed = answers::sync_error;
         let adds = assignments.iter().map(|(id, a)| id.len() + a.len()).sum();
-        let sync = |g: &mut Group, now| g.sync(now, member_id, generation, assignments);
+        let sync = |g: &mut Group, now| g.sync(now, member, generation, assignments);
         let (answer, waiter) = match self.with(group, false, adds, sync) {
             Ok(done) => done,
             Err(error) => return failed(error),
@@ -191,24 +196,25 @@ impl Coordinator {
         }
     }
 
-    pub fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        let beat = |g: &mut Group, now| (g.heartbeat(now, member_id, generation), Vec::new());
+    pub fn heartbeat(&self, group: &str, member: Caller<'_>, generation: i32) -> i16 {
+        let beat = |g: &mut Group, now| (g.heartbeat(now, member, generation), Vec::new());
         self.with(group, false, 0, beat)
             .map_or_else(|e| e, |(e, _)| e)
     }
 
-    pub fn leave(&self, group: &str, member_id: &str) -> i16 {
-        self.with(group, false, 0, |g, now| g.leave(now, member_id))
-            .map_or_else(|e| e, |(e, _)| e)
+    /// Ok with the id of the member that left (see `Group::leave`).
+    pub fn leave(&self, group: &str, member: Caller<'_>) -> Result<String, i16> {
+        self.with(group, false, 0, |g, now| g.leave(now, member))
+            .and_then(|(left, _)| left)
     }
 
-    /// Whether a commit by `member_id` at `generation` may go ahead (see
+    /// Whether a commit by `member` at `generation` may go ahead (see
     /// `Group::check_commit`); a group strom holds no members of takes any commit.
-    pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        let check = |g: &mut Group, now| (g.check_commit(now, member_id, generation), Vec::new());
+    pub fn check_commit(&self, group: &str, member: Caller<'_>, generation: i32) -> i16 {
+        let check = |g: &mut Group, now| (g.check_commit(now, member, generation), Vec::new());
         match self.with(group, false, 0, check) {
             Ok((error, _)) => error,
-            Err(code::UNKNOWN_MEMBER_ID) if member_id.is_empty() && generation < 0 => code::NONE,
+            Err(code::UNKNOWN_MEMBER_ID) if member.0.is_empty() && generation < 0 => code::NONE,
             Err(error) => error,
         }
     }
@@ -263,6 +269,12 @@ impl<T> Waits for Answer<T> {
 }
 
 impl Waits for i16 {
+    fn waits_for(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Waits for Result<String, i16> {
     fn waits_for(&self) -> Option<&str> {
         None
     }

@@ -21,6 +21,8 @@ pub struct JoinGroup {
     pub session_ms: i32,
     pub rebalance_ms: i32,
     pub member_id: String,
+    /// A static member's `group.instance.id` (version 5 and later).
+    pub instance_id: Option<String>,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
 }
@@ -30,9 +32,10 @@ pub fn join_group(r: &mut Reader, version: i16) -> Decoded<JoinGroup> {
     let session_ms = r.i32()?;
     let rebalance_ms = if version >= 1 { r.i32()? } else { session_ms };
     let member_id = r.string("the member id")?;
-    if version >= 5 {
-        let _group_instance_id = r.nullable_string("the group instance id")?;
-    }
+    let instance_id = match version >= 5 {
+        true => r.nullable_string("the group instance id")?,
+        false => None,
+    };
     let protocol_type = r.string("the protocol type")?;
     let protocols = r.array("protocols", |r| {
         let name = r.string("a protocol name")?;
@@ -49,6 +52,7 @@ pub fn join_group(r: &mut Reader, version: i16) -> Decoded<JoinGroup> {
         session_ms,
         rebalance_ms,
         member_id,
+        instance_id,
         protocol_type,
         protocols,
     })
@@ -59,6 +63,7 @@ pub struct SyncGroup {
     pub group: String,
     pub generation: i32,
     pub member_id: String,
+    pub instance_id: Option<String>,
     pub assignments: Vec<(String, Bytes)>,
 }
 
@@ -66,9 +71,10 @@ pub fn sync_group(r: &mut Reader, version: i16) -> Decoded<SyncGroup> {
     let group = r.string("the group id")?;
     let generation = r.i32()?;
     let member_id = r.string("the member id")?;
-    if version >= 3 {
-        let _group_instance_id = r.nullable_string("the group instance id")?;
-    }
+    let instance_id = match version >= 3 {
+        true => r.nullable_string("the group instance id")?,
+        false => None,
+    };
     if version >= 5 {
         let _protocol_type = r.nullable_string("the protocol type")?;
         let _protocol_name = r.nullable_string("the protocol name")?;
@@ -86,32 +92,41 @@ pub fn sync_group(r: &mut Reader, version: i16) -> Decoded<SyncGroup> {
         group,
         generation,
         member_id,
+        instance_id,
         assignments,
     })
 }
 
-/// A Heartbeat: group, generation and member id.
-pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, String)> {
+/// A member as a request names it: its member id and, for a static member, its
+/// instance id.
+pub type Member = (String, Option<String>);
+
+/// A Heartbeat: group, generation and member.
+pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, Member)> {
     let group = r.string("the group id")?;
     let generation = r.i32()?;
     let member_id = r.string("the member id")?;
-    if version >= 3 {
-        let _group_instance_id = r.nullable_string("the group instance id")?;
-    }
+    let instance_id = match version >= 3 {
+        true => r.nullable_string("the group instance id")?,
+        false => None,
+    };
     r.tags()?;
-    Ok((group, generation, member_id))
+    Ok((group, generation, (member_id, instance_id)))
 }
 
-/// A LeaveGroup: the group and the members leaving (one before version 3).
-pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<String>)> {
+/// A LeaveGroup: the group and the members leaving (one before version 3; from
+/// then on, a static member may be named by its instance id alone).
+pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<Member>)> {
     let group = r.string("the group id")?;
+    let mut count = Partitions::new();
     let members = match version {
-        0..=2 => vec![r.string("the member id")?],
+        0..=2 => vec![(r.string("the member id")?, None)],
         _ => r.array("members", |r| {
+            count.add(1)?;
             let member = r.string("a member id")?;
-            let _group_instance_id = r.nullable_string("a group instance id")?;
+            let instance_id = r.nullable_string("a group instance id")?;
             r.tags()?;
-            Ok(member)
+            Ok((member, instance_id))
         })?,
     };
     r.tags()?;
@@ -128,6 +143,7 @@ pub struct OffsetCommit {
     pub group: String,
     pub generation: i32,
     pub member_id: String,
+    pub instance_id: Option<String>,
     /// (topic, [(partition, offset, metadata)]).
     pub topics: Vec<Committed>,
 }
@@ -136,9 +152,10 @@ pub fn offset_commit(r: &mut Reader, version: i16) -> Decoded<OffsetCommit> {
     let group = r.string("the group id")?;
     let generation = r.i32()?;
     let member_id = r.string("the member id")?;
-    if version >= 7 {
-        let _group_instance_id = r.nullable_string("the group instance id")?;
-    }
+    let instance_id = match version >= 7 {
+        true => r.nullable_string("the group instance id")?,
+        false => None,
+    };
     if (2..=4).contains(&version) {
         let _retention_time_ms = r.i64()?;
     }
@@ -155,6 +172,7 @@ pub fn offset_commit(r: &mut Reader, version: i16) -> Decoded<OffsetCommit> {
         group,
         generation,
         member_id,
+        instance_id,
         topics,
     })
 }

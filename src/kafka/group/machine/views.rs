@@ -22,6 +22,7 @@ impl Group {
     pub fn view(&self) -> GroupView {
         let members = self.members.iter().map(|(id, m)| MemberView {
             id: id.clone(),
+            instance_id: m.instance.clone(),
             client_id: m.client_id.clone(),
             metadata: m
                 .protocols
@@ -56,7 +57,10 @@ impl Group {
             .iter()
             .map(|(id, m)| {
                 let protocols: usize = m.protocols.iter().map(|(p, md)| p.len() + md.len()).sum();
-                id.len()
+                // A static member's instance id, and its entry in `statics`.
+                let instance = m.instance.as_ref().map_or(0, |i| 2 * i.len() + id.len());
+                instance
+                    + id.len()
                     + m.client_id.len()
                     + m.protocol_type.len()
                     + protocols
