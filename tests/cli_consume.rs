@@ -1,5 +1,6 @@
 //! `strom consume` as the README shows it: ranges by offset and by time (RFC 3339 too),
-//! `--until latest`, a range past a partition's end, and the output formats.
+//! `--until latest`, a range past a partition's end, the output formats, and partitions
+//! added while `--follow` runs.
 
 mod common;
 
@@ -136,4 +137,53 @@ fn templates_and_json_keep_every_byte_and_tell_absent_keys_from_empty_ones() {
         !out.status.success() && err.contains("use text, json or a template"),
         "{err}"
     );
+}
+
+/// `--follow` reads the partitions added to its topic while it runs, each from its
+/// first record (produced before the command saw the partition) even with `--from
+/// latest`.
+#[test]
+fn follow_reads_partitions_added_while_it_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "grows", "-p", "1"], b"");
+    server.ok(&["produce", "-t", "grows"], b"before\n");
+    let mut child = Command::new(STROM)
+        .args(["consume", "-t", "grows", "--from", "latest", "--follow"])
+        .args(["--server", &server.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // Until it prints, it may not have looked at the topic yet.
+    let mut first = String::new();
+    while first.is_empty() {
+        server.ok(&["produce", "-t", "grows", "-p", "0"], b"running\n");
+        first = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    }
+    assert_eq!(first, "running");
+    server.ok(&["topic", "alter", "grows", "--partitions", "3"], b"");
+    server.ok(&["produce", "-t", "grows", "-p", "1"], b"one\n");
+    server.ok(&["produce", "-t", "grows", "-p", "2"], b"two\n");
+    let mut printed = Vec::new();
+    while !(printed.contains(&"one".to_string()) && printed.contains(&"two".to_string())) {
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        printed.push(line.unwrap_or_else(|_| panic!("printed only {printed:?}")));
+    }
+    // Later copies of "running", and nothing from before the command started.
+    assert!(printed
+        .iter()
+        .all(|l| ["running", "one", "two"].contains(&l.as_str())));
+    let _ = child.kill();
+    let _ = child.wait();
 }

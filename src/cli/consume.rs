@@ -21,8 +21,8 @@ pub struct ConsumeArgs {
     /// Topic to read.
     #[arg(long, short = 't', required_unless_present = "topic_pattern")]
     topic: Option<String>,
-    /// Read only this partition (default: all the topic has when consume starts; with
-    /// --group, also those added later).
+    /// Read only this partition (default: all the topic's; with --follow and no
+    /// --until, or with --group, also those added to it later).
     #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Option<u32>,
     /// Consume as a member of this consumer group: the group's members share the
@@ -207,6 +207,38 @@ async fn read(client: Client, topic: String, plan: Plan, follow: bool, tx: Batch
     }
 }
 
+/// How often `consume --follow` looks for partitions added to its topic.
+const ADDED_CHECK: Duration = Duration::from_secs(2);
+
+/// Reads the partitions added to the topic after the first `known`: describes it
+/// every `ADDED_CHECK`, and starts a reader for each new one. Every record of a
+/// partition added since reading began is newer than where reading began, so
+/// `--from latest` reads it from its first record; the other `--from`s say the same
+/// in it as in the others.
+async fn read_added(client: Client, topic: String, mut known: u32, from: Start, tx: Batches) {
+    let from = match from {
+        Start::Latest => Start::Earliest,
+        other => other,
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(ADDED_CHECK) => {}
+            () = tx.closed() => return,
+        }
+        // A topic that cannot be described (the server restarting, say) is looked at
+        // again next time: the readers report what is wrong for good.
+        let Ok(described) = client.admin().describe_topic(&topic).await else {
+            continue;
+        };
+        for p in described.partitions.iter().filter(|p| p.partition >= known) {
+            if let Some(plan) = plan(p, from, None, true) {
+                tokio::spawn(read(client.clone(), topic.clone(), plan, true, tx.clone()));
+            }
+        }
+        known = known.max(described.partitions.len() as u32);
+    }
+}
+
 pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
     let format = Format::parse(&args.format, args.print_key)?;
     let from = parse_position(&args.from).map_err(|e| format!("--from {e}"))?;
@@ -257,6 +289,19 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
             let (client, topic) = (client.clone(), name.clone());
             tokio::spawn(read(client, topic, plan, args.follow, tx.clone()));
         }
+    }
+    // Following the whole topic, with no end: partitions added to it are read too.
+    // (With --until, the command ends when its partitions reach it: one added later
+    // would either keep it running or be cut off wherever it ended.)
+    if args.follow && args.partition.is_none() && until.is_none() {
+        let known = topic.partitions.len() as u32;
+        tokio::spawn(read_added(
+            client.clone(),
+            name.clone(),
+            known,
+            from,
+            tx.clone(),
+        ));
     }
     drop(tx);
     // A progress line only when the records go elsewhere (a file, a pipe); `show` adds

@@ -21,7 +21,7 @@ use kafka_protocol::messages::BrokerId;
 use super::authorize;
 use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
-use super::requests::groups::{JoinGroup, Member, OffsetCommit, SyncGroup};
+use super::requests::groups::{Identity, JoinGroup, OffsetCommit, SyncGroup};
 use super::text;
 use super::Kafka;
 use crate::grpc::auth::{Access, Kind, Operation};
@@ -120,10 +120,12 @@ pub async fn join_group(
     response.protocol_name = Some(text(answer.protocol));
     response.leader = text(answer.leader);
     response.member_id = text(answer.member_id);
-    for (id, metadata) in answer.members {
+    for joined in answer.members {
         let mut member = JoinGroupResponseMember::default();
-        member.member_id = text(id);
-        member.metadata = metadata;
+        member.member_id = text(joined.id);
+        // Encoded from version 5, which has the field.
+        member.group_instance_id = joined.instance_id.map(text);
+        member.metadata = joined.metadata;
         response.members.push(member);
     }
     response
@@ -171,7 +173,7 @@ pub fn heartbeat(
     kafka: &Kafka,
     group: &str,
     generation: i32,
-    (member_id, instance_id): &Member,
+    (member_id, instance_id): &Identity,
     access: &Access,
 ) -> HeartbeatResponse {
     let mut response = HeartbeatResponse::default();
@@ -193,12 +195,11 @@ pub fn heartbeat(
 }
 
 /// Each member named leaves: by its member id, or a static member by its instance
-/// id (an administrator's removal names no member id). Version 3 and later answer
-/// each with the id of the member that left.
+/// id (an administrator's removal names no member id).
 pub fn leave_group(
     kafka: &Kafka,
     group: &str,
-    members: Vec<Member>,
+    members: Vec<Identity>,
     version: i16,
     access: &Access,
 ) -> LeaveGroupResponse {
@@ -208,17 +209,18 @@ pub fn leave_group(
         return response;
     }
     for (id, instance_id) in members {
-        let left = kafka
+        let error = kafka
             .coordinator
             .leave(group, (&id, instance_id.as_deref()));
         if version >= 3 {
+            // As named (Kafka's admin client looks its answers up by both ids).
             let mut member = MemberResponse::default();
-            member.error_code = left.as_ref().err().copied().unwrap_or(code::NONE);
-            member.member_id = text(left.unwrap_or(id));
+            member.error_code = error;
+            member.member_id = text(id);
             member.group_instance_id = instance_id.map(text);
             response.members.push(member);
         } else {
-            response.error_code = left.err().unwrap_or(code::NONE);
+            response.error_code = error;
         }
     }
     response

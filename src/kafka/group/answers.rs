@@ -96,8 +96,17 @@ pub struct JoinAnswer {
     pub protocol: String,
     pub leader: String,
     pub member_id: String,
-    /// For the leader: every member's id and metadata for the chosen protocol.
-    pub members: Vec<(String, Bytes)>,
+    /// For the leader: every member's id, instance id and metadata for the chosen
+    /// protocol (assignors order static members by instance id, so that an instance
+    /// keeps its partitions across rebalances).
+    pub members: Vec<JoinedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

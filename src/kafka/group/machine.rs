@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 pub use super::answers::{
-    code, Answer, Caller, GroupView, Join, JoinAnswer, MemberView, Reply, State, SyncAnswer,
+    code, Answer, Caller, GroupView, Join, JoinAnswer, JoinedMember, MemberView, Reply, State,
+    SyncAnswer,
 };
 use super::answers::{join_error, sync_error};
 pub use super::answers::{MAX_MEMBERS, MAX_SESSION_MS, MIN_SESSION_MS};
@@ -92,26 +93,22 @@ impl Group {
             return refuse(code::INVALID_SESSION_TIMEOUT);
         }
         let known = self.members.contains_key(&join.member_id);
-        if let Err(error) = self.check_instance(&join.member_id, join.instance_id.as_deref()) {
-            // A known id must be its instance's; a new one (empty) replaces it below.
-            if !join.member_id.is_empty() {
-                return refuse(error);
-            }
-        }
-        // The static member a new process of its instance replaces.
-        let replaced = match join.member_id.is_empty() {
-            true => self.static_member(join.instance_id.as_deref()),
-            false => None,
+        let replaced = match self.replaced_by(&join) {
+            Ok(replaced) => replaced,
+            Err(error) => return refuse(error),
         };
-        // Some protocol of the joiner's that every other member has too, and the same
-        // protocol type: else no assignment could serve them all.
+        // The same protocol type as the others (the member it replaces included),
+        // and some protocol of the joiner's that every other member has too (the
+        // member it replaces left out): else no assignment could serve them all.
+        let same_type = (self.members.iter())
+            .filter(|(id, _)| **id != join.member_id)
+            .all(|(_, m)| m.protocol_type == join.protocol_type);
         let others: Vec<&Member> = self
             .members
             .iter()
             .filter(|(id, _)| **id != join.member_id && Some(*id) != replaced.as_ref())
             .map(|(_, m)| m)
             .collect();
-        let same_type = others.iter().all(|m| m.protocol_type == join.protocol_type);
         let shared = join.protocols.iter().any(|(p, _)| {
             others
                 .iter()
@@ -228,21 +225,40 @@ impl Group {
                 ));
             }
         }
-        let longest = self
-            .members
-            .values()
-            .map(|m| m.rebalance_ms)
-            .max()
-            .unwrap_or(0);
-        self.rebalance_deadline = now + longest;
+        self.rebalance_deadline = now + self.longest_rebalance();
         self.state = State::Preparing;
     }
 
-    /// Ends the join phase: members that did not join again are dropped, the
-    /// generation goes up, and every joined member is answered.
+    /// A rebalance waits for members to join again for the longest rebalance timeout
+    /// any of them asked for.
+    fn longest_rebalance(&self) -> u64 {
+        let longest = self.members.values().map(|m| m.rebalance_ms).max();
+        longest.unwrap_or(0)
+    }
+
+    /// Ends the join phase: dynamic members that did not join again are dropped, the
+    /// generation goes up, and every joined member is answered. Static members that
+    /// did not stay in it, as Kafka keeps them: the leader assigns them partitions,
+    /// which wait for them (a restarted process of theirs takes them) until their
+    /// session lapses. With none but those left, the phase waits another rebalance
+    /// timeout, or until their sessions lapse.
     fn complete_join(&mut self, now: u64, replies: &mut Vec<Reply>) {
-        self.members.retain(|_, m| m.joining);
-        self.forget_lapsed_statics();
+        self.members
+            .retain(|_, m| m.joining || m.instance.is_some());
+        self.forget_dropped_statics();
+        let leader_joined = self.members.get(&self.leader).is_some_and(|m| m.joining);
+        if !leader_joined {
+            // The first to have joined the group, of those that joined again.
+            let joined = self.members.iter().filter(|(_, m)| m.joining);
+            match joined.min_by_key(|(_, m)| m.joined_at) {
+                Some((id, _)) => self.leader = id.clone(),
+                None if !self.members.is_empty() => {
+                    self.rebalance_deadline = now + self.longest_rebalance();
+                    return;
+                }
+                None => {}
+            }
+        }
         self.generation += 1;
         if self.members.is_empty() {
             self.state = State::Empty;
@@ -250,20 +266,13 @@ impl Group {
             self.protocol.clear();
             return;
         }
-        if !self.members.contains_key(&self.leader) {
-            self.leader = self
-                .members
-                .iter()
-                .min_by_key(|(_, m)| m.joined_at)
-                .map(|(id, _)| id.clone())
-                .unwrap_or_default();
-        }
         self.protocol = self.vote();
         self.state = State::Completing;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for member in self.members.values_mut() {
-            member.joining = false;
-            member.last_heard = now;
+            if std::mem::take(&mut member.joining) {
+                member.last_heard = now;
+            }
             member.assignment = Bytes::new();
         }
         for id in ids {
@@ -307,10 +316,11 @@ impl Group {
                 .iter()
                 .map(|(id, m)| {
                     let metadata = m.protocols.iter().find(|(p, _)| *p == self.protocol);
-                    (
-                        id.clone(),
-                        metadata.map(|(_, md)| md.clone()).unwrap_or_default(),
-                    )
+                    JoinedMember {
+                        id: id.clone(),
+                        instance_id: m.instance.clone(),
+                        metadata: metadata.map(|(_, md)| md.clone()).unwrap_or_default(),
+                    }
                 })
                 .collect(),
             false => Vec::new(),

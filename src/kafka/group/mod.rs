@@ -202,10 +202,9 @@ impl Coordinator {
             .map_or_else(|e| e, |(e, _)| e)
     }
 
-    /// Ok with the id of the member that left (see `Group::leave`).
-    pub fn leave(&self, group: &str, member: Caller<'_>) -> Result<String, i16> {
+    pub fn leave(&self, group: &str, member: Caller<'_>) -> i16 {
         self.with(group, false, 0, |g, now| g.leave(now, member))
-            .and_then(|(left, _)| left)
+            .map_or_else(|e| e, |(e, _)| e)
     }
 
     /// Whether a commit by `member` at `generation` may go ahead (see
@@ -269,12 +268,6 @@ impl<T> Waits for Answer<T> {
 }
 
 impl Waits for i16 {
-    fn waits_for(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl Waits for Result<String, i16> {
     fn waits_for(&self) -> Option<&str> {
         None
     }

@@ -99,10 +99,10 @@ pub fn sync_group(r: &mut Reader, version: i16) -> Decoded<SyncGroup> {
 
 /// A member as a request names it: its member id and, for a static member, its
 /// instance id.
-pub type Member = (String, Option<String>);
+pub type Identity = (String, Option<String>);
 
 /// A Heartbeat: group, generation and member.
-pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, Member)> {
+pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, Identity)> {
     let group = r.string("the group id")?;
     let generation = r.i32()?;
     let member_id = r.string("the member id")?;
@@ -116,7 +116,7 @@ pub fn heartbeat(r: &mut Reader, version: i16) -> Decoded<(String, i32, Member)>
 
 /// A LeaveGroup: the group and the members leaving (one before version 3; from
 /// then on, a static member may be named by its instance id alone).
-pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<Member>)> {
+pub fn leave_group(r: &mut Reader, version: i16) -> Decoded<(String, Vec<Identity>)> {
     let group = r.string("the group id")?;
     let mut count = Partitions::new();
     let members = match version {

@@ -110,11 +110,14 @@ impl Group {
         (member_id, instance): Caller<'_>,
         generation: i32,
     ) -> i16 {
+        // (An instance id named with no member is checked below, as Kafka does:
+        // FENCED_INSTANCE_ID if a member has it.)
         if member_id.is_empty() && generation < 0 {
-            return match self.members.is_empty() {
-                true => code::NONE,
-                false => code::UNKNOWN_MEMBER_ID,
-            };
+            match (self.members.is_empty(), instance) {
+                (true, _) => return code::NONE,
+                (false, None) => return code::UNKNOWN_MEMBER_ID,
+                (false, Some(_)) => {}
+            }
         }
         if let Some(error) = self.check(member_id, instance, generation) {
             return error;
@@ -129,29 +132,28 @@ impl Group {
     }
 
     /// Member `member_id` leaves; or, given an instance id, the static member that has
-    /// it (the id may then be empty: an administrator removing it by instance). Ok
-    /// with the id of the member that left.
-    pub fn leave(
-        &mut self,
-        now: u64,
-        (member_id, instance): Caller<'_>,
-    ) -> (Result<String, i16>, Vec<Reply>) {
+    /// it (the id may then be empty: an administrator removing it by instance).
+    pub fn leave(&mut self, now: u64, (member_id, instance): Caller<'_>) -> (i16, Vec<Reply>) {
         let member_id = match (instance, self.static_member(instance)) {
             (None, _) => member_id.to_string(),
-            (Some(_), None) => return (Err(code::UNKNOWN_MEMBER_ID), Vec::new()),
+            (Some(_), None) => return (code::UNKNOWN_MEMBER_ID, Vec::new()),
             (Some(_), Some(id)) if !member_id.is_empty() && id != member_id => {
-                return (Err(code::FENCED_INSTANCE_ID), Vec::new());
+                return (code::FENCED_INSTANCE_ID, Vec::new());
             }
             (Some(_), Some(id)) => id,
         };
         let member_id = member_id.as_str();
+        let mut replies = Vec::new();
         if self.pending.remove(member_id).is_some() {
-            return (Ok(member_id.to_string()), Vec::new());
+            // The rebalance may have been waiting for it alone.
+            if self.state == State::Preparing && self.all_joined() {
+                self.complete_join(now, &mut replies);
+            }
+            return (code::NONE, replies);
         }
         let Some(member) = self.remove_member(member_id) else {
-            return (Err(code::UNKNOWN_MEMBER_ID), Vec::new());
+            return (code::UNKNOWN_MEMBER_ID, Vec::new());
         };
-        let mut replies = Vec::new();
         if member.joining {
             replies.push(Reply::Join(
                 member_id.to_string(),
@@ -165,6 +167,6 @@ impl Group {
             ));
         }
         self.member_gone(now, &mut replies);
-        (Ok(member_id.to_string()), replies)
+        (code::NONE, replies)
     }
 }

@@ -8,6 +8,19 @@
 use super::{code, join_error, sync_error, Answer, Group, Join, JoinAnswer, Member, Reply, State};
 
 impl Group {
+    /// What a JoinGroup's instance id says: the static member whose place a new
+    /// process of the instance (no member id) takes, if any; or the error for a
+    /// known member id that is not its instance's.
+    pub(super) fn replaced_by(&self, join: &Join) -> Result<Option<String>, i16> {
+        let instance = join.instance_id.as_deref();
+        match join.member_id.is_empty() {
+            true => Ok(self.static_member(instance)),
+            false => self
+                .check_instance(&join.member_id, instance)
+                .map(|()| None),
+        }
+    }
+
     /// The member id of the static member with `instance`, if any.
     pub(super) fn static_member(&self, instance: Option<&str>) -> Option<String> {
         self.statics.get(instance?).cloned()
@@ -44,7 +57,7 @@ impl Group {
 
     /// After members were dropped other than by `remove_member`: forgets their
     /// instance ids.
-    pub(super) fn forget_lapsed_statics(&mut self) {
+    pub(super) fn forget_dropped_statics(&mut self) {
         let members = &self.members;
         self.statics.retain(|_, id| members.contains_key(id));
     }

@@ -70,6 +70,21 @@ impl Group {
         pending + members
     }
 
+    /// Panics unless each instance id names a member that has it, and each static
+    /// member is named by its instance id (the model test's check).
+    #[cfg(test)]
+    pub fn check_statics(&self) {
+        for (instance, id) in &self.statics {
+            let member = self.members.get(id).expect("an instance names a member");
+            assert_eq!(member.instance.as_ref(), Some(instance));
+        }
+        for (id, member) in &self.members {
+            if let Some(instance) = &member.instance {
+                assert_eq!(self.statics.get(instance), Some(id));
+            }
+        }
+    }
+
     /// (member id, client id, assignment) of each member (the model test's view).
     #[cfg(test)]
     pub fn members(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> {

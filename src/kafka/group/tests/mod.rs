@@ -227,9 +227,29 @@ fn commits_need_the_current_generation_or_an_empty_group() {
         code::UNKNOWN_MEMBER_ID,
         "a member holds the group"
     );
-    assert_eq!(g.leave(1, ("a", None)).0, Ok("a".to_string()));
+    assert_eq!(g.leave(1, ("a", None)).0, code::NONE);
     assert!(g.is_idle());
     assert_eq!(g.check_commit(1, ("", None), -1), code::NONE);
+}
+
+/// A member given its id that leaves instead of joining (LeaveGroup with the id)
+/// no longer holds the rebalance.
+#[test]
+fn an_id_handed_out_and_given_back_ends_the_rebalance_it_held() {
+    let mut g = Group::default();
+    g.join(0, join("", "a", &["range"]));
+    g.join(0, join("", "b", &["range"]));
+    assert_eq!(
+        g.join(0, join("b", "", &["range"])).0,
+        Answer::Later("b".into())
+    );
+    let (error, replies) = g.leave(1, ("a", None));
+    assert_eq!(error, code::NONE);
+    assert!(
+        matches!(&replies[..], [Reply::Join(id, b)] if id == "b" && b.generation == 1),
+        "{replies:?}"
+    );
+    assert!(g.is_idle() || g.state == State::Completing);
 }
 
 #[test]

@@ -39,6 +39,9 @@ enum Op {
     /// (a zombie, say, paused and not dead): the first must be fenced.
     Duplicate(usize),
     Leave(usize),
+    /// An administrator removes a static client's member by its instance id; the
+    /// client goes on, and joins again when it finds out.
+    Remove(usize),
     Wait(u64),
 }
 
@@ -50,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..10usize).prop_map(Op::Restart),
         1 => (0..10usize).prop_map(Op::Duplicate),
         1 => (0..10usize).prop_map(Op::Leave),
+        1 => (0..10usize).prop_map(Op::Remove),
         2 => (0..15_000u64).prop_map(Op::Wait),
     ]
 }
@@ -137,7 +141,7 @@ fn take_join(c: &mut Client, a: JoinAnswer) {
         code::NONE => Some((
             a.generation,
             a.leader == a.member_id,
-            a.members.iter().map(|(id, _)| id.clone()).collect(),
+            a.members.iter().map(|m| m.id.clone()).collect(),
         )),
         _ => None,
     };
@@ -207,12 +211,19 @@ proptest! {
                         m.deliver(replies);
                     }
                 }
+                Op::Remove(i) => {
+                    if let Some(instance) = m.clients.get(i).and_then(|c| c.instance.clone()) {
+                        let (_, replies) = m.group.leave(m.now, ("", Some(&instance)));
+                        m.deliver(replies);
+                    }
+                }
                 Op::Wait(ms) => {
                     m.now += ms;
                     let replies = m.group.tick(m.now);
                     m.deliver(replies);
                 }
             }
+            m.group.check_statics();
         }
         // Every live client keeps to the protocol, once a second, for long enough.
         for _ in 0..300 {
@@ -222,6 +233,7 @@ proptest! {
             for i in 0..m.clients.len() {
                 m.step(i);
             }
+            m.group.check_statics();
         }
         let live: Vec<&Client> = m.clients.iter().filter(|c| c.alive).collect();
         let mut ids: Vec<&str> = live.iter().map(|c| c.id.as_str()).collect();

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{join, join_as, now_answer, SESSION};
+use super::{join, join_as, now_answer, REBALANCE, SESSION};
 use crate::kafka::group::machine::{code, Answer, Group, Reply, State, SyncAnswer};
 
 fn assigned(answer: Answer<SyncAnswer>) -> Bytes {
@@ -25,6 +25,11 @@ fn a_and_static_s(g: &mut Group) {
     assert_eq!(s, Answer::Later("s".into()));
     let a = now_answer(g.join(1, join("a", "", &["range"])).0);
     assert_eq!((a.generation, a.leader.as_str()), (2, "a"));
+    // The leader is told each member's instance id (assignors sort by it).
+    let instances: Vec<(&str, Option<&str>)> = (a.members.iter())
+        .map(|m| (m.id.as_str(), m.instance_id.as_deref()))
+        .collect();
+    assert_eq!(instances, [("a", None), ("s", Some("i"))]);
     assert_eq!(
         g.sync(1, ("s", Some("i")), 2, vec![]).0,
         Answer::Later("s".into())
@@ -100,6 +105,11 @@ fn a_restart_that_changes_the_protocol_rebalances() {
     let mut g = Group::default();
     g.join(0, join_as("", "s", Some("i"), &["range", "roundrobin"]));
     g.sync(0, ("s", Some("i")), 1, vec![]);
+    // Of another protocol type, even alone in the group, it is refused.
+    let mut connect = join_as("", "s2", Some("i"), &["range"]);
+    connect.protocol_type = "connect".into();
+    let refused = now_answer(g.join(1, connect).0);
+    assert_eq!(refused.error, code::INCONSISTENT_GROUP_PROTOCOL);
     let (answer, _) = g.join(1, join_as("", "s2", Some("i"), &["roundrobin"]));
     // Alone, its join ends the rebalance at once, in a new generation.
     let answer = now_answer(answer);
@@ -175,24 +185,95 @@ fn calls_naming_an_instance_are_checked_against_it() {
     let join = now_answer(g.join(2, join_as("a", "", Some("other"), &["range"])).0);
     assert_eq!(join.error, code::UNKNOWN_MEMBER_ID);
     assert_eq!(g.heartbeat(2, ("s", Some("i")), 2), code::NONE);
+    // A commit naming the instance but no member is checked against it (Kafka's
+    // exception is for a group with no members).
+    assert_eq!(
+        g.check_commit(2, ("", Some("i")), -1),
+        code::FENCED_INSTANCE_ID
+    );
+    assert_eq!(
+        g.check_commit(2, ("", Some("other")), -1),
+        code::UNKNOWN_MEMBER_ID
+    );
     assert_eq!(g.state, State::Stable);
+}
+
+#[test]
+fn a_static_member_that_does_not_join_a_rebalance_keeps_its_place() {
+    let mut g = Group::default();
+    let mut s = join_as("", "s", Some("i"), &["range"]);
+    s.session_ms = 3 * REBALANCE; // longer than a rebalance, as static members' are
+    g.join(0, s);
+    g.sync(0, ("s", Some("i")), 1, vec![]);
+    // a joins; s, the leader (its process gone), does not join again.
+    let mut a = join("", "a", &["range"]);
+    a.id_required = false;
+    assert_eq!(g.join(1, a).0, Answer::Later("a".into()));
+    let replies = g.tick(1 + REBALANCE);
+    let leader = replies.iter().find_map(|r| match r {
+        Reply::Join(id, answer) if id == "a" => Some(answer.clone()),
+        _ => None,
+    });
+    let leader = leader.expect("the rebalance ended");
+    // a leads (s did not join); s stays in the generation, to be assigned partitions.
+    let ids: Vec<&str> = leader.members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        (leader.generation, leader.leader.as_str(), &ids[..]),
+        (2, "a", &["a", "s"][..])
+    );
+    let assignment: Vec<(String, Bytes)> = ["a", "s"]
+        .iter()
+        .map(|id| (id.to_string(), Bytes::from(format!("{id}'s"))))
+        .collect();
+    g.sync(2 + REBALANCE, ("a", None), 2, assignment);
+    assert_eq!(g.state, State::Stable);
+    // A process of the instance takes what was assigned to s, without a rebalance.
+    let s2 = now_answer(
+        g.join(3 + REBALANCE, join_as("", "s2", Some("i"), &["range"]))
+            .0,
+    );
+    assert_eq!(s2.generation, 2);
+    let synced = g.sync(3 + REBALANCE, ("s2", Some("i")), 2, vec![]).0;
+    assert_eq!(assigned(synced), "s's");
+}
+
+#[test]
+fn a_rebalance_of_absent_static_members_only_waits_for_their_sessions() {
+    let mut g = Group::default();
+    let mut s = join_as("", "s", Some("i"), &["range"]);
+    s.session_ms = 3 * REBALANCE; // longer than a rebalance, as static members' are
+    g.join(0, s);
+    g.sync(0, ("s", Some("i")), 1, vec![]);
+    // d joins and leaves while s's process is gone: nobody joins the rebalance.
+    let mut d = join("", "d", &["range"]);
+    d.id_required = false;
+    assert_eq!(g.join(1, d).0, Answer::Later("d".into()));
+    g.leave(2, ("d", None));
+    assert!(g.tick(1 + REBALANCE).is_empty());
+    assert_eq!(
+        (g.state, g.generation),
+        (State::Preparing, 1),
+        "no generation without members"
+    );
+    assert_eq!(
+        g.next_wake(),
+        Some(1 + 2 * REBALANCE),
+        "another rebalance timeout"
+    );
+    // s's session lapses: the group is empty.
+    g.tick(3 * REBALANCE);
+    assert!(g.is_idle());
 }
 
 #[test]
 fn a_static_member_leaves_by_its_instance_id() {
     let mut g = Group::default();
     a_and_static_s(&mut g);
-    assert_eq!(
-        g.leave(2, ("a", Some("i"))).0,
-        Err(code::FENCED_INSTANCE_ID)
-    );
-    assert_eq!(
-        g.leave(2, ("", Some("other"))).0,
-        Err(code::UNKNOWN_MEMBER_ID)
-    );
+    assert_eq!(g.leave(2, ("a", Some("i"))).0, code::FENCED_INSTANCE_ID);
+    assert_eq!(g.leave(2, ("", Some("other"))).0, code::UNKNOWN_MEMBER_ID);
     assert_eq!(g.state, State::Stable);
     // An administrator's removal names the instance only.
-    assert_eq!(g.leave(2, ("", Some("i"))).0, Ok("s".to_string()));
+    assert_eq!(g.leave(2, ("", Some("i"))).0, code::NONE);
     assert_eq!(g.state, State::Preparing);
     // The instance is free: a process of it joins as a new member.
     let (answer, _) = g.join(3, join_as("", "s2", Some("i"), &["range"]));
