@@ -3,7 +3,8 @@ consumers (confluent-kafka), each its own process with an instance id, share a
 two-partition topic; one is killed with SIGKILL and started again with the same
 instance id. The new process must get the partition the killed one had, and the
 other consumer must go on without a rebalance (no revocation, no new assignment),
-and the records produced after the restart must all be read.
+and the records produced after the restart must all be read. Then kafka-python's
+admin client removes the member by its instance id, and its process joins again.
 
 Usage: kafka_static.py BOOTSTRAP TOPIC GROUP. Prints "ok" and what it saw.
 (`kafka_static.py consumer BOOTSTRAP TOPIC GROUP INSTANCE` is one consumer
@@ -16,6 +17,9 @@ import threading
 import time
 
 import confluent_kafka
+import kafka
+import kafka.admin
+import kafka.errors
 
 
 def consumer(bootstrap, topic, group, instance):
@@ -127,6 +131,18 @@ try:
     assert errors == [], errors
     values = read_values()
     assert all(values[v] == "a" for v in after if int(v.split("-")[1]) % 2 == assignment("a")[0])
+
+    # An administrator removes the restarted member by its instance id (kafka-python's
+    # LeaveGroup v3+): the process finds out, joins again, and is assigned again.
+    with lock:
+        b2_seen = len(events["b2"])
+    admin = kafka.KafkaAdminClient(bootstrap_servers=bootstrap)
+    removed = admin.remove_group_members(
+        group, [kafka.admin.MemberToRemove(group_instance_id="instance-b")])
+    admin.close()
+    assert removed == {"instance-b": kafka.errors.NoError}, removed
+    wait("the removed process assigned again", lambda: any(
+        e[0] == "assigned" and e[1].strip() for e in events["b2"][b2_seen:]))
     print("ok", "restarted process assigned %s in %.1f s" % (b_had, took))
 finally:
     for process in processes.values():
