@@ -24,6 +24,9 @@ use kafka_protocol::messages::create_partitions_request::{
 };
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use kafka_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
@@ -556,6 +559,20 @@ async fn the_acl_decides_each_kafka_request() {
     let grown = writer.call(&grow, 3).await;
     assert_eq!(grown.results[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     assert_eq!(kafka_ops.call(&grow, 3).await.results[0].error_code, 0);
+
+    // DeleteRecords: admin on the topic.
+    let mut trim = DeleteRecordsRequest::default();
+    let mut topic = DeleteRecordsTopic::default();
+    topic.name = name("made");
+    let mut partition = DeleteRecordsPartition::default();
+    partition.offset = -1;
+    topic.partitions.push(partition);
+    trim.topics.push(topic);
+    let trimmed = writer.call(&trim, 2).await;
+    let code = trimmed.topics[0].partitions[0].error_code;
+    assert_eq!(code, TOPIC_AUTHORIZATION_FAILED);
+    let trimmed = kafka_ops.call(&trim, 2).await;
+    assert_eq!(trimmed.topics[0].partitions[0].error_code, 0);
 
     // Configs: described with any grant on the topic, altered with admin.
     let mut describe_configs = DescribeConfigsRequest::default();

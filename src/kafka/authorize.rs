@@ -11,7 +11,7 @@
 //! | ListOffsets | any operation on the topic |
 //! | Metadata | any operation on the topic (all topics: lists only those) |
 //! | InitProducerId | write on some topic (Kafka's idempotent write) |
-//! | CreateTopics, DeleteTopics, CreatePartitions | admin on the topic |
+//! | CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords | admin on the topic |
 //! | DescribeConfigs | any operation on the topic (a broker's: nothing, and none shown) |
 //! | AlterConfigs, IncrementalAlterConfigs | admin on the topic |
 //! | FindCoordinator | any operation on the group |

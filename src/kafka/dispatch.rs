@@ -16,7 +16,10 @@ use super::requests::groups as groups_requests;
 use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
-use super::{add_partitions, admin, configs, fetch, group_admin, groups, metadata, produce, Kafka};
+use super::{
+    add_partitions, admin, configs, delete_records, fetch, group_admin, groups, metadata, produce,
+    Kafka,
+};
 use crate::grpc::quota::{Flow, Quota};
 
 /// What a request comes to.
@@ -294,6 +297,12 @@ async fn respond(
             requests::finished(&r);
             let response =
                 add_partitions::create_partitions(&broker, topics, validate_only, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::DELETE_RECORDS => {
+            let topics = requests::admin::delete_records(&mut r)?;
+            requests::finished(&r);
+            let response = delete_records::delete_records(&broker, topics, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::DESCRIBE_CONFIGS => {

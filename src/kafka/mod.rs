@@ -7,7 +7,7 @@
 //! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch (`group/`,
 //! `groups.rs`; static members too) and their ListGroups, DescribeGroups and DeleteGroups
 //! (`group_admin.rs`), CreateTopics and DeleteTopics (`admin.rs`), CreatePartitions
-//! (`add_partitions.rs`), DescribeConfigs, AlterConfigs and IncrementalAlterConfigs
+//! (`add_partitions.rs`), DeleteRecords (`delete_records.rs`), DescribeConfigs, AlterConfigs and IncrementalAlterConfigs
 //! (`configs.rs`), and SaslHandshake and SaslAuthenticate (`session.rs`), in the
 //! versions `requests::APIS` lists. Not answered: transactions.
 //! Compressed batches are stored decompressed (`compression.rs`). A request for an
@@ -31,6 +31,7 @@ mod authorize;
 mod compression;
 mod configs;
 mod connection;
+mod delete_records;
 mod dispatch;
 pub mod errors;
 mod fetch;

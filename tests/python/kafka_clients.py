@@ -1,8 +1,9 @@
 """Kafka client libraries against strom's Kafka listener: confluent-kafka (librdkafka,
 with idempotence and acks=all; 100 records in each of its five compression types) and
 kafka-python (gzip) each produce 500 records (after each library's admin client has
-made and deleted a topic) to a topic of three partitions, then read back every record either wrote, by assign and seek (strom
-answers no consumer-group calls yet), and check keys, values, headers and offsets.
+made, grown, trimmed with DeleteRecords and deleted a topic) to a topic of three
+partitions, then read back every record either wrote, by assign and seek (consumer
+groups are `kafka_groups.py`'s), and check keys, values, headers and offsets.
 
 Usage: kafka_clients.py BOOTSTRAP TOPIC. Prints "ok N" with the records read."""
 
@@ -112,6 +113,15 @@ def administer():
         raise AssertionError("partitions removed")
     except confluent_kafka.KafkaException as e:
         assert e.args[0].code() == confluent_kafka.KafkaError.INVALID_PARTITIONS, e
+    # DeleteRecords: 5 records, the first 3 deleted, then the rest (-1, the end).
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(5):
+        producer.produce("rd-made", key=b"%d" % i, value=b"%d" % i, partition=1)  # compacted: keyed
+    assert producer.flush(30) == 0
+    for offset, start in ((3, 3), (confluent_kafka.OFFSET_END, 5)):
+        asked = confluent_kafka.TopicPartition("rd-made", 1, offset)
+        deleted = admin.delete_records([asked])[asked].result(30)
+        assert deleted.low_watermark == start, (offset, deleted)
     admin.delete_topics(["rd-made"])["rd-made"].result(30)
     python = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
     python.create_topics([kafka.admin.NewTopic("kp-made", 3, 1,
@@ -123,6 +133,16 @@ def administer():
     python.create_partitions({"kp-made": kafka.admin.NewPartitions(5)})
     consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap)
     assert consumer.partitions_for_topic("kp-made") == set(range(5)), consumer.partitions_for_topic("kp-made")
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(4):
+        producer.send("kp-made", value=b"%d" % i, partition=4)
+    producer.flush(30)
+    producer.close()
+    where = kafka.TopicPartition("kp-made", 4)
+    deleted = python.delete_records({where: 2})
+    assert deleted[where]["low_watermark"] == 2, deleted
+    consumer.assign([where])
+    assert consumer.beginning_offsets([where]) == {where: 2}
     consumer.close()
     python.delete_topics(["kp-made"])
     assert "kp-made" not in python.list_topics()

@@ -1,7 +1,7 @@
 //! The topic administration requests: CreateTopics, DeleteTopics, CreatePartitions,
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 
-use super::Partitions;
+use super::{Partitions, Topic};
 use crate::kafka::wire::{Decoded, Reader};
 
 /// One topic of a CreateTopics request.
@@ -100,6 +100,17 @@ pub fn create_partitions(r: &mut Reader) -> Decoded<(Vec<MorePartitions>, bool)>
     let validate_only = r.bool()?;
     r.tags()?;
     Ok((topics, validate_only))
+}
+
+/// A DeleteRecords request (versions 0 to 2): each topic's partitions and the offset
+/// below which to delete (-1: the high watermark). Its timeout is not needed: strom
+/// answers once the records are deleted. Partitions count against
+/// `MAX_PARTITIONS_PER_REQUEST`.
+pub fn delete_records(r: &mut Reader) -> Decoded<Vec<Topic<(i32, i64)>>> {
+    let topics = super::topics(r, |r| Ok((r.i32()?, r.i64()?)))?;
+    let _timeout_ms = r.i32()?;
+    r.tags()?;
+    Ok(topics)
 }
 
 /// A topic to delete: by name, or (version 6) by id.

@@ -19,6 +19,7 @@ pub mod key {
     pub const API_VERSIONS: i16 = 18;
     pub const CREATE_TOPICS: i16 = 19;
     pub const DELETE_TOPICS: i16 = 20;
+    pub const DELETE_RECORDS: i16 = 21;
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const DESCRIBE_CONFIGS: i16 = 32;
     pub const ALTER_CONFIGS: i16 = 33;
@@ -37,7 +38,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 24] = [
+pub const APIS: [Api; 25] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -141,6 +142,12 @@ pub const APIS: [Api; 24] = [
         min: 1,
         max: 6,
         first_flexible: 4,
+    },
+    Api {
+        key: key::DELETE_RECORDS,
+        min: 0,
+        max: 2,
+        first_flexible: 2,
     },
     Api {
         key: key::CREATE_PARTITIONS,
