@@ -92,6 +92,20 @@ fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
             time(p.next_deletion_ms)
         )?;
     }
+    // When partitions were made, for a topic that has had some added: each run of
+    // partitions made together.
+    let runs = topic.partitions.chunk_by(|a, b| a.created_ms == b.created_ms);
+    let runs: Vec<_> = runs.collect();
+    if runs.len() > 1 {
+        for run in runs {
+            let (first, last) = (run[0].partition, run[run.len() - 1].partition);
+            let made = time((run[0].created_ms > 0).then_some(run[0].created_ms));
+            match first == last {
+                true => outln!("  partition {first} made {made}")?,
+                false => outln!("  partitions {first} to {last} made {made}")?,
+            }
+        }
+    }
     Ok(())
 }
 
