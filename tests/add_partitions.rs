@@ -213,8 +213,16 @@ fn added_partitions_and_their_records_survive_a_sigkill() {
     // When each run of partitions was made.
     let made: Vec<&str> = described.lines().filter(|l| l.contains(" made ")).collect();
     assert_eq!(made.len(), 2, "{described}");
-    assert!(made[0].trim_start().starts_with("partition 0 made 20"), "{described}");
-    assert!(made[1].trim_start().starts_with("partitions 1 to 2 made 20"), "{described}");
+    assert!(
+        made[0].trim_start().starts_with("partition 0 made 20"),
+        "{described}"
+    );
+    assert!(
+        made[1]
+            .trim_start()
+            .starts_with("partitions 1 to 2 made 20"),
+        "{described}"
+    );
     let read = serve.ok(
         &[
             "consume", "-t", "t", "-p", "2", "--from", "earliest", "-n", "2",

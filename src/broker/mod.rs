@@ -2,7 +2,8 @@
 //! commit and long-poll wakeups. It knows nothing of gRPC: the `grpc` layer turns
 //! requests into calls here and results into responses.
 //!
-//! - `data_dir`: the directory's lock, layout version and paths.
+//! - `data_dir`: the directory's lock, layout version and paths; `open`: taking it and
+//!   opening its topics at start; `limits`: what a request may ask.
 //! - `topic`: names, configuration, `topic.json`; `partition`: one partition's log and
 //!   its waits; `produce`: checking and encoding a produce request; `partitioner`:
 //!   Kafka's key hashing; `admin`: creating, deleting and altering topics;
@@ -18,6 +19,8 @@ mod cleaner;
 pub mod data_dir;
 pub mod disk;
 pub mod exchanges;
+mod limits;
+mod open;
 pub mod page;
 pub mod partition;
 pub mod partitioner;
@@ -27,8 +30,7 @@ pub mod topic;
 mod topic_config;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU32;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -37,63 +39,15 @@ use tokio::sync::watch;
 pub use cleaner::max_map_keys;
 pub use data_dir::DataDir;
 pub use disk::DiskFloor;
+pub use limits::Limits;
 pub use partition::{Offsets, Partition, PartitionInfo};
 pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced, Unannounced};
 use topic::TopicSettings;
 pub use topic::{CleanupPolicy, Durability, Topic, TopicConfig, TopicInfo};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::log::{ReadBatches, SegmentCache};
-use data_dir::{new_topic_id, parse_topic_dir, TopicDirName};
-use topic::TopicMetadata;
-
-/// Limits that protect the server from requests it should not try to serve.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_partitions: u32,
-    /// Largest Fetch or Subscribe message the server builds.
-    pub max_fetch_bytes: usize,
-    /// Longest a Fetch may wait for data.
-    pub max_wait: Duration,
-    /// Sealed segments kept open (mapped) at once, over all partitions.
-    pub max_open_segments: usize,
-    /// Records one produce request may carry.
-    pub max_records_per_request: usize,
-    /// Headers one record may carry.
-    pub max_headers_per_record: usize,
-    /// The configuration of topics, for keys a topic does not set itself.
-    pub topic_defaults: TopicConfig,
-    /// Produce is refused while the data directory's disk has less free space.
-    pub min_free_disk: DiskFloor,
-    /// Memory a compaction pass may give its key map (see `cleaner::max_map_keys`).
-    pub compaction_map_bytes: usize,
-    /// Named producers kept, and for how long unused (see `producer_ids/`).
-    pub producer_names: producer_ids::NameLimits,
-    /// Idempotent producers remembered over every partition, about (see
-    /// `log/producers/tally.rs`).
-    pub max_idempotent_producers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_partitions: 1024,
-            max_fetch_bytes: 16 << 20,
-            max_wait: Duration::from_secs(30),
-            max_open_segments: crate::log::cache::DEFAULT_OPEN_SEGMENTS,
-            // Enough for 10 MB of 100-byte records; a request of millions of empty
-            // records would otherwise cost tens of bytes of bookkeeping per record.
-            max_records_per_request: 100_000,
-            max_headers_per_record: 1_000,
-            topic_defaults: TopicConfig::default(),
-            min_free_disk: DiskFloor::default(),
-            compaction_map_bytes: 32 << 20,
-            producer_names: producer_ids::NameLimits::default(),
-            // About 240 bytes each: 120 MB.
-            max_idempotent_producers: 500_000,
-        }
-    }
-}
+use data_dir::{parse_topic_dir, TopicDirName};
 
 /// What consumer groups need to know of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,71 +153,6 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Takes the data directory (refused if another server holds it) and opens every
-    /// topic in it, recovering partitions that were not closed. A topic or partition
-    /// that cannot be opened is logged and reported unavailable; the rest serve.
-    pub fn open(data_dir: &Path, limits: Limits) -> Result<Broker> {
-        let data_dir = DataDir::open(data_dir)?;
-        data_dir.remove_deleted_leftovers();
-        let cache = SegmentCache::with_producer_cap(
-            limits.max_open_segments,
-            limits.max_idempotent_producers,
-        );
-        let topics_dir = data_dir.topics();
-        let mut topics = Topics::default();
-        for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {
-            let dir = entry.at(&topics_dir)?.path();
-            let file_name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let TopicDirName::Live { name, .. } = parse_topic_dir(&file_name) else {
-                continue;
-            };
-            if !dir.join(topic::METADATA_FILE).exists() {
-                // A create that a crash interrupted: the metadata file is written last.
-                tracing::warn!(dir = %dir.display(), "removing topic directory without topic.json");
-                if let Err(err) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), %err, "could not remove it");
-                }
-                continue;
-            }
-            match Self::open_topic(&dir, &cache, &limits.topic_defaults) {
-                Ok(topic) => {
-                    topics.live.insert(topic.name.clone(), Arc::new(topic));
-                }
-                Err(err) => {
-                    tracing::error!(dir = %dir.display(), %err, "topic unavailable: it cannot be opened");
-                    let reason = err.to_string();
-                    topics
-                        .unavailable
-                        .insert(name.clone(), UnavailableTopic { name, dir, reason });
-                }
-            }
-        }
-        tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
-        let (shutdown, _) = watch::channel(false);
-        let producer_ids = Arc::new(producer_ids::ProducerIds::open(
-            &data_dir.producers(),
-            limits.producer_names,
-        )?);
-        let exchanges = Arc::new(exchanges::Exchanges::open(data_dir.root(), |name, id| {
-            topics.live.get(name).is_some_and(|t| t.id == id)
-                || topics.unavailable.get(name).is_some_and(|t| t.may_be(id))
-        })?);
-        Ok(Broker {
-            exchanges,
-            disk: Arc::new(disk::DiskGuard::new(data_dir.root(), limits.min_free_disk)),
-            producer_ids,
-            data_dir,
-            limits,
-            cache,
-            topics: RwLock::new(topics),
-            shutdown,
-            floor: RwLock::new(None),
-        })
-    }
-
     /// Makes retention ask `floor` before deleting by age. Held weakly: the one who
     /// asks holds the broker.
     pub fn set_retention_floor(&self, floor: std::sync::Weak<dyn RetentionFloor>) {
@@ -284,65 +173,6 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
         floor.upgrade()?.floor(topic_id, partition)
-    }
-
-    /// Opens the topic in `dir` from its `topic.json`, giving it an id if it was made
-    /// before topics had ids. Keys the topic does not set take the server's defaults.
-    fn open_topic(dir: &Path, cache: &Arc<SegmentCache>, defaults: &TopicConfig) -> Result<Topic> {
-        let mut meta = TopicMetadata::read(dir)?;
-        if meta.id.is_empty() {
-            meta.id = new_topic_id();
-            meta.write(dir)?;
-        }
-        let overrides = meta.overrides.clone().unwrap_or_default();
-        meta.config = TopicConfig::merged(defaults, &meta.config, &overrides);
-        add_partitions::remove_leftovers(dir, meta.partitions);
-        Self::topic_from(dir, meta, cache, false)
-    }
-
-    /// The topic of `meta` in `dir`. With `strict` (a create), a partition that cannot be
-    /// opened fails the whole; without (a start), it is left unavailable.
-    fn topic_from(
-        dir: &Path,
-        meta: TopicMetadata,
-        cache: &Arc<SegmentCache>,
-        strict: bool,
-    ) -> Result<Topic> {
-        let partitions = (0..meta.partitions)
-            .map(|id| Self::open_partition(dir, &meta, id, cache, strict))
-            .collect::<Result<_>>()?;
-        Ok(Topic {
-            name: meta.name,
-            id: meta.id,
-            dir: dir.to_path_buf(),
-            count: watch::channel(meta.partitions).0,
-            adding: Arc::new(tokio::sync::Mutex::new(())),
-            partitions: RwLock::new(Arc::new(partitions)),
-            settings: RwLock::new(TopicSettings {
-                config: meta.config,
-                overrides: meta.overrides.unwrap_or_default(),
-                created: meta.created,
-            }),
-            round_robin: AtomicU32::new(0),
-        })
-    }
-
-    /// Partition `id` of the topic of `meta` in `dir`, as `topic_from` opens them.
-    fn open_partition(
-        dir: &Path,
-        meta: &TopicMetadata,
-        id: u32,
-        cache: &Arc<SegmentCache>,
-        strict: bool,
-    ) -> Result<Arc<Partition>> {
-        let log_dir = dir.join(id.to_string());
-        let config = meta.config.log_config();
-        let partition = if strict {
-            Partition::open_or_fail(&meta.name, id, &log_dir, config, cache)?
-        } else {
-            Partition::open(&meta.name, id, &log_dir, config, cache)
-        };
-        Ok(Arc::new(partition))
     }
 
     fn read_topics(&self) -> RwLockReadGuard<'_, Topics> {

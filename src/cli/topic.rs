@@ -94,7 +94,9 @@ fn print(topic: &pb::TopicDescription) -> Result<(), Stop> {
     }
     // When partitions were made, for a topic that has had some added: each run of
     // partitions made together.
-    let runs = topic.partitions.chunk_by(|a, b| a.created_ms == b.created_ms);
+    let runs = topic
+        .partitions
+        .chunk_by(|a, b| a.created_ms == b.created_ms);
     let runs: Vec<_> = runs.collect();
     if runs.len() > 1 {
         for run in runs {
