@@ -200,3 +200,31 @@ async fn a_restarted_instance_takes_its_members_place_and_fences_the_old_one() {
     assert_eq!(described.groups[0].group_state.as_str(), "Empty");
     server.stop().await.unwrap();
 }
+
+/// An instance id, protocol type or protocol name longer than Kafka's clients allow
+/// (249 bytes) is refused: one of 40 KB was held, and could not be encoded in the
+/// older versions of DescribeGroups, which then closed the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_longer_than_kafka_allows_are_refused() {
+    const INVALID_REQUEST: i16 = 42;
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let long = "i".repeat(250);
+    let refused = conn.call(&join("", Some(&long)), 7).await;
+    assert_eq!(refused.error_code, INVALID_REQUEST);
+    let mut protocol = join("", Some("pod-0"));
+    protocol.protocols[0].name = text(&"p".repeat(250));
+    assert_eq!(conn.call(&protocol, 7).await.error_code, INVALID_REQUEST);
+    let mut kind = join("", None);
+    kind.protocol_type = text(&"t".repeat(40_000));
+    assert_eq!(conn.call(&kind, 7).await.error_code, INVALID_REQUEST);
+    // 249 is taken, and described by the oldest version that shows it.
+    let joined = conn.call(&join("", Some(&long[..249])), 7).await;
+    assert_eq!(joined.error_code, 0);
+    let described = conn.call(&describe(), 4).await;
+    let instance = described.groups[0].members[0].group_instance_id.as_ref();
+    assert_eq!(instance.map(|i| i.len()), Some(249));
+    server.stop().await.unwrap();
+}

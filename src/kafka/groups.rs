@@ -70,7 +70,7 @@ pub async fn join_group(
     access: &Access,
 ) -> JoinGroupResponse {
     let mut response = JoinGroupResponse::default();
-    if let Err(refusal) = read_group(access, &request.group) {
+    if let Err(refusal) = read_group(access, &request.group).and_then(|()| check_names(&request)) {
         response.error_code = refusal.code;
         return response;
     }
@@ -373,6 +373,30 @@ pub async fn offset_fetch(
     }
     response
 }
+
+/// The names a JoinGroup gives its member, held and shown to others: its instance
+/// id, protocol type and protocols' names. At most `MAX_NAME` bytes each, as Kafka's
+/// clients keep instance ids (one of 40 KB could not even be encoded in the older
+/// versions of DescribeGroups and JoinGroup, whose strings end at 32,767 bytes).
+fn check_names(request: &JoinGroup) -> Result<(), Refusal> {
+    let protocols = request.protocols.iter().map(|(name, _)| name.as_str());
+    let instance = request.instance_id.as_deref();
+    let names = instance.into_iter().chain([request.protocol_type.as_str()]);
+    match names.chain(protocols).find(|name| name.len() > MAX_NAME) {
+        None => Ok(()),
+        Some(name) => {
+            let message = format!(
+                "a group instance id, protocol type or protocol name of {} bytes: at most {MAX_NAME}",
+                name.len()
+            );
+            tracing::info!(group = request.group, "kafka JoinGroup refused: {message}");
+            Err(Refusal::new(code::INVALID_REQUEST, message))
+        }
+    }
+}
+
+/// Longest instance id, protocol type or protocol name a JoinGroup may give, in bytes.
+const MAX_NAME: usize = 249;
 
 /// What the membership calls and OffsetCommit need of the group.
 fn read_group(access: &Access, group: &str) -> Result<(), Refusal> {

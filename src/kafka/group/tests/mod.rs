@@ -252,6 +252,20 @@ fn an_id_handed_out_and_given_back_ends_the_rebalance_it_held() {
     assert!(g.is_idle() || g.state == State::Completing);
 }
 
+/// The bytes a group holds count what each member costs beyond its names and
+/// metadata (about a kilobyte), so that the coordinator's bound bounds memory.
+#[test]
+fn a_members_cost_counts_beyond_its_bytes() {
+    let mut g = Group::default();
+    for i in 0..10 {
+        let mut j = join("", &format!("m{i}"), &["range"]);
+        j.id_required = false;
+        g.join(0, j);
+    }
+    assert_eq!(g.member_count(), 10);
+    assert!(g.held_bytes() >= 10 * 1024, "{}", g.held_bytes());
+}
+
 #[test]
 fn a_rebalance_answers_the_syncs_that_wait_at_once() {
     let mut g = Group::default();
