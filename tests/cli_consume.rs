@@ -180,7 +180,17 @@ fn follow_reads_partitions_added_while_it_runs() {
         let line = rx.recv_timeout(Duration::from_secs(30));
         printed.push(line.unwrap_or_else(|_| panic!("printed only {printed:?}")));
     }
-    // Later copies of "running", and nothing from before the command started.
+    // Each once (one reader a partition), later copies of "running", and nothing from
+    // before the command started.
+    std::thread::sleep(Duration::from_secs(3));
+    printed.extend(rx.try_iter());
+    for once in ["one", "two"] {
+        assert_eq!(
+            printed.iter().filter(|l| *l == once).count(),
+            1,
+            "{printed:?}"
+        );
+    }
     assert!(printed
         .iter()
         .all(|l| ["running", "one", "two"].contains(&l.as_str())));

@@ -210,12 +210,17 @@ async fn read(client: Client, topic: String, plan: Plan, follow: bool, tx: Batch
 /// How often `consume --follow` looks for partitions added to its topic.
 const ADDED_CHECK: Duration = Duration::from_secs(2);
 
-/// Reads the partitions added to the topic after the first `known`: describes it
-/// every `ADDED_CHECK`, and starts a reader for each new one. Every record of a
-/// partition added since reading began is newer than where reading began, so
-/// `--from latest` reads it from its first record; the other `--from`s say the same
-/// in it as in the others.
-async fn read_added(client: Client, topic: String, mut known: u32, from: Start, tx: Batches) {
+/// Reads the partitions added to the topic (`first` as described when reading began)
+/// after its first `known`: every `ADDED_CHECK` asks for partition `known`'s offsets
+/// (a call that reads nothing; describing the topic reads each partition's first
+/// record), and once there is one, describes the topic and starts a reader for each
+/// new partition. Every record of a partition added since reading began is newer than
+/// where reading began, so `--from latest` reads it from its first record; the other
+/// `--from`s say the same in it as in the others. A topic deleted and made again
+/// under its name is another topic: not followed.
+async fn read_added(client: Client, first: pb::TopicDescription, from: Start, tx: Batches) {
+    let (topic, id) = (first.name, first.id);
+    let mut known = first.partitions.len() as u32;
     let from = match from {
         Start::Latest => Start::Earliest,
         other => other,
@@ -225,11 +230,20 @@ async fn read_added(client: Client, topic: String, mut known: u32, from: Start, 
             () = tokio::time::sleep(ADDED_CHECK) => {}
             () = tx.closed() => return,
         }
-        // A topic that cannot be described (the server restarting, say) is looked at
-        // again next time: the readers report what is wrong for good.
+        // A partition that is not there, a server restarting: looked at again next
+        // time (the readers report what is wrong for good).
+        if crate::client::bounds(&mut client.log(), &topic, known)
+            .await
+            .is_err()
+        {
+            continue;
+        }
         let Ok(described) = client.admin().describe_topic(&topic).await else {
             continue;
         };
+        if described.id != id {
+            return;
+        }
         for p in described.partitions.iter().filter(|p| p.partition >= known) {
             if let Some(plan) = plan(p, from, None, true) {
                 tokio::spawn(read(client.clone(), topic.clone(), plan, true, tx.clone()));
@@ -294,14 +308,8 @@ pub async fn run(args: ConsumeArgs) -> Result<(), Stop> {
     // (With --until, the command ends when its partitions reach it: one added later
     // would either keep it running or be cut off wherever it ended.)
     if args.follow && args.partition.is_none() && until.is_none() {
-        let known = topic.partitions.len() as u32;
-        tokio::spawn(read_added(
-            client.clone(),
-            name.clone(),
-            known,
-            from,
-            tx.clone(),
-        ));
+        let first = topic.clone();
+        tokio::spawn(read_added(client.clone(), first, from, tx.clone()));
     }
     drop(tx);
     // A progress line only when the records go elsewhere (a file, a pipe); `show` adds

@@ -12,6 +12,7 @@ mod producer;
 mod worker;
 
 pub use channel::{Channel, ClientTls, ConnectError, ConnectOptions};
+pub(crate) use consumer::bounds;
 pub use consumer::{ConsumedRecord, Consumer, OffsetReset, Start};
 pub use direct::Subscription;
 pub use exchanges::Exchanges;

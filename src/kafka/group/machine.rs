@@ -35,6 +35,8 @@ mod calls;
 mod statics;
 mod views;
 
+pub use views::MEMBER_COST;
+
 #[derive(Debug, Clone)]
 struct Member {
     client_id: String,
@@ -97,12 +99,11 @@ impl Group {
             Ok(replaced) => replaced,
             Err(error) => return refuse(error),
         };
-        // The same protocol type as the others (the member it replaces included),
-        // and some protocol of the joiner's that every other member has too (the
-        // member it replaces left out): else no assignment could serve them all.
-        let same_type = (self.members.iter())
-            .filter(|(id, _)| **id != join.member_id)
-            .all(|(_, m)| m.protocol_type == join.protocol_type);
+        // The group's protocol type (the joiner's own, and the member's it replaces,
+        // included: a group has one), and some protocol of the joiner's that every
+        // other member has too (the member it replaces left out): else no assignment
+        // could serve them all.
+        let same_type = (self.members.values()).all(|m| m.protocol_type == join.protocol_type);
         let others: Vec<&Member> = self
             .members
             .iter()
@@ -253,7 +254,10 @@ impl Group {
             match joined.min_by_key(|(_, m)| m.joined_at) {
                 Some((id, _)) => self.leader = id.clone(),
                 None if !self.members.is_empty() => {
-                    self.rebalance_deadline = now + self.longest_rebalance();
+                    // Not sooner than a session could lapse: a rebalance timeout of
+                    // 0 ms would wake the coordinator every tick.
+                    let wait = self.longest_rebalance().max(MIN_SESSION_MS);
+                    self.rebalance_deadline = now + wait;
                     return;
                 }
                 None => {}

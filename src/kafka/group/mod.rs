@@ -155,6 +155,7 @@ impl Coordinator {
             .map(|(p, md)| p.len() + md.len())
             .sum::<usize>()
             + join.new_id.len()
+            + machine::MEMBER_COST
             + join.client_id.len()
             + join
                 .instance_id

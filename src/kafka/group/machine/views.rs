@@ -9,7 +9,7 @@ use super::{Group, GroupView, MemberView};
 /// What a member costs beyond its own bytes (its entries, strings' allocations):
 /// measured at about 0.9 KB of RSS a member (10,000 static members with short names
 /// took 9 MB), so that `MAX_HELD_BYTES` bounds memory, not only payload.
-const MEMBER_COST: usize = 1024;
+pub const MEMBER_COST: usize = 1024;
 /// What an id handed out and waiting to be used costs beyond its bytes.
 const PENDING_COST: usize = 128;
 

@@ -249,7 +249,21 @@ fn an_id_handed_out_and_given_back_ends_the_rebalance_it_held() {
         matches!(&replies[..], [Reply::Join(id, b)] if id == "b" && b.generation == 1),
         "{replies:?}"
     );
-    assert!(g.is_idle() || g.state == State::Completing);
+    assert_eq!(g.state, State::Completing);
+}
+
+/// A group has one protocol type: a member cannot change it by joining again, even
+/// alone in the group (as Kafka refuses it).
+#[test]
+fn a_member_cannot_change_the_group_s_protocol_type() {
+    let mut g = Group::default();
+    let mut a = join("", "a", &["range"]);
+    a.id_required = false;
+    g.join(0, a);
+    let mut again = join("a", "", &["range"]);
+    again.protocol_type = "connect".into();
+    let answer = now_answer(g.join(1, again).0);
+    assert_eq!(answer.error, code::INCONSISTENT_GROUP_PROTOCOL);
 }
 
 /// The bytes a group holds count what each member costs beyond its names and

@@ -12,11 +12,21 @@ use super::join_as;
 use crate::kafka::group::machine::{code, Answer, Group, JoinAnswer, Reply, State};
 
 const PARTITIONS: u32 = 6;
+/// Clients' (session, rebalance) timeouts, in ms.
+const TIMEOUTS: [(u64, u64); 4] = [
+    (10_000, 30_000),
+    (60_000, 5_000),
+    (6_000, 6_000),
+    (120_000, 60_000),
+];
 
 /// A client following the protocol, as the model drives it.
 #[derive(Debug, Clone, Default)]
 struct Client {
     id: String,
+    /// Its session and rebalance timeouts (ms): sometimes a session longer than a
+    /// rebalance, as static members' often are.
+    timeouts: (u64, u64),
     /// A static member's instance id.
     instance: Option<String>,
     alive: bool,
@@ -29,7 +39,8 @@ struct Client {
 #[derive(Debug, Clone)]
 enum Op {
     /// A client, static (with an instance id of its own) or not.
-    NewClient(bool),
+    /// A client, static or not, with the timeouts of `TIMEOUTS[.1]`.
+    NewClient(bool, usize),
     Step(usize),
     Kill(usize),
     /// A client crashes and its process starts again at once: a static one with
@@ -47,7 +58,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        1 => any::<bool>().prop_map(Op::NewClient),
+        1 => (any::<bool>(), 0..TIMEOUTS.len()).prop_map(|(s, t)| Op::NewClient(s, t)),
         8 => (0..10usize).prop_map(Op::Step),
         1 => (0..10usize).prop_map(Op::Kill),
         1 => (0..10usize).prop_map(Op::Restart),
@@ -97,7 +108,8 @@ impl Model {
             (None, _) => {
                 self.ids += 1;
                 let new_id = format!("m{}", self.ids);
-                let join = join_as(&c.id, &new_id, c.instance.as_deref(), &["range"]);
+                let mut join = join_as(&c.id, &new_id, c.instance.as_deref(), &["range"]);
+                (join.session_ms, join.rebalance_ms) = c.timeouts;
                 let (answer, replies) = self.group.join(now, join);
                 let c = &mut self.clients[i];
                 match answer {
@@ -187,27 +199,29 @@ proptest! {
         let mut m = Model { group: Group::default(), clients: Vec::new(), now: 0, ids: 0 };
         for op in ops {
             match op {
-                Op::NewClient(stable) if m.clients.len() < 10 => {
+                Op::NewClient(stable, t) if m.clients.len() < 10 => {
                     let instance = stable.then(|| format!("i{}", m.clients.len()));
-                    m.clients.push(Client { alive: true, instance, ..Client::default() })
+                    let timeouts = TIMEOUTS[t];
+                    m.clients.push(Client { alive: true, instance, timeouts, ..Client::default() })
                 }
-                Op::NewClient(_) => {}
+                Op::NewClient(..) => {}
                 Op::Step(i) => m.step(i),
                 Op::Kill(i) => if let Some(c) = m.clients.get_mut(i) { c.alive = false },
                 Op::Restart(i) => if let Some(c) = m.clients.get_mut(i) {
-                    *c = Client { alive: true, instance: c.instance.clone(), ..Client::default() };
+                    *c = Client { alive: true, instance: c.instance.clone(), timeouts: c.timeouts, ..Client::default() };
                 }
                 Op::Duplicate(i) => {
                     let instance = m.clients.get(i).and_then(|c| c.instance.clone());
                     if instance.is_some() && m.clients.len() < 10 {
-                        m.clients.push(Client { alive: true, instance, ..Client::default() });
+                        let timeouts = m.clients[i].timeouts;
+                        m.clients.push(Client { alive: true, instance, timeouts, ..Client::default() });
                     }
                 }
                 Op::Leave(i) => {
                     if let Some(c) = m.clients.get(i).filter(|c| c.alive && !c.id.is_empty()).cloned() {
                         let caller = (c.id.as_str(), c.instance.as_deref());
                         let (_, replies) = m.group.leave(m.now, caller);
-                        m.clients[i] = Client { alive: true, instance: c.instance, ..Client::default() };
+                        m.clients[i] = Client { alive: true, instance: c.instance, timeouts: c.timeouts, ..Client::default() };
                         m.deliver(replies);
                     }
                 }
@@ -226,7 +240,7 @@ proptest! {
             m.group.check_statics();
         }
         // Every live client keeps to the protocol, once a second, for long enough.
-        for _ in 0..300 {
+        for _ in 0..400 {
             m.now += 1_000;
             let replies = m.group.tick(m.now);
             m.deliver(replies);

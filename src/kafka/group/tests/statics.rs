@@ -299,3 +299,25 @@ fn a_static_member_whose_session_lapses_is_dropped_with_its_instance() {
     let (a, replies) = g.join(SESSION + 2, join("a", "", &["range"]));
     assert_eq!((now_answer(a).generation, replies.len()), (3, 1));
 }
+
+/// A rebalance timeout of 0 ms does not make such a wait wake the coordinator at
+/// every tick: it is put off by a session timeout at least.
+#[test]
+fn a_rebalance_waiting_for_absent_members_is_put_off_by_a_session_at_least() {
+    let mut g = Group::default();
+    let mut s = join_as("", "s", Some("i"), &["range"]);
+    (s.session_ms, s.rebalance_ms) = (3 * REBALANCE, 0);
+    g.join(0, s);
+    g.sync(0, ("s", Some("i")), 1, vec![]);
+    let mut d = join("", "d", &["range"]);
+    (d.id_required, d.rebalance_ms) = (false, 0);
+    g.join(1, d);
+    g.leave(2, ("d", None));
+    g.tick(2);
+    assert_eq!(g.state, State::Preparing);
+    let wake = g.next_wake().unwrap();
+    assert!(
+        wake >= 2 + crate::kafka::group::machine::MIN_SESSION_MS,
+        "{wake}"
+    );
+}
