@@ -276,6 +276,62 @@ async fn a_second_member_waits_for_the_first_and_a_stop_ends_a_waiting_join() {
     assert!(stopping.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// A member whose JoinGroup waits for the others and that hangs up meanwhile (a
+/// consumer killed mid-rebalance) gives its connection back at once, not when the
+/// rebalance ends (minutes later); a member that sends its next request before the
+/// answer gets both answered, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_hangs_up_while_its_join_waits_frees_its_connection() {
+    use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let mut a = KafkaConn::connect(server.kafka.unwrap()).await;
+    let first = a.call(&join(""), 3).await;
+    assert_eq!(first.generation_id, 1);
+    let before = server.metric(OPEN).await;
+    // b's join waits for a, for up to its rebalance timeout of a minute.
+    let mut waiting = join("");
+    waiting.rebalance_timeout_ms = 60_000;
+    let mut b = KafkaConn::connect(server.kafka.unwrap()).await;
+    b.send(&waiting, 3).await;
+    connections_reach(&server, before + 1.0).await;
+    drop(b);
+    connections_reach(&server, before).await;
+
+    // c sends its next request before its join is answered.
+    let mut c = KafkaConn::connect(server.kafka.unwrap()).await;
+    let joined = c.send(&waiting, 3).await;
+    let versions = c.send(&ApiVersionsRequest::default(), 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = a.call(&join(first.member_id.as_str()), 3).await;
+    assert_eq!((again.error_code, again.generation_id), (0, 2));
+    let answer = c.receive::<JoinGroupRequest>(joined, 3).await;
+    assert_eq!((answer.error_code, answer.generation_id), (0, 2));
+    assert_eq!(
+        c.receive::<ApiVersionsRequest>(versions, 0)
+            .await
+            .error_code,
+        0
+    );
+    server.stop().await.unwrap();
+}
+
+const OPEN: &str = "strom_connections_open";
+
+/// Waits up to 5 s for the server to have `n` connections open.
+async fn connections_reach(server: &TestServer, n: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.metric(OPEN).await != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} connections within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A group name in use by one kind of consumer is refused to the other: a Kafka
 /// member and a gRPC member would each be handed the same partitions (a hostile
 /// sweep read every record twice).

@@ -65,6 +65,10 @@ pub async fn serve_connection<S>(
     let mut reloads = kafka.security.tokens.as_ref().map(Tokens::reloads);
     // The client's quota, once the session knows who the client is.
     let mut quota: Option<Quota> = None;
+    // The next request's size prefix, and how much of it was read (some, while a
+    // group call waited: see `answer_or_hang_up`).
+    let mut prefix = [0u8; 4];
+    let mut filled = 0;
     loop {
         if session.authenticated() {
             drop(stranger.take()); // its place among the strangers is free
@@ -81,8 +85,6 @@ pub async fn serve_connection<S>(
         };
         // Read by `read`, not `read_exact`, which a reload's wake-up would cancel
         // halfway.
-        let mut prefix = [0u8; 4];
-        let mut filled = 0;
         while filled < prefix.len() {
             let reloaded = async {
                 match reloads.as_mut() {
@@ -109,6 +111,7 @@ pub async fn serve_connection<S>(
             }
         }
         let size = i32::from_be_bytes(prefix);
+        filled = 0;
         let max = session.max_frame(kafka.max_request_bytes);
         if size < MIN_FRAME as i32 || size as usize > max {
             let stranger = match session.authenticated() {
@@ -179,21 +182,29 @@ pub async fn serve_connection<S>(
         if let Err(why) = read {
             return closed(format!("a request frame of {size} bytes {why}"));
         }
+        let waits = matches!(
+            i16::from_be_bytes([frame[0], frame[1]]),
+            key::JOIN_GROUP | key::SYNC_GROUP
+        );
+        let answered = answer(
+            &kafka,
+            &mut session,
+            frame.freeze(),
+            (at.local, quota.as_ref()),
+        );
+        let answered = match waits {
+            true => answer_or_hang_up(answered, &mut stream, &mut prefix, &mut filled).await,
+            false => Some(answered.await),
+        };
         let Answer {
             response,
             held,
             close,
             mute,
-        } = match answer(
-            &kafka,
-            &mut session,
-            frame.freeze(),
-            (at.local, quota.as_ref()),
-        )
-        .await
-        {
-            Ok(answer) => answer,
-            Err(Malformed(why)) => return closed(format!("a request refused: {why}")),
+        } = match answered {
+            Some(Ok(answer)) => answer,
+            Some(Err(Malformed(why))) => return closed(format!("a request refused: {why}")),
+            None => return, // the client hung up
         };
         drop(charge);
         if session.authenticated() {
@@ -244,6 +255,34 @@ pub async fn serve_connection<S>(
             return;
         }
     }
+}
+
+/// A JoinGroup or SyncGroup waits for the group's other members, up to its rebalance
+/// timeout (minutes). Meanwhile the connection is read too, so that a client that
+/// hangs up (a consumer killed mid-rebalance) gives its connection, and its place
+/// among its address's, back at once rather than at the rebalance's end. Bytes read
+/// meanwhile are the next request's size prefix (a client may send it before the
+/// answer), kept in `prefix`; None once the client has hung up.
+async fn answer_or_hang_up<S, T>(
+    answered: impl std::future::Future<Output = T>,
+    stream: &mut S,
+    prefix: &mut [u8; 4],
+    filled: &mut usize,
+) -> Option<T>
+where
+    S: AsyncRead + Unpin,
+{
+    tokio::pin!(answered);
+    while *filled < prefix.len() {
+        tokio::select! {
+            answer = &mut answered => return Some(answer),
+            read = stream.read(&mut prefix[*filled..]) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => *filled += n,
+            },
+        }
+    }
+    Some(answered.await)
 }
 
 /// The longest a connection is muted, or waits for its client's turn: a client that
