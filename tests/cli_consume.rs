@@ -144,27 +144,12 @@ fn templates_and_json_keep_every_byte_and_tell_absent_keys_from_empty_ones() {
 /// latest`.
 #[test]
 fn follow_reads_partitions_added_while_it_runs() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(dir.path());
     server.ok(&["topic", "create", "grows", "-p", "1"], b"");
     server.ok(&["produce", "-t", "grows"], b"before\n");
-    let mut child = Command::new(STROM)
-        .args(["consume", "-t", "grows", "--from", "latest", "--follow"])
-        .args(["--server", &server.addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let consume = ["consume", "-t", "grows", "--from", "latest", "--follow"];
+    let (mut child, rx) = server.spawn_lines(&consume);
     // Until it prints, it may not have looked at the topic yet.
     let mut first = String::new();
     while first.is_empty() {

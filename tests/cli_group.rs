@@ -92,28 +92,14 @@ fn a_group_resumes_where_it_stopped_and_a_reset_replays() {
 /// group's partitions are free at once, not after the member's session times out.
 #[test]
 fn an_interrupted_group_consumer_commits_and_leaves_before_it_exits() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(dir.path());
     server.ok(&["topic", "create", "orders", "-p", "1"], b"");
     server.ok(&["produce", "-t", "orders"], b"r1\nr2\nr3\n");
-    let mut child = Command::new(common::cli::STROM)
-        .args(["consume", "-t", "orders", "--group", "billing", "--follow"])
-        .args(["--server", &server.addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let consume = ["consume", "-t", "orders", "--group", "billing", "--follow"];
+    let (mut child, rx) = server.spawn_lines(&consume);
     let printed: Vec<String> = (0..3)
         .map(|_| rx.recv_timeout(Duration::from_secs(30)).expect("printed"))
         .collect();

@@ -148,6 +148,28 @@ impl Serve {
         }
     }
 
+    /// Starts `strom ARGS --server ADDR` (stderr dropped); each line it prints comes
+    /// down the receiver.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn spawn_lines(&self, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(STROM)
+            .args(args)
+            .args(["--server", &self.addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        (child, rx)
+    }
+
     /// Like `run`, and panics unless the command succeeds; returns its stdout.
     pub fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         let out = self.run(args, stdin);
