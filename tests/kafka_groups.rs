@@ -11,7 +11,7 @@ use common::kafka::KafkaConn;
 use common::server::TestServer;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
-use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::join_group_request::JoinGroupRequest;
 use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -32,17 +32,7 @@ fn group(s: &str) -> GroupId {
 }
 
 fn join(member: &str) -> JoinGroupRequest {
-    let mut request = JoinGroupRequest::default();
-    request.group_id = group("billing");
-    request.session_timeout_ms = 10_000;
-    request.rebalance_timeout_ms = 10_000;
-    request.member_id = text(member);
-    request.protocol_type = text("consumer");
-    let mut protocol = JoinGroupRequestProtocol::default();
-    protocol.name = text("range");
-    protocol.metadata = Bytes::from_static(b"subscription");
-    request.protocols.push(protocol);
-    request
+    common::kafka::join_group("billing", member, 10_000)
 }
 
 fn commit(member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {

@@ -11,7 +11,7 @@ use common::kafka::KafkaConn;
 use common::server::TestServer;
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
-use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::join_group_request::JoinGroupRequest;
 use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -34,17 +34,8 @@ fn group() -> GroupId {
 }
 
 fn join(member: &str, instance: Option<&str>) -> JoinGroupRequest {
-    let mut request = JoinGroupRequest::default();
-    request.group_id = group();
-    request.session_timeout_ms = 30_000;
-    request.rebalance_timeout_ms = 30_000;
-    request.member_id = text(member);
+    let mut request = common::kafka::join_group("payments", member, 30_000);
     request.group_instance_id = instance.map(text);
-    request.protocol_type = text("consumer");
-    let mut protocol = JoinGroupRequestProtocol::default();
-    protocol.name = text("range");
-    protocol.metadata = Bytes::from_static(b"subscription");
-    request.protocols.push(protocol);
     request
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
@@ -237,6 +238,24 @@ pub fn records_of(mut data: Bytes) -> Vec<Record> {
 }
 
 /// A topic's name as kafka-protocol takes it.
+/// A consumer's JoinGroup of `group` (protocol "range"), with session and rebalance
+/// timeouts of `timeout_ms`.
+#[allow(dead_code)] // not every test binary uses it
+pub fn join_group(group: &str, member: &str, timeout_ms: i32) -> JoinGroupRequest {
+    let text = |s: &str| StrBytes::from_string(s.to_string());
+    let mut request = JoinGroupRequest::default();
+    request.group_id = text(group).into();
+    request.session_timeout_ms = timeout_ms;
+    request.rebalance_timeout_ms = timeout_ms;
+    request.member_id = text(member);
+    request.protocol_type = text("consumer");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = Bytes::from_static(b"subscription");
+    request.protocols.push(protocol);
+    request
+}
+
 pub fn name(s: &str) -> TopicName {
     StrBytes::from_string(s.to_string()).into()
 }
