@@ -268,8 +268,8 @@ async fn a_second_member_waits_for_the_first_and_a_stop_ends_a_waiting_join() {
 
 /// A member whose JoinGroup waits for the others and that hangs up meanwhile (a
 /// consumer killed mid-rebalance) gives its connection back at once, not when the
-/// rebalance ends (minutes later); a member that sends its next request before the
-/// answer gets both answered, in order.
+/// rebalance ends (minutes later), also after sending more requests; a member that
+/// sends its next request before the answer gets both answered, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_that_hangs_up_while_its_join_waits_frees_its_connection() {
     use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
@@ -280,15 +280,16 @@ async fn a_member_that_hangs_up_while_its_join_waits_frees_its_connection() {
     let mut a = KafkaConn::connect(server.kafka.unwrap()).await;
     let first = a.call(&join(""), 3).await;
     assert_eq!(first.generation_id, 1);
-    let before = server.metric(OPEN).await;
+    // (The gauge is sampled: each count is waited for.)
+    connections_reach(&server, 1.0).await;
     // b's join waits for a, for up to its rebalance timeout of a minute.
     let mut waiting = join("");
     waiting.rebalance_timeout_ms = 60_000;
     let mut b = KafkaConn::connect(server.kafka.unwrap()).await;
     b.send(&waiting, 3).await;
-    connections_reach(&server, before + 1.0).await;
+    connections_reach(&server, 2.0).await;
     drop(b);
-    connections_reach(&server, before).await;
+    connections_reach(&server, 1.0).await;
 
     // c sends its next request before its join is answered.
     let mut c = KafkaConn::connect(server.kafka.unwrap()).await;
@@ -299,12 +300,20 @@ async fn a_member_that_hangs_up_while_its_join_waits_frees_its_connection() {
     assert_eq!((again.error_code, again.generation_id), (0, 2));
     let answer = c.receive::<JoinGroupRequest>(joined, 3).await;
     assert_eq!((answer.error_code, answer.generation_id), (0, 2));
-    assert_eq!(
-        c.receive::<ApiVersionsRequest>(versions, 0)
-            .await
-            .error_code,
-        0
-    );
+    let versions = c.receive::<ApiVersionsRequest>(versions, 0).await;
+    assert_eq!(versions.error_code, 0);
+
+    // d sends a heartbeat (a whole request) behind its waiting join, then hangs up.
+    let mut d = KafkaConn::connect(server.kafka.unwrap()).await;
+    d.send(&waiting, 3).await;
+    let mut beat = HeartbeatRequest::default();
+    beat.group_id = group("billing");
+    beat.member_id = text("d");
+    d.send(&beat, 3).await;
+    connections_reach(&server, 3.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(d);
+    connections_reach(&server, 2.0).await;
     server.stop().await.unwrap();
 }
 

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::carry::Carried;
 use super::dispatch::{answer, Answer};
 use super::listener::Place;
 use super::requests::key;
@@ -46,7 +47,7 @@ pub struct Peer {
 
 pub async fn serve_connection<S>(
     kafka: Arc<Kafka>,
-    mut stream: S,
+    stream: S,
     mut session: Session,
     at: Peer,
     mut stranger: Option<Place>,
@@ -65,10 +66,7 @@ pub async fn serve_connection<S>(
     let mut reloads = kafka.security.tokens.as_ref().map(Tokens::reloads);
     // The client's quota, once the session knows who the client is.
     let mut quota: Option<Quota> = None;
-    // The next request's size prefix, and how much of it was read (some, while a
-    // group call waited: see `answer_or_hang_up`).
-    let mut prefix = [0u8; 4];
-    let mut filled = 0;
+    let mut stream = Carried::new(stream);
     loop {
         if session.authenticated() {
             drop(stranger.take()); // its place among the strangers is free
@@ -85,6 +83,8 @@ pub async fn serve_connection<S>(
         };
         // Read by `read`, not `read_exact`, which a reload's wake-up would cancel
         // halfway.
+        let mut prefix = [0u8; 4];
+        let mut filled = 0;
         while filled < prefix.len() {
             let reloaded = async {
                 match reloads.as_mut() {
@@ -111,7 +111,6 @@ pub async fn serve_connection<S>(
             }
         }
         let size = i32::from_be_bytes(prefix);
-        filled = 0;
         let max = session.max_frame(kafka.max_request_bytes);
         if size < MIN_FRAME as i32 || size as usize > max {
             let stranger = match session.authenticated() {
@@ -193,7 +192,7 @@ pub async fn serve_connection<S>(
             (at.local, quota.as_ref()),
         );
         let answered = match waits {
-            true => answer_or_hang_up(answered, &mut stream, &mut prefix, &mut filled).await,
+            true => answer_or_hang_up(answered, &mut stream).await,
             false => Some(answered.await),
         };
         let Answer {
@@ -258,31 +257,32 @@ pub async fn serve_connection<S>(
 }
 
 /// A JoinGroup or SyncGroup waits for the group's other members, up to its rebalance
-/// timeout (minutes). Meanwhile the connection is read too, so that a client that
-/// hangs up (a consumer killed mid-rebalance) gives its connection, and its place
-/// among its address's, back at once rather than at the rebalance's end. Bytes read
-/// meanwhile are the next request's size prefix (a client may send it before the
-/// answer), kept in `prefix`; None once the client has hung up.
+/// timeout (minutes). Meanwhile the connection is read on (`carry.rs`), so that a
+/// client that hangs up (a consumer killed mid-rebalance) gives its connection, and
+/// its place among its address's, back at once rather than at the rebalance's end;
+/// what it sends meanwhile is kept for its next requests. None once it has hung up
+/// (also one that only closed its sending side, which Kafka's clients do not do: a
+/// Kafka broker would answer it).
 async fn answer_or_hang_up<S, T>(
     answered: impl std::future::Future<Output = T>,
-    stream: &mut S,
-    prefix: &mut [u8; 4],
-    filled: &mut usize,
+    stream: &mut Carried<S>,
 ) -> Option<T>
 where
     S: AsyncRead + Unpin,
 {
     tokio::pin!(answered);
-    while *filled < prefix.len() {
+    loop {
         tokio::select! {
             answer = &mut answered => return Some(answer),
-            read = stream.read(&mut prefix[*filled..]) => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => *filled += n,
+            read = stream.read_ahead() => match read {
+                Ok(0) | Err(_) => {
+                    tracing::debug!("kafka client hung up while its group call waited");
+                    return None;
+                }
+                Ok(_) => {}
             },
         }
     }
-    Some(answered.await)
 }
 
 /// The longest a connection is muted, or waits for its client's turn: a client that

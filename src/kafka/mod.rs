@@ -28,6 +28,7 @@
 mod add_partitions;
 mod admin;
 mod authorize;
+mod carry;
 mod compression;
 mod configs;
 mod connection;
