@@ -190,6 +190,22 @@ impl Broker {
 
     /// A page of the topics being served and those that could not be opened, both
     /// taken together in the order of their names.
+    /// Moves the log start of `topic`'s `partition` to `before` (the high watermark
+    /// when `None`): `Partition::delete_records`, on a task of its own, so that a caller
+    /// that goes away (a client hanging up) does not stop it between its steps. Returns
+    /// the new start.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before: Option<u64>,
+    ) -> Result<u64> {
+        let partition = self.partition(topic, partition)?;
+        tokio::spawn(async move { partition.delete_records(before).await })
+            .await
+            .expect("delete_records does not panic")
+    }
+
     pub fn list_topics(&self, page: &Page) -> Listed<ListedTopic> {
         let topics = self.read_topics();
         let mut live = page.range(&topics.live).peekable();

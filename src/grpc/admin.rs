@@ -189,15 +189,8 @@ impl Admin for AdminService {
                 )))
             }
         };
-        let partition = self
-            .broker
-            .partition(&r.topic, r.partition)
-            .map_err(status)?;
-        // Spawned: a client that hangs up must not stop it between its steps.
-        let log_start_offset = tokio::spawn(async move { partition.delete_records(before).await })
-            .await
-            .expect("delete_records does not panic")
-            .map_err(status)?;
+        let deleted = self.broker.delete_records(&r.topic, r.partition, before);
+        let log_start_offset = deleted.await.map_err(status)?;
         Ok(Response::new(pb::DeleteRecordsResponse {
             log_start_offset,
         }))

@@ -1,6 +1,6 @@
 //! DeleteRecords, so that Kafka's admin clients and tools (`kafka-delete-records.sh`,
 //! `AdminClient.delete_records`) move a partition's log start offset, as the gRPC
-//! DeleteRecords and `strom topic delete-records` do (`Partition::delete_records`):
+//! DeleteRecords and `strom topic delete-records` do (`Broker::delete_records`):
 //! the records below the offset can no longer be read, and the segments wholly below
 //! it are deleted. It needs admin on the topic (`authorize.rs`), as over gRPC.
 
@@ -78,8 +78,5 @@ async fn delete(
     };
     let partition = u32::try_from(index)
         .map_err(|_| Refusal::new(UNKNOWN_TOPIC_OR_PARTITION, format!("partition {index}")))?;
-    let partition = broker.partition(topic, partition)?;
-    // Spawned: a client that hangs up must not stop it between its steps.
-    let deleted = tokio::spawn(async move { partition.delete_records(before).await });
-    Ok(deleted.await.expect("delete_records does not panic")?)
+    Ok(broker.delete_records(topic, partition, before).await?)
 }
