@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// The `host:port` Kafka clients are told to connect to (Metadata's broker); by
     /// default the address each client reached the listener on.
     pub kafka_advertised_address: Option<String>,
+    /// How long a Kafka consumer group's first rebalance waits for more members
+    /// (Kafka's `group.initial.rebalance.delay.ms`); 0 waits none.
+    pub kafka_group_initial_rebalance_delay_ms: u64,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `strom=debug,info`.
@@ -171,6 +174,8 @@ impl Default for ServerConfig {
             metrics_listen: None,
             kafka_listen: None,
             kafka_advertised_address: None,
+            kafka_group_initial_rebalance_delay_ms: options.kafka_group_initial_delay.as_millis()
+                as u64,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -393,6 +398,9 @@ impl ServerConfig {
             stalled_reader_timeout: Duration::from_millis(self.stalled_reader_timeout_ms.max(10)),
             max_connections: self.max_connections.max(1),
             max_connections_per_address: self.max_connections_per_address,
+            kafka_group_initial_delay: Duration::from_millis(
+                self.kafka_group_initial_rebalance_delay_ms,
+            ),
             max_calls: self.max_calls.max(1),
             max_share_window_records: self.max_share_window_records.max(1),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
@@ -422,8 +430,9 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        std::fs::write(&path, "keepalive_interval_ms = 5000\nkeepalive_timeout_ms = 2000\nsilent_client_timeout_ms = 0\n").unwrap();
+        std::fs::write(&path, "keepalive_interval_ms = 5000\nkeepalive_timeout_ms = 2000\nsilent_client_timeout_ms = 0\nkafka_group_initial_rebalance_delay_ms = 0\n").unwrap();
         let options = ServerConfig::from_file(&path).unwrap().serve_options();
+        assert_eq!(options.kafka_group_initial_delay, Duration::ZERO);
         assert_eq!(options.keepalive_interval, Duration::from_secs(5));
         assert_eq!(options.keepalive_timeout, Duration::from_secs(2));
         assert_eq!(options.silent_client_timeout, Duration::from_millis(10));
@@ -436,6 +445,7 @@ mod tests {
             defaults.silent_client_timeout,
             ServeOptions::default().silent_client_timeout
         );
+        assert_eq!(defaults.kafka_group_initial_delay, Duration::from_secs(3));
         std::fs::write(&path, "listn = \"0.0.0.0:9000\"\n").unwrap();
         let err = ServerConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");

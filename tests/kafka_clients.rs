@@ -3,7 +3,7 @@
 //! `tests/python/kafka_clients.py` against the real server's Kafka listener; the
 //! records they wrote are then read back through gRPC too. Consumer groups, partitions
 //! added under a group (`kafka_grow.py`), static members restarted
-//! (`kafka_static.py`), SASL with an acl and quotas each have a
+//! (`kafka_static.py`), consumers started together (`kafka_together.py`), SASL with an acl and quotas each have a
 //! script of their own. `scripts/test.sh` installs
 //! both into `target/pyenv` and points STROM_PYTHON at it.
 
@@ -220,6 +220,22 @@ async fn a_restarted_static_kafka_consumer_takes_its_place_without_a_rebalance()
     let bootstrap = server.kafka.unwrap().to_string();
     let args = vec![bootstrap, "steady".into(), "statics".into()];
     let stdout = run_python("kafka_static.py", args).await;
+    println!("{stdout}");
+    server.stop().await.unwrap();
+}
+
+/// Kafka consumers started together, half a second apart, form one generation: each
+/// is assigned once and rebalanced never, as the group's first rebalance waits for
+/// them (`kafka_group_initial_delay`, Kafka's `group.initial.rebalance.delay.ms`).
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_consumers_started_together_are_assigned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    server.client_with_topic("together", 6).await;
+    let bootstrap = server.kafka.unwrap().to_string();
+    let args = vec![bootstrap, "together".into(), "crew".into()];
+    let stdout = run_python("kafka_together.py", args).await;
     println!("{stdout}");
     server.stop().await.unwrap();
 }

@@ -289,6 +289,7 @@ pub async fn serve_listeners(
         }
         let coordinator = Arc::new(crate::kafka::group::Coordinator::new(
             broker.shutting_down(),
+            options.kafka_group_initial_delay,
         ));
         let foreign: std::sync::Weak<dyn crate::groups::ForeignMembers> =
             Arc::downgrade(&coordinator) as _;

@@ -68,6 +68,9 @@ pub struct ServeOptions {
     /// The host and port the Kafka listener's Metadata names (`kafka/`); None: the
     /// address each client connected to.
     pub kafka_advertised: Option<(String, u16)>,
+    /// How long a Kafka group's first rebalance waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    pub kafka_group_initial_delay: Duration,
 }
 
 impl Default for ServeOptions {
@@ -96,6 +99,7 @@ impl Default for ServeOptions {
             acl: None,
             quotas: None,
             kafka_advertised: None,
+            kafka_group_initial_delay: Duration::from_secs(3),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! leader computes the assignment on its side and sends it in its SyncGroup, which
 //! answers every member with its part (`Stable`). Heartbeats keep a member's session;
 //! one not heard from for its session timeout is dropped, which starts a rebalance.
+//! An empty group's first rebalance waits a while for more members (`Initial`), so
+//! that consumers started together form one generation.
 //!
 //! Static members (KIP-345, `statics.rs`): a member that joins with a
 //! `group.instance.id` keeps its place across restarts. A process that joins with an
@@ -70,6 +72,24 @@ pub struct Group {
     pending: BTreeMap<String, u64>,
     rebalance_deadline: u64,
     joins: u64,
+    /// Kafka's `group.initial.rebalance.delay.ms`: how long the first rebalance of
+    /// an empty group waits for more members before it ends.
+    initial_delay: u64,
+    /// That first rebalance, while it waits.
+    initial: Option<Initial>,
+}
+
+/// An empty group's first rebalance waits `initial_delay` for members, however
+/// many have joined (consumers started together would otherwise form a generation
+/// with the first and rebalance again for each of the others), and waits again
+/// while each wait saw a new member; all the waits together stop at the longest
+/// rebalance timeout, as Kafka's do.
+#[derive(Debug, Clone, Copy)]
+struct Initial {
+    /// Of the longest rebalance timeout, what is left after the current wait.
+    remaining: u64,
+    /// A new member joined during the current wait.
+    newcomer: bool,
 }
 
 impl Default for Group {
@@ -84,11 +104,22 @@ impl Default for Group {
             pending: BTreeMap::new(),
             rebalance_deadline: 0,
             joins: 0,
+            initial_delay: 0,
+            initial: None,
         }
     }
 }
 
 impl Group {
+    /// A group whose first rebalance waits `initial_delay` ms for more members
+    /// (`Initial`); the default waits none.
+    pub fn new(initial_delay: u64) -> Group {
+        Group {
+            initial_delay,
+            ..Group::default()
+        }
+    }
+
     pub fn join(&mut self, now: u64, join: Join) -> (Answer<JoinAnswer>, Vec<Reply>) {
         let refuse = |error| (Answer::Now(join_error(error, &join.member_id)), Vec::new());
         if !(MIN_SESSION_MS..=MAX_SESSION_MS).contains(&join.session_ms) {
@@ -156,6 +187,9 @@ impl Group {
             }
             None => {
                 self.joins += 1;
+                if let Some(initial) = &mut self.initial {
+                    initial.newcomer = true;
+                }
                 if let Some(instance) = &join.instance_id {
                     self.statics.insert(instance.clone(), id.clone());
                 }
@@ -205,7 +239,7 @@ impl Group {
         if let Some(member) = self.members.get_mut(&id) {
             member.joining = true;
         }
-        if self.all_joined() {
+        if self.may_complete_join() {
             self.complete_join(now, &mut replies);
         }
         let mine = replies
@@ -226,7 +260,19 @@ impl Group {
                 ));
             }
         }
-        self.rebalance_deadline = now + self.longest_rebalance();
+        let longest = self.longest_rebalance();
+        self.initial = None;
+        self.rebalance_deadline = now + longest;
+        if self.state == State::Empty && self.initial_delay > 0 {
+            // Not past the rebalance timeout: clients wait that long for an answer.
+            let wait = self.initial_delay.min(longest);
+            let remaining = longest - wait;
+            self.initial = Some(Initial {
+                remaining,
+                newcomer: false,
+            });
+            self.rebalance_deadline = now + wait;
+        }
         self.state = State::Preparing;
     }
 
@@ -244,6 +290,7 @@ impl Group {
     /// session lapses. With none but those left, the phase waits another rebalance
     /// timeout, or until their sessions lapse.
     fn complete_join(&mut self, now: u64, replies: &mut Vec<Reply>) {
+        self.initial = None;
         self.members
             .retain(|_, m| m.joining || m.instance.is_some());
         self.forget_dropped_statics();
@@ -347,16 +394,19 @@ impl Group {
             State::Stable | State::Completing => self.start_rebalance(now, replies),
             State::Preparing => {}
         }
-        if self.state == State::Preparing && self.all_joined() {
+        if self.state == State::Preparing && self.may_complete_join() {
             self.complete_join(now, replies);
         }
     }
 
     /// Every member has joined again, and no member given its id (MEMBER_ID_REQUIRED)
     /// is still to join with it: Kafka's barrier, so that consumers starting together
-    /// share one generation rather than joining one rebalance after another.
-    fn all_joined(&self) -> bool {
-        self.members.values().all(|m| m.joining) && self.pending.is_empty()
+    /// share one generation rather than joining one rebalance after another. An
+    /// empty group's first rebalance ends only when its wait is over (`Initial`).
+    fn may_complete_join(&self) -> bool {
+        self.initial.is_none()
+            && self.members.values().all(|m| m.joining)
+            && self.pending.is_empty()
     }
 
     /// Drops members whose session lapsed (a member whose JoinGroup or SyncGroup waits
@@ -384,12 +434,27 @@ impl Group {
             self.member_gone(now, &mut replies);
         } else if self.pending.len() < pending
             && self.state == State::Preparing
-            && self.all_joined()
+            && self.may_complete_join()
         {
             self.complete_join(now, &mut replies);
         }
         if self.state == State::Preparing && now >= self.rebalance_deadline {
-            self.complete_join(now, &mut replies);
+            match self
+                .initial
+                .as_mut()
+                .filter(|i| i.newcomer && i.remaining > 0)
+            {
+                Some(initial) => {
+                    // Members are still arriving: wait again, within the timeout.
+                    let wait = self.initial_delay.min(initial.remaining);
+                    *initial = Initial {
+                        remaining: initial.remaining - wait,
+                        newcomer: false,
+                    };
+                    self.rebalance_deadline = now + wait;
+                }
+                None => self.complete_join(now, &mut replies),
+            }
         }
         replies
     }

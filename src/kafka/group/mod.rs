@@ -34,7 +34,6 @@ pub const MAX_HELD_BYTES: usize = 256 << 20;
 /// Kafka's code for a coordinator that cannot take the call (the client retries).
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
-#[derive(Default)]
 struct Slot {
     group: Group,
     /// The members whose JoinGroup or SyncGroup waits, and where its answer goes.
@@ -64,11 +63,16 @@ pub struct Coordinator {
     /// scan every group).
     planned: AtomicU64,
     stopping: watch::Receiver<bool>,
+    /// How long a group's first rebalance waits for more members (ms).
+    initial_delay: u64,
 }
 
 impl Coordinator {
-    pub fn new(stopping: watch::Receiver<bool>) -> Coordinator {
+    /// `initial_delay`: how long an empty group's first rebalance waits for more
+    /// members, so that consumers started together form one generation.
+    pub fn new(stopping: watch::Receiver<bool>, initial_delay: Duration) -> Coordinator {
         Coordinator {
+            initial_delay: initial_delay.as_millis() as u64,
             groups: Mutex::new(HashMap::new()),
             held: Default::default(),
             planned: AtomicU64::new(0),
@@ -112,7 +116,11 @@ impl Coordinator {
             if groups.len() >= MAX_GROUPS {
                 return Err(COORDINATOR_NOT_AVAILABLE);
             }
-            groups.insert(id.to_string(), Slot::default());
+            let slot = Slot {
+                group: Group::new(self.initial_delay),
+                waiting: HashMap::new(),
+            };
+            groups.insert(id.to_string(), slot);
         }
         let slot = groups.get_mut(id).expect("present");
         let before = slot.group.held_bytes();

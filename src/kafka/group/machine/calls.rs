@@ -146,7 +146,7 @@ impl Group {
         let mut replies = Vec::new();
         if self.pending.remove(member_id).is_some() {
             // The rebalance may have been waiting for it alone.
-            if self.state == State::Preparing && self.all_joined() {
+            if self.state == State::Preparing && self.may_complete_join() {
                 self.complete_join(now, &mut replies);
             }
             return (code::NONE, replies);

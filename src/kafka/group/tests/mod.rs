@@ -330,3 +330,53 @@ fn the_protocol_is_the_members_vote() {
         ("a", "roundrobin")
     );
 }
+
+#[test]
+fn an_empty_group_s_first_rebalance_waits_for_more_members() {
+    const DELAY: u64 = 3_000;
+    let mut g = Group::new(DELAY);
+    let enter = |g: &mut Group, now, id: &str| {
+        g.join(now, join("", id, &["range"]));
+        g.join(now, join(id, "", &["range"])).0
+    };
+    // Alone, a waits rather than forming a generation at once.
+    assert_eq!(enter(&mut g, 0, "a"), Answer::Later("a".into()));
+    assert_eq!(g.next_wake(), Some(DELAY));
+    // b joins during the wait: it ends, but another wait begins, as b was new.
+    assert_eq!(enter(&mut g, 1_000, "b"), Answer::Later("b".into()));
+    assert!(g.tick(DELAY).is_empty());
+    assert_eq!(g.next_wake(), Some(2 * DELAY));
+    let replies = g.tick(2 * DELAY);
+    let answered: Vec<(&str, i32)> = replies
+        .iter()
+        .map(|r| match r {
+            Reply::Join(id, a) => (id.as_str(), a.generation),
+            Reply::Sync(id, _) => (id.as_str(), -1),
+        })
+        .collect();
+    assert_eq!(answered, [("a", 1), ("b", 1)], "one generation for both");
+    g.sync(2 * DELAY, ("b", None), 1, vec![]);
+    g.sync(2 * DELAY, ("a", None), 1, vec![]);
+    assert_eq!(g.state, State::Stable);
+
+    // A later rebalance does not wait: it ends when every member has joined.
+    let now = 2 * DELAY + 1;
+    assert_eq!(enter(&mut g, now, "c"), Answer::Later("c".into()));
+    assert_eq!(
+        g.join(now, join("a", "", &["range"])).0,
+        Answer::Later("a".into())
+    );
+    let (b, _) = g.join(now, join("b", "", &["range"]));
+    assert_eq!(now_answer(b).generation, 2);
+
+    // Members arriving all the time: the waits stop at the rebalance timeout.
+    let mut g = Group::new(DELAY);
+    let mut now = 0;
+    while g.generation == 0 {
+        enter(&mut g, now, &format!("m{now}"));
+        now += 1_000;
+        g.tick(now);
+    }
+    assert_eq!(now, REBALANCE, "formed at the rebalance timeout");
+    assert_eq!(g.member_count(), (REBALANCE / 1_000) as usize);
+}

@@ -195,8 +195,11 @@ fn assign(members: &[String]) -> Vec<(String, Bytes)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
-    fn clients_that_follow_the_protocol_always_settle(ops in prop::collection::vec(op(), 1..120)) {
-        let mut m = Model { group: Group::default(), clients: Vec::new(), now: 0, ids: 0 };
+    fn clients_that_follow_the_protocol_always_settle(
+        ops in prop::collection::vec(op(), 1..120),
+        initial_delay in prop_oneof![Just(0u64), Just(3_000), 0..20_000u64],
+    ) {
+        let mut m = Model { group: Group::new(initial_delay), clients: Vec::new(), now: 0, ids: 0 };
         for op in ops {
             match op {
                 Op::NewClient(stable, t) if m.clients.len() < 10 => {
