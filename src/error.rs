@@ -150,6 +150,12 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// Offsets of a topic that members of the group consume cannot be deleted
+    /// (`groups/delete_offsets.rs`). FAILED_PRECONDITION; Kafka's
+    /// GROUP_SUBSCRIBED_TO_TOPIC.
+    #[error("{0}")]
+    GroupSubscribed(String),
+
     /// A produce from an instance of a named producer that a newer instance has fenced
     /// (InitProducer gave the name a newer epoch or a new id). FAILED_PRECONDITION like
     /// the others, with the reason `PRODUCER_FENCED` (`grpc::reason`), since the client

@@ -395,6 +395,17 @@ async fn each_call_needs_a_grant_and_listings_show_only_what_the_caller_may_see(
             .await,
         "may not admin",
     );
+    denied(
+        reader
+            .groups()
+            .delete_offsets(pb::DeleteOffsetsRequest {
+                group: "billing".into(),
+                topic: "orders".into(),
+                ..Default::default()
+            })
+            .await,
+        "may not admin",
+    );
     let groups = |client: Client| async move {
         let listed = client
             .groups()

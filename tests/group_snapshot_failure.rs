@@ -203,3 +203,55 @@ async fn an_acknowledgement_whose_snapshot_fails_is_answered_as_it_is_applied() 
         "a failed snapshot does not fail the acknowledgement"
     );
 }
+
+/// A delete of offsets is written as a snapshot: one that fails is refused, and the
+/// offsets are still served, as a restart reads them.
+#[tokio::test]
+async fn a_delete_of_offsets_whose_snapshot_fails_deletes_nothing() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client_with_topic("t", PARTITIONS).await;
+    client.groups().commit_offsets(commit(0)).await.unwrap();
+    let group_dir = std::fs::read_dir(dir.path().join("groups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("g."))
+        .expect("the group's directory");
+    let stored = || async {
+        let request = pb::FetchOffsetsRequest {
+            group: "g".into(),
+            ..Default::default()
+        };
+        let answer = client.groups().fetch_offsets(request).await.unwrap();
+        answer.into_inner().offsets.len()
+    };
+    let delete = pb::DeleteOffsetsRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        partitions: vec![0, 1],
+    };
+    {
+        let Some(_immutable) = Immutable::set(&group_dir) else {
+            eprintln!(
+                "skipped: chattr +i failed (needs root and a file system with the attribute)"
+            );
+            return;
+        };
+        let refused = client.groups().delete_offsets(delete.clone()).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(stored().await, PARTITIONS as usize);
+    }
+    server.stop().await.unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = server.client().await;
+    let request = pb::FetchOffsetsRequest {
+        group: "g".into(),
+        ..Default::default()
+    };
+    let answer = client.groups().fetch_offsets(request).await.unwrap();
+    assert_eq!(answer.into_inner().offsets.len(), PARTITIONS as usize);
+    // And with the directory writable again, the delete goes through.
+    let deleted = client.groups().delete_offsets(delete).await.unwrap();
+    assert_eq!(deleted.into_inner().deleted, [0, 1]);
+    server.stop().await.unwrap();
+}

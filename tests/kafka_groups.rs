@@ -374,6 +374,20 @@ async fn kafka_and_grpc_consumers_do_not_share_a_group() {
         "{}",
         refused.message()
     );
+    // Nor are its offsets reset under its Kafka member, as those of a gRPC member's.
+    let reset = strom::grpc::pb::ResetOffsetsRequest {
+        group: "billing".into(),
+        topic: "events".into(),
+        to: Some(strom::grpc::pb::reset_offsets_request::To::Earliest(true)),
+        ..Default::default()
+    };
+    let refused = client.groups().reset_offsets(reset).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("Kafka members"),
+        "{}",
+        refused.message()
+    );
     drop(conn);
     server.stop().await.unwrap();
 }

@@ -44,6 +44,9 @@ use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataReques
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
 use kafka_protocol::messages::sasl_authenticate_request::SaslAuthenticateRequest;
 use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
@@ -504,6 +507,24 @@ async fn the_acl_decides_each_kafka_request() {
     delete.groups_names = vec![group("billing")];
     let deleted = reader.call(&delete, 2).await;
     assert_eq!(deleted.results[0].error_code, GROUP_AUTHORIZATION_FAILED);
+    // OffsetDelete: admin on the group, and read on each topic.
+    let mut forget = OffsetDeleteRequest::default();
+    forget.group_id = group("billing");
+    let mut topic = OffsetDeleteRequestTopic::default();
+    topic.name = name("orders");
+    topic
+        .partitions
+        .push(OffsetDeleteRequestPartition::default());
+    forget.topics.push(topic);
+    assert_eq!(
+        reader.call(&forget, 0).await.error_code,
+        GROUP_AUTHORIZATION_FAILED
+    );
+    let forgot = kafka_ops.call(&forget, 0).await;
+    assert_eq!(
+        (forgot.error_code, forgot.topics[0].partitions[0].error_code),
+        (0, 0)
+    );
 
     // CreateTopics and DeleteTopics: admin on the topic; a topic refused by id is not
     // named in the answer.

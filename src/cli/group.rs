@@ -1,4 +1,4 @@
-//! `strom group list|describe|reset|delete`, and `strom consume --group`.
+//! `strom group list|describe|reset|delete|delete-offsets`, and `strom consume --group`.
 
 use std::time::Duration;
 
@@ -54,6 +54,17 @@ enum Action {
     },
     /// Delete a group and its committed offsets (it must have no members).
     Delete { group: String },
+    /// Delete a group's committed offsets for a topic it no longer consumes (refused
+    /// while a member subscribes to it).
+    DeleteOffsets {
+        group: String,
+        /// Topic whose offsets to delete.
+        #[arg(long, short = 't')]
+        topic: String,
+        /// Partitions whose offsets to delete, e.g. `0,2` (default: all).
+        #[arg(long, short = 'p', value_delimiter = ',')]
+        partitions: Vec<u32>,
+    },
 }
 
 pub async fn run(args: GroupArgs) -> Result<(), Stop> {
@@ -150,6 +161,29 @@ pub async fn run(args: GroupArgs) -> Result<(), Stop> {
                 .await
                 .map_err(describe)?;
             noteln!("deleted group {group}");
+        }
+        Action::DeleteOffsets {
+            group,
+            topic,
+            partitions,
+        } => {
+            let request = pb::DeleteOffsetsRequest {
+                group: group.clone(),
+                topic: topic.clone(),
+                partitions,
+            };
+            let answer = groups.delete_offsets(request).await.map_err(describe)?;
+            let deleted = answer.into_inner().deleted;
+            let list: Vec<String> = deleted.iter().map(u32::to_string).collect();
+            match deleted.is_empty() {
+                true => {
+                    noteln!("group {group} had no committed offsets of topic {topic} to delete")
+                }
+                false => noteln!(
+                    "deleted group {group}'s committed offsets of topic {topic}, partitions {}",
+                    list.join(",")
+                ),
+            }
         }
     }
     Ok(())

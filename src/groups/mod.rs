@@ -7,8 +7,8 @@
 //!   members subscribe to, each distinct subscription kept once per group.
 //! - `offsets`: committed offsets and their bytes on disk; `store`: a group's snapshot
 //!   and journal files, and the group commit of their fsyncs.
-//! - `ops`: commit, fetch and reset, and `describe`, which need the broker (topic ids,
-//!   high watermarks, timestamp lookups); `paging`: their answers a page at a time;
+//! - `ops`: commit, fetch and reset, `delete_offsets`, and `describe`, which need the
+//!   broker (topic ids, high watermarks, timestamp lookups); `paging`: their answers a page at a time;
 //!   `membership`: heartbeats and leaves.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry;
 //!   `gauges`: members and lag for the metrics endpoint.
@@ -22,6 +22,7 @@
 
 mod assign;
 pub mod coordinator;
+mod delete_offsets;
 mod describe;
 mod expiry;
 pub mod gauges;
@@ -204,6 +205,9 @@ fn loaded(guard: &mut Guard) -> &mut Loaded {
 /// join a group they are in, or both would be handed the same partitions.
 pub trait ForeignMembers: Send + Sync {
     fn has_members(&self, group: &str) -> bool;
+    /// Whether members of `group` may consume `topic` (for a subscription it cannot
+    /// read, yes).
+    fn subscribes(&self, group: &str, topic: &str) -> bool;
 }
 
 pub struct Groups {

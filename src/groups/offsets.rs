@@ -98,6 +98,18 @@ impl Offsets {
         }
     }
 
+    /// Forgets a partition's committed offset; the offset it was, if one was.
+    pub fn remove(&mut self, (topic, partition): &Tp) -> Option<Committed> {
+        let slot = self.topics.get_mut(topic)?.get_mut(*partition as usize)?;
+        let committed = slot.committed()?;
+        *slot = Stored {
+            offset: 0,
+            commit_ms: NONE,
+            metadata: None,
+        };
+        Some(committed)
+    }
+
     pub fn get(&self, (topic, partition): &Tp) -> Option<Committed> {
         self.topics
             .get(topic)?

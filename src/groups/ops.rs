@@ -128,7 +128,7 @@ impl Groups {
 
     /// Folds a group's journal into a new snapshot, dropping the offsets of deleted
     /// topics (unless some topic is unavailable, and might be one of them).
-    async fn snapshot(&self, store: &mut Store) -> Result<()> {
+    pub(super) async fn snapshot(&self, store: &mut Store) -> Result<()> {
         let view = self.view();
         if !self.broker.any_topic_unavailable() {
             store.offsets.retain_topics(|id| view.name_of(id).is_some());
@@ -283,6 +283,12 @@ impl Groups {
         let mut store = None;
         let mut slot = None;
         if let Some((locked_slot, guard)) = &mut locked {
+            if self.foreign_members(group) {
+                return Err(Error::FailedPrecondition(format!(
+                    "group {} has Kafka members; offsets can be reset only while a group has none: stop its consumers first",
+                    quote(group)
+                )));
+            }
             let loaded = loaded(guard);
             let members = loaded.membership.members().count();
             if members > 0 {

@@ -319,4 +319,23 @@ impl groups_server::Groups for GroupsService {
         self.groups.delete(&r.group).await.map_err(status)?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
+
+    /// Needs what ResetOffsets does: admin on the group, read on the topic.
+    async fn delete_offsets(
+        &self,
+        request: Request<pb::DeleteOffsetsRequest>,
+    ) -> Result<Response<pb::DeleteOffsetsResponse>, Status> {
+        let access = access(&request);
+        let r = request.into_inner();
+        access
+            .check(Operation::Admin, Kind::Group, &r.group)
+            .and_then(|()| access.check(Operation::Read, Kind::Topic, &r.topic))
+            .map_err(status)?;
+        let deleted = self
+            .groups
+            .delete_offsets(&r.group, &r.topic, &r.partitions)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteOffsetsResponse { deleted }))
+    }
 }

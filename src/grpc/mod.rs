@@ -103,6 +103,7 @@ pub fn code(err: &Error) -> Code {
         Error::ExchangeNotFound { .. } => Code::NotFound,
         Error::ExchangeExists { .. } => Code::AlreadyExists,
         Error::FailedPrecondition(_) | Error::ProducerFenced(_) => Code::FailedPrecondition,
+        Error::GroupSubscribed(_) => Code::FailedPrecondition,
         Error::CommitOutOfRange { .. } => Code::OutOfRange,
         Error::LimitReached(_) => Code::ResourceExhausted,
         Error::DiskFull { .. } => Code::ResourceExhausted,

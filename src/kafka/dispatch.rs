@@ -17,8 +17,8 @@ use super::requests::{self, key};
 use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
 use super::{
-    add_partitions, admin, configs, delete_records, fetch, group_admin, groups, metadata, produce,
-    Kafka,
+    add_partitions, admin, configs, delete_records, fetch, group_admin, groups, metadata,
+    offset_delete, produce, Kafka,
 };
 use crate::grpc::quota::{Flow, Quota};
 
@@ -349,6 +349,12 @@ async fn respond(
             let named = groups_requests::named_groups(&mut r, version, false)?;
             requests::finished(&r);
             let response = group_admin::delete_groups(kafka, named, &access).await;
+            encode(correlation, &response, version).map(Answer::of)
+        }
+        key::OFFSET_DELETE => {
+            let (group, topics) = groups_requests::offset_delete(&mut r)?;
+            requests::finished(&r);
+            let response = offset_delete::offset_delete(kafka, &group, topics, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::INIT_PRODUCER_ID => {

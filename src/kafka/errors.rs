@@ -38,6 +38,7 @@ pub mod code {
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const INVALID_RECORD: i16 = 87;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
@@ -107,6 +108,7 @@ pub fn kafka_code(err: &Error) -> i16 {
         }
         Error::FailedPrecondition(msg) if msg.starts_with("producer") => code::UNKNOWN_PRODUCER_ID,
         Error::FailedPrecondition(_) => code::INVALID_REQUEST,
+        Error::GroupSubscribed(_) => code::GROUP_SUBSCRIBED_TO_TOPIC,
         // Retriable: the client waits and sends again, as it would to a Kafka broker
         // whose log directory failed or filled.
         Error::DiskFull { .. } | Error::SyncFailed { .. } | Error::Io { .. } => {

@@ -42,6 +42,7 @@ mod group_admin;
 mod groups;
 mod listener;
 mod metadata;
+mod offset_delete;
 mod pool;
 mod produce;
 mod quiet;

@@ -2,7 +2,8 @@
 two librdkafka consumers (confluent-kafka) subscribe in one group and split the
 topic's partitions between them, each record read once; they commit and close; a
 kafka-python consumer of the same group then resumes after what they committed;
-both libraries' admin clients then list and describe the group and read its offsets.
+both libraries' admin clients then list and describe the group and read its offsets,
+and kafka-python's deletes partition 2's.
 
 Usage: kafka_groups.py BOOTSTRAP TOPIC GROUP. The topic has 3 partitions and 300
 records. Prints "ok" and the counts."""
@@ -102,5 +103,11 @@ listed = python_admin.list_groups()
 assert any(group in str(g) for g in listed), listed
 described = python_admin.describe_groups([group])[group]
 assert described["error"] is None and described["group_state"] == "Empty", described
+# OffsetDelete: partition 2's committed offset goes (kafka-python's admin client).
+gone = kafka.TopicPartition(topic, 2)
+answer = python_admin.delete_group_offsets(group, [gone])
+assert answer == {gone: kafka.errors.NoError}, answer
+left = python_admin.list_group_offsets(group)[group]
+assert sorted(tp.partition for tp in left) == [0, 1], left
 python_admin.close()
 print("ok", len(read), len(later), assigned)

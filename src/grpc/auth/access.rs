@@ -15,7 +15,7 @@
 //! | Heartbeat, CommitOffsets | read on the group and on each topic named (a `topic_pattern` matches only topics the member may read) |
 //! | LeaveGroup | read on the group |
 //! | FetchOffsets, DescribeGroup | any operation on the group (topics shown: those with any grant) |
-//! | ResetOffsets | admin on the group, read on the topic |
+//! | ResetOffsets, DeleteOffsets | admin on the group, read on the topic |
 //! | DeleteGroup, DeleteShareGroup | admin on the group |
 //! | ShareFetch (before each round of a long poll), ShareAcknowledge, ShareStream (each round of its fetches) | read on the group and the topic; a fetch, write on the group's dead-letter topic |
 //! | AlterShareGroupConfig | admin on the group; to set a dead.letter.topic, admin on it and read on every topic the group consumes |

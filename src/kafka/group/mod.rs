@@ -307,4 +307,32 @@ impl crate::groups::ForeignMembers for Coordinator {
             .get(group)
             .is_some_and(|slot| slot.group.member_count() > 0)
     }
+
+    /// As Kafka's classic groups answer it: a member of a `consumer` group subscribes
+    /// to the topics its metadata lists (Kafka's ConsumerProtocolSubscription, for
+    /// the group's protocol, or its first while none is chosen); for a group of
+    /// another protocol type, or metadata that does not read as one, any topic.
+    fn subscribes(&self, group: &str, topic: &str) -> bool {
+        let Some(view) = self.groups().get(group).map(|slot| slot.group.view()) else {
+            return false;
+        };
+        if view.members.is_empty() {
+            return false;
+        }
+        view.protocol_type != "consumer"
+            || view.members.iter().any(|m| {
+                subscription(m.metadata.clone()).is_none_or(|topics| topics.contains(topic))
+            })
+    }
+}
+
+/// The topics a consumer's protocol metadata (Kafka's ConsumerProtocolSubscription,
+/// any version: later ones only add fields after the topics) subscribes to.
+fn subscription(metadata: bytes::Bytes) -> Option<std::collections::HashSet<String>> {
+    let mut r = crate::kafka::wire::Reader::new(metadata, false);
+    if r.i16().ok()? < 0 {
+        return None;
+    }
+    let topics = r.array("topics", |r| r.string("topic")).ok()?;
+    Some(topics.into_iter().collect())
 }

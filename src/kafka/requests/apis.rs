@@ -26,6 +26,7 @@ pub mod key {
     pub const SASL_AUTHENTICATE: i16 = 36;
     pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
+    pub const OFFSET_DELETE: i16 = 47;
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 }
 
@@ -38,7 +39,7 @@ pub struct Api {
     pub first_flexible: i16,
 }
 
-pub const APIS: [Api; 25] = [
+pub const APIS: [Api; 26] = [
     Api {
         key: key::PRODUCE,
         min: 3,
@@ -172,6 +173,13 @@ pub const APIS: [Api; 25] = [
         min: 0,
         max: 2,
         first_flexible: 2,
+    },
+    // Kafka has only version 0, not flexible.
+    Api {
+        key: key::OFFSET_DELETE,
+        min: 0,
+        max: 0,
+        first_flexible: i16::MAX,
     },
     // Version 0 answers with `is_default` where later ones have a config's source.
     Api {

@@ -1,6 +1,6 @@
 //! The consumer-group requests: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit and OffsetFetch, and the groups' administration
-//! (ListGroups, DescribeGroups, DeleteGroups), decoded within their frame.
+//! (ListGroups, DescribeGroups, DeleteGroups, OffsetDelete), decoded within their frame.
 
 use bytes::Bytes;
 
@@ -209,6 +209,14 @@ pub fn list_groups(r: &mut Reader, version: i16) -> Decoded<Vec<String>> {
     };
     r.tags()?;
     Ok(states)
+}
+
+/// An OffsetDelete request (version 0): the group, and the partitions whose committed
+/// offsets to delete.
+pub fn offset_delete(r: &mut Reader) -> Decoded<(String, Vec<Topic<i32>>)> {
+    let group = r.string("the group id")?;
+    let topics = topics(r, |r| r.i32())?;
+    Ok((group, topics))
 }
 
 /// A DescribeGroups or DeleteGroups request: the groups named (DescribeGroups'
