@@ -673,6 +673,18 @@ async fn requests_that_cost_more_than_they_weigh_are_bounded() {
     let mut closing = KafkaConn::connect(server.kafka.unwrap()).await;
     closing.send(&produce("events", &many, -1), 12).await;
     assert!(closing.closed().await);
+    // So do 10,001 topics without partitions (each counts as one).
+    let mut empty = produce("events", &[], -1);
+    empty.topic_data = (0..10_001)
+        .map(|i| {
+            let mut topic = empty.topic_data[0].clone();
+            topic.name = name(&format!("t{i}"));
+            topic
+        })
+        .collect();
+    let mut closing = KafkaConn::connect(server.kafka.unwrap()).await;
+    closing.send(&empty, 12).await;
+    assert!(closing.closed().await, "10,001 empty topics");
 
     // A fetch waiting for 2,000 bytes gets the records of three appends made while it
     // waits, each once and in order.

@@ -374,7 +374,23 @@ async fn kafka_and_grpc_consumers_do_not_share_a_group() {
         "{}",
         refused.message()
     );
-    // Nor are its offsets reset under its Kafka member, as those of a gRPC member's.
+    // Nor are its offsets committed or reset under its Kafka member, as those of a
+    // gRPC member's.
+    let commit = strom::grpc::pb::CommitOffsetsRequest {
+        group: "billing".into(),
+        offsets: vec![strom::grpc::pb::OffsetCommit {
+            topic: "events".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let refused = client.groups().commit_offsets(commit).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("Kafka members"),
+        "{}",
+        refused.message()
+    );
     let reset = strom::grpc::pb::ResetOffsetsRequest {
         group: "billing".into(),
         topic: "events".into(),

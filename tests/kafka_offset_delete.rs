@@ -14,6 +14,7 @@ use common::server::TestServer;
 use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
+use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use kafka_protocol::protocol::StrBytes;
 use strom::broker::Limits;
 use strom::client::Client;
@@ -69,6 +70,27 @@ async fn committed(client: &Client, group: &str) -> BTreeMap<(String, u32), u64>
     offsets
         .map(|o| ((o.topic, o.partition), o.offset))
         .collect()
+}
+
+/// A consumer's assignment (Kafka's ConsumerProtocolAssignment, version 0).
+fn assignment(topics: &[(&str, &[i32])]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    out.put_i32(topics.len() as i32);
+    for (topic, partitions) in topics {
+        out.put_i16(topic.len() as i16);
+        out.put_slice(topic.as_bytes());
+        out.put_i32(partitions.len() as i32);
+        for p in *partitions {
+            out.put_i32(*p);
+        }
+    }
+    out.put_i32(-1); // no user data
+    out.freeze()
+}
+
+fn joined_group(name: &str) -> kafka_protocol::messages::GroupId {
+    StrBytes::from_string(name.to_string()).into()
 }
 
 /// A consumer's protocol metadata (Kafka's ConsumerProtocolSubscription, version 0)
@@ -138,6 +160,9 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
     assert_eq!(answer, (0, codes(&[("a", 0, 0)])));
     let answer = deleted(&mut conn, &offset_delete("nobody", &[("a", &[0])])).await;
     assert_eq!(answer, (GROUP_ID_NOT_FOUND, vec![]));
+    // The group first, whatever the topics are.
+    let answer = deleted(&mut conn, &offset_delete("nobody", &[("nope", &[0])])).await;
+    assert_eq!(answer, (GROUP_ID_NOT_FOUND, vec![]));
 
     // A Kafka consumer joins g subscribed to b: b's offsets stay, a's can go.
     let mut join = common::kafka::join_group("g", "", 30_000);
@@ -150,6 +175,23 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
     assert_eq!(answer, (0, expected));
     let left: Vec<(String, u32)> = committed(&client, "g").await.into_keys().collect();
     assert_eq!(left, [("b".into(), 0)]);
+    // Its assignment, once it has one, counts too: it still holds what it was given.
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = joined_group("g");
+    sync.generation_id = 1;
+    sync.member_id = joined.member_id.clone();
+    let mut mine = SyncGroupRequestAssignment::default();
+    mine.member_id = joined.member_id.clone();
+    mine.assignment = assignment(&[("a", &[1]), ("b", &[0])]);
+    sync.assignments.push(mine);
+    assert_eq!(conn.call(&sync, 3).await.error_code, 0);
+    client
+        .groups()
+        .commit_offsets(commit("g"))
+        .await
+        .unwrap_err(); // Kafka members
+    let answer = deleted(&mut conn, &offset_delete("g", &[("a", &[0])])).await;
+    assert_eq!(answer, (0, codes(&[("a", 0, GROUP_SUBSCRIBED_TO_TOPIC)])));
     // So over gRPC too.
     let grpc = pb::DeleteOffsetsRequest {
         group: "g".into(),
@@ -162,7 +204,8 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
 
     // Metadata that does not read as a subscription could name any topic.
     let mut join = common::kafka::join_group("h", "", 30_000);
-    join.protocols[0].metadata = Bytes::from_static(b"\xff");
+    // Version 0 and a null topics array: Kafka's parser refuses it too.
+    join.protocols[0].metadata = Bytes::from_static(b"\0\0\xff\xff\xff\xff\xff\xff\xff\xff");
     let joined = conn.call(&join, 3).await;
     assert_eq!(joined.error_code, 0);
     let answer = deleted(&mut conn, &offset_delete("h", &[("a", &[0])])).await;

@@ -58,12 +58,36 @@ impl Groups {
     /// those refused (past the end, in a deleted topic) and sends the rest would be told
     /// Ok for a commit of nothing. Then each topic, the member's ownership of each
     /// partition, and each offset (at most its partition's high watermark).
+    /// A commit without a member id is refused while the group has Kafka members, as
+    /// one while it has gRPC members is: Kafka's commits of a group's members come by
+    /// `commit_for_kafka`, which the Kafka coordinator checked.
     pub async fn commit(
         &self,
         group: &str,
         member_id: &str,
         member_epoch: i64,
         offsets: Vec<(String, u32, u64, String)>,
+    ) -> Result<()> {
+        self.commit_offsets(group, (member_id, member_epoch), offsets, false)
+            .await
+    }
+
+    /// A Kafka member's commit (or a Kafka client's commit to an empty group), which
+    /// the Kafka coordinator checked.
+    pub async fn commit_for_kafka(
+        &self,
+        group: &str,
+        offsets: Vec<(String, u32, u64, String)>,
+    ) -> Result<()> {
+        self.commit_offsets(group, ("", -1), offsets, true).await
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        (member_id, member_epoch): (&str, i64),
+        offsets: Vec<(String, u32, u64, String)>,
+        for_kafka: bool,
     ) -> Result<()> {
         if offsets.len() > MAX_OFFSETS_PER_COMMIT {
             return Err(Error::InvalidArgument(format!(
@@ -82,6 +106,13 @@ impl Groups {
             )));
         }
         let (slot, mut guard) = self.lock(group, true).await?;
+        if !for_kafka && member_id.is_empty() && self.foreign_members(group) {
+            self.forget_if_empty(&slot, &mut guard);
+            return Err(Error::FailedPrecondition(format!(
+                "group {} has Kafka members: a commit without a member id would move their offsets under them; use another group",
+                quote(group)
+            )));
+        }
         let membership = &loaded(&mut guard).membership;
         let entries = match self.checked(membership, member_id, member_epoch, offsets) {
             Ok(entries) => entries,
@@ -284,6 +315,7 @@ impl Groups {
         let mut slot = None;
         if let Some((locked_slot, guard)) = &mut locked {
             if self.foreign_members(group) {
+                self.forget_if_empty(locked_slot, guard);
                 return Err(Error::FailedPrecondition(format!(
                     "group {} has Kafka members; offsets can be reset only while a group has none: stop its consumers first",
                     quote(group)

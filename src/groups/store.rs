@@ -317,10 +317,12 @@ impl<S: Journaled> GroupFiles<S> {
     /// The snapshot file and its bytes, for a caller that writes them on a blocking
     /// thread and then calls `snapshot_written`, with no append in between.
     pub fn snapshot(&self, state: &S) -> (PathBuf, Vec<u8>) {
-        (
-            self.dir.join(snapshot_name(S::PREFIX, self.seq)),
-            state.encode_snapshot(self.seq),
-        )
+        (self.snapshot_path(), state.encode_snapshot(self.seq))
+    }
+
+    /// Where a snapshot written now goes.
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.join(snapshot_name(S::PREFIX, self.seq))
     }
 
     pub fn snapshot_written(&mut self) {

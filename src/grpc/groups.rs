@@ -331,10 +331,10 @@ impl groups_server::Groups for GroupsService {
             .check(Operation::Admin, Kind::Group, &r.group)
             .and_then(|()| access.check(Operation::Read, Kind::Topic, &r.topic))
             .map_err(status)?;
-        let deleted = self
-            .groups
-            .delete_offsets(&r.group, &r.topic, &r.partitions)
-            .await
+        let topics = vec![(r.topic, r.partitions)];
+        let answers = self.groups.delete_offsets(&r.group, topics).await;
+        let deleted = answers
+            .and_then(|answers| answers.into_iter().next().expect("one answer a topic"))
             .map_err(status)?;
         Ok(Response::new(pb::DeleteOffsetsResponse { deleted }))
     }

@@ -265,7 +265,7 @@ pub async fn offset_commit(
         }
     }
     if error == code::NONE && !offsets.is_empty() {
-        if let Err(err) = kafka.groups.commit(&request.group, "", -1, offsets).await {
+        if let Err(err) = kafka.groups.commit_for_kafka(&request.group, offsets).await {
             let refusal = Refusal::from(err);
             refusal.log_about(&request.group);
             error = refusal.code;

@@ -1,18 +1,21 @@
 //! OffsetDelete, so that `kafka-consumer-groups.sh --delete-offsets` and the admin
 //! clients' `deleteConsumerGroupOffsets` delete a group's committed offsets of a
 //! topic it no longer consumes, as `strom group delete-offsets` does
-//! (`Groups::delete_offsets`). It needs admin on the group (Kafka's DELETE) and read
-//! on each topic, and is refused per topic with GROUP_SUBSCRIBED_TO_TOPIC while a
-//! member of the group, Kafka's or gRPC's, consumes the topic. Unlike Kafka, a
-//! non-empty group of a protocol type other than `consumer` is refused topic by topic
-//! (its subscriptions cannot be read) rather than with NON_EMPTY_GROUP.
+//! (`Groups::delete_offsets`, one snapshot for the whole request). It needs admin on
+//! the group (Kafka's DELETE) and read on each topic, and is refused per topic with
+//! GROUP_SUBSCRIBED_TO_TOPIC while a member of the group, Kafka's or gRPC's, consumes
+//! the topic. Unlike Kafka, a non-empty group of a protocol type other than
+//! `consumer` is refused topic by topic (its subscriptions cannot be read) rather than
+//! with NON_EMPTY_GROUP.
 
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 
 use super::authorize;
-use super::errors::code::{GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION};
+use super::errors::code::{
+    GROUP_ID_NOT_FOUND, GROUP_SUBSCRIBED_TO_TOPIC, INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use super::errors::Refusal;
 use super::requests::Topic;
 use super::text;
@@ -21,9 +24,9 @@ use crate::error::Error;
 use crate::groups::ForeignMembers;
 use crate::grpc::auth::{Access, Operation};
 
-/// Deletes the group's offsets of each topic's partitions; each partition answered
-/// with its topic's code (NONE also for a partition that had no offset, as Kafka
-/// answers), or UNKNOWN_TOPIC_OR_PARTITION for one the topic does not have.
+/// Each partition answered as Kafka does: TOPIC_AUTHORIZATION_FAILED without read on
+/// its topic, then UNKNOWN_TOPIC_OR_PARTITION for a topic or partition that does not
+/// exist, then its topic's answer (NONE also for a partition that had no offset).
 pub async fn offset_delete(
     kafka: &Kafka,
     group: &str,
@@ -40,32 +43,50 @@ pub async fn offset_delete(
         response.error_code = refusal.code;
         return response;
     }
-    for topic in topics {
-        let code = match delete(kafka, group, &topic, access).await {
-            Ok(()) => 0,
-            Err(refusal) if refusal.code == GROUP_ID_NOT_FOUND => {
-                response.error_code = GROUP_ID_NOT_FOUND;
-                response.topics.clear();
-                return response;
+    // Per topic: a code for all its partitions, or the partitions it has (to delete).
+    let checked: Vec<Result<Vec<u32>, i16>> = (topics.iter())
+        .map(|topic| {
+            authorize::topic(access, Some(Operation::Read), &topic.name).map_err(|r| r.code)?;
+            let count = match kafka.broker.topic(&topic.name) {
+                Ok(t) => t.partition_count(),
+                Err(_) => return Err(UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            let known = (topic.partitions.iter()).filter_map(|&p| u32::try_from(p).ok());
+            Ok(known.filter(|p| *p < count).collect())
+        })
+        .collect();
+    let asked: Vec<(String, Vec<u32>)> = (topics.iter().zip(&checked))
+        .filter_map(|(topic, checked)| match checked {
+            Ok(partitions) if !partitions.is_empty() => {
+                Some((topic.name.clone(), partitions.clone()))
             }
-            Err(refusal) => {
-                refusal.log_about(&topic.name);
-                refusal.code
-            }
+            _ => None, // an empty list would mean every partition
+        })
+        .collect();
+    let mut answers = match delete(kafka, group, asked).await {
+        Ok(answers) => answers.into_iter(),
+        Err(code) => {
+            response.error_code = code;
+            return response;
+        }
+    };
+    for (topic, checked) in topics.into_iter().zip(checked) {
+        let code = match &checked {
+            Err(code) => *code,
+            Ok(partitions) if partitions.is_empty() => 0,
+            Ok(_) => answers.next().expect("one answer a topic asked"),
         };
-        let count = kafka
-            .broker
-            .topic(&topic.name)
-            .map_or(0, |t| t.partition_count());
         let mut result = OffsetDeleteResponseTopic::default();
         result.name = text(topic.name).into();
         for index in topic.partitions {
             let mut answer = OffsetDeleteResponsePartition::default();
             answer.partition_index = index;
-            answer.error_code = match u32::try_from(index).is_ok_and(|p| p < count) {
-                true => code,
-                false if code == 0 => UNKNOWN_TOPIC_OR_PARTITION,
-                false => code,
+            let exists = checked
+                .as_ref()
+                .is_ok_and(|known| u32::try_from(index).is_ok_and(|index| known.contains(&index)));
+            answer.error_code = match (exists, code) {
+                (false, 0) => UNKNOWN_TOPIC_OR_PARTITION,
+                (_, code) => code,
             };
             result.partitions.push(answer);
         }
@@ -74,35 +95,44 @@ pub async fn offset_delete(
     response
 }
 
-/// One topic's partitions (those it has: the others are answered apart).
+/// Each topic's code, in order; or the group's.
 async fn delete(
     kafka: &Kafka,
     group: &str,
-    topic: &Topic<i32>,
-    access: &Access,
-) -> Result<(), Refusal> {
-    authorize::topic(access, Some(Operation::Read), &topic.name)?;
-    let count = kafka.broker.topic(&topic.name)?.partition_count();
-    let partitions: Vec<u32> = (topic.partitions.iter())
-        .filter_map(|&p| u32::try_from(p).ok().filter(|p| *p < count))
-        .collect();
-    if partitions.is_empty() {
-        return Ok(()); // an empty list would mean every partition
-    }
-    match kafka
-        .groups
-        .delete_offsets(group, &topic.name, &partitions)
-        .await
-    {
-        Ok(deleted) => {
-            tracing::info!(group, topic = topic.name, partitions = ?deleted, "kafka OffsetDelete");
-            Ok(())
-        }
+    topics: Vec<(String, Vec<u32>)>,
+) -> Result<Vec<i16>, i16> {
+    let names: Vec<String> = topics.iter().map(|(name, _)| name.clone()).collect();
+    let answers = match kafka.groups.delete_offsets(group, topics).await {
+        Ok(answers) => answers,
         // A Kafka group with members and no offsets yet: nothing to delete.
-        Err(Error::GroupNotFound { .. }) if kafka.coordinator.has_members(group) => Ok(()),
-        Err(err @ Error::GroupNotFound { .. }) => {
-            Err(Refusal::new(GROUP_ID_NOT_FOUND, err.to_string()))
+        Err(Error::GroupNotFound { .. }) if kafka.coordinator.has_members(group) => {
+            let consumed = |name: &String| kafka.coordinator.subscribes(group, name);
+            let codes = names.iter().map(|name| match consumed(name) {
+                true => GROUP_SUBSCRIBED_TO_TOPIC,
+                false => 0,
+            });
+            return Ok(codes.collect());
         }
-        Err(err) => Err(Refusal::from(err)),
-    }
+        Err(Error::GroupNotFound { .. }) => return Err(GROUP_ID_NOT_FOUND),
+        Err(err) => {
+            let refusal = Refusal::from(err);
+            refusal.log_about(group);
+            return Err(refusal.code);
+        }
+    };
+    let codes = names
+        .iter()
+        .zip(answers)
+        .map(|(name, answer)| match answer {
+            Ok(deleted) => {
+                tracing::info!(group, topic = name, partitions = ?deleted, "kafka OffsetDelete");
+                0
+            }
+            Err(err) => {
+                let refusal = Refusal::from(err);
+                refusal.log_about(name);
+                refusal.code
+            }
+        });
+    Ok(codes.collect())
 }

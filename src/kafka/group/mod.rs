@@ -308,10 +308,11 @@ impl crate::groups::ForeignMembers for Coordinator {
             .is_some_and(|slot| slot.group.member_count() > 0)
     }
 
-    /// As Kafka's classic groups answer it: a member of a `consumer` group subscribes
-    /// to the topics its metadata lists (Kafka's ConsumerProtocolSubscription, for
-    /// the group's protocol, or its first while none is chosen); for a group of
-    /// another protocol type, or metadata that does not read as one, any topic.
+    /// As Kafka's classic groups answer it, and more: a member of a `consumer` group
+    /// consumes the topics its metadata lists (Kafka's ConsumerProtocolSubscription,
+    /// for the group's protocol, or its first while none is chosen) and those its
+    /// assignment names (it may not have given them back yet); for a group of another
+    /// protocol type, or bytes that do not read as these, any topic.
     fn subscribes(&self, group: &str, topic: &str) -> bool {
         let Some(view) = self.groups().get(group).map(|slot| slot.group.view()) else {
             return false;
@@ -319,20 +320,41 @@ impl crate::groups::ForeignMembers for Coordinator {
         if view.members.is_empty() {
             return false;
         }
-        view.protocol_type != "consumer"
-            || view.members.iter().any(|m| {
-                subscription(m.metadata.clone()).is_none_or(|topics| topics.contains(topic))
-            })
+        let consumes = |m: &machine::MemberView| {
+            let subscribed = subscription(m.metadata.clone());
+            let assigned = match m.assignment.is_empty() {
+                true => Some(Vec::new()),
+                false => assignment(m.assignment.clone()),
+            };
+            let named =
+                |topics: Option<Vec<String>>| topics.is_none_or(|t| t.iter().any(|t| t == topic));
+            named(subscribed) || named(assigned)
+        };
+        view.protocol_type != "consumer" || view.members.iter().any(consumes)
     }
 }
 
 /// The topics a consumer's protocol metadata (Kafka's ConsumerProtocolSubscription,
 /// any version: later ones only add fields after the topics) subscribes to.
-fn subscription(metadata: bytes::Bytes) -> Option<std::collections::HashSet<String>> {
+fn subscription(metadata: bytes::Bytes) -> Option<Vec<String>> {
     let mut r = crate::kafka::wire::Reader::new(metadata, false);
     if r.i16().ok()? < 0 {
         return None;
     }
-    let topics = r.array("topics", |r| r.string("topic")).ok()?;
-    Some(topics.into_iter().collect())
+    r.nullable_array("topics", |r| r.string("topic")).ok()?
+}
+
+/// The topics a consumer's assignment (Kafka's ConsumerProtocolAssignment, any
+/// version) names.
+fn assignment(assignment: bytes::Bytes) -> Option<Vec<String>> {
+    let mut r = crate::kafka::wire::Reader::new(assignment, false);
+    if r.i16().ok()? < 0 {
+        return None;
+    }
+    let topics = r.nullable_array("assigned partitions", |r| {
+        let topic = r.string("topic")?;
+        r.nullable_array("partitions", |r| r.i32())?;
+        Ok(topic)
+    });
+    topics.ok()?
 }

@@ -65,6 +65,10 @@ pub(crate) fn topics<T>(
             r.tags()?;
             Ok(read)
         })?;
+        if partitions.is_empty() {
+            // Counted too: else a frame of topics without partitions was unbounded.
+            count.add(1)?;
+        }
         r.tags()?;
         Ok(Topic { name, partitions })
     })
