@@ -202,6 +202,23 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("Kafka members"), "{}", err.message());
 
+    // A Kafka group that never committed: nothing to delete, and its topic refused.
+    let mut join = common::kafka::join_group("k", "", 30_000);
+    join.protocols[0].metadata = subscription(&["b"]);
+    assert_eq!(conn.call(&join, 3).await.error_code, 0);
+    let grpc = |topic: &str| pb::DeleteOffsetsRequest {
+        group: "k".into(),
+        topic: topic.into(),
+        partitions: vec![],
+    };
+    let nothing = client.groups().delete_offsets(grpc("a")).await.unwrap();
+    assert!(nothing.into_inner().deleted.is_empty());
+    let err = client.groups().delete_offsets(grpc("b")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let answer = deleted(&mut conn, &offset_delete("k", &[("a", &[0]), ("b", &[0])])).await;
+    let expected = codes(&[("a", 0, 0), ("b", 0, GROUP_SUBSCRIBED_TO_TOPIC)]);
+    assert_eq!(answer, (0, expected));
+
     // Metadata that does not read as a subscription could name any topic.
     let mut join = common::kafka::join_group("h", "", 30_000);
     // Version 0 and a null topics array: Kafka's parser refuses it too.

@@ -67,7 +67,24 @@ impl Groups {
                 Ok((topic_id(&t.id)?, topic, partitions, count))
             })
             .collect();
-        let (slot, mut guard) = self.lock(group, false).await?;
+        let locked = self.lock(group, false).await;
+        // Kafka's members join without this group's lock: their joins wait until the
+        // change is made, so that none joins after its subscription was looked at.
+        let _joins = self.hold_foreign_joins(group);
+        let (slot, mut guard) = match locked {
+            // A Kafka group with members and no offsets yet: nothing to delete.
+            Err(Error::GroupNotFound { .. }) if self.foreign_members(group) => {
+                let answer = |named: Result<Named>| {
+                    let (_, topic, ..) = named?;
+                    match self.foreign_subscribes(group, &topic) {
+                        true => Err(subscribed(group, &topic, "its Kafka members")),
+                        false => Ok(Vec::new()),
+                    }
+                };
+                return Ok(named.into_iter().map(answer).collect());
+            }
+            locked => locked?,
+        };
         let membership = &loaded(&mut guard).membership;
         let free: Vec<Result<(TopicId, Vec<u32>)>> = named
             .into_iter()
@@ -133,6 +150,12 @@ impl Groups {
                 "{err}; whether they were deleted is not known: fetch them to see, and delete again"
             ),
         })
+    }
+
+    /// Holds another protocol's joins to `group` until dropped (`ForeignMembers`).
+    pub(super) fn hold_foreign_joins(&self, group: &str) -> Option<Box<dyn Send>> {
+        let foreign = self.foreign.get()?.upgrade()?;
+        Some(foreign.hold_joins(group))
     }
 
     /// Whether another protocol's members of `group` may consume `topic`.

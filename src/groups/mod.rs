@@ -208,6 +208,9 @@ pub trait ForeignMembers: Send + Sync {
     /// Whether members of `group` may consume `topic` (for a subscription it cannot
     /// read, yes).
     fn subscribes(&self, group: &str, topic: &str) -> bool;
+    /// No member joins `group` until the guard is dropped: for a change to its offsets
+    /// that `subscribes` or `has_members` allowed.
+    fn hold_joins(&self, group: &str) -> Box<dyn Send>;
 }
 
 pub struct Groups {

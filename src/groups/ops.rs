@@ -313,6 +313,9 @@ impl Groups {
         };
         let mut store = None;
         let mut slot = None;
+        // Kafka's members join without this group's lock: their joins wait until the
+        // reset is made.
+        let _joins = self.hold_foreign_joins(group);
         if let Some((locked_slot, guard)) = &mut locked {
             if self.foreign_members(group) {
                 self.forget_if_empty(locked_slot, guard);

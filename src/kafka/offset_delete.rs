@@ -13,15 +13,12 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 
 use super::authorize;
-use super::errors::code::{
-    GROUP_ID_NOT_FOUND, GROUP_SUBSCRIBED_TO_TOPIC, INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION,
-};
+use super::errors::code::{GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION};
 use super::errors::Refusal;
 use super::requests::Topic;
 use super::text;
 use super::Kafka;
 use crate::error::Error;
-use crate::groups::ForeignMembers;
 use crate::grpc::auth::{Access, Operation};
 
 /// Each partition answered as Kafka does: TOPIC_AUTHORIZATION_FAILED without read on
@@ -104,15 +101,6 @@ async fn delete(
     let names: Vec<String> = topics.iter().map(|(name, _)| name.clone()).collect();
     let answers = match kafka.groups.delete_offsets(group, topics).await {
         Ok(answers) => answers,
-        // A Kafka group with members and no offsets yet: nothing to delete.
-        Err(Error::GroupNotFound { .. }) if kafka.coordinator.has_members(group) => {
-            let consumed = |name: &String| kafka.coordinator.subscribes(group, name);
-            let codes = names.iter().map(|name| match consumed(name) {
-                true => GROUP_SUBSCRIBED_TO_TOPIC,
-                false => 0,
-            });
-            return Ok(codes.collect());
-        }
         Err(Error::GroupNotFound { .. }) => return Err(GROUP_ID_NOT_FOUND),
         Err(err) => {
             let refusal = Refusal::from(err);

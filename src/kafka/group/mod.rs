@@ -11,6 +11,7 @@
 //! `strom group describe` and a gRPC consumer of that group see them too.
 
 mod answers;
+mod foreign;
 pub mod machine;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,8 @@ pub const MAX_GROUPS: usize = 10_000;
 pub const MAX_HELD_BYTES: usize = 256 << 20;
 /// Kafka's code for a coordinator that cannot take the call (the client retries).
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// Kafka's code for a coordinator loading a group (the client retries).
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
 struct Slot {
     group: Group,
@@ -65,6 +68,9 @@ pub struct Coordinator {
     stopping: watch::Receiver<bool>,
     /// How long a group's first rebalance waits for more members (ms).
     initial_delay: u64,
+    /// Groups whose joins wait for an administrator's change (`foreign.rs`); locked
+    /// after `groups`.
+    joins_held: foreign::Held,
 }
 
 impl Coordinator {
@@ -73,6 +79,7 @@ impl Coordinator {
     pub fn new(stopping: watch::Receiver<bool>, initial_delay: Duration) -> Coordinator {
         Coordinator {
             initial_delay: initial_delay.as_millis() as u64,
+            joins_held: Default::default(),
             groups: Mutex::new(HashMap::new()),
             held: Default::default(),
             planned: AtomicU64::new(0),
@@ -169,7 +176,14 @@ impl Coordinator {
                 .instance_id
                 .as_ref()
                 .map_or(0, |i| 2 * i.len() + join.new_id.len());
-        let (answer, waiter) = match self.with(group, true, adds, |g, now| g.join(now, join)) {
+        let join = |g: &mut Group, now| match self.joins_are_held(group) {
+            true => (
+                Answer::Now(failed(COORDINATOR_LOAD_IN_PROGRESS)),
+                Vec::new(),
+            ),
+            false => g.join(now, join),
+        };
+        let (answer, waiter) = match self.with(group, true, adds, join) {
             Ok(done) => done,
             Err(error) => return failed(error),
         };
@@ -283,6 +297,12 @@ impl Waits for i16 {
 }
 
 impl Coordinator {
+    /// Under the `groups` lock: whether the group's joins are held (`foreign.rs`).
+    fn joins_are_held(&self, group: &str) -> bool {
+        let held = self.joins_held.lock().unwrap_or_else(|e| e.into_inner());
+        held.contains_key(group)
+    }
+
     /// The group's members and state; None for a group the coordinator does not
     /// hold (one with neither members nor member ids handed out).
     pub fn describe(&self, group: &str) -> Option<GroupView> {
@@ -299,62 +319,4 @@ impl Coordinator {
         });
         listed.collect()
     }
-}
-
-impl crate::groups::ForeignMembers for Coordinator {
-    fn has_members(&self, group: &str) -> bool {
-        self.groups()
-            .get(group)
-            .is_some_and(|slot| slot.group.member_count() > 0)
-    }
-
-    /// As Kafka's classic groups answer it, and more: a member of a `consumer` group
-    /// consumes the topics its metadata lists (Kafka's ConsumerProtocolSubscription,
-    /// for the group's protocol, or its first while none is chosen) and those its
-    /// assignment names (it may not have given them back yet); for a group of another
-    /// protocol type, or bytes that do not read as these, any topic.
-    fn subscribes(&self, group: &str, topic: &str) -> bool {
-        let Some(view) = self.groups().get(group).map(|slot| slot.group.view()) else {
-            return false;
-        };
-        if view.members.is_empty() {
-            return false;
-        }
-        let consumes = |m: &machine::MemberView| {
-            let subscribed = subscription(m.metadata.clone());
-            let assigned = match m.assignment.is_empty() {
-                true => Some(Vec::new()),
-                false => assignment(m.assignment.clone()),
-            };
-            let named =
-                |topics: Option<Vec<String>>| topics.is_none_or(|t| t.iter().any(|t| t == topic));
-            named(subscribed) || named(assigned)
-        };
-        view.protocol_type != "consumer" || view.members.iter().any(consumes)
-    }
-}
-
-/// The topics a consumer's protocol metadata (Kafka's ConsumerProtocolSubscription,
-/// any version: later ones only add fields after the topics) subscribes to.
-fn subscription(metadata: bytes::Bytes) -> Option<Vec<String>> {
-    let mut r = crate::kafka::wire::Reader::new(metadata, false);
-    if r.i16().ok()? < 0 {
-        return None;
-    }
-    r.nullable_array("topics", |r| r.string("topic")).ok()?
-}
-
-/// The topics a consumer's assignment (Kafka's ConsumerProtocolAssignment, any
-/// version) names.
-fn assignment(assignment: bytes::Bytes) -> Option<Vec<String>> {
-    let mut r = crate::kafka::wire::Reader::new(assignment, false);
-    if r.i16().ok()? < 0 {
-        return None;
-    }
-    let topics = r.nullable_array("assigned partitions", |r| {
-        let topic = r.string("topic")?;
-        r.nullable_array("partitions", |r| r.i32())?;
-        Ok(topic)
-    });
-    topics.ok()?
 }
