@@ -8,18 +8,19 @@
 //! - `offsets`: committed offsets and their bytes on disk; `store`: a group's snapshot
 //!   and journal files, and the group commit of their fsyncs.
 //! - `ops`: commit, fetch and reset, `delete_offsets`, and `describe`, which need the
-//!   broker (topic ids, high watermarks, timestamp lookups); `paging`: their answers a page at a time;
-//!   `membership`: heartbeats and leaves.
+//!   broker (topic ids, high watermarks, timestamp lookups); `paging`: their answers a
+//!   page at a time; `membership`: heartbeats and leaves.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry;
 //!   `gauges`: members and lag for the metrics endpoint.
 //! - this module: the registry of groups, loading them from disk on first use;
-//!   `expiry`: the task that ends expired sessions and deletes groups past their offset
-//!   retention.
+//!   `admin`: listing and deleting them; `expiry`: the task that ends expired sessions
+//!   and deletes groups past their offset retention.
 //!
 //! Offsets are kept by topic id, so a topic deleted and created again under its name
 //! starts with no committed offsets. Membership lives in memory only: after a restart
 //! members find themselves unknown and join again, and committed offsets carry them on.
 
+mod admin;
 mod assign;
 pub mod coordinator;
 mod delete_offsets;
@@ -65,9 +66,9 @@ pub use subscriptions::Scope;
 pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};
-use crate::broker::page::{Listed, Page};
+
 use crate::broker::{now_ms, Broker};
-use crate::error::{quote, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use offsets::Offsets;
 use store::GroupFiles;
 
@@ -418,14 +419,12 @@ impl Groups {
         Ok(loaded.store.as_mut())
     }
 
-    /// A page of the groups: name, state and member count.
     /// Tells the coordinator of the members another protocol holds (see
     /// `ForeignMembers`); once.
     pub fn set_foreign_members(&self, foreign: std::sync::Weak<dyn ForeignMembers>) {
         let _ = self.foreign.set(foreign);
     }
 
-    /// gRPC members of `group` now (0 for a group strom does not have).
     /// Whether strom has the group (its offsets or members), and its gRPC members.
     pub fn known(&self, group: &str) -> Option<usize> {
         let slots = self.slots();
@@ -434,97 +433,18 @@ impl Groups {
             .map(|slot| slot.members.load(Ordering::Relaxed))
     }
 
+    /// gRPC members of `group` now (0 for a group strom does not have).
     pub fn member_count(&self, group: &str) -> usize {
         self.slots()
             .get(group)
             .map_or(0, |slot| slot.members.load(Ordering::Relaxed))
     }
 
+    /// Whether another protocol (Kafka's) has members in `group`.
     fn foreign_members(&self, group: &str) -> bool {
         self.foreign
             .get()
             .and_then(std::sync::Weak::upgrade)
             .is_some_and(|foreign| foreign.has_members(group))
-    }
-
-    pub async fn list(&self, page: &Page) -> Listed<(String, GroupState, usize)> {
-        let slots = {
-            let slots = self.slots();
-            page.take(page.range(&slots).map(|(_, s)| Arc::clone(s)), |s| &s.name)
-        };
-        let mut out = Vec::with_capacity(slots.entries.len());
-        for slot in slots.entries {
-            let state = if slot.members.load(Ordering::Relaxed) == 0 {
-                Some(GroupState::Empty)
-            } else {
-                match &*slot.state.lock().await {
-                    SlotState::Loaded(loaded) => Some(loaded.membership.state()),
-                    SlotState::Unloaded => Some(GroupState::Empty),
-                    SlotState::Deleted => None,
-                }
-            };
-            if let Some(state) = state {
-                out.push((
-                    slot.name.clone(),
-                    state,
-                    slot.members.load(Ordering::Relaxed),
-                ));
-            }
-        }
-        // A group deleted meanwhile is left out, and still marks where the next begins.
-        Listed {
-            entries: out,
-            next_after: slots.next_after,
-        }
-    }
-
-    /// Deletes a group and its offsets; refused while it has members, strom's or
-    /// another protocol's (`ForeignMembers`), checked under the group's lock, which a
-    /// commit takes too: a member that joins and commits meanwhile commits after the
-    /// delete, into the group made anew.
-    pub async fn delete(&self, group: &str) -> Result<()> {
-        let (slot, mut guard) = self.lock(group, false).await?;
-        if self.foreign_members(group) {
-            return Err(Error::FailedPrecondition(format!(
-                "group {} has Kafka members; stop them (or wait for their sessions to end) before deleting it",
-                quote(group)
-            )));
-        }
-        let members = loaded(&mut guard).membership.members().count();
-        if members > 0 {
-            return Err(Error::FailedPrecondition(format!(
-                "group {} has {members} members; stop them (or wait for their sessions to end) before deleting it",
-                quote(group)
-            )));
-        }
-        self.remove(&slot, guard).await
-    }
-
-    async fn remove(&self, slot: &Arc<Slot>, mut guard: Guard) -> Result<()> {
-        if let SlotState::Loaded(loaded) = &mut *guard {
-            // Awaited in place (cancelled here, the next request still finds it); its
-            // files go with the directory below.
-            if let Some(opening) = loaded.opening.as_mut() {
-                let _ = opening.await;
-            }
-            loaded.opening = None;
-        }
-        *guard = SlotState::Deleted;
-        {
-            let mut slots = self.slots();
-            if slots.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                slots.remove(&slot.name);
-            }
-        }
-        let dir = slot.dir.clone();
-        let broker = Arc::clone(&self.broker);
-        tokio::task::spawn_blocking(move || match dir.exists() {
-            true => broker.data_dir().remove_group_dir(&dir),
-            false => Ok(()),
-        })
-        .await
-        .expect("group delete does not panic")?;
-        tracing::info!(group = %slot.name, "group deleted");
-        Ok(())
     }
 }
