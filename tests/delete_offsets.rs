@@ -30,18 +30,6 @@ async fn commit(client: &Client, group: &str, offsets: &[(&str, u32, u64)]) {
     client.groups().commit_offsets(request).await.unwrap();
 }
 
-async fn committed(client: &Client, group: &str) -> BTreeMap<(String, u32), u64> {
-    let request = pb::FetchOffsetsRequest {
-        group: group.into(),
-        ..Default::default()
-    };
-    let answer = client.groups().fetch_offsets(request).await.unwrap();
-    let offsets = answer.into_inner().offsets.into_iter();
-    offsets
-        .map(|o| ((o.topic, o.partition), o.offset))
-        .collect()
-}
-
 async fn delete(
     client: &Client,
     group: &str,
@@ -81,7 +69,7 @@ async fn deleted_offsets_stay_deleted_and_the_rest_stay() {
 
     assert_eq!(delete(&client, "g", "t", &[0]).await.unwrap(), [0]);
     assert_eq!(
-        committed(&client, "g").await,
+        common::committed(&client, "g").await,
         expect(&[("t", 1, 3), ("u", 0, 1)])
     );
     // Again, and a partition never committed: nothing to delete, not an error.
@@ -108,7 +96,11 @@ async fn deleted_offsets_stay_deleted_and_the_rest_stay() {
     let server = TestServer::start(dir.path()).await;
     let client = server.client().await;
     let kept = expect(&[("t", 1, 3), ("t", 2, 7), ("u", 0, 1)]);
-    assert_eq!(committed(&client, "g").await, kept, "after a restart");
+    assert_eq!(
+        common::committed(&client, "g").await,
+        kept,
+        "after a restart"
+    );
     // Every partition of the topic (the CLI), then a restart again.
     server.stop().await.unwrap();
     let serve = Serve::start(dir.path());
@@ -119,7 +111,10 @@ async fn deleted_offsets_stay_deleted_and_the_rest_stay() {
     drop(serve);
     let server = TestServer::start(dir.path()).await;
     let client = server.client().await;
-    assert_eq!(committed(&client, "g").await, expect(&[("u", 0, 1)]));
+    assert_eq!(
+        common::committed(&client, "g").await,
+        expect(&[("u", 0, 1)])
+    );
     server.stop().await.unwrap();
 }
 
@@ -178,6 +173,9 @@ async fn offsets_of_a_topic_a_member_consumes_are_not_deleted() {
     };
     client.groups().heartbeat(given_back).await.unwrap();
     assert_eq!(delete(&client, "g", "t", &[]).await.unwrap(), [0]);
-    assert_eq!(committed(&client, "g").await, expect(&[("u", 0, 2)]));
+    assert_eq!(
+        common::committed(&client, "g").await,
+        expect(&[("u", 0, 2)])
+    );
     server.stop().await.unwrap();
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,7 +16,6 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use kafka_protocol::protocol::StrBytes;
 use strom::broker::Limits;
-use strom::client::Client;
 use strom::grpc::pb;
 use strom::server::ServeOptions;
 
@@ -57,18 +55,6 @@ async fn deleted(
 fn codes(entries: &[(&str, i32, i16)]) -> Vec<(String, i32, i16)> {
     (entries.iter())
         .map(|&(t, p, c)| (t.to_string(), p, c))
-        .collect()
-}
-
-async fn committed(client: &Client, group: &str) -> BTreeMap<(String, u32), u64> {
-    let request = pb::FetchOffsetsRequest {
-        group: group.into(),
-        ..Default::default()
-    };
-    let answer = client.groups().fetch_offsets(request).await.unwrap();
-    let offsets = answer.into_inner().offsets.into_iter();
-    offsets
-        .map(|o| ((o.topic, o.partition), o.offset))
         .collect()
 }
 
@@ -153,7 +139,7 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
         ("nope", 0, UNKNOWN_TOPIC_OR_PARTITION),
     ]);
     assert_eq!(answer, (0, expected));
-    let left: Vec<(String, u32)> = committed(&client, "g").await.into_keys().collect();
+    let left: Vec<(String, u32)> = common::committed(&client, "g").await.into_keys().collect();
     assert_eq!(left, [("a".into(), 1), ("b".into(), 0)]);
     // Again: nothing to delete is not an error.
     let answer = deleted(&mut conn, &offset_delete("g", &[("a", &[0])])).await;
@@ -173,7 +159,7 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
     let answer = deleted(&mut conn, &request).await;
     let expected = codes(&[("b", 0, GROUP_SUBSCRIBED_TO_TOPIC), ("a", 1, 0)]);
     assert_eq!(answer, (0, expected));
-    let left: Vec<(String, u32)> = committed(&client, "g").await.into_keys().collect();
+    let left: Vec<(String, u32)> = common::committed(&client, "g").await.into_keys().collect();
     assert_eq!(left, [("b".into(), 0)]);
     // Its assignment, once it has one, counts too: it still holds what it was given.
     let mut sync = SyncGroupRequest::default();
@@ -227,6 +213,6 @@ async fn offsets_are_deleted_over_kafka_and_refused_as_kafka_does() {
     assert_eq!(joined.error_code, 0);
     let answer = deleted(&mut conn, &offset_delete("h", &[("a", &[0])])).await;
     assert_eq!(answer, (0, codes(&[("a", 0, GROUP_SUBSCRIBED_TO_TOPIC)])));
-    assert_eq!(committed(&client, "h").await.len(), 3);
+    assert_eq!(common::committed(&client, "h").await.len(), 3);
     server.stop().await.unwrap();
 }

@@ -145,6 +145,23 @@ pub fn topic_dir(data_dir: &Path, name: &str) -> std::path::PathBuf {
     found.into_iter().next().unwrap()
 }
 
+/// A group's committed offsets, by (topic, partition).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn committed(
+    client: &strom::client::Client,
+    group: &str,
+) -> std::collections::BTreeMap<(String, u32), u64> {
+    let request = strom::grpc::pb::FetchOffsetsRequest {
+        group: group.into(),
+        ..Default::default()
+    };
+    let answer = client.groups().fetch_offsets(request).await.unwrap();
+    let offsets = answer.into_inner().offsets.into_iter();
+    offsets
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect()
+}
+
 /// Every record of a partition from its start to its end, as (offset, value as text),
 /// read with the client's `Consumer`.
 pub async fn fetch_all(
