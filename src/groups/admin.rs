@@ -47,6 +47,9 @@ impl Groups {
     /// delete, into the group made anew.
     pub async fn delete(&self, group: &str) -> Result<()> {
         let (slot, mut guard) = self.lock(group, false).await?;
+        // Kafka's members join without this group's lock: their joins wait until it
+        // is deleted (and then make it anew).
+        let _joins = self.hold_foreign_joins(group);
         if self.foreign_members(group) {
             return Err(Error::FailedPrecondition(format!(
                 "group {} has Kafka members; stop them (or wait for their sessions to end) before deleting it",

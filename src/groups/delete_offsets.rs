@@ -135,15 +135,15 @@ impl Groups {
             tracing::info!(group, removed = removed.len(), "committed offsets deleted");
             return Ok(answers);
         };
-        if !path.exists() {
+        if let Ok(false) = path.try_exists() {
             // Not renamed into place: nothing was deleted.
             store.offsets.apply(removed);
             return Err(err);
         }
-        // In place, and maybe not durable (its directory's sync failed): the group's
-        // files are read again (the directory synced first) at its next use, so that
-        // what is served is what a restart reads.
-        loaded(&mut guard).store = None;
+        // In place (or not known), and maybe not durable (its directory's sync
+        // failed): the group's files are read again (the directory synced first) at
+        // its next use, so that what is served is what a restart reads.
+        loaded(&mut guard).close_store();
         Err(Error::Unavailable {
             what: format!("deleting group {}'s offsets", quote(group)),
             reason: format!(

@@ -7,7 +7,7 @@
 //!   members subscribe to, each distinct subscription kept once per group.
 //! - `offsets`: committed offsets and their bytes on disk; `store`: a group's snapshot
 //!   and journal files, and the group commit of their fsyncs.
-//! - `ops`: commit, fetch and reset, `delete_offsets`, and `describe`, which need the
+//! - `ops`: commit, fetch and reset; `delete_offsets`; `describe`: what needs the
 //!   broker (topic ids, high watermarks, timestamp lookups); `paging`: their answers a
 //!   page at a time; `membership`: heartbeats and leaves.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry;

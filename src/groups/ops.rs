@@ -106,6 +106,13 @@ impl Groups {
             )));
         }
         let (slot, mut guard) = self.lock(group, true).await?;
+        // A gRPC commit without a member id is for a group without members: Kafka's
+        // join without this group's lock, and wait until it is made. (The Kafka
+        // listener holds them itself for its own.)
+        let joins = match !for_kafka && member_id.is_empty() {
+            true => self.hold_foreign_joins(group),
+            false => None,
+        };
         if !for_kafka && member_id.is_empty() && self.foreign_members(group) {
             self.forget_if_empty(&slot, &mut guard);
             return Err(Error::FailedPrecondition(format!(
@@ -128,6 +135,7 @@ impl Groups {
             .expect("created if missing");
         let (durability, end) = self.append(&slot, store, entries).await?;
         drop(guard);
+        drop(joins);
         durability.wait(end).await
     }
 
@@ -315,7 +323,7 @@ impl Groups {
         let mut slot = None;
         // Kafka's members join without this group's lock: their joins wait until the
         // reset is made.
-        let _joins = self.hold_foreign_joins(group);
+        let _joins = (!dry_run).then(|| self.hold_foreign_joins(group));
         if let Some((locked_slot, guard)) = &mut locked {
             if self.foreign_members(group) {
                 self.forget_if_empty(locked_slot, guard);

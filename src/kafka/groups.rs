@@ -24,6 +24,7 @@ use super::group::machine::{Join, MAX_SESSION_MS};
 use super::requests::groups::{Identity, JoinGroup, OffsetCommit, SyncGroup};
 use super::text;
 use super::Kafka;
+use crate::groups::ForeignMembers;
 use crate::grpc::auth::{Access, Kind, Operation};
 
 /// strom coordinates every group itself.
@@ -237,6 +238,11 @@ pub async fn offset_commit(
 ) -> OffsetCommitResponse {
     let checked =
         read_group(access, &request.group).and_then(|()| check_group_name(&request.group));
+    // A commit from outside the group (no member id: an administrator's reset, or a
+    // consumer that assigns itself partitions) is for a group without members: none
+    // joins until it is stored.
+    let _joins = (checked.is_ok() && request.member_id.is_empty())
+        .then(|| kafka.coordinator.hold_joins(&request.group));
     let mut error = match checked {
         Ok(()) => {
             let member = (request.member_id.as_str(), request.instance_id.as_deref());

@@ -14,6 +14,9 @@ use kafka_protocol::messages::offset_delete_response::{
 
 use super::authorize;
 use super::errors::code::{GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION};
+
+/// Kafka's code for a coordinator that cannot take the call now (the client retries).
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 use super::errors::Refusal;
 use super::requests::Topic;
 use super::text;
@@ -102,6 +105,12 @@ async fn delete(
     let answers = match kafka.groups.delete_offsets(group, topics).await {
         Ok(answers) => answers,
         Err(Error::GroupNotFound { .. }) => return Err(GROUP_ID_NOT_FOUND),
+        // Whether its snapshot landed is not known: Kafka's admin clients retry this
+        // code, and the delete may be made again.
+        Err(err @ Error::Unavailable { .. }) => {
+            Refusal::from(err).log_about(group);
+            return Err(COORDINATOR_NOT_AVAILABLE);
+        }
         Err(err) => {
             let refusal = Refusal::from(err);
             refusal.log_about(group);

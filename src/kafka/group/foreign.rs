@@ -206,4 +206,31 @@ mod tests {
         let joined = coordinator.join("g", join("t")).await;
         assert_eq!(joined.error, 0);
     }
+
+    /// And for a gRPC commit without a member id (a group without members), which may
+    /// open the group's files before it stores.
+    #[tokio::test]
+    async fn a_kafka_join_waits_for_a_commit_from_outside_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
+        let offsets = || vec![("t".to_string(), 0, 0, String::new())];
+        let committed = Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap();
+        committed.commit("g", "", 0, offsets()).await.unwrap();
+        drop(committed);
+        let groups = Arc::new(Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap());
+        let coordinator = Arc::new(Coordinator::new(broker.shutting_down(), Duration::ZERO));
+        let foreign: std::sync::Weak<dyn ForeignMembers> = Arc::downgrade(&coordinator) as _;
+        groups.set_foreign_members(foreign);
+        failpoint::delay_next_sync_under(&dir.path().join("groups"), Duration::from_millis(500));
+        let committing = tokio::spawn({
+            let groups = Arc::clone(&groups);
+            async move { groups.commit("g", "", 0, offsets()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = coordinator.join("g", join("t")).await;
+        assert_eq!(refused.error, super::super::COORDINATOR_LOAD_IN_PROGRESS);
+        committing.await.unwrap().unwrap();
+        assert_eq!(coordinator.join("g", join("t")).await.error, 0);
+    }
 }

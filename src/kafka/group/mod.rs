@@ -272,11 +272,20 @@ impl Coordinator {
                 // Under the lock: a call after it compares with this plan.
                 self.planned.store(next, Ordering::Release);
             }
+            let passed = Instant::now();
             let sleep = Duration::from_millis(next - now);
-            tokio::select! {
-                () = tokio::time::sleep(sleep) => {}
-                () = self.changed.notified() => {}
+            let called = tokio::select! {
+                () = tokio::time::sleep(sleep) => false,
+                () = self.changed.notified() => true,
                 _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            if called {
+                // A call made a deadline sooner: still TICK_MS after this pass.
+                let tick = passed + Duration::from_millis(TICK_MS);
+                tokio::select! {
+                    () = tokio::time::sleep_until(tick) => {}
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
             }
         }
     }
