@@ -68,18 +68,22 @@ impl Groups {
         member_epoch: i64,
         offsets: Vec<(String, u32, u64, String)>,
     ) -> Result<()> {
-        self.commit_offsets(group, (member_id, member_epoch), offsets, false)
+        self.commit_offsets(group, (member_id, member_epoch), offsets, Ok(()))
             .await
     }
 
     /// A Kafka member's commit (or a Kafka client's commit to an empty group), which
-    /// the Kafka coordinator checked.
+    /// the Kafka coordinator checked; `joins` is the hold on the group's joins that
+    /// the check needed, if any, given back once the offsets are stored (before their
+    /// fsync: a client committing back to back kept consumers out of the group).
     pub async fn commit_for_kafka(
         &self,
         group: &str,
         offsets: Vec<(String, u32, u64, String)>,
+        joins: Option<Box<dyn Send>>,
     ) -> Result<()> {
-        self.commit_offsets(group, ("", -1), offsets, true).await
+        self.commit_offsets(group, ("", -1), offsets, Err(joins))
+            .await
     }
 
     async fn commit_offsets(
@@ -87,8 +91,10 @@ impl Groups {
         group: &str,
         (member_id, member_epoch): (&str, i64),
         offsets: Vec<(String, u32, u64, String)>,
-        for_kafka: bool,
+        // Ok for gRPC; Err for Kafka, with the hold it took.
+        from: std::result::Result<(), Option<Box<dyn Send>>>,
     ) -> Result<()> {
+        let for_kafka = from.is_err();
         if offsets.len() > MAX_OFFSETS_PER_COMMIT {
             return Err(Error::InvalidArgument(format!(
                 "{} offsets in one commit; at most {MAX_OFFSETS_PER_COMMIT}",
@@ -109,9 +115,10 @@ impl Groups {
         // A gRPC commit without a member id is for a group without members: Kafka's
         // join without this group's lock, and wait until it is made. (The Kafka
         // listener holds them itself for its own.)
-        let joins = match !for_kafka && member_id.is_empty() {
-            true => self.hold_foreign_joins(group),
-            false => None,
+        let joins = match from {
+            Ok(()) if member_id.is_empty() => self.hold_foreign_joins(group),
+            Ok(()) => None,
+            Err(held) => held,
         };
         if !for_kafka && member_id.is_empty() && self.foreign_members(group) {
             self.forget_if_empty(&slot, &mut guard);

@@ -241,7 +241,7 @@ pub async fn offset_commit(
     // A commit from outside the group (no member id: an administrator's reset, or a
     // consumer that assigns itself partitions) is for a group without members: none
     // joins until it is stored.
-    let _joins = (checked.is_ok() && request.member_id.is_empty())
+    let joins = (checked.is_ok() && request.member_id.is_empty())
         .then(|| kafka.coordinator.hold_joins(&request.group));
     let mut error = match checked {
         Ok(()) => {
@@ -271,7 +271,11 @@ pub async fn offset_commit(
         }
     }
     if error == code::NONE && !offsets.is_empty() {
-        if let Err(err) = kafka.groups.commit_for_kafka(&request.group, offsets).await {
+        if let Err(err) = kafka
+            .groups
+            .commit_for_kafka(&request.group, offsets, joins)
+            .await
+        {
             let refusal = Refusal::from(err);
             refusal.log_about(&request.group);
             error = refusal.code;
