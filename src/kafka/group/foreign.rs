@@ -175,23 +175,33 @@ mod tests {
         );
     }
 
-    /// The same for a reset, which opens the group's files between its check of the
-    /// members and its change.
-    #[tokio::test]
-    async fn a_kafka_join_waits_for_a_reset_under_way() {
+    fn offset() -> Vec<(String, u32, u64, String)> {
+        vec![("t".to_string(), 0, 0, String::new())]
+    }
+
+    /// Group `g` with an offset committed, its files closed as after a restart (the
+    /// next change opens them, between its check of the members and the change, and
+    /// that open's first sync takes half a second), and a Kafka coordinator.
+    async fn committed_then_restarted() -> (tempfile::TempDir, Arc<Groups>, Arc<Coordinator>) {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
         broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
         let committed = Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap();
-        let offsets = vec![("t".to_string(), 0, 0, String::new())];
-        committed.commit("g", "", 0, offsets).await.unwrap();
+        committed.commit("g", "", 0, offset()).await.unwrap();
         drop(committed);
-        // As after a restart: the group's files are opened by the reset.
         let groups = Arc::new(Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap());
         let coordinator = Arc::new(Coordinator::new(broker.shutting_down(), Duration::ZERO));
         let foreign: std::sync::Weak<dyn ForeignMembers> = Arc::downgrade(&coordinator) as _;
         groups.set_foreign_members(foreign);
         failpoint::delay_next_sync_under(&dir.path().join("groups"), Duration::from_millis(500));
+        (dir, groups, coordinator)
+    }
+
+    /// The same for a reset, which opens the group's files between its check of the
+    /// members and its change.
+    #[tokio::test]
+    async fn a_kafka_join_waits_for_a_reset_under_way() {
+        let (_dir, groups, coordinator) = committed_then_restarted().await;
         let resetting = tokio::spawn({
             let groups = Arc::clone(&groups);
             async move {
@@ -211,21 +221,10 @@ mod tests {
     /// open the group's files before it stores.
     #[tokio::test]
     async fn a_kafka_join_waits_for_a_commit_from_outside_the_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
-        broker.create_topic("t", 1, &BTreeMap::new()).await.unwrap();
-        let offsets = || vec![("t".to_string(), 0, 0, String::new())];
-        let committed = Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap();
-        committed.commit("g", "", 0, offsets()).await.unwrap();
-        drop(committed);
-        let groups = Arc::new(Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap());
-        let coordinator = Arc::new(Coordinator::new(broker.shutting_down(), Duration::ZERO));
-        let foreign: std::sync::Weak<dyn ForeignMembers> = Arc::downgrade(&coordinator) as _;
-        groups.set_foreign_members(foreign);
-        failpoint::delay_next_sync_under(&dir.path().join("groups"), Duration::from_millis(500));
+        let (_dir, groups, coordinator) = committed_then_restarted().await;
         let committing = tokio::spawn({
             let groups = Arc::clone(&groups);
-            async move { groups.commit("g", "", 0, offsets()).await }
+            async move { groups.commit("g", "", 0, offset()).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         let refused = coordinator.join("g", join("t")).await;
