@@ -71,12 +71,14 @@ impl Groups {
         // Kafka's members join without this group's lock: their joins wait until the
         // change is made, so that none joins after its subscription was looked at.
         let _joins = self.hold_foreign_joins(group);
+        // Read once: a Kafka request may name thousands of topics.
+        let foreign = self.foreign_consumed(group);
         let (slot, mut guard) = match locked {
             // A Kafka group with members and no offsets yet: nothing to delete.
             Err(Error::GroupNotFound { .. }) if self.foreign_members(group) => {
                 let answer = |named: Result<Named>| {
                     let (_, topic, ..) = named?;
-                    match self.foreign_subscribes(group, &topic) {
+                    match foreign.includes(&topic) {
                         true => Err(subscribed(group, &topic, "its Kafka members")),
                         false => Ok(Vec::new()),
                     }
@@ -94,7 +96,7 @@ impl Groups {
                 if membership.subscribes(&topic) || owned.is_some() {
                     return Err(subscribed(group, &topic, "its members"));
                 }
-                if self.foreign_subscribes(group, &topic) {
+                if foreign.includes(&topic) {
                     return Err(subscribed(group, &topic, "its Kafka members"));
                 }
                 Ok((id, partitions))
@@ -151,20 +153,6 @@ impl Groups {
             ),
         })
     }
-
-    /// Holds another protocol's joins to `group` until dropped (`ForeignMembers`).
-    pub(super) fn hold_foreign_joins(&self, group: &str) -> Option<Box<dyn Send>> {
-        let foreign = self.foreign.get()?.upgrade()?;
-        Some(foreign.hold_joins(group))
-    }
-
-    /// Whether another protocol's members of `group` may consume `topic`.
-    fn foreign_subscribes(&self, group: &str, topic: &str) -> bool {
-        self.foreign
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-            .is_some_and(|foreign: Arc<dyn super::ForeignMembers>| foreign.subscribes(group, topic))
-    }
 }
 
 fn subscribed(group: &str, topic: &str, who: &str) -> Error {
@@ -204,13 +192,13 @@ mod tests {
         partitions.map(entry).collect()
     }
 
-    /// The partitions of `t` with an offset, as a fresh `Groups` on the same files
-    /// reads them (a restart).
+    /// The partitions of `t` with an offset, as `groups` serves them.
     async fn committed(groups: &Groups) -> Vec<u32> {
         let fetched = groups.fetch_offsets("g", &[], None, None).await.unwrap();
         fetched.offsets.iter().map(|(_, p, _)| *p).collect()
     }
 
+    /// The same, as a fresh `Groups` on the same files reads them (a restart).
     async fn restarted(broker: &Arc<Broker>) -> Vec<u32> {
         let groups = Groups::open(Arc::clone(broker), GroupsConfig::default()).unwrap();
         committed(&groups).await

@@ -14,7 +14,8 @@
 //!   `gauges`: members and lag for the metrics endpoint.
 //! - this module: the registry of groups, loading them from disk on first use;
 //!   `admin`: listing and deleting them; `expiry`: the task that ends expired sessions
-//!   and deletes groups past their offset retention.
+//!   and deletes groups past their offset retention; `foreign`: groups of the same
+//!   names that Kafka's coordinator holds members of.
 //!
 //! Offsets are kept by topic id, so a topic deleted and created again under its name
 //! starts with no committed offsets. Membership lives in memory only: after a restart
@@ -26,6 +27,7 @@ pub mod coordinator;
 mod delete_offsets;
 mod describe;
 mod expiry;
+mod foreign;
 pub mod gauges;
 mod holders;
 mod journal;
@@ -60,6 +62,7 @@ pub use coordinator::{
     MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 pub use describe::{DescribedGroup, DescribedMember, PartitionLag};
+pub use foreign::{Consumed, ForeignMembers};
 pub use ops::{FetchedOffsets, ResetPlan, ResetTo};
 pub use request::{instance_id, session_timeout, subscription, validate_group_name};
 pub use subscriptions::Scope;
@@ -199,19 +202,6 @@ fn loaded(guard: &mut Guard) -> &mut Loaded {
         SlotState::Loaded(loaded) => loaded,
         _ => unreachable!("Groups::lock returns loaded groups only"),
     }
-}
-
-/// Members that another protocol holds in groups of strom's names (Kafka's consumers,
-/// `kafka::group`), which this coordinator does not know of: a gRPC consumer may not
-/// join a group they are in, or both would be handed the same partitions.
-pub trait ForeignMembers: Send + Sync {
-    fn has_members(&self, group: &str) -> bool;
-    /// Whether members of `group` may consume `topic` (for a subscription it cannot
-    /// read, yes).
-    fn subscribes(&self, group: &str, topic: &str) -> bool;
-    /// No member joins `group` until the guard is dropped: for a change to its offsets
-    /// that `subscribes` or `has_members` allowed.
-    fn hold_joins(&self, group: &str) -> Box<dyn Send>;
 }
 
 pub struct Groups {
@@ -419,12 +409,6 @@ impl Groups {
         Ok(loaded.store.as_mut())
     }
 
-    /// Tells the coordinator of the members another protocol holds (see
-    /// `ForeignMembers`); once.
-    pub fn set_foreign_members(&self, foreign: std::sync::Weak<dyn ForeignMembers>) {
-        let _ = self.foreign.set(foreign);
-    }
-
     /// Whether strom has the group (its offsets or members), and its gRPC members.
     pub fn known(&self, group: &str) -> Option<usize> {
         let slots = self.slots();
@@ -438,13 +422,5 @@ impl Groups {
         self.slots()
             .get(group)
             .map_or(0, |slot| slot.members.load(Ordering::Relaxed))
-    }
-
-    /// Whether another protocol (Kafka's) has members in `group`.
-    fn foreign_members(&self, group: &str) -> bool {
-        self.foreign
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-            .is_some_and(|foreign| foreign.has_members(group))
     }
 }

@@ -29,6 +29,13 @@ pub struct FetchedOffsets {
     pub next_page_token: Option<String>,
 }
 
+/// Who commits: a gRPC client, or the Kafka listener, with the hold on the group's
+/// joins that its check took, if it needed one.
+enum Committer {
+    Grpc,
+    Kafka(Option<Box<dyn Send>>),
+}
+
 /// Offsets one CommitOffsets may carry.
 pub const MAX_OFFSETS_PER_COMMIT: usize = 100_000;
 
@@ -68,7 +75,8 @@ impl Groups {
         member_epoch: i64,
         offsets: Vec<(String, u32, u64, String)>,
     ) -> Result<()> {
-        self.commit_offsets(group, (member_id, member_epoch), offsets, Ok(()))
+        let member = (member_id, member_epoch);
+        self.commit_offsets(group, member, offsets, Committer::Grpc)
             .await
     }
 
@@ -82,7 +90,7 @@ impl Groups {
         offsets: Vec<(String, u32, u64, String)>,
         joins: Option<Box<dyn Send>>,
     ) -> Result<()> {
-        self.commit_offsets(group, ("", -1), offsets, Err(joins))
+        self.commit_offsets(group, ("", -1), offsets, Committer::Kafka(joins))
             .await
     }
 
@@ -91,10 +99,9 @@ impl Groups {
         group: &str,
         (member_id, member_epoch): (&str, i64),
         offsets: Vec<(String, u32, u64, String)>,
-        // Ok for gRPC; Err for Kafka, with the hold it took.
-        from: std::result::Result<(), Option<Box<dyn Send>>>,
+        committer: Committer,
     ) -> Result<()> {
-        let for_kafka = from.is_err();
+        let for_kafka = matches!(committer, Committer::Kafka(_));
         if offsets.len() > MAX_OFFSETS_PER_COMMIT {
             return Err(Error::InvalidArgument(format!(
                 "{} offsets in one commit; at most {MAX_OFFSETS_PER_COMMIT}",
@@ -115,10 +122,10 @@ impl Groups {
         // A gRPC commit without a member id is for a group without members: Kafka's
         // join without this group's lock, and wait until it is made. (The Kafka
         // listener holds them itself for its own.)
-        let joins = match from {
-            Ok(()) if member_id.is_empty() => self.hold_foreign_joins(group),
-            Ok(()) => None,
-            Err(held) => held,
+        let joins = match committer {
+            Committer::Grpc if member_id.is_empty() => self.hold_foreign_joins(group),
+            Committer::Grpc => None,
+            Committer::Kafka(held) => held,
         };
         if !for_kafka && member_id.is_empty() && self.foreign_members(group) {
             self.forget_if_empty(&slot, &mut guard);

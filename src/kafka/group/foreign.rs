@@ -3,12 +3,11 @@
 //! their protocol metadata and assignments), and holding a group's joins while an
 //! administrator changes its offsets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::machine::MemberView;
 use super::Coordinator;
-use crate::groups::ForeignMembers;
+use crate::groups::{Consumed, ForeignMembers};
 
 impl ForeignMembers for Coordinator {
     fn has_members(&self, group: &str) -> bool {
@@ -22,29 +21,32 @@ impl ForeignMembers for Coordinator {
     /// for the group's protocol, or its first while none is chosen) and those its
     /// assignment names (it may not have given them back yet); for a group of another
     /// protocol type, or bytes that do not read as these, any topic.
-    fn subscribes(&self, group: &str, topic: &str) -> bool {
+    fn consumed(&self, group: &str) -> Consumed {
+        let mut topics = HashSet::new();
         let Some(view) = self.groups().get(group).map(|slot| slot.group.view()) else {
-            return false;
+            return Consumed::Topics(topics);
         };
-        if view.members.is_empty() {
-            return false;
+        if view.protocol_type != "consumer" && !view.members.is_empty() {
+            return Consumed::Any;
         }
-        let consumes = |m: &MemberView| {
-            let subscribed = subscription(m.metadata.clone());
+        for m in &view.members {
             let assigned = match m.assignment.is_empty() {
                 true => Some(Vec::new()),
                 false => assignment(m.assignment.clone()),
             };
-            let named =
-                |topics: Option<Vec<String>>| topics.is_none_or(|t| t.iter().any(|t| t == topic));
-            named(subscribed) || named(assigned)
-        };
-        view.protocol_type != "consumer" || view.members.iter().any(consumes)
+            for named in [subscription(m.metadata.clone()), assigned] {
+                match named {
+                    Some(named) => topics.extend(named),
+                    None => return Consumed::Any,
+                }
+            }
+        }
+        Consumed::Topics(topics)
     }
 
     /// Until the guard is dropped, the group's JoinGroups are answered
     /// COORDINATOR_LOAD_IN_PROGRESS (the clients retry): taken under the lock each join
-    /// takes, so that no member joins between `subscribes` and the change it allowed.
+    /// takes, so that no member joins between `consumed` and the change it allowed.
     fn hold_joins(&self, group: &str) -> Box<dyn Send> {
         let _groups = self.groups();
         let mut held = self.joins_held.lock().unwrap_or_else(|e| e.into_inner());
