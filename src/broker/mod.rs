@@ -3,7 +3,8 @@
 //! requests into calls here and results into responses.
 //!
 //! - `data_dir`: the directory's lock, layout version and paths; `open`: taking it and
-//!   opening its topics at start; `limits`: what a request may ask.
+//!   opening its topics at start (every partition side by side, `parallel`, as `close`
+//!   closes them); `limits`: what a request may ask.
 //! - `topic`: names, configuration, `topic.json`; `partition`: one partition's log and
 //!   its waits; `produce`: checking and encoding a produce request; `partitioner`:
 //!   Kafka's key hashing; `admin`: creating, deleting and altering topics;
@@ -21,6 +22,7 @@ pub mod disk;
 pub mod exchanges;
 mod limits;
 mod open;
+mod parallel;
 pub mod page;
 pub mod partition;
 pub mod partitioner;
@@ -351,9 +353,8 @@ impl Broker {
     /// the server has stopped, when no request holds a partition any more.
     pub fn close(self) -> Result<()> {
         self.begin_shutdown();
-        // Every partition is closed even if one fails: the first error is returned.
-        let mut first_error = None;
         let topics = self.topics.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut all = Vec::new();
         for topic in topics.live.into_values() {
             // Requests still holding a partition (none, once the server has stopped) get
             // their data synced, but that partition is not marked clean.
@@ -366,27 +367,28 @@ impl Broker {
             };
             // The list's own Arc goes first, so that a partition no request holds is
             // held once, by the list, and can be taken out of it.
-            let partitions = match Arc::try_unwrap(partitions) {
-                Ok(only) => only,
-                Err(shared) => shared.to_vec(),
-            };
-            for partition in partitions {
-                match Arc::try_unwrap(partition) {
-                    Ok(partition) => {
-                        if let Err(err) = partition.close() {
-                            tracing::error!(%err, "partition not closed cleanly");
-                            first_error.get_or_insert(err);
-                        }
-                    }
-                    Err(partition) => {
-                        tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; synced, not marked clean");
-                        if let Err(err) = partition.sync_now() {
-                            tracing::error!(%err, "partition not synced at close");
-                        }
-                    }
-                }
+            match Arc::try_unwrap(partitions) {
+                Ok(only) => all.extend(only),
+                Err(shared) => all.extend(shared.iter().cloned()),
             }
         }
+        // Side by side, as they were opened (`parallel.rs`). Every partition is closed
+        // even if one fails: the first error is returned.
+        let closed = parallel::map(all, parallel::IO_THREADS, |partition| {
+            match Arc::try_unwrap(partition) {
+                Ok(partition) => partition.close().inspect_err(|err| {
+                    tracing::error!(%err, "partition not closed cleanly");
+                }),
+                Err(partition) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.id, "partition still in use at close; synced, not marked clean");
+                    if let Err(err) = partition.sync_now() {
+                        tracing::error!(%err, "partition not synced at close");
+                    }
+                    Ok(())
+                }
+            }
+        });
+        let first_error = closed.into_iter().find_map(Result::err);
         first_error.map_or(Ok(()), Err)
     }
 }
