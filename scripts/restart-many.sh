@@ -58,7 +58,7 @@ for t in $(seq "$TOPICS"); do
   cli bench produce -t "t$t" --keys uniform --records $((PARTS * 400)) --batch 10 --record-size 100
 done
 stop
-echo "data: $((TOPICS * PARTS)) partitions, $(du -sh --apparent-size "$W/data/topics" | cut -f1) apparent"
+echo "data: $((TOPICS * PARTS)) partitions, $(du -sh --apparent-size "$W/data/topics" | cut -f1) of files, $(du -sh "$W/data/topics" | cut -f1) of disk"
 
 RESULTS=$W/results
 for BIN in $BINS; do

@@ -22,8 +22,8 @@ pub mod disk;
 pub mod exchanges;
 mod limits;
 mod open;
-mod parallel;
 pub mod page;
+mod parallel;
 pub mod partition;
 pub mod partitioner;
 mod produce;
@@ -374,8 +374,10 @@ impl Broker {
         }
         // Side by side, as they were opened (`parallel.rs`). Every partition is closed
         // even if one fails: the first error is returned.
-        let closed = parallel::map(all, parallel::IO_THREADS, |partition| {
-            match Arc::try_unwrap(partition) {
+        let closed = parallel::map(
+            all,
+            parallel::IO_THREADS,
+            |partition| match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.close().inspect_err(|err| {
                     tracing::error!(%err, "partition not closed cleanly");
                 }),
@@ -386,8 +388,8 @@ impl Broker {
                     }
                     Ok(())
                 }
-            }
-        });
+            },
+        );
         let first_error = closed.into_iter().find_map(Result::err);
         first_error.map_or(Ok(()), Err)
     }

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use super::data_dir::{new_topic_id, parse_topic_dir, TopicDirName};
 use super::topic::{self, TopicMetadata, TopicSettings};
 use super::{
-    add_partitions, disk, parallel, exchanges, producer_ids, Broker, DataDir, Limits, Partition, Topic,
-    TopicConfig, Topics, UnavailableTopic,
+    add_partitions, disk, exchanges, parallel, producer_ids, Broker, DataDir, Limits, Partition,
+    Topic, TopicConfig, Topics, UnavailableTopic,
 };
 use crate::error::{IoContext, Result};
 use crate::log::SegmentCache;
@@ -205,7 +205,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
         for (t, (name, count)) in TOPICS.into_iter().enumerate() {
-            broker.create_topic(name, count, &BTreeMap::new()).await.unwrap();
+            broker
+                .create_topic(name, count, &BTreeMap::new())
+                .await
+                .unwrap();
             for id in 0..count {
                 let mut builder = BatchBuilder::default();
                 for _ in 0..records(t, id) {

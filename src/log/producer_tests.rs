@@ -432,3 +432,40 @@ fn a_snapshot_past_what_the_cap_leaves_keeps_its_newest() {
     assert_eq!(kept, [3], "one, the newest, as for a partition with none");
     assert_eq!(cache.producers_held(), 4);
 }
+
+/// Logs rebuilt side by side (a start opens every partition at once) share what the cap
+/// leaves as they would one after another, rather than each taking all of it.
+#[test]
+fn logs_rebuilt_at_once_keep_within_the_servers_cap_together() {
+    const LOGS: usize = 16;
+    let dirs: Vec<_> = (0..LOGS).map(|_| tempfile::tempdir().unwrap()).collect();
+    for dir in &dirs {
+        let (mut log, _) = open(dir.path());
+        // Many batches and a crash (no snapshot): each open reads every header, long
+        // enough for the opens to overlap.
+        for seq in 0..1000 {
+            for id in 1..=3 {
+                log.append(&mut from(id, 0, seq, 1)).unwrap();
+            }
+        }
+    }
+    let cache = SegmentCache::with_producer_cap(16, 8);
+    let together = std::sync::Barrier::new(LOGS);
+    let logs: Vec<Log> = std::thread::scope(|scope| {
+        let opening: Vec<_> = dirs
+            .iter()
+            .map(|dir| {
+                let (cache, together) = (&cache, &together);
+                scope.spawn(move || {
+                    together.wait();
+                    Log::open_in(dir.path(), config(), cache).unwrap().0
+                })
+            })
+            .collect();
+        opening.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let kept: usize = logs.iter().map(|log| log.producers().len()).sum();
+    // One after another: 3 + 3 + 2 fill the cap of 8, and each of the other 13 keeps one.
+    assert_eq!(kept, 21);
+    assert_eq!(cache.producers_held(), kept);
+}

@@ -891,10 +891,10 @@ fn the_active_segment_reserves_blocks_ahead_and_a_sealed_one_gives_them_back() {
     let active = segment_path(dir.path(), 0, SegmentFile::Log);
     let len = file_len(&active);
     assert!(len > 0 && len < 4096, "{len} bytes written");
-    // Reserved up to the chunk (here the whole 1 MiB segment), without changing the
-    // length that marks where the batches end.
+    // Reserved ahead (64 KiB while the segment holds less), without changing the length
+    // that marks where the batches end.
     assert!(
-        allocated(&active) >= 1 << 20,
+        allocated(&active) >= 64 << 10,
         "{} bytes allocated",
         allocated(&active)
     );
@@ -916,6 +916,62 @@ fn the_active_segment_reserves_blocks_ahead_and_a_sealed_one_gives_them_back() {
     append_batches(&mut log, 1, 5);
     assert_eq!(log.next_offset(), 20);
     assert_eq!(read_all(&log, 0).len(), 20);
+}
+
+/// A segment reserves as much again as it holds, up to 4 MiB: a partition that receives
+/// little does not hold 4 MiB of disk (5,000 such partitions held 20 GB).
+#[test]
+fn the_reservation_ahead_grows_with_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 30,
+        ..config()
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg).unwrap();
+    let active = segment_path(dir.path(), 0, SegmentFile::Log);
+    append_batches(&mut log, 3, 5);
+    let (len, held) = (file_len(&active), allocated(&active));
+    assert!(held >= len + (32 << 10), "{held} bytes held for {len}");
+    assert!(held <= 128 << 10, "{held} bytes held for {len}");
+    let value = vec![7u8; 64 << 10];
+    let mut most_ahead = 0;
+    while file_len(&active) < 10 << 20 {
+        let mut builder = BatchBuilder::default();
+        let record = Record {
+            value: Bytes::from(value.clone()),
+            ..Record::default()
+        };
+        builder.push(&record).unwrap();
+        log.append(&mut builder.build().unwrap()).unwrap();
+        let (len, held) = (file_len(&active), allocated(&active));
+        assert!(
+            held > len && held <= 2 * len + (128 << 10),
+            "{held} bytes held for {len}"
+        );
+        most_ahead = most_ahead.max(held - len);
+    }
+    // Past 4 MiB, a reservation takes 4 MiB, no more: a busy segment meets the
+    // allocation lock as seldom as before, and holds as much ahead.
+    assert!(
+        ((4 << 20) - (64 << 10)..=(4 << 20) + (64 << 10)).contains(&most_ahead),
+        "at most {most_ahead} bytes ahead"
+    );
+
+    // A first batch larger than the segment was still leaves as much again ahead.
+    log.roll().unwrap();
+    let base = log.next_offset();
+    let mut builder = BatchBuilder::default();
+    for _ in 0..16 {
+        let record = Record {
+            value: Bytes::from(value.clone()),
+            ..Record::default()
+        };
+        builder.push(&record).unwrap();
+    }
+    log.append(&mut builder.build().unwrap()).unwrap();
+    let active = segment_path(dir.path(), base, SegmentFile::Log);
+    let (len, held) = (file_len(&active), allocated(&active));
+    assert!(held >= 2 * len - (64 << 10), "{held} bytes held for {len}");
 }
 
 #[test]

@@ -68,7 +68,10 @@ impl Log {
         // producers a crash brought back, evicted since the last snapshot, stay within it.
         let room = self.cache.producers.room() + held;
         let loaded = self.read_producers(room);
-        self.producers_changed(held);
+        // Claimed again in one step: other logs opening beside this one took from the
+        // same room meanwhile.
+        let keep = self.cache.producers.rebuilt(held, self.producers.len());
+        self.producers.keep_at_most(keep);
         loaded
     }
 

@@ -66,6 +66,33 @@ impl ProducerTally {
         }
     }
 
+    /// A log rebuilt its producers (at open): from `before` it would hold `wanted`.
+    /// Returns how many it keeps, which the tally now counts: within what the cap
+    /// leaves, at least one. Taken in one step, because a start opens partitions side
+    /// by side, and logs that each read the room and then added to the count would each
+    /// take the same room (review finding).
+    pub fn rebuilt(&self, before: usize, wanted: usize) -> usize {
+        let mut held = self.held();
+        let keep = loop {
+            let room = self.max.saturating_sub(held) + before;
+            let keep = wanted.min(room.max(1));
+            let next = held.saturating_sub(before) + keep;
+            match self
+                .held
+                .compare_exchange(held, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break keep,
+                Err(now) => held = now,
+            }
+        };
+        if before == 0 && keep > 0 {
+            self.logs.fetch_add(1, Ordering::Relaxed);
+        } else if before > 0 && keep == 0 {
+            self.logs.fetch_sub(1, Ordering::Relaxed);
+        }
+        keep
+    }
+
     /// The producers a log may hold before it forgets its own for new ones, past the
     /// cap: the cap shared evenly by the logs holding producers.
     fn fair_share(&self) -> usize {

@@ -293,11 +293,16 @@ impl Segment {
         Ok(())
     }
 
-    /// Reserves disk blocks up to at least `end` (see `write::reserve`).
+    /// Reserves disk blocks up to at least `end` (see `write::reserve`), and as many
+    /// again past it, within `MIN_PREALLOCATE_BYTES..=PREALLOCATE_BYTES`. Sized from
+    /// `end`, not the size before the append: a batch larger than the segment so far
+    /// still leaves room ahead for the next (review finding).
     fn preallocate(&mut self, end: u64) -> Result<()> {
         if end > self.reserved {
-            let chunk = write::PREALLOCATE_BYTES.min(self.limits.map_bytes.max(1));
-            let upto = end.max(self.size + chunk);
+            let chunk = end
+                .clamp(write::MIN_PREALLOCATE_BYTES, write::PREALLOCATE_BYTES)
+                .min(self.limits.map_bytes.max(1));
+            let upto = end + chunk;
             self.reserved = write::reserve(self.file()?, self.size, upto, &self.log_path);
         }
         Ok(())
