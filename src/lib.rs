@@ -165,7 +165,8 @@
 //!
 //! The `.log` is the truth and indexes are caches. After a clean shutdown, open scans
 //! nothing; after a crash, only what follows the recovery checkpoint is scanned, and a
-//! torn tail is cut (`log/recovery.rs`). A failed fsync is never forgotten: the log
+//! torn tail is cut (`log/recovery.rs`); the broker opens and closes its partitions
+//! side by side (`broker/parallel.rs`). A failed fsync is never forgotten: the log
 //! refuses writes until the server has reopened it from disk. All `unsafe` code is in
 //! `sys.rs`: the one `mmap` call, the one `sync_file_range` that starts a durable
 //! batch's writeback early, and the `sched_setattr` that gives the server's threads

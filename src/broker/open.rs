@@ -2,7 +2,7 @@
 //! its `topic.json`, recovering partitions that were not closed. Creating a topic and
 //! adding partitions open theirs the same way (`topic_from`, `open_partition`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 
@@ -14,7 +14,7 @@ use super::{
     add_partitions, disk, exchanges, parallel, producer_ids, Broker, DataDir, Limits, Partition,
     Topic, TopicConfig, Topics, UnavailableTopic,
 };
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::log::SegmentCache;
 
 impl Broker {
@@ -50,13 +50,7 @@ impl Broker {
             }
             match Self::read_topic(&dir, &limits.topic_defaults) {
                 Ok(meta) => found.push((name, dir, meta)),
-                Err(err) => {
-                    tracing::error!(dir = %dir.display(), %err, "topic unavailable: it cannot be opened");
-                    let reason = err.to_string();
-                    topics
-                        .unavailable
-                        .insert(name.clone(), UnavailableTopic { name, dir, reason });
-                }
+                Err(err) => unavailable(&mut topics, name, dir, &err),
             }
         }
         // Every partition of every topic at once (`parallel.rs`): after a crash each is
@@ -78,15 +72,9 @@ impl Broker {
                 Ok(topic) => {
                     topics.live.insert(topic.name.clone(), Arc::new(topic));
                 }
-                Err(err) => {
-                    // A start leaves a partition that cannot be opened unavailable
-                    // rather than failing (`open_partition`), so not reached today.
-                    tracing::error!(dir = %dir.display(), %err, "topic unavailable: it cannot be opened");
-                    let reason = err.to_string();
-                    topics
-                        .unavailable
-                        .insert(name.clone(), UnavailableTopic { name, dir, reason });
-                }
+                // A start leaves a partition that cannot be opened unavailable rather
+                // than failing (`open_partition`), so not reached today.
+                Err(err) => unavailable(&mut topics, name, dir, &err),
             }
         }
         tracing::info!(topics = topics.live.len(), unavailable = topics.unavailable.len(), dir = %data_dir.root().display(), "broker opened");
@@ -179,6 +167,15 @@ impl Broker {
         };
         Ok(Arc::new(partition))
     }
+}
+
+/// Logs why the topic in `dir` cannot be opened and lists it as unavailable.
+fn unavailable(topics: &mut Topics, name: String, dir: PathBuf, err: &Error) {
+    tracing::error!(dir = %dir.display(), %err, "topic unavailable: it cannot be opened");
+    let reason = err.to_string();
+    topics
+        .unavailable
+        .insert(name.clone(), UnavailableTopic { name, dir, reason });
 }
 
 #[cfg(test)]
