@@ -13,6 +13,9 @@ use std::sync::Mutex;
 /// lasts.
 pub const IO_THREADS: usize = 64;
 
+/// The name `map`'s threads go by (in `top -H`, `/proc/PID/task/*/comm`).
+pub const THREAD_NAME: &str = "strom-io";
+
 /// `f` of every item, on up to `threads` scoped threads, in the items' order. A panic in
 /// `f` is raised again here, once every thread has stopped. If the system refuses a
 /// thread (a cap on tasks, say), the work goes on with those it gave, or on this one.
@@ -36,7 +39,8 @@ where
     let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
         let mut workers = Vec::new();
         for _ in 1..threads {
-            match std::thread::Builder::new().spawn_scoped(scope, work) {
+            let builder = std::thread::Builder::new().name(THREAD_NAME.to_string());
+            match builder.spawn_scoped(scope, work) {
                 Ok(worker) => workers.push(worker),
                 Err(err) => {
                     tracing::warn!(%err, started = workers.len(), "could not start a thread; going on with fewer");
