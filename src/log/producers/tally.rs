@@ -59,6 +59,12 @@ impl ProducerTally {
         } else if after < before {
             self.held.fetch_sub(before - after, Ordering::Relaxed);
         }
+        self.count_log(before, after);
+    }
+
+    /// A log went from `before` producers to `after`: counted among the logs holding
+    /// some, or no longer.
+    fn count_log(&self, before: usize, after: usize) {
         if before == 0 && after > 0 {
             self.logs.fetch_add(1, Ordering::Relaxed);
         } else if before > 0 && after == 0 {
@@ -85,11 +91,7 @@ impl ProducerTally {
                 Err(now) => held = now,
             }
         };
-        if before == 0 && keep > 0 {
-            self.logs.fetch_add(1, Ordering::Relaxed);
-        } else if before > 0 && keep == 0 {
-            self.logs.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.count_log(before, keep);
         keep
     }
 
