@@ -9,7 +9,8 @@
 //! - [`client`]: the Rust client: `Admin`, a batching `Producer`, a partition `Consumer`,
 //!   a consumer-group member `GroupConsumer`, a queue `Worker`, `Exchanges`.
 //! - [`server`] and [`config`]: running the gRPC server, on the caller's runtime or each
-//!   connection whole on a thread of its own (`server/threads.rs`); its settings; the
+//!   connection whole on a thread of its own (`server/threads.rs`); what the port
+//!   answers while the server starts (`server/starting.rs`); its settings; the
 //!   Prometheus endpoint (`server/metrics/`), which reads counters kept where the work
 //!   is (`grpc::call_metrics`, `broker::PartitionStats`) and gathers the rest at a
 //!   scrape.

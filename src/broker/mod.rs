@@ -42,6 +42,7 @@ pub use cleaner::max_map_keys;
 pub use data_dir::DataDir;
 pub use disk::DiskFloor;
 pub use limits::Limits;
+pub use open::Opening;
 pub use partition::{Offsets, Partition, PartitionInfo};
 pub use produce::{Appended, BatchWriter, Prepared, ProduceTarget, Produced, Unannounced};
 use topic::TopicSettings;

@@ -3,7 +3,7 @@
 //! adding partitions open theirs the same way (`topic_from`, `open_partition`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -17,11 +17,34 @@ use super::{
 use crate::error::{Error, IoContext, Result};
 use crate::log::SegmentCache;
 
+/// How far a start has got: partitions found and opened, for what the server answers
+/// while it starts (`server/starting.rs`).
+#[derive(Debug, Default)]
+pub struct Opening {
+    partitions: AtomicUsize,
+    opened: AtomicUsize,
+}
+
+impl Opening {
+    /// The partitions opened so far, and how many there are (0 until they are counted).
+    pub fn partitions(&self) -> (usize, usize) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.partitions.load(Ordering::Relaxed),
+        )
+    }
+}
+
 impl Broker {
     /// Takes the data directory (refused if another server holds it) and opens every
     /// topic in it, recovering partitions that were not closed. A topic or partition
     /// that cannot be opened is logged and reported unavailable; the rest serve.
     pub fn open(data_dir: &Path, limits: Limits) -> Result<Broker> {
+        Self::open_counting(data_dir, limits, &Opening::default())
+    }
+
+    /// As `open`, counting the partitions in `opening` as they open.
+    pub fn open_counting(data_dir: &Path, limits: Limits, opening: &Opening) -> Result<Broker> {
         let data_dir = DataDir::open(data_dir)?;
         data_dir.remove_deleted_leftovers();
         let cache = SegmentCache::with_producer_cap(
@@ -61,9 +84,12 @@ impl Broker {
             .enumerate()
             .flat_map(|(t, (_, _, meta))| (0..meta.partitions).map(move |id| (t, id)))
             .collect();
+        opening.partitions.store(jobs.len(), Ordering::Relaxed);
         let mut opened = parallel::map(jobs, parallel::IO_THREADS, |(t, id)| {
             let (_, dir, meta) = &found[t];
-            Self::open_partition(dir, meta, id, &cache, false)
+            let partition = Self::open_partition(dir, meta, id, &cache, false);
+            opening.opened.fetch_add(1, Ordering::Relaxed);
+            partition
         })
         .into_iter();
         let mut unavailable_partitions = 0;

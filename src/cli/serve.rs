@@ -2,12 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Opening};
 use crate::config::{LogFormat, ServerConfig};
-use crate::server::ask_for_time_slice;
+use crate::server::{ask_for_time_slice, GrpcListener, Starting};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -192,7 +193,7 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
 
 async fn run(config: ServerConfig) -> Result<(), String> {
     // SIGHUP's default ends the process: taken over first, so that a certificate
-    // renewal's HUP during a long recovery is kept for later, not fatal.
+    // renewal's HUP during a long recovery is not fatal.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Before anything is bound or opened: a server asked for TLS never serves without it.
     let tls = config.tls().map_err(|e| e.to_string())?;
@@ -222,14 +223,6 @@ async fn run(config: ServerConfig) -> Result<(), String> {
         })?),
         None => None,
     };
-    let data_dir = config.data_dir.clone();
-    let limits = config.limits().map_err(|e| e.to_string())?;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(&data_dir, limits))
-        .await
-        .map_err(|e| format!("opening the data directory failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-    // `serve` says when it is ready, with the bound address (port 0 picks one), once
-    // the consumer groups are listed too.
     let mut options = config.serve_options();
     let mut reloads: Vec<Reload> = Vec::new();
     if let Some(tls) = tls.clone() {
@@ -253,8 +246,21 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     options.quotas = quotas;
     options.max_connections = connections_within_open_files(options.max_connections);
     options.kafka_advertised = kafka_advertised;
+    // Clients are answered while the data directory opens (UNAVAILABLE, saying how far
+    // it has got), rather than left on a connection nobody serves.
+    let opening = Arc::new(Opening::default());
+    let starting = Starting::answer(listener, Arc::clone(&opening), &options).await;
+    let data_dir = config.data_dir.clone();
+    let limits = config.limits().map_err(|e| e.to_string())?;
+    let broker =
+        tokio::task::spawn_blocking(move || Broker::open_counting(&data_dir, limits, &opening))
+            .await
+            .map_err(|e| format!("opening the data directory failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+    // `serve` says when it is ready, with the bound address (port 0 picks one), once
+    // the consumer groups are listed too.
     let listeners = crate::server::Listeners {
-        grpc: listener,
+        grpc: GrpcListener::Starting(starting),
         metrics,
         kafka,
     };

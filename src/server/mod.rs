@@ -2,16 +2,20 @@
 //! mini-redis, so tests start it on `127.0.0.1:0` and stop it with a future. Requests
 //! are served on the caller's runtime, or with `connection_threads` on threads of their
 //! own, each connection on one of them (`threads.rs`). With a second listener, it serves
-//! Prometheus metrics there (`metrics/`).
+//! Prometheus metrics there (`metrics/`). `strom serve` answers on the gRPC port while
+//! the data directory opens (`starting.rs`), and the server takes the port over.
 
+mod around;
 pub mod metrics;
 mod options;
+mod starting;
 mod threads;
 
 pub use crate::grpc::auth::{Acl, Tokens};
 pub use crate::grpc::connection::ServerTls;
 pub use crate::grpc::quota::Quotas;
 pub use options::ServeOptions;
+pub use starting::Starting;
 pub use threads::ask_for_time_slice;
 
 use std::future::Future;
@@ -44,7 +48,7 @@ use crate::grpc::{
 use threads::ConnectionThreads;
 
 /// The services whose health is reported, "" being the server as a whole.
-const HEALTH_SERVICES: [&str; 6] = [
+pub(crate) const HEALTH_SERVICES: [&str; 6] = [
     "",
     <LogServer<LogService> as NamedService>::NAME,
     <AdminServer<AdminService> as NamedService>::NAME,
@@ -55,7 +59,10 @@ const HEALTH_SERVICES: [&str; 6] = [
 
 /// A Kafka connection without a request this long is closed: Kafka's own
 /// `connections.max.idle.ms`.
-const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+pub(super) const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Ends the warning of a stop that closes connections still open.
+const STOP_WAITED: &str = "the stop has waited shutdown_timeout for their requests to end";
 
 /// The largest request message of the Queues service.
 pub const QUEUE_REQUEST_BYTES: usize = 1 << 20;
@@ -83,7 +90,7 @@ pub async fn serve_with_metrics(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let listeners = Listeners {
-        grpc: listener,
+        grpc: listener.into(),
         metrics,
         kafka: None,
     };
@@ -92,11 +99,24 @@ pub async fn serve_with_metrics(
 
 /// The sockets a server answers on.
 pub struct Listeners {
-    pub grpc: TcpListener,
+    pub grpc: GrpcListener,
     /// `GET /metrics`, until the stop begins.
     pub metrics: Option<TcpListener>,
     /// Kafka's wire protocol (`kafka/`), until the stop begins.
     pub kafka: Option<TcpListener>,
+}
+
+/// The gRPC port: bound, or already answering while the server starts
+/// (`starting.rs`), in which case the server takes it over once it is ready.
+pub enum GrpcListener {
+    Bound(TcpListener),
+    Starting(Starting),
+}
+
+impl From<TcpListener> for GrpcListener {
+    fn from(listener: TcpListener) -> Self {
+        GrpcListener::Bound(listener)
+    }
 }
 
 /// As `serve`, on every listener given.
@@ -123,7 +143,6 @@ pub async fn serve_listeners(
         ),
     };
     let broker = Arc::new(broker);
-    let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LogServer<LogService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
@@ -131,50 +150,38 @@ pub async fn serve_listeners(
     health
         .set_serving::<ExchangesServer<ExchangesService>>()
         .await;
-    let groups = Arc::new(Groups::open(Arc::clone(&broker), options.groups.clone())?);
-    let expiry = tokio::spawn(Arc::clone(&groups).run());
     health.set_serving::<QueuesServer<QueuesService>>().await;
-    let queues = Arc::new(ShareGroups::open(
-        Arc::clone(&broker),
-        options.max_share_window_records,
-    )?);
+    // Off the runtime: they read every group's files, and a start answers meanwhile.
+    let (groups, queues) = {
+        let broker = Arc::clone(&broker);
+        let (config, max_window) = (options.groups.clone(), options.max_share_window_records);
+        tokio::task::spawn_blocking(move || {
+            let groups = Groups::open(Arc::clone(&broker), config)?;
+            Ok::<_, Error>((groups, ShareGroups::open(broker, max_window)?))
+        })
+        .await
+        .map_err(|err| Error::Unavailable {
+            what: "the consumer groups".into(),
+            reason: err.to_string(),
+        })??
+    };
+    let (groups, queues) = (Arc::new(groups), Arc::new(queues));
+    let expiry = tokio::spawn(Arc::clone(&groups).run());
+    // Taken over before the ready line: a client that reads it is answered by the server.
+    let handover = match listener {
+        GrpcListener::Bound(listener) => starting::Handover {
+            listener,
+            open: Default::default(),
+            admission: Admission::new(options.max_connections_per_address),
+        },
+        GrpcListener::Starting(starting) => starting.end().await?,
+    };
+    let local = handover.listener.local_addr().ok();
     let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
     broker.set_retention_floor(floor);
     let sweeper = tokio::spawn(Arc::clone(&queues).run_sweeper());
     if let Some(bound) = local {
-        let serving = match &threads {
-            Some(threads) => format!("{} connection threads", threads.len()),
-            None => match tokio::runtime::Handle::current().metrics().num_workers() {
-                1 => "1 worker thread".to_string(),
-                n => format!("{n} worker threads"),
-            },
-        };
-        let mut security: Vec<&str> = Vec::new();
-        match &options.tls {
-            None => {}
-            Some(tls) if tls.clients_verified => {
-                security.extend(["TLS", "client certificates required"])
-            }
-            Some(_) => security.push("TLS"),
-        }
-        if options.tokens.is_some() {
-            security.push("tokens required");
-        }
-        if options.acl.is_some() {
-            security.push("acl enforced");
-        }
-        if options.quotas.is_some() {
-            security.push("quotas enforced");
-        }
-        let security = match security.is_empty() {
-            true => String::new(),
-            false => format!(" ({})", security.join(", ")),
-        };
-        // Plainly, in the message itself: what a person (or a script) looks for.
-        tracing::info!(
-            "strom is ready: serving gRPC on {bound}{security}, data in {}, {serving}",
-            broker.data_dir().root().display(),
-        );
+        around::log_ready(bound, &broker, &options, threads.as_ref());
     }
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
     let reflection = || {
@@ -220,13 +227,14 @@ pub async fn serve_listeners(
         silent: options.silent_client_timeout,
     };
     // Connections per address, counted over the gRPC and Kafka listeners together.
-    let admission = Admission::new(options.max_connections_per_address);
+    let admission = handover.admission;
     let incoming = Incoming::new(
-        listener,
+        handover.listener,
         timeouts,
         options.max_connections,
         Arc::clone(&admission),
-    );
+    )
+    .counting_in(handover.open);
     // A response whose client reads nothing never ends, and a graceful stop waits for
     // them all: past `shutdown_timeout`, the connections still open are closed. Armed
     // as the stop begins, however it begins.
@@ -284,53 +292,15 @@ pub async fn serve_listeners(
         ))
     });
     let kafka_task = kafka.map(|listener| {
-        if let Ok(bound) = listener.local_addr() {
-            tracing::info!("serving Kafka's protocol on {bound}");
-        }
-        let coordinator = Arc::new(crate::kafka::group::Coordinator::new(
-            broker.shutting_down(),
-            options.kafka_group_initial_delay,
-        ));
-        let foreign: std::sync::Weak<dyn crate::groups::ForeignMembers> =
-            Arc::downgrade(&coordinator) as _;
-        groups.set_foreign_members(foreign);
-        let kafka = Arc::new(crate::kafka::Kafka {
-            broker: Arc::clone(&broker),
-            budget: budget.clone(),
-            // As much again as the produce budget for decompressed batches, and as
-            // much for Fetch responses, which Kafka's record format makes copies.
-            inflated: crate::kafka::BytesPool::new(options.produce_budget_bytes),
-            responses: crate::kafka::BytesPool::new(options.produce_budget_bytes),
-            coordinator: Arc::clone(&coordinator),
-            groups: Arc::clone(&groups),
-            max_request_bytes: max,
-            advertised: options.kafka_advertised.clone(),
-            // A response holds pool bytes until written; a Kafka client gives up on a
-            // request after its request.timeout.ms (30 s by default) anyway.
-            stalled_reader_timeout: options
-                .stalled_reader_timeout
-                .min(crate::grpc::budget::MESSAGE_DEADLINE),
-            idle_timeout: KAFKA_IDLE_TIMEOUT,
-            security: crate::kafka::Security {
-                tls: options.tls.clone(),
-                tokens: options.tokens.clone(),
-                acl: options.acl.clone(),
-                handshake_timeout: options.silent_client_timeout,
-            },
-            strangers: Default::default(),
-            // A quarter of the places: clients that connect and never authenticate
-            // cannot keep the rest from those that do.
-            max_strangers: (options.max_connections / 4).max(1),
-            logs: Default::default(),
-            quotas: options.quotas.clone(),
-        });
-        tokio::spawn(crate::kafka::serve(
+        around::spawn_kafka(
             listener,
-            kafka,
+            &broker,
+            &groups,
+            budget.clone(),
+            &options,
             incoming.open_count(),
-            (options.max_connections, Arc::clone(&admission)),
-            broker.shutting_down(),
-        ))
+            Arc::clone(&admission),
+        )
     });
     let router = || {
         Server::builder()
@@ -392,7 +362,7 @@ pub async fn serve_listeners(
         None => {
             let stopping = async move {
                 stopping.await;
-                hangup.after(shutdown_timeout);
+                hangup.after(shutdown_timeout, STOP_WAITED);
             };
             router()
                 .serve_with_incoming_shutdown(served(incoming, options.tls.clone()), stopping)
@@ -404,7 +374,7 @@ pub async fn serve_listeners(
             // Also when a thread's server ended first and `stopping` never resolved.
             let begin_stop = || {
                 broker.begin_shutdown();
-                hangup.after(shutdown_timeout);
+                hangup.after(shutdown_timeout, STOP_WAITED);
             };
             threads
                 .serve(
@@ -433,22 +403,7 @@ pub async fn serve_listeners(
     if let Err(err) = served {
         tracing::error!(%err, "server stopped with an error");
     }
-    // Tasks a handler spawned (a produce stream's reader and appender, an append the
-    // client stopped waiting for) can outlive their connection by a moment, each holding
-    // the broker: wait for them, bounded, before closing every log.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Arc::strong_count(&broker) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    // Their runtimes go with them, and any task left on one (and its hold on the broker).
-    // Joining them may wait for a blocking task: not on this runtime's thread.
-    if let Some(threads) = threads {
-        let _ = tokio::task::spawn_blocking(move || drop(threads)).await;
-    }
-    let broker = Arc::try_unwrap(broker).map_err(|_| {
-        Error::InvalidArgument("broker still in use after the server stopped".into())
-    })?;
-    broker.close()?;
+    around::close(broker, threads).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -31,6 +31,16 @@ pub fn ready_address(line: &str) -> Option<String> {
         .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
 }
 
+/// The address in the line `strom serve` logs while it starts, before it is ready:
+/// `strom is starting: answering on ADDR ...`.
+pub fn starting_address(line: &str) -> Option<String> {
+    line.split("strom is starting: answering on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
+        .map(str::to_string)
+}
+
 impl Serve {
     pub fn start(dir: &Path) -> Serve {
         let mut command = Command::new(STROM);
@@ -69,6 +79,16 @@ impl Serve {
         Self::spawn(command)
     }
 
+    /// `strom serve` on `addr` (`127.0.0.1:0` for a free port), returned once it
+    /// answers on its port while it starts, not once it is ready.
+    pub fn start_answering(dir: &Path, addr: &str) -> Serve {
+        let mut command = Command::new(STROM);
+        command
+            .args(["serve", "--listen", addr, "--data-dir"])
+            .arg(dir);
+        Self::spawn_until(command, starting_address)
+    }
+
     /// `strom serve` with its open-file limit (soft and hard) set to `nofile`.
     pub fn start_with_nofile(dir: &Path, nofile: u32) -> Serve {
         let mut command = Command::new("sh");
@@ -82,7 +102,12 @@ impl Serve {
         Self::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Serve {
+    fn spawn(command: Command) -> Serve {
+        Self::spawn_until(command, ready_address)
+    }
+
+    /// Starts `command` and waits for the line `address_in` finds an address in.
+    fn spawn_until(mut command: Command, address_in: fn(&str) -> Option<String>) -> Serve {
         let mut child = command
             .env_remove("STROM_CONFIG")
             .stdout(Stdio::null())
@@ -112,7 +137,7 @@ impl Serve {
             let Ok(line) = rx.recv_timeout(left) else {
                 panic!("strom serve printed no ready line in 20 s: {seen:?}");
             };
-            if let Some(addr) = ready_address(&line) {
+            if let Some(addr) = address_in(&line) {
                 serve.addr = addr;
             }
             seen.push(line);
@@ -132,7 +157,13 @@ impl Serve {
     pub fn hang_up_until_logged(&self, logged: &str) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_logged(logged, Duration::from_secs(10));
+    }
+
+    /// Waits up to `limit` for a line containing `logged`; panics, with the lines, if
+    /// none comes.
+    pub fn wait_logged(&self, logged: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while !self
             .stderr
             .lock()
@@ -140,10 +171,10 @@ impl Serve {
             .iter()
             .any(|line| line.contains(logged))
         {
-            assert!(
-                Instant::now() < deadline,
-                "no {logged:?} logged after SIGHUP"
-            );
+            if Instant::now() >= deadline {
+                let lines = self.stderr.lock().unwrap().clone();
+                panic!("no {logged:?} logged in {limit:?}: {lines:#?}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

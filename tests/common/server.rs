@@ -108,7 +108,7 @@ impl TestServer {
         let kafka = kafka_listener.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
-            grpc: listener,
+            grpc: listener.into(),
             metrics: metrics_listener,
             kafka: kafka_listener,
         };

@@ -35,7 +35,8 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// The server's accepted connections, at most `max_connections` open at once.
 pub struct Incoming {
-    listener: TcpListener,
+    /// Shared with the server answering while it starts (`server/starting.rs`).
+    listener: Arc<TcpListener>,
     timeouts: Timeouts,
     max_connections: usize,
     open: Arc<AtomicUsize>,
@@ -78,14 +79,14 @@ pub struct Hangup {
 
 impl Incoming {
     pub fn new(
-        listener: TcpListener,
+        listener: impl Into<Arc<TcpListener>>,
         timeouts: Timeouts,
         max_connections: usize,
         admission: Arc<Admission>,
     ) -> Self {
         let (hangup_sender, hangup) = watch::channel(false);
         Incoming {
-            listener,
+            listener: listener.into(),
             timeouts,
             max_connections: max_connections.max(1),
             open: Arc::new(AtomicUsize::new(0)),
@@ -101,6 +102,13 @@ impl Incoming {
     /// The count of connections open, kept up to date as they come and go.
     pub fn open_count(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.open)
+    }
+
+    /// Counts its connections in `open` too, with those already counted there (the
+    /// ones the server took while it started, not all closed yet).
+    pub fn counting_in(mut self, open: Arc<AtomicUsize>) -> Self {
+        self.open = open;
+        self
     }
 
     /// What closes the connections this accepts, for the server's stop.
@@ -207,7 +215,8 @@ impl Handoff {
 impl Hangup {
     /// Closes the connections still open `timeout` from now (and any accepted later),
     /// on a task of the current runtime that ends early once no connection is left.
-    pub fn after(self, timeout: Duration) {
+    /// `why` ends the warning logged if any are.
+    pub fn after(self, timeout: Duration, why: &'static str) {
         tokio::spawn(async move {
             tokio::select! {
                 // Every watchdog, and the `Incoming`, gone: nothing left to close.
@@ -218,8 +227,7 @@ impl Hangup {
                         tracing::warn!(
                             open,
                             timeout_ms = timeout.as_millis() as u64,
-                            "closing the connections still open: the stop has waited \
-                             shutdown_timeout for their requests to end"
+                            "closing the connections still open: {why}"
                         );
                     }
                     self.sender.send_replace(true);
