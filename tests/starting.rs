@@ -93,18 +93,9 @@ fn a_starting_server_says_so_and_then_serves_the_clients_that_asked() {
         let watch = tokio::time::timeout(LIMIT, watch).await.unwrap();
         assert_eq!(watch.unwrap_err().code(), Code::Unavailable);
         let mut admin = client.admin();
-        let refused = tokio::time::timeout(LIMIT, admin.describe_topic("t"))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-        // The other two partitions are open; the held one is not.
-        let message = refused.message();
-        assert!(
-            message.contains("strom is starting (2 of 3 partitions open)"),
-            "{message}"
-        );
-        assert!(message.contains("try again"), "{message}");
+        // The other two partitions open; the held one does not.
+        let said = refused_until(&mut admin, "strom is starting (2 of 3 partitions open)").await;
+        assert!(said.contains("try again"), "{said}");
         // The command-line client says so too, at once.
         let listed = server.run(&["topic", "list"], b"");
         let said = String::from_utf8_lossy(&listed.stderr);
@@ -116,13 +107,65 @@ fn a_starting_server_says_so_and_then_serves_the_clients_that_asked() {
         release(held);
         server.wait_logged("strom is ready", LIMIT);
         // The same channel, told to reconnect when the server took the port over.
-        let described = admin.describe_topic("t").await.unwrap();
+        let described = tokio::time::timeout(LIMIT, admin.describe_topic("t"));
+        let described = described.await.unwrap().unwrap();
         assert_eq!(described.partitions.len(), 3);
         let status = check(&mut health, "").await;
         assert_eq!(status, ServingStatus::Serving as i32);
     });
     let read = server.ok(&["consume", "-t", "t", "-p", "2"], b"");
     assert_eq!(read, b"one\ntwo\n");
+}
+
+/// With tokens, a caller without one is told only that the server is starting, not
+/// how many partitions it has.
+#[test]
+fn a_starting_server_tells_callers_without_a_token_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "-p", "2"], b"");
+    stop(server);
+    let held = hold_open(dir.path(), "t", 1);
+    let tokens = dir.path().join("tokens");
+    let line = strom::grpc::auth::file_line("ops", "secret").unwrap();
+    std::fs::write(&tokens, line + "\n").unwrap();
+    let tokens = tokens.to_str().unwrap();
+    let server = Serve::start_answering_with(dir.path(), &["--auth-tokens", tokens]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(&format!("http://{}", server.addr))
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(client.channel());
+        let status = check(&mut health, "").await;
+        assert_eq!(status, ServingStatus::NotServing as i32);
+        let mut admin = client.admin();
+        let refused = tokio::time::timeout(LIMIT, admin.describe_topic("t"));
+        let refused = refused.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert_eq!(refused.message(), "strom is starting; try again shortly");
+    });
+    release(held);
+    server.wait_logged("strom is ready", LIMIT);
+}
+
+/// Asks for the topic until the refusal says `expected` (the partitions not held open
+/// at once after the start's first line); returns what it said.
+async fn refused_until(admin: &mut strom::client::Admin, expected: &str) -> String {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let refused = tokio::time::timeout(LIMIT, admin.describe_topic("t"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        let said = refused.message().to_string();
+        if said.contains(expected) || tokio::time::Instant::now() >= deadline {
+            assert!(said.contains(expected), "{said}");
+            return said;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A producer sending while its server is killed and starts again keeps its records:

@@ -3,7 +3,7 @@
 //! adding partitions open theirs the same way (`topic_from`, `open_partition`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -21,17 +21,21 @@ use crate::log::SegmentCache;
 /// while it starts (`server/starting.rs`).
 #[derive(Debug, Default)]
 pub struct Opening {
+    counted: AtomicBool,
     partitions: AtomicUsize,
     opened: AtomicUsize,
 }
 
 impl Opening {
-    /// The partitions opened so far, and how many there are (0 until they are counted).
-    pub fn partitions(&self) -> (usize, usize) {
-        (
-            self.opened.load(Ordering::Relaxed),
-            self.partitions.load(Ordering::Relaxed),
-        )
+    /// The partitions opened so far, and how many there are; None until they are
+    /// counted (every topic's `topic.json` read).
+    pub fn partitions(&self) -> Option<(usize, usize)> {
+        self.counted.load(Ordering::Acquire).then(|| {
+            (
+                self.opened.load(Ordering::Relaxed),
+                self.partitions.load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
@@ -85,6 +89,7 @@ impl Broker {
             .flat_map(|(t, (_, _, meta))| (0..meta.partitions).map(move |id| (t, id)))
             .collect();
         opening.partitions.store(jobs.len(), Ordering::Relaxed);
+        opening.counted.store(true, Ordering::Release);
         let mut opened = parallel::map(jobs, parallel::IO_THREADS, |(t, id)| {
             let (_, dir, meta) = &found[t];
             let partition = Self::open_partition(dir, meta, id, &cache, false);

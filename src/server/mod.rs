@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::broker::Broker;
@@ -303,7 +302,8 @@ pub async fn serve_listeners(
         )
     });
     let router = || {
-        Server::builder()
+        options
+            .http2_server()
             .layer(calls.clone())
             // Before the budgets: a call without a token is charged nothing.
             .layer(auth.clone())
@@ -311,28 +311,6 @@ pub async fn serve_listeners(
             // that a throttled produce waits before it is charged.
             .layer(quotas.clone())
             .layer(budget.clone())
-            // Larger HTTP/2 windows than the defaults: on this class of machine they double
-            // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
-            // connection's window is sixteen streams' worth: a stream the produce budget holds
-            // back keeps its window's bytes unread, and with a connection window of four
-            // streams, four held streams starved an admitted one on the same connection
-            // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(64 << 20))
-            // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
-            .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
-            // A client gone without closing its connection (its host lost, a NAT that
-            // forgot it) would otherwise hold its place, and its streams, for ever.
-            // Without a cap, one connection opened 100,000 Subscribe streams (+331 MB).
-            .max_concurrent_streams(Some(options.max_concurrent_streams))
-            // Calls a client cancels before the server took them up: HTTP/2 closes the
-            // connection past 20 by default (a defence against floods of resets), and a
-            // GroupConsumer giving back hundreds of partitions, each with a long poll
-            // just sent, cancels that many at once (hostile-client finding: it failed).
-            // As many as a connection may carry at once; the call caps bound the rest.
-            .http2_max_pending_accept_reset_streams(Some(options.max_concurrent_streams as usize))
-            .http2_keepalive_interval(Some(options.keepalive_interval))
-            .http2_keepalive_timeout(Some(options.keepalive_timeout))
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())

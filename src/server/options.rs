@@ -103,3 +103,34 @@ impl Default for ServeOptions {
         }
     }
 }
+
+impl ServeOptions {
+    /// A gRPC server with these options' HTTP/2 settings: its limits on what one
+    /// connection may hold, and its windows. The server that answers while strom
+    /// starts has the same limits.
+    pub(crate) fn http2_server(&self) -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            // Larger HTTP/2 windows than the defaults: on this class of machine they double
+            // the throughput of 64 KiB to 1 MiB messages (see machine-limits.md). The
+            // connection's window is sixteen streams' worth: a stream the produce budget holds
+            // back keeps its window's bytes unread, and with a connection window of four
+            // streams, four held streams starved an admitted one on the same connection
+            // (scripts/hostile.py, sixteen 15 MB produces on one grpcio channel).
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            // Frames of up to 1 MiB, not 16 KiB (see `MAX_FRAME_BYTES`).
+            .max_frame_size(Some(crate::grpc::MAX_FRAME_BYTES))
+            // A client gone without closing its connection (its host lost, a NAT that
+            // forgot it) would otherwise hold its place, and its streams, for ever.
+            // Without a cap, one connection opened 100,000 Subscribe streams (+331 MB).
+            .max_concurrent_streams(Some(self.max_concurrent_streams))
+            // Calls a client cancels before the server took them up: HTTP/2 closes the
+            // connection past 20 by default (a defence against floods of resets), and a
+            // GroupConsumer giving back hundreds of partitions, each with a long poll
+            // just sent, cancels that many at once (hostile-client finding: it failed).
+            // As many as a connection may carry at once; the call caps bound the rest.
+            .http2_max_pending_accept_reset_streams(Some(self.max_concurrent_streams as usize))
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+    }
+}

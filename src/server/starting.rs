@@ -7,10 +7,19 @@
 //! (UNAVAILABLE is what clients retry: the Rust producer does, and so do gRPC's retry
 //! policies). No token is needed to be told that.
 //!
+//! With `auth_tokens`, the answer says only that the server is starting: how many
+//! partitions it has is not told to callers without a token.
+//!
 //! When the server is ready, [`Starting::end`] stops accepting here and hands the
 //! listener to the server, which accepts from then on. The connections opened here
-//! are sent GOAWAY (HTTP/2's "reconnect"): their calls have all been answered, so they
-//! close at once, and any a client keeps open are closed after `shutdown_timeout`.
+//! are sent GOAWAY (HTTP/2's "reconnect"): gRPC clients open a new connection for
+//! their next call. A call that reaches one before the GOAWAY does is still answered
+//! UNAVAILABLE; a connection still in its TLS handshake, or that has not spoken
+//! HTTP/2 yet, is closed without a GOAWAY, and its client connects again. Any a client
+//! keeps open are closed after `shutdown_timeout`.
+//!
+//! The handover needs tonic to drop its accepts as soon as it is told to stop, before
+//! its connections close (tonic 0.14.7 on; `Cargo.toml` asks for it).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,7 +32,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
-use tonic::transport::Server;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 use tower_service::Service;
@@ -89,15 +97,17 @@ impl Starting {
             _release: release,
         };
         let (stop, stopped) = oneshot::channel::<()>();
+        let http2 = options.http2_server();
         let service = Answers {
             health: health_service,
             opening,
+            progress_told: options.tokens.is_none(),
         };
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stopped.await;
             };
-            let served = Server::builder()
+            let served = http2
                 .serve_with_incoming_shutdown(service, accepts, stopped)
                 .await;
             if let Err(err) = served {
@@ -125,12 +135,14 @@ impl Starting {
     /// closed after `shutdown_timeout`.
     pub async fn end(self) -> Result<Handover> {
         let _ = self.stop.send(());
-        let _ = self.released.await;
+        // Armed first: the accepts are dropped at once, but were they held until the
+        // connections closed, one a client kept open would hold the start.
         self.hangup.after(
             self.grace,
             "they were opened while the server started, and were told to reconnect \
              shutdown_timeout ago",
         );
+        let _ = self.released.await;
         let listener = Arc::try_unwrap(self.listener).map_err(|_| Error::Unavailable {
             what: "the gRPC listener".into(),
             reason: "still held by the answers given while starting".into(),
@@ -166,6 +178,8 @@ const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 struct Answers<H: Health> {
     health: HealthServer<H>,
     opening: Arc<Opening>,
+    /// Whether the answer says how many partitions are open (not without a token).
+    progress_told: bool,
 }
 
 // By hand: the derive would ask for `H: Clone`, which the health server (an `Arc`
@@ -175,6 +189,7 @@ impl<H: Health> Clone for Answers<H> {
         Answers {
             health: self.health.clone(),
             opening: Arc::clone(&self.opening),
+            progress_told: self.progress_told,
         }
     }
 }
@@ -182,11 +197,12 @@ impl<H: Health> Clone for Answers<H> {
 impl<H: Health> Answers<H> {
     fn unavailable(&self) -> tonic::Status {
         let progress = match self.opening.partitions() {
-            (_, 0) => "opening its data directory".to_string(),
-            (opened, all) if opened < all => format!("{opened} of {all} partitions open"),
-            _ => "every partition is open, consumer groups are loading".to_string(),
+            _ if !self.progress_told => String::new(),
+            None => " (opening its data directory)".to_string(),
+            Some((opened, all)) if opened < all => format!(" ({opened} of {all} partitions open)"),
+            Some(_) => " (every partition is open, consumer groups are loading)".to_string(),
         };
-        tonic::Status::unavailable(format!("strom is starting ({progress}); try again shortly"))
+        tonic::Status::unavailable(format!("strom is starting{progress}; try again shortly"))
     }
 }
 

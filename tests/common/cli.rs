@@ -89,6 +89,16 @@ impl Serve {
         Self::spawn_until(command, starting_address)
     }
 
+    /// As `start_answering` on a free port, with more flags.
+    pub fn start_answering_with(dir: &Path, args: &[&str]) -> Serve {
+        let mut command = Command::new(STROM);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args);
+        Self::spawn_until(command, starting_address)
+    }
+
     /// `strom serve` with its open-file limit (soft and hard) set to `nofile`.
     pub fn start_with_nofile(dir: &Path, nofile: u32) -> Serve {
         let mut command = Command::new("sh");

@@ -225,7 +225,8 @@ impl Hangup {
                     let open = self.open.load(Ordering::Relaxed);
                     if open > 0 {
                         tracing::warn!(
-                            open,
+                            // All the server's, these among them.
+                            server_connections_open = open,
                             timeout_ms = timeout.as_millis() as u64,
                             "closing the connections still open: {why}"
                         );
