@@ -45,7 +45,7 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to answer Kafka clients (Kafka's wire protocol, `kafka/`); none by default.
     /// The security settings below hold there too: TLS with `tls_cert`, SASL/PLAIN
-    /// with a token with `auth_tokens`, and `acl` on every request.
+    /// or SCRAM with a token with `auth_tokens`, and `acl` on every request.
     pub kafka_listen: Option<SocketAddr>,
     /// The `host:port` Kafka clients are told to connect to (Metadata's broker); by
     /// default the address each client reached the listener on.
@@ -141,7 +141,8 @@ pub struct ServerConfig {
     /// PEM file of CA certificates: with it, a client must show a certificate one of
     /// them signed (mutual TLS), or its handshake fails. Needs `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
-    /// File of `NAME SHA256` lines: with it, every call but a health Check must carry
+    /// File of `NAME SHA256` lines (then SCRAM keys for Kafka clients, as `strom token
+    /// new` writes them): with it, every call but a health Check must carry
     /// `authorization: Bearer TOKEN` with a token whose SHA-256 the file lists. None by
     /// default: no token asked for.
     pub auth_tokens: Option<PathBuf>,

@@ -37,7 +37,8 @@
 //!   (`kafka/errors.rs`).
 //!   Kafka consumer groups' membership is a state machine without I/O or clock per
 //!   group (`kafka/group/machine.rs`, model-tested); their committed offsets are
-//!   `groups`' own. The server's TLS, tokens (over SASL/PLAIN, `kafka/session.rs`)
+//!   `groups`' own. The server's TLS, tokens (over SASL/PLAIN or SCRAM, `kafka/session.rs`,
+//!   `kafka/scram.rs`)
 //!   and access control list (`kafka/authorize.rs`) hold there as over gRPC.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
 //!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a

@@ -160,6 +160,46 @@ async fn kafka_clients_over_sasl_ssl_with_tokens_and_an_acl() {
     server.stop().await.unwrap();
 }
 
+/// Kafka's clients authenticating with SCRAM-SHA-256 and -512
+/// (`tests/python/kafka_scram.py`), over plaintext: the tokens file line of `strom
+/// token new`, with SCRAM keys. Every record both produced is read back, and a wrong
+/// token is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_clients_authenticate_with_scram() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let line = strom::grpc::auth::file_line_with_scram("app", "app-token").unwrap();
+    std::fs::write(&tokens, line + "\n").unwrap();
+    let options = ServeOptions {
+        tokens: Some(strom::server::Tokens::load(&tokens).unwrap()),
+        ..ServeOptions::default()
+    };
+    let server =
+        TestServer::start_with_kafka(&dir.path().join("data"), Limits::default(), options).await;
+    let connect = strom::client::ConnectOptions {
+        tls: None,
+        token: Some("app-token".into()),
+    };
+    let url = format!("http://{}", server.addr);
+    let client = strom::client::Client::connect_with(&url, connect)
+        .await
+        .unwrap();
+    client
+        .admin()
+        .create_topic("scrammed", 1, Default::default())
+        .await
+        .unwrap();
+    let args = [
+        server.kafka.unwrap().to_string(),
+        "scrammed".into(),
+        "app".into(),
+        "app-token".into(),
+    ];
+    let stdout = run_python("kafka_scram.py", args.to_vec()).await;
+    assert!(stdout.starts_with("ok 100"), "{stdout}");
+    server.stop().await.unwrap();
+}
+
 /// Kafka's clients under quotas (`tests/python/kafka_quotas.py`): a librdkafka producer
 /// and a kafka-python consumer, each at 512 KiB/s, take at least as long as the rate
 /// allows, lose nothing and see no error; librdkafka is told its throttle.

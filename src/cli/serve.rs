@@ -71,7 +71,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STROM_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
     /// File of `NAME SHA256` lines, the hex SHA-256 of each token calls may carry
-    /// (`authorization: Bearer TOKEN`) [default: none, no token asked for].
+    /// (`authorization: Bearer TOKEN`), then SCRAM keys for Kafka clients if any (`strom
+    /// token new` writes them) [default: none, no token asked for].
     #[arg(long, env = "STROM_AUTH_TOKENS", value_name = "FILE")]
     auth_tokens: Option<PathBuf>,
     /// Access control list: `PRINCIPAL OPERATIONS RESOURCE...` lines; a call no line

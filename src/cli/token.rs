@@ -1,6 +1,6 @@
-//! `strom token new NAME --file FILE`: makes a token, appends its line (`NAME SHA256`)
-//! to a server's tokens file (`auth_tokens`), and prints the token, which appears
-//! nowhere else.
+//! `strom token new NAME --file FILE`: makes a token, appends its line (`NAME SHA256`,
+//! then its SCRAM keys for Kafka clients) to a server's tokens file (`auth_tokens`),
+//! and prints the token, which appears nowhere else.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::output::noteln;
 use super::Stop;
-use crate::grpc::auth::{file_line, new_token};
+use crate::grpc::auth::{file_line_with_scram, new_token};
 
 #[derive(Args)]
 pub struct TokenArgs {
@@ -34,7 +34,7 @@ pub fn run(args: TokenArgs) -> Result<(), Stop> {
     let TokenCommand::New { name, file } = args.command;
     let failed = |e: String| Stop::Failed(e);
     let token = new_token().map_err(|e| failed(e.to_string()))?;
-    let line = file_line(&name, &token).map_err(|e| failed(e.to_string()))?;
+    let line = file_line_with_scram(&name, &token).map_err(|e| failed(e.to_string()))?;
     let mut tokens = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -82,10 +82,11 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text:?}");
-        assert!(
-            lines[1].starts_with("orders ") && lines[1].len() == 7 + 64,
-            "{text:?}"
-        );
+        let fields: Vec<&str> = lines[1].split(' ').collect();
+        assert_eq!(fields.len(), 4, "{text:?}");
+        assert!(fields[0] == "orders" && fields[1].len() == 64, "{text:?}");
+        assert!(fields[2].starts_with("SCRAM-SHA-256=4096:"), "{text:?}");
+        assert!(fields[3].starts_with("SCRAM-SHA-512=4096:"), "{text:?}");
         // The file reads back as a tokens file.
         crate::grpc::auth::Tokens::load(&file).unwrap();
         for bad in ["", "two words", "#comment"] {

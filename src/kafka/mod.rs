@@ -48,6 +48,7 @@ mod produce;
 mod quiet;
 pub mod records;
 pub mod requests;
+mod scram;
 mod session;
 pub mod wire;
 

@@ -3,10 +3,12 @@
 //!
 //! - `tls_cert` (and `tls_client_ca`): the connection is TLS, as Kafka's `SSL` and
 //!   `SASL_SSL` listeners are (the handshake is made in `listener.rs`).
-//! - `auth_tokens`: the client authenticates with SASL/PLAIN before anything but
+//! - `auth_tokens`: the client authenticates with SASL before anything but
 //!   ApiVersions is answered: the user name is the token's name in the tokens file,
-//!   the password the token. Kafka clients send it as they would to any Kafka broker
-//!   (`sasl.mechanism=PLAIN`). Before that, frames are kept small (no request of a
+//!   the password the token. Kafka clients send it as they would to any Kafka broker:
+//!   `sasl.mechanism=PLAIN`, or `SCRAM-SHA-256` / `SCRAM-SHA-512` for tokens whose
+//!   line has SCRAM keys (`scram.rs`; `strom token new` writes them), which never
+//!   sends the token itself. Before that, frames are kept small (no request of a
 //!   stranger is charged to the produce budget) and the connection must authenticate
 //!   within `silent_client_timeout` of being accepted; at most `max_strangers` such
 //!   connections are open at once (`listener.rs`). After a reload of the tokens file
@@ -32,11 +34,13 @@ use super::errors::code::{
     ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
 };
 use super::requests::key;
+use super::scram::{Exchange, Step};
 use super::wire::{Decoded, Malformed};
+use crate::grpc::auth::scram::Mechanism;
 use crate::grpc::auth::{Access, Acl, Digest, Principal, Tokens};
 use crate::grpc::connection::ServerTls;
 
-/// The one SASL mechanism strom takes.
+/// SASL/PLAIN: the token itself, which only TLS keeps from the network.
 pub const PLAIN: &str = "PLAIN";
 
 /// Before authentication, frames are at most this: ApiVersions and the SASL requests
@@ -54,15 +58,22 @@ pub struct Security {
 }
 
 /// Where a connection is in authenticating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Stage {
     /// No tokens are asked for: every request is answered.
     Open,
     /// Tokens are asked for: only ApiVersions and SaslHandshake are answered.
     Unauthenticated,
-    /// PLAIN was picked: SaslAuthenticate is next.
-    Handshaken,
+    /// A mechanism was picked: SaslAuthenticate is next.
+    Handshaken(Pending),
     Authenticated,
+}
+
+/// The mechanism picked, and where its exchange is.
+#[derive(Debug)]
+enum Pending {
+    Plain,
+    Scram(Exchange),
 }
 
 /// One connection's caller.
@@ -111,12 +122,12 @@ impl Session {
     /// connection: a request before authentication, a SASL request out of turn (as
     /// Kafka does), or a token revoked since the last request.
     pub fn admit(&mut self, security: &Security, api_key: i16) -> Decoded<()> {
-        match (self.stage, api_key) {
+        match (&self.stage, api_key) {
             (_, key::API_VERSIONS) => Ok(()),
             (Stage::Open | Stage::Unauthenticated, key::SASL_HANDSHAKE) => Ok(()),
-            (Stage::Handshaken, key::SASL_AUTHENTICATE) => Ok(()),
-            (Stage::Unauthenticated | Stage::Handshaken, _) => Err(Malformed(format!(
-                "API key {api_key} before SASL authentication: this server requires SASL/PLAIN with a token (sasl.mechanism=PLAIN, the token's name as the user name, the token as the password)"
+            (Stage::Handshaken(_), key::SASL_AUTHENTICATE) => Ok(()),
+            (Stage::Unauthenticated | Stage::Handshaken(_), _) => Err(Malformed(format!(
+                "API key {api_key} before SASL authentication: this server requires SASL with a token (sasl.mechanism=PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, the token's name as the user name, the token as the password)"
             ))),
             (Stage::Open, key::SASL_AUTHENTICATE) => Err(Malformed(
                 "SaslAuthenticate on a server that asks for no authentication".into(),
@@ -156,7 +167,7 @@ impl Session {
         Access::of_principal(security.acl.as_ref(), self.who.clone())
     }
 
-    /// Answers SaslHandshake: PLAIN is taken when tokens are asked for.
+    /// Answers SaslHandshake: PLAIN and SCRAM are taken when tokens are asked for.
     pub fn handshake(&mut self, security: &Security, mechanism: &str) -> SaslHandshakeResponse {
         let mut response = SaslHandshakeResponse::default();
         if security.tokens.is_none() {
@@ -164,13 +175,21 @@ impl Session {
             response.error_code = ILLEGAL_SASL_STATE;
             return response;
         }
-        response.mechanisms = vec![StrBytes::from_static_str(PLAIN)];
-        match mechanism == PLAIN {
-            true => self.stage = Stage::Handshaken,
-            false => {
+        response.mechanisms = std::iter::once(PLAIN)
+            .chain(Mechanism::ALL.map(Mechanism::name))
+            .map(StrBytes::from_static_str)
+            .collect();
+        let pending = match Mechanism::named(mechanism) {
+            _ if mechanism == PLAIN => Some(Pending::Plain),
+            Some(scram) => Some(Pending::Scram(Exchange::new(scram))),
+            None => None,
+        };
+        match pending {
+            Some(pending) => self.stage = Stage::Handshaken(pending),
+            None => {
                 tracing::debug!(
                     mechanism,
-                    "kafka SaslHandshake for a mechanism other than PLAIN"
+                    "kafka SaslHandshake for a mechanism strom does not take"
                 );
                 response.error_code = UNSUPPORTED_SASL_MECHANISM;
             }
@@ -188,11 +207,32 @@ impl Session {
         let mut response = SaslAuthenticateResponse::default();
         // Read before the check: a reload after it is seen at the next request.
         let generation = security.tokens.as_ref().map_or(0, Tokens::generation);
-        let checked = security
-            .tokens
-            .as_ref()
-            .ok_or("no tokens are asked for")
-            .and_then(|tokens| plain(tokens, bytes));
+        let pending = match std::mem::replace(&mut self.stage, Stage::Unauthenticated) {
+            Stage::Handshaken(pending) => Some(pending),
+            _ => None, // `admit` lets SaslAuthenticate through only after a handshake
+        };
+        let checked = match (security.tokens.as_ref(), pending) {
+            (None, _) | (_, None) => Err("no SASL handshake made".to_string()),
+            (Some(tokens), Some(Pending::Plain)) => plain(tokens, bytes).map_err(str::to_string),
+            (Some(tokens), Some(Pending::Scram(mut exchange))) => {
+                match exchange.step(tokens, bytes, &server_nonce()) {
+                    Step::Continue(first) => {
+                        response.auth_bytes = first.into();
+                        self.stage = Stage::Handshaken(Pending::Scram(exchange));
+                        return (response, false);
+                    }
+                    Step::Done {
+                        principal,
+                        digest,
+                        server_final,
+                    } => {
+                        response.auth_bytes = server_final.into();
+                        Ok((principal, digest))
+                    }
+                    Step::Failed(why) => Err(why),
+                }
+            }
+        };
         match checked {
             // Session lifetime 0 (the default): no re-authentication asked for.
             Ok((principal, digest)) => {
@@ -213,6 +253,16 @@ impl Session {
             }
         }
     }
+}
+
+/// The server's part of a SCRAM nonce: 18 random bytes in base64 (no commas).
+fn server_nonce() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 18];
+    // A failed random source leaves zeros, and the exchange still needs the token.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Checks SASL/PLAIN's message (RFC 4616): `[authzid] NUL authcid NUL passwd`. The
@@ -301,7 +351,7 @@ mod tests {
             .unwrap_err();
         session.admit(&security, key::SASL_HANDSHAKE).unwrap();
         assert_eq!(
-            session.handshake(&security, "SCRAM-SHA-256").error_code,
+            session.handshake(&security, "GSSAPI").error_code,
             UNSUPPORTED_SASL_MECHANISM
         );
         session
@@ -315,7 +365,7 @@ mod tests {
             (SASL_AUTHENTICATION_FAILED, true)
         );
         assert!(!session.authenticated());
-        session.stage = Stage::Handshaken;
+        session.stage = Stage::Handshaken(Pending::Plain);
         let (ok, close) = session.authenticate(&security, &Bytes::from("\0orders\0t1"));
         assert_eq!((ok.error_code, close), (0, false));
         assert!(session.authenticated());
