@@ -59,7 +59,7 @@ fn the_example_of_rfc_7677_goes_through() {
 
 /// A client's final message for `token`, answering `server_first`, and the server
 /// signature it expects.
-fn client_final(
+pub(crate) fn client_final(
     mechanism: Mechanism,
     client_first_bare: &str,
     server_first: &str,
@@ -205,6 +205,7 @@ fn malformed_and_unoffered_messages_fail_saying_why() {
         (b"n,,m=x,n=orders,r=a", "extension"),
         (b"n,a=ops,n=orders,r=a", "authorization id"),
         (b"n,,n=orders", "nonce"),
+        (b"n,,n=orders,r=a b", "printable"),
         (b"n,,r=a", "user name"),
         (b"n,,n=or=ders,r=a", "user name"),
         (b"x,,n=orders,r=a", "client-first"),

@@ -214,8 +214,9 @@ impl Session {
         let checked = match (security.tokens.as_ref(), pending) {
             (None, _) | (_, None) => Err("no SASL handshake made".to_string()),
             (Some(tokens), Some(Pending::Plain)) => plain(tokens, bytes).map_err(str::to_string),
-            (Some(tokens), Some(Pending::Scram(mut exchange))) => {
-                match exchange.step(tokens, bytes, &server_nonce()) {
+            (Some(tokens), Some(Pending::Scram(mut exchange))) => match server_nonce() {
+                None => Err("the system's random source failed".to_string()),
+                Some(nonce) => match exchange.step(tokens, bytes, &nonce) {
                     Step::Continue(first) => {
                         response.auth_bytes = first.into();
                         self.stage = Stage::Handshaken(Pending::Scram(exchange));
@@ -230,8 +231,8 @@ impl Session {
                         Ok((principal, digest))
                     }
                     Step::Failed(why) => Err(why),
-                }
-            }
+                },
+            },
         };
         match checked {
             // Session lifetime 0 (the default): no re-authentication asked for.
@@ -255,14 +256,15 @@ impl Session {
     }
 }
 
-/// The server's part of a SCRAM nonce: 18 random bytes in base64 (no commas).
-fn server_nonce() -> String {
+/// The server's part of a SCRAM nonce: 18 random bytes in base64 (no commas). None
+/// if the system's random source fails: a nonce the server would send again would let
+/// a recorded exchange be replayed.
+fn server_nonce() -> Option<String> {
     use base64::Engine;
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 18];
-    // A failed random source leaves zeros, and the exchange still needs the token.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Checks SASL/PLAIN's message (RFC 4616): `[authzid] NUL authcid NUL passwd`. The
@@ -297,103 +299,5 @@ fn plain(tokens: &Tokens, bytes: &[u8]) -> Result<(Principal, Digest), &'static 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn security(dir: &std::path::Path, lines: &str) -> Security {
-        let file = dir.join("tokens");
-        std::fs::write(&file, lines).unwrap();
-        Security {
-            tokens: Some(Tokens::load(&file).unwrap()),
-            ..Security::default()
-        }
-    }
-
-    fn line(name: &str, token: &str) -> String {
-        crate::grpc::auth::file_line(name, token).unwrap() + "\n"
-    }
-
-    #[test]
-    fn plain_takes_the_token_of_the_name_given_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let security = security(dir.path(), &(line("orders", "t1") + &line("ops", "t2")));
-        let tokens = security.tokens.as_ref().unwrap();
-        assert_eq!(&*plain(tokens, b"\0orders\0t1").unwrap().0 .0, "orders");
-        assert_eq!(
-            &*plain(tokens, b"orders\0orders\0t1").unwrap().0 .0,
-            "orders"
-        );
-        for refused in [
-            &b"\0orders\0t2"[..], // another name's token
-            b"\0orders\0t3",
-            b"\0\0t1",
-            b"ops\0orders\0t1", // acting for another
-            b"orders\0t1",
-            b"\0orders\0t1\0",
-            b"\0orders\0\xff",
-            b"",
-        ] {
-            assert!(plain(tokens, refused).is_err(), "{refused:?}");
-        }
-    }
-
-    #[test]
-    fn only_versions_and_sasl_come_before_authentication_and_a_revoked_token_ends_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let security = security(dir.path(), &line("orders", "t1"));
-        let mut session = Session::new(&security, Some("cn".into()));
-        assert!(!session.authenticated());
-        assert_eq!(session.max_frame(1 << 20), UNAUTHENTICATED_MAX_FRAME);
-        session.admit(&security, key::API_VERSIONS).unwrap();
-        session.admit(&security, key::PRODUCE).unwrap_err();
-        session
-            .admit(&security, key::SASL_AUTHENTICATE)
-            .unwrap_err();
-        session.admit(&security, key::SASL_HANDSHAKE).unwrap();
-        assert_eq!(
-            session.handshake(&security, "GSSAPI").error_code,
-            UNSUPPORTED_SASL_MECHANISM
-        );
-        session
-            .admit(&security, key::SASL_AUTHENTICATE)
-            .unwrap_err();
-        assert_eq!(session.handshake(&security, PLAIN).error_code, 0);
-        session.admit(&security, key::SASL_AUTHENTICATE).unwrap();
-        let (failed, close) = session.authenticate(&security, &Bytes::from("\0orders\0no"));
-        assert_eq!(
-            (failed.error_code, close),
-            (SASL_AUTHENTICATION_FAILED, true)
-        );
-        assert!(!session.authenticated());
-        session.stage = Stage::Handshaken(Pending::Plain);
-        let (ok, close) = session.authenticate(&security, &Bytes::from("\0orders\0t1"));
-        assert_eq!((ok.error_code, close), (0, false));
-        assert!(session.authenticated());
-        // The token names the caller, not the certificate.
-        assert_eq!(session.who, Some(Principal("orders".into())));
-        session.admit(&security, key::PRODUCE).unwrap();
-        session.admit(&security, key::SASL_HANDSHAKE).unwrap_err();
-        // A reload that keeps the token changes nothing; one that drops it ends it.
-        let file = dir.path().join("tokens");
-        std::fs::write(&file, line("orders", "t1") + &line("ops", "t2")).unwrap();
-        security.tokens.as_ref().unwrap().reload().unwrap();
-        session.admit(&security, key::FETCH).unwrap();
-        std::fs::write(&file, line("ops", "t2")).unwrap();
-        security.tokens.as_ref().unwrap().reload().unwrap();
-        session.admit(&security, key::FETCH).unwrap_err();
-    }
-
-    #[test]
-    fn without_tokens_a_certificate_names_the_caller_and_sasl_is_refused() {
-        let security = Security::default();
-        let mut session = Session::new(&security, Some("reader".into()));
-        assert!(session.authenticated());
-        assert_eq!(session.who, Some(Principal("reader".into())));
-        session.admit(&security, key::PRODUCE).unwrap();
-        assert_eq!(
-            session.handshake(&security, PLAIN).error_code,
-            ILLEGAL_SASL_STATE
-        );
-        assert!(matches!(session.access(&security), Access::Everything));
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -109,6 +109,18 @@ impl Credential {
         }
     }
 
+    /// Keys no proof matches, for a name without any: checking against them takes as
+    /// long as against a name's.
+    pub fn none(mechanism: Mechanism) -> Credential {
+        let len = mechanism.digest().output_len();
+        Credential {
+            iterations: ITERATIONS,
+            salt: Vec::new(),
+            stored_key: vec![0; len],
+            server_key: vec![0; len],
+        }
+    }
+
     /// Whether `proof` proves the token for `auth_message`: ClientKey is the proof
     /// XOR HMAC(StoredKey, AuthMessage), and H(ClientKey) must be StoredKey. Compared
     /// in constant time.
@@ -172,6 +184,9 @@ impl Credential {
         };
         if credential.stored_key.len() != len || credential.server_key.len() != len {
             return Err(format!("{name}'s keys are not {len} bytes each"));
+        }
+        if credential.salt.is_empty() {
+            return Err(format!("{name}'s salt is empty"));
         }
         Ok((mechanism, credential))
     }
@@ -243,6 +258,7 @@ mod tests {
             ("SCRAM-SHA-256=4096:a:b", "ITERATIONS:SALT"),
             (&good.replace("=4096:", "=100:"), "at least 4096"),
             (&good.replace(":c2FsdA==:", ":!!!!:"), "not base64"),
+            (&good.replace(":c2FsdA==:", "::"), "salt is empty"),
             (&good.replace(":c2FsdA==:", ":c2FsdA==:%"), "not base64"),
         ] {
             let err = Credential::parse(field).unwrap_err();

@@ -225,6 +225,19 @@ fn read(file: &Path) -> Result<TokenFile> {
     if tokens.is_empty() {
         return Err(bad(0, "no token in the file, so no call could be served"));
     }
+    for ((name, mechanism), keys) in &scram {
+        let last = &keys[keys.len() - 1].0;
+        let others = keys
+            .iter()
+            .filter(|(c, _)| (&c.salt, c.iterations) != (&last.salt, last.iterations));
+        if others.count() > 0 {
+            tracing::warn!(
+                file = %file.display(),
+                "the tokens of {name} have {} keys made with different salts or iteration counts: only those made as its last line's work under SCRAM (strom token new makes a name's keys alike)",
+                mechanism.name()
+            );
+        }
+    }
     Ok(TokenFile {
         principals: tokens,
         scram,
