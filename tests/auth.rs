@@ -217,10 +217,10 @@ fn strom_serve_with_tokens_and_the_cli_with_them() {
     let (ops, ci) = (new_token("ops"), new_token("ci"));
     assert_eq!((ops.len(), ci.len()), (64, 64));
     let lines = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(
-        lines,
-        format!("ops {}\nci {}\n", digest_hex(&ops), digest_hex(&ci))
-    );
+    let expected = [("ops", &ops), ("ci", &ci)]
+        .map(|(name, token)| strom::grpc::auth::file_line_with_scram(name, token).unwrap() + "\n");
+    assert_eq!(lines, expected.concat());
+    assert!(lines.starts_with(&format!("ops {} SCRAM-SHA-256=", digest_hex(&ops))));
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
