@@ -82,7 +82,10 @@ pub(super) fn log_ready(
     threads: Option<&ConnectionThreads>,
 ) {
     let serving = match threads {
-        Some(threads) => format!("{} connection threads", threads.len()),
+        Some(threads) => match threads.len() {
+            1 => "1 connection thread".to_string(),
+            n => format!("{n} connection threads"),
+        },
         None => match tokio::runtime::Handle::current().metrics().num_workers() {
             1 => "1 worker thread".to_string(),
             n => format!("{n} worker threads"),
