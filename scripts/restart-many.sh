@@ -10,11 +10,14 @@
 # on that same directory: a `dd` of 1 GiB, a start after a clean stop (exec to the ready
 # line), the SIGTERM stop (signal to exit), a start after SIGKILL (every partition
 # recovered; a little is produced first so the logs have a tail past their checkpoint),
-# and the creation of one more topic of PARTS partitions (deleted again). Prints each
-# run, then the medians per binary.
+# and the creation of one more topic of PARTS partitions (deleted again). During the
+# start after SIGKILL, scripts/health_probe.py (Python grpcio, PYTHON) polls the health
+# Check from the exec: the seconds to its first answer and to SERVING. Prints each run,
+# then the medians per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOPICS=${TOPICS:-5} PARTS=${PARTS:-1000}
+PYTHON=${PYTHON:-target/pyenv/bin/python}
 if [ -z "${BINS:-}" ]; then
   cargo build --release --quiet --bin strom
   BINS=$PWD/target/release/strom
@@ -70,19 +73,28 @@ for BIN in $BINS; do
   term=$TOOK
   start "$BIN"
   cli bench produce -t t1 --keys uniform --records $((PARTS * 20)) --batch 10 --record-size 100
+  rm -f "$W/go"
+  "$PYTHON" scripts/health_probe.py "$ADDR" "$W/go" >"$W/probe" &
+  probe=$!
+  sleep 3 # the probe's imports, before it waits for $W/go
   kill -KILL "$PID"
   wait "$PID" 2>/dev/null || true
+  t0=$(now)
+  touch "$W/go"
   start "$BIN"
   crash=$TOOK
+  wait "$probe"
+  answered=$(echo "$(sed -n 's/.*first_answer=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
+  serving=$(echo "$(sed -n 's/.*serving=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
   recovered=$(grep -c "recovered log after unclean shutdown" "$LOG" || true)
   t0=$(now)
   cli topic create extra --partitions "$PARTS"
   create=$(since "$t0")
   cli topic delete extra
   stop
-  printf '%s  dd %s  clean start %.3f s  SIGTERM stop %.3f s  start after SIGKILL %.3f s (%s logs recovered)  create %s partitions %.3f s\n' \
-    "$BIN" "$dd" "$clean" "$term" "$crash" "$recovered" "$PARTS" "$create"
-  echo "$BIN $clean $term $crash $create" >>"$RESULTS"
+  printf '%s  dd %s  clean start %.3f s  SIGTERM stop %.3f s  start after SIGKILL %.3f s (%s logs recovered; health answered at %.3f s, SERVING at %.3f s)  create %s partitions %.3f s\n' \
+    "$BIN" "$dd" "$clean" "$term" "$crash" "$recovered" "$answered" "$serving" "$PARTS" "$create"
+  echo "$BIN $clean $term $crash $answered $serving $create" >>"$RESULTS"
 done
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
@@ -94,6 +106,7 @@ print("medians (min-max) in seconds:")
 for name, rows in runs.items():
     cols = list(zip(*rows))
     cell = lambda c: "%.2f (%.2f-%.2f)" % (statistics.median(c), min(c), max(c))
-    print("  %s: clean start %s, SIGTERM stop %s, start after SIGKILL %s, create %s"
+    print("  %s: clean start %s, SIGTERM stop %s, start after SIGKILL %s "
+          "(health first answered %s, SERVING %s), create %s"
           % (name, *(cell(c) for c in cols)))
 EOF
