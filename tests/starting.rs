@@ -228,3 +228,21 @@ fn record(i: u32) -> pb::Record {
         ..Default::default()
     }
 }
+
+/// A second server on a directory another holds exits, saying so, before it answers
+/// anyone on its port: it would otherwise say "starting" to clients for a moment.
+#[test]
+fn a_second_server_on_a_held_directory_exits_without_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Serve::start(dir.path());
+    let mut second = Command::new(common::cli::STROM);
+    second
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("STROM_CONFIG");
+    let out = common::process::run_within(&mut second, b"", LIMIT);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("in use by another strom process"), "{said}");
+    assert!(!said.contains("answering on"), "{said}");
+}

@@ -49,7 +49,12 @@ impl Broker {
 
     /// As `open`, counting the partitions in `opening` as they open.
     pub fn open_counting(data_dir: &Path, limits: Limits, opening: &Opening) -> Result<Broker> {
-        let data_dir = DataDir::open(data_dir)?;
+        Self::open_taken(DataDir::open(data_dir)?, limits, opening)
+    }
+
+    /// As `open_counting`, in a data directory already taken (`strom serve` takes it
+    /// before it answers on its port).
+    pub fn open_taken(data_dir: DataDir, limits: Limits, opening: &Opening) -> Result<Broker> {
         data_dir.remove_deleted_leftovers();
         let cache = SegmentCache::with_producer_cap(
             limits.max_open_segments,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::broker::{Broker, Opening};
+use crate::broker::{Broker, DataDir, Opening};
 use crate::config::{LogFormat, ServerConfig};
 use crate::server::{ask_for_time_slice, GrpcListener, Starting};
 
@@ -247,14 +247,15 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     options.quotas = quotas;
     options.max_connections = connections_within_open_files(options.max_connections);
     options.kafka_advertised = kafka_advertised;
+    // Taken first: a second server on the directory exits before it answers anyone.
+    let data_dir = DataDir::open(&config.data_dir).map_err(|e| e.to_string())?;
     // Clients are answered while the data directory opens (UNAVAILABLE, saying how far
     // it has got), rather than left on a connection nobody serves.
     let opening = Arc::new(Opening::default());
     let starting = Starting::answer(listener, Arc::clone(&opening), &options).await;
-    let data_dir = config.data_dir.clone();
     let limits = config.limits().map_err(|e| e.to_string())?;
     let broker =
-        tokio::task::spawn_blocking(move || Broker::open_counting(&data_dir, limits, &opening))
+        tokio::task::spawn_blocking(move || Broker::open_taken(data_dir, limits, &opening))
             .await
             .map_err(|e| format!("opening the data directory failed: {e}"))?
             .map_err(|e| e.to_string())?;
