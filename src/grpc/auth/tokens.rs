@@ -14,9 +14,9 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug, Default, PartialEq)]
 struct TokenFile {
     principals: HashMap<Digest, Principal>,
-    /// Each name's SCRAM keys, by mechanism, with the digest of the token they are of,
-    /// in the file's order.
-    scram: HashMap<(Arc<str>, Mechanism), Vec<Keyed>>,
+    /// Each name's SCRAM keys, by mechanism: those made as its last line's were
+    /// (chosen once, at the read).
+    scram: HashMap<(Arc<str>, Mechanism), ScramKeys>,
 }
 
 /// SCRAM keys, and the digest of the token they were made from.
@@ -24,7 +24,7 @@ type Keyed = (Credential, Digest);
 
 /// The SCRAM keys of one name for one mechanism: the salt and iteration count the
 /// server tells the client, and each of the name's tokens' keys made with them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScramKeys {
     pub salt: Vec<u8>,
     pub iterations: u32,
@@ -98,19 +98,7 @@ impl Tokens {
     /// none, or is not listed.
     pub fn scram_keys(&self, name: &str, mechanism: Mechanism) -> Option<ScramKeys> {
         let file = self.0.current();
-        let listed = file.scram.get(&(Arc::from(name), mechanism))?;
-        let (last, _) = listed.last()?;
-        let (salt, iterations) = (last.salt.clone(), last.iterations);
-        let keys = listed
-            .iter()
-            .filter(|(c, _)| c.salt == salt && c.iterations == iterations)
-            .cloned()
-            .collect();
-        Some(ScramKeys {
-            salt,
-            iterations,
-            keys,
-        })
+        file.scram.get(&(Arc::from(name), mechanism)).cloned()
     }
 
     /// How many times the tokens changed: calls open since an earlier reading check
@@ -225,19 +213,31 @@ fn read(file: &Path) -> Result<TokenFile> {
     if tokens.is_empty() {
         return Err(bad(0, "no token in the file, so no call could be served"));
     }
-    for ((name, mechanism), keys) in &scram {
-        let last = &keys[keys.len() - 1].0;
-        let others = keys
-            .iter()
-            .filter(|(c, _)| (&c.salt, c.iterations) != (&last.salt, last.iterations));
-        if others.count() > 0 {
-            tracing::warn!(
-                file = %file.display(),
-                "the tokens of {name} have {} keys made with different salts or iteration counts: only those made as its last line's work under SCRAM (strom token new makes a name's keys alike)",
-                mechanism.name()
-            );
-        }
-    }
+    let scram = scram
+        .into_iter()
+        .map(|((name, mechanism), listed): ((Arc<str>, Mechanism), Vec<Keyed>)| {
+            let last = &listed[listed.len() - 1].0;
+            let (salt, iterations) = (last.salt.clone(), last.iterations);
+            let count = listed.len();
+            let keys: Vec<Keyed> = listed
+                .into_iter()
+                .filter(|(c, _)| c.salt == salt && c.iterations == iterations)
+                .collect();
+            if keys.len() < count {
+                tracing::warn!(
+                    file = %file.display(),
+                    "the tokens of {name} have {} keys made with different salts or iteration counts: only those made as its last line's work under SCRAM (strom token new makes a name's keys alike)",
+                    mechanism.name()
+                );
+            }
+            let keys = ScramKeys {
+                salt,
+                iterations,
+                keys,
+            };
+            ((name, mechanism), keys)
+        })
+        .collect();
     Ok(TokenFile {
         principals: tokens,
         scram,
