@@ -150,20 +150,10 @@ pub async fn serve_listeners(
         .set_serving::<ExchangesServer<ExchangesService>>()
         .await;
     health.set_serving::<QueuesServer<QueuesService>>().await;
-    // Off the runtime: they read every group's files, and a start answers meanwhile.
-    let (groups, queues) = {
-        let broker = Arc::clone(&broker);
-        let (config, max_window) = (options.groups.clone(), options.max_share_window_records);
-        tokio::task::spawn_blocking(move || {
-            let groups = Groups::open(Arc::clone(&broker), config)?;
-            Ok::<_, Error>((groups, ShareGroups::open(broker, max_window)?))
-        })
-        .await
-        .map_err(|err| Error::Unavailable {
-            what: "the consumer groups".into(),
-            reason: err.to_string(),
-        })??
-    };
+    // On this thread: a start answers meanwhile on another worker (`starting.rs`), and on
+    // the blocking pool they would add a thread to every server's start.
+    let groups = Groups::open(Arc::clone(&broker), options.groups.clone())?;
+    let queues = ShareGroups::open(Arc::clone(&broker), options.max_share_window_records)?;
     let (groups, queues) = (Arc::new(groups), Arc::new(queues));
     let expiry = tokio::spawn(Arc::clone(&groups).run());
     // Taken over before the ready line: a client that reads it is answered by the server.
