@@ -12,8 +12,8 @@
 //!   page at a time; `membership`: heartbeats and leaves.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry;
 //!   `gauges`: members and lag for the metrics endpoint.
-//! - this module: the registry of groups, loading them from disk on first use;
-//!   `admin`: listing and deleting them; `expiry`: the task that ends expired sessions
+//! - this module: the registry of groups; `slots`: loading each on first use and
+//!   opening its files when offsets are needed; `admin`: listing and deleting them; `expiry`: the task that ends expired sessions
 //!   and deletes groups past their offset retention; `foreign`: groups of the same
 //!   names that Kafka's coordinator holds members of.
 //!
@@ -35,11 +35,11 @@ mod member;
 mod membership;
 pub mod offsets;
 mod open_stores;
-mod paging;
-use open_stores::OpenStore;
 mod ops;
+mod paging;
 mod request;
 pub mod share;
+mod slots;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
@@ -50,12 +50,9 @@ mod throttle;
 mod topics;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::OwnedMutexGuard;
 
 pub use coordinator::{
     Answer, GroupState, Heartbeat, Member, Membership, Subscription, DEFAULT_SESSION_TIMEOUT_MS,
@@ -70,10 +67,9 @@ pub use topics::{named, topic_id, NamedPartitions, TopicId, TopicsView, Tp};
 
 use crate::broker::data_dir::{parse_topic_dir, TopicDirName};
 
-use crate::broker::{now_ms, Broker};
-use crate::error::{Error, IoContext, Result};
-use offsets::Offsets;
-use store::GroupFiles;
+use crate::broker::Broker;
+use crate::error::{IoContext, Result};
+use slots::{loaded, Guard, Loaded, Slot, SlotState, Store, UNKNOWN};
 
 /// Settings of the groups service.
 #[derive(Debug, Clone)]
@@ -109,100 +105,9 @@ impl Default for GroupsConfig {
 /// committed offsets).
 pub const MAX_GROUPS: usize = 100_000;
 
-/// `Slot::last_active_ms` of a group listed at start-up whose files were not looked at.
-const UNKNOWN: i64 = i64::MIN;
-
 /// A group with no members and no commits for this long is dropped from memory (its
 /// files stay), so memory follows the groups in use rather than every group there is.
 const UNLOAD_IDLE_MS: i64 = 60_000;
-
-/// One group in the registry. Its state is loaded from disk on first use.
-struct Slot {
-    name: String,
-    dir: PathBuf,
-    state: Arc<tokio::sync::Mutex<SlotState>>,
-    /// Wall-clock ms of the last heartbeat, commit or departure: for offset expiry.
-    last_active_ms: AtomicI64,
-    /// Members now, readable without the lock (listings, the expiry task).
-    members: AtomicUsize,
-    /// The members' next deadline (`Membership::next_deadline`, the driver's clock) as
-    /// of the last change, or later: the expiry task looks only at groups whose
-    /// deadline has come, without their lock (it locked every group with members ten
-    /// times a second: 100,000 one-member groups cost a quarter of a core while idle;
-    /// hostile-client finding). Everything that changes a group's members or their
-    /// deadlines refreshes it under the lock (`Groups::members_changed`: heartbeats,
-    /// which may also bring a deadline forward with a shorter session timeout, leaves,
-    /// expiries).
-    next_deadline: AtomicU64,
-    /// Whether the group has a directory (committed offsets) on disk.
-    has_files: AtomicBool,
-}
-
-impl Slot {
-    /// How long the group has been inactive; 0 while that is not known yet.
-    fn idle_ms(&self, now: i64) -> i64 {
-        match self.last_active_ms.load(Ordering::Relaxed) {
-            UNKNOWN => 0,
-            at => now.saturating_sub(at),
-        }
-    }
-}
-
-enum SlotState {
-    Unloaded,
-    Loaded(Box<Loaded>),
-    Deleted,
-}
-
-struct Loaded {
-    membership: Membership,
-    /// Committed offsets and their files, opened on first need (`Groups::store`): a
-    /// group that only heartbeats holds no file, and an idle one lets its go.
-    store: Option<Store>,
-    /// An open of the files that a cancelled request started and did not see finish.
-    /// The next request waits for it rather than open the same files beside it (two
-    /// opens of one directory race on its files).
-    opening: Option<Opening>,
-    /// Wall-clock ms of the store's last use.
-    store_used_ms: i64,
-    /// The committed offsets of a group with members whose files were closed while
-    /// idle (`close_store`), for the metrics endpoint's lag (`gauges.rs`): a consumer
-    /// that heartbeats and stops committing is what lag alerts are for, and its lag
-    /// went missing a minute after its last commit. The offsets alone (48 bytes each,
-    /// no metadata, which may be 4 KiB an offset). Dropped when the files reopen.
-    closed_offsets: Option<Box<[(Tp, u64)]>>,
-}
-
-impl Loaded {
-    /// Closes the group's files (idle, or to make room for another group's), keeping
-    /// their offsets in memory while the group has members.
-    fn close_store(&mut self) {
-        if let Some(store) = self.store.take() {
-            if !self.membership.is_empty() {
-                self.closed_offsets = Some(store.offsets.offsets().collect());
-            }
-        }
-    }
-}
-
-type Opening = tokio::task::JoinHandle<Result<Option<(GroupFiles<Offsets>, Offsets, OpenStore)>>>;
-
-struct Store {
-    /// Its place among the groups with open files (`open_stores.rs`).
-    _open: open_stores::OpenStore,
-    offsets: Offsets,
-    /// Reopened before the next use if an fsync of them failed.
-    files: GroupFiles<Offsets>,
-}
-
-type Guard = OwnedMutexGuard<SlotState>;
-
-fn loaded(guard: &mut Guard) -> &mut Loaded {
-    match &mut **guard {
-        SlotState::Loaded(loaded) => loaded,
-        _ => unreachable!("Groups::lock returns loaded groups only"),
-    }
-}
 
 pub struct Groups {
     /// Set once by the server, if it has a Kafka listener.
@@ -235,17 +140,7 @@ impl Groups {
             let TopicDirName::Live { name, id: Some(_) } = parse_topic_dir(&file_name) else {
                 continue; // deleted leftovers are removed by the broker at start
             };
-            let slot = Arc::new(Slot {
-                name: name.clone(),
-                dir,
-                state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
-                // Read from the files by the first expiry sweep, not here: a stat per
-                // group made a cold start of 10,000 groups take most of a second.
-                last_active_ms: AtomicI64::new(UNKNOWN),
-                members: AtomicUsize::new(0),
-                next_deadline: AtomicU64::new(u64::MAX),
-                has_files: AtomicBool::new(true),
-            });
+            let slot = Arc::new(Slot::listed(name.clone(), dir));
             if let Some(other) = slots.insert(name, slot) {
                 tracing::warn!(dir = %other.dir.display(), "two directories for one group; using one of them");
             }
@@ -283,130 +178,6 @@ impl Groups {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn find(&self, name: &str) -> Result<Arc<Slot>> {
-        validate_group_name(name)?;
-        self.slots()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::GroupNotFound {
-                group: name.to_string(),
-            })
-    }
-
-    fn find_or_create(&self, name: &str) -> Result<Arc<Slot>> {
-        validate_group_name(name)?;
-        let mut slots = self.slots();
-        if slots.len() >= MAX_GROUPS && !slots.contains_key(name) {
-            return Err(Error::LimitReached(format!(
-                "the server has {MAX_GROUPS} consumer groups, the most it keeps; delete unused ones (strom group delete)"
-            )));
-        }
-        let slot = slots.entry(name.to_string()).or_insert_with(|| {
-            Arc::new(Slot {
-                name: name.to_string(),
-                dir: self
-                    .broker
-                    .data_dir()
-                    .group_dir(name, &crate::broker::data_dir::new_topic_id()),
-                state: Arc::new(tokio::sync::Mutex::new(SlotState::Unloaded)),
-                last_active_ms: AtomicI64::new(now_ms()),
-                members: AtomicUsize::new(0),
-                next_deadline: AtomicU64::new(u64::MAX),
-                has_files: AtomicBool::new(false),
-            })
-        });
-        Ok(Arc::clone(slot))
-    }
-
-    /// Locks a group (registering it first, with `create`); its files are opened by
-    /// `store`, only when offsets are needed.
-    async fn lock(&self, name: &str, create: bool) -> Result<(Arc<Slot>, Guard)> {
-        loop {
-            let slot = if create {
-                self.find_or_create(name)?
-            } else {
-                self.find(name)?
-            };
-            let mut guard = Arc::clone(&slot.state).lock_owned().await;
-            match &*guard {
-                SlotState::Deleted => continue, // deleted meanwhile: look again
-                SlotState::Loaded(_) => {}
-                SlotState::Unloaded => {
-                    let membership = Membership::new(
-                        name,
-                        self.config.heartbeat_interval.as_millis() as u64,
-                        self.view(),
-                    )
-                    .counted_in(Arc::clone(&self.subscriptions));
-                    *guard = SlotState::Loaded(Box::new(Loaded {
-                        membership,
-                        store: None,
-                        opening: None,
-                        store_used_ms: now_ms(),
-                        closed_offsets: None,
-                    }));
-                }
-            }
-            return Ok((slot, guard));
-        }
-    }
-
-    /// A locked group's offsets and files, opened (or with `create`, created) on first
-    /// need and again after a failed fsync. `None`: the group has never stored offsets.
-    async fn store<'a>(
-        &self,
-        slot: &Slot,
-        loaded: &'a mut Loaded,
-        create: bool,
-    ) -> Result<Option<&'a mut Store>> {
-        loaded.store_used_ms = now_ms();
-        if loaded.store.as_ref().is_some_and(|s| !s.files.has_failed()) {
-            return Ok(loaded.store.as_mut());
-        }
-        // A failed store is replaced: it goes first, so as not to count against the cap.
-        loaded.store = None;
-        if create || slot.has_files.load(Ordering::Relaxed) {
-            self.make_room_for_store(slot);
-        }
-        if create {
-            // Before the directory is made: a request cancelled while it is being made
-            // must not leave a directory its group does not know of (the group would be
-            // forgotten, and made again under a second directory).
-            slot.has_files.store(true, Ordering::Relaxed);
-        }
-        let opened = loop {
-            let opening = loaded.opening.get_or_insert_with(|| {
-                let dir = slot.dir.clone();
-                // Counted from before the open: concurrent opens all count.
-                let place = open_stores::OpenStore::new(&self.open_stores);
-                tokio::task::spawn_blocking(move || match create || dir.exists() {
-                    true => {
-                        GroupFiles::open(&dir).map(|(files, offsets)| Some((files, offsets, place)))
-                    }
-                    false => Ok(None),
-                })
-            });
-            // Cancelled here, the handle stays in `opening` for the next request.
-            let opened = opening.await.expect("group load does not panic");
-            loaded.opening = None;
-            match opened {
-                // A cancelled request's open that did not create: this one may have to.
-                Ok(None) if create => continue,
-                opened => break opened?,
-            }
-        };
-        loaded.store = opened.map(|(files, offsets, place)| Store {
-            _open: place,
-            files,
-            offsets,
-        });
-        if loaded.store.is_some() {
-            slot.has_files.store(true, Ordering::Relaxed);
-            loaded.closed_offsets = None;
-        }
-        Ok(loaded.store.as_mut())
     }
 
     /// Whether strom has the group (its offsets or members), and its gRPC members.
