@@ -19,6 +19,7 @@ pub mod quota;
 pub mod records;
 pub mod request_limits;
 mod share_stream;
+mod subscribe;
 
 pub use admin::AdminService;
 pub use exchanges::ExchangesService;

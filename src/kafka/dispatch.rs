@@ -18,7 +18,7 @@ use super::session::Session;
 use super::wire::{Decoded, Malformed, Reader};
 use super::{
     add_partitions, admin, configs, delete_records, fetch, group_admin, groups, metadata,
-    offset_delete, produce, Kafka,
+    offset_delete, offsets, produce, Kafka,
 };
 use crate::grpc::quota::{Flow, Quota};
 
@@ -271,13 +271,13 @@ async fn respond(
         key::OFFSET_COMMIT => {
             let request = groups_requests::offset_commit(&mut r, version)?;
             requests::finished(&r);
-            let response = groups::offset_commit(kafka, request, &access).await;
+            let response = offsets::offset_commit(kafka, request, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::OFFSET_FETCH => {
             let (group, topics) = groups_requests::offset_fetch(&mut r, version)?;
             requests::finished(&r);
-            let response = groups::offset_fetch(kafka, &group, topics, version, &access).await;
+            let response = offsets::offset_fetch(kafka, &group, topics, version, &access).await;
             encode(correlation, &response, version).map(Answer::of)
         }
         key::CREATE_TOPICS => {

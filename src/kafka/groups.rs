@@ -1,31 +1,23 @@
 //! The consumer-group calls, from decoded request to response: membership through the
 //! coordinator (`group/`), committed offsets through strom's own consumer groups
 //! (`groups::Groups`), so that a Kafka group's offsets are the same group's offsets
-//! over gRPC and in `strom group describe`.
-
-use std::collections::HashMap;
+//! over gRPC and in `strom group describe` (OffsetCommit and OffsetFetch are in
+//! `offsets.rs`).
 
 use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
 use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
 use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
 use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
-};
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::BrokerId;
 
 use super::authorize;
 use super::errors::{code, Refusal};
 use super::group::machine::{Join, MAX_SESSION_MS};
-use super::requests::groups::{Identity, JoinGroup, OffsetCommit, SyncGroup};
+use super::requests::groups::{Identity, JoinGroup, SyncGroup};
 use super::text;
 use super::Kafka;
-use crate::groups::ForeignMembers;
-use crate::grpc::auth::{Access, Kind, Operation};
+use crate::grpc::auth::{Access, Operation};
 
 /// strom coordinates every group itself.
 pub fn find_coordinator(
@@ -227,163 +219,6 @@ pub fn leave_group(
     response
 }
 
-/// Stores the offsets if the committer may (`Coordinator::check_commit`): all or
-/// none, on disk before the answer, in strom's group of the same name; the partitions
-/// of a topic the caller may not read are answered TOPIC_AUTHORIZATION_FAILED, and
-/// the others committed.
-pub async fn offset_commit(
-    kafka: &Kafka,
-    request: OffsetCommit,
-    access: &Access,
-) -> OffsetCommitResponse {
-    let checked =
-        read_group(access, &request.group).and_then(|()| check_group_name(&request.group));
-    // A commit from outside the group (no member id: an administrator's reset, or a
-    // consumer that assigns itself partitions) is for a group without members: none
-    // joins until it is stored.
-    let joins = (checked.is_ok() && request.member_id.is_empty())
-        .then(|| kafka.coordinator.hold_joins(&request.group));
-    let mut error = match checked {
-        Ok(()) => {
-            let member = (request.member_id.as_str(), request.instance_id.as_deref());
-            kafka
-                .coordinator
-                .check_commit(&request.group, member, request.generation)
-        }
-        Err(refusal) => refusal.code,
-    };
-    let refused: Vec<bool> = request
-        .topics
-        .iter()
-        .map(|t| authorize::topic(access, Some(Operation::Read), &t.name).is_err())
-        .collect();
-    let mut offsets = Vec::new();
-    for (topic, _) in request.topics.iter().zip(&refused).filter(|(_, r)| !**r) {
-        for (partition, offset, metadata) in &topic.partitions {
-            match (u32::try_from(*partition), u64::try_from(*offset)) {
-                (Ok(p), Ok(o)) => {
-                    let metadata = metadata.clone().unwrap_or_default();
-                    offsets.push((topic.name.clone(), p, o, metadata))
-                }
-                _ if error == code::NONE => error = code::INVALID_REQUEST,
-                _ => {}
-            }
-        }
-    }
-    if error == code::NONE && !offsets.is_empty() {
-        if let Err(err) = kafka
-            .groups
-            .commit_for_kafka(&request.group, offsets, joins)
-            .await
-        {
-            let refusal = Refusal::from(err);
-            refusal.log_about(&request.group);
-            error = refusal.code;
-        }
-    }
-    let mut response = OffsetCommitResponse::default();
-    for (topic, refused) in request.topics.into_iter().zip(refused) {
-        let mut t = OffsetCommitResponseTopic::default();
-        t.name = text(topic.name).into();
-        for (index, _, _) in topic.partitions {
-            let mut p = OffsetCommitResponsePartition::default();
-            p.partition_index = index;
-            p.error_code = match refused && error == code::NONE {
-                true => code::TOPIC_AUTHORIZATION_FAILED,
-                false => error,
-            };
-            t.partitions.push(p);
-        }
-        response.topics.push(t);
-    }
-    response
-}
-
-/// The group's committed offsets; -1 for a partition with none.
-pub async fn offset_fetch(
-    kafka: &Kafka,
-    group: &str,
-    topics: Option<Vec<(String, Vec<i32>)>>,
-    version: i16,
-    access: &Access,
-) -> OffsetFetchResponse {
-    let mut response = OffsetFetchResponse::default();
-    let shown = |topic: &str| authorize::topic(access, None, topic).is_ok();
-    let names: Vec<String> = topics.iter().flatten().map(|(t, _)| t.clone()).collect();
-    let checked = authorize::group(access, None, group).and_then(|()| check_group_name(group));
-    let fetched = match checked {
-        Ok(()) => {
-            // Only topics the caller may see are looked up (and count in the bound).
-            let visible = access.visible(Kind::Topic);
-            kafka
-                .groups
-                .fetch_offsets(group, &names, None, visible.as_ref())
-                .await
-                .map_err(Refusal::from)
-        }
-        Err(refusal) => Err(refusal),
-    };
-    let mut failed = code::NONE;
-    let fetched = match fetched {
-        Ok(fetched) => fetched.offsets,
-        Err(refusal) => {
-            match version >= 2 {
-                true => response.error_code = refusal.code,
-                // Version 1 has no field for it but each partition's: a lookup that
-                // failed must not read as "nothing committed" (-1), which a consumer
-                // takes for a reason to reset its position.
-                false => failed = refusal.code,
-            }
-            Vec::new()
-        }
-    };
-    let by_partition: HashMap<(&str, i64), &crate::groups::offsets::Committed> = fetched
-        .iter()
-        .map(|(t, p, c)| ((t.as_str(), i64::from(*p)), c))
-        .collect();
-    let committed =
-        |topic: &str, partition: i32| by_partition.get(&(topic, i64::from(partition))).copied();
-    let asked: Vec<(String, Vec<i32>)> = match topics {
-        Some(topics) => topics,
-        None => {
-            // Every topic with offsets, in the order they came.
-            let mut all: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
-            for (topic, partition, _) in fetched.iter().filter(|(t, _, _)| shown(t)) {
-                all.entry(topic.clone())
-                    .or_default()
-                    .push(*partition as i32);
-            }
-            all.into_iter().collect()
-        }
-    };
-    for (topic, partitions) in asked {
-        let mut t = OffsetFetchResponseTopic::default();
-        let refused = !shown(&topic);
-        for index in partitions {
-            let mut p = OffsetFetchResponsePartition::default();
-            p.partition_index = index;
-            p.error_code = match refused && failed == code::NONE {
-                true => code::TOPIC_AUTHORIZATION_FAILED,
-                false => failed,
-            };
-            match committed(&topic, index).filter(|_| !refused) {
-                Some(c) => {
-                    p.committed_offset = c.offset as i64;
-                    p.metadata = Some(text(c.metadata.clone()));
-                }
-                None => {
-                    p.committed_offset = -1;
-                    p.metadata = Some(text(""));
-                }
-            }
-            t.partitions.push(p);
-        }
-        t.name = text(topic).into();
-        response.topics.push(t);
-    }
-    response
-}
-
 /// The names a JoinGroup gives its member, held and shown to others: its instance
 /// id, protocol type and protocols' names. At most `MAX_NAME` bytes each, as Kafka's
 /// clients keep instance ids (one of 40 KB could not even be encoded in the older
@@ -409,12 +244,12 @@ fn check_names(request: &JoinGroup) -> Result<(), Refusal> {
 const MAX_NAME: usize = 249;
 
 /// What the membership calls and OffsetCommit need of the group.
-fn read_group(access: &Access, group: &str) -> Result<(), Refusal> {
+pub(super) fn read_group(access: &Access, group: &str) -> Result<(), Refusal> {
     authorize::group(access, Some(Operation::Read), group)
 }
 
 /// strom's rules for a group's name (it names a directory of strom's groups).
-fn check_group_name(group: &str) -> Result<(), Refusal> {
+pub(super) fn check_group_name(group: &str) -> Result<(), Refusal> {
     crate::groups::validate_group_name(group)
         .map_err(|err| Refusal::new(INVALID_GROUP_ID, err.to_string()))
 }

@@ -43,6 +43,7 @@ mod groups;
 mod listener;
 mod metadata;
 mod offset_delete;
+mod offsets;
 mod pool;
 mod produce;
 mod quiet;

@@ -26,20 +26,24 @@
 //! before names started at 1 (below `expiry-floor`) may have instances at epoch 0, so
 //! they are never forgotten. When a name was last used is kept in memory only: a
 //! restart starts every name's count again, which can only keep a name longer.
+//!
+//! `open.rs` reads the files back at start-up; `journal.rs` encodes and reads the
+//! `names` records; `expiry.rs` forgets unused names.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{quote, Error, IoContext, Result};
-use crate::log::files::{decode_offset_file, encode_offset_file, sync_all, write_atomically};
+use crate::log::files::{encode_offset_file, sync_all, write_atomically};
 
 mod expiry;
 mod journal;
+mod open;
 use journal::{encode_record, record_len};
 
 const NEXT_ID_FILE: &str = "next-id";
@@ -152,115 +156,6 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl ProducerIds {
-    pub fn open(dir: &Path, limits: NameLimits) -> Result<ProducerIds> {
-        fs::create_dir_all(dir).at(dir)?;
-        let next_path = dir.join(NEXT_ID_FILE);
-        // Without a readable `next-id`, ids start at the clock in microseconds: no server
-        // hands out a thousand ids a millisecond for long, so that is past every id handed
-        // out before (and past the floor a previous start without the file set). A new
-        // data directory starts there too, so its ids never meet a producer id that a
-        // client wrote into batches before the server checked them.
-        let floor = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64)
-        };
-        let reserved_to = match fs::read(&next_path) {
-            Ok(bytes) => match decode_offset_file(NEXT_ID_MAGIC, &bytes) {
-                Some(next) => next as i64,
-                None => {
-                    let floor = floor();
-                    tracing::error!(path = %next_path.display(), floor, "the next producer id is unreadable; handing out ids from the clock in microseconds on, which is past any handed out before");
-                    floor
-                }
-            },
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => floor(),
-            Err(err) => return Err(err).at(&next_path),
-        };
-        let names_path = dir.join(NAMES_FILE);
-        let journal::Read {
-            records,
-            len,
-            damaged,
-            trusted,
-        } = journal::read(&names_path)?;
-        let next = records
-            .iter()
-            .map(|&(_, id, _)| id + 1)
-            .fold(reserved_to, i64::max);
-        let floor = expiry::read_floor(dir, len, next)?;
-        let mut names = HashMap::new();
-        let mut epochs = HashMap::new();
-        for (name, id, epoch) in records {
-            if is_tombstone(&name) {
-                epochs.insert(id, Named::new(RETIRED, 0));
-                names.insert(name, (id, i16::MAX));
-                continue;
-            }
-            // After damage, later epochs of any name may have been handed out and lost:
-            // each name is written back at the last epoch, so its next InitProducer gets
-            // a new id, and every instance of its old id is fenced meanwhile. That
-            // survives the rewrite below, and so the next start.
-            let epoch = if trusted { epoch } else { i16::MAX };
-            if let Some((old, _)) = names.insert(name, (id, epoch)) {
-                if old != id {
-                    epochs.remove(&old);
-                    if old < floor {
-                        epochs.insert(old, Named::new(RETIRED, 0));
-                        names.insert(tombstone(old), (old, i16::MAX));
-                    }
-                }
-            }
-            epochs.insert(id, Named::new(i32::from(epoch), 0));
-        }
-        // A tombstone whose id a name still holds: the name's move was lost after the
-        // tombstone was written. The id is the name's again (its instances are fenced
-        // by its epoch, as any name's), or a rewrite could order the tombstone after
-        // the name's record and retire a live id at the next start.
-        let held: HashMap<i64, i16> = names
-            .iter()
-            .filter(|(name, _)| !is_tombstone(name))
-            .map(|(_, &(id, epoch))| (id, epoch))
-            .collect();
-        names.retain(|name, (id, _)| {
-            let Some(&epoch) = held.get(id).filter(|_| is_tombstone(name)) else {
-                return true;
-            };
-            epochs.insert(*id, Named::new(i32::from(epoch), 0));
-            false
-        });
-        // Rewritten at once: without superseded and damaged records, and synced.
-        let live = journal::encode_names(names.iter());
-        if damaged || len > 4 * live.len() + 4096 {
-            write_atomically(&names_path, &live)?;
-        }
-        let journal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&names_path)
-            .at(&names_path)?;
-        let journal_bytes = journal.metadata().at(&names_path)?.len();
-        Ok(ProducerIds {
-            dir: dir.to_path_buf(),
-            limits,
-            started: Instant::now(),
-            skipped_ms: AtomicU64::new(0),
-            next: AtomicI64::new(next),
-            epochs: RwLock::new(epochs),
-            inner: Mutex::new(Inner {
-                reserved_to: reserved_to.max(next),
-                swept_ms: 0,
-                names,
-                journal,
-                journal_bytes,
-                live_bytes: live.len() as u64,
-                trusted,
-                floor,
-                stale: false,
-            }),
-        })
-    }
-
     /// A producer id and epoch (blocking: syncs files). Without a name: a new id, epoch
     /// 0. With one: its id and the next epoch, fencing the older ones; a new id at
     /// epoch 1 for a name not known (or forgotten), or once 32,767 epochs are used up.

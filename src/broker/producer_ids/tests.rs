@@ -1,4 +1,5 @@
 //! Tests of `producer_ids`.
+use std::fs;
 use std::path::Path;
 
 use super::*;

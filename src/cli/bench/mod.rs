@@ -30,6 +30,7 @@ mod groups;
 mod jitter;
 mod produce;
 mod queue;
+mod rebalance;
 mod requests;
 mod slow;
 mod steal;
@@ -67,7 +68,7 @@ enum Mode {
     /// Durable offset commits per second on one consumer group.
     Commit(groups::CommitArgs),
     /// How long partitions take to move when a group member leaves and when one joins.
-    Rebalance(groups::RebalanceArgs),
+    Rebalance(rebalance::RebalanceArgs),
     /// A group member's read throughput beside a plain partition consumer's, alternated.
     GroupConsume(groups::GroupConsumeArgs),
     /// Create many groups with an offset for every partition of a topic (for start-up).
@@ -104,7 +105,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Stop> {
         Mode::E2e(bench) => e2e::run(&args.connect, bench).await,
         Mode::Jitter(bench) => jitter::run(bench),
         Mode::Commit(bench) => groups::commit(&args.connect, bench).await,
-        Mode::Rebalance(bench) => groups::rebalance(&args.connect, bench).await,
+        Mode::Rebalance(bench) => rebalance::rebalance(&args.connect, bench).await,
         Mode::GroupConsume(bench) => groups::group_consume(&args.connect, bench).await,
         Mode::FillGroups(bench) => groups::fill_groups(&args.connect, bench).await,
         Mode::Queue(bench) => queue::queue(&args.connect, bench).await,

@@ -13,7 +13,7 @@
 //! Produce, ProduceStream, Fetch and Subscribe without compression take this path;
 //! every other call, and a request that announces a `grpc-encoding`, goes to tonic's
 //! generated service. The budgets (`budget/`) sit in front of both, the
-//! answers come from the same functions of `log_service.rs` and `produce_stream.rs` as
+//! answers come from the same functions of `log_service.rs`, `subscribe.rs` and `produce_stream.rs` as
 //! tonic's path, and errors are the ones tonic gives for the same input, except that a
 //! message over the size limit is RESOURCE_EXHAUSTED (`grpc::request_limits`), not
 //! OUT_OF_RANGE, and a request without its message INVALID_ARGUMENT, not INTERNAL.
@@ -42,7 +42,7 @@ use super::budget::Charge;
 use super::connection::ConnectionInfo;
 use super::pb::log_server::LogServer;
 use super::request_limits::SMALL_REQUEST_BYTES;
-use super::{log_service, produce_stream, LogService};
+use super::{log_service, produce_stream, subscribe, LogService};
 use crate::broker::Broker;
 use replies::respond;
 
@@ -139,7 +139,7 @@ impl tower_service::Service<http::Request<Body>> for DirectLog {
             _ => Box::pin(async move {
                 let replies = match single(request, SMALL_REQUEST_BYTES, SUBSCRIBE).await {
                     Ok(request) => {
-                        log_service::subscribe_stream(&broker, request, access, quota).await
+                        subscribe::subscribe_stream(&broker, request, access, quota).await
                     }
                     Err(status) => Err(status),
                 };
