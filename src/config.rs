@@ -41,6 +41,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where to serve Prometheus metrics (`GET /metrics`, HTTP/1.1); none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the metrics endpoint over TLS (HTTPS) with `tls_cert` and `tls_key`,
+    /// renewed with them; with `tls_client_ca`, scrapers must show a certificate too.
+    /// Off by default: plain HTTP.
+    pub metrics_tls: bool,
+    /// A scrape must name a caller the server knows (`server/metrics/guard.rs`): a token
+    /// of `auth_tokens` (`Authorization: Bearer TOKEN`), or without tokens the
+    /// certificate `metrics_tls` with `tls_client_ca` verified; with `acl`, a line must
+    /// grant it `read` on `metrics`. Off by default: anyone who reaches the port.
+    pub metrics_auth: bool,
     /// Where to answer Kafka clients (Kafka's wire protocol, `kafka/`); none by default.
     /// The security settings below hold there too: TLS with `tls_cert`, SASL/PLAIN
     /// or SCRAM with a token with `auth_tokens`, and `acl` on every request.
@@ -171,6 +180,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             metrics_listen: None,
+            metrics_tls: false,
+            metrics_auth: false,
             kafka_listen: None,
             kafka_advertised_address: None,
             kafka_group_initial_rebalance_delay_ms: options.kafka_group_initial_delay.as_millis()

@@ -22,6 +22,15 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "STROM_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the metrics over TLS (HTTPS), with --tls-cert and --tls-key (and, with
+    /// --tls-client-ca, scrapers' certificates verified) [default: false].
+    #[arg(long, env = "STROM_METRICS_TLS")]
+    metrics_tls: Option<bool>,
+    /// Scrapes must carry a token of --auth-tokens (`Authorization: Bearer TOKEN`), or
+    /// without tokens a verified client certificate; with --acl, one granted `read
+    /// metrics` [default: false].
+    #[arg(long, env = "STROM_METRICS_AUTH")]
+    metrics_auth: Option<bool>,
     /// Address to answer Kafka clients on (Kafka's wire protocol), e.g. 127.0.0.1:9092
     /// [default: none].
     #[arg(long, env = "STROM_KAFKA_LISTEN")]
@@ -140,6 +149,12 @@ fn configure(args: ServeArgs) -> Result<ServerConfig, String> {
     if let Some(v) = args.metrics_listen {
         config.metrics_listen = Some(v);
     }
+    if let Some(v) = args.metrics_tls {
+        config.metrics_tls = v;
+    }
+    if let Some(v) = args.metrics_auth {
+        config.metrics_auth = v;
+    }
     if let Some(v) = args.kafka_listen {
         config.kafka_listen = Some(v);
     }
@@ -198,6 +213,7 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Before anything is bound or opened: a server asked for TLS never serves without it.
     let tls = config.tls().map_err(|e| e.to_string())?;
+    config.check_metrics().map_err(|e| e.to_string())?;
     let tokens = config.tokens().map_err(|e| e.to_string())?;
     let acl = config.acl().map_err(|e| e.to_string())?;
     let quotas = config.quotas().map_err(|e| e.to_string())?;

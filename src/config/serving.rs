@@ -34,6 +34,23 @@ impl ServerConfig {
         }
     }
 
+    /// Refuses metrics settings that could not hold: TLS without a certificate, or
+    /// scrapes that must name a caller with nothing to name one by.
+    pub fn check_metrics(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidArgument(what.to_string()));
+        if (self.metrics_tls || self.metrics_auth) && self.metrics_listen.is_none() {
+            return bad("metrics_tls and metrics_auth need metrics_listen, the address the metrics are served on");
+        }
+        if self.metrics_tls && self.tls_cert.is_none() {
+            return bad("metrics_tls needs tls_cert and tls_key: the metrics are served with the server's certificate");
+        }
+        let certificates = self.metrics_tls && self.tls_client_ca.is_some();
+        if self.metrics_auth && self.auth_tokens.is_none() && !certificates {
+            return bad("metrics_auth needs auth_tokens (scrapers send a token), or tls_client_ca with metrics_tls (scrapers show a certificate)");
+        }
+        Ok(())
+    }
+
     /// The tokens file read and checked, or None when calls need no token.
     pub fn tokens(&self) -> Result<Option<Tokens>> {
         self.auth_tokens.as_deref().map(Tokens::load).transpose()
@@ -103,6 +120,8 @@ impl ServerConfig {
                 false => 0,
             },
             time_slice: self.time_slice(),
+            metrics_tls: self.metrics_tls,
+            metrics_auth: self.metrics_auth,
             ..ServeOptions::default()
         }
     }

@@ -131,6 +131,12 @@ pub async fn serve_listeners(
         kafka,
     } = listeners;
     let started = metrics::unix_now();
+    // Checked before anything starts: a metrics endpoint asked to be guarded never
+    // serves unguarded.
+    let metrics = match metrics {
+        Some(listener) => Some((listener, Arc::new(metrics::Guard::of(&options)?))),
+        None => None,
+    };
     // The connection threads first: if they cannot start, nothing else has been started.
     let threads = match options.connection_threads {
         0 => None,
@@ -257,9 +263,13 @@ pub async fn serve_listeners(
     let quotas = QuotaLayer::new(options.quotas.clone(), broker.shutting_down());
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
-    let metrics_task = metrics.map(|listener| {
+    let metrics_task = metrics.map(|(listener, metrics_guard)| {
         if let Ok(bound) = listener.local_addr() {
-            tracing::info!("serving metrics on http://{bound}/metrics");
+            let scheme = match metrics_guard.tls {
+                Some(_) => "https",
+                None => "http",
+            };
+            tracing::info!("serving metrics on {scheme}://{bound}/metrics");
         }
         let metrics = Arc::new(metrics::Metrics {
             calls: call_metrics,
@@ -277,6 +287,7 @@ pub async fn serve_listeners(
         tokio::spawn(metrics::serve_metrics(
             listener,
             metrics,
+            Arc::clone(&metrics_guard),
             broker.shutting_down(),
         ))
     });

@@ -62,6 +62,11 @@ pub struct ServeOptions {
     pub tokens: Option<Tokens>,
     /// Who may do what (`grpc/auth/acl.rs`); None lets every caller do anything.
     pub acl: Option<Acl>,
+    /// The metrics endpoint over TLS, with `tls` (`metrics_tls`).
+    pub metrics_tls: bool,
+    /// Scrapes must name a known caller, granted `read metrics` by `acl` if there is
+    /// one (`metrics_auth`; `metrics/guard.rs`).
+    pub metrics_auth: bool,
     /// How many bytes a second each client may produce and fetch (`grpc/quota/`);
     /// None limits no client.
     pub quotas: Option<crate::grpc::quota::Quotas>,
@@ -97,6 +102,8 @@ impl Default for ServeOptions {
             tls: None,
             tokens: None,
             acl: None,
+            metrics_tls: false,
+            metrics_auth: false,
             quotas: None,
             kafka_advertised: None,
             kafka_group_initial_delay: Duration::from_secs(3),

@@ -19,7 +19,7 @@
 //! - OPERATIONS: `read`, `write`, `admin`, comma-separated, or `all`.
 //! - RESOURCE: `topic:NAME`, `group:NAME` (consumer groups and share groups),
 //!   `producer:NAME` (InitProducer's name) or `exchange:NAME`, each NAME exact or a
-//!   prefix ending in `*`.
+//!   prefix ending in `*`; or `metrics`, the metrics endpoint (with `metrics_auth`).
 //!
 //! Which call needs what is in `access.rs`. Rules only grant: there is no deny line,
 //! so the order of lines does not matter. SIGHUP reads the file again.
@@ -68,6 +68,9 @@ pub enum Kind {
     Producer,
     /// An exchange: write publishes to it, admin creates, binds and deletes it.
     Exchange,
+    /// The metrics endpoint (`metrics_auth`): read scrapes it. Written `metrics`, with
+    /// no name.
+    Metrics,
 }
 
 impl Kind {
@@ -80,6 +83,7 @@ impl Kind {
             Kind::Group => Operation::Read.bit() | Operation::Admin.bit(),
             Kind::Producer => Operation::Write.bit(),
             Kind::Exchange => Operation::Write.bit() | Operation::Admin.bit(),
+            Kind::Metrics => Operation::Read.bit(),
         }
     }
 
@@ -87,7 +91,7 @@ impl Kind {
     /// suggests granting for "any operation".
     pub fn least(self) -> Operation {
         match self {
-            Kind::Topic | Kind::Group => Operation::Read,
+            Kind::Topic | Kind::Group | Kind::Metrics => Operation::Read,
             Kind::Producer | Kind::Exchange => Operation::Write,
         }
     }
@@ -98,6 +102,7 @@ impl Kind {
             Kind::Group => "group",
             Kind::Producer => "producer",
             Kind::Exchange => "exchange",
+            Kind::Metrics => "metrics",
         }
     }
 }
@@ -214,13 +219,17 @@ impl Rules {
             let resources = resources
                 .iter()
                 .map(|resource| {
+                    // The metrics endpoint has no name: `metrics` is all of it.
+                    if *resource == Kind::Metrics.as_str() {
+                        return Ok((Kind::Metrics, Pattern::Prefix(String::new())));
+                    }
                     let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
                     let kind = [Kind::Topic, Kind::Group, Kind::Producer, Kind::Exchange]
                         .into_iter()
                         .find(|k| k.as_str() == kind)
                         .ok_or_else(|| {
                             bad(format!(
-                                "{resource:?} is not topic:NAME, group:NAME, producer:NAME or exchange:NAME"
+                                "{resource:?} is not topic:NAME, group:NAME, producer:NAME, exchange:NAME or metrics"
                             ))
                         })?;
                     let pattern = Pattern::parse(name).ok_or_else(|| {

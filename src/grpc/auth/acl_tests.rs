@@ -46,6 +46,32 @@ fn lines_grant_operations_on_names_and_prefixes_and_nothing_else() {
     assert!(!odd.allows("b", None, Producer, "p"));
 }
 
+/// `metrics` (no name) grants scraping the metrics endpoint, and only `read` of it;
+/// grants on every topic and group do not reach it.
+#[test]
+fn metrics_is_a_resource_of_its_own() {
+    let acl = rules(
+        "prom read metrics
+ops all topic:* group:* producer:* exchange:*
+",
+    );
+    assert!(acl.allows("prom", Some(Read), Metrics, ""));
+    assert!(!acl.allows("prom", Some(Read), Topic, "metrics"));
+    assert!(!acl.allows("ops", Some(Read), Metrics, ""));
+    let writer = rules(
+        "w write metrics
+",
+    );
+    assert!(!writer.allows("w", Some(Read), Metrics, ""));
+    let err = Rules::parse(
+        "a read metrics:x
+",
+        Path::new("f"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("or metrics"), "{err}");
+}
+
 #[test]
 fn a_bad_line_is_refused_with_its_number() {
     for (text, says) in [

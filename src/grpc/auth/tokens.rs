@@ -55,7 +55,7 @@ impl Tokens {
     }
 
     /// Whose token `authorization` carries (and its digest), or why the call is refused.
-    pub(super) fn check(
+    pub fn check(
         &self,
         authorization: Option<&http::HeaderValue>,
     ) -> std::result::Result<(Principal, Digest), tonic::Status> {

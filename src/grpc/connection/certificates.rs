@@ -16,11 +16,19 @@ use crate::error::{Error, Result};
 pub struct ServerTls {
     files: Arc<Files>,
     /// What handshakes are made with: replaced whole by a reload.
-    acceptor: Arc<RwLock<TlsAcceptor>>,
+    acceptor: Arc<RwLock<Acceptors>>,
     /// Whether clients must show a certificate signed by `tls_client_ca`.
     pub clients_verified: bool,
     /// Handshakes that failed since the server started (for the metrics).
     failed: Arc<AtomicU64>,
+}
+
+/// The same settings for HTTP/2 (gRPC; Kafka clients, which ask for no protocol) and
+/// for HTTP/1.1 (the metrics endpoint, `metrics_tls`): a client that offers only the
+/// other protocol is refused in the handshake.
+struct Acceptors {
+    h2: TlsAcceptor,
+    http1: TlsAcceptor,
 }
 
 struct Files {
@@ -74,12 +82,16 @@ impl ServerTls {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// What the next handshake is made with.
+    /// What the next handshake is made with, for HTTP/2 (gRPC) or Kafka.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let acceptors = self.acceptor.read().unwrap_or_else(|e| e.into_inner());
+        acceptors.h2.clone()
+    }
+
+    /// What the next handshake of the metrics endpoint is made with (HTTP/1.1).
+    pub fn http1_acceptor(&self) -> TlsAcceptor {
+        let acceptors = self.acceptor.read().unwrap_or_else(|e| e.into_inner());
+        acceptors.http1.clone()
     }
 }
 
@@ -106,7 +118,7 @@ pub fn common_name(
 }
 
 /// The files read and checked, as rustls takes them.
-fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor> {
+fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Acceptors> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |setting: &str, path: &Path, what: String| {
@@ -176,6 +188,11 @@ fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcce
         )
     })?;
     // gRPC is HTTP/2, and its clients (grpcio among them) insist on agreeing so.
+    let mut http1 = config.clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Acceptors {
+        h2: TlsAcceptor::from(Arc::new(config)),
+        http1: TlsAcceptor::from(Arc::new(http1)),
+    })
 }

@@ -30,7 +30,9 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::guard::{Guard, Refused};
 use super::Metrics;
+use crate::grpc::connection::common_name;
 
 const MAX_CONNECTIONS: usize = 64;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
@@ -54,11 +56,12 @@ struct Renders {
     held: Vec<Weak<Bytes>>,
 }
 
-/// Serves the endpoint on `listener` until `stop` turns true; the connections still
-/// open then are closed.
+/// Serves the endpoint on `listener` to the scrapers `guard` lets in, until `stop`
+/// turns true; the connections still open then are closed.
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    guard: Arc<Guard>,
     mut stop: watch::Receiver<bool>,
 ) {
     let renders = Arc::new(Mutex::new(Renders::default()));
@@ -78,20 +81,82 @@ pub async fn serve_metrics(
                 continue;
             }
         };
-        let (metrics, renders) = (Arc::clone(&metrics), Arc::clone(&renders));
-        let service = hyper::service::service_fn(move |request| {
-            let (metrics, renders) = (Arc::clone(&metrics), Arc::clone(&renders));
-            async move { Ok::<_, Infallible>(answer(request, &metrics, &renders).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+        let (metrics, renders, guard) = (
+            Arc::clone(&metrics),
+            Arc::clone(&renders),
+            Arc::clone(&guard),
+        );
         connections.spawn(async move {
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let served = async move {
+                let Some(tls) = guard.tls.clone() else {
+                    return serve_connection(stream, None, guard, metrics, renders).await;
+                };
+                // Within the time a request's headers have: a client that connects and
+                // never finishes its handshake holds a place no longer.
+                let handshake = tls.http1_acceptor().accept(stream);
+                match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
+                    Ok(Ok(io)) => {
+                        let name = common_name(io.get_ref().1.peer_certificates());
+                        serve_connection(io, name, guard, metrics, renders).await
+                    }
+                    Ok(Err(err)) => {
+                        tls.count_failure();
+                        tracing::debug!(%err, "metrics endpoint: TLS handshake failed");
+                    }
+                    Err(_) => tls.count_failure(),
+                }
+            };
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
         });
     }
     connections.shutdown().await;
+}
+
+/// Serves one connection's requests (plain, or TLS whose verified certificate has the
+/// common name `certificate`).
+async fn serve_connection<I>(
+    io: I,
+    certificate: Option<Arc<str>>,
+    guard: Arc<Guard>,
+    metrics: Arc<Metrics>,
+    renders: Arc<Mutex<Renders>>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let (metrics, renders, guard) = (
+            Arc::clone(&metrics),
+            Arc::clone(&renders),
+            Arc::clone(&guard),
+        );
+        let certificate = certificate.clone();
+        async move {
+            let checked = guard.check(request.headers(), certificate.as_ref());
+            Ok::<_, Infallible>(match checked {
+                Ok(()) => answer(request, &metrics, &renders).await,
+                Err(refused) => refusal(refused),
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// The answer to a scrape `Guard` refused; a 401 says how to authenticate.
+fn refusal(refused: Refused) -> Response<Scrape> {
+    let text = Arc::new(Bytes::from(format!("{}\n", refused.why)));
+    let mut response = Response::new(Scrape::new(text));
+    *response.status_mut() = refused.status;
+    if refused.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"strom metrics\""),
+        );
+    }
+    response
 }
 
 async fn answer(
@@ -209,96 +274,5 @@ impl Body for Scrape {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A render answers the requests of the next second; after that, a new one, unless
-    /// `MAX_RENDERS_HELD` renders are alive (the newest and those of unfinished
-    /// responses): then the newest while it is young enough, and then none (a 503), so
-    /// that scrapes nobody reads cannot pile up renders.
-    #[tokio::test]
-    async fn renders_are_shared_and_those_held_unread_are_bounded() {
-        const AGES: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(400));
-        let renders = Arc::new(Mutex::new(Renders::default()));
-        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let render = || {
-            let (renders, made) = (Arc::clone(&renders), Arc::clone(&made));
-            async move {
-                let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                rendered(renders, AGES, move || async move { format!("render {n}") }).await
-            }
-        };
-        let first = render().await.unwrap();
-        assert_eq!(render().await.unwrap(), first, "fresh: shared");
-        let mut held = vec![first];
-        for _ in 1..MAX_RENDERS_HELD {
-            tokio::time::sleep(AGES.0).await;
-            let next = render().await.unwrap();
-            assert!(!held.contains(&next), "stale: rendered again");
-            held.push(next);
-        }
-        tokio::time::sleep(AGES.0).await;
-        let newest = held.last().unwrap().clone();
-        assert_eq!(
-            render().await.unwrap(),
-            newest,
-            "every render held: the newest"
-        );
-        tokio::time::sleep(AGES.1).await;
-        assert_eq!(render().await, None, "the newest too old: none");
-        held.truncate(1); // those responses finished
-        let again = render().await.unwrap();
-        assert!(!held.contains(&again), "room again: a new render");
-    }
-
-    /// A requester that hangs up while its render runs neither stops it nor lets a
-    /// second start beside it: the next request gets the first render. (With the turn
-    /// in the request's future, each hang-up started another: 3.1 GB, a review saw.)
-    #[tokio::test]
-    async fn a_request_that_hangs_up_leaves_its_render_to_the_next() {
-        const AGES: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(60));
-        let renders = Arc::new(Mutex::new(Renders::default()));
-        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let render = |made: Arc<std::sync::atomic::AtomicUsize>| async move {
-            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            "slow".to_string()
-        };
-        let hung_up = tokio::time::timeout(
-            Duration::from_millis(20),
-            rendered(Arc::clone(&renders), AGES, {
-                let made = Arc::clone(&made);
-                move || render(made)
-            }),
-        )
-        .await;
-        assert!(hung_up.is_err(), "gone before its render ended");
-        let next = rendered(Arc::clone(&renders), AGES, {
-            let made = Arc::clone(&made);
-            move || render(made)
-        })
-        .await
-        .unwrap();
-        assert_eq!(&next[..], b"slow");
-        assert_eq!(
-            made.load(std::sync::atomic::Ordering::Relaxed),
-            1,
-            "one render"
-        );
-    }
-
-    /// A body hands its render over in copies of at most `CHUNK` bytes.
-    #[tokio::test]
-    async fn a_scrape_body_is_copied_out_in_chunks() {
-        use http_body_util::BodyExt;
-        let text = Arc::new(Bytes::from(vec![b'x'; CHUNK * 2 + 10]));
-        let mut body = Scrape::new(Arc::clone(&text));
-        let mut frames = Vec::new();
-        while let Some(frame) = body.frame().await {
-            frames.push(frame.unwrap().into_data().unwrap().len());
-        }
-        drop(body);
-        assert_eq!(frames, [CHUNK, CHUNK, 10]);
-        assert_eq!(Arc::strong_count(&text), 1, "the body let its render go");
-    }
-}
+#[path = "http_tests.rs"]
+mod tests;

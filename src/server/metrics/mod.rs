@@ -9,8 +9,10 @@
 //! budgets and free space. It never opens a file, so a scrape of a server with every
 //! group on disk costs what the groups in memory cost. The HTTP side is `http.rs`.
 
+mod guard;
 mod http;
 
+pub use guard::Guard;
 pub use http::serve_metrics;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,124 @@
+//! Who may scrape. By default anyone who reaches the port, over plain HTTP: the port is
+//! meant to be one only scrapers reach. Where that cannot be arranged:
+//!
+//! - `metrics_tls`: the endpoint speaks TLS with the server's certificate (renewed by
+//!   the same SIGHUP), offering HTTP/1.1 in ALPN; with `tls_client_ca`, a scraper must
+//!   show a certificate the CA signed, as gRPC clients must.
+//! - `metrics_auth`: a scrape must name a caller the server knows, by a token of the
+//!   tokens file (`Authorization: Bearer TOKEN`, which Prometheus sends with
+//!   `authorization: {credentials_file: ...}`), or, without a tokens file, by the
+//!   certificate `tls_client_ca` verified. With an access control list, a line must
+//!   grant that caller `read` on `metrics`. The request is checked each time, so a
+//!   token revoked, or a grant taken away, by a SIGHUP refuses the next scrape, also
+//!   on a connection kept open.
+//!
+//! A refused scrape is answered 401 (no caller named: no token, an unknown one, or a
+//! certificate without a usable common name) or 403 (a caller the list grants nothing
+//! here), before the path is looked at, with a body that says what to do.
+
+use std::sync::Arc;
+
+use hyper::header::HeaderMap;
+use hyper::StatusCode;
+
+use crate::error::{Error, Result};
+use crate::grpc::auth::{Access, Acl, Kind, Operation, Principal, Tokens};
+use crate::grpc::connection::ServerTls;
+use crate::server::ServeOptions;
+
+/// The endpoint's TLS and its check of callers.
+pub struct Guard {
+    /// TLS for every connection (`metrics_tls`); None serves plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// With `metrics_auth`: how a scrape names its caller, and what the list grants it.
+    auth: Option<Callers>,
+}
+
+struct Callers {
+    /// Scrapers send a token; None: the verified certificate names them.
+    tokens: Option<Tokens>,
+    acl: Option<Acl>,
+}
+
+/// A scrape refused: its status and a body that says why and what to do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub why: String,
+}
+
+impl Guard {
+    /// The guard `options` ask for; fails on settings that cannot hold (the same checks
+    /// as `ServerConfig::check_metrics`, for servers started from the library).
+    pub fn of(options: &ServeOptions) -> Result<Guard> {
+        let tls = match (options.metrics_tls, &options.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(Error::InvalidArgument(
+                    "metrics_tls needs tls_cert and tls_key: the metrics are served with the server's certificate".into(),
+                ))
+            }
+        };
+        let certificates = tls.as_ref().is_some_and(|tls| tls.clients_verified);
+        let auth = match options.metrics_auth {
+            false => None,
+            true if options.tokens.is_none() && !certificates => {
+                return Err(Error::InvalidArgument(
+                    "metrics_auth needs auth_tokens (scrapers send a token), or tls_client_ca with metrics_tls (scrapers show a certificate)".into(),
+                ))
+            }
+            true => Some(Callers {
+                tokens: options.tokens.clone(),
+                acl: options.acl.clone(),
+            }),
+        };
+        Ok(Guard { tls, auth })
+    }
+
+    /// Whether a scrape with these headers, on a connection whose verified certificate
+    /// has this common name, may be answered.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&Arc<str>>,
+    ) -> Result<(), Refused> {
+        let Some(callers) = &self.auth else {
+            return Ok(());
+        };
+        let unauthorized = |why: String| Refused {
+            status: StatusCode::UNAUTHORIZED,
+            why,
+        };
+        let who = match &callers.tokens {
+            Some(tokens) => match tokens.check(headers.get(hyper::header::AUTHORIZATION)) {
+                Ok((principal, _)) => principal,
+                Err(refused) => {
+                    return Err(unauthorized(format!(
+                        "{}; the metrics need a token of the server's tokens file, sent as `Authorization: Bearer TOKEN` (Prometheus: `authorization: {{credentials_file: FILE}}`)",
+                        refused.message()
+                    )))
+                }
+            },
+            None => match certificate {
+                Some(name) => Principal(Arc::clone(name)),
+                None => {
+                    return Err(unauthorized(
+                        "the client certificate has no single common name to name the scraper by; issue it one".into(),
+                    ))
+                }
+            },
+        };
+        let access = Access::of_principal(callers.acl.as_ref(), Some(who.clone()));
+        match access.check(Operation::Read, Kind::Metrics, "") {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                why: format!(
+                    "{} may not read the metrics: grant it with an acl line `{} read metrics`",
+                    who.0, who.0
+                ),
+            }),
+        }
+    }
+}
