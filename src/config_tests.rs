@@ -60,43 +60,20 @@ fn topic_defaults_and_the_disk_floor_are_checked_at_start() {
     }
 }
 
-/// Metrics settings that could not hold are refused at start, saying what they need.
+/// metrics_tls and metrics_auth without metrics_listen are set for nothing, and refused.
+/// (What they need besides is `server::metrics::Guard`'s to check.)
 #[test]
-fn metrics_tls_and_auth_need_what_they_use() {
+fn metrics_tls_and_auth_need_metrics_listen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strom.toml");
     let check = |text: &str| {
         std::fs::write(&path, text).unwrap();
         ServerConfig::from_file(&path).and_then(|c| c.check_metrics())
     };
-    let listen = "metrics_listen = \"127.0.0.1:0\"\n";
-    let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
-    for (text, says) in [
-        ("metrics_tls = true\n".to_string(), "need metrics_listen"),
-        (
-            format!("{listen}metrics_tls = true\n"),
-            "metrics_tls needs tls_cert",
-        ),
-        (
-            format!("{listen}metrics_auth = true\n"),
-            "metrics_auth needs auth_tokens",
-        ),
-        (
-            format!("{listen}{tls}tls_client_ca = \"ca.pem\"\nmetrics_auth = true\n"),
-            "metrics_auth needs auth_tokens",
-        ),
-    ] {
-        let err = check(&text).unwrap_err().to_string();
-        assert!(err.contains(says), "{text}: {err}");
+    for text in ["metrics_tls = true\n", "metrics_auth = true\n"] {
+        let err = check(text).unwrap_err().to_string();
+        assert!(err.contains("need metrics_listen"), "{text}: {err}");
     }
-    for text in [
-        String::new(),
-        format!("{listen}{tls}metrics_tls = true\n"),
-        format!("{listen}auth_tokens = \"t\"\nmetrics_auth = true\n"),
-        format!(
-            "{listen}{tls}tls_client_ca = \"ca.pem\"\nmetrics_tls = true\nmetrics_auth = true\n"
-        ),
-    ] {
-        check(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-    }
+    check("metrics_listen = \"127.0.0.1:0\"\nmetrics_tls = true\n").unwrap();
+    check("").unwrap();
 }

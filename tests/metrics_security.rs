@@ -28,10 +28,20 @@ async fn connect(
     identity: Option<(&Path, &Path)>,
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    connect_trusting(addr, &certs.ca, identity, alpn).await
+}
+
+/// `connect`, trusting the CA in `ca`.
+async fn connect_trusting(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&certs.ca).unwrap() {
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     #[allow(deprecated)]
@@ -81,7 +91,26 @@ async fn get(
     send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     token: Option<&str>,
 ) -> Result<(u16, String, String), String> {
-    let mut request = hyper::Request::get("/metrics").header("host", "localhost");
+    request(send, hyper::Method::GET, "/metrics", token).await
+}
+
+/// `get` with another method or path.
+async fn request(
+    send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    method: hyper::Method,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String, String), String> {
+    // Ready first: a request sent while the previous one's response is still being
+    // wound up is refused by the client itself ("operation was canceled").
+    tokio::time::timeout(LIMIT, send.ready())
+        .await
+        .expect("ready in time")
+        .map_err(|e| e.to_string())?;
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -115,6 +144,8 @@ async fn get_once(
     get(&mut http1(io).await, token).await
 }
 
+const ACL: &str = "prom read metrics\napp all topic:* group:*\n";
+
 /// A tokens file of `prom` (may scrape) and `app` (may not), and an acl saying so.
 fn tokens_and_acl(dir: &Path) -> (PathBuf, Tokens, Acl) {
     let tokens = dir.join("tokens");
@@ -123,11 +154,7 @@ fn tokens_and_acl(dir: &Path) -> (PathBuf, Tokens, Acl) {
         file_line("app", "app-token").unwrap(),
     ];
     std::fs::write(&tokens, lines.join("\n") + "\n").unwrap();
-    std::fs::write(
-        dir.join("acl"),
-        "prom read metrics\napp all topic:* group:*\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("acl"), ACL).unwrap();
     let acl = Acl::load(&dir.join("acl")).unwrap();
     (tokens.clone(), Tokens::load(&tokens).unwrap(), acl)
 }
@@ -145,7 +172,7 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
     let options = ServeOptions {
         tls: Some(certs.server(false)),
         tokens: Some(tokens.clone()),
-        acl: Some(acl),
+        acl: Some(acl.clone()),
         metrics_tls: true,
         metrics_auth: true,
         ..Default::default()
@@ -172,19 +199,49 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
         .unwrap();
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("`app read metrics`"), "{body}");
+    // Other paths and methods are refused before they are looked at.
+    for (method, path) in [
+        (hyper::Method::HEAD, "/metrics"),
+        (hyper::Method::GET, "/other"),
+    ] {
+        let io = connect(addr, &certs, None, &[b"http/1.1"]).await.unwrap();
+        let answer = request(&mut http1(io).await, method.clone(), path, None).await;
+        assert_eq!(answer.unwrap().0, 401, "{method} {path}");
+    }
 
-    // prom scrapes, twice on one connection; then its token is revoked.
-    let io = connect(addr, &certs, None, &[b"h2", b"http/1.1"])
-        .await
-        .unwrap();
-    assert_eq!(io.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let mut kept = http1(io).await;
+    // A refusal closes its connection: a refused client keeps no place.
+    let io = connect(addr, &certs, None, &[b"http/1.1"]).await.unwrap();
+    let mut refused = http1(io).await;
+    assert_eq!(get(&mut refused, None).await.unwrap().0, 401);
+    assert!(get(&mut refused, Some("prom-token")).await.is_err());
+
+    // prom scrapes on a connection kept open, until its grant is taken away.
+    let kept_open = || async {
+        let io = connect(addr, &certs, None, &[b"h2", b"http/1.1"])
+            .await
+            .unwrap();
+        assert_eq!(io.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let mut kept = http1(io).await;
+        let (status, _, body) = get(&mut kept, Some("prom-token")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("strom_build_info") && body.ends_with("# EOF\n"),
+            "{body}"
+        );
+        kept
+    };
+    let mut kept = kept_open().await;
+    std::fs::write(dir.path().join("acl"), "app all topic:*\n").unwrap();
+    acl.reload().unwrap();
     let (status, _, body) = get(&mut kept, Some("prom-token")).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains("strom_build_info") && body.ends_with("# EOF\n"),
-        "{body}"
+    assert_eq!(
+        status, 403,
+        "grant taken away, on the same connection: {body}"
     );
+    std::fs::write(dir.path().join("acl"), ACL).unwrap();
+    acl.reload().unwrap();
+    // And until its token is revoked.
+    let mut kept = kept_open().await;
     std::fs::write(&tokens_path, file_line("app", "app-token").unwrap() + "\n").unwrap();
     tokens.reload().unwrap();
     let (status, _, body) = get(&mut kept, Some("prom-token")).await.unwrap();
@@ -194,9 +251,13 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
     let h2_only = connect(addr, &certs, None, &[b"h2"]).await;
     assert!(h2_only.is_err(), "an h2-only handshake must fail");
 
-    // Plain HTTP gets no scrape: the bytes are not a TLS ClientHello.
+    // Plain HTTP gets no HTTP answer, even with a token granted a scrape (prom's is
+    // revoked by now; app is granted for this): the bytes are not a TLS ClientHello.
+    std::fs::write(dir.path().join("acl"), "app read metrics\n").unwrap();
+    acl.reload().unwrap();
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut socket, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    let plain = b"GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Bearer app-token\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut socket, plain)
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -206,9 +267,10 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
     )
     .await
     .expect("closed in time");
+    let answer = String::from_utf8_lossy(&answer);
     assert!(
-        !String::from_utf8_lossy(&answer).contains("strom_"),
-        "no scrape over plain HTTP"
+        !answer.starts_with("HTTP/"),
+        "no HTTP over plain TCP: {answer}"
     );
     server.stop().await.unwrap();
 }
@@ -310,5 +372,40 @@ for family in text_string_to_metric_families(scrape("prom-token")):
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("app refused 403"), "{stdout}");
     assert!(stdout.contains("build info 1"), "{stdout}\n{stderr}");
+    server.stop().await.unwrap();
+}
+
+/// With `metrics_tls` alone, anyone who reaches the port scrapes, over TLS; a SIGHUP's
+/// renewal of the certificate serves the new one to the next scraper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alone_serves_anyone_and_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(dir.path());
+    let (cert, key) = certs.live_copy(dir.path());
+    let tls = strom::server::ServerTls::load(&cert, &key, None).unwrap();
+    let options = ServeOptions {
+        tls: Some(tls.clone()),
+        metrics_tls: true,
+        ..Default::default()
+    };
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_options_and_metrics(
+        &data,
+        strom::broker::Limits::default(),
+        options,
+    )
+    .await;
+    let addr = server.metrics.unwrap();
+    let (status, _, body) = get_once(addr, &certs, None, None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let other = connect_trusting(addr, &certs.other_ca, None, &[b"http/1.1"]).await;
+    assert!(other.is_err(), "the other CA's trust before the renewal");
+    certs.renew(&cert, &key);
+    tls.reload().unwrap();
+    let io = connect_trusting(addr, &certs.other_ca, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (status, _, body) = get(&mut http1(io).await, None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
     server.stop().await.unwrap();
 }

@@ -246,3 +246,87 @@ fn a_second_server_on_a_held_directory_exits_without_answering() {
     assert!(said.contains("in use by another strom process"), "{said}");
     assert!(!said.contains("answering on"), "{said}");
 }
+
+/// GET /metrics on a kept-open HTTP/1.1 connection: the body.
+async fn scrape(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> String {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::get("/metrics")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    // Ready first: the connection may still be winding up the previous response.
+    tokio::time::timeout(LIMIT, send.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, send.send_request(request));
+    let response = response.await.expect("a scrape answered in time").unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The metrics port answers during the start too: `strom_starting 1` and how many
+/// partitions are open, rather than a scrape that waits until it times out (the
+/// target would read as down through a long recovery). Once the server is ready, the
+/// same connection gets its figures, with `strom_starting 0`.
+#[test]
+fn the_metrics_say_a_server_is_starting_and_then_give_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "-p", "3"], b"");
+    server.ok(&["produce", "-t", "t", "-p", "2"], b"one\ntwo\n");
+    stop(server);
+    let held = hold_open(dir.path(), "t", 1);
+    let server = Serve::start_answering_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    server.wait_logged("serving metrics on http://", LIMIT);
+    let address = server
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|line| {
+            let rest = line.split("serving metrics on http://").nth(1)?;
+            rest.split("/metrics").next().map(str::to_string)
+        })
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (mut send, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let deadline = std::time::Instant::now() + LIMIT;
+        let starting = loop {
+            let text = scrape(&mut send).await;
+            if text.contains("strom_starting_partitions_opened 2") {
+                break text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for line in [
+            "strom_starting 1",
+            "strom_starting_partitions 3",
+            "strom_build_info{",
+        ] {
+            assert!(starting.contains(line), "{line} in {starting}");
+        }
+        assert!(starting.ends_with("# EOF\n"), "{starting}");
+        release(held);
+        server.wait_logged("strom is ready", LIMIT);
+        // Past the second for which a render answers every request.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let ready = scrape(&mut send).await;
+        for line in [
+            "strom_starting 0",
+            "strom_partition_high_watermark{topic=\"t\",partition=\"2\"} 2",
+        ] {
+            assert!(ready.contains(line), "{line} in {ready}");
+        }
+        assert!(!ready.contains("strom_starting_partitions"), "{ready}");
+    });
+    stop(server);
+}

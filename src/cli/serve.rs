@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 
 use crate::broker::{Broker, DataDir, Opening};
 use crate::config::{LogFormat, ServerConfig};
-use crate::server::{ask_for_time_slice, GrpcListener, Starting};
+use crate::grpc::auth::Kind;
+use crate::server::metrics::Guard;
+use crate::server::{ask_for_time_slice, GrpcListener, MetricsListener, Starting};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -263,12 +265,23 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     options.quotas = quotas;
     options.max_connections = connections_within_open_files(options.max_connections);
     options.kafka_advertised = kafka_advertised;
+    // Checked before the data directory is touched: a metrics endpoint asked to be
+    // guarded never serves unguarded.
+    let metrics_guard = match &metrics {
+        Some(_) => Some(Guard::of(&options).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    warn_of_metrics(&config, &options);
     // Taken first: a second server on the directory exits before it answers anyone.
     let data_dir = DataDir::open(&config.data_dir).map_err(|e| e.to_string())?;
     // Clients are answered while the data directory opens (UNAVAILABLE, saying how far
     // it has got), rather than left on a connection nobody serves.
     let opening = Arc::new(Opening::default());
     let starting = Starting::answer(listener, Arc::clone(&opening), &options).await;
+    // The metrics too, saying so (`strom_starting`), rather than time out scrapes.
+    let metrics = metrics.zip(metrics_guard).map(|(listener, guard)| {
+        MetricsListener::answer_starting(listener, Arc::clone(&opening), guard)
+    });
     let limits = config.limits().map_err(|e| e.to_string())?;
     let broker =
         tokio::task::spawn_blocking(move || Broker::open_taken(data_dir, limits, &opening))
@@ -285,6 +298,27 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     crate::server::serve_listeners(listeners, broker, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Metrics settings that hold but are likely a mistake.
+fn warn_of_metrics(config: &ServerConfig, options: &crate::server::ServeOptions) {
+    let Some(address) = config.metrics_listen else {
+        return;
+    };
+    if options.metrics_auth
+        && options.tokens.is_some()
+        && !options.metrics_tls
+        && !address.ip().is_loopback()
+    {
+        tracing::warn!("metrics_auth without metrics_tls: scrapers' tokens cross the network in the clear; set metrics_tls");
+    }
+    let grants_metrics = options
+        .acl
+        .as_ref()
+        .is_some_and(|acl| acl.names(Kind::Metrics));
+    if grants_metrics && !options.metrics_auth {
+        tracing::warn!("the acl grants read on metrics, but metrics_auth is off: anyone who reaches metrics_listen may scrape; set metrics_auth");
+    }
 }
 
 /// `max_connections`, lowered to half the open-file limit if it is above it: the cap

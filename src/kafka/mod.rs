@@ -46,7 +46,7 @@ mod offset_delete;
 mod offsets;
 mod pool;
 mod produce;
-mod quiet;
+pub(crate) mod quiet;
 pub mod records;
 pub mod requests;
 mod scram;

@@ -14,6 +14,7 @@ mod threads;
 pub use crate::grpc::auth::{Acl, Tokens};
 pub use crate::grpc::connection::ServerTls;
 pub use crate::grpc::quota::Quotas;
+pub use metrics::MetricsListener;
 pub use options::ServeOptions;
 pub use starting::Starting;
 pub use threads::ask_for_time_slice;
@@ -90,7 +91,7 @@ pub async fn serve_with_metrics(
 ) -> Result<()> {
     let listeners = Listeners {
         grpc: listener.into(),
-        metrics,
+        metrics: metrics.map(Into::into),
         kafka: None,
     };
     serve_listeners(listeners, broker, options, shutdown).await
@@ -100,7 +101,7 @@ pub async fn serve_with_metrics(
 pub struct Listeners {
     pub grpc: GrpcListener,
     /// `GET /metrics`, until the stop begins.
-    pub metrics: Option<TcpListener>,
+    pub metrics: Option<MetricsListener>,
     /// Kafka's wire protocol (`kafka/`), until the stop begins.
     pub kafka: Option<TcpListener>,
 }
@@ -130,7 +131,10 @@ pub async fn serve_listeners(
         metrics,
         kafka,
     } = listeners;
-    let started = metrics::unix_now();
+    let started = metrics
+        .as_ref()
+        .and_then(MetricsListener::started)
+        .unwrap_or_else(metrics::unix_now);
     // Checked before anything starts: a metrics endpoint asked to be guarded never
     // serves unguarded.
     let metrics = match metrics {
@@ -264,14 +268,7 @@ pub async fn serve_listeners(
     let call_metrics = Arc::new(crate::grpc::call_metrics::CallMetrics::new());
     let calls = CallLimitLayer::new(options.max_calls, Arc::clone(&call_metrics));
     let metrics_task = metrics.map(|(listener, metrics_guard)| {
-        if let Ok(bound) = listener.local_addr() {
-            let scheme = match metrics_guard.tls {
-                Some(_) => "https",
-                None => "http",
-            };
-            tracing::info!("serving metrics on {scheme}://{bound}/metrics");
-        }
-        let metrics = Arc::new(metrics::Metrics {
+        let metrics = metrics::Metrics {
             calls: call_metrics,
             call_limit: calls.clone(),
             connections: incoming.open_count(),
@@ -283,13 +280,8 @@ pub async fn serve_listeners(
             groups: Arc::clone(&groups),
             queues: Arc::clone(&queues),
             started,
-        });
-        tokio::spawn(metrics::serve_metrics(
-            listener,
-            metrics,
-            Arc::clone(&metrics_guard),
-            broker.shutting_down(),
-        ))
+        };
+        listener.serve(metrics, metrics_guard, broker.shutting_down())
     });
     let kafka_task = kafka.map(|listener| {
         around::spawn_kafka(

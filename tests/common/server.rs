@@ -109,7 +109,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
             grpc: listener.into(),
-            metrics: metrics_listener,
+            metrics: metrics_listener.map(Into::into),
             kafka: kafka_listener,
         };
         let served = serve_listeners(listeners, broker, options, async move {

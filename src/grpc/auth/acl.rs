@@ -291,6 +291,16 @@ impl Acl {
         self.0.current()
     }
 
+    /// Whether a line of the rules now names a resource of `kind` (for a warning when
+    /// what it grants is not checked: `metrics` without `metrics_auth`).
+    pub fn names(&self, kind: Kind) -> bool {
+        let rules = self.rules();
+        rules
+            .0
+            .iter()
+            .any(|rule| rule.resources.iter().any(|(k, _)| *k == kind))
+    }
+
     /// How many times the rules changed: streams that deliver records check their
     /// grant again when it moves (`revocable.rs`).
     pub(super) fn generation(&self) -> u64 {

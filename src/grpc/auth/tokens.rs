@@ -64,10 +64,15 @@ impl Tokens {
                 "this server requires a token: send the metadata `authorization: Bearer TOKEN` (the strom CLI: STROM_TOKEN or --token-file)",
             ));
         };
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {

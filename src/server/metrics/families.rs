@@ -15,22 +15,34 @@ type Result = std::result::Result<(), std::fmt::Error>;
 type ExtentPart = fn(&crate::broker::partition::Extent) -> u64;
 
 impl Scrape {
-    pub(super) fn encode_server(&self, e: &mut DescriptorEncoder) -> Result {
+    /// The server's version and start time: shown while it starts too
+    /// (`source.rs`).
+    pub(super) fn encode_identity(e: &mut DescriptorEncoder, started: f64) -> Result {
         let version = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
-        self.family(
-            e,
-            "strom_build_info",
-            "The server's version",
-            Gauge,
-            [(version, 1u64)],
-        )?;
-        self.family(
+        gauge(e, "strom_build_info", "The server's version", version, 1.0)?;
+        gauge(
             e,
             "process_start_time_seconds",
             "When the server started, in seconds since the Unix epoch",
-            Gauge,
-            one(self.started),
-        )?;
+            Vec::new(),
+            started,
+        )
+    }
+
+    /// Whether the server is still opening its data directory (`source.rs`).
+    pub(super) fn encode_starting(e: &mut DescriptorEncoder, starting: bool) -> Result {
+        gauge(
+            e,
+            "strom_starting",
+            "1 while the server opens its data directory (recovering partitions not closed cleanly), 0 once it serves",
+            Vec::new(),
+            f64::from(u8::from(starting)),
+        )
+    }
+
+    pub(super) fn encode_server(&self, e: &mut DescriptorEncoder) -> Result {
+        Self::encode_identity(e, self.started)?;
+        Self::encode_starting(e, false)?;
         let open = [
             (
                 "strom_grpc_calls_open",
@@ -339,3 +351,16 @@ static ENDS: [(&str, Pick); 3] = [
     ("dead_lettered", |c| c.dead_lettered),
     ("lost", |c| c.lost),
 ];
+
+/// A family of one gauge sample (for the few families of fixed size, outside
+/// `MAX_SERIES`' count).
+pub(super) fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: Labels,
+    value: f64,
+) -> Result {
+    let mut metric = e.encode_descriptor(name, help, None, Gauge)?;
+    metric.encode_family(&labels)?.encode_gauge(&value)
+}

@@ -10,11 +10,13 @@
 //!   certificate `tls_client_ca` verified. With an access control list, a line must
 //!   grant that caller `read` on `metrics`. The request is checked each time, so a
 //!   token revoked, or a grant taken away, by a SIGHUP refuses the next scrape, also
-//!   on a connection kept open.
+//!   on a connection kept open. (A certificate is checked at its handshake: a new
+//!   `tls_client_ca` holds for connections made after it.)
 //!
 //! A refused scrape is answered 401 (no caller named: no token, an unknown one, or a
 //! certificate without a usable common name) or 403 (a caller the list grants nothing
-//! here), before the path is looked at, with a body that says what to do.
+//! here), before the path is looked at, with a body that says what to do; its
+//! connection is then closed (`http.rs`).
 
 use std::sync::Arc;
 
@@ -93,11 +95,14 @@ impl Guard {
         let who = match &callers.tokens {
             Some(tokens) => match tokens.check(headers.get(hyper::header::AUTHORIZATION)) {
                 Ok((principal, _)) => principal,
-                Err(refused) => {
+                Err(_) => {
+                    let why = match headers.contains_key(hyper::header::AUTHORIZATION) {
+                        true => "that is not `Bearer TOKEN` with a token of the server's tokens file (a revoked one?)",
+                        false => "the metrics need a token of the server's tokens file",
+                    };
                     return Err(unauthorized(format!(
-                        "{}; the metrics need a token of the server's tokens file, sent as `Authorization: Bearer TOKEN` (Prometheus: `authorization: {{credentials_file: FILE}}`)",
-                        refused.message()
-                    )))
+                        "{why}: send `Authorization: Bearer TOKEN` (Prometheus: `authorization: {{credentials_file: FILE}}`)"
+                    )));
                 }
             },
             None => match certificate {
@@ -120,5 +125,95 @@ impl Guard {
                 ),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::auth::file_line;
+
+    fn header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(hyper::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    /// Settings a guard cannot honour are refused, saying what they need.
+    #[test]
+    fn a_guard_needs_what_it_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens"), file_line("prom", "t").unwrap()).unwrap();
+        let tokens = Tokens::load(&dir.path().join("tokens")).unwrap();
+        let refused = |options: ServeOptions, says: &str| {
+            let err = Guard::of(&options).err().expect("refused").to_string();
+            assert!(err.contains(says), "{err}");
+        };
+        let tls_without_certificate = ServeOptions {
+            metrics_tls: true,
+            ..Default::default()
+        };
+        refused(tls_without_certificate, "metrics_tls needs tls_cert");
+        let auth_without_callers = ServeOptions {
+            metrics_auth: true,
+            ..Default::default()
+        };
+        refused(auth_without_callers, "metrics_auth needs auth_tokens");
+        let with_tokens = ServeOptions {
+            metrics_auth: true,
+            tokens: Some(tokens),
+            ..Default::default()
+        };
+        assert!(Guard::of(&with_tokens).is_ok());
+        assert!(Guard::of(&ServeOptions::default()).is_ok());
+    }
+
+    /// Who may scrape: anyone without `metrics_auth`; with it and tokens, a listed
+    /// token (scheme in any case), and with an acl one granted `read metrics`; without
+    /// tokens, the certificate's name.
+    #[test]
+    fn a_scrape_names_a_known_caller_with_a_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            file_line("prom", "p").unwrap(),
+            file_line("app", "a").unwrap(),
+        ];
+        std::fs::write(dir.path().join("tokens"), lines.join("\n")).unwrap();
+        std::fs::write(
+            dir.path().join("acl"),
+            "prom read metrics\napp all topic:*\n",
+        )
+        .unwrap();
+        let tokens = Tokens::load(&dir.path().join("tokens")).unwrap();
+        let acl = Acl::load(&dir.path().join("acl")).unwrap();
+        let open = Guard::of(&ServeOptions::default()).unwrap();
+        assert_eq!(open.check(&HeaderMap::new(), None), Ok(()));
+        let guard = |tokens: Option<Tokens>, acl: Option<Acl>| Guard {
+            tls: None,
+            auth: Some(Callers { tokens, acl }),
+        };
+        let status = |guard: &Guard, headers: &HeaderMap, name: Option<&str>| {
+            let name = name.map(Arc::from);
+            guard
+                .check(headers, name.as_ref())
+                .err()
+                .map(|r| r.status.as_u16())
+        };
+        let listed = guard(Some(tokens.clone()), Some(acl.clone()));
+        assert_eq!(status(&listed, &header("Bearer p"), None), None);
+        assert_eq!(status(&listed, &header("bearer p"), None), None);
+        assert_eq!(status(&listed, &header("Bearer a"), None), Some(403));
+        assert_eq!(status(&listed, &header("Bearer x"), None), Some(401));
+        assert_eq!(status(&listed, &header("Basic p"), None), Some(401));
+        assert_eq!(status(&listed, &HeaderMap::new(), Some("prom")), Some(401));
+        let any_token = guard(Some(tokens), None);
+        assert_eq!(status(&any_token, &header("Bearer a"), None), None);
+        let certificates = guard(None, Some(acl));
+        assert_eq!(status(&certificates, &HeaderMap::new(), Some("prom")), None);
+        assert_eq!(
+            status(&certificates, &HeaderMap::new(), Some("app")),
+            Some(403)
+        );
+        assert_eq!(status(&certificates, &header("Bearer p"), None), Some(401));
     }
 }

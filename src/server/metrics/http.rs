@@ -31,12 +31,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::guard::{Guard, Refused};
-use super::Metrics;
+use super::Source;
 use crate::grpc::connection::common_name;
+use crate::kafka::quiet::EverySecond;
 
 const MAX_CONNECTIONS: usize = 64;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// With `metrics_tls`, how long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a render answers later requests.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Renders kept alive, the newest and those of unfinished responses.
@@ -60,11 +63,12 @@ struct Renders {
 /// turns true; the connections still open then are closed.
 pub async fn serve_metrics(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Source>,
     guard: Arc<Guard>,
     mut stop: watch::Receiver<bool>,
 ) {
     let renders = Arc::new(Mutex::new(Renders::default()));
+    let handshakes = Arc::new(EverySecond::default());
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -72,8 +76,8 @@ pub async fn serve_metrics(
             _ = stop.wait_for(|stopping| *stopping) => break,
         };
         while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) if connections.len() < MAX_CONNECTIONS => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) if connections.len() < MAX_CONNECTIONS => (stream, peer),
             Ok(_) => continue, // dropped: closed at once
             Err(err) => {
                 tracing::warn!(%err, "metrics endpoint: cannot accept a connection");
@@ -86,24 +90,32 @@ pub async fn serve_metrics(
             Arc::clone(&renders),
             Arc::clone(&guard),
         );
+        let handshakes = Arc::clone(&handshakes);
         connections.spawn(async move {
             let served = async move {
                 let Some(tls) = guard.tls.clone() else {
                     return serve_connection(stream, None, guard, metrics, renders).await;
                 };
-                // Within the time a request's headers have: a client that connects and
-                // never finishes its handshake holds a place no longer.
+                // A client that connects and never finishes its handshake holds a
+                // place no longer than this.
                 let handshake = tls.http1_acceptor().accept(stream);
-                match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
+                let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(io)) => {
                         let name = common_name(io.get_ref().1.peer_certificates());
-                        serve_connection(io, name, guard, metrics, renders).await
+                        return serve_connection(io, name, guard, metrics, renders).await;
                     }
-                    Ok(Err(err)) => {
-                        tls.count_failure();
-                        tracing::debug!(%err, "metrics endpoint: TLS handshake failed");
-                    }
-                    Err(_) => tls.count_failure(),
+                    Ok(Err(err)) => err.to_string(),
+                    Err(_) => "not finished in time".to_string(),
+                };
+                // A scraper with the wrong CA or no certificate is told nothing it can
+                // show: the log says why, once a second at most.
+                tls.count_failure();
+                if let Some(also) = handshakes.allow() {
+                    tracing::info!(
+                        %peer,
+                        also_failed = also,
+                        "metrics endpoint: TLS handshake failed: {why}"
+                    );
                 }
             };
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
@@ -118,7 +130,7 @@ async fn serve_connection<I>(
     io: I,
     certificate: Option<Arc<str>>,
     guard: Arc<Guard>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Source>,
     renders: Arc<Mutex<Renders>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -145,11 +157,17 @@ async fn serve_connection<I>(
         .await;
 }
 
-/// The answer to a scrape `Guard` refused; a 401 says how to authenticate.
+/// The answer to a scrape `Guard` refused; a 401 says how to authenticate. The
+/// connection closes after it, so that a refused client does not keep one of the
+/// endpoint's places with more requests.
 fn refusal(refused: Refused) -> Response<Scrape> {
     let text = Arc::new(Bytes::from(format!("{}\n", refused.why)));
     let mut response = Response::new(Scrape::new(text));
     *response.status_mut() = refused.status;
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
     if refused.status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,
@@ -161,7 +179,7 @@ fn refusal(refused: Refused) -> Response<Scrape> {
 
 async fn answer(
     request: Request<hyper::body::Incoming>,
-    metrics: &Arc<Metrics>,
+    metrics: &Arc<Source>,
     renders: &Arc<Mutex<Renders>>,
 ) -> Response<Scrape> {
     let reply = |status: StatusCode, text: &'static str| {

@@ -11,9 +11,13 @@
 
 mod guard;
 mod http;
+mod listener;
+mod source;
 
 pub use guard::Guard;
 pub use http::serve_metrics;
+pub use listener::{MetricsListener, StartingMetrics};
+pub use source::Source;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
