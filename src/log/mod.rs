@@ -17,8 +17,9 @@
 //!   gaps, with its snapshots and its rebuild from batch headers at open.
 //! - `recovery`: opening, and the scan after a crash; `lifecycle`: the `Log`'s
 //!   open, reopen after a failed fsync, and close.
-//! - `retention`: which segments have expired, the log start offset, and deleting in
-//!   steps that keep file work out of the caller's lock; `trim`: truncation; `compaction`: keeping the newest record of each key, and
+//! - `retention`: which segments have expired (from each sealed segment's `summary`),
+//!   the log start offset, and deleting in steps that keep file work out of the
+//!   caller's lock; `trim`: truncation; `compaction`: keeping the newest record of each key, and
 //!   `swap`: replacing compacted segments so that a crash leaves old or new, never a mix.
 
 pub mod batch;
@@ -39,6 +40,7 @@ pub mod record;
 mod recovery;
 mod retention;
 mod segment;
+mod summary;
 mod swap;
 mod trim;
 
