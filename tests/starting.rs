@@ -247,31 +247,64 @@ fn a_second_server_on_a_held_directory_exits_without_answering() {
     assert!(!said.contains("answering on"), "{said}");
 }
 
-/// GET /metrics on a kept-open HTTP/1.1 connection: the body.
-async fn scrape(
-    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-) -> String {
+type SendRequest = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// GET /metrics on a kept-open HTTP/1.1 connection: the body of a 200.
+async fn scrape(send: &mut SendRequest) -> String {
+    let (status, body) = scrape_with(send, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// GET /metrics with `token`, if any: the status and the body.
+async fn scrape_with(send: &mut SendRequest, token: Option<&str>) -> (u16, String) {
     use http_body_util::BodyExt;
-    let request = hyper::Request::get("/metrics")
-        .header("host", "localhost")
-        .body(http_body_util::Empty::new())
-        .unwrap();
+    let mut request = hyper::Request::get("/metrics").header("host", "localhost");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(http_body_util::Empty::new()).unwrap();
     // Ready first: the connection may still be winding up the previous response.
-    tokio::time::timeout(LIMIT, send.ready())
-        .await
-        .unwrap()
-        .unwrap();
+    let ready = tokio::time::timeout(LIMIT, send.ready()).await;
+    ready.unwrap().unwrap();
     let response = tokio::time::timeout(LIMIT, send.send_request(request));
     let response = response.await.expect("a scrape answered in time").unwrap();
-    assert_eq!(response.status(), 200);
+    let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(body.to_vec()).unwrap()
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The address `strom serve` logged it serves metrics on.
+fn metrics_address(server: &Serve) -> String {
+    server.wait_logged("serving metrics on http://", LIMIT);
+    let lines = server.stderr.lock().unwrap();
+    let address = lines.iter().find_map(|line| {
+        let rest = line.split("serving metrics on http://").nth(1)?;
+        rest.split("/metrics").next().map(str::to_string)
+    });
+    address.unwrap()
+}
+
+/// An HTTP/1.1 connection to `address`.
+async fn connect(address: &str) -> SendRequest {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (send, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    send
+}
+
+/// The value of the sample `name` (without labels) in a scrape.
+fn sample<'a>(text: &'a str, name: &str) -> &'a str {
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+    let line = line.unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.split(' ').nth(1).unwrap()
 }
 
 /// The metrics port answers during the start too: `strom_starting 1` and how many
 /// partitions are open, rather than a scrape that waits until it times out (the
 /// target would read as down through a long recovery). Once the server is ready, the
-/// same connection gets its figures, with `strom_starting 0`.
+/// same connection gets its figures, with `strom_starting 0`, and the same start time.
 #[test]
 fn the_metrics_say_a_server_is_starting_and_then_give_its_figures() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,24 +313,12 @@ fn the_metrics_say_a_server_is_starting_and_then_give_its_figures() {
     server.ok(&["produce", "-t", "t", "-p", "2"], b"one\ntwo\n");
     stop(server);
     let held = hold_open(dir.path(), "t", 1);
-    let server = Serve::start_answering_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
-    server.wait_logged("serving metrics on http://", LIMIT);
-    let address = server
-        .stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|line| {
-            let rest = line.split("serving metrics on http://").nth(1)?;
-            rest.split("/metrics").next().map(str::to_string)
-        })
-        .unwrap();
+    let args = ["--metrics-listen", "127.0.0.1:0"];
+    let server = Serve::start_answering_with(dir.path(), &args);
+    let address = metrics_address(&server);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let io = hyper_util::rt::TokioIo::new(tcp);
-        let (mut send, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(connection);
+        let mut send = connect(&address).await;
         let deadline = std::time::Instant::now() + LIMIT;
         let starting = loop {
             let text = scrape(&mut send).await;
@@ -327,6 +348,47 @@ fn the_metrics_say_a_server_is_starting_and_then_give_its_figures() {
             assert!(ready.contains(line), "{line} in {ready}");
         }
         assert!(!ready.contains("strom_starting_partitions"), "{ready}");
+        let started = "process_start_time_seconds";
+        assert_eq!(sample(&starting, started), sample(&ready, started));
     });
+    stop(server);
+}
+
+/// With `metrics_auth`, the start's answers are guarded as the ready server's are: a
+/// scrape without a token is refused, one with a listed token told of the start.
+#[test]
+fn the_metrics_of_a_starting_server_are_guarded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path());
+    server.ok(&["topic", "create", "t", "-p", "2"], b"");
+    stop(server);
+    let tokens = dir.path().join("tokens");
+    let line = strom::grpc::auth::file_line("prom", "prom-token").unwrap();
+    std::fs::write(&tokens, line + "\n").unwrap();
+    let held = hold_open(dir.path(), "t", 1);
+    let args = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--metrics-auth",
+        "true",
+        "--auth-tokens",
+        tokens.to_str().unwrap(),
+    ];
+    let server = Serve::start_answering_with(dir.path(), &args);
+    let address = metrics_address(&server);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (status, body) = scrape_with(&mut connect(&address).await, None).await;
+        assert_eq!(status, 401, "{body}");
+        let mut send = connect(&address).await;
+        let (status, body) = scrape_with(&mut send, Some("prom-token")).await;
+        assert_eq!(
+            (status, sample(&body, "strom_starting")),
+            (200, "1"),
+            "{body}"
+        );
+    });
+    release(held);
+    server.wait_logged("strom is ready", LIMIT);
     stop(server);
 }

@@ -115,10 +115,9 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     options.kafka_advertised = kafka_advertised;
     // Checked before the data directory is touched: a metrics endpoint asked to be
     // guarded never serves unguarded.
-    let metrics_guard = match &metrics {
-        Some(_) => Some(Guard::of(&options).map_err(|e| e.to_string())?),
-        None => None,
-    };
+    if metrics.is_some() {
+        Guard::of(&options).map_err(|e| e.to_string())?;
+    }
     warn_of_metrics(&config, &options);
     // Taken first: a second server on the directory exits before it answers anyone.
     let data_dir = DataDir::open(&config.data_dir).map_err(|e| e.to_string())?;
@@ -127,9 +126,13 @@ async fn run(config: ServerConfig) -> Result<(), String> {
     let opening = Arc::new(Opening::default());
     let starting = Starting::answer(listener, Arc::clone(&opening), &options).await;
     // The metrics too, saying so (`strom_starting`), rather than time out scrapes.
-    let metrics = metrics.zip(metrics_guard).map(|(listener, guard)| {
-        MetricsListener::answer_starting(listener, Arc::clone(&opening), guard)
-    });
+    let metrics = match metrics {
+        Some(listener) => Some(
+            MetricsListener::answer_starting(listener, Arc::clone(&opening), &options)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let limits = config.limits().map_err(|e| e.to_string())?;
     let broker =
         tokio::task::spawn_blocking(move || Broker::open_taken(data_dir, limits, &opening))

@@ -19,7 +19,7 @@ impl Scrape {
     /// (`source.rs`).
     pub(super) fn encode_identity(e: &mut DescriptorEncoder, started: f64) -> Result {
         let version = vec![("version", env!("CARGO_PKG_VERSION").to_string())];
-        gauge(e, "strom_build_info", "The server's version", version, 1.0)?;
+        gauge(e, "strom_build_info", "The server's version", version, 1u64)?;
         gauge(
             e,
             "process_start_time_seconds",
@@ -36,7 +36,7 @@ impl Scrape {
             "strom_starting",
             "1 while the server opens its data directory (recovering partitions not closed cleanly), 0 once it serves",
             Vec::new(),
-            f64::from(u8::from(starting)),
+            u64::from(starting),
         )
     }
 
@@ -359,7 +359,7 @@ pub(super) fn gauge(
     name: &str,
     help: &str,
     labels: Labels,
-    value: f64,
+    value: impl prometheus_client::encoding::EncodeGaugeValue,
 ) -> Result {
     let mut metric = e.encode_descriptor(name, help, None, Gauge)?;
     metric.encode_family(&labels)?.encode_gauge(&value)

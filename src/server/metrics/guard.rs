@@ -50,8 +50,9 @@ pub struct Refused {
 }
 
 impl Guard {
-    /// The guard `options` ask for; fails on settings that cannot hold (the same checks
-    /// as `ServerConfig::check_metrics`, for servers started from the library).
+    /// The guard `options` ask for; fails, saying what is missing, on settings it
+    /// cannot honour (the one check of them: `strom serve` makes it before the data
+    /// directory is touched).
     pub fn of(options: &ServeOptions) -> Result<Guard> {
         let tls = match (options.metrics_tls, &options.tls) {
             (false, _) => None,
@@ -97,7 +98,7 @@ impl Guard {
                 Ok((principal, _)) => principal,
                 Err(_) => {
                     let why = match headers.contains_key(hyper::header::AUTHORIZATION) {
-                        true => "that is not `Bearer TOKEN` with a token of the server's tokens file (a revoked one?)",
+                        true => "the Authorization header is not `Bearer TOKEN` with a token of the server's tokens file (a revoked one?)",
                         false => "the metrics need a token of the server's tokens file",
                     };
                     return Err(unauthorized(format!(

@@ -104,6 +104,13 @@ pub async fn serve_metrics(
                         let name = common_name(io.get_ref().1.peer_certificates());
                         return serve_connection(io, name, guard, metrics, renders).await;
                     }
+                    // A TCP probe (a load balancer's, a kubelet's) that hangs up
+                    // without a word is no scraper's failure.
+                    Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        tls.count_failure();
+                        tracing::debug!(%peer, "metrics endpoint: TLS handshake failed: {err}");
+                        return;
+                    }
                     Ok(Err(err)) => err.to_string(),
                     Err(_) => "not finished in time".to_string(),
                 };

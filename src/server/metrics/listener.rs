@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::{serve_metrics, unix_now, Guard, Metrics, Source};
 use crate::broker::Opening;
+use crate::error::Result;
+use crate::server::ServeOptions;
 
 /// The metrics port as the server is given it.
 pub enum MetricsListener {
@@ -31,18 +33,29 @@ impl From<TcpListener> for MetricsListener {
 }
 
 impl MetricsListener {
-    /// Serves `listener` from now on to the scrapers `guard` lets in, with how far
-    /// `opening` has got, until the server is ready and takes it over (`serve`).
-    pub fn answer_starting(listener: TcpListener, opening: Arc<Opening>, guard: Guard) -> Self {
-        let guard = Arc::new(guard);
+    /// Serves `listener` from now on, to the scrapers `options` let in (`Guard`), with
+    /// how far `opening` has got, until the server is ready and takes it over
+    /// (`serve`). Fails on settings a guard cannot honour. The server must be given the
+    /// same options: the guard made here is the one the endpoint keeps.
+    pub fn answer_starting(
+        listener: TcpListener,
+        opening: Arc<Opening>,
+        options: &ServeOptions,
+    ) -> Result<Self> {
+        let guard = Arc::new(Guard::of(options)?);
         log_address(&listener, &guard);
         let source = Source::starting(opening, unix_now());
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve_metrics(listener, Arc::clone(&source), guard, stopped));
-        MetricsListener::Starting(StartingMetrics { source, stop, task })
+        Ok(MetricsListener::Starting(StartingMetrics {
+            source,
+            stop,
+            task,
+        }))
     }
 
-    /// When the server began to start, if the endpoint answered while it did.
+    /// When the endpoint began to answer during the start (the server's start time in
+    /// `process_start_time_seconds`), if it did.
     pub fn started(&self) -> Option<f64> {
         match self {
             MetricsListener::Bound(_) => None,

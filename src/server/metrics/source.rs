@@ -7,9 +7,10 @@
 //!
 //! While starting, a scrape shows `strom_starting 1`, the partitions opened so far and
 //! how many there are (once every topic's file has been read), the version and the
-//! start time; once ready, `strom_starting 0` among the rest. For up to a second after
-//! the switch a scrape may still get the last starting render (`http.rs` shares a
-//! render with the requests of the next second).
+//! start time; once ready, `strom_starting 0` among the rest. The switch comes just
+//! after the ready line is logged, and a scrape may get the last starting render for
+//! a second after it (`http.rs` shares a render with the requests of the next second;
+//! with four renders unread, up to `STALE_AFTER`).
 
 use std::sync::{Arc, RwLock};
 
@@ -26,7 +27,8 @@ pub struct Source(RwLock<Stage>);
 enum Stage {
     Starting {
         opening: Arc<Opening>,
-        /// When the process began to start, in seconds since the Unix epoch.
+        /// When the endpoint began to answer, in seconds since the Unix epoch: the
+        /// server's start time from then on.
         started: f64,
     },
     Ready(Arc<Metrics>),
@@ -104,7 +106,7 @@ impl Collector for StartingScrape {
             ),
         ];
         for (name, help, value) in rows {
-            super::families::gauge(&mut e, name, help, Vec::new(), value as f64)?;
+            super::families::gauge(&mut e, name, help, Vec::new(), value as u64)?;
         }
         Ok(())
     }
