@@ -12,8 +12,9 @@
 # recovered; a little is produced first so the logs have a tail past their checkpoint),
 # and the creation of one more topic of PARTS partitions (deleted again). During the
 # start after SIGKILL, scripts/health_probe.py (Python grpcio, PYTHON) polls the health
-# Check from the exec: the seconds to its first answer and to SERVING. Prints each run,
-# then the medians per binary.
+# Check from the exec: the seconds to its first answer and to SERVING; and
+# scripts/metrics_probe.py scrapes the metrics endpoint: the seconds to its first answer
+# and to the ready server's figures. Prints each run, then the medians per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOPICS=${TOPICS:-5} PARTS=${PARTS:-1000}
@@ -24,6 +25,7 @@ if [ -z "${BINS:-}" ]; then
 fi
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/strom-restart.XXXXXX")
 ADDR=127.0.0.1:${PORT:-7591}
+METRICS=127.0.0.1:${METRICS_PORT:-7592}
 LOG=$W/serve.log
 PID=
 trap 'if [ -n "$PID" ]; then kill -KILL "$PID" 2>/dev/null || true; fi; rm -rf "$W"' EXIT
@@ -35,7 +37,7 @@ since() { echo "$(now) - $1" | bc; }
 start() {
   local t0
   t0=$(now)
-  "$1" serve --listen "$ADDR" --data-dir "$W/data" >"$LOG" 2>&1 &
+  "$1" serve --listen "$ADDR" --metrics-listen "$METRICS" --data-dir "$W/data" >"$LOG" 2>&1 &
   PID=$!
   until grep -q "serving gRPC" "$LOG"; do
     kill -0 "$PID" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
@@ -76,6 +78,8 @@ for BIN in $BINS; do
   rm -f "$W/go"
   "$PYTHON" scripts/health_probe.py "$ADDR" "$W/go" >"$W/probe" &
   probe=$!
+  "$PYTHON" scripts/metrics_probe.py "$METRICS" "$W/go" >"$W/mprobe" &
+  mprobe=$!
   sleep 3 # the probe's imports, before it waits for $W/go
   kill -KILL "$PID"
   wait "$PID" 2>/dev/null || true
@@ -84,17 +88,20 @@ for BIN in $BINS; do
   start "$BIN"
   crash=$TOOK
   wait "$probe"
+  wait "$mprobe"
   answered=$(echo "$(sed -n 's/.*first_answer=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
   serving=$(echo "$(sed -n 's/.*serving=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
+  scraped=$(echo "$(sed -n 's/.*first_answer=\([0-9.]*\).*/\1/p' "$W/mprobe") - $t0" | bc)
+  figures=$(echo "$(sed -n 's/.*figures=\([0-9.]*\).*/\1/p' "$W/mprobe") - $t0" | bc)
   recovered=$(grep -c "recovered log after unclean shutdown" "$LOG" || true)
   t0=$(now)
   cli topic create extra --partitions "$PARTS"
   create=$(since "$t0")
   cli topic delete extra
   stop
-  printf '%s  dd %s  clean start %.3f s  SIGTERM stop %.3f s  start after SIGKILL %.3f s (%s logs recovered; health answered at %.3f s, SERVING at %.3f s)  create %s partitions %.3f s\n' \
-    "$BIN" "$dd" "$clean" "$term" "$crash" "$recovered" "$answered" "$serving" "$PARTS" "$create"
-  echo "$BIN $clean $term $crash $answered $serving $create" >>"$RESULTS"
+  printf '%s  dd %s  clean start %.3f s  SIGTERM stop %.3f s  start after SIGKILL %.3f s (%s logs recovered; health answered at %.3f s, SERVING at %.3f s; metrics answered at %.3f s, figures at %.3f s)  create %s partitions %.3f s\n' \
+    "$BIN" "$dd" "$clean" "$term" "$crash" "$recovered" "$answered" "$serving" "$scraped" "$figures" "$PARTS" "$create"
+  echo "$BIN $clean $term $crash $answered $serving $scraped $figures $create" >>"$RESULTS"
 done
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
@@ -107,6 +114,7 @@ for name, rows in runs.items():
     cols = list(zip(*rows))
     cell = lambda c: "%.2f (%.2f-%.2f)" % (statistics.median(c), min(c), max(c))
     print("  %s: clean start %s, SIGTERM stop %s, start after SIGKILL %s "
-          "(health first answered %s, SERVING %s), create %s"
+          "(health first answered %s, SERVING %s; metrics first answered %s, "
+          "figures %s), create %s"
           % (name, *(cell(c) for c in cols)))
 EOF

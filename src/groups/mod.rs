@@ -20,6 +20,8 @@
 //! Offsets are kept by topic id, so a topic deleted and created again under its name
 //! starts with no committed offsets. Membership lives in memory only: after a restart
 //! members find themselves unknown and join again, and committed offsets carry them on.
+//! Meanwhile they consume what they had, so a group found on disk hands out no
+//! partition for a while after the start (`slots::RESTART_HOLD_INTERVALS`).
 
 mod admin;
 mod assign;

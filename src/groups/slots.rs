@@ -38,7 +38,17 @@ pub(super) struct Slot {
     pub(super) next_deadline: AtomicU64,
     /// Whether the group has a directory (committed offsets) on disk.
     pub(super) has_files: AtomicBool,
+    /// Found on disk at start-up: it may have had members before the restart, which
+    /// still consume their partitions (`RESTART_HOLD_INTERVALS`).
+    pub(super) listed: bool,
 }
+
+/// For this many heartbeat intervals after the server starts, a group found on disk
+/// hands out no partition (`Membership::held_until`): its members of before the
+/// restart heartbeat within one interval (the Rust client retries a failed heartbeat
+/// every 200 ms), learn they are unknown, and drop their partitions first. A group made
+/// since the start had no members before it, and is not held.
+pub(super) const RESTART_HOLD_INTERVALS: u64 = 2;
 
 impl Slot {
     /// A group found on disk at start-up.
@@ -53,6 +63,7 @@ impl Slot {
             members: AtomicUsize::new(0),
             next_deadline: AtomicU64::new(u64::MAX),
             has_files: AtomicBool::new(true),
+            listed: true,
         }
     }
 
@@ -66,6 +77,7 @@ impl Slot {
             members: AtomicUsize::new(0),
             next_deadline: AtomicU64::new(u64::MAX),
             has_files: AtomicBool::new(false),
+            listed: false,
         }
     }
 
@@ -175,12 +187,14 @@ impl Groups {
                 SlotState::Deleted => continue, // deleted meanwhile: look again
                 SlotState::Loaded(_) => {}
                 SlotState::Unloaded => {
-                    let membership = Membership::new(
-                        name,
-                        self.config.heartbeat_interval.as_millis() as u64,
-                        self.view(),
-                    )
-                    .counted_in(Arc::clone(&self.subscriptions));
+                    let interval = self.config.heartbeat_interval.as_millis() as u64;
+                    let hold = match slot.listed {
+                        true => interval.saturating_mul(RESTART_HOLD_INTERVALS),
+                        false => 0,
+                    };
+                    let membership = Membership::new(name, interval, self.view())
+                        .counted_in(Arc::clone(&self.subscriptions))
+                        .held_until(hold);
                     *guard = SlotState::Loaded(Box::new(Loaded {
                         membership,
                         store: None,

@@ -49,6 +49,10 @@ pub struct Membership {
     /// The era of the scoped patterns' scopes when the target was last computed
     /// (`Scope::era`): a new one computes it again, as a change of topics does.
     scope_era: u64,
+    /// No partition is handed out before this time (the driver's clock): after a
+    /// restart, members of before it still consume what they owned until their next
+    /// heartbeat tells them they are unknown (`held_until`).
+    hold_until_ms: u64,
 }
 
 fn fenced(group: &str, why: String) -> Error {
@@ -78,7 +82,20 @@ impl Membership {
             view,
             heartbeat_interval_ms,
             scope_era: 0,
+            hold_until_ms: 0,
         }
+    }
+
+    /// Hands out no partition before `ms` (the driver's clock). Membership lives in
+    /// memory only, so after a restart the group's members of before are unknown, and
+    /// each keeps consuming its partitions until its next heartbeat is refused (it then
+    /// drops them and joins again). Without the hold, the first of them to heartbeat
+    /// was given every partition at once, and consumed them beside the others for up
+    /// to a heartbeat interval (hostile-sweep finding). Members still join and are told
+    /// their targets meanwhile; the partitions come at their first heartbeat after it.
+    pub fn held_until(mut self, ms: u64) -> Membership {
+        self.hold_until_ms = ms;
+        self
     }
 
     /// The group's subscriptions counted in the server's `tally` (a new group counts
@@ -346,9 +363,10 @@ impl Membership {
             member.revoking_since.get_or_insert(now_ms);
             return;
         }
+        let held = now_ms < self.hold_until_ms;
         let free: Vec<Tp> = target
             .difference(&member.assigned)
-            .filter(|tp| !self.holder.contains(tp))
+            .filter(|tp| !held && !self.holder.contains(tp))
             .copied()
             .collect();
         if !free.is_empty() {
