@@ -180,8 +180,9 @@ pub enum Error {
 
     /// A committed offset past the end of its partition (or a reset outside it).
     #[error(
-        "offset {offset} cannot be committed for topic {} partition {partition}: it is past the high watermark {end} (the partition holds offsets [{start}, {end}))",
-        quote(topic)
+        "offset {offset} cannot be committed for topic {} partition {partition}: it is {} (the partition holds offsets [{start}, {end}))",
+        quote(topic),
+        outside(*.offset, *.start, *.end)
     )]
     CommitOutOfRange {
         topic: String,
@@ -262,6 +263,14 @@ pub fn parse_number<T: std::str::FromStr>(text: &str) -> Option<T> {
 }
 
 /// `name` in double quotes, cut to `MAX_QUOTED` characters (saying how long it was).
+/// Where an offset outside `[start, end)` lies, for `CommitOutOfRange`.
+fn outside(offset: u64, start: u64, end: u64) -> String {
+    match offset < start {
+        true => format!("below the log start {start} (records before it were deleted)"),
+        false => format!("past the high watermark {end}"),
+    }
+}
+
 pub fn quote(name: &str) -> String {
     match name.char_indices().nth(MAX_QUOTED) {
         None => format!("{name:?}"),

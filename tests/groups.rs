@@ -694,6 +694,14 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_refused(&unknown, Code::NotFound, "does not exist");
     let beyond = commit(&client, "g", ("", 0), "t", 0, 4).await.unwrap_err();
     assert_refused(&beyond, Code::OutOfRange, "past the high watermark 3");
+    // A reset below the log start says so (it said "past the high watermark").
+    client
+        .admin()
+        .delete_records("t", 0, Some(2))
+        .await
+        .unwrap();
+    let below = reset(&client, "g", To::Offset(1), true).await.unwrap_err();
+    assert_refused(&below, Code::OutOfRange, "below the log start 2");
     let no_topic = commit(&client, "g", ("", 0), "nope", 0, 0)
         .await
         .unwrap_err();

@@ -361,6 +361,14 @@ async fn kafka_and_grpc_consumers_do_not_share_a_group() {
         23,
         "INCONSISTENT_GROUP_PROTOCOL"
     );
+    // A commit from outside the group (an administrator's reset, or a consumer that
+    // assigns itself partitions) is refused as Kafka refuses one into a group with
+    // members, not with INVALID_REQUEST (hostile-sweep finding).
+    let mut outside = commit("", -1, 0);
+    outside.group_id = group("shared");
+    let answered = conn.call(&outside, 8).await;
+    let code = answered.topics[0].partitions[0].error_code;
+    assert_eq!(code, 25, "UNKNOWN_MEMBER_ID");
     // A Kafka member in "billing": a gRPC join is refused, saying why.
     assert_eq!(conn.call(&join(""), 3).await.error_code, 0);
     let refused = client

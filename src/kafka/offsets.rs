@@ -13,6 +13,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 
 use super::authorize;
 use super::errors::{code, Refusal};
+use super::group::machine::code::UNKNOWN_MEMBER_ID;
 use super::groups::{check_group_name, read_group};
 use super::requests::groups::OffsetCommit;
 use super::text;
@@ -72,6 +73,12 @@ pub async fn offset_commit(
             let refusal = Refusal::from(err);
             refusal.log_about(&request.group);
             error = refusal.code;
+            // A commit from outside the group into one with gRPC members: Kafka answers
+            // a commit without a generation into a group with members so (its tools
+            // see a gRPC group as one without members, and said only INVALID_REQUEST).
+            if request.member_id.is_empty() && kafka.groups.member_count(&request.group) > 0 {
+                error = UNKNOWN_MEMBER_ID;
+            }
         }
     }
     let mut response = OffsetCommitResponse::default();
