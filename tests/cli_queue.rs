@@ -112,3 +112,60 @@ esac"#,
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
 }
+
+/// `strom work` outlives a server restart (a stop, then a SIGKILL): its stream broke, it opens it again and
+/// takes the jobs produced after the restart (it exited 1 at the first restart, a
+/// hostile sweep found, so a job runner died with every server restart).
+#[test]
+fn work_outlives_a_server_restart() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    serve.ok(&["topic", "create", "jobs"], b"");
+    serve.ok(&["queue", "config", "q", "--set", "start=earliest"], b"");
+    let log = out.path().join("log");
+    let script = format!("cat >> {}; echo >> {}", log.display(), log.display());
+    let mut work = std::process::Command::new(common::cli::STROM)
+        .args(["work", "-t", "jobs", "-g", "q", "-s", &serve.addr, "--"])
+        .args(["sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ran = |values: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = std::fs::read_to_string(&log).unwrap_or_default();
+            if values.iter().all(|v| done.lines().any(|l| l == *v)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{values:?} not all run: {done:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    serve.ok(&["produce", "-t", "jobs"], b"a\nb\n");
+    ran(&["a", "b"]);
+    let addr = serve.addr.clone();
+    let pid = rustix::process::Pid::from_raw(serve.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let mut stopped = serve;
+    assert!(common::cli::wait_within(&mut stopped.child, Duration::from_secs(20)).success());
+    let serve = Serve::start_at(dir.path(), &addr);
+    serve.ok(&["produce", "-t", "jobs"], b"c\nd\n");
+    ran(&["c", "d"]);
+    // And a crash: the stream ends in a transport error rather than UNAVAILABLE.
+    let mut killed = serve;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let serve = Serve::start_at(dir.path(), &addr);
+    serve.ok(&["produce", "-t", "jobs"], b"e\nf\n");
+    ran(&["e", "f"]);
+    assert!(work.try_wait().unwrap().is_none(), "strom work still runs");
+    work.kill().unwrap();
+    let output = work.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("opening it again"), "{said}");
+}

@@ -10,6 +10,11 @@
 //! Exit 0 accepts the record; exit 3 rejects it (dead-lettered, never retried); any
 //! other end (another status, a signal, a command that cannot start) releases it for
 //! another try, up to the group's max.deliveries.
+//!
+//! A stream that breaks (the server restarting, the network) is opened again, as a new
+//! member, with a backoff, rather than ending the runner: a job runner must outlive a
+//! server restart. The records it held go back to the queue when its stream ends, so a
+//! job whose answer could not be sent runs again, as after any crash.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -18,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use tonic::{Code, Status};
 
 use super::output::noteln;
 use super::{describe, Connect, Stop};
@@ -98,25 +104,72 @@ fn run_job(command: &[String], topic: &str, job: &Job) -> Option<i32> {
     child.wait().ok().and_then(|status| status.code())
 }
 
-pub async fn run(args: WorkArgs) -> Result<(), Stop> {
-    let client = args.connect.client().await?;
+/// Whether a stream's failure is the connection's (the server restarting or gone for
+/// a while, the network), which opening it again mends, rather than the request's.
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+    )
+}
+
+/// Joins the share group over a new stream, trying again with a backoff while the
+/// server cannot be reached (`reconnecting`: it was, and the stream broke).
+async fn join(
+    client: &crate::client::Client,
+    args: &WorkArgs,
+    reconnecting: bool,
+) -> Result<Worker, Stop> {
     let mut config = WorkerConfig::new(&args.group, &args.topic);
     config.prefetch = args.prefetch.max(1);
-    let mut worker = Worker::connect(&client, config).await.map_err(describe)?;
+    let mut backoff = Duration::from_millis(100);
+    let worker = loop {
+        match Worker::connect(client, config.clone()).await {
+            Ok(worker) => break worker,
+            Err(status) if reconnecting && transient(&status) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(status) => return Err(describe(status).into()),
+        }
+    };
     noteln!(
         "strom work: member {} of share group {}, taking jobs from {}",
         worker.member_id(),
         args.group,
         args.topic
     );
+    Ok(worker)
+}
+
+/// The longest wait between attempts to open the stream again.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub async fn run(args: WorkArgs) -> Result<(), Stop> {
+    let client = args.connect.client().await?;
+    let mut worker = join(&client, &args, false).await?;
     let wait = Duration::from_millis(args.idle_exit_ms.unwrap_or(u64::MAX / 4));
     let (mut done, mut failed, mut rejected) = (0u64, 0u64, 0u64);
     while args
         .max_jobs
         .is_none_or(|max| done + failed + rejected < max)
     {
-        let Some(job) = worker.next(wait).await.map_err(describe)? else {
-            break; // idle for --idle-exit-ms
+        let job = match worker.next(wait).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break, // idle for --idle-exit-ms
+            Err(status) if transient(&status) => {
+                noteln!(
+                    "strom work: the stream broke ({}); opening it again",
+                    status.message()
+                );
+                worker = join(&client, &args, true).await?;
+                continue;
+            }
+            Err(status) => return Err(describe(status).into()),
         };
         let command = args.command.clone();
         let topic = args.topic.clone();
@@ -138,7 +191,19 @@ pub async fn run(args: WorkArgs) -> Result<(), Stop> {
                 worker.release(&job).await
             }
         };
-        acked.map_err(describe)?;
+        match acked {
+            Ok(()) => {}
+            Err(status) if transient(&status) => {
+                noteln!(
+                    "strom work: the stream broke ({}); the job at partition {} offset {} goes back to the queue and runs again; opening it again",
+                    status.message(),
+                    job.partition,
+                    job.offset
+                );
+                worker = join(&client, &args, true).await?;
+            }
+            Err(status) => return Err(describe(status).into()),
+        }
     }
     worker.close().await;
     noteln!("strom work: {done} accepted, {rejected} rejected, {failed} released");
