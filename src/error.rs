@@ -263,14 +263,6 @@ pub fn parse_number<T: std::str::FromStr>(text: &str) -> Option<T> {
 }
 
 /// `name` in double quotes, cut to `MAX_QUOTED` characters (saying how long it was).
-/// Where an offset outside `[start, end)` lies, for `CommitOutOfRange`.
-fn outside(offset: u64, start: u64, end: u64) -> String {
-    match offset < start {
-        true => format!("below the log start {start} (records before it were deleted)"),
-        false => format!("past the high watermark {end}"),
-    }
-}
-
 pub fn quote(name: &str) -> String {
     match name.char_indices().nth(MAX_QUOTED) {
         None => format!("{name:?}"),
@@ -293,5 +285,13 @@ impl<T> IoContext<T> for io::Result<T> {
             path: path.to_path_buf(),
             source,
         })
+    }
+}
+
+/// Where an offset outside `[start, end)` lies, for `CommitOutOfRange`.
+fn outside(offset: u64, start: u64, end: u64) -> String {
+    match offset < start {
+        true => format!("below the log start {start} (records before it were deleted)"),
+        false => format!("past the high watermark {end}"),
     }
 }

@@ -117,25 +117,30 @@ fn transient(status: &Status) -> bool {
     )
 }
 
-/// Joins the share group over a new stream, trying again with a backoff while the
-/// server cannot be reached (`reconnecting`: it was, and the stream broke).
+/// Joins the share group over a new stream. A runner whose stream broke
+/// (`reconnecting`) first waits its backoff, then tries until the server takes it.
 async fn join(
     client: &crate::client::Client,
     args: &WorkArgs,
-    reconnecting: bool,
+    reconnecting: Option<&mut Backoff>,
 ) -> Result<Worker, Stop> {
     let mut config = WorkerConfig::new(&args.group, &args.topic);
     config.prefetch = args.prefetch.max(1);
-    let mut backoff = Duration::from_millis(100);
-    let worker = loop {
-        match Worker::connect(client, config.clone()).await {
-            Ok(worker) => break worker,
-            Err(status) if reconnecting && transient(&status) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+    let worker = match reconnecting {
+        None => Worker::connect(client, config).await.map_err(describe)?,
+        Some(backoff) => loop {
+            backoff.wait().await;
+            match Worker::connect(client, config.clone()).await {
+                Ok(worker) => break worker,
+                Err(status) if transient(&status) => {
+                    noteln!(
+                        "strom work: cannot open the stream yet: {}",
+                        describe(status)
+                    );
+                }
+                Err(status) => return Err(describe(status).into()),
             }
-            Err(status) => return Err(describe(status).into()),
-        }
+        },
     };
     noteln!(
         "strom work: member {} of share group {}, taking jobs from {}",
@@ -146,12 +151,32 @@ async fn join(
     Ok(worker)
 }
 
+/// The wait before opening the stream again, doubled at each attempt up to
+/// `MAX_BACKOFF` and kept across reconnects, so that a stream that opens and breaks at
+/// once (a server failing every fetch of the group) is not opened in a tight loop. It
+/// starts again once a stream has delivered a job.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 /// The longest wait between attempts to open the stream again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub async fn run(args: WorkArgs) -> Result<(), Stop> {
     let client = args.connect.client().await?;
-    let mut worker = join(&client, &args, false).await?;
+    let mut worker = join(&client, &args, None).await?;
+    let mut backoff = Backoff(Backoff::FIRST);
     let wait = Duration::from_millis(args.idle_exit_ms.unwrap_or(u64::MAX / 4));
     let (mut done, mut failed, mut rejected) = (0u64, 0u64, 0u64);
     while args
@@ -164,43 +189,36 @@ pub async fn run(args: WorkArgs) -> Result<(), Stop> {
             Err(status) if transient(&status) => {
                 noteln!(
                     "strom work: the stream broke ({}); opening it again",
-                    status.message()
+                    describe(status)
                 );
-                worker = join(&client, &args, true).await?;
+                worker = join(&client, &args, Some(&mut backoff)).await?;
                 continue;
             }
             Err(status) => return Err(describe(status).into()),
         };
+        backoff.reset();
         let command = args.command.clone();
         let topic = args.topic.clone();
         let ran = job.clone();
         let status = tokio::task::spawn_blocking(move || run_job(&command, &topic, &ran))
             .await
             .map_err(|e| format!("job runner failed: {e}"))?;
-        let acked = match status {
-            Some(0) => {
-                done += 1;
-                worker.accept(&job).await
-            }
-            Some(REJECT_STATUS) => {
-                rejected += 1;
-                worker.reject(&job).await
-            }
-            _ => {
-                failed += 1;
-                worker.release(&job).await
-            }
+        let (acked, count) = match status {
+            Some(0) => (worker.accept(&job).await, &mut done),
+            Some(REJECT_STATUS) => (worker.reject(&job).await, &mut rejected),
+            _ => (worker.release(&job).await, &mut failed),
         };
         match acked {
-            Ok(()) => {}
+            // Counted once its answer is on its way: a job that runs again counts once.
+            Ok(()) => *count += 1,
             Err(status) if transient(&status) => {
                 noteln!(
                     "strom work: the stream broke ({}); the job at partition {} offset {} goes back to the queue and runs again; opening it again",
-                    status.message(),
+                    describe(status),
                     job.partition,
                     job.offset
                 );
-                worker = join(&client, &args, true).await?;
+                worker = join(&client, &args, Some(&mut backoff)).await?;
             }
             Err(status) => return Err(describe(status).into()),
         }

@@ -52,7 +52,7 @@ mod throttle;
 mod topics;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,8 @@ pub struct Groups {
     view: Mutex<Arc<TopicsView>>,
     /// Origin of the coordinators' monotonic clock.
     origin: Instant,
+    /// When the server began to answer, on the same clock (`serving`).
+    serving_since_ms: AtomicU64,
     /// Groups with their files open now, and the most (`open_stores.rs`).
     open_stores: Arc<AtomicUsize>,
     max_open_stores: usize,
@@ -155,6 +157,7 @@ impl Groups {
             slots: Mutex::new(slots),
             view: Mutex::new(Arc::new(TopicsView::new(version, metas))),
             origin: Instant::now(),
+            serving_since_ms: AtomicU64::new(0),
             open_stores: Arc::new(AtomicUsize::new(0)),
             max_open_stores: open_stores::MAX_OPEN_STORES,
             foreign: std::sync::OnceLock::new(),
@@ -166,6 +169,13 @@ impl Groups {
 
     fn now(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
+    }
+
+    /// The server answers requests from now on: the hold of groups found on disk
+    /// counts from here (`slots::RESTART_HOLD_INTERVALS`), not from their opening,
+    /// which may come seconds earlier (share groups and the port's handover follow it).
+    pub fn serving(&self) {
+        self.serving_since_ms.store(self.now(), Ordering::Relaxed);
     }
 
     /// The topics now; rebuilt only when the broker's topic set changed.

@@ -189,7 +189,10 @@ impl Groups {
                 SlotState::Unloaded => {
                     let interval = self.config.heartbeat_interval.as_millis() as u64;
                     let hold = match slot.listed {
-                        true => interval.saturating_mul(RESTART_HOLD_INTERVALS),
+                        true => self
+                            .serving_since_ms
+                            .load(Ordering::Relaxed)
+                            .saturating_add(interval.saturating_mul(RESTART_HOLD_INTERVALS)),
                         false => 0,
                     };
                     let membership = Membership::new(name, interval, self.view())

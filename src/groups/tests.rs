@@ -387,6 +387,37 @@ fn hb(
     }
 }
 
+/// A group held after a restart (`Membership::held_until`) hands out nothing before
+/// the hold ends, telling its member to come back sooner than the interval, and what
+/// the target says once it has ended.
+#[test]
+fn a_held_group_hands_out_nothing_until_its_hold_ends() {
+    let v = view_of(0, &[("t0", 0, 2)]);
+    let mut g = Membership::new("g", 1_000, Arc::clone(&v)).held_until(5_000);
+    let none = BTreeSet::new();
+    let mut a = g
+        .heartbeat(hb("", 0, None, &none, &v), &v, 0, || "a".into())
+        .unwrap();
+    assert!(a.assignment.is_empty(), "{:?}", a.assignment);
+    assert!(
+        a.heartbeat_interval_ms < 1_000,
+        "{}",
+        a.heartbeat_interval_ms
+    );
+    for now in [1_000, 4_999, 5_000] {
+        a = g
+            .heartbeat(
+                hb("a", a.member_epoch, None, &a.assignment, &v),
+                &v,
+                now,
+                || unreachable!(),
+            )
+            .unwrap();
+        let given = a.assignment.len();
+        assert_eq!(given, if now < 5_000 { 0 } else { 2 }, "at {now}");
+    }
+}
+
 #[test]
 fn a_topic_seen_first_by_a_stray_leave_is_still_assigned() {
     let v0 = view_of(0, &[("t0", 0, 2)]);

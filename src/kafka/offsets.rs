@@ -64,6 +64,14 @@ pub async fn offset_commit(
             }
         }
     }
+    // A commit from outside the group into one with gRPC members: Kafka answers a commit
+    // without a generation into a group with members so (its tools see a gRPC group as
+    // one without members, and were told only INVALID_REQUEST). Members that join after
+    // this look are refused by the commit itself (INVALID_REQUEST, then).
+    let outside = request.member_id.is_empty();
+    if error == code::NONE && outside && kafka.groups.member_count(&request.group) > 0 {
+        error = UNKNOWN_MEMBER_ID;
+    }
     if error == code::NONE && !offsets.is_empty() {
         if let Err(err) = kafka
             .groups
@@ -73,12 +81,6 @@ pub async fn offset_commit(
             let refusal = Refusal::from(err);
             refusal.log_about(&request.group);
             error = refusal.code;
-            // A commit from outside the group into one with gRPC members: Kafka answers
-            // a commit without a generation into a group with members so (its tools
-            // see a gRPC group as one without members, and said only INVALID_REQUEST).
-            if request.member_id.is_empty() && kafka.groups.member_count(&request.group) > 0 {
-                error = UNKNOWN_MEMBER_ID;
-            }
         }
     }
     let mut response = OffsetCommitResponse::default();

@@ -175,6 +175,7 @@ pub async fn serve_listeners(
         },
         GrpcListener::Starting(starting) => starting.end().await?,
     };
+    groups.serving();
     let local = handover.listener.local_addr().ok();
     let floor: std::sync::Weak<dyn crate::broker::RetentionFloor> = Arc::downgrade(&queues) as _;
     broker.set_retention_floor(floor);
