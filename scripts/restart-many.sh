@@ -55,6 +55,13 @@ stop() {
   TOOK=$(since "$t0")
 }
 cli() { STROM_SERVER=$ADDR "$BIN" "$@" >/dev/null 2>&1; }
+# after T0 KEY FILE: the seconds from T0 to the time a probe printed as KEY=TIME in
+# FILE; nan if it printed none (its limit passed first).
+after() {
+  local at
+  at=$(sed -n "s/.*$2=\([0-9.]*\).*/\1/p" "$3")
+  if [ -n "$at" ]; then echo "$at - $1" | bc; else echo nan; fi
+}
 
 BIN=${BINS%% *}
 start "$BIN"
@@ -89,10 +96,10 @@ for BIN in $BINS; do
   crash=$TOOK
   wait "$probe"
   wait "$mprobe"
-  answered=$(echo "$(sed -n 's/.*first_answer=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
-  serving=$(echo "$(sed -n 's/.*serving=\([0-9.]*\).*/\1/p' "$W/probe") - $t0" | bc)
-  scraped=$(echo "$(sed -n 's/.*first_answer=\([0-9.]*\).*/\1/p' "$W/mprobe") - $t0" | bc)
-  figures=$(echo "$(sed -n 's/.*figures=\([0-9.]*\).*/\1/p' "$W/mprobe") - $t0" | bc)
+  answered=$(after "$t0" first_answer "$W/probe")
+  serving=$(after "$t0" serving "$W/probe")
+  scraped=$(after "$t0" first_answer "$W/mprobe")
+  figures=$(after "$t0" figures "$W/mprobe")
   recovered=$(grep -c "recovered log after unclean shutdown" "$LOG" || true)
   t0=$(now)
   cli topic create extra --partitions "$PARTS"

@@ -144,6 +144,13 @@ async fn get_once(
     get(&mut http1(io).await, token).await
 }
 
+/// A server with a metrics endpoint, its data in `dir/data`.
+async fn serve(dir: &Path, options: ServeOptions) -> TestServer {
+    let data = dir.join("data");
+    let limits = strom::broker::Limits::default();
+    TestServer::start_with_options_and_metrics(&data, limits, options).await
+}
+
 const ACL: &str = "prom read metrics\napp all topic:* group:*\n";
 
 /// A tokens file of `prom` (may scrape) and `app` (may not), and an acl saying so.
@@ -177,13 +184,7 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
         metrics_auth: true,
         ..Default::default()
     };
-    let data = dir.path().join("data");
-    let server = TestServer::start_with_options_and_metrics(
-        &data,
-        strom::broker::Limits::default(),
-        options,
-    )
-    .await;
+    let server = serve(dir.path(), options).await;
     let addr = server.metrics.unwrap();
 
     let (status, challenge, body) = get_once(addr, &certs, None, None).await.unwrap();
@@ -303,13 +304,7 @@ async fn a_scraper_is_named_by_its_certificate() {
         metrics_auth: true,
         ..Default::default()
     };
-    let data = dir.path().join("data");
-    let server = TestServer::start_with_options_and_metrics(
-        &data,
-        strom::broker::Limits::default(),
-        options,
-    )
-    .await;
+    let server = serve(dir.path(), options).await;
     let addr = server.metrics.unwrap();
     let reader = Some((certs.reader_cert.as_path(), certs.reader_key.as_path()));
     let (status, _, body) = get_once(addr, &certs, reader, None).await.unwrap();
@@ -339,13 +334,7 @@ async fn python_scrapes_over_https_with_a_token() {
         metrics_auth: true,
         ..Default::default()
     };
-    let data = dir.path().join("data");
-    let server = TestServer::start_with_options_and_metrics(
-        &data,
-        strom::broker::Limits::default(),
-        options,
-    )
-    .await;
+    let server = serve(dir.path(), options).await;
     let url = format!(
         "https://localhost:{}/metrics",
         server.metrics.unwrap().port()
@@ -397,13 +386,7 @@ async fn tls_alone_serves_anyone_and_a_renewed_certificate() {
         metrics_tls: true,
         ..Default::default()
     };
-    let data = dir.path().join("data");
-    let server = TestServer::start_with_options_and_metrics(
-        &data,
-        strom::broker::Limits::default(),
-        options,
-    )
-    .await;
+    let server = serve(dir.path(), options).await;
     let addr = server.metrics.unwrap();
     let (status, _, body) = get_once(addr, &certs, None, None).await.unwrap();
     assert_eq!(status, 200, "{body}");
