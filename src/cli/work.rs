@@ -23,11 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use tonic::{Code, Status};
 
 use super::output::noteln;
 use super::{describe, Connect, Stop};
-use crate::client::{Job, Worker, WorkerConfig};
+use crate::client::{transient, Job, Worker, WorkerConfig};
 
 /// The exit status that rejects a record.
 pub const REJECT_STATUS: i32 = 3;
@@ -102,19 +101,6 @@ fn run_job(command: &[String], topic: &str, job: &Job) -> Option<i32> {
         let _ = stdin.write_all(&job.value);
     }
     child.wait().ok().and_then(|status| status.code())
-}
-
-/// Whether a stream's failure is the connection's (the server restarting or gone for
-/// a while, the network), which opening it again mends, rather than the request's.
-fn transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-    )
 }
 
 /// Joins the share group over a new stream. A runner whose stream broke

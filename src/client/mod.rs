@@ -20,6 +20,20 @@ pub use group::{Batch, GroupConfig, GroupConsumer};
 pub use producer::{retriable, Ack, Producer, ProducerConfig, RECORD_OVERHEAD};
 pub use worker::{Job, Worker, WorkerConfig};
 
+/// A failure of the connection rather than of the request, which asking again mends:
+/// the server restarting or unreachable for a moment, a connection broken (a SIGKILLed
+/// server's streams end in transport errors, UNKNOWN or INTERNAL). A group consumer's
+/// fetchers and `strom work` wait these out.
+pub fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+    )
+}
+
 use std::collections::BTreeMap;
 
 use tonic::Status;

@@ -11,6 +11,7 @@ use tonic::Code;
 
 use super::{lock, Fetch, Fetched, GroupConfig, Key, Shared};
 use crate::client::consumer::{bounds, pause_after_early_empty, reset_position, to_owned};
+use crate::client::transient;
 use crate::client::Client;
 use crate::client::OffsetReset;
 use crate::grpc::pb::{self, groups_client::GroupsClient};
@@ -95,15 +96,6 @@ pub(super) async fn fetch_loop(
             return;
         }
     }
-}
-
-/// An error a fetcher waits out and asks again after: the server restarting or
-/// unreachable for a moment, a connection broken.
-fn transient(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded
-    )
 }
 
 /// Heartbeats until aborted: joins, reports what the consumer owns, and passes the

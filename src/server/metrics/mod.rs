@@ -151,15 +151,7 @@ impl Metrics {
     /// BENCHMARKS.md, "Metrics").
     pub async fn render(self: &Arc<Self>) -> String {
         let me = Arc::clone(self);
-        let render = move || {
-            let mut registry = prometheus_client::registry::Registry::default();
-            registry.register_collector(Box::new(me.gather()));
-            let mut out = String::new();
-            prometheus_client::encoding::text::encode(&mut out, &registry)
-                .expect("writing to a String does not fail");
-            out
-        };
-        tokio::task::spawn_blocking(render)
+        tokio::task::spawn_blocking(move || text(me.gather()))
             .await
             .expect("rendering a scrape does not panic")
     }
@@ -214,6 +206,16 @@ impl Metrics {
             left_out: Default::default(),
         }
     }
+}
+
+/// A collector's families as OpenMetrics text.
+fn text(collector: impl Collector + 'static) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String does not fail");
+    out
 }
 
 type Labels = Vec<(&'static str, String)>;

@@ -63,17 +63,10 @@ impl Source {
         let stage = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         match stage {
             Stage::Ready(metrics) => metrics.render().await,
-            Stage::Starting { opening, started } => {
-                let mut registry = prometheus_client::registry::Registry::default();
-                registry.register_collector(Box::new(StartingScrape {
-                    partitions: opening.partitions(),
-                    started,
-                }));
-                let mut out = String::new();
-                prometheus_client::encoding::text::encode(&mut out, &registry)
-                    .expect("writing to a String does not fail");
-                out
-            }
+            Stage::Starting { opening, started } => super::text(StartingScrape {
+                partitions: opening.partitions(),
+                started,
+            }),
         }
     }
 }
