@@ -41,7 +41,9 @@
 //!   `kafka/scram.rs`)
 //!   and access control list (`kafka/authorize.rs`) hold there as over gRPC.
 //! - [`groups`]: consumer groups. Membership, epochs and assignments are a state machine
-//!   without I/O or clock (`groups::coordinator`, model-tested); committed offsets are a
+//!   without I/O or clock (`groups::coordinator`, model-tested), saved at each change
+//!   beside the offsets so that members carry on across a restart
+//!   (`groups/members_file.rs`); committed offsets are a
 //!   snapshot plus a group-committed journal per group, keyed by topic id. Share groups
 //!   (`groups::share`, queues): each partition's locks, delivery counts and dead letters
 //!   are a state machine without I/O or clock (`share/window/`, model-tested), kept in

@@ -416,6 +416,57 @@ async fn kafka_and_grpc_consumers_do_not_share_a_group() {
     server.stop().await.unwrap();
 }
 
+/// A gRPC group's members are saved with its offsets and carry on after a restart,
+/// even before any of them heartbeats again: a Kafka join in that time is refused,
+/// as it would be handed the partitions they still consume.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_members_saved_across_a_restart_keep_kafka_consumers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let client = server.client_with_topic("events", 2).await;
+    let joined = client
+        .groups()
+        .heartbeat(strom::grpc::pb::HeartbeatRequest {
+            group: "shared".into(),
+            topics: vec!["events".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let committed = strom::grpc::pb::CommitOffsetsRequest {
+        group: "shared".into(),
+        member_id: joined.member_id.clone(),
+        member_epoch: joined.member_epoch,
+        offsets: vec![strom::grpc::pb::OffsetCommit {
+            topic: "events".into(),
+            partition: 0,
+            ..Default::default()
+        }],
+    };
+    client.groups().commit_offsets(committed).await.unwrap();
+    server.stop().await.unwrap();
+
+    let server =
+        TestServer::start_with_kafka(dir.path(), Limits::default(), ServeOptions::default()).await;
+    let mut conn = KafkaConn::connect(server.kafka.unwrap()).await;
+    let mut request = join("");
+    request.group_id = group("shared");
+    assert_eq!(
+        conn.call(&request, 3).await.error_code,
+        23,
+        "INCONSISTENT_GROUP_PROTOCOL"
+    );
+    let mut outside = commit("", -1, 0);
+    outside.group_id = group("shared");
+    let answered = conn.call(&outside, 8).await;
+    let code = answered.topics[0].partitions[0].error_code;
+    assert_eq!(code, 25, "UNKNOWN_MEMBER_ID");
+    drop(conn);
+    server.stop().await.unwrap();
+}
+
 /// ListGroups, DescribeGroups and DeleteGroups over Kafka's protocol: a Kafka group
 /// with a member, a gRPC consumer group (protocol type `strom`), a group with only
 /// committed offsets, and one that does not exist.

@@ -74,6 +74,11 @@ impl Groups {
                 let _ = opening.await;
             }
             loaded.opening = None;
+            // Likewise a save of its members, which would write into the directory.
+            if let Some(saving) = loaded.saving.as_mut() {
+                let _ = saving.await;
+            }
+            loaded.saving = None;
         }
         *guard = SlotState::Deleted;
         {

@@ -84,6 +84,13 @@ impl Groups {
                 Some(_) => loaded.opening = None,
                 None => {}
             }
+            // Likewise a save of its members: unloaded meanwhile, the group could be
+            // loaded again from the file before that write lands.
+            match &loaded.saving {
+                Some(saving) if !saving.is_finished() => continue,
+                Some(_) => loaded.saving = None,
+                None => {}
+            }
             // Files unused for a minute are closed, members or not: a descriptor per
             // group that only heartbeats would run the server out of them.
             if loaded.store.is_some() && now.saturating_sub(loaded.store_used_ms) >= UNLOAD_IDLE_MS
@@ -139,6 +146,7 @@ impl Groups {
                     let view = self.view();
                     let expired = loaded.membership.expire(now, &view);
                     tracing::info!(group = %slot.name, members = ?expired, "sessions expired");
+                    self.save_members(&slot, loaded).await;
                 }
                 // The deadline as it is now (a heartbeat may have moved it on).
                 Self::members_changed(&slot, loaded);

@@ -67,11 +67,13 @@ impl Groups {
             Ok(answer) => answer,
             Err(err) => {
                 Self::members_changed(&slot, loaded);
+                self.save_members(&slot, loaded).await;
                 self.forget_if_empty(&slot, &mut guard);
                 return Err(err);
             }
         };
         Self::members_changed(&slot, loaded);
+        self.save_members(&slot, loaded).await;
         let named = named(&view, &answer.assignment);
         Ok((answer, named))
     }
@@ -86,6 +88,7 @@ impl Groups {
         let loaded = loaded(&mut guard);
         loaded.membership.leave(member_id, &view);
         Self::members_changed(&slot, loaded);
+        self.save_members(&slot, loaded).await;
         Ok(())
     }
 }

@@ -9,7 +9,8 @@
 //!   and journal files, and the group commit of their fsyncs.
 //! - `ops`: commit, fetch and reset; `delete_offsets`; `describe`: what needs the
 //!   broker (topic ids, high watermarks, timestamp lookups); `paging`: their answers a
-//!   page at a time; `membership`: heartbeats and leaves.
+//!   page at a time; `membership`: heartbeats and leaves; `members_file`: the members
+//!   saved for a restart.
 //! - `topics`: the topics as groups see them; `request`: checks of what requests carry;
 //!   `gauges`: members and lag for the metrics endpoint.
 //! - this module: the registry of groups; `slots`: loading each on first use and
@@ -18,9 +19,11 @@
 //!   names that Kafka's coordinator holds members of.
 //!
 //! Offsets are kept by topic id, so a topic deleted and created again under its name
-//! starts with no committed offsets. Membership lives in memory only: after a restart
-//! members find themselves unknown and join again, and committed offsets carry them on.
-//! Meanwhile they consume what they had, so a group found on disk hands out no
+//! starts with no committed offsets. A group with offsets saves its membership at each
+//! change (`members_file`, bytes by `coordinator/saved.rs`), so its members carry on
+//! across a restart. Where that file cannot be used (the machine restarted: it is not
+//! synced) members find themselves unknown and join again, committed offsets carrying
+//! them on; meanwhile they consume what they had, so such a group hands out no
 //! partition for a while after the start (`slots::RESTART_HOLD_INTERVALS`).
 
 mod admin;
@@ -34,6 +37,7 @@ pub mod gauges;
 mod holders;
 mod journal;
 mod member;
+mod members_file;
 mod membership;
 pub mod offsets;
 mod open_stores;
@@ -127,6 +131,11 @@ pub struct Groups {
     max_open_stores: usize,
     /// What every group's distinct subscriptions take, capped.
     subscriptions: Arc<subscriptions::SubscriptionTally>,
+    /// This boot of the machine, which a group's saved members name
+    /// (`members_file.rs`); None: members are not saved.
+    boot: Option<u128>,
+    /// Set once by the server, if it has an access control list: scoped patterns.
+    scope_of: std::sync::OnceLock<members_file::ScopeFn>,
 }
 
 impl Groups {
@@ -164,6 +173,8 @@ impl Groups {
             subscriptions: Arc::new(subscriptions::SubscriptionTally::new(
                 subscriptions::MAX_SERVER_SUBSCRIPTION_BYTES,
             )),
+            boot: members_file::boot_id(),
+            scope_of: std::sync::OnceLock::new(),
         })
     }
 
@@ -200,8 +211,16 @@ impl Groups {
             .map(|slot| slot.members.load(Ordering::Relaxed))
     }
 
-    /// gRPC members of `group` now (0 for a group strom does not have).
-    pub fn member_count(&self, group: &str) -> usize {
+    /// gRPC members of `group` now (0 for a group strom does not have). A group with
+    /// files not used since the start is loaded first: the members it saved
+    /// (`members_file.rs`) may still be consuming, and count.
+    pub async fn member_count(&self, group: &str) -> usize {
+        let unused = self.slots().get(group).is_some_and(|slot| {
+            slot.members.load(Ordering::Relaxed) == 0 && slot.has_files.load(Ordering::Relaxed)
+        });
+        if unused {
+            let _ = self.lock(group, false).await;
+        }
         self.slots()
             .get(group)
             .map_or(0, |slot| slot.members.load(Ordering::Relaxed))

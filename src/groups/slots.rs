@@ -44,10 +44,11 @@ pub(super) struct Slot {
 }
 
 /// For this many heartbeat intervals after the server starts, a group found on disk
-/// hands out no partition (`Membership::held_until`): its members of before the
-/// restart heartbeat within one interval (the Rust client retries a failed heartbeat
-/// every 200 ms), learn they are unknown, and drop their partitions first. A group made
-/// since the start had no members before it, and is not held.
+/// without saved members it can use (`members_file.rs`) hands out no partition
+/// (`Membership::held_until`): its members of before the restart heartbeat within one
+/// interval (the Rust client retries a failed heartbeat every 200 ms), learn they are
+/// unknown, and drop their partitions first. A group made since the start had no
+/// members before it, and is not held.
 pub(super) const RESTART_HOLD_INTERVALS: u64 = 2;
 
 impl Slot {
@@ -113,6 +114,12 @@ pub(super) struct Loaded {
     /// went missing a minute after its last commit. The offsets alone (48 bytes each,
     /// no metadata, which may be 4 KiB an offset). Dropped when the files reopen.
     pub(super) closed_offsets: Option<Box<[(Tp, u64)]>>,
+    /// The membership's `changes` when last saved (`members_file.rs`), to save only
+    /// after a change, and the CRC of what was saved, to check in tests that nothing
+    /// changed without moving `changes`.
+    pub(super) saved: Option<(u64, u32)>,
+    /// A save a cancelled request started and did not see finish.
+    pub(super) saving: Option<tokio::task::JoinHandle<super::members_file::Saved>>,
 }
 
 impl Loaded {
@@ -187,7 +194,17 @@ impl Groups {
                 SlotState::Deleted => continue, // deleted meanwhile: look again
                 SlotState::Loaded(_) => {}
                 SlotState::Unloaded => {
+                    // Kafka consumers joined it since the start: its gRPC members of before
+                    // are not restored, so that they are refused and drop their partitions.
+                    let restored = match slot.has_files.load(Ordering::Relaxed) {
+                        true if !self.foreign_members(name) => self.restored(&slot).await,
+                        _ => None,
+                    };
                     let interval = self.config.heartbeat_interval.as_millis() as u64;
+                    // Restored groups too: members keep what they own, and only moves
+                    // wait. Their file may have been written by a server that was itself
+                    // within a hold (killed then), or since this one started (the group
+                    // unloaded and loaded again).
                     let hold = match slot.listed {
                         true => self
                             .serving_since_ms
@@ -195,8 +212,12 @@ impl Groups {
                             .saturating_add(interval.saturating_mul(RESTART_HOLD_INTERVALS)),
                         false => 0,
                     };
-                    let membership = Membership::new(name, interval, self.view())
-                        .counted_in(Arc::clone(&self.subscriptions))
+                    let found = restored.is_some();
+                    let membership = restored
+                        .unwrap_or_else(|| {
+                            Membership::new(name, interval, self.view())
+                                .counted_in(Arc::clone(&self.subscriptions))
+                        })
                         .held_until(hold);
                     *guard = SlotState::Loaded(Box::new(Loaded {
                         membership,
@@ -204,7 +225,18 @@ impl Groups {
                         opening: None,
                         store_used_ms: now_ms(),
                         closed_offsets: None,
+                        saved: None,
+                        saving: None,
                     }));
+                    if found {
+                        // Its members' count and deadlines, for listings and expiry (not
+                        // its activity time: a read of an idle group is no activity).
+                        let membership = &loaded(&mut guard).membership;
+                        let deadline = membership.next_deadline().unwrap_or(u64::MAX);
+                        slot.next_deadline.store(deadline, Ordering::Relaxed);
+                        let members = membership.members().count();
+                        slot.members.store(members, Ordering::Relaxed);
+                    }
                 }
             }
             return Ok((slot, guard));
@@ -263,6 +295,11 @@ impl Groups {
         if loaded.store.is_some() {
             slot.has_files.store(true, Ordering::Relaxed);
             loaded.closed_offsets = None;
+            if loaded.saved.is_none() {
+                // The group's first commit made its directory: its members are saved
+                // now, not at their next change, which may come after a restart.
+                self.save_members(slot, loaded).await;
+            }
         }
         Ok(loaded.store.as_mut())
     }

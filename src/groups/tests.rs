@@ -2,6 +2,9 @@
 //! answers, static restarts, topic changes and time, against a simple model: which
 //! members are alive, and what each client believes it owns.
 //!
+//! Restarts restore the group from what it saved (`coordinator/saved.rs`), and the
+//! clients carry on as if nothing happened.
+//!
 //! Properties: no partition is ever owned by two live clients at once (the server never
 //! hands out a partition before its old owner stopped listing it); the server's members
 //! are exactly the model's live ones; and once every client has heartbeated a few times
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::coordinator::{Heartbeat, Membership, Subscription};
+use super::subscriptions::SubscriptionTally;
 use super::{GroupState, TopicsView, Tp};
 use crate::broker::TopicMeta;
 
@@ -41,6 +45,8 @@ enum Op {
     DeleteTopic {
         index: usize,
     },
+    /// The server restarts: the group is restored from what it saved.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..2_000).prop_map(|ms| Op::Advance { ms }),
         1 => (1u32..5).prop_map(|partitions| Op::CreateTopic { partitions }),
         1 => (0usize..4).prop_map(|index| Op::DeleteTopic { index }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -81,6 +88,8 @@ struct World {
     clients: Vec<Client>,
     now: u64,
     next_id: u64,
+    /// The group's `changes` when last saved, and its bytes then.
+    saved: (u64, Vec<u8>),
 }
 
 impl World {
@@ -91,8 +100,10 @@ impl World {
             partitions: 6,
         }];
         let view = Arc::new(TopicsView::new(0, topics.clone()));
+        let group = Membership::new("g", 1_000, Arc::clone(&view));
         World {
-            group: Membership::new("g", 1_000, Arc::clone(&view)),
+            saved: (group.changes(), group.saved()),
+            group,
             view,
             topics,
             version: 0,
@@ -270,12 +281,36 @@ impl World {
                     self.bump_view();
                 }
             }
+            Op::Restart => {
+                // What the server last saved: it saves when `changes` moves.
+                let saved = self.saved.1.clone();
+                let tally = Arc::new(SubscriptionTally::new(usize::MAX));
+                let view = Arc::clone(&self.view);
+                self.group =
+                    Membership::restore("g", 1_000, view, tally, &saved, self.now, &|_| None)
+                        .expect("a saved membership restores");
+                // A new count of changes: the server saves a restored group anew.
+                self.saved.0 = u64::MAX;
+            }
         }
     }
 
     fn bump_view(&mut self) {
         self.version += 1;
         self.view = Arc::new(TopicsView::new(self.version, self.topics.clone()));
+    }
+
+    /// Saves the group as the server does, only when its `changes` moved; and checks
+    /// that nothing saved changed without it.
+    fn save(&mut self) {
+        let bytes = self.group.saved();
+        if self.group.changes() == self.saved.0 {
+            assert_eq!(
+                bytes, self.saved.1,
+                "the saved state changed without `changes`"
+            );
+        }
+        self.saved = (self.group.changes(), bytes);
     }
 
     /// No partition is owned by two live clients; the server's members are the model's.
@@ -311,6 +346,7 @@ proptest! {
         let mut world = World::new();
         for op in ops {
             world.apply(op);
+            world.save();
             world.check()?;
         }
         // Let static members that left run out their sessions, then settle.

@@ -64,6 +64,11 @@ impl TopicsView {
         self.names.get(&id).map(String::as_str)
     }
 
+    /// The partition count of the topic with this id.
+    pub fn partitions_of(&self, id: TopicId) -> Option<u32> {
+        self.by_name.get(self.name_of(id)?).map(|(_, n)| *n)
+    }
+
     /// (name, id, partitions) of the topics from `from` on, by name.
     pub fn topics_from(
         &self,

@@ -82,7 +82,7 @@ pub async fn join_group(
     };
     // A group strom's gRPC consumers are in is theirs: both would read the same
     // partitions. Kafka's code for a group of another kind.
-    if kafka.groups.member_count(&request.group) > 0 {
+    if kafka.groups.member_count(&request.group).await > 0 {
         tracing::info!(
             group = request.group,
             "kafka JoinGroup refused: the group has gRPC members; use another group name"

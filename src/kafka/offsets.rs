@@ -69,7 +69,7 @@ pub async fn offset_commit(
     // one without members, and were told only INVALID_REQUEST). Members that join after
     // this look are refused by the commit itself (INVALID_REQUEST, then).
     let outside = request.member_id.is_empty();
-    if error == code::NONE && outside && kafka.groups.member_count(&request.group) > 0 {
+    if error == code::NONE && outside && kafka.groups.member_count(&request.group).await > 0 {
         error = UNKNOWN_MEMBER_ID;
     }
     if error == code::NONE && !offsets.is_empty() {

@@ -30,7 +30,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::groups::share::ShareGroups;
 use crate::groups::Groups;
-use crate::grpc::auth::AuthLayer;
+use crate::grpc::auth::{Access, AuthLayer, Principal};
 use crate::grpc::budget::BudgetLayer;
 use crate::grpc::call_limit::CallLimitLayer;
 use crate::grpc::connection::{served, Admission, Incoming, Timeouts};
@@ -163,6 +163,13 @@ pub async fn serve_listeners(
     // On this thread: a start answers meanwhile on another worker (`starting.rs`), and on
     // the blocking pool they would add a thread to every server's start.
     let groups = Groups::open(Arc::clone(&broker), options.groups.clone())?;
+    if let Some(acl) = options.acl.clone() {
+        // A saved member's scoped pattern matches what its principal may read now.
+        groups.set_scopes(Box::new(move |who| {
+            let who = (!who.is_empty()).then(|| Principal(who.into()));
+            Access::of_principal(Some(&acl), who).read_scope()
+        }));
+    }
     let queues = ShareGroups::open(Arc::clone(&broker), options.max_share_window_records)?;
     let (groups, queues) = (Arc::new(groups), Arc::new(queues));
     let expiry = tokio::spawn(Arc::clone(&groups).run());

@@ -49,6 +49,7 @@ impl Membership {
     /// `Subscriptions::intern`, so its address names its class.
     pub(super) fn bump(&mut self) {
         self.epoch += 1;
+        self.changes += 1;
         let distinct: Vec<&Arc<Subscription>> = self.subscriptions.distinct().collect();
         let class: HashMap<*const Subscription, usize> = distinct
             .iter()

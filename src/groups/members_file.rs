@@ -1,0 +1,219 @@
+//! A consumer group's members on disk, so that a server restart is invisible to them:
+//! `members` in the group's directory holds the coordinator's state
+//! (`coordinator/saved.rs`), written whenever it changes and before the heartbeat that
+//! changed it is answered, and read when the group is first used after a start. Byte
+//! table in `storage-format.md` ("A group's members").
+//!
+//! Written without fsync: a heartbeat waiting for a disk sync in every step of a
+//! rebalance would make rebalances of large groups slow. After a process crash the page
+//! cache still holds the last write, so the file is exact. After the machine itself went
+//! down it may be older than what members were told; so the file names the machine's
+//! boot (Linux's `boot_id`), and one from another boot is not used. The group is then
+//! held for two heartbeat intervals instead (`slots::RESTART_HOLD_INTERVALS`), as is one
+//! whose file is missing or damaged, or whose last write failed (the file is removed).
+//!
+//! Only groups with a directory (committed offsets) have the file: a group that has
+//! never committed keeps its members in memory only.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use super::slots::{Loaded, Slot};
+use super::{Groups, Membership, Scope};
+
+pub const MEMBERS_FILE: &str = "members";
+const TEMP_FILE: &str = "members.tmp";
+const MAGIC: &[u8; 8] = b"STRMMEMB";
+const VERSION: u32 = 1;
+/// magic, version, boot id.
+const HEADER_LEN: usize = 8 + 4 + 16;
+
+/// What a principal's scoped pattern may match, given by the server (which has the access
+/// control list) once at its start.
+pub type ScopeFn = Box<dyn Fn(&str) -> Option<Scope> + Send + Sync>;
+
+/// This boot of the machine, from `/proc/sys/kernel/random/boot_id`; None where there is
+/// none, and then no file is written or read.
+pub fn boot_id() -> Option<u128> {
+    static BOOT: OnceLock<Option<u128>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+        (hex.len() == 32)
+            .then(|| u128::from_str_radix(&hex, 16).ok())
+            .flatten()
+    })
+}
+
+/// The file's bytes: `magic | version u32 | boot u128 | body | crc32` (the CRC over all
+/// before it).
+pub fn encode(boot: u128, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&boot.to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The body of a file written in boot `boot`, or why it cannot be used.
+pub fn decode(bytes: &[u8], boot: u128) -> Result<&[u8], &'static str> {
+    if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
+        return Err("not a members file");
+    }
+    let (data, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(data).to_le_bytes() != crc {
+        return Err("its checksum does not match");
+    }
+    if data[8..12] != VERSION.to_le_bytes() {
+        return Err("written by another version of strom");
+    }
+    if data[12..HEADER_LEN] != boot.to_le_bytes() {
+        return Err("written before the machine last started, so it may be out of date");
+    }
+    Ok(&data[HEADER_LEN..])
+}
+
+/// Why a save failed: the write's error, and the removal's if the old file stayed.
+type Failed = (std::io::Error, Option<std::io::Error>);
+pub(super) type Saved = Result<(), Failed>;
+
+/// Replaces the file (a temporary file renamed over it, not synced). If that fails the
+/// file is removed: an out-of-date one would restore members as they were, and could
+/// hand a partition to one while another consumes it; without one, a restart holds the
+/// group instead. Blocking.
+fn write(dir: &Path, bytes: &[u8]) -> Saved {
+    let temp = dir.join(TEMP_FILE);
+    let written =
+        std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, dir.join(MEMBERS_FILE)));
+    match written {
+        Ok(()) => Ok(()),
+        // A directory not made yet (its making runs beside this) or gone (deleted):
+        // nothing to keep up to date, nothing to remove.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => {
+            let _ = std::fs::remove_file(&temp);
+            match std::fs::remove_file(dir.join(MEMBERS_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((err, Some(e))),
+                _ => Err((err, None)),
+            }
+        }
+    }
+}
+
+impl Groups {
+    /// Lets scoped patterns be restored: without it, a group with one is held instead.
+    pub fn set_scopes(&self, scope_of: ScopeFn) {
+        let _ = self.scope_of.set(scope_of);
+    }
+
+    /// The membership saved in a group's directory, restored with its sessions starting
+    /// now; None if there is none that can be used (then the group is held).
+    pub(super) async fn restored(&self, slot: &Slot) -> Option<Membership> {
+        let boot = self.boot?;
+        let path = slot.dir.join(MEMBERS_FILE);
+        let read = tokio::task::spawn_blocking(move || std::fs::read(path));
+        let bytes = match read.await.expect("a read does not panic") {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                tracing::warn!(group = %slot.name, %err, "could not read the group's members; holding it");
+                return None;
+            }
+        };
+        let why = match decode(&bytes, boot) {
+            Ok(body) => {
+                let scope_of = |who: &str| self.scope_of.get().and_then(|f| f(who));
+                let interval = self.config.heartbeat_interval.as_millis() as u64;
+                let tally = Arc::clone(&self.subscriptions);
+                let restored = Membership::restore(
+                    &slot.name,
+                    interval,
+                    self.view(),
+                    tally,
+                    body,
+                    self.now(),
+                    &scope_of,
+                );
+                match restored {
+                    Ok(membership) => return Some(membership),
+                    Err(why) => why,
+                }
+            }
+            Err(why) => why,
+        };
+        tracing::info!(group = %slot.name, "the group's saved members are not used ({why}); holding it");
+        None
+    }
+
+    /// Saves a locked group's membership if it changed since it was last saved: before
+    /// the answer of the request that changed it goes out. A save this request's
+    /// caller cut short is finished first, so that writes land in order.
+    pub(super) async fn save_members(&self, slot: &Slot, loaded: &mut Loaded) {
+        let Some(boot) = self.boot else { return };
+        if !slot.has_files.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(earlier) = &mut loaded.saving {
+            let _ = earlier.await;
+            loaded.saving = None;
+        }
+        let changes = loaded.membership.changes();
+        if let Some((saved_at, crc)) = loaded.saved {
+            if saved_at == changes {
+                // Every change moves `changes`: a missed one would leave the file behind.
+                debug_assert_eq!(crc32fast::hash(&loaded.membership.saved()), crc);
+                return;
+            }
+        }
+        let body = loaded.membership.saved();
+        let crc = crc32fast::hash(&body);
+        loaded.saved = None;
+        let dir = slot.dir.clone();
+        let bytes = encode(boot, &body);
+        let saving = loaded
+            .saving
+            .insert(tokio::task::spawn_blocking(move || write(&dir, &bytes)));
+        // Cancelled here, the write stays in `saving` for the next save to wait for.
+        let written = saving.await.expect("a write does not panic");
+        loaded.saving = None;
+        match written {
+            Ok(()) => loaded.saved = Some((changes, crc)),
+            Err((err, None)) => {
+                tracing::warn!(group = %slot.name, %err, "could not save the group's members; a restart will hold the group")
+            }
+            Err((err, Some(remove))) => {
+                tracing::error!(group = %slot.name, %err, %remove, "could not save the group's members nor remove their old file: a restart may restore members as they were before")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_used_only_in_the_boot_that_wrote_it_and_whole() {
+        let file = encode(7, b"body");
+        assert_eq!(decode(&file, 7), Ok(&b"body"[..]));
+        assert!(decode(&file, 8)
+            .unwrap_err()
+            .contains("machine last started"));
+        for cut in 0..file.len() {
+            assert!(decode(&file[..cut], 7).is_err(), "cut at {cut}");
+        }
+        let mut flipped = file.clone();
+        flipped[HEADER_LEN] ^= 1;
+        assert!(decode(&flipped, 7).unwrap_err().contains("checksum"));
+    }
+
+    #[test]
+    fn this_machine_has_a_boot_id() {
+        // Linux: the files are written. Elsewhere this is None and groups are held.
+        assert!(cfg!(not(target_os = "linux")) || boot_id().is_some());
+    }
+}
