@@ -5,12 +5,12 @@
 
 Runs once per BIN, in the order given (pass `old new new old` to alternate). Each run:
 a fresh server on an empty directory, a topic of 4 partitions, two `strom consume
---group g --follow` members. One record per partition is produced and consumed, then
-the members' auto-commit (every 5 s) is waited out. The server is killed with SIGKILL
-and started again on the same port; as soon as it prints its ready line, one record
-per partition is produced. The gap is from the ready line to the last of those four
-records printed by a member. Also printed: how many of the first four records were
-printed again (redelivered after the restart).
+--group g --follow` members, and one `strom produce` per partition writing a record
+every 100 ms. After 8 s (the members' auto-commit runs every 5 s) the server is killed
+with SIGKILL and started again on the same port; production goes on for 15 s after
+its ready line. Printed: the longest time any partition went without a record reaching
+a member, from the ready line on (the members' pause), and how many records reached
+the members more than once (redelivered).
 """
 
 import os
@@ -25,6 +25,7 @@ import time
 
 PARTITIONS = 4
 LIMIT = 60.0
+AFTER = 15.0
 
 
 def free_port():
@@ -60,70 +61,88 @@ def run(binary):
     port = free_port()
     addr = f"127.0.0.1:{port}"
     server, _ = start(binary, data, port)
-    seen = []  # (monotonic time, member, line)
+    seen = []  # (monotonic time, line)
     lock = threading.Lock()
+    stop = threading.Event()
 
-    def cli(*args, stdin=""):
-        subprocess.run([binary, "-s", addr, *args], input=stdin, text=True, check=True,
-                       capture_output=True, timeout=LIMIT)
-
-    def read(member, proc):
+    def read(proc):
         for line in proc.stdout:
             with lock:
-                seen.append((time.monotonic(), member, line.strip()))
+                seen.append((time.monotonic(), line.strip()))
 
-    def wait_for(prefix):
-        deadline = time.monotonic() + LIMIT
-        while time.monotonic() < deadline:
-            with lock:
-                got = {line for _, _, line in seen if line.split(" ")[-1].startswith(prefix)}
-            if len(got) == PARTITIONS:
-                return
-            time.sleep(0.01)
-        sys.exit(f"{binary}: the {prefix} records were not all consumed within {LIMIT} s")
+    def produce(p):
+        # A producer that gives up (its delivery timeout) is started again.
+        i = 0
+        while not stop.is_set():
+            proc = subprocess.Popen(
+                [binary, "-s", addr, "produce", "-t", "t", "-p", str(p), "--linger-ms", "0"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                text=True)
+            try:
+                while not stop.is_set() and proc.poll() is None:
+                    proc.stdin.write(f"{p}-{i}\n")
+                    proc.stdin.flush()
+                    i += 1
+                    time.sleep(0.1)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            proc.wait()
 
-    cli("topic", "create", "t", "--partitions", str(PARTITIONS))
+    subprocess.run([binary, "-s", addr, "topic", "create", "t", "--partitions", str(PARTITIONS)],
+                   check=True, capture_output=True, timeout=LIMIT)
     members = []
-    for m in range(2):
+    for _ in range(2):
         proc = subprocess.Popen(
             [binary, "-s", addr, "consume", "-t", "t", "-g", "g", "-F", "--format", "%p %s\\n"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        threading.Thread(target=read, args=(m, proc), daemon=True).start()
+        threading.Thread(target=read, args=(proc,), daemon=True).start()
         members.append(proc)
+    producers = [threading.Thread(target=produce, args=(p,), daemon=True)
+                 for p in range(PARTITIONS)]
     try:
-        for p in range(PARTITIONS):
-            cli("produce", "-t", "t", "-p", str(p), stdin=f"before-{p}\n")
-        wait_for("before-")
-        time.sleep(6)  # the members' auto-commit, every 5 s
+        for t in producers:
+            t.start()
+        time.sleep(8)  # consuming, and the members' auto-commit (every 5 s)
         server.send_signal(signal.SIGKILL)
         server.wait()
         server, ready = start(binary, data, port)
-        for p in range(PARTITIONS):
-            cli("produce", "-t", "t", "-p", str(p), stdin=f"after-{p}\n")
-        wait_for("after-")
+        time.sleep(AFTER)
+        stop.set()
         with lock:
-            after = [t for t, _, line in seen if line.split(" ")[-1].startswith("after-")]
-            before = [line for _, _, line in seen if line.split(" ")[-1].startswith("before-")]
-        gap = max(after) - ready
-        print(f"{binary}: gap {gap:.2f} s, redelivered {len(before) - PARTITIONS}", flush=True)
-        return gap
+            records = list(seen)
+        pause = 0.0
+        for p in range(PARTITIONS):
+            times = sorted(t for t, line in records
+                           if line.split(" ")[-1].startswith(f"{p}-") and t >= ready)
+            if not times:
+                sys.exit(f"{binary}: partition {p} was not consumed after the restart")
+            points = [ready] + times + [ready + AFTER]
+            pause = max(pause, max(b - a for a, b in zip(points, points[1:])))
+        values = [line for _, line in records]
+        redelivered = len(values) - len(set(values))
+        print(f"{binary}: pause {pause:.2f} s, redelivered {redelivered}", flush=True)
+        return pause
     finally:
+        stop.set()
         for proc in members:
             proc.kill()
         server.kill()
         server.wait()
+        for t in producers:
+            t.join(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    gaps = {}
+    pauses = {}
     for binary in sys.argv[1:]:
-        gaps.setdefault(binary, []).append(run(binary))
-    for binary, values in gaps.items():
+        pauses.setdefault(binary, []).append(run(binary))
+    for binary, values in pauses.items():
         values.sort()
-        print(f"{binary}: gaps {', '.join(f'{v:.2f}' for v in values)} s")
+        print(f"{binary}: pauses {', '.join(f'{v:.2f}' for v in values)} s")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,14 @@ pub fn decode(bytes: &[u8], boot: u128) -> Result<&[u8], &'static str> {
 
 /// Why a save failed: the write's error, and the removal's if the old file stayed.
 type Failed = (std::io::Error, Option<std::io::Error>);
-pub(super) type Saved = Result<(), Failed>;
+pub(super) type Saved = Result<Written, Failed>;
+
+pub(super) enum Written {
+    Yes,
+    /// The group's directory is not made yet (its first commit's open runs beside the
+    /// save, and saves once done) or is gone (deleted).
+    NoDirectory,
+}
 
 /// Replaces the file (a temporary file renamed over it, not synced). If that fails the
 /// file is removed: an out-of-date one would restore members as they were, and could
@@ -90,10 +97,8 @@ fn write(dir: &Path, bytes: &[u8]) -> Saved {
     let written =
         std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, dir.join(MEMBERS_FILE)));
     match written {
-        Ok(()) => Ok(()),
-        // A directory not made yet (its making runs beside this) or gone (deleted):
-        // nothing to keep up to date, nothing to remove.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(Written::Yes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Written::NoDirectory),
         Err(err) => {
             let _ = std::fs::remove_file(&temp);
             match std::fs::remove_file(dir.join(MEMBERS_FILE)) {
@@ -150,16 +155,15 @@ impl Groups {
     }
 
     /// Saves a locked group's membership if it changed since it was last saved: before
-    /// the answer of the request that changed it goes out. A save this request's
-    /// caller cut short is finished first, so that writes land in order.
+    /// the answer of the request that changed it goes out. Each write is started before
+    /// this waits for anything, and waits for the one before it (a cancelled request's,
+    /// still running): so writes land in order, and the newest state is written even
+    /// if this request is cancelled too (a file ahead of what a member was told is a
+    /// lost answer, which the coordinator handles; one behind it is not).
     pub(super) async fn save_members(&self, slot: &Slot, loaded: &mut Loaded) {
         let Some(boot) = self.boot else { return };
         if !slot.has_files.load(Ordering::Relaxed) {
             return;
-        }
-        if let Some(earlier) = &mut loaded.saving {
-            let _ = earlier.await;
-            loaded.saving = None;
         }
         let changes = loaded.membership.changes();
         if let Some((saved_at, crc)) = loaded.saved {
@@ -174,14 +178,21 @@ impl Groups {
         loaded.saved = None;
         let dir = slot.dir.clone();
         let bytes = encode(boot, &body);
-        let saving = loaded
-            .saving
-            .insert(tokio::task::spawn_blocking(move || write(&dir, &bytes)));
-        // Cancelled here, the write stays in `saving` for the next save to wait for.
+        let earlier = loaded.saving.take();
+        let saving = loaded.saving.insert(tokio::spawn(async move {
+            if let Some(earlier) = earlier {
+                let _ = earlier.await;
+            }
+            let write = tokio::task::spawn_blocking(move || write(&dir, &bytes));
+            write.await.expect("a write does not panic")
+        }));
+        // Cancelled here, the write goes on, and stays in `saving` for the next save
+        // (and the group's unloading) to wait for.
         let written = saving.await.expect("a write does not panic");
         loaded.saving = None;
         match written {
-            Ok(()) => loaded.saved = Some((changes, crc)),
+            Ok(Written::Yes) => loaded.saved = Some((changes, crc)),
+            Ok(Written::NoDirectory) => {}
             Err((err, None)) => {
                 tracing::warn!(group = %slot.name, %err, "could not save the group's members; a restart will hold the group")
             }
@@ -209,6 +220,76 @@ mod tests {
         let mut flipped = file.clone();
         flipped[HEADER_LEN] ^= 1;
         assert!(decode(&flipped, 7).unwrap_err().contains("checksum"));
+        // A directory not there (yet) is not a save: the group's first open saves.
+        let dir = tempfile::tempdir().unwrap();
+        let written = write(&dir.path().join("not-made"), &file);
+        assert!(matches!(written, Ok(Written::NoDirectory)));
+        assert!(matches!(write(dir.path(), &file), Ok(Written::Yes)));
+        assert_eq!(std::fs::read(dir.path().join(MEMBERS_FILE)).unwrap(), file);
+    }
+
+    /// Review finding: a request cancelled while the save before it ran never wrote
+    /// its own state. A member joins and its request is cancelled while its save runs;
+    /// the first member leaves, cancelled the same way. Both writes land, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_changed_by_a_cancelled_request_is_still_saved_in_order() {
+        use futures_util::FutureExt;
+        use std::collections::BTreeMap;
+
+        use crate::broker::{Broker, Limits};
+        use crate::groups::subscriptions::SubscriptionTally;
+        use crate::groups::{GroupsConfig, Heartbeat};
+
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(Broker::open(dir.path(), Limits::default()).unwrap());
+        broker.create_topic("t", 2, &BTreeMap::new()).await.unwrap();
+        let groups = Groups::open(Arc::clone(&broker), GroupsConfig::default()).unwrap();
+        let join = || Heartbeat {
+            member_id: String::new(),
+            member_epoch: 0,
+            subscription: crate::groups::subscription(vec!["t".into()], "").unwrap(),
+            instance_id: None,
+            session_timeout_ms: 10_000,
+            owned: Vec::new(),
+        };
+        let (first, _) = groups.heartbeat("g", join()).await.unwrap();
+        let offsets = vec![("t".to_string(), 0, 0, String::new())];
+        let epoch = first.member_epoch;
+        groups
+            .commit("g", &first.member_id, epoch, offsets)
+            .await
+            .unwrap();
+        let joining = groups.heartbeat("g", join()).now_or_never();
+        assert!(
+            joining.is_none(),
+            "the join answered before its save was cut"
+        );
+        let leaving = groups.leave("g", &first.member_id).now_or_never();
+        assert!(
+            leaving.is_none(),
+            "the leave answered before its save was cut"
+        );
+
+        let slot = groups.find("g").unwrap();
+        let restored = || {
+            let bytes = std::fs::read(slot.dir.join(MEMBERS_FILE)).unwrap();
+            let body = decode(&bytes, boot_id().unwrap()).unwrap().to_vec();
+            let tally = Arc::new(SubscriptionTally::new(usize::MAX));
+            let view = groups.view();
+            Membership::restore("g", 3_000, view, tally, &body, 0, &|_| None).unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ids: Vec<String> = restored().members().map(|m| m.id.to_string()).collect();
+            if ids.len() == 1 && ids[0] != first.member_id {
+                break; // the joiner alone: the leave's state
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the file holds {ids:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

@@ -212,11 +212,15 @@ impl Groups {
     }
 
     /// gRPC members of `group` now (0 for a group strom does not have). A group with
-    /// files not used since the start is loaded first: the members it saved
-    /// (`members_file.rs`) may still be consuming, and count.
+    /// files not loaded since the start is loaded first: the members it saved
+    /// (`members_file.rs`) may still be consuming, and count. Once loaded, its count
+    /// is kept up to date (a group unloads only without members), so a Kafka group's
+    /// joins do not take its lock each time.
     pub async fn member_count(&self, group: &str) -> usize {
         let unused = self.slots().get(group).is_some_and(|slot| {
-            slot.members.load(Ordering::Relaxed) == 0 && slot.has_files.load(Ordering::Relaxed)
+            slot.members.load(Ordering::Relaxed) == 0
+                && slot.has_files.load(Ordering::Relaxed)
+                && !slot.loaded_once.load(Ordering::Relaxed)
         });
         if unused {
             let _ = self.lock(group, false).await;

@@ -41,6 +41,8 @@ pub(super) struct Slot {
     /// Found on disk at start-up: it may have had members before the restart, which
     /// still consume their partitions (`RESTART_HOLD_INTERVALS`).
     pub(super) listed: bool,
+    /// Loaded since the start: its saved members, if any, are known (`member_count`).
+    pub(super) loaded_once: AtomicBool,
 }
 
 /// For this many heartbeat intervals after the server starts, a group found on disk
@@ -65,6 +67,7 @@ impl Slot {
             next_deadline: AtomicU64::new(u64::MAX),
             has_files: AtomicBool::new(true),
             listed: true,
+            loaded_once: AtomicBool::new(false),
         }
     }
 
@@ -79,6 +82,7 @@ impl Slot {
             next_deadline: AtomicU64::new(u64::MAX),
             has_files: AtomicBool::new(false),
             listed: false,
+            loaded_once: AtomicBool::new(false),
         }
     }
 
@@ -213,6 +217,7 @@ impl Groups {
                         false => 0,
                     };
                     let found = restored.is_some();
+                    slot.loaded_once.store(true, Ordering::Relaxed);
                     let membership = restored
                         .unwrap_or_else(|| {
                             Membership::new(name, interval, self.view())

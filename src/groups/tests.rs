@@ -47,6 +47,10 @@ enum Op {
     },
     /// The server restarts: the group is restored from what it saved.
     Restart,
+    /// A client subscribes the other way from its next heartbeat on.
+    Switch {
+        client: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -59,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u32..5).prop_map(|partitions| Op::CreateTopic { partitions }),
         1 => (0usize..4).prop_map(|index| Op::DeleteTopic { index }),
         1 => Just(Op::Restart),
+        1 => (0usize..8).prop_map(|client| Op::Switch { client }),
     ]
 }
 
@@ -76,6 +81,8 @@ struct Client {
     alive: bool,
     /// Answers lost since the last one received.
     lost: u32,
+    /// Subscribes by a list of names rather than a pattern (`World::subscription`).
+    listed: bool,
     deadline: u64,
 }
 
@@ -114,8 +121,14 @@ impl World {
         }
     }
 
-    fn subscription() -> Subscription {
-        super::subscription(Vec::new(), "t.*").unwrap()
+    /// Every topic there can be, by a pattern or by a list of names: the two are
+    /// distinct subscriptions (kept apart, and saved apart) that match alike.
+    fn subscription(listed: bool) -> Subscription {
+        match listed {
+            true => super::subscription((0..100).map(|i| format!("t{i}")).collect(), ""),
+            false => super::subscription(Vec::new(), "t.*"),
+        }
+        .unwrap()
     }
 
     fn owned_names(&self, client: &Client) -> Vec<(String, Vec<u32>)> {
@@ -136,7 +149,7 @@ impl World {
         let hb = Heartbeat {
             member_id: client.member_id.clone(),
             member_epoch: client.epoch,
-            subscription: Self::subscription(),
+            subscription: Self::subscription(client.listed),
             instance_id: client.instance.clone(),
             session_timeout_ms: SESSION_MS,
             owned: self.owned_names(&client),
@@ -182,10 +195,11 @@ impl World {
         let instance = instance.map(|i| format!("instance-{i}"));
         self.next_id += 1;
         let id = format!("m{}", self.next_id);
+        let listed = self.next_id % 2 == 0;
         let hb = Heartbeat {
             member_id: String::new(),
             member_epoch: 0,
-            subscription: Self::subscription(),
+            subscription: Self::subscription(listed),
             instance_id: instance.clone(),
             session_timeout_ms: SESSION_MS,
             owned: Vec::new(),
@@ -219,6 +233,7 @@ impl World {
             alive: true,
             lost: 0,
             deadline: self.now + SESSION_MS,
+            listed,
         });
     }
 
@@ -281,14 +296,21 @@ impl World {
                     self.bump_view();
                 }
             }
+            Op::Switch { client } => {
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.listed = !c.listed;
+                }
+            }
             Op::Restart => {
                 // What the server last saved: it saves when `changes` moves.
                 let saved = self.saved.1.clone();
                 let tally = Arc::new(SubscriptionTally::new(usize::MAX));
                 let view = Arc::clone(&self.view);
+                // Held as the server holds a group found on disk: two intervals.
                 self.group =
                     Membership::restore("g", 1_000, view, tally, &saved, self.now, &|_| None)
-                        .expect("a saved membership restores");
+                        .expect("a saved membership restores")
+                        .held_until(self.now + 2_000);
                 // A new count of changes: the server saves a restored group anew.
                 self.saved.0 = u64::MAX;
             }
@@ -416,7 +438,7 @@ fn hb(
     Heartbeat {
         member_id: id.into(),
         member_epoch: epoch,
-        subscription: World::subscription(),
+        subscription: World::subscription(false),
         instance_id: instance.map(String::from),
         session_timeout_ms: SESSION_MS,
         owned: by_topic.into_iter().collect(),
