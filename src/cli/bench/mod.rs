@@ -29,7 +29,9 @@ mod e2e;
 mod groups;
 mod jitter;
 mod produce;
+mod producer;
 mod queue;
+mod queue_expiry;
 mod rebalance;
 mod requests;
 mod slow;
@@ -76,7 +78,7 @@ enum Mode {
     /// Workers of a share group taking and accepting every record of a filled topic.
     Queue(queue::QueueArgs),
     /// How soon after its lock ends a record reaches another, waiting worker.
-    QueueExpiry(queue::ExpiryArgs),
+    QueueExpiry(queue_expiry::ExpiryArgs),
 }
 
 impl BenchArgs {
@@ -109,7 +111,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Stop> {
         Mode::GroupConsume(bench) => groups::group_consume(&args.connect, bench).await,
         Mode::FillGroups(bench) => groups::fill_groups(&args.connect, bench).await,
         Mode::Queue(bench) => queue::queue(&args.connect, bench).await,
-        Mode::QueueExpiry(bench) => queue::expiry(&args.connect, bench).await,
+        Mode::QueueExpiry(bench) => queue_expiry::expiry(&args.connect, bench).await,
     }
 }
 
