@@ -122,6 +122,20 @@ async fn calls_need_a_token_the_file_lists_and_health_checks_do_not() {
             assert!(status.message().contains(says), "{status:?}");
         }
     }
+    // Two tokens on one call name no one caller: refused, even with Alice's first
+    // (a proxy's header added beside a client's own, say; the first used to count).
+    let stranger = connect(&server, None).await;
+    for tokens in [["alpha secret", "b0b"], ["alpha secret", "alpha secret"]] {
+        let mut request = tonic::Request::new(pb::ListTopicsRequest::default());
+        for token in tokens {
+            let value = format!("Bearer {token}").parse().unwrap();
+            request.metadata_mut().append("authorization", value);
+        }
+        let mut admin = pb::admin_client::AdminClient::new(stranger.channel());
+        let refused = admin.list_topics(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        assert!(refused.message().contains("more than one"), "{refused:?}");
+    }
     // A token no metadata can carry is refused by the client, saying why.
     let options = ConnectOptions {
         tls: None,

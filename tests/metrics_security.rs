@@ -224,6 +224,24 @@ async fn a_scrape_needs_tls_a_known_token_and_a_grant() {
         .expect("closed in time");
     let answers = String::from_utf8_lossy(&answers);
     assert_eq!(answers.matches("HTTP/1.1 401").count(), 1, "{answers}");
+    // Two Authorization headers name no one scraper, even both prom's: refused.
+    let mut io = connect(addr, &certs, None, &[b"http/1.1"]).await.unwrap();
+    let twice = "authorization: Bearer prom-token\r\n".repeat(2);
+    let asked = format!("GET /metrics HTTP/1.1\r\nhost: x\r\n{twice}\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut io, asked.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut io, &mut answer);
+    let _ = tokio::time::timeout(LIMIT, read)
+        .await
+        .expect("closed in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.contains("more than one Authorization header"),
+        "{answer}"
+    );
 
     // prom scrapes on a connection kept open, until its grant is taken away.
     let kept_open = || async {

@@ -125,7 +125,7 @@ where
         let (who, token) = match &self.tokens {
             Some(tokens) => {
                 let generation = tokens.generation();
-                match tokens.check(request.headers().get(http::header::AUTHORIZATION)) {
+                match tokens.check_headers(request.headers()) {
                     Ok((principal, digest)) => (
                         Some(principal.clone()),
                         Some(TokenWatch {

@@ -54,6 +54,23 @@ impl Tokens {
         self.0.reload()
     }
 
+    /// Whose token the `authorization` header of `headers` carries (and its digest), or
+    /// why the call is refused: also with two such headers, which name no one caller (a
+    /// proxy's added beside a client's own, say), where the first used to count.
+    pub fn check_headers(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> std::result::Result<(Principal, Digest), tonic::Status> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(tonic::Status::unauthenticated(
+                "the call carries more than one `authorization` header: send one, `Bearer TOKEN`",
+            ));
+        }
+        self.check(first)
+    }
+
     /// Whose token `authorization` carries (and its digest), or why the call is refused.
     pub fn check(
         &self,

@@ -94,12 +94,13 @@ impl Guard {
             why,
         };
         let who = match &callers.tokens {
-            Some(tokens) => match tokens.check(headers.get(hyper::header::AUTHORIZATION)) {
+            Some(tokens) => match tokens.check_headers(headers) {
                 Ok((principal, _)) => principal,
                 Err(_) => {
-                    let why = match headers.contains_key(hyper::header::AUTHORIZATION) {
-                        true => "the Authorization header is not `Bearer TOKEN` with a token of the server's tokens file (a revoked one?)",
-                        false => "the metrics need a token of the server's tokens file",
+                    let why = match headers.get_all(hyper::header::AUTHORIZATION).iter().count() {
+                        0 => "the metrics need a token of the server's tokens file",
+                        1 => "the Authorization header is not `Bearer TOKEN` with a token of the server's tokens file (a revoked one?)",
+                        _ => "the request carries more than one Authorization header",
                     };
                     return Err(unauthorized(format!(
                         "{why}: send `Authorization: Bearer TOKEN` (Prometheus: `authorization: {{credentials_file: FILE}}`)"
