@@ -46,11 +46,12 @@ pub(super) struct Slot {
 }
 
 /// For this many heartbeat intervals after the server starts, a group found on disk
-/// without saved members it can use (`members_file.rs`) hands out no partition
-/// (`Membership::held_until`): its members of before the restart heartbeat within one
-/// interval (the Rust client retries a failed heartbeat every 200 ms), learn they are
-/// unknown, and drop their partitions first. A group made since the start had no
-/// members before it, and is not held.
+/// hands out no partition (`Membership::held_until`). Without saved members it can use
+/// (`members_file.rs`), its members of before the restart heartbeat within one interval
+/// (the Rust client retries a failed heartbeat every 200 ms), learn they are unknown,
+/// and drop their partitions first. Restored members keep theirs, and only moves wait:
+/// the file may come from a server killed within such a hold. A group made since the
+/// start had no members before it, and is not held.
 pub(super) const RESTART_HOLD_INTERVALS: u64 = 2;
 
 impl Slot {
@@ -301,8 +302,9 @@ impl Groups {
             slot.has_files.store(true, Ordering::Relaxed);
             loaded.closed_offsets = None;
             if loaded.saved.is_none() {
-                // The group's first commit made its directory: its members are saved
-                // now, not at their next change, which may come after a restart.
+                // Nothing saved since the group was loaded (its first commit made its
+                // directory; or the first use after a start): saved now, not at the
+                // members' next change, which may come after a restart.
                 self.save_members(slot, loaded).await;
             }
         }

@@ -102,7 +102,8 @@ impl Membership {
     /// Hands out no partition before `ms` (the driver's clock). A group restarted
     /// without saved members (`saved.rs`) does not know its members of before, and each
     /// keeps consuming its partitions until its next heartbeat is refused (it then
-    /// drops them and joins again). Without the hold, the first of them to heartbeat
+    /// drops them and joins again). The driver holds restored groups too
+    /// (`slots::RESTART_HOLD_INTERVALS`). Without the hold, the first of them to heartbeat
     /// was given every partition at once, and consumed them beside the others for up
     /// to a heartbeat interval (hostile-sweep finding). Members still join and are told
     /// their targets meanwhile; the partitions come at their first heartbeat after it.
