@@ -169,20 +169,26 @@ async fn carry_on(client: &Client, a: &mut Member, b: &mut Member) {
     assert_eq!(before, after, "the members kept their ids and partitions");
 }
 
+/// A server on `dir` where members A and B of group g own a partition of `t` each and
+/// A has committed, then stopped. The group's first commit makes its directory and
+/// saves the members then: a group that changes no more until a restart is restored.
+async fn two_members_committed(dir: &std::path::Path) -> (Member, Member) {
+    let server = TestServer::start_with_options(dir, Limits::default(), options()).await;
+    let client = server.client_with_topic("t", 2).await;
+    let mut a = Member::join(&client).await;
+    let mut b = Member::join(&client).await;
+    settle(&client, &mut a, &mut b).await;
+    commit(&client, &a).await;
+    server.stop().await.unwrap();
+    (a, b)
+}
+
 /// Members A and B own a partition each and have committed; the server stops and
 /// starts again. Both carry on at once, with what they owned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_is_invisible_to_the_members_of_a_group() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
-    let client = server.client_with_topic("t", 2).await;
-    let mut a = Member::join(&client).await;
-    let mut b = Member::join(&client).await;
-    settle(&client, &mut a, &mut b).await;
-    // The group's first commit makes its directory, and saves the members then: a
-    // group that changes no more until the restart is restored too.
-    commit(&client, &a).await;
-    server.stop().await.unwrap();
+    let (mut a, mut b) = two_members_committed(dir.path()).await;
 
     let started = Instant::now();
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
@@ -246,13 +252,7 @@ async fn a_sigkill_is_invisible_to_the_members_of_a_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_no_partition_goes_to_a_member_while_another_may_own_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
-    let client = server.client_with_topic("t", 2).await;
-    let mut a = Member::join(&client).await;
-    let mut b = Member::join(&client).await;
-    settle(&client, &mut a, &mut b).await;
-    commit(&client, &a).await;
-    server.stop().await.unwrap();
+    let (mut a, mut b) = two_members_committed(dir.path()).await;
     forget_saved_members(dir.path());
 
     // Before the start: the hold counts from when the server serves, later.
