@@ -259,6 +259,15 @@ async fn after_a_restart_no_partition_goes_to_a_member_while_another_may_own_it(
     let started = Instant::now();
     let server = TestServer::start_with_options(dir.path(), Limits::default(), options()).await;
     let client = server.client().await;
+    // Deleted now, the group would be made anew at the next join, and not held
+    // (hostile-sweep finding): the delete waits for the hold.
+    let delete = pb::DeleteGroupRequest { group: "g".into() };
+    let deleted = client.groups().delete_group(delete).await;
+    if started.elapsed() < 2 * INTERVAL {
+        let refused = deleted.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+        assert!(refused.message().contains("try again"), "{refused}");
+    }
     let refused = a.beat(&client).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
     // Refused, A drops its partition and joins again; B still consumes its own.

@@ -56,6 +56,8 @@ impl Groups {
                 quote(group)
             )));
         }
+        // Deleted, it would be made anew at the next join and not held.
+        self.unknown_members(&slot)?;
         let members = loaded(&mut guard).membership.members().count();
         if members > 0 {
             return Err(Error::FailedPrecondition(format!(

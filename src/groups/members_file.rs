@@ -77,6 +77,30 @@ pub fn decode(bytes: &[u8], boot: u128) -> Result<&[u8], &'static str> {
     Ok(&data[HEADER_LEN..])
 }
 
+/// Most a `members` file may hold: a thousand members with long subscriptions and
+/// assignments of a hundred thousand partitions take well under this. A larger file
+/// was not written by strom, and is not read (hostile-sweep finding: a 1 GiB file was
+/// read whole into memory, and took the group's lock for seconds).
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// The file's bytes, if it is a regular file of at most `MAX_FILE_BYTES` (a FIFO put
+/// there would block the read for good, a link to `/dev/zero` never end). Blocking.
+fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file of at most {MAX_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Why a save failed: the write's error, and the removal's if the old file stayed.
 type Failed = (std::io::Error, Option<std::io::Error>);
 pub(super) type Saved = Result<Written, Failed>;
@@ -110,6 +134,12 @@ fn write(dir: &Path, bytes: &[u8]) -> Saved {
 }
 
 impl Groups {
+    /// Whether a failed save may be logged now: once a second, over all groups.
+    fn may_warn(&self) -> bool {
+        let second = self.now() / 1_000 + 1;
+        self.save_warned.swap(second, Ordering::Relaxed) != second
+    }
+
     /// Lets scoped patterns be restored: without it, a group with one is held instead.
     pub fn set_scopes(&self, scope_of: ScopeFn) {
         let _ = self.scope_of.set(scope_of);
@@ -120,7 +150,7 @@ impl Groups {
     pub(super) async fn restored(&self, slot: &Slot) -> Option<Membership> {
         let boot = self.boot?;
         let path = slot.dir.join(MEMBERS_FILE);
-        let read = tokio::task::spawn_blocking(move || std::fs::read(path));
+        let read = tokio::task::spawn_blocking(move || read(&path));
         let bytes = match read.await.expect("a read does not panic") {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
@@ -193,6 +223,9 @@ impl Groups {
         match written {
             Ok(Written::Yes) => loaded.saved = Some((changes, crc)),
             Ok(Written::NoDirectory) => {}
+            // Once a second at most: a failing disk under a large group's heartbeats
+            // logged a line each (hostile-sweep finding).
+            Err(_) if !self.may_warn() => {}
             Err((err, None)) => {
                 tracing::warn!(group = %slot.name, %err, "could not save the group's members; a restart will hold the group")
             }
@@ -290,6 +323,26 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Hostile-sweep findings: a 1 GiB file was read whole, and a FIFO put in its place
+    /// blocked the group for good. Neither is read now.
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        assert!(read(&big).is_err());
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert!(read(&fifo).is_err(), "a FIFO is refused, not read");
+        let fine = dir.path().join("fine");
+        std::fs::write(&fine, b"bytes").unwrap();
+        assert_eq!(read(&fine).unwrap(), b"bytes");
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct Groups {
     boot: Option<u128>,
     /// Set once by the server, if it has an access control list: scoped patterns.
     scope_of: std::sync::OnceLock<members_file::ScopeFn>,
+    /// The second (of `now`, plus one) a failed save of members was last logged.
+    save_warned: AtomicU64,
 }
 
 impl Groups {
@@ -175,6 +177,7 @@ impl Groups {
             )),
             boot: members_file::boot_id(),
             scope_of: std::sync::OnceLock::new(),
+            save_warned: AtomicU64::new(0),
         })
     }
 
@@ -216,7 +219,12 @@ impl Groups {
     /// (`members_file.rs`) may still be consuming, and count. Once loaded, its count
     /// is kept up to date (a group unloads only without members), so a Kafka group's
     /// joins do not take its lock each time.
-    pub async fn member_count(&self, group: &str) -> usize {
+    ///
+    /// Unknown: a group found on disk without saved members it could restore, within
+    /// its hold after the start. Members of before may still consume its partitions,
+    /// and the group does not know them (hostile-sweep finding: a Kafka consumer let in
+    /// then was given partitions a gRPC member still read).
+    pub async fn member_count(&self, group: &str) -> GrpcMembers {
         let unused = self.slots().get(group).is_some_and(|slot| {
             slot.members.load(Ordering::Relaxed) == 0
                 && slot.has_files.load(Ordering::Relaxed)
@@ -225,8 +233,44 @@ impl Groups {
         if unused {
             let _ = self.lock(group, false).await;
         }
-        self.slots()
-            .get(group)
-            .map_or(0, |slot| slot.members.load(Ordering::Relaxed))
+        let Some(slot) = self.slots().get(group).cloned() else {
+            return GrpcMembers::Count(0);
+        };
+        match slot.members.load(Ordering::Relaxed) {
+            0 => match self.unknown_for_ms(&slot) {
+                0 => GrpcMembers::Count(0),
+                ms => GrpcMembers::Unknown { for_ms: ms },
+            },
+            n => GrpcMembers::Count(n),
+        }
+    }
+
+    /// How much longer members of before the restart may be unknown (`member_count`).
+    fn unknown_for_ms(&self, slot: &Slot) -> u64 {
+        let until = slot.unknown_until_ms.load(Ordering::Relaxed);
+        until.saturating_sub(self.now())
+    }
+}
+
+/// gRPC members of a group, as another protocol's join or outside commit asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcMembers {
+    Count(usize),
+    /// Members from before a restart may still consume for this long, unknown.
+    Unknown {
+        for_ms: u64,
+    },
+}
+
+impl Groups {
+    /// The refusal of what must wait until members of before a restart are known.
+    fn unknown_members(&self, slot: &Slot) -> Result<()> {
+        match self.unknown_for_ms(slot) {
+            0 => Ok(()),
+            ms => Err(crate::error::Error::Unavailable {
+                what: format!("group {}", crate::error::quote(&slot.name)),
+                reason: format!("its members from before the server's restart may still consume its partitions and are not known yet; try again in {} ms", ms),
+            }),
+        }
     }
 }

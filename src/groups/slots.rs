@@ -43,6 +43,10 @@ pub(super) struct Slot {
     pub(super) listed: bool,
     /// Loaded since the start: its saved members, if any, are known (`member_count`).
     pub(super) loaded_once: AtomicBool,
+    /// Until when (the driver's clock) members from before the restart may still consume
+    /// its partitions unknown to it: a group found on disk without saved members it
+    /// could restore, within its hold. Another protocol's join and a delete wait.
+    pub(super) unknown_until_ms: AtomicU64,
 }
 
 /// For this many heartbeat intervals after the server starts, a group found on disk
@@ -69,6 +73,7 @@ impl Slot {
             has_files: AtomicBool::new(true),
             listed: true,
             loaded_once: AtomicBool::new(false),
+            unknown_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +89,7 @@ impl Slot {
             has_files: AtomicBool::new(false),
             listed: false,
             loaded_once: AtomicBool::new(false),
+            unknown_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -218,6 +224,9 @@ impl Groups {
                         false => 0,
                     };
                     let found = restored.is_some();
+                    if !found {
+                        slot.unknown_until_ms.store(hold, Ordering::Relaxed);
+                    }
                     slot.loaded_once.store(true, Ordering::Relaxed);
                     let membership = restored
                         .unwrap_or_else(|| {

@@ -17,6 +17,7 @@ use super::group::machine::{Join, MAX_SESSION_MS};
 use super::requests::groups::{Identity, JoinGroup, SyncGroup};
 use super::text;
 use super::Kafka;
+use crate::groups::GrpcMembers;
 use crate::grpc::auth::{Access, Operation};
 
 /// strom coordinates every group itself.
@@ -82,13 +83,22 @@ pub async fn join_group(
     };
     // A group strom's gRPC consumers are in is theirs: both would read the same
     // partitions. Kafka's code for a group of another kind.
-    if kafka.groups.member_count(&request.group).await > 0 {
-        tracing::info!(
-            group = request.group,
-            "kafka JoinGroup refused: the group has gRPC members; use another group name"
-        );
-        response.error_code = INCONSISTENT_GROUP_PROTOCOL;
-        return response;
+    match kafka.groups.member_count(&request.group).await {
+        GrpcMembers::Count(0) => {}
+        GrpcMembers::Count(_) => {
+            tracing::info!(
+                group = request.group,
+                "kafka JoinGroup refused: the group has gRPC members; use another group name"
+            );
+            response.error_code = INCONSISTENT_GROUP_PROTOCOL;
+            return response;
+        }
+        // Retried by Kafka's clients: the gRPC members of before a restart are known
+        // (or gone) once the group's hold ends.
+        GrpcMembers::Unknown { .. } => {
+            response.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+            return response;
+        }
     }
     let answer = match check_group_name(&request.group) {
         Ok(()) => kafka.coordinator.join(&request.group, join).await,

@@ -18,7 +18,7 @@ use super::groups::{check_group_name, read_group};
 use super::requests::groups::OffsetCommit;
 use super::text;
 use super::Kafka;
-use crate::groups::ForeignMembers;
+use crate::groups::{ForeignMembers, GrpcMembers};
 use crate::grpc::auth::{Access, Kind, Operation};
 
 /// Stores the offsets if the committer may (`Coordinator::check_commit`): all or
@@ -69,8 +69,12 @@ pub async fn offset_commit(
     // one without members, and were told only INVALID_REQUEST). Members that join after
     // this look are refused by the commit itself (INVALID_REQUEST, then).
     let outside = request.member_id.is_empty();
-    if error == code::NONE && outside && kafka.groups.member_count(&request.group).await > 0 {
-        error = UNKNOWN_MEMBER_ID;
+    if error == code::NONE && outside {
+        match kafka.groups.member_count(&request.group).await {
+            GrpcMembers::Count(0) => {}
+            GrpcMembers::Count(_) => error = UNKNOWN_MEMBER_ID,
+            GrpcMembers::Unknown { .. } => error = code::COORDINATOR_LOAD_IN_PROGRESS,
+        }
     }
     if error == code::NONE && !offsets.is_empty() {
         if let Err(err) = kafka

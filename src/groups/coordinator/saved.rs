@@ -77,6 +77,16 @@ fn tps(c: &mut Cursor<'_>) -> Option<BTreeSet<Tp>> {
     Some(out)
 }
 
+/// An epoch: one that far from zero was not written by strom (hostile-sweep finding:
+/// an epoch of `i64::MAX` wrapped at the next new epoch).
+fn read_epoch(c: &mut Cursor<'_>) -> Result<i64, &'static str> {
+    let epoch = c.u64().ok_or(DAMAGED)?;
+    match epoch <= (i64::MAX / 2) as u64 {
+        true => Ok(epoch as i64),
+        false => Err(DAMAGED),
+    }
+}
+
 /// A subscription, or why it cannot be restored.
 fn subscription(c: &mut Cursor<'_>, scope_of: ScopeOf<'_>) -> Result<Subscription, &'static str> {
     match c.u8().ok_or(DAMAGED)? {
@@ -176,7 +186,7 @@ impl Membership {
     ) -> Result<Membership, &'static str> {
         let mut m = Membership::new(group, heartbeat_interval_ms, view).counted_in(tally);
         let c = &mut Cursor(bytes);
-        m.epoch = c.u64().ok_or(DAMAGED)? as i64;
+        m.epoch = read_epoch(c)?;
         let count = c.u32().ok_or(DAMAGED)? as usize;
         if count > MAX_MEMBERS {
             return Err(DAMAGED);
@@ -210,8 +220,8 @@ impl Membership {
             0 => None,
             _ => Some(str16(c).ok_or(DAMAGED)?),
         };
-        let epoch = c.u64().ok_or(DAMAGED)? as i64;
-        let previous_epoch = c.u64().ok_or(DAMAGED)? as i64;
+        let epoch = read_epoch(c)?;
+        let previous_epoch = read_epoch(c)?;
         let sub = subs.get(c.u32().ok_or(DAMAGED)? as usize).ok_or(DAMAGED)?;
         let session_timeout_ms = c.u64().ok_or(DAMAGED)?;
         let departed = c.u8().ok_or(DAMAGED)? != 0;
@@ -353,6 +363,11 @@ mod tests {
             let r = Membership::restore("g", 1_000, view(), tally(), &huge, 0, &|_| None);
             assert!(r.is_err(), "count at {at}");
         }
+        // An epoch no server reaches (hostile-sweep finding: i64::MAX wrapped).
+        let mut far = saved.clone();
+        far[..8].copy_from_slice(&i64::MAX.to_le_bytes());
+        let r = Membership::restore("g", 1_000, view(), tally(), &far, 0, &|_| None);
+        assert!(r.is_err());
         // A partition past its topic's count is refused, never allocated for: the
         // holders' slots grow to the partition number. The member owns all 4 of `t`;
         // its bytes end with assigned, revoking (no topic: 4 bytes) and target (one
