@@ -182,6 +182,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub(crate) mod every_second;
 pub mod groups;
 pub mod grpc;
 pub mod kafka;

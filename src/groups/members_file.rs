@@ -134,12 +134,6 @@ fn write(dir: &Path, bytes: &[u8]) -> Saved {
 }
 
 impl Groups {
-    /// Whether a failed save may be logged now: once a second, over all groups.
-    fn may_warn(&self) -> bool {
-        let second = self.now() / 1_000 + 1;
-        self.save_warned.swap(second, Ordering::Relaxed) != second
-    }
-
     /// Lets scoped patterns be restored: without it, a group with one is held instead.
     pub fn set_scopes(&self, scope_of: ScopeFn) {
         let _ = self.scope_of.set(scope_of);
@@ -220,17 +214,25 @@ impl Groups {
         // (and the group's unloading) to wait for.
         let written = saving.await.expect("a write does not panic");
         loaded.saving = None;
-        match written {
-            Ok(Written::Yes) => loaded.saved = Some((changes, crc)),
-            Ok(Written::NoDirectory) => {}
-            // Once a second at most: a failing disk under a large group's heartbeats
-            // logged a line each (hostile-sweep finding).
-            Err(_) if !self.may_warn() => {}
-            Err((err, None)) => {
-                tracing::warn!(group = %slot.name, %err, "could not save the group's members; a restart will hold the group")
+        let failed = match written {
+            Ok(Written::Yes) => {
+                loaded.saved = Some((changes, crc));
+                return;
             }
-            Err((err, Some(remove))) => {
-                tracing::error!(group = %slot.name, %err, %remove, "could not save the group's members nor remove their old file: a restart may restore members as they were before")
+            Ok(Written::NoDirectory) => return,
+            Err(failed) => failed,
+        };
+        // Once a second at most: a failing disk under a large group's heartbeats
+        // logged a line each (hostile-sweep finding).
+        let Some(held_back) = self.save_failures.allow() else {
+            return;
+        };
+        match failed {
+            (err, None) => {
+                tracing::warn!(group = %slot.name, %err, held_back, "could not save the group's members; a restart will hold the group")
+            }
+            (err, Some(remove)) => {
+                tracing::error!(group = %slot.name, %err, %remove, held_back, "could not save the group's members nor remove their old file: a restart may restore members as they were before")
             }
         }
     }

@@ -136,8 +136,8 @@ pub struct Groups {
     boot: Option<u128>,
     /// Set once by the server, if it has an access control list: scoped patterns.
     scope_of: std::sync::OnceLock<members_file::ScopeFn>,
-    /// The second (of `now`, plus one) a failed save of members was last logged.
-    save_warned: AtomicU64,
+    /// Failed saves of members, logged once a second.
+    save_failures: crate::every_second::EverySecond,
 }
 
 impl Groups {
@@ -177,7 +177,7 @@ impl Groups {
             )),
             boot: members_file::boot_id(),
             scope_of: std::sync::OnceLock::new(),
-            save_warned: AtomicU64::new(0),
+            save_failures: Default::default(),
         })
     }
 
@@ -224,7 +224,7 @@ impl Groups {
     /// its hold after the start. Members of before may still consume its partitions,
     /// and the group does not know them (hostile-sweep finding: a Kafka consumer let in
     /// then was given partitions a gRPC member still read).
-    pub async fn member_count(&self, group: &str) -> GrpcMembers {
+    pub async fn grpc_members(&self, group: &str) -> GrpcMembers {
         let unused = self.slots().get(group).is_some_and(|slot| {
             slot.members.load(Ordering::Relaxed) == 0
                 && slot.has_files.load(Ordering::Relaxed)
@@ -245,7 +245,7 @@ impl Groups {
         }
     }
 
-    /// How much longer members of before the restart may be unknown (`member_count`).
+    /// How much longer members of before the restart may be unknown (`grpc_members`).
     fn unknown_for_ms(&self, slot: &Slot) -> u64 {
         let until = slot.unknown_until_ms.load(Ordering::Relaxed);
         until.saturating_sub(self.now())

@@ -41,7 +41,7 @@ pub(super) struct Slot {
     /// Found on disk at start-up: it may have had members before the restart, which
     /// still consume their partitions (`RESTART_HOLD_INTERVALS`).
     pub(super) listed: bool,
-    /// Loaded since the start: its saved members, if any, are known (`member_count`).
+    /// Loaded since the start: its saved members, if any, are known (`grpc_members`).
     pub(super) loaded_once: AtomicBool,
     /// Until when (the driver's clock) members from before the restart may still consume
     /// its partitions unknown to it: a group found on disk without saved members it

@@ -83,7 +83,7 @@ pub async fn join_group(
     };
     // A group strom's gRPC consumers are in is theirs: both would read the same
     // partitions. Kafka's code for a group of another kind.
-    match kafka.groups.member_count(&request.group).await {
+    match kafka.groups.grpc_members(&request.group).await {
         GrpcMembers::Count(0) => {}
         GrpcMembers::Count(_) => {
             tracing::info!(

@@ -70,7 +70,7 @@ pub async fn offset_commit(
     // this look are refused by the commit itself (INVALID_REQUEST, then).
     let outside = request.member_id.is_empty();
     if error == code::NONE && outside {
-        match kafka.groups.member_count(&request.group).await {
+        match kafka.groups.grpc_members(&request.group).await {
             GrpcMembers::Count(0) => {}
             GrpcMembers::Count(_) => error = UNKNOWN_MEMBER_ID,
             GrpcMembers::Unknown { .. } => error = code::COORDINATOR_LOAD_IN_PROGRESS,

@@ -225,9 +225,9 @@ impl Membership {
         let sub = subs.get(c.u32().ok_or(DAMAGED)? as usize).ok_or(DAMAGED)?;
         let session_timeout_ms = c.u64().ok_or(DAMAGED)?;
         let departed = c.u8().ok_or(DAMAGED)? != 0;
-        let mut lists = [tps(c), tps(c), tps(c)].into_iter();
-        let mut next = || lists.next().flatten().ok_or(DAMAGED);
-        let (assigned, revoking, mut target) = (next()?, next()?, next()?);
+        let assigned = tps(c).ok_or(DAMAGED)?;
+        let revoking = tps(c).ok_or(DAMAGED)?;
+        let mut target = tps(c).ok_or(DAMAGED)?;
         if self.members.contains_key(&*id) {
             return Err(DAMAGED);
         }

@@ -32,8 +32,8 @@ use tokio::time::Instant;
 
 use super::guard::{Guard, Refused};
 use super::Source;
+use crate::every_second::EverySecond;
 use crate::grpc::connection::common_name;
-use crate::kafka::quiet::EverySecond;
 
 const MAX_CONNECTIONS: usize = 64;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
